@@ -1,0 +1,54 @@
+# wallet: PostgreSQL extension (PGXS build).
+#
+#   make test    install deps if missing, build with -Werror, run every test
+#   make run     build and start the persistent demo cluster, run examples/demo.sql
+#   make stop    stop the demo cluster
+#   make && sudo make install    install into an existing server (pg_config on PATH)
+
+EXTENSION = wallet
+EXTVERSION = $(shell grep default_version $(EXTENSION).control | sed -e "s/default_version[[:space:]]*=[[:space:]]*'\([^']*\)'/\1/")
+
+MODULE_big = wallet
+OBJS = \
+	src/wallet.o
+
+# The install script is assembled from one part per area so that each area's
+# SQL lives beside nothing else; order matters (later parts use earlier ones).
+SQL_PARTS = \
+	sql/ext/core.sql
+
+DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
+
+# pg_regress scripts in sql/, expected output in expected/ (PGXS layout).
+REGRESS = basics
+
+SHLIB_LINK += -lsodium
+PG_CPPFLAGS += -DWALLET_VERSION='"$(EXTVERSION)"'
+# PostgreSQL's own headers trip -Wunused-parameter (PG_FUNCTION_ARGS) and
+# -Wmissing-field-initializers; everything else in -Wextra stays on.
+PG_CFLAGS += -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare $(if $(WERROR),-Werror)
+
+EXTRA_CLEAN = results regression.diffs regression.out output_iso
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
+ifneq ($(PGXS),)
+include $(PGXS)
+else ifeq ($(filter test run stop,$(MAKECMDGOALS)),)
+$(error pg_config not found: install postgresql-server-dev-15 (or run "make test", which installs it) or set PG_CONFIG)
+endif
+
+.DEFAULT_GOAL := all
+
+sql/$(EXTENSION)--$(EXTVERSION).sql: $(SQL_PARTS) $(EXTENSION).control
+	cat $(SQL_PARTS) > $@
+
+.PHONY: test run stop deps
+deps:
+	@test/deps.sh
+test:
+	@test/run-tests.sh
+run:
+	@test/run-demo.sh
+stop:
+	@test/run-demo.sh stop

@@ -1,0 +1,47 @@
+-- wallet extension install script, assembled from sql/ext/*.sql by the Makefile.
+\echo Use "CREATE EXTENSION wallet" to load this file. \quit
+
+-- The script creates the schema itself (wallet.control names none): a schema
+-- that CREATE EXTENSION makes from the control file is not a member of the
+-- extension, so DROP EXTENSION would leave it behind.  All objects are
+-- schema-qualified, so the extension's own (nominal) schema does not matter.
+CREATE SCHEMA wallet;
+COMMENT ON SCHEMA wallet IS 'digital-wallet marketing: marketing codes, points ledger, tiers, campaigns, push queue';
+
+CREATE FUNCTION wallet.version() RETURNS text
+    AS 'MODULE_PATHNAME', 'wallet_version'
+    LANGUAGE C STABLE STRICT PARALLEL SAFE;  -- STABLE: the libsodium part changes when the library is upgraded
+COMMENT ON FUNCTION wallet.version() IS 'extension version and the libsodium version it runs with';
+
+-- Merchants own every other object (campaigns, programs, ...).
+CREATE TABLE wallet.merchants (
+    merchant_id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name        text NOT NULL UNIQUE CHECK (btrim(name) <> ''),
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE wallet.merchants IS 'merchants: every campaign and points program belongs to one';
+COMMENT ON COLUMN wallet.merchants.merchant_id IS 'merchant id, referenced by campaigns and programs';
+COMMENT ON COLUMN wallet.merchants.name IS 'unique, non-blank merchant name';
+COMMENT ON COLUMN wallet.merchants.created_at IS 'when the merchant was registered';
+
+CREATE FUNCTION wallet.create_merchant(name text) RETURNS bigint
+    LANGUAGE plpgsql STRICT
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    id bigint;
+BEGIN
+    IF btrim(name) = '' THEN
+        RAISE EXCEPTION 'merchant name must not be blank'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A merchant needs a name that people can recognise.';
+    END IF;
+    INSERT INTO wallet.merchants (name) VALUES (name) RETURNING merchant_id INTO id;
+    RETURN id;
+EXCEPTION WHEN unique_violation THEN
+    RAISE EXCEPTION 'merchant "%" already exists', name
+        USING ERRCODE = 'unique_violation',
+              DETAIL = 'Merchant names are unique; look the existing merchant up in wallet.merchants.';
+END
+$$;
+COMMENT ON FUNCTION wallet.create_merchant(text) IS 'register a merchant and return its id';

@@ -1,0 +1,42 @@
+/*
+ * wallet.c: module entry point and wallet.version().
+ */
+#include "wallet.h"
+
+#include <sodium.h>
+
+#include "fmgr.h"
+#include "utils/builtins.h"
+
+PG_MODULE_MAGIC;
+
+void		_PG_init(void);
+
+/*
+ * Runs once per process that loads the library (the postmaster, when wallet
+ * is in shared_preload_libraries).  Every later area relies on libsodium
+ * being initialised, so a failure stops the load rather than letting a
+ * crypto call run on an uninitialised library.
+ */
+void
+_PG_init(void)
+{
+	/* 0 = initialised now, 1 = already initialised, -1 = failure */
+	if (sodium_init() < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+				 errmsg("could not initialise libsodium"),
+				 errdetail("sodium_init() failed, so no cryptographic function of wallet can run."),
+				 errhint("Check that the libsodium shared library is installed and that the system can provide random numbers.")));
+}
+
+PG_FUNCTION_INFO_V1(wallet_version);
+
+/* wallet.version(): extension version and the libsodium it runs with. */
+Datum
+wallet_version(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TEXT_P(cstring_to_text(psprintf("wallet %s (libsodium %s)",
+											  WALLET_VERSION,
+											  sodium_version_string())));
+}
