@@ -197,22 +197,23 @@ CREATE TRIGGER entries_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON wallet
 
 -- ---------------------------------------------------------------- helpers
 
-CREATE FUNCTION wallet.require_reason(reason text) RETURNS void
+-- Argument checks every posting shares.  points NULL = the operation takes
+-- none; verb names it in the message; signed: non-zero instead of positive.
+CREATE FUNCTION wallet.check_posting(points bigint, reason text, idempotency_key text, verb text,
+        signed boolean DEFAULT false) RETURNS void
     LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
     AS $$
 BEGIN
+    IF verb IS NOT NULL AND (points IS NULL OR points = 0 OR (points < 0 AND NOT signed)) THEN
+        RAISE EXCEPTION 'invalid amount of points'
+            USING ERRCODE = 'WL204',
+                  DETAIL = CASE WHEN signed THEN format('The points to %s must be a non-zero number.', verb)
+                                ELSE format('The points to %s must be a positive number.', verb) END;
+    END IF;
     IF reason IS NULL OR btrim(reason) = '' THEN
         RAISE EXCEPTION 'reason required'
             USING ERRCODE = 'WL215', DETAIL = 'Every posting needs a non-blank reason, so the journal explains it.';
     END IF;
-END
-$$;
-COMMENT ON FUNCTION wallet.require_reason(text) IS 'raises WL215 for a NULL or blank reason';
-
-CREATE FUNCTION wallet.require_key(idempotency_key text) RETURNS void
-    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
-    AS $$
-BEGIN
     IF idempotency_key IS NULL OR btrim(idempotency_key) = '' THEN
         RAISE EXCEPTION 'idempotency key required'
             USING ERRCODE = 'invalid_parameter_value',
@@ -220,7 +221,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION wallet.require_key(text) IS 'raises 22023 for a NULL or blank idempotency key';
+COMMENT ON FUNCTION wallet.check_posting(bigint, text, text, text, boolean) IS 'raises WL204 for a missing, zero or (unless signed) negative amount, WL215 for a blank reason, 22023 for a blank idempotency key';
 
 CREATE FUNCTION wallet.key_mismatch(e wallet.entries) RETURNS void
     LANGUAGE plpgsql
@@ -343,30 +344,80 @@ $$;
 COMMENT ON FUNCTION wallet.settle_account(bigint, timestamptz, timestamptz) IS 'journals lapsed holds (release) and expired lots (expire) of a locked account up to as_of';
 
 -- Lock an account and read what every posting needs; settles it first when
--- a lot expired or a hold lapsed since the last change.
-CREATE FUNCTION wallet.lock_account(account_id bigint, at timestamptz,
-        OUT ledger wallet.points_ledger, OUT program_id bigint, OUT closed boolean,
-        OUT expiry interval, OUT granularity text)
+-- a lot expired or a hold lapsed since the last change.  prior is the entry
+-- already posted with idempotency_key, looked up under the lock so that a
+-- concurrent call with the same key has committed (or rolled back) by then.
+CREATE TYPE wallet.locked_account AS (
+    ledger      wallet.points_ledger,
+    program_id  bigint,
+    closed      boolean,
+    expiry      interval,
+    granularity text,
+    prior       wallet.entries
+);
+COMMENT ON TYPE wallet.locked_account IS 'what wallet.lock_account returns to a posting';
+COMMENT ON COLUMN wallet.locked_account.ledger IS 'the account''s ledger, settled up to the posting''s instant';
+COMMENT ON COLUMN wallet.locked_account.program_id IS 'program of the account';
+COMMENT ON COLUMN wallet.locked_account.closed IS 'whether the program is closed';
+COMMENT ON COLUMN wallet.locked_account.expiry IS 'the program''s expiry (NULL = never)';
+COMMENT ON COLUMN wallet.locked_account.granularity IS 'the program''s expiry granularity';
+COMMENT ON COLUMN wallet.locked_account.prior IS 'entry already posted on the account with the idempotency key, if any';
+
+CREATE FUNCTION wallet.lock_account(account_id bigint, at timestamptz, idempotency_key text DEFAULT NULL)
+    RETURNS wallet.locked_account
     LANGUAGE plpgsql
     AS $$
 DECLARE
     due timestamptz;
+    r wallet.locked_account;
+    prior wallet.entries;
 BEGIN
     SELECT a.ledger, a.program_id, a.next_event, p.closed_at IS NOT NULL, p.expiry, p.granularity
-      INTO ledger, program_id, due, closed, expiry, granularity
+      INTO r.ledger, r.program_id, due, r.closed, r.expiry, r.granularity
       FROM wallet.accounts a JOIN wallet.programs p ON p.program_id = a.program_id
      WHERE a.account_id = lock_account.account_id
        FOR NO KEY UPDATE OF a;
     IF NOT FOUND THEN
         PERFORM wallet.unknown_account(lock_account.account_id);
     END IF;
+    IF idempotency_key IS NOT NULL THEN
+        SELECT * INTO prior FROM wallet.entries x
+         WHERE x.account_id = lock_account.account_id AND x.idempotency_key = lock_account.idempotency_key;
+        IF FOUND THEN
+            r.prior := prior;
+            RETURN r;   -- a retry: nothing will be posted, nothing to settle
+        END IF;
+    END IF;
     IF due <= at THEN
         PERFORM wallet.settle_account(lock_account.account_id, at, at);
-        SELECT a.ledger INTO ledger FROM wallet.accounts a WHERE a.account_id = lock_account.account_id;
+        SELECT a.ledger INTO r.ledger FROM wallet.accounts a WHERE a.account_id = lock_account.account_id;
     END IF;
+    RETURN r;
 END
 $$;
-COMMENT ON FUNCTION wallet.lock_account(bigint, timestamptz) IS 'locks an account row for a posting, settles due expiries and lapsed holds, returns its ledger and program policy';
+COMMENT ON FUNCTION wallet.lock_account(bigint, timestamptz, text) IS 'locks an account row for a posting, settles due expiries and lapsed holds, returns its ledger, program policy and the entry already posted with idempotency_key';
+
+-- What a posting does once its account is locked: return the earlier entry
+-- of an identical retry (same), refuse a reused key (WL002) or a closed
+-- program (WL202), else post e.
+CREATE FUNCTION wallet.post_once(a wallet.locked_account, same boolean, e wallet.entries, check_closed boolean DEFAULT true)
+    RETURNS wallet.entries
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF (a.prior).entry_id IS NOT NULL THEN
+        IF same THEN
+            RETURN a.prior;
+        END IF;
+        PERFORM wallet.key_mismatch(a.prior);
+    END IF;
+    IF check_closed AND a.closed THEN
+        PERFORM wallet.program_closed(a.program_id);
+    END IF;
+    RETURN wallet.post_entry(a.ledger, e);
+END
+$$;
+COMMENT ON FUNCTION wallet.post_once(wallet.locked_account, boolean, wallet.entries, boolean) IS 'after lock_account: returns the prior entry of an identical retry, raises WL002 for a reused key or WL202 for a closed program, else posts e';
 
 -- ---------------------------------------------------------------- programs and accounts
 
@@ -463,33 +514,17 @@ CREATE FUNCTION wallet.accrue(account_id bigint, points bigint, idempotency_key 
     AS $$
 DECLARE
     at timestamptz;
-    a record;
-    e wallet.entries;
+    a wallet.locked_account;
 BEGIN
-    IF points IS NULL OR points <= 0 THEN
-        RAISE EXCEPTION 'invalid amount of points'
-            USING ERRCODE = 'WL204', DETAIL = 'The points to accrue must be a positive number.';
-    END IF;
-    PERFORM wallet.require_reason(reason);
-    PERFORM wallet.require_key(idempotency_key);
+    PERFORM wallet.check_posting(points, reason, idempotency_key, 'accrue');
     at := clock_timestamp();
-    a := wallet.lock_account(account_id, at);
-    -- after the lock: a concurrent call with the same key has committed or rolled back
-    SELECT * INTO e FROM wallet.entries x WHERE x.account_id = accrue.account_id AND x.idempotency_key = accrue.idempotency_key;
-    IF FOUND THEN
-        IF e.kind = 'accrue' AND e.points = accrue.points AND e.reason = accrue.reason
-           AND e.reference IS NOT DISTINCT FROM accrue.reference
-           AND e.expires_at = coalesce(accrue.expires_at, wallet.policy_expiry(e.created_at, a.expiry, a.granularity)) THEN
-            RETURN e;
-        END IF;
-        PERFORM wallet.key_mismatch(e);
-    END IF;
-    IF a.closed THEN
-        PERFORM wallet.program_closed(a.program_id);
-    END IF;
-    e := ROW(NULL, account_id, 'accrue', 0, 0, idempotency_key, reason, reference, '[]', NULL, NULL, NULL, at,
-             points, coalesce(expires_at, wallet.policy_expiry(at, a.expiry, a.granularity)), NULL);
-    RETURN wallet.post_entry(a.ledger, e);
+    a := wallet.lock_account(account_id, at, idempotency_key);
+    RETURN wallet.post_once(a,
+        (a.prior).kind = 'accrue' AND (a.prior).points = points AND (a.prior).reason = reason
+            AND (a.prior).reference IS NOT DISTINCT FROM reference
+            AND (a.prior).expires_at = coalesce(expires_at, wallet.policy_expiry((a.prior).created_at, a.expiry, a.granularity)),
+        ROW(NULL, account_id, 'accrue', 0, 0, idempotency_key, reason, reference, '[]', NULL, NULL, NULL, at,
+            points, coalesce(expires_at, wallet.policy_expiry(at, a.expiry, a.granularity)), NULL));
 END
 $$;
 COMMENT ON FUNCTION wallet.accrue(bigint, bigint, text, text, text, timestamptz) IS 'credits points (a debt is paid off first) expiring at expires_at or per the program policy; idempotent on idempotency_key';
@@ -500,31 +535,16 @@ CREATE FUNCTION wallet.redeem(account_id bigint, points bigint, idempotency_key 
     AS $$
 DECLARE
     at timestamptz;
-    a record;
-    e wallet.entries;
+    a wallet.locked_account;
 BEGIN
-    IF points IS NULL OR points <= 0 THEN
-        RAISE EXCEPTION 'invalid amount of points'
-            USING ERRCODE = 'WL204', DETAIL = 'The points to redeem must be a positive number.';
-    END IF;
-    PERFORM wallet.require_reason(reason);
-    PERFORM wallet.require_key(idempotency_key);
+    PERFORM wallet.check_posting(points, reason, idempotency_key, 'redeem');
     at := clock_timestamp();
-    a := wallet.lock_account(account_id, at);
-    SELECT * INTO e FROM wallet.entries x WHERE x.account_id = redeem.account_id AND x.idempotency_key = redeem.idempotency_key;
-    IF FOUND THEN
-        IF e.kind = 'redeem' AND e.points = redeem.points AND e.reason = redeem.reason
-           AND e.reference IS NOT DISTINCT FROM redeem.reference THEN
-            RETURN e;
-        END IF;
-        PERFORM wallet.key_mismatch(e);
-    END IF;
-    IF a.closed THEN
-        PERFORM wallet.program_closed(a.program_id);
-    END IF;
-    e := ROW(NULL, account_id, 'redeem', 0, 0, idempotency_key, reason, reference, '[]', NULL, NULL, NULL, at,
-             points, NULL, NULL);
-    RETURN wallet.post_entry(a.ledger, e);
+    a := wallet.lock_account(account_id, at, idempotency_key);
+    RETURN wallet.post_once(a,
+        (a.prior).kind = 'redeem' AND (a.prior).points = points AND (a.prior).reason = reason
+            AND (a.prior).reference IS NOT DISTINCT FROM reference,
+        ROW(NULL, account_id, 'redeem', 0, 0, idempotency_key, reason, reference, '[]', NULL, NULL, NULL, at,
+            points, NULL, NULL));
 END
 $$;
 COMMENT ON FUNCTION wallet.redeem(bigint, bigint, text, text, text) IS 'spends points, soonest-expiring lots first (WL203 when not enough are spendable); idempotent on idempotency_key';
@@ -535,37 +555,23 @@ CREATE FUNCTION wallet.hold(account_id bigint, points bigint, idempotency_key te
     AS $$
 DECLARE
     at timestamptz;
-    a record;
-    e wallet.entries;
+    a wallet.locked_account;
+    id bigint;
 BEGIN
-    IF points IS NULL OR points <= 0 THEN
-        RAISE EXCEPTION 'invalid amount of points'
-            USING ERRCODE = 'WL204', DETAIL = 'The points to hold must be a positive number.';
-    END IF;
+    PERFORM wallet.check_posting(points, reason, idempotency_key, 'hold');
     IF ttl IS NULL OR ttl <= interval '0' THEN
         RAISE EXCEPTION 'time to live must be positive'
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A hold lasts a positive time, after which it stops holding.';
     END IF;
-    PERFORM wallet.require_reason(reason);
-    PERFORM wallet.require_key(idempotency_key);
     at := clock_timestamp();
-    a := wallet.lock_account(account_id, at);
-    SELECT * INTO e FROM wallet.entries x WHERE x.account_id = hold.account_id AND x.idempotency_key = hold.idempotency_key;
-    IF FOUND THEN
-        IF e.kind = 'hold' AND e.points = hold.points AND e.reason = hold.reason
-           AND e.reference IS NOT DISTINCT FROM hold.reference AND e.expires_at = e.created_at + ttl THEN
-            RETURN e;
-        END IF;
-        PERFORM wallet.key_mismatch(e);
-    END IF;
-    IF a.closed THEN
-        PERFORM wallet.program_closed(a.program_id);
-    END IF;
+    a := wallet.lock_account(account_id, at, idempotency_key);
     -- the hold id is the entry id, known before the ledger changes
-    e := ROW(nextval('wallet.entries_entry_id_seq'), account_id, 'hold', 0, 0, idempotency_key, reason, reference, '[]',
-             NULL, NULL, NULL, at, points, at + ttl, NULL);
-    e.hold_id := e.entry_id;
-    RETURN wallet.post_entry(a.ledger, e);
+    id := CASE WHEN (a.prior).entry_id IS NULL THEN nextval('wallet.entries_entry_id_seq') END;
+    RETURN wallet.post_once(a,
+        (a.prior).kind = 'hold' AND (a.prior).points = points AND (a.prior).reason = reason
+            AND (a.prior).reference IS NOT DISTINCT FROM reference AND (a.prior).expires_at = (a.prior).created_at + ttl,
+        ROW(id, account_id, 'hold', 0, 0, idempotency_key, reason, reference, '[]', id, NULL, NULL, at,
+            points, at + ttl, NULL));
 END
 $$;
 COMMENT ON FUNCTION wallet.hold(bigint, bigint, text, interval, text, text) IS 'takes points out of the spendable balance for ttl; the returned entry_id is the hold id; idempotent on idempotency_key';
@@ -663,44 +669,41 @@ CREATE FUNCTION wallet.reverse(entry_id bigint, idempotency_key text, reason tex
 DECLARE
     at timestamptz;
     o wallet.entries;
-    a record;
-    e wallet.entries;
+    a wallet.locked_account;
+    r bigint;
 BEGIN
     IF policy IS NULL OR policy NOT IN ('within_balance', 'unlimited') THEN
         RAISE EXCEPTION 'unknown reversal policy "%"', policy
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The policy is ''within_balance'' or ''unlimited''.';
     END IF;
-    PERFORM wallet.require_reason(reason);
-    PERFORM wallet.require_key(idempotency_key);
+    PERFORM wallet.check_posting(NULL, reason, idempotency_key, NULL);
     SELECT * INTO o FROM wallet.entries x WHERE x.entry_id = reverse.entry_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'unknown entry'
             USING ERRCODE = 'WL212', DETAIL = format('There is no journal entry %s.', entry_id);
     END IF;
     at := clock_timestamp();
-    a := wallet.lock_account(o.account_id, at);
-    SELECT * INTO e FROM wallet.entries x WHERE x.account_id = o.account_id AND x.idempotency_key = reverse.idempotency_key;
-    IF FOUND THEN
-        IF e.kind = 'reverse' AND e.reverses = reverse.entry_id AND e.reason = reverse.reason
-           AND e.policy = reverse.policy THEN
-            RETURN e;
+    a := wallet.lock_account(o.account_id, at, idempotency_key);
+    IF (a.prior).entry_id IS NULL THEN
+        IF o.kind NOT IN ('accrue', 'redeem', 'capture') THEN
+            RAISE EXCEPTION 'entry not reversible'
+                USING ERRCODE = 'WL211',
+                      DETAIL = format('Entry %s is a %s entry; only accrue, redeem and capture entries can be reversed.', entry_id, o.kind),
+                      HINT = 'Correct other postings with wallet.adjust.';
         END IF;
-        PERFORM wallet.key_mismatch(e);
+        SELECT x.entry_id INTO r FROM wallet.entries x WHERE x.reverses = reverse.entry_id;
+        IF FOUND THEN
+            RAISE EXCEPTION 'entry already reversed'
+                USING ERRCODE = 'WL210', DETAIL = format('Entry %s was reversed by entry %s.', entry_id, r);
+        END IF;
     END IF;
-    IF o.kind NOT IN ('accrue', 'redeem', 'capture') THEN
-        RAISE EXCEPTION 'entry not reversible'
-            USING ERRCODE = 'WL211',
-                  DETAIL = format('Entry %s is a %s entry; only accrue, redeem and capture entries can be reversed.', entry_id, o.kind),
-                  HINT = 'Correct other postings with wallet.adjust.';
-    END IF;
-    SELECT * INTO e FROM wallet.entries x WHERE x.reverses = reverse.entry_id;
-    IF FOUND THEN
-        RAISE EXCEPTION 'entry already reversed'
-            USING ERRCODE = 'WL210', DETAIL = format('Entry %s was reversed by entry %s.', entry_id, e.entry_id);
-    END IF;
-    e := ROW(NULL, o.account_id, 'reverse', 0, 0, idempotency_key, reason, o.reference, '[]', NULL, entry_id, NULL, at,
-             NULL, NULL, policy);
-    RETURN wallet.post_entry(a.ledger, e);
+    -- refunds and chargebacks must work after a program closed
+    RETURN wallet.post_once(a,
+        (a.prior).kind = 'reverse' AND (a.prior).reverses = entry_id AND (a.prior).reason = reason
+            AND (a.prior).policy = policy,
+        ROW(NULL, o.account_id, 'reverse', 0, 0, idempotency_key, reason, o.reference, '[]', NULL, entry_id, NULL, at,
+            NULL, NULL, policy),
+        check_closed => false);
 END
 $$;
 COMMENT ON FUNCTION wallet.reverse(bigint, text, text, text) IS 'undoes an accrual (takes back its unspent points; unlimited: all of it, into debt if need be) or a redemption/capture (restores the lots with their original expiry); at most once per entry';
@@ -710,30 +713,15 @@ CREATE FUNCTION wallet.adjust(account_id bigint, points bigint, idempotency_key 
     AS $$
 DECLARE
     at timestamptz;
-    a record;
-    e wallet.entries;
+    a wallet.locked_account;
 BEGIN
-    IF points IS NULL OR points = 0 THEN
-        RAISE EXCEPTION 'invalid amount of points'
-            USING ERRCODE = 'WL204', DETAIL = 'An adjustment must add or remove a non-zero number of points.';
-    END IF;
-    PERFORM wallet.require_reason(reason);
-    PERFORM wallet.require_key(idempotency_key);
+    PERFORM wallet.check_posting(points, reason, idempotency_key, 'adjust', signed => true);
     at := clock_timestamp();
-    a := wallet.lock_account(account_id, at);
-    SELECT * INTO e FROM wallet.entries x WHERE x.account_id = adjust.account_id AND x.idempotency_key = adjust.idempotency_key;
-    IF FOUND THEN
-        IF e.kind = 'adjust' AND e.points = adjust.points AND e.reason = adjust.reason THEN
-            RETURN e;
-        END IF;
-        PERFORM wallet.key_mismatch(e);
-    END IF;
-    IF a.closed THEN
-        PERFORM wallet.program_closed(a.program_id);
-    END IF;
-    e := ROW(NULL, account_id, 'adjust', 0, 0, idempotency_key, reason, NULL, '[]', NULL, NULL, NULL, at, points,
-             CASE WHEN points > 0 THEN wallet.policy_expiry(at, a.expiry, a.granularity) END, NULL);
-    RETURN wallet.post_entry(a.ledger, e);
+    a := wallet.lock_account(account_id, at, idempotency_key);
+    RETURN wallet.post_once(a,
+        (a.prior).kind = 'adjust' AND (a.prior).points = points AND (a.prior).reason = reason,
+        ROW(NULL, account_id, 'adjust', 0, 0, idempotency_key, reason, NULL, '[]', NULL, NULL, NULL, at, points,
+            CASE WHEN points > 0 THEN wallet.policy_expiry(at, a.expiry, a.granularity) END, NULL));
 END
 $$;
 COMMENT ON FUNCTION wallet.adjust(bigint, bigint, text, text) IS 'manual correction: adds points (expiring per policy) or removes them (soonest-expiring first, within the balance); reason required';
