@@ -1072,8 +1072,13 @@ ledger_earned(PG_FUNCTION_ARGS)
 		{
 			TimestampTz start = month_start(l->last_month - i);
 
-			if (start >= from && start < to)
-				sum += l->months[i];	/* each bucket <= earned, which is a bigint */
+			if (start >= from && start < to &&
+				pg_add_s64_overflow(sum, l->months[i], &sum))
+				ereport(ERROR,
+						(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+						 errmsg("points out of range"),
+						 errdetail("The monthly earned points of the period add up to more than %lld.",
+								   (long long) PG_INT64_MAX)));
 		}
 	PG_RETURN_INT64(sum);
 }
