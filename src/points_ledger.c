@@ -988,6 +988,8 @@ points_ledger_recv(PG_FUNCTION_ARGS)
 	}
 	else if (l.months[0] == 0)
 		bad_value(ERRCODE_INVALID_BINARY_REPRESENTATION, "The newest month of earned points must be non-zero.");
+	else if (l.last_month < (1 - 2000) * 12 + LEDGER_MONTHS || l.last_month > (294276 - 2000) * 12)
+		bad_value(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE, "The newest month of earned points is out of range.");
 	recv_lots(buf, &l.lots);
 	n = pq_getmsgint(buf, 4);
 	if (n < 0 || n > (buf->len - buf->cursor) / 20)
