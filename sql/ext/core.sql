@@ -23,6 +23,10 @@ COMMENT ON TABLE wallet.merchants IS 'merchants: every campaign and points progr
 COMMENT ON COLUMN wallet.merchants.merchant_id IS 'merchant id, referenced by campaigns and programs';
 COMMENT ON COLUMN wallet.merchants.name IS 'unique, non-blank merchant name';
 COMMENT ON COLUMN wallet.merchants.created_at IS 'when the merchant was registered';
+-- Extension tables are not dumped by pg_dump unless marked: keep merchants
+-- (and where their ids stand) across a dump and restore.
+SELECT pg_catalog.pg_extension_config_dump('wallet.merchants', '');
+SELECT pg_catalog.pg_extension_config_dump('wallet.merchants_merchant_id_seq', '');
 
 CREATE FUNCTION wallet.create_merchant(name text) RETURNS bigint
     LANGUAGE plpgsql STRICT
