@@ -14,6 +14,7 @@ OBJS = \
 	src/keys.o \
 	src/marketing_code.o \
 	src/code_cache.o \
+	src/code_hmac.o \
 	src/codes.o
 
 # The install script is assembled from one part per area so that each area's

@@ -12,6 +12,7 @@
 #include "utils/builtins.h"
 
 #include "keys.h"
+#include "code_hmac.h"
 #include "marketing_code.h"
 
 /* Crockford base32: value -> symbol */
@@ -196,20 +197,10 @@ uint64
 code_compute_mac(const CodeFields *f)
 {
 	unsigned char msg[CODE_MAC_MESSAGE_BYTES];
-	unsigned char out[crypto_auth_hmacsha256_BYTES];
-	crypto_auth_hmacsha256_state st;
-	uint64		mac = 0;
-	int			i;
 
 	code_mac_message(f, msg);
-	/* copying the keyed state skips the key set-up: one HMAC per message */
-	memcpy(&st, code_key_state(f->campaign, f->version), sizeof(st));
-	crypto_auth_hmacsha256_update(&st, msg, sizeof(msg));
-	crypto_auth_hmacsha256_final(&st, out);
-	sodium_memzero(&st, sizeof(st));
-	for (i = 0; i < 8; i++)
-		mac = (mac << 8) | out[i];
-	return mac >> (64 - f->mac_bits);
+	/* the keyed state is cached: one HMAC per message, no key set-up */
+	return code_hmac64(code_key_state(f->campaign, f->version), msg) >> (64 - f->mac_bits);
 }
 
 /* ---- text form ---------------------------------------------------------- */
