@@ -119,8 +119,11 @@ generate_codes(PG_FUNCTION_ARGS)
 			reserve_serials(campaign_id, n, st);
 			info = campaign_info(st->f.campaign);
 			if (!info->exists || !CAMPAIGN_VERSION_BIT(info->known, st->f.version))
-				elog(ERROR, "campaign %lld has no key row for its current key version %d",
-					 (long long) campaign_id, st->f.version);
+				ereport(ERROR,
+						(errcode(ERRCODE_WALLET_UNKNOWN_KEY_VERSION),
+						 errmsg("campaign %lld has no key row for its current key version %d", (long long) campaign_id, st->f.version),
+						 errdetail("wallet.code_keys was changed by hand."),
+						 errhint("Call wallet.rotate_code_key to make a new key version current.")));
 			if (CAMPAIGN_VERSION_BIT(info->retired, st->f.version))
 				ereport(ERROR,
 						(errcode(ERRCODE_WALLET_KEY_RETIRED),

@@ -2,7 +2,7 @@
 BEGIN;
 -- wallet's operators live in schema wallet, like its functions
 SET LOCAL search_path = public, wallet;
-SELECT plan(58);
+SELECT plan(64);
 
 SELECT wallet.create_merchant('Keys Coffee') AS m \gset
 SELECT wallet.create_campaign(:m, 'spring', 'kc') AS c \gset
@@ -93,6 +93,27 @@ SELECT is((SELECT array_agg(DISTINCT (wallet.parse_code(code::text)).status) FRO
 -- Unknown campaigns: a structurally valid code of a campaign that does not exist is forged.
 SELECT is((wallet.parse_code('0R00-3G6G-QGHK-C0K')).status, 'forged', 'code of a campaign that does not exist: forged');
 SELECT is(wallet.code_authentic('0R00-3G6G-QGHK-C0K'), false, 'and not authentic');
+
+-- Key rows changed by hand: generate_codes refuses a retired or missing current version.
+UPDATE wallet.code_keys SET retired_at = now() WHERE campaign_id = :c AND key_version = 3;
+SELECT throws_ok(format('SELECT wallet.generate_codes(%s, 1)', :c), 'WL108', format('the current key version 3 of campaign %s is retired', :c),
+    'generate_codes with a retired current version: WL108');
+DELETE FROM wallet.code_keys WHERE campaign_id = :c AND key_version = 3;
+SELECT throws_ok(format('SELECT wallet.generate_codes(%s, 1)', :c), 'WL103', format('campaign %s has no key row for its current key version 3', :c),
+    'generate_codes without a key row for the current version: WL103');
+SELECT is(wallet.rotate_code_key(:c), 4, 'rotating repairs it');
+SELECT is((SELECT count(*) FROM wallet.generate_codes(:c, 3)), 3::bigint, 'and generation works again');
+
+-- code_authentic and parse_code run in parallel workers (PARALLEL SAFE, cache loaded per worker).
+CREATE TABLE pcodes AS SELECT x AS code FROM wallet.generate_codes(:c, 5000) x;
+SET LOCAL parallel_setup_cost = 0;
+SET LOCAL parallel_tuple_cost = 0;
+SET LOCAL min_parallel_table_scan_size = 0;
+SET LOCAL max_parallel_workers_per_gather = 2;
+SELECT ok((SELECT count(*) FROM (SELECT 1 FROM pg_proc WHERE proname IN ('code_authentic', 'parse_code') AND pronamespace = 'wallet'::regnamespace AND proparallel = 's') s) = 2,
+    'code_authentic and parse_code are PARALLEL SAFE');
+SELECT is((SELECT count(*) FILTER (WHERE wallet.code_authentic(code) AND (wallet.parse_code(code::text)).status = 'ok') FROM pcodes), 5000::bigint,
+    'a parallel scan authenticates all 5000 codes');
 
 -- The server has its root key; its settings are superuser-only and never show the key.
 SELECT isnt(current_setting('wallet.root_key_file'), '', 'wallet.root_key_file is set on the test cluster');
