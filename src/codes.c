@@ -213,3 +213,29 @@ parse_code(PG_FUNCTION_ARGS)
 	values[0] = CStringGetTextDatum(status);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
 }
+
+PG_FUNCTION_INFO_V1(code_status);
+
+/* wallet.code_status(code): ok, forged or retired_key, for a value. */
+Datum
+code_status(PG_FUNCTION_ARGS)
+{
+	CodeFields	f;
+	const char *status;
+
+	wallet_require_root_key();
+	code_unpack(PG_GETARG_MARKETING_CODE_P(0), &f);
+	switch (code_verify(&f))
+	{
+		case CODE_AUTH_OK:
+			status = "ok";
+			break;
+		case CODE_AUTH_RETIRED:
+			status = "retired_key";
+			break;
+		default:
+			status = "forged";
+			break;
+	}
+	PG_RETURN_TEXT_P(cstring_to_text(status));
+}

@@ -148,13 +148,12 @@ CREATE TABLE wallet.campaigns (
     max_redemptions_total bigint CHECK (max_redemptions_total > 0),
     current_key_version int NOT NULL DEFAULT 1 CHECK (current_key_version BETWEEN 1 AND 1023),
     next_serial bigint NOT NULL DEFAULT 1 CHECK (next_serial >= 1),
-    created_at timestamptz NOT NULL DEFAULT now(),
-    UNIQUE (merchant_id, name)
+    created_at timestamptz NOT NULL DEFAULT now()
 );
 COMMENT ON TABLE wallet.campaigns IS 'marketing campaigns: code parameters, active window and redemption caps';
 COMMENT ON COLUMN wallet.campaigns.campaign_id IS 'campaign id, carried in every code (below 2^32)';
 COMMENT ON COLUMN wallet.campaigns.merchant_id IS 'merchant running the campaign';
-COMMENT ON COLUMN wallet.campaigns.name IS 'campaign name, unique per merchant';
+COMMENT ON COLUMN wallet.campaigns.name IS 'campaign name (non-blank; names may repeat, e.g. a yearly sale)';
 COMMENT ON COLUMN wallet.campaigns.prefix IS 'text printed before every code (A-Z, 0-9, up to 8); NULL = none; part of the signed data, so fixed';
 COMMENT ON COLUMN wallet.campaigns.mac_bits IS 'MAC length of the codes in bits (32 to 64); fixed once codes exist';
 COMMENT ON COLUMN wallet.campaigns.starts_at IS 'codes redeem from this time on';
@@ -288,18 +287,12 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Pass NULL for no limit on the whole campaign.';
     END IF;
 
-    BEGIN
-        INSERT INTO wallet.campaigns AS c (merchant_id, name, prefix, mac_bits, starts_at, ends_at,
-                                           max_redemptions_per_code, max_redemptions_per_member, max_redemptions_total)
-        VALUES (create_campaign.merchant_id, create_campaign.name, pfx, create_campaign.mac_bits,
-                create_campaign.starts_at, create_campaign.ends_at, create_campaign.max_redemptions_per_code,
-                create_campaign.max_redemptions_per_member, create_campaign.max_redemptions_total)
-        RETURNING c.campaign_id INTO id;
-    EXCEPTION WHEN unique_violation THEN
-        RAISE EXCEPTION 'merchant % already has a campaign named "%"', merchant_id, name
-            USING ERRCODE = 'unique_violation',
-                  DETAIL = 'Campaign names are unique per merchant.';
-    END;
+    INSERT INTO wallet.campaigns AS c (merchant_id, name, prefix, mac_bits, starts_at, ends_at,
+                                       max_redemptions_per_code, max_redemptions_per_member, max_redemptions_total)
+    VALUES (create_campaign.merchant_id, create_campaign.name, pfx, create_campaign.mac_bits,
+            create_campaign.starts_at, create_campaign.ends_at, create_campaign.max_redemptions_per_code,
+            create_campaign.max_redemptions_per_member, create_campaign.max_redemptions_total)
+    RETURNING c.campaign_id INTO id;
     INSERT INTO wallet.code_keys (campaign_id, key_version) VALUES (id, 1);
     RETURN id;
 END
@@ -375,6 +368,11 @@ CREATE FUNCTION wallet.code_authentic(wallet.marketing_code) RETURNS boolean
     AS 'MODULE_PATHNAME', 'code_authentic' LANGUAGE C STABLE STRICT PARALLEL SAFE;
 COMMENT ON FUNCTION wallet.code_authentic(wallet.marketing_code)
     IS 'true when the code''s MAC is right and its key version is not retired (no table read per call)';
+
+CREATE FUNCTION wallet.code_status(wallet.marketing_code) RETURNS text
+    AS 'MODULE_PATHNAME', 'code_status' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION wallet.code_status(wallet.marketing_code)
+    IS 'authentication status of a code value: ok, forged or retired_key (like wallet.parse_code, without the text step)';
 
 CREATE FUNCTION wallet.parse_code(input text, OUT status text, OUT code wallet.marketing_code)
     AS 'MODULE_PATHNAME', 'parse_code' LANGUAGE C STABLE STRICT PARALLEL SAFE;
