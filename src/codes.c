@@ -160,6 +160,22 @@ code_authentic(PG_FUNCTION_ARGS)
 	PG_RETURN_BOOL(code_verify(&f) == CODE_AUTH_OK);
 }
 
+/* The status names of wallet.parse_code and wallet.code_status. */
+static const char *
+code_auth_status(CodeAuth auth)
+{
+	switch (auth)
+	{
+		case CODE_AUTH_OK:
+			return "ok";
+		case CODE_AUTH_RETIRED:
+			return "retired_key";
+		case CODE_AUTH_FORGED:
+			break;
+	}
+	return "forged";
+}
+
 PG_FUNCTION_INFO_V1(parse_code);
 
 /*
@@ -196,18 +212,7 @@ parse_code(PG_FUNCTION_ARGS)
 				code_pack(&f, c);
 				values[1] = MarketingCodePGetDatum(c);
 				nulls[1] = false;
-				switch (code_verify(&f))
-				{
-					case CODE_AUTH_OK:
-						status = "ok";
-						break;
-					case CODE_AUTH_RETIRED:
-						status = "retired_key";
-						break;
-					default:
-						status = "forged";
-						break;
-				}
+				status = code_auth_status(code_verify(&f));
 			}
 	}
 	values[0] = CStringGetTextDatum(status);
@@ -221,21 +226,8 @@ Datum
 code_status(PG_FUNCTION_ARGS)
 {
 	CodeFields	f;
-	const char *status;
 
 	wallet_require_root_key();
 	code_unpack(PG_GETARG_MARKETING_CODE_P(0), &f);
-	switch (code_verify(&f))
-	{
-		case CODE_AUTH_OK:
-			status = "ok";
-			break;
-		case CODE_AUTH_RETIRED:
-			status = "retired_key";
-			break;
-		default:
-			status = "forged";
-			break;
-	}
-	PG_RETURN_TEXT_P(cstring_to_text(status));
+	PG_RETURN_TEXT_P(cstring_to_text(code_auth_status(code_verify(&f))));
 }
