@@ -11,6 +11,11 @@ EXTVERSION = $(shell grep default_version $(EXTENSION).control | sed -e "s/defau
 MODULE_big = wallet
 OBJS = \
 	src/wallet.o \
+	src/keys.o \
+	src/marketing_code.o \
+	src/code_cache.o \
+	src/code_hmac.o \
+	src/codes.o \
 	src/points_ledger.o \
 	src/ledger_ops.o
 
@@ -18,12 +23,13 @@ OBJS = \
 # SQL lives beside nothing else; order matters (later parts use earlier ones).
 SQL_PARTS = \
 	sql/ext/core.sql \
+	sql/ext/codes.sql \
 	sql/ext/ledger.sql
 
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
 
 # pg_regress scripts in sql/, expected output in expected/ (PGXS layout).
-REGRESS = basics points_ledger
+REGRESS = basics marketing_code points_ledger
 
 SHLIB_LINK += -lsodium
 PG_CPPFLAGS += -DWALLET_VERSION='"$(EXTVERSION)"'
