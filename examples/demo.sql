@@ -13,6 +13,28 @@ SELECT wallet.create_merchant('Demo Coffee') AS merchant_id;
 SELECT merchant_id, name FROM wallet.merchants;
 
 \echo
+\echo '== Marketing codes: HMAC-signed, checked offline, minted by the million.'
+SELECT wallet.create_campaign(1, 'Spring coupons', prefix => 'CAFE', max_redemptions_per_code => 1) AS campaign_id \gset
+\echo 'Five codes of the campaign (nothing is stored per code):'
+SELECT code FROM wallet.generate_codes(:campaign_id, 5) AS code;
+\echo 'A million more, counted but not printed:'
+SELECT count(*) AS minted FROM wallet.generate_codes(:campaign_id, 1000000);
+SELECT code::text AS good FROM wallet.generate_codes(:campaign_id, 1) AS code \gset
+\echo 'Each code carries its campaign, serial and key version; the MAC proves it is genuine:'
+SELECT wallet.code_campaign(:'good') AS campaign, wallet.code_serial(:'good') AS serial,
+       wallet.code_key_version(:'good') AS key_version, wallet.code_authentic(:'good') AS authentic;
+\echo 'A typed-in code with one wrong symbol is caught by the check symbol:'
+SELECT input, (wallet.parse_code(input)).status
+  FROM (VALUES (:'good'), (lower(:'good')), (replace(:'good', '-', ' ')),
+               (overlay(:'good' placing CASE WHEN substr(:'good', 8, 1) = '7' THEN '8' ELSE '7' END from 8 for 1))) AS t(input);
+\echo 'A forger who also fixes the check symbol is caught by the MAC:'
+SELECT input, status
+  FROM (SELECT left(overlay(:'good' placing CASE WHEN substr(:'good', 8, 1) = '7' THEN '8' ELSE '7' END from 8 for 1), -1) || c AS input
+          FROM regexp_split_to_table('0123456789ABCDEFGHJKMNPQRSTVWXYZ*~$=U', '') AS c) AS t,
+       LATERAL wallet.parse_code(input) AS p
+ WHERE p.status <> 'mistyped';
+
+\echo
 \echo '== Points ledger: a program whose points expire 12 months after earning (end of month).'
 SELECT wallet.create_program(1, 'Demo Rewards', interval '12 months', 'month') AS program_id \gset
 SELECT wallet.open_account(:program_id, 'member-42') AS account_id \gset
