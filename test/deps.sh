@@ -4,7 +4,8 @@
 set -euo pipefail
 
 PACKAGES=(postgresql-15 postgresql-server-dev-15 libsodium-dev postgresql-15-pgtap
-          libtap-parser-sourcehandler-pgtap-perl postgresql-contrib)
+          libtap-parser-sourcehandler-pgtap-perl postgresql-contrib
+          python3)   # python3: docs/code_reference.py, the offline reference of the code format
 
 missing=()
 for p in "${PACKAGES[@]}"; do
