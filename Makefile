@@ -15,7 +15,9 @@ OBJS = \
 # The install script is assembled from one part per area so that each area's
 # SQL lives beside nothing else; order matters (later parts use earlier ones).
 SQL_PARTS = \
-	sql/ext/core.sql
+	sql/ext/core.sql \
+	sql/ext/codes.sql \
+	sql/ext/redeem.sql
 
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
 

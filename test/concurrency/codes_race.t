@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Races on code redemption (issue 3), printed as TAP.  Every race starts N
+# sessions behind a barrier: each blocks on pg_advisory_lock_shared(K) while
+# the controller holds K exclusively; once pg_locks shows all N waiting, the
+# controller releases K and they all run at once.
+#
+# Needs PGHOST/PGPORT/PGUSER (make test sets them).  Creates its own database.
+set -uo pipefail
+
+DB=conc_codes_redeem
+BARRIER=7301
+TMP=$(mktemp -d /tmp/codes_race.XXXXXX)
+trap '[ -n "${KEEP_TMP:-}" ] || rm -rf "$TMP"' EXIT
+PSQL=(psql -X -q -A -t -v ON_ERROR_STOP=1)
+
+n=0
+ok()     { n=$((n + 1)); echo "ok $n - $1"; }
+not_ok() { n=$((n + 1)); echo "not ok $n - $1"; }
+check()  { if [ "$1" = "$2" ]; then ok "$3"; else not_ok "$3 (got '$1', want '$2')"; fi; }
+q()      { "${PSQL[@]}" -d "$DB" -c "$1"; }
+
+echo "1..15"
+
+psql -X -q -c "DROP DATABASE IF EXISTS $DB" >/dev/null 2>&1
+psql -X -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE $DB" >/dev/null || { echo "Bail out! cannot create database $DB"; exit 1; }
+q "CREATE EXTENSION wallet" >/dev/null || { echo "Bail out! cannot create extension wallet"; exit 1; }
+
+# race NAME N SQL: SQL may use @I@ (the session number 1..N); each session's
+# output (or error) lands in $TMP/NAME.I.  Fails the test when the barrier
+# is not reached within 30 s.
+race() {
+    local name=$1 count=$2 sql=$3 i ctl
+    "${PSQL[@]}" -d "$DB" >"$TMP/$name.ctl" 2>&1 <<SQL &
+SELECT pg_advisory_lock($BARRIER);
+DO \$\$
+DECLARE deadline timestamptz := clock_timestamp() + interval '30 seconds';
+BEGIN
+    LOOP
+        EXIT WHEN (SELECT count(*) FROM pg_locks
+                    WHERE locktype = 'advisory' AND classid = 0 AND objid = $BARRIER AND objsubid = 1
+                      AND mode = 'ShareLock' AND NOT granted) >= $count;
+        IF clock_timestamp() > deadline THEN
+            RAISE EXCEPTION 'barrier: not all $count sessions arrived';
+        END IF;
+        PERFORM pg_sleep(0.01);
+    END LOOP;
+END
+\$\$;
+SELECT 'released';
+SELECT pg_advisory_unlock($BARRIER);
+SQL
+    ctl=$!
+    # Start the sessions only once the controller holds the barrier.
+    for _ in $(seq 1 300); do
+        [ "$(q "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $BARRIER AND mode = 'ExclusiveLock' AND granted")" = 1 ] && break
+        sleep 0.05
+    done
+    local pids=()
+    for i in $(seq 1 "$count"); do
+        "${PSQL[@]}" -d "$DB" -c "SELECT pg_advisory_lock_shared($BARRIER)" -c "${sql//@I@/$i}" >"$TMP/$name.$i" 2>&1 <<<"" &
+        pids+=($!)
+    done
+    wait "$ctl"
+    wait "${pids[@]}"
+    grep -q released "$TMP/$name.ctl" || { echo "# barrier failed: $(cat "$TMP/$name.ctl")"; return 1; }
+    return 0
+}
+# count NAME PATTERN: how many sessions printed a line matching PATTERN exactly.
+count() { cat "$TMP/$1".[0-9]* | grep -cxE "$2"; }
+errors() { cat "$TMP/$1".[0-9]* | grep -c 'ERROR' ; }
+
+q "
+SELECT wallet.set_code_guard(NULL, NULL, '1 hour');
+SELECT wallet.create_merchant('race merchant');
+CREATE TABLE race_codes (name text, i int, code text);
+-- single use, and a cap of 5 per code
+INSERT INTO race_codes SELECT 'single', 0, g::text FROM wallet.generate_codes(wallet.create_campaign(1, 'single'), 1) g;
+INSERT INTO race_codes SELECT 'five', 0, g::text FROM wallet.generate_codes(wallet.create_campaign(1, 'five', max_redemptions_per_code => 5), 1) g;
+-- 3 per member, 20 codes for one member
+INSERT INTO race_codes SELECT 'member', row_number() OVER (), g::text
+  FROM wallet.generate_codes(wallet.create_campaign(1, 'member', max_redemptions_per_code => NULL, max_redemptions_per_member => 3), 20) g;
+-- 7 in all, 20 single-use codes
+INSERT INTO race_codes SELECT 'total', row_number() OVER (), g::text
+  FROM wallet.generate_codes(wallet.create_campaign(1, 'total', max_redemptions_total => 7), 20) g;
+-- one key sent by 10 sessions; codes unlimited so only the key can stop a double record
+INSERT INTO race_codes SELECT 'key', 0, g::text FROM wallet.generate_codes(wallet.create_campaign(1, 'key', max_redemptions_per_code => NULL), 1) g;
+-- reservations on a cap of 5
+INSERT INTO race_codes SELECT 'reserve', 0, g::text FROM wallet.generate_codes(wallet.create_campaign(1, 'reserve', max_redemptions_per_code => 5), 1) g;
+" >/dev/null || { echo "Bail out! setup failed"; exit 1; }
+
+start=$(date +%s)
+
+# 1. 50 sessions, one single-use code, 50 members.
+race single 50 "SELECT status FROM wallet.redeem_code((SELECT code FROM race_codes WHERE name = 'single'), 'm' || @I@, 'single-' || @I@)"
+check "$(count single ok)" 1 "50 sessions race on a single-use code: exactly one ok"
+check "$(count single exhausted)" 49 "the other 49 are told exhausted"
+check "$(q "SELECT count(*) FROM wallet.code_redemptions r JOIN race_codes c ON c.code::wallet.marketing_code = r.code WHERE c.name = 'single'")" 1 \
+      "one redemption row recorded"
+
+# 2. 20 sessions, a code with a cap of 5.
+race five 20 "SELECT status FROM wallet.redeem_code((SELECT code FROM race_codes WHERE name = 'five'), 'm' || @I@, 'five-' || @I@)"
+check "$(count five ok)" 5 "20 sessions race on a code with cap 5: exactly 5 ok"
+check "$(count five exhausted)" 15 "the other 15 are told exhausted"
+
+# 3. 20 sessions, one member, 20 different codes, 3 per member.
+race member 20 "SELECT status FROM wallet.redeem_code((SELECT code FROM race_codes WHERE name = 'member' AND i = @I@), 'erin', 'member-' || @I@)"
+check "$(count member ok)" 3 "20 sessions redeem different codes for one member with cap 3: exactly 3 ok"
+check "$(count member member_limit_reached)" 17 "the other 17 are told member_limit_reached"
+
+# 4. 20 sessions, 20 codes, 7 in the whole campaign.
+race total 20 "SELECT status FROM wallet.redeem_code((SELECT code FROM race_codes WHERE name = 'total' AND i = @I@), 'm' || @I@, 'total-' || @I@)"
+check "$(count total ok)" 7 "20 sessions race on a campaign with a total cap of 7: exactly 7 ok"
+check "$(q "SELECT redeemed FROM wallet.campaign_use_counts u JOIN wallet.campaigns c USING (campaign_id) WHERE c.name = 'total'")" 7 \
+      "the campaign counter says 7"
+
+# 5. The same idempotency key from 10 sessions at once.
+race key 10 "SELECT status || ' ' || redemption_id FROM wallet.redeem_code((SELECT code FROM race_codes WHERE name = 'key'), 'kim', 'the-one-key')"
+check "$(cat "$TMP"/key.[0-9]* | grep -E '^ok [0-9]+$' | sort -u | wc -l)" 1 "10 sessions with one key all get the same redemption"
+check "$(count key 'ok [0-9]+')" 10 "all 10 answered ok"
+check "$(q "SELECT count(*) FROM wallet.code_redemptions WHERE idempotency_key = 'the-one-key'")" 1 "one redemption recorded"
+
+# 6. 20 sessions reserve a code with cap 5.
+race reserve 20 "SELECT status FROM wallet.reserve_code((SELECT code FROM race_codes WHERE name = 'reserve'), 'm' || @I@, 'reserve-' || @I@, '1 hour')"
+check "$(count reserve ok)" 5 "20 sessions reserve a code with cap 5: exactly 5 reservations"
+
+# No session anywhere failed with an error (deadlock, serialization, ...).
+check "$(cat "$TMP"/*.[0-9]* | grep -c ERROR)" 0 "no session raised an error (no deadlock)"
+elapsed=$(( $(date +%s) - start ))
+if [ "$elapsed" -lt 60 ]; then ok "races done in ${elapsed}s"; else not_ok "races took ${elapsed}s"; fi
+
+psql -X -q -c "DROP DATABASE IF EXISTS $DB" >/dev/null 2>&1
