@@ -49,7 +49,7 @@ CREATE TABLE wallet.code_failed_attempts (
     attempted_at timestamptz NOT NULL DEFAULT clock_timestamp(),
     member_ref   text NOT NULL,
     source       text,
-    status       text NOT NULL CHECK (status IN ('malformed', 'mistyped', 'forged')),
+    status       text NOT NULL CHECK (status IN ('malformed', 'mistyped', 'unknown_campaign', 'forged')),
     input        text NOT NULL,
     campaign_id  bigint,
     operation    text NOT NULL CHECK (operation IN ('check', 'redeem', 'reserve'))
@@ -57,14 +57,14 @@ CREATE TABLE wallet.code_failed_attempts (
 CREATE INDEX code_failed_attempts_member ON wallet.code_failed_attempts (member_ref, attempted_at);
 CREATE INDEX code_failed_attempts_source ON wallet.code_failed_attempts (source, attempted_at) WHERE source IS NOT NULL;
 CREATE INDEX code_failed_attempts_at ON wallet.code_failed_attempts (attempted_at);
-COMMENT ON TABLE wallet.code_failed_attempts IS 'failed code checks (malformed, mistyped, forged) counted by the brute-force guard; purge old rows with wallet.purge_code_attempts';
+COMMENT ON TABLE wallet.code_failed_attempts IS 'failed code checks (malformed, mistyped, unknown_campaign, forged) counted by the brute-force guard; purge old rows with wallet.purge_code_attempts';
 COMMENT ON COLUMN wallet.code_failed_attempts.attempt_id IS 'attempt id';
 COMMENT ON COLUMN wallet.code_failed_attempts.attempted_at IS 'when the attempt was made (clock time)';
 COMMENT ON COLUMN wallet.code_failed_attempts.member_ref IS 'member who made the attempt';
 COMMENT ON COLUMN wallet.code_failed_attempts.source IS 'caller-supplied source (context->>''source''), e.g. a device id or IP address; NULL when none was given';
-COMMENT ON COLUMN wallet.code_failed_attempts.status IS 'why the check failed: malformed, mistyped or forged';
+COMMENT ON COLUMN wallet.code_failed_attempts.status IS 'why the check failed: malformed, mistyped, unknown_campaign or forged';
 COMMENT ON COLUMN wallet.code_failed_attempts.input IS 'the text that was tried (first 64 characters), for forensics';
-COMMENT ON COLUMN wallet.code_failed_attempts.campaign_id IS 'campaign id the text claimed when it decoded (forged codes), else NULL; not a foreign key since forged ids need not exist';
+COMMENT ON COLUMN wallet.code_failed_attempts.campaign_id IS 'campaign id the text claimed when it decoded (forged codes, unknown campaigns), else NULL; not a foreign key since such ids need not exist';
 COMMENT ON COLUMN wallet.code_failed_attempts.operation IS 'check_code, redeem_code or reserve_code';
 
 -- Thresholds that apply to a merchant: its own row, else the global row, else the defaults.
@@ -392,7 +392,7 @@ COMMENT ON FUNCTION wallet.code_check_args(text, text, jsonb, boolean) IS
     'internal: raise on misuse of the redemption API (NULL or blank member_ref or idempotency_key, non-object context)';
 
 -- Every check but the caps, in the documented precedence order.  Records a
--- failed check (malformed, mistyped, forged) for the brute-force guard.
+-- failed check (malformed, mistyped, unknown_campaign, forged) for the guard.
 CREATE FUNCTION wallet.code_precheck(input text, member_ref text, source text, operation text,
         OUT status text, OUT code wallet.marketing_code, OUT campaign_id bigint, OUT serial bigint,
         OUT max_per_code int, OUT max_per_member int, OUT max_total bigint)
@@ -405,6 +405,7 @@ DECLARE
     _code wallet.marketing_code;
     _c record;
     _known boolean := false;
+    _merchant bigint;
     _now timestamptz;
     _bound text;
 BEGIN
@@ -420,24 +421,25 @@ BEGIN
           INTO _c
           FROM wallet.campaigns c WHERE c.campaign_id = wallet.code_campaign(_code);
         _known := FOUND;
+        _merchant := _c.merchant_id;
     END IF;
 
-    IF wallet.code_guard_throttled(CASE WHEN _known THEN _c.merchant_id END, member_ref, source) THEN
+    IF wallet.code_guard_throttled(_merchant, member_ref, source) THEN
         status := 'throttled';
         RETURN;
     END IF;
 
-    IF _pstatus IN ('malformed', 'mistyped', 'forged') THEN
+    -- Codes are self-describing (anyone can read the campaign id out of one),
+    -- so saying that a campaign does not exist gives nothing away; it is
+    -- still a guess at a code that cannot exist, and counts as a failure.
+    IF _pstatus IN ('ok', 'retired_key', 'forged') AND NOT _known THEN
+        _pstatus := 'unknown_campaign';
+    END IF;
+    IF _pstatus IN ('malformed', 'mistyped', 'unknown_campaign', 'forged') THEN
         INSERT INTO wallet.code_failed_attempts (member_ref, source, status, input, campaign_id, operation)
         VALUES (member_ref, source, _pstatus, left(coalesce(input, ''), 64),
                 CASE WHEN _code IS NOT NULL THEN wallet.code_campaign(_code) END, operation);
         status := _pstatus;
-        RETURN;
-    END IF;
-    -- Authentic from here on (ok or retired_key): the campaign is checked only
-    -- after the MAC, so that forgers learn nothing about which campaigns exist.
-    IF NOT _known THEN
-        status := 'unknown_campaign';
         RETURN;
     END IF;
     code := _code;

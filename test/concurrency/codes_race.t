@@ -19,7 +19,7 @@ not_ok() { n=$((n + 1)); echo "not ok $n - $1"; }
 check()  { if [ "$1" = "$2" ]; then ok "$3"; else not_ok "$3 (got '$1', want '$2')"; fi; }
 q()      { "${PSQL[@]}" -d "$DB" -c "$1"; }
 
-echo "1..15"
+echo "1..17"
 
 psql -X -q -c "DROP DATABASE IF EXISTS $DB" >/dev/null 2>&1
 psql -X -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE $DB" >/dev/null || { echo "Bail out! cannot create database $DB"; exit 1; }
@@ -122,6 +122,13 @@ check "$(q "SELECT count(*) FROM wallet.code_redemptions WHERE idempotency_key =
 # 6. 20 sessions reserve a code with cap 5.
 race reserve 20 "SELECT status FROM wallet.reserve_code((SELECT code FROM race_codes WHERE name = 'reserve'), 'm' || @I@, 'reserve-' || @I@, '1 hour')"
 check "$(count reserve ok)" 5 "20 sessions reserve a code with cap 5: exactly 5 reservations"
+
+# 7. The guard is exact too: one member fires 20 bad codes at once with a
+#    threshold of 5: exactly 5 are judged (and recorded), 15 are throttled.
+q "SELECT wallet.set_code_guard(5, NULL, '1 hour')" >/dev/null
+race guard 20 "SELECT status FROM wallet.redeem_code('no such code ' || @I@, 'mallory', 'guard-' || @I@)"
+check "$(count guard malformed)/$(count guard throttled)" 5/15 "20 bad codes from one member at once, threshold 5: 5 judged, 15 throttled"
+check "$(q "SELECT count(*) FROM wallet.code_failed_attempts WHERE member_ref = 'mallory'")" 5 "exactly 5 failures recorded"
 
 # No session anywhere failed with an error (deadlock, serialization, ...).
 check "$(cat "$TMP"/*.[0-9]* | grep -c ERROR)" 0 "no session raised an error (no deadlock)"

@@ -6,7 +6,7 @@
 -- reads the clock with clock_timestamp(), which is what makes the expiry tests
 -- below (short ttl, pg_sleep) meaningful.
 BEGIN;
-SELECT plan(122);
+SELECT plan(123);
 
 -- Test helpers (temporary, gone at ROLLBACK) -------------------------------
 
@@ -105,7 +105,9 @@ INSERT INTO ids (name, id) SELECT 'gone', wallet.create_campaign((SELECT id FROM
 UPDATE ids SET code = pg_temp.code(id) WHERE name = 'gone';
 DELETE FROM wallet.campaigns WHERE campaign_id = (SELECT id FROM ids WHERE name = 'gone');
 SELECT is(wallet.check_code((SELECT code FROM ids WHERE name = 'gone'), 'alice'), 'unknown_campaign',
-          'authentic code of a deleted campaign: unknown_campaign');
+          'code of a deleted campaign: unknown_campaign');
+SELECT is((SELECT status FROM wallet.code_failed_attempts WHERE member_ref = 'alice' ORDER BY attempt_id DESC LIMIT 1), 'unknown_campaign',
+          'a code of no campaign counts as a failed check');
 
 -- Rotation and retirement, through check_code.
 INSERT INTO ids (name, id) SELECT 'rot', wallet.create_campaign((SELECT id FROM ids WHERE name = 'merchant'), 'rotating');
