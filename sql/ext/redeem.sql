@@ -644,6 +644,16 @@ $$;
 COMMENT ON FUNCTION wallet.check_code(text, text, jsonb) IS
     'status of a code for a member, without redeeming it; never throws for a bad code (see the README for the statuses and their precedence); failed checks count for the brute-force guard';
 
+CREATE FUNCTION wallet.check_code(code wallet.marketing_code, member_ref text, context jsonb DEFAULT '{}')
+    RETURNS text
+    LANGUAGE sql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+    SELECT wallet.check_code($1::text, $2, $3)
+$$;
+COMMENT ON FUNCTION wallet.check_code(wallet.marketing_code, text, jsonb) IS
+    'check_code for a value of type wallet.marketing_code (same behaviour as the text form)';
+
 CREATE FUNCTION wallet.redeem_code(code text, member_ref text, idempotency_key text, context jsonb DEFAULT '{}')
     RETURNS wallet.redemption_result
     LANGUAGE plpgsql

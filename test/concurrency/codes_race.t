@@ -12,6 +12,8 @@ BARRIER=7301
 TMP=$(mktemp -d /tmp/codes_race.XXXXXX)
 trap '[ -n "${KEEP_TMP:-}" ] || rm -rf "$TMP"' EXIT
 PSQL=(psql -X -q -A -t -v ON_ERROR_STOP=1)
+# Nothing may hang: a stuck session fails its statement instead.
+export PGOPTIONS="${PGOPTIONS:-} -c statement_timeout=60s"
 
 n=0
 ok()     { n=$((n + 1)); echo "ok $n - $1"; }
