@@ -473,53 +473,129 @@ $$;
 COMMENT ON FUNCTION wallet.code_precheck(text, text, text, text) IS
     'internal: every check of a code but the caps (guard, format, MAC, campaign, key, window, binding), in precedence order; records failed checks for the guard';
 
--- Lock the three counter rows in the fixed order (code, member, campaign),
--- creating them on first use, and return their values.
+-- The caps of a campaign, read so that they cannot change unseen, and the
+-- counter rows of the caps that are set, locked in the fixed order (code,
+-- member, campaign) and created on first use.
+--
+-- A counter is kept only while its cap is set, so that a public code with no
+-- per-code cap, or a campaign with no total cap, is not one hot row that
+-- every redemption queues on.  When a cap is set on a campaign that had none,
+-- the trigger wallet.code_caps_recount rebuilds its counters; the ROW
+-- EXCLUSIVE locks taken here first make that trigger (which takes SHARE on
+-- both tables) wait for every call that read the old caps, and make every
+-- later call wait for it, so no redemption is counted under the wrong caps.
 CREATE FUNCTION wallet.code_lock_counters(campaign_id bigint, serial bigint, member_ref text,
+        OUT max_per_code int, OUT max_per_member int, OUT max_total bigint,
         OUT code_redeemed int, OUT member_redeemed int, OUT total_redeemed bigint)
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     AS $$
 #variable_conflict use_column
 BEGIN
-    SELECT u.redeemed INTO code_redeemed FROM wallet.code_use_counts u
-     WHERE u.campaign_id = $1 AND u.serial = $2 FOR UPDATE;
-    IF NOT FOUND THEN
-        INSERT INTO wallet.code_use_counts AS u (campaign_id, serial) VALUES ($1, $2) ON CONFLICT DO NOTHING;
+    LOCK TABLE wallet.code_redemptions, wallet.code_reservations IN ROW EXCLUSIVE MODE;
+    IF current_setting('transaction_isolation') = 'read committed' THEN
+        -- A new snapshot: sees any cap change committed before our lock.
+        SELECT c.max_redemptions_per_code, c.max_redemptions_per_member, c.max_redemptions_total
+          INTO max_per_code, max_per_member, max_total
+          FROM wallet.campaigns c WHERE c.campaign_id = $1;
+    ELSE
+        -- A transaction snapshot may predate a cap change: FOR SHARE makes
+        -- such a change a serialization failure instead of going unseen.
+        SELECT c.max_redemptions_per_code, c.max_redemptions_per_member, c.max_redemptions_total
+          INTO max_per_code, max_per_member, max_total
+          FROM wallet.campaigns c WHERE c.campaign_id = $1 FOR SHARE;
+    END IF;
+    IF max_per_code IS NOT NULL THEN
         SELECT u.redeemed INTO code_redeemed FROM wallet.code_use_counts u
          WHERE u.campaign_id = $1 AND u.serial = $2 FOR UPDATE;
+        IF NOT FOUND THEN
+            INSERT INTO wallet.code_use_counts AS u (campaign_id, serial) VALUES ($1, $2) ON CONFLICT DO NOTHING;
+            SELECT u.redeemed INTO code_redeemed FROM wallet.code_use_counts u
+             WHERE u.campaign_id = $1 AND u.serial = $2 FOR UPDATE;
+        END IF;
     END IF;
-    SELECT u.redeemed INTO member_redeemed FROM wallet.member_use_counts u
-     WHERE u.campaign_id = $1 AND u.member_ref = $3 FOR UPDATE;
-    IF NOT FOUND THEN
-        INSERT INTO wallet.member_use_counts AS u (campaign_id, member_ref) VALUES ($1, $3) ON CONFLICT DO NOTHING;
+    IF max_per_member IS NOT NULL THEN
         SELECT u.redeemed INTO member_redeemed FROM wallet.member_use_counts u
          WHERE u.campaign_id = $1 AND u.member_ref = $3 FOR UPDATE;
+        IF NOT FOUND THEN
+            INSERT INTO wallet.member_use_counts AS u (campaign_id, member_ref) VALUES ($1, $3) ON CONFLICT DO NOTHING;
+            SELECT u.redeemed INTO member_redeemed FROM wallet.member_use_counts u
+             WHERE u.campaign_id = $1 AND u.member_ref = $3 FOR UPDATE;
+        END IF;
     END IF;
-    SELECT u.redeemed INTO total_redeemed FROM wallet.campaign_use_counts u
-     WHERE u.campaign_id = $1 FOR UPDATE;
-    IF NOT FOUND THEN
-        INSERT INTO wallet.campaign_use_counts AS u (campaign_id) VALUES ($1) ON CONFLICT DO NOTHING;
+    IF max_total IS NOT NULL THEN
         SELECT u.redeemed INTO total_redeemed FROM wallet.campaign_use_counts u
          WHERE u.campaign_id = $1 FOR UPDATE;
+        IF NOT FOUND THEN
+            INSERT INTO wallet.campaign_use_counts AS u (campaign_id) VALUES ($1) ON CONFLICT DO NOTHING;
+            SELECT u.redeemed INTO total_redeemed FROM wallet.campaign_use_counts u
+             WHERE u.campaign_id = $1 FOR UPDATE;
+        END IF;
     END IF;
 END
 $$;
 COMMENT ON FUNCTION wallet.code_lock_counters(bigint, bigint, text) IS
-    'internal: lock (creating on first use) the per-code, per-member and per-campaign counter rows, in that order, and return their values';
+    'internal: read a campaign''s caps safely and lock (creating on first use) the counter rows of the caps that are set, per code, per member, per campaign, in that order';
 
--- Add delta to the three counters (their rows are already locked).
-CREATE FUNCTION wallet.code_bump_counters(campaign_id bigint, serial bigint, member_ref text, delta int)
+-- Add delta to the counters of the caps that are set (rows already locked).
+CREATE FUNCTION wallet.code_bump_counters(campaign_id bigint, serial bigint, member_ref text, delta int,
+                                          per_code boolean, per_member boolean, total boolean)
     RETURNS void
     LANGUAGE sql
     SET search_path = pg_catalog, pg_temp
     AS $$
-    UPDATE wallet.code_use_counts u SET redeemed = u.redeemed + $4 WHERE u.campaign_id = $1 AND u.serial = $2;
-    UPDATE wallet.member_use_counts u SET redeemed = u.redeemed + $4 WHERE u.campaign_id = $1 AND u.member_ref = $3;
-    UPDATE wallet.campaign_use_counts u SET redeemed = u.redeemed + $4 WHERE u.campaign_id = $1;
+    UPDATE wallet.code_use_counts u SET redeemed = u.redeemed + $4 WHERE $5 AND u.campaign_id = $1 AND u.serial = $2;
+    UPDATE wallet.member_use_counts u SET redeemed = u.redeemed + $4 WHERE $6 AND u.campaign_id = $1 AND u.member_ref = $3;
+    UPDATE wallet.campaign_use_counts u SET redeemed = u.redeemed + $4 WHERE $7 AND u.campaign_id = $1;
 $$;
-COMMENT ON FUNCTION wallet.code_bump_counters(bigint, bigint, text, int) IS
-    'internal: add delta to the per-code, per-member and per-campaign counters of live redemptions';
+COMMENT ON FUNCTION wallet.code_bump_counters(bigint, bigint, text, int, boolean, boolean, boolean) IS
+    'internal: add delta to the per-code, per-member and per-campaign counters of live redemptions, for the caps that are set';
+
+-- Setting a cap on a campaign that had none: rebuild that counter from the
+-- redemptions, after every call that read the old caps has finished.
+CREATE FUNCTION wallet.code_caps_recount()
+    RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+#variable_conflict use_column
+BEGIN
+    LOCK TABLE wallet.code_redemptions, wallet.code_reservations IN SHARE MODE;
+    IF OLD.max_redemptions_per_code IS NULL AND NEW.max_redemptions_per_code IS NOT NULL THEN
+        DELETE FROM wallet.code_use_counts u WHERE u.campaign_id = NEW.campaign_id;
+        INSERT INTO wallet.code_use_counts (campaign_id, serial, redeemed)
+        SELECT d.campaign_id, d.serial, count(*) FROM wallet.code_redemptions d
+         WHERE d.campaign_id = NEW.campaign_id AND d.undone_at IS NULL
+         GROUP BY d.campaign_id, d.serial;
+    END IF;
+    IF OLD.max_redemptions_per_member IS NULL AND NEW.max_redemptions_per_member IS NOT NULL THEN
+        DELETE FROM wallet.member_use_counts u WHERE u.campaign_id = NEW.campaign_id;
+        INSERT INTO wallet.member_use_counts (campaign_id, member_ref, redeemed)
+        SELECT d.campaign_id, d.member_ref, count(*) FROM wallet.code_redemptions d
+         WHERE d.campaign_id = NEW.campaign_id AND d.undone_at IS NULL
+         GROUP BY d.campaign_id, d.member_ref;
+    END IF;
+    IF OLD.max_redemptions_total IS NULL AND NEW.max_redemptions_total IS NOT NULL THEN
+        INSERT INTO wallet.campaign_use_counts AS u (campaign_id, redeemed)
+        SELECT NEW.campaign_id, count(*) FROM wallet.code_redemptions d
+         WHERE d.campaign_id = NEW.campaign_id AND d.undone_at IS NULL
+        ON CONFLICT (campaign_id) DO UPDATE SET redeemed = EXCLUDED.redeemed;
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION wallet.code_caps_recount() IS
+    'internal trigger: when a campaign gets a cap it did not have, rebuild that cap''s counters from the live redemptions';
+
+CREATE TRIGGER code_caps_recount
+    AFTER UPDATE OF max_redemptions_per_code, max_redemptions_per_member, max_redemptions_total ON wallet.campaigns
+    FOR EACH ROW
+    WHEN ((OLD.max_redemptions_per_code IS NULL AND NEW.max_redemptions_per_code IS NOT NULL)
+       OR (OLD.max_redemptions_per_member IS NULL AND NEW.max_redemptions_per_member IS NOT NULL)
+       OR (OLD.max_redemptions_total IS NULL AND NEW.max_redemptions_total IS NOT NULL))
+    EXECUTE FUNCTION wallet.code_caps_recount();
+COMMENT ON TRIGGER code_caps_recount ON wallet.campaigns IS
+    'counters of live redemptions are kept only while a cap is set; this rebuilds them when a cap is set';
 
 -- The caps, given the live redemptions: counts active reservations beside
 -- them.  Exact when the caller holds the counter locks (wallet.code_lock_counters).
@@ -671,7 +747,6 @@ DECLARE
     _pstatus text;
     _code wallet.marketing_code;
     pc record;
-    camp record;
     cnt record;
     _st text;
     r wallet.redemption_result;
@@ -712,10 +787,8 @@ BEGIN
         IF _res.expires_at <= clock_timestamp() THEN
             -- It expired while we waited for the locks: others may have taken
             -- its place meanwhile, so the caps decide (it no longer counts).
-            SELECT c.max_redemptions_per_code, c.max_redemptions_per_member, c.max_redemptions_total
-              INTO camp FROM wallet.campaigns c WHERE c.campaign_id = _res.campaign_id;
-            _st := wallet.code_caps_status(_res.campaign_id, _res.serial, _member, camp.max_redemptions_per_code,
-                                           camp.max_redemptions_per_member, camp.max_redemptions_total,
+            _st := wallet.code_caps_status(_res.campaign_id, _res.serial, _member, cnt.max_per_code,
+                                           cnt.max_per_member, cnt.max_total,
                                            cnt.code_redeemed, cnt.member_redeemed, cnt.total_redeemed);
             IF _st <> 'ok' THEN
                 r.status := _st;
@@ -739,8 +812,8 @@ BEGIN
             RETURN r;
         END IF;
         SELECT * INTO cnt FROM wallet.code_lock_counters(pc.campaign_id, pc.serial, _member);
-        _st := wallet.code_caps_status(pc.campaign_id, pc.serial, _member, pc.max_per_code, pc.max_per_member,
-                                       pc.max_total, cnt.code_redeemed, cnt.member_redeemed, cnt.total_redeemed);
+        _st := wallet.code_caps_status(pc.campaign_id, pc.serial, _member, cnt.max_per_code, cnt.max_per_member,
+                                       cnt.max_total, cnt.code_redeemed, cnt.member_redeemed, cnt.total_redeemed);
         IF _st <> 'ok' THEN
             r.status := _st;
             RETURN r;
@@ -753,7 +826,8 @@ BEGIN
     VALUES (r.campaign_id, r.serial, _code, _member, _key, _ctx,
             r.reservation_id, clock_timestamp())
     RETURNING redemption_id, redeemed_at INTO r.redemption_id, r.redeemed_at;
-    PERFORM wallet.code_bump_counters(r.campaign_id, r.serial, _member, 1);
+    PERFORM wallet.code_bump_counters(r.campaign_id, r.serial, _member, 1, cnt.max_per_code IS NOT NULL,
+                                      cnt.max_per_member IS NOT NULL, cnt.max_total IS NOT NULL);
     r.status := 'ok';
     RETURN r;
 END
@@ -779,6 +853,7 @@ CREATE FUNCTION wallet.undo_redemption(redemption_id bigint, reason text)
 #variable_conflict use_column
 DECLARE
     _red wallet.code_redemptions;
+    cnt record;
 BEGIN
     IF reason IS NULL OR btrim(reason) = '' THEN
         RAISE EXCEPTION 'reason must not be null or blank'
@@ -796,8 +871,9 @@ BEGIN
             USING ERRCODE = 'WL151',
                   DETAIL = format('It was undone at %s (reason: %s); a use can be freed only once.', _red.undone_at, _red.undo_reason);
     END IF;
-    PERFORM wallet.code_lock_counters(_red.campaign_id, _red.serial, _red.member_ref);
-    PERFORM wallet.code_bump_counters(_red.campaign_id, _red.serial, _red.member_ref, -1);
+    SELECT * INTO cnt FROM wallet.code_lock_counters(_red.campaign_id, _red.serial, _red.member_ref);
+    PERFORM wallet.code_bump_counters(_red.campaign_id, _red.serial, _red.member_ref, -1, cnt.max_per_code IS NOT NULL,
+                                      cnt.max_per_member IS NOT NULL, cnt.max_total IS NOT NULL);
     UPDATE wallet.code_redemptions d SET undone_at = clock_timestamp(), undo_reason = undo_redemption.reason
      WHERE d.redemption_id = _red.redemption_id
     RETURNING * INTO _red;
@@ -856,8 +932,8 @@ BEGIN
         RETURN r;
     END IF;
     SELECT * INTO cnt FROM wallet.code_lock_counters(pc.campaign_id, pc.serial, _member);
-    _st := wallet.code_caps_status(pc.campaign_id, pc.serial, _member, pc.max_per_code, pc.max_per_member,
-                                   pc.max_total, cnt.code_redeemed, cnt.member_redeemed, cnt.total_redeemed);
+    _st := wallet.code_caps_status(pc.campaign_id, pc.serial, _member, cnt.max_per_code, cnt.max_per_member,
+                                   cnt.max_total, cnt.code_redeemed, cnt.member_redeemed, cnt.total_redeemed);
     IF _st <> 'ok' THEN
         r.status := _st;
         RETURN r;
@@ -868,7 +944,8 @@ BEGIN
     RETURNING reservation_id, expires_at INTO r.reservation_id, r.expires_at;
     -- Touch the counters: in REPEATABLE READ a concurrent change of them then
     -- fails with a serialization error instead of going unseen.
-    PERFORM wallet.code_bump_counters(pc.campaign_id, pc.serial, _member, 0);
+    PERFORM wallet.code_bump_counters(pc.campaign_id, pc.serial, _member, 0, cnt.max_per_code IS NOT NULL,
+                                      cnt.max_per_member IS NOT NULL, cnt.max_total IS NOT NULL);
     r.status := 'ok';
     RETURN r;
 END

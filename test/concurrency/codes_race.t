@@ -21,7 +21,7 @@ not_ok() { n=$((n + 1)); echo "not ok $n - $1"; }
 check()  { if [ "$1" = "$2" ]; then ok "$3"; else not_ok "$3 (got '$1', want '$2')"; fi; }
 q()      { "${PSQL[@]}" -d "$DB" -c "$1"; }
 
-echo "1..17"
+echo "1..20"
 
 psql -X -q -c "DROP DATABASE IF EXISTS $DB" >/dev/null 2>&1
 psql -X -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE $DB" >/dev/null || { echo "Bail out! cannot create database $DB"; exit 1; }
@@ -86,6 +86,9 @@ INSERT INTO race_codes SELECT 'total', row_number() OVER (), g::text
   FROM wallet.generate_codes(wallet.create_campaign(1, 'total', max_redemptions_total => 7), 20) g;
 -- one key sent by 10 sessions; codes unlimited so only the key can stop a double record
 INSERT INTO race_codes SELECT 'key', 0, g::text FROM wallet.generate_codes(wallet.create_campaign(1, 'key', max_redemptions_per_code => NULL), 1) g;
+-- no caps at all, until one is set during a race
+INSERT INTO race_codes SELECT 'late', row_number() OVER (), g::text
+  FROM wallet.generate_codes(wallet.create_campaign(1, 'late', max_redemptions_per_code => NULL), 20) g;
 -- reservations on a cap of 5
 INSERT INTO race_codes SELECT 'reserve', 0, g::text FROM wallet.generate_codes(wallet.create_campaign(1, 'reserve', max_redemptions_per_code => 5), 1) g;
 " >/dev/null || { echo "Bail out! setup failed"; exit 1; }
@@ -125,7 +128,34 @@ check "$(q "SELECT count(*) FROM wallet.code_redemptions WHERE idempotency_key =
 race reserve 20 "SELECT status FROM wallet.reserve_code((SELECT code FROM race_codes WHERE name = 'reserve'), 'm' || @I@, 'reserve-' || @I@, '1 hour')"
 check "$(count reserve ok)" 5 "20 sessions reserve a code with cap 5: exactly 5 reservations"
 
-# 7. The guard is exact too: one member fires 20 bad codes at once with a
+# 7. A total cap set while 19 sessions redeem in a campaign that had none:
+#    the counter it starts must match the live redemptions exactly, and the
+#    redemptions decided under the new cap must respect it.
+q "CREATE FUNCTION race_cap_step(i int) RETURNS text LANGUAGE plpgsql AS \$\$
+BEGIN
+    IF i = 10 THEN
+        UPDATE wallet.campaigns SET max_redemptions_total = 12 WHERE name = 'late';
+        RETURN 'cap set';
+    END IF;
+    RETURN (wallet.redeem_code((SELECT code FROM race_codes WHERE name = 'late' AND race_codes.i = race_cap_step.i),
+                               'm' || i, 'late-' || i)).status;
+END \$\$" >/dev/null
+race late 20 "SELECT race_cap_step(@I@)"
+check "$(count late 'cap set')" 1 "the cap was set during the race"
+check "$(q "SELECT redeemed FROM wallet.campaign_use_counts u JOIN wallet.campaigns c USING (campaign_id) WHERE c.name = 'late'")" \
+      "$(q "SELECT count(*) FROM wallet.code_redemptions d JOIN wallet.campaigns c USING (campaign_id) WHERE c.name = 'late' AND d.undone_at IS NULL")" \
+      "the new campaign counter equals the live redemptions"
+live=$(q "SELECT count(*) FROM wallet.code_redemptions d JOIN wallet.campaigns c USING (campaign_id) WHERE c.name = 'late'")
+refused=$(count late campaign_limit_reached)
+# Each redeemer either redeemed or was refused for the cap, and a refusal
+# only happened once 12 were live.
+if [ $((live + refused)) -eq 19 ] && { [ "$refused" -eq 0 ] || [ "$live" -ge 12 ]; }; then
+    ok "every redeemer was served or refused by the cap ($live live, $refused refused)"
+else
+    not_ok "every redeemer was served or refused by the cap ($live live, $refused refused)"
+fi
+
+# 8. The guard is exact too: one member fires 20 bad codes at once with a
 #    threshold of 5: exactly 5 are judged (and recorded), 15 are throttled.
 q "SELECT wallet.set_code_guard(5, NULL, '1 hour')" >/dev/null
 race guard 20 "SELECT status FROM wallet.redeem_code('no such code ' || @I@, 'mallory', 'guard-' || @I@)"

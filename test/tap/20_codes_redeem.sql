@@ -8,7 +8,7 @@
 -- margin between a reservation and the check that it still counts, so that a
 -- loaded machine does not make the test flaky.
 BEGIN;
-SELECT plan(124);
+SELECT plan(130);
 
 -- Test helpers (temporary, gone at ROLLBACK) -------------------------------
 
@@ -197,6 +197,36 @@ SELECT is(wallet.check_code(pg_temp.code((SELECT id FROM ids WHERE name = 'total
           'check_code agrees: campaign_limit_reached');
 SELECT is((SELECT redeemed FROM wallet.campaign_use_counts WHERE campaign_id = (SELECT id FROM ids WHERE name = 'total')), 3::bigint,
           'the campaign counter holds the live redemptions');
+
+-- Counters are kept only while a cap is set; setting a cap later rebuilds them.
+INSERT INTO ids (name, id) SELECT 'late', wallet.create_campaign((SELECT id FROM ids WHERE name = 'merchant'), 'caps set later',
+                                                               max_redemptions_per_code => NULL);
+INSERT INTO ids (name, id, code) SELECT 'lateX', id, pg_temp.code(id) FROM ids WHERE name = 'late';
+INSERT INTO ids (name, id, code) SELECT 'lateY', id, pg_temp.code(id) FROM ids WHERE name = 'late';
+SELECT is(ARRAY[pg_temp.redeem((SELECT code FROM ids WHERE name = 'lateX'), 'la', 'late-1'),
+                pg_temp.redeem((SELECT code FROM ids WHERE name = 'lateX'), 'lb', 'late-2'),
+                pg_temp.redeem((SELECT code FROM ids WHERE name = 'lateX'), 'lc', 'late-3'),
+                pg_temp.redeem((SELECT code FROM ids WHERE name = 'lateY'), 'la', 'late-4')],
+          ARRAY['ok', 'ok', 'ok', 'ok'], 'a campaign without caps: four redemptions');
+SELECT wallet.undo_redemption(redemption_id, 'cancelled') FROM wallet.code_redemptions WHERE idempotency_key = 'late-3';
+SELECT is((SELECT count(*) FROM wallet.code_use_counts WHERE campaign_id = (SELECT id FROM ids WHERE name = 'late'))
+        + (SELECT count(*) FROM wallet.member_use_counts WHERE campaign_id = (SELECT id FROM ids WHERE name = 'late'))
+        + (SELECT count(*) FROM wallet.campaign_use_counts WHERE campaign_id = (SELECT id FROM ids WHERE name = 'late')), 0::bigint,
+          'no counter rows while no cap is set (no hot row to queue on)');
+UPDATE wallet.campaigns SET max_redemptions_per_code = 3, max_redemptions_per_member = 2, max_redemptions_total = 4
+ WHERE campaign_id = (SELECT id FROM ids WHERE name = 'late');
+SELECT is((SELECT array_agg(redeemed ORDER BY serial) FROM wallet.code_use_counts WHERE campaign_id = (SELECT id FROM ids WHERE name = 'late')),
+          ARRAY[2, 1], 'setting the caps rebuilds the per-code counters from the live redemptions');
+SELECT is((SELECT redeemed FROM wallet.member_use_counts WHERE campaign_id = (SELECT id FROM ids WHERE name = 'late') AND member_ref = 'la'),
+          2, 'and the per-member counters');
+SELECT is((SELECT redeemed FROM wallet.campaign_use_counts WHERE campaign_id = (SELECT id FROM ids WHERE name = 'late')),
+          3::bigint, 'and the campaign counter');
+SELECT is(ARRAY[pg_temp.redeem((SELECT code FROM ids WHERE name = 'lateX'), 'la', 'late-5'),
+                pg_temp.redeem((SELECT code FROM ids WHERE name = 'lateX'), 'ld', 'late-6'),
+                pg_temp.redeem((SELECT code FROM ids WHERE name = 'lateY'), 'le', 'late-7'),
+                pg_temp.redeem((SELECT code FROM ids WHERE name = 'lateX'), 'lf', 'late-8')],
+          ARRAY['member_limit_reached', 'ok', 'campaign_limit_reached', 'exhausted'],
+          'and the new caps hold at once');
 
 -- Idempotency -----------------------------------------------------------------
 CREATE TEMP TABLE r2 AS SELECT * FROM wallet.redeem_code((SELECT code FROM ids WHERE name = 'single'), 'alice', 'single-1',
