@@ -10,7 +10,12 @@ EXTVERSION = $(shell grep default_version $(EXTENSION).control | sed -e "s/defau
 
 MODULE_big = wallet
 OBJS = \
-	src/wallet.o
+	src/wallet.o \
+	src/keys.o \
+	src/marketing_code.o \
+	src/code_cache.o \
+	src/code_hmac.o \
+	src/codes.o
 
 # The install script is assembled from one part per area so that each area's
 # SQL lives beside nothing else; order matters (later parts use earlier ones).
@@ -22,7 +27,7 @@ SQL_PARTS = \
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
 
 # pg_regress scripts in sql/, expected output in expected/ (PGXS layout).
-REGRESS = basics
+REGRESS = basics marketing_code
 
 SHLIB_LINK += -lsodium
 PG_CPPFLAGS += -DWALLET_VERSION='"$(EXTVERSION)"'

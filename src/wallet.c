@@ -8,6 +8,8 @@
 #include "fmgr.h"
 #include "utils/builtins.h"
 
+#include "keys.h"
+
 PG_MODULE_MAGIC;
 
 void		_PG_init(void);
@@ -28,6 +30,9 @@ _PG_init(void)
 				 errmsg("could not initialise libsodium"),
 				 errdetail("sodium_init() failed, so no cryptographic function of wallet can run."),
 				 errhint("Check that the libsodium shared library is installed and that the system can provide random numbers.")));
+
+	/* marketing codes: settings and, when preloaded, the root key */
+	wallet_keys_init();
 }
 
 PG_FUNCTION_INFO_V1(wallet_version);

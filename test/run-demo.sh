@@ -18,7 +18,11 @@ test/deps.sh
 DEMO="$WALLET_PG/demo"
 
 # Server settings of the demo cluster; areas add theirs here (same helper as make test).
-SETTINGS=(-c shared_preload_libraries=wallet)
+# Marketing codes: a random root key made on the first run and kept beside the
+# demo data (mode 0600), so that codes stay valid across runs.
+. test/root_key.sh
+root_key_random "$WALLET_PG/demo.root.key"
+SETTINGS=(-c shared_preload_libraries=wallet -c wallet.root_key_file="$WALLET_PG/demo.root.key")
 
 # Restart so that the freshly built library is the one loaded.
 cluster_stop "$DEMO"

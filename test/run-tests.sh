@@ -22,7 +22,11 @@ trap 'exit 130' INT TERM
 cluster_install || exit 1
 
 # Server settings every test cluster needs; areas add theirs here.
-SETTINGS=(-c shared_preload_libraries=wallet)
+# Marketing codes: the fixed TEST-ONLY root key (test/root_key.sh), so that
+# the test vectors of docs/code-format.md come out of pg_regress.
+. test/root_key.sh
+root_key_test "$TMPD/root.key"
+SETTINGS=(-c shared_preload_libraries=wallet -c wallet.root_key_file="$TMPD/root.key")
 
 cluster_start "$DATA" "$TEST_PORT" "${SETTINGS[@]}" || exit 1
 export PGHOST="$DATA" PGPORT="$TEST_PORT" PGUSER=postgres PGDATABASE=postgres

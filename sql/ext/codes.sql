@@ -1,0 +1,369 @@
+
+-- ===========================================================================
+-- Marketing codes (issue 3, codes-core): the type wallet.marketing_code,
+-- campaigns and their code keys, generation and authentication.
+-- docs/code-format.md specifies the code format.
+-- ===========================================================================
+
+CREATE TYPE wallet.marketing_code;
+
+CREATE FUNCTION wallet.marketing_code_in(cstring) RETURNS wallet.marketing_code
+    AS 'MODULE_PATHNAME', 'marketing_code_in' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION wallet.marketing_code_in(cstring) IS 'text input of wallet.marketing_code: checks the symbols, length and check symbol (not the MAC)';
+CREATE FUNCTION wallet.marketing_code_out(wallet.marketing_code) RETURNS cstring
+    AS 'MODULE_PATHNAME', 'marketing_code_out' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION wallet.marketing_code_out(wallet.marketing_code) IS 'text output of wallet.marketing_code: prefix, base32 body in groups of 4, check symbol';
+CREATE FUNCTION wallet.marketing_code_recv(internal) RETURNS wallet.marketing_code
+    AS 'MODULE_PATHNAME', 'marketing_code_recv' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION wallet.marketing_code_recv(internal) IS 'binary input of wallet.marketing_code (format version byte first)';
+CREATE FUNCTION wallet.marketing_code_send(wallet.marketing_code) RETURNS bytea
+    AS 'MODULE_PATHNAME', 'marketing_code_send' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION wallet.marketing_code_send(wallet.marketing_code) IS 'binary output of wallet.marketing_code (format version byte first)';
+
+CREATE TYPE wallet.marketing_code (
+    INPUT = wallet.marketing_code_in,
+    OUTPUT = wallet.marketing_code_out,
+    RECEIVE = wallet.marketing_code_recv,
+    SEND = wallet.marketing_code_send,
+    INTERNALLENGTH = 24,
+    ALIGNMENT = double,
+    STORAGE = plain
+);
+COMMENT ON TYPE wallet.marketing_code IS 'HMAC-signed marketing code: campaign, serial, key version, prefix and truncated MAC in 24 bytes; text form like SHOP-XXXX-XXXX-XXXX-XXXC';
+
+-- Comparison: campaign, serial, key version, MAC length, MAC, prefix (as input reads it).
+CREATE FUNCTION wallet.marketing_code_eq(wallet.marketing_code, wallet.marketing_code) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'marketing_code_eq' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE LEAKPROOF;
+COMMENT ON FUNCTION wallet.marketing_code_eq(wallet.marketing_code, wallet.marketing_code) IS 'implementation of = for marketing codes';
+CREATE FUNCTION wallet.marketing_code_ne(wallet.marketing_code, wallet.marketing_code) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'marketing_code_ne' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE LEAKPROOF;
+COMMENT ON FUNCTION wallet.marketing_code_ne(wallet.marketing_code, wallet.marketing_code) IS 'implementation of <> for marketing codes';
+CREATE FUNCTION wallet.marketing_code_lt(wallet.marketing_code, wallet.marketing_code) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'marketing_code_lt' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE LEAKPROOF;
+COMMENT ON FUNCTION wallet.marketing_code_lt(wallet.marketing_code, wallet.marketing_code) IS 'implementation of < for marketing codes';
+CREATE FUNCTION wallet.marketing_code_le(wallet.marketing_code, wallet.marketing_code) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'marketing_code_le' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE LEAKPROOF;
+COMMENT ON FUNCTION wallet.marketing_code_le(wallet.marketing_code, wallet.marketing_code) IS 'implementation of <= for marketing codes';
+CREATE FUNCTION wallet.marketing_code_gt(wallet.marketing_code, wallet.marketing_code) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'marketing_code_gt' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE LEAKPROOF;
+COMMENT ON FUNCTION wallet.marketing_code_gt(wallet.marketing_code, wallet.marketing_code) IS 'implementation of > for marketing codes';
+CREATE FUNCTION wallet.marketing_code_ge(wallet.marketing_code, wallet.marketing_code) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'marketing_code_ge' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE LEAKPROOF;
+COMMENT ON FUNCTION wallet.marketing_code_ge(wallet.marketing_code, wallet.marketing_code) IS 'implementation of >= for marketing codes';
+CREATE FUNCTION wallet.marketing_code_cmp(wallet.marketing_code, wallet.marketing_code) RETURNS int
+    AS 'MODULE_PATHNAME', 'marketing_code_cmp' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE LEAKPROOF;
+COMMENT ON FUNCTION wallet.marketing_code_cmp(wallet.marketing_code, wallet.marketing_code) IS 'btree support: -1, 0 or 1';
+CREATE FUNCTION wallet.marketing_code_hash(wallet.marketing_code) RETURNS int
+    AS 'MODULE_PATHNAME', 'marketing_code_hash' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE LEAKPROOF;
+COMMENT ON FUNCTION wallet.marketing_code_hash(wallet.marketing_code) IS 'hash support, consistent with =';
+CREATE FUNCTION wallet.marketing_code_hash_extended(wallet.marketing_code, bigint) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'marketing_code_hash_extended' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE LEAKPROOF;
+COMMENT ON FUNCTION wallet.marketing_code_hash_extended(wallet.marketing_code, bigint) IS 'seeded 64-bit hash support, consistent with =';
+
+CREATE OPERATOR wallet.= (
+    LEFTARG = wallet.marketing_code, RIGHTARG = wallet.marketing_code, PROCEDURE = wallet.marketing_code_eq,
+    COMMUTATOR = OPERATOR(wallet.=), NEGATOR = OPERATOR(wallet.<>),
+    RESTRICT = eqsel, JOIN = eqjoinsel, HASHES, MERGES);
+COMMENT ON OPERATOR wallet.= (wallet.marketing_code, wallet.marketing_code) IS 'same code (prefix compared as input reads it)';
+CREATE OPERATOR wallet.<> (
+    LEFTARG = wallet.marketing_code, RIGHTARG = wallet.marketing_code, PROCEDURE = wallet.marketing_code_ne,
+    COMMUTATOR = OPERATOR(wallet.<>), NEGATOR = OPERATOR(wallet.=),
+    RESTRICT = neqsel, JOIN = neqjoinsel);
+COMMENT ON OPERATOR wallet.<> (wallet.marketing_code, wallet.marketing_code) IS 'different codes';
+CREATE OPERATOR wallet.< (
+    LEFTARG = wallet.marketing_code, RIGHTARG = wallet.marketing_code, PROCEDURE = wallet.marketing_code_lt,
+    COMMUTATOR = OPERATOR(wallet.>), NEGATOR = OPERATOR(wallet.>=),
+    RESTRICT = scalarltsel, JOIN = scalarltjoinsel);
+COMMENT ON OPERATOR wallet.< (wallet.marketing_code, wallet.marketing_code) IS 'sorts before (by campaign, then serial, ...)';
+CREATE OPERATOR wallet.<= (
+    LEFTARG = wallet.marketing_code, RIGHTARG = wallet.marketing_code, PROCEDURE = wallet.marketing_code_le,
+    COMMUTATOR = OPERATOR(wallet.>=), NEGATOR = OPERATOR(wallet.>),
+    RESTRICT = scalarlesel, JOIN = scalarlejoinsel);
+COMMENT ON OPERATOR wallet.<= (wallet.marketing_code, wallet.marketing_code) IS 'sorts before or equal';
+CREATE OPERATOR wallet.> (
+    LEFTARG = wallet.marketing_code, RIGHTARG = wallet.marketing_code, PROCEDURE = wallet.marketing_code_gt,
+    COMMUTATOR = OPERATOR(wallet.<), NEGATOR = OPERATOR(wallet.<=),
+    RESTRICT = scalargtsel, JOIN = scalargtjoinsel);
+COMMENT ON OPERATOR wallet.> (wallet.marketing_code, wallet.marketing_code) IS 'sorts after';
+CREATE OPERATOR wallet.>= (
+    LEFTARG = wallet.marketing_code, RIGHTARG = wallet.marketing_code, PROCEDURE = wallet.marketing_code_ge,
+    COMMUTATOR = OPERATOR(wallet.<=), NEGATOR = OPERATOR(wallet.<),
+    RESTRICT = scalargesel, JOIN = scalargejoinsel);
+COMMENT ON OPERATOR wallet.>= (wallet.marketing_code, wallet.marketing_code) IS 'sorts after or equal';
+
+CREATE OPERATOR CLASS wallet.marketing_code_ops DEFAULT FOR TYPE wallet.marketing_code USING btree AS
+    OPERATOR 1 wallet.< ,
+    OPERATOR 2 wallet.<= ,
+    OPERATOR 3 wallet.= ,
+    OPERATOR 4 wallet.>= ,
+    OPERATOR 5 wallet.> ,
+    FUNCTION 1 wallet.marketing_code_cmp(wallet.marketing_code, wallet.marketing_code);
+COMMENT ON OPERATOR CLASS wallet.marketing_code_ops USING btree IS 'btree ordering of marketing codes (unique indexes, merge joins, ORDER BY)';
+COMMENT ON OPERATOR FAMILY wallet.marketing_code_ops USING btree IS 'btree operator family of marketing codes';
+
+CREATE OPERATOR CLASS wallet.marketing_code_ops DEFAULT FOR TYPE wallet.marketing_code USING hash AS
+    OPERATOR 1 wallet.= ,
+    FUNCTION 1 wallet.marketing_code_hash(wallet.marketing_code),
+    FUNCTION 2 wallet.marketing_code_hash_extended(wallet.marketing_code, bigint);
+COMMENT ON OPERATOR CLASS wallet.marketing_code_ops USING hash IS 'hashing of marketing codes (hash joins, hash indexes, GROUP BY)';
+COMMENT ON OPERATOR FAMILY wallet.marketing_code_ops USING hash IS 'hash operator family of marketing codes';
+
+CREATE CAST (wallet.marketing_code AS text) WITH INOUT AS ASSIGNMENT;
+COMMENT ON CAST (wallet.marketing_code AS text) IS 'the code''s text form';
+CREATE CAST (text AS wallet.marketing_code) WITH INOUT;
+COMMENT ON CAST (text AS wallet.marketing_code) IS 'reads a code''s text form (raises 22P02 for bad input; wallet.parse_code never raises)';
+
+-- Accessors: everything comes out of the value, no table lookup.
+CREATE FUNCTION wallet.code_campaign(wallet.marketing_code) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'code_campaign' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION wallet.code_campaign(wallet.marketing_code) IS 'campaign id carried by the code';
+CREATE FUNCTION wallet.code_serial(wallet.marketing_code) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'code_serial' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION wallet.code_serial(wallet.marketing_code) IS 'serial number of the code within its campaign';
+CREATE FUNCTION wallet.code_key_version(wallet.marketing_code) RETURNS int
+    AS 'MODULE_PATHNAME', 'code_key_version' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION wallet.code_key_version(wallet.marketing_code) IS 'version of the campaign code key that signed the code';
+CREATE FUNCTION wallet.code_mac_bits(wallet.marketing_code) RETURNS int
+    AS 'MODULE_PATHNAME', 'code_mac_bits' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION wallet.code_mac_bits(wallet.marketing_code) IS 'length of the code''s MAC in bits (32 to 64)';
+CREATE FUNCTION wallet.code_prefix(wallet.marketing_code) RETURNS text
+    AS 'MODULE_PATHNAME', 'code_prefix' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION wallet.code_prefix(wallet.marketing_code) IS 'merchant prefix of the code as written, NULL when it has none';
+
+-- Campaigns and their code keys.
+CREATE TABLE wallet.campaigns (
+    campaign_id bigint GENERATED ALWAYS AS IDENTITY (MAXVALUE 4294967295) PRIMARY KEY,
+    merchant_id bigint NOT NULL REFERENCES wallet.merchants,
+    name text NOT NULL CHECK (btrim(name) <> ''),
+    prefix text CHECK (prefix ~ '^[A-Z0-9]{1,8}$'),
+    mac_bits int NOT NULL DEFAULT 40 CHECK (mac_bits BETWEEN 32 AND 64),
+    starts_at timestamptz NOT NULL DEFAULT now(),
+    ends_at timestamptz CHECK (ends_at > starts_at),
+    max_redemptions_per_code int DEFAULT 1 CHECK (max_redemptions_per_code > 0),
+    max_redemptions_per_member int CHECK (max_redemptions_per_member > 0),
+    max_redemptions_total bigint CHECK (max_redemptions_total > 0),
+    current_key_version int NOT NULL DEFAULT 1 CHECK (current_key_version BETWEEN 1 AND 1023),
+    next_serial bigint NOT NULL DEFAULT 1 CHECK (next_serial >= 1),
+    created_at timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (merchant_id, name)
+);
+COMMENT ON TABLE wallet.campaigns IS 'marketing campaigns: code parameters, active window and redemption caps';
+COMMENT ON COLUMN wallet.campaigns.campaign_id IS 'campaign id, carried in every code (below 2^32)';
+COMMENT ON COLUMN wallet.campaigns.merchant_id IS 'merchant running the campaign';
+COMMENT ON COLUMN wallet.campaigns.name IS 'campaign name, unique per merchant';
+COMMENT ON COLUMN wallet.campaigns.prefix IS 'text printed before every code (A-Z, 0-9, up to 8); NULL = none; part of the signed data, so fixed';
+COMMENT ON COLUMN wallet.campaigns.mac_bits IS 'MAC length of the codes in bits (32 to 64); fixed once codes exist';
+COMMENT ON COLUMN wallet.campaigns.starts_at IS 'codes redeem from this time on';
+COMMENT ON COLUMN wallet.campaigns.ends_at IS 'codes redeem before this time; NULL = open-ended';
+COMMENT ON COLUMN wallet.campaigns.max_redemptions_per_code IS 'how often one code may be redeemed; NULL = unlimited';
+COMMENT ON COLUMN wallet.campaigns.max_redemptions_per_member IS 'how often one member may redeem codes of the campaign; NULL = unlimited';
+COMMENT ON COLUMN wallet.campaigns.max_redemptions_total IS 'cap on all redemptions of the campaign; NULL = unlimited';
+COMMENT ON COLUMN wallet.campaigns.current_key_version IS 'key version that signs new codes (see wallet.rotate_code_key)';
+COMMENT ON COLUMN wallet.campaigns.next_serial IS 'first serial number not yet handed out by wallet.generate_codes';
+COMMENT ON COLUMN wallet.campaigns.created_at IS 'when the campaign was created';
+
+CREATE TABLE wallet.code_keys (
+    campaign_id bigint NOT NULL REFERENCES wallet.campaigns ON DELETE CASCADE,
+    key_version int NOT NULL CHECK (key_version BETWEEN 1 AND 1023),
+    created_at timestamptz NOT NULL DEFAULT now(),
+    retired_at timestamptz,
+    PRIMARY KEY (campaign_id, key_version)
+);
+COMMENT ON TABLE wallet.code_keys IS 'key versions of each campaign; the keys themselves are derived from the root key, never stored';
+COMMENT ON COLUMN wallet.code_keys.campaign_id IS 'campaign the key version belongs to';
+COMMENT ON COLUMN wallet.code_keys.key_version IS 'key version (1 to 1023), carried in every code it signs';
+COMMENT ON COLUMN wallet.code_keys.created_at IS 'when the version was created';
+COMMENT ON COLUMN wallet.code_keys.retired_at IS 'when the version was retired (its codes no longer validate); NULL = active';
+
+-- Backends cache these tables for wallet.code_authentic; changes invalidate the caches.
+CREATE FUNCTION wallet.code_cache_invalidate() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'code_cache_invalidate' LANGUAGE C;
+COMMENT ON FUNCTION wallet.code_cache_invalidate() IS 'trigger: tells every backend to drop its cache of campaigns and code keys';
+CREATE TRIGGER code_cache_invalidate AFTER INSERT OR DELETE OR UPDATE OF campaign_id, prefix, mac_bits, current_key_version
+    ON wallet.campaigns FOR EACH STATEMENT EXECUTE FUNCTION wallet.code_cache_invalidate();
+CREATE TRIGGER code_cache_invalidate_truncate AFTER TRUNCATE
+    ON wallet.campaigns FOR EACH STATEMENT EXECUTE FUNCTION wallet.code_cache_invalidate();
+CREATE TRIGGER code_cache_invalidate AFTER INSERT OR DELETE OR UPDATE
+    ON wallet.code_keys FOR EACH STATEMENT EXECUTE FUNCTION wallet.code_cache_invalidate();
+CREATE TRIGGER code_cache_invalidate_truncate AFTER TRUNCATE
+    ON wallet.code_keys FOR EACH STATEMENT EXECUTE FUNCTION wallet.code_cache_invalidate();
+
+-- Every issued code carries its campaign's prefix and MAC length: changing them would void the codes.
+CREATE FUNCTION wallet.campaigns_guard() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF NEW.prefix IS DISTINCT FROM OLD.prefix OR NEW.mac_bits <> OLD.mac_bits THEN
+        RAISE EXCEPTION 'prefix and mac_bits of campaign % cannot change', OLD.campaign_id
+            USING ERRCODE = 'WL107',
+                  DETAIL = 'Every code of the campaign carries its prefix and MAC length, so changing them would void the codes.',
+                  HINT = 'Create a new campaign instead.';
+    END IF;
+    IF NEW.current_key_version < OLD.current_key_version THEN
+        RAISE EXCEPTION 'current_key_version of campaign % cannot go back', OLD.campaign_id
+            USING ERRCODE = 'WL107',
+                  DETAIL = format('It is %s and was to become %s.', OLD.current_key_version, NEW.current_key_version),
+                  HINT = 'Use wallet.rotate_code_key to move to a new key version.';
+    END IF;
+    RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION wallet.campaigns_guard() IS 'trigger: keeps a campaign''s prefix and MAC length fixed and its key version from going back';
+CREATE TRIGGER campaigns_guard BEFORE UPDATE OF prefix, mac_bits, current_key_version ON wallet.campaigns
+    FOR EACH ROW EXECUTE FUNCTION wallet.campaigns_guard();
+
+CREATE FUNCTION wallet.create_campaign(
+    merchant_id bigint,
+    name text,
+    prefix text DEFAULT NULL,
+    mac_bits int DEFAULT 40,
+    starts_at timestamptz DEFAULT now(),
+    ends_at timestamptz DEFAULT NULL,
+    max_redemptions_per_code int DEFAULT 1,
+    max_redemptions_per_member int DEFAULT NULL,
+    max_redemptions_total bigint DEFAULT NULL) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    id bigint;
+    pfx text := upper(prefix);
+BEGIN
+    IF merchant_id IS NULL THEN
+        RAISE EXCEPTION 'merchant_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Every campaign belongs to a merchant.';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM wallet.merchants m WHERE m.merchant_id = create_campaign.merchant_id) THEN
+        RAISE EXCEPTION 'merchant % does not exist', merchant_id
+            USING ERRCODE = 'WL102', HINT = 'Register the merchant with wallet.create_merchant first.';
+    END IF;
+    IF name IS NULL OR btrim(name) = '' THEN
+        RAISE EXCEPTION 'campaign name must not be blank'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A campaign needs a name that people can recognise.';
+    END IF;
+    IF pfx IS NOT NULL AND pfx !~ '^[A-Z0-9]{1,8}$' THEN
+        RAISE EXCEPTION 'invalid campaign prefix "%"', prefix
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A prefix has 1 to 8 characters, each a letter A to Z or a digit 0 to 9.',
+                  HINT = 'Pass NULL for codes without a prefix.';
+    END IF;
+    IF mac_bits IS NULL OR mac_bits NOT BETWEEN 32 AND 64 THEN
+        RAISE EXCEPTION 'mac_bits must be between 32 and 64, not %', coalesce(mac_bits::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'The MAC length sets how hard codes are to guess: one random code in 2^mac_bits is accepted.';
+    END IF;
+    IF starts_at IS NULL THEN
+        RAISE EXCEPTION 'starts_at must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A campaign needs a start time; the default is now().';
+    END IF;
+    IF ends_at IS NOT NULL AND ends_at <= starts_at THEN
+        RAISE EXCEPTION 'ends_at must be after starts_at'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('The campaign would start at %s and end at %s.', starts_at, ends_at);
+    END IF;
+    IF max_redemptions_per_code <= 0 THEN
+        RAISE EXCEPTION 'max_redemptions_per_code must be positive, not %', max_redemptions_per_code
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Pass NULL for no limit per code.';
+    END IF;
+    IF max_redemptions_per_member <= 0 THEN
+        RAISE EXCEPTION 'max_redemptions_per_member must be positive, not %', max_redemptions_per_member
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Pass NULL for no limit per member.';
+    END IF;
+    IF max_redemptions_total <= 0 THEN
+        RAISE EXCEPTION 'max_redemptions_total must be positive, not %', max_redemptions_total
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Pass NULL for no limit on the whole campaign.';
+    END IF;
+
+    BEGIN
+        INSERT INTO wallet.campaigns AS c (merchant_id, name, prefix, mac_bits, starts_at, ends_at,
+                                           max_redemptions_per_code, max_redemptions_per_member, max_redemptions_total)
+        VALUES (create_campaign.merchant_id, create_campaign.name, pfx, create_campaign.mac_bits,
+                create_campaign.starts_at, create_campaign.ends_at, create_campaign.max_redemptions_per_code,
+                create_campaign.max_redemptions_per_member, create_campaign.max_redemptions_total)
+        RETURNING c.campaign_id INTO id;
+    EXCEPTION WHEN unique_violation THEN
+        RAISE EXCEPTION 'merchant % already has a campaign named "%"', merchant_id, name
+            USING ERRCODE = 'unique_violation',
+                  DETAIL = 'Campaign names are unique per merchant.';
+    END;
+    INSERT INTO wallet.code_keys (campaign_id, key_version) VALUES (id, 1);
+    RETURN id;
+END
+$$;
+COMMENT ON FUNCTION wallet.create_campaign(bigint, text, text, int, timestamptz, timestamptz, int, int, bigint)
+    IS 'create a campaign of a merchant (with key version 1) and return its id';
+
+CREATE FUNCTION wallet.rotate_code_key(campaign_id bigint) RETURNS int
+    LANGUAGE plpgsql STRICT
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    v int;
+BEGIN
+    SELECT c.current_key_version INTO v FROM wallet.campaigns c
+     WHERE c.campaign_id = rotate_code_key.campaign_id FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'campaign % does not exist', campaign_id
+            USING ERRCODE = 'WL101', HINT = 'Create it with wallet.create_campaign.';
+    END IF;
+    IF v >= 1023 THEN
+        RAISE EXCEPTION 'campaign % has used all 1023 key versions', campaign_id
+            USING ERRCODE = 'WL105', DETAIL = 'A code carries its key version in 10 bits.',
+                  HINT = 'Create a new campaign.';
+    END IF;
+    v := v + 1;
+    INSERT INTO wallet.code_keys (campaign_id, key_version) VALUES (rotate_code_key.campaign_id, v);
+    UPDATE wallet.campaigns c SET current_key_version = v WHERE c.campaign_id = rotate_code_key.campaign_id;
+    RETURN v;
+END
+$$;
+COMMENT ON FUNCTION wallet.rotate_code_key(bigint)
+    IS 'make the next key version sign new codes; codes of older versions keep validating until retired; returns the new version';
+
+CREATE FUNCTION wallet.retire_code_key(campaign_id bigint, key_version int) RETURNS void
+    LANGUAGE plpgsql STRICT
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    v int;
+BEGIN
+    SELECT c.current_key_version INTO v FROM wallet.campaigns c
+     WHERE c.campaign_id = retire_code_key.campaign_id FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'campaign % does not exist', campaign_id
+            USING ERRCODE = 'WL101', HINT = 'Create it with wallet.create_campaign.';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM wallet.code_keys k
+                    WHERE k.campaign_id = retire_code_key.campaign_id AND k.key_version = retire_code_key.key_version) THEN
+        RAISE EXCEPTION 'campaign % has no key version %', campaign_id, key_version
+            USING ERRCODE = 'WL103', DETAIL = format('Its versions are 1 to %s.', v);
+    END IF;
+    IF key_version = v THEN
+        RAISE EXCEPTION 'key version % is the current one of campaign %', key_version, campaign_id
+            USING ERRCODE = 'WL104', DETAIL = 'New codes are signed with the current version, so it cannot be retired.',
+                  HINT = 'Call wallet.rotate_code_key first.';
+    END IF;
+    -- retiring twice keeps the first retirement time
+    UPDATE wallet.code_keys k SET retired_at = now()
+     WHERE k.campaign_id = retire_code_key.campaign_id AND k.key_version = retire_code_key.key_version
+       AND k.retired_at IS NULL;
+END
+$$;
+COMMENT ON FUNCTION wallet.retire_code_key(bigint, int)
+    IS 'retire a key version of a campaign: its codes stop validating (status retired_key); not the current version';
+
+CREATE FUNCTION wallet.generate_codes(campaign_id bigint, n int) RETURNS SETOF wallet.marketing_code
+    AS 'MODULE_PATHNAME', 'generate_codes' LANGUAGE C STRICT VOLATILE ROWS 1000;
+COMMENT ON FUNCTION wallet.generate_codes(bigint, int)
+    IS 'n new codes of a campaign; serials are reserved atomically, nothing is stored per code';
+
+CREATE FUNCTION wallet.code_authentic(wallet.marketing_code) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'code_authentic' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION wallet.code_authentic(wallet.marketing_code)
+    IS 'true when the code''s MAC is right and its key version is not retired (no table read per call)';
+
+CREATE FUNCTION wallet.parse_code(input text, OUT status text, OUT code wallet.marketing_code)
+    AS 'MODULE_PATHNAME', 'parse_code' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION wallet.parse_code(text)
+    IS 'reads and authenticates a code without raising for bad input: status ok, malformed, mistyped, forged or retired_key; code set unless malformed or mistyped';

@@ -1,0 +1,185 @@
+-- wallet.marketing_code: test vectors, text and binary round-trips, input
+-- errors, accessors, operators and operator classes.
+-- The cluster runs with the fixed TEST-ONLY root key of test/root_key.sh,
+-- so the codes below are the test vectors of docs/code-format.md.
+CREATE EXTENSION wallet;
+SET search_path = wallet, public;
+
+SELECT wallet.create_merchant('Vector Shop') AS merchant_id \gset
+
+-- Vector 1: campaign 1, serial 1, key version 1, no prefix, 40-bit MAC.
+SELECT wallet.create_campaign(:merchant_id, 'vector 1') AS c1;
+SELECT code FROM wallet.generate_codes(1, 1) AS code;
+
+-- Vector 2: the largest code of the short class: campaign 2^20 - 1, serial
+-- 2^24 - 1, 40-bit MAC: 18 body symbols plus the check symbol.
+ALTER TABLE wallet.campaigns ALTER COLUMN campaign_id RESTART WITH 1048575;
+SELECT wallet.create_campaign(:merchant_id, 'vector 2') AS c2;
+UPDATE wallet.campaigns SET next_serial = 16777215 WHERE campaign_id = 1048575;
+SELECT code, length(replace(code::text, '-', '')) - 1 AS body_symbols FROM wallet.generate_codes(1048575, 1) AS code;
+
+-- Vector 3: prefix SHOP, 48-bit MAC, key version 2, serial 1000.
+ALTER TABLE wallet.campaigns ALTER COLUMN campaign_id RESTART WITH 2;
+SELECT wallet.create_campaign(:merchant_id, 'vector 3', 'shop', 48) AS c3;
+SELECT wallet.rotate_code_key(2);
+UPDATE wallet.campaigns SET next_serial = 1000 WHERE campaign_id = 2;
+SELECT code FROM wallet.generate_codes(2, 1) AS code;
+
+-- Vector 4: every field at its maximum: campaign 2^32 - 1, serial 2^38 - 1,
+-- key version 1023, 8-character prefix, 64-bit MAC.
+ALTER TABLE wallet.campaigns ALTER COLUMN campaign_id RESTART WITH 4294967295;
+SELECT wallet.create_campaign(:merchant_id, 'vector 4', 'ABCDEFGH', 64) AS c4;
+INSERT INTO wallet.code_keys (campaign_id, key_version) SELECT 4294967295, v FROM generate_series(2, 1023) v;
+UPDATE wallet.campaigns SET current_key_version = 1023, next_serial = 274877906943 WHERE campaign_id = 4294967295;
+SELECT code FROM wallet.generate_codes(4294967295, 1) AS code;
+SELECT wallet.generate_codes(4294967295, 1);  -- no serial left
+SELECT wallet.rotate_code_key(4294967295);    -- no key version left
+
+-- Vector 5: a prefix with the letters O, I and L, 32-bit MAC.
+ALTER TABLE wallet.campaigns ALTER COLUMN campaign_id RESTART WITH 3;
+SELECT wallet.create_campaign(:merchant_id, 'vector 5', 'OIL9', 32) AS c5;
+UPDATE wallet.campaigns SET next_serial = 77 WHERE campaign_id = 3;
+SELECT code FROM wallet.generate_codes(3, 1) AS code;
+
+-- Every vector authenticates, and its fields come back out of the value.
+CREATE TABLE vectors (code wallet.marketing_code);
+INSERT INTO vectors VALUES ('0400-3TGW-XFCS-M0W'), ('ZZZZ-ZZZZ-ZEX9-8TZN-E6H'), ('SHOP-040Z-81BB-TG6B-BG00-91GV'),
+    ('ABCDEFGH-1ZZZ-ZZZZ-ZZZZ-ZZYJ-87GM-P06V-01XZ-ZY1Z-C'), ('OIL9-0301-6GC3-Q0AW-0GG');
+SELECT code, code_campaign(code), code_serial(code), code_key_version(code), code_mac_bits(code),
+       code_prefix(code), code_authentic(code), (parse_code(code::text)).status
+  FROM vectors ORDER BY code;
+
+-- Text input: case, spaces and hyphens do not matter; O reads as 0, I and L as 1.
+SELECT 'zzzz zzzz zex9 8tzn e6h'::wallet.marketing_code = 'ZZZZ-ZZZZ-ZEX9-8TZN-E6H' AS spaces_and_case;
+SELECT 'O4OO-3TGW-XFCS-MOW'::wallet.marketing_code AS o_reads_as_zero;
+SELECT ' 0400 - 3tgw - xfcs - m0w '::wallet.marketing_code AS hyphens_and_spaces;
+SELECT 'SHOP040Z81BBTG6BBG0091GV'::wallet.marketing_code AS no_hyphens;
+-- The prefix too reads O as 0 and I, L as 1: the same code (equal, authentic) though written as typed.
+SELECT c, c = 'OIL9-0301-6GC3-Q0AW-0GG' AS same_code, code_authentic(c), code_prefix(c)
+  FROM (VALUES ('011-9-0301-6GC3-Q0AW-0GG'::wallet.marketing_code), ('oli9 0301 6gc3 q0aw 0gg')) v(c);
+
+-- Text round-trips: output -> input gives the same value and the same text.
+SELECT count(*) AS codes, count(*) FILTER (WHERE c::text::wallet.marketing_code = c AND c::text::wallet.marketing_code::text = c::text) AS round_trips
+  FROM (SELECT wallet.generate_codes(1, 200) UNION ALL SELECT wallet.generate_codes(2, 200) UNION ALL SELECT wallet.generate_codes(3, 200)) s(c);
+
+-- Input errors: 22P02 (invalid_text_representation) with a message naming
+-- the type and a detail saying what is wrong.
+CREATE FUNCTION pg_temp.input_sqlstate(t text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM t::wallet.marketing_code;
+    RETURN 'accepted';
+EXCEPTION WHEN OTHERS THEN
+    RETURN SQLSTATE;
+END $$;
+SELECT input, pg_temp.input_sqlstate(input) AS sqlstate FROM (VALUES
+    (''),
+    ('0400-3TGW-XFCS'),
+    ('ABCDEFGH-1ZZZ-ZZZZ-ZZZZ-ZZYJ-87GM-P06V-01XZ-ZY1Z-C-0'),
+    ('0400-3TGW-XFCS-M0W!'),
+    ('0400-3T_W-XFCS-M0W'),
+    ('0400-3TGW-XFCS-M*W'),
+    ('0400-3TGW-XFCS-M0Wé'),
+    ('0400-3TGX-XFCS-M0W'),
+    ('0400-T3GW-XFCS-M0W'),
+    ('0400-3TGW-XFCS-M0Z'),
+    ('0400U000000000X'),
+    ('000000000003YGE'),
+    ('ABCDEFGHJ04002000000000F'),
+    ('Z1048Q0000000004C'),
+    ('0004002000000001Z'),
+    ('0400200000000030C')) v(input);
+SELECT ''::wallet.marketing_code;                                  -- too short
+SELECT '0400-3TGW-XFCS'::wallet.marketing_code;                    -- too short
+SELECT 'ABCDEFGH-1ZZZ-ZZZZ-ZZZZ-ZZYJ-87GM-P06V-01XZ-ZY1Z-C-0'::wallet.marketing_code;  -- too long
+SELECT '0400-3TGW-XFCS-M0W!'::wallet.marketing_code;               -- bad check symbol character
+SELECT '0400-3T_W-XFCS-M0W'::wallet.marketing_code;                -- bad symbol
+SELECT '0400-3TGW-XFCS-M*W'::wallet.marketing_code;                -- check-only symbol inside
+SELECT '0400-3TGW-XFCS-M0Wé'::wallet.marketing_code;              -- non-ASCII
+SELECT '0400-3TGX-XFCS-M0W'::wallet.marketing_code;                -- substitution: check symbol mismatch
+SELECT '0400-T3GW-XFCS-M0W'::wallet.marketing_code;                -- transposition: check symbol mismatch
+SELECT '0400-3TGW-XFCS-M0Z'::wallet.marketing_code;                -- wrong check symbol
+SELECT '0400U000000000X'::wallet.marketing_code;                   -- U inside the body
+SELECT '000000000003YGE'::wallet.marketing_code;                   -- header gives an invalid MAC length
+SELECT 'ABCDEFGHJ04002000000000F'::wallet.marketing_code;          -- prefix longer than 8
+SELECT 'Z1048Q0000000004C'::wallet.marketing_code;                 -- bits beyond the fields
+SELECT '0004002000000001Z'::wallet.marketing_code;                 -- non-canonical width
+SELECT '0400200000000030C'::wallet.marketing_code;                 -- non-canonical key version flag
+
+-- parse_code never raises for bad input: it classifies.
+SELECT input, (p).status, (p).code
+  FROM (SELECT input, wallet.parse_code(input) AS p FROM (VALUES
+        ('0400-3TGW-XFCS-M0W'), ('0400-3TGX-XFCS-M0W'), ('0400-T3GW-XFCS-M0W'), ('0400-3T_W-XFCS-M0W'),
+        (''), ('0004002000000001Z'), ('ABCDEFGHJ04002000000000F'),
+        ('0400-3TGW-DFCS-M0X'),            -- MAC changed, check symbol fixed up: forged
+        ('0R00-3G6G-QGHK-C0K'),            -- right MAC, but campaign 6 does not exist: forged
+        ('SH0P-040Z-81BB-TG6B-BG00-91GV'), -- the prefix read as typed: still the same code
+        ('SHOQ-040Z-8TZ7-0FMV-NP40-91GU'), -- right MAC for another prefix: forged
+        ('SHOP-020F-M3N7-63WC-081G-3')     -- right MAC, but 32 bits where the campaign has 48: forged
+       ) v(input)) s;
+
+-- Binary send/recv: the leading byte is the format version.
+SELECT substr(wallet.marketing_code_send('SHOP-040Z-81BB-TG6B-BG00-91GV'), 1, 1) AS format_version,
+       length(wallet.marketing_code_send('SHOP-040Z-81BB-TG6B-BG00-91GV')) AS bytes;
+-- Binary round-trip through COPY (FORMAT binary), via a file in the server's data directory.
+CREATE TABLE copy_src (id int, code wallet.marketing_code);
+INSERT INTO copy_src SELECT row_number() OVER (), c FROM (SELECT code FROM vectors UNION ALL SELECT wallet.generate_codes(2, 50)) s(c);
+SELECT current_setting('data_directory') || '/wallet_marketing_code_regress.bin' AS copy_file \gset
+COPY copy_src TO :'copy_file' (FORMAT binary);
+CREATE TABLE copy_dst (LIKE copy_src);
+COPY copy_dst FROM :'copy_file' (FORMAT binary);
+SELECT count(*) AS rows, count(*) FILTER (WHERE d.code = s.code AND d.code::text = s.code::text) AS identical
+  FROM copy_src s JOIN copy_dst d USING (id);
+
+-- Operators: = <> < <= > >= agree with wallet.marketing_code_cmp; order is campaign, then serial.
+SELECT a.code AS a, b.code AS b, a.code = b.code AS eq, a.code <> b.code AS ne, a.code < b.code AS lt,
+       a.code <= b.code AS le, a.code > b.code AS gt, a.code >= b.code AS ge,
+       wallet.marketing_code_cmp(a.code, b.code) AS cmp
+  FROM (SELECT code FROM vectors WHERE code_campaign(code) IN (1, 2)) a,
+       (SELECT code FROM vectors WHERE code_campaign(code) IN (1, 2)) b
+ ORDER BY a.code, b.code;
+SELECT code_campaign(code), code_serial(code) FROM vectors ORDER BY code DESC;
+
+-- Operator metadata: commutators, negators, selectivity estimators.
+SELECT oprname, oprcom::regoperator, oprnegate::regoperator, oprrest, oprjoin, oprcanhash, oprcanmerge
+  FROM pg_operator WHERE oprleft = 'wallet.marketing_code'::regtype ORDER BY oprname;
+
+-- Operator classes: btree and hash, both valid and default.
+SELECT am.amname, opc.opcname, opc.opcdefault, amvalidate(opc.oid)
+  FROM pg_opclass opc JOIN pg_am am ON am.oid = opc.opcmethod
+ WHERE opc.opcintype = 'wallet.marketing_code'::regtype ORDER BY am.amname;
+
+-- A unique btree index refuses a second copy of a code, however it is written.
+CREATE TABLE issued (code wallet.marketing_code PRIMARY KEY);
+INSERT INTO issued SELECT wallet.generate_codes(3, 100);
+INSERT INTO issued VALUES ('OIL9-0301-6GC3-Q0AW-0GG');
+INSERT INTO issued VALUES ('011-9-0301-6GC3-Q0AW-0GG');
+SET enable_seqscan = off;
+EXPLAIN (COSTS OFF) SELECT * FROM issued WHERE code = 'OIL9-0301-6GC3-Q0AW-0GG';
+SELECT * FROM issued WHERE code = 'oil9 0301 6gc3 q0aw 0gg';
+RESET enable_seqscan;
+
+-- Hash: consistent with = (equal codes written differently hash alike), usable in hash joins and hash indexes.
+SELECT wallet.marketing_code_hash('OIL9-0301-6GC3-Q0AW-0GG') = wallet.marketing_code_hash('0119-0301-6GC3-Q0AW-0GG') AS hash_consistent,
+       wallet.marketing_code_hash_extended('OIL9-0301-6GC3-Q0AW-0GG', 7) = wallet.marketing_code_hash_extended('0IL9-0301-6GC3-Q0AW-0GG', 7) AS hash_extended_consistent;
+CREATE INDEX issued_hash ON issued USING hash (code);
+SET enable_seqscan = off;
+SET enable_bitmapscan = off;
+EXPLAIN (COSTS OFF) SELECT * FROM issued WHERE code = 'OIL9-0301-6GC3-Q0AW-0GG';
+SELECT count(*) FROM issued WHERE code = 'OIL9-0301-6GC3-Q0AW-0GG';
+RESET enable_seqscan;
+RESET enable_bitmapscan;
+SET enable_mergejoin = off;
+SET enable_nestloop = off;
+EXPLAIN (COSTS OFF) SELECT count(*) FROM issued i JOIN copy_src s ON s.code = i.code;
+SELECT count(*) FROM issued i JOIN (SELECT wallet.generate_codes(3, 0) UNION ALL SELECT code FROM issued) s(code) ON s.code = i.code;
+RESET enable_mergejoin;
+RESET enable_nestloop;
+SELECT count(DISTINCT code) AS distinct_codes FROM (SELECT code FROM issued UNION ALL SELECT code FROM issued) s;
+
+-- Casts to and from text.
+SELECT castsource::regtype, casttarget::regtype, castcontext, castmethod
+  FROM pg_cast WHERE 'wallet.marketing_code'::regtype IN (castsource, casttarget) ORDER BY 1, 2;
+SELECT CAST('SHOP-040Z-81BB-TG6B-BG00-91GV'::text AS wallet.marketing_code) AS from_text,
+       CAST('SHOP-040Z-81BB-TG6B-BG00-91GV'::wallet.marketing_code AS text) AS to_text;
+
+DROP EXTENSION wallet CASCADE;

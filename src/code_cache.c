@@ -1,0 +1,207 @@
+/*
+ * code_cache.c: per-backend cache of campaigns' code parameters and key
+ * versions, and code authentication on top of it.
+ */
+#include "wallet.h"
+
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+
+#include "keys.h"
+#include "code_cache.h"
+
+static HTAB *campaign_cache = NULL;
+static bool cache_valid = false;
+static bool callback_registered = false;
+static Oid	campaigns_relid = InvalidOid;
+static Oid	code_keys_relid = InvalidOid;
+
+/* Bounds memory when many unknown campaign ids are looked up (forgeries). */
+#define CAMPAIGN_CACHE_MAX 10000
+
+/*
+ * Relcache callback: any change to the two tables (signalled by their
+ * triggers, by DDL, or a full reset) drops the whole cache.  Only a flag is
+ * set here; the cache is rebuilt at the next lookup, in a safe context.
+ */
+static void
+campaign_cache_callback(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == campaigns_relid || relid == code_keys_relid)
+		cache_valid = false;
+}
+
+static void
+campaign_cache_reset(void)
+{
+	HASHCTL		ctl;
+	Oid			nsp;
+
+	if (!callback_registered)
+	{
+		CacheRegisterRelcacheCallback(campaign_cache_callback, (Datum) 0);
+		callback_registered = true;
+	}
+	if (campaign_cache != NULL)
+		hash_destroy(campaign_cache);
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(uint32);
+	ctl.entrysize = sizeof(CampaignInfo);
+	ctl.hcxt = TopMemoryContext;
+	campaign_cache = hash_create("wallet campaign cache", 64, &ctl,
+								 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	nsp = get_namespace_oid("wallet", true);
+	campaigns_relid = OidIsValid(nsp) ? get_relname_relid("campaigns", nsp) : InvalidOid;
+	code_keys_relid = OidIsValid(nsp) ? get_relname_relid("code_keys", nsp) : InvalidOid;
+	cache_valid = true;
+}
+
+static void
+campaign_load(CampaignInfo *info)
+{
+	Oid			argtypes[1] = {INT8OID};
+	Datum		args[1];
+	uint64		i;
+	int			rc;
+
+	args[0] = Int64GetDatum((int64) info->campaign_id);
+	info->exists = false;
+	memset(info->known, 0, sizeof(info->known));
+	memset(info->retired, 0, sizeof(info->retired));
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	rc = SPI_execute_with_args(
+		"SELECT c.mac_bits, c.prefix, c.current_key_version, k.key_version, k.retired_at IS NOT NULL"
+		"  FROM wallet.campaigns c LEFT JOIN wallet.code_keys k ON k.campaign_id = c.campaign_id"
+		" WHERE c.campaign_id = $1",
+		1, argtypes, args, NULL, true, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "reading wallet.campaigns failed: %s", SPI_result_code_string(rc));
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	td = SPI_tuptable->tupdesc;
+		bool		isnull;
+		Datum		d;
+
+		if (i == 0)
+		{
+			info->exists = true;
+			info->mac_bits = (uint8) DatumGetInt32(SPI_getbinval(tup, td, 1, &isnull));
+			d = SPI_getbinval(tup, td, 2, &isnull);
+			if (isnull)
+				info->prefix_folded[0] = '\0';
+			else
+			{
+				char	   *p = TextDatumGetCString(d);
+
+				if (strlen(p) > CODE_MAX_PREFIX)
+					p[CODE_MAX_PREFIX] = '\0';
+				code_fold_prefix(p, info->prefix_folded);
+			}
+			info->current_version = (uint16) DatumGetInt32(SPI_getbinval(tup, td, 3, &isnull));
+		}
+		d = SPI_getbinval(tup, td, 4, &isnull);
+		if (!isnull)
+		{
+			int32		v = DatumGetInt32(d);
+
+			if (v >= 1 && v <= CODE_MAX_VERSION)
+			{
+				info->known[v >> 3] |= 1 << (v & 7);
+				if (DatumGetBool(SPI_getbinval(tup, td, 5, &isnull)))
+					info->retired[v >> 3] |= 1 << (v & 7);
+			}
+		}
+	}
+	SPI_finish();
+}
+
+const CampaignInfo *
+campaign_info(uint32 campaign_id)
+{
+	CampaignInfo *info;
+	CampaignInfo loaded;
+	bool		found;
+
+	if (!cache_valid || campaign_cache == NULL ||
+		hash_get_num_entries(campaign_cache) >= CAMPAIGN_CACHE_MAX)
+		campaign_cache_reset();
+	info = hash_search(campaign_cache, &campaign_id, HASH_FIND, NULL);
+	if (info != NULL)
+		return info;
+
+	/* load first, insert after: an error while loading leaves no half entry */
+	memset(&loaded, 0, sizeof(loaded));
+	loaded.campaign_id = campaign_id;
+	campaign_load(&loaded);
+	if (!cache_valid)
+		campaign_cache_reset();	/* changed while loading: start over clean */
+	info = hash_search(campaign_cache, &campaign_id, HASH_ENTER, &found);
+	memcpy(info, &loaded, sizeof(loaded));
+	return info;
+}
+
+CodeAuth
+code_verify(const CodeFields *f)
+{
+	const CampaignInfo *info = campaign_info(f->campaign);
+	char		folded[CODE_MAX_PREFIX + 1];
+	unsigned char want[8],
+				got[8];
+	uint64		mac;
+	int			i;
+
+	/*
+	 * A code must carry its campaign's MAC length and prefix: otherwise a
+	 * forger could pick a 32-bit MAC for a 64-bit campaign.
+	 */
+	if (!info->exists || f->mac_bits != info->mac_bits ||
+		f->version < 1 || f->version > CODE_MAX_VERSION ||
+		!CAMPAIGN_VERSION_BIT(info->known, f->version))
+		return CODE_AUTH_FORGED;
+	code_fold_prefix(f->prefix, folded);
+	if (strcmp(folded, info->prefix_folded) != 0)
+		return CODE_AUTH_FORGED;
+
+	mac = code_compute_mac(f);
+	for (i = 0; i < 8; i++)
+	{
+		want[i] = (unsigned char) (mac >> (56 - 8 * i));
+		got[i] = (unsigned char) (f->mac >> (56 - 8 * i));
+	}
+	if (sodium_memcmp(want, got, 8) != 0)
+		return CODE_AUTH_FORGED;
+	if (CAMPAIGN_VERSION_BIT(info->retired, f->version))
+		return CODE_AUTH_RETIRED;
+	return CODE_AUTH_OK;
+}
+
+PG_FUNCTION_INFO_V1(code_cache_invalidate);
+
+/*
+ * Statement trigger on wallet.campaigns and wallet.code_keys: queues a
+ * relcache invalidation of the table, which reaches this backend at the next
+ * command and every other backend at commit; each then drops its cache.
+ */
+Datum
+code_cache_invalidate(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("wallet.code_cache_invalidate() must be called as a trigger")));
+	CacheInvalidateRelcache(trigdata->tg_relation);
+	return PointerGetDatum(NULL);
+}

@@ -1,0 +1,38 @@
+/*
+ * code_cache.h: per-backend cache of what code validation needs from
+ * wallet.campaigns and wallet.code_keys, so that no table is read per code.
+ * Invalidated through the relcache of those tables (their triggers call
+ * wallet.code_cache_invalidate()).
+ */
+#ifndef WALLET_CODE_CACHE_H
+#define WALLET_CODE_CACHE_H
+
+#include "marketing_code.h"
+
+typedef struct CampaignInfo
+{
+	uint32		campaign_id;	/* hash key */
+	bool		exists;
+	uint8		mac_bits;
+	char		prefix_folded[CODE_MAX_PREFIX + 1]; /* as input reads it */
+	uint16		current_version;
+	uint8		known[(CODE_MAX_VERSION + 8) / 8];	/* bit per key version with a key row */
+	uint8		retired[(CODE_MAX_VERSION + 8) / 8];	/* ... and retired */
+} CampaignInfo;
+
+#define CAMPAIGN_VERSION_BIT(set, v) (((set)[(v) >> 3] >> ((v) & 7)) & 1)
+
+/* The cached campaign (exists = false for an unknown one). */
+extern const CampaignInfo *campaign_info(uint32 campaign_id);
+
+typedef enum CodeAuth
+{
+	CODE_AUTH_OK,
+	CODE_AUTH_FORGED,			/* MAC wrong, unknown campaign/version, or prefix/MAC length not the campaign's */
+	CODE_AUTH_RETIRED			/* MAC right, key version retired */
+} CodeAuth;
+
+/* Authenticates a decoded code: MAC (constant-time compare) and key state. */
+extern CodeAuth code_verify(const CodeFields *f);
+
+#endif							/* WALLET_CODE_CACHE_H */

@@ -1,0 +1,40 @@
+/*
+ * keys.h: the server's root key and the per-campaign code keys derived from it.
+ *
+ * The root key is read once, in the postmaster, from the source named by
+ * wallet.root_key_file or wallet.root_key_command; backends inherit it by
+ * fork.  It never leaves this module: callers get HMAC states derived from it.
+ */
+#ifndef WALLET_KEYS_H
+#define WALLET_KEYS_H
+
+#include <sodium.h>
+
+#define WALLET_ROOT_KEY_BYTES 32
+
+/* WL001: a function needs the root key and the server has none */
+#define ERRCODE_WALLET_ROOT_KEY_NOT_LOADED MAKE_SQLSTATE('W','L','0','0','1')
+
+/* Defines the settings and, in the postmaster, loads the key (from _PG_init). */
+extern void wallet_keys_init(void);
+
+/* Whether the root key is loaded (no error). */
+extern bool wallet_root_key_loaded(void);
+
+/* Raises WL001 with a hint naming the settings unless the key is loaded. */
+extern void wallet_require_root_key(void);
+
+/*
+ * The HMAC-SHA-256 state keyed with the code key of (campaign_id, key_version),
+ * after the key set-up: copy it, then update with the message and finalise.
+ * Cached per backend in locked, guarded memory; raises WL001 without root key.
+ */
+extern const crypto_auth_hmacsha256_state *code_key_state(uint32 campaign_id, uint16 key_version);
+
+/*
+ * The raw code key of (campaign_id, key_version) into out[32] (for the
+ * documented derivation; callers must sodium_memzero it).
+ */
+extern void code_key_derive(uint32 campaign_id, uint16 key_version, unsigned char *out);
+
+#endif							/* WALLET_KEYS_H */

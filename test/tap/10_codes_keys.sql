@@ -1,0 +1,103 @@
+-- pgTAP: campaigns, key rotation and retirement, generation, authentication.
+BEGIN;
+-- wallet's operators live in schema wallet, like its functions
+SET LOCAL search_path = public, wallet;
+SELECT plan(58);
+
+SELECT wallet.create_merchant('Keys Coffee') AS m \gset
+SELECT wallet.create_campaign(:m, 'spring', 'kc') AS c \gset
+
+-- create_campaign stores what it was given, with key version 1.
+SELECT results_eq(
+    format('SELECT merchant_id, name, prefix, mac_bits, current_key_version, next_serial, max_redemptions_per_code FROM wallet.campaigns WHERE campaign_id = %s', :c),
+    format($$VALUES (%s::bigint, 'spring'::text, 'KC'::text, 40, 1, 1::bigint, 1)$$, :m),
+    'create_campaign stores the campaign with an upper-cased prefix, 40-bit MAC, key version 1, serial 1');
+SELECT results_eq(format('SELECT key_version, retired_at FROM wallet.code_keys WHERE campaign_id = %s', :c),
+    $$VALUES (1, NULL::timestamptz)$$, 'a new campaign has key version 1, active');
+
+-- create_campaign validates every argument.
+SELECT throws_ok(format('SELECT wallet.create_campaign(%s, %L)', 999999, 'x'), 'WL102', 'merchant 999999 does not exist', 'unknown merchant: WL102');
+SELECT throws_ok('SELECT wallet.create_campaign(NULL, ''x'')', '22004', NULL, 'NULL merchant: 22004');
+SELECT throws_ok(format('SELECT wallet.create_campaign(%s, %L)', :m, '  '), '22023', 'campaign name must not be blank', 'blank name: 22023');
+SELECT throws_ok(format('SELECT wallet.create_campaign(%s, NULL)', :m), '22023', 'campaign name must not be blank', 'NULL name: 22023');
+SELECT throws_ok(format('SELECT wallet.create_campaign(%s, %L, %L)', :m, 'p1', 'TOOLONG99'), '22023', 'invalid campaign prefix "TOOLONG99"', 'prefix of 9 characters: 22023');
+SELECT throws_ok(format('SELECT wallet.create_campaign(%s, %L, %L)', :m, 'p2', 'AB-C'), '22023', 'invalid campaign prefix "AB-C"', 'prefix with a hyphen: 22023');
+SELECT throws_ok(format('SELECT wallet.create_campaign(%s, %L, %L)', :m, 'p3', ''), '22023', 'invalid campaign prefix ""', 'empty prefix: 22023');
+SELECT throws_ok(format('SELECT wallet.create_campaign(%s, %L, NULL, 31)', :m, 'b1'), '22023', 'mac_bits must be between 32 and 64, not 31', 'mac_bits 31: 22023');
+SELECT throws_ok(format('SELECT wallet.create_campaign(%s, %L, NULL, 65)', :m, 'b2'), '22023', 'mac_bits must be between 32 and 64, not 65', 'mac_bits 65: 22023');
+SELECT throws_ok(format('SELECT wallet.create_campaign(%s, %L, NULL, NULL)', :m, 'b3'), '22023', 'mac_bits must be between 32 and 64, not NULL', 'mac_bits NULL: 22023');
+SELECT throws_ok(format('SELECT wallet.create_campaign(%s, %L, starts_at => NULL)', :m, 's1'), '22004', 'starts_at must not be null', 'NULL starts_at: 22004');
+SELECT throws_ok(format('SELECT wallet.create_campaign(%s, %L, starts_at => %L, ends_at => %L)', :m, 's2', '2030-01-02', '2030-01-01'),
+    '22023', 'ends_at must be after starts_at', 'ends_at before starts_at: 22023');
+SELECT throws_ok(format('SELECT wallet.create_campaign(%s, %L, max_redemptions_per_code => 0)', :m, 'r1'), '22023', 'max_redemptions_per_code must be positive, not 0', 'per-code cap 0: 22023');
+SELECT throws_ok(format('SELECT wallet.create_campaign(%s, %L, max_redemptions_per_member => -1)', :m, 'r2'), '22023', 'max_redemptions_per_member must be positive, not -1', 'per-member cap -1: 22023');
+SELECT throws_ok(format('SELECT wallet.create_campaign(%s, %L, max_redemptions_total => 0)', :m, 'r3'), '22023', 'max_redemptions_total must be positive, not 0', 'total cap 0: 22023');
+SELECT throws_ok(format('SELECT wallet.create_campaign(%s, %L)', :m, 'spring'), '23505', format('merchant %s already has a campaign named "spring"', :m), 'duplicate name per merchant: 23505');
+SELECT lives_ok(format('SELECT wallet.create_campaign(%s, %L, max_redemptions_per_code => NULL, mac_bits => 64, prefix => NULL)', :m, 'unlimited'),
+    'NULL caps mean unlimited; no prefix; 64-bit MAC');
+
+-- A campaign's prefix and MAC length are part of every code: they cannot change.
+SELECT throws_ok(format('UPDATE wallet.campaigns SET prefix = %L WHERE campaign_id = %s', 'XY', :c), 'WL107', format('prefix and mac_bits of campaign %s cannot change', :c), 'prefix is fixed: WL107');
+SELECT throws_ok(format('UPDATE wallet.campaigns SET mac_bits = 32 WHERE campaign_id = %s', :c), 'WL107', format('prefix and mac_bits of campaign %s cannot change', :c), 'mac_bits is fixed: WL107');
+
+-- generate_codes: consecutive serials, reserved per call, nothing stored per code.
+SELECT results_eq(format('SELECT wallet.code_serial(x) FROM wallet.generate_codes(%s, 5) x', :c),
+    'SELECT generate_series(1, 5)::bigint', 'the first call hands out serials 1..5');
+SELECT results_eq(format('SELECT wallet.code_serial(x) FROM wallet.generate_codes(%s, 3) x', :c),
+    'SELECT generate_series(6, 8)::bigint', 'the next call continues at 6');
+SELECT is((SELECT next_serial FROM wallet.campaigns WHERE campaign_id = :c), 9::bigint, 'next_serial moved past the reserved block');
+SELECT is((SELECT count(*) FROM wallet.generate_codes(:c, 0)), 0::bigint, 'n = 0 gives no codes');
+SELECT throws_ok(format('SELECT wallet.generate_codes(%s, -1)', :c), '22023', 'number of codes must not be negative', 'n < 0: 22023');
+SELECT throws_ok('SELECT wallet.generate_codes(987654, 1)', 'WL101', 'campaign 987654 does not exist', 'unknown campaign: WL101');
+SELECT throws_ok('SELECT wallet.generate_codes(-5, 1)', 'WL101', 'campaign -5 does not exist', 'negative campaign id: WL101');
+SELECT is((SELECT count(DISTINCT x) FROM wallet.generate_codes(:c, 1000) x), 1000::bigint, '1000 generated codes are distinct');
+SELECT ok((SELECT bool_and(wallet.code_campaign(x) = :c AND wallet.code_key_version(x) = 1 AND wallet.code_prefix(x) = 'KC')
+             FROM wallet.generate_codes(:c, 10) x), 'generated codes carry campaign, key version 1 and the prefix');
+
+-- Rotation: new codes use the next version; old codes keep validating.
+CREATE TEMP TABLE v1 AS SELECT x AS code FROM wallet.generate_codes(:c, 20) x;
+SELECT ok((SELECT bool_and(wallet.code_authentic(code)) FROM v1), 'version-1 codes are authentic');
+SELECT is(wallet.rotate_code_key(:c), 2, 'rotate_code_key returns the new version 2');
+SELECT is((SELECT current_key_version FROM wallet.campaigns WHERE campaign_id = :c), 2, 'the campaign''s current version is 2');
+CREATE TEMP TABLE v2 AS SELECT x AS code FROM wallet.generate_codes(:c, 20) x;
+SELECT ok((SELECT bool_and(wallet.code_key_version(code) = 2) FROM v2), 'after rotation new codes carry version 2');
+SELECT ok((SELECT bool_and(wallet.code_authentic(code)) FROM v2), 'version-2 codes are authentic');
+SELECT ok((SELECT bool_and(wallet.code_authentic(code)) FROM v1), 'version-1 codes still authentic after rotation');
+SELECT ok((SELECT bool_and(v1.code <> v2.code) FROM v1, v2), 'the versions'' codes differ');
+SELECT is(wallet.rotate_code_key(:c), 3, 'rotating again gives version 3');
+
+-- Retirement: codes of the retired version stop validating (retired_key); others are unaffected.
+SELECT lives_ok(format('SELECT wallet.retire_code_key(%s, 1)', :c), 'retire version 1');
+SELECT ok((SELECT NOT bool_or(wallet.code_authentic(code)) FROM v1), 'retired version-1 codes are not authentic');
+SELECT is((SELECT array_agg(DISTINCT (wallet.parse_code(code::text)).status) FROM v1), ARRAY['retired_key'], 'parse_code says retired_key for them');
+SELECT ok((SELECT bool_and(wallet.code_authentic(code)) FROM v2), 'version-2 codes still authentic');
+SELECT is((SELECT array_agg(DISTINCT (wallet.parse_code(code::text)).status) FROM v2), ARRAY['ok'], 'parse_code says ok for them');
+SELECT isnt((SELECT retired_at FROM wallet.code_keys WHERE campaign_id = :c AND key_version = 1), NULL, 'retired_at is set');
+CREATE TEMP TABLE first_retired AS SELECT retired_at FROM wallet.code_keys WHERE campaign_id = :c AND key_version = 1;
+SELECT lives_ok(format('SELECT wallet.retire_code_key(%s, 1)', :c), 'retiring twice is harmless');
+SELECT is((SELECT retired_at FROM wallet.code_keys WHERE campaign_id = :c AND key_version = 1), (SELECT retired_at FROM first_retired), 'and keeps the first retirement time');
+SELECT throws_ok(format('SELECT wallet.retire_code_key(%s, 3)', :c), 'WL104', format('key version 3 is the current one of campaign %s', :c), 'the current version cannot be retired: WL104');
+SELECT throws_ok(format('SELECT wallet.retire_code_key(%s, 7)', :c), 'WL103', format('campaign %s has no key version 7', :c), 'unknown version: WL103');
+SELECT throws_ok('SELECT wallet.retire_code_key(987654, 1)', 'WL101', 'campaign 987654 does not exist', 'retire in unknown campaign: WL101');
+SELECT throws_ok('SELECT wallet.rotate_code_key(987654)', 'WL101', 'campaign 987654 does not exist', 'rotate unknown campaign: WL101');
+SELECT throws_ok(format('UPDATE wallet.campaigns SET current_key_version = 1 WHERE campaign_id = %s', :c), 'WL107', format('current_key_version of campaign %s cannot go back', :c), 'key version cannot go back: WL107');
+
+-- A code claims the campaign's key version it was signed with: a version that does not exist yet is forged.
+SELECT is((wallet.parse_code((SELECT code::text FROM v2 LIMIT 1))).status, 'ok', 'sanity: a version-2 code parses ok');
+SELECT is((SELECT count(*) FROM wallet.code_keys WHERE campaign_id = :c), 3::bigint, 'three key rows after two rotations');
+
+-- Deleting key rows (by hand) takes effect at once: codes of a version without a key row are forged.
+DELETE FROM wallet.code_keys WHERE campaign_id = :c AND key_version = 2;
+SELECT is((SELECT array_agg(DISTINCT (wallet.parse_code(code::text)).status) FROM v2), ARRAY['forged'], 'codes of a version without key row are forged');
+
+-- Unknown campaigns: a structurally valid code of a campaign that does not exist is forged.
+SELECT is((wallet.parse_code('0R00-3G6G-QGHK-C0K')).status, 'forged', 'code of a campaign that does not exist: forged');
+SELECT is(wallet.code_authentic('0R00-3G6G-QGHK-C0K'), false, 'and not authentic');
+
+-- The server has its root key; its settings are superuser-only and never show the key.
+SELECT isnt(current_setting('wallet.root_key_file'), '', 'wallet.root_key_file is set on the test cluster');
+SELECT is((SELECT count(*) FROM pg_settings WHERE name LIKE 'wallet.root_key%' AND context = 'postmaster'), 2::bigint,
+          'wallet.root_key_file and wallet.root_key_command are postmaster-level settings');
+
+SELECT * FROM finish();
+ROLLBACK;
