@@ -644,7 +644,7 @@ CREATE FUNCTION wallet.code_same_input(stored wallet.marketing_code, input text)
     LANGUAGE sql
     SET search_path = pg_catalog, pg_temp
     AS $$
-    SELECT coalesce((SELECT p.code = $1 FROM wallet.parse_code($2) p), false)
+    SELECT coalesce((SELECT p.code OPERATOR(wallet.=) $1 FROM wallet.parse_code($2) p), false)
 $$;
 COMMENT ON FUNCTION wallet.code_same_input(wallet.marketing_code, text) IS
     'internal: whether a text (in any accepted spelling) denotes the given code';

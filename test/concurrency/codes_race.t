@@ -75,22 +75,31 @@ q "
 SELECT wallet.set_code_guard(NULL, NULL, '1 hour');
 SELECT wallet.create_merchant('race merchant');
 CREATE TABLE race_codes (name text, i int, code text);
+-- Campaigns first: generate_codes must see them committed (own statements).
+SELECT wallet.create_campaign(1, 'single');
+SELECT wallet.create_campaign(1, 'five', max_redemptions_per_code => 5);
+SELECT wallet.create_campaign(1, 'member', max_redemptions_per_code => NULL, max_redemptions_per_member => 3);
+SELECT wallet.create_campaign(1, 'total', max_redemptions_total => 7);
+SELECT wallet.create_campaign(1, 'key', max_redemptions_per_code => NULL);
+SELECT wallet.create_campaign(1, 'late', max_redemptions_per_code => NULL);
+SELECT wallet.create_campaign(1, 'reserve', max_redemptions_per_code => 5);
+CREATE FUNCTION race_campaign(n text) RETURNS bigint LANGUAGE sql AS \$\$ SELECT campaign_id FROM wallet.campaigns WHERE name = n \$\$;
 -- single use, and a cap of 5 per code
-INSERT INTO race_codes SELECT 'single', 0, g::text FROM wallet.generate_codes(wallet.create_campaign(1, 'single'), 1) g;
-INSERT INTO race_codes SELECT 'five', 0, g::text FROM wallet.generate_codes(wallet.create_campaign(1, 'five', max_redemptions_per_code => 5), 1) g;
+INSERT INTO race_codes SELECT 'single', 0, g::text FROM wallet.generate_codes(race_campaign('single'), 1) g;
+INSERT INTO race_codes SELECT 'five', 0, g::text FROM wallet.generate_codes(race_campaign('five'), 1) g;
 -- 3 per member, 20 codes for one member
 INSERT INTO race_codes SELECT 'member', row_number() OVER (), g::text
-  FROM wallet.generate_codes(wallet.create_campaign(1, 'member', max_redemptions_per_code => NULL, max_redemptions_per_member => 3), 20) g;
+  FROM wallet.generate_codes(race_campaign('member'), 20) g;
 -- 7 in all, 20 single-use codes
 INSERT INTO race_codes SELECT 'total', row_number() OVER (), g::text
-  FROM wallet.generate_codes(wallet.create_campaign(1, 'total', max_redemptions_total => 7), 20) g;
+  FROM wallet.generate_codes(race_campaign('total'), 20) g;
 -- one key sent by 10 sessions; codes unlimited so only the key can stop a double record
-INSERT INTO race_codes SELECT 'key', 0, g::text FROM wallet.generate_codes(wallet.create_campaign(1, 'key', max_redemptions_per_code => NULL), 1) g;
+INSERT INTO race_codes SELECT 'key', 0, g::text FROM wallet.generate_codes(race_campaign('key'), 1) g;
 -- no caps at all, until one is set during a race
 INSERT INTO race_codes SELECT 'late', row_number() OVER (), g::text
-  FROM wallet.generate_codes(wallet.create_campaign(1, 'late', max_redemptions_per_code => NULL), 20) g;
+  FROM wallet.generate_codes(race_campaign('late'), 20) g;
 -- reservations on a cap of 5
-INSERT INTO race_codes SELECT 'reserve', 0, g::text FROM wallet.generate_codes(wallet.create_campaign(1, 'reserve', max_redemptions_per_code => 5), 1) g;
+INSERT INTO race_codes SELECT 'reserve', 0, g::text FROM wallet.generate_codes(race_campaign('reserve'), 1) g;
 " >/dev/null || { echo "Bail out! setup failed"; exit 1; }
 
 start=$(date +%s)
@@ -99,7 +108,7 @@ start=$(date +%s)
 race single 50 "SELECT status FROM wallet.redeem_code((SELECT code FROM race_codes WHERE name = 'single'), 'm' || @I@, 'single-' || @I@)"
 check "$(count single ok)" 1 "50 sessions race on a single-use code: exactly one ok"
 check "$(count single exhausted)" 49 "the other 49 are told exhausted"
-check "$(q "SELECT count(*) FROM wallet.code_redemptions r JOIN race_codes c ON c.code::wallet.marketing_code = r.code WHERE c.name = 'single'")" 1 \
+check "$(q "SELECT count(*) FROM wallet.code_redemptions r JOIN race_codes c ON c.code = r.code::text WHERE c.name = 'single'")" 1 \
       "one redemption row recorded"
 
 # 2. 20 sessions, a code with a cap of 5.

@@ -128,7 +128,7 @@ INSERT INTO ids (name, id) SELECT 'bind', wallet.create_campaign((SELECT id FROM
 UPDATE ids SET code = wallet.issue_code(id, 'carol')::text WHERE name = 'bind';
 SELECT is((SELECT member_ref FROM wallet.code_bindings b
             WHERE b.campaign_id = (SELECT id FROM ids WHERE name = 'bind')
-              AND b.code = (SELECT code FROM ids WHERE name = 'bind')::wallet.marketing_code), 'carol',
+              AND b.code OPERATOR(wallet.=) (SELECT code FROM ids WHERE name = 'bind')::wallet.marketing_code), 'carol',
           'issue_code records the binding');
 SELECT is(wallet.check_code((SELECT code FROM ids WHERE name = 'bind'), 'dave'), 'bound_to_other_member',
           'someone else checks a bound code: bound_to_other_member');
