@@ -315,6 +315,10 @@ SELECT pg_catalog.pg_extension_config_dump('wallet.code_redemptions', '');
 SELECT pg_catalog.pg_extension_config_dump('wallet.code_use_counts', '');
 SELECT pg_catalog.pg_extension_config_dump('wallet.member_use_counts', '');
 SELECT pg_catalog.pg_extension_config_dump('wallet.campaign_use_counts', '');
+-- ... and the identity sequences, or a restored database would hand out ids again.
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('wallet.code_failed_attempts', 'attempt_id'), '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('wallet.code_reservations', 'reservation_id'), '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('wallet.code_redemptions', 'redemption_id'), '');
 
 ------------------------------------------------------------------------------
 -- Result types
