@@ -10,13 +10,16 @@
 --     before counting recent failures, so concurrent guesses cannot all slip
 --     under the threshold.
 --   * Caps: one counter row per code, per (campaign, member) and per campaign
---     holds the number of live redemptions.  Reserve, redeem and undo lock
---     these rows in that fixed order (code, member, campaign), so they never
---     deadlock with each other; under those locks they count the active
---     reservations (expires_at > clock_timestamp()), which is why an expired
---     reservation stops counting at once without any cleanup job.
+--     holds the number of live redemptions, kept only while that cap is set
+--     (no hot row for an uncapped public code or campaign).  Reserve, redeem
+--     and undo lock these rows in that fixed order (code, member, campaign),
+--     so they never deadlock with each other; under those locks they count
+--     the active reservations (expires_at > clock_timestamp()), which is why
+--     an expired reservation stops counting at once without a cleanup job.
 --   * Lock order overall: idempotency key, guard (member, source), reservation
---     row, code counter, member counter, campaign counter.
+--     row, ROW EXCLUSIVE on code_redemptions and code_reservations (so that
+--     setting a cap, which rebuilds its counter, waits for calls that read
+--     the old caps), code counter, member counter, campaign counter.
 --   * Time is clock_timestamp() (the moment of the call), not now(): a long
 --     transaction must not keep a reservation alive or a campaign open.
 
@@ -67,25 +70,35 @@ COMMENT ON COLUMN wallet.code_failed_attempts.input IS 'the text that was tried 
 COMMENT ON COLUMN wallet.code_failed_attempts.campaign_id IS 'campaign id the text claimed when it decoded (forged codes, unknown campaigns), else NULL; not a foreign key since such ids need not exist';
 COMMENT ON COLUMN wallet.code_failed_attempts.operation IS 'check_code, redeem_code or reserve_code';
 
+-- Internal helpers (their comments start with "internal:") carry no SET
+-- search_path: they are called from the public functions, which pin it, and a
+-- SET clause costs a configuration change on every call.  Every name in them
+-- is schema-qualified anyway.
+
 -- Thresholds that apply to a merchant: its own row, else the global row, else the defaults.
 CREATE FUNCTION wallet.code_guard_thresholds(merchant_id bigint,
         OUT max_failures_per_member int, OUT max_failures_per_source int, OUT failure_window interval)
-    LANGUAGE sql STABLE
-    SET search_path = pg_catalog, pg_temp
+    LANGUAGE plpgsql STABLE
     AS $$
-    SELECT s.max_failures_per_member, s.max_failures_per_source, s.failure_window
-      FROM (SELECT g.max_failures_per_member, g.max_failures_per_source, g.failure_window, 0 AS rank
-              FROM wallet.code_guard_settings g WHERE g.merchant_id = $1
-            UNION ALL
-            SELECT g.max_failures_per_member, g.max_failures_per_source, g.failure_window, 1
-              FROM wallet.code_guard_settings g WHERE g.merchant_id IS NULL
-            UNION ALL
-            SELECT 10, 30, interval '15 minutes', 2) s
-     ORDER BY s.rank
-     LIMIT 1
+#variable_conflict use_column
+BEGIN
+    -- PL/pgSQL rather than SQL: its plan is cached for the session, and this
+    -- runs on every check.
+    SELECT g.max_failures_per_member, g.max_failures_per_source, g.failure_window
+      INTO max_failures_per_member, max_failures_per_source, failure_window
+      FROM wallet.code_guard_settings g
+     WHERE g.merchant_id = $1 OR g.merchant_id IS NULL
+     ORDER BY g.merchant_id NULLS LAST
+     LIMIT 1;
+    IF NOT FOUND THEN
+        max_failures_per_member := 10;
+        max_failures_per_source := 30;
+        failure_window := interval '15 minutes';
+    END IF;
+END
 $$;
 COMMENT ON FUNCTION wallet.code_guard_thresholds(bigint) IS
-    'brute-force guard thresholds in force for a merchant (its own settings, else the global ones, else the built-in defaults)';
+    'internal (and handy for a DBA): brute-force guard thresholds in force for a merchant (its own settings, else the global ones, else the built-in defaults)';
 
 CREATE FUNCTION wallet.set_code_guard(max_failures_per_member int, max_failures_per_source int,
                                       failure_window interval, merchant_id bigint DEFAULT NULL)
@@ -158,7 +171,6 @@ COMMENT ON FUNCTION wallet.purge_code_attempts(interval) IS
 CREATE FUNCTION wallet.code_guard_throttled(merchant_id bigint, member_ref text, source text)
     RETURNS boolean
     LANGUAGE plpgsql
-    SET search_path = pg_catalog, pg_temp
     AS $$
 #variable_conflict use_column
 DECLARE
@@ -371,7 +383,6 @@ COMMENT ON COLUMN wallet.reservation_result.replayed IS 'true when this is the s
 CREATE FUNCTION wallet.code_check_args(member_ref text, idempotency_key text, context jsonb, need_key boolean)
     RETURNS void
     LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
-    SET search_path = pg_catalog, pg_temp
     AS $$
 #variable_conflict use_column
 BEGIN
@@ -401,7 +412,6 @@ CREATE FUNCTION wallet.code_precheck(input text, member_ref text, source text, o
         OUT status text, OUT code wallet.marketing_code, OUT campaign_id bigint, OUT serial bigint,
         OUT max_per_code int, OUT max_per_member int, OUT max_total bigint)
     LANGUAGE plpgsql
-    SET search_path = pg_catalog, pg_temp
     AS $$
 #variable_conflict use_column
 DECLARE
@@ -492,7 +502,6 @@ CREATE FUNCTION wallet.code_lock_counters(campaign_id bigint, serial bigint, mem
         OUT max_per_code int, OUT max_per_member int, OUT max_total bigint,
         OUT code_redeemed int, OUT member_redeemed int, OUT total_redeemed bigint)
     LANGUAGE plpgsql
-    SET search_path = pg_catalog, pg_temp
     AS $$
 #variable_conflict use_column
 BEGIN
@@ -545,12 +554,20 @@ COMMENT ON FUNCTION wallet.code_lock_counters(bigint, bigint, text) IS
 CREATE FUNCTION wallet.code_bump_counters(campaign_id bigint, serial bigint, member_ref text, delta int,
                                           per_code boolean, per_member boolean, total boolean)
     RETURNS void
-    LANGUAGE sql
-    SET search_path = pg_catalog, pg_temp
+    LANGUAGE plpgsql
     AS $$
-    UPDATE wallet.code_use_counts u SET redeemed = u.redeemed + $4 WHERE $5 AND u.campaign_id = $1 AND u.serial = $2;
-    UPDATE wallet.member_use_counts u SET redeemed = u.redeemed + $4 WHERE $6 AND u.campaign_id = $1 AND u.member_ref = $3;
-    UPDATE wallet.campaign_use_counts u SET redeemed = u.redeemed + $4 WHERE $7 AND u.campaign_id = $1;
+#variable_conflict use_column
+BEGIN
+    IF per_code THEN
+        UPDATE wallet.code_use_counts u SET redeemed = u.redeemed + $4 WHERE u.campaign_id = $1 AND u.serial = $2;
+    END IF;
+    IF per_member THEN
+        UPDATE wallet.member_use_counts u SET redeemed = u.redeemed + $4 WHERE u.campaign_id = $1 AND u.member_ref = $3;
+    END IF;
+    IF total THEN
+        UPDATE wallet.campaign_use_counts u SET redeemed = u.redeemed + $4 WHERE u.campaign_id = $1;
+    END IF;
+END
 $$;
 COMMENT ON FUNCTION wallet.code_bump_counters(bigint, bigint, text, int, boolean, boolean, boolean) IS
     'internal: add delta to the per-code, per-member and per-campaign counters of live redemptions, for the caps that are set';
@@ -560,7 +577,6 @@ COMMENT ON FUNCTION wallet.code_bump_counters(bigint, bigint, text, int, boolean
 CREATE FUNCTION wallet.code_caps_recount()
     RETURNS trigger
     LANGUAGE plpgsql
-    SET search_path = pg_catalog, pg_temp
     AS $$
 #variable_conflict use_column
 BEGIN
@@ -608,7 +624,6 @@ CREATE FUNCTION wallet.code_caps_status(campaign_id bigint, serial bigint, membe
         code_redeemed bigint, member_redeemed bigint, total_redeemed bigint)
     RETURNS text
     LANGUAGE plpgsql
-    SET search_path = pg_catalog, pg_temp
     AS $$
 #variable_conflict use_column
 DECLARE
@@ -646,7 +661,6 @@ COMMENT ON FUNCTION wallet.code_caps_status(bigint, bigint, text, int, int, bigi
 CREATE FUNCTION wallet.code_same_input(stored wallet.marketing_code, input text)
     RETURNS boolean
     LANGUAGE sql
-    SET search_path = pg_catalog, pg_temp
     AS $$
     SELECT coalesce((SELECT p.code OPERATOR(wallet.=) $1 FROM wallet.parse_code($2) p), false)
 $$;
@@ -656,7 +670,6 @@ COMMENT ON FUNCTION wallet.code_same_input(wallet.marketing_code, text) IS
 CREATE FUNCTION wallet.code_key_mismatch(idempotency_key text, what text)
     RETURNS void
     LANGUAGE plpgsql
-    SET search_path = pg_catalog, pg_temp
     AS $$
 #variable_conflict use_column
 BEGIN
@@ -704,7 +717,6 @@ CREATE FUNCTION wallet.check_code(code text, member_ref text, context jsonb DEFA
 #variable_conflict use_column
 DECLARE
     pc record;
-    _st text;
     _code_n int; _member_n int; _total_n bigint;
 BEGIN
     -- Never throws for a bad code; misuse (no member) is still an error.
@@ -727,7 +739,6 @@ COMMENT ON FUNCTION wallet.check_code(text, text, jsonb) IS
 CREATE FUNCTION wallet.check_code(code wallet.marketing_code, member_ref text, context jsonb DEFAULT '{}')
     RETURNS text
     LANGUAGE sql
-    SET search_path = pg_catalog, pg_temp
     AS $$
     SELECT wallet.check_code($1::text, $2, $3)
 $$;
@@ -842,7 +853,6 @@ COMMENT ON FUNCTION wallet.redeem_code(text, text, text, jsonb) IS
 CREATE FUNCTION wallet.redeem_code(code wallet.marketing_code, member_ref text, idempotency_key text, context jsonb DEFAULT '{}')
     RETURNS wallet.redemption_result
     LANGUAGE sql
-    SET search_path = pg_catalog, pg_temp
     AS $$
     SELECT wallet.redeem_code($1::text, $2, $3, $4)
 $$;
@@ -960,7 +970,6 @@ COMMENT ON FUNCTION wallet.reserve_code(text, text, text, interval, jsonb) IS
 CREATE FUNCTION wallet.reserve_code(code wallet.marketing_code, member_ref text, idempotency_key text, ttl interval, context jsonb DEFAULT '{}')
     RETURNS wallet.reservation_result
     LANGUAGE sql
-    SET search_path = pg_catalog, pg_temp
     AS $$
     SELECT wallet.reserve_code($1::text, $2, $3, $4, $5)
 $$;
