@@ -21,7 +21,7 @@ not_ok() { n=$((n + 1)); echo "not ok $n - $1"; }
 check()  { if [ "$1" = "$2" ]; then ok "$3"; else not_ok "$3 (got '$1', want '$2')"; fi; }
 q()      { "${PSQL[@]}" -d "$DB" -c "$1"; }
 
-echo "1..21"
+echo "1..23"
 
 psql -X -q -c "DROP DATABASE IF EXISTS $DB" >/dev/null 2>&1
 psql -X -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE $DB" >/dev/null || { echo "Bail out! cannot create database $DB"; exit 1; }
@@ -84,6 +84,7 @@ SELECT wallet.create_campaign(1, 'key', max_redemptions_per_code => NULL);
 SELECT wallet.create_campaign(1, 'late', max_redemptions_per_code => NULL);
 SELECT wallet.create_campaign(1, 'reserve', max_redemptions_per_code => 5);
 SELECT wallet.create_campaign(1, 'undo');
+SELECT wallet.create_campaign(1, 'expire');
 CREATE FUNCTION race_campaign(n text) RETURNS bigint LANGUAGE sql AS \$\$ SELECT campaign_id FROM wallet.campaigns WHERE name = n \$\$;
 -- single use, and a cap of 5 per code
 INSERT INTO race_codes SELECT 'single', 0, g::text FROM wallet.generate_codes(race_campaign('single'), 1) g;
@@ -101,6 +102,8 @@ INSERT INTO race_codes SELECT 'late', row_number() OVER (), g::text
   FROM wallet.generate_codes(race_campaign('late'), 20) g;
 -- undo racing redemptions
 INSERT INTO race_codes SELECT 'undo', 0, g::text FROM wallet.generate_codes(race_campaign('undo'), 1) g;
+-- a reservation that expires before a race
+INSERT INTO race_codes SELECT 'expire', 0, g::text FROM wallet.generate_codes(race_campaign('expire'), 1) g;
 -- reservations on a cap of 5
 INSERT INTO race_codes SELECT 'reserve', 0, g::text FROM wallet.generate_codes(race_campaign('reserve'), 1) g;
 " >/dev/null || { echo "Bail out! setup failed"; exit 1; }
@@ -186,7 +189,16 @@ check "$(q "SELECT u.redeemed || '/' || (SELECT count(*) FROM wallet.code_redemp
             FROM wallet.code_use_counts u JOIN wallet.campaigns c USING (campaign_id) WHERE c.name = 'undo'")" "$(count undo ok)/$(count undo ok)" \
       "the per-code counter equals the live redemptions after the race"
 
-# 9. The guard is exact too: one member fires 20 bad codes at once with a
+# 9. An expired reservation stops counting at once, also under a race: the
+#    single-use code is reserved for 1 s; once that has passed (no cleanup
+#    job runs), 20 sessions race for it and exactly one wins.
+check "$(q "SELECT status FROM wallet.reserve_code((SELECT code FROM race_codes WHERE name = 'expire'), 'holder', 'expire-hold', '1 second')")" ok \
+      "a 1-second reservation of a single-use code"
+sleep 1.2
+race expire 20 "SELECT status FROM wallet.redeem_code((SELECT code FROM race_codes WHERE name = 'expire'), 'm' || @I@, 'expire-' || @I@)"
+check "$(count expire ok)/$(count expire exhausted)" 1/19 "after it expired, 20 sessions race for the code: exactly one ok"
+
+# 10. The guard is exact too: one member fires 20 bad codes at once with a
 #    threshold of 5: exactly 5 are judged (and recorded), 15 are throttled.
 q "SELECT wallet.set_code_guard(5, NULL, '1 hour')" >/dev/null
 race guard 20 "SELECT status FROM wallet.redeem_code('no such code ' || @I@, 'mallory', 'guard-' || @I@)"
