@@ -709,7 +709,7 @@ $$;
 COMMENT ON FUNCTION wallet.issue_code(bigint, text) IS
     'mint one code of the campaign bound to a member: only that member can redeem it (others get bound_to_other_member)';
 
-CREATE FUNCTION wallet.check_code(code text, member_ref text, context jsonb DEFAULT '{}')
+CREATE FUNCTION wallet.check_code(code text, member_ref text, context jsonb)
     RETURNS text
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
@@ -735,6 +735,17 @@ END
 $$;
 COMMENT ON FUNCTION wallet.check_code(text, text, jsonb) IS
     'status of a code for a member, without redeeming it; never throws for a bad code (see the README for the statuses and their precedence); failed checks count for the brute-force guard';
+
+-- The two-argument form of the interface, as its own function (a DEFAULT on
+-- the context would make wallet.check_code(text, text) unresolvable as such).
+CREATE FUNCTION wallet.check_code(code text, member_ref text)
+    RETURNS text
+    LANGUAGE sql
+    AS $$
+    SELECT wallet.check_code($1, $2, '{}'::jsonb)
+$$;
+COMMENT ON FUNCTION wallet.check_code(text, text) IS
+    'check_code without a context (no source for the brute-force guard)';
 
 CREATE FUNCTION wallet.check_code(code wallet.marketing_code, member_ref text, context jsonb DEFAULT '{}')
     RETURNS text

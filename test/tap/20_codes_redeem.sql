@@ -8,7 +8,7 @@
 -- margin between a reservation and the check that it still counts, so that a
 -- loaded machine does not make the test flaky.
 BEGIN;
-SELECT plan(130);
+SELECT plan(132);
 
 -- Test helpers (temporary, gone at ROLLBACK) -------------------------------
 
@@ -75,6 +75,7 @@ UPDATE ids SET code = pg_temp.code(id) WHERE name = 'single';
 -- API shape ---------------------------------------------------------------
 SELECT has_function('wallet', 'issue_code', ARRAY['bigint', 'text'], 'issue_code(campaign_id, member_ref) exists');
 SELECT has_function('wallet', 'check_code', ARRAY['text', 'text', 'jsonb'], 'check_code(code, member_ref, context) exists');
+SELECT has_function('wallet', 'check_code', ARRAY['text', 'text'], 'check_code(code, member_ref) exists');
 SELECT has_function('wallet', 'redeem_code', ARRAY['text', 'text', 'text', 'jsonb'], 'redeem_code(text, ...) exists');
 SELECT has_function('wallet', 'redeem_code', ARRAY['wallet.marketing_code', 'text', 'text', 'jsonb'], 'redeem_code(marketing_code, ...) exists');
 SELECT has_function('wallet', 'undo_redemption', ARRAY['bigint', 'text'], 'undo_redemption exists');
@@ -86,6 +87,7 @@ SELECT is(wallet.check_code((SELECT code FROM ids WHERE name = 'single'), 'alice
 SELECT is(wallet.check_code(lower((SELECT code FROM ids WHERE name = 'single')), 'alice'), 'ok', 'any accepted spelling (lower case): ok');
 SELECT is(wallet.check_code('this is no code!', 'alice'), 'malformed', 'garbage: malformed');
 SELECT is(wallet.check_code('', 'alice'), 'malformed', 'empty text: malformed');
+SELECT is(wallet.check_code('no code'::text, 'alice', '{"source": "kiosk-7"}'), 'malformed', 'with a context: the same');
 SELECT is(wallet.check_code(NULL, 'alice'), 'malformed', 'NULL code: malformed (no error)');
 SELECT is(wallet.check_code(repeat('Z', 10000), 'alice'), 'malformed', 'a huge text: malformed');
 SELECT is(wallet.check_code(pg_temp.mistype((SELECT code FROM ids WHERE name = 'single')), 'alice'), 'mistyped',
