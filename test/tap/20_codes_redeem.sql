@@ -8,7 +8,7 @@
 -- margin between a reservation and the check that it still counts, so that a
 -- loaded machine does not make the test flaky.
 BEGIN;
-SELECT plan(132);
+SELECT plan(133);
 
 -- Test helpers (temporary, gone at ROLLBACK) -------------------------------
 
@@ -143,6 +143,8 @@ SELECT is(wallet.code_serial((SELECT code FROM ids WHERE name = 'bind')::wallet.
           'each issue_code mints a new serial');
 SELECT throws_ok($$SELECT wallet.issue_code((SELECT id FROM ids WHERE name = 'bind'), ' ')$$, '22023', NULL,
                  'issue_code with a blank member is 22023');
+SELECT throws_ok($$SELECT wallet.issue_code(-1, 'carol')$$, 'WL101', NULL,
+                 'issue_code in an unknown campaign is the WL101 of generate_codes');
 
 -- Per-code cap (single use) and the redemption row.
 CREATE TEMP TABLE r1 AS SELECT * FROM wallet.redeem_code((SELECT code FROM ids WHERE name = 'single'), 'alice', 'single-1',
