@@ -70,6 +70,11 @@ COMMENT ON COLUMN wallet.code_failed_attempts.input IS 'the text that was tried 
 COMMENT ON COLUMN wallet.code_failed_attempts.campaign_id IS 'campaign id the text claimed when it decoded (forged codes, unknown campaigns), else NULL; not a foreign key since such ids need not exist';
 COMMENT ON COLUMN wallet.code_failed_attempts.operation IS 'check_code, redeem_code or reserve_code';
 
+-- The public functions run with enable_seqscan off, and so do the helpers
+-- they call: every lookup here is by key, and the tables start empty; a plan
+-- cached by a session while a table was small would otherwise keep scanning
+-- it whole as it grows, until the next ANALYZE.
+--
 -- Internal helpers (their comments start with "internal:") carry no SET
 -- search_path: they are called from the public functions, which pin it, and a
 -- SET clause costs a configuration change on every call.  Every name in them
@@ -713,6 +718,7 @@ CREATE FUNCTION wallet.check_code(code text, member_ref text, context jsonb)
     RETURNS text
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
+    SET enable_seqscan = off
     AS $$
 #variable_conflict use_column
 DECLARE
@@ -760,6 +766,7 @@ CREATE FUNCTION wallet.redeem_code(code text, member_ref text, idempotency_key t
     RETURNS wallet.redemption_result
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
+    SET enable_seqscan = off
     AS $$
 #variable_conflict use_column
 DECLARE
@@ -874,6 +881,7 @@ CREATE FUNCTION wallet.undo_redemption(redemption_id bigint, reason text)
     RETURNS wallet.code_redemptions
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
+    SET enable_seqscan = off
     AS $$
 #variable_conflict use_column
 DECLARE
@@ -912,6 +920,7 @@ CREATE FUNCTION wallet.reserve_code(code text, member_ref text, idempotency_key 
     RETURNS wallet.reservation_result
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
+    SET enable_seqscan = off
     AS $$
 #variable_conflict use_column
 DECLARE
@@ -991,6 +1000,7 @@ CREATE FUNCTION wallet.release_reservation(reservation_id bigint)
     RETURNS wallet.code_reservations
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
+    SET enable_seqscan = off
     AS $$
 #variable_conflict use_column
 DECLARE
