@@ -119,8 +119,11 @@ generate_codes(PG_FUNCTION_ARGS)
 			reserve_serials(campaign_id, n, st);
 			info = campaign_info(st->f.campaign);
 			if (!info->exists || !CAMPAIGN_VERSION_BIT(info->known, st->f.version))
-				elog(ERROR, "campaign %lld has no key row for its current key version %d",
-					 (long long) campaign_id, st->f.version);
+				ereport(ERROR,
+						(errcode(ERRCODE_WALLET_UNKNOWN_KEY_VERSION),
+						 errmsg("campaign %lld has no key row for its current key version %d", (long long) campaign_id, st->f.version),
+						 errdetail("wallet.code_keys was changed by hand."),
+						 errhint("Call wallet.rotate_code_key to make a new key version current.")));
 			if (CAMPAIGN_VERSION_BIT(info->retired, st->f.version))
 				ereport(ERROR,
 						(errcode(ERRCODE_WALLET_KEY_RETIRED),
@@ -155,6 +158,22 @@ code_authentic(PG_FUNCTION_ARGS)
 	wallet_require_root_key();
 	code_unpack(PG_GETARG_MARKETING_CODE_P(0), &f);
 	PG_RETURN_BOOL(code_verify(&f) == CODE_AUTH_OK);
+}
+
+/* The status names of wallet.parse_code and wallet.code_status. */
+static const char *
+code_auth_status(CodeAuth auth)
+{
+	switch (auth)
+	{
+		case CODE_AUTH_OK:
+			return "ok";
+		case CODE_AUTH_RETIRED:
+			return "retired_key";
+		case CODE_AUTH_FORGED:
+			break;
+	}
+	return "forged";
 }
 
 PG_FUNCTION_INFO_V1(parse_code);
@@ -193,20 +212,22 @@ parse_code(PG_FUNCTION_ARGS)
 				code_pack(&f, c);
 				values[1] = MarketingCodePGetDatum(c);
 				nulls[1] = false;
-				switch (code_verify(&f))
-				{
-					case CODE_AUTH_OK:
-						status = "ok";
-						break;
-					case CODE_AUTH_RETIRED:
-						status = "retired_key";
-						break;
-					default:
-						status = "forged";
-						break;
-				}
+				status = code_auth_status(code_verify(&f));
 			}
 	}
 	values[0] = CStringGetTextDatum(status);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
+}
+
+PG_FUNCTION_INFO_V1(code_status);
+
+/* wallet.code_status(code): ok, forged or retired_key, for a value. */
+Datum
+code_status(PG_FUNCTION_ARGS)
+{
+	CodeFields	f;
+
+	wallet_require_root_key();
+	code_unpack(PG_GETARG_MARKETING_CODE_P(0), &f);
+	PG_RETURN_TEXT_P(cstring_to_text(code_auth_status(code_verify(&f))));
 }

@@ -53,6 +53,9 @@ COMMENT ON FUNCTION wallet.marketing_code_ge(wallet.marketing_code, wallet.marke
 CREATE FUNCTION wallet.marketing_code_cmp(wallet.marketing_code, wallet.marketing_code) RETURNS int
     AS 'MODULE_PATHNAME', 'marketing_code_cmp' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE LEAKPROOF;
 COMMENT ON FUNCTION wallet.marketing_code_cmp(wallet.marketing_code, wallet.marketing_code) IS 'btree support: -1, 0 or 1';
+CREATE FUNCTION wallet.marketing_code_sortsupport(internal) RETURNS void
+    AS 'MODULE_PATHNAME', 'marketing_code_sortsupport' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION wallet.marketing_code_sortsupport(internal) IS 'btree support: fast comparator for sorting';
 CREATE FUNCTION wallet.marketing_code_hash(wallet.marketing_code) RETURNS int
     AS 'MODULE_PATHNAME', 'marketing_code_hash' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE LEAKPROOF;
 COMMENT ON FUNCTION wallet.marketing_code_hash(wallet.marketing_code) IS 'hash support, consistent with =';
@@ -97,7 +100,8 @@ CREATE OPERATOR CLASS wallet.marketing_code_ops DEFAULT FOR TYPE wallet.marketin
     OPERATOR 3 wallet.= ,
     OPERATOR 4 wallet.>= ,
     OPERATOR 5 wallet.> ,
-    FUNCTION 1 wallet.marketing_code_cmp(wallet.marketing_code, wallet.marketing_code);
+    FUNCTION 1 wallet.marketing_code_cmp(wallet.marketing_code, wallet.marketing_code),
+    FUNCTION 2 wallet.marketing_code_sortsupport(internal);
 COMMENT ON OPERATOR CLASS wallet.marketing_code_ops USING btree IS 'btree ordering of marketing codes (unique indexes, merge joins, ORDER BY)';
 COMMENT ON OPERATOR FAMILY wallet.marketing_code_ops USING btree IS 'btree operator family of marketing codes';
 
@@ -144,13 +148,12 @@ CREATE TABLE wallet.campaigns (
     max_redemptions_total bigint CHECK (max_redemptions_total > 0),
     current_key_version int NOT NULL DEFAULT 1 CHECK (current_key_version BETWEEN 1 AND 1023),
     next_serial bigint NOT NULL DEFAULT 1 CHECK (next_serial >= 1),
-    created_at timestamptz NOT NULL DEFAULT now(),
-    UNIQUE (merchant_id, name)
+    created_at timestamptz NOT NULL DEFAULT now()
 );
 COMMENT ON TABLE wallet.campaigns IS 'marketing campaigns: code parameters, active window and redemption caps';
 COMMENT ON COLUMN wallet.campaigns.campaign_id IS 'campaign id, carried in every code (below 2^32)';
 COMMENT ON COLUMN wallet.campaigns.merchant_id IS 'merchant running the campaign';
-COMMENT ON COLUMN wallet.campaigns.name IS 'campaign name, unique per merchant';
+COMMENT ON COLUMN wallet.campaigns.name IS 'campaign name (non-blank; names may repeat, e.g. a yearly sale)';
 COMMENT ON COLUMN wallet.campaigns.prefix IS 'text printed before every code (A-Z, 0-9, up to 8); NULL = none; part of the signed data, so fixed';
 COMMENT ON COLUMN wallet.campaigns.mac_bits IS 'MAC length of the codes in bits (32 to 64); fixed once codes exist';
 COMMENT ON COLUMN wallet.campaigns.starts_at IS 'codes redeem from this time on';
@@ -174,6 +177,15 @@ COMMENT ON COLUMN wallet.code_keys.campaign_id IS 'campaign the key version belo
 COMMENT ON COLUMN wallet.code_keys.key_version IS 'key version (1 to 1023), carried in every code it signs';
 COMMENT ON COLUMN wallet.code_keys.created_at IS 'when the version was created';
 COMMENT ON COLUMN wallet.code_keys.retired_at IS 'when the version was retired (its codes no longer validate); NULL = active';
+
+-- The tables hold user data: pg_dump must dump their rows (and the identity's position).
+-- (wallet.merchants belongs to the core part, but restoring campaigns needs its rows;
+-- registering a table twice is harmless.)
+SELECT pg_catalog.pg_extension_config_dump('wallet.merchants', '');
+SELECT pg_catalog.pg_extension_config_dump('wallet.merchants_merchant_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('wallet.campaigns', '');
+SELECT pg_catalog.pg_extension_config_dump('wallet.campaigns_campaign_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('wallet.code_keys', '');
 
 -- Backends cache these tables for wallet.code_authentic; changes invalidate the caches.
 CREATE FUNCTION wallet.code_cache_invalidate() RETURNS trigger
@@ -275,18 +287,12 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Pass NULL for no limit on the whole campaign.';
     END IF;
 
-    BEGIN
-        INSERT INTO wallet.campaigns AS c (merchant_id, name, prefix, mac_bits, starts_at, ends_at,
-                                           max_redemptions_per_code, max_redemptions_per_member, max_redemptions_total)
-        VALUES (create_campaign.merchant_id, create_campaign.name, pfx, create_campaign.mac_bits,
-                create_campaign.starts_at, create_campaign.ends_at, create_campaign.max_redemptions_per_code,
-                create_campaign.max_redemptions_per_member, create_campaign.max_redemptions_total)
-        RETURNING c.campaign_id INTO id;
-    EXCEPTION WHEN unique_violation THEN
-        RAISE EXCEPTION 'merchant % already has a campaign named "%"', merchant_id, name
-            USING ERRCODE = 'unique_violation',
-                  DETAIL = 'Campaign names are unique per merchant.';
-    END;
+    INSERT INTO wallet.campaigns AS c (merchant_id, name, prefix, mac_bits, starts_at, ends_at,
+                                       max_redemptions_per_code, max_redemptions_per_member, max_redemptions_total)
+    VALUES (create_campaign.merchant_id, create_campaign.name, pfx, create_campaign.mac_bits,
+            create_campaign.starts_at, create_campaign.ends_at, create_campaign.max_redemptions_per_code,
+            create_campaign.max_redemptions_per_member, create_campaign.max_redemptions_total)
+    RETURNING c.campaign_id INTO id;
     INSERT INTO wallet.code_keys (campaign_id, key_version) VALUES (id, 1);
     RETURN id;
 END
@@ -362,6 +368,11 @@ CREATE FUNCTION wallet.code_authentic(wallet.marketing_code) RETURNS boolean
     AS 'MODULE_PATHNAME', 'code_authentic' LANGUAGE C STABLE STRICT PARALLEL SAFE;
 COMMENT ON FUNCTION wallet.code_authentic(wallet.marketing_code)
     IS 'true when the code''s MAC is right and its key version is not retired (no table read per call)';
+
+CREATE FUNCTION wallet.code_status(wallet.marketing_code) RETURNS text
+    AS 'MODULE_PATHNAME', 'code_status' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION wallet.code_status(wallet.marketing_code)
+    IS 'authentication status of a code value: ok, forged or retired_key (like wallet.parse_code, without the text step)';
 
 CREATE FUNCTION wallet.parse_code(input text, OUT status text, OUT code wallet.marketing_code)
     AS 'MODULE_PATHNAME', 'parse_code' LANGUAGE C STABLE STRICT PARALLEL SAFE;

@@ -126,8 +126,8 @@ BEGIN
                   DETAIL = 'A threshold is the number of failed checks allowed within the window; NULL turns that limit off.';
     END IF;
     IF _merchant IS NOT NULL AND NOT EXISTS (SELECT 1 FROM wallet.merchants m WHERE m.merchant_id = _merchant) THEN
-        RAISE EXCEPTION 'unknown merchant %', _merchant
-            USING ERRCODE = 'foreign_key_violation',
+        RAISE EXCEPTION 'merchant % does not exist', _merchant
+            USING ERRCODE = 'WL102',   -- as create_campaign says it
                   DETAIL = 'Guard settings can only be set for a merchant registered in wallet.merchants.';
     END IF;
     INSERT INTO wallet.code_guard_settings AS g

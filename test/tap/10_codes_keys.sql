@@ -2,7 +2,7 @@
 BEGIN;
 -- wallet's operators live in schema wallet, like its functions
 SET LOCAL search_path = public, wallet;
-SELECT plan(58);
+SELECT plan(67);
 
 SELECT wallet.create_merchant('Keys Coffee') AS m \gset
 SELECT wallet.create_campaign(:m, 'spring', 'kc') AS c \gset
@@ -32,7 +32,7 @@ SELECT throws_ok(format('SELECT wallet.create_campaign(%s, %L, starts_at => %L, 
 SELECT throws_ok(format('SELECT wallet.create_campaign(%s, %L, max_redemptions_per_code => 0)', :m, 'r1'), '22023', 'max_redemptions_per_code must be positive, not 0', 'per-code cap 0: 22023');
 SELECT throws_ok(format('SELECT wallet.create_campaign(%s, %L, max_redemptions_per_member => -1)', :m, 'r2'), '22023', 'max_redemptions_per_member must be positive, not -1', 'per-member cap -1: 22023');
 SELECT throws_ok(format('SELECT wallet.create_campaign(%s, %L, max_redemptions_total => 0)', :m, 'r3'), '22023', 'max_redemptions_total must be positive, not 0', 'total cap 0: 22023');
-SELECT throws_ok(format('SELECT wallet.create_campaign(%s, %L)', :m, 'spring'), '23505', format('merchant %s already has a campaign named "spring"', :m), 'duplicate name per merchant: 23505');
+SELECT isnt(wallet.create_campaign(:m, 'spring'), :c::bigint, 'a name may repeat (a yearly campaign): a new campaign');
 SELECT lives_ok(format('SELECT wallet.create_campaign(%s, %L, max_redemptions_per_code => NULL, mac_bits => 64, prefix => NULL)', :m, 'unlimited'),
     'NULL caps mean unlimited; no prefix; 64-bit MAC');
 
@@ -70,6 +70,7 @@ SELECT is(wallet.rotate_code_key(:c), 3, 'rotating again gives version 3');
 SELECT lives_ok(format('SELECT wallet.retire_code_key(%s, 1)', :c), 'retire version 1');
 SELECT ok((SELECT NOT bool_or(wallet.code_authentic(code)) FROM v1), 'retired version-1 codes are not authentic');
 SELECT is((SELECT array_agg(DISTINCT (wallet.parse_code(code::text)).status) FROM v1), ARRAY['retired_key'], 'parse_code says retired_key for them');
+SELECT is((SELECT array_agg(DISTINCT wallet.code_status(code)) FROM v1), ARRAY['retired_key'], 'code_status says retired_key for them');
 SELECT ok((SELECT bool_and(wallet.code_authentic(code)) FROM v2), 'version-2 codes still authentic');
 SELECT is((SELECT array_agg(DISTINCT (wallet.parse_code(code::text)).status) FROM v2), ARRAY['ok'], 'parse_code says ok for them');
 SELECT isnt((SELECT retired_at FROM wallet.code_keys WHERE campaign_id = :c AND key_version = 1), NULL, 'retired_at is set');
@@ -93,6 +94,29 @@ SELECT is((SELECT array_agg(DISTINCT (wallet.parse_code(code::text)).status) FRO
 -- Unknown campaigns: a structurally valid code of a campaign that does not exist is forged.
 SELECT is((wallet.parse_code('0R00-3G6G-QGHK-C0K')).status, 'forged', 'code of a campaign that does not exist: forged');
 SELECT is(wallet.code_authentic('0R00-3G6G-QGHK-C0K'), false, 'and not authentic');
+SELECT is(wallet.code_status('0R00-3G6G-QGHK-C0K'), 'forged', 'code_status says forged');
+SELECT is((SELECT array_agg(DISTINCT wallet.code_status(x)) FROM wallet.generate_codes(:c, 3) x), ARRAY['ok'], 'code_status says ok for good codes');
+
+-- Key rows changed by hand: generate_codes refuses a retired or missing current version.
+UPDATE wallet.code_keys SET retired_at = now() WHERE campaign_id = :c AND key_version = 3;
+SELECT throws_ok(format('SELECT wallet.generate_codes(%s, 1)', :c), 'WL108', format('the current key version 3 of campaign %s is retired', :c),
+    'generate_codes with a retired current version: WL108');
+DELETE FROM wallet.code_keys WHERE campaign_id = :c AND key_version = 3;
+SELECT throws_ok(format('SELECT wallet.generate_codes(%s, 1)', :c), 'WL103', format('campaign %s has no key row for its current key version 3', :c),
+    'generate_codes without a key row for the current version: WL103');
+SELECT is(wallet.rotate_code_key(:c), 4, 'rotating repairs it');
+SELECT is((SELECT count(*) FROM wallet.generate_codes(:c, 3)), 3::bigint, 'and generation works again');
+
+-- code_authentic and parse_code run in parallel workers (PARALLEL SAFE, cache loaded per worker).
+CREATE TABLE pcodes AS SELECT x AS code FROM wallet.generate_codes(:c, 5000) x;
+SET LOCAL parallel_setup_cost = 0;
+SET LOCAL parallel_tuple_cost = 0;
+SET LOCAL min_parallel_table_scan_size = 0;
+SET LOCAL max_parallel_workers_per_gather = 2;
+SELECT ok((SELECT count(*) FROM (SELECT 1 FROM pg_proc WHERE proname IN ('code_authentic', 'parse_code') AND pronamespace = 'wallet'::regnamespace AND proparallel = 's') s) = 2,
+    'code_authentic and parse_code are PARALLEL SAFE');
+SELECT is((SELECT count(*) FILTER (WHERE wallet.code_authentic(code) AND (wallet.parse_code(code::text)).status = 'ok') FROM pcodes), 5000::bigint,
+    'a parallel scan authenticates all 5000 codes');
 
 -- The server has its root key; its settings are superuser-only and never show the key.
 SELECT isnt(current_setting('wallet.root_key_file'), '', 'wallet.root_key_file is set on the test cluster');

@@ -388,7 +388,7 @@ SELECT is(wallet.check_code((SELECT code FROM ids WHERE name = 'strictc'), 'rita
 SELECT is(wallet.check_code((SELECT code FROM ids WHERE name = 'guard'), 'rita'), 'ok', 'the global threshold (3) to the others');
 SELECT throws_ok($$SELECT wallet.set_code_guard(0, 1, '1 hour')$$, '22023', NULL, 'a zero threshold is 22023');
 SELECT throws_ok($$SELECT wallet.set_code_guard(1, 1, '0')$$, '22023', NULL, 'a zero window is 22023');
-SELECT throws_ok($$SELECT wallet.set_code_guard(1, 1, '1 hour', -5)$$, '23503', NULL, 'an unknown merchant is 23503');
+SELECT throws_ok($$SELECT wallet.set_code_guard(1, 1, '1 hour', -5)$$, 'WL102', NULL, 'an unknown merchant is WL102 (as for create_campaign)');
 -- The window slides (clock time): failures older than it stop counting.
 SELECT wallet.set_code_guard(3, 5, interval '1500 milliseconds');
 SELECT is(wallet.check_code((SELECT code FROM ids WHERE name = 'guard'), 'mallory'), 'throttled', 'still throttled within a short window');

@@ -1,0 +1,85 @@
+# Shared by the codes_*.t concurrency tests (sourced, not run): TAP output,
+# psql shortcuts and a barrier that releases many sessions at once.
+# Needs PGHOST/PGPORT/PGUSER (set by make test) and DB.
+
+T_NUM=0
+T_FAILED=0
+ok() {      # ok CONDITION-STATUS DESCRIPTION
+    T_NUM=$((T_NUM + 1))
+    if [ "$1" -eq 0 ]; then echo "ok $T_NUM - $2"; else echo "not ok $T_NUM - $2"; T_FAILED=$((T_FAILED + 1)); fi
+}
+is() {      # is GOT EXPECTED DESCRIPTION
+    T_NUM=$((T_NUM + 1))
+    if [ "$1" = "$2" ]; then echo "ok $T_NUM - $3"
+    else echo "not ok $T_NUM - $3"; echo "#   got:      '$1'"; echo "#   expected: '$2'"; T_FAILED=$((T_FAILED + 1)); fi
+}
+
+q() { psql -X -qAt -v ON_ERROR_STOP=1 -d "$DB" "$@"; }
+
+# The barrier: the controller holds an exclusive advisory lock; every worker
+# first waits for it in shared mode; once all N are waiting (pg_locks), the
+# controller lets go and they all start together.
+BARRIER_KEY=774411
+barrier_hold() {    # starts the controller session; sets BARRIER_FD
+    mkfifo "$TMP/barrier.fifo"
+    psql -X -qAt -d "$DB" < "$TMP/barrier.fifo" > "$TMP/barrier.out" 2>&1 &
+    BARRIER_PID=$!
+    exec {BARRIER_FD}> "$TMP/barrier.fifo"
+    echo "SELECT pg_advisory_lock($BARRIER_KEY);" >&$BARRIER_FD
+    local i
+    for i in $(seq 1 100); do
+        [ "$(q -c "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $BARRIER_KEY AND granted AND mode = 'ExclusiveLock'")" = 1 ] && return 0
+        sleep 0.1
+    done
+    echo "# barrier: controller did not get the lock"; return 1
+}
+barrier_wait_for() {    # barrier_wait_for N: until N sessions wait on the barrier (max ~30 s)
+    local i
+    for i in $(seq 1 300); do
+        [ "$(q -c "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $BARRIER_KEY AND NOT granted")" -ge "$1" ] && return 0
+        sleep 0.1
+    done
+    echo "# barrier: only $(q -c "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $BARRIER_KEY AND NOT granted") of $1 sessions arrived"; return 1
+}
+barrier_release() {
+    echo "SELECT pg_advisory_unlock($BARRIER_KEY);" >&$BARRIER_FD
+    echo '\q' >&$BARRIER_FD
+    exec {BARRIER_FD}>&-
+    wait "$BARRIER_PID" 2>/dev/null || true
+}
+# SQL a worker runs first to wait at the barrier
+BARRIER_SQL="SELECT pg_advisory_lock_shared($BARRIER_KEY); SELECT pg_advisory_unlock_shared($BARRIER_KEY);"
+
+# Long-lived sessions: sess_open NAME starts psql reading from a FIFO;
+# sess_run NAME SQL runs SQL in it and prints the output (waits up to ~30 s).
+declare -A SESS_FD SESS_PID
+sess_open() {
+    local name=$1
+    mkfifo "$TMP/sess.$name.fifo"
+    psql -X -qAt -d "$DB" < "$TMP/sess.$name.fifo" > "$TMP/sess.$name.out" 2>&1 &
+    SESS_PID[$name]=$!
+    exec {fd}> "$TMP/sess.$name.fifo"
+    SESS_FD[$name]=$fd
+}
+sess_run() {
+    local name=$1 sql=$2 mark start i
+    # runs in $(...) subshells too, so no state kept between calls: the
+    # output is what the file gains between sending and the unique marker
+    mark="@@done $(date +%s%N)$RANDOM"
+    start=$(wc -l < "$TMP/sess.$name.out")
+    printf '%s;\n\\echo %s\n' "$sql" "$mark" >&${SESS_FD[$name]}
+    for i in $(seq 1 300); do
+        grep -qxF "$mark" "$TMP/sess.$name.out" && break
+        sleep 0.1
+    done
+    tail -n +$((start + 1)) "$TMP/sess.$name.out" | awk -v m="$mark" '$0 == m { exit } { print }'
+}
+sess_close() {
+    local name=$1 fd=${SESS_FD[$1]:-}
+    [ -n "$fd" ] || return 0
+    # \q rather than EOF: sessions opened later inherited this FIFO's writer
+    echo '\q' >&$fd
+    exec {fd}>&-
+    unset "SESS_FD[$name]"
+    wait "${SESS_PID[$name]}" 2>/dev/null || true
+}

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The root key settings, on throwaway clusters of their own: without a key
+# every function that needs it raises WL001 with a hint naming the settings;
+# wallet.root_key_command gives the same key (same test vectors) as the file;
+# a key file others can read, or one that is not 64 hex characters, stops the
+# server from starting, and the log never shows what the file held.
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+TMP=$(mktemp -d /tmp/wallet-codes-key.XXXXXX)
+chmod 755 "$TMP"
+. "$ROOT/test/cluster.sh"
+set +e
+. "$ROOT/test/root_key.sh"
+. "$ROOT/test/concurrency/codes_lib.sh"
+DATA="$TMP/data"
+PORT=$(( ${PGPORT:-55432} + 17 ))
+cleanup() { cluster_stop "$DATA"; rm -rf "$TMP"; }
+trap cleanup EXIT
+echo "1..14"
+
+# psql against the throwaway cluster; prints "SQLSTATE|message|hint" for errors.
+kq() {
+    psql -X -qAt -h "$DATA" -p "$PORT" -U postgres -d postgres -v VERBOSITY=verbose "$@" 2>&1
+}
+sqlstate_of() {   # the SQLSTATE an SQL statement raises (or "none")
+    local out
+    out=$(psql -X -qAt -h "$DATA" -p "$PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -v VERBOSITY=verbose -c "$1" 2>&1) \
+        && { echo none; return; }
+    echo "$out" | sed -n -E 's/^ERROR:  ([0-9A-Z]{5}): .*/\1/p' | head -n 1
+}
+restart_with() {   # restart_with -c name=value ...
+    cluster_stop "$DATA"
+    cluster_start "$DATA" "$PORT" "$@" >/dev/null 2>&1
+}
+
+# 1. wallet preloaded, no key configured.
+restart_with -c shared_preload_libraries=wallet; ok $? "a server with wallet preloaded but no key setting starts"
+kq -c "CREATE EXTENSION wallet" -c "SELECT wallet.create_campaign(wallet.create_merchant('k'), 'c')" >/dev/null
+is "$(sqlstate_of "SELECT wallet.generate_codes(1, 1)")" WL001 "generate_codes without root key: WL001"
+is "$(sqlstate_of "SELECT wallet.code_authentic('0400-3TGW-XFCS-M0W')")" WL001 "code_authentic without root key: WL001"
+is "$(sqlstate_of "SELECT wallet.parse_code('0400-3TGW-XFCS-M0W')")" WL001 "parse_code without root key: WL001"
+out=$(kq -c "SELECT wallet.generate_codes(1, 1)")
+echo "$out" | grep -q 'ERROR:  WL001: wallet root key is not loaded' && echo "$out" | grep -q 'HINT:  .*shared_preload_libraries.*wallet.root_key_file.*wallet.root_key_command'
+ok $? "the error says the root key is not loaded, and the hint names shared_preload_libraries, wallet.root_key_file and wallet.root_key_command"
+echo "$out" | sed 's/^/# /'
+is "$(kq -c "SELECT count(*) FROM wallet.campaigns WHERE next_serial = 1")" 1 "the failed generate_codes reserved no serials"
+is "$(kq -c "SELECT '0400-3TGW-XFCS-M0W'::wallet.marketing_code::text")" "0400-3TGW-XFCS-M0W" "text input and output need no key"
+
+# 2. The key from a command: the same TEST-ONLY key gives the documented test vector.
+root_key_test "$TMP/root.key"
+restart_with -c shared_preload_libraries=wallet -c wallet.root_key_command="cat $TMP/root.key"; ok $? "a server with wallet.root_key_command starts"
+is "$(kq -c "SELECT status FROM wallet.parse_code('0400-3TGW-XFCS-M0W')")" ok "the key from the command validates test vector 1"
+
+# 3. wallet not preloaded: the library loads on demand, without any key.
+restart_with; kq -c "SELECT 1" >/dev/null
+out=$(kq -c "SELECT wallet.parse_code('0400-3TGW-XFCS-M0W')")
+echo "$out" | grep -q 'WL001' && echo "$out" | grep -q 'DETAIL:  wallet is not in shared_preload_libraries'
+ok $? "without shared_preload_libraries: WL001, saying wallet is not preloaded"
+
+# 4. Bad key files stop the server (the key is not half-loaded).
+chmod 644 "$TMP/root.key"
+restart_with -c shared_preload_libraries=wallet -c wallet.root_key_file="$TMP/root.key"; rc=$?
+[ $rc -ne 0 ] && grep -q 'root key file ".*" has group or world access' "$DATA/server.log"
+ok $? "a key file readable by others stops the server, with a clear message"
+printf 'this is not a hex key 0123456789abcdef\n' > "$TMP/bad.key"; chmod 600 "$TMP/bad.key"; chown postgres: "$TMP/bad.key" 2>/dev/null
+restart_with -c shared_preload_libraries=wallet -c wallet.root_key_file="$TMP/bad.key"; rc=$?
+[ $rc -ne 0 ] && grep -q 'the root key from wallet.root_key_file is not 64 hex characters' "$DATA/server.log"
+ok $? "a key file without 64 hex characters stops the server, with a clear message"
+! grep -q 'this is not a hex key' "$DATA/server.log"
+ok $? "the server log does not show what the key file held"
+restart_with -c shared_preload_libraries=wallet -c wallet.root_key_file="$TMP/root.key" -c wallet.root_key_command="cat $TMP/root.key"; rc=$?
+[ $rc -ne 0 ] && grep -q 'wallet.root_key_file and wallet.root_key_command are both set' "$DATA/server.log"
+ok $? "setting both wallet.root_key_file and wallet.root_key_command stops the server"
+
+exit $((T_FAILED > 0))
