@@ -64,7 +64,7 @@ COMMENT ON TABLE wallet.code_failed_attempts IS 'failed code checks (malformed, 
 COMMENT ON COLUMN wallet.code_failed_attempts.attempt_id IS 'attempt id';
 COMMENT ON COLUMN wallet.code_failed_attempts.attempted_at IS 'when the attempt was made (clock time)';
 COMMENT ON COLUMN wallet.code_failed_attempts.member_ref IS 'member who made the attempt';
-COMMENT ON COLUMN wallet.code_failed_attempts.source IS 'caller-supplied source (context->>''source''), e.g. a device id or IP address; NULL when none was given';
+COMMENT ON COLUMN wallet.code_failed_attempts.source IS 'caller-supplied source (context->>''source'', first 256 characters), e.g. a device id or IP address; NULL when none was given';
 COMMENT ON COLUMN wallet.code_failed_attempts.status IS 'why the check failed: malformed, mistyped, unknown_campaign or forged';
 COMMENT ON COLUMN wallet.code_failed_attempts.input IS 'the text that was tried (first 64 characters), for forensics';
 COMMENT ON COLUMN wallet.code_failed_attempts.campaign_id IS 'campaign id the text claimed when it decoded (forged codes, unknown campaigns), else NULL; not a foreign key since such ids need not exist';
@@ -401,6 +401,18 @@ BEGIN
             USING ERRCODE = CASE WHEN idempotency_key IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,
                   DETAIL = 'Every redemption and reservation needs a key unique to the request, so that a retry is recognised.';
     END IF;
+    -- Both are keys of btree indexes (whose entries must stay small) and come
+    -- from the merchant's backend, not from the person typing a code.
+    IF length(member_ref) > 256 THEN
+        RAISE EXCEPTION 'member_ref is too long'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('A member reference has at most 256 characters; this one has %s.', length(member_ref));
+    END IF;
+    IF need_key AND length(idempotency_key) > 256 THEN
+        RAISE EXCEPTION 'idempotency_key is too long'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('An idempotency key has at most 256 characters; this one has %s.', length(idempotency_key));
+    END IF;
     IF context IS NOT NULL AND jsonb_typeof(context) <> 'object' THEN
         RAISE EXCEPTION 'context must be a JSON object'
             USING ERRCODE = 'invalid_parameter_value',
@@ -409,7 +421,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION wallet.code_check_args(text, text, jsonb, boolean) IS
-    'internal: raise on misuse of the redemption API (NULL or blank member_ref or idempotency_key, non-object context)';
+    'internal: raise on misuse of the redemption API (NULL, blank or over 256 characters member_ref or idempotency_key, non-object context)';
 
 -- Every check but the caps, in the documented precedence order.  Records a
 -- failed check (malformed, mistyped, unknown_campaign, forged) for the guard.
@@ -727,7 +739,7 @@ DECLARE
 BEGIN
     -- Never throws for a bad code; misuse (no member) is still an error.
     PERFORM wallet.code_check_args(member_ref, NULL, context, false);
-    SELECT * INTO pc FROM wallet.code_precheck(check_code.code, check_code.member_ref, context->>'source', 'check');
+    SELECT * INTO pc FROM wallet.code_precheck(check_code.code, check_code.member_ref, left(context->>'source', 256), 'check');
     IF pc.status <> 'ok' THEN
         RETURN pc.status;
     END IF;
@@ -837,7 +849,7 @@ BEGIN
     ELSE
         -- A fresh redemption (or one whose reservation expired or was released):
         -- every check, then the caps under the counter locks.
-        SELECT * INTO pc FROM wallet.code_precheck(_input, _member, _ctx->>'source', 'redeem');
+        SELECT * INTO pc FROM wallet.code_precheck(_input, _member, left(_ctx->>'source', 256), 'redeem');
         r.campaign_id := pc.campaign_id;
         r.serial := pc.serial;
         IF pc.status <> 'ok' THEN
@@ -958,7 +970,7 @@ BEGIN
         PERFORM wallet.code_key_mismatch(_key, 'redemption');
     END IF;
 
-    SELECT * INTO pc FROM wallet.code_precheck(_input, _member, _ctx->>'source', 'reserve');
+    SELECT * INTO pc FROM wallet.code_precheck(_input, _member, left(_ctx->>'source', 256), 'reserve');
     r.campaign_id := pc.campaign_id;
     r.serial := pc.serial;
     IF pc.status <> 'ok' THEN

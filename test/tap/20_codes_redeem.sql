@@ -8,7 +8,7 @@
 -- margin between a reservation and the check that it still counts, so that a
 -- loaded machine does not make the test flaky.
 BEGIN;
-SELECT plan(133);
+SELECT plan(136);
 
 -- Test helpers (temporary, gone at ROLLBACK) -------------------------------
 
@@ -257,6 +257,10 @@ SELECT throws_ok($$SELECT wallet.redeem_code('x', NULL, 'k')$$, '22004', NULL, '
 SELECT throws_ok($$SELECT wallet.redeem_code('x', 'alice', ' ')$$, '22023', NULL, 'blank idempotency key is 22023');
 SELECT throws_ok($$SELECT wallet.redeem_code('x', 'alice', 'k', '[1]')$$, '22023', NULL, 'a context that is no object is 22023');
 SELECT throws_ok($$SELECT wallet.check_code('x', '')$$, '22023', NULL, 'check_code with a blank member is 22023');
+SELECT throws_ok($$SELECT wallet.redeem_code('x', repeat('m', 257), 'k')$$, '22023', NULL, 'a member_ref over 256 characters is 22023');
+SELECT throws_ok($$SELECT wallet.redeem_code('x', 'alice', repeat('k', 257))$$, '22023', NULL, 'an idempotency key over 256 characters is 22023');
+SELECT is(wallet.check_code('x', 'alice', jsonb_build_object('source', repeat('s', 5000))), 'malformed',
+          'a huge source is cut to 256 characters, not an error');
 
 -- Undo --------------------------------------------------------------------------
 CREATE TEMP TABLE u1 AS SELECT * FROM wallet.undo_redemption((SELECT redemption_id FROM r1), 'order cancelled');
