@@ -199,6 +199,10 @@ CREATE TRIGGER code_cache_invalidate AFTER INSERT OR DELETE OR UPDATE
     ON wallet.code_keys FOR EACH STATEMENT EXECUTE FUNCTION wallet.code_cache_invalidate();
 CREATE TRIGGER code_cache_invalidate_truncate AFTER TRUNCATE
     ON wallet.code_keys FOR EACH STATEMENT EXECUTE FUNCTION wallet.code_cache_invalidate();
+COMMENT ON TRIGGER code_cache_invalidate ON wallet.campaigns IS 'drops every session''s cache of campaign code parameters when they change';
+COMMENT ON TRIGGER code_cache_invalidate_truncate ON wallet.campaigns IS 'drops every session''s cache of campaign code parameters on TRUNCATE';
+COMMENT ON TRIGGER code_cache_invalidate ON wallet.code_keys IS 'drops every session''s cache of key versions when they change';
+COMMENT ON TRIGGER code_cache_invalidate_truncate ON wallet.code_keys IS 'drops every session''s cache of key versions on TRUNCATE';
 
 -- Every issued code carries its campaign's prefix and MAC length: changing them would void the codes.
 CREATE FUNCTION wallet.campaigns_guard() RETURNS trigger
@@ -224,6 +228,7 @@ $$;
 COMMENT ON FUNCTION wallet.campaigns_guard() IS 'trigger: keeps a campaign''s prefix and MAC length fixed and its key version from going back';
 CREATE TRIGGER campaigns_guard BEFORE UPDATE OF prefix, mac_bits, current_key_version ON wallet.campaigns
     FOR EACH ROW EXECUTE FUNCTION wallet.campaigns_guard();
+COMMENT ON TRIGGER campaigns_guard ON wallet.campaigns IS 'keeps prefix and mac_bits fixed and current_key_version from going back';
 
 CREATE FUNCTION wallet.create_campaign(
     merchant_id bigint,
