@@ -24,6 +24,7 @@ OBJS = \
 SQL_PARTS = \
 	sql/ext/core.sql \
 	sql/ext/codes.sql \
+	sql/ext/redeem.sql \
 	sql/ext/ledger.sql
 
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
