@@ -99,13 +99,17 @@ campaign_load(CampaignInfo *info)
 			info->mac_bits = (uint8) DatumGetInt32(SPI_getbinval(tup, td, 1, &isnull));
 			d = SPI_getbinval(tup, td, 2, &isnull);
 			if (isnull)
+			{
+				info->prefix[0] = '\0';
 				info->prefix_folded[0] = '\0';
+			}
 			else
 			{
 				char	   *p = TextDatumGetCString(d);
 
 				if (strlen(p) > CODE_MAX_PREFIX)
 					p[CODE_MAX_PREFIX] = '\0';
+				strlcpy(info->prefix, p, sizeof(info->prefix));
 				code_fold_prefix(p, info->prefix_folded);
 			}
 			info->current_version = (uint16) DatumGetInt32(SPI_getbinval(tup, td, 3, &isnull));

@@ -14,6 +14,7 @@ typedef struct CampaignInfo
 	uint32		campaign_id;	/* hash key */
 	bool		exists;
 	uint8		mac_bits;
+	char		prefix[CODE_MAX_PREFIX + 1];	/* as written, for new codes */
 	char		prefix_folded[CODE_MAX_PREFIX + 1]; /* as input reads it */
 	uint16		current_version;
 	uint8		known[(CODE_MAX_VERSION + 8) / 8];	/* bit per key version with a key row */

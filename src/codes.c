@@ -5,10 +5,19 @@
 #include "wallet.h"
 
 #include "access/htup_details.h"
+#include "access/xlog.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
-#include "executor/spi.h"
+#include "commands/sequence.h"
 #include "funcapi.h"
+#include "miscadmin.h"
+#include "storage/lmgr.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/syscache.h"
 
 #include "keys.h"
 #include "marketing_code.h"
@@ -21,60 +30,124 @@ typedef struct GenerateState
 	uint64		end;			/* one past the last reserved serial */
 } GenerateState;
 
+/* The message of WL106 (serials exhausted). */
+static char *
+serials_exhausted_message(uint32 campaign_id, int32 n)
+{
+	return psprintf("campaign %u has not enough serial numbers left for %d code%s", campaign_id, n, n == 1 ? "" : "s");
+}
+
+/* WL106 for n codes when first is the next free serial (0: none left). */
+static void
+serials_exhausted_error(uint32 campaign_id, int32 n, int64 first)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_WALLET_SERIALS_EXHAUSTED),
+			 errmsg_internal("%s", serials_exhausted_message(campaign_id, n)),
+			 first > 0 ?
+			 errdetail("Serial numbers go up to 2^38 - 1 and " INT64_FORMAT " is the next free one.", first) :
+			 errdetail("Serial numbers go up to 2^38 - 1 and all of them are handed out."),
+			 errhint("Create a new campaign.")));
+}
+
 /*
- * Reserves n serials of the campaign with one UPDATE ... RETURNING: the row
- * lock serialises concurrent generators, each getting its own block.
+ * Reserves n serials of the campaign from its sequence
+ * wallet.campaign_<id>_serials (created with the campaign): nextval gives the
+ * first, setval moves the sequence past the block.  Sequences are not
+ * transactional, so a block is never handed out again, even when the
+ * caller's transaction rolls back after streaming its codes; and no row of
+ * wallet.campaigns is locked, so generators never wait for each other's
+ * transactions.  Only the two calls are serialised, by a lock on the
+ * sequence held for microseconds: O(1) per call whatever n is.
  */
 static void
-reserve_serials(int64 campaign_id, int32 n, GenerateState *st)
+reserve_serials(uint32 campaign_id, int32 n, GenerateState *st)
 {
-	Oid			argtypes[2] = {INT8OID, INT8OID};
-	Datum		args[2];
-	int			rc;
-	bool		isnull;
+	Oid			nsp = get_namespace_oid("wallet", false);
+	Oid			campaigns = get_relname_relid("campaigns", nsp);
+	char		seqname[NAMEDATALEN];
+	Oid			seqoid;
+	Oid			seqowner;
 	HeapTuple	tup;
-	TupleDesc	td;
-	Datum		d;
-	int64		first;
-	int32		version;
+	AclResult	aclresult;
+	Oid			save_userid;
+	int			save_sec;
+	MemoryContext oldcxt = CurrentMemoryContext;
+	XLogRecPtr	wal_before = XactLastRecEnd;
+	int64		first = 0;
+	bool		exhausted = false;
 
-	args[0] = Int64GetDatum(campaign_id);
-	args[1] = Int64GetDatum((int64) n);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	rc = SPI_execute_with_args(
-		"UPDATE wallet.campaigns SET next_serial = next_serial + $2"
-		" WHERE campaign_id = $1"
-		" RETURNING next_serial - $2, current_key_version, mac_bits, prefix",
-		2, argtypes, args, NULL, false, 0);
-	if (rc != SPI_OK_UPDATE_RETURNING)
-		elog(ERROR, "reserving serials failed: %s", SPI_result_code_string(rc));
-	if (SPI_processed == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_WALLET_UNKNOWN_CAMPAIGN),
-				 errmsg("campaign %lld does not exist", (long long) campaign_id),
-				 errhint("Create it with wallet.create_campaign.")));
-	tup = SPI_tuptable->vals[0];
-	td = SPI_tuptable->tupdesc;
-	first = DatumGetInt64(SPI_getbinval(tup, td, 1, &isnull));
-	version = DatumGetInt32(SPI_getbinval(tup, td, 2, &isnull));
-	st->f.mac_bits = (uint8) DatumGetInt32(SPI_getbinval(tup, td, 3, &isnull));
-	d = SPI_getbinval(tup, td, 4, &isnull);
-	if (isnull)
-		st->f.prefix[0] = '\0';
-	else
-		strlcpy(st->f.prefix, TextDatumGetCString(d), sizeof(st->f.prefix));
-	SPI_finish();
+	/* who may generate codes is unchanged: whoever may update campaigns */
+	aclresult = pg_class_aclcheck(campaigns, GetUserId(), ACL_UPDATE);
+	if (aclresult != ACLCHECK_OK)
+		aclcheck_error(aclresult, OBJECT_TABLE, "campaigns");
 
-	/* raising here rolls the reservation back with the transaction */
-	if ((uint64) first + (uint64) n - 1 > CODE_MAX_SERIAL)
+	snprintf(seqname, sizeof(seqname), "campaign_%u_serials", campaign_id);
+	seqoid = get_relname_relid(seqname, nsp);
+	if (!OidIsValid(seqoid) || get_rel_relkind(seqoid) != RELKIND_SEQUENCE)
 		ereport(ERROR,
-				(errcode(ERRCODE_WALLET_SERIALS_EXHAUSTED),
-				 errmsg("campaign %lld has not enough serial numbers left for %d codes", (long long) campaign_id, n),
-				 errdetail("Serial numbers go up to 2^38 - 1 and %lld is the next free one.", (long long) first),
-				 errhint("Create a new campaign.")));
-	st->f.campaign = (uint32) campaign_id;
-	st->f.version = (uint16) version;
+				(errcode(ERRCODE_WALLET_SERIALS_MISSING),
+				 errmsg("campaign %u has no serial number sequence", campaign_id),
+				 errdetail("The sequence wallet.%s that hands out the campaign's serial numbers does not exist.", seqname),
+				 errhint("Recreate it with CREATE SEQUENCE wallet.%s MAXVALUE 274877906943 START WITH a number above every serial already handed out.", seqname)));
+	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(seqoid));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for relation %u", seqoid);
+	seqowner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+
+	/*
+	 * Self-conflicting, but not with the RowExclusiveLock that nextval keeps
+	 * until the end of each generator's transaction: released right below.
+	 */
+	LockRelationOid(seqoid, ShareUpdateExclusiveLock);
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	/* as the sequence's owner: the privilege check was the one above */
+	SetUserIdAndSecContext(seqowner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	PG_TRY();
+	{
+		first = nextval_internal(seqoid, false);
+		if (first < 1 || (uint64) first + (uint64) n - 1 > CODE_MAX_SERIAL)
+		{
+			/* no serial is emitted: give the one taken back (we hold the lock) */
+			exhausted = true;
+			DirectFunctionCall3(setval3_oid, ObjectIdGetDatum(seqoid), Int64GetDatum(first), BoolGetDatum(false));
+		}
+		else if (n > 1)
+			DirectFunctionCall2(setval_oid, ObjectIdGetDatum(seqoid), Int64GetDatum(first + n - 1));
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		SetUserIdAndSecContext(save_userid, save_sec);
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		if (edata->sqlerrcode != ERRCODE_SEQUENCE_GENERATOR_LIMIT_EXCEEDED)
+			PG_RE_THROW();
+		/* the sequence is at its MAXVALUE 2^38 - 1: say so in our terms */
+		FlushErrorState();
+		edata->sqlerrcode = ERRCODE_WALLET_SERIALS_EXHAUSTED;
+		edata->message = serials_exhausted_message(campaign_id, n);
+		edata->detail = pstrdup("Serial numbers go up to 2^38 - 1 and all of them are handed out.");
+		edata->hint = pstrdup("Create a new campaign.");
+		ReThrowError(edata);
+	}
+	PG_END_TRY();
+	SetUserIdAndSecContext(save_userid, save_sec);
+	UnlockRelationOid(seqoid, ShareUpdateExclusiveLock);
+
+	/*
+	 * The sequence's WAL must be on disk before any code leaves: a rolled
+	 * back transaction's WAL is not flushed, and after a crash the sequence
+	 * would restart below codes already handed out.  nextval logs once per
+	 * 32 calls, setval always, so calls that logged nothing flush nothing.
+	 */
+	if (XactLastRecEnd != wal_before)
+		XLogFlush(XactLastRecEnd);
+
+	if (exhausted)
+		serials_exhausted_error(campaign_id, n, first);
 	st->next = (uint64) first;
 	st->end = (uint64) first + (uint64) n;
 }
@@ -116,9 +189,24 @@ generate_codes(PG_FUNCTION_ARGS)
 		MemoryContextSwitchTo(oldcxt);
 		if (n > 0)
 		{
-			reserve_serials(campaign_id, n, st);
-			info = campaign_info(st->f.campaign);
-			if (!info->exists || !CAMPAIGN_VERSION_BIT(info->known, st->f.version))
+			/*
+			 * Every check before the reservation, so that a failing call
+			 * uses up no serials.  The campaign comes from the session's
+			 * cache, brought up to date with changes committed since the
+			 * transaction last took a lock (a key rotation, say).
+			 */
+			AcceptInvalidationMessages();
+			info = campaign_info((uint32) campaign_id);
+			if (!info->exists)
+				ereport(ERROR,
+						(errcode(ERRCODE_WALLET_UNKNOWN_CAMPAIGN),
+						 errmsg("campaign %lld does not exist", (long long) campaign_id),
+						 errhint("Create it with wallet.create_campaign.")));
+			st->f.campaign = (uint32) campaign_id;
+			st->f.version = info->current_version;
+			st->f.mac_bits = info->mac_bits;
+			strlcpy(st->f.prefix, info->prefix, sizeof(st->f.prefix));
+			if (!CAMPAIGN_VERSION_BIT(info->known, st->f.version))
 				ereport(ERROR,
 						(errcode(ERRCODE_WALLET_UNKNOWN_KEY_VERSION),
 						 errmsg("campaign %lld has no key row for its current key version %d", (long long) campaign_id, st->f.version),
@@ -129,6 +217,7 @@ generate_codes(PG_FUNCTION_ARGS)
 						(errcode(ERRCODE_WALLET_KEY_RETIRED),
 						 errmsg("the current key version %d of campaign %lld is retired", st->f.version, (long long) campaign_id),
 						 errhint("Call wallet.rotate_code_key to make a new key version current.")));
+			reserve_serials((uint32) campaign_id, n, st);
 		}
 		funcctx->user_fctx = st;
 	}

@@ -147,10 +147,9 @@ CREATE TABLE wallet.campaigns (
     max_redemptions_per_member int CHECK (max_redemptions_per_member > 0),
     max_redemptions_total bigint CHECK (max_redemptions_total > 0),
     current_key_version int NOT NULL DEFAULT 1 CHECK (current_key_version BETWEEN 1 AND 1023),
-    next_serial bigint NOT NULL DEFAULT 1 CHECK (next_serial >= 1),
     created_at timestamptz NOT NULL DEFAULT now()
 );
-COMMENT ON TABLE wallet.campaigns IS 'marketing campaigns: code parameters, active window and redemption caps';
+COMMENT ON TABLE wallet.campaigns IS 'marketing campaigns: code parameters, active window and redemption caps; serial numbers come from the sequence wallet.campaign_<id>_serials of each';
 COMMENT ON COLUMN wallet.campaigns.campaign_id IS 'campaign id, carried in every code (below 2^32)';
 COMMENT ON COLUMN wallet.campaigns.merchant_id IS 'merchant running the campaign';
 COMMENT ON COLUMN wallet.campaigns.name IS 'campaign name (non-blank; names may repeat, e.g. a yearly sale)';
@@ -162,7 +161,6 @@ COMMENT ON COLUMN wallet.campaigns.max_redemptions_per_code IS 'how often one co
 COMMENT ON COLUMN wallet.campaigns.max_redemptions_per_member IS 'how often one member may redeem codes of the campaign; NULL = unlimited';
 COMMENT ON COLUMN wallet.campaigns.max_redemptions_total IS 'cap on all redemptions of the campaign; NULL = unlimited';
 COMMENT ON COLUMN wallet.campaigns.current_key_version IS 'key version that signs new codes (see wallet.rotate_code_key)';
-COMMENT ON COLUMN wallet.campaigns.next_serial IS 'first serial number not yet handed out by wallet.generate_codes';
 COMMENT ON COLUMN wallet.campaigns.created_at IS 'when the campaign was created';
 
 CREATE TABLE wallet.code_keys (
@@ -225,6 +223,77 @@ COMMENT ON FUNCTION wallet.campaigns_guard() IS 'trigger: keeps a campaign''s pr
 CREATE TRIGGER campaigns_guard BEFORE UPDATE OF prefix, mac_bits, current_key_version ON wallet.campaigns
     FOR EACH ROW EXECUTE FUNCTION wallet.campaigns_guard();
 COMMENT ON TRIGGER campaigns_guard ON wallet.campaigns IS 'keeps prefix and mac_bits fixed and current_key_version from going back';
+
+-- Each campaign's serial numbers come from a sequence of its own, so that
+-- generate_codes reserves them outside the caller's transaction and without
+-- locking the campaign row.  The sequence is owned by the campaign_id column:
+-- DROP EXTENSION drops it with the table, and pg_dump dumps it and its position
+-- as an ordinary object (it is no member of the extension).  A trigger rather
+-- than create_campaign makes it, so that campaigns inserted by hand get one too;
+-- SECURITY DEFINER because CREATE on schema wallet and owning the table (for
+-- OWNED BY) belong to the extension's owner, not to whoever may insert campaigns.
+-- Deleting a campaign keeps its sequence: an id reused by hand then continues
+-- its serials instead of repeating codes already handed out.
+-- pg_dump leaves out OWNED BY for a column of an extension's table, so when
+-- pg_restore loads the campaigns (the sequence exists by then, at its dumped
+-- position) the trigger ties the sequence to the column again.
+CREATE FUNCTION wallet.campaigns_create_serials() RETURNS trigger
+    LANGUAGE plpgsql
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    seq text := format('wallet.%I', 'campaign_' || NEW.campaign_id || '_serials');
+    seqoid regclass := to_regclass(seq);
+BEGIN
+    IF seqoid IS NULL THEN
+        EXECUTE format('CREATE SEQUENCE %s AS bigint MINVALUE 1 MAXVALUE 274877906943 NO CYCLE CACHE 1'
+                       ' OWNED BY wallet.campaigns.campaign_id', seq);
+        EXECUTE format('COMMENT ON SEQUENCE %s IS %L', seq,
+                       format('serial numbers of the codes of campaign %s: wallet.generate_codes reserves blocks of it;'
+                              ' never call nextval on it yourself', NEW.campaign_id));
+    ELSIF NOT EXISTS (SELECT 1 FROM pg_depend d
+                       WHERE d.classid = 'pg_class'::regclass AND d.objid = seqoid AND d.deptype = 'a'
+                         AND d.refclassid = 'pg_class'::regclass AND d.refobjid = 'wallet.campaigns'::regclass)
+          -- OWNED BY needs the same owner; a restore that gave it another keeps it as it is
+          AND (SELECT c.relowner FROM pg_class c WHERE c.oid = seqoid)
+              = (SELECT c.relowner FROM pg_class c WHERE c.oid = 'wallet.campaigns'::regclass) THEN
+        EXECUTE format('ALTER SEQUENCE %s OWNED BY wallet.campaigns.campaign_id', seq);
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION wallet.campaigns_create_serials()
+    IS 'trigger: creates the sequence wallet.campaign_<id>_serials that hands out a new campaign''s serial numbers';
+CREATE TRIGGER campaigns_create_serials AFTER INSERT ON wallet.campaigns
+    FOR EACH ROW EXECUTE FUNCTION wallet.campaigns_create_serials();
+COMMENT ON TRIGGER campaigns_create_serials ON wallet.campaigns IS 'gives every new campaign its serial number sequence';
+
+CREATE FUNCTION wallet.campaign_next_serial(campaign_id bigint) RETURNS bigint
+    LANGUAGE plpgsql STRICT VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    seq regclass;
+    last bigint;
+    called boolean;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM wallet.campaigns c WHERE c.campaign_id = campaign_next_serial.campaign_id) THEN
+        RAISE EXCEPTION 'campaign % does not exist', campaign_id
+            USING ERRCODE = 'WL101', HINT = 'Create it with wallet.create_campaign.';
+    END IF;
+    seq := to_regclass(format('wallet.%I', 'campaign_' || campaign_id || '_serials'));
+    IF seq IS NULL THEN
+        RAISE EXCEPTION 'campaign % has no serial number sequence', campaign_id
+            USING ERRCODE = 'WL109',
+                  DETAIL = format('The sequence wallet.campaign_%s_serials that hands out the campaign''s serial numbers does not exist.', campaign_id);
+    END IF;
+    EXECUTE format('SELECT last_value, is_called FROM %s', seq) INTO last, called;
+    RETURN CASE WHEN called THEN last + 1 ELSE last END;
+END
+$$;
+COMMENT ON FUNCTION wallet.campaign_next_serial(bigint)
+    IS 'first serial number of the campaign not yet handed out by wallet.generate_codes (2^38 when none is left); reads the campaign''s sequence';
 
 CREATE FUNCTION wallet.create_campaign(
     merchant_id bigint,
@@ -363,7 +432,7 @@ COMMENT ON FUNCTION wallet.retire_code_key(bigint, int)
 CREATE FUNCTION wallet.generate_codes(campaign_id bigint, n int) RETURNS SETOF wallet.marketing_code
     AS 'MODULE_PATHNAME', 'generate_codes' LANGUAGE C STRICT VOLATILE ROWS 1000;
 COMMENT ON FUNCTION wallet.generate_codes(bigint, int)
-    IS 'n new codes of a campaign; serials are reserved atomically, nothing is stored per code';
+    IS 'n new codes of a campaign; its serials are reserved from the campaign''s sequence, never handed out again even if the transaction rolls back; nothing is stored per code';
 
 CREATE FUNCTION wallet.code_authentic(wallet.marketing_code) RETURNS boolean
     AS 'MODULE_PATHNAME', 'code_authentic' LANGUAGE C STABLE STRICT PARALLEL SAFE;

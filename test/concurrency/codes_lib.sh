@@ -50,6 +50,20 @@ barrier_release() {
 # SQL a worker runs first to wait at the barrier
 BARRIER_SQL="SELECT pg_advisory_lock_shared($BARRIER_KEY); SELECT pg_advisory_unlock_shared($BARRIER_KEY);"
 
+# Tests that run a throwaway cluster of their own: own_cluster OFFSET (after
+# setting ROOT and TMP) loads test/cluster.sh and test/root_key.sh, sets DATA
+# and PORT (PGPORT + OFFSET: each test its own) and stops the cluster and
+# removes TMP on exit.
+own_cluster() {
+    chmod 755 "$TMP"
+    . "$ROOT/test/cluster.sh"
+    set +e
+    . "$ROOT/test/root_key.sh"
+    DATA="$TMP/data"
+    PORT=$(( ${PGPORT:-55432} + $1 ))
+    trap 'cluster_stop "$DATA"; rm -rf "$TMP"' EXIT
+}
+
 # Long-lived sessions: sess_open NAME starts psql reading from a FIFO;
 # sess_run NAME SQL runs SQL in it and prints the output (waits up to ~30 s).
 declare -A SESS_FD SESS_PID

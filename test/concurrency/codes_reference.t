@@ -34,11 +34,14 @@ SELECT wallet.create_campaign(1, 'w32', 'OIL', 64);
 ALTER TABLE wallet.campaigns ALTER COLUMN campaign_id RESTART WITH 4294967290;
 SELECT wallet.create_campaign(1, 'w32max', 'ZZZZZZZZ', 32);
 SELECT wallet.rotate_code_key(campaign_id) FROM wallet.campaigns, generate_series(1, 3) r WHERE r <= campaign_id % 4;
-UPDATE wallet.campaigns SET next_serial = 1 + floor(random() * (ARRAY[2^16, 2^24, 2^32, 2^38 - 1000])[1 + campaign_id % 4])::bigint;
+CREATE TABLE pos AS
+  SELECT campaign_id, 1 + floor(random() * (ARRAY[2^16, 2^24, 2^32, 2^38 - 1000])[1 + campaign_id % 4])::bigint AS serial
+    FROM wallet.campaigns;
+SELECT count(setval(format('wallet.campaign_%s_serials', campaign_id)::regclass, serial, false)) FROM pos;
 CREATE TABLE made AS
-  SELECT c.campaign_id, c.next_serial AS serial, c.current_key_version AS version, coalesce(c.prefix, '') AS prefix, c.mac_bits,
+  SELECT c.campaign_id, p.serial, c.current_key_version AS version, coalesce(c.prefix, '') AS prefix, c.mac_bits,
          (SELECT x::text FROM wallet.generate_codes(c.campaign_id, 1) x) AS code
-    FROM wallet.campaigns c;
+    FROM wallet.campaigns c JOIN pos p USING (campaign_id);
 SQL
 q -c "COPY (SELECT campaign_id, serial, version, prefix, mac_bits, code FROM made ORDER BY 1) TO STDOUT" > "$TMP/made.tsv"
 

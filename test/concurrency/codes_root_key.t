@@ -7,15 +7,8 @@
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 TMP=$(mktemp -d /tmp/wallet-codes-key.XXXXXX)
-chmod 755 "$TMP"
-. "$ROOT/test/cluster.sh"
-set +e
-. "$ROOT/test/root_key.sh"
 . "$ROOT/test/concurrency/codes_lib.sh"
-DATA="$TMP/data"
-PORT=$(( ${PGPORT:-55432} + 17 ))
-cleanup() { cluster_stop "$DATA"; rm -rf "$TMP"; }
-trap cleanup EXIT
+own_cluster 17
 echo "1..14"
 
 # psql against the throwaway cluster; prints "SQLSTATE|message|hint" for errors.
@@ -43,7 +36,9 @@ out=$(kq -c "SELECT wallet.generate_codes(1, 1)")
 echo "$out" | grep -q 'ERROR:  WL001: wallet root key is not loaded' && echo "$out" | grep -q 'HINT:  .*shared_preload_libraries.*wallet.root_key_file.*wallet.root_key_command'
 ok $? "the error says the root key is not loaded, and the hint names shared_preload_libraries, wallet.root_key_file and wallet.root_key_command"
 echo "$out" | sed 's/^/# /'
-is "$(kq -c "SELECT count(*) FROM wallet.campaigns WHERE next_serial = 1")" 1 "the failed generate_codes reserved no serials"
+# serials are no longer given back by a rollback, so this holds only because
+# generate_codes checks for the key before it reserves anything
+is "$(kq -c "SELECT wallet.campaign_next_serial(1)")" 1 "the failed generate_codes used up no serials"
 is "$(kq -c "SELECT '0400-3TGW-XFCS-M0W'::wallet.marketing_code::text")" "0400-3TGW-XFCS-M0W" "text input and output need no key"
 
 # 2. The key from a command: the same TEST-ONLY key gives the documented test vector.

@@ -2,14 +2,14 @@
 BEGIN;
 -- wallet's operators live in schema wallet, like its functions
 SET LOCAL search_path = public, wallet;
-SELECT plan(67);
+SELECT plan(82);
 
 SELECT wallet.create_merchant('Keys Coffee') AS m \gset
 SELECT wallet.create_campaign(:m, 'spring', 'kc') AS c \gset
 
 -- create_campaign stores what it was given, with key version 1.
 SELECT results_eq(
-    format('SELECT merchant_id, name, prefix, mac_bits, current_key_version, next_serial, max_redemptions_per_code FROM wallet.campaigns WHERE campaign_id = %s', :c),
+    format('SELECT merchant_id, name, prefix, mac_bits, current_key_version, wallet.campaign_next_serial(campaign_id), max_redemptions_per_code FROM wallet.campaigns WHERE campaign_id = %s', :c),
     format($$VALUES (%s::bigint, 'spring'::text, 'KC'::text, 40, 1, 1::bigint, 1)$$, :m),
     'create_campaign stores the campaign with an upper-cased prefix, 40-bit MAC, key version 1, serial 1');
 SELECT results_eq(format('SELECT key_version, retired_at FROM wallet.code_keys WHERE campaign_id = %s', :c),
@@ -45,7 +45,14 @@ SELECT results_eq(format('SELECT wallet.code_serial(x) FROM wallet.generate_code
     'SELECT generate_series(1, 5)::bigint', 'the first call hands out serials 1..5');
 SELECT results_eq(format('SELECT wallet.code_serial(x) FROM wallet.generate_codes(%s, 3) x', :c),
     'SELECT generate_series(6, 8)::bigint', 'the next call continues at 6');
-SELECT is((SELECT next_serial FROM wallet.campaigns WHERE campaign_id = :c), 9::bigint, 'next_serial moved past the reserved block');
+SELECT is(wallet.campaign_next_serial(:c), 9::bigint, 'campaign_next_serial moved past the reserved block');
+-- A block handed out in a transaction that rolls back is not handed out again
+-- (the codes may have reached someone): sequences ignore rollbacks.
+SAVEPOINT gen;
+SELECT is((SELECT count(*) FROM wallet.generate_codes(:c, 4)), 4::bigint, 'a call of 4 codes in a transaction that then rolls back');
+ROLLBACK TO SAVEPOINT gen;
+SELECT results_eq(format('SELECT wallet.code_serial(x) FROM wallet.generate_codes(%s, 2) x', :c),
+    'SELECT generate_series(13, 14)::bigint', 'after a rolled-back call of 4 codes (9..12) the next call starts at 13');
 SELECT is((SELECT count(*) FROM wallet.generate_codes(:c, 0)), 0::bigint, 'n = 0 gives no codes');
 SELECT throws_ok(format('SELECT wallet.generate_codes(%s, -1)', :c), '22023', 'number of codes must not be negative', 'n < 0: 22023');
 SELECT throws_ok('SELECT wallet.generate_codes(987654, 1)', 'WL101', 'campaign 987654 does not exist', 'unknown campaign: WL101');
@@ -53,6 +60,39 @@ SELECT throws_ok('SELECT wallet.generate_codes(-5, 1)', 'WL101', 'campaign -5 do
 SELECT is((SELECT count(DISTINCT x) FROM wallet.generate_codes(:c, 1000) x), 1000::bigint, '1000 generated codes are distinct');
 SELECT ok((SELECT bool_and(wallet.code_campaign(x) = :c AND wallet.code_key_version(x) = 1 AND wallet.code_prefix(x) = 'KC')
              FROM wallet.generate_codes(:c, 10) x), 'generated codes carry campaign, key version 1 and the prefix');
+
+-- The serial number sequence: one per campaign, owned by wallet.campaigns.campaign_id
+-- (dropped with the table), no member of the extension (pg_dump dumps it), up to 2^38 - 1.
+SELECT has_sequence('wallet', 'campaign_' || :c || '_serials', 'create_campaign made the sequence wallet.campaign_<id>_serials');
+SELECT results_eq(format($$SELECT s.seqmin, s.seqmax, s.seqincrement, s.seqcache, s.seqcycle FROM pg_sequence s WHERE s.seqrelid = 'wallet.campaign_%s_serials'::regclass$$, :c),
+    $$VALUES (1::bigint, 274877906943::bigint, 1::bigint, 1::bigint, false)$$, 'it counts from 1 to 2^38 - 1 by one, without cache or cycle');
+SELECT results_eq(format($$SELECT d.refobjid = 'wallet.campaigns'::regclass, d.refobjsubid, d.deptype::text FROM pg_depend d
+                           WHERE d.classid = 'pg_class'::regclass AND d.objid = 'wallet.campaign_%s_serials'::regclass
+                             AND d.refclassid = 'pg_class'::regclass$$, :c),
+    $$VALUES (true, 1, 'a')$$, 'it is owned by wallet.campaigns.campaign_id');
+SELECT is((SELECT count(*) FROM pg_depend d WHERE d.objid = format('wallet.campaign_%s_serials', :c)::regclass AND d.deptype = 'e'),
+    0::bigint, 'it is no member of the extension');
+
+-- Running out: WL106, and a call that cannot be served uses up nothing.
+SELECT wallet.create_campaign(:m, 'nearly full') AS full \gset
+SELECT setval(format('wallet.campaign_%s_serials', :full), 274877906943 - 9, false) \gset
+SELECT throws_ok(format('SELECT wallet.generate_codes(%s, 11)', :full), 'WL106',
+    format('campaign %s has not enough serial numbers left for 11 codes', :full), '11 codes with 10 serials left: WL106');
+SELECT is(wallet.campaign_next_serial(:full), 274877906943 - 9, 'the refused call gave back the serial it took');
+SELECT results_eq(format('SELECT wallet.code_serial(x) FROM wallet.generate_codes(%s, 10) x', :full),
+    'SELECT generate_series(274877906943 - 9, 274877906943)', 'the last 10 serials up to 2^38 - 1 are handed out');
+SELECT throws_ok(format('SELECT wallet.generate_codes(%s, 1)', :full), 'WL106',
+    format('campaign %s has not enough serial numbers left for 1 code', :full), 'then even 1 code: WL106 (not the sequence''s own error)');
+SELECT is(wallet.campaign_next_serial(:full), 274877906944, 'campaign_next_serial says 2^38 when none is left');
+
+-- A dropped sequence is reported, not silently recreated (that would repeat serials).
+SELECT wallet.create_campaign(:m, 'damaged') AS dmg \gset
+SELECT lives_ok(format('DROP SEQUENCE wallet.campaign_%s_serials', :dmg), 'drop a campaign''s sequence by hand');
+SELECT throws_ok(format('SELECT wallet.generate_codes(%s, 1)', :dmg), 'WL109', format('campaign %s has no serial number sequence', :dmg),
+    'generate_codes without the sequence: WL109');
+SELECT throws_ok(format('SELECT wallet.campaign_next_serial(%s)', :dmg), 'WL109', format('campaign %s has no serial number sequence', :dmg),
+    'campaign_next_serial without the sequence: WL109');
+SELECT throws_ok('SELECT wallet.campaign_next_serial(987654)', 'WL101', 'campaign 987654 does not exist', 'campaign_next_serial of an unknown campaign: WL101');
 
 -- Rotation: new codes use the next version; old codes keep validating.
 CREATE TEMP TABLE v1 AS SELECT x AS code FROM wallet.generate_codes(:c, 20) x;
