@@ -35,6 +35,23 @@ SELECT input, status
  WHERE p.status <> 'mistyped';
 
 \echo
+\echo '== Redemption: each code as often as the campaign allows, however many checkouts race.'
+SELECT wallet.issue_code(:campaign_id, 'member-42')::text AS mine \gset
+\echo 'A code issued to member-42. Another member cannot use it; member-42 can, once:'
+SELECT wallet.check_code(:'mine', 'member-7') AS for_member_7, wallet.check_code(:'mine', 'member-42') AS for_member_42;
+SELECT status, redemption_id, replayed FROM wallet.redeem_code(:'mine', 'member-42', 'pos-1/txn-1');
+\echo 'The point-of-sale retries after a timeout (same idempotency key): the first result, nothing recorded again.'
+SELECT status, redemption_id, replayed FROM wallet.redeem_code(:'mine', 'member-42', 'pos-1/txn-1');
+\echo 'A second purchase tries the same single-use code:'
+SELECT status FROM wallet.redeem_code(:'mine', 'member-42', 'pos-1/txn-2');
+\echo 'Someone guessing codes from one device is throttled after 10 failures:'
+WITH attempts AS MATERIALIZED (
+    SELECT n, (wallet.redeem_code('CAFE-0000-0000-' || lpad(n::text, 4, '0'), 'member-99', 'guess-' || n,
+                                  '{"source": "device-abc"}')).status
+      FROM generate_series(1, 12) AS n)
+SELECT n AS attempt, status FROM attempts WHERE n IN (1, 10, 11, 12);
+
+\echo
 \echo '== Points ledger: a program whose points expire 12 months after earning (end of month).'
 SELECT wallet.create_program(1, 'Demo Rewards', interval '12 months', 'month') AS program_id \gset
 SELECT wallet.open_account(:program_id, 'member-42') AS account_id \gset
