@@ -7,10 +7,12 @@
 #    call are a function of its key, so a key that comes round again (by chance
 #    in another session at the same moment, or as a deliberate retry) is always
 #    an identical retry, which must return the original entry.  Expected
-#    refusals (insufficient points, hold not open, already reversed) are caught
+#    refusals (insufficient points, hold not open or lapsed, already reversed) are caught
 #    in the driver; any other error (deadlock, unique violation, WL002, ...) is
-#    recorded and fails the test.  Afterwards the journal, the stored ledgers
-#    and the balances must agree.
+#    recorded and fails the test.  A quarter of the holds lapse after 2 s and
+#    the expiry job runs now and then during the race, so lapsed holds are
+#    settled concurrently with the postings.  Afterwards the journal, the
+#    stored ledgers and the balances must agree.
 # 2. Bursts behind an advisory-lock barrier: every session blocks on
 #    pg_advisory_lock_shared while the controller holds the lock exclusively;
 #    the controller waits until all are queued in pg_locks, then lets them go
@@ -46,7 +48,7 @@ ok() {  # ok CONDITION_STATUS DESCRIPTION [DIAG...]
 is() { if [ "$1" = "$2" ]; then ok 0 "$3"; else ok 1 "$3" "got:  $1" "want: $2"; fi; }
 q() { timeout 60 psql -XAtq -v ON_ERROR_STOP=1 -d "$DB" "$@"; }
 
-echo "1..26"
+echo "1..27"
 
 timeout 30 dropdb --if-exists "$DB" >/dev/null 2>&1
 if ! timeout 30 createdb "$DB"; then echo "Bail out! createdb $DB failed"; exit 1; fi
@@ -88,7 +90,9 @@ BEGIN
         e := wallet.redeem(acct, 1 + (k * 104729) % 150, 'red-' || k, 'race');
     WHEN 'hold' THEN
         acct := (SELECT account_id FROM race_accounts WHERE n = (k / 3) % $ACCOUNTS);
-        e := wallet.hold(acct, 1 + (k * 31) % 80, 'hold-' || k, '1 hour', 'race');
+        -- every fourth hold lapses after 2 s, so lapsed holds are settled while the race goes on
+        e := wallet.hold(acct, 1 + (k * 31) % 80, 'hold-' || k,
+                         CASE WHEN k % 4 = 0 THEN interval '2 seconds' ELSE interval '1 hour' END, 'race');
     WHEN 'capture_full' THEN
         e := wallet.capture(k);
     WHEN 'capture_part' THEN
@@ -114,7 +118,17 @@ DECLARE
     prev bigint;
 BEGIN
     acct := (SELECT account_id FROM race_accounts WHERE n = (SELECT floor(random() * $ACCOUNTS)::int));
-    IF r < 0.20 THEN
+    IF r < 0.01 THEN
+        -- the expiry job runs now and then, concurrently with the postings
+        BEGIN
+            PERFORM wallet.expire_points();
+        EXCEPTION WHEN OTHERS THEN
+            INSERT INTO race_unexpected (op, k, sqlstate, message) VALUES ('expire_points', NULL, SQLSTATE, SQLERRM);
+            RETURN 'unexpected';
+        END;
+        INSERT INTO race_log VALUES ('expire_points', 'ran');
+        RETURN 'ran';
+    ELSIF r < 0.20 THEN
         -- close a recent hold of the account
         SELECT hold_id INTO v_k FROM race_holds WHERE account_id = acct ORDER BY hold_id DESC LIMIT 1 OFFSET floor(random() * 3)::int;
         v_op := (ARRAY['capture_full', 'capture_part', 'release'])[1 + floor(random() * 3)::int];
@@ -137,7 +151,7 @@ BEGIN
     BEGIN
         e := race_call(v_op, v_k);
     EXCEPTION WHEN OTHERS THEN
-        IF SQLSTATE IN ('WL203', 'WL207', 'WL210') THEN
+        IF SQLSTATE IN ('WL203', 'WL207', 'WL208', 'WL210') THEN
             INSERT INTO race_log VALUES (v_op, SQLSTATE);
             RETURN SQLSTATE;
         END IF;
@@ -211,6 +225,11 @@ ok $([ -z "$logerrs" ]; echo $?) "no error at all in the server log during the r
 # ---------------------------------------------------------------------------
 # Invariants after the race
 # ---------------------------------------------------------------------------
+# The 2-second holds of the last moments lapse; the expiry job then journals
+# their release, after which the journal must explain every balance.
+sleep 2.5
+ok $(q -c "SELECT wallet.expire_points()" >/dev/null; echo $?) "expire_points after the race settles the lapsed holds"
+
 vl=$(q -c "SELECT account_id || ': stored ' || stored_balance || ' replayed ' || replayed_balance || ' ' || coalesce(detail, '') FROM wallet.verify_ledger()" 2>&1)
 st=$?
 ok $([ $st -eq 0 ] && [ -z "$vl" ]; echo $?) "verify_ledger() returns nothing: every stored ledger matches its replayed journal" "$vl"
