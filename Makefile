@@ -10,17 +10,20 @@ EXTVERSION = $(shell grep default_version $(EXTENSION).control | sed -e "s/defau
 
 MODULE_big = wallet
 OBJS = \
-	src/wallet.o
+	src/wallet.o \
+	src/points_ledger.o \
+	src/ledger_ops.o
 
 # The install script is assembled from one part per area so that each area's
 # SQL lives beside nothing else; order matters (later parts use earlier ones).
 SQL_PARTS = \
-	sql/ext/core.sql
+	sql/ext/core.sql \
+	sql/ext/ledger.sql
 
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
 
 # pg_regress scripts in sql/, expected output in expected/ (PGXS layout).
-REGRESS = basics
+REGRESS = basics points_ledger
 
 SHLIB_LINK += -lsodium
 PG_CPPFLAGS += -DWALLET_VERSION='"$(EXTVERSION)"'

@@ -1,0 +1,873 @@
+
+-- ======================================================================
+-- Points ledger (issue 4): the points_ledger type, programs, accounts, the
+-- append-only journal and every operation on it.
+--
+-- Each operation locks its account row (one SELECT ... FOR NO KEY UPDATE),
+-- changes the account's points_ledger value with the pure C function
+-- wallet.ledger_apply, writes it back (one UPDATE) and journals the change
+-- (one INSERT).  verify_ledger replays the journal through the same
+-- function, so the journal alone explains every stored ledger.
+-- Time convention: a lot expiring at T is spendable strictly before T.
+-- ======================================================================
+
+CREATE TYPE wallet.points_ledger;
+
+CREATE FUNCTION wallet.points_ledger_in(cstring) RETURNS wallet.points_ledger
+    AS 'MODULE_PATHNAME', 'points_ledger_in' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION wallet.points_ledger_in(cstring) IS 'text input of wallet.points_ledger';
+CREATE FUNCTION wallet.points_ledger_out(wallet.points_ledger) RETURNS cstring
+    AS 'MODULE_PATHNAME', 'points_ledger_out' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION wallet.points_ledger_out(wallet.points_ledger) IS 'text output of wallet.points_ledger (timestamps in ISO 8601 UTC)';
+CREATE FUNCTION wallet.points_ledger_recv(internal) RETURNS wallet.points_ledger
+    AS 'MODULE_PATHNAME', 'points_ledger_recv' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION wallet.points_ledger_recv(internal) IS 'binary input of wallet.points_ledger (leading format-version byte)';
+CREATE FUNCTION wallet.points_ledger_send(wallet.points_ledger) RETURNS bytea
+    AS 'MODULE_PATHNAME', 'points_ledger_send' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION wallet.points_ledger_send(wallet.points_ledger) IS 'binary output of wallet.points_ledger (leading format-version byte)';
+
+CREATE TYPE wallet.points_ledger (
+    INPUT = wallet.points_ledger_in,
+    OUTPUT = wallet.points_ledger_out,
+    RECEIVE = wallet.points_ledger_recv,
+    SEND = wallet.points_ledger_send,
+    INTERNALLENGTH = VARIABLE,
+    STORAGE = extended
+);
+COMMENT ON TYPE wallet.points_ledger IS 'one account''s whole points state: spendable lots by expiry, open holds, debt, lifetime totals, 24 monthly earned buckets';
+
+CREATE FUNCTION wallet.ledger_balance(l wallet.points_ledger, as_of timestamptz) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'ledger_balance' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION wallet.ledger_balance(wallet.points_ledger, timestamptz) IS 'points spendable at as_of: lots not yet expired (expiry is exclusive) plus those of lapsed holds, minus debt';
+
+CREATE FUNCTION wallet.ledger_expiring(l wallet.points_ledger, as_of timestamptz, within interval) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'ledger_expiring' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION wallet.ledger_expiring(wallet.points_ledger, timestamptz, interval) IS 'spendable points at as_of that expire after as_of and no later than as_of + within (interval added in UTC)';
+
+CREATE FUNCTION wallet.ledger_earned(l wallet.points_ledger, from_ts timestamptz, to_ts timestamptz) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'ledger_earned' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION wallet.ledger_earned(wallet.points_ledger, timestamptz, timestamptz) IS 'points earned in the months (UTC, last 24 kept) whose first instant lies in [from_ts, to_ts)';
+
+CREATE FUNCTION wallet.ledger_lots(l wallet.points_ledger,
+        OUT points bigint, OUT expires_at timestamptz, OUT hold_id bigint, OUT hold_expires_at timestamptz)
+    RETURNS SETOF record
+    AS 'MODULE_PATHNAME', 'ledger_lots' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE ROWS 8;
+COMMENT ON FUNCTION wallet.ledger_lots(wallet.points_ledger) IS 'every lot of a ledger: spendable ones (hold_id NULL), then the lots of each open hold; expires_at NULL = never';
+
+CREATE FUNCTION wallet.ledger_totals(l wallet.points_ledger,
+        OUT debt bigint, OUT earned bigint, OUT redeemed bigint, OUT expired bigint, OUT open_holds int)
+    AS 'MODULE_PATHNAME', 'ledger_totals' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION wallet.ledger_totals(wallet.points_ledger) IS 'debt, lifetime earned / redeemed / expired totals and the number of open holds of a ledger';
+
+CREATE FUNCTION wallet.ledger_diff(a wallet.points_ledger, b wallet.points_ledger) RETURNS text
+    AS 'MODULE_PATHNAME', 'ledger_diff' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION wallet.ledger_diff(wallet.points_ledger, wallet.points_ledger) IS 'NULL when both ledgers hold the same state, else a sentence naming the first difference';
+
+CREATE TYPE wallet.ledger_step AS (
+    ledger        wallet.points_ledger,
+    amount        bigint,
+    balance_after bigint,
+    lots          jsonb,
+    next_event    timestamptz
+);
+COMMENT ON TYPE wallet.ledger_step IS 'result of wallet.ledger_apply: the new ledger and what the change did';
+COMMENT ON COLUMN wallet.ledger_step.ledger IS 'the ledger after the change';
+COMMENT ON COLUMN wallet.ledger_step.amount IS 'signed change of the spendable balance';
+COMMENT ON COLUMN wallet.ledger_step.balance_after IS 'spendable balance at the instant of the change, after it';
+COMMENT ON COLUMN wallet.ledger_step.lots IS 'the lots the change created, consumed, held, released, expired or restored';
+COMMENT ON COLUMN wallet.ledger_step.next_event IS 'soonest lot expiry or hold lapse of the new ledger (NULL = none)';
+
+CREATE FUNCTION wallet.ledger_apply(l wallet.points_ledger, kind text, at timestamptz, points bigint,
+        ts timestamptz DEFAULT NULL, hold_id bigint DEFAULT NULL,
+        lot_points bigint[] DEFAULT NULL, lot_expiries timestamptz[] DEFAULT NULL, policy text DEFAULT NULL)
+    RETURNS wallet.ledger_step
+    AS 'MODULE_PATHNAME', 'ledger_apply' LANGUAGE C IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION wallet.ledger_apply(wallet.points_ledger, text, timestamptz, bigint, timestamptz, bigint, bigint[], timestamptz[], text)
+    IS 'pure change of a ledger at instant at: accrue, redeem, adjust, hold, capture, release, expire, reverse_accrual, restore (the only place ledgers change)';
+
+-- Lot expiry of a program's policy: at + expiry, rounded up to the end of its
+-- UTC day or month (the exclusive expiry is the start of the next one).
+CREATE FUNCTION wallet.policy_expiry(at timestamptz, expiry interval, granularity text) RETURNS timestamptz
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$
+    SELECT CASE WHEN expiry IS NULL THEN 'infinity'::timestamptz
+                WHEN granularity = 'month'
+                THEN (date_trunc('month', (at AT TIME ZONE 'UTC') + expiry) + interval '1 month') AT TIME ZONE 'UTC'
+                ELSE (date_trunc('day', (at AT TIME ZONE 'UTC') + expiry) + interval '1 day') AT TIME ZONE 'UTC'
+           END
+$$;
+COMMENT ON FUNCTION wallet.policy_expiry(timestamptz, interval, text) IS 'expiry of points earned at at under a policy: at + expiry rounded up to the end of the UTC day or month; infinity when expiry is NULL';
+
+-- ---------------------------------------------------------------- tables
+
+CREATE TABLE wallet.programs (
+    program_id  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    merchant_id bigint NOT NULL REFERENCES wallet.merchants,
+    name        text NOT NULL CHECK (btrim(name) <> ''),
+    expiry      interval CHECK (expiry > interval '0'),
+    granularity text NOT NULL DEFAULT 'day' CHECK (granularity IN ('day', 'month')),
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    closed_at   timestamptz,
+    UNIQUE (merchant_id, name)
+);
+COMMENT ON TABLE wallet.programs IS 'points programs of merchants, each with its expiry policy';
+COMMENT ON COLUMN wallet.programs.program_id IS 'program id';
+COMMENT ON COLUMN wallet.programs.merchant_id IS 'merchant running the program';
+COMMENT ON COLUMN wallet.programs.name IS 'program name, unique per merchant';
+COMMENT ON COLUMN wallet.programs.expiry IS 'how long accrued points stay spendable (NULL = they never expire)';
+COMMENT ON COLUMN wallet.programs.granularity IS 'expiry rounded up to the end of the UTC day or month: day or month';
+COMMENT ON COLUMN wallet.programs.created_at IS 'when the program was created';
+COMMENT ON COLUMN wallet.programs.closed_at IS 'when the program was closed (no more accruals, redemptions, holds, adjustments, accounts); NULL = open';
+
+-- fillfactor leaves room on each page so that ledger updates stay HOT.
+CREATE TABLE wallet.accounts (
+    account_id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    program_id bigint NOT NULL REFERENCES wallet.programs,
+    member_ref text NOT NULL CHECK (btrim(member_ref) <> ''),
+    ledger     wallet.points_ledger NOT NULL DEFAULT '',
+    next_event timestamptz,
+    opened_at  timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (program_id, member_ref)
+) WITH (fillfactor = 80);
+CREATE INDEX accounts_next_event_idx ON wallet.accounts (next_event) WHERE next_event IS NOT NULL;
+COMMENT ON TABLE wallet.accounts IS 'points accounts: one per member and program, holding the whole state as a points_ledger';
+COMMENT ON COLUMN wallet.accounts.account_id IS 'account id';
+COMMENT ON COLUMN wallet.accounts.program_id IS 'program of the account';
+COMMENT ON COLUMN wallet.accounts.member_ref IS 'the merchant app''s own user id, unique per program';
+COMMENT ON COLUMN wallet.accounts.ledger IS 'the account''s state; changed only by the ledger operations, explained by wallet.entries';
+COMMENT ON COLUMN wallet.accounts.next_event IS 'soonest lot expiry or hold lapse (NULL = none): lets expire_points find due accounts by index';
+COMMENT ON COLUMN wallet.accounts.opened_at IS 'when the account was opened';
+
+CREATE TABLE wallet.entries (
+    entry_id        bigint GENERATED BY DEFAULT AS IDENTITY (SEQUENCE NAME wallet.entries_entry_id_seq) PRIMARY KEY,
+    account_id      bigint NOT NULL REFERENCES wallet.accounts,
+    kind            text NOT NULL CHECK (kind IN ('accrue', 'redeem', 'hold', 'capture', 'release', 'expire', 'reverse', 'adjust')),
+    amount          bigint NOT NULL,
+    balance_after   bigint NOT NULL,
+    idempotency_key text,
+    reason          text,
+    reference       text,
+    lots            jsonb NOT NULL DEFAULT '[]',
+    hold_id         bigint,
+    reverses        bigint,
+    actor           name NOT NULL DEFAULT current_user,
+    created_at      timestamptz NOT NULL DEFAULT clock_timestamp(),
+    points          bigint,
+    expires_at      timestamptz,
+    policy          text
+);
+CREATE INDEX entries_account_idx ON wallet.entries (account_id, entry_id);
+CREATE UNIQUE INDEX entries_idempotency_key_idx ON wallet.entries (account_id, idempotency_key);
+CREATE INDEX entries_reference_idx ON wallet.entries (reference) WHERE reference IS NOT NULL;
+-- a hold is closed at most once, an entry reversed at most once
+CREATE UNIQUE INDEX entries_hold_closed_idx ON wallet.entries (hold_id) WHERE kind IN ('capture', 'release');
+CREATE UNIQUE INDEX entries_reverses_idx ON wallet.entries (reverses) WHERE reverses IS NOT NULL;
+COMMENT ON TABLE wallet.entries IS 'append-only journal: one entry per change of an account''s ledger';
+COMMENT ON COLUMN wallet.entries.entry_id IS 'entry id, increasing in the order changes were applied to an account';
+COMMENT ON COLUMN wallet.entries.account_id IS 'account changed';
+COMMENT ON COLUMN wallet.entries.kind IS 'accrue, redeem, hold, capture, release, expire, reverse or adjust';
+COMMENT ON COLUMN wallet.entries.amount IS 'signed change of the spendable balance (0 where nothing spendable changed, e.g. a full capture)';
+COMMENT ON COLUMN wallet.entries.balance_after IS 'spendable balance right after the change';
+COMMENT ON COLUMN wallet.entries.idempotency_key IS 'caller''s key, unique per account forever (NULL for capture, release, expire)';
+COMMENT ON COLUMN wallet.entries.reason IS 'why the change was made';
+COMMENT ON COLUMN wallet.entries.reference IS 'external reference such as an order id (indexed); capture, release and reverse copy it from their hold or entry';
+COMMENT ON COLUMN wallet.entries.lots IS 'lots touched, as [{"points": n, "expires_at": ts or null}]: created, consumed, held, released, expired or restored';
+COMMENT ON COLUMN wallet.entries.hold_id IS 'the hold entry for hold, capture and release entries';
+COMMENT ON COLUMN wallet.entries.reverses IS 'entry undone by a reverse entry';
+COMMENT ON COLUMN wallet.entries.actor IS 'current_user that made the change';
+COMMENT ON COLUMN wallet.entries.created_at IS 'instant the change was applied at (taken after the account was locked)';
+COMMENT ON COLUMN wallet.entries.points IS 'points the caller asked for (signed for adjust; NULL for a full capture, release, expire, reverse)';
+COMMENT ON COLUMN wallet.entries.expires_at IS 'accrue/adjust: expiry of the lot; hold: end of the hold; expire: the as_of cut-off';
+COMMENT ON COLUMN wallet.entries.policy IS 'reverse: within_balance or unlimited';
+
+CREATE FUNCTION wallet.entries_append_only() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    RAISE EXCEPTION 'journal is append-only'
+        USING ERRCODE = 'WL213',
+              DETAIL = format('%s on wallet.entries is refused: every change of a ledger stays in the journal.', TG_OP),
+              HINT = 'Correct a posting with wallet.reverse or wallet.adjust.';
+END
+$$;
+COMMENT ON FUNCTION wallet.entries_append_only() IS 'trigger function refusing UPDATE, DELETE and TRUNCATE on wallet.entries';
+CREATE TRIGGER entries_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON wallet.entries
+    FOR EACH STATEMENT EXECUTE FUNCTION wallet.entries_append_only();
+
+-- ---------------------------------------------------------------- helpers
+
+-- Argument checks every posting shares.  points NULL = the operation takes
+-- none; verb names it in the message; signed: non-zero instead of positive.
+CREATE FUNCTION wallet.check_posting(points bigint, reason text, idempotency_key text, verb text,
+        signed boolean DEFAULT false) RETURNS void
+    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+    AS $$
+BEGIN
+    IF verb IS NOT NULL AND (points IS NULL OR points = 0 OR (points < 0 AND NOT signed)) THEN
+        RAISE EXCEPTION 'invalid amount of points'
+            USING ERRCODE = 'WL204',
+                  DETAIL = CASE WHEN signed THEN format('The points to %s must be a non-zero number.', verb)
+                                ELSE format('The points to %s must be a positive number.', verb) END;
+    END IF;
+    IF reason IS NULL OR btrim(reason) = '' THEN
+        RAISE EXCEPTION 'reason required'
+            USING ERRCODE = 'WL215', DETAIL = 'Every posting needs a non-blank reason, so the journal explains it.';
+    END IF;
+    IF idempotency_key IS NULL OR btrim(idempotency_key) = '' THEN
+        RAISE EXCEPTION 'idempotency key required'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'Every posting needs a non-blank idempotency key, so that a retry cannot post twice.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet.check_posting(bigint, text, text, text, boolean) IS 'raises WL204 for a missing, zero or (unless signed) negative amount, WL215 for a blank reason, 22023 for a blank idempotency key';
+
+CREATE FUNCTION wallet.key_mismatch(e wallet.entries) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    RAISE EXCEPTION 'idempotency key reused with different arguments'
+        USING ERRCODE = 'WL002',
+              DETAIL = format('Key "%s" already posted %s entry %s on account %s with other arguments.',
+                              e.idempotency_key, e.kind, e.entry_id, e.account_id),
+              HINT = 'Use a new key for a new operation; retry only with the same arguments.';
+END
+$$;
+COMMENT ON FUNCTION wallet.key_mismatch(wallet.entries) IS 'raises WL002 for a key already used by entry e with other arguments';
+
+CREATE FUNCTION wallet.unknown_account(account_id bigint) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    RAISE EXCEPTION 'unknown account'
+        USING ERRCODE = 'WL201', DETAIL = format('There is no points account %s.', account_id);
+END
+$$;
+COMMENT ON FUNCTION wallet.unknown_account(bigint) IS 'raises WL201 for an account id that does not exist';
+
+CREATE FUNCTION wallet.program_closed(program_id bigint) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    RAISE EXCEPTION 'program closed'
+        USING ERRCODE = 'WL202',
+              DETAIL = format('Points program %s is closed: it takes no new accounts, accruals, redemptions, holds or adjustments.', program_id);
+END
+$$;
+COMMENT ON FUNCTION wallet.program_closed(bigint) IS 'raises WL202 for a closed program';
+
+-- The one mapping of a journal entry onto wallet.ledger_apply, used both to
+-- post (wallet.post_entry) and to replay (wallet.replay_ledger).
+CREATE FUNCTION wallet.entry_step(l wallet.points_ledger, e wallet.entries) RETURNS wallet.ledger_step
+    LANGUAGE plpgsql STABLE
+    AS $$
+DECLARE
+    o wallet.entries;
+BEGIN
+    CASE e.kind
+    WHEN 'accrue', 'redeem', 'adjust' THEN
+        RETURN wallet.ledger_apply(l, e.kind, e.created_at, e.points, e.expires_at);
+    WHEN 'hold' THEN
+        RETURN wallet.ledger_apply(l, 'hold', e.created_at, e.points, e.expires_at, e.entry_id);
+    WHEN 'capture', 'release' THEN
+        RETURN wallet.ledger_apply(l, e.kind, e.created_at, e.points, NULL, e.hold_id);
+    WHEN 'expire' THEN
+        RETURN wallet.ledger_apply(l, 'expire', e.expires_at, NULL);
+    WHEN 'reverse' THEN
+        SELECT * INTO o FROM wallet.entries WHERE entry_id = e.reverses;
+        IF o.kind = 'accrue' THEN
+            RETURN wallet.ledger_apply(l, 'reverse_accrual', e.created_at, o.points, o.expires_at, policy => e.policy);
+        END IF;
+        RETURN wallet.ledger_apply(l, 'restore', e.created_at, NULL,
+            lot_points => ARRAY(SELECT (x->>'points')::bigint FROM jsonb_array_elements(o.lots) WITH ORDINALITY AS j(x, n) ORDER BY n),
+            lot_expiries => ARRAY(SELECT (x->>'expires_at')::timestamptz FROM jsonb_array_elements(o.lots) WITH ORDINALITY AS j(x, n) ORDER BY n));
+    END CASE;
+END
+$$;
+COMMENT ON FUNCTION wallet.entry_step(wallet.points_ledger, wallet.entries) IS 'applies journal entry e to ledger l (the single mapping used by posting and by replay)';
+
+-- Apply e to the locked account's ledger l, store the new ledger, journal e.
+CREATE FUNCTION wallet.post_entry(l wallet.points_ledger, e wallet.entries) RETURNS wallet.entries
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    s wallet.ledger_step;
+BEGIN
+    IF e.entry_id IS NULL THEN
+        e.entry_id := nextval('wallet.entries_entry_id_seq');
+    END IF;
+    s := wallet.entry_step(l, e);
+    e.amount := s.amount;
+    e.balance_after := s.balance_after;
+    e.lots := s.lots;
+    e.actor := current_user;
+    UPDATE wallet.accounts SET ledger = s.ledger, next_event = s.next_event WHERE account_id = e.account_id;
+    INSERT INTO wallet.entries VALUES (e.*);
+    RETURN e;
+END
+$$;
+COMMENT ON FUNCTION wallet.post_entry(wallet.points_ledger, wallet.entries) IS 'applies entry e to the locked account''s ledger l, stores the result and journals e';
+
+-- Journal what time did to a locked account up to as_of: a release for each
+-- lapsed hold, then one expire entry for the lots dead at as_of.  Returns
+-- the number of expire entries posted (0 or 1).
+CREATE FUNCTION wallet.settle_account(account_id bigint, as_of timestamptz, at timestamptz) RETURNS int
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    l wallet.points_ledger;
+    h record;
+    e wallet.entries;
+BEGIN
+    SELECT a.ledger INTO l FROM wallet.accounts a WHERE a.account_id = settle_account.account_id;
+    FOR h IN SELECT DISTINCT x.hold_id FROM wallet.ledger_lots(l) x
+              WHERE x.hold_expires_at <= as_of ORDER BY x.hold_id LOOP
+        SELECT * INTO e FROM wallet.entries WHERE entry_id = h.hold_id;
+        e := ROW(NULL, settle_account.account_id, 'release', 0, 0, NULL, 'hold expired', e.reference, '[]',
+                 h.hold_id, NULL, NULL, at, NULL, NULL, NULL);
+        PERFORM wallet.post_entry(l, e);
+        SELECT a.ledger INTO l FROM wallet.accounts a WHERE a.account_id = settle_account.account_id;
+    END LOOP;
+    IF EXISTS (SELECT FROM wallet.ledger_lots(l) x WHERE x.hold_id IS NULL AND x.expires_at <= as_of) THEN
+        e := ROW(NULL, settle_account.account_id, 'expire', 0, 0, NULL, 'points expired', NULL, '[]',
+                 NULL, NULL, NULL, at, NULL, as_of, NULL);
+        PERFORM wallet.post_entry(l, e);
+        RETURN 1;
+    END IF;
+    -- nothing left to journal: keep next_event exact anyway
+    UPDATE wallet.accounts a SET next_event = (wallet.ledger_apply(l, 'expire', as_of, NULL)).next_event
+     WHERE a.account_id = settle_account.account_id;
+    RETURN 0;
+END
+$$;
+COMMENT ON FUNCTION wallet.settle_account(bigint, timestamptz, timestamptz) IS 'journals lapsed holds (release) and expired lots (expire) of a locked account up to as_of';
+
+-- Lock an account and read what every posting needs; settles it first when
+-- a lot expired or a hold lapsed since the last change.  prior is the entry
+-- already posted with idempotency_key, looked up under the lock so that a
+-- concurrent call with the same key has committed (or rolled back) by then.
+CREATE TYPE wallet.locked_account AS (
+    ledger      wallet.points_ledger,
+    program_id  bigint,
+    closed      boolean,
+    expiry      interval,
+    granularity text,
+    prior       wallet.entries
+);
+COMMENT ON TYPE wallet.locked_account IS 'what wallet.lock_account returns to a posting';
+COMMENT ON COLUMN wallet.locked_account.ledger IS 'the account''s ledger, settled up to the posting''s instant';
+COMMENT ON COLUMN wallet.locked_account.program_id IS 'program of the account';
+COMMENT ON COLUMN wallet.locked_account.closed IS 'whether the program is closed';
+COMMENT ON COLUMN wallet.locked_account.expiry IS 'the program''s expiry (NULL = never)';
+COMMENT ON COLUMN wallet.locked_account.granularity IS 'the program''s expiry granularity';
+COMMENT ON COLUMN wallet.locked_account.prior IS 'entry already posted on the account with the idempotency key, if any';
+
+CREATE FUNCTION wallet.lock_account(account_id bigint, at timestamptz, idempotency_key text DEFAULT NULL)
+    RETURNS wallet.locked_account
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    due timestamptz;
+    r wallet.locked_account;
+    prior wallet.entries;
+BEGIN
+    SELECT a.ledger, a.program_id, a.next_event, p.closed_at IS NOT NULL, p.expiry, p.granularity
+      INTO r.ledger, r.program_id, due, r.closed, r.expiry, r.granularity
+      FROM wallet.accounts a JOIN wallet.programs p ON p.program_id = a.program_id
+     WHERE a.account_id = lock_account.account_id
+       FOR NO KEY UPDATE OF a;
+    IF NOT FOUND THEN
+        PERFORM wallet.unknown_account(lock_account.account_id);
+    END IF;
+    IF idempotency_key IS NOT NULL THEN
+        SELECT * INTO prior FROM wallet.entries x
+         WHERE x.account_id = lock_account.account_id AND x.idempotency_key = lock_account.idempotency_key;
+        IF FOUND THEN
+            r.prior := prior;
+            RETURN r;   -- a retry: nothing will be posted, nothing to settle
+        END IF;
+    END IF;
+    IF due <= at THEN
+        PERFORM wallet.settle_account(lock_account.account_id, at, at);
+        SELECT a.ledger INTO r.ledger FROM wallet.accounts a WHERE a.account_id = lock_account.account_id;
+    END IF;
+    RETURN r;
+END
+$$;
+COMMENT ON FUNCTION wallet.lock_account(bigint, timestamptz, text) IS 'locks an account row for a posting, settles due expiries and lapsed holds, returns its ledger, program policy and the entry already posted with idempotency_key';
+
+-- What a posting does once its account is locked: return the earlier entry
+-- of an identical retry (same), refuse a reused key (WL002) or a closed
+-- program (WL202), else post e.
+CREATE FUNCTION wallet.post_once(a wallet.locked_account, same boolean, e wallet.entries, check_closed boolean DEFAULT true)
+    RETURNS wallet.entries
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF (a.prior).entry_id IS NOT NULL THEN
+        IF same THEN
+            RETURN a.prior;
+        END IF;
+        PERFORM wallet.key_mismatch(a.prior);
+    END IF;
+    IF check_closed AND a.closed THEN
+        PERFORM wallet.program_closed(a.program_id);
+    END IF;
+    RETURN wallet.post_entry(a.ledger, e);
+END
+$$;
+COMMENT ON FUNCTION wallet.post_once(wallet.locked_account, boolean, wallet.entries, boolean) IS 'after lock_account: returns the prior entry of an identical retry, raises WL002 for a reused key or WL202 for a closed program, else posts e';
+
+-- ---------------------------------------------------------------- programs and accounts
+
+CREATE FUNCTION wallet.create_program(merchant_id bigint, name text, expiry interval DEFAULT NULL,
+        granularity text DEFAULT 'day') RETURNS bigint
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    id bigint;
+BEGIN
+    IF name IS NULL OR btrim(name) = '' THEN
+        RAISE EXCEPTION 'program name must not be blank'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A points program needs a name that people can recognise.';
+    END IF;
+    IF expiry IS NOT NULL AND expiry <= interval '0' THEN
+        RAISE EXCEPTION 'expiry must be positive'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Points expire a positive time after they are earned, or never (NULL).';
+    END IF;
+    IF granularity IS NULL OR granularity NOT IN ('day', 'month') THEN
+        RAISE EXCEPTION 'unknown granularity "%"', granularity
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Expiry is rounded up to the end of a ''day'' or a ''month''.';
+    END IF;
+    IF NOT EXISTS (SELECT FROM wallet.merchants m WHERE m.merchant_id = create_program.merchant_id) THEN
+        RAISE EXCEPTION 'unknown merchant'
+            USING ERRCODE = 'foreign_key_violation', DETAIL = format('There is no merchant %s.', merchant_id);
+    END IF;
+    INSERT INTO wallet.programs (merchant_id, name, expiry, granularity)
+    VALUES (create_program.merchant_id, create_program.name, create_program.expiry, create_program.granularity)
+    RETURNING program_id INTO id;
+    RETURN id;
+EXCEPTION WHEN unique_violation THEN
+    RAISE EXCEPTION 'program "%" already exists', name
+        USING ERRCODE = 'unique_violation', DETAIL = 'Program names are unique per merchant.';
+END
+$$;
+COMMENT ON FUNCTION wallet.create_program(bigint, text, interval, text) IS 'creates a points program with its expiry policy (NULL = never; rounded up to the end of the UTC day or month) and returns its id';
+
+CREATE FUNCTION wallet.close_program(program_id bigint) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    UPDATE wallet.programs p SET closed_at = coalesce(p.closed_at, now())
+     WHERE p.program_id = close_program.program_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown program'
+            USING ERRCODE = 'WL214', DETAIL = format('There is no points program %s.', program_id);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet.close_program(bigint) IS 'closes a program: no new accounts, accruals, redemptions, holds or adjustments; open holds can still be captured or released, postings reversed, points expired (idempotent)';
+
+CREATE FUNCTION wallet.open_account(program_id bigint, member_ref text) RETURNS bigint
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    id bigint;
+    is_closed boolean;
+BEGIN
+    IF member_ref IS NULL OR btrim(member_ref) = '' THEN
+        RAISE EXCEPTION 'member reference must not be blank'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An account is opened for the merchant app''s own user id.';
+    END IF;
+    SELECT p.closed_at IS NOT NULL INTO is_closed FROM wallet.programs p WHERE p.program_id = open_account.program_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown program'
+            USING ERRCODE = 'WL214', DETAIL = format('There is no points program %s.', program_id);
+    END IF;
+    SELECT a.account_id INTO id FROM wallet.accounts a
+     WHERE a.program_id = open_account.program_id AND a.member_ref = open_account.member_ref;
+    IF FOUND THEN
+        RETURN id;
+    END IF;
+    IF is_closed THEN
+        PERFORM wallet.program_closed(program_id);
+    END IF;
+    -- a concurrent open of the same member waits on the unique index, then finds the row
+    INSERT INTO wallet.accounts (program_id, member_ref) VALUES (open_account.program_id, open_account.member_ref)
+    ON CONFLICT ON CONSTRAINT accounts_program_id_member_ref_key DO NOTHING
+    RETURNING account_id INTO id;
+    IF id IS NULL THEN
+        SELECT a.account_id INTO id FROM wallet.accounts a
+         WHERE a.program_id = open_account.program_id AND a.member_ref = open_account.member_ref;
+    END IF;
+    RETURN id;
+END
+$$;
+COMMENT ON FUNCTION wallet.open_account(bigint, text) IS 'returns the account of member_ref in the program, opening it if needed (idempotent, race-safe)';
+
+-- ---------------------------------------------------------------- postings
+
+CREATE FUNCTION wallet.accrue(account_id bigint, points bigint, idempotency_key text, reason text,
+        reference text DEFAULT NULL, expires_at timestamptz DEFAULT NULL) RETURNS wallet.entries
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    at timestamptz;
+    a wallet.locked_account;
+BEGIN
+    PERFORM wallet.check_posting(points, reason, idempotency_key, 'accrue');
+    at := clock_timestamp();
+    a := wallet.lock_account(account_id, at, idempotency_key);
+    RETURN wallet.post_once(a,
+        (a.prior).kind = 'accrue' AND (a.prior).points = points AND (a.prior).reason = reason
+            AND (a.prior).reference IS NOT DISTINCT FROM reference
+            AND (a.prior).expires_at = coalesce(expires_at, wallet.policy_expiry((a.prior).created_at, a.expiry, a.granularity)),
+        ROW(NULL, account_id, 'accrue', 0, 0, idempotency_key, reason, reference, '[]', NULL, NULL, NULL, at,
+            points, coalesce(expires_at, wallet.policy_expiry(at, a.expiry, a.granularity)), NULL));
+END
+$$;
+COMMENT ON FUNCTION wallet.accrue(bigint, bigint, text, text, text, timestamptz) IS 'credits points (a debt is paid off first) expiring at expires_at or per the program policy; idempotent on idempotency_key';
+
+CREATE FUNCTION wallet.redeem(account_id bigint, points bigint, idempotency_key text, reason text,
+        reference text DEFAULT NULL) RETURNS wallet.entries
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    at timestamptz;
+    a wallet.locked_account;
+BEGIN
+    PERFORM wallet.check_posting(points, reason, idempotency_key, 'redeem');
+    at := clock_timestamp();
+    a := wallet.lock_account(account_id, at, idempotency_key);
+    RETURN wallet.post_once(a,
+        (a.prior).kind = 'redeem' AND (a.prior).points = points AND (a.prior).reason = reason
+            AND (a.prior).reference IS NOT DISTINCT FROM reference,
+        ROW(NULL, account_id, 'redeem', 0, 0, idempotency_key, reason, reference, '[]', NULL, NULL, NULL, at,
+            points, NULL, NULL));
+END
+$$;
+COMMENT ON FUNCTION wallet.redeem(bigint, bigint, text, text, text) IS 'spends points, soonest-expiring lots first (WL203 when not enough are spendable); idempotent on idempotency_key';
+
+CREATE FUNCTION wallet.hold(account_id bigint, points bigint, idempotency_key text, ttl interval, reason text,
+        reference text DEFAULT NULL) RETURNS wallet.entries
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    at timestamptz;
+    a wallet.locked_account;
+    id bigint;
+BEGIN
+    PERFORM wallet.check_posting(points, reason, idempotency_key, 'hold');
+    IF ttl IS NULL OR ttl <= interval '0' THEN
+        RAISE EXCEPTION 'time to live must be positive'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A hold lasts a positive time, after which it stops holding.';
+    END IF;
+    at := clock_timestamp();
+    a := wallet.lock_account(account_id, at, idempotency_key);
+    -- the hold id is the entry id, known before the ledger changes
+    id := CASE WHEN (a.prior).entry_id IS NULL THEN nextval('wallet.entries_entry_id_seq') END;
+    RETURN wallet.post_once(a,
+        (a.prior).kind = 'hold' AND (a.prior).points = points AND (a.prior).reason = reason
+            AND (a.prior).reference IS NOT DISTINCT FROM reference AND (a.prior).expires_at = (a.prior).created_at + ttl,
+        ROW(id, account_id, 'hold', 0, 0, idempotency_key, reason, reference, '[]', id, NULL, NULL, at,
+            points, at + ttl, NULL));
+END
+$$;
+COMMENT ON FUNCTION wallet.hold(bigint, bigint, text, interval, text, text) IS 'takes points out of the spendable balance for ttl; the returned entry_id is the hold id; idempotent on idempotency_key';
+
+-- Find a hold and lock its account; returns the closing entry if there is one.
+CREATE FUNCTION wallet.lock_hold(hold_id bigint, at timestamptz,
+        OUT h wallet.entries, OUT closing wallet.entries, OUT ledger wallet.points_ledger)
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    SELECT * INTO h FROM wallet.entries x WHERE x.entry_id = lock_hold.hold_id AND x.kind = 'hold';
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown hold'
+            USING ERRCODE = 'WL206', DETAIL = format('There is no hold %s.', hold_id);
+    END IF;
+    SELECT * INTO closing FROM wallet.entries x
+     WHERE x.hold_id = lock_hold.hold_id AND x.kind IN ('capture', 'release');
+    IF closing.entry_id IS NULL THEN
+        ledger := (wallet.lock_account(h.account_id, at)).ledger;
+        -- look again under the lock: a concurrent capture or release may have closed it
+        SELECT * INTO closing FROM wallet.entries x
+         WHERE x.hold_id = lock_hold.hold_id AND x.kind IN ('capture', 'release');
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet.lock_hold(bigint, timestamptz) IS 'finds hold hold_id (WL206 if none), locks its account unless already closed, returns the closing capture or release entry if any';
+
+CREATE FUNCTION wallet.hold_not_open(hold_id bigint, closing wallet.entries) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    RAISE EXCEPTION 'hold not open'
+        USING ERRCODE = 'WL207',
+              DETAIL = format('Hold %s was already closed by %s entry %s.', hold_id, closing.kind, closing.entry_id);
+END
+$$;
+COMMENT ON FUNCTION wallet.hold_not_open(bigint, wallet.entries) IS 'raises WL207 for a hold already captured or released';
+
+CREATE FUNCTION wallet.capture(hold_id bigint, points bigint DEFAULT NULL) RETURNS wallet.entries
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    at timestamptz := clock_timestamp();
+    k record;
+    e wallet.entries;
+BEGIN
+    IF points IS NOT NULL AND points <= 0 THEN
+        RAISE EXCEPTION 'invalid amount of points'
+            USING ERRCODE = 'WL204', DETAIL = 'The points to capture must be a positive number, or NULL for the whole hold.';
+    END IF;
+    k := wallet.lock_hold(hold_id, at);
+    IF (k.closing).kind = 'capture' AND (k.closing).points IS NOT DISTINCT FROM capture.points THEN
+        RETURN k.closing;   -- the identical call, repeated
+    END IF;
+    IF at >= (k.h).expires_at THEN
+        RAISE EXCEPTION 'hold expired'
+            USING ERRCODE = 'WL208',
+                  DETAIL = format('Hold %s stopped holding its points when its time to live ran out.', hold_id);
+    END IF;
+    IF (k.closing).entry_id IS NOT NULL THEN
+        PERFORM wallet.hold_not_open(hold_id, k.closing);
+    END IF;
+    e := ROW(NULL, (k.h).account_id, 'capture', 0, 0, NULL, (k.h).reason, (k.h).reference, '[]', hold_id, NULL, NULL, at,
+             points, NULL, NULL);
+    RETURN wallet.post_entry(k.ledger, e);
+END
+$$;
+COMMENT ON FUNCTION wallet.capture(bigint, bigint) IS 'redeems all (points NULL) or part of a hold within its time to live; the rest becomes spendable again';
+
+CREATE FUNCTION wallet.release(hold_id bigint) RETURNS wallet.entries
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    at timestamptz := clock_timestamp();
+    k record;
+    e wallet.entries;
+BEGIN
+    k := wallet.lock_hold(hold_id, at);
+    IF (k.closing).kind = 'release' THEN
+        RETURN k.closing;   -- released already (by this call before, or when the hold lapsed)
+    ELSIF (k.closing).entry_id IS NOT NULL THEN
+        PERFORM wallet.hold_not_open(hold_id, k.closing);
+    END IF;
+    e := ROW(NULL, (k.h).account_id, 'release', 0, 0, NULL, (k.h).reason, (k.h).reference, '[]', hold_id, NULL, NULL, at,
+             NULL, NULL, NULL);
+    RETURN wallet.post_entry(k.ledger, e);
+END
+$$;
+COMMENT ON FUNCTION wallet.release(bigint) IS 'returns a hold''s points to the spendable balance; repeating it (or calling it after the hold lapsed) returns the release entry';
+
+CREATE FUNCTION wallet.reverse(entry_id bigint, idempotency_key text, reason text,
+        policy text DEFAULT 'within_balance') RETURNS wallet.entries
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    at timestamptz;
+    o wallet.entries;
+    a wallet.locked_account;
+    r bigint;
+BEGIN
+    IF policy IS NULL OR policy NOT IN ('within_balance', 'unlimited') THEN
+        RAISE EXCEPTION 'unknown reversal policy "%"', policy
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The policy is ''within_balance'' or ''unlimited''.';
+    END IF;
+    PERFORM wallet.check_posting(NULL, reason, idempotency_key, NULL);
+    SELECT * INTO o FROM wallet.entries x WHERE x.entry_id = reverse.entry_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown entry'
+            USING ERRCODE = 'WL212', DETAIL = format('There is no journal entry %s.', entry_id);
+    END IF;
+    at := clock_timestamp();
+    a := wallet.lock_account(o.account_id, at, idempotency_key);
+    IF (a.prior).entry_id IS NULL THEN
+        IF o.kind NOT IN ('accrue', 'redeem', 'capture') THEN
+            RAISE EXCEPTION 'entry not reversible'
+                USING ERRCODE = 'WL211',
+                      DETAIL = format('Entry %s is a %s entry; only accrue, redeem and capture entries can be reversed.', entry_id, o.kind),
+                      HINT = 'Correct other postings with wallet.adjust.';
+        END IF;
+        SELECT x.entry_id INTO r FROM wallet.entries x WHERE x.reverses = reverse.entry_id;
+        IF FOUND THEN
+            RAISE EXCEPTION 'entry already reversed'
+                USING ERRCODE = 'WL210', DETAIL = format('Entry %s was reversed by entry %s.', entry_id, r);
+        END IF;
+    END IF;
+    -- refunds and chargebacks must work after a program closed
+    RETURN wallet.post_once(a,
+        (a.prior).kind = 'reverse' AND (a.prior).reverses = entry_id AND (a.prior).reason = reason
+            AND (a.prior).policy = policy,
+        ROW(NULL, o.account_id, 'reverse', 0, 0, idempotency_key, reason, o.reference, '[]', NULL, entry_id, NULL, at,
+            NULL, NULL, policy),
+        check_closed => false);
+END
+$$;
+COMMENT ON FUNCTION wallet.reverse(bigint, text, text, text) IS 'undoes an accrual (takes back its unspent points; unlimited: all of it, into debt if need be) or a redemption/capture (restores the lots with their original expiry); at most once per entry';
+
+CREATE FUNCTION wallet.adjust(account_id bigint, points bigint, idempotency_key text, reason text) RETURNS wallet.entries
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    at timestamptz;
+    a wallet.locked_account;
+BEGIN
+    PERFORM wallet.check_posting(points, reason, idempotency_key, 'adjust', signed => true);
+    at := clock_timestamp();
+    a := wallet.lock_account(account_id, at, idempotency_key);
+    RETURN wallet.post_once(a,
+        (a.prior).kind = 'adjust' AND (a.prior).points = points AND (a.prior).reason = reason,
+        ROW(NULL, account_id, 'adjust', 0, 0, idempotency_key, reason, NULL, '[]', NULL, NULL, NULL, at, points,
+            CASE WHEN points > 0 THEN wallet.policy_expiry(at, a.expiry, a.granularity) END, NULL));
+END
+$$;
+COMMENT ON FUNCTION wallet.adjust(bigint, bigint, text, text) IS 'manual correction: adds points (expiring per policy) or removes them (soonest-expiring first, within the balance); reason required';
+
+CREATE FUNCTION wallet.expire_points(as_of timestamptz DEFAULT now()) RETURNS bigint
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    acc bigint;
+    due timestamptz;
+    n bigint := 0;
+BEGIN
+    FOR acc IN SELECT a.account_id FROM wallet.accounts a WHERE a.next_event <= as_of ORDER BY a.account_id LOOP
+        SELECT a.next_event INTO due FROM wallet.accounts a WHERE a.account_id = acc FOR NO KEY UPDATE;
+        IF due <= as_of THEN   -- a concurrent posting may have settled it meanwhile
+            n := n + wallet.settle_account(acc, as_of, clock_timestamp());
+        END IF;
+    END LOOP;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION wallet.expire_points(timestamptz) IS 'posts an expire entry per account with lots expired at as_of (and a release for each lapsed hold); returns the number of expire entries; a second run posts nothing';
+
+-- ---------------------------------------------------------------- read side
+
+CREATE FUNCTION wallet.balance(account_id bigint, as_of timestamptz DEFAULT now()) RETURNS bigint
+    LANGUAGE plpgsql STABLE
+    AS $$
+DECLARE
+    b bigint;
+BEGIN
+    SELECT wallet.ledger_balance(a.ledger, as_of) INTO b FROM wallet.accounts a WHERE a.account_id = balance.account_id;
+    IF NOT FOUND THEN
+        PERFORM wallet.unknown_account(account_id);
+    END IF;
+    RETURN b;
+END
+$$;
+COMMENT ON FUNCTION wallet.balance(bigint, timestamptz) IS 'points spendable at as_of (expired lots never count, whether or not expire_points ran)';
+
+-- Replays an account's journal (entries created up to upto) through
+-- wallet.entry_step; problem names the first entry whose replay disagrees
+-- with what the journal recorded.
+CREATE FUNCTION wallet.replay_ledger(account_id bigint, upto timestamptz DEFAULT 'infinity',
+        OUT ledger wallet.points_ledger, OUT problem text)
+    LANGUAGE plpgsql STABLE
+    AS $$
+DECLARE
+    e wallet.entries;
+    s wallet.ledger_step;
+BEGIN
+    ledger := '';
+    FOR e IN SELECT * FROM wallet.entries x WHERE x.account_id = replay_ledger.account_id AND x.created_at <= upto
+              ORDER BY x.entry_id LOOP
+        BEGIN
+            s := wallet.entry_step(ledger, e);
+        EXCEPTION WHEN OTHERS THEN
+            problem := format('Entry %s (%s) does not replay: %s.', e.entry_id, e.kind, SQLERRM);
+            RETURN;
+        END;
+        IF problem IS NULL AND (s.amount <> e.amount OR s.balance_after <> e.balance_after) THEN
+            problem := format('Entry %s (%s) replays to amount %s and balance %s, the journal says %s and %s.',
+                              e.entry_id, e.kind, s.amount, s.balance_after, e.amount, e.balance_after);
+        END IF;
+        ledger := s.ledger;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION wallet.replay_ledger(bigint, timestamptz) IS 'rebuilds an account''s ledger from its journal entries created up to upto; problem names the first entry that disagrees';
+
+CREATE FUNCTION wallet.balance_at(account_id bigint, ts timestamptz) RETURNS bigint
+    LANGUAGE plpgsql STABLE
+    AS $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM wallet.accounts a WHERE a.account_id = balance_at.account_id) THEN
+        PERFORM wallet.unknown_account(account_id);
+    END IF;
+    RETURN wallet.ledger_balance((wallet.replay_ledger(account_id, ts)).ledger, ts);
+END
+$$;
+COMMENT ON FUNCTION wallet.balance_at(bigint, timestamptz) IS 'spendable balance at instant ts, rebuilt from the journal';
+
+CREATE FUNCTION wallet.history(account_id bigint, from_ts timestamptz DEFAULT '-infinity',
+        to_ts timestamptz DEFAULT 'infinity') RETURNS SETOF wallet.entries
+    LANGUAGE plpgsql STABLE
+    AS $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM wallet.accounts a WHERE a.account_id = history.account_id) THEN
+        PERFORM wallet.unknown_account(account_id);
+    END IF;
+    RETURN QUERY SELECT * FROM wallet.entries x
+                  WHERE x.account_id = history.account_id AND x.created_at >= from_ts AND x.created_at < to_ts
+                  ORDER BY x.entry_id;
+END
+$$;
+COMMENT ON FUNCTION wallet.history(bigint, timestamptz, timestamptz) IS 'journal entries of an account created in [from_ts, to_ts), oldest first';
+
+CREATE FUNCTION wallet.program_liability(program_id bigint, as_of timestamptz DEFAULT now())
+    RETURNS TABLE (expiry_month date, points bigint)
+    LANGUAGE plpgsql STABLE
+    AS $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM wallet.programs p WHERE p.program_id = program_liability.program_id) THEN
+        RAISE EXCEPTION 'unknown program'
+            USING ERRCODE = 'WL214', DETAIL = format('There is no points program %s.', program_id);
+    END IF;
+    -- the month (UTC) holding the last instant the points are spendable
+    RETURN QUERY
+    SELECT date_trunc('month', (x.expires_at - interval '1 microsecond') AT TIME ZONE 'UTC')::date AS m,
+           sum(x.points)::bigint
+      FROM wallet.accounts a CROSS JOIN LATERAL wallet.ledger_lots(a.ledger) x
+     WHERE a.program_id = program_liability.program_id
+       AND (x.expires_at IS NULL OR x.expires_at > as_of)
+     GROUP BY m ORDER BY m NULLS LAST;
+END
+$$;
+COMMENT ON FUNCTION wallet.program_liability(bigint, timestamptz) IS 'outstanding (spendable or held, unexpired at as_of) points of a program by month of expiry; NULL month = never expires';
+
+-- The input parameter is unnamed: a parameter cannot share the name of the
+-- output column account_id.
+CREATE FUNCTION wallet.verify_ledger(bigint DEFAULT NULL)
+    RETURNS TABLE (account_id bigint, stored_balance bigint, replayed_balance bigint, detail text)
+    LANGUAGE plpgsql STABLE
+    AS $$
+DECLARE
+    a record;
+    r record;
+    d text;
+BEGIN
+    IF $1 IS NOT NULL
+       AND NOT EXISTS (SELECT FROM wallet.accounts x WHERE x.account_id = $1) THEN
+        PERFORM wallet.unknown_account($1);
+    END IF;
+    FOR a IN SELECT x.account_id, x.ledger FROM wallet.accounts x
+              WHERE $1 IS NULL OR x.account_id = $1
+              ORDER BY x.account_id LOOP
+        r := wallet.replay_ledger(a.account_id);
+        d := coalesce(r.problem, wallet.ledger_diff(a.ledger, r.ledger));
+        IF d IS NOT NULL THEN
+            account_id := a.account_id;
+            stored_balance := wallet.ledger_balance(a.ledger, now());
+            replayed_balance := wallet.ledger_balance(r.ledger, now());
+            detail := d;
+            RETURN NEXT;
+        END IF;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION wallet.verify_ledger(bigint) IS 'replays the journal of one or every account; returns each account whose stored ledger differs from its journal';

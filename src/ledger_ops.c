@@ -1,0 +1,477 @@
+/*
+ * ledger_ops.c: every change of a wallet.points_ledger, in one pure function
+ * wallet.ledger_apply(), so that the SQL operations and verify_ledger's
+ * journal replay run exactly the same code.
+ */
+#include "wallet.h"
+
+#include "points_ledger.h"
+
+#include "catalog/pg_type.h"
+#include "common/int.h"
+#include "funcapi.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/timestamp.h"
+
+static void
+out_of_range(const char *what)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_WL_AMOUNT_OUT_OF_RANGE),
+			 errmsg("points out of range"),
+			 errdetail("The %s would exceed %lld points.", what, (long long) PG_INT64_MAX)));
+}
+
+static void
+add_total(int64 *total, int64 points, const char *what)
+{
+	if (pg_add_s64_overflow(*total, points, total))
+		out_of_range(what);
+}
+
+/* Lifetime totals shrink on reversal; a consistent journal never takes them below 0. */
+static void
+sub_total(int64 *total, int64 points)
+{
+	*total = *total > points ? *total - points : 0;
+}
+
+static void
+lots_compact(LotList *ll)
+{
+	int			i,
+				k = 0;
+
+	for (i = 0; i < ll->n; i++)
+		if (ll->lots[i].points > 0)
+			ll->lots[k++] = ll->lots[i];
+	ll->n = k;
+}
+
+static int64
+lots_sum(const LotList *ll, TimestampTz at, bool all)
+{
+	int64		sum = 0;
+	int			i;
+
+	for (i = 0; i < ll->n; i++)
+		if (all || lot_alive(&ll->lots[i], at))
+			add_total(&sum, ll->lots[i].points, "balance");
+	return sum;
+}
+
+/*
+ * Take `points` from the lots alive at `at` (all lots when `all`), soonest
+ * expiry first, into `taken`.  The caller has checked there are enough.
+ */
+static void
+take_fifo(LotList *from, TimestampTz at, bool all, int64 points, LotList *taken)
+{
+	int			i;
+
+	for (i = 0; i < from->n && points > 0; i++)
+	{
+		LedgerLot  *lot = &from->lots[i];
+		int64		t;
+
+		if (!all && !lot_alive(lot, at))
+			continue;
+		t = Min(lot->points, points);
+		lot->points -= t;
+		points -= t;
+		lots_add(taken, t, lot->expires_at, ERRCODE_WL_AMOUNT_OUT_OF_RANGE);
+	}
+	lots_compact(from);
+}
+
+static void
+require_positive(int64 points, bool isnull, const char *what)
+{
+	if (isnull || points <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_WL_INVALID_AMOUNT),
+				 errmsg("invalid amount of points"),
+				 errdetail("The points to %s must be a positive number.", what)));
+}
+
+static void
+spend(Ledger *l, TimestampTz at, int64 points, LotList *taken)
+{
+	int64		avail = lots_sum(&l->lots, at, false);
+
+	if (avail < points)
+		ereport(ERROR,
+				(errcode(ERRCODE_WL_INSUFFICIENT_POINTS),
+				 errmsg("insufficient points"),
+				 errdetail("The account has " INT64_FORMAT " spendable points and needs " INT64_FORMAT ".",
+						   avail - l->debt, points)));
+	take_fifo(&l->lots, at, false, points, taken);
+}
+
+/* Credit points as a lot; an outstanding debt is paid off first. */
+static void
+credit(Ledger *l, int64 points, TimestampTz expires_at, LotList *added)
+{
+	int64		paid = Min(l->debt, points);
+
+	l->debt -= paid;
+	points -= paid;
+	if (points > 0)
+	{
+		lots_add(&l->lots, points, expires_at, ERRCODE_WL_AMOUNT_OUT_OF_RANGE);
+		if (added)
+			lots_add(added, points, expires_at, ERRCODE_WL_AMOUNT_OUT_OF_RANGE);
+	}
+}
+
+static void
+add_earned_month(Ledger *l, TimestampTz at, int64 points)
+{
+	int			m = ledger_month_of(at);
+	int			d;
+
+	if (l->last_month == LEDGER_NO_MONTH)
+	{
+		memset(l->months, 0, sizeof(l->months));
+		l->last_month = m;
+	}
+	else if (m > l->last_month)
+	{
+		d = m - l->last_month;
+		if (d >= LEDGER_MONTHS)
+			memset(l->months, 0, sizeof(l->months));
+		else
+		{
+			memmove(&l->months[d], &l->months[0], (LEDGER_MONTHS - d) * sizeof(int64));
+			memset(&l->months[0], 0, d * sizeof(int64));
+		}
+		l->last_month = m;
+	}
+	d = l->last_month - m;
+	if (d < LEDGER_MONTHS)		/* older than the kept window: totals only */
+		add_total(&l->months[d], points, "monthly earned total");
+}
+
+static int
+find_hold(Ledger *l, int64 hold_id)
+{
+	int			i;
+
+	for (i = 0; i < l->nholds; i++)
+		if (l->holds[i].hold_id == hold_id)
+			return i;
+	ereport(ERROR,
+			(errcode(ERRCODE_WL_UNKNOWN_HOLD),
+			 errmsg("unknown hold"),
+			 errdetail("Hold " INT64_FORMAT " is not open on this account.", hold_id)));
+	return -1;					/* keep compiler quiet */
+}
+
+static void
+remove_hold(Ledger *l, int i)
+{
+	memmove(&l->holds[i], &l->holds[i + 1], (l->nholds - i - 1) * sizeof(LedgerHold));
+	l->nholds--;
+}
+
+/* Instant of the next change that needs a journal entry: a lot expiry or a hold lapse. */
+static TimestampTz
+next_event(const Ledger *l, bool *isnull)
+{
+	TimestampTz t = DT_NOEND;
+	int			i;
+
+	/* spendable lots are sorted, so the first one expires soonest */
+	if (l->lots.n > 0)
+		t = l->lots.lots[0].expires_at;
+	for (i = 0; i < l->nholds; i++)
+		t = Min(t, l->holds[i].expires_at);
+	*isnull = (t == DT_NOEND);
+	return t;
+}
+
+#define ARG_NULL(n) PG_ARGISNULL(n)
+
+/*
+ * wallet.ledger_apply(l, kind, at, points, ts, hold_id, lot_points,
+ *                     lot_expiries, policy) -> wallet.ledger_step
+ *
+ * kind       points               ts                 other
+ * accrue     > 0                  lot expiry         (debt paid first)
+ * redeem     > 0                  -                  spends soonest expiry first
+ * adjust     signed, non-zero     lot expiry if > 0
+ * hold       > 0                  hold expiry        hold_id = the hold entry
+ * capture    NULL = all of hold   -                  hold_id
+ * release    -                    -                  hold_id
+ * expire     -                    -                  expires lots dead at `at`
+ * reverse_accrual  accrued points lot expiry of it   policy
+ * restore    -                    -                  lot_points/lot_expiries
+ */
+PG_FUNCTION_INFO_V1(ledger_apply);
+Datum
+ledger_apply(PG_FUNCTION_ARGS)
+{
+	Ledger	   *l;
+	char	   *kind;
+	TimestampTz at;
+	int64		points = ARG_NULL(3) ? 0 : PG_GETARG_INT64(3);
+	TimestampTz ts = ARG_NULL(4) ? DT_NOEND : PG_GETARG_TIMESTAMPTZ(4);
+	int64		hold_id = ARG_NULL(5) ? 0 : PG_GETARG_INT64(5);
+	int64		amount = 0;
+	LotList		touched = {0, 0, NULL};
+	StringInfoData json;
+	bool		first = true;
+	TupleDesc	desc;
+	Datum		values[5];
+	bool		nulls[5] = {false, false, false, false, false};
+	bool		ne_null;
+
+	if (ARG_NULL(1) || ARG_NULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("kind and instant of a ledger change are required"),
+				 errdetail("wallet.ledger_apply needs a kind and the instant the change happens at.")));
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "ledger_apply must return wallet.ledger_step");
+	if (ARG_NULL(0))
+	{
+		l = palloc(sizeof(Ledger));
+		ledger_init(l);
+	}
+	else
+		l = ledger_decode(PG_GETARG_POINTS_LEDGER_P(0));
+	kind = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	at = PG_GETARG_TIMESTAMPTZ(2);
+	if (TIMESTAMP_NOT_FINITE(at))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("ledger changes need a finite instant"),
+				 errdetail("A change of a points ledger happens at a finite point in time.")));
+
+	if (strcmp(kind, "accrue") == 0 || (strcmp(kind, "adjust") == 0 && points > 0))
+	{
+		bool		accrual = kind[1] == 'c';
+
+		require_positive(points, ARG_NULL(3), accrual ? "accrue" : "adjust");
+		if (ts != DT_NOEND && ts <= at)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("expiry must be later than the accrual"),
+					 errdetail("Points accrued at an instant must expire after it.")));
+		credit(l, points, ts, &touched);
+		if (accrual)
+		{
+			add_total(&l->earned, points, "lifetime earned total");
+			add_earned_month(l, at, points);
+		}
+		amount = points;
+	}
+	else if (strcmp(kind, "redeem") == 0 || strcmp(kind, "adjust") == 0)
+	{
+		bool		redemption = kind[0] == 'r';
+
+		if (!redemption)
+		{
+			if (ARG_NULL(3) || points == 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_WL_INVALID_AMOUNT),
+						 errmsg("invalid amount of points"),
+						 errdetail("An adjustment must add or remove a non-zero number of points.")));
+			if (points == PG_INT64_MIN)
+				out_of_range("adjustment");
+			points = -points;
+		}
+		require_positive(points, ARG_NULL(3), "redeem");
+		spend(l, at, points, &touched);
+		if (redemption)
+			add_total(&l->redeemed, points, "lifetime redeemed total");
+		amount = -points;
+	}
+	else if (strcmp(kind, "hold") == 0)
+	{
+		LedgerHold *h;
+		int			i;
+
+		require_positive(points, ARG_NULL(3), "hold");
+		if (hold_id <= 0 || TIMESTAMP_NOT_FINITE(ts) || ts <= at)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("a hold needs an id and a finite expiry after its start"),
+					 errdetail("The hold's time to live must be positive.")));
+		for (i = 0; i < l->nholds; i++)
+			if (l->holds[i].hold_id == hold_id)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("hold " INT64_FORMAT " already exists", hold_id),
+						 errdetail("Every hold has its own id.")));
+		spend(l, at, points, &touched);
+		/* keep holds sorted by id: new ids are normally the largest */
+		l->holds = l->holds ? repalloc(l->holds, (l->nholds + 1) * sizeof(LedgerHold))
+			: palloc(sizeof(LedgerHold));
+		for (i = l->nholds; i > 0 && l->holds[i - 1].hold_id > hold_id; i--)
+			l->holds[i] = l->holds[i - 1];
+		h = &l->holds[i];
+		h->hold_id = hold_id;
+		h->expires_at = ts;
+		h->lots = touched;
+		l->nholds++;
+		l->maxholds = l->nholds;
+		amount = -points;
+	}
+	else if (strcmp(kind, "capture") == 0 || strcmp(kind, "release") == 0)
+	{
+		int			i = find_hold(l, hold_id);
+		LedgerHold *h = &l->holds[i];
+		int64		held = lots_sum(&h->lots, at, true);
+		int			j;
+
+		if (kind[0] == 'c')
+		{
+			if (at >= h->expires_at)
+				ereport(ERROR,
+						(errcode(ERRCODE_WL_HOLD_EXPIRED),
+						 errmsg("hold expired"),
+						 errdetail("Hold " INT64_FORMAT " stopped holding its points when its time to live ran out.", hold_id)));
+			if (ARG_NULL(3))
+				points = held;
+			require_positive(points, false, "capture");
+			if (points > held)
+				ereport(ERROR,
+						(errcode(ERRCODE_WL_CAPTURE_EXCEEDS_HOLD),
+						 errmsg("capture exceeds hold"),
+						 errdetail("Hold " INT64_FORMAT " holds " INT64_FORMAT " points, " INT64_FORMAT " cannot be captured.",
+								   hold_id, held, points)));
+			/* held points are captured whatever their own lots' expiry: the hold guaranteed them */
+			take_fifo(&h->lots, at, true, points, &touched);
+			add_total(&l->redeemed, points, "lifetime redeemed total");
+			amount = held - points;
+		}
+		else
+		{
+			touched = h->lots;
+			amount = held;
+		}
+		/* what was not captured goes back to the spendable lots */
+		for (j = 0; j < h->lots.n; j++)
+			lots_add(&l->lots, h->lots.lots[j].points, h->lots.lots[j].expires_at, ERRCODE_WL_AMOUNT_OUT_OF_RANGE);
+		remove_hold(l, i);
+	}
+	else if (strcmp(kind, "expire") == 0)
+	{
+		int			i;
+
+		for (i = 0; i < l->lots.n; i++)
+		{
+			LedgerLot  *lot = &l->lots.lots[i];
+
+			if (lot_alive(lot, at))
+				continue;
+			lots_add(&touched, lot->points, lot->expires_at, ERRCODE_WL_AMOUNT_OUT_OF_RANGE);
+			add_total(&l->expired, lot->points, "lifetime expired total");
+			amount -= lot->points;
+			lot->points = 0;
+		}
+		lots_compact(&l->lots);
+	}
+	else if (strcmp(kind, "reverse_accrual") == 0)
+	{
+		char	   *policy = ARG_NULL(8) ? "within_balance" : text_to_cstring(PG_GETARG_TEXT_PP(8));
+		bool		unlimited = strcmp(policy, "unlimited") == 0;
+		int64		want = points;
+		int			i;
+
+		if (!unlimited && strcmp(policy, "within_balance") != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("unknown reversal policy \"%s\"", policy),
+					 errdetail("The policy is 'within_balance' or 'unlimited'.")));
+		require_positive(points, ARG_NULL(3), "reverse");
+		/* what is unspent of the accrual: its own lot (same expiry), while alive */
+		for (i = 0; i < l->lots.n; i++)
+		{
+			LedgerLot  *lot = &l->lots.lots[i];
+
+			if (lot->expires_at == ts && lot_alive(lot, at))
+			{
+				int64		t = Min(lot->points, want);
+
+				lot->points -= t;
+				want -= t;
+				lots_add(&touched, t, lot->expires_at, ERRCODE_WL_AMOUNT_OUT_OF_RANGE);
+			}
+		}
+		lots_compact(&l->lots);
+		if (unlimited && want > 0)
+		{
+			/* the spent part: from the other lots, then as debt */
+			int64		avail = lots_sum(&l->lots, at, false);
+			int64		t = Min(avail, want);
+
+			take_fifo(&l->lots, at, false, t, &touched);
+			add_total(&l->debt, want - t, "debt");
+			amount = -points;
+		}
+		else
+			amount = -(points - want);
+		sub_total(&l->earned, -amount);
+	}
+	else if (strcmp(kind, "restore") == 0)
+	{
+		ArrayType  *pa,
+				   *ea;
+		Datum	   *pv,
+				   *ev;
+		bool	   *pn,
+				   *en;
+		int			np,
+					nexp,
+					i;
+
+		if (ARG_NULL(6) || ARG_NULL(7))
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("lots to restore are required"),
+					 errdetail("Restoring a redemption needs the points and expiry of every lot it consumed.")));
+		pa = PG_GETARG_ARRAYTYPE_P(6);
+		ea = PG_GETARG_ARRAYTYPE_P(7);
+		deconstruct_array(pa, INT8OID, 8, true, TYPALIGN_DOUBLE, &pv, &pn, &np);
+		deconstruct_array(ea, TIMESTAMPTZOID, 8, true, TYPALIGN_DOUBLE, &ev, &en, &nexp);
+		if (np != nexp)
+			ereport(ERROR,
+					(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+					 errmsg("lot arrays differ in length"),
+					 errdetail("Every restored lot needs one points value and one expiry.")));
+		for (i = 0; i < np; i++)
+		{
+			int64		p = pn[i] ? 0 : DatumGetInt64(pv[i]);
+
+			require_positive(p, pn[i], "restore");
+			credit(l, p, en[i] ? DT_NOEND : DatumGetTimestampTz(ev[i]), NULL);
+			lots_add(&touched, p, en[i] ? DT_NOEND : DatumGetTimestampTz(ev[i]), ERRCODE_WL_AMOUNT_OUT_OF_RANGE);
+			add_total(&amount, p, "restored points");
+		}
+		sub_total(&l->redeemed, amount);
+	}
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown ledger change \"%s\"", kind),
+				 errdetail("The kind is one of accrue, redeem, adjust, hold, capture, release, expire, reverse_accrual, restore.")));
+
+	ledger_check_total(l, ERRCODE_WL_AMOUNT_OUT_OF_RANGE);
+
+	initStringInfo(&json);
+	appendStringInfoChar(&json, '[');
+	lots_append_json(&json, &touched, &first);
+	appendStringInfoChar(&json, ']');
+
+	values[0] = PointerGetDatum(ledger_encode(l));
+	values[1] = Int64GetDatum(amount);
+	values[2] = Int64GetDatum(ledger_balance_at(l, at));
+	values[3] = DirectFunctionCall1(jsonb_in, CStringGetDatum(json.data));
+	values[4] = TimestampTzGetDatum(next_event(l, &ne_null));
+	nulls[4] = ne_null;
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
+}

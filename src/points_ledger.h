@@ -1,0 +1,87 @@
+/*
+ * points_ledger.h: the wallet.points_ledger type (one account's whole state)
+ * and the pure functions that read and change it.
+ *
+ * On disk the value is a varlena: a format-version byte, then a stream of
+ * varints (timestamps delta-encoded in whole days or seconds where exact), so
+ * that two years of daily activity fit in a few hundred bytes.  In memory it
+ * is the expanded Ledger below; every function decodes, works, re-encodes.
+ *
+ * Time convention: a lot is spendable at instant t iff t < expires_at
+ * (expires_at is exclusive); DT_NOEND means "never expires".  A hold keeps
+ * its lots inside the value; once t >= the hold's expiry its lots count as
+ * spendable again (the hold has lapsed), with no cleanup job needed.
+ */
+#ifndef POINTS_LEDGER_H
+#define POINTS_LEDGER_H
+
+#include "wallet.h"
+
+#include "datatype/timestamp.h"
+#include "fmgr.h"
+#include "lib/stringinfo.h"
+
+/* SQLSTATEs of the points ledger (README.md lists them) */
+#define ERRCODE_WL_IDEMPOTENCY_MISMATCH	MAKE_SQLSTATE('W','L','0','0','2')
+#define ERRCODE_WL_INSUFFICIENT_POINTS	MAKE_SQLSTATE('W','L','2','0','3')
+#define ERRCODE_WL_INVALID_AMOUNT		MAKE_SQLSTATE('W','L','2','0','4')
+#define ERRCODE_WL_AMOUNT_OUT_OF_RANGE	MAKE_SQLSTATE('W','L','2','0','5')
+#define ERRCODE_WL_UNKNOWN_HOLD			MAKE_SQLSTATE('W','L','2','0','6')
+#define ERRCODE_WL_HOLD_EXPIRED			MAKE_SQLSTATE('W','L','2','0','8')
+#define ERRCODE_WL_CAPTURE_EXCEEDS_HOLD	MAKE_SQLSTATE('W','L','2','0','9')
+
+#define LEDGER_FORMAT_VERSION	1
+#define LEDGER_MONTHS			24	/* monthly earned buckets kept */
+#define LEDGER_NO_MONTH			PG_INT32_MIN
+
+typedef struct LedgerLot
+{
+	int64		points;			/* > 0 */
+	TimestampTz expires_at;		/* exclusive; DT_NOEND = never */
+} LedgerLot;
+
+typedef struct LotList
+{
+	int			n;
+	int			max;
+	LedgerLot  *lots;			/* sorted by expires_at, never-expiring last */
+} LotList;
+
+typedef struct LedgerHold
+{
+	int64		hold_id;		/* the hold's journal entry id */
+	TimestampTz expires_at;		/* the hold stops holding at this instant */
+	LotList		lots;			/* the lots taken out of the spendable ones */
+} LedgerHold;
+
+typedef struct Ledger
+{
+	int64		debt;			/* >= 0; balance = spendable - debt */
+	int64		earned;			/* lifetime totals */
+	int64		redeemed;
+	int64		expired;
+	int32		last_month;		/* month (since 2000-01, UTC) of months[0], or LEDGER_NO_MONTH */
+	int64		months[LEDGER_MONTHS];	/* months[i]: earned in last_month - i */
+	LotList		lots;			/* spendable lots */
+	int			nholds;
+	int			maxholds;
+	LedgerHold *holds;			/* sorted by hold_id */
+} Ledger;
+
+/* Detoasting argument fetch: the value is small but may be compressed. */
+#define DatumGetPointsLedgerP(X)	((struct varlena *) PG_DETOAST_DATUM(X))
+#define PG_GETARG_POINTS_LEDGER_P(n)	DatumGetPointsLedgerP(PG_GETARG_DATUM(n))
+
+extern Ledger *ledger_decode(struct varlena *v);
+extern struct varlena *ledger_encode(const Ledger *l);
+extern void ledger_init(Ledger *l);
+
+extern bool lot_alive(const LedgerLot *lot, TimestampTz t);
+extern int64 ledger_balance_at(const Ledger *l, TimestampTz t);
+extern int	ledger_month_of(TimestampTz t);
+
+extern void lots_add(LotList *ll, int64 points, TimestampTz expires_at, int errcode_on_overflow);
+extern void lots_append_json(StringInfo buf, const LotList *ll, bool *first);
+extern void ledger_check_total(const Ledger *l, int errcode_on_overflow);
+
+#endif							/* POINTS_LEDGER_H */
