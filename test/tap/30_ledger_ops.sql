@@ -9,11 +9,13 @@
 -- call shows up as failed assertions on its values instead of aborting the file.
 BEGIN;
 SET LOCAL timezone = 'UTC';
-SELECT plan(213);
+SELECT plan(221);
 
 CREATE TEMP TABLE ids (name text PRIMARY KEY, id bigint NOT NULL);
 CREATE TEMP TABLE ops (tag text PRIMARY KEY, e wallet.entries NOT NULL);
 CREATE TEMP TABLE op_errors (tag text, sqlstate text, message text);
+-- Instants taken between postings (postings are stamped with the clock, not the frozen now()).
+CREATE TEMP TABLE marks (name text PRIMARY KEY, at timestamptz NOT NULL);
 
 CREATE FUNCTION pg_temp.id(text) RETURNS bigint LANGUAGE sql VOLATILE AS $$ SELECT id FROM ids WHERE name = $1 $$;
 CREATE FUNCTION pg_temp.e(text) RETURNS wallet.entries LANGUAGE sql VOLATILE AS $$ SELECT e FROM ops WHERE tag = $1 $$;
@@ -73,6 +75,7 @@ SELECT ok((pg_temp.e('acc1')).hold_id IS NULL AND (pg_temp.e('acc1')).reverses I
 SELECT is((SELECT count(*) FROM wallet.entries WHERE entry_id = pg_temp.eid('acc1')), 1::bigint, 'accrue: the returned entry is in the journal');
 
 SELECT pg_temp.op('acc2', $$SELECT * FROM wallet.accrue(pg_temp.id('a1'), 50, 'k-acc2', 'purchase', 'order-2', '2029-06-15 12:00+00')$$);
+INSERT INTO marks VALUES ('after acc2', clock_timestamp());
 SELECT pg_temp.op('acc3', $$SELECT * FROM wallet.accrue(pg_temp.id('a1'), 30, 'k-acc3', 'signup bonus')$$);
 SELECT pg_temp.op('acc4', $$SELECT * FROM wallet.accrue(pg_temp.id('a1'), 20, 'k-acc4', 'purchase', NULL, '2030-01-15 12:00+00')$$);
 SELECT is((pg_temp.e('acc4')).balance_after, 200::bigint, 'four accruals: balance_after 200');
@@ -105,6 +108,7 @@ SELECT is(wallet.balance(pg_temp.id('a1')), 200::bigint, 'failed accruals change
 -- ---------------------------------------------------------------------------
 -- redeem: soonest-expiring lots first
 -- ---------------------------------------------------------------------------
+INSERT INTO marks VALUES ('before red1', clock_timestamp());
 SELECT pg_temp.op('red1', $$SELECT * FROM wallet.redeem(pg_temp.id('a1'), 70, 'k-red1', 'coupon', 'order-3')$$);
 SELECT is((pg_temp.e('red1')).kind, 'redeem', 'redeem posts an entry of kind redeem');
 SELECT is((pg_temp.e('red1')).amount, -70::bigint, 'redeem: amount is minus the points spent');
@@ -238,6 +242,11 @@ SELECT throws_ok($$SELECT wallet.capture(pg_temp.eid('h5'), 5)$$, 'WL208', NULL,
 SELECT is(wallet.balance(pg_temp.id('a3'), clock_timestamp()), 40::bigint, 'the lapsed hold stopped holding at once: 40 spendable again');
 SELECT pg_temp.op('carol1', $$SELECT * FROM wallet.redeem(pg_temp.id('a3'), 40, 'k-carol1', 'coupon')$$);
 SELECT is((pg_temp.e('carol1')).balance_after, 0::bigint, 'the points of the lapsed hold can be spent, with no job run');
+SELECT pg_temp.op('rel5', $$SELECT * FROM wallet.release(pg_temp.eid('h5'))$$);
+SELECT is((pg_temp.e('rel5')).kind || ' ' || (pg_temp.e('rel5')).amount, 'release 10', 'release of a lapsed hold is no error: its release gave back 10');
+SELECT is(pg_temp.journal_sum(pg_temp.id('a3')), 0::bigint, 'the journal explains the lapse: carol''s entries sum to her balance 0');
+SELECT throws_ok($$SELECT wallet.accrue(pg_temp.id('a3'), 10, 'k-carol2', 'purchase', NULL, now() - interval '1 day')$$, '22023', NULL,
+                 'accrue with an expiry in the past: 22023');
 
 -- ---------------------------------------------------------------------------
 -- reverse of an accrual
@@ -351,6 +360,9 @@ INSERT INTO ids SELECT 'c1', wallet.open_account(pg_temp.id('pc'), 'henry');
 SELECT pg_temp.op('c1a', $$SELECT * FROM wallet.accrue(pg_temp.id('c1'), 10, 'k-c1a', 'purchase')$$);
 SELECT lives_ok($$SELECT wallet.close_program(pg_temp.id('pc'))$$, 'close_program');
 SELECT throws_ok($$SELECT wallet.accrue(pg_temp.id('c1'), 10, 'k-c1b', 'purchase')$$, 'WL202', NULL, 'accrue in a closed program: WL202');
+SELECT throws_ok($$SELECT wallet.redeem(pg_temp.id('c1'), 5, 'k-c1c', 'coupon')$$, 'WL202', NULL, 'redeem in a closed program: WL202');
+SELECT is((SELECT entry_id FROM wallet.accrue(pg_temp.id('c1'), 10, 'k-c1a', 'purchase')), pg_temp.eid('c1a'),
+          'a retry of a posting made before the program closed still returns the original entry');
 SELECT throws_ok($$SELECT wallet.open_account(pg_temp.id('pc'), 'newcomer')$$, 'WL202', NULL, 'open_account in a closed program: WL202');
 SELECT is(wallet.balance(pg_temp.id('c1')), 10::bigint, 'closing a program keeps its balances');
 
@@ -401,6 +413,12 @@ SELECT is_empty($$SELECT * FROM wallet.history(pg_temp.id('a1'), now() + interva
 SELECT is_empty($$SELECT * FROM wallet.history(pg_temp.id('a1'), '-infinity', now() - interval '1 minute')$$, 'history before the first posting is empty');
 SELECT is(wallet.balance_at(pg_temp.id('a1'), now() - interval '1 minute'), 0::bigint, 'balance_at before the first posting: 0');
 SELECT is(wallet.balance_at(pg_temp.id('a1'), now() + interval '1 minute'), 130::bigint, 'balance_at after the postings: 130');
+SELECT is(wallet.balance_at(pg_temp.id('a1'), (SELECT at FROM marks WHERE name = 'after acc2')), 150::bigint,
+          'balance_at an instant between the postings: 150 (after the first two accruals only)');
+SELECT is(wallet.balance_at(pg_temp.id('a1'), (SELECT at FROM marks WHERE name = 'before red1')), 200::bigint,
+          'balance_at just before the redemption: 200');
+SELECT is((SELECT array_agg(kind ORDER BY entry_id) FROM wallet.history(pg_temp.id('a1'), (SELECT at FROM marks WHERE name = 'after acc2'), 'infinity')),
+          ARRAY['accrue', 'accrue', 'redeem'], 'history from an instant: only the postings made since');
 SELECT is(wallet.balance_at(pg_temp.id('a2'), now() + interval '1 minute'), 90::bigint, 'balance_at of bob: 90');
 -- The journal explains every balance: the sum of its amounts is the balance of each account.
 SELECT is_empty($$
