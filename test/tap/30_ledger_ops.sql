@@ -2,7 +2,10 @@
 --
 -- The whole file is one transaction, so now() is frozen: wherever time matters
 -- the tests pass explicit expires_at / as_of instants (years ahead, so that the
--- frozen now() never reaches them) instead of waiting.
+-- frozen now() never reaches them) instead of waiting.  Postings are stamped
+-- with the clock, though: the capture of a lapsed hold (WL208) is tested with a
+-- 1-second hold and a 1.1 s sleep, and balance_at/history with instants taken
+-- between postings.
 --
 -- Operations are run through pg_temp.op(tag, sql), which keeps the returned
 -- entry under a tag (or the error, when one was raised), so that one failing
