@@ -22,7 +22,8 @@
 #    - 20 sessions redeem 10 points each from an account holding 100: exactly
 #      10 succeed (no double spend), the others get WL203, balance 0;
 #    - 10 sessions capture a hold while 10 others release it: exactly one of
-#      the two wins, the losers get WL207.
+#      the two wins, the losers get WL207;
+#    - 20 sessions open the account of one new member: one account.
 #
 # Needs PGHOST/PGPORT/PGUSER of a running cluster with wallet installable.
 set -uo pipefail
@@ -48,7 +49,7 @@ ok() {  # ok CONDITION_STATUS DESCRIPTION [DIAG...]
 is() { if [ "$1" = "$2" ]; then ok 0 "$3"; else ok 1 "$3" "got:  $1" "want: $2"; fi; }
 q() { timeout 60 psql -XAtq -v ON_ERROR_STOP=1 -d "$DB" "$@"; }
 
-echo "1..27"
+echo "1..30"
 
 timeout 30 dropdb --if-exists "$DB" >/dev/null 2>&1
 if ! timeout 30 createdb "$DB"; then echo "Bail out! createdb $DB failed"; exit 1; fi
@@ -291,6 +292,15 @@ barrier() {
     [ "$waiting" = "$nsess" ]
 }
 
+# one_answer KEY NAME DESCRIPTION: all 20 sessions of barrier KEY printed NAME=<one and the same value>.
+one_answer() {
+    local got distinct
+    got=$(cat "$TMP"/out.$1.* | grep -c "^$2=")
+    distinct=$(cat "$TMP"/out.$1.* | grep "^$2=" | sort -u | wc -l)
+    ok $(( got != 20 || distinct != 1 )) "$3 ($got answers, $distinct distinct)" \
+       "$(cat "$TMP"/out.$1.* | grep -v '^$' | sort | uniq -c | head -n 10)"
+}
+
 program=$(q -c "SELECT program_id FROM wallet.accounts a JOIN race_accounts r USING (account_id) WHERE r.n = 0")
 acct_same=$(q -c "SELECT wallet.open_account($program, 'burst-same-key')")
 acct_ds=$(q -c "SELECT wallet.open_account($program, 'burst-double-spend')")
@@ -302,10 +312,7 @@ q -c "SELECT FROM wallet.accrue($acct_same, 1000, 'burst-seed-1', 'seed')" \
 # 20 sessions, one idempotency key, the same instant.
 for i in $(seq 1 20); do echo "SELECT 'entry=' || entry_id FROM wallet.accrue($acct_same, 10, 'burst-same-key', 'burst')"; done > "$TMP/same.sql"
 barrier 71001 20 "$TMP/same.sql"; ok $? "same key: 20 sessions were queued behind the barrier"
-got=$(cat "$TMP"/out.71001.* | grep -c '^entry=')
-distinct=$(cat "$TMP"/out.71001.* | grep '^entry=' | sort -u | wc -l)
-ok $(( got != 20 || distinct != 1 )) "same key: all 20 sessions got the entry back, and it is one entry ($got answers, $distinct distinct)" \
-   "$(cat "$TMP"/out.71001.* | grep -v '^$' | sort | uniq -c | head -n 10)"
+one_answer 71001 entry "same key: all 20 sessions got the entry back, and it is one entry"
 is "$(q -c "SELECT count(*) || ' ' || wallet.balance($acct_same) FROM wallet.entries WHERE idempotency_key = 'burst-same-key'")" "1 1010" \
    "same key: exactly one entry posted, balance 1000 + 10"
 
@@ -333,6 +340,13 @@ ok $(( ! ( (caps == 10 && rels == 0) || (rels == 10 && caps == 0) ) || wl207 != 
    "$(cat "$TMP"/out.71003.* | grep -v '^$' | sort | uniq -c | head -n 10)"
 if [ "$caps" -gt 0 ]; then want=70; else want=100; fi
 is "$(q -c "SELECT wallet.balance($acct_hold)")" "$want" "capture vs release: balance matches the winner (70 after capturing 30 of 50, 100 after a release)"
+
+# 20 sessions open the account of one new member at the same instant.
+for i in $(seq 1 20); do echo "SELECT 'account=' || wallet.open_account($program, 'burst-open')"; done > "$TMP/open.sql"
+barrier 71004 20 "$TMP/open.sql"; ok $? "open_account: 20 sessions were queued behind the barrier"
+one_answer 71004 account "open_account: all 20 sessions got one and the same account"
+is "$(q -c "SELECT count(*) FROM wallet.accounts WHERE program_id = $program AND member_ref = 'burst-open'")" 1 \
+   "open_account: exactly one account row for the member"
 
 vl=$(q -c "SELECT account_id || ': stored ' || stored_balance || ' replayed ' || replayed_balance FROM wallet.verify_ledger()" 2>&1)
 ok $([ $? -eq 0 ] && [ -z "$vl" ]; echo $?) "verify_ledger() returns nothing after the bursts" "$vl"
