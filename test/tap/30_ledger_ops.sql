@@ -12,7 +12,7 @@
 -- call shows up as failed assertions on its values instead of aborting the file.
 BEGIN;
 SET LOCAL timezone = 'UTC';
-SELECT plan(221);
+SELECT plan(222);
 
 CREATE TEMP TABLE ids (name text PRIMARY KEY, id bigint NOT NULL);
 CREATE TEMP TABLE ops (tag text PRIMARY KEY, e wallet.entries NOT NULL);
@@ -239,7 +239,14 @@ SELECT is(wallet.ledger_balance(pg_temp.ledger(pg_temp.id('a3')), now() + interv
 -- Holds lapse by the clock (clock_timestamp()), so a 1-second hold has lapsed after a 1.1 s sleep even in this transaction.
 SELECT pg_temp.op('h5', $$SELECT * FROM wallet.hold(pg_temp.id('a3'), 10, 'k-h5', '1 second', 'checkout')$$);
 SELECT is((pg_temp.e('h5')).balance_after, 30::bigint, 'a 1-second hold of 10 more: 30 spendable');
+-- A hold once granted can be captured within its ttl even when the lot it holds expires meanwhile.
+INSERT INTO ids SELECT 'a10', wallet.open_account(pg_temp.id('p'), 'lou');
+SELECT pg_temp.op('lou1', $$SELECT * FROM wallet.accrue(pg_temp.id('a10'), 20, 'k-lou1', 'purchase', NULL, clock_timestamp() + interval '1 second')$$);
+SELECT pg_temp.op('h6', $$SELECT * FROM wallet.hold(pg_temp.id('a10'), 20, 'k-h6', '1 hour', 'checkout')$$);
 SELECT pg_sleep(1.1);
+SELECT pg_temp.op('cap6', $$SELECT * FROM wallet.capture(pg_temp.eid('h6'))$$);
+SELECT is((pg_temp.e('cap6')).kind || ' of hold ' || (pg_temp.e('cap6')).hold_id, 'capture of hold ' || pg_temp.eid('h6'),
+          'a hold is captured within its ttl although its lot has expired since');
 SELECT throws_ok($$SELECT wallet.capture(pg_temp.eid('h5'))$$, 'WL208', NULL, 'capture of a lapsed hold: WL208');
 SELECT throws_ok($$SELECT wallet.capture(pg_temp.eid('h5'), 5)$$, 'WL208', NULL, 'partial capture of a lapsed hold: WL208');
 SELECT is(wallet.balance(pg_temp.id('a3'), clock_timestamp()), 40::bigint, 'the lapsed hold stopped holding at once: 40 spendable again');
