@@ -138,6 +138,15 @@ SELECT (s).amount, (s).lots, (s).ledger
 SELECT (s).amount, (s).balance_after, (s).lots, (s).ledger
   FROM (SELECT wallet.ledger_apply('lots={30@2027-01-01T00:00:00+00:00,8@never} earned=100',
                                    'reverse_accrual', '2026-12-01', 100, '2027-01-01', policy => 'unlimited') AS s) x;
+-- what is taken back also leaves the monthly earned bucket of the accrual's month
+SELECT (s).amount, (s).ledger
+  FROM (SELECT wallet.ledger_apply('lots={30@2027-01-01T00:00:00+00:00} earned=130 months={2026-11:100,2026-10:30}',
+                                   'reverse_accrual', '2026-12-01', 100, '2027-01-01', policy => 'within_balance',
+                                   earned_at => '2026-11-15') AS s) x;
+SELECT (s).amount, (s).ledger, wallet.ledger_earned((s).ledger, '2026-01-01', '2027-01-01') AS earned_2026
+  FROM (SELECT wallet.ledger_apply('lots={100@2027-01-01T00:00:00+00:00} earned=130 months={2026-11:100,2026-10:30}',
+                                   'reverse_accrual', '2026-12-01', 100, '2027-01-01', policy => 'within_balance',
+                                   earned_at => '2026-11-15') AS s) x;
 -- restoring a redemption's lots with their original expiries (debt first)
 SELECT (s).amount, (s).lots, (s).ledger
   FROM (SELECT wallet.ledger_apply('lots={1@never} debt=2 redeemed=40', 'restore', '2026-12-01', NULL, NULL, NULL,

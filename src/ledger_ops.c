@@ -154,6 +154,45 @@ add_earned_month(Ledger *l, TimestampTz at, int64 points)
 		add_total(&l->months[d], points, "monthly earned total");
 }
 
+/* Points taken back from an accrual earned at `earned_at` leave its month's bucket too. */
+static void
+sub_earned_month(Ledger *l, TimestampTz earned_at, int64 points)
+{
+	int			d;
+
+	if (l->last_month == LEDGER_NO_MONTH)
+		return;
+	d = l->last_month - ledger_month_of(earned_at);
+	if (d >= 0 && d < LEDGER_MONTHS)
+		sub_total(&l->months[d], points);
+}
+
+/*
+ * Canonical form of the monthly buckets: the newest kept month is non-zero
+ * (or there are none), so that equal states have equal bytes.
+ */
+static void
+normalize_months(Ledger *l)
+{
+	int			shift = 0;
+
+	if (l->last_month == LEDGER_NO_MONTH)
+		return;
+	while (shift < LEDGER_MONTHS && l->months[shift] == 0)
+		shift++;
+	if (shift == LEDGER_MONTHS)
+	{
+		l->last_month = LEDGER_NO_MONTH;
+		return;
+	}
+	if (shift > 0)
+	{
+		memmove(&l->months[0], &l->months[shift], (LEDGER_MONTHS - shift) * sizeof(int64));
+		memset(&l->months[LEDGER_MONTHS - shift], 0, shift * sizeof(int64));
+		l->last_month -= shift;
+	}
+}
+
 static int
 find_hold(Ledger *l, int64 hold_id)
 {
@@ -196,7 +235,7 @@ next_event(const Ledger *l, bool *isnull)
 
 /*
  * wallet.ledger_apply(l, kind, at, points, ts, hold_id, lot_points,
- *                     lot_expiries, policy) -> wallet.ledger_step
+ *                     lot_expiries, policy, earned_at) -> wallet.ledger_step
  *
  * kind       points               ts                 other
  * accrue     > 0                  lot expiry         (debt paid first)
@@ -206,7 +245,7 @@ next_event(const Ledger *l, bool *isnull)
  * capture    NULL = all of hold   -                  hold_id
  * release    -                    -                  hold_id
  * expire     -                    -                  expires lots dead at `at`
- * reverse_accrual  accrued points lot expiry of it   policy
+ * reverse_accrual  accrued points lot expiry of it   policy, earned_at (its month's bucket)
  * restore    -                    -                  lot_points/lot_expiries
  */
 PG_FUNCTION_INFO_V1(ledger_apply);
@@ -416,6 +455,8 @@ ledger_apply(PG_FUNCTION_ARGS)
 		else
 			amount = -(points - want);
 		sub_total(&l->earned, -amount);
+		if (!ARG_NULL(9))
+			sub_earned_month(l, PG_GETARG_TIMESTAMPTZ(9), -amount);
 	}
 	else if (strcmp(kind, "restore") == 0)
 	{
@@ -461,6 +502,7 @@ ledger_apply(PG_FUNCTION_ARGS)
 				 errdetail("The kind is one of accrue, redeem, adjust, hold, capture, release, expire, reverse_accrual, restore.")));
 
 	ledger_check_total(l, ERRCODE_WL_AMOUNT_OUT_OF_RANGE);
+	normalize_months(l);
 
 	initStringInfo(&json);
 	appendStringInfoChar(&json, '[');

@@ -79,10 +79,11 @@ COMMENT ON COLUMN wallet.ledger_step.next_event IS 'soonest lot expiry or hold l
 
 CREATE FUNCTION wallet.ledger_apply(l wallet.points_ledger, kind text, at timestamptz, points bigint,
         ts timestamptz DEFAULT NULL, hold_id bigint DEFAULT NULL,
-        lot_points bigint[] DEFAULT NULL, lot_expiries timestamptz[] DEFAULT NULL, policy text DEFAULT NULL)
+        lot_points bigint[] DEFAULT NULL, lot_expiries timestamptz[] DEFAULT NULL, policy text DEFAULT NULL,
+        earned_at timestamptz DEFAULT NULL)
     RETURNS wallet.ledger_step
     AS 'MODULE_PATHNAME', 'ledger_apply' LANGUAGE C IMMUTABLE PARALLEL SAFE;
-COMMENT ON FUNCTION wallet.ledger_apply(wallet.points_ledger, text, timestamptz, bigint, timestamptz, bigint, bigint[], timestamptz[], text)
+COMMENT ON FUNCTION wallet.ledger_apply(wallet.points_ledger, text, timestamptz, bigint, timestamptz, bigint, bigint[], timestamptz[], text, timestamptz)
     IS 'pure change of a ledger at instant at: accrue, redeem, adjust, hold, capture, release, expire, reverse_accrual, restore (the only place ledgers change)';
 
 -- Lot expiry of a program's policy: at + expiry, rounded up to the end of its
@@ -280,7 +281,8 @@ BEGIN
     WHEN 'reverse' THEN
         SELECT * INTO o FROM wallet.entries WHERE entry_id = e.reverses;
         IF o.kind = 'accrue' THEN
-            RETURN wallet.ledger_apply(l, 'reverse_accrual', e.created_at, o.points, o.expires_at, policy => e.policy);
+            RETURN wallet.ledger_apply(l, 'reverse_accrual', e.created_at, o.points, o.expires_at,
+                                       policy => e.policy, earned_at => o.created_at);
         END IF;
         RETURN wallet.ledger_apply(l, 'restore', e.created_at, NULL,
             lot_points => ARRAY(SELECT (x->>'points')::bigint FROM jsonb_array_elements(o.lots) WITH ORDINALITY AS j(x, n) ORDER BY n),
