@@ -49,7 +49,7 @@ ok() {  # ok CONDITION_STATUS DESCRIPTION [DIAG...]
 is() { if [ "$1" = "$2" ]; then ok 0 "$3"; else ok 1 "$3" "got:  $1" "want: $2"; fi; }
 q() { timeout 60 psql -XAtq -v ON_ERROR_STOP=1 -d "$DB" "$@"; }
 
-echo "1..30"
+echo "1..31"
 
 timeout 30 dropdb --if-exists "$DB" >/dev/null 2>&1
 if ! timeout 30 createdb "$DB"; then echo "Bail out! createdb $DB failed"; exit 1; fi
@@ -244,6 +244,10 @@ mism=$(q -c "SELECT string_agg(format('account %s: last balance_after %s, balanc
              FROM race_accounts r, LATERAL (SELECT balance_after FROM wallet.entries e WHERE e.account_id = r.account_id ORDER BY entry_id DESC LIMIT 1) last
             WHERE last.balance_after <> wallet.balance(r.account_id)" 2>&1)
 ok $([ -z "$mism" ]; echo $?) "the last entry's balance_after of each account is its balance" "$mism"
+mism=$(q -c "SELECT string_agg(format('entry %s (%s %s): balance_after %s, running sum %s', entry_id, kind, amount, balance_after, running), '; ')
+             FROM (SELECT entry_id, kind, amount, balance_after, sum(amount) OVER (PARTITION BY account_id ORDER BY entry_id) running
+                     FROM wallet.entries) x WHERE balance_after <> running" 2>&1)
+ok $([ -z "$mism" ]; echo $?) "every entry's balance_after is the running sum of its account's amounts" "$mism"
 dups=$(q -c "SELECT string_agg(idempotency_key || ' x' || c, ', ') FROM (
                SELECT idempotency_key, count(*) c FROM wallet.entries
                 WHERE kind IN ('accrue', 'redeem', 'hold', 'reverse', 'adjust') AND idempotency_key IS NOT NULL

@@ -12,7 +12,7 @@
 -- call shows up as failed assertions on its values instead of aborting the file.
 BEGIN;
 SET LOCAL timezone = 'UTC';
-SELECT plan(222);
+SELECT plan(230);
 
 CREATE TEMP TABLE ids (name text PRIMARY KEY, id bigint NOT NULL);
 CREATE TEMP TABLE ops (tag text PRIMARY KEY, e wallet.entries NOT NULL);
@@ -36,6 +36,14 @@ CREATE FUNCTION pg_temp.n_entries(bigint) RETURNS bigint LANGUAGE sql VOLATILE A
     $$ SELECT count(*) FROM wallet.entries WHERE account_id = $1 $$;
 CREATE FUNCTION pg_temp.journal_sum(bigint) RETURNS bigint LANGUAGE sql VOLATILE AS
     $$ SELECT coalesce(sum(amount), 0)::bigint FROM wallet.entries WHERE account_id = $1 $$;
+-- Entries whose balance_after is not the running sum of their account's amounts up to them.
+CREATE FUNCTION pg_temp.chain_breaks() RETURNS TABLE (account_id bigint, entry_id bigint, kind text, amount bigint, balance_after bigint, running bigint)
+    LANGUAGE sql VOLATILE AS $$
+    SELECT * FROM (SELECT account_id, entry_id, kind, amount, balance_after,
+                          (sum(amount) OVER (PARTITION BY account_id ORDER BY entry_id))::bigint
+                     FROM wallet.entries) x
+     WHERE x.balance_after <> x.sum
+$$;
 CREATE FUNCTION pg_temp.ledger(bigint) RETURNS wallet.points_ledger LANGUAGE sql VOLATILE AS
     $$ SELECT ledger FROM wallet.accounts WHERE account_id = $1 $$;
 
@@ -243,7 +251,36 @@ SELECT is((pg_temp.e('h5')).balance_after, 30::bigint, 'a 1-second hold of 10 mo
 INSERT INTO ids SELECT 'a10', wallet.open_account(pg_temp.id('p'), 'lou');
 SELECT pg_temp.op('lou1', $$SELECT * FROM wallet.accrue(pg_temp.id('a10'), 20, 'k-lou1', 'purchase', NULL, clock_timestamp() + interval '1 second')$$);
 SELECT pg_temp.op('h6', $$SELECT * FROM wallet.hold(pg_temp.id('a10'), 20, 'k-h6', '1 hour', 'checkout')$$);
+-- Points that expire while they are out of the spendable balance (spent, or held) do not come back
+-- spendable when the redemption is reversed or the hold released.
+INSERT INTO ids SELECT 'a11', wallet.open_account(pg_temp.id('p'), 'mia');
+SELECT pg_temp.op('mia1', $$SELECT * FROM wallet.accrue(pg_temp.id('a11'), 20, 'k-mia1', 'purchase', NULL, clock_timestamp() + interval '1 second')$$);
+SELECT pg_temp.op('mia2', $$SELECT * FROM wallet.accrue(pg_temp.id('a11'), 5, 'k-mia2', 'purchase')$$);
+SELECT pg_temp.op('mia3', $$SELECT * FROM wallet.redeem(pg_temp.id('a11'), 20, 'k-mia3', 'coupon')$$);
+INSERT INTO ids SELECT 'a12', wallet.open_account(pg_temp.id('p'), 'ned');
+SELECT pg_temp.op('ned1', $$SELECT * FROM wallet.accrue(pg_temp.id('a12'), 20, 'k-ned1', 'purchase', NULL, clock_timestamp() + interval '1 second')$$);
+SELECT pg_temp.op('ned2', $$SELECT * FROM wallet.accrue(pg_temp.id('a12'), 5, 'k-ned2', 'purchase')$$);
+SELECT pg_temp.op('h7', $$SELECT * FROM wallet.hold(pg_temp.id('a12'), 20, 'k-h7', '1 hour', 'checkout')$$);
+-- Two holds that lapse together are both released (journalled) by the next posting on the account.
+INSERT INTO ids SELECT 'a13', wallet.open_account(pg_temp.id('p'), 'olga');
+SELECT pg_temp.op('olga1', $$SELECT * FROM wallet.accrue(pg_temp.id('a13'), 100, 'k-olga1', 'purchase')$$);
+SELECT pg_temp.op('h8', $$SELECT * FROM wallet.hold(pg_temp.id('a13'), 30, 'k-h8', '1 second', 'checkout')$$);
+SELECT pg_temp.op('h9', $$SELECT * FROM wallet.hold(pg_temp.id('a13'), 20, 'k-h9', '1 second', 'checkout')$$);
 SELECT pg_sleep(1.1);
+SELECT pg_temp.op('olga2', $$SELECT * FROM wallet.accrue(pg_temp.id('a13'), 1, 'k-olga2', 'purchase')$$);
+SELECT is((pg_temp.e('olga2')).balance_after, 101::bigint, 'after two holds lapsed, the next accrual finds all 100 points spendable again');
+SELECT is((SELECT string_agg(amount::text, ',' ORDER BY amount) FROM wallet.entries WHERE account_id = pg_temp.id('a13') AND kind = 'release'),
+          '20,30', 'both lapsed holds are journalled as releases of 30 and 20');
+SELECT is_empty($$SELECT * FROM pg_temp.chain_breaks() WHERE account_id = pg_temp.id('a13')$$,
+                'the two releases chain: each balance_after is the previous balance_after + its amount');
+SELECT pg_temp.op('mia4', $$SELECT * FROM wallet.reverse(pg_temp.eid('mia3'), 'k-mia4', 'order cancelled')$$);
+SELECT is(wallet.balance(pg_temp.id('a11'), clock_timestamp()), 5::bigint, 'reversing a redemption whose lot has expired since gives back no spendable points');
+SELECT is((pg_temp.e('mia4')).balance_after, (pg_temp.e('mia3')).balance_after + (pg_temp.e('mia4')).amount,
+          'that reversal''s amount is the change of the balance (balance_after = previous balance_after + amount)');
+SELECT pg_temp.op('rel7', $$SELECT * FROM wallet.release(pg_temp.eid('h7'))$$);
+SELECT is(wallet.balance(pg_temp.id('a12'), clock_timestamp()), 5::bigint, 'releasing a hold whose lot has expired since gives back no spendable points');
+SELECT is((pg_temp.e('rel7')).balance_after, (pg_temp.e('h7')).balance_after + (pg_temp.e('rel7')).amount,
+          'that release''s amount is the change of the balance (balance_after = previous balance_after + amount)');
 SELECT pg_temp.op('cap6', $$SELECT * FROM wallet.capture(pg_temp.eid('h6'))$$);
 SELECT is((pg_temp.e('cap6')).kind || ' of hold ' || (pg_temp.e('cap6')).hold_id, 'capture of hold ' || pg_temp.eid('h6'),
           'a hold is captured within its ttl although its lot has expired since');
@@ -493,6 +530,8 @@ SELECT is((SELECT array_agg(amount ORDER BY entry_id) FROM wallet.entries WHERE 
 -- verify_ledger
 -- ---------------------------------------------------------------------------
 SELECT is_empty($$SELECT * FROM wallet.verify_ledger()$$, 'verify_ledger: every stored ledger matches its journal');
+SELECT is_empty($$SELECT * FROM pg_temp.chain_breaks()$$,
+                'the journal explains every step: each entry''s balance_after is the running sum of the amounts up to it');
 SELECT is_empty($$SELECT * FROM wallet.verify_ledger(pg_temp.id('a1'))$$, 'verify_ledger(alice): nothing');
 SELECT is_empty($$
     SELECT a.account_id, wallet.balance(a.account_id), pg_temp.journal_sum(a.account_id)
