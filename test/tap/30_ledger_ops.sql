@@ -12,7 +12,7 @@
 -- call shows up as failed assertions on its values instead of aborting the file.
 BEGIN;
 SET LOCAL timezone = 'UTC';
-SELECT plan(230);
+SELECT plan(235);
 
 CREATE TEMP TABLE ids (name text PRIMARY KEY, id bigint NOT NULL);
 CREATE TEMP TABLE ops (tag text PRIMARY KEY, e wallet.entries NOT NULL);
@@ -392,6 +392,10 @@ SELECT is((pg_temp.e('adj2')).balance_after, 120::bigint, 'adjust -5: balance_af
 SELECT pg_temp.op('adj1-retry', $$SELECT * FROM wallet.adjust(pg_temp.id('a7'), 25, 'k-adj1', 'goodwill')$$);
 SELECT is((pg_temp.e('adj1-retry')).entry_id, pg_temp.eid('adj1'), 'adjust retried with its key returns the original entry');
 SELECT throws_ok($$SELECT wallet.adjust(pg_temp.id('a7'), 0, 'k-adj3', 'nothing')$$, 'WL204', NULL, 'adjust by 0: WL204');
+SELECT throws_ok($$SELECT wallet.adjust(pg_temp.id('a7'), -9223372036854775808, 'k-adj8', 'correction')$$, 'WL205', NULL,
+                 'adjust by the smallest bigint: WL205');
+SELECT throws_ok($$SELECT wallet.adjust(pg_temp.id('a7'), 9223372036854775807, 'k-adj9', 'correction')$$, 'WL205', NULL,
+                 'adjust that overflows the balance: WL205');
 SELECT throws_ok($$SELECT wallet.adjust(pg_temp.id('a7'), 5, 'k-adj4', NULL)$$, 'WL215', NULL, 'adjust without a reason: WL215');
 SELECT throws_ok($$SELECT wallet.adjust(pg_temp.id('a7'), 5, 'k-adj5', '   ')$$, 'WL215', NULL, 'adjust with a blank reason: WL215');
 SELECT throws_ok($$SELECT wallet.adjust(-1, 5, 'k-adj6', 'goodwill')$$, 'WL201', NULL, 'adjust on an unknown account: WL201');
@@ -548,6 +552,13 @@ SELECT results_eq($$SELECT account_id, stored_balance, replayed_balance FROM wal
                   'verify_ledger finds exactly the tampered account, with the stored and the replayed balance');
 SELECT ok((SELECT detail FROM wallet.verify_ledger(pg_temp.id('a1'))) IS NOT NULL, 'verify_ledger explains the difference');
 SELECT is_empty($$SELECT * FROM wallet.verify_ledger(pg_temp.id('a2'))$$, 'verify_ledger(bob): the untouched account is fine');
+-- A subtler forgery keeps bob's balance but moves his never-expiring points to an expiry date.
+SELECT lives_ok($$UPDATE wallet.accounts SET ledger = replace(ledger::text, '@never', '@2031-01-01T00:00:00+00:00')::wallet.points_ledger
+                   WHERE account_id = pg_temp.id('a2')$$, 'a superuser rewrites the expiry of bob''s lots');
+SELECT is(wallet.balance(pg_temp.id('a2'), '2031-01-02'), 0::bigint, 'the forged ledger would let bob''s points expire in 2031');
+SELECT results_eq($$SELECT account_id, stored_balance, replayed_balance FROM wallet.verify_ledger(pg_temp.id('a2'))$$,
+                  $$VALUES (pg_temp.id('a2'), 90::bigint, 90::bigint)$$,
+                  'verify_ledger finds a forgery that keeps the balance (the lots differ)');
 
 SELECT is_empty($$SELECT tag, sqlstate, message FROM op_errors$$, 'no operation that should succeed raised an error');
 
