@@ -90,6 +90,7 @@ SELECT wallet.ledger_expiring('lots={10@2027-01-01T00:00:00+00:00,20@2027-02-01T
 SELECT wallet.ledger_earned('months={2026-11:150,2026-10:20,2025-12:7}', f, t) AS earned, f, t
   FROM (VALUES ('2026-11-01'::timestamptz, '2026-12-01'::timestamptz), ('2026-10-01', '2026-12-01'),
                ('2025-12-01', '2026-12-01'), ('2025-12-02', '2026-11-01'), ('-infinity', 'infinity')) AS v(f, t);
+SELECT pg_temp.err($$SELECT wallet.ledger_earned('months={2026-11:9223372036854775807,2026-10:1}', '-infinity', 'infinity')$$) AS earned_overflow;
 SELECT * FROM wallet.ledger_lots('lots={10@2027-01-01T00:00:00+00:00,5@never} holds={4@2027-01-01T00:00:00+00:00[30@2028-01-01T00:00:00+00:00]}');
 SELECT * FROM wallet.ledger_totals('holds={4@2027-01-01T00:00:00+00:00[30@2028-01-01T00:00:00+00:00]} debt=3 earned=4 redeemed=5 expired=6');
 SELECT wallet.policy_expiry('2026-11-22 23:00+00', '12 months', 'month') AS month_policy,

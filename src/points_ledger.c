@@ -988,6 +988,8 @@ points_ledger_recv(PG_FUNCTION_ARGS)
 	}
 	else if (l.months[0] == 0)
 		bad_value(ERRCODE_INVALID_BINARY_REPRESENTATION, "The newest month of earned points must be non-zero.");
+	else if (l.last_month < (1 - 2000) * 12 + LEDGER_MONTHS || l.last_month > (294276 - 2000) * 12)
+		bad_value(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE, "The newest month of earned points is out of range.");
 	recv_lots(buf, &l.lots);
 	n = pq_getmsgint(buf, 4);
 	if (n < 0 || n > (buf->len - buf->cursor) / 20)
@@ -1072,8 +1074,13 @@ ledger_earned(PG_FUNCTION_ARGS)
 		{
 			TimestampTz start = month_start(l->last_month - i);
 
-			if (start >= from && start < to)
-				sum += l->months[i];	/* each bucket <= earned, which is a bigint */
+			if (start >= from && start < to &&
+				pg_add_s64_overflow(sum, l->months[i], &sum))
+				ereport(ERROR,
+						(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+						 errmsg("points out of range"),
+						 errdetail("The monthly earned points of the period add up to more than %lld.",
+								   (long long) PG_INT64_MAX)));
 		}
 	PG_RETURN_INT64(sum);
 }

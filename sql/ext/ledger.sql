@@ -184,6 +184,19 @@ COMMENT ON COLUMN wallet.entries.points IS 'points the caller asked for (signed 
 COMMENT ON COLUMN wallet.entries.expires_at IS 'accrue/adjust: expiry of the lot; hold: end of the hold; expire: the as_of cut-off';
 COMMENT ON COLUMN wallet.entries.policy IS 'reverse: within_balance or unlimited';
 
+-- pg_dump dumps the rows of these extension tables (and where their ids
+-- stand), so a dump and restore keeps every program, account and entry.
+-- Programs reference merchants, so their rows must be dumped too (calling
+-- this again for a table already marked is harmless).
+SELECT pg_catalog.pg_extension_config_dump('wallet.merchants', '');
+SELECT pg_catalog.pg_extension_config_dump('wallet.merchants_merchant_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('wallet.programs', '');
+SELECT pg_catalog.pg_extension_config_dump('wallet.programs_program_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('wallet.accounts', '');
+SELECT pg_catalog.pg_extension_config_dump('wallet.accounts_account_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('wallet.entries', '');
+SELECT pg_catalog.pg_extension_config_dump('wallet.entries_entry_id_seq', '');
+
 CREATE FUNCTION wallet.entries_append_only() RETURNS trigger
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
