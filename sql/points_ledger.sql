@@ -152,6 +152,14 @@ SELECT (s).amount, (s).ledger, wallet.ledger_earned((s).ledger, '2026-01-01', '2
 SELECT (s).amount, (s).lots, (s).ledger
   FROM (SELECT wallet.ledger_apply('lots={1@never} debt=2 redeemed=40', 'restore', '2026-12-01', NULL, NULL, NULL,
                                    ARRAY[10, 30], ARRAY['2027-01-01', NULL]::timestamptz[]) AS s) x;
+-- lots whose expiry passed while they were held or spent do not come back spendable:
+-- they count as expired at once, and the amount is what became spendable
+SELECT (s).amount, (s).balance_after, (s).lots, (s).ledger
+  FROM (SELECT wallet.ledger_apply('lots={5@never} redeemed=30', 'restore', '2027-01-15', NULL, NULL, NULL,
+                                   ARRAY[10, 20], ARRAY['2027-01-01', '2027-02-01']::timestamptz[]) AS s) x;
+SELECT (s).amount, (s).balance_after, (s).lots, (s).ledger
+  FROM (SELECT wallet.ledger_apply('lots={5@never} holds={8@2027-03-01T00:00:00+00:00[10@2027-01-01T00:00:00+00:00,20@2027-02-01T00:00:00+00:00]}',
+                                   'release', '2027-01-15', NULL, NULL, 8) AS s) x;
 -- overflow of a balance or total: WL205
 SELECT pg_temp.err($$SELECT wallet.ledger_apply('lots={9223372036854775807@never}', 'accrue', '2026-12-01', 1, NULL)$$) AS overflow;
 SELECT pg_temp.err($$SELECT wallet.ledger_apply('earned=9223372036854775807', 'accrue', '2026-12-01', 1, NULL)$$) AS earned_overflow;
@@ -295,6 +303,10 @@ SELECT wallet.balance_at(:a, (SELECT created_at FROM wallet.entries WHERE idempo
 SELECT * FROM wallet.program_liability(:p, '2026-01-01');
 SELECT * FROM wallet.program_liability(:p_never);
 SELECT reference, kind, amount FROM wallet.entries WHERE reference = 'order-4' ORDER BY entry_id;
+-- every entry's balance_after is the previous one plus its amount
+SELECT count(*) AS entries, count(*) FILTER (WHERE balance_after <> coalesce(prev, 0) + amount) AS chain_breaks
+  FROM (SELECT amount, balance_after, lag(balance_after) OVER (PARTITION BY account_id ORDER BY entry_id) AS prev
+          FROM wallet.entries) x;
 SELECT * FROM wallet.verify_ledger();
 SELECT sum(amount) = wallet.balance(:a, '2029-06-01') AS journal_sums_to_balance FROM wallet.entries WHERE account_id = :a;
 

@@ -126,6 +126,34 @@ credit(Ledger *l, int64 points, TimestampTz expires_at, LotList *added)
 	}
 }
 
+/*
+ * Lots coming back from a hold or a reversed redemption: those still alive
+ * at `at` become spendable (paying off a debt first), those whose expiry
+ * passed meanwhile count as expired at once, so that an entry's amount is
+ * always the change of the spendable balance.  Returns the points that
+ * became spendable.
+ */
+static int64
+give_back(Ledger *l, const LotList *lots, TimestampTz at)
+{
+	int64		alive = 0;
+	int			i;
+
+	for (i = 0; i < lots->n; i++)
+	{
+		const LedgerLot *lot = &lots->lots[i];
+
+		if (lot_alive(lot, at))
+		{
+			credit(l, lot->points, lot->expires_at, NULL);
+			add_total(&alive, lot->points, "balance");
+		}
+		else
+			add_total(&l->expired, lot->points, "lifetime expired total");
+	}
+	return alive;
+}
+
 static void
 add_earned_month(Ledger *l, TimestampTz at, int64 points)
 {
@@ -364,7 +392,6 @@ ledger_apply(PG_FUNCTION_ARGS)
 		int			i = find_hold(l, hold_id);
 		LedgerHold *h = &l->holds[i];
 		int64		held = lots_sum(&h->lots, at, true);
-		int			j;
 
 		if (kind[0] == 'c')
 		{
@@ -385,16 +412,11 @@ ledger_apply(PG_FUNCTION_ARGS)
 			/* held points are captured whatever their own lots' expiry: the hold guaranteed them */
 			take_fifo(&h->lots, at, true, points, &touched);
 			add_total(&l->redeemed, points, "lifetime redeemed total");
-			amount = held - points;
 		}
 		else
-		{
 			touched = h->lots;
-			amount = held;
-		}
-		/* what was not captured goes back to the spendable lots */
-		for (j = 0; j < h->lots.n; j++)
-			lots_add(&l->lots, h->lots.lots[j].points, h->lots.lots[j].expires_at, ERRCODE_WL_AMOUNT_OUT_OF_RANGE);
+		/* what was not captured goes back */
+		amount = give_back(l, &h->lots, at);
 		remove_hold(l, i);
 	}
 	else if (strcmp(kind, "expire") == 0)
@@ -489,11 +511,10 @@ ledger_apply(PG_FUNCTION_ARGS)
 			int64		p = pn[i] ? 0 : DatumGetInt64(pv[i]);
 
 			require_positive(p, pn[i], "restore");
-			credit(l, p, en[i] ? DT_NOEND : DatumGetTimestampTz(ev[i]), NULL);
 			lots_add(&touched, p, en[i] ? DT_NOEND : DatumGetTimestampTz(ev[i]), ERRCODE_WL_AMOUNT_OUT_OF_RANGE);
-			add_total(&amount, p, "restored points");
 		}
-		sub_total(&l->redeemed, amount);
+		sub_total(&l->redeemed, lots_sum(&touched, at, true));
+		amount = give_back(l, &touched, at);
 	}
 	else
 		ereport(ERROR,
@@ -511,7 +532,12 @@ ledger_apply(PG_FUNCTION_ARGS)
 
 	values[0] = PointerGetDatum(ledger_encode(l));
 	values[1] = Int64GetDatum(amount);
-	values[2] = Int64GetDatum(ledger_balance_at(l, at));
+	/*
+	 * Balance after: open holds count as held even if lapsed, so that every
+	 * entry's balance_after is the previous one plus its amount (a lapsed
+	 * hold is journalled by its own release entry).
+	 */
+	values[2] = Int64GetDatum(lots_sum(&l->lots, at, false) - l->debt);
 	values[3] = DirectFunctionCall1(jsonb_in, CStringGetDatum(json.data));
 	values[4] = TimestampTzGetDatum(next_event(l, &ne_null));
 	nulls[4] = ne_null;

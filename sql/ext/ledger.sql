@@ -171,7 +171,7 @@ COMMENT ON COLUMN wallet.entries.entry_id IS 'entry id, increasing in the order 
 COMMENT ON COLUMN wallet.entries.account_id IS 'account changed (a wallet.accounts.account_id)';
 COMMENT ON COLUMN wallet.entries.kind IS 'accrue, redeem, hold, capture, release, expire, reverse or adjust';
 COMMENT ON COLUMN wallet.entries.amount IS 'signed change of the spendable balance (0 where nothing spendable changed, e.g. a full capture)';
-COMMENT ON COLUMN wallet.entries.balance_after IS 'spendable balance right after the change';
+COMMENT ON COLUMN wallet.entries.balance_after IS 'spendable balance right after the change (open holds held): the previous entry''s balance_after plus amount';
 COMMENT ON COLUMN wallet.entries.idempotency_key IS 'caller''s key, unique per account forever (NULL for capture, release, expire)';
 COMMENT ON COLUMN wallet.entries.reason IS 'why the change was made';
 COMMENT ON COLUMN wallet.entries.reference IS 'external reference such as an order id (indexed); capture, release and reverse copy it from their hold or entry';
@@ -181,7 +181,7 @@ COMMENT ON COLUMN wallet.entries.reverses IS 'entry undone by a reverse entry';
 COMMENT ON COLUMN wallet.entries.actor IS 'current_user that made the change';
 COMMENT ON COLUMN wallet.entries.created_at IS 'instant the change was applied at (taken after the account was locked)';
 COMMENT ON COLUMN wallet.entries.points IS 'points the caller asked for (signed for adjust; NULL for a full capture, release, expire, reverse)';
-COMMENT ON COLUMN wallet.entries.expires_at IS 'accrue/adjust: expiry of the lot; hold: end of the hold; expire: the as_of cut-off';
+COMMENT ON COLUMN wallet.entries.expires_at IS 'accrue/adjust: expiry of the lot; hold: end of the hold; expire, and release of a lapsed hold: the as_of instant it took effect at';
 COMMENT ON COLUMN wallet.entries.policy IS 'reverse: within_balance or unlimited';
 
 -- pg_dump dumps the rows of these extension tables (and where their ids
@@ -287,8 +287,11 @@ BEGIN
         RETURN wallet.ledger_apply(l, e.kind, e.created_at, e.points, e.expires_at);
     WHEN 'hold' THEN
         RETURN wallet.ledger_apply(l, 'hold', e.created_at, e.points, e.expires_at, e.entry_id);
-    WHEN 'capture', 'release' THEN
-        RETURN wallet.ledger_apply(l, e.kind, e.created_at, e.points, NULL, e.hold_id);
+    WHEN 'capture' THEN
+        RETURN wallet.ledger_apply(l, 'capture', e.created_at, e.points, NULL, e.hold_id);
+    WHEN 'release' THEN
+        -- a lapsed hold settled by expire_points takes effect at its as_of
+        RETURN wallet.ledger_apply(l, 'release', coalesce(e.expires_at, e.created_at), NULL, NULL, e.hold_id);
     WHEN 'expire' THEN
         RETURN wallet.ledger_apply(l, 'expire', e.expires_at, NULL);
     WHEN 'reverse' THEN
@@ -327,9 +330,10 @@ END
 $$;
 COMMENT ON FUNCTION wallet.post_entry(wallet.points_ledger, wallet.entries) IS 'applies entry e to the locked account''s ledger l, stores the result and journals e';
 
--- Journal what time did to a locked account up to as_of: a release for each
--- lapsed hold, then one expire entry for the lots dead at as_of.  Returns
--- the number of expire entries posted (0 or 1).
+-- Journal what time did to a locked account up to as_of: one expire entry
+-- for the spendable lots dead at as_of, then a release (taking effect at
+-- as_of, recorded in expires_at) for each lapsed hold.  Returns the number of
+-- expire entries posted (0 or 1).
 CREATE FUNCTION wallet.settle_account(account_id bigint, as_of timestamptz, at timestamptz) RETURNS int
     LANGUAGE plpgsql
     AS $$
@@ -337,26 +341,31 @@ DECLARE
     l wallet.points_ledger;
     h record;
     e wallet.entries;
+    n int := 0;
 BEGIN
     SELECT a.ledger INTO l FROM wallet.accounts a WHERE a.account_id = settle_account.account_id;
-    FOR h IN SELECT DISTINCT x.hold_id FROM wallet.ledger_lots(l) x
-              WHERE x.hold_expires_at <= as_of ORDER BY x.hold_id LOOP
-        SELECT * INTO e FROM wallet.entries WHERE entry_id = h.hold_id;
-        e := ROW(NULL, settle_account.account_id, 'release', 0, 0, NULL, 'hold expired', e.reference, '[]',
-                 h.hold_id, NULL, NULL, at, NULL, NULL, NULL);
-        PERFORM wallet.post_entry(l, e);
-        SELECT a.ledger INTO l FROM wallet.accounts a WHERE a.account_id = settle_account.account_id;
-    END LOOP;
     IF EXISTS (SELECT FROM wallet.ledger_lots(l) x WHERE x.hold_id IS NULL AND x.expires_at <= as_of) THEN
         e := ROW(NULL, settle_account.account_id, 'expire', 0, 0, NULL, 'points expired', NULL, '[]',
                  NULL, NULL, NULL, at, NULL, as_of, NULL);
         PERFORM wallet.post_entry(l, e);
-        RETURN 1;
+        SELECT a.ledger INTO l FROM wallet.accounts a WHERE a.account_id = settle_account.account_id;
+        n := 1;
     END IF;
-    -- nothing left to journal: keep next_event exact anyway
-    UPDATE wallet.accounts a SET next_event = (wallet.ledger_apply(l, 'expire', as_of, NULL)).next_event
-     WHERE a.account_id = settle_account.account_id;
-    RETURN 0;
+    FOR h IN SELECT DISTINCT x.hold_id FROM wallet.ledger_lots(l) x
+              WHERE x.hold_expires_at <= as_of ORDER BY x.hold_id LOOP
+        SELECT * INTO e FROM wallet.entries WHERE entry_id = h.hold_id;
+        e := ROW(NULL, settle_account.account_id, 'release', 0, 0, NULL, 'hold expired', e.reference, '[]',
+                 h.hold_id, NULL, NULL, at, NULL, as_of, NULL);
+        PERFORM wallet.post_entry(l, e);
+        SELECT a.ledger INTO l FROM wallet.accounts a WHERE a.account_id = settle_account.account_id;
+    END LOOP;
+    -- FOUND: the loop released a hold
+    IF NOT FOUND AND n = 0 THEN
+        -- nothing was due after all: keep next_event exact anyway
+        UPDATE wallet.accounts a SET next_event = (wallet.ledger_apply(l, 'expire', as_of, NULL)).next_event
+         WHERE a.account_id = settle_account.account_id;
+    END IF;
+    RETURN n;
 END
 $$;
 COMMENT ON FUNCTION wallet.settle_account(bigint, timestamptz, timestamptz) IS 'journals lapsed holds (release) and expired lots (expire) of a locked account up to as_of';
@@ -371,7 +380,8 @@ CREATE TYPE wallet.locked_account AS (
     closed      boolean,
     expiry      interval,
     granularity text,
-    prior       wallet.entries
+    prior       wallet.entries,
+    at          timestamptz
 );
 COMMENT ON TYPE wallet.locked_account IS 'what wallet.lock_account returns to a posting';
 COMMENT ON COLUMN wallet.locked_account.ledger IS 'the account''s ledger, settled up to the posting''s instant';
@@ -380,8 +390,9 @@ COMMENT ON COLUMN wallet.locked_account.closed IS 'whether the program is closed
 COMMENT ON COLUMN wallet.locked_account.expiry IS 'the program''s expiry (NULL = never)';
 COMMENT ON COLUMN wallet.locked_account.granularity IS 'the program''s expiry granularity';
 COMMENT ON COLUMN wallet.locked_account.prior IS 'entry already posted on the account with the idempotency key, if any';
+COMMENT ON COLUMN wallet.locked_account.at IS 'the posting''s instant: the clock right after the lock was granted, so entries of an account are in time order';
 
-CREATE FUNCTION wallet.lock_account(account_id bigint, at timestamptz, idempotency_key text DEFAULT NULL)
+CREATE FUNCTION wallet.lock_account(account_id bigint, idempotency_key text DEFAULT NULL)
     RETURNS wallet.locked_account
     LANGUAGE plpgsql
     AS $$
@@ -398,6 +409,7 @@ BEGIN
     IF NOT FOUND THEN
         PERFORM wallet.unknown_account(lock_account.account_id);
     END IF;
+    r.at := clock_timestamp();
     IF idempotency_key IS NOT NULL THEN
         SELECT * INTO prior FROM wallet.entries x
          WHERE x.account_id = lock_account.account_id AND x.idempotency_key = lock_account.idempotency_key;
@@ -406,14 +418,14 @@ BEGIN
             RETURN r;   -- a retry: nothing will be posted, nothing to settle
         END IF;
     END IF;
-    IF due <= at THEN
-        PERFORM wallet.settle_account(lock_account.account_id, at, at);
+    IF due <= r.at THEN
+        PERFORM wallet.settle_account(lock_account.account_id, r.at, r.at);
         SELECT a.ledger INTO r.ledger FROM wallet.accounts a WHERE a.account_id = lock_account.account_id;
     END IF;
     RETURN r;
 END
 $$;
-COMMENT ON FUNCTION wallet.lock_account(bigint, timestamptz, text) IS 'locks an account row for a posting, settles due expiries and lapsed holds, returns its ledger, program policy and the entry already posted with idempotency_key';
+COMMENT ON FUNCTION wallet.lock_account(bigint, text) IS 'locks an account row for a posting, settles due expiries and lapsed holds, returns its ledger, program policy and the entry already posted with idempotency_key';
 
 -- What a posting does once its account is locked: return the earlier entry
 -- of an identical retry (same), refuse a reused key (WL002) or a closed
@@ -535,8 +547,8 @@ DECLARE
     a wallet.locked_account;
 BEGIN
     PERFORM wallet.check_posting(points, reason, idempotency_key, 'accrue');
-    at := clock_timestamp();
-    a := wallet.lock_account(account_id, at, idempotency_key);
+    a := wallet.lock_account(account_id, idempotency_key);
+    at := a.at;
     RETURN wallet.post_once(a,
         (a.prior).kind = 'accrue' AND (a.prior).points = points AND (a.prior).reason = reason
             AND (a.prior).reference IS NOT DISTINCT FROM reference
@@ -556,8 +568,8 @@ DECLARE
     a wallet.locked_account;
 BEGIN
     PERFORM wallet.check_posting(points, reason, idempotency_key, 'redeem');
-    at := clock_timestamp();
-    a := wallet.lock_account(account_id, at, idempotency_key);
+    a := wallet.lock_account(account_id, idempotency_key);
+    at := a.at;
     RETURN wallet.post_once(a,
         (a.prior).kind = 'redeem' AND (a.prior).points = points AND (a.prior).reason = reason
             AND (a.prior).reference IS NOT DISTINCT FROM reference,
@@ -581,8 +593,8 @@ BEGIN
         RAISE EXCEPTION 'time to live must be positive'
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A hold lasts a positive time, after which it stops holding.';
     END IF;
-    at := clock_timestamp();
-    a := wallet.lock_account(account_id, at, idempotency_key);
+    a := wallet.lock_account(account_id, idempotency_key);
+    at := a.at;
     -- the hold id is the entry id, known before the ledger changes
     id := CASE WHEN (a.prior).entry_id IS NULL THEN nextval('wallet.entries_entry_id_seq') END;
     RETURN wallet.post_once(a,
@@ -595,8 +607,8 @@ $$;
 COMMENT ON FUNCTION wallet.hold(bigint, bigint, text, interval, text, text) IS 'takes points out of the spendable balance for ttl; the returned entry_id is the hold id; idempotent on idempotency_key';
 
 -- Find a hold and lock its account; returns the closing entry if there is one.
-CREATE FUNCTION wallet.lock_hold(hold_id bigint, at timestamptz,
-        OUT h wallet.entries, OUT closing wallet.entries, OUT ledger wallet.points_ledger)
+CREATE FUNCTION wallet.lock_hold(hold_id bigint,
+        OUT h wallet.entries, OUT closing wallet.entries, OUT ledger wallet.points_ledger, OUT at timestamptz)
     LANGUAGE plpgsql
     AS $$
 BEGIN
@@ -607,15 +619,16 @@ BEGIN
     END IF;
     SELECT * INTO closing FROM wallet.entries x
      WHERE x.hold_id = lock_hold.hold_id AND x.kind IN ('capture', 'release');
+    at := clock_timestamp();
     IF closing.entry_id IS NULL THEN
-        ledger := (wallet.lock_account(h.account_id, at)).ledger;
+        SELECT x.ledger, x.at INTO ledger, at FROM wallet.lock_account(h.account_id) x;
         -- look again under the lock: a concurrent capture or release may have closed it
         SELECT * INTO closing FROM wallet.entries x
          WHERE x.hold_id = lock_hold.hold_id AND x.kind IN ('capture', 'release');
     END IF;
 END
 $$;
-COMMENT ON FUNCTION wallet.lock_hold(bigint, timestamptz) IS 'finds hold hold_id (WL206 if none), locks its account unless already closed, returns the closing capture or release entry if any';
+COMMENT ON FUNCTION wallet.lock_hold(bigint) IS 'finds hold hold_id (WL206 if none), locks its account unless already closed, returns the closing capture or release entry if any';
 
 CREATE FUNCTION wallet.hold_not_open(hold_id bigint, closing wallet.entries) RETURNS void
     LANGUAGE plpgsql
@@ -632,7 +645,7 @@ CREATE FUNCTION wallet.capture(hold_id bigint, points bigint DEFAULT NULL) RETUR
     LANGUAGE plpgsql
     AS $$
 DECLARE
-    at timestamptz := clock_timestamp();
+    at timestamptz;
     k record;
     e wallet.entries;
 BEGIN
@@ -640,7 +653,8 @@ BEGIN
         RAISE EXCEPTION 'invalid amount of points'
             USING ERRCODE = 'WL204', DETAIL = 'The points to capture must be a positive number, or NULL for the whole hold.';
     END IF;
-    k := wallet.lock_hold(hold_id, at);
+    k := wallet.lock_hold(hold_id);
+    at := k.at;
     IF (k.closing).kind = 'capture' AND (k.closing).points IS NOT DISTINCT FROM capture.points THEN
         RETURN k.closing;   -- the identical call, repeated
     END IF;
@@ -663,11 +677,12 @@ CREATE FUNCTION wallet.release(hold_id bigint) RETURNS wallet.entries
     LANGUAGE plpgsql
     AS $$
 DECLARE
-    at timestamptz := clock_timestamp();
+    at timestamptz;
     k record;
     e wallet.entries;
 BEGIN
-    k := wallet.lock_hold(hold_id, at);
+    k := wallet.lock_hold(hold_id);
+    at := k.at;
     IF (k.closing).kind = 'release' THEN
         RETURN k.closing;   -- released already (by this call before, or when the hold lapsed)
     ELSIF (k.closing).entry_id IS NOT NULL THEN
@@ -700,8 +715,8 @@ BEGIN
         RAISE EXCEPTION 'unknown entry'
             USING ERRCODE = 'WL212', DETAIL = format('There is no journal entry %s.', entry_id);
     END IF;
-    at := clock_timestamp();
-    a := wallet.lock_account(o.account_id, at, idempotency_key);
+    a := wallet.lock_account(o.account_id, idempotency_key);
+    at := a.at;
     IF (a.prior).entry_id IS NULL THEN
         IF o.kind NOT IN ('accrue', 'redeem', 'capture') THEN
             RAISE EXCEPTION 'entry not reversible'
@@ -734,8 +749,8 @@ DECLARE
     a wallet.locked_account;
 BEGIN
     PERFORM wallet.check_posting(points, reason, idempotency_key, 'adjust', signed => true);
-    at := clock_timestamp();
-    a := wallet.lock_account(account_id, at, idempotency_key);
+    a := wallet.lock_account(account_id, idempotency_key);
+    at := a.at;
     RETURN wallet.post_once(a,
         (a.prior).kind = 'adjust' AND (a.prior).points = points AND (a.prior).reason = reason,
         ROW(NULL, account_id, 'adjust', 0, 0, idempotency_key, reason, NULL, '[]', NULL, NULL, NULL, at, points,
