@@ -267,6 +267,8 @@ SELECT pg_temp.err(format('SELECT wallet.reverse(%s, %L, %L)', :r1, 'rev-1b', 'r
 SELECT pg_temp.err(format('SELECT wallet.reverse(%s, %L, %L)', :h1, 'rev-h', 'refund')) AS hold_not_reversible;
 SELECT pg_temp.err(format('SELECT wallet.reverse(%s, %L, %L)', 999999, 'rev-u', 'refund')) AS unknown_entry;
 SELECT pg_temp.err(format('SELECT wallet.reverse(%s, %L, %L, %L)', :r1, 'rev-p', 'refund', 'sometimes')) AS bad_policy;
+-- that posting first journalled the lapsed hold's release
+SELECT kind, amount, reason FROM wallet.entries WHERE hold_id = :h3 ORDER BY entry_id;
 SELECT entry_id AS c1 FROM wallet.entries WHERE kind = 'capture' AND hold_id = :h1 \gset
 SELECT kind, amount, lots FROM wallet.reverse(:c1, 'rev-c', 'refund of a capture');
 SELECT entry_id AS acc3 FROM wallet.entries WHERE idempotency_key = 'acc-3' \gset

@@ -99,14 +99,15 @@ require_positive(int64 points, bool isnull, const char *what)
 static void
 spend(Ledger *l, TimestampTz at, int64 points, LotList *taken)
 {
-	int64		avail = lots_sum(&l->lots, at, false);
+	/* a debt is owed before anything can be spent (credits pay it off first, so normally it is 0 here) */
+	int64		avail = lots_sum(&l->lots, at, false) - l->debt;
 
 	if (avail < points)
 		ereport(ERROR,
 				(errcode(ERRCODE_WL_INSUFFICIENT_POINTS),
 				 errmsg("insufficient points"),
 				 errdetail("The account has " INT64_FORMAT " spendable points and needs " INT64_FORMAT ".",
-						   avail - l->debt, points)));
+						   avail, points)));
 	take_fifo(&l->lots, at, false, points, taken);
 }
 

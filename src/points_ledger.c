@@ -156,11 +156,6 @@ month_start(int month)
 
 /* ---------- storage encoding ---------- */
 
-typedef struct Enc
-{
-	StringInfoData buf;
-} Enc;
-
 static void
 put_uvarint(StringInfo buf, uint64 v)
 {
