@@ -12,7 +12,7 @@
 -- call shows up as failed assertions on its values instead of aborting the file.
 BEGIN;
 SET LOCAL timezone = 'UTC';
-SELECT plan(235);
+SELECT plan(240);
 
 CREATE TEMP TABLE ids (name text PRIMARY KEY, id bigint NOT NULL);
 CREATE TEMP TABLE ops (tag text PRIMARY KEY, e wallet.entries NOT NULL);
@@ -341,6 +341,21 @@ SELECT pg_temp.op('f5', $$SELECT * FROM wallet.accrue(pg_temp.id('a6'), 40, 'k-f
 SELECT is((pg_temp.e('f5')).balance_after, 20::bigint, 'the next accrual clears the debt: balance 20');
 SELECT is(wallet.balance(pg_temp.id('a6'), '2030-05-16'), 0::bigint,
           'the 20 left are what remains of the 40-point lot (expiring 2030-05-15): the debt was paid before a lot was made');
+-- A debt made while points were held: once the hold is released, only the points net of the debt are spendable.
+INSERT INTO ids SELECT 'a14', wallet.open_account(pg_temp.id('p'), 'pia');
+SELECT pg_temp.op('pia1', $$SELECT * FROM wallet.accrue(pg_temp.id('a14'), 100, 'k-pia1', 'purchase', 'order-70')$$);
+SELECT pg_temp.op('pia2', $$SELECT * FROM wallet.accrue(pg_temp.id('a14'), 50, 'k-pia2', 'purchase', NULL, '2030-08-15 12:00+00')$$);
+SELECT pg_temp.op('h10', $$SELECT * FROM wallet.hold(pg_temp.id('a14'), 120, 'k-h10', '1 hour', 'checkout')$$);
+SELECT pg_temp.op('pia3', $$SELECT * FROM wallet.reverse(pg_temp.eid('pia1'), 'k-pia3', 'chargeback of order-70', 'unlimited')$$);
+SELECT is((pg_temp.e('pia3')).balance_after, -70::bigint, 'unlimited reversal while 120 are held: 30 taken from the lot, 70 owed');
+SELECT pg_temp.op('rel10', $$SELECT * FROM wallet.release(pg_temp.eid('h10'))$$);
+SELECT is((pg_temp.e('rel10')).balance_after, 50::bigint, 'the released 120 pay the 70 owed: balance 50');
+SELECT throws_ok($$SELECT wallet.redeem(pg_temp.id('a14'), 51, 'k-pia4', 'coupon')$$, 'WL203', NULL,
+                 'redeem beyond the balance net of the debt: WL203');
+SELECT throws_ok($$SELECT wallet.hold(pg_temp.id('a14'), 51, 'k-pia5', '1 hour', 'checkout')$$, 'WL203', NULL,
+                 'hold beyond the balance net of the debt: WL203');
+SELECT pg_temp.op('pia6', $$SELECT * FROM wallet.redeem(pg_temp.id('a14'), 50, 'k-pia6', 'coupon')$$);
+SELECT is((pg_temp.e('pia6')).balance_after, 0::bigint, 'the 50 net of the debt can be spent: balance 0');
 SELECT throws_ok($$SELECT wallet.reverse(pg_temp.eid('acc3'), 'k-rv-bad', 'x', 'sometimes')$$, '22023', NULL, 'reverse with an unknown policy: 22023');
 
 -- ---------------------------------------------------------------------------
