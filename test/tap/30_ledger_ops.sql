@@ -12,7 +12,7 @@
 -- call shows up as failed assertions on its values instead of aborting the file.
 BEGIN;
 SET LOCAL timezone = 'UTC';
-SELECT plan(240);
+SELECT plan(243);
 
 CREATE TEMP TABLE ids (name text PRIMARY KEY, id bigint NOT NULL);
 CREATE TEMP TABLE ops (tag text PRIMARY KEY, e wallet.entries NOT NULL);
@@ -214,6 +214,8 @@ SELECT is(wallet.balance(pg_temp.id('a2')), 50::bigint, 'refused captures leave 
 SELECT pg_temp.op('h3-retry', $$SELECT * FROM wallet.hold(pg_temp.id('a2'), 40, 'k-h3', '1 hour', 'checkout')$$);
 SELECT is((pg_temp.e('h3-retry')).entry_id, pg_temp.eid('h3'), 'hold retried with the same key returns the original hold');
 SELECT is(wallet.balance(pg_temp.id('a2')), 50::bigint, 'the hold retry holds nothing more');
+SELECT throws_ok($$SELECT wallet.hold(pg_temp.id('a2'), 40, 'k-h3', '2 hours', 'checkout')$$, 'WL002', NULL,
+                 'hold with a used key and another ttl: WL002');
 SELECT pg_temp.op('rel3', $$SELECT * FROM wallet.release(pg_temp.eid('h3'))$$);
 SELECT is((pg_temp.e('rel3')).kind, 'release', 'release posts an entry of kind release');
 SELECT is((pg_temp.e('rel3')).amount, 40::bigint, 'release: amount gives the 40 points back');
@@ -314,6 +316,8 @@ SELECT throws_ok($$SELECT wallet.reverse(pg_temp.eid('d1'), 'k-rv1b', 'refund ag
                  'reversing an entry twice (new key): WL210');
 SELECT pg_temp.op('rv1-retry', $$SELECT * FROM wallet.reverse(pg_temp.eid('d1'), 'k-rv1', 'refund of order-20')$$);
 SELECT is((pg_temp.e('rv1-retry')).entry_id, pg_temp.eid('rv1'), 'reverse retried with its key returns the original reversal');
+SELECT throws_ok($$SELECT wallet.reverse(pg_temp.eid('d2'), 'k-rv1', 'refund of order-20')$$, 'WL002', NULL,
+                 'reverse with a used key and another entry: WL002');
 SELECT is(pg_temp.n_entries(pg_temp.id('a4')), 4::bigint, 'dave: the retry posted nothing');
 
 -- An accrual whose points were all spent (it expired first, so FIFO spent it first) has nothing left to take back.
@@ -406,6 +410,8 @@ SELECT is((pg_temp.e('adj2')).amount, -5::bigint, 'adjust -5: amount -5');
 SELECT is((pg_temp.e('adj2')).balance_after, 120::bigint, 'adjust -5: balance_after 120');
 SELECT pg_temp.op('adj1-retry', $$SELECT * FROM wallet.adjust(pg_temp.id('a7'), 25, 'k-adj1', 'goodwill')$$);
 SELECT is((pg_temp.e('adj1-retry')).entry_id, pg_temp.eid('adj1'), 'adjust retried with its key returns the original entry');
+SELECT throws_ok($$SELECT wallet.adjust(pg_temp.id('a7'), 26, 'k-adj1', 'goodwill')$$, 'WL002', NULL,
+                 'adjust with a used key and other points: WL002');
 SELECT throws_ok($$SELECT wallet.adjust(pg_temp.id('a7'), 0, 'k-adj3', 'nothing')$$, 'WL204', NULL, 'adjust by 0: WL204');
 SELECT throws_ok($$SELECT wallet.adjust(pg_temp.id('a7'), -9223372036854775808, 'k-adj8', 'correction')$$, 'WL205', NULL,
                  'adjust by the smallest bigint: WL205');
