@@ -12,7 +12,7 @@
 -- call shows up as failed assertions on its values instead of aborting the file.
 BEGIN;
 SET LOCAL timezone = 'UTC';
-SELECT plan(243);
+SELECT plan(244);
 
 CREATE TEMP TABLE ids (name text PRIMARY KEY, id bigint NOT NULL);
 CREATE TEMP TABLE ops (tag text PRIMARY KEY, e wallet.entries NOT NULL);
@@ -511,10 +511,12 @@ SELECT pg_temp.op('l1c', $$SELECT * FROM wallet.accrue(pg_temp.id('l1'), 25, 'k-
 SELECT pg_temp.op('l1d', $$SELECT * FROM wallet.redeem(pg_temp.id('l1'), 20, 'k-l1d', 'coupon')$$);
 SELECT pg_temp.op('l2a', $$SELECT * FROM wallet.accrue(pg_temp.id('l2'), 10, 'k-l2a', 'purchase', NULL, '2030-01-20 12:00+00')$$);
 SELECT pg_temp.op('l2b', $$SELECT * FROM wallet.accrue(pg_temp.id('l2'), 5, 'k-l2b', 'purchase')$$);
+-- held points are still owed to the member: they stay in the liability
+SELECT pg_temp.op('l2c', $$SELECT * FROM wallet.hold(pg_temp.id('l2'), 12, 'k-l2c', '1 hour', 'checkout')$$);
 SELECT results_eq(
     $$SELECT date_trunc('month', expiry_month)::date, points FROM wallet.program_liability(pg_temp.id('pl')) ORDER BY 1 NULLS LAST$$,
     $$VALUES ('2030-01-01'::date, 90::bigint), ('2030-03-01', 40), (NULL, 30)$$,
-    'program_liability: outstanding points by expiry month (NULL = never), spent points excluded');
+    'program_liability: outstanding points by expiry month (NULL = never), spent points excluded, held points included');
 SELECT results_eq(
     $$SELECT date_trunc('month', expiry_month)::date, points FROM wallet.program_liability(pg_temp.id('pl'), '2030-02-01') ORDER BY 1 NULLS LAST$$,
     $$VALUES ('2030-03-01'::date, 40::bigint), (NULL, 30)$$,
@@ -558,6 +560,7 @@ SELECT is_empty($$SELECT * FROM wallet.verify_ledger()$$, 'verify_ledger: every 
 SELECT is_empty($$SELECT * FROM pg_temp.chain_breaks()$$,
                 'the journal explains every step: each entry''s balance_after is the running sum of the amounts up to it');
 SELECT is_empty($$SELECT * FROM wallet.verify_ledger(pg_temp.id('a1'))$$, 'verify_ledger(alice): nothing');
+SELECT throws_ok($$SELECT * FROM wallet.verify_ledger(-1)$$, 'WL201', NULL, 'verify_ledger of an unknown account: WL201');
 SELECT is_empty($$
     SELECT a.account_id, wallet.balance(a.account_id), pg_temp.journal_sum(a.account_id)
       FROM wallet.accounts a
