@@ -70,9 +70,10 @@ if [ -e "${tapfiles[0]}" ]; then
     fi
 fi
 
-# 3. Concurrency and fault tests: executables emitting TAP, run by prove.
-echo "== concurrency"
-conc=(test/concurrency/*.t)
+# 3. Repository checks, concurrency, crash and dump/restore tests: executables
+#    emitting TAP, run by prove.
+echo "== checks and concurrency"
+conc=(test/checks/*.t test/concurrency/*.t)
 if [ -e "${conc[0]}" ]; then
     prove -v "${conc[@]}" > "$TMPD/conc.out" 2>&1; rc=$?
     cat "$TMPD/conc.out"
