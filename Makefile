@@ -28,6 +28,10 @@ SQL_PARTS = \
 	sql/ext/ledger.sql
 
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
+# Released versions are frozen, committed files; every later version is
+# reached by the committed upgrade scripts (sql/wallet--A--B.sql).
+DATA = sql/$(EXTENSION)--0.1.0.sql \
+	sql/$(EXTENSION)--0.1.0--0.2.0.sql
 
 # pg_regress scripts in sql/, expected output in expected/ (PGXS layout).
 REGRESS = basics marketing_code points_ledger
