@@ -35,6 +35,9 @@ DATA = sql/$(EXTENSION)--0.1.0.sql \
 
 # pg_regress scripts in sql/, expected output in expected/ (PGXS layout).
 REGRESS = basics marketing_code points_ledger
+# Isolation specs in specs/, expected output in expected/; run by installcheck
+# against the running server (pg_isolation_regress), like REGRESS.
+ISOLATION = code_cache_snapshot
 
 SHLIB_LINK += -lsodium
 PG_CPPFLAGS += -DWALLET_VERSION='"$(EXTVERSION)"'

@@ -2,16 +2,21 @@
 """Reference implementation of the wallet marketing-code format (docs/code-format.md).
 
 Standard library only: a point-of-sale app can port this to any language
-that has BLAKE2b (for the key derivation) and HMAC-SHA-256.
+that has BLAKE2b with key, salt and personalisation (for the key
+derivation; a plain BLAKE2b is not enough) and HMAC-SHA-256.
 
-    python3 docs/code_reference.py ROOT_KEY_HEX CAMPAIGN SERIAL VERSION [PREFIX] [MAC_BITS]
+INSTALLATION is the database's installation id (SELECT wallet.installation_id()),
+or "legacy" for a key version made by wallet 0.1.0 (code_keys.installation_id NULL).
+
+    python3 docs/code_reference.py ROOT_KEY_HEX INSTALLATION CAMPAIGN SERIAL VERSION [PREFIX] [MAC_BITS]
         prints the code's text form
-    python3 docs/code_reference.py --check ROOT_KEY_HEX CODE CURRENT_PREFIX MAC_BITS
+    python3 docs/code_reference.py --check ROOT_KEY_HEX INSTALLATION CODE CURRENT_PREFIX MAC_BITS
         prints ok / malformed / mistyped / forged (key versions are not checked here)
 """
 import hashlib
 import hmac
 import sys
+import uuid
 
 B32 = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 CHECK = B32 + "*~$=U"
@@ -19,12 +24,22 @@ CAMPAIGN_WIDTHS = (8, 16, 20, 32)
 SERIAL_WIDTHS = (16, 24, 32, 38)
 
 
-def code_key(root_key: bytes, campaign: int, version: int) -> bytes:
-    """libsodium crypto_kdf_derive_from_key(32, subkey_id=campaign, ctx="WLCODE"+version(BE16), root_key)."""
-    ctx = b"WLCODE" + version.to_bytes(2, "big")
-    return hashlib.blake2b(b"", digest_size=32, key=root_key,
-                           salt=campaign.to_bytes(8, "little") + bytes(8),
-                           person=ctx + bytes(8)).digest()
+def code_key(root_key: bytes, installation, campaign: int, version: int) -> bytes:
+    """The code key of (installation, campaign, version); installation = None for a legacy key version."""
+    if installation is None:
+        # 0.1.0: libsodium crypto_kdf_derive_from_key(32, subkey_id=campaign, ctx="WLCODE"+version(BE16), root_key)
+        ctx = b"WLCODE" + version.to_bytes(2, "big")
+        return hashlib.blake2b(b"", digest_size=32, key=root_key,
+                               salt=campaign.to_bytes(8, "little") + bytes(8),
+                               person=ctx + bytes(8)).digest()
+    # bound: BLAKE2b-256(BE32(campaign) || BE16(version), key=root, salt=installation id, person="WLCODE-KEY-BOUND")
+    return hashlib.blake2b(campaign.to_bytes(4, "big") + version.to_bytes(2, "big"), digest_size=32,
+                           key=root_key, salt=installation, person=b"WLCODE-KEY-BOUND").digest()
+
+
+def installation_id(text: str):
+    """The 16 bytes of an installation id as SQL prints it (a uuid), or None for "legacy"."""
+    return None if text == "legacy" else uuid.UUID(text).bytes
 
 
 def fold(s: str) -> str:
@@ -38,8 +53,8 @@ def mac_message(campaign, serial, version, prefix, mac_bits) -> bytes:
             + serial.to_bytes(8, "big") + version.to_bytes(2, "big"))
 
 
-def mac(root_key, campaign, serial, version, prefix, mac_bits) -> int:
-    key = code_key(root_key, campaign, version)
+def mac(root_key, installation, campaign, serial, version, prefix, mac_bits) -> int:
+    key = code_key(root_key, installation, campaign, version)
     digest = hmac.new(key, mac_message(campaign, serial, version, prefix, mac_bits), hashlib.sha256).digest()
     return int.from_bytes(digest[:8], "big") >> (64 - mac_bits)
 
@@ -59,12 +74,12 @@ def width_class(x, widths):
     return next(k for k, w in enumerate(widths) if x < (1 << w))
 
 
-def encode(root_key, campaign, serial, version=1, prefix="", mac_bits=40) -> str:
+def encode(root_key, installation, campaign, serial, version=1, prefix="", mac_bits=40) -> str:
     cw, sw = width_class(campaign, CAMPAIGN_WIDTHS), width_class(serial, SERIAL_WIDTHS)
     m_flag, v_flag = int(mac_bits != 40), int(version != 1)
     body, bits = 0, 0
     fields = [(campaign, CAMPAIGN_WIDTHS[cw]), (serial, SERIAL_WIDTHS[sw]),
-              (mac(root_key, campaign, serial, version, prefix, mac_bits), mac_bits)]
+              (mac(root_key, installation, campaign, serial, version, prefix, mac_bits), mac_bits)]
     if v_flag:
         fields.append((version, 10))
     if m_flag:
@@ -130,13 +145,13 @@ def decode(text):
 if __name__ == "__main__":
     a = sys.argv[1:]
     if a and a[0] == "--check":
-        root, code, prefix, mac_bits = bytes.fromhex(a[1]), a[2], a[3], int(a[4])
+        root, inst, code, prefix, mac_bits = bytes.fromhex(a[1]), installation_id(a[2]), a[3], a[4], int(a[5])
         status, f = decode(code)
         if status == "ok" and (f["mac_bits"] != mac_bits or fold(f["prefix"]) != fold(prefix)
-                               or mac(root, f["campaign"], f["serial"], f["version"], f["prefix"], mac_bits) != f["mac"]):
+                               or mac(root, inst, f["campaign"], f["serial"], f["version"], f["prefix"], mac_bits) != f["mac"]):
             status = "forged"
         print(status)
     else:
-        root = bytes.fromhex(a[0])
-        print(encode(root, int(a[1]), int(a[2]), int(a[3]), a[4] if len(a) > 4 else "",
-                     int(a[5]) if len(a) > 5 else 40))
+        root, inst = bytes.fromhex(a[0]), installation_id(a[1])
+        print(encode(root, inst, int(a[2]), int(a[3]), int(a[4]), a[5] if len(a) > 5 else "",
+                     int(a[6]) if len(a) > 6 else 40))

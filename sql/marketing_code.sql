@@ -1,9 +1,14 @@
 -- wallet.marketing_code: test vectors, text and binary round-trips, input
 -- errors, accessors, operators and operator classes.
--- The cluster runs with the fixed TEST-ONLY root key of test/root_key.sh,
--- so the codes below are the test vectors of docs/code-format.md.
+-- The cluster runs with the fixed TEST-ONLY root key of test/root_key.sh
+-- and the database gets its TEST-ONLY installation id, so the codes below
+-- are the test vectors of docs/code-format.md.
 CREATE EXTENSION wallet;
 SET search_path = wallet, public;
+-- The TEST-ONLY installation id of the vectors (test/root_key.sh): an INSERT
+-- replaces the id while no key version is bound to it, as pg_restore does.
+INSERT INTO wallet.installation (installation_id) VALUES ('00112233-4455-6677-8899-aabbccddeeff');
+SELECT installation_id, wallet.installation_id() = installation_id AS function_agrees FROM wallet.installation;
 
 SELECT wallet.create_merchant('Vector Shop') AS merchant_id \gset
 
@@ -45,20 +50,20 @@ SELECT code FROM wallet.generate_codes(3, 1) AS code;
 
 -- Every vector authenticates, and its fields come back out of the value.
 CREATE TABLE vectors (code wallet.marketing_code);
-INSERT INTO vectors VALUES ('0400-3TGW-XFCS-M0W'), ('ZZZZ-ZZZZ-ZEX9-8TZN-E6H'), ('SHOP-040Z-81BB-TG6B-BG00-91GV'),
-    ('ABCDEFGH-1ZZZ-ZZZZ-ZZZZ-ZZYJ-87GM-P06V-01XZ-ZY1Z-C'), ('OIL9-0301-6GC3-Q0AW-0GG');
+INSERT INTO vectors VALUES ('0400-2P71-0GTW-R0='), ('ZZZZ-ZZZZ-ZJTP-5KA1-C66'), ('SHOP-040Z-8D1D-PVNP-2WM0-91GS'),
+    ('ABCDEFGH-1ZZZ-ZZZZ-ZZZZ-ZZYY-SKX2-DPN6-HNHQ-ZY1Z-E'), ('OIL9-0301-6M51-FRNG-0G$');
 SELECT code, code_campaign(code), code_serial(code), code_key_version(code), code_mac_bits(code),
        code_prefix(code), code_authentic(code), (parse_code(code::text)).status
   FROM vectors ORDER BY code;
 
 -- Text input: case, spaces and hyphens do not matter; O reads as 0, I and L as 1.
-SELECT 'zzzz zzzz zex9 8tzn e6h'::wallet.marketing_code = 'ZZZZ-ZZZZ-ZEX9-8TZN-E6H' AS spaces_and_case;
-SELECT 'O4OO-3TGW-XFCS-MOW'::wallet.marketing_code AS o_reads_as_zero;
-SELECT ' 0400 - 3tgw - xfcs - m0w '::wallet.marketing_code AS hyphens_and_spaces;
-SELECT 'SHOP040Z81BBTG6BBG0091GV'::wallet.marketing_code AS no_hyphens;
+SELECT 'zzzz zzzz zjtp 5ka1 c66'::wallet.marketing_code = 'ZZZZ-ZZZZ-ZJTP-5KA1-C66' AS spaces_and_case;
+SELECT 'O4OO-2P71-OGTW-RO='::wallet.marketing_code AS o_reads_as_zero;
+SELECT ' 0400 - 2p71 - 0gtw - r0= '::wallet.marketing_code AS hyphens_and_spaces;
+SELECT 'SHOP040Z8D1DPVNP2WM091GS'::wallet.marketing_code AS no_hyphens;
 -- The prefix too reads O as 0 and I, L as 1: the same code (equal, authentic) though written as typed.
-SELECT c, c = 'OIL9-0301-6GC3-Q0AW-0GG' AS same_code, code_authentic(c), code_prefix(c)
-  FROM (VALUES ('011-9-0301-6GC3-Q0AW-0GG'::wallet.marketing_code), ('oli9 0301 6gc3 q0aw 0gg')) v(c);
+SELECT c, c = 'OIL9-0301-6M51-FRNG-0G$' AS same_code, code_authentic(c), code_prefix(c)
+  FROM (VALUES ('011-9-0301-6M51-FRNG-0G$'::wallet.marketing_code), ('oli9 0301 6m51 frng 0g$')) v(c);
 
 -- Text round-trips: output -> input gives the same value and the same text.
 SELECT count(*) AS codes, count(*) FILTER (WHERE c::text::wallet.marketing_code = c AND c::text::wallet.marketing_code::text = c::text) AS round_trips
@@ -110,18 +115,18 @@ SELECT '0400200000000030C'::wallet.marketing_code;                 -- non-canoni
 -- parse_code never raises for bad input: it classifies.
 SELECT input, (p).status, (p).code
   FROM (SELECT input, wallet.parse_code(input) AS p FROM (VALUES
-        ('0400-3TGW-XFCS-M0W'), ('0400-3TGX-XFCS-M0W'), ('0400-T3GW-XFCS-M0W'), ('0400-3T_W-XFCS-M0W'),
+        ('0400-2P71-0GTW-R0='), ('0400-3TGX-XFCS-M0W'), ('0400-T3GW-XFCS-M0W'), ('0400-3T_W-XFCS-M0W'),
         (''), ('0004002000000001Z'), ('ABCDEFGHJ04002000000000F'),
-        ('0400-3TGW-DFCS-M0X'),            -- MAC changed, check symbol fixed up: forged
-        ('0R00-3G6G-QGHK-C0K'),            -- right MAC, but campaign 6 does not exist: forged
-        ('SH0P-040Z-81BB-TG6B-BG00-91GV'), -- the prefix read as typed: still the same code
-        ('SHOQ-040Z-8TZ7-0FMV-NP40-91GU'), -- right MAC for another prefix: forged
-        ('SHOP-020F-M3N7-63WC-081G-3')     -- right MAC, but 32 bits where the campaign has 48: forged
+        ('0400-2P71-DGTW-R0J'),            -- MAC changed, check symbol fixed up: forged
+        ('0R00-200X-4AY9-A0Z'),            -- right MAC, but campaign 6 does not exist: forged
+        ('SH0P-040Z-8D1D-PVNP-2WM0-91GS'), -- the prefix read as typed: still the same code
+        ('SHOQ-040Z-8F5P-SEZ7-E2G0-91GG'), -- right MAC for another prefix: forged
+        ('SHOP-020F-MC5S-Z2C0-081G-6')     -- right MAC, but 32 bits where the campaign has 48: forged
        ) v(input)) s;
 
 -- Binary send/recv: the leading byte is the format version.
-SELECT substr(wallet.marketing_code_send('SHOP-040Z-81BB-TG6B-BG00-91GV'), 1, 1) AS format_version,
-       length(wallet.marketing_code_send('SHOP-040Z-81BB-TG6B-BG00-91GV')) AS bytes;
+SELECT substr(wallet.marketing_code_send('SHOP-040Z-8D1D-PVNP-2WM0-91GS'), 1, 1) AS format_version,
+       length(wallet.marketing_code_send('SHOP-040Z-8D1D-PVNP-2WM0-91GS')) AS bytes;
 -- Binary round-trip through COPY (FORMAT binary), via a file in the server's data directory.
 CREATE TABLE copy_src (id int, code wallet.marketing_code);
 INSERT INTO copy_src SELECT row_number() OVER (), c FROM (SELECT code FROM vectors UNION ALL SELECT wallet.generate_codes(2, 50)) s(c);
@@ -153,21 +158,21 @@ SELECT am.amname, opc.opcname, opc.opcdefault, amvalidate(opc.oid)
 -- A unique btree index refuses a second copy of a code, however it is written.
 CREATE TABLE issued (code wallet.marketing_code PRIMARY KEY);
 INSERT INTO issued SELECT wallet.generate_codes(3, 100);
-INSERT INTO issued VALUES ('OIL9-0301-6GC3-Q0AW-0GG');
-INSERT INTO issued VALUES ('011-9-0301-6GC3-Q0AW-0GG');
+INSERT INTO issued VALUES ('OIL9-0301-6M51-FRNG-0G$');
+INSERT INTO issued VALUES ('011-9-0301-6M51-FRNG-0G$');
 SET enable_seqscan = off;
-EXPLAIN (COSTS OFF) SELECT * FROM issued WHERE code = 'OIL9-0301-6GC3-Q0AW-0GG';
-SELECT * FROM issued WHERE code = 'oil9 0301 6gc3 q0aw 0gg';
+EXPLAIN (COSTS OFF) SELECT * FROM issued WHERE code = 'OIL9-0301-6M51-FRNG-0G$';
+SELECT * FROM issued WHERE code = 'oil9 0301 6m51 frng 0g$';
 RESET enable_seqscan;
 
 -- Hash: consistent with = (equal codes written differently hash alike), usable in hash joins and hash indexes.
-SELECT wallet.marketing_code_hash('OIL9-0301-6GC3-Q0AW-0GG') = wallet.marketing_code_hash('0119-0301-6GC3-Q0AW-0GG') AS hash_consistent,
-       wallet.marketing_code_hash_extended('OIL9-0301-6GC3-Q0AW-0GG', 7) = wallet.marketing_code_hash_extended('0IL9-0301-6GC3-Q0AW-0GG', 7) AS hash_extended_consistent;
+SELECT wallet.marketing_code_hash('OIL9-0301-6M51-FRNG-0G$') = wallet.marketing_code_hash('0119-0301-6M51-FRNG-0G$') AS hash_consistent,
+       wallet.marketing_code_hash_extended('OIL9-0301-6M51-FRNG-0G$', 7) = wallet.marketing_code_hash_extended('0IL9-0301-6M51-FRNG-0G$', 7) AS hash_extended_consistent;
 CREATE INDEX issued_hash ON issued USING hash (code);
 SET enable_seqscan = off;
 SET enable_bitmapscan = off;
-EXPLAIN (COSTS OFF) SELECT * FROM issued WHERE code = 'OIL9-0301-6GC3-Q0AW-0GG';
-SELECT count(*) FROM issued WHERE code = 'OIL9-0301-6GC3-Q0AW-0GG';
+EXPLAIN (COSTS OFF) SELECT * FROM issued WHERE code = 'OIL9-0301-6M51-FRNG-0G$';
+SELECT count(*) FROM issued WHERE code = 'OIL9-0301-6M51-FRNG-0G$';
 RESET enable_seqscan;
 RESET enable_bitmapscan;
 SET enable_mergejoin = off;
@@ -181,7 +186,7 @@ SELECT count(DISTINCT code) AS distinct_codes FROM (SELECT code FROM issued UNIO
 -- Casts to and from text.
 SELECT castsource::regtype, casttarget::regtype, castcontext, castmethod
   FROM pg_cast WHERE 'wallet.marketing_code'::regtype IN (castsource, casttarget) ORDER BY 1, 2;
-SELECT CAST('SHOP-040Z-81BB-TG6B-BG00-91GV'::text AS wallet.marketing_code) AS from_text,
-       CAST('SHOP-040Z-81BB-TG6B-BG00-91GV'::wallet.marketing_code AS text) AS to_text;
+SELECT CAST('SHOP-040Z-8D1D-PVNP-2WM0-91GS'::text AS wallet.marketing_code) AS from_text,
+       CAST('SHOP-040Z-8D1D-PVNP-2WM0-91GS'::wallet.marketing_code AS text) AS to_text;
 
 DROP EXTENSION wallet CASCADE;

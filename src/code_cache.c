@@ -14,6 +14,9 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
+#include "utils/uuid.h"
+#include "access/xact.h"
 
 #include "keys.h"
 #include "code_cache.h"
@@ -23,6 +26,23 @@ static bool cache_valid = false;
 static bool callback_registered = false;
 static Oid	campaigns_relid = InvalidOid;
 static Oid	code_keys_relid = InvalidOid;
+
+/*
+ * Whether wallet.code_keys has the column installation_id (0.2.0): a
+ * database still on the 0.1.0 SQL has none, and all its key versions use the
+ * legacy derivation.
+ */
+static bool code_keys_bound = false;
+
+/*
+ * Entries are read with a fresh snapshot, taken after the invalidations
+ * processed so far, so that no change whose invalidation this backend has
+ * already consumed can be missing from them.  A parallel operation cannot
+ * take one: entries read then (under the statement's or the transaction's
+ * snapshot) are dropped when the transaction ends, so that a stale entry
+ * never outlives the snapshot it was read under.
+ */
+static bool transient_entries = false;
 
 /* Bounds memory when many unknown campaign ids are looked up (forgeries). */
 #define CAMPAIGN_CACHE_MAX 10000
@@ -40,6 +60,25 @@ campaign_cache_callback(Datum arg, Oid relid)
 }
 
 static void
+campaign_cache_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+			if (transient_entries)
+				cache_valid = false;
+			transient_entries = false;
+			break;
+		default:
+			break;
+	}
+}
+
+static void
 campaign_cache_reset(void)
 {
 	HASHCTL		ctl;
@@ -48,6 +87,7 @@ campaign_cache_reset(void)
 	if (!callback_registered)
 	{
 		CacheRegisterRelcacheCallback(campaign_cache_callback, (Datum) 0);
+		RegisterXactCallback(campaign_cache_xact_callback, NULL);
 		callback_registered = true;
 	}
 	if (campaign_cache != NULL)
@@ -61,7 +101,11 @@ campaign_cache_reset(void)
 	nsp = get_namespace_oid("wallet", true);
 	campaigns_relid = OidIsValid(nsp) ? get_relname_relid("campaigns", nsp) : InvalidOid;
 	code_keys_relid = OidIsValid(nsp) ? get_relname_relid("code_keys", nsp) : InvalidOid;
+	/* ALTER EXTENSION UPDATE adds the column: the relcache callback resets us */
+	code_keys_bound = OidIsValid(code_keys_relid) &&
+		get_attnum(code_keys_relid, "installation_id") != InvalidAttrNumber;
 	cache_valid = true;
+	transient_entries = false;
 }
 
 static void
@@ -71,19 +115,33 @@ campaign_load(CampaignInfo *info)
 	Datum		args[1];
 	uint64		i;
 	int			rc;
+	bool		have_installation = false;
+	SPIPlanPtr	plan;
+	Snapshot	snap = InvalidSnapshot;
 
 	args[0] = Int64GetDatum((int64) info->campaign_id);
 	info->exists = false;
 	memset(info->known, 0, sizeof(info->known));
 	memset(info->retired, 0, sizeof(info->retired));
+	memset(info->bound, 0, sizeof(info->bound));
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	rc = SPI_execute_with_args(
-		"SELECT c.mac_bits, c.prefix, c.current_key_version, k.key_version, k.retired_at IS NOT NULL"
-		"  FROM wallet.campaigns c LEFT JOIN wallet.code_keys k ON k.campaign_id = c.campaign_id"
-		" WHERE c.campaign_id = $1",
-		1, argtypes, args, NULL, true, 0);
+	plan = SPI_prepare(code_keys_bound
+					   ? "SELECT c.mac_bits, c.prefix, c.current_key_version, k.key_version, k.retired_at IS NOT NULL, k.installation_id"
+					   "  FROM wallet.campaigns c LEFT JOIN wallet.code_keys k ON k.campaign_id = c.campaign_id"
+					   " WHERE c.campaign_id = $1"
+					   : "SELECT c.mac_bits, c.prefix, c.current_key_version, k.key_version, k.retired_at IS NOT NULL, NULL::pg_catalog.uuid"
+					   "  FROM wallet.campaigns c LEFT JOIN wallet.code_keys k ON k.campaign_id = c.campaign_id"
+					   " WHERE c.campaign_id = $1",
+					   1, argtypes);
+	if (plan == NULL)
+		elog(ERROR, "preparing the read of wallet.campaigns failed: %s", SPI_result_code_string(SPI_result));
+	if (IsInParallelMode())
+		transient_entries = true;	/* read under the current snapshot, see above */
+	else
+		snap = GetLatestSnapshot();
+	rc = SPI_execute_snapshot(plan, args, NULL, snap, InvalidSnapshot, true, false, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "reading wallet.campaigns failed: %s", SPI_result_code_string(rc));
 	for (i = 0; i < SPI_processed; i++)
@@ -124,6 +182,20 @@ campaign_load(CampaignInfo *info)
 				info->known[v >> 3] |= 1 << (v & 7);
 				if (DatumGetBool(SPI_getbinval(tup, td, 5, &isnull)))
 					info->retired[v >> 3] |= 1 << (v & 7);
+				d = SPI_getbinval(tup, td, 6, &isnull);
+				if (!isnull)
+				{
+					const pg_uuid_t *u = DatumGetUUIDP(d);
+
+					/* one installation id per database (wallet.installation has one row) */
+					if (have_installation &&
+						memcmp(info->installation_id, u->data, UUID_LEN) != 0)
+						elog(ERROR, "key versions of campaign %u are bound to different installation ids",
+							 info->campaign_id);
+					memcpy(info->installation_id, u->data, UUID_LEN);
+					have_installation = true;
+					info->bound[v >> 3] |= 1 << (v & 7);
+				}
 			}
 		}
 	}
@@ -136,6 +208,7 @@ campaign_info(uint32 campaign_id)
 	CampaignInfo *info;
 	CampaignInfo loaded;
 	bool		found;
+	int			tries;
 
 	if (!cache_valid || campaign_cache == NULL ||
 		hash_get_num_entries(campaign_cache) >= CAMPAIGN_CACHE_MAX)
@@ -144,12 +217,28 @@ campaign_info(uint32 campaign_id)
 	if (info != NULL)
 		return info;
 
-	/* load first, insert after: an error while loading leaves no half entry */
+	/*
+	 * Load first, insert after: an error while loading leaves no half entry.
+	 * The snapshot is taken after planning has locked the tables (which
+	 * processes pending invalidations), so it shows every change announced
+	 * so far.  Should an invalidation still arrive while loading, the change
+	 * it announces may be missing: load again.
+	 */
 	memset(&loaded, 0, sizeof(loaded));
 	loaded.campaign_id = campaign_id;
-	campaign_load(&loaded);
-	if (!cache_valid)
-		campaign_cache_reset();	/* changed while loading: start over clean */
+	for (tries = 0;; tries++)
+	{
+		campaign_load(&loaded);
+		if (cache_valid)
+			break;
+		campaign_cache_reset();
+		if (tries == 2)
+		{
+			/* still changing: use it, but only until the transaction ends */
+			transient_entries = true;
+			break;
+		}
+	}
 	info = hash_search(campaign_cache, &campaign_id, HASH_ENTER, &found);
 	memcpy(info, &loaded, sizeof(loaded));
 	return info;
@@ -177,7 +266,7 @@ code_verify(const CodeFields *f)
 	if (strcmp(folded, info->prefix_folded) != 0)
 		return CODE_AUTH_FORGED;
 
-	mac = code_compute_mac(f);
+	mac = code_compute_mac(f, CAMPAIGN_VERSION_INSTALLATION(info, f->version));
 	for (i = 0; i < 8; i++)
 	{
 		want[i] = (unsigned char) (mac >> (56 - 8 * i));

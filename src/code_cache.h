@@ -19,9 +19,18 @@ typedef struct CampaignInfo
 	uint16		current_version;
 	uint8		known[(CODE_MAX_VERSION + 8) / 8];	/* bit per key version with a key row */
 	uint8		retired[(CODE_MAX_VERSION + 8) / 8];	/* ... and retired */
+	uint8		bound[(CODE_MAX_VERSION + 8) / 8];	/* ... bound to installation_id */
+	uint8		installation_id[16];	/* what bound versions are bound to */
 } CampaignInfo;
 
 #define CAMPAIGN_VERSION_BIT(set, v) (((set)[(v) >> 3] >> ((v) & 7)) & 1)
+
+/*
+ * The installation id key version v is bound to, or NULL when v uses the
+ * legacy derivation of 0.1.0 (code_compute_mac's second argument).
+ */
+#define CAMPAIGN_VERSION_INSTALLATION(info, v) \
+	(CAMPAIGN_VERSION_BIT((info)->bound, (v)) ? (info)->installation_id : NULL)
 
 /* The cached campaign (exists = false for an unknown one). */
 extern const CampaignInfo *campaign_info(uint32 campaign_id);

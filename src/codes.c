@@ -26,6 +26,8 @@
 typedef struct GenerateState
 {
 	CodeFields	f;				/* template: campaign, version, prefix, MAC bits */
+	bool		bound;			/* the version's key is bound to installation_id */
+	uint8		installation_id[16];
 	uint64		next;			/* next serial to emit */
 	uint64		end;			/* one past the last reserved serial */
 } GenerateState;
@@ -206,6 +208,9 @@ generate_codes(PG_FUNCTION_ARGS)
 			st->f.version = info->current_version;
 			st->f.mac_bits = info->mac_bits;
 			strlcpy(st->f.prefix, info->prefix, sizeof(st->f.prefix));
+			/* copied: the cache may be rebuilt while the codes stream out */
+			st->bound = CAMPAIGN_VERSION_INSTALLATION(info, st->f.version) != NULL;
+			memcpy(st->installation_id, info->installation_id, sizeof(st->installation_id));
 			if (!CAMPAIGN_VERSION_BIT(info->known, st->f.version))
 				ereport(ERROR,
 						(errcode(ERRCODE_WALLET_UNKNOWN_KEY_VERSION),
@@ -229,7 +234,7 @@ generate_codes(PG_FUNCTION_ARGS)
 		MarketingCode *c = palloc(sizeof(MarketingCode));
 
 		st->f.serial = st->next++;
-		st->f.mac = code_compute_mac(&st->f);
+		st->f.mac = code_compute_mac(&st->f, st->bound ? st->installation_id : NULL);
 		code_pack(&st->f, c);
 		SRF_RETURN_NEXT(funcctx, MarketingCodePGetDatum(c));
 	}

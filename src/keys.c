@@ -216,25 +216,51 @@ wallet_require_root_key(void)
 }
 
 /*
- * crypto_kdf_derive_from_key: BLAKE2b-256 keyed with the root key, salt =
- * subkey id (the campaign id, little-endian 64-bit) and personalisation =
- * the 8-byte context "WLCODE" + key version (big-endian 16-bit); see
- * docs/code-format.md.
+ * Legacy (0.1.0) derivation, unbound: crypto_kdf_derive_from_key, i.e.
+ * BLAKE2b-256 keyed with the root key, salt = subkey id (the campaign id,
+ * little-endian 64-bit) and personalisation = the 8-byte context "WLCODE" +
+ * key version (big-endian 16-bit).  The same in every database of the
+ * server: kept only so that codes issued before the upgrade keep validating.
+ *
+ * Bound derivation (every key version made by 0.2.0): BLAKE2b-256 keyed with
+ * the root key over BE32(campaign id) || BE16(key version), with salt = the
+ * database's 16-byte installation id and personalisation = the 16 bytes
+ * "WLCODE-KEY-BOUND".  See docs/code-format.md.
  */
 void
-code_key_derive(uint32 campaign_id, uint16 key_version, unsigned char *out)
+code_key_derive(uint32 campaign_id, uint16 key_version, const uint8 *installation_id,
+				unsigned char *out)
 {
-	char		ctx[crypto_kdf_CONTEXTBYTES] = {'W', 'L', 'C', 'O', 'D', 'E', 0, 0};
 	int			rc;
 
 	wallet_require_root_key();
-	ctx[6] = (char) (key_version >> 8);
-	ctx[7] = (char) (key_version & 0xff);
 	sodium_mprotect_readonly(root_key);
-	rc = crypto_kdf_derive_from_key(out, 32, (uint64_t) campaign_id, ctx, root_key);
+	if (installation_id == NULL)
+	{
+		char		ctx[crypto_kdf_CONTEXTBYTES] = {'W', 'L', 'C', 'O', 'D', 'E', 0, 0};
+
+		ctx[6] = (char) (key_version >> 8);
+		ctx[7] = (char) (key_version & 0xff);
+		rc = crypto_kdf_derive_from_key(out, 32, (uint64_t) campaign_id, ctx, root_key);
+	}
+	else
+	{
+		static const unsigned char personal[crypto_generichash_blake2b_PERSONALBYTES] = "WLCODE-KEY-BOUND";
+		unsigned char msg[6];
+
+		msg[0] = (unsigned char) (campaign_id >> 24);
+		msg[1] = (unsigned char) (campaign_id >> 16);
+		msg[2] = (unsigned char) (campaign_id >> 8);
+		msg[3] = (unsigned char) campaign_id;
+		msg[4] = (unsigned char) (key_version >> 8);
+		msg[5] = (unsigned char) key_version;
+		rc = crypto_generichash_blake2b_salt_personal(out, 32, msg, sizeof(msg),
+													  root_key, WALLET_ROOT_KEY_BYTES,
+													  installation_id, personal);
+	}
 	sodium_mprotect_noaccess(root_key);
 	if (rc != 0)
-		elog(ERROR, "crypto_kdf_derive_from_key failed");
+		elog(ERROR, "code key derivation failed");
 }
 
 /*
@@ -248,6 +274,8 @@ typedef struct KeySlot
 {
 	uint32		campaign_id;
 	uint16		key_version;	/* 0 = empty slot (versions start at 1) */
+	bool		bound;			/* bound derivation (else legacy) */
+	uint8		installation_id[WALLET_INSTALLATION_ID_BYTES];	/* when bound */
 	crypto_auth_hmacsha256_state state;
 } KeySlot;
 
@@ -262,8 +290,21 @@ key_cache_free(int code, Datum arg)
 	key_cache = NULL;
 }
 
+/* Whether slot holds the key of (campaign_id, key_version, installation_id). */
+static bool
+key_slot_matches(const KeySlot *slot, uint32 campaign_id, uint16 key_version,
+				 const uint8 *installation_id)
+{
+	if (slot->campaign_id != campaign_id || slot->key_version != key_version)
+		return false;
+	if (installation_id == NULL)
+		return !slot->bound;
+	return slot->bound &&
+		memcmp(slot->installation_id, installation_id, WALLET_INSTALLATION_ID_BYTES) == 0;
+}
+
 const crypto_auth_hmacsha256_state *
-code_key_state(uint32 campaign_id, uint16 key_version)
+code_key_state(uint32 campaign_id, uint16 key_version, const uint8 *installation_id)
 {
 	uint32		h;
 	KeySlot    *slot;
@@ -281,13 +322,14 @@ code_key_state(uint32 campaign_id, uint16 key_version)
 		on_proc_exit(key_cache_free, (Datum) 0);
 	}
 
+	/* versions of both derivations share a probe run: the match tells them apart */
 	h = (campaign_id * 2654435761u) ^ (key_version * 40503u);
 	for (;;)
 	{
 		slot = &key_cache[h & (KEY_CACHE_SLOTS - 1)];
 		if (slot->key_version == 0)
 			break;
-		if (slot->campaign_id == campaign_id && slot->key_version == key_version)
+		if (key_slot_matches(slot, campaign_id, key_version, installation_id))
 			return &slot->state;
 		h++;
 	}
@@ -297,13 +339,16 @@ code_key_state(uint32 campaign_id, uint16 key_version)
 	{
 		sodium_memzero(key_cache, sizeof(KeySlot) * KEY_CACHE_SLOTS);
 		key_cache_used = 0;
-		return code_key_state(campaign_id, key_version);
+		return code_key_state(campaign_id, key_version, installation_id);
 	}
-	code_key_derive(campaign_id, key_version, key);
+	code_key_derive(campaign_id, key_version, installation_id, key);
 	crypto_auth_hmacsha256_init(&slot->state, key, sizeof(key));
 	sodium_memzero(key, sizeof(key));
 	slot->campaign_id = campaign_id;
 	slot->key_version = key_version;
+	slot->bound = installation_id != NULL;
+	if (installation_id != NULL)
+		memcpy(slot->installation_id, installation_id, WALLET_INSTALLATION_ID_BYTES);
 	key_cache_used++;
 	return &slot->state;
 }

@@ -12,6 +12,9 @@
 
 #define WALLET_ROOT_KEY_BYTES 32
 
+/* The database's installation id (wallet.installation, a uuid's 16 bytes). */
+#define WALLET_INSTALLATION_ID_BYTES 16
+
 /* WL001: a function needs the root key and the server has none */
 #define ERRCODE_WALLET_ROOT_KEY_NOT_LOADED MAKE_SQLSTATE('W','L','0','0','1')
 
@@ -25,16 +28,21 @@ extern bool wallet_root_key_loaded(void);
 extern void wallet_require_root_key(void);
 
 /*
- * The HMAC-SHA-256 state keyed with the code key of (campaign_id, key_version),
- * after the key set-up: copy it, then update with the message and finalise.
- * Cached per backend in locked, guarded memory; raises WL001 without root key.
+ * The HMAC-SHA-256 state keyed with the code key of (campaign_id, key_version)
+ * bound to installation_id (16 bytes), or derived the legacy, unbound way of
+ * 0.1.0 when installation_id is NULL; after the key set-up: copy it, then
+ * update with the message and finalise.  Cached per backend in locked,
+ * guarded memory; raises WL001 without root key.
  */
-extern const crypto_auth_hmacsha256_state *code_key_state(uint32 campaign_id, uint16 key_version);
+extern const crypto_auth_hmacsha256_state *code_key_state(uint32 campaign_id, uint16 key_version,
+														  const uint8 *installation_id);
 
 /*
- * The raw code key of (campaign_id, key_version) into out[32] (for the
- * documented derivation; callers must sodium_memzero it).
+ * The raw code key of (campaign_id, key_version, installation_id or NULL)
+ * into out[32] (the derivation of docs/code-format.md; callers must
+ * sodium_memzero it).
  */
-extern void code_key_derive(uint32 campaign_id, uint16 key_version, unsigned char *out);
+extern void code_key_derive(uint32 campaign_id, uint16 key_version, const uint8 *installation_id,
+							unsigned char *out);
 
 #endif							/* WALLET_KEYS_H */

@@ -195,13 +195,13 @@ code_mac_message(const CodeFields *f, unsigned char *msg)
 }
 
 uint64
-code_compute_mac(const CodeFields *f)
+code_compute_mac(const CodeFields *f, const uint8 *installation_id)
 {
 	unsigned char msg[CODE_MAC_MESSAGE_BYTES];
 
 	code_mac_message(f, msg);
 	/* the keyed state is cached: one HMAC per message, no key set-up */
-	return code_hmac64(code_key_state(f->campaign, f->version), msg) >> (64 - f->mac_bits);
+	return code_hmac64(code_key_state(f->campaign, f->version, installation_id), msg) >> (64 - f->mac_bits);
 }
 
 /* ---- text form ---------------------------------------------------------- */

@@ -31,3 +31,8 @@ root_key_random() {
     fi
     _root_key_protect "$file"
 }
+
+# TEST-ONLY installation id: tests that need the test vectors of
+# docs/code-format.md give the database this id (an INSERT into
+# wallet.installation replaces it while no key version is bound to it).
+WALLET_TEST_INSTALLATION_ID=00112233-4455-6677-8899-aabbccddeeff

@@ -35,17 +35,23 @@ echo "cluster: $PGBIN, socket $PGHOST, port $PGPORT"
 passed=0; failed=0
 log_tail() { echo "---- server log (tail) ----"; tail -n 40 "$DATA/server.log"; }
 
-# 1. pg_regress (and isolation specs, when the Makefile lists any).
-echo "== pg_regress"
-out=$(make -C . PG_CONFIG="$PG_CONFIG" installcheck 2>&1); rc=$?
-echo "$out" | grep -E '^(test |     |ok |not ok|=+|.*tests (passed|failed))' | grep -v '^=\+$' || true
-while read -r n; do passed=$((passed + n)); done < <(echo "$out" | sed -n -E 's/^ *All ([0-9]+) tests passed.*/\1/p')
-while read -r f t; do passed=$((passed + t - f)); failed=$((failed + f)); done < <(echo "$out" | sed -n -E 's/^ *([0-9]+) of ([0-9]+) tests failed.*/\1 \2/p')
-if [ $rc -ne 0 ]; then
-    if ! echo "$out" | grep -qE 'tests failed'; then failed=$((failed + 1)); echo "$out" | tail -n 30; fi
-    for d in regression.diffs output_iso/regression.diffs; do [ -f "$d" ] && { echo "---- $d ----"; cat "$d"; }; done
-    log_tail
-fi
+# 1. pg_regress, then the isolation specs (pg_isolation_regress), each its own
+#    installcheck so that a failing pg_regress test does not skip the specs.
+count_regress() {   # count_regress LABEL DIFFS MAKE-ARGS...: one installcheck, counted
+    local label=$1 diffs=$2 out rc; shift 2
+    echo "== $label"
+    out=$(make -C . PG_CONFIG="$PG_CONFIG" installcheck "$@" 2>&1); rc=$?
+    echo "$out" | grep -E '^(test |     |ok |not ok|=+|.*tests (passed|failed))' | grep -v '^=\+$' || true
+    while read -r n; do passed=$((passed + n)); done < <(echo "$out" | sed -n -E 's/^ *All ([0-9]+) tests passed.*/\1/p')
+    while read -r f t; do passed=$((passed + t - f)); failed=$((failed + f)); done < <(echo "$out" | sed -n -E 's/^ *([0-9]+) of ([0-9]+) tests failed.*/\1 \2/p')
+    if [ $rc -ne 0 ]; then
+        if ! echo "$out" | grep -qE 'tests failed'; then failed=$((failed + 1)); echo "$out" | tail -n 30; fi
+        [ -f "$diffs" ] && { echo "---- $diffs ----"; cat "$diffs"; }
+        log_tail
+    fi
+}
+count_regress "pg_regress" regression.diffs ISOLATION=
+count_regress "isolation" output_iso/regression.diffs REGRESS=
 
 # Count TAP results from a verbose prove/pg_prove run on stdin.
 count_tap() {

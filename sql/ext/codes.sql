@@ -163,11 +163,78 @@ COMMENT ON COLUMN wallet.campaigns.max_redemptions_total IS 'cap on all redempti
 COMMENT ON COLUMN wallet.campaigns.current_key_version IS 'key version that signs new codes (see wallet.rotate_code_key)';
 COMMENT ON COLUMN wallet.campaigns.created_at IS 'when the campaign was created';
 
+-- The installation id (issue 7).  The root key is server-wide and campaign
+-- ids start at 1 in every database, so keys derived from them alone would be
+-- the same in every database of the server: a campaign 7 with this one's
+-- prefix and MAC length, created in another database, would mint this
+-- database's codes.  So every key version made since 0.2.0 is bound to the
+-- database's installation id, a random uuid made by CREATE EXTENSION (or by
+-- ALTER EXTENSION UPDATE from 0.1.0); docs/code-format.md has the derivation.
+-- pg_dump keeps it, so a restored copy validates the same codes, and shares
+-- the id: a copy that must not accept the original's codes needs a root key
+-- of its own.
+CREATE TABLE wallet.installation (
+    installation_id uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE UNIQUE INDEX installation_one_row ON wallet.installation ((true));
+COMMENT ON TABLE wallet.installation IS 'the one row holding this database''s installation id, bound into every code key made since 0.2.0';
+COMMENT ON COLUMN wallet.installation.installation_id IS 'random id made when wallet 0.2.0 was installed here; never changes (not a secret)';
+COMMENT ON COLUMN wallet.installation.created_at IS 'when the id was made';
+COMMENT ON INDEX wallet.installation_one_row IS 'keeps wallet.installation to one row';
+INSERT INTO wallet.installation DEFAULT VALUES;
+SELECT pg_catalog.pg_extension_config_dump('wallet.installation', '');
+
+CREATE FUNCTION wallet.installation_id() RETURNS uuid
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$ SELECT i.installation_id FROM wallet.installation i $$;
+COMMENT ON FUNCTION wallet.installation_id()
+    IS 'this database''s installation id, bound into every code key made since 0.2.0 (no secret: with the root key it derives the keys, docs/code-format.md)';
+
+-- UPDATE, DELETE and TRUNCATE are refused.  An INSERT replaces the id only
+-- while no key version is bound to it: pg_restore loads the dumped id right
+-- after CREATE EXTENSION made a new one (wallet.code_keys references this
+-- table, so pg_dump loads this table's rows before the key versions).
+CREATE FUNCTION wallet.installation_guard() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        IF EXISTS (SELECT 1 FROM wallet.code_keys k WHERE k.installation_id IS NOT NULL) THEN
+            RAISE EXCEPTION 'wallet already has an installation id'
+                USING ERRCODE = 'WL120',
+                      DETAIL = 'Key versions are bound to the installation id, so replacing it would void every code they signed.';
+        END IF;
+        DELETE FROM wallet.installation;
+        RETURN NEW;
+    END IF;
+    -- the DELETE just above, from this trigger's INSERT branch
+    IF TG_OP = 'DELETE' AND pg_trigger_depth() > 1 THEN
+        RETURN OLD;
+    END IF;
+    RAISE EXCEPTION 'the installation id of wallet cannot change'
+        USING ERRCODE = 'WL120',
+              DETAIL = 'Every code key made since 0.2.0 is derived from it, so changing or deleting it would void the codes they signed.',
+              HINT = 'A copy of the database that must not accept the original''s codes needs a root key of its own.';
+END
+$$;
+COMMENT ON FUNCTION wallet.installation_guard()
+    IS 'trigger: refuses UPDATE, DELETE and TRUNCATE of wallet.installation; an INSERT (pg_restore) replaces the id while no key version is bound to it';
+CREATE TRIGGER installation_guard BEFORE INSERT OR UPDATE OR DELETE ON wallet.installation
+    FOR EACH ROW EXECUTE FUNCTION wallet.installation_guard();
+CREATE TRIGGER installation_guard_truncate BEFORE TRUNCATE ON wallet.installation
+    FOR EACH STATEMENT EXECUTE FUNCTION wallet.installation_guard();
+COMMENT ON TRIGGER installation_guard ON wallet.installation IS 'keeps the installation id from changing once key versions are bound to it';
+COMMENT ON TRIGGER installation_guard_truncate ON wallet.installation IS 'refuses TRUNCATE of the installation id';
+
 CREATE TABLE wallet.code_keys (
     campaign_id bigint NOT NULL REFERENCES wallet.campaigns ON DELETE CASCADE,
     key_version int NOT NULL CHECK (key_version BETWEEN 1 AND 1023),
     created_at timestamptz NOT NULL DEFAULT now(),
     retired_at timestamptz,
+    installation_id uuid DEFAULT wallet.installation_id() REFERENCES wallet.installation,
     PRIMARY KEY (campaign_id, key_version)
 );
 COMMENT ON TABLE wallet.code_keys IS 'key versions of each campaign; the keys themselves are derived from the root key, never stored';
@@ -175,6 +242,7 @@ COMMENT ON COLUMN wallet.code_keys.campaign_id IS 'campaign the key version belo
 COMMENT ON COLUMN wallet.code_keys.key_version IS 'key version (1 to 1023), carried in every code it signs';
 COMMENT ON COLUMN wallet.code_keys.created_at IS 'when the version was created';
 COMMENT ON COLUMN wallet.code_keys.retired_at IS 'when the version was retired (its codes no longer validate); NULL = active';
+COMMENT ON COLUMN wallet.code_keys.installation_id IS 'installation id the version''s key is bound to (every version made since 0.2.0); NULL = the legacy key of a version made by 0.1.0, the same in every database';
 
 -- The tables hold user data: pg_dump must dump their rows (and the identity's position).
 SELECT pg_catalog.pg_extension_config_dump('wallet.campaigns', '');
@@ -224,6 +292,113 @@ CREATE TRIGGER campaigns_guard BEFORE UPDATE OF prefix, mac_bits, current_key_ve
     FOR EACH ROW EXECUTE FUNCTION wallet.campaigns_guard();
 COMMENT ON TRIGGER campaigns_guard ON wallet.campaigns IS 'keeps prefix and mac_bits fixed and current_key_version from going back';
 
+-- A key version without installation id uses the legacy derivation of 0.1.0,
+-- which is the same in every database of the server: only the table's owner
+-- may create one (pg_restore of an upgraded database does), and no key
+-- version's binding can change.
+CREATE FUNCTION wallet.code_keys_guard() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' THEN
+        IF NEW.installation_id IS DISTINCT FROM OLD.installation_id THEN
+            RAISE EXCEPTION 'the key binding of key version % of campaign % cannot change', OLD.key_version, OLD.campaign_id
+                USING ERRCODE = 'WL121',
+                      DETAIL = 'Every code of the version is signed with the key of its binding.',
+                      HINT = 'Use wallet.rotate_code_key to make a new key version.';
+        END IF;
+    ELSIF NEW.installation_id IS NULL
+          AND NOT pg_has_role((SELECT c.relowner FROM pg_class c WHERE c.oid = TG_RELID), 'USAGE') THEN
+        RAISE EXCEPTION 'key version % of campaign % must be bound to the installation', NEW.key_version, NEW.campaign_id
+            USING ERRCODE = 'WL121',
+                  DETAIL = 'An unbound key version (made by wallet 0.1.0) has the same key in every database of the server; only the owner of wallet.code_keys may load one.',
+                  HINT = 'Leave installation_id to its default.';
+    END IF;
+    RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION wallet.code_keys_guard()
+    IS 'trigger: new key versions are bound to the installation (unbound ones only by the table''s owner), and no binding changes';
+CREATE TRIGGER code_keys_guard BEFORE INSERT OR UPDATE OF installation_id ON wallet.code_keys
+    FOR EACH ROW EXECUTE FUNCTION wallet.code_keys_guard();
+COMMENT ON TRIGGER code_keys_guard ON wallet.code_keys IS 'binds new key versions to the installation and keeps every binding fixed';
+
+-- A campaign that has issued codes must never go: deleting it would cascade
+-- away its key versions and redemptions, and a campaign inserted again with
+-- its id would accept all its codes as never redeemed.  So no campaign is
+-- deleted (end it instead), and an id given explicitly must be one the
+-- identity has not handed out yet.
+CREATE FUNCTION wallet.campaigns_keep() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF TG_OP = 'TRUNCATE' THEN
+        RAISE EXCEPTION 'campaigns cannot be truncated'
+            USING ERRCODE = 'WL122',
+                  DETAIL = 'Deleting campaigns would delete their key versions and redemptions, and a campaign created again with the same id would accept their codes as never redeemed.',
+                  HINT = 'End a campaign by setting its ends_at, and retire its key versions if its codes must stop validating.';
+    END IF;
+    RAISE EXCEPTION 'campaign % cannot be deleted', OLD.campaign_id
+        USING ERRCODE = 'WL122',
+              DETAIL = 'Deleting it would delete its key versions and redemptions, and a campaign created again with its id would accept its codes as never redeemed.',
+              HINT = 'End the campaign by setting its ends_at, and retire its key versions if its codes must stop validating.';
+END
+$$;
+COMMENT ON FUNCTION wallet.campaigns_keep() IS 'trigger: refuses DELETE and TRUNCATE of campaigns';
+CREATE TRIGGER campaigns_keep BEFORE DELETE ON wallet.campaigns
+    FOR EACH ROW EXECUTE FUNCTION wallet.campaigns_keep();
+CREATE TRIGGER campaigns_keep_truncate BEFORE TRUNCATE ON wallet.campaigns
+    FOR EACH STATEMENT EXECUTE FUNCTION wallet.campaigns_keep();
+COMMENT ON TRIGGER campaigns_keep ON wallet.campaigns IS 'campaigns are never deleted (end them instead)';
+COMMENT ON TRIGGER campaigns_keep_truncate ON wallet.campaigns IS 'campaigns are never truncated';
+
+-- An id drawn from the identity by this insert equals the session's currval.
+-- pg_restore loads the dumped ids while the identity is still fresh, or (in a
+-- parallel restore) after its position but always after the campaign's
+-- serial sequence, which is then not yet tied to the table (only the owner
+-- can make such a sequence).  SECURITY DEFINER: reading the identity's
+-- sequence belongs to the owner, not to whoever may insert campaigns.
+CREATE FUNCTION wallet.campaigns_fresh_id() RETURNS trigger
+    LANGUAGE plpgsql
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    last bigint;
+    called boolean;
+    drawn bigint;
+BEGIN
+    SELECT s.last_value, s.is_called INTO last, called FROM wallet.campaigns_campaign_id_seq s;
+    IF called AND NEW.campaign_id <= last THEN
+        BEGIN
+            drawn := currval('wallet.campaigns_campaign_id_seq'::regclass);
+        EXCEPTION WHEN object_not_in_prerequisite_state THEN
+            drawn := NULL;      -- this session drew none
+        END;
+        IF drawn IS DISTINCT FROM NEW.campaign_id
+           AND NOT EXISTS (SELECT 1 FROM pg_class s
+                            WHERE s.oid = to_regclass(format('wallet.%I', 'campaign_' || NEW.campaign_id || '_serials'))
+                              AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                                               WHERE d.classid = 'pg_class'::regclass AND d.objid = s.oid AND d.deptype = 'a'
+                                                 AND d.refclassid = 'pg_class'::regclass
+                                                 AND d.refobjid = 'wallet.campaigns'::regclass)) THEN
+            RAISE EXCEPTION 'campaign id % was already handed out', NEW.campaign_id
+                USING ERRCODE = 'WL123',
+                      DETAIL = format('Campaign ids up to %s have been handed out; a campaign created again with an earlier id would accept that campaign''s codes.', last),
+                      HINT = 'Leave campaign_id to its identity, as wallet.create_campaign does.';
+        END IF;
+    END IF;
+    RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION wallet.campaigns_fresh_id()
+    IS 'trigger: refuses a new campaign whose explicit id the identity has already handed out';
+CREATE TRIGGER campaigns_fresh_id BEFORE INSERT ON wallet.campaigns
+    FOR EACH ROW EXECUTE FUNCTION wallet.campaigns_fresh_id();
+COMMENT ON TRIGGER campaigns_fresh_id ON wallet.campaigns IS 'campaign ids are never reused';
+
 -- Each campaign's serial numbers come from a sequence of its own, so that
 -- generate_codes reserves them outside the caller's transaction and without
 -- locking the campaign row.  The sequence is owned by the campaign_id column:
@@ -232,8 +407,8 @@ COMMENT ON TRIGGER campaigns_guard ON wallet.campaigns IS 'keeps prefix and mac_
 -- than create_campaign makes it, so that campaigns inserted by hand get one too;
 -- SECURITY DEFINER because CREATE on schema wallet and owning the table (for
 -- OWNED BY) belong to the extension's owner, not to whoever may insert campaigns.
--- Deleting a campaign keeps its sequence: an id reused by hand then continues
--- its serials instead of repeating codes already handed out.
+-- Campaigns are never deleted (wallet.campaigns_keep); should one be deleted
+-- anyway, its sequence stays, so an id reused by hand continues its serials.
 -- pg_dump leaves out OWNED BY for a column of an extension's table, so when
 -- pg_restore loads the campaigns (the sequence exists by then, at its dumped
 -- position) the trigger ties the sequence to the column again.

@@ -44,25 +44,27 @@ CREATE TABLE made AS
     FROM wallet.campaigns c JOIN pos p USING (campaign_id);
 SQL
 q -c "COPY (SELECT campaign_id, serial, version, prefix, mac_bits, code FROM made ORDER BY 1) TO STDOUT" > "$TMP/made.tsv"
+INST=$(q -c "SELECT wallet.installation_id()")
 
-python3 - "$ROOT/docs" "$WALLET_TEST_ROOT_KEY" "$TMP/made.tsv" > "$TMP/py.out" 2>&1 <<'PY'
+python3 - "$ROOT/docs" "$WALLET_TEST_ROOT_KEY" "$TMP/made.tsv" "$INST" > "$TMP/py.out" 2>&1 <<'PY'
 import sys
 sys.path.insert(0, sys.argv[1])
-from code_reference import encode, decode, mac
+from code_reference import encode, decode, mac, installation_id
 root = bytes.fromhex(sys.argv[2])
+inst = installation_id(sys.argv[4])   # the database's own, random id
 enc_bad = dec_bad = 0
 n = 0
 for line in open(sys.argv[3]):
     campaign, serial, version, prefix, mac_bits, code = line.rstrip("\n").split("\t")
     campaign, serial, version, mac_bits = int(campaign), int(serial), int(version), int(mac_bits)
     n += 1
-    mine = encode(root, campaign, serial, version, prefix, mac_bits)
+    mine = encode(root, inst, campaign, serial, version, prefix, mac_bits)
     if mine != code:
         enc_bad += 1
         print("# encode differs: server %s, reference %s (%s)" % (code, mine, line.strip()))
     status, f = decode(code)
     if status != "ok" or (f["campaign"], f["serial"], f["version"], f["prefix"], f["mac_bits"]) != (campaign, serial, version, prefix, mac_bits) \
-            or f["mac"] != mac(root, campaign, serial, version, prefix, mac_bits):
+            or f["mac"] != mac(root, inst, campaign, serial, version, prefix, mac_bits):
         dec_bad += 1
         print("# decode differs for %s: %s %s" % (code, status, f))
 print("rows %d encode_bad %d decode_bad %d" % (n, enc_bad, dec_bad))

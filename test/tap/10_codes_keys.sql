@@ -2,7 +2,7 @@
 BEGIN;
 -- wallet's operators live in schema wallet, like its functions
 SET LOCAL search_path = public, wallet;
-SELECT plan(82);
+SELECT plan(101);
 
 SELECT wallet.create_merchant('Keys Coffee') AS m \gset
 SELECT wallet.create_campaign(:m, 'spring', 'kc') AS c \gset
@@ -157,6 +157,48 @@ SELECT ok((SELECT count(*) FROM (SELECT 1 FROM pg_proc WHERE proname IN ('code_a
     'code_authentic and parse_code are PARALLEL SAFE');
 SELECT is((SELECT count(*) FILTER (WHERE wallet.code_authentic(code) AND (wallet.parse_code(code::text)).status = 'ok') FROM pcodes), 5000::bigint,
     'a parallel scan authenticates all 5000 codes');
+
+-- Key versions are bound to this database's installation id (issue 7): the
+-- one row of wallet.installation, kept by pg_dump, never changed.
+SELECT is((SELECT count(*) FROM wallet.installation), 1::bigint, 'wallet.installation holds one row');
+SELECT is(wallet.installation_id(), (SELECT installation_id FROM wallet.installation), 'wallet.installation_id() returns it');
+SELECT is((SELECT count(*) FROM wallet.code_keys WHERE installation_id IS DISTINCT FROM wallet.installation_id()), 0::bigint,
+    'every key version made by create_campaign and rotate_code_key is bound to it');
+SELECT ok('wallet.installation'::regclass = ANY ((SELECT extconfig FROM pg_extension WHERE extname = 'wallet')::oid[]),
+    'pg_dump dumps wallet.installation (pg_extension_config_dump)');
+SELECT throws_ok($$UPDATE wallet.installation SET installation_id = gen_random_uuid()$$, 'WL120', 'the installation id of wallet cannot change',
+    'UPDATE of the installation id: WL120');
+SELECT throws_ok($$UPDATE wallet.installation SET created_at = now()$$, 'WL120', 'the installation id of wallet cannot change',
+    'no UPDATE at all: WL120');
+SELECT throws_ok($$DELETE FROM wallet.installation$$, 'WL120', 'the installation id of wallet cannot change', 'DELETE: WL120');
+SELECT throws_ok($$TRUNCATE wallet.installation CASCADE$$, 'WL120', 'the installation id of wallet cannot change', 'TRUNCATE: WL120');
+SELECT throws_ok($$INSERT INTO wallet.installation DEFAULT VALUES$$, 'WL120', 'wallet already has an installation id',
+    'a second id once key versions are bound to the first: WL120');
+SELECT throws_ok(format('UPDATE wallet.code_keys SET installation_id = NULL WHERE campaign_id = %s', :c), 'WL121',
+    format('the key binding of key version 1 of campaign %s cannot change', :c), 'unbinding a key version: WL121');
+SELECT is((SELECT count(*) FROM wallet.installation WHERE installation_id = wallet.installation_id()), 1::bigint, 'the id is unchanged');
+
+-- Campaigns are never deleted and their ids never reused (issue 7): deleting
+-- one cascaded away its key versions and redemptions, and inserting its id
+-- again revived all its codes with no redemption history.
+SELECT wallet.create_campaign(:m, 'kept', 'KEPT') AS kept \gset
+CREATE TEMP TABLE kept_code AS SELECT x AS code FROM wallet.generate_codes(:kept, 1) x;
+SELECT is((wallet.redeem_code((SELECT code::text FROM kept_code), 'alice', 'kept-1')).status, 'ok', 'a code of the campaign is redeemed');
+SELECT throws_ok(format('DELETE FROM wallet.campaigns WHERE campaign_id = %s', :kept), 'WL122',
+    format('campaign %s cannot be deleted', :kept), 'DELETE of a campaign: WL122');
+SELECT throws_ok('TRUNCATE wallet.campaigns CASCADE', 'WL122', 'campaigns cannot be truncated', 'TRUNCATE of the campaigns: WL122');
+SELECT is((SELECT count(*) FROM wallet.code_redemptions WHERE campaign_id = :kept), 1::bigint, 'its redemption is still there');
+SELECT isnt((wallet.redeem_code((SELECT code::text FROM kept_code), 'alice', 'kept-2')).status, 'ok', 'and the code stays redeemed');
+-- Even were the row gone (the owner bypassing the trigger), its id cannot come back.
+ALTER TABLE wallet.campaigns DISABLE TRIGGER campaigns_keep;
+DELETE FROM wallet.campaigns WHERE campaign_id = :kept;
+ALTER TABLE wallet.campaigns ENABLE TRIGGER campaigns_keep;
+SELECT wallet.create_campaign(:m, 'later') AS later \gset
+SELECT throws_ok(format($$INSERT INTO wallet.campaigns (campaign_id, merchant_id, name, prefix) OVERRIDING SYSTEM VALUE VALUES (%s, %s, 'revived', 'KEPT')$$, :kept, :m),
+    'WL123', format('campaign id %s was already handed out', :kept), 'an explicit campaign id already handed out: WL123');
+SELECT is((wallet.parse_code((SELECT code::text FROM kept_code))).status, 'forged', 'so the deleted campaign''s code stays dead');
+SELECT lives_ok(format($$INSERT INTO wallet.campaigns (campaign_id, merchant_id, name) OVERRIDING SYSTEM VALUE VALUES (%s, %s, 'explicit')$$, :later + 10, :m),
+    'an explicit id above every id handed out is accepted');
 
 -- The server has its root key; its settings are superuser-only and never show the key.
 SELECT isnt(current_setting('wallet.root_key_file'), '', 'wallet.root_key_file is set on the test cluster');
