@@ -18,5 +18,6 @@
 -- == 3. code keys bound to the installation; campaigns never deleted (issue 7)
 
 -- == 4. points_ledger values (issue 7)
+-- C only (src/points_ledger.c, src/ledger_ops.c): no SQL definition changes.
 
 -- == 5. groundwork (issue 8)
