@@ -16,12 +16,8 @@ SEED=${FUZZ_SEED:-0.$RANDOM$RANDOM}
 APPLIED=${FUZZ_APPLIED:-70000}   # values built by ledger_apply sequences
 TEXTS=${FUZZ_TEXTS:-30000}       # random valid texts
 MUTANTS=${FUZZ_MUTANTS:-30000}   # mutations of valid texts
-q() { psql -qXAt -v ON_ERROR_STOP=1 -d "$DB" "$@"; }
-n=0
-check() { # check NAME GOT WANT
-    n=$((n + 1))
-    if [ "$2" = "$3" ]; then echo "ok $n - $1"; else echo "not ok $n - $1"; echo "#   got: '$2'"; echo "#  want: '$3'"; fi
-}
+. "$(dirname "$0")/codes_lib.sh"   # is, q
+check() { is "$2" "$3" "$1"; }   # check NAME GOT WANT
 
 echo "1..7"
 echo "# seed $SEED (FUZZ_SEED=$SEED replays this run)"

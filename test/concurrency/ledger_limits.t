@@ -9,12 +9,8 @@ DB=conc_ledger_limits_$$
 TMP=$(mktemp -d /tmp/wallet-limits.XXXXXX)
 chmod 755 "$TMP"
 trap 'dropdb --if-exists "$DB" 2>/dev/null; rm -rf "$TMP"' EXIT
-q() { psql -qXAt -v ON_ERROR_STOP=1 -d "$DB" -c "$1"; }
-n=0
-check() { # check NAME GOT WANT
-    n=$((n + 1))
-    if [ "$2" = "$3" ]; then echo "ok $n - $1"; else echo "not ok $n - $1"; echo "#   got: '$2'"; echo "#  want: '$3'"; fi
-}
+. "$(dirname "$0")/codes_lib.sh"   # is, q
+check() { is "$2" "$3" "$1"; }   # check NAME GOT WANT
 now_ms() { date +%s%3N; }
 # timed SQL: prints "SQLSTATE within|late MS" for a statement run under statement_timeout = 2s
 timed() {
@@ -29,9 +25,9 @@ timed() {
 
 echo "1..7"
 createdb "$DB" || { echo "Bail out! cannot create database"; exit 1; }
-q "CREATE EXTENSION wallet" >/dev/null
+q -c "CREATE EXTENSION wallet" >/dev/null
 # 300,000 lots with distinct expiries, as text (about 10 MB) and as binary COPY
-q "CREATE TABLE big AS SELECT 'lots={' || string_agg(format('1@%s', to_char(timestamptz '2030-01-01 00:00+00' + i * interval '1 second', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')), ',') || '}' AS t
+q -c "CREATE TABLE big AS SELECT 'lots={' || string_agg(format('1@%s', to_char(timestamptz '2030-01-01 00:00+00' + i * interval '1 second', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')), ',') || '}' AS t
      FROM generate_series(1, 300000) i" >/dev/null
 python3 - "$TMP/big.bin" <<'PY'
 import struct, sys
@@ -42,7 +38,7 @@ v += struct.pack('>i', 0)
 row = struct.pack('>h', 1) + struct.pack('>i', len(v)) + v
 open(sys.argv[1], 'wb').write(b'PGCOPY\n\xff\r\n\x00' + struct.pack('>ii', 0, 0) + row + struct.pack('>h', -1))
 PY
-q "CREATE TABLE ledgers (l wallet.points_ledger)" >/dev/null
+q -c "CREATE TABLE ledgers (l wallet.points_ledger)" >/dev/null
 
 check "text input of 300,000 lots is refused (22P02) within a second of statement_timeout" \
     "$(timed -c "SELECT t::wallet.points_ledger FROM big")" "22P02 within"
@@ -54,7 +50,7 @@ check "ledger_apply('restore') of 300,000 lots is refused (54000) within a secon
     "54000 within"
 
 # values at the bound, and a query over them that would run for minutes
-q "CREATE TABLE v AS SELECT ('lots={' || string_agg(format('1@%s', to_char(timestamptz '2030-01-01 00:00+00' + i * interval '1 day', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')), ',') || '}')::wallet.points_ledger AS l
+q -c "CREATE TABLE v AS SELECT ('lots={' || string_agg(format('1@%s', to_char(timestamptz '2030-01-01 00:00+00' + i * interval '1 day', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')), ',') || '}')::wallet.points_ledger AS l
      FROM generate_series(1, 2000) i" >/dev/null
 LONG="SELECT count(*) FROM v, generate_series(1, 10000000) g
        WHERE (wallet.ledger_apply(l, 'expire', timestamptz '2040-01-01' + g * interval '1 day', NULL)).amount < 0"
@@ -65,12 +61,12 @@ stop_long() {
     psql -qXAt -v VERBOSITY=verbose -d "$DB" -c "SET application_name = 'ledger_limits_long'" -c "$LONG" > "$TMP/long.out" 2>&1 &
     pid=$!
     for _ in $(seq 1 50); do
-        [ "$(q "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'ledger_limits_long' AND state = 'active' AND query LIKE '%generate_series%'")" = 1 ] && break
+        [ "$(q -c "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'ledger_limits_long' AND state = 'active' AND query LIKE '%generate_series%'")" = 1 ] && break
         sleep 0.1
     done
     sleep 1.5
     t0=$(now_ms)
-    q "SELECT $fn(pid) FROM pg_stat_activity WHERE application_name = 'ledger_limits_long' AND state = 'active'" >/dev/null
+    q -c "SELECT $fn(pid) FROM pg_stat_activity WHERE application_name = 'ledger_limits_long' AND state = 'active'" >/dev/null
     wait "$pid"
     t1=$(now_ms)
     out=$(grep -m1 -oE '^(ERROR|FATAL):  [0-9A-Z]{5}' "$TMP/long.out" | sed 's/:  /-/')
@@ -78,10 +74,10 @@ stop_long() {
     if [ $((t1 - t0)) -lt 1000 ]; then echo "${out:-none} within"; else echo "${out:-none} late"; fi
 }
 check "one call at the bound (expire of all 2,000 lots, listed as jsonb) takes under 20 ms" \
-    "$(q "SELECT count(*) FROM v, generate_series(1, 200) g WHERE (wallet.ledger_apply(l, 'expire', timestamptz '2040-01-01' + g * interval '1 day', NULL)).amount < 0;
+    "$(q -c "SELECT count(*) FROM v, generate_series(1, 200) g WHERE (wallet.ledger_apply(l, 'expire', timestamptz '2040-01-01' + g * interval '1 day', NULL)).amount < 0;
          SELECT (extract(epoch FROM clock_timestamp() - now()) * 1000 / 200 < 20)::text" | tail -1)" true
 check "pg_cancel_backend stops a long query over values at the bound within a second (57014)" \
     "$(stop_long pg_cancel_backend)" "ERROR-57014 within"
 check "pg_terminate_backend stops it within a second too" \
     "$(stop_long pg_terminate_backend)" "FATAL-57P01 within"
-check "no ledger was stored by the refused inputs" "$(q "SELECT count(*) FROM ledgers")" 0
+check "no ledger was stored by the refused inputs" "$(q -c "SELECT count(*) FROM ledgers")" 0
