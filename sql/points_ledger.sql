@@ -34,21 +34,25 @@ WITH v(t) AS (VALUES
     ('lots={9223372036854775807@never}'),
     ('lots={3@2026-01-31T23:59:59.999999+00:00,4@2026-02-01T00:00:00+00:00} debt=0'),
     ('holds={1@2030-01-01T00:00:00+00:00[5@2031-01-01T00:00:00+00:00,6@never]} debt=7 earned=8 redeemed=9 expired=10'),
-    ('months={2025-01:1,2026-12:2}'),
-    ('lots={5@1999-12-31T00:00:00+00:00} months={1999-12:5}'))
+    ('months={2025-01:1,2026-12:2} earned=3'),
+    ('lots={5@1999-12-31T00:00:00+00:00} earned=5 months={1999-12:5}'),
+    -- BC instants are written quoted (they end in " BC"), BC months as YYYY-MM BC
+    ('lots={1@"0100-01-01T00:00:00+00:00 BC",2@"4714-11-24 00:00:00+00 BC",3@294276-12-31T23:59:59.999999+00:00} earned=9 months={0001-01 BC:4,0002-12 BC:5}'),
+    ('holds={5@"0001-06-30 12:00:00+00 BC"[1@never]} earned=7 months={4714-11 BC:7}'),
+    ('earned=7 months={294276-12:3,294275-01:4}'))
 SELECT t::wallet.points_ledger::text = t::wallet.points_ledger::text::wallet.points_ledger::text AS round_trip,
        t::wallet.points_ledger AS value
   FROM v;
 -- binary send/recv round trip, with a leading format-version byte 1
 SELECT substr(wallet.points_ledger_send('lots={1@never}'), 1, 1) AS version_byte;
 CREATE TEMP TABLE bin(l wallet.points_ledger);
-INSERT INTO bin VALUES ('lots={100@2027-02-01T00:00:00+00:00,50@never} holds={7@2026-11-23T10:00:00+00:00[30@2027-02-01T00:00:00+00:00]} debt=2 earned=150 redeemed=1 expired=3 months={2026-11:150,2026-10:20}');
+INSERT INTO bin VALUES ('lots={100@2027-02-01T00:00:00+00:00,50@2028-01-01T00:00:00+00:00} holds={7@2026-11-23T10:00:00+00:00[30@2027-02-01T00:00:00+00:00]} debt=2 earned=170 redeemed=1 expired=3 months={2026-11:150,2026-10:20}');
 COPY bin TO '/tmp/wallet_points_ledger_regress.bin' WITH (FORMAT binary);
 CREATE TEMP TABLE bin2(l wallet.points_ledger);
 COPY bin2 FROM '/tmp/wallet_points_ledger_regress.bin' WITH (FORMAT binary);
 SELECT (SELECT l::text FROM bin) = (SELECT l::text FROM bin2) AS binary_round_trip, l FROM bin2;
 
--- every input error: malformed -> 22P02, negative or overflowing -> 22003
+-- every input error is 22P02, the detail says what is wrong
 SELECT q, pg_temp.err(format('SELECT %L::wallet.points_ledger', q)) AS error FROM (VALUES
     ('lots'),
     ('lots=100'),
@@ -74,7 +78,22 @@ SELECT q, pg_temp.err(format('SELECT %L::wallet.points_ledger', q)) AS error FRO
     ('months={2026-01:5,2026-01:6}'),
     ('months={2024-01:5,2026-01:6}'),
     ('months={2026-01:-5}'),
-    ('lots={5@294277-01-01}')) AS t(q);
+    ('lots={5@294277-01-01}'),
+    ('lots={5@"4714-11-23 23:59:59.999999+00 BC"}'),
+    ('lots={5@0100-01-01T00:00:00+00:00 BC}'),
+    ('lots={1@"2026-01-01 12:00 Mars/Olympus"}'),
+    ('earned=1 months={4714-10 BC:1}'),
+    ('earned=1 months={0000-01:1}'),
+    ('earned=1 months={294277-01:1}'),
+    -- values no sequence of operations produces (the detail names the inconsistency)
+    ('earned=10 months={2026-01:6,2026-02:5}'),
+    ('months={2026-01:1}'),
+    ('lots={5@never} debt=1'),
+    ('lots={5@2030-01-01,6@never} holds={3@2030-01-01[1@2031-01-01]} debt=1')) AS t(q);
+-- a debt with finite-expiry lots (dead when it arose) or with held never-expiring points is a real state
+SELECT 'lots={5@2030-01-01T00:00:00+00:00} holds={3@2030-01-01T00:00:00+00:00[1@never]} debt=1'::wallet.points_ledger AS debt_and_lots;
+-- lots without any earned total are a real state too: a positive adjustment adds points, not earnings
+SELECT (wallet.ledger_apply('', 'adjust', '2026-12-01', 1000000)).ledger AS adjusted;
 
 -- ===================================================== pure functions
 -- balance at an instant: expiry is exclusive (a lot expiring at T is gone at T)
@@ -82,14 +101,15 @@ SELECT as_of, wallet.ledger_balance('lots={10@2027-01-01T00:00:00+00:00,20@2027-
   FROM unnest(ARRAY['2026-12-31 23:59:59.999999+00', '2027-01-01 00:00:00+00', '2027-01-31 23:59:59+00',
                     '2027-02-01 00:00:00+00', 'infinity']::timestamptz[]) AS as_of;
 -- debt is subtracted; held lots count only once their hold has lapsed (no cleanup needed)
-SELECT as_of, wallet.ledger_balance('lots={10@never} holds={4@2027-01-01T00:00:00+00:00[30@2028-01-01T00:00:00+00:00]} debt=3', as_of) AS balance
+SELECT as_of, wallet.ledger_balance('lots={10@2029-01-01T00:00:00+00:00} holds={4@2027-01-01T00:00:00+00:00[30@2028-01-01T00:00:00+00:00]} debt=3', as_of) AS balance
   FROM unnest(ARRAY['2026-12-31 23:59:59+00', '2027-01-01 00:00:00+00', '2028-01-01 00:00:00+00']::timestamptz[]) AS as_of;
 SELECT wallet.ledger_expiring('lots={10@2027-01-01T00:00:00+00:00,20@2027-02-01T00:00:00+00:00,5@never}',
                               '2026-12-15', w) AS expiring, w AS within
   FROM unnest(ARRAY['1 day', '17 days', '1 month', '2 months', '100 years']::interval[]) AS w;
-SELECT wallet.ledger_earned('months={2026-11:150,2026-10:20,2025-12:7}', f, t) AS earned, f, t
+SELECT wallet.ledger_earned('earned=177 months={2026-11:150,2026-10:20,2025-12:7}', f, t) AS earned, f, t
   FROM (VALUES ('2026-11-01'::timestamptz, '2026-12-01'::timestamptz), ('2026-10-01', '2026-12-01'),
                ('2025-12-01', '2026-12-01'), ('2025-12-02', '2026-11-01'), ('-infinity', 'infinity')) AS v(f, t);
+-- the kept months never add up to more than the lifetime earned total, so their sum cannot overflow
 SELECT pg_temp.err($$SELECT wallet.ledger_earned('months={2026-11:9223372036854775807,2026-10:1}', '-infinity', 'infinity')$$) AS earned_overflow;
 SELECT * FROM wallet.ledger_lots('lots={10@2027-01-01T00:00:00+00:00,5@never} holds={4@2027-01-01T00:00:00+00:00[30@2028-01-01T00:00:00+00:00]}');
 SELECT * FROM wallet.ledger_totals('holds={4@2027-01-01T00:00:00+00:00[30@2028-01-01T00:00:00+00:00]} debt=3 earned=4 redeemed=5 expired=6');
@@ -148,9 +168,13 @@ SELECT (s).amount, (s).ledger, wallet.ledger_earned((s).ledger, '2026-01-01', '2
   FROM (SELECT wallet.ledger_apply('lots={100@2027-01-01T00:00:00+00:00} earned=130 months={2026-11:100,2026-10:30}',
                                    'reverse_accrual', '2026-12-01', 100, '2027-01-01', policy => 'within_balance',
                                    earned_at => '2026-11-15') AS s) x;
+-- a reversal of more than the ledger earned, or one leaving the kept months above the
+-- lifetime total (its accrual's month not given), reverses no accrual of this ledger
+SELECT pg_temp.err($$SELECT wallet.ledger_apply('lots={100@2027-01-01T00:00:00+00:00} earned=50', 'reverse_accrual', '2026-12-01', 100, '2027-01-01', policy => 'unlimited')$$) AS more_than_earned;
+SELECT pg_temp.err($$SELECT wallet.ledger_apply('lots={100@2027-01-01T00:00:00+00:00} earned=130 months={2026-11:100,2026-10:30}', 'reverse_accrual', '2026-12-01', 100, '2027-01-01')$$) AS month_not_given;
 -- restoring a redemption's lots with their original expiries (debt first)
 SELECT (s).amount, (s).lots, (s).ledger
-  FROM (SELECT wallet.ledger_apply('lots={1@never} debt=2 redeemed=40', 'restore', '2026-12-01', NULL, NULL, NULL,
+  FROM (SELECT wallet.ledger_apply('debt=2 redeemed=40', 'restore', '2026-12-01', NULL, NULL, NULL,
                                    ARRAY[10, 30], ARRAY['2027-01-01', NULL]::timestamptz[]) AS s) x;
 -- lots whose expiry passed while they were held or spent do not come back spendable:
 -- they count as expired at once, and the amount is what became spendable
@@ -160,9 +184,32 @@ SELECT (s).amount, (s).balance_after, (s).lots, (s).ledger
 SELECT (s).amount, (s).balance_after, (s).lots, (s).ledger
   FROM (SELECT wallet.ledger_apply('lots={5@never} holds={8@2027-03-01T00:00:00+00:00[10@2027-01-01T00:00:00+00:00,20@2027-02-01T00:00:00+00:00]}',
                                    'release', '2027-01-15', NULL, NULL, 8) AS s) x;
+SELECT pg_temp.err($$SELECT wallet.ledger_apply('', 'restore', '2026-12-01', NULL, NULL, NULL, ARRAY[10], ARRAY['-infinity']::timestamptz[])$$) AS restore_minus_infinity;
 -- overflow of a balance or total: WL205
 SELECT pg_temp.err($$SELECT wallet.ledger_apply('lots={9223372036854775807@never}', 'accrue', '2026-12-01', 1, NULL)$$) AS overflow;
 SELECT pg_temp.err($$SELECT wallet.ledger_apply('earned=9223372036854775807', 'accrue', '2026-12-01', 1, NULL)$$) AS earned_overflow;
+
+-- Bounds (README, "limits of a points_ledger value"): at most 2,000 lots (spendable and
+-- held together) and 1,000 open holds.  Input over a bound is 22P02; a change that would
+-- take a ledger over one is 54000, and the ledger stays as it was.
+CREATE TEMP TABLE big(n int, t text);
+INSERT INTO big
+SELECT n, 'lots={' || string_agg(format('1@"%s"', timestamptz '2030-01-01 00:00+00' + i * interval '1 second'), ',') || '}'
+  FROM (VALUES (2000), (2001)) AS v(n), generate_series(1, n) AS i GROUP BY n;
+INSERT INTO big
+SELECT -n, 'holds={' || string_agg(format('%s@2030-01-01[%s@never]', i, i), ',') || '}'
+  FROM (VALUES (1000), (1001)) AS v(n), generate_series(1, n) AS i GROUP BY n;
+SELECT n, pg_temp.err(format('SELECT %L::wallet.points_ledger', t)) AS input FROM big ORDER BY n;
+SELECT (SELECT count(*) FROM wallet.ledger_lots(t::wallet.points_ledger)) AS lots_at_bound,
+       pg_temp.err(format($$SELECT wallet.ledger_apply(%L, 'accrue', '2026-12-01', 5, '2031-01-01')$$, t)) AS new_lot,
+       (wallet.ledger_apply(t::wallet.points_ledger, 'accrue', '2026-12-01', 5, '2030-01-01 00:00:01+00')).amount AS same_expiry_merges,
+       (wallet.ledger_apply(t::wallet.points_ledger, 'redeem', '2026-12-01', 5)).balance_after AS redeem_at_bound
+  FROM big WHERE n = 2000;
+SELECT pg_temp.err(format($$SELECT wallet.ledger_apply(%L, 'hold', '2026-12-01', 1, '2027-01-01', 5000)$$, t || ' lots={9@never}')) AS new_hold
+  FROM big WHERE n = -1000;
+SELECT pg_temp.err($$SELECT wallet.ledger_apply('', 'restore', '2026-12-01', NULL, NULL, NULL,
+                                              array_fill(1::bigint, ARRAY[2001]), array_fill(NULL::timestamptz, ARRAY[2001]))$$) AS restore_too_many;
+DROP TABLE big;
 
 -- Size: two years of daily activity under a 12-month policy with month granularity.
 CREATE TEMP TABLE sized(scenario text, l wallet.points_ledger);

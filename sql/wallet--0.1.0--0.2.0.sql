@@ -218,5 +218,6 @@ END
 $$;
 
 -- == 4. points_ledger values (issue 7)
+-- C only (src/points_ledger.c, src/ledger_ops.c): no SQL definition changes.
 
 -- == 5. groundwork (issue 8)

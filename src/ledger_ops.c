@@ -10,6 +10,7 @@
 #include "catalog/pg_type.h"
 #include "common/int.h"
 #include "funcapi.h"
+#include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
@@ -76,6 +77,7 @@ take_fifo(LotList *from, TimestampTz at, bool all, int64 points, LotList *taken)
 		LedgerLot  *lot = &from->lots[i];
 		int64		t;
 
+		CHECK_FOR_INTERRUPTS();
 		if (!all && !lot_alive(lot, at))
 			continue;
 		t = Min(lot->points, points);
@@ -137,21 +139,30 @@ credit(Ledger *l, int64 points, TimestampTz expires_at, LotList *added)
 static int64
 give_back(Ledger *l, const LotList *lots, TimestampTz at)
 {
+	LotList		back = {0, 0, NULL};
 	int64		alive = 0;
 	int			i;
 
+	/* lots are in expiry order, so the debt is paid from the soonest-expiring ones, as credit() would */
 	for (i = 0; i < lots->n; i++)
 	{
 		const LedgerLot *lot = &lots->lots[i];
 
+		CHECK_FOR_INTERRUPTS();
 		if (lot_alive(lot, at))
 		{
-			credit(l, lot->points, lot->expires_at, NULL);
+			int64		paid = Min(l->debt, lot->points);
+
+			l->debt -= paid;
+			if (lot->points > paid)
+				lots_add(&back, lot->points - paid, lot->expires_at, ERRCODE_WL_AMOUNT_OUT_OF_RANGE);
 			add_total(&alive, lot->points, "balance");
 		}
 		else
 			add_total(&l->expired, lot->points, "lifetime expired total");
 	}
+	/* one merge, not one insertion per lot: linear in the lots of both */
+	lots_merge(&l->lots, &back, ERRCODE_WL_AMOUNT_OUT_OF_RANGE);
 	return alive;
 }
 
@@ -194,6 +205,41 @@ sub_earned_month(Ledger *l, TimestampTz earned_at, int64 points)
 	d = l->last_month - ledger_month_of(earned_at);
 	if (d >= 0 && d < LEDGER_MONTHS)
 		sub_total(&l->months[d], points);
+}
+
+/*
+ * A reversal takes what it took back off the lifetime earned total and off
+ * its accrual's monthly bucket, while that month is kept.  The accrual added
+ * its points to both, so the kept months never add up to more than the
+ * lifetime total (ledger_validate checks it); a reversal that would break
+ * that, or take the total below zero, reverses no accrual of this ledger
+ * (e.g. the month of the accrual is missing) and is refused.
+ */
+static void
+take_back_earned(Ledger *l, int64 taken, bool no_month, TimestampTz earned_at)
+{
+	int64		msum = 0;
+	int			i;
+
+	if (taken > l->earned)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("reversal exceeds the points earned"),
+				 errdetail("The ledger has earned " INT64_FORMAT " points in all, fewer than the " INT64_FORMAT " to take back.",
+						   l->earned, taken)));
+	l->earned -= taken;
+	if (!no_month)
+		sub_earned_month(l, earned_at, taken);
+	for (i = 0; i < LEDGER_MONTHS; i++)
+		if (pg_add_s64_overflow(msum, l->months[i], &msum))
+			msum = PG_INT64_MAX;
+	if (msum > l->earned)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("reversal exceeds the points earned"),
+				 errdetail("Taking back " INT64_FORMAT " points would leave a lifetime earned total of " INT64_FORMAT
+						   ", less than the " INT64_FORMAT " earned in the months kept: the accrual's month (earned_at) must be given.",
+						   taken, l->earned, msum)));
 }
 
 /*
@@ -295,6 +341,8 @@ ledger_apply(PG_FUNCTION_ARGS)
 	Datum		values[5];
 	bool		nulls[5] = {false, false, false, false, false};
 	bool		ne_null;
+	int			lots_before,
+				holds_before;
 
 	if (ARG_NULL(1) || ARG_NULL(2))
 		ereport(ERROR,
@@ -310,6 +358,8 @@ ledger_apply(PG_FUNCTION_ARGS)
 	}
 	else
 		l = ledger_decode(PG_GETARG_POINTS_LEDGER_P(0));
+	lots_before = ledger_lot_count(l);
+	holds_before = l->nholds;
 	kind = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	at = PG_GETARG_TIMESTAMPTZ(2);
 	if (TIMESTAMP_NOT_FINITE(at))
@@ -428,6 +478,7 @@ ledger_apply(PG_FUNCTION_ARGS)
 		{
 			LedgerLot  *lot = &l->lots.lots[i];
 
+			CHECK_FOR_INTERRUPTS();
 			if (lot_alive(lot, at))
 				continue;
 			lots_add(&touched, lot->points, lot->expires_at, ERRCODE_WL_AMOUNT_OUT_OF_RANGE);
@@ -477,9 +528,7 @@ ledger_apply(PG_FUNCTION_ARGS)
 		}
 		else
 			amount = -(points - want);
-		sub_total(&l->earned, -amount);
-		if (!ARG_NULL(9))
-			sub_earned_month(l, PG_GETARG_TIMESTAMPTZ(9), -amount);
+		take_back_earned(l, -amount, ARG_NULL(9), ARG_NULL(9) ? 0 : PG_GETARG_TIMESTAMPTZ(9));
 	}
 	else if (strcmp(kind, "restore") == 0)
 	{
@@ -507,13 +556,27 @@ ledger_apply(PG_FUNCTION_ARGS)
 					(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
 					 errmsg("lot arrays differ in length"),
 					 errdetail("Every restored lot needs one points value and one expiry.")));
+		/* a journal entry lists at most the lots of one ledger */
+		if (np > LEDGER_MAX_LOTS)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("too many lots to restore"),
+					 errdetail("A points ledger holds at most %d lots; %d were given.", LEDGER_MAX_LOTS, np)));
 		for (i = 0; i < np; i++)
 		{
 			int64		p = pn[i] ? 0 : DatumGetInt64(pv[i]);
+			TimestampTz e = en[i] ? DT_NOEND : DatumGetTimestampTz(ev[i]);
 
+			CHECK_FOR_INTERRUPTS();
 			require_positive(p, pn[i], "restore");
-			lots_add(&touched, p, en[i] ? DT_NOEND : DatumGetTimestampTz(ev[i]), ERRCODE_WL_AMOUNT_OUT_OF_RANGE);
+			if (e == DT_NOBEGIN)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("a restored lot cannot expire at -infinity"),
+						 errdetail("Restored lots keep the expiry they had, which is a finite instant or none.")));
+			lots_append_raw(&touched, p, e);
 		}
+		lots_sort_merge(&touched, ERRCODE_WL_AMOUNT_OUT_OF_RANGE);
 		sub_total(&l->redeemed, lots_sum(&touched, at, true));
 		amount = give_back(l, &touched, at);
 	}
@@ -525,6 +588,17 @@ ledger_apply(PG_FUNCTION_ARGS)
 
 	ledger_check_total(l, ERRCODE_WL_AMOUNT_OUT_OF_RANGE);
 	normalize_months(l);
+	/* a value only grows past a bound by a posting; one already past it may shrink */
+	if ((ledger_lot_count(l) > LEDGER_MAX_LOTS && ledger_lot_count(l) > lots_before) ||
+		(l->nholds > LEDGER_MAX_HOLDS && l->nholds > holds_before))
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("points ledger too large"),
+				 errdetail("A points ledger holds at most %d lots (spendable and held together) and %d open holds; this change would make it %d lots and %d holds.",
+						   LEDGER_MAX_LOTS, LEDGER_MAX_HOLDS, ledger_lot_count(l), l->nholds),
+				 errhint("Expire or redeem points of the account, or settle its holds, first.")));
+	/* what is stored must be readable back: the invariants of text and binary input hold */
+	ledger_validate(l, ERRCODE_DATA_CORRUPTED);
 
 	initStringInfo(&json);
 	appendStringInfoChar(&json, '[');

@@ -44,33 +44,156 @@ lots_reserve(LotList *ll, int extra)
 		: palloc(ll->max * sizeof(LedgerLot));
 }
 
-/* Insert a lot keeping expiry order; a lot of an existing expiry is merged. */
+static void
+lot_overflow(int errcode_on_overflow)
+{
+	ereport(ERROR,
+			(errcode(errcode_on_overflow),
+			 errmsg("points out of range"),
+			 errdetail("A lot would hold more than %lld points.", (long long) PG_INT64_MAX)));
+}
+
+/*
+ * Insert a lot keeping expiry order; a lot of an existing expiry is merged.
+ * Binary search, and appending (the usual case: lots taken in expiry order)
+ * costs no shifting.
+ */
 void
 lots_add(LotList *ll, int64 points, TimestampTz expires_at, int errcode_on_overflow)
 {
-	int			i;
+	int			lo = 0,
+				hi = ll->n;
 
 	Assert(points > 0);
-	for (i = 0; i < ll->n; i++)
-	{
-		if (ll->lots[i].expires_at == expires_at)
+	if (ll->n > 0 && ll->lots[ll->n - 1].expires_at < expires_at)
+		lo = ll->n;
+	else
+		while (lo < hi)
 		{
-			if (pg_add_s64_overflow(ll->lots[i].points, points, &ll->lots[i].points))
-				ereport(ERROR,
-						(errcode(errcode_on_overflow),
-						 errmsg("points out of range"),
-						 errdetail("A lot would hold more than %lld points.", (long long) PG_INT64_MAX)));
-			return;
+			int			mid = lo + (hi - lo) / 2;
+
+			/* DT_NOEND is the largest timestamp, so never-expiring lots sort last */
+			if (ll->lots[mid].expires_at < expires_at)
+				lo = mid + 1;
+			else
+				hi = mid;
 		}
-		/* DT_NOEND is the largest timestamp, so never-expiring lots sort last */
-		if (ll->lots[i].expires_at > expires_at)
-			break;
+	if (lo < ll->n && ll->lots[lo].expires_at == expires_at)
+	{
+		if (pg_add_s64_overflow(ll->lots[lo].points, points, &ll->lots[lo].points))
+			lot_overflow(errcode_on_overflow);
+		return;
 	}
 	lots_reserve(ll, 1);
-	memmove(&ll->lots[i + 1], &ll->lots[i], (ll->n - i) * sizeof(LedgerLot));
-	ll->lots[i].points = points;
-	ll->lots[i].expires_at = expires_at;
+	memmove(&ll->lots[lo + 1], &ll->lots[lo], (ll->n - lo) * sizeof(LedgerLot));
+	ll->lots[lo].points = points;
+	ll->lots[lo].expires_at = expires_at;
 	ll->n++;
+}
+
+/* Append without ordering; lots_sort_merge puts the list in order afterwards. */
+void
+lots_append_raw(LotList *ll, int64 points, TimestampTz expires_at)
+{
+	lots_reserve(ll, 1);
+	ll->lots[ll->n].points = points;
+	ll->lots[ll->n].expires_at = expires_at;
+	ll->n++;
+}
+
+static int
+lot_cmp(const void *a, const void *b)
+{
+	TimestampTz x = ((const LedgerLot *) a)->expires_at;
+	TimestampTz y = ((const LedgerLot *) b)->expires_at;
+
+	return x < y ? -1 : x > y ? 1 : 0;
+}
+
+/* Sort by expiry and merge lots of equal expiry: O(n log n) for any input. */
+void
+lots_sort_merge(LotList *ll, int errcode_on_overflow)
+{
+	int			i,
+				k = 0;
+
+	if (ll->n < 2)
+		return;
+	qsort(ll->lots, ll->n, sizeof(LedgerLot), lot_cmp);
+	for (i = 1; i < ll->n; i++)
+	{
+		CHECK_FOR_INTERRUPTS();
+		if (ll->lots[i].expires_at == ll->lots[k].expires_at)
+		{
+			if (pg_add_s64_overflow(ll->lots[k].points, ll->lots[i].points, &ll->lots[k].points))
+				lot_overflow(errcode_on_overflow);
+		}
+		else
+			ll->lots[++k] = ll->lots[i];
+	}
+	ll->n = k + 1;
+}
+
+/* Merge the sorted list `from` into the sorted list `into`, in O(n + m). */
+void
+lots_merge(LotList *into, const LotList *from, int errcode_on_overflow)
+{
+	LedgerLot  *out;
+	int			i = 0,
+				j = 0,
+				k = 0;
+
+	if (from->n == 0)
+		return;
+	out = palloc((into->n + from->n) * sizeof(LedgerLot));
+	while (i < into->n || j < from->n)
+	{
+		CHECK_FOR_INTERRUPTS();
+		if (j == from->n || (i < into->n && into->lots[i].expires_at < from->lots[j].expires_at))
+			out[k++] = into->lots[i++];
+		else if (i == into->n || from->lots[j].expires_at < into->lots[i].expires_at)
+			out[k++] = from->lots[j++];
+		else
+		{
+			out[k].expires_at = into->lots[i].expires_at;
+			if (pg_add_s64_overflow(into->lots[i].points, from->lots[j].points, &out[k].points))
+				lot_overflow(errcode_on_overflow);
+			i++, j++, k++;
+		}
+	}
+	into->max = into->n + from->n;
+	into->lots = out;
+	into->n = k;
+}
+
+/* Lots of a value, spendable and held together (what LEDGER_MAX_LOTS bounds). */
+int
+ledger_lot_count(const Ledger *l)
+{
+	int			n = l->lots.n,
+				i;
+
+	for (i = 0; i < l->nholds; i++)
+		n += l->holds[i].lots.n;
+	return n;
+}
+
+/* Whether every point in the value (spendable and held), less the debt, adds up within bigint. */
+static bool
+total_fits(const Ledger *l)
+{
+	int64		sum = 0;
+	int			i,
+				j;
+
+	for (i = 0; i < l->lots.n; i++)
+		if (pg_add_s64_overflow(sum, l->lots.lots[i].points, &sum))
+			return false;
+	for (i = 0; i < l->nholds; i++)
+		for (j = 0; j < l->holds[i].lots.n; j++)
+			if (pg_add_s64_overflow(sum, l->holds[i].lots.lots[j].points, &sum))
+				return false;
+	return !pg_sub_s64_overflow(sum, l->debt, &sum);
 }
 
 /*
@@ -80,25 +203,11 @@ lots_add(LotList *ll, int64 points, TimestampTz expires_at, int errcode_on_overf
 void
 ledger_check_total(const Ledger *l, int errcode_on_overflow)
 {
-	int64		sum = 0;
-	int			i,
-				j;
-
-	for (i = 0; i < l->lots.n; i++)
-		if (pg_add_s64_overflow(sum, l->lots.lots[i].points, &sum))
-			goto overflow;
-	for (i = 0; i < l->nholds; i++)
-		for (j = 0; j < l->holds[i].lots.n; j++)
-			if (pg_add_s64_overflow(sum, l->holds[i].lots.lots[j].points, &sum))
-				goto overflow;
-	if (pg_sub_s64_overflow(sum, l->debt, &sum))
-		goto overflow;
-	return;
-overflow:
-	ereport(ERROR,
-			(errcode(errcode_on_overflow),
-			 errmsg("points out of range"),
-			 errdetail("The points of one account must add up to at most %lld.", (long long) PG_INT64_MAX)));
+	if (!total_fits(l))
+		ereport(ERROR,
+				(errcode(errcode_on_overflow),
+				 errmsg("points out of range"),
+				 errdetail("The points of one account must add up to at most %lld.", (long long) PG_INT64_MAX)));
 }
 
 /* Spendable at t: live spendable lots, plus the live lots of lapsed holds, minus debt. */
@@ -149,8 +258,9 @@ month_start(int month)
 	tm.tm_year = y;
 	tm.tm_mon = month - (y - 2000) * 12 + 1;
 	tm.tm_mday = 1;
-	if (tm2timestamp(&tm, 0, NULL, &ts) != 0)
-		return DT_NOEND;
+	/* the first month's start (4714-11-01 BC) precedes the earliest timestamp */
+	if (tm2timestamp(&tm, 0, NULL, &ts) != 0 || !IS_VALID_TIMESTAMP(ts))
+		return month < 0 ? DT_NOBEGIN : DT_NOEND;
 	return ts;
 }
 
@@ -354,6 +464,7 @@ get_lots(Dec *d, LotList *ll)
 	ll->lots = n ? palloc(n * sizeof(LedgerLot)) : NULL;
 	for (i = 0; i < (int) n; i++)
 	{
+		CHECK_FOR_INTERRUPTS();
 		ll->lots[i].points = get_nonneg(d);
 		ll->lots[i].expires_at = get_ts(d, &prev);
 	}
@@ -396,6 +507,7 @@ ledger_decode(struct varlena *v)
 	{
 		TimestampTz prev = 0;
 
+		CHECK_FOR_INTERRUPTS();
 		l->holds[i].hold_id = get_nonneg(&d);
 		l->holds[i].expires_at = get_ts(&d, &prev);
 		get_lots(&d, &l->holds[i].lots);
@@ -405,28 +517,112 @@ ledger_decode(struct varlena *v)
 	return l;
 }
 
-/* ---------- validation shared by text and binary input ---------- */
+/* ---------- validation shared by text input, binary input and ledger_apply ---------- */
 
+/*
+ * Refuse a value: 22P02 from text input, 22P03 from binary input, and from
+ * ledger_apply (whose result is checked too, so that every stored value can
+ * be dumped and restored) the code it passes.
+ */
 static void
-bad_value(int code, const char *detail)
+invalid(int code, const char *detail)
 {
 	ereport(ERROR,
 			(errcode(code),
-			 errmsg(code == ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE
-					? "points_ledger value out of range"
-					: "invalid input syntax for type points_ledger"),
+			 errmsg(code == ERRCODE_INVALID_TEXT_REPRESENTATION ? "invalid input syntax for type points_ledger"
+					: code == ERRCODE_INVALID_BINARY_REPRESENTATION ? "invalid binary value of type points_ledger"
+					: "inconsistent points_ledger value"),
 			 errdetail("%s", detail)));
 }
 
 static void
-check_lot_input(int64 points, TimestampTz expires_at)
+check_lots(const LotList *ll, int code)
 {
-	if (points <= 0)
-		bad_value(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE, "The points of a lot must be positive.");
-	if (expires_at == DT_NOBEGIN)
-		bad_value(ERRCODE_INVALID_TEXT_REPRESENTATION, "A lot cannot expire at -infinity.");
-	if (expires_at != DT_NOEND && !IS_VALID_TIMESTAMP(expires_at))
-		bad_value(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE, "An expiry timestamp is out of range.");
+	int			i;
+
+	for (i = 0; i < ll->n; i++)
+	{
+		const LedgerLot *lot = &ll->lots[i];
+
+		CHECK_FOR_INTERRUPTS();
+		if (lot->points <= 0)
+			invalid(code, "The points of a lot must be positive.");
+		if (lot->expires_at == DT_NOBEGIN)
+			invalid(code, "A lot cannot expire at -infinity.");
+		if (lot->expires_at != DT_NOEND && !IS_VALID_TIMESTAMP(lot->expires_at))
+			invalid(code, "An expiry timestamp is out of range.");
+		if (i > 0 && lot->expires_at <= ll->lots[i - 1].expires_at)
+			invalid(code, "The lots of a list must be in expiry order, one lot per expiry.");
+	}
+}
+
+/*
+ * Every invariant that ledger_apply keeps, whatever its arguments (it checks
+ * its own result with this function too):
+ * - debt and lifetime totals are >= 0;
+ * - lots have positive points, a valid expiry or none (never), are sorted by
+ *   expiry with one lot per expiry; all points add up within bigint;
+ * - holds have positive unique ids (sorted), a finite valid end, >= 1 lot;
+ * - monthly buckets are >= 0, the newest kept one is non-zero, every
+ *   non-zero one is a month of a valid timestamp (4714-11 BC to 294276-12),
+ *   and together they are at most the lifetime earned total (an accrual adds
+ *   to both, its reversal takes from both, and old months drop out);
+ * - a debt is only owed while no never-expiring points are spendable: every
+ *   credit pays a debt off first, and a debt arises only when a reversal has
+ *   taken every spendable point (never-expiring ones are always spendable).
+ * The lifetime totals are otherwise independent of the lots: adjust adds and
+ * removes points without touching them, so e.g. lots={100@never} earned=0 is
+ * a real state (a positive adjustment).
+ */
+void
+ledger_validate(const Ledger *l, int code)
+{
+	int			i;
+	int64		msum = 0;
+
+	if (l->debt < 0 || l->earned < 0 || l->redeemed < 0 || l->expired < 0)
+		invalid(code, "Debt and lifetime totals cannot be negative.");
+	check_lots(&l->lots, code);
+	for (i = 0; i < l->nholds; i++)
+	{
+		const LedgerHold *h = &l->holds[i];
+
+		if (h->hold_id <= 0)
+			invalid(code, "A hold id must be positive.");
+		if (i > 0 && h->hold_id <= l->holds[i - 1].hold_id)
+			invalid(code, "A hold id appears twice.");
+		if (TIMESTAMP_NOT_FINITE(h->expires_at) || !IS_VALID_TIMESTAMP(h->expires_at))
+			invalid(code, "A hold must end at a finite instant within the timestamp range.");
+		if (h->lots.n == 0)
+			invalid(code, "A hold must hold at least one lot.");
+		check_lots(&h->lots, code);
+	}
+	if (!total_fits(l))
+		invalid(code, psprintf("The points of one account must add up to at most %lld.", (long long) PG_INT64_MAX));
+	if (l->last_month == LEDGER_NO_MONTH)
+	{
+		for (i = 0; i < LEDGER_MONTHS; i++)
+			if (l->months[i] != 0)
+				invalid(code, "Monthly earned points need a month.");
+	}
+	else if (l->months[0] == 0)
+		invalid(code, "The newest month of earned points must be non-zero.");
+	for (i = 0; i < LEDGER_MONTHS; i++)
+	{
+		int64		m = (int64) l->last_month - i;
+
+		if (l->months[i] < 0)
+			invalid(code, "Monthly earned points cannot be negative.");
+		if (l->months[i] != 0 && (m < LEDGER_MIN_MONTH || m > LEDGER_MAX_MONTH))
+			invalid(code, "A month of earned points is out of range: months run from 4714-11 BC to 294276-12.");
+		if (pg_add_s64_overflow(msum, l->months[i], &msum))
+			msum = PG_INT64_MAX;
+	}
+	if (msum > l->earned)
+		invalid(code, psprintf("The monthly earned points add up to %lld, more than the lifetime earned total %lld.",
+							   (long long) msum, (long long) l->earned));
+	if (l->debt > 0 && l->lots.n > 0 && l->lots.lots[l->lots.n - 1].expires_at == DT_NOEND)
+		invalid(code, "A debt is owed while never-expiring points are spendable, but every credit pays a debt off first.");
 }
 
 static int
@@ -438,31 +634,29 @@ hold_cmp(const void *a, const void *b)
 	return x < y ? -1 : x > y ? 1 : 0;
 }
 
-/* Totals, holds order and uniqueness, overall sum: after lots were merged in. */
+/* Input read into l in any order: sort and merge its lists, then validate. */
 static void
-check_ledger_input(Ledger *l)
+finish_input(Ledger *l, int code)
 {
 	int			i;
 
-	if (l->debt < 0 || l->earned < 0 || l->redeemed < 0 || l->expired < 0)
-		bad_value(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE, "Debt and lifetime totals cannot be negative.");
-	for (i = 0; i < LEDGER_MONTHS; i++)
-		if (l->months[i] < 0)
-			bad_value(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE, "Monthly earned points cannot be negative.");
+	lots_sort_merge(&l->lots, code);
+	for (i = 0; i < l->nholds; i++)
+		lots_sort_merge(&l->holds[i].lots, code);
 	if (l->nholds > 1)
 		qsort(l->holds, l->nholds, sizeof(LedgerHold), hold_cmp);
-	for (i = 0; i < l->nholds; i++)
-	{
-		if (l->holds[i].hold_id <= 0)
-			bad_value(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE, "A hold id must be positive.");
-		if (i > 0 && l->holds[i].hold_id == l->holds[i - 1].hold_id)
-			bad_value(ERRCODE_INVALID_TEXT_REPRESENTATION, "A hold id appears twice.");
-		if (TIMESTAMP_NOT_FINITE(l->holds[i].expires_at) || !IS_VALID_TIMESTAMP(l->holds[i].expires_at))
-			bad_value(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE, "A hold must expire at a finite instant.");
-		if (l->holds[i].lots.n == 0)
-			bad_value(ERRCODE_INVALID_TEXT_REPRESENTATION, "A hold must hold at least one lot.");
-	}
-	ledger_check_total(l, ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE);
+	ledger_validate(l, code);
+}
+
+/* Count lots and holds as they are read, so that an oversized input stops early. */
+static void
+count_input(int *nlots, int add_lots, int nholds, int code)
+{
+	*nlots += add_lots;
+	if (*nlots > LEDGER_MAX_LOTS)
+		invalid(code, psprintf("A points_ledger value holds at most %d lots, spendable and held together.", LEDGER_MAX_LOTS));
+	if (nholds > LEDGER_MAX_HOLDS)
+		invalid(code, psprintf("A points_ledger value holds at most %d open holds.", LEDGER_MAX_HOLDS));
 }
 
 /* ---------- text I/O ---------- */
@@ -477,14 +671,22 @@ check_ledger_input(Ledger *l)
  * quotes if it has spaces), and "never" (or "infinity") for no expiry.
  */
 static void
-append_ts(StringInfo buf, TimestampTz t)
+append_ts(StringInfo buf, TimestampTz t, bool quote_spaces)
 {
 	int			utc = 0;
+	char	   *s;
 
 	if (t == DT_NOEND)
+	{
 		appendStringInfoString(buf, "never");
+		return;
+	}
+	s = JsonEncodeDateTime(NULL, TimestampTzGetDatum(t), TIMESTAMPTZOID, &utc);
+	/* BC instants end in " BC": quoted, so that the input reads them back */
+	if (quote_spaces && strchr(s, ' ') != NULL)
+		appendStringInfo(buf, "\"%s\"", s);
 	else
-		appendStringInfoString(buf, JsonEncodeDateTime(NULL, TimestampTzGetDatum(t), TIMESTAMPTZOID, &utc));
+		appendStringInfoString(buf, s);
 }
 
 static void
@@ -498,7 +700,7 @@ append_lots(StringInfo buf, const LotList *ll, char open, char close)
 		if (i > 0)
 			appendStringInfoChar(buf, ',');
 		appendStringInfo(buf, INT64_FORMAT "@", ll->lots[i].points);
-		append_ts(buf, ll->lots[i].expires_at);
+		append_ts(buf, ll->lots[i].expires_at, true);
 	}
 	appendStringInfoChar(buf, close);
 }
@@ -520,7 +722,7 @@ lots_append_json(StringInfo buf, const LotList *ll, bool *first)
 		else
 		{
 			appendStringInfoChar(buf, '"');
-			append_ts(buf, ll->lots[i].expires_at);
+			append_ts(buf, ll->lots[i].expires_at, false);
 			appendStringInfoChar(buf, '"');
 		}
 		appendStringInfoChar(buf, '}');
@@ -545,7 +747,7 @@ points_ledger_out(PG_FUNCTION_ARGS)
 		if (i > 0)
 			appendStringInfoChar(&buf, ',');
 		appendStringInfo(&buf, INT64_FORMAT "@", l->holds[i].hold_id);
-		append_ts(&buf, l->holds[i].expires_at);
+		append_ts(&buf, l->holds[i].expires_at, true);
 		append_lots(&buf, &l->holds[i].lots, '[', ']');
 	}
 	appendStringInfo(&buf, "} debt=" INT64_FORMAT " earned=" INT64_FORMAT
@@ -559,8 +761,9 @@ points_ledger_out(PG_FUNCTION_ARGS)
 
 			if (l->months[i] == 0)
 				continue;
-			appendStringInfo(&buf, "%s%04d-%02d:" INT64_FORMAT, first ? "" : ",",
-							 y, m - (y - 2000) * 12 + 1, l->months[i]);
+			/* year 0 is 1 BC (astronomical numbering, as timestamp2tm counts) */
+			appendStringInfo(&buf, "%s%04d-%02d%s:" INT64_FORMAT, first ? "" : ",",
+							 y > 0 ? y : 1 - y, m - (y - 2000) * 12 + 1, y > 0 ? "" : " BC", l->months[i]);
 			first = false;
 		}
 	appendStringInfoChar(&buf, '}');
@@ -571,6 +774,7 @@ typedef struct Parser
 {
 	const char *s;
 	const char *p;
+	int			nlots;			/* lots read so far, spendable and held */
 } Parser;
 
 static void
@@ -609,19 +813,15 @@ parse_int(Parser *ps, const char *what)
 	int64		v = 0;
 
 	if (*ps->p == '-' && isdigit((unsigned char) ps->p[1]))
-		ereport(ERROR,
-				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
-				 errmsg("points_ledger value out of range"),
-				 errdetail("The number given for the %s cannot be negative.", what)));
+		invalid(ERRCODE_INVALID_TEXT_REPRESENTATION,
+				psprintf("The number given for the %s cannot be negative.", what));
 	if (!isdigit((unsigned char) *ps->p))
 		syntax(ps, what);
 	while (isdigit((unsigned char) *ps->p))
 	{
 		if (pg_mul_s64_overflow(v, 10, &v) || pg_add_s64_overflow(v, *ps->p - '0', &v))
-			ereport(ERROR,
-					(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
-					 errmsg("points_ledger value out of range"),
-					 errdetail("The number given for the %s is beyond the bigint range.", what)));
+			invalid(ERRCODE_INVALID_TEXT_REPRESENTATION,
+					psprintf("The number given for the %s is beyond the bigint range.", what));
 		ps->p++;
 	}
 	return v;
@@ -668,17 +868,39 @@ parse_ts(Parser *ps)
 		return DT_NOEND;
 	dterr = ParseDateTime(tok, workbuf, sizeof(workbuf), field, ftype, MAXDATEFIELDS, &nf);
 	if (dterr == 0)
-		dterr = DecodeDateTime(field, ftype, nf, &dtype, &tm, &fsec, &tz);
-	if (dterr == DTERR_FIELD_OVERFLOW || dterr == DTERR_TZDISP_OVERFLOW)
-		ereport(ERROR,
-				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
-				 errmsg("points_ledger value out of range"),
-				 errdetail("The timestamp \"%s\" is out of range.", tok)));
+	{
+		/*
+		 * DecodeDateTime reports an unknown time zone name itself (22023);
+		 * any error it raises is this input's fault, so it is caught and
+		 * reported as 22P02 like every other refused text.  It only parses
+		 * (no locks, buffers or catalog access), so nothing needs cleaning up.
+		 */
+		MemoryContext mcxt = CurrentMemoryContext;
+
+		PG_TRY();
+		{
+			dterr = DecodeDateTime(field, ftype, nf, &dtype, &tm, &fsec, &tz);
+		}
+		PG_CATCH();
+		{
+			ErrorData  *e;
+
+			MemoryContextSwitchTo(mcxt);
+			e = CopyErrorData();
+			FlushErrorState();
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+					 errmsg("invalid input syntax for type points_ledger: \"%s\"", ps->s),
+					 errdetail("\"%s\" is not a timestamp: %s.", tok, e->message)));
+		}
+		PG_END_TRY();
+	}
 	if (dterr != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
 				 errmsg("invalid input syntax for type points_ledger: \"%s\"", ps->s),
-				 errdetail("\"%s\" is not a timestamp.", tok)));
+				 errdetail(dterr == DTERR_FIELD_OVERFLOW || dterr == DTERR_TZDISP_OVERFLOW
+						   ? "The timestamp \"%s\" is out of range." : "\"%s\" is not a timestamp.", tok)));
 	if (dtype == DTK_LATE)
 		return DT_NOEND;
 	if (dtype != DTK_DATE)
@@ -687,14 +909,11 @@ parse_ts(Parser *ps)
 				 errmsg("invalid input syntax for type points_ledger: \"%s\"", ps->s),
 				 errdetail("\"%s\" is not a finite timestamp or \"never\".", tok)));
 	if (tm2timestamp(&tm, fsec, &tz, &result) != 0 || !IS_VALID_TIMESTAMP(result))
-		ereport(ERROR,
-				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
-				 errmsg("points_ledger value out of range"),
-				 errdetail("The timestamp \"%s\" is out of range.", tok)));
+		invalid(ERRCODE_INVALID_TEXT_REPRESENTATION, psprintf("The timestamp \"%s\" is out of range.", tok));
 	return result;
 }
 
-/* "{p@ts,...}" or "[p@ts,...]", merged into ll */
+/* "{p@ts,...}" or "[p@ts,...]", appended to ll (finish_input sorts and merges) */
 static void
 parse_lots(Parser *ps, LotList *ll, char open, char close)
 {
@@ -710,12 +929,13 @@ parse_lots(Parser *ps, LotList *ll, char open, char close)
 		int64		points;
 		TimestampTz exp;
 
+		CHECK_FOR_INTERRUPTS();
+		count_input(&ps->nlots, 1, 0, ERRCODE_INVALID_TEXT_REPRESENTATION);
 		skip_ws(ps);
 		points = parse_int(ps, "points of a lot");
 		expect(ps, '@');
 		exp = parse_ts(ps);
-		check_lot_input(points, exp);
-		lots_add(ll, points, exp, ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE);
+		lots_append_raw(ll, points, exp);
 		skip_ws(ps);
 		if (*ps->p == close)
 		{
@@ -740,6 +960,8 @@ parse_holds(Parser *ps, Ledger *l)
 	{
 		LedgerHold *h;
 
+		CHECK_FOR_INTERRUPTS();
+		count_input(&ps->nlots, 0, l->nholds + 1, ERRCODE_INVALID_TEXT_REPRESENTATION);
 		if (l->nholds == l->maxholds)
 		{
 			l->maxholds = Max(4, l->maxholds * 2);
@@ -763,6 +985,11 @@ parse_holds(Parser *ps, Ledger *l)
 	}
 }
 
+/*
+ * "{YYYY-MM:points,...}", BC months as "YYYY-MM BC:points".  Zero buckets may
+ * be written; the newest non-zero month becomes months[0].  Ranges are
+ * checked by ledger_validate, as for binary input.
+ */
 static void
 parse_months(Parser *ps, Ledger *l)
 {
@@ -789,42 +1016,37 @@ parse_months(Parser *ps, Ledger *l)
 		y = parse_int(ps, "year of a month");
 		expect(ps, '-');
 		m = parse_int(ps, "month");
+		skip_ws(ps);
 		if (y < 1 || y > 294276 || m < 1 || m > 12)
-			bad_value(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE, "A month must be written YYYY-MM with MM from 01 to 12.");
+			invalid(ERRCODE_INVALID_TEXT_REPRESENTATION,
+					"A month must be written YYYY-MM (YYYY-MM BC before year 1), YYYY from 1 to 294276 and MM from 01 to 12.");
+		if (pg_strncasecmp(ps->p, "BC", 2) == 0)
+		{
+			y = 1 - y;			/* astronomical: 1 BC is year 0 */
+			ps->p += 2;
+			skip_ws(ps);
+		}
 		expect(ps, ':');
+		skip_ws(ps);
 		ms[n] = (int) ((y - 2000) * 12 + m - 1);
 		vs[n] = parse_int(ps, "points earned in a month");
 		for (i = 0; i < n; i++)
 			if (ms[i] == ms[n])
-				bad_value(ERRCODE_INVALID_TEXT_REPRESENTATION, "A month appears twice.");
-		if (last == LEDGER_NO_MONTH || ms[n] > last)
+				invalid(ERRCODE_INVALID_TEXT_REPRESENTATION, "A month appears twice.");
+		if (vs[n] != 0 && (last == LEDGER_NO_MONTH || ms[n] > last))
 			last = ms[n];
 		n++;
 		skip_ws(ps);
 	}
 	ps->p++;
+	l->last_month = last;
 	for (i = 0; i < n; i++)
 	{
-		if (last - ms[i] >= LEDGER_MONTHS)
-			bad_value(ERRCODE_INVALID_TEXT_REPRESENTATION, "Monthly earned points are kept for 24 consecutive months only.");
 		if (vs[i] == 0)
 			continue;
+		if (last - ms[i] >= LEDGER_MONTHS)
+			invalid(ERRCODE_INVALID_TEXT_REPRESENTATION, "Monthly earned points are kept for 24 consecutive months only.");
 		l->months[last - ms[i]] = vs[i];
-		l->last_month = last;
-	}
-	/* a zero newest month is not representable: keep the newest non-zero one */
-	if (l->last_month != LEDGER_NO_MONTH)
-	{
-		int			shift = 0;
-
-		while (l->months[shift] == 0)
-			shift++;
-		if (shift > 0)
-		{
-			memmove(&l->months[0], &l->months[shift], (LEDGER_MONTHS - shift) * sizeof(int64));
-			memset(&l->months[LEDGER_MONTHS - shift], 0, shift * sizeof(int64));
-			l->last_month -= shift;
-		}
 	}
 }
 
@@ -840,6 +1062,7 @@ points_ledger_in(PG_FUNCTION_ARGS)
 
 	ledger_init(&l);
 	ps.s = ps.p = str;
+	ps.nlots = 0;
 	for (;;)
 	{
 		int			k;
@@ -887,7 +1110,7 @@ points_ledger_in(PG_FUNCTION_ARGS)
 		if (*ps.p != '\0' && !isspace((unsigned char) *ps.p))
 			syntax(&ps, "a space between parts");
 	}
-	check_ledger_input(&l);
+	finish_input(&l, ERRCODE_INVALID_TEXT_REPRESENTATION);
 	PG_RETURN_POINTER(ledger_encode(&l));
 }
 
@@ -935,20 +1158,23 @@ points_ledger_send(PG_FUNCTION_ARGS)
 }
 
 static void
-recv_lots(StringInfo buf, LotList *ll)
+recv_lots(StringInfo buf, LotList *ll, int *nlots)
 {
 	int			n = pq_getmsgint(buf, 4);
 	int			i;
 
-	if (n < 0 || n > (buf->len - buf->cursor) / 16)
-		bad_value(ERRCODE_INVALID_BINARY_REPRESENTATION, "The lot count does not match the message.");
+	if (n < 0)
+		invalid(ERRCODE_INVALID_BINARY_REPRESENTATION, "The lot count does not match the message.");
+	count_input(nlots, n, 0, ERRCODE_INVALID_BINARY_REPRESENTATION);
+	if (n > (buf->len - buf->cursor) / 16)
+		invalid(ERRCODE_INVALID_BINARY_REPRESENTATION, "The lot count does not match the message.");
 	for (i = 0; i < n; i++)
 	{
 		int64		points = pq_getmsgint64(buf);
 		TimestampTz exp = pq_getmsgint64(buf);
 
-		check_lot_input(points, exp);
-		lots_add(ll, points, exp, ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE);
+		CHECK_FOR_INTERRUPTS();
+		lots_append_raw(ll, points, exp);
 	}
 }
 
@@ -960,7 +1186,8 @@ points_ledger_recv(PG_FUNCTION_ARGS)
 	Ledger		l;
 	int			version = pq_getmsgbyte(buf);
 	int			i,
-				n;
+				n,
+				nlots = 0;
 
 	if (version != LEDGER_FORMAT_VERSION)
 		ereport(ERROR,
@@ -975,30 +1202,24 @@ points_ledger_recv(PG_FUNCTION_ARGS)
 	l.last_month = pq_getmsgint(buf, 4);
 	for (i = 0; i < LEDGER_MONTHS; i++)
 		l.months[i] = pq_getmsgint64(buf);
-	if (l.last_month == LEDGER_NO_MONTH)
-	{
-		for (i = 0; i < LEDGER_MONTHS; i++)
-			if (l.months[i] != 0)
-				bad_value(ERRCODE_INVALID_BINARY_REPRESENTATION, "Monthly earned points need a month.");
-	}
-	else if (l.months[0] == 0)
-		bad_value(ERRCODE_INVALID_BINARY_REPRESENTATION, "The newest month of earned points must be non-zero.");
-	else if (l.last_month < (1 - 2000) * 12 + LEDGER_MONTHS || l.last_month > (294276 - 2000) * 12)
-		bad_value(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE, "The newest month of earned points is out of range.");
-	recv_lots(buf, &l.lots);
+	recv_lots(buf, &l.lots, &nlots);
 	n = pq_getmsgint(buf, 4);
-	if (n < 0 || n > (buf->len - buf->cursor) / 20)
-		bad_value(ERRCODE_INVALID_BINARY_REPRESENTATION, "The hold count does not match the message.");
+	if (n < 0)
+		invalid(ERRCODE_INVALID_BINARY_REPRESENTATION, "The hold count does not match the message.");
+	count_input(&nlots, 0, n, ERRCODE_INVALID_BINARY_REPRESENTATION);
+	if (n > (buf->len - buf->cursor) / 20)
+		invalid(ERRCODE_INVALID_BINARY_REPRESENTATION, "The hold count does not match the message.");
 	l.nholds = l.maxholds = n;
 	l.holds = n ? palloc0(n * sizeof(LedgerHold)) : NULL;
 	for (i = 0; i < n; i++)
 	{
+		CHECK_FOR_INTERRUPTS();
 		l.holds[i].hold_id = pq_getmsgint64(buf);
 		l.holds[i].expires_at = pq_getmsgint64(buf);
-		recv_lots(buf, &l.holds[i].lots);
+		recv_lots(buf, &l.holds[i].lots, &nlots);
 	}
 	pq_getmsgend(buf);
-	check_ledger_input(&l);
+	finish_input(&l, ERRCODE_INVALID_BINARY_REPRESENTATION);
 	PG_RETURN_POINTER(ledger_encode(&l));
 }
 

@@ -34,6 +34,25 @@
 #define LEDGER_MONTHS			24	/* monthly earned buckets kept */
 #define LEDGER_NO_MONTH			PG_INT32_MIN
 
+/*
+ * Bounds of one value, so that no single call can run long: every function
+ * decodes, works on and re-encodes the whole value, in time linear in its
+ * lots (n log n on input), and the call that touches every lot (a hold or
+ * expiry of all of them, which also lists them all as jsonb) costs about
+ * 0.7 us per lot: at 2,000 lots about 1.4 ms, an ordinary posting ~0.05 ms.
+ * A real account has one lot per distinct expiry: one per UTC day under a
+ * day-granularity policy, one per month under month granularity, one in all
+ * for points that never expire; 2,000 lots are 5.5 years of daily accruals
+ * under a 5.5-year day-granularity policy.  Holds last minutes: an account
+ * has a few open at once, not hundreds.
+ */
+#define LEDGER_MAX_LOTS			2000	/* lots in a value, spendable and held together */
+#define LEDGER_MAX_HOLDS		1000	/* open holds in a value */
+
+/* Months (since 2000-01) of the first and last valid timestamp: 4714-11 BC, 294276-12 */
+#define LEDGER_MIN_MONTH		((-4713 - 2000) * 12 + 10)
+#define LEDGER_MAX_MONTH		((294276 - 2000) * 12 + 11)
+
 typedef struct LedgerLot
 {
 	int64		points;			/* > 0 */
@@ -81,6 +100,11 @@ extern int64 ledger_balance_at(const Ledger *l, TimestampTz t);
 extern int	ledger_month_of(TimestampTz t);
 
 extern void lots_add(LotList *ll, int64 points, TimestampTz expires_at, int errcode_on_overflow);
+extern void lots_append_raw(LotList *ll, int64 points, TimestampTz expires_at);
+extern void lots_sort_merge(LotList *ll, int errcode_on_overflow);
+extern void lots_merge(LotList *into, const LotList *from, int errcode_on_overflow);
+extern int	ledger_lot_count(const Ledger *l);
+extern void ledger_validate(const Ledger *l, int errcode);
 extern void lots_append_json(StringInfo buf, const LotList *ll, bool *first);
 extern void ledger_check_total(const Ledger *l, int errcode_on_overflow);
 
