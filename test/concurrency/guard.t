@@ -28,48 +28,12 @@ psql -X -qAt -d postgres -c "DROP ROLE IF EXISTS guard_redeemer" >/dev/null 2>&1
 createdb "$DB" || { echo "Bail out! cannot create database $DB"; exit 1; }
 q -c "CREATE EXTENSION wallet" >/dev/null || { echo "Bail out! cannot create extension wallet"; exit 1; }
 
-BARRIER_MISSED=
-race() {    # race NAME N SQL: N sessions run SQL at once (@I@ = 1..N); output in $TMP/NAME.I
-    local name=$1 count=$2 sql=$3 i pids=()
-    rm -f "$TMP/barrier.fifo"
-    barrier_hold || return 1
-    for i in $(seq 1 "$count"); do
-        psql -X -qAt -v ON_ERROR_STOP=1 -d "$DB" -c "$BARRIER_SQL" -c "${sql//@I@/$i}" >"$TMP/$name.$i" 2>&1 </dev/null &
-        pids+=($!)
-    done
-    barrier_wait_for "$count" || BARRIER_MISSED="$BARRIER_MISSED $name"
-    barrier_release
-    wait "${pids[@]}"
-}
-count() { cat "$TMP/$1".[0-9]* | grep -cxE "$2"; }
 
 # Two merchants, one campaign each, a genuine and a forged code of each (a
 # forgery: two symbols changed until the check symbol is right but the MAC
 # is not; parse_code is the oracle).
+forge_function
 q >/dev/null <<'SQL'
-CREATE FUNCTION forge(c text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-    alphabet constant text := '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
-    t text;
-BEGIN
-    FOR i IN REVERSE length(c) - 1 .. 1 LOOP
-        CONTINUE WHEN substr(c, i, 1) = '-';
-        FOR j IN REVERSE i - 1 .. 1 LOOP
-            CONTINUE WHEN substr(c, j, 1) = '-';
-            FOR a IN 1 .. 32 LOOP
-                FOR b IN 1 .. 32 LOOP
-                    t := overlay(overlay(c PLACING substr(alphabet, a, 1) FROM i FOR 1)
-                                 PLACING substr(alphabet, b, 1) FROM j FOR 1);
-                    IF (SELECT p.status FROM wallet.parse_code(t) p) = 'forged' THEN
-                        RETURN t;
-                    END IF;
-                END LOOP;
-            END LOOP;
-        END LOOP;
-    END LOOP;
-    RAISE EXCEPTION 'no forgery found for %', c;
-END
-$$;
 SELECT wallet.create_merchant('merchant A'), wallet.create_merchant('merchant B');
 SELECT wallet.create_campaign(1, 'A', max_redemptions_per_code => NULL), wallet.create_campaign(2, 'B', max_redemptions_per_code => NULL);
 CREATE TABLE codes (name text PRIMARY KEY, code text);
