@@ -9,7 +9,7 @@ SELECT is((SELECT proparallel FROM pg_proc WHERE oid = 'wallet.version()'::regpr
 SELECT is_strict('wallet', 'version', '{}'::name[], 'wallet.version() is STRICT');
 SELECT isnt(obj_description('wallet.version()'::regprocedure, 'pg_proc'), NULL,
             'wallet.version() has a comment');
-SELECT matches(wallet.version(), '^wallet 0\.1\.0 \(libsodium ', 'version() names the extension version');
+SELECT matches(wallet.version(), '^wallet 0\.2\.0 \(libsodium ', 'version() names the extension version');
 
 -- Every object the extension owns carries a COMMENT ON (house rule).
 SELECT is_empty($$
