@@ -285,7 +285,8 @@ code_guard_attempt(PG_FUNCTION_ARGS)
 	if (use_source)
 		guard_key(&skey, merchant, GUARD_SOURCE, PG_GETARG_TEXT_PP(2));
 
-	LWLockAcquire(guard->lock, LW_EXCLUSIVE);
+	/* a genuine code changes no counter: shared, so that they never queue */
+	LWLockAcquire(guard->lock, failed ? LW_EXCLUSIVE : LW_SHARED);
 	now = GetCurrentTimestamp();
 	if (use_member)
 	{
