@@ -16,6 +16,8 @@ OBJS = \
 	src/code_cache.o \
 	src/code_hmac.o \
 	src/codes.o \
+	src/guard.o \
+	src/redeem.o \
 	src/points_ledger.o \
 	src/ledger_ops.o
 

@@ -8,6 +8,7 @@
 #include "fmgr.h"
 #include "utils/builtins.h"
 
+#include "guard.h"
 #include "keys.h"
 
 PG_MODULE_MAGIC;
@@ -33,6 +34,9 @@ _PG_init(void)
 
 	/* marketing codes: settings and, when preloaded, the root key */
 	wallet_keys_init();
+
+	/* the brute-force guard's counters in shared memory, when preloaded */
+	wallet_guard_init();
 }
 
 PG_FUNCTION_INFO_V1(wallet_version);

@@ -6,9 +6,10 @@
 --   * Every call carrying an idempotency key first takes a transaction-level
 --     advisory lock on the key, so two sessions sending the same key run one
 --     after the other and the second sees the first's committed row.
---   * The brute-force guard takes an advisory lock per member and per source
---     before counting recent failures, so concurrent guesses cannot all slip
---     under the threshold.
+--   * The brute-force guard counts failed checks in shared memory (see
+--     src/guard.c), outside every transaction, so a rolled-back guess counts
+--     too; deciding "throttled?" and counting the failure is one critical
+--     section, so concurrent guesses cannot slip past the threshold.
 --   * Caps: one counter row per code, per (campaign, member) and per campaign
 --     holds the number of live redemptions, kept only while that cap is set
 --     (no hot row for an uncapped public code or campaign).  Reserve, redeem
@@ -16,7 +17,7 @@
 --     so they never deadlock with each other; under those locks they count
 --     the active reservations (expires_at > clock_timestamp()), which is why
 --     an expired reservation stops counting at once without a cleanup job.
---   * Lock order overall: idempotency key, guard (member, source), reservation
+--   * Lock order overall: idempotency key, reservation
 --     row, ROW EXCLUSIVE on code_redemptions and code_reservations (so that
 --     setting a cap, which rebuilds its counter, waits for calls that read
 --     the old caps), code counter, member counter, campaign counter.
@@ -44,7 +45,7 @@ COMMENT ON TABLE wallet.code_guard_settings IS
 COMMENT ON COLUMN wallet.code_guard_settings.merchant_id IS 'merchant the thresholds apply to; NULL = the global default';
 COMMENT ON COLUMN wallet.code_guard_settings.max_failures_per_member IS 'failed checks a member may make within the window before being throttled; NULL = no limit per member';
 COMMENT ON COLUMN wallet.code_guard_settings.max_failures_per_source IS 'failed checks one source (context->>''source'') may make within the window before being throttled; NULL = no limit per source';
-COMMENT ON COLUMN wallet.code_guard_settings.failure_window IS 'sliding window over which failed checks are counted';
+COMMENT ON COLUMN wallet.code_guard_settings.failure_window IS 'window over which failed checks are counted: a count starts at a member''s (or source''s) first failure and lasts this long';
 COMMENT ON COLUMN wallet.code_guard_settings.updated_at IS 'when the thresholds were last set';
 
 CREATE TABLE wallet.code_failed_attempts (
@@ -55,12 +56,13 @@ CREATE TABLE wallet.code_failed_attempts (
     status       text NOT NULL CHECK (status IN ('malformed', 'mistyped', 'unknown_campaign', 'forged')),
     input        text NOT NULL,
     campaign_id  bigint,
-    operation    text NOT NULL CHECK (operation IN ('check', 'redeem', 'reserve'))
+    operation    text NOT NULL CHECK (operation IN ('check', 'redeem', 'reserve')),
+    merchant_id  bigint
 );
 CREATE INDEX code_failed_attempts_member ON wallet.code_failed_attempts (member_ref, attempted_at);
 CREATE INDEX code_failed_attempts_source ON wallet.code_failed_attempts (source, attempted_at) WHERE source IS NOT NULL;
 CREATE INDEX code_failed_attempts_at ON wallet.code_failed_attempts (attempted_at);
-COMMENT ON TABLE wallet.code_failed_attempts IS 'failed code checks (malformed, mistyped, unknown_campaign, forged) counted by the brute-force guard; purge old rows with wallet.purge_code_attempts';
+COMMENT ON TABLE wallet.code_failed_attempts IS 'failed code checks (malformed, mistyped, unknown_campaign, forged), for forensics: written in the caller''s transaction, so a rolled-back check leaves no row (the guard counts it anyway, in shared memory); purge old rows with wallet.purge_code_attempts';
 COMMENT ON COLUMN wallet.code_failed_attempts.attempt_id IS 'attempt id';
 COMMENT ON COLUMN wallet.code_failed_attempts.attempted_at IS 'when the attempt was made (clock time)';
 COMMENT ON COLUMN wallet.code_failed_attempts.member_ref IS 'member who made the attempt';
@@ -69,6 +71,7 @@ COMMENT ON COLUMN wallet.code_failed_attempts.status IS 'why the check failed: m
 COMMENT ON COLUMN wallet.code_failed_attempts.input IS 'the text that was tried (first 64 characters), for forensics';
 COMMENT ON COLUMN wallet.code_failed_attempts.campaign_id IS 'campaign id the text claimed when it decoded (forged codes, unknown campaigns), else NULL; not a foreign key since such ids need not exist';
 COMMENT ON COLUMN wallet.code_failed_attempts.operation IS 'check_code, redeem_code or reserve_code';
+COMMENT ON COLUMN wallet.code_failed_attempts.merchant_id IS 'merchant whose campaign the text named (the guard''s scope), NULL when it named no campaign of this database; not a foreign key, history outlives merchants';
 
 -- The public functions run with enable_seqscan off, and so do the helpers
 -- they call: every lookup here is by key, and the tables start empty; a plan
@@ -143,19 +146,38 @@ $$;
 COMMENT ON FUNCTION wallet.set_code_guard(int, int, interval, bigint) IS
     'set the brute-force guard thresholds (failed checks per member and per source within a window; NULL = no limit) for a merchant, or globally when merchant_id is NULL';
 
-CREATE FUNCTION wallet.clear_code_failures(member_ref text DEFAULT NULL, source text DEFAULT NULL)
+-- The guard's counters live in shared memory (src/guard.c): they are not
+-- transactional, so a failed check counts even when the caller rolls back.
+CREATE FUNCTION wallet.code_guard_attempt(merchant_id bigint, member_ref text, source text, failed boolean,
+                                          max_failures_per_member int, max_failures_per_source int,
+                                          failure_window interval)
+    RETURNS boolean
+    AS 'MODULE_PATHNAME', 'code_guard_attempt' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION wallet.code_guard_attempt(bigint, text, text, boolean, int, int, interval) IS
+    'internal: whether the member or the source has reached its failed-check threshold in the merchant''s scope (throttled); if not and failed, counts one failure for both, atomically and outside the transaction';
+
+CREATE FUNCTION wallet.code_guard_forget(merchant_id bigint, member_ref text, source text)
+    RETURNS bigint
+    AS 'MODULE_PATHNAME', 'code_guard_forget' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION wallet.code_guard_forget(bigint, text, text) IS
+    'internal: drop the guard''s counters of a member and/or a source in a merchant''s scope (every scope when merchant_id is NULL), at once and outside the transaction; returns the number of counters dropped';
+
+CREATE FUNCTION wallet.clear_code_failures(member_ref text DEFAULT NULL, source text DEFAULT NULL,
+                                           merchant_id bigint DEFAULT NULL)
     RETURNS bigint
     LANGUAGE sql
     SET search_path = pg_catalog, pg_temp
     AS $$
+    SELECT wallet.code_guard_forget($3, $1, $2);
     WITH d AS (
         DELETE FROM wallet.code_failed_attempts a
          WHERE (a.member_ref = $1 OR a.source = $2)
+           AND ($3 IS NULL OR a.merchant_id = $3)
         RETURNING 1)
     SELECT count(*) FROM d
 $$;
-COMMENT ON FUNCTION wallet.clear_code_failures(text, text) IS
-    'forget the failed checks of a member and/or a source (e.g. after support verified them), lifting a throttle at once; returns the number of attempts removed';
+COMMENT ON FUNCTION wallet.clear_code_failures(text, text, bigint) IS
+    'forget the failed checks of a member and/or a source at one merchant (every merchant, and texts naming none, when merchant_id is NULL), e.g. after support verified them: lifts a throttle at once, even if the calling transaction rolls back; returns the number of recorded attempts removed';
 
 CREATE FUNCTION wallet.purge_code_attempts(older_than interval DEFAULT interval '1 day')
     RETURNS bigint
@@ -170,46 +192,6 @@ CREATE FUNCTION wallet.purge_code_attempts(older_than interval DEFAULT interval 
 $$;
 COMMENT ON FUNCTION wallet.purge_code_attempts(interval) IS
     'delete failed attempts older than the given age (keep it longer than every failure window); returns the number deleted';
-
--- Throttled?  Takes the guard locks (member, then source) for the rest of the
--- transaction so that the count and the recording of a failure are atomic.
-CREATE FUNCTION wallet.code_guard_throttled(merchant_id bigint, member_ref text, source text)
-    RETURNS boolean
-    LANGUAGE plpgsql
-    AS $$
-#variable_conflict use_column
-DECLARE
-    t record;
-    _since timestamptz;
-    _n int;
-BEGIN
-    SELECT * INTO t FROM wallet.code_guard_thresholds(code_guard_throttled.merchant_id);
-    _since := clock_timestamp() - t.failure_window;
-    IF t.max_failures_per_member IS NOT NULL THEN
-        PERFORM pg_advisory_xact_lock(1464598530, hashtext(code_guard_throttled.member_ref));
-        SELECT count(*) INTO _n FROM (
-            SELECT 1 FROM wallet.code_failed_attempts a
-             WHERE a.member_ref = code_guard_throttled.member_ref AND a.attempted_at > _since
-             LIMIT t.max_failures_per_member) x;
-        IF _n >= t.max_failures_per_member THEN
-            RETURN true;
-        END IF;
-    END IF;
-    IF t.max_failures_per_source IS NOT NULL AND code_guard_throttled.source IS NOT NULL THEN
-        PERFORM pg_advisory_xact_lock(1464598531, hashtext(code_guard_throttled.source));
-        SELECT count(*) INTO _n FROM (
-            SELECT 1 FROM wallet.code_failed_attempts a
-             WHERE a.source = code_guard_throttled.source AND a.attempted_at > _since
-             LIMIT t.max_failures_per_source) x;
-        IF _n >= t.max_failures_per_source THEN
-            RETURN true;
-        END IF;
-    END IF;
-    RETURN false;
-END
-$$;
-COMMENT ON FUNCTION wallet.code_guard_throttled(bigint, text, text) IS
-    'internal: whether a member or source has reached its failed-check threshold; locks the member and source guards until the end of the transaction';
 
 ------------------------------------------------------------------------------
 -- Bindings, reservations, redemptions, counters
@@ -423,12 +405,14 @@ $$;
 COMMENT ON FUNCTION wallet.code_check_args(text, text, jsonb, boolean) IS
     'internal: raise on misuse of the redemption API (NULL, blank or over 256 characters member_ref or idempotency_key, non-object context)';
 
--- Every check but the caps, in the documented precedence order.  Records a
--- failed check (malformed, mistyped, unknown_campaign, forged) for the guard.
+-- Every check but the caps, in the documented precedence order.  Counts a
+-- failed check (malformed, mistyped, unknown_campaign, forged) for the guard
+-- and records it for forensics.
 CREATE FUNCTION wallet.code_precheck(input text, member_ref text, source text, operation text,
         OUT status text, OUT code wallet.marketing_code, OUT campaign_id bigint, OUT serial bigint,
         OUT max_per_code int, OUT max_per_member int, OUT max_total bigint)
     LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
     AS $$
 #variable_conflict use_column
 DECLARE
@@ -439,14 +423,15 @@ DECLARE
     _merchant bigint;
     _now timestamptz;
     _bound text;
+    t record;
 BEGIN
     IF input IS NOT NULL THEN
         SELECT p.status, p.code INTO _pstatus, _code FROM wallet.parse_code(input) p;
     END IF;
     _pstatus := coalesce(_pstatus, 'malformed');
     IF _code IS NOT NULL THEN
-        -- Only to pick the merchant's guard thresholds; the answer does not
-        -- depend on whether the MAC is right until the guard has passed.
+        -- The merchant is the guard's scope; its campaign's fields are used
+        -- only once the guard has passed.
         SELECT c.merchant_id, c.starts_at, c.ends_at, c.max_redemptions_per_code,
                c.max_redemptions_per_member, c.max_redemptions_total
           INTO _c
@@ -454,22 +439,28 @@ BEGIN
         _known := FOUND;
         _merchant := _c.merchant_id;
     END IF;
-
-    IF wallet.code_guard_throttled(_merchant, member_ref, source) THEN
-        status := 'throttled';
-        RETURN;
-    END IF;
-
     -- Codes are self-describing (anyone can read the campaign id out of one),
     -- so saying that a campaign does not exist gives nothing away; it is
     -- still a guess at a code that cannot exist, and counts as a failure.
     IF _pstatus IN ('ok', 'retired_key', 'forged') AND NOT _known THEN
         _pstatus := 'unknown_campaign';
     END IF;
+
+    -- One atomic step in shared memory: throttled answers without judging
+    -- the code (the answer is the same whether the MAC is right or not) and
+    -- counts nothing; otherwise a failure is counted before anything else
+    -- happens, and no rollback of the caller takes it back.
+    SELECT * INTO t FROM wallet.code_guard_thresholds(_merchant);
+    IF wallet.code_guard_attempt(_merchant, member_ref, source,
+                                 _pstatus IN ('malformed', 'mistyped', 'unknown_campaign', 'forged'),
+                                 t.max_failures_per_member, t.max_failures_per_source, t.failure_window) THEN
+        status := 'throttled';
+        RETURN;
+    END IF;
     IF _pstatus IN ('malformed', 'mistyped', 'unknown_campaign', 'forged') THEN
-        INSERT INTO wallet.code_failed_attempts (member_ref, source, status, input, campaign_id, operation)
+        INSERT INTO wallet.code_failed_attempts (member_ref, source, status, input, campaign_id, operation, merchant_id)
         VALUES (member_ref, source, _pstatus, left(coalesce(input, ''), 64),
-                CASE WHEN _code IS NOT NULL THEN wallet.code_campaign(_code) END, operation);
+                CASE WHEN _code IS NOT NULL THEN wallet.code_campaign(_code) END, operation, _merchant);
         status := _pstatus;
         RETURN;
     END IF;
@@ -502,7 +493,14 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION wallet.code_precheck(text, text, text, text) IS
-    'internal: every check of a code but the caps (guard, format, MAC, campaign, key, window, binding), in precedence order; records failed checks for the guard';
+    'internal: every check of a code but the caps (guard, format, MAC, campaign, key, window, binding), in precedence order; counts failed checks for the guard (outside the transaction) and records them for forensics';
+
+-- Under REPEATABLE READ: did the caps change since the snapshot (src/redeem.c)?
+CREATE FUNCTION wallet.code_caps_unchanged(campaign_id bigint, max_per_code int, max_per_member int, max_total bigint)
+    RETURNS void
+    AS 'MODULE_PATHNAME', 'code_caps_unchanged' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION wallet.code_caps_unchanged(bigint, int, int, bigint) IS
+    'internal: raise a serialization failure (40001) unless the campaign''s latest committed caps are the given ones (for REPEATABLE READ and SERIALIZABLE, whose snapshot may predate a change)';
 
 -- The caps of a campaign, read so that they cannot change unseen, and the
 -- counter rows of the caps that are set, locked in the fixed order (code,
@@ -519,6 +517,7 @@ CREATE FUNCTION wallet.code_lock_counters(campaign_id bigint, serial bigint, mem
         OUT max_per_code int, OUT max_per_member int, OUT max_total bigint,
         OUT code_redeemed int, OUT member_redeemed int, OUT total_redeemed bigint)
     LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
     AS $$
 #variable_conflict use_column
 BEGIN
@@ -529,11 +528,14 @@ BEGIN
           INTO max_per_code, max_per_member, max_total
           FROM wallet.campaigns c WHERE c.campaign_id = $1;
     ELSE
-        -- A transaction snapshot may predate a cap change: FOR SHARE makes
-        -- such a change a serialization failure instead of going unseen.
+        -- A transaction snapshot may predate a cap change: comparing with
+        -- the latest committed caps makes such a change a serialization
+        -- failure instead of going unseen (without FOR SHARE, which would
+        -- need UPDATE on wallet.campaigns).
         SELECT c.max_redemptions_per_code, c.max_redemptions_per_member, c.max_redemptions_total
           INTO max_per_code, max_per_member, max_total
-          FROM wallet.campaigns c WHERE c.campaign_id = $1 FOR SHARE;
+          FROM wallet.campaigns c WHERE c.campaign_id = $1;
+        PERFORM wallet.code_caps_unchanged($1, max_per_code, max_per_member, max_total);
     END IF;
     IF max_per_code IS NOT NULL THEN
         SELECT u.redeemed INTO code_redeemed FROM wallet.code_use_counts u

@@ -97,3 +97,54 @@ sess_close() {
     unset "SESS_FD[$name]"
     wait "${SESS_PID[$name]}" 2>/dev/null || true
 }
+
+# Races: race NAME N SQL runs SQL in N sessions at once, behind the barrier;
+# SQL may use @I@ (the session number 1..N).  Each session's output (or
+# error) lands in $TMP/NAME.I; a race that started before all N sessions
+# waited is named in BARRIER_MISSED.
+BARRIER_MISSED=
+race() {
+    local name=$1 count=$2 sql=$3 i pids=()
+    rm -f "$TMP/barrier.fifo"
+    barrier_hold || return 1
+    for i in $(seq 1 "$count"); do
+        psql -X -qAt -v ON_ERROR_STOP=1 -d "$DB" -c "$BARRIER_SQL" -c "${sql//@I@/$i}" >"$TMP/$name.$i" 2>&1 </dev/null &
+        pids+=($!)
+    done
+    barrier_wait_for "$count" || BARRIER_MISSED="$BARRIER_MISSED $name"
+    barrier_release
+    wait "${pids[@]}"
+}
+# count NAME PATTERN: how many sessions printed a line matching PATTERN exactly.
+count() { cat "$TMP/$1".[0-9]* | grep -cxE "$2"; }
+
+# forge_function: creates forge(code text) in $DB, a forgery of a code: two
+# body symbols changed until the text is well formed with a right check
+# symbol but a wrong MAC (parse_code is the oracle; fixed search order).
+forge_function() {
+    q >/dev/null <<'SQL'
+CREATE FUNCTION forge(c text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    alphabet constant text := '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
+    t text;
+BEGIN
+    FOR i IN REVERSE length(c) - 1 .. 1 LOOP
+        CONTINUE WHEN substr(c, i, 1) = '-';
+        FOR j IN REVERSE i - 1 .. 1 LOOP
+            CONTINUE WHEN substr(c, j, 1) = '-';
+            FOR a IN 1 .. 32 LOOP
+                FOR b IN 1 .. 32 LOOP
+                    t := overlay(overlay(c PLACING substr(alphabet, a, 1) FROM i FOR 1)
+                                 PLACING substr(alphabet, b, 1) FROM j FOR 1);
+                    IF (SELECT p.status FROM wallet.parse_code(t) p) = 'forged' THEN
+                        RETURN t;
+                    END IF;
+                END LOOP;
+            END LOOP;
+        END LOOP;
+    END LOOP;
+    RAISE EXCEPTION 'no forgery found for %', c;
+END
+$$;
+SQL
+}

@@ -21,23 +21,6 @@ dropdb --if-exists "$DB" >/dev/null 2>&1
 createdb "$DB" || { echo "Bail out! cannot create database $DB"; exit 1; }
 q -c "CREATE EXTENSION wallet" >/dev/null || { echo "Bail out! cannot create extension wallet"; exit 1; }
 
-BARRIER_MISSED=
-# race NAME N SQL: N sessions run SQL at once; SQL may use @I@ (the session
-# number 1..N).  Each session's output (or error) lands in $TMP/NAME.I.
-race() {
-    local name=$1 count=$2 sql=$3 i pids=()
-    rm -f "$TMP/barrier.fifo"
-    barrier_hold || return 1
-    for i in $(seq 1 "$count"); do
-        psql -X -qAt -v ON_ERROR_STOP=1 -d "$DB" -c "$BARRIER_SQL" -c "${sql//@I@/$i}" >"$TMP/$name.$i" 2>&1 </dev/null &
-        pids+=($!)
-    done
-    barrier_wait_for "$count" || BARRIER_MISSED="$BARRIER_MISSED $name"
-    barrier_release
-    wait "${pids[@]}"
-}
-# count NAME PATTERN: how many sessions printed a line matching PATTERN exactly.
-count() { cat "$TMP/$1".[0-9]* | grep -cxE "$2"; }
 
 q -c "
 SELECT wallet.set_code_guard(NULL, NULL, '1 hour');

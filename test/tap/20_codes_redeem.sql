@@ -8,7 +8,7 @@
 -- margin between a reservation and the check that it still counts, so that a
 -- loaded machine does not make the test flaky.
 BEGIN;
-SELECT plan(136);
+SELECT plan(148);
 
 -- Test helpers (temporary, gone at ROLLBACK) -------------------------------
 
@@ -361,54 +361,119 @@ SELECT is((SELECT redeemed FROM wallet.campaign_use_counts WHERE campaign_id = (
           'campaign counter: 2');
 
 -- Brute-force guard ---------------------------------------------------------------
+-- The guard's counters live in shared memory and outlive this file's
+-- ROLLBACK: forget whatever an earlier run on this cluster left for the
+-- members and sources below that can fail without naming a merchant of ours.
+SELECT wallet.clear_code_failures(m, m) FROM unnest(ARRAY['sam', 'mallory', 'dev-1', 'dev-2']) m;
 -- Global: 3 failures per member, 5 per source, within one hour.
 SELECT wallet.set_code_guard(3, 5, interval '1 hour');
 INSERT INTO ids (name, id) SELECT 'guard', wallet.create_campaign((SELECT id FROM ids WHERE name = 'merchant'), 'guarded',
                                                                 max_redemptions_per_code => NULL);
 UPDATE ids SET code = pg_temp.code(id) WHERE name = 'guard';
-SELECT is(ARRAY[pg_temp.redeem('garbage', 'mallory', 'g-1', '{"source": "dev-1"}'),
-                pg_temp.redeem(pg_temp.mistype((SELECT code FROM ids WHERE name = 'guard')), 'mallory', 'g-2', '{"source": "dev-1"}'),
-                pg_temp.redeem(pg_temp.forge((SELECT code FROM ids WHERE name = 'guard')), 'mallory', 'g-3', '{"source": "dev-1"}')],
-          ARRAY['malformed', 'mistyped', 'forged'], 'three failed redemptions report their reasons');
-SELECT is((SELECT array_agg(status ORDER BY attempt_id) FROM wallet.code_failed_attempts WHERE member_ref = 'mallory'),
-          ARRAY['malformed', 'mistyped', 'forged'], 'each failure is recorded (the call returned a status, nothing rolled back)');
+INSERT INTO ids (name, code) SELECT 'guard-forged', pg_temp.forge(code) FROM ids WHERE name = 'guard';
+SELECT is(ARRAY[pg_temp.redeem((SELECT code FROM ids WHERE name = 'guard-forged'), 'mallory', 'g-1', '{"source": "dev-1"}'),
+                pg_temp.redeem((SELECT code FROM ids WHERE name = 'guard-forged'), 'mallory', 'g-2', '{"source": "dev-1"}'),
+                wallet.check_code((SELECT code FROM ids WHERE name = 'guard-forged'), 'mallory', '{"source": "dev-1"}')],
+          ARRAY['forged', 'forged', 'forged'], 'three forged guesses report their reason');
+SELECT is((SELECT array_agg(operation || ':' || status || ':' || (merchant_id = (SELECT id FROM ids WHERE name = 'merchant')) ORDER BY attempt_id)
+             FROM wallet.code_failed_attempts WHERE member_ref = 'mallory'),
+          ARRAY['redeem:forged:true', 'redeem:forged:true', 'check:forged:true'],
+          'each failure is recorded for forensics, with the merchant the code named');
 SELECT is(pg_temp.redeem((SELECT code FROM ids WHERE name = 'guard'), 'mallory', 'g-4', '{"source": "dev-9"}'), 'throttled',
           'past the member threshold even a genuine code is answered throttled');
 SELECT is(wallet.check_code((SELECT code FROM ids WHERE name = 'guard'), 'mallory'), 'throttled', 'check_code too');
-SELECT is(pg_temp.redeem('garbage', 'mallory', 'g-5'), 'throttled', 'a throttled attempt does not consult the code');
+SELECT is(pg_temp.redeem((SELECT code FROM ids WHERE name = 'guard-forged'), 'mallory', 'g-5'), 'throttled',
+          'a throttled attempt does not consult the code');
 SELECT is((SELECT count(*) FROM wallet.code_failed_attempts WHERE member_ref = 'mallory'), 3::bigint, 'and is not recorded as a failure');
 SELECT is(pg_temp.redeem((SELECT code FROM ids WHERE name = 'guard'), 'nina', 'g-6'), 'ok', 'other members are not affected');
+SELECT is(pg_temp.redeem('garbage', 'mallory', 'g-5b'), 'malformed',
+          'a text naming no campaign is counted apart from the merchant''s codes (no merchant''s failure)');
 -- Per source: mallory's source dev-1 has 3 failures; two more from other members reach 5.
-SELECT is(ARRAY[pg_temp.redeem('bad', 'oscar', 'g-7', '{"source": "dev-1"}'), pg_temp.redeem('bad', 'pat', 'g-8', '{"source": "dev-1"}')],
-          ARRAY['malformed', 'malformed'], 'two more failures from the same source');
+SELECT is(ARRAY[pg_temp.redeem((SELECT code FROM ids WHERE name = 'guard-forged'), 'oscar', 'g-7', '{"source": "dev-1"}'),
+                pg_temp.redeem((SELECT code FROM ids WHERE name = 'guard-forged'), 'pat', 'g-8', '{"source": "dev-1"}')],
+          ARRAY['forged', 'forged'], 'two more failures from the same source');
 SELECT is(pg_temp.redeem((SELECT code FROM ids WHERE name = 'guard'), 'quinn', 'g-9', '{"source": "dev-1"}'), 'throttled',
           'past the source threshold a fresh member on that source is throttled');
 SELECT is(pg_temp.redeem((SELECT code FROM ids WHERE name = 'guard'), 'quinn', 'g-10', '{"source": "dev-2"}'), 'ok',
           'the same member from another source is not');
--- Per merchant: a stricter threshold for one merchant.
+-- Per merchant: thresholds and counts are the merchant's own.
 INSERT INTO ids (name, id) VALUES ('strict', wallet.create_merchant('strict merchant'));
 INSERT INTO ids (name, id) SELECT 'strictc', wallet.create_campaign((SELECT id FROM ids WHERE name = 'strict'), 'strict campaign',
                                                                   max_redemptions_per_code => NULL);
 UPDATE ids SET code = pg_temp.code(id) WHERE name = 'strictc';
+INSERT INTO ids (name, code) SELECT 'strict-forged', pg_temp.forge(code) FROM ids WHERE name = 'strictc';
 SELECT wallet.set_code_guard(1, NULL, interval '1 hour', (SELECT id FROM ids WHERE name = 'strict'));
-SELECT is(wallet.check_code('oops', 'rita'), 'malformed', 'rita fails once');
-SELECT is(wallet.check_code((SELECT code FROM ids WHERE name = 'strictc'), 'rita'), 'throttled',
-          'the strict merchant''s threshold (1) applies to its codes');
-SELECT is(wallet.check_code((SELECT code FROM ids WHERE name = 'guard'), 'rita'), 'ok', 'the global threshold (3) to the others');
+SELECT is(wallet.check_code((SELECT code FROM ids WHERE name = 'strict-forged'), 'mallory', '{"source": "dev-1"}'), 'forged',
+          'mallory, throttled at one merchant, is judged at another: the same member_ref and source there are someone else');
+SELECT is(wallet.check_code((SELECT code FROM ids WHERE name = 'strictc'), 'mallory'), 'throttled',
+          'and that merchant''s own threshold (1) throttles her there');
+SELECT is(wallet.check_code((SELECT code FROM ids WHERE name = 'strictc'), 'rita'), 'ok', 'rita is not throttled at the strict merchant');
+SELECT is(wallet.check_code((SELECT code FROM ids WHERE name = 'guard-forged'), 'rita'), 'forged', 'rita fails once at the first merchant');
+SELECT is(wallet.check_code((SELECT code FROM ids WHERE name = 'strictc'), 'rita'), 'ok',
+          'which does not count at the strict merchant (threshold 1)');
+SELECT is(wallet.check_code((SELECT code FROM ids WHERE name = 'guard'), 'rita'), 'ok', 'nor reach the global threshold (3) at the first');
 SELECT throws_ok($$SELECT wallet.set_code_guard(0, 1, '1 hour')$$, '22023', NULL, 'a zero threshold is 22023');
 SELECT throws_ok($$SELECT wallet.set_code_guard(1, 1, '0')$$, '22023', NULL, 'a zero window is 22023');
 SELECT throws_ok($$SELECT wallet.set_code_guard(1, 1, '1 hour', -5)$$, 'WL102', NULL, 'an unknown merchant is WL102 (as for create_campaign)');
--- The window slides (clock time): failures older than it stop counting.
+-- The window is clock time: a count lasts failure_window from its first failure.
 SELECT wallet.set_code_guard(3, 5, interval '1500 milliseconds');
-SELECT is(wallet.check_code((SELECT code FROM ids WHERE name = 'guard'), 'mallory'), 'throttled', 'still throttled within a short window');
+SELECT is(ARRAY[wallet.check_code((SELECT code FROM ids WHERE name = 'guard-forged'), 'ursula'),
+                wallet.check_code((SELECT code FROM ids WHERE name = 'guard-forged'), 'ursula'),
+                wallet.check_code((SELECT code FROM ids WHERE name = 'guard-forged'), 'ursula'),
+                wallet.check_code((SELECT code FROM ids WHERE name = 'guard'), 'ursula')],
+          ARRAY['forged', 'forged', 'forged', 'throttled'], 'three quick failures throttle within a short window');
 SELECT pg_sleep(1.6);
-SELECT is(wallet.check_code((SELECT code FROM ids WHERE name = 'guard'), 'mallory'), 'ok', 'not once the failures are older than the window');
--- Support can lift a throttle.
+SELECT is(wallet.check_code((SELECT code FROM ids WHERE name = 'guard'), 'ursula'), 'ok', 'not once the window has passed');
+-- Texts naming no campaign count in a scope of their own (global thresholds).
 SELECT wallet.set_code_guard(3, 5, interval '1 hour');
-SELECT pg_temp.redeem('bad', 'sam', 'g-s' || i) FROM generate_series(1, 3) i;
-SELECT is(wallet.check_code((SELECT code FROM ids WHERE name = 'guard'), 'sam'), 'throttled', 'sam is throttled');
-SELECT is(wallet.clear_code_failures('sam'), 3::bigint, 'clear_code_failures forgets his failures');
-SELECT is(wallet.check_code((SELECT code FROM ids WHERE name = 'guard'), 'sam'), 'ok', 'and lifts the throttle');
+SELECT is(array_agg(pg_temp.redeem('bad', 'sam', 'g-s' || i) ORDER BY i), ARRAY['malformed', 'malformed', 'malformed', 'throttled'],
+          'three malformed texts, then throttled')
+  FROM generate_series(1, 4) i;
+SELECT is(wallet.check_code((SELECT code FROM ids WHERE name = 'guard'), 'sam'), 'ok',
+          'a merchant''s genuine code is still judged (it is in the merchant''s scope)');
+-- Support can lift a throttle.
+SELECT is(ARRAY[pg_temp.redeem((SELECT code FROM ids WHERE name = 'guard-forged'), 'sam', 'g-s5'),
+                pg_temp.redeem((SELECT code FROM ids WHERE name = 'guard-forged'), 'sam', 'g-s6'),
+                pg_temp.redeem((SELECT code FROM ids WHERE name = 'guard-forged'), 'sam', 'g-s7'),
+                wallet.check_code((SELECT code FROM ids WHERE name = 'guard'), 'sam')],
+          ARRAY['forged', 'forged', 'forged', 'throttled'], 'sam is throttled at the merchant too');
+SELECT is(wallet.clear_code_failures('sam', merchant_id => (SELECT id FROM ids WHERE name = 'merchant')), 3::bigint,
+          'clear_code_failures at the merchant forgets his 3 recorded failures there');
+SELECT is(wallet.check_code((SELECT code FROM ids WHERE name = 'guard'), 'sam'), 'ok', 'and lifts the throttle there');
+SELECT is(pg_temp.redeem('bad', 'sam', 'g-s8'), 'throttled', 'but not in the scope of texts naming no campaign');
+SELECT is(wallet.clear_code_failures('sam'), 3::bigint, 'clear_code_failures with no merchant forgets the rest');
+SELECT is(pg_temp.redeem('bad', 'sam', 'g-s9'), 'malformed', 'and lifts every throttle');
+
+-- The attack of the security review: every guess in a savepoint rolled back
+-- (its row of code_failed_attempts vanishes), 300 of them: the guard counts
+-- them anyway and throttles after the threshold.
+CREATE FUNCTION pg_temp.guess_in_savepoints(code text, member text, n int) RETURNS text[] LANGUAGE plpgsql AS $$
+DECLARE
+    st text[] := '{}';
+    r text;
+BEGIN
+    FOR i IN 1 .. n LOOP
+        BEGIN
+            r := (wallet.redeem_code(code, member, 'sp-' || member || '-' || i)).status;
+            RAISE EXCEPTION USING ERRCODE = 'WLX99', MESSAGE = r;
+        EXCEPTION WHEN SQLSTATE 'WLX99' THEN
+            st := st || SQLERRM;
+        END;
+    END LOOP;
+    RETURN st;
+END
+$$;
+SELECT wallet.set_code_guard(10, NULL, interval '1 hour');
+CREATE TEMP TABLE sp_guesses AS
+    SELECT s.status, count(*) AS n
+      FROM unnest(pg_temp.guess_in_savepoints((SELECT code FROM ids WHERE name = 'guard-forged'), 'victor', 300)) s(status)
+     GROUP BY s.status;
+SELECT is((SELECT jsonb_object_agg(status, n) FROM sp_guesses), '{"forged": 10, "throttled": 290}'::jsonb,
+          '300 forged guesses, each in a rolled-back savepoint: 10 judged, 290 throttled');
+SELECT is((SELECT count(*) FROM wallet.code_failed_attempts WHERE member_ref = 'victor'), 0::bigint,
+          'although no failure row survived the rollbacks');
+SELECT is(wallet.check_code((SELECT code FROM ids WHERE name = 'guard'), 'victor'), 'throttled',
+          'so even his genuine code is throttled afterwards');
 
 SELECT * FROM finish();
 ROLLBACK;
