@@ -75,15 +75,15 @@ COMMENT ON COLUMN wallet.code_failed_attempts.operation IS 'check_code, redeem_c
 -- cached by a session while a table was small would otherwise keep scanning
 -- it whole as it grows, until the next ANALYZE.
 --
--- Internal helpers (their comments start with "internal:") carry no SET
--- search_path: they are called from the public functions, which pin it, and a
--- SET clause costs a configuration change on every call.  Every name in them
--- is schema-qualified anyway.
+-- Internal helpers (their comments start with "internal:") pin search_path
+-- too: anyone allowed to EXECUTE them can call them directly, with a
+-- search_path of their own choosing.
 
 -- Thresholds that apply to a merchant: its own row, else the global row, else the defaults.
 CREATE FUNCTION wallet.code_guard_thresholds(merchant_id bigint,
         OUT max_failures_per_member int, OUT max_failures_per_source int, OUT failure_window interval)
     LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
     AS $$
 #variable_conflict use_column
 BEGIN
@@ -176,6 +176,7 @@ COMMENT ON FUNCTION wallet.purge_code_attempts(interval) IS
 CREATE FUNCTION wallet.code_guard_throttled(merchant_id bigint, member_ref text, source text)
     RETURNS boolean
     LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
     AS $$
 #variable_conflict use_column
 DECLARE
@@ -388,6 +389,7 @@ COMMENT ON COLUMN wallet.reservation_result.replayed IS 'true when this is the s
 CREATE FUNCTION wallet.code_check_args(member_ref text, idempotency_key text, context jsonb, need_key boolean)
     RETURNS void
     LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
     AS $$
 #variable_conflict use_column
 BEGIN
@@ -429,6 +431,7 @@ CREATE FUNCTION wallet.code_precheck(input text, member_ref text, source text, o
         OUT status text, OUT code wallet.marketing_code, OUT campaign_id bigint, OUT serial bigint,
         OUT max_per_code int, OUT max_per_member int, OUT max_total bigint)
     LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
     AS $$
 #variable_conflict use_column
 DECLARE
@@ -519,6 +522,7 @@ CREATE FUNCTION wallet.code_lock_counters(campaign_id bigint, serial bigint, mem
         OUT max_per_code int, OUT max_per_member int, OUT max_total bigint,
         OUT code_redeemed int, OUT member_redeemed int, OUT total_redeemed bigint)
     LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
     AS $$
 #variable_conflict use_column
 BEGIN
@@ -572,6 +576,7 @@ CREATE FUNCTION wallet.code_bump_counters(campaign_id bigint, serial bigint, mem
                                           per_code boolean, per_member boolean, total boolean)
     RETURNS void
     LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
     AS $$
 #variable_conflict use_column
 BEGIN
@@ -594,6 +599,7 @@ COMMENT ON FUNCTION wallet.code_bump_counters(bigint, bigint, text, int, boolean
 CREATE FUNCTION wallet.code_caps_recount()
     RETURNS trigger
     LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
     AS $$
 #variable_conflict use_column
 BEGIN
@@ -641,6 +647,7 @@ CREATE FUNCTION wallet.code_caps_status(campaign_id bigint, serial bigint, membe
         code_redeemed bigint, member_redeemed bigint, total_redeemed bigint)
     RETURNS text
     LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
     AS $$
 #variable_conflict use_column
 DECLARE
@@ -678,6 +685,7 @@ COMMENT ON FUNCTION wallet.code_caps_status(bigint, bigint, text, int, int, bigi
 CREATE FUNCTION wallet.code_same_input(stored wallet.marketing_code, input text)
     RETURNS boolean
     LANGUAGE sql
+    SET search_path = pg_catalog, pg_temp
     AS $$
     SELECT coalesce((SELECT p.code OPERATOR(wallet.=) $1 FROM wallet.parse_code($2) p), false)
 $$;
@@ -687,6 +695,7 @@ COMMENT ON FUNCTION wallet.code_same_input(wallet.marketing_code, text) IS
 CREATE FUNCTION wallet.code_key_mismatch(idempotency_key text, what text)
     RETURNS void
     LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
     AS $$
 #variable_conflict use_column
 BEGIN
@@ -759,6 +768,7 @@ COMMENT ON FUNCTION wallet.check_code(text, text, jsonb) IS
 CREATE FUNCTION wallet.check_code(code text, member_ref text)
     RETURNS text
     LANGUAGE sql
+    SET search_path = pg_catalog, pg_temp
     AS $$
     SELECT wallet.check_code($1, $2, '{}'::jsonb)
 $$;
@@ -768,6 +778,7 @@ COMMENT ON FUNCTION wallet.check_code(text, text) IS
 CREATE FUNCTION wallet.check_code(code wallet.marketing_code, member_ref text, context jsonb DEFAULT '{}')
     RETURNS text
     LANGUAGE sql
+    SET search_path = pg_catalog, pg_temp
     AS $$
     SELECT wallet.check_code($1::text, $2, $3)
 $$;
@@ -883,6 +894,7 @@ COMMENT ON FUNCTION wallet.redeem_code(text, text, text, jsonb) IS
 CREATE FUNCTION wallet.redeem_code(code wallet.marketing_code, member_ref text, idempotency_key text, context jsonb DEFAULT '{}')
     RETURNS wallet.redemption_result
     LANGUAGE sql
+    SET search_path = pg_catalog, pg_temp
     AS $$
     SELECT wallet.redeem_code($1::text, $2, $3, $4)
 $$;
@@ -1002,6 +1014,7 @@ COMMENT ON FUNCTION wallet.reserve_code(text, text, text, interval, jsonb) IS
 CREATE FUNCTION wallet.reserve_code(code wallet.marketing_code, member_ref text, idempotency_key text, ttl interval, context jsonb DEFAULT '{}')
     RETURNS wallet.reservation_result
     LANGUAGE sql
+    SET search_path = pg_catalog, pg_temp
     AS $$
     SELECT wallet.reserve_code($1::text, $2, $3, $4, $5)
 $$;
