@@ -127,13 +127,18 @@ campaign_load(CampaignInfo *info)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+	/*
+	 * Parsed under the caller's search_path: every name and operator is
+	 * schema-qualified, or a function or operator planted in a schema the
+	 * caller searches first would run with the caller's privileges.
+	 */
 	plan = SPI_prepare(code_keys_bound
 					   ? "SELECT c.mac_bits, c.prefix, c.current_key_version, k.key_version, k.retired_at IS NOT NULL, k.installation_id"
-					   "  FROM wallet.campaigns c LEFT JOIN wallet.code_keys k ON k.campaign_id = c.campaign_id"
-					   " WHERE c.campaign_id = $1"
+					   "  FROM wallet.campaigns c LEFT JOIN wallet.code_keys k ON k.campaign_id OPERATOR(pg_catalog.=) c.campaign_id"
+					   " WHERE c.campaign_id OPERATOR(pg_catalog.=) $1"
 					   : "SELECT c.mac_bits, c.prefix, c.current_key_version, k.key_version, k.retired_at IS NOT NULL, NULL::pg_catalog.uuid"
-					   "  FROM wallet.campaigns c LEFT JOIN wallet.code_keys k ON k.campaign_id = c.campaign_id"
-					   " WHERE c.campaign_id = $1",
+					   "  FROM wallet.campaigns c LEFT JOIN wallet.code_keys k ON k.campaign_id OPERATOR(pg_catalog.=) c.campaign_id"
+					   " WHERE c.campaign_id OPERATOR(pg_catalog.=) $1",
 					   1, argtypes);
 	if (plan == NULL)
 		elog(ERROR, "preparing the read of wallet.campaigns failed: %s", SPI_result_code_string(SPI_result));

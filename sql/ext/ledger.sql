@@ -90,6 +90,7 @@ COMMENT ON FUNCTION wallet.ledger_apply(wallet.points_ledger, text, timestamptz,
 -- UTC day or month (the exclusive expiry is the start of the next one).
 CREATE FUNCTION wallet.policy_expiry(at timestamptz, expiry interval, granularity text) RETURNS timestamptz
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
     AS $$
     SELECT CASE WHEN expiry IS NULL THEN 'infinity'::timestamptz
                 WHEN granularity = 'month'
@@ -215,6 +216,7 @@ CREATE TRIGGER entries_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON wallet
 CREATE FUNCTION wallet.check_posting(points bigint, reason text, idempotency_key text, verb text,
         signed boolean DEFAULT false) RETURNS void
     LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
     AS $$
 BEGIN
     IF verb IS NOT NULL AND (points IS NULL OR points = 0 OR (points < 0 AND NOT signed)) THEN
@@ -238,6 +240,7 @@ COMMENT ON FUNCTION wallet.check_posting(bigint, text, text, text, boolean) IS '
 
 CREATE FUNCTION wallet.key_mismatch(e wallet.entries) RETURNS void
     LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
     AS $$
 BEGIN
     RAISE EXCEPTION 'idempotency key reused with different arguments'
@@ -251,6 +254,7 @@ COMMENT ON FUNCTION wallet.key_mismatch(wallet.entries) IS 'raises WL002 for a k
 
 CREATE FUNCTION wallet.unknown_account(account_id bigint) RETURNS void
     LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
     AS $$
 BEGIN
     RAISE EXCEPTION 'unknown account'
@@ -261,6 +265,7 @@ COMMENT ON FUNCTION wallet.unknown_account(bigint) IS 'raises WL201 for an accou
 
 CREATE FUNCTION wallet.program_closed(program_id bigint) RETURNS void
     LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
     AS $$
 BEGIN
     RAISE EXCEPTION 'program closed'
@@ -274,6 +279,7 @@ COMMENT ON FUNCTION wallet.program_closed(bigint) IS 'raises WL202 for a closed 
 -- post (wallet.post_entry) and to replay (wallet.replay_ledger).
 CREATE FUNCTION wallet.entry_step(l wallet.points_ledger, e wallet.entries) RETURNS wallet.ledger_step
     LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
     AS $$
 DECLARE
     o wallet.entries;
@@ -307,6 +313,7 @@ COMMENT ON FUNCTION wallet.entry_step(wallet.points_ledger, wallet.entries) IS '
 -- Apply e to the locked account's ledger l, store the new ledger, journal e.
 CREATE FUNCTION wallet.post_entry(l wallet.points_ledger, e wallet.entries) RETURNS wallet.entries
     LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
     AS $$
 DECLARE
     s wallet.ledger_step;
@@ -332,6 +339,7 @@ COMMENT ON FUNCTION wallet.post_entry(wallet.points_ledger, wallet.entries) IS '
 -- expire entries posted (0 or 1).
 CREATE FUNCTION wallet.settle_account(account_id bigint, as_of timestamptz, at timestamptz) RETURNS int
     LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
     AS $$
 DECLARE
     l wallet.points_ledger;
@@ -391,6 +399,7 @@ COMMENT ON COLUMN wallet.locked_account.at IS 'the posting''s instant: the clock
 CREATE FUNCTION wallet.lock_account(account_id bigint, idempotency_key text DEFAULT NULL)
     RETURNS wallet.locked_account
     LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
     AS $$
 DECLARE
     due timestamptz;
@@ -429,6 +438,7 @@ COMMENT ON FUNCTION wallet.lock_account(bigint, text) IS 'locks an account row f
 CREATE FUNCTION wallet.post_once(a wallet.locked_account, same boolean, e wallet.entries, check_closed boolean DEFAULT true)
     RETURNS wallet.entries
     LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
     AS $$
 BEGIN
     IF (a.prior).entry_id IS NOT NULL THEN
@@ -450,6 +460,7 @@ COMMENT ON FUNCTION wallet.post_once(wallet.locked_account, boolean, wallet.entr
 CREATE FUNCTION wallet.create_program(merchant_id bigint, name text, expiry interval DEFAULT NULL,
         granularity text DEFAULT 'day') RETURNS bigint
     LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
     AS $$
 DECLARE
     id bigint;
@@ -483,6 +494,7 @@ COMMENT ON FUNCTION wallet.create_program(bigint, text, interval, text) IS 'crea
 
 CREATE FUNCTION wallet.close_program(program_id bigint) RETURNS void
     LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
     AS $$
 BEGIN
     UPDATE wallet.programs p SET closed_at = coalesce(p.closed_at, now())
@@ -497,6 +509,7 @@ COMMENT ON FUNCTION wallet.close_program(bigint) IS 'closes a program: no new ac
 
 CREATE FUNCTION wallet.open_account(program_id bigint, member_ref text) RETURNS bigint
     LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
     AS $$
 DECLARE
     id bigint;
@@ -537,6 +550,7 @@ COMMENT ON FUNCTION wallet.open_account(bigint, text) IS 'returns the account of
 CREATE FUNCTION wallet.accrue(account_id bigint, points bigint, idempotency_key text, reason text,
         reference text DEFAULT NULL, expires_at timestamptz DEFAULT NULL) RETURNS wallet.entries
     LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
     AS $$
 DECLARE
     at timestamptz;
@@ -558,6 +572,7 @@ COMMENT ON FUNCTION wallet.accrue(bigint, bigint, text, text, text, timestamptz)
 CREATE FUNCTION wallet.redeem(account_id bigint, points bigint, idempotency_key text, reason text,
         reference text DEFAULT NULL) RETURNS wallet.entries
     LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
     AS $$
 DECLARE
     at timestamptz;
@@ -578,6 +593,7 @@ COMMENT ON FUNCTION wallet.redeem(bigint, bigint, text, text, text) IS 'spends p
 CREATE FUNCTION wallet.hold(account_id bigint, points bigint, idempotency_key text, ttl interval, reason text,
         reference text DEFAULT NULL) RETURNS wallet.entries
     LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
     AS $$
 DECLARE
     at timestamptz;
@@ -606,6 +622,7 @@ COMMENT ON FUNCTION wallet.hold(bigint, bigint, text, interval, text, text) IS '
 CREATE FUNCTION wallet.lock_hold(hold_id bigint,
         OUT h wallet.entries, OUT closing wallet.entries, OUT ledger wallet.points_ledger, OUT at timestamptz)
     LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
     AS $$
 BEGIN
     SELECT * INTO h FROM wallet.entries x WHERE x.entry_id = lock_hold.hold_id AND x.kind = 'hold';
@@ -628,6 +645,7 @@ COMMENT ON FUNCTION wallet.lock_hold(bigint) IS 'finds hold hold_id (WL206 if no
 
 CREATE FUNCTION wallet.hold_not_open(hold_id bigint, closing wallet.entries) RETURNS void
     LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
     AS $$
 BEGIN
     RAISE EXCEPTION 'hold not open'
@@ -639,6 +657,7 @@ COMMENT ON FUNCTION wallet.hold_not_open(bigint, wallet.entries) IS 'raises WL20
 
 CREATE FUNCTION wallet.capture(hold_id bigint, points bigint DEFAULT NULL) RETURNS wallet.entries
     LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
     AS $$
 DECLARE
     at timestamptz;
@@ -671,6 +690,7 @@ COMMENT ON FUNCTION wallet.capture(bigint, bigint) IS 'redeems all (points NULL)
 
 CREATE FUNCTION wallet.release(hold_id bigint) RETURNS wallet.entries
     LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
     AS $$
 DECLARE
     at timestamptz;
@@ -694,6 +714,7 @@ COMMENT ON FUNCTION wallet.release(bigint) IS 'returns a hold''s points to the s
 CREATE FUNCTION wallet.reverse(entry_id bigint, idempotency_key text, reason text,
         policy text DEFAULT 'within_balance') RETURNS wallet.entries
     LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
     AS $$
 DECLARE
     at timestamptz;
@@ -739,6 +760,7 @@ COMMENT ON FUNCTION wallet.reverse(bigint, text, text, text) IS 'undoes an accru
 
 CREATE FUNCTION wallet.adjust(account_id bigint, points bigint, idempotency_key text, reason text) RETURNS wallet.entries
     LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
     AS $$
 DECLARE
     at timestamptz;
@@ -757,6 +779,7 @@ COMMENT ON FUNCTION wallet.adjust(bigint, bigint, text, text) IS 'manual correct
 
 CREATE FUNCTION wallet.expire_points(as_of timestamptz DEFAULT now()) RETURNS bigint
     LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
     AS $$
 DECLARE
     acc bigint;
@@ -778,6 +801,7 @@ COMMENT ON FUNCTION wallet.expire_points(timestamptz) IS 'posts an expire entry 
 
 CREATE FUNCTION wallet.balance(account_id bigint, as_of timestamptz DEFAULT now()) RETURNS bigint
     LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
     AS $$
 DECLARE
     b bigint;
@@ -797,6 +821,7 @@ COMMENT ON FUNCTION wallet.balance(bigint, timestamptz) IS 'points spendable at 
 CREATE FUNCTION wallet.replay_ledger(account_id bigint, upto timestamptz DEFAULT 'infinity',
         OUT ledger wallet.points_ledger, OUT problem text)
     LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
     AS $$
 DECLARE
     e wallet.entries;
@@ -823,6 +848,7 @@ COMMENT ON FUNCTION wallet.replay_ledger(bigint, timestamptz) IS 'rebuilds an ac
 
 CREATE FUNCTION wallet.balance_at(account_id bigint, ts timestamptz) RETURNS bigint
     LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
     AS $$
 BEGIN
     IF NOT EXISTS (SELECT FROM wallet.accounts a WHERE a.account_id = balance_at.account_id) THEN
@@ -836,6 +862,7 @@ COMMENT ON FUNCTION wallet.balance_at(bigint, timestamptz) IS 'spendable balance
 CREATE FUNCTION wallet.history(account_id bigint, from_ts timestamptz DEFAULT '-infinity',
         to_ts timestamptz DEFAULT 'infinity') RETURNS SETOF wallet.entries
     LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
     AS $$
 BEGIN
     IF NOT EXISTS (SELECT FROM wallet.accounts a WHERE a.account_id = history.account_id) THEN
@@ -851,6 +878,7 @@ COMMENT ON FUNCTION wallet.history(bigint, timestamptz, timestamptz) IS 'journal
 CREATE FUNCTION wallet.program_liability(program_id bigint, as_of timestamptz DEFAULT now())
     RETURNS TABLE (expiry_month date, points bigint)
     LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
     AS $$
 BEGIN
     IF NOT EXISTS (SELECT FROM wallet.programs p WHERE p.program_id = program_liability.program_id) THEN
@@ -874,6 +902,7 @@ COMMENT ON FUNCTION wallet.program_liability(bigint, timestamptz) IS 'outstandin
 CREATE FUNCTION wallet.verify_ledger(bigint DEFAULT NULL)
     RETURNS TABLE (account_id bigint, stored_balance bigint, replayed_balance bigint, detail text)
     LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
     AS $$
 DECLARE
     a record;

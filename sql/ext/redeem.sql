@@ -78,15 +78,15 @@ COMMENT ON COLUMN wallet.code_failed_attempts.merchant_id IS 'merchant whose cam
 -- cached by a session while a table was small would otherwise keep scanning
 -- it whole as it grows, until the next ANALYZE.
 --
--- Internal helpers (their comments start with "internal:") carry no SET
--- search_path: they are called from the public functions, which pin it, and a
--- SET clause costs a configuration change on every call.  Every name in them
--- is schema-qualified anyway.
+-- Internal helpers (their comments start with "internal:") pin search_path
+-- too: anyone allowed to EXECUTE them can call them directly, with a
+-- search_path of their own choosing.
 
 -- Thresholds that apply to a merchant: its own row, else the global row, else the defaults.
 CREATE FUNCTION wallet.code_guard_thresholds(merchant_id bigint,
         OUT max_failures_per_member int, OUT max_failures_per_source int, OUT failure_window interval)
     LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
     AS $$
 #variable_conflict use_column
 BEGIN
@@ -370,6 +370,7 @@ COMMENT ON COLUMN wallet.reservation_result.replayed IS 'true when this is the s
 CREATE FUNCTION wallet.code_check_args(member_ref text, idempotency_key text, context jsonb, need_key boolean)
     RETURNS void
     LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
     AS $$
 #variable_conflict use_column
 BEGIN
@@ -574,6 +575,7 @@ CREATE FUNCTION wallet.code_bump_counters(campaign_id bigint, serial bigint, mem
                                           per_code boolean, per_member boolean, total boolean)
     RETURNS void
     LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
     AS $$
 #variable_conflict use_column
 BEGIN
@@ -596,6 +598,7 @@ COMMENT ON FUNCTION wallet.code_bump_counters(bigint, bigint, text, int, boolean
 CREATE FUNCTION wallet.code_caps_recount()
     RETURNS trigger
     LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
     AS $$
 #variable_conflict use_column
 BEGIN
@@ -643,6 +646,7 @@ CREATE FUNCTION wallet.code_caps_status(campaign_id bigint, serial bigint, membe
         code_redeemed bigint, member_redeemed bigint, total_redeemed bigint)
     RETURNS text
     LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
     AS $$
 #variable_conflict use_column
 DECLARE
@@ -680,6 +684,7 @@ COMMENT ON FUNCTION wallet.code_caps_status(bigint, bigint, text, int, int, bigi
 CREATE FUNCTION wallet.code_same_input(stored wallet.marketing_code, input text)
     RETURNS boolean
     LANGUAGE sql
+    SET search_path = pg_catalog, pg_temp
     AS $$
     SELECT coalesce((SELECT p.code OPERATOR(wallet.=) $1 FROM wallet.parse_code($2) p), false)
 $$;
@@ -689,6 +694,7 @@ COMMENT ON FUNCTION wallet.code_same_input(wallet.marketing_code, text) IS
 CREATE FUNCTION wallet.code_key_mismatch(idempotency_key text, what text)
     RETURNS void
     LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
     AS $$
 #variable_conflict use_column
 BEGIN
@@ -761,6 +767,7 @@ COMMENT ON FUNCTION wallet.check_code(text, text, jsonb) IS
 CREATE FUNCTION wallet.check_code(code text, member_ref text)
     RETURNS text
     LANGUAGE sql
+    SET search_path = pg_catalog, pg_temp
     AS $$
     SELECT wallet.check_code($1, $2, '{}'::jsonb)
 $$;
@@ -770,6 +777,7 @@ COMMENT ON FUNCTION wallet.check_code(text, text) IS
 CREATE FUNCTION wallet.check_code(code wallet.marketing_code, member_ref text, context jsonb DEFAULT '{}')
     RETURNS text
     LANGUAGE sql
+    SET search_path = pg_catalog, pg_temp
     AS $$
     SELECT wallet.check_code($1::text, $2, $3)
 $$;
@@ -885,6 +893,7 @@ COMMENT ON FUNCTION wallet.redeem_code(text, text, text, jsonb) IS
 CREATE FUNCTION wallet.redeem_code(code wallet.marketing_code, member_ref text, idempotency_key text, context jsonb DEFAULT '{}')
     RETURNS wallet.redemption_result
     LANGUAGE sql
+    SET search_path = pg_catalog, pg_temp
     AS $$
     SELECT wallet.redeem_code($1::text, $2, $3, $4)
 $$;
@@ -1004,6 +1013,7 @@ COMMENT ON FUNCTION wallet.reserve_code(text, text, text, interval, jsonb) IS
 CREATE FUNCTION wallet.reserve_code(code wallet.marketing_code, member_ref text, idempotency_key text, ttl interval, context jsonb DEFAULT '{}')
     RETURNS wallet.reservation_result
     LANGUAGE sql
+    SET search_path = pg_catalog, pg_temp
     AS $$
     SELECT wallet.reserve_code($1::text, $2, $3, $4, $5)
 $$;

@@ -1,0 +1,545 @@
+#!/usr/bin/env bash
+# search_path hijacking (security review, issue 7), printing TAP.
+#
+# A role `hostile` without any privilege but CREATE on public and on a schema
+# hostile_first (the PostgreSQL 14 default for public, still common in
+# upgraded databases) plants, in both schemas, an object under every name the
+# extension's code uses: every pg_catalog function and aggregate whose name is
+# called in the extension (scanned from the prosrc of its functions in the
+# catalog, and from the install/upgrade scripts and the SPI queries of src/*.c,
+# so that a name added later is covered too), every operator whose symbol
+# occurs there (on every type pg_catalog and wallet define it for: text,
+# bigint, int, timestamptz, interval, jsonb, marketing_code, ...), a domain for
+# every built-in type named there and a view for every catalog relation named
+# there.  Each has the exact signature of the built-in (for format and the
+# other VARIADIC "any" functions, typed overloads that beat it), passes its
+# work on to the real one, and first records that it ran, as whoever called
+# it: a WARNING, a row in hostile.ran, and an attempt to make hostile a
+# superuser.  Casts cannot be planted: CREATE CAST needs ownership of a type
+# involved, and casts to and from domains are ignored.
+#
+# Then a superuser whose search_path puts those schemas first
+# (hostile_first, public, pg_catalog: pg_catalog explicitly last, so that the
+# planted objects win wherever they can)
+#   - runs CREATE EXTENSION wallet, and CREATE EXTENSION wallet VERSION
+#     '0.1.0' followed by ALTER EXTENSION wallet UPDATE, in two databases;
+#   - calls EVERY function of the extension (enumerated from pg_depend, so a
+#     function added later fails the test until it gets a call below), each in
+#     a fresh session so that C code loads its caches with SPI under that
+#     search_path, each on its main path (or, for helpers that only raise,
+#     raising their SQLSTATE);
+#   - fires every trigger function of the extension by writing to its tables.
+# Nothing hostile may run.
+#
+# Type I/O functions are left out of the direct calls (they run with every
+# value read or written) and so are trigger functions (fired by the writes).
+# The SQL and PL/pgSQL functions pin search_path = pg_catalog, pg_temp.  The C
+# functions carry no SET clause: a SET clause costs a configuration save and
+# restore on every call (and forbids inlining) where code_authentic runs about
+# 3 million calls a second, and the C code runs one SQL query only: the SPI
+# query of src/code_cache.c that loads a campaign into the session's cache
+# (reached by code_authentic, code_status, parse_code, generate_codes, ...),
+# which qualifies every name and operator instead (OPERATOR(pg_catalog.=)).
+# The others run no SQL (src/codes.c finds a campaign's sequence by the OID of
+# schema wallet and calls nextval by OID).  Each call below runs in a fresh
+# session, so that the cache is loaded under the hostile search_path.
+#
+# Needs PGHOST/PGPORT/PGUSER of a running cluster with wallet installable.
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+DB_FRESH=conc_search_path
+DB_UPGRADED=conc_search_path_upgraded
+DB_SCAN=conc_search_path_scan
+HOSTILE_PATH='hostile_first,public,pg_catalog'
+TMP=$(mktemp -d /tmp/search_path.XXXXXX)
+chmod 755 "$TMP"
+
+n=0; nfail=0
+ok() {  # ok CONDITION_STATUS DESCRIPTION [DIAG...]
+    n=$((n + 1))
+    if [ "$1" -eq 0 ]; then echo "ok $n - $2"; return; fi
+    echo "not ok $n - $2"; nfail=$((nfail + 1))
+    shift 2
+    local d
+    for d in "$@"; do printf '%s\n' "$d" | sed 's/^/#   /'; done
+}
+
+# safe: a search_path nothing hostile is on; hostile: the victim's.
+q() {   # q DB SQL...: as superuser, safe path
+    local db=$1; shift
+    PGOPTIONS='-c search_path=pg_catalog,pg_temp' psql -X -qAt -v ON_ERROR_STOP=1 -d "$db" "$@"
+}
+qh() {  # qh DB SQL...: as superuser, hostile path, errors verbose (SQLSTATE)
+    local db=$1; shift
+    PGOPTIONS="-c search_path=$HOSTILE_PATH" psql -X -qAt -v ON_ERROR_STOP=1 -v VERBOSITY=verbose -d "$db" "$@"
+}
+
+drop_all() {
+    local db
+    for db in "$DB_FRESH" "$DB_UPGRADED" "$DB_SCAN"; do
+        q postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1
+    done
+    q postgres -c "DROP ROLE IF EXISTS hostile" -c "DROP ROLE IF EXISTS bystander" >/dev/null 2>&1
+}
+trap 'drop_all; rm -rf "$TMP"' EXIT
+drop_all
+q postgres -c "CREATE ROLE hostile NOSUPERUSER NOCREATEDB NOCREATEROLE" \
+           -c "CREATE ROLE bystander NOSUPERUSER" >/dev/null || exit 1
+
+# ---------------------------------------------------------------- names used
+# From the catalog: the prosrc of every SQL and PL/pgSQL function of the
+# extension (a scratch database holds it).  From the sources: the scripts
+# (run by CREATE/ALTER EXTENSION) and the SQL strings of the C code.
+q postgres -c "CREATE DATABASE $DB_SCAN" >/dev/null && q "$DB_SCAN" -c "CREATE EXTENSION wallet" >/dev/null || exit 1
+EXT_PROCS="SELECT p.* FROM pg_depend d JOIN pg_proc p ON p.oid = d.objid
+            WHERE d.classid = 'pg_proc'::regclass AND d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
+              AND d.refobjid = (SELECT e.oid FROM pg_extension e WHERE e.extname = 'wallet')"
+catalog_src=$(q "$DB_SCAN" -c "SELECT string_agg(p.prosrc, E'\n') FROM ($EXT_PROCS) p
+                               WHERE p.prolang IN (SELECT l.oid FROM pg_language l WHERE l.lanname IN ('sql', 'plpgsql'))")
+q postgres -c "DROP DATABASE $DB_SCAN" >/dev/null
+file_src=$(cat "$ROOT"/sql/ext/*.sql "$ROOT"/sql/wallet--*.sql; grep -ho '"[^"]*"' "$ROOT"/src/*.c)
+all_src=$(printf '%s\n%s\n' "$catalog_src" "$file_src")
+# identifiers followed by "(" (functions, aggregates), words (types, relations), operator symbols
+printf '%s\n' "$all_src" | grep -oE '[A-Za-z_][A-Za-z_0-9]*[[:space:]]*\(' | tr -d '( \t' | tr 'A-Z' 'a-z' | sort -u > "$TMP/fnames"
+printf '%s\n' "$all_src" | grep -oE '[A-Za-z_][A-Za-z_0-9]*' | tr 'A-Z' 'a-z' | sort -u > "$TMP/words"
+printf '%s\n' "$all_src" | grep -oE '[-+*/<>=~!@#%^&|`?]+' | sort -u > "$TMP/opnames"
+ok $([ "$(grep -cxE 'nextval|format|count|btrim|now' "$TMP/fnames")" -eq 5 ]; echo $?) \
+   "the scan finds the built-in names the extension calls ($(wc -l < "$TMP/fnames") identifiers before a parenthesis)"
+
+# ---------------------------------------------------------------- the planting
+# Run as hostile in each database, before the extension exists there.
+cat > "$TMP/plant.sql" <<'EOF'
+SET search_path = pg_catalog, pg_temp;
+SET check_function_bodies = off;
+SET client_min_messages = warning;
+CREATE TEMP TABLE plant_fnames (n text);
+CREATE TEMP TABLE plant_words (n text);
+CREATE TEMP TABLE plant_opnames (n text);
+CREATE TEMP TABLE plant_nsp (n text);
+INSERT INTO plant_fnames SELECT unnest(string_to_array(:'fnames', ' '));
+INSERT INTO plant_words SELECT unnest(string_to_array(:'words', ' '));
+INSERT INTO plant_opnames SELECT unnest(string_to_array(:'opnames', ' '));
+INSERT INTO plant_nsp VALUES (:'nsp');
+GRANT SELECT ON plant_fnames, plant_words, plant_opnames, plant_nsp TO hostile;
+\if :first
+GRANT CREATE ON SCHEMA public TO hostile;
+CREATE SCHEMA hostile_first AUTHORIZATION hostile;
+CREATE SCHEMA hostile AUTHORIZATION hostile;
+SET ROLE hostile;
+GRANT USAGE ON SCHEMA hostile, hostile_first TO PUBLIC;
+CREATE TABLE hostile.ran (what text, by_user name, at timestamptz DEFAULT clock_timestamp());
+GRANT INSERT, SELECT ON hostile.ran TO PUBLIC;
+CREATE TABLE hostile.planted (schema_name text, kind text, what text);
+GRANT SELECT ON hostile.planted TO PUBLIC;
+-- The payload: record the run, then what a real attacker does with a superuser.
+CREATE FUNCTION hostile.rec(what text) RETURNS boolean
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RAISE WARNING 'HOSTILE RAN: % (as %)', what, current_user;
+    INSERT INTO hostile.ran (what, by_user) VALUES (what, current_user);
+    BEGIN
+        EXECUTE 'ALTER ROLE hostile SUPERUSER';
+    EXCEPTION WHEN OTHERS THEN NULL;
+    END;
+    RETURN true;
+END
+$$;
+\else
+-- the extension's own operators (marketing_code): hostile needs to see the type
+GRANT USAGE ON SCHEMA wallet TO hostile;
+SET ROLE hostile;
+\endif
+
+DO $plant$
+DECLARE
+    -- argument types tried for the VARIADIC "any" functions (format, concat, ...)
+    any_types text[] := ARRAY['text', 'integer', 'bigint', 'numeric', 'boolean', 'timestamp with time zone',
+                              'interval', 'jsonb', 'date', 'smallint', 'name', 'regclass', 'double precision',
+                              'timestamp without time zone', 'bytea', 'json'];
+    sch text;
+    r record;
+    sig text;
+    k int;
+    t1 text;
+    t2 text;
+    body text;
+    n_ok int := 0;
+    n_bad int := 0;
+BEGIN
+    FOREACH sch IN ARRAY ARRAY['hostile_first', 'public'] LOOP
+        -- functions with the exact signature of a built-in one
+        FOR r IN SELECT p.oid, p.proname, p.pronargs, p.provariadic, p.prokind, p.prorettype,
+                        pg_get_function_arguments(p.oid) AS args, pg_get_function_result(p.oid) AS res,
+                        pg_get_function_identity_arguments(p.oid) AS idargs
+                   FROM pg_proc p
+                  WHERE p.pronamespace = 'pg_catalog'::regnamespace AND p.prokind IN ('f', 'a')
+                    AND 'pg_catalog' IN (SELECT n FROM plant_nsp)
+                    AND p.proname IN (SELECT n FROM plant_fnames)
+                  ORDER BY p.oid LOOP
+            sig := format('%s(%s)', r.proname, r.idargs);
+            BEGIN
+                IF r.prokind = 'a' THEN
+                    -- an aggregate: a transition function that records (the result is garbage)
+                    EXECUTE format('CREATE FUNCTION hostile.%I(%s) RETURNS %s LANGUAGE sql SET search_path = pg_catalog, pg_temp AS %L',
+                                   'agg_' || r.oid || '_' || sch,
+                                   concat_ws(', ', format_type(r.prorettype, NULL), nullif(r.idargs, '')),
+                                   format_type(r.prorettype, NULL),
+                                   format('SELECT hostile.rec(%L); SELECT $1', 'aggregate ' || sch || '.' || sig));
+                    EXECUTE format('CREATE AGGREGATE %I.%I(%s) (SFUNC = hostile.%I, STYPE = %s)', sch, r.proname,
+                                   coalesce(nullif(r.idargs, ''), '*'), 'agg_' || r.oid || '_' || sch, format_type(r.prorettype, NULL));
+                    INSERT INTO hostile.planted VALUES (sch, 'aggregate', sig);
+                ELSIF r.provariadic = '"any"'::regtype THEN
+                    -- typed overloads: an exact match beats VARIADIC "any"
+                    FOR k IN 1..2 LOOP
+                        FOREACH t1 IN ARRAY any_types LOOP
+                            FOREACH t2 IN ARRAY CASE WHEN k = 1 THEN ARRAY[NULL] ELSE any_types END LOOP
+                                body := format('SELECT hostile.rec(%L); SELECT * FROM pg_catalog.%I(%s)',
+                                               'function ' || sch || '.' || r.proname || '(' || concat_ws(', ', nullif(regexp_replace(r.idargs, ',?\s*VARIADIC "any"$', ''), ''), t1, t2) || ')',
+                                               r.proname,
+                                               (SELECT string_agg('$' || i, ', ') FROM generate_series(1, r.pronargs - 1 + k) i));
+                                EXECUTE format('CREATE FUNCTION %I.%I(%s) RETURNS %s LANGUAGE sql SET search_path = pg_catalog, pg_temp AS %L',
+                                               sch, r.proname,
+                                               concat_ws(', ', nullif(regexp_replace(r.idargs, ',?\s*VARIADIC "any"$', ''), ''), t1, t2),
+                                               r.res, body);
+                            END LOOP;
+                        END LOOP;
+                    END LOOP;
+                    INSERT INTO hostile.planted VALUES (sch, 'function', sig);
+                ELSE
+                    body := format('SELECT hostile.rec(%L); SELECT * FROM pg_catalog.%I(%s)',
+                                   'function ' || sch || '.' || sig, r.proname,
+                                   (SELECT string_agg(CASE WHEN i = r.pronargs AND r.provariadic <> 0 THEN 'VARIADIC ' ELSE '' END || '$' || i, ', ')
+                                      FROM generate_series(1, r.pronargs) i));
+                    EXECUTE format('CREATE FUNCTION %I.%I(%s) RETURNS %s LANGUAGE sql SET search_path = pg_catalog, pg_temp AS %L',
+                                   sch, r.proname, r.args, r.res, body);
+                    INSERT INTO hostile.planted VALUES (sch, 'function', sig);
+                END IF;
+                n_ok := n_ok + 1;
+            EXCEPTION WHEN OTHERS THEN
+                n_bad := n_bad + 1;
+                INSERT INTO hostile.planted VALUES (sch, 'unplantable', sig || ': ' || SQLERRM);
+            END;
+        END LOOP;
+
+        -- operators with the exact signature of a built-in one or of wallet's
+        FOR r IN SELECT o.oid, o.oprname, o.oprnamespace::regnamespace::text AS nsp, o.oprleft, o.oprright, o.oprresult
+                   FROM pg_operator o
+                  WHERE o.oprnamespace IN (SELECT oid FROM pg_namespace WHERE nspname IN (SELECT n FROM plant_nsp))
+                    AND o.oprname IN (SELECT n FROM plant_opnames) AND o.oprcode <> 0
+                  ORDER BY o.oid LOOP
+            sig := format('%s %s %s', coalesce(format_type(nullif(r.oprleft, 0), NULL), 'NONE'), r.oprname, format_type(r.oprright, NULL));
+            BEGIN
+                IF r.oprleft = 0 THEN
+                    EXECUTE format('CREATE FUNCTION hostile.%I(%s) RETURNS %s LANGUAGE sql SET search_path = pg_catalog, pg_temp AS %L',
+                                   'op_' || r.oid || '_' || sch, format_type(r.oprright, NULL), format_type(r.oprresult, NULL),
+                                   format('SELECT hostile.rec(%L); SELECT OPERATOR(%I.%s) $1', 'operator ' || sch || ': ' || sig, r.nsp, r.oprname));
+                    EXECUTE format('CREATE OPERATOR %I.%s (RIGHTARG = %s, FUNCTION = hostile.%I)', sch, r.oprname,
+                                   format_type(r.oprright, NULL), 'op_' || r.oid || '_' || sch);
+                ELSE
+                    EXECUTE format('CREATE FUNCTION hostile.%I(%s, %s) RETURNS %s LANGUAGE sql SET search_path = pg_catalog, pg_temp AS %L',
+                                   'op_' || r.oid || '_' || sch, format_type(r.oprleft, NULL), format_type(r.oprright, NULL), format_type(r.oprresult, NULL),
+                                   format('SELECT hostile.rec(%L); SELECT $1 OPERATOR(%I.%s) $2', 'operator ' || sch || ': ' || sig, r.nsp, r.oprname));
+                    EXECUTE format('CREATE OPERATOR %I.%s (LEFTARG = %s, RIGHTARG = %s, FUNCTION = hostile.%I)', sch, r.oprname,
+                                   format_type(r.oprleft, NULL), format_type(r.oprright, NULL), 'op_' || r.oid || '_' || sch);
+                END IF;
+                INSERT INTO hostile.planted VALUES (sch, 'operator', sig);
+                n_ok := n_ok + 1;
+            EXCEPTION WHEN OTHERS THEN
+                n_bad := n_bad + 1;
+                INSERT INTO hostile.planted VALUES (sch, 'unplantable', 'operator ' || sig || ': ' || SQLERRM);
+            END;
+        END LOOP;
+
+        -- catalog relations named in the code: a view that records each row
+        -- read; built-in types named in the code: a domain whose check
+        -- records (last: the functions above name the built-in types)
+        FOR r IN SELECT 'relation' AS kind, c.relname::text AS nm,
+                        'CREATE VIEW %I.%I AS SELECT * FROM pg_catalog.%I WHERE hostile.rec(%L)' AS ddl
+                   FROM pg_class c
+                  WHERE c.relnamespace = 'pg_catalog'::regnamespace AND c.relkind IN ('r', 'v')
+                 UNION ALL
+                 SELECT 'type', t.typname::text, 'CREATE DOMAIN %I.%I AS pg_catalog.%I CHECK (hostile.rec(%L))'
+                   FROM pg_type t
+                  WHERE t.typnamespace = 'pg_catalog'::regnamespace AND t.typtype = 'b' AND t.typname !~ '^_'
+                  ORDER BY 1, 2 LOOP
+            CONTINUE WHEN r.nm NOT IN (SELECT n FROM plant_words) OR 'pg_catalog' NOT IN (SELECT n FROM plant_nsp);
+            EXECUTE format(r.ddl, sch, r.nm, r.nm, r.kind || ' ' || sch || '.' || r.nm);
+            INSERT INTO hostile.planted VALUES (sch, r.kind, r.nm);
+        END LOOP;
+    END LOOP;
+    RAISE NOTICE 'planted % objects, % unplantable', n_ok, n_bad;
+END
+$plant$;
+RESET ROLE;
+EOF
+plant() {   # plant DB pg_catalog|wallet: built-ins' names before the extension exists, its operators' after
+    q "$1" -v fnames="$(tr '\n' ' ' < "$TMP/fnames")" -v words="$(tr '\n' ' ' < "$TMP/words")" \
+        -v opnames="$(tr '\n' ' ' < "$TMP/opnames")" -v nsp="$2" \
+        -v first=$([ "$2" = pg_catalog ] && echo true || echo false) -f "$TMP/plant.sql" 2>&1
+}
+
+# hostile.ran and the server's WARNINGs (in each session's stderr) must stay empty
+ran_count() { q "$1" -c "SELECT count(*) FROM hostile.ran"; }
+ran_list() { q "$1" -c "SELECT string_agg(DISTINCT what || ' as ' || by_user, E'\n') FROM hostile.ran"; }
+is_super() { q postgres -c "SELECT rolsuper FROM pg_roles WHERE rolname = 'hostile'"; }
+
+# The trap works: in this setup an unqualified call by a (harmless) role
+# runs the planted objects.  Proves that the checks below can fail.
+control() {     # control DB
+    local out
+    out=$(qh "$1" -c "SET ROLE bystander" -c "SELECT now() IS NOT NULL, 1::bigint = 2::bigint, (SELECT count(*) FROM (VALUES (1)) v)" 2>&1)
+    local got
+    got=$(q "$1" -c "SELECT string_agg(DISTINCT what, ', ' ORDER BY what) FROM hostile.ran WHERE by_user = 'bystander'")
+    ok $([ "$got" = "aggregate hostile_first.count(), function hostile_first.now(), operator hostile_first: bigint = bigint" ] && echo "$out" | grep -q 'HOSTILE RAN'; echo $?) \
+       "$1: control: an unqualified now(), = and count(*) run the planted objects" "got: $got"
+    q "$1" -c "DELETE FROM hostile.ran" >/dev/null
+}
+
+# ---------------------------------------------------------------- fixtures
+declare -A V
+setup() {   # setup DB: as superuser with a safe search_path; fills V
+    local out line
+    out=$(q "$1" <<'SQL'
+SELECT wallet.create_merchant('sp merchant') AS m \gset
+SELECT wallet.create_campaign(:m, 'sp capped', 'SP', max_redemptions_per_code => 2,
+                              max_redemptions_per_member => 5, max_redemptions_total => 100) AS c \gset
+SELECT wallet.create_campaign(:m, 'sp keys') AS c2 \gset
+SELECT wallet.create_campaign(:m, 'sp uncapped', max_redemptions_per_code => NULL) AS c4 \gset
+SELECT string_agg(g::text, ' ' ORDER BY wallet.code_serial(g)) AS codes FROM wallet.generate_codes(:c, 8) g \gset
+SELECT (string_to_array(:'codes', ' '))[3]::wallet.marketing_code AS code3,
+       (string_to_array(:'codes', ' '))[7] AS code7, (string_to_array(:'codes', ' '))[8] AS code8 \gset
+SELECT wallet.code_serial(:'code3') AS s3 \gset
+SELECT redemption_id AS r1 FROM wallet.redeem_code(:'code7'::text, 'm-undo', 'setup-redeem') \gset
+SELECT reservation_id AS v1 FROM wallet.reserve_code(:'code8'::text, 'm-res', 'setup-reserve', interval '1 hour') \gset
+SELECT wallet.create_program(:m, 'sp program', interval '1 year') AS p \gset
+SELECT wallet.create_program(:m, 'sp program closing') AS p2 \gset
+SELECT wallet.close_program(:p2);
+SELECT wallet.create_program(:m, 'sp program to close') AS p3 \gset
+SELECT wallet.open_account(:p, 'member-a') AS a \gset
+SELECT entry_id AS e0 FROM wallet.accrue(:a, 1000, 'setup-a1', 'welcome') \gset
+SELECT entry_id AS h1 FROM wallet.hold(:a, 10, 'setup-h1', interval '1 hour', 'cart 1') \gset
+SELECT entry_id AS h2 FROM wallet.hold(:a, 10, 'setup-h2', interval '1 hour', 'cart 2') \gset
+SELECT entry_id AS h3 FROM wallet.hold(:a, 10, 'setup-h3', interval '1 hour', 'cart 3') \gset
+SELECT entry_id AS erel FROM wallet.release(:h3) \gset
+SELECT entry_id AS eacc FROM wallet.accrue(:a, 50, 'setup-a2', 'order') \gset
+-- lots that expire a second from now: one for settle_account, one for expire_points
+SELECT wallet.open_account(:p, 'member-b') AS a2 \gset
+SELECT wallet.accrue(:a2, 5, 'setup-b1', 'short-lived', expires_at => clock_timestamp() + interval '1 second');
+SELECT wallet.open_account(:p, 'member-c') AS a3 \gset
+SELECT wallet.accrue(:a3, 5, 'setup-c1', 'short-lived', expires_at => clock_timestamp() + interval '1 second');
+\echo m :m
+\echo c :c
+\echo c2 :c2
+\echo c4 :c4
+\echo codes :codes
+\echo s3 :s3
+\echo r1 :r1
+\echo v1 :v1
+\echo p :p
+\echo p2 :p2
+\echo p3 :p3
+\echo a :a
+\echo a2 :a2
+\echo a3 :a3
+\echo e0 :e0
+\echo h1 :h1
+\echo h2 :h2
+\echo h3 :h3
+\echo erel :erel
+\echo eacc :eacc
+SQL
+) || { echo "# setup failed: $out"; return 1; }
+    while read -r k rest; do V[$k]=$rest; done < <(printf '%s\n' "$out" | grep -E '^[a-z0-9]+ ')
+    read -r -a CODES <<< "${V[codes]}"
+    [ "${#CODES[@]}" -eq 8 ]
+}
+
+# ---------------------------------------------------------------- the calls
+# One line per function: signature (as regprocedure prints it with
+# search_path = pg_catalog), TAB, what must happen (ok, or the SQLSTATE a
+# helper that only raises must raise), TAB, an extended regex stdout must
+# match (-: anything), TAB, the call.  The calls use no unqualified
+# built-in (literals only, 'now' rather than now()), so that the session's
+# hostile search_path can only be reached through the extension's code.
+calls() {
+    local m=${V[m]} c=${V[c]} c2=${V[c2]} c4=${V[c4]} s3=${V[s3]} r1=${V[r1]} v1=${V[v1]}
+    local p=${V[p]} p2=${V[p2]} p3=${V[p3]} a=${V[a]} a2=${V[a2]} a3=${V[a3]}
+    local e0=${V[e0]} h1=${V[h1]} h2=${V[h2]} h3=${V[h3]} erel=${V[erel]} eacc=${V[eacc]}
+    local c1=${CODES[0]} cc2=${CODES[1]} c3=${CODES[2]} c4c=${CODES[3]} c5=${CODES[4]} c6=${CODES[5]}
+    local acct="FROM wallet.accounts x WHERE x.account_id OPERATOR(pg_catalog.=) $a"
+    # an entry as a caller would build it; (f(...)).* would call f once per column (robust to columns added at the end of wallet.entries)
+    local entry="pg_catalog.jsonb_populate_record(NULL::wallet.entries, '{\"account_id\": $a, \"kind\": \"accrue\", \"amount\": 0, \"balance_after\": 0, \"reason\": \"direct\", \"lots\": [], \"created_at\": \"now\", \"points\": 5, \"expires_at\": \"infinity\", \"idempotency_key\": \"KEY\"}')"
+    cat <<CALLS
+wallet.version()	ok	-	SELECT wallet.version()
+wallet.create_merchant(text)	ok	^[0-9]+$	SELECT wallet.create_merchant('sp merchant 2')
+wallet.marketing_code_eq(wallet.marketing_code,wallet.marketing_code)	ok	^f$	SELECT wallet.marketing_code_eq('$c1', '$cc2')
+wallet.marketing_code_ne(wallet.marketing_code,wallet.marketing_code)	ok	^t$	SELECT wallet.marketing_code_ne('$c1', '$cc2')
+wallet.marketing_code_lt(wallet.marketing_code,wallet.marketing_code)	ok	^t$	SELECT wallet.marketing_code_lt('$c1', '$cc2')
+wallet.marketing_code_le(wallet.marketing_code,wallet.marketing_code)	ok	^t$	SELECT wallet.marketing_code_le('$c1', '$cc2')
+wallet.marketing_code_gt(wallet.marketing_code,wallet.marketing_code)	ok	^f$	SELECT wallet.marketing_code_gt('$c1', '$cc2')
+wallet.marketing_code_ge(wallet.marketing_code,wallet.marketing_code)	ok	^f$	SELECT wallet.marketing_code_ge('$c1', '$cc2')
+wallet.marketing_code_cmp(wallet.marketing_code,wallet.marketing_code)	ok	^-1$	SELECT wallet.marketing_code_cmp('$c1', '$cc2')
+wallet.marketing_code_sortsupport(internal)	ok	-	SELECT g FROM wallet.generate_codes($c, 20) g ORDER BY g
+wallet.marketing_code_hash(wallet.marketing_code)	ok	^-?[0-9]+$	SELECT wallet.marketing_code_hash('$c1')
+wallet.marketing_code_hash_extended(wallet.marketing_code,bigint)	ok	^-?[0-9]+$	SELECT wallet.marketing_code_hash_extended('$c1', 42)
+wallet.code_campaign(wallet.marketing_code)	ok	^$c$	SELECT wallet.code_campaign('$c1')
+wallet.code_serial(wallet.marketing_code)	ok	^$s3$	SELECT wallet.code_serial('$c3')
+wallet.code_key_version(wallet.marketing_code)	ok	^1$	SELECT wallet.code_key_version('$c1')
+wallet.code_mac_bits(wallet.marketing_code)	ok	^40$	SELECT wallet.code_mac_bits('$c1')
+wallet.code_prefix(wallet.marketing_code)	ok	^SP$	SELECT wallet.code_prefix('$c1')
+wallet.campaign_next_serial(bigint)	ok	^[0-9]+$	SELECT wallet.campaign_next_serial($c)
+wallet.create_campaign(bigint,text,text,integer,timestamp with time zone,timestamp with time zone,integer,integer,bigint)	ok	^[0-9]+$	SELECT wallet.create_campaign($m, 'sp campaign 3', 'SPX')
+wallet.rotate_code_key(bigint)	ok	^2$	SELECT wallet.rotate_code_key($c2)
+wallet.retire_code_key(bigint,integer)	ok	-	SELECT wallet.retire_code_key($c2, 1)
+wallet.generate_codes(bigint,integer)	ok	^SP-	SELECT * FROM wallet.generate_codes($c, 3)
+wallet.code_authentic(wallet.marketing_code)	ok	^t$	SELECT wallet.code_authentic('$c1')
+wallet.code_status(wallet.marketing_code)	ok	^ok$	SELECT wallet.code_status('$c1')
+wallet.parse_code(text)	ok	^ok\|	SELECT * FROM wallet.parse_code('$c1')
+wallet.code_guard_thresholds(bigint)	ok	^10\|30\|	SELECT * FROM wallet.code_guard_thresholds($m)
+wallet.set_code_guard(integer,integer,interval,bigint)	ok	-	SELECT wallet.set_code_guard(10, 30, '15 minutes', $m)
+wallet.clear_code_failures(text,text)	ok	^[0-9]+$	SELECT wallet.clear_code_failures('nobody', 'nowhere')
+wallet.purge_code_attempts(interval)	ok	^[0-9]+$	SELECT wallet.purge_code_attempts('1 day')
+wallet.code_guard_throttled(bigint,text,text)	ok	^f$	SELECT wallet.code_guard_throttled($m, 'm1', 'src1')
+wallet.code_check_args(text,text,jsonb,boolean)	ok	-	SELECT wallet.code_check_args('m1', 'k1', '{}', true)
+wallet.code_precheck(text,text,text,text)	ok	^ok\|	SELECT * FROM wallet.code_precheck('$c3', 'm1', 'src1', 'check')
+wallet.code_lock_counters(bigint,bigint,text)	ok	^2\|5\|100\|	SELECT * FROM wallet.code_lock_counters($c, $s3, 'm1')
+wallet.code_bump_counters(bigint,bigint,text,integer,boolean,boolean,boolean)	ok	-	SELECT wallet.code_bump_counters($c, $s3, 'm1', 0, true, true, true)
+wallet.code_caps_status(bigint,bigint,text,integer,integer,bigint,bigint,bigint,bigint)	ok	^ok$	SELECT wallet.code_caps_status($c, $s3, 'm1', 2, 5, 100, 0, 0, 0)
+wallet.code_same_input(wallet.marketing_code,text)	ok	^t$	SELECT wallet.code_same_input('$c1', '$c1')
+wallet.code_key_mismatch(text,text)	WL002	-	SELECT wallet.code_key_mismatch('k', 'redemption')
+wallet.issue_code(bigint,text)	ok	^SP-	SELECT wallet.issue_code($c, 'm-bound')
+wallet.check_code(text,text,jsonb)	ok	^ok$	SELECT wallet.check_code('$c3'::pg_catalog.text, 'm1', '{"source": "s1"}')
+wallet.check_code(text,text)	ok	^ok$	SELECT wallet.check_code('$c3'::pg_catalog.text, 'm1'::pg_catalog.text)
+wallet.check_code(wallet.marketing_code,text,jsonb)	ok	^ok$	SELECT wallet.check_code('$c3'::wallet.marketing_code, 'm1')
+wallet.redeem_code(text,text,text,jsonb)	ok	^ok\|	SELECT * FROM wallet.redeem_code('$c3'::pg_catalog.text, 'm1', 'k-redeem-1')
+wallet.redeem_code(wallet.marketing_code,text,text,jsonb)	ok	^ok\|	SELECT * FROM wallet.redeem_code('$c4c'::wallet.marketing_code, 'm1', 'k-redeem-2')
+wallet.undo_redemption(bigint,text)	ok	^$r1\|	SELECT * FROM wallet.undo_redemption($r1, 'cancelled')
+wallet.reserve_code(text,text,text,interval,jsonb)	ok	^ok\|	SELECT * FROM wallet.reserve_code('$c5'::pg_catalog.text, 'm1', 'k-reserve-1', '10 minutes')
+wallet.reserve_code(wallet.marketing_code,text,text,interval,jsonb)	ok	^ok\|	SELECT * FROM wallet.reserve_code('$c6'::wallet.marketing_code, 'm1', 'k-reserve-2', '10 minutes')
+wallet.release_reservation(bigint)	ok	^$v1\|	SELECT * FROM wallet.release_reservation($v1)
+wallet.ledger_balance(wallet.points_ledger,timestamp with time zone)	ok	^[0-9]+$	SELECT wallet.ledger_balance(x.ledger, 'now') $acct
+wallet.ledger_expiring(wallet.points_ledger,timestamp with time zone,interval)	ok	^[0-9]+$	SELECT wallet.ledger_expiring(x.ledger, 'now', '30 days') $acct
+wallet.ledger_earned(wallet.points_ledger,timestamp with time zone,timestamp with time zone)	ok	^[0-9]+$	SELECT wallet.ledger_earned(x.ledger, '-infinity', 'infinity') $acct
+wallet.ledger_lots(wallet.points_ledger)	ok	^[0-9]+\|	SELECT l.* FROM wallet.accounts x CROSS JOIN LATERAL wallet.ledger_lots(x.ledger) l WHERE x.account_id OPERATOR(pg_catalog.=) $a
+wallet.ledger_totals(wallet.points_ledger)	ok	^0\|	SELECT t.* FROM wallet.accounts x CROSS JOIN LATERAL wallet.ledger_totals(x.ledger) t WHERE x.account_id OPERATOR(pg_catalog.=) $a
+wallet.ledger_diff(wallet.points_ledger,wallet.points_ledger)	ok	^$	SELECT wallet.ledger_diff(x.ledger, x.ledger) $acct
+wallet.ledger_apply(wallet.points_ledger,text,timestamp with time zone,bigint,timestamp with time zone,bigint,bigint[],timestamp with time zone[],text,timestamp with time zone)	ok	^\(	SELECT wallet.ledger_apply('', 'accrue', 'now', 10, 'infinity')
+wallet.policy_expiry(timestamp with time zone,interval,text)	ok	^2	SELECT wallet.policy_expiry('now', '1 year', 'day')
+wallet.check_posting(bigint,text,text,text,boolean)	ok	-	SELECT wallet.check_posting(10, 'r', 'k', 'accrue', false)
+wallet.key_mismatch(wallet.entries)	WL002	-	SELECT wallet.key_mismatch(e) FROM wallet.entries e WHERE e.entry_id OPERATOR(pg_catalog.=) $e0
+wallet.unknown_account(bigint)	WL201	-	SELECT wallet.unknown_account(-1)
+wallet.program_closed(bigint)	WL202	-	SELECT wallet.program_closed($p2)
+wallet.entry_step(wallet.points_ledger,wallet.entries)	ok	^\(	SELECT wallet.entry_step('', e) FROM wallet.entries e WHERE e.entry_id OPERATOR(pg_catalog.=) $e0
+wallet.post_entry(wallet.points_ledger,wallet.entries)	ok	^[0-9]+\|$a\|accrue\|	SELECT e.* FROM wallet.accounts x CROSS JOIN LATERAL wallet.post_entry(x.ledger, ${entry/KEY/k-post-entry}) e WHERE x.account_id OPERATOR(pg_catalog.=) $a
+wallet.settle_account(bigint,timestamp with time zone,timestamp with time zone)	ok	^1$	SELECT wallet.settle_account($a2, 'now', 'now')
+wallet.lock_account(bigint,text)	ok	^\(	SELECT wallet.lock_account($a, 'k-lock')
+wallet.post_once(wallet.locked_account,boolean,wallet.entries,boolean)	ok	^[0-9]+\|$a\|accrue\|	SELECT * FROM wallet.post_once(wallet.lock_account($a, 'k-post-once'), false, ${entry/KEY/k-post-once}, true)
+wallet.create_program(bigint,text,interval,text)	ok	^[0-9]+$	SELECT wallet.create_program($m, 'sp program 4', '1 year', 'month')
+wallet.close_program(bigint)	ok	-	SELECT wallet.close_program($p3)
+wallet.open_account(bigint,text)	ok	^[0-9]+$	SELECT wallet.open_account($p, 'member-new')
+wallet.accrue(bigint,bigint,text,text,text,timestamp with time zone)	ok	^[0-9]+\|$a\|accrue\|100\|	SELECT * FROM wallet.accrue($a, 100, 'k-accrue', 'order 1')
+wallet.redeem(bigint,bigint,text,text,text)	ok	^[0-9]+\|$a\|redeem\|-10\|	SELECT * FROM wallet.redeem($a, 10, 'k-redeem', 'reward')
+wallet.hold(bigint,bigint,text,interval,text,text)	ok	^[0-9]+\|$a\|hold\|	SELECT * FROM wallet.hold($a, 10, 'k-hold', '1 hour', 'cart 4')
+wallet.lock_hold(bigint)	ok	^\($h1,	SELECT * FROM wallet.lock_hold($h1)
+wallet.hold_not_open(bigint,wallet.entries)	WL207	-	SELECT wallet.hold_not_open($h3, e) FROM wallet.entries e WHERE e.entry_id OPERATOR(pg_catalog.=) $erel
+wallet.capture(bigint,bigint)	ok	^[0-9]+\|$a\|capture\|	SELECT * FROM wallet.capture($h1)
+wallet.release(bigint)	ok	^[0-9]+\|$a\|release\|	SELECT * FROM wallet.release($h2)
+wallet.reverse(bigint,text,text,text)	ok	^[0-9]+\|$a\|reverse\|-50\|	SELECT * FROM wallet.reverse($eacc, 'k-reverse', 'refund')
+wallet.adjust(bigint,bigint,text,text)	ok	^[0-9]+\|$a\|adjust\|5\|	SELECT * FROM wallet.adjust($a, 5, 'k-adjust', 'goodwill')
+wallet.expire_points(timestamp with time zone)	ok	^1$	SELECT wallet.expire_points()
+wallet.balance(bigint,timestamp with time zone)	ok	^[0-9]+$	SELECT wallet.balance($a)
+wallet.replay_ledger(bigint,timestamp with time zone)	ok	^[^|]+\|$	SELECT * FROM wallet.replay_ledger($a)
+wallet.balance_at(bigint,timestamp with time zone)	ok	^[0-9]+$	SELECT wallet.balance_at($a, 'now')
+wallet.history(bigint,timestamp with time zone,timestamp with time zone)	ok	^$e0\|	SELECT * FROM wallet.history($a)
+wallet.program_liability(bigint,timestamp with time zone)	ok	[0-9]	SELECT * FROM wallet.program_liability($p)
+wallet.verify_ledger(bigint)	ok	^$	SELECT * FROM wallet.verify_ledger()
+CALLS
+}
+# The triggers, fired by writes to the extension's tables (same format).
+triggers() {
+    local m=${V[m]} c=${V[c]} c2=${V[c2]} c4=${V[c4]} e0=${V[e0]}
+    cat <<TRIGGERS
+wallet.code_cache_invalidate()	ok	-	UPDATE wallet.code_keys SET retired_at = retired_at WHERE campaign_id OPERATOR(pg_catalog.=) $c
+wallet.campaigns_create_serials()	ok	^[0-9]+$	INSERT INTO wallet.campaigns (merchant_id, name) VALUES ($m, 'inserted by hand') RETURNING campaign_id
+wallet.campaigns_guard()	WL107	-	UPDATE wallet.campaigns SET current_key_version = 1 WHERE campaign_id OPERATOR(pg_catalog.=) $c2
+wallet.code_caps_recount()	ok	-	UPDATE wallet.campaigns SET max_redemptions_per_code = 3, max_redemptions_per_member = 3, max_redemptions_total = 30 WHERE campaign_id OPERATOR(pg_catalog.=) $c4
+wallet.entries_append_only()	WL213	-	DELETE FROM wallet.entries WHERE entry_id OPERATOR(pg_catalog.=) $e0
+TRIGGERS
+}
+
+run_map() {     # run_map DB WHAT: runs every line of calls or triggers under the hostile search_path
+    local db=$1 what=$2 sig expect pattern sql out err rc good
+    while IFS=$'\t' read -r sig expect pattern sql; do
+        out=$(qh "$db" -c "$sql" 2> "$TMP/err"); rc=$?
+        err=$(cat "$TMP/err")
+        good=1
+        if [ "$expect" = ok ]; then
+            [ $rc -eq 0 ] && { [ "$pattern" = - ] || printf '%s\n' "$out" | head -n 1 | grep -qE "$pattern"; } && good=0
+        else
+            [ $rc -ne 0 ] && printf '%s\n' "$err" | grep -q "ERROR:  $expect:" && good=0
+        fi
+        if printf '%s\n' "$err" | grep -q 'HOSTILE RAN'; then good=1; fi
+        ok $good "$db: $sig runs ($expect) under the hostile search_path, nothing hostile ran" \
+           "$(printf 'call: %s\nstdout: %s\nstderr: %s' "$sql" "$(printf '%s' "$out" | head -n 3)" "$(printf '%s' "$err" | head -n 5)")"
+        echo "$sig" >> "$TMP/called.$db"
+    done < <($what)
+}
+
+# Every function and trigger function of the extension has a call.
+coverage() {    # coverage DB
+    local missing
+    missing=$(q "$1" -c "SELECT p.oid::regprocedure FROM ($EXT_PROCS) p
+                          WHERE p.prokind IN ('f', 'p')
+                            AND NOT EXISTS (SELECT FROM pg_type t WHERE p.oid IN (t.typinput, t.typoutput, t.typreceive, t.typsend,
+                                                                                   t.typmodin, t.typmodout, t.typanalyze))
+                          ORDER BY 1" | grep -vxF -f "$TMP/called.$1")
+    ok $([ -z "$missing" ]; echo $?) "$1: every function of the extension (but type I/O) was called or fired" \
+       "no call in test/concurrency/search_path.t for:" "$missing"
+}
+
+check_clean() {  # check_clean DB WHEN
+    local cnt
+    cnt=$(ran_count "$1")
+    ok $([ "$cnt" = 0 ]; echo $?) "$1: no planted object ran $2" "$(ran_list "$1")"
+    ok $([ "$(is_super)" = f ]; echo $?) "$1: hostile is still no superuser $2"
+}
+
+ext_step() {    # ext_step DB DESCRIPTION SQL...: DDL on the extension under the hostile search_path
+    local db=$1 desc=$2 out; shift 2
+    out=$(qh "$db" "$@" 2>&1); local rc=$?
+    ok $([ $rc -eq 0 ] && ! printf '%s\n' "$out" | grep -q 'HOSTILE RAN'; echo $?) "$db: $desc under the hostile search_path" "$out"
+}
+
+for db in "$DB_FRESH" "$DB_UPGRADED"; do
+    q postgres -c "CREATE DATABASE $db" >/dev/null || exit 1
+    out=$(plant "$db" pg_catalog)
+    cnt=$(q "$db" -c "SELECT count(*) FILTER (WHERE kind = 'function' AND what = 'nextval(regclass)' AND schema_name = 'public')
+                             + count(*) FILTER (WHERE kind = 'operator' AND what = 'bigint = bigint' AND schema_name = 'hostile_first'),
+                             count(*) FILTER (WHERE kind <> 'unplantable')
+                        FROM hostile.planted" 2>&1)
+    ok $([ "${cnt%%|*}" = 2 ]; echo $?) "$db: hostile planted ${cnt#*|} objects in public and hostile_first" "$out"
+    control "$db"
+    if [ "$db" = "$DB_FRESH" ]; then
+        ext_step "$db" "CREATE EXTENSION wallet" -c "CREATE EXTENSION wallet"
+    else
+        ext_step "$db" "CREATE EXTENSION wallet VERSION '0.1.0'; ALTER EXTENSION wallet UPDATE" \
+            -c "CREATE EXTENSION wallet VERSION '0.1.0'" -c "ALTER EXTENSION wallet UPDATE"
+    fi
+    ok $([ "$(q "$db" -c "SELECT extversion FROM pg_extension WHERE extname = 'wallet'")" = "$(sed -n "s/^default_version *= *'\(.*\)'/\1/p" "$ROOT/wallet.control")" ]; echo $?) \
+       "$db: the extension is at the default version"
+    check_clean "$db" "during CREATE/ALTER EXTENSION"
+    out=$(plant "$db" wallet)
+    ok $([ "$(q "$db" -c "SELECT count(*) FROM hostile.planted WHERE kind = 'operator' AND what = 'wallet.marketing_code = wallet.marketing_code'")" = 2 ]; echo $?) \
+       "$db: hostile planted = on marketing_code too" "$out"
+    setup "$db" || { ok 1 "$db: fixtures"; continue; }
+    sleep 1.2   # the short-lived lots of the fixtures are dead now
+    : > "$TMP/called.$db"
+    run_map "$db" calls
+    run_map "$db" triggers
+    coverage "$db"
+    check_clean "$db" "while every function ran"
+done
+
+echo "1..$n"
+exit $(( nfail > 0 ))
