@@ -136,7 +136,10 @@ BEGIN
                 FOR b IN 1 .. 32 LOOP
                     t := overlay(overlay(c PLACING substr(alphabet, a, 1) FROM i FOR 1)
                                  PLACING substr(alphabet, b, 1) FROM j FOR 1);
-                    IF (SELECT p.status FROM wallet.parse_code(t) p) = 'forged' THEN
+                    -- forged, and still of the same campaign (a code's MAC depends on
+                    -- the random installation id, so the search may cross campaigns)
+                    IF (SELECT p.status = 'forged' AND wallet.code_campaign(p.code) = wallet.code_campaign(c::wallet.marketing_code)
+                          FROM wallet.parse_code(t) p) THEN
                         RETURN t;
                     END IF;
                 END LOOP;

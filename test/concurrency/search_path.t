@@ -398,9 +398,12 @@ wallet.code_status(wallet.marketing_code)	ok	^ok$	SELECT wallet.code_status('$c1
 wallet.parse_code(text)	ok	^ok\|	SELECT * FROM wallet.parse_code('$c1')
 wallet.code_guard_thresholds(bigint)	ok	^10\|30\|	SELECT * FROM wallet.code_guard_thresholds($m)
 wallet.set_code_guard(integer,integer,interval,bigint)	ok	-	SELECT wallet.set_code_guard(10, 30, '15 minutes', $m)
-wallet.clear_code_failures(text,text)	ok	^[0-9]+$	SELECT wallet.clear_code_failures('nobody', 'nowhere')
+wallet.clear_code_failures(text,text,bigint)	ok	^[0-9]+$	SELECT wallet.clear_code_failures('nobody', 'nowhere', $m)
 wallet.purge_code_attempts(interval)	ok	^[0-9]+$	SELECT wallet.purge_code_attempts('1 day')
-wallet.code_guard_throttled(bigint,text,text)	ok	^f$	SELECT wallet.code_guard_throttled($m, 'm1', 'src1')
+wallet.code_guard_attempt(bigint,text,text,boolean,integer,integer,interval)	ok	^f$	SELECT wallet.code_guard_attempt($m, 'm1', 'src1', false, 10, 30, '15 minutes')
+wallet.code_guard_forget(bigint,text,text)	ok	^[0-9]+$	SELECT wallet.code_guard_forget($m, 'nobody', 'nowhere')
+wallet.code_caps_unchanged(bigint,integer,integer,bigint)	ok	-	SELECT wallet.code_caps_unchanged($c, 2, 5, 100)
+wallet.installation_id()	ok	^[0-9a-f-]{36}$	SELECT wallet.installation_id()
 wallet.code_check_args(text,text,jsonb,boolean)	ok	-	SELECT wallet.code_check_args('m1', 'k1', '{}', true)
 wallet.code_precheck(text,text,text,text)	ok	^ok\|	SELECT * FROM wallet.code_precheck('$c3', 'm1', 'src1', 'check')
 wallet.code_lock_counters(bigint,bigint,text)	ok	^2\|5\|100\|	SELECT * FROM wallet.code_lock_counters($c, $s3, 'm1')
@@ -465,6 +468,10 @@ wallet.campaigns_create_serials()	ok	^[0-9]+$	INSERT INTO wallet.campaigns (merc
 wallet.campaigns_guard()	WL107	-	UPDATE wallet.campaigns SET current_key_version = 1 WHERE campaign_id OPERATOR(pg_catalog.=) $c2
 wallet.code_caps_recount()	ok	-	UPDATE wallet.campaigns SET max_redemptions_per_code = 3, max_redemptions_per_member = 3, max_redemptions_total = 30 WHERE campaign_id OPERATOR(pg_catalog.=) $c4
 wallet.entries_append_only()	WL213	-	DELETE FROM wallet.entries WHERE entry_id OPERATOR(pg_catalog.=) $e0
+wallet.installation_guard()	WL120	-	DELETE FROM wallet.installation
+wallet.code_keys_guard()	WL121	-	UPDATE wallet.code_keys SET installation_id = NULL WHERE campaign_id OPERATOR(pg_catalog.=) $c
+wallet.campaigns_keep()	WL122	-	DELETE FROM wallet.campaigns WHERE campaign_id OPERATOR(pg_catalog.=) $c4
+wallet.campaigns_fresh_id()	WL123	-	INSERT INTO wallet.campaigns (campaign_id, merchant_id, name) OVERRIDING SYSTEM VALUE VALUES ($c, $m, 'reused id')
 TRIGGERS
 }
 
