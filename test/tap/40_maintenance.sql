@@ -121,6 +121,16 @@ BEGIN
         PERFORM pg_sleep(0.015);
     END LOOP;
 END $$;
+-- And for sure once: an expiry run as of a moment ago, then a posting.
+DO $$
+DECLARE
+    acc bigint := (SELECT min(account_id) FROM bal_accounts);
+BEGIN
+    PERFORM wallet.accrue(acc, 5, 'late-1', 'purchase', NULL, clock_timestamp() + interval '50 milliseconds');
+    PERFORM pg_sleep(0.15);
+    PERFORM wallet.expire_points(clock_timestamp() - interval '50 milliseconds');
+    PERFORM wallet.accrue(acc, 5, 'late-2', 'purchase');
+END $$;
 -- Instants to compare at: every entry's created_at and the microsecond before
 -- and after it, every lot expiry and hold end around it, 40 random instants.
 CREATE TEMP TABLE bal_points AS
