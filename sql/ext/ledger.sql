@@ -545,6 +545,32 @@ END
 $$;
 COMMENT ON FUNCTION wallet.open_account(bigint, text) IS 'returns the account of member_ref in the program, opening it if needed (idempotent, race-safe)';
 
+CREATE FUNCTION wallet.find_account(program_id bigint, member_ref text) RETURNS bigint
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    id bigint;
+BEGIN
+    IF program_id IS NULL OR member_ref IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN program_id IS NULL THEN 'program_id' ELSE 'member_ref' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'An account is found by its program and the merchant app''s own user id.';
+    END IF;
+    IF btrim(member_ref) = '' THEN
+        RAISE EXCEPTION 'member reference must not be blank'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An account is found by the merchant app''s own user id.';
+    END IF;
+    IF NOT EXISTS (SELECT FROM wallet.programs p WHERE p.program_id = find_account.program_id) THEN
+        RAISE EXCEPTION 'unknown program'
+            USING ERRCODE = 'WL214', DETAIL = format('There is no points program %s.', program_id);
+    END IF;
+    SELECT a.account_id INTO id FROM wallet.accounts a
+     WHERE a.program_id = find_account.program_id AND a.member_ref = find_account.member_ref;
+    RETURN id;
+END
+$$;
+COMMENT ON FUNCTION wallet.find_account(bigint, text) IS 'the account of member_ref in the program, or NULL when the member has none (never opens one; read-only)';
+
 -- ---------------------------------------------------------------- postings
 
 CREATE FUNCTION wallet.accrue(account_id bigint, points bigint, idempotency_key text, reason text,
@@ -777,25 +803,68 @@ END
 $$;
 COMMENT ON FUNCTION wallet.adjust(bigint, bigint, text, text) IS 'manual correction: adds points (expiring per policy) or removes them (soonest-expiring first, within the balance); reason required';
 
-CREATE FUNCTION wallet.expire_points(as_of timestamptz DEFAULT now()) RETURNS bigint
+-- as_of of an expiry run: an expire entry cannot be undone, so expiring as of
+-- a future instant would take lots that are still valid for good.  "Now" is
+-- the clock, which postings are stamped with (the transaction's now() is
+-- never later, so the default always passes).
+CREATE FUNCTION wallet.check_expiry_as_of(as_of timestamptz) RETURNS void
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF as_of IS NULL THEN
+        RAISE EXCEPTION 'as_of must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Points are expired as of a given instant, now() by default.';
+    END IF;
+    IF as_of > clock_timestamp() THEN
+        RAISE EXCEPTION 'cannot expire points as of a future instant'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('The instant %s is later than the current time; lots still valid until then would be expired for good.', as_of),
+                  HINT = 'Omit as_of (it defaults to now()) or pass an instant that has passed.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet.check_expiry_as_of(timestamptz) IS 'raises 22004 for a NULL as_of and 22023 for an as_of later than the current time (an expire entry cannot be undone)';
+
+-- Settles due accounts as of as_of: at most batch_size of them, soonest due
+-- first (all when NULL), each locked and settled in account order, so that
+-- concurrent runs lock in the same order.  Returns how many accounts it
+-- looked at and how many expire entries it posted.
+CREATE FUNCTION wallet.expire_due_accounts(as_of timestamptz, batch_size int,
+        OUT accounts int, OUT expired bigint)
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     AS $$
 DECLARE
     acc bigint;
     due timestamptz;
-    n bigint := 0;
 BEGIN
-    FOR acc IN SELECT a.account_id FROM wallet.accounts a WHERE a.next_event <= as_of ORDER BY a.account_id LOOP
+    accounts := 0;
+    expired := 0;
+    FOR acc IN SELECT d.account_id
+                 FROM (SELECT a.account_id FROM wallet.accounts a WHERE a.next_event <= as_of
+                        ORDER BY a.next_event LIMIT batch_size) d
+                ORDER BY d.account_id LOOP
         SELECT a.next_event INTO due FROM wallet.accounts a WHERE a.account_id = acc FOR NO KEY UPDATE;
+        accounts := accounts + 1;
         IF due <= as_of THEN   -- a concurrent posting may have settled it meanwhile
-            n := n + wallet.settle_account(acc, as_of, clock_timestamp());
+            expired := expired + wallet.settle_account(acc, as_of, clock_timestamp());
         END IF;
     END LOOP;
-    RETURN n;
 END
 $$;
-COMMENT ON FUNCTION wallet.expire_points(timestamptz) IS 'posts an expire entry per account with lots expired at as_of (and a release for each lapsed hold); returns the number of expire entries; a second run posts nothing';
+COMMENT ON FUNCTION wallet.expire_due_accounts(timestamptz, int) IS 'settles at most batch_size (NULL = all) accounts due at as_of, in account order; returns the accounts looked at and the expire entries posted';
+
+CREATE FUNCTION wallet.expire_points(as_of timestamptz DEFAULT now()) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    PERFORM wallet.check_expiry_as_of(as_of);
+    RETURN (wallet.expire_due_accounts(as_of, NULL)).expired;
+END
+$$;
+COMMENT ON FUNCTION wallet.expire_points(timestamptz) IS 'posts an expire entry per account with lots expired at as_of (and a release for each lapsed hold) in the caller''s transaction; returns the number of expire entries; a second run posts nothing; as_of in the future is refused (22023); CALL wallet.expire_points_batched for many accounts';
 
 -- ---------------------------------------------------------------- read side
 
@@ -846,18 +915,68 @@ END
 $$;
 COMMENT ON FUNCTION wallet.replay_ledger(bigint, timestamptz) IS 'rebuilds an account''s ledger from its journal entries created up to upto; problem names the first entry that disagrees';
 
+-- The balance at ts is that of the ledger after the last entry created at or
+-- before ts, evaluated at ts (what replaying the journal up to ts gives).
+-- Entries of an account are in time order (each is stamped after its account
+-- was locked), so that entry is found by a binary search on entry_id.  Its
+-- ledger changes no more until the next entry unless a lot expires or a hold
+-- lapses, and the next entry tells whether one did: a posting (anything but
+-- the expire and release entries of a settlement) locked the account after
+-- ts and found nothing due, so nothing happened in between and the balance
+-- is the last entry's balance_after.  With no entry after ts the ledger is
+-- the stored one (verify_ledger proves it equals the journal's).  Only when
+-- the next entry is a settlement is the journal replayed up to ts.
 CREATE FUNCTION wallet.balance_at(account_id bigint, ts timestamptz) RETURNS bigint
     LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
     AS $$
+DECLARE
+    l wallet.points_ledger;
+    lo bigint := 0;     -- last entry known to be created at or before ts (0: none)
+    hi bigint;          -- first entry known to be created after ts
+    p bigint;
+    pt timestamptz;
+    b bigint;
+    nxt wallet.entries;
 BEGIN
-    IF NOT EXISTS (SELECT FROM wallet.accounts a WHERE a.account_id = balance_at.account_id) THEN
+    IF ts IS NULL THEN
+        RAISE EXCEPTION 'ts must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The balance is taken at a given instant.';
+    END IF;
+    SELECT a.ledger INTO l FROM wallet.accounts a WHERE a.account_id = balance_at.account_id;
+    IF NOT FOUND THEN
         PERFORM wallet.unknown_account(account_id);
     END IF;
-    RETURN wallet.ledger_balance((wallet.replay_ledger(account_id, ts)).ledger, ts);
+    SELECT x.entry_id, x.created_at INTO hi, pt FROM wallet.entries x
+     WHERE x.account_id = balance_at.account_id ORDER BY x.entry_id DESC LIMIT 1;
+    IF NOT FOUND OR pt <= ts THEN
+        RETURN wallet.ledger_balance(l, ts);
+    END IF;
+    LOOP
+        SELECT x.entry_id, x.created_at INTO p, pt FROM wallet.entries x
+         WHERE x.account_id = balance_at.account_id AND x.entry_id > lo AND x.entry_id < hi
+           AND x.entry_id >= lo + (hi - lo) / 2
+         ORDER BY x.entry_id LIMIT 1;
+        IF NOT FOUND THEN
+            SELECT x.entry_id, x.created_at INTO p, pt FROM wallet.entries x
+             WHERE x.account_id = balance_at.account_id AND x.entry_id > lo AND x.entry_id < lo + (hi - lo) / 2
+             ORDER BY x.entry_id DESC LIMIT 1;
+            EXIT WHEN NOT FOUND;
+        END IF;
+        IF pt <= ts THEN lo := p; ELSE hi := p; END IF;
+    END LOOP;
+    IF lo = 0 THEN
+        RETURN 0;   -- before the first entry the ledger is empty
+    END IF;
+    SELECT * INTO nxt FROM wallet.entries x WHERE x.entry_id = hi;
+    IF nxt.kind = 'expire' OR (nxt.kind = 'release' AND nxt.expires_at IS NOT NULL) THEN
+        RETURN wallet.ledger_balance((wallet.replay_ledger(account_id, ts)).ledger, ts);
+    END IF;
+    SELECT x.balance_after INTO b FROM wallet.entries x WHERE x.entry_id = lo;
+    RETURN b;
 END
 $$;
-COMMENT ON FUNCTION wallet.balance_at(bigint, timestamptz) IS 'spendable balance at instant ts, rebuilt from the journal';
+COMMENT ON FUNCTION wallet.balance_at(bigint, timestamptz) IS 'spendable balance at instant ts, as the journal up to ts gives it (from the last entry''s balance_after; replayed only when a lot expired or a hold lapsed between that entry and the next)';
 
 CREATE FUNCTION wallet.history(account_id bigint, from_ts timestamptz DEFAULT '-infinity',
         to_ts timestamptz DEFAULT 'infinity') RETURNS SETOF wallet.entries
