@@ -110,7 +110,7 @@ SELECT throws_ok($$SELECT wallet.accrue(pg_temp.id('a1'), -5, 'k-bad2', 'purchas
 SELECT throws_ok($$SELECT wallet.accrue(pg_temp.id('a1'), 9223372036854775807, 'k-bad3', 'purchase')$$, 'WL205', NULL,
                  'accrue that overflows the balance: WL205');
 SELECT throws_ok($$SELECT wallet.accrue(-1, 10, 'k-bad4', 'purchase')$$, 'WL201', NULL, 'accrue on an unknown account: WL201');
-SELECT throws_ok($$SELECT wallet.accrue(pg_temp.id('a1'), 10, NULL, 'purchase')$$, '22023', NULL, 'accrue without an idempotency key: 22023');
+SELECT throws_ok($$SELECT wallet.accrue(pg_temp.id('a1'), 10, NULL, 'purchase')$$, '22004', NULL, 'accrue without an idempotency key: 22004');
 SELECT throws_ok($$SELECT wallet.accrue(pg_temp.id('a1'), 10, 'k-bad8', NULL)$$, '22004', NULL, 'accrue without a reason: 22004');
 SELECT throws_ok($$SELECT wallet.balance(-1)$$, 'WL201', NULL, 'balance of an unknown account: WL201');
 SELECT throws_ok($$SELECT * FROM wallet.history(-1)$$, 'WL201', NULL, 'history of an unknown account: WL201');
