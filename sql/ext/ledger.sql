@@ -60,7 +60,7 @@ CREATE FUNCTION wallet.ledger_totals(l wallet.points_ledger,
 COMMENT ON FUNCTION wallet.ledger_totals(wallet.points_ledger) IS 'debt, lifetime earned / redeemed / expired totals and the number of open holds of a ledger';
 
 CREATE FUNCTION wallet.ledger_diff(a wallet.points_ledger, b wallet.points_ledger) RETURNS text
-    AS 'MODULE_PATHNAME', 'ledger_diff' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+    AS 'MODULE_PATHNAME', 'ledger_diff' LANGUAGE C IMMUTABLE PARALLEL SAFE;
 COMMENT ON FUNCTION wallet.ledger_diff(wallet.points_ledger, wallet.points_ledger) IS 'NULL when both ledgers hold the same state, else a sentence naming the first difference';
 
 CREATE TYPE wallet.ledger_step AS (
@@ -219,24 +219,35 @@ CREATE FUNCTION wallet.check_posting(points bigint, reason text, idempotency_key
     SET search_path = pg_catalog, pg_temp
     AS $$
 BEGIN
-    IF verb IS NOT NULL AND (points IS NULL OR points = 0 OR (points < 0 AND NOT signed)) THEN
+    IF verb IS NOT NULL AND points IS NULL THEN
+        RAISE EXCEPTION 'points must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = format('The points to %s must be given.', verb);
+    END IF;
+    IF verb IS NOT NULL AND (points = 0 OR (points < 0 AND NOT signed)) THEN
         RAISE EXCEPTION 'invalid amount of points'
             USING ERRCODE = 'WL204',
                   DETAIL = CASE WHEN signed THEN format('The points to %s must be a non-zero number.', verb)
                                 ELSE format('The points to %s must be a positive number.', verb) END;
     END IF;
     IF reason IS NULL OR btrim(reason) = '' THEN
-        RAISE EXCEPTION 'reason required'
-            USING ERRCODE = 'WL215', DETAIL = 'Every posting needs a non-blank reason, so the journal explains it.';
+        RAISE EXCEPTION 'reason must not be %', CASE WHEN reason IS NULL THEN 'null' ELSE 'blank' END
+            USING ERRCODE = CASE WHEN reason IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,
+                  DETAIL = 'Every posting needs a non-blank reason, so the journal explains it.';
     END IF;
     IF idempotency_key IS NULL OR btrim(idempotency_key) = '' THEN
-        RAISE EXCEPTION 'idempotency key required'
-            USING ERRCODE = 'invalid_parameter_value',
+        RAISE EXCEPTION 'idempotency key must not be %', CASE WHEN idempotency_key IS NULL THEN 'null' ELSE 'blank' END
+            USING ERRCODE = CASE WHEN idempotency_key IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,
                   DETAIL = 'Every posting needs a non-blank idempotency key, so that a retry cannot post twice.';
+    END IF;
+    -- a key of a unique index, like the idempotency keys of the redemption API
+    IF length(idempotency_key) > 256 THEN
+        RAISE EXCEPTION 'idempotency key is too long'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('An idempotency key has at most 256 characters; this one has %s.', length(idempotency_key));
     END IF;
 END
 $$;
-COMMENT ON FUNCTION wallet.check_posting(bigint, text, text, text, boolean) IS 'raises WL204 for a missing, zero or (unless signed) negative amount, WL215 for a blank reason, 22023 for a blank idempotency key';
+COMMENT ON FUNCTION wallet.check_posting(bigint, text, text, text, boolean) IS 'raises 22004 for NULL points, reason or idempotency key, WL204 for a zero or (unless signed) negative amount, 22023 for a blank reason or a blank or over-long idempotency key';
 
 CREATE FUNCTION wallet.key_mismatch(e wallet.entries) RETURNS void
     LANGUAGE plpgsql
@@ -257,11 +268,15 @@ CREATE FUNCTION wallet.unknown_account(account_id bigint) RETURNS void
     SET search_path = pg_catalog, pg_temp
     AS $$
 BEGIN
+    IF account_id IS NULL THEN
+        RAISE EXCEPTION 'account_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A points account is named by its id.';
+    END IF;
     RAISE EXCEPTION 'unknown account'
         USING ERRCODE = 'WL201', DETAIL = format('There is no points account %s.', account_id);
 END
 $$;
-COMMENT ON FUNCTION wallet.unknown_account(bigint) IS 'raises WL201 for an account id that does not exist';
+COMMENT ON FUNCTION wallet.unknown_account(bigint) IS 'raises WL201 for an account id that does not exist, 22004 for a NULL one';
 
 CREATE FUNCTION wallet.program_closed(program_id bigint) RETURNS void
     LANGUAGE plpgsql
@@ -465,7 +480,11 @@ CREATE FUNCTION wallet.create_program(merchant_id bigint, name text, expiry inte
 DECLARE
     id bigint;
 BEGIN
-    IF name IS NULL OR btrim(name) = '' THEN
+    IF merchant_id IS NULL OR name IS NULL OR granularity IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN merchant_id IS NULL THEN 'merchant_id' WHEN name IS NULL THEN 'program name' ELSE 'granularity' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A points program belongs to a merchant and has a name and an expiry granularity.';
+    END IF;
+    IF btrim(name) = '' THEN
         RAISE EXCEPTION 'program name must not be blank'
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A points program needs a name that people can recognise.';
     END IF;
@@ -473,13 +492,13 @@ BEGIN
         RAISE EXCEPTION 'expiry must be positive'
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Points expire a positive time after they are earned, or never (NULL).';
     END IF;
-    IF granularity IS NULL OR granularity NOT IN ('day', 'month') THEN
+    IF granularity NOT IN ('day', 'month') THEN
         RAISE EXCEPTION 'unknown granularity "%"', granularity
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Expiry is rounded up to the end of a ''day'' or a ''month''.';
     END IF;
     IF NOT EXISTS (SELECT FROM wallet.merchants m WHERE m.merchant_id = create_program.merchant_id) THEN
-        RAISE EXCEPTION 'unknown merchant'
-            USING ERRCODE = 'foreign_key_violation', DETAIL = format('There is no merchant %s.', merchant_id);
+        RAISE EXCEPTION 'merchant % does not exist', merchant_id
+            USING ERRCODE = 'WL102', HINT = 'Register the merchant with wallet.create_merchant first.';
     END IF;
     INSERT INTO wallet.programs (merchant_id, name, expiry, granularity)
     VALUES (create_program.merchant_id, create_program.name, create_program.expiry, create_program.granularity)
@@ -497,6 +516,10 @@ CREATE FUNCTION wallet.close_program(program_id bigint) RETURNS void
     SET search_path = pg_catalog, pg_temp
     AS $$
 BEGIN
+    IF program_id IS NULL THEN
+        RAISE EXCEPTION 'program_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A points program is named by its id.';
+    END IF;
     UPDATE wallet.programs p SET closed_at = coalesce(p.closed_at, now())
      WHERE p.program_id = close_program.program_id;
     IF NOT FOUND THEN
@@ -515,9 +538,19 @@ DECLARE
     id bigint;
     is_closed boolean;
 BEGIN
-    IF member_ref IS NULL OR btrim(member_ref) = '' THEN
+    IF program_id IS NULL OR member_ref IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN program_id IS NULL THEN 'program_id' ELSE 'member reference' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'An account is opened in a points program for the merchant app''s own user id.';
+    END IF;
+    IF btrim(member_ref) = '' THEN
         RAISE EXCEPTION 'member reference must not be blank'
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An account is opened for the merchant app''s own user id.';
+    END IF;
+    -- a key of a unique index, like the member references of the redemption API
+    IF length(member_ref) > 256 THEN
+        RAISE EXCEPTION 'member reference is too long'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('A member reference has at most 256 characters; this one has %s.', length(member_ref));
     END IF;
     SELECT p.closed_at IS NOT NULL INTO is_closed FROM wallet.programs p WHERE p.program_id = open_account.program_id;
     IF NOT FOUND THEN
@@ -627,7 +660,11 @@ DECLARE
     id bigint;
 BEGIN
     PERFORM wallet.check_posting(points, reason, idempotency_key, 'hold');
-    IF ttl IS NULL OR ttl <= interval '0' THEN
+    IF ttl IS NULL THEN
+        RAISE EXCEPTION 'time to live must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A hold lasts a given time, after which it stops holding.';
+    END IF;
+    IF ttl <= interval '0' THEN
         RAISE EXCEPTION 'time to live must be positive'
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A hold lasts a positive time, after which it stops holding.';
     END IF;
@@ -651,6 +688,10 @@ CREATE FUNCTION wallet.lock_hold(hold_id bigint,
     SET search_path = pg_catalog, pg_temp
     AS $$
 BEGIN
+    IF hold_id IS NULL THEN
+        RAISE EXCEPTION 'hold_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A hold is named by its id, the entry_id of its hold entry.';
+    END IF;
     SELECT * INTO h FROM wallet.entries x WHERE x.entry_id = lock_hold.hold_id AND x.kind = 'hold';
     IF NOT FOUND THEN
         RAISE EXCEPTION 'unknown hold'
@@ -667,7 +708,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION wallet.lock_hold(bigint) IS 'finds hold hold_id (WL206 if none), locks its account unless already closed, returns the closing capture or release entry if any';
+COMMENT ON FUNCTION wallet.lock_hold(bigint) IS 'finds hold hold_id (WL206 if none, 22004 if NULL), locks its account unless already closed, returns the closing capture or release entry if any';
 
 CREATE FUNCTION wallet.hold_not_open(hold_id bigint, closing wallet.entries) RETURNS void
     LANGUAGE plpgsql
@@ -748,7 +789,11 @@ DECLARE
     a wallet.locked_account;
     r bigint;
 BEGIN
-    IF policy IS NULL OR policy NOT IN ('within_balance', 'unlimited') THEN
+    IF entry_id IS NULL OR policy IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN entry_id IS NULL THEN 'entry_id' ELSE 'policy' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A reversal names the entry it undoes and a policy, ''within_balance'' by default.';
+    END IF;
+    IF policy NOT IN ('within_balance', 'unlimited') THEN
         RAISE EXCEPTION 'unknown reversal policy "%"', policy
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The policy is ''within_balance'' or ''unlimited''.';
     END IF;
@@ -875,6 +920,10 @@ CREATE FUNCTION wallet.balance(account_id bigint, as_of timestamptz DEFAULT now(
 DECLARE
     b bigint;
 BEGIN
+    IF as_of IS NULL THEN
+        RAISE EXCEPTION 'as_of must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The balance is taken at a given instant, now() by default.';
+    END IF;
     SELECT wallet.ledger_balance(a.ledger, as_of) INTO b FROM wallet.accounts a WHERE a.account_id = balance.account_id;
     IF NOT FOUND THEN
         PERFORM wallet.unknown_account(account_id);
@@ -896,6 +945,13 @@ DECLARE
     e wallet.entries;
     s wallet.ledger_step;
 BEGIN
+    IF upto IS NULL THEN
+        RAISE EXCEPTION 'upto must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The journal is replayed up to a given instant, infinity by default.';
+    END IF;
+    IF NOT EXISTS (SELECT FROM wallet.accounts a WHERE a.account_id = replay_ledger.account_id) THEN
+        PERFORM wallet.unknown_account(account_id);
+    END IF;
     ledger := '';
     FOR e IN SELECT * FROM wallet.entries x WHERE x.account_id = replay_ledger.account_id AND x.created_at <= upto
               ORDER BY x.entry_id LOOP
@@ -984,6 +1040,10 @@ CREATE FUNCTION wallet.history(account_id bigint, from_ts timestamptz DEFAULT '-
     SET search_path = pg_catalog, pg_temp
     AS $$
 BEGIN
+    IF from_ts IS NULL OR to_ts IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN from_ts IS NULL THEN 'from_ts' ELSE 'to_ts' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The history covers [from_ts, to_ts), by default all of it (-infinity to infinity).';
+    END IF;
     IF NOT EXISTS (SELECT FROM wallet.accounts a WHERE a.account_id = history.account_id) THEN
         PERFORM wallet.unknown_account(account_id);
     END IF;
@@ -1000,6 +1060,10 @@ CREATE FUNCTION wallet.program_liability(program_id bigint, as_of timestamptz DE
     SET search_path = pg_catalog, pg_temp
     AS $$
 BEGIN
+    IF program_id IS NULL OR as_of IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN program_id IS NULL THEN 'program_id' ELSE 'as_of' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The liability of a points program is taken at a given instant, now() by default.';
+    END IF;
     IF NOT EXISTS (SELECT FROM wallet.programs p WHERE p.program_id = program_liability.program_id) THEN
         RAISE EXCEPTION 'unknown program'
             USING ERRCODE = 'WL214', DETAIL = format('There is no points program %s.', program_id);

@@ -110,8 +110,8 @@ SELECT throws_ok($$SELECT wallet.accrue(pg_temp.id('a1'), -5, 'k-bad2', 'purchas
 SELECT throws_ok($$SELECT wallet.accrue(pg_temp.id('a1'), 9223372036854775807, 'k-bad3', 'purchase')$$, 'WL205', NULL,
                  'accrue that overflows the balance: WL205');
 SELECT throws_ok($$SELECT wallet.accrue(-1, 10, 'k-bad4', 'purchase')$$, 'WL201', NULL, 'accrue on an unknown account: WL201');
-SELECT throws_ok($$SELECT wallet.accrue(pg_temp.id('a1'), 10, NULL, 'purchase')$$, '22023', NULL, 'accrue without an idempotency key: 22023');
-SELECT throws_ok($$SELECT wallet.accrue(pg_temp.id('a1'), 10, 'k-bad8', NULL)$$, 'WL215', NULL, 'accrue without a reason: WL215');
+SELECT throws_ok($$SELECT wallet.accrue(pg_temp.id('a1'), 10, NULL, 'purchase')$$, '22004', NULL, 'accrue without an idempotency key: 22004');
+SELECT throws_ok($$SELECT wallet.accrue(pg_temp.id('a1'), 10, 'k-bad8', NULL)$$, '22004', NULL, 'accrue without a reason: 22004');
 SELECT throws_ok($$SELECT wallet.balance(-1)$$, 'WL201', NULL, 'balance of an unknown account: WL201');
 SELECT throws_ok($$SELECT * FROM wallet.history(-1)$$, 'WL201', NULL, 'history of an unknown account: WL201');
 SELECT is(wallet.balance(pg_temp.id('a1')), 200::bigint, 'failed accruals changed nothing');
@@ -417,8 +417,8 @@ SELECT throws_ok($$SELECT wallet.adjust(pg_temp.id('a7'), -9223372036854775808, 
                  'adjust by the smallest bigint: WL205');
 SELECT throws_ok($$SELECT wallet.adjust(pg_temp.id('a7'), 9223372036854775807, 'k-adj9', 'correction')$$, 'WL205', NULL,
                  'adjust that overflows the balance: WL205');
-SELECT throws_ok($$SELECT wallet.adjust(pg_temp.id('a7'), 5, 'k-adj4', NULL)$$, 'WL215', NULL, 'adjust without a reason: WL215');
-SELECT throws_ok($$SELECT wallet.adjust(pg_temp.id('a7'), 5, 'k-adj5', '   ')$$, 'WL215', NULL, 'adjust with a blank reason: WL215');
+SELECT throws_ok($$SELECT wallet.adjust(pg_temp.id('a7'), 5, 'k-adj4', NULL)$$, '22004', NULL, 'adjust without a reason: 22004');
+SELECT throws_ok($$SELECT wallet.adjust(pg_temp.id('a7'), 5, 'k-adj5', '   ')$$, '22023', NULL, 'adjust with a blank reason: 22023');
 SELECT throws_ok($$SELECT wallet.adjust(-1, 5, 'k-adj6', 'goodwill')$$, 'WL201', NULL, 'adjust on an unknown account: WL201');
 SELECT throws_ok($$SELECT wallet.adjust(pg_temp.id('a7'), -121, 'k-adj7', 'correction')$$, 'WL203', NULL,
                  'a negative adjustment beyond the balance: WL203');
