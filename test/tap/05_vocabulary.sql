@@ -47,8 +47,7 @@ $$;
 
 -- expect: a SQLSTATE the call must raise; 'null': the call returns NULL (a
 -- function of a value); 'internal': a helper of the extension's own
--- functions, checked through them; 'no arguments'; 'pending: ...': owned by
--- another branch this round (see the note).
+-- functions, checked through them; 'no arguments'.
 CREATE TEMP TABLE vocab (n serial, fn text NOT NULL, what text NOT NULL, expect text NOT NULL, call text);
 INSERT INTO vocab (fn, what, expect, call) VALUES
 -- core
@@ -232,9 +231,16 @@ INSERT INTO vocab (fn, what, expect, call) VALUES
 ('wallet.adjust(bigint,bigint,text,text)', 'idempotency_key blank', '22023', $$SELECT wallet.adjust({a}, 5, ' ', 'why')$$),
 ('wallet.adjust(bigint,bigint,text,text)', 'reason blank', '22023', $$SELECT wallet.adjust({a}, 5, 'vocab-k', '')$$),
 ('wallet.adjust(bigint,bigint,text,text)', 'unknown account', 'WL201', $$SELECT wallet.adjust({unknown}, 5, 'vocab-k', 'why')$$),
--- expire_points and balance_at's ts belong to branch maint this round, which
--- makes a NULL as_of / ts 22004: turn these rows into '22004' on merge.
-('wallet.expire_points(timestamp with time zone)', 'as_of NULL', 'pending: 22004 (branch maint)', NULL),
+('wallet.expire_points(timestamp with time zone)', 'as_of NULL', '22004', 'SELECT wallet.expire_points(NULL)'),
+('wallet.expire_points(timestamp with time zone)', 'as_of in the future', '22023', $$SELECT wallet.expire_points('infinity')$$),
+('wallet.check_expiry_as_of(timestamp with time zone)', '-', 'internal', NULL),
+('wallet.expire_due_accounts(timestamp with time zone,integer)', '-', 'internal', NULL),
+('wallet.expire_points_batched(timestamp with time zone,integer,integer)', 'as_of NULL', '22004', 'CALL wallet.expire_points_batched(NULL)'),
+('wallet.run_maintenance()', '-', 'no arguments', NULL),
+('wallet.find_account(bigint,text)', 'program_id NULL', '22004', $$SELECT wallet.find_account(NULL, 'm')$$),
+('wallet.find_account(bigint,text)', 'member_ref NULL', '22004', 'SELECT wallet.find_account({p}, NULL)'),
+('wallet.find_account(bigint,text)', 'member_ref blank', '22023', $$SELECT wallet.find_account({p}, ' ')$$),
+('wallet.find_account(bigint,text)', 'unknown program', 'WL214', $$SELECT wallet.find_account({unknown}, 'm')$$),
 -- points ledger: reading
 ('wallet.balance(bigint,timestamp with time zone)', 'account_id NULL', '22004', 'SELECT wallet.balance(NULL)'),
 ('wallet.balance(bigint,timestamp with time zone)', 'as_of NULL', '22004', 'SELECT wallet.balance({a}, NULL)'),
@@ -243,7 +249,7 @@ INSERT INTO vocab (fn, what, expect, call) VALUES
 ('wallet.replay_ledger(bigint,timestamp with time zone)', 'upto NULL', '22004', 'SELECT wallet.replay_ledger({a}, NULL)'),
 ('wallet.replay_ledger(bigint,timestamp with time zone)', 'unknown account', 'WL201', 'SELECT wallet.replay_ledger({unknown})'),
 ('wallet.balance_at(bigint,timestamp with time zone)', 'account_id NULL', '22004', $$SELECT wallet.balance_at(NULL, '2030-01-01')$$),
-('wallet.balance_at(bigint,timestamp with time zone)', 'ts NULL', 'pending: 22004 (branch maint)', NULL),
+('wallet.balance_at(bigint,timestamp with time zone)', 'ts NULL', '22004', 'SELECT wallet.balance_at({a}, NULL)'),
 ('wallet.balance_at(bigint,timestamp with time zone)', 'unknown account', 'WL201', $$SELECT wallet.balance_at({unknown}, '2030-01-01')$$),
 ('wallet.history(bigint,timestamp with time zone,timestamp with time zone)', 'account_id NULL', '22004', 'SELECT wallet.history(NULL)'),
 ('wallet.history(bigint,timestamp with time zone,timestamp with time zone)', 'from_ts NULL', '22004', 'SELECT wallet.history({a}, NULL)'),
