@@ -58,7 +58,7 @@ lots_sum(const LotList *ll, TimestampTz at, bool all)
 	int			i;
 
 	for (i = 0; i < ll->n; i++)
-		if (all || lot_alive(&ll->lots[i], at))
+		if (all || wallet_lot_alive(&ll->lots[i], at))
 			add_total(&sum, ll->lots[i].points, "balance");
 	return sum;
 }
@@ -78,12 +78,12 @@ take_fifo(LotList *from, TimestampTz at, bool all, int64 points, LotList *taken)
 		int64		t;
 
 		CHECK_FOR_INTERRUPTS();
-		if (!all && !lot_alive(lot, at))
+		if (!all && !wallet_lot_alive(lot, at))
 			continue;
 		t = Min(lot->points, points);
 		lot->points -= t;
 		points -= t;
-		lots_add(taken, t, lot->expires_at, ERRCODE_WL_AMOUNT_OUT_OF_RANGE);
+		wallet_lots_add(taken, t, lot->expires_at, ERRCODE_WL_AMOUNT_OUT_OF_RANGE);
 	}
 	lots_compact(from);
 }
@@ -123,9 +123,9 @@ credit(Ledger *l, int64 points, TimestampTz expires_at, LotList *added)
 	points -= paid;
 	if (points > 0)
 	{
-		lots_add(&l->lots, points, expires_at, ERRCODE_WL_AMOUNT_OUT_OF_RANGE);
+		wallet_lots_add(&l->lots, points, expires_at, ERRCODE_WL_AMOUNT_OUT_OF_RANGE);
 		if (added)
-			lots_add(added, points, expires_at, ERRCODE_WL_AMOUNT_OUT_OF_RANGE);
+			wallet_lots_add(added, points, expires_at, ERRCODE_WL_AMOUNT_OUT_OF_RANGE);
 	}
 }
 
@@ -149,27 +149,27 @@ give_back(Ledger *l, const LotList *lots, TimestampTz at)
 		const LedgerLot *lot = &lots->lots[i];
 
 		CHECK_FOR_INTERRUPTS();
-		if (lot_alive(lot, at))
+		if (wallet_lot_alive(lot, at))
 		{
 			int64		paid = Min(l->debt, lot->points);
 
 			l->debt -= paid;
 			if (lot->points > paid)
-				lots_add(&back, lot->points - paid, lot->expires_at, ERRCODE_WL_AMOUNT_OUT_OF_RANGE);
+				wallet_lots_add(&back, lot->points - paid, lot->expires_at, ERRCODE_WL_AMOUNT_OUT_OF_RANGE);
 			add_total(&alive, lot->points, "balance");
 		}
 		else
 			add_total(&l->expired, lot->points, "lifetime expired total");
 	}
 	/* one merge, not one insertion per lot: linear in the lots of both */
-	lots_merge(&l->lots, &back, ERRCODE_WL_AMOUNT_OUT_OF_RANGE);
+	wallet_lots_merge(&l->lots, &back, ERRCODE_WL_AMOUNT_OUT_OF_RANGE);
 	return alive;
 }
 
 static void
 add_earned_month(Ledger *l, TimestampTz at, int64 points)
 {
-	int			m = ledger_month_of(at);
+	int			m = wallet_ledger_month_of(at);
 	int			d;
 
 	if (l->last_month == LEDGER_NO_MONTH)
@@ -202,7 +202,7 @@ sub_earned_month(Ledger *l, TimestampTz earned_at, int64 points)
 
 	if (l->last_month == LEDGER_NO_MONTH)
 		return;
-	d = l->last_month - ledger_month_of(earned_at);
+	d = l->last_month - wallet_ledger_month_of(earned_at);
 	if (d >= 0 && d < LEDGER_MONTHS)
 		sub_total(&l->months[d], points);
 }
@@ -211,7 +211,7 @@ sub_earned_month(Ledger *l, TimestampTz earned_at, int64 points)
  * A reversal takes what it took back off the lifetime earned total and off
  * its accrual's monthly bucket, while that month is kept.  The accrual added
  * its points to both, so the kept months never add up to more than the
- * lifetime total (ledger_validate checks it); a reversal that would break
+ * lifetime total (wallet_ledger_validate checks it); a reversal that would break
  * that, or take the total below zero, reverses no accrual of this ledger
  * (e.g. the month of the accrual is missing) and is refused.
  */
@@ -354,11 +354,11 @@ ledger_apply(PG_FUNCTION_ARGS)
 	if (ARG_NULL(0))
 	{
 		l = palloc(sizeof(Ledger));
-		ledger_init(l);
+		wallet_ledger_init(l);
 	}
 	else
-		l = ledger_decode(PG_GETARG_POINTS_LEDGER_P(0));
-	lots_before = ledger_lot_count(l);
+		l = wallet_ledger_decode(PG_GETARG_POINTS_LEDGER_P(0));
+	lots_before = wallet_ledger_lot_count(l);
 	holds_before = l->nholds;
 	kind = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	at = PG_GETARG_TIMESTAMPTZ(2);
@@ -479,9 +479,9 @@ ledger_apply(PG_FUNCTION_ARGS)
 			LedgerLot  *lot = &l->lots.lots[i];
 
 			CHECK_FOR_INTERRUPTS();
-			if (lot_alive(lot, at))
+			if (wallet_lot_alive(lot, at))
 				continue;
-			lots_add(&touched, lot->points, lot->expires_at, ERRCODE_WL_AMOUNT_OUT_OF_RANGE);
+			wallet_lots_add(&touched, lot->points, lot->expires_at, ERRCODE_WL_AMOUNT_OUT_OF_RANGE);
 			add_total(&l->expired, lot->points, "lifetime expired total");
 			amount -= lot->points;
 			lot->points = 0;
@@ -506,13 +506,13 @@ ledger_apply(PG_FUNCTION_ARGS)
 		{
 			LedgerLot  *lot = &l->lots.lots[i];
 
-			if (lot->expires_at == ts && lot_alive(lot, at))
+			if (lot->expires_at == ts && wallet_lot_alive(lot, at))
 			{
 				int64		t = Min(lot->points, want);
 
 				lot->points -= t;
 				want -= t;
-				lots_add(&touched, t, lot->expires_at, ERRCODE_WL_AMOUNT_OUT_OF_RANGE);
+				wallet_lots_add(&touched, t, lot->expires_at, ERRCODE_WL_AMOUNT_OUT_OF_RANGE);
 			}
 		}
 		lots_compact(&l->lots);
@@ -574,9 +574,9 @@ ledger_apply(PG_FUNCTION_ARGS)
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						 errmsg("a restored lot cannot expire at -infinity"),
 						 errdetail("Restored lots keep the expiry they had, which is a finite instant or none.")));
-			lots_append_raw(&touched, p, e);
+			wallet_lots_append_raw(&touched, p, e);
 		}
-		lots_sort_merge(&touched, ERRCODE_WL_AMOUNT_OUT_OF_RANGE);
+		wallet_lots_sort_merge(&touched, ERRCODE_WL_AMOUNT_OUT_OF_RANGE);
 		sub_total(&l->redeemed, lots_sum(&touched, at, true));
 		amount = give_back(l, &touched, at);
 	}
@@ -586,26 +586,26 @@ ledger_apply(PG_FUNCTION_ARGS)
 				 errmsg("unknown ledger change \"%s\"", kind),
 				 errdetail("The kind is one of accrue, redeem, adjust, hold, capture, release, expire, reverse_accrual, restore.")));
 
-	ledger_check_total(l, ERRCODE_WL_AMOUNT_OUT_OF_RANGE);
+	wallet_ledger_check_total(l, ERRCODE_WL_AMOUNT_OUT_OF_RANGE);
 	normalize_months(l);
 	/* a value only grows past a bound by a posting; one already past it may shrink */
-	if ((ledger_lot_count(l) > LEDGER_MAX_LOTS && ledger_lot_count(l) > lots_before) ||
+	if ((wallet_ledger_lot_count(l) > LEDGER_MAX_LOTS && wallet_ledger_lot_count(l) > lots_before) ||
 		(l->nholds > LEDGER_MAX_HOLDS && l->nholds > holds_before))
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("points ledger too large"),
 				 errdetail("A points ledger holds at most %d lots (spendable and held together) and %d open holds; this change would make it %d lots and %d holds.",
-						   LEDGER_MAX_LOTS, LEDGER_MAX_HOLDS, ledger_lot_count(l), l->nholds),
+						   LEDGER_MAX_LOTS, LEDGER_MAX_HOLDS, wallet_ledger_lot_count(l), l->nholds),
 				 errhint("Expire or redeem points of the account, or settle its holds, first.")));
 	/* what is stored must be readable back: the invariants of text and binary input hold */
-	ledger_validate(l, ERRCODE_DATA_CORRUPTED);
+	wallet_ledger_validate(l, ERRCODE_DATA_CORRUPTED);
 
 	initStringInfo(&json);
 	appendStringInfoChar(&json, '[');
-	lots_append_json(&json, &touched, &first);
+	wallet_lots_append_json(&json, &touched, &first);
 	appendStringInfoChar(&json, ']');
 
-	values[0] = PointerGetDatum(ledger_encode(l));
+	values[0] = PointerGetDatum(wallet_ledger_encode(l));
 	values[1] = Int64GetDatum(amount);
 	/*
 	 * Balance after: open holds count as held even if lapsed, so that every
