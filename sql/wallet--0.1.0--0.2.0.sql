@@ -459,3 +459,6 @@ $$;
 -- C only (src/points_ledger.c, src/ledger_ops.c): no SQL definition changes.
 
 -- == 5. groundwork (issue 8)
+
+-- -- 5e. structure
+-- Nothing: C (ledger_apply handler table, prefixed helper symbols) and tests only.
