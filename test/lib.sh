@@ -163,36 +163,9 @@ race_each() {
 # count NAME PATTERN: how many sessions printed a line matching PATTERN exactly.
 count() { cat "$TMP/$1".[0-9]* | grep -cxE "$2"; }
 
-# forge_function: creates forge(code text) in $DB, a forgery of a code: two
-# body symbols changed until the text is well formed with a right check
-# symbol but a wrong MAC (parse_code is the oracle; fixed search order).
+# forge_function: creates forge(code text) in $DB (test/forge.sql), a
+# forgery of a code: two body symbols changed until the text is well formed
+# with a right check symbol but a wrong MAC.
 forge_function() {
-    q >/dev/null <<'SQL'
-CREATE FUNCTION forge(c text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-    alphabet constant text := '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
-    t text;
-BEGIN
-    FOR i IN REVERSE length(c) - 1 .. 1 LOOP
-        CONTINUE WHEN substr(c, i, 1) = '-';
-        FOR j IN REVERSE i - 1 .. 1 LOOP
-            CONTINUE WHEN substr(c, j, 1) = '-';
-            FOR a IN 1 .. 32 LOOP
-                FOR b IN 1 .. 32 LOOP
-                    t := overlay(overlay(c PLACING substr(alphabet, a, 1) FROM i FOR 1)
-                                 PLACING substr(alphabet, b, 1) FROM j FOR 1);
-                    -- forged, and still of the same campaign (a code's MAC depends on
-                    -- the random installation id, so the search may cross campaigns)
-                    IF (SELECT p.status = 'forged' AND wallet.code_campaign(p.code) = wallet.code_campaign(c::wallet.marketing_code)
-                          FROM wallet.parse_code(t) p) THEN
-                        RETURN t;
-                    END IF;
-                END LOOP;
-            END LOOP;
-        END LOOP;
-    END LOOP;
-    RAISE EXCEPTION 'no forgery found for %', c;
-END
-$$;
-SQL
+    q -v forge_schema=public -f "$(dirname "${BASH_SOURCE[0]}")/forge.sql" >/dev/null
 }
