@@ -1665,3 +1665,6 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION wallet.program_liability(bigint, timestamptz) IS 'outstanding (spendable or held, unexpired at as_of) points of a program by month of expiry; NULL month = never expires';
+
+-- -- 5e. structure
+-- Nothing: C (ledger_apply handler table, prefixed helper symbols) and tests only.

@@ -208,7 +208,7 @@ campaign_load(CampaignInfo *info)
 }
 
 const CampaignInfo *
-campaign_info(uint32 campaign_id)
+wallet_campaign_info(uint32 campaign_id)
 {
 	CampaignInfo *info;
 	CampaignInfo loaded;
@@ -250,9 +250,9 @@ campaign_info(uint32 campaign_id)
 }
 
 CodeAuth
-code_verify(const CodeFields *f)
+wallet_code_verify(const CodeFields *f)
 {
-	const CampaignInfo *info = campaign_info(f->campaign);
+	const CampaignInfo *info = wallet_campaign_info(f->campaign);
 	char		folded[CODE_MAX_PREFIX + 1];
 	unsigned char want[8],
 				got[8];

@@ -33,7 +33,7 @@ typedef struct CampaignInfo
 	(CAMPAIGN_VERSION_BIT((info)->bound, (v)) ? (info)->installation_id : NULL)
 
 /* The cached campaign (exists = false for an unknown one). */
-extern const CampaignInfo *campaign_info(uint32 campaign_id);
+extern const CampaignInfo *wallet_campaign_info(uint32 campaign_id);
 
 typedef enum CodeAuth
 {
@@ -43,6 +43,6 @@ typedef enum CodeAuth
 } CodeAuth;
 
 /* Authenticates a decoded code: MAC (constant-time compare) and key state. */
-extern CodeAuth code_verify(const CodeFields *f);
+extern CodeAuth wallet_code_verify(const CodeFields *f);
 
 #endif							/* WALLET_CODE_CACHE_H */

@@ -206,7 +206,7 @@ generate_codes(PG_FUNCTION_ARGS)
 			 * transaction last took a lock (a key rotation, say).
 			 */
 			AcceptInvalidationMessages();
-			info = campaign_info((uint32) campaign_id);
+			info = wallet_campaign_info((uint32) campaign_id);
 			if (!info->exists)
 				ereport(ERROR,
 						(errcode(ERRCODE_WL_UNKNOWN_CAMPAIGN),
@@ -259,7 +259,7 @@ code_authentic(PG_FUNCTION_ARGS)
 
 	wallet_require_root_key();
 	code_unpack(PG_GETARG_MARKETING_CODE_P(0), &f);
-	PG_RETURN_BOOL(code_verify(&f) == CODE_AUTH_OK);
+	PG_RETURN_BOOL(wallet_code_verify(&f) == CODE_AUTH_OK);
 }
 
 /* The status names of wallet.parse_code and wallet.code_status. */
@@ -321,7 +321,7 @@ parse_code(PG_FUNCTION_ARGS)
 				code_pack(&f, c);
 				values[1] = MarketingCodePGetDatum(c);
 				nulls[1] = false;
-				status = code_auth_status(code_verify(&f));
+				status = code_auth_status(wallet_code_verify(&f));
 			}
 	}
 	values[0] = CStringGetTextDatum(status);
@@ -338,5 +338,5 @@ code_status(PG_FUNCTION_ARGS)
 
 	wallet_require_root_key();
 	code_unpack(PG_GETARG_MARKETING_CODE_P(0), &f);
-	PG_RETURN_TEXT_P(cstring_to_text(code_auth_status(code_verify(&f))));
+	PG_RETURN_TEXT_P(cstring_to_text(code_auth_status(wallet_code_verify(&f))));
 }

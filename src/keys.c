@@ -228,8 +228,8 @@ wallet_require_root_key(void)
  * "WLCODE-KEY-BOUND".  See docs/code-format.md.
  */
 void
-code_key_derive(uint32 campaign_id, uint16 key_version, const uint8 *installation_id,
-				unsigned char *out)
+wallet_code_key_derive(uint32 campaign_id, uint16 key_version, const uint8 *installation_id,
+					   unsigned char *out)
 {
 	int			rc;
 
@@ -304,7 +304,7 @@ key_slot_matches(const KeySlot *slot, uint32 campaign_id, uint16 key_version,
 }
 
 const crypto_auth_hmacsha256_state *
-code_key_state(uint32 campaign_id, uint16 key_version, const uint8 *installation_id)
+wallet_code_key_state(uint32 campaign_id, uint16 key_version, const uint8 *installation_id)
 {
 	uint32		h;
 	KeySlot    *slot;
@@ -339,9 +339,9 @@ code_key_state(uint32 campaign_id, uint16 key_version, const uint8 *installation
 	{
 		sodium_memzero(key_cache, sizeof(KeySlot) * KEY_CACHE_SLOTS);
 		key_cache_used = 0;
-		return code_key_state(campaign_id, key_version, installation_id);
+		return wallet_code_key_state(campaign_id, key_version, installation_id);
 	}
-	code_key_derive(campaign_id, key_version, installation_id, key);
+	wallet_code_key_derive(campaign_id, key_version, installation_id, key);
 	crypto_auth_hmacsha256_init(&slot->state, key, sizeof(key));
 	sodium_memzero(key, sizeof(key));
 	slot->campaign_id = campaign_id;

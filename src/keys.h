@@ -31,15 +31,18 @@ extern void wallet_require_root_key(void);
  * update with the message and finalise.  Cached per backend in locked,
  * guarded memory; raises WL001 without root key.
  */
-extern const crypto_auth_hmacsha256_state *code_key_state(uint32 campaign_id, uint16 key_version,
-														  const uint8 *installation_id);
+extern const crypto_auth_hmacsha256_state *wallet_code_key_state(uint32 campaign_id, uint16 key_version,
+																 const uint8 *installation_id);
+
+/* Old name, still spelt so in marketing_code.c (which another change reworks); the symbol is prefixed. */
+#define code_key_state wallet_code_key_state
 
 /*
  * The raw code key of (campaign_id, key_version, installation_id or NULL)
  * into out[32] (the derivation of docs/code-format.md; callers must
  * sodium_memzero it).
  */
-extern void code_key_derive(uint32 campaign_id, uint16 key_version, const uint8 *installation_id,
-							unsigned char *out);
+extern void wallet_code_key_derive(uint32 campaign_id, uint16 key_version, const uint8 *installation_id,
+								   unsigned char *out);
 
 #endif							/* WALLET_KEYS_H */

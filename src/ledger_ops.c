@@ -58,7 +58,7 @@ lots_sum(const LotList *ll, TimestampTz at, bool all)
 	int			i;
 
 	for (i = 0; i < ll->n; i++)
-		if (all || lot_alive(&ll->lots[i], at))
+		if (all || wallet_lot_alive(&ll->lots[i], at))
 			add_total(&sum, ll->lots[i].points, "balance");
 	return sum;
 }
@@ -78,12 +78,12 @@ take_fifo(LotList *from, TimestampTz at, bool all, int64 points, LotList *taken)
 		int64		t;
 
 		CHECK_FOR_INTERRUPTS();
-		if (!all && !lot_alive(lot, at))
+		if (!all && !wallet_lot_alive(lot, at))
 			continue;
 		t = Min(lot->points, points);
 		lot->points -= t;
 		points -= t;
-		lots_add(taken, t, lot->expires_at, ERRCODE_WL_AMOUNT_OUT_OF_RANGE);
+		wallet_lots_add(taken, t, lot->expires_at, ERRCODE_WL_AMOUNT_OUT_OF_RANGE);
 	}
 	lots_compact(from);
 }
@@ -135,9 +135,9 @@ credit(Ledger *l, int64 points, TimestampTz expires_at, LotList *added)
 	points -= paid;
 	if (points > 0)
 	{
-		lots_add(&l->lots, points, expires_at, ERRCODE_WL_AMOUNT_OUT_OF_RANGE);
+		wallet_lots_add(&l->lots, points, expires_at, ERRCODE_WL_AMOUNT_OUT_OF_RANGE);
 		if (added)
-			lots_add(added, points, expires_at, ERRCODE_WL_AMOUNT_OUT_OF_RANGE);
+			wallet_lots_add(added, points, expires_at, ERRCODE_WL_AMOUNT_OUT_OF_RANGE);
 	}
 }
 
@@ -161,27 +161,27 @@ give_back(Ledger *l, const LotList *lots, TimestampTz at)
 		const LedgerLot *lot = &lots->lots[i];
 
 		CHECK_FOR_INTERRUPTS();
-		if (lot_alive(lot, at))
+		if (wallet_lot_alive(lot, at))
 		{
 			int64		paid = Min(l->debt, lot->points);
 
 			l->debt -= paid;
 			if (lot->points > paid)
-				lots_add(&back, lot->points - paid, lot->expires_at, ERRCODE_WL_AMOUNT_OUT_OF_RANGE);
+				wallet_lots_add(&back, lot->points - paid, lot->expires_at, ERRCODE_WL_AMOUNT_OUT_OF_RANGE);
 			add_total(&alive, lot->points, "balance");
 		}
 		else
 			add_total(&l->expired, lot->points, "lifetime expired total");
 	}
 	/* one merge, not one insertion per lot: linear in the lots of both */
-	lots_merge(&l->lots, &back, ERRCODE_WL_AMOUNT_OUT_OF_RANGE);
+	wallet_lots_merge(&l->lots, &back, ERRCODE_WL_AMOUNT_OUT_OF_RANGE);
 	return alive;
 }
 
 static void
 add_earned_month(Ledger *l, TimestampTz at, int64 points)
 {
-	int			m = ledger_month_of(at);
+	int			m = wallet_ledger_month_of(at);
 	int			d;
 
 	if (l->last_month == LEDGER_NO_MONTH)
@@ -214,7 +214,7 @@ sub_earned_month(Ledger *l, TimestampTz earned_at, int64 points)
 
 	if (l->last_month == LEDGER_NO_MONTH)
 		return;
-	d = l->last_month - ledger_month_of(earned_at);
+	d = l->last_month - wallet_ledger_month_of(earned_at);
 	if (d >= 0 && d < LEDGER_MONTHS)
 		sub_total(&l->months[d], points);
 }
@@ -223,7 +223,7 @@ sub_earned_month(Ledger *l, TimestampTz earned_at, int64 points)
  * A reversal takes what it took back off the lifetime earned total and off
  * its accrual's monthly bucket, while that month is kept.  The accrual added
  * its points to both, so the kept months never add up to more than the
- * lifetime total (ledger_validate checks it); a reversal that would break
+ * lifetime total (wallet_ledger_validate checks it); a reversal that would break
  * that, or take the total below zero, reverses no accrual of this ledger
  * (e.g. the month of the accrual is missing) and is refused.
  */
@@ -318,35 +318,371 @@ next_event(const Ledger *l, bool *isnull)
 	return t;
 }
 
+/*
+ * One change of a ledger: its arguments, read once by ledger_apply, and
+ * what the handler of its kind did.
+ */
+typedef struct LedgerChange
+{
+	TimestampTz at;
+	int64		points;			/* 0 when NULL */
+	bool		points_null;
+	TimestampTz ts;				/* DT_NOEND when NULL */
+	int64		hold_id;		/* 0 when NULL */
+	int			hold;			/* index of the open hold hold_id names (needs_hold) */
+	ArrayType  *lot_points;		/* needs_lots */
+	ArrayType  *lot_expiries;
+	bool		unlimited;		/* uses_policy: 'unlimited' rather than 'within_balance' */
+	bool		earned_at_null;
+	TimestampTz earned_at;
+	LotList		touched;		/* the lots the change moved */
+	int64		amount;			/* the change of the spendable balance */
+} LedgerChange;
+
+/* What a kind requires of the points argument, checked before its handler runs. */
+typedef enum PointsRule
+{
+	POINTS_UNUSED = 0,			/* ignored (the default) */
+	POINTS_POSITIVE,			/* given and > 0 (WL204) */
+	POINTS_NONZERO,				/* given and != 0, signed (WL204) */
+	POINTS_OPTIONAL				/* NULL has a meaning; the handler checks a given value */
+} PointsRule;
+
+typedef struct LedgerKind
+{
+	const char *name;
+	void		(*apply) (Ledger *l, LedgerChange *c);
+	PointsRule	points;
+	const char *verb;			/* of POINTS_POSITIVE's error detail */
+	bool		needs_hold;		/* hold_id names an open hold (WL206) */
+	bool		needs_lots;		/* lot_points and lot_expiries are given (22004) */
+	bool		uses_policy;	/* policy is NULL, 'within_balance' or 'unlimited' */
+} LedgerKind;
+
+/* Credit points as a new lot; an accrual also counts as earned in its month. */
+static void
+post_credit(Ledger *l, LedgerChange *c, bool accrual)
+{
+	if (c->ts != DT_NOEND && c->ts <= c->at)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("expiry must be later than the accrual"),
+				 errdetail("Points accrued at an instant must expire after it.")));
+	credit(l, c->points, c->ts, &c->touched);
+	if (accrual)
+	{
+		add_total(&l->earned, c->points, "lifetime earned total");
+		add_earned_month(l, c->at, c->points);
+	}
+	c->amount = c->points;
+}
+
+/* accrue: points > 0, ts = the lot's expiry; a debt is paid first. */
+static void
+apply_accrue(Ledger *l, LedgerChange *c)
+{
+	post_credit(l, c, true);
+}
+
+/* redeem: points > 0, spent soonest expiry first. */
+static void
+apply_redeem(Ledger *l, LedgerChange *c)
+{
+	spend(l, c->at, c->points, &c->touched);
+	add_total(&l->redeemed, c->points, "lifetime redeemed total");
+	c->amount = -c->points;
+}
+
+/* adjust: points signed, non-zero; ts = the lot's expiry when points > 0. */
+static void
+apply_adjust(Ledger *l, LedgerChange *c)
+{
+	if (c->points > 0)
+	{
+		post_credit(l, c, false);
+		return;
+	}
+	if (c->points == PG_INT64_MIN)
+		out_of_range("adjustment");
+	spend(l, c->at, -c->points, &c->touched);
+	c->amount = c->points;
+}
+
+/* hold: points > 0, ts = the hold's expiry, hold_id = the hold entry's id. */
+static void
+apply_hold(Ledger *l, LedgerChange *c)
+{
+	LedgerHold *h;
+	int			i;
+
+	if (c->hold_id <= 0 || TIMESTAMP_NOT_FINITE(c->ts) || c->ts <= c->at)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a hold needs an id and a finite expiry after its start"),
+				 errdetail("The hold's time to live must be positive.")));
+	for (i = 0; i < l->nholds; i++)
+		if (l->holds[i].hold_id == c->hold_id)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("hold " INT64_FORMAT " already exists", c->hold_id),
+					 errdetail("Every hold has its own id.")));
+	spend(l, c->at, c->points, &c->touched);
+	/* keep holds sorted by id: new ids are normally the largest */
+	l->holds = l->holds ? repalloc(l->holds, (l->nholds + 1) * sizeof(LedgerHold))
+		: palloc(sizeof(LedgerHold));
+	for (i = l->nholds; i > 0 && l->holds[i - 1].hold_id > c->hold_id; i--)
+		l->holds[i] = l->holds[i - 1];
+	h = &l->holds[i];
+	h->hold_id = c->hold_id;
+	h->expires_at = c->ts;
+	h->lots = c->touched;
+	l->nholds++;
+	l->maxholds = l->nholds;
+	c->amount = -c->points;
+}
+
+/* Close hold c->hold: what it still holds goes back. */
+static void
+settle_hold(Ledger *l, LedgerChange *c)
+{
+	c->amount = give_back(l, &l->holds[c->hold].lots, c->at);
+	remove_hold(l, c->hold);
+}
+
+/* capture: hold_id; points NULL = all the hold holds; the rest goes back. */
+static void
+apply_capture(Ledger *l, LedgerChange *c)
+{
+	LedgerHold *h = &l->holds[c->hold];
+	int64		held = lots_sum(&h->lots, c->at, true);
+	int64		points = c->points_null ? held : c->points;
+
+	if (c->at >= h->expires_at)
+		ereport(ERROR,
+				(errcode(ERRCODE_WL_HOLD_EXPIRED),
+				 errmsg("hold expired"),
+				 errdetail("Hold " INT64_FORMAT " stopped holding its points when its time to live ran out.", c->hold_id)));
+	require_positive(points, false, "capture");
+	if (points > held)
+		ereport(ERROR,
+				(errcode(ERRCODE_WL_CAPTURE_EXCEEDS_HOLD),
+				 errmsg("capture exceeds hold"),
+				 errdetail("Hold " INT64_FORMAT " holds " INT64_FORMAT " points, " INT64_FORMAT " cannot be captured.",
+						   c->hold_id, held, points)));
+	/* held points are captured whatever their own lots' expiry: the hold guaranteed them */
+	take_fifo(&h->lots, c->at, true, points, &c->touched);
+	add_total(&l->redeemed, points, "lifetime redeemed total");
+	settle_hold(l, c);
+}
+
+/* release: hold_id; everything the hold holds goes back. */
+static void
+apply_release(Ledger *l, LedgerChange *c)
+{
+	c->touched = l->holds[c->hold].lots;
+	settle_hold(l, c);
+}
+
+/* expire: the lots dead at `at` leave the balance. */
+static void
+apply_expire(Ledger *l, LedgerChange *c)
+{
+	int			i;
+
+	for (i = 0; i < l->lots.n; i++)
+	{
+		LedgerLot  *lot = &l->lots.lots[i];
+
+		CHECK_FOR_INTERRUPTS();
+		if (wallet_lot_alive(lot, c->at))
+			continue;
+		wallet_lots_add(&c->touched, lot->points, lot->expires_at, ERRCODE_WL_AMOUNT_OUT_OF_RANGE);
+		add_total(&l->expired, lot->points, "lifetime expired total");
+		c->amount -= lot->points;
+		lot->points = 0;
+	}
+	lots_compact(&l->lots);
+}
+
+/*
+ * reverse_accrual: points = the accrued points, ts = the accrual's lot
+ * expiry, policy, earned_at = the accrual's month (its bucket).
+ */
+static void
+apply_reverse_accrual(Ledger *l, LedgerChange *c)
+{
+	int64		want = c->points;
+	int			i;
+
+	/* what is unspent of the accrual: its own lot (same expiry), while alive */
+	for (i = 0; i < l->lots.n; i++)
+	{
+		LedgerLot  *lot = &l->lots.lots[i];
+
+		if (lot->expires_at == c->ts && wallet_lot_alive(lot, c->at))
+		{
+			int64		t = Min(lot->points, want);
+
+			lot->points -= t;
+			want -= t;
+			wallet_lots_add(&c->touched, t, lot->expires_at, ERRCODE_WL_AMOUNT_OUT_OF_RANGE);
+		}
+	}
+	lots_compact(&l->lots);
+	if (c->unlimited && want > 0)
+	{
+		/* the spent part: from the other lots, then as debt */
+		int64		avail = lots_sum(&l->lots, c->at, false);
+		int64		t = Min(avail, want);
+
+		take_fifo(&l->lots, c->at, false, t, &c->touched);
+		add_total(&l->debt, want - t, "debt");
+		c->amount = -c->points;
+	}
+	else
+		c->amount = -(c->points - want);
+	take_back_earned(l, -c->amount, c->earned_at_null, c->earned_at);
+}
+
+/* restore: lot_points/lot_expiries = the lots a redemption consumed come back. */
+static void
+apply_restore(Ledger *l, LedgerChange *c)
+{
+	Datum	   *pv,
+			   *ev;
+	bool	   *pn,
+			   *en;
+	int			np,
+				nexp,
+				i;
+
+	deconstruct_array(c->lot_points, INT8OID, 8, true, TYPALIGN_DOUBLE, &pv, &pn, &np);
+	deconstruct_array(c->lot_expiries, TIMESTAMPTZOID, 8, true, TYPALIGN_DOUBLE, &ev, &en, &nexp);
+	if (np != nexp)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("lot arrays differ in length"),
+				 errdetail("Every restored lot needs one points value and one expiry.")));
+	/* a journal entry lists at most the lots of one ledger */
+	if (np > LEDGER_MAX_LOTS)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("too many lots to restore"),
+				 errdetail("A points ledger holds at most %d lots; %d were given.", LEDGER_MAX_LOTS, np)));
+	for (i = 0; i < np; i++)
+	{
+		int64		p = pn[i] ? 0 : DatumGetInt64(pv[i]);
+		TimestampTz e = en[i] ? DT_NOEND : DatumGetTimestampTz(ev[i]);
+
+		CHECK_FOR_INTERRUPTS();
+		require_positive(p, pn[i], "restore");
+		if (e == DT_NOBEGIN)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("a restored lot cannot expire at -infinity"),
+					 errdetail("Restored lots keep the expiry they had, which is a finite instant or none.")));
+		wallet_lots_append_raw(&c->touched, p, e);
+	}
+	wallet_lots_sort_merge(&c->touched, ERRCODE_WL_AMOUNT_OUT_OF_RANGE);
+	sub_total(&l->redeemed, lots_sum(&c->touched, c->at, true));
+	c->amount = give_back(l, &c->touched, c->at);
+}
+
+/* The kinds of change: what each requires of its arguments, and its handler. */
+static const LedgerKind ledger_kinds[] = {
+	{.name = "accrue", .apply = apply_accrue, .points = POINTS_POSITIVE, .verb = "accrue"},
+	{.name = "redeem", .apply = apply_redeem, .points = POINTS_POSITIVE, .verb = "redeem"},
+	{.name = "adjust", .apply = apply_adjust, .points = POINTS_NONZERO},
+	{.name = "hold", .apply = apply_hold, .points = POINTS_POSITIVE, .verb = "hold"},
+	{.name = "capture", .apply = apply_capture, .points = POINTS_OPTIONAL, .needs_hold = true},
+	{.name = "release", .apply = apply_release, .needs_hold = true},
+	{.name = "expire", .apply = apply_expire},
+	{.name = "reverse_accrual", .apply = apply_reverse_accrual, .points = POINTS_POSITIVE, .verb = "reverse",
+	.uses_policy = true},
+	{.name = "restore", .apply = apply_restore, .needs_lots = true},
+};
+
+static const LedgerKind *
+find_kind(const char *name)
+{
+	int			i;
+
+	for (i = 0; i < lengthof(ledger_kinds); i++)
+		if (strcmp(ledger_kinds[i].name, name) == 0)
+			return &ledger_kinds[i];
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("unknown ledger change \"%s\"", name),
+			 errdetail("The kind is one of accrue, redeem, adjust, hold, capture, release, expire, reverse_accrual, restore.")));
+	return NULL;				/* keep compiler quiet */
+}
+
 #define ARG_NULL(n) PG_ARGISNULL(n)
+
+/*
+ * The argument requirements of kind k, in the order the checks have always
+ * run: the lots to restore, the reversal policy, the hold, then the points.
+ */
+static void
+check_arguments(FunctionCallInfo fcinfo, const LedgerKind *k, Ledger *l, LedgerChange *c)
+{
+	if (k->needs_lots)
+	{
+		if (ARG_NULL(6) || ARG_NULL(7))
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("lots to restore are required"),
+					 errdetail("Restoring a redemption needs the points and expiry of every lot it consumed.")));
+		c->lot_points = PG_GETARG_ARRAYTYPE_P(6);
+		c->lot_expiries = PG_GETARG_ARRAYTYPE_P(7);
+	}
+	if (k->uses_policy)
+	{
+		char	   *policy = ARG_NULL(8) ? "within_balance" : text_to_cstring(PG_GETARG_TEXT_PP(8));
+
+		c->unlimited = strcmp(policy, "unlimited") == 0;
+		if (!c->unlimited && strcmp(policy, "within_balance") != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("unknown reversal policy \"%s\"", policy),
+					 errdetail("The policy is 'within_balance' or 'unlimited'.")));
+	}
+	if (k->needs_hold)
+		c->hold = find_hold(l, c->hold_id);
+	switch (k->points)
+	{
+		case POINTS_POSITIVE:
+			require_positive(c->points, c->points_null, k->verb);
+			break;
+		case POINTS_NONZERO:
+			require_given(c->points_null, "adjust");
+			if (c->points == 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_WL_INVALID_AMOUNT),
+						 errmsg("invalid amount of points"),
+						 errdetail("An adjustment must add or remove a non-zero number of points.")));
+			break;
+		case POINTS_UNUSED:
+		case POINTS_OPTIONAL:
+			break;
+	}
+}
 
 /*
  * wallet.ledger_apply(l, kind, at, points, ts, hold_id, lot_points,
  *                     lot_expiries, policy, earned_at) -> wallet.ledger_step
  *
- * kind       points               ts                 other
- * accrue     > 0                  lot expiry         (debt paid first)
- * redeem     > 0                  -                  spends soonest expiry first
- * adjust     signed, non-zero     lot expiry if > 0
- * hold       > 0                  hold expiry        hold_id = the hold entry
- * capture    NULL = all of hold   -                  hold_id
- * release    -                    -                  hold_id
- * expire     -                    -                  expires lots dead at `at`
- * reverse_accrual  accrued points lot expiry of it   policy, earned_at (its month's bucket)
- * restore    -                    -                  lot_points/lot_expiries
+ * Decodes l, applies the change `kind` (ledger_kinds above: each kind's
+ * handler says what it does with the arguments), checks the result's bounds
+ * and invariants and returns it with what the change did.
  */
 PG_FUNCTION_INFO_V1(ledger_apply);
 Datum
 ledger_apply(PG_FUNCTION_ARGS)
 {
 	Ledger	   *l;
-	char	   *kind;
-	TimestampTz at;
-	int64		points = ARG_NULL(3) ? 0 : PG_GETARG_INT64(3);
-	TimestampTz ts = ARG_NULL(4) ? DT_NOEND : PG_GETARG_TIMESTAMPTZ(4);
-	int64		hold_id = ARG_NULL(5) ? 0 : PG_GETARG_INT64(5);
-	int64		amount = 0;
-	LotList		touched = {0, 0, NULL};
+	const LedgerKind *kind;
+	LedgerChange c;
 	StringInfoData json;
 	bool		first = true;
 	TupleDesc	desc;
@@ -366,266 +702,58 @@ ledger_apply(PG_FUNCTION_ARGS)
 	if (ARG_NULL(0))
 	{
 		l = palloc(sizeof(Ledger));
-		ledger_init(l);
+		wallet_ledger_init(l);
 	}
 	else
-		l = ledger_decode(PG_GETARG_POINTS_LEDGER_P(0));
-	lots_before = ledger_lot_count(l);
+		l = wallet_ledger_decode(PG_GETARG_POINTS_LEDGER_P(0));
+	lots_before = wallet_ledger_lot_count(l);
 	holds_before = l->nholds;
-	kind = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	at = PG_GETARG_TIMESTAMPTZ(2);
-	if (TIMESTAMP_NOT_FINITE(at))
+
+	memset(&c, 0, sizeof(c));
+	c.at = PG_GETARG_TIMESTAMPTZ(2);
+	c.points_null = ARG_NULL(3);
+	c.points = c.points_null ? 0 : PG_GETARG_INT64(3);
+	c.ts = ARG_NULL(4) ? DT_NOEND : PG_GETARG_TIMESTAMPTZ(4);
+	c.hold_id = ARG_NULL(5) ? 0 : PG_GETARG_INT64(5);
+	c.earned_at_null = ARG_NULL(9);
+	c.earned_at = c.earned_at_null ? 0 : PG_GETARG_TIMESTAMPTZ(9);
+	if (TIMESTAMP_NOT_FINITE(c.at))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("ledger changes need a finite instant"),
 				 errdetail("A change of a points ledger happens at a finite point in time.")));
 
-	if (strcmp(kind, "accrue") == 0 || (strcmp(kind, "adjust") == 0 && points > 0))
-	{
-		bool		accrual = kind[1] == 'c';
+	kind = find_kind(text_to_cstring(PG_GETARG_TEXT_PP(1)));
+	check_arguments(fcinfo, kind, l, &c);
+	kind->apply(l, &c);
 
-		require_positive(points, ARG_NULL(3), accrual ? "accrue" : "adjust");
-		if (ts != DT_NOEND && ts <= at)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("expiry must be later than the accrual"),
-					 errdetail("Points accrued at an instant must expire after it.")));
-		credit(l, points, ts, &touched);
-		if (accrual)
-		{
-			add_total(&l->earned, points, "lifetime earned total");
-			add_earned_month(l, at, points);
-		}
-		amount = points;
-	}
-	else if (strcmp(kind, "redeem") == 0 || strcmp(kind, "adjust") == 0)
-	{
-		bool		redemption = kind[0] == 'r';
-
-		if (!redemption)
-		{
-			require_given(ARG_NULL(3), "adjust");
-			if (points == 0)
-				ereport(ERROR,
-						(errcode(ERRCODE_WL_INVALID_AMOUNT),
-						 errmsg("invalid amount of points"),
-						 errdetail("An adjustment must add or remove a non-zero number of points.")));
-			if (points == PG_INT64_MIN)
-				out_of_range("adjustment");
-			points = -points;
-		}
-		require_positive(points, ARG_NULL(3), "redeem");
-		spend(l, at, points, &touched);
-		if (redemption)
-			add_total(&l->redeemed, points, "lifetime redeemed total");
-		amount = -points;
-	}
-	else if (strcmp(kind, "hold") == 0)
-	{
-		LedgerHold *h;
-		int			i;
-
-		require_positive(points, ARG_NULL(3), "hold");
-		if (hold_id <= 0 || TIMESTAMP_NOT_FINITE(ts) || ts <= at)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("a hold needs an id and a finite expiry after its start"),
-					 errdetail("The hold's time to live must be positive.")));
-		for (i = 0; i < l->nholds; i++)
-			if (l->holds[i].hold_id == hold_id)
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("hold " INT64_FORMAT " already exists", hold_id),
-						 errdetail("Every hold has its own id.")));
-		spend(l, at, points, &touched);
-		/* keep holds sorted by id: new ids are normally the largest */
-		l->holds = l->holds ? repalloc(l->holds, (l->nholds + 1) * sizeof(LedgerHold))
-			: palloc(sizeof(LedgerHold));
-		for (i = l->nholds; i > 0 && l->holds[i - 1].hold_id > hold_id; i--)
-			l->holds[i] = l->holds[i - 1];
-		h = &l->holds[i];
-		h->hold_id = hold_id;
-		h->expires_at = ts;
-		h->lots = touched;
-		l->nholds++;
-		l->maxholds = l->nholds;
-		amount = -points;
-	}
-	else if (strcmp(kind, "capture") == 0 || strcmp(kind, "release") == 0)
-	{
-		int			i = find_hold(l, hold_id);
-		LedgerHold *h = &l->holds[i];
-		int64		held = lots_sum(&h->lots, at, true);
-
-		if (kind[0] == 'c')
-		{
-			if (at >= h->expires_at)
-				ereport(ERROR,
-						(errcode(ERRCODE_WL_HOLD_EXPIRED),
-						 errmsg("hold expired"),
-						 errdetail("Hold " INT64_FORMAT " stopped holding its points when its time to live ran out.", hold_id)));
-			if (ARG_NULL(3))
-				points = held;
-			require_positive(points, false, "capture");
-			if (points > held)
-				ereport(ERROR,
-						(errcode(ERRCODE_WL_CAPTURE_EXCEEDS_HOLD),
-						 errmsg("capture exceeds hold"),
-						 errdetail("Hold " INT64_FORMAT " holds " INT64_FORMAT " points, " INT64_FORMAT " cannot be captured.",
-								   hold_id, held, points)));
-			/* held points are captured whatever their own lots' expiry: the hold guaranteed them */
-			take_fifo(&h->lots, at, true, points, &touched);
-			add_total(&l->redeemed, points, "lifetime redeemed total");
-		}
-		else
-			touched = h->lots;
-		/* what was not captured goes back */
-		amount = give_back(l, &h->lots, at);
-		remove_hold(l, i);
-	}
-	else if (strcmp(kind, "expire") == 0)
-	{
-		int			i;
-
-		for (i = 0; i < l->lots.n; i++)
-		{
-			LedgerLot  *lot = &l->lots.lots[i];
-
-			CHECK_FOR_INTERRUPTS();
-			if (lot_alive(lot, at))
-				continue;
-			lots_add(&touched, lot->points, lot->expires_at, ERRCODE_WL_AMOUNT_OUT_OF_RANGE);
-			add_total(&l->expired, lot->points, "lifetime expired total");
-			amount -= lot->points;
-			lot->points = 0;
-		}
-		lots_compact(&l->lots);
-	}
-	else if (strcmp(kind, "reverse_accrual") == 0)
-	{
-		char	   *policy = ARG_NULL(8) ? "within_balance" : text_to_cstring(PG_GETARG_TEXT_PP(8));
-		bool		unlimited = strcmp(policy, "unlimited") == 0;
-		int64		want = points;
-		int			i;
-
-		if (!unlimited && strcmp(policy, "within_balance") != 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("unknown reversal policy \"%s\"", policy),
-					 errdetail("The policy is 'within_balance' or 'unlimited'.")));
-		require_positive(points, ARG_NULL(3), "reverse");
-		/* what is unspent of the accrual: its own lot (same expiry), while alive */
-		for (i = 0; i < l->lots.n; i++)
-		{
-			LedgerLot  *lot = &l->lots.lots[i];
-
-			if (lot->expires_at == ts && lot_alive(lot, at))
-			{
-				int64		t = Min(lot->points, want);
-
-				lot->points -= t;
-				want -= t;
-				lots_add(&touched, t, lot->expires_at, ERRCODE_WL_AMOUNT_OUT_OF_RANGE);
-			}
-		}
-		lots_compact(&l->lots);
-		if (unlimited && want > 0)
-		{
-			/* the spent part: from the other lots, then as debt */
-			int64		avail = lots_sum(&l->lots, at, false);
-			int64		t = Min(avail, want);
-
-			take_fifo(&l->lots, at, false, t, &touched);
-			add_total(&l->debt, want - t, "debt");
-			amount = -points;
-		}
-		else
-			amount = -(points - want);
-		take_back_earned(l, -amount, ARG_NULL(9), ARG_NULL(9) ? 0 : PG_GETARG_TIMESTAMPTZ(9));
-	}
-	else if (strcmp(kind, "restore") == 0)
-	{
-		ArrayType  *pa,
-				   *ea;
-		Datum	   *pv,
-				   *ev;
-		bool	   *pn,
-				   *en;
-		int			np,
-					nexp,
-					i;
-
-		if (ARG_NULL(6) || ARG_NULL(7))
-			ereport(ERROR,
-					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-					 errmsg("lots to restore are required"),
-					 errdetail("Restoring a redemption needs the points and expiry of every lot it consumed.")));
-		pa = PG_GETARG_ARRAYTYPE_P(6);
-		ea = PG_GETARG_ARRAYTYPE_P(7);
-		deconstruct_array(pa, INT8OID, 8, true, TYPALIGN_DOUBLE, &pv, &pn, &np);
-		deconstruct_array(ea, TIMESTAMPTZOID, 8, true, TYPALIGN_DOUBLE, &ev, &en, &nexp);
-		if (np != nexp)
-			ereport(ERROR,
-					(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
-					 errmsg("lot arrays differ in length"),
-					 errdetail("Every restored lot needs one points value and one expiry.")));
-		/* a journal entry lists at most the lots of one ledger */
-		if (np > LEDGER_MAX_LOTS)
-			ereport(ERROR,
-					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-					 errmsg("too many lots to restore"),
-					 errdetail("A points ledger holds at most %d lots; %d were given.", LEDGER_MAX_LOTS, np)));
-		for (i = 0; i < np; i++)
-		{
-			int64		p = pn[i] ? 0 : DatumGetInt64(pv[i]);
-			TimestampTz e = en[i] ? DT_NOEND : DatumGetTimestampTz(ev[i]);
-
-			CHECK_FOR_INTERRUPTS();
-			require_positive(p, pn[i], "restore");
-			if (e == DT_NOBEGIN)
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("a restored lot cannot expire at -infinity"),
-						 errdetail("Restored lots keep the expiry they had, which is a finite instant or none.")));
-			lots_append_raw(&touched, p, e);
-		}
-		lots_sort_merge(&touched, ERRCODE_WL_AMOUNT_OUT_OF_RANGE);
-		sub_total(&l->redeemed, lots_sum(&touched, at, true));
-		amount = give_back(l, &touched, at);
-	}
-	else
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("unknown ledger change \"%s\"", kind),
-				 errdetail("The kind is one of accrue, redeem, adjust, hold, capture, release, expire, reverse_accrual, restore.")));
-
-	ledger_check_total(l, ERRCODE_WL_AMOUNT_OUT_OF_RANGE);
+	wallet_ledger_check_total(l, ERRCODE_WL_AMOUNT_OUT_OF_RANGE);
 	normalize_months(l);
 	/* a value only grows past a bound by a posting; one already past it may shrink */
-	if ((ledger_lot_count(l) > LEDGER_MAX_LOTS && ledger_lot_count(l) > lots_before) ||
+	if ((wallet_ledger_lot_count(l) > LEDGER_MAX_LOTS && wallet_ledger_lot_count(l) > lots_before) ||
 		(l->nholds > LEDGER_MAX_HOLDS && l->nholds > holds_before))
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("points ledger too large"),
 				 errdetail("A points ledger holds at most %d lots (spendable and held together) and %d open holds; this change would make it %d lots and %d holds.",
-						   LEDGER_MAX_LOTS, LEDGER_MAX_HOLDS, ledger_lot_count(l), l->nholds),
+						   LEDGER_MAX_LOTS, LEDGER_MAX_HOLDS, wallet_ledger_lot_count(l), l->nholds),
 				 errhint("Expire or redeem points of the account, or settle its holds, first.")));
 	/* what is stored must be readable back: the invariants of text and binary input hold */
-	ledger_validate(l, ERRCODE_DATA_CORRUPTED);
+	wallet_ledger_validate(l, ERRCODE_DATA_CORRUPTED);
 
 	initStringInfo(&json);
 	appendStringInfoChar(&json, '[');
-	lots_append_json(&json, &touched, &first);
+	wallet_lots_append_json(&json, &c.touched, &first);
 	appendStringInfoChar(&json, ']');
 
-	values[0] = PointerGetDatum(ledger_encode(l));
-	values[1] = Int64GetDatum(amount);
+	values[0] = PointerGetDatum(wallet_ledger_encode(l));
+	values[1] = Int64GetDatum(c.amount);
 	/*
 	 * Balance after: open holds count as held even if lapsed, so that every
 	 * entry's balance_after is the previous one plus its amount (a lapsed
 	 * hold is journalled by its own release entry).
 	 */
-	values[2] = Int64GetDatum(lots_sum(&l->lots, at, false) - l->debt);
+	values[2] = Int64GetDatum(lots_sum(&l->lots, c.at, false) - l->debt);
 	values[3] = DirectFunctionCall1(jsonb_in, CStringGetDatum(json.data));
 	values[4] = TimestampTzGetDatum(next_event(l, &ne_null));
 	nulls[4] = ne_null;

@@ -21,7 +21,7 @@
 /* ---------- in-memory helpers ---------- */
 
 void
-ledger_init(Ledger *l)
+wallet_ledger_init(Ledger *l)
 {
 	memset(l, 0, sizeof(Ledger));
 	l->last_month = LEDGER_NO_MONTH;
@@ -29,7 +29,7 @@ ledger_init(Ledger *l)
 
 /* A lot is spendable at t iff t < expires_at; never-expiring lots always are. */
 bool
-lot_alive(const LedgerLot *lot, TimestampTz t)
+wallet_lot_alive(const LedgerLot *lot, TimestampTz t)
 {
 	return lot->expires_at == DT_NOEND || t < lot->expires_at;
 }
@@ -59,7 +59,7 @@ lot_overflow(int errcode_on_overflow)
  * costs no shifting.
  */
 void
-lots_add(LotList *ll, int64 points, TimestampTz expires_at, int errcode_on_overflow)
+wallet_lots_add(LotList *ll, int64 points, TimestampTz expires_at, int errcode_on_overflow)
 {
 	int			lo = 0,
 				hi = ll->n;
@@ -91,9 +91,9 @@ lots_add(LotList *ll, int64 points, TimestampTz expires_at, int errcode_on_overf
 	ll->n++;
 }
 
-/* Append without ordering; lots_sort_merge puts the list in order afterwards. */
+/* Append without ordering; wallet_lots_sort_merge puts the list in order afterwards. */
 void
-lots_append_raw(LotList *ll, int64 points, TimestampTz expires_at)
+wallet_lots_append_raw(LotList *ll, int64 points, TimestampTz expires_at)
 {
 	lots_reserve(ll, 1);
 	ll->lots[ll->n].points = points;
@@ -112,7 +112,7 @@ lot_cmp(const void *a, const void *b)
 
 /* Sort by expiry and merge lots of equal expiry: O(n log n) for any input. */
 void
-lots_sort_merge(LotList *ll, int errcode_on_overflow)
+wallet_lots_sort_merge(LotList *ll, int errcode_on_overflow)
 {
 	int			i,
 				k = 0;
@@ -136,7 +136,7 @@ lots_sort_merge(LotList *ll, int errcode_on_overflow)
 
 /* Merge the sorted list `from` into the sorted list `into`, in O(n + m). */
 void
-lots_merge(LotList *into, const LotList *from, int errcode_on_overflow)
+wallet_lots_merge(LotList *into, const LotList *from, int errcode_on_overflow)
 {
 	LedgerLot  *out;
 	int			i = 0,
@@ -168,7 +168,7 @@ lots_merge(LotList *into, const LotList *from, int errcode_on_overflow)
 
 /* Lots of a value, spendable and held together (what LEDGER_MAX_LOTS bounds). */
 int
-ledger_lot_count(const Ledger *l)
+wallet_ledger_lot_count(const Ledger *l)
 {
 	int			n = l->lots.n,
 				i;
@@ -201,7 +201,7 @@ total_fits(const Ledger *l)
  * so that any balance computed from it cannot overflow.
  */
 void
-ledger_check_total(const Ledger *l, int errcode_on_overflow)
+wallet_ledger_check_total(const Ledger *l, int errcode_on_overflow)
 {
 	if (!total_fits(l))
 		ereport(ERROR,
@@ -211,7 +211,7 @@ ledger_check_total(const Ledger *l, int errcode_on_overflow)
 }
 
 /* Spendable at t: live spendable lots, plus the live lots of lapsed holds, minus debt. */
-int64
+static int64
 ledger_balance_at(const Ledger *l, TimestampTz t)
 {
 	int64		b = 0;
@@ -219,14 +219,14 @@ ledger_balance_at(const Ledger *l, TimestampTz t)
 				j;
 
 	for (i = 0; i < l->lots.n; i++)
-		if (lot_alive(&l->lots.lots[i], t))
-			b += l->lots.lots[i].points;	/* cannot overflow: ledger_check_total */
+		if (wallet_lot_alive(&l->lots.lots[i], t))
+			b += l->lots.lots[i].points;	/* cannot overflow: wallet_ledger_check_total */
 	for (i = 0; i < l->nholds; i++)
 	{
 		if (t < l->holds[i].expires_at)
 			continue;
 		for (j = 0; j < l->holds[i].lots.n; j++)
-			if (lot_alive(&l->holds[i].lots.lots[j], t))
+			if (wallet_lot_alive(&l->holds[i].lots.lots[j], t))
 				b += l->holds[i].lots.lots[j].points;
 	}
 	return b - l->debt;
@@ -234,7 +234,7 @@ ledger_balance_at(const Ledger *l, TimestampTz t)
 
 /* Month number since 2000-01 of instant t, in UTC. */
 int
-ledger_month_of(TimestampTz t)
+wallet_ledger_month_of(TimestampTz t)
 {
 	struct pg_tm tm;
 	fsec_t		fsec;
@@ -336,7 +336,7 @@ put_lots(StringInfo buf, const LotList *ll)
 }
 
 struct varlena *
-ledger_encode(const Ledger *l)
+wallet_ledger_encode(const Ledger *l)
 {
 	StringInfoData buf;
 	int			nmonths = 0;
@@ -471,14 +471,14 @@ get_lots(Dec *d, LotList *ll)
 }
 
 Ledger *
-ledger_decode(struct varlena *v)
+wallet_ledger_decode(struct varlena *v)
 {
 	Ledger	   *l = palloc(sizeof(Ledger));
 	Dec			d;
 	uint64		n;
 	int			i;
 
-	ledger_init(l);
+	wallet_ledger_init(l);
 	d.p = (const unsigned char *) VARDATA_ANY(v);
 	d.end = d.p + VARSIZE_ANY_EXHDR(v);
 	if (d.p >= d.end || *d.p != LEDGER_FORMAT_VERSION)
@@ -575,7 +575,7 @@ check_lots(const LotList *ll, int code)
  * a real state (a positive adjustment).
  */
 void
-ledger_validate(const Ledger *l, int code)
+wallet_ledger_validate(const Ledger *l, int code)
 {
 	int			i;
 	int64		msum = 0;
@@ -640,12 +640,12 @@ finish_input(Ledger *l, int code)
 {
 	int			i;
 
-	lots_sort_merge(&l->lots, code);
+	wallet_lots_sort_merge(&l->lots, code);
 	for (i = 0; i < l->nholds; i++)
-		lots_sort_merge(&l->holds[i].lots, code);
+		wallet_lots_sort_merge(&l->holds[i].lots, code);
 	if (l->nholds > 1)
 		qsort(l->holds, l->nholds, sizeof(LedgerHold), hold_cmp);
-	ledger_validate(l, code);
+	wallet_ledger_validate(l, code);
 }
 
 /* Count lots and holds as they are read, so that an oversized input stops early. */
@@ -707,7 +707,7 @@ append_lots(StringInfo buf, const LotList *ll, char open, char close)
 
 /* JSON array elements {"points": n, "expires_at": "..."|null} for entries.lots */
 void
-lots_append_json(StringInfo buf, const LotList *ll, bool *first)
+wallet_lots_append_json(StringInfo buf, const LotList *ll, bool *first)
 {
 	int			i;
 
@@ -733,7 +733,7 @@ PG_FUNCTION_INFO_V1(points_ledger_out);
 Datum
 points_ledger_out(PG_FUNCTION_ARGS)
 {
-	Ledger	   *l = ledger_decode(PG_GETARG_POINTS_LEDGER_P(0));
+	Ledger	   *l = wallet_ledger_decode(PG_GETARG_POINTS_LEDGER_P(0));
 	StringInfoData buf;
 	int			i;
 	bool		first = true;
@@ -935,7 +935,7 @@ parse_lots(Parser *ps, LotList *ll, char open, char close)
 		points = parse_int(ps, "points of a lot");
 		expect(ps, '@');
 		exp = parse_ts(ps);
-		lots_append_raw(ll, points, exp);
+		wallet_lots_append_raw(ll, points, exp);
 		skip_ws(ps);
 		if (*ps->p == close)
 		{
@@ -988,7 +988,7 @@ parse_holds(Parser *ps, Ledger *l)
 /*
  * "{YYYY-MM:points,...}", BC months as "YYYY-MM BC:points".  Zero buckets may
  * be written; the newest non-zero month becomes months[0].  Ranges are
- * checked by ledger_validate, as for binary input.
+ * checked by wallet_ledger_validate, as for binary input.
  */
 static void
 parse_months(Parser *ps, Ledger *l)
@@ -1060,7 +1060,7 @@ points_ledger_in(PG_FUNCTION_ARGS)
 	int			seen = 0;
 	static const char *const keys[] = {"lots", "holds", "debt", "earned", "redeemed", "expired", "months"};
 
-	ledger_init(&l);
+	wallet_ledger_init(&l);
 	ps.s = ps.p = str;
 	ps.nlots = 0;
 	for (;;)
@@ -1111,7 +1111,7 @@ points_ledger_in(PG_FUNCTION_ARGS)
 			syntax(&ps, "a space between parts");
 	}
 	finish_input(&l, ERRCODE_INVALID_TEXT_REPRESENTATION);
-	PG_RETURN_POINTER(ledger_encode(&l));
+	PG_RETURN_POINTER(wallet_ledger_encode(&l));
 }
 
 /* ---------- binary I/O ---------- */
@@ -1133,7 +1133,7 @@ PG_FUNCTION_INFO_V1(points_ledger_send);
 Datum
 points_ledger_send(PG_FUNCTION_ARGS)
 {
-	Ledger	   *l = ledger_decode(PG_GETARG_POINTS_LEDGER_P(0));
+	Ledger	   *l = wallet_ledger_decode(PG_GETARG_POINTS_LEDGER_P(0));
 	StringInfoData buf;
 	int			i;
 
@@ -1174,7 +1174,7 @@ recv_lots(StringInfo buf, LotList *ll, int *nlots)
 		TimestampTz exp = pq_getmsgint64(buf);
 
 		CHECK_FOR_INTERRUPTS();
-		lots_append_raw(ll, points, exp);
+		wallet_lots_append_raw(ll, points, exp);
 	}
 }
 
@@ -1194,7 +1194,7 @@ points_ledger_recv(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_BINARY_REPRESENTATION),
 				 errmsg("unsupported points_ledger binary format version %d", version),
 				 errdetail("This version of wallet reads format version %d only.", LEDGER_FORMAT_VERSION)));
-	ledger_init(&l);
+	wallet_ledger_init(&l);
 	l.debt = pq_getmsgint64(buf);
 	l.earned = pq_getmsgint64(buf);
 	l.redeemed = pq_getmsgint64(buf);
@@ -1220,7 +1220,7 @@ points_ledger_recv(PG_FUNCTION_ARGS)
 	}
 	pq_getmsgend(buf);
 	finish_input(&l, ERRCODE_INVALID_BINARY_REPRESENTATION);
-	PG_RETURN_POINTER(ledger_encode(&l));
+	PG_RETURN_POINTER(wallet_ledger_encode(&l));
 }
 
 /* ---------- read-only functions ---------- */
@@ -1229,7 +1229,7 @@ PG_FUNCTION_INFO_V1(ledger_balance);
 Datum
 ledger_balance(PG_FUNCTION_ARGS)
 {
-	Ledger	   *l = ledger_decode(PG_GETARG_POINTS_LEDGER_P(0));
+	Ledger	   *l = wallet_ledger_decode(PG_GETARG_POINTS_LEDGER_P(0));
 
 	PG_RETURN_INT64(ledger_balance_at(l, PG_GETARG_TIMESTAMPTZ(1)));
 }
@@ -1248,7 +1248,7 @@ PG_FUNCTION_INFO_V1(ledger_expiring);
 Datum
 ledger_expiring(PG_FUNCTION_ARGS)
 {
-	Ledger	   *l = ledger_decode(PG_GETARG_POINTS_LEDGER_P(0));
+	Ledger	   *l = wallet_ledger_decode(PG_GETARG_POINTS_LEDGER_P(0));
 	TimestampTz as_of = PG_GETARG_TIMESTAMPTZ(1);
 	TimestampTz until = add_interval_utc(as_of, PG_GETARG_INTERVAL_P(2));
 	int64		sum = 0;
@@ -1279,7 +1279,7 @@ PG_FUNCTION_INFO_V1(ledger_earned);
 Datum
 ledger_earned(PG_FUNCTION_ARGS)
 {
-	Ledger	   *l = ledger_decode(PG_GETARG_POINTS_LEDGER_P(0));
+	Ledger	   *l = wallet_ledger_decode(PG_GETARG_POINTS_LEDGER_P(0));
 	TimestampTz from = PG_GETARG_TIMESTAMPTZ(1);
 	TimestampTz to = PG_GETARG_TIMESTAMPTZ(2);
 	int64		sum = 0;
@@ -1307,7 +1307,7 @@ Datum
 ledger_lots(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	Ledger	   *l = ledger_decode(PG_GETARG_POINTS_LEDGER_P(0));
+	Ledger	   *l = wallet_ledger_decode(PG_GETARG_POINTS_LEDGER_P(0));
 	int			i,
 				j;
 
@@ -1339,7 +1339,7 @@ PG_FUNCTION_INFO_V1(ledger_totals);
 Datum
 ledger_totals(PG_FUNCTION_ARGS)
 {
-	Ledger	   *l = ledger_decode(PG_GETARG_POINTS_LEDGER_P(0));
+	Ledger	   *l = wallet_ledger_decode(PG_GETARG_POINTS_LEDGER_P(0));
 	TupleDesc	desc;
 	Datum		values[5];
 	bool		nulls[5] = {false, false, false, false, false};
@@ -1379,8 +1379,8 @@ ledger_diff(PG_FUNCTION_ARGS)
 	if (VARSIZE_ANY_EXHDR(a) == VARSIZE_ANY_EXHDR(b) &&
 		memcmp(VARDATA_ANY(a), VARDATA_ANY(b), VARSIZE_ANY_EXHDR(a)) == 0)
 		PG_RETURN_NULL();
-	x = ledger_decode(a);
-	y = ledger_decode(b);
+	x = wallet_ledger_decode(a);
+	y = wallet_ledger_decode(b);
 	if (x->lots.n != y->lots.n ||
 		(x->lots.n > 0 && memcmp(x->lots.lots, y->lots.lots, x->lots.n * sizeof(LedgerLot)) != 0))
 		PG_RETURN_TEXT_P(cstring_to_text("The spendable lots differ."));

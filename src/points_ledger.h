@@ -82,21 +82,20 @@ typedef struct Ledger
 #define DatumGetPointsLedgerP(X)	((struct varlena *) PG_DETOAST_DATUM(X))
 #define PG_GETARG_POINTS_LEDGER_P(n)	DatumGetPointsLedgerP(PG_GETARG_DATUM(n))
 
-extern Ledger *ledger_decode(struct varlena *v);
-extern struct varlena *ledger_encode(const Ledger *l);
-extern void ledger_init(Ledger *l);
+extern Ledger *wallet_ledger_decode(struct varlena *v);
+extern struct varlena *wallet_ledger_encode(const Ledger *l);
+extern void wallet_ledger_init(Ledger *l);
 
-extern bool lot_alive(const LedgerLot *lot, TimestampTz t);
-extern int64 ledger_balance_at(const Ledger *l, TimestampTz t);
-extern int	ledger_month_of(TimestampTz t);
+extern bool wallet_lot_alive(const LedgerLot *lot, TimestampTz t);
+extern int	wallet_ledger_month_of(TimestampTz t);
 
-extern void lots_add(LotList *ll, int64 points, TimestampTz expires_at, int errcode_on_overflow);
-extern void lots_append_raw(LotList *ll, int64 points, TimestampTz expires_at);
-extern void lots_sort_merge(LotList *ll, int errcode_on_overflow);
-extern void lots_merge(LotList *into, const LotList *from, int errcode_on_overflow);
-extern int	ledger_lot_count(const Ledger *l);
-extern void ledger_validate(const Ledger *l, int errcode);
-extern void lots_append_json(StringInfo buf, const LotList *ll, bool *first);
-extern void ledger_check_total(const Ledger *l, int errcode_on_overflow);
+extern void wallet_lots_add(LotList *ll, int64 points, TimestampTz expires_at, int errcode_on_overflow);
+extern void wallet_lots_append_raw(LotList *ll, int64 points, TimestampTz expires_at);
+extern void wallet_lots_sort_merge(LotList *ll, int errcode_on_overflow);
+extern void wallet_lots_merge(LotList *into, const LotList *from, int errcode_on_overflow);
+extern int	wallet_ledger_lot_count(const Ledger *l);
+extern void wallet_ledger_validate(const Ledger *l, int errcode);
+extern void wallet_lots_append_json(StringInfo buf, const LotList *ll, bool *first);
+extern void wallet_ledger_check_total(const Ledger *l, int errcode_on_overflow);
 
 #endif							/* POINTS_LEDGER_H */

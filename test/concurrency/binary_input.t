@@ -6,12 +6,7 @@ set -uo pipefail
 DB=conc_binary_input_$$
 TMP=$(mktemp -d /tmp/wallet-binary.XXXXXX)
 trap 'dropdb --if-exists "$DB" 2>/dev/null; rm -rf "$TMP"' EXIT
-q() { psql -qXAt -v ON_ERROR_STOP=1 -d "$DB" -c "$1"; }
-n=0
-check() { # check NAME GOT WANT
-    n=$((n + 1))
-    if [ "$2" = "$3" ]; then echo "ok $n - $1"; else echo "not ok $n - $1"; echo "#   got: '$2'"; echo "#  want: '$3'"; fi
-}
+. "$(dirname "$0")/../lib.sh"
 # copy_in TABLE FILE: the verbose error of COPY FROM, or "loaded"
 copy_in() {
     local out
@@ -44,21 +39,21 @@ open(dst, 'wb').write(b[:21] + struct.pack('>i', keep) + b[25:25 + keep] + b[25 
 PY
 }
 
-echo "1..9"
+plan 9
 createdb "$DB" || { echo "Bail out! cannot create database"; exit 1; }
-q "CREATE EXTENSION wallet" >/dev/null
-q "SELECT wallet.create_merchant('m'); SELECT wallet.create_campaign(1, 'c', 'SHOP');
+q -c "CREATE EXTENSION wallet" >/dev/null
+q -c "SELECT wallet.create_merchant('m'); SELECT wallet.create_campaign(1, 'c', 'SHOP');
    CREATE TABLE codes (code wallet.marketing_code);
    INSERT INTO codes SELECT wallet.generate_codes(1, 1);
    CREATE TABLE ledgers (l wallet.points_ledger);
    INSERT INTO ledgers VALUES ('lots={100@2030-01-01T00:00:00+00:00,5@never} earned=105 months={2026-11:105}');" >/dev/null
-codes_before=$(q "SELECT string_agg(code::text, ',') FROM codes")
-ledgers_before=$(q "SELECT string_agg(l::text, ',') FROM ledgers")
+codes_before=$(q -c "SELECT string_agg(code::text, ',') FROM codes")
+ledgers_before=$(q -c "SELECT string_agg(l::text, ',') FROM ledgers")
 psql -qX -d "$DB" -c "\\copy codes TO '$TMP/code.bin' WITH (FORMAT binary)"
 psql -qX -d "$DB" -c "\\copy ledgers TO '$TMP/ledger.bin' WITH (FORMAT binary)"
 
 check "an untouched binary code loads back" "$(copy_in codes "$TMP/code.bin")" loaded
-q "DELETE FROM codes WHERE ctid = (SELECT max(ctid) FROM codes)" >/dev/null
+q -c "DELETE FROM codes WHERE ctid = (SELECT max(ctid) FROM codes)" >/dev/null
 
 tamper "$TMP/code.bin" "$TMP/code_v9.bin" 0 9
 check "a code in an unknown binary format version is refused with 22P03" \
@@ -68,10 +63,10 @@ check "a code in an unknown binary format version is refused with 22P03" \
 tamper "$TMP/code.bin" "$TMP/code_mac.bin" 15 99
 check "a code with a 99-bit MAC is refused with 22P03" \
     "$(copy_in codes "$TMP/code_mac.bin")" "ERROR:  22P03: invalid binary value of type wallet.marketing_code"
-check "the stored codes are untouched by the refused loads" "$(q "SELECT string_agg(code::text, ',') FROM codes")" "$codes_before"
+check "the stored codes are untouched by the refused loads" "$(q -c "SELECT string_agg(code::text, ',') FROM codes")" "$codes_before"
 
 check "an untouched binary ledger loads back" "$(copy_in ledgers "$TMP/ledger.bin")" loaded
-q "DELETE FROM ledgers WHERE ctid = (SELECT max(ctid) FROM ledgers)" >/dev/null
+q -c "DELETE FROM ledgers WHERE ctid = (SELECT max(ctid) FROM ledgers)" >/dev/null
 tamper "$TMP/ledger.bin" "$TMP/ledger_v9.bin" 0 9
 check "a ledger in an unknown binary format version is refused with 22P03" \
     "$(copy_in ledgers "$TMP/ledger_v9.bin")" "ERROR:  22P03: unsupported points_ledger binary format version 9"
@@ -83,4 +78,5 @@ truncate_field "$TMP/code.bin" "$TMP/code_short.bin" 6
 got=$(copy_in codes "$TMP/code_short.bin")
 check "a truncated code is refused, not read past its end" "$(echo "$got" | grep -cE '^ERROR:  (22P03|08P01):')" 1
 echo "# $got"
-check "the stored ledgers are untouched by the refused loads" "$(q "SELECT string_agg(l::text, ',') FROM ledgers")" "$ledgers_before"
+check "the stored ledgers are untouched by the refused loads" "$(q -c "SELECT string_agg(l::text, ',') FROM ledgers")" "$ledgers_before"
+finish

@@ -10,14 +10,13 @@
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 TMP=$(mktemp -d /tmp/wallet-codes-crash.XXXXXX)
-. "$ROOT/test/concurrency/codes_lib.sh"
+. "$ROOT/test/lib.sh"
 own_cluster 19
-echo "1..5"
+plan 5
 
 root_key_test "$TMP/root.key"
 SETTINGS=(-c shared_preload_libraries=wallet -c wallet.root_key_file="$TMP/root.key" -c wal_writer_delay=10000ms)
 cluster_start "$DATA" "$PORT" "${SETTINGS[@]}" >/dev/null 2>&1; ok $? "a throwaway cluster with a lazy WAL writer starts"
-cq() { psql -X -qAt -h "$DATA" -p "$PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 "$@" 2>&1; }
 crash_restart() {
     as_pg "$PGBIN/pg_ctl" -D "$DATA" -m immediate -w -t 60 stop >/dev/null 2>&1
     cluster_start "$DATA" "$PORT" "${SETTINGS[@]}" >/dev/null 2>&1
@@ -36,4 +35,4 @@ crash_restart
 is "$(cq -c "SELECT min(wallet.code_serial(x)) > $s FROM wallet.generate_codes(1, 1) x")" t \
    "a single code after a checkpoint, rolled back, then a crash: the next code comes after it ($s)"
 is "$(cq -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walwriter'")" 1 "(the server recovered and runs normally)"
-exit $((T_FAILED > 0))
+finish

@@ -6,8 +6,8 @@ set -uo pipefail
 DB=conc_codes_dump
 TMP=$(mktemp -d /tmp/wallet-codes-dump.XXXXXX)
 trap 'rm -rf "$TMP"; dropdb --if-exists "$DB" >/dev/null 2>&1; dropdb --if-exists "${DB}_restored" >/dev/null 2>&1' EXIT
-. "$(dirname "$0")/codes_lib.sh"
-echo "1..8"
+. "$(dirname "$0")/../lib.sh"
+plan 8
 
 dropdb --if-exists "$DB" >/dev/null 2>&1; dropdb --if-exists "${DB}_restored" >/dev/null 2>&1
 createdb "$DB" && createdb "${DB}_restored" || exit 1
@@ -39,4 +39,4 @@ is "$(q -c "SELECT count(*) FROM pg_depend WHERE objid = 'wallet.campaign_1_seri
 is "$(q -c "SELECT wallet.create_campaign(1, 'new one')")" 2 "new campaigns continue the id sequence"
 q -c "DROP TABLE issued" -c "DROP EXTENSION wallet" >/dev/null
 ok $? "DROP EXTENSION wallet (no CASCADE) works on the restored database, taking the campaigns' sequences along"
-exit $((T_FAILED > 0))
+finish

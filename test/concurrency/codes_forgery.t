@@ -9,8 +9,8 @@ set -uo pipefail
 DB=conc_codes_forgery
 TMP=$(mktemp -d /tmp/wallet-codes-forgery.XXXXXX)
 trap 'rm -rf "$TMP"' EXIT
-. "$(dirname "$0")/codes_lib.sh"
-echo "1..8"
+. "$(dirname "$0")/../lib.sh"
+plan 8
 
 dropdb --if-exists "$DB" >/dev/null 2>&1; createdb "$DB" || exit 1
 q -c "CREATE EXTENSION wallet" || exit 1
@@ -85,4 +85,4 @@ is "$(q -c "$(printf "$CHECK" "$SUBS")")" "0 of $NSUBS" \
 is "$(q -c "$(printf "$CHECK" "$SWAPS")")" "0 of $NSWAPS" \
    "every swap of two different adjacent symbols of the 10,000 codes ($NSWAPS) is caught as mistyped or malformed"
 dropdb "$DB" >/dev/null 2>&1
-exit $((T_FAILED > 0))
+finish

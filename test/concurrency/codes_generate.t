@@ -10,11 +10,11 @@ set -uo pipefail
 DB=conc_codes_generate
 TMP=$(mktemp -d /tmp/wallet-codes-gen.XXXXXX)
 trap 'sess_close A 2>/dev/null; rm -rf "$TMP"' EXIT
-. "$(dirname "$0")/codes_lib.sh"
+. "$(dirname "$0")/../lib.sh"
 
 WORKERS=4 CALLS=5 PER_CALL=10000
 TOTAL=$((WORKERS * CALLS * PER_CALL))
-echo "1..21"
+plan 21
 
 dropdb --if-exists "$DB" >/dev/null 2>&1; createdb "$DB" || exit 1
 q -c "CREATE EXTENSION wallet" || exit 1
@@ -105,4 +105,4 @@ is "$(q -c "SELECT count(*) FROM pg_class WHERE relname LIKE 'campaign\_%\_seria
 q -c "DROP ROLE codes_gen_admin" -c "DROP ROLE codes_gen_reader" >/dev/null
 
 dropdb "$DB" >/dev/null 2>&1
-exit $((T_FAILED > 0))
+finish

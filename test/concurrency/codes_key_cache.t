@@ -6,9 +6,9 @@
 set -uo pipefail
 DB=conc_codes_cache
 TMP=$(mktemp -d /tmp/wallet-codes-cache.XXXXXX)
-. "$(dirname "$0")/codes_lib.sh"
+. "$(dirname "$0")/../lib.sh"
 trap 'sess_close a 2>/dev/null; sess_close b 2>/dev/null; [ -n "${KEEP_TMP:-}" ] || rm -rf "$TMP"' EXIT
-echo "1..10"
+plan 10
 
 dropdb --if-exists "$DB" >/dev/null 2>&1; createdb "$DB" || exit 1
 q -c "CREATE EXTENSION wallet" || exit 1
@@ -50,4 +50,4 @@ is "$(sess_run a "SELECT wallet.code_authentic('$C')")" t "and so does A"
 
 sess_close a; sess_close b
 dropdb "$DB" >/dev/null 2>&1
-exit $((T_FAILED > 0))
+finish

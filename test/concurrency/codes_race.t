@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Races on code redemption (issue 3), printed as TAP.  Every race starts N
-# sessions behind the barrier of codes_lib.sh: each blocks on
+# sessions behind the barrier of test/lib.sh: each blocks on
 # pg_advisory_lock_shared while the controller holds the lock exclusively;
 # once pg_locks shows all N waiting, the controller lets go and they all run
 # at once.
@@ -13,9 +13,9 @@ TMP=$(mktemp -d /tmp/codes_race.XXXXXX)
 trap '[ -n "${KEEP_TMP:-}" ] || rm -rf "$TMP"; dropdb --if-exists "$DB" >/dev/null 2>&1' EXIT
 # Nothing may hang: a stuck session fails its statement instead.
 export PGOPTIONS="${PGOPTIONS:-} -c statement_timeout=60s"
-. "$(dirname "$0")/codes_lib.sh"
+. "$(dirname "$0")/../lib.sh"
 
-echo "1..24"
+plan 24
 
 dropdb --if-exists "$DB" >/dev/null 2>&1
 createdb "$DB" || { echo "Bail out! cannot create database $DB"; exit 1; }
@@ -162,4 +162,4 @@ is "$BARRIER_MISSED" "" "every race started with all its sessions waiting at the
 elapsed=$(( $(date +%s) - start ))
 echo "# races took ${elapsed}s"
 
-exit $((T_FAILED > 0))
+finish

@@ -7,20 +7,13 @@
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 TMP=$(mktemp -d /tmp/wallet-codes-key.XXXXXX)
-. "$ROOT/test/concurrency/codes_lib.sh"
+. "$ROOT/test/lib.sh"
 own_cluster 17
-echo "1..14"
+plan 14
 
-# psql against the throwaway cluster; prints "SQLSTATE|message|hint" for errors.
-kq() {
-    psql -X -qAt -h "$DATA" -p "$PORT" -U postgres -d postgres -v VERBOSITY=verbose "$@" 2>&1
-}
-sqlstate_of() {   # the SQLSTATE an SQL statement raises (or "none")
-    local out
-    out=$(psql -X -qAt -h "$DATA" -p "$PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -v VERBOSITY=verbose -c "$1" 2>&1) \
-        && { echo none; return; }
-    echo "$out" | sed -n -E 's/^ERROR:  ([0-9A-Z]{5}): .*/\1/p' | head -n 1
-}
+# psql against the throwaway cluster, going on after errors, which show their SQLSTATE.
+kq() { cq -v ON_ERROR_STOP=0 -v VERBOSITY=verbose "$@"; }
+sqlstate_of() { sqlstate -h "$DATA" -p "$PORT" -U postgres -d postgres -c "$1"; }   # SQLSTATE raised, or none
 restart_with() {   # restart_with -c name=value ...
     cluster_stop "$DATA"
     cluster_start "$DATA" "$PORT" "$@" >/dev/null 2>&1
@@ -69,4 +62,4 @@ restart_with -c shared_preload_libraries=wallet -c wallet.root_key_file="$TMP/ro
 [ $rc -ne 0 ] && grep -q 'wallet.root_key_file and wallet.root_key_command are both set' "$DATA/server.log"
 ok $? "setting both wallet.root_key_file and wallet.root_key_command stops the server"
 
-exit $((T_FAILED > 0))
+finish

@@ -10,7 +10,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 TMP=$(mktemp -d /tmp/wallet-expire-batches.XXXXXX)
 chmod 755 "$TMP"
 DB=expire_batches_$$
-. "$ROOT/test/concurrency/codes_lib.sh"
+. "$ROOT/test/lib.sh"
 cleanup() { sess_close locker; sess_close runner; dropdb --if-exists "$DB" >/dev/null 2>&1; rm -rf "$TMP"; }
 trap cleanup EXIT
 echo "1..8"

@@ -19,9 +19,9 @@ cleanup() {
 }
 trap cleanup EXIT
 export PGOPTIONS="${PGOPTIONS:-} -c statement_timeout=60s"
-. "$(dirname "$0")/codes_lib.sh"
+. "$(dirname "$0")/../lib.sh"
 
-echo "1..14"
+plan 14
 
 dropdb --if-exists "$DB" >/dev/null 2>&1
 psql -X -qAt -d postgres -c "DROP ROLE IF EXISTS guard_redeemer" >/dev/null 2>&1
@@ -109,4 +109,4 @@ is "$(rr 'REPEATABLE READ' rr-2)" ok "the retry redeems under the new caps"
 sess_close s1
 
 is "$BARRIER_MISSED" "" "every race started with all its sessions waiting at the barrier"
-exit $((T_FAILED > 0))
+finish

@@ -7,14 +7,13 @@
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 TMP=$(mktemp -d /tmp/wallet-guard-memory.XXXXXX)
-. "$ROOT/test/concurrency/codes_lib.sh"
+. "$ROOT/test/lib.sh"
 own_cluster 23
-echo "1..10"
+plan 10
 
 root_key_test "$TMP/root.key"
 SETTINGS=(-c shared_preload_libraries=wallet -c wallet.root_key_file="$TMP/root.key" -c wallet.guard_max_entries=64)
 cluster_start "$DATA" "$PORT" "${SETTINGS[@]}" >/dev/null 2>&1; ok $? "a throwaway cluster with wallet.guard_max_entries = 64 starts"
-cq() { psql -X -qAt -h "$DATA" -p "$PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 "$@" 2>&1; }
 export PGHOST="$DATA" PGPORT="$PORT" PGUSER=postgres; DB=postgres   # for forge_function
 
 cq -c "CREATE EXTENSION wallet" >/dev/null
@@ -47,4 +46,4 @@ is "$(cq -c "SELECT wallet.check_code('$CODE', 'zed')")" throttled "zed is throt
 cluster_stop "$DATA"; cluster_start "$DATA" "$PORT" "${SETTINGS[@]}" >/dev/null 2>&1
 is "$(cq -c "SELECT wallet.check_code('$CODE', 'zed') || '/' || (SELECT count(*) FROM wallet.code_failed_attempts WHERE member_ref = 'zed')")" ok/2 \
    "after a restart zed is judged again; his 2 failures stay in the history table"
-exit $((T_FAILED > 0))
+finish

@@ -16,10 +16,9 @@ SEED=${FUZZ_SEED:-0.$RANDOM$RANDOM}
 APPLIED=${FUZZ_APPLIED:-70000}   # values built by ledger_apply sequences
 TEXTS=${FUZZ_TEXTS:-30000}       # random valid texts
 MUTANTS=${FUZZ_MUTANTS:-30000}   # mutations of valid texts
-. "$(dirname "$0")/codes_lib.sh"   # is, q
-check() { is "$2" "$3" "$1"; }   # check NAME GOT WANT
+. "$(dirname "$0")/../lib.sh"
 
-echo "1..7"
+plan 7
 echo "# seed $SEED (FUZZ_SEED=$SEED replays this run)"
 createdb "$DB" || { echo "Bail out! cannot create database"; exit 1; }
 start=$(date +%s)
@@ -298,3 +297,4 @@ check "binary round trip: identical bytes (ledger_diff NULL) and identical send 
     "$(q -c "SELECT count(*) FROM vals a JOIN vals2 b USING (id)
              WHERE wallet.ledger_diff(a.v, b.v) IS NOT NULL OR wallet.points_ledger_send(a.v) <> wallet.points_ledger_send(b.v)")" 0
 echo "# total ${SECONDS}s"
+finish

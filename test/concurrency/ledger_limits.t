@@ -9,8 +9,7 @@ DB=conc_ledger_limits_$$
 TMP=$(mktemp -d /tmp/wallet-limits.XXXXXX)
 chmod 755 "$TMP"
 trap 'dropdb --if-exists "$DB" 2>/dev/null; rm -rf "$TMP"' EXIT
-. "$(dirname "$0")/codes_lib.sh"   # is, q
-check() { is "$2" "$3" "$1"; }   # check NAME GOT WANT
+. "$(dirname "$0")/../lib.sh"
 now_ms() { date +%s%3N; }
 # timed SQL: prints "SQLSTATE within|late MS" for a statement run under statement_timeout = 2s
 timed() {
@@ -23,7 +22,7 @@ timed() {
     if [ $((t1 - t0)) -lt 3000 ]; then echo "${state:-none} within"; else echo "${state:-none} late"; fi
 }
 
-echo "1..7"
+plan 7
 createdb "$DB" || { echo "Bail out! cannot create database"; exit 1; }
 q -c "CREATE EXTENSION wallet" >/dev/null
 # 300,000 lots with distinct expiries, as text (about 10 MB) and as binary COPY
@@ -83,3 +82,4 @@ check "pg_cancel_backend stops a long query over values at the bound within a se
 check "pg_terminate_backend stops it within a second too" \
     "$(stop_long pg_terminate_backend)" "FATAL-57P01 within"
 check "no ledger was stored by the refused inputs" "$(q -c "SELECT count(*) FROM ledgers")" 0
+finish

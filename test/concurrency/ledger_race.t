@@ -36,20 +36,10 @@ TMP=$(mktemp -d /tmp/ledger_race.XXXXXX)
 chmod 755 "$TMP"
 trap 'rm -rf "$TMP"' EXIT
 
-n=0; nfail=0
-ok() {  # ok CONDITION_STATUS DESCRIPTION [DIAG...]
-    local st=$1 desc=$2; shift 2
-    n=$((n + 1))
-    if [ "$st" -eq 0 ]; then echo "ok $n - $desc"; else
-        echo "not ok $n - $desc"; nfail=$((nfail + 1))
-        local d; for d in "$@"; do printf '%s\n' "$d" | sed 's/^/# /'; done
-    fi
-}
-# is GOT WANT DESCRIPTION
-is() { if [ "$1" = "$2" ]; then ok 0 "$3"; else ok 1 "$3" "got:  $1" "want: $2"; fi; }
-q() { timeout 60 psql -XAtq -v ON_ERROR_STOP=1 -d "$DB" "$@"; }
+. "$(dirname "$0")/../lib.sh"
+Q_TIMEOUT=60
 
-echo "1..31"
+plan 31
 
 timeout 30 dropdb --if-exists "$DB" >/dev/null 2>&1
 if ! timeout 30 createdb "$DB"; then echo "Bail out! createdb $DB failed"; exit 1; fi
@@ -264,45 +254,13 @@ ok $([ -z "$dups" ]; echo $?) "every hold closed at most once (one capture, or o
 # ---------------------------------------------------------------------------
 # 2. Bursts behind a barrier
 # ---------------------------------------------------------------------------
-# barrier KEY N CMDFILE: runs the N SQL statements of CMDFILE (one a line) in N
-# sessions that all wait on the shared advisory lock KEY while this controller
-# holds it exclusively, then releases it once all N are queued in pg_locks.
-# Session i's output (psql -At, VERBOSITY verbose) goes to $TMP/out.KEY.i.
-barrier() {
-    local key=$1 nsess=$2 cmdfile=$3 i waiting t sql line ctl_in ctl_out ctl_pid
-    local pids=()
-    coproc CTL { timeout 90 psql -XAtq -d "$DB"; }
-    ctl_in=${CTL[1]}; ctl_out=${CTL[0]}; ctl_pid=$CTL_PID
-    echo "SELECT 'locked' FROM pg_advisory_lock($key);" >&"$ctl_in"
-    read -r -t 30 line <&"$ctl_out" || { echo "# barrier: controller did not get the lock"; return 1; }
-    i=0
-    while IFS= read -r sql; do
-        i=$((i + 1))
-        timeout 60 psql -XAtq -v VERBOSITY=verbose -d "$DB" \
-            -c "SELECT FROM pg_advisory_lock_shared($key)" -c "$sql" > "$TMP/out.$key.$i" 2>&1 &
-        pids+=($!)
-    done < "$cmdfile"
-    for t in $(seq 1 300); do
-        waiting=$(q -c "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 0 AND objid = $key
-                         AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND NOT granted")
-        [ "$waiting" = "$nsess" ] && break
-        sleep 0.1
-    done
-    echo "# barrier $key: $waiting of $nsess sessions queued, releasing them at once"
-    echo "SELECT pg_advisory_unlock($key);" >&"$ctl_in"
-    exec {ctl_in}>&-
-    wait "${pids[@]}"
-    wait "$ctl_pid" 2>/dev/null
-    [ "$waiting" = "$nsess" ]
-}
-
-# one_answer KEY NAME DESCRIPTION: all 20 sessions of barrier KEY printed NAME=<one and the same value>.
+# one_answer RACE NAME DESCRIPTION: all 20 sessions of RACE printed NAME=<one and the same value>.
 one_answer() {
     local got distinct
-    got=$(cat "$TMP"/out.$1.* | grep -c "^$2=")
-    distinct=$(cat "$TMP"/out.$1.* | grep "^$2=" | sort -u | wc -l)
+    got=$(cat "$TMP/$1".[0-9]* | grep -c "^$2=")
+    distinct=$(cat "$TMP/$1".[0-9]* | grep "^$2=" | sort -u | wc -l)
     ok $(( got != 20 || distinct != 1 )) "$3 ($got answers, $distinct distinct)" \
-       "$(cat "$TMP"/out.$1.* | grep -v '^$' | sort | uniq -c | head -n 10)"
+       "$(cat "$TMP/$1".[0-9]* | grep -v '^$' | sort | uniq -c | head -n 10)"
 }
 
 program=$(q -c "SELECT program_id FROM wallet.accounts a JOIN race_accounts r USING (account_id) WHERE r.n = 0")
@@ -314,46 +272,48 @@ q -c "SELECT FROM wallet.accrue($acct_same, 1000, 'burst-seed-1', 'seed')" \
   -c "SELECT FROM wallet.accrue($acct_hold, 100, 'burst-seed-3', 'seed')" >/dev/null
 
 # 20 sessions, one idempotency key, the same instant.
-for i in $(seq 1 20); do echo "SELECT 'entry=' || entry_id FROM wallet.accrue($acct_same, 10, 'burst-same-key', 'burst')"; done > "$TMP/same.sql"
-barrier 71001 20 "$TMP/same.sql"; ok $? "same key: 20 sessions were queued behind the barrier"
-one_answer 71001 entry "same key: all 20 sessions got the entry back, and it is one entry"
+race same 20 "SELECT 'entry=' || entry_id FROM wallet.accrue($acct_same, 10, 'burst-same-key', 'burst')"
+ok $? "same key: 20 sessions were queued behind the barrier"
+one_answer same entry "same key: all 20 sessions got the entry back, and it is one entry"
 is "$(q -c "SELECT count(*) || ' ' || wallet.balance($acct_same) FROM wallet.entries WHERE idempotency_key = 'burst-same-key'")" "1 1010" \
    "same key: exactly one entry posted, balance 1000 + 10"
 
 # 20 sessions redeem 10 each from 100 points: no double spend.
-for i in $(seq 1 20); do echo "SELECT 'entry=' || entry_id FROM wallet.redeem($acct_ds, 10, 'burst-ds-$i', 'burst')"; done > "$TMP/ds.sql"
-barrier 71002 20 "$TMP/ds.sql"; ok $? "double spend: 20 sessions were queued behind the barrier"
-won=$(cat "$TMP"/out.71002.* | grep -c '^entry=')
-refused=$(cat "$TMP"/out.71002.* | grep -c 'ERROR:  WL203')
+race ds 20 "SELECT 'entry=' || entry_id FROM wallet.redeem($acct_ds, 10, 'burst-ds-@I@', 'burst')"
+ok $? "double spend: 20 sessions were queued behind the barrier"
+won=$(count ds 'entry=[0-9]+')
+refused=$(cat "$TMP"/ds.[0-9]* | grep -c 'ERROR:  WL203')
 ok $(( won != 10 || refused != 10 )) "double spend: exactly 10 redemptions of 10 succeed and 10 get WL203 ($won succeeded, $refused WL203)" \
-   "$(cat "$TMP"/out.71002.* | grep -v '^$' | sed 's/entry=.*/entry=N/' | sort | uniq -c | head -n 10)"
+   "$(cat "$TMP"/ds.[0-9]* | grep -v '^$' | sed 's/entry=.*/entry=N/' | sort | uniq -c | head -n 10)"
 is "$(q -c "SELECT wallet.balance($acct_ds) || ' ' || count(*) FROM wallet.entries WHERE account_id = $acct_ds AND kind = 'redeem'")" "0 10" \
    "double spend: balance 0 with 10 redeem entries"
 
 # A hold: 10 sessions capture it, 10 release it, at the same instant.
 hold_id=$(q -c "SELECT entry_id FROM wallet.hold($acct_hold, 50, 'burst-hold', '1 hour', 'burst')")
-{ for i in $(seq 1 10); do echo "SELECT 'capture=' || entry_id FROM wallet.capture($hold_id, 30)";
-                           echo "SELECT 'release=' || entry_id FROM wallet.release($hold_id)"; done; } > "$TMP/hold.sql"
-barrier 71003 20 "$TMP/hold.sql"; ok $? "capture/release: 20 sessions were queued behind the barrier"
-caps=$(cat "$TMP"/out.71003.* | grep -c '^capture=')
-rels=$(cat "$TMP"/out.71003.* | grep -c '^release=')
-wl207=$(cat "$TMP"/out.71003.* | grep -c 'ERROR:  WL207')
-winners=$(cat "$TMP"/out.71003.* | grep -E '^(capture|release)=' | sort -u | wc -l)
+stmts=()
+for i in $(seq 1 10); do stmts+=("SELECT 'capture=' || entry_id FROM wallet.capture($hold_id, 30)"
+                                 "SELECT 'release=' || entry_id FROM wallet.release($hold_id)"); done
+race_each hold "${stmts[@]}"
+ok $? "capture/release: 20 sessions were queued behind the barrier"
+caps=$(count hold 'capture=[0-9]+')
+rels=$(count hold 'release=[0-9]+')
+wl207=$(cat "$TMP"/hold.[0-9]* | grep -c 'ERROR:  WL207')
+winners=$(cat "$TMP"/hold.[0-9]* | grep -E '^(capture|release)=' | sort -u | wc -l)
 ok $(( ! ( (caps == 10 && rels == 0) || (rels == 10 && caps == 0) ) || wl207 != 10 || winners != 1 )) \
    "capture vs release: one side wins (all its 10 identical calls get one entry), the other 10 get WL207 ($caps captures, $rels releases, $wl207 WL207)" \
-   "$(cat "$TMP"/out.71003.* | grep -v '^$' | sort | uniq -c | head -n 10)"
+   "$(cat "$TMP"/hold.[0-9]* | grep -v '^$' | sort | uniq -c | head -n 10)"
 if [ "$caps" -gt 0 ]; then want=70; else want=100; fi
 is "$(q -c "SELECT wallet.balance($acct_hold)")" "$want" "capture vs release: balance matches the winner (70 after capturing 30 of 50, 100 after a release)"
 
 # 20 sessions open the account of one new member at the same instant.
-for i in $(seq 1 20); do echo "SELECT 'account=' || wallet.open_account($program, 'burst-open')"; done > "$TMP/open.sql"
-barrier 71004 20 "$TMP/open.sql"; ok $? "open_account: 20 sessions were queued behind the barrier"
-one_answer 71004 account "open_account: all 20 sessions got one and the same account"
+race open 20 "SELECT 'account=' || wallet.open_account($program, 'burst-open')"
+ok $? "open_account: 20 sessions were queued behind the barrier"
+one_answer open account "open_account: all 20 sessions got one and the same account"
 is "$(q -c "SELECT count(*) FROM wallet.accounts WHERE program_id = $program AND member_ref = 'burst-open'")" 1 \
    "open_account: exactly one account row for the member"
 
 vl=$(q -c "SELECT account_id || ': stored ' || stored_balance || ' replayed ' || replayed_balance FROM wallet.verify_ledger()" 2>&1)
 ok $([ $? -eq 0 ] && [ -z "$vl" ]; echo $?) "verify_ledger() returns nothing after the bursts" "$vl"
 
-[ "$nfail" -eq 0 ] && timeout 30 dropdb --if-exists "$DB" >/dev/null 2>&1
-exit $(( nfail > 0 ))
+[ "$T_FAILED" -eq 0 ] && timeout 30 dropdb --if-exists "$DB" >/dev/null 2>&1
+finish

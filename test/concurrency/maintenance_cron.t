@@ -9,7 +9,7 @@
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 TMP=$(mktemp -d /tmp/wallet-maint-cron.XXXXXX)
-. "$ROOT/test/concurrency/codes_lib.sh"
+. "$ROOT/test/lib.sh"
 own_cluster 21
 echo "1..7"
 

@@ -55,24 +55,14 @@ HOSTILE_PATH='hostile_first,public,pg_catalog'
 TMP=$(mktemp -d /tmp/search_path.XXXXXX)
 chmod 755 "$TMP"
 
-n=0; nfail=0
-ok() {  # ok CONDITION_STATUS DESCRIPTION [DIAG...]
-    n=$((n + 1))
-    if [ "$1" -eq 0 ]; then echo "ok $n - $2"; return; fi
-    echo "not ok $n - $2"; nfail=$((nfail + 1))
-    shift 2
-    local d
-    for d in "$@"; do printf '%s\n' "$d" | sed 's/^/#   /'; done
-}
+. "$ROOT/test/lib.sh"
 
 # safe: a search_path nothing hostile is on; hostile: the victim's.
 q() {   # q DB SQL...: as superuser, safe path
-    local db=$1; shift
-    PGOPTIONS='-c search_path=pg_catalog,pg_temp' psql -X -qAt -v ON_ERROR_STOP=1 -d "$db" "$@"
+    PGOPTIONS='-c search_path=pg_catalog,pg_temp' qdb "$@"
 }
 qh() {  # qh DB SQL...: as superuser, hostile path, errors verbose (SQLSTATE)
-    local db=$1; shift
-    PGOPTIONS="-c search_path=$HOSTILE_PATH" psql -X -qAt -v ON_ERROR_STOP=1 -v VERBOSITY=verbose -d "$db" "$@"
+    PGOPTIONS="-c search_path=$HOSTILE_PATH" qdb "$@" -v VERBOSITY=verbose
 }
 
 drop_all() {
@@ -553,5 +543,5 @@ for db in "$DB_FRESH" "$DB_UPGRADED"; do
     check_clean "$db" "while every function ran"
 done
 
-echo "1..$n"
-exit $(( nfail > 0 ))
+done_testing
+finish

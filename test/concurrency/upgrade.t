@@ -12,23 +12,17 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 OLD=upgrade_old_$$ NEW=upgrade_new_$$
 TMP=$(mktemp -d /tmp/wallet-upgrade.XXXXXX)
-q() { local db=$1; shift; psql -X -qAt -v ON_ERROR_STOP=1 -d "$db" "$@"; }
-n=0; failed=0
-check() { # check NAME GOT WANT
-    n=$((n + 1))
-    if [ "$2" = "$3" ]; then echo "ok $n - $1"
-    else echo "not ok $n - $1"; echo "#   got:  '$2'"; echo "#   want: '$3'"; failed=$((failed + 1)); fi
-}
+. "$ROOT/test/lib.sh"
 cleanup() { dropdb --if-exists "$OLD" 2>/dev/null; dropdb --if-exists "$NEW" 2>/dev/null; rm -rf "$TMP"; }
 trap cleanup EXIT
 
-echo "1..11"
+plan 11
 createdb "$OLD" && createdb "$NEW" || { echo "Bail out! cannot create databases"; exit 1; }
 
 # 1. A 0.1.0 database with codes generated, issued, redeemed, reserved,
 #    converted, released and undone, rotated and retired key versions, failed
 #    attempts, and points postings of every kind.
-q "$OLD" >"$TMP/fill.out" 2>&1 <<'SQL'
+qdb "$OLD" >"$TMP/fill.out" 2>&1 <<'SQL'
 CREATE EXTENSION wallet VERSION '0.1.0';
 CREATE TABLE public.kept_codes (code text PRIMARY KEY, authentic boolean);
 SELECT wallet.create_merchant('Upgrade Coffee');
@@ -81,29 +75,29 @@ check "a 0.1.0 database is filled through the 0.1.0 API running on the current l
 [ $rc -eq 0 ] || sed 's/^/#   /' "$TMP/fill.out"
 
 state() { # what must survive the upgrade unchanged
-    q "$1" -c "SELECT (SELECT string_agg(code || '=' || authentic, ',' ORDER BY code) FROM public.kept_codes),
+    qdb "$1" -c "SELECT (SELECT string_agg(code || '=' || authentic, ',' ORDER BY code) FROM public.kept_codes),
                       (SELECT string_agg(account_id || ':' || wallet.balance(account_id), ',' ORDER BY account_id) FROM wallet.accounts),
                       (SELECT count(*) FROM wallet.entries), (SELECT count(*) FROM wallet.code_redemptions),
                       (SELECT count(*) FROM wallet.code_failed_attempts)"
 }
 before=$(state "$OLD")
 check "the filled database has authentic and retired codes and journal entries of every kind" \
-    "$(q "$OLD" -c "SELECT bool_or(authentic) AND NOT bool_and(authentic) FROM public.kept_codes")/$(q "$OLD" -c "SELECT string_agg(DISTINCT kind, ',' ORDER BY kind) FROM wallet.entries")" \
+    "$(qdb "$OLD" -c "SELECT bool_or(authentic) AND NOT bool_and(authentic) FROM public.kept_codes")/$(qdb "$OLD" -c "SELECT string_agg(DISTINCT kind, ',' ORDER BY kind) FROM wallet.entries")" \
     "t/accrue,adjust,capture,expire,hold,redeem,release,reverse"
 
 # 2. The update.
-q "$OLD" -c "ALTER EXTENSION wallet UPDATE" >"$TMP/update.out" 2>&1
+qdb "$OLD" -c "ALTER EXTENSION wallet UPDATE" >"$TMP/update.out" 2>&1
 rc=$?
 check "ALTER EXTENSION wallet UPDATE succeeds" "$rc" 0
 [ $rc -eq 0 ] || sed 's/^/#   /' "$TMP/update.out"
 check "the updated database runs the default version" \
-    "$(q "$OLD" -c "SELECT extversion FROM pg_extension WHERE extname = 'wallet'")" \
+    "$(qdb "$OLD" -c "SELECT extversion FROM pg_extension WHERE extname = 'wallet'")" \
     "$(sed -n "s/^default_version = '\(.*\)'/\1/p" "$ROOT/wallet.control")"
 
 # 3. Equal to a fresh install, object by object.
-q "$NEW" -c "CREATE EXTENSION wallet" >/dev/null
-q "$OLD" -f "$ROOT/test/upgrade/describe.sql" >"$TMP/old.txt" 2>&1
-q "$NEW" -f "$ROOT/test/upgrade/describe.sql" >"$TMP/new.txt" 2>&1
+qdb "$NEW" -c "CREATE EXTENSION wallet" >/dev/null
+qdb "$OLD" -f "$ROOT/test/upgrade/describe.sql" >"$TMP/old.txt" 2>&1
+qdb "$NEW" -f "$ROOT/test/upgrade/describe.sql" >"$TMP/new.txt" 2>&1
 diff -u "$TMP/new.txt" "$TMP/old.txt" >"$TMP/objects.diff"
 check "the upgraded database has exactly the objects and definitions of a fresh install ($(grep -c '' "$TMP/new.txt") lines)" "$?" 0
 grep -E '^[-+][^-+]' "$TMP/objects.diff" | head -n 60 | sed 's/^/#   /'
@@ -112,15 +106,15 @@ check "the description covers functions, tables, columns, indexes, triggers and 
 
 # 4. What was there still works.
 check "every code authenticates as before, balances, journal, redemptions and attempts unchanged" "$(state "$OLD")" "$before"
-check "every ledger verifies against its journal after the update" "$(q "$OLD" -c "SELECT count(*) FROM wallet.verify_ledger()")" 0
-bal=$(q "$OLD" -c "SELECT wallet.balance(1)")
+check "every ledger verifies against its journal after the update" "$(qdb "$OLD" -c "SELECT count(*) FROM wallet.verify_ledger()")" 0
+bal=$(qdb "$OLD" -c "SELECT wallet.balance(1)")
 check "the updated database takes new postings" \
-    "$(q "$OLD" -c "SELECT (wallet.accrue(1, 25, 'after-1', 'purchase')).balance_after")/$(q "$OLD" -c "SELECT count(*) FROM wallet.verify_ledger()")" "$((bal + 25))/0"
-old_code=$(q "$OLD" -c "SELECT min(code) FROM public.kept_codes WHERE code LIKE 'UPG%' AND authentic
+    "$(qdb "$OLD" -c "SELECT (wallet.accrue(1, 25, 'after-1', 'purchase')).balance_after")/$(qdb "$OLD" -c "SELECT count(*) FROM wallet.verify_ledger()")" "$((bal + 25))/0"
+old_code=$(qdb "$OLD" -c "SELECT min(code) FROM public.kept_codes WHERE code LIKE 'UPG%' AND authentic
                           AND code NOT IN (SELECT code FROM public.kept_codes ORDER BY code DESC LIMIT 5)")
 check "codes issued before the update are still redeemed, once" \
-    "$(q "$OLD" -c "SELECT (wallet.redeem_code('$old_code', 'm-20', 'after-r1')).status")/$(q "$OLD" -c "SELECT (wallet.redeem_code('$old_code', 'm-21', 'after-r2')).status")" \
+    "$(qdb "$OLD" -c "SELECT (wallet.redeem_code('$old_code', 'm-20', 'after-r1')).status")/$(qdb "$OLD" -c "SELECT (wallet.redeem_code('$old_code', 'm-21', 'after-r2')).status")" \
     "ok/exhausted"
 check "codes issued after the update are authentic and redeemed" \
-    "$(q "$OLD" -c "SELECT (wallet.redeem_code(wallet.issue_code(1, 'm-22'), 'm-22', 'after-r3')).status")" ok
-[ $failed -eq 0 ]
+    "$(qdb "$OLD" -c "SELECT (wallet.redeem_code(wallet.issue_code(1, 'm-22'), 'm-22', 'after-r3')).status")" ok
+finish

@@ -114,9 +114,10 @@ SELECT is((SELECT array_agg(DISTINCT wallet.code_status(code)) FROM v1), ARRAY['
 SELECT ok((SELECT bool_and(wallet.code_authentic(code)) FROM v2), 'version-2 codes still authentic');
 SELECT is((SELECT array_agg(DISTINCT (wallet.parse_code(code::text)).status) FROM v2), ARRAY['ok'], 'parse_code says ok for them');
 SELECT isnt((SELECT retired_at FROM wallet.code_keys WHERE campaign_id = :c AND key_version = 1), NULL, 'retired_at is set');
-CREATE TEMP TABLE first_retired AS SELECT retired_at FROM wallet.code_keys WHERE campaign_id = :c AND key_version = 1;
+-- a first retirement time that now() (the same all through this transaction) cannot equal
+UPDATE wallet.code_keys SET retired_at = '2020-01-01 00:00+00' WHERE campaign_id = :c AND key_version = 1;
 SELECT lives_ok(format('SELECT wallet.retire_code_key(%s, 1)', :c), 'retiring twice is harmless');
-SELECT is((SELECT retired_at FROM wallet.code_keys WHERE campaign_id = :c AND key_version = 1), (SELECT retired_at FROM first_retired), 'and keeps the first retirement time');
+SELECT is((SELECT retired_at FROM wallet.code_keys WHERE campaign_id = :c AND key_version = 1), '2020-01-01 00:00+00'::timestamptz, 'and keeps the first retirement time');
 SELECT throws_ok(format('SELECT wallet.retire_code_key(%s, 3)', :c), 'WL104', format('key version 3 is the current one of campaign %s', :c), 'the current version cannot be retired: WL104');
 SELECT throws_ok(format('SELECT wallet.retire_code_key(%s, 7)', :c), 'WL103', format('campaign %s has no key version 7', :c), 'unknown version: WL103');
 SELECT throws_ok('SELECT wallet.retire_code_key(987654, 1)', 'WL101', 'campaign 987654 does not exist', 'retire in unknown campaign: WL101');

@@ -31,34 +31,9 @@ BEGIN
     RAISE EXCEPTION 'no mistyped spelling found for %', c;
 END
 $$;
--- A forged code: two body symbols changed until the text is well formed with
--- a right check symbol but a wrong MAC (parse_code is the oracle).  The search
--- order is fixed, and one in a few dozen candidates passes the check symbol.
-CREATE FUNCTION pg_temp.forge(c text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-    alphabet constant text := '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
-    i int; j int; a int; b int; t text;
-BEGIN
-    FOR i IN REVERSE length(c) - 1 .. 1 LOOP
-        CONTINUE WHEN substr(c, i, 1) = '-';
-        FOR j IN REVERSE i - 1 .. 1 LOOP
-            CONTINUE WHEN substr(c, j, 1) = '-';
-            FOR a IN 1 .. 32 LOOP
-                FOR b IN 1 .. 32 LOOP
-                    t := overlay(overlay(c PLACING substr(alphabet, a, 1) FROM i FOR 1)
-                                 PLACING substr(alphabet, b, 1) FROM j FOR 1);
-                    -- forged, and still of the same campaign (codes depend on the random installation id)
-                    IF (SELECT p.status = 'forged' AND wallet.code_campaign(p.code) = wallet.code_campaign(c::wallet.marketing_code)
-                          FROM wallet.parse_code(t) p) THEN
-                        RETURN t;
-                    END IF;
-                END LOOP;
-            END LOOP;
-        END LOOP;
-    END LOOP;
-    RAISE EXCEPTION 'no forgery found for %', c;
-END
-$$;
+-- A forged code (test/forge.sql).
+\set forge_schema pg_temp
+\ir ../forge.sql
 CREATE FUNCTION pg_temp.code(campaign bigint) RETURNS text LANGUAGE sql AS $$
     SELECT g::text FROM wallet.generate_codes(campaign, 1) g
 $$;
