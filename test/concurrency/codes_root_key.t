@@ -77,21 +77,24 @@ mark_log() { LOG_LINES=$(wc -l < "$DATA/server.log"); }
 if [ "$(id -u)" -ne 0 ]; then
     for i in 15 16 17 18; do echo "ok $i # SKIP not root"; done
 else
+    refused_with() {   # refused_with FILE PATTERN...: the server does not start with FILE, and its log has every PATTERN
+        local file=$1 rc p; shift
+        mark_log; restart_with -c shared_preload_libraries=wallet -c wallet.root_key_file="$file"; rc=$?
+        new_log | sed 's/^/# /'
+        [ $rc -ne 0 ] || return 1
+        for p in "$@"; do new_log | grep -q -- "$p" || return 1; done
+    }
     # made by root with the usual umask: root's file, mode 644
     (umask 022; printf '%s\n' "$WALLET_TEST_ROOT_KEY" > "$TMP/byroot.key")
-    mark_log; restart_with -c shared_preload_libraries=wallet -c wallet.root_key_file="$TMP/byroot.key"; rc=$?
-    new_log | sed 's/^/# /'
-    [ $rc -ne 0 ] && new_log | grep -q 'has group or world access' \
-        && new_log | grep -q "DETAIL:  The file has mode 0644 and belongs to user id 0; it must belong to the server's user \"postgres\"" \
-        && new_log | grep -q 'HINT:  As root: chown postgres ".*byroot.key" && chmod 600'
+    refused_with "$TMP/byroot.key" 'has group or world access' \
+        "DETAIL:  The file has mode 0644 and belongs to user id 0; it must belong to the server's user \"postgres\"" \
+        'HINT:  As root: chown postgres ".*byroot.key" && chmod 600'
     ok $? "a key file root made (mode 644) stops the server; the hint says to chown it to postgres and chmod 600"
     # chmod 600 alone: now the server's user cannot read it at all
     chmod 600 "$TMP/byroot.key"
-    mark_log; restart_with -c shared_preload_libraries=wallet -c wallet.root_key_file="$TMP/byroot.key"; rc=$?
-    new_log | sed 's/^/# /'
-    [ $rc -ne 0 ] && new_log | grep -q 'could not open root key file ".*byroot.key": Permission denied' \
-        && new_log | grep -q "DETAIL:  The file belongs to user id 0, not to the server's user \"postgres\"" \
-        && new_log | grep -q 'HINT:  As root: chown postgres ".*byroot.key" && chmod 600'
+    refused_with "$TMP/byroot.key" 'could not open root key file ".*byroot.key": Permission denied' \
+        "DETAIL:  The file belongs to user id 0, not to the server's user \"postgres\"" \
+        'HINT:  As root: chown postgres ".*byroot.key" && chmod 600'
     ok $? "after chmod 600 alone the server cannot open it, and the hint names the owner, not the preload"
     ! new_log | grep -q 'shared_preload_libraries'
     ok $? "that hint does not talk about shared_preload_libraries"
