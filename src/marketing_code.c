@@ -40,8 +40,8 @@ static const int serial_widths[4] = {16, 24, 32, 38};
 
 /*
  * Value of a symbol for the check sum, as input reads it: base32 value,
- * O as 0, I and L as 1, U = 36 (a prefix letter, and a check symbol);
- * -1 = not a symbol.  '*', '~', '$', '=' are check symbols only (32..35).
+ * O as 0, I and L as 1, U = 36 (a prefix letter, and a 0.1.0 check symbol);
+ * -1 = not a symbol.  '*', '~', '$', '=' are 0.1.0 check symbols only (32..35).
  */
 static int
 symbol_value(int ch)

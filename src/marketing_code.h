@@ -64,7 +64,7 @@ typedef enum CodeTextStatus
 {
 	CODE_TEXT_OK,
 	CODE_TEXT_MALFORMED,		/* bad symbol, wrong length, bad structure */
-	CODE_TEXT_MISTYPED			/* check symbol does not match */
+	CODE_TEXT_MISTYPED			/* check symbols do not match */
 } CodeTextStatus;
 
 extern void code_pack(const CodeFields *f, MarketingCode *c);
