@@ -8,10 +8,12 @@ derivation; a plain BLAKE2b is not enough) and HMAC-SHA-256.
 INSTALLATION is the database's installation id (SELECT wallet.installation_id()),
 or "legacy" for a key version made by wallet 0.1.0 (code_keys.installation_id NULL).
 
-    python3 docs/code_reference.py ROOT_KEY_HEX INSTALLATION CAMPAIGN SERIAL VERSION [PREFIX] [MAC_BITS]
-        prints the code's text form
+    python3 docs/code_reference.py [--text-0.1.0] ROOT_KEY_HEX INSTALLATION CAMPAIGN SERIAL VERSION [PREFIX] [MAC_BITS]
+        prints the code's text form (with --text-0.1.0: the form 0.1.0 printed, one check symbol)
     python3 docs/code_reference.py --check ROOT_KEY_HEX INSTALLATION CODE CURRENT_PREFIX MAC_BITS
         prints ok / malformed / mistyped / forged (key versions are not checked here)
+    python3 docs/code_reference.py --prove
+        checks by enumeration that every code has its two check symbols (section 3.2)
 """
 import hashlib
 import hmac
@@ -19,7 +21,7 @@ import sys
 import uuid
 
 B32 = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-CHECK = B32 + "*~$=U"
+CHECK = B32 + "*~$=U"    # values 0..36 of the check sum; 32..36 only in a 0.1.0 check symbol or (U) a prefix
 CAMPAIGN_WIDTHS = (8, 16, 20, 32)
 SERIAL_WIDTHS = (16, 24, 32, 38)
 
@@ -64,17 +66,62 @@ def value(ch: str) -> int:
     return CHECK.index(fold(ch))
 
 
-def check_symbol(symbols: str) -> str:
-    n = len(symbols) + 1
-    total = sum((1 + (n - i - 1) % 36) * value(c) for i, c in enumerate(symbols))
-    return CHECK[-total % 37]
+def weighted_sum(symbols: str, right: int = 0) -> int:
+    """Sum of weight * value mod 37; the last symbol of symbols is number right + 1 from the right."""
+    n = len(symbols) + right
+    return sum((1 + (n - i - 1) % 36) * value(c) for i, c in enumerate(symbols)) % 37
+
+
+def header_length(tail: str):
+    """Body length in symbols given by the last 4 body symbols, or None if the header is invalid."""
+    if any(fold(c) not in B32 for c in tail):
+        return None
+    t = 0
+    for c in tail:
+        t = t << 5 | B32.index(fold(c))
+    hdr = t & 63
+    cw, sw, m_flag, v_flag = hdr & 3, hdr >> 2 & 3, hdr >> 4 & 1, hdr >> 5 & 1
+    mac_bits = ((t >> 6) & 63) + 32 if m_flag else 40
+    if mac_bits > 64 or (m_flag and mac_bits == 40):
+        return None
+    return (6 + 6 * m_flag + 10 * v_flag + mac_bits + CAMPAIGN_WIDTHS[cw] + SERIAL_WIDTHS[sw] + 4) // 5
+
+
+def reads_as_0_1_0(s: str) -> bool:
+    """Section 3.3 step 3: the header before the last symbol leaves a prefix of 0 to 8 symbols."""
+    n = header_length(s[-5:-1])
+    return n is not None and 0 <= len(s) - 1 - n <= 8
+
+
+def check_pair(symbols: str) -> str:
+    """The two check symbols after symbols (prefix and body): the smallest c1 that works (section 3.2)."""
+    t = -weighted_sum(symbols, 2) % 37
+    for c1 in range(32):
+        c0 = (t - 2 * c1) % 37
+        if c0 < 32 and not reads_as_0_1_0(symbols + B32[c1] + B32[c0]):
+            return B32[c1] + B32[c0]
+    raise AssertionError("no check pair")   # cannot happen: see prove()
+
+
+def prove():
+    """check_pair never fails: whether a candidate works depends only on the sum t it must make up,
+    the last two body symbols and the length, so try every combination of those."""
+    for t in range(37):
+        for b2 in B32:
+            for b1 in B32:
+                for length in range(14, 41):   # prefix and body: 0 + 14 to 8 + 32 symbols
+                    s = "0" * (length - 2) + b2 + b1
+                    if not any((t - 2 * c1) % 37 < 32 and not reads_as_0_1_0(s + B32[c1] + B32[(t - 2 * c1) % 37])
+                               for c1 in range(32)):
+                        return "no check pair for t=%d %s%s length %d" % (t, b2, b1, length)
+    return "every code has its check pair"
 
 
 def width_class(x, widths):
     return next(k for k, w in enumerate(widths) if x < (1 << w))
 
 
-def encode(root_key, installation, campaign, serial, version=1, prefix="", mac_bits=40) -> str:
+def encode(root_key, installation, campaign, serial, version=1, prefix="", mac_bits=40, text_0_1_0=False) -> str:
     cw, sw = width_class(campaign, CAMPAIGN_WIDTHS), width_class(serial, SERIAL_WIDTHS)
     m_flag, v_flag = int(mac_bits != 40), int(version != 1)
     body, bits = 0, 0
@@ -89,7 +136,10 @@ def encode(root_key, installation, campaign, serial, version=1, prefix="", mac_b
         body, bits = body << w | v, bits + w
     n = (bits + 4) // 5
     syms = "".join(B32[(body >> (5 * (n - 1 - k))) & 31] for k in range(n))
-    text = syms + check_symbol(prefix.upper() + syms)
+    if text_0_1_0:
+        text = syms + CHECK[-weighted_sum(prefix.upper() + syms, 1) % 37]
+    else:
+        text = syms + check_pair(prefix.upper() + syms)
     groups = [text[i:i + 4] for i in range(0, len(text), 4)]
     return "-".join(([prefix.upper()] if prefix else []) + groups)
 
@@ -97,13 +147,21 @@ def encode(root_key, installation, campaign, serial, version=1, prefix="", mac_b
 def decode(text):
     """Returns (status, fields) with status ok (structure only), malformed or mistyped."""
     s = "".join(c for c in text.upper() if c not in "- \t\r\n")
-    if not 14 <= len(s) <= 41 or any(c not in "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ" for c in s[:-1]) \
+    if not 15 <= len(s) <= 42 or any(c not in "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ" for c in s[:-1]) \
             or fold(s[-1]) not in CHECK:
         return "malformed", None
-    if sum((1 + (len(s) - i - 1) % 36) * value(c) for i, c in enumerate(s)) % 37:
+    if weighted_sum(s):
         return "mistyped", None
+    if reads_as_0_1_0(s):
+        end = len(s) - 1              # one check symbol (0.1.0)
+    else:
+        end = len(s) - 2              # two check symbols
+        if any(fold(c) not in B32 for c in s[-2:]):
+            return "malformed", None
+        if s[-2:] != check_pair(s[:-2]):
+            return "mistyped", None
     tail = 0
-    for c in s[-5:-1]:
+    for c in s[end - 4:end]:
         if fold(c) not in B32:
             return "malformed", None
         tail = tail << 5 | B32.index(fold(c))
@@ -114,11 +172,11 @@ def decode(text):
         return "malformed", None
     bits = 6 + 6 * m_flag + 10 * v_flag + mac_bits + CAMPAIGN_WIDTHS[cw] + SERIAL_WIDTHS[sw]
     n = (bits + 4) // 5
-    plen = len(s) - 1 - n
+    plen = end - n
     if not 0 <= plen <= 8:
         return "malformed", None
     body = 0
-    for c in s[plen:-1]:
+    for c in s[plen:end]:
         if fold(c) not in B32:
             return "malformed", None
         body = body << 5 | B32.index(fold(c))
@@ -144,7 +202,9 @@ def decode(text):
 
 if __name__ == "__main__":
     a = sys.argv[1:]
-    if a and a[0] == "--check":
+    if a == ["--prove"]:
+        print(prove())
+    elif a and a[0] == "--check":
         root, inst, code, prefix, mac_bits = bytes.fromhex(a[1]), installation_id(a[2]), a[3], a[4], int(a[5])
         status, f = decode(code)
         if status == "ok" and (f["mac_bits"] != mac_bits or fold(f["prefix"]) != fold(prefix)
@@ -152,6 +212,8 @@ if __name__ == "__main__":
             status = "forged"
         print(status)
     else:
+        old = a[:1] == ["--text-0.1.0"]
+        a = a[1:] if old else a
         root, inst = bytes.fromhex(a[0]), installation_id(a[1])
         print(encode(root, inst, int(a[2]), int(a[3]), int(a[4]), a[5] if len(a) > 5 else "",
-                     int(a[6]) if len(a) > 6 else 40))
+                     int(a[6]) if len(a) > 6 else 40, old))

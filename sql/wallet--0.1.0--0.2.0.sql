@@ -1668,3 +1668,49 @@ COMMENT ON FUNCTION wallet.program_liability(bigint, timestamptz) IS 'outstandin
 
 -- -- 5e. structure
 -- Nothing: C (ledger_apply handler table, prefixed helper symbols) and tests only.
+
+-- -- 5d. code text, operators, extension schema
+-- Codes print two base32 check symbols and still read the one check symbol
+-- of 0.1.0 (C library, docs/code-format.md 3.2); the comments say so.
+COMMENT ON FUNCTION wallet.marketing_code_in(cstring) IS 'text input of wallet.marketing_code: checks the symbols, length and check symbols, also of 0.1.0 texts (not the MAC)';
+COMMENT ON FUNCTION wallet.marketing_code_out(wallet.marketing_code) IS 'text output of wallet.marketing_code: prefix, base32 body and two check symbols in groups of 4';
+COMMENT ON TYPE wallet.marketing_code IS 'HMAC-signed marketing code: campaign, serial, key version, prefix and truncated MAC in 24 bytes; text form like SHOP-XXXX-XXXX-XXXX-XXCC';
+-- The comments promise only what exists.
+COMMENT ON SCHEMA wallet IS 'digital-wallet marketing: marketing codes and points ledger';
+COMMENT ON EXTENSION wallet IS 'digital-wallet marketing in the database: signed marketing codes and a points ledger';
+
+-- 0.1.0's control file named no schema, so CREATE EXTENSION recorded the
+-- extension in whatever schema was first on the creator's search_path (say
+-- public), with a dependency on it: the owner of that schema could drop the
+-- extension, and all its data, with DROP SCHEMA ... CASCADE.  0.2.0 records
+-- it in pg_catalog (wallet.control: schema = pg_catalog), which no one can
+-- drop.  ALTER EXTENSION ... SET SCHEMA refuses a non-relocatable extension,
+-- so the update moves the record itself: pg_extension.extnamespace, and the
+-- dependency row on the old schema goes (pg_catalog is pinned, so CREATE
+-- EXTENSION records no dependency on it either).  Every object stays in
+-- schema wallet.  Only a superuser may write the catalogs; the extension is
+-- not trusted, so whoever updates it is one.
+DO $$
+DECLARE
+    ext oid;
+    old_schema oid;
+BEGIN
+    SELECT e.oid, e.extnamespace INTO ext, old_schema FROM pg_catalog.pg_extension e
+     WHERE e.extname OPERATOR(pg_catalog.=) 'wallet';
+    IF old_schema OPERATOR(pg_catalog.<>) 'pg_catalog'::pg_catalog.regnamespace::pg_catalog.oid THEN
+        IF NOT (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER) THEN
+            RAISE EXCEPTION 'only a superuser can update extension wallet to 0.2.0'
+                USING ERRCODE = '42501',
+                      DETAIL = 'The update moves the extension''s record from schema ' || old_schema::pg_catalog.regnamespace::pg_catalog.text
+                               || ' to pg_catalog, which takes writing the system catalogs.';
+        END IF;
+        DELETE FROM pg_catalog.pg_depend d
+         WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_extension'::pg_catalog.regclass::pg_catalog.oid
+           AND d.objid OPERATOR(pg_catalog.=) ext
+           AND d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_namespace'::pg_catalog.regclass::pg_catalog.oid;
+        UPDATE pg_catalog.pg_extension e
+           SET extnamespace = 'pg_catalog'::pg_catalog.regnamespace::pg_catalog.oid
+         WHERE e.oid OPERATOR(pg_catalog.=) ext;
+    END IF;
+END
+$$;

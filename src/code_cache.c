@@ -20,6 +20,7 @@
 
 #include "keys.h"
 #include "code_cache.h"
+#include "code_hmac.h"
 
 static HTAB *campaign_cache = NULL;
 static bool cache_valid = false;

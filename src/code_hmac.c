@@ -1,5 +1,5 @@
 /*
- * code_hmac.c: the one HMAC per code.
+ * code_hmac.c: a code's MAC — its message and the one HMAC per code.
  *
  * A keyed crypto_auth_hmacsha256_state holds the SHA-256 states after the
  * inner and outer key pads (one 64-byte block each).  A code's MAC message
@@ -13,6 +13,7 @@
 #include "wallet.h"
 
 #include "code_hmac.h"
+#include "keys.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <cpuid.h>
@@ -20,7 +21,7 @@
 #define HAVE_SHA_NI_CODE 1
 #endif
 
-#define MSG_BYTES 24
+#define MSG_BYTES CODE_MAC_MESSAGE_BYTES
 
 static uint64
 hmac64_sodium(const crypto_auth_hmacsha256_state *keyed, const unsigned char *msg)
@@ -194,4 +195,35 @@ code_hmac64(const crypto_auth_hmacsha256_state *keyed, const unsigned char *msg)
 	}
 #endif
 	return hmac64_sodium(keyed, msg);
+}
+
+/* ---- the MAC of a code ---------------------------------------------------- */
+
+void
+code_mac_message(const CodeFields *f, unsigned char *msg)
+{
+	char		folded[CODE_MAX_PREFIX + 1];
+	int			i;
+
+	memset(msg, 0, CODE_MAC_MESSAGE_BYTES);
+	msg[0] = 1;					/* encoding version */
+	msg[1] = f->mac_bits;
+	code_fold_prefix(f->prefix, folded);
+	memcpy(msg + 2, folded, strlen(folded));
+	for (i = 0; i < 4; i++)
+		msg[10 + i] = (unsigned char) (f->campaign >> (24 - 8 * i));
+	for (i = 0; i < 8; i++)
+		msg[14 + i] = (unsigned char) (f->serial >> (56 - 8 * i));
+	msg[22] = (unsigned char) (f->version >> 8);
+	msg[23] = (unsigned char) f->version;
+}
+
+uint64
+code_compute_mac(const CodeFields *f, const uint8 *installation_id)
+{
+	unsigned char msg[CODE_MAC_MESSAGE_BYTES];
+
+	code_mac_message(f, msg);
+	/* the keyed state is cached: one HMAC per message, no key set-up */
+	return code_hmac64(code_key_state(f->campaign, f->version, installation_id), msg) >> (64 - f->mac_bits);
 }

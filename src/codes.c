@@ -22,6 +22,7 @@
 #include "keys.h"
 #include "marketing_code.h"
 #include "code_cache.h"
+#include "code_hmac.h"
 
 typedef struct GenerateState
 {

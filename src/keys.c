@@ -6,6 +6,7 @@
 
 #include <sys/stat.h>
 #include <fcntl.h>
+#include <pwd.h>
 #include <unistd.h>
 #include <errno.h>
 
@@ -51,6 +52,28 @@ parse_hex_key(const char *buf, size_t len, unsigned char *key)
 	return true;
 }
 
+/* The server's OS user, for hints (the key file must belong to it). */
+static const char *
+server_user_name(void)
+{
+	struct passwd *pw = getpwuid(geteuid());
+
+	return pw ? pw->pw_name : "postgres";
+}
+
+/*
+ * How to make the key file right: owned by the server's user, mode 600 (a
+ * file made by root with the default umask is neither).
+ */
+static char *
+key_file_hint(const char *path)
+{
+	const char *user = server_user_name();
+
+	return psprintf("As root: chown %s \"%s\" && chmod 600 \"%s\" (or make the key file with: install -m 600 -o %s /dev/null FILE, then write the key into it).",
+					user, path, path, user);
+}
+
 /* Reads the key file into buf; the file must be private to the server's user. */
 static size_t
 read_key_file(const char *path, char *buf, size_t bufsize)
@@ -61,11 +84,29 @@ read_key_file(const char *path, char *buf, size_t bufsize)
 	size_t		total = 0;
 
 	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 && (errno == EACCES || errno == EPERM))
+	{
+		/* the usual cause: made by root, so the server's user may not read it */
+		int			save_errno = errno;
+		bool		have_st = stat(path, &st) == 0;
+
+		errno = save_errno;
+		ereport(FATAL,
+				(errcode_for_file_access(),
+				 errmsg("could not open root key file \"%s\": %m", path),
+				 have_st && st.st_uid != geteuid()
+				 ? errdetail("The file belongs to user id %u, not to the server's user \"%s\" (user id %u), which must own it and be the only one to read it.",
+							 (unsigned) st.st_uid, server_user_name(), (unsigned) geteuid())
+				 : errdetail("The server's user \"%s\" must own the file, be able to read it and reach its directory.",
+							 server_user_name()),
+				 errhint("%s", key_file_hint(path))));
+	}
 	if (fd < 0)
 		ereport(FATAL,
 				(errcode_for_file_access(),
 				 errmsg("could not open root key file \"%s\": %m", path),
-				 errhint(KEY_HINT)));
+				 errhint("Set wallet.root_key_file to the path of a file holding 64 hex characters, owned by the server's user \"%s\" and readable by it only.",
+						 server_user_name())));
 	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
 	{
 		close(fd);
@@ -81,8 +122,12 @@ read_key_file(const char *path, char *buf, size_t bufsize)
 		ereport(FATAL,
 				(errcode(ERRCODE_CONFIG_FILE_ERROR),
 				 errmsg("root key file \"%s\" has group or world access", path),
-				 errdetail("The file must be readable by the server's user only."),
-				 errhint("Run chmod 600 on the file.")));
+				 st.st_uid != geteuid()
+				 ? errdetail("The file has mode %04o and belongs to user id %u; it must belong to the server's user \"%s\" (user id %u) and be readable by it only.",
+							 (unsigned) (st.st_mode & 07777), (unsigned) st.st_uid, server_user_name(), (unsigned) geteuid())
+				 : errdetail("The file has mode %04o; it must be readable by the server's user only.",
+							 (unsigned) (st.st_mode & 07777)),
+				 errhint("%s", st.st_uid != geteuid() ? key_file_hint(path) : psprintf("Run chmod 600 \"%s\".", path))));
 	}
 	while (total < bufsize && (n = read(fd, buf + total, bufsize - total)) > 0)
 		total += n;

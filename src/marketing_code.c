@@ -1,7 +1,8 @@
 /*
  * marketing_code.c: the wallet.marketing_code type — packing, the text form
- * (prefix, Crockford base32 body, mod-37 check symbol), binary I/O,
- * comparison, hashing and accessors.  docs/code-format.md is the spec.
+ * (prefix, Crockford base32 body, two check symbols; 0.1.0's one check symbol
+ * still read), binary I/O, comparison, hashing and accessors.  The MAC is
+ * code_hmac.c's.  docs/code-format.md is the spec.
  */
 #include "wallet.h"
 
@@ -12,14 +13,16 @@
 #include "utils/builtins.h"
 #include "utils/sortsupport.h"
 
-#include "keys.h"
-#include "code_hmac.h"
 #include "marketing_code.h"
 
 /* Crockford base32: value -> symbol */
 static const char b32_symbols[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
-/* Check symbols: value 0..36 -> symbol (Crockford's check alphabet) */
+/*
+ * Values 0..36 of the mod-37 check sum -> symbol (Crockford's check
+ * alphabet): 32..36 appear only as the one check symbol of a 0.1.0 text, or
+ * (U) in a prefix; the check symbols printed since 0.2.0 are base32.
+ */
 static const char check_symbols[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ*~$=U";
 
 /* Prefix characters in the order of the prefix number's digits (value = index + 1) */
@@ -30,15 +33,15 @@ static const int campaign_widths[4] = {8, 16, 20, 32};
 static const int serial_widths[4] = {16, 24, 32, 38};
 
 #define HEADER_BITS 6
-#define MIN_BODY	13			/* ceil((6 + 8 + 16 + 32) / 5) */
+#define MIN_BODY	14			/* ceil((6 + 6 + 8 + 16 + 32) / 5) */
 #define MAX_BODY	32			/* ceil((6 + 6 + 10 + 38 + 32 + 64) / 5) */
-#define MIN_SYMBOLS (MIN_BODY + 1)
-#define MAX_SYMBOLS (CODE_MAX_PREFIX + MAX_BODY + 1)
+#define MIN_SYMBOLS (MIN_BODY + 1)	/* a 0.1.0 text: one check symbol */
+#define MAX_SYMBOLS (CODE_MAX_PREFIX + MAX_BODY + 2)
 
 /*
  * Value of a symbol for the check sum, as input reads it: base32 value,
- * O as 0, I and L as 1, U = 36 (a prefix letter, and a check symbol);
- * -1 = not a symbol.  '*', '~', '$', '=' are check symbols only (32..35).
+ * O as 0, I and L as 1, U = 36 (a prefix letter, and a 0.1.0 check symbol);
+ * -1 = not a symbol.  '*', '~', '$', '=' are 0.1.0 check symbols only (32..35).
  */
 static int
 symbol_value(int ch)
@@ -173,37 +176,6 @@ code_unpack(const MarketingCode *c, CodeFields *f)
 	prefix_from_number(((uint64) c->prefix_hi << 26) | (c->sp & ((UINT64CONST(1) << 26) - 1)), f->prefix);
 }
 
-/* ---- MAC -------------------------------------------------------------- */
-
-void
-code_mac_message(const CodeFields *f, unsigned char *msg)
-{
-	char		folded[CODE_MAX_PREFIX + 1];
-	int			i;
-
-	memset(msg, 0, CODE_MAC_MESSAGE_BYTES);
-	msg[0] = 1;					/* encoding version */
-	msg[1] = f->mac_bits;
-	code_fold_prefix(f->prefix, folded);
-	memcpy(msg + 2, folded, strlen(folded));
-	for (i = 0; i < 4; i++)
-		msg[10 + i] = (unsigned char) (f->campaign >> (24 - 8 * i));
-	for (i = 0; i < 8; i++)
-		msg[14 + i] = (unsigned char) (f->serial >> (56 - 8 * i));
-	msg[22] = (unsigned char) (f->version >> 8);
-	msg[23] = (unsigned char) f->version;
-}
-
-uint64
-code_compute_mac(const CodeFields *f, const uint8 *installation_id)
-{
-	unsigned char msg[CODE_MAC_MESSAGE_BYTES];
-
-	code_mac_message(f, msg);
-	/* the keyed state is cached: one HMAC per message, no key set-up */
-	return code_hmac64(code_key_state(f->campaign, f->version, installation_id), msg) >> (64 - f->mac_bits);
-}
-
 /* ---- text form ---------------------------------------------------------- */
 
 static int
@@ -228,11 +200,100 @@ serial_class(uint64 serial)
 	return 3;
 }
 
-/* weight of the j-th symbol from the right (j = 1 is the check symbol) */
-static inline int
-check_weight(int j)
+/*
+ * The check sum: Σ weight(j) · value(symbol j) mod 37 over every symbol,
+ * j counted from the right from 1.  It is 0 for every valid text, of either
+ * form, so a single substitution or adjacent swap is caught before the form
+ * is even decided (docs/code-format.md 3.2 has the proof).
+ */
+static int
+check_sum(const int *vals, int nsym)
 {
-	return 1 + (j - 1) % 36;
+	int			sum = 0,
+				i;
+
+	for (i = 0; i < nsym; i++)
+		sum += (1 + (nsym - 1 - i) % 36) * vals[i];
+	return sum % 37;
+}
+
+/* What the header in the last 4 body symbols says (docs 3.1). */
+typedef struct CodeHeader
+{
+	int			cw,
+				sw,
+				mac_bits;
+	bool		m_flag,
+				v_flag;
+} CodeHeader;
+
+/*
+ * Reads the header from the values of the last 4 body symbols; returns the
+ * body's length in symbols, or -1 if a symbol is not base32 (U) or the MAC
+ * length is invalid.
+ */
+static int
+read_header(const int *v, CodeHeader *h)
+{
+	uint32		tail;
+	int			hdr;
+
+	if (v[0] > 31 || v[1] > 31 || v[2] > 31 || v[3] > 31)
+		return -1;
+	tail = (v[0] << 15) | (v[1] << 10) | (v[2] << 5) | v[3];
+	hdr = tail & 63;
+	h->cw = hdr & 3;
+	h->sw = (hdr >> 2) & 3;
+	h->m_flag = (hdr >> 4) & 1;
+	h->v_flag = (hdr >> 5) & 1;
+	h->mac_bits = h->m_flag ? (int) ((tail >> 6) & 63) + CODE_MIN_MAC_BITS : CODE_DEFAULT_MAC_BITS;
+	if (h->mac_bits > CODE_MAX_MAC_BITS || (h->m_flag && h->mac_bits == CODE_DEFAULT_MAC_BITS))
+		return -1;
+	return (HEADER_BITS + (h->m_flag ? 6 : 0) + (h->v_flag ? 10 : 0) + h->mac_bits +
+			campaign_widths[h->cw] + serial_widths[h->sw] + 4) / 5;
+}
+
+/*
+ * Whether a text (valid check sum) is in the 0.1.0 form: the 4 symbols
+ * before its last one are a header whose body leaves 0 to 8 prefix symbols.
+ * Genuine 0.1.0 texts always are; texts printed since 0.2.0 never are,
+ * because their check pair is chosen so (check_pair).
+ */
+static bool
+reads_as_0_1_0(const int *vals, int nsym)
+{
+	CodeHeader	h;
+	int			n = read_header(vals + nsym - 5, &h);
+
+	return n >= 0 && nsym - 1 - n >= 0 && nsym - 1 - n <= CODE_MAX_PREFIX;
+}
+
+/*
+ * Sets vals[nsym], vals[nsym + 1] to the check pair after the nsym symbols
+ * of prefix and body: the smallest c1 (with its c0, both base32) that makes
+ * the check sum 0 and keeps the text from reading as a 0.1.0 one.  Some c1
+ * always does (docs 3.2: enumerated by docs/code_reference.py --prove).
+ */
+static void
+check_pair(int *vals, int nsym)
+{
+	int			t,
+				c1;
+
+	vals[nsym] = vals[nsym + 1] = 0;
+	t = (37 - check_sum(vals, nsym + 2)) % 37;	/* 2 c1 + c0 must make up t */
+	for (c1 = 0; c1 < 32; c1++)
+	{
+		int			c0 = (t + 74 - 2 * c1) % 37;
+
+		if (c0 > 31)
+			continue;
+		vals[nsym] = c1;
+		vals[nsym + 1] = c0;
+		if (!reads_as_0_1_0(vals, nsym + 2))
+			return;
+	}
+	elog(ERROR, "wallet: no check pair for a marketing code");	/* cannot happen */
 }
 
 int
@@ -248,7 +309,6 @@ code_to_text(const CodeFields *f, char *buf)
 				k,
 				plen = strlen(f->prefix),
 				nsym,
-				sum = 0,
 				len = 0;
 	int			vals[MAX_SYMBOLS];
 	char		syms[MAX_SYMBOLS];
@@ -284,11 +344,10 @@ code_to_text(const CodeFields *f, char *buf)
 		syms[nsym] = b32_symbols[v];
 		vals[nsym++] = v;
 	}
-	/* weights count from the right, the check symbol having weight 1 */
-	for (k = 0; k < nsym; k++)
-		sum += check_weight(nsym + 1 - k) * vals[k];
-	syms[nsym] = check_symbols[(37 - sum % 37) % 37];
-	nsym++;
+	check_pair(vals, nsym);
+	syms[nsym] = b32_symbols[vals[nsym]];
+	syms[nsym + 1] = b32_symbols[vals[nsym + 1]];
+	nsym += 2;
 
 	if (plen > 0)
 	{
@@ -306,25 +365,30 @@ code_to_text(const CodeFields *f, char *buf)
 	return len;
 }
 
+/* errdetail for a symbol that is not allowed where it stands */
+static char *
+bad_symbol_detail(const char *str, int pos, const char *what)
+{
+	unsigned char ch = (unsigned char) str[pos - 1];
+
+	if (ch >= 0x20 && ch < 0x7f)
+		return psprintf("The character \"%c\" at position %d is not a %s.", ch, pos, what);
+	return psprintf("The byte 0x%02x at position %d is not a %s.", ch, pos, what);
+}
+
 CodeTextStatus
 code_from_text(const char *str, CodeFields *f, char **detail)
 {
 	char		syms[MAX_SYMBOLS];
 	int			pos[MAX_SYMBOLS];
-	int			vals[MAX_SYMBOLS];
+	int			vals[MAX_SYMBOLS + 2];
 	int			nsym = 0,
 				i,
 				j,
-				sum,
 				n,
-				plen,
-				bits,
-				hdr,
-				cw,
-				sw,
-				mbits;
-	bool		m_flag,
-				v_flag;
+				end,
+				plen;
+	CodeHeader	h;
 	U192		b = {{0, 0, 0}};
 
 	/* normalise: drop white space and hyphens, upper-case, remember positions */
@@ -342,6 +406,7 @@ code_from_text(const char *str, CodeFields *f, char **detail)
 		syms[nsym] = toupper(ch);
 		pos[nsym++] = i + 1;
 	}
+	/* letters and digits; the last symbol may be a 0.1.0 check symbol */
 	for (i = 0; i < nsym; i++)
 	{
 		int			v = symbol_value(syms[i]);
@@ -349,14 +414,7 @@ code_from_text(const char *str, CodeFields *f, char **detail)
 
 		if (!ok)
 		{
-			unsigned char ch = (unsigned char) str[pos[i] - 1];
-
-			if (ch >= 0x20 && ch < 0x7f)
-				*detail = psprintf("The character \"%c\" at position %d is not a %s.",
-								   ch, pos[i], i == nsym - 1 ? "check symbol" : "letter or digit");
-			else
-				*detail = psprintf("The byte 0x%02x at position %d is not a %s.",
-								   ch, pos[i], i == nsym - 1 ? "check symbol" : "letter or digit");
+			*detail = bad_symbol_detail(str, pos[i], i == nsym - 1 ? "check symbol" : "letter or digit");
 			return CODE_TEXT_MALFORMED;
 		}
 		vals[i] = v;
@@ -368,79 +426,83 @@ code_from_text(const char *str, CodeFields *f, char **detail)
 		return CODE_TEXT_MALFORMED;
 	}
 
-	/* the check symbol: weighted sum mod 37 over every symbol must be 0 */
-	sum = 0;
-	for (i = 0; i < nsym; i++)
-		sum += check_weight(nsym - i) * vals[i];
-	if (sum % 37 != 0)
+	/* the check sum comes first: it catches every single typo, in either form */
+	if (check_sum(vals, nsym) != 0)
 	{
-		*detail = pstrdup("The check symbol does not match the rest of the code, so a symbol was probably mistyped or two were swapped.");
+		*detail = pstrdup("The check symbols do not match the rest of the code, so a symbol was probably mistyped or two were swapped.");
 		return CODE_TEXT_MISTYPED;
 	}
 
+	if (reads_as_0_1_0(vals, nsym))
+		end = nsym - 1;			/* one check symbol, as wallet 0.1.0 printed */
+	else
+	{
+		/* two check symbols, base32, and the pair check_pair chooses */
+		end = nsym - 2;
+		for (i = end; i < nsym; i++)
+			if (vals[i] > 31)
+			{
+				*detail = bad_symbol_detail(str, pos[i], "Crockford base32 symbol");
+				return CODE_TEXT_MALFORMED;
+			}
+		check_pair(vals, end);
+		if (vals[end] != symbol_value(syms[end]) || vals[end + 1] != symbol_value(syms[end + 1]))
+		{
+			*detail = pstrdup("The check symbols do not match the rest of the code, so symbols were probably mistyped.");
+			return CODE_TEXT_MISTYPED;
+		}
+	}
+
 	/*
-	 * The body ends just before the check symbol; its last 20 bits (4
+	 * The body ends just before the check symbols; its last 20 bits (4
 	 * symbols, always body) hold the header and the MAC length, which give
 	 * the body's length and hence where the prefix ends.
 	 */
-	for (i = nsym - 5; i < nsym - 1; i++)
-		if (vals[i] > 31 || syms[i] == 'U')
+	for (i = end - 4; i < end; i++)
+		if (vals[i] > 31)
 		{
-			*detail = psprintf("The character \"%c\" at position %d is not a Crockford base32 symbol.",
-							   str[pos[i] - 1], pos[i]);
+			*detail = bad_symbol_detail(str, pos[i], "Crockford base32 symbol");
 			return CODE_TEXT_MALFORMED;
 		}
+	n = read_header(vals + end - 4, &h);
+	if (n < 0)
 	{
-		uint32		tail = (vals[nsym - 5] << 15) | (vals[nsym - 4] << 10) | (vals[nsym - 3] << 5) | vals[nsym - 2];
-
-		hdr = tail & 63;
-		cw = hdr & 3;
-		sw = (hdr >> 2) & 3;
-		m_flag = (hdr >> 4) & 1;
-		v_flag = (hdr >> 5) & 1;
-		mbits = m_flag ? (int) ((tail >> 6) & 63) + CODE_MIN_MAC_BITS : CODE_DEFAULT_MAC_BITS;
-	}
-	if (mbits > CODE_MAX_MAC_BITS || (m_flag && mbits == CODE_DEFAULT_MAC_BITS))
-	{
-		*detail = psprintf("The code's header gives a MAC length of %d bits, which is not valid.", mbits);
+		*detail = psprintf("The code's header gives a MAC length of %d bits, which is not valid.", h.mac_bits);
 		return CODE_TEXT_MALFORMED;
 	}
-	bits = HEADER_BITS + (m_flag ? 6 : 0) + (v_flag ? 10 : 0) + mbits + campaign_widths[cw] + serial_widths[sw];
-	n = (bits + 4) / 5;
-	plen = nsym - 1 - n;
+	plen = end - n;
 	if (plen < 0 || plen > CODE_MAX_PREFIX)
 	{
-		*detail = psprintf("The code has %d symbols but its header calls for a body of %d symbols, a check symbol and a prefix of at most %d characters.",
+		*detail = psprintf("The code has %d symbols but its header calls for a body of %d symbols, check symbols and a prefix of at most %d characters.",
 						   nsym, n, CODE_MAX_PREFIX);
 		return CODE_TEXT_MALFORMED;
 	}
-	for (i = plen; i < nsym - 1; i++)
+	for (i = plen; i < end; i++)
 	{
-		if (vals[i] > 31 || syms[i] == 'U')
+		if (vals[i] > 31)
 		{
-			*detail = psprintf("The character \"%c\" at position %d is not a Crockford base32 symbol.",
-							   str[pos[i] - 1], pos[i]);
+			*detail = bad_symbol_detail(str, pos[i], "Crockford base32 symbol");
 			return CODE_TEXT_MALFORMED;
 		}
 		u192_push(&b, vals[i], 5);
 	}
 
 	(void) u192_pop(&b, HEADER_BITS);
-	if (m_flag)
+	if (h.m_flag)
 		(void) u192_pop(&b, 6);
-	f->version = v_flag ? (uint16) u192_pop(&b, 10) : 1;
-	f->mac_bits = mbits;
-	f->mac = u192_pop(&b, mbits);
-	f->serial = u192_pop(&b, serial_widths[sw]);
-	f->campaign = (uint32) u192_pop(&b, campaign_widths[cw]);
+	f->version = h.v_flag ? (uint16) u192_pop(&b, 10) : 1;
+	f->mac_bits = h.mac_bits;
+	f->mac = u192_pop(&b, h.mac_bits);
+	f->serial = u192_pop(&b, serial_widths[h.sw]);
+	f->campaign = (uint32) u192_pop(&b, campaign_widths[h.cw]);
 	if (b.w[0] != 0 || b.w[1] != 0 || b.w[2] != 0)
 	{
 		*detail = pstrdup("The code's body has bits set beyond its fields.");
 		return CODE_TEXT_MALFORMED;
 	}
 	/* one text per value: fields use the narrowest width, flags only when needed */
-	if ((v_flag && f->version < 2) || campaign_class(f->campaign) != cw ||
-		serial_class(f->serial) != sw)
+	if ((h.v_flag && f->version < 2) || campaign_class(f->campaign) != h.cw ||
+		serial_class(f->serial) != h.sw)
 	{
 		*detail = pstrdup("The code's body is not in canonical form.");
 		return CODE_TEXT_MALFORMED;

@@ -57,7 +57,7 @@ typedef enum CodeTextStatus
 {
 	CODE_TEXT_OK,
 	CODE_TEXT_MALFORMED,		/* bad symbol, wrong length, bad structure */
-	CODE_TEXT_MISTYPED			/* check symbol does not match */
+	CODE_TEXT_MISTYPED			/* check symbols do not match */
 } CodeTextStatus;
 
 extern void code_pack(const CodeFields *f, MarketingCode *c);
@@ -68,16 +68,6 @@ extern int	code_to_text(const CodeFields *f, char *buf);
 
 /* Decodes text; on failure *detail is a palloc'd errdetail sentence. */
 extern CodeTextStatus code_from_text(const char *str, CodeFields *f, char **detail);
-
-/* The canonical 24-byte MAC message of everything but the MAC. */
-#define CODE_MAC_MESSAGE_BYTES 24
-extern void code_mac_message(const CodeFields *f, unsigned char *msg);
-
-/*
- * The truncated MAC of f under the code key of (campaign, version), bound to
- * installation_id (16 bytes), or of the legacy derivation when it is NULL.
- */
-extern uint64 code_compute_mac(const CodeFields *f, const uint8 *installation_id);
 
 /* Folds a prefix the way input reads it (O as 0, I and L as 1) into out[9]. */
 extern void code_fold_prefix(const char *prefix, char *out);

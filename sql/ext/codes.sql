@@ -9,10 +9,10 @@ CREATE TYPE wallet.marketing_code;
 
 CREATE FUNCTION wallet.marketing_code_in(cstring) RETURNS wallet.marketing_code
     AS 'MODULE_PATHNAME', 'marketing_code_in' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
-COMMENT ON FUNCTION wallet.marketing_code_in(cstring) IS 'text input of wallet.marketing_code: checks the symbols, length and check symbol (not the MAC)';
+COMMENT ON FUNCTION wallet.marketing_code_in(cstring) IS 'text input of wallet.marketing_code: checks the symbols, length and check symbols, also of 0.1.0 texts (not the MAC)';
 CREATE FUNCTION wallet.marketing_code_out(wallet.marketing_code) RETURNS cstring
     AS 'MODULE_PATHNAME', 'marketing_code_out' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
-COMMENT ON FUNCTION wallet.marketing_code_out(wallet.marketing_code) IS 'text output of wallet.marketing_code: prefix, base32 body in groups of 4, check symbol';
+COMMENT ON FUNCTION wallet.marketing_code_out(wallet.marketing_code) IS 'text output of wallet.marketing_code: prefix, base32 body and two check symbols in groups of 4';
 CREATE FUNCTION wallet.marketing_code_recv(internal) RETURNS wallet.marketing_code
     AS 'MODULE_PATHNAME', 'marketing_code_recv' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 COMMENT ON FUNCTION wallet.marketing_code_recv(internal) IS 'binary input of wallet.marketing_code (format version byte first)';
@@ -29,7 +29,7 @@ CREATE TYPE wallet.marketing_code (
     ALIGNMENT = double,
     STORAGE = plain
 );
-COMMENT ON TYPE wallet.marketing_code IS 'HMAC-signed marketing code: campaign, serial, key version, prefix and truncated MAC in 24 bytes; text form like SHOP-XXXX-XXXX-XXXX-XXXC';
+COMMENT ON TYPE wallet.marketing_code IS 'HMAC-signed marketing code: campaign, serial, key version, prefix and truncated MAC in 24 bytes; text form like SHOP-XXXX-XXXX-XXXX-XXCC';
 
 -- Comparison: campaign, serial, key version, MAC length, MAC, prefix (as input reads it).
 CREATE FUNCTION wallet.marketing_code_eq(wallet.marketing_code, wallet.marketing_code) RETURNS boolean

@@ -1,12 +1,12 @@
 -- wallet extension install script, assembled from sql/ext/*.sql by the Makefile.
 \echo Use "CREATE EXTENSION wallet" to load this file. \quit
 
--- The script creates the schema itself (wallet.control names none): a schema
--- that CREATE EXTENSION makes from the control file is not a member of the
--- extension, so DROP EXTENSION would leave it behind.  All objects are
--- schema-qualified, so the extension's own (nominal) schema does not matter.
+-- The script creates the schema itself: a schema that CREATE EXTENSION makes
+-- from the control file is not a member of the extension, so DROP EXTENSION
+-- would leave it behind.  The extension is recorded in pg_catalog
+-- (wallet.control), and all objects are schema-qualified.
 CREATE SCHEMA wallet;
-COMMENT ON SCHEMA wallet IS 'digital-wallet marketing: marketing codes, points ledger, tiers, campaigns, push queue';
+COMMENT ON SCHEMA wallet IS 'digital-wallet marketing: marketing codes and points ledger';
 
 CREATE FUNCTION wallet.version() RETURNS text
     AS 'MODULE_PATHNAME', 'wallet_version'

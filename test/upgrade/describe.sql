@@ -19,11 +19,19 @@ WITH ext AS (
      WHERE c.relnamespace IN (SELECT oid FROM ext_schemas)
        AND (c.relkind <> 'S' OR EXISTS (SELECT 1 FROM members m WHERE m.classid = 'pg_class'::regclass AND m.objid = c.oid))
 ), lines AS (
-    -- the extension itself: version and what pg_dump keeps
+    -- the extension itself: version, the schema it is recorded in (\dx) and
+    -- the schemas it depends on (DROP SCHEMA ... CASCADE would drop it),
+    -- what pg_dump keeps, and its comment
     SELECT 'extension ' || extversion || ' relocatable=' || extrelocatable
+           || ' schema=' || extnamespace::regnamespace::text
+           || ' depends_on_schemas=' || coalesce((SELECT string_agg(d.refobjid::regnamespace::text, ',' ORDER BY 1)
+                                                   FROM pg_depend d
+                                                  WHERE d.classid = 'pg_extension'::regclass AND d.objid = e.oid
+                                                    AND d.refclassid = 'pg_namespace'::regclass), '')
            || ' config=' || coalesce((SELECT string_agg(c::regclass::text || ' [' || coalesce(w, '') || ']', ', ' ORDER BY c::regclass::text)
-                                        FROM unnest(extconfig, extcondition) AS u(c, w)), '') AS line
-      FROM pg_extension WHERE extname = 'wallet'
+                                        FROM unnest(extconfig, extcondition) AS u(c, w)), '')
+           || coalesce(' -- ' || obj_description(e.oid, 'pg_extension'), '') AS line
+      FROM pg_extension e WHERE extname = 'wallet'
     UNION ALL
     -- every member, with its comment
     SELECT 'member ' || pg_describe_object(classid, objid, objsubid)
