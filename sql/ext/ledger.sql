@@ -353,7 +353,8 @@ BEGIN
     INSERT INTO wallet.entries (entry_id, account_id, kind, amount, balance_after, idempotency_key, reason, reference,
                                 lots, hold_id, reverses, actor, created_at, points, expires_at, policy)
     VALUES (e.entry_id, e.account_id, e.kind, e.amount, e.balance_after, e.idempotency_key, e.reason, e.reference,
-            e.lots, e.hold_id, e.reverses, e.actor, e.created_at, e.points, e.expires_at, e.policy);
+            e.lots, e.hold_id, e.reverses, e.actor, e.created_at, e.points, e.expires_at, e.policy)
+    RETURNING * INTO e;
     RETURN e;
 END
 $$;
