@@ -684,8 +684,8 @@ COMMENT ON FUNCTION wallet.code_caps_status(bigint, bigint, text, int, int, bigi
 -- wallet.idem_check): the operation, the code (the text in any accepted
 -- spelling, canonical; NULL when it names no code) and the member, and a
 -- reservation's ttl (justified: '1 day' equals '24 hours' as intervals do).
--- Not the context: a retrying client may send other
--- request metadata (source, ip, device) and is still retrying.
+-- Not the context: a client retrying with other request metadata (source,
+-- ip, device) is still retrying.
 CREATE FUNCTION wallet.idem_code(operation text, code text, member_ref text, ttl interval)
     RETURNS jsonb
     LANGUAGE sql STABLE
