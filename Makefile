@@ -27,7 +27,8 @@ SQL_PARTS = \
 	sql/ext/core.sql \
 	sql/ext/codes.sql \
 	sql/ext/redeem.sql \
-	sql/ext/ledger.sql
+	sql/ext/ledger.sql \
+	sql/ext/maintenance.sql
 
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
 # Released versions are frozen, committed files; every later version is

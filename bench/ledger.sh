@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark of the points ledger (not a test: it prints figures, asserts nothing).
 #
-#   bench/ledger.sh            (DURATION=20 seconds per run by default)
+#   bench/ledger.sh            (DURATION=20 seconds per run by default; HOT_POSTINGS=200000 in part 4)
 #
 # Starts its own throwaway cluster (test/cluster.sh, shared_preload_libraries=wallet)
 # and prints, measured in this one run on this machine:
@@ -12,12 +12,18 @@
 #   2. one hot account: the same mix with all 8 clients on one account vs 1 client;
 #      target: hot >= 0.7x single-client (no collapse, no deadlock under contention);
 #   3. the stored ledger size (pg_column_size) of an account with 2 years of daily
-#      activity under a 12-month, month-granularity policy; target <= 512 bytes.
+#      activity under a 12-month, month-granularity policy; target <= 512 bytes;
+#   4. a long hot-account run: HOT_POSTINGS (200,000) postings by 8 clients on one
+#      fresh account, in five equal parts; TPS of the first and the last fifth
+#      (target: last >= 0.9x first: no slowdown as the account's journal grows);
+#   5. balance_at on an account with 100,000 entries: the journal replay it used
+#      to do vs what it does now, milliseconds per call at random instants.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . test/cluster.sh
 
 DURATION=${DURATION:-20}
+HOT_POSTINGS=${HOT_POSTINGS:-200000}
 CLIENTS=8
 ACCOUNTS=10000
 PORT=${BENCH_PORT:-55433}
@@ -102,8 +108,8 @@ echo
 echo "== 3. ledger value size: 2 years of daily activity, 12-month policy, month granularity"
 # Two years of days, simulated ahead of today (an accrual cannot be dated in the
 # past): each day earns 20..119 points with the policy's expiry (the end of the
-# month 12 months later) and spends about half of them; then the expiry job
-# runs as of the last day.
+# month 12 months later) and spends about half of them; then the expiry as of
+# the last day is applied to the value.
 q -d bench_ledger <<'SQL'
 SELECT wallet.create_program(m.merchant_id, 'size points', '12 months', 'month') AS program
   FROM wallet.merchants m WHERE m.name = 'bench' \gset
@@ -123,7 +129,10 @@ BEGIN
         PERFORM wallet.redeem(acct, pts / 2, 'size-r-' || i, 'coupon');
     END LOOP;
 END $$;
-SELECT wallet.expire_points(now() + interval '729 days') \g /dev/null
+-- expire_points refuses an instant in the future: apply the expiry as of the
+-- last day to the value directly (what the expiry job will post then)
+UPDATE wallet.accounts SET ledger = (wallet.ledger_apply(ledger, 'expire', now() + interval '729 days', NULL)).ledger
+ WHERE account_id = :acct;
 SELECT format('stored value after the simulation:        %s bytes  (%s lots)', pg_column_size(ledger),
               (SELECT count(*) FROM regexp_matches(ledger::text, '@', 'g')))
   FROM wallet.accounts WHERE account_id = :acct;
@@ -135,5 +144,76 @@ SELECT format('with all 24 monthly earned buckets filled: %s bytes  (target <= 5
                   'months={' || (SELECT string_agg(to_char(date_trunc('month', now()) - make_interval(months => m), 'YYYY-MM') || ':' || (1500 + m * 7), ',' ORDER BY m)
                                    FROM generate_series(0, 23) m) || '}')::wallet.points_ledger) AS size
           FROM wallet.accounts WHERE account_id = :acct) s;
+SQL
+echo
+echo "== 4. long hot-account run: $HOT_POSTINGS postings on one fresh account, $CLIENTS clients, in five parts"
+# One account, the same accrue/redeem mix, five consecutive runs of a fifth
+# each: a slowdown as the account's journal and row versions grow shows as a
+# falling TPS from part to part.
+hotl=$((amin + 2))
+per_client=$((HOT_POSTINGS / 5 / CLIENTS))
+parts=()
+for part in 1 2 3 4 5; do
+    out=$(pgbench -n -M prepared -c "$CLIENTS" -j 2 -t "$per_client" -D amin="$hotl" -D amax="$hotl" \
+                  -f "$TMPD/accrue.sql@1" -f "$TMPD/redeem.sql@1" bench_ledger 2>&1) || { echo "$out" >&2; exit 1; }
+    t=$(echo "$out" | sed -n 's/^tps = \([0-9]*\)\.[0-9]* .*/\1/p')
+    parts+=("$t")
+    printf '%-58s %10s TPS\n' "part $part: postings $(( (part - 1) * per_client * CLIENTS + 1 ))..$(( part * per_client * CLIENTS ))" "$t"
+done
+echo "ratio last fifth / first fifth: $(ratio "${parts[4]}" "${parts[0]}" 0.9)"
+q -d bench_ledger -F ' ' -c "SELECT 'account row: ' || n_tup_upd || ' updates, ' || n_tup_hot_upd || ' HOT; journal of the account: '
+                               || (SELECT count(*) FROM wallet.entries WHERE account_id = $hotl) || ' entries'
+                               FROM pg_stat_user_tables WHERE relid = 'wallet.accounts'::regclass"
+echo "verify_ledger of the account: $(q -d bench_ledger -c "SELECT count(*) FROM wallet.verify_ledger($hotl)") rows (0 = consistent)"
+
+echo
+echo "== 5. balance_at on an account with 100,000 entries: journal replay (before) vs now"
+q -d bench_ledger <<'SQL'
+SELECT wallet.create_program(m.merchant_id, 'history points', '12 months', 'month') AS program
+  FROM wallet.merchants m WHERE m.name = 'bench' \gset
+SELECT wallet.open_account(:program, 'long-history') AS acct \gset
+-- committed every 1,000 postings: thousands of updates of one row in one
+-- transaction leave row versions that nothing can prune until it ends
+DO $$
+DECLARE
+    acct bigint := (SELECT account_id FROM wallet.accounts WHERE member_ref = 'long-history');
+BEGIN
+    FOR i IN 1 .. 50000 LOOP
+        PERFORM wallet.accrue(acct, 10, 'h-a-' || i, 'purchase');
+        PERFORM wallet.redeem(acct, 5, 'h-r-' || i, 'coupon');
+        IF i % 500 = 0 THEN COMMIT; END IF;
+    END LOOP;
+END $$;
+CREATE TEMP TABLE span AS
+    SELECT min(created_at) AS lo, max(created_at) AS hi, count(*) AS n FROM wallet.entries WHERE account_id = :acct;
+CREATE TEMP TABLE instants AS SELECT i, lo + random() * (hi - lo) AS ts FROM span, generate_series(1, 1000) i;
+CREATE TEMP TABLE timing (what text, calls int, ms double precision, mismatches bigint);
+DO $$
+DECLARE
+    acct bigint := (SELECT account_id FROM wallet.accounts WHERE member_ref = 'long-history');
+    t0 timestamptz;
+    b bigint;
+    bad bigint := 0;
+    r record;
+BEGIN
+    t0 := clock_timestamp();
+    FOR r IN SELECT ts FROM instants WHERE i <= 3 LOOP
+        b := wallet.ledger_balance((wallet.replay_ledger(acct, r.ts)).ledger, r.ts);
+        IF b IS DISTINCT FROM wallet.balance_at(acct, r.ts) THEN bad := bad + 1; END IF;
+    END LOOP;
+    INSERT INTO timing VALUES ('replay', 3, extract(epoch FROM clock_timestamp() - t0) * 1000 / 3, bad);
+    t0 := clock_timestamp();
+    FOR r IN SELECT ts FROM instants LOOP
+        b := wallet.balance_at(acct, r.ts);
+    END LOOP;
+    INSERT INTO timing VALUES ('balance_at', 1000, extract(epoch FROM clock_timestamp() - t0) * 1000 / 1000, NULL);
+END $$;
+SELECT format('account with %s entries', n) FROM span;
+SELECT format('%-58s %10s ms/call', CASE what WHEN 'replay' THEN 'before: journal replay up to ts (3 random instants)'
+                                            ELSE 'now: wallet.balance_at (1,000 random instants)' END, round(ms::numeric, 3))
+  FROM timing ORDER BY what DESC;
+SELECT format('speed-up: %sx; replay and balance_at disagree at %s of the 3 instants (0 = equal)',
+              round((SELECT ms FROM timing WHERE what = 'replay') / (SELECT ms FROM timing WHERE what = 'balance_at')),
+              (SELECT mismatches FROM timing WHERE what = 'replay'));
 SQL
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -460,6 +460,1212 @@ $$;
 
 -- == 5. groundwork (issue 8)
 
+-- -- 5a. maintenance, expiry, balance_at, find_account
+-- expire_points refuses a future as_of and settles through expire_due_accounts,
+-- which expire_points_batched and run_maintenance share; balance_at no longer
+-- replays the whole journal; find_account is new.  Definitions as in
+-- sql/ext/ledger.sql and sql/ext/maintenance.sql.
+
+-- as_of of an expiry run: an expire entry cannot be undone, so expiring as of
+-- a future instant would take lots that are still valid for good.  "Now" is
+-- the clock, which postings are stamped with (the transaction's now() is
+-- never later, so the default always passes).
+CREATE FUNCTION wallet.check_expiry_as_of(as_of timestamptz) RETURNS void
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF as_of IS NULL THEN
+        RAISE EXCEPTION 'as_of must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Points are expired as of a given instant, now() by default.';
+    END IF;
+    IF as_of > clock_timestamp() THEN
+        RAISE EXCEPTION 'cannot expire points as of a future instant'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('The instant %s is later than the current time; lots still valid until then would be expired for good.', as_of),
+                  HINT = 'Omit as_of (it defaults to now()) or pass an instant that has passed.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet.check_expiry_as_of(timestamptz) IS 'raises 22004 for a NULL as_of and 22023 for an as_of later than the current time (an expire entry cannot be undone)';
+
+-- Settles due accounts as of as_of: at most batch_size of them, soonest due
+-- first (all when NULL), each locked and settled in account order, so that
+-- concurrent runs lock in the same order.  Returns how many accounts it
+-- looked at and how many expire entries it posted.
+CREATE FUNCTION wallet.expire_due_accounts(as_of timestamptz, batch_size int,
+        OUT accounts int, OUT expired bigint)
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    acc bigint;
+    due timestamptz;
+BEGIN
+    accounts := 0;
+    expired := 0;
+    FOR acc IN SELECT d.account_id
+                 FROM (SELECT a.account_id FROM wallet.accounts a WHERE a.next_event <= as_of
+                        ORDER BY a.next_event LIMIT batch_size) d
+                ORDER BY d.account_id LOOP
+        SELECT a.next_event INTO due FROM wallet.accounts a WHERE a.account_id = acc FOR NO KEY UPDATE;
+        accounts := accounts + 1;
+        IF due <= as_of THEN   -- a concurrent posting may have settled it meanwhile
+            expired := expired + wallet.settle_account(acc, as_of, clock_timestamp());
+        END IF;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION wallet.expire_due_accounts(timestamptz, int) IS 'settles at most batch_size (NULL = all) accounts due at as_of, in account order; returns the accounts looked at and the expire entries posted';
+
+CREATE OR REPLACE FUNCTION wallet.expire_points(as_of timestamptz DEFAULT now()) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    PERFORM wallet.check_expiry_as_of(as_of);
+    RETURN (wallet.expire_due_accounts(as_of, NULL)).expired;
+END
+$$;
+COMMENT ON FUNCTION wallet.expire_points(timestamptz) IS 'posts an expire entry per account with lots expired at as_of (and a release for each lapsed hold) in the caller''s transaction; returns the number of expire entries; a second run posts nothing; as_of in the future is refused (22023); CALL wallet.expire_points_batched for many accounts';
+
+CREATE FUNCTION wallet.find_account(program_id bigint, member_ref text) RETURNS bigint
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    id bigint;
+BEGIN
+    IF program_id IS NULL OR member_ref IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN program_id IS NULL THEN 'program_id' ELSE 'member_ref' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'An account is found by its program and the merchant app''s own user id.';
+    END IF;
+    IF btrim(member_ref) = '' THEN
+        RAISE EXCEPTION 'member reference must not be blank'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An account is found by the merchant app''s own user id.';
+    END IF;
+    IF NOT EXISTS (SELECT FROM wallet.programs p WHERE p.program_id = find_account.program_id) THEN
+        RAISE EXCEPTION 'unknown program'
+            USING ERRCODE = 'WL214', DETAIL = format('There is no points program %s.', program_id);
+    END IF;
+    SELECT a.account_id INTO id FROM wallet.accounts a
+     WHERE a.program_id = find_account.program_id AND a.member_ref = find_account.member_ref;
+    RETURN id;
+END
+$$;
+COMMENT ON FUNCTION wallet.find_account(bigint, text) IS 'the account of member_ref in the program, or NULL when the member has none (never opens one; read-only)';
+
+-- The balance at ts is that of the ledger after the last entry created at or
+-- before ts, evaluated at ts (what replaying the journal up to ts gives).
+-- Entries of an account are in time order (each is stamped after its account
+-- was locked), so that entry is found by a binary search on entry_id.  Its
+-- ledger changes no more until the next entry unless a lot expires or a hold
+-- lapses, and the next entry tells whether one did: a posting (anything but
+-- the expire and release entries of a settlement) locked the account after
+-- ts and found nothing due, so nothing happened in between and the balance
+-- is the last entry's balance_after.  With no entry after ts the ledger is
+-- the stored one (verify_ledger proves it equals the journal's).  Only when
+-- the next entry is a settlement is the journal replayed up to ts.
+CREATE OR REPLACE FUNCTION wallet.balance_at(account_id bigint, ts timestamptz) RETURNS bigint
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    l wallet.points_ledger;
+    lo bigint := 0;     -- last entry known to be created at or before ts (0: none)
+    hi bigint;          -- first entry known to be created after ts
+    p bigint;
+    pt timestamptz;
+    b bigint;
+    nxt wallet.entries;
+BEGIN
+    IF ts IS NULL THEN
+        RAISE EXCEPTION 'ts must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The balance is taken at a given instant.';
+    END IF;
+    SELECT a.ledger INTO l FROM wallet.accounts a WHERE a.account_id = balance_at.account_id;
+    IF NOT FOUND THEN
+        PERFORM wallet.unknown_account(account_id);
+    END IF;
+    SELECT x.entry_id, x.created_at INTO hi, pt FROM wallet.entries x
+     WHERE x.account_id = balance_at.account_id ORDER BY x.entry_id DESC LIMIT 1;
+    IF NOT FOUND OR pt <= ts THEN
+        RETURN wallet.ledger_balance(l, ts);
+    END IF;
+    LOOP
+        SELECT x.entry_id, x.created_at INTO p, pt FROM wallet.entries x
+         WHERE x.account_id = balance_at.account_id AND x.entry_id > lo AND x.entry_id < hi
+           AND x.entry_id >= lo + (hi - lo) / 2
+         ORDER BY x.entry_id LIMIT 1;
+        IF NOT FOUND THEN
+            SELECT x.entry_id, x.created_at INTO p, pt FROM wallet.entries x
+             WHERE x.account_id = balance_at.account_id AND x.entry_id > lo AND x.entry_id < lo + (hi - lo) / 2
+             ORDER BY x.entry_id DESC LIMIT 1;
+            EXIT WHEN NOT FOUND;
+        END IF;
+        IF pt <= ts THEN lo := p; ELSE hi := p; END IF;
+    END LOOP;
+    IF lo = 0 THEN
+        RETURN 0;   -- before the first entry the ledger is empty
+    END IF;
+    SELECT * INTO nxt FROM wallet.entries x WHERE x.entry_id = hi;
+    IF nxt.kind = 'expire' OR (nxt.kind = 'release' AND nxt.expires_at IS NOT NULL) THEN
+        RETURN wallet.ledger_balance((wallet.replay_ledger(account_id, ts)).ledger, ts);
+    END IF;
+    SELECT x.balance_after INTO b FROM wallet.entries x WHERE x.entry_id = lo;
+    RETURN b;
+END
+$$;
+COMMENT ON FUNCTION wallet.balance_at(bigint, timestamptz) IS 'spendable balance at instant ts, as the journal up to ts gives it (from the last entry''s balance_after; replayed only when a lot expired or a hold lapsed between that entry and the next)';
+
+CREATE PROCEDURE wallet.expire_points_batched(as_of timestamptz DEFAULT now(), batch_size int DEFAULT 1000,
+        max_batches int DEFAULT NULL)
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    batches int := 0;
+    r record;
+BEGIN
+    PERFORM wallet.check_expiry_as_of(as_of);
+    IF batch_size IS NULL OR batch_size OPERATOR(pg_catalog.<) 1 OR max_batches OPERATOR(pg_catalog.<) 1 THEN
+        RAISE EXCEPTION 'batch_size and max_batches must be positive'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'Due accounts are settled batch_size at a time, at most max_batches times (NULL: until none is due).';
+    END IF;
+    LOOP
+        r := wallet.expire_due_accounts(as_of, batch_size);
+        -- each batch is its own transaction (an error here when CALLed inside a transaction block)
+        COMMIT;
+        batches := batches OPERATOR(pg_catalog.+) 1;
+        EXIT WHEN r.accounts OPERATOR(pg_catalog.<) batch_size OR batches OPERATOR(pg_catalog.=) max_batches;
+    END LOOP;
+END
+$$;
+COMMENT ON PROCEDURE wallet.expire_points_batched(timestamptz, int, int) IS 'what wallet.expire_points does, batch_size accounts per transaction (at most max_batches, NULL = until none is due); CALL it outside a transaction block; as_of in the future is refused (22023)';
+
+-- The one entry point of every periodic job: schedule it (every minute) and
+-- nothing else.  Later issues add their jobs here.  Each call does bounded
+-- work; what is left over is done by the next call.
+CREATE PROCEDURE wallet.run_maintenance()
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    -- 1. expiry: at most 100 batches of 1,000 due accounts, each committed
+    CALL wallet.expire_points_batched(pg_catalog.now(), 1000, 100);
+    -- 2. failed code attempts older than a day (the guard's default window is 15 minutes)
+    PERFORM wallet.purge_code_attempts(interval '1 day');
+    COMMIT;
+END
+$$;
+COMMENT ON PROCEDURE wallet.run_maintenance() IS 'runs every periodic job with bounded work per call, committing as it goes: expiry (up to 100,000 due accounts, 1,000 per transaction), purge of failed code attempts older than a day; later issues add their jobs here; schedule it every minute (README "Maintenance")';
+
+-- -- 5b. one error vocabulary
+-- The same fault raises the same SQLSTATE in every function: a NULL required
+-- argument 22004 (STRICT dropped where it turned one into a NULL result), a
+-- blank or oversized text 22023, an id naming no object the WL code of that
+-- object (an unknown merchant of create_program is WL102 as in
+-- create_campaign, no longer 23503; a NULL reason of a posting is 22004 and a
+-- blank one 22023, no longer WL215).  Member references and idempotency keys
+-- of the ledger are bounded to 256 characters like those of the redemption
+-- API; a campaign id past 2^32 - 1 is WL110.  README "Upgrading" lists every
+-- change.  Each function below is the definition of sql/ext/*.sql.
+CREATE OR REPLACE FUNCTION wallet.create_merchant(name text) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    id bigint;
+BEGIN
+    IF name IS NULL THEN
+        RAISE EXCEPTION 'merchant name must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = 'A merchant needs a name that people can recognise.';
+    END IF;
+    IF btrim(name) = '' THEN
+        RAISE EXCEPTION 'merchant name must not be blank'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A merchant needs a name that people can recognise.';
+    END IF;
+    INSERT INTO wallet.merchants (name) VALUES (name) RETURNING merchant_id INTO id;
+    RETURN id;
+EXCEPTION WHEN unique_violation THEN
+    RAISE EXCEPTION 'merchant "%" already exists', name
+        USING ERRCODE = 'unique_violation',
+              DETAIL = 'Merchant names are unique; look the existing merchant up in wallet.merchants.';
+END
+$$;
+COMMENT ON FUNCTION wallet.create_merchant(text) IS 'register a merchant and return its id';
+
+CREATE OR REPLACE FUNCTION wallet.campaign_next_serial(campaign_id bigint) RETURNS bigint
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    seq regclass;
+    last bigint;
+    called boolean;
+BEGIN
+    IF campaign_id IS NULL THEN
+        RAISE EXCEPTION 'campaign_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The next serial is read from the sequence of a campaign, named by its id.';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM wallet.campaigns c WHERE c.campaign_id = campaign_next_serial.campaign_id) THEN
+        RAISE EXCEPTION 'campaign % does not exist', campaign_id
+            USING ERRCODE = 'WL101', HINT = 'Create it with wallet.create_campaign.';
+    END IF;
+    seq := to_regclass(format('wallet.%I', 'campaign_' || campaign_id || '_serials'));
+    IF seq IS NULL THEN
+        RAISE EXCEPTION 'campaign % has no serial number sequence', campaign_id
+            USING ERRCODE = 'WL109',
+                  DETAIL = format('The sequence wallet.campaign_%s_serials that hands out the campaign''s serial numbers does not exist.', campaign_id);
+    END IF;
+    EXECUTE format('SELECT last_value, is_called FROM %s', seq) INTO last, called;
+    RETURN CASE WHEN called THEN last + 1 ELSE last END;
+END
+$$;
+COMMENT ON FUNCTION wallet.campaign_next_serial(bigint)
+    IS 'first serial number of the campaign not yet handed out by wallet.generate_codes (2^38 when none is left); reads the campaign''s sequence';
+
+CREATE OR REPLACE FUNCTION wallet.create_campaign(
+    merchant_id bigint,
+    name text,
+    prefix text DEFAULT NULL,
+    mac_bits int DEFAULT 40,
+    starts_at timestamptz DEFAULT now(),
+    ends_at timestamptz DEFAULT NULL,
+    max_redemptions_per_code int DEFAULT 1,
+    max_redemptions_per_member int DEFAULT NULL,
+    max_redemptions_total bigint DEFAULT NULL) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    id bigint;
+    pfx text := upper(prefix);
+BEGIN
+    IF merchant_id IS NULL THEN
+        RAISE EXCEPTION 'merchant_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Every campaign belongs to a merchant.';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM wallet.merchants m WHERE m.merchant_id = create_campaign.merchant_id) THEN
+        RAISE EXCEPTION 'merchant % does not exist', merchant_id
+            USING ERRCODE = 'WL102', HINT = 'Register the merchant with wallet.create_merchant first.';
+    END IF;
+    IF name IS NULL THEN
+        RAISE EXCEPTION 'campaign name must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A campaign needs a name that people can recognise.';
+    END IF;
+    IF btrim(name) = '' THEN
+        RAISE EXCEPTION 'campaign name must not be blank'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A campaign needs a name that people can recognise.';
+    END IF;
+    IF pfx IS NOT NULL AND pfx !~ '^[A-Z0-9]{1,8}$' THEN
+        RAISE EXCEPTION 'invalid campaign prefix "%"', prefix
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A prefix has 1 to 8 characters, each a letter A to Z or a digit 0 to 9.',
+                  HINT = 'Pass NULL for codes without a prefix.';
+    END IF;
+    IF mac_bits IS NULL THEN
+        RAISE EXCEPTION 'mac_bits must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Every code of a campaign carries a MAC of its length; the default is 40 bits.';
+    END IF;
+    IF mac_bits NOT BETWEEN 32 AND 64 THEN
+        RAISE EXCEPTION 'mac_bits must be between 32 and 64, not %', mac_bits
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'The MAC length sets how hard codes are to guess: one random code in 2^mac_bits is accepted.';
+    END IF;
+    IF starts_at IS NULL THEN
+        RAISE EXCEPTION 'starts_at must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A campaign needs a start time; the default is now().';
+    END IF;
+    IF ends_at IS NOT NULL AND ends_at <= starts_at THEN
+        RAISE EXCEPTION 'ends_at must be after starts_at'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('The campaign would start at %s and end at %s.', starts_at, ends_at);
+    END IF;
+    IF max_redemptions_per_code <= 0 THEN
+        RAISE EXCEPTION 'max_redemptions_per_code must be positive, not %', max_redemptions_per_code
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Pass NULL for no limit per code.';
+    END IF;
+    IF max_redemptions_per_member <= 0 THEN
+        RAISE EXCEPTION 'max_redemptions_per_member must be positive, not %', max_redemptions_per_member
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Pass NULL for no limit per member.';
+    END IF;
+    IF max_redemptions_total <= 0 THEN
+        RAISE EXCEPTION 'max_redemptions_total must be positive, not %', max_redemptions_total
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Pass NULL for no limit on the whole campaign.';
+    END IF;
+
+    BEGIN
+        INSERT INTO wallet.campaigns AS c (merchant_id, name, prefix, mac_bits, starts_at, ends_at,
+                                           max_redemptions_per_code, max_redemptions_per_member, max_redemptions_total)
+        VALUES (create_campaign.merchant_id, create_campaign.name, pfx, create_campaign.mac_bits,
+                create_campaign.starts_at, create_campaign.ends_at, create_campaign.max_redemptions_per_code,
+                create_campaign.max_redemptions_per_member, create_campaign.max_redemptions_total)
+        RETURNING c.campaign_id INTO id;
+    EXCEPTION WHEN sequence_generator_limit_exceeded THEN
+        -- the identity stops at 2^32 - 1, the largest id a code can carry
+        RAISE EXCEPTION 'campaign ids are exhausted'
+            USING ERRCODE = 'WL110',
+                  DETAIL = 'A code carries its campaign id in 32 bits, and every id up to 4294967295 has been handed out.',
+                  HINT = 'Campaign ids are never reused; keep using the campaigns that exist.';
+    END;
+    INSERT INTO wallet.code_keys (campaign_id, key_version) VALUES (id, 1);
+    RETURN id;
+END
+$$;
+COMMENT ON FUNCTION wallet.create_campaign(bigint, text, text, int, timestamptz, timestamptz, int, int, bigint)
+    IS 'create a campaign of a merchant (with key version 1) and return its id';
+
+CREATE OR REPLACE FUNCTION wallet.rotate_code_key(campaign_id bigint) RETURNS int
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    v int;
+BEGIN
+    IF campaign_id IS NULL THEN
+        RAISE EXCEPTION 'campaign_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A key is rotated in a campaign, named by its id.';
+    END IF;
+    SELECT c.current_key_version INTO v FROM wallet.campaigns c
+     WHERE c.campaign_id = rotate_code_key.campaign_id FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'campaign % does not exist', campaign_id
+            USING ERRCODE = 'WL101', HINT = 'Create it with wallet.create_campaign.';
+    END IF;
+    IF v >= 1023 THEN
+        RAISE EXCEPTION 'campaign % has used all 1023 key versions', campaign_id
+            USING ERRCODE = 'WL105', DETAIL = 'A code carries its key version in 10 bits.',
+                  HINT = 'Create a new campaign.';
+    END IF;
+    v := v + 1;
+    INSERT INTO wallet.code_keys (campaign_id, key_version) VALUES (rotate_code_key.campaign_id, v);
+    UPDATE wallet.campaigns c SET current_key_version = v WHERE c.campaign_id = rotate_code_key.campaign_id;
+    RETURN v;
+END
+$$;
+COMMENT ON FUNCTION wallet.rotate_code_key(bigint)
+    IS 'make the next key version sign new codes; codes of older versions keep validating until retired; returns the new version';
+
+CREATE OR REPLACE FUNCTION wallet.retire_code_key(campaign_id bigint, key_version int) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    v int;
+BEGIN
+    IF campaign_id IS NULL OR key_version IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN campaign_id IS NULL THEN 'campaign_id' ELSE 'key_version' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A key version is retired in a campaign, both named by number.';
+    END IF;
+    SELECT c.current_key_version INTO v FROM wallet.campaigns c
+     WHERE c.campaign_id = retire_code_key.campaign_id FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'campaign % does not exist', campaign_id
+            USING ERRCODE = 'WL101', HINT = 'Create it with wallet.create_campaign.';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM wallet.code_keys k
+                    WHERE k.campaign_id = retire_code_key.campaign_id AND k.key_version = retire_code_key.key_version) THEN
+        RAISE EXCEPTION 'campaign % has no key version %', campaign_id, key_version
+            USING ERRCODE = 'WL103', DETAIL = format('Its versions are 1 to %s.', v);
+    END IF;
+    IF key_version = v THEN
+        RAISE EXCEPTION 'key version % is the current one of campaign %', key_version, campaign_id
+            USING ERRCODE = 'WL104', DETAIL = 'New codes are signed with the current version, so it cannot be retired.',
+                  HINT = 'Call wallet.rotate_code_key first.';
+    END IF;
+    -- retiring twice keeps the first retirement time
+    UPDATE wallet.code_keys k SET retired_at = now()
+     WHERE k.campaign_id = retire_code_key.campaign_id AND k.key_version = retire_code_key.key_version
+       AND k.retired_at IS NULL;
+END
+$$;
+COMMENT ON FUNCTION wallet.retire_code_key(bigint, int)
+    IS 'retire a key version of a campaign: its codes stop validating (status retired_key); not the current version';
+
+CREATE OR REPLACE FUNCTION wallet.generate_codes(campaign_id bigint, n int) RETURNS SETOF wallet.marketing_code
+    AS 'MODULE_PATHNAME', 'generate_codes' LANGUAGE C VOLATILE ROWS 1000;
+COMMENT ON FUNCTION wallet.generate_codes(bigint, int)
+    IS 'n new codes of a campaign; its serials are reserved from the campaign''s sequence, never handed out again even if the transaction rolls back; nothing is stored per code';
+
+CREATE OR REPLACE FUNCTION wallet.parse_code(input text, OUT status text, OUT code wallet.marketing_code)
+    AS 'MODULE_PATHNAME', 'parse_code' LANGUAGE C STABLE PARALLEL SAFE;
+COMMENT ON FUNCTION wallet.parse_code(text)
+    IS 'reads and authenticates a code without raising for bad input: status ok, malformed, mistyped, forged or retired_key; code set unless malformed or mistyped';
+
+CREATE OR REPLACE FUNCTION wallet.set_code_guard(max_failures_per_member int, max_failures_per_source int,
+                                      failure_window interval, merchant_id bigint DEFAULT NULL)
+    RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+#variable_conflict use_column
+DECLARE
+    _merchant bigint := merchant_id;
+BEGIN
+    IF failure_window IS NULL THEN
+        RAISE EXCEPTION 'failure window must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The brute-force guard counts failures over a window.';
+    END IF;
+    IF failure_window <= interval '0' THEN
+        RAISE EXCEPTION 'failure window must be positive'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('The brute-force guard counts failures over a window; %s is not a positive interval.', failure_window);
+    END IF;
+    IF max_failures_per_member <= 0 OR max_failures_per_source <= 0 THEN
+        RAISE EXCEPTION 'failure thresholds must be positive or NULL'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A threshold is the number of failed checks allowed within the window; NULL turns that limit off.';
+    END IF;
+    IF _merchant IS NOT NULL AND NOT EXISTS (SELECT 1 FROM wallet.merchants m WHERE m.merchant_id = _merchant) THEN
+        RAISE EXCEPTION 'merchant % does not exist', _merchant
+            USING ERRCODE = 'WL102',   -- as create_campaign says it
+                  DETAIL = 'Guard settings can only be set for a merchant registered in wallet.merchants.';
+    END IF;
+    INSERT INTO wallet.code_guard_settings AS g
+           (merchant_id, max_failures_per_member, max_failures_per_source, failure_window)
+    VALUES (_merchant, set_code_guard.max_failures_per_member, set_code_guard.max_failures_per_source, set_code_guard.failure_window)
+    ON CONFLICT (merchant_id) DO UPDATE
+       SET max_failures_per_member = EXCLUDED.max_failures_per_member,
+           max_failures_per_source = EXCLUDED.max_failures_per_source,
+           failure_window = EXCLUDED.failure_window,
+           updated_at = now();
+END
+$$;
+COMMENT ON FUNCTION wallet.set_code_guard(int, int, interval, bigint) IS
+    'set the brute-force guard thresholds (failed checks per member and per source within a window; NULL = no limit) for a merchant, or globally when merchant_id is NULL';
+
+CREATE OR REPLACE FUNCTION wallet.clear_code_failures(member_ref text DEFAULT NULL, source text DEFAULT NULL,
+                                           merchant_id bigint DEFAULT NULL)
+    RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    n bigint;
+BEGIN
+    IF $1 IS NULL AND $2 IS NULL THEN
+        RAISE EXCEPTION 'member_ref and source must not both be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The failed checks of a member, of a source or of both are forgotten.';
+    END IF;
+    IF $3 IS NOT NULL AND NOT EXISTS (SELECT 1 FROM wallet.merchants m WHERE m.merchant_id = $3) THEN
+        RAISE EXCEPTION 'merchant % does not exist', $3
+            USING ERRCODE = 'WL102', DETAIL = 'Failed checks are counted per merchant registered in wallet.merchants.';
+    END IF;
+    PERFORM wallet.code_guard_forget($3, $1, $2);
+    WITH d AS (
+        DELETE FROM wallet.code_failed_attempts a
+         WHERE (a.member_ref = $1 OR a.source = $2)
+           AND ($3 IS NULL OR a.merchant_id = $3)
+        RETURNING 1)
+    SELECT count(*) INTO n FROM d;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION wallet.clear_code_failures(text, text, bigint) IS
+    'forget the failed checks of a member and/or a source at one merchant (every merchant, and texts naming none, when merchant_id is NULL), e.g. after support verified them: lifts a throttle at once, even if the calling transaction rolls back; returns the number of recorded attempts removed';
+
+CREATE OR REPLACE FUNCTION wallet.purge_code_attempts(older_than interval DEFAULT interval '1 day')
+    RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    n bigint;
+BEGIN
+    IF $1 IS NULL THEN
+        RAISE EXCEPTION 'older_than must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Failed attempts older than a given age are deleted; the default is one day.';
+    END IF;
+    WITH d AS (
+        DELETE FROM wallet.code_failed_attempts a
+         WHERE a.attempted_at < clock_timestamp() - $1
+        RETURNING 1)
+    SELECT count(*) INTO n FROM d;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION wallet.purge_code_attempts(interval) IS
+    'delete failed attempts older than the given age (keep it longer than every failure window); returns the number deleted';
+
+CREATE OR REPLACE FUNCTION wallet.check_code(code text, member_ref text, context jsonb)
+    RETURNS text
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    SET enable_seqscan = off
+    AS $$
+#variable_conflict use_column
+DECLARE
+    pc record;
+    _code_n int; _member_n int; _total_n bigint;
+BEGIN
+    -- Never throws for a bad code; misuse (no code or member) is still an error.
+    IF code IS NULL THEN
+        RAISE EXCEPTION 'code must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = 'A code is judged from the text a person typed: an empty text is malformed, a NULL is no text at all.';
+    END IF;
+    PERFORM wallet.code_check_args(member_ref, NULL, context, false);
+    SELECT * INTO pc FROM wallet.code_precheck(check_code.code, check_code.member_ref, left(context->>'source', 256), 'check');
+    IF pc.status <> 'ok' THEN
+        RETURN pc.status;
+    END IF;
+    -- No locks: the answer is what redeem_code would say right now.
+    SELECT u.redeemed INTO _code_n FROM wallet.code_use_counts u WHERE u.campaign_id = pc.campaign_id AND u.serial = pc.serial;
+    SELECT u.redeemed INTO _member_n FROM wallet.member_use_counts u WHERE u.campaign_id = pc.campaign_id AND u.member_ref = check_code.member_ref;
+    SELECT u.redeemed INTO _total_n FROM wallet.campaign_use_counts u WHERE u.campaign_id = pc.campaign_id;
+    RETURN wallet.code_caps_status(pc.campaign_id, pc.serial, check_code.member_ref,
+                                   pc.max_per_code, pc.max_per_member, pc.max_total, _code_n, _member_n, _total_n);
+END
+$$;
+COMMENT ON FUNCTION wallet.check_code(text, text, jsonb) IS
+    'status of a code for a member, without redeeming it; never throws for a bad code (see the README for the statuses and their precedence); failed checks count for the brute-force guard';
+
+CREATE OR REPLACE FUNCTION wallet.redeem_code(code text, member_ref text, idempotency_key text, context jsonb DEFAULT '{}')
+    RETURNS wallet.redemption_result
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    SET enable_seqscan = off
+    AS $$
+#variable_conflict use_column
+DECLARE
+    _input text := code;
+    _member text := member_ref;
+    _key text := idempotency_key;
+    _ctx jsonb := coalesce(context, '{}');
+    _red wallet.code_redemptions;
+    _res wallet.code_reservations;
+    _convert boolean := false;
+    _pstatus text;
+    _code wallet.marketing_code;
+    pc record;
+    cnt record;
+    _st text;
+    r wallet.redemption_result;
+BEGIN
+    IF _input IS NULL THEN
+        RAISE EXCEPTION 'code must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = 'A code is judged from the text a person typed: an empty text is malformed, a NULL is no text at all.';
+    END IF;
+    PERFORM wallet.code_check_args(_member, _key, _ctx, true);
+    r.member_ref := _member;
+    r.replayed := false;
+
+    -- Same key: one session at a time; the later one sees the earlier's row.
+    PERFORM pg_advisory_xact_lock(1464598529, hashtext(_key));
+    SELECT * INTO _red FROM wallet.code_redemptions d WHERE d.idempotency_key = _key;
+    IF FOUND THEN
+        IF _red.member_ref <> _member OR _red.context <> _ctx OR NOT wallet.code_same_input(_red.code, _input) THEN
+            PERFORM wallet.code_key_mismatch(_key, 'redemption');
+        END IF;
+        RETURN ROW('ok', _red.redemption_id, _red.campaign_id, _red.serial, _red.member_ref,
+                   _red.redeemed_at, _red.reservation_id, true)::wallet.redemption_result;
+    END IF;
+
+    SELECT * INTO _res FROM wallet.code_reservations v WHERE v.idempotency_key = _key FOR UPDATE;
+    IF FOUND THEN
+        IF _res.member_ref <> _member OR NOT wallet.code_same_input(_res.code, _input) THEN
+            PERFORM wallet.code_key_mismatch(_key, 'reservation');
+        END IF;
+        _convert := _res.state = 'active' AND _res.expires_at > clock_timestamp();
+    END IF;
+
+    IF _convert THEN
+        -- The reservation already holds its place under every cap and was
+        -- made inside the campaign window; only a key retired since then
+        -- (e.g. compromised) stops it.
+        SELECT p.status INTO _pstatus FROM wallet.parse_code(_input) p;
+        IF _pstatus <> 'ok' THEN
+            r.status := _pstatus;
+            RETURN r;
+        END IF;
+        SELECT * INTO cnt FROM wallet.code_lock_counters(_res.campaign_id, _res.serial, _member);
+        IF _res.expires_at <= clock_timestamp() THEN
+            -- It expired while we waited for the locks: others may have taken
+            -- its place meanwhile, so the caps decide (it no longer counts).
+            _st := wallet.code_caps_status(_res.campaign_id, _res.serial, _member, cnt.max_per_code,
+                                           cnt.max_per_member, cnt.max_total,
+                                           cnt.code_redeemed, cnt.member_redeemed, cnt.total_redeemed);
+            IF _st <> 'ok' THEN
+                r.status := _st;
+                RETURN r;
+            END IF;
+        END IF;
+        r.campaign_id := _res.campaign_id;
+        r.serial := _res.serial;
+        r.reservation_id := _res.reservation_id;
+        _code := _res.code;
+        UPDATE wallet.code_reservations v SET state = 'converted', closed_at = clock_timestamp()
+         WHERE v.reservation_id = _res.reservation_id;
+    ELSE
+        -- A fresh redemption (or one whose reservation expired or was released):
+        -- every check, then the caps under the counter locks.
+        SELECT * INTO pc FROM wallet.code_precheck(_input, _member, left(_ctx->>'source', 256), 'redeem');
+        r.campaign_id := pc.campaign_id;
+        r.serial := pc.serial;
+        IF pc.status <> 'ok' THEN
+            r.status := pc.status;
+            RETURN r;
+        END IF;
+        SELECT * INTO cnt FROM wallet.code_lock_counters(pc.campaign_id, pc.serial, _member);
+        _st := wallet.code_caps_status(pc.campaign_id, pc.serial, _member, cnt.max_per_code, cnt.max_per_member,
+                                       cnt.max_total, cnt.code_redeemed, cnt.member_redeemed, cnt.total_redeemed);
+        IF _st <> 'ok' THEN
+            r.status := _st;
+            RETURN r;
+        END IF;
+        _code := pc.code;
+    END IF;
+
+    INSERT INTO wallet.code_redemptions (campaign_id, serial, code, member_ref, idempotency_key, context,
+                                         reservation_id, redeemed_at)
+    VALUES (r.campaign_id, r.serial, _code, _member, _key, _ctx,
+            r.reservation_id, clock_timestamp())
+    RETURNING redemption_id, redeemed_at INTO r.redemption_id, r.redeemed_at;
+    PERFORM wallet.code_bump_counters(r.campaign_id, r.serial, _member, 1, cnt.max_per_code IS NOT NULL,
+                                      cnt.max_per_member IS NOT NULL, cnt.max_total IS NOT NULL);
+    r.status := 'ok';
+    RETURN r;
+END
+$$;
+COMMENT ON FUNCTION wallet.redeem_code(text, text, text, jsonb) IS
+    'redeem a code for a member, atomically and exactly once per idempotency key; returns status ok with the redemption, or the refusal status of check_code (nothing recorded but failed checks); a retry with the same key returns the first result (replayed), the same key with other arguments is WL002; the key of an active reservation converts it';
+
+CREATE OR REPLACE FUNCTION wallet.undo_redemption(redemption_id bigint, reason text)
+    RETURNS wallet.code_redemptions
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    SET enable_seqscan = off
+    AS $$
+#variable_conflict use_column
+DECLARE
+    _red wallet.code_redemptions;
+    cnt record;
+BEGIN
+    IF reason IS NULL OR btrim(reason) = '' THEN
+        RAISE EXCEPTION 'reason must not be null or blank'
+            USING ERRCODE = CASE WHEN reason IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,
+                  DETAIL = 'An undone redemption keeps the reason for the audit trail.';
+    END IF;
+    IF redemption_id IS NULL THEN
+        RAISE EXCEPTION 'redemption_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A redemption is undone by its id.';
+    END IF;
+    SELECT * INTO _red FROM wallet.code_redemptions d WHERE d.redemption_id = undo_redemption.redemption_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown redemption %', undo_redemption.redemption_id
+            USING ERRCODE = 'WL150',
+                  DETAIL = 'No row of wallet.code_redemptions has this redemption_id.';
+    END IF;
+    IF _red.undone_at IS NOT NULL THEN
+        RAISE EXCEPTION 'redemption % is already undone', _red.redemption_id
+            USING ERRCODE = 'WL151',
+                  DETAIL = format('It was undone at %s (reason: %s); a use can be freed only once.', _red.undone_at, _red.undo_reason);
+    END IF;
+    SELECT * INTO cnt FROM wallet.code_lock_counters(_red.campaign_id, _red.serial, _red.member_ref);
+    PERFORM wallet.code_bump_counters(_red.campaign_id, _red.serial, _red.member_ref, -1, cnt.max_per_code IS NOT NULL,
+                                      cnt.max_per_member IS NOT NULL, cnt.max_total IS NOT NULL);
+    UPDATE wallet.code_redemptions d SET undone_at = clock_timestamp(), undo_reason = undo_redemption.reason
+     WHERE d.redemption_id = _red.redemption_id
+    RETURNING * INTO _red;
+    RETURN _red;
+END
+$$;
+COMMENT ON FUNCTION wallet.undo_redemption(bigint, text) IS
+    'undo a redemption (e.g. cancelled order), freeing its use under every cap; returns the undone row; undoing twice is WL151';
+
+CREATE OR REPLACE FUNCTION wallet.reserve_code(code text, member_ref text, idempotency_key text, ttl interval, context jsonb DEFAULT '{}')
+    RETURNS wallet.reservation_result
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    SET enable_seqscan = off
+    AS $$
+#variable_conflict use_column
+DECLARE
+    _input text := code;
+    _member text := member_ref;
+    _key text := idempotency_key;
+    _ttl interval := ttl;
+    _ctx jsonb := coalesce(context, '{}');
+    _res wallet.code_reservations;
+    pc record;
+    cnt record;
+    _st text;
+    _now timestamptz;
+    r wallet.reservation_result;
+BEGIN
+    IF _input IS NULL THEN
+        RAISE EXCEPTION 'code must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = 'A code is judged from the text a person typed: an empty text is malformed, a NULL is no text at all.';
+    END IF;
+    PERFORM wallet.code_check_args(_member, _key, _ctx, true);
+    IF _ttl IS NULL THEN
+        RAISE EXCEPTION 'reservation ttl must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A reservation holds a code for a given time.';
+    END IF;
+    IF _ttl <= interval '0' THEN
+        RAISE EXCEPTION 'reservation ttl must be positive'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('A reservation holds a code for a positive time; %s was given.', _ttl);
+    END IF;
+    r.member_ref := _member;
+    r.replayed := false;
+
+    PERFORM pg_advisory_xact_lock(1464598529, hashtext(_key));
+    SELECT * INTO _res FROM wallet.code_reservations v WHERE v.idempotency_key = _key;
+    IF FOUND THEN
+        IF _res.member_ref <> _member OR _res.ttl <> _ttl OR NOT wallet.code_same_input(_res.code, _input) THEN
+            PERFORM wallet.code_key_mismatch(_key, 'reservation');
+        END IF;
+        RETURN ROW('ok', _res.reservation_id, _res.campaign_id, _res.serial, _res.member_ref,
+                   _res.expires_at, true)::wallet.reservation_result;
+    END IF;
+    IF EXISTS (SELECT 1 FROM wallet.code_redemptions d WHERE d.idempotency_key = _key) THEN
+        PERFORM wallet.code_key_mismatch(_key, 'redemption');
+    END IF;
+
+    SELECT * INTO pc FROM wallet.code_precheck(_input, _member, left(_ctx->>'source', 256), 'reserve');
+    r.campaign_id := pc.campaign_id;
+    r.serial := pc.serial;
+    IF pc.status <> 'ok' THEN
+        r.status := pc.status;
+        RETURN r;
+    END IF;
+    SELECT * INTO cnt FROM wallet.code_lock_counters(pc.campaign_id, pc.serial, _member);
+    _st := wallet.code_caps_status(pc.campaign_id, pc.serial, _member, cnt.max_per_code, cnt.max_per_member,
+                                   cnt.max_total, cnt.code_redeemed, cnt.member_redeemed, cnt.total_redeemed);
+    IF _st <> 'ok' THEN
+        r.status := _st;
+        RETURN r;
+    END IF;
+    _now := clock_timestamp();
+    INSERT INTO wallet.code_reservations (campaign_id, serial, code, member_ref, idempotency_key, ttl, reserved_at, expires_at)
+    VALUES (pc.campaign_id, pc.serial, pc.code, _member, _key, _ttl, _now, _now + _ttl)
+    RETURNING reservation_id, expires_at INTO r.reservation_id, r.expires_at;
+    -- Touch the counters: in REPEATABLE READ a concurrent change of them then
+    -- fails with a serialization error instead of going unseen.
+    PERFORM wallet.code_bump_counters(pc.campaign_id, pc.serial, _member, 0, cnt.max_per_code IS NOT NULL,
+                                      cnt.max_per_member IS NOT NULL, cnt.max_total IS NOT NULL);
+    r.status := 'ok';
+    RETURN r;
+END
+$$;
+COMMENT ON FUNCTION wallet.reserve_code(text, text, text, interval, jsonb) IS
+    'reserve a code for a member for ttl: the reservation counts against every cap until redeem_code with the same idempotency key converts it, release_reservation releases it, or it expires (at once, by clock time); returns the refusal status of check_code otherwise';
+
+CREATE OR REPLACE FUNCTION wallet.release_reservation(reservation_id bigint)
+    RETURNS wallet.code_reservations
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    SET enable_seqscan = off
+    AS $$
+#variable_conflict use_column
+DECLARE
+    _res wallet.code_reservations;
+BEGIN
+    IF reservation_id IS NULL THEN
+        RAISE EXCEPTION 'reservation_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A reservation is released by its id.';
+    END IF;
+    SELECT * INTO _res FROM wallet.code_reservations v WHERE v.reservation_id = release_reservation.reservation_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown reservation %', release_reservation.reservation_id
+            USING ERRCODE = 'WL152',
+                  DETAIL = 'No row of wallet.code_reservations has this reservation_id.';
+    END IF;
+    IF _res.state = 'converted' THEN
+        RAISE EXCEPTION 'reservation % was already redeemed', _res.reservation_id
+            USING ERRCODE = 'WL153',
+                  DETAIL = 'A converted reservation is a redemption now; undo that with wallet.undo_redemption.';
+    END IF;
+    IF _res.state = 'active' THEN
+        -- Releasing only lowers the counts, so no counter lock is needed.
+        UPDATE wallet.code_reservations v SET state = 'released', closed_at = clock_timestamp()
+         WHERE v.reservation_id = _res.reservation_id
+        RETURNING * INTO _res;
+    END IF;
+    RETURN _res;
+END
+$$;
+COMMENT ON FUNCTION wallet.release_reservation(bigint) IS
+    'release a reservation so that it stops counting against the caps; releasing again (or an expired one) is harmless and returns the row; a converted one is WL153';
+
+CREATE OR REPLACE FUNCTION wallet.ledger_diff(a wallet.points_ledger, b wallet.points_ledger) RETURNS text
+    AS 'MODULE_PATHNAME', 'ledger_diff' LANGUAGE C IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION wallet.ledger_diff(wallet.points_ledger, wallet.points_ledger) IS 'NULL when both ledgers hold the same state, else a sentence naming the first difference';
+
+CREATE OR REPLACE FUNCTION wallet.check_posting(points bigint, reason text, idempotency_key text, verb text,
+        signed boolean DEFAULT false) RETURNS void
+    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF verb IS NOT NULL AND points IS NULL THEN
+        RAISE EXCEPTION 'points must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = format('The points to %s must be given.', verb);
+    END IF;
+    IF verb IS NOT NULL AND (points = 0 OR (points < 0 AND NOT signed)) THEN
+        RAISE EXCEPTION 'invalid amount of points'
+            USING ERRCODE = 'WL204',
+                  DETAIL = CASE WHEN signed THEN format('The points to %s must be a non-zero number.', verb)
+                                ELSE format('The points to %s must be a positive number.', verb) END;
+    END IF;
+    IF reason IS NULL OR btrim(reason) = '' THEN
+        RAISE EXCEPTION 'reason must not be %', CASE WHEN reason IS NULL THEN 'null' ELSE 'blank' END
+            USING ERRCODE = CASE WHEN reason IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,
+                  DETAIL = 'Every posting needs a non-blank reason, so the journal explains it.';
+    END IF;
+    IF idempotency_key IS NULL OR btrim(idempotency_key) = '' THEN
+        RAISE EXCEPTION 'idempotency key must not be %', CASE WHEN idempotency_key IS NULL THEN 'null' ELSE 'blank' END
+            USING ERRCODE = CASE WHEN idempotency_key IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,
+                  DETAIL = 'Every posting needs a non-blank idempotency key, so that a retry cannot post twice.';
+    END IF;
+    -- a key of a unique index, like the idempotency keys of the redemption API
+    IF length(idempotency_key) > 256 THEN
+        RAISE EXCEPTION 'idempotency key is too long'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('An idempotency key has at most 256 characters; this one has %s.', length(idempotency_key));
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet.check_posting(bigint, text, text, text, boolean) IS 'raises 22004 for NULL points, reason or idempotency key, WL204 for a zero or (unless signed) negative amount, 22023 for a blank reason or a blank or over-long idempotency key';
+
+CREATE OR REPLACE FUNCTION wallet.unknown_account(account_id bigint) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF account_id IS NULL THEN
+        RAISE EXCEPTION 'account_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A points account is named by its id.';
+    END IF;
+    RAISE EXCEPTION 'unknown account'
+        USING ERRCODE = 'WL201', DETAIL = format('There is no points account %s.', account_id);
+END
+$$;
+COMMENT ON FUNCTION wallet.unknown_account(bigint) IS 'raises WL201 for an account id that does not exist, 22004 for a NULL one';
+
+CREATE OR REPLACE FUNCTION wallet.create_program(merchant_id bigint, name text, expiry interval DEFAULT NULL,
+        granularity text DEFAULT 'day') RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    id bigint;
+BEGIN
+    IF merchant_id IS NULL OR name IS NULL OR granularity IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN merchant_id IS NULL THEN 'merchant_id' WHEN name IS NULL THEN 'program name' ELSE 'granularity' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A points program belongs to a merchant and has a name and an expiry granularity.';
+    END IF;
+    IF btrim(name) = '' THEN
+        RAISE EXCEPTION 'program name must not be blank'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A points program needs a name that people can recognise.';
+    END IF;
+    IF expiry IS NOT NULL AND expiry <= interval '0' THEN
+        RAISE EXCEPTION 'expiry must be positive'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Points expire a positive time after they are earned, or never (NULL).';
+    END IF;
+    IF granularity NOT IN ('day', 'month') THEN
+        RAISE EXCEPTION 'unknown granularity "%"', granularity
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Expiry is rounded up to the end of a ''day'' or a ''month''.';
+    END IF;
+    IF NOT EXISTS (SELECT FROM wallet.merchants m WHERE m.merchant_id = create_program.merchant_id) THEN
+        RAISE EXCEPTION 'merchant % does not exist', merchant_id
+            USING ERRCODE = 'WL102', HINT = 'Register the merchant with wallet.create_merchant first.';
+    END IF;
+    INSERT INTO wallet.programs (merchant_id, name, expiry, granularity)
+    VALUES (create_program.merchant_id, create_program.name, create_program.expiry, create_program.granularity)
+    RETURNING program_id INTO id;
+    RETURN id;
+EXCEPTION WHEN unique_violation THEN
+    RAISE EXCEPTION 'program "%" already exists', name
+        USING ERRCODE = 'unique_violation', DETAIL = 'Program names are unique per merchant.';
+END
+$$;
+COMMENT ON FUNCTION wallet.create_program(bigint, text, interval, text) IS 'creates a points program with its expiry policy (NULL = never; rounded up to the end of the UTC day or month) and returns its id';
+
+CREATE OR REPLACE FUNCTION wallet.close_program(program_id bigint) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF program_id IS NULL THEN
+        RAISE EXCEPTION 'program_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A points program is named by its id.';
+    END IF;
+    UPDATE wallet.programs p SET closed_at = coalesce(p.closed_at, now())
+     WHERE p.program_id = close_program.program_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown program'
+            USING ERRCODE = 'WL214', DETAIL = format('There is no points program %s.', program_id);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet.close_program(bigint) IS 'closes a program: no new accounts, accruals, redemptions, holds or adjustments; open holds can still be captured or released, postings reversed, points expired (idempotent)';
+
+CREATE OR REPLACE FUNCTION wallet.open_account(program_id bigint, member_ref text) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    id bigint;
+    is_closed boolean;
+BEGIN
+    IF program_id IS NULL OR member_ref IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN program_id IS NULL THEN 'program_id' ELSE 'member reference' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'An account is opened in a points program for the merchant app''s own user id.';
+    END IF;
+    IF btrim(member_ref) = '' THEN
+        RAISE EXCEPTION 'member reference must not be blank'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An account is opened for the merchant app''s own user id.';
+    END IF;
+    -- a key of a unique index, like the member references of the redemption API
+    IF length(member_ref) > 256 THEN
+        RAISE EXCEPTION 'member reference is too long'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('A member reference has at most 256 characters; this one has %s.', length(member_ref));
+    END IF;
+    SELECT p.closed_at IS NOT NULL INTO is_closed FROM wallet.programs p WHERE p.program_id = open_account.program_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown program'
+            USING ERRCODE = 'WL214', DETAIL = format('There is no points program %s.', program_id);
+    END IF;
+    SELECT a.account_id INTO id FROM wallet.accounts a
+     WHERE a.program_id = open_account.program_id AND a.member_ref = open_account.member_ref;
+    IF FOUND THEN
+        RETURN id;
+    END IF;
+    IF is_closed THEN
+        PERFORM wallet.program_closed(program_id);
+    END IF;
+    -- a concurrent open of the same member waits on the unique index, then finds the row
+    INSERT INTO wallet.accounts (program_id, member_ref) VALUES (open_account.program_id, open_account.member_ref)
+    ON CONFLICT ON CONSTRAINT accounts_program_id_member_ref_key DO NOTHING
+    RETURNING account_id INTO id;
+    IF id IS NULL THEN
+        SELECT a.account_id INTO id FROM wallet.accounts a
+         WHERE a.program_id = open_account.program_id AND a.member_ref = open_account.member_ref;
+    END IF;
+    RETURN id;
+END
+$$;
+COMMENT ON FUNCTION wallet.open_account(bigint, text) IS 'returns the account of member_ref in the program, opening it if needed (idempotent, race-safe)';
+
+CREATE OR REPLACE FUNCTION wallet.hold(account_id bigint, points bigint, idempotency_key text, ttl interval, reason text,
+        reference text DEFAULT NULL) RETURNS wallet.entries
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    at timestamptz;
+    a wallet.locked_account;
+    id bigint;
+BEGIN
+    PERFORM wallet.check_posting(points, reason, idempotency_key, 'hold');
+    IF ttl IS NULL THEN
+        RAISE EXCEPTION 'time to live must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A hold lasts a given time, after which it stops holding.';
+    END IF;
+    IF ttl <= interval '0' THEN
+        RAISE EXCEPTION 'time to live must be positive'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A hold lasts a positive time, after which it stops holding.';
+    END IF;
+    a := wallet.lock_account(account_id, idempotency_key);
+    at := a.at;
+    -- the hold id is the entry id, known before the ledger changes
+    id := CASE WHEN (a.prior).entry_id IS NULL THEN nextval('wallet.entries_entry_id_seq') END;
+    RETURN wallet.post_once(a,
+        (a.prior).kind = 'hold' AND (a.prior).points = points AND (a.prior).reason = reason
+            AND (a.prior).reference IS NOT DISTINCT FROM reference AND (a.prior).expires_at = (a.prior).created_at + ttl,
+        ROW(id, account_id, 'hold', 0, 0, idempotency_key, reason, reference, '[]', id, NULL, NULL, at,
+            points, at + ttl, NULL));
+END
+$$;
+COMMENT ON FUNCTION wallet.hold(bigint, bigint, text, interval, text, text) IS 'takes points out of the spendable balance for ttl; the returned entry_id is the hold id; idempotent on idempotency_key';
+
+CREATE OR REPLACE FUNCTION wallet.lock_hold(hold_id bigint,
+        OUT h wallet.entries, OUT closing wallet.entries, OUT ledger wallet.points_ledger, OUT at timestamptz)
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF hold_id IS NULL THEN
+        RAISE EXCEPTION 'hold_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A hold is named by its id, the entry_id of its hold entry.';
+    END IF;
+    SELECT * INTO h FROM wallet.entries x WHERE x.entry_id = lock_hold.hold_id AND x.kind = 'hold';
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown hold'
+            USING ERRCODE = 'WL206', DETAIL = format('There is no hold %s.', hold_id);
+    END IF;
+    SELECT * INTO closing FROM wallet.entries x
+     WHERE x.hold_id = lock_hold.hold_id AND x.kind IN ('capture', 'release');
+    at := clock_timestamp();
+    IF closing.entry_id IS NULL THEN
+        SELECT x.ledger, x.at INTO ledger, at FROM wallet.lock_account(h.account_id) x;
+        -- look again under the lock: a concurrent capture or release may have closed it
+        SELECT * INTO closing FROM wallet.entries x
+         WHERE x.hold_id = lock_hold.hold_id AND x.kind IN ('capture', 'release');
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet.lock_hold(bigint) IS 'finds hold hold_id (WL206 if none, 22004 if NULL), locks its account unless already closed, returns the closing capture or release entry if any';
+
+CREATE OR REPLACE FUNCTION wallet.reverse(entry_id bigint, idempotency_key text, reason text,
+        policy text DEFAULT 'within_balance') RETURNS wallet.entries
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    at timestamptz;
+    o wallet.entries;
+    a wallet.locked_account;
+    r bigint;
+BEGIN
+    IF entry_id IS NULL OR policy IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN entry_id IS NULL THEN 'entry_id' ELSE 'policy' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A reversal names the entry it undoes and a policy, ''within_balance'' by default.';
+    END IF;
+    IF policy NOT IN ('within_balance', 'unlimited') THEN
+        RAISE EXCEPTION 'unknown reversal policy "%"', policy
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The policy is ''within_balance'' or ''unlimited''.';
+    END IF;
+    PERFORM wallet.check_posting(NULL, reason, idempotency_key, NULL);
+    SELECT * INTO o FROM wallet.entries x WHERE x.entry_id = reverse.entry_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown entry'
+            USING ERRCODE = 'WL212', DETAIL = format('There is no journal entry %s.', entry_id);
+    END IF;
+    a := wallet.lock_account(o.account_id, idempotency_key);
+    at := a.at;
+    IF (a.prior).entry_id IS NULL THEN
+        IF o.kind NOT IN ('accrue', 'redeem', 'capture') THEN
+            RAISE EXCEPTION 'entry not reversible'
+                USING ERRCODE = 'WL211',
+                      DETAIL = format('Entry %s is a %s entry; only accrue, redeem and capture entries can be reversed.', entry_id, o.kind),
+                      HINT = 'Correct other postings with wallet.adjust.';
+        END IF;
+        SELECT x.entry_id INTO r FROM wallet.entries x WHERE x.reverses = reverse.entry_id;
+        IF FOUND THEN
+            RAISE EXCEPTION 'entry already reversed'
+                USING ERRCODE = 'WL210', DETAIL = format('Entry %s was reversed by entry %s.', entry_id, r);
+        END IF;
+    END IF;
+    -- refunds and chargebacks must work after a program closed
+    RETURN wallet.post_once(a,
+        (a.prior).kind = 'reverse' AND (a.prior).reverses = entry_id AND (a.prior).reason = reason
+            AND (a.prior).policy = policy,
+        ROW(NULL, o.account_id, 'reverse', 0, 0, idempotency_key, reason, o.reference, '[]', NULL, entry_id, NULL, at,
+            NULL, NULL, policy),
+        check_closed => false);
+END
+$$;
+COMMENT ON FUNCTION wallet.reverse(bigint, text, text, text) IS 'undoes an accrual (takes back its unspent points; unlimited: all of it, into debt if need be) or a redemption/capture (restores the lots with their original expiry); at most once per entry';
+
+CREATE OR REPLACE FUNCTION wallet.balance(account_id bigint, as_of timestamptz DEFAULT now()) RETURNS bigint
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    b bigint;
+BEGIN
+    IF as_of IS NULL THEN
+        RAISE EXCEPTION 'as_of must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The balance is taken at a given instant, now() by default.';
+    END IF;
+    SELECT wallet.ledger_balance(a.ledger, as_of) INTO b FROM wallet.accounts a WHERE a.account_id = balance.account_id;
+    IF NOT FOUND THEN
+        PERFORM wallet.unknown_account(account_id);
+    END IF;
+    RETURN b;
+END
+$$;
+COMMENT ON FUNCTION wallet.balance(bigint, timestamptz) IS 'points spendable at as_of (expired lots never count, whether or not expire_points ran)';
+
+CREATE OR REPLACE FUNCTION wallet.replay_ledger(account_id bigint, upto timestamptz DEFAULT 'infinity',
+        OUT ledger wallet.points_ledger, OUT problem text)
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    e wallet.entries;
+    s wallet.ledger_step;
+BEGIN
+    IF upto IS NULL THEN
+        RAISE EXCEPTION 'upto must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The journal is replayed up to a given instant, infinity by default.';
+    END IF;
+    IF NOT EXISTS (SELECT FROM wallet.accounts a WHERE a.account_id = replay_ledger.account_id) THEN
+        PERFORM wallet.unknown_account(account_id);
+    END IF;
+    ledger := '';
+    FOR e IN SELECT * FROM wallet.entries x WHERE x.account_id = replay_ledger.account_id AND x.created_at <= upto
+              ORDER BY x.entry_id LOOP
+        BEGIN
+            s := wallet.entry_step(ledger, e);
+        EXCEPTION WHEN OTHERS THEN
+            problem := format('Entry %s (%s) does not replay: %s.', e.entry_id, e.kind, SQLERRM);
+            RETURN;
+        END;
+        IF problem IS NULL AND (s.amount <> e.amount OR s.balance_after <> e.balance_after) THEN
+            problem := format('Entry %s (%s) replays to amount %s and balance %s, the journal says %s and %s.',
+                              e.entry_id, e.kind, s.amount, s.balance_after, e.amount, e.balance_after);
+        END IF;
+        ledger := s.ledger;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION wallet.replay_ledger(bigint, timestamptz) IS 'rebuilds an account''s ledger from its journal entries created up to upto; problem names the first entry that disagrees';
+
+CREATE OR REPLACE FUNCTION wallet.history(account_id bigint, from_ts timestamptz DEFAULT '-infinity',
+        to_ts timestamptz DEFAULT 'infinity') RETURNS SETOF wallet.entries
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF from_ts IS NULL OR to_ts IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN from_ts IS NULL THEN 'from_ts' ELSE 'to_ts' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The history covers [from_ts, to_ts), by default all of it (-infinity to infinity).';
+    END IF;
+    IF NOT EXISTS (SELECT FROM wallet.accounts a WHERE a.account_id = history.account_id) THEN
+        PERFORM wallet.unknown_account(account_id);
+    END IF;
+    RETURN QUERY SELECT * FROM wallet.entries x
+                  WHERE x.account_id = history.account_id AND x.created_at >= from_ts AND x.created_at < to_ts
+                  ORDER BY x.entry_id;
+END
+$$;
+COMMENT ON FUNCTION wallet.history(bigint, timestamptz, timestamptz) IS 'journal entries of an account created in [from_ts, to_ts), oldest first';
+
+CREATE OR REPLACE FUNCTION wallet.program_liability(program_id bigint, as_of timestamptz DEFAULT now())
+    RETURNS TABLE (expiry_month date, points bigint)
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF program_id IS NULL OR as_of IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN program_id IS NULL THEN 'program_id' ELSE 'as_of' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The liability of a points program is taken at a given instant, now() by default.';
+    END IF;
+    IF NOT EXISTS (SELECT FROM wallet.programs p WHERE p.program_id = program_liability.program_id) THEN
+        RAISE EXCEPTION 'unknown program'
+            USING ERRCODE = 'WL214', DETAIL = format('There is no points program %s.', program_id);
+    END IF;
+    -- the month (UTC) holding the last instant the points are spendable
+    RETURN QUERY
+    SELECT date_trunc('month', (x.expires_at - interval '1 microsecond') AT TIME ZONE 'UTC')::date AS m,
+           sum(x.points)::bigint
+      FROM wallet.accounts a CROSS JOIN LATERAL wallet.ledger_lots(a.ledger) x
+     WHERE a.program_id = program_liability.program_id
+       AND (x.expires_at IS NULL OR x.expires_at > as_of)
+     GROUP BY m ORDER BY m NULLS LAST;
+END
+$$;
+COMMENT ON FUNCTION wallet.program_liability(bigint, timestamptz) IS 'outstanding (spendable or held, unexpired at as_of) points of a program by month of expiry; NULL month = never expires';
+
 -- -- 5c. idempotency and one-statement calls
 -- One idempotency mechanism for redemptions, reservations and postings:
 -- wallet.idem_check compares fingerprints (jsonb objects of what decides a
@@ -689,7 +1895,11 @@ DECLARE
     e wallet.entries;
 BEGIN
     PERFORM wallet.check_posting(points, reason, idempotency_key, 'hold');
-    IF ttl IS NULL OR ttl <= interval '0' THEN
+    IF ttl IS NULL THEN
+        RAISE EXCEPTION 'time to live must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A hold lasts a given time, after which it stops holding.';
+    END IF;
+    IF ttl <= interval '0' THEN
         RAISE EXCEPTION 'time to live must be positive'
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A hold lasts a positive time, after which it stops holding.';
     END IF;
@@ -722,7 +1932,11 @@ DECLARE
     e wallet.entries;
     r bigint;
 BEGIN
-    IF policy IS NULL OR policy NOT IN ('within_balance', 'unlimited') THEN
+    IF entry_id IS NULL OR policy IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN entry_id IS NULL THEN 'entry_id' ELSE 'policy' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A reversal names the entry it undoes and a policy, ''within_balance'' by default.';
+    END IF;
+    IF policy NOT IN ('within_balance', 'unlimited') THEN
         RAISE EXCEPTION 'unknown reversal policy "%"', policy
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The policy is ''within_balance'' or ''unlimited''.';
     END IF;
@@ -891,6 +2105,11 @@ DECLARE
     _st text;
     r wallet.redemption_result;
 BEGIN
+    IF _input IS NULL THEN
+        RAISE EXCEPTION 'code must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = 'A code is judged from the text a person typed: an empty text is malformed, a NULL is no text at all.';
+    END IF;
     PERFORM wallet.code_check_args(_member, _key, _ctx, true);
     r.member_ref := _member;
     r.replayed := false;
@@ -1004,11 +2223,20 @@ DECLARE
     _now timestamptz;
     r wallet.reservation_result;
 BEGIN
+    IF _input IS NULL THEN
+        RAISE EXCEPTION 'code must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = 'A code is judged from the text a person typed: an empty text is malformed, a NULL is no text at all.';
+    END IF;
     PERFORM wallet.code_check_args(_member, _key, _ctx, true);
-    IF _ttl IS NULL OR _ttl <= interval '0' THEN
+    IF _ttl IS NULL THEN
+        RAISE EXCEPTION 'reservation ttl must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A reservation holds a code for a given time.';
+    END IF;
+    IF _ttl <= interval '0' THEN
         RAISE EXCEPTION 'reservation ttl must be positive'
             USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = format('A reservation holds a code for a positive time; %s was given.', coalesce(_ttl::text, 'NULL'));
+                  DETAIL = format('A reservation holds a code for a positive time; %s was given.', _ttl);
     END IF;
     r.member_ref := _member;
     r.replayed := false;
@@ -1074,6 +2302,8 @@ DROP FUNCTION wallet.code_same_input(wallet.marketing_code, text);
 -- statement: VOLATILE, so that they read with a snapshot of their own that
 -- sees what the inner call wrote.
 ALTER FUNCTION wallet.balance(bigint, timestamptz) VOLATILE;
+ALTER FUNCTION wallet.balance_at(bigint, timestamptz) VOLATILE;
+ALTER FUNCTION wallet.find_account(bigint, text) VOLATILE;
 ALTER FUNCTION wallet.replay_ledger(bigint, timestamptz) VOLATILE;
 ALTER FUNCTION wallet.history(bigint, timestamptz, timestamptz) VOLATILE;
 ALTER FUNCTION wallet.program_liability(bigint, timestamptz) VOLATILE;

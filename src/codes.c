@@ -44,7 +44,7 @@ static void
 serials_exhausted_error(uint32 campaign_id, int32 n, int64 first)
 {
 	ereport(ERROR,
-			(errcode(ERRCODE_WALLET_SERIALS_EXHAUSTED),
+			(errcode(ERRCODE_WL_SERIALS_EXHAUSTED),
 			 errmsg_internal("%s", serials_exhausted_message(campaign_id, n)),
 			 first > 0 ?
 			 errdetail("Serial numbers go up to 2^38 - 1 and " INT64_FORMAT " is the next free one.", first) :
@@ -88,7 +88,7 @@ reserve_serials(uint32 campaign_id, int32 n, GenerateState *st)
 	seqoid = get_relname_relid(seqname, nsp);
 	if (!OidIsValid(seqoid) || get_rel_relkind(seqoid) != RELKIND_SEQUENCE)
 		ereport(ERROR,
-				(errcode(ERRCODE_WALLET_SERIALS_MISSING),
+				(errcode(ERRCODE_WL_SERIAL_SEQUENCE_MISSING),
 				 errmsg("campaign %u has no serial number sequence", campaign_id),
 				 errdetail("The sequence wallet.%s that hands out the campaign's serial numbers does not exist.", seqname),
 				 errhint("Recreate it with CREATE SEQUENCE wallet.%s MAXVALUE 274877906943 START WITH a number above every serial already handed out.", seqname)));
@@ -129,7 +129,7 @@ reserve_serials(uint32 campaign_id, int32 n, GenerateState *st)
 			PG_RE_THROW();
 		/* the sequence is at its MAXVALUE 2^38 - 1: say so in our terms */
 		FlushErrorState();
-		edata->sqlerrcode = ERRCODE_WALLET_SERIALS_EXHAUSTED;
+		edata->sqlerrcode = ERRCODE_WL_SERIALS_EXHAUSTED;
 		edata->message = serials_exhausted_message(campaign_id, n);
 		edata->detail = pstrdup("Serial numbers go up to 2^38 - 1 and all of them are handed out.");
 		edata->hint = pstrdup("Create a new campaign.");
@@ -168,11 +168,19 @@ generate_codes(PG_FUNCTION_ARGS)
 
 	if (SRF_IS_FIRSTCALL())
 	{
-		int64		campaign_id = PG_GETARG_INT64(0);
-		int32		n = PG_GETARG_INT32(1);
+		int64		campaign_id;
+		int32		n;
 		MemoryContext oldcxt;
 		const CampaignInfo *info;
 
+		/* not STRICT: a NULL argument is an error, not an empty result */
+		if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("%s must not be null", PG_ARGISNULL(0) ? "campaign_id" : "n"),
+					 errdetail("Codes are generated in a campaign, named by its id, and in a given number.")));
+		campaign_id = PG_GETARG_INT64(0);
+		n = PG_GETARG_INT32(1);
 		funcctx = SRF_FIRSTCALL_INIT();
 		if (n < 0)
 			ereport(ERROR,
@@ -183,7 +191,7 @@ generate_codes(PG_FUNCTION_ARGS)
 		wallet_require_root_key();
 		if (campaign_id < 1 || (uint64) campaign_id > CODE_MAX_CAMPAIGN)
 			ereport(ERROR,
-					(errcode(ERRCODE_WALLET_UNKNOWN_CAMPAIGN),
+					(errcode(ERRCODE_WL_UNKNOWN_CAMPAIGN),
 					 errmsg("campaign %lld does not exist", (long long) campaign_id),
 					 errhint("Create it with wallet.create_campaign.")));
 		oldcxt = MemoryContextSwitchTo(funcctx->multi_call_memory_ctx);
@@ -201,7 +209,7 @@ generate_codes(PG_FUNCTION_ARGS)
 			info = campaign_info((uint32) campaign_id);
 			if (!info->exists)
 				ereport(ERROR,
-						(errcode(ERRCODE_WALLET_UNKNOWN_CAMPAIGN),
+						(errcode(ERRCODE_WL_UNKNOWN_CAMPAIGN),
 						 errmsg("campaign %lld does not exist", (long long) campaign_id),
 						 errhint("Create it with wallet.create_campaign.")));
 			st->f.campaign = (uint32) campaign_id;
@@ -213,13 +221,13 @@ generate_codes(PG_FUNCTION_ARGS)
 			memcpy(st->installation_id, info->installation_id, sizeof(st->installation_id));
 			if (!CAMPAIGN_VERSION_BIT(info->known, st->f.version))
 				ereport(ERROR,
-						(errcode(ERRCODE_WALLET_UNKNOWN_KEY_VERSION),
+						(errcode(ERRCODE_WL_UNKNOWN_KEY_VERSION),
 						 errmsg("campaign %lld has no key row for its current key version %d", (long long) campaign_id, st->f.version),
 						 errdetail("wallet.code_keys was changed by hand."),
 						 errhint("Call wallet.rotate_code_key to make a new key version current.")));
 			if (CAMPAIGN_VERSION_BIT(info->retired, st->f.version))
 				ereport(ERROR,
-						(errcode(ERRCODE_WALLET_KEY_RETIRED),
+						(errcode(ERRCODE_WL_CURRENT_KEY_RETIRED),
 						 errmsg("the current key version %d of campaign %lld is retired", st->f.version, (long long) campaign_id),
 						 errhint("Call wallet.rotate_code_key to make a new key version current.")));
 			reserve_serials((uint32) campaign_id, n, st);
@@ -274,12 +282,13 @@ PG_FUNCTION_INFO_V1(parse_code);
 
 /*
  * wallet.parse_code(input, OUT status, OUT code): never raises for bad
- * input; status is ok, malformed, mistyped, forged or retired_key.
+ * input; status is ok, malformed, mistyped, forged or retired_key.  Not
+ * STRICT: a NULL input is no input at all, a missing argument (22004).
  */
 Datum
 parse_code(PG_FUNCTION_ARGS)
 {
-	char	   *str = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char	   *str;
 	TupleDesc	tupdesc;
 	Datum		values[2];
 	bool		nulls[2] = {false, true};
@@ -287,6 +296,12 @@ parse_code(PG_FUNCTION_ARGS)
 	char	   *detail = NULL;
 	const char *status;
 
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("input must not be null"),
+				 errdetail("A code is read from a text; an empty text is malformed, a NULL is no text at all.")));
+	str = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	wallet_require_root_key();
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");

@@ -207,7 +207,7 @@ wallet_require_root_key(void)
 {
 	if (root_key == NULL)
 		ereport(ERROR,
-				(errcode(ERRCODE_WALLET_ROOT_KEY_NOT_LOADED),
+				(errcode(ERRCODE_WL_ROOT_KEY_NOT_LOADED),
 				 errmsg("wallet root key is not loaded"),
 				 errdetail(preloaded
 						   ? "The server was started without wallet.root_key_file or wallet.root_key_command, so marketing codes can be neither made nor checked."

@@ -15,9 +15,6 @@
 /* The database's installation id (wallet.installation, a uuid's 16 bytes). */
 #define WALLET_INSTALLATION_ID_BYTES 16
 
-/* WL001: a function needs the root key and the server has none */
-#define ERRCODE_WALLET_ROOT_KEY_NOT_LOADED MAKE_SQLSTATE('W','L','0','0','1')
-
 /* Defines the settings and, in the postmaster, loads the key (from _PG_init). */
 extern void wallet_keys_init(void);
 

@@ -88,10 +88,22 @@ take_fifo(LotList *from, TimestampTz at, bool all, int64 points, LotList *taken)
 	lots_compact(from);
 }
 
+/* NULL points are a missing argument (22004), not a bad amount (WL204). */
+static void
+require_given(bool isnull, const char *what)
+{
+	if (isnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("points must not be null"),
+				 errdetail("The points to %s must be given.", what)));
+}
+
 static void
 require_positive(int64 points, bool isnull, const char *what)
 {
-	if (isnull || points <= 0)
+	require_given(isnull, what);
+	if (points <= 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_WL_INVALID_AMOUNT),
 				 errmsg("invalid amount of points"),
@@ -392,7 +404,8 @@ ledger_apply(PG_FUNCTION_ARGS)
 
 		if (!redemption)
 		{
-			if (ARG_NULL(3) || points == 0)
+			require_given(ARG_NULL(3), "adjust");
+			if (points == 0)
 				ereport(ERROR,
 						(errcode(ERRCODE_WL_INVALID_AMOUNT),
 						 errmsg("invalid amount of points"),

@@ -9,13 +9,6 @@
 
 #include "fmgr.h"
 
-/* SQLSTATEs of the marketing-code area (README.md lists them) */
-#define ERRCODE_WALLET_UNKNOWN_CAMPAIGN		MAKE_SQLSTATE('W','L','1','0','1')
-#define ERRCODE_WALLET_UNKNOWN_KEY_VERSION	MAKE_SQLSTATE('W','L','1','0','3')
-#define ERRCODE_WALLET_SERIALS_EXHAUSTED	MAKE_SQLSTATE('W','L','1','0','6')
-#define ERRCODE_WALLET_KEY_RETIRED			MAKE_SQLSTATE('W','L','1','0','8')
-#define ERRCODE_WALLET_SERIALS_MISSING		MAKE_SQLSTATE('W','L','1','0','9')
-
 /* Ranges the 24-byte value can hold */
 #define CODE_MAX_CAMPAIGN	UINT64CONST(0xFFFFFFFF)		/* 32 bits */
 #define CODE_SERIAL_BITS	38

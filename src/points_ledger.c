@@ -1363,11 +1363,19 @@ PG_FUNCTION_INFO_V1(ledger_diff);
 Datum
 ledger_diff(PG_FUNCTION_ARGS)
 {
-	struct varlena *a = PG_GETARG_POINTS_LEDGER_P(0);
-	struct varlena *b = PG_GETARG_POINTS_LEDGER_P(1);
+	struct varlena *a;
+	struct varlena *b;
 	Ledger	   *x,
 			   *y;
 
+	/* not STRICT: NULL is this function's answer for "equal" */
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("ledgers to compare must not be null"),
+				 errdetail("wallet.ledger_diff answers NULL for two equal ledgers, so it takes no NULL ledger.")));
+	a = PG_GETARG_POINTS_LEDGER_P(0);
+	b = PG_GETARG_POINTS_LEDGER_P(1);
 	if (VARSIZE_ANY_EXHDR(a) == VARSIZE_ANY_EXHDR(b) &&
 		memcmp(VARDATA_ANY(a), VARDATA_ANY(b), VARSIZE_ANY_EXHDR(a)) == 0)
 		PG_RETURN_NULL();

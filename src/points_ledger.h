@@ -21,15 +21,6 @@
 #include "fmgr.h"
 #include "lib/stringinfo.h"
 
-/* SQLSTATEs of the points ledger (README.md lists them) */
-#define ERRCODE_WL_IDEMPOTENCY_MISMATCH	MAKE_SQLSTATE('W','L','0','0','2')
-#define ERRCODE_WL_INSUFFICIENT_POINTS	MAKE_SQLSTATE('W','L','2','0','3')
-#define ERRCODE_WL_INVALID_AMOUNT		MAKE_SQLSTATE('W','L','2','0','4')
-#define ERRCODE_WL_AMOUNT_OUT_OF_RANGE	MAKE_SQLSTATE('W','L','2','0','5')
-#define ERRCODE_WL_UNKNOWN_HOLD			MAKE_SQLSTATE('W','L','2','0','6')
-#define ERRCODE_WL_HOLD_EXPIRED			MAKE_SQLSTATE('W','L','2','0','8')
-#define ERRCODE_WL_CAPTURE_EXCEEDS_HOLD	MAKE_SQLSTATE('W','L','2','0','9')
-
 #define LEDGER_FORMAT_VERSION	1
 #define LEDGER_MONTHS			24	/* monthly earned buckets kept */
 #define LEDGER_NO_MONTH			PG_INT32_MIN

@@ -5,7 +5,8 @@ set -euo pipefail
 
 PACKAGES=(postgresql-15 postgresql-server-dev-15 libsodium-dev postgresql-15-pgtap
           libtap-parser-sourcehandler-pgtap-perl postgresql-contrib
-          python3)   # python3: docs/code_reference.py, the offline reference of the code format
+          python3    # docs/code_reference.py, the offline reference of the code format
+          postgresql-15-cron)   # test/concurrency/maintenance_cron.t: wallet.run_maintenance scheduled by pg_cron
 
 missing=()
 for p in "${PACKAGES[@]}"; do

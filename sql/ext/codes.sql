@@ -445,7 +445,7 @@ CREATE TRIGGER campaigns_create_serials AFTER INSERT ON wallet.campaigns
 COMMENT ON TRIGGER campaigns_create_serials ON wallet.campaigns IS 'gives every new campaign its serial number sequence';
 
 CREATE FUNCTION wallet.campaign_next_serial(campaign_id bigint) RETURNS bigint
-    LANGUAGE plpgsql STRICT VOLATILE
+    LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
     AS $$
 DECLARE
@@ -453,6 +453,10 @@ DECLARE
     last bigint;
     called boolean;
 BEGIN
+    IF campaign_id IS NULL THEN
+        RAISE EXCEPTION 'campaign_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The next serial is read from the sequence of a campaign, named by its id.';
+    END IF;
     IF NOT EXISTS (SELECT 1 FROM wallet.campaigns c WHERE c.campaign_id = campaign_next_serial.campaign_id) THEN
         RAISE EXCEPTION 'campaign % does not exist', campaign_id
             USING ERRCODE = 'WL101', HINT = 'Create it with wallet.create_campaign.';
@@ -495,7 +499,11 @@ BEGIN
         RAISE EXCEPTION 'merchant % does not exist', merchant_id
             USING ERRCODE = 'WL102', HINT = 'Register the merchant with wallet.create_merchant first.';
     END IF;
-    IF name IS NULL OR btrim(name) = '' THEN
+    IF name IS NULL THEN
+        RAISE EXCEPTION 'campaign name must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A campaign needs a name that people can recognise.';
+    END IF;
+    IF btrim(name) = '' THEN
         RAISE EXCEPTION 'campaign name must not be blank'
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A campaign needs a name that people can recognise.';
     END IF;
@@ -505,8 +513,12 @@ BEGIN
                   DETAIL = 'A prefix has 1 to 8 characters, each a letter A to Z or a digit 0 to 9.',
                   HINT = 'Pass NULL for codes without a prefix.';
     END IF;
-    IF mac_bits IS NULL OR mac_bits NOT BETWEEN 32 AND 64 THEN
-        RAISE EXCEPTION 'mac_bits must be between 32 and 64, not %', coalesce(mac_bits::text, 'NULL')
+    IF mac_bits IS NULL THEN
+        RAISE EXCEPTION 'mac_bits must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Every code of a campaign carries a MAC of its length; the default is 40 bits.';
+    END IF;
+    IF mac_bits NOT BETWEEN 32 AND 64 THEN
+        RAISE EXCEPTION 'mac_bits must be between 32 and 64, not %', mac_bits
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = 'The MAC length sets how hard codes are to guess: one random code in 2^mac_bits is accepted.';
     END IF;
@@ -532,12 +544,20 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Pass NULL for no limit on the whole campaign.';
     END IF;
 
-    INSERT INTO wallet.campaigns AS c (merchant_id, name, prefix, mac_bits, starts_at, ends_at,
-                                       max_redemptions_per_code, max_redemptions_per_member, max_redemptions_total)
-    VALUES (create_campaign.merchant_id, create_campaign.name, pfx, create_campaign.mac_bits,
-            create_campaign.starts_at, create_campaign.ends_at, create_campaign.max_redemptions_per_code,
-            create_campaign.max_redemptions_per_member, create_campaign.max_redemptions_total)
-    RETURNING c.campaign_id INTO id;
+    BEGIN
+        INSERT INTO wallet.campaigns AS c (merchant_id, name, prefix, mac_bits, starts_at, ends_at,
+                                           max_redemptions_per_code, max_redemptions_per_member, max_redemptions_total)
+        VALUES (create_campaign.merchant_id, create_campaign.name, pfx, create_campaign.mac_bits,
+                create_campaign.starts_at, create_campaign.ends_at, create_campaign.max_redemptions_per_code,
+                create_campaign.max_redemptions_per_member, create_campaign.max_redemptions_total)
+        RETURNING c.campaign_id INTO id;
+    EXCEPTION WHEN sequence_generator_limit_exceeded THEN
+        -- the identity stops at 2^32 - 1, the largest id a code can carry
+        RAISE EXCEPTION 'campaign ids are exhausted'
+            USING ERRCODE = 'WL110',
+                  DETAIL = 'A code carries its campaign id in 32 bits, and every id up to 4294967295 has been handed out.',
+                  HINT = 'Campaign ids are never reused; keep using the campaigns that exist.';
+    END;
     INSERT INTO wallet.code_keys (campaign_id, key_version) VALUES (id, 1);
     RETURN id;
 END
@@ -546,12 +566,16 @@ COMMENT ON FUNCTION wallet.create_campaign(bigint, text, text, int, timestamptz,
     IS 'create a campaign of a merchant (with key version 1) and return its id';
 
 CREATE FUNCTION wallet.rotate_code_key(campaign_id bigint) RETURNS int
-    LANGUAGE plpgsql STRICT
+    LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     AS $$
 DECLARE
     v int;
 BEGIN
+    IF campaign_id IS NULL THEN
+        RAISE EXCEPTION 'campaign_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A key is rotated in a campaign, named by its id.';
+    END IF;
     SELECT c.current_key_version INTO v FROM wallet.campaigns c
      WHERE c.campaign_id = rotate_code_key.campaign_id FOR NO KEY UPDATE;
     IF NOT FOUND THEN
@@ -573,12 +597,16 @@ COMMENT ON FUNCTION wallet.rotate_code_key(bigint)
     IS 'make the next key version sign new codes; codes of older versions keep validating until retired; returns the new version';
 
 CREATE FUNCTION wallet.retire_code_key(campaign_id bigint, key_version int) RETURNS void
-    LANGUAGE plpgsql STRICT
+    LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     AS $$
 DECLARE
     v int;
 BEGIN
+    IF campaign_id IS NULL OR key_version IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN campaign_id IS NULL THEN 'campaign_id' ELSE 'key_version' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A key version is retired in a campaign, both named by number.';
+    END IF;
     SELECT c.current_key_version INTO v FROM wallet.campaigns c
      WHERE c.campaign_id = retire_code_key.campaign_id FOR NO KEY UPDATE;
     IF NOT FOUND THEN
@@ -605,7 +633,7 @@ COMMENT ON FUNCTION wallet.retire_code_key(bigint, int)
     IS 'retire a key version of a campaign: its codes stop validating (status retired_key); not the current version';
 
 CREATE FUNCTION wallet.generate_codes(campaign_id bigint, n int) RETURNS SETOF wallet.marketing_code
-    AS 'MODULE_PATHNAME', 'generate_codes' LANGUAGE C STRICT VOLATILE ROWS 1000;
+    AS 'MODULE_PATHNAME', 'generate_codes' LANGUAGE C VOLATILE ROWS 1000;
 COMMENT ON FUNCTION wallet.generate_codes(bigint, int)
     IS 'n new codes of a campaign; its serials are reserved from the campaign''s sequence, never handed out again even if the transaction rolls back; nothing is stored per code';
 
@@ -620,6 +648,6 @@ COMMENT ON FUNCTION wallet.code_status(wallet.marketing_code)
     IS 'authentication status of a code value: ok, forged or retired_key (like wallet.parse_code, without the text step)';
 
 CREATE FUNCTION wallet.parse_code(input text, OUT status text, OUT code wallet.marketing_code)
-    AS 'MODULE_PATHNAME', 'parse_code' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+    AS 'MODULE_PATHNAME', 'parse_code' LANGUAGE C STABLE PARALLEL SAFE;
 COMMENT ON FUNCTION wallet.parse_code(text)
     IS 'reads and authenticates a code without raising for bad input: status ok, malformed, mistyped, forged or retired_key; code set unless malformed or mistyped';

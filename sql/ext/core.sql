@@ -29,12 +29,17 @@ SELECT pg_catalog.pg_extension_config_dump('wallet.merchants', '');
 SELECT pg_catalog.pg_extension_config_dump('wallet.merchants_merchant_id_seq', '');
 
 CREATE FUNCTION wallet.create_merchant(name text) RETURNS bigint
-    LANGUAGE plpgsql STRICT
+    LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     AS $$
 DECLARE
     id bigint;
 BEGIN
+    IF name IS NULL THEN
+        RAISE EXCEPTION 'merchant name must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = 'A merchant needs a name that people can recognise.';
+    END IF;
     IF btrim(name) = '' THEN
         RAISE EXCEPTION 'merchant name must not be blank'
             USING ERRCODE = 'invalid_parameter_value',

@@ -60,7 +60,7 @@ CREATE FUNCTION wallet.ledger_totals(l wallet.points_ledger,
 COMMENT ON FUNCTION wallet.ledger_totals(wallet.points_ledger) IS 'debt, lifetime earned / redeemed / expired totals and the number of open holds of a ledger';
 
 CREATE FUNCTION wallet.ledger_diff(a wallet.points_ledger, b wallet.points_ledger) RETURNS text
-    AS 'MODULE_PATHNAME', 'ledger_diff' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+    AS 'MODULE_PATHNAME', 'ledger_diff' LANGUAGE C IMMUTABLE PARALLEL SAFE;
 COMMENT ON FUNCTION wallet.ledger_diff(wallet.points_ledger, wallet.points_ledger) IS 'NULL when both ledgers hold the same state, else a sentence naming the first difference';
 
 CREATE TYPE wallet.ledger_step AS (
@@ -219,24 +219,35 @@ CREATE FUNCTION wallet.check_posting(points bigint, reason text, idempotency_key
     SET search_path = pg_catalog, pg_temp
     AS $$
 BEGIN
-    IF verb IS NOT NULL AND (points IS NULL OR points = 0 OR (points < 0 AND NOT signed)) THEN
+    IF verb IS NOT NULL AND points IS NULL THEN
+        RAISE EXCEPTION 'points must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = format('The points to %s must be given.', verb);
+    END IF;
+    IF verb IS NOT NULL AND (points = 0 OR (points < 0 AND NOT signed)) THEN
         RAISE EXCEPTION 'invalid amount of points'
             USING ERRCODE = 'WL204',
                   DETAIL = CASE WHEN signed THEN format('The points to %s must be a non-zero number.', verb)
                                 ELSE format('The points to %s must be a positive number.', verb) END;
     END IF;
     IF reason IS NULL OR btrim(reason) = '' THEN
-        RAISE EXCEPTION 'reason required'
-            USING ERRCODE = 'WL215', DETAIL = 'Every posting needs a non-blank reason, so the journal explains it.';
+        RAISE EXCEPTION 'reason must not be %', CASE WHEN reason IS NULL THEN 'null' ELSE 'blank' END
+            USING ERRCODE = CASE WHEN reason IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,
+                  DETAIL = 'Every posting needs a non-blank reason, so the journal explains it.';
     END IF;
     IF idempotency_key IS NULL OR btrim(idempotency_key) = '' THEN
-        RAISE EXCEPTION 'idempotency key required'
-            USING ERRCODE = 'invalid_parameter_value',
+        RAISE EXCEPTION 'idempotency key must not be %', CASE WHEN idempotency_key IS NULL THEN 'null' ELSE 'blank' END
+            USING ERRCODE = CASE WHEN idempotency_key IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,
                   DETAIL = 'Every posting needs a non-blank idempotency key, so that a retry cannot post twice.';
+    END IF;
+    -- a key of a unique index, like the idempotency keys of the redemption API
+    IF length(idempotency_key) > 256 THEN
+        RAISE EXCEPTION 'idempotency key is too long'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('An idempotency key has at most 256 characters; this one has %s.', length(idempotency_key));
     END IF;
 END
 $$;
-COMMENT ON FUNCTION wallet.check_posting(bigint, text, text, text, boolean) IS 'raises WL204 for a missing, zero or (unless signed) negative amount, WL215 for a blank reason, 22023 for a blank idempotency key';
+COMMENT ON FUNCTION wallet.check_posting(bigint, text, text, text, boolean) IS 'raises 22004 for NULL points, reason or idempotency key, WL204 for a zero or (unless signed) negative amount, 22023 for a blank reason or a blank or over-long idempotency key';
 
 -- The idempotency fingerprint of a posting (see wallet.idem_check): what the
 -- caller decided, read from a journal entry, or from the entry a retry would
@@ -280,11 +291,15 @@ CREATE FUNCTION wallet.unknown_account(account_id bigint) RETURNS void
     SET search_path = pg_catalog, pg_temp
     AS $$
 BEGIN
+    IF account_id IS NULL THEN
+        RAISE EXCEPTION 'account_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A points account is named by its id.';
+    END IF;
     RAISE EXCEPTION 'unknown account'
         USING ERRCODE = 'WL201', DETAIL = format('There is no points account %s.', account_id);
 END
 $$;
-COMMENT ON FUNCTION wallet.unknown_account(bigint) IS 'raises WL201 for an account id that does not exist';
+COMMENT ON FUNCTION wallet.unknown_account(bigint) IS 'raises WL201 for an account id that does not exist, 22004 for a NULL one';
 
 CREATE FUNCTION wallet.program_closed(program_id bigint) RETURNS void
     LANGUAGE plpgsql
@@ -501,7 +516,11 @@ CREATE FUNCTION wallet.create_program(merchant_id bigint, name text, expiry inte
 DECLARE
     id bigint;
 BEGIN
-    IF name IS NULL OR btrim(name) = '' THEN
+    IF merchant_id IS NULL OR name IS NULL OR granularity IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN merchant_id IS NULL THEN 'merchant_id' WHEN name IS NULL THEN 'program name' ELSE 'granularity' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A points program belongs to a merchant and has a name and an expiry granularity.';
+    END IF;
+    IF btrim(name) = '' THEN
         RAISE EXCEPTION 'program name must not be blank'
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A points program needs a name that people can recognise.';
     END IF;
@@ -509,13 +528,13 @@ BEGIN
         RAISE EXCEPTION 'expiry must be positive'
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Points expire a positive time after they are earned, or never (NULL).';
     END IF;
-    IF granularity IS NULL OR granularity NOT IN ('day', 'month') THEN
+    IF granularity NOT IN ('day', 'month') THEN
         RAISE EXCEPTION 'unknown granularity "%"', granularity
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Expiry is rounded up to the end of a ''day'' or a ''month''.';
     END IF;
     IF NOT EXISTS (SELECT FROM wallet.merchants m WHERE m.merchant_id = create_program.merchant_id) THEN
-        RAISE EXCEPTION 'unknown merchant'
-            USING ERRCODE = 'foreign_key_violation', DETAIL = format('There is no merchant %s.', merchant_id);
+        RAISE EXCEPTION 'merchant % does not exist', merchant_id
+            USING ERRCODE = 'WL102', HINT = 'Register the merchant with wallet.create_merchant first.';
     END IF;
     INSERT INTO wallet.programs (merchant_id, name, expiry, granularity)
     VALUES (create_program.merchant_id, create_program.name, create_program.expiry, create_program.granularity)
@@ -533,6 +552,10 @@ CREATE FUNCTION wallet.close_program(program_id bigint) RETURNS void
     SET search_path = pg_catalog, pg_temp
     AS $$
 BEGIN
+    IF program_id IS NULL THEN
+        RAISE EXCEPTION 'program_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A points program is named by its id.';
+    END IF;
     UPDATE wallet.programs p SET closed_at = coalesce(p.closed_at, now())
      WHERE p.program_id = close_program.program_id;
     IF NOT FOUND THEN
@@ -551,9 +574,19 @@ DECLARE
     id bigint;
     is_closed boolean;
 BEGIN
-    IF member_ref IS NULL OR btrim(member_ref) = '' THEN
+    IF program_id IS NULL OR member_ref IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN program_id IS NULL THEN 'program_id' ELSE 'member reference' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'An account is opened in a points program for the merchant app''s own user id.';
+    END IF;
+    IF btrim(member_ref) = '' THEN
         RAISE EXCEPTION 'member reference must not be blank'
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An account is opened for the merchant app''s own user id.';
+    END IF;
+    -- a key of a unique index, like the member references of the redemption API
+    IF length(member_ref) > 256 THEN
+        RAISE EXCEPTION 'member reference is too long'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('A member reference has at most 256 characters; this one has %s.', length(member_ref));
     END IF;
     SELECT p.closed_at IS NOT NULL INTO is_closed FROM wallet.programs p WHERE p.program_id = open_account.program_id;
     IF NOT FOUND THEN
@@ -580,6 +613,34 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION wallet.open_account(bigint, text) IS 'returns the account of member_ref in the program, opening it if needed (idempotent, race-safe)';
+
+-- VOLATILE like the read side (see there): it finds an account opened earlier
+-- in the same statement.
+CREATE FUNCTION wallet.find_account(program_id bigint, member_ref text) RETURNS bigint
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    id bigint;
+BEGIN
+    IF program_id IS NULL OR member_ref IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN program_id IS NULL THEN 'program_id' ELSE 'member_ref' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'An account is found by its program and the merchant app''s own user id.';
+    END IF;
+    IF btrim(member_ref) = '' THEN
+        RAISE EXCEPTION 'member reference must not be blank'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An account is found by the merchant app''s own user id.';
+    END IF;
+    IF NOT EXISTS (SELECT FROM wallet.programs p WHERE p.program_id = find_account.program_id) THEN
+        RAISE EXCEPTION 'unknown program'
+            USING ERRCODE = 'WL214', DETAIL = format('There is no points program %s.', program_id);
+    END IF;
+    SELECT a.account_id INTO id FROM wallet.accounts a
+     WHERE a.program_id = find_account.program_id AND a.member_ref = find_account.member_ref;
+    RETURN id;
+END
+$$;
+COMMENT ON FUNCTION wallet.find_account(bigint, text) IS 'the account of member_ref in the program, or NULL when the member has none (never opens one; read-only)';
 
 -- ---------------------------------------------------------------- postings
 
@@ -643,7 +704,11 @@ DECLARE
     e wallet.entries;
 BEGIN
     PERFORM wallet.check_posting(points, reason, idempotency_key, 'hold');
-    IF ttl IS NULL OR ttl <= interval '0' THEN
+    IF ttl IS NULL THEN
+        RAISE EXCEPTION 'time to live must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A hold lasts a given time, after which it stops holding.';
+    END IF;
+    IF ttl <= interval '0' THEN
         RAISE EXCEPTION 'time to live must be positive'
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A hold lasts a positive time, after which it stops holding.';
     END IF;
@@ -672,6 +737,10 @@ CREATE FUNCTION wallet.lock_hold(hold_id bigint,
     SET search_path = pg_catalog, pg_temp
     AS $$
 BEGIN
+    IF hold_id IS NULL THEN
+        RAISE EXCEPTION 'hold_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A hold is named by its id, the entry_id of its hold entry.';
+    END IF;
     SELECT * INTO h FROM wallet.entries x WHERE x.entry_id = lock_hold.hold_id AND x.kind = 'hold';
     IF NOT FOUND THEN
         RAISE EXCEPTION 'unknown hold'
@@ -688,7 +757,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION wallet.lock_hold(bigint) IS 'finds hold hold_id (WL206 if none), locks its account unless already closed, returns the closing capture or release entry if any';
+COMMENT ON FUNCTION wallet.lock_hold(bigint) IS 'finds hold hold_id (WL206 if none, 22004 if NULL), locks its account unless already closed, returns the closing capture or release entry if any';
 
 CREATE FUNCTION wallet.hold_not_open(hold_id bigint, closing wallet.entries) RETURNS void
     LANGUAGE plpgsql
@@ -789,7 +858,11 @@ DECLARE
     e wallet.entries;
     r bigint;
 BEGIN
-    IF policy IS NULL OR policy NOT IN ('within_balance', 'unlimited') THEN
+    IF entry_id IS NULL OR policy IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN entry_id IS NULL THEN 'entry_id' ELSE 'policy' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A reversal names the entry it undoes and a policy, ''within_balance'' by default.';
+    END IF;
+    IF policy NOT IN ('within_balance', 'unlimited') THEN
         RAISE EXCEPTION 'unknown reversal policy "%"', policy
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The policy is ''within_balance'' or ''unlimited''.';
     END IF;
@@ -851,25 +924,68 @@ END
 $$;
 COMMENT ON FUNCTION wallet.adjust(bigint, bigint, text, text) IS 'manual correction: adds points (expiring per policy) or removes them (soonest-expiring first, within the balance); reason required';
 
-CREATE FUNCTION wallet.expire_points(as_of timestamptz DEFAULT now()) RETURNS bigint
+-- as_of of an expiry run: an expire entry cannot be undone, so expiring as of
+-- a future instant would take lots that are still valid for good.  "Now" is
+-- the clock, which postings are stamped with (the transaction's now() is
+-- never later, so the default always passes).
+CREATE FUNCTION wallet.check_expiry_as_of(as_of timestamptz) RETURNS void
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF as_of IS NULL THEN
+        RAISE EXCEPTION 'as_of must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Points are expired as of a given instant, now() by default.';
+    END IF;
+    IF as_of > clock_timestamp() THEN
+        RAISE EXCEPTION 'cannot expire points as of a future instant'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('The instant %s is later than the current time; lots still valid until then would be expired for good.', as_of),
+                  HINT = 'Omit as_of (it defaults to now()) or pass an instant that has passed.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet.check_expiry_as_of(timestamptz) IS 'raises 22004 for a NULL as_of and 22023 for an as_of later than the current time (an expire entry cannot be undone)';
+
+-- Settles due accounts as of as_of: at most batch_size of them, soonest due
+-- first (all when NULL), each locked and settled in account order, so that
+-- concurrent runs lock in the same order.  Returns how many accounts it
+-- looked at and how many expire entries it posted.
+CREATE FUNCTION wallet.expire_due_accounts(as_of timestamptz, batch_size int,
+        OUT accounts int, OUT expired bigint)
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     AS $$
 DECLARE
     acc bigint;
     due timestamptz;
-    n bigint := 0;
 BEGIN
-    FOR acc IN SELECT a.account_id FROM wallet.accounts a WHERE a.next_event <= as_of ORDER BY a.account_id LOOP
+    accounts := 0;
+    expired := 0;
+    FOR acc IN SELECT d.account_id
+                 FROM (SELECT a.account_id FROM wallet.accounts a WHERE a.next_event <= as_of
+                        ORDER BY a.next_event LIMIT batch_size) d
+                ORDER BY d.account_id LOOP
         SELECT a.next_event INTO due FROM wallet.accounts a WHERE a.account_id = acc FOR NO KEY UPDATE;
+        accounts := accounts + 1;
         IF due <= as_of THEN   -- a concurrent posting may have settled it meanwhile
-            n := n + wallet.settle_account(acc, as_of, clock_timestamp());
+            expired := expired + wallet.settle_account(acc, as_of, clock_timestamp());
         END IF;
     END LOOP;
-    RETURN n;
 END
 $$;
-COMMENT ON FUNCTION wallet.expire_points(timestamptz) IS 'posts an expire entry per account with lots expired at as_of (and a release for each lapsed hold); returns the number of expire entries; a second run posts nothing';
+COMMENT ON FUNCTION wallet.expire_due_accounts(timestamptz, int) IS 'settles at most batch_size (NULL = all) accounts due at as_of, in account order; returns the accounts looked at and the expire entries posted';
+
+CREATE FUNCTION wallet.expire_points(as_of timestamptz DEFAULT now()) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    PERFORM wallet.check_expiry_as_of(as_of);
+    RETURN (wallet.expire_due_accounts(as_of, NULL)).expired;
+END
+$$;
+COMMENT ON FUNCTION wallet.expire_points(timestamptz) IS 'posts an expire entry per account with lots expired at as_of (and a release for each lapsed hold) in the caller''s transaction; returns the number of expire entries; a second run posts nothing; as_of in the future is refused (22023); CALL wallet.expire_points_batched for many accounts';
 
 -- ---------------------------------------------------------------- read side
 
@@ -886,6 +1002,10 @@ CREATE FUNCTION wallet.balance(account_id bigint, as_of timestamptz DEFAULT now(
 DECLARE
     b bigint;
 BEGIN
+    IF as_of IS NULL THEN
+        RAISE EXCEPTION 'as_of must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The balance is taken at a given instant, now() by default.';
+    END IF;
     SELECT wallet.ledger_balance(a.ledger, as_of) INTO b FROM wallet.accounts a WHERE a.account_id = balance.account_id;
     IF NOT FOUND THEN
         PERFORM wallet.unknown_account(account_id);
@@ -907,6 +1027,13 @@ DECLARE
     e wallet.entries;
     s wallet.ledger_step;
 BEGIN
+    IF upto IS NULL THEN
+        RAISE EXCEPTION 'upto must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The journal is replayed up to a given instant, infinity by default.';
+    END IF;
+    IF NOT EXISTS (SELECT FROM wallet.accounts a WHERE a.account_id = replay_ledger.account_id) THEN
+        PERFORM wallet.unknown_account(account_id);
+    END IF;
     ledger := '';
     FOR e IN SELECT * FROM wallet.entries x WHERE x.account_id = replay_ledger.account_id AND x.created_at <= upto
               ORDER BY x.entry_id LOOP
@@ -926,18 +1053,68 @@ END
 $$;
 COMMENT ON FUNCTION wallet.replay_ledger(bigint, timestamptz) IS 'rebuilds an account''s ledger from its journal entries created up to upto; problem names the first entry that disagrees';
 
+-- The balance at ts is that of the ledger after the last entry created at or
+-- before ts, evaluated at ts (what replaying the journal up to ts gives).
+-- Entries of an account are in time order (each is stamped after its account
+-- was locked), so that entry is found by a binary search on entry_id.  Its
+-- ledger changes no more until the next entry unless a lot expires or a hold
+-- lapses, and the next entry tells whether one did: a posting (anything but
+-- the expire and release entries of a settlement) locked the account after
+-- ts and found nothing due, so nothing happened in between and the balance
+-- is the last entry's balance_after.  With no entry after ts the ledger is
+-- the stored one (verify_ledger proves it equals the journal's).  Only when
+-- the next entry is a settlement is the journal replayed up to ts.
 CREATE FUNCTION wallet.balance_at(account_id bigint, ts timestamptz) RETURNS bigint
-    LANGUAGE plpgsql STABLE
+    LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
     AS $$
+DECLARE
+    l wallet.points_ledger;
+    lo bigint := 0;     -- last entry known to be created at or before ts (0: none)
+    hi bigint;          -- first entry known to be created after ts
+    p bigint;
+    pt timestamptz;
+    b bigint;
+    nxt wallet.entries;
 BEGIN
-    IF NOT EXISTS (SELECT FROM wallet.accounts a WHERE a.account_id = balance_at.account_id) THEN
+    IF ts IS NULL THEN
+        RAISE EXCEPTION 'ts must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The balance is taken at a given instant.';
+    END IF;
+    SELECT a.ledger INTO l FROM wallet.accounts a WHERE a.account_id = balance_at.account_id;
+    IF NOT FOUND THEN
         PERFORM wallet.unknown_account(account_id);
     END IF;
-    RETURN wallet.ledger_balance((wallet.replay_ledger(account_id, ts)).ledger, ts);
+    SELECT x.entry_id, x.created_at INTO hi, pt FROM wallet.entries x
+     WHERE x.account_id = balance_at.account_id ORDER BY x.entry_id DESC LIMIT 1;
+    IF NOT FOUND OR pt <= ts THEN
+        RETURN wallet.ledger_balance(l, ts);
+    END IF;
+    LOOP
+        SELECT x.entry_id, x.created_at INTO p, pt FROM wallet.entries x
+         WHERE x.account_id = balance_at.account_id AND x.entry_id > lo AND x.entry_id < hi
+           AND x.entry_id >= lo + (hi - lo) / 2
+         ORDER BY x.entry_id LIMIT 1;
+        IF NOT FOUND THEN
+            SELECT x.entry_id, x.created_at INTO p, pt FROM wallet.entries x
+             WHERE x.account_id = balance_at.account_id AND x.entry_id > lo AND x.entry_id < lo + (hi - lo) / 2
+             ORDER BY x.entry_id DESC LIMIT 1;
+            EXIT WHEN NOT FOUND;
+        END IF;
+        IF pt <= ts THEN lo := p; ELSE hi := p; END IF;
+    END LOOP;
+    IF lo = 0 THEN
+        RETURN 0;   -- before the first entry the ledger is empty
+    END IF;
+    SELECT * INTO nxt FROM wallet.entries x WHERE x.entry_id = hi;
+    IF nxt.kind = 'expire' OR (nxt.kind = 'release' AND nxt.expires_at IS NOT NULL) THEN
+        RETURN wallet.ledger_balance((wallet.replay_ledger(account_id, ts)).ledger, ts);
+    END IF;
+    SELECT x.balance_after INTO b FROM wallet.entries x WHERE x.entry_id = lo;
+    RETURN b;
 END
 $$;
-COMMENT ON FUNCTION wallet.balance_at(bigint, timestamptz) IS 'spendable balance at instant ts, rebuilt from the journal';
+COMMENT ON FUNCTION wallet.balance_at(bigint, timestamptz) IS 'spendable balance at instant ts, as the journal up to ts gives it (from the last entry''s balance_after; replayed only when a lot expired or a hold lapsed between that entry and the next)';
 
 CREATE FUNCTION wallet.history(account_id bigint, from_ts timestamptz DEFAULT '-infinity',
         to_ts timestamptz DEFAULT 'infinity') RETURNS SETOF wallet.entries
@@ -945,6 +1122,10 @@ CREATE FUNCTION wallet.history(account_id bigint, from_ts timestamptz DEFAULT '-
     SET search_path = pg_catalog, pg_temp
     AS $$
 BEGIN
+    IF from_ts IS NULL OR to_ts IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN from_ts IS NULL THEN 'from_ts' ELSE 'to_ts' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The history covers [from_ts, to_ts), by default all of it (-infinity to infinity).';
+    END IF;
     IF NOT EXISTS (SELECT FROM wallet.accounts a WHERE a.account_id = history.account_id) THEN
         PERFORM wallet.unknown_account(account_id);
     END IF;
@@ -961,6 +1142,10 @@ CREATE FUNCTION wallet.program_liability(program_id bigint, as_of timestamptz DE
     SET search_path = pg_catalog, pg_temp
     AS $$
 BEGIN
+    IF program_id IS NULL OR as_of IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN program_id IS NULL THEN 'program_id' ELSE 'as_of' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The liability of a points program is taken at a given instant, now() by default.';
+    END IF;
     IF NOT EXISTS (SELECT FROM wallet.programs p WHERE p.program_id = program_liability.program_id) THEN
         RAISE EXCEPTION 'unknown program'
             USING ERRCODE = 'WL214', DETAIL = format('There is no points program %s.', program_id);

@@ -118,10 +118,14 @@ CREATE FUNCTION wallet.set_code_guard(max_failures_per_member int, max_failures_
 DECLARE
     _merchant bigint := merchant_id;
 BEGIN
-    IF failure_window IS NULL OR failure_window <= interval '0' THEN
+    IF failure_window IS NULL THEN
+        RAISE EXCEPTION 'failure window must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The brute-force guard counts failures over a window.';
+    END IF;
+    IF failure_window <= interval '0' THEN
         RAISE EXCEPTION 'failure window must be positive'
             USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = format('The brute-force guard counts failures over a window; %s is not a positive interval.', coalesce(failure_window::text, 'NULL'));
+                  DETAIL = format('The brute-force guard counts failures over a window; %s is not a positive interval.', failure_window);
     END IF;
     IF max_failures_per_member <= 0 OR max_failures_per_source <= 0 THEN
         RAISE EXCEPTION 'failure thresholds must be positive or NULL'
@@ -165,30 +169,52 @@ COMMENT ON FUNCTION wallet.code_guard_forget(bigint, text, text) IS
 CREATE FUNCTION wallet.clear_code_failures(member_ref text DEFAULT NULL, source text DEFAULT NULL,
                                            merchant_id bigint DEFAULT NULL)
     RETURNS bigint
-    LANGUAGE sql
+    LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     AS $$
-    SELECT wallet.code_guard_forget($3, $1, $2);
+DECLARE
+    n bigint;
+BEGIN
+    IF $1 IS NULL AND $2 IS NULL THEN
+        RAISE EXCEPTION 'member_ref and source must not both be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The failed checks of a member, of a source or of both are forgotten.';
+    END IF;
+    IF $3 IS NOT NULL AND NOT EXISTS (SELECT 1 FROM wallet.merchants m WHERE m.merchant_id = $3) THEN
+        RAISE EXCEPTION 'merchant % does not exist', $3
+            USING ERRCODE = 'WL102', DETAIL = 'Failed checks are counted per merchant registered in wallet.merchants.';
+    END IF;
+    PERFORM wallet.code_guard_forget($3, $1, $2);
     WITH d AS (
         DELETE FROM wallet.code_failed_attempts a
          WHERE (a.member_ref = $1 OR a.source = $2)
            AND ($3 IS NULL OR a.merchant_id = $3)
         RETURNING 1)
-    SELECT count(*) FROM d
+    SELECT count(*) INTO n FROM d;
+    RETURN n;
+END
 $$;
 COMMENT ON FUNCTION wallet.clear_code_failures(text, text, bigint) IS
     'forget the failed checks of a member and/or a source at one merchant (every merchant, and texts naming none, when merchant_id is NULL), e.g. after support verified them: lifts a throttle at once, even if the calling transaction rolls back; returns the number of recorded attempts removed';
 
 CREATE FUNCTION wallet.purge_code_attempts(older_than interval DEFAULT interval '1 day')
     RETURNS bigint
-    LANGUAGE sql
+    LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     AS $$
+DECLARE
+    n bigint;
+BEGIN
+    IF $1 IS NULL THEN
+        RAISE EXCEPTION 'older_than must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Failed attempts older than a given age are deleted; the default is one day.';
+    END IF;
     WITH d AS (
         DELETE FROM wallet.code_failed_attempts a
          WHERE a.attempted_at < clock_timestamp() - $1
         RETURNING 1)
-    SELECT count(*) FROM d
+    SELECT count(*) INTO n FROM d;
+    RETURN n;
+END
 $$;
 COMMENT ON FUNCTION wallet.purge_code_attempts(interval) IS
     'delete failed attempts older than the given age (keep it longer than every failure window); returns the number deleted';
@@ -736,7 +762,12 @@ DECLARE
     pc record;
     _code_n int; _member_n int; _total_n bigint;
 BEGIN
-    -- Never throws for a bad code; misuse (no member) is still an error.
+    -- Never throws for a bad code; misuse (no code or member) is still an error.
+    IF code IS NULL THEN
+        RAISE EXCEPTION 'code must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = 'A code is judged from the text a person typed: an empty text is malformed, a NULL is no text at all.';
+    END IF;
     PERFORM wallet.code_check_args(member_ref, NULL, context, false);
     SELECT * INTO pc FROM wallet.code_precheck(check_code.code, check_code.member_ref, left(context->>'source', 256), 'check');
     IF pc.status <> 'ok' THEN
@@ -797,6 +828,11 @@ DECLARE
     _st text;
     r wallet.redemption_result;
 BEGIN
+    IF _input IS NULL THEN
+        RAISE EXCEPTION 'code must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = 'A code is judged from the text a person typed: an empty text is malformed, a NULL is no text at all.';
+    END IF;
     PERFORM wallet.code_check_args(_member, _key, _ctx, true);
     r.member_ref := _member;
     r.replayed := false;
@@ -915,9 +951,13 @@ BEGIN
             USING ERRCODE = CASE WHEN reason IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,
                   DETAIL = 'An undone redemption keeps the reason for the audit trail.';
     END IF;
+    IF redemption_id IS NULL THEN
+        RAISE EXCEPTION 'redemption_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A redemption is undone by its id.';
+    END IF;
     SELECT * INTO _red FROM wallet.code_redemptions d WHERE d.redemption_id = undo_redemption.redemption_id FOR UPDATE;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'unknown redemption %', coalesce(undo_redemption.redemption_id::text, 'NULL')
+        RAISE EXCEPTION 'unknown redemption %', undo_redemption.redemption_id
             USING ERRCODE = 'WL150',
                   DETAIL = 'No row of wallet.code_redemptions has this redemption_id.';
     END IF;
@@ -959,11 +999,20 @@ DECLARE
     _now timestamptz;
     r wallet.reservation_result;
 BEGIN
+    IF _input IS NULL THEN
+        RAISE EXCEPTION 'code must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = 'A code is judged from the text a person typed: an empty text is malformed, a NULL is no text at all.';
+    END IF;
     PERFORM wallet.code_check_args(_member, _key, _ctx, true);
-    IF _ttl IS NULL OR _ttl <= interval '0' THEN
+    IF _ttl IS NULL THEN
+        RAISE EXCEPTION 'reservation ttl must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A reservation holds a code for a given time.';
+    END IF;
+    IF _ttl <= interval '0' THEN
         RAISE EXCEPTION 'reservation ttl must be positive'
             USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = format('A reservation holds a code for a positive time; %s was given.', coalesce(_ttl::text, 'NULL'));
+                  DETAIL = format('A reservation holds a code for a positive time; %s was given.', _ttl);
     END IF;
     r.member_ref := _member;
     r.replayed := false;
@@ -1038,9 +1087,13 @@ CREATE FUNCTION wallet.release_reservation(reservation_id bigint)
 DECLARE
     _res wallet.code_reservations;
 BEGIN
+    IF reservation_id IS NULL THEN
+        RAISE EXCEPTION 'reservation_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A reservation is released by its id.';
+    END IF;
     SELECT * INTO _res FROM wallet.code_reservations v WHERE v.reservation_id = release_reservation.reservation_id FOR UPDATE;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'unknown reservation %', coalesce(release_reservation.reservation_id::text, 'NULL')
+        RAISE EXCEPTION 'unknown reservation %', release_reservation.reservation_id
             USING ERRCODE = 'WL152',
                   DETAIL = 'No row of wallet.code_reservations has this reservation_id.';
     END IF;

@@ -1,16 +1,45 @@
 #!/usr/bin/env bash
-# Every SQLSTATE of the project's class WL that the code can raise is listed in
-# README.md's error table, and every listed one is raised somewhere: a DBA
-# relies on that table to handle errors.
+# The project's own SQLSTATEs (class WL) have one list: src/errcodes.h, one
+# macro ERRCODE_WL_<NAME> per code.  README.md's error table must list exactly
+# those codes under exactly those names (a DBA handles errors by that table),
+# every code the SQL parts or the C sources raise must be in the header, and
+# every code of the header must be raised somewhere.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-raised=$( { grep -rhoE "'WL[0-9]{3}'" src sql/ext | tr -d "'";
-            grep -rhoE "MAKE_SQLSTATE\('W', *'L', *'[0-9]', *'[0-9]', *'[0-9]'\)" src \
-              | sed -E "s/.*'([0-9])', *'([0-9])', *'([0-9])'\)/WL\1\2\3/"; } | sort -u)
-listed=$(grep -oE '^\| `WL[0-9]{3}`' README.md | grep -oE 'WL[0-9]{3}' | sort -u)
-echo "1..3"
-[ -n "$raised" ] && echo "ok 1 - the sources raise WL SQLSTATEs ($(echo $raised | wc -w) found)" || echo "not ok 1 - no WL SQLSTATE found in the sources"
-missing=$(comm -23 <(echo "$raised") <(echo "$listed") | tr '\n' ' ')
-[ -z "$missing" ] && echo "ok 2 - every raised WL SQLSTATE is in README's error table" || echo "not ok 2 - raised but not documented: $missing"
-unused=$(comm -13 <(echo "$raised") <(echo "$listed") | tr '\n' ' ')
-[ -z "$unused" ] && echo "ok 3 - every documented WL SQLSTATE is raised somewhere" || echo "not ok 3 - documented but never raised: $unused"
+HEADER=src/errcodes.h
+
+# "WL101 unknown_campaign" per code of the header
+header=$(sed -nE "s/^#define ERRCODE_WL_([A-Z0-9_]+)[[:space:]]+MAKE_SQLSTATE\('W', *'L', *'([0-9])', *'([0-9])', *'([0-9])'\).*/WL\2\3\4 \1/p" "$HEADER" \
+         | awk '{print $1, tolower($2)}' | sort -u)
+# the same from README's table: | `WL101` | `unknown_campaign` | ...
+readme=$(sed -nE 's/^\| `(WL[0-9]{3})` \| `([a-z0-9_]+)` \|.*/\1 \2/p' README.md | sort -u)
+# raised in SQL: the literals 'WLnnn'; in C: the macros used outside the header
+sql_raised=$(grep -rhoE "'WL[0-9]{3}'" sql/ext | tr -d "'" | sort -u)
+c_macros=$(grep -rhoE 'ERRCODE_WL_[A-Z0-9_]+' --include='*.c' --include='*.h' src | sort -u)
+c_macros_outside=$(grep -rhoE 'ERRCODE_WL_[A-Z0-9_]+' --include='*.c' --include='*.h' --exclude=errcodes.h src | sort -u)
+header_codes=$(echo "$header" | cut -d' ' -f1)
+header_macros=$(echo "$header" | awk '{print "ERRCODE_WL_" toupper($2)}' | sort -u)
+# codes the C sources raise, through the header's macros
+c_raised=$(comm -12 <(echo "$c_macros_outside") <(echo "$header_macros") | sed 's/^ERRCODE_WL_//' | tr 'A-Z' 'a-z' \
+           | while read -r name; do echo "$header" | awk -v n="$name" '$2 == n {print $1}'; done | sort -u)
+raised=$(printf '%s\n%s\n' "$sql_raised" "$c_raised" | grep . | sort -u)
+
+echo "1..7"
+n_header=$(echo "$header" | grep -c .)
+[ "$n_header" -gt 0 ] && [ "$n_header" -eq "$(grep -cE '^#define ERRCODE_WL_' "$HEADER")" ] \
+    && echo "ok 1 - $HEADER defines $n_header WL SQLSTATEs, each as ERRCODE_WL_<NAME> MAKE_SQLSTATE(...)" \
+    || echo "not ok 1 - $HEADER: $n_header codes read, $(grep -cE '^#define ERRCODE_WL_' "$HEADER") macros (a define the check cannot read?)"
+dup=$(echo "$header_codes" | uniq -d | tr '\n' ' ')
+[ -z "$dup" ] && echo "ok 2 - no code has two names in $HEADER" || echo "not ok 2 - codes defined twice in $HEADER: $dup"
+stray=$(grep -rlE "MAKE_SQLSTATE\('W', *'L'" src | grep -vx "$HEADER" | tr '\n' ' ')
+[ -z "$stray" ] && echo "ok 3 - no WL SQLSTATE is defined outside $HEADER" || echo "not ok 3 - WL SQLSTATEs defined outside $HEADER in: $stray"
+diffs=$(diff <(echo "$header") <(echo "$readme") | grep -E '^[<>]' | sed 's/^</header:/; s/^>/README:/' | tr '\n' ';')
+[ -z "$diffs" ] && echo "ok 4 - README's error table lists exactly the codes and names of $HEADER" \
+    || echo "not ok 4 - README's error table and $HEADER differ: $diffs"
+missing=$(comm -23 <(echo "$sql_raised") <(echo "$header_codes") | tr '\n' ' ')
+[ -z "$missing" ] && echo "ok 5 - every WL SQLSTATE the SQL parts raise is in $HEADER" || echo "not ok 5 - raised in sql/ext but not in $HEADER: $missing"
+unknown=$(comm -23 <(echo "$c_macros") <(echo "$header_macros") | tr '\n' ' ')
+[ -z "$unknown" ] && echo "ok 6 - every ERRCODE_WL_ macro the C sources use is in $HEADER" || echo "not ok 6 - used in src but not defined in $HEADER: $unknown"
+unused=$(comm -23 <(echo "$header_codes") <(echo "$raised") | tr '\n' ' ')
+[ -z "$unused" ] && echo "ok 7 - every WL SQLSTATE of $HEADER is raised somewhere ($(echo "$raised" | grep -c .) raised)" \
+    || echo "not ok 7 - defined but never raised: $unused"

@@ -73,9 +73,11 @@ stop_long() {
     echo "# $fn: $(head -1 "$TMP/long.out") ($((t1 - t0)) ms after the signal)" >&2
     if [ $((t1 - t0)) -lt 1000 ]; then echo "${out:-none} within"; else echo "${out:-none} late"; fi
 }
-check "one call at the bound (expire of all 2,000 lots, listed as jsonb) takes under 20 ms" \
-    "$(q -c "SELECT count(*) FROM v, generate_series(1, 200) g WHERE (wallet.ledger_apply(l, 'expire', timestamptz '2040-01-01' + g * interval '1 day', NULL)).amount < 0;
-         SELECT (extract(epoch FROM clock_timestamp() - now()) * 1000 / 200 < 20)::text" | tail -1)" true
+# Its speed is bench material, not a test assertion: printed, never asserted.
+at_bound=$(q -c "SELECT count(*) FROM v, generate_series(1, 200) g WHERE (wallet.ledger_apply(l, 'expire', timestamptz '2040-01-01' + g * interval '1 day', NULL)).amount = -2000;
+                 SELECT round((extract(epoch FROM clock_timestamp() - now()) * 1000 / 200)::numeric, 2)")
+echo "# one expire of all 2,000 lots at the bound: $(echo "$at_bound" | tail -1) ms a call" >&2
+check "a value at the bound works: each of 200 expiries takes back all 2,000 lots" "$(echo "$at_bound" | head -1)" 200
 check "pg_cancel_backend stops a long query over values at the bound within a second (57014)" \
     "$(stop_long pg_cancel_backend)" "ERROR-57014 within"
 check "pg_terminate_backend stops it within a second too" \

@@ -458,6 +458,11 @@ wallet.balance_at(bigint,timestamp with time zone)	ok	^[0-9]+$	SELECT wallet.bal
 wallet.history(bigint,timestamp with time zone,timestamp with time zone)	ok	^$e0\|	SELECT * FROM wallet.history($a)
 wallet.program_liability(bigint,timestamp with time zone)	ok	[0-9]	SELECT * FROM wallet.program_liability($p)
 wallet.verify_ledger(bigint)	ok	^$	SELECT * FROM wallet.verify_ledger()
+wallet.find_account(bigint,text)	ok	^$a$	SELECT wallet.find_account($p, 'member-a')
+wallet.check_expiry_as_of(timestamp with time zone)	22023	-	SELECT wallet.check_expiry_as_of('infinity')
+wallet.expire_due_accounts(timestamp with time zone,integer)	ok	^[0-9]+\|[0-9]+$	SELECT * FROM wallet.expire_due_accounts('now', 10)
+wallet.expire_points_batched(timestamp with time zone,integer,integer)	ok	-	CALL wallet.expire_points_batched('now', 10, 2)
+wallet.run_maintenance()	ok	-	CALL wallet.run_maintenance()
 CALLS
 }
 # The triggers, fired by writes to the extension's tables (same format).

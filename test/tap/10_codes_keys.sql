@@ -19,13 +19,13 @@ SELECT results_eq(format('SELECT key_version, retired_at FROM wallet.code_keys W
 SELECT throws_ok(format('SELECT wallet.create_campaign(%s, %L)', 999999, 'x'), 'WL102', 'merchant 999999 does not exist', 'unknown merchant: WL102');
 SELECT throws_ok('SELECT wallet.create_campaign(NULL, ''x'')', '22004', NULL, 'NULL merchant: 22004');
 SELECT throws_ok(format('SELECT wallet.create_campaign(%s, %L)', :m, '  '), '22023', 'campaign name must not be blank', 'blank name: 22023');
-SELECT throws_ok(format('SELECT wallet.create_campaign(%s, NULL)', :m), '22023', 'campaign name must not be blank', 'NULL name: 22023');
+SELECT throws_ok(format('SELECT wallet.create_campaign(%s, NULL)', :m), '22004', 'campaign name must not be null', 'NULL name: 22004');
 SELECT throws_ok(format('SELECT wallet.create_campaign(%s, %L, %L)', :m, 'p1', 'TOOLONG99'), '22023', 'invalid campaign prefix "TOOLONG99"', 'prefix of 9 characters: 22023');
 SELECT throws_ok(format('SELECT wallet.create_campaign(%s, %L, %L)', :m, 'p2', 'AB-C'), '22023', 'invalid campaign prefix "AB-C"', 'prefix with a hyphen: 22023');
 SELECT throws_ok(format('SELECT wallet.create_campaign(%s, %L, %L)', :m, 'p3', ''), '22023', 'invalid campaign prefix ""', 'empty prefix: 22023');
 SELECT throws_ok(format('SELECT wallet.create_campaign(%s, %L, NULL, 31)', :m, 'b1'), '22023', 'mac_bits must be between 32 and 64, not 31', 'mac_bits 31: 22023');
 SELECT throws_ok(format('SELECT wallet.create_campaign(%s, %L, NULL, 65)', :m, 'b2'), '22023', 'mac_bits must be between 32 and 64, not 65', 'mac_bits 65: 22023');
-SELECT throws_ok(format('SELECT wallet.create_campaign(%s, %L, NULL, NULL)', :m, 'b3'), '22023', 'mac_bits must be between 32 and 64, not NULL', 'mac_bits NULL: 22023');
+SELECT throws_ok(format('SELECT wallet.create_campaign(%s, %L, NULL, NULL)', :m, 'b3'), '22004', 'mac_bits must not be null', 'mac_bits NULL: 22004');
 SELECT throws_ok(format('SELECT wallet.create_campaign(%s, %L, starts_at => NULL)', :m, 's1'), '22004', 'starts_at must not be null', 'NULL starts_at: 22004');
 SELECT throws_ok(format('SELECT wallet.create_campaign(%s, %L, starts_at => %L, ends_at => %L)', :m, 's2', '2030-01-02', '2030-01-01'),
     '22023', 'ends_at must be after starts_at', 'ends_at before starts_at: 22023');

@@ -90,7 +90,7 @@ SELECT is(wallet.check_code(lower((SELECT code FROM ids WHERE name = 'single')),
 SELECT is(wallet.check_code('this is no code!', 'alice'), 'malformed', 'garbage: malformed');
 SELECT is(wallet.check_code('', 'alice'), 'malformed', 'empty text: malformed');
 SELECT is(wallet.check_code('no code'::text, 'alice', '{"source": "kiosk-7"}'), 'malformed', 'with a context: the same');
-SELECT is(wallet.check_code(NULL, 'alice'), 'malformed', 'NULL code: malformed (no error)');
+SELECT throws_ok($$SELECT wallet.check_code(NULL, 'alice')$$, '22004', 'code must not be null', 'NULL code: 22004 (a missing argument, not a malformed text)');
 SELECT is(wallet.check_code(repeat('Z', 10000), 'alice'), 'malformed', 'a huge text: malformed');
 SELECT is(wallet.check_code(pg_temp.mistype((SELECT code FROM ids WHERE name = 'single')), 'alice'), 'mistyped',
           'a wrong check symbol: mistyped');

@@ -110,8 +110,8 @@ SELECT throws_ok($$SELECT wallet.accrue(pg_temp.id('a1'), -5, 'k-bad2', 'purchas
 SELECT throws_ok($$SELECT wallet.accrue(pg_temp.id('a1'), 9223372036854775807, 'k-bad3', 'purchase')$$, 'WL205', NULL,
                  'accrue that overflows the balance: WL205');
 SELECT throws_ok($$SELECT wallet.accrue(-1, 10, 'k-bad4', 'purchase')$$, 'WL201', NULL, 'accrue on an unknown account: WL201');
-SELECT throws_ok($$SELECT wallet.accrue(pg_temp.id('a1'), 10, NULL, 'purchase')$$, '22023', NULL, 'accrue without an idempotency key: 22023');
-SELECT throws_ok($$SELECT wallet.accrue(pg_temp.id('a1'), 10, 'k-bad8', NULL)$$, 'WL215', NULL, 'accrue without a reason: WL215');
+SELECT throws_ok($$SELECT wallet.accrue(pg_temp.id('a1'), 10, NULL, 'purchase')$$, '22004', NULL, 'accrue without an idempotency key: 22004');
+SELECT throws_ok($$SELECT wallet.accrue(pg_temp.id('a1'), 10, 'k-bad8', NULL)$$, '22004', NULL, 'accrue without a reason: 22004');
 SELECT throws_ok($$SELECT wallet.balance(-1)$$, 'WL201', NULL, 'balance of an unknown account: WL201');
 SELECT throws_ok($$SELECT * FROM wallet.history(-1)$$, 'WL201', NULL, 'history of an unknown account: WL201');
 SELECT is(wallet.balance(pg_temp.id('a1')), 200::bigint, 'failed accruals changed nothing');
@@ -417,8 +417,8 @@ SELECT throws_ok($$SELECT wallet.adjust(pg_temp.id('a7'), -9223372036854775808, 
                  'adjust by the smallest bigint: WL205');
 SELECT throws_ok($$SELECT wallet.adjust(pg_temp.id('a7'), 9223372036854775807, 'k-adj9', 'correction')$$, 'WL205', NULL,
                  'adjust that overflows the balance: WL205');
-SELECT throws_ok($$SELECT wallet.adjust(pg_temp.id('a7'), 5, 'k-adj4', NULL)$$, 'WL215', NULL, 'adjust without a reason: WL215');
-SELECT throws_ok($$SELECT wallet.adjust(pg_temp.id('a7'), 5, 'k-adj5', '   ')$$, 'WL215', NULL, 'adjust with a blank reason: WL215');
+SELECT throws_ok($$SELECT wallet.adjust(pg_temp.id('a7'), 5, 'k-adj4', NULL)$$, '22004', NULL, 'adjust without a reason: 22004');
+SELECT throws_ok($$SELECT wallet.adjust(pg_temp.id('a7'), 5, 'k-adj5', '   ')$$, '22023', NULL, 'adjust with a blank reason: 22023');
 SELECT throws_ok($$SELECT wallet.adjust(-1, 5, 'k-adj6', 'goodwill')$$, 'WL201', NULL, 'adjust on an unknown account: WL201');
 SELECT throws_ok($$SELECT wallet.adjust(pg_temp.id('a7'), -121, 'k-adj7', 'correction')$$, 'WL203', NULL,
                  'a negative adjustment beyond the balance: WL203');
@@ -526,30 +526,36 @@ SELECT throws_ok($$SELECT * FROM wallet.program_liability(-1)$$, 'WL214', NULL, 
 -- ---------------------------------------------------------------------------
 -- expire_points
 -- ---------------------------------------------------------------------------
+-- expire_points refuses an as_of in the future (40_maintenance.sql), so the
+-- lots here expire 1 and 3 seconds after t0 and the runs wait for them.
 INSERT INTO ids SELECT 'px', wallet.create_program(pg_temp.id('m'), 'tap expiry');
 INSERT INTO ids SELECT 'x1', wallet.open_account(pg_temp.id('px'), 'xena');
-SELECT pg_temp.op('x1a', $$SELECT * FROM wallet.accrue(pg_temp.id('x1'), 40, 'k-x1a', 'purchase', NULL, '2027-03-10 12:00+00')$$);
-SELECT pg_temp.op('x1b', $$SELECT * FROM wallet.accrue(pg_temp.id('x1'), 60, 'k-x1b', 'purchase', NULL, '2028-03-10 12:00+00')$$);
+INSERT INTO marks SELECT 't0', clock_timestamp();
+SELECT pg_temp.op('x1a', $$SELECT * FROM wallet.accrue(pg_temp.id('x1'), 40, 'k-x1a', 'purchase', NULL, (SELECT at + interval '1 second' FROM marks WHERE name = 't0'))$$);
+SELECT pg_temp.op('x1b', $$SELECT * FROM wallet.accrue(pg_temp.id('x1'), 60, 'k-x1b', 'purchase', NULL, (SELECT at + interval '3 seconds' FROM marks WHERE name = 't0'))$$);
 SELECT pg_temp.op('x1c', $$SELECT * FROM wallet.accrue(pg_temp.id('x1'), 25, 'k-x1c', 'purchase')$$);
 SELECT pg_temp.op('x1d', $$SELECT * FROM wallet.redeem(pg_temp.id('x1'), 10, 'k-x1d', 'coupon')$$);
+SELECT pg_sleep_until((SELECT at + interval '1.1 seconds' FROM marks WHERE name = 't0'));
+INSERT INTO marks SELECT 'x run 1', clock_timestamp();
 CREATE TEMP TABLE expired_run (run int, posted bigint, entries_before bigint, entries_after bigint);
 INSERT INTO expired_run SELECT 1, NULL, (SELECT count(*) FROM wallet.entries WHERE kind = 'expire'), NULL;
-UPDATE expired_run SET posted = wallet.expire_points('2027-06-01') WHERE run = 1;
+UPDATE expired_run SET posted = wallet.expire_points((SELECT at FROM marks WHERE name = 'x run 1')) WHERE run = 1;
 UPDATE expired_run SET entries_after = (SELECT count(*) FROM wallet.entries WHERE kind = 'expire') WHERE run = 1;
 SELECT is((SELECT posted FROM expired_run WHERE run = 1), (SELECT entries_after - entries_before FROM expired_run WHERE run = 1),
           'expire_points returns the number of expire entries it posted');
 SELECT is((SELECT array_agg(amount ORDER BY entry_id) FROM wallet.entries WHERE account_id = pg_temp.id('x1') AND kind = 'expire'),
-          ARRAY[-30]::bigint[], 'expire_points posts one expire entry for the 30 points left of the 2027-03-10 lot');
+          ARRAY[-30]::bigint[], 'expire_points posts one expire entry for the 30 points left of the lot expiring at t0 + 1 s');
 SELECT is((SELECT balance_after FROM wallet.entries WHERE account_id = pg_temp.id('x1') AND kind = 'expire'), 85::bigint,
           'the expire entry carries the balance after it');
-SELECT is(wallet.balance(pg_temp.id('x1')), 85::bigint, 'xena: 125 earned - 10 spent - 30 expired = 85');
+SELECT is(wallet.balance(pg_temp.id('x1'), clock_timestamp()), 85::bigint, 'xena: 125 earned - 10 spent - 30 expired = 85');
 SELECT is(pg_temp.journal_sum(pg_temp.id('x1')), 85::bigint, 'the journal explains the balance after expiry');
-INSERT INTO expired_run SELECT 2, wallet.expire_points('2027-06-01'), NULL, (SELECT count(*) FROM wallet.entries WHERE kind = 'expire');
+INSERT INTO expired_run SELECT 2, wallet.expire_points((SELECT at FROM marks WHERE name = 'x run 1')), NULL, (SELECT count(*) FROM wallet.entries WHERE kind = 'expire');
 SELECT is((SELECT posted FROM expired_run WHERE run = 2), 0::bigint, 'expire_points run again posts nothing');
 SELECT is((SELECT entries_after FROM expired_run WHERE run = 2), (SELECT entries_after FROM expired_run WHERE run = 1),
           'no new expire entries on the second run');
-SELECT ok(wallet.expire_points('2028-06-01') >= 1, 'expire_points as of 2028-06-01 posts the next lot');
-SELECT is(wallet.balance(pg_temp.id('x1')), 25::bigint, 'xena: only the never-expiring 25 remain');
+SELECT pg_sleep_until((SELECT at + interval '3.1 seconds' FROM marks WHERE name = 't0'));
+SELECT ok(wallet.expire_points(clock_timestamp()) >= 1, 'expire_points after t0 + 3 s posts the next lot');
+SELECT is(wallet.balance(pg_temp.id('x1'), clock_timestamp()), 25::bigint, 'xena: only the never-expiring 25 remain');
 SELECT is((SELECT array_agg(amount ORDER BY entry_id) FROM wallet.entries WHERE account_id = pg_temp.id('x1') AND kind = 'expire'),
           ARRAY[-30, -60]::bigint[], 'xena: two expire entries, -30 and -60');
 

@@ -7,7 +7,7 @@
 -- One transaction: now() is frozen, postings use the clock.
 BEGIN;
 SET LOCAL timezone = 'UTC';
-SELECT plan(67);
+SELECT plan(70);
 
 CREATE TEMP TABLE ids (name text PRIMARY KEY, id bigint NOT NULL);
 CREATE FUNCTION pg_temp.id(text) RETURNS bigint LANGUAGE sql VOLATILE AS $$ SELECT id FROM ids WHERE name = $1 $$;
@@ -159,6 +159,11 @@ SELECT is((SELECT count(*) FROM wallet.history((wallet.accrue(wallet.open_accoun
 INSERT INTO ids SELECT 'balance before', wallet.balance(pg_temp.id('a'));
 SELECT is(wallet.balance((wallet.accrue(pg_temp.id('a'), 7, 'nest-5', 'r')).account_id), pg_temp.id('balance before') + 7,
           'balance((accrue(...)).account_id) counts the accrual');
+SELECT ok((SELECT o = f FROM (SELECT wallet.open_account(pg_temp.id('p'), 'nest-8') AS o, wallet.find_account(pg_temp.id('p'), 'nest-8') AS f) x),
+          'open_account(p, m), find_account(p, m) in one statement: the account just opened');
+SELECT is(wallet.find_account(wallet.create_program(pg_temp.id('m'), 'nest program 3'), 'nobody'), NULL,
+          'find_account(create_program(...), ...): the new program, no account');
+SELECT is(wallet.balance_at(wallet.open_account(pg_temp.id('p'), 'nest-9'), 'infinity'), 0::bigint, 'balance_at(open_account(...))');
 SELECT is((SELECT problem FROM wallet.replay_ledger(wallet.open_account(pg_temp.id('p'), 'nest-6'))), NULL,
           'replay_ledger(open_account(...))');
 SELECT is((SELECT count(*) FROM wallet.verify_ledger(wallet.open_account(pg_temp.id('p'), 'nest-7'))), 0::bigint,

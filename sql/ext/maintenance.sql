@@ -1,0 +1,51 @@
+
+-- ======================================================================
+-- Maintenance (issue 8): the periodic jobs, as procedures that commit as
+-- they go, so that a scheduler (pg_cron: see README "Maintenance") can run
+-- them every minute without one long transaction.
+--
+-- Procedures carry no SET search_path: a procedure with a SET clause cannot
+-- COMMIT.  Instead every name is schema-qualified, every operator is written
+-- OPERATOR(pg_catalog.x), and the work is done by functions that pin it.
+-- ======================================================================
+
+CREATE PROCEDURE wallet.expire_points_batched(as_of timestamptz DEFAULT now(), batch_size int DEFAULT 1000,
+        max_batches int DEFAULT NULL)
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    batches int := 0;
+    r record;
+BEGIN
+    PERFORM wallet.check_expiry_as_of(as_of);
+    IF batch_size IS NULL OR batch_size OPERATOR(pg_catalog.<) 1 OR max_batches OPERATOR(pg_catalog.<) 1 THEN
+        RAISE EXCEPTION 'batch_size and max_batches must be positive'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'Due accounts are settled batch_size at a time, at most max_batches times (NULL: until none is due).';
+    END IF;
+    LOOP
+        r := wallet.expire_due_accounts(as_of, batch_size);
+        -- each batch is its own transaction (an error here when CALLed inside a transaction block)
+        COMMIT;
+        batches := batches OPERATOR(pg_catalog.+) 1;
+        EXIT WHEN r.accounts OPERATOR(pg_catalog.<) batch_size OR batches OPERATOR(pg_catalog.=) max_batches;
+    END LOOP;
+END
+$$;
+COMMENT ON PROCEDURE wallet.expire_points_batched(timestamptz, int, int) IS 'what wallet.expire_points does, batch_size accounts per transaction (at most max_batches, NULL = until none is due); CALL it outside a transaction block; as_of in the future is refused (22023)';
+
+-- The one entry point of every periodic job: schedule it (every minute) and
+-- nothing else.  Later issues add their jobs here.  Each call does bounded
+-- work; what is left over is done by the next call.
+CREATE PROCEDURE wallet.run_maintenance()
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    -- 1. expiry: at most 100 batches of 1,000 due accounts, each committed
+    CALL wallet.expire_points_batched(pg_catalog.now(), 1000, 100);
+    -- 2. failed code attempts older than a day (the guard's default window is 15 minutes)
+    PERFORM wallet.purge_code_attempts(interval '1 day');
+    COMMIT;
+END
+$$;
+COMMENT ON PROCEDURE wallet.run_maintenance() IS 'runs every periodic job with bounded work per call, committing as it goes: expiry (up to 100,000 due accounts, 1,000 per transaction), purge of failed code attempts older than a day; later issues add their jobs here; schedule it every minute (README "Maintenance")';

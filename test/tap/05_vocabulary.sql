@@ -1,0 +1,305 @@
+-- pgTAP: one error vocabulary (issue 8).  The same fault raises the same
+-- SQLSTATE in every function: a NULL required argument 22004, a blank or
+-- oversized text 22023, an id naming no object the WL code of that object.
+-- Functions of a value (accessors, operators, the ledger_* readers) take a
+-- NULL through as NULL, as SQL's own scalar functions do (README "Errors").
+--
+-- The table pg_temp.vocab holds one row per expectation.  Every function of
+-- the extension (but type I/O and trigger functions) must have a row, so a
+-- function added later fails this file until its expectations are written
+-- down; a STRICT function must be declared a value function (expect 'null').
+BEGIN;
+SET LOCAL timezone = 'UTC';
+
+-- Fixtures: one object of every kind, by name, for the {name} placeholders.
+CREATE TEMP TABLE fx (k text PRIMARY KEY, v text NOT NULL);
+INSERT INTO fx VALUES ('m', wallet.create_merchant('vocab merchant'));
+INSERT INTO fx SELECT 'c', wallet.create_campaign((SELECT v::bigint FROM fx WHERE k = 'm'), 'vocab', max_redemptions_per_code => NULL);
+INSERT INTO fx SELECT 'code' || row_number() OVER (), g::text
+  FROM wallet.generate_codes((SELECT v::bigint FROM fx WHERE k = 'c'), 3) g;
+INSERT INTO fx SELECT 'r', redemption_id FROM wallet.redeem_code((SELECT v FROM fx WHERE k = 'code1'), 'vocab member', 'vocab-r1');
+INSERT INTO fx SELECT 'v', reservation_id FROM wallet.reserve_code((SELECT v FROM fx WHERE k = 'code2'), 'vocab member', 'vocab-v1', interval '1 hour');
+INSERT INTO fx SELECT 'p', wallet.create_program((SELECT v::bigint FROM fx WHERE k = 'm'), 'vocab program', interval '1 year');
+INSERT INTO fx SELECT 'a', wallet.open_account((SELECT v::bigint FROM fx WHERE k = 'p'), 'vocab member');
+INSERT INTO fx SELECT 'e', entry_id FROM wallet.accrue((SELECT v::bigint FROM fx WHERE k = 'a'), 100, 'vocab-k1', 'welcome');
+INSERT INTO fx SELECT 'h', entry_id FROM wallet.hold((SELECT v::bigint FROM fx WHERE k = 'a'), 10, 'vocab-h1', interval '1 hour', 'cart');
+INSERT INTO fx VALUES ('unknown', '999999999'), ('long', repeat('x', 257));
+
+CREATE FUNCTION pg_temp.sub(sql text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    f record;
+BEGIN
+    FOR f IN SELECT * FROM fx ORDER BY length(k) DESC LOOP
+        sql := replace(sql, '{' || f.k || '}', f.v);
+    END LOOP;
+    RETURN sql;
+END
+$$;
+-- Whether a query's one value is NULL (no row counts as NULL).
+CREATE FUNCTION pg_temp.yields_null(sql text) RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE
+    r boolean;
+BEGIN
+    EXECUTE format('SELECT (%s) IS NULL', sql) INTO r;
+    RETURN r;
+END
+$$;
+
+-- expect: a SQLSTATE the call must raise; 'null': the call returns NULL (a
+-- function of a value); 'internal': a helper of the extension's own
+-- functions, checked through them; 'no arguments'.
+CREATE TEMP TABLE vocab (n serial, fn text NOT NULL, what text NOT NULL, expect text NOT NULL, call text);
+INSERT INTO vocab (fn, what, expect, call) VALUES
+-- core
+('wallet.version()', '-', 'no arguments', NULL),
+('wallet.create_merchant(text)', 'name NULL', '22004', 'SELECT wallet.create_merchant(NULL)'),
+('wallet.create_merchant(text)', 'name blank', '22023', $$SELECT wallet.create_merchant('  ')$$),
+-- marketing codes: values
+('wallet.marketing_code_eq(wallet.marketing_code,wallet.marketing_code)', 'NULL operand', 'null', $$SELECT wallet.marketing_code_eq(NULL, '{code1}')$$),
+('wallet.marketing_code_ne(wallet.marketing_code,wallet.marketing_code)', 'NULL operand', 'null', $$SELECT wallet.marketing_code_ne(NULL, '{code1}')$$),
+('wallet.marketing_code_lt(wallet.marketing_code,wallet.marketing_code)', 'NULL operand', 'null', $$SELECT wallet.marketing_code_lt(NULL, '{code1}')$$),
+('wallet.marketing_code_le(wallet.marketing_code,wallet.marketing_code)', 'NULL operand', 'null', $$SELECT wallet.marketing_code_le(NULL, '{code1}')$$),
+('wallet.marketing_code_gt(wallet.marketing_code,wallet.marketing_code)', 'NULL operand', 'null', $$SELECT wallet.marketing_code_gt(NULL, '{code1}')$$),
+('wallet.marketing_code_ge(wallet.marketing_code,wallet.marketing_code)', 'NULL operand', 'null', $$SELECT wallet.marketing_code_ge(NULL, '{code1}')$$),
+('wallet.marketing_code_cmp(wallet.marketing_code,wallet.marketing_code)', 'NULL operand', 'null', $$SELECT wallet.marketing_code_cmp(NULL, '{code1}')$$),
+('wallet.marketing_code_sortsupport(internal)', '-', 'internal', NULL),
+('wallet.marketing_code_hash(wallet.marketing_code)', 'NULL code', 'null', 'SELECT wallet.marketing_code_hash(NULL)'),
+('wallet.marketing_code_hash_extended(wallet.marketing_code,bigint)', 'NULL code', 'null', 'SELECT wallet.marketing_code_hash_extended(NULL, 0)'),
+('wallet.code_campaign(wallet.marketing_code)', 'NULL code', 'null', 'SELECT wallet.code_campaign(NULL)'),
+('wallet.code_serial(wallet.marketing_code)', 'NULL code', 'null', 'SELECT wallet.code_serial(NULL)'),
+('wallet.code_key_version(wallet.marketing_code)', 'NULL code', 'null', 'SELECT wallet.code_key_version(NULL)'),
+('wallet.code_mac_bits(wallet.marketing_code)', 'NULL code', 'null', 'SELECT wallet.code_mac_bits(NULL)'),
+('wallet.code_prefix(wallet.marketing_code)', 'NULL code', 'null', 'SELECT wallet.code_prefix(NULL)'),
+('wallet.code_authentic(wallet.marketing_code)', 'NULL code', 'null', 'SELECT wallet.code_authentic(NULL)'),
+('wallet.code_status(wallet.marketing_code)', 'NULL code', 'null', 'SELECT wallet.code_status(NULL)'),
+-- marketing codes: campaigns and keys
+('wallet.installation_id()', '-', 'no arguments', NULL),
+('wallet.campaign_next_serial(bigint)', 'campaign_id NULL', '22004', 'SELECT wallet.campaign_next_serial(NULL)'),
+('wallet.campaign_next_serial(bigint)', 'unknown campaign', 'WL101', 'SELECT wallet.campaign_next_serial({unknown})'),
+('wallet.create_campaign(bigint,text,text,integer,timestamp with time zone,timestamp with time zone,integer,integer,bigint)', 'merchant_id NULL', '22004', $$SELECT wallet.create_campaign(NULL, 'x')$$),
+('wallet.create_campaign(bigint,text,text,integer,timestamp with time zone,timestamp with time zone,integer,integer,bigint)', 'name NULL', '22004', 'SELECT wallet.create_campaign({m}, NULL)'),
+('wallet.create_campaign(bigint,text,text,integer,timestamp with time zone,timestamp with time zone,integer,integer,bigint)', 'name blank', '22023', $$SELECT wallet.create_campaign({m}, ' ')$$),
+('wallet.create_campaign(bigint,text,text,integer,timestamp with time zone,timestamp with time zone,integer,integer,bigint)', 'prefix blank', '22023', $$SELECT wallet.create_campaign({m}, 'x', '')$$),
+('wallet.create_campaign(bigint,text,text,integer,timestamp with time zone,timestamp with time zone,integer,integer,bigint)', 'prefix oversized', '22023', $$SELECT wallet.create_campaign({m}, 'x', 'ABCDEFGHI')$$),
+('wallet.create_campaign(bigint,text,text,integer,timestamp with time zone,timestamp with time zone,integer,integer,bigint)', 'mac_bits NULL', '22004', $$SELECT wallet.create_campaign({m}, 'x', mac_bits => NULL)$$),
+('wallet.create_campaign(bigint,text,text,integer,timestamp with time zone,timestamp with time zone,integer,integer,bigint)', 'starts_at NULL', '22004', $$SELECT wallet.create_campaign({m}, 'x', starts_at => NULL)$$),
+('wallet.create_campaign(bigint,text,text,integer,timestamp with time zone,timestamp with time zone,integer,integer,bigint)', 'unknown merchant', 'WL102', $$SELECT wallet.create_campaign({unknown}, 'x')$$),
+('wallet.rotate_code_key(bigint)', 'campaign_id NULL', '22004', 'SELECT wallet.rotate_code_key(NULL)'),
+('wallet.rotate_code_key(bigint)', 'unknown campaign', 'WL101', 'SELECT wallet.rotate_code_key({unknown})'),
+('wallet.retire_code_key(bigint,integer)', 'campaign_id NULL', '22004', 'SELECT wallet.retire_code_key(NULL, 1)'),
+('wallet.retire_code_key(bigint,integer)', 'key_version NULL', '22004', 'SELECT wallet.retire_code_key({c}, NULL)'),
+('wallet.retire_code_key(bigint,integer)', 'unknown campaign', 'WL101', 'SELECT wallet.retire_code_key({unknown}, 1)'),
+('wallet.retire_code_key(bigint,integer)', 'unknown key version', 'WL103', 'SELECT wallet.retire_code_key({c}, 77)'),
+('wallet.generate_codes(bigint,integer)', 'campaign_id NULL', '22004', 'SELECT wallet.generate_codes(NULL, 1)'),
+('wallet.generate_codes(bigint,integer)', 'n NULL', '22004', 'SELECT wallet.generate_codes({c}, NULL)'),
+('wallet.generate_codes(bigint,integer)', 'unknown campaign', 'WL101', 'SELECT wallet.generate_codes({unknown}, 1)'),
+('wallet.parse_code(text)', 'input NULL', '22004', 'SELECT wallet.parse_code(NULL)'),
+-- redemption
+('wallet.code_guard_thresholds(bigint)', '-', 'internal', NULL),
+('wallet.set_code_guard(integer,integer,interval,bigint)', 'failure_window NULL', '22004', 'SELECT wallet.set_code_guard(10, 30, NULL, {m})'),
+('wallet.set_code_guard(integer,integer,interval,bigint)', 'unknown merchant', 'WL102', $$SELECT wallet.set_code_guard(10, 30, '1 hour', {unknown})$$),
+('wallet.code_guard_attempt(bigint,text,text,boolean,integer,integer,interval)', '-', 'internal', NULL),
+('wallet.code_guard_forget(bigint,text,text)', '-', 'internal', NULL),
+('wallet.clear_code_failures(text,text,bigint)', 'member_ref and source NULL', '22004', 'SELECT wallet.clear_code_failures(NULL, NULL, {m})'),
+('wallet.clear_code_failures(text,text,bigint)', 'unknown merchant', 'WL102', $$SELECT wallet.clear_code_failures('vocab member', NULL, {unknown})$$),
+('wallet.purge_code_attempts(interval)', 'older_than NULL', '22004', 'SELECT wallet.purge_code_attempts(NULL)'),
+('wallet.code_check_args(text,text,jsonb,boolean)', '-', 'internal', NULL),
+('wallet.code_precheck(text,text,text,text)', '-', 'internal', NULL),
+('wallet.code_caps_unchanged(bigint,integer,integer,bigint)', '-', 'internal', NULL),
+('wallet.code_lock_counters(bigint,bigint,text)', '-', 'internal', NULL),
+('wallet.code_bump_counters(bigint,bigint,text,integer,boolean,boolean,boolean)', '-', 'internal', NULL),
+('wallet.code_caps_status(bigint,bigint,text,integer,integer,bigint,bigint,bigint,bigint)', '-', 'internal', NULL),
+('wallet.idem_code(text,text,text,interval)', '-', 'internal', NULL),
+('wallet.idem_check(text,text,jsonb,jsonb)', '-', 'internal', NULL),
+('wallet.issue_code(bigint,text)', 'campaign_id NULL', '22004', $$SELECT wallet.issue_code(NULL, 'vocab member')$$),
+('wallet.issue_code(bigint,text)', 'member_ref NULL', '22004', 'SELECT wallet.issue_code({c}, NULL)'),
+('wallet.issue_code(bigint,text)', 'member_ref blank', '22023', $$SELECT wallet.issue_code({c}, '')$$),
+('wallet.issue_code(bigint,text)', 'member_ref oversized', '22023', $$SELECT wallet.issue_code({c}, '{long}')$$),
+('wallet.issue_code(bigint,text)', 'unknown campaign', 'WL101', $$SELECT wallet.issue_code({unknown}, 'vocab member')$$),
+('wallet.check_code(text,text,jsonb)', 'code NULL', '22004', $$SELECT wallet.check_code(NULL::text, 'vocab member', '{}'::jsonb)$$),
+('wallet.check_code(text,text,jsonb)', 'member_ref NULL', '22004', $$SELECT wallet.check_code('{code3}'::text, NULL, '{}'::jsonb)$$),
+('wallet.check_code(text,text,jsonb)', 'member_ref blank', '22023', $$SELECT wallet.check_code('{code3}'::text, ' ', '{}'::jsonb)$$),
+('wallet.check_code(text,text,jsonb)', 'member_ref oversized', '22023', $$SELECT wallet.check_code('{code3}'::text, '{long}', '{}'::jsonb)$$),
+('wallet.check_code(text,text)', 'code NULL', '22004', $$SELECT wallet.check_code(NULL::text, 'vocab member'::text)$$),
+('wallet.check_code(text,text)', 'member_ref NULL', '22004', $$SELECT wallet.check_code('{code3}'::text, NULL::text)$$),
+('wallet.check_code(wallet.marketing_code,text,jsonb)', 'code NULL', '22004', $$SELECT wallet.check_code(NULL::wallet.marketing_code, 'vocab member')$$),
+('wallet.check_code(wallet.marketing_code,text,jsonb)', 'member_ref NULL', '22004', $$SELECT wallet.check_code('{code3}'::wallet.marketing_code, NULL)$$),
+('wallet.redeem_code(text,text,text,jsonb)', 'code NULL', '22004', $$SELECT wallet.redeem_code(NULL::text, 'vocab member', 'vocab-k')$$),
+('wallet.redeem_code(text,text,text,jsonb)', 'code NULL, key of a redemption', '22004', $$SELECT wallet.redeem_code(NULL::text, 'vocab member', 'vocab-r1')$$),
+('wallet.redeem_code(text,text,text,jsonb)', 'member_ref NULL', '22004', $$SELECT wallet.redeem_code('{code3}'::text, NULL, 'vocab-k')$$),
+('wallet.redeem_code(text,text,text,jsonb)', 'idempotency_key NULL', '22004', $$SELECT wallet.redeem_code('{code3}'::text, 'vocab member', NULL)$$),
+('wallet.redeem_code(text,text,text,jsonb)', 'member_ref blank', '22023', $$SELECT wallet.redeem_code('{code3}'::text, '', 'vocab-k')$$),
+('wallet.redeem_code(text,text,text,jsonb)', 'idempotency_key blank', '22023', $$SELECT wallet.redeem_code('{code3}'::text, 'vocab member', ' ')$$),
+('wallet.redeem_code(text,text,text,jsonb)', 'idempotency_key oversized', '22023', $$SELECT wallet.redeem_code('{code3}'::text, 'vocab member', '{long}')$$),
+('wallet.redeem_code(wallet.marketing_code,text,text,jsonb)', 'code NULL', '22004', $$SELECT wallet.redeem_code(NULL::wallet.marketing_code, 'vocab member', 'vocab-k')$$),
+('wallet.redeem_code(wallet.marketing_code,text,text,jsonb)', 'member_ref NULL', '22004', $$SELECT wallet.redeem_code('{code3}'::wallet.marketing_code, NULL, 'vocab-k')$$),
+('wallet.redeem_code(wallet.marketing_code,text,text,jsonb)', 'idempotency_key NULL', '22004', $$SELECT wallet.redeem_code('{code3}'::wallet.marketing_code, 'vocab member', NULL)$$),
+('wallet.undo_redemption(bigint,text)', 'redemption_id NULL', '22004', $$SELECT wallet.undo_redemption(NULL, 'cancelled')$$),
+('wallet.undo_redemption(bigint,text)', 'reason NULL', '22004', 'SELECT wallet.undo_redemption({r}, NULL)'),
+('wallet.undo_redemption(bigint,text)', 'reason blank', '22023', $$SELECT wallet.undo_redemption({r}, ' ')$$),
+('wallet.undo_redemption(bigint,text)', 'unknown redemption', 'WL150', $$SELECT wallet.undo_redemption({unknown}, 'cancelled')$$),
+('wallet.reserve_code(text,text,text,interval,jsonb)', 'code NULL', '22004', $$SELECT wallet.reserve_code(NULL::text, 'vocab member', 'vocab-k', '1 hour')$$),
+('wallet.reserve_code(text,text,text,interval,jsonb)', 'member_ref NULL', '22004', $$SELECT wallet.reserve_code('{code3}'::text, NULL, 'vocab-k', '1 hour')$$),
+('wallet.reserve_code(text,text,text,interval,jsonb)', 'idempotency_key NULL', '22004', $$SELECT wallet.reserve_code('{code3}'::text, 'vocab member', NULL, '1 hour')$$),
+('wallet.reserve_code(text,text,text,interval,jsonb)', 'ttl NULL', '22004', $$SELECT wallet.reserve_code('{code3}'::text, 'vocab member', 'vocab-k', NULL)$$),
+('wallet.reserve_code(text,text,text,interval,jsonb)', 'member_ref blank', '22023', $$SELECT wallet.reserve_code('{code3}'::text, ' ', 'vocab-k', '1 hour')$$),
+('wallet.reserve_code(text,text,text,interval,jsonb)', 'idempotency_key blank', '22023', $$SELECT wallet.reserve_code('{code3}'::text, 'vocab member', '', '1 hour')$$),
+('wallet.reserve_code(text,text,text,interval,jsonb)', 'member_ref oversized', '22023', $$SELECT wallet.reserve_code('{code3}'::text, '{long}', 'vocab-k', '1 hour')$$),
+('wallet.reserve_code(wallet.marketing_code,text,text,interval,jsonb)', 'code NULL', '22004', $$SELECT wallet.reserve_code(NULL::wallet.marketing_code, 'vocab member', 'vocab-k', '1 hour')$$),
+('wallet.reserve_code(wallet.marketing_code,text,text,interval,jsonb)', 'ttl NULL', '22004', $$SELECT wallet.reserve_code('{code3}'::wallet.marketing_code, 'vocab member', 'vocab-k', NULL)$$),
+('wallet.release_reservation(bigint)', 'reservation_id NULL', '22004', 'SELECT wallet.release_reservation(NULL)'),
+('wallet.release_reservation(bigint)', 'unknown reservation', 'WL152', 'SELECT wallet.release_reservation({unknown})'),
+-- points ledger: values
+('wallet.ledger_balance(wallet.points_ledger,timestamp with time zone)', 'NULL ledger', 'null', $$SELECT wallet.ledger_balance(NULL, '2030-01-01')$$),
+('wallet.ledger_expiring(wallet.points_ledger,timestamp with time zone,interval)', 'NULL ledger', 'null', $$SELECT wallet.ledger_expiring(NULL, '2030-01-01', '1 day')$$),
+('wallet.ledger_earned(wallet.points_ledger,timestamp with time zone,timestamp with time zone)', 'NULL ledger', 'null', $$SELECT wallet.ledger_earned(NULL, '-infinity', 'infinity')$$),
+('wallet.ledger_lots(wallet.points_ledger)', 'NULL ledger', 'null', 'SELECT wallet.ledger_lots(NULL)'),
+('wallet.ledger_totals(wallet.points_ledger)', 'NULL ledger', 'null', 'SELECT wallet.ledger_totals(NULL)'),
+('wallet.ledger_diff(wallet.points_ledger,wallet.points_ledger)', 'NULL ledger (NULL would mean "equal")', '22004', $$SELECT wallet.ledger_diff(NULL, '')$$),
+('wallet.ledger_apply(wallet.points_ledger,text,timestamp with time zone,bigint,timestamp with time zone,bigint,bigint[],timestamp with time zone[],text,timestamp with time zone)', 'kind NULL', '22004', $$SELECT wallet.ledger_apply('', NULL, '2030-01-01', 1)$$),
+('wallet.ledger_apply(wallet.points_ledger,text,timestamp with time zone,bigint,timestamp with time zone,bigint,bigint[],timestamp with time zone[],text,timestamp with time zone)', 'at NULL', '22004', $$SELECT wallet.ledger_apply('', 'accrue', NULL, 1)$$),
+('wallet.ledger_apply(wallet.points_ledger,text,timestamp with time zone,bigint,timestamp with time zone,bigint,bigint[],timestamp with time zone[],text,timestamp with time zone)', 'points NULL', '22004', $$SELECT wallet.ledger_apply('', 'accrue', '2030-01-01', NULL)$$),
+('wallet.ledger_apply(wallet.points_ledger,text,timestamp with time zone,bigint,timestamp with time zone,bigint,bigint[],timestamp with time zone[],text,timestamp with time zone)', 'points NULL (adjust)', '22004', $$SELECT wallet.ledger_apply('', 'adjust', '2030-01-01', NULL)$$),
+('wallet.ledger_apply(wallet.points_ledger,text,timestamp with time zone,bigint,timestamp with time zone,bigint,bigint[],timestamp with time zone[],text,timestamp with time zone)', 'kind blank', '22023', $$SELECT wallet.ledger_apply('', '', '2030-01-01', 1)$$),
+('wallet.policy_expiry(timestamp with time zone,interval,text)', 'NULL instant', 'null', $$SELECT wallet.policy_expiry(NULL, '1 year', 'day')$$),
+-- points ledger: helpers
+('wallet.check_posting(bigint,text,text,text,boolean)', '-', 'internal', NULL),
+('wallet.idem_entry(wallet.entries)', '-', 'internal', NULL),
+('wallet.entry_by_key(bigint,text)', '-', 'internal', NULL),
+('wallet.unknown_account(bigint)', '-', 'internal', NULL),
+('wallet.program_closed(bigint)', '-', 'internal', NULL),
+('wallet.entry_step(wallet.points_ledger,wallet.entries)', '-', 'internal', NULL),
+('wallet.post_entry(wallet.points_ledger,wallet.entries)', '-', 'internal', NULL),
+('wallet.settle_account(bigint,timestamp with time zone,timestamp with time zone)', '-', 'internal', NULL),
+('wallet.lock_account(bigint,text)', '-', 'internal', NULL),
+('wallet.post_once(wallet.locked_account,wallet.entries,boolean)', '-', 'internal', NULL),
+('wallet.lock_hold(bigint)', '-', 'internal', NULL),
+('wallet.hold_not_open(bigint,wallet.entries)', '-', 'internal', NULL),
+-- points ledger: programs and accounts
+('wallet.create_program(bigint,text,interval,text)', 'merchant_id NULL', '22004', $$SELECT wallet.create_program(NULL, 'x')$$),
+('wallet.create_program(bigint,text,interval,text)', 'name NULL', '22004', 'SELECT wallet.create_program({m}, NULL)'),
+('wallet.create_program(bigint,text,interval,text)', 'granularity NULL', '22004', $$SELECT wallet.create_program({m}, 'x', NULL, NULL)$$),
+('wallet.create_program(bigint,text,interval,text)', 'name blank', '22023', $$SELECT wallet.create_program({m}, '')$$),
+('wallet.create_program(bigint,text,interval,text)', 'granularity blank', '22023', $$SELECT wallet.create_program({m}, 'x', NULL, '')$$),
+('wallet.create_program(bigint,text,interval,text)', 'unknown merchant', 'WL102', $$SELECT wallet.create_program({unknown}, 'x')$$),
+('wallet.close_program(bigint)', 'program_id NULL', '22004', 'SELECT wallet.close_program(NULL)'),
+('wallet.close_program(bigint)', 'unknown program', 'WL214', 'SELECT wallet.close_program({unknown})'),
+('wallet.open_account(bigint,text)', 'program_id NULL', '22004', $$SELECT wallet.open_account(NULL, 'vocab member')$$),
+('wallet.open_account(bigint,text)', 'member_ref NULL', '22004', 'SELECT wallet.open_account({p}, NULL)'),
+('wallet.open_account(bigint,text)', 'member_ref blank', '22023', $$SELECT wallet.open_account({p}, ' ')$$),
+('wallet.open_account(bigint,text)', 'member_ref oversized', '22023', $$SELECT wallet.open_account({p}, '{long}')$$),
+('wallet.open_account(bigint,text)', 'unknown program', 'WL214', $$SELECT wallet.open_account({unknown}, 'vocab member')$$),
+-- points ledger: postings
+('wallet.accrue(bigint,bigint,text,text,text,timestamp with time zone)', 'account_id NULL', '22004', $$SELECT wallet.accrue(NULL, 5, 'vocab-k', 'why')$$),
+('wallet.accrue(bigint,bigint,text,text,text,timestamp with time zone)', 'points NULL', '22004', $$SELECT wallet.accrue({a}, NULL, 'vocab-k', 'why')$$),
+('wallet.accrue(bigint,bigint,text,text,text,timestamp with time zone)', 'idempotency_key NULL', '22004', $$SELECT wallet.accrue({a}, 5, NULL, 'why')$$),
+('wallet.accrue(bigint,bigint,text,text,text,timestamp with time zone)', 'reason NULL', '22004', $$SELECT wallet.accrue({a}, 5, 'vocab-k', NULL)$$),
+('wallet.accrue(bigint,bigint,text,text,text,timestamp with time zone)', 'idempotency_key blank', '22023', $$SELECT wallet.accrue({a}, 5, ' ', 'why')$$),
+('wallet.accrue(bigint,bigint,text,text,text,timestamp with time zone)', 'idempotency_key oversized', '22023', $$SELECT wallet.accrue({a}, 5, '{long}', 'why')$$),
+('wallet.accrue(bigint,bigint,text,text,text,timestamp with time zone)', 'reason blank', '22023', $$SELECT wallet.accrue({a}, 5, 'vocab-k', '')$$),
+('wallet.accrue(bigint,bigint,text,text,text,timestamp with time zone)', 'unknown account', 'WL201', $$SELECT wallet.accrue({unknown}, 5, 'vocab-k', 'why')$$),
+('wallet.redeem(bigint,bigint,text,text,text)', 'account_id NULL', '22004', $$SELECT wallet.redeem(NULL, 5, 'vocab-k', 'why')$$),
+('wallet.redeem(bigint,bigint,text,text,text)', 'points NULL', '22004', $$SELECT wallet.redeem({a}, NULL, 'vocab-k', 'why')$$),
+('wallet.redeem(bigint,bigint,text,text,text)', 'idempotency_key NULL', '22004', $$SELECT wallet.redeem({a}, 5, NULL, 'why')$$),
+('wallet.redeem(bigint,bigint,text,text,text)', 'reason NULL', '22004', $$SELECT wallet.redeem({a}, 5, 'vocab-k', NULL)$$),
+('wallet.redeem(bigint,bigint,text,text,text)', 'idempotency_key blank', '22023', $$SELECT wallet.redeem({a}, 5, '', 'why')$$),
+('wallet.redeem(bigint,bigint,text,text,text)', 'reason blank', '22023', $$SELECT wallet.redeem({a}, 5, 'vocab-k', ' ')$$),
+('wallet.redeem(bigint,bigint,text,text,text)', 'unknown account', 'WL201', $$SELECT wallet.redeem({unknown}, 5, 'vocab-k', 'why')$$),
+('wallet.hold(bigint,bigint,text,interval,text,text)', 'account_id NULL', '22004', $$SELECT wallet.hold(NULL, 5, 'vocab-k', '1 hour', 'why')$$),
+('wallet.hold(bigint,bigint,text,interval,text,text)', 'points NULL', '22004', $$SELECT wallet.hold({a}, NULL, 'vocab-k', '1 hour', 'why')$$),
+('wallet.hold(bigint,bigint,text,interval,text,text)', 'idempotency_key NULL', '22004', $$SELECT wallet.hold({a}, 5, NULL, '1 hour', 'why')$$),
+('wallet.hold(bigint,bigint,text,interval,text,text)', 'ttl NULL', '22004', $$SELECT wallet.hold({a}, 5, 'vocab-k', NULL, 'why')$$),
+('wallet.hold(bigint,bigint,text,interval,text,text)', 'reason NULL', '22004', $$SELECT wallet.hold({a}, 5, 'vocab-k', '1 hour', NULL)$$),
+('wallet.hold(bigint,bigint,text,interval,text,text)', 'idempotency_key blank', '22023', $$SELECT wallet.hold({a}, 5, ' ', '1 hour', 'why')$$),
+('wallet.hold(bigint,bigint,text,interval,text,text)', 'reason blank', '22023', $$SELECT wallet.hold({a}, 5, 'vocab-k', '1 hour', '')$$),
+('wallet.hold(bigint,bigint,text,interval,text,text)', 'unknown account', 'WL201', $$SELECT wallet.hold({unknown}, 5, 'vocab-k', '1 hour', 'why')$$),
+('wallet.capture(bigint,bigint,text)', 'hold_id NULL', '22004', 'SELECT wallet.capture(NULL)'),
+('wallet.capture(bigint,bigint,text)', 'unknown hold', 'WL206', 'SELECT wallet.capture({unknown})'),
+('wallet.capture(bigint,bigint,text)', 'idempotency_key blank', '22023', $$SELECT wallet.capture({h}, NULL, ' ')$$),
+('wallet.release(bigint,text)', 'hold_id NULL', '22004', 'SELECT wallet.release(NULL)'),
+('wallet.release(bigint,text)', 'unknown hold', 'WL206', 'SELECT wallet.release({unknown})'),
+('wallet.release(bigint,text)', 'idempotency_key blank', '22023', $$SELECT wallet.release({h}, '')$$),
+('wallet.reverse(bigint,text,text,text)', 'entry_id NULL', '22004', $$SELECT wallet.reverse(NULL, 'vocab-k', 'why')$$),
+('wallet.reverse(bigint,text,text,text)', 'idempotency_key NULL', '22004', $$SELECT wallet.reverse({e}, NULL, 'why')$$),
+('wallet.reverse(bigint,text,text,text)', 'reason NULL', '22004', $$SELECT wallet.reverse({e}, 'vocab-k', NULL)$$),
+('wallet.reverse(bigint,text,text,text)', 'policy NULL', '22004', $$SELECT wallet.reverse({e}, 'vocab-k', 'why', NULL)$$),
+('wallet.reverse(bigint,text,text,text)', 'idempotency_key blank', '22023', $$SELECT wallet.reverse({e}, '', 'why')$$),
+('wallet.reverse(bigint,text,text,text)', 'reason blank', '22023', $$SELECT wallet.reverse({e}, 'vocab-k', ' ')$$),
+('wallet.reverse(bigint,text,text,text)', 'policy blank', '22023', $$SELECT wallet.reverse({e}, 'vocab-k', 'why', '')$$),
+('wallet.reverse(bigint,text,text,text)', 'unknown entry', 'WL212', $$SELECT wallet.reverse({unknown}, 'vocab-k', 'why')$$),
+('wallet.adjust(bigint,bigint,text,text)', 'account_id NULL', '22004', $$SELECT wallet.adjust(NULL, 5, 'vocab-k', 'why')$$),
+('wallet.adjust(bigint,bigint,text,text)', 'points NULL', '22004', $$SELECT wallet.adjust({a}, NULL, 'vocab-k', 'why')$$),
+('wallet.adjust(bigint,bigint,text,text)', 'idempotency_key NULL', '22004', $$SELECT wallet.adjust({a}, 5, NULL, 'why')$$),
+('wallet.adjust(bigint,bigint,text,text)', 'reason NULL', '22004', $$SELECT wallet.adjust({a}, 5, 'vocab-k', NULL)$$),
+('wallet.adjust(bigint,bigint,text,text)', 'idempotency_key blank', '22023', $$SELECT wallet.adjust({a}, 5, ' ', 'why')$$),
+('wallet.adjust(bigint,bigint,text,text)', 'reason blank', '22023', $$SELECT wallet.adjust({a}, 5, 'vocab-k', '')$$),
+('wallet.adjust(bigint,bigint,text,text)', 'unknown account', 'WL201', $$SELECT wallet.adjust({unknown}, 5, 'vocab-k', 'why')$$),
+('wallet.expire_points(timestamp with time zone)', 'as_of NULL', '22004', 'SELECT wallet.expire_points(NULL)'),
+('wallet.expire_points(timestamp with time zone)', 'as_of in the future', '22023', $$SELECT wallet.expire_points('infinity')$$),
+('wallet.check_expiry_as_of(timestamp with time zone)', '-', 'internal', NULL),
+('wallet.expire_due_accounts(timestamp with time zone,integer)', '-', 'internal', NULL),
+('wallet.expire_points_batched(timestamp with time zone,integer,integer)', 'as_of NULL', '22004', 'CALL wallet.expire_points_batched(NULL)'),
+('wallet.run_maintenance()', '-', 'no arguments', NULL),
+('wallet.find_account(bigint,text)', 'program_id NULL', '22004', $$SELECT wallet.find_account(NULL, 'm')$$),
+('wallet.find_account(bigint,text)', 'member_ref NULL', '22004', 'SELECT wallet.find_account({p}, NULL)'),
+('wallet.find_account(bigint,text)', 'member_ref blank', '22023', $$SELECT wallet.find_account({p}, ' ')$$),
+('wallet.find_account(bigint,text)', 'unknown program', 'WL214', $$SELECT wallet.find_account({unknown}, 'm')$$),
+-- points ledger: reading
+('wallet.balance(bigint,timestamp with time zone)', 'account_id NULL', '22004', 'SELECT wallet.balance(NULL)'),
+('wallet.balance(bigint,timestamp with time zone)', 'as_of NULL', '22004', 'SELECT wallet.balance({a}, NULL)'),
+('wallet.balance(bigint,timestamp with time zone)', 'unknown account', 'WL201', 'SELECT wallet.balance({unknown})'),
+('wallet.replay_ledger(bigint,timestamp with time zone)', 'account_id NULL', '22004', 'SELECT wallet.replay_ledger(NULL)'),
+('wallet.replay_ledger(bigint,timestamp with time zone)', 'upto NULL', '22004', 'SELECT wallet.replay_ledger({a}, NULL)'),
+('wallet.replay_ledger(bigint,timestamp with time zone)', 'unknown account', 'WL201', 'SELECT wallet.replay_ledger({unknown})'),
+('wallet.balance_at(bigint,timestamp with time zone)', 'account_id NULL', '22004', $$SELECT wallet.balance_at(NULL, '2030-01-01')$$),
+('wallet.balance_at(bigint,timestamp with time zone)', 'ts NULL', '22004', 'SELECT wallet.balance_at({a}, NULL)'),
+('wallet.balance_at(bigint,timestamp with time zone)', 'unknown account', 'WL201', $$SELECT wallet.balance_at({unknown}, '2030-01-01')$$),
+('wallet.history(bigint,timestamp with time zone,timestamp with time zone)', 'account_id NULL', '22004', 'SELECT wallet.history(NULL)'),
+('wallet.history(bigint,timestamp with time zone,timestamp with time zone)', 'from_ts NULL', '22004', 'SELECT wallet.history({a}, NULL)'),
+('wallet.history(bigint,timestamp with time zone,timestamp with time zone)', 'to_ts NULL', '22004', $$SELECT wallet.history({a}, '-infinity', NULL)$$),
+('wallet.history(bigint,timestamp with time zone,timestamp with time zone)', 'unknown account', 'WL201', 'SELECT wallet.history({unknown})'),
+('wallet.program_liability(bigint,timestamp with time zone)', 'program_id NULL', '22004', 'SELECT wallet.program_liability(NULL)'),
+('wallet.program_liability(bigint,timestamp with time zone)', 'as_of NULL', '22004', 'SELECT wallet.program_liability({p}, NULL)'),
+('wallet.program_liability(bigint,timestamp with time zone)', 'unknown program', 'WL214', 'SELECT wallet.program_liability({unknown})'),
+('wallet.verify_ledger(bigint)', 'unknown account (NULL: every account)', 'WL201', 'SELECT wallet.verify_ledger({unknown})');
+
+SELECT plan(7 + (SELECT count(*)::int FROM vocab WHERE call IS NOT NULL));
+
+-- Every function of the extension has its expectations here, but type I/O
+-- (NULL never reaches it) and trigger functions (they take no arguments).
+CREATE TEMP VIEW ext_fn AS
+SELECT p.oid, p.proisstrict, p.pronargs, p.proargtypes
+  FROM pg_depend d JOIN pg_proc p ON p.oid = d.objid
+ WHERE d.classid = 'pg_proc'::regclass AND d.deptype = 'e'
+   AND d.refobjid = (SELECT e.oid FROM pg_extension e WHERE e.extname = 'wallet')
+   AND p.prorettype <> 'trigger'::regtype
+   AND NOT EXISTS (SELECT FROM pg_type t WHERE p.oid IN (t.typinput, t.typoutput, t.typreceive, t.typsend));
+SELECT is_empty($$SELECT f.oid::regprocedure::text FROM ext_fn f
+                   WHERE f.oid NOT IN (SELECT to_regprocedure(v.fn) FROM vocab v WHERE to_regprocedure(v.fn) IS NOT NULL)$$,
+                'every function of the extension (but type I/O and triggers) has a row in the table of expectations');
+SELECT is_empty($$SELECT DISTINCT v.fn FROM vocab v WHERE to_regprocedure(v.fn) IS NULL$$,
+                'every row of the table names a function that exists');
+SELECT is_empty($$SELECT f.oid::regprocedure::text FROM ext_fn f
+                   WHERE f.proisstrict AND f.pronargs > 0 AND NOT 'internal'::regtype = ANY (f.proargtypes::oid[])
+                     AND f.oid NOT IN (SELECT to_regprocedure(v.fn) FROM vocab v WHERE v.expect = 'null')$$,
+                'only functions of a value are STRICT (no API function turns a missing argument into NULL)');
+
+SELECT throws_ok(pg_temp.sub(v.call), v.expect, NULL, format('%s, %s: %s', v.fn, v.what, v.expect))
+  FROM vocab v WHERE v.expect ~ '^[0-9A-Z]{5}$' ORDER BY v.n;
+SELECT ok(pg_temp.yields_null(pg_temp.sub(v.call)), format('%s, %s: NULL (a function of a value)', v.fn, v.what))
+  FROM vocab v WHERE v.expect = 'null' ORDER BY v.n;
+
+-- A code's text is input, judged rather than refused: blank is malformed.
+SELECT is((wallet.parse_code('')).status, 'malformed', 'parse_code: a blank text is malformed, not an error');
+SELECT is(wallet.check_code('  '::text, 'vocab member'), 'malformed', 'check_code: a blank code is malformed, not an error');
+
+-- Campaign ids end at 2^32 - 1 (a code carries 32 bits): then WL110, not
+-- the identity's raw sequence error.  RESTART is transactional.
+ALTER TABLE wallet.campaigns ALTER COLUMN campaign_id RESTART WITH 4294967295;
+SELECT is(wallet.create_campaign((SELECT v::bigint FROM fx WHERE k = 'm'), 'the last'), 4294967295::bigint,
+          'the campaign id 4294967295 is handed out');
+SELECT throws_ok(pg_temp.sub($$SELECT wallet.create_campaign({m}, 'one too many')$$), 'WL110', 'campaign ids are exhausted',
+                 'past campaign id 2^32 - 1: WL110 campaign ids are exhausted');
+
+SELECT * FROM finish();
+ROLLBACK;
