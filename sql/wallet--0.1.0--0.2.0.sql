@@ -1714,3 +1714,646 @@ BEGIN
     END IF;
 END
 $$;
+
+-- -- 5c. idempotency and one-statement calls
+-- One idempotency mechanism for redemptions, reservations and postings:
+-- wallet.idem_check compares fingerprints (jsonb objects of what decides a
+-- call's outcome) derived alike from the stored row of the first call and
+-- from a retry's arguments, so rows stored by 0.1.0 replay as before.  A
+-- redemption's fingerprint no longer covers its context (request metadata),
+-- and every WL002 has the same message.  It replaces wallet.key_mismatch,
+-- wallet.code_key_mismatch and wallet.code_same_input.
+
+CREATE FUNCTION wallet.idem_check(idempotency_key text, earlier text, stored jsonb, given jsonb) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    diff text;
+BEGIN
+    IF stored = given THEN
+        RETURN;
+    END IF;
+    SELECT string_agg(k, ', ' ORDER BY k) INTO diff
+      FROM jsonb_object_keys(stored || given) AS k
+     WHERE stored -> k IS DISTINCT FROM given -> k;
+    RAISE EXCEPTION 'idempotency key "%" was already used with different arguments', idempotency_key
+        USING ERRCODE = 'WL002',
+              DETAIL = format('The key belongs to %s; this call differs in %s.', earlier, diff),
+              HINT = 'A retry repeats the arguments of the first call; use a new key for a new request.';
+END
+$$;
+COMMENT ON FUNCTION wallet.idem_check(text, text, jsonb, jsonb) IS 'internal: returns when the fingerprint given by a call equals the stored one of the earlier call with its idempotency key (a retry), else raises WL002 naming the fields that differ';
+
+CREATE FUNCTION wallet.idem_code(operation text, code text, member_ref text, ttl interval)
+    RETURNS jsonb
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+    SELECT jsonb_build_object('operation', $1, 'code', (SELECT p.code::text FROM wallet.parse_code($2) p),
+                              'member_ref', $3, 'ttl', justify_interval($4))
+$$;
+COMMENT ON FUNCTION wallet.idem_code(text, text, text, interval) IS
+    'internal: idempotency fingerprint of a redemption or reservation (operation, code in canonical form, member, ttl; not the context)';
+
+CREATE FUNCTION wallet.idem_entry(e wallet.entries) RETURNS jsonb
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+    SELECT jsonb_build_object('operation', e.kind, 'points', e.points, 'reason', e.reason, 'reference', e.reference,
+                              'expires_at', e.expires_at, 'reverses', e.reverses, 'policy', e.policy,
+                              'hold_id', CASE WHEN e.kind IN ('capture', 'release') THEN e.hold_id END)
+$$;
+COMMENT ON FUNCTION wallet.idem_entry(wallet.entries) IS 'internal: idempotency fingerprint of a posting (operation, points, reason, reference, expires_at, reversed entry, policy, captured or released hold)';
+
+CREATE FUNCTION wallet.entry_by_key(account_id bigint, idempotency_key text) RETURNS wallet.entries
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    e wallet.entries;
+BEGIN
+    IF btrim(idempotency_key) = '' THEN
+        RAISE EXCEPTION 'idempotency key must not be blank'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'An idempotency key names one request; pass NULL to go without one.';
+    END IF;
+    IF idempotency_key IS NOT NULL THEN
+        SELECT * INTO e FROM wallet.entries x
+         WHERE x.account_id = entry_by_key.account_id AND x.idempotency_key = entry_by_key.idempotency_key;
+    END IF;
+    RETURN e;
+END
+$$;
+COMMENT ON FUNCTION wallet.entry_by_key(bigint, text) IS 'internal: the entry posted on the account with an optional idempotency key (22023 for a blank one)';
+
+
+-- Positional ROW(...) and VALUES (e.*) give way to named columns, and a
+-- retry is compared by fingerprint.
+
+CREATE OR REPLACE FUNCTION wallet.post_entry(l wallet.points_ledger, e wallet.entries) RETURNS wallet.entries
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    s wallet.ledger_step;
+BEGIN
+    IF e.entry_id IS NULL THEN
+        e.entry_id := nextval('wallet.entries_entry_id_seq');
+    END IF;
+    s := wallet.entry_step(l, e);
+    e.amount := s.amount;
+    e.balance_after := s.balance_after;
+    e.lots := s.lots;
+    e.actor := current_user;
+    UPDATE wallet.accounts SET ledger = s.ledger, next_event = s.next_event WHERE account_id = e.account_id;
+    INSERT INTO wallet.entries (entry_id, account_id, kind, amount, balance_after, idempotency_key, reason, reference,
+                                lots, hold_id, reverses, actor, created_at, points, expires_at, policy)
+    VALUES (e.entry_id, e.account_id, e.kind, e.amount, e.balance_after, e.idempotency_key, e.reason, e.reference,
+            e.lots, e.hold_id, e.reverses, e.actor, e.created_at, e.points, e.expires_at, e.policy)
+    RETURNING * INTO e;
+    RETURN e;
+END
+$$;
+COMMENT ON FUNCTION wallet.post_entry(wallet.points_ledger, wallet.entries) IS 'applies entry e to the locked account''s ledger l, stores the result and journals e';
+
+CREATE OR REPLACE FUNCTION wallet.settle_account(account_id bigint, as_of timestamptz, at timestamptz) RETURNS int
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    l wallet.points_ledger;
+    h record;
+    e wallet.entries;
+    n int := 0;
+BEGIN
+    SELECT a.ledger INTO l FROM wallet.accounts a WHERE a.account_id = settle_account.account_id;
+    IF EXISTS (SELECT FROM wallet.ledger_lots(l) x WHERE x.hold_id IS NULL AND x.expires_at <= as_of) THEN
+        e.account_id := settle_account.account_id;
+        e.kind := 'expire';
+        e.reason := 'points expired';
+        e.created_at := at;
+        e.expires_at := as_of;
+        PERFORM wallet.post_entry(l, e);
+        SELECT a.ledger INTO l FROM wallet.accounts a WHERE a.account_id = settle_account.account_id;
+        n := 1;
+    END IF;
+    FOR h IN SELECT DISTINCT x.hold_id FROM wallet.ledger_lots(l) x
+              WHERE x.hold_expires_at <= as_of ORDER BY x.hold_id LOOP
+        e := NULL;
+        e.account_id := settle_account.account_id;
+        e.kind := 'release';
+        e.reason := 'hold expired';
+        e.reference := (SELECT x.reference FROM wallet.entries x WHERE x.entry_id = h.hold_id);
+        e.hold_id := h.hold_id;
+        e.created_at := at;
+        e.expires_at := as_of;
+        PERFORM wallet.post_entry(l, e);
+        SELECT a.ledger INTO l FROM wallet.accounts a WHERE a.account_id = settle_account.account_id;
+    END LOOP;
+    -- FOUND: the loop released a hold
+    IF NOT FOUND AND n = 0 THEN
+        -- nothing was due after all: keep next_event exact anyway
+        UPDATE wallet.accounts a SET next_event = (wallet.ledger_apply(l, 'expire', as_of, NULL)).next_event
+         WHERE a.account_id = settle_account.account_id;
+    END IF;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION wallet.settle_account(bigint, timestamptz, timestamptz) IS 'journals lapsed holds (release) and expired lots (expire) of a locked account up to as_of';
+
+DROP FUNCTION wallet.post_once(wallet.locked_account, boolean, wallet.entries, boolean);
+
+CREATE FUNCTION wallet.post_once(a wallet.locked_account, e wallet.entries, check_closed boolean DEFAULT true)
+    RETURNS wallet.entries
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF (a.prior).entry_id IS NOT NULL THEN
+        PERFORM wallet.idem_check((a.prior).idempotency_key,
+                                  format('%s entry %s on account %s', (a.prior).kind, (a.prior).entry_id, (a.prior).account_id),
+                                  wallet.idem_entry(a.prior), wallet.idem_entry(e));
+        RETURN a.prior;
+    END IF;
+    IF check_closed AND a.closed THEN
+        PERFORM wallet.program_closed(a.program_id);
+    END IF;
+    RETURN wallet.post_entry(a.ledger, e);
+END
+$$;
+COMMENT ON FUNCTION wallet.post_once(wallet.locked_account, wallet.entries, boolean) IS 'after lock_account: returns the prior entry of a retry with the same fingerprint, raises WL002 for a reused key or WL202 for a closed program, else posts e';
+
+CREATE OR REPLACE FUNCTION wallet.accrue(account_id bigint, points bigint, idempotency_key text, reason text,
+        reference text DEFAULT NULL, expires_at timestamptz DEFAULT NULL) RETURNS wallet.entries
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    at timestamptz;
+    a wallet.locked_account;
+    e wallet.entries;
+BEGIN
+    PERFORM wallet.check_posting(points, reason, idempotency_key, 'accrue');
+    a := wallet.lock_account(account_id, idempotency_key);
+    at := coalesce((a.prior).created_at, a.at);   -- a retry is compared as made when the first call was
+    e.account_id := account_id;
+    e.kind := 'accrue';
+    e.idempotency_key := idempotency_key;
+    e.reason := reason;
+    e.reference := reference;
+    e.created_at := at;
+    e.points := points;
+    e.expires_at := coalesce(expires_at, wallet.policy_expiry(at, a.expiry, a.granularity));
+    RETURN wallet.post_once(a, e);
+END
+$$;
+COMMENT ON FUNCTION wallet.accrue(bigint, bigint, text, text, text, timestamptz) IS 'credits points (a debt is paid off first) expiring at expires_at or per the program policy; idempotent on idempotency_key';
+
+CREATE OR REPLACE FUNCTION wallet.redeem(account_id bigint, points bigint, idempotency_key text, reason text,
+        reference text DEFAULT NULL) RETURNS wallet.entries
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    a wallet.locked_account;
+    e wallet.entries;
+BEGIN
+    PERFORM wallet.check_posting(points, reason, idempotency_key, 'redeem');
+    a := wallet.lock_account(account_id, idempotency_key);
+    e.account_id := account_id;
+    e.kind := 'redeem';
+    e.idempotency_key := idempotency_key;
+    e.reason := reason;
+    e.reference := reference;
+    e.created_at := a.at;
+    e.points := points;
+    RETURN wallet.post_once(a, e);
+END
+$$;
+COMMENT ON FUNCTION wallet.redeem(bigint, bigint, text, text, text) IS 'spends points, soonest-expiring lots first (WL203 when not enough are spendable); idempotent on idempotency_key';
+
+CREATE OR REPLACE FUNCTION wallet.hold(account_id bigint, points bigint, idempotency_key text, ttl interval, reason text,
+        reference text DEFAULT NULL) RETURNS wallet.entries
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    at timestamptz;
+    a wallet.locked_account;
+    e wallet.entries;
+BEGIN
+    PERFORM wallet.check_posting(points, reason, idempotency_key, 'hold');
+    IF ttl IS NULL THEN
+        RAISE EXCEPTION 'time to live must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A hold lasts a given time, after which it stops holding.';
+    END IF;
+    IF ttl <= interval '0' THEN
+        RAISE EXCEPTION 'time to live must be positive'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A hold lasts a positive time, after which it stops holding.';
+    END IF;
+    a := wallet.lock_account(account_id, idempotency_key);
+    at := coalesce((a.prior).created_at, a.at);   -- a retry is compared as made when the first call was
+    -- the hold id is the entry id, known before the ledger changes
+    e.entry_id := CASE WHEN (a.prior).entry_id IS NULL THEN nextval('wallet.entries_entry_id_seq') END;
+    e.hold_id := e.entry_id;
+    e.account_id := account_id;
+    e.kind := 'hold';
+    e.idempotency_key := idempotency_key;
+    e.reason := reason;
+    e.reference := reference;
+    e.created_at := at;
+    e.points := points;
+    e.expires_at := at + ttl;
+    RETURN wallet.post_once(a, e);
+END
+$$;
+COMMENT ON FUNCTION wallet.hold(bigint, bigint, text, interval, text, text) IS 'takes points out of the spendable balance for ttl; the returned entry_id is the hold id; idempotent on idempotency_key';
+
+CREATE OR REPLACE FUNCTION wallet.reverse(entry_id bigint, idempotency_key text, reason text,
+        policy text DEFAULT 'within_balance') RETURNS wallet.entries
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    o wallet.entries;
+    a wallet.locked_account;
+    e wallet.entries;
+    r bigint;
+BEGIN
+    IF entry_id IS NULL OR policy IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN entry_id IS NULL THEN 'entry_id' ELSE 'policy' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A reversal names the entry it undoes and a policy, ''within_balance'' by default.';
+    END IF;
+    IF policy NOT IN ('within_balance', 'unlimited') THEN
+        RAISE EXCEPTION 'unknown reversal policy "%"', policy
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The policy is ''within_balance'' or ''unlimited''.';
+    END IF;
+    PERFORM wallet.check_posting(NULL, reason, idempotency_key, NULL);
+    SELECT * INTO o FROM wallet.entries x WHERE x.entry_id = reverse.entry_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown entry'
+            USING ERRCODE = 'WL212', DETAIL = format('There is no journal entry %s.', entry_id);
+    END IF;
+    a := wallet.lock_account(o.account_id, idempotency_key);
+    IF (a.prior).entry_id IS NULL THEN
+        IF o.kind NOT IN ('accrue', 'redeem', 'capture') THEN
+            RAISE EXCEPTION 'entry not reversible'
+                USING ERRCODE = 'WL211',
+                      DETAIL = format('Entry %s is a %s entry; only accrue, redeem and capture entries can be reversed.', entry_id, o.kind),
+                      HINT = 'Correct other postings with wallet.adjust.';
+        END IF;
+        SELECT x.entry_id INTO r FROM wallet.entries x WHERE x.reverses = reverse.entry_id;
+        IF FOUND THEN
+            RAISE EXCEPTION 'entry already reversed'
+                USING ERRCODE = 'WL210', DETAIL = format('Entry %s was reversed by entry %s.', entry_id, r);
+        END IF;
+    END IF;
+    -- refunds and chargebacks must work after a program closed
+    e.account_id := o.account_id;
+    e.kind := 'reverse';
+    e.idempotency_key := idempotency_key;
+    e.reason := reason;
+    e.reference := o.reference;
+    e.reverses := entry_id;
+    e.created_at := a.at;
+    e.policy := policy;
+    RETURN wallet.post_once(a, e, check_closed => false);
+END
+$$;
+COMMENT ON FUNCTION wallet.reverse(bigint, text, text, text) IS 'undoes an accrual (takes back its unspent points; unlimited: all of it, into debt if need be) or a redemption/capture (restores the lots with their original expiry); at most once per entry';
+
+CREATE OR REPLACE FUNCTION wallet.adjust(account_id bigint, points bigint, idempotency_key text, reason text) RETURNS wallet.entries
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    at timestamptz;
+    a wallet.locked_account;
+    e wallet.entries;
+BEGIN
+    PERFORM wallet.check_posting(points, reason, idempotency_key, 'adjust', signed => true);
+    a := wallet.lock_account(account_id, idempotency_key);
+    at := coalesce((a.prior).created_at, a.at);   -- a retry is compared as made when the first call was
+    e.account_id := account_id;
+    e.kind := 'adjust';
+    e.idempotency_key := idempotency_key;
+    e.reason := reason;
+    e.created_at := at;
+    e.points := points;
+    e.expires_at := CASE WHEN points > 0 THEN wallet.policy_expiry(at, a.expiry, a.granularity) END;
+    RETURN wallet.post_once(a, e);
+END
+$$;
+COMMENT ON FUNCTION wallet.adjust(bigint, bigint, text, text) IS 'manual correction: adds points (expiring per policy) or removes them (soonest-expiring first, within the balance); reason required';
+
+
+-- capture and release take an optional idempotency key.
+
+DROP FUNCTION wallet.capture(bigint, bigint);
+
+CREATE FUNCTION wallet.capture(hold_id bigint, points bigint DEFAULT NULL, idempotency_key text DEFAULT NULL)
+    RETURNS wallet.entries
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    at timestamptz;
+    k record;
+    a wallet.locked_account;
+    e wallet.entries;
+BEGIN
+    IF points IS NOT NULL AND points <= 0 THEN
+        RAISE EXCEPTION 'invalid amount of points'
+            USING ERRCODE = 'WL204', DETAIL = 'The points to capture must be a positive number, or NULL for the whole hold.';
+    END IF;
+    k := wallet.lock_hold(hold_id);
+    at := k.at;
+    e.account_id := (k.h).account_id;
+    e.kind := 'capture';
+    e.idempotency_key := idempotency_key;
+    e.reason := (k.h).reason;
+    e.reference := (k.h).reference;
+    e.hold_id := hold_id;
+    e.points := points;
+    a.prior := wallet.entry_by_key((k.h).account_id, idempotency_key);
+    IF (a.prior).entry_id IS NOT NULL THEN
+        RETURN wallet.post_once(a, e);   -- a retry (or WL002)
+    END IF;
+    IF idempotency_key IS NULL AND (k.closing).kind = 'capture' AND (k.closing).points IS NOT DISTINCT FROM capture.points THEN
+        RETURN k.closing;   -- the identical call without a key, repeated
+    END IF;
+    IF at >= (k.h).expires_at THEN
+        RAISE EXCEPTION 'hold expired'
+            USING ERRCODE = 'WL208',
+                  DETAIL = format('Hold %s stopped holding its points when its time to live ran out.', hold_id);
+    END IF;
+    IF (k.closing).entry_id IS NOT NULL THEN
+        PERFORM wallet.hold_not_open(hold_id, k.closing);
+    END IF;
+    e.created_at := at;
+    RETURN wallet.post_entry(k.ledger, e);
+END
+$$;
+COMMENT ON FUNCTION wallet.capture(bigint, bigint, text) IS 'redeems all (points NULL) or part of a hold within its time to live; the rest becomes spendable again; idempotent on the optional idempotency_key';
+
+DROP FUNCTION wallet.release(bigint);
+
+CREATE FUNCTION wallet.release(hold_id bigint, idempotency_key text DEFAULT NULL) RETURNS wallet.entries
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    k record;
+    a wallet.locked_account;
+    e wallet.entries;
+BEGIN
+    k := wallet.lock_hold(hold_id);
+    e.account_id := (k.h).account_id;
+    e.kind := 'release';
+    e.idempotency_key := idempotency_key;
+    e.reason := (k.h).reason;
+    e.reference := (k.h).reference;
+    e.hold_id := hold_id;
+    a.prior := wallet.entry_by_key((k.h).account_id, idempotency_key);
+    IF (a.prior).entry_id IS NOT NULL THEN
+        RETURN wallet.post_once(a, e);   -- a retry (or WL002)
+    END IF;
+    IF (k.closing).kind = 'release' THEN
+        RETURN k.closing;   -- released already (by this call before, or when the hold lapsed)
+    ELSIF (k.closing).entry_id IS NOT NULL THEN
+        PERFORM wallet.hold_not_open(hold_id, k.closing);
+    END IF;
+    e.created_at := k.at;
+    RETURN wallet.post_entry(k.ledger, e);
+END
+$$;
+COMMENT ON FUNCTION wallet.release(bigint, text) IS 'returns a hold''s points to the spendable balance; repeating it (or calling it after the hold lapsed) returns the release entry; idempotent on the optional idempotency_key';
+
+COMMENT ON COLUMN wallet.entries.idempotency_key IS 'caller''s key, unique per account forever (NULL for expire, and for a capture or release made without one)';
+
+CREATE OR REPLACE FUNCTION wallet.redeem_code(code text, member_ref text, idempotency_key text, context jsonb DEFAULT '{}')
+    RETURNS wallet.redemption_result
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    SET enable_seqscan = off
+    AS $$
+#variable_conflict use_column
+DECLARE
+    _input text := code;
+    _member text := member_ref;
+    _key text := idempotency_key;
+    _ctx jsonb := coalesce(context, '{}');
+    _red wallet.code_redemptions;
+    _res wallet.code_reservations;
+    _convert boolean := false;
+    _pstatus text;
+    _code wallet.marketing_code;
+    pc record;
+    cnt record;
+    _st text;
+    r wallet.redemption_result;
+BEGIN
+    IF _input IS NULL THEN
+        RAISE EXCEPTION 'code must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = 'A code is judged from the text a person typed: an empty text is malformed, a NULL is no text at all.';
+    END IF;
+    PERFORM wallet.code_check_args(_member, _key, _ctx, true);
+    r.member_ref := _member;
+    r.replayed := false;
+
+    -- Same key: one session at a time; the later one sees the earlier's row.
+    PERFORM pg_advisory_xact_lock(1464598529, hashtext(_key));
+    SELECT * INTO _red FROM wallet.code_redemptions d WHERE d.idempotency_key = _key;
+    IF FOUND THEN
+        PERFORM wallet.idem_check(_key, format('redemption %s', _red.redemption_id),
+                                  wallet.idem_code('redeem', _red.code::text, _red.member_ref, NULL),
+                                  wallet.idem_code('redeem', _input, _member, NULL));
+        r.status := 'ok';
+        r.redemption_id := _red.redemption_id;
+        r.campaign_id := _red.campaign_id;
+        r.serial := _red.serial;
+        r.redeemed_at := _red.redeemed_at;
+        r.reservation_id := _red.reservation_id;
+        r.replayed := true;
+        RETURN r;
+    END IF;
+
+    SELECT * INTO _res FROM wallet.code_reservations v WHERE v.idempotency_key = _key FOR UPDATE;
+    IF FOUND THEN
+        -- the key of a reservation: redeeming it converts the reservation,
+        -- so the call repeats the reservation's code and member
+        PERFORM wallet.idem_check(_key, format('reservation %s', _res.reservation_id),
+                                  wallet.idem_code('reserve', _res.code::text, _res.member_ref, _res.ttl),
+                                  wallet.idem_code('reserve', _input, _member, _res.ttl));
+        _convert := _res.state = 'active' AND _res.expires_at > clock_timestamp();
+    END IF;
+
+    IF _convert THEN
+        -- The reservation already holds its place under every cap and was
+        -- made inside the campaign window; only a key retired since then
+        -- (e.g. compromised) stops it.
+        SELECT p.status INTO _pstatus FROM wallet.parse_code(_input) p;
+        IF _pstatus <> 'ok' THEN
+            r.status := _pstatus;
+            RETURN r;
+        END IF;
+        SELECT * INTO cnt FROM wallet.code_lock_counters(_res.campaign_id, _res.serial, _member);
+        IF _res.expires_at <= clock_timestamp() THEN
+            -- It expired while we waited for the locks: others may have taken
+            -- its place meanwhile, so the caps decide (it no longer counts).
+            _st := wallet.code_caps_status(_res.campaign_id, _res.serial, _member, cnt.max_per_code,
+                                           cnt.max_per_member, cnt.max_total,
+                                           cnt.code_redeemed, cnt.member_redeemed, cnt.total_redeemed);
+            IF _st <> 'ok' THEN
+                r.status := _st;
+                RETURN r;
+            END IF;
+        END IF;
+        r.campaign_id := _res.campaign_id;
+        r.serial := _res.serial;
+        r.reservation_id := _res.reservation_id;
+        _code := _res.code;
+        UPDATE wallet.code_reservations v SET state = 'converted', closed_at = clock_timestamp()
+         WHERE v.reservation_id = _res.reservation_id;
+    ELSE
+        -- A fresh redemption (or one whose reservation expired or was released):
+        -- every check, then the caps under the counter locks.
+        SELECT * INTO pc FROM wallet.code_precheck(_input, _member, left(_ctx->>'source', 256), 'redeem');
+        r.campaign_id := pc.campaign_id;
+        r.serial := pc.serial;
+        IF pc.status <> 'ok' THEN
+            r.status := pc.status;
+            RETURN r;
+        END IF;
+        SELECT * INTO cnt FROM wallet.code_lock_counters(pc.campaign_id, pc.serial, _member);
+        _st := wallet.code_caps_status(pc.campaign_id, pc.serial, _member, cnt.max_per_code, cnt.max_per_member,
+                                       cnt.max_total, cnt.code_redeemed, cnt.member_redeemed, cnt.total_redeemed);
+        IF _st <> 'ok' THEN
+            r.status := _st;
+            RETURN r;
+        END IF;
+        _code := pc.code;
+    END IF;
+
+    INSERT INTO wallet.code_redemptions (campaign_id, serial, code, member_ref, idempotency_key, context,
+                                         reservation_id, redeemed_at)
+    VALUES (r.campaign_id, r.serial, _code, _member, _key, _ctx,
+            r.reservation_id, clock_timestamp())
+    RETURNING redemption_id, redeemed_at INTO r.redemption_id, r.redeemed_at;
+    PERFORM wallet.code_bump_counters(r.campaign_id, r.serial, _member, 1, cnt.max_per_code IS NOT NULL,
+                                      cnt.max_per_member IS NOT NULL, cnt.max_total IS NOT NULL);
+    r.status := 'ok';
+    RETURN r;
+END
+$$;
+COMMENT ON FUNCTION wallet.redeem_code(text, text, text, jsonb) IS
+    'redeem a code for a member, atomically and exactly once per idempotency key; returns status ok with the redemption, or the refusal status of check_code (nothing recorded but failed checks); a retry with the same key returns the first result (replayed), the same key with other arguments is WL002; the key of an active reservation converts it';
+
+CREATE OR REPLACE FUNCTION wallet.reserve_code(code text, member_ref text, idempotency_key text, ttl interval, context jsonb DEFAULT '{}')
+    RETURNS wallet.reservation_result
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    SET enable_seqscan = off
+    AS $$
+#variable_conflict use_column
+DECLARE
+    _input text := code;
+    _member text := member_ref;
+    _key text := idempotency_key;
+    _ttl interval := ttl;
+    _ctx jsonb := coalesce(context, '{}');
+    _res wallet.code_reservations;
+    _red wallet.code_redemptions;
+    pc record;
+    cnt record;
+    _st text;
+    _now timestamptz;
+    r wallet.reservation_result;
+BEGIN
+    IF _input IS NULL THEN
+        RAISE EXCEPTION 'code must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = 'A code is judged from the text a person typed: an empty text is malformed, a NULL is no text at all.';
+    END IF;
+    PERFORM wallet.code_check_args(_member, _key, _ctx, true);
+    IF _ttl IS NULL THEN
+        RAISE EXCEPTION 'reservation ttl must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A reservation holds a code for a given time.';
+    END IF;
+    IF _ttl <= interval '0' THEN
+        RAISE EXCEPTION 'reservation ttl must be positive'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('A reservation holds a code for a positive time; %s was given.', _ttl);
+    END IF;
+    r.member_ref := _member;
+    r.replayed := false;
+
+    PERFORM pg_advisory_xact_lock(1464598529, hashtext(_key));
+    SELECT * INTO _res FROM wallet.code_reservations v WHERE v.idempotency_key = _key;
+    IF FOUND THEN
+        PERFORM wallet.idem_check(_key, format('reservation %s', _res.reservation_id),
+                                  wallet.idem_code('reserve', _res.code::text, _res.member_ref, _res.ttl),
+                                  wallet.idem_code('reserve', _input, _member, _ttl));
+        r.status := 'ok';
+        r.reservation_id := _res.reservation_id;
+        r.campaign_id := _res.campaign_id;
+        r.serial := _res.serial;
+        r.expires_at := _res.expires_at;
+        r.replayed := true;
+        RETURN r;
+    END IF;
+    SELECT * INTO _red FROM wallet.code_redemptions d WHERE d.idempotency_key = _key;
+    IF FOUND THEN   -- a redemption's key: never a reservation's (raises)
+        PERFORM wallet.idem_check(_key, format('redemption %s', _red.redemption_id),
+                                  wallet.idem_code('redeem', _red.code::text, _red.member_ref, NULL),
+                                  wallet.idem_code('reserve', _input, _member, _ttl));
+    END IF;
+
+    SELECT * INTO pc FROM wallet.code_precheck(_input, _member, left(_ctx->>'source', 256), 'reserve');
+    r.campaign_id := pc.campaign_id;
+    r.serial := pc.serial;
+    IF pc.status <> 'ok' THEN
+        r.status := pc.status;
+        RETURN r;
+    END IF;
+    SELECT * INTO cnt FROM wallet.code_lock_counters(pc.campaign_id, pc.serial, _member);
+    _st := wallet.code_caps_status(pc.campaign_id, pc.serial, _member, cnt.max_per_code, cnt.max_per_member,
+                                   cnt.max_total, cnt.code_redeemed, cnt.member_redeemed, cnt.total_redeemed);
+    IF _st <> 'ok' THEN
+        r.status := _st;
+        RETURN r;
+    END IF;
+    _now := clock_timestamp();
+    INSERT INTO wallet.code_reservations (campaign_id, serial, code, member_ref, idempotency_key, ttl, reserved_at, expires_at)
+    VALUES (pc.campaign_id, pc.serial, pc.code, _member, _key, _ttl, _now, _now + _ttl)
+    RETURNING reservation_id, expires_at INTO r.reservation_id, r.expires_at;
+    -- Touch the counters: in REPEATABLE READ a concurrent change of them then
+    -- fails with a serialization error instead of going unseen.
+    PERFORM wallet.code_bump_counters(pc.campaign_id, pc.serial, _member, 0, cnt.max_per_code IS NOT NULL,
+                                      cnt.max_per_member IS NOT NULL, cnt.max_total IS NOT NULL);
+    r.status := 'ok';
+    RETURN r;
+END
+$$;
+COMMENT ON FUNCTION wallet.reserve_code(text, text, text, interval, jsonb) IS
+    'reserve a code for a member for ttl: the reservation counts against every cap until redeem_code with the same idempotency key converts it, release_reservation releases it, or it expires (at once, by clock time); returns the refusal status of check_code otherwise';
+
+COMMENT ON COLUMN wallet.code_redemptions.context IS 'caller context (e.g. source, order id), as the first call gave it: request metadata, which a retry with the same key may send otherwise';
+
+
+DROP FUNCTION wallet.key_mismatch(wallet.entries);
+DROP FUNCTION wallet.code_key_mismatch(text, text);
+DROP FUNCTION wallet.code_same_input(wallet.marketing_code, text);
+
+-- Read functions a caller nests around an open_account or a posting in one
+-- statement: VOLATILE, so that they read with a snapshot of their own that
+-- sees what the inner call wrote.
+ALTER FUNCTION wallet.balance(bigint, timestamptz) VOLATILE;
+ALTER FUNCTION wallet.balance_at(bigint, timestamptz) VOLATILE;
+ALTER FUNCTION wallet.find_account(bigint, text) VOLATILE;
+ALTER FUNCTION wallet.replay_ledger(bigint, timestamptz) VOLATILE;
+ALTER FUNCTION wallet.history(bigint, timestamptz, timestamptz) VOLATILE;
+ALTER FUNCTION wallet.program_liability(bigint, timestamptz) VOLATILE;
+ALTER FUNCTION wallet.verify_ledger(bigint) VOLATILE;

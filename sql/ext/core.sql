@@ -54,3 +54,32 @@ EXCEPTION WHEN unique_violation THEN
 END
 $$;
 COMMENT ON FUNCTION wallet.create_merchant(text) IS 'register a merchant and return its id';
+
+-- Idempotency, one mechanism for every call that takes an idempotency key
+-- (code redemptions and reservations, ledger postings, and what comes next):
+-- a call's fingerprint is a jsonb object of what decides its outcome (never
+-- request metadata such as a redemption's context).  It is derived by the
+-- same function from the stored row of the first call and from the retry's
+-- arguments, so rows stored before a fingerprint existed compare as well.
+-- Equal fingerprints make a retry, which returns the first result; different
+-- ones raise WL002 here, naming the fields that differ.
+CREATE FUNCTION wallet.idem_check(idempotency_key text, earlier text, stored jsonb, given jsonb) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    diff text;
+BEGIN
+    IF stored = given THEN
+        RETURN;
+    END IF;
+    SELECT string_agg(k, ', ' ORDER BY k) INTO diff
+      FROM jsonb_object_keys(stored || given) AS k
+     WHERE stored -> k IS DISTINCT FROM given -> k;
+    RAISE EXCEPTION 'idempotency key "%" was already used with different arguments', idempotency_key
+        USING ERRCODE = 'WL002',
+              DETAIL = format('The key belongs to %s; this call differs in %s.', earlier, diff),
+              HINT = 'A retry repeats the arguments of the first call; use a new key for a new request.';
+END
+$$;
+COMMENT ON FUNCTION wallet.idem_check(text, text, jsonb, jsonb) IS 'internal: returns when the fingerprint given by a call equals the stored one of the earlier call with its idempotency key (a retry), else raises WL002 naming the fields that differ';

@@ -173,7 +173,7 @@ COMMENT ON COLUMN wallet.entries.account_id IS 'account changed (a wallet.accoun
 COMMENT ON COLUMN wallet.entries.kind IS 'accrue, redeem, hold, capture, release, expire, reverse or adjust';
 COMMENT ON COLUMN wallet.entries.amount IS 'signed change of the spendable balance (0 where nothing spendable changed, e.g. a full capture)';
 COMMENT ON COLUMN wallet.entries.balance_after IS 'spendable balance right after the change (open holds held): the previous entry''s balance_after plus amount';
-COMMENT ON COLUMN wallet.entries.idempotency_key IS 'caller''s key, unique per account forever (NULL for capture, release, expire)';
+COMMENT ON COLUMN wallet.entries.idempotency_key IS 'caller''s key, unique per account forever (NULL for expire, and for a capture or release made without one)';
 COMMENT ON COLUMN wallet.entries.reason IS 'why the change was made';
 COMMENT ON COLUMN wallet.entries.reference IS 'external reference such as an order id (indexed); capture, release and reverse copy it from their hold or entry';
 COMMENT ON COLUMN wallet.entries.lots IS 'lots touched, as [{"points": n, "expires_at": ts or null}]: created, consumed, held, released, expired or restored';
@@ -249,19 +249,42 @@ END
 $$;
 COMMENT ON FUNCTION wallet.check_posting(bigint, text, text, text, boolean) IS 'raises 22004 for NULL points, reason or idempotency key, WL204 for a zero or (unless signed) negative amount, 22023 for a blank reason or a blank or over-long idempotency key';
 
-CREATE FUNCTION wallet.key_mismatch(e wallet.entries) RETURNS void
+-- The idempotency fingerprint of a posting (see wallet.idem_check): what the
+-- caller decided, read from a journal entry, or from the entry a retry would
+-- post (built with the first entry's instant, so that expiries derived from
+-- it compare).  Not what the ledger made of it (amount, lots).
+CREATE FUNCTION wallet.idem_entry(e wallet.entries) RETURNS jsonb
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+    SELECT jsonb_build_object('operation', e.kind, 'points', e.points, 'reason', e.reason, 'reference', e.reference,
+                              'expires_at', e.expires_at, 'reverses', e.reverses, 'policy', e.policy,
+                              'hold_id', CASE WHEN e.kind IN ('capture', 'release') THEN e.hold_id END)
+$$;
+COMMENT ON FUNCTION wallet.idem_entry(wallet.entries) IS 'internal: idempotency fingerprint of a posting (operation, points, reason, reference, expires_at, reversed entry, policy, captured or released hold)';
+
+-- The entry posted on an account with an optional idempotency key (no
+-- fields set when there is none, or no key); a blank key is refused.
+CREATE FUNCTION wallet.entry_by_key(account_id bigint, idempotency_key text) RETURNS wallet.entries
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     AS $$
+DECLARE
+    e wallet.entries;
 BEGIN
-    RAISE EXCEPTION 'idempotency key reused with different arguments'
-        USING ERRCODE = 'WL002',
-              DETAIL = format('Key "%s" already posted %s entry %s on account %s with other arguments.',
-                              e.idempotency_key, e.kind, e.entry_id, e.account_id),
-              HINT = 'Use a new key for a new operation; retry only with the same arguments.';
+    IF btrim(idempotency_key) = '' THEN
+        RAISE EXCEPTION 'idempotency key must not be blank'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'An idempotency key names one request; pass NULL to go without one.';
+    END IF;
+    IF idempotency_key IS NOT NULL THEN
+        SELECT * INTO e FROM wallet.entries x
+         WHERE x.account_id = entry_by_key.account_id AND x.idempotency_key = entry_by_key.idempotency_key;
+    END IF;
+    RETURN e;
 END
 $$;
-COMMENT ON FUNCTION wallet.key_mismatch(wallet.entries) IS 'raises WL002 for a key already used by entry e with other arguments';
+COMMENT ON FUNCTION wallet.entry_by_key(bigint, text) IS 'internal: the entry posted on the account with an optional idempotency key (22023 for a blank one)';
 
 CREATE FUNCTION wallet.unknown_account(account_id bigint) RETURNS void
     LANGUAGE plpgsql
@@ -342,7 +365,11 @@ BEGIN
     e.lots := s.lots;
     e.actor := current_user;
     UPDATE wallet.accounts SET ledger = s.ledger, next_event = s.next_event WHERE account_id = e.account_id;
-    INSERT INTO wallet.entries VALUES (e.*);
+    INSERT INTO wallet.entries (entry_id, account_id, kind, amount, balance_after, idempotency_key, reason, reference,
+                                lots, hold_id, reverses, actor, created_at, points, expires_at, policy)
+    VALUES (e.entry_id, e.account_id, e.kind, e.amount, e.balance_after, e.idempotency_key, e.reason, e.reference,
+            e.lots, e.hold_id, e.reverses, e.actor, e.created_at, e.points, e.expires_at, e.policy)
+    RETURNING * INTO e;
     RETURN e;
 END
 $$;
@@ -364,17 +391,25 @@ DECLARE
 BEGIN
     SELECT a.ledger INTO l FROM wallet.accounts a WHERE a.account_id = settle_account.account_id;
     IF EXISTS (SELECT FROM wallet.ledger_lots(l) x WHERE x.hold_id IS NULL AND x.expires_at <= as_of) THEN
-        e := ROW(NULL, settle_account.account_id, 'expire', 0, 0, NULL, 'points expired', NULL, '[]',
-                 NULL, NULL, NULL, at, NULL, as_of, NULL);
+        e.account_id := settle_account.account_id;
+        e.kind := 'expire';
+        e.reason := 'points expired';
+        e.created_at := at;
+        e.expires_at := as_of;
         PERFORM wallet.post_entry(l, e);
         SELECT a.ledger INTO l FROM wallet.accounts a WHERE a.account_id = settle_account.account_id;
         n := 1;
     END IF;
     FOR h IN SELECT DISTINCT x.hold_id FROM wallet.ledger_lots(l) x
               WHERE x.hold_expires_at <= as_of ORDER BY x.hold_id LOOP
-        SELECT * INTO e FROM wallet.entries WHERE entry_id = h.hold_id;
-        e := ROW(NULL, settle_account.account_id, 'release', 0, 0, NULL, 'hold expired', e.reference, '[]',
-                 h.hold_id, NULL, NULL, at, NULL, as_of, NULL);
+        e := NULL;
+        e.account_id := settle_account.account_id;
+        e.kind := 'release';
+        e.reason := 'hold expired';
+        e.reference := (SELECT x.reference FROM wallet.entries x WHERE x.entry_id = h.hold_id);
+        e.hold_id := h.hold_id;
+        e.created_at := at;
+        e.expires_at := as_of;
         PERFORM wallet.post_entry(l, e);
         SELECT a.ledger INTO l FROM wallet.accounts a WHERE a.account_id = settle_account.account_id;
     END LOOP;
@@ -448,19 +483,20 @@ $$;
 COMMENT ON FUNCTION wallet.lock_account(bigint, text) IS 'locks an account row for a posting, settles due expiries and lapsed holds, returns its ledger, program policy and the entry already posted with idempotency_key';
 
 -- What a posting does once its account is locked: return the earlier entry
--- of an identical retry (same), refuse a reused key (WL002) or a closed
--- program (WL202), else post e.
-CREATE FUNCTION wallet.post_once(a wallet.locked_account, same boolean, e wallet.entries, check_closed boolean DEFAULT true)
+-- of a retry (same fingerprint: the caller built e with the earlier entry's
+-- instant), refuse a reused key (WL002) or a closed program (WL202), else
+-- post e.
+CREATE FUNCTION wallet.post_once(a wallet.locked_account, e wallet.entries, check_closed boolean DEFAULT true)
     RETURNS wallet.entries
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     AS $$
 BEGIN
     IF (a.prior).entry_id IS NOT NULL THEN
-        IF same THEN
-            RETURN a.prior;
-        END IF;
-        PERFORM wallet.key_mismatch(a.prior);
+        PERFORM wallet.idem_check((a.prior).idempotency_key,
+                                  format('%s entry %s on account %s', (a.prior).kind, (a.prior).entry_id, (a.prior).account_id),
+                                  wallet.idem_entry(a.prior), wallet.idem_entry(e));
+        RETURN a.prior;
     END IF;
     IF check_closed AND a.closed THEN
         PERFORM wallet.program_closed(a.program_id);
@@ -468,7 +504,7 @@ BEGIN
     RETURN wallet.post_entry(a.ledger, e);
 END
 $$;
-COMMENT ON FUNCTION wallet.post_once(wallet.locked_account, boolean, wallet.entries, boolean) IS 'after lock_account: returns the prior entry of an identical retry, raises WL002 for a reused key or WL202 for a closed program, else posts e';
+COMMENT ON FUNCTION wallet.post_once(wallet.locked_account, wallet.entries, boolean) IS 'after lock_account: returns the prior entry of a retry with the same fingerprint, raises WL002 for a reused key or WL202 for a closed program, else posts e';
 
 -- ---------------------------------------------------------------- programs and accounts
 
@@ -578,8 +614,10 @@ END
 $$;
 COMMENT ON FUNCTION wallet.open_account(bigint, text) IS 'returns the account of member_ref in the program, opening it if needed (idempotent, race-safe)';
 
+-- VOLATILE like the read side (see there): it finds an account opened earlier
+-- in the same statement.
 CREATE FUNCTION wallet.find_account(program_id bigint, member_ref text) RETURNS bigint
-    LANGUAGE plpgsql STABLE
+    LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
     AS $$
 DECLARE
@@ -614,16 +652,20 @@ CREATE FUNCTION wallet.accrue(account_id bigint, points bigint, idempotency_key 
 DECLARE
     at timestamptz;
     a wallet.locked_account;
+    e wallet.entries;
 BEGIN
     PERFORM wallet.check_posting(points, reason, idempotency_key, 'accrue');
     a := wallet.lock_account(account_id, idempotency_key);
-    at := a.at;
-    RETURN wallet.post_once(a,
-        (a.prior).kind = 'accrue' AND (a.prior).points = points AND (a.prior).reason = reason
-            AND (a.prior).reference IS NOT DISTINCT FROM reference
-            AND (a.prior).expires_at = coalesce(expires_at, wallet.policy_expiry((a.prior).created_at, a.expiry, a.granularity)),
-        ROW(NULL, account_id, 'accrue', 0, 0, idempotency_key, reason, reference, '[]', NULL, NULL, NULL, at,
-            points, coalesce(expires_at, wallet.policy_expiry(at, a.expiry, a.granularity)), NULL));
+    at := coalesce((a.prior).created_at, a.at);   -- a retry is compared as made when the first call was
+    e.account_id := account_id;
+    e.kind := 'accrue';
+    e.idempotency_key := idempotency_key;
+    e.reason := reason;
+    e.reference := reference;
+    e.created_at := at;
+    e.points := points;
+    e.expires_at := coalesce(expires_at, wallet.policy_expiry(at, a.expiry, a.granularity));
+    RETURN wallet.post_once(a, e);
 END
 $$;
 COMMENT ON FUNCTION wallet.accrue(bigint, bigint, text, text, text, timestamptz) IS 'credits points (a debt is paid off first) expiring at expires_at or per the program policy; idempotent on idempotency_key';
@@ -634,17 +676,19 @@ CREATE FUNCTION wallet.redeem(account_id bigint, points bigint, idempotency_key 
     SET search_path = pg_catalog, pg_temp
     AS $$
 DECLARE
-    at timestamptz;
     a wallet.locked_account;
+    e wallet.entries;
 BEGIN
     PERFORM wallet.check_posting(points, reason, idempotency_key, 'redeem');
     a := wallet.lock_account(account_id, idempotency_key);
-    at := a.at;
-    RETURN wallet.post_once(a,
-        (a.prior).kind = 'redeem' AND (a.prior).points = points AND (a.prior).reason = reason
-            AND (a.prior).reference IS NOT DISTINCT FROM reference,
-        ROW(NULL, account_id, 'redeem', 0, 0, idempotency_key, reason, reference, '[]', NULL, NULL, NULL, at,
-            points, NULL, NULL));
+    e.account_id := account_id;
+    e.kind := 'redeem';
+    e.idempotency_key := idempotency_key;
+    e.reason := reason;
+    e.reference := reference;
+    e.created_at := a.at;
+    e.points := points;
+    RETURN wallet.post_once(a, e);
 END
 $$;
 COMMENT ON FUNCTION wallet.redeem(bigint, bigint, text, text, text) IS 'spends points, soonest-expiring lots first (WL203 when not enough are spendable); idempotent on idempotency_key';
@@ -657,7 +701,7 @@ CREATE FUNCTION wallet.hold(account_id bigint, points bigint, idempotency_key te
 DECLARE
     at timestamptz;
     a wallet.locked_account;
-    id bigint;
+    e wallet.entries;
 BEGIN
     PERFORM wallet.check_posting(points, reason, idempotency_key, 'hold');
     IF ttl IS NULL THEN
@@ -669,14 +713,19 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A hold lasts a positive time, after which it stops holding.';
     END IF;
     a := wallet.lock_account(account_id, idempotency_key);
-    at := a.at;
+    at := coalesce((a.prior).created_at, a.at);   -- a retry is compared as made when the first call was
     -- the hold id is the entry id, known before the ledger changes
-    id := CASE WHEN (a.prior).entry_id IS NULL THEN nextval('wallet.entries_entry_id_seq') END;
-    RETURN wallet.post_once(a,
-        (a.prior).kind = 'hold' AND (a.prior).points = points AND (a.prior).reason = reason
-            AND (a.prior).reference IS NOT DISTINCT FROM reference AND (a.prior).expires_at = (a.prior).created_at + ttl,
-        ROW(id, account_id, 'hold', 0, 0, idempotency_key, reason, reference, '[]', id, NULL, NULL, at,
-            points, at + ttl, NULL));
+    e.entry_id := CASE WHEN (a.prior).entry_id IS NULL THEN nextval('wallet.entries_entry_id_seq') END;
+    e.hold_id := e.entry_id;
+    e.account_id := account_id;
+    e.kind := 'hold';
+    e.idempotency_key := idempotency_key;
+    e.reason := reason;
+    e.reference := reference;
+    e.created_at := at;
+    e.points := points;
+    e.expires_at := at + ttl;
+    RETURN wallet.post_once(a, e);
 END
 $$;
 COMMENT ON FUNCTION wallet.hold(bigint, bigint, text, interval, text, text) IS 'takes points out of the spendable balance for ttl; the returned entry_id is the hold id; idempotent on idempotency_key';
@@ -722,13 +771,15 @@ END
 $$;
 COMMENT ON FUNCTION wallet.hold_not_open(bigint, wallet.entries) IS 'raises WL207 for a hold already captured or released';
 
-CREATE FUNCTION wallet.capture(hold_id bigint, points bigint DEFAULT NULL) RETURNS wallet.entries
+CREATE FUNCTION wallet.capture(hold_id bigint, points bigint DEFAULT NULL, idempotency_key text DEFAULT NULL)
+    RETURNS wallet.entries
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     AS $$
 DECLARE
     at timestamptz;
     k record;
+    a wallet.locked_account;
     e wallet.entries;
 BEGIN
     IF points IS NOT NULL AND points <= 0 THEN
@@ -737,8 +788,19 @@ BEGIN
     END IF;
     k := wallet.lock_hold(hold_id);
     at := k.at;
-    IF (k.closing).kind = 'capture' AND (k.closing).points IS NOT DISTINCT FROM capture.points THEN
-        RETURN k.closing;   -- the identical call, repeated
+    e.account_id := (k.h).account_id;
+    e.kind := 'capture';
+    e.idempotency_key := idempotency_key;
+    e.reason := (k.h).reason;
+    e.reference := (k.h).reference;
+    e.hold_id := hold_id;
+    e.points := points;
+    a.prior := wallet.entry_by_key((k.h).account_id, idempotency_key);
+    IF (a.prior).entry_id IS NOT NULL THEN
+        RETURN wallet.post_once(a, e);   -- a retry (or WL002)
+    END IF;
+    IF idempotency_key IS NULL AND (k.closing).kind = 'capture' AND (k.closing).points IS NOT DISTINCT FROM capture.points THEN
+        RETURN k.closing;   -- the identical call without a key, repeated
     END IF;
     IF at >= (k.h).expires_at THEN
         RAISE EXCEPTION 'hold expired'
@@ -748,35 +810,42 @@ BEGIN
     IF (k.closing).entry_id IS NOT NULL THEN
         PERFORM wallet.hold_not_open(hold_id, k.closing);
     END IF;
-    e := ROW(NULL, (k.h).account_id, 'capture', 0, 0, NULL, (k.h).reason, (k.h).reference, '[]', hold_id, NULL, NULL, at,
-             points, NULL, NULL);
+    e.created_at := at;
     RETURN wallet.post_entry(k.ledger, e);
 END
 $$;
-COMMENT ON FUNCTION wallet.capture(bigint, bigint) IS 'redeems all (points NULL) or part of a hold within its time to live; the rest becomes spendable again';
+COMMENT ON FUNCTION wallet.capture(bigint, bigint, text) IS 'redeems all (points NULL) or part of a hold within its time to live; the rest becomes spendable again; idempotent on the optional idempotency_key';
 
-CREATE FUNCTION wallet.release(hold_id bigint) RETURNS wallet.entries
+CREATE FUNCTION wallet.release(hold_id bigint, idempotency_key text DEFAULT NULL) RETURNS wallet.entries
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     AS $$
 DECLARE
-    at timestamptz;
     k record;
+    a wallet.locked_account;
     e wallet.entries;
 BEGIN
     k := wallet.lock_hold(hold_id);
-    at := k.at;
+    e.account_id := (k.h).account_id;
+    e.kind := 'release';
+    e.idempotency_key := idempotency_key;
+    e.reason := (k.h).reason;
+    e.reference := (k.h).reference;
+    e.hold_id := hold_id;
+    a.prior := wallet.entry_by_key((k.h).account_id, idempotency_key);
+    IF (a.prior).entry_id IS NOT NULL THEN
+        RETURN wallet.post_once(a, e);   -- a retry (or WL002)
+    END IF;
     IF (k.closing).kind = 'release' THEN
         RETURN k.closing;   -- released already (by this call before, or when the hold lapsed)
     ELSIF (k.closing).entry_id IS NOT NULL THEN
         PERFORM wallet.hold_not_open(hold_id, k.closing);
     END IF;
-    e := ROW(NULL, (k.h).account_id, 'release', 0, 0, NULL, (k.h).reason, (k.h).reference, '[]', hold_id, NULL, NULL, at,
-             NULL, NULL, NULL);
+    e.created_at := k.at;
     RETURN wallet.post_entry(k.ledger, e);
 END
 $$;
-COMMENT ON FUNCTION wallet.release(bigint) IS 'returns a hold''s points to the spendable balance; repeating it (or calling it after the hold lapsed) returns the release entry';
+COMMENT ON FUNCTION wallet.release(bigint, text) IS 'returns a hold''s points to the spendable balance; repeating it (or calling it after the hold lapsed) returns the release entry; idempotent on the optional idempotency_key';
 
 CREATE FUNCTION wallet.reverse(entry_id bigint, idempotency_key text, reason text,
         policy text DEFAULT 'within_balance') RETURNS wallet.entries
@@ -784,9 +853,9 @@ CREATE FUNCTION wallet.reverse(entry_id bigint, idempotency_key text, reason tex
     SET search_path = pg_catalog, pg_temp
     AS $$
 DECLARE
-    at timestamptz;
     o wallet.entries;
     a wallet.locked_account;
+    e wallet.entries;
     r bigint;
 BEGIN
     IF entry_id IS NULL OR policy IS NULL THEN
@@ -804,7 +873,6 @@ BEGIN
             USING ERRCODE = 'WL212', DETAIL = format('There is no journal entry %s.', entry_id);
     END IF;
     a := wallet.lock_account(o.account_id, idempotency_key);
-    at := a.at;
     IF (a.prior).entry_id IS NULL THEN
         IF o.kind NOT IN ('accrue', 'redeem', 'capture') THEN
             RAISE EXCEPTION 'entry not reversible'
@@ -819,12 +887,15 @@ BEGIN
         END IF;
     END IF;
     -- refunds and chargebacks must work after a program closed
-    RETURN wallet.post_once(a,
-        (a.prior).kind = 'reverse' AND (a.prior).reverses = entry_id AND (a.prior).reason = reason
-            AND (a.prior).policy = policy,
-        ROW(NULL, o.account_id, 'reverse', 0, 0, idempotency_key, reason, o.reference, '[]', NULL, entry_id, NULL, at,
-            NULL, NULL, policy),
-        check_closed => false);
+    e.account_id := o.account_id;
+    e.kind := 'reverse';
+    e.idempotency_key := idempotency_key;
+    e.reason := reason;
+    e.reference := o.reference;
+    e.reverses := entry_id;
+    e.created_at := a.at;
+    e.policy := policy;
+    RETURN wallet.post_once(a, e, check_closed => false);
 END
 $$;
 COMMENT ON FUNCTION wallet.reverse(bigint, text, text, text) IS 'undoes an accrual (takes back its unspent points; unlimited: all of it, into debt if need be) or a redemption/capture (restores the lots with their original expiry); at most once per entry';
@@ -836,14 +907,19 @@ CREATE FUNCTION wallet.adjust(account_id bigint, points bigint, idempotency_key 
 DECLARE
     at timestamptz;
     a wallet.locked_account;
+    e wallet.entries;
 BEGIN
     PERFORM wallet.check_posting(points, reason, idempotency_key, 'adjust', signed => true);
     a := wallet.lock_account(account_id, idempotency_key);
-    at := a.at;
-    RETURN wallet.post_once(a,
-        (a.prior).kind = 'adjust' AND (a.prior).points = points AND (a.prior).reason = reason,
-        ROW(NULL, account_id, 'adjust', 0, 0, idempotency_key, reason, NULL, '[]', NULL, NULL, NULL, at, points,
-            CASE WHEN points > 0 THEN wallet.policy_expiry(at, a.expiry, a.granularity) END, NULL));
+    at := coalesce((a.prior).created_at, a.at);   -- a retry is compared as made when the first call was
+    e.account_id := account_id;
+    e.kind := 'adjust';
+    e.idempotency_key := idempotency_key;
+    e.reason := reason;
+    e.created_at := at;
+    e.points := points;
+    e.expires_at := CASE WHEN points > 0 THEN wallet.policy_expiry(at, a.expiry, a.granularity) END;
+    RETURN wallet.post_once(a, e);
 END
 $$;
 COMMENT ON FUNCTION wallet.adjust(bigint, bigint, text, text) IS 'manual correction: adds points (expiring per policy) or removes them (soonest-expiring first, within the balance); reason required';
@@ -913,8 +989,14 @@ COMMENT ON FUNCTION wallet.expire_points(timestamptz) IS 'posts an expire entry 
 
 -- ---------------------------------------------------------------- read side
 
+-- The read functions that a caller may nest around a posting or an
+-- open_account are VOLATILE, not STABLE: a STABLE function reads with the
+-- snapshot of the calling statement, taken before the inner call wrote, so
+-- wallet.balance(wallet.open_account(...)) would not find the account.  A
+-- VOLATILE one takes a snapshot per query, which costs next to nothing here.
+
 CREATE FUNCTION wallet.balance(account_id bigint, as_of timestamptz DEFAULT now()) RETURNS bigint
-    LANGUAGE plpgsql STABLE
+    LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
     AS $$
 DECLARE
@@ -938,7 +1020,7 @@ COMMENT ON FUNCTION wallet.balance(bigint, timestamptz) IS 'points spendable at 
 -- with what the journal recorded.
 CREATE FUNCTION wallet.replay_ledger(account_id bigint, upto timestamptz DEFAULT 'infinity',
         OUT ledger wallet.points_ledger, OUT problem text)
-    LANGUAGE plpgsql STABLE
+    LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
     AS $$
 DECLARE
@@ -983,7 +1065,7 @@ COMMENT ON FUNCTION wallet.replay_ledger(bigint, timestamptz) IS 'rebuilds an ac
 -- the stored one (verify_ledger proves it equals the journal's).  Only when
 -- the next entry is a settlement is the journal replayed up to ts.
 CREATE FUNCTION wallet.balance_at(account_id bigint, ts timestamptz) RETURNS bigint
-    LANGUAGE plpgsql STABLE
+    LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
     AS $$
 DECLARE
@@ -1036,7 +1118,7 @@ COMMENT ON FUNCTION wallet.balance_at(bigint, timestamptz) IS 'spendable balance
 
 CREATE FUNCTION wallet.history(account_id bigint, from_ts timestamptz DEFAULT '-infinity',
         to_ts timestamptz DEFAULT 'infinity') RETURNS SETOF wallet.entries
-    LANGUAGE plpgsql STABLE
+    LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
     AS $$
 BEGIN
@@ -1056,7 +1138,7 @@ COMMENT ON FUNCTION wallet.history(bigint, timestamptz, timestamptz) IS 'journal
 
 CREATE FUNCTION wallet.program_liability(program_id bigint, as_of timestamptz DEFAULT now())
     RETURNS TABLE (expiry_month date, points bigint)
-    LANGUAGE plpgsql STABLE
+    LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
     AS $$
 BEGIN
@@ -1084,7 +1166,7 @@ COMMENT ON FUNCTION wallet.program_liability(bigint, timestamptz) IS 'outstandin
 -- output column account_id.
 CREATE FUNCTION wallet.verify_ledger(bigint DEFAULT NULL)
     RETURNS TABLE (account_id bigint, stored_balance bigint, replayed_balance bigint, detail text)
-    LANGUAGE plpgsql STABLE
+    LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
     AS $$
 DECLARE

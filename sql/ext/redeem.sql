@@ -293,7 +293,7 @@ COMMENT ON COLUMN wallet.code_redemptions.serial IS 'serial of the redeemed code
 COMMENT ON COLUMN wallet.code_redemptions.code IS 'the redeemed code';
 COMMENT ON COLUMN wallet.code_redemptions.member_ref IS 'member who redeemed it';
 COMMENT ON COLUMN wallet.code_redemptions.idempotency_key IS 'idempotency key of the call (unique): a retry with it returns this row';
-COMMENT ON COLUMN wallet.code_redemptions.context IS 'caller context (e.g. source, order id), as given';
+COMMENT ON COLUMN wallet.code_redemptions.context IS 'caller context (e.g. source, order id), as the first call gave it: request metadata, which a retry with the same key may send otherwise';
 COMMENT ON COLUMN wallet.code_redemptions.reservation_id IS 'the reservation this redemption converted, if any';
 COMMENT ON COLUMN wallet.code_redemptions.redeemed_at IS 'when it was redeemed (clock time)';
 COMMENT ON COLUMN wallet.code_redemptions.undone_at IS 'when it was undone; NULL while it stands';
@@ -706,31 +706,22 @@ $$;
 COMMENT ON FUNCTION wallet.code_caps_status(bigint, bigint, text, int, int, bigint, bigint, bigint, bigint) IS
     'internal: exhausted, member_limit_reached, campaign_limit_reached or ok, counting live redemptions and active unexpired reservations';
 
--- Does the text given to a retry name the same code as the stored one?
-CREATE FUNCTION wallet.code_same_input(stored wallet.marketing_code, input text)
-    RETURNS boolean
-    LANGUAGE sql
+-- The idempotency fingerprint of a redemption or reservation (see
+-- wallet.idem_check): the operation, the code (the text in any accepted
+-- spelling, canonical; NULL when it names no code) and the member, and a
+-- reservation's ttl (justified: '1 day' equals '24 hours' as intervals do).
+-- Not the context: a client retrying with other request metadata (source,
+-- ip, device) is still retrying.
+CREATE FUNCTION wallet.idem_code(operation text, code text, member_ref text, ttl interval)
+    RETURNS jsonb
+    LANGUAGE sql STABLE
     SET search_path = pg_catalog, pg_temp
     AS $$
-    SELECT coalesce((SELECT p.code OPERATOR(wallet.=) $1 FROM wallet.parse_code($2) p), false)
+    SELECT jsonb_build_object('operation', $1, 'code', (SELECT p.code::text FROM wallet.parse_code($2) p),
+                              'member_ref', $3, 'ttl', justify_interval($4))
 $$;
-COMMENT ON FUNCTION wallet.code_same_input(wallet.marketing_code, text) IS
-    'internal: whether a text (in any accepted spelling) denotes the given code';
-
-CREATE FUNCTION wallet.code_key_mismatch(idempotency_key text, what text)
-    RETURNS void
-    LANGUAGE plpgsql
-    SET search_path = pg_catalog, pg_temp
-    AS $$
-#variable_conflict use_column
-BEGIN
-    RAISE EXCEPTION 'idempotency key "%" was already used with different arguments', idempotency_key
-        USING ERRCODE = 'WL002',
-              DETAIL = format('The key belongs to an earlier %s; a retry must repeat its code, member and context exactly.', what),
-              HINT = 'Use a new idempotency key for a new request.';
-END
-$$;
-COMMENT ON FUNCTION wallet.code_key_mismatch(text, text) IS 'internal: raise WL002 for an idempotency key reused with different arguments';
+COMMENT ON FUNCTION wallet.idem_code(text, text, text, interval) IS
+    'internal: idempotency fingerprint of a redemption or reservation (operation, code in canonical form, member, ttl; not the context)';
 
 ------------------------------------------------------------------------------
 -- Public API
@@ -850,18 +841,26 @@ BEGIN
     PERFORM pg_advisory_xact_lock(1464598529, hashtext(_key));
     SELECT * INTO _red FROM wallet.code_redemptions d WHERE d.idempotency_key = _key;
     IF FOUND THEN
-        IF _red.member_ref <> _member OR _red.context <> _ctx OR NOT wallet.code_same_input(_red.code, _input) THEN
-            PERFORM wallet.code_key_mismatch(_key, 'redemption');
-        END IF;
-        RETURN ROW('ok', _red.redemption_id, _red.campaign_id, _red.serial, _red.member_ref,
-                   _red.redeemed_at, _red.reservation_id, true)::wallet.redemption_result;
+        PERFORM wallet.idem_check(_key, format('redemption %s', _red.redemption_id),
+                                  wallet.idem_code('redeem', _red.code::text, _red.member_ref, NULL),
+                                  wallet.idem_code('redeem', _input, _member, NULL));
+        r.status := 'ok';
+        r.redemption_id := _red.redemption_id;
+        r.campaign_id := _red.campaign_id;
+        r.serial := _red.serial;
+        r.redeemed_at := _red.redeemed_at;
+        r.reservation_id := _red.reservation_id;
+        r.replayed := true;
+        RETURN r;
     END IF;
 
     SELECT * INTO _res FROM wallet.code_reservations v WHERE v.idempotency_key = _key FOR UPDATE;
     IF FOUND THEN
-        IF _res.member_ref <> _member OR NOT wallet.code_same_input(_res.code, _input) THEN
-            PERFORM wallet.code_key_mismatch(_key, 'reservation');
-        END IF;
+        -- the key of a reservation: redeeming it converts the reservation,
+        -- so the call repeats the reservation's code and member
+        PERFORM wallet.idem_check(_key, format('reservation %s', _res.reservation_id),
+                                  wallet.idem_code('reserve', _res.code::text, _res.member_ref, _res.ttl),
+                                  wallet.idem_code('reserve', _input, _member, _res.ttl));
         _convert := _res.state = 'active' AND _res.expires_at > clock_timestamp();
     END IF;
 
@@ -993,6 +992,7 @@ DECLARE
     _ttl interval := ttl;
     _ctx jsonb := coalesce(context, '{}');
     _res wallet.code_reservations;
+    _red wallet.code_redemptions;
     pc record;
     cnt record;
     _st text;
@@ -1020,14 +1020,22 @@ BEGIN
     PERFORM pg_advisory_xact_lock(1464598529, hashtext(_key));
     SELECT * INTO _res FROM wallet.code_reservations v WHERE v.idempotency_key = _key;
     IF FOUND THEN
-        IF _res.member_ref <> _member OR _res.ttl <> _ttl OR NOT wallet.code_same_input(_res.code, _input) THEN
-            PERFORM wallet.code_key_mismatch(_key, 'reservation');
-        END IF;
-        RETURN ROW('ok', _res.reservation_id, _res.campaign_id, _res.serial, _res.member_ref,
-                   _res.expires_at, true)::wallet.reservation_result;
+        PERFORM wallet.idem_check(_key, format('reservation %s', _res.reservation_id),
+                                  wallet.idem_code('reserve', _res.code::text, _res.member_ref, _res.ttl),
+                                  wallet.idem_code('reserve', _input, _member, _ttl));
+        r.status := 'ok';
+        r.reservation_id := _res.reservation_id;
+        r.campaign_id := _res.campaign_id;
+        r.serial := _res.serial;
+        r.expires_at := _res.expires_at;
+        r.replayed := true;
+        RETURN r;
     END IF;
-    IF EXISTS (SELECT 1 FROM wallet.code_redemptions d WHERE d.idempotency_key = _key) THEN
-        PERFORM wallet.code_key_mismatch(_key, 'redemption');
+    SELECT * INTO _red FROM wallet.code_redemptions d WHERE d.idempotency_key = _key;
+    IF FOUND THEN   -- a redemption's key: never a reservation's (raises)
+        PERFORM wallet.idem_check(_key, format('redemption %s', _red.redemption_id),
+                                  wallet.idem_code('redeem', _red.code::text, _red.member_ref, NULL),
+                                  wallet.idem_code('reserve', _input, _member, _ttl));
     END IF;
 
     SELECT * INTO pc FROM wallet.code_precheck(_input, _member, left(_ctx->>'source', 256), 'reserve');

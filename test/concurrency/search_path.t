@@ -363,6 +363,7 @@ calls() {
     cat <<CALLS
 wallet.version()	ok	-	SELECT wallet.version()
 wallet.create_merchant(text)	ok	^[0-9]+$	SELECT wallet.create_merchant('sp merchant 2')
+wallet.idem_check(text,text,jsonb,jsonb)	WL002	-	SELECT wallet.idem_check('k', 'a test', '{"a": 1}', '{"a": 2}')
 wallet.marketing_code_eq(wallet.marketing_code,wallet.marketing_code)	ok	^f$	SELECT wallet.marketing_code_eq('$c1', '$cc2')
 wallet.marketing_code_ne(wallet.marketing_code,wallet.marketing_code)	ok	^t$	SELECT wallet.marketing_code_ne('$c1', '$cc2')
 wallet.marketing_code_lt(wallet.marketing_code,wallet.marketing_code)	ok	^t$	SELECT wallet.marketing_code_lt('$c1', '$cc2')
@@ -399,8 +400,7 @@ wallet.code_precheck(text,text,text,text)	ok	^ok\|	SELECT * FROM wallet.code_pre
 wallet.code_lock_counters(bigint,bigint,text)	ok	^2\|5\|100\|	SELECT * FROM wallet.code_lock_counters($c, $s3, 'm1')
 wallet.code_bump_counters(bigint,bigint,text,integer,boolean,boolean,boolean)	ok	-	SELECT wallet.code_bump_counters($c, $s3, 'm1', 0, true, true, true)
 wallet.code_caps_status(bigint,bigint,text,integer,integer,bigint,bigint,bigint,bigint)	ok	^ok$	SELECT wallet.code_caps_status($c, $s3, 'm1', 2, 5, 100, 0, 0, 0)
-wallet.code_same_input(wallet.marketing_code,text)	ok	^t$	SELECT wallet.code_same_input('$c1', '$c1')
-wallet.code_key_mismatch(text,text)	WL002	-	SELECT wallet.code_key_mismatch('k', 'redemption')
+wallet.idem_code(text,text,text,interval)	ok	^\{	SELECT wallet.idem_code('reserve', '$c1', 'm1', '1 hour')
 wallet.issue_code(bigint,text)	ok	^SP-	SELECT wallet.issue_code($c, 'm-bound')
 wallet.check_code(text,text,jsonb)	ok	^ok$	SELECT wallet.check_code('$c3'::pg_catalog.text, 'm1', '{"source": "s1"}')
 wallet.check_code(text,text)	ok	^ok$	SELECT wallet.check_code('$c3'::pg_catalog.text, 'm1'::pg_catalog.text)
@@ -420,14 +420,15 @@ wallet.ledger_diff(wallet.points_ledger,wallet.points_ledger)	ok	^$	SELECT walle
 wallet.ledger_apply(wallet.points_ledger,text,timestamp with time zone,bigint,timestamp with time zone,bigint,bigint[],timestamp with time zone[],text,timestamp with time zone)	ok	^\(	SELECT wallet.ledger_apply('', 'accrue', 'now', 10, 'infinity')
 wallet.policy_expiry(timestamp with time zone,interval,text)	ok	^2	SELECT wallet.policy_expiry('now', '1 year', 'day')
 wallet.check_posting(bigint,text,text,text,boolean)	ok	-	SELECT wallet.check_posting(10, 'r', 'k', 'accrue', false)
-wallet.key_mismatch(wallet.entries)	WL002	-	SELECT wallet.key_mismatch(e) FROM wallet.entries e WHERE e.entry_id OPERATOR(pg_catalog.=) $e0
+wallet.idem_entry(wallet.entries)	ok	^\{	SELECT wallet.idem_entry(e) FROM wallet.entries e WHERE e.entry_id OPERATOR(pg_catalog.=) $e0
+wallet.entry_by_key(bigint,text)	ok	^$e0\|	SELECT * FROM wallet.entry_by_key($a, 'setup-a1')
 wallet.unknown_account(bigint)	WL201	-	SELECT wallet.unknown_account(-1)
 wallet.program_closed(bigint)	WL202	-	SELECT wallet.program_closed($p2)
 wallet.entry_step(wallet.points_ledger,wallet.entries)	ok	^\(	SELECT wallet.entry_step('', e) FROM wallet.entries e WHERE e.entry_id OPERATOR(pg_catalog.=) $e0
 wallet.post_entry(wallet.points_ledger,wallet.entries)	ok	^[0-9]+\|$a\|accrue\|	SELECT e.* FROM wallet.accounts x CROSS JOIN LATERAL wallet.post_entry(x.ledger, ${entry/KEY/k-post-entry}) e WHERE x.account_id OPERATOR(pg_catalog.=) $a
 wallet.settle_account(bigint,timestamp with time zone,timestamp with time zone)	ok	^1$	SELECT wallet.settle_account($a2, 'now', 'now')
 wallet.lock_account(bigint,text)	ok	^\(	SELECT wallet.lock_account($a, 'k-lock')
-wallet.post_once(wallet.locked_account,boolean,wallet.entries,boolean)	ok	^[0-9]+\|$a\|accrue\|	SELECT * FROM wallet.post_once(wallet.lock_account($a, 'k-post-once'), false, ${entry/KEY/k-post-once}, true)
+wallet.post_once(wallet.locked_account,wallet.entries,boolean)	ok	^[0-9]+\|$a\|accrue\|	SELECT * FROM wallet.post_once(wallet.lock_account($a, 'k-post-once'), ${entry/KEY/k-post-once}, true)
 wallet.create_program(bigint,text,interval,text)	ok	^[0-9]+$	SELECT wallet.create_program($m, 'sp program 4', '1 year', 'month')
 wallet.close_program(bigint)	ok	-	SELECT wallet.close_program($p3)
 wallet.open_account(bigint,text)	ok	^[0-9]+$	SELECT wallet.open_account($p, 'member-new')
@@ -436,8 +437,8 @@ wallet.redeem(bigint,bigint,text,text,text)	ok	^[0-9]+\|$a\|redeem\|-10\|	SELECT
 wallet.hold(bigint,bigint,text,interval,text,text)	ok	^[0-9]+\|$a\|hold\|	SELECT * FROM wallet.hold($a, 10, 'k-hold', '1 hour', 'cart 4')
 wallet.lock_hold(bigint)	ok	^\($h1,	SELECT * FROM wallet.lock_hold($h1)
 wallet.hold_not_open(bigint,wallet.entries)	WL207	-	SELECT wallet.hold_not_open($h3, e) FROM wallet.entries e WHERE e.entry_id OPERATOR(pg_catalog.=) $erel
-wallet.capture(bigint,bigint)	ok	^[0-9]+\|$a\|capture\|	SELECT * FROM wallet.capture($h1)
-wallet.release(bigint)	ok	^[0-9]+\|$a\|release\|	SELECT * FROM wallet.release($h2)
+wallet.capture(bigint,bigint,text)	ok	^[0-9]+\|$a\|capture\|	SELECT * FROM wallet.capture($h1, NULL, 'k-capture')
+wallet.release(bigint,text)	ok	^[0-9]+\|$a\|release\|	SELECT * FROM wallet.release($h2, 'k-release')
 wallet.reverse(bigint,text,text,text)	ok	^[0-9]+\|$a\|reverse\|-50\|	SELECT * FROM wallet.reverse($eacc, 'k-reverse', 'refund')
 wallet.adjust(bigint,bigint,text,text)	ok	^[0-9]+\|$a\|adjust\|5\|	SELECT * FROM wallet.adjust($a, 5, 'k-adjust', 'goodwill')
 wallet.expire_points(timestamp with time zone)	ok	^1$	SELECT wallet.expire_points()
