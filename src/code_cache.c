@@ -174,7 +174,7 @@ campaign_load(CampaignInfo *info)
 				if (strlen(p) > CODE_MAX_PREFIX)
 					p[CODE_MAX_PREFIX] = '\0';
 				strlcpy(info->prefix, p, sizeof(info->prefix));
-				code_fold_prefix(p, info->prefix_folded);
+				wallet_code_fold_prefix(p, info->prefix_folded);
 			}
 			info->current_version = (uint16) DatumGetInt32(SPI_getbinval(tup, td, 3, &isnull));
 		}
@@ -268,11 +268,11 @@ wallet_code_verify(const CodeFields *f)
 		f->version < 1 || f->version > CODE_MAX_VERSION ||
 		!CAMPAIGN_VERSION_BIT(info->known, f->version))
 		return CODE_AUTH_FORGED;
-	code_fold_prefix(f->prefix, folded);
+	wallet_code_fold_prefix(f->prefix, folded);
 	if (strcmp(folded, info->prefix_folded) != 0)
 		return CODE_AUTH_FORGED;
 
-	mac = code_compute_mac(f, CAMPAIGN_VERSION_INSTALLATION(info, f->version));
+	mac = wallet_code_compute_mac(f, CAMPAIGN_VERSION_INSTALLATION(info, f->version));
 	for (i = 0; i < 8; i++)
 	{
 		want[i] = (unsigned char) (mac >> (56 - 8 * i));

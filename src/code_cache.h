@@ -27,7 +27,7 @@ typedef struct CampaignInfo
 
 /*
  * The installation id key version v is bound to, or NULL when v uses the
- * legacy derivation of 0.1.0 (code_compute_mac's second argument).
+ * legacy derivation of 0.1.0 (wallet_code_compute_mac's second argument).
  */
 #define CAMPAIGN_VERSION_INSTALLATION(info, v) \
 	(CAMPAIGN_VERSION_BIT((info)->bound, (v)) ? (info)->installation_id : NULL)

@@ -178,7 +178,7 @@ ni_agrees(const crypto_auth_hmacsha256_state *keyed, const unsigned char *msg)
 #endif							/* HAVE_SHA_NI_CODE */
 
 uint64
-code_hmac64(const crypto_auth_hmacsha256_state *keyed, const unsigned char *msg)
+wallet_code_hmac64(const crypto_auth_hmacsha256_state *keyed, const unsigned char *msg)
 {
 #ifdef HAVE_SHA_NI_CODE
 	if (likely(use_ni > 0))
@@ -200,7 +200,7 @@ code_hmac64(const crypto_auth_hmacsha256_state *keyed, const unsigned char *msg)
 /* ---- the MAC of a code ---------------------------------------------------- */
 
 void
-code_mac_message(const CodeFields *f, unsigned char *msg)
+wallet_code_mac_message(const CodeFields *f, unsigned char *msg)
 {
 	char		folded[CODE_MAX_PREFIX + 1];
 	int			i;
@@ -208,7 +208,7 @@ code_mac_message(const CodeFields *f, unsigned char *msg)
 	memset(msg, 0, CODE_MAC_MESSAGE_BYTES);
 	msg[0] = 1;					/* encoding version */
 	msg[1] = f->mac_bits;
-	code_fold_prefix(f->prefix, folded);
+	wallet_code_fold_prefix(f->prefix, folded);
 	memcpy(msg + 2, folded, strlen(folded));
 	for (i = 0; i < 4; i++)
 		msg[10 + i] = (unsigned char) (f->campaign >> (24 - 8 * i));
@@ -219,11 +219,11 @@ code_mac_message(const CodeFields *f, unsigned char *msg)
 }
 
 uint64
-code_compute_mac(const CodeFields *f, const uint8 *installation_id)
+wallet_code_compute_mac(const CodeFields *f, const uint8 *installation_id)
 {
 	unsigned char msg[CODE_MAC_MESSAGE_BYTES];
 
-	code_mac_message(f, msg);
+	wallet_code_mac_message(f, msg);
 	/* the keyed state is cached: one HMAC per message, no key set-up */
-	return code_hmac64(code_key_state(f->campaign, f->version, installation_id), msg) >> (64 - f->mac_bits);
+	return wallet_code_hmac64(wallet_code_key_state(f->campaign, f->version, installation_id), msg) >> (64 - f->mac_bits);
 }

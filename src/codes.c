@@ -243,8 +243,8 @@ generate_codes(PG_FUNCTION_ARGS)
 		MarketingCode *c = palloc(sizeof(MarketingCode));
 
 		st->f.serial = st->next++;
-		st->f.mac = code_compute_mac(&st->f, st->bound ? st->installation_id : NULL);
-		code_pack(&st->f, c);
+		st->f.mac = wallet_code_compute_mac(&st->f, st->bound ? st->installation_id : NULL);
+		wallet_code_pack(&st->f, c);
 		SRF_RETURN_NEXT(funcctx, MarketingCodePGetDatum(c));
 	}
 	SRF_RETURN_DONE(funcctx);
@@ -259,7 +259,7 @@ code_authentic(PG_FUNCTION_ARGS)
 	CodeFields	f;
 
 	wallet_require_root_key();
-	code_unpack(PG_GETARG_MARKETING_CODE_P(0), &f);
+	wallet_code_unpack(PG_GETARG_MARKETING_CODE_P(0), &f);
 	PG_RETURN_BOOL(wallet_code_verify(&f) == CODE_AUTH_OK);
 }
 
@@ -307,7 +307,7 @@ parse_code(PG_FUNCTION_ARGS)
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
 
-	switch (code_from_text(str, &f, &detail))
+	switch (wallet_code_from_text(str, &f, &detail))
 	{
 		case CODE_TEXT_MALFORMED:
 			status = "malformed";
@@ -319,7 +319,7 @@ parse_code(PG_FUNCTION_ARGS)
 			{
 				MarketingCode *c = palloc(sizeof(MarketingCode));
 
-				code_pack(&f, c);
+				wallet_code_pack(&f, c);
 				values[1] = MarketingCodePGetDatum(c);
 				nulls[1] = false;
 				status = code_auth_status(wallet_code_verify(&f));
@@ -338,6 +338,6 @@ code_status(PG_FUNCTION_ARGS)
 	CodeFields	f;
 
 	wallet_require_root_key();
-	code_unpack(PG_GETARG_MARKETING_CODE_P(0), &f);
+	wallet_code_unpack(PG_GETARG_MARKETING_CODE_P(0), &f);
 	PG_RETURN_TEXT_P(cstring_to_text(code_auth_status(wallet_code_verify(&f))));
 }

@@ -34,9 +34,6 @@ extern void wallet_require_root_key(void);
 extern const crypto_auth_hmacsha256_state *wallet_code_key_state(uint32 campaign_id, uint16 key_version,
 																 const uint8 *installation_id);
 
-/* Old name, still spelt so in marketing_code.c (which another change reworks); the symbol is prefixed. */
-#define code_key_state wallet_code_key_state
-
 /*
  * The raw code key of (campaign_id, key_version, installation_id or NULL)
  * into out[32] (the derivation of docs/code-format.md; callers must

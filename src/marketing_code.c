@@ -146,7 +146,7 @@ prefix_from_number(uint64 num, char *out)
 }
 
 void
-code_fold_prefix(const char *prefix, char *out)
+wallet_code_fold_prefix(const char *prefix, char *out)
 {
 	for (; *prefix; prefix++)
 		*out++ = (*prefix == 'O') ? '0' : (*prefix == 'I' || *prefix == 'L') ? '1' : *prefix;
@@ -154,7 +154,7 @@ code_fold_prefix(const char *prefix, char *out)
 }
 
 void
-code_pack(const CodeFields *f, MarketingCode *c)
+wallet_code_pack(const CodeFields *f, MarketingCode *c)
 {
 	uint64		num = prefix_number(f->prefix);
 
@@ -166,7 +166,7 @@ code_pack(const CodeFields *f, MarketingCode *c)
 }
 
 void
-code_unpack(const MarketingCode *c, CodeFields *f)
+wallet_code_unpack(const MarketingCode *c, CodeFields *f)
 {
 	f->campaign = c->campaign;
 	f->version = c->vm >> 6;
@@ -297,7 +297,7 @@ check_pair(int *vals, int nsym)
 }
 
 int
-code_to_text(const CodeFields *f, char *buf)
+wallet_code_to_text(const CodeFields *f, char *buf)
 {
 	U192		b = {{0, 0, 0}};
 	int			cw = campaign_class(f->campaign),
@@ -377,7 +377,7 @@ bad_symbol_detail(const char *str, int pos, const char *what)
 }
 
 CodeTextStatus
-code_from_text(const char *str, CodeFields *f, char **detail)
+wallet_code_from_text(const char *str, CodeFields *f, char **detail)
 {
 	char		syms[MAX_SYMBOLS];
 	int			pos[MAX_SYMBOLS];
@@ -524,13 +524,13 @@ marketing_code_in(PG_FUNCTION_ARGS)
 	char	   *detail = NULL;
 	MarketingCode *c;
 
-	if (code_from_text(str, &f, &detail) != CODE_TEXT_OK)
+	if (wallet_code_from_text(str, &f, &detail) != CODE_TEXT_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
 				 errmsg("invalid input syntax for type %s: \"%s\"", "wallet.marketing_code", str),
 				 errdetail_internal("%s", detail)));
 	c = palloc(sizeof(MarketingCode));
-	code_pack(&f, c);
+	wallet_code_pack(&f, c);
 	PG_RETURN_MARKETING_CODE_P(c);
 }
 
@@ -542,8 +542,8 @@ marketing_code_out(PG_FUNCTION_ARGS)
 	CodeFields	f;
 	char	   *buf = palloc(CODE_MAX_TEXT);
 
-	code_unpack(c, &f);
-	code_to_text(&f, buf);
+	wallet_code_unpack(c, &f);
+	wallet_code_to_text(&f, buf);
 	PG_RETURN_CSTRING(buf);
 }
 
@@ -562,7 +562,7 @@ marketing_code_send(PG_FUNCTION_ARGS)
 	StringInfoData buf;
 	int			plen;
 
-	code_unpack(c, &f);
+	wallet_code_unpack(c, &f);
 	plen = strlen(f.prefix);
 	pq_begintypsend(&buf);
 	pq_sendint8(&buf, CODE_BINARY_VERSION);
@@ -614,7 +614,7 @@ marketing_code_recv(PG_FUNCTION_ARGS)
 					 errmsg("invalid binary value of type wallet.marketing_code"),
 					 errdetail("The prefix may hold only A to Z and 0 to 9.")));
 	c = palloc(sizeof(MarketingCode));
-	code_pack(&f, c);
+	wallet_code_pack(&f, c);
 	PG_RETURN_MARKETING_CODE_P(c);
 }
 
@@ -627,7 +627,7 @@ folded_prefix_number(const MarketingCode *c)
 				folded[CODE_MAX_PREFIX + 1];
 
 	prefix_from_number(((uint64) c->prefix_hi << 26) | (c->sp & ((UINT64CONST(1) << 26) - 1)), p);
-	code_fold_prefix(p, folded);
+	wallet_code_fold_prefix(p, folded);
 	return prefix_number(folded);
 }
 
@@ -764,7 +764,7 @@ code_prefix(PG_FUNCTION_ARGS)
 {
 	CodeFields	f;
 
-	code_unpack(PG_GETARG_MARKETING_CODE_P(0), &f);
+	wallet_code_unpack(PG_GETARG_MARKETING_CODE_P(0), &f);
 	if (f.prefix[0] == '\0')
 		PG_RETURN_NULL();
 	PG_RETURN_TEXT_P(cstring_to_text(f.prefix));

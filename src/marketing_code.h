@@ -60,16 +60,16 @@ typedef enum CodeTextStatus
 	CODE_TEXT_MISTYPED			/* check symbols do not match */
 } CodeTextStatus;
 
-extern void code_pack(const CodeFields *f, MarketingCode *c);
-extern void code_unpack(const MarketingCode *c, CodeFields *f);
+extern void wallet_code_pack(const CodeFields *f, MarketingCode *c);
+extern void wallet_code_unpack(const MarketingCode *c, CodeFields *f);
 
 /* Text form; returns the length written into buf (at least CODE_MAX_TEXT bytes). */
-extern int	code_to_text(const CodeFields *f, char *buf);
+extern int	wallet_code_to_text(const CodeFields *f, char *buf);
 
 /* Decodes text; on failure *detail is a palloc'd errdetail sentence. */
-extern CodeTextStatus code_from_text(const char *str, CodeFields *f, char **detail);
+extern CodeTextStatus wallet_code_from_text(const char *str, CodeFields *f, char **detail);
 
 /* Folds a prefix the way input reads it (O as 0, I and L as 1) into out[9]. */
-extern void code_fold_prefix(const char *prefix, char *out);
+extern void wallet_code_fold_prefix(const char *prefix, char *out);
 
 #endif							/* WALLET_MARKETING_CODE_H */
