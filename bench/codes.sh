@@ -38,7 +38,9 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 psql -X -qAt -d postgres -c "CREATE DATABASE bench" >/dev/null
 q -c "CREATE EXTENSION wallet" -c "CREATE EXTENSION pgcrypto"
 CID=$(q -c "SELECT wallet.create_campaign(wallet.create_merchant('bench'), 'bench', 'BENCH')")
-KEY=$(python3 -c "import sys; sys.path.insert(0, 'docs'); from code_reference import code_key; print(code_key(bytes.fromhex('$WALLET_TEST_ROOT_KEY'), $CID, 1).hex())")
+# the campaign's code key, bound to this database's installation id (docs/code-format.md)
+INST=$(q -c "SELECT replace(wallet.installation_id()::text, '-', '')")
+KEY=$(python3 -c "import sys; sys.path.insert(0, 'docs'); from code_reference import code_key; print(code_key(bytes.fromhex('$WALLET_TEST_ROOT_KEY'), bytes.fromhex('$INST'), $CID, 1).hex())")
 echo "wallet: $(q -c 'SELECT wallet.version()'), $N rows per measurement, campaign $CID"
 
 # --- fixtures -------------------------------------------------------------
