@@ -19,7 +19,8 @@ OBJS = \
 	src/guard.o \
 	src/redeem.o \
 	src/points_ledger.o \
-	src/ledger_ops.o
+	src/ledger_ops.o \
+	src/privileges.o
 
 # The install script is assembled from one part per area so that each area's
 # SQL lives beside nothing else; order matters (later parts use earlier ones).
@@ -28,7 +29,8 @@ SQL_PARTS = \
 	sql/ext/codes.sql \
 	sql/ext/redeem.sql \
 	sql/ext/ledger.sql \
-	sql/ext/maintenance.sql
+	sql/ext/maintenance.sql \
+	sql/ext/privileges.sql
 
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
 # Released versions are frozen, committed files; every later version is

@@ -20,6 +20,7 @@
 #include "utils/syscache.h"
 
 #include "keys.h"
+#include "privileges.h"
 #include "marketing_code.h"
 #include "code_cache.h"
 #include "code_hmac.h"
@@ -208,7 +209,8 @@ generate_codes(PG_FUNCTION_ARGS)
 			 */
 			AcceptInvalidationMessages();
 			info = wallet_campaign_info((uint32) campaign_id);
-			if (!info->exists)
+			/* another merchant's campaign is as unknown as a missing one */
+			if (!info->exists || !wallet_sees_campaign(campaign_id))
 				ereport(ERROR,
 						(errcode(ERRCODE_WL_UNKNOWN_CAMPAIGN),
 						 errmsg("campaign %lld does not exist", (long long) campaign_id),

@@ -495,7 +495,7 @@ BEGIN
         RAISE EXCEPTION 'merchant_id must not be null'
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Every campaign belongs to a merchant.';
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM wallet.merchants m WHERE m.merchant_id = create_campaign.merchant_id) THEN
+    IF NOT EXISTS (SELECT 1 FROM wallet.merchants m WHERE m.merchant_id = create_campaign.merchant_id AND wallet.acts_for(m.merchant_id)) THEN
         RAISE EXCEPTION 'merchant % does not exist', merchant_id
             USING ERRCODE = 'WL102', HINT = 'Register the merchant with wallet.create_merchant first.';
     END IF;
@@ -577,7 +577,7 @@ BEGIN
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A key is rotated in a campaign, named by its id.';
     END IF;
     SELECT c.current_key_version INTO v FROM wallet.campaigns c
-     WHERE c.campaign_id = rotate_code_key.campaign_id FOR NO KEY UPDATE;
+     WHERE c.campaign_id = rotate_code_key.campaign_id AND wallet.acts_for(c.merchant_id) FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'campaign % does not exist', campaign_id
             USING ERRCODE = 'WL101', HINT = 'Create it with wallet.create_campaign.';
@@ -608,7 +608,7 @@ BEGIN
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A key version is retired in a campaign, both named by number.';
     END IF;
     SELECT c.current_key_version INTO v FROM wallet.campaigns c
-     WHERE c.campaign_id = retire_code_key.campaign_id FOR NO KEY UPDATE;
+     WHERE c.campaign_id = retire_code_key.campaign_id AND wallet.acts_for(c.merchant_id) FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'campaign % does not exist', campaign_id
             USING ERRCODE = 'WL101', HINT = 'Create it with wallet.create_campaign.';

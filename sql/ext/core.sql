@@ -7,6 +7,12 @@
 -- (wallet.control), and all objects are schema-qualified.
 CREATE SCHEMA wallet;
 COMMENT ON SCHEMA wallet IS 'digital-wallet marketing: marketing codes and points ledger';
+-- Internal helpers (trigger functions, checks, locking and posting steps,
+-- idempotency fingerprints) live in a schema of their own, outside the API:
+-- what is in schema wallet is what a user calls or reads.
+CREATE SCHEMA wallet_internal;
+REVOKE ALL ON SCHEMA wallet_internal FROM PUBLIC;
+COMMENT ON SCHEMA wallet_internal IS 'internal helpers of the wallet extension (not an API: they change between versions)';
 
 CREATE FUNCTION wallet.version() RETURNS text
     AS 'MODULE_PATHNAME', 'wallet_version'

@@ -459,7 +459,7 @@ BEGIN
     SELECT a.ledger, a.program_id, a.next_event, p.closed_at IS NOT NULL, p.expiry, p.granularity
       INTO r.ledger, r.program_id, due, r.closed, r.expiry, r.granularity
       FROM wallet.accounts a JOIN wallet.programs p ON p.program_id = a.program_id
-     WHERE a.account_id = lock_account.account_id
+     WHERE a.account_id = lock_account.account_id AND wallet.acts_for(p.merchant_id)
        FOR NO KEY UPDATE OF a;
     IF NOT FOUND THEN
         PERFORM wallet.unknown_account(lock_account.account_id);
@@ -532,7 +532,7 @@ BEGIN
         RAISE EXCEPTION 'unknown granularity "%"', granularity
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Expiry is rounded up to the end of a ''day'' or a ''month''.';
     END IF;
-    IF NOT EXISTS (SELECT FROM wallet.merchants m WHERE m.merchant_id = create_program.merchant_id) THEN
+    IF NOT EXISTS (SELECT FROM wallet.merchants m WHERE m.merchant_id = create_program.merchant_id AND wallet.acts_for(m.merchant_id)) THEN
         RAISE EXCEPTION 'merchant % does not exist', merchant_id
             USING ERRCODE = 'WL102', HINT = 'Register the merchant with wallet.create_merchant first.';
     END IF;
@@ -557,7 +557,7 @@ BEGIN
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A points program is named by its id.';
     END IF;
     UPDATE wallet.programs p SET closed_at = coalesce(p.closed_at, now())
-     WHERE p.program_id = close_program.program_id;
+     WHERE p.program_id = close_program.program_id AND wallet.acts_for(p.merchant_id);
     IF NOT FOUND THEN
         RAISE EXCEPTION 'unknown program'
             USING ERRCODE = 'WL214', DETAIL = format('There is no points program %s.', program_id);
@@ -588,7 +588,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = format('A member reference has at most 256 characters; this one has %s.', length(member_ref));
     END IF;
-    SELECT p.closed_at IS NOT NULL INTO is_closed FROM wallet.programs p WHERE p.program_id = open_account.program_id;
+    SELECT p.closed_at IS NOT NULL INTO is_closed FROM wallet.programs p WHERE p.program_id = open_account.program_id AND wallet.acts_for(p.merchant_id);
     IF NOT FOUND THEN
         RAISE EXCEPTION 'unknown program'
             USING ERRCODE = 'WL214', DETAIL = format('There is no points program %s.', program_id);
@@ -631,7 +631,7 @@ BEGIN
         RAISE EXCEPTION 'member reference must not be blank'
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An account is found by the merchant app''s own user id.';
     END IF;
-    IF NOT EXISTS (SELECT FROM wallet.programs p WHERE p.program_id = find_account.program_id) THEN
+    IF NOT EXISTS (SELECT FROM wallet.programs p WHERE p.program_id = find_account.program_id AND wallet.acts_for(p.merchant_id)) THEN
         RAISE EXCEPTION 'unknown program'
             USING ERRCODE = 'WL214', DETAIL = format('There is no points program %s.', program_id);
     END IF;
@@ -741,7 +741,7 @@ BEGIN
         RAISE EXCEPTION 'hold_id must not be null'
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A hold is named by its id, the entry_id of its hold entry.';
     END IF;
-    SELECT * INTO h FROM wallet.entries x WHERE x.entry_id = lock_hold.hold_id AND x.kind = 'hold';
+    SELECT * INTO h FROM wallet.entries x WHERE x.entry_id = lock_hold.hold_id AND x.kind = 'hold' AND wallet_internal.sees_account(x.account_id);
     IF NOT FOUND THEN
         RAISE EXCEPTION 'unknown hold'
             USING ERRCODE = 'WL206', DETAIL = format('There is no hold %s.', hold_id);
@@ -867,7 +867,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The policy is ''within_balance'' or ''unlimited''.';
     END IF;
     PERFORM wallet.check_posting(NULL, reason, idempotency_key, NULL);
-    SELECT * INTO o FROM wallet.entries x WHERE x.entry_id = reverse.entry_id;
+    SELECT * INTO o FROM wallet.entries x WHERE x.entry_id = reverse.entry_id AND wallet_internal.sees_account(x.account_id);
     IF NOT FOUND THEN
         RAISE EXCEPTION 'unknown entry'
             USING ERRCODE = 'WL212', DETAIL = format('There is no journal entry %s.', entry_id);
@@ -1006,7 +1006,7 @@ BEGIN
         RAISE EXCEPTION 'as_of must not be null'
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The balance is taken at a given instant, now() by default.';
     END IF;
-    SELECT wallet.ledger_balance(a.ledger, as_of) INTO b FROM wallet.accounts a WHERE a.account_id = balance.account_id;
+    SELECT wallet.ledger_balance(a.ledger, as_of) INTO b FROM wallet.accounts a WHERE a.account_id = balance.account_id AND wallet_internal.sees_program(a.program_id);
     IF NOT FOUND THEN
         PERFORM wallet.unknown_account(account_id);
     END IF;
@@ -1031,7 +1031,7 @@ BEGIN
         RAISE EXCEPTION 'upto must not be null'
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The journal is replayed up to a given instant, infinity by default.';
     END IF;
-    IF NOT EXISTS (SELECT FROM wallet.accounts a WHERE a.account_id = replay_ledger.account_id) THEN
+    IF NOT EXISTS (SELECT FROM wallet.accounts a WHERE a.account_id = replay_ledger.account_id AND wallet_internal.sees_program(a.program_id)) THEN
         PERFORM wallet.unknown_account(account_id);
     END IF;
     ledger := '';
@@ -1081,7 +1081,7 @@ BEGIN
         RAISE EXCEPTION 'ts must not be null'
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The balance is taken at a given instant.';
     END IF;
-    SELECT a.ledger INTO l FROM wallet.accounts a WHERE a.account_id = balance_at.account_id;
+    SELECT a.ledger INTO l FROM wallet.accounts a WHERE a.account_id = balance_at.account_id AND wallet_internal.sees_program(a.program_id);
     IF NOT FOUND THEN
         PERFORM wallet.unknown_account(account_id);
     END IF;
@@ -1126,7 +1126,7 @@ BEGIN
         RAISE EXCEPTION '% must not be null', CASE WHEN from_ts IS NULL THEN 'from_ts' ELSE 'to_ts' END
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The history covers [from_ts, to_ts), by default all of it (-infinity to infinity).';
     END IF;
-    IF NOT EXISTS (SELECT FROM wallet.accounts a WHERE a.account_id = history.account_id) THEN
+    IF NOT EXISTS (SELECT FROM wallet.accounts a WHERE a.account_id = history.account_id AND wallet_internal.sees_program(a.program_id)) THEN
         PERFORM wallet.unknown_account(account_id);
     END IF;
     RETURN QUERY SELECT * FROM wallet.entries x
@@ -1146,7 +1146,7 @@ BEGIN
         RAISE EXCEPTION '% must not be null', CASE WHEN program_id IS NULL THEN 'program_id' ELSE 'as_of' END
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The liability of a points program is taken at a given instant, now() by default.';
     END IF;
-    IF NOT EXISTS (SELECT FROM wallet.programs p WHERE p.program_id = program_liability.program_id) THEN
+    IF NOT EXISTS (SELECT FROM wallet.programs p WHERE p.program_id = program_liability.program_id AND wallet.acts_for(p.merchant_id)) THEN
         RAISE EXCEPTION 'unknown program'
             USING ERRCODE = 'WL214', DETAIL = format('There is no points program %s.', program_id);
     END IF;
@@ -1175,11 +1175,11 @@ DECLARE
     d text;
 BEGIN
     IF $1 IS NOT NULL
-       AND NOT EXISTS (SELECT FROM wallet.accounts x WHERE x.account_id = $1) THEN
+       AND NOT EXISTS (SELECT FROM wallet.accounts x WHERE x.account_id = $1 AND wallet_internal.sees_program(x.program_id)) THEN
         PERFORM wallet.unknown_account($1);
     END IF;
     FOR a IN SELECT x.account_id, x.ledger FROM wallet.accounts x
-              WHERE $1 IS NULL OR x.account_id = $1
+              WHERE ($1 IS NULL OR x.account_id = $1) AND wallet_internal.sees_program(x.program_id)
               ORDER BY x.account_id LOOP
         r := wallet.replay_ledger(a.account_id);
         d := coalesce(r.problem, wallet.ledger_diff(a.ledger, r.ledger));

@@ -132,7 +132,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = 'A threshold is the number of failed checks allowed within the window; NULL turns that limit off.';
     END IF;
-    IF _merchant IS NOT NULL AND NOT EXISTS (SELECT 1 FROM wallet.merchants m WHERE m.merchant_id = _merchant) THEN
+    IF _merchant IS NOT NULL AND NOT EXISTS (SELECT 1 FROM wallet.merchants m WHERE m.merchant_id = _merchant AND wallet.acts_for(m.merchant_id)) THEN
         RAISE EXCEPTION 'merchant % does not exist', _merchant
             USING ERRCODE = 'WL102',   -- as create_campaign says it
                   DETAIL = 'Guard settings can only be set for a merchant registered in wallet.merchants.';
@@ -179,7 +179,7 @@ BEGIN
         RAISE EXCEPTION 'member_ref and source must not both be null'
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The failed checks of a member, of a source or of both are forgotten.';
     END IF;
-    IF $3 IS NOT NULL AND NOT EXISTS (SELECT 1 FROM wallet.merchants m WHERE m.merchant_id = $3) THEN
+    IF $3 IS NOT NULL AND NOT EXISTS (SELECT 1 FROM wallet.merchants m WHERE m.merchant_id = $3 AND wallet.acts_for(m.merchant_id)) THEN
         RAISE EXCEPTION 'merchant % does not exist', $3
             USING ERRCODE = 'WL102', DETAIL = 'Failed checks are counted per merchant registered in wallet.merchants.';
     END IF;
@@ -462,7 +462,7 @@ BEGIN
         SELECT c.merchant_id, c.starts_at, c.ends_at, c.max_redemptions_per_code,
                c.max_redemptions_per_member, c.max_redemptions_total
           INTO _c
-          FROM wallet.campaigns c WHERE c.campaign_id = wallet.code_campaign(_code);
+          FROM wallet.campaigns c WHERE c.campaign_id = wallet.code_campaign(_code) AND wallet.acts_for(c.merchant_id);
         _known := FOUND;
         _merchant := _c.merchant_id;
     END IF;
@@ -839,7 +839,7 @@ BEGIN
 
     -- Same key: one session at a time; the later one sees the earlier's row.
     PERFORM pg_advisory_xact_lock(1464598529, hashtext(_key));
-    SELECT * INTO _red FROM wallet.code_redemptions d WHERE d.idempotency_key = _key;
+    SELECT * INTO _red FROM wallet.code_redemptions d WHERE d.idempotency_key = _key AND wallet_internal.sees_campaign(d.campaign_id);
     IF FOUND THEN
         PERFORM wallet.idem_check(_key, format('redemption %s', _red.redemption_id),
                                   wallet.idem_code('redeem', _red.code::text, _red.member_ref, NULL),
@@ -854,7 +854,7 @@ BEGIN
         RETURN r;
     END IF;
 
-    SELECT * INTO _res FROM wallet.code_reservations v WHERE v.idempotency_key = _key FOR UPDATE;
+    SELECT * INTO _res FROM wallet.code_reservations v WHERE v.idempotency_key = _key AND wallet_internal.sees_campaign(v.campaign_id) FOR UPDATE;
     IF FOUND THEN
         -- the key of a reservation: redeeming it converts the reservation,
         -- so the call repeats the reservation's code and member
@@ -955,7 +955,7 @@ BEGIN
         RAISE EXCEPTION 'redemption_id must not be null'
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A redemption is undone by its id.';
     END IF;
-    SELECT * INTO _red FROM wallet.code_redemptions d WHERE d.redemption_id = undo_redemption.redemption_id FOR UPDATE;
+    SELECT * INTO _red FROM wallet.code_redemptions d WHERE d.redemption_id = undo_redemption.redemption_id AND wallet_internal.sees_campaign(d.campaign_id) FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'unknown redemption %', undo_redemption.redemption_id
             USING ERRCODE = 'WL150',
@@ -1018,7 +1018,7 @@ BEGIN
     r.replayed := false;
 
     PERFORM pg_advisory_xact_lock(1464598529, hashtext(_key));
-    SELECT * INTO _res FROM wallet.code_reservations v WHERE v.idempotency_key = _key;
+    SELECT * INTO _res FROM wallet.code_reservations v WHERE v.idempotency_key = _key AND wallet_internal.sees_campaign(v.campaign_id);
     IF FOUND THEN
         PERFORM wallet.idem_check(_key, format('reservation %s', _res.reservation_id),
                                   wallet.idem_code('reserve', _res.code::text, _res.member_ref, _res.ttl),
@@ -1031,7 +1031,7 @@ BEGIN
         r.replayed := true;
         RETURN r;
     END IF;
-    SELECT * INTO _red FROM wallet.code_redemptions d WHERE d.idempotency_key = _key;
+    SELECT * INTO _red FROM wallet.code_redemptions d WHERE d.idempotency_key = _key AND wallet_internal.sees_campaign(d.campaign_id);
     IF FOUND THEN   -- a redemption's key: never a reservation's (raises)
         PERFORM wallet.idem_check(_key, format('redemption %s', _red.redemption_id),
                                   wallet.idem_code('redeem', _red.code::text, _red.member_ref, NULL),
@@ -1091,7 +1091,7 @@ BEGIN
         RAISE EXCEPTION 'reservation_id must not be null'
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A reservation is released by its id.';
     END IF;
-    SELECT * INTO _res FROM wallet.code_reservations v WHERE v.reservation_id = release_reservation.reservation_id FOR UPDATE;
+    SELECT * INTO _res FROM wallet.code_reservations v WHERE v.reservation_id = release_reservation.reservation_id AND wallet_internal.sees_campaign(v.campaign_id) FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'unknown reservation %', release_reservation.reservation_id
             USING ERRCODE = 'WL152',

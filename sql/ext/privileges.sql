@@ -1,0 +1,287 @@
+
+-- ======================================================================
+-- Roles, privileges and merchant isolation (issue 9).
+--
+-- Three NOLOGIN roles (cluster-wide: created if missing, left behind by DROP
+-- EXTENSION): wallet_admin, wallet_app, wallet_reader.  Nothing is usable by
+-- PUBLIC; no role but the owner writes a table: every write goes through a
+-- SECURITY DEFINER function.  A role acts for the merchants granted to it in
+-- wallet.merchant_roles (or to a role it is a member of); every function
+-- treats another merchant's object as unknown, and row-level security shows
+-- readers and apps only their merchants' rows.  README "Roles and
+-- privileges" and "Merchants and isolation".
+-- ======================================================================
+
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'wallet_admin') THEN
+        CREATE ROLE wallet_admin NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'wallet_app') THEN
+        CREATE ROLE wallet_app NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'wallet_reader') THEN
+        CREATE ROLE wallet_reader NOLOGIN;
+    END IF;
+END
+$$;
+
+CREATE TABLE wallet.merchant_roles (
+    merchant_id bigint NOT NULL REFERENCES wallet.merchants,
+    role        regrole NOT NULL,
+    granted_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (merchant_id, role)
+);
+COMMENT ON TABLE wallet.merchant_roles IS 'which roles act for which merchant (wallet.grant_merchant): members of such a role see and change that merchant''s objects';
+COMMENT ON COLUMN wallet.merchant_roles.merchant_id IS 'merchant';
+COMMENT ON COLUMN wallet.merchant_roles.role IS 'role acting for the merchant, with every role that is a member of it';
+COMMENT ON COLUMN wallet.merchant_roles.granted_at IS 'when the merchant was granted to the role';
+SELECT pg_catalog.pg_extension_config_dump('wallet.merchant_roles', '');
+
+CREATE FUNCTION wallet_internal.caller() RETURNS regrole
+    AS 'MODULE_PATHNAME', 'wallet_caller'
+    LANGUAGE C STABLE;
+COMMENT ON FUNCTION wallet_internal.caller() IS 'the role calling (session user or SET ROLE), unchanged by SECURITY DEFINER functions and by any argument';
+
+CREATE FUNCTION wallet.acts_for(merchant_id bigint) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'wallet_acts_for'
+    LANGUAGE C STABLE STRICT;
+COMMENT ON FUNCTION wallet.acts_for(bigint) IS 'whether the calling role acts for the merchant: a superuser, the extension''s owner, or a member of a role granted the merchant (cached for the transaction)';
+
+CREATE FUNCTION wallet_internal.merchant_roles_changed() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'wallet_merchant_roles_changed'
+    LANGUAGE C;
+COMMENT ON FUNCTION wallet_internal.merchant_roles_changed() IS 'trigger: a change of wallet.merchant_roles counts for wallet.acts_for from the next call on';
+CREATE TRIGGER merchant_roles_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON wallet.merchant_roles
+    FOR EACH STATEMENT EXECUTE FUNCTION wallet_internal.merchant_roles_changed();
+
+-- WL102 exactly as for a merchant that does not exist.
+CREATE FUNCTION wallet_internal.check_merchant(merchant_id bigint) RETURNS void
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF merchant_id IS NULL THEN
+        RAISE EXCEPTION 'merchant_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Every campaign and program belongs to a merchant.';
+    END IF;
+    IF NOT EXISTS (SELECT FROM wallet.merchants m WHERE m.merchant_id = check_merchant.merchant_id)
+       OR NOT wallet.acts_for(merchant_id) THEN
+        RAISE EXCEPTION 'merchant % does not exist', merchant_id
+            USING ERRCODE = 'WL102', HINT = 'Register the merchant with wallet.create_merchant first.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.check_merchant(bigint) IS 'raises 22004 for a NULL merchant id, WL102 for a merchant that does not exist or that the caller does not act for';
+
+CREATE FUNCTION wallet.grant_merchant(merchant_id bigint, role regrole) RETURNS boolean
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    n int;
+BEGIN
+    PERFORM wallet_internal.check_merchant(merchant_id);
+    IF role IS NULL THEN
+        RAISE EXCEPTION 'role must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A merchant is granted to a role named by its name.';
+    END IF;
+    INSERT INTO wallet.merchant_roles AS r (merchant_id, role) VALUES (grant_merchant.merchant_id, grant_merchant.role)
+        ON CONFLICT DO NOTHING;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n > 0;
+END
+$$;
+COMMENT ON FUNCTION wallet.grant_merchant(bigint, regrole) IS 'let a role (and its members) act for a merchant the caller acts for; returns false when it already did';
+
+CREATE FUNCTION wallet.revoke_merchant(merchant_id bigint, role regrole) RETURNS boolean
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    n int;
+BEGIN
+    PERFORM wallet_internal.check_merchant(merchant_id);
+    IF role IS NULL THEN
+        RAISE EXCEPTION 'role must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A merchant is revoked from a role named by its name.';
+    END IF;
+    DELETE FROM wallet.merchant_roles r WHERE r.merchant_id = revoke_merchant.merchant_id AND r.role = revoke_merchant.role;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n > 0;
+END
+$$;
+COMMENT ON FUNCTION wallet.revoke_merchant(bigint, regrole) IS 'stop a role (and its members) acting for a merchant the caller acts for; returns false when it did not';
+
+CREATE FUNCTION wallet.my_merchants() RETURNS TABLE (merchant_id bigint, name text)
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+    SELECT m.merchant_id, m.name FROM wallet.merchants m WHERE wallet.acts_for(m.merchant_id) ORDER BY m.merchant_id
+$$;
+COMMENT ON FUNCTION wallet.my_merchants() IS 'the merchants the calling role acts for';
+
+-- Whether the caller acts for the merchant of a program, account or campaign
+-- (false when there is none): each API function adds it to the lookup of
+-- the object it names, so another merchant's object is not found.
+CREATE FUNCTION wallet_internal.sees_program(program_id bigint) RETURNS boolean
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+    SELECT coalesce((SELECT wallet.acts_for(p.merchant_id) FROM wallet.programs p WHERE p.program_id = $1), false)
+$$;
+COMMENT ON FUNCTION wallet_internal.sees_program(bigint) IS 'whether the program exists and the caller acts for its merchant';
+
+CREATE FUNCTION wallet_internal.sees_account(account_id bigint) RETURNS boolean
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+    SELECT coalesce((SELECT wallet.acts_for(p.merchant_id)
+                       FROM wallet.accounts a JOIN wallet.programs p ON p.program_id = a.program_id
+                      WHERE a.account_id = $1), false)
+$$;
+COMMENT ON FUNCTION wallet_internal.sees_account(bigint) IS 'whether the account exists and the caller acts for its merchant';
+
+CREATE FUNCTION wallet_internal.sees_campaign(campaign_id bigint) RETURNS boolean
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+    SELECT coalesce((SELECT wallet.acts_for(c.merchant_id) FROM wallet.campaigns c WHERE c.campaign_id = $1), false)
+$$;
+COMMENT ON FUNCTION wallet_internal.sees_campaign(bigint) IS 'whether the campaign exists and the caller acts for its merchant';
+
+-- Row-level security: readers and apps see their merchants' rows.  ENABLE,
+-- not FORCE: the owner, whose SECURITY DEFINER functions do every write,
+-- checks objects itself and is not filtered.
+ALTER TABLE wallet.merchants ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.merchants USING (wallet.acts_for(merchant_id));
+ALTER TABLE wallet.merchant_roles ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.merchant_roles USING (wallet.acts_for(merchant_id));
+ALTER TABLE wallet.programs ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.programs USING (wallet.acts_for(merchant_id));
+ALTER TABLE wallet.campaigns ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.campaigns USING (wallet.acts_for(merchant_id));
+ALTER TABLE wallet.code_guard_settings ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.code_guard_settings USING (merchant_id IS NULL OR wallet.acts_for(merchant_id));
+ALTER TABLE wallet.code_failed_attempts ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.code_failed_attempts USING (wallet.acts_for(merchant_id));
+-- Tables whose rows belong to a program or campaign: the parent's merchant
+-- (the subquery is itself filtered by the parent's policy).
+ALTER TABLE wallet.accounts ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.accounts
+    USING (EXISTS (SELECT FROM wallet.programs p WHERE p.program_id = accounts.program_id));
+ALTER TABLE wallet.entries ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.entries
+    USING (EXISTS (SELECT FROM wallet.accounts a WHERE a.account_id = entries.account_id));
+ALTER TABLE wallet.code_keys ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.code_keys
+    USING (EXISTS (SELECT FROM wallet.campaigns c WHERE c.campaign_id = code_keys.campaign_id));
+ALTER TABLE wallet.code_bindings ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.code_bindings
+    USING (EXISTS (SELECT FROM wallet.campaigns c WHERE c.campaign_id = code_bindings.campaign_id));
+ALTER TABLE wallet.code_reservations ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.code_reservations
+    USING (EXISTS (SELECT FROM wallet.campaigns c WHERE c.campaign_id = code_reservations.campaign_id));
+ALTER TABLE wallet.code_redemptions ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.code_redemptions
+    USING (EXISTS (SELECT FROM wallet.campaigns c WHERE c.campaign_id = code_redemptions.campaign_id));
+ALTER TABLE wallet.code_use_counts ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.code_use_counts
+    USING (EXISTS (SELECT FROM wallet.campaigns c WHERE c.campaign_id = code_use_counts.campaign_id));
+ALTER TABLE wallet.member_use_counts ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.member_use_counts
+    USING (EXISTS (SELECT FROM wallet.campaigns c WHERE c.campaign_id = member_use_counts.campaign_id));
+ALTER TABLE wallet.campaign_use_counts ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.campaign_use_counts
+    USING (EXISTS (SELECT FROM wallet.campaigns c WHERE c.campaign_id = campaign_use_counts.campaign_id));
+COMMENT ON POLICY merchant_rows ON wallet.merchants IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+COMMENT ON POLICY merchant_rows ON wallet.merchant_roles IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+COMMENT ON POLICY merchant_rows ON wallet.programs IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+COMMENT ON POLICY merchant_rows ON wallet.campaigns IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+COMMENT ON POLICY merchant_rows ON wallet.code_guard_settings IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+COMMENT ON POLICY merchant_rows ON wallet.code_failed_attempts IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+COMMENT ON POLICY merchant_rows ON wallet.accounts IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+COMMENT ON POLICY merchant_rows ON wallet.entries IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+COMMENT ON POLICY merchant_rows ON wallet.code_keys IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+COMMENT ON POLICY merchant_rows ON wallet.code_bindings IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+COMMENT ON POLICY merchant_rows ON wallet.code_reservations IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+COMMENT ON POLICY merchant_rows ON wallet.code_redemptions IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+COMMENT ON POLICY merchant_rows ON wallet.code_use_counts IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+COMMENT ON POLICY merchant_rows ON wallet.member_use_counts IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+COMMENT ON POLICY merchant_rows ON wallet.campaign_use_counts IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+
+-- Privileges.  Nothing for PUBLIC; the three roles get what README "Roles
+-- and privileges" lists.  Every function that reads or writes a table runs
+-- as the owner (SECURITY DEFINER; each pins its search_path), so the roles
+-- get no write privilege on any table.  Type input/output and operator
+-- support functions are executable by the three roles (operators check
+-- EXECUTE) and are not SECURITY DEFINER; nor are trigger functions, which
+-- run as whoever fires them (the owner, inside the API), nor acts_for and
+-- caller, which must see the caller as it is.
+REVOKE ALL ON ALL ROUTINES IN SCHEMA wallet FROM PUBLIC;
+REVOKE ALL ON ALL ROUTINES IN SCHEMA wallet_internal FROM PUBLIC;
+GRANT USAGE ON SCHEMA wallet TO wallet_admin, wallet_app, wallet_reader;
+DO $$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN SELECT p.oid FROM pg_catalog.pg_proc p
+              WHERE p.pronamespace IN ('wallet'::regnamespace, 'wallet_internal'::regnamespace)
+                AND p.prokind = 'f' AND p.prorettype <> 'trigger'::regtype
+                AND p.proname !~ '^(marketing_code|points_ledger)_'
+                AND p.oid NOT IN ('wallet.acts_for(bigint)'::regprocedure, 'wallet_internal.caller()'::regprocedure)
+              ORDER BY p.oid LOOP
+        EXECUTE pg_catalog.format('ALTER FUNCTION %s SECURITY DEFINER', f);
+    END LOOP;
+    FOR f IN SELECT p.oid FROM pg_catalog.pg_proc p
+              WHERE p.pronamespace = 'wallet'::regnamespace
+                AND p.proname ~ '^(marketing_code|points_ledger)_'
+              ORDER BY p.oid LOOP
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO wallet_admin, wallet_app, wallet_reader', f);
+    END LOOP;
+END
+$$;
+-- values: no table behind them
+GRANT EXECUTE ON FUNCTION wallet.version(), wallet.acts_for(bigint), wallet.my_merchants(),
+    wallet.code_campaign(wallet.marketing_code), wallet.code_serial(wallet.marketing_code),
+    wallet.code_key_version(wallet.marketing_code), wallet.code_mac_bits(wallet.marketing_code),
+    wallet.code_prefix(wallet.marketing_code),
+    wallet.ledger_balance(wallet.points_ledger, timestamptz), wallet.ledger_expiring(wallet.points_ledger, timestamptz, interval),
+    wallet.ledger_earned(wallet.points_ledger, timestamptz, timestamptz), wallet.ledger_lots(wallet.points_ledger),
+    wallet.ledger_totals(wallet.points_ledger), wallet.ledger_diff(wallet.points_ledger, wallet.points_ledger),
+    wallet.policy_expiry(timestamptz, interval, text)
+    TO wallet_admin, wallet_app, wallet_reader;
+-- reading a merchant's points (and codes: the unthrottled verifiers)
+GRANT EXECUTE ON FUNCTION wallet.balance(bigint, timestamptz), wallet.balance_at(bigint, timestamptz),
+    wallet.history(bigint, timestamptz, timestamptz), wallet.replay_ledger(bigint, timestamptz),
+    wallet.find_account(bigint, text), wallet.program_liability(bigint, timestamptz), wallet.verify_ledger(bigint)
+    TO wallet_admin, wallet_app, wallet_reader;
+GRANT EXECUTE ON FUNCTION wallet.code_authentic(wallet.marketing_code), wallet.code_status(wallet.marketing_code),
+    wallet.parse_code(text)
+    TO wallet_admin, wallet_reader;
+-- the app: accounts, postings, codes issued, checked, reserved, redeemed
+GRANT EXECUTE ON FUNCTION wallet.open_account(bigint, text),
+    wallet.accrue(bigint, bigint, text, text, text, timestamptz), wallet.redeem(bigint, bigint, text, text, text),
+    wallet.hold(bigint, bigint, text, interval, text, text), wallet.capture(bigint, bigint, text),
+    wallet.release(bigint, text), wallet.reverse(bigint, text, text, text),
+    wallet.issue_code(bigint, text),
+    wallet.check_code(text, text), wallet.check_code(text, text, jsonb), wallet.check_code(wallet.marketing_code, text, jsonb),
+    wallet.redeem_code(text, text, text, jsonb), wallet.redeem_code(wallet.marketing_code, text, text, jsonb),
+    wallet.reserve_code(text, text, text, interval, jsonb), wallet.reserve_code(wallet.marketing_code, text, text, interval, jsonb),
+    wallet.release_reservation(bigint), wallet.undo_redemption(bigint, text)
+    TO wallet_app;
+-- the admin: merchants, programs, campaigns and keys, guard, maintenance, grants
+GRANT EXECUTE ON FUNCTION wallet.create_merchant(text), wallet.grant_merchant(bigint, regrole),
+    wallet.revoke_merchant(bigint, regrole),
+    wallet.create_program(bigint, text, interval, text), wallet.close_program(bigint),
+    wallet.adjust(bigint, bigint, text, text),
+    wallet.create_campaign(bigint, text, text, int, timestamptz, timestamptz, int, int, bigint),
+    wallet.rotate_code_key(bigint), wallet.retire_code_key(bigint, int), wallet.generate_codes(bigint, int),
+    wallet.set_code_guard(int, int, interval, bigint), wallet.clear_code_failures(text, text, bigint),
+    wallet.purge_code_attempts(interval), wallet.expire_points(timestamptz)
+    TO wallet_admin;
+GRANT EXECUTE ON PROCEDURE wallet.expire_points_batched(timestamptz, int, int), wallet.run_maintenance() TO wallet_admin;
+-- what those procedures (not SECURITY DEFINER: they commit) call
+GRANT EXECUTE ON FUNCTION wallet.check_expiry_as_of(timestamptz), wallet.expire_due_accounts(timestamptz, int) TO wallet_admin;
+-- tables: read through row-level security; written only by the functions
+GRANT SELECT ON ALL TABLES IN SCHEMA wallet TO wallet_app, wallet_reader;

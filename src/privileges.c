@@ -1,0 +1,212 @@
+/*
+ * privileges.c: who is calling, and which merchants that role acts for.
+ *
+ * Every API function is SECURITY DEFINER, so inside it current_user is the
+ * extension's owner.  The role that called is the "outer" user: the session
+ * user or the role set by SET ROLE, which a SECURITY DEFINER call does not
+ * change and no argument can forge.  wallet.acts_for() answers, for that
+ * role, whether it may see a merchant's objects; row-level security policies
+ * and every API function ask it, so it is cached for the transaction.
+ */
+#include "wallet.h"
+#include "privileges.h"
+
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_namespace.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "storage/proc.h"
+#include "utils/acl.h"
+#include "utils/syscache.h"
+
+#define ACTS_FOR_CACHE 32
+
+typedef struct ActsFor
+{
+	int64		merchant_id;
+	bool		allowed;
+} ActsFor;
+
+/* the cache: valid for one role, in one transaction, at one generation */
+static LocalTransactionId cache_lxid = InvalidLocalTransactionId;
+static Oid	cache_user = InvalidOid;
+static uint64 cache_generation = 0;
+static uint64 generation = 0;	/* bumped when wallet.merchant_roles changes */
+static bool cache_sees_all;
+static Oid	cache_owner;
+static int	cache_used;
+static ActsFor cache[ACTS_FOR_CACHE];
+static SPIPlanPtr roles_plan = NULL;
+
+/* Owner of schema wallet: the role that created the extension. */
+static Oid
+wallet_owner(void)
+{
+	Oid			nsp = get_namespace_oid("wallet", false);
+	HeapTuple	tup = SearchSysCache1(NAMESPACEOID, ObjectIdGetDatum(nsp));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for schema %u", nsp);
+	owner = ((Form_pg_namespace) GETSTRUCT(tup))->nspowner;
+	ReleaseSysCache(tup);
+	return owner;
+}
+
+static void
+cache_refresh(Oid user)
+{
+	if (cache_lxid == MyProc->lxid && cache_user == user && cache_generation == generation)
+		return;
+	cache_owner = wallet_owner();
+	cache_sees_all = superuser_arg(user) || has_privs_of_role(user, cache_owner);
+	cache_used = 0;
+	cache_lxid = MyProc->lxid;
+	cache_user = user;
+	cache_generation = generation;
+}
+
+/*
+ * Whether user is a member of a role granted the merchant.  The lookup runs
+ * as the owner: a reader's query reaches here through a row-level security
+ * policy, and readers cannot read wallet.merchant_roles themselves.
+ */
+static bool
+lookup(Oid user, int64 merchant_id)
+{
+	Oid			save_user;
+	int			save_sec;
+	bool		allowed = false;
+	Datum		arg = Int64GetDatum(merchant_id);
+	Oid			argtype = INT8OID;
+
+	GetUserIdAndSecContext(&save_user, &save_sec);
+	SetUserIdAndSecContext(cache_owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	PG_TRY();
+	{
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		if (roles_plan == NULL)
+		{
+			SPIPlanPtr	plan = SPI_prepare("SELECT r.role FROM wallet.merchant_roles r"
+										   " WHERE r.merchant_id OPERATOR(pg_catalog.=) $1",
+										   1, &argtype);
+
+			if (plan == NULL)
+				elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+			SPI_keepplan(plan);
+			roles_plan = plan;
+		}
+		if (SPI_execute_plan(roles_plan, &arg, NULL, true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "reading wallet.merchant_roles failed");
+		for (uint64 i = 0; i < SPI_processed && !allowed; i++)
+		{
+			bool		isnull;
+			Datum		role = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+
+			if (!isnull && is_member_of_role(user, DatumGetObjectId(role)))
+				allowed = true;
+		}
+		SPI_finish();
+	}
+	PG_FINALLY();
+	{
+		SetUserIdAndSecContext(save_user, save_sec);
+	}
+	PG_END_TRY();
+	return allowed;
+}
+
+PG_FUNCTION_INFO_V1(wallet_caller);
+
+/* wallet_internal.caller(): the role acting, whatever SECURITY DEFINER did. */
+Datum
+wallet_caller(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_OID(GetOuterUserId());
+}
+
+static bool
+acts_for(int64 merchant_id)
+{
+	Oid			user = GetOuterUserId();
+	bool		allowed;
+
+	cache_refresh(user);
+	if (cache_sees_all)
+		return true;
+	for (int i = 0; i < cache_used; i++)
+		if (cache[i].merchant_id == merchant_id)
+			return cache[i].allowed;
+	allowed = lookup(user, merchant_id);
+	if (cache_used == ACTS_FOR_CACHE)
+		cache_used = 0;
+	cache[cache_used].merchant_id = merchant_id;
+	cache[cache_used].allowed = allowed;
+	cache_used++;
+	return allowed;
+}
+
+PG_FUNCTION_INFO_V1(wallet_acts_for);
+
+/* wallet.acts_for(merchant_id): whether the calling role acts for it. */
+Datum
+wallet_acts_for(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(acts_for(PG_GETARG_INT64(0)));
+}
+
+/*
+ * Whether the campaign exists and the caller acts for its merchant: for C
+ * functions that name a campaign (generate_codes), which then report another
+ * merchant's campaign as unknown.
+ */
+bool
+wallet_sees_campaign(int64 campaign_id)
+{
+	Oid			argtype = INT8OID;
+	Datum		arg = Int64GetDatum(campaign_id);
+	bool		found = false;
+	int64		merchant_id = 0;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute_with_args("SELECT c.merchant_id FROM wallet.campaigns c"
+							  " WHERE c.campaign_id OPERATOR(pg_catalog.=) $1",
+							  1, &argtype, &arg, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "reading wallet.campaigns failed");
+	if (SPI_processed == 1)
+	{
+		bool		isnull;
+		Datum		m = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+		found = !isnull;
+		if (found)
+			merchant_id = DatumGetInt64(m);
+	}
+	SPI_finish();
+	return found && acts_for(merchant_id);
+}
+
+PG_FUNCTION_INFO_V1(wallet_merchant_roles_changed);
+
+/*
+ * Statement trigger on wallet.merchant_roles: a grant or revoke counts from
+ * the next call on, in this transaction too.  Other sessions see it from
+ * their next transaction (the cache lives for one).
+ */
+Datum
+wallet_merchant_roles_changed(PG_FUNCTION_ARGS)
+{
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("merchant_roles_changed must be called as a trigger"),
+				 errdetail("It resets the cache of wallet.acts_for when wallet.merchant_roles changes.")));
+	generation++;
+	return PointerGetDatum(NULL);
+}
