@@ -2357,3 +2357,1296 @@ ALTER FUNCTION wallet.replay_ledger(bigint, timestamptz) VOLATILE;
 ALTER FUNCTION wallet.history(bigint, timestamptz, timestamptz) VOLATILE;
 ALTER FUNCTION wallet.program_liability(bigint, timestamptz) VOLATILE;
 ALTER FUNCTION wallet.verify_ledger(bigint) VOLATILE;
+
+-- == 7. privileges and isolation (issue 9)
+-- The roles, wallet.merchant_roles and its functions, wallet.acts_for and
+-- row-level security, as sql/ext/privileges.sql makes them; then every
+-- function that now treats another merchant's object as unknown, as its
+-- part defines it.  The grants are in section 9, last.
+
+CREATE SCHEMA IF NOT EXISTS wallet_internal;   -- made by section 6 once it is there
+REVOKE ALL ON SCHEMA wallet_internal FROM PUBLIC;
+COMMENT ON SCHEMA wallet_internal IS 'internal helpers of the wallet extension (not an API: they change between versions)';
+
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'wallet_admin') THEN
+        CREATE ROLE wallet_admin NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'wallet_app') THEN
+        CREATE ROLE wallet_app NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'wallet_reader') THEN
+        CREATE ROLE wallet_reader NOLOGIN;
+    END IF;
+END
+$$;
+
+CREATE TABLE wallet.merchant_roles (
+    merchant_id bigint NOT NULL REFERENCES wallet.merchants,
+    role        regrole NOT NULL,
+    granted_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (merchant_id, role)
+);
+COMMENT ON TABLE wallet.merchant_roles IS 'which roles act for which merchant (wallet.grant_merchant): members of such a role see and change that merchant''s objects';
+COMMENT ON COLUMN wallet.merchant_roles.merchant_id IS 'merchant';
+COMMENT ON COLUMN wallet.merchant_roles.role IS 'role acting for the merchant, with every role that is a member of it';
+COMMENT ON COLUMN wallet.merchant_roles.granted_at IS 'when the merchant was granted to the role';
+SELECT pg_catalog.pg_extension_config_dump('wallet.merchant_roles', '');
+
+CREATE FUNCTION wallet_internal.caller() RETURNS regrole
+    AS 'MODULE_PATHNAME', 'wallet_caller'
+    LANGUAGE C STABLE;
+COMMENT ON FUNCTION wallet_internal.caller() IS 'the role calling (session user or SET ROLE), unchanged by SECURITY DEFINER functions and by any argument';
+
+CREATE FUNCTION wallet.acts_for(merchant_id bigint) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'wallet_acts_for'
+    LANGUAGE C STABLE STRICT;
+COMMENT ON FUNCTION wallet.acts_for(bigint) IS 'whether the calling role acts for the merchant: a superuser, the extension''s owner, or a member of a role granted the merchant (cached for the transaction)';
+
+CREATE FUNCTION wallet_internal.merchant_roles_changed() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'wallet_merchant_roles_changed'
+    LANGUAGE C;
+COMMENT ON FUNCTION wallet_internal.merchant_roles_changed() IS 'trigger: a change of wallet.merchant_roles counts for wallet.acts_for from the next call on';
+CREATE TRIGGER merchant_roles_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON wallet.merchant_roles
+    FOR EACH STATEMENT EXECUTE FUNCTION wallet_internal.merchant_roles_changed();
+
+-- WL102 exactly as for a merchant that does not exist.
+CREATE FUNCTION wallet_internal.check_merchant(merchant_id bigint) RETURNS void
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF merchant_id IS NULL THEN
+        RAISE EXCEPTION 'merchant_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Every campaign and program belongs to a merchant.';
+    END IF;
+    IF NOT EXISTS (SELECT FROM wallet.merchants m WHERE m.merchant_id = check_merchant.merchant_id)
+       OR NOT wallet.acts_for(merchant_id) THEN
+        RAISE EXCEPTION 'merchant % does not exist', merchant_id
+            USING ERRCODE = 'WL102', HINT = 'Register the merchant with wallet.create_merchant first.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.check_merchant(bigint) IS 'raises 22004 for a NULL merchant id, WL102 for a merchant that does not exist or that the caller does not act for';
+
+CREATE FUNCTION wallet.grant_merchant(merchant_id bigint, role regrole) RETURNS boolean
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    n int;
+BEGIN
+    PERFORM wallet_internal.check_merchant(merchant_id);
+    IF role IS NULL THEN
+        RAISE EXCEPTION 'role must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A merchant is granted to a role named by its name.';
+    END IF;
+    INSERT INTO wallet.merchant_roles AS r (merchant_id, role) VALUES (grant_merchant.merchant_id, grant_merchant.role)
+        ON CONFLICT DO NOTHING;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n > 0;
+END
+$$;
+COMMENT ON FUNCTION wallet.grant_merchant(bigint, regrole) IS 'let a role (and its members) act for a merchant the caller acts for; returns false when it already did';
+
+CREATE FUNCTION wallet.revoke_merchant(merchant_id bigint, role regrole) RETURNS boolean
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    n int;
+BEGIN
+    PERFORM wallet_internal.check_merchant(merchant_id);
+    IF role IS NULL THEN
+        RAISE EXCEPTION 'role must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A merchant is revoked from a role named by its name.';
+    END IF;
+    DELETE FROM wallet.merchant_roles r WHERE r.merchant_id = revoke_merchant.merchant_id AND r.role = revoke_merchant.role;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n > 0;
+END
+$$;
+COMMENT ON FUNCTION wallet.revoke_merchant(bigint, regrole) IS 'stop a role (and its members) acting for a merchant the caller acts for; returns false when it did not';
+
+CREATE FUNCTION wallet.my_merchants() RETURNS TABLE (merchant_id bigint, name text)
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+    SELECT m.merchant_id, m.name FROM wallet.merchants m WHERE wallet.acts_for(m.merchant_id) ORDER BY m.merchant_id
+$$;
+COMMENT ON FUNCTION wallet.my_merchants() IS 'the merchants the calling role acts for';
+
+-- Whether the caller acts for the merchant of a program, account or campaign
+-- (false when there is none): each API function adds it to the lookup of
+-- the object it names, so another merchant's object is not found.
+CREATE FUNCTION wallet_internal.sees_program(program_id bigint) RETURNS boolean
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+    SELECT coalesce((SELECT wallet.acts_for(p.merchant_id) FROM wallet.programs p WHERE p.program_id = $1), false)
+$$;
+COMMENT ON FUNCTION wallet_internal.sees_program(bigint) IS 'whether the program exists and the caller acts for its merchant';
+
+CREATE FUNCTION wallet_internal.sees_account(account_id bigint) RETURNS boolean
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+    SELECT coalesce((SELECT wallet.acts_for(p.merchant_id)
+                       FROM wallet.accounts a JOIN wallet.programs p ON p.program_id = a.program_id
+                      WHERE a.account_id = $1), false)
+$$;
+COMMENT ON FUNCTION wallet_internal.sees_account(bigint) IS 'whether the account exists and the caller acts for its merchant';
+
+CREATE FUNCTION wallet_internal.sees_campaign(campaign_id bigint) RETURNS boolean
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+    SELECT coalesce((SELECT wallet.acts_for(c.merchant_id) FROM wallet.campaigns c WHERE c.campaign_id = $1), false)
+$$;
+COMMENT ON FUNCTION wallet_internal.sees_campaign(bigint) IS 'whether the campaign exists and the caller acts for its merchant';
+
+-- Row-level security: readers and apps see their merchants' rows.  ENABLE,
+-- not FORCE: the owner, whose SECURITY DEFINER functions do every write,
+-- checks objects itself and is not filtered.
+ALTER TABLE wallet.merchants ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.merchants USING (wallet.acts_for(merchant_id));
+ALTER TABLE wallet.merchant_roles ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.merchant_roles USING (wallet.acts_for(merchant_id));
+ALTER TABLE wallet.programs ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.programs USING (wallet.acts_for(merchant_id));
+ALTER TABLE wallet.campaigns ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.campaigns USING (wallet.acts_for(merchant_id));
+ALTER TABLE wallet.code_guard_settings ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.code_guard_settings USING (merchant_id IS NULL OR wallet.acts_for(merchant_id));
+ALTER TABLE wallet.code_failed_attempts ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.code_failed_attempts USING (wallet.acts_for(merchant_id));
+-- Tables whose rows belong to a program or campaign: the parent's merchant
+-- (the subquery is itself filtered by the parent's policy).
+ALTER TABLE wallet.accounts ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.accounts
+    USING (EXISTS (SELECT FROM wallet.programs p WHERE p.program_id = accounts.program_id));
+ALTER TABLE wallet.entries ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.entries
+    USING (EXISTS (SELECT FROM wallet.accounts a WHERE a.account_id = entries.account_id));
+ALTER TABLE wallet.code_keys ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.code_keys
+    USING (EXISTS (SELECT FROM wallet.campaigns c WHERE c.campaign_id = code_keys.campaign_id));
+ALTER TABLE wallet.code_bindings ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.code_bindings
+    USING (EXISTS (SELECT FROM wallet.campaigns c WHERE c.campaign_id = code_bindings.campaign_id));
+ALTER TABLE wallet.code_reservations ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.code_reservations
+    USING (EXISTS (SELECT FROM wallet.campaigns c WHERE c.campaign_id = code_reservations.campaign_id));
+ALTER TABLE wallet.code_redemptions ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.code_redemptions
+    USING (EXISTS (SELECT FROM wallet.campaigns c WHERE c.campaign_id = code_redemptions.campaign_id));
+ALTER TABLE wallet.code_use_counts ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.code_use_counts
+    USING (EXISTS (SELECT FROM wallet.campaigns c WHERE c.campaign_id = code_use_counts.campaign_id));
+ALTER TABLE wallet.member_use_counts ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.member_use_counts
+    USING (EXISTS (SELECT FROM wallet.campaigns c WHERE c.campaign_id = member_use_counts.campaign_id));
+ALTER TABLE wallet.campaign_use_counts ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.campaign_use_counts
+    USING (EXISTS (SELECT FROM wallet.campaigns c WHERE c.campaign_id = campaign_use_counts.campaign_id));
+COMMENT ON POLICY merchant_rows ON wallet.merchants IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+COMMENT ON POLICY merchant_rows ON wallet.merchant_roles IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+COMMENT ON POLICY merchant_rows ON wallet.programs IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+COMMENT ON POLICY merchant_rows ON wallet.campaigns IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+COMMENT ON POLICY merchant_rows ON wallet.code_guard_settings IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+COMMENT ON POLICY merchant_rows ON wallet.code_failed_attempts IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+COMMENT ON POLICY merchant_rows ON wallet.accounts IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+COMMENT ON POLICY merchant_rows ON wallet.entries IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+COMMENT ON POLICY merchant_rows ON wallet.code_keys IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+COMMENT ON POLICY merchant_rows ON wallet.code_bindings IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+COMMENT ON POLICY merchant_rows ON wallet.code_reservations IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+COMMENT ON POLICY merchant_rows ON wallet.code_redemptions IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+COMMENT ON POLICY merchant_rows ON wallet.code_use_counts IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+COMMENT ON POLICY merchant_rows ON wallet.member_use_counts IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+COMMENT ON POLICY merchant_rows ON wallet.campaign_use_counts IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+
+CREATE OR REPLACE FUNCTION wallet.close_program(program_id bigint) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF program_id IS NULL THEN
+        RAISE EXCEPTION 'program_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A points program is named by its id.';
+    END IF;
+    UPDATE wallet.programs p SET closed_at = coalesce(p.closed_at, now())
+     WHERE p.program_id = close_program.program_id AND wallet.acts_for(p.merchant_id);
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown program'
+            USING ERRCODE = 'WL214', DETAIL = format('There is no points program %s.', program_id);
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION wallet.open_account(program_id bigint, member_ref text) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    id bigint;
+    is_closed boolean;
+BEGIN
+    IF program_id IS NULL OR member_ref IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN program_id IS NULL THEN 'program_id' ELSE 'member reference' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'An account is opened in a points program for the merchant app''s own user id.';
+    END IF;
+    IF btrim(member_ref) = '' THEN
+        RAISE EXCEPTION 'member reference must not be blank'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An account is opened for the merchant app''s own user id.';
+    END IF;
+    -- a key of a unique index, like the member references of the redemption API
+    IF length(member_ref) > 256 THEN
+        RAISE EXCEPTION 'member reference is too long'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('A member reference has at most 256 characters; this one has %s.', length(member_ref));
+    END IF;
+    SELECT p.closed_at IS NOT NULL INTO is_closed FROM wallet.programs p WHERE p.program_id = open_account.program_id AND wallet.acts_for(p.merchant_id);
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown program'
+            USING ERRCODE = 'WL214', DETAIL = format('There is no points program %s.', program_id);
+    END IF;
+    SELECT a.account_id INTO id FROM wallet.accounts a
+     WHERE a.program_id = open_account.program_id AND a.member_ref = open_account.member_ref;
+    IF FOUND THEN
+        RETURN id;
+    END IF;
+    IF is_closed THEN
+        PERFORM wallet.program_closed(program_id);
+    END IF;
+    -- a concurrent open of the same member waits on the unique index, then finds the row
+    INSERT INTO wallet.accounts (program_id, member_ref) VALUES (open_account.program_id, open_account.member_ref)
+    ON CONFLICT ON CONSTRAINT accounts_program_id_member_ref_key DO NOTHING
+    RETURNING account_id INTO id;
+    IF id IS NULL THEN
+        SELECT a.account_id INTO id FROM wallet.accounts a
+         WHERE a.program_id = open_account.program_id AND a.member_ref = open_account.member_ref;
+    END IF;
+    RETURN id;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION wallet.find_account(program_id bigint, member_ref text) RETURNS bigint
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    id bigint;
+BEGIN
+    IF program_id IS NULL OR member_ref IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN program_id IS NULL THEN 'program_id' ELSE 'member_ref' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'An account is found by its program and the merchant app''s own user id.';
+    END IF;
+    IF btrim(member_ref) = '' THEN
+        RAISE EXCEPTION 'member reference must not be blank'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An account is found by the merchant app''s own user id.';
+    END IF;
+    IF NOT EXISTS (SELECT FROM wallet.programs p WHERE p.program_id = find_account.program_id AND wallet.acts_for(p.merchant_id)) THEN
+        RAISE EXCEPTION 'unknown program'
+            USING ERRCODE = 'WL214', DETAIL = format('There is no points program %s.', program_id);
+    END IF;
+    SELECT a.account_id INTO id FROM wallet.accounts a
+     WHERE a.program_id = find_account.program_id AND a.member_ref = find_account.member_ref;
+    RETURN id;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION wallet.lock_account(account_id bigint, idempotency_key text DEFAULT NULL)
+    RETURNS wallet.locked_account
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    due timestamptz;
+    r wallet.locked_account;
+    prior wallet.entries;
+BEGIN
+    SELECT a.ledger, a.program_id, a.next_event, p.closed_at IS NOT NULL, p.expiry, p.granularity
+      INTO r.ledger, r.program_id, due, r.closed, r.expiry, r.granularity
+      FROM wallet.accounts a JOIN wallet.programs p ON p.program_id = a.program_id
+     WHERE a.account_id = lock_account.account_id AND wallet.acts_for(p.merchant_id)
+       FOR NO KEY UPDATE OF a;
+    IF NOT FOUND THEN
+        PERFORM wallet.unknown_account(lock_account.account_id);
+    END IF;
+    r.at := clock_timestamp();
+    IF idempotency_key IS NOT NULL THEN
+        SELECT * INTO prior FROM wallet.entries x
+         WHERE x.account_id = lock_account.account_id AND x.idempotency_key = lock_account.idempotency_key;
+        IF FOUND THEN
+            r.prior := prior;
+            RETURN r;   -- a retry: nothing will be posted, nothing to settle
+        END IF;
+    END IF;
+    IF due <= r.at THEN
+        PERFORM wallet.settle_account(lock_account.account_id, r.at, r.at);
+        SELECT a.ledger INTO r.ledger FROM wallet.accounts a WHERE a.account_id = lock_account.account_id;
+    END IF;
+    RETURN r;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION wallet.lock_hold(hold_id bigint,
+        OUT h wallet.entries, OUT closing wallet.entries, OUT ledger wallet.points_ledger, OUT at timestamptz)
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF hold_id IS NULL THEN
+        RAISE EXCEPTION 'hold_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A hold is named by its id, the entry_id of its hold entry.';
+    END IF;
+    SELECT * INTO h FROM wallet.entries x WHERE x.entry_id = lock_hold.hold_id AND x.kind = 'hold' AND wallet_internal.sees_account(x.account_id);
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown hold'
+            USING ERRCODE = 'WL206', DETAIL = format('There is no hold %s.', hold_id);
+    END IF;
+    SELECT * INTO closing FROM wallet.entries x
+     WHERE x.hold_id = lock_hold.hold_id AND x.kind IN ('capture', 'release');
+    at := clock_timestamp();
+    IF closing.entry_id IS NULL THEN
+        SELECT x.ledger, x.at INTO ledger, at FROM wallet.lock_account(h.account_id) x;
+        -- look again under the lock: a concurrent capture or release may have closed it
+        SELECT * INTO closing FROM wallet.entries x
+         WHERE x.hold_id = lock_hold.hold_id AND x.kind IN ('capture', 'release');
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION wallet.reverse(entry_id bigint, idempotency_key text, reason text,
+        policy text DEFAULT 'within_balance') RETURNS wallet.entries
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    o wallet.entries;
+    a wallet.locked_account;
+    e wallet.entries;
+    r bigint;
+BEGIN
+    IF entry_id IS NULL OR policy IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN entry_id IS NULL THEN 'entry_id' ELSE 'policy' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A reversal names the entry it undoes and a policy, ''within_balance'' by default.';
+    END IF;
+    IF policy NOT IN ('within_balance', 'unlimited') THEN
+        RAISE EXCEPTION 'unknown reversal policy "%"', policy
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The policy is ''within_balance'' or ''unlimited''.';
+    END IF;
+    PERFORM wallet.check_posting(NULL, reason, idempotency_key, NULL);
+    SELECT * INTO o FROM wallet.entries x WHERE x.entry_id = reverse.entry_id AND wallet_internal.sees_account(x.account_id);
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown entry'
+            USING ERRCODE = 'WL212', DETAIL = format('There is no journal entry %s.', entry_id);
+    END IF;
+    a := wallet.lock_account(o.account_id, idempotency_key);
+    IF (a.prior).entry_id IS NULL THEN
+        IF o.kind NOT IN ('accrue', 'redeem', 'capture') THEN
+            RAISE EXCEPTION 'entry not reversible'
+                USING ERRCODE = 'WL211',
+                      DETAIL = format('Entry %s is a %s entry; only accrue, redeem and capture entries can be reversed.', entry_id, o.kind),
+                      HINT = 'Correct other postings with wallet.adjust.';
+        END IF;
+        SELECT x.entry_id INTO r FROM wallet.entries x WHERE x.reverses = reverse.entry_id;
+        IF FOUND THEN
+            RAISE EXCEPTION 'entry already reversed'
+                USING ERRCODE = 'WL210', DETAIL = format('Entry %s was reversed by entry %s.', entry_id, r);
+        END IF;
+    END IF;
+    -- refunds and chargebacks must work after a program closed
+    e.account_id := o.account_id;
+    e.kind := 'reverse';
+    e.idempotency_key := idempotency_key;
+    e.reason := reason;
+    e.reference := o.reference;
+    e.reverses := entry_id;
+    e.created_at := a.at;
+    e.policy := policy;
+    RETURN wallet.post_once(a, e, check_closed => false);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION wallet.balance(account_id bigint, as_of timestamptz DEFAULT now()) RETURNS bigint
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    b bigint;
+BEGIN
+    IF as_of IS NULL THEN
+        RAISE EXCEPTION 'as_of must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The balance is taken at a given instant, now() by default.';
+    END IF;
+    SELECT wallet.ledger_balance(a.ledger, as_of) INTO b FROM wallet.accounts a WHERE a.account_id = balance.account_id AND wallet_internal.sees_program(a.program_id);
+    IF NOT FOUND THEN
+        PERFORM wallet.unknown_account(account_id);
+    END IF;
+    RETURN b;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION wallet.replay_ledger(account_id bigint, upto timestamptz DEFAULT 'infinity',
+        OUT ledger wallet.points_ledger, OUT problem text)
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    e wallet.entries;
+    s wallet.ledger_step;
+BEGIN
+    IF upto IS NULL THEN
+        RAISE EXCEPTION 'upto must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The journal is replayed up to a given instant, infinity by default.';
+    END IF;
+    IF NOT EXISTS (SELECT FROM wallet.accounts a WHERE a.account_id = replay_ledger.account_id AND wallet_internal.sees_program(a.program_id)) THEN
+        PERFORM wallet.unknown_account(account_id);
+    END IF;
+    ledger := '';
+    FOR e IN SELECT * FROM wallet.entries x WHERE x.account_id = replay_ledger.account_id AND x.created_at <= upto
+              ORDER BY x.entry_id LOOP
+        BEGIN
+            s := wallet.entry_step(ledger, e);
+        EXCEPTION WHEN OTHERS THEN
+            problem := format('Entry %s (%s) does not replay: %s.', e.entry_id, e.kind, SQLERRM);
+            RETURN;
+        END;
+        IF problem IS NULL AND (s.amount <> e.amount OR s.balance_after <> e.balance_after) THEN
+            problem := format('Entry %s (%s) replays to amount %s and balance %s, the journal says %s and %s.',
+                              e.entry_id, e.kind, s.amount, s.balance_after, e.amount, e.balance_after);
+        END IF;
+        ledger := s.ledger;
+    END LOOP;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION wallet.balance_at(account_id bigint, ts timestamptz) RETURNS bigint
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    l wallet.points_ledger;
+    lo bigint := 0;     -- last entry known to be created at or before ts (0: none)
+    hi bigint;          -- first entry known to be created after ts
+    p bigint;
+    pt timestamptz;
+    b bigint;
+    nxt wallet.entries;
+BEGIN
+    IF ts IS NULL THEN
+        RAISE EXCEPTION 'ts must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The balance is taken at a given instant.';
+    END IF;
+    SELECT a.ledger INTO l FROM wallet.accounts a WHERE a.account_id = balance_at.account_id AND wallet_internal.sees_program(a.program_id);
+    IF NOT FOUND THEN
+        PERFORM wallet.unknown_account(account_id);
+    END IF;
+    SELECT x.entry_id, x.created_at INTO hi, pt FROM wallet.entries x
+     WHERE x.account_id = balance_at.account_id ORDER BY x.entry_id DESC LIMIT 1;
+    IF NOT FOUND OR pt <= ts THEN
+        RETURN wallet.ledger_balance(l, ts);
+    END IF;
+    LOOP
+        SELECT x.entry_id, x.created_at INTO p, pt FROM wallet.entries x
+         WHERE x.account_id = balance_at.account_id AND x.entry_id > lo AND x.entry_id < hi
+           AND x.entry_id >= lo + (hi - lo) / 2
+         ORDER BY x.entry_id LIMIT 1;
+        IF NOT FOUND THEN
+            SELECT x.entry_id, x.created_at INTO p, pt FROM wallet.entries x
+             WHERE x.account_id = balance_at.account_id AND x.entry_id > lo AND x.entry_id < lo + (hi - lo) / 2
+             ORDER BY x.entry_id DESC LIMIT 1;
+            EXIT WHEN NOT FOUND;
+        END IF;
+        IF pt <= ts THEN lo := p; ELSE hi := p; END IF;
+    END LOOP;
+    IF lo = 0 THEN
+        RETURN 0;   -- before the first entry the ledger is empty
+    END IF;
+    SELECT * INTO nxt FROM wallet.entries x WHERE x.entry_id = hi;
+    IF nxt.kind = 'expire' OR (nxt.kind = 'release' AND nxt.expires_at IS NOT NULL) THEN
+        RETURN wallet.ledger_balance((wallet.replay_ledger(account_id, ts)).ledger, ts);
+    END IF;
+    SELECT x.balance_after INTO b FROM wallet.entries x WHERE x.entry_id = lo;
+    RETURN b;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION wallet.history(account_id bigint, from_ts timestamptz DEFAULT '-infinity',
+        to_ts timestamptz DEFAULT 'infinity') RETURNS SETOF wallet.entries
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF from_ts IS NULL OR to_ts IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN from_ts IS NULL THEN 'from_ts' ELSE 'to_ts' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The history covers [from_ts, to_ts), by default all of it (-infinity to infinity).';
+    END IF;
+    IF NOT EXISTS (SELECT FROM wallet.accounts a WHERE a.account_id = history.account_id AND wallet_internal.sees_program(a.program_id)) THEN
+        PERFORM wallet.unknown_account(account_id);
+    END IF;
+    RETURN QUERY SELECT * FROM wallet.entries x
+                  WHERE x.account_id = history.account_id AND x.created_at >= from_ts AND x.created_at < to_ts
+                  ORDER BY x.entry_id;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION wallet.program_liability(program_id bigint, as_of timestamptz DEFAULT now())
+    RETURNS TABLE (expiry_month date, points bigint)
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF program_id IS NULL OR as_of IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN program_id IS NULL THEN 'program_id' ELSE 'as_of' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The liability of a points program is taken at a given instant, now() by default.';
+    END IF;
+    IF NOT EXISTS (SELECT FROM wallet.programs p WHERE p.program_id = program_liability.program_id AND wallet.acts_for(p.merchant_id)) THEN
+        RAISE EXCEPTION 'unknown program'
+            USING ERRCODE = 'WL214', DETAIL = format('There is no points program %s.', program_id);
+    END IF;
+    -- the month (UTC) holding the last instant the points are spendable
+    RETURN QUERY
+    SELECT date_trunc('month', (x.expires_at - interval '1 microsecond') AT TIME ZONE 'UTC')::date AS m,
+           sum(x.points)::bigint
+      FROM wallet.accounts a CROSS JOIN LATERAL wallet.ledger_lots(a.ledger) x
+     WHERE a.program_id = program_liability.program_id
+       AND (x.expires_at IS NULL OR x.expires_at > as_of)
+     GROUP BY m ORDER BY m NULLS LAST;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION wallet.verify_ledger(bigint DEFAULT NULL)
+    RETURNS TABLE (account_id bigint, stored_balance bigint, replayed_balance bigint, detail text)
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    a record;
+    r record;
+    d text;
+BEGIN
+    IF $1 IS NOT NULL
+       AND NOT EXISTS (SELECT FROM wallet.accounts x WHERE x.account_id = $1 AND wallet_internal.sees_program(x.program_id)) THEN
+        PERFORM wallet.unknown_account($1);
+    END IF;
+    FOR a IN SELECT x.account_id, x.ledger FROM wallet.accounts x
+              WHERE ($1 IS NULL OR x.account_id = $1) AND wallet_internal.sees_program(x.program_id)
+              ORDER BY x.account_id LOOP
+        r := wallet.replay_ledger(a.account_id);
+        d := coalesce(r.problem, wallet.ledger_diff(a.ledger, r.ledger));
+        IF d IS NOT NULL THEN
+            account_id := a.account_id;
+            stored_balance := wallet.ledger_balance(a.ledger, now());
+            replayed_balance := wallet.ledger_balance(r.ledger, now());
+            detail := d;
+            RETURN NEXT;
+        END IF;
+    END LOOP;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION wallet.create_program(merchant_id bigint, name text, expiry interval DEFAULT NULL,
+        granularity text DEFAULT 'day') RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    id bigint;
+BEGIN
+    IF merchant_id IS NULL OR name IS NULL OR granularity IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN merchant_id IS NULL THEN 'merchant_id' WHEN name IS NULL THEN 'program name' ELSE 'granularity' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A points program belongs to a merchant and has a name and an expiry granularity.';
+    END IF;
+    IF btrim(name) = '' THEN
+        RAISE EXCEPTION 'program name must not be blank'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A points program needs a name that people can recognise.';
+    END IF;
+    IF expiry IS NOT NULL AND expiry <= interval '0' THEN
+        RAISE EXCEPTION 'expiry must be positive'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Points expire a positive time after they are earned, or never (NULL).';
+    END IF;
+    IF granularity NOT IN ('day', 'month') THEN
+        RAISE EXCEPTION 'unknown granularity "%"', granularity
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Expiry is rounded up to the end of a ''day'' or a ''month''.';
+    END IF;
+    IF NOT EXISTS (SELECT FROM wallet.merchants m WHERE m.merchant_id = create_program.merchant_id AND wallet.acts_for(m.merchant_id)) THEN
+        RAISE EXCEPTION 'merchant % does not exist', merchant_id
+            USING ERRCODE = 'WL102', HINT = 'Register the merchant with wallet.create_merchant first.';
+    END IF;
+    INSERT INTO wallet.programs (merchant_id, name, expiry, granularity)
+    VALUES (create_program.merchant_id, create_program.name, create_program.expiry, create_program.granularity)
+    RETURNING program_id INTO id;
+    RETURN id;
+EXCEPTION WHEN unique_violation THEN
+    RAISE EXCEPTION 'program "%" already exists', name
+        USING ERRCODE = 'unique_violation', DETAIL = 'Program names are unique per merchant.';
+END
+$$;
+
+CREATE OR REPLACE FUNCTION wallet.create_campaign(
+    merchant_id bigint,
+    name text,
+    prefix text DEFAULT NULL,
+    mac_bits int DEFAULT 40,
+    starts_at timestamptz DEFAULT now(),
+    ends_at timestamptz DEFAULT NULL,
+    max_redemptions_per_code int DEFAULT 1,
+    max_redemptions_per_member int DEFAULT NULL,
+    max_redemptions_total bigint DEFAULT NULL) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    id bigint;
+    pfx text := upper(prefix);
+BEGIN
+    IF merchant_id IS NULL THEN
+        RAISE EXCEPTION 'merchant_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Every campaign belongs to a merchant.';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM wallet.merchants m WHERE m.merchant_id = create_campaign.merchant_id AND wallet.acts_for(m.merchant_id)) THEN
+        RAISE EXCEPTION 'merchant % does not exist', merchant_id
+            USING ERRCODE = 'WL102', HINT = 'Register the merchant with wallet.create_merchant first.';
+    END IF;
+    IF name IS NULL THEN
+        RAISE EXCEPTION 'campaign name must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A campaign needs a name that people can recognise.';
+    END IF;
+    IF btrim(name) = '' THEN
+        RAISE EXCEPTION 'campaign name must not be blank'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A campaign needs a name that people can recognise.';
+    END IF;
+    IF pfx IS NOT NULL AND pfx !~ '^[A-Z0-9]{1,8}$' THEN
+        RAISE EXCEPTION 'invalid campaign prefix "%"', prefix
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A prefix has 1 to 8 characters, each a letter A to Z or a digit 0 to 9.',
+                  HINT = 'Pass NULL for codes without a prefix.';
+    END IF;
+    IF mac_bits IS NULL THEN
+        RAISE EXCEPTION 'mac_bits must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Every code of a campaign carries a MAC of its length; the default is 40 bits.';
+    END IF;
+    IF mac_bits NOT BETWEEN 32 AND 64 THEN
+        RAISE EXCEPTION 'mac_bits must be between 32 and 64, not %', mac_bits
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'The MAC length sets how hard codes are to guess: one random code in 2^mac_bits is accepted.';
+    END IF;
+    IF starts_at IS NULL THEN
+        RAISE EXCEPTION 'starts_at must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A campaign needs a start time; the default is now().';
+    END IF;
+    IF ends_at IS NOT NULL AND ends_at <= starts_at THEN
+        RAISE EXCEPTION 'ends_at must be after starts_at'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('The campaign would start at %s and end at %s.', starts_at, ends_at);
+    END IF;
+    IF max_redemptions_per_code <= 0 THEN
+        RAISE EXCEPTION 'max_redemptions_per_code must be positive, not %', max_redemptions_per_code
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Pass NULL for no limit per code.';
+    END IF;
+    IF max_redemptions_per_member <= 0 THEN
+        RAISE EXCEPTION 'max_redemptions_per_member must be positive, not %', max_redemptions_per_member
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Pass NULL for no limit per member.';
+    END IF;
+    IF max_redemptions_total <= 0 THEN
+        RAISE EXCEPTION 'max_redemptions_total must be positive, not %', max_redemptions_total
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Pass NULL for no limit on the whole campaign.';
+    END IF;
+
+    BEGIN
+        INSERT INTO wallet.campaigns AS c (merchant_id, name, prefix, mac_bits, starts_at, ends_at,
+                                           max_redemptions_per_code, max_redemptions_per_member, max_redemptions_total)
+        VALUES (create_campaign.merchant_id, create_campaign.name, pfx, create_campaign.mac_bits,
+                create_campaign.starts_at, create_campaign.ends_at, create_campaign.max_redemptions_per_code,
+                create_campaign.max_redemptions_per_member, create_campaign.max_redemptions_total)
+        RETURNING c.campaign_id INTO id;
+    EXCEPTION WHEN sequence_generator_limit_exceeded THEN
+        -- the identity stops at 2^32 - 1, the largest id a code can carry
+        RAISE EXCEPTION 'campaign ids are exhausted'
+            USING ERRCODE = 'WL110',
+                  DETAIL = 'A code carries its campaign id in 32 bits, and every id up to 4294967295 has been handed out.',
+                  HINT = 'Campaign ids are never reused; keep using the campaigns that exist.';
+    END;
+    INSERT INTO wallet.code_keys (campaign_id, key_version) VALUES (id, 1);
+    RETURN id;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION wallet.rotate_code_key(campaign_id bigint) RETURNS int
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    v int;
+BEGIN
+    IF campaign_id IS NULL THEN
+        RAISE EXCEPTION 'campaign_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A key is rotated in a campaign, named by its id.';
+    END IF;
+    SELECT c.current_key_version INTO v FROM wallet.campaigns c
+     WHERE c.campaign_id = rotate_code_key.campaign_id AND wallet.acts_for(c.merchant_id) FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'campaign % does not exist', campaign_id
+            USING ERRCODE = 'WL101', HINT = 'Create it with wallet.create_campaign.';
+    END IF;
+    IF v >= 1023 THEN
+        RAISE EXCEPTION 'campaign % has used all 1023 key versions', campaign_id
+            USING ERRCODE = 'WL105', DETAIL = 'A code carries its key version in 10 bits.',
+                  HINT = 'Create a new campaign.';
+    END IF;
+    v := v + 1;
+    INSERT INTO wallet.code_keys (campaign_id, key_version) VALUES (rotate_code_key.campaign_id, v);
+    UPDATE wallet.campaigns c SET current_key_version = v WHERE c.campaign_id = rotate_code_key.campaign_id;
+    RETURN v;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION wallet.retire_code_key(campaign_id bigint, key_version int) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    v int;
+BEGIN
+    IF campaign_id IS NULL OR key_version IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN campaign_id IS NULL THEN 'campaign_id' ELSE 'key_version' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A key version is retired in a campaign, both named by number.';
+    END IF;
+    SELECT c.current_key_version INTO v FROM wallet.campaigns c
+     WHERE c.campaign_id = retire_code_key.campaign_id AND wallet.acts_for(c.merchant_id) FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'campaign % does not exist', campaign_id
+            USING ERRCODE = 'WL101', HINT = 'Create it with wallet.create_campaign.';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM wallet.code_keys k
+                    WHERE k.campaign_id = retire_code_key.campaign_id AND k.key_version = retire_code_key.key_version) THEN
+        RAISE EXCEPTION 'campaign % has no key version %', campaign_id, key_version
+            USING ERRCODE = 'WL103', DETAIL = format('Its versions are 1 to %s.', v);
+    END IF;
+    IF key_version = v THEN
+        RAISE EXCEPTION 'key version % is the current one of campaign %', key_version, campaign_id
+            USING ERRCODE = 'WL104', DETAIL = 'New codes are signed with the current version, so it cannot be retired.',
+                  HINT = 'Call wallet.rotate_code_key first.';
+    END IF;
+    -- retiring twice keeps the first retirement time
+    UPDATE wallet.code_keys k SET retired_at = now()
+     WHERE k.campaign_id = retire_code_key.campaign_id AND k.key_version = retire_code_key.key_version
+       AND k.retired_at IS NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION wallet.set_code_guard(max_failures_per_member int, max_failures_per_source int,
+                                      failure_window interval, merchant_id bigint DEFAULT NULL)
+    RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+#variable_conflict use_column
+DECLARE
+    _merchant bigint := merchant_id;
+BEGIN
+    IF failure_window IS NULL THEN
+        RAISE EXCEPTION 'failure window must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The brute-force guard counts failures over a window.';
+    END IF;
+    IF failure_window <= interval '0' THEN
+        RAISE EXCEPTION 'failure window must be positive'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('The brute-force guard counts failures over a window; %s is not a positive interval.', failure_window);
+    END IF;
+    IF max_failures_per_member <= 0 OR max_failures_per_source <= 0 THEN
+        RAISE EXCEPTION 'failure thresholds must be positive or NULL'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A threshold is the number of failed checks allowed within the window; NULL turns that limit off.';
+    END IF;
+    IF _merchant IS NOT NULL AND NOT EXISTS (SELECT 1 FROM wallet.merchants m WHERE m.merchant_id = _merchant AND wallet.acts_for(m.merchant_id)) THEN
+        RAISE EXCEPTION 'merchant % does not exist', _merchant
+            USING ERRCODE = 'WL102',   -- as create_campaign says it
+                  DETAIL = 'Guard settings can only be set for a merchant registered in wallet.merchants.';
+    END IF;
+    INSERT INTO wallet.code_guard_settings AS g
+           (merchant_id, max_failures_per_member, max_failures_per_source, failure_window)
+    VALUES (_merchant, set_code_guard.max_failures_per_member, set_code_guard.max_failures_per_source, set_code_guard.failure_window)
+    ON CONFLICT (merchant_id) DO UPDATE
+       SET max_failures_per_member = EXCLUDED.max_failures_per_member,
+           max_failures_per_source = EXCLUDED.max_failures_per_source,
+           failure_window = EXCLUDED.failure_window,
+           updated_at = now();
+END
+$$;
+
+CREATE OR REPLACE FUNCTION wallet.clear_code_failures(member_ref text DEFAULT NULL, source text DEFAULT NULL,
+                                           merchant_id bigint DEFAULT NULL)
+    RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    n bigint;
+BEGIN
+    IF $1 IS NULL AND $2 IS NULL THEN
+        RAISE EXCEPTION 'member_ref and source must not both be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The failed checks of a member, of a source or of both are forgotten.';
+    END IF;
+    IF $3 IS NOT NULL AND NOT EXISTS (SELECT 1 FROM wallet.merchants m WHERE m.merchant_id = $3 AND wallet.acts_for(m.merchant_id)) THEN
+        RAISE EXCEPTION 'merchant % does not exist', $3
+            USING ERRCODE = 'WL102', DETAIL = 'Failed checks are counted per merchant registered in wallet.merchants.';
+    END IF;
+    PERFORM wallet.code_guard_forget($3, $1, $2);
+    WITH d AS (
+        DELETE FROM wallet.code_failed_attempts a
+         WHERE (a.member_ref = $1 OR a.source = $2)
+           AND ($3 IS NULL OR a.merchant_id = $3)
+        RETURNING 1)
+    SELECT count(*) INTO n FROM d;
+    RETURN n;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION wallet.code_precheck(input text, member_ref text, source text, operation text,
+        OUT status text, OUT code wallet.marketing_code, OUT campaign_id bigint, OUT serial bigint,
+        OUT max_per_code int, OUT max_per_member int, OUT max_total bigint)
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+#variable_conflict use_column
+DECLARE
+    _pstatus text;
+    _code wallet.marketing_code;
+    _c record;
+    _known boolean := false;
+    _merchant bigint;
+    _now timestamptz;
+    _bound text;
+    t record;
+BEGIN
+    IF input IS NOT NULL THEN
+        SELECT p.status, p.code INTO _pstatus, _code FROM wallet.parse_code(input) p;
+    END IF;
+    _pstatus := coalesce(_pstatus, 'malformed');
+    IF _code IS NOT NULL THEN
+        -- The merchant is the guard's scope; its campaign's fields are used
+        -- only once the guard has passed.
+        SELECT c.merchant_id, c.starts_at, c.ends_at, c.max_redemptions_per_code,
+               c.max_redemptions_per_member, c.max_redemptions_total
+          INTO _c
+          FROM wallet.campaigns c WHERE c.campaign_id = wallet.code_campaign(_code) AND wallet.acts_for(c.merchant_id);
+        _known := FOUND;
+        _merchant := _c.merchant_id;
+    END IF;
+    -- Codes are self-describing (anyone can read the campaign id out of one),
+    -- so saying that a campaign does not exist gives nothing away; it is
+    -- still a guess at a code that cannot exist, and counts as a failure.
+    IF _pstatus IN ('ok', 'retired_key', 'forged') AND NOT _known THEN
+        _pstatus := 'unknown_campaign';
+    END IF;
+
+    -- One atomic step in shared memory: throttled answers without judging
+    -- the code (the answer is the same whether the MAC is right or not) and
+    -- counts nothing; otherwise a failure is counted before anything else
+    -- happens, and no rollback of the caller takes it back.
+    SELECT * INTO t FROM wallet.code_guard_thresholds(_merchant);
+    IF wallet.code_guard_attempt(_merchant, member_ref, source,
+                                 _pstatus IN ('malformed', 'mistyped', 'unknown_campaign', 'forged'),
+                                 t.max_failures_per_member, t.max_failures_per_source, t.failure_window) THEN
+        status := 'throttled';
+        RETURN;
+    END IF;
+    IF _pstatus IN ('malformed', 'mistyped', 'unknown_campaign', 'forged') THEN
+        INSERT INTO wallet.code_failed_attempts (member_ref, source, status, input, campaign_id, operation, merchant_id)
+        VALUES (member_ref, source, _pstatus, left(coalesce(input, ''), 64),
+                CASE WHEN _code IS NOT NULL THEN wallet.code_campaign(_code) END, operation, _merchant);
+        status := _pstatus;
+        RETURN;
+    END IF;
+    code := _code;
+    campaign_id := wallet.code_campaign(_code);
+    serial := wallet.code_serial(_code);
+    IF _pstatus <> 'ok' THEN
+        status := _pstatus;   -- retired_key
+        RETURN;
+    END IF;
+    _now := clock_timestamp();
+    IF _now < _c.starts_at THEN
+        status := 'not_started';
+        RETURN;
+    END IF;
+    IF _c.ends_at IS NOT NULL AND _now >= _c.ends_at THEN
+        status := 'ended';
+        RETURN;
+    END IF;
+    SELECT b.member_ref INTO _bound FROM wallet.code_bindings b
+     WHERE b.campaign_id = code_precheck.campaign_id AND b.serial = code_precheck.serial;
+    IF _bound IS NOT NULL AND _bound <> member_ref THEN
+        status := 'bound_to_other_member';
+        RETURN;
+    END IF;
+    max_per_code := _c.max_redemptions_per_code;
+    max_per_member := _c.max_redemptions_per_member;
+    max_total := _c.max_redemptions_total;
+    status := 'ok';
+END
+$$;
+
+CREATE OR REPLACE FUNCTION wallet.undo_redemption(redemption_id bigint, reason text)
+    RETURNS wallet.code_redemptions
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    SET enable_seqscan = off
+    AS $$
+#variable_conflict use_column
+DECLARE
+    _red wallet.code_redemptions;
+    cnt record;
+BEGIN
+    IF reason IS NULL OR btrim(reason) = '' THEN
+        RAISE EXCEPTION 'reason must not be null or blank'
+            USING ERRCODE = CASE WHEN reason IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,
+                  DETAIL = 'An undone redemption keeps the reason for the audit trail.';
+    END IF;
+    IF redemption_id IS NULL THEN
+        RAISE EXCEPTION 'redemption_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A redemption is undone by its id.';
+    END IF;
+    SELECT * INTO _red FROM wallet.code_redemptions d WHERE d.redemption_id = undo_redemption.redemption_id AND wallet_internal.sees_campaign(d.campaign_id) FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown redemption %', undo_redemption.redemption_id
+            USING ERRCODE = 'WL150',
+                  DETAIL = 'No row of wallet.code_redemptions has this redemption_id.';
+    END IF;
+    IF _red.undone_at IS NOT NULL THEN
+        RAISE EXCEPTION 'redemption % is already undone', _red.redemption_id
+            USING ERRCODE = 'WL151',
+                  DETAIL = format('It was undone at %s (reason: %s); a use can be freed only once.', _red.undone_at, _red.undo_reason);
+    END IF;
+    SELECT * INTO cnt FROM wallet.code_lock_counters(_red.campaign_id, _red.serial, _red.member_ref);
+    PERFORM wallet.code_bump_counters(_red.campaign_id, _red.serial, _red.member_ref, -1, cnt.max_per_code IS NOT NULL,
+                                      cnt.max_per_member IS NOT NULL, cnt.max_total IS NOT NULL);
+    UPDATE wallet.code_redemptions d SET undone_at = clock_timestamp(), undo_reason = undo_redemption.reason
+     WHERE d.redemption_id = _red.redemption_id
+    RETURNING * INTO _red;
+    RETURN _red;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION wallet.release_reservation(reservation_id bigint)
+    RETURNS wallet.code_reservations
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    SET enable_seqscan = off
+    AS $$
+#variable_conflict use_column
+DECLARE
+    _res wallet.code_reservations;
+BEGIN
+    IF reservation_id IS NULL THEN
+        RAISE EXCEPTION 'reservation_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A reservation is released by its id.';
+    END IF;
+    SELECT * INTO _res FROM wallet.code_reservations v WHERE v.reservation_id = release_reservation.reservation_id AND wallet_internal.sees_campaign(v.campaign_id) FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown reservation %', release_reservation.reservation_id
+            USING ERRCODE = 'WL152',
+                  DETAIL = 'No row of wallet.code_reservations has this reservation_id.';
+    END IF;
+    IF _res.state = 'converted' THEN
+        RAISE EXCEPTION 'reservation % was already redeemed', _res.reservation_id
+            USING ERRCODE = 'WL153',
+                  DETAIL = 'A converted reservation is a redemption now; undo that with wallet.undo_redemption.';
+    END IF;
+    IF _res.state = 'active' THEN
+        -- Releasing only lowers the counts, so no counter lock is needed.
+        UPDATE wallet.code_reservations v SET state = 'released', closed_at = clock_timestamp()
+         WHERE v.reservation_id = _res.reservation_id
+        RETURNING * INTO _res;
+    END IF;
+    RETURN _res;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION wallet.redeem_code(code text, member_ref text, idempotency_key text, context jsonb DEFAULT '{}')
+    RETURNS wallet.redemption_result
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    SET enable_seqscan = off
+    AS $$
+#variable_conflict use_column
+DECLARE
+    _input text := code;
+    _member text := member_ref;
+    _key text := idempotency_key;
+    _ctx jsonb := coalesce(context, '{}');
+    _red wallet.code_redemptions;
+    _res wallet.code_reservations;
+    _convert boolean := false;
+    _pstatus text;
+    _code wallet.marketing_code;
+    pc record;
+    cnt record;
+    _st text;
+    r wallet.redemption_result;
+BEGIN
+    IF _input IS NULL THEN
+        RAISE EXCEPTION 'code must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = 'A code is judged from the text a person typed: an empty text is malformed, a NULL is no text at all.';
+    END IF;
+    PERFORM wallet.code_check_args(_member, _key, _ctx, true);
+    r.member_ref := _member;
+    r.replayed := false;
+
+    -- Same key: one session at a time; the later one sees the earlier's row.
+    PERFORM pg_advisory_xact_lock(1464598529, hashtext(_key));
+    SELECT * INTO _red FROM wallet.code_redemptions d WHERE d.idempotency_key = _key AND wallet_internal.sees_campaign(d.campaign_id);
+    IF FOUND THEN
+        PERFORM wallet.idem_check(_key, format('redemption %s', _red.redemption_id),
+                                  wallet.idem_code('redeem', _red.code::text, _red.member_ref, NULL),
+                                  wallet.idem_code('redeem', _input, _member, NULL));
+        r.status := 'ok';
+        r.redemption_id := _red.redemption_id;
+        r.campaign_id := _red.campaign_id;
+        r.serial := _red.serial;
+        r.redeemed_at := _red.redeemed_at;
+        r.reservation_id := _red.reservation_id;
+        r.replayed := true;
+        RETURN r;
+    END IF;
+
+    SELECT * INTO _res FROM wallet.code_reservations v WHERE v.idempotency_key = _key AND wallet_internal.sees_campaign(v.campaign_id) FOR UPDATE;
+    IF FOUND THEN
+        -- the key of a reservation: redeeming it converts the reservation,
+        -- so the call repeats the reservation's code and member
+        PERFORM wallet.idem_check(_key, format('reservation %s', _res.reservation_id),
+                                  wallet.idem_code('reserve', _res.code::text, _res.member_ref, _res.ttl),
+                                  wallet.idem_code('reserve', _input, _member, _res.ttl));
+        _convert := _res.state = 'active' AND _res.expires_at > clock_timestamp();
+    END IF;
+
+    IF _convert THEN
+        -- The reservation already holds its place under every cap and was
+        -- made inside the campaign window; only a key retired since then
+        -- (e.g. compromised) stops it.
+        SELECT p.status INTO _pstatus FROM wallet.parse_code(_input) p;
+        IF _pstatus <> 'ok' THEN
+            r.status := _pstatus;
+            RETURN r;
+        END IF;
+        SELECT * INTO cnt FROM wallet.code_lock_counters(_res.campaign_id, _res.serial, _member);
+        IF _res.expires_at <= clock_timestamp() THEN
+            -- It expired while we waited for the locks: others may have taken
+            -- its place meanwhile, so the caps decide (it no longer counts).
+            _st := wallet.code_caps_status(_res.campaign_id, _res.serial, _member, cnt.max_per_code,
+                                           cnt.max_per_member, cnt.max_total,
+                                           cnt.code_redeemed, cnt.member_redeemed, cnt.total_redeemed);
+            IF _st <> 'ok' THEN
+                r.status := _st;
+                RETURN r;
+            END IF;
+        END IF;
+        r.campaign_id := _res.campaign_id;
+        r.serial := _res.serial;
+        r.reservation_id := _res.reservation_id;
+        _code := _res.code;
+        UPDATE wallet.code_reservations v SET state = 'converted', closed_at = clock_timestamp()
+         WHERE v.reservation_id = _res.reservation_id;
+    ELSE
+        -- A fresh redemption (or one whose reservation expired or was released):
+        -- every check, then the caps under the counter locks.
+        SELECT * INTO pc FROM wallet.code_precheck(_input, _member, left(_ctx->>'source', 256), 'redeem');
+        r.campaign_id := pc.campaign_id;
+        r.serial := pc.serial;
+        IF pc.status <> 'ok' THEN
+            r.status := pc.status;
+            RETURN r;
+        END IF;
+        SELECT * INTO cnt FROM wallet.code_lock_counters(pc.campaign_id, pc.serial, _member);
+        _st := wallet.code_caps_status(pc.campaign_id, pc.serial, _member, cnt.max_per_code, cnt.max_per_member,
+                                       cnt.max_total, cnt.code_redeemed, cnt.member_redeemed, cnt.total_redeemed);
+        IF _st <> 'ok' THEN
+            r.status := _st;
+            RETURN r;
+        END IF;
+        _code := pc.code;
+    END IF;
+
+    INSERT INTO wallet.code_redemptions (campaign_id, serial, code, member_ref, idempotency_key, context,
+                                         reservation_id, redeemed_at)
+    VALUES (r.campaign_id, r.serial, _code, _member, _key, _ctx,
+            r.reservation_id, clock_timestamp())
+    RETURNING redemption_id, redeemed_at INTO r.redemption_id, r.redeemed_at;
+    PERFORM wallet.code_bump_counters(r.campaign_id, r.serial, _member, 1, cnt.max_per_code IS NOT NULL,
+                                      cnt.max_per_member IS NOT NULL, cnt.max_total IS NOT NULL);
+    r.status := 'ok';
+    RETURN r;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION wallet.reserve_code(code text, member_ref text, idempotency_key text, ttl interval, context jsonb DEFAULT '{}')
+    RETURNS wallet.reservation_result
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    SET enable_seqscan = off
+    AS $$
+#variable_conflict use_column
+DECLARE
+    _input text := code;
+    _member text := member_ref;
+    _key text := idempotency_key;
+    _ttl interval := ttl;
+    _ctx jsonb := coalesce(context, '{}');
+    _res wallet.code_reservations;
+    _red wallet.code_redemptions;
+    pc record;
+    cnt record;
+    _st text;
+    _now timestamptz;
+    r wallet.reservation_result;
+BEGIN
+    IF _input IS NULL THEN
+        RAISE EXCEPTION 'code must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = 'A code is judged from the text a person typed: an empty text is malformed, a NULL is no text at all.';
+    END IF;
+    PERFORM wallet.code_check_args(_member, _key, _ctx, true);
+    IF _ttl IS NULL THEN
+        RAISE EXCEPTION 'reservation ttl must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A reservation holds a code for a given time.';
+    END IF;
+    IF _ttl <= interval '0' THEN
+        RAISE EXCEPTION 'reservation ttl must be positive'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('A reservation holds a code for a positive time; %s was given.', _ttl);
+    END IF;
+    r.member_ref := _member;
+    r.replayed := false;
+
+    PERFORM pg_advisory_xact_lock(1464598529, hashtext(_key));
+    SELECT * INTO _res FROM wallet.code_reservations v WHERE v.idempotency_key = _key AND wallet_internal.sees_campaign(v.campaign_id);
+    IF FOUND THEN
+        PERFORM wallet.idem_check(_key, format('reservation %s', _res.reservation_id),
+                                  wallet.idem_code('reserve', _res.code::text, _res.member_ref, _res.ttl),
+                                  wallet.idem_code('reserve', _input, _member, _ttl));
+        r.status := 'ok';
+        r.reservation_id := _res.reservation_id;
+        r.campaign_id := _res.campaign_id;
+        r.serial := _res.serial;
+        r.expires_at := _res.expires_at;
+        r.replayed := true;
+        RETURN r;
+    END IF;
+    SELECT * INTO _red FROM wallet.code_redemptions d WHERE d.idempotency_key = _key AND wallet_internal.sees_campaign(d.campaign_id);
+    IF FOUND THEN   -- a redemption's key: never a reservation's (raises)
+        PERFORM wallet.idem_check(_key, format('redemption %s', _red.redemption_id),
+                                  wallet.idem_code('redeem', _red.code::text, _red.member_ref, NULL),
+                                  wallet.idem_code('reserve', _input, _member, _ttl));
+    END IF;
+
+    SELECT * INTO pc FROM wallet.code_precheck(_input, _member, left(_ctx->>'source', 256), 'reserve');
+    r.campaign_id := pc.campaign_id;
+    r.serial := pc.serial;
+    IF pc.status <> 'ok' THEN
+        r.status := pc.status;
+        RETURN r;
+    END IF;
+    SELECT * INTO cnt FROM wallet.code_lock_counters(pc.campaign_id, pc.serial, _member);
+    _st := wallet.code_caps_status(pc.campaign_id, pc.serial, _member, cnt.max_per_code, cnt.max_per_member,
+                                   cnt.max_total, cnt.code_redeemed, cnt.member_redeemed, cnt.total_redeemed);
+    IF _st <> 'ok' THEN
+        r.status := _st;
+        RETURN r;
+    END IF;
+    _now := clock_timestamp();
+    INSERT INTO wallet.code_reservations (campaign_id, serial, code, member_ref, idempotency_key, ttl, reserved_at, expires_at)
+    VALUES (pc.campaign_id, pc.serial, pc.code, _member, _key, _ttl, _now, _now + _ttl)
+    RETURNING reservation_id, expires_at INTO r.reservation_id, r.expires_at;
+    -- Touch the counters: in REPEATABLE READ a concurrent change of them then
+    -- fails with a serialization error instead of going unseen.
+    PERFORM wallet.code_bump_counters(pc.campaign_id, pc.serial, _member, 0, cnt.max_per_code IS NOT NULL,
+                                      cnt.max_per_member IS NOT NULL, cnt.max_total IS NOT NULL);
+    r.status := 'ok';
+    RETURN r;
+END
+$$;
+
+-- == 9. privileges (last: covers every function)
+-- Exactly the privileges part of sql/ext/privileges.sql, after every other
+-- section, so that functions they re-create are covered too.
+
+-- Privileges.  Nothing for PUBLIC; the three roles get what README "Roles
+-- and privileges" lists.  Every function that reads or writes a table runs
+-- as the owner (SECURITY DEFINER; each pins its search_path), so the roles
+-- get no write privilege on any table.  Type input/output and operator
+-- support functions are executable by the three roles (operators check
+-- EXECUTE) and are not SECURITY DEFINER; nor are trigger functions, which
+-- run as whoever fires them (the owner, inside the API), nor acts_for and
+-- caller, which must see the caller as it is.
+REVOKE ALL ON ALL ROUTINES IN SCHEMA wallet FROM PUBLIC;
+REVOKE ALL ON ALL ROUTINES IN SCHEMA wallet_internal FROM PUBLIC;
+GRANT USAGE ON SCHEMA wallet TO wallet_admin, wallet_app, wallet_reader;
+DO $$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN SELECT p.oid FROM pg_catalog.pg_proc p
+              WHERE p.pronamespace IN ('wallet'::regnamespace, 'wallet_internal'::regnamespace)
+                AND p.prokind = 'f' AND p.prorettype <> 'trigger'::regtype
+                AND p.proname !~ '^(marketing_code|points_ledger)_'
+                AND p.oid NOT IN ('wallet.acts_for(bigint)'::regprocedure, 'wallet_internal.caller()'::regprocedure)
+              ORDER BY p.oid LOOP
+        EXECUTE pg_catalog.format('ALTER FUNCTION %s SECURITY DEFINER', f);
+    END LOOP;
+    FOR f IN SELECT p.oid FROM pg_catalog.pg_proc p
+              WHERE p.pronamespace = 'wallet'::regnamespace
+                AND p.proname ~ '^(marketing_code|points_ledger)_'
+              ORDER BY p.oid LOOP
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO wallet_admin, wallet_app, wallet_reader', f);
+    END LOOP;
+END
+$$;
+-- values: no table behind them
+GRANT EXECUTE ON FUNCTION wallet.version(), wallet.acts_for(bigint), wallet.my_merchants(),
+    wallet.code_campaign(wallet.marketing_code), wallet.code_serial(wallet.marketing_code),
+    wallet.code_key_version(wallet.marketing_code), wallet.code_mac_bits(wallet.marketing_code),
+    wallet.code_prefix(wallet.marketing_code),
+    wallet.ledger_balance(wallet.points_ledger, timestamptz), wallet.ledger_expiring(wallet.points_ledger, timestamptz, interval),
+    wallet.ledger_earned(wallet.points_ledger, timestamptz, timestamptz), wallet.ledger_lots(wallet.points_ledger),
+    wallet.ledger_totals(wallet.points_ledger), wallet.ledger_diff(wallet.points_ledger, wallet.points_ledger),
+    wallet.policy_expiry(timestamptz, interval, text)
+    TO wallet_admin, wallet_app, wallet_reader;
+-- reading a merchant's points (and codes: the unthrottled verifiers)
+GRANT EXECUTE ON FUNCTION wallet.balance(bigint, timestamptz), wallet.balance_at(bigint, timestamptz),
+    wallet.history(bigint, timestamptz, timestamptz), wallet.replay_ledger(bigint, timestamptz),
+    wallet.find_account(bigint, text), wallet.program_liability(bigint, timestamptz), wallet.verify_ledger(bigint)
+    TO wallet_admin, wallet_app, wallet_reader;
+GRANT EXECUTE ON FUNCTION wallet.code_authentic(wallet.marketing_code), wallet.code_status(wallet.marketing_code),
+    wallet.parse_code(text)
+    TO wallet_admin, wallet_reader;
+-- the app: accounts, postings, codes issued, checked, reserved, redeemed
+GRANT EXECUTE ON FUNCTION wallet.open_account(bigint, text),
+    wallet.accrue(bigint, bigint, text, text, text, timestamptz), wallet.redeem(bigint, bigint, text, text, text),
+    wallet.hold(bigint, bigint, text, interval, text, text), wallet.capture(bigint, bigint, text),
+    wallet.release(bigint, text), wallet.reverse(bigint, text, text, text),
+    wallet.issue_code(bigint, text),
+    wallet.check_code(text, text), wallet.check_code(text, text, jsonb), wallet.check_code(wallet.marketing_code, text, jsonb),
+    wallet.redeem_code(text, text, text, jsonb), wallet.redeem_code(wallet.marketing_code, text, text, jsonb),
+    wallet.reserve_code(text, text, text, interval, jsonb), wallet.reserve_code(wallet.marketing_code, text, text, interval, jsonb),
+    wallet.release_reservation(bigint), wallet.undo_redemption(bigint, text)
+    TO wallet_app;
+-- the admin: merchants, programs, campaigns and keys, guard, maintenance, grants
+GRANT EXECUTE ON FUNCTION wallet.create_merchant(text), wallet.grant_merchant(bigint, regrole),
+    wallet.revoke_merchant(bigint, regrole),
+    wallet.create_program(bigint, text, interval, text), wallet.close_program(bigint),
+    wallet.adjust(bigint, bigint, text, text),
+    wallet.create_campaign(bigint, text, text, int, timestamptz, timestamptz, int, int, bigint),
+    wallet.rotate_code_key(bigint), wallet.retire_code_key(bigint, int), wallet.generate_codes(bigint, int),
+    wallet.set_code_guard(int, int, interval, bigint), wallet.clear_code_failures(text, text, bigint),
+    wallet.purge_code_attempts(interval), wallet.expire_points(timestamptz)
+    TO wallet_admin;
+GRANT EXECUTE ON PROCEDURE wallet.expire_points_batched(timestamptz, int, int), wallet.run_maintenance() TO wallet_admin;
+-- what those procedures (not SECURITY DEFINER: they commit) call
+GRANT EXECUTE ON FUNCTION wallet.check_expiry_as_of(timestamptz), wallet.expire_due_accounts(timestamptz, int) TO wallet_admin;
+-- tables: read through row-level security; written only by the functions
+GRANT SELECT ON ALL TABLES IN SCHEMA wallet TO wallet_app, wallet_reader;
