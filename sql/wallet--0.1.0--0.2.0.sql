@@ -3576,16 +3576,23 @@ $$;
 -- section, so that functions they re-create are covered too.
 
 -- Privileges.  Nothing for PUBLIC; the three roles get what README "Roles
--- and privileges" lists.  Every function that reads or writes a table runs
--- as the owner (SECURITY DEFINER; each pins its search_path), so the roles
--- get no write privilege on any table.  Type input/output and operator
--- support functions are executable by the three roles (operators check
--- EXECUTE) and are not SECURITY DEFINER; nor are trigger functions, which
--- run as whoever fires them (the owner, inside the API), nor acts_for and
--- caller, which must see the caller as it is.
+-- and privileges" lists.  Every function that pins its search_path runs as
+-- the owner (SECURITY DEFINER), so the roles get no write privilege on any
+-- table.  The C functions that read campaigns and keys pin it too and run
+-- as the owner: the campaign cache they fill is shared by every role of the
+-- session, so it must never be filled through a reader's row-level security.
+-- Not SECURITY DEFINER: functions of a value alone (type input/output,
+-- operator support, accessors, the ledger_* readers, executable by the three
+-- roles: operators check EXECUTE), trigger functions (they run as whoever
+-- fires them: the owner, inside the API), and acts_for and caller, which
+-- answer for the caller as it is.
 REVOKE ALL ON ALL ROUTINES IN SCHEMA wallet FROM PUBLIC;
 REVOKE ALL ON ALL ROUTINES IN SCHEMA wallet_internal FROM PUBLIC;
 GRANT USAGE ON SCHEMA wallet TO wallet_admin, wallet_app, wallet_reader;
+ALTER FUNCTION wallet.generate_codes(bigint, int) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION wallet.code_authentic(wallet.marketing_code) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION wallet.code_status(wallet.marketing_code) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION wallet.parse_code(text) SET search_path = pg_catalog, pg_temp;
 DO $$
 DECLARE
     f regprocedure;
@@ -3593,8 +3600,7 @@ BEGIN
     FOR f IN SELECT p.oid FROM pg_catalog.pg_proc p
               WHERE p.pronamespace IN ('wallet'::regnamespace, 'wallet_internal'::regnamespace)
                 AND p.prokind = 'f' AND p.prorettype <> 'trigger'::regtype
-                AND p.proname !~ '^(marketing_code|points_ledger)_'
-                AND p.oid NOT IN ('wallet.acts_for(bigint)'::regprocedure, 'wallet_internal.caller()'::regprocedure)
+                AND 'search_path=pg_catalog, pg_temp' = ANY (p.proconfig)
               ORDER BY p.oid LOOP
         EXECUTE pg_catalog.format('ALTER FUNCTION %s SECURITY DEFINER', f);
     END LOOP;

@@ -20,6 +20,7 @@
 
 #include "keys.h"
 #include "code_cache.h"
+#include "privileges.h"
 #include "code_hmac.h"
 
 static HTAB *campaign_cache = NULL;
@@ -134,10 +135,10 @@ campaign_load(CampaignInfo *info)
 	 * caller searches first would run with the caller's privileges.
 	 */
 	plan = SPI_prepare(code_keys_bound
-					   ? "SELECT c.mac_bits, c.prefix, c.current_key_version, k.key_version, k.retired_at IS NOT NULL, k.installation_id"
+					   ? "SELECT c.mac_bits, c.prefix, c.current_key_version, k.key_version, k.retired_at IS NOT NULL, k.installation_id, c.merchant_id"
 					   "  FROM wallet.campaigns c LEFT JOIN wallet.code_keys k ON k.campaign_id OPERATOR(pg_catalog.=) c.campaign_id"
 					   " WHERE c.campaign_id OPERATOR(pg_catalog.=) $1"
-					   : "SELECT c.mac_bits, c.prefix, c.current_key_version, k.key_version, k.retired_at IS NOT NULL, NULL::pg_catalog.uuid"
+					   : "SELECT c.mac_bits, c.prefix, c.current_key_version, k.key_version, k.retired_at IS NOT NULL, NULL::pg_catalog.uuid, c.merchant_id"
 					   "  FROM wallet.campaigns c LEFT JOIN wallet.code_keys k ON k.campaign_id OPERATOR(pg_catalog.=) c.campaign_id"
 					   " WHERE c.campaign_id OPERATOR(pg_catalog.=) $1",
 					   1, argtypes);
@@ -177,6 +178,7 @@ campaign_load(CampaignInfo *info)
 				wallet_code_fold_prefix(p, info->prefix_folded);
 			}
 			info->current_version = (uint16) DatumGetInt32(SPI_getbinval(tup, td, 3, &isnull));
+			info->merchant_id = DatumGetInt64(SPI_getbinval(tup, td, 7, &isnull));
 		}
 		d = SPI_getbinval(tup, td, 4, &isnull);
 		if (!isnull)
@@ -262,9 +264,10 @@ wallet_code_verify(const CodeFields *f)
 
 	/*
 	 * A code must carry its campaign's MAC length and prefix: otherwise a
-	 * forger could pick a 32-bit MAC for a 64-bit campaign.
+	 * forger could pick a 32-bit MAC for a 64-bit campaign.  Another
+	 * merchant's campaign is as unknown as a missing one.
 	 */
-	if (!info->exists || f->mac_bits != info->mac_bits ||
+	if (!info->exists || !wallet_acts_for_merchant(info->merchant_id) || f->mac_bits != info->mac_bits ||
 		f->version < 1 || f->version > CODE_MAX_VERSION ||
 		!CAMPAIGN_VERSION_BIT(info->known, f->version))
 		return CODE_AUTH_FORGED;

@@ -13,6 +13,7 @@ typedef struct CampaignInfo
 {
 	uint32		campaign_id;	/* hash key */
 	bool		exists;
+	int64		merchant_id;	/* merchant running the campaign */
 	uint8		mac_bits;
 	char		prefix[CODE_MAX_PREFIX + 1];	/* as written, for new codes */
 	char		prefix_folded[CODE_MAX_PREFIX + 1]; /* as input reads it */

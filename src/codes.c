@@ -210,7 +210,7 @@ generate_codes(PG_FUNCTION_ARGS)
 			AcceptInvalidationMessages();
 			info = wallet_campaign_info((uint32) campaign_id);
 			/* another merchant's campaign is as unknown as a missing one */
-			if (!info->exists || !wallet_sees_campaign(campaign_id))
+			if (!info->exists || !wallet_acts_for_merchant(info->merchant_id))
 				ereport(ERROR,
 						(errcode(ERRCODE_WL_UNKNOWN_CAMPAIGN),
 						 errmsg("campaign %lld does not exist", (long long) campaign_id),

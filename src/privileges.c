@@ -21,6 +21,7 @@
 #include "miscadmin.h"
 #include "storage/proc.h"
 #include "utils/acl.h"
+#include "utils/lsyscache.h"
 #include "utils/syscache.h"
 
 #define ACTS_FOR_CACHE 32
@@ -63,7 +64,9 @@ cache_refresh(Oid user)
 	if (cache_lxid == MyProc->lxid && cache_user == user && cache_generation == generation)
 		return;
 	cache_owner = wallet_owner();
-	cache_sees_all = superuser_arg(user) || has_privs_of_role(user, cache_owner);
+	/* a database still on 0.1.0 SQL has no merchant_roles: no isolation yet */
+	cache_sees_all = superuser_arg(user) || has_privs_of_role(user, cache_owner) ||
+		!OidIsValid(get_relname_relid("merchant_roles", get_namespace_oid("wallet", false)));
 	cache_used = 0;
 	cache_lxid = MyProc->lxid;
 	cache_user = user;
@@ -130,8 +133,8 @@ wallet_caller(PG_FUNCTION_ARGS)
 	PG_RETURN_OID(GetOuterUserId());
 }
 
-static bool
-acts_for(int64 merchant_id)
+bool
+wallet_acts_for_merchant(int64 merchant_id)
 {
 	Oid			user = GetOuterUserId();
 	bool		allowed;
@@ -157,39 +160,7 @@ PG_FUNCTION_INFO_V1(wallet_acts_for);
 Datum
 wallet_acts_for(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_BOOL(acts_for(PG_GETARG_INT64(0)));
-}
-
-/*
- * Whether the campaign exists and the caller acts for its merchant: for C
- * functions that name a campaign (generate_codes), which then report another
- * merchant's campaign as unknown.
- */
-bool
-wallet_sees_campaign(int64 campaign_id)
-{
-	Oid			argtype = INT8OID;
-	Datum		arg = Int64GetDatum(campaign_id);
-	bool		found = false;
-	int64		merchant_id = 0;
-
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute_with_args("SELECT c.merchant_id FROM wallet.campaigns c"
-							  " WHERE c.campaign_id OPERATOR(pg_catalog.=) $1",
-							  1, &argtype, &arg, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "reading wallet.campaigns failed");
-	if (SPI_processed == 1)
-	{
-		bool		isnull;
-		Datum		m = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-
-		found = !isnull;
-		if (found)
-			merchant_id = DatumGetInt64(m);
-	}
-	SPI_finish();
-	return found && acts_for(merchant_id);
+	PG_RETURN_BOOL(wallet_acts_for_merchant(PG_GETARG_INT64(0)));
 }
 
 PG_FUNCTION_INFO_V1(wallet_merchant_roles_changed);

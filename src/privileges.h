@@ -4,7 +4,7 @@
 #ifndef WALLET_PRIVILEGES_H
 #define WALLET_PRIVILEGES_H
 
-/* whether the campaign exists and the calling role acts for its merchant */
-extern bool wallet_sees_campaign(int64 campaign_id);
+/* whether the calling role acts for the merchant (wallet.acts_for) */
+extern bool wallet_acts_for_merchant(int64 merchant_id);
 
 #endif							/* WALLET_PRIVILEGES_H */
