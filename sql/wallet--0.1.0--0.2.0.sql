@@ -3578,9 +3578,9 @@ $$;
 -- Privileges.  Nothing for PUBLIC; the three roles get what README "Roles
 -- and privileges" lists.  Every function that pins its search_path runs as
 -- the owner (SECURITY DEFINER), so the roles get no write privilege on any
--- table.  The C functions that read campaigns and keys pin it too and run
--- as the owner: the campaign cache they fill is shared by every role of the
--- session, so it must never be filled through a reader's row-level security.
+-- table; generate_codes, in C, pins it too to run as the owner.  The C
+-- verifiers (code_authentic, code_status, parse_code) stay as they are, for
+-- speed: the campaign cache they fill reads as the owner (src/code_cache.c).
 -- Not SECURITY DEFINER: functions of a value alone (type input/output,
 -- operator support, accessors, the ledger_* readers, executable by the three
 -- roles: operators check EXECUTE), trigger functions (they run as whoever
@@ -3590,9 +3590,6 @@ REVOKE ALL ON ALL ROUTINES IN SCHEMA wallet FROM PUBLIC;
 REVOKE ALL ON ALL ROUTINES IN SCHEMA wallet_internal FROM PUBLIC;
 GRANT USAGE ON SCHEMA wallet TO wallet_admin, wallet_app, wallet_reader;
 ALTER FUNCTION wallet.generate_codes(bigint, int) SET search_path = pg_catalog, pg_temp;
-ALTER FUNCTION wallet.code_authentic(wallet.marketing_code) SET search_path = pg_catalog, pg_temp;
-ALTER FUNCTION wallet.code_status(wallet.marketing_code) SET search_path = pg_catalog, pg_temp;
-ALTER FUNCTION wallet.parse_code(text) SET search_path = pg_catalog, pg_temp;
 DO $$
 DECLARE
     f regprocedure;

@@ -8,6 +8,7 @@
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
@@ -120,6 +121,8 @@ campaign_load(CampaignInfo *info)
 	bool		have_installation = false;
 	SPIPlanPtr	plan;
 	Snapshot	snap = InvalidSnapshot;
+	Oid			save_user;
+	int			save_sec;
 
 	args[0] = Int64GetDatum((int64) info->campaign_id);
 	info->exists = false;
@@ -127,6 +130,13 @@ campaign_load(CampaignInfo *info)
 	memset(info->retired, 0, sizeof(info->retired));
 	memset(info->bound, 0, sizeof(info->bound));
 
+	/*
+	 * Read as the owner: the cache serves every role of the session, so a
+	 * reader's row-level security must not hide a campaign from it (merchant
+	 * isolation is applied on use, wallet_code_verify).
+	 */
+	GetUserIdAndSecContext(&save_user, &save_sec);
+	SetUserIdAndSecContext(wallet_owner(), save_sec | SECURITY_LOCAL_USERID_CHANGE);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	/*
@@ -208,6 +218,7 @@ campaign_load(CampaignInfo *info)
 		}
 	}
 	SPI_finish();
+	SetUserIdAndSecContext(save_user, save_sec);
 }
 
 const CampaignInfo *

@@ -44,7 +44,7 @@ static ActsFor cache[ACTS_FOR_CACHE];
 static SPIPlanPtr roles_plan = NULL;
 
 /* Owner of schema wallet: the role that created the extension. */
-static Oid
+Oid
 wallet_owner(void)
 {
 	Oid			nsp = get_namespace_oid("wallet", false);

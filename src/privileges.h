@@ -4,6 +4,9 @@
 #ifndef WALLET_PRIVILEGES_H
 #define WALLET_PRIVILEGES_H
 
+/* owner of schema wallet: the role that created the extension */
+extern Oid	wallet_owner(void);
+
 /* whether the calling role acts for the merchant (wallet.acts_for) */
 extern bool wallet_acts_for_merchant(int64 merchant_id);
 
