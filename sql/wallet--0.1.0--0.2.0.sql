@@ -2566,6 +2566,36 @@ COMMENT ON POLICY merchant_rows ON wallet.code_use_counts IS 'readers and apps s
 COMMENT ON POLICY merchant_rows ON wallet.member_use_counts IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
 COMMENT ON POLICY merchant_rows ON wallet.campaign_use_counts IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
 
+CREATE OR REPLACE FUNCTION wallet.create_merchant(name text) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    id bigint;
+BEGIN
+    IF name IS NULL THEN
+        RAISE EXCEPTION 'merchant name must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = 'A merchant needs a name that people can recognise.';
+    END IF;
+    IF btrim(name) = '' THEN
+        RAISE EXCEPTION 'merchant name must not be blank'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A merchant needs a name that people can recognise.';
+    END IF;
+    INSERT INTO wallet.merchants (name) VALUES (name) RETURNING merchant_id INTO id;
+    -- the role that registers a merchant acts for it (README "Merchants and isolation")
+    IF NOT wallet.acts_for(id) THEN
+        INSERT INTO wallet.merchant_roles (merchant_id, role) VALUES (id, wallet_internal.caller());
+    END IF;
+    RETURN id;
+EXCEPTION WHEN unique_violation THEN
+    RAISE EXCEPTION 'merchant "%" already exists', name
+        USING ERRCODE = 'unique_violation',
+              DETAIL = 'Merchant names are unique; look the existing merchant up in wallet.merchants.';
+END
+$$;
+
 CREATE OR REPLACE FUNCTION wallet.close_program(program_id bigint) RETURNS void
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
@@ -3570,6 +3600,7 @@ BEGIN
     RETURN r;
 END
 $$;
+COMMENT ON FUNCTION wallet.create_merchant(text) IS 'register a merchant and return its id; the calling role acts for it from then on';
 
 -- == 9. privileges (last: covers every function)
 -- Exactly the privileges part of sql/ext/privileges.sql, after every other

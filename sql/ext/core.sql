@@ -52,6 +52,10 @@ BEGIN
                   DETAIL = 'A merchant needs a name that people can recognise.';
     END IF;
     INSERT INTO wallet.merchants (name) VALUES (name) RETURNING merchant_id INTO id;
+    -- the role that registers a merchant acts for it (README "Merchants and isolation")
+    IF NOT wallet.acts_for(id) THEN
+        INSERT INTO wallet.merchant_roles (merchant_id, role) VALUES (id, wallet_internal.caller());
+    END IF;
     RETURN id;
 EXCEPTION WHEN unique_violation THEN
     RAISE EXCEPTION 'merchant "%" already exists', name
@@ -59,7 +63,7 @@ EXCEPTION WHEN unique_violation THEN
               DETAIL = 'Merchant names are unique; look the existing merchant up in wallet.merchants.';
 END
 $$;
-COMMENT ON FUNCTION wallet.create_merchant(text) IS 'register a merchant and return its id';
+COMMENT ON FUNCTION wallet.create_merchant(text) IS 'register a merchant and return its id; the calling role acts for it from then on';
 
 -- Idempotency, one mechanism for every call that takes an idempotency key
 -- (code redemptions and reservations, ledger postings, and what comes next):

@@ -1,0 +1,357 @@
+-- pgTAP: roles, privileges and merchant isolation (issue 9).
+--
+-- Two merchants, A and B, each with one object of every kind.  Roles of A:
+-- iso_a_app (wallet_app), iso_a_admin (wallet_admin), iso_a_reader
+-- (wallet_reader); iso_b_reader reads B.
+--   1. privileges: nothing for PUBLIC, no table written by any of the three
+--      roles (every table of the extension, from the catalog), what each role
+--      may call;
+--   2. row-level security: A's reader and app see every row of A and none of
+--      B, in every table of the extension (from the catalog);
+--   3. every function of schema wallet (from the catalog, so that a function
+--      added later fails here until it has a row) called as A's role with
+--      B's ids behaves exactly as with ids that do not exist: the same
+--      SQLSTATE and message (or the same result, for the code checks, which
+--      answer with a status), and B's data, as B's reader sees it, is
+--      unchanged.
+BEGIN;
+SET LOCAL timezone = 'UTC';
+SELECT * FROM no_plan();
+
+\set forge_schema pg_temp
+\ir ../forge.sql
+
+CREATE ROLE iso_a_app;
+CREATE ROLE iso_a_admin;
+CREATE ROLE iso_a_reader;
+CREATE ROLE iso_b_reader;
+CREATE ROLE iso_b_app;
+GRANT wallet_app TO iso_a_app, iso_b_app;
+GRANT wallet_admin TO iso_a_admin;
+GRANT wallet_reader TO iso_a_reader, iso_b_reader;
+
+-- One object of every kind for merchant t, ids in fx as t.name.
+CREATE TEMP TABLE fx (k text PRIMARY KEY, v text NOT NULL);
+CREATE FUNCTION pg_temp.fixture(t text) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    m bigint;
+    c bigint;
+    p bigint;
+    a bigint;
+    codes text[];
+BEGIN
+    m := wallet.create_merchant('iso ' || t);
+    c := wallet.create_campaign(m, 'iso campaign', max_redemptions_per_code => 2, max_redemptions_per_member => 5,
+                                max_redemptions_total => 100);
+    SELECT array_agg(g::text ORDER BY g) INTO codes FROM wallet.generate_codes(c, 4) g;
+    INSERT INTO fx VALUES (t || '.m', m), (t || '.c', c), (t || '.code', codes[1]), (t || '.code2', codes[2]);
+    INSERT INTO fx SELECT t || '.r', redemption_id FROM wallet.redeem_code(codes[3], 'iso-member', 'iso-r-' || t);
+    INSERT INTO fx SELECT t || '.v', reservation_id FROM wallet.reserve_code(codes[4], 'iso-member', 'iso-v-' || t, interval '1 hour');
+    INSERT INTO fx SELECT t || '.bound', wallet.issue_code(c, 'iso-member')::text;
+    PERFORM wallet.check_code(pg_temp.forge(codes[1]), 'iso-member', '{"source": "iso-device"}');   -- a failed attempt
+    PERFORM wallet.set_code_guard(50, 200, interval '10 minutes', m);
+    PERFORM wallet.rotate_code_key(c);
+    p := wallet.create_program(m, 'iso program', interval '1 year');
+    a := wallet.open_account(p, 'iso-member');
+    INSERT INTO fx VALUES (t || '.p', p), (t || '.a', a);
+    INSERT INTO fx SELECT t || '.e', entry_id FROM wallet.accrue(a, 100, 'iso-k1', 'welcome');
+    INSERT INTO fx SELECT t || '.h', entry_id FROM wallet.hold(a, 10, 'iso-h1', interval '1 hour', 'cart');
+END
+$$;
+
+CREATE TEMP TABLE tables AS
+SELECT c.oid::regclass AS t FROM pg_class c
+ WHERE c.relnamespace IN ('wallet'::regnamespace, 'wallet_internal'::regnamespace) AND c.relkind IN ('r', 'p');
+
+-- The calls below fail many checks for one member: no throttling here (the
+-- guard's counts of failures are in shared memory and outlive this transaction).
+SELECT wallet.set_code_guard(NULL, NULL, interval '1 second');
+
+-- A first: every row there is then is A's.
+SELECT pg_temp.fixture('A');
+SELECT wallet.grant_merchant((SELECT v::bigint FROM fx WHERE k = 'A.m'), r)
+  FROM unnest('{iso_a_app,iso_a_admin,iso_a_reader}'::regrole[]) r;
+CREATE TEMP TABLE a_rows (t regclass, r text);
+DO $$
+DECLARE
+    t regclass;
+BEGIN
+    FOR t IN SELECT x.t FROM tables x LOOP
+        EXECUTE format('INSERT INTO a_rows SELECT %L, x::text FROM %s x', t, t);
+    END LOOP;
+END
+$$;
+SELECT pg_temp.fixture('B');
+SELECT wallet.grant_merchant((SELECT v::bigint FROM fx WHERE k = 'B.m'), r)
+  FROM unnest('{iso_b_reader,iso_b_app}'::regrole[]) r;
+
+-- A code of a campaign that does not exist: made, then rolled back.
+SAVEPOINT vanish;
+SELECT wallet.create_campaign((SELECT v::bigint FROM fx WHERE k = 'A.m'), 'vanishing') AS vanishing \gset
+SELECT g::text AS unknown_code FROM wallet.generate_codes(:vanishing, 1) g \gset
+ROLLBACK TO SAVEPOINT vanish;
+INSERT INTO fx VALUES ('U.code', :'unknown_code'), ('U.code2', :'unknown_code'), ('U.bound', :'unknown_code');
+INSERT INTO fx SELECT 'U.' || k, '999999999' FROM unnest('{m,c,r,v,p,a,e,h}'::text[]) k;
+SELECT is(wallet.check_code(:'unknown_code'::text, 'iso-member'), 'unknown_campaign',
+          'fixture: the code of the rolled-back campaign is of an unknown campaign');
+
+-- Rows of a table as a role sees them.
+CREATE FUNCTION pg_temp.visible(t regclass, r text) RETURNS text[] LANGUAGE plpgsql AS $$
+DECLARE
+    rows text[];
+BEGIN
+    EXECUTE format('SET ROLE %I', r);
+    EXECUTE format('SELECT coalesce(array_agg(x::text), ''{}'') FROM %s x', t) INTO rows;
+    RESET ROLE;
+    RETURN rows;
+END
+$$;
+
+-- ------------------------------------------------------------ 1. privileges
+
+SELECT is_empty($$SELECT p.oid::regprocedure::text FROM pg_proc p
+                   WHERE p.pronamespace IN ('wallet'::regnamespace, 'wallet_internal'::regnamespace)
+                     AND (p.proacl IS NULL OR EXISTS (SELECT FROM aclexplode(p.proacl) a WHERE a.grantee = 0))$$,
+                'no function or procedure of the extension is executable by PUBLIC');
+SELECT is_empty($$SELECT r FROM unnest('{wallet_admin,wallet_app,wallet_reader}'::text[]) r
+                   WHERE has_schema_privilege(r, 'wallet_internal', 'USAGE') OR NOT has_schema_privilege(r, 'wallet', 'USAGE')$$,
+                'the three roles use schema wallet, none of them wallet_internal');
+SELECT is_empty($$SELECT p.oid::regprocedure::text FROM pg_proc p
+                   WHERE p.pronamespace IN ('wallet'::regnamespace, 'wallet_internal'::regnamespace)
+                     AND 'search_path=pg_catalog, pg_temp' = ANY (p.proconfig) AND p.prokind = 'f'
+                     AND p.prorettype <> 'trigger'::regtype AND NOT p.prosecdef$$,
+                'every function that pins search_path (every one that reads or writes a table) is SECURITY DEFINER');
+
+SET ROLE iso_a_app;
+SELECT throws_ok($$UPDATE wallet.accounts SET ledger = 'lots={1000000@never}'$$, '42501', NULL,
+                 'the app cannot rewrite a ledger');
+RESET ROLE;
+CREATE FUNCTION pg_temp.refused(t regclass, r text, stmt text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE format('SET ROLE %I', r);
+    EXECUTE format(stmt, t);
+    RESET ROLE;
+    RETURN 'allowed';
+EXCEPTION WHEN insufficient_privilege THEN
+    RETURN 'refused';
+END
+$$;
+SELECT is_empty($$SELECT x.t::text || ': ' || s || ' as ' || r
+                   FROM tables x, unnest('{iso_a_app,iso_a_admin,iso_a_reader}'::text[]) r,
+                        unnest(ARRAY['INSERT INTO %s DEFAULT VALUES', 'UPDATE %s x SET ctid = x.ctid WHERE false',
+                                     'DELETE FROM %s WHERE false', 'TRUNCATE %s']) s
+                  WHERE pg_temp.refused(x.t, r, replace(s, 'SET ctid = x.ctid',
+                          'SET ' || (SELECT quote_ident(a.attname) FROM pg_attribute a
+                                      WHERE a.attrelid = x.t AND a.attnum > 0 AND NOT a.attisdropped AND a.attidentity = ''
+                                        AND a.attgenerated = '' ORDER BY a.attnum LIMIT 1)
+                          || ' = x.' || (SELECT quote_ident(a.attname) FROM pg_attribute a
+                                      WHERE a.attrelid = x.t AND a.attnum > 0 AND NOT a.attisdropped AND a.attidentity = ''
+                                        AND a.attgenerated = '' ORDER BY a.attnum LIMIT 1))) <> 'refused'$$,
+                'INSERT, UPDATE, DELETE and TRUNCATE of every table of the extension are refused to each of the three roles');
+SELECT ok((SELECT count(*) FROM tables) >= 15, 'the tables are enumerated from the catalog');
+
+SELECT is_empty($$SELECT f FROM unnest(ARRAY['wallet.code_authentic(wallet.marketing_code)', 'wallet.code_status(wallet.marketing_code)', 'wallet.parse_code(text)', 'wallet.generate_codes(bigint,integer)', 'wallet.rotate_code_key(bigint)', 'wallet.create_campaign(bigint,text,text,integer,timestamp with time zone,timestamp with time zone,integer,integer,bigint)']) f
+                   WHERE has_function_privilege('wallet_app', f, 'EXECUTE')$$,
+                'the app gets neither the unthrottled verifiers nor the right to mint codes');
+SELECT is_empty($$SELECT f FROM unnest(ARRAY['wallet.redeem_code(text,text,text,jsonb)', 'wallet.reserve_code(text,text,text,interval,jsonb)', 'wallet.check_code(text,text)', 'wallet.issue_code(bigint,text)', 'wallet.accrue(bigint,bigint,text,text,text,timestamp with time zone)', 'wallet.hold(bigint,bigint,text,interval,text,text)', 'wallet.capture(bigint,bigint,text)']) f
+                   WHERE NOT has_function_privilege('wallet_app', f, 'EXECUTE')$$,
+                'the app checks, reserves and redeems codes, issues bound ones and posts points');
+SELECT is_empty($$SELECT r || ' ' || f FROM unnest('{wallet_admin,wallet_reader}'::text[]) r,
+                   unnest(ARRAY['wallet.code_authentic(wallet.marketing_code)', 'wallet.code_status(wallet.marketing_code)', 'wallet.parse_code(text)']) f
+                   WHERE NOT has_function_privilege(r, f, 'EXECUTE')$$,
+                'admin and reader may use the unthrottled verifiers');
+SELECT is_empty($$SELECT f FROM unnest(ARRAY['wallet.accrue(bigint,bigint,text,text,text,timestamp with time zone)', 'wallet.redeem_code(text,text,text,jsonb)', 'wallet.create_program(bigint,text,interval,text)', 'wallet.grant_merchant(bigint,regrole)']) f
+                   WHERE has_function_privilege('wallet_reader', f, 'EXECUTE')$$,
+                'the reader changes nothing');
+SET ROLE iso_a_app;
+SELECT is((SELECT array_agg(name ORDER BY name) FROM wallet.my_merchants()), '{"iso A"}', 'my_merchants: A''s app acts for A only');
+RESET ROLE;
+
+-- ------------------------------------------------------------ 2. row-level security
+
+CREATE TEMP TABLE b_count AS
+SELECT x.t, (SELECT count(*) FROM unnest(pg_temp.visible(x.t, current_user::text)) r
+              WHERE r NOT IN (SELECT a.r FROM a_rows a WHERE a.t = x.t)) AS n
+  FROM tables x;
+SELECT is_empty($$SELECT t::text FROM b_count WHERE n = 0 AND t <> 'wallet.installation'::regclass$$,
+                'fixture: B has rows in every table of merchant data');
+SELECT is_empty($$SELECT x.t::text || ' as ' || r || ': ' || v
+                   FROM tables x, unnest('{iso_a_app,iso_a_reader}'::text[]) r, unnest(pg_temp.visible(x.t, r)) v
+                  WHERE x.t <> 'wallet.installation'::regclass
+                    AND v NOT IN (SELECT a.r FROM a_rows a WHERE a.t = x.t)$$,
+                'A''s app and reader see none of B''s rows, in every table');
+SELECT is_empty($$SELECT x.t::text || ' as ' || r
+                   FROM tables x, unnest('{iso_a_app,iso_a_reader}'::text[]) r
+                  WHERE (SELECT count(*) FROM a_rows a WHERE a.t = x.t) <> cardinality(pg_temp.visible(x.t, r))$$,
+                'A''s app and reader see every row of A, in every table');
+
+-- ------------------------------------------------------------ 3. every function, with B's ids
+
+-- call: one query returning one value, {name} standing for B's (or unknown) ids;
+-- NULL with why: 'no object' (names no merchant's object) or 'internal'
+-- (none of the three roles may execute it).
+CREATE TEMP TABLE iso (n serial, fn text NOT NULL, call text, why text);
+INSERT INTO iso (fn, call, why) VALUES
+('wallet.create_program(bigint,text,interval,text)', $$SELECT wallet.create_program({m}, 'iso new')$$, NULL),
+('wallet.close_program(bigint)', 'SELECT wallet.close_program({p})', NULL),
+('wallet.open_account(bigint,text)', $$SELECT wallet.open_account({p}, 'iso newcomer')$$, NULL),
+('wallet.find_account(bigint,text)', $$SELECT wallet.find_account({p}, 'iso-member')$$, NULL),
+('wallet.accrue(bigint,bigint,text,text,text,timestamp with time zone)', $$SELECT entry_id FROM wallet.accrue({a}, 5, 'iso-new', 'why')$$, NULL),
+('wallet.redeem(bigint,bigint,text,text,text)', $$SELECT entry_id FROM wallet.redeem({a}, 5, 'iso-new', 'why')$$, NULL),
+('wallet.hold(bigint,bigint,text,interval,text,text)', $$SELECT entry_id FROM wallet.hold({a}, 5, 'iso-new', '1 hour', 'why')$$, NULL),
+('wallet.capture(bigint,bigint,text)', 'SELECT entry_id FROM wallet.capture({h})', NULL),
+('wallet.release(bigint,text)', 'SELECT entry_id FROM wallet.release({h})', NULL),
+('wallet.reverse(bigint,text,text,text)', $$SELECT entry_id FROM wallet.reverse({e}, 'iso-new', 'why')$$, NULL),
+('wallet.adjust(bigint,bigint,text,text)', $$SELECT entry_id FROM wallet.adjust({a}, 5, 'iso-new', 'why')$$, NULL),
+('wallet.balance(bigint,timestamp with time zone)', 'SELECT wallet.balance({a})', NULL),
+('wallet.balance_at(bigint,timestamp with time zone)', 'SELECT wallet.balance_at({a}, now())', NULL),
+('wallet.history(bigint,timestamp with time zone,timestamp with time zone)', 'SELECT count(*) FROM wallet.history({a})', NULL),
+('wallet.replay_ledger(bigint,timestamp with time zone)', 'SELECT wallet.replay_ledger({a})::text', NULL),
+('wallet.program_liability(bigint,timestamp with time zone)', 'SELECT count(*) FROM wallet.program_liability({p})', NULL),
+('wallet.verify_ledger(bigint)', 'SELECT count(*) FROM wallet.verify_ledger({a})', NULL),
+('wallet.create_campaign(bigint,text,text,integer,timestamp with time zone,timestamp with time zone,integer,integer,bigint)', $$SELECT wallet.create_campaign({m}, 'iso new')$$, NULL),
+('wallet.rotate_code_key(bigint)', 'SELECT wallet.rotate_code_key({c})', NULL),
+('wallet.retire_code_key(bigint,integer)', 'SELECT wallet.retire_code_key({c}, 1)', NULL),
+('wallet.generate_codes(bigint,integer)', 'SELECT count(*) FROM wallet.generate_codes({c}, 1)', NULL),
+('wallet.issue_code(bigint,text)', $$SELECT wallet.issue_code({c}, 'iso-member')$$, NULL),
+('wallet.code_authentic(wallet.marketing_code)', $$SELECT wallet.code_authentic('{code}')$$, NULL),
+('wallet.code_status(wallet.marketing_code)', $$SELECT wallet.code_status('{code}')$$, NULL),
+('wallet.parse_code(text)', $$SELECT status FROM wallet.parse_code('{code}')$$, NULL),
+('wallet.check_code(text,text)', $$SELECT wallet.check_code('{code}'::text, 'iso-member'::text)$$, NULL),
+('wallet.check_code(text,text,jsonb)', $$SELECT wallet.check_code('{bound}'::text, 'iso-member', '{}')$$, NULL),
+('wallet.check_code(wallet.marketing_code,text,jsonb)', $$SELECT wallet.check_code('{code2}'::wallet.marketing_code, 'iso-member')$$, NULL),
+('wallet.redeem_code(text,text,text,jsonb)', $$SELECT (r.status, r.replayed)::text FROM wallet.redeem_code('{code}'::text, 'iso-member', 'iso-r-B') r$$, NULL),
+('wallet.redeem_code(wallet.marketing_code,text,text,jsonb)', $$SELECT (r.status, r.replayed)::text FROM wallet.redeem_code('{bound}'::wallet.marketing_code, 'iso-member', 'iso-new') r$$, NULL),
+('wallet.reserve_code(text,text,text,interval,jsonb)', $$SELECT (r.status, r.replayed)::text FROM wallet.reserve_code('{code}'::text, 'iso-member', 'iso-v-B', '1 hour') r$$, NULL),
+('wallet.reserve_code(wallet.marketing_code,text,text,interval,jsonb)', $$SELECT (r.status, r.replayed)::text FROM wallet.reserve_code('{code2}'::wallet.marketing_code, 'iso-member', 'iso-new', '1 hour') r$$, NULL),
+('wallet.undo_redemption(bigint,text)', $$SELECT redemption_id FROM wallet.undo_redemption({r}, 'why')$$, NULL),
+('wallet.release_reservation(bigint)', 'SELECT reservation_id FROM wallet.release_reservation({v})', NULL),
+('wallet.set_code_guard(integer,integer,interval,bigint)', $$SELECT wallet.set_code_guard(1, 1, '1 minute', {m})$$, NULL),
+('wallet.clear_code_failures(text,text,bigint)', $$SELECT wallet.clear_code_failures('iso-member', 'iso-device', {m})$$, NULL),
+('wallet.grant_merchant(bigint,regrole)', $$SELECT wallet.grant_merchant({m}, 'iso_a_app')$$, NULL),
+('wallet.revoke_merchant(bigint,regrole)', $$SELECT wallet.revoke_merchant({m}, 'iso_b_app')$$, NULL),
+-- names no merchant's object
+('wallet.version()', NULL, 'no object'),
+('wallet.create_merchant(text)', NULL, 'no object'),
+('wallet.acts_for(bigint)', NULL, 'no object'),
+('wallet.my_merchants()', NULL, 'no object'),
+('wallet.installation_id()', NULL, 'internal'),
+('wallet.purge_code_attempts(interval)', NULL, 'no object'),
+('wallet.expire_points(timestamp with time zone)', NULL, 'no object'),
+('wallet.expire_due_accounts(timestamp with time zone,integer)', NULL, 'no object'),
+('wallet.check_expiry_as_of(timestamp with time zone)', NULL, 'no object'),
+('wallet.expire_points_batched(timestamp with time zone,integer,integer)', NULL, 'no object'),
+('wallet.run_maintenance()', NULL, 'no object'),
+('wallet.code_campaign(wallet.marketing_code)', NULL, 'no object'),
+('wallet.code_serial(wallet.marketing_code)', NULL, 'no object'),
+('wallet.code_key_version(wallet.marketing_code)', NULL, 'no object'),
+('wallet.code_mac_bits(wallet.marketing_code)', NULL, 'no object'),
+('wallet.code_prefix(wallet.marketing_code)', NULL, 'no object'),
+('wallet.ledger_balance(wallet.points_ledger,timestamp with time zone)', NULL, 'no object'),
+('wallet.ledger_expiring(wallet.points_ledger,timestamp with time zone,interval)', NULL, 'no object'),
+('wallet.ledger_earned(wallet.points_ledger,timestamp with time zone,timestamp with time zone)', NULL, 'no object'),
+('wallet.ledger_lots(wallet.points_ledger)', NULL, 'no object'),
+('wallet.ledger_totals(wallet.points_ledger)', NULL, 'no object'),
+('wallet.ledger_diff(wallet.points_ledger,wallet.points_ledger)', NULL, 'no object'),
+('wallet.policy_expiry(timestamp with time zone,interval,text)', NULL, 'no object');
+-- type input/output and operator support: values only
+INSERT INTO iso (fn, why)
+SELECT p.oid::regprocedure::text, 'no object' FROM pg_proc p
+ WHERE p.pronamespace = 'wallet'::regnamespace AND p.proname ~ '^(marketing_code|points_ledger)_';
+-- everything else of schema wallet is an internal helper (asserted below)
+INSERT INTO iso (fn, why)
+SELECT p.oid::regprocedure::text, 'internal' FROM pg_proc p
+ WHERE p.pronamespace = 'wallet'::regnamespace AND p.prorettype <> 'trigger'::regtype
+   AND p.oid NOT IN (SELECT to_regprocedure(i.fn) FROM iso i WHERE to_regprocedure(i.fn) IS NOT NULL)
+   AND NOT has_function_privilege('wallet_admin', p.oid, 'EXECUTE')
+   AND NOT has_function_privilege('wallet_app', p.oid, 'EXECUTE')
+   AND NOT has_function_privilege('wallet_reader', p.oid, 'EXECUTE');
+
+SELECT is_empty($$SELECT p.oid::regprocedure::text FROM pg_proc p
+                   WHERE p.pronamespace = 'wallet'::regnamespace AND p.prorettype <> 'trigger'::regtype
+                     AND p.oid NOT IN (SELECT to_regprocedure(i.fn) FROM iso i WHERE to_regprocedure(i.fn) IS NOT NULL)$$,
+                'every function of schema wallet that one of the three roles may execute has a row (call or why not)');
+SELECT is_empty($$SELECT i.fn FROM iso i WHERE to_regprocedure(i.fn) IS NULL$$, 'every row names a function that exists');
+SELECT is_empty($$SELECT i.fn FROM iso i WHERE i.why = 'internal'
+                     AND (has_function_privilege('wallet_admin', i.fn, 'EXECUTE') OR has_function_privilege('wallet_app', i.fn, 'EXECUTE')
+                          OR has_function_privilege('wallet_reader', i.fn, 'EXECUTE'))$$,
+                'no role may execute a function marked internal');
+
+-- The role that calls: A's app where wallet_app may execute the function, else A's admin, else A's reader.
+CREATE FUNCTION pg_temp.caller_for(fn text) RETURNS text LANGUAGE sql AS $$
+    SELECT CASE WHEN has_function_privilege('wallet_app', fn, 'EXECUTE') THEN 'iso_a_app'
+                WHEN has_function_privilege('wallet_admin', fn, 'EXECUTE') THEN 'iso_a_admin'
+                WHEN has_function_privilege('wallet_reader', fn, 'EXECUTE') THEN 'iso_a_reader' END
+$$;
+CREATE FUNCTION pg_temp.sub(sql text, t text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    f record;
+BEGIN
+    FOR f IN SELECT split_part(k, '.', 2) AS name, v FROM fx WHERE k LIKE t || '.%' ORDER BY length(k) DESC LOOP
+        sql := replace(sql, '{' || f.name || '}', f.v);
+    END LOOP;
+    RETURN sql;
+END
+$$;
+-- What a call does: its result or its error (SQLSTATE and message), with
+-- numbers and codes masked (ids differ between B's objects and unknown ones).
+CREATE FUNCTION pg_temp.outcome(sql text, r text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    res text;
+    st text;
+    msg text;
+BEGIN
+    EXECUTE format('SET ROLE %I', r);
+    EXECUTE sql INTO res;
+    RESET ROLE;
+    RETURN regexp_replace('result: ' || coalesce(res, 'NULL'), '[0-9A-Z]{4}(-[0-9A-Z]+)+|[0-9]+', '#', 'g');
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+    RETURN 'error ' || st || ': ' || regexp_replace(msg, '[0-9]+', '#', 'g');
+END
+$$;
+-- B's data as B's reader sees it (row-level security, tested above).
+CREATE FUNCTION pg_temp.snap() RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    t regclass;
+    h text;
+    acc text := '';
+BEGIN
+    FOR t IN SELECT x.t FROM tables x ORDER BY x.t::text LOOP
+        SELECT md5(string_agg(r, ',' ORDER BY r)) INTO h FROM unnest(pg_temp.visible(t, 'iso_b_reader')) r;
+        acc := acc || t::text || '=' || coalesce(h, '-') || ' ';
+    END LOOP;
+    RETURN acc;
+END
+$$;
+
+CREATE TEMP TABLE results (n int, fn text, who text, b_outcome text, u_outcome text, before text, after text);
+DO $$
+DECLARE
+    i record;
+    who text;
+    before text;
+    b text;
+BEGIN
+    FOR i IN SELECT * FROM iso WHERE call IS NOT NULL ORDER BY n LOOP
+        who := pg_temp.caller_for(i.fn);
+        before := pg_temp.snap();
+        b := pg_temp.outcome(pg_temp.sub(i.call, 'B'), who);
+        INSERT INTO results VALUES (i.n, i.fn, who, b, pg_temp.outcome(pg_temp.sub(i.call, 'U'), who), before, pg_temp.snap());
+    END LOOP;
+END
+$$;
+SELECT is(r.b_outcome, r.u_outcome, format('%s as %s with B''s ids: as with unknown ids (%s)', r.fn, r.who, r.u_outcome))
+  FROM results r ORDER BY r.n;
+SELECT is(r.after, r.before, format('%s as %s with B''s ids: B''s data unchanged', r.fn, r.who))
+  FROM results r ORDER BY r.n;
+SELECT is_empty($$SELECT fn FROM results WHERE who IS NULL OR u_outcome NOT LIKE 'error %' AND fn !~ 'code'$$,
+                'every call was made by a role allowed to, and with unknown ids is refused (the code checks answer with a status)');
+-- the same calls with A's own ids are not refused as unknown: the isolation is not a blanket refusal
+SELECT is_empty($$SELECT i.fn || ': ' || pg_temp.outcome(pg_temp.sub(i.call, 'A'), pg_temp.caller_for(i.fn))
+                    FROM iso i WHERE i.call IS NOT NULL
+                     AND pg_temp.outcome(pg_temp.sub(i.call, 'A'), pg_temp.caller_for(i.fn)) ~ '^error (WL101|WL102|WL150|WL152|WL201|WL206|WL212|WL214)'$$,
+                'with A''s own ids no call says the object is unknown');
+
+SELECT * FROM finish();
+ROLLBACK;
