@@ -7,7 +7,10 @@
 # and prints, measured in this one run on this machine:
 #   1. ledger TPS: 8 clients (-M prepared) calling wallet.accrue or wallet.redeem
 #      (one operation = one transaction) on uniformly random accounts out of 10,000,
-#      next to pgbench's built-in tpcb-like at scale 10 with 8 clients;
+#      next to pgbench's built-in tpcb-like at scale 10 with 8 clients; the
+#      ledger's clients log in as bench_app, a role holding wallet_app that acts
+#      for the merchant (README "Roles and privileges"): SECURITY DEFINER
+#      functions, merchant checks and row-level security in force;
 #      target: ledger >= 1.0x tpcb-like;
 #   2. one hot account: the same mix with all 8 clients on one account vs 1 client;
 #      target: hot >= 0.7x single-client (no collapse, no deadlock under contention);
@@ -30,7 +33,7 @@ PORT=${BENCH_PORT:-55433}
 TMPD=$(mktemp -d /tmp/wallet-bench.XXXXXX)
 chmod 755 "$TMPD"
 DATA="$TMPD/data"
-cleanup() { cluster_stop "$DATA"; rm -rf "$TMPD"; }
+cleanup() { cluster_stop "$DATA"; rm -rf "$TMPD"; }   # the cluster goes, and the role bench_app with it
 trap cleanup EXIT
 
 cluster_install >/dev/null
@@ -58,6 +61,13 @@ SELECT count(*) FROM generate_series(1, $ACCOUNTS) i,
 VACUUM ANALYZE;
 SQL
 read -r amin amax <<< "$(q -d bench_ledger -F ' ' -c "SELECT min(account_id), max(account_id) FROM wallet.accounts")"
+# The application's login role, as README "Roles and privileges" makes it.
+q -d bench_ledger >/dev/null <<'SQL'
+CREATE ROLE bench_app LOGIN;
+GRANT wallet_app TO bench_app;
+SELECT wallet.grant_merchant(1, 'bench_app');
+SQL
+APP=(-U bench_app)
 
 # One script per operation (one operation = one transaction); keys are random and unique.
 for op in accrue:a:purchase redeem:r:coupon; do
@@ -74,7 +84,9 @@ done
 tps() {
     local name=$1 db=$2 c=$3; shift 3
     local out
-    out=$(pgbench -n -M prepared -c "$c" -j "$(( c < 2 ? 1 : 2 ))" -T "$DURATION" "$@" "$db" 2>&1) || { echo "$out" >&2; return 1; }
+    # the ledger runs as the application's role; tpcb-like as the superuser
+    out=$(pgbench -n -M prepared -c "$c" -j "$(( c < 2 ? 1 : 2 ))" -T "$DURATION" \
+                  $([ "$db" = bench_ledger ] && echo "${APP[@]}") "$@" "$db" 2>&1) || { echo "$out" >&2; return 1; }
     if echo "$out" | grep -qiE 'aborted|deadlock'; then echo "$out" >&2; return 1; fi
     echo "$out" | sed -n 's/^tps = \([0-9]*\)\.[0-9]* .*/\1/p'
 }
@@ -154,7 +166,7 @@ hotl=$((amin + 2))
 per_client=$((HOT_POSTINGS / 5 / CLIENTS))
 parts=()
 for part in 1 2 3 4 5; do
-    out=$(pgbench -n -M prepared -c "$CLIENTS" -j 2 -t "$per_client" -D amin="$hotl" -D amax="$hotl" \
+    out=$(pgbench -n -M prepared -c "$CLIENTS" -j 2 -t "$per_client" "${APP[@]}" -D amin="$hotl" -D amax="$hotl" \
                   -f "$TMPD/accrue.sql@1" -f "$TMPD/redeem.sql@1" bench_ledger 2>&1) || { echo "$out" >&2; exit 1; }
     t=$(echo "$out" | sed -n 's/^tps = \([0-9]*\)\.[0-9]* .*/\1/p')
     parts+=("$t")

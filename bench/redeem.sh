@@ -8,6 +8,8 @@
 #             per member) by distinct members: no counter row to queue on
 #   reserve   wallet.reserve_code + wallet.redeem_code (convert) per checkout
 #   check     wallet.check_code of a genuine code (read-only path plus guard)
+# the wallet runs log in as bench_app, a role holding wallet_app that acts for
+# the merchant (SECURITY DEFINER functions, merchant checks, row-level security);
 # each with CLIENTS sessions for SECONDS seconds, and ratios to the baseline
 # measured in the same run.  Starts its own throwaway cluster.
 #
@@ -40,6 +42,14 @@ INSERT INTO codes SELECT row_number() OVER (), g::text FROM wallet.generate_code
 CREATE TABLE public_code AS SELECT g::text AS code FROM wallet.generate_codes(2, 1) g;
 CREATE TABLE baseline (code text UNIQUE, member_ref text, idempotency_key text UNIQUE, at timestamptz DEFAULT clock_timestamp());
 CREATE SEQUENCE s_baseline; CREATE SEQUENCE s_redeem; CREATE SEQUENCE s_public; CREATE SEQUENCE s_reserve; CREATE SEQUENCE s_check;
+-- the application's login role (README "Roles and privileges"): the wallet
+-- runs below log in as it, with SECURITY DEFINER functions, merchant checks
+-- and row-level security in force; the baseline stays the superuser's
+CREATE ROLE bench_app LOGIN;
+GRANT wallet_app TO bench_app;
+SELECT wallet.grant_merchant(1, 'bench_app');
+GRANT SELECT ON codes, public_code TO bench_app;
+GRANT USAGE ON SEQUENCE s_redeem, s_public, s_reserve, s_check TO bench_app;
 VACUUM ANALYZE;
 SQL
 
@@ -62,14 +72,15 @@ cat >"$TMPD/check.sql" <<'SQL'
 SELECT wallet.check_code(code, 'm' || i) FROM codes WHERE i = (SELECT 300000 + nextval('s_check') % 50000);
 SQL
 
-run() {
-    pgbench -n -c "$CLIENTS" -j 2 -T "$SECONDS_EACH" -f "$TMPD/$1.sql" bench 2>&1 |
+run() {   # run SCRIPT [pgbench args]
+    local script=$1; shift
+    pgbench -n -c "$CLIENTS" -j 2 -T "$SECONDS_EACH" "$@" -f "$TMPD/$script.sql" bench 2>&1 |
         sed -n -E 's/^tps = ([0-9.]+).*/\1/p'
 }
 base=$(run baseline)
 printf '%-10s %10s tps\n' baseline "$base"
 for b in redeem public reserve check; do
-    t=$(run "$b")
+    t=$(run "$b" -U bench_app)
     printf '%-10s %10s tps   %5.2fx baseline\n' "$b" "$t" "$(echo "$t / $base" | bc -l)"
 done
 psql -qXAt -d bench -c "SELECT format('campaign %s: %s redemptions, %s distinct codes, %s distinct members', campaign_id, count(*), count(DISTINCT serial), count(DISTINCT member_ref)) FROM wallet.code_redemptions GROUP BY campaign_id ORDER BY campaign_id"
