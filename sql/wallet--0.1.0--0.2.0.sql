@@ -2368,6 +2368,22 @@ CREATE SCHEMA IF NOT EXISTS wallet_internal;   -- made by section 6 once it is t
 REVOKE ALL ON SCHEMA wallet_internal FROM PUBLIC;
 COMMENT ON SCHEMA wallet_internal IS 'internal helpers of the wallet extension (not an API: they change between versions)';
 
+-- Idempotency keys of redemptions and reservations become unique per
+-- merchant (the merchant of the campaign, backfilled).
+ALTER TABLE wallet.code_reservations ADD COLUMN merchant_id bigint;
+UPDATE wallet.code_reservations v SET merchant_id = c.merchant_id FROM wallet.campaigns c WHERE c.campaign_id = v.campaign_id;
+ALTER TABLE wallet.code_reservations ALTER COLUMN merchant_id SET NOT NULL;
+ALTER TABLE wallet.code_reservations DROP CONSTRAINT code_reservations_idempotency_key_key;
+CREATE UNIQUE INDEX code_reservations_key ON wallet.code_reservations (idempotency_key, merchant_id);
+COMMENT ON COLUMN wallet.code_reservations.merchant_id IS 'merchant of the campaign: idempotency keys are unique per merchant';
+ALTER TABLE wallet.code_redemptions ADD COLUMN merchant_id bigint;
+UPDATE wallet.code_redemptions d SET merchant_id = c.merchant_id FROM wallet.campaigns c WHERE c.campaign_id = d.campaign_id;
+ALTER TABLE wallet.code_redemptions ALTER COLUMN merchant_id SET NOT NULL;
+ALTER TABLE wallet.code_redemptions DROP CONSTRAINT code_redemptions_idempotency_key_key;
+CREATE UNIQUE INDEX code_redemptions_key ON wallet.code_redemptions (idempotency_key, merchant_id);
+COMMENT ON COLUMN wallet.code_redemptions.merchant_id IS 'merchant of the campaign: idempotency keys are unique per merchant';
+COMMENT ON COLUMN wallet.code_redemptions.idempotency_key IS 'idempotency key of the call (unique per merchant): a retry with it returns this row';
+
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'wallet_admin') THEN
@@ -2505,6 +2521,30 @@ CREATE FUNCTION wallet_internal.sees_campaign(campaign_id bigint) RETURNS boolea
     SELECT coalesce((SELECT wallet.acts_for(c.merchant_id) FROM wallet.campaigns c WHERE c.campaign_id = $1), false)
 $$;
 COMMENT ON FUNCTION wallet_internal.sees_campaign(bigint) IS 'whether the campaign exists and the caller acts for its merchant';
+
+-- Idempotency keys of redemptions and reservations are unique per merchant:
+-- the merchant of the code's campaign, when the caller acts for it (else
+-- NULL: no key of another merchant is ever looked up).
+CREATE FUNCTION wallet_internal.code_merchant(input text) RETURNS bigint
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+    SELECT c.merchant_id FROM wallet.parse_code($1) p JOIN wallet.campaigns c ON c.campaign_id = wallet.code_campaign(p.code)
+     WHERE wallet.acts_for(c.merchant_id)
+$$;
+COMMENT ON FUNCTION wallet_internal.code_merchant(text) IS 'merchant of the campaign of a code text, when the caller acts for it; NULL otherwise (malformed, unknown or another merchant''s)';
+
+-- Whether a stored key of merchant stored is the key a call means: the
+-- code's merchant when the call names one the caller acts for, else (a
+-- malformed or unknown code) any merchant the caller acts for, so that a
+-- retry with a mistyped code still meets its key (WL002).
+CREATE FUNCTION wallet_internal.key_scope(stored bigint, code_merchant bigint) RETURNS boolean
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+    SELECT CASE WHEN $2 IS NOT NULL THEN $1 = $2 ELSE wallet.acts_for($1) END
+$$;
+COMMENT ON FUNCTION wallet_internal.key_scope(bigint, bigint) IS 'whether a key stored for merchant stored is in the scope of a call whose code is of merchant code_merchant (NULL: malformed, unknown or another merchant''s; then every merchant the caller acts for)';
 
 -- Row-level security: readers and apps see their merchants' rows.  ENABLE,
 -- not FORCE: the owner, whose SECURITY DEFINER functions do every write,
@@ -3412,6 +3452,7 @@ DECLARE
     _red wallet.code_redemptions;
     _res wallet.code_reservations;
     _convert boolean := false;
+    _merchant bigint;
     _pstatus text;
     _code wallet.marketing_code;
     pc record;
@@ -3427,10 +3468,11 @@ BEGIN
     PERFORM wallet.code_check_args(_member, _key, _ctx, true);
     r.member_ref := _member;
     r.replayed := false;
+    _merchant := wallet_internal.code_merchant(_input);
 
     -- Same key: one session at a time; the later one sees the earlier's row.
     PERFORM pg_advisory_xact_lock(1464598529, hashtext(_key));
-    SELECT * INTO _red FROM wallet.code_redemptions d WHERE d.idempotency_key = _key AND wallet_internal.sees_campaign(d.campaign_id);
+    SELECT * INTO _red FROM wallet.code_redemptions d WHERE d.idempotency_key = _key AND wallet_internal.key_scope(d.merchant_id, _merchant);
     IF FOUND THEN
         PERFORM wallet.idem_check(_key, format('redemption %s', _red.redemption_id),
                                   wallet.idem_code('redeem', _red.code::text, _red.member_ref, NULL),
@@ -3445,7 +3487,7 @@ BEGIN
         RETURN r;
     END IF;
 
-    SELECT * INTO _res FROM wallet.code_reservations v WHERE v.idempotency_key = _key AND wallet_internal.sees_campaign(v.campaign_id) FOR UPDATE;
+    SELECT * INTO _res FROM wallet.code_reservations v WHERE v.idempotency_key = _key AND wallet_internal.key_scope(v.merchant_id, _merchant) FOR UPDATE;
     IF FOUND THEN
         -- the key of a reservation: redeeming it converts the reservation,
         -- so the call repeats the reservation's code and member
@@ -3503,9 +3545,9 @@ BEGIN
     END IF;
 
     INSERT INTO wallet.code_redemptions (campaign_id, serial, code, member_ref, idempotency_key, context,
-                                         reservation_id, redeemed_at)
+                                         reservation_id, redeemed_at, merchant_id)
     VALUES (r.campaign_id, r.serial, _code, _member, _key, _ctx,
-            r.reservation_id, clock_timestamp())
+            r.reservation_id, clock_timestamp(), _merchant)
     RETURNING redemption_id, redeemed_at INTO r.redemption_id, r.redeemed_at;
     PERFORM wallet.code_bump_counters(r.campaign_id, r.serial, _member, 1, cnt.max_per_code IS NOT NULL,
                                       cnt.max_per_member IS NOT NULL, cnt.max_total IS NOT NULL);
@@ -3529,6 +3571,7 @@ DECLARE
     _ctx jsonb := coalesce(context, '{}');
     _res wallet.code_reservations;
     _red wallet.code_redemptions;
+    _merchant bigint;
     pc record;
     cnt record;
     _st text;
@@ -3552,9 +3595,10 @@ BEGIN
     END IF;
     r.member_ref := _member;
     r.replayed := false;
+    _merchant := wallet_internal.code_merchant(_input);
 
     PERFORM pg_advisory_xact_lock(1464598529, hashtext(_key));
-    SELECT * INTO _res FROM wallet.code_reservations v WHERE v.idempotency_key = _key AND wallet_internal.sees_campaign(v.campaign_id);
+    SELECT * INTO _res FROM wallet.code_reservations v WHERE v.idempotency_key = _key AND wallet_internal.key_scope(v.merchant_id, _merchant);
     IF FOUND THEN
         PERFORM wallet.idem_check(_key, format('reservation %s', _res.reservation_id),
                                   wallet.idem_code('reserve', _res.code::text, _res.member_ref, _res.ttl),
@@ -3567,7 +3611,7 @@ BEGIN
         r.replayed := true;
         RETURN r;
     END IF;
-    SELECT * INTO _red FROM wallet.code_redemptions d WHERE d.idempotency_key = _key AND wallet_internal.sees_campaign(d.campaign_id);
+    SELECT * INTO _red FROM wallet.code_redemptions d WHERE d.idempotency_key = _key AND wallet_internal.key_scope(d.merchant_id, _merchant);
     IF FOUND THEN   -- a redemption's key: never a reservation's (raises)
         PERFORM wallet.idem_check(_key, format('redemption %s', _red.redemption_id),
                                   wallet.idem_code('redeem', _red.code::text, _red.member_ref, NULL),
@@ -3589,8 +3633,9 @@ BEGIN
         RETURN r;
     END IF;
     _now := clock_timestamp();
-    INSERT INTO wallet.code_reservations (campaign_id, serial, code, member_ref, idempotency_key, ttl, reserved_at, expires_at)
-    VALUES (pc.campaign_id, pc.serial, pc.code, _member, _key, _ttl, _now, _now + _ttl)
+    INSERT INTO wallet.code_reservations (campaign_id, serial, code, member_ref, idempotency_key, ttl, reserved_at, expires_at,
+                                          merchant_id)
+    VALUES (pc.campaign_id, pc.serial, pc.code, _member, _key, _ttl, _now, _now + _ttl, _merchant)
     RETURNING reservation_id, expires_at INTO r.reservation_id, r.expires_at;
     -- Touch the counters: in REPEATABLE READ a concurrent change of them then
     -- fails with a serialization error instead of going unseen.

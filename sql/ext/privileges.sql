@@ -150,6 +150,30 @@ CREATE FUNCTION wallet_internal.sees_campaign(campaign_id bigint) RETURNS boolea
 $$;
 COMMENT ON FUNCTION wallet_internal.sees_campaign(bigint) IS 'whether the campaign exists and the caller acts for its merchant';
 
+-- Idempotency keys of redemptions and reservations are unique per merchant:
+-- the merchant of the code's campaign, when the caller acts for it (else
+-- NULL: no key of another merchant is ever looked up).
+CREATE FUNCTION wallet_internal.code_merchant(input text) RETURNS bigint
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+    SELECT c.merchant_id FROM wallet.parse_code($1) p JOIN wallet.campaigns c ON c.campaign_id = wallet.code_campaign(p.code)
+     WHERE wallet.acts_for(c.merchant_id)
+$$;
+COMMENT ON FUNCTION wallet_internal.code_merchant(text) IS 'merchant of the campaign of a code text, when the caller acts for it; NULL otherwise (malformed, unknown or another merchant''s)';
+
+-- Whether a stored key of merchant stored is the key a call means: the
+-- code's merchant when the call names one the caller acts for, else (a
+-- malformed or unknown code) any merchant the caller acts for, so that a
+-- retry with a mistyped code still meets its key (WL002).
+CREATE FUNCTION wallet_internal.key_scope(stored bigint, code_merchant bigint) RETURNS boolean
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+    SELECT CASE WHEN $2 IS NOT NULL THEN $1 = $2 ELSE wallet.acts_for($1) END
+$$;
+COMMENT ON FUNCTION wallet_internal.key_scope(bigint, bigint) IS 'whether a key stored for merchant stored is in the scope of a call whose code is of merchant code_merchant (NULL: malformed, unknown or another merchant''s; then every merchant the caller acts for)';
+
 -- Row-level security: readers and apps see their merchants' rows.  ENABLE,
 -- not FORCE: the owner, whose SECURITY DEFINER functions do every write,
 -- checks objects itself and is not filtered.

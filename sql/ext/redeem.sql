@@ -245,14 +245,16 @@ CREATE TABLE wallet.code_reservations (
     serial          bigint NOT NULL,
     code            wallet.marketing_code NOT NULL,
     member_ref      text NOT NULL,
-    idempotency_key text NOT NULL UNIQUE,
+    idempotency_key text NOT NULL,
     ttl             interval NOT NULL,
     reserved_at     timestamptz NOT NULL,
     expires_at      timestamptz NOT NULL,
     state           text NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'released', 'converted')),
     closed_at       timestamptz,
-    CHECK ((state = 'active') = (closed_at IS NULL))
+    CHECK ((state = 'active') = (closed_at IS NULL)),
+    merchant_id     bigint NOT NULL
 );
+CREATE UNIQUE INDEX code_reservations_key ON wallet.code_reservations (idempotency_key, merchant_id);
 -- Active reservations are counted against each cap under that cap's lock.
 CREATE INDEX code_reservations_active_code ON wallet.code_reservations (campaign_id, serial, expires_at) WHERE state = 'active';
 CREATE INDEX code_reservations_active_member ON wallet.code_reservations (campaign_id, member_ref, expires_at) WHERE state = 'active';
@@ -269,6 +271,7 @@ COMMENT ON COLUMN wallet.code_reservations.reserved_at IS 'when the reservation 
 COMMENT ON COLUMN wallet.code_reservations.expires_at IS 'when it stops counting against the caps (compared with clock_timestamp())';
 COMMENT ON COLUMN wallet.code_reservations.state IS 'active (counts while expires_at is in the future), released or converted';
 COMMENT ON COLUMN wallet.code_reservations.closed_at IS 'when it was released or converted; NULL while active';
+COMMENT ON COLUMN wallet.code_reservations.merchant_id IS 'merchant of the campaign: idempotency keys are unique per merchant';
 
 CREATE TABLE wallet.code_redemptions (
     redemption_id   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -276,14 +279,16 @@ CREATE TABLE wallet.code_redemptions (
     serial          bigint NOT NULL,
     code            wallet.marketing_code NOT NULL,
     member_ref      text NOT NULL,
-    idempotency_key text NOT NULL UNIQUE,
+    idempotency_key text NOT NULL,
     context         jsonb NOT NULL DEFAULT '{}',
     reservation_id  bigint UNIQUE REFERENCES wallet.code_reservations,
     redeemed_at     timestamptz NOT NULL,
     undone_at       timestamptz,
     undo_reason     text,
-    CHECK ((undone_at IS NULL) = (undo_reason IS NULL))
+    CHECK ((undone_at IS NULL) = (undo_reason IS NULL)),
+    merchant_id     bigint NOT NULL
 );
+CREATE UNIQUE INDEX code_redemptions_key ON wallet.code_redemptions (idempotency_key, merchant_id);
 CREATE INDEX code_redemptions_code ON wallet.code_redemptions (campaign_id, serial);
 CREATE INDEX code_redemptions_member ON wallet.code_redemptions (member_ref, redeemed_at);
 COMMENT ON TABLE wallet.code_redemptions IS 'code redemptions, one row per successful redeem_code; undo_redemption marks a row undone and frees its use';
@@ -292,12 +297,13 @@ COMMENT ON COLUMN wallet.code_redemptions.campaign_id IS 'campaign of the redeem
 COMMENT ON COLUMN wallet.code_redemptions.serial IS 'serial of the redeemed code';
 COMMENT ON COLUMN wallet.code_redemptions.code IS 'the redeemed code';
 COMMENT ON COLUMN wallet.code_redemptions.member_ref IS 'member who redeemed it';
-COMMENT ON COLUMN wallet.code_redemptions.idempotency_key IS 'idempotency key of the call (unique): a retry with it returns this row';
+COMMENT ON COLUMN wallet.code_redemptions.idempotency_key IS 'idempotency key of the call (unique per merchant): a retry with it returns this row';
 COMMENT ON COLUMN wallet.code_redemptions.context IS 'caller context (e.g. source, order id), as the first call gave it: request metadata, which a retry with the same key may send otherwise';
 COMMENT ON COLUMN wallet.code_redemptions.reservation_id IS 'the reservation this redemption converted, if any';
 COMMENT ON COLUMN wallet.code_redemptions.redeemed_at IS 'when it was redeemed (clock time)';
 COMMENT ON COLUMN wallet.code_redemptions.undone_at IS 'when it was undone; NULL while it stands';
 COMMENT ON COLUMN wallet.code_redemptions.undo_reason IS 'why it was undone (e.g. order cancelled)';
+COMMENT ON COLUMN wallet.code_redemptions.merchant_id IS 'merchant of the campaign: idempotency keys are unique per merchant';
 
 -- Counters of live (not undone) redemptions.  Their rows are also the locks
 -- that make each cap exact; reservations are counted beside them.
@@ -821,6 +827,7 @@ DECLARE
     _red wallet.code_redemptions;
     _res wallet.code_reservations;
     _convert boolean := false;
+    _merchant bigint;
     _pstatus text;
     _code wallet.marketing_code;
     pc record;
@@ -836,10 +843,11 @@ BEGIN
     PERFORM wallet.code_check_args(_member, _key, _ctx, true);
     r.member_ref := _member;
     r.replayed := false;
+    _merchant := wallet_internal.code_merchant(_input);
 
     -- Same key: one session at a time; the later one sees the earlier's row.
     PERFORM pg_advisory_xact_lock(1464598529, hashtext(_key));
-    SELECT * INTO _red FROM wallet.code_redemptions d WHERE d.idempotency_key = _key AND wallet_internal.sees_campaign(d.campaign_id);
+    SELECT * INTO _red FROM wallet.code_redemptions d WHERE d.idempotency_key = _key AND wallet_internal.key_scope(d.merchant_id, _merchant);
     IF FOUND THEN
         PERFORM wallet.idem_check(_key, format('redemption %s', _red.redemption_id),
                                   wallet.idem_code('redeem', _red.code::text, _red.member_ref, NULL),
@@ -854,7 +862,7 @@ BEGIN
         RETURN r;
     END IF;
 
-    SELECT * INTO _res FROM wallet.code_reservations v WHERE v.idempotency_key = _key AND wallet_internal.sees_campaign(v.campaign_id) FOR UPDATE;
+    SELECT * INTO _res FROM wallet.code_reservations v WHERE v.idempotency_key = _key AND wallet_internal.key_scope(v.merchant_id, _merchant) FOR UPDATE;
     IF FOUND THEN
         -- the key of a reservation: redeeming it converts the reservation,
         -- so the call repeats the reservation's code and member
@@ -912,9 +920,9 @@ BEGIN
     END IF;
 
     INSERT INTO wallet.code_redemptions (campaign_id, serial, code, member_ref, idempotency_key, context,
-                                         reservation_id, redeemed_at)
+                                         reservation_id, redeemed_at, merchant_id)
     VALUES (r.campaign_id, r.serial, _code, _member, _key, _ctx,
-            r.reservation_id, clock_timestamp())
+            r.reservation_id, clock_timestamp(), _merchant)
     RETURNING redemption_id, redeemed_at INTO r.redemption_id, r.redeemed_at;
     PERFORM wallet.code_bump_counters(r.campaign_id, r.serial, _member, 1, cnt.max_per_code IS NOT NULL,
                                       cnt.max_per_member IS NOT NULL, cnt.max_total IS NOT NULL);
@@ -993,6 +1001,7 @@ DECLARE
     _ctx jsonb := coalesce(context, '{}');
     _res wallet.code_reservations;
     _red wallet.code_redemptions;
+    _merchant bigint;
     pc record;
     cnt record;
     _st text;
@@ -1016,9 +1025,10 @@ BEGIN
     END IF;
     r.member_ref := _member;
     r.replayed := false;
+    _merchant := wallet_internal.code_merchant(_input);
 
     PERFORM pg_advisory_xact_lock(1464598529, hashtext(_key));
-    SELECT * INTO _res FROM wallet.code_reservations v WHERE v.idempotency_key = _key AND wallet_internal.sees_campaign(v.campaign_id);
+    SELECT * INTO _res FROM wallet.code_reservations v WHERE v.idempotency_key = _key AND wallet_internal.key_scope(v.merchant_id, _merchant);
     IF FOUND THEN
         PERFORM wallet.idem_check(_key, format('reservation %s', _res.reservation_id),
                                   wallet.idem_code('reserve', _res.code::text, _res.member_ref, _res.ttl),
@@ -1031,7 +1041,7 @@ BEGIN
         r.replayed := true;
         RETURN r;
     END IF;
-    SELECT * INTO _red FROM wallet.code_redemptions d WHERE d.idempotency_key = _key AND wallet_internal.sees_campaign(d.campaign_id);
+    SELECT * INTO _red FROM wallet.code_redemptions d WHERE d.idempotency_key = _key AND wallet_internal.key_scope(d.merchant_id, _merchant);
     IF FOUND THEN   -- a redemption's key: never a reservation's (raises)
         PERFORM wallet.idem_check(_key, format('redemption %s', _red.redemption_id),
                                   wallet.idem_code('redeem', _red.code::text, _red.member_ref, NULL),
@@ -1053,8 +1063,9 @@ BEGIN
         RETURN r;
     END IF;
     _now := clock_timestamp();
-    INSERT INTO wallet.code_reservations (campaign_id, serial, code, member_ref, idempotency_key, ttl, reserved_at, expires_at)
-    VALUES (pc.campaign_id, pc.serial, pc.code, _member, _key, _ttl, _now, _now + _ttl)
+    INSERT INTO wallet.code_reservations (campaign_id, serial, code, member_ref, idempotency_key, ttl, reserved_at, expires_at,
+                                          merchant_id)
+    VALUES (pc.campaign_id, pc.serial, pc.code, _member, _key, _ttl, _now, _now + _ttl, _merchant)
     RETURNING reservation_id, expires_at INTO r.reservation_id, r.expires_at;
     -- Touch the counters: in REPEATABLE READ a concurrent change of them then
     -- fails with a serialization error instead of going unseen.

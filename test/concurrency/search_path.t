@@ -468,6 +468,8 @@ wallet_internal.check_merchant(bigint)	WL102	-	SELECT wallet_internal.check_merc
 wallet_internal.sees_program(bigint)	ok	^t$	SELECT wallet_internal.sees_program($p)
 wallet_internal.sees_account(bigint)	ok	^t$	SELECT wallet_internal.sees_account($a)
 wallet_internal.sees_campaign(bigint)	ok	^t$	SELECT wallet_internal.sees_campaign($c)
+wallet_internal.code_merchant(text)	ok	^$m$	SELECT wallet_internal.code_merchant('$c1')
+wallet_internal.key_scope(bigint,bigint)	ok	^t$	SELECT wallet_internal.key_scope($m, NULL)
 CALLS
 }
 # The triggers, fired by writes to the extension's tables (same format).

@@ -45,8 +45,8 @@ BEGIN
                                 max_redemptions_total => 100);
     SELECT array_agg(g::text ORDER BY g) INTO codes FROM wallet.generate_codes(c, 4) g;
     INSERT INTO fx VALUES (t || '.m', m), (t || '.c', c), (t || '.code', codes[1]), (t || '.code2', codes[2]);
-    INSERT INTO fx SELECT t || '.r', redemption_id FROM wallet.redeem_code(codes[3], 'iso-member', 'iso-r-' || t);
-    INSERT INTO fx SELECT t || '.v', reservation_id FROM wallet.reserve_code(codes[4], 'iso-member', 'iso-v-' || t, interval '1 hour');
+    INSERT INTO fx SELECT t || '.r', redemption_id FROM wallet.redeem_code(codes[3], 'iso-member', 'iso-r');
+    INSERT INTO fx SELECT t || '.v', reservation_id FROM wallet.reserve_code(codes[4], 'iso-member', 'iso-v', interval '1 hour');
     INSERT INTO fx SELECT t || '.bound', wallet.issue_code(c, 'iso-member')::text;
     PERFORM wallet.check_code(pg_temp.forge(codes[1]), 'iso-member', '{"source": "iso-device"}');   -- a failed attempt
     PERFORM wallet.set_code_guard(50, 200, interval '10 minutes', m);
@@ -92,6 +92,9 @@ SELECT g::text AS unknown_code FROM wallet.generate_codes(:vanishing, 1) g \gset
 ROLLBACK TO SAVEPOINT vanish;
 INSERT INTO fx VALUES ('U.code', :'unknown_code'), ('U.code2', :'unknown_code'), ('U.bound', :'unknown_code');
 INSERT INTO fx SELECT 'U.' || k, '999999999' FROM unnest('{m,c,r,v,p,a,e,h}'::text[]) k;
+SELECT is((SELECT count(DISTINCT merchant_id) FROM wallet.code_redemptions WHERE idempotency_key = 'iso-r')
+          + (SELECT count(DISTINCT merchant_id) FROM wallet.code_reservations WHERE idempotency_key = 'iso-v'), 4::bigint,
+          'A and B redeem and reserve with the same idempotency keys: one redemption and one reservation each');
 SELECT is(wallet.check_code(:'unknown_code'::text, 'iso-member'), 'unknown_campaign',
           'fixture: the code of the rolled-back campaign is of an unknown campaign');
 
@@ -220,9 +223,9 @@ INSERT INTO iso (fn, call, why) VALUES
 ('wallet.check_code(text,text)', $$SELECT wallet.check_code('{code}'::text, 'iso-member'::text)$$, NULL),
 ('wallet.check_code(text,text,jsonb)', $$SELECT wallet.check_code('{bound}'::text, 'iso-member', '{}')$$, NULL),
 ('wallet.check_code(wallet.marketing_code,text,jsonb)', $$SELECT wallet.check_code('{code2}'::wallet.marketing_code, 'iso-member')$$, NULL),
-('wallet.redeem_code(text,text,text,jsonb)', $$SELECT (r.status, r.replayed)::text FROM wallet.redeem_code('{code}'::text, 'iso-member', 'iso-r-B') r$$, NULL),
+('wallet.redeem_code(text,text,text,jsonb)', $$SELECT (r.status, r.replayed)::text FROM wallet.redeem_code('{code}'::text, 'iso-member', 'iso-r') r$$, NULL),
 ('wallet.redeem_code(wallet.marketing_code,text,text,jsonb)', $$SELECT (r.status, r.replayed)::text FROM wallet.redeem_code('{bound}'::wallet.marketing_code, 'iso-member', 'iso-new') r$$, NULL),
-('wallet.reserve_code(text,text,text,interval,jsonb)', $$SELECT (r.status, r.replayed)::text FROM wallet.reserve_code('{code}'::text, 'iso-member', 'iso-v-B', '1 hour') r$$, NULL),
+('wallet.reserve_code(text,text,text,interval,jsonb)', $$SELECT (r.status, r.replayed)::text FROM wallet.reserve_code('{code}'::text, 'iso-member', 'iso-v', '1 hour') r$$, NULL),
 ('wallet.reserve_code(wallet.marketing_code,text,text,interval,jsonb)', $$SELECT (r.status, r.replayed)::text FROM wallet.reserve_code('{code2}'::wallet.marketing_code, 'iso-member', 'iso-new', '1 hour') r$$, NULL),
 ('wallet.undo_redemption(bigint,text)', $$SELECT redemption_id FROM wallet.undo_redemption({r}, 'why')$$, NULL),
 ('wallet.release_reservation(bigint)', 'SELECT reservation_id FROM wallet.release_reservation({v})', NULL),
