@@ -28,7 +28,8 @@ SQL_PARTS = \
 	sql/ext/codes.sql \
 	sql/ext/redeem.sql \
 	sql/ext/ledger.sql \
-	sql/ext/maintenance.sql
+	sql/ext/maintenance.sql \
+	sql/ext/members.sql
 
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
 # Released versions are frozen, committed files; every later version is

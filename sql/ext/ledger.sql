@@ -573,6 +573,8 @@ CREATE FUNCTION wallet.open_account(program_id bigint, member_ref text) RETURNS 
 DECLARE
     id bigint;
     is_closed boolean;
+    merchant bigint;
+    member bigint;
 BEGIN
     IF program_id IS NULL OR member_ref IS NULL THEN
         RAISE EXCEPTION '% must not be null', CASE WHEN program_id IS NULL THEN 'program_id' ELSE 'member reference' END
@@ -588,11 +590,12 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = format('A member reference has at most 256 characters; this one has %s.', length(member_ref));
     END IF;
-    SELECT p.closed_at IS NOT NULL INTO is_closed FROM wallet.programs p WHERE p.program_id = open_account.program_id;
+    SELECT p.closed_at IS NOT NULL, p.merchant_id INTO is_closed, merchant FROM wallet.programs p WHERE p.program_id = open_account.program_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'unknown program'
             USING ERRCODE = 'WL214', DETAIL = format('There is no points program %s.', program_id);
     END IF;
+    member := wallet.member_ensure(merchant, member_ref);   -- the member exists afterwards, whatever follows
     SELECT a.account_id INTO id FROM wallet.accounts a
      WHERE a.program_id = open_account.program_id AND a.member_ref = open_account.member_ref;
     IF FOUND THEN
@@ -602,7 +605,7 @@ BEGIN
         PERFORM wallet.program_closed(program_id);
     END IF;
     -- a concurrent open of the same member waits on the unique index, then finds the row
-    INSERT INTO wallet.accounts (program_id, member_ref) VALUES (open_account.program_id, open_account.member_ref)
+    INSERT INTO wallet.accounts (program_id, member_ref, member_id) VALUES (open_account.program_id, open_account.member_ref, member)
     ON CONFLICT ON CONSTRAINT accounts_program_id_member_ref_key DO NOTHING
     RETURNING account_id INTO id;
     IF id IS NULL THEN
@@ -612,7 +615,7 @@ BEGIN
     RETURN id;
 END
 $$;
-COMMENT ON FUNCTION wallet.open_account(bigint, text) IS 'returns the account of member_ref in the program, opening it if needed (idempotent, race-safe)';
+COMMENT ON FUNCTION wallet.open_account(bigint, text) IS 'returns the account of member_ref in the program, opening it (and creating the member, see wallet.members) if needed (idempotent, race-safe)';
 
 -- VOLATILE like the read side (see there): it finds an account opened earlier
 -- in the same statement.

@@ -743,13 +743,15 @@ BEGIN
                   DETAIL = 'A code is issued in a campaign, named by its id.';
     END IF;
     SELECT g INTO _code FROM wallet.generate_codes(issue_code.campaign_id, 1) g;
-    INSERT INTO wallet.code_bindings (campaign_id, serial, code, member_ref)
-    VALUES (issue_code.campaign_id, wallet.code_serial(_code), _code, issue_code.member_ref);
+    INSERT INTO wallet.code_bindings (campaign_id, serial, code, member_ref, member_id)
+    VALUES (issue_code.campaign_id, wallet.code_serial(_code), _code, issue_code.member_ref,
+            wallet.member_ensure((SELECT k.merchant_id FROM wallet.campaigns k WHERE k.campaign_id = issue_code.campaign_id),
+                                 issue_code.member_ref));
     RETURN _code;
 END
 $$;
 COMMENT ON FUNCTION wallet.issue_code(bigint, text) IS
-    'mint one code of the campaign bound to a member: only that member can redeem it (others get bound_to_other_member)';
+    'mint one code of the campaign bound to a member (created if needed, see wallet.members): only that member can redeem it (others get bound_to_other_member)';
 
 CREATE FUNCTION wallet.check_code(code text, member_ref text, context jsonb)
     RETURNS text
