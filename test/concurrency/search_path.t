@@ -453,11 +453,16 @@ wallet.check_expiry_as_of(timestamp with time zone)	22023	-	SELECT wallet.check_
 wallet.expire_due_accounts(timestamp with time zone,integer)	ok	^[0-9]+\|[0-9]+$	SELECT * FROM wallet.expire_due_accounts('now', 10)
 wallet.expire_points_batched(timestamp with time zone,integer,integer)	ok	-	CALL wallet.expire_points_batched('now', 10, 2)
 wallet.run_maintenance()	ok	-	CALL wallet.run_maintenance()
+wallet.member_check(bigint,text)	22023	-	SELECT wallet.member_check($m, 'forgotten:x')
+wallet.member_ensure(bigint,text)	ok	^[0-9]+$	SELECT wallet.member_ensure($m, 'member-ensured')
+wallet.upsert_member(bigint,text,text,text)	ok	^[0-9]+\|$m\|member-z\|Europe/Zurich\|de-CH\|active\|	SELECT * FROM wallet.upsert_member($m, 'member-z', 'Europe/Zurich', 'de-CH')
+wallet.forget_member(bigint,text,text)	ok	^t$	SELECT wallet.forget_member($m, 'member-c', 'erasure request')
+wallet.audit_record(bigint,text,jsonb,jsonb,jsonb)	ok	^[0-9]+$	SELECT wallet.audit_record($m, 'update', '{"table": "test"}', NULL, NULL)
 CALLS
 }
 # The triggers, fired by writes to the extension's tables (same format).
 triggers() {
-    local m=${V[m]} c=${V[c]} c2=${V[c2]} c4=${V[c4]} e0=${V[e0]}
+    local m=${V[m]} c=${V[c]} c2=${V[c2]} c4=${V[c4]} e0=${V[e0]} p=${V[p]}
     cat <<TRIGGERS
 wallet.code_cache_invalidate()	ok	-	UPDATE wallet.code_keys SET retired_at = retired_at WHERE campaign_id OPERATOR(pg_catalog.=) $c
 wallet.campaigns_create_serials()	ok	^[0-9]+$	INSERT INTO wallet.campaigns (merchant_id, name) VALUES ($m, 'inserted by hand') RETURNING campaign_id
@@ -467,6 +472,8 @@ wallet.entries_append_only()	WL213	-	DELETE FROM wallet.entries WHERE entry_id O
 wallet.installation_guard()	WL120	-	DELETE FROM wallet.installation
 wallet.code_keys_guard()	WL121	-	UPDATE wallet.code_keys SET installation_id = NULL WHERE campaign_id OPERATOR(pg_catalog.=) $c
 wallet.campaigns_keep()	WL122	-	DELETE FROM wallet.campaigns WHERE campaign_id OPERATOR(pg_catalog.=) $c4
+wallet.audit_change()	ok	-	UPDATE wallet.programs SET name = 'sp renamed' WHERE program_id OPERATOR(pg_catalog.=) $p
+wallet.audit_log_append_only()	WL401	-	DELETE FROM wallet.audit_log
 wallet.campaigns_fresh_id()	WL123	-	INSERT INTO wallet.campaigns (campaign_id, merchant_id, name) OVERRIDING SYSTEM VALUE VALUES ($c, $m, 'reused id')
 TRIGGERS
 }

@@ -261,7 +261,25 @@ INSERT INTO vocab (fn, what, expect, call) VALUES
 ('wallet.program_liability(bigint,timestamp with time zone)', 'program_id NULL', '22004', 'SELECT wallet.program_liability(NULL)'),
 ('wallet.program_liability(bigint,timestamp with time zone)', 'as_of NULL', '22004', 'SELECT wallet.program_liability({p}, NULL)'),
 ('wallet.program_liability(bigint,timestamp with time zone)', 'unknown program', 'WL214', 'SELECT wallet.program_liability({unknown})'),
-('wallet.verify_ledger(bigint)', 'unknown account (NULL: every account)', 'WL201', 'SELECT wallet.verify_ledger({unknown})');
+('wallet.verify_ledger(bigint)', 'unknown account (NULL: every account)', 'WL201', 'SELECT wallet.verify_ledger({unknown})'),
+-- members, erasure, audit
+('wallet.member_check(bigint,text)', '-', 'internal', NULL),
+('wallet.member_ensure(bigint,text)', '-', 'internal', NULL),
+('wallet.audit_record(bigint,text,jsonb,jsonb,jsonb)', '-', 'internal', NULL),
+('wallet.upsert_member(bigint,text,text,text)', 'merchant_id NULL', '22004', $$SELECT wallet.upsert_member(NULL, 'vocab member')$$),
+('wallet.upsert_member(bigint,text,text,text)', 'member_ref NULL', '22004', 'SELECT wallet.upsert_member({m}, NULL)'),
+('wallet.upsert_member(bigint,text,text,text)', 'member_ref blank', '22023', $$SELECT wallet.upsert_member({m}, ' ')$$),
+('wallet.upsert_member(bigint,text,text,text)', 'member_ref oversized', '22023', $$SELECT wallet.upsert_member({m}, '{long}')$$),
+('wallet.upsert_member(bigint,text,text,text)', 'time_zone unknown', '22023', $$SELECT wallet.upsert_member({m}, 'vocab member', 'Nowhere/Nothing')$$),
+('wallet.upsert_member(bigint,text,text,text)', 'locale malformed', '22023', $$SELECT wallet.upsert_member({m}, 'vocab member', NULL, '{long}')$$),
+('wallet.upsert_member(bigint,text,text,text)', 'unknown merchant', 'WL102', $$SELECT wallet.upsert_member({unknown}, 'vocab member')$$),
+('wallet.forget_member(bigint,text,text)', 'merchant_id NULL', '22004', $$SELECT wallet.forget_member(NULL, 'vocab member', 'test')$$),
+('wallet.forget_member(bigint,text,text)', 'member_ref NULL', '22004', $$SELECT wallet.forget_member({m}, NULL, 'test')$$),
+('wallet.forget_member(bigint,text,text)', 'reason NULL', '22004', $$SELECT wallet.forget_member({m}, 'vocab member', NULL)$$),
+('wallet.forget_member(bigint,text,text)', 'member_ref blank', '22023', $$SELECT wallet.forget_member({m}, ' ', 'test')$$),
+('wallet.forget_member(bigint,text,text)', 'member_ref oversized', '22023', $$SELECT wallet.forget_member({m}, '{long}', 'test')$$),
+('wallet.forget_member(bigint,text,text)', 'reason blank', '22023', $$SELECT wallet.forget_member({m}, 'vocab member', ' ')$$),
+('wallet.forget_member(bigint,text,text)', 'unknown merchant', 'WL102', $$SELECT wallet.forget_member({unknown}, 'vocab member', 'test')$$);
 
 SELECT plan(7 + (SELECT count(*)::int FROM vocab WHERE call IS NOT NULL));
 
