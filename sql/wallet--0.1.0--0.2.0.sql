@@ -2651,6 +2651,8 @@ DECLARE
     _member bigint;
     n jsonb := '{}';
     c bigint;
+    t text;
+    also text;
 BEGIN
     PERFORM wallet.member_check(_merchant, _ref);
     IF reason IS NULL OR btrim(reason) = '' THEN
@@ -2670,26 +2672,15 @@ BEGIN
      WHERE p.program_id = a.program_id AND p.merchant_id = _merchant AND a.member_ref = _ref;
     GET DIAGNOSTICS c = ROW_COUNT;
     n := n || jsonb_build_object('accounts', c);
-    UPDATE wallet.code_bindings b SET member_ref = pseudonym
-      FROM wallet.campaigns k
-     WHERE k.campaign_id = b.campaign_id AND k.merchant_id = _merchant AND b.member_ref = _ref;
-    GET DIAGNOSTICS c = ROW_COUNT;
-    n := n || jsonb_build_object('code_bindings', c);
-    UPDATE wallet.code_reservations v SET member_ref = pseudonym
-      FROM wallet.campaigns k
-     WHERE k.campaign_id = v.campaign_id AND k.merchant_id = _merchant AND v.member_ref = _ref;
-    GET DIAGNOSTICS c = ROW_COUNT;
-    n := n || jsonb_build_object('code_reservations', c);
-    UPDATE wallet.code_redemptions r SET member_ref = pseudonym, context = '{}'
-      FROM wallet.campaigns k
-     WHERE k.campaign_id = r.campaign_id AND k.merchant_id = _merchant AND r.member_ref = _ref;
-    GET DIAGNOSTICS c = ROW_COUNT;
-    n := n || jsonb_build_object('code_redemptions', c);
-    UPDATE wallet.member_use_counts u SET member_ref = pseudonym
-      FROM wallet.campaigns k
-     WHERE k.campaign_id = u.campaign_id AND k.merchant_id = _merchant AND u.member_ref = _ref;
-    GET DIAGNOSTICS c = ROW_COUNT;
-    n := n || jsonb_build_object('member_use_counts', c);
+    -- the tables of a campaign's codes: the member_ref, and what else they hold of the member
+    FOR t, also IN VALUES ('code_bindings', ''), ('code_reservations', ''),
+                          ('code_redemptions', ', context = ''{}'''), ('member_use_counts', '') LOOP
+        EXECUTE format('UPDATE wallet.%I x SET member_ref = $1%s FROM wallet.campaigns k
+                         WHERE k.campaign_id = x.campaign_id AND k.merchant_id = $2 AND x.member_ref = $3', t, also)
+          USING pseudonym, _merchant, _ref;
+        GET DIAGNOSTICS c = ROW_COUNT;
+        n := n || jsonb_build_object(t, c);
+    END LOOP;
     -- failed attempts are forensics, not totals: deleted, with those that
     -- named no merchant (they cannot be told apart by merchant)
     DELETE FROM wallet.code_failed_attempts f
