@@ -43,7 +43,7 @@ ALTER TABLE wallet.code_bindings ADD COLUMN member_id bigint NOT NULL REFERENCES
 COMMENT ON COLUMN wallet.code_bindings.member_id IS 'the member the code is bound to (wallet.members)';
 
 -- Argument checks shared by the member functions.
-CREATE FUNCTION wallet.member_check(merchant_id bigint, member_ref text) RETURNS void
+CREATE FUNCTION wallet_internal.member_check(merchant_id bigint, member_ref text) RETURNS void
     LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
     AS $$
@@ -68,18 +68,18 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION wallet.member_check(bigint, text) IS 'internal: raises 22004 for a NULL merchant or member reference, 22023 for a blank, oversized or forgotten: reference, WL102 for an unknown merchant';
+COMMENT ON FUNCTION wallet_internal.member_check(bigint, text) IS 'internal: raises 22004 for a NULL merchant or member reference, 22023 for a blank, oversized or forgotten: reference, WL102 for an unknown merchant';
 
 -- The member of a reference, created if needed (race-safe): what opening an
 -- account and issuing a code call.
-CREATE FUNCTION wallet.member_ensure(merchant_id bigint, member_ref text) RETURNS bigint
+CREATE FUNCTION wallet_internal.member_ensure(merchant_id bigint, member_ref text) RETURNS bigint
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     AS $$
 DECLARE
     id bigint;
 BEGIN
-    PERFORM wallet.member_check(merchant_id, member_ref);
+    PERFORM wallet_internal.member_check(merchant_id, member_ref);
     SELECT m.member_id INTO id FROM wallet.members m
      WHERE m.merchant_id = member_ensure.merchant_id AND m.member_ref = member_ensure.member_ref;
     IF FOUND THEN
@@ -96,7 +96,7 @@ BEGIN
     RETURN id;
 END
 $$;
-COMMENT ON FUNCTION wallet.member_ensure(bigint, text) IS 'internal: the member_id of member_ref at the merchant, creating the member if needed (race-safe)';
+COMMENT ON FUNCTION wallet_internal.member_ensure(bigint, text) IS 'internal: the member_id of member_ref at the merchant, creating the member if needed (race-safe)';
 
 CREATE FUNCTION wallet.upsert_member(merchant_id bigint, member_ref text, time_zone text DEFAULT NULL,
         locale text DEFAULT NULL) RETURNS wallet.members
@@ -120,7 +120,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = 'A member''s locale is a BCP 47 language tag such as de-CH, pt-BR or zh-Hant-TW.';
     END IF;
-    id := wallet.member_ensure(merchant_id, member_ref);
+    id := wallet_internal.member_ensure(merchant_id, member_ref);
     UPDATE wallet.members m
        SET time_zone = coalesce(upsert_member.time_zone, m.time_zone),
            locale = coalesce(upsert_member.locale, m.locale),
@@ -163,7 +163,7 @@ COMMENT ON COLUMN wallet.audit_log.new_values IS 'the row after the change (NULL
 SELECT pg_catalog.pg_extension_config_dump('wallet.audit_log', '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('wallet.audit_log', 'id'), '');
 
-CREATE FUNCTION wallet.audit_log_append_only() RETURNS trigger
+CREATE FUNCTION wallet_internal.audit_log_append_only() RETURNS trigger
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     AS $$
@@ -173,13 +173,13 @@ BEGIN
               DETAIL = format('%s on wallet.audit_log is refused: every administrative change stays on record.', TG_OP);
 END
 $$;
-COMMENT ON FUNCTION wallet.audit_log_append_only() IS 'trigger function refusing UPDATE, DELETE and TRUNCATE on wallet.audit_log';
+COMMENT ON FUNCTION wallet_internal.audit_log_append_only() IS 'trigger function refusing UPDATE, DELETE and TRUNCATE on wallet.audit_log';
 CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON wallet.audit_log
-    FOR EACH STATEMENT EXECUTE FUNCTION wallet.audit_log_append_only();
+    FOR EACH STATEMENT EXECUTE FUNCTION wallet_internal.audit_log_append_only();
 
 -- One record.  The acting role is the role GUC (set by SET ROLE, not by a
 -- SECURITY DEFINER call), else the session user.
-CREATE FUNCTION wallet.audit_record(merchant_id bigint, action text, object jsonb, old_values jsonb, new_values jsonb)
+CREATE FUNCTION wallet_internal.audit_record(merchant_id bigint, action text, object jsonb, old_values jsonb, new_values jsonb)
     RETURNS bigint
     LANGUAGE sql
     SET search_path = pg_catalog, pg_temp
@@ -190,7 +190,7 @@ CREATE FUNCTION wallet.audit_record(merchant_id bigint, action text, object json
             action, object, old_values, new_values)
     RETURNING id
 $$;
-COMMENT ON FUNCTION wallet.audit_record(bigint, text, jsonb, jsonb, jsonb) IS 'internal: appends one record to wallet.audit_log with the session user and the acting role';
+COMMENT ON FUNCTION wallet_internal.audit_record(bigint, text, jsonb, jsonb, jsonb) IS 'internal: appends one record to wallet.audit_log with the session user and the acting role';
 
 -- Row trigger of the audited tables; its arguments name the key columns.
 -- The merchant is the row's merchant_id, or its campaign's (code_keys).
@@ -199,7 +199,7 @@ COMMENT ON FUNCTION wallet.audit_record(bigint, text, jsonb, jsonb, jsonb) IS 'i
 -- both set check_function_bodies off) by a superuser loads rows the dumped
 -- log already records, and the log itself: not recorded again (a superuser
 -- could disable the trigger anyway; no other role can skip it this way).
-CREATE FUNCTION wallet.audit_change() RETURNS trigger
+CREATE FUNCTION wallet_internal.audit_change() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
     AS $$
@@ -226,22 +226,22 @@ BEGIN
     ELSIF r ? 'campaign_id' THEN
         SELECT c.merchant_id INTO merchant FROM wallet.campaigns c WHERE c.campaign_id = (r ->> 'campaign_id')::bigint;
     END IF;
-    PERFORM wallet.audit_record(merchant, lower(TG_OP), jsonb_build_object('table', TG_TABLE_NAME, 'key', k), o, n);
+    PERFORM wallet_internal.audit_record(merchant, lower(TG_OP), jsonb_build_object('table', TG_TABLE_NAME, 'key', k), o, n);
     RETURN NULL;
 END
 $$;
-COMMENT ON FUNCTION wallet.audit_change() IS 'trigger function recording an insert, update or delete of an administrative table in wallet.audit_log (arguments: the key columns)';
+COMMENT ON FUNCTION wallet_internal.audit_change() IS 'trigger function recording an insert, update or delete of an administrative table in wallet.audit_log (arguments: the key columns)';
 
 CREATE TRIGGER audit_change AFTER INSERT OR UPDATE OR DELETE ON wallet.merchants
-    FOR EACH ROW EXECUTE FUNCTION wallet.audit_change('merchant_id');
+    FOR EACH ROW EXECUTE FUNCTION wallet_internal.audit_change('merchant_id');
 CREATE TRIGGER audit_change AFTER INSERT OR UPDATE OR DELETE ON wallet.programs
-    FOR EACH ROW EXECUTE FUNCTION wallet.audit_change('program_id');
+    FOR EACH ROW EXECUTE FUNCTION wallet_internal.audit_change('program_id');
 CREATE TRIGGER audit_change AFTER INSERT OR UPDATE OR DELETE ON wallet.campaigns
-    FOR EACH ROW EXECUTE FUNCTION wallet.audit_change('campaign_id');
+    FOR EACH ROW EXECUTE FUNCTION wallet_internal.audit_change('campaign_id');
 CREATE TRIGGER audit_change AFTER INSERT OR UPDATE OR DELETE ON wallet.code_keys
-    FOR EACH ROW EXECUTE FUNCTION wallet.audit_change('campaign_id', 'key_version');
+    FOR EACH ROW EXECUTE FUNCTION wallet_internal.audit_change('campaign_id', 'key_version');
 CREATE TRIGGER audit_change AFTER INSERT OR UPDATE OR DELETE ON wallet.code_guard_settings
-    FOR EACH ROW EXECUTE FUNCTION wallet.audit_change('merchant_id');
+    FOR EACH ROW EXECUTE FUNCTION wallet_internal.audit_change('merchant_id');
 COMMENT ON TRIGGER audit_change ON wallet.merchants IS 'records merchant changes in wallet.audit_log';
 COMMENT ON TRIGGER audit_change ON wallet.programs IS 'records program changes (settings, closing) in wallet.audit_log';
 COMMENT ON TRIGGER audit_change ON wallet.campaigns IS 'records campaign changes (settings, caps) in wallet.audit_log';
@@ -250,7 +250,7 @@ COMMENT ON TRIGGER audit_change ON wallet.code_guard_settings IS 'records guard 
 -- MERGE (priv): wallet.merchant_roles comes with branch priv; enable on merge
 -- (here and in section 8 of the upgrade script):
 -- CREATE TRIGGER audit_change AFTER INSERT OR UPDATE OR DELETE ON wallet.merchant_roles
---     FOR EACH ROW EXECUTE FUNCTION wallet.audit_change('merchant_id', 'role');
+--     FOR EACH ROW EXECUTE FUNCTION wallet_internal.audit_change('merchant_id', 'role');
 -- COMMENT ON TRIGGER audit_change ON wallet.merchant_roles IS 'records merchant grants in wallet.audit_log';
 
 ------------------------------------------------------------------------------
@@ -280,7 +280,7 @@ DECLARE
     t text;
     also text;
 BEGIN
-    PERFORM wallet.member_check(_merchant, _ref);
+    PERFORM wallet_internal.member_check(_merchant, _ref);
     IF reason IS NULL OR btrim(reason) = '' THEN
         RAISE EXCEPTION 'reason must not be %', CASE WHEN reason IS NULL THEN 'null' ELSE 'blank' END
             USING ERRCODE = CASE WHEN reason IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,
@@ -313,12 +313,12 @@ BEGIN
      WHERE f.member_ref = _ref AND (f.merchant_id = _merchant OR f.merchant_id IS NULL);
     GET DIAGNOSTICS c = ROW_COUNT;
     n := n || jsonb_build_object('code_failed_attempts', c);
-    PERFORM wallet.code_guard_forget(_merchant, _ref, NULL);
+    PERFORM wallet_internal.code_guard_forget(_merchant, _ref, NULL);
 
     IF NOT EXISTS (SELECT FROM jsonb_each(n) e WHERE e.value <> '0') THEN
         RETURN false;   -- nothing names the member (e.g. erased before): nothing to record
     END IF;
-    PERFORM wallet.audit_record(_merchant, 'forget_member',
+    PERFORM wallet_internal.audit_record(_merchant, 'forget_member',
                                 jsonb_build_object('table', 'members', 'key', jsonb_build_object('member_id', _member)),
                                 NULL, jsonb_build_object('reason', reason, 'pseudonym', pseudonym, 'rows', n));
     RETURN true;
