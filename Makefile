@@ -30,6 +30,7 @@ SQL_PARTS = \
 	sql/ext/redeem.sql \
 	sql/ext/ledger.sql \
 	sql/ext/maintenance.sql \
+	sql/ext/members.sql \
 	sql/ext/privileges.sql
 
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql

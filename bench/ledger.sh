@@ -27,6 +27,7 @@ cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-20}
 HOT_POSTINGS=${HOT_POSTINGS:-200000}
+HISTORY=${HISTORY:-100000}   # entries of the account of part 5 (two postings per loop)
 CLIENTS=8
 ACCOUNTS=10000
 PORT=${BENCH_PORT:-55433}
@@ -179,8 +180,9 @@ q -d bench_ledger -F ' ' -c "SELECT 'account row: ' || n_tup_upd || ' updates, '
 echo "verify_ledger of the account: $(q -d bench_ledger -c "SELECT count(*) FROM wallet.verify_ledger($hotl)") rows (0 = consistent)"
 
 echo
-echo "== 5. balance_at on an account with 100,000 entries: journal replay (before) vs now"
-q -d bench_ledger <<'SQL'
+echo "== 5. balance_at on an account with $HISTORY entries: journal replay (before) vs now"
+q -d bench_ledger -v history="$HISTORY" <<'SQL'
+SELECT set_config('bench.history', :'history', false) AS _history \gset
 SELECT wallet.create_program(m.merchant_id, 'history points', '12 months', 'month') AS program
   FROM wallet.merchants m WHERE m.name = 'bench' \gset
 SELECT wallet.open_account(:program, 'long-history') AS acct \gset
@@ -190,7 +192,7 @@ DO $$
 DECLARE
     acct bigint := (SELECT account_id FROM wallet.accounts WHERE member_ref = 'long-history');
 BEGIN
-    FOR i IN 1 .. 50000 LOOP
+    FOR i IN 1 .. current_setting('bench.history')::int / 2 LOOP
         PERFORM wallet.accrue(acct, 10, 'h-a-' || i, 'purchase');
         PERFORM wallet.redeem(acct, 5, 'h-r-' || i, 'coupon');
         IF i % 500 = 0 THEN COMMIT; END IF;

@@ -2358,15 +2358,1658 @@ ALTER FUNCTION wallet.history(bigint, timestamptz, timestamptz) VOLATILE;
 ALTER FUNCTION wallet.program_liability(bigint, timestamptz) VOLATILE;
 ALTER FUNCTION wallet.verify_ledger(bigint) VOLATILE;
 
+
+-- == 6. internal helpers in schema wallet_internal (issues 8, 9)
+-- The helpers move out of the API schema into a member schema of their own;
+-- SET SCHEMA keeps each one's definition, comment, privileges and every
+-- trigger that calls it (triggers name their function by oid).  Then every
+-- function that calls a moved helper by name is replaced with its 0.2.0
+-- definition, and wallet.error_codes lists the WL SQLSTATEs.
+CREATE SCHEMA wallet_internal;
+REVOKE ALL ON SCHEMA wallet_internal FROM PUBLIC;
+COMMENT ON SCHEMA wallet_internal IS 'internal helpers of the wallet extension (not an API: they change between versions)';
+
+ALTER TYPE wallet.locked_account SET SCHEMA wallet_internal;
+COMMENT ON TYPE wallet_internal.locked_account IS 'what wallet_internal.lock_account returns to a posting';
+
+ALTER FUNCTION wallet.installation_guard() SET SCHEMA wallet_internal;
+ALTER FUNCTION wallet.code_cache_invalidate() SET SCHEMA wallet_internal;
+ALTER FUNCTION wallet.campaigns_guard() SET SCHEMA wallet_internal;
+ALTER FUNCTION wallet.code_keys_guard() SET SCHEMA wallet_internal;
+ALTER FUNCTION wallet.campaigns_keep() SET SCHEMA wallet_internal;
+ALTER FUNCTION wallet.campaigns_fresh_id() SET SCHEMA wallet_internal;
+ALTER FUNCTION wallet.campaigns_create_serials() SET SCHEMA wallet_internal;
+ALTER FUNCTION wallet.idem_check(text, text, jsonb, jsonb) SET SCHEMA wallet_internal;
+ALTER FUNCTION wallet.entries_append_only() SET SCHEMA wallet_internal;
+ALTER FUNCTION wallet.check_posting(bigint, text, text, text, boolean) SET SCHEMA wallet_internal;
+ALTER FUNCTION wallet.idem_entry(wallet.entries) SET SCHEMA wallet_internal;
+ALTER FUNCTION wallet.entry_by_key(bigint, text) SET SCHEMA wallet_internal;
+ALTER FUNCTION wallet.unknown_account(bigint) SET SCHEMA wallet_internal;
+ALTER FUNCTION wallet.program_closed(bigint) SET SCHEMA wallet_internal;
+ALTER FUNCTION wallet.entry_step(wallet.points_ledger, wallet.entries) SET SCHEMA wallet_internal;
+ALTER FUNCTION wallet.post_entry(wallet.points_ledger, wallet.entries) SET SCHEMA wallet_internal;
+ALTER FUNCTION wallet.settle_account(bigint, timestamptz, timestamptz) SET SCHEMA wallet_internal;
+ALTER FUNCTION wallet.lock_account(bigint, text) SET SCHEMA wallet_internal;
+ALTER FUNCTION wallet.post_once(wallet_internal.locked_account, wallet.entries, boolean) SET SCHEMA wallet_internal;
+ALTER FUNCTION wallet.lock_hold(bigint) SET SCHEMA wallet_internal;
+ALTER FUNCTION wallet.hold_not_open(bigint, wallet.entries) SET SCHEMA wallet_internal;
+ALTER FUNCTION wallet.check_expiry_as_of(timestamptz) SET SCHEMA wallet_internal;
+ALTER FUNCTION wallet.expire_due_accounts(timestamptz, int) SET SCHEMA wallet_internal;
+ALTER FUNCTION wallet.code_guard_thresholds(bigint) SET SCHEMA wallet_internal;
+ALTER FUNCTION wallet.code_guard_attempt(bigint, text, text, boolean, int, int, interval) SET SCHEMA wallet_internal;
+ALTER FUNCTION wallet.code_guard_forget(bigint, text, text) SET SCHEMA wallet_internal;
+ALTER FUNCTION wallet.code_check_args(text, text, jsonb, boolean) SET SCHEMA wallet_internal;
+ALTER FUNCTION wallet.code_precheck(text, text, text, text) SET SCHEMA wallet_internal;
+ALTER FUNCTION wallet.code_caps_unchanged(bigint, int, int, bigint) SET SCHEMA wallet_internal;
+ALTER FUNCTION wallet.code_lock_counters(bigint, bigint, text) SET SCHEMA wallet_internal;
+ALTER FUNCTION wallet.code_bump_counters(bigint, bigint, text, int, boolean, boolean, boolean) SET SCHEMA wallet_internal;
+ALTER FUNCTION wallet.code_caps_recount() SET SCHEMA wallet_internal;
+ALTER FUNCTION wallet.code_caps_status(bigint, bigint, text, int, int, bigint, bigint, bigint, bigint) SET SCHEMA wallet_internal;
+ALTER FUNCTION wallet.idem_code(text, text, text, interval) SET SCHEMA wallet_internal;
+
+CREATE OR REPLACE FUNCTION wallet.clear_code_failures(member_ref text DEFAULT NULL, source text DEFAULT NULL,
+                                           merchant_id bigint DEFAULT NULL)
+    RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    n bigint;
+BEGIN
+    IF $1 IS NULL AND $2 IS NULL THEN
+        RAISE EXCEPTION 'member_ref and source must not both be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The failed checks of a member, of a source or of both are forgotten.';
+    END IF;
+    IF $3 IS NOT NULL AND NOT EXISTS (SELECT 1 FROM wallet.merchants m WHERE m.merchant_id = $3) THEN
+        RAISE EXCEPTION 'merchant % does not exist', $3
+            USING ERRCODE = 'WL102', DETAIL = 'Failed checks are counted per merchant registered in wallet.merchants.';
+    END IF;
+    PERFORM wallet_internal.code_guard_forget($3, $1, $2);
+    WITH d AS (
+        DELETE FROM wallet.code_failed_attempts a
+         WHERE (a.member_ref = $1 OR a.source = $2)
+           AND ($3 IS NULL OR a.merchant_id = $3)
+        RETURNING 1)
+    SELECT count(*) INTO n FROM d;
+    RETURN n;
+END
+$$;
+CREATE OR REPLACE FUNCTION wallet_internal.code_precheck(input text, member_ref text, source text, operation text,
+        OUT status text, OUT code wallet.marketing_code, OUT campaign_id bigint, OUT serial bigint,
+        OUT max_per_code int, OUT max_per_member int, OUT max_total bigint)
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+#variable_conflict use_column
+DECLARE
+    _pstatus text;
+    _code wallet.marketing_code;
+    _c record;
+    _known boolean := false;
+    _merchant bigint;
+    _now timestamptz;
+    _bound text;
+    t record;
+BEGIN
+    IF input IS NOT NULL THEN
+        SELECT p.status, p.code INTO _pstatus, _code FROM wallet.parse_code(input) p;
+    END IF;
+    _pstatus := coalesce(_pstatus, 'malformed');
+    IF _code IS NOT NULL THEN
+        -- The merchant is the guard's scope; its campaign's fields are used
+        -- only once the guard has passed.
+        SELECT c.merchant_id, c.starts_at, c.ends_at, c.max_redemptions_per_code,
+               c.max_redemptions_per_member, c.max_redemptions_total
+          INTO _c
+          FROM wallet.campaigns c WHERE c.campaign_id = wallet.code_campaign(_code);
+        _known := FOUND;
+        _merchant := _c.merchant_id;
+    END IF;
+    -- Codes are self-describing (anyone can read the campaign id out of one),
+    -- so saying that a campaign does not exist gives nothing away; it is
+    -- still a guess at a code that cannot exist, and counts as a failure.
+    IF _pstatus IN ('ok', 'retired_key', 'forged') AND NOT _known THEN
+        _pstatus := 'unknown_campaign';
+    END IF;
+
+    -- One atomic step in shared memory: throttled answers without judging
+    -- the code (the answer is the same whether the MAC is right or not) and
+    -- counts nothing; otherwise a failure is counted before anything else
+    -- happens, and no rollback of the caller takes it back.
+    SELECT * INTO t FROM wallet_internal.code_guard_thresholds(_merchant);
+    IF wallet_internal.code_guard_attempt(_merchant, member_ref, source,
+                                 _pstatus IN ('malformed', 'mistyped', 'unknown_campaign', 'forged'),
+                                 t.max_failures_per_member, t.max_failures_per_source, t.failure_window) THEN
+        status := 'throttled';
+        RETURN;
+    END IF;
+    IF _pstatus IN ('malformed', 'mistyped', 'unknown_campaign', 'forged') THEN
+        INSERT INTO wallet.code_failed_attempts (member_ref, source, status, input, campaign_id, operation, merchant_id)
+        VALUES (member_ref, source, _pstatus, left(coalesce(input, ''), 64),
+                CASE WHEN _code IS NOT NULL THEN wallet.code_campaign(_code) END, operation, _merchant);
+        status := _pstatus;
+        RETURN;
+    END IF;
+    code := _code;
+    campaign_id := wallet.code_campaign(_code);
+    serial := wallet.code_serial(_code);
+    IF _pstatus <> 'ok' THEN
+        status := _pstatus;   -- retired_key
+        RETURN;
+    END IF;
+    _now := clock_timestamp();
+    IF _now < _c.starts_at THEN
+        status := 'not_started';
+        RETURN;
+    END IF;
+    IF _c.ends_at IS NOT NULL AND _now >= _c.ends_at THEN
+        status := 'ended';
+        RETURN;
+    END IF;
+    SELECT b.member_ref INTO _bound FROM wallet.code_bindings b
+     WHERE b.campaign_id = code_precheck.campaign_id AND b.serial = code_precheck.serial;
+    IF _bound IS NOT NULL AND _bound <> member_ref THEN
+        status := 'bound_to_other_member';
+        RETURN;
+    END IF;
+    max_per_code := _c.max_redemptions_per_code;
+    max_per_member := _c.max_redemptions_per_member;
+    max_total := _c.max_redemptions_total;
+    status := 'ok';
+END
+$$;
+CREATE OR REPLACE FUNCTION wallet_internal.code_lock_counters(campaign_id bigint, serial bigint, member_ref text,
+        OUT max_per_code int, OUT max_per_member int, OUT max_total bigint,
+        OUT code_redeemed int, OUT member_redeemed int, OUT total_redeemed bigint)
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+#variable_conflict use_column
+BEGIN
+    LOCK TABLE wallet.code_redemptions, wallet.code_reservations IN ROW EXCLUSIVE MODE;
+    IF current_setting('transaction_isolation') = 'read committed' THEN
+        -- A new snapshot: sees any cap change committed before our lock.
+        SELECT c.max_redemptions_per_code, c.max_redemptions_per_member, c.max_redemptions_total
+          INTO max_per_code, max_per_member, max_total
+          FROM wallet.campaigns c WHERE c.campaign_id = $1;
+    ELSE
+        -- A transaction snapshot may predate a cap change: comparing with
+        -- the latest committed caps makes such a change a serialization
+        -- failure instead of going unseen (without FOR SHARE, which would
+        -- need UPDATE on wallet.campaigns).
+        SELECT c.max_redemptions_per_code, c.max_redemptions_per_member, c.max_redemptions_total
+          INTO max_per_code, max_per_member, max_total
+          FROM wallet.campaigns c WHERE c.campaign_id = $1;
+        PERFORM wallet_internal.code_caps_unchanged($1, max_per_code, max_per_member, max_total);
+    END IF;
+    IF max_per_code IS NOT NULL THEN
+        SELECT u.redeemed INTO code_redeemed FROM wallet.code_use_counts u
+         WHERE u.campaign_id = $1 AND u.serial = $2 FOR UPDATE;
+        IF NOT FOUND THEN
+            INSERT INTO wallet.code_use_counts AS u (campaign_id, serial) VALUES ($1, $2) ON CONFLICT DO NOTHING;
+            SELECT u.redeemed INTO code_redeemed FROM wallet.code_use_counts u
+             WHERE u.campaign_id = $1 AND u.serial = $2 FOR UPDATE;
+        END IF;
+    END IF;
+    IF max_per_member IS NOT NULL THEN
+        SELECT u.redeemed INTO member_redeemed FROM wallet.member_use_counts u
+         WHERE u.campaign_id = $1 AND u.member_ref = $3 FOR UPDATE;
+        IF NOT FOUND THEN
+            INSERT INTO wallet.member_use_counts AS u (campaign_id, member_ref) VALUES ($1, $3) ON CONFLICT DO NOTHING;
+            SELECT u.redeemed INTO member_redeemed FROM wallet.member_use_counts u
+             WHERE u.campaign_id = $1 AND u.member_ref = $3 FOR UPDATE;
+        END IF;
+    END IF;
+    IF max_total IS NOT NULL THEN
+        SELECT u.redeemed INTO total_redeemed FROM wallet.campaign_use_counts u
+         WHERE u.campaign_id = $1 FOR UPDATE;
+        IF NOT FOUND THEN
+            INSERT INTO wallet.campaign_use_counts AS u (campaign_id) VALUES ($1) ON CONFLICT DO NOTHING;
+            SELECT u.redeemed INTO total_redeemed FROM wallet.campaign_use_counts u
+             WHERE u.campaign_id = $1 FOR UPDATE;
+        END IF;
+    END IF;
+END
+$$;
+CREATE OR REPLACE FUNCTION wallet.issue_code(campaign_id bigint, member_ref text)
+    RETURNS wallet.marketing_code
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+#variable_conflict use_column
+DECLARE
+    _code wallet.marketing_code;
+BEGIN
+    PERFORM wallet_internal.code_check_args(member_ref, NULL, NULL, false);
+    IF campaign_id IS NULL THEN
+        RAISE EXCEPTION 'campaign_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = 'A code is issued in a campaign, named by its id.';
+    END IF;
+    SELECT g INTO _code FROM wallet.generate_codes(issue_code.campaign_id, 1) g;
+    INSERT INTO wallet.code_bindings (campaign_id, serial, code, member_ref)
+    VALUES (issue_code.campaign_id, wallet.code_serial(_code), _code, issue_code.member_ref);
+    RETURN _code;
+END
+$$;
+CREATE OR REPLACE FUNCTION wallet.check_code(code text, member_ref text, context jsonb)
+    RETURNS text
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    SET enable_seqscan = off
+    AS $$
+#variable_conflict use_column
+DECLARE
+    pc record;
+    _code_n int; _member_n int; _total_n bigint;
+BEGIN
+    -- Never throws for a bad code; misuse (no code or member) is still an error.
+    IF code IS NULL THEN
+        RAISE EXCEPTION 'code must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = 'A code is judged from the text a person typed: an empty text is malformed, a NULL is no text at all.';
+    END IF;
+    PERFORM wallet_internal.code_check_args(member_ref, NULL, context, false);
+    SELECT * INTO pc FROM wallet_internal.code_precheck(check_code.code, check_code.member_ref, left(context->>'source', 256), 'check');
+    IF pc.status <> 'ok' THEN
+        RETURN pc.status;
+    END IF;
+    -- No locks: the answer is what redeem_code would say right now.
+    SELECT u.redeemed INTO _code_n FROM wallet.code_use_counts u WHERE u.campaign_id = pc.campaign_id AND u.serial = pc.serial;
+    SELECT u.redeemed INTO _member_n FROM wallet.member_use_counts u WHERE u.campaign_id = pc.campaign_id AND u.member_ref = check_code.member_ref;
+    SELECT u.redeemed INTO _total_n FROM wallet.campaign_use_counts u WHERE u.campaign_id = pc.campaign_id;
+    RETURN wallet_internal.code_caps_status(pc.campaign_id, pc.serial, check_code.member_ref,
+                                   pc.max_per_code, pc.max_per_member, pc.max_total, _code_n, _member_n, _total_n);
+END
+$$;
+CREATE OR REPLACE FUNCTION wallet.redeem_code(code text, member_ref text, idempotency_key text, context jsonb DEFAULT '{}')
+    RETURNS wallet.redemption_result
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    SET enable_seqscan = off
+    AS $$
+#variable_conflict use_column
+DECLARE
+    _input text := code;
+    _member text := member_ref;
+    _key text := idempotency_key;
+    _ctx jsonb := coalesce(context, '{}');
+    _red wallet.code_redemptions;
+    _res wallet.code_reservations;
+    _convert boolean := false;
+    _pstatus text;
+    _code wallet.marketing_code;
+    pc record;
+    cnt record;
+    _st text;
+    r wallet.redemption_result;
+BEGIN
+    IF _input IS NULL THEN
+        RAISE EXCEPTION 'code must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = 'A code is judged from the text a person typed: an empty text is malformed, a NULL is no text at all.';
+    END IF;
+    PERFORM wallet_internal.code_check_args(_member, _key, _ctx, true);
+    r.member_ref := _member;
+    r.replayed := false;
+
+    -- Same key: one session at a time; the later one sees the earlier's row.
+    PERFORM pg_advisory_xact_lock(1464598529, hashtext(_key));
+    SELECT * INTO _red FROM wallet.code_redemptions d WHERE d.idempotency_key = _key;
+    IF FOUND THEN
+        PERFORM wallet_internal.idem_check(_key, format('redemption %s', _red.redemption_id),
+                                  wallet_internal.idem_code('redeem', _red.code::text, _red.member_ref, NULL),
+                                  wallet_internal.idem_code('redeem', _input, _member, NULL));
+        r.status := 'ok';
+        r.redemption_id := _red.redemption_id;
+        r.campaign_id := _red.campaign_id;
+        r.serial := _red.serial;
+        r.redeemed_at := _red.redeemed_at;
+        r.reservation_id := _red.reservation_id;
+        r.replayed := true;
+        RETURN r;
+    END IF;
+
+    SELECT * INTO _res FROM wallet.code_reservations v WHERE v.idempotency_key = _key FOR UPDATE;
+    IF FOUND THEN
+        -- the key of a reservation: redeeming it converts the reservation,
+        -- so the call repeats the reservation's code and member
+        PERFORM wallet_internal.idem_check(_key, format('reservation %s', _res.reservation_id),
+                                  wallet_internal.idem_code('reserve', _res.code::text, _res.member_ref, _res.ttl),
+                                  wallet_internal.idem_code('reserve', _input, _member, _res.ttl));
+        _convert := _res.state = 'active' AND _res.expires_at > clock_timestamp();
+    END IF;
+
+    IF _convert THEN
+        -- The reservation already holds its place under every cap and was
+        -- made inside the campaign window; only a key retired since then
+        -- (e.g. compromised) stops it.
+        SELECT p.status INTO _pstatus FROM wallet.parse_code(_input) p;
+        IF _pstatus <> 'ok' THEN
+            r.status := _pstatus;
+            RETURN r;
+        END IF;
+        SELECT * INTO cnt FROM wallet_internal.code_lock_counters(_res.campaign_id, _res.serial, _member);
+        IF _res.expires_at <= clock_timestamp() THEN
+            -- It expired while we waited for the locks: others may have taken
+            -- its place meanwhile, so the caps decide (it no longer counts).
+            _st := wallet_internal.code_caps_status(_res.campaign_id, _res.serial, _member, cnt.max_per_code,
+                                           cnt.max_per_member, cnt.max_total,
+                                           cnt.code_redeemed, cnt.member_redeemed, cnt.total_redeemed);
+            IF _st <> 'ok' THEN
+                r.status := _st;
+                RETURN r;
+            END IF;
+        END IF;
+        r.campaign_id := _res.campaign_id;
+        r.serial := _res.serial;
+        r.reservation_id := _res.reservation_id;
+        _code := _res.code;
+        UPDATE wallet.code_reservations v SET state = 'converted', closed_at = clock_timestamp()
+         WHERE v.reservation_id = _res.reservation_id;
+    ELSE
+        -- A fresh redemption (or one whose reservation expired or was released):
+        -- every check, then the caps under the counter locks.
+        SELECT * INTO pc FROM wallet_internal.code_precheck(_input, _member, left(_ctx->>'source', 256), 'redeem');
+        r.campaign_id := pc.campaign_id;
+        r.serial := pc.serial;
+        IF pc.status <> 'ok' THEN
+            r.status := pc.status;
+            RETURN r;
+        END IF;
+        SELECT * INTO cnt FROM wallet_internal.code_lock_counters(pc.campaign_id, pc.serial, _member);
+        _st := wallet_internal.code_caps_status(pc.campaign_id, pc.serial, _member, cnt.max_per_code, cnt.max_per_member,
+                                       cnt.max_total, cnt.code_redeemed, cnt.member_redeemed, cnt.total_redeemed);
+        IF _st <> 'ok' THEN
+            r.status := _st;
+            RETURN r;
+        END IF;
+        _code := pc.code;
+    END IF;
+
+    INSERT INTO wallet.code_redemptions (campaign_id, serial, code, member_ref, idempotency_key, context,
+                                         reservation_id, redeemed_at)
+    VALUES (r.campaign_id, r.serial, _code, _member, _key, _ctx,
+            r.reservation_id, clock_timestamp())
+    RETURNING redemption_id, redeemed_at INTO r.redemption_id, r.redeemed_at;
+    PERFORM wallet_internal.code_bump_counters(r.campaign_id, r.serial, _member, 1, cnt.max_per_code IS NOT NULL,
+                                      cnt.max_per_member IS NOT NULL, cnt.max_total IS NOT NULL);
+    r.status := 'ok';
+    RETURN r;
+END
+$$;
+CREATE OR REPLACE FUNCTION wallet.undo_redemption(redemption_id bigint, reason text)
+    RETURNS wallet.code_redemptions
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    SET enable_seqscan = off
+    AS $$
+#variable_conflict use_column
+DECLARE
+    _red wallet.code_redemptions;
+    cnt record;
+BEGIN
+    IF reason IS NULL OR btrim(reason) = '' THEN
+        RAISE EXCEPTION 'reason must not be null or blank'
+            USING ERRCODE = CASE WHEN reason IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,
+                  DETAIL = 'An undone redemption keeps the reason for the audit trail.';
+    END IF;
+    IF redemption_id IS NULL THEN
+        RAISE EXCEPTION 'redemption_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A redemption is undone by its id.';
+    END IF;
+    SELECT * INTO _red FROM wallet.code_redemptions d WHERE d.redemption_id = undo_redemption.redemption_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown redemption %', undo_redemption.redemption_id
+            USING ERRCODE = 'WL150',
+                  DETAIL = 'No row of wallet.code_redemptions has this redemption_id.';
+    END IF;
+    IF _red.undone_at IS NOT NULL THEN
+        RAISE EXCEPTION 'redemption % is already undone', _red.redemption_id
+            USING ERRCODE = 'WL151',
+                  DETAIL = format('It was undone at %s (reason: %s); a use can be freed only once.', _red.undone_at, _red.undo_reason);
+    END IF;
+    SELECT * INTO cnt FROM wallet_internal.code_lock_counters(_red.campaign_id, _red.serial, _red.member_ref);
+    PERFORM wallet_internal.code_bump_counters(_red.campaign_id, _red.serial, _red.member_ref, -1, cnt.max_per_code IS NOT NULL,
+                                      cnt.max_per_member IS NOT NULL, cnt.max_total IS NOT NULL);
+    UPDATE wallet.code_redemptions d SET undone_at = clock_timestamp(), undo_reason = undo_redemption.reason
+     WHERE d.redemption_id = _red.redemption_id
+    RETURNING * INTO _red;
+    RETURN _red;
+END
+$$;
+CREATE OR REPLACE FUNCTION wallet.reserve_code(code text, member_ref text, idempotency_key text, ttl interval, context jsonb DEFAULT '{}')
+    RETURNS wallet.reservation_result
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    SET enable_seqscan = off
+    AS $$
+#variable_conflict use_column
+DECLARE
+    _input text := code;
+    _member text := member_ref;
+    _key text := idempotency_key;
+    _ttl interval := ttl;
+    _ctx jsonb := coalesce(context, '{}');
+    _res wallet.code_reservations;
+    _red wallet.code_redemptions;
+    pc record;
+    cnt record;
+    _st text;
+    _now timestamptz;
+    r wallet.reservation_result;
+BEGIN
+    IF _input IS NULL THEN
+        RAISE EXCEPTION 'code must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = 'A code is judged from the text a person typed: an empty text is malformed, a NULL is no text at all.';
+    END IF;
+    PERFORM wallet_internal.code_check_args(_member, _key, _ctx, true);
+    IF _ttl IS NULL THEN
+        RAISE EXCEPTION 'reservation ttl must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A reservation holds a code for a given time.';
+    END IF;
+    IF _ttl <= interval '0' THEN
+        RAISE EXCEPTION 'reservation ttl must be positive'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('A reservation holds a code for a positive time; %s was given.', _ttl);
+    END IF;
+    r.member_ref := _member;
+    r.replayed := false;
+
+    PERFORM pg_advisory_xact_lock(1464598529, hashtext(_key));
+    SELECT * INTO _res FROM wallet.code_reservations v WHERE v.idempotency_key = _key;
+    IF FOUND THEN
+        PERFORM wallet_internal.idem_check(_key, format('reservation %s', _res.reservation_id),
+                                  wallet_internal.idem_code('reserve', _res.code::text, _res.member_ref, _res.ttl),
+                                  wallet_internal.idem_code('reserve', _input, _member, _ttl));
+        r.status := 'ok';
+        r.reservation_id := _res.reservation_id;
+        r.campaign_id := _res.campaign_id;
+        r.serial := _res.serial;
+        r.expires_at := _res.expires_at;
+        r.replayed := true;
+        RETURN r;
+    END IF;
+    SELECT * INTO _red FROM wallet.code_redemptions d WHERE d.idempotency_key = _key;
+    IF FOUND THEN   -- a redemption's key: never a reservation's (raises)
+        PERFORM wallet_internal.idem_check(_key, format('redemption %s', _red.redemption_id),
+                                  wallet_internal.idem_code('redeem', _red.code::text, _red.member_ref, NULL),
+                                  wallet_internal.idem_code('reserve', _input, _member, _ttl));
+    END IF;
+
+    SELECT * INTO pc FROM wallet_internal.code_precheck(_input, _member, left(_ctx->>'source', 256), 'reserve');
+    r.campaign_id := pc.campaign_id;
+    r.serial := pc.serial;
+    IF pc.status <> 'ok' THEN
+        r.status := pc.status;
+        RETURN r;
+    END IF;
+    SELECT * INTO cnt FROM wallet_internal.code_lock_counters(pc.campaign_id, pc.serial, _member);
+    _st := wallet_internal.code_caps_status(pc.campaign_id, pc.serial, _member, cnt.max_per_code, cnt.max_per_member,
+                                   cnt.max_total, cnt.code_redeemed, cnt.member_redeemed, cnt.total_redeemed);
+    IF _st <> 'ok' THEN
+        r.status := _st;
+        RETURN r;
+    END IF;
+    _now := clock_timestamp();
+    INSERT INTO wallet.code_reservations (campaign_id, serial, code, member_ref, idempotency_key, ttl, reserved_at, expires_at)
+    VALUES (pc.campaign_id, pc.serial, pc.code, _member, _key, _ttl, _now, _now + _ttl)
+    RETURNING reservation_id, expires_at INTO r.reservation_id, r.expires_at;
+    -- Touch the counters: in REPEATABLE READ a concurrent change of them then
+    -- fails with a serialization error instead of going unseen.
+    PERFORM wallet_internal.code_bump_counters(pc.campaign_id, pc.serial, _member, 0, cnt.max_per_code IS NOT NULL,
+                                      cnt.max_per_member IS NOT NULL, cnt.max_total IS NOT NULL);
+    r.status := 'ok';
+    RETURN r;
+END
+$$;
+CREATE OR REPLACE FUNCTION wallet_internal.post_entry(l wallet.points_ledger, e wallet.entries) RETURNS wallet.entries
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    s wallet.ledger_step;
+BEGIN
+    IF e.entry_id IS NULL THEN
+        e.entry_id := nextval('wallet.entries_entry_id_seq');
+    END IF;
+    s := wallet_internal.entry_step(l, e);
+    e.amount := s.amount;
+    e.balance_after := s.balance_after;
+    e.lots := s.lots;
+    e.actor := current_user;
+    UPDATE wallet.accounts SET ledger = s.ledger, next_event = s.next_event WHERE account_id = e.account_id;
+    INSERT INTO wallet.entries (entry_id, account_id, kind, amount, balance_after, idempotency_key, reason, reference,
+                                lots, hold_id, reverses, actor, created_at, points, expires_at, policy)
+    VALUES (e.entry_id, e.account_id, e.kind, e.amount, e.balance_after, e.idempotency_key, e.reason, e.reference,
+            e.lots, e.hold_id, e.reverses, e.actor, e.created_at, e.points, e.expires_at, e.policy)
+    RETURNING * INTO e;
+    RETURN e;
+END
+$$;
+CREATE OR REPLACE FUNCTION wallet_internal.settle_account(account_id bigint, as_of timestamptz, at timestamptz) RETURNS int
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    l wallet.points_ledger;
+    h record;
+    e wallet.entries;
+    n int := 0;
+BEGIN
+    SELECT a.ledger INTO l FROM wallet.accounts a WHERE a.account_id = settle_account.account_id;
+    IF EXISTS (SELECT FROM wallet.ledger_lots(l) x WHERE x.hold_id IS NULL AND x.expires_at <= as_of) THEN
+        e.account_id := settle_account.account_id;
+        e.kind := 'expire';
+        e.reason := 'points expired';
+        e.created_at := at;
+        e.expires_at := as_of;
+        PERFORM wallet_internal.post_entry(l, e);
+        SELECT a.ledger INTO l FROM wallet.accounts a WHERE a.account_id = settle_account.account_id;
+        n := 1;
+    END IF;
+    FOR h IN SELECT DISTINCT x.hold_id FROM wallet.ledger_lots(l) x
+              WHERE x.hold_expires_at <= as_of ORDER BY x.hold_id LOOP
+        e := NULL;
+        e.account_id := settle_account.account_id;
+        e.kind := 'release';
+        e.reason := 'hold expired';
+        e.reference := (SELECT x.reference FROM wallet.entries x WHERE x.entry_id = h.hold_id);
+        e.hold_id := h.hold_id;
+        e.created_at := at;
+        e.expires_at := as_of;
+        PERFORM wallet_internal.post_entry(l, e);
+        SELECT a.ledger INTO l FROM wallet.accounts a WHERE a.account_id = settle_account.account_id;
+    END LOOP;
+    -- FOUND: the loop released a hold
+    IF NOT FOUND AND n = 0 THEN
+        -- nothing was due after all: keep next_event exact anyway
+        UPDATE wallet.accounts a SET next_event = (wallet.ledger_apply(l, 'expire', as_of, NULL)).next_event
+         WHERE a.account_id = settle_account.account_id;
+    END IF;
+    RETURN n;
+END
+$$;
+CREATE OR REPLACE FUNCTION wallet_internal.lock_account(account_id bigint, idempotency_key text DEFAULT NULL)
+    RETURNS wallet_internal.locked_account
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    due timestamptz;
+    r wallet_internal.locked_account;
+    prior wallet.entries;
+BEGIN
+    SELECT a.ledger, a.program_id, a.next_event, p.closed_at IS NOT NULL, p.expiry, p.granularity
+      INTO r.ledger, r.program_id, due, r.closed, r.expiry, r.granularity
+      FROM wallet.accounts a JOIN wallet.programs p ON p.program_id = a.program_id
+     WHERE a.account_id = lock_account.account_id
+       FOR NO KEY UPDATE OF a;
+    IF NOT FOUND THEN
+        PERFORM wallet_internal.unknown_account(lock_account.account_id);
+    END IF;
+    r.at := clock_timestamp();
+    IF idempotency_key IS NOT NULL THEN
+        SELECT * INTO prior FROM wallet.entries x
+         WHERE x.account_id = lock_account.account_id AND x.idempotency_key = lock_account.idempotency_key;
+        IF FOUND THEN
+            r.prior := prior;
+            RETURN r;   -- a retry: nothing will be posted, nothing to settle
+        END IF;
+    END IF;
+    IF due <= r.at THEN
+        PERFORM wallet_internal.settle_account(lock_account.account_id, r.at, r.at);
+        SELECT a.ledger INTO r.ledger FROM wallet.accounts a WHERE a.account_id = lock_account.account_id;
+    END IF;
+    RETURN r;
+END
+$$;
+CREATE OR REPLACE FUNCTION wallet_internal.post_once(a wallet_internal.locked_account, e wallet.entries, check_closed boolean DEFAULT true)
+    RETURNS wallet.entries
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF (a.prior).entry_id IS NOT NULL THEN
+        PERFORM wallet_internal.idem_check((a.prior).idempotency_key,
+                                  format('%s entry %s on account %s', (a.prior).kind, (a.prior).entry_id, (a.prior).account_id),
+                                  wallet_internal.idem_entry(a.prior), wallet_internal.idem_entry(e));
+        RETURN a.prior;
+    END IF;
+    IF check_closed AND a.closed THEN
+        PERFORM wallet_internal.program_closed(a.program_id);
+    END IF;
+    RETURN wallet_internal.post_entry(a.ledger, e);
+END
+$$;
+CREATE OR REPLACE FUNCTION wallet.open_account(program_id bigint, member_ref text) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    id bigint;
+    is_closed boolean;
+BEGIN
+    IF program_id IS NULL OR member_ref IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN program_id IS NULL THEN 'program_id' ELSE 'member reference' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'An account is opened in a points program for the merchant app''s own user id.';
+    END IF;
+    IF btrim(member_ref) = '' THEN
+        RAISE EXCEPTION 'member reference must not be blank'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An account is opened for the merchant app''s own user id.';
+    END IF;
+    -- a key of a unique index, like the member references of the redemption API
+    IF length(member_ref) > 256 THEN
+        RAISE EXCEPTION 'member reference is too long'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('A member reference has at most 256 characters; this one has %s.', length(member_ref));
+    END IF;
+    SELECT p.closed_at IS NOT NULL INTO is_closed FROM wallet.programs p WHERE p.program_id = open_account.program_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown program'
+            USING ERRCODE = 'WL214', DETAIL = format('There is no points program %s.', program_id);
+    END IF;
+    SELECT a.account_id INTO id FROM wallet.accounts a
+     WHERE a.program_id = open_account.program_id AND a.member_ref = open_account.member_ref;
+    IF FOUND THEN
+        RETURN id;
+    END IF;
+    IF is_closed THEN
+        PERFORM wallet_internal.program_closed(program_id);
+    END IF;
+    -- a concurrent open of the same member waits on the unique index, then finds the row
+    INSERT INTO wallet.accounts (program_id, member_ref) VALUES (open_account.program_id, open_account.member_ref)
+    ON CONFLICT ON CONSTRAINT accounts_program_id_member_ref_key DO NOTHING
+    RETURNING account_id INTO id;
+    IF id IS NULL THEN
+        SELECT a.account_id INTO id FROM wallet.accounts a
+         WHERE a.program_id = open_account.program_id AND a.member_ref = open_account.member_ref;
+    END IF;
+    RETURN id;
+END
+$$;
+CREATE OR REPLACE FUNCTION wallet.accrue(account_id bigint, points bigint, idempotency_key text, reason text,
+        reference text DEFAULT NULL, expires_at timestamptz DEFAULT NULL) RETURNS wallet.entries
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    at timestamptz;
+    a wallet_internal.locked_account;
+    e wallet.entries;
+BEGIN
+    PERFORM wallet_internal.check_posting(points, reason, idempotency_key, 'accrue');
+    a := wallet_internal.lock_account(account_id, idempotency_key);
+    at := coalesce((a.prior).created_at, a.at);   -- a retry is compared as made when the first call was
+    e.account_id := account_id;
+    e.kind := 'accrue';
+    e.idempotency_key := idempotency_key;
+    e.reason := reason;
+    e.reference := reference;
+    e.created_at := at;
+    e.points := points;
+    e.expires_at := coalesce(expires_at, wallet.policy_expiry(at, a.expiry, a.granularity));
+    RETURN wallet_internal.post_once(a, e);
+END
+$$;
+CREATE OR REPLACE FUNCTION wallet.redeem(account_id bigint, points bigint, idempotency_key text, reason text,
+        reference text DEFAULT NULL) RETURNS wallet.entries
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    a wallet_internal.locked_account;
+    e wallet.entries;
+BEGIN
+    PERFORM wallet_internal.check_posting(points, reason, idempotency_key, 'redeem');
+    a := wallet_internal.lock_account(account_id, idempotency_key);
+    e.account_id := account_id;
+    e.kind := 'redeem';
+    e.idempotency_key := idempotency_key;
+    e.reason := reason;
+    e.reference := reference;
+    e.created_at := a.at;
+    e.points := points;
+    RETURN wallet_internal.post_once(a, e);
+END
+$$;
+CREATE OR REPLACE FUNCTION wallet.hold(account_id bigint, points bigint, idempotency_key text, ttl interval, reason text,
+        reference text DEFAULT NULL) RETURNS wallet.entries
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    at timestamptz;
+    a wallet_internal.locked_account;
+    e wallet.entries;
+BEGIN
+    PERFORM wallet_internal.check_posting(points, reason, idempotency_key, 'hold');
+    IF ttl IS NULL THEN
+        RAISE EXCEPTION 'time to live must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A hold lasts a given time, after which it stops holding.';
+    END IF;
+    IF ttl <= interval '0' THEN
+        RAISE EXCEPTION 'time to live must be positive'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A hold lasts a positive time, after which it stops holding.';
+    END IF;
+    a := wallet_internal.lock_account(account_id, idempotency_key);
+    at := coalesce((a.prior).created_at, a.at);   -- a retry is compared as made when the first call was
+    -- the hold id is the entry id, known before the ledger changes
+    e.entry_id := CASE WHEN (a.prior).entry_id IS NULL THEN nextval('wallet.entries_entry_id_seq') END;
+    e.hold_id := e.entry_id;
+    e.account_id := account_id;
+    e.kind := 'hold';
+    e.idempotency_key := idempotency_key;
+    e.reason := reason;
+    e.reference := reference;
+    e.created_at := at;
+    e.points := points;
+    e.expires_at := at + ttl;
+    RETURN wallet_internal.post_once(a, e);
+END
+$$;
+CREATE OR REPLACE FUNCTION wallet_internal.lock_hold(hold_id bigint,
+        OUT h wallet.entries, OUT closing wallet.entries, OUT ledger wallet.points_ledger, OUT at timestamptz)
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF hold_id IS NULL THEN
+        RAISE EXCEPTION 'hold_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A hold is named by its id, the entry_id of its hold entry.';
+    END IF;
+    SELECT * INTO h FROM wallet.entries x WHERE x.entry_id = lock_hold.hold_id AND x.kind = 'hold';
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown hold'
+            USING ERRCODE = 'WL206', DETAIL = format('There is no hold %s.', hold_id);
+    END IF;
+    SELECT * INTO closing FROM wallet.entries x
+     WHERE x.hold_id = lock_hold.hold_id AND x.kind IN ('capture', 'release');
+    at := clock_timestamp();
+    IF closing.entry_id IS NULL THEN
+        SELECT x.ledger, x.at INTO ledger, at FROM wallet_internal.lock_account(h.account_id) x;
+        -- look again under the lock: a concurrent capture or release may have closed it
+        SELECT * INTO closing FROM wallet.entries x
+         WHERE x.hold_id = lock_hold.hold_id AND x.kind IN ('capture', 'release');
+    END IF;
+END
+$$;
+CREATE OR REPLACE FUNCTION wallet.capture(hold_id bigint, points bigint DEFAULT NULL, idempotency_key text DEFAULT NULL)
+    RETURNS wallet.entries
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    at timestamptz;
+    k record;
+    a wallet_internal.locked_account;
+    e wallet.entries;
+BEGIN
+    IF points IS NOT NULL AND points <= 0 THEN
+        RAISE EXCEPTION 'invalid amount of points'
+            USING ERRCODE = 'WL204', DETAIL = 'The points to capture must be a positive number, or NULL for the whole hold.';
+    END IF;
+    k := wallet_internal.lock_hold(hold_id);
+    at := k.at;
+    e.account_id := (k.h).account_id;
+    e.kind := 'capture';
+    e.idempotency_key := idempotency_key;
+    e.reason := (k.h).reason;
+    e.reference := (k.h).reference;
+    e.hold_id := hold_id;
+    e.points := points;
+    a.prior := wallet_internal.entry_by_key((k.h).account_id, idempotency_key);
+    IF (a.prior).entry_id IS NOT NULL THEN
+        RETURN wallet_internal.post_once(a, e);   -- a retry (or WL002)
+    END IF;
+    IF idempotency_key IS NULL AND (k.closing).kind = 'capture' AND (k.closing).points IS NOT DISTINCT FROM capture.points THEN
+        RETURN k.closing;   -- the identical call without a key, repeated
+    END IF;
+    IF at >= (k.h).expires_at THEN
+        RAISE EXCEPTION 'hold expired'
+            USING ERRCODE = 'WL208',
+                  DETAIL = format('Hold %s stopped holding its points when its time to live ran out.', hold_id);
+    END IF;
+    IF (k.closing).entry_id IS NOT NULL THEN
+        PERFORM wallet_internal.hold_not_open(hold_id, k.closing);
+    END IF;
+    e.created_at := at;
+    RETURN wallet_internal.post_entry(k.ledger, e);
+END
+$$;
+CREATE OR REPLACE FUNCTION wallet.release(hold_id bigint, idempotency_key text DEFAULT NULL) RETURNS wallet.entries
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    k record;
+    a wallet_internal.locked_account;
+    e wallet.entries;
+BEGIN
+    k := wallet_internal.lock_hold(hold_id);
+    e.account_id := (k.h).account_id;
+    e.kind := 'release';
+    e.idempotency_key := idempotency_key;
+    e.reason := (k.h).reason;
+    e.reference := (k.h).reference;
+    e.hold_id := hold_id;
+    a.prior := wallet_internal.entry_by_key((k.h).account_id, idempotency_key);
+    IF (a.prior).entry_id IS NOT NULL THEN
+        RETURN wallet_internal.post_once(a, e);   -- a retry (or WL002)
+    END IF;
+    IF (k.closing).kind = 'release' THEN
+        RETURN k.closing;   -- released already (by this call before, or when the hold lapsed)
+    ELSIF (k.closing).entry_id IS NOT NULL THEN
+        PERFORM wallet_internal.hold_not_open(hold_id, k.closing);
+    END IF;
+    e.created_at := k.at;
+    RETURN wallet_internal.post_entry(k.ledger, e);
+END
+$$;
+CREATE OR REPLACE FUNCTION wallet.reverse(entry_id bigint, idempotency_key text, reason text,
+        policy text DEFAULT 'within_balance') RETURNS wallet.entries
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    o wallet.entries;
+    a wallet_internal.locked_account;
+    e wallet.entries;
+    r bigint;
+BEGIN
+    IF entry_id IS NULL OR policy IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN entry_id IS NULL THEN 'entry_id' ELSE 'policy' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A reversal names the entry it undoes and a policy, ''within_balance'' by default.';
+    END IF;
+    IF policy NOT IN ('within_balance', 'unlimited') THEN
+        RAISE EXCEPTION 'unknown reversal policy "%"', policy
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The policy is ''within_balance'' or ''unlimited''.';
+    END IF;
+    PERFORM wallet_internal.check_posting(NULL, reason, idempotency_key, NULL);
+    SELECT * INTO o FROM wallet.entries x WHERE x.entry_id = reverse.entry_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown entry'
+            USING ERRCODE = 'WL212', DETAIL = format('There is no journal entry %s.', entry_id);
+    END IF;
+    a := wallet_internal.lock_account(o.account_id, idempotency_key);
+    IF (a.prior).entry_id IS NULL THEN
+        IF o.kind NOT IN ('accrue', 'redeem', 'capture') THEN
+            RAISE EXCEPTION 'entry not reversible'
+                USING ERRCODE = 'WL211',
+                      DETAIL = format('Entry %s is a %s entry; only accrue, redeem and capture entries can be reversed.', entry_id, o.kind),
+                      HINT = 'Correct other postings with wallet.adjust.';
+        END IF;
+        SELECT x.entry_id INTO r FROM wallet.entries x WHERE x.reverses = reverse.entry_id;
+        IF FOUND THEN
+            RAISE EXCEPTION 'entry already reversed'
+                USING ERRCODE = 'WL210', DETAIL = format('Entry %s was reversed by entry %s.', entry_id, r);
+        END IF;
+    END IF;
+    -- refunds and chargebacks must work after a program closed
+    e.account_id := o.account_id;
+    e.kind := 'reverse';
+    e.idempotency_key := idempotency_key;
+    e.reason := reason;
+    e.reference := o.reference;
+    e.reverses := entry_id;
+    e.created_at := a.at;
+    e.policy := policy;
+    RETURN wallet_internal.post_once(a, e, check_closed => false);
+END
+$$;
+CREATE OR REPLACE FUNCTION wallet.adjust(account_id bigint, points bigint, idempotency_key text, reason text) RETURNS wallet.entries
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    at timestamptz;
+    a wallet_internal.locked_account;
+    e wallet.entries;
+BEGIN
+    PERFORM wallet_internal.check_posting(points, reason, idempotency_key, 'adjust', signed => true);
+    a := wallet_internal.lock_account(account_id, idempotency_key);
+    at := coalesce((a.prior).created_at, a.at);   -- a retry is compared as made when the first call was
+    e.account_id := account_id;
+    e.kind := 'adjust';
+    e.idempotency_key := idempotency_key;
+    e.reason := reason;
+    e.created_at := at;
+    e.points := points;
+    e.expires_at := CASE WHEN points > 0 THEN wallet.policy_expiry(at, a.expiry, a.granularity) END;
+    RETURN wallet_internal.post_once(a, e);
+END
+$$;
+CREATE OR REPLACE FUNCTION wallet_internal.expire_due_accounts(as_of timestamptz, batch_size int,
+        OUT accounts int, OUT expired bigint)
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    acc bigint;
+    due timestamptz;
+BEGIN
+    accounts := 0;
+    expired := 0;
+    FOR acc IN SELECT d.account_id
+                 FROM (SELECT a.account_id FROM wallet.accounts a WHERE a.next_event <= as_of
+                        ORDER BY a.next_event LIMIT batch_size) d
+                ORDER BY d.account_id LOOP
+        SELECT a.next_event INTO due FROM wallet.accounts a WHERE a.account_id = acc FOR NO KEY UPDATE;
+        accounts := accounts + 1;
+        IF due <= as_of THEN   -- a concurrent posting may have settled it meanwhile
+            expired := expired + wallet_internal.settle_account(acc, as_of, clock_timestamp());
+        END IF;
+    END LOOP;
+END
+$$;
+CREATE OR REPLACE FUNCTION wallet.expire_points(as_of timestamptz DEFAULT now()) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    PERFORM wallet_internal.check_expiry_as_of(as_of);
+    RETURN (wallet_internal.expire_due_accounts(as_of, NULL)).expired;
+END
+$$;
+CREATE OR REPLACE FUNCTION wallet.balance(account_id bigint, as_of timestamptz DEFAULT now()) RETURNS bigint
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    b bigint;
+BEGIN
+    IF as_of IS NULL THEN
+        RAISE EXCEPTION 'as_of must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The balance is taken at a given instant, now() by default.';
+    END IF;
+    SELECT wallet.ledger_balance(a.ledger, as_of) INTO b FROM wallet.accounts a WHERE a.account_id = balance.account_id;
+    IF NOT FOUND THEN
+        PERFORM wallet_internal.unknown_account(account_id);
+    END IF;
+    RETURN b;
+END
+$$;
+CREATE OR REPLACE FUNCTION wallet.replay_ledger(account_id bigint, upto timestamptz DEFAULT 'infinity',
+        OUT ledger wallet.points_ledger, OUT problem text)
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    e wallet.entries;
+    s wallet.ledger_step;
+BEGIN
+    IF upto IS NULL THEN
+        RAISE EXCEPTION 'upto must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The journal is replayed up to a given instant, infinity by default.';
+    END IF;
+    IF NOT EXISTS (SELECT FROM wallet.accounts a WHERE a.account_id = replay_ledger.account_id) THEN
+        PERFORM wallet_internal.unknown_account(account_id);
+    END IF;
+    ledger := '';
+    FOR e IN SELECT * FROM wallet.entries x WHERE x.account_id = replay_ledger.account_id AND x.created_at <= upto
+              ORDER BY x.entry_id LOOP
+        BEGIN
+            s := wallet_internal.entry_step(ledger, e);
+        EXCEPTION WHEN OTHERS THEN
+            problem := format('Entry %s (%s) does not replay: %s.', e.entry_id, e.kind, SQLERRM);
+            RETURN;
+        END;
+        IF problem IS NULL AND (s.amount <> e.amount OR s.balance_after <> e.balance_after) THEN
+            problem := format('Entry %s (%s) replays to amount %s and balance %s, the journal says %s and %s.',
+                              e.entry_id, e.kind, s.amount, s.balance_after, e.amount, e.balance_after);
+        END IF;
+        ledger := s.ledger;
+    END LOOP;
+END
+$$;
+CREATE OR REPLACE FUNCTION wallet.balance_at(account_id bigint, ts timestamptz) RETURNS bigint
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    l wallet.points_ledger;
+    lo bigint := 0;     -- last entry known to be created at or before ts (0: none)
+    hi bigint;          -- first entry known to be created after ts
+    p bigint;
+    pt timestamptz;
+    b bigint;
+    nxt wallet.entries;
+BEGIN
+    IF ts IS NULL THEN
+        RAISE EXCEPTION 'ts must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The balance is taken at a given instant.';
+    END IF;
+    SELECT a.ledger INTO l FROM wallet.accounts a WHERE a.account_id = balance_at.account_id;
+    IF NOT FOUND THEN
+        PERFORM wallet_internal.unknown_account(account_id);
+    END IF;
+    SELECT x.entry_id, x.created_at INTO hi, pt FROM wallet.entries x
+     WHERE x.account_id = balance_at.account_id ORDER BY x.entry_id DESC LIMIT 1;
+    IF NOT FOUND OR pt <= ts THEN
+        RETURN wallet.ledger_balance(l, ts);
+    END IF;
+    LOOP
+        SELECT x.entry_id, x.created_at INTO p, pt FROM wallet.entries x
+         WHERE x.account_id = balance_at.account_id AND x.entry_id > lo AND x.entry_id < hi
+           AND x.entry_id >= lo + (hi - lo) / 2
+         ORDER BY x.entry_id LIMIT 1;
+        IF NOT FOUND THEN
+            SELECT x.entry_id, x.created_at INTO p, pt FROM wallet.entries x
+             WHERE x.account_id = balance_at.account_id AND x.entry_id > lo AND x.entry_id < lo + (hi - lo) / 2
+             ORDER BY x.entry_id DESC LIMIT 1;
+            EXIT WHEN NOT FOUND;
+        END IF;
+        IF pt <= ts THEN lo := p; ELSE hi := p; END IF;
+    END LOOP;
+    IF lo = 0 THEN
+        RETURN 0;   -- before the first entry the ledger is empty
+    END IF;
+    SELECT * INTO nxt FROM wallet.entries x WHERE x.entry_id = hi;
+    IF nxt.kind = 'expire' OR (nxt.kind = 'release' AND nxt.expires_at IS NOT NULL) THEN
+        RETURN wallet.ledger_balance((wallet.replay_ledger(account_id, ts)).ledger, ts);
+    END IF;
+    SELECT x.balance_after INTO b FROM wallet.entries x WHERE x.entry_id = lo;
+    RETURN b;
+END
+$$;
+CREATE OR REPLACE FUNCTION wallet.history(account_id bigint, from_ts timestamptz DEFAULT '-infinity',
+        to_ts timestamptz DEFAULT 'infinity') RETURNS SETOF wallet.entries
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF from_ts IS NULL OR to_ts IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN from_ts IS NULL THEN 'from_ts' ELSE 'to_ts' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The history covers [from_ts, to_ts), by default all of it (-infinity to infinity).';
+    END IF;
+    IF NOT EXISTS (SELECT FROM wallet.accounts a WHERE a.account_id = history.account_id) THEN
+        PERFORM wallet_internal.unknown_account(account_id);
+    END IF;
+    RETURN QUERY SELECT * FROM wallet.entries x
+                  WHERE x.account_id = history.account_id AND x.created_at >= from_ts AND x.created_at < to_ts
+                  ORDER BY x.entry_id;
+END
+$$;
+CREATE OR REPLACE FUNCTION wallet.verify_ledger(bigint DEFAULT NULL)
+    RETURNS TABLE (account_id bigint, stored_balance bigint, replayed_balance bigint, detail text)
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    a record;
+    r record;
+    d text;
+BEGIN
+    IF $1 IS NOT NULL
+       AND NOT EXISTS (SELECT FROM wallet.accounts x WHERE x.account_id = $1) THEN
+        PERFORM wallet_internal.unknown_account($1);
+    END IF;
+    FOR a IN SELECT x.account_id, x.ledger FROM wallet.accounts x
+              WHERE $1 IS NULL OR x.account_id = $1
+              ORDER BY x.account_id LOOP
+        r := wallet.replay_ledger(a.account_id);
+        d := coalesce(r.problem, wallet.ledger_diff(a.ledger, r.ledger));
+        IF d IS NOT NULL THEN
+            account_id := a.account_id;
+            stored_balance := wallet.ledger_balance(a.ledger, now());
+            replayed_balance := wallet.ledger_balance(r.ledger, now());
+            detail := d;
+            RETURN NEXT;
+        END IF;
+    END LOOP;
+END
+$$;
+CREATE OR REPLACE PROCEDURE wallet.expire_points_batched(as_of timestamptz DEFAULT now(), batch_size int DEFAULT 1000,
+        max_batches int DEFAULT NULL)
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    batches int := 0;
+    r record;
+BEGIN
+    PERFORM wallet_internal.check_expiry_as_of(as_of);
+    IF batch_size IS NULL OR batch_size OPERATOR(pg_catalog.<) 1 OR max_batches OPERATOR(pg_catalog.<) 1 THEN
+        RAISE EXCEPTION 'batch_size and max_batches must be positive'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'Due accounts are settled batch_size at a time, at most max_batches times (NULL: until none is due).';
+    END IF;
+    LOOP
+        r := wallet_internal.expire_due_accounts(as_of, batch_size);
+        -- each batch is its own transaction (an error here when CALLed inside a transaction block)
+        COMMIT;
+        batches := batches OPERATOR(pg_catalog.+) 1;
+        EXIT WHEN r.accounts OPERATOR(pg_catalog.<) batch_size OR batches OPERATOR(pg_catalog.=) max_batches;
+    END LOOP;
+END
+$$;
+
+-- The project's own SQLSTATEs (class WL), for applications and DBAs:
+-- SELECT * FROM wallet.error_codes.  The same codes and names as
+-- src/errcodes.h and README's error table, the meaning as README gives it
+-- (test/checks/sqlstates_documented.t holds the three together).  A view of
+-- constants: nothing to update, nothing for pg_dump to keep.
+CREATE VIEW wallet.error_codes (sqlstate, name, description) AS VALUES
+    ('WL001', 'root_key_not_loaded', 'a function that needs the root key runs on a server started without one (hint: the settings to configure)'),
+    ('WL002', 'idempotency_key_reused', 'an idempotency key is sent again with a different fingerprint (see Idempotency): a posting with other points, reason, reference, expiry, hold or operation on the same account; a redemption or reservation with another code, member or ttl, or a redemption''s key for a reservation'),
+    ('WL101', 'unknown_campaign', 'generate_codes, rotate_code_key, retire_code_key on a campaign that does not exist'),
+    ('WL102', 'unknown_merchant', 'create_campaign, create_program, set_code_guard or clear_code_failures for a merchant that does not exist'),
+    ('WL103', 'unknown_key_version', 'retire_code_key of a version the campaign does not have'),
+    ('WL104', 'retire_current_key', 'retire_code_key of the version that signs new codes (rotate first)'),
+    ('WL105', 'key_versions_exhausted', 'rotate_code_key past version 1023'),
+    ('WL106', 'serials_exhausted', 'generate_codes past serial 2^38 − 1 (the refused call uses up no serial)'),
+    ('WL107', 'campaign_field_fixed', 'an UPDATE changing a campaign''s prefix or mac_bits, or lowering its current_key_version'),
+    ('WL108', 'current_key_retired', 'generate_codes when the campaign''s current key version was retired by hand'),
+    ('WL109', 'serial_sequence_missing', 'generate_codes, campaign_next_serial when the campaign''s sequence wallet.campaign_<id>_serials was dropped by hand (it is not recreated: that would repeat serials)'),
+    ('WL110', 'campaign_ids_exhausted', 'create_campaign once every campaign id up to 2^32 − 1 (the largest a code carries) has been handed out'),
+    ('WL120', 'installation_id_fixed', 'UPDATE, DELETE or TRUNCATE of wallet.installation, or a new installation id once key versions are bound to the current one'),
+    ('WL121', 'key_binding_fixed', 'an unbound (legacy) key version inserted by anyone but the owner of wallet.code_keys, or a key version''s installation_id changed'),
+    ('WL122', 'campaign_not_deletable', 'DELETE or TRUNCATE of wallet.campaigns (end a campaign instead)'),
+    ('WL123', 'campaign_id_reused', 'an INSERT into wallet.campaigns with an explicit campaign_id the identity has already handed out'),
+    ('WL150', 'unknown_redemption', 'undo_redemption names no redemption'),
+    ('WL151', 'redemption_already_undone', 'undo_redemption on a redemption that is already undone'),
+    ('WL152', 'unknown_reservation', 'release_reservation names no reservation'),
+    ('WL153', 'reservation_converted', 'release_reservation on a reservation that was already redeemed (undo the redemption instead)'),
+    ('WL201', 'unknown_account', 'no points account with that id'),
+    ('WL202', 'program_closed', 'a posting or a new account in a closed program'),
+    ('WL203', 'insufficient_points', 'a redemption, hold or negative adjustment exceeds the spendable balance; nothing is posted'),
+    ('WL204', 'invalid_amount', 'points missing, zero or negative where a positive number is required (zero for adjust)'),
+    ('WL205', 'amount_out_of_range', 'a balance, lot or lifetime total would exceed bigint'),
+    ('WL206', 'unknown_hold', 'no hold with that id'),
+    ('WL207', 'hold_not_open', 'the hold was already captured or released (and this is not the identical repeated call)'),
+    ('WL208', 'hold_expired', 'capture after the hold''s time to live ran out'),
+    ('WL209', 'capture_exceeds_hold', 'capture of more points than the hold holds'),
+    ('WL210', 'entry_already_reversed', 'the entry was already reversed'),
+    ('WL211', 'entry_not_reversible', 'only accrue, redeem and capture entries can be reversed'),
+    ('WL212', 'unknown_entry', 'no journal entry with that id'),
+    ('WL213', 'journal_append_only', 'UPDATE, DELETE or TRUNCATE on wallet.entries'),
+    ('WL214', 'unknown_program', 'no points program with that id');
+COMMENT ON VIEW wallet.error_codes IS 'every SQLSTATE of class WL the extension raises: code, name and when it is raised';
+COMMENT ON COLUMN wallet.error_codes.sqlstate IS 'the five-character SQLSTATE, WL followed by three digits';
+COMMENT ON COLUMN wallet.error_codes.name IS 'the code''s name (src/errcodes.h: ERRCODE_WL_<NAME>)';
+COMMENT ON COLUMN wallet.error_codes.description IS 'when the extension raises it';
+
+-- Index names follow one pattern, <table>_<what>_idx (README "Naming").
+ALTER INDEX wallet.installation_one_row RENAME TO installation_one_row_idx;
+ALTER INDEX wallet.code_failed_attempts_member RENAME TO code_failed_attempts_member_idx;
+ALTER INDEX wallet.code_failed_attempts_source RENAME TO code_failed_attempts_source_idx;
+ALTER INDEX wallet.code_failed_attempts_at RENAME TO code_failed_attempts_at_idx;
+ALTER INDEX wallet.code_bindings_member RENAME TO code_bindings_member_idx;
+ALTER INDEX wallet.code_reservations_active_code RENAME TO code_reservations_active_code_idx;
+ALTER INDEX wallet.code_reservations_active_member RENAME TO code_reservations_active_member_idx;
+ALTER INDEX wallet.code_reservations_active_campaign RENAME TO code_reservations_active_campaign_idx;
+ALTER INDEX wallet.code_redemptions_code RENAME TO code_redemptions_code_idx;
+ALTER INDEX wallet.code_redemptions_member RENAME TO code_redemptions_member_idx;
+
+-- == 8. members, erasure, audit (issue 9)
+-- The part sql/ext/members.sql, with the member_id columns of accounts and
+-- code bindings backfilled, the functions that now create members, and
+-- WL401 in wallet.error_codes.
+
+-- Members, erasure and the audit log (issue 9).
+--
+-- A member is the merchant app's own user reference (member_ref) at one
+-- merchant.  Accounts and code bindings refer to their member by member_id
+-- (a surrogate key, so the reference does not depend on a merchant_id column
+-- of accounts, and erasing a member changes no key that other rows point
+-- at); they keep their member_ref too (the lookups of the hot path use it),
+-- and wallet.forget_member pseudonymises it there in the same transaction.
+
+------------------------------------------------------------------------------
+-- Members
+------------------------------------------------------------------------------
+
+CREATE TABLE wallet.members (
+    member_id   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    merchant_id bigint NOT NULL REFERENCES wallet.merchants,
+    member_ref  text NOT NULL,
+    time_zone   text,
+    locale      text,
+    status      text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'forgotten')),
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (merchant_id, member_ref)
+);
+COMMENT ON TABLE wallet.members IS 'members of each merchant: the app''s own user reference with the member''s time zone and locale; accounts and code bindings refer to them';
+COMMENT ON COLUMN wallet.members.member_id IS 'member id, referenced by accounts and code bindings';
+COMMENT ON COLUMN wallet.members.merchant_id IS 'merchant the member belongs to';
+COMMENT ON COLUMN wallet.members.member_ref IS 'the merchant app''s own user id (personal data), unique per merchant; forgotten: followed by a random pseudonym once erased';
+COMMENT ON COLUMN wallet.members.time_zone IS 'the member''s IANA time zone (a name of pg_timezone_names); NULL = unknown';
+COMMENT ON COLUMN wallet.members.locale IS 'the member''s locale as a BCP 47 tag (e.g. de-CH); NULL = unknown';
+COMMENT ON COLUMN wallet.members.status IS 'active, or forgotten once wallet.forget_member erased the member''s personal data';
+COMMENT ON COLUMN wallet.members.created_at IS 'when the member was first named';
+COMMENT ON COLUMN wallet.members.updated_at IS 'when the member''s time zone, locale or status last changed';
+SELECT pg_catalog.pg_extension_config_dump('wallet.members', '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('wallet.members', 'member_id'), '');
+
+-- Accounts and code bindings refer to their member (added at the end of the
+-- tables, as the upgrade script adds them).
+-- Every member_ref of an account or a code binding becomes a member of the
+-- merchant of its program or campaign, first named when its earliest
+-- account or binding was made.
+INSERT INTO wallet.members (merchant_id, member_ref, created_at, updated_at)
+SELECT merchant_id, member_ref, min(at), min(at)
+  FROM (SELECT p.merchant_id, a.member_ref, a.opened_at AS at
+          FROM wallet.accounts a JOIN wallet.programs p ON p.program_id = a.program_id
+        UNION ALL
+        SELECT k.merchant_id, b.member_ref, b.bound_at
+          FROM wallet.code_bindings b JOIN wallet.campaigns k ON k.campaign_id = b.campaign_id) s
+ GROUP BY merchant_id, member_ref
+ ORDER BY min(at), merchant_id, member_ref;
+ALTER TABLE wallet.accounts ADD COLUMN member_id bigint REFERENCES wallet.members;
+UPDATE wallet.accounts a SET member_id = m.member_id
+  FROM wallet.programs p, wallet.members m
+ WHERE p.program_id = a.program_id AND m.merchant_id = p.merchant_id AND m.member_ref = a.member_ref;
+ALTER TABLE wallet.accounts ALTER COLUMN member_id SET NOT NULL;
+COMMENT ON COLUMN wallet.accounts.member_id IS 'the member owning the account (wallet.members)';
+ALTER TABLE wallet.code_bindings ADD COLUMN member_id bigint REFERENCES wallet.members;
+UPDATE wallet.code_bindings b SET member_id = m.member_id
+  FROM wallet.campaigns k, wallet.members m
+ WHERE k.campaign_id = b.campaign_id AND m.merchant_id = k.merchant_id AND m.member_ref = b.member_ref;
+ALTER TABLE wallet.code_bindings ALTER COLUMN member_id SET NOT NULL;
+COMMENT ON COLUMN wallet.code_bindings.member_id IS 'the member the code is bound to (wallet.members)';
+
+-- Argument checks shared by the member functions.
+CREATE FUNCTION wallet_internal.member_check(merchant_id bigint, member_ref text) RETURNS void
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF merchant_id IS NULL OR member_ref IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN merchant_id IS NULL THEN 'merchant_id' ELSE 'member reference' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A member is named by its merchant and the merchant app''s own user id.';
+    END IF;
+    IF btrim(member_ref) = '' OR length(member_ref) > 256 THEN
+        RAISE EXCEPTION 'member reference must not be %', CASE WHEN btrim(member_ref) = '' THEN 'blank' ELSE 'longer than 256 characters' END
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('A member reference is a non-blank text of at most 256 characters; this one has %s.', length(member_ref));
+    END IF;
+    IF member_ref LIKE 'forgotten:%' THEN
+        RAISE EXCEPTION 'member reference must not start with "forgotten:"'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'References starting with "forgotten:" are the pseudonyms of erased members.';
+    END IF;
+    IF NOT EXISTS (SELECT FROM wallet.merchants m WHERE m.merchant_id = member_check.merchant_id) THEN
+        RAISE EXCEPTION 'merchant % does not exist', merchant_id
+            USING ERRCODE = 'WL102', DETAIL = 'Members belong to a merchant registered in wallet.merchants.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.member_check(bigint, text) IS 'internal: raises 22004 for a NULL merchant or member reference, 22023 for a blank, oversized or forgotten: reference, WL102 for an unknown merchant';
+
+-- The member of a reference, created if needed (race-safe): what opening an
+-- account and issuing a code call.
+CREATE FUNCTION wallet_internal.member_ensure(merchant_id bigint, member_ref text) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    id bigint;
+BEGIN
+    PERFORM wallet_internal.member_check(merchant_id, member_ref);
+    SELECT m.member_id INTO id FROM wallet.members m
+     WHERE m.merchant_id = member_ensure.merchant_id AND m.member_ref = member_ensure.member_ref;
+    IF FOUND THEN
+        RETURN id;
+    END IF;
+    -- a concurrent insert of the same member waits on the unique index, then finds the row
+    INSERT INTO wallet.members (merchant_id, member_ref) VALUES (member_ensure.merchant_id, member_ensure.member_ref)
+    ON CONFLICT ON CONSTRAINT members_merchant_id_member_ref_key DO NOTHING
+    RETURNING member_id INTO id;
+    IF id IS NULL THEN
+        SELECT m.member_id INTO id FROM wallet.members m
+         WHERE m.merchant_id = member_ensure.merchant_id AND m.member_ref = member_ensure.member_ref;
+    END IF;
+    RETURN id;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.member_ensure(bigint, text) IS 'internal: the member_id of member_ref at the merchant, creating the member if needed (race-safe)';
+
+CREATE FUNCTION wallet.upsert_member(merchant_id bigint, member_ref text, time_zone text DEFAULT NULL,
+        locale text DEFAULT NULL) RETURNS wallet.members
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    id bigint;
+    r wallet.members;
+BEGIN
+    IF time_zone IS NOT NULL
+       AND NOT EXISTS (SELECT FROM pg_catalog.pg_timezone_names z WHERE z.name = upsert_member.time_zone) THEN
+        RAISE EXCEPTION 'unknown time zone "%"', left(time_zone, 64)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A member''s time zone is an IANA name such as Europe/Zurich (see pg_timezone_names).';
+    END IF;
+    IF locale IS NOT NULL
+       AND (length(locale) > 35
+            OR locale !~ '^[A-Za-z]{2,3}(-[A-Za-z]{4})?(-([A-Za-z]{2}|[0-9]{3}))?(-([A-Za-z0-9]{5,8}|[0-9][A-Za-z0-9]{3}))*$') THEN
+        RAISE EXCEPTION 'invalid locale "%"', left(locale, 64)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A member''s locale is a BCP 47 language tag such as de-CH, pt-BR or zh-Hant-TW.';
+    END IF;
+    id := wallet_internal.member_ensure(merchant_id, member_ref);
+    UPDATE wallet.members m
+       SET time_zone = coalesce(upsert_member.time_zone, m.time_zone),
+           locale = coalesce(upsert_member.locale, m.locale),
+           updated_at = now()
+     WHERE m.member_id = id
+       AND (m.time_zone IS DISTINCT FROM coalesce(upsert_member.time_zone, m.time_zone)
+            OR m.locale IS DISTINCT FROM coalesce(upsert_member.locale, m.locale));
+    SELECT * INTO r FROM wallet.members m WHERE m.member_id = id;
+    RETURN r;
+END
+$$;
+COMMENT ON FUNCTION wallet.upsert_member(bigint, text, text, text) IS 'returns the member of member_ref at the merchant, creating it if needed and setting its IANA time zone and BCP 47 locale when given (NULL keeps the current value)';
+
+------------------------------------------------------------------------------
+-- Audit log
+------------------------------------------------------------------------------
+
+CREATE TABLE wallet.audit_log (
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    merchant_id  bigint,
+    at           timestamptz NOT NULL DEFAULT clock_timestamp(),
+    session_role name NOT NULL DEFAULT session_user,
+    acting_role  name NOT NULL,
+    action       text NOT NULL CHECK (action IN ('insert', 'update', 'delete', 'forget_member')),
+    object       jsonb NOT NULL,
+    old_values   jsonb,
+    new_values   jsonb
+);
+CREATE INDEX audit_log_merchant_idx ON wallet.audit_log (merchant_id, at);
+COMMENT ON TABLE wallet.audit_log IS 'append-only log of administrative changes: merchants, programs, campaigns and their caps, key versions, guard settings, merchant grants, erasures; UPDATE, DELETE and TRUNCATE raise WL401';
+COMMENT ON COLUMN wallet.audit_log.id IS 'audit record id, increasing';
+COMMENT ON COLUMN wallet.audit_log.merchant_id IS 'merchant the change concerns; NULL for a global setting; not a foreign key, the log outlives merchants';
+COMMENT ON COLUMN wallet.audit_log.at IS 'when the change was made (clock time)';
+COMMENT ON COLUMN wallet.audit_log.session_role IS 'session_user that made the change';
+COMMENT ON COLUMN wallet.audit_log.acting_role IS 'role the session acted as (SET ROLE, else the session user); a SECURITY DEFINER function does not change it';
+COMMENT ON COLUMN wallet.audit_log.action IS 'insert, update or delete (of the table named in object), or forget_member';
+COMMENT ON COLUMN wallet.audit_log.object IS 'what changed: {"table": name, "key": {primary key columns}}';
+COMMENT ON COLUMN wallet.audit_log.old_values IS 'the row before the change (NULL for insert); for forget_member NULL';
+COMMENT ON COLUMN wallet.audit_log.new_values IS 'the row after the change (NULL for delete); for forget_member the reason, the pseudonym and the rows changed per table, never the erased data';
+SELECT pg_catalog.pg_extension_config_dump('wallet.audit_log', '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('wallet.audit_log', 'id'), '');
+
+CREATE FUNCTION wallet_internal.audit_log_append_only() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    RAISE EXCEPTION 'audit log is append-only'
+        USING ERRCODE = 'WL401',
+              DETAIL = format('%s on wallet.audit_log is refused: every administrative change stays on record.', TG_OP);
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.audit_log_append_only() IS 'trigger function refusing UPDATE, DELETE and TRUNCATE on wallet.audit_log';
+CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON wallet.audit_log
+    FOR EACH STATEMENT EXECUTE FUNCTION wallet_internal.audit_log_append_only();
+
+-- One record.  The acting role is the role GUC (set by SET ROLE, not by a
+-- SECURITY DEFINER call), else the session user.
+CREATE FUNCTION wallet_internal.audit_record(merchant_id bigint, action text, object jsonb, old_values jsonb, new_values jsonb)
+    RETURNS bigint
+    LANGUAGE sql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+    INSERT INTO wallet.audit_log (merchant_id, acting_role, action, object, old_values, new_values)
+    VALUES (merchant_id,
+            CASE WHEN current_setting('role') = 'none' THEN session_user ELSE current_setting('role')::name END,
+            action, object, old_values, new_values)
+    RETURNING id
+$$;
+COMMENT ON FUNCTION wallet_internal.audit_record(bigint, text, jsonb, jsonb, jsonb) IS 'internal: appends one record to wallet.audit_log with the session user and the acting role';
+
+-- Row trigger of the audited tables; its arguments name the key columns.
+-- The merchant is the row's merchant_id, or its campaign's (code_keys).
+-- SECURITY DEFINER: whoever may change an audited table gets it recorded,
+-- without any right on the log.  A restore (pg_restore, or a pg_dump script:
+-- both set check_function_bodies off) by a superuser loads rows the dumped
+-- log already records, and the log itself: not recorded again (a superuser
+-- could disable the trigger anyway; no other role can skip it this way).
+CREATE FUNCTION wallet_internal.audit_change() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    o jsonb := CASE WHEN TG_OP <> 'INSERT' THEN to_jsonb(OLD) END;
+    n jsonb := CASE WHEN TG_OP <> 'DELETE' THEN to_jsonb(NEW) END;
+    r jsonb := coalesce(n, o);
+    k jsonb := '{}';
+    merchant bigint;
+    i int;
+BEGIN
+    IF o = n THEN
+        RETURN NULL;    -- nothing changed
+    END IF;
+    IF current_setting('check_function_bodies') = 'off'
+       AND (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = session_user) THEN
+        RETURN NULL;    -- a restore
+    END IF;
+    FOR i IN 0 .. TG_NARGS - 1 LOOP
+        k := k || jsonb_build_object(TG_ARGV[i], r -> TG_ARGV[i]);
+    END LOOP;
+    IF r ? 'merchant_id' THEN
+        merchant := (r ->> 'merchant_id')::bigint;
+    ELSIF r ? 'campaign_id' THEN
+        SELECT c.merchant_id INTO merchant FROM wallet.campaigns c WHERE c.campaign_id = (r ->> 'campaign_id')::bigint;
+    END IF;
+    PERFORM wallet_internal.audit_record(merchant, lower(TG_OP), jsonb_build_object('table', TG_TABLE_NAME, 'key', k), o, n);
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.audit_change() IS 'trigger function recording an insert, update or delete of an administrative table in wallet.audit_log (arguments: the key columns)';
+
+CREATE TRIGGER audit_change AFTER INSERT OR UPDATE OR DELETE ON wallet.merchants
+    FOR EACH ROW EXECUTE FUNCTION wallet_internal.audit_change('merchant_id');
+CREATE TRIGGER audit_change AFTER INSERT OR UPDATE OR DELETE ON wallet.programs
+    FOR EACH ROW EXECUTE FUNCTION wallet_internal.audit_change('program_id');
+CREATE TRIGGER audit_change AFTER INSERT OR UPDATE OR DELETE ON wallet.campaigns
+    FOR EACH ROW EXECUTE FUNCTION wallet_internal.audit_change('campaign_id');
+CREATE TRIGGER audit_change AFTER INSERT OR UPDATE OR DELETE ON wallet.code_keys
+    FOR EACH ROW EXECUTE FUNCTION wallet_internal.audit_change('campaign_id', 'key_version');
+CREATE TRIGGER audit_change AFTER INSERT OR UPDATE OR DELETE ON wallet.code_guard_settings
+    FOR EACH ROW EXECUTE FUNCTION wallet_internal.audit_change('merchant_id');
+COMMENT ON TRIGGER audit_change ON wallet.merchants IS 'records merchant changes in wallet.audit_log';
+COMMENT ON TRIGGER audit_change ON wallet.programs IS 'records program changes (settings, closing) in wallet.audit_log';
+COMMENT ON TRIGGER audit_change ON wallet.campaigns IS 'records campaign changes (settings, caps) in wallet.audit_log';
+COMMENT ON TRIGGER audit_change ON wallet.code_keys IS 'records key rotations and retirements in wallet.audit_log';
+COMMENT ON TRIGGER audit_change ON wallet.code_guard_settings IS 'records guard settings in wallet.audit_log';
+-- Merchant grants are recorded too: the trigger on wallet.merchant_roles is
+-- made with that table (section 7).
+
+------------------------------------------------------------------------------
+-- Erasure
+------------------------------------------------------------------------------
+
+-- Pseudonymises the member's reference everywhere with one random pseudonym
+-- (sha256 of a random salt and the reference; the salt is not kept, so it is
+-- irreversible and links nothing across merchants or erasures), clears the
+-- member's time zone, locale and request contexts, deletes its failed
+-- attempts and guard counters.  Rows are kept (not deleted) where they carry
+-- amounts or counts, so ledgers, liabilities and campaign totals stay as
+-- they were.  The journal (wallet.entries) holds no member_ref: its texts
+-- are the app's (see README "Personal data and erasure").
+CREATE FUNCTION wallet.forget_member(merchant_id bigint, member_ref text, reason text) RETURNS boolean
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+#variable_conflict use_column
+DECLARE
+    _merchant bigint := merchant_id;
+    _ref text := member_ref;
+    pseudonym text;
+    _member bigint;
+    n jsonb := '{}';
+    c bigint;
+    t text;
+    also text;
+BEGIN
+    PERFORM wallet_internal.member_check(_merchant, _ref);
+    IF reason IS NULL OR btrim(reason) = '' THEN
+        RAISE EXCEPTION 'reason must not be %', CASE WHEN reason IS NULL THEN 'null' ELSE 'blank' END
+            USING ERRCODE = CASE WHEN reason IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,
+                  DETAIL = 'An erasure is recorded with the reason it was made for.';
+    END IF;
+    pseudonym := 'forgotten:' || encode(sha256(convert_to(gen_random_uuid()::text || _ref, 'UTF8')), 'hex');
+
+    UPDATE wallet.members m SET member_ref = pseudonym, time_zone = NULL, locale = NULL, status = 'forgotten', updated_at = now()
+     WHERE m.merchant_id = _merchant AND m.member_ref = _ref
+    RETURNING m.member_id INTO _member;
+    GET DIAGNOSTICS c = ROW_COUNT;
+    n := n || jsonb_build_object('members', c);
+    UPDATE wallet.accounts a SET member_ref = pseudonym
+      FROM wallet.programs p
+     WHERE p.program_id = a.program_id AND p.merchant_id = _merchant AND a.member_ref = _ref;
+    GET DIAGNOSTICS c = ROW_COUNT;
+    n := n || jsonb_build_object('accounts', c);
+    -- the tables of a campaign's codes: the member_ref, and what else they hold of the member
+    FOR t, also IN VALUES ('code_bindings', ''), ('code_reservations', ''),
+                          ('code_redemptions', ', context = ''{}'''), ('member_use_counts', '') LOOP
+        EXECUTE format('UPDATE wallet.%I x SET member_ref = $1%s FROM wallet.campaigns k
+                         WHERE k.campaign_id = x.campaign_id AND k.merchant_id = $2 AND x.member_ref = $3', t, also)
+          USING pseudonym, _merchant, _ref;
+        GET DIAGNOSTICS c = ROW_COUNT;
+        n := n || jsonb_build_object(t, c);
+    END LOOP;
+    -- failed attempts are forensics, not totals: deleted, with those that
+    -- named no merchant (they cannot be told apart by merchant)
+    DELETE FROM wallet.code_failed_attempts f
+     WHERE f.member_ref = _ref AND (f.merchant_id = _merchant OR f.merchant_id IS NULL);
+    GET DIAGNOSTICS c = ROW_COUNT;
+    n := n || jsonb_build_object('code_failed_attempts', c);
+    PERFORM wallet_internal.code_guard_forget(_merchant, _ref, NULL);
+
+    IF NOT EXISTS (SELECT FROM jsonb_each(n) e WHERE e.value <> '0') THEN
+        RETURN false;   -- nothing names the member (e.g. erased before): nothing to record
+    END IF;
+    PERFORM wallet_internal.audit_record(_merchant, 'forget_member',
+                                jsonb_build_object('table', 'members', 'key', jsonb_build_object('member_id', _member)),
+                                NULL, jsonb_build_object('reason', reason, 'pseudonym', pseudonym, 'rows', n));
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION wallet.forget_member(bigint, text, text) IS 'erases a member''s personal data at a merchant: pseudonymises its member_ref in every table, clears its time zone, locale and request contexts, deletes its failed attempts; ledgers and totals are unchanged; recorded in wallet.audit_log; returns false (and records nothing) when nothing names the member';
+
+-- Opening an account and issuing a code create the member.
+CREATE OR REPLACE FUNCTION wallet.open_account(program_id bigint, member_ref text) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    id bigint;
+    is_closed boolean;
+    merchant bigint;
+    member bigint;
+BEGIN
+    IF program_id IS NULL OR member_ref IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN program_id IS NULL THEN 'program_id' ELSE 'member reference' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'An account is opened in a points program for the merchant app''s own user id.';
+    END IF;
+    IF btrim(member_ref) = '' THEN
+        RAISE EXCEPTION 'member reference must not be blank'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An account is opened for the merchant app''s own user id.';
+    END IF;
+    -- a key of a unique index, like the member references of the redemption API
+    IF length(member_ref) > 256 THEN
+        RAISE EXCEPTION 'member reference is too long'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('A member reference has at most 256 characters; this one has %s.', length(member_ref));
+    END IF;
+    SELECT p.closed_at IS NOT NULL, p.merchant_id INTO is_closed, merchant FROM wallet.programs p WHERE p.program_id = open_account.program_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown program'
+            USING ERRCODE = 'WL214', DETAIL = format('There is no points program %s.', program_id);
+    END IF;
+    member := wallet_internal.member_ensure(merchant, member_ref);   -- the member exists afterwards, whatever follows
+    SELECT a.account_id INTO id FROM wallet.accounts a
+     WHERE a.program_id = open_account.program_id AND a.member_ref = open_account.member_ref;
+    IF FOUND THEN
+        RETURN id;
+    END IF;
+    IF is_closed THEN
+        PERFORM wallet_internal.program_closed(program_id);
+    END IF;
+    -- a concurrent open of the same member waits on the unique index, then finds the row
+    INSERT INTO wallet.accounts (program_id, member_ref, member_id) VALUES (open_account.program_id, open_account.member_ref, member)
+    ON CONFLICT ON CONSTRAINT accounts_program_id_member_ref_key DO NOTHING
+    RETURNING account_id INTO id;
+    IF id IS NULL THEN
+        SELECT a.account_id INTO id FROM wallet.accounts a
+         WHERE a.program_id = open_account.program_id AND a.member_ref = open_account.member_ref;
+    END IF;
+    RETURN id;
+END
+$$;
+COMMENT ON FUNCTION wallet.open_account(bigint, text) IS 'returns the account of member_ref in the program, opening it (and creating the member, see wallet.members) if needed (idempotent, race-safe)';
+
+CREATE OR REPLACE FUNCTION wallet.issue_code(campaign_id bigint, member_ref text)
+    RETURNS wallet.marketing_code
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+#variable_conflict use_column
+DECLARE
+    _code wallet.marketing_code;
+BEGIN
+    PERFORM wallet_internal.code_check_args(member_ref, NULL, NULL, false);
+    IF campaign_id IS NULL THEN
+        RAISE EXCEPTION 'campaign_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = 'A code is issued in a campaign, named by its id.';
+    END IF;
+    SELECT g INTO _code FROM wallet.generate_codes(issue_code.campaign_id, 1) g;
+    INSERT INTO wallet.code_bindings (campaign_id, serial, code, member_ref, member_id)
+    VALUES (issue_code.campaign_id, wallet.code_serial(_code), _code, issue_code.member_ref,
+            wallet_internal.member_ensure((SELECT k.merchant_id FROM wallet.campaigns k WHERE k.campaign_id = issue_code.campaign_id),
+                                 issue_code.member_ref));
+    RETURN _code;
+END
+$$;
+COMMENT ON FUNCTION wallet.issue_code(bigint, text) IS
+    'mint one code of the campaign bound to a member (created if needed, see wallet.members): only that member can redeem it (others get bound_to_other_member)';
+
+CREATE OR REPLACE VIEW wallet.error_codes (sqlstate, name, description) AS VALUES
+    ('WL001', 'root_key_not_loaded', 'a function that needs the root key runs on a server started without one (hint: the settings to configure)'),
+    ('WL002', 'idempotency_key_reused', 'an idempotency key is sent again with a different fingerprint (see Idempotency): a posting with other points, reason, reference, expiry, hold or operation on the same account; a redemption or reservation with another code, member or ttl, or a redemption''s key for a reservation'),
+    ('WL101', 'unknown_campaign', 'generate_codes, rotate_code_key, retire_code_key on a campaign that does not exist'),
+    ('WL102', 'unknown_merchant', 'create_campaign, create_program, set_code_guard or clear_code_failures for a merchant that does not exist'),
+    ('WL103', 'unknown_key_version', 'retire_code_key of a version the campaign does not have'),
+    ('WL104', 'retire_current_key', 'retire_code_key of the version that signs new codes (rotate first)'),
+    ('WL105', 'key_versions_exhausted', 'rotate_code_key past version 1023'),
+    ('WL106', 'serials_exhausted', 'generate_codes past serial 2^38 − 1 (the refused call uses up no serial)'),
+    ('WL107', 'campaign_field_fixed', 'an UPDATE changing a campaign''s prefix or mac_bits, or lowering its current_key_version'),
+    ('WL108', 'current_key_retired', 'generate_codes when the campaign''s current key version was retired by hand'),
+    ('WL109', 'serial_sequence_missing', 'generate_codes, campaign_next_serial when the campaign''s sequence wallet.campaign_<id>_serials was dropped by hand (it is not recreated: that would repeat serials)'),
+    ('WL110', 'campaign_ids_exhausted', 'create_campaign once every campaign id up to 2^32 − 1 (the largest a code carries) has been handed out'),
+    ('WL120', 'installation_id_fixed', 'UPDATE, DELETE or TRUNCATE of wallet.installation, or a new installation id once key versions are bound to the current one'),
+    ('WL121', 'key_binding_fixed', 'an unbound (legacy) key version inserted by anyone but the owner of wallet.code_keys, or a key version''s installation_id changed'),
+    ('WL122', 'campaign_not_deletable', 'DELETE or TRUNCATE of wallet.campaigns (end a campaign instead)'),
+    ('WL123', 'campaign_id_reused', 'an INSERT into wallet.campaigns with an explicit campaign_id the identity has already handed out'),
+    ('WL150', 'unknown_redemption', 'undo_redemption names no redemption'),
+    ('WL151', 'redemption_already_undone', 'undo_redemption on a redemption that is already undone'),
+    ('WL152', 'unknown_reservation', 'release_reservation names no reservation'),
+    ('WL153', 'reservation_converted', 'release_reservation on a reservation that was already redeemed (undo the redemption instead)'),
+    ('WL201', 'unknown_account', 'no points account with that id'),
+    ('WL202', 'program_closed', 'a posting or a new account in a closed program'),
+    ('WL203', 'insufficient_points', 'a redemption, hold or negative adjustment exceeds the spendable balance; nothing is posted'),
+    ('WL204', 'invalid_amount', 'points missing, zero or negative where a positive number is required (zero for adjust)'),
+    ('WL205', 'amount_out_of_range', 'a balance, lot or lifetime total would exceed bigint'),
+    ('WL206', 'unknown_hold', 'no hold with that id'),
+    ('WL207', 'hold_not_open', 'the hold was already captured or released (and this is not the identical repeated call)'),
+    ('WL208', 'hold_expired', 'capture after the hold''s time to live ran out'),
+    ('WL209', 'capture_exceeds_hold', 'capture of more points than the hold holds'),
+    ('WL210', 'entry_already_reversed', 'the entry was already reversed'),
+    ('WL211', 'entry_not_reversible', 'only accrue, redeem and capture entries can be reversed'),
+    ('WL212', 'unknown_entry', 'no journal entry with that id'),
+    ('WL213', 'journal_append_only', 'UPDATE, DELETE or TRUNCATE on wallet.entries'),
+    ('WL214', 'unknown_program', 'no points program with that id'),
+    ('WL401', 'audit_append_only', 'UPDATE, DELETE or TRUNCATE on wallet.audit_log');
+
 -- == 7. privileges and isolation (issue 9)
 -- The roles, wallet.merchant_roles and its functions, wallet.acts_for and
 -- row-level security, as sql/ext/privileges.sql makes them; then every
 -- function that now treats another merchant's object as unknown, as its
 -- part defines it.  The grants are in section 9, last.
-
-CREATE SCHEMA IF NOT EXISTS wallet_internal;   -- made by section 6 once it is there
-REVOKE ALL ON SCHEMA wallet_internal FROM PUBLIC;
-COMMENT ON SCHEMA wallet_internal IS 'internal helpers of the wallet extension (not an API: they change between versions)';
 
 -- Idempotency keys of redemptions and reservations become unique per
 -- merchant (the merchant of the campaign, backfilled).
@@ -2374,13 +4017,13 @@ ALTER TABLE wallet.code_reservations ADD COLUMN merchant_id bigint;
 UPDATE wallet.code_reservations v SET merchant_id = c.merchant_id FROM wallet.campaigns c WHERE c.campaign_id = v.campaign_id;
 ALTER TABLE wallet.code_reservations ALTER COLUMN merchant_id SET NOT NULL;
 ALTER TABLE wallet.code_reservations DROP CONSTRAINT code_reservations_idempotency_key_key;
-CREATE UNIQUE INDEX code_reservations_key ON wallet.code_reservations (idempotency_key, merchant_id);
+CREATE UNIQUE INDEX code_reservations_idempotency_key_idx ON wallet.code_reservations (idempotency_key, merchant_id);
 COMMENT ON COLUMN wallet.code_reservations.merchant_id IS 'merchant of the campaign: idempotency keys are unique per merchant';
 ALTER TABLE wallet.code_redemptions ADD COLUMN merchant_id bigint;
 UPDATE wallet.code_redemptions d SET merchant_id = c.merchant_id FROM wallet.campaigns c WHERE c.campaign_id = d.campaign_id;
 ALTER TABLE wallet.code_redemptions ALTER COLUMN merchant_id SET NOT NULL;
 ALTER TABLE wallet.code_redemptions DROP CONSTRAINT code_redemptions_idempotency_key_key;
-CREATE UNIQUE INDEX code_redemptions_key ON wallet.code_redemptions (idempotency_key, merchant_id);
+CREATE UNIQUE INDEX code_redemptions_idempotency_key_idx ON wallet.code_redemptions (idempotency_key, merchant_id);
 COMMENT ON COLUMN wallet.code_redemptions.merchant_id IS 'merchant of the campaign: idempotency keys are unique per merchant';
 COMMENT ON COLUMN wallet.code_redemptions.idempotency_key IS 'idempotency key of the call (unique per merchant): a retry with it returns this row';
 
@@ -2409,6 +4052,9 @@ COMMENT ON COLUMN wallet.merchant_roles.merchant_id IS 'merchant';
 COMMENT ON COLUMN wallet.merchant_roles.role IS 'role acting for the merchant, with every role that is a member of it';
 COMMENT ON COLUMN wallet.merchant_roles.granted_at IS 'when the merchant was granted to the role';
 SELECT pg_catalog.pg_extension_config_dump('wallet.merchant_roles', '');
+CREATE TRIGGER audit_change AFTER INSERT OR UPDATE OR DELETE ON wallet.merchant_roles
+    FOR EACH ROW EXECUTE FUNCTION wallet_internal.audit_change('merchant_id', 'role');
+COMMENT ON TRIGGER audit_change ON wallet.merchant_roles IS 'records merchant grants in wallet.audit_log';
 
 CREATE FUNCTION wallet_internal.caller() RETURNS regrole
     AS 'MODULE_PATHNAME', 'wallet_caller'
@@ -2558,9 +4204,13 @@ CREATE POLICY merchant_rows ON wallet.programs USING (wallet.acts_for(merchant_i
 ALTER TABLE wallet.campaigns ENABLE ROW LEVEL SECURITY;
 CREATE POLICY merchant_rows ON wallet.campaigns USING (wallet.acts_for(merchant_id));
 ALTER TABLE wallet.code_guard_settings ENABLE ROW LEVEL SECURITY;
-CREATE POLICY merchant_rows ON wallet.code_guard_settings USING (merchant_id IS NULL OR wallet.acts_for(merchant_id));
+CREATE POLICY merchant_rows ON wallet.code_guard_settings USING (wallet.acts_for(merchant_id));
 ALTER TABLE wallet.code_failed_attempts ENABLE ROW LEVEL SECURITY;
 CREATE POLICY merchant_rows ON wallet.code_failed_attempts USING (wallet.acts_for(merchant_id));
+ALTER TABLE wallet.members ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.members USING (wallet.acts_for(merchant_id));
+ALTER TABLE wallet.audit_log ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.audit_log USING (wallet.acts_for(merchant_id));
 -- Tables whose rows belong to a program or campaign: the parent's merchant
 -- (the subquery is itself filtered by the parent's policy).
 ALTER TABLE wallet.accounts ENABLE ROW LEVEL SECURITY;
@@ -2605,6 +4255,8 @@ COMMENT ON POLICY merchant_rows ON wallet.code_redemptions IS 'readers and apps 
 COMMENT ON POLICY merchant_rows ON wallet.code_use_counts IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
 COMMENT ON POLICY merchant_rows ON wallet.member_use_counts IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
 COMMENT ON POLICY merchant_rows ON wallet.campaign_use_counts IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+COMMENT ON POLICY merchant_rows ON wallet.members IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+COMMENT ON POLICY merchant_rows ON wallet.audit_log IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
 
 CREATE OR REPLACE FUNCTION wallet.create_merchant(name text) RETURNS bigint
     LANGUAGE plpgsql
@@ -2636,6 +4288,32 @@ EXCEPTION WHEN unique_violation THEN
 END
 $$;
 
+CREATE OR REPLACE FUNCTION wallet_internal.member_check(merchant_id bigint, member_ref text) RETURNS void
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF merchant_id IS NULL OR member_ref IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN merchant_id IS NULL THEN 'merchant_id' ELSE 'member reference' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A member is named by its merchant and the merchant app''s own user id.';
+    END IF;
+    IF btrim(member_ref) = '' OR length(member_ref) > 256 THEN
+        RAISE EXCEPTION 'member reference must not be %', CASE WHEN btrim(member_ref) = '' THEN 'blank' ELSE 'longer than 256 characters' END
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('A member reference is a non-blank text of at most 256 characters; this one has %s.', length(member_ref));
+    END IF;
+    IF member_ref LIKE 'forgotten:%' THEN
+        RAISE EXCEPTION 'member reference must not start with "forgotten:"'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'References starting with "forgotten:" are the pseudonyms of erased members.';
+    END IF;
+    IF NOT EXISTS (SELECT FROM wallet.merchants m WHERE m.merchant_id = member_check.merchant_id AND wallet.acts_for(m.merchant_id)) THEN
+        RAISE EXCEPTION 'merchant % does not exist', merchant_id
+            USING ERRCODE = 'WL102', DETAIL = 'Members belong to a merchant registered in wallet.merchants.';
+    END IF;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION wallet.close_program(program_id bigint) RETURNS void
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
@@ -2661,6 +4339,8 @@ CREATE OR REPLACE FUNCTION wallet.open_account(program_id bigint, member_ref tex
 DECLARE
     id bigint;
     is_closed boolean;
+    merchant bigint;
+    member bigint;
 BEGIN
     IF program_id IS NULL OR member_ref IS NULL THEN
         RAISE EXCEPTION '% must not be null', CASE WHEN program_id IS NULL THEN 'program_id' ELSE 'member reference' END
@@ -2676,21 +4356,22 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = format('A member reference has at most 256 characters; this one has %s.', length(member_ref));
     END IF;
-    SELECT p.closed_at IS NOT NULL INTO is_closed FROM wallet.programs p WHERE p.program_id = open_account.program_id AND wallet.acts_for(p.merchant_id);
+    SELECT p.closed_at IS NOT NULL, p.merchant_id INTO is_closed, merchant FROM wallet.programs p WHERE p.program_id = open_account.program_id AND wallet.acts_for(p.merchant_id);
     IF NOT FOUND THEN
         RAISE EXCEPTION 'unknown program'
             USING ERRCODE = 'WL214', DETAIL = format('There is no points program %s.', program_id);
     END IF;
+    member := wallet_internal.member_ensure(merchant, member_ref);   -- the member exists afterwards, whatever follows
     SELECT a.account_id INTO id FROM wallet.accounts a
      WHERE a.program_id = open_account.program_id AND a.member_ref = open_account.member_ref;
     IF FOUND THEN
         RETURN id;
     END IF;
     IF is_closed THEN
-        PERFORM wallet.program_closed(program_id);
+        PERFORM wallet_internal.program_closed(program_id);
     END IF;
     -- a concurrent open of the same member waits on the unique index, then finds the row
-    INSERT INTO wallet.accounts (program_id, member_ref) VALUES (open_account.program_id, open_account.member_ref)
+    INSERT INTO wallet.accounts (program_id, member_ref, member_id) VALUES (open_account.program_id, open_account.member_ref, member)
     ON CONFLICT ON CONSTRAINT accounts_program_id_member_ref_key DO NOTHING
     RETURNING account_id INTO id;
     IF id IS NULL THEN
@@ -2726,14 +4407,14 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION wallet.lock_account(account_id bigint, idempotency_key text DEFAULT NULL)
-    RETURNS wallet.locked_account
+CREATE OR REPLACE FUNCTION wallet_internal.lock_account(account_id bigint, idempotency_key text DEFAULT NULL)
+    RETURNS wallet_internal.locked_account
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     AS $$
 DECLARE
     due timestamptz;
-    r wallet.locked_account;
+    r wallet_internal.locked_account;
     prior wallet.entries;
 BEGIN
     SELECT a.ledger, a.program_id, a.next_event, p.closed_at IS NOT NULL, p.expiry, p.granularity
@@ -2742,7 +4423,7 @@ BEGIN
      WHERE a.account_id = lock_account.account_id AND wallet.acts_for(p.merchant_id)
        FOR NO KEY UPDATE OF a;
     IF NOT FOUND THEN
-        PERFORM wallet.unknown_account(lock_account.account_id);
+        PERFORM wallet_internal.unknown_account(lock_account.account_id);
     END IF;
     r.at := clock_timestamp();
     IF idempotency_key IS NOT NULL THEN
@@ -2754,14 +4435,14 @@ BEGIN
         END IF;
     END IF;
     IF due <= r.at THEN
-        PERFORM wallet.settle_account(lock_account.account_id, r.at, r.at);
+        PERFORM wallet_internal.settle_account(lock_account.account_id, r.at, r.at);
         SELECT a.ledger INTO r.ledger FROM wallet.accounts a WHERE a.account_id = lock_account.account_id;
     END IF;
     RETURN r;
 END
 $$;
 
-CREATE OR REPLACE FUNCTION wallet.lock_hold(hold_id bigint,
+CREATE OR REPLACE FUNCTION wallet_internal.lock_hold(hold_id bigint,
         OUT h wallet.entries, OUT closing wallet.entries, OUT ledger wallet.points_ledger, OUT at timestamptz)
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
@@ -2780,7 +4461,7 @@ BEGIN
      WHERE x.hold_id = lock_hold.hold_id AND x.kind IN ('capture', 'release');
     at := clock_timestamp();
     IF closing.entry_id IS NULL THEN
-        SELECT x.ledger, x.at INTO ledger, at FROM wallet.lock_account(h.account_id) x;
+        SELECT x.ledger, x.at INTO ledger, at FROM wallet_internal.lock_account(h.account_id) x;
         -- look again under the lock: a concurrent capture or release may have closed it
         SELECT * INTO closing FROM wallet.entries x
          WHERE x.hold_id = lock_hold.hold_id AND x.kind IN ('capture', 'release');
@@ -2795,7 +4476,7 @@ CREATE OR REPLACE FUNCTION wallet.reverse(entry_id bigint, idempotency_key text,
     AS $$
 DECLARE
     o wallet.entries;
-    a wallet.locked_account;
+    a wallet_internal.locked_account;
     e wallet.entries;
     r bigint;
 BEGIN
@@ -2807,13 +4488,13 @@ BEGIN
         RAISE EXCEPTION 'unknown reversal policy "%"', policy
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The policy is ''within_balance'' or ''unlimited''.';
     END IF;
-    PERFORM wallet.check_posting(NULL, reason, idempotency_key, NULL);
+    PERFORM wallet_internal.check_posting(NULL, reason, idempotency_key, NULL);
     SELECT * INTO o FROM wallet.entries x WHERE x.entry_id = reverse.entry_id AND wallet_internal.sees_account(x.account_id);
     IF NOT FOUND THEN
         RAISE EXCEPTION 'unknown entry'
             USING ERRCODE = 'WL212', DETAIL = format('There is no journal entry %s.', entry_id);
     END IF;
-    a := wallet.lock_account(o.account_id, idempotency_key);
+    a := wallet_internal.lock_account(o.account_id, idempotency_key);
     IF (a.prior).entry_id IS NULL THEN
         IF o.kind NOT IN ('accrue', 'redeem', 'capture') THEN
             RAISE EXCEPTION 'entry not reversible'
@@ -2836,7 +4517,7 @@ BEGIN
     e.reverses := entry_id;
     e.created_at := a.at;
     e.policy := policy;
-    RETURN wallet.post_once(a, e, check_closed => false);
+    RETURN wallet_internal.post_once(a, e, check_closed => false);
 END
 $$;
 
@@ -2853,7 +4534,7 @@ BEGIN
     END IF;
     SELECT wallet.ledger_balance(a.ledger, as_of) INTO b FROM wallet.accounts a WHERE a.account_id = balance.account_id AND wallet_internal.sees_program(a.program_id);
     IF NOT FOUND THEN
-        PERFORM wallet.unknown_account(account_id);
+        PERFORM wallet_internal.unknown_account(account_id);
     END IF;
     RETURN b;
 END
@@ -2873,13 +4554,13 @@ BEGIN
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The journal is replayed up to a given instant, infinity by default.';
     END IF;
     IF NOT EXISTS (SELECT FROM wallet.accounts a WHERE a.account_id = replay_ledger.account_id AND wallet_internal.sees_program(a.program_id)) THEN
-        PERFORM wallet.unknown_account(account_id);
+        PERFORM wallet_internal.unknown_account(account_id);
     END IF;
     ledger := '';
     FOR e IN SELECT * FROM wallet.entries x WHERE x.account_id = replay_ledger.account_id AND x.created_at <= upto
               ORDER BY x.entry_id LOOP
         BEGIN
-            s := wallet.entry_step(ledger, e);
+            s := wallet_internal.entry_step(ledger, e);
         EXCEPTION WHEN OTHERS THEN
             problem := format('Entry %s (%s) does not replay: %s.', e.entry_id, e.kind, SQLERRM);
             RETURN;
@@ -2912,7 +4593,7 @@ BEGIN
     END IF;
     SELECT a.ledger INTO l FROM wallet.accounts a WHERE a.account_id = balance_at.account_id AND wallet_internal.sees_program(a.program_id);
     IF NOT FOUND THEN
-        PERFORM wallet.unknown_account(account_id);
+        PERFORM wallet_internal.unknown_account(account_id);
     END IF;
     SELECT x.entry_id, x.created_at INTO hi, pt FROM wallet.entries x
      WHERE x.account_id = balance_at.account_id ORDER BY x.entry_id DESC LIMIT 1;
@@ -2955,7 +4636,7 @@ BEGIN
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The history covers [from_ts, to_ts), by default all of it (-infinity to infinity).';
     END IF;
     IF NOT EXISTS (SELECT FROM wallet.accounts a WHERE a.account_id = history.account_id AND wallet_internal.sees_program(a.program_id)) THEN
-        PERFORM wallet.unknown_account(account_id);
+        PERFORM wallet_internal.unknown_account(account_id);
     END IF;
     RETURN QUERY SELECT * FROM wallet.entries x
                   WHERE x.account_id = history.account_id AND x.created_at >= from_ts AND x.created_at < to_ts
@@ -3000,7 +4681,7 @@ DECLARE
 BEGIN
     IF $1 IS NOT NULL
        AND NOT EXISTS (SELECT FROM wallet.accounts x WHERE x.account_id = $1 AND wallet_internal.sees_program(x.program_id)) THEN
-        PERFORM wallet.unknown_account($1);
+        PERFORM wallet_internal.unknown_account($1);
     END IF;
     FOR a IN SELECT x.account_id, x.ledger FROM wallet.accounts x
               WHERE ($1 IS NULL OR x.account_id = $1) AND wallet_internal.sees_program(x.program_id)
@@ -3265,7 +4946,7 @@ BEGIN
         RAISE EXCEPTION 'merchant % does not exist', $3
             USING ERRCODE = 'WL102', DETAIL = 'Failed checks are counted per merchant registered in wallet.merchants.';
     END IF;
-    PERFORM wallet.code_guard_forget($3, $1, $2);
+    PERFORM wallet_internal.code_guard_forget($3, $1, $2);
     WITH d AS (
         DELETE FROM wallet.code_failed_attempts a
          WHERE (a.member_ref = $1 OR a.source = $2)
@@ -3276,7 +4957,7 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION wallet.code_precheck(input text, member_ref text, source text, operation text,
+CREATE OR REPLACE FUNCTION wallet_internal.code_precheck(input text, member_ref text, source text, operation text,
         OUT status text, OUT code wallet.marketing_code, OUT campaign_id bigint, OUT serial bigint,
         OUT max_per_code int, OUT max_per_member int, OUT max_total bigint)
     LANGUAGE plpgsql
@@ -3318,8 +4999,8 @@ BEGIN
     -- the code (the answer is the same whether the MAC is right or not) and
     -- counts nothing; otherwise a failure is counted before anything else
     -- happens, and no rollback of the caller takes it back.
-    SELECT * INTO t FROM wallet.code_guard_thresholds(_merchant);
-    IF wallet.code_guard_attempt(_merchant, member_ref, source,
+    SELECT * INTO t FROM wallet_internal.code_guard_thresholds(_merchant);
+    IF wallet_internal.code_guard_attempt(_merchant, member_ref, source,
                                  _pstatus IN ('malformed', 'mistyped', 'unknown_campaign', 'forged'),
                                  t.max_failures_per_member, t.max_failures_per_source, t.failure_window) THEN
         status := 'throttled';
@@ -3392,8 +5073,8 @@ BEGIN
             USING ERRCODE = 'WL151',
                   DETAIL = format('It was undone at %s (reason: %s); a use can be freed only once.', _red.undone_at, _red.undo_reason);
     END IF;
-    SELECT * INTO cnt FROM wallet.code_lock_counters(_red.campaign_id, _red.serial, _red.member_ref);
-    PERFORM wallet.code_bump_counters(_red.campaign_id, _red.serial, _red.member_ref, -1, cnt.max_per_code IS NOT NULL,
+    SELECT * INTO cnt FROM wallet_internal.code_lock_counters(_red.campaign_id, _red.serial, _red.member_ref);
+    PERFORM wallet_internal.code_bump_counters(_red.campaign_id, _red.serial, _red.member_ref, -1, cnt.max_per_code IS NOT NULL,
                                       cnt.max_per_member IS NOT NULL, cnt.max_total IS NOT NULL);
     UPDATE wallet.code_redemptions d SET undone_at = clock_timestamp(), undo_reason = undo_redemption.reason
      WHERE d.redemption_id = _red.redemption_id
@@ -3465,7 +5146,7 @@ BEGIN
             USING ERRCODE = 'null_value_not_allowed',
                   DETAIL = 'A code is judged from the text a person typed: an empty text is malformed, a NULL is no text at all.';
     END IF;
-    PERFORM wallet.code_check_args(_member, _key, _ctx, true);
+    PERFORM wallet_internal.code_check_args(_member, _key, _ctx, true);
     r.member_ref := _member;
     r.replayed := false;
     _merchant := wallet_internal.code_merchant(_input);
@@ -3474,9 +5155,9 @@ BEGIN
     PERFORM pg_advisory_xact_lock(1464598529, hashtext(_key));
     SELECT * INTO _red FROM wallet.code_redemptions d WHERE d.idempotency_key = _key AND wallet_internal.key_scope(d.merchant_id, _merchant);
     IF FOUND THEN
-        PERFORM wallet.idem_check(_key, format('redemption %s', _red.redemption_id),
-                                  wallet.idem_code('redeem', _red.code::text, _red.member_ref, NULL),
-                                  wallet.idem_code('redeem', _input, _member, NULL));
+        PERFORM wallet_internal.idem_check(_key, format('redemption %s', _red.redemption_id),
+                                  wallet_internal.idem_code('redeem', _red.code::text, _red.member_ref, NULL),
+                                  wallet_internal.idem_code('redeem', _input, _member, NULL));
         r.status := 'ok';
         r.redemption_id := _red.redemption_id;
         r.campaign_id := _red.campaign_id;
@@ -3491,9 +5172,9 @@ BEGIN
     IF FOUND THEN
         -- the key of a reservation: redeeming it converts the reservation,
         -- so the call repeats the reservation's code and member
-        PERFORM wallet.idem_check(_key, format('reservation %s', _res.reservation_id),
-                                  wallet.idem_code('reserve', _res.code::text, _res.member_ref, _res.ttl),
-                                  wallet.idem_code('reserve', _input, _member, _res.ttl));
+        PERFORM wallet_internal.idem_check(_key, format('reservation %s', _res.reservation_id),
+                                  wallet_internal.idem_code('reserve', _res.code::text, _res.member_ref, _res.ttl),
+                                  wallet_internal.idem_code('reserve', _input, _member, _res.ttl));
         _convert := _res.state = 'active' AND _res.expires_at > clock_timestamp();
     END IF;
 
@@ -3506,11 +5187,11 @@ BEGIN
             r.status := _pstatus;
             RETURN r;
         END IF;
-        SELECT * INTO cnt FROM wallet.code_lock_counters(_res.campaign_id, _res.serial, _member);
+        SELECT * INTO cnt FROM wallet_internal.code_lock_counters(_res.campaign_id, _res.serial, _member);
         IF _res.expires_at <= clock_timestamp() THEN
             -- It expired while we waited for the locks: others may have taken
             -- its place meanwhile, so the caps decide (it no longer counts).
-            _st := wallet.code_caps_status(_res.campaign_id, _res.serial, _member, cnt.max_per_code,
+            _st := wallet_internal.code_caps_status(_res.campaign_id, _res.serial, _member, cnt.max_per_code,
                                            cnt.max_per_member, cnt.max_total,
                                            cnt.code_redeemed, cnt.member_redeemed, cnt.total_redeemed);
             IF _st <> 'ok' THEN
@@ -3527,15 +5208,15 @@ BEGIN
     ELSE
         -- A fresh redemption (or one whose reservation expired or was released):
         -- every check, then the caps under the counter locks.
-        SELECT * INTO pc FROM wallet.code_precheck(_input, _member, left(_ctx->>'source', 256), 'redeem');
+        SELECT * INTO pc FROM wallet_internal.code_precheck(_input, _member, left(_ctx->>'source', 256), 'redeem');
         r.campaign_id := pc.campaign_id;
         r.serial := pc.serial;
         IF pc.status <> 'ok' THEN
             r.status := pc.status;
             RETURN r;
         END IF;
-        SELECT * INTO cnt FROM wallet.code_lock_counters(pc.campaign_id, pc.serial, _member);
-        _st := wallet.code_caps_status(pc.campaign_id, pc.serial, _member, cnt.max_per_code, cnt.max_per_member,
+        SELECT * INTO cnt FROM wallet_internal.code_lock_counters(pc.campaign_id, pc.serial, _member);
+        _st := wallet_internal.code_caps_status(pc.campaign_id, pc.serial, _member, cnt.max_per_code, cnt.max_per_member,
                                        cnt.max_total, cnt.code_redeemed, cnt.member_redeemed, cnt.total_redeemed);
         IF _st <> 'ok' THEN
             r.status := _st;
@@ -3549,7 +5230,7 @@ BEGIN
     VALUES (r.campaign_id, r.serial, _code, _member, _key, _ctx,
             r.reservation_id, clock_timestamp(), _merchant)
     RETURNING redemption_id, redeemed_at INTO r.redemption_id, r.redeemed_at;
-    PERFORM wallet.code_bump_counters(r.campaign_id, r.serial, _member, 1, cnt.max_per_code IS NOT NULL,
+    PERFORM wallet_internal.code_bump_counters(r.campaign_id, r.serial, _member, 1, cnt.max_per_code IS NOT NULL,
                                       cnt.max_per_member IS NOT NULL, cnt.max_total IS NOT NULL);
     r.status := 'ok';
     RETURN r;
@@ -3583,7 +5264,7 @@ BEGIN
             USING ERRCODE = 'null_value_not_allowed',
                   DETAIL = 'A code is judged from the text a person typed: an empty text is malformed, a NULL is no text at all.';
     END IF;
-    PERFORM wallet.code_check_args(_member, _key, _ctx, true);
+    PERFORM wallet_internal.code_check_args(_member, _key, _ctx, true);
     IF _ttl IS NULL THEN
         RAISE EXCEPTION 'reservation ttl must not be null'
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A reservation holds a code for a given time.';
@@ -3600,9 +5281,9 @@ BEGIN
     PERFORM pg_advisory_xact_lock(1464598529, hashtext(_key));
     SELECT * INTO _res FROM wallet.code_reservations v WHERE v.idempotency_key = _key AND wallet_internal.key_scope(v.merchant_id, _merchant);
     IF FOUND THEN
-        PERFORM wallet.idem_check(_key, format('reservation %s', _res.reservation_id),
-                                  wallet.idem_code('reserve', _res.code::text, _res.member_ref, _res.ttl),
-                                  wallet.idem_code('reserve', _input, _member, _ttl));
+        PERFORM wallet_internal.idem_check(_key, format('reservation %s', _res.reservation_id),
+                                  wallet_internal.idem_code('reserve', _res.code::text, _res.member_ref, _res.ttl),
+                                  wallet_internal.idem_code('reserve', _input, _member, _ttl));
         r.status := 'ok';
         r.reservation_id := _res.reservation_id;
         r.campaign_id := _res.campaign_id;
@@ -3613,20 +5294,20 @@ BEGIN
     END IF;
     SELECT * INTO _red FROM wallet.code_redemptions d WHERE d.idempotency_key = _key AND wallet_internal.key_scope(d.merchant_id, _merchant);
     IF FOUND THEN   -- a redemption's key: never a reservation's (raises)
-        PERFORM wallet.idem_check(_key, format('redemption %s', _red.redemption_id),
-                                  wallet.idem_code('redeem', _red.code::text, _red.member_ref, NULL),
-                                  wallet.idem_code('reserve', _input, _member, _ttl));
+        PERFORM wallet_internal.idem_check(_key, format('redemption %s', _red.redemption_id),
+                                  wallet_internal.idem_code('redeem', _red.code::text, _red.member_ref, NULL),
+                                  wallet_internal.idem_code('reserve', _input, _member, _ttl));
     END IF;
 
-    SELECT * INTO pc FROM wallet.code_precheck(_input, _member, left(_ctx->>'source', 256), 'reserve');
+    SELECT * INTO pc FROM wallet_internal.code_precheck(_input, _member, left(_ctx->>'source', 256), 'reserve');
     r.campaign_id := pc.campaign_id;
     r.serial := pc.serial;
     IF pc.status <> 'ok' THEN
         r.status := pc.status;
         RETURN r;
     END IF;
-    SELECT * INTO cnt FROM wallet.code_lock_counters(pc.campaign_id, pc.serial, _member);
-    _st := wallet.code_caps_status(pc.campaign_id, pc.serial, _member, cnt.max_per_code, cnt.max_per_member,
+    SELECT * INTO cnt FROM wallet_internal.code_lock_counters(pc.campaign_id, pc.serial, _member);
+    _st := wallet_internal.code_caps_status(pc.campaign_id, pc.serial, _member, cnt.max_per_code, cnt.max_per_member,
                                    cnt.max_total, cnt.code_redeemed, cnt.member_redeemed, cnt.total_redeemed);
     IF _st <> 'ok' THEN
         r.status := _st;
@@ -3639,7 +5320,7 @@ BEGIN
     RETURNING reservation_id, expires_at INTO r.reservation_id, r.expires_at;
     -- Touch the counters: in REPEATABLE READ a concurrent change of them then
     -- fails with a serialization error instead of going unseen.
-    PERFORM wallet.code_bump_counters(pc.campaign_id, pc.serial, _member, 0, cnt.max_per_code IS NOT NULL,
+    PERFORM wallet_internal.code_bump_counters(pc.campaign_id, pc.serial, _member, 0, cnt.max_per_code IS NOT NULL,
                                       cnt.max_per_member IS NOT NULL, cnt.max_total IS NOT NULL);
     r.status := 'ok';
     RETURN r;
@@ -3712,7 +5393,8 @@ GRANT EXECUTE ON FUNCTION wallet.open_account(bigint, text),
     wallet.check_code(text, text), wallet.check_code(text, text, jsonb), wallet.check_code(wallet.marketing_code, text, jsonb),
     wallet.redeem_code(text, text, text, jsonb), wallet.redeem_code(wallet.marketing_code, text, text, jsonb),
     wallet.reserve_code(text, text, text, interval, jsonb), wallet.reserve_code(wallet.marketing_code, text, text, interval, jsonb),
-    wallet.release_reservation(bigint), wallet.undo_redemption(bigint, text)
+    wallet.release_reservation(bigint), wallet.undo_redemption(bigint, text),
+    wallet.upsert_member(bigint, text, text, text)
     TO wallet_app;
 -- the admin: merchants, programs, campaigns and keys, guard, maintenance, grants
 GRANT EXECUTE ON FUNCTION wallet.create_merchant(text), wallet.grant_merchant(bigint, regrole),
@@ -3722,10 +5404,12 @@ GRANT EXECUTE ON FUNCTION wallet.create_merchant(text), wallet.grant_merchant(bi
     wallet.create_campaign(bigint, text, text, int, timestamptz, timestamptz, int, int, bigint),
     wallet.rotate_code_key(bigint), wallet.retire_code_key(bigint, int), wallet.generate_codes(bigint, int),
     wallet.set_code_guard(int, int, interval, bigint), wallet.clear_code_failures(text, text, bigint),
-    wallet.purge_code_attempts(interval), wallet.expire_points(timestamptz)
+    wallet.purge_code_attempts(interval), wallet.expire_points(timestamptz),
+    wallet.forget_member(bigint, text, text)
     TO wallet_admin;
 GRANT EXECUTE ON PROCEDURE wallet.expire_points_batched(timestamptz, int, int), wallet.run_maintenance() TO wallet_admin;
 -- what those procedures (not SECURITY DEFINER: they commit) call
-GRANT EXECUTE ON FUNCTION wallet.check_expiry_as_of(timestamptz), wallet.expire_due_accounts(timestamptz, int) TO wallet_admin;
+GRANT USAGE ON SCHEMA wallet_internal TO wallet_admin;
+GRANT EXECUTE ON FUNCTION wallet_internal.check_expiry_as_of(timestamptz), wallet_internal.expire_due_accounts(timestamptz, int) TO wallet_admin;
 -- tables: read through row-level security; written only by the functions
 GRANT SELECT ON ALL TABLES IN SCHEMA wallet TO wallet_app, wallet_reader;

@@ -314,7 +314,7 @@ code_cache_invalidate(PG_FUNCTION_ARGS)
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("wallet.code_cache_invalidate() must be called as a trigger")));
+				 errmsg("wallet_internal.code_cache_invalidate() must be called as a trigger")));
 	CacheInvalidateRelcache(trigdata->tg_relation);
 	return PointerGetDatum(NULL);
 }

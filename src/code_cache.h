@@ -2,7 +2,7 @@
  * code_cache.h: per-backend cache of what code validation needs from
  * wallet.campaigns and wallet.code_keys, so that no table is read per code.
  * Invalidated through the relcache of those tables (their triggers call
- * wallet.code_cache_invalidate()).
+ * wallet_internal.code_cache_invalidate()).
  */
 #ifndef WALLET_CODE_CACHE_H
 #define WALLET_CODE_CACHE_H

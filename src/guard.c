@@ -1,6 +1,6 @@
 /*
- * guard.c: the brute-force guard's counters — wallet.code_guard_attempt and
- * wallet.code_guard_forget.
+ * guard.c: the brute-force guard's counters — wallet_internal.code_guard_attempt
+ * and wallet_internal.code_guard_forget.
  *
  * Why shared memory and not a table: a failed check must count whether or
  * not the caller's transaction commits, or an attacker guesses in rolled
@@ -248,7 +248,7 @@ count_failure(GuardEntry *e, TimestampTz now, int64 window)
 PG_FUNCTION_INFO_V1(code_guard_attempt);
 
 /*
- * wallet.code_guard_attempt(merchant_id, member_ref, source, failed,
+ * wallet_internal.code_guard_attempt(merchant_id, member_ref, source, failed,
  * max_per_member, max_per_source, failure_window) → throttled: whether the
  * member or the source has reached its threshold in the merchant's scope;
  * if not and the check failed, counts the failure for both, in the same
@@ -331,7 +331,7 @@ code_guard_attempt(PG_FUNCTION_ARGS)
 PG_FUNCTION_INFO_V1(code_guard_forget);
 
 /*
- * wallet.code_guard_forget(merchant_id, member_ref, source) → counters
+ * wallet_internal.code_guard_forget(merchant_id, member_ref, source) → counters
  * dropped: the counters of the member and of the source (NULL: none) in the
  * merchant's scope, or in every scope of the database when merchant_id is
  * NULL.  Takes effect at once, whatever becomes of the caller's transaction.

@@ -1,5 +1,5 @@
 /*
- * redeem.c: C helpers of the redemption layer — wallet.code_caps_unchanged.
+ * redeem.c: C helpers of the redemption layer — wallet_internal.code_caps_unchanged.
  */
 #include "wallet.h"
 
@@ -11,7 +11,7 @@
 PG_FUNCTION_INFO_V1(code_caps_unchanged);
 
 /*
- * wallet.code_caps_unchanged(campaign_id, max_per_code, max_per_member,
+ * wallet_internal.code_caps_unchanged(campaign_id, max_per_code, max_per_member,
  * max_total): raises a serialization failure (40001) unless the campaign's
  * latest committed caps are the given ones (read by the caller under its
  * transaction snapshot).

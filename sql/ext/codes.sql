@@ -177,11 +177,11 @@ CREATE TABLE wallet.installation (
     installation_id uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
     created_at timestamptz NOT NULL DEFAULT now()
 );
-CREATE UNIQUE INDEX installation_one_row ON wallet.installation ((true));
+CREATE UNIQUE INDEX installation_one_row_idx ON wallet.installation ((true));
 COMMENT ON TABLE wallet.installation IS 'the one row holding this database''s installation id, bound into every code key made since 0.2.0';
 COMMENT ON COLUMN wallet.installation.installation_id IS 'random id made when wallet 0.2.0 was installed here; never changes (not a secret)';
 COMMENT ON COLUMN wallet.installation.created_at IS 'when the id was made';
-COMMENT ON INDEX wallet.installation_one_row IS 'keeps wallet.installation to one row';
+COMMENT ON INDEX wallet.installation_one_row_idx IS 'keeps wallet.installation to one row';
 INSERT INTO wallet.installation DEFAULT VALUES;
 SELECT pg_catalog.pg_extension_config_dump('wallet.installation', '');
 
@@ -196,7 +196,7 @@ COMMENT ON FUNCTION wallet.installation_id()
 -- while no key version is bound to it: pg_restore loads the dumped id right
 -- after CREATE EXTENSION made a new one (wallet.code_keys references this
 -- table, so pg_dump loads this table's rows before the key versions).
-CREATE FUNCTION wallet.installation_guard() RETURNS trigger
+CREATE FUNCTION wallet_internal.installation_guard() RETURNS trigger
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     AS $$
@@ -220,12 +220,12 @@ BEGIN
               HINT = 'A copy of the database that must not accept the original''s codes needs a root key of its own.';
 END
 $$;
-COMMENT ON FUNCTION wallet.installation_guard()
+COMMENT ON FUNCTION wallet_internal.installation_guard()
     IS 'trigger: refuses UPDATE, DELETE and TRUNCATE of wallet.installation; an INSERT (pg_restore) replaces the id while no key version is bound to it';
 CREATE TRIGGER installation_guard BEFORE INSERT OR UPDATE OR DELETE ON wallet.installation
-    FOR EACH ROW EXECUTE FUNCTION wallet.installation_guard();
+    FOR EACH ROW EXECUTE FUNCTION wallet_internal.installation_guard();
 CREATE TRIGGER installation_guard_truncate BEFORE TRUNCATE ON wallet.installation
-    FOR EACH STATEMENT EXECUTE FUNCTION wallet.installation_guard();
+    FOR EACH STATEMENT EXECUTE FUNCTION wallet_internal.installation_guard();
 COMMENT ON TRIGGER installation_guard ON wallet.installation IS 'keeps the installation id from changing once key versions are bound to it';
 COMMENT ON TRIGGER installation_guard_truncate ON wallet.installation IS 'refuses TRUNCATE of the installation id';
 
@@ -250,24 +250,24 @@ SELECT pg_catalog.pg_extension_config_dump('wallet.campaigns_campaign_id_seq', '
 SELECT pg_catalog.pg_extension_config_dump('wallet.code_keys', '');
 
 -- Backends cache these tables for wallet.code_authentic; changes invalidate the caches.
-CREATE FUNCTION wallet.code_cache_invalidate() RETURNS trigger
+CREATE FUNCTION wallet_internal.code_cache_invalidate() RETURNS trigger
     AS 'MODULE_PATHNAME', 'code_cache_invalidate' LANGUAGE C;
-COMMENT ON FUNCTION wallet.code_cache_invalidate() IS 'trigger: tells every backend to drop its cache of campaigns and code keys';
+COMMENT ON FUNCTION wallet_internal.code_cache_invalidate() IS 'trigger: tells every backend to drop its cache of campaigns and code keys';
 CREATE TRIGGER code_cache_invalidate AFTER INSERT OR DELETE OR UPDATE OF campaign_id, prefix, mac_bits, current_key_version
-    ON wallet.campaigns FOR EACH STATEMENT EXECUTE FUNCTION wallet.code_cache_invalidate();
+    ON wallet.campaigns FOR EACH STATEMENT EXECUTE FUNCTION wallet_internal.code_cache_invalidate();
 CREATE TRIGGER code_cache_invalidate_truncate AFTER TRUNCATE
-    ON wallet.campaigns FOR EACH STATEMENT EXECUTE FUNCTION wallet.code_cache_invalidate();
+    ON wallet.campaigns FOR EACH STATEMENT EXECUTE FUNCTION wallet_internal.code_cache_invalidate();
 CREATE TRIGGER code_cache_invalidate AFTER INSERT OR DELETE OR UPDATE
-    ON wallet.code_keys FOR EACH STATEMENT EXECUTE FUNCTION wallet.code_cache_invalidate();
+    ON wallet.code_keys FOR EACH STATEMENT EXECUTE FUNCTION wallet_internal.code_cache_invalidate();
 CREATE TRIGGER code_cache_invalidate_truncate AFTER TRUNCATE
-    ON wallet.code_keys FOR EACH STATEMENT EXECUTE FUNCTION wallet.code_cache_invalidate();
+    ON wallet.code_keys FOR EACH STATEMENT EXECUTE FUNCTION wallet_internal.code_cache_invalidate();
 COMMENT ON TRIGGER code_cache_invalidate ON wallet.campaigns IS 'drops every session''s cache of campaign code parameters when they change';
 COMMENT ON TRIGGER code_cache_invalidate_truncate ON wallet.campaigns IS 'drops every session''s cache of campaign code parameters on TRUNCATE';
 COMMENT ON TRIGGER code_cache_invalidate ON wallet.code_keys IS 'drops every session''s cache of key versions when they change';
 COMMENT ON TRIGGER code_cache_invalidate_truncate ON wallet.code_keys IS 'drops every session''s cache of key versions on TRUNCATE';
 
 -- Every issued code carries its campaign's prefix and MAC length: changing them would void the codes.
-CREATE FUNCTION wallet.campaigns_guard() RETURNS trigger
+CREATE FUNCTION wallet_internal.campaigns_guard() RETURNS trigger
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     AS $$
@@ -287,16 +287,16 @@ BEGIN
     RETURN NEW;
 END
 $$;
-COMMENT ON FUNCTION wallet.campaigns_guard() IS 'trigger: keeps a campaign''s prefix and MAC length fixed and its key version from going back';
+COMMENT ON FUNCTION wallet_internal.campaigns_guard() IS 'trigger: keeps a campaign''s prefix and MAC length fixed and its key version from going back';
 CREATE TRIGGER campaigns_guard BEFORE UPDATE OF prefix, mac_bits, current_key_version ON wallet.campaigns
-    FOR EACH ROW EXECUTE FUNCTION wallet.campaigns_guard();
+    FOR EACH ROW EXECUTE FUNCTION wallet_internal.campaigns_guard();
 COMMENT ON TRIGGER campaigns_guard ON wallet.campaigns IS 'keeps prefix and mac_bits fixed and current_key_version from going back';
 
 -- A key version without installation id uses the legacy derivation of 0.1.0,
 -- which is the same in every database of the server: only the table's owner
 -- may create one (pg_restore of an upgraded database does), and no key
 -- version's binding can change.
-CREATE FUNCTION wallet.code_keys_guard() RETURNS trigger
+CREATE FUNCTION wallet_internal.code_keys_guard() RETURNS trigger
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     AS $$
@@ -318,10 +318,10 @@ BEGIN
     RETURN NEW;
 END
 $$;
-COMMENT ON FUNCTION wallet.code_keys_guard()
+COMMENT ON FUNCTION wallet_internal.code_keys_guard()
     IS 'trigger: new key versions are bound to the installation (unbound ones only by the table''s owner), and no binding changes';
 CREATE TRIGGER code_keys_guard BEFORE INSERT OR UPDATE OF installation_id ON wallet.code_keys
-    FOR EACH ROW EXECUTE FUNCTION wallet.code_keys_guard();
+    FOR EACH ROW EXECUTE FUNCTION wallet_internal.code_keys_guard();
 COMMENT ON TRIGGER code_keys_guard ON wallet.code_keys IS 'binds new key versions to the installation and keeps every binding fixed';
 
 -- A campaign that has issued codes must never go: deleting it would cascade
@@ -329,7 +329,7 @@ COMMENT ON TRIGGER code_keys_guard ON wallet.code_keys IS 'binds new key version
 -- its id would accept all its codes as never redeemed.  So no campaign is
 -- deleted (end it instead), and an id given explicitly must be one the
 -- identity has not handed out yet.
-CREATE FUNCTION wallet.campaigns_keep() RETURNS trigger
+CREATE FUNCTION wallet_internal.campaigns_keep() RETURNS trigger
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     AS $$
@@ -346,11 +346,11 @@ BEGIN
               HINT = 'End the campaign by setting its ends_at, and retire its key versions if its codes must stop validating.';
 END
 $$;
-COMMENT ON FUNCTION wallet.campaigns_keep() IS 'trigger: refuses DELETE and TRUNCATE of campaigns';
+COMMENT ON FUNCTION wallet_internal.campaigns_keep() IS 'trigger: refuses DELETE and TRUNCATE of campaigns';
 CREATE TRIGGER campaigns_keep BEFORE DELETE ON wallet.campaigns
-    FOR EACH ROW EXECUTE FUNCTION wallet.campaigns_keep();
+    FOR EACH ROW EXECUTE FUNCTION wallet_internal.campaigns_keep();
 CREATE TRIGGER campaigns_keep_truncate BEFORE TRUNCATE ON wallet.campaigns
-    FOR EACH STATEMENT EXECUTE FUNCTION wallet.campaigns_keep();
+    FOR EACH STATEMENT EXECUTE FUNCTION wallet_internal.campaigns_keep();
 COMMENT ON TRIGGER campaigns_keep ON wallet.campaigns IS 'campaigns are never deleted (end them instead)';
 COMMENT ON TRIGGER campaigns_keep_truncate ON wallet.campaigns IS 'campaigns are never truncated';
 
@@ -360,7 +360,7 @@ COMMENT ON TRIGGER campaigns_keep_truncate ON wallet.campaigns IS 'campaigns are
 -- serial sequence, which is then not yet tied to the table (only the owner
 -- can make such a sequence).  SECURITY DEFINER: reading the identity's
 -- sequence belongs to the owner, not to whoever may insert campaigns.
-CREATE FUNCTION wallet.campaigns_fresh_id() RETURNS trigger
+CREATE FUNCTION wallet_internal.campaigns_fresh_id() RETURNS trigger
     LANGUAGE plpgsql
     SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -393,10 +393,10 @@ BEGIN
     RETURN NEW;
 END
 $$;
-COMMENT ON FUNCTION wallet.campaigns_fresh_id()
+COMMENT ON FUNCTION wallet_internal.campaigns_fresh_id()
     IS 'trigger: refuses a new campaign whose explicit id the identity has already handed out';
 CREATE TRIGGER campaigns_fresh_id BEFORE INSERT ON wallet.campaigns
-    FOR EACH ROW EXECUTE FUNCTION wallet.campaigns_fresh_id();
+    FOR EACH ROW EXECUTE FUNCTION wallet_internal.campaigns_fresh_id();
 COMMENT ON TRIGGER campaigns_fresh_id ON wallet.campaigns IS 'campaign ids are never reused';
 
 -- Each campaign's serial numbers come from a sequence of its own, so that
@@ -407,12 +407,12 @@ COMMENT ON TRIGGER campaigns_fresh_id ON wallet.campaigns IS 'campaign ids are n
 -- than create_campaign makes it, so that campaigns inserted by hand get one too;
 -- SECURITY DEFINER because CREATE on schema wallet and owning the table (for
 -- OWNED BY) belong to the extension's owner, not to whoever may insert campaigns.
--- Campaigns are never deleted (wallet.campaigns_keep); should one be deleted
+-- Campaigns are never deleted (wallet_internal.campaigns_keep); should one be deleted
 -- anyway, its sequence stays, so an id reused by hand continues its serials.
 -- pg_dump leaves out OWNED BY for a column of an extension's table, so when
 -- pg_restore loads the campaigns (the sequence exists by then, at its dumped
 -- position) the trigger ties the sequence to the column again.
-CREATE FUNCTION wallet.campaigns_create_serials() RETURNS trigger
+CREATE FUNCTION wallet_internal.campaigns_create_serials() RETURNS trigger
     LANGUAGE plpgsql
     SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -438,10 +438,10 @@ BEGIN
     RETURN NULL;
 END
 $$;
-COMMENT ON FUNCTION wallet.campaigns_create_serials()
+COMMENT ON FUNCTION wallet_internal.campaigns_create_serials()
     IS 'trigger: creates the sequence wallet.campaign_<id>_serials that hands out a new campaign''s serial numbers';
 CREATE TRIGGER campaigns_create_serials AFTER INSERT ON wallet.campaigns
-    FOR EACH ROW EXECUTE FUNCTION wallet.campaigns_create_serials();
+    FOR EACH ROW EXECUTE FUNCTION wallet_internal.campaigns_create_serials();
 COMMENT ON TRIGGER campaigns_create_serials ON wallet.campaigns IS 'gives every new campaign its serial number sequence';
 
 CREATE FUNCTION wallet.campaign_next_serial(campaign_id bigint) RETURNS bigint

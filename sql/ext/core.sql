@@ -73,7 +73,7 @@ COMMENT ON FUNCTION wallet.create_merchant(text) IS 'register a merchant and ret
 -- arguments, so rows stored before a fingerprint existed compare as well.
 -- Equal fingerprints make a retry, which returns the first result; different
 -- ones raise WL002 here, naming the fields that differ.
-CREATE FUNCTION wallet.idem_check(idempotency_key text, earlier text, stored jsonb, given jsonb) RETURNS void
+CREATE FUNCTION wallet_internal.idem_check(idempotency_key text, earlier text, stored jsonb, given jsonb) RETURNS void
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     AS $$
@@ -92,4 +92,50 @@ BEGIN
               HINT = 'A retry repeats the arguments of the first call; use a new key for a new request.';
 END
 $$;
-COMMENT ON FUNCTION wallet.idem_check(text, text, jsonb, jsonb) IS 'internal: returns when the fingerprint given by a call equals the stored one of the earlier call with its idempotency key (a retry), else raises WL002 naming the fields that differ';
+COMMENT ON FUNCTION wallet_internal.idem_check(text, text, jsonb, jsonb) IS 'internal: returns when the fingerprint given by a call equals the stored one of the earlier call with its idempotency key (a retry), else raises WL002 naming the fields that differ';
+
+-- The project's own SQLSTATEs (class WL), for applications and DBAs:
+-- SELECT * FROM wallet.error_codes.  The same codes and names as
+-- src/errcodes.h and README's error table, the meaning as README gives it
+-- (test/checks/sqlstates_documented.t holds the three together).  A view of
+-- constants: nothing to update, nothing for pg_dump to keep.
+CREATE VIEW wallet.error_codes (sqlstate, name, description) AS VALUES
+    ('WL001', 'root_key_not_loaded', 'a function that needs the root key runs on a server started without one (hint: the settings to configure)'),
+    ('WL002', 'idempotency_key_reused', 'an idempotency key is sent again with a different fingerprint (see Idempotency): a posting with other points, reason, reference, expiry, hold or operation on the same account; a redemption or reservation with another code, member or ttl, or a redemption''s key for a reservation'),
+    ('WL101', 'unknown_campaign', 'generate_codes, rotate_code_key, retire_code_key on a campaign that does not exist'),
+    ('WL102', 'unknown_merchant', 'create_campaign, create_program, set_code_guard or clear_code_failures for a merchant that does not exist'),
+    ('WL103', 'unknown_key_version', 'retire_code_key of a version the campaign does not have'),
+    ('WL104', 'retire_current_key', 'retire_code_key of the version that signs new codes (rotate first)'),
+    ('WL105', 'key_versions_exhausted', 'rotate_code_key past version 1023'),
+    ('WL106', 'serials_exhausted', 'generate_codes past serial 2^38 − 1 (the refused call uses up no serial)'),
+    ('WL107', 'campaign_field_fixed', 'an UPDATE changing a campaign''s prefix or mac_bits, or lowering its current_key_version'),
+    ('WL108', 'current_key_retired', 'generate_codes when the campaign''s current key version was retired by hand'),
+    ('WL109', 'serial_sequence_missing', 'generate_codes, campaign_next_serial when the campaign''s sequence wallet.campaign_<id>_serials was dropped by hand (it is not recreated: that would repeat serials)'),
+    ('WL110', 'campaign_ids_exhausted', 'create_campaign once every campaign id up to 2^32 − 1 (the largest a code carries) has been handed out'),
+    ('WL120', 'installation_id_fixed', 'UPDATE, DELETE or TRUNCATE of wallet.installation, or a new installation id once key versions are bound to the current one'),
+    ('WL121', 'key_binding_fixed', 'an unbound (legacy) key version inserted by anyone but the owner of wallet.code_keys, or a key version''s installation_id changed'),
+    ('WL122', 'campaign_not_deletable', 'DELETE or TRUNCATE of wallet.campaigns (end a campaign instead)'),
+    ('WL123', 'campaign_id_reused', 'an INSERT into wallet.campaigns with an explicit campaign_id the identity has already handed out'),
+    ('WL150', 'unknown_redemption', 'undo_redemption names no redemption'),
+    ('WL151', 'redemption_already_undone', 'undo_redemption on a redemption that is already undone'),
+    ('WL152', 'unknown_reservation', 'release_reservation names no reservation'),
+    ('WL153', 'reservation_converted', 'release_reservation on a reservation that was already redeemed (undo the redemption instead)'),
+    ('WL201', 'unknown_account', 'no points account with that id'),
+    ('WL202', 'program_closed', 'a posting or a new account in a closed program'),
+    ('WL203', 'insufficient_points', 'a redemption, hold or negative adjustment exceeds the spendable balance; nothing is posted'),
+    ('WL204', 'invalid_amount', 'points missing, zero or negative where a positive number is required (zero for adjust)'),
+    ('WL205', 'amount_out_of_range', 'a balance, lot or lifetime total would exceed bigint'),
+    ('WL206', 'unknown_hold', 'no hold with that id'),
+    ('WL207', 'hold_not_open', 'the hold was already captured or released (and this is not the identical repeated call)'),
+    ('WL208', 'hold_expired', 'capture after the hold''s time to live ran out'),
+    ('WL209', 'capture_exceeds_hold', 'capture of more points than the hold holds'),
+    ('WL210', 'entry_already_reversed', 'the entry was already reversed'),
+    ('WL211', 'entry_not_reversible', 'only accrue, redeem and capture entries can be reversed'),
+    ('WL212', 'unknown_entry', 'no journal entry with that id'),
+    ('WL213', 'journal_append_only', 'UPDATE, DELETE or TRUNCATE on wallet.entries'),
+    ('WL214', 'unknown_program', 'no points program with that id'),
+    ('WL401', 'audit_append_only', 'UPDATE, DELETE or TRUNCATE on wallet.audit_log');
+COMMENT ON VIEW wallet.error_codes IS 'every SQLSTATE of class WL the extension raises: code, name and when it is raised';
+COMMENT ON COLUMN wallet.error_codes.sqlstate IS 'the five-character SQLSTATE, WL followed by three digits';
+COMMENT ON COLUMN wallet.error_codes.name IS 'the code''s name (src/errcodes.h: ERRCODE_WL_<NAME>)';
+COMMENT ON COLUMN wallet.error_codes.description IS 'when the extension raises it';

@@ -194,7 +194,7 @@ SELECT pg_catalog.pg_extension_config_dump('wallet.accounts_account_id_seq', '')
 SELECT pg_catalog.pg_extension_config_dump('wallet.entries', '');
 SELECT pg_catalog.pg_extension_config_dump('wallet.entries_entry_id_seq', '');
 
-CREATE FUNCTION wallet.entries_append_only() RETURNS trigger
+CREATE FUNCTION wallet_internal.entries_append_only() RETURNS trigger
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     AS $$
@@ -205,15 +205,15 @@ BEGIN
               HINT = 'Correct a posting with wallet.reverse or wallet.adjust.';
 END
 $$;
-COMMENT ON FUNCTION wallet.entries_append_only() IS 'trigger function refusing UPDATE, DELETE and TRUNCATE on wallet.entries';
+COMMENT ON FUNCTION wallet_internal.entries_append_only() IS 'trigger function refusing UPDATE, DELETE and TRUNCATE on wallet.entries';
 CREATE TRIGGER entries_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON wallet.entries
-    FOR EACH STATEMENT EXECUTE FUNCTION wallet.entries_append_only();
+    FOR EACH STATEMENT EXECUTE FUNCTION wallet_internal.entries_append_only();
 
 -- ---------------------------------------------------------------- helpers
 
 -- Argument checks every posting shares.  points NULL = the operation takes
 -- none; verb names it in the message; signed: non-zero instead of positive.
-CREATE FUNCTION wallet.check_posting(points bigint, reason text, idempotency_key text, verb text,
+CREATE FUNCTION wallet_internal.check_posting(points bigint, reason text, idempotency_key text, verb text,
         signed boolean DEFAULT false) RETURNS void
     LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
     SET search_path = pg_catalog, pg_temp
@@ -247,13 +247,13 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION wallet.check_posting(bigint, text, text, text, boolean) IS 'raises 22004 for NULL points, reason or idempotency key, WL204 for a zero or (unless signed) negative amount, 22023 for a blank reason or a blank or over-long idempotency key';
+COMMENT ON FUNCTION wallet_internal.check_posting(bigint, text, text, text, boolean) IS 'raises 22004 for NULL points, reason or idempotency key, WL204 for a zero or (unless signed) negative amount, 22023 for a blank reason or a blank or over-long idempotency key';
 
--- The idempotency fingerprint of a posting (see wallet.idem_check): what the
+-- The idempotency fingerprint of a posting (see wallet_internal.idem_check): what the
 -- caller decided, read from a journal entry, or from the entry a retry would
 -- post (built with the first entry's instant, so that expiries derived from
 -- it compare).  Not what the ledger made of it (amount, lots).
-CREATE FUNCTION wallet.idem_entry(e wallet.entries) RETURNS jsonb
+CREATE FUNCTION wallet_internal.idem_entry(e wallet.entries) RETURNS jsonb
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     SET search_path = pg_catalog, pg_temp
     AS $$
@@ -261,11 +261,11 @@ CREATE FUNCTION wallet.idem_entry(e wallet.entries) RETURNS jsonb
                               'expires_at', e.expires_at, 'reverses', e.reverses, 'policy', e.policy,
                               'hold_id', CASE WHEN e.kind IN ('capture', 'release') THEN e.hold_id END)
 $$;
-COMMENT ON FUNCTION wallet.idem_entry(wallet.entries) IS 'internal: idempotency fingerprint of a posting (operation, points, reason, reference, expires_at, reversed entry, policy, captured or released hold)';
+COMMENT ON FUNCTION wallet_internal.idem_entry(wallet.entries) IS 'internal: idempotency fingerprint of a posting (operation, points, reason, reference, expires_at, reversed entry, policy, captured or released hold)';
 
 -- The entry posted on an account with an optional idempotency key (no
 -- fields set when there is none, or no key); a blank key is refused.
-CREATE FUNCTION wallet.entry_by_key(account_id bigint, idempotency_key text) RETURNS wallet.entries
+CREATE FUNCTION wallet_internal.entry_by_key(account_id bigint, idempotency_key text) RETURNS wallet.entries
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     AS $$
@@ -284,9 +284,9 @@ BEGIN
     RETURN e;
 END
 $$;
-COMMENT ON FUNCTION wallet.entry_by_key(bigint, text) IS 'internal: the entry posted on the account with an optional idempotency key (22023 for a blank one)';
+COMMENT ON FUNCTION wallet_internal.entry_by_key(bigint, text) IS 'internal: the entry posted on the account with an optional idempotency key (22023 for a blank one)';
 
-CREATE FUNCTION wallet.unknown_account(account_id bigint) RETURNS void
+CREATE FUNCTION wallet_internal.unknown_account(account_id bigint) RETURNS void
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     AS $$
@@ -299,9 +299,9 @@ BEGIN
         USING ERRCODE = 'WL201', DETAIL = format('There is no points account %s.', account_id);
 END
 $$;
-COMMENT ON FUNCTION wallet.unknown_account(bigint) IS 'raises WL201 for an account id that does not exist, 22004 for a NULL one';
+COMMENT ON FUNCTION wallet_internal.unknown_account(bigint) IS 'raises WL201 for an account id that does not exist, 22004 for a NULL one';
 
-CREATE FUNCTION wallet.program_closed(program_id bigint) RETURNS void
+CREATE FUNCTION wallet_internal.program_closed(program_id bigint) RETURNS void
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     AS $$
@@ -311,11 +311,11 @@ BEGIN
               DETAIL = format('Points program %s is closed: it takes no new accounts, accruals, redemptions, holds or adjustments.', program_id);
 END
 $$;
-COMMENT ON FUNCTION wallet.program_closed(bigint) IS 'raises WL202 for a closed program';
+COMMENT ON FUNCTION wallet_internal.program_closed(bigint) IS 'raises WL202 for a closed program';
 
 -- The one mapping of a journal entry onto wallet.ledger_apply, used both to
--- post (wallet.post_entry) and to replay (wallet.replay_ledger).
-CREATE FUNCTION wallet.entry_step(l wallet.points_ledger, e wallet.entries) RETURNS wallet.ledger_step
+-- post (wallet_internal.post_entry) and to replay (wallet.replay_ledger).
+CREATE FUNCTION wallet_internal.entry_step(l wallet.points_ledger, e wallet.entries) RETURNS wallet.ledger_step
     LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
     AS $$
@@ -346,10 +346,10 @@ BEGIN
     END CASE;
 END
 $$;
-COMMENT ON FUNCTION wallet.entry_step(wallet.points_ledger, wallet.entries) IS 'applies journal entry e to ledger l (the single mapping used by posting and by replay)';
+COMMENT ON FUNCTION wallet_internal.entry_step(wallet.points_ledger, wallet.entries) IS 'applies journal entry e to ledger l (the single mapping used by posting and by replay)';
 
 -- Apply e to the locked account's ledger l, store the new ledger, journal e.
-CREATE FUNCTION wallet.post_entry(l wallet.points_ledger, e wallet.entries) RETURNS wallet.entries
+CREATE FUNCTION wallet_internal.post_entry(l wallet.points_ledger, e wallet.entries) RETURNS wallet.entries
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     AS $$
@@ -359,7 +359,7 @@ BEGIN
     IF e.entry_id IS NULL THEN
         e.entry_id := nextval('wallet.entries_entry_id_seq');
     END IF;
-    s := wallet.entry_step(l, e);
+    s := wallet_internal.entry_step(l, e);
     e.amount := s.amount;
     e.balance_after := s.balance_after;
     e.lots := s.lots;
@@ -373,13 +373,13 @@ BEGIN
     RETURN e;
 END
 $$;
-COMMENT ON FUNCTION wallet.post_entry(wallet.points_ledger, wallet.entries) IS 'applies entry e to the locked account''s ledger l, stores the result and journals e';
+COMMENT ON FUNCTION wallet_internal.post_entry(wallet.points_ledger, wallet.entries) IS 'applies entry e to the locked account''s ledger l, stores the result and journals e';
 
 -- Journal what time did to a locked account up to as_of: one expire entry
 -- for the spendable lots dead at as_of, then a release (taking effect at
 -- as_of, recorded in expires_at) for each lapsed hold.  Returns the number of
 -- expire entries posted (0 or 1).
-CREATE FUNCTION wallet.settle_account(account_id bigint, as_of timestamptz, at timestamptz) RETURNS int
+CREATE FUNCTION wallet_internal.settle_account(account_id bigint, as_of timestamptz, at timestamptz) RETURNS int
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     AS $$
@@ -396,7 +396,7 @@ BEGIN
         e.reason := 'points expired';
         e.created_at := at;
         e.expires_at := as_of;
-        PERFORM wallet.post_entry(l, e);
+        PERFORM wallet_internal.post_entry(l, e);
         SELECT a.ledger INTO l FROM wallet.accounts a WHERE a.account_id = settle_account.account_id;
         n := 1;
     END IF;
@@ -410,7 +410,7 @@ BEGIN
         e.hold_id := h.hold_id;
         e.created_at := at;
         e.expires_at := as_of;
-        PERFORM wallet.post_entry(l, e);
+        PERFORM wallet_internal.post_entry(l, e);
         SELECT a.ledger INTO l FROM wallet.accounts a WHERE a.account_id = settle_account.account_id;
     END LOOP;
     -- FOUND: the loop released a hold
@@ -422,13 +422,13 @@ BEGIN
     RETURN n;
 END
 $$;
-COMMENT ON FUNCTION wallet.settle_account(bigint, timestamptz, timestamptz) IS 'journals lapsed holds (release) and expired lots (expire) of a locked account up to as_of';
+COMMENT ON FUNCTION wallet_internal.settle_account(bigint, timestamptz, timestamptz) IS 'journals lapsed holds (release) and expired lots (expire) of a locked account up to as_of';
 
 -- Lock an account and read what every posting needs; settles it first when
 -- a lot expired or a hold lapsed since the last change.  prior is the entry
 -- already posted with idempotency_key, looked up under the lock so that a
 -- concurrent call with the same key has committed (or rolled back) by then.
-CREATE TYPE wallet.locked_account AS (
+CREATE TYPE wallet_internal.locked_account AS (
     ledger      wallet.points_ledger,
     program_id  bigint,
     closed      boolean,
@@ -437,23 +437,23 @@ CREATE TYPE wallet.locked_account AS (
     prior       wallet.entries,
     at          timestamptz
 );
-COMMENT ON TYPE wallet.locked_account IS 'what wallet.lock_account returns to a posting';
-COMMENT ON COLUMN wallet.locked_account.ledger IS 'the account''s ledger, settled up to the posting''s instant';
-COMMENT ON COLUMN wallet.locked_account.program_id IS 'program of the account';
-COMMENT ON COLUMN wallet.locked_account.closed IS 'whether the program is closed';
-COMMENT ON COLUMN wallet.locked_account.expiry IS 'the program''s expiry (NULL = never)';
-COMMENT ON COLUMN wallet.locked_account.granularity IS 'the program''s expiry granularity';
-COMMENT ON COLUMN wallet.locked_account.prior IS 'entry already posted on the account with the idempotency key, if any';
-COMMENT ON COLUMN wallet.locked_account.at IS 'the posting''s instant: the clock right after the lock was granted, so entries of an account are in time order';
+COMMENT ON TYPE wallet_internal.locked_account IS 'what wallet_internal.lock_account returns to a posting';
+COMMENT ON COLUMN wallet_internal.locked_account.ledger IS 'the account''s ledger, settled up to the posting''s instant';
+COMMENT ON COLUMN wallet_internal.locked_account.program_id IS 'program of the account';
+COMMENT ON COLUMN wallet_internal.locked_account.closed IS 'whether the program is closed';
+COMMENT ON COLUMN wallet_internal.locked_account.expiry IS 'the program''s expiry (NULL = never)';
+COMMENT ON COLUMN wallet_internal.locked_account.granularity IS 'the program''s expiry granularity';
+COMMENT ON COLUMN wallet_internal.locked_account.prior IS 'entry already posted on the account with the idempotency key, if any';
+COMMENT ON COLUMN wallet_internal.locked_account.at IS 'the posting''s instant: the clock right after the lock was granted, so entries of an account are in time order';
 
-CREATE FUNCTION wallet.lock_account(account_id bigint, idempotency_key text DEFAULT NULL)
-    RETURNS wallet.locked_account
+CREATE FUNCTION wallet_internal.lock_account(account_id bigint, idempotency_key text DEFAULT NULL)
+    RETURNS wallet_internal.locked_account
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     AS $$
 DECLARE
     due timestamptz;
-    r wallet.locked_account;
+    r wallet_internal.locked_account;
     prior wallet.entries;
 BEGIN
     SELECT a.ledger, a.program_id, a.next_event, p.closed_at IS NOT NULL, p.expiry, p.granularity
@@ -462,7 +462,7 @@ BEGIN
      WHERE a.account_id = lock_account.account_id AND wallet.acts_for(p.merchant_id)
        FOR NO KEY UPDATE OF a;
     IF NOT FOUND THEN
-        PERFORM wallet.unknown_account(lock_account.account_id);
+        PERFORM wallet_internal.unknown_account(lock_account.account_id);
     END IF;
     r.at := clock_timestamp();
     IF idempotency_key IS NOT NULL THEN
@@ -474,37 +474,37 @@ BEGIN
         END IF;
     END IF;
     IF due <= r.at THEN
-        PERFORM wallet.settle_account(lock_account.account_id, r.at, r.at);
+        PERFORM wallet_internal.settle_account(lock_account.account_id, r.at, r.at);
         SELECT a.ledger INTO r.ledger FROM wallet.accounts a WHERE a.account_id = lock_account.account_id;
     END IF;
     RETURN r;
 END
 $$;
-COMMENT ON FUNCTION wallet.lock_account(bigint, text) IS 'locks an account row for a posting, settles due expiries and lapsed holds, returns its ledger, program policy and the entry already posted with idempotency_key';
+COMMENT ON FUNCTION wallet_internal.lock_account(bigint, text) IS 'locks an account row for a posting, settles due expiries and lapsed holds, returns its ledger, program policy and the entry already posted with idempotency_key';
 
 -- What a posting does once its account is locked: return the earlier entry
 -- of a retry (same fingerprint: the caller built e with the earlier entry's
 -- instant), refuse a reused key (WL002) or a closed program (WL202), else
 -- post e.
-CREATE FUNCTION wallet.post_once(a wallet.locked_account, e wallet.entries, check_closed boolean DEFAULT true)
+CREATE FUNCTION wallet_internal.post_once(a wallet_internal.locked_account, e wallet.entries, check_closed boolean DEFAULT true)
     RETURNS wallet.entries
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     AS $$
 BEGIN
     IF (a.prior).entry_id IS NOT NULL THEN
-        PERFORM wallet.idem_check((a.prior).idempotency_key,
+        PERFORM wallet_internal.idem_check((a.prior).idempotency_key,
                                   format('%s entry %s on account %s', (a.prior).kind, (a.prior).entry_id, (a.prior).account_id),
-                                  wallet.idem_entry(a.prior), wallet.idem_entry(e));
+                                  wallet_internal.idem_entry(a.prior), wallet_internal.idem_entry(e));
         RETURN a.prior;
     END IF;
     IF check_closed AND a.closed THEN
-        PERFORM wallet.program_closed(a.program_id);
+        PERFORM wallet_internal.program_closed(a.program_id);
     END IF;
-    RETURN wallet.post_entry(a.ledger, e);
+    RETURN wallet_internal.post_entry(a.ledger, e);
 END
 $$;
-COMMENT ON FUNCTION wallet.post_once(wallet.locked_account, wallet.entries, boolean) IS 'after lock_account: returns the prior entry of a retry with the same fingerprint, raises WL002 for a reused key or WL202 for a closed program, else posts e';
+COMMENT ON FUNCTION wallet_internal.post_once(wallet_internal.locked_account, wallet.entries, boolean) IS 'after lock_account: returns the prior entry of a retry with the same fingerprint, raises WL002 for a reused key or WL202 for a closed program, else posts e';
 
 -- ---------------------------------------------------------------- programs and accounts
 
@@ -573,6 +573,8 @@ CREATE FUNCTION wallet.open_account(program_id bigint, member_ref text) RETURNS 
 DECLARE
     id bigint;
     is_closed boolean;
+    merchant bigint;
+    member bigint;
 BEGIN
     IF program_id IS NULL OR member_ref IS NULL THEN
         RAISE EXCEPTION '% must not be null', CASE WHEN program_id IS NULL THEN 'program_id' ELSE 'member reference' END
@@ -588,21 +590,22 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = format('A member reference has at most 256 characters; this one has %s.', length(member_ref));
     END IF;
-    SELECT p.closed_at IS NOT NULL INTO is_closed FROM wallet.programs p WHERE p.program_id = open_account.program_id AND wallet.acts_for(p.merchant_id);
+    SELECT p.closed_at IS NOT NULL, p.merchant_id INTO is_closed, merchant FROM wallet.programs p WHERE p.program_id = open_account.program_id AND wallet.acts_for(p.merchant_id);
     IF NOT FOUND THEN
         RAISE EXCEPTION 'unknown program'
             USING ERRCODE = 'WL214', DETAIL = format('There is no points program %s.', program_id);
     END IF;
+    member := wallet_internal.member_ensure(merchant, member_ref);   -- the member exists afterwards, whatever follows
     SELECT a.account_id INTO id FROM wallet.accounts a
      WHERE a.program_id = open_account.program_id AND a.member_ref = open_account.member_ref;
     IF FOUND THEN
         RETURN id;
     END IF;
     IF is_closed THEN
-        PERFORM wallet.program_closed(program_id);
+        PERFORM wallet_internal.program_closed(program_id);
     END IF;
     -- a concurrent open of the same member waits on the unique index, then finds the row
-    INSERT INTO wallet.accounts (program_id, member_ref) VALUES (open_account.program_id, open_account.member_ref)
+    INSERT INTO wallet.accounts (program_id, member_ref, member_id) VALUES (open_account.program_id, open_account.member_ref, member)
     ON CONFLICT ON CONSTRAINT accounts_program_id_member_ref_key DO NOTHING
     RETURNING account_id INTO id;
     IF id IS NULL THEN
@@ -612,7 +615,7 @@ BEGIN
     RETURN id;
 END
 $$;
-COMMENT ON FUNCTION wallet.open_account(bigint, text) IS 'returns the account of member_ref in the program, opening it if needed (idempotent, race-safe)';
+COMMENT ON FUNCTION wallet.open_account(bigint, text) IS 'returns the account of member_ref in the program, opening it (and creating the member, see wallet.members) if needed (idempotent, race-safe)';
 
 -- VOLATILE like the read side (see there): it finds an account opened earlier
 -- in the same statement.
@@ -651,11 +654,11 @@ CREATE FUNCTION wallet.accrue(account_id bigint, points bigint, idempotency_key 
     AS $$
 DECLARE
     at timestamptz;
-    a wallet.locked_account;
+    a wallet_internal.locked_account;
     e wallet.entries;
 BEGIN
-    PERFORM wallet.check_posting(points, reason, idempotency_key, 'accrue');
-    a := wallet.lock_account(account_id, idempotency_key);
+    PERFORM wallet_internal.check_posting(points, reason, idempotency_key, 'accrue');
+    a := wallet_internal.lock_account(account_id, idempotency_key);
     at := coalesce((a.prior).created_at, a.at);   -- a retry is compared as made when the first call was
     e.account_id := account_id;
     e.kind := 'accrue';
@@ -665,7 +668,7 @@ BEGIN
     e.created_at := at;
     e.points := points;
     e.expires_at := coalesce(expires_at, wallet.policy_expiry(at, a.expiry, a.granularity));
-    RETURN wallet.post_once(a, e);
+    RETURN wallet_internal.post_once(a, e);
 END
 $$;
 COMMENT ON FUNCTION wallet.accrue(bigint, bigint, text, text, text, timestamptz) IS 'credits points (a debt is paid off first) expiring at expires_at or per the program policy; idempotent on idempotency_key';
@@ -676,11 +679,11 @@ CREATE FUNCTION wallet.redeem(account_id bigint, points bigint, idempotency_key 
     SET search_path = pg_catalog, pg_temp
     AS $$
 DECLARE
-    a wallet.locked_account;
+    a wallet_internal.locked_account;
     e wallet.entries;
 BEGIN
-    PERFORM wallet.check_posting(points, reason, idempotency_key, 'redeem');
-    a := wallet.lock_account(account_id, idempotency_key);
+    PERFORM wallet_internal.check_posting(points, reason, idempotency_key, 'redeem');
+    a := wallet_internal.lock_account(account_id, idempotency_key);
     e.account_id := account_id;
     e.kind := 'redeem';
     e.idempotency_key := idempotency_key;
@@ -688,7 +691,7 @@ BEGIN
     e.reference := reference;
     e.created_at := a.at;
     e.points := points;
-    RETURN wallet.post_once(a, e);
+    RETURN wallet_internal.post_once(a, e);
 END
 $$;
 COMMENT ON FUNCTION wallet.redeem(bigint, bigint, text, text, text) IS 'spends points, soonest-expiring lots first (WL203 when not enough are spendable); idempotent on idempotency_key';
@@ -700,10 +703,10 @@ CREATE FUNCTION wallet.hold(account_id bigint, points bigint, idempotency_key te
     AS $$
 DECLARE
     at timestamptz;
-    a wallet.locked_account;
+    a wallet_internal.locked_account;
     e wallet.entries;
 BEGIN
-    PERFORM wallet.check_posting(points, reason, idempotency_key, 'hold');
+    PERFORM wallet_internal.check_posting(points, reason, idempotency_key, 'hold');
     IF ttl IS NULL THEN
         RAISE EXCEPTION 'time to live must not be null'
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A hold lasts a given time, after which it stops holding.';
@@ -712,7 +715,7 @@ BEGIN
         RAISE EXCEPTION 'time to live must be positive'
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A hold lasts a positive time, after which it stops holding.';
     END IF;
-    a := wallet.lock_account(account_id, idempotency_key);
+    a := wallet_internal.lock_account(account_id, idempotency_key);
     at := coalesce((a.prior).created_at, a.at);   -- a retry is compared as made when the first call was
     -- the hold id is the entry id, known before the ledger changes
     e.entry_id := CASE WHEN (a.prior).entry_id IS NULL THEN nextval('wallet.entries_entry_id_seq') END;
@@ -725,13 +728,13 @@ BEGIN
     e.created_at := at;
     e.points := points;
     e.expires_at := at + ttl;
-    RETURN wallet.post_once(a, e);
+    RETURN wallet_internal.post_once(a, e);
 END
 $$;
 COMMENT ON FUNCTION wallet.hold(bigint, bigint, text, interval, text, text) IS 'takes points out of the spendable balance for ttl; the returned entry_id is the hold id; idempotent on idempotency_key';
 
 -- Find a hold and lock its account; returns the closing entry if there is one.
-CREATE FUNCTION wallet.lock_hold(hold_id bigint,
+CREATE FUNCTION wallet_internal.lock_hold(hold_id bigint,
         OUT h wallet.entries, OUT closing wallet.entries, OUT ledger wallet.points_ledger, OUT at timestamptz)
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
@@ -750,16 +753,16 @@ BEGIN
      WHERE x.hold_id = lock_hold.hold_id AND x.kind IN ('capture', 'release');
     at := clock_timestamp();
     IF closing.entry_id IS NULL THEN
-        SELECT x.ledger, x.at INTO ledger, at FROM wallet.lock_account(h.account_id) x;
+        SELECT x.ledger, x.at INTO ledger, at FROM wallet_internal.lock_account(h.account_id) x;
         -- look again under the lock: a concurrent capture or release may have closed it
         SELECT * INTO closing FROM wallet.entries x
          WHERE x.hold_id = lock_hold.hold_id AND x.kind IN ('capture', 'release');
     END IF;
 END
 $$;
-COMMENT ON FUNCTION wallet.lock_hold(bigint) IS 'finds hold hold_id (WL206 if none, 22004 if NULL), locks its account unless already closed, returns the closing capture or release entry if any';
+COMMENT ON FUNCTION wallet_internal.lock_hold(bigint) IS 'finds hold hold_id (WL206 if none, 22004 if NULL), locks its account unless already closed, returns the closing capture or release entry if any';
 
-CREATE FUNCTION wallet.hold_not_open(hold_id bigint, closing wallet.entries) RETURNS void
+CREATE FUNCTION wallet_internal.hold_not_open(hold_id bigint, closing wallet.entries) RETURNS void
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     AS $$
@@ -769,7 +772,7 @@ BEGIN
               DETAIL = format('Hold %s was already closed by %s entry %s.', hold_id, closing.kind, closing.entry_id);
 END
 $$;
-COMMENT ON FUNCTION wallet.hold_not_open(bigint, wallet.entries) IS 'raises WL207 for a hold already captured or released';
+COMMENT ON FUNCTION wallet_internal.hold_not_open(bigint, wallet.entries) IS 'raises WL207 for a hold already captured or released';
 
 CREATE FUNCTION wallet.capture(hold_id bigint, points bigint DEFAULT NULL, idempotency_key text DEFAULT NULL)
     RETURNS wallet.entries
@@ -779,14 +782,14 @@ CREATE FUNCTION wallet.capture(hold_id bigint, points bigint DEFAULT NULL, idemp
 DECLARE
     at timestamptz;
     k record;
-    a wallet.locked_account;
+    a wallet_internal.locked_account;
     e wallet.entries;
 BEGIN
     IF points IS NOT NULL AND points <= 0 THEN
         RAISE EXCEPTION 'invalid amount of points'
             USING ERRCODE = 'WL204', DETAIL = 'The points to capture must be a positive number, or NULL for the whole hold.';
     END IF;
-    k := wallet.lock_hold(hold_id);
+    k := wallet_internal.lock_hold(hold_id);
     at := k.at;
     e.account_id := (k.h).account_id;
     e.kind := 'capture';
@@ -795,9 +798,9 @@ BEGIN
     e.reference := (k.h).reference;
     e.hold_id := hold_id;
     e.points := points;
-    a.prior := wallet.entry_by_key((k.h).account_id, idempotency_key);
+    a.prior := wallet_internal.entry_by_key((k.h).account_id, idempotency_key);
     IF (a.prior).entry_id IS NOT NULL THEN
-        RETURN wallet.post_once(a, e);   -- a retry (or WL002)
+        RETURN wallet_internal.post_once(a, e);   -- a retry (or WL002)
     END IF;
     IF idempotency_key IS NULL AND (k.closing).kind = 'capture' AND (k.closing).points IS NOT DISTINCT FROM capture.points THEN
         RETURN k.closing;   -- the identical call without a key, repeated
@@ -808,10 +811,10 @@ BEGIN
                   DETAIL = format('Hold %s stopped holding its points when its time to live ran out.', hold_id);
     END IF;
     IF (k.closing).entry_id IS NOT NULL THEN
-        PERFORM wallet.hold_not_open(hold_id, k.closing);
+        PERFORM wallet_internal.hold_not_open(hold_id, k.closing);
     END IF;
     e.created_at := at;
-    RETURN wallet.post_entry(k.ledger, e);
+    RETURN wallet_internal.post_entry(k.ledger, e);
 END
 $$;
 COMMENT ON FUNCTION wallet.capture(bigint, bigint, text) IS 'redeems all (points NULL) or part of a hold within its time to live; the rest becomes spendable again; idempotent on the optional idempotency_key';
@@ -822,27 +825,27 @@ CREATE FUNCTION wallet.release(hold_id bigint, idempotency_key text DEFAULT NULL
     AS $$
 DECLARE
     k record;
-    a wallet.locked_account;
+    a wallet_internal.locked_account;
     e wallet.entries;
 BEGIN
-    k := wallet.lock_hold(hold_id);
+    k := wallet_internal.lock_hold(hold_id);
     e.account_id := (k.h).account_id;
     e.kind := 'release';
     e.idempotency_key := idempotency_key;
     e.reason := (k.h).reason;
     e.reference := (k.h).reference;
     e.hold_id := hold_id;
-    a.prior := wallet.entry_by_key((k.h).account_id, idempotency_key);
+    a.prior := wallet_internal.entry_by_key((k.h).account_id, idempotency_key);
     IF (a.prior).entry_id IS NOT NULL THEN
-        RETURN wallet.post_once(a, e);   -- a retry (or WL002)
+        RETURN wallet_internal.post_once(a, e);   -- a retry (or WL002)
     END IF;
     IF (k.closing).kind = 'release' THEN
         RETURN k.closing;   -- released already (by this call before, or when the hold lapsed)
     ELSIF (k.closing).entry_id IS NOT NULL THEN
-        PERFORM wallet.hold_not_open(hold_id, k.closing);
+        PERFORM wallet_internal.hold_not_open(hold_id, k.closing);
     END IF;
     e.created_at := k.at;
-    RETURN wallet.post_entry(k.ledger, e);
+    RETURN wallet_internal.post_entry(k.ledger, e);
 END
 $$;
 COMMENT ON FUNCTION wallet.release(bigint, text) IS 'returns a hold''s points to the spendable balance; repeating it (or calling it after the hold lapsed) returns the release entry; idempotent on the optional idempotency_key';
@@ -854,7 +857,7 @@ CREATE FUNCTION wallet.reverse(entry_id bigint, idempotency_key text, reason tex
     AS $$
 DECLARE
     o wallet.entries;
-    a wallet.locked_account;
+    a wallet_internal.locked_account;
     e wallet.entries;
     r bigint;
 BEGIN
@@ -866,13 +869,13 @@ BEGIN
         RAISE EXCEPTION 'unknown reversal policy "%"', policy
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The policy is ''within_balance'' or ''unlimited''.';
     END IF;
-    PERFORM wallet.check_posting(NULL, reason, idempotency_key, NULL);
+    PERFORM wallet_internal.check_posting(NULL, reason, idempotency_key, NULL);
     SELECT * INTO o FROM wallet.entries x WHERE x.entry_id = reverse.entry_id AND wallet_internal.sees_account(x.account_id);
     IF NOT FOUND THEN
         RAISE EXCEPTION 'unknown entry'
             USING ERRCODE = 'WL212', DETAIL = format('There is no journal entry %s.', entry_id);
     END IF;
-    a := wallet.lock_account(o.account_id, idempotency_key);
+    a := wallet_internal.lock_account(o.account_id, idempotency_key);
     IF (a.prior).entry_id IS NULL THEN
         IF o.kind NOT IN ('accrue', 'redeem', 'capture') THEN
             RAISE EXCEPTION 'entry not reversible'
@@ -895,7 +898,7 @@ BEGIN
     e.reverses := entry_id;
     e.created_at := a.at;
     e.policy := policy;
-    RETURN wallet.post_once(a, e, check_closed => false);
+    RETURN wallet_internal.post_once(a, e, check_closed => false);
 END
 $$;
 COMMENT ON FUNCTION wallet.reverse(bigint, text, text, text) IS 'undoes an accrual (takes back its unspent points; unlimited: all of it, into debt if need be) or a redemption/capture (restores the lots with their original expiry); at most once per entry';
@@ -906,11 +909,11 @@ CREATE FUNCTION wallet.adjust(account_id bigint, points bigint, idempotency_key 
     AS $$
 DECLARE
     at timestamptz;
-    a wallet.locked_account;
+    a wallet_internal.locked_account;
     e wallet.entries;
 BEGIN
-    PERFORM wallet.check_posting(points, reason, idempotency_key, 'adjust', signed => true);
-    a := wallet.lock_account(account_id, idempotency_key);
+    PERFORM wallet_internal.check_posting(points, reason, idempotency_key, 'adjust', signed => true);
+    a := wallet_internal.lock_account(account_id, idempotency_key);
     at := coalesce((a.prior).created_at, a.at);   -- a retry is compared as made when the first call was
     e.account_id := account_id;
     e.kind := 'adjust';
@@ -919,7 +922,7 @@ BEGIN
     e.created_at := at;
     e.points := points;
     e.expires_at := CASE WHEN points > 0 THEN wallet.policy_expiry(at, a.expiry, a.granularity) END;
-    RETURN wallet.post_once(a, e);
+    RETURN wallet_internal.post_once(a, e);
 END
 $$;
 COMMENT ON FUNCTION wallet.adjust(bigint, bigint, text, text) IS 'manual correction: adds points (expiring per policy) or removes them (soonest-expiring first, within the balance); reason required';
@@ -928,7 +931,7 @@ COMMENT ON FUNCTION wallet.adjust(bigint, bigint, text, text) IS 'manual correct
 -- a future instant would take lots that are still valid for good.  "Now" is
 -- the clock, which postings are stamped with (the transaction's now() is
 -- never later, so the default always passes).
-CREATE FUNCTION wallet.check_expiry_as_of(as_of timestamptz) RETURNS void
+CREATE FUNCTION wallet_internal.check_expiry_as_of(as_of timestamptz) RETURNS void
     LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
     AS $$
@@ -945,13 +948,13 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION wallet.check_expiry_as_of(timestamptz) IS 'raises 22004 for a NULL as_of and 22023 for an as_of later than the current time (an expire entry cannot be undone)';
+COMMENT ON FUNCTION wallet_internal.check_expiry_as_of(timestamptz) IS 'raises 22004 for a NULL as_of and 22023 for an as_of later than the current time (an expire entry cannot be undone)';
 
 -- Settles due accounts as of as_of: at most batch_size of them, soonest due
 -- first (all when NULL), each locked and settled in account order, so that
 -- concurrent runs lock in the same order.  Returns how many accounts it
 -- looked at and how many expire entries it posted.
-CREATE FUNCTION wallet.expire_due_accounts(as_of timestamptz, batch_size int,
+CREATE FUNCTION wallet_internal.expire_due_accounts(as_of timestamptz, batch_size int,
         OUT accounts int, OUT expired bigint)
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
@@ -969,20 +972,20 @@ BEGIN
         SELECT a.next_event INTO due FROM wallet.accounts a WHERE a.account_id = acc FOR NO KEY UPDATE;
         accounts := accounts + 1;
         IF due <= as_of THEN   -- a concurrent posting may have settled it meanwhile
-            expired := expired + wallet.settle_account(acc, as_of, clock_timestamp());
+            expired := expired + wallet_internal.settle_account(acc, as_of, clock_timestamp());
         END IF;
     END LOOP;
 END
 $$;
-COMMENT ON FUNCTION wallet.expire_due_accounts(timestamptz, int) IS 'settles at most batch_size (NULL = all) accounts due at as_of, in account order; returns the accounts looked at and the expire entries posted';
+COMMENT ON FUNCTION wallet_internal.expire_due_accounts(timestamptz, int) IS 'settles at most batch_size (NULL = all) accounts due at as_of, in account order; returns the accounts looked at and the expire entries posted';
 
 CREATE FUNCTION wallet.expire_points(as_of timestamptz DEFAULT now()) RETURNS bigint
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     AS $$
 BEGIN
-    PERFORM wallet.check_expiry_as_of(as_of);
-    RETURN (wallet.expire_due_accounts(as_of, NULL)).expired;
+    PERFORM wallet_internal.check_expiry_as_of(as_of);
+    RETURN (wallet_internal.expire_due_accounts(as_of, NULL)).expired;
 END
 $$;
 COMMENT ON FUNCTION wallet.expire_points(timestamptz) IS 'posts an expire entry per account with lots expired at as_of (and a release for each lapsed hold) in the caller''s transaction; returns the number of expire entries; a second run posts nothing; as_of in the future is refused (22023); CALL wallet.expire_points_batched for many accounts';
@@ -1008,7 +1011,7 @@ BEGIN
     END IF;
     SELECT wallet.ledger_balance(a.ledger, as_of) INTO b FROM wallet.accounts a WHERE a.account_id = balance.account_id AND wallet_internal.sees_program(a.program_id);
     IF NOT FOUND THEN
-        PERFORM wallet.unknown_account(account_id);
+        PERFORM wallet_internal.unknown_account(account_id);
     END IF;
     RETURN b;
 END
@@ -1016,7 +1019,7 @@ $$;
 COMMENT ON FUNCTION wallet.balance(bigint, timestamptz) IS 'points spendable at as_of (expired lots never count, whether or not expire_points ran)';
 
 -- Replays an account's journal (entries created up to upto) through
--- wallet.entry_step; problem names the first entry whose replay disagrees
+-- wallet_internal.entry_step; problem names the first entry whose replay disagrees
 -- with what the journal recorded.
 CREATE FUNCTION wallet.replay_ledger(account_id bigint, upto timestamptz DEFAULT 'infinity',
         OUT ledger wallet.points_ledger, OUT problem text)
@@ -1032,13 +1035,13 @@ BEGIN
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The journal is replayed up to a given instant, infinity by default.';
     END IF;
     IF NOT EXISTS (SELECT FROM wallet.accounts a WHERE a.account_id = replay_ledger.account_id AND wallet_internal.sees_program(a.program_id)) THEN
-        PERFORM wallet.unknown_account(account_id);
+        PERFORM wallet_internal.unknown_account(account_id);
     END IF;
     ledger := '';
     FOR e IN SELECT * FROM wallet.entries x WHERE x.account_id = replay_ledger.account_id AND x.created_at <= upto
               ORDER BY x.entry_id LOOP
         BEGIN
-            s := wallet.entry_step(ledger, e);
+            s := wallet_internal.entry_step(ledger, e);
         EXCEPTION WHEN OTHERS THEN
             problem := format('Entry %s (%s) does not replay: %s.', e.entry_id, e.kind, SQLERRM);
             RETURN;
@@ -1083,7 +1086,7 @@ BEGIN
     END IF;
     SELECT a.ledger INTO l FROM wallet.accounts a WHERE a.account_id = balance_at.account_id AND wallet_internal.sees_program(a.program_id);
     IF NOT FOUND THEN
-        PERFORM wallet.unknown_account(account_id);
+        PERFORM wallet_internal.unknown_account(account_id);
     END IF;
     SELECT x.entry_id, x.created_at INTO hi, pt FROM wallet.entries x
      WHERE x.account_id = balance_at.account_id ORDER BY x.entry_id DESC LIMIT 1;
@@ -1127,7 +1130,7 @@ BEGIN
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The history covers [from_ts, to_ts), by default all of it (-infinity to infinity).';
     END IF;
     IF NOT EXISTS (SELECT FROM wallet.accounts a WHERE a.account_id = history.account_id AND wallet_internal.sees_program(a.program_id)) THEN
-        PERFORM wallet.unknown_account(account_id);
+        PERFORM wallet_internal.unknown_account(account_id);
     END IF;
     RETURN QUERY SELECT * FROM wallet.entries x
                   WHERE x.account_id = history.account_id AND x.created_at >= from_ts AND x.created_at < to_ts
@@ -1176,7 +1179,7 @@ DECLARE
 BEGIN
     IF $1 IS NOT NULL
        AND NOT EXISTS (SELECT FROM wallet.accounts x WHERE x.account_id = $1 AND wallet_internal.sees_program(x.program_id)) THEN
-        PERFORM wallet.unknown_account($1);
+        PERFORM wallet_internal.unknown_account($1);
     END IF;
     FOR a IN SELECT x.account_id, x.ledger FROM wallet.accounts x
               WHERE ($1 IS NULL OR x.account_id = $1) AND wallet_internal.sees_program(x.program_id)

@@ -17,14 +17,14 @@ DECLARE
     batches int := 0;
     r record;
 BEGIN
-    PERFORM wallet.check_expiry_as_of(as_of);
+    PERFORM wallet_internal.check_expiry_as_of(as_of);
     IF batch_size IS NULL OR batch_size OPERATOR(pg_catalog.<) 1 OR max_batches OPERATOR(pg_catalog.<) 1 THEN
         RAISE EXCEPTION 'batch_size and max_batches must be positive'
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = 'Due accounts are settled batch_size at a time, at most max_batches times (NULL: until none is due).';
     END IF;
     LOOP
-        r := wallet.expire_due_accounts(as_of, batch_size);
+        r := wallet_internal.expire_due_accounts(as_of, batch_size);
         -- each batch is its own transaction (an error here when CALLed inside a transaction block)
         COMMIT;
         batches := batches OPERATOR(pg_catalog.+) 1;

@@ -37,6 +37,9 @@ COMMENT ON COLUMN wallet.merchant_roles.merchant_id IS 'merchant';
 COMMENT ON COLUMN wallet.merchant_roles.role IS 'role acting for the merchant, with every role that is a member of it';
 COMMENT ON COLUMN wallet.merchant_roles.granted_at IS 'when the merchant was granted to the role';
 SELECT pg_catalog.pg_extension_config_dump('wallet.merchant_roles', '');
+CREATE TRIGGER audit_change AFTER INSERT OR UPDATE OR DELETE ON wallet.merchant_roles
+    FOR EACH ROW EXECUTE FUNCTION wallet_internal.audit_change('merchant_id', 'role');
+COMMENT ON TRIGGER audit_change ON wallet.merchant_roles IS 'records merchant grants in wallet.audit_log';
 
 CREATE FUNCTION wallet_internal.caller() RETURNS regrole
     AS 'MODULE_PATHNAME', 'wallet_caller'
@@ -186,9 +189,13 @@ CREATE POLICY merchant_rows ON wallet.programs USING (wallet.acts_for(merchant_i
 ALTER TABLE wallet.campaigns ENABLE ROW LEVEL SECURITY;
 CREATE POLICY merchant_rows ON wallet.campaigns USING (wallet.acts_for(merchant_id));
 ALTER TABLE wallet.code_guard_settings ENABLE ROW LEVEL SECURITY;
-CREATE POLICY merchant_rows ON wallet.code_guard_settings USING (merchant_id IS NULL OR wallet.acts_for(merchant_id));
+CREATE POLICY merchant_rows ON wallet.code_guard_settings USING (wallet.acts_for(merchant_id));
 ALTER TABLE wallet.code_failed_attempts ENABLE ROW LEVEL SECURITY;
 CREATE POLICY merchant_rows ON wallet.code_failed_attempts USING (wallet.acts_for(merchant_id));
+ALTER TABLE wallet.members ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.members USING (wallet.acts_for(merchant_id));
+ALTER TABLE wallet.audit_log ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.audit_log USING (wallet.acts_for(merchant_id));
 -- Tables whose rows belong to a program or campaign: the parent's merchant
 -- (the subquery is itself filtered by the parent's policy).
 ALTER TABLE wallet.accounts ENABLE ROW LEVEL SECURITY;
@@ -233,6 +240,8 @@ COMMENT ON POLICY merchant_rows ON wallet.code_redemptions IS 'readers and apps 
 COMMENT ON POLICY merchant_rows ON wallet.code_use_counts IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
 COMMENT ON POLICY merchant_rows ON wallet.member_use_counts IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
 COMMENT ON POLICY merchant_rows ON wallet.campaign_use_counts IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+COMMENT ON POLICY merchant_rows ON wallet.members IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+COMMENT ON POLICY merchant_rows ON wallet.audit_log IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
 
 -- Privileges.  Nothing for PUBLIC; the three roles get what README "Roles
 -- and privileges" lists.  Every function that pins its search_path runs as
@@ -295,7 +304,8 @@ GRANT EXECUTE ON FUNCTION wallet.open_account(bigint, text),
     wallet.check_code(text, text), wallet.check_code(text, text, jsonb), wallet.check_code(wallet.marketing_code, text, jsonb),
     wallet.redeem_code(text, text, text, jsonb), wallet.redeem_code(wallet.marketing_code, text, text, jsonb),
     wallet.reserve_code(text, text, text, interval, jsonb), wallet.reserve_code(wallet.marketing_code, text, text, interval, jsonb),
-    wallet.release_reservation(bigint), wallet.undo_redemption(bigint, text)
+    wallet.release_reservation(bigint), wallet.undo_redemption(bigint, text),
+    wallet.upsert_member(bigint, text, text, text)
     TO wallet_app;
 -- the admin: merchants, programs, campaigns and keys, guard, maintenance, grants
 GRANT EXECUTE ON FUNCTION wallet.create_merchant(text), wallet.grant_merchant(bigint, regrole),
@@ -305,10 +315,12 @@ GRANT EXECUTE ON FUNCTION wallet.create_merchant(text), wallet.grant_merchant(bi
     wallet.create_campaign(bigint, text, text, int, timestamptz, timestamptz, int, int, bigint),
     wallet.rotate_code_key(bigint), wallet.retire_code_key(bigint, int), wallet.generate_codes(bigint, int),
     wallet.set_code_guard(int, int, interval, bigint), wallet.clear_code_failures(text, text, bigint),
-    wallet.purge_code_attempts(interval), wallet.expire_points(timestamptz)
+    wallet.purge_code_attempts(interval), wallet.expire_points(timestamptz),
+    wallet.forget_member(bigint, text, text)
     TO wallet_admin;
 GRANT EXECUTE ON PROCEDURE wallet.expire_points_batched(timestamptz, int, int), wallet.run_maintenance() TO wallet_admin;
 -- what those procedures (not SECURITY DEFINER: they commit) call
-GRANT EXECUTE ON FUNCTION wallet.check_expiry_as_of(timestamptz), wallet.expire_due_accounts(timestamptz, int) TO wallet_admin;
+GRANT USAGE ON SCHEMA wallet_internal TO wallet_admin;
+GRANT EXECUTE ON FUNCTION wallet_internal.check_expiry_as_of(timestamptz), wallet_internal.expire_due_accounts(timestamptz, int) TO wallet_admin;
 -- tables: read through row-level security; written only by the functions
 GRANT SELECT ON ALL TABLES IN SCHEMA wallet TO wallet_app, wallet_reader;

@@ -59,9 +59,9 @@ CREATE TABLE wallet.code_failed_attempts (
     operation    text NOT NULL CHECK (operation IN ('check', 'redeem', 'reserve')),
     merchant_id  bigint
 );
-CREATE INDEX code_failed_attempts_member ON wallet.code_failed_attempts (member_ref, attempted_at);
-CREATE INDEX code_failed_attempts_source ON wallet.code_failed_attempts (source, attempted_at) WHERE source IS NOT NULL;
-CREATE INDEX code_failed_attempts_at ON wallet.code_failed_attempts (attempted_at);
+CREATE INDEX code_failed_attempts_member_idx ON wallet.code_failed_attempts (member_ref, attempted_at);
+CREATE INDEX code_failed_attempts_source_idx ON wallet.code_failed_attempts (source, attempted_at) WHERE source IS NOT NULL;
+CREATE INDEX code_failed_attempts_at_idx ON wallet.code_failed_attempts (attempted_at);
 COMMENT ON TABLE wallet.code_failed_attempts IS 'failed code checks (malformed, mistyped, unknown_campaign, forged), for forensics: written in the caller''s transaction, so a rolled-back check leaves no row (the guard counts it anyway, in shared memory); purge old rows with wallet.purge_code_attempts';
 COMMENT ON COLUMN wallet.code_failed_attempts.attempt_id IS 'attempt id';
 COMMENT ON COLUMN wallet.code_failed_attempts.attempted_at IS 'when the attempt was made (clock time)';
@@ -83,7 +83,7 @@ COMMENT ON COLUMN wallet.code_failed_attempts.merchant_id IS 'merchant whose cam
 -- search_path of their own choosing.
 
 -- Thresholds that apply to a merchant: its own row, else the global row, else the defaults.
-CREATE FUNCTION wallet.code_guard_thresholds(merchant_id bigint,
+CREATE FUNCTION wallet_internal.code_guard_thresholds(merchant_id bigint,
         OUT max_failures_per_member int, OUT max_failures_per_source int, OUT failure_window interval)
     LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
@@ -105,7 +105,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION wallet.code_guard_thresholds(bigint) IS
+COMMENT ON FUNCTION wallet_internal.code_guard_thresholds(bigint) IS
     'internal (and handy for a DBA): brute-force guard thresholds in force for a merchant (its own settings, else the global ones, else the built-in defaults)';
 
 CREATE FUNCTION wallet.set_code_guard(max_failures_per_member int, max_failures_per_source int,
@@ -152,18 +152,18 @@ COMMENT ON FUNCTION wallet.set_code_guard(int, int, interval, bigint) IS
 
 -- The guard's counters live in shared memory (src/guard.c): they are not
 -- transactional, so a failed check counts even when the caller rolls back.
-CREATE FUNCTION wallet.code_guard_attempt(merchant_id bigint, member_ref text, source text, failed boolean,
+CREATE FUNCTION wallet_internal.code_guard_attempt(merchant_id bigint, member_ref text, source text, failed boolean,
                                           max_failures_per_member int, max_failures_per_source int,
                                           failure_window interval)
     RETURNS boolean
     AS 'MODULE_PATHNAME', 'code_guard_attempt' LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION wallet.code_guard_attempt(bigint, text, text, boolean, int, int, interval) IS
+COMMENT ON FUNCTION wallet_internal.code_guard_attempt(bigint, text, text, boolean, int, int, interval) IS
     'internal: whether the member or the source has reached its failed-check threshold in the merchant''s scope (throttled); if not and failed, counts one failure for both, atomically and outside the transaction';
 
-CREATE FUNCTION wallet.code_guard_forget(merchant_id bigint, member_ref text, source text)
+CREATE FUNCTION wallet_internal.code_guard_forget(merchant_id bigint, member_ref text, source text)
     RETURNS bigint
     AS 'MODULE_PATHNAME', 'code_guard_forget' LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION wallet.code_guard_forget(bigint, text, text) IS
+COMMENT ON FUNCTION wallet_internal.code_guard_forget(bigint, text, text) IS
     'internal: drop the guard''s counters of a member and/or a source in a merchant''s scope (every scope when merchant_id is NULL), at once and outside the transaction; returns the number of counters dropped';
 
 CREATE FUNCTION wallet.clear_code_failures(member_ref text DEFAULT NULL, source text DEFAULT NULL,
@@ -183,7 +183,7 @@ BEGIN
         RAISE EXCEPTION 'merchant % does not exist', $3
             USING ERRCODE = 'WL102', DETAIL = 'Failed checks are counted per merchant registered in wallet.merchants.';
     END IF;
-    PERFORM wallet.code_guard_forget($3, $1, $2);
+    PERFORM wallet_internal.code_guard_forget($3, $1, $2);
     WITH d AS (
         DELETE FROM wallet.code_failed_attempts a
          WHERE (a.member_ref = $1 OR a.source = $2)
@@ -231,7 +231,7 @@ CREATE TABLE wallet.code_bindings (
     bound_at    timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (campaign_id, serial)
 );
-CREATE INDEX code_bindings_member ON wallet.code_bindings (member_ref);
+CREATE INDEX code_bindings_member_idx ON wallet.code_bindings (member_ref);
 COMMENT ON TABLE wallet.code_bindings IS 'codes minted by wallet.issue_code for one member: only that member can redeem them';
 COMMENT ON COLUMN wallet.code_bindings.campaign_id IS 'campaign of the code';
 COMMENT ON COLUMN wallet.code_bindings.serial IS 'serial of the code within its campaign';
@@ -254,11 +254,11 @@ CREATE TABLE wallet.code_reservations (
     CHECK ((state = 'active') = (closed_at IS NULL)),
     merchant_id     bigint NOT NULL
 );
-CREATE UNIQUE INDEX code_reservations_key ON wallet.code_reservations (idempotency_key, merchant_id);
+CREATE UNIQUE INDEX code_reservations_idempotency_key_idx ON wallet.code_reservations (idempotency_key, merchant_id);
 -- Active reservations are counted against each cap under that cap's lock.
-CREATE INDEX code_reservations_active_code ON wallet.code_reservations (campaign_id, serial, expires_at) WHERE state = 'active';
-CREATE INDEX code_reservations_active_member ON wallet.code_reservations (campaign_id, member_ref, expires_at) WHERE state = 'active';
-CREATE INDEX code_reservations_active_campaign ON wallet.code_reservations (campaign_id, expires_at) WHERE state = 'active';
+CREATE INDEX code_reservations_active_code_idx ON wallet.code_reservations (campaign_id, serial, expires_at) WHERE state = 'active';
+CREATE INDEX code_reservations_active_member_idx ON wallet.code_reservations (campaign_id, member_ref, expires_at) WHERE state = 'active';
+CREATE INDEX code_reservations_active_campaign_idx ON wallet.code_reservations (campaign_id, expires_at) WHERE state = 'active';
 COMMENT ON TABLE wallet.code_reservations IS 'code reservations: an active, unexpired reservation counts against every cap until it is converted by redeem_code, released, or expires';
 COMMENT ON COLUMN wallet.code_reservations.reservation_id IS 'reservation id';
 COMMENT ON COLUMN wallet.code_reservations.campaign_id IS 'campaign of the reserved code';
@@ -288,9 +288,9 @@ CREATE TABLE wallet.code_redemptions (
     CHECK ((undone_at IS NULL) = (undo_reason IS NULL)),
     merchant_id     bigint NOT NULL
 );
-CREATE UNIQUE INDEX code_redemptions_key ON wallet.code_redemptions (idempotency_key, merchant_id);
-CREATE INDEX code_redemptions_code ON wallet.code_redemptions (campaign_id, serial);
-CREATE INDEX code_redemptions_member ON wallet.code_redemptions (member_ref, redeemed_at);
+CREATE UNIQUE INDEX code_redemptions_idempotency_key_idx ON wallet.code_redemptions (idempotency_key, merchant_id);
+CREATE INDEX code_redemptions_code_idx ON wallet.code_redemptions (campaign_id, serial);
+CREATE INDEX code_redemptions_member_idx ON wallet.code_redemptions (member_ref, redeemed_at);
 COMMENT ON TABLE wallet.code_redemptions IS 'code redemptions, one row per successful redeem_code; undo_redemption marks a row undone and frees its use';
 COMMENT ON COLUMN wallet.code_redemptions.redemption_id IS 'redemption id';
 COMMENT ON COLUMN wallet.code_redemptions.campaign_id IS 'campaign of the redeemed code';
@@ -399,7 +399,7 @@ COMMENT ON COLUMN wallet.reservation_result.replayed IS 'true when this is the s
 
 -- Misuse (as opposed to a bad code) is an error: NULL or blank member or key,
 -- a context that is not a JSON object.
-CREATE FUNCTION wallet.code_check_args(member_ref text, idempotency_key text, context jsonb, need_key boolean)
+CREATE FUNCTION wallet_internal.code_check_args(member_ref text, idempotency_key text, context jsonb, need_key boolean)
     RETURNS void
     LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
     SET search_path = pg_catalog, pg_temp
@@ -435,13 +435,13 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION wallet.code_check_args(text, text, jsonb, boolean) IS
+COMMENT ON FUNCTION wallet_internal.code_check_args(text, text, jsonb, boolean) IS
     'internal: raise on misuse of the redemption API (NULL, blank or over 256 characters member_ref or idempotency_key, non-object context)';
 
 -- Every check but the caps, in the documented precedence order.  Counts a
 -- failed check (malformed, mistyped, unknown_campaign, forged) for the guard
 -- and records it for forensics.
-CREATE FUNCTION wallet.code_precheck(input text, member_ref text, source text, operation text,
+CREATE FUNCTION wallet_internal.code_precheck(input text, member_ref text, source text, operation text,
         OUT status text, OUT code wallet.marketing_code, OUT campaign_id bigint, OUT serial bigint,
         OUT max_per_code int, OUT max_per_member int, OUT max_total bigint)
     LANGUAGE plpgsql
@@ -483,8 +483,8 @@ BEGIN
     -- the code (the answer is the same whether the MAC is right or not) and
     -- counts nothing; otherwise a failure is counted before anything else
     -- happens, and no rollback of the caller takes it back.
-    SELECT * INTO t FROM wallet.code_guard_thresholds(_merchant);
-    IF wallet.code_guard_attempt(_merchant, member_ref, source,
+    SELECT * INTO t FROM wallet_internal.code_guard_thresholds(_merchant);
+    IF wallet_internal.code_guard_attempt(_merchant, member_ref, source,
                                  _pstatus IN ('malformed', 'mistyped', 'unknown_campaign', 'forged'),
                                  t.max_failures_per_member, t.max_failures_per_source, t.failure_window) THEN
         status := 'throttled';
@@ -525,14 +525,14 @@ BEGIN
     status := 'ok';
 END
 $$;
-COMMENT ON FUNCTION wallet.code_precheck(text, text, text, text) IS
+COMMENT ON FUNCTION wallet_internal.code_precheck(text, text, text, text) IS
     'internal: every check of a code but the caps (guard, format, MAC, campaign, key, window, binding), in precedence order; counts failed checks for the guard (outside the transaction) and records them for forensics';
 
 -- Under REPEATABLE READ: did the caps change since the snapshot (src/redeem.c)?
-CREATE FUNCTION wallet.code_caps_unchanged(campaign_id bigint, max_per_code int, max_per_member int, max_total bigint)
+CREATE FUNCTION wallet_internal.code_caps_unchanged(campaign_id bigint, max_per_code int, max_per_member int, max_total bigint)
     RETURNS void
     AS 'MODULE_PATHNAME', 'code_caps_unchanged' LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION wallet.code_caps_unchanged(bigint, int, int, bigint) IS
+COMMENT ON FUNCTION wallet_internal.code_caps_unchanged(bigint, int, int, bigint) IS
     'internal: raise a serialization failure (40001) unless the campaign''s latest committed caps are the given ones (for REPEATABLE READ and SERIALIZABLE, whose snapshot may predate a change)';
 
 -- The caps of a campaign, read so that they cannot change unseen, and the
@@ -542,11 +542,11 @@ COMMENT ON FUNCTION wallet.code_caps_unchanged(bigint, int, int, bigint) IS
 -- A counter is kept only while its cap is set, so that a public code with no
 -- per-code cap, or a campaign with no total cap, is not one hot row that
 -- every redemption queues on.  When a cap is set on a campaign that had none,
--- the trigger wallet.code_caps_recount rebuilds its counters; the ROW
+-- the trigger wallet_internal.code_caps_recount rebuilds its counters; the ROW
 -- EXCLUSIVE locks taken here first make that trigger (which takes SHARE on
 -- both tables) wait for every call that read the old caps, and make every
 -- later call wait for it, so no redemption is counted under the wrong caps.
-CREATE FUNCTION wallet.code_lock_counters(campaign_id bigint, serial bigint, member_ref text,
+CREATE FUNCTION wallet_internal.code_lock_counters(campaign_id bigint, serial bigint, member_ref text,
         OUT max_per_code int, OUT max_per_member int, OUT max_total bigint,
         OUT code_redeemed int, OUT member_redeemed int, OUT total_redeemed bigint)
     LANGUAGE plpgsql
@@ -568,7 +568,7 @@ BEGIN
         SELECT c.max_redemptions_per_code, c.max_redemptions_per_member, c.max_redemptions_total
           INTO max_per_code, max_per_member, max_total
           FROM wallet.campaigns c WHERE c.campaign_id = $1;
-        PERFORM wallet.code_caps_unchanged($1, max_per_code, max_per_member, max_total);
+        PERFORM wallet_internal.code_caps_unchanged($1, max_per_code, max_per_member, max_total);
     END IF;
     IF max_per_code IS NOT NULL THEN
         SELECT u.redeemed INTO code_redeemed FROM wallet.code_use_counts u
@@ -599,11 +599,11 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION wallet.code_lock_counters(bigint, bigint, text) IS
+COMMENT ON FUNCTION wallet_internal.code_lock_counters(bigint, bigint, text) IS
     'internal: read a campaign''s caps safely and lock (creating on first use) the counter rows of the caps that are set, per code, per member, per campaign, in that order';
 
 -- Add delta to the counters of the caps that are set (rows already locked).
-CREATE FUNCTION wallet.code_bump_counters(campaign_id bigint, serial bigint, member_ref text, delta int,
+CREATE FUNCTION wallet_internal.code_bump_counters(campaign_id bigint, serial bigint, member_ref text, delta int,
                                           per_code boolean, per_member boolean, total boolean)
     RETURNS void
     LANGUAGE plpgsql
@@ -622,12 +622,12 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION wallet.code_bump_counters(bigint, bigint, text, int, boolean, boolean, boolean) IS
+COMMENT ON FUNCTION wallet_internal.code_bump_counters(bigint, bigint, text, int, boolean, boolean, boolean) IS
     'internal: add delta to the per-code, per-member and per-campaign counters of live redemptions, for the caps that are set';
 
 -- Setting a cap on a campaign that had none: rebuild that counter from the
 -- redemptions, after every call that read the old caps has finished.
-CREATE FUNCTION wallet.code_caps_recount()
+CREATE FUNCTION wallet_internal.code_caps_recount()
     RETURNS trigger
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
@@ -658,7 +658,7 @@ BEGIN
     RETURN NULL;
 END
 $$;
-COMMENT ON FUNCTION wallet.code_caps_recount() IS
+COMMENT ON FUNCTION wallet_internal.code_caps_recount() IS
     'internal trigger: when a campaign gets a cap it did not have, rebuild that cap''s counters from the live redemptions';
 
 CREATE TRIGGER code_caps_recount
@@ -667,13 +667,13 @@ CREATE TRIGGER code_caps_recount
     WHEN ((OLD.max_redemptions_per_code IS NULL AND NEW.max_redemptions_per_code IS NOT NULL)
        OR (OLD.max_redemptions_per_member IS NULL AND NEW.max_redemptions_per_member IS NOT NULL)
        OR (OLD.max_redemptions_total IS NULL AND NEW.max_redemptions_total IS NOT NULL))
-    EXECUTE FUNCTION wallet.code_caps_recount();
+    EXECUTE FUNCTION wallet_internal.code_caps_recount();
 COMMENT ON TRIGGER code_caps_recount ON wallet.campaigns IS
     'counters of live redemptions are kept only while a cap is set; this rebuilds them when a cap is set';
 
 -- The caps, given the live redemptions: counts active reservations beside
--- them.  Exact when the caller holds the counter locks (wallet.code_lock_counters).
-CREATE FUNCTION wallet.code_caps_status(campaign_id bigint, serial bigint, member_ref text,
+-- them.  Exact when the caller holds the counter locks (wallet_internal.code_lock_counters).
+CREATE FUNCTION wallet_internal.code_caps_status(campaign_id bigint, serial bigint, member_ref text,
         max_per_code int, max_per_member int, max_total bigint,
         code_redeemed bigint, member_redeemed bigint, total_redeemed bigint)
     RETURNS text
@@ -709,16 +709,16 @@ BEGIN
     RETURN 'ok';
 END
 $$;
-COMMENT ON FUNCTION wallet.code_caps_status(bigint, bigint, text, int, int, bigint, bigint, bigint, bigint) IS
+COMMENT ON FUNCTION wallet_internal.code_caps_status(bigint, bigint, text, int, int, bigint, bigint, bigint, bigint) IS
     'internal: exhausted, member_limit_reached, campaign_limit_reached or ok, counting live redemptions and active unexpired reservations';
 
 -- The idempotency fingerprint of a redemption or reservation (see
--- wallet.idem_check): the operation, the code (the text in any accepted
+-- wallet_internal.idem_check): the operation, the code (the text in any accepted
 -- spelling, canonical; NULL when it names no code) and the member, and a
 -- reservation's ttl (justified: '1 day' equals '24 hours' as intervals do).
 -- Not the context: a client retrying with other request metadata (source,
 -- ip, device) is still retrying.
-CREATE FUNCTION wallet.idem_code(operation text, code text, member_ref text, ttl interval)
+CREATE FUNCTION wallet_internal.idem_code(operation text, code text, member_ref text, ttl interval)
     RETURNS jsonb
     LANGUAGE sql STABLE
     SET search_path = pg_catalog, pg_temp
@@ -726,7 +726,7 @@ CREATE FUNCTION wallet.idem_code(operation text, code text, member_ref text, ttl
     SELECT jsonb_build_object('operation', $1, 'code', (SELECT p.code::text FROM wallet.parse_code($2) p),
                               'member_ref', $3, 'ttl', justify_interval($4))
 $$;
-COMMENT ON FUNCTION wallet.idem_code(text, text, text, interval) IS
+COMMENT ON FUNCTION wallet_internal.idem_code(text, text, text, interval) IS
     'internal: idempotency fingerprint of a redemption or reservation (operation, code in canonical form, member, ttl; not the context)';
 
 ------------------------------------------------------------------------------
@@ -742,20 +742,22 @@ CREATE FUNCTION wallet.issue_code(campaign_id bigint, member_ref text)
 DECLARE
     _code wallet.marketing_code;
 BEGIN
-    PERFORM wallet.code_check_args(member_ref, NULL, NULL, false);
+    PERFORM wallet_internal.code_check_args(member_ref, NULL, NULL, false);
     IF campaign_id IS NULL THEN
         RAISE EXCEPTION 'campaign_id must not be null'
             USING ERRCODE = 'null_value_not_allowed',
                   DETAIL = 'A code is issued in a campaign, named by its id.';
     END IF;
     SELECT g INTO _code FROM wallet.generate_codes(issue_code.campaign_id, 1) g;
-    INSERT INTO wallet.code_bindings (campaign_id, serial, code, member_ref)
-    VALUES (issue_code.campaign_id, wallet.code_serial(_code), _code, issue_code.member_ref);
+    INSERT INTO wallet.code_bindings (campaign_id, serial, code, member_ref, member_id)
+    VALUES (issue_code.campaign_id, wallet.code_serial(_code), _code, issue_code.member_ref,
+            wallet_internal.member_ensure((SELECT k.merchant_id FROM wallet.campaigns k WHERE k.campaign_id = issue_code.campaign_id),
+                                 issue_code.member_ref));
     RETURN _code;
 END
 $$;
 COMMENT ON FUNCTION wallet.issue_code(bigint, text) IS
-    'mint one code of the campaign bound to a member: only that member can redeem it (others get bound_to_other_member)';
+    'mint one code of the campaign bound to a member (created if needed, see wallet.members): only that member can redeem it (others get bound_to_other_member)';
 
 CREATE FUNCTION wallet.check_code(code text, member_ref text, context jsonb)
     RETURNS text
@@ -774,8 +776,8 @@ BEGIN
             USING ERRCODE = 'null_value_not_allowed',
                   DETAIL = 'A code is judged from the text a person typed: an empty text is malformed, a NULL is no text at all.';
     END IF;
-    PERFORM wallet.code_check_args(member_ref, NULL, context, false);
-    SELECT * INTO pc FROM wallet.code_precheck(check_code.code, check_code.member_ref, left(context->>'source', 256), 'check');
+    PERFORM wallet_internal.code_check_args(member_ref, NULL, context, false);
+    SELECT * INTO pc FROM wallet_internal.code_precheck(check_code.code, check_code.member_ref, left(context->>'source', 256), 'check');
     IF pc.status <> 'ok' THEN
         RETURN pc.status;
     END IF;
@@ -783,7 +785,7 @@ BEGIN
     SELECT u.redeemed INTO _code_n FROM wallet.code_use_counts u WHERE u.campaign_id = pc.campaign_id AND u.serial = pc.serial;
     SELECT u.redeemed INTO _member_n FROM wallet.member_use_counts u WHERE u.campaign_id = pc.campaign_id AND u.member_ref = check_code.member_ref;
     SELECT u.redeemed INTO _total_n FROM wallet.campaign_use_counts u WHERE u.campaign_id = pc.campaign_id;
-    RETURN wallet.code_caps_status(pc.campaign_id, pc.serial, check_code.member_ref,
+    RETURN wallet_internal.code_caps_status(pc.campaign_id, pc.serial, check_code.member_ref,
                                    pc.max_per_code, pc.max_per_member, pc.max_total, _code_n, _member_n, _total_n);
 END
 $$;
@@ -840,7 +842,7 @@ BEGIN
             USING ERRCODE = 'null_value_not_allowed',
                   DETAIL = 'A code is judged from the text a person typed: an empty text is malformed, a NULL is no text at all.';
     END IF;
-    PERFORM wallet.code_check_args(_member, _key, _ctx, true);
+    PERFORM wallet_internal.code_check_args(_member, _key, _ctx, true);
     r.member_ref := _member;
     r.replayed := false;
     _merchant := wallet_internal.code_merchant(_input);
@@ -849,9 +851,9 @@ BEGIN
     PERFORM pg_advisory_xact_lock(1464598529, hashtext(_key));
     SELECT * INTO _red FROM wallet.code_redemptions d WHERE d.idempotency_key = _key AND wallet_internal.key_scope(d.merchant_id, _merchant);
     IF FOUND THEN
-        PERFORM wallet.idem_check(_key, format('redemption %s', _red.redemption_id),
-                                  wallet.idem_code('redeem', _red.code::text, _red.member_ref, NULL),
-                                  wallet.idem_code('redeem', _input, _member, NULL));
+        PERFORM wallet_internal.idem_check(_key, format('redemption %s', _red.redemption_id),
+                                  wallet_internal.idem_code('redeem', _red.code::text, _red.member_ref, NULL),
+                                  wallet_internal.idem_code('redeem', _input, _member, NULL));
         r.status := 'ok';
         r.redemption_id := _red.redemption_id;
         r.campaign_id := _red.campaign_id;
@@ -866,9 +868,9 @@ BEGIN
     IF FOUND THEN
         -- the key of a reservation: redeeming it converts the reservation,
         -- so the call repeats the reservation's code and member
-        PERFORM wallet.idem_check(_key, format('reservation %s', _res.reservation_id),
-                                  wallet.idem_code('reserve', _res.code::text, _res.member_ref, _res.ttl),
-                                  wallet.idem_code('reserve', _input, _member, _res.ttl));
+        PERFORM wallet_internal.idem_check(_key, format('reservation %s', _res.reservation_id),
+                                  wallet_internal.idem_code('reserve', _res.code::text, _res.member_ref, _res.ttl),
+                                  wallet_internal.idem_code('reserve', _input, _member, _res.ttl));
         _convert := _res.state = 'active' AND _res.expires_at > clock_timestamp();
     END IF;
 
@@ -881,11 +883,11 @@ BEGIN
             r.status := _pstatus;
             RETURN r;
         END IF;
-        SELECT * INTO cnt FROM wallet.code_lock_counters(_res.campaign_id, _res.serial, _member);
+        SELECT * INTO cnt FROM wallet_internal.code_lock_counters(_res.campaign_id, _res.serial, _member);
         IF _res.expires_at <= clock_timestamp() THEN
             -- It expired while we waited for the locks: others may have taken
             -- its place meanwhile, so the caps decide (it no longer counts).
-            _st := wallet.code_caps_status(_res.campaign_id, _res.serial, _member, cnt.max_per_code,
+            _st := wallet_internal.code_caps_status(_res.campaign_id, _res.serial, _member, cnt.max_per_code,
                                            cnt.max_per_member, cnt.max_total,
                                            cnt.code_redeemed, cnt.member_redeemed, cnt.total_redeemed);
             IF _st <> 'ok' THEN
@@ -902,15 +904,15 @@ BEGIN
     ELSE
         -- A fresh redemption (or one whose reservation expired or was released):
         -- every check, then the caps under the counter locks.
-        SELECT * INTO pc FROM wallet.code_precheck(_input, _member, left(_ctx->>'source', 256), 'redeem');
+        SELECT * INTO pc FROM wallet_internal.code_precheck(_input, _member, left(_ctx->>'source', 256), 'redeem');
         r.campaign_id := pc.campaign_id;
         r.serial := pc.serial;
         IF pc.status <> 'ok' THEN
             r.status := pc.status;
             RETURN r;
         END IF;
-        SELECT * INTO cnt FROM wallet.code_lock_counters(pc.campaign_id, pc.serial, _member);
-        _st := wallet.code_caps_status(pc.campaign_id, pc.serial, _member, cnt.max_per_code, cnt.max_per_member,
+        SELECT * INTO cnt FROM wallet_internal.code_lock_counters(pc.campaign_id, pc.serial, _member);
+        _st := wallet_internal.code_caps_status(pc.campaign_id, pc.serial, _member, cnt.max_per_code, cnt.max_per_member,
                                        cnt.max_total, cnt.code_redeemed, cnt.member_redeemed, cnt.total_redeemed);
         IF _st <> 'ok' THEN
             r.status := _st;
@@ -924,7 +926,7 @@ BEGIN
     VALUES (r.campaign_id, r.serial, _code, _member, _key, _ctx,
             r.reservation_id, clock_timestamp(), _merchant)
     RETURNING redemption_id, redeemed_at INTO r.redemption_id, r.redeemed_at;
-    PERFORM wallet.code_bump_counters(r.campaign_id, r.serial, _member, 1, cnt.max_per_code IS NOT NULL,
+    PERFORM wallet_internal.code_bump_counters(r.campaign_id, r.serial, _member, 1, cnt.max_per_code IS NOT NULL,
                                       cnt.max_per_member IS NOT NULL, cnt.max_total IS NOT NULL);
     r.status := 'ok';
     RETURN r;
@@ -974,8 +976,8 @@ BEGIN
             USING ERRCODE = 'WL151',
                   DETAIL = format('It was undone at %s (reason: %s); a use can be freed only once.', _red.undone_at, _red.undo_reason);
     END IF;
-    SELECT * INTO cnt FROM wallet.code_lock_counters(_red.campaign_id, _red.serial, _red.member_ref);
-    PERFORM wallet.code_bump_counters(_red.campaign_id, _red.serial, _red.member_ref, -1, cnt.max_per_code IS NOT NULL,
+    SELECT * INTO cnt FROM wallet_internal.code_lock_counters(_red.campaign_id, _red.serial, _red.member_ref);
+    PERFORM wallet_internal.code_bump_counters(_red.campaign_id, _red.serial, _red.member_ref, -1, cnt.max_per_code IS NOT NULL,
                                       cnt.max_per_member IS NOT NULL, cnt.max_total IS NOT NULL);
     UPDATE wallet.code_redemptions d SET undone_at = clock_timestamp(), undo_reason = undo_redemption.reason
      WHERE d.redemption_id = _red.redemption_id
@@ -1013,7 +1015,7 @@ BEGIN
             USING ERRCODE = 'null_value_not_allowed',
                   DETAIL = 'A code is judged from the text a person typed: an empty text is malformed, a NULL is no text at all.';
     END IF;
-    PERFORM wallet.code_check_args(_member, _key, _ctx, true);
+    PERFORM wallet_internal.code_check_args(_member, _key, _ctx, true);
     IF _ttl IS NULL THEN
         RAISE EXCEPTION 'reservation ttl must not be null'
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A reservation holds a code for a given time.';
@@ -1030,9 +1032,9 @@ BEGIN
     PERFORM pg_advisory_xact_lock(1464598529, hashtext(_key));
     SELECT * INTO _res FROM wallet.code_reservations v WHERE v.idempotency_key = _key AND wallet_internal.key_scope(v.merchant_id, _merchant);
     IF FOUND THEN
-        PERFORM wallet.idem_check(_key, format('reservation %s', _res.reservation_id),
-                                  wallet.idem_code('reserve', _res.code::text, _res.member_ref, _res.ttl),
-                                  wallet.idem_code('reserve', _input, _member, _ttl));
+        PERFORM wallet_internal.idem_check(_key, format('reservation %s', _res.reservation_id),
+                                  wallet_internal.idem_code('reserve', _res.code::text, _res.member_ref, _res.ttl),
+                                  wallet_internal.idem_code('reserve', _input, _member, _ttl));
         r.status := 'ok';
         r.reservation_id := _res.reservation_id;
         r.campaign_id := _res.campaign_id;
@@ -1043,20 +1045,20 @@ BEGIN
     END IF;
     SELECT * INTO _red FROM wallet.code_redemptions d WHERE d.idempotency_key = _key AND wallet_internal.key_scope(d.merchant_id, _merchant);
     IF FOUND THEN   -- a redemption's key: never a reservation's (raises)
-        PERFORM wallet.idem_check(_key, format('redemption %s', _red.redemption_id),
-                                  wallet.idem_code('redeem', _red.code::text, _red.member_ref, NULL),
-                                  wallet.idem_code('reserve', _input, _member, _ttl));
+        PERFORM wallet_internal.idem_check(_key, format('redemption %s', _red.redemption_id),
+                                  wallet_internal.idem_code('redeem', _red.code::text, _red.member_ref, NULL),
+                                  wallet_internal.idem_code('reserve', _input, _member, _ttl));
     END IF;
 
-    SELECT * INTO pc FROM wallet.code_precheck(_input, _member, left(_ctx->>'source', 256), 'reserve');
+    SELECT * INTO pc FROM wallet_internal.code_precheck(_input, _member, left(_ctx->>'source', 256), 'reserve');
     r.campaign_id := pc.campaign_id;
     r.serial := pc.serial;
     IF pc.status <> 'ok' THEN
         r.status := pc.status;
         RETURN r;
     END IF;
-    SELECT * INTO cnt FROM wallet.code_lock_counters(pc.campaign_id, pc.serial, _member);
-    _st := wallet.code_caps_status(pc.campaign_id, pc.serial, _member, cnt.max_per_code, cnt.max_per_member,
+    SELECT * INTO cnt FROM wallet_internal.code_lock_counters(pc.campaign_id, pc.serial, _member);
+    _st := wallet_internal.code_caps_status(pc.campaign_id, pc.serial, _member, cnt.max_per_code, cnt.max_per_member,
                                    cnt.max_total, cnt.code_redeemed, cnt.member_redeemed, cnt.total_redeemed);
     IF _st <> 'ok' THEN
         r.status := _st;
@@ -1069,7 +1071,7 @@ BEGIN
     RETURNING reservation_id, expires_at INTO r.reservation_id, r.expires_at;
     -- Touch the counters: in REPEATABLE READ a concurrent change of them then
     -- fails with a serialization error instead of going unseen.
-    PERFORM wallet.code_bump_counters(pc.campaign_id, pc.serial, _member, 0, cnt.max_per_code IS NOT NULL,
+    PERFORM wallet_internal.code_bump_counters(pc.campaign_id, pc.serial, _member, 0, cnt.max_per_code IS NOT NULL,
                                       cnt.max_per_member IS NOT NULL, cnt.max_total IS NOT NULL);
     r.status := 'ok';
     RETURN r;

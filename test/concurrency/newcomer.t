@@ -3,7 +3,7 @@
 # word for word (the SQL block between its "newcomer" markers is what runs
 # here), creating a login role for a merchant's app, granting it wallet_app
 # and the merchant; the app then logs in as that role and runs a whole
-# checkout (account, accrual, a code issued and redeemed, a hold captured)
+# checkout (member, account, accrual, a code issued and redeemed, a hold captured)
 # with no other grant, and can neither touch a table directly nor see
 # another merchant's account.
 set -uo pipefail
@@ -39,6 +39,7 @@ ok $? "the DBA runs README's lines" "$out"
 
 # The app: a whole checkout.
 out=$(app -F ' ' 2>&1 <<SQL
+SELECT member_id > 0 FROM wallet.upsert_member($m, 'alice', 'Europe/Zurich', 'de-CH');
 SELECT wallet.open_account($p, 'alice') AS a \gset
 SELECT balance_after FROM wallet.accrue(:a, 500, 'order-1', 'purchase', 'order 1');
 SELECT wallet.issue_code($c, 'alice') AS code \gset
@@ -49,7 +50,7 @@ SELECT kind FROM wallet.capture(:h, NULL, 'order-2-capture');
 SELECT wallet.balance(:a);
 SQL
 )
-is "$(printf '%s' "$out" | tr '\n' ' ')" "500 ok ok capture 300" "the app runs a checkout: account, accrual, code issued, checked and redeemed, hold captured"
+is "$(printf '%s' "$out" | tr '\n' ' ')" "t 500 ok ok capture 300" "the app runs a checkout: member, account, accrual, code issued, checked and redeemed, hold captured"
 is "$(app -c "SELECT count(*) FROM wallet.verify_ledger()")" 0 "its ledger verifies (as the app, over what it sees)"
 
 # Nothing granted but what README says.

@@ -369,7 +369,7 @@ calls() {
     cat <<CALLS
 wallet.version()	ok	-	SELECT wallet.version()
 wallet.create_merchant(text)	ok	^[0-9]+$	SELECT wallet.create_merchant('sp merchant 2')
-wallet.idem_check(text,text,jsonb,jsonb)	WL002	-	SELECT wallet.idem_check('k', 'a test', '{"a": 1}', '{"a": 2}')
+wallet_internal.idem_check(text,text,jsonb,jsonb)	WL002	-	SELECT wallet_internal.idem_check('k', 'a test', '{"a": 1}', '{"a": 2}')
 wallet.marketing_code_eq(wallet.marketing_code,wallet.marketing_code)	ok	^f$	SELECT wallet.marketing_code_eq('$c1', '$cc2')
 wallet.marketing_code_ne(wallet.marketing_code,wallet.marketing_code)	ok	^t$	SELECT wallet.marketing_code_ne('$c1', '$cc2')
 wallet.marketing_code_lt(wallet.marketing_code,wallet.marketing_code)	ok	^t$	SELECT wallet.marketing_code_lt('$c1', '$cc2')
@@ -393,20 +393,20 @@ wallet.generate_codes(bigint,integer)	ok	^SP-	SELECT * FROM wallet.generate_code
 wallet.code_authentic(wallet.marketing_code)	ok	^t$	SELECT wallet.code_authentic('$c1')
 wallet.code_status(wallet.marketing_code)	ok	^ok$	SELECT wallet.code_status('$c1')
 wallet.parse_code(text)	ok	^ok\|	SELECT * FROM wallet.parse_code('$c1')
-wallet.code_guard_thresholds(bigint)	ok	^10\|30\|	SELECT * FROM wallet.code_guard_thresholds($m)
+wallet_internal.code_guard_thresholds(bigint)	ok	^10\|30\|	SELECT * FROM wallet_internal.code_guard_thresholds($m)
 wallet.set_code_guard(integer,integer,interval,bigint)	ok	-	SELECT wallet.set_code_guard(10, 30, '15 minutes', $m)
 wallet.clear_code_failures(text,text,bigint)	ok	^[0-9]+$	SELECT wallet.clear_code_failures('nobody', 'nowhere', $m)
 wallet.purge_code_attempts(interval)	ok	^[0-9]+$	SELECT wallet.purge_code_attempts('1 day')
-wallet.code_guard_attempt(bigint,text,text,boolean,integer,integer,interval)	ok	^f$	SELECT wallet.code_guard_attempt($m, 'm1', 'src1', false, 10, 30, '15 minutes')
-wallet.code_guard_forget(bigint,text,text)	ok	^[0-9]+$	SELECT wallet.code_guard_forget($m, 'nobody', 'nowhere')
-wallet.code_caps_unchanged(bigint,integer,integer,bigint)	ok	-	SELECT wallet.code_caps_unchanged($c, 2, 5, 100)
+wallet_internal.code_guard_attempt(bigint,text,text,boolean,integer,integer,interval)	ok	^f$	SELECT wallet_internal.code_guard_attempt($m, 'm1', 'src1', false, 10, 30, '15 minutes')
+wallet_internal.code_guard_forget(bigint,text,text)	ok	^[0-9]+$	SELECT wallet_internal.code_guard_forget($m, 'nobody', 'nowhere')
+wallet_internal.code_caps_unchanged(bigint,integer,integer,bigint)	ok	-	SELECT wallet_internal.code_caps_unchanged($c, 2, 5, 100)
 wallet.installation_id()	ok	^[0-9a-f-]{36}$	SELECT wallet.installation_id()
-wallet.code_check_args(text,text,jsonb,boolean)	ok	-	SELECT wallet.code_check_args('m1', 'k1', '{}', true)
-wallet.code_precheck(text,text,text,text)	ok	^ok\|	SELECT * FROM wallet.code_precheck('$c3', 'm1', 'src1', 'check')
-wallet.code_lock_counters(bigint,bigint,text)	ok	^2\|5\|100\|	SELECT * FROM wallet.code_lock_counters($c, $s3, 'm1')
-wallet.code_bump_counters(bigint,bigint,text,integer,boolean,boolean,boolean)	ok	-	SELECT wallet.code_bump_counters($c, $s3, 'm1', 0, true, true, true)
-wallet.code_caps_status(bigint,bigint,text,integer,integer,bigint,bigint,bigint,bigint)	ok	^ok$	SELECT wallet.code_caps_status($c, $s3, 'm1', 2, 5, 100, 0, 0, 0)
-wallet.idem_code(text,text,text,interval)	ok	^\{	SELECT wallet.idem_code('reserve', '$c1', 'm1', '1 hour')
+wallet_internal.code_check_args(text,text,jsonb,boolean)	ok	-	SELECT wallet_internal.code_check_args('m1', 'k1', '{}', true)
+wallet_internal.code_precheck(text,text,text,text)	ok	^ok\|	SELECT * FROM wallet_internal.code_precheck('$c3', 'm1', 'src1', 'check')
+wallet_internal.code_lock_counters(bigint,bigint,text)	ok	^2\|5\|100\|	SELECT * FROM wallet_internal.code_lock_counters($c, $s3, 'm1')
+wallet_internal.code_bump_counters(bigint,bigint,text,integer,boolean,boolean,boolean)	ok	-	SELECT wallet_internal.code_bump_counters($c, $s3, 'm1', 0, true, true, true)
+wallet_internal.code_caps_status(bigint,bigint,text,integer,integer,bigint,bigint,bigint,bigint)	ok	^ok$	SELECT wallet_internal.code_caps_status($c, $s3, 'm1', 2, 5, 100, 0, 0, 0)
+wallet_internal.idem_code(text,text,text,interval)	ok	^\{	SELECT wallet_internal.idem_code('reserve', '$c1', 'm1', '1 hour')
 wallet.issue_code(bigint,text)	ok	^SP-	SELECT wallet.issue_code($c, 'm-bound')
 wallet.check_code(text,text,jsonb)	ok	^ok$	SELECT wallet.check_code('$c3'::pg_catalog.text, 'm1', '{"source": "s1"}')
 wallet.check_code(text,text)	ok	^ok$	SELECT wallet.check_code('$c3'::pg_catalog.text, 'm1'::pg_catalog.text)
@@ -425,24 +425,24 @@ wallet.ledger_totals(wallet.points_ledger)	ok	^0\|	SELECT t.* FROM wallet.accoun
 wallet.ledger_diff(wallet.points_ledger,wallet.points_ledger)	ok	^$	SELECT wallet.ledger_diff(x.ledger, x.ledger) $acct
 wallet.ledger_apply(wallet.points_ledger,text,timestamp with time zone,bigint,timestamp with time zone,bigint,bigint[],timestamp with time zone[],text,timestamp with time zone)	ok	^\(	SELECT wallet.ledger_apply('', 'accrue', 'now', 10, 'infinity')
 wallet.policy_expiry(timestamp with time zone,interval,text)	ok	^2	SELECT wallet.policy_expiry('now', '1 year', 'day')
-wallet.check_posting(bigint,text,text,text,boolean)	ok	-	SELECT wallet.check_posting(10, 'r', 'k', 'accrue', false)
-wallet.idem_entry(wallet.entries)	ok	^\{	SELECT wallet.idem_entry(e) FROM wallet.entries e WHERE e.entry_id OPERATOR(pg_catalog.=) $e0
-wallet.entry_by_key(bigint,text)	ok	^$e0\|	SELECT * FROM wallet.entry_by_key($a, 'setup-a1')
-wallet.unknown_account(bigint)	WL201	-	SELECT wallet.unknown_account(-1)
-wallet.program_closed(bigint)	WL202	-	SELECT wallet.program_closed($p2)
-wallet.entry_step(wallet.points_ledger,wallet.entries)	ok	^\(	SELECT wallet.entry_step('', e) FROM wallet.entries e WHERE e.entry_id OPERATOR(pg_catalog.=) $e0
-wallet.post_entry(wallet.points_ledger,wallet.entries)	ok	^[0-9]+\|$a\|accrue\|	SELECT e.* FROM wallet.accounts x CROSS JOIN LATERAL wallet.post_entry(x.ledger, ${entry/KEY/k-post-entry}) e WHERE x.account_id OPERATOR(pg_catalog.=) $a
-wallet.settle_account(bigint,timestamp with time zone,timestamp with time zone)	ok	^1$	SELECT wallet.settle_account($a2, 'now', 'now')
-wallet.lock_account(bigint,text)	ok	^\(	SELECT wallet.lock_account($a, 'k-lock')
-wallet.post_once(wallet.locked_account,wallet.entries,boolean)	ok	^[0-9]+\|$a\|accrue\|	SELECT * FROM wallet.post_once(wallet.lock_account($a, 'k-post-once'), ${entry/KEY/k-post-once}, true)
+wallet_internal.check_posting(bigint,text,text,text,boolean)	ok	-	SELECT wallet_internal.check_posting(10, 'r', 'k', 'accrue', false)
+wallet_internal.idem_entry(wallet.entries)	ok	^\{	SELECT wallet_internal.idem_entry(e) FROM wallet.entries e WHERE e.entry_id OPERATOR(pg_catalog.=) $e0
+wallet_internal.entry_by_key(bigint,text)	ok	^$e0\|	SELECT * FROM wallet_internal.entry_by_key($a, 'setup-a1')
+wallet_internal.unknown_account(bigint)	WL201	-	SELECT wallet_internal.unknown_account(-1)
+wallet_internal.program_closed(bigint)	WL202	-	SELECT wallet_internal.program_closed($p2)
+wallet_internal.entry_step(wallet.points_ledger,wallet.entries)	ok	^\(	SELECT wallet_internal.entry_step('', e) FROM wallet.entries e WHERE e.entry_id OPERATOR(pg_catalog.=) $e0
+wallet_internal.post_entry(wallet.points_ledger,wallet.entries)	ok	^[0-9]+\|$a\|accrue\|	SELECT e.* FROM wallet.accounts x CROSS JOIN LATERAL wallet_internal.post_entry(x.ledger, ${entry/KEY/k-post-entry}) e WHERE x.account_id OPERATOR(pg_catalog.=) $a
+wallet_internal.settle_account(bigint,timestamp with time zone,timestamp with time zone)	ok	^1$	SELECT wallet_internal.settle_account($a2, 'now', 'now')
+wallet_internal.lock_account(bigint,text)	ok	^\(	SELECT wallet_internal.lock_account($a, 'k-lock')
+wallet_internal.post_once(wallet_internal.locked_account,wallet.entries,boolean)	ok	^[0-9]+\|$a\|accrue\|	SELECT * FROM wallet_internal.post_once(wallet_internal.lock_account($a, 'k-post-once'), ${entry/KEY/k-post-once}, true)
 wallet.create_program(bigint,text,interval,text)	ok	^[0-9]+$	SELECT wallet.create_program($m, 'sp program 4', '1 year', 'month')
 wallet.close_program(bigint)	ok	-	SELECT wallet.close_program($p3)
 wallet.open_account(bigint,text)	ok	^[0-9]+$	SELECT wallet.open_account($p, 'member-new')
 wallet.accrue(bigint,bigint,text,text,text,timestamp with time zone)	ok	^[0-9]+\|$a\|accrue\|100\|	SELECT * FROM wallet.accrue($a, 100, 'k-accrue', 'order 1')
 wallet.redeem(bigint,bigint,text,text,text)	ok	^[0-9]+\|$a\|redeem\|-10\|	SELECT * FROM wallet.redeem($a, 10, 'k-redeem', 'reward')
 wallet.hold(bigint,bigint,text,interval,text,text)	ok	^[0-9]+\|$a\|hold\|	SELECT * FROM wallet.hold($a, 10, 'k-hold', '1 hour', 'cart 4')
-wallet.lock_hold(bigint)	ok	^\($h1,	SELECT * FROM wallet.lock_hold($h1)
-wallet.hold_not_open(bigint,wallet.entries)	WL207	-	SELECT wallet.hold_not_open($h3, e) FROM wallet.entries e WHERE e.entry_id OPERATOR(pg_catalog.=) $erel
+wallet_internal.lock_hold(bigint)	ok	^\($h1,	SELECT * FROM wallet_internal.lock_hold($h1)
+wallet_internal.hold_not_open(bigint,wallet.entries)	WL207	-	SELECT wallet_internal.hold_not_open($h3, e) FROM wallet.entries e WHERE e.entry_id OPERATOR(pg_catalog.=) $erel
 wallet.capture(bigint,bigint,text)	ok	^[0-9]+\|$a\|capture\|	SELECT * FROM wallet.capture($h1, NULL, 'k-capture')
 wallet.release(bigint,text)	ok	^[0-9]+\|$a\|release\|	SELECT * FROM wallet.release($h2, 'k-release')
 wallet.reverse(bigint,text,text,text)	ok	^[0-9]+\|$a\|reverse\|-50\|	SELECT * FROM wallet.reverse($eacc, 'k-reverse', 'refund')
@@ -455,8 +455,8 @@ wallet.history(bigint,timestamp with time zone,timestamp with time zone)	ok	^$e0
 wallet.program_liability(bigint,timestamp with time zone)	ok	[0-9]	SELECT * FROM wallet.program_liability($p)
 wallet.verify_ledger(bigint)	ok	^$	SELECT * FROM wallet.verify_ledger()
 wallet.find_account(bigint,text)	ok	^$a$	SELECT wallet.find_account($p, 'member-a')
-wallet.check_expiry_as_of(timestamp with time zone)	22023	-	SELECT wallet.check_expiry_as_of('infinity')
-wallet.expire_due_accounts(timestamp with time zone,integer)	ok	^[0-9]+\|[0-9]+$	SELECT * FROM wallet.expire_due_accounts('now', 10)
+wallet_internal.check_expiry_as_of(timestamp with time zone)	22023	-	SELECT wallet_internal.check_expiry_as_of('infinity')
+wallet_internal.expire_due_accounts(timestamp with time zone,integer)	ok	^[0-9]+\|[0-9]+$	SELECT * FROM wallet_internal.expire_due_accounts('now', 10)
 wallet.expire_points_batched(timestamp with time zone,integer,integer)	ok	-	CALL wallet.expire_points_batched('now', 10, 2)
 wallet.run_maintenance()	ok	-	CALL wallet.run_maintenance()
 wallet_internal.caller()	ok	^postgres$	SELECT wallet_internal.caller()
@@ -470,21 +470,28 @@ wallet_internal.sees_account(bigint)	ok	^t$	SELECT wallet_internal.sees_account(
 wallet_internal.sees_campaign(bigint)	ok	^t$	SELECT wallet_internal.sees_campaign($c)
 wallet_internal.code_merchant(text)	ok	^$m$	SELECT wallet_internal.code_merchant('$c1')
 wallet_internal.key_scope(bigint,bigint)	ok	^t$	SELECT wallet_internal.key_scope($m, NULL)
+wallet_internal.member_check(bigint,text)	22023	-	SELECT wallet_internal.member_check($m, 'forgotten:x')
+wallet_internal.member_ensure(bigint,text)	ok	^[0-9]+$	SELECT wallet_internal.member_ensure($m, 'member-ensured')
+wallet.upsert_member(bigint,text,text,text)	ok	^[0-9]+\|$m\|member-z\|Europe/Zurich\|de-CH\|active\|	SELECT * FROM wallet.upsert_member($m, 'member-z', 'Europe/Zurich', 'de-CH')
+wallet.forget_member(bigint,text,text)	ok	^t$	SELECT wallet.forget_member($m, 'member-c', 'erasure request')
+wallet_internal.audit_record(bigint,text,jsonb,jsonb,jsonb)	ok	^[0-9]+$	SELECT wallet_internal.audit_record($m, 'update', '{"table": "test"}', NULL, NULL)
 CALLS
 }
 # The triggers, fired by writes to the extension's tables (same format).
 triggers() {
-    local m=${V[m]} c=${V[c]} c2=${V[c2]} c4=${V[c4]} e0=${V[e0]}
+    local m=${V[m]} c=${V[c]} c2=${V[c2]} c4=${V[c4]} e0=${V[e0]} p=${V[p]}
     cat <<TRIGGERS
-wallet.code_cache_invalidate()	ok	-	UPDATE wallet.code_keys SET retired_at = retired_at WHERE campaign_id OPERATOR(pg_catalog.=) $c
-wallet.campaigns_create_serials()	ok	^[0-9]+$	INSERT INTO wallet.campaigns (merchant_id, name) VALUES ($m, 'inserted by hand') RETURNING campaign_id
-wallet.campaigns_guard()	WL107	-	UPDATE wallet.campaigns SET current_key_version = 1 WHERE campaign_id OPERATOR(pg_catalog.=) $c2
-wallet.code_caps_recount()	ok	-	UPDATE wallet.campaigns SET max_redemptions_per_code = 3, max_redemptions_per_member = 3, max_redemptions_total = 30 WHERE campaign_id OPERATOR(pg_catalog.=) $c4
-wallet.entries_append_only()	WL213	-	DELETE FROM wallet.entries WHERE entry_id OPERATOR(pg_catalog.=) $e0
-wallet.installation_guard()	WL120	-	DELETE FROM wallet.installation
-wallet.code_keys_guard()	WL121	-	UPDATE wallet.code_keys SET installation_id = NULL WHERE campaign_id OPERATOR(pg_catalog.=) $c
-wallet.campaigns_keep()	WL122	-	DELETE FROM wallet.campaigns WHERE campaign_id OPERATOR(pg_catalog.=) $c4
-wallet.campaigns_fresh_id()	WL123	-	INSERT INTO wallet.campaigns (campaign_id, merchant_id, name) OVERRIDING SYSTEM VALUE VALUES ($c, $m, 'reused id')
+wallet_internal.code_cache_invalidate()	ok	-	UPDATE wallet.code_keys SET retired_at = retired_at WHERE campaign_id OPERATOR(pg_catalog.=) $c
+wallet_internal.campaigns_create_serials()	ok	^[0-9]+$	INSERT INTO wallet.campaigns (merchant_id, name) VALUES ($m, 'inserted by hand') RETURNING campaign_id
+wallet_internal.campaigns_guard()	WL107	-	UPDATE wallet.campaigns SET current_key_version = 1 WHERE campaign_id OPERATOR(pg_catalog.=) $c2
+wallet_internal.code_caps_recount()	ok	-	UPDATE wallet.campaigns SET max_redemptions_per_code = 3, max_redemptions_per_member = 3, max_redemptions_total = 30 WHERE campaign_id OPERATOR(pg_catalog.=) $c4
+wallet_internal.entries_append_only()	WL213	-	DELETE FROM wallet.entries WHERE entry_id OPERATOR(pg_catalog.=) $e0
+wallet_internal.installation_guard()	WL120	-	DELETE FROM wallet.installation
+wallet_internal.code_keys_guard()	WL121	-	UPDATE wallet.code_keys SET installation_id = NULL WHERE campaign_id OPERATOR(pg_catalog.=) $c
+wallet_internal.campaigns_keep()	WL122	-	DELETE FROM wallet.campaigns WHERE campaign_id OPERATOR(pg_catalog.=) $c4
+wallet_internal.audit_change()	ok	-	UPDATE wallet.programs SET name = 'sp renamed' WHERE program_id OPERATOR(pg_catalog.=) $p
+wallet_internal.audit_log_append_only()	WL401	-	DELETE FROM wallet.audit_log
+wallet_internal.campaigns_fresh_id()	WL123	-	INSERT INTO wallet.campaigns (campaign_id, merchant_id, name) OVERRIDING SYSTEM VALUE VALUES ($c, $m, 'reused id')
 wallet_internal.merchant_roles_changed()	ok	-	UPDATE wallet.merchant_roles SET granted_at = granted_at WHERE merchant_id OPERATOR(pg_catalog.=) $m
 TRIGGERS
 }

@@ -1,6 +1,6 @@
 -- pgTAP: the foundation, and rules every object of the extension must keep.
 BEGIN;
-SELECT plan(9);
+SELECT plan(15);
 
 SELECT has_schema('wallet', 'schema wallet exists');
 SELECT has_function('wallet', 'version', '{}'::name[], 'wallet.version() exists');
@@ -44,6 +44,26 @@ SELECT is_empty($$
      WHERE p.prosecdef
        AND NOT EXISTS (SELECT 1 FROM unnest(p.proconfig) c WHERE c LIKE 'search\_path=%')
 $$, 'every SECURITY DEFINER function sets search_path');
+
+-- Internal helpers live outside the API schema, in a member schema that
+-- DROP EXTENSION removes and PUBLIC cannot use.
+SELECT has_schema('wallet_internal', 'schema wallet_internal exists');
+SELECT ok(EXISTS (SELECT FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'wallet'
+                   WHERE d.classid = 'pg_namespace'::regclass AND d.objid = 'wallet_internal'::regnamespace AND d.deptype = 'e'),
+          'wallet_internal is a member of the extension');
+SELECT ok(NOT has_schema_privilege('public', 'wallet_internal', 'USAGE'), 'PUBLIC has no USAGE on wallet_internal');
+SELECT is_empty($$
+    SELECT p.oid::regprocedure::text FROM pg_proc p
+     WHERE p.pronamespace = 'wallet'::regnamespace
+       AND (p.prorettype = 'trigger'::regtype OR obj_description(p.oid, 'pg_proc') ~ '^(internal|trigger)')
+$$, 'no trigger function or helper commented internal is in schema wallet');
+
+-- wallet.error_codes: every WL SQLSTATE, once, and nothing can change it.
+SELECT is((SELECT count(DISTINCT sqlstate) FILTER (WHERE sqlstate ~ '^WL[0-9]{3}$' AND name ~ '^[a-z0-9_]+$' AND description <> '')
+             FROM wallet.error_codes),
+          (SELECT count(*) FROM wallet.error_codes), 'wallet.error_codes: one well-formed row per WL code');
+SELECT throws_ok($$INSERT INTO wallet.error_codes VALUES ('WL999', 'x', 'y')$$, '55000', NULL,
+                 'wallet.error_codes cannot be written');
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -62,10 +62,8 @@ $$;
 CREATE TEMP TABLE tables AS
 SELECT c.oid::regclass AS t FROM pg_class c
  WHERE c.relnamespace IN ('wallet'::regnamespace, 'wallet_internal'::regnamespace) AND c.relkind IN ('r', 'p');
-
--- The calls below fail many checks for one member: no throttling here (the
--- guard's counts of failures are in shared memory and outlive this transaction).
-SELECT wallet.set_code_guard(NULL, NULL, interval '1 second');
+SELECT ok((SELECT count(*) FROM tables WHERE t IN ('wallet.members'::regclass, 'wallet.audit_log'::regclass)) = 2,
+          'the tables of members and the audit log are among them');
 
 -- A first: every row there is then is A's.
 SELECT pg_temp.fixture('A');
@@ -82,6 +80,9 @@ BEGIN
 END
 $$;
 SELECT pg_temp.fixture('B');
+-- The calls below fail many checks for one member: no throttling here (the
+-- guard's counts of failures are in shared memory and outlive this transaction).
+SELECT wallet.set_code_guard(NULL, NULL, interval '1 second');
 SELECT wallet.grant_merchant((SELECT v::bigint FROM fx WHERE k = 'B.m'), r)
   FROM unnest('{iso_b_reader,iso_b_app}'::regrole[]) r;
 
@@ -117,8 +118,15 @@ SELECT is_empty($$SELECT p.oid::regprocedure::text FROM pg_proc p
                      AND (p.proacl IS NULL OR EXISTS (SELECT FROM aclexplode(p.proacl) a WHERE a.grantee = 0))$$,
                 'no function or procedure of the extension is executable by PUBLIC');
 SELECT is_empty($$SELECT r FROM unnest('{wallet_admin,wallet_app,wallet_reader}'::text[]) r
-                   WHERE has_schema_privilege(r, 'wallet_internal', 'USAGE') OR NOT has_schema_privilege(r, 'wallet', 'USAGE')$$,
-                'the three roles use schema wallet, none of them wallet_internal');
+                   WHERE has_schema_privilege(r, 'wallet_internal', 'USAGE') <> (r = 'wallet_admin') OR NOT has_schema_privilege(r, 'wallet', 'USAGE')$$,
+                'the three roles use schema wallet; of wallet_internal only wallet_admin (for the maintenance procedures)');
+SELECT is_empty($$SELECT p.oid::regprocedure::text FROM pg_proc p
+                   WHERE p.pronamespace = 'wallet_internal'::regnamespace
+                     AND (has_function_privilege('wallet_admin', p.oid, 'EXECUTE') OR has_function_privilege('wallet_app', p.oid, 'EXECUTE')
+                          OR has_function_privilege('wallet_reader', p.oid, 'EXECUTE'))
+                     AND p.oid NOT IN ('wallet_internal.check_expiry_as_of(timestamptz)'::regprocedure,
+                                       'wallet_internal.expire_due_accounts(timestamptz,integer)'::regprocedure)$$,
+                'no internal helper is executable by the roles but the two the maintenance procedures call');
 SELECT is_empty($$SELECT p.oid::regprocedure::text FROM pg_proc p
                    WHERE p.pronamespace IN ('wallet'::regnamespace, 'wallet_internal'::regnamespace)
                      AND 'search_path=pg_catalog, pg_temp' = ANY (p.proconfig) AND p.prokind = 'f'
@@ -233,6 +241,8 @@ INSERT INTO iso (fn, call, why) VALUES
 ('wallet.clear_code_failures(text,text,bigint)', $$SELECT wallet.clear_code_failures('iso-member', 'iso-device', {m})$$, NULL),
 ('wallet.grant_merchant(bigint,regrole)', $$SELECT wallet.grant_merchant({m}, 'iso_a_app')$$, NULL),
 ('wallet.revoke_merchant(bigint,regrole)', $$SELECT wallet.revoke_merchant({m}, 'iso_b_app')$$, NULL),
+('wallet.upsert_member(bigint,text,text,text)', $$SELECT member_id FROM wallet.upsert_member({m}, 'iso-member', 'Europe/Zurich')$$, NULL),
+('wallet.forget_member(bigint,text,text)', $$SELECT wallet.forget_member({m}, 'iso-member', 'erasure request')$$, NULL),
 -- names no merchant's object
 ('wallet.version()', NULL, 'no object'),
 ('wallet.create_merchant(text)', NULL, 'no object'),
@@ -241,8 +251,6 @@ INSERT INTO iso (fn, call, why) VALUES
 ('wallet.installation_id()', NULL, 'internal'),
 ('wallet.purge_code_attempts(interval)', NULL, 'no object'),
 ('wallet.expire_points(timestamp with time zone)', NULL, 'no object'),
-('wallet.expire_due_accounts(timestamp with time zone,integer)', NULL, 'no object'),
-('wallet.check_expiry_as_of(timestamp with time zone)', NULL, 'no object'),
 ('wallet.expire_points_batched(timestamp with time zone,integer,integer)', NULL, 'no object'),
 ('wallet.run_maintenance()', NULL, 'no object'),
 ('wallet.code_campaign(wallet.marketing_code)', NULL, 'no object'),

@@ -1,0 +1,324 @@
+
+-- Members, erasure and the audit log (issue 9).
+--
+-- A member is the merchant app's own user reference (member_ref) at one
+-- merchant.  Accounts and code bindings refer to their member by member_id
+-- (a surrogate key, so the reference does not depend on a merchant_id column
+-- of accounts, and erasing a member changes no key that other rows point
+-- at); they keep their member_ref too (the lookups of the hot path use it),
+-- and wallet.forget_member pseudonymises it there in the same transaction.
+
+------------------------------------------------------------------------------
+-- Members
+------------------------------------------------------------------------------
+
+CREATE TABLE wallet.members (
+    member_id   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    merchant_id bigint NOT NULL REFERENCES wallet.merchants,
+    member_ref  text NOT NULL,
+    time_zone   text,
+    locale      text,
+    status      text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'forgotten')),
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (merchant_id, member_ref)
+);
+COMMENT ON TABLE wallet.members IS 'members of each merchant: the app''s own user reference with the member''s time zone and locale; accounts and code bindings refer to them';
+COMMENT ON COLUMN wallet.members.member_id IS 'member id, referenced by accounts and code bindings';
+COMMENT ON COLUMN wallet.members.merchant_id IS 'merchant the member belongs to';
+COMMENT ON COLUMN wallet.members.member_ref IS 'the merchant app''s own user id (personal data), unique per merchant; forgotten: followed by a random pseudonym once erased';
+COMMENT ON COLUMN wallet.members.time_zone IS 'the member''s IANA time zone (a name of pg_timezone_names); NULL = unknown';
+COMMENT ON COLUMN wallet.members.locale IS 'the member''s locale as a BCP 47 tag (e.g. de-CH); NULL = unknown';
+COMMENT ON COLUMN wallet.members.status IS 'active, or forgotten once wallet.forget_member erased the member''s personal data';
+COMMENT ON COLUMN wallet.members.created_at IS 'when the member was first named';
+COMMENT ON COLUMN wallet.members.updated_at IS 'when the member''s time zone, locale or status last changed';
+SELECT pg_catalog.pg_extension_config_dump('wallet.members', '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('wallet.members', 'member_id'), '');
+
+-- Accounts and code bindings refer to their member (added at the end of the
+-- tables, as the upgrade script adds them).
+ALTER TABLE wallet.accounts ADD COLUMN member_id bigint NOT NULL REFERENCES wallet.members;
+COMMENT ON COLUMN wallet.accounts.member_id IS 'the member owning the account (wallet.members)';
+ALTER TABLE wallet.code_bindings ADD COLUMN member_id bigint NOT NULL REFERENCES wallet.members;
+COMMENT ON COLUMN wallet.code_bindings.member_id IS 'the member the code is bound to (wallet.members)';
+
+-- Argument checks shared by the member functions.
+CREATE FUNCTION wallet_internal.member_check(merchant_id bigint, member_ref text) RETURNS void
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF merchant_id IS NULL OR member_ref IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN merchant_id IS NULL THEN 'merchant_id' ELSE 'member reference' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A member is named by its merchant and the merchant app''s own user id.';
+    END IF;
+    IF btrim(member_ref) = '' OR length(member_ref) > 256 THEN
+        RAISE EXCEPTION 'member reference must not be %', CASE WHEN btrim(member_ref) = '' THEN 'blank' ELSE 'longer than 256 characters' END
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('A member reference is a non-blank text of at most 256 characters; this one has %s.', length(member_ref));
+    END IF;
+    IF member_ref LIKE 'forgotten:%' THEN
+        RAISE EXCEPTION 'member reference must not start with "forgotten:"'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'References starting with "forgotten:" are the pseudonyms of erased members.';
+    END IF;
+    IF NOT EXISTS (SELECT FROM wallet.merchants m WHERE m.merchant_id = member_check.merchant_id AND wallet.acts_for(m.merchant_id)) THEN
+        RAISE EXCEPTION 'merchant % does not exist', merchant_id
+            USING ERRCODE = 'WL102', DETAIL = 'Members belong to a merchant registered in wallet.merchants.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.member_check(bigint, text) IS 'internal: raises 22004 for a NULL merchant or member reference, 22023 for a blank, oversized or forgotten: reference, WL102 for an unknown merchant';
+
+-- The member of a reference, created if needed (race-safe): what opening an
+-- account and issuing a code call.
+CREATE FUNCTION wallet_internal.member_ensure(merchant_id bigint, member_ref text) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    id bigint;
+BEGIN
+    PERFORM wallet_internal.member_check(merchant_id, member_ref);
+    SELECT m.member_id INTO id FROM wallet.members m
+     WHERE m.merchant_id = member_ensure.merchant_id AND m.member_ref = member_ensure.member_ref;
+    IF FOUND THEN
+        RETURN id;
+    END IF;
+    -- a concurrent insert of the same member waits on the unique index, then finds the row
+    INSERT INTO wallet.members (merchant_id, member_ref) VALUES (member_ensure.merchant_id, member_ensure.member_ref)
+    ON CONFLICT ON CONSTRAINT members_merchant_id_member_ref_key DO NOTHING
+    RETURNING member_id INTO id;
+    IF id IS NULL THEN
+        SELECT m.member_id INTO id FROM wallet.members m
+         WHERE m.merchant_id = member_ensure.merchant_id AND m.member_ref = member_ensure.member_ref;
+    END IF;
+    RETURN id;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.member_ensure(bigint, text) IS 'internal: the member_id of member_ref at the merchant, creating the member if needed (race-safe)';
+
+CREATE FUNCTION wallet.upsert_member(merchant_id bigint, member_ref text, time_zone text DEFAULT NULL,
+        locale text DEFAULT NULL) RETURNS wallet.members
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    id bigint;
+    r wallet.members;
+BEGIN
+    IF time_zone IS NOT NULL
+       AND NOT EXISTS (SELECT FROM pg_catalog.pg_timezone_names z WHERE z.name = upsert_member.time_zone) THEN
+        RAISE EXCEPTION 'unknown time zone "%"', left(time_zone, 64)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A member''s time zone is an IANA name such as Europe/Zurich (see pg_timezone_names).';
+    END IF;
+    IF locale IS NOT NULL
+       AND (length(locale) > 35
+            OR locale !~ '^[A-Za-z]{2,3}(-[A-Za-z]{4})?(-([A-Za-z]{2}|[0-9]{3}))?(-([A-Za-z0-9]{5,8}|[0-9][A-Za-z0-9]{3}))*$') THEN
+        RAISE EXCEPTION 'invalid locale "%"', left(locale, 64)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A member''s locale is a BCP 47 language tag such as de-CH, pt-BR or zh-Hant-TW.';
+    END IF;
+    id := wallet_internal.member_ensure(merchant_id, member_ref);
+    UPDATE wallet.members m
+       SET time_zone = coalesce(upsert_member.time_zone, m.time_zone),
+           locale = coalesce(upsert_member.locale, m.locale),
+           updated_at = now()
+     WHERE m.member_id = id
+       AND (m.time_zone IS DISTINCT FROM coalesce(upsert_member.time_zone, m.time_zone)
+            OR m.locale IS DISTINCT FROM coalesce(upsert_member.locale, m.locale));
+    SELECT * INTO r FROM wallet.members m WHERE m.member_id = id;
+    RETURN r;
+END
+$$;
+COMMENT ON FUNCTION wallet.upsert_member(bigint, text, text, text) IS 'returns the member of member_ref at the merchant, creating it if needed and setting its IANA time zone and BCP 47 locale when given (NULL keeps the current value)';
+
+------------------------------------------------------------------------------
+-- Audit log
+------------------------------------------------------------------------------
+
+CREATE TABLE wallet.audit_log (
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    merchant_id  bigint,
+    at           timestamptz NOT NULL DEFAULT clock_timestamp(),
+    session_role name NOT NULL DEFAULT session_user,
+    acting_role  name NOT NULL,
+    action       text NOT NULL CHECK (action IN ('insert', 'update', 'delete', 'forget_member')),
+    object       jsonb NOT NULL,
+    old_values   jsonb,
+    new_values   jsonb
+);
+CREATE INDEX audit_log_merchant_idx ON wallet.audit_log (merchant_id, at);
+COMMENT ON TABLE wallet.audit_log IS 'append-only log of administrative changes: merchants, programs, campaigns and their caps, key versions, guard settings, merchant grants, erasures; UPDATE, DELETE and TRUNCATE raise WL401';
+COMMENT ON COLUMN wallet.audit_log.id IS 'audit record id, increasing';
+COMMENT ON COLUMN wallet.audit_log.merchant_id IS 'merchant the change concerns; NULL for a global setting; not a foreign key, the log outlives merchants';
+COMMENT ON COLUMN wallet.audit_log.at IS 'when the change was made (clock time)';
+COMMENT ON COLUMN wallet.audit_log.session_role IS 'session_user that made the change';
+COMMENT ON COLUMN wallet.audit_log.acting_role IS 'role the session acted as (SET ROLE, else the session user); a SECURITY DEFINER function does not change it';
+COMMENT ON COLUMN wallet.audit_log.action IS 'insert, update or delete (of the table named in object), or forget_member';
+COMMENT ON COLUMN wallet.audit_log.object IS 'what changed: {"table": name, "key": {primary key columns}}';
+COMMENT ON COLUMN wallet.audit_log.old_values IS 'the row before the change (NULL for insert); for forget_member NULL';
+COMMENT ON COLUMN wallet.audit_log.new_values IS 'the row after the change (NULL for delete); for forget_member the reason, the pseudonym and the rows changed per table, never the erased data';
+SELECT pg_catalog.pg_extension_config_dump('wallet.audit_log', '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('wallet.audit_log', 'id'), '');
+
+CREATE FUNCTION wallet_internal.audit_log_append_only() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    RAISE EXCEPTION 'audit log is append-only'
+        USING ERRCODE = 'WL401',
+              DETAIL = format('%s on wallet.audit_log is refused: every administrative change stays on record.', TG_OP);
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.audit_log_append_only() IS 'trigger function refusing UPDATE, DELETE and TRUNCATE on wallet.audit_log';
+CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON wallet.audit_log
+    FOR EACH STATEMENT EXECUTE FUNCTION wallet_internal.audit_log_append_only();
+
+-- One record.  The acting role is the role GUC (set by SET ROLE, not by a
+-- SECURITY DEFINER call), else the session user.
+CREATE FUNCTION wallet_internal.audit_record(merchant_id bigint, action text, object jsonb, old_values jsonb, new_values jsonb)
+    RETURNS bigint
+    LANGUAGE sql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+    INSERT INTO wallet.audit_log (merchant_id, acting_role, action, object, old_values, new_values)
+    VALUES (merchant_id,
+            CASE WHEN current_setting('role') = 'none' THEN session_user ELSE current_setting('role')::name END,
+            action, object, old_values, new_values)
+    RETURNING id
+$$;
+COMMENT ON FUNCTION wallet_internal.audit_record(bigint, text, jsonb, jsonb, jsonb) IS 'internal: appends one record to wallet.audit_log with the session user and the acting role';
+
+-- Row trigger of the audited tables; its arguments name the key columns.
+-- The merchant is the row's merchant_id, or its campaign's (code_keys).
+-- SECURITY DEFINER: whoever may change an audited table gets it recorded,
+-- without any right on the log.  A restore (pg_restore, or a pg_dump script:
+-- both set check_function_bodies off) by a superuser loads rows the dumped
+-- log already records, and the log itself: not recorded again (a superuser
+-- could disable the trigger anyway; no other role can skip it this way).
+CREATE FUNCTION wallet_internal.audit_change() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    o jsonb := CASE WHEN TG_OP <> 'INSERT' THEN to_jsonb(OLD) END;
+    n jsonb := CASE WHEN TG_OP <> 'DELETE' THEN to_jsonb(NEW) END;
+    r jsonb := coalesce(n, o);
+    k jsonb := '{}';
+    merchant bigint;
+    i int;
+BEGIN
+    IF o = n THEN
+        RETURN NULL;    -- nothing changed
+    END IF;
+    IF current_setting('check_function_bodies') = 'off'
+       AND (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = session_user) THEN
+        RETURN NULL;    -- a restore
+    END IF;
+    FOR i IN 0 .. TG_NARGS - 1 LOOP
+        k := k || jsonb_build_object(TG_ARGV[i], r -> TG_ARGV[i]);
+    END LOOP;
+    IF r ? 'merchant_id' THEN
+        merchant := (r ->> 'merchant_id')::bigint;
+    ELSIF r ? 'campaign_id' THEN
+        SELECT c.merchant_id INTO merchant FROM wallet.campaigns c WHERE c.campaign_id = (r ->> 'campaign_id')::bigint;
+    END IF;
+    PERFORM wallet_internal.audit_record(merchant, lower(TG_OP), jsonb_build_object('table', TG_TABLE_NAME, 'key', k), o, n);
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.audit_change() IS 'trigger function recording an insert, update or delete of an administrative table in wallet.audit_log (arguments: the key columns)';
+
+CREATE TRIGGER audit_change AFTER INSERT OR UPDATE OR DELETE ON wallet.merchants
+    FOR EACH ROW EXECUTE FUNCTION wallet_internal.audit_change('merchant_id');
+CREATE TRIGGER audit_change AFTER INSERT OR UPDATE OR DELETE ON wallet.programs
+    FOR EACH ROW EXECUTE FUNCTION wallet_internal.audit_change('program_id');
+CREATE TRIGGER audit_change AFTER INSERT OR UPDATE OR DELETE ON wallet.campaigns
+    FOR EACH ROW EXECUTE FUNCTION wallet_internal.audit_change('campaign_id');
+CREATE TRIGGER audit_change AFTER INSERT OR UPDATE OR DELETE ON wallet.code_keys
+    FOR EACH ROW EXECUTE FUNCTION wallet_internal.audit_change('campaign_id', 'key_version');
+CREATE TRIGGER audit_change AFTER INSERT OR UPDATE OR DELETE ON wallet.code_guard_settings
+    FOR EACH ROW EXECUTE FUNCTION wallet_internal.audit_change('merchant_id');
+COMMENT ON TRIGGER audit_change ON wallet.merchants IS 'records merchant changes in wallet.audit_log';
+COMMENT ON TRIGGER audit_change ON wallet.programs IS 'records program changes (settings, closing) in wallet.audit_log';
+COMMENT ON TRIGGER audit_change ON wallet.campaigns IS 'records campaign changes (settings, caps) in wallet.audit_log';
+COMMENT ON TRIGGER audit_change ON wallet.code_keys IS 'records key rotations and retirements in wallet.audit_log';
+COMMENT ON TRIGGER audit_change ON wallet.code_guard_settings IS 'records guard settings in wallet.audit_log';
+-- Merchant grants are recorded too: the trigger on wallet.merchant_roles is
+-- made with that table (sql/ext/privileges.sql).
+
+------------------------------------------------------------------------------
+-- Erasure
+------------------------------------------------------------------------------
+
+-- Pseudonymises the member's reference everywhere with one random pseudonym
+-- (sha256 of a random salt and the reference; the salt is not kept, so it is
+-- irreversible and links nothing across merchants or erasures), clears the
+-- member's time zone, locale and request contexts, deletes its failed
+-- attempts and guard counters.  Rows are kept (not deleted) where they carry
+-- amounts or counts, so ledgers, liabilities and campaign totals stay as
+-- they were.  The journal (wallet.entries) holds no member_ref: its texts
+-- are the app's (see README "Personal data and erasure").
+CREATE FUNCTION wallet.forget_member(merchant_id bigint, member_ref text, reason text) RETURNS boolean
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+#variable_conflict use_column
+DECLARE
+    _merchant bigint := merchant_id;
+    _ref text := member_ref;
+    pseudonym text;
+    _member bigint;
+    n jsonb := '{}';
+    c bigint;
+    t text;
+    also text;
+BEGIN
+    PERFORM wallet_internal.member_check(_merchant, _ref);
+    IF reason IS NULL OR btrim(reason) = '' THEN
+        RAISE EXCEPTION 'reason must not be %', CASE WHEN reason IS NULL THEN 'null' ELSE 'blank' END
+            USING ERRCODE = CASE WHEN reason IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,
+                  DETAIL = 'An erasure is recorded with the reason it was made for.';
+    END IF;
+    pseudonym := 'forgotten:' || encode(sha256(convert_to(gen_random_uuid()::text || _ref, 'UTF8')), 'hex');
+
+    UPDATE wallet.members m SET member_ref = pseudonym, time_zone = NULL, locale = NULL, status = 'forgotten', updated_at = now()
+     WHERE m.merchant_id = _merchant AND m.member_ref = _ref
+    RETURNING m.member_id INTO _member;
+    GET DIAGNOSTICS c = ROW_COUNT;
+    n := n || jsonb_build_object('members', c);
+    UPDATE wallet.accounts a SET member_ref = pseudonym
+      FROM wallet.programs p
+     WHERE p.program_id = a.program_id AND p.merchant_id = _merchant AND a.member_ref = _ref;
+    GET DIAGNOSTICS c = ROW_COUNT;
+    n := n || jsonb_build_object('accounts', c);
+    -- the tables of a campaign's codes: the member_ref, and what else they hold of the member
+    FOR t, also IN VALUES ('code_bindings', ''), ('code_reservations', ''),
+                          ('code_redemptions', ', context = ''{}'''), ('member_use_counts', '') LOOP
+        EXECUTE format('UPDATE wallet.%I x SET member_ref = $1%s FROM wallet.campaigns k
+                         WHERE k.campaign_id = x.campaign_id AND k.merchant_id = $2 AND x.member_ref = $3', t, also)
+          USING pseudonym, _merchant, _ref;
+        GET DIAGNOSTICS c = ROW_COUNT;
+        n := n || jsonb_build_object(t, c);
+    END LOOP;
+    -- failed attempts are forensics, not totals: deleted, with those that
+    -- named no merchant (they cannot be told apart by merchant)
+    DELETE FROM wallet.code_failed_attempts f
+     WHERE f.member_ref = _ref AND (f.merchant_id = _merchant OR f.merchant_id IS NULL);
+    GET DIAGNOSTICS c = ROW_COUNT;
+    n := n || jsonb_build_object('code_failed_attempts', c);
+    PERFORM wallet_internal.code_guard_forget(_merchant, _ref, NULL);
+
+    IF NOT EXISTS (SELECT FROM jsonb_each(n) e WHERE e.value <> '0') THEN
+        RETURN false;   -- nothing names the member (e.g. erased before): nothing to record
+    END IF;
+    PERFORM wallet_internal.audit_record(_merchant, 'forget_member',
+                                jsonb_build_object('table', 'members', 'key', jsonb_build_object('member_id', _member)),
+                                NULL, jsonb_build_object('reason', reason, 'pseudonym', pseudonym, 'rows', n));
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION wallet.forget_member(bigint, text, text) IS 'erases a member''s personal data at a merchant: pseudonymises its member_ref in every table, clears its time zone, locale and request contexts, deletes its failed attempts; ledgers and totals are unchanged; recorded in wallet.audit_log; returns false (and records nothing) when nothing names the member';
