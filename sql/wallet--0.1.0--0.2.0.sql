@@ -4826,6 +4826,34 @@ BEGIN
 END
 $$;
 
+CREATE OR REPLACE FUNCTION wallet.campaign_next_serial(campaign_id bigint) RETURNS bigint
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    seq regclass;
+    last bigint;
+    called boolean;
+BEGIN
+    IF campaign_id IS NULL THEN
+        RAISE EXCEPTION 'campaign_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The next serial is read from the sequence of a campaign, named by its id.';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM wallet.campaigns c WHERE c.campaign_id = campaign_next_serial.campaign_id AND wallet.acts_for(c.merchant_id)) THEN
+        RAISE EXCEPTION 'campaign % does not exist', campaign_id
+            USING ERRCODE = 'WL101', HINT = 'Create it with wallet.create_campaign.';
+    END IF;
+    seq := to_regclass(format('wallet.%I', 'campaign_' || campaign_id || '_serials'));
+    IF seq IS NULL THEN
+        RAISE EXCEPTION 'campaign % has no serial number sequence', campaign_id
+            USING ERRCODE = 'WL109',
+                  DETAIL = format('The sequence wallet.campaign_%s_serials that hands out the campaign''s serial numbers does not exist.', campaign_id);
+    END IF;
+    EXECUTE format('SELECT last_value, is_called FROM %s', seq) INTO last, called;
+    RETURN CASE WHEN called THEN last + 1 ELSE last END;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION wallet.rotate_code_key(campaign_id bigint) RETURNS int
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
@@ -5366,8 +5394,8 @@ BEGIN
     END LOOP;
 END
 $$;
--- values: no table behind them
-GRANT EXECUTE ON FUNCTION wallet.version(), wallet.acts_for(bigint), wallet.my_merchants(),
+-- values: no table behind them (the installation id is no secret)
+GRANT EXECUTE ON FUNCTION wallet.version(), wallet.installation_id(), wallet.acts_for(bigint), wallet.my_merchants(),
     wallet.code_campaign(wallet.marketing_code), wallet.code_serial(wallet.marketing_code),
     wallet.code_key_version(wallet.marketing_code), wallet.code_mac_bits(wallet.marketing_code),
     wallet.code_prefix(wallet.marketing_code),
@@ -5382,7 +5410,7 @@ GRANT EXECUTE ON FUNCTION wallet.balance(bigint, timestamptz), wallet.balance_at
     wallet.find_account(bigint, text), wallet.program_liability(bigint, timestamptz), wallet.verify_ledger(bigint)
     TO wallet_admin, wallet_app, wallet_reader;
 GRANT EXECUTE ON FUNCTION wallet.code_authentic(wallet.marketing_code), wallet.code_status(wallet.marketing_code),
-    wallet.parse_code(text)
+    wallet.parse_code(text), wallet.campaign_next_serial(bigint)
     TO wallet_admin, wallet_reader;
 -- the app: accounts, postings, codes issued, checked, reserved, redeemed
 GRANT EXECUTE ON FUNCTION wallet.open_account(bigint, text),

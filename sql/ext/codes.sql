@@ -457,7 +457,7 @@ BEGIN
         RAISE EXCEPTION 'campaign_id must not be null'
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The next serial is read from the sequence of a campaign, named by its id.';
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM wallet.campaigns c WHERE c.campaign_id = campaign_next_serial.campaign_id) THEN
+    IF NOT EXISTS (SELECT 1 FROM wallet.campaigns c WHERE c.campaign_id = campaign_next_serial.campaign_id AND wallet.acts_for(c.merchant_id)) THEN
         RAISE EXCEPTION 'campaign % does not exist', campaign_id
             USING ERRCODE = 'WL101', HINT = 'Create it with wallet.create_campaign.';
     END IF;

@@ -277,8 +277,8 @@ BEGIN
     END LOOP;
 END
 $$;
--- values: no table behind them
-GRANT EXECUTE ON FUNCTION wallet.version(), wallet.acts_for(bigint), wallet.my_merchants(),
+-- values: no table behind them (the installation id is no secret)
+GRANT EXECUTE ON FUNCTION wallet.version(), wallet.installation_id(), wallet.acts_for(bigint), wallet.my_merchants(),
     wallet.code_campaign(wallet.marketing_code), wallet.code_serial(wallet.marketing_code),
     wallet.code_key_version(wallet.marketing_code), wallet.code_mac_bits(wallet.marketing_code),
     wallet.code_prefix(wallet.marketing_code),
@@ -293,7 +293,7 @@ GRANT EXECUTE ON FUNCTION wallet.balance(bigint, timestamptz), wallet.balance_at
     wallet.find_account(bigint, text), wallet.program_liability(bigint, timestamptz), wallet.verify_ledger(bigint)
     TO wallet_admin, wallet_app, wallet_reader;
 GRANT EXECUTE ON FUNCTION wallet.code_authentic(wallet.marketing_code), wallet.code_status(wallet.marketing_code),
-    wallet.parse_code(text)
+    wallet.parse_code(text), wallet.campaign_next_serial(bigint)
     TO wallet_admin, wallet_reader;
 -- the app: accounts, postings, codes issued, checked, reserved, redeemed
 GRANT EXECUTE ON FUNCTION wallet.open_account(bigint, text),

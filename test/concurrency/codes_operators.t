@@ -26,7 +26,7 @@ SELECT wallet.create_campaign(wallet.create_merchant('ops'), 'c', 'OPS');
 CREATE TABLE issued AS SELECT c AS code FROM wallet.generate_codes(1, 100) c;
 CREATE TABLE handed_out AS SELECT code FROM issued ORDER BY wallet.code_serial(code) LIMIT 30;
 GRANT SELECT ON issued, handed_out TO $ROLE;
-GRANT USAGE ON SCHEMA wallet TO $ROLE;
+GRANT wallet_reader TO $ROLE;   -- README "Roles and privileges"
 SQL
 }
 setup "$DB" || { echo "Bail out! set-up failed"; exit 1; }

@@ -99,12 +99,16 @@ is "$(verdicts "$B" a_codes)" "0 0" "and B refuses every code of A"
 is "$(qdb "$B" -c "SELECT string_agg(DISTINCT (wallet.redeem_code(c, 'n-' || c, 'y-' || c)).status, ',') FROM a_codes WHERE wallet.code_campaign(c::wallet.marketing_code) = 1")" forged \
    "redeem_code in B says forged for A's codes of campaign 1"
 
-# A downgrade: whoever may insert key versions in B cannot make an unbound one
+# A downgrade: whoever may insert key versions in B (a hand-granted table
+# right, which the roles of README "Roles and privileges" never give) cannot make an unbound one
 # (it would mint A's legacy codes of the same campaign and version).
 qdb "$B" >/dev/null 2>&1 <<'SQL'
 CREATE ROLE codes_upgrade_app;
 GRANT USAGE ON SCHEMA wallet TO codes_upgrade_app;
 GRANT SELECT, INSERT, UPDATE ON wallet.code_keys, wallet.campaigns TO codes_upgrade_app;
+-- past row-level security (its policies call wallet.acts_for), to the trigger
+GRANT wallet_reader TO codes_upgrade_app;
+SELECT wallet.grant_merchant(1, 'codes_upgrade_app');
 SQL
 is "$(sqlstate -d "$B" -c "SET ROLE codes_upgrade_app; INSERT INTO wallet.code_keys (campaign_id, key_version, installation_id) VALUES (1, 3, NULL)")" WL121 \
    "a non-owner cannot add an unbound (legacy) key version: WL121"

@@ -78,20 +78,15 @@ is "$(q -c "BEGIN" -c "SELECT wallet.clear_code_failures('trudy', '10.0.0.1', 1)
 is "$(q -c "SELECT wallet.check_code('$FORGED_A', 'trudy', '{\"source\": \"10.0.0.1\"}') || '/' || wallet.check_code('$FORGED_B', 'trudy', '{\"source\": \"10.0.0.1\"}')")" \
    forged/throttled "trudy is judged again at A, still throttled at B"
 
-# 5. A role with only the rights redemption needs (no UPDATE on campaigns)
-#    redeems under READ COMMITTED and REPEATABLE READ.
+# 5. An application's role (wallet_app, acting for the merchant: README
+#    "Roles and privileges") redeems under READ COMMITTED and REPEATABLE READ.
 q -c "SELECT wallet.set_code_guard(NULL, NULL, '1 hour')" >/dev/null
 q >/dev/null <<'SQL'
 SELECT wallet.create_campaign(1, 'capped', max_redemptions_per_code => 5, max_redemptions_per_member => 3, max_redemptions_total => 100);
 INSERT INTO codes SELECT 'capped', g::text FROM wallet.generate_codes(3, 1) g;
 CREATE ROLE guard_redeemer LOGIN;
--- the API calls its helpers by name: until roles get their own design, an
--- application role needs USAGE on their schema too
-GRANT USAGE ON SCHEMA wallet, wallet_internal TO guard_redeemer;
-GRANT SELECT ON wallet.campaigns, wallet.code_keys, wallet.code_guard_settings, wallet.code_bindings TO guard_redeemer;
-GRANT SELECT, INSERT ON wallet.code_failed_attempts TO guard_redeemer;
-GRANT SELECT, INSERT, UPDATE ON wallet.code_redemptions, wallet.code_reservations,
-      wallet.code_use_counts, wallet.member_use_counts, wallet.campaign_use_counts TO guard_redeemer;
+GRANT wallet_app TO guard_redeemer;
+SELECT wallet.grant_merchant(1, 'guard_redeemer');
 SQL
 CAPPED=$(q -c "SELECT code FROM codes WHERE name = 'capped'")
 is "$(q -c "SELECT has_table_privilege('guard_redeemer', 'wallet.campaigns', 'UPDATE')")" f "(the role has no UPDATE on wallet.campaigns)"
