@@ -6,7 +6,10 @@
  * user or the role set by SET ROLE, which a SECURITY DEFINER call does not
  * change and no argument can forge.  wallet.acts_for() answers, for that
  * role, whether it may see a merchant's objects; row-level security policies
- * and every API function ask it, so it is cached for the transaction.
+ * and every API function ask it, so its answers are cached in the session
+ * until wallet.merchant_roles, a role membership, a role or the schema
+ * changes (invalidation callbacks: a grant in another session counts from
+ * this session's next transaction, one in this session at once).
  */
 #include "wallet.h"
 #include "privileges.h"
@@ -19,8 +22,8 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
-#include "storage/proc.h"
 #include "utils/acl.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
 
@@ -32,11 +35,12 @@ typedef struct ActsFor
 	bool		allowed;
 } ActsFor;
 
-/* the cache: valid for one role, in one transaction, at one generation */
-static LocalTransactionId cache_lxid = InvalidLocalTransactionId;
+/* the cache: valid for one role at one generation */
 static Oid	cache_user = InvalidOid;
 static uint64 cache_generation = 0;
-static uint64 generation = 0;	/* bumped when wallet.merchant_roles changes */
+static uint64 generation = 1;	/* bumped by every invalidation below */
+static bool callbacks_registered = false;
+static Oid	merchant_roles_relid = InvalidOid;
 static bool cache_sees_all;
 static Oid	cache_owner;
 static int	cache_used;
@@ -59,16 +63,51 @@ wallet_owner(void)
 }
 
 static void
+syscache_changed(Datum arg, int cacheid, uint32 hashvalue)
+{
+	generation++;
+}
+
+static void
+relcache_changed(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == merchant_roles_relid || merchant_roles_relid == InvalidOid)
+		generation++;
+}
+
+/* an aborted grant or revoke must not stay in the cache */
+static void
+xact_ended(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+		generation++;
+}
+
+static void
 cache_refresh(Oid user)
 {
-	if (cache_lxid == MyProc->lxid && cache_user == user && cache_generation == generation)
+	Oid			nsp;
+
+	if (!callbacks_registered)
+	{
+		/* memberships, roles (superuser, rename), the schema's owner */
+		CacheRegisterSyscacheCallback(AUTHMEMROLEMEM, syscache_changed, (Datum) 0);
+		CacheRegisterSyscacheCallback(AUTHOID, syscache_changed, (Datum) 0);
+		CacheRegisterSyscacheCallback(NAMESPACEOID, syscache_changed, (Datum) 0);
+		/* wallet.merchant_roles: its trigger sends a relcache invalidation */
+		CacheRegisterRelcacheCallback(relcache_changed, (Datum) 0);
+		RegisterXactCallback(xact_ended, NULL);
+		callbacks_registered = true;
+	}
+	if (cache_user == user && cache_generation == generation)
 		return;
 	cache_owner = wallet_owner();
+	nsp = get_namespace_oid("wallet", false);
+	merchant_roles_relid = get_relname_relid("merchant_roles", nsp);
 	/* a database still on 0.1.0 SQL has no merchant_roles: no isolation yet */
 	cache_sees_all = superuser_arg(user) || has_privs_of_role(user, cache_owner) ||
-		!OidIsValid(get_relname_relid("merchant_roles", get_namespace_oid("wallet", false)));
+		!OidIsValid(merchant_roles_relid);
 	cache_used = 0;
-	cache_lxid = MyProc->lxid;
 	cache_user = user;
 	cache_generation = generation;
 }
@@ -167,8 +206,8 @@ PG_FUNCTION_INFO_V1(wallet_merchant_roles_changed);
 
 /*
  * Statement trigger on wallet.merchant_roles: a grant or revoke counts from
- * the next call on, in this transaction too.  Other sessions see it from
- * their next transaction (the cache lives for one).
+ * the next call on, in this transaction too; the relcache invalidation tells
+ * the other sessions at commit.
  */
 Datum
 wallet_merchant_roles_changed(PG_FUNCTION_ARGS)
@@ -178,6 +217,7 @@ wallet_merchant_roles_changed(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("merchant_roles_changed must be called as a trigger"),
 				 errdetail("It resets the cache of wallet.acts_for when wallet.merchant_roles changes.")));
+	CacheInvalidateRelcache(((TriggerData *) fcinfo->context)->tg_relation);
 	generation++;
 	return PointerGetDatum(NULL);
 }

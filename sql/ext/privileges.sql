@@ -49,7 +49,7 @@ COMMENT ON FUNCTION wallet_internal.caller() IS 'the role calling (session user 
 CREATE FUNCTION wallet.acts_for(merchant_id bigint) RETURNS boolean
     AS 'MODULE_PATHNAME', 'wallet_acts_for'
     LANGUAGE C STABLE STRICT;
-COMMENT ON FUNCTION wallet.acts_for(bigint) IS 'whether the calling role acts for the merchant: a superuser, the extension''s owner, or a member of a role granted the merchant (cached for the transaction)';
+COMMENT ON FUNCTION wallet.acts_for(bigint) IS 'whether the calling role acts for the merchant: a superuser, the extension''s owner, or a member of a role granted the merchant (cached in the session until a grant, membership or role changes)';
 
 CREATE FUNCTION wallet_internal.merchant_roles_changed() RETURNS trigger
     AS 'MODULE_PATHNAME', 'wallet_merchant_roles_changed'

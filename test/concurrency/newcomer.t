@@ -10,13 +10,15 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 DB=conc_newcomer
 . "$ROOT/test/lib.sh"
-plan 9
+plan 12
+TMP=
 
 sq() { qdb "$DB" "$@"; }
 app() { PGUSER=shop_app qdb "$DB" "$@"; }
-cleanup() { dropdb --if-exists "$DB" >/dev/null 2>&1; psql -X -q -d postgres -c "DROP ROLE IF EXISTS shop_app" >/dev/null 2>&1; }
+cleanup() { sess_close app 2>/dev/null; [ -n "$TMP" ] && rm -rf "$TMP"; dropdb --if-exists "$DB" >/dev/null 2>&1; psql -X -q -d postgres -c "DROP ROLE IF EXISTS shop_app" >/dev/null 2>&1; }
 trap cleanup EXIT
 cleanup
+TMP=$(mktemp -d /tmp/wallet-newcomer.XXXXXX)
 createdb "$DB" || { echo "Bail out! cannot create $DB"; exit 1; }
 
 # What the merchant has before the app arrives: a program and a campaign.
@@ -63,4 +65,17 @@ is "$(app -c "UPDATE wallet.accounts SET ledger = 'lots={1000000@never}'" 2>&1 |
    "permission denied for table accounts" "the app cannot rewrite a ledger"
 is "$(app -c "SELECT wallet.balance($other)" 2>&1 | grep -o 'ERROR:  unknown account')" "ERROR:  unknown account" \
    "another merchant's account is unknown to the app"
+
+# Which merchants a role acts for is cached in its session across
+# transactions: a revoke and a grant made by the DBA in another session count
+# from the app session's next statement (own transaction) on.
+PGUSER=shop_app sess_open app
+is "$(sess_run app "SELECT count(*) FROM wallet.my_merchants()")" 1 "the app's session acts for the merchant"
+sq -c "SELECT wallet.revoke_merchant($m, 'shop_app')" >/dev/null
+is "$(sess_run app "SELECT count(*) FROM wallet.my_merchants()")|$(sess_run app "SELECT count(*) FROM wallet.accounts")" "0|0" \
+   "after a revoke in another session, its next statement acts for no merchant and sees no row"
+sq -c "SELECT wallet.grant_merchant($m, 'shop_app')" >/dev/null
+is "$(sess_run app "SELECT wallet.balance(account_id) FROM wallet.accounts WHERE member_ref = 'alice'")" 300 \
+   "granted again, its next statement reads the account"
+sess_close app
 finish
