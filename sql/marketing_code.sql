@@ -34,7 +34,7 @@ SELECT code FROM wallet.generate_codes(2, 1) AS code;
 -- key version 1023, 8-character prefix, 64-bit MAC.
 ALTER TABLE wallet.campaigns ALTER COLUMN campaign_id RESTART WITH 4294967295;
 SELECT wallet.create_campaign(:merchant_id, 'vector 4', 'ABCDEFGH', 64) AS c4;
-INSERT INTO wallet.code_keys (campaign_id, key_version) SELECT 4294967295, v FROM generate_series(2, 1023) v;
+INSERT INTO wallet.code_keys (campaign_id, key_version, merchant_id) SELECT 4294967295, v, :merchant_id FROM generate_series(2, 1023) v;
 UPDATE wallet.campaigns SET current_key_version = 1023 WHERE campaign_id = 4294967295;
 SELECT setval('wallet.campaign_4294967295_serials', 274877906943, false);
 SELECT code FROM wallet.generate_codes(4294967295, 1) AS code;

@@ -5356,6 +5356,380 @@ END
 $$;
 COMMENT ON FUNCTION wallet.create_merchant(text) IS 'register a merchant and return its id; the calling role acts for it from then on';
 
+-- == 8b. merchant_id on every merchant table (conventions)
+-- Every table holding merchant data carries merchant_id, the key to
+-- distribute it by: added at the end of the tables that lacked it, backfilled
+-- from the parent program or campaign (accounts before entries), then NOT
+-- NULL; the functions that insert rows fill it, and the row-level security
+-- policies read the row's own merchant_id.  The append-only trigger of
+-- wallet.entries, and the audit trigger of wallet.code_keys (a backfill is
+-- no change of a key), are disabled around the backfill here only.
+ALTER TABLE wallet.accounts ADD COLUMN merchant_id bigint;
+UPDATE wallet.accounts a SET merchant_id = p.merchant_id FROM wallet.programs p WHERE p.program_id = a.program_id;
+ALTER TABLE wallet.accounts ALTER COLUMN merchant_id SET NOT NULL;
+COMMENT ON COLUMN wallet.accounts.merchant_id IS 'merchant of the program (copied from it when opened): the key to distribute by';
+ALTER TABLE wallet.entries ADD COLUMN merchant_id bigint;
+ALTER TABLE wallet.entries DISABLE TRIGGER entries_append_only;
+UPDATE wallet.entries e SET merchant_id = a.merchant_id FROM wallet.accounts a WHERE a.account_id = e.account_id;
+ALTER TABLE wallet.entries ENABLE TRIGGER entries_append_only;
+ALTER TABLE wallet.entries ALTER COLUMN merchant_id SET NOT NULL;
+COMMENT ON COLUMN wallet.entries.merchant_id IS 'merchant of the account (copied from it when posted): the key to distribute by';
+ALTER TABLE wallet.code_keys ADD COLUMN merchant_id bigint;
+ALTER TABLE wallet.code_keys DISABLE TRIGGER audit_change;
+UPDATE wallet.code_keys k SET merchant_id = c.merchant_id FROM wallet.campaigns c WHERE c.campaign_id = k.campaign_id;
+ALTER TABLE wallet.code_keys ENABLE TRIGGER audit_change;
+ALTER TABLE wallet.code_keys ALTER COLUMN merchant_id SET NOT NULL;
+COMMENT ON COLUMN wallet.code_keys.merchant_id IS 'merchant of the campaign (copied from it): the key to distribute by';
+ALTER TABLE wallet.code_bindings ADD COLUMN merchant_id bigint;
+UPDATE wallet.code_bindings x SET merchant_id = c.merchant_id FROM wallet.campaigns c WHERE c.campaign_id = x.campaign_id;
+ALTER TABLE wallet.code_bindings ALTER COLUMN merchant_id SET NOT NULL;
+COMMENT ON COLUMN wallet.code_bindings.merchant_id IS 'merchant of the campaign (copied from it when issued): the key to distribute by';
+ALTER TABLE wallet.code_use_counts ADD COLUMN merchant_id bigint;
+UPDATE wallet.code_use_counts x SET merchant_id = c.merchant_id FROM wallet.campaigns c WHERE c.campaign_id = x.campaign_id;
+ALTER TABLE wallet.code_use_counts ALTER COLUMN merchant_id SET NOT NULL;
+COMMENT ON COLUMN wallet.code_use_counts.merchant_id IS 'merchant of the campaign (copied from it): the key to distribute by';
+ALTER TABLE wallet.member_use_counts ADD COLUMN merchant_id bigint;
+UPDATE wallet.member_use_counts x SET merchant_id = c.merchant_id FROM wallet.campaigns c WHERE c.campaign_id = x.campaign_id;
+ALTER TABLE wallet.member_use_counts ALTER COLUMN merchant_id SET NOT NULL;
+COMMENT ON COLUMN wallet.member_use_counts.merchant_id IS 'merchant of the campaign (copied from it): the key to distribute by';
+ALTER TABLE wallet.campaign_use_counts ADD COLUMN merchant_id bigint;
+UPDATE wallet.campaign_use_counts x SET merchant_id = c.merchant_id FROM wallet.campaigns c WHERE c.campaign_id = x.campaign_id;
+ALTER TABLE wallet.campaign_use_counts ALTER COLUMN merchant_id SET NOT NULL;
+COMMENT ON COLUMN wallet.campaign_use_counts.merchant_id IS 'merchant of the campaign (copied from it): the key to distribute by';
+-- policies: the row's own merchant
+DROP POLICY merchant_rows ON wallet.accounts;
+CREATE POLICY merchant_rows ON wallet.accounts USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.accounts IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+DROP POLICY merchant_rows ON wallet.entries;
+CREATE POLICY merchant_rows ON wallet.entries USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.entries IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+DROP POLICY merchant_rows ON wallet.code_keys;
+CREATE POLICY merchant_rows ON wallet.code_keys USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.code_keys IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+DROP POLICY merchant_rows ON wallet.code_bindings;
+CREATE POLICY merchant_rows ON wallet.code_bindings USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.code_bindings IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+DROP POLICY merchant_rows ON wallet.code_reservations;
+CREATE POLICY merchant_rows ON wallet.code_reservations USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.code_reservations IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+DROP POLICY merchant_rows ON wallet.code_redemptions;
+CREATE POLICY merchant_rows ON wallet.code_redemptions USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.code_redemptions IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+DROP POLICY merchant_rows ON wallet.code_use_counts;
+CREATE POLICY merchant_rows ON wallet.code_use_counts USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.code_use_counts IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+DROP POLICY merchant_rows ON wallet.member_use_counts;
+CREATE POLICY merchant_rows ON wallet.member_use_counts USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.member_use_counts IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+DROP POLICY merchant_rows ON wallet.campaign_use_counts;
+CREATE POLICY merchant_rows ON wallet.campaign_use_counts USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.campaign_use_counts IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+-- the functions that insert rows into these tables (exactly as in the parts;
+-- section 9 makes them SECURITY DEFINER again)
+CREATE OR REPLACE FUNCTION wallet.create_campaign(
+    merchant_id bigint,
+    name text,
+    prefix text DEFAULT NULL,
+    mac_bits int DEFAULT 40,
+    starts_at timestamptz DEFAULT now(),
+    ends_at timestamptz DEFAULT NULL,
+    max_redemptions_per_code int DEFAULT 1,
+    max_redemptions_per_member int DEFAULT NULL,
+    max_redemptions_total bigint DEFAULT NULL) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    id bigint;
+    pfx text := upper(prefix);
+BEGIN
+    IF merchant_id IS NULL THEN
+        RAISE EXCEPTION 'merchant_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Every campaign belongs to a merchant.';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM wallet.merchants m WHERE m.merchant_id = create_campaign.merchant_id AND wallet.acts_for(m.merchant_id)) THEN
+        RAISE EXCEPTION 'merchant % does not exist', merchant_id
+            USING ERRCODE = 'WL102', HINT = 'Register the merchant with wallet.create_merchant first.';
+    END IF;
+    IF name IS NULL THEN
+        RAISE EXCEPTION 'campaign name must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A campaign needs a name that people can recognise.';
+    END IF;
+    IF btrim(name) = '' THEN
+        RAISE EXCEPTION 'campaign name must not be blank'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A campaign needs a name that people can recognise.';
+    END IF;
+    IF pfx IS NOT NULL AND pfx !~ '^[A-Z0-9]{1,8}$' THEN
+        RAISE EXCEPTION 'invalid campaign prefix "%"', prefix
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A prefix has 1 to 8 characters, each a letter A to Z or a digit 0 to 9.',
+                  HINT = 'Pass NULL for codes without a prefix.';
+    END IF;
+    IF mac_bits IS NULL THEN
+        RAISE EXCEPTION 'mac_bits must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Every code of a campaign carries a MAC of its length; the default is 40 bits.';
+    END IF;
+    IF mac_bits NOT BETWEEN 32 AND 64 THEN
+        RAISE EXCEPTION 'mac_bits must be between 32 and 64, not %', mac_bits
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'The MAC length sets how hard codes are to guess: one random code in 2^mac_bits is accepted.';
+    END IF;
+    IF starts_at IS NULL THEN
+        RAISE EXCEPTION 'starts_at must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A campaign needs a start time; the default is now().';
+    END IF;
+    IF ends_at IS NOT NULL AND ends_at <= starts_at THEN
+        RAISE EXCEPTION 'ends_at must be after starts_at'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('The campaign would start at %s and end at %s.', starts_at, ends_at);
+    END IF;
+    IF max_redemptions_per_code <= 0 THEN
+        RAISE EXCEPTION 'max_redemptions_per_code must be positive, not %', max_redemptions_per_code
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Pass NULL for no limit per code.';
+    END IF;
+    IF max_redemptions_per_member <= 0 THEN
+        RAISE EXCEPTION 'max_redemptions_per_member must be positive, not %', max_redemptions_per_member
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Pass NULL for no limit per member.';
+    END IF;
+    IF max_redemptions_total <= 0 THEN
+        RAISE EXCEPTION 'max_redemptions_total must be positive, not %', max_redemptions_total
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Pass NULL for no limit on the whole campaign.';
+    END IF;
+
+    BEGIN
+        INSERT INTO wallet.campaigns AS c (merchant_id, name, prefix, mac_bits, starts_at, ends_at,
+                                           max_redemptions_per_code, max_redemptions_per_member, max_redemptions_total)
+        VALUES (create_campaign.merchant_id, create_campaign.name, pfx, create_campaign.mac_bits,
+                create_campaign.starts_at, create_campaign.ends_at, create_campaign.max_redemptions_per_code,
+                create_campaign.max_redemptions_per_member, create_campaign.max_redemptions_total)
+        RETURNING c.campaign_id INTO id;
+    EXCEPTION WHEN sequence_generator_limit_exceeded THEN
+        -- the identity stops at 2^32 - 1, the largest id a code can carry
+        RAISE EXCEPTION 'campaign ids are exhausted'
+            USING ERRCODE = 'WL110',
+                  DETAIL = 'A code carries its campaign id in 32 bits, and every id up to 4294967295 has been handed out.',
+                  HINT = 'Campaign ids are never reused; keep using the campaigns that exist.';
+    END;
+    INSERT INTO wallet.code_keys (campaign_id, key_version, merchant_id) VALUES (id, 1, create_campaign.merchant_id);
+    RETURN id;
+END
+$$;
+CREATE OR REPLACE FUNCTION wallet.rotate_code_key(campaign_id bigint) RETURNS int
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    v int;
+    merchant bigint;
+BEGIN
+    IF campaign_id IS NULL THEN
+        RAISE EXCEPTION 'campaign_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A key is rotated in a campaign, named by its id.';
+    END IF;
+    SELECT c.current_key_version, c.merchant_id INTO v, merchant FROM wallet.campaigns c
+     WHERE c.campaign_id = rotate_code_key.campaign_id AND wallet.acts_for(c.merchant_id) FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'campaign % does not exist', campaign_id
+            USING ERRCODE = 'WL101', HINT = 'Create it with wallet.create_campaign.';
+    END IF;
+    IF v >= 1023 THEN
+        RAISE EXCEPTION 'campaign % has used all 1023 key versions', campaign_id
+            USING ERRCODE = 'WL105', DETAIL = 'A code carries its key version in 10 bits.',
+                  HINT = 'Create a new campaign.';
+    END IF;
+    v := v + 1;
+    INSERT INTO wallet.code_keys (campaign_id, key_version, merchant_id) VALUES (rotate_code_key.campaign_id, v, merchant);
+    UPDATE wallet.campaigns c SET current_key_version = v WHERE c.campaign_id = rotate_code_key.campaign_id;
+    RETURN v;
+END
+$$;
+CREATE OR REPLACE FUNCTION wallet_internal.code_lock_counters(campaign_id bigint, serial bigint, member_ref text,
+        OUT max_per_code int, OUT max_per_member int, OUT max_total bigint,
+        OUT code_redeemed int, OUT member_redeemed int, OUT total_redeemed bigint)
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+#variable_conflict use_column
+DECLARE
+    merchant bigint;
+BEGIN
+    LOCK TABLE wallet.code_redemptions, wallet.code_reservations IN ROW EXCLUSIVE MODE;
+    IF current_setting('transaction_isolation') = 'read committed' THEN
+        -- A new snapshot: sees any cap change committed before our lock.
+        SELECT c.max_redemptions_per_code, c.max_redemptions_per_member, c.max_redemptions_total, c.merchant_id
+          INTO max_per_code, max_per_member, max_total, merchant
+          FROM wallet.campaigns c WHERE c.campaign_id = $1;
+    ELSE
+        -- A transaction snapshot may predate a cap change: comparing with
+        -- the latest committed caps makes such a change a serialization
+        -- failure instead of going unseen (without FOR SHARE, which would
+        -- need UPDATE on wallet.campaigns).
+        SELECT c.max_redemptions_per_code, c.max_redemptions_per_member, c.max_redemptions_total, c.merchant_id
+          INTO max_per_code, max_per_member, max_total, merchant
+          FROM wallet.campaigns c WHERE c.campaign_id = $1;
+        PERFORM wallet_internal.code_caps_unchanged($1, max_per_code, max_per_member, max_total);
+    END IF;
+    IF max_per_code IS NOT NULL THEN
+        SELECT u.redeemed INTO code_redeemed FROM wallet.code_use_counts u
+         WHERE u.campaign_id = $1 AND u.serial = $2 FOR UPDATE;
+        IF NOT FOUND THEN
+            INSERT INTO wallet.code_use_counts AS u (campaign_id, serial, merchant_id) VALUES ($1, $2, merchant) ON CONFLICT DO NOTHING;
+            SELECT u.redeemed INTO code_redeemed FROM wallet.code_use_counts u
+             WHERE u.campaign_id = $1 AND u.serial = $2 FOR UPDATE;
+        END IF;
+    END IF;
+    IF max_per_member IS NOT NULL THEN
+        SELECT u.redeemed INTO member_redeemed FROM wallet.member_use_counts u
+         WHERE u.campaign_id = $1 AND u.member_ref = $3 FOR UPDATE;
+        IF NOT FOUND THEN
+            INSERT INTO wallet.member_use_counts AS u (campaign_id, member_ref, merchant_id) VALUES ($1, $3, merchant) ON CONFLICT DO NOTHING;
+            SELECT u.redeemed INTO member_redeemed FROM wallet.member_use_counts u
+             WHERE u.campaign_id = $1 AND u.member_ref = $3 FOR UPDATE;
+        END IF;
+    END IF;
+    IF max_total IS NOT NULL THEN
+        SELECT u.redeemed INTO total_redeemed FROM wallet.campaign_use_counts u
+         WHERE u.campaign_id = $1 FOR UPDATE;
+        IF NOT FOUND THEN
+            INSERT INTO wallet.campaign_use_counts AS u (campaign_id, merchant_id) VALUES ($1, merchant) ON CONFLICT DO NOTHING;
+            SELECT u.redeemed INTO total_redeemed FROM wallet.campaign_use_counts u
+             WHERE u.campaign_id = $1 FOR UPDATE;
+        END IF;
+    END IF;
+END
+$$;
+CREATE OR REPLACE FUNCTION wallet_internal.code_caps_recount()
+    RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+#variable_conflict use_column
+BEGIN
+    LOCK TABLE wallet.code_redemptions, wallet.code_reservations IN SHARE MODE;
+    IF OLD.max_redemptions_per_code IS NULL AND NEW.max_redemptions_per_code IS NOT NULL THEN
+        DELETE FROM wallet.code_use_counts u WHERE u.campaign_id = NEW.campaign_id;
+        INSERT INTO wallet.code_use_counts (campaign_id, serial, redeemed, merchant_id)
+        SELECT d.campaign_id, d.serial, count(*), NEW.merchant_id FROM wallet.code_redemptions d
+         WHERE d.campaign_id = NEW.campaign_id AND d.undone_at IS NULL
+         GROUP BY d.campaign_id, d.serial;
+    END IF;
+    IF OLD.max_redemptions_per_member IS NULL AND NEW.max_redemptions_per_member IS NOT NULL THEN
+        DELETE FROM wallet.member_use_counts u WHERE u.campaign_id = NEW.campaign_id;
+        INSERT INTO wallet.member_use_counts (campaign_id, member_ref, redeemed, merchant_id)
+        SELECT d.campaign_id, d.member_ref, count(*), NEW.merchant_id FROM wallet.code_redemptions d
+         WHERE d.campaign_id = NEW.campaign_id AND d.undone_at IS NULL
+         GROUP BY d.campaign_id, d.member_ref;
+    END IF;
+    IF OLD.max_redemptions_total IS NULL AND NEW.max_redemptions_total IS NOT NULL THEN
+        INSERT INTO wallet.campaign_use_counts AS u (campaign_id, redeemed, merchant_id)
+        SELECT NEW.campaign_id, count(*), NEW.merchant_id FROM wallet.code_redemptions d
+         WHERE d.campaign_id = NEW.campaign_id AND d.undone_at IS NULL
+        ON CONFLICT (campaign_id) DO UPDATE SET redeemed = EXCLUDED.redeemed;
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE OR REPLACE FUNCTION wallet.issue_code(campaign_id bigint, member_ref text)
+    RETURNS wallet.marketing_code
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+#variable_conflict use_column
+DECLARE
+    _code wallet.marketing_code;
+    merchant bigint;
+BEGIN
+    PERFORM wallet_internal.code_check_args(member_ref, NULL, NULL, false);
+    IF campaign_id IS NULL THEN
+        RAISE EXCEPTION 'campaign_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = 'A code is issued in a campaign, named by its id.';
+    END IF;
+    SELECT g INTO _code FROM wallet.generate_codes(issue_code.campaign_id, 1) g;
+    merchant := (SELECT k.merchant_id FROM wallet.campaigns k WHERE k.campaign_id = issue_code.campaign_id);
+    INSERT INTO wallet.code_bindings (campaign_id, serial, code, member_ref, member_id, merchant_id)
+    VALUES (issue_code.campaign_id, wallet.code_serial(_code), _code, issue_code.member_ref,
+            wallet_internal.member_ensure(merchant, issue_code.member_ref), merchant);
+    RETURN _code;
+END
+$$;
+CREATE OR REPLACE FUNCTION wallet_internal.post_entry(l wallet.points_ledger, e wallet.entries) RETURNS wallet.entries
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    s wallet.ledger_step;
+BEGIN
+    IF e.entry_id IS NULL THEN
+        e.entry_id := nextval('wallet.entries_entry_id_seq');
+    END IF;
+    s := wallet_internal.entry_step(l, e);
+    e.amount := s.amount;
+    e.balance_after := s.balance_after;
+    e.lots := s.lots;
+    e.actor := current_user;
+    -- the merchant comes from the locked account row the update writes anyway
+    UPDATE wallet.accounts SET ledger = s.ledger, next_event = s.next_event WHERE account_id = e.account_id
+    RETURNING merchant_id INTO e.merchant_id;
+    INSERT INTO wallet.entries (entry_id, account_id, kind, amount, balance_after, idempotency_key, reason, reference,
+                                lots, hold_id, reverses, actor, created_at, points, expires_at, policy, merchant_id)
+    VALUES (e.entry_id, e.account_id, e.kind, e.amount, e.balance_after, e.idempotency_key, e.reason, e.reference,
+            e.lots, e.hold_id, e.reverses, e.actor, e.created_at, e.points, e.expires_at, e.policy, e.merchant_id)
+    RETURNING * INTO e;
+    RETURN e;
+END
+$$;
+CREATE OR REPLACE FUNCTION wallet.open_account(program_id bigint, member_ref text) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    id bigint;
+    is_closed boolean;
+    merchant bigint;
+    member bigint;
+BEGIN
+    IF program_id IS NULL OR member_ref IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN program_id IS NULL THEN 'program_id' ELSE 'member reference' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'An account is opened in a points program for the merchant app''s own user id.';
+    END IF;
+    IF btrim(member_ref) = '' THEN
+        RAISE EXCEPTION 'member reference must not be blank'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An account is opened for the merchant app''s own user id.';
+    END IF;
+    -- a key of a unique index, like the member references of the redemption API
+    IF length(member_ref) > 256 THEN
+        RAISE EXCEPTION 'member reference is too long'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('A member reference has at most 256 characters; this one has %s.', length(member_ref));
+    END IF;
+    SELECT p.closed_at IS NOT NULL, p.merchant_id INTO is_closed, merchant FROM wallet.programs p WHERE p.program_id = open_account.program_id AND wallet.acts_for(p.merchant_id);
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown program'
+            USING ERRCODE = 'WL214', DETAIL = format('There is no points program %s.', program_id);
+    END IF;
+    member := wallet_internal.member_ensure(merchant, member_ref);   -- the member exists afterwards, whatever follows
+    SELECT a.account_id INTO id FROM wallet.accounts a
+     WHERE a.program_id = open_account.program_id AND a.member_ref = open_account.member_ref;
+    IF FOUND THEN
+        RETURN id;
+    END IF;
+    IF is_closed THEN
+        PERFORM wallet_internal.program_closed(program_id);
+    END IF;
+    -- a concurrent open of the same member waits on the unique index, then finds the row
+    INSERT INTO wallet.accounts (program_id, member_ref, member_id, merchant_id)
+    VALUES (open_account.program_id, open_account.member_ref, member, merchant)
+    ON CONFLICT ON CONSTRAINT accounts_program_id_member_ref_key DO NOTHING
+    RETURNING account_id INTO id;
+    IF id IS NULL THEN
+        SELECT a.account_id INTO id FROM wallet.accounts a
+         WHERE a.program_id = open_account.program_id AND a.member_ref = open_account.member_ref;
+    END IF;
+    RETURN id;
+END
+$$;
+
 -- == 9. privileges (last: covers every function)
 -- Exactly the privileges part of sql/ext/privileges.sql, after every other
 -- section, so that functions they re-create are covered too.

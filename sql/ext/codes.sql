@@ -235,13 +235,15 @@ CREATE TABLE wallet.code_keys (
     created_at timestamptz NOT NULL DEFAULT now(),
     retired_at timestamptz,
     installation_id uuid DEFAULT wallet.installation_id() REFERENCES wallet.installation,
-    PRIMARY KEY (campaign_id, key_version)
+    PRIMARY KEY (campaign_id, key_version),
+    merchant_id bigint NOT NULL
 );
 COMMENT ON TABLE wallet.code_keys IS 'key versions of each campaign; the keys themselves are derived from the root key, never stored';
 COMMENT ON COLUMN wallet.code_keys.campaign_id IS 'campaign the key version belongs to';
 COMMENT ON COLUMN wallet.code_keys.key_version IS 'key version (1 to 1023), carried in every code it signs';
 COMMENT ON COLUMN wallet.code_keys.created_at IS 'when the version was created';
 COMMENT ON COLUMN wallet.code_keys.retired_at IS 'when the version was retired (its codes no longer validate); NULL = active';
+COMMENT ON COLUMN wallet.code_keys.merchant_id IS 'merchant of the campaign (copied from it): the key to distribute by';
 COMMENT ON COLUMN wallet.code_keys.installation_id IS 'installation id the version''s key is bound to (every version made since 0.2.0); NULL = the legacy key of a version made by 0.1.0, the same in every database';
 
 -- The tables hold user data: pg_dump must dump their rows (and the identity's position).
@@ -558,7 +560,7 @@ BEGIN
                   DETAIL = 'A code carries its campaign id in 32 bits, and every id up to 4294967295 has been handed out.',
                   HINT = 'Campaign ids are never reused; keep using the campaigns that exist.';
     END;
-    INSERT INTO wallet.code_keys (campaign_id, key_version) VALUES (id, 1);
+    INSERT INTO wallet.code_keys (campaign_id, key_version, merchant_id) VALUES (id, 1, create_campaign.merchant_id);
     RETURN id;
 END
 $$;
@@ -571,12 +573,13 @@ CREATE FUNCTION wallet.rotate_code_key(campaign_id bigint) RETURNS int
     AS $$
 DECLARE
     v int;
+    merchant bigint;
 BEGIN
     IF campaign_id IS NULL THEN
         RAISE EXCEPTION 'campaign_id must not be null'
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A key is rotated in a campaign, named by its id.';
     END IF;
-    SELECT c.current_key_version INTO v FROM wallet.campaigns c
+    SELECT c.current_key_version, c.merchant_id INTO v, merchant FROM wallet.campaigns c
      WHERE c.campaign_id = rotate_code_key.campaign_id AND wallet.acts_for(c.merchant_id) FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'campaign % does not exist', campaign_id
@@ -588,7 +591,7 @@ BEGIN
                   HINT = 'Create a new campaign.';
     END IF;
     v := v + 1;
-    INSERT INTO wallet.code_keys (campaign_id, key_version) VALUES (rotate_code_key.campaign_id, v);
+    INSERT INTO wallet.code_keys (campaign_id, key_version, merchant_id) VALUES (rotate_code_key.campaign_id, v, merchant);
     UPDATE wallet.campaigns c SET current_key_version = v WHERE c.campaign_id = rotate_code_key.campaign_id;
     RETURN v;
 END

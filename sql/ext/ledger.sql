@@ -159,7 +159,8 @@ CREATE TABLE wallet.entries (
     created_at      timestamptz NOT NULL DEFAULT clock_timestamp(),
     points          bigint,
     expires_at      timestamptz,
-    policy          text
+    policy          text,
+    merchant_id     bigint NOT NULL
 );
 CREATE INDEX entries_account_idx ON wallet.entries (account_id, entry_id);
 CREATE UNIQUE INDEX entries_idempotency_key_idx ON wallet.entries (account_id, idempotency_key);
@@ -184,6 +185,7 @@ COMMENT ON COLUMN wallet.entries.created_at IS 'instant the change was applied a
 COMMENT ON COLUMN wallet.entries.points IS 'points the caller asked for (signed for adjust; NULL for a full capture, release, expire, reverse)';
 COMMENT ON COLUMN wallet.entries.expires_at IS 'accrue/adjust: expiry of the lot; hold: end of the hold; expire, and release of a lapsed hold: the as_of instant it took effect at';
 COMMENT ON COLUMN wallet.entries.policy IS 'reverse: within_balance or unlimited';
+COMMENT ON COLUMN wallet.entries.merchant_id IS 'merchant of the account (copied from it when posted): the key to distribute by';
 
 -- pg_dump dumps the rows of these extension tables (and where their ids
 -- stand), so a dump and restore keeps every program, account and entry.
@@ -364,11 +366,13 @@ BEGIN
     e.balance_after := s.balance_after;
     e.lots := s.lots;
     e.actor := current_user;
-    UPDATE wallet.accounts SET ledger = s.ledger, next_event = s.next_event WHERE account_id = e.account_id;
+    -- the merchant comes from the locked account row the update writes anyway
+    UPDATE wallet.accounts SET ledger = s.ledger, next_event = s.next_event WHERE account_id = e.account_id
+    RETURNING merchant_id INTO e.merchant_id;
     INSERT INTO wallet.entries (entry_id, account_id, kind, amount, balance_after, idempotency_key, reason, reference,
-                                lots, hold_id, reverses, actor, created_at, points, expires_at, policy)
+                                lots, hold_id, reverses, actor, created_at, points, expires_at, policy, merchant_id)
     VALUES (e.entry_id, e.account_id, e.kind, e.amount, e.balance_after, e.idempotency_key, e.reason, e.reference,
-            e.lots, e.hold_id, e.reverses, e.actor, e.created_at, e.points, e.expires_at, e.policy)
+            e.lots, e.hold_id, e.reverses, e.actor, e.created_at, e.points, e.expires_at, e.policy, e.merchant_id)
     RETURNING * INTO e;
     RETURN e;
 END
@@ -605,7 +609,8 @@ BEGIN
         PERFORM wallet_internal.program_closed(program_id);
     END IF;
     -- a concurrent open of the same member waits on the unique index, then finds the row
-    INSERT INTO wallet.accounts (program_id, member_ref, member_id) VALUES (open_account.program_id, open_account.member_ref, member)
+    INSERT INTO wallet.accounts (program_id, member_ref, member_id, merchant_id)
+    VALUES (open_account.program_id, open_account.member_ref, member, merchant)
     ON CONFLICT ON CONSTRAINT accounts_program_id_member_ref_key DO NOTHING
     RETURNING account_id INTO id;
     IF id IS NULL THEN

@@ -41,6 +41,12 @@ ALTER TABLE wallet.accounts ADD COLUMN member_id bigint NOT NULL REFERENCES wall
 COMMENT ON COLUMN wallet.accounts.member_id IS 'the member owning the account (wallet.members)';
 ALTER TABLE wallet.code_bindings ADD COLUMN member_id bigint NOT NULL REFERENCES wallet.members;
 COMMENT ON COLUMN wallet.code_bindings.member_id IS 'the member the code is bound to (wallet.members)';
+-- ... and carry their merchant (copied from the program or campaign), the key
+-- to distribute them by, after member_id as the upgrade script adds it.
+ALTER TABLE wallet.accounts ADD COLUMN merchant_id bigint NOT NULL;
+COMMENT ON COLUMN wallet.accounts.merchant_id IS 'merchant of the program (copied from it when opened): the key to distribute by';
+ALTER TABLE wallet.code_bindings ADD COLUMN merchant_id bigint NOT NULL;
+COMMENT ON COLUMN wallet.code_bindings.merchant_id IS 'merchant of the campaign (copied from it when issued): the key to distribute by';
 
 -- Argument checks shared by the member functions.
 CREATE FUNCTION wallet_internal.member_check(merchant_id bigint, member_ref text) RETURNS void

@@ -196,35 +196,26 @@ ALTER TABLE wallet.members ENABLE ROW LEVEL SECURITY;
 CREATE POLICY merchant_rows ON wallet.members USING (wallet.acts_for(merchant_id));
 ALTER TABLE wallet.audit_log ENABLE ROW LEVEL SECURITY;
 CREATE POLICY merchant_rows ON wallet.audit_log USING (wallet.acts_for(merchant_id));
--- Tables whose rows belong to a program or campaign: the parent's merchant
--- (the subquery is itself filtered by the parent's policy).
+-- Tables whose rows belong to a program or campaign carry its merchant too
+-- (conventions): their policy reads their own row, no lookup of the parent.
 ALTER TABLE wallet.accounts ENABLE ROW LEVEL SECURITY;
-CREATE POLICY merchant_rows ON wallet.accounts
-    USING (EXISTS (SELECT FROM wallet.programs p WHERE p.program_id = accounts.program_id));
+CREATE POLICY merchant_rows ON wallet.accounts USING (wallet.acts_for(merchant_id));
 ALTER TABLE wallet.entries ENABLE ROW LEVEL SECURITY;
-CREATE POLICY merchant_rows ON wallet.entries
-    USING (EXISTS (SELECT FROM wallet.accounts a WHERE a.account_id = entries.account_id));
+CREATE POLICY merchant_rows ON wallet.entries USING (wallet.acts_for(merchant_id));
 ALTER TABLE wallet.code_keys ENABLE ROW LEVEL SECURITY;
-CREATE POLICY merchant_rows ON wallet.code_keys
-    USING (EXISTS (SELECT FROM wallet.campaigns c WHERE c.campaign_id = code_keys.campaign_id));
+CREATE POLICY merchant_rows ON wallet.code_keys USING (wallet.acts_for(merchant_id));
 ALTER TABLE wallet.code_bindings ENABLE ROW LEVEL SECURITY;
-CREATE POLICY merchant_rows ON wallet.code_bindings
-    USING (EXISTS (SELECT FROM wallet.campaigns c WHERE c.campaign_id = code_bindings.campaign_id));
+CREATE POLICY merchant_rows ON wallet.code_bindings USING (wallet.acts_for(merchant_id));
 ALTER TABLE wallet.code_reservations ENABLE ROW LEVEL SECURITY;
-CREATE POLICY merchant_rows ON wallet.code_reservations
-    USING (EXISTS (SELECT FROM wallet.campaigns c WHERE c.campaign_id = code_reservations.campaign_id));
+CREATE POLICY merchant_rows ON wallet.code_reservations USING (wallet.acts_for(merchant_id));
 ALTER TABLE wallet.code_redemptions ENABLE ROW LEVEL SECURITY;
-CREATE POLICY merchant_rows ON wallet.code_redemptions
-    USING (EXISTS (SELECT FROM wallet.campaigns c WHERE c.campaign_id = code_redemptions.campaign_id));
+CREATE POLICY merchant_rows ON wallet.code_redemptions USING (wallet.acts_for(merchant_id));
 ALTER TABLE wallet.code_use_counts ENABLE ROW LEVEL SECURITY;
-CREATE POLICY merchant_rows ON wallet.code_use_counts
-    USING (EXISTS (SELECT FROM wallet.campaigns c WHERE c.campaign_id = code_use_counts.campaign_id));
+CREATE POLICY merchant_rows ON wallet.code_use_counts USING (wallet.acts_for(merchant_id));
 ALTER TABLE wallet.member_use_counts ENABLE ROW LEVEL SECURITY;
-CREATE POLICY merchant_rows ON wallet.member_use_counts
-    USING (EXISTS (SELECT FROM wallet.campaigns c WHERE c.campaign_id = member_use_counts.campaign_id));
+CREATE POLICY merchant_rows ON wallet.member_use_counts USING (wallet.acts_for(merchant_id));
 ALTER TABLE wallet.campaign_use_counts ENABLE ROW LEVEL SECURITY;
-CREATE POLICY merchant_rows ON wallet.campaign_use_counts
-    USING (EXISTS (SELECT FROM wallet.campaigns c WHERE c.campaign_id = campaign_use_counts.campaign_id));
+CREATE POLICY merchant_rows ON wallet.campaign_use_counts USING (wallet.acts_for(merchant_id));
 COMMENT ON POLICY merchant_rows ON wallet.merchants IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
 COMMENT ON POLICY merchant_rows ON wallet.merchant_roles IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
 COMMENT ON POLICY merchant_rows ON wallet.programs IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';

@@ -311,31 +311,37 @@ CREATE TABLE wallet.code_use_counts (
     campaign_id bigint NOT NULL REFERENCES wallet.campaigns ON DELETE CASCADE,
     serial      bigint NOT NULL,
     redeemed    int NOT NULL DEFAULT 0 CHECK (redeemed >= 0),
-    PRIMARY KEY (campaign_id, serial)
+    PRIMARY KEY (campaign_id, serial),
+    merchant_id bigint NOT NULL
 );
 COMMENT ON TABLE wallet.code_use_counts IS 'live redemptions per code; the row is locked while a use of the code is decided';
 COMMENT ON COLUMN wallet.code_use_counts.campaign_id IS 'campaign of the code';
 COMMENT ON COLUMN wallet.code_use_counts.serial IS 'serial of the code';
 COMMENT ON COLUMN wallet.code_use_counts.redeemed IS 'redemptions of the code not undone';
+COMMENT ON COLUMN wallet.code_use_counts.merchant_id IS 'merchant of the campaign (copied from it): the key to distribute by';
 
 CREATE TABLE wallet.member_use_counts (
     campaign_id bigint NOT NULL REFERENCES wallet.campaigns ON DELETE CASCADE,
     member_ref  text NOT NULL,
     redeemed    int NOT NULL DEFAULT 0 CHECK (redeemed >= 0),
-    PRIMARY KEY (campaign_id, member_ref)
+    PRIMARY KEY (campaign_id, member_ref),
+    merchant_id bigint NOT NULL
 );
 COMMENT ON TABLE wallet.member_use_counts IS 'live redemptions per member and campaign; the row is locked while a use by the member is decided';
 COMMENT ON COLUMN wallet.member_use_counts.campaign_id IS 'campaign';
 COMMENT ON COLUMN wallet.member_use_counts.member_ref IS 'member';
 COMMENT ON COLUMN wallet.member_use_counts.redeemed IS 'redemptions by the member in the campaign not undone';
+COMMENT ON COLUMN wallet.member_use_counts.merchant_id IS 'merchant of the campaign (copied from it): the key to distribute by';
 
 CREATE TABLE wallet.campaign_use_counts (
     campaign_id bigint PRIMARY KEY REFERENCES wallet.campaigns ON DELETE CASCADE,
-    redeemed    bigint NOT NULL DEFAULT 0 CHECK (redeemed >= 0)
+    redeemed    bigint NOT NULL DEFAULT 0 CHECK (redeemed >= 0),
+    merchant_id bigint NOT NULL
 );
 COMMENT ON TABLE wallet.campaign_use_counts IS 'live redemptions per campaign; the row is locked while a use in the campaign is decided';
 COMMENT ON COLUMN wallet.campaign_use_counts.campaign_id IS 'campaign';
 COMMENT ON COLUMN wallet.campaign_use_counts.redeemed IS 'redemptions in the campaign not undone';
+COMMENT ON COLUMN wallet.campaign_use_counts.merchant_id IS 'merchant of the campaign (copied from it): the key to distribute by';
 
 -- pg_dump must keep the state of an extension's tables (they are user data).
 SELECT pg_catalog.pg_extension_config_dump('wallet.code_guard_settings', '');
@@ -553,20 +559,22 @@ CREATE FUNCTION wallet_internal.code_lock_counters(campaign_id bigint, serial bi
     SET search_path = pg_catalog, pg_temp
     AS $$
 #variable_conflict use_column
+DECLARE
+    merchant bigint;
 BEGIN
     LOCK TABLE wallet.code_redemptions, wallet.code_reservations IN ROW EXCLUSIVE MODE;
     IF current_setting('transaction_isolation') = 'read committed' THEN
         -- A new snapshot: sees any cap change committed before our lock.
-        SELECT c.max_redemptions_per_code, c.max_redemptions_per_member, c.max_redemptions_total
-          INTO max_per_code, max_per_member, max_total
+        SELECT c.max_redemptions_per_code, c.max_redemptions_per_member, c.max_redemptions_total, c.merchant_id
+          INTO max_per_code, max_per_member, max_total, merchant
           FROM wallet.campaigns c WHERE c.campaign_id = $1;
     ELSE
         -- A transaction snapshot may predate a cap change: comparing with
         -- the latest committed caps makes such a change a serialization
         -- failure instead of going unseen (without FOR SHARE, which would
         -- need UPDATE on wallet.campaigns).
-        SELECT c.max_redemptions_per_code, c.max_redemptions_per_member, c.max_redemptions_total
-          INTO max_per_code, max_per_member, max_total
+        SELECT c.max_redemptions_per_code, c.max_redemptions_per_member, c.max_redemptions_total, c.merchant_id
+          INTO max_per_code, max_per_member, max_total, merchant
           FROM wallet.campaigns c WHERE c.campaign_id = $1;
         PERFORM wallet_internal.code_caps_unchanged($1, max_per_code, max_per_member, max_total);
     END IF;
@@ -574,7 +582,7 @@ BEGIN
         SELECT u.redeemed INTO code_redeemed FROM wallet.code_use_counts u
          WHERE u.campaign_id = $1 AND u.serial = $2 FOR UPDATE;
         IF NOT FOUND THEN
-            INSERT INTO wallet.code_use_counts AS u (campaign_id, serial) VALUES ($1, $2) ON CONFLICT DO NOTHING;
+            INSERT INTO wallet.code_use_counts AS u (campaign_id, serial, merchant_id) VALUES ($1, $2, merchant) ON CONFLICT DO NOTHING;
             SELECT u.redeemed INTO code_redeemed FROM wallet.code_use_counts u
              WHERE u.campaign_id = $1 AND u.serial = $2 FOR UPDATE;
         END IF;
@@ -583,7 +591,7 @@ BEGIN
         SELECT u.redeemed INTO member_redeemed FROM wallet.member_use_counts u
          WHERE u.campaign_id = $1 AND u.member_ref = $3 FOR UPDATE;
         IF NOT FOUND THEN
-            INSERT INTO wallet.member_use_counts AS u (campaign_id, member_ref) VALUES ($1, $3) ON CONFLICT DO NOTHING;
+            INSERT INTO wallet.member_use_counts AS u (campaign_id, member_ref, merchant_id) VALUES ($1, $3, merchant) ON CONFLICT DO NOTHING;
             SELECT u.redeemed INTO member_redeemed FROM wallet.member_use_counts u
              WHERE u.campaign_id = $1 AND u.member_ref = $3 FOR UPDATE;
         END IF;
@@ -592,7 +600,7 @@ BEGIN
         SELECT u.redeemed INTO total_redeemed FROM wallet.campaign_use_counts u
          WHERE u.campaign_id = $1 FOR UPDATE;
         IF NOT FOUND THEN
-            INSERT INTO wallet.campaign_use_counts AS u (campaign_id) VALUES ($1) ON CONFLICT DO NOTHING;
+            INSERT INTO wallet.campaign_use_counts AS u (campaign_id, merchant_id) VALUES ($1, merchant) ON CONFLICT DO NOTHING;
             SELECT u.redeemed INTO total_redeemed FROM wallet.campaign_use_counts u
              WHERE u.campaign_id = $1 FOR UPDATE;
         END IF;
@@ -637,21 +645,21 @@ BEGIN
     LOCK TABLE wallet.code_redemptions, wallet.code_reservations IN SHARE MODE;
     IF OLD.max_redemptions_per_code IS NULL AND NEW.max_redemptions_per_code IS NOT NULL THEN
         DELETE FROM wallet.code_use_counts u WHERE u.campaign_id = NEW.campaign_id;
-        INSERT INTO wallet.code_use_counts (campaign_id, serial, redeemed)
-        SELECT d.campaign_id, d.serial, count(*) FROM wallet.code_redemptions d
+        INSERT INTO wallet.code_use_counts (campaign_id, serial, redeemed, merchant_id)
+        SELECT d.campaign_id, d.serial, count(*), NEW.merchant_id FROM wallet.code_redemptions d
          WHERE d.campaign_id = NEW.campaign_id AND d.undone_at IS NULL
          GROUP BY d.campaign_id, d.serial;
     END IF;
     IF OLD.max_redemptions_per_member IS NULL AND NEW.max_redemptions_per_member IS NOT NULL THEN
         DELETE FROM wallet.member_use_counts u WHERE u.campaign_id = NEW.campaign_id;
-        INSERT INTO wallet.member_use_counts (campaign_id, member_ref, redeemed)
-        SELECT d.campaign_id, d.member_ref, count(*) FROM wallet.code_redemptions d
+        INSERT INTO wallet.member_use_counts (campaign_id, member_ref, redeemed, merchant_id)
+        SELECT d.campaign_id, d.member_ref, count(*), NEW.merchant_id FROM wallet.code_redemptions d
          WHERE d.campaign_id = NEW.campaign_id AND d.undone_at IS NULL
          GROUP BY d.campaign_id, d.member_ref;
     END IF;
     IF OLD.max_redemptions_total IS NULL AND NEW.max_redemptions_total IS NOT NULL THEN
-        INSERT INTO wallet.campaign_use_counts AS u (campaign_id, redeemed)
-        SELECT NEW.campaign_id, count(*) FROM wallet.code_redemptions d
+        INSERT INTO wallet.campaign_use_counts AS u (campaign_id, redeemed, merchant_id)
+        SELECT NEW.campaign_id, count(*), NEW.merchant_id FROM wallet.code_redemptions d
          WHERE d.campaign_id = NEW.campaign_id AND d.undone_at IS NULL
         ON CONFLICT (campaign_id) DO UPDATE SET redeemed = EXCLUDED.redeemed;
     END IF;
@@ -741,6 +749,7 @@ CREATE FUNCTION wallet.issue_code(campaign_id bigint, member_ref text)
 #variable_conflict use_column
 DECLARE
     _code wallet.marketing_code;
+    merchant bigint;
 BEGIN
     PERFORM wallet_internal.code_check_args(member_ref, NULL, NULL, false);
     IF campaign_id IS NULL THEN
@@ -749,10 +758,10 @@ BEGIN
                   DETAIL = 'A code is issued in a campaign, named by its id.';
     END IF;
     SELECT g INTO _code FROM wallet.generate_codes(issue_code.campaign_id, 1) g;
-    INSERT INTO wallet.code_bindings (campaign_id, serial, code, member_ref, member_id)
+    merchant := (SELECT k.merchant_id FROM wallet.campaigns k WHERE k.campaign_id = issue_code.campaign_id);
+    INSERT INTO wallet.code_bindings (campaign_id, serial, code, member_ref, member_id, merchant_id)
     VALUES (issue_code.campaign_id, wallet.code_serial(_code), _code, issue_code.member_ref,
-            wallet_internal.member_ensure((SELECT k.merchant_id FROM wallet.campaigns k WHERE k.campaign_id = issue_code.campaign_id),
-                                 issue_code.member_ref));
+            wallet_internal.member_ensure(merchant, issue_code.member_ref), merchant);
     RETURN _code;
 END
 $$;

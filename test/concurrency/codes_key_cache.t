@@ -40,7 +40,7 @@ C=$(sess_run b "SELECT wallet.generate_codes($X, 1)")
 sess_run b "ROLLBACK" >/dev/null
 is "$(sess_run a "SELECT status FROM wallet.parse_code('$C')")" forged "a code of a campaign that does not exist is forged"
 sess_run b "INSERT INTO wallet.campaigns (campaign_id, merchant_id, name) OVERRIDING SYSTEM VALUE VALUES ($X, $M, 'later');
-            INSERT INTO wallet.code_keys (campaign_id, key_version) VALUES ($X, 1);" >/dev/null
+            INSERT INTO wallet.code_keys (campaign_id, key_version, merchant_id) VALUES ($X, 1, $M);" >/dev/null
 is "$(sess_run a "SELECT status FROM wallet.parse_code('$C')")" ok "once B creates that campaign, A accepts the code"
 
 # A retirement rolled back leaves the code valid everywhere.

@@ -110,7 +110,7 @@ GRANT SELECT, INSERT, UPDATE ON wallet.code_keys, wallet.campaigns TO codes_upgr
 GRANT wallet_reader TO codes_upgrade_app;
 SELECT wallet.grant_merchant(1, 'codes_upgrade_app');
 SQL
-is "$(sqlstate -d "$B" -c "SET ROLE codes_upgrade_app; INSERT INTO wallet.code_keys (campaign_id, key_version, installation_id) VALUES (1, 3, NULL)")" WL121 \
+is "$(sqlstate -d "$B" -c "SET ROLE codes_upgrade_app; INSERT INTO wallet.code_keys (campaign_id, key_version, installation_id, merchant_id) VALUES (1, 3, NULL, 1)")" WL121 \
    "a non-owner cannot add an unbound (legacy) key version: WL121"
 is "$(sqlstate -d "$B" -c "UPDATE wallet.code_keys SET installation_id = NULL WHERE campaign_id = 1 AND key_version = 2")" WL121 \
    "nobody can unbind a key version: WL121"
