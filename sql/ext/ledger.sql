@@ -89,14 +89,16 @@ COMMENT ON FUNCTION wallet.ledger_apply(wallet.points_ledger, text, timestamptz,
 -- Lot expiry of a program's policy: at + expiry, rounded up to the end of its
 -- UTC day or month (the exclusive expiry is the start of the next one).
 CREATE FUNCTION wallet.policy_expiry(at timestamptz, expiry interval, granularity text) RETURNS timestamptz
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
     SET search_path = pg_catalog, pg_temp
     AS $$
-    SELECT CASE WHEN expiry IS NULL THEN 'infinity'::timestamptz
-                WHEN granularity = 'month'
-                THEN (date_trunc('month', (at AT TIME ZONE 'UTC') + expiry) + interval '1 month') AT TIME ZONE 'UTC'
-                ELSE (date_trunc('day', (at AT TIME ZONE 'UTC') + expiry) + interval '1 day') AT TIME ZONE 'UTC'
-           END
+BEGIN
+    RETURN CASE WHEN expiry IS NULL THEN 'infinity'::timestamptz
+                   WHEN granularity = 'month'
+                   THEN (date_trunc('month', (at AT TIME ZONE 'UTC') + expiry) + interval '1 month') AT TIME ZONE 'UTC'
+                   ELSE (date_trunc('day', (at AT TIME ZONE 'UTC') + expiry) + interval '1 day') AT TIME ZONE 'UTC'
+              END;
+END
 $$;
 COMMENT ON FUNCTION wallet.policy_expiry(timestamptz, interval, text) IS 'expiry of points earned at at under a policy: at + expiry rounded up to the end of the UTC day or month; infinity when expiry is NULL';
 
@@ -256,12 +258,14 @@ COMMENT ON FUNCTION wallet_internal.check_posting(bigint, text, text, text, bool
 -- post (built with the first entry's instant, so that expiries derived from
 -- it compare).  Not what the ledger made of it (amount, lots).
 CREATE FUNCTION wallet_internal.idem_entry(e wallet.entries) RETURNS jsonb
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
     SET search_path = pg_catalog, pg_temp
     AS $$
-    SELECT jsonb_build_object('operation', e.kind, 'points', e.points, 'reason', e.reason, 'reference', e.reference,
-                              'expires_at', e.expires_at, 'reverses', e.reverses, 'policy', e.policy,
-                              'hold_id', CASE WHEN e.kind IN ('capture', 'release') THEN e.hold_id END)
+BEGIN
+    RETURN jsonb_build_object('operation', e.kind, 'points', e.points, 'reason', e.reason, 'reference', e.reference,
+                                 'expires_at', e.expires_at, 'reverses', e.reverses, 'policy', e.policy,
+                                 'hold_id', CASE WHEN e.kind IN ('capture', 'release') THEN e.hold_id END);
+END
 $$;
 COMMENT ON FUNCTION wallet_internal.idem_entry(wallet.entries) IS 'internal: idempotency fingerprint of a posting (operation, points, reason, reference, expires_at, reversed entry, policy, captured or released hold)';
 

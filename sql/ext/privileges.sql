@@ -128,28 +128,34 @@ COMMENT ON FUNCTION wallet.my_merchants() IS 'the merchants the calling role act
 -- (false when there is none): each API function adds it to the lookup of
 -- the object it names, so another merchant's object is not found.
 CREATE FUNCTION wallet_internal.sees_program(program_id bigint) RETURNS boolean
-    LANGUAGE sql STABLE
+    LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
     AS $$
-    SELECT coalesce((SELECT wallet.acts_for(p.merchant_id) FROM wallet.programs p WHERE p.program_id = $1), false)
+BEGIN
+    RETURN (SELECT coalesce((SELECT wallet.acts_for(p.merchant_id) FROM wallet.programs p WHERE p.program_id = $1), false));
+END
 $$;
 COMMENT ON FUNCTION wallet_internal.sees_program(bigint) IS 'whether the program exists and the caller acts for its merchant';
 
 CREATE FUNCTION wallet_internal.sees_account(account_id bigint) RETURNS boolean
-    LANGUAGE sql STABLE
+    LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
     AS $$
-    SELECT coalesce((SELECT wallet.acts_for(p.merchant_id)
-                       FROM wallet.accounts a JOIN wallet.programs p ON p.program_id = a.program_id
-                      WHERE a.account_id = $1), false)
+BEGIN
+    RETURN (SELECT coalesce((SELECT wallet.acts_for(p.merchant_id)
+                               FROM wallet.accounts a JOIN wallet.programs p ON p.program_id = a.program_id
+                              WHERE a.account_id = $1), false));
+END
 $$;
 COMMENT ON FUNCTION wallet_internal.sees_account(bigint) IS 'whether the account exists and the caller acts for its merchant';
 
 CREATE FUNCTION wallet_internal.sees_campaign(campaign_id bigint) RETURNS boolean
-    LANGUAGE sql STABLE
+    LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
     AS $$
-    SELECT coalesce((SELECT wallet.acts_for(c.merchant_id) FROM wallet.campaigns c WHERE c.campaign_id = $1), false)
+BEGIN
+    RETURN (SELECT coalesce((SELECT wallet.acts_for(c.merchant_id) FROM wallet.campaigns c WHERE c.campaign_id = $1), false));
+END
 $$;
 COMMENT ON FUNCTION wallet_internal.sees_campaign(bigint) IS 'whether the campaign exists and the caller acts for its merchant';
 
@@ -157,11 +163,13 @@ COMMENT ON FUNCTION wallet_internal.sees_campaign(bigint) IS 'whether the campai
 -- the merchant of the code's campaign, when the caller acts for it (else
 -- NULL: no key of another merchant is ever looked up).
 CREATE FUNCTION wallet_internal.code_merchant(input text) RETURNS bigint
-    LANGUAGE sql STABLE
+    LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
     AS $$
-    SELECT c.merchant_id FROM wallet.parse_code($1) p JOIN wallet.campaigns c ON c.campaign_id = wallet.code_campaign(p.code)
-     WHERE wallet.acts_for(c.merchant_id)
+BEGIN
+    RETURN (SELECT c.merchant_id FROM wallet.parse_code($1) p JOIN wallet.campaigns c ON c.campaign_id = wallet.code_campaign(p.code)
+             WHERE wallet.acts_for(c.merchant_id));
+END
 $$;
 COMMENT ON FUNCTION wallet_internal.code_merchant(text) IS 'merchant of the campaign of a code text, when the caller acts for it; NULL otherwise (malformed, unknown or another merchant''s)';
 
@@ -170,10 +178,12 @@ COMMENT ON FUNCTION wallet_internal.code_merchant(text) IS 'merchant of the camp
 -- malformed or unknown code) any merchant the caller acts for, so that a
 -- retry with a mistyped code still meets its key (WL002).
 CREATE FUNCTION wallet_internal.key_scope(stored bigint, code_merchant bigint) RETURNS boolean
-    LANGUAGE sql STABLE
+    LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
     AS $$
-    SELECT CASE WHEN $2 IS NOT NULL THEN $1 = $2 ELSE wallet.acts_for($1) END
+BEGIN
+    RETURN CASE WHEN $2 IS NOT NULL THEN $1 = $2 ELSE wallet.acts_for($1) END;
+END
 $$;
 COMMENT ON FUNCTION wallet_internal.key_scope(bigint, bigint) IS 'whether a key stored for merchant stored is in the scope of a call whose code is of merchant code_merchant (NULL: malformed, unknown or another merchant''s; then every merchant the caller acts for)';
 
