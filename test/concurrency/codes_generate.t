@@ -95,7 +95,7 @@ is "$(q -c "SELECT pg_get_userbyid(relowner) = pg_get_userbyid((SELECT relowner 
 is "$(q -c "SET ROLE codes_gen_admin" -c "SELECT count(*) FROM wallet.generate_codes($CID3, 50) x WHERE wallet.code_authentic(x)" 2>&1)" 50 \
    "that role generates codes (no grant on a table or the sequence: generate_codes runs as the owner)"
 out=$(q -v VERBOSITY=verbose -c "SET ROLE codes_gen_reader" -c "SELECT wallet.generate_codes($CID3, 1)" 2>&1)
-echo "$out" | grep -q "ERROR:  42501: permission denied for function generate_codes"; ok $? "a role holding wallet_app may not generate codes (42501)" "$out"
+grep -q "ERROR:  42501: permission denied for function generate_codes" <<<"$out"; ok $? "a role holding wallet_app may not generate codes (42501)" "$out"
 is "$(q -c "SELECT wallet.campaign_next_serial($CID3)")" 51 "and its refused call used up no serial"
 
 # DROP EXTENSION (no CASCADE) takes every campaign's sequence with it.

@@ -53,7 +53,7 @@ is "$(rq "$DB" "SELECT count(*) FROM issued WHERE code IN (SELECT code FROM hand
 # the same role and queries in a database without the step
 out=$(rq "$BARE" "SELECT count(*) FROM issued JOIN handed_out USING (code)")
 echo "$out" | sed 's/^/# /'
-echo "$out" | grep -q 'operator does not exist: wallet.marketing_code = wallet.marketing_code'
+grep -q 'operator does not exist: wallet.marketing_code = wallet.marketing_code' <<<"$out"
 ok $? "without the README's search_path step the join fails: operator does not exist"
 is "$(rq "$BARE" "SELECT count(*) FROM issued i JOIN handed_out h ON i.code OPERATOR(wallet.=) h.code")" 30 \
    "there, OPERATOR(wallet.=) still works"

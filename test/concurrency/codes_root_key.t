@@ -30,7 +30,7 @@ is "$(sqlstate_of "SELECT wallet.generate_codes(1, 1)")" WL001 "generate_codes w
 is "$(sqlstate_of "SELECT wallet.code_authentic('0400-2P71-0GTW-R01E')")" WL001 "code_authentic without root key: WL001"
 is "$(sqlstate_of "SELECT wallet.parse_code('0400-2P71-0GTW-R01E')")" WL001 "parse_code without root key: WL001"
 out=$(kq -c "SELECT wallet.generate_codes(1, 1)")
-echo "$out" | grep -q 'ERROR:  WL001: wallet root key is not loaded' && echo "$out" | grep -q 'HINT:  .*shared_preload_libraries.*wallet.root_key_file.*wallet.root_key_command'
+grep -q 'ERROR:  WL001: wallet root key is not loaded' <<<"$out" && grep -q 'HINT:  .*shared_preload_libraries.*wallet.root_key_file.*wallet.root_key_command' <<<"$out"
 ok $? "the error says the root key is not loaded, and the hint names shared_preload_libraries, wallet.root_key_file and wallet.root_key_command"
 echo "$out" | sed 's/^/# /'
 # serials are no longer given back by a rollback, so this holds only because
@@ -46,7 +46,7 @@ is "$(kq -c "SELECT status FROM wallet.parse_code('0400-2P71-0GTW-R01E')")" ok "
 # 3. wallet not preloaded: the library loads on demand, without any key.
 restart_with; kq -c "SELECT 1" >/dev/null
 out=$(kq -c "SELECT wallet.parse_code('0400-2P71-0GTW-R01E')")
-echo "$out" | grep -q 'WL001' && echo "$out" | grep -q 'DETAIL:  wallet is not in shared_preload_libraries'
+grep -q 'WL001' <<<"$out" && grep -q 'DETAIL:  wallet is not in shared_preload_libraries' <<<"$out"
 ok $? "without shared_preload_libraries: WL001, saying wallet is not preloaded"
 
 # 4. Bad key files stop the server (the key is not half-loaded).
@@ -75,7 +75,7 @@ else
         mark_log; restart_with -c shared_preload_libraries=wallet -c wallet.root_key_file="$file"; rc=$?
         new_log | sed 's/^/# /'
         [ $rc -ne 0 ] || return 1
-        for p in "$@"; do new_log | grep -q -- "$p" || return 1; done
+        for p in "$@"; do grep -q -- "$p" <<<"$(new_log)" || return 1; done
     }
     # made by root with the usual umask: root's file, mode 644
     (umask 022; printf '%s\n' "$WALLET_TEST_ROOT_KEY" > "$TMP/byroot.key")
@@ -89,7 +89,7 @@ else
         "DETAIL:  The file belongs to user id 0, not to the server's user \"postgres\"" \
         'HINT:  As root: chown postgres ".*byroot.key" && chmod 600'
     ok $? "after chmod 600 alone the server cannot open it, and the hint names the owner, not the preload"
-    ! new_log | grep -q 'shared_preload_libraries'
+    ! grep -q 'shared_preload_libraries' <<<"$(new_log)"
     ok $? "that hint does not talk about shared_preload_libraries"
     # the README's recipe (the TEST-ONLY key written where it writes a random one)
     install -m 600 -o postgres /dev/null "$TMP/wallet-root.key"

@@ -101,7 +101,7 @@ sess_run s1 "SET ROLE guard_redeemer; BEGIN ISOLATION LEVEL REPEATABLE READ; SEL
 q -c "UPDATE wallet.campaigns SET max_redemptions_per_code = 4 WHERE campaign_id = 3" >/dev/null
 out=$(sess_run s1 "SELECT status FROM wallet.redeem_code('$CAPPED', 'rory', 'rr-2')")
 sess_run s1 "ROLLBACK" >/dev/null
-echo "$out" | grep -q "could not serialize access due to a concurrent change of campaign 3"; ok $? "a cap changed after a REPEATABLE READ snapshot: serialization failure"
+grep -q "could not serialize access due to a concurrent change of campaign 3" <<<"$out"; ok $? "a cap changed after a REPEATABLE READ snapshot: serialization failure"
 is "$(rr 'REPEATABLE READ' rr-2)" ok "the retry redeems under the new caps"
 sess_close s1
 

@@ -35,7 +35,7 @@ ok $([ -n "$other" ]; echo $?) "the merchant has a program and a campaign"
 
 # The DBA's lines, exactly as README gives them (the merchant's id put in).
 dba=$(sed -n '/^<!-- newcomer: dba -->$/,/^<!-- \/newcomer -->$/p' "$ROOT/README.md" | grep -v '^<!--' | grep -v '^```')
-ok $(printf '%s\n' "$dba" | grep -q "GRANT wallet_app TO shop_app"; echo $?) "README has the DBA's lines" "$dba"
+ok $(grep -q "GRANT wallet_app TO shop_app" <<<"$dba"; echo $?) "README has the DBA's lines" "$dba"
 out=$(printf '%s\n' "${dba//<id>/$m}" | sq 2>&1)
 ok $? "the DBA runs README's lines" "$out"
 

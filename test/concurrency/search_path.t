@@ -287,7 +287,7 @@ control() {     # control DB
     out=$(qh "$1" -c "SET ROLE bystander" -c "SELECT now() IS NOT NULL, 1::bigint = 2::bigint, (SELECT count(*) FROM (VALUES (1)) v)" 2>&1)
     local got
     got=$(q "$1" -c "SELECT string_agg(DISTINCT what, ', ' ORDER BY what) FROM hostile.ran WHERE by_user = 'bystander'")
-    ok $([ "$got" = "aggregate hostile_first.count(), function hostile_first.now(), operator hostile_first: bigint = bigint" ] && echo "$out" | grep -q 'HOSTILE RAN'; echo $?) \
+    ok $([ "$got" = "aggregate hostile_first.count(), function hostile_first.now(), operator hostile_first: bigint = bigint" ] && grep -q 'HOSTILE RAN' <<<"$out"; echo $?) \
        "$1: control: an unqualified now(), = and count(*) run the planted objects" "got: $got"
     q "$1" -c "DELETE FROM hostile.ran" >/dev/null
 }
@@ -505,9 +505,9 @@ run_map() {     # run_map DB WHAT: runs every line of calls or triggers under th
         if [ "$expect" = ok ]; then
             [ $rc -eq 0 ] && { [ "$pattern" = - ] || printf '%s\n' "$out" | head -n 1 | grep -qE "$pattern"; } && good=0
         else
-            [ $rc -ne 0 ] && printf '%s\n' "$err" | grep -q "ERROR:  $expect:" && good=0
+            [ $rc -ne 0 ] && grep -q "ERROR:  $expect:" <<<"$err" && good=0
         fi
-        if printf '%s\n' "$err" | grep -q 'HOSTILE RAN'; then good=1; fi
+        if grep -q 'HOSTILE RAN' <<<"$err"; then good=1; fi
         ok $good "$db: $sig runs ($expect) under the hostile search_path, nothing hostile ran" \
            "$(printf 'call: %s\nstdout: %s\nstderr: %s' "$sql" "$(printf '%s' "$out" | head -n 3)" "$(printf '%s' "$err" | head -n 5)")"
         echo "$sig" >> "$TMP/called.$db"
@@ -534,8 +534,8 @@ run_roles() {   # run_roles DB
             denied=$(printf '%s\n' "$err" | sed -n 's/.*ERROR:  42501: permission denied for [a-z]* \(.*\)$/\1/p')
             # refused what the call itself names (a fixture read, say): the call's need, not the function's
             case "$sql" in *"wallet.$denied"*) [ -n "$denied" ] && denied= ;; esac
-            if printf '%s\n' "$err" | grep -q 'HOSTILE RAN' || [ -n "$denied" ] \
-               || { printf '%s\n' "$err" | grep -q 'ERROR:  42501:' && [ -z "$(printf '%s\n' "$err" | sed -n 's/.*ERROR:  42501: permission denied for [a-z]* //p')" ]; }; then
+            if grep -q 'HOSTILE RAN' <<<"$err" || [ -n "$denied" ] \
+               || { grep -q 'ERROR:  42501:' <<<"$err" && [ -z "$(printf '%s\n' "$err" | sed -n 's/.*ERROR:  42501: permission denied for [a-z]* //p')" ]; }; then
                 bad=$(printf '%s\n%s: %s' "$bad" "$sig" "$(printf '%s' "$err" | head -n 3)")
             fi
         done < <(calls)
@@ -566,7 +566,7 @@ check_clean() {  # check_clean DB WHEN
 ext_step() {    # ext_step DB DESCRIPTION SQL...: DDL on the extension under the hostile search_path
     local db=$1 desc=$2 out; shift 2
     out=$(qh "$db" "$@" 2>&1); local rc=$?
-    ok $([ $rc -eq 0 ] && ! printf '%s\n' "$out" | grep -q 'HOSTILE RAN'; echo $?) "$db: $desc under the hostile search_path" "$out"
+    ok $([ $rc -eq 0 ] && ! grep -q 'HOSTILE RAN' <<<"$out"; echo $?) "$db: $desc under the hostile search_path" "$out"
 }
 
 for db in "$DB_FRESH" "$DB_UPGRADED"; do
