@@ -323,5 +323,18 @@ GRANT EXECUTE ON PROCEDURE wallet.expire_points_batched(timestamptz, int, int), 
 -- what those procedures (not SECURITY DEFINER: they commit) call
 GRANT USAGE ON SCHEMA wallet_internal TO wallet_admin;
 GRANT EXECUTE ON FUNCTION wallet_internal.check_expiry_as_of(timestamptz), wallet_internal.expire_due_accounts(timestamptz, int) TO wallet_admin;
+-- campaign budgets (issue 11): the admin sets them, every role reads them;
+-- takes and holds are internal (the offers' checkout calls them)
+GRANT EXECUTE ON FUNCTION wallet.set_campaign_budget(bigint, text, bigint, int), wallet.reclaim_budget_holds(int) TO wallet_admin;
+GRANT EXECUTE ON FUNCTION wallet.campaign_budget(bigint) TO wallet_admin, wallet_app, wallet_reader;
+ALTER TABLE wallet.campaign_budgets ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.campaign_budgets USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.campaign_budgets IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+ALTER TABLE wallet.budget_slices ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.budget_slices USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.budget_slices IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+ALTER TABLE wallet.budget_holds ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.budget_holds USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.budget_holds IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
 -- tables: read through row-level security; written only by the functions
 GRANT SELECT ON ALL TABLES IN SCHEMA wallet TO wallet_app, wallet_reader;
