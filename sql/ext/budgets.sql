@@ -146,12 +146,10 @@ DECLARE
     _s int;
     _r bigint;
     _sl int[];
-    _rem bigint[];
     _sum bigint;
     _take bigint;
     _left bigint;
     _cnt int;
-    _new bigint[] := '{}';
     k int;
 BEGIN
     PERFORM wallet_internal.budget_units_check(_u);
@@ -171,7 +169,6 @@ BEGIN
     -- lower ones without waiting, the higher ones in order.
     SELECT s.remaining INTO _r FROM wallet.budget_slices s WHERE s.campaign_id = _c AND s.slice = _s FOR UPDATE;
     _sl := ARRAY[_s];
-    _rem := ARRAY[_r];
     _sum := _r;
     FOR k IN 0 .. _n - 1 LOOP
         EXIT WHEN _sum >= _u;
@@ -183,7 +180,6 @@ BEGIN
             SELECT s.remaining INTO _r FROM wallet.budget_slices s WHERE s.campaign_id = _c AND s.slice = k FOR UPDATE;
         END IF;
         _sl := _sl || k;
-        _rem := _rem || _r;
         _sum := _sum + _r;
     END LOOP;
     IF _sum < _u THEN
@@ -199,14 +195,15 @@ BEGIN
         SELECT _sum + coalesce(sum(y.units), 0) INTO _sum FROM y;
     END IF;
     _take := CASE WHEN _sum >= _u THEN _u WHEN allow_partial THEN _sum ELSE 0 END;
-    -- What is left goes evenly over the slices locked: a dry slice is refilled.
+    -- What is left goes evenly over the slices locked (a dry slice is
+    -- refilled); the odd units to the highest-numbered ones, which every
+    -- take below them waits for rather than skips: scarce units stay
+    -- reachable by all.
     _left := _sum - _take;
     _cnt := cardinality(_sl);
-    FOR k IN 1 .. _cnt LOOP
-        _new := _new || (_left / _cnt + CASE WHEN k <= _left % _cnt THEN 1 ELSE 0 END);
-    END LOOP;
-    UPDATE wallet.budget_slices s SET remaining = v.r
-      FROM unnest(_sl, _new) v(sl, r)
+    UPDATE wallet.budget_slices s
+       SET remaining = _left / _cnt + CASE WHEN v.rk <= _left % _cnt THEN 1 ELSE 0 END
+      FROM (SELECT x.sl, row_number() OVER (ORDER BY x.sl DESC) AS rk FROM unnest(_sl) x(sl)) v
      WHERE s.campaign_id = _c AND s.slice = v.sl;
     RETURN _take;
 END
@@ -482,7 +479,7 @@ BEGIN
     ELSE
         _sum := _sum + (_total - _b.total);
     END IF;
-    UPDATE wallet.budget_slices s SET remaining = _sum / _n + CASE WHEN s.slice < _sum % _n THEN 1 ELSE 0 END
+    UPDATE wallet.budget_slices s SET remaining = _sum / _n + CASE WHEN s.slice >= _n - _sum % _n THEN 1 ELSE 0 END
      WHERE s.campaign_id = _c;
     UPDATE wallet.campaign_budgets b SET total = _total, updated_at = now() WHERE b.campaign_id = _c;
     RETURN wallet_internal.budget_status(_c);
