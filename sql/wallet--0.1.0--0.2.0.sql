@@ -6327,7 +6327,7 @@ BEGIN
             UPDATE wallet.budget_holds h SET state = 'expired', closed_at = clock_timestamp()
               FROM x WHERE h.hold_id = x.hold_id
             RETURNING h.campaign_id, h.units)
-        SELECT y.campaign_id, sum(y.units) AS units, count(*) AS holds FROM y GROUP BY y.campaign_id ORDER BY y.campaign_id
+        SELECT y.campaign_id, sum(y.units)::bigint AS units, count(*) AS holds FROM y GROUP BY y.campaign_id ORDER BY y.campaign_id
     LOOP
         PERFORM wallet_internal.budget_give_back(r.campaign_id, r.units);
         n := n + r.holds;
