@@ -133,6 +133,56 @@ $$;
 COMMENT ON FUNCTION wallet_internal.budget_units_check(bigint) IS
     'internal: raise 22004 for NULL units, 22023 for zero or negative units';
 
+-- Expired holds stop counting: marks a budget's expired active holds
+-- expired and returns their units, for the caller (which holds slices of the
+-- budget) to put back.  SKIP LOCKED: a hold locked by its converter or
+-- releaser is theirs, and a taker must never wait for a hold row.
+CREATE FUNCTION wallet_internal.budget_expire_holds(campaign_id bigint)
+    RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    _back bigint;
+BEGIN
+    WITH x AS (
+        SELECT h.hold_id FROM wallet.budget_holds h
+         WHERE h.campaign_id = $1 AND h.state = 'active' AND h.expires_at <= clock_timestamp()
+         FOR UPDATE SKIP LOCKED),
+    y AS (
+        UPDATE wallet.budget_holds h SET state = 'expired', closed_at = clock_timestamp()
+          FROM x WHERE h.hold_id = x.hold_id
+        RETURNING h.units)
+    SELECT coalesce(sum(y.units), 0) INTO _back FROM y;
+    RETURN _back;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.budget_expire_holds(bigint) IS
+    'internal: mark a budget''s expired active holds (not locked by others) expired and return the sum of their units, which the caller puts back into slices it holds';
+
+CREATE FUNCTION wallet_internal.budget_lock_hold(hold_id bigint)
+    RETURNS wallet.budget_holds
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    _h wallet.budget_holds;
+BEGIN
+    IF $1 IS NULL THEN
+        RAISE EXCEPTION 'hold_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A budget hold is converted or released by its id.';
+    END IF;
+    SELECT * INTO _h FROM wallet.budget_holds h WHERE h.hold_id = $1 FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown budget hold %', $1
+            USING ERRCODE = 'WL603', DETAIL = 'No row of wallet.budget_holds has this hold_id.';
+    END IF;
+    RETURN _h;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.budget_lock_hold(bigint) IS
+    'internal: lock a budget hold''s row and return it (22004 for a NULL id, WL603 for an unknown hold)';
+
 -- The core: take up to units from a campaign's budget, now.
 CREATE FUNCTION wallet_internal.budget_take(campaign_id bigint, units bigint, allow_partial boolean DEFAULT false)
     RETURNS bigint
@@ -184,15 +234,7 @@ BEGIN
     END LOOP;
     IF _sum < _u THEN
         -- Expired holds stop counting: their units come back before a refusal.
-        WITH x AS (
-            SELECT h.hold_id FROM wallet.budget_holds h
-             WHERE h.campaign_id = _c AND h.state = 'active' AND h.expires_at <= clock_timestamp()
-             FOR UPDATE SKIP LOCKED),
-        y AS (
-            UPDATE wallet.budget_holds h SET state = 'expired', closed_at = clock_timestamp()
-              FROM x WHERE h.hold_id = x.hold_id
-            RETURNING h.units)
-        SELECT _sum + coalesce(sum(y.units), 0) INTO _sum FROM y;
+        _sum := _sum + wallet_internal.budget_expire_holds(_c);
     END IF;
     _take := CASE WHEN _sum >= _u THEN _u WHEN allow_partial THEN _sum ELSE 0 END;
     -- What is left goes evenly over the slices locked (a dry slice is
@@ -273,15 +315,7 @@ DECLARE
     _h wallet.budget_holds;
     _got bigint;
 BEGIN
-    IF $1 IS NULL THEN
-        RAISE EXCEPTION 'hold_id must not be null'
-            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A budget hold is converted by its id.';
-    END IF;
-    SELECT * INTO _h FROM wallet.budget_holds h WHERE h.hold_id = $1 FOR UPDATE;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'unknown budget hold %', $1
-            USING ERRCODE = 'WL603', DETAIL = 'No row of wallet.budget_holds has this hold_id.';
-    END IF;
+    _h := wallet_internal.budget_lock_hold($1);
     IF _h.state = 'converted' THEN
         RETURN _h.units;
     END IF;
@@ -316,15 +350,7 @@ CREATE FUNCTION wallet_internal.budget_release(hold_id bigint)
 DECLARE
     _h wallet.budget_holds;
 BEGIN
-    IF $1 IS NULL THEN
-        RAISE EXCEPTION 'hold_id must not be null'
-            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A budget hold is released by its id.';
-    END IF;
-    SELECT * INTO _h FROM wallet.budget_holds h WHERE h.hold_id = $1 FOR UPDATE;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'unknown budget hold %', $1
-            USING ERRCODE = 'WL603', DETAIL = 'No row of wallet.budget_holds has this hold_id.';
-    END IF;
+    _h := wallet_internal.budget_lock_hold($1);
     IF _h.state = 'converted' THEN
         RAISE EXCEPTION 'budget hold % was converted', _h.hold_id
             USING ERRCODE = 'WL604', DETAIL = 'Its units are granted; give them back with the grant''s undo instead.';
@@ -409,7 +435,6 @@ DECLARE
     _b wallet.campaign_budgets;
     _merchant bigint;
     _sum bigint;
-    _back bigint;
     _need bigint;
     _n int;
     _slices int := set_campaign_budget.slices;
@@ -457,16 +482,7 @@ BEGIN
     IF _total < _b.total THEN
         _need := _b.total - _total;
         IF _sum < _need THEN
-            WITH x AS (
-                SELECT h.hold_id FROM wallet.budget_holds h
-                 WHERE h.campaign_id = _c AND h.state = 'active' AND h.expires_at <= clock_timestamp()
-                 FOR UPDATE SKIP LOCKED),
-            y AS (
-                UPDATE wallet.budget_holds h SET state = 'expired', closed_at = clock_timestamp()
-                  FROM x WHERE h.hold_id = x.hold_id
-                RETURNING h.units)
-            SELECT coalesce(sum(y.units), 0) INTO _back FROM y;
-            _sum := _sum + _back;
+            _sum := _sum + wallet_internal.budget_expire_holds(_c);
         END IF;
         IF _sum < _need THEN
             st := wallet_internal.budget_status(_c);

@@ -316,7 +316,9 @@ INSERT INTO vocab (fn, what, expect, call) VALUES
 ('wallet_internal.budget_hold(bigint,bigint,interval,boolean)', '-', 'internal', NULL),
 ('wallet_internal.budget_convert(bigint)', '-', 'internal', NULL),
 ('wallet_internal.budget_release(bigint)', '-', 'internal', NULL),
-('wallet_internal.budget_status(bigint)', '-', 'internal', NULL);
+('wallet_internal.budget_status(bigint)', '-', 'internal', NULL),
+('wallet_internal.budget_lock_hold(bigint)', '-', 'internal', NULL),
+('wallet_internal.budget_expire_holds(bigint)', '-', 'internal', NULL);
 
 SELECT plan(7 + (SELECT count(*)::int FROM vocab WHERE call IS NOT NULL));
 
