@@ -89,6 +89,15 @@ SELECT pg_catalog.pg_extension_config_dump('wallet.campaign_budgets', '');
 SELECT pg_catalog.pg_extension_config_dump('wallet.budget_slices', '');
 SELECT pg_catalog.pg_extension_config_dump('wallet.budget_holds', '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('wallet.budget_holds', 'hold_id'), '');
+ALTER TABLE wallet.campaign_budgets ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.campaign_budgets USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.campaign_budgets IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+ALTER TABLE wallet.budget_slices ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.budget_slices USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.budget_slices IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+ALTER TABLE wallet.budget_holds ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.budget_holds USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.budget_holds IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
 
 CREATE TYPE wallet.budget_status AS (
     campaign_id bigint,
