@@ -82,5 +82,9 @@ GRANT EXECUTE ON PROCEDURE wallet.expire_points_batched(timestamptz, int, int), 
 -- what those procedures (not SECURITY DEFINER: they commit) call
 GRANT USAGE ON SCHEMA wallet_internal TO wallet_admin;
 GRANT EXECUTE ON FUNCTION wallet_internal.check_expiry_as_of(timestamptz), wallet_internal.expire_due_accounts(timestamptz, int) TO wallet_admin;
+-- campaign budgets (issue 11): the admin sets them, every role reads them;
+-- takes and holds are internal (the offers' checkout calls them)
+GRANT EXECUTE ON FUNCTION wallet.set_campaign_budget(bigint, text, bigint, int), wallet.reclaim_budget_holds(int) TO wallet_admin;
+GRANT EXECUTE ON FUNCTION wallet.campaign_budget(bigint) TO wallet_admin, wallet_app, wallet_reader;
 -- tables: read through row-level security; written only by the functions
 GRANT SELECT ON ALL TABLES IN SCHEMA wallet TO wallet_app, wallet_reader;

@@ -46,6 +46,10 @@ BEGIN
     -- 2. failed code attempts older than a day (the guard's default window is 15 minutes)
     PERFORM wallet.purge_code_attempts(interval '1 day');
     COMMIT;
+    -- 3. expired budget holds: their units back to the slices, 1,000 per call
+    --    (tidying only: a take reclaims expired holds itself before refusing)
+    PERFORM wallet.reclaim_budget_holds(1000);
+    COMMIT;
 END
 $$;
-COMMENT ON PROCEDURE wallet.run_maintenance() IS 'runs every periodic job with bounded work per call, committing as it goes: expiry (up to 100,000 due accounts, 1,000 per transaction), purge of failed code attempts older than a day; later issues add their jobs here; schedule it every minute (README "Maintenance")';
+COMMENT ON PROCEDURE wallet.run_maintenance() IS 'runs every periodic job with bounded work per call, committing as it goes: expiry (up to 100,000 due accounts, 1,000 per transaction), purge of failed code attempts older than a day, units of up to 1,000 expired budget holds returned; later issues add their jobs here; schedule it every minute (README "Maintenance")';

@@ -8,7 +8,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 . "$ROOT/test/lib.sh"
 TMP=$(mktemp -d /tmp/wallet-bench-smoke.XXXXXX)
 trap 'rm -rf "$TMP"' EXIT
-plan 6
+plan 8
 cd "$ROOT"
 # WALLET_SKIP_INSTALL: the benches use the install this test run already made
 run() { local name=$1; shift; env WALLET_SKIP_INSTALL=1 "$@" > "$TMP/$name.out" 2>&1; }
@@ -27,4 +27,10 @@ run redeem BENCH_PORT=$((${PGPORT:-55432} + 33)) bash bench/redeem.sh 1 2
 ok $? "bench/redeem.sh runs (1 s runs, 2 clients)" "$(tail -n 5 "$TMP/redeem.out")"
 grep -qE '^redeem +[0-9.]+ tps +[0-9.]+x baseline' "$TMP/redeem.out"
 ok $? "it prints the redemption ratio" "$(tail -n 5 "$TMP/redeem.out")"
+
+run campaigns BENCH_PORT=$((${PGPORT:-55432} + 34)) DURATION=1 CLIENTS=2 CODES=20000 bash bench/campaigns.sh
+ok $? "bench/campaigns.sh runs (1 s runs, 2 clients, 20,000 codes)" "$(tail -n 8 "$TMP/campaigns.out")"
+grep -qE '^checkout with budget / without +[0-9.]+x' "$TMP/campaigns.out" && grep -qE '^redeem_code public code / plain insert +[0-9.]+x' "$TMP/campaigns.out" \
+    && grep -qE '^budget: [0-9]+ budgeted checkouts, [0-9]+ units granted, consistent$' "$TMP/campaigns.out"
+ok $? "it prints its ratios, and the budget granted exactly 3 units per budgeted checkout" "$(tail -n 8 "$TMP/campaigns.out")"
 finish

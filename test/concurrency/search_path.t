@@ -475,6 +475,18 @@ wallet_internal.member_ensure(bigint,text)	ok	^[0-9]+$	SELECT wallet_internal.me
 wallet.upsert_member(bigint,text,text,text)	ok	^[0-9]+\|$m\|member-z\|Europe/Zurich\|de-CH\|active\|	SELECT * FROM wallet.upsert_member($m, 'member-z', 'Europe/Zurich', 'de-CH')
 wallet.forget_member(bigint,text,text)	ok	^t$	SELECT wallet.forget_member($m, 'member-c', 'erasure request')
 wallet_internal.audit_record(bigint,text,jsonb,jsonb,jsonb)	ok	^[0-9]+$	SELECT wallet_internal.audit_record($m, 'update', '{"table": "test"}', NULL, NULL)
+wallet.set_campaign_budget(bigint,text,bigint,integer)	ok	^$c2\|points\|100\|[0-9]+\|[0-9]+\|[0-9]+\|16$	SELECT * FROM wallet.set_campaign_budget($c2, 'points', 100)
+wallet.campaign_budget(bigint)	ok	^$c2\|points\|100\|	SELECT * FROM wallet.campaign_budget($c2)
+wallet_internal.budget_status(bigint)	ok	^$c2\|points\|	SELECT * FROM wallet_internal.budget_status($c2)
+wallet_internal.budget_units_check(bigint)	22023	-	SELECT wallet_internal.budget_units_check(0)
+wallet_internal.budget_lock_hold(bigint)	WL603	-	SELECT wallet_internal.budget_lock_hold(-1)
+wallet_internal.budget_take(bigint,bigint,boolean)	ok	^[0-9]+$	SELECT wallet_internal.budget_take($c2, 50, true)
+wallet_internal.budget_give_back(bigint,bigint)	ok	-	SELECT wallet_internal.budget_give_back($c2, 5)
+wallet_internal.budget_hold(bigint,bigint,interval,boolean)	ok	^[0-9]+\|[0-9]+\|	SELECT * FROM wallet_internal.budget_hold($c2, 5, '1 millisecond', true)
+wallet_internal.budget_convert(bigint)	ok	^[0-9]+$	SELECT wallet_internal.budget_convert(h.hold_id) FROM wallet_internal.budget_hold($c2, 1, '1 hour') h
+wallet_internal.budget_release(bigint)	ok	^[0-9]+$	SELECT wallet_internal.budget_release(h.hold_id) FROM wallet_internal.budget_hold($c2, 1, '1 hour') h
+wallet.reclaim_budget_holds(integer)	ok	^[1-9][0-9]*$	SELECT wallet.reclaim_budget_holds(10)
+wallet_internal.budget_expire_holds(bigint)	ok	^[0-9]+$	SELECT wallet_internal.budget_expire_holds($c2)
 CALLS
 }
 # The triggers, fired by writes to the extension's tables (same format).

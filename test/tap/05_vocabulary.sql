@@ -295,7 +295,30 @@ INSERT INTO vocab (fn, what, expect, call) VALUES
 ('wallet.forget_member(bigint,text,text)', 'member_ref blank', '22023', $$SELECT wallet.forget_member({m}, ' ', 'test')$$),
 ('wallet.forget_member(bigint,text,text)', 'member_ref oversized', '22023', $$SELECT wallet.forget_member({m}, '{long}', 'test')$$),
 ('wallet.forget_member(bigint,text,text)', 'reason blank', '22023', $$SELECT wallet.forget_member({m}, 'vocab member', ' ')$$),
-('wallet.forget_member(bigint,text,text)', 'unknown merchant', 'WL102', $$SELECT wallet.forget_member({unknown}, 'vocab member', 'test')$$);
+('wallet.forget_member(bigint,text,text)', 'unknown merchant', 'WL102', $$SELECT wallet.forget_member({unknown}, 'vocab member', 'test')$$),
+-- campaign budgets (issue 11)
+('wallet.set_campaign_budget(bigint,text,bigint,integer)', 'campaign_id NULL', '22004', $$SELECT wallet.set_campaign_budget(NULL, 'points', 10)$$),
+('wallet.set_campaign_budget(bigint,text,bigint,integer)', 'unit NULL', '22004', 'SELECT wallet.set_campaign_budget({c}, NULL, 10)'),
+('wallet.set_campaign_budget(bigint,text,bigint,integer)', 'total NULL', '22004', $$SELECT wallet.set_campaign_budget({c}, 'points', NULL)$$),
+('wallet.set_campaign_budget(bigint,text,bigint,integer)', 'unit blank', '22023', $$SELECT wallet.set_campaign_budget({c}, ' ', 10)$$),
+('wallet.set_campaign_budget(bigint,text,bigint,integer)', 'unit unknown', '22023', $$SELECT wallet.set_campaign_budget({c}, 'euros', 10)$$),
+('wallet.set_campaign_budget(bigint,text,bigint,integer)', 'total negative', '22023', $$SELECT wallet.set_campaign_budget({c}, 'points', -1)$$),
+('wallet.set_campaign_budget(bigint,text,bigint,integer)', 'slices out of range', '22023', $$SELECT wallet.set_campaign_budget({c}, 'points', 10, 0)$$),
+('wallet.set_campaign_budget(bigint,text,bigint,integer)', 'unknown campaign', 'WL101', $$SELECT wallet.set_campaign_budget({unknown}, 'points', 10)$$),
+('wallet.campaign_budget(bigint)', 'campaign_id NULL', '22004', 'SELECT wallet.campaign_budget(NULL)'),
+('wallet.campaign_budget(bigint)', 'unknown campaign', 'WL101', 'SELECT wallet.campaign_budget({unknown})'),
+('wallet.campaign_budget(bigint)', 'campaign without a budget', 'WL601', 'SELECT wallet.campaign_budget({c})'),
+('wallet.reclaim_budget_holds(integer)', 'max_holds NULL', '22004', 'SELECT wallet.reclaim_budget_holds(NULL)'),
+('wallet.reclaim_budget_holds(integer)', 'max_holds zero', '22023', 'SELECT wallet.reclaim_budget_holds(0)'),
+('wallet_internal.budget_units_check(bigint)', '-', 'internal', NULL),
+('wallet_internal.budget_take(bigint,bigint,boolean)', '-', 'internal', NULL),
+('wallet_internal.budget_give_back(bigint,bigint)', '-', 'internal', NULL),
+('wallet_internal.budget_hold(bigint,bigint,interval,boolean)', '-', 'internal', NULL),
+('wallet_internal.budget_convert(bigint)', '-', 'internal', NULL),
+('wallet_internal.budget_release(bigint)', '-', 'internal', NULL),
+('wallet_internal.budget_status(bigint)', '-', 'internal', NULL),
+('wallet_internal.budget_lock_hold(bigint)', '-', 'internal', NULL),
+('wallet_internal.budget_expire_holds(bigint)', '-', 'internal', NULL);
 
 SELECT plan(7 + (SELECT count(*)::int FROM vocab WHERE call IS NOT NULL));
 

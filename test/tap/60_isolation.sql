@@ -75,6 +75,8 @@ BEGIN
     INSERT INTO fx SELECT t || '.h', entry_id FROM wallet.hold(a, 10, 'iso-h1', interval '1 hour', 'cart');
     -- loyalty rows (written directly: the data model landed before its API)
     PERFORM pg_temp.loyalty_rows(m, p, a);
+    PERFORM wallet.set_campaign_budget(c, 'money', 10000);
+    PERFORM wallet_internal.budget_hold(c, 500, interval '1 hour');
 END
 $$;
 
@@ -262,6 +264,9 @@ INSERT INTO iso (fn, call, why) VALUES
 ('wallet.revoke_merchant(bigint,regrole)', $$SELECT wallet.revoke_merchant({m}, 'iso_b_app')$$, NULL),
 ('wallet.upsert_member(bigint,text,text,text)', $$SELECT member_id FROM wallet.upsert_member({m}, 'iso-member', 'Europe/Zurich')$$, NULL),
 ('wallet.forget_member(bigint,text,text)', $$SELECT wallet.forget_member({m}, 'iso-member', 'erasure request')$$, NULL),
+('wallet.set_campaign_budget(bigint,text,bigint,integer)', $$SELECT (b.total, b.remaining)::text FROM wallet.set_campaign_budget({c}, 'money', 20000) b$$, NULL),
+('wallet.campaign_budget(bigint)', 'SELECT (b.total, b.granted)::text FROM wallet.campaign_budget({c}) b', NULL),
+('wallet.reclaim_budget_holds(integer)', NULL, 'no object'),
 -- names no merchant's object
 ('wallet.version()', NULL, 'no object'),
 ('wallet.create_merchant(text)', NULL, 'no object'),

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Benchmark of campaigns (issue 11; not a test: it prints figures, asserts
+# only its own consistency).  Starts its own throwaway cluster and prints,
+# measured in this one run, transactions per second of:
+#   baseline   INSERT of one row into a table with two unique indexes (code,
+#              idempotency key): the least an exactly-once redemption writes
+#   redeem     wallet.redeem_code on distinct single-use codes
+#   public     wallet.redeem_code on ONE public code (one use per member)
+#              raced by distinct members
+#   checkout   a checkout without a budget: wallet.accrue of the purchase's
+#              points on a random account out of 1,000
+#   budgeted   the same checkout taking 3 units from ONE campaign budget
+#              (wallet_internal.budget_take) in the same transaction
+# with CLIENTS (8) sessions for DURATION (5) seconds each, and the ratios
+# redeem/baseline, public/baseline (target >= 0.6) and budgeted/checkout
+# (target >= 0.7).  The wallet runs log in as bench_app (wallet_app, acting
+# for the merchant); the budgeted checkout runs as the extension's owner
+# through a SECURITY DEFINER wrapper (the budget API is internal: the offers'
+# record_purchase calls it).  Consistency: the budget's granted units equal 3
+# times the budgeted checkouts committed.
+#
+#   DURATION=5 CLIENTS=8 CODES=400000 bench/campaigns.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-5}
+CLIENTS=${CLIENTS:-8}
+CODES=${CODES:-400000}
+. test/cluster.sh
+. test/root_key.sh
+
+TMPD=$(mktemp -d /tmp/wallet-bench-campaigns.XXXXXX)
+chmod 755 "$TMPD"
+trap 'cluster_stop "$TMPD/data"; rm -rf "$TMPD"' EXIT
+cluster_install >/dev/null
+root_key_random "$TMPD/root.key"
+cluster_start "$TMPD/data" "${BENCH_PORT:-55498}" -c shared_preload_libraries=wallet \
+    -c wallet.root_key_file="$TMPD/root.key" -c synchronous_commit=off
+export PGHOST="$TMPD/data" PGPORT="${BENCH_PORT:-55498}" PGUSER=postgres
+PATH="$PGBIN:$PATH"
+q() { psql -qXAt -v ON_ERROR_STOP=1 -d bench "$@"; }
+psql -qX -c "CREATE DATABASE bench" >/dev/null
+
+echo "machine: $(nproc) cores; load average before: $(cut -d' ' -f1-3 /proc/loadavg); $CLIENTS clients, $DURATION s each"
+q >/dev/null <<SQL
+CREATE EXTENSION wallet;
+SELECT wallet.create_merchant('bench');
+SELECT wallet.create_campaign(1, 'single use');
+SELECT wallet.create_campaign(1, 'public', max_redemptions_per_code => NULL, max_redemptions_per_member => 1);
+SELECT wallet.create_campaign(1, 'festival');
+SELECT wallet.set_campaign_budget(3, 'money', 1000000000000);
+SELECT wallet.create_program(1, 'bench points');
+SELECT count(wallet.open_account(1, 'member-' || i)) FROM generate_series(1, 1000) i;
+CREATE TABLE codes (i bigint PRIMARY KEY, code text NOT NULL);
+INSERT INTO codes SELECT row_number() OVER (), g::text FROM wallet.generate_codes(1, $CODES) g;
+CREATE TABLE public_code AS SELECT g::text AS code FROM wallet.generate_codes(2, 1) g;
+CREATE TABLE baseline (code text UNIQUE, member_ref text, idempotency_key text UNIQUE, at timestamptz DEFAULT clock_timestamp());
+CREATE SEQUENCE s_baseline; CREATE SEQUENCE s_redeem; CREATE SEQUENCE s_public; CREATE SEQUENCE s_checkout;
+-- the checkout the offers will run: the purchase's points and the budget, one transaction
+CREATE FUNCTION public.budgeted_checkout(account bigint, k text) RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp AS \$\$
+BEGIN
+    PERFORM wallet.accrue(account, 10, k, 'order');
+    RETURN wallet_internal.budget_take(3, 3);
+END \$\$;
+CREATE ROLE bench_app LOGIN;
+GRANT wallet_app TO bench_app;
+SELECT wallet.grant_merchant(1, 'bench_app');
+GRANT SELECT ON codes, public_code TO bench_app;
+GRANT USAGE ON SEQUENCE s_redeem, s_public, s_checkout TO bench_app;
+GRANT EXECUTE ON FUNCTION public.budgeted_checkout(bigint, text) TO bench_app;
+VACUUM ANALYZE;
+SQL
+
+cat >"$TMPD/baseline.sql" <<'SQL'
+INSERT INTO baseline (code, member_ref, idempotency_key) SELECT code, 'm' || i, 'b' || i FROM codes WHERE i = (SELECT nextval('s_baseline'));
+SQL
+cat >"$TMPD/redeem.sql" <<'SQL'
+SELECT wallet.redeem_code(code, 'm' || i, 'r' || i) FROM codes WHERE i = (SELECT nextval('s_redeem'));
+SQL
+cat >"$TMPD/public.sql" <<'SQL'
+SELECT wallet.redeem_code(p.code, 'm' || n, 'p' || n) FROM public_code p, nextval('s_public') n;
+SQL
+cat >"$TMPD/checkout.sql" <<'SQL'
+\set a random(1, 1000)
+SELECT wallet.accrue(:a, 10, 'c' || nextval('s_checkout'), 'order');
+SQL
+cat >"$TMPD/budgeted.sql" <<'SQL'
+\set a random(1, 1000)
+SELECT public.budgeted_checkout(:a, 'b' || nextval('s_checkout'));
+SQL
+
+run() {   # run SCRIPT [pgbench args]: tps
+    local script=$1; shift
+    pgbench -n -c "$CLIENTS" -j 2 -T "$DURATION" "$@" -f "$TMPD/$script.sql" bench 2>&1 |
+        sed -n -E 's/^tps = ([0-9.]+).*/\1/p'
+}
+declare -A T
+for b in baseline redeem public checkout budgeted; do
+    if [ "$b" = baseline ]; then T[$b]=$(run "$b"); else T[$b]=$(run "$b" -U bench_app); fi
+    printf '%-10s %10.1f tps\n' "$b" "${T[$b]}"
+done
+ratio() { echo "${T[$1]} / ${T[$2]}" | bc -l; }
+printf 'redeem_code single-use / plain insert   %5.2fx (target >= 0.6)\n' "$(ratio redeem baseline)"
+printf 'redeem_code public code / plain insert  %5.2fx (target >= 0.6)\n' "$(ratio public baseline)"
+printf 'checkout with budget / without          %5.2fx (target >= 0.7)\n' "$(ratio budgeted checkout)"
+
+# consistency: every budgeted checkout committed took exactly 3 units
+q -c "SELECT format('budget: %s budgeted checkouts, %s units granted, %s', n, g, CASE WHEN g = 3 * n THEN 'consistent' ELSE 'INCONSISTENT' END)
+        FROM (SELECT (SELECT count(*) FROM wallet.entries WHERE idempotency_key LIKE 'b%') AS n,
+                     (SELECT granted FROM wallet.campaign_budget(3)) AS g) x"
+q -c "SELECT format('campaign %s: %s redemptions, %s distinct codes, %s distinct members', campaign_id, count(*), count(DISTINCT serial), count(DISTINCT member_ref)) FROM wallet.code_redemptions GROUP BY campaign_id ORDER BY campaign_id"
