@@ -134,7 +134,10 @@ CREATE VIEW wallet.error_codes (sqlstate, name, description) AS VALUES
     ('WL212', 'unknown_entry', 'no journal entry with that id'),
     ('WL213', 'journal_append_only', 'UPDATE, DELETE or TRUNCATE on wallet.entries'),
     ('WL214', 'unknown_program', 'no points program with that id'),
-    ('WL401', 'audit_append_only', 'UPDATE, DELETE or TRUNCATE on wallet.audit_log');
+    ('WL401', 'audit_append_only', 'UPDATE, DELETE or TRUNCATE on wallet.audit_log'),
+    ('WL500', 'unknown_purchase', 'record_refund names an order the merchant never recorded'),
+    ('WL501', 'refund_exceeds_purchase', 'record_refund of more than is left unrefunded of the order'),
+    ('WL502', 'unknown_earning_rule', 'no earning rule with that id');
 COMMENT ON VIEW wallet.error_codes IS 'every SQLSTATE of class WL the extension raises: code, name and when it is raised';
 COMMENT ON COLUMN wallet.error_codes.sqlstate IS 'the five-character SQLSTATE, WL followed by three digits';
 COMMENT ON COLUMN wallet.error_codes.name IS 'the code''s name (src/errcodes.h: ERRCODE_WL_<NAME>)';

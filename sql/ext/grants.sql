@@ -82,5 +82,16 @@ GRANT EXECUTE ON PROCEDURE wallet.expire_points_batched(timestamptz, int, int), 
 -- what those procedures (not SECURITY DEFINER: they commit) call
 GRANT USAGE ON SCHEMA wallet_internal TO wallet_admin;
 GRANT EXECUTE ON FUNCTION wallet_internal.check_expiry_as_of(timestamptz), wallet_internal.expire_due_accounts(timestamptz, int) TO wallet_admin;
+-- purchases and earning rules (issue 10): the app records, the admin sets the rules
+GRANT EXECUTE ON FUNCTION wallet.record_purchase(bigint, text, text, numeric, text, timestamptz, jsonb),
+    wallet.record_refund(bigint, text, numeric, text)
+    TO wallet_app;
+GRANT EXECUTE ON FUNCTION wallet.preview_purchase(bigint, text, text, numeric, text, timestamptz, jsonb)
+    TO wallet_app, wallet_reader;
+GRANT EXECUTE ON FUNCTION wallet.set_program_earning(bigint, text, text, boolean, numeric),
+    wallet.create_earning_rule(bigint, text, text, numeric, jsonb, jsonb, timestamptz, timestamptz, int, boolean, bigint),
+    wallet.update_earning_rule(bigint, text, numeric, jsonb, jsonb, timestamptz, int, boolean),
+    wallet.end_earning_rule(bigint, timestamptz)
+    TO wallet_admin;
 -- tables: read through row-level security; written only by the functions
 GRANT SELECT ON ALL TABLES IN SCHEMA wallet TO wallet_app, wallet_reader;
