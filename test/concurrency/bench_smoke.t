@@ -8,7 +8,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 . "$ROOT/test/lib.sh"
 TMP=$(mktemp -d /tmp/wallet-bench-smoke.XXXXXX)
 trap 'rm -rf "$TMP"' EXIT
-plan 6
+plan 8
 cd "$ROOT"
 # WALLET_SKIP_INSTALL: the benches use the install this test run already made
 run() { local name=$1; shift; env WALLET_SKIP_INSTALL=1 "$@" > "$TMP/$name.out" 2>&1; }
@@ -27,4 +27,9 @@ run redeem BENCH_PORT=$((${PGPORT:-55432} + 33)) bash bench/redeem.sh 1 2
 ok $? "bench/redeem.sh runs (1 s runs, 2 clients)" "$(tail -n 5 "$TMP/redeem.out")"
 grep -qE '^redeem +[0-9.]+ tps +[0-9.]+x baseline' "$TMP/redeem.out"
 ok $? "it prints the redemption ratio" "$(tail -n 5 "$TMP/redeem.out")"
+run loyalty BENCH_PORT=$((${PGPORT:-55432} + 34)) DURATION=1 MEMBERS=200 CLIENTS=2 bash bench/loyalty.sh
+ok $? "bench/loyalty.sh runs (1 s runs, 200 members, 2 clients)" "$(tail -n 5 "$TMP/loyalty.out")"
+grep -qE '^ratio record_purchase / accrue: [0-9.]+x' "$TMP/loyalty.out" && grep -q 'without their entry: 0$' "$TMP/loyalty.out" \
+    && grep -q 'verify_ledger after the runs: 0 rows' "$TMP/loyalty.out"
+ok $? "it prints the ratio; every purchase that earned has its entry and the ledgers verify" "$(tail -n 6 "$TMP/loyalty.out")"
 finish
