@@ -6282,18 +6282,21 @@ COMMENT ON POLICY merchant_rows ON wallet.earning_rules IS 'readers and apps see
 
 -- One row per capped rule, member and local day (day NULL: the member's
 -- total of the rule).  Written only under the member's account lock.
+-- No foreign key to merchants or rules: every purchase would lock the same
+-- merchant and rule rows (FOR KEY SHARE, a MultiXact once sessions overlap);
+-- the rows are written only by record_purchase, from the rules it just read.
 CREATE TABLE wallet.earning_counters (
-    merchant_id bigint NOT NULL REFERENCES wallet.merchants,
+    merchant_id bigint NOT NULL,
     member_id   bigint NOT NULL REFERENCES wallet.members,
-    rule_id     bigint NOT NULL REFERENCES wallet.earning_rules,
+    rule_id     bigint NOT NULL,
     day         date,
     points      bigint NOT NULL CHECK (points >= 0),
     CONSTRAINT earning_counters_key UNIQUE NULLS NOT DISTINCT (rule_id, member_id, day)
 );
 COMMENT ON TABLE wallet.earning_counters IS 'points earned per capped rule and member, per day and in all: what the per-member caps of wallet.earning_rules count';
-COMMENT ON COLUMN wallet.earning_counters.merchant_id IS 'merchant of the rule: the key to distribute by';
+COMMENT ON COLUMN wallet.earning_counters.merchant_id IS 'merchant of the rule (a wallet.merchants.merchant_id): the key to distribute by';
 COMMENT ON COLUMN wallet.earning_counters.member_id IS 'the member (wallet.members)';
-COMMENT ON COLUMN wallet.earning_counters.rule_id IS 'the rule';
+COMMENT ON COLUMN wallet.earning_counters.rule_id IS 'the rule (a wallet.earning_rules.rule_id)';
 COMMENT ON COLUMN wallet.earning_counters.day IS 'the day in the member''s time zone; NULL = the member''s total';
 COMMENT ON COLUMN wallet.earning_counters.points IS 'points the rule earned the member that day (or in all)';
 SELECT pg_catalog.pg_extension_config_dump('wallet.earning_counters', '');
@@ -6722,8 +6725,7 @@ BEGIN
        OR jsonb_typeof(attributes -> 'channel') NOT IN ('string')
        OR jsonb_typeof(attributes -> 'payment_method') NOT IN ('string')
        OR jsonb_typeof(attributes -> 'categories') NOT IN ('array')
-       OR EXISTS (SELECT FROM jsonb_array_elements(CASE WHEN jsonb_typeof(attributes -> 'categories') = 'array' THEN attributes -> 'categories' ELSE '[]' END) x
-                   WHERE jsonb_typeof(x) <> 'string') THEN
+       OR jsonb_path_exists(attributes, '$.categories[*] ? (@.type() != "string")') THEN
         RAISE EXCEPTION 'invalid purchase attributes'
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = 'Attributes are a json object; store, channel and payment_method are strings, categories an array of strings.';
@@ -6747,27 +6749,14 @@ CREATE FUNCTION wallet_internal.purchase_points(program_id bigint, rounding text
     SET search_path = pg_catalog, pg_temp
     AS $$
 DECLARE
-    r wallet.earning_rules;
-    chosen wallet.earning_rules[] := '{}';
-    pts bigint[] := '{}';
-    whys text[] := '{}';
-    lt timestamp := occurred_at AT TIME ZONE coalesce(time_zone, 'UTC');
-    dow int := extract(isodow FROM lt);
-    tod time := lt::time;
-    lday date := lt::date;
-    store text := attributes ->> 'store';
-    channel text := attributes ->> 'channel';
-    pay text := attributes ->> 'payment_method';
-    cats text[];
-    rank int := 0;
-    tier_name text;
-    tier_mult numeric := 1;
+    r record;
+    items jsonb[];
     base bigint := 0;
     raw numeric;
     p bigint;
-    used bigint;
-    i int;
     why text;
+    tier_name text;
+    tier_mult numeric;
 BEGIN
     points := 0;
     rules := '[]';
@@ -6775,92 +6764,81 @@ BEGIN
     IF program_id IS NULL THEN
         RETURN;
     END IF;
-    IF account_id IS NOT NULL THEN
-        SELECT t.rank, t.name, t.multiplier INTO rank, tier_name, tier_mult
-          FROM wallet.account_tiers a JOIN wallet.tiers t ON t.tier_id = a.tier_id
-         WHERE a.account_id = purchase_points.account_id;
-        IF NOT FOUND THEN
-            rank := 0;
-            tier_mult := 1;
+    -- One query picks the rules that fire, with what their caps have counted
+    -- so far: matching rules numbered in priority order (pos); an exclusive
+    -- one at pos 1 fires alone, else the rules before the first exclusive
+    -- one fire (pos 1..n without gaps).  per_unit rules come first: the
+    -- others build on their base.
+    FOR r IN
+        WITH tier AS (
+            SELECT t.rank, t.name, t.multiplier FROM wallet.account_tiers a JOIN wallet.tiers t ON t.tier_id = a.tier_id
+             WHERE a.account_id = purchase_points.account_id),
+        env AS (
+            SELECT purchase_points.occurred_at AT TIME ZONE coalesce(purchase_points.time_zone, 'UTC') AS lt,
+                   coalesce((SELECT tier.rank FROM tier), 0) AS rank),
+        matching AS (
+            SELECT x.rule_id, x.name, x.effect, x.value, x.exclusive, x.cap_per_purchase, x.cap_per_member_day, x.cap_per_member,
+                   row_number() OVER (ORDER BY x.priority DESC, x.rule_id) AS pos, env.lt::date AS day
+              FROM wallet.earning_rules x, env
+             WHERE x.program_id = purchase_points.program_id AND x.valid_from <= purchase_points.occurred_at
+               AND (x.valid_until IS NULL OR x.valid_until > purchase_points.occurred_at)
+               AND (x.min_amount IS NULL OR x.min_amount <= purchase_points.amount)
+               AND (x.stores IS NULL OR purchase_points.attributes ->> 'store' = ANY (x.stores))
+               AND (x.channels IS NULL OR purchase_points.attributes ->> 'channel' = ANY (x.channels))
+               AND (x.payment_methods IS NULL OR purchase_points.attributes ->> 'payment_method' = ANY (x.payment_methods))
+               AND (x.categories IS NULL OR coalesce(purchase_points.attributes -> 'categories' ?| x.categories, false))
+               AND (x.min_tier_rank IS NULL OR x.min_tier_rank <= env.rank)
+               AND (x.first_purchase IS NULL OR purchase_points.first_purchase)
+               AND (x.days_of_week IS NULL OR extract(isodow FROM env.lt)::int = ANY (x.days_of_week))
+               AND (x.time_from IS NULL
+                    OR CASE WHEN x.time_from < x.time_until THEN env.lt::time >= x.time_from AND env.lt::time < x.time_until
+                            ELSE env.lt::time >= x.time_from OR env.lt::time < x.time_until END)),
+        stacked AS (
+            SELECT m.*, min(m.pos) FILTER (WHERE m.exclusive) OVER () AS first_exclusive FROM matching m)
+        SELECT s.*, d.points AS used_day, t.points AS used_all, (SELECT tier.name FROM tier) AS tier_name,
+               (SELECT tier.multiplier FROM tier) AS tier_mult
+          FROM stacked s
+          LEFT JOIN wallet.earning_counters d ON s.cap_per_member_day IS NOT NULL AND d.rule_id = s.rule_id
+                                             AND d.member_id = purchase_points.member_id AND d.day = s.day
+          LEFT JOIN wallet.earning_counters t ON s.cap_per_member IS NOT NULL AND t.rule_id = s.rule_id
+                                             AND t.member_id = purchase_points.member_id AND t.day IS NULL
+         WHERE CASE WHEN s.first_exclusive = 1 THEN s.pos = 1 ELSE s.pos < coalesce(s.first_exclusive, s.pos + 1) END
+         ORDER BY s.effect <> 'per_unit', s.pos
+    LOOP
+        raw := CASE r.effect WHEN 'per_unit' THEN amount * r.value WHEN 'multiplier' THEN base * (r.value - 1) ELSE r.value END;
+        p := CASE rounding WHEN 'ceiling' THEN ceil(raw) WHEN 'nearest' THEN round(raw) ELSE floor(raw) END;
+        why := CASE r.effect WHEN 'per_unit' THEN format('%s: %s points per %s on %s %s', r.name, r.value, currency, amount, currency)
+                             WHEN 'multiplier' THEN format('%s: x%s on %s base points', r.name, r.value, base)
+                             ELSE format('%s: %s bonus points', r.name, r.value) END;
+        IF p > r.cap_per_purchase THEN
+            p := r.cap_per_purchase;
+            why := why || format(', capped at %s per purchase', r.cap_per_purchase);
         END IF;
-    END IF;
-    IF attributes ? 'categories' THEN
-        cats := ARRAY(SELECT jsonb_array_elements_text(attributes -> 'categories'));
-    END IF;
-    FOR r IN SELECT * FROM wallet.earning_rules x
-              WHERE x.program_id = purchase_points.program_id AND x.valid_from <= purchase_points.occurred_at
-                AND (x.valid_until IS NULL OR x.valid_until > purchase_points.occurred_at)
-              ORDER BY x.priority DESC, x.rule_id LOOP
-        CONTINUE WHEN r.min_amount > amount
-                   OR (r.stores IS NOT NULL AND (store IS NULL OR NOT store = ANY (r.stores)))
-                   OR (r.channels IS NOT NULL AND (channel IS NULL OR NOT channel = ANY (r.channels)))
-                   OR (r.payment_methods IS NOT NULL AND (pay IS NULL OR NOT pay = ANY (r.payment_methods)))
-                   OR (r.categories IS NOT NULL AND (cats IS NULL OR NOT cats && r.categories))
-                   OR r.min_tier_rank > rank
-                   OR (r.first_purchase AND NOT first_purchase)
-                   OR (r.days_of_week IS NOT NULL AND NOT dow = ANY (r.days_of_week))
-                   OR (r.time_from < r.time_until AND NOT (tod >= r.time_from AND tod < r.time_until))
-                   OR (r.time_from > r.time_until AND NOT (tod >= r.time_from OR tod < r.time_until));
-        IF r.exclusive THEN
-            IF cardinality(chosen) = 0 THEN
-                chosen := ARRAY[r];
-            END IF;
-            EXIT;   -- alone, or not at all when a rule of higher priority fired
+        IF p > r.cap_per_member_day - coalesce(r.used_day, 0) THEN
+            p := greatest(r.cap_per_member_day - coalesce(r.used_day, 0), 0);
+            why := why || format(', capped at %s per day (%s)', r.cap_per_member_day, r.day);
         END IF;
-        chosen := chosen || r;
+        IF p > r.cap_per_member - coalesce(r.used_all, 0) THEN
+            p := greatest(r.cap_per_member - coalesce(r.used_all, 0), 0);
+            why := why || format(', capped at %s per member', r.cap_per_member);
+        END IF;
+        IF r.effect = 'per_unit' THEN
+            base := base + p;
+        END IF;
+        points := points + p;
+        items[r.pos] := jsonb_build_object('rule_id', r.rule_id, 'points', p, 'why', why);
+        IF p > 0 AND r.cap_per_member_day IS NOT NULL THEN
+            counters := counters || jsonb_build_object('rule_id', r.rule_id, 'day', r.day, 'points', p);
+        END IF;
+        IF p > 0 AND r.cap_per_member IS NOT NULL THEN
+            counters := counters || jsonb_build_object('rule_id', r.rule_id, 'day', NULL, 'points', p);
+        END IF;
+        tier_name := r.tier_name;
+        tier_mult := r.tier_mult;
     END LOOP;
-    IF cardinality(chosen) = 0 AND tier_mult = 1 THEN
-        RETURN;
+    IF items IS NOT NULL THEN
+        rules := to_jsonb(items);   -- in priority order
     END IF;
-    -- per_unit rules first: the others build on their base
-    FOR pass IN 1..2 LOOP
-        FOR i IN 1..cardinality(chosen) LOOP
-            r := chosen[i];
-            CONTINUE WHEN (pass = 1) <> (r.effect = 'per_unit');
-            raw := CASE r.effect WHEN 'per_unit' THEN amount * r.value
-                                 WHEN 'multiplier' THEN base * (r.value - 1)
-                                 ELSE r.value END;
-            p := CASE rounding WHEN 'ceiling' THEN ceil(raw) WHEN 'nearest' THEN round(raw) ELSE floor(raw) END;
-            why := CASE r.effect WHEN 'per_unit' THEN format('%s: %s points per %s on %s %s', r.name, r.value, currency, amount, currency)
-                                 WHEN 'multiplier' THEN format('%s: x%s on %s base points', r.name, r.value, base)
-                                 ELSE format('%s: %s bonus points', r.name, r.value) END;
-            IF p > r.cap_per_purchase THEN
-                p := r.cap_per_purchase;
-                why := why || format(', capped at %s per purchase', r.cap_per_purchase);
-            END IF;
-            IF r.cap_per_member_day IS NOT NULL AND p > 0 THEN
-                SELECT c.points INTO used FROM wallet.earning_counters c
-                 WHERE c.rule_id = r.rule_id AND c.member_id = purchase_points.member_id AND c.day = lday;
-                IF p > r.cap_per_member_day - coalesce(used, 0) THEN
-                    p := greatest(r.cap_per_member_day - coalesce(used, 0), 0);
-                    why := why || format(', capped at %s per day (%s)', r.cap_per_member_day, lday);
-                END IF;
-            END IF;
-            IF r.cap_per_member IS NOT NULL AND p > 0 THEN
-                SELECT c.points INTO used FROM wallet.earning_counters c
-                 WHERE c.rule_id = r.rule_id AND c.member_id = purchase_points.member_id AND c.day IS NULL;
-                IF p > r.cap_per_member - coalesce(used, 0) THEN
-                    p := greatest(r.cap_per_member - coalesce(used, 0), 0);
-                    why := why || format(', capped at %s per member', r.cap_per_member);
-                END IF;
-            END IF;
-            IF pass = 1 THEN
-                base := base + p;
-            END IF;
-            pts[i] := p;
-            whys[i] := why;
-            IF p > 0 AND r.cap_per_member_day IS NOT NULL THEN
-                counters := counters || jsonb_build_object('rule_id', r.rule_id, 'day', lday, 'points', p);
-            END IF;
-            IF p > 0 AND r.cap_per_member IS NOT NULL THEN
-                counters := counters || jsonb_build_object('rule_id', r.rule_id, 'day', NULL, 'points', p);
-            END IF;
-        END LOOP;
-    END LOOP;
-    FOR i IN 1..cardinality(chosen) LOOP
-        rules := rules || jsonb_build_object('rule_id', chosen[i].rule_id, 'points', pts[i], 'why', whys[i]);
-        points := points + pts[i];
-    END LOOP;
     -- the tier's multiplier, on the base like a multiplier rule
     IF tier_mult <> 1 AND base > 0 THEN
         raw := base * (tier_mult - 1);
@@ -6917,15 +6895,17 @@ BEGIN
     IF FOUND THEN
         RETURN wallet_internal.purchase_retry(p, member_ref, amount, currency);
     END IF;
-    SELECT m.member_id, m.time_zone INTO member, tz FROM wallet.members m
-     WHERE m.merchant_id = record_purchase.merchant_id AND m.member_ref = record_purchase.member_ref;
-    IF NOT FOUND THEN
+    -- the member, the program earning in the currency and the member's account in it, in one go
+    SELECT m.member_id, m.time_zone, x.program_id, x.rounding, y.account_id INTO member, tz, prog, rnd, acct
+      FROM (SELECT) o
+      LEFT JOIN wallet.members m ON m.merchant_id = record_purchase.merchant_id AND m.member_ref = record_purchase.member_ref
+      LEFT JOIN wallet.programs x ON x.merchant_id = record_purchase.merchant_id AND x.currency = record_purchase.currency
+                                 AND x.closed_at IS NULL
+      LEFT JOIN wallet.accounts y ON y.program_id = x.program_id AND y.member_ref = record_purchase.member_ref;
+    IF member IS NULL THEN
         member := wallet_internal.member_ensure(merchant_id, member_ref);
     END IF;
-    SELECT x.program_id, x.rounding INTO prog, rnd FROM wallet.programs x
-     WHERE x.merchant_id = record_purchase.merchant_id AND x.currency = record_purchase.currency AND x.closed_at IS NULL;
     IF prog IS NOT NULL THEN
-        SELECT x.account_id INTO acct FROM wallet.accounts x WHERE x.program_id = prog AND x.member_ref = record_purchase.member_ref;
         IF acct IS NULL THEN
             acct := wallet.open_account(prog, member_ref);
         END IF;
