@@ -551,14 +551,26 @@ CREATE FUNCTION wallet_internal.purchase_points(program_id bigint, rounding text
     SET search_path = pg_catalog, pg_temp
     AS $$
 DECLARE
-    r record;
-    items jsonb[];
+    r wallet.earning_rules;
+    chosen wallet.earning_rules[] := '{}';
+    pts bigint[] := '{}';
+    whys text[] := '{}';
+    lt timestamp := occurred_at AT TIME ZONE coalesce(time_zone, 'UTC');
+    dow int := extract(isodow FROM lt);
+    tod time := lt::time;
+    lday date := lt::date;
+    store text := attributes ->> 'store';
+    channel text := attributes ->> 'channel';
+    pay text := attributes ->> 'payment_method';
+    rank int := 0;
+    tier_name text;
+    tier_mult numeric := 1;
     base bigint := 0;
     raw numeric;
     p bigint;
+    used bigint;
+    i int;
     why text;
-    tier_name text;
-    tier_mult numeric;
 BEGIN
     points := 0;
     rules := '[]';
@@ -566,81 +578,89 @@ BEGIN
     IF program_id IS NULL THEN
         RETURN;
     END IF;
-    -- One query picks the rules that fire, with what their caps have counted
-    -- so far: matching rules numbered in priority order (pos); an exclusive
-    -- one at pos 1 fires alone, else the rules before the first exclusive
-    -- one fire (pos 1..n without gaps).  per_unit rules come first: the
-    -- others build on their base.
-    FOR r IN
-        WITH tier AS (
-            SELECT t.rank, t.name, t.multiplier FROM wallet.account_tiers a JOIN wallet.tiers t ON t.tier_id = a.tier_id
-             WHERE a.account_id = purchase_points.account_id),
-        env AS (
-            SELECT purchase_points.occurred_at AT TIME ZONE coalesce(purchase_points.time_zone, 'UTC') AS lt,
-                   coalesce((SELECT tier.rank FROM tier), 0) AS rank),
-        matching AS (
-            SELECT x.rule_id, x.name, x.effect, x.value, x.exclusive, x.cap_per_purchase, x.cap_per_member_day, x.cap_per_member,
-                   row_number() OVER (ORDER BY x.priority DESC, x.rule_id) AS pos, env.lt::date AS day
-              FROM wallet.earning_rules x, env
-             WHERE x.program_id = purchase_points.program_id AND x.valid_from <= purchase_points.occurred_at
-               AND (x.valid_until IS NULL OR x.valid_until > purchase_points.occurred_at)
-               AND (x.min_amount IS NULL OR x.min_amount <= purchase_points.amount)
-               AND (x.stores IS NULL OR purchase_points.attributes ->> 'store' = ANY (x.stores))
-               AND (x.channels IS NULL OR purchase_points.attributes ->> 'channel' = ANY (x.channels))
-               AND (x.payment_methods IS NULL OR purchase_points.attributes ->> 'payment_method' = ANY (x.payment_methods))
-               AND (x.categories IS NULL OR coalesce(purchase_points.attributes -> 'categories' ?| x.categories, false))
-               AND (x.min_tier_rank IS NULL OR x.min_tier_rank <= env.rank)
-               AND (x.first_purchase IS NULL OR purchase_points.first_purchase)
-               AND (x.days_of_week IS NULL OR extract(isodow FROM env.lt)::int = ANY (x.days_of_week))
-               AND (x.time_from IS NULL
-                    OR CASE WHEN x.time_from < x.time_until THEN env.lt::time >= x.time_from AND env.lt::time < x.time_until
-                            ELSE env.lt::time >= x.time_from OR env.lt::time < x.time_until END)),
-        stacked AS (
-            SELECT m.*, min(m.pos) FILTER (WHERE m.exclusive) OVER () AS first_exclusive FROM matching m)
-        SELECT s.*, d.points AS used_day, t.points AS used_all, (SELECT tier.name FROM tier) AS tier_name,
-               (SELECT tier.multiplier FROM tier) AS tier_mult
-          FROM stacked s
-          LEFT JOIN wallet.earning_counters d ON s.cap_per_member_day IS NOT NULL AND d.rule_id = s.rule_id
-                                             AND d.member_id = purchase_points.member_id AND d.day = s.day
-          LEFT JOIN wallet.earning_counters t ON s.cap_per_member IS NOT NULL AND t.rule_id = s.rule_id
-                                             AND t.member_id = purchase_points.member_id AND t.day IS NULL
-         WHERE CASE WHEN s.first_exclusive = 1 THEN s.pos = 1 ELSE s.pos < coalesce(s.first_exclusive, s.pos + 1) END
-         ORDER BY s.effect <> 'per_unit', s.pos
-    LOOP
-        raw := CASE r.effect WHEN 'per_unit' THEN amount * r.value WHEN 'multiplier' THEN base * (r.value - 1) ELSE r.value END;
-        p := CASE rounding WHEN 'ceiling' THEN ceil(raw) WHEN 'nearest' THEN round(raw) ELSE floor(raw) END;
-        why := CASE r.effect WHEN 'per_unit' THEN format('%s: %s points per %s on %s %s', r.name, r.value, currency, amount, currency)
-                             WHEN 'multiplier' THEN format('%s: x%s on %s base points', r.name, r.value, base)
-                             ELSE format('%s: %s bonus points', r.name, r.value) END;
-        IF p > r.cap_per_purchase THEN
-            p := r.cap_per_purchase;
-            why := why || format(', capped at %s per purchase', r.cap_per_purchase);
+    IF account_id IS NOT NULL THEN
+        SELECT t.rank, t.name, t.multiplier INTO rank, tier_name, tier_mult
+          FROM wallet.account_tiers a JOIN wallet.tiers t ON t.tier_id = a.tier_id
+         WHERE a.account_id = purchase_points.account_id;
+        IF NOT FOUND THEN
+            rank := 0;
+            tier_mult := 1;
         END IF;
-        IF p > r.cap_per_member_day - coalesce(r.used_day, 0) THEN
-            p := greatest(r.cap_per_member_day - coalesce(r.used_day, 0), 0);
-            why := why || format(', capped at %s per day (%s)', r.cap_per_member_day, r.day);
-        END IF;
-        IF p > r.cap_per_member - coalesce(r.used_all, 0) THEN
-            p := greatest(r.cap_per_member - coalesce(r.used_all, 0), 0);
-            why := why || format(', capped at %s per member', r.cap_per_member);
-        END IF;
-        IF r.effect = 'per_unit' THEN
-            base := base + p;
-        END IF;
-        points := points + p;
-        items[r.pos] := jsonb_build_object('rule_id', r.rule_id, 'points', p, 'why', why);
-        IF p > 0 AND r.cap_per_member_day IS NOT NULL THEN
-            counters := counters || jsonb_build_object('rule_id', r.rule_id, 'day', r.day, 'points', p);
-        END IF;
-        IF p > 0 AND r.cap_per_member IS NOT NULL THEN
-            counters := counters || jsonb_build_object('rule_id', r.rule_id, 'day', NULL, 'points', p);
-        END IF;
-        tier_name := r.tier_name;
-        tier_mult := r.tier_mult;
-    END LOOP;
-    IF items IS NOT NULL THEN
-        rules := to_jsonb(items);   -- in priority order
     END IF;
+    FOR r IN SELECT * FROM wallet.earning_rules x
+              WHERE x.program_id = purchase_points.program_id AND x.valid_from <= purchase_points.occurred_at
+                AND (x.valid_until IS NULL OR x.valid_until > purchase_points.occurred_at)
+              ORDER BY x.priority DESC, x.rule_id LOOP
+        CONTINUE WHEN r.min_amount > amount
+                   OR (r.stores IS NOT NULL AND (store IS NULL OR NOT store = ANY (r.stores)))
+                   OR (r.channels IS NOT NULL AND (channel IS NULL OR NOT channel = ANY (r.channels)))
+                   OR (r.payment_methods IS NOT NULL AND (pay IS NULL OR NOT pay = ANY (r.payment_methods)))
+                   OR (r.categories IS NOT NULL AND NOT coalesce(attributes -> 'categories' ?| r.categories, false))
+                   OR r.min_tier_rank > rank
+                   OR (r.first_purchase AND NOT first_purchase)
+                   OR (r.days_of_week IS NOT NULL AND NOT dow = ANY (r.days_of_week))
+                   OR (r.time_from < r.time_until AND NOT (tod >= r.time_from AND tod < r.time_until))
+                   OR (r.time_from > r.time_until AND NOT (tod >= r.time_from OR tod < r.time_until));
+        IF r.exclusive THEN
+            IF cardinality(chosen) = 0 THEN
+                chosen := ARRAY[r];
+            END IF;
+            EXIT;   -- alone, or not at all when a rule of higher priority fired
+        END IF;
+        chosen := chosen || r;
+    END LOOP;
+    IF cardinality(chosen) = 0 AND tier_mult = 1 THEN
+        RETURN;
+    END IF;
+    -- per_unit rules first: the others build on their base
+    FOR pass IN 1..2 LOOP
+        FOR i IN 1..cardinality(chosen) LOOP
+            r := chosen[i];
+            CONTINUE WHEN (pass = 1) <> (r.effect = 'per_unit');
+            raw := CASE r.effect WHEN 'per_unit' THEN amount * r.value
+                                 WHEN 'multiplier' THEN base * (r.value - 1)
+                                 ELSE r.value END;
+            p := CASE rounding WHEN 'ceiling' THEN ceil(raw) WHEN 'nearest' THEN round(raw) ELSE floor(raw) END;
+            why := CASE r.effect WHEN 'per_unit' THEN format('%s: %s points per %s on %s %s', r.name, r.value, currency, amount, currency)
+                                 WHEN 'multiplier' THEN format('%s: x%s on %s base points', r.name, r.value, base)
+                                 ELSE format('%s: %s bonus points', r.name, r.value) END;
+            IF p > r.cap_per_purchase THEN
+                p := r.cap_per_purchase;
+                why := why || format(', capped at %s per purchase', r.cap_per_purchase);
+            END IF;
+            IF r.cap_per_member_day IS NOT NULL AND p > 0 THEN
+                SELECT c.points INTO used FROM wallet.earning_counters c
+                 WHERE c.rule_id = r.rule_id AND c.member_id = purchase_points.member_id AND c.day = lday;
+                IF p > r.cap_per_member_day - coalesce(used, 0) THEN
+                    p := greatest(r.cap_per_member_day - coalesce(used, 0), 0);
+                    why := why || format(', capped at %s per day (%s)', r.cap_per_member_day, lday);
+                END IF;
+            END IF;
+            IF r.cap_per_member IS NOT NULL AND p > 0 THEN
+                SELECT c.points INTO used FROM wallet.earning_counters c
+                 WHERE c.rule_id = r.rule_id AND c.member_id = purchase_points.member_id AND c.day IS NULL;
+                IF p > r.cap_per_member - coalesce(used, 0) THEN
+                    p := greatest(r.cap_per_member - coalesce(used, 0), 0);
+                    why := why || format(', capped at %s per member', r.cap_per_member);
+                END IF;
+            END IF;
+            IF pass = 1 THEN
+                base := base + p;
+            END IF;
+            pts[i] := p;
+            whys[i] := why;
+            IF p > 0 AND r.cap_per_member_day IS NOT NULL THEN
+                counters := counters || jsonb_build_object('rule_id', r.rule_id, 'day', lday, 'points', p);
+            END IF;
+            IF p > 0 AND r.cap_per_member IS NOT NULL THEN
+                counters := counters || jsonb_build_object('rule_id', r.rule_id, 'day', NULL, 'points', p);
+            END IF;
+        END LOOP;
+    END LOOP;
+    FOR i IN 1..cardinality(chosen) LOOP
+        rules := rules || jsonb_build_object('rule_id', chosen[i].rule_id, 'points', pts[i], 'why', whys[i]);
+        points := points + pts[i];
+    END LOOP;
     -- the tier's multiplier, on the base like a multiplier rule
     IF tier_mult <> 1 AND base > 0 THEN
         raw := base * (tier_mult - 1);
