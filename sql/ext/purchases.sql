@@ -695,6 +695,27 @@ END
 $$;
 COMMENT ON FUNCTION wallet_internal.purchase_retry(wallet.purchases, text, numeric, text) IS 'internal: the result of an order already recorded, after checking the retry names the same member, amount and currency (WL002)';
 
+-- The member (NULL: not known yet) and its time zone, the program earning
+-- in the currency (NULL: none) with its rounding, and the member's account in
+-- it (NULL: none yet), in one query.
+CREATE FUNCTION wallet_internal.purchase_context(merchant_id bigint, member_ref text, currency text,
+        OUT member_id bigint, OUT time_zone text, OUT program_id bigint, OUT rounding text, OUT account_id bigint)
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    SELECT m.member_id, m.time_zone, x.program_id, x.rounding, y.account_id
+      INTO purchase_context.member_id, purchase_context.time_zone, purchase_context.program_id, purchase_context.rounding,
+           purchase_context.account_id
+      FROM (SELECT) o
+      LEFT JOIN wallet.members m ON m.merchant_id = purchase_context.merchant_id AND m.member_ref = purchase_context.member_ref
+      LEFT JOIN wallet.programs x ON x.merchant_id = purchase_context.merchant_id AND x.currency = purchase_context.currency
+                                 AND x.closed_at IS NULL
+      LEFT JOIN wallet.accounts y ON y.program_id = x.program_id AND y.member_ref = purchase_context.member_ref;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.purchase_context(bigint, text, text) IS 'internal: the member and its time zone, the merchant''s open program earning in the currency with its rounding, and the member''s account in it (each NULL when there is none)';
+
 CREATE FUNCTION wallet.record_purchase(merchant_id bigint, member_ref text, order_ref text, amount numeric, currency text,
         occurred_at timestamptz DEFAULT now(), attributes jsonb DEFAULT '{}') RETURNS wallet.purchase_result
     LANGUAGE plpgsql
@@ -717,13 +738,7 @@ BEGIN
     IF FOUND THEN
         RETURN wallet_internal.purchase_retry(p, member_ref, amount, currency);
     END IF;
-    -- the member, the program earning in the currency and the member's account in it, in one go
-    SELECT m.member_id, m.time_zone, x.program_id, x.rounding, y.account_id INTO member, tz, prog, rnd, acct
-      FROM (SELECT) o
-      LEFT JOIN wallet.members m ON m.merchant_id = record_purchase.merchant_id AND m.member_ref = record_purchase.member_ref
-      LEFT JOIN wallet.programs x ON x.merchant_id = record_purchase.merchant_id AND x.currency = record_purchase.currency
-                                 AND x.closed_at IS NULL
-      LEFT JOIN wallet.accounts y ON y.program_id = x.program_id AND y.member_ref = record_purchase.member_ref;
+    SELECT * INTO member, tz, prog, rnd, acct FROM wallet_internal.purchase_context(merchant_id, member_ref, currency);
     IF member IS NULL THEN
         member := wallet_internal.member_ensure(merchant_id, member_ref);
     END IF;
@@ -793,12 +808,8 @@ BEGIN
     IF FOUND THEN
         RETURN wallet_internal.purchase_retry(p, member_ref, amount, currency);   -- what record_purchase would return
     END IF;
-    SELECT m.member_id, m.time_zone INTO member, tz FROM wallet.members m
-     WHERE m.merchant_id = preview_purchase.merchant_id AND m.member_ref = preview_purchase.member_ref;
-    SELECT x.program_id, x.rounding INTO prog, rnd FROM wallet.programs x
-     WHERE x.merchant_id = preview_purchase.merchant_id AND x.currency = preview_purchase.currency AND x.closed_at IS NULL;
+    SELECT * INTO member, tz, prog, rnd, acct FROM wallet_internal.purchase_context(merchant_id, member_ref, currency);
     IF prog IS NOT NULL THEN
-        SELECT x.account_id INTO acct FROM wallet.accounts x WHERE x.program_id = prog AND x.member_ref = preview_purchase.member_ref;
         first := member IS NULL OR NOT EXISTS (SELECT FROM wallet.purchases x
                                                 WHERE x.merchant_id = preview_purchase.merchant_id AND x.member_id = member AND x.program_id = prog);
     END IF;
