@@ -27,7 +27,7 @@ run redeem BENCH_PORT=$((${PGPORT:-55432} + 33)) bash bench/redeem.sh 1 2
 ok $? "bench/redeem.sh runs (1 s runs, 2 clients)" "$(tail -n 5 "$TMP/redeem.out")"
 grep -qE '^redeem +[0-9.]+ tps +[0-9.]+x baseline' "$TMP/redeem.out"
 ok $? "it prints the redemption ratio" "$(tail -n 5 "$TMP/redeem.out")"
-run loyalty BENCH_PORT=$((${PGPORT:-55432} + 34)) DURATION=1 MEMBERS=200 CLIENTS=2 bash bench/loyalty.sh
+run loyalty BENCH_PORT=$((${PGPORT:-55432} + 34)) DURATION=1 ROUNDS=1 MEMBERS=200 CLIENTS=2 bash bench/loyalty.sh
 ok $? "bench/loyalty.sh runs (1 s runs, 200 members, 2 clients)" "$(tail -n 5 "$TMP/loyalty.out")"
 grep -qE '^ratio record_purchase / accrue: [0-9.]+x' "$TMP/loyalty.out" && grep -q 'without their entry: 0$' "$TMP/loyalty.out" \
     && grep -q 'verify_ledger after the runs: 0 rows' "$TMP/loyalty.out"
