@@ -37,6 +37,7 @@ SQL_PARTS = \
 	sql/ext/privileges.sql \
 	sql/ext/loyalty.sql \
 	sql/ext/budgets.sql \
+	sql/ext/purchases.sql \
 	sql/ext/grants.sql
 
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql

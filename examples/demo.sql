@@ -71,3 +71,22 @@ SELECT wallet.balance(:account_id) AS balance;
 \echo 'Finance: outstanding points by expiry month, and a replay of every ledger (no rows = all consistent).'
 SELECT * FROM wallet.program_liability(:program_id);
 SELECT * FROM wallet.verify_ledger();
+
+\echo
+\echo '== Purchases and earning rules: 1 point per yuan, double points on 双十一 in Shanghai, 50 for a first purchase.'
+SELECT wallet.set_program_earning(:program_id, 'CNY') IS NULL AS set \gset
+SELECT wallet.create_earning_rule(:program_id, 'base', 'per_unit', 1, valid_from => '2026-01-01') AS rule_base \gset
+SELECT wallet.create_earning_rule(:program_id, '双十一', 'multiplier', 2, '{"categories": ["food"]}',
+       valid_from => '2026-11-11 00:00+08', valid_until => '2026-11-12 00:00+08') AS rule_1111 \gset
+SELECT wallet.create_earning_rule(:program_id, 'welcome', 'fixed', 50, '{"first_purchase": true}', valid_from => '2026-01-01') AS rule_welcome \gset
+SELECT member_id FROM wallet.upsert_member(1, 'member-88', 'Asia/Shanghai') \gset
+\echo 'The app shows what a basket will earn, then records the purchase at checkout (11 November, 10:02 in Shanghai):'
+SELECT points AS you_will_earn FROM wallet.preview_purchase(1, 'member-88', 'T1111-001', 120.50, 'CNY', '2026-11-11 10:02+08',
+                                                            '{"categories": ["food"]}');
+SELECT points, jsonb_pretty(rules) AS why FROM wallet.record_purchase(1, 'member-88', 'T1111-001', 120.50, 'CNY', '2026-11-11 10:02+08',
+                                                                       '{"store": "SH-01", "channel": "app", "categories": ["food"]}');
+\echo 'The same basket a day later earns single points:'
+SELECT points FROM wallet.record_purchase(1, 'member-88', 'T1112-001', 120.50, 'CNY', '2026-11-12 10:02+08', '{"categories": ["food"]}');
+\echo 'Half of the first order is refunded: half its points come back.'
+SELECT amount, points FROM wallet.record_refund(1, 'T1111-001', 60.25, 'R-1');
+SELECT wallet.balance(wallet.find_account(:program_id, 'member-88')) AS balance;

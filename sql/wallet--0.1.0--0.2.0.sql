@@ -6650,6 +6650,1243 @@ END
 $$;
 COMMENT ON PROCEDURE wallet.run_maintenance() IS 'runs every periodic job with bounded work per call, committing as it goes: expiry (up to 100,000 due accounts, 1,000 per transaction), purge of failed code attempts older than a day, units of up to 1,000 expired budget holds returned; later issues add their jobs here; schedule it every minute (README "Maintenance")';
 
+-- == 10d. purchases and earning rules (issue 10)
+-- What sql/ext/purchases.sql creates (every object is new), and what it
+-- changes elsewhere: refund entries in the journal (entry_step, the unique
+-- index of reversals), the error codes WL500-WL502, forget_member trimming
+-- purchase attributes.
+
+-- A refund entry takes back part of an accrual, several times per accrual.
+DROP INDEX wallet.entries_reverses_idx;
+CREATE UNIQUE INDEX entries_reverses_idx ON wallet.entries (reverses) WHERE kind = 'reverse';
+COMMENT ON COLUMN wallet.entries.kind IS 'accrue, redeem, hold, capture, release, expire, reverse, adjust or refund (part of a purchase''s accrual taken back)';
+COMMENT ON COLUMN wallet.entries.reverses IS 'entry undone by a reverse entry, or the accrual a refund entry takes part of back';
+COMMENT ON COLUMN wallet.entries.policy IS 'reverse and refund: within_balance or unlimited';
+
+CREATE OR REPLACE FUNCTION wallet_internal.entry_step(l wallet.points_ledger, e wallet.entries) RETURNS wallet.ledger_step
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    o wallet.entries;
+BEGIN
+    CASE e.kind
+    WHEN 'accrue', 'redeem', 'adjust' THEN
+        RETURN wallet.ledger_apply(l, e.kind, e.created_at, e.points, e.expires_at);
+    WHEN 'hold' THEN
+        RETURN wallet.ledger_apply(l, 'hold', e.created_at, e.points, e.expires_at, e.entry_id);
+    WHEN 'capture' THEN
+        RETURN wallet.ledger_apply(l, 'capture', e.created_at, e.points, NULL, e.hold_id);
+    WHEN 'release' THEN
+        -- a lapsed hold settled by expire_points takes effect at its as_of
+        RETURN wallet.ledger_apply(l, 'release', coalesce(e.expires_at, e.created_at), NULL, NULL, e.hold_id);
+    WHEN 'expire' THEN
+        RETURN wallet.ledger_apply(l, 'expire', e.expires_at, NULL);
+    WHEN 'reverse' THEN
+        SELECT * INTO o FROM wallet.entries WHERE entry_id = e.reverses;
+        IF o.kind = 'accrue' THEN
+            RETURN wallet.ledger_apply(l, 'reverse_accrual', e.created_at, o.points, o.expires_at,
+                                       policy => e.policy, earned_at => o.created_at);
+        END IF;
+        RETURN wallet.ledger_apply(l, 'restore', e.created_at, NULL,
+            lot_points => ARRAY(SELECT (x->>'points')::bigint FROM jsonb_array_elements(o.lots) WITH ORDINALITY AS j(x, n) ORDER BY n),
+            lot_expiries => ARRAY(SELECT (x->>'expires_at')::timestamptz FROM jsonb_array_elements(o.lots) WITH ORDINALITY AS j(x, n) ORDER BY n));
+    WHEN 'refund' THEN
+        -- a purchase refund (wallet.record_refund): part of an accrual taken back
+        SELECT * INTO o FROM wallet.entries WHERE entry_id = e.reverses;
+        RETURN wallet.ledger_apply(l, 'reverse_accrual', e.created_at, e.points, o.expires_at,
+                                   policy => e.policy, earned_at => o.created_at);
+    END CASE;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.entry_step(wallet.points_ledger, wallet.entries) IS 'applies journal entry e to ledger l (the single mapping used by posting and by replay)';
+
+CREATE OR REPLACE VIEW wallet.error_codes (sqlstate, name, description) AS VALUES
+    ('WL001', 'root_key_not_loaded', 'a function that needs the root key runs on a server started without one (hint: the settings to configure)'),
+    ('WL002', 'idempotency_key_reused', 'an idempotency key is sent again with a different fingerprint (see Idempotency): a posting with other points, reason, reference, expiry, hold or operation on the same account; a redemption or reservation with another code, member or ttl, or a redemption''s key for a reservation'),
+    ('WL101', 'unknown_campaign', 'generate_codes, rotate_code_key, retire_code_key on a campaign that does not exist'),
+    ('WL102', 'unknown_merchant', 'create_campaign, create_program, set_code_guard or clear_code_failures for a merchant that does not exist'),
+    ('WL103', 'unknown_key_version', 'retire_code_key of a version the campaign does not have'),
+    ('WL104', 'retire_current_key', 'retire_code_key of the version that signs new codes (rotate first)'),
+    ('WL105', 'key_versions_exhausted', 'rotate_code_key past version 1023'),
+    ('WL106', 'serials_exhausted', 'generate_codes past serial 2^38 − 1 (the refused call uses up no serial)'),
+    ('WL107', 'campaign_field_fixed', 'an UPDATE changing a campaign''s prefix or mac_bits, or lowering its current_key_version'),
+    ('WL108', 'current_key_retired', 'generate_codes when the campaign''s current key version was retired by hand'),
+    ('WL109', 'serial_sequence_missing', 'generate_codes, campaign_next_serial when the campaign''s sequence wallet.campaign_<id>_serials was dropped by hand (it is not recreated: that would repeat serials)'),
+    ('WL110', 'campaign_ids_exhausted', 'create_campaign once every campaign id up to 2^32 − 1 (the largest a code carries) has been handed out'),
+    ('WL120', 'installation_id_fixed', 'UPDATE, DELETE or TRUNCATE of wallet.installation, or a new installation id once key versions are bound to the current one'),
+    ('WL121', 'key_binding_fixed', 'an unbound (legacy) key version inserted by anyone but the owner of wallet.code_keys, or a key version''s installation_id changed'),
+    ('WL122', 'campaign_not_deletable', 'DELETE or TRUNCATE of wallet.campaigns (end a campaign instead)'),
+    ('WL123', 'campaign_id_reused', 'an INSERT into wallet.campaigns with an explicit campaign_id the identity has already handed out'),
+    ('WL150', 'unknown_redemption', 'undo_redemption names no redemption'),
+    ('WL151', 'redemption_already_undone', 'undo_redemption on a redemption that is already undone'),
+    ('WL152', 'unknown_reservation', 'release_reservation names no reservation'),
+    ('WL153', 'reservation_converted', 'release_reservation on a reservation that was already redeemed (undo the redemption instead)'),
+    ('WL201', 'unknown_account', 'no points account with that id'),
+    ('WL202', 'program_closed', 'a posting or a new account in a closed program'),
+    ('WL203', 'insufficient_points', 'a redemption, hold or negative adjustment exceeds the spendable balance; nothing is posted'),
+    ('WL204', 'invalid_amount', 'points missing, zero or negative where a positive number is required (zero for adjust)'),
+    ('WL205', 'amount_out_of_range', 'a balance, lot or lifetime total would exceed bigint'),
+    ('WL206', 'unknown_hold', 'no hold with that id'),
+    ('WL207', 'hold_not_open', 'the hold was already captured or released (and this is not the identical repeated call)'),
+    ('WL208', 'hold_expired', 'capture after the hold''s time to live ran out'),
+    ('WL209', 'capture_exceeds_hold', 'capture of more points than the hold holds'),
+    ('WL210', 'entry_already_reversed', 'the entry was already reversed'),
+    ('WL211', 'entry_not_reversible', 'only accrue, redeem and capture entries can be reversed'),
+    ('WL212', 'unknown_entry', 'no journal entry with that id'),
+    ('WL213', 'journal_append_only', 'UPDATE, DELETE or TRUNCATE on wallet.entries'),
+    ('WL214', 'unknown_program', 'no points program with that id'),
+    ('WL401', 'audit_append_only', 'UPDATE, DELETE or TRUNCATE on wallet.audit_log'),
+    ('WL500', 'unknown_purchase', 'record_refund names an order the merchant never recorded'),
+    ('WL501', 'refund_exceeds_purchase', 'record_refund of more than is left unrefunded of the order'),
+    ('WL502', 'unknown_earning_rule', 'no earning rule with that id');
+
+CREATE OR REPLACE FUNCTION wallet.forget_member(merchant_id bigint, member_ref text, reason text) RETURNS boolean
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+#variable_conflict use_column
+DECLARE
+    _merchant bigint := merchant_id;
+    _ref text := member_ref;
+    pseudonym text;
+    _member bigint;
+    n jsonb := '{}';
+    c bigint;
+    t text;
+    also text;
+BEGIN
+    PERFORM wallet_internal.member_check(_merchant, _ref);
+    IF reason IS NULL OR btrim(reason) = '' THEN
+        RAISE EXCEPTION 'reason must not be %', CASE WHEN reason IS NULL THEN 'null' ELSE 'blank' END
+            USING ERRCODE = CASE WHEN reason IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,
+                  DETAIL = 'An erasure is recorded with the reason it was made for.';
+    END IF;
+    pseudonym := 'forgotten:' || encode(sha256(convert_to(gen_random_uuid()::text || _ref, 'UTF8')), 'hex');
+
+    UPDATE wallet.members m SET member_ref = pseudonym, time_zone = NULL, locale = NULL, status = 'forgotten', updated_at = now()
+     WHERE m.merchant_id = _merchant AND m.member_ref = _ref
+    RETURNING m.member_id INTO _member;
+    GET DIAGNOSTICS c = ROW_COUNT;
+    n := n || jsonb_build_object('members', c);
+    UPDATE wallet.accounts a SET member_ref = pseudonym
+      FROM wallet.programs p
+     WHERE p.program_id = a.program_id AND p.merchant_id = _merchant AND a.member_ref = _ref;
+    GET DIAGNOSTICS c = ROW_COUNT;
+    n := n || jsonb_build_object('accounts', c);
+    -- the tables of a campaign's codes: the member_ref, and what else they hold of the member
+    FOR t, also IN VALUES ('code_bindings', ''), ('code_reservations', ''),
+                          ('code_redemptions', ', context = ''{}'''), ('member_use_counts', '') LOOP
+        EXECUTE format('UPDATE wallet.%I x SET member_ref = $1%s FROM wallet.campaigns k
+                         WHERE k.campaign_id = x.campaign_id AND k.merchant_id = $2 AND x.member_ref = $3', t, also)
+          USING pseudonym, _merchant, _ref;
+        GET DIAGNOSTICS c = ROW_COUNT;
+        n := n || jsonb_build_object(t, c);
+    END LOOP;
+    -- failed attempts are forensics, not totals: deleted, with those that
+    -- named no merchant (they cannot be told apart by merchant)
+    DELETE FROM wallet.code_failed_attempts f
+     WHERE f.member_ref = _ref AND (f.merchant_id = _merchant OR f.merchant_id IS NULL);
+    GET DIAGNOSTICS c = ROW_COUNT;
+    n := n || jsonb_build_object('code_failed_attempts', c);
+    PERFORM wallet_internal.code_guard_forget(_merchant, _ref, NULL);
+    -- purchases stay in the books (amounts, points); of their attributes only
+    -- what describes the sale, not the buyer, is kept
+    UPDATE wallet.purchases x
+       SET attributes = (SELECT coalesce(jsonb_object_agg(k, v), '{}') FROM jsonb_each(x.attributes) j(k, v)
+                          WHERE k IN ('store', 'channel', 'payment_method', 'categories'))
+     WHERE x.merchant_id = _merchant AND x.member_id = _member
+       AND EXISTS (SELECT FROM jsonb_object_keys(x.attributes) k WHERE k NOT IN ('store', 'channel', 'payment_method', 'categories'));
+    GET DIAGNOSTICS c = ROW_COUNT;
+    n := n || jsonb_build_object('purchases', c);
+
+    IF NOT EXISTS (SELECT FROM jsonb_each(n) e WHERE e.value <> '0') THEN
+        RETURN false;   -- nothing names the member (e.g. erased before): nothing to record
+    END IF;
+    PERFORM wallet_internal.audit_record(_merchant, 'forget_member',
+                                jsonb_build_object('table', 'members', 'key', jsonb_build_object('member_id', _member)),
+                                NULL, jsonb_build_object('reason', reason, 'pseudonym', pseudonym, 'rows', n));
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION wallet.forget_member(bigint, text, text) IS 'erases a member''s personal data at a merchant: pseudonymises its member_ref in every table, clears its time zone, locale and request contexts, keeps only store, channel, payment_method and categories of its purchases'' attributes, deletes its failed attempts; ledgers and totals are unchanged; recorded in wallet.audit_log; returns false (and records nothing) when nothing names the member';
+
+-- ======================================================================
+-- Purchases, refunds and earning rules (issue 10, part A).
+--
+-- wallet.record_purchase records a purchase in wallet.purchases, evaluates
+-- the program's earning rules and posts the points through the ledger's own
+-- posting path (lock_account + post_once, as wallet.accrue does), so every
+-- accrual hook (tier upgrades) sees it.  The purchase row is written before
+-- the posting, so that anything reading purchases in that transaction (the
+-- spend threshold of tiers) sees it.  Rules are data (wallet.earning_rules);
+-- a purchase keeps the points and the explanation it got, so changing a rule
+-- never changes what was posted.  Per-member caps are counted in
+-- wallet.earning_counters, written only under the member's account lock:
+-- exact under concurrency.  README "Loyalty".
+-- ======================================================================
+
+------------------------------------------------------------------------------
+-- Earning rules
+------------------------------------------------------------------------------
+
+CREATE TABLE wallet.earning_rules (
+    rule_id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    merchant_id        bigint NOT NULL REFERENCES wallet.merchants,
+    program_id         bigint NOT NULL REFERENCES wallet.programs,
+    campaign_id        bigint REFERENCES wallet.campaigns,
+    name               text NOT NULL CHECK (btrim(name) <> ''),
+    effect             text NOT NULL CHECK (effect IN ('per_unit', 'multiplier', 'fixed')),
+    value              numeric NOT NULL CHECK (value > 0),
+    priority           int NOT NULL DEFAULT 0,
+    exclusive          boolean NOT NULL DEFAULT false,
+    valid_from         timestamptz NOT NULL DEFAULT now(),
+    valid_until        timestamptz CHECK (valid_until > valid_from),
+    min_amount         numeric CHECK (min_amount >= 0),
+    stores             text[],
+    channels           text[],
+    payment_methods    text[],
+    categories         text[],
+    min_tier_rank      int CHECK (min_tier_rank > 0),
+    first_purchase     boolean,
+    days_of_week       int[] CHECK (days_of_week <@ ARRAY[1, 2, 3, 4, 5, 6, 7]),
+    time_from          time,
+    time_until         time,
+    cap_per_purchase   bigint CHECK (cap_per_purchase > 0),
+    cap_per_member_day bigint CHECK (cap_per_member_day > 0),
+    cap_per_member     bigint CHECK (cap_per_member > 0),
+    created_at         timestamptz NOT NULL DEFAULT now(),
+    updated_at         timestamptz NOT NULL DEFAULT now(),
+    CHECK ((time_from IS NULL) = (time_until IS NULL) AND time_from IS DISTINCT FROM time_until OR time_from IS NULL),
+    UNIQUE (program_id, name)
+);
+CREATE INDEX earning_rules_program_idx ON wallet.earning_rules (program_id, valid_from);
+COMMENT ON TABLE wallet.earning_rules IS 'earning rules of programs: conditions on a purchase and an effect in points (wallet.create_earning_rule); evaluated by wallet.record_purchase and wallet.preview_purchase';
+COMMENT ON COLUMN wallet.earning_rules.rule_id IS 'rule id';
+COMMENT ON COLUMN wallet.earning_rules.merchant_id IS 'merchant of the program: the key to distribute by';
+COMMENT ON COLUMN wallet.earning_rules.program_id IS 'the program whose purchases the rule earns on';
+COMMENT ON COLUMN wallet.earning_rules.campaign_id IS 'the campaign the rule belongs to (NULL = none)';
+COMMENT ON COLUMN wallet.earning_rules.name IS 'the rule''s name, unique in the program; starts every explanation';
+COMMENT ON COLUMN wallet.earning_rules.effect IS 'per_unit: value points per currency unit of the amount; multiplier: the per_unit points of the purchase times value (the extra part); fixed: value points';
+COMMENT ON COLUMN wallet.earning_rules.value IS 'the effect''s figure: points per unit, multiplier (> 1) or whole fixed points';
+COMMENT ON COLUMN wallet.earning_rules.priority IS 'evaluation order, highest first (ties: lowest rule_id first)';
+COMMENT ON COLUMN wallet.earning_rules.exclusive IS 'an exclusive rule fires alone: only when no rule of higher priority fired, and then no other rule fires';
+COMMENT ON COLUMN wallet.earning_rules.valid_from IS 'first instant of a purchase (occurred_at) the rule applies to';
+COMMENT ON COLUMN wallet.earning_rules.valid_until IS 'end of the validity, exclusive (NULL = open-ended); wallet.end_earning_rule sets it';
+COMMENT ON COLUMN wallet.earning_rules.min_amount IS 'condition: amount at least this (NULL = any)';
+COMMENT ON COLUMN wallet.earning_rules.stores IS 'condition: attributes.store is one of these (NULL = any)';
+COMMENT ON COLUMN wallet.earning_rules.channels IS 'condition: attributes.channel is one of these (NULL = any)';
+COMMENT ON COLUMN wallet.earning_rules.payment_methods IS 'condition: attributes.payment_method is one of these (NULL = any)';
+COMMENT ON COLUMN wallet.earning_rules.categories IS 'condition: one of attributes.categories is one of these (NULL = any)';
+COMMENT ON COLUMN wallet.earning_rules.min_tier_rank IS 'condition: the member''s tier has at least this rank (wallet.account_tiers; NULL = any)';
+COMMENT ON COLUMN wallet.earning_rules.first_purchase IS 'condition: true = only the member''s first purchase in the program (NULL = any)';
+COMMENT ON COLUMN wallet.earning_rules.days_of_week IS 'condition: ISO day of week (1 = Monday) of the purchase in the member''s time zone (NULL = any)';
+COMMENT ON COLUMN wallet.earning_rules.time_from IS 'condition: local time of day of the purchase at or after this (with time_until; wraps past midnight when later than it)';
+COMMENT ON COLUMN wallet.earning_rules.time_until IS 'condition: local time of day of the purchase before this (exclusive)';
+COMMENT ON COLUMN wallet.earning_rules.cap_per_purchase IS 'cap: at most this many points of the rule per purchase (NULL = none)';
+COMMENT ON COLUMN wallet.earning_rules.cap_per_member_day IS 'cap: at most this many points of the rule per member and day in the member''s time zone (NULL = none)';
+COMMENT ON COLUMN wallet.earning_rules.cap_per_member IS 'cap: at most this many points of the rule per member in all (NULL = none)';
+COMMENT ON COLUMN wallet.earning_rules.created_at IS 'when the rule was made';
+COMMENT ON COLUMN wallet.earning_rules.updated_at IS 'when the rule last changed';
+SELECT pg_catalog.pg_extension_config_dump('wallet.earning_rules', '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('wallet.earning_rules', 'rule_id'), '');
+ALTER TABLE wallet.earning_rules ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.earning_rules USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.earning_rules IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+
+-- One row per capped rule, member and local day (day NULL: the member's
+-- total of the rule).  Written only under the member's account lock.
+-- No foreign key to merchants or rules: every purchase would lock the same
+-- merchant and rule rows (FOR KEY SHARE, a MultiXact once sessions overlap);
+-- the rows are written only by record_purchase, from the rules it just read.
+CREATE TABLE wallet.earning_counters (
+    merchant_id bigint NOT NULL,
+    member_id   bigint NOT NULL REFERENCES wallet.members,
+    rule_id     bigint NOT NULL,
+    day         date,
+    points      bigint NOT NULL CHECK (points >= 0),
+    CONSTRAINT earning_counters_key UNIQUE NULLS NOT DISTINCT (rule_id, member_id, day)
+);
+COMMENT ON TABLE wallet.earning_counters IS 'points earned per capped rule and member, per day and in all: what the per-member caps of wallet.earning_rules count';
+COMMENT ON COLUMN wallet.earning_counters.merchant_id IS 'merchant of the rule (a wallet.merchants.merchant_id): the key to distribute by';
+COMMENT ON COLUMN wallet.earning_counters.member_id IS 'the member (wallet.members)';
+COMMENT ON COLUMN wallet.earning_counters.rule_id IS 'the rule (a wallet.earning_rules.rule_id)';
+COMMENT ON COLUMN wallet.earning_counters.day IS 'the day in the member''s time zone; NULL = the member''s total';
+COMMENT ON COLUMN wallet.earning_counters.points IS 'points the rule earned the member that day (or in all)';
+SELECT pg_catalog.pg_extension_config_dump('wallet.earning_counters', '');
+ALTER TABLE wallet.earning_counters ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.earning_counters USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.earning_counters IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+
+------------------------------------------------------------------------------
+-- Results
+------------------------------------------------------------------------------
+
+CREATE TYPE wallet.purchase_result AS (
+    purchase_id bigint,
+    order_ref   text,
+    member_id   bigint,
+    program_id  bigint,
+    account_id  bigint,
+    amount      numeric,
+    currency    text,
+    occurred_at timestamptz,
+    points      bigint,
+    entry_id    bigint,
+    rules       jsonb
+);
+COMMENT ON TYPE wallet.purchase_result IS 'result of wallet.record_purchase and wallet.preview_purchase';
+COMMENT ON COLUMN wallet.purchase_result.purchase_id IS 'the purchase (NULL in a preview of a new order)';
+COMMENT ON COLUMN wallet.purchase_result.order_ref IS 'the merchant''s order reference';
+COMMENT ON COLUMN wallet.purchase_result.member_id IS 'the member (NULL in a preview for a member not yet known)';
+COMMENT ON COLUMN wallet.purchase_result.program_id IS 'the program that earns from the purchase (NULL: none in that currency)';
+COMMENT ON COLUMN wallet.purchase_result.account_id IS 'the member''s account in it (NULL in a preview when it has none yet)';
+COMMENT ON COLUMN wallet.purchase_result.amount IS 'amount paid';
+COMMENT ON COLUMN wallet.purchase_result.currency IS 'ISO 4217 code of the amount';
+COMMENT ON COLUMN wallet.purchase_result.occurred_at IS 'when the purchase was made';
+COMMENT ON COLUMN wallet.purchase_result.points IS 'points earned (a preview: would earn)';
+COMMENT ON COLUMN wallet.purchase_result.entry_id IS 'the accrue entry that posted them (NULL: none, or a preview)';
+COMMENT ON COLUMN wallet.purchase_result.rules IS 'the rules that fired, as [{rule_id, points, why}] (rule_id NULL: the tier multiplier)';
+
+CREATE TYPE wallet.refund_result AS (
+    refund_id   bigint,
+    purchase_id bigint,
+    order_ref   text,
+    refund_ref  text,
+    amount      numeric,
+    points      bigint,
+    entry_id    bigint
+);
+COMMENT ON TYPE wallet.refund_result IS 'result of wallet.record_refund';
+COMMENT ON COLUMN wallet.refund_result.refund_id IS 'the refund';
+COMMENT ON COLUMN wallet.refund_result.purchase_id IS 'the purchase refunded';
+COMMENT ON COLUMN wallet.refund_result.order_ref IS 'its order reference';
+COMMENT ON COLUMN wallet.refund_result.refund_ref IS 'the merchant''s refund reference';
+COMMENT ON COLUMN wallet.refund_result.amount IS 'amount refunded';
+COMMENT ON COLUMN wallet.refund_result.points IS 'points taken back';
+COMMENT ON COLUMN wallet.refund_result.entry_id IS 'the refund entry that took them back (NULL when none)';
+
+------------------------------------------------------------------------------
+-- Program settings
+------------------------------------------------------------------------------
+
+CREATE FUNCTION wallet.set_program_earning(program_id bigint, currency text, rounding text DEFAULT 'floor',
+        refund_debt boolean DEFAULT false, point_value numeric DEFAULT NULL) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF program_id IS NULL OR rounding IS NULL OR refund_debt IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN program_id IS NULL THEN 'program_id' WHEN rounding IS NULL THEN 'rounding' ELSE 'refund_debt' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A program earns from purchases in a currency, with a rounding rule and a refund policy.';
+    END IF;
+    IF currency IS NOT NULL AND currency !~ '^[A-Z]{3}$' THEN
+        RAISE EXCEPTION 'invalid currency "%"', left(currency, 16)
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A currency is an ISO 4217 code of three capital letters, such as CNY or EUR; NULL stops earning from purchases.';
+    END IF;
+    IF rounding NOT IN ('floor', 'nearest', 'ceiling') THEN
+        RAISE EXCEPTION 'unknown rounding "%"', left(rounding, 32)
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Fractional points are rounded by ''floor'', ''nearest'' (half up) or ''ceiling''.';
+    END IF;
+    IF point_value < 0 THEN
+        RAISE EXCEPTION 'point value must not be negative'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A point is worth zero or more in the program''s currency (NULL = unknown).';
+    END IF;
+    UPDATE wallet.programs p
+       SET currency = set_program_earning.currency, rounding = set_program_earning.rounding,
+           refund_debt = set_program_earning.refund_debt, point_value = set_program_earning.point_value
+     WHERE p.program_id = set_program_earning.program_id AND wallet.acts_for(p.merchant_id);
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown program'
+            USING ERRCODE = 'WL214', DETAIL = format('There is no points program %s.', program_id);
+    END IF;
+EXCEPTION WHEN unique_violation THEN
+    RAISE EXCEPTION 'another open program of the merchant earns in %', currency
+        USING ERRCODE = 'unique_violation', DETAIL = 'A merchant has at most one open program earning from purchases in each currency.';
+END
+$$;
+COMMENT ON FUNCTION wallet.set_program_earning(bigint, text, text, boolean, numeric) IS 'makes a program earn from purchases in currency (NULL: from none), with its rounding (floor, nearest, ceiling), refund policy (refund_debt: a refund may leave a debt) and point value';
+
+------------------------------------------------------------------------------
+-- Rule administration
+------------------------------------------------------------------------------
+
+-- Text arrays of a condition: non-blank strings.
+CREATE FUNCTION wallet_internal.rule_texts(conditions jsonb, key text) RETURNS text[]
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF NOT conditions ? key THEN
+        RETURN NULL;
+    END IF;
+    IF jsonb_typeof(conditions -> key) <> 'array' OR jsonb_array_length(conditions -> key) = 0
+       OR EXISTS (SELECT FROM jsonb_array_elements(conditions -> key) x WHERE jsonb_typeof(x) <> 'string' OR btrim(x #>> '{}') = '') THEN
+        RAISE EXCEPTION 'condition % must be a non-empty array of non-blank strings', key
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The rule condition "%s" lists the values a purchase attribute may have.', key);
+    END IF;
+    RETURN ARRAY(SELECT x FROM jsonb_array_elements_text(conditions -> key) x);
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.rule_texts(jsonb, text) IS 'internal: the text array of a rule condition (NULL when absent); 22023 unless a non-empty array of non-blank strings';
+
+-- A non-negative number of a rule's conditions or caps (whole: integral).
+CREATE FUNCTION wallet_internal.rule_number(o jsonb, key text, whole boolean) RETURNS numeric
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    v numeric;
+BEGIN
+    IF NOT o ? key THEN
+        RETURN NULL;
+    END IF;
+    IF jsonb_typeof(o -> key) = 'number' THEN
+        v := (o ->> key)::numeric;
+    END IF;
+    IF v IS NULL OR v < 0 OR (whole AND (v <> trunc(v) OR v < 1 OR v > 9223372036854775807)) THEN
+        RAISE EXCEPTION '% must be a %', key, CASE WHEN whole THEN 'positive whole number' ELSE 'number of at least 0' END
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The rule''s "%s" is a figure.', key);
+    END IF;
+    RETURN v;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.rule_number(jsonb, text, boolean) IS 'internal: a number of a rule''s conditions or caps (NULL when absent); 22023 unless a number >= 0 (whole: a positive integer)';
+
+-- Conditions and caps of a rule from their jsonb form, into the row.
+CREATE FUNCTION wallet_internal.rule_apply_conditions(r wallet.earning_rules, conditions jsonb, caps jsonb)
+    RETURNS wallet.earning_rules
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    k text;
+    d jsonb;
+BEGIN
+    IF conditions IS NOT NULL THEN
+        IF jsonb_typeof(conditions) <> 'object' THEN
+            RAISE EXCEPTION 'conditions must be a json object'
+                USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Conditions are an object such as {"min_amount": 100, "channels": ["app"]}.';
+        END IF;
+        SELECT min(x) INTO k FROM jsonb_object_keys(conditions) x
+         WHERE x NOT IN ('min_amount', 'stores', 'channels', 'payment_methods', 'categories', 'min_tier_rank',
+                         'first_purchase', 'days_of_week', 'time_from', 'time_until');
+        IF k IS NOT NULL THEN
+            RAISE EXCEPTION 'unknown condition "%"', left(k, 64)
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = 'The conditions are min_amount, stores, channels, payment_methods, categories, min_tier_rank, first_purchase, days_of_week, time_from and time_until.';
+        END IF;
+        r.min_amount := wallet_internal.rule_number(conditions, 'min_amount', false);
+        r.stores := wallet_internal.rule_texts(conditions, 'stores');
+        r.channels := wallet_internal.rule_texts(conditions, 'channels');
+        r.payment_methods := wallet_internal.rule_texts(conditions, 'payment_methods');
+        r.categories := wallet_internal.rule_texts(conditions, 'categories');
+        r.min_tier_rank := wallet_internal.rule_number(conditions, 'min_tier_rank', true);
+        r.first_purchase := NULL;
+        IF conditions ? 'first_purchase' THEN
+            IF conditions -> 'first_purchase' <> 'true' THEN
+                RAISE EXCEPTION 'first_purchase must be true'
+                    USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Leave the condition out to earn on every purchase.';
+            END IF;
+            r.first_purchase := true;
+        END IF;
+        r.days_of_week := NULL;
+        IF conditions ? 'days_of_week' THEN
+            d := conditions -> 'days_of_week';
+            IF jsonb_typeof(d) <> 'array' OR jsonb_array_length(d) = 0
+               OR EXISTS (SELECT FROM jsonb_array_elements(d) x WHERE x NOT IN ('1', '2', '3', '4', '5', '6', '7')) THEN
+                RAISE EXCEPTION 'days_of_week must be a non-empty array of days 1 to 7'
+                    USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Days of the week are ISO numbers: 1 = Monday to 7 = Sunday.';
+            END IF;
+            r.days_of_week := ARRAY(SELECT DISTINCT x::int FROM jsonb_array_elements_text(d) x ORDER BY 1);
+        END IF;
+        r.time_from := NULL;
+        r.time_until := NULL;
+        IF conditions ? 'time_from' OR conditions ? 'time_until' THEN
+            IF jsonb_typeof(conditions -> 'time_from') IS DISTINCT FROM 'string' OR jsonb_typeof(conditions -> 'time_until') IS DISTINCT FROM 'string'
+               OR conditions ->> 'time_from' !~ '^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?$'
+               OR conditions ->> 'time_until' !~ '^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?$'
+               OR conditions ->> 'time_from' = conditions ->> 'time_until' THEN
+                RAISE EXCEPTION 'time_from and time_until must be two different times of day'
+                    USING ERRCODE = 'invalid_parameter_value',
+                          DETAIL = 'A time window is given by both ends as "HH:MM" in the member''s time zone; time_until is exclusive and may be past midnight.';
+            END IF;
+            r.time_from := (conditions ->> 'time_from')::time;
+            r.time_until := (conditions ->> 'time_until')::time;
+        END IF;
+    END IF;
+    IF caps IS NOT NULL THEN
+        IF jsonb_typeof(caps) <> 'object' THEN
+            RAISE EXCEPTION 'caps must be a json object'
+                USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Caps are an object such as {"per_purchase": 500, "per_member_day": 1000}.';
+        END IF;
+        SELECT min(x) INTO k FROM jsonb_object_keys(caps) x WHERE x NOT IN ('per_purchase', 'per_member_day', 'per_member');
+        IF k IS NOT NULL THEN
+            RAISE EXCEPTION 'unknown cap "%"', left(k, 64)
+                USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The caps are per_purchase, per_member_day and per_member.';
+        END IF;
+        r.cap_per_purchase := wallet_internal.rule_number(caps, 'per_purchase', true);
+        r.cap_per_member_day := wallet_internal.rule_number(caps, 'per_member_day', true);
+        r.cap_per_member := wallet_internal.rule_number(caps, 'per_member', true);
+    END IF;
+    RETURN r;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.rule_apply_conditions(wallet.earning_rules, jsonb, jsonb) IS 'internal: a rule row with its conditions and caps replaced by the given jsonb objects (NULL: kept); 22023 for an unknown key or a bad value';
+
+-- What every rule row must satisfy beyond its conditions.
+CREATE FUNCTION wallet_internal.rule_check(r wallet.earning_rules) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF r.name IS NULL OR r.effect IS NULL OR r.value IS NULL OR r.valid_from IS NULL OR r.priority IS NULL OR r.exclusive IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN r.name IS NULL THEN 'name' WHEN r.effect IS NULL THEN 'effect'
+                                                   WHEN r.value IS NULL THEN 'value' WHEN r.valid_from IS NULL THEN 'valid_from'
+                                                   WHEN r.priority IS NULL THEN 'priority' ELSE 'exclusive' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'An earning rule has a name, an effect with its value, a start, a priority and a stacking mode.';
+    END IF;
+    IF btrim(r.name) = '' OR length(r.name) > 200 THEN
+        RAISE EXCEPTION 'rule name must not be %', CASE WHEN btrim(r.name) = '' THEN 'blank' ELSE 'longer than 200 characters' END
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A rule''s name starts the explanation of the points it earns.';
+    END IF;
+    IF r.effect NOT IN ('per_unit', 'multiplier', 'fixed') THEN
+        RAISE EXCEPTION 'unknown effect "%"', left(r.effect, 32)
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An effect is ''per_unit'' (points per currency unit), ''multiplier'' or ''fixed'' (bonus points).';
+    END IF;
+    IF r.value <= 0 OR (r.effect = 'multiplier' AND r.value <= 1) OR (r.effect = 'fixed' AND r.value <> trunc(r.value))
+       OR r.value > 1000000000 THEN
+        RAISE EXCEPTION 'invalid value for effect %', r.effect
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'per_unit takes points per unit above 0, multiplier a factor above 1, fixed a whole number of points above 0 (at most 10^9).';
+    END IF;
+    IF NOT isfinite(r.valid_from) OR r.valid_until <= r.valid_from THEN
+        RAISE EXCEPTION 'invalid validity window'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A rule is valid from a finite instant until a later one (exclusive) or open-ended (NULL).';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.rule_check(wallet.earning_rules) IS 'internal: 22004/22023 for a rule row with a missing or invalid name, effect, value or validity window';
+
+CREATE FUNCTION wallet_internal.unknown_rule(rule_id bigint) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF rule_id IS NULL THEN
+        RAISE EXCEPTION 'rule_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'An earning rule is named by its id.';
+    END IF;
+    RAISE EXCEPTION 'unknown earning rule'
+        USING ERRCODE = 'WL502', DETAIL = format('There is no earning rule %s.', rule_id);
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.unknown_rule(bigint) IS 'raises WL502 for an earning rule that does not exist (or of another merchant), 22004 for a NULL id';
+
+CREATE FUNCTION wallet.create_earning_rule(program_id bigint, name text, effect text, value numeric,
+        conditions jsonb DEFAULT '{}', caps jsonb DEFAULT '{}', valid_from timestamptz DEFAULT now(),
+        valid_until timestamptz DEFAULT NULL, priority int DEFAULT 0, exclusive boolean DEFAULT false,
+        campaign_id bigint DEFAULT NULL) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    r wallet.earning_rules;
+BEGIN
+    IF program_id IS NULL OR conditions IS NULL OR caps IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN program_id IS NULL THEN 'program_id' WHEN conditions IS NULL THEN 'conditions' ELSE 'caps' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A rule belongs to a program; conditions and caps are json objects ({} = none).';
+    END IF;
+    SELECT p.merchant_id INTO r.merchant_id FROM wallet.programs p
+     WHERE p.program_id = create_earning_rule.program_id AND wallet.acts_for(p.merchant_id);
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown program'
+            USING ERRCODE = 'WL214', DETAIL = format('There is no points program %s.', program_id);
+    END IF;
+    IF campaign_id IS NOT NULL AND NOT EXISTS (SELECT FROM wallet.campaigns k
+                                                WHERE k.campaign_id = create_earning_rule.campaign_id AND k.merchant_id = r.merchant_id) THEN
+        RAISE EXCEPTION 'unknown campaign'
+            USING ERRCODE = 'WL101', DETAIL = format('The merchant of program %s has no campaign %s.', program_id, campaign_id);
+    END IF;
+    r.program_id := program_id;
+    r.campaign_id := campaign_id;
+    r.name := name;
+    r.effect := effect;
+    r.value := value;
+    r.valid_from := valid_from;
+    r.valid_until := valid_until;
+    r.priority := priority;
+    r.exclusive := exclusive;
+    PERFORM wallet_internal.rule_check(r);
+    r := wallet_internal.rule_apply_conditions(r, conditions, caps);
+    INSERT INTO wallet.earning_rules (merchant_id, program_id, campaign_id, name, effect, value, priority, exclusive,
+                                      valid_from, valid_until, min_amount, stores, channels, payment_methods, categories,
+                                      min_tier_rank, first_purchase, days_of_week, time_from, time_until,
+                                      cap_per_purchase, cap_per_member_day, cap_per_member)
+    VALUES (r.merchant_id, r.program_id, r.campaign_id, r.name, r.effect, r.value, r.priority, r.exclusive,
+            r.valid_from, r.valid_until, r.min_amount, r.stores, r.channels, r.payment_methods, r.categories,
+            r.min_tier_rank, r.first_purchase, r.days_of_week, r.time_from, r.time_until,
+            r.cap_per_purchase, r.cap_per_member_day, r.cap_per_member)
+    RETURNING rule_id INTO r.rule_id;
+    RETURN r.rule_id;
+EXCEPTION WHEN unique_violation THEN
+    RAISE EXCEPTION 'earning rule "%" already exists', name
+        USING ERRCODE = 'unique_violation', DETAIL = 'Rule names are unique per program.';
+END
+$$;
+COMMENT ON FUNCTION wallet.create_earning_rule(bigint, text, text, numeric, jsonb, jsonb, timestamptz, timestamptz, int, boolean, bigint) IS 'creates an earning rule of a program (effect per_unit, multiplier or fixed; conditions and caps as json objects, validated) and returns its id';
+
+CREATE FUNCTION wallet.update_earning_rule(rule_id bigint, name text DEFAULT NULL, value numeric DEFAULT NULL,
+        conditions jsonb DEFAULT NULL, caps jsonb DEFAULT NULL, valid_until timestamptz DEFAULT NULL,
+        priority int DEFAULT NULL, exclusive boolean DEFAULT NULL) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    r wallet.earning_rules;
+BEGIN
+    SELECT * INTO r FROM wallet.earning_rules x
+     WHERE x.rule_id = update_earning_rule.rule_id AND wallet.acts_for(x.merchant_id)
+       FOR UPDATE;
+    IF NOT FOUND THEN
+        PERFORM wallet_internal.unknown_rule(rule_id);
+    END IF;
+    r.name := coalesce(name, r.name);
+    r.value := coalesce(value, r.value);
+    r.valid_until := coalesce(valid_until, r.valid_until);
+    r.priority := coalesce(priority, r.priority);
+    r.exclusive := coalesce(exclusive, r.exclusive);
+    PERFORM wallet_internal.rule_check(r);
+    r := wallet_internal.rule_apply_conditions(r, conditions, caps);
+    UPDATE wallet.earning_rules x
+       SET name = r.name, value = r.value, valid_until = r.valid_until, priority = r.priority, exclusive = r.exclusive,
+           min_amount = r.min_amount, stores = r.stores, channels = r.channels, payment_methods = r.payment_methods,
+           categories = r.categories, min_tier_rank = r.min_tier_rank, first_purchase = r.first_purchase,
+           days_of_week = r.days_of_week, time_from = r.time_from, time_until = r.time_until,
+           cap_per_purchase = r.cap_per_purchase, cap_per_member_day = r.cap_per_member_day, cap_per_member = r.cap_per_member,
+           updated_at = now()
+     WHERE x.rule_id = r.rule_id;
+EXCEPTION WHEN unique_violation THEN
+    RAISE EXCEPTION 'earning rule "%" already exists', name
+        USING ERRCODE = 'unique_violation', DETAIL = 'Rule names are unique per program.';
+END
+$$;
+COMMENT ON FUNCTION wallet.update_earning_rule(bigint, text, numeric, jsonb, jsonb, timestamptz, int, boolean) IS 'changes an earning rule for the purchases recorded from now on (NULL arguments: kept; conditions and caps replace the whole set); points already posted never change';
+
+CREATE FUNCTION wallet.end_earning_rule(rule_id bigint, at timestamptz DEFAULT now()) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    r wallet.earning_rules;
+BEGIN
+    IF at IS NULL OR NOT isfinite(at) THEN
+        RAISE EXCEPTION 'end of rule must be %', CASE WHEN at IS NULL THEN 'given' ELSE 'finite' END
+            USING ERRCODE = CASE WHEN at IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,
+                  DETAIL = 'A rule ends at an instant: purchases made from then on no longer earn by it.';
+    END IF;
+    SELECT * INTO r FROM wallet.earning_rules x
+     WHERE x.rule_id = end_earning_rule.rule_id AND wallet.acts_for(x.merchant_id)
+       FOR UPDATE;
+    IF NOT FOUND THEN
+        PERFORM wallet_internal.unknown_rule(rule_id);
+    END IF;
+    -- never later than it already ends; a rule ended before it starts ends when it starts
+    UPDATE wallet.earning_rules x
+       SET valid_until = greatest(least(coalesce(x.valid_until, 'infinity'), at), x.valid_from + interval '1 microsecond'),
+           updated_at = now()
+     WHERE x.rule_id = r.rule_id;
+END
+$$;
+COMMENT ON FUNCTION wallet.end_earning_rule(bigint, timestamptz) IS 'ends an earning rule at an instant (default now; never later than it already ends): purchases made from then on no longer earn by it (idempotent)';
+
+------------------------------------------------------------------------------
+-- Evaluation
+------------------------------------------------------------------------------
+
+-- Checks of record_purchase and preview_purchase's arguments.
+CREATE FUNCTION wallet_internal.purchase_check(merchant_id bigint, member_ref text, order_ref text, amount numeric,
+        currency text, occurred_at timestamptz, attributes jsonb) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    PERFORM wallet_internal.member_check(merchant_id, member_ref);
+    IF order_ref IS NULL OR amount IS NULL OR currency IS NULL OR occurred_at IS NULL OR attributes IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN order_ref IS NULL THEN 'order_ref' WHEN amount IS NULL THEN 'amount'
+                                                   WHEN currency IS NULL THEN 'currency' WHEN occurred_at IS NULL THEN 'occurred_at'
+                                                   ELSE 'attributes' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A purchase has an order reference, an amount in a currency, an instant and attributes ({} = none).';
+    END IF;
+    IF btrim(order_ref) = '' OR length(order_ref) > 200 THEN
+        RAISE EXCEPTION 'order reference must not be %', CASE WHEN btrim(order_ref) = '' THEN 'blank' ELSE 'longer than 200 characters' END
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An order reference is the merchant''s own non-blank order id of at most 200 characters.';
+    END IF;
+    IF amount <= 0 OR amount > 1e15 THEN
+        RAISE EXCEPTION 'invalid purchase amount'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A purchase amount is positive (and below 10^15).';
+    END IF;
+    IF currency !~ '^[A-Z]{3}$' THEN
+        RAISE EXCEPTION 'invalid currency "%"', left(currency, 16)
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A currency is an ISO 4217 code of three capital letters, such as CNY or EUR.';
+    END IF;
+    IF NOT isfinite(occurred_at) THEN
+        RAISE EXCEPTION 'occurred_at must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A purchase is made at a real instant.';
+    END IF;
+    IF jsonb_typeof(attributes) <> 'object'
+       OR jsonb_typeof(attributes -> 'store') NOT IN ('string')
+       OR jsonb_typeof(attributes -> 'channel') NOT IN ('string')
+       OR jsonb_typeof(attributes -> 'payment_method') NOT IN ('string')
+       OR jsonb_typeof(attributes -> 'categories') NOT IN ('array')
+       OR jsonb_path_exists(attributes, '$.categories[*] ? (@.type() != "string")') THEN
+        RAISE EXCEPTION 'invalid purchase attributes'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'Attributes are a json object; store, channel and payment_method are strings, categories an array of strings.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.purchase_check(bigint, text, text, numeric, text, timestamptz, jsonb) IS 'internal: 22004/22023/WL102 for the arguments of record_purchase and preview_purchase';
+
+-- The points a purchase earns in a program, and why: the rules valid at
+-- occurred_at whose conditions hold, in priority order (highest first, then
+-- lowest id), an exclusive one alone.  per_unit rules make the base; the
+-- tier multiplier and multiplier rules add to it (base times factor - 1);
+-- fixed rules add their points.  Each rule's points are rounded per the
+-- program, then capped.  counters: the increments of the capped rules'
+-- counters, as [{rule_id, day, points}] (day null: the member's total).
+-- Deterministic: the same purchase, rules and counters give the same result.
+CREATE FUNCTION wallet_internal.purchase_points(program_id bigint, rounding text, member_id bigint, account_id bigint,
+        time_zone text, first_purchase boolean, amount numeric, currency text, occurred_at timestamptz, attributes jsonb,
+        OUT points bigint, OUT rules jsonb, OUT counters jsonb)
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    r wallet.earning_rules;
+    chosen wallet.earning_rules[] := '{}';
+    pts bigint[] := '{}';
+    whys text[] := '{}';
+    lt timestamp := occurred_at AT TIME ZONE coalesce(time_zone, 'UTC');
+    dow int := extract(isodow FROM lt);
+    tod time := lt::time;
+    lday date := lt::date;
+    store text := attributes ->> 'store';
+    channel text := attributes ->> 'channel';
+    pay text := attributes ->> 'payment_method';
+    rank int := 0;
+    tier_name text;
+    tier_mult numeric := 1;
+    base bigint := 0;
+    raw numeric;
+    p bigint;
+    used bigint;
+    i int;
+    why text;
+BEGIN
+    points := 0;
+    rules := '[]';
+    counters := '[]';
+    IF program_id IS NULL THEN
+        RETURN;
+    END IF;
+    IF account_id IS NOT NULL THEN
+        SELECT t.rank, t.name, t.multiplier INTO rank, tier_name, tier_mult
+          FROM wallet.account_tiers a JOIN wallet.tiers t ON t.tier_id = a.tier_id
+         WHERE a.account_id = purchase_points.account_id;
+        IF NOT FOUND THEN
+            rank := 0;
+            tier_mult := 1;
+        END IF;
+    END IF;
+    FOR r IN SELECT * FROM wallet.earning_rules x
+              WHERE x.program_id = purchase_points.program_id AND x.valid_from <= purchase_points.occurred_at
+                AND (x.valid_until IS NULL OR x.valid_until > purchase_points.occurred_at)
+              ORDER BY x.priority DESC, x.rule_id LOOP
+        CONTINUE WHEN r.min_amount > amount
+                   OR (r.stores IS NOT NULL AND (store IS NULL OR NOT store = ANY (r.stores)))
+                   OR (r.channels IS NOT NULL AND (channel IS NULL OR NOT channel = ANY (r.channels)))
+                   OR (r.payment_methods IS NOT NULL AND (pay IS NULL OR NOT pay = ANY (r.payment_methods)))
+                   OR (r.categories IS NOT NULL AND NOT coalesce(attributes -> 'categories' ?| r.categories, false))
+                   OR r.min_tier_rank > rank
+                   OR (r.first_purchase AND NOT first_purchase)
+                   OR (r.days_of_week IS NOT NULL AND NOT dow = ANY (r.days_of_week))
+                   OR (r.time_from < r.time_until AND NOT (tod >= r.time_from AND tod < r.time_until))
+                   OR (r.time_from > r.time_until AND NOT (tod >= r.time_from OR tod < r.time_until));
+        IF r.exclusive THEN
+            IF cardinality(chosen) = 0 THEN
+                chosen := ARRAY[r];
+            END IF;
+            EXIT;   -- alone, or not at all when a rule of higher priority fired
+        END IF;
+        chosen := chosen || r;
+    END LOOP;
+    IF cardinality(chosen) = 0 AND tier_mult = 1 THEN
+        RETURN;
+    END IF;
+    -- per_unit rules first: the others build on their base
+    FOR pass IN 1..2 LOOP
+        FOR i IN 1..cardinality(chosen) LOOP
+            r := chosen[i];
+            CONTINUE WHEN (pass = 1) <> (r.effect = 'per_unit');
+            raw := CASE r.effect WHEN 'per_unit' THEN amount * r.value
+                                 WHEN 'multiplier' THEN base * (r.value - 1)
+                                 ELSE r.value END;
+            p := CASE rounding WHEN 'ceiling' THEN ceil(raw) WHEN 'nearest' THEN round(raw) ELSE floor(raw) END;
+            why := CASE r.effect WHEN 'per_unit' THEN format('%s: %s points per %s on %s %s', r.name, r.value, currency, amount, currency)
+                                 WHEN 'multiplier' THEN format('%s: x%s on %s base points', r.name, r.value, base)
+                                 ELSE format('%s: %s bonus points', r.name, r.value) END;
+            IF p > r.cap_per_purchase THEN
+                p := r.cap_per_purchase;
+                why := why || format(', capped at %s per purchase', r.cap_per_purchase);
+            END IF;
+            IF r.cap_per_member_day IS NOT NULL AND p > 0 THEN
+                SELECT c.points INTO used FROM wallet.earning_counters c
+                 WHERE c.rule_id = r.rule_id AND c.member_id = purchase_points.member_id AND c.day = lday;
+                IF p > r.cap_per_member_day - coalesce(used, 0) THEN
+                    p := greatest(r.cap_per_member_day - coalesce(used, 0), 0);
+                    why := why || format(', capped at %s per day (%s)', r.cap_per_member_day, lday);
+                END IF;
+            END IF;
+            IF r.cap_per_member IS NOT NULL AND p > 0 THEN
+                SELECT c.points INTO used FROM wallet.earning_counters c
+                 WHERE c.rule_id = r.rule_id AND c.member_id = purchase_points.member_id AND c.day IS NULL;
+                IF p > r.cap_per_member - coalesce(used, 0) THEN
+                    p := greatest(r.cap_per_member - coalesce(used, 0), 0);
+                    why := why || format(', capped at %s per member', r.cap_per_member);
+                END IF;
+            END IF;
+            IF pass = 1 THEN
+                base := base + p;
+            END IF;
+            pts[i] := p;
+            whys[i] := why;
+            IF p > 0 AND r.cap_per_member_day IS NOT NULL THEN
+                counters := counters || jsonb_build_object('rule_id', r.rule_id, 'day', lday, 'points', p);
+            END IF;
+            IF p > 0 AND r.cap_per_member IS NOT NULL THEN
+                counters := counters || jsonb_build_object('rule_id', r.rule_id, 'day', NULL, 'points', p);
+            END IF;
+        END LOOP;
+    END LOOP;
+    FOR i IN 1..cardinality(chosen) LOOP
+        rules := rules || jsonb_build_object('rule_id', chosen[i].rule_id, 'points', pts[i], 'why', whys[i]);
+        points := points + pts[i];
+    END LOOP;
+    -- the tier's multiplier, on the base like a multiplier rule
+    IF tier_mult <> 1 AND base > 0 THEN
+        raw := base * (tier_mult - 1);
+        p := CASE rounding WHEN 'ceiling' THEN ceil(raw) WHEN 'nearest' THEN round(raw) ELSE floor(raw) END;
+        rules := rules || jsonb_build_object('rule_id', NULL, 'points', p,
+                                             'why', format('tier %s: x%s on %s base points', tier_name, tier_mult, base));
+        points := points + p;
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.purchase_points(bigint, text, bigint, bigint, text, boolean, numeric, text, timestamptz, jsonb) IS 'internal: the points a purchase earns by the program''s rules and the member''s tier, the rules that fired ({rule_id, points, why}) and the cap counter increments; reads, writes nothing';
+
+-- The result of a recorded purchase; a retry (same order_ref) must name the
+-- same member, amount and currency (WL002 otherwise).
+CREATE FUNCTION wallet_internal.purchase_retry(p wallet.purchases, member_ref text, amount numeric, currency text)
+    RETURNS wallet.purchase_result
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    stored_ref text;
+    res wallet.purchase_result;
+BEGIN
+    SELECT m.member_ref INTO stored_ref FROM wallet.members m WHERE m.member_id = p.member_id;
+    PERFORM wallet_internal.idem_check(p.order_ref, format('purchase %s', p.purchase_id),
+                                       jsonb_build_object('member_ref', stored_ref, 'amount', p.amount, 'currency', p.currency),
+                                       jsonb_build_object('member_ref', member_ref, 'amount', amount, 'currency', currency));
+    res := (p.purchase_id, p.order_ref, p.member_id, p.program_id, p.account_id, p.amount, p.currency, p.occurred_at,
+            p.points, p.entry_id, p.rules);
+    RETURN res;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.purchase_retry(wallet.purchases, text, numeric, text) IS 'internal: the result of an order already recorded, after checking the retry names the same member, amount and currency (WL002)';
+
+-- The member (NULL: not known yet) and its time zone, the program earning
+-- in the currency (NULL: none) with its rounding, and the member's account in
+-- it (NULL: none yet), in one query.
+CREATE FUNCTION wallet_internal.purchase_context(merchant_id bigint, member_ref text, currency text,
+        OUT member_id bigint, OUT time_zone text, OUT program_id bigint, OUT rounding text, OUT account_id bigint)
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    SELECT m.member_id, m.time_zone, x.program_id, x.rounding, y.account_id
+      INTO purchase_context.member_id, purchase_context.time_zone, purchase_context.program_id, purchase_context.rounding,
+           purchase_context.account_id
+      FROM (SELECT) o
+      LEFT JOIN wallet.members m ON m.merchant_id = purchase_context.merchant_id AND m.member_ref = purchase_context.member_ref
+      LEFT JOIN wallet.programs x ON x.merchant_id = purchase_context.merchant_id AND x.currency = purchase_context.currency
+                                 AND x.closed_at IS NULL
+      LEFT JOIN wallet.accounts y ON y.program_id = x.program_id AND y.member_ref = purchase_context.member_ref;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.purchase_context(bigint, text, text) IS 'internal: the member and its time zone, the merchant''s open program earning in the currency with its rounding, and the member''s account in it (each NULL when there is none)';
+
+CREATE FUNCTION wallet.record_purchase(merchant_id bigint, member_ref text, order_ref text, amount numeric, currency text,
+        occurred_at timestamptz DEFAULT now(), attributes jsonb DEFAULT '{}') RETURNS wallet.purchase_result
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    p wallet.purchases;
+    member bigint;
+    tz text;
+    prog bigint;
+    rnd text;
+    acct bigint;
+    a wallet_internal.locked_account;
+    e wallet.entries;
+    ev record;
+    first boolean;
+BEGIN
+    PERFORM wallet_internal.purchase_check(merchant_id, member_ref, order_ref, amount, currency, occurred_at, attributes);
+    SELECT * INTO p FROM wallet.purchases x WHERE x.merchant_id = record_purchase.merchant_id AND x.order_ref = record_purchase.order_ref;
+    IF FOUND THEN
+        RETURN wallet_internal.purchase_retry(p, member_ref, amount, currency);
+    END IF;
+    SELECT * INTO member, tz, prog, rnd, acct FROM wallet_internal.purchase_context(merchant_id, member_ref, currency);
+    IF member IS NULL THEN
+        member := wallet_internal.member_ensure(merchant_id, member_ref);
+    END IF;
+    IF prog IS NOT NULL THEN
+        IF acct IS NULL THEN
+            acct := wallet.open_account(prog, member_ref);
+        END IF;
+        -- the member's postings, counters and first purchase are decided under its account's lock
+        a := wallet_internal.lock_account(acct);
+        first := NOT EXISTS (SELECT FROM wallet.purchases x
+                              WHERE x.merchant_id = record_purchase.merchant_id AND x.member_id = member AND x.program_id = prog);
+    END IF;
+    ev := wallet_internal.purchase_points(prog, rnd, member, acct, tz, first, amount, currency, occurred_at, attributes);
+    -- the purchase first (tiers read spend in the window), with the entry's id to come
+    INSERT INTO wallet.purchases (merchant_id, member_id, order_ref, amount, currency, occurred_at, attributes,
+                                  program_id, account_id, points, entry_id, rules)
+    VALUES (merchant_id, member, order_ref, amount, currency, occurred_at, attributes, prog, acct, ev.points,
+            CASE WHEN ev.points > 0 THEN nextval('wallet.entries_entry_id_seq') END, ev.rules)
+    ON CONFLICT ON CONSTRAINT purchases_merchant_id_order_ref_key DO NOTHING
+    RETURNING * INTO p;
+    IF p.purchase_id IS NULL THEN
+        -- a concurrent call recorded the order first (committed by now)
+        SELECT * INTO p FROM wallet.purchases x WHERE x.merchant_id = record_purchase.merchant_id AND x.order_ref = record_purchase.order_ref;
+        RETURN wallet_internal.purchase_retry(p, member_ref, amount, currency);
+    END IF;
+    IF ev.counters <> '[]' THEN
+        INSERT INTO wallet.earning_counters AS c (merchant_id, member_id, rule_id, day, points)
+        SELECT record_purchase.merchant_id, member, x.rule_id, x.day, x.points
+          FROM jsonb_to_recordset(ev.counters) AS x(rule_id bigint, day date, points bigint)
+        ON CONFLICT ON CONSTRAINT earning_counters_key DO UPDATE SET points = c.points + excluded.points;
+    END IF;
+    IF p.points > 0 THEN
+        e.entry_id := p.entry_id;
+        e.account_id := acct;
+        e.kind := 'accrue';
+        e.idempotency_key := 'purchase:' || order_ref;
+        e.reason := 'purchase';
+        e.reference := order_ref;
+        e.created_at := a.at;
+        e.points := p.points;
+        e.expires_at := wallet.policy_expiry(a.at, a.expiry, a.granularity);
+        PERFORM wallet_internal.post_once(a, e);
+    END IF;
+    RETURN (p.purchase_id, p.order_ref, p.member_id, p.program_id, p.account_id, p.amount, p.currency, p.occurred_at,
+            p.points, p.entry_id, p.rules)::wallet.purchase_result;
+END
+$$;
+COMMENT ON FUNCTION wallet.record_purchase(bigint, text, text, numeric, text, timestamptz, jsonb) IS 'records a purchase at checkout (creating the member and its account as needed), applies the earning rules of the merchant''s program in that currency, posts the points (accrue entry, reference order_ref) and returns the points and the rules that fired; idempotent on (merchant, order_ref): another member, amount or currency is WL002';
+
+CREATE FUNCTION wallet.preview_purchase(merchant_id bigint, member_ref text, order_ref text, amount numeric, currency text,
+        occurred_at timestamptz DEFAULT now(), attributes jsonb DEFAULT '{}') RETURNS wallet.purchase_result
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    p wallet.purchases;
+    member bigint;
+    tz text;
+    prog bigint;
+    rnd text;
+    acct bigint;
+    ev record;
+    first boolean := true;
+BEGIN
+    PERFORM wallet_internal.purchase_check(merchant_id, member_ref, order_ref, amount, currency, occurred_at, attributes);
+    SELECT * INTO p FROM wallet.purchases x WHERE x.merchant_id = preview_purchase.merchant_id AND x.order_ref = preview_purchase.order_ref;
+    IF FOUND THEN
+        RETURN wallet_internal.purchase_retry(p, member_ref, amount, currency);   -- what record_purchase would return
+    END IF;
+    SELECT * INTO member, tz, prog, rnd, acct FROM wallet_internal.purchase_context(merchant_id, member_ref, currency);
+    IF prog IS NOT NULL THEN
+        first := member IS NULL OR NOT EXISTS (SELECT FROM wallet.purchases x
+                                                WHERE x.merchant_id = preview_purchase.merchant_id AND x.member_id = member AND x.program_id = prog);
+    END IF;
+    ev := wallet_internal.purchase_points(prog, rnd, member, acct, tz, first, amount, currency, occurred_at, attributes);
+    RETURN (NULL, order_ref, member, prog, acct, amount, currency, occurred_at, ev.points, NULL, ev.rules)::wallet.purchase_result;
+END
+$$;
+COMMENT ON FUNCTION wallet.preview_purchase(bigint, text, text, numeric, text, timestamptz, jsonb) IS 'what wallet.record_purchase would earn for the purchase ("you will earn 240 points"), posting and recording nothing; an order already recorded returns its result';
+
+------------------------------------------------------------------------------
+-- Refunds
+------------------------------------------------------------------------------
+
+CREATE FUNCTION wallet_internal.refund_retry(f wallet.refunds, order_ref text, amount numeric) RETURNS wallet.refund_result
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    stored_order text;
+    res wallet.refund_result;
+BEGIN
+    SELECT p.order_ref INTO stored_order FROM wallet.purchases p WHERE p.purchase_id = f.purchase_id;
+    PERFORM wallet_internal.idem_check(f.refund_ref, format('refund %s', f.refund_id),
+                                       jsonb_build_object('order_ref', stored_order, 'amount', f.amount),
+                                       jsonb_build_object('order_ref', order_ref, 'amount', amount));
+    res := (f.refund_id, f.purchase_id, stored_order, f.refund_ref, f.amount, f.points, f.entry_id);
+    RETURN res;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.refund_retry(wallet.refunds, text, numeric) IS 'internal: the result of a refund already recorded, after checking the retry names the same order and amount (WL002)';
+
+CREATE FUNCTION wallet.record_refund(merchant_id bigint, order_ref text, amount numeric, refund_ref text) RETURNS wallet.refund_result
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    p wallet.purchases;
+    f wallet.refunds;
+    a wallet_internal.locked_account;
+    e wallet.entries;
+    rnd text;
+    debt boolean;
+    target numeric;
+    due bigint := 0;
+    taken bigint := 0;
+BEGIN
+    PERFORM wallet_internal.check_merchant(merchant_id);
+    IF order_ref IS NULL OR amount IS NULL OR refund_ref IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN order_ref IS NULL THEN 'order_ref' WHEN amount IS NULL THEN 'amount' ELSE 'refund_ref' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A refund names the order, the amount refunded and the merchant''s own refund reference.';
+    END IF;
+    IF btrim(order_ref) = '' OR btrim(refund_ref) = '' OR length(refund_ref) > 200 THEN
+        RAISE EXCEPTION '% must not be %', CASE WHEN btrim(order_ref) = '' THEN 'order reference' ELSE 'refund reference' END,
+                         CASE WHEN btrim(order_ref) = '' OR btrim(refund_ref) = '' THEN 'blank' ELSE 'longer than 200 characters' END
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Order and refund references are non-blank texts of at most 200 characters.';
+    END IF;
+    IF amount <= 0 THEN
+        RAISE EXCEPTION 'invalid refund amount'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A refund amount is positive.';
+    END IF;
+    SELECT * INTO f FROM wallet.refunds x WHERE x.merchant_id = record_refund.merchant_id AND x.refund_ref = record_refund.refund_ref;
+    IF FOUND THEN
+        RETURN wallet_internal.refund_retry(f, order_ref, amount);
+    END IF;
+    SELECT * INTO p FROM wallet.purchases x WHERE x.merchant_id = record_refund.merchant_id AND x.order_ref = record_refund.order_ref;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown purchase'
+            USING ERRCODE = 'WL500', DETAIL = format('Merchant %s recorded no purchase with order reference "%s".', merchant_id, left(order_ref, 200));
+    END IF;
+    -- the account first (as record_purchase), then the purchase: refunds of an order take turns
+    IF p.account_id IS NOT NULL THEN
+        a := wallet_internal.lock_account(p.account_id);
+    END IF;
+    SELECT * INTO p FROM wallet.purchases x WHERE x.purchase_id = p.purchase_id FOR UPDATE;
+    SELECT * INTO f FROM wallet.refunds x WHERE x.merchant_id = record_refund.merchant_id AND x.refund_ref = record_refund.refund_ref;
+    IF FOUND THEN
+        RETURN wallet_internal.refund_retry(f, order_ref, amount);   -- a concurrent retry came first
+    END IF;
+    IF amount > p.amount - p.refunded_amount THEN
+        RAISE EXCEPTION 'refund exceeds purchase'
+            USING ERRCODE = 'WL501',
+                  DETAIL = format('Order "%s" was %s %s, of which %s is refunded; %s more cannot be.', left(order_ref, 200),
+                                  p.amount, p.currency, p.refunded_amount, amount);
+    END IF;
+    IF p.entry_id IS NOT NULL
+       AND NOT EXISTS (SELECT FROM wallet.entries x WHERE x.reverses = p.entry_id AND x.kind = 'reverse') THEN
+        SELECT x.rounding, x.refund_debt INTO rnd, debt FROM wallet.programs x WHERE x.program_id = p.program_id;
+        -- in proportion of everything refunded so far, so that a full refund takes back exactly what was earned
+        target := p.points * (p.refunded_amount + amount) / p.amount;
+        due := CASE rnd WHEN 'ceiling' THEN ceil(target) WHEN 'nearest' THEN round(target) ELSE floor(target) END - p.refunded_points;
+        due := least(greatest(due, 0), p.points - p.refunded_points);
+    END IF;
+    f.entry_id := NULL;
+    IF due > 0 THEN
+        e.account_id := p.account_id;
+        e.kind := 'refund';
+        e.idempotency_key := 'refund:' || refund_ref;
+        e.reason := 'refund';
+        e.reference := p.order_ref;
+        e.reverses := p.entry_id;
+        e.created_at := a.at;
+        e.points := due;
+        e.policy := CASE WHEN debt THEN 'unlimited' ELSE 'within_balance' END;
+        -- refunds must work after a program closed
+        e := wallet_internal.post_once(a, e, check_closed => false);
+        taken := -e.amount;
+        f.entry_id := e.entry_id;
+    END IF;
+    INSERT INTO wallet.refunds (merchant_id, member_id, purchase_id, refund_ref, amount, points, entry_id)
+    VALUES (merchant_id, p.member_id, p.purchase_id, refund_ref, amount, taken, f.entry_id)
+    RETURNING * INTO f;
+    UPDATE wallet.purchases x SET refunded_amount = x.refunded_amount + record_refund.amount, refunded_points = x.refunded_points + taken
+     WHERE x.purchase_id = p.purchase_id;
+    RETURN (f.refund_id, f.purchase_id, p.order_ref, f.refund_ref, f.amount, f.points, f.entry_id)::wallet.refund_result;
+EXCEPTION WHEN unique_violation THEN
+    -- the same refund_ref for another order, recorded concurrently
+    SELECT * INTO f FROM wallet.refunds x WHERE x.merchant_id = record_refund.merchant_id AND x.refund_ref = record_refund.refund_ref;
+    IF NOT FOUND THEN
+        RAISE;
+    END IF;
+    RETURN wallet_internal.refund_retry(f, order_ref, amount);
+END
+$$;
+COMMENT ON FUNCTION wallet.record_refund(bigint, text, numeric, text) IS 'records a full or partial refund of an order and takes back the points it earned in proportion (within the balance, or into debt when the program has refund_debt), never more in total than the order earned; idempotent on (merchant, refund_ref)';
+
+-- == 10z. shared objects, final (issues 10-12)
+-- Objects that several sections above re-create (each with what its area
+-- added): their final definitions, exactly as the parts have them.
+
+CREATE OR REPLACE VIEW wallet.error_codes (sqlstate, name, description) AS VALUES
+    ('WL001', 'root_key_not_loaded', 'a function that needs the root key runs on a server started without one (hint: the settings to configure)'),
+    ('WL002', 'idempotency_key_reused', 'an idempotency key is sent again with a different fingerprint (see Idempotency): a posting with other points, reason, reference, expiry, hold or operation on the same account; a redemption or reservation with another code, member or ttl, or a redemption''s key for a reservation'),
+    ('WL101', 'unknown_campaign', 'generate_codes, rotate_code_key, retire_code_key on a campaign that does not exist'),
+    ('WL102', 'unknown_merchant', 'create_campaign, create_program, set_code_guard or clear_code_failures for a merchant that does not exist'),
+    ('WL103', 'unknown_key_version', 'retire_code_key of a version the campaign does not have'),
+    ('WL104', 'retire_current_key', 'retire_code_key of the version that signs new codes (rotate first)'),
+    ('WL105', 'key_versions_exhausted', 'rotate_code_key past version 1023'),
+    ('WL106', 'serials_exhausted', 'generate_codes past serial 2^38 − 1 (the refused call uses up no serial)'),
+    ('WL107', 'campaign_field_fixed', 'an UPDATE changing a campaign''s prefix or mac_bits, or lowering its current_key_version'),
+    ('WL108', 'current_key_retired', 'generate_codes when the campaign''s current key version was retired by hand'),
+    ('WL109', 'serial_sequence_missing', 'generate_codes, campaign_next_serial when the campaign''s sequence wallet.campaign_<id>_serials was dropped by hand (it is not recreated: that would repeat serials)'),
+    ('WL110', 'campaign_ids_exhausted', 'create_campaign once every campaign id up to 2^32 − 1 (the largest a code carries) has been handed out'),
+    ('WL120', 'installation_id_fixed', 'UPDATE, DELETE or TRUNCATE of wallet.installation, or a new installation id once key versions are bound to the current one'),
+    ('WL121', 'key_binding_fixed', 'an unbound (legacy) key version inserted by anyone but the owner of wallet.code_keys, or a key version''s installation_id changed'),
+    ('WL122', 'campaign_not_deletable', 'DELETE or TRUNCATE of wallet.campaigns (end a campaign instead)'),
+    ('WL123', 'campaign_id_reused', 'an INSERT into wallet.campaigns with an explicit campaign_id the identity has already handed out'),
+    ('WL150', 'unknown_redemption', 'undo_redemption names no redemption'),
+    ('WL151', 'redemption_already_undone', 'undo_redemption on a redemption that is already undone'),
+    ('WL152', 'unknown_reservation', 'release_reservation names no reservation'),
+    ('WL153', 'reservation_converted', 'release_reservation on a reservation that was already redeemed (undo the redemption instead)'),
+    ('WL201', 'unknown_account', 'no points account with that id'),
+    ('WL202', 'program_closed', 'a posting or a new account in a closed program'),
+    ('WL203', 'insufficient_points', 'a redemption, hold or negative adjustment exceeds the spendable balance; nothing is posted'),
+    ('WL204', 'invalid_amount', 'points missing, zero or negative where a positive number is required (zero for adjust)'),
+    ('WL205', 'amount_out_of_range', 'a balance, lot or lifetime total would exceed bigint'),
+    ('WL206', 'unknown_hold', 'no hold with that id'),
+    ('WL207', 'hold_not_open', 'the hold was already captured or released (and this is not the identical repeated call)'),
+    ('WL208', 'hold_expired', 'capture after the hold''s time to live ran out'),
+    ('WL209', 'capture_exceeds_hold', 'capture of more points than the hold holds'),
+    ('WL210', 'entry_already_reversed', 'the entry was already reversed'),
+    ('WL211', 'entry_not_reversible', 'only accrue, redeem and capture entries can be reversed'),
+    ('WL212', 'unknown_entry', 'no journal entry with that id'),
+    ('WL213', 'journal_append_only', 'UPDATE, DELETE or TRUNCATE on wallet.entries'),
+    ('WL214', 'unknown_program', 'no points program with that id'),
+    ('WL401', 'audit_append_only', 'UPDATE, DELETE or TRUNCATE on wallet.audit_log'),
+    ('WL500', 'unknown_purchase', 'record_refund names an order the merchant never recorded'),
+    ('WL501', 'refund_exceeds_purchase', 'record_refund of more than is left unrefunded of the order'),
+    ('WL502', 'unknown_earning_rule', 'no earning rule with that id'),
+    ('WL601', 'budget_not_set', 'a budget take, hold or status for a campaign that has no budget (wallet.set_campaign_budget)'),
+    ('WL602', 'budget_below_committed', 'set_campaign_budget shrinking a budget below the units granted plus held'),
+    ('WL603', 'unknown_budget_hold', 'no budget hold with that id'),
+    ('WL604', 'budget_hold_closed', 'converting a released budget hold, or releasing a converted one'),
+    ('WL605', 'budget_field_fixed', 'set_campaign_budget changing a budget''s unit or number of slices');
+COMMENT ON VIEW wallet.error_codes IS 'every SQLSTATE of class WL the extension raises: code, name and when it is raised';
+COMMENT ON COLUMN wallet.error_codes.sqlstate IS 'the five-character SQLSTATE, WL followed by three digits';
+COMMENT ON COLUMN wallet.error_codes.name IS 'the code''s name (src/errcodes.h: ERRCODE_WL_<NAME>)';
+COMMENT ON COLUMN wallet.error_codes.description IS 'when the extension raises it';
+
+CREATE OR REPLACE PROCEDURE wallet.run_maintenance()
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    -- 1. expiry: at most 100 batches of 1,000 due accounts, each committed
+    CALL wallet.expire_points_batched(pg_catalog.now(), 1000, 100);
+    -- 2. failed code attempts older than a day (the guard's default window is 15 minutes)
+    PERFORM wallet.purge_code_attempts(interval '1 day');
+    COMMIT;
+    -- 3. expired budget holds: their units back to the slices, 1,000 per call
+    --    (tidying only: a take reclaims expired holds itself before refusing)
+    PERFORM wallet.reclaim_budget_holds(1000);
+    COMMIT;
+END
+$$;
+COMMENT ON PROCEDURE wallet.run_maintenance() IS 'runs every periodic job with bounded work per call, committing as it goes: expiry (up to 100,000 due accounts, 1,000 per transaction), purge of failed code attempts older than a day, units of up to 1,000 expired budget holds returned; later issues add their jobs here; schedule it every minute (README "Maintenance")';
+
+CREATE OR REPLACE FUNCTION wallet.forget_member(merchant_id bigint, member_ref text, reason text) RETURNS boolean
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+#variable_conflict use_column
+DECLARE
+    _merchant bigint := merchant_id;
+    _ref text := member_ref;
+    pseudonym text;
+    _member bigint;
+    n jsonb := '{}';
+    c bigint;
+    t text;
+    also text;
+BEGIN
+    PERFORM wallet_internal.member_check(_merchant, _ref);
+    IF reason IS NULL OR btrim(reason) = '' THEN
+        RAISE EXCEPTION 'reason must not be %', CASE WHEN reason IS NULL THEN 'null' ELSE 'blank' END
+            USING ERRCODE = CASE WHEN reason IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,
+                  DETAIL = 'An erasure is recorded with the reason it was made for.';
+    END IF;
+    pseudonym := 'forgotten:' || encode(sha256(convert_to(gen_random_uuid()::text || _ref, 'UTF8')), 'hex');
+
+    UPDATE wallet.members m SET member_ref = pseudonym, time_zone = NULL, locale = NULL, status = 'forgotten', updated_at = now()
+     WHERE m.merchant_id = _merchant AND m.member_ref = _ref
+    RETURNING m.member_id INTO _member;
+    GET DIAGNOSTICS c = ROW_COUNT;
+    n := n || jsonb_build_object('members', c);
+    UPDATE wallet.accounts a SET member_ref = pseudonym
+      FROM wallet.programs p
+     WHERE p.program_id = a.program_id AND p.merchant_id = _merchant AND a.member_ref = _ref;
+    GET DIAGNOSTICS c = ROW_COUNT;
+    n := n || jsonb_build_object('accounts', c);
+    -- the tables of a campaign's codes: the member_ref, and what else they hold of the member
+    FOR t, also IN VALUES ('code_bindings', ''), ('code_reservations', ''),
+                          ('code_redemptions', ', context = ''{}'''), ('member_use_counts', '') LOOP
+        EXECUTE format('UPDATE wallet.%I x SET member_ref = $1%s FROM wallet.campaigns k
+                         WHERE k.campaign_id = x.campaign_id AND k.merchant_id = $2 AND x.member_ref = $3', t, also)
+          USING pseudonym, _merchant, _ref;
+        GET DIAGNOSTICS c = ROW_COUNT;
+        n := n || jsonb_build_object(t, c);
+    END LOOP;
+    -- failed attempts are forensics, not totals: deleted, with those that
+    -- named no merchant (they cannot be told apart by merchant)
+    DELETE FROM wallet.code_failed_attempts f
+     WHERE f.member_ref = _ref AND (f.merchant_id = _merchant OR f.merchant_id IS NULL);
+    GET DIAGNOSTICS c = ROW_COUNT;
+    n := n || jsonb_build_object('code_failed_attempts', c);
+    PERFORM wallet_internal.code_guard_forget(_merchant, _ref, NULL);
+    -- purchases stay in the books (amounts, points); of their attributes only
+    -- what describes the sale, not the buyer, is kept
+    UPDATE wallet.purchases x
+       SET attributes = (SELECT coalesce(jsonb_object_agg(k, v), '{}') FROM jsonb_each(x.attributes) j(k, v)
+                          WHERE k IN ('store', 'channel', 'payment_method', 'categories'))
+     WHERE x.merchant_id = _merchant AND x.member_id = _member
+       AND EXISTS (SELECT FROM jsonb_object_keys(x.attributes) k WHERE k NOT IN ('store', 'channel', 'payment_method', 'categories'));
+    GET DIAGNOSTICS c = ROW_COUNT;
+    n := n || jsonb_build_object('purchases', c);
+
+    IF NOT EXISTS (SELECT FROM jsonb_each(n) e WHERE e.value <> '0') THEN
+        RETURN false;   -- nothing names the member (e.g. erased before): nothing to record
+    END IF;
+    PERFORM wallet_internal.audit_record(_merchant, 'forget_member',
+                                jsonb_build_object('table', 'members', 'key', jsonb_build_object('member_id', _member)),
+                                NULL, jsonb_build_object('reason', reason, 'pseudonym', pseudonym, 'rows', n));
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION wallet.forget_member(bigint, text, text) IS 'erases a member''s personal data at a merchant: pseudonymises its member_ref in every table, clears its time zone, locale and request contexts, keeps only store, channel, payment_method and categories of its purchases'' attributes, deletes its failed attempts; ledgers and totals are unchanged; recorded in wallet.audit_log; returns false (and records nothing) when nothing names the member';
+
 -- == 9. privileges (last: covers every function)
 -- Exactly the privileges part of sql/ext/privileges.sql, after every other
 -- section, so that functions they re-create are covered too.
@@ -6737,5 +7974,16 @@ GRANT EXECUTE ON FUNCTION wallet_internal.check_expiry_as_of(timestamptz), walle
 -- takes and holds are internal (the offers' checkout calls them)
 GRANT EXECUTE ON FUNCTION wallet.set_campaign_budget(bigint, text, bigint, int), wallet.reclaim_budget_holds(int) TO wallet_admin;
 GRANT EXECUTE ON FUNCTION wallet.campaign_budget(bigint) TO wallet_admin, wallet_app, wallet_reader;
+-- purchases and earning rules (issue 10): the app records, the admin sets the rules
+GRANT EXECUTE ON FUNCTION wallet.record_purchase(bigint, text, text, numeric, text, timestamptz, jsonb),
+    wallet.record_refund(bigint, text, numeric, text)
+    TO wallet_app;
+GRANT EXECUTE ON FUNCTION wallet.preview_purchase(bigint, text, text, numeric, text, timestamptz, jsonb)
+    TO wallet_app, wallet_reader;
+GRANT EXECUTE ON FUNCTION wallet.set_program_earning(bigint, text, text, boolean, numeric),
+    wallet.create_earning_rule(bigint, text, text, numeric, jsonb, jsonb, timestamptz, timestamptz, int, boolean, bigint),
+    wallet.update_earning_rule(bigint, text, numeric, jsonb, jsonb, timestamptz, int, boolean),
+    wallet.end_earning_rule(bigint, timestamptz)
+    TO wallet_admin;
 -- tables: read through row-level security; written only by the functions
 GRANT SELECT ON ALL TABLES IN SCHEMA wallet TO wallet_app, wallet_reader;

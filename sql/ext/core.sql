@@ -134,12 +134,15 @@ CREATE VIEW wallet.error_codes (sqlstate, name, description) AS VALUES
     ('WL212', 'unknown_entry', 'no journal entry with that id'),
     ('WL213', 'journal_append_only', 'UPDATE, DELETE or TRUNCATE on wallet.entries'),
     ('WL214', 'unknown_program', 'no points program with that id'),
+    ('WL401', 'audit_append_only', 'UPDATE, DELETE or TRUNCATE on wallet.audit_log'),
+    ('WL500', 'unknown_purchase', 'record_refund names an order the merchant never recorded'),
+    ('WL501', 'refund_exceeds_purchase', 'record_refund of more than is left unrefunded of the order'),
+    ('WL502', 'unknown_earning_rule', 'no earning rule with that id'),
     ('WL601', 'budget_not_set', 'a budget take, hold or status for a campaign that has no budget (wallet.set_campaign_budget)'),
     ('WL602', 'budget_below_committed', 'set_campaign_budget shrinking a budget below the units granted plus held'),
     ('WL603', 'unknown_budget_hold', 'no budget hold with that id'),
     ('WL604', 'budget_hold_closed', 'converting a released budget hold, or releasing a converted one'),
-    ('WL605', 'budget_field_fixed', 'set_campaign_budget changing a budget''s unit or number of slices'),
-    ('WL401', 'audit_append_only', 'UPDATE, DELETE or TRUNCATE on wallet.audit_log');
+    ('WL605', 'budget_field_fixed', 'set_campaign_budget changing a budget''s unit or number of slices');
 COMMENT ON VIEW wallet.error_codes IS 'every SQLSTATE of class WL the extension raises: code, name and when it is raised';
 COMMENT ON COLUMN wallet.error_codes.sqlstate IS 'the five-character SQLSTATE, WL followed by three digits';
 COMMENT ON COLUMN wallet.error_codes.name IS 'the code''s name (src/errcodes.h: ERRCODE_WL_<NAME>)';

@@ -86,5 +86,16 @@ GRANT EXECUTE ON FUNCTION wallet_internal.check_expiry_as_of(timestamptz), walle
 -- takes and holds are internal (the offers' checkout calls them)
 GRANT EXECUTE ON FUNCTION wallet.set_campaign_budget(bigint, text, bigint, int), wallet.reclaim_budget_holds(int) TO wallet_admin;
 GRANT EXECUTE ON FUNCTION wallet.campaign_budget(bigint) TO wallet_admin, wallet_app, wallet_reader;
+-- purchases and earning rules (issue 10): the app records, the admin sets the rules
+GRANT EXECUTE ON FUNCTION wallet.record_purchase(bigint, text, text, numeric, text, timestamptz, jsonb),
+    wallet.record_refund(bigint, text, numeric, text)
+    TO wallet_app;
+GRANT EXECUTE ON FUNCTION wallet.preview_purchase(bigint, text, text, numeric, text, timestamptz, jsonb)
+    TO wallet_app, wallet_reader;
+GRANT EXECUTE ON FUNCTION wallet.set_program_earning(bigint, text, text, boolean, numeric),
+    wallet.create_earning_rule(bigint, text, text, numeric, jsonb, jsonb, timestamptz, timestamptz, int, boolean, bigint),
+    wallet.update_earning_rule(bigint, text, numeric, jsonb, jsonb, timestamptz, int, boolean),
+    wallet.end_earning_rule(bigint, timestamptz)
+    TO wallet_admin;
 -- tables: read through row-level security; written only by the functions
 GRANT SELECT ON ALL TABLES IN SCHEMA wallet TO wallet_app, wallet_reader;

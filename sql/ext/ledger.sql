@@ -167,13 +167,14 @@ CREATE TABLE wallet.entries (
 CREATE INDEX entries_account_idx ON wallet.entries (account_id, entry_id);
 CREATE UNIQUE INDEX entries_idempotency_key_idx ON wallet.entries (account_id, idempotency_key);
 CREATE INDEX entries_reference_idx ON wallet.entries (reference) WHERE reference IS NOT NULL;
--- a hold is closed at most once, an entry reversed at most once
+-- a hold is closed at most once, an entry reversed at most once (refunds take
+-- back parts of an accrual several times)
 CREATE UNIQUE INDEX entries_hold_closed_idx ON wallet.entries (hold_id) WHERE kind IN ('capture', 'release');
-CREATE UNIQUE INDEX entries_reverses_idx ON wallet.entries (reverses) WHERE reverses IS NOT NULL;
+CREATE UNIQUE INDEX entries_reverses_idx ON wallet.entries (reverses) WHERE kind = 'reverse';
 COMMENT ON TABLE wallet.entries IS 'append-only journal: one entry per change of an account''s ledger';
 COMMENT ON COLUMN wallet.entries.entry_id IS 'entry id, increasing in the order changes were applied to an account';
 COMMENT ON COLUMN wallet.entries.account_id IS 'account changed (a wallet.accounts.account_id)';
-COMMENT ON COLUMN wallet.entries.kind IS 'accrue, redeem, hold, capture, release, expire, reverse or adjust';
+COMMENT ON COLUMN wallet.entries.kind IS 'accrue, redeem, hold, capture, release, expire, reverse, adjust or refund (part of a purchase''s accrual taken back)';
 COMMENT ON COLUMN wallet.entries.amount IS 'signed change of the spendable balance (0 where nothing spendable changed, e.g. a full capture)';
 COMMENT ON COLUMN wallet.entries.balance_after IS 'spendable balance right after the change (open holds held): the previous entry''s balance_after plus amount';
 COMMENT ON COLUMN wallet.entries.idempotency_key IS 'caller''s key, unique per account forever (NULL for expire, and for a capture or release made without one)';
@@ -181,12 +182,12 @@ COMMENT ON COLUMN wallet.entries.reason IS 'why the change was made';
 COMMENT ON COLUMN wallet.entries.reference IS 'external reference such as an order id (indexed); capture, release and reverse copy it from their hold or entry';
 COMMENT ON COLUMN wallet.entries.lots IS 'lots touched, as [{"points": n, "expires_at": ts or null}]: created, consumed, held, released, expired or restored';
 COMMENT ON COLUMN wallet.entries.hold_id IS 'the hold entry for hold, capture and release entries';
-COMMENT ON COLUMN wallet.entries.reverses IS 'entry undone by a reverse entry';
+COMMENT ON COLUMN wallet.entries.reverses IS 'entry undone by a reverse entry, or the accrual a refund entry takes part of back';
 COMMENT ON COLUMN wallet.entries.actor IS 'current_user that made the change';
 COMMENT ON COLUMN wallet.entries.created_at IS 'instant the change was applied at (taken after the account was locked)';
 COMMENT ON COLUMN wallet.entries.points IS 'points the caller asked for (signed for adjust; NULL for a full capture, release, expire, reverse)';
 COMMENT ON COLUMN wallet.entries.expires_at IS 'accrue/adjust: expiry of the lot; hold: end of the hold; expire, and release of a lapsed hold: the as_of instant it took effect at';
-COMMENT ON COLUMN wallet.entries.policy IS 'reverse: within_balance or unlimited';
+COMMENT ON COLUMN wallet.entries.policy IS 'reverse and refund: within_balance or unlimited';
 COMMENT ON COLUMN wallet.entries.merchant_id IS 'merchant of the account (copied from it when posted): the key to distribute by';
 
 -- pg_dump dumps the rows of these extension tables (and where their ids
@@ -349,6 +350,11 @@ BEGIN
         RETURN wallet.ledger_apply(l, 'restore', e.created_at, NULL,
             lot_points => ARRAY(SELECT (x->>'points')::bigint FROM jsonb_array_elements(o.lots) WITH ORDINALITY AS j(x, n) ORDER BY n),
             lot_expiries => ARRAY(SELECT (x->>'expires_at')::timestamptz FROM jsonb_array_elements(o.lots) WITH ORDINALITY AS j(x, n) ORDER BY n));
+    WHEN 'refund' THEN
+        -- a purchase refund (wallet.record_refund): part of an accrual taken back
+        SELECT * INTO o FROM wallet.entries WHERE entry_id = e.reverses;
+        RETURN wallet.ledger_apply(l, 'reverse_accrual', e.created_at, e.points, o.expires_at,
+                                   policy => e.policy, earned_at => o.created_at);
     END CASE;
 END
 $$;

@@ -317,6 +317,15 @@ BEGIN
     GET DIAGNOSTICS c = ROW_COUNT;
     n := n || jsonb_build_object('code_failed_attempts', c);
     PERFORM wallet_internal.code_guard_forget(_merchant, _ref, NULL);
+    -- purchases stay in the books (amounts, points); of their attributes only
+    -- what describes the sale, not the buyer, is kept
+    UPDATE wallet.purchases x
+       SET attributes = (SELECT coalesce(jsonb_object_agg(k, v), '{}') FROM jsonb_each(x.attributes) j(k, v)
+                          WHERE k IN ('store', 'channel', 'payment_method', 'categories'))
+     WHERE x.merchant_id = _merchant AND x.member_id = _member
+       AND EXISTS (SELECT FROM jsonb_object_keys(x.attributes) k WHERE k NOT IN ('store', 'channel', 'payment_method', 'categories'));
+    GET DIAGNOSTICS c = ROW_COUNT;
+    n := n || jsonb_build_object('purchases', c);
 
     IF NOT EXISTS (SELECT FROM jsonb_each(n) e WHERE e.value <> '0') THEN
         RETURN false;   -- nothing names the member (e.g. erased before): nothing to record
@@ -327,4 +336,4 @@ BEGIN
     RETURN true;
 END
 $$;
-COMMENT ON FUNCTION wallet.forget_member(bigint, text, text) IS 'erases a member''s personal data at a merchant: pseudonymises its member_ref in every table, clears its time zone, locale and request contexts, deletes its failed attempts; ledgers and totals are unchanged; recorded in wallet.audit_log; returns false (and records nothing) when nothing names the member';
+COMMENT ON FUNCTION wallet.forget_member(bigint, text, text) IS 'erases a member''s personal data at a merchant: pseudonymises its member_ref in every table, clears its time zone, locale and request contexts, keeps only store, channel, payment_method and categories of its purchases'' attributes, deletes its failed attempts; ledgers and totals are unchanged; recorded in wallet.audit_log; returns false (and records nothing) when nothing names the member';

@@ -487,6 +487,23 @@ wallet_internal.budget_convert(bigint)	ok	^[0-9]+$	SELECT wallet_internal.budget
 wallet_internal.budget_release(bigint)	ok	^[0-9]+$	SELECT wallet_internal.budget_release(h.hold_id) FROM wallet_internal.budget_hold($c2, 1, '1 hour') h
 wallet.reclaim_budget_holds(integer)	ok	^[1-9][0-9]*$	SELECT wallet.reclaim_budget_holds(10)
 wallet_internal.budget_expire_holds(bigint)	ok	^[0-9]+$	SELECT wallet_internal.budget_expire_holds($c2)
+wallet.set_program_earning(bigint,text,text,boolean,numeric)	ok	-	SELECT wallet.set_program_earning($p, 'CNY', 'nearest')
+wallet_internal.rule_texts(jsonb,text)	ok	^\{a\}$	SELECT wallet_internal.rule_texts('{"stores": ["a"]}', 'stores')
+wallet_internal.rule_number(jsonb,text,boolean)	ok	^5$	SELECT wallet_internal.rule_number('{"min_amount": 5}', 'min_amount', false)
+wallet_internal.rule_apply_conditions(wallet.earning_rules,jsonb,jsonb)	ok	^\(	SELECT wallet_internal.rule_apply_conditions(NULL::wallet.earning_rules, '{"days_of_week": [1], "time_from": "22:00", "time_until": "02:00", "first_purchase": true, "stores": ["s"]}', '{"per_member": 5}')
+wallet_internal.rule_check(wallet.earning_rules)	22023	-	SELECT wallet_internal.rule_check(pg_catalog.jsonb_populate_record(NULL::wallet.earning_rules, '{"name": " ", "effect": "fixed", "value": 1, "valid_from": "now", "priority": 0, "exclusive": false}'))
+wallet_internal.unknown_rule(bigint)	WL502	-	SELECT wallet_internal.unknown_rule(-1)
+wallet.create_earning_rule(bigint,text,text,numeric,jsonb,jsonb,timestamp with time zone,timestamp with time zone,integer,boolean,bigint)	ok	^[0-9]+$	SELECT wallet.create_earning_rule($p, 'sp rule', 'per_unit', 1, '{"stores": ["s1"], "channels": ["app"], "payment_methods": ["card"], "categories": ["food"], "days_of_week": [1, 2, 3, 4, 5, 6, 7], "time_from": "00:00", "time_until": "23:59:59", "min_amount": 1}', '{"per_purchase": 1000, "per_member_day": 1000, "per_member": 5000}', '2020-01-01') OPERATOR(pg_catalog.+) wallet.create_earning_rule($p, 'sp double', 'multiplier', 2, '{}', '{}', '2020-01-01') OPERATOR(pg_catalog.+) wallet.create_earning_rule($p, 'sp first', 'fixed', 5, '{"first_purchase": true, "min_tier_rank": 1}', '{}', '2020-01-01', NULL, -1, true)
+wallet.update_earning_rule(bigint,text,numeric,jsonb,jsonb,timestamp with time zone,integer,boolean)	ok	-	SELECT wallet.update_earning_rule((SELECT r.rule_id FROM wallet.earning_rules r WHERE r.name OPERATOR(pg_catalog.=) 'sp rule'), priority => 1)
+wallet_internal.purchase_check(bigint,text,text,numeric,text,timestamp with time zone,jsonb)	ok	-	SELECT wallet_internal.purchase_check($m, 'member-a', 'sp-order-0', 10, 'CNY', 'now', '{"store": "s1", "channel": "app", "payment_method": "card", "categories": ["food"]}')
+wallet_internal.purchase_points(bigint,text,bigint,bigint,text,boolean,numeric,text,timestamp with time zone,jsonb)	ok	^20\|	SELECT * FROM wallet_internal.purchase_points($p, 'floor', NULL, $a, 'Europe/Zurich', true, 10, 'CNY', 'now', '{"store": "s1", "channel": "app", "payment_method": "card", "categories": ["food"]}')
+wallet.preview_purchase(bigint,text,text,numeric,text,timestamp with time zone,jsonb)	ok	^\|sp-order-1\|	SELECT * FROM wallet.preview_purchase($m, 'member-a', 'sp-order-1', 10, 'CNY', 'now', '{"store": "s1", "channel": "app", "payment_method": "card", "categories": ["food"]}')
+wallet.record_purchase(bigint,text,text,numeric,text,timestamp with time zone,jsonb)	ok	^[0-9]+\|sp-order-1\|	SELECT * FROM wallet.record_purchase($m, 'member-a', 'sp-order-1', 10, 'CNY', 'now', '{"store": "s1", "channel": "app", "payment_method": "card", "categories": ["food"]}')
+wallet_internal.purchase_context(bigint,text,text)	ok	^[0-9]+\|\|[0-9]+\|nearest\|$a$	SELECT * FROM wallet_internal.purchase_context($m, 'member-a', 'CNY')
+wallet_internal.purchase_retry(wallet.purchases,text,numeric,text)	ok	^[0-9]+\|sp-order-1\|	SELECT r.* FROM wallet.purchases x CROSS JOIN LATERAL wallet_internal.purchase_retry(x, 'member-a', 10, 'CNY') r WHERE x.order_ref OPERATOR(pg_catalog.=) 'sp-order-1'
+wallet.record_refund(bigint,text,numeric,text)	ok	^[0-9]+\|[0-9]+\|sp-order-1\|sp-refund-1\|	SELECT * FROM wallet.record_refund($m, 'sp-order-1', 5, 'sp-refund-1')
+wallet_internal.refund_retry(wallet.refunds,text,numeric)	ok	^[0-9]+\|[0-9]+\|sp-order-1\|	SELECT r.* FROM wallet.refunds x CROSS JOIN LATERAL wallet_internal.refund_retry(x, 'sp-order-1', 5) r WHERE x.refund_ref OPERATOR(pg_catalog.=) 'sp-refund-1'
+wallet.end_earning_rule(bigint,timestamp with time zone)	ok	-	SELECT wallet.end_earning_rule((SELECT r.rule_id FROM wallet.earning_rules r WHERE r.name OPERATOR(pg_catalog.=) 'sp rule'))
 CALLS
 }
 # The triggers, fired by writes to the extension's tables (same format).

@@ -35,12 +35,13 @@ CREATE TEMP TABLE fx (k text PRIMARY KEY, v text NOT NULL);
 CREATE FUNCTION pg_temp.loyalty_rows(m bigint, p bigint, a bigint) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     mem bigint := (SELECT member_id FROM wallet.accounts WHERE account_id = a);
-    pu bigint;
     ti bigint;
 BEGIN
-    INSERT INTO wallet.purchases (merchant_id, member_id, order_ref, amount, currency, occurred_at, program_id, account_id)
-    VALUES (m, mem, 'iso-order', 10, 'CNY', now(), p, a) RETURNING purchase_id INTO pu;
-    INSERT INTO wallet.refunds (merchant_id, member_id, purchase_id, refund_ref, amount) VALUES (m, mem, pu, 'iso-refund', 1);
+    -- purchases, refunds, earning rules and their counters through their API
+    PERFORM wallet.set_program_earning(p, 'CNY');
+    PERFORM wallet.create_earning_rule(p, 'iso rule', 'per_unit', 1, caps => '{"per_member_day": 1000}', valid_from => now() - interval '1 day');
+    PERFORM wallet.record_purchase(m, 'iso-member', 'iso-order', 10, 'CNY');
+    PERFORM wallet.record_refund(m, 'iso-order', 1, 'iso-refund');
     INSERT INTO wallet.member_events (merchant_id, member_id, kind) VALUES (m, mem, 'cart_updated');
     INSERT INTO wallet.tiers (merchant_id, program_id, rank, name, min_points) VALUES (m, p, 1, 'Gold', 50) RETURNING tier_id INTO ti;
     INSERT INTO wallet.account_tiers (account_id, merchant_id, member_id, program_id, tier_id, rank) VALUES (a, m, mem, p, ti, 1);
@@ -77,6 +78,7 @@ BEGIN
     PERFORM pg_temp.loyalty_rows(m, p, a);
     PERFORM wallet.set_campaign_budget(c, 'money', 10000);
     PERFORM wallet_internal.budget_hold(c, 500, interval '1 hour');
+    INSERT INTO fx SELECT t || '.rule', r.rule_id FROM wallet.earning_rules r WHERE r.program_id = p;
 END
 $$;
 
@@ -113,7 +115,7 @@ SELECT wallet.create_campaign((SELECT v::bigint FROM fx WHERE k = 'A.m'), 'vanis
 SELECT g::text AS unknown_code FROM wallet.generate_codes(:vanishing, 1) g \gset
 ROLLBACK TO SAVEPOINT vanish;
 INSERT INTO fx VALUES ('U.code', :'unknown_code'), ('U.code2', :'unknown_code'), ('U.bound', :'unknown_code');
-INSERT INTO fx SELECT 'U.' || k, '999999999' FROM unnest('{m,c,r,v,p,a,e,h}'::text[]) k;
+INSERT INTO fx SELECT 'U.' || k, '999999999' FROM unnest('{m,c,r,v,p,a,e,h,rule}'::text[]) k;
 SELECT is((SELECT count(DISTINCT merchant_id) FROM wallet.code_redemptions WHERE idempotency_key = 'iso-r')
           + (SELECT count(DISTINCT merchant_id) FROM wallet.code_reservations WHERE idempotency_key = 'iso-v'), 4::bigint,
           'A and B redeem and reserve with the same idempotency keys: one redemption and one reservation each');
@@ -267,6 +269,14 @@ INSERT INTO iso (fn, call, why) VALUES
 ('wallet.set_campaign_budget(bigint,text,bigint,integer)', $$SELECT (b.total, b.remaining)::text FROM wallet.set_campaign_budget({c}, 'money', 20000) b$$, NULL),
 ('wallet.campaign_budget(bigint)', 'SELECT (b.total, b.granted)::text FROM wallet.campaign_budget({c}) b', NULL),
 ('wallet.reclaim_budget_holds(integer)', NULL, 'no object'),
+-- purchases and earning rules (issue 10)
+('wallet.set_program_earning(bigint,text,text,boolean,numeric)', $$SELECT wallet.set_program_earning({p}, 'CNY')$$, NULL),
+('wallet.create_earning_rule(bigint,text,text,numeric,jsonb,jsonb,timestamp with time zone,timestamp with time zone,integer,boolean,bigint)', $$SELECT wallet.create_earning_rule({p}, 'iso new', 'fixed', 1)$$, NULL),
+('wallet.update_earning_rule(bigint,text,numeric,jsonb,jsonb,timestamp with time zone,integer,boolean)', $$SELECT wallet.update_earning_rule({rule}, 'iso new')$$, NULL),
+('wallet.end_earning_rule(bigint,timestamp with time zone)', 'SELECT wallet.end_earning_rule({rule})', NULL),
+('wallet.record_purchase(bigint,text,text,numeric,text,timestamp with time zone,jsonb)', $$SELECT points FROM wallet.record_purchase({m}, 'iso-member', 'iso-new-order', 10, 'CNY')$$, NULL),
+('wallet.preview_purchase(bigint,text,text,numeric,text,timestamp with time zone,jsonb)', $$SELECT points FROM wallet.preview_purchase({m}, 'iso-member', 'iso-order', 10, 'CNY')$$, NULL),
+('wallet.record_refund(bigint,text,numeric,text)', $$SELECT points FROM wallet.record_refund({m}, 'iso-order', 1, 'iso-new')$$, NULL),
 -- names no merchant's object
 ('wallet.version()', NULL, 'no object'),
 ('wallet.create_merchant(text)', NULL, 'no object'),
