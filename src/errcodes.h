@@ -61,4 +61,7 @@
 #define ERRCODE_WL_UNKNOWN_PROGRAM			MAKE_SQLSTATE('W','L','2','1','4')
 #define ERRCODE_WL_AUDIT_APPEND_ONLY		MAKE_SQLSTATE('W','L','4','0','1')
 
+/* campaign audience and analytics */
+#define ERRCODE_WL_CAMPAIGN_HOLDOUT_FIXED	MAKE_SQLSTATE('W','L','6','4','0')
+
 #endif							/* WALLET_ERRCODES_H */
