@@ -563,13 +563,13 @@ DECLARE
     s timestamptz := coalesce(period_start, c.starts_at);
     e timestamptz := coalesce(period_end, c.ends_at, now());
 BEGIN
-    IF e <= s THEN
-        RAISE EXCEPTION 'period must end after it starts'
-            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The period from %s to %s is empty.', s, e);
-    END IF;
     IF currency IS NOT NULL AND currency !~ '^[A-Z]{3}$' THEN
         RAISE EXCEPTION 'invalid currency "%"', left(currency, 16)
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A currency is an ISO 4217 code of three capital letters, such as CNY.';
+    END IF;
+    IF e <= s THEN
+        RAISE EXCEPTION 'period must end after it starts'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The period from %s to %s is empty.', s, e);
     END IF;
     RETURN tstzrange(s, e, '[)');
 END
@@ -797,7 +797,6 @@ DECLARE
     per tstzrange;
 BEGIN
     c := wallet_internal.campaign_seen(_cid);
-    per := wallet_internal.report_period(c, campaign_cohorts.period_start, campaign_cohorts.period_end, _cur);
     IF _months IS NULL THEN
         RAISE EXCEPTION 'months must not be null'
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Cohorts are followed for a number of months.';
@@ -806,6 +805,7 @@ BEGIN
         RAISE EXCEPTION 'months must be from 0 to 36'
             USING ERRCODE = 'invalid_parameter_value', DETAIL = format('Cohorts are followed for 0 to 36 months; %s is not.', _months);
     END IF;
+    per := wallet_internal.report_period(c, campaign_cohorts.period_start, campaign_cohorts.period_end, _cur);
     RETURN QUERY
     WITH g AS MATERIALIZED (
         SELECT m.member_id, m.grp FROM wallet_internal.campaign_members(_cid) m

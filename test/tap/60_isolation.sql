@@ -75,6 +75,10 @@ BEGIN
     INSERT INTO fx SELECT t || '.h', entry_id FROM wallet.hold(a, 10, 'iso-h1', interval '1 hour', 'cart');
     -- loyalty rows (written directly: the data model landed before its API)
     PERFORM pg_temp.loyalty_rows(m, p, a);
+    -- campaign audience, feedback and costs (issue 11)
+    PERFORM wallet.set_campaign_audience(c, 'list', 0, member_refs => '{iso-member}');
+    PERFORM wallet.record_feedback(c, 'iso-member', 4, 'praise', 'iso comment');
+    INSERT INTO wallet.campaign_costs (merchant_id, campaign_id, kind, amount, currency) VALUES (m, c, 'discount', 1, 'CNY');
 END
 $$;
 
@@ -262,6 +266,12 @@ INSERT INTO iso (fn, call, why) VALUES
 ('wallet.revoke_merchant(bigint,regrole)', $$SELECT wallet.revoke_merchant({m}, 'iso_b_app')$$, NULL),
 ('wallet.upsert_member(bigint,text,text,text)', $$SELECT member_id FROM wallet.upsert_member({m}, 'iso-member', 'Europe/Zurich')$$, NULL),
 ('wallet.forget_member(bigint,text,text)', $$SELECT wallet.forget_member({m}, 'iso-member', 'erasure request')$$, NULL),
+('wallet.campaign_group(bigint,text)', $$SELECT wallet.campaign_group({c}, 'iso-member')$$, NULL),
+('wallet.set_campaign_audience(bigint,text,numeric,bigint,integer,text[],text[],timestamp with time zone)', $$SELECT wallet.set_campaign_audience({c}, 'list', 0, member_refs => '{iso-member,iso-new}')$$, NULL),
+('wallet.record_feedback(bigint,text,integer,text,text,text)', $$SELECT wallet.record_feedback({c}, 'iso-member', 1, 'complaint', 'iso')$$, NULL),
+('wallet.rfm(bigint,timestamp with time zone,text)', 'SELECT count(*) FROM wallet.rfm({m})', NULL),
+('wallet.campaign_report(bigint,timestamp with time zone,timestamp with time zone,text)', 'SELECT audience_members FROM wallet.campaign_report({c})', NULL),
+('wallet.campaign_cohorts(bigint,timestamp with time zone,timestamp with time zone,integer,text)', 'SELECT count(*) FROM wallet.campaign_cohorts({c})', NULL),
 -- names no merchant's object
 ('wallet.version()', NULL, 'no object'),
 ('wallet.create_merchant(text)', NULL, 'no object'),
