@@ -288,9 +288,12 @@ BEGIN
     IF NOT FOUND THEN
         RETURN;
     END IF;
+    -- holdout_bucket's expression, inline: a call per member (a function
+    -- with a SET clause) would cost more than the hash
     RETURN QUERY
     SELECT i.member_id,
-           CASE WHEN wallet_internal.holdout_bucket(c.holdout_key, campaign_members.campaign_id, i.member_id) < c.holdout_percent
+           CASE WHEN ('x' || encode(substr(sha256(c.holdout_key || int8send(campaign_members.campaign_id) || int8send(i.member_id)), 1, 7), 'hex'))::bit(56)::bigint
+                     < c.holdout_percent * 720575940379279.36
                 THEN 'control' ELSE 'target' END
       FROM (SELECT m.member_id FROM wallet.members m WHERE c.audience = 'everyone' AND m.merchant_id = c.merchant_id
             UNION ALL

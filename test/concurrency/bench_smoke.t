@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # The benchmarks (bench/) are not tests and assert no timing, but they must
-# keep running: each runs here in a tiny size and must finish and print its
+# keep running: each runs here in a tiny size and must run analytics BENCH_PORT=$((${PGPORT:-55432} + 34)) MEMBERS=2000 PURCHASES=20000 RUNS=1 bash bench/analytics.sh
+ok $? "bench/analytics.sh runs (2,000 members, 20,000 purchases)" "$(tail -n 5 "$TMP/analytics.out")"
+grep -qE '^report +[0-9.]+ ms +[0-9.]+x baseline' "$TMP/analytics.out" && grep -q 'plain sum over everyone: 0\.00$' "$TMP/analytics.out"
+ok $? "it prints the report's time and ratio, and the report's revenue equals the plain sum" "$(grep -E '^(baseline|report)|plain sum' "$TMP/analytics.out")"
+finish and print its
 # figures, with its own consistency checks passing.  (bench/codes.sh broke
 # once unnoticed when the code key derivation changed.)
 set -uo pipefail
@@ -8,7 +12,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 . "$ROOT/test/lib.sh"
 TMP=$(mktemp -d /tmp/wallet-bench-smoke.XXXXXX)
 trap 'rm -rf "$TMP"' EXIT
-plan 6
+plan 8
 cd "$ROOT"
 # WALLET_SKIP_INSTALL: the benches use the install this test run already made
 run() { local name=$1; shift; env WALLET_SKIP_INSTALL=1 "$@" > "$TMP/$name.out" 2>&1; }
@@ -27,4 +31,8 @@ run redeem BENCH_PORT=$((${PGPORT:-55432} + 33)) bash bench/redeem.sh 1 2
 ok $? "bench/redeem.sh runs (1 s runs, 2 clients)" "$(tail -n 5 "$TMP/redeem.out")"
 grep -qE '^redeem +[0-9.]+ tps +[0-9.]+x baseline' "$TMP/redeem.out"
 ok $? "it prints the redemption ratio" "$(tail -n 5 "$TMP/redeem.out")"
+run analytics BENCH_PORT=$((${PGPORT:-55432} + 34)) MEMBERS=2000 PURCHASES=20000 RUNS=1 bash bench/analytics.sh
+ok $? "bench/analytics.sh runs (2,000 members, 20,000 purchases)" "$(tail -n 5 "$TMP/analytics.out")"
+grep -qE '^report +[0-9.]+ ms +[0-9.]+x baseline' "$TMP/analytics.out" && grep -q 'plain sum over everyone: 0\.00$' "$TMP/analytics.out"
+ok $? "it prints the report's time and ratio, and the report's revenue equals the plain sum" "$(grep -E '^(baseline|report)|plain sum' "$TMP/analytics.out")"
 finish
