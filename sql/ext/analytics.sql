@@ -190,13 +190,17 @@ BEGIN
         RAISE EXCEPTION 'as_of must not be null'
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Scores are computed from the purchases up to a point in time.';
     END IF;
+    IF NOT isfinite(as_of) THEN
+        RAISE EXCEPTION 'as_of must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Recency is counted in days up to as_of.';
+    END IF;
     IF currency IS NOT NULL AND currency !~ '^[A-Z]{3}$' THEN
         RAISE EXCEPTION 'invalid currency "%"', left(currency, 16)
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A currency is an ISO 4217 code of three capital letters, such as CNY.';
     END IF;
 END
 $$;
-COMMENT ON FUNCTION wallet_internal.rfm_args(bigint, timestamptz, text) IS 'internal: checks the arguments of wallet.rfm (22004, 22023, WL102)';
+COMMENT ON FUNCTION wallet_internal.rfm_args(bigint, timestamptz, text) IS 'internal: checks the arguments of wallet.rfm (22004, 22023 for an infinite as_of or a malformed currency, WL102)';
 
 CREATE FUNCTION wallet.rfm(merchant_id bigint, as_of timestamptz DEFAULT now(), currency text DEFAULT NULL)
     RETURNS TABLE (member_id bigint, member_ref text, last_purchase_at timestamptz, recency_days numeric,
@@ -570,6 +574,10 @@ BEGIN
         RAISE EXCEPTION 'invalid currency "%"', left(currency, 16)
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A currency is an ISO 4217 code of three capital letters, such as CNY.';
     END IF;
+    IF NOT (isfinite(s) AND isfinite(e)) THEN
+        RAISE EXCEPTION 'period must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The windows before and after the period are as long as the period.';
+    END IF;
     IF e <= s THEN
         RAISE EXCEPTION 'period must end after it starts'
             USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The period from %s to %s is empty.', s, e);
@@ -577,7 +585,7 @@ BEGIN
     RETURN tstzrange(s, e, '[)');
 END
 $$;
-COMMENT ON FUNCTION wallet_internal.report_period(wallet.campaigns, timestamptz, timestamptz, text) IS 'internal: the period [start, end) of a campaign report (default: the campaign''s window up to now); 22023 for an empty period or a malformed currency';
+COMMENT ON FUNCTION wallet_internal.report_period(wallet.campaigns, timestamptz, timestamptz, text) IS 'internal: the period [start, end) of a campaign report (default: the campaign''s window up to now); 22023 for an empty or infinite period or a malformed currency';
 
 CREATE FUNCTION wallet.campaign_report(campaign_id bigint, period_start timestamptz DEFAULT NULL,
         period_end timestamptz DEFAULT NULL, currency text DEFAULT NULL)

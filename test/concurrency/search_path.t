@@ -485,7 +485,7 @@ wallet_internal.campaign_seen(bigint)	ok	^sp uncapped$	SELECT (wallet_internal.c
 wallet_internal.holdout_bucket(bytea,bigint,bigint)	ok	^[0-9.]+$	SELECT wallet_internal.holdout_bucket('\x00112233445566778899aabbccddeeff', 1, 2)
 wallet_internal.rfm_scores(bigint,timestamp with time zone,text)	ok	^1$	SELECT pg_catalog.count(*) FROM wallet_internal.rfm_scores($m, 'infinity', NULL)
 wallet_internal.rfm_args(bigint,timestamp with time zone,text)	22023	-	SELECT wallet_internal.rfm_args($m, 'now', 'yen')
-wallet.rfm(bigint,timestamp with time zone,text)	ok	^member-a\|	SELECT member_ref, segment FROM wallet.rfm($m, 'infinity')
+wallet.rfm(bigint,timestamp with time zone,text)	ok	^member-a\|	SELECT member_ref, segment FROM wallet.rfm($m, '2100-01-01')
 wallet.record_feedback(bigint,text,integer,text,text,text)	ok	^[0-9]+$	SELECT wallet.record_feedback($c4, 'member-a', 4, 'praise', 'fine', 'sp-fb')
 wallet_internal.t_quantile_975(numeric)	ok	^2\.04	SELECT wallet_internal.t_quantile_975(30)
 wallet_internal.report_period(wallet.campaigns,timestamp with time zone,timestamp with time zone,text)	22023	-	SELECT wallet_internal.report_period(x, 'now', 'now', NULL) FROM wallet.campaigns x WHERE x.campaign_id OPERATOR(pg_catalog.=) $c4

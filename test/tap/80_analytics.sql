@@ -140,6 +140,7 @@ SELECT is((SELECT array_agg(DISTINCT segment ORDER BY segment) FROM wallet.rfm_s
           '{at_risk,cannot_lose,champions,hibernating,lost,loyal,new,potential}', 'with the eight named segments');
 SELECT throws_ok(format($$SELECT * FROM wallet.rfm(%s, NULL)$$, :m2), '22004', NULL, 'rfm: NULL as_of: 22004');
 SELECT throws_ok(format($$SELECT * FROM wallet.rfm(%s, now(), 'yen')$$, :m2), '22023', NULL, 'rfm: malformed currency: 22023');
+SELECT throws_ok(format($$SELECT * FROM wallet.rfm(%s, 'infinity')$$, :m2), '22023', NULL, 'rfm: infinite as_of: 22023');
 -- a segment audience: the members of the segments as of a time, kept as they were
 SELECT wallet.create_campaign(:m2, 'win back') AS winback \gset
 SELECT is(wallet.set_campaign_audience(:winback, 'segment', 0, segments => '{at_risk,lost}', as_of => '2026-06-30'), 2::bigint,
@@ -281,6 +282,7 @@ SELECT results_eq($$SELECT grp, cohort, members, month_offset, active, retention
                            ('control', '2026-03-01', 2, 2, 0, 0.0000, 1.0000)$$,
                   'cohorts: target T1 T2 (T1 back in April), control C1 C3 (none back)');
 SELECT throws_ok(format($$SELECT * FROM wallet.campaign_report(%s, '2026-03-05', '2026-03-05')$$, :fest), '22023', NULL, 'an empty period: 22023');
+SELECT throws_ok(format($$SELECT * FROM wallet.campaign_report(%s, '2026-03-05', 'infinity')$$, :fest), '22023', NULL, 'an infinite period: 22023');
 SELECT throws_ok(format($$SELECT * FROM wallet.campaign_cohorts(%s, months => 99)$$, :fest), '22023', NULL, 'cohorts over 36 months: 22023');
 SELECT throws_ok($$SELECT * FROM wallet.campaign_report(999999999)$$, 'WL101', 'campaign 999999999 does not exist', 'unknown campaign: WL101');
 
