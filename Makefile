@@ -38,6 +38,7 @@ SQL_PARTS = \
 	sql/ext/loyalty.sql \
 	sql/ext/budgets.sql \
 	sql/ext/purchases.sql \
+	sql/ext/analytics.sql \
 	sql/ext/grants.sql
 
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql

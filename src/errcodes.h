@@ -70,4 +70,7 @@
 #define ERRCODE_WL_REFUND_EXCEEDS_PURCHASE	MAKE_SQLSTATE('W','L','5','0','1')
 #define ERRCODE_WL_UNKNOWN_EARNING_RULE		MAKE_SQLSTATE('W','L','5','0','2')
 
+/* campaign audience and analytics */
+#define ERRCODE_WL_CAMPAIGN_HOLDOUT_FIXED	MAKE_SQLSTATE('W','L','6','4','0')
+
 #endif							/* WALLET_ERRCODES_H */

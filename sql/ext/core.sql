@@ -142,7 +142,8 @@ CREATE VIEW wallet.error_codes (sqlstate, name, description) AS VALUES
     ('WL602', 'budget_below_committed', 'set_campaign_budget shrinking a budget below the units granted plus held'),
     ('WL603', 'unknown_budget_hold', 'no budget hold with that id'),
     ('WL604', 'budget_hold_closed', 'converting a released budget hold, or releasing a converted one'),
-    ('WL605', 'budget_field_fixed', 'set_campaign_budget changing a budget''s unit or number of slices');
+    ('WL605', 'budget_field_fixed', 'set_campaign_budget changing a budget''s unit or number of slices'),
+    ('WL640', 'campaign_holdout_fixed', 'set_campaign_audience changing the holdout percentage of a campaign that has started, once a holdout was set');
 COMMENT ON VIEW wallet.error_codes IS 'every SQLSTATE of class WL the extension raises: code, name and when it is raised';
 COMMENT ON COLUMN wallet.error_codes.sqlstate IS 'the five-character SQLSTATE, WL followed by three digits';
 COMMENT ON COLUMN wallet.error_codes.name IS 'the code''s name (src/errcodes.h: ERRCODE_WL_<NAME>)';

@@ -78,6 +78,14 @@ GRANT EXECUTE ON FUNCTION wallet.create_merchant(text), wallet.grant_merchant(bi
     wallet.purge_code_attempts(interval), wallet.expire_points(timestamptz),
     wallet.forget_member(bigint, text, text)
     TO wallet_admin;
+-- campaign audience, analytics, segments, feedback (issue 11)
+GRANT EXECUTE ON FUNCTION wallet.campaign_group(bigint, text) TO wallet_admin, wallet_app, wallet_reader;
+GRANT EXECUTE ON FUNCTION wallet.record_feedback(bigint, text, integer, text, text, text) TO wallet_app;
+GRANT EXECUTE ON FUNCTION wallet.set_campaign_audience(bigint, text, numeric, bigint, integer, text[], text[], timestamptz) TO wallet_admin;
+GRANT EXECUTE ON FUNCTION wallet.rfm(bigint, timestamptz, text),
+    wallet.campaign_report(bigint, timestamptz, timestamptz, text),
+    wallet.campaign_cohorts(bigint, timestamptz, timestamptz, integer, text)
+    TO wallet_admin, wallet_reader;
 GRANT EXECUTE ON PROCEDURE wallet.expire_points_batched(timestamptz, int, int), wallet.run_maintenance() TO wallet_admin;
 -- what those procedures (not SECURITY DEFINER: they commit) call
 GRANT USAGE ON SCHEMA wallet_internal TO wallet_admin;

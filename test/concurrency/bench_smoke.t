@@ -38,4 +38,8 @@ ok $? "bench/loyalty.sh runs (1 s runs, 200 members, 2 clients)" "$(tail -n 5 "$
 grep -qE '^ratio record_purchase / accrue: [0-9.]+x' "$TMP/loyalty.out" && grep -q 'without their entry: 0$' "$TMP/loyalty.out" \
     && grep -q 'verify_ledger after the runs: 0 rows' "$TMP/loyalty.out"
 ok $? "it prints the ratio; every purchase that earned has its entry and the ledgers verify" "$(tail -n 6 "$TMP/loyalty.out")"
+run analytics BENCH_PORT=$((${PGPORT:-55432} + 36)) MEMBERS=2000 PURCHASES=20000 RUNS=1 bash bench/analytics.sh
+ok $? "bench/analytics.sh runs (2,000 members, 20,000 purchases)" "$(tail -n 5 "$TMP/analytics.out")"
+grep -qE '^report +[0-9.]+ ms +[0-9.]+x baseline' "$TMP/analytics.out" && grep -q 'plain sum over everyone: 0\.00$' "$TMP/analytics.out"
+ok $? "it prints the report's time and ratio, and the report's revenue equals the plain sum" "$(grep -E '^(baseline|report)|plain sum' "$TMP/analytics.out")"
 finish

@@ -324,6 +324,9 @@ SELECT wallet.open_account(:p, 'member-b') AS a2 \gset
 SELECT wallet.accrue(:a2, 5, 'setup-b1', 'short-lived', expires_at => clock_timestamp() + interval '1 second');
 SELECT wallet.open_account(:p, 'member-c') AS a3 \gset
 SELECT wallet.accrue(:a3, 5, 'setup-c1', 'short-lived', expires_at => clock_timestamp() + interval '1 second');
+-- a purchase for the analytics (rfm, campaign_report)
+INSERT INTO wallet.purchases (merchant_id, member_id, order_ref, amount, currency, occurred_at, points, rules)
+SELECT :m, member_id, 'sp-order', 10, 'CNY', now(), 5, '[{"rule_id": 1, "points": 5}]' FROM wallet.members WHERE merchant_id = :m AND member_ref = 'member-a';
 \echo m :m
 \echo c :c
 \echo c2 :c2
@@ -474,6 +477,20 @@ wallet_internal.member_check(bigint,text)	22023	-	SELECT wallet_internal.member_
 wallet_internal.member_ensure(bigint,text)	ok	^[0-9]+$	SELECT wallet_internal.member_ensure($m, 'member-ensured')
 wallet.upsert_member(bigint,text,text,text)	ok	^[0-9]+\|$m\|member-z\|Europe/Zurich\|de-CH\|active\|	SELECT * FROM wallet.upsert_member($m, 'member-z', 'Europe/Zurich', 'de-CH')
 wallet.forget_member(bigint,text,text)	ok	^t$	SELECT wallet.forget_member($m, 'member-c', 'erasure request')
+wallet.set_campaign_audience(bigint,text,numeric,bigint,integer,text[],text[],timestamp with time zone)	ok	^[0-9]+$	SELECT wallet.set_campaign_audience($c4, 'list', 10, member_refs => '{member-a,member-b,sp-new}')
+wallet.campaign_group(bigint,text)	ok	^(target|control)$	SELECT wallet.campaign_group($c4, 'member-a')
+wallet_internal.campaign_group(bigint,bigint)	ok	^(target|control|outside)$	SELECT wallet_internal.campaign_group($c4, 1)
+wallet_internal.campaign_members(bigint)	ok	^3$	SELECT pg_catalog.count(*) FROM wallet_internal.campaign_members($c4)
+wallet_internal.campaign_seen(bigint)	ok	^sp uncapped$	SELECT (wallet_internal.campaign_seen($c4)).name
+wallet_internal.holdout_bucket(bytea,bigint,bigint)	ok	^[0-9.]+$	SELECT wallet_internal.holdout_bucket('\x00112233445566778899aabbccddeeff', 1, 2)
+wallet_internal.rfm_scores(bigint,timestamp with time zone,text)	ok	^1$	SELECT pg_catalog.count(*) FROM wallet_internal.rfm_scores($m, 'infinity', NULL)
+wallet_internal.rfm_args(bigint,timestamp with time zone,text)	22023	-	SELECT wallet_internal.rfm_args($m, 'now', 'yen')
+wallet.rfm(bigint,timestamp with time zone,text)	ok	^member-a\|	SELECT member_ref, segment FROM wallet.rfm($m, '2100-01-01')
+wallet.record_feedback(bigint,text,integer,text,text,text)	ok	^[0-9]+$	SELECT wallet.record_feedback($c4, 'member-a', 4, 'praise', 'fine', 'sp-fb')
+wallet_internal.t_quantile_975(numeric)	ok	^2\.04	SELECT wallet_internal.t_quantile_975(30)
+wallet_internal.report_period(wallet.campaigns,timestamp with time zone,timestamp with time zone,text)	22023	-	SELECT wallet_internal.report_period(x, 'now', 'now', NULL) FROM wallet.campaigns x WHERE x.campaign_id OPERATOR(pg_catalog.=) $c4
+wallet.campaign_report(bigint,timestamp with time zone,timestamp with time zone,text)	ok	^3\|	SELECT audience_members, points_granted FROM wallet.campaign_report($c4, '2000-01-01', '2100-01-01')
+wallet.campaign_cohorts(bigint,timestamp with time zone,timestamp with time zone,integer,text)	ok	-	SELECT pg_catalog.count(*) FROM wallet.campaign_cohorts($c4, '2000-01-01', '2100-01-01')
 wallet_internal.audit_record(bigint,text,jsonb,jsonb,jsonb)	ok	^[0-9]+$	SELECT wallet_internal.audit_record($m, 'update', '{"table": "test"}', NULL, NULL)
 wallet.set_campaign_budget(bigint,text,bigint,integer)	ok	^$c2\|points\|100\|[0-9]+\|[0-9]+\|[0-9]+\|16$	SELECT * FROM wallet.set_campaign_budget($c2, 'points', 100)
 wallet.campaign_budget(bigint)	ok	^$c2\|points\|100\|	SELECT * FROM wallet.campaign_budget($c2)

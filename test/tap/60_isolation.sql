@@ -79,6 +79,10 @@ BEGIN
     PERFORM wallet.set_campaign_budget(c, 'money', 10000);
     PERFORM wallet_internal.budget_hold(c, 500, interval '1 hour');
     INSERT INTO fx SELECT t || '.rule', r.rule_id FROM wallet.earning_rules r WHERE r.program_id = p;
+    -- campaign audience, feedback and costs (issue 11)
+    PERFORM wallet.set_campaign_audience(c, 'list', 0, member_refs => '{iso-member}');
+    PERFORM wallet.record_feedback(c, 'iso-member', 4, 'praise', 'iso comment');
+    INSERT INTO wallet.campaign_costs (merchant_id, campaign_id, kind, amount, currency) VALUES (m, c, 'discount', 1, 'CNY');
 END
 $$;
 
@@ -277,6 +281,12 @@ INSERT INTO iso (fn, call, why) VALUES
 ('wallet.record_purchase(bigint,text,text,numeric,text,timestamp with time zone,jsonb)', $$SELECT points FROM wallet.record_purchase({m}, 'iso-member', 'iso-new-order', 10, 'CNY')$$, NULL),
 ('wallet.preview_purchase(bigint,text,text,numeric,text,timestamp with time zone,jsonb)', $$SELECT points FROM wallet.preview_purchase({m}, 'iso-member', 'iso-order', 10, 'CNY')$$, NULL),
 ('wallet.record_refund(bigint,text,numeric,text)', $$SELECT points FROM wallet.record_refund({m}, 'iso-order', 1, 'iso-new')$$, NULL),
+('wallet.campaign_group(bigint,text)', $$SELECT wallet.campaign_group({c}, 'iso-member')$$, NULL),
+('wallet.set_campaign_audience(bigint,text,numeric,bigint,integer,text[],text[],timestamp with time zone)', $$SELECT wallet.set_campaign_audience({c}, 'list', 0, member_refs => '{iso-member,iso-new}')$$, NULL),
+('wallet.record_feedback(bigint,text,integer,text,text,text)', $$SELECT wallet.record_feedback({c}, 'iso-member', 1, 'complaint', 'iso')$$, NULL),
+('wallet.rfm(bigint,timestamp with time zone,text)', 'SELECT count(*) FROM wallet.rfm({m})', NULL),
+('wallet.campaign_report(bigint,timestamp with time zone,timestamp with time zone,text)', 'SELECT audience_members FROM wallet.campaign_report({c})', NULL),
+('wallet.campaign_cohorts(bigint,timestamp with time zone,timestamp with time zone,integer,text)', 'SELECT count(*) FROM wallet.campaign_cohorts({c})', NULL),
 -- names no merchant's object
 ('wallet.version()', NULL, 'no object'),
 ('wallet.create_merchant(text)', NULL, 'no object'),
