@@ -36,6 +36,7 @@ SQL_PARTS = \
 	sql/ext/members.sql \
 	sql/ext/privileges.sql \
 	sql/ext/loyalty.sql \
+	sql/ext/referrals.sql \
 	sql/ext/grants.sql
 
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql

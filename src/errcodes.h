@@ -61,4 +61,8 @@
 #define ERRCODE_WL_UNKNOWN_PROGRAM			MAKE_SQLSTATE('W','L','2','1','4')
 #define ERRCODE_WL_AUDIT_APPEND_ONLY		MAKE_SQLSTATE('W','L','4','0','1')
 
+/* referrals and sharing (issue 11) */
+#define ERRCODE_WL_NO_REFERRAL_PROGRAM		MAKE_SQLSTATE('W','L','6','7','0')
+#define ERRCODE_WL_NO_SHARE_REWARD			MAKE_SQLSTATE('W','L','6','7','1')
+
 #endif							/* WALLET_ERRCODES_H */

@@ -134,7 +134,9 @@ CREATE VIEW wallet.error_codes (sqlstate, name, description) AS VALUES
     ('WL212', 'unknown_entry', 'no journal entry with that id'),
     ('WL213', 'journal_append_only', 'UPDATE, DELETE or TRUNCATE on wallet.entries'),
     ('WL214', 'unknown_program', 'no points program with that id'),
-    ('WL401', 'audit_append_only', 'UPDATE, DELETE or TRUNCATE on wallet.audit_log');
+    ('WL401', 'audit_append_only', 'UPDATE, DELETE or TRUNCATE on wallet.audit_log'),
+    ('WL670', 'no_referral_program', 'refer under a campaign that has no referral program (set one up with set_referral_program)'),
+    ('WL671', 'no_share_reward', 'record_share of a campaign that has no share reward (set one up with set_share_reward)');
 COMMENT ON VIEW wallet.error_codes IS 'every SQLSTATE of class WL the extension raises: code, name and when it is raised';
 COMMENT ON COLUMN wallet.error_codes.sqlstate IS 'the five-character SQLSTATE, WL followed by three digits';
 COMMENT ON COLUMN wallet.error_codes.name IS 'the code''s name (src/errcodes.h: ERRCODE_WL_<NAME>)';

@@ -82,5 +82,12 @@ GRANT EXECUTE ON PROCEDURE wallet.expire_points_batched(timestamptz, int, int), 
 -- what those procedures (not SECURITY DEFINER: they commit) call
 GRANT USAGE ON SCHEMA wallet_internal TO wallet_admin;
 GRANT EXECUTE ON FUNCTION wallet_internal.check_expiry_as_of(timestamptz), wallet_internal.expire_due_accounts(timestamptz, int) TO wallet_admin;
+-- referrals and sharing (issue 11): the app refers and records shares, the admin sets the rewards up
+GRANT EXECUTE ON FUNCTION wallet.refer(bigint, text, text, text, bigint, text, text),
+    wallet.record_share(bigint, text, bigint, text, text)
+    TO wallet_app;
+GRANT EXECUTE ON FUNCTION wallet.set_referral_program(bigint, bigint, bigint, bigint, int, numeric, text, int, text),
+    wallet.set_share_reward(bigint, bigint, bigint, int, int), wallet.expire_referrals(timestamptz, int)
+    TO wallet_admin;
 -- tables: read through row-level security; written only by the functions
 GRANT SELECT ON ALL TABLES IN SCHEMA wallet TO wallet_app, wallet_reader;
