@@ -49,6 +49,20 @@ BEGIN
 END
 $$;
 
+-- referrals and sharing (issue 11), through the API; the purchase of the
+-- referee (written directly, as loyalty_rows) rewards the first referral
+CREATE FUNCTION pg_temp.referral_rows(m bigint, c bigint, p bigint) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM wallet.set_referral_program(c, p, 10, 5, 30, max_per_referrer => 5);
+    PERFORM wallet.set_share_reward(c, p, 3, 10, 5);
+    PERFORM wallet.refer(m, 'iso-member', 'iso-friend', 'link', c, 'iso-fp-1', 'iso-fp-2');
+    PERFORM wallet.refer(m, 'iso-member', 'iso-friend-2', 'link', c);
+    INSERT INTO wallet.purchases (merchant_id, member_id, order_ref, amount, currency, occurred_at)
+    VALUES (m, wallet_internal.member_ensure(m, 'iso-friend'), 'iso-friend-order', 10, 'CNY', now());
+    PERFORM wallet.record_share(m, 'iso-member', c, 'wechat', 'iso-s');
+END
+$$;
+
 CREATE FUNCTION pg_temp.fixture(t text) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     m bigint;
@@ -75,6 +89,7 @@ BEGIN
     INSERT INTO fx SELECT t || '.h', entry_id FROM wallet.hold(a, 10, 'iso-h1', interval '1 hour', 'cart');
     -- loyalty rows (written directly: the data model landed before its API)
     PERFORM pg_temp.loyalty_rows(m, p, a);
+    PERFORM pg_temp.referral_rows(m, c, p);
 END
 $$;
 
@@ -262,6 +277,11 @@ INSERT INTO iso (fn, call, why) VALUES
 ('wallet.revoke_merchant(bigint,regrole)', $$SELECT wallet.revoke_merchant({m}, 'iso_b_app')$$, NULL),
 ('wallet.upsert_member(bigint,text,text,text)', $$SELECT member_id FROM wallet.upsert_member({m}, 'iso-member', 'Europe/Zurich')$$, NULL),
 ('wallet.forget_member(bigint,text,text)', $$SELECT wallet.forget_member({m}, 'iso-member', 'erasure request')$$, NULL),
+('wallet.set_referral_program(bigint,bigint,bigint,bigint,integer,numeric,text,integer,text)', 'SELECT campaign_id FROM wallet.set_referral_program({c}, {p}, 1, 1, 30)', NULL),
+('wallet.set_share_reward(bigint,bigint,bigint,integer,integer)', 'SELECT campaign_id FROM wallet.set_share_reward({c}, {p}, 1)', NULL),
+('wallet.refer(bigint,text,text,text,bigint,text,text)', $$SELECT status FROM wallet.refer({m}, 'iso-member', 'iso-newcomer', 'link', {c})$$, NULL),
+('wallet.record_share(bigint,text,bigint,text,text)', $$SELECT status FROM wallet.record_share({m}, 'iso-member', {c}, 'wechat', 'iso-s')$$, NULL),
+('wallet.expire_referrals(timestamp with time zone,integer)', NULL, 'no object'),
 -- names no merchant's object
 ('wallet.version()', NULL, 'no object'),
 ('wallet.create_merchant(text)', NULL, 'no object'),

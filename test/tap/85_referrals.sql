@@ -153,8 +153,8 @@ SELECT wallet.create_program(:m, 'closing points') AS p_closing \gset
 SELECT wallet.create_campaign(:m, 'closing') AS c_closing \gset
 SELECT is((SELECT (r.referrer_points, r.referee_points)::text FROM wallet.set_referral_program(:c_closing, :p_closing, 0, 30, 10) r), '(0,30)',
           'a program rewarding the referee only');
-SELECT wallet.refer(:m, 'kim', 'lou', 'link', :c_closing);
-SELECT wallet.refer(:m, 'kim', 'max', 'link', :c_closing);
+SELECT wallet.refer(:m, 'kim', 'lou', 'link', :c_closing) \g /dev/null
+SELECT wallet.refer(:m, 'kim', 'max', 'link', :c_closing) \g /dev/null
 SELECT pg_temp.buy(:m, 'lou', 'lou-1', 1) \g /dev/null
 SELECT is((SELECT (r.status, r.referrer_entry_id IS NULL, r.referee_entry_id IS NOT NULL)::text FROM pg_temp.referral(:m, 'lou') r),
           '(rewarded,t,t)', 'referee only: rewarded with one entry');
