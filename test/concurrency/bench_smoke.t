@@ -8,7 +8,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 . "$ROOT/test/lib.sh"
 TMP=$(mktemp -d /tmp/wallet-bench-smoke.XXXXXX)
 trap 'rm -rf "$TMP"' EXIT
-plan 6
+plan 8
 cd "$ROOT"
 # WALLET_SKIP_INSTALL: the benches use the install this test run already made
 run() { local name=$1; shift; env WALLET_SKIP_INSTALL=1 "$@" > "$TMP/$name.out" 2>&1; }
@@ -27,4 +27,9 @@ run redeem BENCH_PORT=$((${PGPORT:-55432} + 33)) bash bench/redeem.sh 1 2
 ok $? "bench/redeem.sh runs (1 s runs, 2 clients)" "$(tail -n 5 "$TMP/redeem.out")"
 grep -qE '^redeem +[0-9.]+ tps +[0-9.]+x baseline' "$TMP/redeem.out"
 ok $? "it prints the redemption ratio" "$(tail -n 5 "$TMP/redeem.out")"
+
+run referrals BENCH_PORT=$((${PGPORT:-55432} + 34)) MEMBERS=2000 REFERRALS=1000 bash bench/referrals.sh 1 2
+ok $? "bench/referrals.sh runs (1 s runs, 2 clients, 2,000 members, 1,000 referrals)" "$(tail -n 5 "$TMP/referrals.out")"
+grep -qE '^others +[0-9.]+ tps +[0-9.]+x baseline' "$TMP/referrals.out" && grep -q '^consistency: 0 rewarded referrals without' "$TMP/referrals.out"
+ok $? "it prints the trigger's ratio, and every rewarded referral has its two entries" "$(tail -n 8 "$TMP/referrals.out")"
 finish
