@@ -6659,12 +6659,13 @@ BEGIN
                   DETAIL = 'A referral still in its window would lose its reward for good; batch_size is at least 1.';
     END IF;
     -- SKIP LOCKED: a referral being rewarded right now is left to its purchase
+    WITH due AS MATERIALIZED (
+        SELECT x.referral_id FROM wallet.referrals x
+         WHERE x.status = 'pending' AND x.expires_at <= as_of
+         ORDER BY x.expires_at, x.referral_id LIMIT batch_size
+           FOR NO KEY UPDATE SKIP LOCKED)
     UPDATE wallet.referrals r SET status = 'expired', reason = 'window_passed', settled_at = now()
-     WHERE r.referral_id IN (SELECT x.referral_id FROM wallet.referrals x
-                              WHERE x.status = 'pending' AND x.expires_at <= as_of
-                              ORDER BY x.expires_at LIMIT batch_size
-                                FOR NO KEY UPDATE SKIP LOCKED)
-       AND r.status = 'pending';
+      FROM due WHERE r.referral_id = due.referral_id;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END
