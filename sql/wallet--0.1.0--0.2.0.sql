@@ -6124,7 +6124,7 @@ COMMENT ON COLUMN wallet.referrals.referrer_id IS 'the member who referred (wall
 COMMENT ON COLUMN wallet.referrals.referee_id IS 'the member referred (wallet.members)';
 COMMENT ON COLUMN wallet.referrals.channel IS 'how the referral was made, as the app names it (link, qr, wechat, ...)';
 COMMENT ON COLUMN wallet.referrals.status IS 'pending, rewarded, expired (window passed, program closed) or refused (an abuse guard: see reason)';
-COMMENT ON COLUMN wallet.referrals.reason IS 'why refused (self_referral, already_referred, referrer_cap, shared_fingerprint, referee_already_purchased, campaign_inactive) or expired (window_passed, program_closed); NULL otherwise';
+COMMENT ON COLUMN wallet.referrals.reason IS 'why refused (self_referral, already_referred, referrer_cap, shared_fingerprint, referee_already_purchased, campaign_inactive) or expired (window_passed, program_closed, referee_already_purchased: a purchase made before the referral turned up); NULL otherwise';
 COMMENT ON COLUMN wallet.referrals.referrer_fingerprint IS 'the app''s opaque device or payment fingerprint hash of the referrer side (personal data: cleared by forget_member); NULL = none given';
 COMMENT ON COLUMN wallet.referrals.referee_fingerprint IS 'the app''s opaque device or payment fingerprint hash of the referee side (personal data: cleared by forget_member); NULL = none given';
 COMMENT ON COLUMN wallet.referrals.referred_at IS 'when the referral was made; a qualifying purchase is made at or after it';
@@ -6311,9 +6311,34 @@ END
 $$;
 COMMENT ON FUNCTION wallet_internal.reward_setup_check(bigint, bigint) IS 'internal: the merchant of a campaign and program a reward is set up for; 22004 for NULL ids, WL101 for an unknown campaign, WL214 for a program not of its merchant, WL202 for a closed one';
 
+-- The campaign a referral or share names: the merchant's (else WL101, as
+-- an unknown one, whoever's it is); returns whether it runs now.
+CREATE FUNCTION wallet_internal.campaign_running(merchant_id bigint, campaign_id bigint) RETURNS boolean
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    starts timestamptz;
+    ends timestamptz;
+BEGIN
+    IF campaign_id IS NULL THEN
+        RAISE EXCEPTION 'campaign_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Referrals and shares are of a campaign, named by its id.';
+    END IF;
+    SELECT c.starts_at, c.ends_at INTO starts, ends FROM wallet.campaigns c
+     WHERE c.campaign_id = campaign_running.campaign_id AND c.merchant_id = campaign_running.merchant_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'campaign % does not exist', campaign_id
+            USING ERRCODE = 'WL101', HINT = 'Create it with wallet.create_campaign.';
+    END IF;
+    RETURN now() >= starts AND now() < coalesce(ends, 'infinity');
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.campaign_running(bigint, bigint) IS 'internal: whether the merchant''s campaign runs now; 22004 for a NULL campaign id, WL101 for one that is not the merchant''s';
+
 -- Posts reward points to a member's account in a program (opened if the
--- member has none), as wallet.accrue would: locked, settled, idempotent on
--- the key derived from what is rewarded.
+-- member has none) with wallet.accrue: locked, settled, idempotent on the
+-- key derived from what is rewarded.
 CREATE FUNCTION wallet_internal.reward_points(program_id bigint, member_id bigint, points bigint, idempotency_key text,
         reason text, reference text) RETURNS wallet.entries
     LANGUAGE plpgsql
@@ -6323,9 +6348,6 @@ DECLARE
     merchant bigint;
     ref text;
     account bigint;
-    at timestamptz;
-    a wallet_internal.locked_account;
-    e wallet.entries;
 BEGIN
     SELECT m.merchant_id, m.member_ref INTO merchant, ref FROM wallet.members m WHERE m.member_id = reward_points.member_id;
     SELECT x.account_id INTO account FROM wallet.accounts x
@@ -6340,17 +6362,7 @@ BEGIN
              WHERE x.program_id = reward_points.program_id AND x.member_ref = ref;
         END IF;
     END IF;
-    a := wallet_internal.lock_account(account, idempotency_key);
-    at := coalesce((a.prior).created_at, a.at);
-    e.account_id := account;
-    e.kind := 'accrue';
-    e.idempotency_key := idempotency_key;
-    e.reason := reason;
-    e.reference := reference;
-    e.created_at := at;
-    e.points := points;
-    e.expires_at := wallet.policy_expiry(at, a.expiry, a.granularity);
-    RETURN wallet_internal.post_once(a, e);
+    RETURN wallet.accrue(account, points, idempotency_key, reason, reference);
 END
 $$;
 COMMENT ON FUNCTION wallet_internal.reward_points(bigint, bigint, bigint, text, text, text) IS 'internal: accrues reward points to the member''s account in the program (opening it if needed), expiring per the program''s policy; idempotent on idempotency_key';
@@ -6452,8 +6464,7 @@ CREATE FUNCTION wallet.refer(merchant_id bigint, referrer_ref text, referee_ref 
 #variable_conflict use_column
 DECLARE
     rp wallet.referral_programs;
-    starts timestamptz;
-    ends timestamptz;
+    running boolean;
     referrer bigint;
     referee bigint;
     verdict text;
@@ -6465,18 +6476,9 @@ BEGIN
     PERFORM wallet_internal.member_check(merchant_id, referrer_ref);
     PERFORM wallet_internal.member_check(merchant_id, referee_ref);
     PERFORM wallet_internal.check_label('channel', channel, 64, true);
-    IF campaign_id IS NULL THEN
-        RAISE EXCEPTION 'campaign_id must not be null'
-            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A referral is made under the referral program of a campaign, named by its id.';
-    END IF;
     PERFORM wallet_internal.check_label('referrer fingerprint', referrer_fingerprint, 256, false);
     PERFORM wallet_internal.check_label('referee fingerprint', referee_fingerprint, 256, false);
-    SELECT c.starts_at, c.ends_at INTO starts, ends FROM wallet.campaigns c
-     WHERE c.campaign_id = refer.campaign_id AND c.merchant_id = refer.merchant_id;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'campaign % does not exist', campaign_id
-            USING ERRCODE = 'WL101', HINT = 'Create it with wallet.create_campaign.';
-    END IF;
+    running := wallet_internal.campaign_running(merchant_id, campaign_id);
     SELECT * INTO rp FROM wallet.referral_programs x WHERE x.campaign_id = refer.campaign_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'campaign % has no referral program', campaign_id
@@ -6488,7 +6490,7 @@ BEGIN
     -- the abuse guards, cheapest first; each refusal is a row with its reason
     SELECT * INTO r FROM wallet.referrals x
      WHERE x.merchant_id = refer.merchant_id AND x.referee_id = referee AND x.status <> 'refused';
-    IF now() < starts OR now() >= ends THEN
+    IF NOT running THEN
         verdict := 'campaign_inactive';
     ELSIF referrer = referee THEN
         verdict := 'self_referral';
@@ -6595,13 +6597,18 @@ BEGIN
     IF NOT FOUND THEN
         RETURN NULL;   -- a concurrent purchase rewarded it (or the expiry job expired it) first
     END IF;
-    IF NEW.occurred_at < r.referred_at THEN
-        RETURN NULL;   -- made before the referral: it qualifies nothing
-    END IF;
     SELECT p.closed_at IS NOT NULL INTO closed FROM wallet.programs p WHERE p.program_id = r.program_id;
-    IF NEW.occurred_at >= r.expires_at OR closed THEN
-        UPDATE wallet.referrals x SET status = 'expired', reason = CASE WHEN closed THEN 'program_closed' ELSE 'window_passed' END,
-               settled_at = now()
+    -- a purchase made before the referral (this one, recorded late, or one
+    -- committed while the referral was being made): the referee was a
+    -- customer already
+    IF EXISTS (SELECT FROM wallet.purchases p
+                WHERE p.merchant_id = NEW.merchant_id AND p.member_id = NEW.member_id AND p.occurred_at < r.referred_at) THEN
+        closed := NULL;
+    END IF;
+    IF closed IS NOT false OR NEW.occurred_at >= r.expires_at THEN
+        UPDATE wallet.referrals x
+           SET status = 'expired', settled_at = now(),
+               reason = CASE WHEN closed IS NULL THEN 'referee_already_purchased' WHEN closed THEN 'program_closed' ELSE 'window_passed' END
          WHERE x.referral_id = r.referral_id;
         RETURN NULL;
     END IF;
@@ -6635,7 +6642,7 @@ BEGIN
     RETURN NULL;
 END
 $$;
-COMMENT ON FUNCTION wallet_internal.referral_purchase() IS 'trigger: a purchase of a referee with a pending referral, made in its window and qualifying (amount, currency), rewards referrer and referee once, in the purchase''s transaction (member events referral_rewarded); a late one expires the referral';
+COMMENT ON FUNCTION wallet_internal.referral_purchase() IS 'trigger: a purchase of a referee with a pending referral, made in its window and qualifying (amount, currency), rewards referrer and referee once, in the purchase''s transaction (member events referral_rewarded); a late one, one in a closed program or a referee with a purchase made before the referral expires it';
 CREATE TRIGGER referral_purchase AFTER INSERT ON wallet.purchases
     FOR EACH ROW EXECUTE FUNCTION wallet_internal.referral_purchase();
 COMMENT ON TRIGGER referral_purchase ON wallet.purchases IS 'rewards a pending referral on the referee''s first qualifying purchase (wallet_internal.referral_purchase)';
@@ -6676,8 +6683,19 @@ COMMENT ON FUNCTION wallet.expire_referrals(timestamptz, int) IS 'expires up to 
 -- Sharing
 ------------------------------------------------------------------------------
 
--- A retry with the same idempotency key returns the first share; the
--- fingerprint (wallet_internal.idem_check) is member, campaign and channel.
+-- The idempotency fingerprint of a share (wallet_internal.idem_check): what
+-- the app asked for, not what the caps made of it.
+CREATE FUNCTION wallet_internal.idem_share(s wallet.shares) RETURNS jsonb
+    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    RETURN jsonb_build_object('member_id', s.member_id, 'campaign_id', s.campaign_id, 'channel', s.channel);
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.idem_share(wallet.shares) IS 'internal: idempotency fingerprint of a share (member, campaign, channel)';
+
+-- A retry with the same idempotency key returns the first share.
 CREATE FUNCTION wallet.record_share(merchant_id bigint, member_ref text, campaign_id bigint, channel text,
         idempotency_key text DEFAULT NULL) RETURNS wallet.shares
     LANGUAGE plpgsql
@@ -6685,9 +6703,9 @@ CREATE FUNCTION wallet.record_share(merchant_id bigint, member_ref text, campaig
     AS $$
 DECLARE
     sr wallet.share_rewards;
-    starts timestamptz;
-    ends timestamptz;
+    running boolean;
     closed boolean;
+    given jsonb;
     member bigint;
     tz text;
     today date;
@@ -6698,35 +6716,25 @@ DECLARE
     e wallet.entries;
 BEGIN
     PERFORM wallet_internal.member_check(merchant_id, member_ref);
-    IF campaign_id IS NULL THEN
-        RAISE EXCEPTION 'campaign_id must not be null'
-            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A share is of a campaign, named by its id.';
-    END IF;
     PERFORM wallet_internal.check_label('channel', channel, 64, true);
     PERFORM wallet_internal.check_label('idempotency key', idempotency_key, 256, false);
-    SELECT c.starts_at, c.ends_at INTO starts, ends FROM wallet.campaigns c
-     WHERE c.campaign_id = record_share.campaign_id AND c.merchant_id = record_share.merchant_id;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'campaign % does not exist', campaign_id
-            USING ERRCODE = 'WL101', HINT = 'Create it with wallet.create_campaign.';
-    END IF;
+    running := wallet_internal.campaign_running(merchant_id, campaign_id);
     SELECT * INTO sr FROM wallet.share_rewards x WHERE x.campaign_id = record_share.campaign_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'campaign % has no share reward', campaign_id
             USING ERRCODE = 'WL671', HINT = 'Set one up with wallet.set_share_reward.';
     END IF;
     member := wallet_internal.member_ensure(merchant_id, member_ref);
+    given := jsonb_build_object('member_id', member, 'campaign_id', campaign_id, 'channel', channel);
     IF idempotency_key IS NOT NULL THEN
         SELECT * INTO s FROM wallet.shares x WHERE x.merchant_id = record_share.merchant_id AND x.idempotency_key = record_share.idempotency_key;
         IF FOUND THEN
-            PERFORM wallet_internal.idem_check(idempotency_key, format('share %s', s.share_id),
-                        jsonb_build_object('member_id', s.member_id, 'campaign_id', s.campaign_id, 'channel', s.channel),
-                        jsonb_build_object('member_id', member, 'campaign_id', campaign_id, 'channel', channel));
+            PERFORM wallet_internal.idem_check(idempotency_key, format('share %s', s.share_id), wallet_internal.idem_share(s), given);
             RETURN s;
         END IF;
     END IF;
     SELECT p.closed_at IS NOT NULL INTO closed FROM wallet.programs p WHERE p.program_id = sr.program_id;
-    IF now() < starts OR now() >= ends THEN
+    IF NOT running THEN
         verdict := 'campaign_inactive';
     ELSIF closed THEN
         verdict := 'program_closed';
@@ -6761,9 +6769,7 @@ BEGIN
              WHERE c.campaign_id = record_share.campaign_id AND c.member_id = member;
         END IF;
         SELECT * INTO s FROM wallet.shares x WHERE x.merchant_id = record_share.merchant_id AND x.idempotency_key = record_share.idempotency_key;
-        PERFORM wallet_internal.idem_check(idempotency_key, format('share %s', s.share_id),
-                    jsonb_build_object('member_id', s.member_id, 'campaign_id', s.campaign_id, 'channel', s.channel),
-                    jsonb_build_object('member_id', member, 'campaign_id', campaign_id, 'channel', channel));
+        PERFORM wallet_internal.idem_check(idempotency_key, format('share %s', s.share_id), wallet_internal.idem_share(s), given);
         RETURN s;
     END IF;
     IF verdict IS NULL THEN

@@ -477,10 +477,12 @@ wallet.forget_member(bigint,text,text)	ok	^t$	SELECT wallet.forget_member($m, 'm
 wallet_internal.audit_record(bigint,text,jsonb,jsonb,jsonb)	ok	^[0-9]+$	SELECT wallet_internal.audit_record($m, 'update', '{"table": "test"}', NULL, NULL)
 wallet_internal.check_label(text,text,integer,boolean)	22023	-	SELECT wallet_internal.check_label('channel', ' ', 64, true)
 wallet_internal.reward_setup_check(bigint,bigint)	ok	^$m$	SELECT wallet_internal.reward_setup_check($c, $p)
+wallet_internal.campaign_running(bigint,bigint)	ok	^t$	SELECT wallet_internal.campaign_running($m, $c)
 wallet.set_referral_program(bigint,bigint,bigint,bigint,integer,numeric,text,integer,text)	ok	^$c\|$m\|$p\|10\|5\|30\|	SELECT * FROM wallet.set_referral_program($c, $p, 10, 5, 30, 1, 'CNY', 5, 'month')
 wallet.set_share_reward(bigint,bigint,bigint,integer,integer)	ok	^$c\|$m\|$p\|3\|	SELECT * FROM wallet.set_share_reward($c, $p, 3, 5, 2)
 wallet.refer(bigint,text,text,text,bigint,text,text)	ok	^[0-9]+\|$m\|$c\|[0-9]+\|[0-9]+\|link\|pending\|	SELECT * FROM wallet.refer($m, 'member-a', 'member-friend', 'link', $c, 'fp-1', 'fp-2')
 wallet.record_share(bigint,text,bigint,text,text)	ok	^[0-9]+\|$m\|$c\|[0-9]+\|wechat\|rewarded\|	SELECT * FROM wallet.record_share($m, 'member-a', $c, 'wechat', 'sp-share')
+wallet_internal.idem_share(wallet.shares)	ok	^\{	SELECT wallet_internal.idem_share(s) FROM wallet.shares s LIMIT 1
 wallet_internal.reward_points(bigint,bigint,bigint,text,text,text)	ok	^[0-9]+\|$a\|accrue\|7\|	SELECT e.* FROM wallet.accounts x CROSS JOIN LATERAL wallet_internal.reward_points($p, x.member_id, 7, 'sp-reward', 'reward', NULL) e WHERE x.account_id OPERATOR(pg_catalog.=) $a
 wallet.expire_referrals(timestamp with time zone,integer)	ok	^[0-9]+$	SELECT wallet.expire_referrals('now', 10)
 CALLS

@@ -300,6 +300,8 @@ INSERT INTO vocab (fn, what, expect, call) VALUES
 ('wallet_internal.check_label(text,text,integer,boolean)', '-', 'internal', NULL),
 ('wallet_internal.reward_setup_check(bigint,bigint)', '-', 'internal', NULL),
 ('wallet_internal.reward_points(bigint,bigint,bigint,text,text,text)', '-', 'internal', NULL),
+('wallet_internal.campaign_running(bigint,bigint)', '-', 'internal', NULL),
+('wallet_internal.idem_share(wallet.shares)', '-', 'internal', NULL),
 ('wallet.set_referral_program(bigint,bigint,bigint,bigint,integer,numeric,text,integer,text)', 'campaign_id NULL', '22004', 'SELECT wallet.set_referral_program(NULL, {p}, 1, 1, 30)'),
 ('wallet.set_referral_program(bigint,bigint,bigint,bigint,integer,numeric,text,integer,text)', 'program_id NULL', '22004', 'SELECT wallet.set_referral_program({c}, NULL, 1, 1, 30)'),
 ('wallet.set_referral_program(bigint,bigint,bigint,bigint,integer,numeric,text,integer,text)', 'referrer_points NULL', '22004', 'SELECT wallet.set_referral_program({c}, {p}, NULL, 1, 30)'),
