@@ -28,7 +28,7 @@ ok $? "bench/redeem.sh runs (1 s runs, 2 clients)" "$(tail -n 5 "$TMP/redeem.out
 grep -qE '^redeem +[0-9.]+ tps +[0-9.]+x baseline' "$TMP/redeem.out"
 ok $? "it prints the redemption ratio" "$(tail -n 5 "$TMP/redeem.out")"
 
-run referrals BENCH_PORT=$((${PGPORT:-55432} + 34)) MEMBERS=2000 REFERRALS=1000 bash bench/referrals.sh 1 2
+run referrals BENCH_PORT=$((${PGPORT:-55432} + 34)) MEMBERS=2000 REFERRALS=1000 ROUNDS=1 bash bench/referrals.sh 1 2
 ok $? "bench/referrals.sh runs (1 s runs, 2 clients, 2,000 members, 1,000 referrals)" "$(tail -n 5 "$TMP/referrals.out")"
 grep -qE '^others +[0-9.]+ tps +[0-9.]+x baseline' "$TMP/referrals.out" && grep -q '^consistency: 0 rewarded referrals without' "$TMP/referrals.out"
 ok $? "it prints the trigger's ratio, and every rewarded referral has its two entries" "$(tail -n 8 "$TMP/referrals.out")"
