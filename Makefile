@@ -39,6 +39,7 @@ SQL_PARTS = \
 	sql/ext/budgets.sql \
 	sql/ext/purchases.sql \
 	sql/ext/analytics.sql \
+	sql/ext/referrals.sql \
 	sql/ext/grants.sql
 
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
@@ -51,7 +52,7 @@ DATA = sql/$(EXTENSION)--0.1.0.sql \
 REGRESS = basics marketing_code points_ledger
 # Isolation specs in specs/, expected output in expected/; run by installcheck
 # against the running server (pg_isolation_regress), like REGRESS.
-ISOLATION = code_cache_snapshot ledger_same_key ledger_capture_expiry code_reserve_undo code_rotate_generate budget_hold_expiry
+ISOLATION = code_cache_snapshot ledger_same_key ledger_capture_expiry code_reserve_undo code_rotate_generate budget_hold_expiry referral_order
 
 SHLIB_LINK += -lsodium
 PG_CPPFLAGS += -DWALLET_VERSION='"$(EXTVERSION)"'

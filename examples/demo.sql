@@ -113,3 +113,20 @@ SELECT target_members, control_members, target_arpu_before, target_arpu, control
 \x off
 SELECT grp, cohort, members, month_offset, retention FROM wallet.campaign_cohorts(:d11, months => 1);
 SELECT segment, count(*) FROM wallet.rfm(1, '2025-12-01') GROUP BY segment ORDER BY count(*) DESC;
+\echo '== Referrals and sharing: bring a friend, 500 points for the referrer, 200 for the friend.'
+SELECT wallet.create_campaign(1, 'Bring a friend') AS referral_campaign \gset
+SELECT campaign_id FROM wallet.set_referral_program(:referral_campaign, :program_id, 500, 200, 30,
+       min_amount => 50, currency => 'CNY', max_per_referrer => 10, cap_period => 'month');
+SELECT campaign_id FROM wallet.set_share_reward(:referral_campaign, :program_id, 20, max_per_member => 5, max_per_day => 1);
+\echo 'member-42 refers member-77; member-77 is referred again by someone else, and member-42 tries to refer itself:'
+SELECT status, reason FROM wallet.refer(1, 'member-42', 'member-77', 'wechat', :referral_campaign, 'dev:42aa', 'dev:77bb');
+SELECT status, reason FROM wallet.refer(1, 'member-13', 'member-77', 'link', :referral_campaign);
+SELECT status, reason FROM wallet.refer(1, 'member-42', 'member-42', 'link', :referral_campaign);
+\echo 'member-77 pays 80 CNY at checkout (the purchase row record_purchase writes): both get their reward, once.'
+INSERT INTO wallet.purchases (merchant_id, member_id, order_ref, amount, currency, occurred_at)
+SELECT 1, member_id, 'order-2001', 80, 'CNY', now() FROM wallet.members WHERE merchant_id = 1 AND member_ref = 'member-77';
+SELECT status, referrer_points, referee_points FROM wallet.referrals WHERE status = 'rewarded';
+SELECT wallet.balance(wallet.find_account(:program_id, 'member-77')) AS member_77_points;
+\echo 'member-42 shares the campaign twice today: the second share is capped.'
+SELECT status, reason, points FROM wallet.record_share(1, 'member-42', :referral_campaign, 'weibo', 'share-1');
+SELECT status, reason, points FROM wallet.record_share(1, 'member-42', :referral_campaign, 'weibo', 'share-2');

@@ -73,4 +73,8 @@
 /* campaign audience and analytics */
 #define ERRCODE_WL_CAMPAIGN_HOLDOUT_FIXED	MAKE_SQLSTATE('W','L','6','4','0')
 
+/* referrals and sharing (issue 11) */
+#define ERRCODE_WL_NO_REFERRAL_PROGRAM		MAKE_SQLSTATE('W','L','6','7','0')
+#define ERRCODE_WL_NO_SHARE_REWARD			MAKE_SQLSTATE('W','L','6','7','1')
+
 #endif							/* WALLET_ERRCODES_H */

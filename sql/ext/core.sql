@@ -143,7 +143,9 @@ CREATE VIEW wallet.error_codes (sqlstate, name, description) AS VALUES
     ('WL603', 'unknown_budget_hold', 'no budget hold with that id'),
     ('WL604', 'budget_hold_closed', 'converting a released budget hold, or releasing a converted one'),
     ('WL605', 'budget_field_fixed', 'set_campaign_budget changing a budget''s unit or number of slices'),
-    ('WL640', 'campaign_holdout_fixed', 'set_campaign_audience changing the holdout percentage of a campaign that has started, once a holdout was set');
+    ('WL640', 'campaign_holdout_fixed', 'set_campaign_audience changing the holdout percentage of a campaign that has started, once a holdout was set'),
+    ('WL670', 'no_referral_program', 'refer under a campaign that has no referral program (set one up with set_referral_program)'),
+    ('WL671', 'no_share_reward', 'record_share of a campaign that has no share reward (set one up with set_share_reward)');
 COMMENT ON VIEW wallet.error_codes IS 'every SQLSTATE of class WL the extension raises: code, name and when it is raised';
 COMMENT ON COLUMN wallet.error_codes.sqlstate IS 'the five-character SQLSTATE, WL followed by three digits';
 COMMENT ON COLUMN wallet.error_codes.name IS 'the code''s name (src/errcodes.h: ERRCODE_WL_<NAME>)';

@@ -104,6 +104,12 @@ GRANT EXECUTE ON FUNCTION wallet.set_program_earning(bigint, text, text, boolean
     wallet.create_earning_rule(bigint, text, text, numeric, jsonb, jsonb, timestamptz, timestamptz, int, boolean, bigint),
     wallet.update_earning_rule(bigint, text, numeric, jsonb, jsonb, timestamptz, int, boolean),
     wallet.end_earning_rule(bigint, timestamptz)
+-- referrals and sharing (issue 11): the app refers and records shares, the admin sets the rewards up
+GRANT EXECUTE ON FUNCTION wallet.refer(bigint, text, text, text, bigint, text, text),
+    wallet.record_share(bigint, text, bigint, text, text)
+    TO wallet_app;
+GRANT EXECUTE ON FUNCTION wallet.set_referral_program(bigint, bigint, bigint, bigint, int, numeric, text, int, text),
+    wallet.set_share_reward(bigint, bigint, bigint, int, int), wallet.expire_referrals(timestamptz, int)
     TO wallet_admin;
 -- tables: read through row-level security; written only by the functions
 GRANT SELECT ON ALL TABLES IN SCHEMA wallet TO wallet_app, wallet_reader;

@@ -50,6 +50,12 @@ BEGIN
     --    (tidying only: a take reclaims expired holds itself before refusing)
     PERFORM wallet.reclaim_budget_holds(1000);
     COMMIT;
+    -- 4. pending referrals past their window (issue 11): at most 100 batches of 1,000, each committed
+    FOR i IN 1..100 LOOP
+        EXIT WHEN wallet.expire_referrals(pg_catalog.now(), 1000) OPERATOR(pg_catalog.<) 1000;
+        COMMIT;
+    END LOOP;
+    COMMIT;
 END
 $$;
-COMMENT ON PROCEDURE wallet.run_maintenance() IS 'runs every periodic job with bounded work per call, committing as it goes: expiry (up to 100,000 due accounts, 1,000 per transaction), purge of failed code attempts older than a day, units of up to 1,000 expired budget holds returned; later issues add their jobs here; schedule it every minute (README "Maintenance")';
+COMMENT ON PROCEDURE wallet.run_maintenance() IS 'runs every periodic job with bounded work per call, committing as it goes: expiry (up to 100,000 due accounts, 1,000 per transaction), purge of failed code attempts older than a day, units of up to 1,000 expired budget holds returned, expiry of pending referrals past their window (up to 100,000, 1,000 per transaction); later issues add their jobs here; schedule it every minute (README "Maintenance")';

@@ -331,6 +331,16 @@ BEGIN
      WHERE f.merchant_id = _merchant AND f.member_id = _member AND f.comment IS NOT NULL;
     GET DIAGNOSTICS c = ROW_COUNT;
     n := n || jsonb_build_object('campaign_feedback', c);
+    -- referrals (issue 11): the app's device or payment fingerprints of either
+    -- side; referrals and shares name the member by member_id only
+    UPDATE wallet.referrals r
+       SET referrer_fingerprint = CASE WHEN r.referrer_id = _member THEN NULL ELSE r.referrer_fingerprint END,
+           referee_fingerprint = CASE WHEN r.referee_id = _member THEN NULL ELSE r.referee_fingerprint END
+     WHERE r.merchant_id = _merchant AND (r.referrer_id = _member OR r.referee_id = _member)
+       AND ((r.referrer_id = _member AND r.referrer_fingerprint IS NOT NULL)
+            OR (r.referee_id = _member AND r.referee_fingerprint IS NOT NULL));
+    GET DIAGNOSTICS c = ROW_COUNT;
+    n := n || jsonb_build_object('referrals', c);
 
     IF NOT EXISTS (SELECT FROM jsonb_each(n) e WHERE e.value <> '0') THEN
         RETURN false;   -- nothing names the member (e.g. erased before): nothing to record

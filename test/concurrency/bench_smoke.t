@@ -42,4 +42,8 @@ run analytics BENCH_PORT=$((${PGPORT:-55432} + 36)) MEMBERS=2000 PURCHASES=20000
 ok $? "bench/analytics.sh runs (2,000 members, 20,000 purchases)" "$(tail -n 5 "$TMP/analytics.out")"
 grep -qE '^report +[0-9.]+ ms +[0-9.]+x baseline' "$TMP/analytics.out" && grep -q 'plain sum over everyone: 0\.00$' "$TMP/analytics.out"
 ok $? "it prints the report's time and ratio, and the report's revenue equals the plain sum" "$(grep -E '^(baseline|report)|plain sum' "$TMP/analytics.out")"
+run referrals BENCH_PORT=$((${PGPORT:-55432} + 37)) MEMBERS=2000 REFERRALS=1000 ROUNDS=1 bash bench/referrals.sh 1 2
+ok $? "bench/referrals.sh runs (1 s runs, 2 clients, 2,000 members, 1,000 referrals)" "$(tail -n 5 "$TMP/referrals.out")"
+grep -qE '^others +[0-9.]+ tps +[0-9.]+x baseline' "$TMP/referrals.out" && grep -q '^consistency: 0 rewarded referrals without' "$TMP/referrals.out"
+ok $? "it prints the trigger's ratio, and every rewarded referral has its two entries" "$(tail -n 8 "$TMP/referrals.out")"
 finish

@@ -521,6 +521,16 @@ wallet_internal.purchase_retry(wallet.purchases,text,numeric,text)	ok	^[0-9]+\|s
 wallet.record_refund(bigint,text,numeric,text)	ok	^[0-9]+\|[0-9]+\|sp-order-1\|sp-refund-1\|	SELECT * FROM wallet.record_refund($m, 'sp-order-1', 5, 'sp-refund-1')
 wallet_internal.refund_retry(wallet.refunds,text,numeric)	ok	^[0-9]+\|[0-9]+\|sp-order-1\|	SELECT r.* FROM wallet.refunds x CROSS JOIN LATERAL wallet_internal.refund_retry(x, 'sp-order-1', 5) r WHERE x.refund_ref OPERATOR(pg_catalog.=) 'sp-refund-1'
 wallet.end_earning_rule(bigint,timestamp with time zone)	ok	-	SELECT wallet.end_earning_rule((SELECT r.rule_id FROM wallet.earning_rules r WHERE r.name OPERATOR(pg_catalog.=) 'sp rule'))
+wallet_internal.check_label(text,text,integer,boolean)	22023	-	SELECT wallet_internal.check_label('channel', ' ', 64, true)
+wallet_internal.reward_setup_check(bigint,bigint)	ok	^$m$	SELECT wallet_internal.reward_setup_check($c, $p)
+wallet_internal.campaign_running(bigint,bigint)	ok	^t$	SELECT wallet_internal.campaign_running($m, $c)
+wallet.set_referral_program(bigint,bigint,bigint,bigint,integer,numeric,text,integer,text)	ok	^$c\|$m\|$p\|10\|5\|30\|	SELECT * FROM wallet.set_referral_program($c, $p, 10, 5, 30, 1, 'CNY', 5, 'month')
+wallet.set_share_reward(bigint,bigint,bigint,integer,integer)	ok	^$c\|$m\|$p\|3\|	SELECT * FROM wallet.set_share_reward($c, $p, 3, 5, 2)
+wallet.refer(bigint,text,text,text,bigint,text,text)	ok	^[0-9]+\|$m\|$c\|[0-9]+\|[0-9]+\|link\|pending\|	SELECT * FROM wallet.refer($m, 'member-a', 'member-friend', 'link', $c, 'fp-1', 'fp-2')
+wallet.record_share(bigint,text,bigint,text,text)	ok	^[0-9]+\|$m\|$c\|[0-9]+\|wechat\|rewarded\|	SELECT * FROM wallet.record_share($m, 'member-a', $c, 'wechat', 'sp-share')
+wallet_internal.idem_share(wallet.shares)	ok	^\{	SELECT wallet_internal.idem_share(s) FROM wallet.shares s LIMIT 1
+wallet_internal.reward_points(bigint,bigint,bigint,text,text,text)	ok	^[0-9]+\|$a\|accrue\|7\|	SELECT e.* FROM wallet.accounts x CROSS JOIN LATERAL wallet_internal.reward_points($p, x.member_id, 7, 'sp-reward', 'reward', NULL) e WHERE x.account_id OPERATOR(pg_catalog.=) $a
+wallet.expire_referrals(timestamp with time zone,integer)	ok	^[0-9]+$	SELECT wallet.expire_referrals('now', 10)
 CALLS
 }
 # The triggers, fired by writes to the extension's tables (same format).
@@ -539,6 +549,7 @@ wallet_internal.audit_change()	ok	-	UPDATE wallet.programs SET name = 'sp rename
 wallet_internal.audit_log_append_only()	WL401	-	DELETE FROM wallet.audit_log
 wallet_internal.campaigns_fresh_id()	WL123	-	INSERT INTO wallet.campaigns (campaign_id, merchant_id, name) OVERRIDING SYSTEM VALUE VALUES ($c, $m, 'reused id')
 wallet_internal.merchant_roles_changed()	ok	-	UPDATE wallet.merchant_roles SET granted_at = granted_at WHERE merchant_id OPERATOR(pg_catalog.=) $m
+wallet_internal.referral_purchase()	ok	-	INSERT INTO wallet.purchases (merchant_id, member_id, order_ref, amount, currency, occurred_at) SELECT $m, x.member_id, 'sp-order', 10, 'CNY', 'now' FROM wallet.members x WHERE x.merchant_id OPERATOR(pg_catalog.=) $m AND x.member_ref OPERATOR(pg_catalog.=) 'member-friend'
 TRIGGERS
 }
 

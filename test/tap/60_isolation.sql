@@ -50,6 +50,20 @@ BEGIN
 END
 $$;
 
+-- referrals and sharing (issue 11), through the API; the purchase of the
+-- referee (written directly, as loyalty_rows) rewards the first referral
+CREATE FUNCTION pg_temp.referral_rows(m bigint, c bigint, p bigint) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM wallet.set_referral_program(c, p, 10, 5, 30, max_per_referrer => 5);
+    PERFORM wallet.set_share_reward(c, p, 3, 10, 5);
+    PERFORM wallet.refer(m, 'iso-member', 'iso-friend', 'link', c, 'iso-fp-1', 'iso-fp-2');
+    PERFORM wallet.refer(m, 'iso-member', 'iso-friend-2', 'link', c);
+    INSERT INTO wallet.purchases (merchant_id, member_id, order_ref, amount, currency, occurred_at)
+    VALUES (m, wallet_internal.member_ensure(m, 'iso-friend'), 'iso-friend-order', 10, 'CNY', now());
+    PERFORM wallet.record_share(m, 'iso-member', c, 'wechat', 'iso-s');
+END
+$$;
+
 CREATE FUNCTION pg_temp.fixture(t text) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     m bigint;
@@ -83,6 +97,7 @@ BEGIN
     PERFORM wallet.set_campaign_audience(c, 'list', 0, member_refs => '{iso-member}');
     PERFORM wallet.record_feedback(c, 'iso-member', 4, 'praise', 'iso comment');
     INSERT INTO wallet.campaign_costs (merchant_id, campaign_id, kind, amount, currency) VALUES (m, c, 'discount', 1, 'CNY');
+    PERFORM pg_temp.referral_rows(m, c, p);
 END
 $$;
 
@@ -287,6 +302,11 @@ INSERT INTO iso (fn, call, why) VALUES
 ('wallet.rfm(bigint,timestamp with time zone,text)', 'SELECT count(*) FROM wallet.rfm({m})', NULL),
 ('wallet.campaign_report(bigint,timestamp with time zone,timestamp with time zone,text)', 'SELECT audience_members FROM wallet.campaign_report({c})', NULL),
 ('wallet.campaign_cohorts(bigint,timestamp with time zone,timestamp with time zone,integer,text)', 'SELECT count(*) FROM wallet.campaign_cohorts({c})', NULL),
+('wallet.set_referral_program(bigint,bigint,bigint,bigint,integer,numeric,text,integer,text)', 'SELECT campaign_id FROM wallet.set_referral_program({c}, {p}, 1, 1, 30)', NULL),
+('wallet.set_share_reward(bigint,bigint,bigint,integer,integer)', 'SELECT campaign_id FROM wallet.set_share_reward({c}, {p}, 1)', NULL),
+('wallet.refer(bigint,text,text,text,bigint,text,text)', $$SELECT status FROM wallet.refer({m}, 'iso-member', 'iso-newcomer', 'link', {c})$$, NULL),
+('wallet.record_share(bigint,text,bigint,text,text)', $$SELECT status FROM wallet.record_share({m}, 'iso-member', {c}, 'wechat', 'iso-s')$$, NULL),
+('wallet.expire_referrals(timestamp with time zone,integer)', NULL, 'no object'),
 -- names no merchant's object
 ('wallet.version()', NULL, 'no object'),
 ('wallet.create_merchant(text)', NULL, 'no object'),
