@@ -9749,7 +9749,7 @@ $$;
 COMMENT ON FUNCTION wallet.forget_member(bigint, text, text) IS 'erases a member''s personal data at a merchant: pseudonymises its member_ref in every table, clears its time zone, locale, request contexts and feedback comments, keeps only store, channel, payment_method and categories of its purchases'' attributes, deletes its failed attempts; ledgers and totals are unchanged; recorded in wallet.audit_log; returns false (and records nothing) when nothing names the member';
 
 -- == 9. privileges (last: covers every function)
--- Exactly the privileges part of sql/ext/privileges.sql, after every other
+-- Exactly the body of sql/ext/grants.sql (the last part), after every other
 -- section, so that functions they re-create are covered too.
 
 -- Privileges.  Nothing for PUBLIC; the three roles get what README "Roles
@@ -9827,6 +9827,14 @@ GRANT EXECUTE ON FUNCTION wallet.create_merchant(text), wallet.grant_merchant(bi
     wallet.purge_code_attempts(interval), wallet.expire_points(timestamptz),
     wallet.forget_member(bigint, text, text)
     TO wallet_admin;
+-- campaign audience, analytics, segments, feedback (issue 11)
+GRANT EXECUTE ON FUNCTION wallet.campaign_group(bigint, text) TO wallet_admin, wallet_app, wallet_reader;
+GRANT EXECUTE ON FUNCTION wallet.record_feedback(bigint, text, integer, text, text, text) TO wallet_app;
+GRANT EXECUTE ON FUNCTION wallet.set_campaign_audience(bigint, text, numeric, bigint, integer, text[], text[], timestamptz) TO wallet_admin;
+GRANT EXECUTE ON FUNCTION wallet.rfm(bigint, timestamptz, text),
+    wallet.campaign_report(bigint, timestamptz, timestamptz, text),
+    wallet.campaign_cohorts(bigint, timestamptz, timestamptz, integer, text)
+    TO wallet_admin, wallet_reader;
 GRANT EXECUTE ON PROCEDURE wallet.expire_points_batched(timestamptz, int, int), wallet.run_maintenance() TO wallet_admin;
 -- what those procedures (not SECURITY DEFINER: they commit) call
 GRANT USAGE ON SCHEMA wallet_internal TO wallet_admin;
@@ -9846,14 +9854,6 @@ GRANT EXECUTE ON FUNCTION wallet.set_program_earning(bigint, text, text, boolean
     wallet.update_earning_rule(bigint, text, numeric, jsonb, jsonb, timestamptz, int, boolean),
     wallet.end_earning_rule(bigint, timestamptz)
     TO wallet_admin;
--- campaign audience, analytics, segments, feedback (issue 11)
-GRANT EXECUTE ON FUNCTION wallet.campaign_group(bigint, text) TO wallet_admin, wallet_app, wallet_reader;
-GRANT EXECUTE ON FUNCTION wallet.record_feedback(bigint, text, integer, text, text, text) TO wallet_app;
-GRANT EXECUTE ON FUNCTION wallet.set_campaign_audience(bigint, text, numeric, bigint, integer, text[], text[], timestamptz) TO wallet_admin;
-GRANT EXECUTE ON FUNCTION wallet.rfm(bigint, timestamptz, text),
-    wallet.campaign_report(bigint, timestamptz, timestamptz, text),
-    wallet.campaign_cohorts(bigint, timestamptz, timestamptz, integer, text)
-    TO wallet_admin, wallet_reader;
 -- referrals and sharing (issue 11): the app refers and records shares, the admin sets the rewards up
 GRANT EXECUTE ON FUNCTION wallet.refer(bigint, text, text, text, bigint, text, text),
     wallet.record_share(bigint, text, bigint, text, text)

@@ -429,7 +429,7 @@ INSERT INTO vocab (fn, what, expect, call) VALUES
 ('wallet_internal.rfm_scores(bigint,timestamp with time zone,text)', '-', 'internal', NULL),
 ('wallet_internal.rfm_args(bigint,timestamp with time zone,text)', '-', 'internal', NULL),
 ('wallet_internal.t_quantile_975(numeric)', '-', 'internal', NULL),
-('wallet_internal.report_period(wallet.campaigns,timestamp with time zone,timestamp with time zone,text)', '-', 'internal', NULL);
+('wallet_internal.report_period(wallet.campaigns,timestamp with time zone,timestamp with time zone,text)', '-', 'internal', NULL),
 -- referrals and sharing (issue 11)
 ('wallet_internal.check_label(text,text,integer,boolean)', '-', 'internal', NULL),
 ('wallet_internal.reward_setup_check(bigint,bigint)', '-', 'internal', NULL),
