@@ -20,7 +20,8 @@ OBJS = \
 	src/redeem.o \
 	src/points_ledger.o \
 	src/ledger_ops.o \
-	src/privileges.o
+	src/privileges.o \
+	src/tiers.o
 
 # The install script is assembled from one part per area so that each area's
 # SQL lives beside nothing else; order matters (later parts use earlier ones:
@@ -36,6 +37,7 @@ SQL_PARTS = \
 	sql/ext/members.sql \
 	sql/ext/privileges.sql \
 	sql/ext/loyalty.sql \
+	sql/ext/tiers.sql \
 	sql/ext/grants.sql
 
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql

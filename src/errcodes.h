@@ -61,4 +61,10 @@
 #define ERRCODE_WL_UNKNOWN_PROGRAM			MAKE_SQLSTATE('W','L','2','1','4')
 #define ERRCODE_WL_AUDIT_APPEND_ONLY		MAKE_SQLSTATE('W','L','4','0','1')
 
+/* tiers (issue 10) */
+#define ERRCODE_WL_UNKNOWN_TIER				MAKE_SQLSTATE('W','L','5','4','0')
+#define ERRCODE_WL_TIER_EXISTS				MAKE_SQLSTATE('W','L','5','4','1')
+#define ERRCODE_WL_TIER_THRESHOLDS_OUT_OF_ORDER MAKE_SQLSTATE('W','L','5','4','2')
+#define ERRCODE_WL_TIER_IN_USE				MAKE_SQLSTATE('W','L','5','4','3')
+
 #endif							/* WALLET_ERRCODES_H */

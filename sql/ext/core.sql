@@ -134,7 +134,11 @@ CREATE VIEW wallet.error_codes (sqlstate, name, description) AS VALUES
     ('WL212', 'unknown_entry', 'no journal entry with that id'),
     ('WL213', 'journal_append_only', 'UPDATE, DELETE or TRUNCATE on wallet.entries'),
     ('WL214', 'unknown_program', 'no points program with that id'),
-    ('WL401', 'audit_append_only', 'UPDATE, DELETE or TRUNCATE on wallet.audit_log');
+    ('WL401', 'audit_append_only', 'UPDATE, DELETE or TRUNCATE on wallet.audit_log'),
+    ('WL540', 'unknown_tier', 'update_tier, drop_tier of a tier that does not exist'),
+    ('WL541', 'tier_exists', 'create_tier, update_tier with a rank or name another tier of the program has'),
+    ('WL542', 'tier_thresholds_out_of_order', 'create_tier, update_tier leaving a higher rank asking for fewer points or less spend than a lower one (or the same of both)'),
+    ('WL543', 'tier_in_use', 'drop_tier of a tier an account has held (its history refers to it)');
 COMMENT ON VIEW wallet.error_codes IS 'every SQLSTATE of class WL the extension raises: code, name and when it is raised';
 COMMENT ON COLUMN wallet.error_codes.sqlstate IS 'the five-character SQLSTATE, WL followed by three digits';
 COMMENT ON COLUMN wallet.error_codes.name IS 'the code''s name (src/errcodes.h: ERRCODE_WL_<NAME>)';

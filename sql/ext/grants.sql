@@ -82,5 +82,14 @@ GRANT EXECUTE ON PROCEDURE wallet.expire_points_batched(timestamptz, int, int), 
 -- what those procedures (not SECURITY DEFINER: they commit) call
 GRANT USAGE ON SCHEMA wallet_internal TO wallet_admin;
 GRANT EXECUTE ON FUNCTION wallet_internal.check_expiry_as_of(timestamptz), wallet_internal.expire_due_accounts(timestamptz, int) TO wallet_admin;
+-- tiers (issue 10): the admin configures and evaluates, everyone reads a member's tier
+GRANT EXECUTE ON FUNCTION wallet.create_tier(bigint, int, text, bigint, numeric, numeric, jsonb),
+    wallet.update_tier(bigint, text, bigint, numeric, numeric, jsonb, boolean), wallet.drop_tier(bigint),
+    wallet.set_tier_policy(bigint, text, int, text, int, text), wallet.evaluate_tiers(bigint, timestamptz, int),
+    wallet_internal.tier_programs_due(bigint, timestamptz)
+    TO wallet_admin;
+GRANT EXECUTE ON PROCEDURE wallet.evaluate_tiers_batched(bigint, timestamptz, int, int) TO wallet_admin;
+GRANT EXECUTE ON FUNCTION wallet.member_tier(bigint, timestamptz), wallet.tier_progress(bigint)
+    TO wallet_admin, wallet_app, wallet_reader;
 -- tables: read through row-level security; written only by the functions
 GRANT SELECT ON ALL TABLES IN SCHEMA wallet TO wallet_app, wallet_reader;

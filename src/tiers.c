@@ -1,0 +1,237 @@
+/*
+ * tiers.c: the tier qualification window read from a ledger's monthly earned
+ * buckets (README "Tiers").  Every function is O(24): the ledger keeps 24
+ * UTC months, so wallet.evaluate_tiers never reads the journal.
+ *
+ * A window is a run of whole UTC months ending with the month of as_of:
+ * rolling = the last tier_window_months months, calendar_year = January to
+ * the month of as_of.  Spend thresholds use the same window (from its first
+ * instant to as_of), computed in SQL from wallet.purchases.
+ */
+#include "wallet.h"
+
+#include "points_ledger.h"
+
+#include "catalog/pg_type.h"
+#include "common/int.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+/* Any NULL argument: NULL (internal helpers, called with checked values). */
+#define RETURN_NULL_ON_NULL_ARGS() \
+	do { \
+		int		_i; \
+		for (_i = 0; _i < PG_NARGS(); _i++) \
+			if (PG_ARGISNULL(_i)) \
+				PG_RETURN_NULL(); \
+	} while (0)
+
+static bool
+window_is_calendar(text *w)
+{
+	char	   *s = text_to_cstring(w);
+
+	if (strcmp(s, "calendar_year") == 0)
+		return true;
+	if (strcmp(s, "rolling") == 0)
+		return false;
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("unknown tier window \"%s\"", s),
+			 errdetail("The tier window is 'rolling' or 'calendar_year'.")));
+	return false;				/* not reached */
+}
+
+static void
+check_months(int n)
+{
+	if (n < 1 || n > LEDGER_MONTHS)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("tier window of %d months out of range", n),
+				 errdetail("A rolling window lasts 1 to %d months: the ledger keeps %d monthly buckets.",
+						   LEDGER_MONTHS, LEDGER_MONTHS)));
+}
+
+/* floor(m / 12) * 12: the January of month m (months since 2000-01 may be negative) */
+static int
+january_of(int m)
+{
+	int			y = m >= 0 ? m / 12 : -((-m + 11) / 12);
+
+	return y * 12;
+}
+
+/* First month of the window ending with month mo. */
+static int
+window_first(bool calendar, int n, int mo)
+{
+	return calendar ? january_of(mo) : mo - n + 1;
+}
+
+/* Points earned in the months [lo, hi] that the ledger keeps. */
+static int64
+earned_between(const Ledger *l, int lo, int hi)
+{
+	int64		sum = 0;
+	int			i;
+
+	if (l->last_month == LEDGER_NO_MONTH)
+		return 0;
+	for (i = 0; i < LEDGER_MONTHS; i++)
+	{
+		int			m = l->last_month - i;
+
+		if (m >= lo && m <= hi && pg_add_s64_overflow(sum, l->months[i], &sum))
+			sum = PG_INT64_MAX;	/* a threshold is a bigint: saturating is exact enough */
+	}
+	return sum;
+}
+
+static int64
+window_earned(const Ledger *l, bool calendar, int n, TimestampTz as_of)
+{
+	int			mo = wallet_ledger_month_of(as_of);
+
+	return earned_between(l, window_first(calendar, n, mo), mo);
+}
+
+/* tier_earned(l, tier_window, window_months, as_of) -> bigint */
+PG_FUNCTION_INFO_V1(tier_earned);
+Datum
+tier_earned(PG_FUNCTION_ARGS)
+{
+	Ledger	   *l;
+	bool		calendar;
+	int			n;
+
+	RETURN_NULL_ON_NULL_ARGS();
+	calendar = window_is_calendar(PG_GETARG_TEXT_PP(1));
+	n = PG_GETARG_INT32(2);
+	check_months(n);
+	l = wallet_ledger_decode(PG_GETARG_POINTS_LEDGER_P(0));
+	PG_RETURN_INT64(window_earned(l, calendar, n, PG_GETARG_TIMESTAMPTZ(3)));
+}
+
+/*
+ * tier_points_rank(l, tier_window, window_months, as_of, min_points bigint[])
+ * -> int: how many of the thresholds (ascending, as the tiers' ranks order
+ * them) the points earned in the window meet.  An upper bound of the tier
+ * the account qualifies for: a spend threshold can only lower it.
+ */
+PG_FUNCTION_INFO_V1(tier_points_rank);
+Datum
+tier_points_rank(PG_FUNCTION_ARGS)
+{
+	Ledger	   *l;
+	ArrayType  *a;
+	Datum	   *vals;
+	bool	   *nulls;
+	int			nvals,
+				k = 0,
+				i;
+	bool		calendar;
+	int			n;
+	int64		earned;
+
+	RETURN_NULL_ON_NULL_ARGS();
+	calendar = window_is_calendar(PG_GETARG_TEXT_PP(1));
+	n = PG_GETARG_INT32(2);
+	check_months(n);
+	l = wallet_ledger_decode(PG_GETARG_POINTS_LEDGER_P(0));
+	earned = window_earned(l, calendar, n, PG_GETARG_TIMESTAMPTZ(3));
+	a = PG_GETARG_ARRAYTYPE_P(4);
+	deconstruct_array(a, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &vals, &nulls, &nvals);
+	for (i = 0; i < nvals; i++)
+		if (!nulls[i] && earned >= DatumGetInt64(vals[i]))
+			k = i + 1;
+	PG_RETURN_INT32(k);
+}
+
+/* tier_window_start(tier_window, window_months, as_of) -> the window's first instant */
+PG_FUNCTION_INFO_V1(tier_window_start);
+Datum
+tier_window_start(PG_FUNCTION_ARGS)
+{
+	bool		calendar;
+	int			n;
+
+	RETURN_NULL_ON_NULL_ARGS();
+	calendar = window_is_calendar(PG_GETARG_TEXT_PP(0));
+	n = PG_GETARG_INT32(1);
+	check_months(n);
+	PG_RETURN_TIMESTAMPTZ(wallet_ledger_month_start(window_first(calendar, n,
+																 wallet_ledger_month_of(PG_GETARG_TIMESTAMPTZ(2)))));
+}
+
+/*
+ * tier_falls_below(l, tier_window, window_months, as_of, threshold) -> the
+ * first instant from as_of on at which, if nothing more were earned, the
+ * points earned in the window are below threshold: as_of itself when they
+ * already are, else the start of the month in which the months that carry
+ * them have left the window (calendar_year: the next 1 January).  NULL when
+ * that never happens (threshold 0).
+ */
+PG_FUNCTION_INFO_V1(tier_falls_below);
+Datum
+tier_falls_below(PG_FUNCTION_ARGS)
+{
+	Ledger	   *l;
+	bool		calendar;
+	int			n,
+				mo,
+				k;
+	int64		threshold;
+	TimestampTz as_of;
+
+	RETURN_NULL_ON_NULL_ARGS();
+	calendar = window_is_calendar(PG_GETARG_TEXT_PP(1));
+	n = PG_GETARG_INT32(2);
+	check_months(n);
+	as_of = PG_GETARG_TIMESTAMPTZ(3);
+	threshold = PG_GETARG_INT64(4);
+	if (threshold <= 0)
+		PG_RETURN_NULL();
+	l = wallet_ledger_decode(PG_GETARG_POINTS_LEDGER_P(0));
+	mo = wallet_ledger_month_of(as_of);
+	if (earned_between(l, window_first(calendar, n, mo), mo) < threshold)
+		PG_RETURN_TIMESTAMPTZ(as_of);
+	if (calendar)
+		PG_RETURN_TIMESTAMPTZ(wallet_ledger_month_start(january_of(mo) + 12));
+	/* months after as_of's earn nothing: only the window's start moves */
+	for (k = 1; k <= n; k++)
+		if (earned_between(l, mo + k - n + 1, mo) < threshold)
+			PG_RETURN_TIMESTAMPTZ(wallet_ledger_month_start(mo + k));
+	PG_RETURN_TIMESTAMPTZ(wallet_ledger_month_start(mo + n));	/* not reached: the window is empty by then */
+}
+
+/*
+ * tier_period_end(tier_window, window_months, since, as_of) -> the end of the
+ * qualification period that as_of lies in, for the period_end downgrade:
+ * calendar_year: the next 1 January; rolling: periods of window_months
+ * months from the start of the month the account reached its tier (since),
+ * so the first end after as_of of month(since) + k * window_months.
+ */
+PG_FUNCTION_INFO_V1(tier_period_end);
+Datum
+tier_period_end(PG_FUNCTION_ARGS)
+{
+	bool		calendar;
+	int			n,
+				ms,
+				mo,
+				k;
+
+	RETURN_NULL_ON_NULL_ARGS();
+	calendar = window_is_calendar(PG_GETARG_TEXT_PP(0));
+	n = PG_GETARG_INT32(1);
+	check_months(n);
+	ms = wallet_ledger_month_of(PG_GETARG_TIMESTAMPTZ(2));
+	mo = wallet_ledger_month_of(PG_GETARG_TIMESTAMPTZ(3));
+	if (calendar)
+		PG_RETURN_TIMESTAMPTZ(wallet_ledger_month_start(january_of(mo) + 12));
+	/* the period holding month mo ends at the first multiple past it */
+	k = mo < ms ? 1 : (mo - ms) / n + 1;
+	PG_RETURN_TIMESTAMPTZ(wallet_ledger_month_start(ms + k * n));
+}
