@@ -6661,9 +6661,8 @@ BEGIN
      WHERE x.program_id = a.program_id AND x.rank > coalesce(t.rank, 0) ORDER BY x.rank LIMIT 1;
     next_tier_id := n.tier_id;
     next_tier_name := n.name;
-    points_to_next := greatest(n.min_points - earned, 0);
+    points_to_next := CASE WHEN n.tier_id IS NOT NULL THEN greatest(n.min_points - earned, 0) END;
     IF n.min_spend IS NOT NULL THEN
-        spend := coalesce(spend, (wallet_internal.tier_qualified(a.program_id, account_id, now_ts)).spend);
         spend_to_next := greatest(n.min_spend - coalesce(spend, 0), 0);
     END IF;
     -- keeping the tier: the instant it would be lost, and the points to
@@ -6780,6 +6779,10 @@ CREATE FUNCTION wallet_internal.tier_programs_due(program_id bigint, as_of times
     SET search_path = pg_catalog, pg_temp
     AS $$
 BEGIN
+    IF program_id IS NOT NULL AND NOT wallet_internal.sees_program(program_id) THEN
+        RAISE EXCEPTION 'unknown program'
+            USING ERRCODE = 'WL214', DETAIL = format('There is no points program %s.', program_id);
+    END IF;
     RETURN ARRAY(SELECT p.program_id FROM wallet.programs p
                   WHERE (tier_programs_due.program_id IS NULL OR p.program_id = tier_programs_due.program_id)
                     AND wallet.acts_for(p.merchant_id)
@@ -6788,7 +6791,7 @@ BEGIN
                   ORDER BY p.program_id);
 END
 $$;
-COMMENT ON FUNCTION wallet_internal.tier_programs_due(bigint, timestamptz) IS 'internal: programs (one, or NULL = all the caller acts for) with tier reviews due at as_of or a sweep pending';
+COMMENT ON FUNCTION wallet_internal.tier_programs_due(bigint, timestamptz) IS 'internal: programs (one, or NULL = all the caller acts for) with tier reviews due at as_of or a sweep pending; WL214 for a program_id the caller does not see';
 
 -- Procedures carry no SET search_path (they commit): every name qualified.
 CREATE PROCEDURE wallet.evaluate_tiers_batched(program_id bigint DEFAULT NULL, as_of timestamptz DEFAULT now(),
@@ -6800,7 +6803,11 @@ DECLARE
     p bigint;
     r record;
 BEGIN
-    IF batch_size IS NULL OR batch_size OPERATOR(pg_catalog.<) 1 OR max_batches OPERATOR(pg_catalog.<) 1 THEN
+    IF as_of IS NULL OR batch_size IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN as_of IS NULL THEN 'as_of' ELSE 'batch_size' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Tiers are evaluated as of an instant, batch_size accounts per transaction.';
+    END IF;
+    IF batch_size OPERATOR(pg_catalog.<) 1 OR max_batches OPERATOR(pg_catalog.<) 1 THEN
         RAISE EXCEPTION 'batch_size and max_batches must be positive'
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = 'Accounts are evaluated batch_size at a time, at most max_batches times (NULL: until none is due).';

@@ -475,6 +475,28 @@ wallet_internal.member_ensure(bigint,text)	ok	^[0-9]+$	SELECT wallet_internal.me
 wallet.upsert_member(bigint,text,text,text)	ok	^[0-9]+\|$m\|member-z\|Europe/Zurich\|de-CH\|active\|	SELECT * FROM wallet.upsert_member($m, 'member-z', 'Europe/Zurich', 'de-CH')
 wallet.forget_member(bigint,text,text)	ok	^t$	SELECT wallet.forget_member($m, 'member-c', 'erasure request')
 wallet_internal.audit_record(bigint,text,jsonb,jsonb,jsonb)	ok	^[0-9]+$	SELECT wallet_internal.audit_record($m, 'update', '{"table": "test"}', NULL, NULL)
+wallet.create_tier(bigint,integer,text,bigint,numeric,numeric,jsonb)	ok	^[0-9]+$	SELECT wallet.create_tier($p, 1, 'sp silver', 100)
+wallet.update_tier(bigint,text,bigint,numeric,numeric,jsonb,boolean)	ok	^[0-9]+\|	SELECT * FROM wallet.update_tier((SELECT t.tier_id FROM wallet.tiers t WHERE t.program_id OPERATOR(pg_catalog.=) $p AND t.rank OPERATOR(pg_catalog.=) 1), min_points => 200)
+wallet.drop_tier(bigint)	ok	^t$	SELECT wallet.drop_tier(wallet.create_tier($p, 9, 'sp to drop', 999999))
+wallet.set_tier_policy(bigint,text,integer,text,integer,text)	ok	^$p\|	SELECT * FROM wallet.set_tier_policy($p, 'rolling', 12, 'grace', 30, 'one_level')
+wallet.member_tier(bigint,timestamp with time zone)	ok	\|	SELECT * FROM wallet.member_tier($a)
+wallet.tier_progress(bigint)	ok	^$p\|	SELECT * FROM wallet.tier_progress($a)
+wallet.evaluate_tiers(bigint,timestamp with time zone,integer)	ok	^[0-9]+\|	SELECT * FROM wallet.evaluate_tiers($p)
+wallet.evaluate_tiers_batched(bigint,timestamp with time zone,integer,integer)	ok	-	CALL wallet.evaluate_tiers_batched($p, 'now', 10, 2)
+wallet_internal.tier_earned(wallet.points_ledger,text,integer,timestamp with time zone)	ok	^[0-9]+$	SELECT wallet_internal.tier_earned(x.ledger, 'rolling', 12, 'now') $acct
+wallet_internal.tier_points_rank(wallet.points_ledger,text,integer,timestamp with time zone,bigint[])	ok	^[0-9]+$	SELECT wallet_internal.tier_points_rank(x.ledger, 'rolling', 12, 'now', '{1,100}') $acct
+wallet_internal.tier_window_start(text,integer,timestamp with time zone)	ok	^2	SELECT wallet_internal.tier_window_start('calendar_year', 12, 'now')
+wallet_internal.tier_falls_below(wallet.points_ledger,text,integer,timestamp with time zone,bigint)	ok	^2	SELECT wallet_internal.tier_falls_below(x.ledger, 'rolling', 12, 'now', 1) $acct
+wallet_internal.tier_period_end(text,integer,timestamp with time zone,timestamp with time zone)	ok	^2	SELECT wallet_internal.tier_period_end('rolling', 12, 'now', 'now')
+wallet_internal.tier_sweep_request(bigint)	ok	-	SELECT wallet_internal.tier_sweep_request($p)
+wallet_internal.tier_qualified(bigint,bigint,timestamp with time zone)	ok	\|	SELECT * FROM wallet_internal.tier_qualified($p, $a, 'now')
+wallet_internal.tier_set(bigint,bigint,bigint,integer,text,timestamp with time zone,bigint,timestamp with time zone)	ok	-	SELECT wallet_internal.tier_set($a, $p, NULL, 0, 'test', 'now', NULL, NULL)
+wallet_internal.tier_next_review(bigint,timestamp with time zone)	ok	-	SELECT wallet_internal.tier_next_review($a, 'now')
+wallet_internal.tier_review(bigint,timestamp with time zone,bigint)	ok	-	SELECT wallet_internal.tier_review($a, 'now')
+wallet_internal.tier_check(bigint,integer,text,bigint,numeric,numeric,jsonb,bigint)	ok	-	SELECT wallet_internal.tier_check($p, 8, 'sp check', 999999, NULL, 1, '{}', NULL)
+wallet_internal.lock_tier_program(bigint)	ok	^$m$	SELECT wallet_internal.lock_tier_program($p)
+wallet_internal.tier_lock(bigint)	ok	^[0-9]+\|	SELECT * FROM wallet_internal.tier_lock((SELECT t.tier_id FROM wallet.tiers t WHERE t.program_id OPERATOR(pg_catalog.=) $p AND t.rank OPERATOR(pg_catalog.=) 1))
+wallet_internal.tier_programs_due(bigint,timestamp with time zone)	ok	-	SELECT wallet_internal.tier_programs_due(NULL, 'now')
 CALLS
 }
 # The triggers, fired by writes to the extension's tables (same format).

@@ -42,10 +42,12 @@ BEGIN
     VALUES (m, mem, 'iso-order', 10, 'CNY', now(), p, a) RETURNING purchase_id INTO pu;
     INSERT INTO wallet.refunds (merchant_id, member_id, purchase_id, refund_ref, amount) VALUES (m, mem, pu, 'iso-refund', 1);
     INSERT INTO wallet.member_events (merchant_id, member_id, kind) VALUES (m, mem, 'cart_updated');
-    INSERT INTO wallet.tiers (merchant_id, program_id, rank, name, min_points) VALUES (m, p, 1, 'Gold', 50) RETURNING tier_id INTO ti;
-    INSERT INTO wallet.account_tiers (account_id, merchant_id, member_id, program_id, tier_id, rank) VALUES (a, m, mem, p, ti, 1);
-    INSERT INTO wallet.tier_history (merchant_id, member_id, account_id, program_id, to_tier, from_rank, to_rank, reason)
-    VALUES (m, mem, a, p, ti, 0, 1, 'upgrade');
+    -- tiers through their API: the account (100 points) moves up when the
+    -- tier is evaluated (account_tiers, tier_history, a tier_changed event);
+    -- a policy change leaves a sweep pending (tier_sweeps)
+    ti := wallet.create_tier(p, 1, 'Gold', 50);
+    PERFORM wallet.evaluate_tiers(p);
+    PERFORM wallet.set_tier_policy(p, tier_downgrade => 'grace');
 END
 $$;
 
@@ -75,6 +77,7 @@ BEGIN
     INSERT INTO fx SELECT t || '.h', entry_id FROM wallet.hold(a, 10, 'iso-h1', interval '1 hour', 'cart');
     -- loyalty rows (written directly: the data model landed before its API)
     PERFORM pg_temp.loyalty_rows(m, p, a);
+    INSERT INTO fx SELECT t || '.t', x.tier_id FROM wallet.tiers x WHERE x.program_id = p;
 END
 $$;
 
@@ -111,7 +114,7 @@ SELECT wallet.create_campaign((SELECT v::bigint FROM fx WHERE k = 'A.m'), 'vanis
 SELECT g::text AS unknown_code FROM wallet.generate_codes(:vanishing, 1) g \gset
 ROLLBACK TO SAVEPOINT vanish;
 INSERT INTO fx VALUES ('U.code', :'unknown_code'), ('U.code2', :'unknown_code'), ('U.bound', :'unknown_code');
-INSERT INTO fx SELECT 'U.' || k, '999999999' FROM unnest('{m,c,r,v,p,a,e,h}'::text[]) k;
+INSERT INTO fx SELECT 'U.' || k, '999999999' FROM unnest('{m,c,r,v,p,a,e,h,t}'::text[]) k;
 SELECT is((SELECT count(DISTINCT merchant_id) FROM wallet.code_redemptions WHERE idempotency_key = 'iso-r')
           + (SELECT count(DISTINCT merchant_id) FROM wallet.code_reservations WHERE idempotency_key = 'iso-v'), 4::bigint,
           'A and B redeem and reserve with the same idempotency keys: one redemption and one reservation each');
@@ -262,6 +265,14 @@ INSERT INTO iso (fn, call, why) VALUES
 ('wallet.revoke_merchant(bigint,regrole)', $$SELECT wallet.revoke_merchant({m}, 'iso_b_app')$$, NULL),
 ('wallet.upsert_member(bigint,text,text,text)', $$SELECT member_id FROM wallet.upsert_member({m}, 'iso-member', 'Europe/Zurich')$$, NULL),
 ('wallet.forget_member(bigint,text,text)', $$SELECT wallet.forget_member({m}, 'iso-member', 'erasure request')$$, NULL),
+('wallet.create_tier(bigint,integer,text,bigint,numeric,numeric,jsonb)', $$SELECT wallet.create_tier({p}, 2, 'iso new', 1000)$$, NULL),
+('wallet.update_tier(bigint,text,bigint,numeric,numeric,jsonb,boolean)', $$SELECT (wallet.update_tier({t}, 'iso renamed')).tier_id$$, NULL),
+('wallet.drop_tier(bigint)', 'SELECT wallet.drop_tier({t})', NULL),
+('wallet.set_tier_policy(bigint,text,integer,text,integer,text)', $$SELECT (wallet.set_tier_policy({p}, 'calendar_year')).program_id$$, NULL),
+('wallet.member_tier(bigint,timestamp with time zone)', 'SELECT rank FROM wallet.member_tier({a})', NULL),
+('wallet.tier_progress(bigint)', 'SELECT earned FROM wallet.tier_progress({a})', NULL),
+('wallet.evaluate_tiers(bigint,timestamp with time zone,integer)', 'SELECT looked_at FROM wallet.evaluate_tiers({p})', NULL),
+('wallet.evaluate_tiers_batched(bigint,timestamp with time zone,integer,integer)', 'CALL wallet.evaluate_tiers_batched({p})', NULL),
 -- names no merchant's object
 ('wallet.version()', NULL, 'no object'),
 ('wallet.create_merchant(text)', NULL, 'no object'),
