@@ -8,7 +8,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 . "$ROOT/test/lib.sh"
 TMP=$(mktemp -d /tmp/wallet-bench-smoke.XXXXXX)
 trap 'rm -rf "$TMP"' EXIT
-plan 6
+plan 8
 cd "$ROOT"
 # WALLET_SKIP_INSTALL: the benches use the install this test run already made
 run() { local name=$1; shift; env WALLET_SKIP_INSTALL=1 "$@" > "$TMP/$name.out" 2>&1; }
@@ -27,4 +27,8 @@ run redeem BENCH_PORT=$((${PGPORT:-55432} + 33)) bash bench/redeem.sh 1 2
 ok $? "bench/redeem.sh runs (1 s runs, 2 clients)" "$(tail -n 5 "$TMP/redeem.out")"
 grep -qE '^redeem +[0-9.]+ tps +[0-9.]+x baseline' "$TMP/redeem.out"
 ok $? "it prints the redemption ratio" "$(tail -n 5 "$TMP/redeem.out")"
+run tiers BENCH_PORT=$((${PGPORT:-55432} + 34)) ACCOUNTS=2000 ENTRIES=4 bash bench/tiers.sh
+ok $? "bench/tiers.sh runs (2,000 accounts, 4 accruals each)" "$(tail -n 5 "$TMP/tiers.out")"
+grep -q 'evaluate_tiers and the plain SQL agree' "$TMP/tiers.out" && grep -qE '^ratio plain SQL / evaluate_tiers: +[0-9.]+x' "$TMP/tiers.out"
+ok $? "its evaluation agrees with the plain SQL and it prints the ratio" "$(tail -n 12 "$TMP/tiers.out")"
 finish

@@ -296,7 +296,7 @@ INSERT INTO vocab (fn, what, expect, call) VALUES
 ('wallet.forget_member(bigint,text,text)', 'member_ref blank', '22023', $$SELECT wallet.forget_member({m}, ' ', 'test')$$),
 ('wallet.forget_member(bigint,text,text)', 'member_ref oversized', '22023', $$SELECT wallet.forget_member({m}, '{long}', 'test')$$),
 ('wallet.forget_member(bigint,text,text)', 'reason blank', '22023', $$SELECT wallet.forget_member({m}, 'vocab member', ' ')$$),
-('wallet.forget_member(bigint,text,text)', 'unknown merchant', 'WL102', $$SELECT wallet.forget_member({unknown}, 'vocab member', 'test')$$,
+('wallet.forget_member(bigint,text,text)', 'unknown merchant', 'WL102', $$SELECT wallet.forget_member({unknown}, 'vocab member', 'test')$$),
 -- tiers (issue 10)
 ('wallet_internal.tier_earned(wallet.points_ledger,text,integer,timestamp with time zone)', '-', 'internal', NULL),
 ('wallet_internal.tier_points_rank(wallet.points_ledger,text,integer,timestamp with time zone,bigint[])', '-', 'internal', NULL),
@@ -344,7 +344,7 @@ INSERT INTO vocab (fn, what, expect, call) VALUES
 ('wallet.evaluate_tiers(bigint,timestamp with time zone,integer)', 'as_of NULL', '22004', 'SELECT wallet.evaluate_tiers({p}, NULL)'),
 ('wallet.evaluate_tiers(bigint,timestamp with time zone,integer)', 'max_accounts NULL', '22004', 'SELECT wallet.evaluate_tiers({p}, now(), NULL)'),
 ('wallet.evaluate_tiers(bigint,timestamp with time zone,integer)', 'max_accounts 0', '22023', 'SELECT wallet.evaluate_tiers({p}, now(), 0)'),
-('wallet.evaluate_tiers(bigint,timestamp with time zone,integer)', 'unknown program', 'WL214', 'SELECT wallet.evaluate_tiers({unknown})',
+('wallet.evaluate_tiers(bigint,timestamp with time zone,integer)', 'unknown program', 'WL214', 'SELECT wallet.evaluate_tiers({unknown})'),
 ('wallet.evaluate_tiers_batched(bigint,timestamp with time zone,integer,integer)', 'as_of NULL', '22004', 'CALL wallet.evaluate_tiers_batched({p}, NULL)'),
 ('wallet.evaluate_tiers_batched(bigint,timestamp with time zone,integer,integer)', 'batch_size NULL', '22004', 'CALL wallet.evaluate_tiers_batched({p}, now(), NULL)'),
 ('wallet.evaluate_tiers_batched(bigint,timestamp with time zone,integer,integer)', 'batch_size 0', '22023', 'CALL wallet.evaluate_tiers_batched({p}, now(), 0)');

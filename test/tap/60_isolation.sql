@@ -147,8 +147,9 @@ SELECT is_empty($$SELECT p.oid::regprocedure::text FROM pg_proc p
                      AND (has_function_privilege('wallet_admin', p.oid, 'EXECUTE') OR has_function_privilege('wallet_app', p.oid, 'EXECUTE')
                           OR has_function_privilege('wallet_reader', p.oid, 'EXECUTE'))
                      AND p.oid NOT IN ('wallet_internal.check_expiry_as_of(timestamptz)'::regprocedure,
-                                       'wallet_internal.expire_due_accounts(timestamptz,integer)'::regprocedure)$$,
-                'no internal helper is executable by the roles but the two the maintenance procedures call');
+                                       'wallet_internal.expire_due_accounts(timestamptz,integer)'::regprocedure,
+                                       'wallet_internal.tier_programs_due(bigint,timestamptz)'::regprocedure)$$,
+                'no internal helper is executable by the roles but those the maintenance procedures call');
 SELECT is_empty($$SELECT p.oid::regprocedure::text FROM pg_proc p
                    WHERE p.pronamespace IN ('wallet'::regnamespace, 'wallet_internal'::regnamespace)
                      AND 'search_path=pg_catalog, pg_temp' = ANY (p.proconfig) AND p.prokind = 'f'
