@@ -12,10 +12,17 @@
 
 #include "points_ledger.h"
 
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "commands/trigger.h"
 #include "common/int.h"
+#include "executor/spi.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 /* Any NULL argument: NULL (internal helpers, called with checked values). */
@@ -234,4 +241,108 @@ tier_period_end(PG_FUNCTION_ARGS)
 	/* the period holding month mo ends at the first multiple past it */
 	k = mo < ms ? 1 : (mo - ms) / n + 1;
 	PG_RETURN_TIMESTAMPTZ(wallet_ledger_month_start(ms + k * n));
+}
+
+/*
+ * Whether a program has tiers, asked by every accrual (post_entry): cached
+ * per backend so that programs without tiers pay a hash probe, not a query.
+ * A statement trigger on wallet.tiers (tiers_changed) queues a relcache
+ * invalidation of the table: this backend drops the cache at its next
+ * command, every other one when the change commits, and an abort replays
+ * its own invalidations here too.  A posting racing the commit of a new
+ * tier can miss it; create_tier asks for a sweep, which catches it.
+ */
+typedef struct TieredEntry
+{
+	int64		program_id;
+	bool		tiered;
+} TieredEntry;
+
+static HTAB *tiered_cache = NULL;
+static bool tiered_valid = false;
+static bool tiered_callback = false;
+static Oid	tiers_relid = InvalidOid;
+
+static void
+tiered_invalidate(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == tiers_relid)
+		tiered_valid = false;
+}
+
+static void
+tiered_reset(void)
+{
+	HASHCTL		ctl;
+	Oid			nsp;
+
+	if (!tiered_callback)
+	{
+		CacheRegisterRelcacheCallback(tiered_invalidate, (Datum) 0);
+		tiered_callback = true;
+	}
+	if (tiered_cache != NULL)
+		hash_destroy(tiered_cache);
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(int64);
+	ctl.entrysize = sizeof(TieredEntry);
+	ctl.hcxt = TopMemoryContext;
+	tiered_cache = hash_create("wallet tiered programs", 64, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	nsp = get_namespace_oid("wallet", true);
+	tiers_relid = OidIsValid(nsp) ? get_relname_relid("tiers", nsp) : InvalidOid;
+	tiered_valid = true;
+}
+
+/* program_tiered(program_id) -> whether the program has a tier */
+PG_FUNCTION_INFO_V1(program_tiered);
+Datum
+program_tiered(PG_FUNCTION_ARGS)
+{
+	int64		program_id;
+	TieredEntry *e;
+	bool		found;
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	program_id = PG_GETARG_INT64(0);
+	if (!tiered_valid)
+		tiered_reset();
+	e = hash_search(tiered_cache, &program_id, HASH_FIND, NULL);
+	if (e == NULL)
+	{
+		Oid			argtypes[1] = {INT8OID};
+		Datum		args[1];
+		bool		tiered,
+					isnull;
+
+		args[0] = Int64GetDatum(program_id);
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		if (SPI_execute_with_args("SELECT EXISTS (SELECT FROM wallet.tiers t WHERE t.program_id OPERATOR(pg_catalog.=) $1)",
+								  1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "reading wallet.tiers failed");
+		tiered = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		SPI_finish();
+		/* the query may have processed an invalidation that reset the cache */
+		if (!tiered_valid)
+			tiered_reset();
+		e = hash_search(tiered_cache, &program_id, HASH_ENTER, &found);
+		e->tiered = tiered;
+	}
+	PG_RETURN_BOOL(e->tiered);
+}
+
+/* Statement trigger on wallet.tiers: every backend drops its cache of tiered programs. */
+PG_FUNCTION_INFO_V1(tiers_changed);
+Datum
+tiers_changed(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("wallet_internal.tiers_changed() must be called as a trigger")));
+	CacheInvalidateRelcache(trigdata->tg_relation);
+	return PointerGetDatum(NULL);
 }

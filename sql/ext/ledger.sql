@@ -381,7 +381,7 @@ BEGIN
     RETURNING * INTO e;
     -- tiers (README "Tiers"): points earned change only by accruals and
     -- their reversals; the posting that crosses a threshold upgrades
-    IF e.kind IN ('accrue', 'reverse') AND EXISTS (SELECT FROM wallet.tiers t WHERE t.program_id = pid) THEN
+    IF e.kind IN ('accrue', 'reverse') AND wallet_internal.program_tiered(pid) THEN
         PERFORM wallet_internal.tier_review(e.account_id, e.created_at, e.entry_id);
     END IF;
     RETURN e;

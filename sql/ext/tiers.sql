@@ -45,6 +45,22 @@ CREATE FUNCTION wallet_internal.tier_period_end(tier_window text, window_months 
     AS 'MODULE_PATHNAME', 'tier_period_end';
 COMMENT ON FUNCTION wallet_internal.tier_period_end(text, int, timestamptz, timestamptz) IS 'internal: end of the qualification period holding as_of: the next 1 January (calendar_year), or the next multiple of window_months months from the month of since (rolling)';
 
+-- Whether a program has tiers: asked by every accrual, answered from a
+-- per-backend cache that a trigger on wallet.tiers invalidates.
+CREATE FUNCTION wallet_internal.program_tiered(program_id bigint) RETURNS boolean
+    LANGUAGE C STABLE
+    AS 'MODULE_PATHNAME', 'program_tiered';
+COMMENT ON FUNCTION wallet_internal.program_tiered(bigint) IS 'internal: whether the program has a tier (cached per backend, reset by the trigger tiers_changed)';
+CREATE FUNCTION wallet_internal.tiers_changed() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'tiers_changed' LANGUAGE C;
+COMMENT ON FUNCTION wallet_internal.tiers_changed() IS 'trigger: tells every backend to drop its cache of the programs that have tiers';
+CREATE TRIGGER tiers_changed AFTER INSERT OR DELETE OR UPDATE OF program_id
+    ON wallet.tiers FOR EACH STATEMENT EXECUTE FUNCTION wallet_internal.tiers_changed();
+CREATE TRIGGER tiers_changed_truncate AFTER TRUNCATE
+    ON wallet.tiers FOR EACH STATEMENT EXECUTE FUNCTION wallet_internal.tiers_changed();
+COMMENT ON TRIGGER tiers_changed ON wallet.tiers IS 'drops every backend''s cache of tiered programs (wallet_internal.program_tiered)';
+COMMENT ON TRIGGER tiers_changed_truncate ON wallet.tiers IS 'drops every backend''s cache of tiered programs on TRUNCATE';
+
 -- ---------------------------------------------------------------- sweeps
 
 -- A change of a program's tiers or policy can move any of its accounts: a

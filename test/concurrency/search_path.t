@@ -497,6 +497,7 @@ wallet_internal.tier_check(bigint,integer,text,bigint,numeric,numeric,jsonb,bigi
 wallet_internal.lock_tier_program(bigint)	ok	^$m$	SELECT wallet_internal.lock_tier_program($p)
 wallet_internal.tier_lock(bigint)	ok	^[0-9]+\|	SELECT * FROM wallet_internal.tier_lock((SELECT t.tier_id FROM wallet.tiers t WHERE t.program_id OPERATOR(pg_catalog.=) $p AND t.rank OPERATOR(pg_catalog.=) 1))
 wallet_internal.tier_programs_due(bigint,timestamp with time zone)	ok	-	SELECT wallet_internal.tier_programs_due(NULL, 'now')
+wallet_internal.program_tiered(bigint)	ok	^t$	SELECT wallet_internal.program_tiered($p)
 CALLS
 }
 # The triggers, fired by writes to the extension's tables (same format).
@@ -515,6 +516,7 @@ wallet_internal.audit_change()	ok	-	UPDATE wallet.programs SET name = 'sp rename
 wallet_internal.audit_log_append_only()	WL401	-	DELETE FROM wallet.audit_log
 wallet_internal.campaigns_fresh_id()	WL123	-	INSERT INTO wallet.campaigns (campaign_id, merchant_id, name) OVERRIDING SYSTEM VALUE VALUES ($c, $m, 'reused id')
 wallet_internal.merchant_roles_changed()	ok	-	UPDATE wallet.merchant_roles SET granted_at = granted_at WHERE merchant_id OPERATOR(pg_catalog.=) $m
+wallet_internal.tiers_changed()	ok	-	UPDATE wallet.tiers SET program_id = program_id WHERE program_id OPERATOR(pg_catalog.=) $p
 TRIGGERS
 }
 
