@@ -6069,12 +6069,12 @@ BEGIN
     -- tiers (README "Tiers"): points earned change only by accruals and
     -- their reversals; the posting that crosses a threshold upgrades
     IF e.kind IN ('accrue', 'reverse') AND wallet_internal.program_tiered(pid) THEN
-        PERFORM wallet_internal.tier_review(e.account_id, e.created_at, e.entry_id);
+        PERFORM wallet_internal.tier_posted(e.account_id, pid, e.created_at, e.entry_id);
     END IF;
     RETURN e;
 END
 $$;
-COMMENT ON FUNCTION wallet_internal.post_entry(wallet.points_ledger, wallet.entries) IS 'applies entry e to the locked account''s ledger l, stores the result and journals e; an accrual or reversal in a tiered program reviews the account''s tier (wallet_internal.tier_review)';
+COMMENT ON FUNCTION wallet_internal.post_entry(wallet.points_ledger, wallet.entries) IS 'applies entry e to the locked account''s ledger l, stores the result and journals e; an accrual or reversal in a tiered program reviews the account''s tier (wallet_internal.tier_posted)';
 
 CREATE OR REPLACE VIEW wallet.error_codes (sqlstate, name, description) AS VALUES
     ('WL001', 'root_key_not_loaded', 'a function that needs the root key runs on a server started without one (hint: the settings to configure)'),
@@ -6407,6 +6407,37 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION wallet_internal.tier_review(bigint, timestamptz, bigint) IS 'internal: reviews the tier of a locked account at as_of (upgrade when it qualifies higher, the program''s downgrade policy when below), sets its next review date; returns upgraded, downgraded or NULL';
+
+-- After a posting of a tiered program (post_entry, under the account's row
+-- lock): most postings change no tier, and that is seen from one query and
+-- the ledger's buckets; the others get the full review.  With a spend
+-- threshold in the program, always the full review (the spend is a query).
+CREATE FUNCTION wallet_internal.tier_posted(account_id bigint, program_id bigint, at timestamptz, entry_id bigint)
+    RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    r record;
+BEGIN
+    SELECT a.ledger, p.tier_window, p.tier_window_months, coalesce(t.rank, 0) AS rank, t.below_since,
+           x.pts, x.ranks, x.by_spend
+      INTO r
+      FROM wallet.accounts a JOIN wallet.programs p ON p.program_id = a.program_id
+      LEFT JOIN wallet.account_tiers t ON t.account_id = a.account_id
+      CROSS JOIN (SELECT array_agg(y.min_points ORDER BY y.rank) AS pts, array_agg(y.rank ORDER BY y.rank) AS ranks,
+                         bool_or(y.min_spend IS NOT NULL) AS by_spend
+                    FROM wallet.tiers y WHERE y.program_id = tier_posted.program_id) x
+     WHERE a.account_id = tier_posted.account_id;
+    -- qualified for the tier it holds, and not below it: nothing changes
+    IF NOT r.by_spend AND r.below_since IS NULL
+       AND coalesce(r.ranks[wallet_internal.tier_points_rank(r.ledger, r.tier_window, r.tier_window_months, at, r.pts)], 0) = r.rank THEN
+        RETURN;
+    END IF;
+    PERFORM wallet_internal.tier_review(account_id, at, entry_id);
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.tier_posted(bigint, bigint, timestamptz, bigint) IS 'internal: after an accrual or reversal of a tiered program, the tier review (wallet_internal.tier_review) unless the account plainly keeps the tier it holds';
 
 -- ---------------------------------------------------------------- administration
 

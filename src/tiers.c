@@ -61,6 +61,15 @@ check_months(int n)
 						   LEDGER_MONTHS, LEDGER_MONTHS)));
 }
 
+/* The window arguments (tier_window text, window_months int) at argument i. */
+static void
+window_args(FunctionCallInfo fcinfo, int i, bool *calendar, int *n)
+{
+	*calendar = window_is_calendar(PG_GETARG_TEXT_PP(i));
+	*n = PG_GETARG_INT32(i + 1);
+	check_months(*n);
+}
+
 /* floor(m / 12) * 12: the January of month m (months since 2000-01 may be negative) */
 static int
 january_of(int m)
@@ -114,9 +123,7 @@ tier_earned(PG_FUNCTION_ARGS)
 	int			n;
 
 	RETURN_NULL_ON_NULL_ARGS();
-	calendar = window_is_calendar(PG_GETARG_TEXT_PP(1));
-	n = PG_GETARG_INT32(2);
-	check_months(n);
+	window_args(fcinfo, 1, &calendar, &n);
 	l = wallet_ledger_decode(PG_GETARG_POINTS_LEDGER_P(0));
 	PG_RETURN_INT64(window_earned(l, calendar, n, PG_GETARG_TIMESTAMPTZ(3)));
 }
@@ -143,9 +150,7 @@ tier_points_rank(PG_FUNCTION_ARGS)
 	int64		earned;
 
 	RETURN_NULL_ON_NULL_ARGS();
-	calendar = window_is_calendar(PG_GETARG_TEXT_PP(1));
-	n = PG_GETARG_INT32(2);
-	check_months(n);
+	window_args(fcinfo, 1, &calendar, &n);
 	l = wallet_ledger_decode(PG_GETARG_POINTS_LEDGER_P(0));
 	earned = window_earned(l, calendar, n, PG_GETARG_TIMESTAMPTZ(3));
 	a = PG_GETARG_ARRAYTYPE_P(4);
@@ -165,9 +170,7 @@ tier_window_start(PG_FUNCTION_ARGS)
 	int			n;
 
 	RETURN_NULL_ON_NULL_ARGS();
-	calendar = window_is_calendar(PG_GETARG_TEXT_PP(0));
-	n = PG_GETARG_INT32(1);
-	check_months(n);
+	window_args(fcinfo, 0, &calendar, &n);
 	PG_RETURN_TIMESTAMPTZ(wallet_ledger_month_start(window_first(calendar, n,
 																 wallet_ledger_month_of(PG_GETARG_TIMESTAMPTZ(2)))));
 }
@@ -193,9 +196,7 @@ tier_falls_below(PG_FUNCTION_ARGS)
 	TimestampTz as_of;
 
 	RETURN_NULL_ON_NULL_ARGS();
-	calendar = window_is_calendar(PG_GETARG_TEXT_PP(1));
-	n = PG_GETARG_INT32(2);
-	check_months(n);
+	window_args(fcinfo, 1, &calendar, &n);
 	as_of = PG_GETARG_TIMESTAMPTZ(3);
 	threshold = PG_GETARG_INT64(4);
 	if (threshold <= 0)
@@ -231,9 +232,7 @@ tier_period_end(PG_FUNCTION_ARGS)
 				k;
 
 	RETURN_NULL_ON_NULL_ARGS();
-	calendar = window_is_calendar(PG_GETARG_TEXT_PP(0));
-	n = PG_GETARG_INT32(1);
-	check_months(n);
+	window_args(fcinfo, 0, &calendar, &n);
 	ms = wallet_ledger_month_of(PG_GETARG_TIMESTAMPTZ(2));
 	mo = wallet_ledger_month_of(PG_GETARG_TIMESTAMPTZ(3));
 	if (calendar)
