@@ -6068,13 +6068,13 @@ BEGIN
     RETURNING * INTO e;
     -- tiers (README "Tiers"): points earned change only by accruals and
     -- their reversals; the posting that crosses a threshold upgrades
-    IF e.kind IN ('accrue', 'reverse') AND wallet_internal.program_tiered(pid) THEN
-        PERFORM wallet_internal.tier_posted(e.account_id, pid, e.created_at, e.entry_id);
+    IF e.kind IN ('accrue', 'reverse') AND wallet_internal.tier_posting_review(pid, e.account_id, s.ledger, e.created_at) THEN
+        PERFORM wallet_internal.tier_review(e.account_id, e.created_at, e.entry_id);
     END IF;
     RETURN e;
 END
 $$;
-COMMENT ON FUNCTION wallet_internal.post_entry(wallet.points_ledger, wallet.entries) IS 'applies entry e to the locked account''s ledger l, stores the result and journals e; an accrual or reversal in a tiered program reviews the account''s tier (wallet_internal.tier_posted)';
+COMMENT ON FUNCTION wallet_internal.post_entry(wallet.points_ledger, wallet.entries) IS 'applies entry e to the locked account''s ledger l, stores the result and journals e; an accrual or reversal in a tiered program reviews the account''s tier when it may change (wallet_internal.tier_posting_review, tier_review)';
 
 CREATE OR REPLACE VIEW wallet.error_codes (sqlstate, name, description) AS VALUES
     ('WL001', 'root_key_not_loaded', 'a function that needs the root key runs on a server started without one (hint: the settings to configure)'),
@@ -6178,21 +6178,27 @@ CREATE FUNCTION wallet_internal.tier_period_end(tier_window text, window_months 
     AS 'MODULE_PATHNAME', 'tier_period_end';
 COMMENT ON FUNCTION wallet_internal.tier_period_end(text, int, timestamptz, timestamptz) IS 'internal: end of the qualification period holding as_of: the next 1 January (calendar_year), or the next multiple of window_months months from the month of since (rolling)';
 
--- Whether a program has tiers: asked by every accrual, answered from a
--- per-backend cache that a trigger on wallet.tiers invalidates.
-CREATE FUNCTION wallet_internal.program_tiered(program_id bigint) RETURNS boolean
+-- Whether a posting may change the account's tier: asked by every accrual
+-- and reversal (post_entry), answered in C from a per-backend cache of each
+-- program's tier policy and thresholds (reset by the triggers below) and the
+-- account's row of wallet.account_tiers.
+CREATE FUNCTION wallet_internal.tier_posting_review(program_id bigint, account_id bigint, l wallet.points_ledger,
+        at timestamptz) RETURNS boolean
     LANGUAGE C STABLE
-    AS 'MODULE_PATHNAME', 'program_tiered';
-COMMENT ON FUNCTION wallet_internal.program_tiered(bigint) IS 'internal: whether the program has a tier (cached per backend, reset by the trigger tiers_changed)';
+    AS 'MODULE_PATHNAME', 'tier_posting_review';
+COMMENT ON FUNCTION wallet_internal.tier_posting_review(bigint, bigint, wallet.points_ledger, timestamptz) IS 'internal: whether the posting that left the account''s ledger at l may change its tier (the program has tiers, and the account is below its tier, qualifies by points for another, or a spend threshold is involved)';
 CREATE FUNCTION wallet_internal.tiers_changed() RETURNS trigger
     AS 'MODULE_PATHNAME', 'tiers_changed' LANGUAGE C;
-COMMENT ON FUNCTION wallet_internal.tiers_changed() IS 'trigger: tells every backend to drop its cache of the programs that have tiers';
-CREATE TRIGGER tiers_changed AFTER INSERT OR DELETE OR UPDATE OF program_id
+COMMENT ON FUNCTION wallet_internal.tiers_changed() IS 'trigger: tells every backend to drop its cache of the programs'' tier policies and thresholds';
+CREATE TRIGGER tiers_changed AFTER INSERT OR DELETE OR UPDATE
     ON wallet.tiers FOR EACH STATEMENT EXECUTE FUNCTION wallet_internal.tiers_changed();
 CREATE TRIGGER tiers_changed_truncate AFTER TRUNCATE
     ON wallet.tiers FOR EACH STATEMENT EXECUTE FUNCTION wallet_internal.tiers_changed();
-COMMENT ON TRIGGER tiers_changed ON wallet.tiers IS 'drops every backend''s cache of tiered programs (wallet_internal.program_tiered)';
-COMMENT ON TRIGGER tiers_changed_truncate ON wallet.tiers IS 'drops every backend''s cache of tiered programs on TRUNCATE';
+CREATE TRIGGER tier_policy_changed AFTER UPDATE OF tier_window, tier_window_months
+    ON wallet.programs FOR EACH STATEMENT EXECUTE FUNCTION wallet_internal.tiers_changed();
+COMMENT ON TRIGGER tiers_changed ON wallet.tiers IS 'drops every backend''s cache of tier thresholds (wallet_internal.tier_posting_review)';
+COMMENT ON TRIGGER tiers_changed_truncate ON wallet.tiers IS 'drops every backend''s cache of tier thresholds on TRUNCATE';
+COMMENT ON TRIGGER tier_policy_changed ON wallet.programs IS 'drops every backend''s cache of tier windows (wallet_internal.tier_posting_review)';
 
 -- ---------------------------------------------------------------- sweeps
 
@@ -6407,37 +6413,6 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION wallet_internal.tier_review(bigint, timestamptz, bigint) IS 'internal: reviews the tier of a locked account at as_of (upgrade when it qualifies higher, the program''s downgrade policy when below), sets its next review date; returns upgraded, downgraded or NULL';
-
--- After a posting of a tiered program (post_entry, under the account's row
--- lock): most postings change no tier, and that is seen from one query and
--- the ledger's buckets; the others get the full review.  With a spend
--- threshold in the program, always the full review (the spend is a query).
-CREATE FUNCTION wallet_internal.tier_posted(account_id bigint, program_id bigint, at timestamptz, entry_id bigint)
-    RETURNS void
-    LANGUAGE plpgsql
-    SET search_path = pg_catalog, pg_temp
-    AS $$
-DECLARE
-    r record;
-BEGIN
-    SELECT a.ledger, p.tier_window, p.tier_window_months, coalesce(t.rank, 0) AS rank, t.below_since,
-           x.pts, x.ranks, x.by_spend
-      INTO r
-      FROM wallet.accounts a JOIN wallet.programs p ON p.program_id = a.program_id
-      LEFT JOIN wallet.account_tiers t ON t.account_id = a.account_id
-      CROSS JOIN (SELECT array_agg(y.min_points ORDER BY y.rank) AS pts, array_agg(y.rank ORDER BY y.rank) AS ranks,
-                         bool_or(y.min_spend IS NOT NULL) AS by_spend
-                    FROM wallet.tiers y WHERE y.program_id = tier_posted.program_id) x
-     WHERE a.account_id = tier_posted.account_id;
-    -- qualified for the tier it holds, and not below it: nothing changes
-    IF NOT r.by_spend AND r.below_since IS NULL
-       AND coalesce(r.ranks[wallet_internal.tier_points_rank(r.ledger, r.tier_window, r.tier_window_months, at, r.pts)], 0) = r.rank THEN
-        RETURN;
-    END IF;
-    PERFORM wallet_internal.tier_review(account_id, at, entry_id);
-END
-$$;
-COMMENT ON FUNCTION wallet_internal.tier_posted(bigint, bigint, timestamptz, bigint) IS 'internal: after an accrual or reversal of a tiered program, the tier review (wallet_internal.tier_review) unless the account plainly keeps the tier it holds';
 
 -- ---------------------------------------------------------------- administration
 

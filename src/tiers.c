@@ -243,95 +243,201 @@ tier_period_end(PG_FUNCTION_ARGS)
 }
 
 /*
- * Whether a program has tiers, asked by every accrual (post_entry): cached
- * per backend so that programs without tiers pay a hash probe, not a query.
- * A statement trigger on wallet.tiers (tiers_changed) queues a relcache
- * invalidation of the table: this backend drops the cache at its next
- * command, every other one when the change commits, and an abort replays
- * its own invalidations here too.  A posting racing the commit of a new
- * tier can miss it; create_tier asks for a sweep, which catches it.
+ * The review after a posting (post_entry, on every accrual and reversal):
+ * most postings change no tier, and that must cost next to nothing.  Per
+ * backend, each program's tier policy and point thresholds are cached;
+ * statement triggers on wallet.tiers and on the policy columns of
+ * wallet.programs (tiers_changed) queue a relcache invalidation of their
+ * table: this backend drops the cache at its next command, every other one
+ * when the change commits, and an abort replays its own invalidations here
+ * too.  A posting racing the commit of a new tier can miss it; every change
+ * of tiers or policy asks for a sweep, which catches it.
  */
-typedef struct TieredEntry
+#define TIER_CACHE_MAX	32		/* more tiers than this: always the full review */
+
+typedef struct TierProgram
 {
 	int64		program_id;
-	bool		tiered;
-} TieredEntry;
+	int			ntiers;			/* 0: the program has no tier */
+	bool		by_spend;		/* a tier has a spend threshold: always the full review */
+	bool		calendar;
+	int			months;
+	int64		min_points[TIER_CACHE_MAX];	/* by rank, ascending */
+	int32		ranks[TIER_CACHE_MAX];
+} TierProgram;
 
-static HTAB *tiered_cache = NULL;
-static bool tiered_valid = false;
-static bool tiered_callback = false;
+static HTAB *tier_cache = NULL;
+static bool tier_cache_valid = false;
+static bool tier_callback = false;
 static Oid	tiers_relid = InvalidOid;
+static Oid	programs_relid = InvalidOid;
+static SPIPlanPtr account_tier_plan = NULL;
 
 static void
-tiered_invalidate(Datum arg, Oid relid)
+tier_cache_invalidate(Datum arg, Oid relid)
 {
-	if (relid == InvalidOid || relid == tiers_relid)
-		tiered_valid = false;
+	if (relid == InvalidOid || relid == tiers_relid || relid == programs_relid)
+		tier_cache_valid = false;
 }
 
 static void
-tiered_reset(void)
+tier_cache_reset(void)
 {
 	HASHCTL		ctl;
 	Oid			nsp;
 
-	if (!tiered_callback)
+	if (!tier_callback)
 	{
-		CacheRegisterRelcacheCallback(tiered_invalidate, (Datum) 0);
-		tiered_callback = true;
+		CacheRegisterRelcacheCallback(tier_cache_invalidate, (Datum) 0);
+		tier_callback = true;
 	}
-	if (tiered_cache != NULL)
-		hash_destroy(tiered_cache);
+	if (tier_cache != NULL)
+		hash_destroy(tier_cache);
+	if (account_tier_plan != NULL)
+		SPI_freeplan(account_tier_plan);
+	account_tier_plan = NULL;
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = sizeof(int64);
-	ctl.entrysize = sizeof(TieredEntry);
+	ctl.entrysize = sizeof(TierProgram);
 	ctl.hcxt = TopMemoryContext;
-	tiered_cache = hash_create("wallet tiered programs", 64, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	tier_cache = hash_create("wallet tier programs", 64, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	nsp = get_namespace_oid("wallet", true);
 	tiers_relid = OidIsValid(nsp) ? get_relname_relid("tiers", nsp) : InvalidOid;
-	tiered_valid = true;
+	programs_relid = OidIsValid(nsp) ? get_relname_relid("programs", nsp) : InvalidOid;
+	tier_cache_valid = true;
 }
 
-/* program_tiered(program_id) -> whether the program has a tier */
-PG_FUNCTION_INFO_V1(program_tiered);
-Datum
-program_tiered(PG_FUNCTION_ARGS)
+/* Under SPI_connect: the program's policy and tiers. */
+static void
+tier_program_load(TierProgram *tp)
 {
-	int64		program_id;
-	TieredEntry *e;
-	bool		found;
+	Oid			argtypes[1] = {INT8OID};
+	Datum		args[1];
+	uint64		i;
+	bool		isnull;
 
-	if (PG_ARGISNULL(0))
-		PG_RETURN_NULL();
+	args[0] = Int64GetDatum(tp->program_id);
+	if (SPI_execute_with_args("SELECT p.tier_window OPERATOR(pg_catalog.=) 'calendar_year', p.tier_window_months, "
+							  "t.rank, t.min_points, t.min_spend IS NOT NULL "
+							  "FROM wallet.programs p LEFT JOIN wallet.tiers t ON t.program_id OPERATOR(pg_catalog.=) p.program_id "
+							  "WHERE p.program_id OPERATOR(pg_catalog.=) $1 ORDER BY t.rank",
+							  1, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "reading wallet.tiers failed");
+	tp->ntiers = 0;
+	tp->by_spend = false;
+	tp->calendar = false;
+	tp->months = 12;
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	td = SPI_tuptable->tupdesc;
+		Datum		rank;
+
+		tp->calendar = DatumGetBool(SPI_getbinval(tup, td, 1, &isnull));
+		tp->months = DatumGetInt32(SPI_getbinval(tup, td, 2, &isnull));
+		rank = SPI_getbinval(tup, td, 3, &isnull);
+		if (isnull)
+			continue;			/* the program has no tier */
+		if (tp->ntiers == TIER_CACHE_MAX)
+		{
+			tp->by_spend = true;	/* too many to cache: always the full review */
+			continue;
+		}
+		tp->ranks[tp->ntiers] = DatumGetInt32(rank);
+		tp->min_points[tp->ntiers] = DatumGetInt64(SPI_getbinval(tup, td, 4, &isnull));
+		if (DatumGetBool(SPI_getbinval(tup, td, 5, &isnull)))
+			tp->by_spend = true;
+		tp->ntiers++;
+	}
+}
+
+/*
+ * tier_posting_review(program_id, account_id, l, at) -> whether the posting
+ * that left the account's ledger at l may change its tier: the program has
+ * tiers, and the account is below its tier, or qualifies (by points) for
+ * another one, or a spend threshold is involved.  False: nothing to do.
+ */
+PG_FUNCTION_INFO_V1(tier_posting_review);
+Datum
+tier_posting_review(PG_FUNCTION_ARGS)
+{
+	int64		program_id,
+				account_id;
+	TierProgram tp;
+	TierProgram *e;
+	Ledger	   *l;
+	int64		earned;
+	int32		held = 0,
+				qualified = 0;
+	bool		below = false;
+	bool		isnull;
+	int			i;
+
+	RETURN_NULL_ON_NULL_ARGS();
 	program_id = PG_GETARG_INT64(0);
-	if (!tiered_valid)
-		tiered_reset();
-	e = hash_search(tiered_cache, &program_id, HASH_FIND, NULL);
+	account_id = PG_GETARG_INT64(1);
+	if (!tier_cache_valid)
+		tier_cache_reset();
+	e = hash_search(tier_cache, &program_id, HASH_FIND, NULL);
+	if (e != NULL && e->ntiers == 0)
+		PG_RETURN_BOOL(false);	/* the common case of a program without tiers */
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
 	if (e == NULL)
 	{
-		Oid			argtypes[1] = {INT8OID};
-		Datum		args[1];
-		bool		tiered,
-					isnull;
-
-		args[0] = Int64GetDatum(program_id);
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-		if (SPI_execute_with_args("SELECT EXISTS (SELECT FROM wallet.tiers t WHERE t.program_id OPERATOR(pg_catalog.=) $1)",
-								  1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
-			elog(ERROR, "reading wallet.tiers failed");
-		tiered = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		SPI_finish();
+		memset(&tp, 0, sizeof(tp));
+		tp.program_id = program_id;
+		tier_program_load(&tp);
 		/* the query may have processed an invalidation that reset the cache */
-		if (!tiered_valid)
-			tiered_reset();
-		e = hash_search(tiered_cache, &program_id, HASH_ENTER, &found);
-		e->tiered = tiered;
+		if (!tier_cache_valid)
+			tier_cache_reset();
+		e = hash_search(tier_cache, &program_id, HASH_ENTER, NULL);
+		*e = tp;
+		if (e->ntiers == 0)
+		{
+			SPI_finish();
+			PG_RETURN_BOOL(false);
+		}
 	}
-	PG_RETURN_BOOL(e->tiered);
+	if (e->by_spend)
+	{
+		SPI_finish();
+		PG_RETURN_BOOL(true);
+	}
+	tp = *e;					/* the SPI call below may reset the cache */
+	if (account_tier_plan == NULL)
+	{
+		Oid			argtypes[1] = {INT8OID};
+		SPIPlanPtr	plan = SPI_prepare("SELECT t.rank, t.below_since IS NOT NULL FROM wallet.account_tiers t "
+									   "WHERE t.account_id OPERATOR(pg_catalog.=) $1", 1, argtypes);
+
+		if (plan == NULL || SPI_keepplan(plan) != 0)
+			elog(ERROR, "preparing the read of wallet.account_tiers failed");
+		account_tier_plan = plan;
+	}
+	{
+		Datum		args[1] = {Int64GetDatum(account_id)};
+
+		if (SPI_execute_plan(account_tier_plan, args, NULL, true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "reading wallet.account_tiers failed");
+	}
+	if (SPI_processed == 1)
+	{
+		held = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		below = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	}
+	SPI_finish();
+	if (below)
+		PG_RETURN_BOOL(true);
+	l = wallet_ledger_decode(PG_GETARG_POINTS_LEDGER_P(2));
+	earned = window_earned(l, tp.calendar, tp.months, PG_GETARG_TIMESTAMPTZ(3));
+	for (i = 0; i < tp.ntiers; i++)
+		if (earned >= tp.min_points[i])
+			qualified = tp.ranks[i];
+	PG_RETURN_BOOL(qualified != held);
 }
 
-/* Statement trigger on wallet.tiers: every backend drops its cache of tiered programs. */
+/* Statement trigger on wallet.tiers and wallet.programs: every backend drops its cache of tier programs. */
 PG_FUNCTION_INFO_V1(tiers_changed);
 Datum
 tiers_changed(PG_FUNCTION_ARGS)

@@ -381,13 +381,13 @@ BEGIN
     RETURNING * INTO e;
     -- tiers (README "Tiers"): points earned change only by accruals and
     -- their reversals; the posting that crosses a threshold upgrades
-    IF e.kind IN ('accrue', 'reverse') AND wallet_internal.program_tiered(pid) THEN
-        PERFORM wallet_internal.tier_posted(e.account_id, pid, e.created_at, e.entry_id);
+    IF e.kind IN ('accrue', 'reverse') AND wallet_internal.tier_posting_review(pid, e.account_id, s.ledger, e.created_at) THEN
+        PERFORM wallet_internal.tier_review(e.account_id, e.created_at, e.entry_id);
     END IF;
     RETURN e;
 END
 $$;
-COMMENT ON FUNCTION wallet_internal.post_entry(wallet.points_ledger, wallet.entries) IS 'applies entry e to the locked account''s ledger l, stores the result and journals e; an accrual or reversal in a tiered program reviews the account''s tier (wallet_internal.tier_posted)';
+COMMENT ON FUNCTION wallet_internal.post_entry(wallet.points_ledger, wallet.entries) IS 'applies entry e to the locked account''s ledger l, stores the result and journals e; an accrual or reversal in a tiered program reviews the account''s tier when it may change (wallet_internal.tier_posting_review, tier_review)';
 
 -- Journal what time did to a locked account up to as_of: one expire entry
 -- for the spendable lots dead at as_of, then a release (taking effect at
