@@ -6204,17 +6204,22 @@ COMMENT ON TRIGGER tier_policy_changed ON wallet.programs IS 'drops every backen
 
 -- A change of a program's tiers or policy can move any of its accounts: a
 -- sweep row makes wallet.evaluate_tiers look at every account of the
--- program once, in member_ref order, a bounded batch per call.
+-- program once, in account order, a bounded batch per call.
+-- The sweep reads a program's accounts in account_id order, a batch at a
+-- time (the unique (program_id, member_ref) index orders by text).
+CREATE INDEX accounts_program_account_idx ON wallet.accounts (program_id, account_id);
+COMMENT ON INDEX wallet.accounts_program_account_idx IS 'a program''s accounts in account order: the batches of a tier sweep (wallet.evaluate_tiers)';
+
 CREATE TABLE wallet.tier_sweeps (
     program_id       bigint PRIMARY KEY REFERENCES wallet.programs,
     merchant_id      bigint NOT NULL REFERENCES wallet.merchants,
-    after_member_ref text,
+    after_account    bigint NOT NULL DEFAULT 0,
     requested_at     timestamptz NOT NULL DEFAULT now()
 );
 COMMENT ON TABLE wallet.tier_sweeps IS 'programs whose tiers or tier policy changed: wallet.evaluate_tiers still has to look at every account (missed upgrades, new review dates); the row goes when the sweep is done';
 COMMENT ON COLUMN wallet.tier_sweeps.program_id IS 'the program to sweep';
 COMMENT ON COLUMN wallet.tier_sweeps.merchant_id IS 'merchant of the program: the key to distribute by';
-COMMENT ON COLUMN wallet.tier_sweeps.after_member_ref IS 'the sweep has looked at every account up to this member_ref (NULL: none yet)';
+COMMENT ON COLUMN wallet.tier_sweeps.after_account IS 'the sweep has looked at every account of the program up to this account_id (0: none yet)';
 COMMENT ON COLUMN wallet.tier_sweeps.requested_at IS 'when the last change asked for the sweep';
 SELECT pg_catalog.pg_extension_config_dump('wallet.tier_sweeps', '');
 ALTER TABLE wallet.tier_sweeps ENABLE ROW LEVEL SECURITY;
@@ -6228,7 +6233,7 @@ CREATE FUNCTION wallet_internal.tier_sweep_request(program_id bigint) RETURNS vo
 BEGIN
     INSERT INTO wallet.tier_sweeps AS s (program_id, merchant_id)
     SELECT p.program_id, p.merchant_id FROM wallet.programs p WHERE p.program_id = tier_sweep_request.program_id
-    ON CONFLICT ON CONSTRAINT tier_sweeps_pkey DO UPDATE SET after_member_ref = NULL, requested_at = now();
+    ON CONFLICT ON CONSTRAINT tier_sweeps_pkey DO UPDATE SET after_account = 0, requested_at = now();
 END
 $$;
 COMMENT ON FUNCTION wallet_internal.tier_sweep_request(bigint) IS 'internal: (re)starts the sweep of a program''s accounts after its tiers or policy changed';
@@ -6724,6 +6729,7 @@ DECLARE
     id bigint;
     due int := 0;
     chunk record;
+    ids bigint[];
 BEGIN
     IF program_id IS NULL OR as_of IS NULL OR max_accounts IS NULL THEN
         RAISE EXCEPTION '% must not be null', CASE WHEN program_id IS NULL THEN 'program_id' WHEN as_of IS NULL THEN 'as_of' ELSE 'max_accounts' END
@@ -6763,19 +6769,25 @@ BEGIN
     IF FOUND AND looked_at < max_accounts THEN
         SELECT array_agg(x.min_points ORDER BY x.rank) AS pts, array_agg(x.rank ORDER BY x.rank) AS ranks
           INTO t FROM wallet.tiers x WHERE x.program_id = evaluate_tiers.program_id;
-        SELECT count(*)::int AS n, max(c.member_ref) AS last,
-               array_agg(c.account_id ORDER BY c.member_ref) FILTER (WHERE c.candidate) AS ids
+        -- accounts that qualify for a tier by points (an upper bound: spend can only lower it)
+        SELECT count(*)::int AS n, max(c.account_id) AS last,
+               array_agg(c.account_id ORDER BY c.account_id) FILTER (WHERE c.pr > 0) AS ids
           INTO chunk
-          FROM (SELECT a.account_id, a.member_ref,
-                       coalesce(at.rank, 0) > 0
-                       OR coalesce(t.ranks[wallet_internal.tier_points_rank(a.ledger, p.tier_window, p.tier_window_months, as_of, t.pts)], 0) > 0
-                       AS candidate
-                  FROM wallet.accounts a LEFT JOIN wallet.account_tiers at ON at.account_id = a.account_id
-                 WHERE a.program_id = evaluate_tiers.program_id AND a.member_ref > coalesce(s.after_member_ref, '')
-                 ORDER BY a.member_ref LIMIT max_accounts - looked_at) c;
+          FROM (SELECT a.account_id,
+                       coalesce(t.ranks[wallet_internal.tier_points_rank(a.ledger, p.tier_window, p.tier_window_months, as_of, t.pts)], 0) AS pr
+                  FROM wallet.accounts a
+                 WHERE a.program_id = evaluate_tiers.program_id AND a.account_id > s.after_account
+                 ORDER BY a.account_id LIMIT max_accounts - looked_at) c;
         looked_at := looked_at + chunk.n;
-        IF chunk.ids IS NOT NULL THEN
-            FOREACH id IN ARRAY chunk.ids LOOP
+        -- and those holding a tier, in the same range of accounts
+        SELECT array_agg(DISTINCT x.id ORDER BY x.id) INTO ids
+          FROM (SELECT unnest(chunk.ids) AS id
+                UNION ALL
+                SELECT h.account_id FROM wallet.account_tiers h
+                 WHERE h.program_id = evaluate_tiers.program_id AND h.rank > 0
+                   AND h.account_id > s.after_account AND h.account_id <= chunk.last) x;
+        IF ids IS NOT NULL THEN
+            FOREACH id IN ARRAY ids LOOP
                 PERFORM FROM wallet.accounts a WHERE a.account_id = id FOR NO KEY UPDATE;
                 r := wallet_internal.tier_review(id, as_of);
                 upgraded := upgraded + (r IS NOT DISTINCT FROM 'upgraded')::int;
@@ -6785,7 +6797,7 @@ BEGIN
         IF chunk.n < max_accounts - (looked_at - chunk.n) THEN
             DELETE FROM wallet.tier_sweeps x WHERE x.program_id = evaluate_tiers.program_id;
         ELSE
-            UPDATE wallet.tier_sweeps x SET after_member_ref = chunk.last WHERE x.program_id = evaluate_tiers.program_id;
+            UPDATE wallet.tier_sweeps x SET after_account = chunk.last WHERE x.program_id = evaluate_tiers.program_id;
         END IF;
     END IF;
     -- more: the batch was full (an account a posting held stays due, for the next call)
