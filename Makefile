@@ -31,6 +31,7 @@ SQL_PARTS = \
 	sql/ext/ledger.sql \
 	sql/ext/maintenance.sql \
 	sql/ext/members.sql \
+	sql/ext/push.sql \
 	sql/ext/privileges.sql
 
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql

@@ -61,4 +61,9 @@
 #define ERRCODE_WL_UNKNOWN_PROGRAM			MAKE_SQLSTATE('W','L','2','1','4')
 #define ERRCODE_WL_AUDIT_APPEND_ONLY		MAKE_SQLSTATE('W','L','4','0','1')
 
+/* push queue (issue 12) */
+#define ERRCODE_WL_UNKNOWN_PUSH				MAKE_SQLSTATE('W','L','7','0','1')
+#define ERRCODE_WL_PUSH_NOT_SENDING			MAKE_SQLSTATE('W','L','7','0','2')
+#define ERRCODE_WL_PUSH_NOT_DEAD			MAKE_SQLSTATE('W','L','7','0','3')
+
 #endif							/* WALLET_ERRCODES_H */

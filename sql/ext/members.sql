@@ -317,6 +317,25 @@ BEGIN
     GET DIAGNOSTICS c = ROW_COUNT;
     n := n || jsonb_build_object('code_failed_attempts', c);
     PERFORM wallet_internal.code_guard_forget(_merchant, _ref, NULL);
+    -- push (issue 12): consent evidence keeps what was decided and when, not
+    -- the device; messages lose their payload, queued ones are suppressed;
+    -- the member's own preferences go
+    UPDATE wallet.push_consent_log l SET device = NULL
+     WHERE l.merchant_id = _merchant AND l.member_id = _member AND l.device IS NOT NULL;
+    GET DIAGNOSTICS c = ROW_COUNT;
+    n := n || jsonb_build_object('push_consent_log', c);
+    UPDATE wallet.push_messages x
+       SET payload = '{}',
+           status = CASE WHEN x.status = 'queued' THEN 'suppressed' ELSE x.status END,
+           reason = CASE WHEN x.status = 'queued' THEN 'member_forgotten' ELSE x.reason END,
+           due_at = CASE WHEN x.status = 'queued' THEN NULL ELSE x.due_at END,
+           finished_at = CASE WHEN x.status = 'queued' THEN now() ELSE x.finished_at END
+     WHERE x.merchant_id = _merchant AND x.member_id = _member AND x.payload <> '{}';
+    GET DIAGNOSTICS c = ROW_COUNT;
+    n := n || jsonb_build_object('push_messages', c);
+    DELETE FROM wallet.push_preferences p WHERE p.merchant_id = _merchant AND p.member_id = _member;
+    GET DIAGNOSTICS c = ROW_COUNT;
+    n := n || jsonb_build_object('push_preferences', c);
 
     IF NOT EXISTS (SELECT FROM jsonb_each(n) e WHERE e.value <> '0') THEN
         RETURN false;   -- nothing names the member (e.g. erased before): nothing to record
@@ -327,4 +346,4 @@ BEGIN
     RETURN true;
 END
 $$;
-COMMENT ON FUNCTION wallet.forget_member(bigint, text, text) IS 'erases a member''s personal data at a merchant: pseudonymises its member_ref in every table, clears its time zone, locale and request contexts, deletes its failed attempts; ledgers and totals are unchanged; recorded in wallet.audit_log; returns false (and records nothing) when nothing names the member';
+COMMENT ON FUNCTION wallet.forget_member(bigint, text, text) IS 'erases a member''s personal data at a merchant: pseudonymises its member_ref in every table, clears its time zone, locale and request contexts, deletes its failed attempts; push: clears consent devices and message payloads, suppresses queued messages, deletes its push preferences; ledgers and totals are unchanged; recorded in wallet.audit_log; returns false (and records nothing) when nothing names the member';

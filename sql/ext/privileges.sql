@@ -243,6 +243,34 @@ COMMENT ON POLICY merchant_rows ON wallet.member_use_counts IS 'readers and apps
 COMMENT ON POLICY merchant_rows ON wallet.campaign_use_counts IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
 COMMENT ON POLICY merchant_rows ON wallet.members IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
 COMMENT ON POLICY merchant_rows ON wallet.audit_log IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+-- push queue (issue 12)
+ALTER TABLE wallet.push_settings ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.push_settings USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.push_settings IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+ALTER TABLE wallet.push_topics ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.push_topics USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.push_topics IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+ALTER TABLE wallet.push_caps ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.push_caps USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.push_caps IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+ALTER TABLE wallet.push_consent_log ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.push_consent_log USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.push_consent_log IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+ALTER TABLE wallet.push_consents ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.push_consents USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.push_consents IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+ALTER TABLE wallet.push_preferences ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.push_preferences USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.push_preferences IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+ALTER TABLE wallet.push_messages ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.push_messages USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.push_messages IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+ALTER TABLE wallet.push_dedup ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.push_dedup USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.push_dedup IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+ALTER TABLE wallet.push_attempts ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.push_attempts USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.push_attempts IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
 
 -- Privileges.  Nothing for PUBLIC; the three roles get what README "Roles
 -- and privileges" lists.  Every function that pins its search_path runs as
@@ -318,6 +346,18 @@ GRANT EXECUTE ON FUNCTION wallet.create_merchant(text), wallet.grant_merchant(bi
     wallet.set_code_guard(int, int, interval, bigint), wallet.clear_code_failures(text, text, bigint),
     wallet.purge_code_attempts(interval), wallet.expire_points(timestamptz),
     wallet.forget_member(bigint, text, text)
+    TO wallet_admin;
+-- push queue (issue 12): the app records consent and preferences, enqueues and delivers; the admin sets the rules
+GRANT EXECUTE ON FUNCTION wallet.record_consent(bigint, text, text, text, boolean, text, text, text, timestamptz),
+    wallet.set_push_preferences(bigint, text, time, time, text[], int, int),
+    wallet.enqueue_push(bigint, text, text, text, jsonb, bigint, text, timestamptz, timestamptz, int),
+    wallet.enqueue_push_audience(bigint, text[], text, text, jsonb, bigint, text, timestamptz, timestamptz, int),
+    wallet.claim_pushes(text, int, interval), wallet.extend_lease(bigint, interval), wallet.ack_push(bigint, text),
+    wallet.fail_push(bigint, text, boolean)
+    TO wallet_app;
+GRANT EXECUTE ON FUNCTION wallet.set_push_settings(bigint, time, time, text, int, interval, interval),
+    wallet.set_push_topic(bigint, text, boolean, text), wallet.set_push_cap(bigint, text, text, text, int, interval, text),
+    wallet.requeue_push(bigint), wallet.purge_pushes(int)
     TO wallet_admin;
 GRANT EXECUTE ON PROCEDURE wallet.expire_points_batched(timestamptz, int, int), wallet.run_maintenance() TO wallet_admin;
 -- what those procedures (not SECURITY DEFINER: they commit) call

@@ -56,6 +56,20 @@ BEGIN
     INSERT INTO fx VALUES (t || '.p', p), (t || '.a', a);
     INSERT INTO fx SELECT t || '.e', entry_id FROM wallet.accrue(a, 100, 'iso-k1', 'welcome');
     INSERT INTO fx SELECT t || '.h', entry_id FROM wallet.hold(a, 10, 'iso-h1', interval '1 hour', 'cart');
+    -- push queue (issue 12): a row in every push table; the channel is the merchant's own here
+    PERFORM wallet.set_push_settings(m, NULL, NULL);
+    PERFORM wallet.set_push_topic(m, 'orders', true);
+    PERFORM wallet.set_push_cap(m, 'iso_' || lower(t), 'marketing', 'day', 3);
+    PERFORM wallet.record_consent(m, 'iso-member', 'iso_' || lower(t), 'marketing', true, 'app', 'v1', 'iso-device');
+    PERFORM wallet.set_push_preferences(m, 'iso-member', topics => ARRAY['marketing']);
+    PERFORM wallet.enqueue_push(m, 'iso-member', 'iso_' || lower(t), 'marketing', '{"title": "hello"}', dedup_key => 'iso-push');
+    PERFORM wallet.enqueue_push(m, 'iso-member', 'iso_' || lower(t), 'orders', '{"title": "shipped"}', priority => 9);
+    PERFORM wallet.enqueue_push(m, 'iso-member', 'iso_' || lower(t), 'orders', '{"title": "delivered"}', priority => 8);
+    INSERT INTO fx SELECT t || '.push', c.push_id FROM wallet.claim_pushes('iso_' || lower(t), 1, interval '1 minute') c;
+    PERFORM wallet.ack_push((SELECT v::bigint FROM fx WHERE k = t || '.push'), 'provider-1');
+    INSERT INTO fx SELECT t || '.dead', c.push_id FROM wallet.claim_pushes('iso_' || lower(t), 1, interval '1 minute') c;
+    PERFORM wallet.fail_push((SELECT v::bigint FROM fx WHERE k = t || '.dead'), 'invalid token', false);
+    INSERT INTO fx VALUES (t || '.ch', 'iso_' || lower(t));
 END
 $$;
 
@@ -93,6 +107,8 @@ SELECT g::text AS unknown_code FROM wallet.generate_codes(:vanishing, 1) g \gset
 ROLLBACK TO SAVEPOINT vanish;
 INSERT INTO fx VALUES ('U.code', :'unknown_code'), ('U.code2', :'unknown_code'), ('U.bound', :'unknown_code');
 INSERT INTO fx SELECT 'U.' || k, '999999999' FROM unnest('{m,c,r,v,p,a,e,h}'::text[]) k;
+INSERT INTO fx SELECT 'U.' || k, '999999999' FROM unnest('{push,dead}'::text[]) k;
+INSERT INTO fx VALUES ('U.ch', 'iso_u');
 SELECT is((SELECT count(DISTINCT merchant_id) FROM wallet.code_redemptions WHERE idempotency_key = 'iso-r')
           + (SELECT count(DISTINCT merchant_id) FROM wallet.code_reservations WHERE idempotency_key = 'iso-v'), 4::bigint,
           'A and B redeem and reserve with the same idempotency keys: one redemption and one reservation each');
@@ -243,6 +259,20 @@ INSERT INTO iso (fn, call, why) VALUES
 ('wallet.revoke_merchant(bigint,regrole)', $$SELECT wallet.revoke_merchant({m}, 'iso_b_app')$$, NULL),
 ('wallet.upsert_member(bigint,text,text,text)', $$SELECT member_id FROM wallet.upsert_member({m}, 'iso-member', 'Europe/Zurich')$$, NULL),
 ('wallet.forget_member(bigint,text,text)', $$SELECT wallet.forget_member({m}, 'iso-member', 'erasure request')$$, NULL),
+-- push queue (issue 12)
+('wallet.set_push_settings(bigint,time without time zone,time without time zone,text,integer,interval,interval)', $$SELECT wallet.set_push_settings({m})$$, NULL),
+('wallet.set_push_topic(bigint,text,boolean,text)', $$SELECT wallet.set_push_topic({m}, 'news', false)$$, NULL),
+('wallet.set_push_cap(bigint,text,text,text,integer,interval,text)', $$SELECT wallet.set_push_cap({m}, 'push', 'marketing', 'week', 2)$$, NULL),
+('wallet.record_consent(bigint,text,text,text,boolean,text,text,text,timestamp with time zone)', $$SELECT wallet.record_consent({m}, 'iso-member', '{ch}', 'marketing', false, 'app')$$, NULL),
+('wallet.set_push_preferences(bigint,text,time without time zone,time without time zone,text[],integer,integer)', $$SELECT wallet.set_push_preferences({m}, 'iso-member', max_per_day => 0)$$, NULL),
+('wallet.enqueue_push(bigint,text,text,text,jsonb,bigint,text,timestamp with time zone,timestamp with time zone,integer)', $$SELECT status FROM wallet.enqueue_push({m}, 'iso-member', '{ch}', 'orders', '{}')$$, NULL),
+('wallet.enqueue_push_audience(bigint,text[],text,text,jsonb,bigint,text,timestamp with time zone,timestamp with time zone,integer)', $$SELECT count(*) FROM wallet.enqueue_push_audience({m}, NULL, '{ch}', 'orders', '{}')$$, NULL),
+('wallet.extend_lease(bigint,interval)', $$SELECT wallet.extend_lease({push}, '1 minute')$$, NULL),
+('wallet.ack_push(bigint,text)', $$SELECT wallet.ack_push({push}, 'provider-2')$$, NULL),
+('wallet.fail_push(bigint,text,boolean)', $$SELECT wallet.fail_push({push}, 'timeout')$$, NULL),
+('wallet.requeue_push(bigint)', $$SELECT wallet.requeue_push({dead})$$, NULL),
+('wallet.claim_pushes(text,integer,interval)', NULL, 'no object'),
+('wallet.purge_pushes(integer)', NULL, 'no object'),
 -- names no merchant's object
 ('wallet.version()', NULL, 'no object'),
 ('wallet.create_merchant(text)', NULL, 'no object'),
@@ -364,6 +394,20 @@ SELECT is_empty($$SELECT i.fn || ': ' || pg_temp.outcome(pg_temp.sub(i.call, 'A'
                     FROM iso i WHERE i.call IS NOT NULL
                      AND pg_temp.outcome(pg_temp.sub(i.call, 'A'), pg_temp.caller_for(i.fn)) ~ '^error (WL101|WL102|WL150|WL152|WL201|WL206|WL212|WL214)'$$,
                 'with A''s own ids no call says the object is unknown');
+
+-- claim_pushes names no merchant: it claims only the merchants' messages the caller acts for
+SELECT pg_temp.snap() AS before_claim, (SELECT v FROM fx WHERE k = 'B.ch') AS b_channel \gset
+SET ROLE iso_a_app;
+SELECT is((SELECT count(*) FROM wallet.claim_pushes(:'b_channel', 100, interval '1 minute')), 0::bigint,
+          'claim_pushes as A''s app claims none of B''s due messages');
+RESET ROLE;
+SET ROLE iso_a_admin;
+SELECT wallet.purge_pushes(100000) AS purged \gset
+RESET ROLE;
+SELECT is(pg_temp.snap(), :'before_claim', 'claim_pushes and purge_pushes as A leave B''s data unchanged');
+SELECT ok((SELECT count(*) FROM wallet.push_messages WHERE merchant_id = (SELECT v::bigint FROM fx WHERE k = 'B.m')
+            AND status = 'queued' AND due_at <= now() AND channel = 'iso_b') > 0,
+          'fixture: B has due messages on its channel');
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -1,0 +1,1125 @@
+
+-- ======================================================================
+-- Push queue (issue 12): consent, preferences, frequency caps, quiet hours,
+-- the queue of messages and its delivery by sending workers.
+--
+-- Row-level security of these tables is in sql/ext/privileges.sql (it
+-- needs wallet.acts_for, made there).
+--
+-- One table holds every message with its outcome (wallet.push_messages):
+-- enqueue_push decides queued / deferred / suppressed / duplicate and
+-- records it with its reason; claim_pushes re-checks consent, quiet hours,
+-- caps and expiry under the member's lock before handing a message out.
+-- The claim-time check is the one that guarantees the caps: the plan made at
+-- enqueue only chooses when a message should become due.
+-- README "Push".
+-- ======================================================================
+
+------------------------------------------------------------------------------
+-- Merchant settings, topics and caps
+------------------------------------------------------------------------------
+
+CREATE TABLE wallet.push_settings (
+    merchant_id  bigint PRIMARY KEY REFERENCES wallet.merchants,
+    quiet_start  time,
+    quiet_end    time,
+    time_zone    text NOT NULL DEFAULT 'UTC',
+    max_attempts int NOT NULL DEFAULT 5 CHECK (max_attempts BETWEEN 1 AND 100),
+    backoff      interval NOT NULL DEFAULT '30 seconds' CHECK (backoff > '0'),
+    retention    interval NOT NULL DEFAULT '90 days' CHECK (retention > '0'),
+    updated_at   timestamptz NOT NULL DEFAULT now(),
+    CHECK ((quiet_start IS NULL) = (quiet_end IS NULL) AND quiet_start <> quiet_end)
+);
+COMMENT ON TABLE wallet.push_settings IS 'push settings per merchant (wallet.set_push_settings); a merchant without a row has the defaults: quiet hours 22:00-08:00 UTC, 5 attempts, 30 s backoff, 90 days retention';
+COMMENT ON COLUMN wallet.push_settings.merchant_id IS 'merchant';
+COMMENT ON COLUMN wallet.push_settings.quiet_start IS 'default quiet hours start (member local time); NULL with quiet_end = no quiet hours';
+COMMENT ON COLUMN wallet.push_settings.quiet_end IS 'default quiet hours end (member local time, exclusive); may be before quiet_start (over midnight)';
+COMMENT ON COLUMN wallet.push_settings.time_zone IS 'IANA time zone of members without one';
+COMMENT ON COLUMN wallet.push_settings.max_attempts IS 'delivery attempts before a message goes to the dead letters';
+COMMENT ON COLUMN wallet.push_settings.backoff IS 'delay after the first failed attempt; doubled per attempt, with jitter';
+COMMENT ON COLUMN wallet.push_settings.retention IS 'finished messages (sent, suppressed, duplicate, dead) older than this are purged by wallet.purge_pushes';
+COMMENT ON COLUMN wallet.push_settings.updated_at IS 'when the settings last changed';
+SELECT pg_catalog.pg_extension_config_dump('wallet.push_settings', '');
+
+CREATE TABLE wallet.push_topics (
+    merchant_id bigint NOT NULL REFERENCES wallet.merchants,
+    topic       text NOT NULL,
+    service     boolean NOT NULL,
+    cap_group   text,
+    PRIMARY KEY (merchant_id, topic)
+);
+COMMENT ON TABLE wallet.push_topics IS 'a merchant''s topics (wallet.set_push_topic); a topic without a row is a marketing topic of cap group marketing, except topic service (a service topic, no cap group)';
+COMMENT ON COLUMN wallet.push_topics.merchant_id IS 'merchant';
+COMMENT ON COLUMN wallet.push_topics.topic IS 'topic name as enqueue_push and record_consent take it';
+COMMENT ON COLUMN wallet.push_topics.service IS 'true: a service topic (no opt-in needed, can be muted, no quiet hours); false: marketing (explicit opt-in)';
+COMMENT ON COLUMN wallet.push_topics.cap_group IS 'the frequency caps (wallet.push_caps) the topic counts against; NULL = exempt from caps';
+SELECT pg_catalog.pg_extension_config_dump('wallet.push_topics', '');
+
+CREATE TABLE wallet.push_caps (
+    merchant_id bigint NOT NULL REFERENCES wallet.merchants,
+    channel     text NOT NULL,
+    cap_group   text NOT NULL,
+    period      text NOT NULL CHECK (period IN ('rolling', 'day', 'week')),
+    max_count   int NOT NULL CHECK (max_count > 0),
+    window_size interval CHECK ((period = 'rolling') = (window_size IS NOT NULL) AND window_size > '0'),
+    policy      text NOT NULL DEFAULT 'defer' CHECK (policy IN ('defer', 'drop')),
+    PRIMARY KEY (merchant_id, channel, cap_group, period)
+);
+COMMENT ON TABLE wallet.push_caps IS 'frequency caps per merchant, channel and cap group: at most max_count messages per rolling window or per calendar day or week (Monday) in the member''s time zone';
+COMMENT ON COLUMN wallet.push_caps.merchant_id IS 'merchant';
+COMMENT ON COLUMN wallet.push_caps.channel IS 'delivery channel (push, sms, email, in_app, ...)';
+COMMENT ON COLUMN wallet.push_caps.cap_group IS 'cap group of the topics counted (wallet.push_topics.cap_group)';
+COMMENT ON COLUMN wallet.push_caps.period IS 'rolling (window_size), day or week (calendar, member local time)';
+COMMENT ON COLUMN wallet.push_caps.max_count IS 'most messages sent per period';
+COMMENT ON COLUMN wallet.push_caps.window_size IS 'length of the rolling window; NULL for calendar periods';
+COMMENT ON COLUMN wallet.push_caps.policy IS 'over the cap: defer (to the first allowed slot) or drop (suppressed)';
+SELECT pg_catalog.pg_extension_config_dump('wallet.push_caps', '');
+
+------------------------------------------------------------------------------
+-- Consent and member preferences
+------------------------------------------------------------------------------
+
+CREATE TABLE wallet.push_consent_log (
+    consent_id     bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    merchant_id    bigint NOT NULL REFERENCES wallet.merchants,
+    member_id      bigint NOT NULL REFERENCES wallet.members,
+    channel        text NOT NULL,
+    topic          text NOT NULL,
+    granted        boolean NOT NULL,
+    at             timestamptz NOT NULL,
+    source         text NOT NULL,
+    policy_version text,
+    device         text,
+    recorded_at    timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX push_consent_log_member_idx ON wallet.push_consent_log (merchant_id, member_id, channel, topic, at);
+COMMENT ON TABLE wallet.push_consent_log IS 'evidence of every consent given or withdrawn (wallet.record_consent), append-only; wallet.push_consents holds the state derived from it';
+COMMENT ON COLUMN wallet.push_consent_log.consent_id IS 'evidence record id, increasing';
+COMMENT ON COLUMN wallet.push_consent_log.merchant_id IS 'merchant';
+COMMENT ON COLUMN wallet.push_consent_log.member_id IS 'the member (wallet.members)';
+COMMENT ON COLUMN wallet.push_consent_log.channel IS 'channel consented to (push, sms, email, in_app, ...)';
+COMMENT ON COLUMN wallet.push_consent_log.topic IS 'topic consented to (marketing, offers, points, service, ...)';
+COMMENT ON COLUMN wallet.push_consent_log.granted IS 'true: granted (opt-in); false: withdrawn (opt-out, or a muted service topic)';
+COMMENT ON COLUMN wallet.push_consent_log.at IS 'when the member gave or withdrew it';
+COMMENT ON COLUMN wallet.push_consent_log.source IS 'where it was given (app screen, web form, support, ...)';
+COMMENT ON COLUMN wallet.push_consent_log.policy_version IS 'the consent text or policy version shown to the member';
+COMMENT ON COLUMN wallet.push_consent_log.device IS 'IP address or device id it came from (personal data: cleared by wallet.forget_member)';
+COMMENT ON COLUMN wallet.push_consent_log.recorded_at IS 'when it was recorded';
+SELECT pg_catalog.pg_extension_config_dump('wallet.push_consent_log', '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('wallet.push_consent_log', 'consent_id'), '');
+
+CREATE TABLE wallet.push_consents (
+    merchant_id bigint NOT NULL REFERENCES wallet.merchants,
+    member_id   bigint NOT NULL REFERENCES wallet.members,
+    channel     text NOT NULL,
+    topic       text NOT NULL,
+    granted     boolean NOT NULL,
+    at          timestamptz NOT NULL,
+    consent_id  bigint NOT NULL REFERENCES wallet.push_consent_log,
+    PRIMARY KEY (merchant_id, member_id, channel, topic)
+);
+COMMENT ON TABLE wallet.push_consents IS 'current consent per member, channel and topic: the latest evidence (by when it was given) of wallet.push_consent_log';
+COMMENT ON COLUMN wallet.push_consents.merchant_id IS 'merchant';
+COMMENT ON COLUMN wallet.push_consents.member_id IS 'the member (wallet.members)';
+COMMENT ON COLUMN wallet.push_consents.channel IS 'channel';
+COMMENT ON COLUMN wallet.push_consents.topic IS 'topic';
+COMMENT ON COLUMN wallet.push_consents.granted IS 'whether consent is currently given';
+COMMENT ON COLUMN wallet.push_consents.at IS 'when the member gave or withdrew it';
+COMMENT ON COLUMN wallet.push_consents.consent_id IS 'the evidence record the state comes from';
+SELECT pg_catalog.pg_extension_config_dump('wallet.push_consents', '');
+
+CREATE TABLE wallet.push_preferences (
+    merchant_id  bigint NOT NULL REFERENCES wallet.merchants,
+    member_id    bigint PRIMARY KEY REFERENCES wallet.members,
+    quiet_start  time,
+    quiet_end    time,
+    topics       text[],
+    max_per_day  int CHECK (max_per_day >= 0),
+    max_per_week int CHECK (max_per_week >= 0),
+    updated_at   timestamptz NOT NULL DEFAULT now(),
+    CHECK ((quiet_start IS NULL) = (quiet_end IS NULL) AND quiet_start <> quiet_end)
+);
+COMMENT ON TABLE wallet.push_preferences IS 'a member''s own push preferences (wallet.set_push_preferences): quiet hours, topics, caps below the merchant''s';
+COMMENT ON COLUMN wallet.push_preferences.merchant_id IS 'merchant';
+COMMENT ON COLUMN wallet.push_preferences.member_id IS 'the member (wallet.members)';
+COMMENT ON COLUMN wallet.push_preferences.quiet_start IS 'the member''s quiet hours start (local time); NULL = the merchant''s default';
+COMMENT ON COLUMN wallet.push_preferences.quiet_end IS 'the member''s quiet hours end (local time, exclusive)';
+COMMENT ON COLUMN wallet.push_preferences.topics IS 'marketing topics the member chose; NULL = every topic consented to';
+COMMENT ON COLUMN wallet.push_preferences.max_per_day IS 'the member''s cap per local calendar day on every capped group (only lowers the merchant''s)';
+COMMENT ON COLUMN wallet.push_preferences.max_per_week IS 'the member''s cap per local calendar week on every capped group (only lowers the merchant''s)';
+COMMENT ON COLUMN wallet.push_preferences.updated_at IS 'when the preferences last changed';
+SELECT pg_catalog.pg_extension_config_dump('wallet.push_preferences', '');
+
+------------------------------------------------------------------------------
+-- Messages
+------------------------------------------------------------------------------
+
+CREATE TABLE wallet.push_messages (
+    push_id        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    merchant_id    bigint NOT NULL REFERENCES wallet.merchants,
+    member_id      bigint NOT NULL REFERENCES wallet.members,
+    channel        text NOT NULL,
+    topic          text NOT NULL,
+    cap_group      text,
+    service        boolean NOT NULL,
+    payload        jsonb NOT NULL,
+    campaign_id    bigint REFERENCES wallet.campaigns,
+    dedup_key      text,
+    priority       int NOT NULL,
+    not_before     timestamptz NOT NULL,
+    expires_at     timestamptz,
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    outcome        text NOT NULL CHECK (outcome IN ('queued', 'deferred', 'suppressed', 'duplicate')),
+    outcome_reason text,
+    status         text NOT NULL CHECK (status IN ('queued', 'sending', 'sent', 'suppressed', 'duplicate', 'dead')),
+    reason         text,
+    due_at         timestamptz,
+    slot_at        timestamptz,
+    attempts       int NOT NULL DEFAULT 0,
+    claimed_at     timestamptz,
+    sent_at        timestamptz,
+    provider_message_id text,
+    last_error     text,
+    finished_at    timestamptz
+);
+-- the claim path: due messages per channel, highest priority first
+CREATE INDEX push_messages_due_idx ON wallet.push_messages (channel, priority DESC, due_at) WHERE status IN ('queued', 'sending');
+-- the caps: a member's messages by slot
+CREATE INDEX push_messages_member_idx ON wallet.push_messages (member_id, slot_at) WHERE status IN ('queued', 'sending', 'sent');
+CREATE INDEX push_messages_finished_idx ON wallet.push_messages (merchant_id, finished_at) WHERE finished_at IS NOT NULL;
+CREATE INDEX push_messages_member_all_idx ON wallet.push_messages (merchant_id, member_id);
+COMMENT ON TABLE wallet.push_messages IS 'every message enqueued with the outcome of enqueue_push and its delivery state; finished ones are purged after the merchant''s retention';
+COMMENT ON COLUMN wallet.push_messages.push_id IS 'message id';
+COMMENT ON COLUMN wallet.push_messages.merchant_id IS 'merchant';
+COMMENT ON COLUMN wallet.push_messages.member_id IS 'the member (wallet.members)';
+COMMENT ON COLUMN wallet.push_messages.channel IS 'delivery channel';
+COMMENT ON COLUMN wallet.push_messages.topic IS 'topic';
+COMMENT ON COLUMN wallet.push_messages.cap_group IS 'cap group the message counts against (NULL = exempt), fixed at enqueue';
+COMMENT ON COLUMN wallet.push_messages.service IS 'a service message (no opt-in needed, no quiet hours), fixed at enqueue';
+COMMENT ON COLUMN wallet.push_messages.payload IS 'what the worker sends (personal data: cleared by wallet.forget_member)';
+COMMENT ON COLUMN wallet.push_messages.campaign_id IS 'campaign the message belongs to (NULL = none)';
+COMMENT ON COLUMN wallet.push_messages.dedup_key IS 'deduplication key, unique per merchant for ever (wallet.push_dedup)';
+COMMENT ON COLUMN wallet.push_messages.priority IS 'higher first when claimed; a higher priority does not wait for queued messages of lower priority';
+COMMENT ON COLUMN wallet.push_messages.not_before IS 'earliest send time asked for';
+COMMENT ON COLUMN wallet.push_messages.expires_at IS 'never sent after this (NULL = no expiry)';
+COMMENT ON COLUMN wallet.push_messages.created_at IS 'when it was enqueued';
+COMMENT ON COLUMN wallet.push_messages.outcome IS 'what enqueue_push returned: queued, deferred, suppressed or duplicate';
+COMMENT ON COLUMN wallet.push_messages.outcome_reason IS 'why it was deferred or suppressed at enqueue (quiet_hours, frequency_cap, no_consent, ...)';
+COMMENT ON COLUMN wallet.push_messages.status IS 'queued (waiting for due_at), sending (claimed, leased until due_at), sent, suppressed, duplicate or dead (attempts exhausted)';
+COMMENT ON COLUMN wallet.push_messages.reason IS 'why of the current status (the last deferral, suppression or failure)';
+COMMENT ON COLUMN wallet.push_messages.due_at IS 'queued: when it may be claimed; sending: when the lease lapses';
+COMMENT ON COLUMN wallet.push_messages.slot_at IS 'the send time it counts against the caps at: planned (queued) or claimed (sending, sent)';
+COMMENT ON COLUMN wallet.push_messages.attempts IS 'times claimed';
+COMMENT ON COLUMN wallet.push_messages.claimed_at IS 'when last claimed';
+COMMENT ON COLUMN wallet.push_messages.sent_at IS 'when acknowledged as sent';
+COMMENT ON COLUMN wallet.push_messages.provider_message_id IS 'the provider''s id of the delivery';
+COMMENT ON COLUMN wallet.push_messages.last_error IS 'the last failure reported by fail_push';
+COMMENT ON COLUMN wallet.push_messages.finished_at IS 'when it reached sent, suppressed, duplicate or dead (retention counts from here)';
+SELECT pg_catalog.pg_extension_config_dump('wallet.push_messages', '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('wallet.push_messages', 'push_id'), '');
+
+CREATE TABLE wallet.push_dedup (
+    merchant_id bigint NOT NULL REFERENCES wallet.merchants,
+    dedup_key   text NOT NULL,
+    push_id     bigint NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (merchant_id, dedup_key)
+);
+COMMENT ON TABLE wallet.push_dedup IS 'every deduplication key a merchant used, for ever (outlives the purge of its message)';
+COMMENT ON COLUMN wallet.push_dedup.merchant_id IS 'merchant';
+COMMENT ON COLUMN wallet.push_dedup.dedup_key IS 'the key';
+COMMENT ON COLUMN wallet.push_dedup.push_id IS 'the message that used it first (it may have been purged since)';
+COMMENT ON COLUMN wallet.push_dedup.created_at IS 'when it was first used';
+SELECT pg_catalog.pg_extension_config_dump('wallet.push_dedup', '');
+
+CREATE TABLE wallet.push_attempts (
+    attempt_id  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    merchant_id bigint NOT NULL REFERENCES wallet.merchants,
+    member_id   bigint NOT NULL REFERENCES wallet.members,
+    push_id     bigint NOT NULL,
+    claimed_at  timestamptz NOT NULL,
+    outcome     text NOT NULL CHECK (outcome IN ('sent', 'failed')),
+    at          timestamptz NOT NULL DEFAULT now(),
+    provider_message_id text,
+    error       text
+);
+CREATE INDEX push_attempts_push_idx ON wallet.push_attempts (push_id);
+CREATE INDEX push_attempts_member_idx ON wallet.push_attempts (merchant_id, member_id, claimed_at);
+COMMENT ON TABLE wallet.push_attempts IS 'delivery records: every acknowledged or failed attempt (ack_push, fail_push), kept while the message is';
+COMMENT ON COLUMN wallet.push_attempts.attempt_id IS 'record id';
+COMMENT ON COLUMN wallet.push_attempts.merchant_id IS 'merchant';
+COMMENT ON COLUMN wallet.push_attempts.member_id IS 'the member (wallet.members)';
+COMMENT ON COLUMN wallet.push_attempts.push_id IS 'the message (wallet.push_messages)';
+COMMENT ON COLUMN wallet.push_attempts.claimed_at IS 'when the attempt was claimed (the send time counted by the caps)';
+COMMENT ON COLUMN wallet.push_attempts.outcome IS 'sent or failed';
+COMMENT ON COLUMN wallet.push_attempts.at IS 'when the worker reported it';
+COMMENT ON COLUMN wallet.push_attempts.provider_message_id IS 'the provider''s id (sent)';
+COMMENT ON COLUMN wallet.push_attempts.error IS 'the error reported (failed)';
+SELECT pg_catalog.pg_extension_config_dump('wallet.push_attempts', '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('wallet.push_attempts', 'attempt_id'), '');
+
+CREATE VIEW wallet.push_dead_letters WITH (security_invoker = true) AS
+SELECT m.push_id, m.merchant_id, m.member_id, m.channel, m.topic, m.campaign_id, m.attempts, m.last_error, m.finished_at
+  FROM wallet.push_messages m
+ WHERE m.status = 'dead';
+COMMENT ON VIEW wallet.push_dead_letters IS 'messages whose delivery failed for good (attempts exhausted or not retryable): wallet.requeue_push sends one again';
+COMMENT ON COLUMN wallet.push_dead_letters.push_id IS 'message id';
+COMMENT ON COLUMN wallet.push_dead_letters.merchant_id IS 'merchant';
+COMMENT ON COLUMN wallet.push_dead_letters.member_id IS 'the member';
+COMMENT ON COLUMN wallet.push_dead_letters.channel IS 'delivery channel';
+COMMENT ON COLUMN wallet.push_dead_letters.topic IS 'topic';
+COMMENT ON COLUMN wallet.push_dead_letters.campaign_id IS 'campaign (NULL = none)';
+COMMENT ON COLUMN wallet.push_dead_letters.attempts IS 'attempts made';
+COMMENT ON COLUMN wallet.push_dead_letters.last_error IS 'the last error reported';
+COMMENT ON COLUMN wallet.push_dead_letters.finished_at IS 'when it was given up';
+
+------------------------------------------------------------------------------
+-- Helpers
+------------------------------------------------------------------------------
+
+-- Channel and topic names: short identifiers (they name NOTIFY channels).
+CREATE FUNCTION wallet_internal.push_check_name(what text, value text) RETURNS void
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF value IS NULL THEN
+        RAISE EXCEPTION '% must not be null', what
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Every message and consent names its channel and topic.';
+    END IF;
+    IF value !~ '^[a-z][a-z0-9_]{0,39}$' THEN
+        RAISE EXCEPTION '% "%" is not a valid name', what, left(value, 64)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'Channels and topics are lower-case identifiers of at most 40 characters (letters, digits, underscore), such as push or marketing.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_check_name(text, text) IS 'internal: raises 22004 for a NULL channel or topic, 22023 for one that is not a lower-case identifier of at most 40 characters';
+
+CREATE FUNCTION wallet_internal.push_check_quiet(quiet_start time, quiet_end time) RETURNS void
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF (quiet_start IS NULL) <> (quiet_end IS NULL) OR quiet_start = quiet_end THEN
+        RAISE EXCEPTION 'quiet hours need a start and a different end'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'Quiet hours run from quiet_start to quiet_end in local time (over midnight when the end is earlier); both NULL means none.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_check_quiet(time, time) IS 'internal: raises 22023 unless quiet hours are both NULL or a start and a different end';
+
+-- The member of a reference at a merchant, or NULL (an unknown member has
+-- given no consent: nothing is created for it).
+CREATE FUNCTION wallet_internal.push_member(merchant_id bigint, member_ref text) RETURNS wallet.members
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    r wallet.members;
+BEGIN
+    PERFORM wallet_internal.member_check(merchant_id, member_ref);
+    SELECT * INTO r FROM wallet.members m WHERE m.merchant_id = $1 AND m.member_ref = $2;
+    RETURN r;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_member(bigint, text) IS 'internal: the member row of member_ref at the merchant (NULL when there is none), after the checks of member_check';
+
+-- One member's pushes are decided one at a time: enqueue, consent changes
+-- and claims take this lock (a transaction lock on the member id).
+CREATE FUNCTION wallet_internal.push_lock_member(member_id bigint, wait boolean) RETURNS boolean
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF wait THEN
+        PERFORM pg_advisory_xact_lock(2001234512, (member_id % 2147483647)::int);
+        RETURN true;
+    END IF;
+    RETURN pg_try_advisory_xact_lock(2001234512, (member_id % 2147483647)::int);
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_lock_member(bigint, boolean) IS 'internal: takes the transaction advisory lock serialising a member''s push decisions (wait = false: only if free, returns whether taken)';
+
+-- Whether local time t is within quiet hours start..end, and when they end.
+CREATE FUNCTION wallet_internal.push_quiet_until(t timestamptz, tz text, quiet_start time, quiet_end time) RETURNS timestamptz
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    lt timestamp;
+    lo time;
+    e timestamptz;
+BEGIN
+    IF quiet_start IS NULL THEN
+        RETURN NULL;
+    END IF;
+    lt := t AT TIME ZONE tz;
+    lo := lt::time;
+    IF (quiet_start < quiet_end AND lo >= quiet_start AND lo < quiet_end)
+       OR (quiet_start > quiet_end AND (lo >= quiet_start OR lo < quiet_end)) THEN
+        -- the next local quiet_end after t (a date's end that falls into a DST gap moves on by the gap)
+        e := (lt::date + quiet_end) AT TIME ZONE tz;
+        IF e <= t THEN
+            e := ((lt::date + 1) + quiet_end) AT TIME ZONE tz;
+        END IF;
+        RETURN e;
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_quiet_until(timestamptz, text, time, time) IS 'internal: when t (in time zone tz) lies in the quiet hours start..end (over midnight when end < start), the time they end; else NULL';
+
+-- The earliest time at or after t when the member may receive a message
+-- of the channel and cap group: outside quiet hours (not for service
+-- messages) and under every cap (the merchant's, and the member's day and
+-- week caps).  Counted: the member's messages of that channel and group
+-- that are sending or sent at their claim time, and (planning = true, at
+-- enqueue) those queued at their planned slot with a priority at least
+-- priority.  Returns the time (NULL: dropped by a cap with policy drop) and
+-- the reason of the last move (NULL: t itself is fine).
+CREATE FUNCTION wallet_internal.push_slot(merchant_id bigint, member_id bigint, channel text, cap_group text,
+        service boolean, priority int, t timestamptz, planning boolean, exclude bigint,
+        OUT slot timestamptz, OUT reason text)
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    s wallet.push_settings;
+    pr wallet.push_preferences;
+    tz text;
+    qs time;
+    qe time;
+    c record;
+    ws timestamptz;
+    we timestamptz;
+    n bigint;
+    q timestamptz;
+    moved boolean;
+    i int;
+BEGIN
+    SELECT * INTO s FROM wallet.push_settings x WHERE x.merchant_id = $1;
+    SELECT * INTO pr FROM wallet.push_preferences x WHERE x.member_id = $2;
+    SELECT coalesce(m.time_zone, s.time_zone, 'UTC') INTO tz FROM wallet.members m WHERE m.member_id = $2;
+    IF pr.quiet_start IS NOT NULL THEN
+        qs := pr.quiet_start; qe := pr.quiet_end;
+    ELSIF s.merchant_id IS NULL THEN
+        qs := '22:00'; qe := '08:00';
+    ELSE
+        qs := s.quiet_start; qe := s.quiet_end;
+    END IF;
+    slot := t;
+    FOR i IN 1 .. 50 LOOP
+        moved := false;
+        IF NOT service THEN
+            q := wallet_internal.push_quiet_until(slot, tz, qs, qe);
+            IF q IS NOT NULL THEN
+                slot := q; reason := 'quiet_hours';
+            END IF;
+        END IF;
+        IF cap_group IS NOT NULL THEN
+            FOR c IN SELECT k.period, k.max_count, k.window_size, k.policy FROM wallet.push_caps k
+                      WHERE k.merchant_id = $1 AND k.channel = $3 AND k.cap_group = $4
+                     UNION ALL
+                     SELECT 'day', pr.max_per_day, NULL::interval, 'defer' WHERE pr.max_per_day IS NOT NULL
+                     UNION ALL
+                     SELECT 'week', pr.max_per_week, NULL::interval, 'defer' WHERE pr.max_per_week IS NOT NULL LOOP
+                IF c.period = 'rolling' THEN
+                    ws := slot - c.window_size; we := slot;
+                ELSE
+                    ws := date_trunc(c.period, slot AT TIME ZONE tz) AT TIME ZONE tz;
+                    we := (date_trunc(c.period, slot AT TIME ZONE tz) + CASE c.period WHEN 'day' THEN interval '1 day' ELSE interval '7 days' END) AT TIME ZONE tz;
+                END IF;
+                -- rolling: (t - window, t]; calendar: [start, end) of the local day or week
+                SELECT count(*) INTO n FROM wallet.push_messages x
+                 WHERE x.member_id = $2 AND x.status IN ('queued', 'sending', 'sent')
+                   AND x.slot_at >= ws AND x.slot_at <= we
+                   AND (x.slot_at > ws OR c.period <> 'rolling') AND (x.slot_at < we OR c.period = 'rolling')
+                   AND x.channel = $3 AND x.cap_group = $4 AND x.push_id <> coalesce(exclude, 0)
+                   AND (x.status <> 'queued' OR (planning AND x.priority >= $6));
+                IF n >= c.max_count THEN
+                    IF c.policy = 'drop' THEN
+                        slot := NULL; reason := 'frequency_cap';
+                        RETURN;
+                    END IF;
+                    IF c.period = 'rolling' THEN
+                        -- when the (n - max + 1)-th oldest counted message leaves the window
+                        SELECT x.slot_at + c.window_size INTO slot FROM wallet.push_messages x
+                         WHERE x.member_id = $2 AND x.status IN ('queued', 'sending', 'sent')
+                           AND x.slot_at > ws AND x.slot_at <= we
+                           AND x.channel = $3 AND x.cap_group = $4 AND x.push_id <> coalesce(exclude, 0)
+                           AND (x.status <> 'queued' OR (planning AND x.priority >= $6))
+                         ORDER BY x.slot_at OFFSET n - c.max_count LIMIT 1;
+                    ELSE
+                        slot := we;
+                    END IF;
+                    reason := 'frequency_cap';
+                    moved := true;
+                    EXIT;
+                END IF;
+            END LOOP;
+        END IF;
+        IF NOT moved AND (service OR wallet_internal.push_quiet_until(slot, tz, qs, qe) IS NULL) THEN
+            RETURN;
+        END IF;
+    END LOOP;
+    RETURN;     -- 50 moves: the slot reached so far (checked again at claim)
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_slot(bigint, bigint, text, text, boolean, int, timestamptz, boolean, bigint) IS 'internal: the earliest time at or after t outside the member''s quiet hours and under every cap of the channel and cap group (NULL when a cap with policy drop is reached), with the reason of the last move';
+
+-- Whether the member may get the topic on the channel: NULL if yes, else the reason.
+CREATE FUNCTION wallet_internal.push_refusal(merchant_id bigint, member_id bigint, channel text, topic text, service boolean)
+    RETURNS text
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    g boolean;
+    chosen text[];
+BEGIN
+    IF (SELECT m.status FROM wallet.members m WHERE m.member_id = $2) = 'forgotten' THEN
+        RETURN 'member_forgotten';
+    END IF;
+    SELECT c.granted INTO g FROM wallet.push_consents c
+     WHERE c.merchant_id = $1 AND c.member_id = $2 AND c.channel = $3 AND c.topic = $4;
+    IF service THEN
+        RETURN CASE WHEN g IS FALSE THEN 'muted' END;
+    END IF;
+    IF g IS NULL THEN
+        RETURN 'no_consent';
+    ELSIF NOT g THEN
+        RETURN 'consent_withdrawn';
+    END IF;
+    SELECT p.topics INTO chosen FROM wallet.push_preferences p WHERE p.member_id = $2;
+    IF chosen IS NOT NULL AND NOT topic = ANY (chosen) THEN
+        RETURN 'topic_not_chosen';
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_refusal(bigint, bigint, text, text, boolean) IS 'internal: NULL when the member may get the topic on the channel, else why not (member_forgotten, no_consent, consent_withdrawn, topic_not_chosen, muted)';
+
+-- Wake-up of the workers of a channel: NOTIFY wallet_push_<channel>, at
+-- most once per channel per session every 100 ms.  NOTIFY takes a global
+-- lock at commit; throttled, a burst of enqueues costs a handful of them.
+-- A worker polls as well (a throttled wake-up is late by at most its poll).
+CREATE FUNCTION wallet_internal.push_notify(channel text) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    k text := 'wallet_push.notified_' || channel;
+    last text := current_setting(k, true);
+    now_ms bigint := (extract(epoch FROM clock_timestamp()) * 1000)::bigint;
+BEGIN
+    IF last IS NULL OR last = '' OR now_ms - last::bigint >= 100 THEN
+        PERFORM pg_notify('wallet_push_' || channel, '');
+        PERFORM set_config(k, now_ms::text, false);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_notify(text) IS 'internal: NOTIFY wallet_push_<channel>, at most once per channel every 100 ms in a session';
+
+-- Topic kind: the merchant's row, else the defaults.
+CREATE FUNCTION wallet_internal.push_topic(merchant_id bigint, topic text, OUT service boolean, OUT cap_group text)
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    SELECT t.service, t.cap_group INTO service, cap_group FROM wallet.push_topics t WHERE t.merchant_id = $1 AND t.topic = $2;
+    IF NOT FOUND THEN
+        service := (topic = 'service');
+        cap_group := CASE WHEN topic = 'service' THEN NULL ELSE 'marketing' END;
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_topic(bigint, text) IS 'internal: whether the topic is a service topic and its cap group (the merchant''s wallet.push_topics row, else: service is a service topic without caps, every other topic marketing)';
+
+-- The decision of enqueue_push for one member, recorded as one row.
+CREATE FUNCTION wallet_internal.push_enqueue(merchant_id bigint, member_id bigint, channel text, topic text,
+        payload jsonb, campaign_id bigint, dedup_key text, not_before timestamptz, expires_at timestamptz, priority int,
+        lock boolean, OUT push_id bigint, OUT status text, OUT reason text, OUT eligible_at timestamptz)
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+#variable_conflict use_variable
+DECLARE
+    _m bigint := merchant_id;
+    svc boolean;
+    grp text;
+    s record;
+    t timestamptz := greatest(not_before, now());
+BEGIN
+    SELECT * INTO svc, grp FROM wallet_internal.push_topic(_m, topic);
+    IF lock THEN
+        PERFORM wallet_internal.push_lock_member(member_id, true);
+    END IF;
+    push_id := nextval('wallet.push_messages_push_id_seq'::regclass);
+    IF dedup_key IS NOT NULL THEN
+        -- a concurrent first use of the key: waits for it, then finds it
+        INSERT INTO wallet.push_dedup AS d (merchant_id, dedup_key, push_id) VALUES (_m, dedup_key, push_id)
+            ON CONFLICT DO NOTHING;
+        IF NOT FOUND THEN
+            status := 'duplicate'; reason := 'dedup_key';
+        END IF;
+    END IF;
+    IF status IS NULL THEN
+        reason := wallet_internal.push_refusal(_m, member_id, channel, topic, svc);
+        IF reason IS NOT NULL THEN
+            status := 'suppressed';
+        ELSIF expires_at IS NOT NULL AND expires_at <= t THEN
+            status := 'suppressed'; reason := 'expired';
+        ELSE
+            s := wallet_internal.push_slot(_m, member_id, channel, grp, svc, priority, t, true, NULL);
+            IF s.slot IS NULL THEN
+                status := 'suppressed'; reason := s.reason;
+            ELSIF expires_at IS NOT NULL AND s.slot >= expires_at THEN
+                status := 'suppressed'; reason := 'expires_before_slot';
+            ELSE
+                eligible_at := s.slot;
+                status := CASE WHEN s.reason IS NULL THEN 'queued' ELSE 'deferred' END;
+                reason := s.reason;
+            END IF;
+        END IF;
+    END IF;
+    INSERT INTO wallet.push_messages (push_id, merchant_id, member_id, channel, topic, cap_group, service, payload, campaign_id,
+                                      dedup_key, priority, not_before, expires_at, outcome, outcome_reason, status, reason,
+                                      due_at, slot_at, finished_at)
+    OVERRIDING SYSTEM VALUE
+    VALUES (push_id, _m, member_id, channel, topic, grp, svc, payload, campaign_id, dedup_key, priority, not_before, expires_at,
+            status, reason, CASE WHEN status IN ('queued', 'deferred') THEN 'queued' ELSE status END, reason,
+            eligible_at, eligible_at, CASE WHEN status IN ('queued', 'deferred') THEN NULL ELSE now() END);
+    IF status = 'queued' THEN
+        PERFORM wallet_internal.push_notify(channel);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_enqueue(bigint, bigint, text, text, jsonb, bigint, text, timestamptz, timestamptz, int, boolean) IS 'internal: decides and records one message for one member (queued, deferred, suppressed or duplicate, with the reason), optionally under the member''s lock';
+
+-- A message named by id, locked, when the caller acts for its merchant;
+-- else WL701 exactly as for an id that does not exist.
+CREATE FUNCTION wallet_internal.push_lock(push_id bigint) RETURNS wallet.push_messages
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    r wallet.push_messages;
+BEGIN
+    IF push_id IS NULL THEN
+        RAISE EXCEPTION 'push_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A message is named by the push_id enqueue_push or claim_pushes returned.';
+    END IF;
+    SELECT * INTO r FROM wallet.push_messages x WHERE x.push_id = $1 FOR UPDATE;
+    IF NOT FOUND OR NOT wallet.acts_for(r.merchant_id) THEN
+        RAISE EXCEPTION 'push % does not exist', push_id
+            USING ERRCODE = 'WL701', DETAIL = 'Messages are named by the push_id enqueue_push returned; finished ones are purged after the retention.';
+    END IF;
+    RETURN r;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_lock(bigint) IS 'internal: the message row, locked; 22004 for a NULL id, WL701 for one that does not exist or is another merchant''s';
+
+CREATE FUNCTION wallet_internal.push_not_sending(r wallet.push_messages) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    RAISE EXCEPTION 'push % is not being sent', r.push_id
+        USING ERRCODE = 'WL702',
+              DETAIL = format('The message is %s%s; only a claimed message can be acknowledged, failed or have its lease extended.',
+                              r.status, coalesce(' (' || r.reason || ')', ''));
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_not_sending(wallet.push_messages) IS 'internal: raises WL702 for a message that is not claimed (status sending)';
+
+CREATE FUNCTION wallet_internal.push_check_lease(lease interval) RETURNS void
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF lease IS NULL THEN
+        RAISE EXCEPTION 'lease must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A claimed message is leased to its worker for a while.';
+    END IF;
+    IF lease <= interval '0' OR lease > interval '1 day' THEN
+        RAISE EXCEPTION 'lease must be positive and at most a day'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'When the lease lapses the message can be claimed again.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_check_lease(interval) IS 'internal: raises 22004 for a NULL lease, 22023 unless it is positive and at most a day';
+
+------------------------------------------------------------------------------
+-- Settings API (wallet_admin)
+------------------------------------------------------------------------------
+
+CREATE FUNCTION wallet.set_push_settings(merchant_id bigint, quiet_start time DEFAULT '22:00', quiet_end time DEFAULT '08:00',
+        time_zone text DEFAULT 'UTC', max_attempts int DEFAULT 5, backoff interval DEFAULT '30 seconds',
+        retention interval DEFAULT '90 days') RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    PERFORM wallet_internal.check_merchant(merchant_id);
+    PERFORM wallet_internal.push_check_quiet(quiet_start, quiet_end);
+    IF time_zone IS NULL OR max_attempts IS NULL OR backoff IS NULL OR retention IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN time_zone IS NULL THEN 'time_zone' WHEN max_attempts IS NULL THEN 'max_attempts'
+                                                   WHEN backoff IS NULL THEN 'backoff' ELSE 'retention' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Every setting has a value; call without it for the default.';
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_timezone_names z WHERE z.name = set_push_settings.time_zone) THEN
+        RAISE EXCEPTION 'unknown time zone "%"', left(time_zone, 64)
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A time zone is an IANA name such as Europe/Zurich (see pg_timezone_names).';
+    END IF;
+    IF max_attempts NOT BETWEEN 1 AND 100 OR backoff <= interval '0' OR retention <= interval '0' THEN
+        RAISE EXCEPTION 'max_attempts, backoff or retention out of range'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'max_attempts is 1 to 100; backoff and retention are positive.';
+    END IF;
+    INSERT INTO wallet.push_settings AS s (merchant_id, quiet_start, quiet_end, time_zone, max_attempts, backoff, retention)
+    VALUES ($1, $2, $3, $4, $5, $6, $7)
+    ON CONFLICT ON CONSTRAINT push_settings_pkey DO UPDATE
+       SET quiet_start = excluded.quiet_start, quiet_end = excluded.quiet_end, time_zone = excluded.time_zone,
+           max_attempts = excluded.max_attempts, backoff = excluded.backoff, retention = excluded.retention, updated_at = now();
+END
+$$;
+COMMENT ON FUNCTION wallet.set_push_settings(bigint, time, time, text, int, interval, interval) IS 'sets a merchant''s push settings: default quiet hours (NULL, NULL: none) and time zone, delivery attempts, backoff and retention';
+
+CREATE FUNCTION wallet.set_push_topic(merchant_id bigint, topic text, service boolean, cap_group text DEFAULT NULL) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    PERFORM wallet_internal.check_merchant(merchant_id);
+    PERFORM wallet_internal.push_check_name('topic', topic);
+    IF service IS NULL THEN
+        RAISE EXCEPTION 'service must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A topic is either a service topic or a marketing topic.';
+    END IF;
+    IF cap_group IS NOT NULL THEN
+        PERFORM wallet_internal.push_check_name('cap_group', cap_group);
+    END IF;
+    INSERT INTO wallet.push_topics AS t (merchant_id, topic, service, cap_group) VALUES ($1, $2, $3, $4)
+    ON CONFLICT ON CONSTRAINT push_topics_pkey DO UPDATE SET service = excluded.service, cap_group = excluded.cap_group;
+END
+$$;
+COMMENT ON FUNCTION wallet.set_push_topic(bigint, text, boolean, text) IS 'declares a topic: service (no opt-in, can be muted, no quiet hours) or marketing (explicit opt-in), and the cap group it counts against (NULL: exempt from caps); applies to messages enqueued from then on';
+
+CREATE FUNCTION wallet.set_push_cap(merchant_id bigint, channel text, cap_group text, period text, max_count int,
+        window_size interval DEFAULT NULL, policy text DEFAULT 'defer') RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    PERFORM wallet_internal.check_merchant(merchant_id);
+    PERFORM wallet_internal.push_check_name('channel', channel);
+    PERFORM wallet_internal.push_check_name('cap_group', cap_group);
+    IF period IS NULL OR policy IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN period IS NULL THEN 'period' ELSE 'policy' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A cap counts per rolling window, day or week, and defers or drops.';
+    END IF;
+    IF period NOT IN ('rolling', 'day', 'week') OR policy NOT IN ('defer', 'drop')
+       OR (period = 'rolling') <> (window_size IS NOT NULL) OR window_size <= interval '0' OR max_count < 1 THEN
+        RAISE EXCEPTION 'invalid cap'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'period is rolling (with a positive window_size), day or week (without); policy defer or drop; max_count positive (NULL removes the cap).';
+    END IF;
+    IF max_count IS NULL THEN
+        DELETE FROM wallet.push_caps k WHERE k.merchant_id = $1 AND k.channel = $2 AND k.cap_group = $3 AND k.period = $4;
+        RETURN;
+    END IF;
+    INSERT INTO wallet.push_caps AS k (merchant_id, channel, cap_group, period, max_count, window_size, policy)
+    VALUES ($1, $2, $3, $4, $5, $6, $7)
+    ON CONFLICT ON CONSTRAINT push_caps_pkey DO UPDATE
+       SET max_count = excluded.max_count, window_size = excluded.window_size, policy = excluded.policy;
+END
+$$;
+COMMENT ON FUNCTION wallet.set_push_cap(bigint, text, text, text, int, interval, text) IS 'sets (max_count NULL: removes) a frequency cap: at most max_count messages of a cap group on a channel per rolling window_size, local calendar day or week; over it a message is deferred to the first allowed slot or dropped';
+
+------------------------------------------------------------------------------
+-- Consent and preferences API (wallet_app)
+------------------------------------------------------------------------------
+
+CREATE FUNCTION wallet.record_consent(merchant_id bigint, member_ref text, channel text, topic text, granted boolean,
+        source text, policy_version text DEFAULT NULL, device text DEFAULT NULL, at timestamptz DEFAULT now()) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+#variable_conflict use_variable
+DECLARE
+    _m bigint := merchant_id;
+    member bigint;
+    id bigint;
+BEGIN
+    PERFORM wallet_internal.member_check(_m, member_ref);
+    PERFORM wallet_internal.push_check_name('channel', channel);
+    PERFORM wallet_internal.push_check_name('topic', topic);
+    IF granted IS NULL OR source IS NULL OR at IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN granted IS NULL THEN 'granted' WHEN source IS NULL THEN 'source' ELSE 'at' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Consent evidence says what was decided, when and where.';
+    END IF;
+    IF btrim(source) = '' OR length(source) > 200 OR length(policy_version) > 200 OR length(device) > 200
+       OR btrim(policy_version) = '' OR btrim(device) = '' THEN
+        RAISE EXCEPTION 'source, policy_version or device blank or longer than 200 characters'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Consent evidence texts are non-blank and at most 200 characters.';
+    END IF;
+    member := wallet_internal.member_ensure(_m, member_ref);
+    PERFORM wallet_internal.push_lock_member(member, true);
+    INSERT INTO wallet.push_consent_log AS l (merchant_id, member_id, channel, topic, granted, at, source, policy_version, device)
+    VALUES (_m, member, channel, topic, granted, at, source, policy_version, device)
+    RETURNING l.consent_id INTO id;
+    -- the state is the latest evidence by when it was given (late evidence of an earlier decision changes nothing)
+    INSERT INTO wallet.push_consents AS c (merchant_id, member_id, channel, topic, granted, at, consent_id)
+    VALUES (_m, member, channel, topic, granted, at, id)
+    ON CONFLICT ON CONSTRAINT push_consents_pkey DO UPDATE
+       SET granted = excluded.granted, at = excluded.at, consent_id = excluded.consent_id
+     WHERE c.at <= excluded.at;
+    -- a withdrawal takes effect at once, for queued messages too
+    IF NOT (SELECT c.granted FROM wallet.push_consents c
+             WHERE c.merchant_id = _m AND c.member_id = member AND c.channel = record_consent.channel AND c.topic = record_consent.topic) THEN
+        UPDATE wallet.push_messages x
+           SET status = 'suppressed', reason = CASE WHEN x.service THEN 'muted' ELSE 'consent_withdrawn' END, finished_at = now(),
+               due_at = NULL
+         WHERE x.member_id = member AND x.status = 'queued'
+           AND x.channel = record_consent.channel AND x.topic = record_consent.topic;
+    END IF;
+    RETURN id;
+END
+$$;
+COMMENT ON FUNCTION wallet.record_consent(bigint, text, text, text, boolean, text, text, text, timestamptz) IS 'records evidence of a member granting or withdrawing consent to a topic on a channel (source, policy version, device); the current state follows the latest evidence; a withdrawal suppresses the queued messages of that channel and topic at once; returns the evidence id';
+
+CREATE FUNCTION wallet.set_push_preferences(merchant_id bigint, member_ref text, quiet_start time DEFAULT NULL,
+        quiet_end time DEFAULT NULL, topics text[] DEFAULT NULL, max_per_day int DEFAULT NULL, max_per_week int DEFAULT NULL)
+    RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+#variable_conflict use_variable
+DECLARE
+    _m bigint := merchant_id;
+    member bigint;
+    t text;
+BEGIN
+    PERFORM wallet_internal.member_check(_m, member_ref);
+    PERFORM wallet_internal.push_check_quiet(quiet_start, quiet_end);
+    FOREACH t IN ARRAY coalesce(topics, '{}') LOOP
+        PERFORM wallet_internal.push_check_name('topic', t);
+    END LOOP;
+    IF max_per_day < 0 OR max_per_week < 0 THEN
+        RAISE EXCEPTION 'caps must not be negative'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A member''s cap is a count of messages per day or week (NULL: none).';
+    END IF;
+    member := wallet_internal.member_ensure(_m, member_ref);
+    PERFORM wallet_internal.push_lock_member(member, true);
+    INSERT INTO wallet.push_preferences AS p (merchant_id, member_id, quiet_start, quiet_end, topics, max_per_day, max_per_week)
+    VALUES (_m, member, quiet_start, quiet_end, topics, max_per_day, max_per_week)
+    ON CONFLICT ON CONSTRAINT push_preferences_pkey DO UPDATE
+       SET quiet_start = excluded.quiet_start, quiet_end = excluded.quiet_end, topics = excluded.topics,
+           max_per_day = excluded.max_per_day, max_per_week = excluded.max_per_week, updated_at = now();
+END
+$$;
+COMMENT ON FUNCTION wallet.set_push_preferences(bigint, text, time, time, text[], int, int) IS 'sets a member''s own preferences (all of them; NULL: none of its own): quiet hours, the marketing topics chosen, caps per local day and week on every capped group (they only lower the merchant''s)';
+
+------------------------------------------------------------------------------
+-- Enqueue (wallet_app)
+------------------------------------------------------------------------------
+
+CREATE FUNCTION wallet_internal.push_check_message(merchant_id bigint, channel text, topic text, payload jsonb,
+        campaign_id bigint, dedup_key text, not_before timestamptz, priority int) RETURNS void
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    PERFORM wallet_internal.push_check_name('channel', channel);
+    PERFORM wallet_internal.push_check_name('topic', topic);
+    IF payload IS NULL OR not_before IS NULL OR priority IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN payload IS NULL THEN 'payload' WHEN not_before IS NULL THEN 'not_before' ELSE 'priority' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A message has a payload, an earliest send time and a priority (defaults: now(), 0).';
+    END IF;
+    IF jsonb_typeof(payload) <> 'object' OR length(payload::text) > 65536 THEN
+        RAISE EXCEPTION 'payload must be a json object of at most 64 kB'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The payload is what the worker sends, e.g. {"title": ..., "body": ...}.';
+    END IF;
+    IF btrim(dedup_key) = '' OR length(dedup_key) > 200 THEN
+        RAISE EXCEPTION 'dedup_key must not be %', CASE WHEN btrim(dedup_key) = '' THEN 'blank' ELSE 'longer than 200 characters' END
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A deduplication key is a non-blank text of at most 200 characters (NULL: none).';
+    END IF;
+    IF campaign_id IS NOT NULL
+       AND NOT EXISTS (SELECT FROM wallet.campaigns c WHERE c.campaign_id = $5 AND c.merchant_id = $1 AND wallet.acts_for(c.merchant_id)) THEN
+        RAISE EXCEPTION 'campaign % does not exist', campaign_id
+            USING ERRCODE = 'WL101', DETAIL = 'A message belongs to a campaign of its merchant, or to none.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_check_message(bigint, text, text, jsonb, bigint, text, timestamptz, int) IS 'internal: the argument checks of enqueue_push (22004, 22023, WL101 for a campaign that is not the merchant''s)';
+
+CREATE FUNCTION wallet.enqueue_push(merchant_id bigint, member_ref text, channel text, topic text, payload jsonb,
+        campaign_id bigint DEFAULT NULL, dedup_key text DEFAULT NULL, not_before timestamptz DEFAULT now(),
+        expires_at timestamptz DEFAULT NULL, priority int DEFAULT 0,
+        OUT push_id bigint, OUT status text, OUT reason text, OUT eligible_at timestamptz)
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    r record;
+BEGIN
+    PERFORM wallet_internal.member_check($1, $2);
+    PERFORM wallet_internal.push_check_message($1, $3, $4, $5, $6, $7, $8, $10);
+    r := wallet_internal.push_enqueue($1, wallet_internal.member_ensure($1, $2), $3, $4, $5, $6, $7, $8, $9, $10, true);
+    push_id := r.push_id; status := r.status; reason := r.reason; eligible_at := r.eligible_at;
+END
+$$;
+COMMENT ON FUNCTION wallet.enqueue_push(bigint, text, text, text, jsonb, bigint, text, timestamptz, timestamptz, int) IS 'enqueues a message for a member: queued (eligible now), deferred (quiet_hours or frequency_cap, with the time it becomes eligible), suppressed (no_consent, consent_withdrawn, topic_not_chosen, muted, member_forgotten, expired, expires_before_slot, frequency_cap with policy drop) or duplicate (dedup_key used before by the merchant); every outcome is recorded in wallet.push_messages';
+
+-- A campaign's audience in one call: every active member (member_refs
+-- NULL) or the members named.  The members are read by a cursor (streamed,
+-- never all in memory) and each goes through enqueue's decision; the
+-- member locks are not taken (a transaction would hold one per member): the
+-- claim-time check under the lock keeps the caps.
+CREATE FUNCTION wallet.enqueue_push_audience(merchant_id bigint, member_refs text[], channel text, topic text, payload jsonb,
+        campaign_id bigint DEFAULT NULL, dedup_key text DEFAULT NULL, not_before timestamptz DEFAULT now(),
+        expires_at timestamptz DEFAULT NULL, priority int DEFAULT 0)
+    RETURNS TABLE (status text, reason text, messages bigint)
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+#variable_conflict use_variable
+DECLARE
+    _m bigint := merchant_id;
+    mem record;
+    r record;
+    counts jsonb := '{}';
+    k text;
+BEGIN
+    PERFORM wallet_internal.check_merchant(_m);
+    PERFORM wallet_internal.push_check_message(_m, channel, topic, payload, campaign_id, dedup_key, not_before, priority);
+    IF length(dedup_key) > 180 THEN
+        RAISE EXCEPTION 'dedup_key must not be longer than 180 characters'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An audience''s key is extended by each member''s id.';
+    END IF;
+    IF member_refs IS NOT NULL THEN
+        FOREACH k IN ARRAY member_refs LOOP
+            PERFORM wallet_internal.member_check(_m, k);
+        END LOOP;
+    END IF;
+    FOR mem IN SELECT m.member_id FROM wallet.members m
+                WHERE m.merchant_id = _m AND member_refs IS NULL AND m.status = 'active'
+               UNION ALL
+               SELECT wallet_internal.member_ensure(_m, u.ref) FROM (SELECT DISTINCT x AS ref FROM unnest(member_refs) x) u LOOP
+        r := wallet_internal.push_enqueue(_m, mem.member_id, channel, topic, payload, campaign_id,
+                                          dedup_key || ':' || mem.member_id, not_before, expires_at, priority, false);
+        k := r.status || '/' || coalesce(r.reason, '');
+        counts := jsonb_set(counts, ARRAY[k], to_jsonb(coalesce((counts ->> k)::bigint, 0) + 1));
+    END LOOP;
+    RETURN QUERY SELECT split_part(e.key, '/', 1), nullif(split_part(e.key, '/', 2), ''), e.value::text::bigint
+                   FROM jsonb_each(counts) e ORDER BY 1, 2;
+END
+$$;
+COMMENT ON FUNCTION wallet.enqueue_push_audience(bigint, text[], text, text, jsonb, bigint, text, timestamptz, timestamptz, int) IS 'enqueues a message for a campaign''s audience in one call (member_refs NULL: every active member of the merchant), streaming the members, each decided as enqueue_push does (dedup_key, if given, extended by '':<member_id>''); returns the count of messages per status and reason';
+
+------------------------------------------------------------------------------
+-- Delivery (wallet_app: the sending workers)
+------------------------------------------------------------------------------
+
+CREATE FUNCTION wallet.claim_pushes(channel text, n int, lease interval)
+    RETURNS TABLE (push_id bigint, merchant_id bigint, member_ref text, topic text, payload jsonb, campaign_id bigint,
+                   attempts int, lease_until timestamptz)
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+#variable_conflict use_column
+DECLARE
+    _ch text := channel;
+    c record;
+    refusal text;
+    s record;
+    r wallet.push_messages;
+BEGIN
+    PERFORM wallet_internal.push_check_name('channel', _ch);
+    PERFORM wallet_internal.push_check_lease(lease);
+    IF n IS NULL OR n < 1 OR n > 10000 THEN
+        RAISE EXCEPTION 'n must be % ', CASE WHEN n IS NULL THEN 'given' ELSE 'between 1 and 10000' END
+            USING ERRCODE = CASE WHEN n IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,
+                  DETAIL = 'A worker claims up to n messages at a time, 1 to 10000.';
+    END IF;
+    FOR c IN SELECT x.push_id, x.member_id FROM wallet.push_messages x
+              WHERE x.channel = _ch AND x.status IN ('queued', 'sending') AND x.due_at <= now()
+                AND wallet.acts_for(x.merchant_id)
+              ORDER BY x.priority DESC, x.due_at
+              LIMIT n
+              FOR UPDATE SKIP LOCKED LOOP
+        -- a member busy in another session (enqueue, consent, claim): its messages wait for the next claim
+        CONTINUE WHEN NOT wallet_internal.push_lock_member(c.member_id, false);
+        SELECT * INTO r FROM wallet.push_messages x WHERE x.push_id = c.push_id;
+        refusal := wallet_internal.push_refusal(r.merchant_id, r.member_id, r.channel, r.topic, r.service);
+        IF refusal IS NULL AND r.expires_at <= now() THEN
+            refusal := 'expired';
+        END IF;
+        IF refusal IS NOT NULL THEN
+            UPDATE wallet.push_messages x SET status = 'suppressed', reason = refusal, due_at = NULL, finished_at = now()
+             WHERE x.push_id = c.push_id;
+            CONTINUE;
+        END IF;
+        s := wallet_internal.push_slot(r.merchant_id, r.member_id, r.channel, r.cap_group, r.service, r.priority, now(), false, r.push_id);
+        IF s.slot IS NULL THEN
+            UPDATE wallet.push_messages x SET status = 'suppressed', reason = s.reason, due_at = NULL, finished_at = now()
+             WHERE x.push_id = c.push_id;
+            CONTINUE;
+        ELSIF s.slot > now() THEN
+            UPDATE wallet.push_messages x
+               SET status = CASE WHEN s.slot >= x.expires_at THEN 'suppressed' ELSE 'queued' END,
+                   reason = CASE WHEN s.slot >= x.expires_at THEN 'expires_before_slot' ELSE s.reason END,
+                   due_at = CASE WHEN s.slot >= x.expires_at THEN NULL ELSE s.slot END,
+                   slot_at = s.slot,
+                   finished_at = CASE WHEN s.slot >= x.expires_at THEN now() END
+             WHERE x.push_id = c.push_id;
+            CONTINUE;
+        END IF;
+        UPDATE wallet.push_messages x
+           SET status = 'sending', due_at = now() + lease, slot_at = now(), claimed_at = now(), attempts = x.attempts + 1
+         WHERE x.push_id = c.push_id
+        RETURNING x.push_id, x.merchant_id, x.topic, x.payload, x.campaign_id, x.attempts, x.due_at
+             INTO push_id, merchant_id, topic, payload, campaign_id, attempts, lease_until;
+        SELECT m.member_ref INTO member_ref FROM wallet.members m WHERE m.member_id = c.member_id;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION wallet.claim_pushes(text, int, interval) IS 'claims up to n due messages of a channel (of the merchants the caller acts for), highest priority first, leasing them for lease; each is checked again first: consent, expiry, quiet hours and caps (a message failing the check is suppressed or deferred, never returned); a lapsed lease makes a message claimable again';
+
+CREATE FUNCTION wallet.extend_lease(push_id bigint, lease interval) RETURNS timestamptz
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    r wallet.push_messages := wallet_internal.push_lock(push_id);
+BEGIN
+    PERFORM wallet_internal.push_check_lease(lease);
+    IF r.status <> 'sending' THEN
+        PERFORM wallet_internal.push_not_sending(r);
+    END IF;
+    UPDATE wallet.push_messages x SET due_at = now() + lease WHERE x.push_id = r.push_id;
+    RETURN now() + lease;
+END
+$$;
+COMMENT ON FUNCTION wallet.extend_lease(bigint, interval) IS 'extends the lease of a claimed message to now() + lease and returns when it lapses; WL702 if it is not being sent';
+
+CREATE FUNCTION wallet.ack_push(push_id bigint, provider_message_id text) RETURNS boolean
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    r wallet.push_messages := wallet_internal.push_lock(push_id);
+BEGIN
+    IF length(provider_message_id) > 200 OR btrim(provider_message_id) = '' THEN
+        RAISE EXCEPTION 'provider_message_id must be non-blank and at most 200 characters'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'It is the provider''s id of the delivery (NULL: none).';
+    END IF;
+    IF r.status = 'sent' AND r.provider_message_id IS NOT DISTINCT FROM ack_push.provider_message_id THEN
+        RETURN false;   -- the same acknowledgement again
+    END IF;
+    IF r.status <> 'sending' THEN
+        PERFORM wallet_internal.push_not_sending(r);
+    END IF;
+    UPDATE wallet.push_messages x
+       SET status = 'sent', reason = NULL, due_at = NULL, sent_at = now(), finished_at = now(),
+           provider_message_id = ack_push.provider_message_id
+     WHERE x.push_id = r.push_id;
+    INSERT INTO wallet.push_attempts (merchant_id, member_id, push_id, claimed_at, outcome, provider_message_id)
+    VALUES (r.merchant_id, r.member_id, r.push_id, r.claimed_at, 'sent', ack_push.provider_message_id);
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION wallet.ack_push(bigint, text) IS 'records a claimed message as sent (also after its lease lapsed, unless claimed again since) with the provider''s id; true, or false for the same acknowledgement again; WL702 if it is not being sent';
+
+CREATE FUNCTION wallet.fail_push(push_id bigint, error text, retryable boolean DEFAULT true) RETURNS text
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    r wallet.push_messages := wallet_internal.push_lock(push_id);
+    s wallet.push_settings;
+    d interval;
+    dead boolean;
+BEGIN
+    IF error IS NULL OR retryable IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN error IS NULL THEN 'error' ELSE 'retryable' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A failure says what went wrong and whether a retry may succeed.';
+    END IF;
+    IF btrim(error) = '' THEN
+        RAISE EXCEPTION 'error must not be blank'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A failure says what went wrong.';
+    END IF;
+    IF r.status <> 'sending' THEN
+        PERFORM wallet_internal.push_not_sending(r);
+    END IF;
+    SELECT * INTO s FROM wallet.push_settings x WHERE x.merchant_id = r.merchant_id;
+    dead := NOT retryable OR r.attempts >= coalesce(s.max_attempts, 5);
+    -- exponential backoff with jitter: between half and all of backoff * 2^(attempts - 1)
+    d := coalesce(s.backoff, interval '30 seconds') * power(2, least(r.attempts - 1, 20)) * (0.5 + random() / 2);
+    UPDATE wallet.push_messages x
+       SET status = CASE WHEN dead THEN 'dead' ELSE 'queued' END,
+           reason = CASE WHEN dead THEN CASE WHEN retryable THEN 'attempts_exhausted' ELSE 'not_retryable' END ELSE 'retry' END,
+           due_at = CASE WHEN dead THEN NULL ELSE now() + d END,
+           slot_at = CASE WHEN dead THEN NULL ELSE now() + d END,
+           last_error = left(fail_push.error, 1000),
+           finished_at = CASE WHEN dead THEN now() END
+     WHERE x.push_id = r.push_id;
+    INSERT INTO wallet.push_attempts (merchant_id, member_id, push_id, claimed_at, outcome, error)
+    VALUES (r.merchant_id, r.member_id, r.push_id, r.claimed_at, 'failed', left(fail_push.error, 1000));
+    RETURN CASE WHEN dead THEN 'dead' ELSE 'queued' END;
+END
+$$;
+COMMENT ON FUNCTION wallet.fail_push(bigint, text, boolean) IS 'records a failed delivery of a claimed message: retried after an exponential backoff with jitter (returns queued), or, not retryable or out of attempts, a dead letter (returns dead); WL702 if it is not being sent';
+
+CREATE FUNCTION wallet.requeue_push(push_id bigint) RETURNS boolean
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    r wallet.push_messages := wallet_internal.push_lock(push_id);
+BEGIN
+    IF r.status <> 'dead' THEN
+        RAISE EXCEPTION 'push % is not a dead letter', r.push_id
+            USING ERRCODE = 'WL703', DETAIL = format('The message is %s; only dead letters (wallet.push_dead_letters) are requeued.', r.status);
+    END IF;
+    UPDATE wallet.push_messages x
+       SET status = 'queued', reason = 'requeued', attempts = 0, due_at = now(), slot_at = now(), finished_at = NULL
+     WHERE x.push_id = r.push_id;
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION wallet.requeue_push(bigint) IS 'queues a dead letter again with fresh attempts (checked again at claim); WL703 if it is not a dead letter';
+
+-- Finished messages leave after the merchant's retention (their delivery
+-- records with them); the deduplication keys stay.  Bounded per call.
+CREATE FUNCTION wallet.purge_pushes(max_rows int DEFAULT 10000) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    n bigint;
+BEGIN
+    IF max_rows IS NULL OR max_rows < 1 THEN
+        RAISE EXCEPTION 'max_rows must be positive'
+            USING ERRCODE = CASE WHEN max_rows IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,
+                  DETAIL = 'At most max_rows finished messages are purged per call.';
+    END IF;
+    WITH gone AS (
+        DELETE FROM wallet.push_messages x
+         WHERE x.push_id IN (SELECT y.push_id FROM wallet.merchants m
+                               LEFT JOIN wallet.push_settings s ON s.merchant_id = m.merchant_id
+                               CROSS JOIN LATERAL (SELECT z.push_id FROM wallet.push_messages z
+                                                    WHERE z.merchant_id = m.merchant_id AND z.finished_at IS NOT NULL
+                                                      AND z.finished_at < now() - coalesce(s.retention, interval '90 days')
+                                                    LIMIT max_rows) y
+                              WHERE wallet.acts_for(m.merchant_id)
+                              LIMIT max_rows)
+        RETURNING x.push_id),
+    attempts AS (DELETE FROM wallet.push_attempts a WHERE a.push_id IN (SELECT g.push_id FROM gone g))
+    SELECT count(*) INTO n FROM gone;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION wallet.purge_pushes(int) IS 'deletes up to max_rows finished messages (sent, suppressed, duplicate, dead) older than their merchant''s retention, with their delivery records, of the merchants the caller acts for; deduplication keys stay; returns the count (run by wallet.run_maintenance)';
