@@ -6191,7 +6191,7 @@ COMMENT ON FUNCTION wallet_internal.push_quiet_until(timestamptz, text, time, ti
 -- that are sending or sent at their claim time, and (planning = true, at
 -- enqueue) those queued at their planned slot with a priority at least
 -- priority.  Returns the time (NULL: dropped by a cap with policy drop) and
--- the reason of the last move (NULL: t itself is fine).
+-- the reason of the first move (NULL: t itself is fine).
 CREATE FUNCTION wallet_internal.push_slot(merchant_id bigint, member_id bigint, channel text, cap_group text,
         service boolean, priority int, t timestamptz, planning boolean, exclude bigint,
         OUT slot timestamptz, OUT reason text)
@@ -6228,7 +6228,7 @@ BEGIN
         IF NOT service THEN
             q := wallet_internal.push_quiet_until(slot, tz, qs, qe);
             IF q IS NOT NULL THEN
-                slot := q; reason := 'quiet_hours';
+                slot := q; reason := coalesce(reason, 'quiet_hours');
             END IF;
         END IF;
         IF cap_group IS NOT NULL THEN
@@ -6267,7 +6267,7 @@ BEGIN
                     ELSE
                         slot := we;
                     END IF;
-                    reason := 'frequency_cap';
+                    reason := coalesce(reason, 'frequency_cap');
                     moved := true;
                     EXIT;
                 END IF;
@@ -6280,7 +6280,7 @@ BEGIN
     RETURN;     -- 50 moves: the slot reached so far (checked again at claim)
 END
 $$;
-COMMENT ON FUNCTION wallet_internal.push_slot(bigint, bigint, text, text, boolean, int, timestamptz, boolean, bigint) IS 'internal: the earliest time at or after t outside the member''s quiet hours and under every cap of the channel and cap group (NULL when a cap with policy drop is reached), with the reason of the last move';
+COMMENT ON FUNCTION wallet_internal.push_slot(bigint, bigint, text, text, boolean, int, timestamptz, boolean, bigint) IS 'internal: the earliest time at or after t outside the member''s quiet hours and under every cap of the channel and cap group (NULL when a cap with policy drop is reached), with the reason of the first move';
 
 -- Whether the member may get the topic on the channel: NULL if yes, else the reason.
 CREATE FUNCTION wallet_internal.push_refusal(merchant_id bigint, member_id bigint, channel text, topic text, service boolean)
