@@ -6244,10 +6244,12 @@ BEGIN
                     ws := date_trunc(c.period, slot AT TIME ZONE tz) AT TIME ZONE tz;
                     we := (date_trunc(c.period, slot AT TIME ZONE tz) + CASE c.period WHEN 'day' THEN interval '1 day' ELSE interval '7 days' END) AT TIME ZONE tz;
                 END IF;
-                -- rolling: (t - window, t]; calendar: [start, end) of the local day or week
+                -- rolling: (t - window, t]; calendar: [start, end) of the local day or week.  At
+                -- claim (not planning) a rolling window counts every later claim too: a claim
+                -- that started earlier but took the member's lock later must see it
                 SELECT count(*) INTO n FROM wallet.push_messages x
                  WHERE x.member_id = $2 AND x.status IN ('queued', 'sending', 'sent')
-                   AND x.slot_at >= ws AND x.slot_at <= we
+                   AND x.slot_at >= ws AND (x.slot_at <= we OR (c.period = 'rolling' AND NOT planning))
                    AND (x.slot_at > ws OR c.period <> 'rolling') AND (x.slot_at < we OR c.period = 'rolling')
                    AND x.channel = $3 AND x.cap_group = $4 AND x.push_id <> coalesce(exclude, 0)
                    AND (x.status <> 'queued' OR (planning AND x.priority >= $6));
@@ -6260,7 +6262,7 @@ BEGIN
                         -- when the (n - max + 1)-th oldest counted message leaves the window
                         SELECT x.slot_at + c.window_size INTO slot FROM wallet.push_messages x
                          WHERE x.member_id = $2 AND x.status IN ('queued', 'sending', 'sent')
-                           AND x.slot_at > ws AND x.slot_at <= we
+                           AND x.slot_at > ws AND (x.slot_at <= we OR NOT planning)
                            AND x.channel = $3 AND x.cap_group = $4 AND x.push_id <> coalesce(exclude, 0)
                            AND (x.status <> 'queued' OR (planning AND x.priority >= $6))
                          ORDER BY x.slot_at OFFSET n - c.max_count LIMIT 1;
