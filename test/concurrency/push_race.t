@@ -24,7 +24,7 @@ trap 'rm -rf "$TMP"' EXIT
 . "$(dirname "$0")/../lib.sh"
 Q_TIMEOUT=120
 
-plan 14
+plan 15
 
 timeout 30 dropdb --if-exists "$DB" >/dev/null 2>&1
 if ! timeout 30 createdb "$DB"; then echo "Bail out! createdb $DB failed"; exit 1; fi
