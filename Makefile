@@ -23,7 +23,10 @@ OBJS = \
 	src/privileges.o
 
 # The install script is assembled from one part per area so that each area's
-# SQL lives beside nothing else; order matters (later parts use earlier ones).
+# SQL lives beside nothing else; order matters (later parts use earlier ones:
+# privileges.sql defines acts_for, which every later table's policy uses), and
+# grants.sql is last: it makes every pinned function before it SECURITY
+# DEFINER and grants.
 SQL_PARTS = \
 	sql/ext/core.sql \
 	sql/ext/codes.sql \
@@ -31,8 +34,10 @@ SQL_PARTS = \
 	sql/ext/ledger.sql \
 	sql/ext/maintenance.sql \
 	sql/ext/members.sql \
+	sql/ext/privileges.sql \
+	sql/ext/loyalty.sql \
 	sql/ext/push.sql \
-	sql/ext/privileges.sql
+	sql/ext/grants.sql
 
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
 # Released versions are frozen, committed files; every later version is

@@ -3,9 +3,6 @@
 -- Push queue (issue 12): consent, preferences, frequency caps, quiet hours,
 -- the queue of messages and its delivery by sending workers.
 --
--- Row-level security of these tables is in sql/ext/privileges.sql (it
--- needs wallet.acts_for, made there).
---
 -- One table holds every message with its outcome (wallet.push_messages):
 -- enqueue_push decides queued / deferred / suppressed / duplicate and
 -- records it with its reason; claim_pushes re-checks consent, quiet hours,
@@ -40,6 +37,9 @@ COMMENT ON COLUMN wallet.push_settings.backoff IS 'delay after the first failed 
 COMMENT ON COLUMN wallet.push_settings.retention IS 'finished messages (sent, suppressed, duplicate, dead) older than this are purged by wallet.purge_pushes';
 COMMENT ON COLUMN wallet.push_settings.updated_at IS 'when the settings last changed';
 SELECT pg_catalog.pg_extension_config_dump('wallet.push_settings', '');
+ALTER TABLE wallet.push_settings ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.push_settings USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.push_settings IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
 
 CREATE TABLE wallet.push_topics (
     merchant_id bigint NOT NULL REFERENCES wallet.merchants,
@@ -54,6 +54,9 @@ COMMENT ON COLUMN wallet.push_topics.topic IS 'topic name as enqueue_push and re
 COMMENT ON COLUMN wallet.push_topics.service IS 'true: a service topic (no opt-in needed, can be muted, no quiet hours); false: marketing (explicit opt-in)';
 COMMENT ON COLUMN wallet.push_topics.cap_group IS 'the frequency caps (wallet.push_caps) the topic counts against; NULL = exempt from caps';
 SELECT pg_catalog.pg_extension_config_dump('wallet.push_topics', '');
+ALTER TABLE wallet.push_topics ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.push_topics USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.push_topics IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
 
 CREATE TABLE wallet.push_caps (
     merchant_id bigint NOT NULL REFERENCES wallet.merchants,
@@ -74,6 +77,9 @@ COMMENT ON COLUMN wallet.push_caps.max_count IS 'most messages sent per period';
 COMMENT ON COLUMN wallet.push_caps.window_size IS 'length of the rolling window; NULL for calendar periods';
 COMMENT ON COLUMN wallet.push_caps.policy IS 'over the cap: defer (to the first allowed slot) or drop (suppressed)';
 SELECT pg_catalog.pg_extension_config_dump('wallet.push_caps', '');
+ALTER TABLE wallet.push_caps ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.push_caps USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.push_caps IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
 
 ------------------------------------------------------------------------------
 -- Consent and member preferences
@@ -106,6 +112,9 @@ COMMENT ON COLUMN wallet.push_consent_log.policy_version IS 'the consent text or
 COMMENT ON COLUMN wallet.push_consent_log.device IS 'IP address or device id it came from (personal data: cleared by wallet.forget_member)';
 COMMENT ON COLUMN wallet.push_consent_log.recorded_at IS 'when it was recorded';
 SELECT pg_catalog.pg_extension_config_dump('wallet.push_consent_log', '');
+ALTER TABLE wallet.push_consent_log ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.push_consent_log USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.push_consent_log IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('wallet.push_consent_log', 'consent_id'), '');
 
 CREATE TABLE wallet.push_consents (
@@ -127,6 +136,9 @@ COMMENT ON COLUMN wallet.push_consents.granted IS 'whether consent is currently 
 COMMENT ON COLUMN wallet.push_consents.at IS 'when the member gave or withdrew it';
 COMMENT ON COLUMN wallet.push_consents.consent_id IS 'the evidence record the state comes from';
 SELECT pg_catalog.pg_extension_config_dump('wallet.push_consents', '');
+ALTER TABLE wallet.push_consents ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.push_consents USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.push_consents IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
 
 CREATE TABLE wallet.push_preferences (
     merchant_id  bigint NOT NULL REFERENCES wallet.merchants,
@@ -149,6 +161,9 @@ COMMENT ON COLUMN wallet.push_preferences.max_per_day IS 'the member''s cap per 
 COMMENT ON COLUMN wallet.push_preferences.max_per_week IS 'the member''s cap per local calendar week on every capped group (only lowers the merchant''s)';
 COMMENT ON COLUMN wallet.push_preferences.updated_at IS 'when the preferences last changed';
 SELECT pg_catalog.pg_extension_config_dump('wallet.push_preferences', '');
+ALTER TABLE wallet.push_preferences ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.push_preferences USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.push_preferences IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
 
 ------------------------------------------------------------------------------
 -- Messages
@@ -216,6 +231,9 @@ COMMENT ON COLUMN wallet.push_messages.provider_message_id IS 'the provider''s i
 COMMENT ON COLUMN wallet.push_messages.last_error IS 'the last failure reported by fail_push';
 COMMENT ON COLUMN wallet.push_messages.finished_at IS 'when it reached sent, suppressed, duplicate or dead (retention counts from here)';
 SELECT pg_catalog.pg_extension_config_dump('wallet.push_messages', '');
+ALTER TABLE wallet.push_messages ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.push_messages USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.push_messages IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('wallet.push_messages', 'push_id'), '');
 
 CREATE TABLE wallet.push_dedup (
@@ -231,6 +249,9 @@ COMMENT ON COLUMN wallet.push_dedup.dedup_key IS 'the key';
 COMMENT ON COLUMN wallet.push_dedup.push_id IS 'the message that used it first (it may have been purged since)';
 COMMENT ON COLUMN wallet.push_dedup.created_at IS 'when it was first used';
 SELECT pg_catalog.pg_extension_config_dump('wallet.push_dedup', '');
+ALTER TABLE wallet.push_dedup ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.push_dedup USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.push_dedup IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
 
 CREATE TABLE wallet.push_attempts (
     attempt_id  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -256,6 +277,9 @@ COMMENT ON COLUMN wallet.push_attempts.at IS 'when the worker reported it';
 COMMENT ON COLUMN wallet.push_attempts.provider_message_id IS 'the provider''s id (sent)';
 COMMENT ON COLUMN wallet.push_attempts.error IS 'the error reported (failed)';
 SELECT pg_catalog.pg_extension_config_dump('wallet.push_attempts', '');
+ALTER TABLE wallet.push_attempts ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.push_attempts USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.push_attempts IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('wallet.push_attempts', 'attempt_id'), '');
 
 CREATE VIEW wallet.push_dead_letters WITH (security_invoker = true) AS

@@ -32,6 +32,23 @@ GRANT wallet_reader TO iso_a_reader, iso_b_reader;
 
 -- One object of every kind for merchant t, ids in fx as t.name.
 CREATE TEMP TABLE fx (k text PRIMARY KEY, v text NOT NULL);
+CREATE FUNCTION pg_temp.loyalty_rows(m bigint, p bigint, a bigint) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    mem bigint := (SELECT member_id FROM wallet.accounts WHERE account_id = a);
+    pu bigint;
+    ti bigint;
+BEGIN
+    INSERT INTO wallet.purchases (merchant_id, member_id, order_ref, amount, currency, occurred_at, program_id, account_id)
+    VALUES (m, mem, 'iso-order', 10, 'CNY', now(), p, a) RETURNING purchase_id INTO pu;
+    INSERT INTO wallet.refunds (merchant_id, member_id, purchase_id, refund_ref, amount) VALUES (m, mem, pu, 'iso-refund', 1);
+    INSERT INTO wallet.member_events (merchant_id, member_id, kind) VALUES (m, mem, 'cart_updated');
+    INSERT INTO wallet.tiers (merchant_id, program_id, rank, name, min_points) VALUES (m, p, 1, 'Gold', 50) RETURNING tier_id INTO ti;
+    INSERT INTO wallet.account_tiers (account_id, merchant_id, member_id, program_id, tier_id, rank) VALUES (a, m, mem, p, ti, 1);
+    INSERT INTO wallet.tier_history (merchant_id, member_id, account_id, program_id, to_tier, from_rank, to_rank, reason)
+    VALUES (m, mem, a, p, ti, 0, 1, 'upgrade');
+END
+$$;
+
 CREATE FUNCTION pg_temp.fixture(t text) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     m bigint;
@@ -56,6 +73,8 @@ BEGIN
     INSERT INTO fx VALUES (t || '.p', p), (t || '.a', a);
     INSERT INTO fx SELECT t || '.e', entry_id FROM wallet.accrue(a, 100, 'iso-k1', 'welcome');
     INSERT INTO fx SELECT t || '.h', entry_id FROM wallet.hold(a, 10, 'iso-h1', interval '1 hour', 'cart');
+    -- loyalty rows (written directly: the data model landed before its API)
+    PERFORM pg_temp.loyalty_rows(m, p, a);
     -- push queue (issue 12): a row in every push table; the channel is the merchant's own here
     PERFORM wallet.set_push_settings(m, NULL, NULL);
     PERFORM wallet.set_push_topic(m, 'orders', true);

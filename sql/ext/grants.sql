@@ -1,0 +1,98 @@
+
+-- ======================================================================
+-- Grants (issue 9), last of the parts: it covers every function before it.
+-- ======================================================================
+
+-- Privileges.  Nothing for PUBLIC; the three roles get what README "Roles
+-- and privileges" lists.  Every function that pins its search_path runs as
+-- the owner (SECURITY DEFINER), so the roles get no write privilege on any
+-- table; generate_codes, in C, pins it too to run as the owner.  The C
+-- verifiers (code_authentic, code_status, parse_code) stay as they are, for
+-- speed: the campaign cache they fill reads as the owner (src/code_cache.c).
+-- Not SECURITY DEFINER: functions of a value alone (type input/output,
+-- operator support, accessors, the ledger_* readers, executable by the three
+-- roles: operators check EXECUTE), trigger functions (they run as whoever
+-- fires them: the owner, inside the API), and acts_for and caller, which
+-- answer for the caller as it is.
+REVOKE ALL ON ALL ROUTINES IN SCHEMA wallet FROM PUBLIC;
+REVOKE ALL ON ALL ROUTINES IN SCHEMA wallet_internal FROM PUBLIC;
+GRANT USAGE ON SCHEMA wallet TO wallet_admin, wallet_app, wallet_reader;
+ALTER FUNCTION wallet.generate_codes(bigint, int) SET search_path = pg_catalog, pg_temp;
+DO $$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN SELECT p.oid FROM pg_catalog.pg_proc p
+              WHERE p.pronamespace IN ('wallet'::regnamespace, 'wallet_internal'::regnamespace)
+                AND p.prokind = 'f' AND p.prorettype <> 'trigger'::regtype
+                AND 'search_path=pg_catalog, pg_temp' = ANY (p.proconfig)
+              ORDER BY p.oid LOOP
+        EXECUTE pg_catalog.format('ALTER FUNCTION %s SECURITY DEFINER', f);
+    END LOOP;
+    FOR f IN SELECT p.oid FROM pg_catalog.pg_proc p
+              WHERE p.pronamespace = 'wallet'::regnamespace
+                AND p.proname ~ '^(marketing_code|points_ledger)_'
+              ORDER BY p.oid LOOP
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO wallet_admin, wallet_app, wallet_reader', f);
+    END LOOP;
+END
+$$;
+-- values: no table behind them (the installation id is no secret)
+GRANT EXECUTE ON FUNCTION wallet.version(), wallet.installation_id(), wallet.acts_for(bigint), wallet.my_merchants(),
+    wallet.code_campaign(wallet.marketing_code), wallet.code_serial(wallet.marketing_code),
+    wallet.code_key_version(wallet.marketing_code), wallet.code_mac_bits(wallet.marketing_code),
+    wallet.code_prefix(wallet.marketing_code),
+    wallet.ledger_balance(wallet.points_ledger, timestamptz), wallet.ledger_expiring(wallet.points_ledger, timestamptz, interval),
+    wallet.ledger_earned(wallet.points_ledger, timestamptz, timestamptz), wallet.ledger_lots(wallet.points_ledger),
+    wallet.ledger_totals(wallet.points_ledger), wallet.ledger_diff(wallet.points_ledger, wallet.points_ledger),
+    wallet.policy_expiry(timestamptz, interval, text)
+    TO wallet_admin, wallet_app, wallet_reader;
+-- reading a merchant's points (and codes: the unthrottled verifiers)
+GRANT EXECUTE ON FUNCTION wallet.balance(bigint, timestamptz), wallet.balance_at(bigint, timestamptz),
+    wallet.history(bigint, timestamptz, timestamptz), wallet.replay_ledger(bigint, timestamptz),
+    wallet.find_account(bigint, text), wallet.program_liability(bigint, timestamptz), wallet.verify_ledger(bigint)
+    TO wallet_admin, wallet_app, wallet_reader;
+GRANT EXECUTE ON FUNCTION wallet.code_authentic(wallet.marketing_code), wallet.code_status(wallet.marketing_code),
+    wallet.parse_code(text), wallet.campaign_next_serial(bigint)
+    TO wallet_admin, wallet_reader;
+-- the app: accounts, postings, codes issued, checked, reserved, redeemed
+GRANT EXECUTE ON FUNCTION wallet.open_account(bigint, text),
+    wallet.accrue(bigint, bigint, text, text, text, timestamptz), wallet.redeem(bigint, bigint, text, text, text),
+    wallet.hold(bigint, bigint, text, interval, text, text), wallet.capture(bigint, bigint, text),
+    wallet.release(bigint, text), wallet.reverse(bigint, text, text, text),
+    wallet.issue_code(bigint, text),
+    wallet.check_code(text, text), wallet.check_code(text, text, jsonb), wallet.check_code(wallet.marketing_code, text, jsonb),
+    wallet.redeem_code(text, text, text, jsonb), wallet.redeem_code(wallet.marketing_code, text, text, jsonb),
+    wallet.reserve_code(text, text, text, interval, jsonb), wallet.reserve_code(wallet.marketing_code, text, text, interval, jsonb),
+    wallet.release_reservation(bigint), wallet.undo_redemption(bigint, text),
+    wallet.upsert_member(bigint, text, text, text)
+    TO wallet_app;
+-- the admin: merchants, programs, campaigns and keys, guard, maintenance, grants
+GRANT EXECUTE ON FUNCTION wallet.create_merchant(text), wallet.grant_merchant(bigint, regrole),
+    wallet.revoke_merchant(bigint, regrole),
+    wallet.create_program(bigint, text, interval, text), wallet.close_program(bigint),
+    wallet.adjust(bigint, bigint, text, text),
+    wallet.create_campaign(bigint, text, text, int, timestamptz, timestamptz, int, int, bigint),
+    wallet.rotate_code_key(bigint), wallet.retire_code_key(bigint, int), wallet.generate_codes(bigint, int),
+    wallet.set_code_guard(int, int, interval, bigint), wallet.clear_code_failures(text, text, bigint),
+    wallet.purge_code_attempts(interval), wallet.expire_points(timestamptz),
+    wallet.forget_member(bigint, text, text)
+    TO wallet_admin;
+-- push queue (issue 12): the app records consent and preferences, enqueues and delivers; the admin sets the rules
+GRANT EXECUTE ON FUNCTION wallet.record_consent(bigint, text, text, text, boolean, text, text, text, timestamptz),
+    wallet.set_push_preferences(bigint, text, time, time, text[], int, int),
+    wallet.enqueue_push(bigint, text, text, text, jsonb, bigint, text, timestamptz, timestamptz, int),
+    wallet.enqueue_push_audience(bigint, text[], text, text, jsonb, bigint, text, timestamptz, timestamptz, int),
+    wallet.claim_pushes(text, int, interval), wallet.extend_lease(bigint, interval), wallet.ack_push(bigint, text),
+    wallet.fail_push(bigint, text, boolean)
+    TO wallet_app;
+GRANT EXECUTE ON FUNCTION wallet.set_push_settings(bigint, time, time, text, int, interval, interval),
+    wallet.set_push_topic(bigint, text, boolean, text), wallet.set_push_cap(bigint, text, text, text, int, interval, text),
+    wallet.requeue_push(bigint), wallet.purge_pushes(int)
+    TO wallet_admin;
+GRANT EXECUTE ON PROCEDURE wallet.expire_points_batched(timestamptz, int, int), wallet.run_maintenance() TO wallet_admin;
+-- what those procedures (not SECURITY DEFINER: they commit) call
+GRANT USAGE ON SCHEMA wallet_internal TO wallet_admin;
+GRANT EXECUTE ON FUNCTION wallet_internal.check_expiry_as_of(timestamptz), wallet_internal.expire_due_accounts(timestamptz, int) TO wallet_admin;
+-- tables: read through row-level security; written only by the functions
+GRANT SELECT ON ALL TABLES IN SCHEMA wallet TO wallet_app, wallet_reader;
