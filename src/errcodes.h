@@ -65,5 +65,6 @@
 #define ERRCODE_WL_UNKNOWN_PUSH				MAKE_SQLSTATE('W','L','7','0','1')
 #define ERRCODE_WL_PUSH_NOT_SENDING			MAKE_SQLSTATE('W','L','7','0','2')
 #define ERRCODE_WL_PUSH_NOT_DEAD			MAKE_SQLSTATE('W','L','7','0','3')
+#define ERRCODE_WL_PUSH_NOT_SENT			MAKE_SQLSTATE('W','L','7','0','4')
 
 #endif							/* WALLET_ERRCODES_H */

@@ -137,7 +137,8 @@ CREATE VIEW wallet.error_codes (sqlstate, name, description) AS VALUES
     ('WL401', 'audit_append_only', 'UPDATE, DELETE or TRUNCATE on wallet.audit_log'),
     ('WL701', 'unknown_push', 'extend_lease, ack_push, fail_push, requeue_push name no message (or one purged after its retention)'),
     ('WL702', 'push_not_sending', 'extend_lease, ack_push, fail_push on a message that is not claimed (not status sending)'),
-    ('WL703', 'push_not_dead', 'requeue_push of a message that is not a dead letter');
+    ('WL703', 'push_not_dead', 'requeue_push of a message that is not a dead letter'),
+    ('WL704', 'push_not_sent', 'record_push_event for a message that was not sent');
 COMMENT ON VIEW wallet.error_codes IS 'every SQLSTATE of class WL the extension raises: code, name and when it is raised';
 COMMENT ON COLUMN wallet.error_codes.sqlstate IS 'the five-character SQLSTATE, WL followed by three digits';
 COMMENT ON COLUMN wallet.error_codes.name IS 'the code''s name (src/errcodes.h: ERRCODE_WL_<NAME>)';

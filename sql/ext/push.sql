@@ -1149,3 +1149,239 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION wallet.purge_pushes(int) IS 'deletes up to max_rows finished messages (sent, suppressed, duplicate, dead) older than their merchant''s retention, with their delivery records, of the merchants the caller acts for; deduplication keys stay; returns the count (run by wallet.run_maintenance)';
+
+------------------------------------------------------------------------------
+-- Events and metrics
+------------------------------------------------------------------------------
+
+CREATE TABLE wallet.push_events (
+    event_id    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    merchant_id bigint NOT NULL REFERENCES wallet.merchants,
+    member_id   bigint NOT NULL REFERENCES wallet.members,
+    push_id     bigint NOT NULL,
+    campaign_id bigint,
+    kind        text NOT NULL CHECK (kind IN ('delivered', 'opened', 'clicked', 'dismissed', 'unsubscribed', 'complained')),
+    at          timestamptz NOT NULL,
+    recorded_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX push_events_push_idx ON wallet.push_events (push_id, kind);
+CREATE INDEX push_events_campaign_idx ON wallet.push_events (merchant_id, campaign_id, kind);
+COMMENT ON TABLE wallet.push_events IS 'what members did with the messages sent to them (wallet.record_push_event): delivered, opened, clicked, dismissed, unsubscribed, complained';
+COMMENT ON COLUMN wallet.push_events.event_id IS 'event id';
+COMMENT ON COLUMN wallet.push_events.merchant_id IS 'merchant';
+COMMENT ON COLUMN wallet.push_events.member_id IS 'the member (wallet.members)';
+COMMENT ON COLUMN wallet.push_events.push_id IS 'the message (wallet.push_messages; the event outlives its purge)';
+COMMENT ON COLUMN wallet.push_events.campaign_id IS 'the message''s campaign (NULL = none), copied for the campaign figures';
+COMMENT ON COLUMN wallet.push_events.kind IS 'delivered, opened, clicked, dismissed, unsubscribed or complained';
+COMMENT ON COLUMN wallet.push_events.at IS 'when it happened (as the app or provider reports it)';
+COMMENT ON COLUMN wallet.push_events.recorded_at IS 'when it was recorded';
+SELECT pg_catalog.pg_extension_config_dump('wallet.push_events', '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('wallet.push_events', 'event_id'), '');
+ALTER TABLE wallet.push_events ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.push_events USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.push_events IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+
+CREATE FUNCTION wallet.record_push_event(push_id bigint, kind text, at timestamptz DEFAULT now()) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    r wallet.push_messages;
+    id bigint;
+BEGIN
+    IF kind IS NULL OR at IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN kind IS NULL THEN 'kind' ELSE 'at' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'An event says what happened to a message and when.';
+    END IF;
+    IF kind NOT IN ('delivered', 'opened', 'clicked', 'dismissed', 'unsubscribed', 'complained') THEN
+        RAISE EXCEPTION 'unknown push event "%"', left(kind, 64)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A push event is delivered, opened, clicked, dismissed, unsubscribed or complained.';
+    END IF;
+    SELECT * INTO r FROM wallet.push_messages x WHERE x.push_id = $1;
+    IF NOT FOUND OR NOT wallet.acts_for(r.merchant_id) THEN
+        PERFORM wallet_internal.push_lock($1);   -- raises 22004 or WL701 as for any other call
+    END IF;
+    IF r.status <> 'sent' THEN
+        RAISE EXCEPTION 'push % was not sent', r.push_id
+            USING ERRCODE = 'WL704', DETAIL = format('The message is %s; events are recorded for sent messages.', r.status);
+    END IF;
+    INSERT INTO wallet.push_events AS e (merchant_id, member_id, push_id, campaign_id, kind, at)
+    VALUES (r.merchant_id, r.member_id, r.push_id, r.campaign_id, record_push_event.kind, record_push_event.at)
+    RETURNING e.event_id INTO id;
+    RETURN id;
+END
+$$;
+COMMENT ON FUNCTION wallet.record_push_event(bigint, text, timestamptz) IS 'records what happened to a sent message (delivered, opened, clicked, dismissed, unsubscribed, complained) and when; returns the event id; WL704 if the message was not sent (an unsubscribe is a figure here: the consent is withdrawn by wallet.record_consent)';
+
+-- The messages sent with the purchases attributed to them, last touch: a
+-- purchase counts for the member's latest sent message whose window holds
+-- it: open_window after its first open, or delivery_window after its
+-- delivery (its first delivered event, else the acknowledgement).
+CREATE FUNCTION wallet_internal.push_attribution(merchant_id bigint, campaign_id bigint, open_window interval, delivery_window interval)
+    RETURNS TABLE (push_id bigint, purchases bigint, revenue numeric)
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    RETURN QUERY
+    WITH sent AS (
+        SELECT m.push_id, m.member_id,
+               coalesce((SELECT min(e.at) FROM wallet.push_events e WHERE e.push_id = m.push_id AND e.kind = 'delivered'), m.sent_at) AS delivered_at,
+               (SELECT min(e.at) FROM wallet.push_events e WHERE e.push_id = m.push_id AND e.kind = 'opened') AS opened_at
+          FROM wallet.push_messages m
+         WHERE m.merchant_id = $1 AND m.status = 'sent' AND ($2 IS NULL OR m.campaign_id = $2)),
+    touch AS (
+        SELECT p.purchase_id, p.amount - p.refunded_amount AS net,
+               (SELECT s.push_id FROM sent s
+                 WHERE s.member_id = p.member_id
+                   AND ((p.occurred_at > s.opened_at AND p.occurred_at <= s.opened_at + $3)
+                        OR (p.occurred_at > s.delivered_at AND p.occurred_at <= s.delivered_at + $4))
+                 ORDER BY s.delivered_at DESC, s.push_id DESC LIMIT 1) AS push_id
+          FROM wallet.purchases p
+         WHERE p.merchant_id = $1 AND p.member_id IN (SELECT s.member_id FROM sent s))
+    SELECT s.push_id, count(t.purchase_id), coalesce(sum(t.net), 0)
+      FROM sent s LEFT JOIN touch t ON t.push_id = s.push_id
+     GROUP BY s.push_id;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_attribution(bigint, bigint, interval, interval) IS 'internal: each sent message of the merchant (of the campaign, if given) with the purchases attributed to it (last touch within open_window after its first open or delivery_window after its delivery) and their net revenue';
+
+CREATE FUNCTION wallet.push_stats(merchant_id bigint, campaign_id bigint DEFAULT NULL, open_window interval DEFAULT '24 hours',
+        delivery_window interval DEFAULT '72 hours')
+    RETURNS TABLE (campaign bigint, topic text, issued bigint, sent bigint, delivered bigint, opened bigint, clicked bigint,
+                   unsubscribed bigint, complained bigint, converted bigint, revenue numeric, open_rate numeric,
+                   click_rate numeric, conversion_rate numeric, unsubscribe_rate numeric, complaint_rate numeric)
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM wallet_internal.check_merchant($1);
+    IF $2 IS NOT NULL AND NOT EXISTS (SELECT FROM wallet.campaigns c WHERE c.campaign_id = $2 AND c.merchant_id = $1) THEN
+        RAISE EXCEPTION 'campaign % does not exist', $2
+            USING ERRCODE = 'WL101', DETAIL = 'Figures are per campaign of the merchant, or of all its messages (NULL).';
+    END IF;
+    IF $3 IS NULL OR $4 IS NULL OR $3 < interval '0' OR $4 < interval '0' THEN
+        RAISE EXCEPTION 'attribution windows must be given and not negative'
+            USING ERRCODE = CASE WHEN $3 IS NULL OR $4 IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,
+                  DETAIL = 'A purchase counts for a message within open_window after an open or delivery_window after delivery.';
+    END IF;
+    RETURN QUERY
+    WITH m AS (
+        SELECT x.push_id, x.campaign_id, x.topic, x.outcome, x.status,
+               EXISTS (SELECT FROM wallet.push_events e WHERE e.push_id = x.push_id AND e.kind = 'delivered') AS delivered,
+               EXISTS (SELECT FROM wallet.push_events e WHERE e.push_id = x.push_id AND e.kind = 'opened') AS opened,
+               EXISTS (SELECT FROM wallet.push_events e WHERE e.push_id = x.push_id AND e.kind = 'clicked') AS clicked,
+               EXISTS (SELECT FROM wallet.push_events e WHERE e.push_id = x.push_id AND e.kind = 'unsubscribed') AS unsubscribed,
+               EXISTS (SELECT FROM wallet.push_events e WHERE e.push_id = x.push_id AND e.kind = 'complained') AS complained,
+               a.purchases, a.revenue
+          FROM wallet.push_messages x
+          LEFT JOIN wallet_internal.push_attribution($1, $2, $3, $4) a ON a.push_id = x.push_id
+         WHERE x.merchant_id = $1 AND ($2 IS NULL OR x.campaign_id = $2)),
+    g AS (
+        SELECT m.campaign_id, m.topic,
+               count(*) FILTER (WHERE m.outcome IN ('queued', 'deferred')) AS issued,
+               count(*) FILTER (WHERE m.status = 'sent') AS sent,
+               count(*) FILTER (WHERE m.delivered) AS delivered, count(*) FILTER (WHERE m.opened) AS opened,
+               count(*) FILTER (WHERE m.clicked) AS clicked, count(*) FILTER (WHERE m.unsubscribed) AS unsubscribed,
+               count(*) FILTER (WHERE m.complained) AS complained, count(*) FILTER (WHERE m.purchases > 0) AS converted,
+               coalesce(sum(m.revenue), 0) AS revenue
+          FROM m GROUP BY m.campaign_id, m.topic)
+    SELECT g.campaign_id, g.topic, g.issued, g.sent, g.delivered, g.opened, g.clicked, g.unsubscribed, g.complained, g.converted,
+           g.revenue,
+           round(g.opened::numeric / nullif(g.sent, 0), 4), round(g.clicked::numeric / nullif(g.sent, 0), 4),
+           round(g.converted::numeric / nullif(g.sent, 0), 4), round(g.unsubscribed::numeric / nullif(g.sent, 0), 4),
+           round(g.complained::numeric / nullif(g.sent, 0), 4)
+      FROM g ORDER BY g.campaign_id NULLS FIRST, g.topic;
+END
+$$;
+COMMENT ON FUNCTION wallet.push_stats(bigint, bigint, interval, interval) IS 'figures per campaign and topic of a merchant''s messages (one campaign, or all): issued, sent, delivered, opened, clicked, unsubscribed, complained, converted (a purchase attributed, last touch, within open_window after an open or delivery_window after delivery) and net revenue attributed; rates per message sent';
+
+CREATE FUNCTION wallet.push_funnel(merchant_id bigint, campaign_id bigint, open_window interval DEFAULT '24 hours',
+        delivery_window interval DEFAULT '72 hours')
+    RETURNS TABLE (stage text, members bigint)
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    PERFORM wallet_internal.check_merchant($1);
+    IF $2 IS NULL OR NOT EXISTS (SELECT FROM wallet.campaigns c WHERE c.campaign_id = $2 AND c.merchant_id = $1) THEN
+        IF $2 IS NULL THEN
+            RAISE EXCEPTION 'campaign_id must not be null'
+                USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The funnel is a campaign''s.';
+        END IF;
+        RAISE EXCEPTION 'campaign % does not exist', $2
+            USING ERRCODE = 'WL101', DETAIL = 'The funnel is of a campaign of the merchant.';
+    END IF;
+    IF $3 IS NULL OR $4 IS NULL THEN
+        RAISE EXCEPTION 'attribution windows must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A purchase counts within open_window after an open or delivery_window after delivery.';
+    END IF;
+    -- one query: the members at each stage (a member counts at a stage once, whatever it got)
+    RETURN QUERY
+    WITH m AS (
+        SELECT x.push_id, x.member_id, x.status, x.sent_at, a.purchases
+          FROM wallet.push_messages x
+          LEFT JOIN wallet_internal.push_attribution($1, $2, $3, $4) a ON a.push_id = x.push_id
+         WHERE x.merchant_id = $1 AND x.campaign_id = $2 AND x.outcome IN ('queued', 'deferred'))
+    SELECT s.stage, s.n FROM (VALUES
+        (1, 'issued', (SELECT count(DISTINCT m.member_id) FROM m)),
+        (2, 'delivered', (SELECT count(DISTINCT m.member_id) FROM m WHERE m.status = 'sent'
+                             AND EXISTS (SELECT FROM wallet.push_events e WHERE e.push_id = m.push_id AND e.kind = 'delivered'))),
+        (3, 'opened', (SELECT count(DISTINCT m.member_id) FROM m
+                        WHERE EXISTS (SELECT FROM wallet.push_events e WHERE e.push_id = m.push_id AND e.kind = 'opened'))),
+        (4, 'code redeemed', (SELECT count(DISTINCT m.member_id) FROM m JOIN wallet.members w ON w.member_id = m.member_id
+                               WHERE m.status = 'sent'
+                                 AND EXISTS (SELECT FROM wallet.code_redemptions r
+                                              WHERE r.campaign_id = $2 AND r.member_ref = w.member_ref AND r.undone_at IS NULL
+                                                AND r.redeemed_at >= m.sent_at))),
+        (5, 'purchased', (SELECT count(DISTINCT m.member_id) FROM m WHERE m.purchases > 0))) AS s (n_order, stage, n)
+     ORDER BY s.n_order;
+END
+$$;
+COMMENT ON FUNCTION wallet.push_funnel(bigint, bigint, interval, interval) IS 'a campaign''s funnel in members: issued (queued or deferred), delivered (a delivered event), opened, code redeemed (a code of the campaign redeemed after a send, not undone), purchased (a purchase attributed as push_stats does)';
+
+CREATE FUNCTION wallet.push_retention(merchant_id bigint, campaign_id bigint, days int DEFAULT 30)
+    RETURNS TABLE (audience text, members bigint, purchasers bigint, rate numeric)
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    start timestamptz;
+BEGIN
+    PERFORM wallet_internal.check_merchant($1);
+    IF $2 IS NULL OR days IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN $2 IS NULL THEN 'campaign_id' ELSE 'days' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Retention is a campaign''s, over a number of days.';
+    END IF;
+    IF NOT EXISTS (SELECT FROM wallet.campaigns c WHERE c.campaign_id = $2 AND c.merchant_id = $1) THEN
+        RAISE EXCEPTION 'campaign % does not exist', $2
+            USING ERRCODE = 'WL101', DETAIL = 'Retention is of a campaign of the merchant.';
+    END IF;
+    IF days < 1 THEN
+        RAISE EXCEPTION 'days must be positive'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Members are counted as retained when they purchase within that many days.';
+    END IF;
+    SELECT min(x.sent_at) INTO start FROM wallet.push_messages x WHERE x.merchant_id = $1 AND x.campaign_id = $2 AND x.status = 'sent';
+    RETURN QUERY
+    WITH r AS (
+        SELECT x.member_id, min(x.sent_at) AS since FROM wallet.push_messages x
+         WHERE x.merchant_id = $1 AND x.campaign_id = $2 AND x.status = 'sent' GROUP BY x.member_id),
+    n AS (
+        SELECT w.member_id, start AS since FROM wallet.members w
+         WHERE w.merchant_id = $1 AND w.status = 'active' AND start IS NOT NULL
+           AND NOT EXISTS (SELECT FROM r WHERE r.member_id = w.member_id)),
+    both_ AS (
+        SELECT 'recipients' AS a, 1 AS o, r.member_id, r.since FROM r
+        UNION ALL SELECT 'non-recipients', 2, n.member_id, n.since FROM n)
+    SELECT b.a, count(*),
+           count(*) FILTER (WHERE EXISTS (SELECT FROM wallet.purchases p WHERE p.merchant_id = $1 AND p.member_id = b.member_id
+                                            AND p.occurred_at > b.since AND p.occurred_at <= b.since + make_interval(days => $3))),
+           round(count(*) FILTER (WHERE EXISTS (SELECT FROM wallet.purchases p WHERE p.merchant_id = $1 AND p.member_id = b.member_id
+                                            AND p.occurred_at > b.since AND p.occurred_at <= b.since + make_interval(days => $3)))::numeric
+                 / count(*), 4)
+      FROM both_ b GROUP BY b.a, b.o ORDER BY b.o;
+END
+$$;
+COMMENT ON FUNCTION wallet.push_retention(bigint, bigint, int) IS 'retention of a campaign''s recipients against non-recipients: the members who purchased within days after their first send (recipients) or after the campaign''s first send (the merchant''s other active members)';

@@ -383,7 +383,29 @@ INSERT INTO vocab (fn, what, expect, call) VALUES
 ('wallet_internal.push_lock(bigint)', '-', 'internal', NULL),
 ('wallet_internal.push_not_sending(wallet.push_messages)', '-', 'internal', NULL),
 ('wallet_internal.push_check_lease(interval)', '-', 'internal', NULL),
-('wallet_internal.push_check_message(bigint,text,text,jsonb,bigint,text,timestamp with time zone,integer)', '-', 'internal', NULL);
+('wallet_internal.push_check_message(bigint,text,text,jsonb,bigint,text,timestamp with time zone,integer)', '-', 'internal', NULL),
+('wallet.record_push_event(bigint,text,timestamp with time zone)', 'push_id NULL', '22004', $$SELECT wallet.record_push_event(NULL, 'opened')$$),
+('wallet.record_push_event(bigint,text,timestamp with time zone)', 'kind NULL', '22004', $$SELECT wallet.record_push_event({unknown}, NULL)$$),
+('wallet.record_push_event(bigint,text,timestamp with time zone)', 'kind unknown', '22023', $$SELECT wallet.record_push_event({unknown}, 'liked')$$),
+('wallet.record_push_event(bigint,text,timestamp with time zone)', 'at NULL', '22004', $$SELECT wallet.record_push_event({unknown}, 'opened', NULL)$$),
+('wallet.record_push_event(bigint,text,timestamp with time zone)', 'unknown push', 'WL701', $$SELECT wallet.record_push_event({unknown}, 'opened')$$),
+('wallet.push_stats(bigint,bigint,interval,interval)', 'merchant_id NULL', '22004', $$SELECT wallet.push_stats(NULL)$$),
+('wallet.push_stats(bigint,bigint,interval,interval)', 'unknown merchant', 'WL102', $$SELECT wallet.push_stats({unknown})$$),
+('wallet.push_stats(bigint,bigint,interval,interval)', 'unknown campaign', 'WL101', $$SELECT wallet.push_stats({m}, {unknown})$$),
+('wallet.push_stats(bigint,bigint,interval,interval)', 'open_window NULL', '22004', $$SELECT wallet.push_stats({m}, NULL, NULL)$$),
+('wallet.push_stats(bigint,bigint,interval,interval)', 'delivery_window negative', '22023', $$SELECT wallet.push_stats({m}, NULL, '1 hour', '-1 hour')$$),
+('wallet.push_funnel(bigint,bigint,interval,interval)', 'merchant_id NULL', '22004', $$SELECT wallet.push_funnel(NULL, {c})$$),
+('wallet.push_funnel(bigint,bigint,interval,interval)', 'campaign_id NULL', '22004', $$SELECT wallet.push_funnel({m}, NULL)$$),
+('wallet.push_funnel(bigint,bigint,interval,interval)', 'unknown merchant', 'WL102', $$SELECT wallet.push_funnel({unknown}, {c})$$),
+('wallet.push_funnel(bigint,bigint,interval,interval)', 'unknown campaign', 'WL101', $$SELECT wallet.push_funnel({m}, {unknown})$$),
+('wallet.push_funnel(bigint,bigint,interval,interval)', 'delivery_window NULL', '22004', $$SELECT wallet.push_funnel({m}, {c}, '1 hour', NULL)$$),
+('wallet.push_retention(bigint,bigint,integer)', 'merchant_id NULL', '22004', $$SELECT wallet.push_retention(NULL, {c})$$),
+('wallet.push_retention(bigint,bigint,integer)', 'campaign_id NULL', '22004', $$SELECT wallet.push_retention({m}, NULL)$$),
+('wallet.push_retention(bigint,bigint,integer)', 'days NULL', '22004', $$SELECT wallet.push_retention({m}, {c}, NULL)$$),
+('wallet.push_retention(bigint,bigint,integer)', 'days 0', '22023', $$SELECT wallet.push_retention({m}, {c}, 0)$$),
+('wallet.push_retention(bigint,bigint,integer)', 'unknown merchant', 'WL102', $$SELECT wallet.push_retention({unknown}, {c})$$),
+('wallet.push_retention(bigint,bigint,integer)', 'unknown campaign', 'WL101', $$SELECT wallet.push_retention({m}, {unknown})$$),
+('wallet_internal.push_attribution(bigint,bigint,interval,interval)', '-', 'internal', NULL);
 
 SELECT plan(7 + (SELECT count(*)::int FROM vocab WHERE call IS NOT NULL));
 

@@ -88,6 +88,7 @@ BEGIN
     PERFORM wallet.ack_push((SELECT v::bigint FROM fx WHERE k = t || '.push'), 'provider-1');
     INSERT INTO fx SELECT t || '.dead', c.push_id FROM wallet.claim_pushes('iso_' || lower(t), 1, interval '1 minute') c;
     PERFORM wallet.fail_push((SELECT v::bigint FROM fx WHERE k = t || '.dead'), 'invalid token', false);
+    PERFORM wallet.record_push_event((SELECT v::bigint FROM fx WHERE k = t || '.push'), 'opened');
     INSERT INTO fx VALUES (t || '.ch', 'iso_' || lower(t));
 END
 $$;
@@ -290,6 +291,10 @@ INSERT INTO iso (fn, call, why) VALUES
 ('wallet.ack_push(bigint,text)', $$SELECT wallet.ack_push({push}, 'provider-2')$$, NULL),
 ('wallet.fail_push(bigint,text,boolean)', $$SELECT wallet.fail_push({push}, 'timeout')$$, NULL),
 ('wallet.requeue_push(bigint)', $$SELECT wallet.requeue_push({dead})$$, NULL),
+('wallet.record_push_event(bigint,text,timestamp with time zone)', $$SELECT wallet.record_push_event({push}, 'clicked')$$, NULL),
+('wallet.push_stats(bigint,bigint,interval,interval)', $$SELECT count(*) FROM wallet.push_stats({m}, {c})$$, NULL),
+('wallet.push_funnel(bigint,bigint,interval,interval)', $$SELECT count(*) FROM wallet.push_funnel({m}, {c})$$, NULL),
+('wallet.push_retention(bigint,bigint,integer)', $$SELECT count(*) FROM wallet.push_retention({m}, {c})$$, NULL),
 ('wallet.claim_pushes(text,integer,interval)', NULL, 'no object'),
 ('wallet.purge_pushes(integer)', NULL, 'no object'),
 -- names no merchant's object

@@ -324,5 +324,68 @@ SELECT is(pg_temp.enq(:m, 'nc', 'marketing', '2030-06-03 12:00 Europe/Zurich', d
           'a dedup key outlives the purge of its message');
 SELECT is(wallet.purge_pushes(1000), 0::bigint, 'nothing else is due');
 
+
+-- ------------------------------------------------------------ events and figures, on a constructed data set
+SELECT wallet.create_merchant('push figures') AS mm \gset
+SELECT wallet.set_push_settings(:mm, NULL, NULL);
+SELECT wallet.create_campaign(:mm, 'push sale', 'PS') AS cm \gset
+SELECT pg_temp.member(:mm, 'u' || i, 'UTC') FROM generate_series(1, 4) i;
+SELECT wallet.upsert_member(:mm, 'u5', 'UTC');
+SELECT count(*) FROM generate_series(1, 3) i, wallet.enqueue_push(:mm, 'u' || i, 'push', 'marketing', '{"title": "sale"}', campaign_id => :cm);
+SELECT status AS u5_status FROM wallet.enqueue_push(:mm, 'u5', 'push', 'marketing', '{"title": "sale"}', campaign_id => :cm) \gset
+SELECT count(wallet.ack_push(c.push_id, 'p' || c.push_id)) FROM wallet.claim_pushes('push', 10, '1 minute') c;
+CREATE TEMP TABLE fig AS
+SELECT w.member_ref AS ref, w.member_id, m.push_id FROM wallet.push_messages m JOIN wallet.members w USING (member_id)
+ WHERE m.merchant_id = :mm AND m.status = 'sent';
+SELECT is((SELECT count(*) FROM fig), 3::bigint, 'fixture: u1-u3 were sent the campaign''s push (u5 has no consent)');
+-- T = now(): sent at T; u1 delivered T+1m, opened T+10m, clicked T+11m; u2 delivered T+1m, unsubscribed T+2h; u3 complained
+SELECT wallet.record_push_event(push_id, 'delivered', now() + interval '1 minute') FROM fig WHERE ref IN ('u1', 'u2');
+SELECT wallet.record_push_event(push_id, 'opened', now() + interval '10 minutes') FROM fig WHERE ref = 'u1';
+SELECT wallet.record_push_event(push_id, 'opened', now() + interval '30 minutes') FROM fig WHERE ref = 'u1';
+SELECT wallet.record_push_event(push_id, 'clicked', now() + interval '11 minutes') FROM fig WHERE ref = 'u1';
+SELECT wallet.record_push_event(push_id, 'unsubscribed', now() + interval '2 hours') FROM fig WHERE ref = 'u2';
+SELECT wallet.record_push_event(push_id, 'complained', now() + interval '3 hours') FROM fig WHERE ref = 'u3';
+SELECT throws_ok(format('SELECT wallet.record_push_event(%s, %L)', :rt, 'opened'), 'WL704', NULL, 'record_push_event of a message not sent: WL704');
+SELECT throws_ok($$SELECT wallet.record_push_event(-1, 'opened')$$, 'WL701', NULL, 'record_push_event of an unknown message: WL701');
+SELECT throws_ok(format('SELECT wallet.record_push_event(%s, %L)', (SELECT push_id FROM fig WHERE ref = 'u1'), 'liked'), '22023', NULL,
+                 'record_push_event of an unknown kind: 22023');
+-- purchases (written directly: the checkout API is another issue's):
+--   u1: T+20h 100 (20 refunded): within 24 h of its open; T+80h 50: outside both windows
+--   u2: T+71h 30: within 72 h of its delivery (T+1m)
+--   u3: T+73h 40: outside 72 h of its delivery (T, no delivered event: the acknowledgement); T-1h 10: before the push
+--   u4: T+5 days 25 (no push: a non-recipient)
+INSERT INTO wallet.purchases (merchant_id, member_id, order_ref, amount, currency, occurred_at, refunded_amount)
+SELECT :mm, w.member_id, 'o-' || v.ref || '-' || v.n, v.amount, 'CHF', now() + v.after, v.refunded
+  FROM (VALUES ('u1', 1, 100, interval '20 hours', 20), ('u1', 2, 50, interval '80 hours', 0), ('u2', 1, 30, interval '71 hours', 0),
+               ('u3', 1, 40, interval '73 hours', 0), ('u3', 2, 10, interval '-1 hour', 0), ('u4', 1, 25, interval '5 days', 0))
+       AS v (ref, n, amount, after, refunded)
+  JOIN wallet.members w ON w.merchant_id = :mm AND w.member_ref = v.ref;
+SELECT results_eq(format('SELECT issued, sent, delivered, opened, clicked, unsubscribed, complained, converted, revenue FROM wallet.push_stats(%s, %s)', :mm, :cm),
+                  $$VALUES (3::bigint, 3::bigint, 2::bigint, 1::bigint, 1::bigint, 1::bigint, 1::bigint, 2::bigint, 110::numeric)$$,
+                  'push_stats: 3 issued and sent, 2 delivered, 1 opened, 1 clicked, 1 unsubscribed, 1 complained; u1 and u2 converted for 80 + 30 net');
+SELECT results_eq(format('SELECT open_rate, click_rate, conversion_rate, unsubscribe_rate, complaint_rate FROM wallet.push_stats(%s, %s)', :mm, :cm),
+                  $$VALUES (0.3333, 0.3333, 0.6667, 0.3333, 0.3333)$$, 'push_stats: rates per message sent');
+-- the same attribution, written here independently: each purchase to the member's push whose window holds it
+SELECT is((SELECT sum(p.amount - p.refunded_amount) FROM wallet.purchases p JOIN fig f ON f.member_id = p.member_id
+            JOIN wallet.push_messages m ON m.push_id = f.push_id
+           WHERE (p.occurred_at > (SELECT min(at) FROM wallet.push_events e WHERE e.push_id = f.push_id AND e.kind = 'opened')
+                  AND p.occurred_at <= (SELECT min(at) FROM wallet.push_events e WHERE e.push_id = f.push_id AND e.kind = 'opened') + interval '24 hours')
+              OR (p.occurred_at > coalesce((SELECT min(at) FROM wallet.push_events e WHERE e.push_id = f.push_id AND e.kind = 'delivered'), m.sent_at)
+                  AND p.occurred_at <= coalesce((SELECT min(at) FROM wallet.push_events e WHERE e.push_id = f.push_id AND e.kind = 'delivered'), m.sent_at) + interval '72 hours')),
+          (SELECT revenue FROM wallet.push_stats(:mm, :cm)), 'the revenue agrees with an independent computation');
+SELECT is((SELECT converted || ' ' || revenue FROM wallet.push_stats(:mm, :cm, open_window => '24 hours', delivery_window => '74 hours')),
+          '3 150', 'a 74-hour delivery window attributes u3''s purchase at T+73h too');
+SELECT results_eq(format('SELECT stage, members FROM wallet.push_funnel(%s, %s)', :mm, :cm),
+                  $$VALUES ('issued', 3::bigint), ('delivered', 2), ('opened', 1), ('code redeemed', 0), ('purchased', 2)$$,
+                  'push_funnel: issued 3, delivered 2, opened 1, no code redeemed yet, purchased 2');
+SELECT wallet.redeem_code(wallet.issue_code(:cm, 'u1'), 'u1', 'fig-r1');
+SELECT is((SELECT members FROM wallet.push_funnel(:mm, :cm) WHERE stage = 'code redeemed'), 1::bigint,
+          'push_funnel: u1 redeemed a code of the campaign after the push');
+SELECT results_eq(format('SELECT audience, members, purchasers, rate FROM wallet.push_retention(%s, %s)', :mm, :cm),
+                  $$VALUES ('recipients', 3::bigint, 3::bigint, 1.0000), ('non-recipients', 2, 1, 0.5000)$$,
+                  'push_retention (30 days): the 3 recipients all purchased; of u4 and u5, u4 did');
+SELECT is((SELECT purchasers FROM wallet.push_retention(:mm, :cm, 2) WHERE audience = 'recipients'), 1::bigint,
+          'push_retention (2 days): only u1 purchased within 2 days of the push');
+
 SELECT * FROM finish();
 ROLLBACK;
