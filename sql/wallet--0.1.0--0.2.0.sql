@@ -6942,10 +6942,10 @@ COMMENT ON FUNCTION wallet.enqueue_push(bigint, text, text, text, jsonb, bigint,
 -- NULL) or the members named.  The members are read by a cursor (streamed,
 -- never all in memory) and each goes through enqueue's decision; the
 -- member locks are not taken (a transaction would hold one per member): the
--- claim-time check under the lock keeps the caps.
-CREATE FUNCTION wallet.enqueue_push_audience(merchant_id bigint, member_refs text[], channel text, topic text, payload jsonb,
-        campaign_id bigint DEFAULT NULL, dedup_key text DEFAULT NULL, not_before timestamptz DEFAULT now(),
-        expires_at timestamptz DEFAULT NULL, priority int DEFAULT 0)
+-- claim-time check under the lock keeps the caps.  local_at, when given,
+-- is each member's earliest send time in the member's own time zone.
+CREATE FUNCTION wallet_internal.push_audience(merchant_id bigint, member_refs text[], channel text, topic text, payload jsonb,
+        campaign_id bigint, dedup_key text, not_before timestamptz, local_at timestamp, expires_at timestamptz, priority int)
     RETURNS TABLE (status text, reason text, messages bigint)
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
@@ -6957,9 +6957,10 @@ DECLARE
     r record;
     counts jsonb := '{}';
     k text;
+    tz text := coalesce((SELECT s.time_zone FROM wallet.push_settings s WHERE s.merchant_id = _m), 'UTC');
 BEGIN
     PERFORM wallet_internal.check_merchant(_m);
-    PERFORM wallet_internal.push_check_message(_m, channel, topic, payload, campaign_id, dedup_key, not_before, priority);
+    PERFORM wallet_internal.push_check_message(_m, channel, topic, payload, campaign_id, dedup_key, coalesce(not_before, local_at::timestamptz), priority);
     IF length(dedup_key) > 180 THEN
         RAISE EXCEPTION 'dedup_key must not be longer than 180 characters'
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An audience''s key is extended by each member''s id.';
@@ -6969,12 +6970,15 @@ BEGIN
             PERFORM wallet_internal.member_check(_m, k);
         END LOOP;
     END IF;
-    FOR mem IN SELECT m.member_id FROM wallet.members m
-                WHERE m.merchant_id = _m AND member_refs IS NULL AND m.status = 'active'
-               UNION ALL
-               SELECT wallet_internal.member_ensure(_m, u.ref) FROM (SELECT DISTINCT x AS ref FROM unnest(member_refs) x) u LOOP
+    FOR mem IN SELECT x.member_id, coalesce(w.time_zone, tz) AS tz
+                 FROM (SELECT m.member_id FROM wallet.members m
+                        WHERE m.merchant_id = _m AND member_refs IS NULL AND m.status = 'active'
+                       UNION ALL
+                       SELECT wallet_internal.member_ensure(_m, u.ref) FROM (SELECT DISTINCT x AS ref FROM unnest(member_refs) x) u) x
+                 JOIN wallet.members w ON w.member_id = x.member_id LOOP
         r := wallet_internal.push_enqueue(_m, mem.member_id, channel, topic, payload, campaign_id,
-                                          dedup_key || ':' || mem.member_id, not_before, expires_at, priority, false);
+                                          dedup_key || ':' || mem.member_id,
+                                          coalesce(local_at AT TIME ZONE mem.tz, not_before), expires_at, priority, false);
         k := r.status || '/' || coalesce(r.reason, '');
         counts := jsonb_set(counts, ARRAY[k], to_jsonb(coalesce((counts ->> k)::bigint, 0) + 1));
     END LOOP;
@@ -6982,7 +6986,37 @@ BEGIN
                    FROM jsonb_each(counts) e ORDER BY 1, 2;
 END
 $$;
+COMMENT ON FUNCTION wallet_internal.push_audience(bigint, text[], text, text, jsonb, bigint, text, timestamptz, timestamp, timestamptz, int) IS 'internal: enqueues for an audience (member_refs NULL: every active member), streaming the members, each decided as enqueue_push does; the earliest send time is not_before, or local_at in each member''s time zone; returns counts per status and reason';
+
+CREATE FUNCTION wallet.enqueue_push_audience(merchant_id bigint, member_refs text[], channel text, topic text, payload jsonb,
+        campaign_id bigint DEFAULT NULL, dedup_key text DEFAULT NULL, not_before timestamptz DEFAULT now(),
+        expires_at timestamptz DEFAULT NULL, priority int DEFAULT 0)
+    RETURNS TABLE (status text, reason text, messages bigint)
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    RETURN QUERY SELECT * FROM wallet_internal.push_audience($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9, $10);
+END
+$$;
 COMMENT ON FUNCTION wallet.enqueue_push_audience(bigint, text[], text, text, jsonb, bigint, text, timestamptz, timestamptz, int) IS 'enqueues a message for a campaign''s audience in one call (member_refs NULL: every active member of the merchant), streaming the members, each decided as enqueue_push does (dedup_key, if given, extended by '':<member_id>''); returns the count of messages per status and reason';
+
+CREATE FUNCTION wallet.enqueue_push_local(merchant_id bigint, member_refs text[], channel text, topic text, payload jsonb,
+        local_at timestamp, campaign_id bigint DEFAULT NULL, dedup_key text DEFAULT NULL,
+        expires_at timestamptz DEFAULT NULL, priority int DEFAULT 0)
+    RETURNS TABLE (status text, reason text, messages bigint)
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF local_at IS NULL THEN
+        RAISE EXCEPTION 'local_at must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A festival send goes out at a local date and time in each member''s time zone.';
+    END IF;
+    RETURN QUERY SELECT * FROM wallet_internal.push_audience($1, $2, $3, $4, $5, $7, $8, NULL, $6, $9, $10);
+END
+$$;
+COMMENT ON FUNCTION wallet.enqueue_push_local(bigint, text[], text, text, jsonb, timestamp, bigint, text, timestamptz, int) IS 'a campaign send at a local date and time in each member''s own time zone (the merchant''s for members without one), e.g. 09:00 on a festival morning everywhere: as enqueue_push_audience, with each member''s earliest send time local_at in the member''s zone';
 
 ------------------------------------------------------------------------------
 -- Delivery (wallet_app: the sending workers)
@@ -7426,6 +7460,200 @@ END
 $$;
 COMMENT ON FUNCTION wallet.push_retention(bigint, bigint, int) IS 'retention of a campaign''s recipients against non-recipients: the members who purchased within days after their first send (recipients) or after the campaign''s first send (the merchant''s other active members)';
 
+------------------------------------------------------------------------------
+-- Triggers: messages enqueued by what happens to members
+------------------------------------------------------------------------------
+
+CREATE TABLE wallet.push_stores (
+    store_id    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    merchant_id bigint NOT NULL REFERENCES wallet.merchants,
+    name        text NOT NULL,
+    latitude    double precision NOT NULL CHECK (latitude BETWEEN -90 AND 90),
+    longitude   double precision NOT NULL CHECK (longitude BETWEEN -180 AND 180),
+    radius_m    double precision NOT NULL CHECK (radius_m > 0),
+    cooldown    interval NOT NULL CHECK (cooldown >= '0'),
+    UNIQUE (merchant_id, name)
+);
+COMMENT ON TABLE wallet.push_stores IS 'store locations of the nearby-store trigger (wallet.set_push_store)';
+COMMENT ON COLUMN wallet.push_stores.store_id IS 'store id';
+COMMENT ON COLUMN wallet.push_stores.merchant_id IS 'merchant';
+COMMENT ON COLUMN wallet.push_stores.name IS 'store name, unique per merchant';
+COMMENT ON COLUMN wallet.push_stores.latitude IS 'latitude in degrees (WGS 84)';
+COMMENT ON COLUMN wallet.push_stores.longitude IS 'longitude in degrees (WGS 84)';
+COMMENT ON COLUMN wallet.push_stores.radius_m IS 'a location ping within this many metres is near the store';
+COMMENT ON COLUMN wallet.push_stores.cooldown IS 'at most one nearby message per member and store within this time';
+SELECT pg_catalog.pg_extension_config_dump('wallet.push_stores', '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('wallet.push_stores', 'store_id'), '');
+ALTER TABLE wallet.push_stores ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.push_stores USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.push_stores IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+
+CREATE TABLE wallet.push_triggers (
+    trigger_id  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    merchant_id bigint NOT NULL REFERENCES wallet.merchants,
+    kind        text NOT NULL CHECK (kind IN ('points_expiring', 'tier_changed', 'cart_abandoned', 'nearby_store')),
+    channel     text NOT NULL,
+    topic       text NOT NULL,
+    payload     jsonb NOT NULL,
+    campaign_id bigint REFERENCES wallet.campaigns,
+    params      jsonb NOT NULL DEFAULT '{}',
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE wallet.push_triggers IS 'messages enqueued by wallet.run_push_triggers when something happens to a member (wallet.create_push_trigger)';
+COMMENT ON COLUMN wallet.push_triggers.trigger_id IS 'trigger id';
+COMMENT ON COLUMN wallet.push_triggers.merchant_id IS 'merchant';
+COMMENT ON COLUMN wallet.push_triggers.kind IS 'points_expiring (within_days), tier_changed (to_tier optional), cart_abandoned (after_minutes), nearby_store (the merchant''s stores)';
+COMMENT ON COLUMN wallet.push_triggers.channel IS 'channel of the messages';
+COMMENT ON COLUMN wallet.push_triggers.topic IS 'topic of the messages';
+COMMENT ON COLUMN wallet.push_triggers.payload IS 'payload of the messages; the trigger adds what fired it under the key "trigger"';
+COMMENT ON COLUMN wallet.push_triggers.campaign_id IS 'campaign of the messages (NULL = none)';
+COMMENT ON COLUMN wallet.push_triggers.params IS 'the kind''s parameters: {"within_days": n}, {"to_tier": name}, {"after_minutes": n}, {}';
+COMMENT ON COLUMN wallet.push_triggers.created_at IS 'when it was created';
+SELECT pg_catalog.pg_extension_config_dump('wallet.push_triggers', '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('wallet.push_triggers', 'trigger_id'), '');
+ALTER TABLE wallet.push_triggers ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.push_triggers USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.push_triggers IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+
+CREATE FUNCTION wallet.set_push_store(merchant_id bigint, name text, latitude double precision, longitude double precision,
+        radius_m double precision, cooldown interval DEFAULT '1 day') RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    id bigint;
+BEGIN
+    PERFORM wallet_internal.check_merchant($1);
+    IF $2 IS NULL OR $3 IS NULL OR $4 IS NULL OR $5 IS NULL OR $6 IS NULL THEN
+        RAISE EXCEPTION 'name, latitude, longitude, radius_m and cooldown must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A store is a named point with a radius and a cooldown.';
+    END IF;
+    IF btrim($2) = '' OR length($2) > 200 OR $3 NOT BETWEEN -90 AND 90 OR $4 NOT BETWEEN -180 AND 180 OR $5 <= 0
+       OR $6 < interval '0' THEN
+        RAISE EXCEPTION 'invalid store'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A store has a non-blank name of at most 200 characters, a latitude in [-90, 90], a longitude in [-180, 180], a positive radius and a cooldown not negative.';
+    END IF;
+    INSERT INTO wallet.push_stores AS t (merchant_id, name, latitude, longitude, radius_m, cooldown) VALUES ($1, $2, $3, $4, $5, $6)
+    ON CONFLICT ON CONSTRAINT push_stores_merchant_id_name_key DO UPDATE
+       SET latitude = excluded.latitude, longitude = excluded.longitude, radius_m = excluded.radius_m, cooldown = excluded.cooldown
+    RETURNING t.store_id INTO id;
+    RETURN id;
+END
+$$;
+COMMENT ON FUNCTION wallet.set_push_store(bigint, text, double precision, double precision, double precision, interval) IS 'sets a store of the nearby-store trigger (by name): its location, radius in metres and per-member cooldown; returns its id';
+
+CREATE FUNCTION wallet.create_push_trigger(merchant_id bigint, kind text, channel text, topic text, payload jsonb,
+        params jsonb DEFAULT '{}', campaign_id bigint DEFAULT NULL) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    id bigint;
+BEGIN
+    PERFORM wallet_internal.check_merchant($1);
+    IF $2 IS NULL OR $6 IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN $2 IS NULL THEN 'kind' ELSE 'params' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A trigger has a kind and its parameters.';
+    END IF;
+    PERFORM wallet_internal.push_check_message($1, $3, $4, $5, $7, NULL, now(), 0);
+    IF $2 NOT IN ('points_expiring', 'tier_changed', 'cart_abandoned', 'nearby_store')
+       OR jsonb_typeof($6) <> 'object'
+       OR ($2 = 'points_expiring' AND coalesce(($6 ->> 'within_days') ~ '^[0-9]{1,4}$', false) IS NOT TRUE)
+       OR ($2 = 'cart_abandoned' AND coalesce(($6 ->> 'after_minutes') ~ '^[0-9]{1,6}$', false) IS NOT TRUE) THEN
+        RAISE EXCEPTION 'invalid trigger'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'kind is points_expiring ({"within_days": n}), tier_changed ({} or {"to_tier": name}), cart_abandoned ({"after_minutes": n}) or nearby_store ({}).';
+    END IF;
+    INSERT INTO wallet.push_triggers AS t (merchant_id, kind, channel, topic, payload, campaign_id, params)
+    VALUES ($1, $2, $3, $4, $5, $7, $6)
+    RETURNING t.trigger_id INTO id;
+    RETURN id;
+END
+$$;
+COMMENT ON FUNCTION wallet.create_push_trigger(bigint, text, text, text, jsonb, jsonb, bigint) IS 'creates a trigger: points_expiring (points expiring within within_days), tier_changed (a member_events tier_changed, optionally to one tier), cart_abandoned (a cart_updated event after_minutes old with no later cart update or purchase), nearby_store (a location event within a store''s radius, once per store cooldown); returns its id';
+
+-- Every trigger of the merchants the caller acts for, once: each message
+-- goes through enqueue's decision with a dedup key naming what fired it, so
+-- a run repeated (or concurrent) enqueues nothing twice.  Events are looked
+-- at for 7 days.
+CREATE FUNCTION wallet.run_push_triggers(max_rows int DEFAULT 10000) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    t wallet.push_triggers;
+    f record;
+    r record;
+    n bigint := 0;
+BEGIN
+    IF max_rows IS NULL OR max_rows < 1 THEN
+        RAISE EXCEPTION 'max_rows must be positive'
+            USING ERRCODE = CASE WHEN max_rows IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,
+                  DETAIL = 'At most max_rows candidates are looked at per trigger and call.';
+    END IF;
+    FOR t IN SELECT * FROM wallet.push_triggers x WHERE wallet.acts_for(x.merchant_id) ORDER BY x.trigger_id LOOP
+        FOR f IN
+            -- points expiring within n days: once per account and expiry day
+            SELECT a.member_id, format('trigger:%s:account:%s:%s', t.trigger_id, a.account_id, to_char(a.next_event, 'YYYY-MM-DD')) AS k,
+                   jsonb_build_object('kind', t.kind, 'account_id', a.account_id,
+                                      'points', wallet.ledger_expiring(a.ledger, now(), make_interval(days => (t.params ->> 'within_days')::int))) AS why
+              FROM wallet.accounts a
+             WHERE t.kind = 'points_expiring' AND a.merchant_id = t.merchant_id
+               AND a.next_event <= now() + make_interval(days => (t.params ->> 'within_days')::int)
+               AND wallet.ledger_expiring(a.ledger, now(), make_interval(days => (t.params ->> 'within_days')::int)) > 0
+            UNION ALL
+            -- a tier change (to a given tier, if named)
+            SELECT e.member_id, format('trigger:%s:event:%s', t.trigger_id, e.event_id),
+                   jsonb_build_object('kind', t.kind, 'event_id', e.event_id) || e.attributes
+              FROM wallet.member_events e
+             WHERE t.kind = 'tier_changed' AND e.merchant_id = t.merchant_id AND e.kind = 'tier_changed'
+               AND e.occurred_at > now() - interval '7 days'
+               AND (NOT t.params ? 'to_tier' OR e.attributes ->> 'to_tier' = t.params ->> 'to_tier')
+            UNION ALL
+            -- the last cart update, after_minutes old, with no later update or purchase
+            SELECT e.member_id, format('trigger:%s:event:%s', t.trigger_id, e.event_id),
+                   jsonb_build_object('kind', t.kind, 'event_id', e.event_id) || e.attributes
+              FROM wallet.member_events e
+             WHERE t.kind = 'cart_abandoned' AND e.merchant_id = t.merchant_id AND e.kind = 'cart_updated'
+               AND e.occurred_at > now() - interval '7 days'
+               AND e.occurred_at <= now() - make_interval(mins => (t.params ->> 'after_minutes')::int)
+               AND NOT EXISTS (SELECT FROM wallet.member_events l WHERE l.merchant_id = e.merchant_id AND l.member_id = e.member_id
+                                 AND l.kind = 'cart_updated' AND (l.occurred_at, l.event_id) > (e.occurred_at, e.event_id))
+               AND NOT EXISTS (SELECT FROM wallet.purchases p WHERE p.merchant_id = e.merchant_id AND p.member_id = e.member_id
+                                 AND p.occurred_at > e.occurred_at)
+            UNION ALL
+            -- a location ping within a store's radius (haversine), once per member and store within its cooldown
+            SELECT e.member_id, format('trigger:%s:store:%s:event:%s', t.trigger_id, s.store_id, e.event_id),
+                   jsonb_build_object('kind', t.kind, 'event_id', e.event_id, 'store_id', s.store_id, 'store', s.name)
+              FROM wallet.member_events e
+              JOIN wallet.push_stores s ON s.merchant_id = e.merchant_id
+             WHERE t.kind = 'nearby_store' AND e.merchant_id = t.merchant_id AND e.kind = 'location'
+               AND e.occurred_at > now() - interval '7 days'
+               AND jsonb_typeof(e.attributes -> 'latitude') = 'number' AND jsonb_typeof(e.attributes -> 'longitude') = 'number'
+               AND 2 * 6371008.8 * asin(least(1, sqrt(
+                       power(sin(radians(((e.attributes ->> 'latitude')::float8 - s.latitude) / 2)), 2)
+                       + cos(radians(s.latitude)) * cos(radians((e.attributes ->> 'latitude')::float8))
+                         * power(sin(radians(((e.attributes ->> 'longitude')::float8 - s.longitude) / 2)), 2)))) <= s.radius_m
+             ORDER BY 1, 2
+             LIMIT max_rows LOOP
+            CONTINUE WHEN EXISTS (SELECT FROM wallet.push_dedup d WHERE d.merchant_id = t.merchant_id AND d.dedup_key = f.k);
+            -- the cooldown of a store: no nearby message of the store for the member since
+            CONTINUE WHEN t.kind = 'nearby_store' AND EXISTS (
+                SELECT FROM wallet.push_messages x
+                 WHERE x.member_id = f.member_id AND x.merchant_id = t.merchant_id
+                   AND x.dedup_key LIKE format('trigger:%s:store:%s:%%', t.trigger_id, f.why ->> 'store_id')
+                   AND x.created_at > now() - (SELECT s.cooldown FROM wallet.push_stores s WHERE s.store_id = (f.why ->> 'store_id')::bigint));
+            r := wallet_internal.push_enqueue(t.merchant_id, f.member_id, t.channel, t.topic, t.payload || jsonb_build_object('trigger', f.why),
+                                              t.campaign_id, f.k, now(), NULL, 0, true);
+            n := n + 1;
+        END LOOP;
+    END LOOP;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION wallet.run_push_triggers(int) IS 'runs every trigger of the merchants the caller acts for once (run by wallet.run_maintenance): each member it fires for gets a message through enqueue''s decision, with a dedup key naming what fired it (never twice); looks at events of the last 7 days; returns the messages recorded';
+
 CREATE OR REPLACE VIEW wallet.error_codes (sqlstate, name, description) AS VALUES
     ('WL001', 'root_key_not_loaded', 'a function that needs the root key runs on a server started without one (hint: the settings to configure)'),
     ('WL002', 'idempotency_key_reused', 'an idempotency key is sent again with a different fingerprint (see Idempotency): a posting with other points, reason, reference, expiry, hold or operation on the same account; a redemption or reservation with another code, member or ttl, or a redemption''s key for a reservation'),
@@ -7563,9 +7791,12 @@ BEGIN
     -- 3. finished push messages past their merchant's retention (issue 12)
     PERFORM wallet.purge_pushes(10000);
     COMMIT;
+    -- 4. push triggers (issue 12): points expiring, tier changes, abandoned carts, nearby stores
+    PERFORM wallet.run_push_triggers(10000);
+    COMMIT;
 END
 $$;
-COMMENT ON PROCEDURE wallet.run_maintenance() IS 'runs every periodic job with bounded work per call, committing as it goes: expiry (up to 100,000 due accounts, 1,000 per transaction), purge of failed code attempts older than a day, purge of up to 10,000 finished push messages past their retention; later issues add their jobs here; schedule it every minute (README "Maintenance")';
+COMMENT ON PROCEDURE wallet.run_maintenance() IS 'runs every periodic job with bounded work per call, committing as it goes: expiry (up to 100,000 due accounts, 1,000 per transaction), purge of failed code attempts older than a day, purge of up to 10,000 finished push messages past their retention, the push triggers; later issues add their jobs here; schedule it every minute (README "Maintenance")';
 
 
 -- == 9. privileges (last: covers every function)
@@ -7653,7 +7884,8 @@ GRANT EXECUTE ON FUNCTION wallet.record_consent(bigint, text, text, text, boolea
     wallet.enqueue_push(bigint, text, text, text, jsonb, bigint, text, timestamptz, timestamptz, int),
     wallet.enqueue_push_audience(bigint, text[], text, text, jsonb, bigint, text, timestamptz, timestamptz, int),
     wallet.claim_pushes(text, int, interval), wallet.extend_lease(bigint, interval), wallet.ack_push(bigint, text),
-    wallet.fail_push(bigint, text, boolean), wallet.record_push_event(bigint, text, timestamptz)
+    wallet.fail_push(bigint, text, boolean), wallet.record_push_event(bigint, text, timestamptz),
+    wallet.enqueue_push_local(bigint, text[], text, text, jsonb, timestamp, bigint, text, timestamptz, int)
     TO wallet_app;
 -- push figures: for the app, the admin and the analysts
 GRANT EXECUTE ON FUNCTION wallet.push_stats(bigint, bigint, interval, interval), wallet.push_funnel(bigint, bigint, interval, interval),
@@ -7661,7 +7893,9 @@ GRANT EXECUTE ON FUNCTION wallet.push_stats(bigint, bigint, interval, interval),
     TO wallet_admin, wallet_app, wallet_reader;
 GRANT EXECUTE ON FUNCTION wallet.set_push_settings(bigint, time, time, text, int, interval, interval),
     wallet.set_push_topic(bigint, text, boolean, text), wallet.set_push_cap(bigint, text, text, text, int, interval, text),
-    wallet.requeue_push(bigint), wallet.purge_pushes(int)
+    wallet.requeue_push(bigint), wallet.purge_pushes(int),
+    wallet.set_push_store(bigint, text, double precision, double precision, double precision, interval),
+    wallet.create_push_trigger(bigint, text, text, text, jsonb, jsonb, bigint), wallet.run_push_triggers(int)
     TO wallet_admin;
 GRANT EXECUTE ON PROCEDURE wallet.expire_points_batched(timestamptz, int, int), wallet.run_maintenance() TO wallet_admin;
 -- what those procedures (not SECURITY DEFINER: they commit) call

@@ -405,7 +405,32 @@ INSERT INTO vocab (fn, what, expect, call) VALUES
 ('wallet.push_retention(bigint,bigint,integer)', 'days 0', '22023', $$SELECT wallet.push_retention({m}, {c}, 0)$$),
 ('wallet.push_retention(bigint,bigint,integer)', 'unknown merchant', 'WL102', $$SELECT wallet.push_retention({unknown}, {c})$$),
 ('wallet.push_retention(bigint,bigint,integer)', 'unknown campaign', 'WL101', $$SELECT wallet.push_retention({m}, {unknown})$$),
-('wallet_internal.push_attribution(bigint,bigint,interval,interval)', '-', 'internal', NULL);
+('wallet_internal.push_attribution(bigint,bigint,interval,interval)', '-', 'internal', NULL),
+('wallet.set_push_store(bigint,text,double precision,double precision,double precision,interval)', 'merchant_id NULL', '22004', $$SELECT wallet.set_push_store(NULL, 'hb', 47.0, 8.0, 100)$$),
+('wallet.set_push_store(bigint,text,double precision,double precision,double precision,interval)', 'name NULL', '22004', $$SELECT wallet.set_push_store({m}, NULL, 47.0, 8.0, 100)$$),
+('wallet.set_push_store(bigint,text,double precision,double precision,double precision,interval)', 'name blank', '22023', $$SELECT wallet.set_push_store({m}, ' ', 47.0, 8.0, 100)$$),
+('wallet.set_push_store(bigint,text,double precision,double precision,double precision,interval)', 'name oversized', '22023', $$SELECT wallet.set_push_store({m}, repeat('x', 201), 47.0, 8.0, 100)$$),
+('wallet.set_push_store(bigint,text,double precision,double precision,double precision,interval)', 'latitude out of range', '22023', $$SELECT wallet.set_push_store({m}, 'hb', 91.0, 8.0, 100)$$),
+('wallet.set_push_store(bigint,text,double precision,double precision,double precision,interval)', 'radius_m NULL', '22004', $$SELECT wallet.set_push_store({m}, 'hb', 47.0, 8.0, NULL)$$),
+('wallet.set_push_store(bigint,text,double precision,double precision,double precision,interval)', 'unknown merchant', 'WL102', $$SELECT wallet.set_push_store({unknown}, 'hb', 47.0, 8.0, 100)$$),
+('wallet.create_push_trigger(bigint,text,text,text,jsonb,jsonb,bigint)', 'merchant_id NULL', '22004', $$SELECT wallet.create_push_trigger(NULL, 'tier_changed', 'push', 'marketing', '{}')$$),
+('wallet.create_push_trigger(bigint,text,text,text,jsonb,jsonb,bigint)', 'kind NULL', '22004', $$SELECT wallet.create_push_trigger({m}, NULL, 'push', 'marketing', '{}')$$),
+('wallet.create_push_trigger(bigint,text,text,text,jsonb,jsonb,bigint)', 'kind unknown', '22023', $$SELECT wallet.create_push_trigger({m}, 'birthday', 'push', 'marketing', '{}')$$),
+('wallet.create_push_trigger(bigint,text,text,text,jsonb,jsonb,bigint)', 'channel NULL', '22004', $$SELECT wallet.create_push_trigger({m}, 'tier_changed', NULL, 'marketing', '{}')$$),
+('wallet.create_push_trigger(bigint,text,text,text,jsonb,jsonb,bigint)', 'payload NULL', '22004', $$SELECT wallet.create_push_trigger({m}, 'tier_changed', 'push', 'marketing', NULL)$$),
+('wallet.create_push_trigger(bigint,text,text,text,jsonb,jsonb,bigint)', 'params NULL', '22004', $$SELECT wallet.create_push_trigger({m}, 'tier_changed', 'push', 'marketing', '{}', NULL)$$),
+('wallet.create_push_trigger(bigint,text,text,text,jsonb,jsonb,bigint)', 'params missing within_days', '22023', $$SELECT wallet.create_push_trigger({m}, 'points_expiring', 'push', 'marketing', '{}')$$),
+('wallet.create_push_trigger(bigint,text,text,text,jsonb,jsonb,bigint)', 'unknown campaign', 'WL101', $$SELECT wallet.create_push_trigger({m}, 'tier_changed', 'push', 'marketing', '{}', '{}', {unknown})$$),
+('wallet.create_push_trigger(bigint,text,text,text,jsonb,jsonb,bigint)', 'unknown merchant', 'WL102', $$SELECT wallet.create_push_trigger({unknown}, 'tier_changed', 'push', 'marketing', '{}')$$),
+('wallet.run_push_triggers(integer)', 'max_rows NULL', '22004', $$SELECT wallet.run_push_triggers(NULL)$$),
+('wallet.run_push_triggers(integer)', 'max_rows 0', '22023', $$SELECT wallet.run_push_triggers(0)$$),
+('wallet.enqueue_push_local(bigint,text[],text,text,jsonb,timestamp without time zone,bigint,text,timestamp with time zone,integer)', 'merchant_id NULL', '22004', $$SELECT wallet.enqueue_push_local(NULL, NULL, 'push', 'marketing', '{}', '2030-12-24 09:00')$$),
+('wallet.enqueue_push_local(bigint,text[],text,text,jsonb,timestamp without time zone,bigint,text,timestamp with time zone,integer)', 'local_at NULL', '22004', $$SELECT wallet.enqueue_push_local({m}, NULL, 'push', 'marketing', '{}', NULL)$$),
+('wallet.enqueue_push_local(bigint,text[],text,text,jsonb,timestamp without time zone,bigint,text,timestamp with time zone,integer)', 'member_ref blank in the list', '22023', $$SELECT wallet.enqueue_push_local({m}, ARRAY[' '], 'push', 'marketing', '{}', '2030-12-24 09:00')$$),
+('wallet.enqueue_push_local(bigint,text[],text,text,jsonb,timestamp without time zone,bigint,text,timestamp with time zone,integer)', 'topic NULL', '22004', $$SELECT wallet.enqueue_push_local({m}, NULL, 'push', NULL, '{}', '2030-12-24 09:00')$$),
+('wallet.enqueue_push_local(bigint,text[],text,text,jsonb,timestamp without time zone,bigint,text,timestamp with time zone,integer)', 'unknown campaign', 'WL101', $$SELECT wallet.enqueue_push_local({m}, NULL, 'push', 'marketing', '{}', '2030-12-24 09:00', {unknown})$$),
+('wallet.enqueue_push_local(bigint,text[],text,text,jsonb,timestamp without time zone,bigint,text,timestamp with time zone,integer)', 'unknown merchant', 'WL102', $$SELECT wallet.enqueue_push_local({unknown}, NULL, 'push', 'marketing', '{}', '2030-12-24 09:00')$$),
+('wallet_internal.push_audience(bigint,text[],text,text,jsonb,bigint,text,timestamp with time zone,timestamp without time zone,timestamp with time zone,integer)', '-', 'internal', NULL);
 
 SELECT plan(7 + (SELECT count(*)::int FROM vocab WHERE call IS NOT NULL));
 

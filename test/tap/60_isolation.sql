@@ -89,6 +89,8 @@ BEGIN
     INSERT INTO fx SELECT t || '.dead', c.push_id FROM wallet.claim_pushes('iso_' || lower(t), 1, interval '1 minute') c;
     PERFORM wallet.fail_push((SELECT v::bigint FROM fx WHERE k = t || '.dead'), 'invalid token', false);
     PERFORM wallet.record_push_event((SELECT v::bigint FROM fx WHERE k = t || '.push'), 'opened');
+    PERFORM wallet.set_push_store(m, 'iso store', 47.0, 8.0, 100);
+    PERFORM wallet.create_push_trigger(m, 'tier_changed', 'iso_' || lower(t), 'marketing', '{}');
     INSERT INTO fx VALUES (t || '.ch', 'iso_' || lower(t));
 END
 $$;
@@ -295,6 +297,10 @@ INSERT INTO iso (fn, call, why) VALUES
 ('wallet.push_stats(bigint,bigint,interval,interval)', $$SELECT count(*) FROM wallet.push_stats({m}, {c})$$, NULL),
 ('wallet.push_funnel(bigint,bigint,interval,interval)', $$SELECT count(*) FROM wallet.push_funnel({m}, {c})$$, NULL),
 ('wallet.push_retention(bigint,bigint,integer)', $$SELECT count(*) FROM wallet.push_retention({m}, {c})$$, NULL),
+('wallet.set_push_store(bigint,text,double precision,double precision,double precision,interval)', $$SELECT wallet.set_push_store({m}, 'iso store', 46.0, 7.0, 50)$$, NULL),
+('wallet.create_push_trigger(bigint,text,text,text,jsonb,jsonb,bigint)', $$SELECT wallet.create_push_trigger({m}, 'tier_changed', 'push', 'marketing', '{}')$$, NULL),
+('wallet.enqueue_push_local(bigint,text[],text,text,jsonb,timestamp without time zone,bigint,text,timestamp with time zone,integer)', $$SELECT count(*) FROM wallet.enqueue_push_local({m}, NULL, '{ch}', 'orders', '{}', '2030-12-24 09:00')$$, NULL),
+('wallet.run_push_triggers(integer)', NULL, 'no object'),
 ('wallet.claim_pushes(text,integer,interval)', NULL, 'no object'),
 ('wallet.purge_pushes(integer)', NULL, 'no object'),
 -- names no merchant's object
@@ -427,8 +433,9 @@ SELECT is((SELECT count(*) FROM wallet.claim_pushes(:'b_channel', 100, interval 
 RESET ROLE;
 SET ROLE iso_a_admin;
 SELECT wallet.purge_pushes(100000) AS purged \gset
+SELECT wallet.run_push_triggers() AS fired \gset
 RESET ROLE;
-SELECT is(pg_temp.snap(), :'before_claim', 'claim_pushes and purge_pushes as A leave B''s data unchanged');
+SELECT is(pg_temp.snap(), :'before_claim', 'claim_pushes, purge_pushes and run_push_triggers as A leave B''s data unchanged');
 SELECT ok((SELECT count(*) FROM wallet.push_messages WHERE merchant_id = (SELECT v::bigint FROM fx WHERE k = 'B.m')
             AND status = 'queued' AND due_at <= now() AND channel = 'iso_b') > 0,
           'fixture: B has due messages on its channel');

@@ -387,5 +387,64 @@ SELECT results_eq(format('SELECT audience, members, purchasers, rate FROM wallet
 SELECT is((SELECT purchasers FROM wallet.push_retention(:mm, :cm, 2) WHERE audience = 'recipients'), 1::bigint,
           'push_retention (2 days): only u1 purchased within 2 days of the push');
 
+
+-- ------------------------------------------------------------ triggers and local send time
+SELECT wallet.create_merchant('push triggers') AS mt \gset
+SELECT wallet.set_push_settings(:mt, NULL, NULL);
+SELECT pg_temp.member(:mt, ref, 'UTC') FROM unnest('{e1,e2,t1,t2,c1,c2,c3,s1}'::text[]) ref;
+CREATE FUNCTION pg_temp.mid(m bigint, ref text) RETURNS bigint LANGUAGE sql AS $$
+    SELECT member_id FROM wallet.members WHERE merchant_id = m AND member_ref = ref
+$$;
+CREATE FUNCTION pg_temp.fired(m bigint, kind text) RETURNS text[] LANGUAGE sql AS $$
+    SELECT coalesce(array_agg(w.member_ref ORDER BY w.member_ref), '{}') FROM wallet.push_messages x JOIN wallet.members w USING (member_id)
+     WHERE x.merchant_id = m AND x.payload -> 'trigger' ->> 'kind' = kind
+$$;
+-- points: e1's 100 points expire in 3 days, e2's in 30
+SELECT wallet.create_program(:mt, 'trigger points', interval '1 year') AS tp \gset
+SELECT wallet.accrue(wallet.open_account(:tp, 'e1'), 100, 'tr-e1', 'welcome', NULL, now() + interval '3 days');
+SELECT wallet.accrue(wallet.open_account(:tp, 'e2'), 100, 'tr-e2', 'welcome', NULL, now() + interval '30 days');
+SELECT wallet.create_push_trigger(:mt, 'points_expiring', 'push', 'marketing', '{"title": "your points expire"}', '{"within_days": 7}');
+-- tiers: t1 to gold, t2 to silver (events written directly: the tiers API is another issue's)
+SELECT wallet.create_push_trigger(:mt, 'tier_changed', 'push', 'marketing', '{"title": "welcome to gold"}', '{"to_tier": "gold"}');
+INSERT INTO wallet.member_events (merchant_id, member_id, kind, occurred_at, attributes)
+VALUES (:mt, pg_temp.mid(:mt, 't1'), 'tier_changed', now() - interval '1 minute', '{"from_tier": "silver", "to_tier": "gold"}'),
+       (:mt, pg_temp.mid(:mt, 't2'), 'tier_changed', now() - interval '1 minute', '{"from_tier": "bronze", "to_tier": "silver"}');
+-- carts, 30 minutes: c1 left 40 minutes ago; c2 updated again 10 minutes ago; c3 bought after its update
+SELECT wallet.create_push_trigger(:mt, 'cart_abandoned', 'push', 'marketing', '{"title": "your cart misses you"}', '{"after_minutes": 30}');
+INSERT INTO wallet.member_events (merchant_id, member_id, kind, occurred_at, attributes)
+VALUES (:mt, pg_temp.mid(:mt, 'c1'), 'cart_updated', now() - interval '40 minutes', '{"items": 2}'),
+       (:mt, pg_temp.mid(:mt, 'c2'), 'cart_updated', now() - interval '40 minutes', '{"items": 1}'),
+       (:mt, pg_temp.mid(:mt, 'c2'), 'cart_updated', now() - interval '10 minutes', '{"items": 3}'),
+       (:mt, pg_temp.mid(:mt, 'c3'), 'cart_updated', now() - interval '40 minutes', '{"items": 1}');
+INSERT INTO wallet.purchases (merchant_id, member_id, order_ref, amount, currency, occurred_at)
+VALUES (:mt, pg_temp.mid(:mt, 'c3'), 'tr-c3', 12, 'CHF', now() - interval '20 minutes');
+-- stores: Zurich main station, 100 m, a day's cooldown; s1 pings 50 m away twice and 1 km away once
+SELECT wallet.set_push_store(:mt, 'HB', 47.3779, 8.5403, 100);
+SELECT wallet.create_push_trigger(:mt, 'nearby_store', 'push', 'marketing', '{"title": "we are around the corner"}');
+INSERT INTO wallet.member_events (merchant_id, member_id, kind, occurred_at, attributes)
+VALUES (:mt, pg_temp.mid(:mt, 's1'), 'location', now() - interval '5 minutes', '{"latitude": 47.37835, "longitude": 8.5403}'),
+       (:mt, pg_temp.mid(:mt, 's1'), 'location', now() - interval '4 minutes', '{"latitude": 47.37835, "longitude": 8.5403}'),
+       (:mt, pg_temp.mid(:mt, 's1'), 'location', now() - interval '3 minutes', '{"latitude": 47.3869, "longitude": 8.5403}');
+SELECT is(wallet.run_push_triggers(), 4::bigint, 'run_push_triggers: four messages (points, tier, cart, store once)');
+SELECT is(pg_temp.fired(:mt, 'points_expiring'), '{e1}', 'points expiring within 7 days: e1 (e2''s expire in 30)');
+SELECT is((SELECT (payload -> 'trigger' ->> 'points')::int FROM wallet.push_messages WHERE merchant_id = :mt AND payload -> 'trigger' ->> 'kind' = 'points_expiring'),
+          100, 'the payload carries the points expiring');
+SELECT is(pg_temp.fired(:mt, 'tier_changed'), '{t1}', 'a tier change to gold: t1 (t2 went to silver)');
+SELECT is(pg_temp.fired(:mt, 'cart_abandoned'), '{c1}', 'an abandoned cart: c1 (c2 updated it since, c3 bought)');
+SELECT is(pg_temp.fired(:mt, 'nearby_store'), '{s1}', 'nearby store: s1, once (the second ping is within the cooldown, the third 1 km away)');
+SELECT is((SELECT array_agg(DISTINCT outcome) FROM wallet.push_messages WHERE merchant_id = :mt), '{queued}',
+          'each went through enqueue''s decision: queued (consent, no quiet hours, no caps)');
+SELECT is(wallet.run_push_triggers(), 0::bigint, 'run_push_triggers again: nothing fires twice');
+SELECT throws_ok($$SELECT wallet.create_push_trigger($$ || :mt || $$, 'cart_abandoned', 'push', 'marketing', '{}')$$, '22023', NULL,
+                 'a cart trigger without after_minutes: 22023');
+-- a festival send at 09:00 local, in Zurich and in Tokyo
+SELECT pg_temp.member(:mt, 'l1', 'Europe/Zurich');
+SELECT pg_temp.member(:mt, 'l2', 'Asia/Tokyo');
+SELECT results_eq($$SELECT status, messages FROM wallet.enqueue_push_local($$ || :mt || $$, '{l1,l2}', 'push', 'marketing', '{"title": "merry"}', '2030-12-24 09:00')$$,
+                  $$VALUES ('queued'::text, 2::bigint)$$, 'enqueue_push_local: two messages');
+SELECT is((SELECT array_agg(x.due_at ORDER BY w.member_ref) FROM wallet.push_messages x JOIN wallet.members w USING (member_id)
+            WHERE x.merchant_id = :mt AND w.member_ref IN ('l1', 'l2')),
+          ARRAY['2030-12-24 09:00 Europe/Zurich', '2030-12-24 09:00 Asia/Tokyo']::timestamptz[], 'each due at 09:00 in the member''s own zone');
+
 SELECT * FROM finish();
 ROLLBACK;
