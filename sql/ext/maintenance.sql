@@ -52,6 +52,9 @@ BEGIN
     -- 4. push triggers (issue 12): points expiring, tier changes, abandoned carts, nearby stores
     PERFORM wallet.run_push_triggers(10000);
     COMMIT;
+    -- 5. the push queue slots turn (issue 12: no decay), when the current one is 10 s old
+    PERFORM wallet.rotate_push_queue(interval '10 seconds', 10000);
+    COMMIT;
 END
 $$;
-COMMENT ON PROCEDURE wallet.run_maintenance() IS 'runs every periodic job with bounded work per call, committing as it goes: expiry (up to 100,000 due accounts, 1,000 per transaction), purge of failed code attempts older than a day, purge of up to 10,000 finished push messages past their retention, the push triggers; later issues add their jobs here; schedule it every minute (README "Maintenance")';
+COMMENT ON PROCEDURE wallet.run_maintenance() IS 'runs every periodic job with bounded work per call, committing as it goes: expiry (up to 100,000 due accounts, 1,000 per transaction), purge of failed code attempts older than a day, purge of up to 10,000 finished push messages past their retention, the push triggers, the turn of the push queue slots; later issues add their jobs here; schedule it every minute (README "Maintenance")';

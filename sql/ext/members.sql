@@ -324,12 +324,12 @@ BEGIN
      WHERE l.merchant_id = _merchant AND l.member_id = _member AND l.device IS NOT NULL;
     GET DIAGNOSTICS c = ROW_COUNT;
     n := n || jsonb_build_object('push_consent_log', c);
-    UPDATE wallet.push_messages x
-       SET payload = '{}',
-           status = CASE WHEN x.status = 'queued' THEN 'suppressed' ELSE x.status END,
-           reason = CASE WHEN x.status = 'queued' THEN 'member_forgotten' ELSE x.reason END,
-           due_at = CASE WHEN x.status = 'queued' THEN NULL ELSE x.due_at END,
-           finished_at = CASE WHEN x.status = 'queued' THEN now() ELSE x.finished_at END
+    -- (queued ones leave the queue slots for push_messages_done first)
+    PERFORM wallet_internal.push_finish(ARRAY(
+                SELECT x.push_id FROM wallet.push_messages x
+                 WHERE x.merchant_id = _merchant AND x.member_id = _member AND x.part < 3 AND x.status = 'queued'),
+            'suppressed', 'member_forgotten', NULL);
+    UPDATE wallet.push_messages x SET payload = '{}'
      WHERE x.merchant_id = _merchant AND x.member_id = _member AND x.payload <> '{}';
     GET DIAGNOSTICS c = ROW_COUNT;
     n := n || jsonb_build_object('push_messages', c);

@@ -170,7 +170,7 @@ COMMENT ON POLICY merchant_rows ON wallet.push_preferences IS 'readers and apps 
 ------------------------------------------------------------------------------
 
 CREATE TABLE wallet.push_messages (
-    push_id        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    push_id        bigint GENERATED ALWAYS AS IDENTITY,
     merchant_id    bigint NOT NULL REFERENCES wallet.merchants,
     member_id      bigint NOT NULL REFERENCES wallet.members,
     channel        text NOT NULL,
@@ -195,15 +195,20 @@ CREATE TABLE wallet.push_messages (
     sent_at        timestamptz,
     provider_message_id text,
     last_error     text,
-    finished_at    timestamptz
-);
+    finished_at    timestamptz,
+    part           smallint NOT NULL,
+    PRIMARY KEY (push_id, part),
+    CHECK ((part = 3) = (status IN ('sent', 'suppressed', 'duplicate', 'dead')))
+) PARTITION BY LIST (part);
 -- the claim path: due messages per channel, highest priority first
 CREATE INDEX push_messages_due_idx ON wallet.push_messages (channel, priority DESC, due_at) WHERE status IN ('queued', 'sending');
--- the caps: a member's messages by slot
-CREATE INDEX push_messages_member_idx ON wallet.push_messages (member_id, slot_at) WHERE status IN ('queued', 'sending', 'sent');
+-- the caps: a member's messages by slot, those sent (or being sent) apart
+-- from those planned (the claim-time check counts only the former)
+CREATE INDEX push_messages_member_idx ON wallet.push_messages (member_id, slot_at) WHERE status = 'queued';
+CREATE INDEX push_messages_member_sent_idx ON wallet.push_messages (member_id, slot_at) WHERE status IN ('sending', 'sent');
 CREATE INDEX push_messages_finished_idx ON wallet.push_messages (merchant_id, finished_at) WHERE finished_at IS NOT NULL;
 CREATE INDEX push_messages_member_all_idx ON wallet.push_messages (merchant_id, member_id);
-COMMENT ON TABLE wallet.push_messages IS 'every message enqueued with the outcome of enqueue_push and its delivery state; finished ones are purged after the merchant''s retention';
+COMMENT ON TABLE wallet.push_messages IS 'every message enqueued with the outcome of enqueue_push and its delivery state, partitioned by part: queued and sending ones in three rotating queue slots (wallet.push_messages_q0..q2, emptied by TRUNCATE in turn: wallet.rotate_push_queue), finished ones in wallet.push_messages_done (insert-only on the hot path), purged after the merchant''s retention';
 COMMENT ON COLUMN wallet.push_messages.push_id IS 'message id';
 COMMENT ON COLUMN wallet.push_messages.merchant_id IS 'merchant';
 COMMENT ON COLUMN wallet.push_messages.member_id IS 'the member (wallet.members)';
@@ -230,11 +235,158 @@ COMMENT ON COLUMN wallet.push_messages.sent_at IS 'when acknowledged as sent';
 COMMENT ON COLUMN wallet.push_messages.provider_message_id IS 'the provider''s id of the delivery';
 COMMENT ON COLUMN wallet.push_messages.last_error IS 'the last failure reported by fail_push';
 COMMENT ON COLUMN wallet.push_messages.finished_at IS 'when it reached sent, suppressed, duplicate or dead (retention counts from here)';
-SELECT pg_catalog.pg_extension_config_dump('wallet.push_messages', '');
+COMMENT ON COLUMN wallet.push_messages.part IS 'the partition: 0, 1, 2 = the rotating queue slots (queued, sending), 3 = finished (wallet.push_messages_done)';
 ALTER TABLE wallet.push_messages ENABLE ROW LEVEL SECURITY;
 CREATE POLICY merchant_rows ON wallet.push_messages USING (wallet.acts_for(merchant_id));
 COMMENT ON POLICY merchant_rows ON wallet.push_messages IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('wallet.push_messages', 'push_id'), '');
+
+-- The queue does not decay: a message is written once into the current of
+-- three queue slots; claims update it there, and when it is finished it is
+-- deleted there and written once into push_messages_done.  Every dead tuple
+-- of the hot path is thus in a queue slot, and a slot is emptied by TRUNCATE
+-- (wallet.rotate_push_queue: the few live rows carried forward), which
+-- neither vacuum nor a transaction holding back the xmin horizon delays.
+CREATE TABLE wallet.push_messages_q0 PARTITION OF wallet.push_messages FOR VALUES IN (0);
+COMMENT ON TABLE wallet.push_messages_q0 IS 'queue slot 0 of wallet.push_messages (queued and sending messages): current in turn, emptied by TRUNCATE when its turn comes again (wallet.rotate_push_queue)';
+COMMENT ON COLUMN wallet.push_messages_q0.push_id IS 'message id';
+COMMENT ON COLUMN wallet.push_messages_q0.merchant_id IS 'merchant';
+COMMENT ON COLUMN wallet.push_messages_q0.member_id IS 'the member (wallet.members)';
+COMMENT ON COLUMN wallet.push_messages_q0.channel IS 'delivery channel';
+COMMENT ON COLUMN wallet.push_messages_q0.topic IS 'topic';
+COMMENT ON COLUMN wallet.push_messages_q0.cap_group IS 'cap group the message counts against (NULL = exempt), fixed at enqueue';
+COMMENT ON COLUMN wallet.push_messages_q0.service IS 'a service message (no opt-in needed, no quiet hours), fixed at enqueue';
+COMMENT ON COLUMN wallet.push_messages_q0.payload IS 'what the worker sends (personal data: cleared by wallet.forget_member)';
+COMMENT ON COLUMN wallet.push_messages_q0.campaign_id IS 'campaign the message belongs to (NULL = none)';
+COMMENT ON COLUMN wallet.push_messages_q0.dedup_key IS 'deduplication key, unique per merchant for ever (wallet.push_dedup)';
+COMMENT ON COLUMN wallet.push_messages_q0.priority IS 'higher first when claimed; a higher priority does not wait for queued messages of lower priority';
+COMMENT ON COLUMN wallet.push_messages_q0.not_before IS 'earliest send time asked for';
+COMMENT ON COLUMN wallet.push_messages_q0.expires_at IS 'never sent after this (NULL = no expiry)';
+COMMENT ON COLUMN wallet.push_messages_q0.created_at IS 'when it was enqueued';
+COMMENT ON COLUMN wallet.push_messages_q0.outcome IS 'what enqueue_push returned: queued, deferred, suppressed or duplicate';
+COMMENT ON COLUMN wallet.push_messages_q0.outcome_reason IS 'why it was deferred or suppressed at enqueue (quiet_hours, frequency_cap, no_consent, ...)';
+COMMENT ON COLUMN wallet.push_messages_q0.status IS 'queued (waiting for due_at), sending (claimed, leased until due_at), sent, suppressed, duplicate or dead (attempts exhausted)';
+COMMENT ON COLUMN wallet.push_messages_q0.reason IS 'why of the current status (the last deferral, suppression or failure)';
+COMMENT ON COLUMN wallet.push_messages_q0.due_at IS 'queued: when it may be claimed; sending: when the lease lapses';
+COMMENT ON COLUMN wallet.push_messages_q0.slot_at IS 'the send time it counts against the caps at: planned (queued) or claimed (sending, sent)';
+COMMENT ON COLUMN wallet.push_messages_q0.attempts IS 'times claimed';
+COMMENT ON COLUMN wallet.push_messages_q0.claimed_at IS 'when last claimed';
+COMMENT ON COLUMN wallet.push_messages_q0.sent_at IS 'when acknowledged as sent';
+COMMENT ON COLUMN wallet.push_messages_q0.provider_message_id IS 'the provider''s id of the delivery';
+COMMENT ON COLUMN wallet.push_messages_q0.last_error IS 'the last failure reported by fail_push';
+COMMENT ON COLUMN wallet.push_messages_q0.finished_at IS 'when it reached sent, suppressed, duplicate or dead (retention counts from here)';
+COMMENT ON COLUMN wallet.push_messages_q0.part IS 'the partition: 0, 1, 2 = the rotating queue slots (queued, sending), 3 = finished (wallet.push_messages_done)';
+SELECT pg_catalog.pg_extension_config_dump('wallet.push_messages_q0', '');
+ALTER TABLE wallet.push_messages_q0 ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.push_messages_q0 USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.push_messages_q0 IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+CREATE TABLE wallet.push_messages_q1 PARTITION OF wallet.push_messages FOR VALUES IN (1);
+COMMENT ON TABLE wallet.push_messages_q1 IS 'queue slot 1 of wallet.push_messages (queued and sending messages): current in turn, emptied by TRUNCATE when its turn comes again (wallet.rotate_push_queue)';
+COMMENT ON COLUMN wallet.push_messages_q1.push_id IS 'message id';
+COMMENT ON COLUMN wallet.push_messages_q1.merchant_id IS 'merchant';
+COMMENT ON COLUMN wallet.push_messages_q1.member_id IS 'the member (wallet.members)';
+COMMENT ON COLUMN wallet.push_messages_q1.channel IS 'delivery channel';
+COMMENT ON COLUMN wallet.push_messages_q1.topic IS 'topic';
+COMMENT ON COLUMN wallet.push_messages_q1.cap_group IS 'cap group the message counts against (NULL = exempt), fixed at enqueue';
+COMMENT ON COLUMN wallet.push_messages_q1.service IS 'a service message (no opt-in needed, no quiet hours), fixed at enqueue';
+COMMENT ON COLUMN wallet.push_messages_q1.payload IS 'what the worker sends (personal data: cleared by wallet.forget_member)';
+COMMENT ON COLUMN wallet.push_messages_q1.campaign_id IS 'campaign the message belongs to (NULL = none)';
+COMMENT ON COLUMN wallet.push_messages_q1.dedup_key IS 'deduplication key, unique per merchant for ever (wallet.push_dedup)';
+COMMENT ON COLUMN wallet.push_messages_q1.priority IS 'higher first when claimed; a higher priority does not wait for queued messages of lower priority';
+COMMENT ON COLUMN wallet.push_messages_q1.not_before IS 'earliest send time asked for';
+COMMENT ON COLUMN wallet.push_messages_q1.expires_at IS 'never sent after this (NULL = no expiry)';
+COMMENT ON COLUMN wallet.push_messages_q1.created_at IS 'when it was enqueued';
+COMMENT ON COLUMN wallet.push_messages_q1.outcome IS 'what enqueue_push returned: queued, deferred, suppressed or duplicate';
+COMMENT ON COLUMN wallet.push_messages_q1.outcome_reason IS 'why it was deferred or suppressed at enqueue (quiet_hours, frequency_cap, no_consent, ...)';
+COMMENT ON COLUMN wallet.push_messages_q1.status IS 'queued (waiting for due_at), sending (claimed, leased until due_at), sent, suppressed, duplicate or dead (attempts exhausted)';
+COMMENT ON COLUMN wallet.push_messages_q1.reason IS 'why of the current status (the last deferral, suppression or failure)';
+COMMENT ON COLUMN wallet.push_messages_q1.due_at IS 'queued: when it may be claimed; sending: when the lease lapses';
+COMMENT ON COLUMN wallet.push_messages_q1.slot_at IS 'the send time it counts against the caps at: planned (queued) or claimed (sending, sent)';
+COMMENT ON COLUMN wallet.push_messages_q1.attempts IS 'times claimed';
+COMMENT ON COLUMN wallet.push_messages_q1.claimed_at IS 'when last claimed';
+COMMENT ON COLUMN wallet.push_messages_q1.sent_at IS 'when acknowledged as sent';
+COMMENT ON COLUMN wallet.push_messages_q1.provider_message_id IS 'the provider''s id of the delivery';
+COMMENT ON COLUMN wallet.push_messages_q1.last_error IS 'the last failure reported by fail_push';
+COMMENT ON COLUMN wallet.push_messages_q1.finished_at IS 'when it reached sent, suppressed, duplicate or dead (retention counts from here)';
+COMMENT ON COLUMN wallet.push_messages_q1.part IS 'the partition: 0, 1, 2 = the rotating queue slots (queued, sending), 3 = finished (wallet.push_messages_done)';
+SELECT pg_catalog.pg_extension_config_dump('wallet.push_messages_q1', '');
+ALTER TABLE wallet.push_messages_q1 ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.push_messages_q1 USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.push_messages_q1 IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+CREATE TABLE wallet.push_messages_q2 PARTITION OF wallet.push_messages FOR VALUES IN (2);
+COMMENT ON TABLE wallet.push_messages_q2 IS 'queue slot 2 of wallet.push_messages (queued and sending messages): current in turn, emptied by TRUNCATE when its turn comes again (wallet.rotate_push_queue)';
+COMMENT ON COLUMN wallet.push_messages_q2.push_id IS 'message id';
+COMMENT ON COLUMN wallet.push_messages_q2.merchant_id IS 'merchant';
+COMMENT ON COLUMN wallet.push_messages_q2.member_id IS 'the member (wallet.members)';
+COMMENT ON COLUMN wallet.push_messages_q2.channel IS 'delivery channel';
+COMMENT ON COLUMN wallet.push_messages_q2.topic IS 'topic';
+COMMENT ON COLUMN wallet.push_messages_q2.cap_group IS 'cap group the message counts against (NULL = exempt), fixed at enqueue';
+COMMENT ON COLUMN wallet.push_messages_q2.service IS 'a service message (no opt-in needed, no quiet hours), fixed at enqueue';
+COMMENT ON COLUMN wallet.push_messages_q2.payload IS 'what the worker sends (personal data: cleared by wallet.forget_member)';
+COMMENT ON COLUMN wallet.push_messages_q2.campaign_id IS 'campaign the message belongs to (NULL = none)';
+COMMENT ON COLUMN wallet.push_messages_q2.dedup_key IS 'deduplication key, unique per merchant for ever (wallet.push_dedup)';
+COMMENT ON COLUMN wallet.push_messages_q2.priority IS 'higher first when claimed; a higher priority does not wait for queued messages of lower priority';
+COMMENT ON COLUMN wallet.push_messages_q2.not_before IS 'earliest send time asked for';
+COMMENT ON COLUMN wallet.push_messages_q2.expires_at IS 'never sent after this (NULL = no expiry)';
+COMMENT ON COLUMN wallet.push_messages_q2.created_at IS 'when it was enqueued';
+COMMENT ON COLUMN wallet.push_messages_q2.outcome IS 'what enqueue_push returned: queued, deferred, suppressed or duplicate';
+COMMENT ON COLUMN wallet.push_messages_q2.outcome_reason IS 'why it was deferred or suppressed at enqueue (quiet_hours, frequency_cap, no_consent, ...)';
+COMMENT ON COLUMN wallet.push_messages_q2.status IS 'queued (waiting for due_at), sending (claimed, leased until due_at), sent, suppressed, duplicate or dead (attempts exhausted)';
+COMMENT ON COLUMN wallet.push_messages_q2.reason IS 'why of the current status (the last deferral, suppression or failure)';
+COMMENT ON COLUMN wallet.push_messages_q2.due_at IS 'queued: when it may be claimed; sending: when the lease lapses';
+COMMENT ON COLUMN wallet.push_messages_q2.slot_at IS 'the send time it counts against the caps at: planned (queued) or claimed (sending, sent)';
+COMMENT ON COLUMN wallet.push_messages_q2.attempts IS 'times claimed';
+COMMENT ON COLUMN wallet.push_messages_q2.claimed_at IS 'when last claimed';
+COMMENT ON COLUMN wallet.push_messages_q2.sent_at IS 'when acknowledged as sent';
+COMMENT ON COLUMN wallet.push_messages_q2.provider_message_id IS 'the provider''s id of the delivery';
+COMMENT ON COLUMN wallet.push_messages_q2.last_error IS 'the last failure reported by fail_push';
+COMMENT ON COLUMN wallet.push_messages_q2.finished_at IS 'when it reached sent, suppressed, duplicate or dead (retention counts from here)';
+COMMENT ON COLUMN wallet.push_messages_q2.part IS 'the partition: 0, 1, 2 = the rotating queue slots (queued, sending), 3 = finished (wallet.push_messages_done)';
+SELECT pg_catalog.pg_extension_config_dump('wallet.push_messages_q2', '');
+ALTER TABLE wallet.push_messages_q2 ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.push_messages_q2 USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.push_messages_q2 IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+CREATE TABLE wallet.push_messages_done PARTITION OF wallet.push_messages FOR VALUES IN (3);
+COMMENT ON TABLE wallet.push_messages_done IS 'finished messages of wallet.push_messages (sent, suppressed, duplicate, dead): written once when they finish, deleted by wallet.purge_pushes after the retention';
+COMMENT ON COLUMN wallet.push_messages_done.push_id IS 'message id';
+COMMENT ON COLUMN wallet.push_messages_done.merchant_id IS 'merchant';
+COMMENT ON COLUMN wallet.push_messages_done.member_id IS 'the member (wallet.members)';
+COMMENT ON COLUMN wallet.push_messages_done.channel IS 'delivery channel';
+COMMENT ON COLUMN wallet.push_messages_done.topic IS 'topic';
+COMMENT ON COLUMN wallet.push_messages_done.cap_group IS 'cap group the message counts against (NULL = exempt), fixed at enqueue';
+COMMENT ON COLUMN wallet.push_messages_done.service IS 'a service message (no opt-in needed, no quiet hours), fixed at enqueue';
+COMMENT ON COLUMN wallet.push_messages_done.payload IS 'what the worker sends (personal data: cleared by wallet.forget_member)';
+COMMENT ON COLUMN wallet.push_messages_done.campaign_id IS 'campaign the message belongs to (NULL = none)';
+COMMENT ON COLUMN wallet.push_messages_done.dedup_key IS 'deduplication key, unique per merchant for ever (wallet.push_dedup)';
+COMMENT ON COLUMN wallet.push_messages_done.priority IS 'higher first when claimed; a higher priority does not wait for queued messages of lower priority';
+COMMENT ON COLUMN wallet.push_messages_done.not_before IS 'earliest send time asked for';
+COMMENT ON COLUMN wallet.push_messages_done.expires_at IS 'never sent after this (NULL = no expiry)';
+COMMENT ON COLUMN wallet.push_messages_done.created_at IS 'when it was enqueued';
+COMMENT ON COLUMN wallet.push_messages_done.outcome IS 'what enqueue_push returned: queued, deferred, suppressed or duplicate';
+COMMENT ON COLUMN wallet.push_messages_done.outcome_reason IS 'why it was deferred or suppressed at enqueue (quiet_hours, frequency_cap, no_consent, ...)';
+COMMENT ON COLUMN wallet.push_messages_done.status IS 'queued (waiting for due_at), sending (claimed, leased until due_at), sent, suppressed, duplicate or dead (attempts exhausted)';
+COMMENT ON COLUMN wallet.push_messages_done.reason IS 'why of the current status (the last deferral, suppression or failure)';
+COMMENT ON COLUMN wallet.push_messages_done.due_at IS 'queued: when it may be claimed; sending: when the lease lapses';
+COMMENT ON COLUMN wallet.push_messages_done.slot_at IS 'the send time it counts against the caps at: planned (queued) or claimed (sending, sent)';
+COMMENT ON COLUMN wallet.push_messages_done.attempts IS 'times claimed';
+COMMENT ON COLUMN wallet.push_messages_done.claimed_at IS 'when last claimed';
+COMMENT ON COLUMN wallet.push_messages_done.sent_at IS 'when acknowledged as sent';
+COMMENT ON COLUMN wallet.push_messages_done.provider_message_id IS 'the provider''s id of the delivery';
+COMMENT ON COLUMN wallet.push_messages_done.last_error IS 'the last failure reported by fail_push';
+COMMENT ON COLUMN wallet.push_messages_done.finished_at IS 'when it reached sent, suppressed, duplicate or dead (retention counts from here)';
+COMMENT ON COLUMN wallet.push_messages_done.part IS 'the partition: 0, 1, 2 = the rotating queue slots (queued, sending), 3 = finished (wallet.push_messages_done)';
+SELECT pg_catalog.pg_extension_config_dump('wallet.push_messages_done', '');
+ALTER TABLE wallet.push_messages_done ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.push_messages_done USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.push_messages_done IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+
+-- The rotation state, in a sequence rather than a row: read by every
+-- enqueue without a lock, written by the rotation without waiting for
+-- anyone (a sequence is not transactional: a rotation that rolls back after
+-- setting it leaves the new slot current with its old rows, losing nothing).
+-- Its value is epoch seconds of the last rotation * 4 + the current slot.
+CREATE SEQUENCE wallet_internal.push_queue_slot MINVALUE 0 START 0;
+COMMENT ON SEQUENCE wallet_internal.push_queue_slot IS 'rotation state of the push queue slots: (epoch seconds of the last rotation) * 4 + the current slot (0-2); set by wallet.rotate_push_queue';
 
 CREATE TABLE wallet.push_dedup (
     merchant_id bigint NOT NULL REFERENCES wallet.merchants,
@@ -459,11 +611,18 @@ BEGIN
                 -- claim (not planning) a rolling window counts every later claim too: a claim
                 -- that started earlier but took the member's lock later must see it
                 SELECT count(*) INTO n FROM wallet.push_messages x
-                 WHERE x.member_id = $2 AND x.status IN ('queued', 'sending', 'sent')
+                 WHERE x.member_id = $2 AND x.status IN ('sending', 'sent')
                    AND x.slot_at >= ws AND (x.slot_at <= we OR (c.period = 'rolling' AND NOT planning))
                    AND (x.slot_at > ws OR c.period <> 'rolling') AND (x.slot_at < we OR c.period = 'rolling')
-                   AND x.channel = $3 AND x.cap_group = $4 AND x.push_id <> coalesce(exclude, 0)
-                   AND (x.status <> 'queued' OR (planning AND x.priority >= $6));
+                   AND x.channel = $3 AND x.cap_group = $4 AND x.push_id <> coalesce(exclude, 0);
+                IF planning THEN
+                    n := n + (SELECT count(*) FROM wallet.push_messages x
+                               WHERE x.member_id = $2 AND x.status = 'queued'
+                                 AND x.slot_at >= ws AND x.slot_at <= we
+                                 AND (x.slot_at > ws OR c.period <> 'rolling') AND (x.slot_at < we OR c.period = 'rolling')
+                                 AND x.channel = $3 AND x.cap_group = $4 AND x.push_id <> coalesce(exclude, 0)
+                                 AND x.priority >= $6);
+                END IF;
                 IF n >= c.max_count THEN
                     IF c.policy = 'drop' THEN
                         slot := NULL; reason := 'frequency_cap';
@@ -612,11 +771,12 @@ BEGIN
     END IF;
     INSERT INTO wallet.push_messages (push_id, merchant_id, member_id, channel, topic, cap_group, service, payload, campaign_id,
                                       dedup_key, priority, not_before, expires_at, outcome, outcome_reason, status, reason,
-                                      due_at, slot_at, finished_at)
+                                      due_at, slot_at, finished_at, part)
     OVERRIDING SYSTEM VALUE
     VALUES (push_id, _m, member_id, channel, topic, grp, svc, payload, campaign_id, dedup_key, priority, not_before, expires_at,
             status, reason, CASE WHEN status IN ('queued', 'deferred') THEN 'queued' ELSE status END, reason,
-            eligible_at, eligible_at, CASE WHEN status IN ('queued', 'deferred') THEN NULL ELSE now() END);
+            eligible_at, eligible_at, CASE WHEN status IN ('queued', 'deferred') THEN NULL ELSE now() END,
+            CASE WHEN status IN ('queued', 'deferred') THEN wallet_internal.push_current_slot() ELSE 3 END);
     IF status = 'queued' THEN
         PERFORM wallet_internal.push_notify(channel);
     END IF;
@@ -632,13 +792,20 @@ CREATE FUNCTION wallet_internal.push_lock(push_id bigint) RETURNS wallet.push_me
     AS $$
 DECLARE
     r wallet.push_messages;
+    i int;
 BEGIN
     IF push_id IS NULL THEN
         RAISE EXCEPTION 'push_id must not be null'
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A message is named by the push_id enqueue_push or claim_pushes returned.';
     END IF;
-    SELECT * INTO r FROM wallet.push_messages x WHERE x.push_id = $1 FOR UPDATE;
-    IF NOT FOUND OR NOT wallet.acts_for(r.merchant_id) THEN
+    -- a row moved meanwhile (finished, or carried to another slot by the
+    -- rotation) is gone from this statement's view once its lock is free:
+    -- looked up again, it is found where it went
+    FOR i IN 1 .. 3 LOOP
+        SELECT * INTO r FROM wallet.push_messages x WHERE x.push_id = $1 FOR UPDATE;
+        EXIT WHEN FOUND;
+    END LOOP;
+    IF r.push_id IS NULL OR NOT wallet.acts_for(r.merchant_id) THEN
         RAISE EXCEPTION 'push % does not exist', push_id
             USING ERRCODE = 'WL701', DETAIL = 'Messages are named by the push_id enqueue_push returned; finished ones are purged after the retention.';
     END IF;
@@ -646,6 +813,59 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION wallet_internal.push_lock(bigint) IS 'internal: the message row, locked; 22004 for a NULL id, WL701 for one that does not exist or is another merchant''s';
+
+-- The queue slot new messages go to (wallet_internal.push_queue_slot).
+CREATE FUNCTION wallet_internal.push_current_slot() RETURNS smallint
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    RETURN (SELECT (s.last_value % 4)::smallint FROM wallet_internal.push_queue_slot s);
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_current_slot() IS 'internal: the current queue slot (0-2) of wallet.push_messages, where new and requeued messages are written';
+
+-- A message leaves its partition as a delete and an insert, never as an
+-- UPDATE of part: a row moved by UPDATE makes a concurrent lock of it fail
+-- (40001) where a deleted one is just skipped (claims) or looked up again
+-- (push_lock).  r carries the new values; it is written into partition to.
+CREATE FUNCTION wallet_internal.push_move(r wallet.push_messages, "to" smallint) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    was smallint := r.part;
+BEGIN
+    DELETE FROM wallet.push_messages x WHERE x.push_id = r.push_id AND x.part = was;
+    r.part := "to";
+    INSERT INTO wallet.push_messages OVERRIDING SYSTEM VALUE VALUES (r.*);
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_move(wallet.push_messages, smallint) IS 'internal: moves a message (locked by the caller) to partition "to" of wallet.push_messages with the values of r, as a delete and an insert';
+
+-- Finishes queued or sending messages at once (a withdrawal, an erasure):
+-- deleted from their queue slots, written into push_messages_done as
+-- status with the reason (reason_service for service messages, if given).
+CREATE FUNCTION wallet_internal.push_finish(ids bigint[], status text, reason text, reason_service text) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    n bigint;
+BEGIN
+    WITH d AS (
+        DELETE FROM wallet.push_messages x WHERE x.push_id = ANY (ids) AND x.part < 3 RETURNING x.*)
+    INSERT INTO wallet.push_messages OVERRIDING SYSTEM VALUE
+    SELECT d.push_id, d.merchant_id, d.member_id, d.channel, d.topic, d.cap_group, d.service, d.payload, d.campaign_id,
+           d.dedup_key, d.priority, d.not_before, d.expires_at, d.created_at, d.outcome, d.outcome_reason,
+           push_finish.status, CASE WHEN d.service AND reason_service IS NOT NULL THEN reason_service ELSE push_finish.reason END,
+           NULL, d.slot_at, d.attempts, d.claimed_at, d.sent_at, d.provider_message_id, d.last_error, now(), 3
+      FROM d;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_finish(bigint[], text, text, text) IS 'internal: moves the queued or sending messages of ids to wallet.push_messages_done with status and reason (reason_service for service messages when given); returns how many';
 
 CREATE FUNCTION wallet_internal.push_not_sending(r wallet.push_messages) RETURNS void
     LANGUAGE plpgsql
@@ -804,11 +1024,11 @@ BEGIN
     -- a withdrawal takes effect at once, for queued messages too
     IF NOT (SELECT c.granted FROM wallet.push_consents c
              WHERE c.merchant_id = _m AND c.member_id = member AND c.channel = record_consent.channel AND c.topic = record_consent.topic) THEN
-        UPDATE wallet.push_messages x
-           SET status = 'suppressed', reason = CASE WHEN x.service THEN 'muted' ELSE 'consent_withdrawn' END, finished_at = now(),
-               due_at = NULL
-         WHERE x.member_id = member AND x.status = 'queued'
-           AND x.channel = record_consent.channel AND x.topic = record_consent.topic;
+        PERFORM wallet_internal.push_finish(ARRAY(
+                    SELECT x.push_id FROM wallet.push_messages x
+                     WHERE x.member_id = member AND x.part < 3 AND x.status = 'queued'
+                       AND x.channel = record_consent.channel AND x.topic = record_consent.topic),
+                'suppressed', 'consent_withdrawn', 'muted');
     END IF;
     RETURN id;
 END
@@ -991,7 +1211,15 @@ CREATE FUNCTION wallet.claim_pushes(channel text, n int, lease interval)
 #variable_conflict use_column
 DECLARE
     _ch text := channel;
-    c record;
+    cand bigint[];
+    mems bigint[];
+    firsts bigint[];
+    fmems bigint[];
+    ok bigint[];
+    slow bigint[];
+    gone bigint[];
+    why text[];
+    id bigint;
     refusal text;
     s record;
     r wallet.push_messages;
@@ -1003,50 +1231,136 @@ BEGIN
             USING ERRCODE = CASE WHEN n IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,
                   DETAIL = 'A worker claims up to n messages at a time, 1 to 10000.';
     END IF;
-    FOR c IN SELECT x.push_id, x.member_id FROM wallet.push_messages x
-              WHERE x.channel = _ch AND x.status IN ('queued', 'sending') AND x.due_at <= now()
-                AND wallet.acts_for(x.merchant_id)
-              ORDER BY x.priority DESC, x.due_at
-              LIMIT n
-              FOR UPDATE SKIP LOCKED LOOP
-        -- a member busy in another session (enqueue, consent, claim): its messages wait for the next claim
-        CONTINUE WHEN NOT wallet_internal.push_lock_member(c.member_id, false);
-        SELECT * INTO r FROM wallet.push_messages x WHERE x.push_id = c.push_id;
+    -- 1. the due messages, locked (those locked by other claims are skipped)
+    SELECT array_agg(z.push_id), array_agg(z.member_id) INTO cand, mems
+      FROM (SELECT x.push_id, x.member_id FROM wallet.push_messages x
+             WHERE x.part < 3 AND x.channel = _ch AND x.status IN ('queued', 'sending') AND x.due_at <= now()
+               AND wallet.acts_for(x.merchant_id)
+             ORDER BY x.priority DESC, x.due_at
+             LIMIT n
+             FOR UPDATE SKIP LOCKED) z;
+    IF cand IS NULL THEN
+        RETURN;
+    END IF;
+    -- 2. the members, each under its lock: a member busy in another session
+    -- (enqueue, consent, claim) has its messages wait for the next claim
+    SELECT array_agg(u.id ORDER BY u.o), array_agg(u.m ORDER BY u.o) INTO firsts, fmems
+      FROM (SELECT DISTINCT ON (u.m) u.id, u.m, u.o FROM unnest(cand, mems) WITH ORDINALITY AS u(id, m, o) ORDER BY u.m, u.o) u
+     WHERE pg_try_advisory_xact_lock(2001234512, (u.m % 2147483647)::int);
+    IF firsts IS NULL THEN
+        RETURN;
+    END IF;
+    -- 3. each member's first message checked again, all at once: consent,
+    -- expiry, and whether quiet hours or a reached cap could move it (then
+    -- it is decided below, one by one, as are a member's further messages)
+    WITH d AS (
+        SELECT x.push_id, x.merchant_id, x.member_id, x.channel, x.cap_group, x.service, p.max_per_day, p.max_per_week,
+               coalesce(CASE WHEN w.status = 'forgotten' THEN 'member_forgotten'
+                             WHEN x.service THEN CASE WHEN c.granted IS FALSE THEN 'muted' END
+                             WHEN c.granted IS NULL THEN 'no_consent'
+                             WHEN NOT c.granted THEN 'consent_withdrawn'
+                             WHEN p.topics IS NOT NULL AND NOT x.topic = ANY (p.topics) THEN 'topic_not_chosen' END,
+                        CASE WHEN x.expires_at <= now() THEN 'expired' END) AS refusal,
+               coalesce(w.time_zone, s.time_zone, 'UTC') AS tz,
+               CASE WHEN p.quiet_start IS NOT NULL THEN p.quiet_start WHEN s.merchant_id IS NULL THEN time '22:00' ELSE s.quiet_start END AS qs,
+               CASE WHEN p.quiet_start IS NOT NULL THEN p.quiet_end WHEN s.merchant_id IS NULL THEN time '08:00' ELSE s.quiet_end END AS qe
+          FROM wallet.push_messages x
+          JOIN wallet.members w ON w.member_id = x.member_id
+          LEFT JOIN wallet.push_consents c
+                 ON c.merchant_id = x.merchant_id AND c.member_id = x.member_id AND c.channel = x.channel AND c.topic = x.topic
+          LEFT JOIN wallet.push_preferences p ON p.member_id = x.member_id
+          LEFT JOIN wallet.push_settings s ON s.merchant_id = x.merchant_id
+         WHERE x.push_id = ANY (firsts) AND x.part < 3),
+    v AS (
+        SELECT d.push_id, d.refusal,
+               (NOT d.service AND wallet_internal.push_quiet_until(now(), d.tz, d.qs, d.qe) IS NOT NULL)
+               OR (d.cap_group IS NOT NULL AND EXISTS (
+                   -- a cap reached: counted as push_slot counts at claim (sending and sent
+                   -- messages; a rolling window counts later claims too)
+                   SELECT FROM (SELECT k.period, k.max_count, k.window_size FROM wallet.push_caps k
+                                 WHERE k.merchant_id = d.merchant_id AND k.channel = d.channel AND k.cap_group = d.cap_group
+                                UNION ALL
+                                SELECT 'day', d.max_per_day, NULL::interval WHERE d.max_per_day IS NOT NULL
+                                UNION ALL
+                                SELECT 'week', d.max_per_week, NULL::interval WHERE d.max_per_week IS NOT NULL) k
+                   CROSS JOIN LATERAL (
+                       SELECT CASE WHEN k.period = 'rolling' THEN now() - k.window_size
+                                   ELSE date_trunc(k.period, now() AT TIME ZONE d.tz) AT TIME ZONE d.tz END AS ws,
+                              CASE WHEN k.period = 'rolling' THEN 'infinity'::timestamptz
+                                   ELSE (date_trunc(k.period, now() AT TIME ZONE d.tz)
+                                         + CASE k.period WHEN 'day' THEN interval '1 day' ELSE interval '7 days' END) AT TIME ZONE d.tz END AS we) b
+                   WHERE (SELECT count(*) FROM wallet.push_messages y
+                           WHERE y.member_id = d.member_id AND y.status IN ('sending', 'sent')
+                             AND y.channel = d.channel AND y.cap_group = d.cap_group AND y.push_id <> d.push_id
+                             AND y.slot_at >= b.ws AND y.slot_at < b.we AND (y.slot_at > b.ws OR k.period <> 'rolling')) >= k.max_count))
+               AS slow
+          FROM d)
+    SELECT array_agg(v.push_id) FILTER (WHERE v.refusal IS NULL AND NOT v.slow),
+           array_agg(v.push_id) FILTER (WHERE v.refusal IS NULL AND v.slow),
+           array_agg(v.push_id) FILTER (WHERE v.refusal IS NOT NULL),
+           array_agg(v.refusal) FILTER (WHERE v.refusal IS NOT NULL)
+      INTO ok, slow, gone, why
+      FROM v;
+    -- 4. refused: suppressed with the reason, out of the queue
+    IF gone IS NOT NULL THEN
+        WITH g AS (SELECT * FROM unnest(gone, why) AS g(id, why)),
+        dd AS (DELETE FROM wallet.push_messages x USING g WHERE x.push_id = g.id AND x.part < 3 RETURNING x.*, g.why)
+        INSERT INTO wallet.push_messages OVERRIDING SYSTEM VALUE
+        SELECT dd.push_id, dd.merchant_id, dd.member_id, dd.channel, dd.topic, dd.cap_group, dd.service, dd.payload, dd.campaign_id,
+               dd.dedup_key, dd.priority, dd.not_before, dd.expires_at, dd.created_at, dd.outcome, dd.outcome_reason,
+               'suppressed', dd.why, NULL, dd.slot_at, dd.attempts, dd.claimed_at, dd.sent_at, dd.provider_message_id,
+               dd.last_error, now(), 3
+          FROM dd;
+    END IF;
+    -- 5. the rest claimed, all at once
+    IF ok IS NOT NULL THEN
+        RETURN QUERY
+        WITH u AS (
+            UPDATE wallet.push_messages x
+               SET status = 'sending', due_at = now() + lease, slot_at = now(), claimed_at = now(), attempts = x.attempts + 1
+             WHERE x.push_id = ANY (ok) AND x.part < 3
+            RETURNING x.push_id, x.merchant_id, x.member_id, x.topic, x.payload, x.campaign_id, x.attempts, x.due_at)
+        SELECT u.push_id, u.merchant_id, w.member_ref, u.topic, u.payload, u.campaign_id, u.attempts, u.due_at
+          FROM u JOIN wallet.members w ON w.member_id = u.member_id
+         ORDER BY array_position(cand, u.push_id);
+    END IF;
+    -- 6. one by one: those quiet hours or a cap may move, and the members' further messages
+    FOR id IN SELECT u.id FROM unnest(cand, mems) WITH ORDINALITY AS u(id, m, o)
+               WHERE u.id = ANY (slow) OR (u.m = ANY (fmems) AND NOT u.id = ANY (firsts))
+               ORDER BY u.o LOOP
+        SELECT * INTO r FROM wallet.push_messages x WHERE x.push_id = id AND x.part < 3;
         refusal := wallet_internal.push_refusal(r.merchant_id, r.member_id, r.channel, r.topic, r.service);
         IF refusal IS NULL AND r.expires_at <= now() THEN
             refusal := 'expired';
         END IF;
-        IF refusal IS NOT NULL THEN
-            UPDATE wallet.push_messages x SET status = 'suppressed', reason = refusal, due_at = NULL, finished_at = now()
-             WHERE x.push_id = c.push_id;
-            CONTINUE;
+        IF refusal IS NULL AND (r.service IS NOT TRUE OR r.cap_group IS NOT NULL) THEN
+            s := wallet_internal.push_slot(r.merchant_id, r.member_id, r.channel, r.cap_group, r.service, r.priority, now(), false, r.push_id);
+            IF s.slot IS NULL THEN
+                refusal := s.reason;
+            ELSIF s.slot >= r.expires_at THEN
+                refusal := 'expires_before_slot'; r.slot_at := s.slot;
+            ELSIF s.slot > now() THEN
+                UPDATE wallet.push_messages x SET status = 'queued', reason = s.reason, due_at = s.slot, slot_at = s.slot
+                 WHERE x.push_id = id AND x.part = r.part;
+                CONTINUE;
+            END IF;
         END IF;
-        s := wallet_internal.push_slot(r.merchant_id, r.member_id, r.channel, r.cap_group, r.service, r.priority, now(), false, r.push_id);
-        IF s.slot IS NULL THEN
-            UPDATE wallet.push_messages x SET status = 'suppressed', reason = s.reason, due_at = NULL, finished_at = now()
-             WHERE x.push_id = c.push_id;
-            CONTINUE;
-        ELSIF s.slot > now() THEN
-            UPDATE wallet.push_messages x
-               SET status = CASE WHEN s.slot >= x.expires_at THEN 'suppressed' ELSE 'queued' END,
-                   reason = CASE WHEN s.slot >= x.expires_at THEN 'expires_before_slot' ELSE s.reason END,
-                   due_at = CASE WHEN s.slot >= x.expires_at THEN NULL ELSE s.slot END,
-                   slot_at = s.slot,
-                   finished_at = CASE WHEN s.slot >= x.expires_at THEN now() END
-             WHERE x.push_id = c.push_id;
+        IF refusal IS NOT NULL THEN
+            r.status := 'suppressed'; r.reason := refusal; r.due_at := NULL; r.finished_at := now();
+            PERFORM wallet_internal.push_move(r, 3::smallint);
             CONTINUE;
         END IF;
         UPDATE wallet.push_messages x
            SET status = 'sending', due_at = now() + lease, slot_at = now(), claimed_at = now(), attempts = x.attempts + 1
-         WHERE x.push_id = c.push_id
+         WHERE x.push_id = id AND x.part = r.part
         RETURNING x.push_id, x.merchant_id, x.topic, x.payload, x.campaign_id, x.attempts, x.due_at
              INTO push_id, merchant_id, topic, payload, campaign_id, attempts, lease_until;
-        SELECT m.member_ref INTO member_ref FROM wallet.members m WHERE m.member_id = c.member_id;
+        SELECT m.member_ref INTO member_ref FROM wallet.members m WHERE m.member_id = r.member_id;
         RETURN NEXT;
     END LOOP;
 END
 $$;
-COMMENT ON FUNCTION wallet.claim_pushes(text, int, interval) IS 'claims up to n due messages of a channel (of the merchants the caller acts for), highest priority first, leasing them for lease; each is checked again first: consent, expiry, quiet hours and caps (a message failing the check is suppressed or deferred, never returned); a lapsed lease makes a message claimable again';
+COMMENT ON FUNCTION wallet.claim_pushes(text, int, interval) IS 'claims up to n due messages of a channel (of the merchants the caller acts for), highest priority first, leasing them for lease; each is checked again first, under its member''s lock: consent, expiry, quiet hours and caps (a message failing the check is suppressed or deferred, never returned; one per member at once, set-based, the rest one by one); a lapsed lease makes a message claimable again';
 
 CREATE FUNCTION wallet.extend_lease(push_id bigint, lease interval) RETURNS timestamptz
     LANGUAGE plpgsql
@@ -1059,7 +1373,7 @@ BEGIN
     IF r.status <> 'sending' THEN
         PERFORM wallet_internal.push_not_sending(r);
     END IF;
-    UPDATE wallet.push_messages x SET due_at = now() + lease WHERE x.push_id = r.push_id;
+    UPDATE wallet.push_messages x SET due_at = now() + lease WHERE x.push_id = r.push_id AND x.part = r.part;
     RETURN now() + lease;
 END
 $$;
@@ -1082,16 +1396,84 @@ BEGIN
     IF r.status <> 'sending' THEN
         PERFORM wallet_internal.push_not_sending(r);
     END IF;
-    UPDATE wallet.push_messages x
-       SET status = 'sent', reason = NULL, due_at = NULL, sent_at = now(), finished_at = now(),
-           provider_message_id = ack_push.provider_message_id
-     WHERE x.push_id = r.push_id;
     INSERT INTO wallet.push_attempts (merchant_id, member_id, push_id, claimed_at, outcome, provider_message_id)
     VALUES (r.merchant_id, r.member_id, r.push_id, r.claimed_at, 'sent', ack_push.provider_message_id);
+    r.status := 'sent'; r.reason := NULL; r.due_at := NULL; r.sent_at := now(); r.finished_at := now();
+    r.provider_message_id := ack_push.provider_message_id;
+    PERFORM wallet_internal.push_move(r, 3::smallint);
     RETURN true;
 END
 $$;
 COMMENT ON FUNCTION wallet.ack_push(bigint, text) IS 'records a claimed message as sent (also after its lease lapsed, unless claimed again since) with the provider''s id; true, or false for the same acknowledgement again; WL702 if it is not being sent';
+
+-- Many acknowledgements in one statement (a worker that sent a batch):
+-- what ack_push does for each, set-based.
+CREATE FUNCTION wallet.ack_pushes(push_ids bigint[], provider_message_ids text[] DEFAULT NULL) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    want bigint[];
+    n bigint;
+    i int;
+    bad wallet.push_messages;
+    missing bigint;
+BEGIN
+    IF push_ids IS NULL OR array_position(push_ids, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'push_ids must not be null nor hold a null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Messages are named by the push_id claim_pushes returned.';
+    END IF;
+    IF cardinality(push_ids) > 10000 OR cardinality(provider_message_ids) <> cardinality(push_ids)
+       OR EXISTS (SELECT FROM unnest(provider_message_ids) p WHERE length(p) > 200 OR btrim(p) = '') THEN
+        RAISE EXCEPTION 'at most 10000 push_ids, each with a non-blank provider_message_id of at most 200 characters or none'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'provider_message_ids, when given, has one provider id (or NULL) per push_id, in the same order.';
+    END IF;
+    SELECT array_agg(DISTINCT u) INTO want FROM unnest(push_ids) u;
+    IF want IS NULL THEN
+        RETURN 0;
+    END IF;
+    -- lock them all, in one order (rows moved meanwhile are looked up again, as by push_lock)
+    FOR i IN 1 .. 3 LOOP
+        PERFORM FROM wallet.push_messages x WHERE x.push_id = ANY (want) ORDER BY x.push_id FOR UPDATE;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        EXIT WHEN n = cardinality(want);
+    END LOOP;
+    SELECT u INTO missing FROM unnest(want) u
+     WHERE NOT EXISTS (SELECT FROM wallet.push_messages x WHERE x.push_id = u AND wallet.acts_for(x.merchant_id))
+     ORDER BY u LIMIT 1;
+    IF missing IS NOT NULL THEN
+        PERFORM wallet_internal.push_lock(missing);   -- raises WL701 as ack_push does
+    END IF;
+    SELECT x.* INTO bad FROM wallet.push_messages x
+      JOIN unnest(push_ids, coalesce(provider_message_ids, array_fill(NULL::text, ARRAY[cardinality(push_ids)]))) AS a(id, pid)
+        ON a.id = x.push_id
+     WHERE x.status <> 'sending' AND NOT (x.status = 'sent' AND x.provider_message_id IS NOT DISTINCT FROM a.pid)
+     ORDER BY x.push_id LIMIT 1;
+    IF bad.push_id IS NOT NULL THEN
+        PERFORM wallet_internal.push_not_sending(bad);
+    END IF;
+    WITH a AS (
+        SELECT DISTINCT ON (u.id) u.id, u.pid
+          FROM unnest(push_ids, coalesce(provider_message_ids, array_fill(NULL::text, ARRAY[cardinality(push_ids)]))) WITH ORDINALITY AS u(id, pid, o)
+         ORDER BY u.id, u.o),
+    d AS (
+        DELETE FROM wallet.push_messages x USING a
+         WHERE x.push_id = a.id AND x.part < 3 AND x.status = 'sending'
+        RETURNING x.*, a.pid),
+    r AS (
+        INSERT INTO wallet.push_attempts (merchant_id, member_id, push_id, claimed_at, outcome, provider_message_id)
+        SELECT d.merchant_id, d.member_id, d.push_id, d.claimed_at, 'sent', d.pid FROM d)
+    INSERT INTO wallet.push_messages OVERRIDING SYSTEM VALUE
+    SELECT d.push_id, d.merchant_id, d.member_id, d.channel, d.topic, d.cap_group, d.service, d.payload, d.campaign_id,
+           d.dedup_key, d.priority, d.not_before, d.expires_at, d.created_at, d.outcome, d.outcome_reason, 'sent',
+           NULL, NULL, d.slot_at, d.attempts, d.claimed_at, now(), d.pid, d.last_error, now(), 3
+      FROM d;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION wallet.ack_pushes(bigint[], text[]) IS 'acknowledges many claimed messages as sent in one statement (at most 10000; provider_message_ids, when given, in the order of push_ids), as ack_push does each; returns how many were recorded (a repeated acknowledgement counts none); WL701 or WL702 as ack_push, for the first offending id, and then none is recorded';
 
 CREATE FUNCTION wallet.fail_push(push_id bigint, error text, retryable boolean DEFAULT true) RETURNS text
     LANGUAGE plpgsql
@@ -1118,14 +1500,15 @@ BEGIN
     dead := NOT retryable OR r.attempts >= coalesce(s.max_attempts, 5);
     -- exponential backoff with jitter: between half and all of backoff * 2^(attempts - 1)
     d := coalesce(s.backoff, interval '30 seconds') * power(2, least(r.attempts - 1, 20)) * (0.5 + random() / 2);
-    UPDATE wallet.push_messages x
-       SET status = CASE WHEN dead THEN 'dead' ELSE 'queued' END,
-           reason = CASE WHEN dead THEN CASE WHEN retryable THEN 'attempts_exhausted' ELSE 'not_retryable' END ELSE 'retry' END,
-           due_at = CASE WHEN dead THEN NULL ELSE now() + d END,
-           slot_at = CASE WHEN dead THEN NULL ELSE now() + d END,
-           last_error = left(fail_push.error, 1000),
-           finished_at = CASE WHEN dead THEN now() END
-     WHERE x.push_id = r.push_id;
+    IF dead THEN
+        r.status := 'dead'; r.reason := CASE WHEN retryable THEN 'attempts_exhausted' ELSE 'not_retryable' END;
+        r.due_at := NULL; r.slot_at := NULL; r.last_error := left(fail_push.error, 1000); r.finished_at := now();
+        PERFORM wallet_internal.push_move(r, 3::smallint);
+    ELSE
+        UPDATE wallet.push_messages x
+           SET status = 'queued', reason = 'retry', due_at = now() + d, slot_at = now() + d, last_error = left(fail_push.error, 1000)
+         WHERE x.push_id = r.push_id AND x.part = r.part;
+    END IF;
     INSERT INTO wallet.push_attempts (merchant_id, member_id, push_id, claimed_at, outcome, error)
     VALUES (r.merchant_id, r.member_id, r.push_id, r.claimed_at, 'failed', left(fail_push.error, 1000));
     RETURN CASE WHEN dead THEN 'dead' ELSE 'queued' END;
@@ -1144,9 +1527,8 @@ BEGIN
         RAISE EXCEPTION 'push % is not a dead letter', r.push_id
             USING ERRCODE = 'WL703', DETAIL = format('The message is %s; only dead letters (wallet.push_dead_letters) are requeued.', r.status);
     END IF;
-    UPDATE wallet.push_messages x
-       SET status = 'queued', reason = 'requeued', attempts = 0, due_at = now(), slot_at = now(), finished_at = NULL
-     WHERE x.push_id = r.push_id;
+    r.status := 'queued'; r.reason := 'requeued'; r.attempts := 0; r.due_at := now(); r.slot_at := now(); r.finished_at := NULL;
+    PERFORM wallet_internal.push_move(r, wallet_internal.push_current_slot());
     RETURN true;
 END
 $$;
@@ -1168,10 +1550,10 @@ BEGIN
     END IF;
     WITH gone AS (
         DELETE FROM wallet.push_messages x
-         WHERE x.push_id IN (SELECT y.push_id FROM wallet.merchants m
+         WHERE x.part = 3 AND x.push_id IN (SELECT y.push_id FROM wallet.merchants m
                                LEFT JOIN wallet.push_settings s ON s.merchant_id = m.merchant_id
                                CROSS JOIN LATERAL (SELECT z.push_id FROM wallet.push_messages z
-                                                    WHERE z.merchant_id = m.merchant_id AND z.finished_at IS NOT NULL
+                                                    WHERE z.part = 3 AND z.merchant_id = m.merchant_id AND z.finished_at IS NOT NULL
                                                       AND z.finished_at < now() - coalesce(s.retention, interval '90 days')
                                                     LIMIT max_rows) y
                               WHERE wallet.acts_for(m.merchant_id)
@@ -1183,6 +1565,87 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION wallet.purge_pushes(int) IS 'deletes up to max_rows finished messages (sent, suppressed, duplicate, dead) older than their merchant''s retention, with their delivery records, of the merchants the caller acts for; deduplication keys stay; returns the count (run by wallet.run_maintenance)';
+
+-- The rotation of the queue slots (no decay): the next slot after the
+-- current one that holds at most max_rows live messages (deferred ones,
+-- ones being sent, a backlog not yet claimed: a slot holding more waits
+-- for its backlog to drain and is passed over) has them carried into the
+-- current slot, in batches that wait for nobody (SKIP LOCKED); then it is
+-- locked for a moment (waiting at most 100 ms, else the next call tries
+-- again), the last few carried, emptied by TRUNCATE and made current.
+-- Dead tuples of the hot path thus live a few turns, whatever vacuum and
+-- the xmin horizon do.
+CREATE FUNCTION wallet.rotate_push_queue(min_age interval DEFAULT '10 seconds', max_rows int DEFAULT 10000) RETURNS boolean
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    v bigint;
+    cur smallint;
+    nxt smallint;
+    k int;
+    n bigint;
+    timeout text := current_setting('lock_timeout');
+BEGIN
+    IF min_age IS NULL OR max_rows IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN min_age IS NULL THEN 'min_age' ELSE 'max_rows' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A slot turns after min_age, carrying at most max_rows live messages.';
+    END IF;
+    IF min_age < interval '0' OR max_rows < 1 THEN
+        RAISE EXCEPTION 'min_age must not be negative and max_rows must be positive'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A slot turns after min_age, carrying at most max_rows live messages.';
+    END IF;
+    -- one rotation at a time
+    IF NOT pg_try_advisory_xact_lock(2001234513, 0) THEN
+        RETURN false;
+    END IF;
+    SELECT s.last_value INTO v FROM wallet_internal.push_queue_slot s;
+    cur := v % 4;
+    IF now() < to_timestamp(v / 4) + min_age THEN
+        RETURN false;
+    END IF;
+    FOR k IN 1 .. 2 LOOP
+        nxt := (cur + k) % 3;
+        CONTINUE WHEN (SELECT count(*) FROM (SELECT FROM wallet.push_messages y WHERE y.part = nxt LIMIT max_rows + 1) z) > max_rows;
+        -- carry the live messages, without waiting for any
+        LOOP
+            WITH d AS (
+                DELETE FROM wallet.push_messages x
+                 WHERE x.part = nxt AND x.push_id IN (SELECT y.push_id FROM wallet.push_messages y WHERE y.part = nxt
+                                                       LIMIT 10000 FOR UPDATE SKIP LOCKED)
+                RETURNING x.*)
+            INSERT INTO wallet.push_messages OVERRIDING SYSTEM VALUE
+            SELECT d.push_id, d.merchant_id, d.member_id, d.channel, d.topic, d.cap_group, d.service, d.payload, d.campaign_id,
+                   d.dedup_key, d.priority, d.not_before, d.expires_at, d.created_at, d.outcome, d.outcome_reason, d.status,
+                   d.reason, d.due_at, d.slot_at, d.attempts, d.claimed_at, d.sent_at, d.provider_message_id, d.last_error,
+                   d.finished_at, cur
+              FROM d;
+            GET DIAGNOSTICS n = ROW_COUNT;
+            EXIT WHEN n = 0;
+        END LOOP;
+        -- then a moment alone with the slot: those locked meanwhile, and TRUNCATE
+        BEGIN
+            PERFORM set_config('lock_timeout', '100ms', true);
+            EXECUTE format('LOCK TABLE wallet.push_messages_q%s IN ACCESS EXCLUSIVE MODE', nxt);
+            PERFORM set_config('lock_timeout', timeout, true);
+        EXCEPTION WHEN lock_not_available THEN
+            RETURN false;   -- busy: the next call tries again (what was carried stays carried)
+        END;
+        WITH d AS (DELETE FROM wallet.push_messages x WHERE x.part = nxt RETURNING x.*)
+        INSERT INTO wallet.push_messages OVERRIDING SYSTEM VALUE
+        SELECT d.push_id, d.merchant_id, d.member_id, d.channel, d.topic, d.cap_group, d.service, d.payload, d.campaign_id,
+               d.dedup_key, d.priority, d.not_before, d.expires_at, d.created_at, d.outcome, d.outcome_reason, d.status,
+               d.reason, d.due_at, d.slot_at, d.attempts, d.claimed_at, d.sent_at, d.provider_message_id, d.last_error,
+               d.finished_at, cur
+          FROM d;
+        EXECUTE format('TRUNCATE wallet.push_messages_q%s', nxt);
+        PERFORM setval('wallet_internal.push_queue_slot'::regclass, (extract(epoch FROM now())::bigint) * 4 + nxt);
+        RETURN true;
+    END LOOP;
+    RETURN false;   -- both other slots hold more than max_rows live messages
+END
+$$;
+COMMENT ON FUNCTION wallet.rotate_push_queue(interval, int) IS 'turns the push queue slots when the current one is at least min_age old: the next slot holding at most max_rows live messages has them carried into the current one, is emptied by TRUNCATE (waiting at most 100 ms for its lock) and becomes current; returns whether it turned (run by wallet.run_maintenance; a sending worker may call it every few seconds: the dead tuples of the queue then live only a few turns)';
 
 ------------------------------------------------------------------------------
 -- Events and metrics

@@ -489,6 +489,11 @@ wallet.ack_push(bigint,text)	ok	^t$	SELECT wallet.ack_push((SELECT x.push_id FRO
 wallet.fail_push(bigint,text,boolean)	ok	^dead$	SELECT wallet.fail_push((SELECT x.push_id FROM wallet.push_messages x WHERE x.status OPERATOR(pg_catalog.=) 'sending' AND x.merchant_id OPERATOR(pg_catalog.=) $m LIMIT 1), 'invalid token', false)
 wallet.requeue_push(bigint)	ok	^t$	SELECT wallet.requeue_push((SELECT x.push_id FROM wallet.push_messages x WHERE x.status OPERATOR(pg_catalog.=) 'dead' AND x.merchant_id OPERATOR(pg_catalog.=) $m LIMIT 1))
 wallet.purge_pushes(integer)	ok	^[0-9]+$	SELECT wallet.purge_pushes(100)
+wallet.ack_pushes(bigint[],text[])	ok	^0$	SELECT wallet.ack_pushes('{}')
+wallet.rotate_push_queue(interval,integer)	ok	^t$	SELECT wallet.rotate_push_queue('0', 1000)
+wallet_internal.push_current_slot()	ok	^[0-2]$	SELECT wallet_internal.push_current_slot()
+wallet_internal.push_finish(bigint[],text,text,text)	ok	^0$	SELECT wallet_internal.push_finish('{}', 'suppressed', 'test', NULL)
+wallet_internal.push_move(wallet.push_messages,smallint)	ok	-	SELECT wallet_internal.push_move(x, CAST(3 AS smallint)) FROM wallet.push_messages x WHERE x.status OPERATOR(pg_catalog.=) 'sent' AND x.merchant_id OPERATOR(pg_catalog.=) $m LIMIT 1
 wallet.set_push_store(bigint,text,double precision,double precision,double precision,interval)	ok	^[0-9]+$	SELECT wallet.set_push_store($m, 'sp store', 47.3779, 8.5403, 100)
 wallet.create_push_trigger(bigint,text,text,text,jsonb,jsonb,bigint)	ok	^[0-9]+$	SELECT wallet.create_push_trigger($m, 'points_expiring', 'sp_push', 'marketing', '{"title": "t"}', '{"within_days": 400}')
 wallet.run_push_triggers(integer)	ok	^[0-9]+$	SELECT wallet.run_push_triggers(100)

@@ -222,7 +222,9 @@ CREATE TEMP TABLE b_count AS
 SELECT x.t, (SELECT count(*) FROM unnest(pg_temp.visible(x.t, current_user::text)) r
               WHERE r NOT IN (SELECT a.r FROM a_rows a WHERE a.t = x.t)) AS n
   FROM tables x;
-SELECT is_empty($$SELECT t::text FROM b_count WHERE n = 0 AND t <> 'wallet.installation'::regclass$$,
+-- (of the push queue slots only the current one has rows until the queue turns)
+SELECT is_empty($$SELECT t::text FROM b_count WHERE n = 0 AND t <> 'wallet.installation'::regclass
+                     AND t::text !~ '^wallet\.push_messages_q[0-2]$'$$,
                 'fixture: B has rows in every table of merchant data');
 SELECT is_empty($$SELECT x.t::text || ' as ' || r || ': ' || v
                    FROM tables x, unnest('{iso_a_app,iso_a_reader}'::text[]) r, unnest(pg_temp.visible(x.t, r)) v
@@ -291,6 +293,7 @@ INSERT INTO iso (fn, call, why) VALUES
 ('wallet.enqueue_push_audience(bigint,text[],text,text,jsonb,bigint,text,timestamp with time zone,timestamp with time zone,integer)', $$SELECT count(*) FROM wallet.enqueue_push_audience({m}, NULL, '{ch}', 'orders', '{}')$$, NULL),
 ('wallet.extend_lease(bigint,interval)', $$SELECT wallet.extend_lease({push}, '1 minute')$$, NULL),
 ('wallet.ack_push(bigint,text)', $$SELECT wallet.ack_push({push}, 'provider-2')$$, NULL),
+('wallet.ack_pushes(bigint[],text[])', $$SELECT wallet.ack_pushes(ARRAY[{push}]::bigint[], '{provider-3}')$$, NULL),
 ('wallet.fail_push(bigint,text,boolean)', $$SELECT wallet.fail_push({push}, 'timeout')$$, NULL),
 ('wallet.requeue_push(bigint)', $$SELECT wallet.requeue_push({dead})$$, NULL),
 ('wallet.record_push_event(bigint,text,timestamp with time zone)', $$SELECT wallet.record_push_event({push}, 'clicked')$$, NULL),
@@ -303,6 +306,7 @@ INSERT INTO iso (fn, call, why) VALUES
 ('wallet.run_push_triggers(integer)', NULL, 'no object'),
 ('wallet.claim_pushes(text,integer,interval)', NULL, 'no object'),
 ('wallet.purge_pushes(integer)', NULL, 'no object'),
+('wallet.rotate_push_queue(interval,integer)', NULL, 'no object'),
 -- names no merchant's object
 ('wallet.version()', NULL, 'no object'),
 ('wallet.create_merchant(text)', NULL, 'no object'),
