@@ -14,7 +14,10 @@
  * poll is the safety net).  SIGINT or SIGTERM stop it cleanly: the batch in
  * hand is finished and reported, then it prints its counts and exits 0.
  * Messages it claimed but could not report (a crash) are claimed again by
- * any worker once their lease lapses.
+ * any worker once their lease lapses.  Every 5 seconds it also turns the
+ * queue slots (wallet.rotate_push_queue, which does nothing until the
+ * current slot is 10 s old): the queue's dead tuples are then emptied by
+ * TRUNCATE within a few turns, without waiting for the maintenance.
  */
 #include <errno.h>
 #include <signal.h>
@@ -22,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/select.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <libpq-fe.h>
@@ -111,6 +115,7 @@ main(int argc, char **argv)
 	long		sent = 0,
 				retried = 0,
 				dead = 0;
+	time_t		last_turn = 0;
 	char		sql[256];
 	char		lease_text[32];
 	char		batch_text[32];
@@ -178,6 +183,16 @@ main(int argc, char **argv)
 		const char *claim_params[3] = {channel, batch_text, lease_text};
 		int			i,
 					rows;
+
+		/* the turn of the slots: its own short transaction, never in the way of a claim */
+		if (time(NULL) - last_turn >= 5)
+		{
+			res = PQexec(conn, "SELECT wallet.rotate_push_queue()");
+			if (PQresultStatus(res) != PGRES_TUPLES_OK)
+				die(conn, "rotate_push_queue");
+			PQclear(res);
+			last_turn = time(NULL);
+		}
 
 		res = PQexecParams(conn,
 						   "SELECT push_id, member_ref, payload FROM wallet.claim_pushes($1, $2::int, $3::interval)",

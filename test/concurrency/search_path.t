@@ -514,7 +514,6 @@ wallet_internal.push_quiet_until(timestamp with time zone,text,time without time
 wallet_internal.push_slot(bigint,bigint,text,text,boolean,integer,timestamp with time zone,boolean,bigint)	ok	^2	SELECT * FROM wallet_internal.push_slot($m, (SELECT x.member_id FROM wallet.members x WHERE x.member_ref OPERATOR(pg_catalog.=) 'member-p' AND x.merchant_id OPERATOR(pg_catalog.=) $m), 'sp_push', 'marketing', false, 0, 'now', true, NULL)
 wallet_internal.push_refusal(bigint,bigint,text,text,boolean)	ok	^$	SELECT wallet_internal.push_refusal($m, (SELECT x.member_id FROM wallet.members x WHERE x.member_ref OPERATOR(pg_catalog.=) 'member-p' AND x.merchant_id OPERATOR(pg_catalog.=) $m), 'sp_push', 'marketing', false)
 wallet_internal.push_notify(text)	ok	-	SELECT wallet_internal.push_notify('sp_push')
-wallet_internal.push_topic(bigint,text)	ok	^t\|$	SELECT * FROM wallet_internal.push_topic($m, 'orders')
 wallet_internal.push_lock(bigint)	WL701	-	SELECT wallet_internal.push_lock(-1)
 wallet_internal.push_not_sending(wallet.push_messages)	WL702	-	SELECT wallet_internal.push_not_sending(x) FROM wallet.push_messages x WHERE x.status OPERATOR(pg_catalog.=) 'sent' AND x.merchant_id OPERATOR(pg_catalog.=) $m LIMIT 1
 CALLS

@@ -378,7 +378,6 @@ INSERT INTO vocab (fn, what, expect, call) VALUES
 ('wallet_internal.push_slot(bigint,bigint,text,text,boolean,integer,timestamp with time zone,boolean,bigint)', '-', 'internal', NULL),
 ('wallet_internal.push_refusal(bigint,bigint,text,text,boolean)', '-', 'internal', NULL),
 ('wallet_internal.push_notify(text)', '-', 'internal', NULL),
-('wallet_internal.push_topic(bigint,text)', '-', 'internal', NULL),
 ('wallet_internal.push_enqueue(bigint,bigint,text,text,jsonb,bigint,text,timestamp with time zone,timestamp with time zone,integer,boolean)', '-', 'internal', NULL),
 ('wallet_internal.push_lock(bigint)', '-', 'internal', NULL),
 ('wallet_internal.push_not_sending(wallet.push_messages)', '-', 'internal', NULL),
