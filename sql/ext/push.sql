@@ -1597,6 +1597,40 @@ END
 $$;
 COMMENT ON FUNCTION wallet.purge_pushes(int) IS 'deletes up to max_rows finished messages (sent, suppressed, duplicate, dead) older than their merchant''s retention, with their delivery records, of the merchants the caller acts for; deduplication keys stay; returns the count (run by wallet.run_maintenance)';
 
+-- Carries the messages of queue slot "from" into slot "to" (a delete and
+-- an insert each), 10,000 at a time, skipping those locked by others.
+CREATE FUNCTION wallet_internal.push_carry("from" smallint, "to" smallint) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    n bigint;
+    total bigint := 0;
+BEGIN
+    IF "from" = "to" THEN
+        RETURN 0;   -- (what was moved would be met again)
+    END IF;
+    LOOP
+        WITH d AS (
+            DELETE FROM wallet.push_messages x
+             WHERE x.part = "from" AND x.push_id IN (SELECT y.push_id FROM wallet.push_messages y WHERE y.part = "from"
+                                                      LIMIT 10000 FOR UPDATE SKIP LOCKED)
+            RETURNING x.*)
+        INSERT INTO wallet.push_messages OVERRIDING SYSTEM VALUE
+        SELECT d.push_id, d.merchant_id, d.member_id, d.channel, d.topic, d.cap_group, d.service, d.payload, d.campaign_id,
+               d.dedup_key, d.priority, d.not_before, d.expires_at, d.created_at, d.outcome, d.outcome_reason, d.status,
+               d.reason, d.due_at, d.slot_at, d.attempts, d.claimed_at, d.sent_at, d.provider_message_id, d.last_error,
+               d.finished_at, "to"
+          FROM d;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        total := total + n;
+        EXIT WHEN n = 0;
+    END LOOP;
+    RETURN total;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_carry(smallint, smallint) IS 'internal: moves the messages of queue slot "from" into slot "to" (skipping those locked by other sessions); returns how many';
+
 -- The rotation of the queue slots (no decay): the next slot after the
 -- current one that holds at most max_rows live messages (deferred ones,
 -- ones being sent, a backlog not yet claimed: a slot holding more waits
@@ -1615,7 +1649,6 @@ DECLARE
     cur smallint;
     nxt smallint;
     k int;
-    n bigint;
     timeout text := current_setting('lock_timeout');
 BEGIN
     IF min_age IS NULL OR max_rows IS NULL THEN
@@ -1639,21 +1672,7 @@ BEGIN
         nxt := (cur + k) % 3;
         CONTINUE WHEN (SELECT count(*) FROM (SELECT FROM wallet.push_messages y WHERE y.part = nxt LIMIT max_rows + 1) z) > max_rows;
         -- carry the live messages, without waiting for any
-        LOOP
-            WITH d AS (
-                DELETE FROM wallet.push_messages x
-                 WHERE x.part = nxt AND x.push_id IN (SELECT y.push_id FROM wallet.push_messages y WHERE y.part = nxt
-                                                       LIMIT 10000 FOR UPDATE SKIP LOCKED)
-                RETURNING x.*)
-            INSERT INTO wallet.push_messages OVERRIDING SYSTEM VALUE
-            SELECT d.push_id, d.merchant_id, d.member_id, d.channel, d.topic, d.cap_group, d.service, d.payload, d.campaign_id,
-                   d.dedup_key, d.priority, d.not_before, d.expires_at, d.created_at, d.outcome, d.outcome_reason, d.status,
-                   d.reason, d.due_at, d.slot_at, d.attempts, d.claimed_at, d.sent_at, d.provider_message_id, d.last_error,
-                   d.finished_at, cur
-              FROM d;
-            GET DIAGNOSTICS n = ROW_COUNT;
-            EXIT WHEN n = 0;
-        END LOOP;
+        PERFORM wallet_internal.push_carry(nxt, cur);
         -- then a moment alone with the slot: those locked meanwhile, and TRUNCATE
         BEGIN
             PERFORM set_config('lock_timeout', '100ms', true);
@@ -1662,13 +1681,8 @@ BEGIN
         EXCEPTION WHEN lock_not_available THEN
             RETURN false;   -- busy: the next call tries again (what was carried stays carried)
         END;
-        WITH d AS (DELETE FROM wallet.push_messages x WHERE x.part = nxt RETURNING x.*)
-        INSERT INTO wallet.push_messages OVERRIDING SYSTEM VALUE
-        SELECT d.push_id, d.merchant_id, d.member_id, d.channel, d.topic, d.cap_group, d.service, d.payload, d.campaign_id,
-               d.dedup_key, d.priority, d.not_before, d.expires_at, d.created_at, d.outcome, d.outcome_reason, d.status,
-               d.reason, d.due_at, d.slot_at, d.attempts, d.claimed_at, d.sent_at, d.provider_message_id, d.last_error,
-               d.finished_at, cur
-          FROM d;
+        -- (no row of the slot is locked by anyone else now)
+        PERFORM wallet_internal.push_carry(nxt, cur);
         EXECUTE format('TRUNCATE wallet.push_messages_q%s', nxt);
         PERFORM setval('wallet_internal.push_queue_slot'::regclass, (extract(epoch FROM now())::bigint) * 4 + nxt);
         RETURN true;

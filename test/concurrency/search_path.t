@@ -492,6 +492,7 @@ wallet.purge_pushes(integer)	ok	^[0-9]+$	SELECT wallet.purge_pushes(100)
 wallet.ack_pushes(bigint[],text[])	ok	^0$	SELECT wallet.ack_pushes('{}')
 wallet.rotate_push_queue(interval,integer)	ok	^t$	SELECT wallet.rotate_push_queue('0', 1000)
 wallet_internal.push_current_slot()	ok	^[0-2]$	SELECT wallet_internal.push_current_slot()
+wallet_internal.push_carry(smallint,smallint)	ok	^[0-9]+$	SELECT wallet_internal.push_carry(CAST(1 AS smallint), CAST(2 AS smallint))
 wallet_internal.push_finish(bigint[],text,text,text)	ok	^0$	SELECT wallet_internal.push_finish('{}', 'suppressed', 'test', NULL)
 wallet_internal.push_move(wallet.push_messages,smallint)	ok	-	SELECT wallet_internal.push_move(x, CAST(3 AS smallint)) FROM wallet.push_messages x WHERE x.status OPERATOR(pg_catalog.=) 'sent' AND x.merchant_id OPERATOR(pg_catalog.=) $m LIMIT 1
 wallet.set_push_store(bigint,text,double precision,double precision,double precision,interval)	ok	^[0-9]+$	SELECT wallet.set_push_store($m, 'sp store', 47.3779, 8.5403, 100)

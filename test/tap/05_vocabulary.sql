@@ -392,6 +392,7 @@ INSERT INTO vocab (fn, what, expect, call) VALUES
 ('wallet_internal.push_current_slot()', '-', 'no arguments', NULL),
 ('wallet_internal.push_move(wallet.push_messages,smallint)', '-', 'internal', NULL),
 ('wallet_internal.push_finish(bigint[],text,text,text)', '-', 'internal', NULL),
+('wallet_internal.push_carry(smallint,smallint)', '-', 'internal', NULL),
 ('wallet_internal.push_check_lease(interval)', '-', 'internal', NULL),
 ('wallet_internal.push_check_message(bigint,text,text,jsonb,bigint,text,timestamp with time zone,integer)', '-', 'internal', NULL),
 ('wallet.record_push_event(bigint,text,timestamp with time zone)', 'push_id NULL', '22004', $$SELECT wallet.record_push_event(NULL, 'opened')$$),
