@@ -42,6 +42,7 @@ SQL_PARTS = \
 	sql/ext/analytics.sql \
 	sql/ext/referrals.sql \
 	sql/ext/tiers.sql \
+	sql/ext/push.sql \
 	sql/ext/grants.sql
 
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql

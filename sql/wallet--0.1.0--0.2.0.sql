@@ -10407,6 +10407,2279 @@ END
 $$;
 COMMENT ON PROCEDURE wallet.evaluate_tiers_batched(bigint, timestamptz, int, int) IS 'what wallet.evaluate_tiers does, for one program or every one (NULL) with work due, batch_size accounts per transaction (at most max_batches, NULL = until none is due); CALL it outside a transaction block';
 
+-- == 10c. push queue (issue 12)
+-- Exactly sql/ext/push.sql, then wallet.error_codes with WL701-WL703, wallet.forget_member
+-- and wallet.run_maintenance re-created with their push steps.
+-- ======================================================================
+-- Push queue (issue 12): consent, preferences, frequency caps, quiet hours,
+-- the queue of messages and its delivery by sending workers.
+--
+-- One table holds every message with its outcome (wallet.push_messages):
+-- enqueue_push decides queued / deferred / suppressed / duplicate and
+-- records it with its reason; claim_pushes re-checks consent, quiet hours,
+-- caps and expiry under the member's lock before handing a message out.
+-- The claim-time check is the one that guarantees the caps: the plan made at
+-- enqueue only chooses when a message should become due.
+-- README "Push".
+-- ======================================================================
+
+------------------------------------------------------------------------------
+-- Merchant settings, topics and caps
+------------------------------------------------------------------------------
+
+CREATE TABLE wallet.push_settings (
+    merchant_id  bigint PRIMARY KEY REFERENCES wallet.merchants,
+    quiet_start  time,
+    quiet_end    time,
+    time_zone    text NOT NULL DEFAULT 'UTC',
+    max_attempts int NOT NULL DEFAULT 5 CHECK (max_attempts BETWEEN 1 AND 100),
+    backoff      interval NOT NULL DEFAULT '30 seconds' CHECK (backoff > '0'),
+    retention    interval NOT NULL DEFAULT '90 days' CHECK (retention > '0'),
+    updated_at   timestamptz NOT NULL DEFAULT now(),
+    CHECK ((quiet_start IS NULL) = (quiet_end IS NULL) AND quiet_start <> quiet_end)
+);
+COMMENT ON TABLE wallet.push_settings IS 'push settings per merchant (wallet.set_push_settings); a merchant without a row has the defaults: quiet hours 22:00-08:00 UTC, 5 attempts, 30 s backoff, 90 days retention';
+COMMENT ON COLUMN wallet.push_settings.merchant_id IS 'merchant';
+COMMENT ON COLUMN wallet.push_settings.quiet_start IS 'default quiet hours start (member local time); NULL with quiet_end = no quiet hours';
+COMMENT ON COLUMN wallet.push_settings.quiet_end IS 'default quiet hours end (member local time, exclusive); may be before quiet_start (over midnight)';
+COMMENT ON COLUMN wallet.push_settings.time_zone IS 'IANA time zone of members without one';
+COMMENT ON COLUMN wallet.push_settings.max_attempts IS 'delivery attempts before a message goes to the dead letters';
+COMMENT ON COLUMN wallet.push_settings.backoff IS 'delay after the first failed attempt; doubled per attempt, with jitter';
+COMMENT ON COLUMN wallet.push_settings.retention IS 'finished messages (sent, suppressed, duplicate, dead) older than this are purged by wallet.purge_pushes';
+COMMENT ON COLUMN wallet.push_settings.updated_at IS 'when the settings last changed';
+SELECT pg_catalog.pg_extension_config_dump('wallet.push_settings', '');
+ALTER TABLE wallet.push_settings ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.push_settings USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.push_settings IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+
+CREATE TABLE wallet.push_topics (
+    merchant_id bigint NOT NULL REFERENCES wallet.merchants,
+    topic       text NOT NULL,
+    service     boolean NOT NULL,
+    cap_group   text,
+    PRIMARY KEY (merchant_id, topic)
+);
+COMMENT ON TABLE wallet.push_topics IS 'a merchant''s topics (wallet.set_push_topic); a topic without a row is a marketing topic of cap group marketing, except topic service (a service topic, no cap group)';
+COMMENT ON COLUMN wallet.push_topics.merchant_id IS 'merchant';
+COMMENT ON COLUMN wallet.push_topics.topic IS 'topic name as enqueue_push and record_consent take it';
+COMMENT ON COLUMN wallet.push_topics.service IS 'true: a service topic (no opt-in needed, can be muted, no quiet hours); false: marketing (explicit opt-in)';
+COMMENT ON COLUMN wallet.push_topics.cap_group IS 'the frequency caps (wallet.push_caps) the topic counts against; NULL = exempt from caps';
+SELECT pg_catalog.pg_extension_config_dump('wallet.push_topics', '');
+ALTER TABLE wallet.push_topics ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.push_topics USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.push_topics IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+
+CREATE TABLE wallet.push_caps (
+    merchant_id bigint NOT NULL REFERENCES wallet.merchants,
+    channel     text NOT NULL,
+    cap_group   text NOT NULL,
+    period      text NOT NULL CHECK (period IN ('rolling', 'day', 'week')),
+    max_count   int NOT NULL CHECK (max_count > 0),
+    window_size interval CHECK ((period = 'rolling') = (window_size IS NOT NULL) AND window_size > '0'),
+    policy      text NOT NULL DEFAULT 'defer' CHECK (policy IN ('defer', 'drop')),
+    PRIMARY KEY (merchant_id, channel, cap_group, period)
+);
+COMMENT ON TABLE wallet.push_caps IS 'frequency caps per merchant, channel and cap group: at most max_count messages per rolling window or per calendar day or week (Monday) in the member''s time zone';
+COMMENT ON COLUMN wallet.push_caps.merchant_id IS 'merchant';
+COMMENT ON COLUMN wallet.push_caps.channel IS 'delivery channel (push, sms, email, in_app, ...)';
+COMMENT ON COLUMN wallet.push_caps.cap_group IS 'cap group of the topics counted (wallet.push_topics.cap_group)';
+COMMENT ON COLUMN wallet.push_caps.period IS 'rolling (window_size), day or week (calendar, member local time)';
+COMMENT ON COLUMN wallet.push_caps.max_count IS 'most messages sent per period';
+COMMENT ON COLUMN wallet.push_caps.window_size IS 'length of the rolling window; NULL for calendar periods';
+COMMENT ON COLUMN wallet.push_caps.policy IS 'over the cap: defer (to the first allowed slot) or drop (suppressed)';
+SELECT pg_catalog.pg_extension_config_dump('wallet.push_caps', '');
+ALTER TABLE wallet.push_caps ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.push_caps USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.push_caps IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+
+------------------------------------------------------------------------------
+-- Consent and member preferences
+------------------------------------------------------------------------------
+
+CREATE TABLE wallet.push_consent_log (
+    consent_id     bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    merchant_id    bigint NOT NULL REFERENCES wallet.merchants,
+    member_id      bigint NOT NULL REFERENCES wallet.members,
+    channel        text NOT NULL,
+    topic          text NOT NULL,
+    granted        boolean NOT NULL,
+    at             timestamptz NOT NULL,
+    source         text NOT NULL,
+    policy_version text,
+    device         text,
+    recorded_at    timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX push_consent_log_member_idx ON wallet.push_consent_log (merchant_id, member_id, channel, topic, at);
+COMMENT ON TABLE wallet.push_consent_log IS 'evidence of every consent given or withdrawn (wallet.record_consent), append-only; wallet.push_consents holds the state derived from it';
+COMMENT ON COLUMN wallet.push_consent_log.consent_id IS 'evidence record id, increasing';
+COMMENT ON COLUMN wallet.push_consent_log.merchant_id IS 'merchant';
+COMMENT ON COLUMN wallet.push_consent_log.member_id IS 'the member (wallet.members)';
+COMMENT ON COLUMN wallet.push_consent_log.channel IS 'channel consented to (push, sms, email, in_app, ...)';
+COMMENT ON COLUMN wallet.push_consent_log.topic IS 'topic consented to (marketing, offers, points, service, ...)';
+COMMENT ON COLUMN wallet.push_consent_log.granted IS 'true: granted (opt-in); false: withdrawn (opt-out, or a muted service topic)';
+COMMENT ON COLUMN wallet.push_consent_log.at IS 'when the member gave or withdrew it';
+COMMENT ON COLUMN wallet.push_consent_log.source IS 'where it was given (app screen, web form, support, ...)';
+COMMENT ON COLUMN wallet.push_consent_log.policy_version IS 'the consent text or policy version shown to the member';
+COMMENT ON COLUMN wallet.push_consent_log.device IS 'IP address or device id it came from (personal data: cleared by wallet.forget_member)';
+COMMENT ON COLUMN wallet.push_consent_log.recorded_at IS 'when it was recorded';
+SELECT pg_catalog.pg_extension_config_dump('wallet.push_consent_log', '');
+ALTER TABLE wallet.push_consent_log ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.push_consent_log USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.push_consent_log IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('wallet.push_consent_log', 'consent_id'), '');
+
+CREATE TABLE wallet.push_consents (
+    merchant_id bigint NOT NULL REFERENCES wallet.merchants,
+    member_id   bigint NOT NULL REFERENCES wallet.members,
+    channel     text NOT NULL,
+    topic       text NOT NULL,
+    granted     boolean NOT NULL,
+    at          timestamptz NOT NULL,
+    consent_id  bigint NOT NULL REFERENCES wallet.push_consent_log,
+    PRIMARY KEY (merchant_id, member_id, channel, topic)
+);
+COMMENT ON TABLE wallet.push_consents IS 'current consent per member, channel and topic: the latest evidence (by when it was given) of wallet.push_consent_log';
+COMMENT ON COLUMN wallet.push_consents.merchant_id IS 'merchant';
+COMMENT ON COLUMN wallet.push_consents.member_id IS 'the member (wallet.members)';
+COMMENT ON COLUMN wallet.push_consents.channel IS 'channel';
+COMMENT ON COLUMN wallet.push_consents.topic IS 'topic';
+COMMENT ON COLUMN wallet.push_consents.granted IS 'whether consent is currently given';
+COMMENT ON COLUMN wallet.push_consents.at IS 'when the member gave or withdrew it';
+COMMENT ON COLUMN wallet.push_consents.consent_id IS 'the evidence record the state comes from';
+SELECT pg_catalog.pg_extension_config_dump('wallet.push_consents', '');
+ALTER TABLE wallet.push_consents ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.push_consents USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.push_consents IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+
+CREATE TABLE wallet.push_preferences (
+    merchant_id  bigint NOT NULL REFERENCES wallet.merchants,
+    member_id    bigint PRIMARY KEY REFERENCES wallet.members,
+    quiet_start  time,
+    quiet_end    time,
+    topics       text[],
+    max_per_day  int CHECK (max_per_day >= 0),
+    max_per_week int CHECK (max_per_week >= 0),
+    updated_at   timestamptz NOT NULL DEFAULT now(),
+    CHECK ((quiet_start IS NULL) = (quiet_end IS NULL) AND quiet_start <> quiet_end)
+);
+COMMENT ON TABLE wallet.push_preferences IS 'a member''s own push preferences (wallet.set_push_preferences): quiet hours, topics, caps below the merchant''s';
+COMMENT ON COLUMN wallet.push_preferences.merchant_id IS 'merchant';
+COMMENT ON COLUMN wallet.push_preferences.member_id IS 'the member (wallet.members)';
+COMMENT ON COLUMN wallet.push_preferences.quiet_start IS 'the member''s quiet hours start (local time); NULL = the merchant''s default';
+COMMENT ON COLUMN wallet.push_preferences.quiet_end IS 'the member''s quiet hours end (local time, exclusive)';
+COMMENT ON COLUMN wallet.push_preferences.topics IS 'marketing topics the member chose; NULL = every topic consented to';
+COMMENT ON COLUMN wallet.push_preferences.max_per_day IS 'the member''s cap per local calendar day on every capped group (only lowers the merchant''s)';
+COMMENT ON COLUMN wallet.push_preferences.max_per_week IS 'the member''s cap per local calendar week on every capped group (only lowers the merchant''s)';
+COMMENT ON COLUMN wallet.push_preferences.updated_at IS 'when the preferences last changed';
+SELECT pg_catalog.pg_extension_config_dump('wallet.push_preferences', '');
+ALTER TABLE wallet.push_preferences ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.push_preferences USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.push_preferences IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+
+------------------------------------------------------------------------------
+-- Messages
+------------------------------------------------------------------------------
+
+CREATE TABLE wallet.push_messages (
+    push_id        bigint GENERATED ALWAYS AS IDENTITY,
+    merchant_id    bigint NOT NULL REFERENCES wallet.merchants,
+    member_id      bigint NOT NULL REFERENCES wallet.members,
+    channel        text NOT NULL,
+    topic          text NOT NULL,
+    cap_group      text,
+    service        boolean NOT NULL,
+    payload        jsonb NOT NULL,
+    campaign_id    bigint REFERENCES wallet.campaigns,
+    dedup_key      text,
+    priority       int NOT NULL,
+    not_before     timestamptz NOT NULL,
+    expires_at     timestamptz,
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    outcome        text NOT NULL CHECK (outcome IN ('queued', 'deferred', 'suppressed', 'duplicate')),
+    outcome_reason text,
+    status         text NOT NULL CHECK (status IN ('queued', 'sending', 'sent', 'suppressed', 'duplicate', 'dead')),
+    reason         text,
+    due_at         timestamptz,
+    slot_at        timestamptz,
+    attempts       int NOT NULL DEFAULT 0,
+    claimed_at     timestamptz,
+    sent_at        timestamptz,
+    provider_message_id text,
+    last_error     text,
+    finished_at    timestamptz,
+    part           smallint NOT NULL,
+    PRIMARY KEY (push_id, part),
+    CHECK ((part = 3) = (status IN ('sent', 'suppressed', 'duplicate', 'dead')))
+) PARTITION BY LIST (part);
+-- the claim path: due messages per channel, highest priority first
+CREATE INDEX push_messages_due_idx ON wallet.push_messages (channel, priority DESC, due_at) WHERE status IN ('queued', 'sending');
+-- the caps: a member's messages by slot, those sent (or being sent) apart
+-- from those planned (the claim-time check counts only the former)
+CREATE INDEX push_messages_member_idx ON wallet.push_messages (member_id, slot_at) WHERE status = 'queued';
+CREATE INDEX push_messages_member_sent_idx ON wallet.push_messages (member_id, slot_at) WHERE status IN ('sending', 'sent');
+CREATE INDEX push_messages_finished_idx ON wallet.push_messages (merchant_id, finished_at) WHERE finished_at IS NOT NULL;
+CREATE INDEX push_messages_member_all_idx ON wallet.push_messages (merchant_id, member_id);
+COMMENT ON TABLE wallet.push_messages IS 'every message enqueued with the outcome of enqueue_push and its delivery state, partitioned by part: queued and sending ones in three rotating queue slots (wallet.push_messages_q0..q2, emptied by TRUNCATE in turn: wallet.rotate_push_queue), finished ones in wallet.push_messages_done (insert-only on the hot path), purged after the merchant''s retention';
+COMMENT ON COLUMN wallet.push_messages.push_id IS 'message id';
+COMMENT ON COLUMN wallet.push_messages.merchant_id IS 'merchant';
+COMMENT ON COLUMN wallet.push_messages.member_id IS 'the member (wallet.members)';
+COMMENT ON COLUMN wallet.push_messages.channel IS 'delivery channel';
+COMMENT ON COLUMN wallet.push_messages.topic IS 'topic';
+COMMENT ON COLUMN wallet.push_messages.cap_group IS 'cap group the message counts against (NULL = exempt), fixed at enqueue';
+COMMENT ON COLUMN wallet.push_messages.service IS 'a service message (no opt-in needed, no quiet hours), fixed at enqueue';
+COMMENT ON COLUMN wallet.push_messages.payload IS 'what the worker sends (personal data: cleared by wallet.forget_member)';
+COMMENT ON COLUMN wallet.push_messages.campaign_id IS 'campaign the message belongs to (NULL = none)';
+COMMENT ON COLUMN wallet.push_messages.dedup_key IS 'deduplication key, unique per merchant for ever (wallet.push_dedup)';
+COMMENT ON COLUMN wallet.push_messages.priority IS 'higher first when claimed; a higher priority does not wait for queued messages of lower priority';
+COMMENT ON COLUMN wallet.push_messages.not_before IS 'earliest send time asked for';
+COMMENT ON COLUMN wallet.push_messages.expires_at IS 'never sent after this (NULL = no expiry)';
+COMMENT ON COLUMN wallet.push_messages.created_at IS 'when it was enqueued';
+COMMENT ON COLUMN wallet.push_messages.outcome IS 'what enqueue_push returned: queued, deferred, suppressed or duplicate';
+COMMENT ON COLUMN wallet.push_messages.outcome_reason IS 'why it was deferred or suppressed at enqueue (quiet_hours, frequency_cap, no_consent, ...)';
+COMMENT ON COLUMN wallet.push_messages.status IS 'queued (waiting for due_at), sending (claimed, leased until due_at), sent, suppressed, duplicate or dead (attempts exhausted)';
+COMMENT ON COLUMN wallet.push_messages.reason IS 'why of the current status (the last deferral, suppression or failure)';
+COMMENT ON COLUMN wallet.push_messages.due_at IS 'queued: when it may be claimed; sending: when the lease lapses';
+COMMENT ON COLUMN wallet.push_messages.slot_at IS 'the send time it counts against the caps at: planned (queued) or claimed (sending, sent)';
+COMMENT ON COLUMN wallet.push_messages.attempts IS 'times claimed';
+COMMENT ON COLUMN wallet.push_messages.claimed_at IS 'when last claimed';
+COMMENT ON COLUMN wallet.push_messages.sent_at IS 'when acknowledged as sent';
+COMMENT ON COLUMN wallet.push_messages.provider_message_id IS 'the provider''s id of the delivery';
+COMMENT ON COLUMN wallet.push_messages.last_error IS 'the last failure reported by fail_push';
+COMMENT ON COLUMN wallet.push_messages.finished_at IS 'when it reached sent, suppressed, duplicate or dead (retention counts from here)';
+COMMENT ON COLUMN wallet.push_messages.part IS 'the partition: 0, 1, 2 = the rotating queue slots (queued, sending), 3 = finished (wallet.push_messages_done)';
+ALTER TABLE wallet.push_messages ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.push_messages USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.push_messages IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('wallet.push_messages', 'push_id'), '');
+
+-- The queue does not decay: a message is written once into the current of
+-- three queue slots; claims update it there, and when it is finished it is
+-- deleted there and written once into push_messages_done.  Every dead tuple
+-- of the hot path is thus in a queue slot, and a slot is emptied by TRUNCATE
+-- (wallet.rotate_push_queue: the few live rows carried forward), which
+-- neither vacuum nor a transaction holding back the xmin horizon delays.
+CREATE TABLE wallet.push_messages_q0 PARTITION OF wallet.push_messages FOR VALUES IN (0);
+COMMENT ON TABLE wallet.push_messages_q0 IS 'queue slot 0 of wallet.push_messages (queued and sending messages): current in turn, emptied by TRUNCATE when its turn comes again (wallet.rotate_push_queue)';
+COMMENT ON COLUMN wallet.push_messages_q0.push_id IS 'message id';
+COMMENT ON COLUMN wallet.push_messages_q0.merchant_id IS 'merchant';
+COMMENT ON COLUMN wallet.push_messages_q0.member_id IS 'the member (wallet.members)';
+COMMENT ON COLUMN wallet.push_messages_q0.channel IS 'delivery channel';
+COMMENT ON COLUMN wallet.push_messages_q0.topic IS 'topic';
+COMMENT ON COLUMN wallet.push_messages_q0.cap_group IS 'cap group the message counts against (NULL = exempt), fixed at enqueue';
+COMMENT ON COLUMN wallet.push_messages_q0.service IS 'a service message (no opt-in needed, no quiet hours), fixed at enqueue';
+COMMENT ON COLUMN wallet.push_messages_q0.payload IS 'what the worker sends (personal data: cleared by wallet.forget_member)';
+COMMENT ON COLUMN wallet.push_messages_q0.campaign_id IS 'campaign the message belongs to (NULL = none)';
+COMMENT ON COLUMN wallet.push_messages_q0.dedup_key IS 'deduplication key, unique per merchant for ever (wallet.push_dedup)';
+COMMENT ON COLUMN wallet.push_messages_q0.priority IS 'higher first when claimed; a higher priority does not wait for queued messages of lower priority';
+COMMENT ON COLUMN wallet.push_messages_q0.not_before IS 'earliest send time asked for';
+COMMENT ON COLUMN wallet.push_messages_q0.expires_at IS 'never sent after this (NULL = no expiry)';
+COMMENT ON COLUMN wallet.push_messages_q0.created_at IS 'when it was enqueued';
+COMMENT ON COLUMN wallet.push_messages_q0.outcome IS 'what enqueue_push returned: queued, deferred, suppressed or duplicate';
+COMMENT ON COLUMN wallet.push_messages_q0.outcome_reason IS 'why it was deferred or suppressed at enqueue (quiet_hours, frequency_cap, no_consent, ...)';
+COMMENT ON COLUMN wallet.push_messages_q0.status IS 'queued (waiting for due_at), sending (claimed, leased until due_at), sent, suppressed, duplicate or dead (attempts exhausted)';
+COMMENT ON COLUMN wallet.push_messages_q0.reason IS 'why of the current status (the last deferral, suppression or failure)';
+COMMENT ON COLUMN wallet.push_messages_q0.due_at IS 'queued: when it may be claimed; sending: when the lease lapses';
+COMMENT ON COLUMN wallet.push_messages_q0.slot_at IS 'the send time it counts against the caps at: planned (queued) or claimed (sending, sent)';
+COMMENT ON COLUMN wallet.push_messages_q0.attempts IS 'times claimed';
+COMMENT ON COLUMN wallet.push_messages_q0.claimed_at IS 'when last claimed';
+COMMENT ON COLUMN wallet.push_messages_q0.sent_at IS 'when acknowledged as sent';
+COMMENT ON COLUMN wallet.push_messages_q0.provider_message_id IS 'the provider''s id of the delivery';
+COMMENT ON COLUMN wallet.push_messages_q0.last_error IS 'the last failure reported by fail_push';
+COMMENT ON COLUMN wallet.push_messages_q0.finished_at IS 'when it reached sent, suppressed, duplicate or dead (retention counts from here)';
+COMMENT ON COLUMN wallet.push_messages_q0.part IS 'the partition: 0, 1, 2 = the rotating queue slots (queued, sending), 3 = finished (wallet.push_messages_done)';
+SELECT pg_catalog.pg_extension_config_dump('wallet.push_messages_q0', '');
+ALTER TABLE wallet.push_messages_q0 ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.push_messages_q0 USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.push_messages_q0 IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+CREATE TABLE wallet.push_messages_q1 PARTITION OF wallet.push_messages FOR VALUES IN (1);
+COMMENT ON TABLE wallet.push_messages_q1 IS 'queue slot 1 of wallet.push_messages (queued and sending messages): current in turn, emptied by TRUNCATE when its turn comes again (wallet.rotate_push_queue)';
+COMMENT ON COLUMN wallet.push_messages_q1.push_id IS 'message id';
+COMMENT ON COLUMN wallet.push_messages_q1.merchant_id IS 'merchant';
+COMMENT ON COLUMN wallet.push_messages_q1.member_id IS 'the member (wallet.members)';
+COMMENT ON COLUMN wallet.push_messages_q1.channel IS 'delivery channel';
+COMMENT ON COLUMN wallet.push_messages_q1.topic IS 'topic';
+COMMENT ON COLUMN wallet.push_messages_q1.cap_group IS 'cap group the message counts against (NULL = exempt), fixed at enqueue';
+COMMENT ON COLUMN wallet.push_messages_q1.service IS 'a service message (no opt-in needed, no quiet hours), fixed at enqueue';
+COMMENT ON COLUMN wallet.push_messages_q1.payload IS 'what the worker sends (personal data: cleared by wallet.forget_member)';
+COMMENT ON COLUMN wallet.push_messages_q1.campaign_id IS 'campaign the message belongs to (NULL = none)';
+COMMENT ON COLUMN wallet.push_messages_q1.dedup_key IS 'deduplication key, unique per merchant for ever (wallet.push_dedup)';
+COMMENT ON COLUMN wallet.push_messages_q1.priority IS 'higher first when claimed; a higher priority does not wait for queued messages of lower priority';
+COMMENT ON COLUMN wallet.push_messages_q1.not_before IS 'earliest send time asked for';
+COMMENT ON COLUMN wallet.push_messages_q1.expires_at IS 'never sent after this (NULL = no expiry)';
+COMMENT ON COLUMN wallet.push_messages_q1.created_at IS 'when it was enqueued';
+COMMENT ON COLUMN wallet.push_messages_q1.outcome IS 'what enqueue_push returned: queued, deferred, suppressed or duplicate';
+COMMENT ON COLUMN wallet.push_messages_q1.outcome_reason IS 'why it was deferred or suppressed at enqueue (quiet_hours, frequency_cap, no_consent, ...)';
+COMMENT ON COLUMN wallet.push_messages_q1.status IS 'queued (waiting for due_at), sending (claimed, leased until due_at), sent, suppressed, duplicate or dead (attempts exhausted)';
+COMMENT ON COLUMN wallet.push_messages_q1.reason IS 'why of the current status (the last deferral, suppression or failure)';
+COMMENT ON COLUMN wallet.push_messages_q1.due_at IS 'queued: when it may be claimed; sending: when the lease lapses';
+COMMENT ON COLUMN wallet.push_messages_q1.slot_at IS 'the send time it counts against the caps at: planned (queued) or claimed (sending, sent)';
+COMMENT ON COLUMN wallet.push_messages_q1.attempts IS 'times claimed';
+COMMENT ON COLUMN wallet.push_messages_q1.claimed_at IS 'when last claimed';
+COMMENT ON COLUMN wallet.push_messages_q1.sent_at IS 'when acknowledged as sent';
+COMMENT ON COLUMN wallet.push_messages_q1.provider_message_id IS 'the provider''s id of the delivery';
+COMMENT ON COLUMN wallet.push_messages_q1.last_error IS 'the last failure reported by fail_push';
+COMMENT ON COLUMN wallet.push_messages_q1.finished_at IS 'when it reached sent, suppressed, duplicate or dead (retention counts from here)';
+COMMENT ON COLUMN wallet.push_messages_q1.part IS 'the partition: 0, 1, 2 = the rotating queue slots (queued, sending), 3 = finished (wallet.push_messages_done)';
+SELECT pg_catalog.pg_extension_config_dump('wallet.push_messages_q1', '');
+ALTER TABLE wallet.push_messages_q1 ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.push_messages_q1 USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.push_messages_q1 IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+CREATE TABLE wallet.push_messages_q2 PARTITION OF wallet.push_messages FOR VALUES IN (2);
+COMMENT ON TABLE wallet.push_messages_q2 IS 'queue slot 2 of wallet.push_messages (queued and sending messages): current in turn, emptied by TRUNCATE when its turn comes again (wallet.rotate_push_queue)';
+COMMENT ON COLUMN wallet.push_messages_q2.push_id IS 'message id';
+COMMENT ON COLUMN wallet.push_messages_q2.merchant_id IS 'merchant';
+COMMENT ON COLUMN wallet.push_messages_q2.member_id IS 'the member (wallet.members)';
+COMMENT ON COLUMN wallet.push_messages_q2.channel IS 'delivery channel';
+COMMENT ON COLUMN wallet.push_messages_q2.topic IS 'topic';
+COMMENT ON COLUMN wallet.push_messages_q2.cap_group IS 'cap group the message counts against (NULL = exempt), fixed at enqueue';
+COMMENT ON COLUMN wallet.push_messages_q2.service IS 'a service message (no opt-in needed, no quiet hours), fixed at enqueue';
+COMMENT ON COLUMN wallet.push_messages_q2.payload IS 'what the worker sends (personal data: cleared by wallet.forget_member)';
+COMMENT ON COLUMN wallet.push_messages_q2.campaign_id IS 'campaign the message belongs to (NULL = none)';
+COMMENT ON COLUMN wallet.push_messages_q2.dedup_key IS 'deduplication key, unique per merchant for ever (wallet.push_dedup)';
+COMMENT ON COLUMN wallet.push_messages_q2.priority IS 'higher first when claimed; a higher priority does not wait for queued messages of lower priority';
+COMMENT ON COLUMN wallet.push_messages_q2.not_before IS 'earliest send time asked for';
+COMMENT ON COLUMN wallet.push_messages_q2.expires_at IS 'never sent after this (NULL = no expiry)';
+COMMENT ON COLUMN wallet.push_messages_q2.created_at IS 'when it was enqueued';
+COMMENT ON COLUMN wallet.push_messages_q2.outcome IS 'what enqueue_push returned: queued, deferred, suppressed or duplicate';
+COMMENT ON COLUMN wallet.push_messages_q2.outcome_reason IS 'why it was deferred or suppressed at enqueue (quiet_hours, frequency_cap, no_consent, ...)';
+COMMENT ON COLUMN wallet.push_messages_q2.status IS 'queued (waiting for due_at), sending (claimed, leased until due_at), sent, suppressed, duplicate or dead (attempts exhausted)';
+COMMENT ON COLUMN wallet.push_messages_q2.reason IS 'why of the current status (the last deferral, suppression or failure)';
+COMMENT ON COLUMN wallet.push_messages_q2.due_at IS 'queued: when it may be claimed; sending: when the lease lapses';
+COMMENT ON COLUMN wallet.push_messages_q2.slot_at IS 'the send time it counts against the caps at: planned (queued) or claimed (sending, sent)';
+COMMENT ON COLUMN wallet.push_messages_q2.attempts IS 'times claimed';
+COMMENT ON COLUMN wallet.push_messages_q2.claimed_at IS 'when last claimed';
+COMMENT ON COLUMN wallet.push_messages_q2.sent_at IS 'when acknowledged as sent';
+COMMENT ON COLUMN wallet.push_messages_q2.provider_message_id IS 'the provider''s id of the delivery';
+COMMENT ON COLUMN wallet.push_messages_q2.last_error IS 'the last failure reported by fail_push';
+COMMENT ON COLUMN wallet.push_messages_q2.finished_at IS 'when it reached sent, suppressed, duplicate or dead (retention counts from here)';
+COMMENT ON COLUMN wallet.push_messages_q2.part IS 'the partition: 0, 1, 2 = the rotating queue slots (queued, sending), 3 = finished (wallet.push_messages_done)';
+SELECT pg_catalog.pg_extension_config_dump('wallet.push_messages_q2', '');
+ALTER TABLE wallet.push_messages_q2 ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.push_messages_q2 USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.push_messages_q2 IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+CREATE TABLE wallet.push_messages_done PARTITION OF wallet.push_messages FOR VALUES IN (3);
+COMMENT ON TABLE wallet.push_messages_done IS 'finished messages of wallet.push_messages (sent, suppressed, duplicate, dead): written once when they finish, deleted by wallet.purge_pushes after the retention';
+COMMENT ON COLUMN wallet.push_messages_done.push_id IS 'message id';
+COMMENT ON COLUMN wallet.push_messages_done.merchant_id IS 'merchant';
+COMMENT ON COLUMN wallet.push_messages_done.member_id IS 'the member (wallet.members)';
+COMMENT ON COLUMN wallet.push_messages_done.channel IS 'delivery channel';
+COMMENT ON COLUMN wallet.push_messages_done.topic IS 'topic';
+COMMENT ON COLUMN wallet.push_messages_done.cap_group IS 'cap group the message counts against (NULL = exempt), fixed at enqueue';
+COMMENT ON COLUMN wallet.push_messages_done.service IS 'a service message (no opt-in needed, no quiet hours), fixed at enqueue';
+COMMENT ON COLUMN wallet.push_messages_done.payload IS 'what the worker sends (personal data: cleared by wallet.forget_member)';
+COMMENT ON COLUMN wallet.push_messages_done.campaign_id IS 'campaign the message belongs to (NULL = none)';
+COMMENT ON COLUMN wallet.push_messages_done.dedup_key IS 'deduplication key, unique per merchant for ever (wallet.push_dedup)';
+COMMENT ON COLUMN wallet.push_messages_done.priority IS 'higher first when claimed; a higher priority does not wait for queued messages of lower priority';
+COMMENT ON COLUMN wallet.push_messages_done.not_before IS 'earliest send time asked for';
+COMMENT ON COLUMN wallet.push_messages_done.expires_at IS 'never sent after this (NULL = no expiry)';
+COMMENT ON COLUMN wallet.push_messages_done.created_at IS 'when it was enqueued';
+COMMENT ON COLUMN wallet.push_messages_done.outcome IS 'what enqueue_push returned: queued, deferred, suppressed or duplicate';
+COMMENT ON COLUMN wallet.push_messages_done.outcome_reason IS 'why it was deferred or suppressed at enqueue (quiet_hours, frequency_cap, no_consent, ...)';
+COMMENT ON COLUMN wallet.push_messages_done.status IS 'queued (waiting for due_at), sending (claimed, leased until due_at), sent, suppressed, duplicate or dead (attempts exhausted)';
+COMMENT ON COLUMN wallet.push_messages_done.reason IS 'why of the current status (the last deferral, suppression or failure)';
+COMMENT ON COLUMN wallet.push_messages_done.due_at IS 'queued: when it may be claimed; sending: when the lease lapses';
+COMMENT ON COLUMN wallet.push_messages_done.slot_at IS 'the send time it counts against the caps at: planned (queued) or claimed (sending, sent)';
+COMMENT ON COLUMN wallet.push_messages_done.attempts IS 'times claimed';
+COMMENT ON COLUMN wallet.push_messages_done.claimed_at IS 'when last claimed';
+COMMENT ON COLUMN wallet.push_messages_done.sent_at IS 'when acknowledged as sent';
+COMMENT ON COLUMN wallet.push_messages_done.provider_message_id IS 'the provider''s id of the delivery';
+COMMENT ON COLUMN wallet.push_messages_done.last_error IS 'the last failure reported by fail_push';
+COMMENT ON COLUMN wallet.push_messages_done.finished_at IS 'when it reached sent, suppressed, duplicate or dead (retention counts from here)';
+COMMENT ON COLUMN wallet.push_messages_done.part IS 'the partition: 0, 1, 2 = the rotating queue slots (queued, sending), 3 = finished (wallet.push_messages_done)';
+SELECT pg_catalog.pg_extension_config_dump('wallet.push_messages_done', '');
+ALTER TABLE wallet.push_messages_done ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.push_messages_done USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.push_messages_done IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+
+-- The rotation state, in a sequence rather than a row: read by every
+-- enqueue without a lock, written by the rotation without waiting for
+-- anyone (a sequence is not transactional: a rotation that rolls back after
+-- setting it leaves the new slot current with its old rows, losing nothing).
+-- Its value is epoch seconds of the last rotation * 4 + the current slot.
+CREATE SEQUENCE wallet_internal.push_queue_slot MINVALUE 0 START 0;
+COMMENT ON SEQUENCE wallet_internal.push_queue_slot IS 'rotation state of the push queue slots: (epoch seconds of the last rotation) * 4 + the current slot (0-2); set by wallet.rotate_push_queue';
+
+CREATE TABLE wallet.push_dedup (
+    merchant_id bigint NOT NULL REFERENCES wallet.merchants,
+    dedup_key   text NOT NULL,
+    push_id     bigint NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (merchant_id, dedup_key)
+);
+COMMENT ON TABLE wallet.push_dedup IS 'every deduplication key a merchant used, for ever (outlives the purge of its message)';
+COMMENT ON COLUMN wallet.push_dedup.merchant_id IS 'merchant';
+COMMENT ON COLUMN wallet.push_dedup.dedup_key IS 'the key';
+COMMENT ON COLUMN wallet.push_dedup.push_id IS 'the message that used it first (it may have been purged since)';
+COMMENT ON COLUMN wallet.push_dedup.created_at IS 'when it was first used';
+SELECT pg_catalog.pg_extension_config_dump('wallet.push_dedup', '');
+ALTER TABLE wallet.push_dedup ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.push_dedup USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.push_dedup IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+
+CREATE TABLE wallet.push_attempts (
+    attempt_id  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    merchant_id bigint NOT NULL REFERENCES wallet.merchants,
+    member_id   bigint NOT NULL REFERENCES wallet.members,
+    push_id     bigint NOT NULL,
+    claimed_at  timestamptz NOT NULL,
+    outcome     text NOT NULL CHECK (outcome IN ('sent', 'failed')),
+    at          timestamptz NOT NULL DEFAULT now(),
+    provider_message_id text,
+    error       text
+);
+CREATE INDEX push_attempts_push_idx ON wallet.push_attempts (push_id);
+CREATE INDEX push_attempts_member_idx ON wallet.push_attempts (merchant_id, member_id, claimed_at);
+COMMENT ON TABLE wallet.push_attempts IS 'delivery records: every acknowledged or failed attempt (ack_push, fail_push), kept while the message is';
+COMMENT ON COLUMN wallet.push_attempts.attempt_id IS 'record id';
+COMMENT ON COLUMN wallet.push_attempts.merchant_id IS 'merchant';
+COMMENT ON COLUMN wallet.push_attempts.member_id IS 'the member (wallet.members)';
+COMMENT ON COLUMN wallet.push_attempts.push_id IS 'the message (wallet.push_messages)';
+COMMENT ON COLUMN wallet.push_attempts.claimed_at IS 'when the attempt was claimed (the send time counted by the caps)';
+COMMENT ON COLUMN wallet.push_attempts.outcome IS 'sent or failed';
+COMMENT ON COLUMN wallet.push_attempts.at IS 'when the worker reported it';
+COMMENT ON COLUMN wallet.push_attempts.provider_message_id IS 'the provider''s id (sent)';
+COMMENT ON COLUMN wallet.push_attempts.error IS 'the error reported (failed)';
+SELECT pg_catalog.pg_extension_config_dump('wallet.push_attempts', '');
+ALTER TABLE wallet.push_attempts ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.push_attempts USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.push_attempts IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('wallet.push_attempts', 'attempt_id'), '');
+
+CREATE VIEW wallet.push_dead_letters WITH (security_invoker = true) AS
+SELECT m.push_id, m.merchant_id, m.member_id, m.channel, m.topic, m.campaign_id, m.attempts, m.last_error, m.finished_at
+  FROM wallet.push_messages m
+ WHERE m.status = 'dead';
+COMMENT ON VIEW wallet.push_dead_letters IS 'messages whose delivery failed for good (attempts exhausted or not retryable): wallet.requeue_push sends one again';
+COMMENT ON COLUMN wallet.push_dead_letters.push_id IS 'message id';
+COMMENT ON COLUMN wallet.push_dead_letters.merchant_id IS 'merchant';
+COMMENT ON COLUMN wallet.push_dead_letters.member_id IS 'the member';
+COMMENT ON COLUMN wallet.push_dead_letters.channel IS 'delivery channel';
+COMMENT ON COLUMN wallet.push_dead_letters.topic IS 'topic';
+COMMENT ON COLUMN wallet.push_dead_letters.campaign_id IS 'campaign (NULL = none)';
+COMMENT ON COLUMN wallet.push_dead_letters.attempts IS 'attempts made';
+COMMENT ON COLUMN wallet.push_dead_letters.last_error IS 'the last error reported';
+COMMENT ON COLUMN wallet.push_dead_letters.finished_at IS 'when it was given up';
+
+------------------------------------------------------------------------------
+-- Helpers
+------------------------------------------------------------------------------
+
+-- Channel and topic names: short identifiers (they name NOTIFY channels).
+CREATE FUNCTION wallet_internal.push_check_name(what text, value text) RETURNS void
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF value IS NULL THEN
+        RAISE EXCEPTION '% must not be null', what
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Every message and consent names its channel and topic.';
+    END IF;
+    IF value !~ '^[a-z][a-z0-9_]{0,39}$' THEN
+        RAISE EXCEPTION '% "%" is not a valid name', what, left(value, 64)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'Channels and topics are lower-case identifiers of at most 40 characters (letters, digits, underscore), such as push or marketing.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_check_name(text, text) IS 'internal: raises 22004 for a NULL channel or topic, 22023 for one that is not a lower-case identifier of at most 40 characters';
+
+CREATE FUNCTION wallet_internal.push_check_quiet(quiet_start time, quiet_end time) RETURNS void
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF (quiet_start IS NULL) <> (quiet_end IS NULL) OR quiet_start = quiet_end THEN
+        RAISE EXCEPTION 'quiet hours need a start and a different end'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'Quiet hours run from quiet_start to quiet_end in local time (over midnight when the end is earlier); both NULL means none.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_check_quiet(time, time) IS 'internal: raises 22023 unless quiet hours are both NULL or a start and a different end';
+
+-- The member of a reference at a merchant, or NULL (an unknown member has
+-- given no consent: nothing is created for it).
+CREATE FUNCTION wallet_internal.push_member(merchant_id bigint, member_ref text) RETURNS wallet.members
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    r wallet.members;
+BEGIN
+    PERFORM wallet_internal.member_check(merchant_id, member_ref);
+    SELECT * INTO r FROM wallet.members m WHERE m.merchant_id = $1 AND m.member_ref = $2;
+    RETURN r;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_member(bigint, text) IS 'internal: the member row of member_ref at the merchant (NULL when there is none), after the checks of member_check';
+
+-- One member's pushes are decided one at a time: enqueue, consent changes
+-- and claims take this lock (a transaction lock on the member id).
+CREATE FUNCTION wallet_internal.push_lock_member(member_id bigint, wait boolean) RETURNS boolean
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF wait THEN
+        PERFORM pg_advisory_xact_lock(2001234512, (member_id % 2147483647)::int);
+        RETURN true;
+    END IF;
+    RETURN pg_try_advisory_xact_lock(2001234512, (member_id % 2147483647)::int);
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_lock_member(bigint, boolean) IS 'internal: takes the transaction advisory lock serialising a member''s push decisions (wait = false: only if free, returns whether taken)';
+
+-- Whether local time t is within quiet hours start..end, and when they end.
+CREATE FUNCTION wallet_internal.push_quiet_until(t timestamptz, tz text, quiet_start time, quiet_end time) RETURNS timestamptz
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    lt timestamp;
+    lo time;
+    e timestamptz;
+BEGIN
+    IF quiet_start IS NULL THEN
+        RETURN NULL;
+    END IF;
+    lt := t AT TIME ZONE tz;
+    lo := lt::time;
+    IF (quiet_start < quiet_end AND lo >= quiet_start AND lo < quiet_end)
+       OR (quiet_start > quiet_end AND (lo >= quiet_start OR lo < quiet_end)) THEN
+        -- the next local quiet_end after t (a date's end that falls into a DST gap moves on by the gap)
+        e := (lt::date + quiet_end) AT TIME ZONE tz;
+        IF e <= t THEN
+            e := ((lt::date + 1) + quiet_end) AT TIME ZONE tz;
+        END IF;
+        RETURN e;
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_quiet_until(timestamptz, text, time, time) IS 'internal: when t (in time zone tz) lies in the quiet hours start..end (over midnight when end < start), the time they end; else NULL';
+
+-- The earliest time at or after t when the member may receive a message
+-- of the channel and cap group: outside quiet hours (not for service
+-- messages) and under every cap (the merchant's, and the member's day and
+-- week caps).  Counted: the member's messages of that channel and group
+-- that are sending or sent at their claim time, and (planning = true, at
+-- enqueue) those queued at their planned slot with a priority at least
+-- priority.  Returns the time (NULL: dropped by a cap with policy drop) and
+-- the reason of the first move (NULL: t itself is fine).
+CREATE FUNCTION wallet_internal.push_slot(merchant_id bigint, member_id bigint, channel text, cap_group text,
+        service boolean, priority int, t timestamptz, planning boolean, exclude bigint,
+        OUT slot timestamptz, OUT reason text)
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    s wallet.push_settings;
+    pr wallet.push_preferences;
+    tz text;
+    qs time;
+    qe time;
+    c record;
+    ws timestamptz;
+    we timestamptz;
+    n bigint;
+    q timestamptz;
+    moved boolean;
+    i int;
+BEGIN
+    SELECT * INTO s FROM wallet.push_settings x WHERE x.merchant_id = $1;
+    SELECT * INTO pr FROM wallet.push_preferences x WHERE x.member_id = $2;
+    SELECT coalesce(m.time_zone, s.time_zone, 'UTC') INTO tz FROM wallet.members m WHERE m.member_id = $2;
+    IF pr.quiet_start IS NOT NULL THEN
+        qs := pr.quiet_start; qe := pr.quiet_end;
+    ELSIF s.merchant_id IS NULL THEN
+        qs := '22:00'; qe := '08:00';
+    ELSE
+        qs := s.quiet_start; qe := s.quiet_end;
+    END IF;
+    slot := t;
+    FOR i IN 1 .. 50 LOOP
+        moved := false;
+        IF NOT service THEN
+            q := wallet_internal.push_quiet_until(slot, tz, qs, qe);
+            IF q IS NOT NULL THEN
+                slot := q; reason := coalesce(reason, 'quiet_hours');
+            END IF;
+        END IF;
+        IF cap_group IS NOT NULL THEN
+            FOR c IN SELECT k.period, k.max_count, k.window_size, k.policy FROM wallet.push_caps k
+                      WHERE k.merchant_id = $1 AND k.channel = $3 AND k.cap_group = $4
+                     UNION ALL
+                     SELECT 'day', pr.max_per_day, NULL::interval, 'defer' WHERE pr.max_per_day IS NOT NULL
+                     UNION ALL
+                     SELECT 'week', pr.max_per_week, NULL::interval, 'defer' WHERE pr.max_per_week IS NOT NULL LOOP
+                IF c.period = 'rolling' THEN
+                    ws := slot - c.window_size; we := slot;
+                ELSE
+                    ws := date_trunc(c.period, slot AT TIME ZONE tz) AT TIME ZONE tz;
+                    we := (date_trunc(c.period, slot AT TIME ZONE tz) + CASE c.period WHEN 'day' THEN interval '1 day' ELSE interval '7 days' END) AT TIME ZONE tz;
+                END IF;
+                -- rolling: (t - window, t]; calendar: [start, end) of the local day or week.  At
+                -- claim (not planning) a rolling window counts every later claim too: a claim
+                -- that started earlier but took the member's lock later must see it
+                SELECT count(*) INTO n FROM wallet.push_messages x
+                 WHERE x.member_id = $2 AND x.status IN ('sending', 'sent')
+                   AND x.slot_at >= ws AND (x.slot_at <= we OR (c.period = 'rolling' AND NOT planning))
+                   AND (x.slot_at > ws OR c.period <> 'rolling') AND (x.slot_at < we OR c.period = 'rolling')
+                   AND x.channel = $3 AND x.cap_group = $4 AND x.push_id <> coalesce(exclude, 0);
+                IF planning THEN
+                    n := n + (SELECT count(*) FROM wallet.push_messages x
+                               WHERE x.member_id = $2 AND x.status = 'queued'
+                                 AND x.slot_at >= ws AND x.slot_at <= we
+                                 AND (x.slot_at > ws OR c.period <> 'rolling') AND (x.slot_at < we OR c.period = 'rolling')
+                                 AND x.channel = $3 AND x.cap_group = $4 AND x.push_id <> coalesce(exclude, 0)
+                                 AND x.priority >= $6);
+                END IF;
+                IF n >= c.max_count THEN
+                    IF c.policy = 'drop' THEN
+                        slot := NULL; reason := 'frequency_cap';
+                        RETURN;
+                    END IF;
+                    IF c.period = 'rolling' THEN
+                        -- when the (n - max + 1)-th oldest counted message leaves the window
+                        SELECT x.slot_at + c.window_size INTO slot FROM wallet.push_messages x
+                         WHERE x.member_id = $2 AND x.status IN ('queued', 'sending', 'sent')
+                           AND x.slot_at > ws AND (x.slot_at <= we OR NOT planning)
+                           AND x.channel = $3 AND x.cap_group = $4 AND x.push_id <> coalesce(exclude, 0)
+                           AND (x.status <> 'queued' OR (planning AND x.priority >= $6))
+                         ORDER BY x.slot_at OFFSET n - c.max_count LIMIT 1;
+                    ELSE
+                        slot := we;
+                    END IF;
+                    reason := coalesce(reason, 'frequency_cap');
+                    moved := true;
+                    EXIT;
+                END IF;
+            END LOOP;
+        END IF;
+        IF NOT moved AND (service OR wallet_internal.push_quiet_until(slot, tz, qs, qe) IS NULL) THEN
+            RETURN;
+        END IF;
+    END LOOP;
+    RETURN;     -- 50 moves: the slot reached so far (checked again at claim)
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_slot(bigint, bigint, text, text, boolean, int, timestamptz, boolean, bigint) IS 'internal: the earliest time at or after t outside the member''s quiet hours and under every cap of the channel and cap group (NULL when a cap with policy drop is reached), with the reason of the first move';
+
+-- Whether the member may get the topic on the channel: NULL if yes, else the reason.
+CREATE FUNCTION wallet_internal.push_refusal(merchant_id bigint, member_id bigint, channel text, topic text, service boolean)
+    RETURNS text
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    g boolean;
+    chosen text[];
+BEGIN
+    IF (SELECT m.status FROM wallet.members m WHERE m.member_id = $2) = 'forgotten' THEN
+        RETURN 'member_forgotten';
+    END IF;
+    SELECT c.granted INTO g FROM wallet.push_consents c
+     WHERE c.merchant_id = $1 AND c.member_id = $2 AND c.channel = $3 AND c.topic = $4;
+    IF service THEN
+        RETURN CASE WHEN g IS FALSE THEN 'muted' END;
+    END IF;
+    IF g IS NULL THEN
+        RETURN 'no_consent';
+    ELSIF NOT g THEN
+        RETURN 'consent_withdrawn';
+    END IF;
+    SELECT p.topics INTO chosen FROM wallet.push_preferences p WHERE p.member_id = $2;
+    IF chosen IS NOT NULL AND NOT topic = ANY (chosen) THEN
+        RETURN 'topic_not_chosen';
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_refusal(bigint, bigint, text, text, boolean) IS 'internal: NULL when the member may get the topic on the channel, else why not (member_forgotten, no_consent, consent_withdrawn, topic_not_chosen, muted)';
+
+-- Wake-up of the workers of a channel: NOTIFY wallet_push_<channel>, at
+-- most once per channel per session every 100 ms.  NOTIFY takes a global
+-- lock at commit; throttled, a burst of enqueues costs a handful of them.
+-- A worker polls as well (a throttled wake-up is late by at most its poll).
+CREATE FUNCTION wallet_internal.push_notify(channel text) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    k text := 'wallet_push.notified_' || channel;
+    last text := current_setting(k, true);
+    now_ms bigint := (extract(epoch FROM clock_timestamp()) * 1000)::bigint;
+BEGIN
+    IF last IS NULL OR last = '' OR now_ms - last::bigint >= 100 THEN
+        PERFORM pg_notify('wallet_push_' || channel, '');
+        PERFORM set_config(k, now_ms::text, false);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_notify(text) IS 'internal: NOTIFY wallet_push_<channel>, at most once per channel every 100 ms in a session';
+
+-- The decision of enqueue_push for one member, recorded as one row.
+CREATE FUNCTION wallet_internal.push_enqueue(merchant_id bigint, member_id bigint, channel text, topic text,
+        payload jsonb, campaign_id bigint, dedup_key text, not_before timestamptz, expires_at timestamptz, priority int,
+        lock boolean, OUT push_id bigint, OUT status text, OUT reason text, OUT eligible_at timestamptz)
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+#variable_conflict use_variable
+DECLARE
+    _m bigint := merchant_id;
+    _member bigint := member_id;
+    _topic text := topic;
+    _channel text := channel;
+    svc boolean;
+    grp text;
+    m record;
+    s record;
+    t timestamptz := greatest(not_before, now());
+BEGIN
+    IF lock THEN
+        PERFORM pg_advisory_xact_lock(2001234512, (_member % 2147483647)::int);   -- as push_lock_member
+    END IF;
+    push_id := nextval('wallet.push_messages_push_id_seq'::regclass);
+    IF dedup_key IS NOT NULL THEN
+        -- a concurrent first use of the key: waits for it, then finds it
+        INSERT INTO wallet.push_dedup AS d (merchant_id, dedup_key, push_id) VALUES (_m, dedup_key, push_id)
+            ON CONFLICT DO NOTHING;
+        IF NOT FOUND THEN
+            status := 'duplicate'; reason := 'dedup_key';
+        END IF;
+    END IF;
+    -- what the decision needs, in one query: the topic's kind (push_topic),
+    -- the member's consent and preferences (push_refusal), quiet hours, and
+    -- whether a cap is reached at t (counted as push_slot counts when
+    -- planning); only quiet hours or a reached cap need push_slot
+    SELECT coalesce(tp.service, _topic = 'service') AS service,
+           CASE WHEN tp.merchant_id IS NOT NULL THEN tp.cap_group WHEN _topic = 'service' THEN NULL ELSE 'marketing' END AS cap_group,
+           w.status = 'forgotten' AS forgotten, c.granted, p.topics, p.max_per_day, p.max_per_week,
+           coalesce(w.time_zone, st.time_zone, 'UTC') AS tz,
+           CASE WHEN p.quiet_start IS NOT NULL THEN p.quiet_start WHEN st.merchant_id IS NULL THEN time '22:00' ELSE st.quiet_start END AS qs,
+           CASE WHEN p.quiet_start IS NOT NULL THEN p.quiet_end WHEN st.merchant_id IS NULL THEN time '08:00' ELSE st.quiet_end END AS qe
+      INTO m
+      FROM wallet.members w
+      LEFT JOIN wallet.push_topics tp ON tp.merchant_id = _m AND tp.topic = _topic
+      LEFT JOIN wallet.push_consents c ON c.merchant_id = _m AND c.member_id = _member AND c.channel = _channel AND c.topic = _topic
+      LEFT JOIN wallet.push_preferences p ON p.member_id = _member
+      LEFT JOIN wallet.push_settings st ON st.merchant_id = _m
+     WHERE w.member_id = _member;
+    svc := m.service; grp := m.cap_group;
+    IF status IS NULL THEN
+        reason := CASE WHEN m.forgotten THEN 'member_forgotten'
+                       WHEN svc THEN CASE WHEN m.granted IS FALSE THEN 'muted' END
+                       WHEN m.granted IS NULL THEN 'no_consent'
+                       WHEN NOT m.granted THEN 'consent_withdrawn'
+                       WHEN m.topics IS NOT NULL AND NOT _topic = ANY (m.topics) THEN 'topic_not_chosen' END;
+        IF reason IS NOT NULL THEN
+            status := 'suppressed';
+        ELSIF expires_at IS NOT NULL AND expires_at <= t THEN
+            status := 'suppressed'; reason := 'expired';
+        ELSIF (svc OR wallet_internal.push_quiet_until(t, m.tz, m.qs, m.qe) IS NULL)
+              AND (grp IS NULL OR NOT EXISTS (
+                  SELECT FROM (SELECT k.period, k.max_count, k.window_size FROM wallet.push_caps k
+                                WHERE k.merchant_id = _m AND k.channel = _channel AND k.cap_group = grp
+                               UNION ALL
+                               SELECT 'day', m.max_per_day, NULL::interval WHERE m.max_per_day IS NOT NULL
+                               UNION ALL
+                               SELECT 'week', m.max_per_week, NULL::interval WHERE m.max_per_week IS NOT NULL) k
+                  CROSS JOIN LATERAL (
+                      SELECT CASE WHEN k.period = 'rolling' THEN t - k.window_size
+                                  ELSE date_trunc(k.period, t AT TIME ZONE m.tz) AT TIME ZONE m.tz END AS ws,
+                             CASE WHEN k.period = 'rolling' THEN t
+                                  ELSE (date_trunc(k.period, t AT TIME ZONE m.tz)
+                                        + CASE k.period WHEN 'day' THEN interval '1 day' ELSE interval '7 days' END) AT TIME ZONE m.tz END AS we) b
+                  WHERE (SELECT count(*) FROM wallet.push_messages y
+                          WHERE y.member_id = _member AND y.channel = _channel AND y.cap_group = grp
+                            AND (y.status IN ('sending', 'sent') OR (y.status = 'queued' AND y.priority >= push_enqueue.priority))
+                            AND y.slot_at >= b.ws AND y.slot_at <= b.we
+                            AND (y.slot_at > b.ws OR k.period <> 'rolling') AND (y.slot_at < b.we OR k.period = 'rolling')) >= k.max_count)) THEN
+            -- t itself is fine
+            status := 'queued'; eligible_at := t;
+        ELSE
+            s := wallet_internal.push_slot(_m, _member, _channel, grp, svc, priority, t, true, NULL);
+            IF s.slot IS NULL THEN
+                status := 'suppressed'; reason := s.reason;
+            ELSIF expires_at IS NOT NULL AND s.slot >= expires_at THEN
+                status := 'suppressed'; reason := 'expires_before_slot';
+            ELSE
+                eligible_at := s.slot;
+                status := CASE WHEN s.reason IS NULL THEN 'queued' ELSE 'deferred' END;
+                reason := s.reason;
+            END IF;
+        END IF;
+    END IF;
+    INSERT INTO wallet.push_messages (push_id, merchant_id, member_id, channel, topic, cap_group, service, payload, campaign_id,
+                                      dedup_key, priority, not_before, expires_at, outcome, outcome_reason, status, reason,
+                                      due_at, slot_at, finished_at, part)
+    OVERRIDING SYSTEM VALUE
+    VALUES (push_id, _m, _member, _channel, _topic, grp, svc, payload, campaign_id, dedup_key, priority, not_before, expires_at,
+            status, reason, CASE WHEN status IN ('queued', 'deferred') THEN 'queued' ELSE status END, reason,
+            eligible_at, eligible_at, CASE WHEN status IN ('queued', 'deferred') THEN NULL ELSE now() END,
+            CASE WHEN status IN ('queued', 'deferred') THEN (SELECT (q.last_value % 4)::smallint FROM wallet_internal.push_queue_slot q) ELSE 3 END);
+    IF status = 'queued' THEN
+        PERFORM wallet_internal.push_notify(_channel);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_enqueue(bigint, bigint, text, text, jsonb, bigint, text, timestamptz, timestamptz, int, boolean) IS 'internal: decides and records one message for one member (queued, deferred, suppressed or duplicate, with the reason), optionally under the member''s lock';
+
+-- A message named by id, locked, when the caller acts for its merchant;
+-- else WL701 exactly as for an id that does not exist.
+CREATE FUNCTION wallet_internal.push_lock(push_id bigint) RETURNS wallet.push_messages
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    r wallet.push_messages;
+    i int;
+BEGIN
+    IF push_id IS NULL THEN
+        RAISE EXCEPTION 'push_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A message is named by the push_id enqueue_push or claim_pushes returned.';
+    END IF;
+    -- a row moved meanwhile (finished, or carried to another slot by the
+    -- rotation) is gone from this statement's view once its lock is free:
+    -- looked up again, it is found where it went
+    FOR i IN 1 .. 3 LOOP
+        SELECT * INTO r FROM wallet.push_messages x WHERE x.push_id = $1 FOR UPDATE;
+        EXIT WHEN FOUND;
+    END LOOP;
+    IF r.push_id IS NULL OR NOT wallet.acts_for(r.merchant_id) THEN
+        RAISE EXCEPTION 'push % does not exist', push_id
+            USING ERRCODE = 'WL701', DETAIL = 'Messages are named by the push_id enqueue_push returned; finished ones are purged after the retention.';
+    END IF;
+    RETURN r;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_lock(bigint) IS 'internal: the message row, locked; 22004 for a NULL id, WL701 for one that does not exist or is another merchant''s';
+
+-- The queue slot new messages go to (wallet_internal.push_queue_slot).
+CREATE FUNCTION wallet_internal.push_current_slot() RETURNS smallint
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    RETURN (SELECT (s.last_value % 4)::smallint FROM wallet_internal.push_queue_slot s);
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_current_slot() IS 'internal: the current queue slot (0-2) of wallet.push_messages, where new and requeued messages are written';
+
+-- A message leaves its partition as a delete and an insert, never as an
+-- UPDATE of part: a row moved by UPDATE makes a concurrent lock of it fail
+-- (40001) where a deleted one is just skipped (claims) or looked up again
+-- (push_lock).  r carries the new values; it is written into partition to.
+CREATE FUNCTION wallet_internal.push_move(r wallet.push_messages, "to" smallint) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    was smallint := r.part;
+BEGIN
+    DELETE FROM wallet.push_messages x WHERE x.push_id = r.push_id AND x.part = was;
+    r.part := "to";
+    INSERT INTO wallet.push_messages OVERRIDING SYSTEM VALUE VALUES (r.*);
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_move(wallet.push_messages, smallint) IS 'internal: moves a message (locked by the caller) to partition "to" of wallet.push_messages with the values of r, as a delete and an insert';
+
+-- Finishes queued or sending messages at once (a withdrawal, an erasure):
+-- deleted from their queue slots, written into push_messages_done as
+-- status with the reason (reason_service for service messages, if given).
+CREATE FUNCTION wallet_internal.push_finish(ids bigint[], status text, reason text, reason_service text) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    n bigint;
+BEGIN
+    WITH d AS (
+        DELETE FROM wallet.push_messages x WHERE x.push_id = ANY (ids) AND x.part < 3 RETURNING x.*)
+    INSERT INTO wallet.push_messages OVERRIDING SYSTEM VALUE
+    SELECT d.push_id, d.merchant_id, d.member_id, d.channel, d.topic, d.cap_group, d.service, d.payload, d.campaign_id,
+           d.dedup_key, d.priority, d.not_before, d.expires_at, d.created_at, d.outcome, d.outcome_reason,
+           push_finish.status, CASE WHEN d.service AND reason_service IS NOT NULL THEN reason_service ELSE push_finish.reason END,
+           NULL, d.slot_at, d.attempts, d.claimed_at, d.sent_at, d.provider_message_id, d.last_error, now(), 3
+      FROM d;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_finish(bigint[], text, text, text) IS 'internal: moves the queued or sending messages of ids to wallet.push_messages_done with status and reason (reason_service for service messages when given); returns how many';
+
+CREATE FUNCTION wallet_internal.push_not_sending(r wallet.push_messages) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    RAISE EXCEPTION 'push % is not being sent', r.push_id
+        USING ERRCODE = 'WL702',
+              DETAIL = format('The message is %s%s; only a claimed message can be acknowledged, failed or have its lease extended.',
+                              r.status, coalesce(' (' || r.reason || ')', ''));
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_not_sending(wallet.push_messages) IS 'internal: raises WL702 for a message that is not claimed (status sending)';
+
+CREATE FUNCTION wallet_internal.push_check_lease(lease interval) RETURNS void
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF lease IS NULL THEN
+        RAISE EXCEPTION 'lease must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A claimed message is leased to its worker for a while.';
+    END IF;
+    IF lease <= interval '0' OR lease > interval '1 day' THEN
+        RAISE EXCEPTION 'lease must be positive and at most a day'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'When the lease lapses the message can be claimed again.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_check_lease(interval) IS 'internal: raises 22004 for a NULL lease, 22023 unless it is positive and at most a day';
+
+------------------------------------------------------------------------------
+-- Settings API (wallet_admin)
+------------------------------------------------------------------------------
+
+CREATE FUNCTION wallet.set_push_settings(merchant_id bigint, quiet_start time DEFAULT '22:00', quiet_end time DEFAULT '08:00',
+        time_zone text DEFAULT 'UTC', max_attempts int DEFAULT 5, backoff interval DEFAULT '30 seconds',
+        retention interval DEFAULT '90 days') RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    PERFORM wallet_internal.check_merchant(merchant_id);
+    PERFORM wallet_internal.push_check_quiet(quiet_start, quiet_end);
+    IF time_zone IS NULL OR max_attempts IS NULL OR backoff IS NULL OR retention IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN time_zone IS NULL THEN 'time_zone' WHEN max_attempts IS NULL THEN 'max_attempts'
+                                                   WHEN backoff IS NULL THEN 'backoff' ELSE 'retention' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Every setting has a value; call without it for the default.';
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_timezone_names z WHERE z.name = set_push_settings.time_zone) THEN
+        RAISE EXCEPTION 'unknown time zone "%"', left(time_zone, 64)
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A time zone is an IANA name such as Europe/Zurich (see pg_timezone_names).';
+    END IF;
+    IF max_attempts NOT BETWEEN 1 AND 100 OR backoff <= interval '0' OR retention <= interval '0' THEN
+        RAISE EXCEPTION 'max_attempts, backoff or retention out of range'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'max_attempts is 1 to 100; backoff and retention are positive.';
+    END IF;
+    INSERT INTO wallet.push_settings AS s (merchant_id, quiet_start, quiet_end, time_zone, max_attempts, backoff, retention)
+    VALUES ($1, $2, $3, $4, $5, $6, $7)
+    ON CONFLICT ON CONSTRAINT push_settings_pkey DO UPDATE
+       SET quiet_start = excluded.quiet_start, quiet_end = excluded.quiet_end, time_zone = excluded.time_zone,
+           max_attempts = excluded.max_attempts, backoff = excluded.backoff, retention = excluded.retention, updated_at = now();
+END
+$$;
+COMMENT ON FUNCTION wallet.set_push_settings(bigint, time, time, text, int, interval, interval) IS 'sets a merchant''s push settings: default quiet hours (NULL, NULL: none) and time zone, delivery attempts, backoff and retention';
+
+CREATE FUNCTION wallet.set_push_topic(merchant_id bigint, topic text, service boolean, cap_group text DEFAULT NULL) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    PERFORM wallet_internal.check_merchant(merchant_id);
+    PERFORM wallet_internal.push_check_name('topic', topic);
+    IF service IS NULL THEN
+        RAISE EXCEPTION 'service must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A topic is either a service topic or a marketing topic.';
+    END IF;
+    IF cap_group IS NOT NULL THEN
+        PERFORM wallet_internal.push_check_name('cap_group', cap_group);
+    END IF;
+    INSERT INTO wallet.push_topics AS t (merchant_id, topic, service, cap_group) VALUES ($1, $2, $3, $4)
+    ON CONFLICT ON CONSTRAINT push_topics_pkey DO UPDATE SET service = excluded.service, cap_group = excluded.cap_group;
+END
+$$;
+COMMENT ON FUNCTION wallet.set_push_topic(bigint, text, boolean, text) IS 'declares a topic: service (no opt-in, can be muted, no quiet hours) or marketing (explicit opt-in), and the cap group it counts against (NULL: exempt from caps); applies to messages enqueued from then on';
+
+CREATE FUNCTION wallet.set_push_cap(merchant_id bigint, channel text, cap_group text, period text, max_count int,
+        window_size interval DEFAULT NULL, policy text DEFAULT 'defer') RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    PERFORM wallet_internal.check_merchant(merchant_id);
+    PERFORM wallet_internal.push_check_name('channel', channel);
+    PERFORM wallet_internal.push_check_name('cap_group', cap_group);
+    IF period IS NULL OR policy IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN period IS NULL THEN 'period' ELSE 'policy' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A cap counts per rolling window, day or week, and defers or drops.';
+    END IF;
+    IF period NOT IN ('rolling', 'day', 'week') OR policy NOT IN ('defer', 'drop')
+       OR (period = 'rolling') <> (window_size IS NOT NULL) OR window_size <= interval '0' OR max_count < 1 THEN
+        RAISE EXCEPTION 'invalid cap'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'period is rolling (with a positive window_size), day or week (without); policy defer or drop; max_count positive (NULL removes the cap).';
+    END IF;
+    IF max_count IS NULL THEN
+        DELETE FROM wallet.push_caps k WHERE k.merchant_id = $1 AND k.channel = $2 AND k.cap_group = $3 AND k.period = $4;
+        RETURN;
+    END IF;
+    INSERT INTO wallet.push_caps AS k (merchant_id, channel, cap_group, period, max_count, window_size, policy)
+    VALUES ($1, $2, $3, $4, $5, $6, $7)
+    ON CONFLICT ON CONSTRAINT push_caps_pkey DO UPDATE
+       SET max_count = excluded.max_count, window_size = excluded.window_size, policy = excluded.policy;
+END
+$$;
+COMMENT ON FUNCTION wallet.set_push_cap(bigint, text, text, text, int, interval, text) IS 'sets (max_count NULL: removes) a frequency cap: at most max_count messages of a cap group on a channel per rolling window_size, local calendar day or week; over it a message is deferred to the first allowed slot or dropped';
+
+------------------------------------------------------------------------------
+-- Consent and preferences API (wallet_app)
+------------------------------------------------------------------------------
+
+CREATE FUNCTION wallet.record_consent(merchant_id bigint, member_ref text, channel text, topic text, granted boolean,
+        source text, policy_version text DEFAULT NULL, device text DEFAULT NULL, at timestamptz DEFAULT now()) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+#variable_conflict use_variable
+DECLARE
+    _m bigint := merchant_id;
+    member bigint;
+    id bigint;
+BEGIN
+    PERFORM wallet_internal.member_check(_m, member_ref);
+    PERFORM wallet_internal.push_check_name('channel', channel);
+    PERFORM wallet_internal.push_check_name('topic', topic);
+    IF granted IS NULL OR source IS NULL OR at IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN granted IS NULL THEN 'granted' WHEN source IS NULL THEN 'source' ELSE 'at' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Consent evidence says what was decided, when and where.';
+    END IF;
+    IF btrim(source) = '' OR length(source) > 200 OR length(policy_version) > 200 OR length(device) > 200
+       OR btrim(policy_version) = '' OR btrim(device) = '' THEN
+        RAISE EXCEPTION 'source, policy_version or device blank or longer than 200 characters'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Consent evidence texts are non-blank and at most 200 characters.';
+    END IF;
+    member := wallet_internal.member_ensure(_m, member_ref);
+    PERFORM wallet_internal.push_lock_member(member, true);
+    INSERT INTO wallet.push_consent_log AS l (merchant_id, member_id, channel, topic, granted, at, source, policy_version, device)
+    VALUES (_m, member, channel, topic, granted, at, source, policy_version, device)
+    RETURNING l.consent_id INTO id;
+    -- the state is the latest evidence by when it was given (late evidence of an earlier decision changes nothing)
+    INSERT INTO wallet.push_consents AS c (merchant_id, member_id, channel, topic, granted, at, consent_id)
+    VALUES (_m, member, channel, topic, granted, at, id)
+    ON CONFLICT ON CONSTRAINT push_consents_pkey DO UPDATE
+       SET granted = excluded.granted, at = excluded.at, consent_id = excluded.consent_id
+     WHERE c.at <= excluded.at;
+    -- a withdrawal takes effect at once, for queued messages too
+    IF NOT (SELECT c.granted FROM wallet.push_consents c
+             WHERE c.merchant_id = _m AND c.member_id = member AND c.channel = record_consent.channel AND c.topic = record_consent.topic) THEN
+        PERFORM wallet_internal.push_finish(ARRAY(
+                    SELECT x.push_id FROM wallet.push_messages x
+                     WHERE x.member_id = member AND x.part < 3 AND x.status = 'queued'
+                       AND x.channel = record_consent.channel AND x.topic = record_consent.topic),
+                'suppressed', 'consent_withdrawn', 'muted');
+    END IF;
+    RETURN id;
+END
+$$;
+COMMENT ON FUNCTION wallet.record_consent(bigint, text, text, text, boolean, text, text, text, timestamptz) IS 'records evidence of a member granting or withdrawing consent to a topic on a channel (source, policy version, device); the current state follows the latest evidence; a withdrawal suppresses the queued messages of that channel and topic at once; returns the evidence id';
+
+CREATE FUNCTION wallet.set_push_preferences(merchant_id bigint, member_ref text, quiet_start time DEFAULT NULL,
+        quiet_end time DEFAULT NULL, topics text[] DEFAULT NULL, max_per_day int DEFAULT NULL, max_per_week int DEFAULT NULL)
+    RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+#variable_conflict use_variable
+DECLARE
+    _m bigint := merchant_id;
+    member bigint;
+    t text;
+BEGIN
+    PERFORM wallet_internal.member_check(_m, member_ref);
+    PERFORM wallet_internal.push_check_quiet(quiet_start, quiet_end);
+    FOREACH t IN ARRAY coalesce(topics, '{}') LOOP
+        PERFORM wallet_internal.push_check_name('topic', t);
+    END LOOP;
+    IF max_per_day < 0 OR max_per_week < 0 THEN
+        RAISE EXCEPTION 'caps must not be negative'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A member''s cap is a count of messages per day or week (NULL: none).';
+    END IF;
+    member := wallet_internal.member_ensure(_m, member_ref);
+    PERFORM wallet_internal.push_lock_member(member, true);
+    INSERT INTO wallet.push_preferences AS p (merchant_id, member_id, quiet_start, quiet_end, topics, max_per_day, max_per_week)
+    VALUES (_m, member, quiet_start, quiet_end, topics, max_per_day, max_per_week)
+    ON CONFLICT ON CONSTRAINT push_preferences_pkey DO UPDATE
+       SET quiet_start = excluded.quiet_start, quiet_end = excluded.quiet_end, topics = excluded.topics,
+           max_per_day = excluded.max_per_day, max_per_week = excluded.max_per_week, updated_at = now();
+END
+$$;
+COMMENT ON FUNCTION wallet.set_push_preferences(bigint, text, time, time, text[], int, int) IS 'sets a member''s own preferences (all of them; NULL: none of its own): quiet hours, the marketing topics chosen, caps per local day and week on every capped group (they only lower the merchant''s)';
+
+------------------------------------------------------------------------------
+-- Enqueue (wallet_app)
+------------------------------------------------------------------------------
+
+CREATE FUNCTION wallet_internal.push_check_message(merchant_id bigint, channel text, topic text, payload jsonb,
+        campaign_id bigint, dedup_key text, not_before timestamptz, priority int) RETURNS void
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    PERFORM wallet_internal.push_check_name('channel', channel);
+    PERFORM wallet_internal.push_check_name('topic', topic);
+    IF payload IS NULL OR not_before IS NULL OR priority IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN payload IS NULL THEN 'payload' WHEN not_before IS NULL THEN 'not_before' ELSE 'priority' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A message has a payload, an earliest send time and a priority (defaults: now(), 0).';
+    END IF;
+    IF jsonb_typeof(payload) <> 'object' OR length(payload::text) > 65536 THEN
+        RAISE EXCEPTION 'payload must be a json object of at most 64 kB'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The payload is what the worker sends, e.g. {"title": ..., "body": ...}.';
+    END IF;
+    IF btrim(dedup_key) = '' OR length(dedup_key) > 200 THEN
+        RAISE EXCEPTION 'dedup_key must not be %', CASE WHEN btrim(dedup_key) = '' THEN 'blank' ELSE 'longer than 200 characters' END
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A deduplication key is a non-blank text of at most 200 characters (NULL: none).';
+    END IF;
+    IF campaign_id IS NOT NULL
+       AND NOT EXISTS (SELECT FROM wallet.campaigns c WHERE c.campaign_id = $5 AND c.merchant_id = $1 AND wallet.acts_for(c.merchant_id)) THEN
+        RAISE EXCEPTION 'campaign % does not exist', campaign_id
+            USING ERRCODE = 'WL101', DETAIL = 'A message belongs to a campaign of its merchant, or to none.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_check_message(bigint, text, text, jsonb, bigint, text, timestamptz, int) IS 'internal: the argument checks of enqueue_push (22004, 22023, WL101 for a campaign that is not the merchant''s)';
+
+CREATE FUNCTION wallet.enqueue_push(merchant_id bigint, member_ref text, channel text, topic text, payload jsonb,
+        campaign_id bigint DEFAULT NULL, dedup_key text DEFAULT NULL, not_before timestamptz DEFAULT now(),
+        expires_at timestamptz DEFAULT NULL, priority int DEFAULT 0,
+        OUT push_id bigint, OUT status text, OUT reason text, OUT eligible_at timestamptz)
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    r record;
+BEGIN
+    PERFORM wallet_internal.member_check($1, $2);
+    PERFORM wallet_internal.push_check_message($1, $3, $4, $5, $6, $7, $8, $10);
+    r := wallet_internal.push_enqueue($1, wallet_internal.member_ensure($1, $2), $3, $4, $5, $6, $7, $8, $9, $10, true);
+    push_id := r.push_id; status := r.status; reason := r.reason; eligible_at := r.eligible_at;
+END
+$$;
+COMMENT ON FUNCTION wallet.enqueue_push(bigint, text, text, text, jsonb, bigint, text, timestamptz, timestamptz, int) IS 'enqueues a message for a member: queued (eligible now), deferred (quiet_hours or frequency_cap, with the time it becomes eligible), suppressed (no_consent, consent_withdrawn, topic_not_chosen, muted, member_forgotten, expired, expires_before_slot, frequency_cap with policy drop) or duplicate (dedup_key used before by the merchant); every outcome is recorded in wallet.push_messages';
+
+-- A campaign's audience in one call: every active member (member_refs
+-- NULL) or the members named.  The members are read by a cursor (streamed,
+-- never all in memory) and each goes through enqueue's decision; the
+-- member locks are not taken (a transaction would hold one per member): the
+-- claim-time check under the lock keeps the caps.  local_at, when given,
+-- is each member's earliest send time in the member's own time zone.
+CREATE FUNCTION wallet_internal.push_audience(merchant_id bigint, member_refs text[], channel text, topic text, payload jsonb,
+        campaign_id bigint, dedup_key text, not_before timestamptz, local_at timestamp, expires_at timestamptz, priority int)
+    RETURNS TABLE (status text, reason text, messages bigint)
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+#variable_conflict use_variable
+DECLARE
+    _m bigint := merchant_id;
+    mem record;
+    r record;
+    counts jsonb := '{}';
+    k text;
+    tz text := coalesce((SELECT s.time_zone FROM wallet.push_settings s WHERE s.merchant_id = _m), 'UTC');
+BEGIN
+    PERFORM wallet_internal.check_merchant(_m);
+    PERFORM wallet_internal.push_check_message(_m, channel, topic, payload, campaign_id, dedup_key, coalesce(not_before, local_at::timestamptz), priority);
+    IF length(dedup_key) > 180 THEN
+        RAISE EXCEPTION 'dedup_key must not be longer than 180 characters'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An audience''s key is extended by each member''s id.';
+    END IF;
+    IF member_refs IS NOT NULL THEN
+        FOREACH k IN ARRAY member_refs LOOP
+            PERFORM wallet_internal.member_check(_m, k);
+        END LOOP;
+    END IF;
+    FOR mem IN SELECT x.member_id, coalesce(w.time_zone, tz) AS tz
+                 FROM (SELECT m.member_id FROM wallet.members m
+                        WHERE m.merchant_id = _m AND member_refs IS NULL AND m.status = 'active'
+                       UNION ALL
+                       SELECT wallet_internal.member_ensure(_m, u.ref) FROM (SELECT DISTINCT x AS ref FROM unnest(member_refs) x) u) x
+                 JOIN wallet.members w ON w.member_id = x.member_id LOOP
+        r := wallet_internal.push_enqueue(_m, mem.member_id, channel, topic, payload, campaign_id,
+                                          dedup_key || ':' || mem.member_id,
+                                          coalesce(local_at AT TIME ZONE mem.tz, not_before), expires_at, priority, false);
+        k := r.status || '/' || coalesce(r.reason, '');
+        counts := jsonb_set(counts, ARRAY[k], to_jsonb(coalesce((counts ->> k)::bigint, 0) + 1));
+    END LOOP;
+    RETURN QUERY SELECT split_part(e.key, '/', 1), nullif(split_part(e.key, '/', 2), ''), e.value::text::bigint
+                   FROM jsonb_each(counts) e ORDER BY 1, 2;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_audience(bigint, text[], text, text, jsonb, bigint, text, timestamptz, timestamp, timestamptz, int) IS 'internal: enqueues for an audience (member_refs NULL: every active member), streaming the members, each decided as enqueue_push does; the earliest send time is not_before, or local_at in each member''s time zone; returns counts per status and reason';
+
+CREATE FUNCTION wallet.enqueue_push_audience(merchant_id bigint, member_refs text[], channel text, topic text, payload jsonb,
+        campaign_id bigint DEFAULT NULL, dedup_key text DEFAULT NULL, not_before timestamptz DEFAULT now(),
+        expires_at timestamptz DEFAULT NULL, priority int DEFAULT 0)
+    RETURNS TABLE (status text, reason text, messages bigint)
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    RETURN QUERY SELECT * FROM wallet_internal.push_audience($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9, $10);
+END
+$$;
+COMMENT ON FUNCTION wallet.enqueue_push_audience(bigint, text[], text, text, jsonb, bigint, text, timestamptz, timestamptz, int) IS 'enqueues a message for a campaign''s audience in one call (member_refs NULL: every active member of the merchant), streaming the members, each decided as enqueue_push does (dedup_key, if given, extended by '':<member_id>''); returns the count of messages per status and reason';
+
+CREATE FUNCTION wallet.enqueue_push_local(merchant_id bigint, member_refs text[], channel text, topic text, payload jsonb,
+        local_at timestamp, campaign_id bigint DEFAULT NULL, dedup_key text DEFAULT NULL,
+        expires_at timestamptz DEFAULT NULL, priority int DEFAULT 0)
+    RETURNS TABLE (status text, reason text, messages bigint)
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF local_at IS NULL THEN
+        RAISE EXCEPTION 'local_at must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A festival send goes out at a local date and time in each member''s time zone.';
+    END IF;
+    RETURN QUERY SELECT * FROM wallet_internal.push_audience($1, $2, $3, $4, $5, $7, $8, NULL, $6, $9, $10);
+END
+$$;
+COMMENT ON FUNCTION wallet.enqueue_push_local(bigint, text[], text, text, jsonb, timestamp, bigint, text, timestamptz, int) IS 'a campaign send at a local date and time in each member''s own time zone (the merchant''s for members without one), e.g. 09:00 on a festival morning everywhere: as enqueue_push_audience, with each member''s earliest send time local_at in the member''s zone';
+
+------------------------------------------------------------------------------
+-- Delivery (wallet_app: the sending workers)
+------------------------------------------------------------------------------
+
+CREATE FUNCTION wallet.claim_pushes(channel text, n int, lease interval)
+    RETURNS TABLE (push_id bigint, merchant_id bigint, member_ref text, topic text, payload jsonb, campaign_id bigint,
+                   attempts int, lease_until timestamptz)
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+#variable_conflict use_column
+DECLARE
+    _ch text := channel;
+    cand bigint[];
+    mems bigint[];
+    firsts bigint[];
+    fmems bigint[];
+    ok bigint[];
+    slow bigint[];
+    gone bigint[];
+    why text[];
+    id bigint;
+    refusal text;
+    s record;
+    r wallet.push_messages;
+BEGIN
+    PERFORM wallet_internal.push_check_name('channel', _ch);
+    PERFORM wallet_internal.push_check_lease(lease);
+    IF n IS NULL OR n < 1 OR n > 10000 THEN
+        RAISE EXCEPTION 'n must be % ', CASE WHEN n IS NULL THEN 'given' ELSE 'between 1 and 10000' END
+            USING ERRCODE = CASE WHEN n IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,
+                  DETAIL = 'A worker claims up to n messages at a time, 1 to 10000.';
+    END IF;
+    -- 1. the due messages, locked (those locked by other claims are skipped)
+    SELECT array_agg(z.push_id), array_agg(z.member_id) INTO cand, mems
+      FROM (SELECT x.push_id, x.member_id FROM wallet.push_messages x
+             WHERE x.part < 3 AND x.channel = _ch AND x.status IN ('queued', 'sending') AND x.due_at <= now()
+               AND wallet.acts_for(x.merchant_id)
+             ORDER BY x.priority DESC, x.due_at
+             LIMIT n
+             FOR UPDATE SKIP LOCKED) z;
+    IF cand IS NULL THEN
+        RETURN;
+    END IF;
+    -- 2. the members, each under its lock: a member busy in another session
+    -- (enqueue, consent, claim) has its messages wait for the next claim
+    SELECT array_agg(u.id ORDER BY u.o), array_agg(u.m ORDER BY u.o) INTO firsts, fmems
+      FROM (SELECT DISTINCT ON (u.m) u.id, u.m, u.o FROM unnest(cand, mems) WITH ORDINALITY AS u(id, m, o) ORDER BY u.m, u.o) u
+     WHERE pg_try_advisory_xact_lock(2001234512, (u.m % 2147483647)::int);
+    IF firsts IS NULL THEN
+        RETURN;
+    END IF;
+    -- 3. each member's first message checked again, all at once: consent,
+    -- expiry, and whether quiet hours or a reached cap could move it (then
+    -- it is decided below, one by one, as are a member's further messages)
+    WITH d AS (
+        SELECT x.push_id, x.merchant_id, x.member_id, x.channel, x.cap_group, x.service, p.max_per_day, p.max_per_week,
+               coalesce(CASE WHEN w.status = 'forgotten' THEN 'member_forgotten'
+                             WHEN x.service THEN CASE WHEN c.granted IS FALSE THEN 'muted' END
+                             WHEN c.granted IS NULL THEN 'no_consent'
+                             WHEN NOT c.granted THEN 'consent_withdrawn'
+                             WHEN p.topics IS NOT NULL AND NOT x.topic = ANY (p.topics) THEN 'topic_not_chosen' END,
+                        CASE WHEN x.expires_at <= now() THEN 'expired' END) AS refusal,
+               coalesce(w.time_zone, s.time_zone, 'UTC') AS tz,
+               CASE WHEN p.quiet_start IS NOT NULL THEN p.quiet_start WHEN s.merchant_id IS NULL THEN time '22:00' ELSE s.quiet_start END AS qs,
+               CASE WHEN p.quiet_start IS NOT NULL THEN p.quiet_end WHEN s.merchant_id IS NULL THEN time '08:00' ELSE s.quiet_end END AS qe
+          FROM wallet.push_messages x
+          JOIN wallet.members w ON w.member_id = x.member_id
+          LEFT JOIN wallet.push_consents c
+                 ON c.merchant_id = x.merchant_id AND c.member_id = x.member_id AND c.channel = x.channel AND c.topic = x.topic
+          LEFT JOIN wallet.push_preferences p ON p.member_id = x.member_id
+          LEFT JOIN wallet.push_settings s ON s.merchant_id = x.merchant_id
+         WHERE x.push_id = ANY (firsts) AND x.part < 3),
+    v AS (
+        SELECT d.push_id, d.refusal,
+               (NOT d.service AND wallet_internal.push_quiet_until(now(), d.tz, d.qs, d.qe) IS NOT NULL)
+               OR (d.cap_group IS NOT NULL AND EXISTS (
+                   -- a cap reached: counted as push_slot counts at claim (sending and sent
+                   -- messages; a rolling window counts later claims too)
+                   SELECT FROM (SELECT k.period, k.max_count, k.window_size FROM wallet.push_caps k
+                                 WHERE k.merchant_id = d.merchant_id AND k.channel = d.channel AND k.cap_group = d.cap_group
+                                UNION ALL
+                                SELECT 'day', d.max_per_day, NULL::interval WHERE d.max_per_day IS NOT NULL
+                                UNION ALL
+                                SELECT 'week', d.max_per_week, NULL::interval WHERE d.max_per_week IS NOT NULL) k
+                   CROSS JOIN LATERAL (
+                       SELECT CASE WHEN k.period = 'rolling' THEN now() - k.window_size
+                                   ELSE date_trunc(k.period, now() AT TIME ZONE d.tz) AT TIME ZONE d.tz END AS ws,
+                              CASE WHEN k.period = 'rolling' THEN 'infinity'::timestamptz
+                                   ELSE (date_trunc(k.period, now() AT TIME ZONE d.tz)
+                                         + CASE k.period WHEN 'day' THEN interval '1 day' ELSE interval '7 days' END) AT TIME ZONE d.tz END AS we) b
+                   WHERE (SELECT count(*) FROM wallet.push_messages y
+                           WHERE y.member_id = d.member_id AND y.status IN ('sending', 'sent')
+                             AND y.channel = d.channel AND y.cap_group = d.cap_group AND y.push_id <> d.push_id
+                             AND y.slot_at >= b.ws AND y.slot_at < b.we AND (y.slot_at > b.ws OR k.period <> 'rolling')) >= k.max_count))
+               AS slow
+          FROM d)
+    SELECT array_agg(v.push_id) FILTER (WHERE v.refusal IS NULL AND NOT v.slow),
+           array_agg(v.push_id) FILTER (WHERE v.refusal IS NULL AND v.slow),
+           array_agg(v.push_id) FILTER (WHERE v.refusal IS NOT NULL),
+           array_agg(v.refusal) FILTER (WHERE v.refusal IS NOT NULL)
+      INTO ok, slow, gone, why
+      FROM v;
+    -- 4. refused: suppressed with the reason, out of the queue
+    IF gone IS NOT NULL THEN
+        WITH g AS (SELECT * FROM unnest(gone, why) AS g(id, why)),
+        dd AS (DELETE FROM wallet.push_messages x USING g WHERE x.push_id = g.id AND x.part < 3 RETURNING x.*, g.why)
+        INSERT INTO wallet.push_messages OVERRIDING SYSTEM VALUE
+        SELECT dd.push_id, dd.merchant_id, dd.member_id, dd.channel, dd.topic, dd.cap_group, dd.service, dd.payload, dd.campaign_id,
+               dd.dedup_key, dd.priority, dd.not_before, dd.expires_at, dd.created_at, dd.outcome, dd.outcome_reason,
+               'suppressed', dd.why, NULL, dd.slot_at, dd.attempts, dd.claimed_at, dd.sent_at, dd.provider_message_id,
+               dd.last_error, now(), 3
+          FROM dd;
+    END IF;
+    -- 5. the rest claimed, all at once
+    IF ok IS NOT NULL THEN
+        RETURN QUERY
+        WITH u AS (
+            UPDATE wallet.push_messages x
+               SET status = 'sending', due_at = now() + lease, slot_at = now(), claimed_at = now(), attempts = x.attempts + 1
+             WHERE x.push_id = ANY (ok) AND x.part < 3
+            RETURNING x.push_id, x.merchant_id, x.member_id, x.topic, x.payload, x.campaign_id, x.attempts, x.due_at)
+        SELECT u.push_id, u.merchant_id, w.member_ref, u.topic, u.payload, u.campaign_id, u.attempts, u.due_at
+          FROM u JOIN wallet.members w ON w.member_id = u.member_id
+         ORDER BY array_position(cand, u.push_id);
+    END IF;
+    -- 6. one by one: those quiet hours or a cap may move, and the members' further messages
+    FOR id IN SELECT u.id FROM unnest(cand, mems) WITH ORDINALITY AS u(id, m, o)
+               WHERE u.id = ANY (slow) OR (u.m = ANY (fmems) AND NOT u.id = ANY (firsts))
+               ORDER BY u.o LOOP
+        SELECT * INTO r FROM wallet.push_messages x WHERE x.push_id = id AND x.part < 3;
+        refusal := wallet_internal.push_refusal(r.merchant_id, r.member_id, r.channel, r.topic, r.service);
+        IF refusal IS NULL AND r.expires_at <= now() THEN
+            refusal := 'expired';
+        END IF;
+        IF refusal IS NULL AND (r.service IS NOT TRUE OR r.cap_group IS NOT NULL) THEN
+            s := wallet_internal.push_slot(r.merchant_id, r.member_id, r.channel, r.cap_group, r.service, r.priority, now(), false, r.push_id);
+            IF s.slot IS NULL THEN
+                refusal := s.reason;
+            ELSIF s.slot >= r.expires_at THEN
+                refusal := 'expires_before_slot'; r.slot_at := s.slot;
+            ELSIF s.slot > now() THEN
+                UPDATE wallet.push_messages x SET status = 'queued', reason = s.reason, due_at = s.slot, slot_at = s.slot
+                 WHERE x.push_id = id AND x.part = r.part;
+                CONTINUE;
+            END IF;
+        END IF;
+        IF refusal IS NOT NULL THEN
+            r.status := 'suppressed'; r.reason := refusal; r.due_at := NULL; r.finished_at := now();
+            PERFORM wallet_internal.push_move(r, 3::smallint);
+            CONTINUE;
+        END IF;
+        UPDATE wallet.push_messages x
+           SET status = 'sending', due_at = now() + lease, slot_at = now(), claimed_at = now(), attempts = x.attempts + 1
+         WHERE x.push_id = id AND x.part = r.part
+        RETURNING x.push_id, x.merchant_id, x.topic, x.payload, x.campaign_id, x.attempts, x.due_at
+             INTO push_id, merchant_id, topic, payload, campaign_id, attempts, lease_until;
+        SELECT m.member_ref INTO member_ref FROM wallet.members m WHERE m.member_id = r.member_id;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION wallet.claim_pushes(text, int, interval) IS 'claims up to n due messages of a channel (of the merchants the caller acts for), highest priority first, leasing them for lease; each is checked again first, under its member''s lock: consent, expiry, quiet hours and caps (a message failing the check is suppressed or deferred, never returned; one per member at once, set-based, the rest one by one); a lapsed lease makes a message claimable again';
+
+CREATE FUNCTION wallet.extend_lease(push_id bigint, lease interval) RETURNS timestamptz
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    r wallet.push_messages := wallet_internal.push_lock(push_id);
+BEGIN
+    PERFORM wallet_internal.push_check_lease(lease);
+    IF r.status <> 'sending' THEN
+        PERFORM wallet_internal.push_not_sending(r);
+    END IF;
+    UPDATE wallet.push_messages x SET due_at = now() + lease WHERE x.push_id = r.push_id AND x.part = r.part;
+    RETURN now() + lease;
+END
+$$;
+COMMENT ON FUNCTION wallet.extend_lease(bigint, interval) IS 'extends the lease of a claimed message to now() + lease and returns when it lapses; WL702 if it is not being sent';
+
+CREATE FUNCTION wallet.ack_push(push_id bigint, provider_message_id text) RETURNS boolean
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    r wallet.push_messages := wallet_internal.push_lock(push_id);
+BEGIN
+    IF length(provider_message_id) > 200 OR btrim(provider_message_id) = '' THEN
+        RAISE EXCEPTION 'provider_message_id must be non-blank and at most 200 characters'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'It is the provider''s id of the delivery (NULL: none).';
+    END IF;
+    IF r.status = 'sent' AND r.provider_message_id IS NOT DISTINCT FROM ack_push.provider_message_id THEN
+        RETURN false;   -- the same acknowledgement again
+    END IF;
+    IF r.status <> 'sending' THEN
+        PERFORM wallet_internal.push_not_sending(r);
+    END IF;
+    INSERT INTO wallet.push_attempts (merchant_id, member_id, push_id, claimed_at, outcome, provider_message_id)
+    VALUES (r.merchant_id, r.member_id, r.push_id, r.claimed_at, 'sent', ack_push.provider_message_id);
+    r.status := 'sent'; r.reason := NULL; r.due_at := NULL; r.sent_at := now(); r.finished_at := now();
+    r.provider_message_id := ack_push.provider_message_id;
+    PERFORM wallet_internal.push_move(r, 3::smallint);
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION wallet.ack_push(bigint, text) IS 'records a claimed message as sent (also after its lease lapsed, unless claimed again since) with the provider''s id; true, or false for the same acknowledgement again; WL702 if it is not being sent';
+
+-- Many acknowledgements in one statement (a worker that sent a batch):
+-- what ack_push does for each, set-based.
+CREATE FUNCTION wallet.ack_pushes(push_ids bigint[], provider_message_ids text[] DEFAULT NULL) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    want bigint[];
+    n bigint;
+    i int;
+    bad wallet.push_messages;
+    missing bigint;
+BEGIN
+    IF push_ids IS NULL OR array_position(push_ids, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'push_ids must not be null nor hold a null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Messages are named by the push_id claim_pushes returned.';
+    END IF;
+    IF cardinality(push_ids) > 10000 OR cardinality(provider_message_ids) <> cardinality(push_ids)
+       OR EXISTS (SELECT FROM unnest(provider_message_ids) p WHERE length(p) > 200 OR btrim(p) = '') THEN
+        RAISE EXCEPTION 'at most 10000 push_ids, each with a non-blank provider_message_id of at most 200 characters or none'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'provider_message_ids, when given, has one provider id (or NULL) per push_id, in the same order.';
+    END IF;
+    SELECT array_agg(DISTINCT u) INTO want FROM unnest(push_ids) u;
+    IF want IS NULL THEN
+        RETURN 0;
+    END IF;
+    -- lock them all, in one order (rows moved meanwhile are looked up again, as by push_lock)
+    FOR i IN 1 .. 3 LOOP
+        PERFORM FROM wallet.push_messages x WHERE x.push_id = ANY (want) ORDER BY x.push_id FOR UPDATE;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        EXIT WHEN n = cardinality(want);
+    END LOOP;
+    SELECT u INTO missing FROM unnest(want) u
+     WHERE NOT EXISTS (SELECT FROM wallet.push_messages x WHERE x.push_id = u AND wallet.acts_for(x.merchant_id))
+     ORDER BY u LIMIT 1;
+    IF missing IS NOT NULL THEN
+        PERFORM wallet_internal.push_lock(missing);   -- raises WL701 as ack_push does
+    END IF;
+    SELECT x.* INTO bad FROM wallet.push_messages x
+      JOIN unnest(push_ids, coalesce(provider_message_ids, array_fill(NULL::text, ARRAY[cardinality(push_ids)]))) AS a(id, pid)
+        ON a.id = x.push_id
+     WHERE x.status <> 'sending' AND NOT (x.status = 'sent' AND x.provider_message_id IS NOT DISTINCT FROM a.pid)
+     ORDER BY x.push_id LIMIT 1;
+    IF bad.push_id IS NOT NULL THEN
+        PERFORM wallet_internal.push_not_sending(bad);
+    END IF;
+    WITH a AS (
+        SELECT DISTINCT ON (u.id) u.id, u.pid
+          FROM unnest(push_ids, coalesce(provider_message_ids, array_fill(NULL::text, ARRAY[cardinality(push_ids)]))) WITH ORDINALITY AS u(id, pid, o)
+         ORDER BY u.id, u.o),
+    d AS (
+        DELETE FROM wallet.push_messages x USING a
+         WHERE x.push_id = a.id AND x.part < 3 AND x.status = 'sending'
+        RETURNING x.*, a.pid),
+    r AS (
+        INSERT INTO wallet.push_attempts (merchant_id, member_id, push_id, claimed_at, outcome, provider_message_id)
+        SELECT d.merchant_id, d.member_id, d.push_id, d.claimed_at, 'sent', d.pid FROM d)
+    INSERT INTO wallet.push_messages OVERRIDING SYSTEM VALUE
+    SELECT d.push_id, d.merchant_id, d.member_id, d.channel, d.topic, d.cap_group, d.service, d.payload, d.campaign_id,
+           d.dedup_key, d.priority, d.not_before, d.expires_at, d.created_at, d.outcome, d.outcome_reason, 'sent',
+           NULL, NULL, d.slot_at, d.attempts, d.claimed_at, now(), d.pid, d.last_error, now(), 3
+      FROM d;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION wallet.ack_pushes(bigint[], text[]) IS 'acknowledges many claimed messages as sent in one statement (at most 10000; provider_message_ids, when given, in the order of push_ids), as ack_push does each; returns how many were recorded (a repeated acknowledgement counts none); WL701 or WL702 as ack_push, for the first offending id, and then none is recorded';
+
+CREATE FUNCTION wallet.fail_push(push_id bigint, error text, retryable boolean DEFAULT true) RETURNS text
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    r wallet.push_messages := wallet_internal.push_lock(push_id);
+    s wallet.push_settings;
+    d interval;
+    dead boolean;
+BEGIN
+    IF error IS NULL OR retryable IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN error IS NULL THEN 'error' ELSE 'retryable' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A failure says what went wrong and whether a retry may succeed.';
+    END IF;
+    IF btrim(error) = '' THEN
+        RAISE EXCEPTION 'error must not be blank'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A failure says what went wrong.';
+    END IF;
+    IF r.status <> 'sending' THEN
+        PERFORM wallet_internal.push_not_sending(r);
+    END IF;
+    SELECT * INTO s FROM wallet.push_settings x WHERE x.merchant_id = r.merchant_id;
+    dead := NOT retryable OR r.attempts >= coalesce(s.max_attempts, 5);
+    -- exponential backoff with jitter: between half and all of backoff * 2^(attempts - 1)
+    d := coalesce(s.backoff, interval '30 seconds') * power(2, least(r.attempts - 1, 20)) * (0.5 + random() / 2);
+    IF dead THEN
+        r.status := 'dead'; r.reason := CASE WHEN retryable THEN 'attempts_exhausted' ELSE 'not_retryable' END;
+        r.due_at := NULL; r.slot_at := NULL; r.last_error := left(fail_push.error, 1000); r.finished_at := now();
+        PERFORM wallet_internal.push_move(r, 3::smallint);
+    ELSE
+        UPDATE wallet.push_messages x
+           SET status = 'queued', reason = 'retry', due_at = now() + d, slot_at = now() + d, last_error = left(fail_push.error, 1000)
+         WHERE x.push_id = r.push_id AND x.part = r.part;
+    END IF;
+    INSERT INTO wallet.push_attempts (merchant_id, member_id, push_id, claimed_at, outcome, error)
+    VALUES (r.merchant_id, r.member_id, r.push_id, r.claimed_at, 'failed', left(fail_push.error, 1000));
+    RETURN CASE WHEN dead THEN 'dead' ELSE 'queued' END;
+END
+$$;
+COMMENT ON FUNCTION wallet.fail_push(bigint, text, boolean) IS 'records a failed delivery of a claimed message: retried after an exponential backoff with jitter (returns queued), or, not retryable or out of attempts, a dead letter (returns dead); WL702 if it is not being sent';
+
+CREATE FUNCTION wallet.requeue_push(push_id bigint) RETURNS boolean
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    r wallet.push_messages := wallet_internal.push_lock(push_id);
+BEGIN
+    IF r.status <> 'dead' THEN
+        RAISE EXCEPTION 'push % is not a dead letter', r.push_id
+            USING ERRCODE = 'WL703', DETAIL = format('The message is %s; only dead letters (wallet.push_dead_letters) are requeued.', r.status);
+    END IF;
+    r.status := 'queued'; r.reason := 'requeued'; r.attempts := 0; r.due_at := now(); r.slot_at := now(); r.finished_at := NULL;
+    PERFORM wallet_internal.push_move(r, wallet_internal.push_current_slot());
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION wallet.requeue_push(bigint) IS 'queues a dead letter again with fresh attempts (checked again at claim); WL703 if it is not a dead letter';
+
+-- Finished messages leave after the merchant's retention (their delivery
+-- records with them); the deduplication keys stay.  Bounded per call.
+CREATE FUNCTION wallet.purge_pushes(max_rows int DEFAULT 10000) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    n bigint;
+BEGIN
+    IF max_rows IS NULL OR max_rows < 1 THEN
+        RAISE EXCEPTION 'max_rows must be positive'
+            USING ERRCODE = CASE WHEN max_rows IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,
+                  DETAIL = 'At most max_rows finished messages are purged per call.';
+    END IF;
+    WITH gone AS (
+        DELETE FROM wallet.push_messages x
+         WHERE x.part = 3 AND x.push_id IN (SELECT y.push_id FROM wallet.merchants m
+                               LEFT JOIN wallet.push_settings s ON s.merchant_id = m.merchant_id
+                               CROSS JOIN LATERAL (SELECT z.push_id FROM wallet.push_messages z
+                                                    WHERE z.part = 3 AND z.merchant_id = m.merchant_id AND z.finished_at IS NOT NULL
+                                                      AND z.finished_at < now() - coalesce(s.retention, interval '90 days')
+                                                    LIMIT max_rows) y
+                              WHERE wallet.acts_for(m.merchant_id)
+                              LIMIT max_rows)
+        RETURNING x.push_id),
+    attempts AS (DELETE FROM wallet.push_attempts a WHERE a.push_id IN (SELECT g.push_id FROM gone g))
+    SELECT count(*) INTO n FROM gone;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION wallet.purge_pushes(int) IS 'deletes up to max_rows finished messages (sent, suppressed, duplicate, dead) older than their merchant''s retention, with their delivery records, of the merchants the caller acts for; deduplication keys stay; returns the count (run by wallet.run_maintenance)';
+
+-- Carries the messages of queue slot "from" into slot "to" (a delete and
+-- an insert each), 10,000 at a time, skipping those locked by others.
+CREATE FUNCTION wallet_internal.push_carry("from" smallint, "to" smallint) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    n bigint;
+    total bigint := 0;
+BEGIN
+    IF "from" = "to" THEN
+        RETURN 0;   -- (what was moved would be met again)
+    END IF;
+    LOOP
+        WITH d AS (
+            DELETE FROM wallet.push_messages x
+             WHERE x.part = "from" AND x.push_id IN (SELECT y.push_id FROM wallet.push_messages y WHERE y.part = "from"
+                                                      LIMIT 10000 FOR UPDATE SKIP LOCKED)
+            RETURNING x.*)
+        INSERT INTO wallet.push_messages OVERRIDING SYSTEM VALUE
+        SELECT d.push_id, d.merchant_id, d.member_id, d.channel, d.topic, d.cap_group, d.service, d.payload, d.campaign_id,
+               d.dedup_key, d.priority, d.not_before, d.expires_at, d.created_at, d.outcome, d.outcome_reason, d.status,
+               d.reason, d.due_at, d.slot_at, d.attempts, d.claimed_at, d.sent_at, d.provider_message_id, d.last_error,
+               d.finished_at, "to"
+          FROM d;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        total := total + n;
+        EXIT WHEN n = 0;
+    END LOOP;
+    RETURN total;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_carry(smallint, smallint) IS 'internal: moves the messages of queue slot "from" into slot "to" (skipping those locked by other sessions); returns how many';
+
+-- The rotation of the queue slots (no decay): the next slot after the
+-- current one that holds at most max_rows live messages (deferred ones,
+-- ones being sent, a backlog not yet claimed: a slot holding more waits
+-- for its backlog to drain and is passed over) has them carried into the
+-- current slot, in batches that wait for nobody (SKIP LOCKED); then it is
+-- locked for a moment (waiting at most 100 ms, else the next call tries
+-- again), the last few carried, emptied by TRUNCATE and made current.
+-- Dead tuples of the hot path thus live a few turns, whatever vacuum and
+-- the xmin horizon do.
+CREATE FUNCTION wallet.rotate_push_queue(min_age interval DEFAULT '10 seconds', max_rows int DEFAULT 10000) RETURNS boolean
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    v bigint;
+    cur smallint;
+    nxt smallint;
+    k int;
+    timeout text := current_setting('lock_timeout');
+BEGIN
+    IF min_age IS NULL OR max_rows IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN min_age IS NULL THEN 'min_age' ELSE 'max_rows' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A slot turns after min_age, carrying at most max_rows live messages.';
+    END IF;
+    IF min_age < interval '0' OR max_rows < 1 THEN
+        RAISE EXCEPTION 'min_age must not be negative and max_rows must be positive'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A slot turns after min_age, carrying at most max_rows live messages.';
+    END IF;
+    -- one rotation at a time
+    IF NOT pg_try_advisory_xact_lock(2001234513, 0) THEN
+        RETURN false;
+    END IF;
+    SELECT s.last_value INTO v FROM wallet_internal.push_queue_slot s;
+    cur := v % 4;
+    IF now() < to_timestamp(v / 4) + min_age THEN
+        RETURN false;
+    END IF;
+    FOR k IN 1 .. 2 LOOP
+        nxt := (cur + k) % 3;
+        CONTINUE WHEN (SELECT count(*) FROM (SELECT FROM wallet.push_messages y WHERE y.part = nxt LIMIT max_rows + 1) z) > max_rows;
+        -- carry the live messages, without waiting for any
+        PERFORM wallet_internal.push_carry(nxt, cur);
+        -- then a moment alone with the slot: those locked meanwhile, and TRUNCATE
+        BEGIN
+            PERFORM set_config('lock_timeout', '100ms', true);
+            EXECUTE format('LOCK TABLE wallet.push_messages_q%s IN ACCESS EXCLUSIVE MODE', nxt);
+            PERFORM set_config('lock_timeout', timeout, true);
+        EXCEPTION WHEN lock_not_available THEN
+            RETURN false;   -- busy: the next call tries again (what was carried stays carried)
+        END;
+        -- (no row of the slot is locked by anyone else now)
+        PERFORM wallet_internal.push_carry(nxt, cur);
+        EXECUTE format('TRUNCATE wallet.push_messages_q%s', nxt);
+        PERFORM setval('wallet_internal.push_queue_slot'::regclass, (extract(epoch FROM now())::bigint) * 4 + nxt);
+        RETURN true;
+    END LOOP;
+    RETURN false;   -- both other slots hold more than max_rows live messages
+END
+$$;
+COMMENT ON FUNCTION wallet.rotate_push_queue(interval, int) IS 'turns the push queue slots when the current one is at least min_age old: the next slot holding at most max_rows live messages has them carried into the current one, is emptied by TRUNCATE (waiting at most 100 ms for its lock) and becomes current; returns whether it turned (run by wallet.run_maintenance; a sending worker may call it every few seconds: the dead tuples of the queue then live only a few turns)';
+
+------------------------------------------------------------------------------
+-- Events and metrics
+------------------------------------------------------------------------------
+
+CREATE TABLE wallet.push_events (
+    event_id    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    merchant_id bigint NOT NULL REFERENCES wallet.merchants,
+    member_id   bigint NOT NULL REFERENCES wallet.members,
+    push_id     bigint NOT NULL,
+    campaign_id bigint,
+    kind        text NOT NULL CHECK (kind IN ('delivered', 'opened', 'clicked', 'dismissed', 'unsubscribed', 'complained')),
+    at          timestamptz NOT NULL,
+    recorded_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX push_events_push_idx ON wallet.push_events (push_id, kind);
+CREATE INDEX push_events_campaign_idx ON wallet.push_events (merchant_id, campaign_id, kind);
+COMMENT ON TABLE wallet.push_events IS 'what members did with the messages sent to them (wallet.record_push_event): delivered, opened, clicked, dismissed, unsubscribed, complained';
+COMMENT ON COLUMN wallet.push_events.event_id IS 'event id';
+COMMENT ON COLUMN wallet.push_events.merchant_id IS 'merchant';
+COMMENT ON COLUMN wallet.push_events.member_id IS 'the member (wallet.members)';
+COMMENT ON COLUMN wallet.push_events.push_id IS 'the message (wallet.push_messages; the event outlives its purge)';
+COMMENT ON COLUMN wallet.push_events.campaign_id IS 'the message''s campaign (NULL = none), copied for the campaign figures';
+COMMENT ON COLUMN wallet.push_events.kind IS 'delivered, opened, clicked, dismissed, unsubscribed or complained';
+COMMENT ON COLUMN wallet.push_events.at IS 'when it happened (as the app or provider reports it)';
+COMMENT ON COLUMN wallet.push_events.recorded_at IS 'when it was recorded';
+SELECT pg_catalog.pg_extension_config_dump('wallet.push_events', '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('wallet.push_events', 'event_id'), '');
+ALTER TABLE wallet.push_events ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.push_events USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.push_events IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+
+CREATE FUNCTION wallet.record_push_event(push_id bigint, kind text, at timestamptz DEFAULT now()) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    r wallet.push_messages;
+    id bigint;
+BEGIN
+    IF kind IS NULL OR at IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN kind IS NULL THEN 'kind' ELSE 'at' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'An event says what happened to a message and when.';
+    END IF;
+    IF kind NOT IN ('delivered', 'opened', 'clicked', 'dismissed', 'unsubscribed', 'complained') THEN
+        RAISE EXCEPTION 'unknown push event "%"', left(kind, 64)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A push event is delivered, opened, clicked, dismissed, unsubscribed or complained.';
+    END IF;
+    SELECT * INTO r FROM wallet.push_messages x WHERE x.push_id = $1;
+    IF NOT FOUND OR NOT wallet.acts_for(r.merchant_id) THEN
+        PERFORM wallet_internal.push_lock($1);   -- raises 22004 or WL701 as for any other call
+    END IF;
+    IF r.status <> 'sent' THEN
+        RAISE EXCEPTION 'push % was not sent', r.push_id
+            USING ERRCODE = 'WL704', DETAIL = format('The message is %s; events are recorded for sent messages.', r.status);
+    END IF;
+    INSERT INTO wallet.push_events AS e (merchant_id, member_id, push_id, campaign_id, kind, at)
+    VALUES (r.merchant_id, r.member_id, r.push_id, r.campaign_id, record_push_event.kind, record_push_event.at)
+    RETURNING e.event_id INTO id;
+    RETURN id;
+END
+$$;
+COMMENT ON FUNCTION wallet.record_push_event(bigint, text, timestamptz) IS 'records what happened to a sent message (delivered, opened, clicked, dismissed, unsubscribed, complained) and when; returns the event id; WL704 if the message was not sent (an unsubscribe is a figure here: the consent is withdrawn by wallet.record_consent)';
+
+-- The messages sent with the purchases attributed to them, last touch: a
+-- purchase counts for the member's latest sent message whose window holds
+-- it: open_window after its first open, or delivery_window after its
+-- delivery (its first delivered event, else the acknowledgement).
+CREATE FUNCTION wallet_internal.push_attribution(merchant_id bigint, campaign_id bigint, open_window interval, delivery_window interval)
+    RETURNS TABLE (push_id bigint, purchases bigint, revenue numeric)
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    RETURN QUERY
+    WITH sent AS (
+        SELECT m.push_id, m.member_id,
+               coalesce((SELECT min(e.at) FROM wallet.push_events e WHERE e.push_id = m.push_id AND e.kind = 'delivered'), m.sent_at) AS delivered_at,
+               (SELECT min(e.at) FROM wallet.push_events e WHERE e.push_id = m.push_id AND e.kind = 'opened') AS opened_at
+          FROM wallet.push_messages m
+         WHERE m.merchant_id = $1 AND m.status = 'sent' AND ($2 IS NULL OR m.campaign_id = $2)),
+    touch AS (
+        SELECT p.purchase_id, p.amount - p.refunded_amount AS net,
+               (SELECT s.push_id FROM sent s
+                 WHERE s.member_id = p.member_id
+                   AND ((p.occurred_at > s.opened_at AND p.occurred_at <= s.opened_at + $3)
+                        OR (p.occurred_at > s.delivered_at AND p.occurred_at <= s.delivered_at + $4))
+                 ORDER BY s.delivered_at DESC, s.push_id DESC LIMIT 1) AS push_id
+          FROM wallet.purchases p
+         WHERE p.merchant_id = $1 AND p.member_id IN (SELECT s.member_id FROM sent s))
+    SELECT s.push_id, count(t.purchase_id), coalesce(sum(t.net), 0)
+      FROM sent s LEFT JOIN touch t ON t.push_id = s.push_id
+     GROUP BY s.push_id;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_attribution(bigint, bigint, interval, interval) IS 'internal: each sent message of the merchant (of the campaign, if given) with the purchases attributed to it (last touch within open_window after its first open or delivery_window after its delivery) and their net revenue';
+
+CREATE FUNCTION wallet.push_stats(merchant_id bigint, campaign_id bigint DEFAULT NULL, open_window interval DEFAULT '24 hours',
+        delivery_window interval DEFAULT '72 hours')
+    RETURNS TABLE (campaign bigint, topic text, issued bigint, sent bigint, delivered bigint, opened bigint, clicked bigint,
+                   unsubscribed bigint, complained bigint, converted bigint, revenue numeric, open_rate numeric,
+                   click_rate numeric, conversion_rate numeric, unsubscribe_rate numeric, complaint_rate numeric)
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM wallet_internal.check_merchant($1);
+    IF $2 IS NOT NULL AND NOT EXISTS (SELECT FROM wallet.campaigns c WHERE c.campaign_id = $2 AND c.merchant_id = $1) THEN
+        RAISE EXCEPTION 'campaign % does not exist', $2
+            USING ERRCODE = 'WL101', DETAIL = 'Figures are per campaign of the merchant, or of all its messages (NULL).';
+    END IF;
+    IF $3 IS NULL OR $4 IS NULL OR $3 < interval '0' OR $4 < interval '0' THEN
+        RAISE EXCEPTION 'attribution windows must be given and not negative'
+            USING ERRCODE = CASE WHEN $3 IS NULL OR $4 IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,
+                  DETAIL = 'A purchase counts for a message within open_window after an open or delivery_window after delivery.';
+    END IF;
+    RETURN QUERY
+    WITH m AS (
+        SELECT x.push_id, x.campaign_id, x.topic, x.outcome, x.status,
+               EXISTS (SELECT FROM wallet.push_events e WHERE e.push_id = x.push_id AND e.kind = 'delivered') AS delivered,
+               EXISTS (SELECT FROM wallet.push_events e WHERE e.push_id = x.push_id AND e.kind = 'opened') AS opened,
+               EXISTS (SELECT FROM wallet.push_events e WHERE e.push_id = x.push_id AND e.kind = 'clicked') AS clicked,
+               EXISTS (SELECT FROM wallet.push_events e WHERE e.push_id = x.push_id AND e.kind = 'unsubscribed') AS unsubscribed,
+               EXISTS (SELECT FROM wallet.push_events e WHERE e.push_id = x.push_id AND e.kind = 'complained') AS complained,
+               a.purchases, a.revenue
+          FROM wallet.push_messages x
+          LEFT JOIN wallet_internal.push_attribution($1, $2, $3, $4) a ON a.push_id = x.push_id
+         WHERE x.merchant_id = $1 AND ($2 IS NULL OR x.campaign_id = $2)),
+    g AS (
+        SELECT m.campaign_id, m.topic,
+               count(*) FILTER (WHERE m.outcome IN ('queued', 'deferred')) AS issued,
+               count(*) FILTER (WHERE m.status = 'sent') AS sent,
+               count(*) FILTER (WHERE m.delivered) AS delivered, count(*) FILTER (WHERE m.opened) AS opened,
+               count(*) FILTER (WHERE m.clicked) AS clicked, count(*) FILTER (WHERE m.unsubscribed) AS unsubscribed,
+               count(*) FILTER (WHERE m.complained) AS complained, count(*) FILTER (WHERE m.purchases > 0) AS converted,
+               coalesce(sum(m.revenue), 0) AS revenue
+          FROM m GROUP BY m.campaign_id, m.topic)
+    SELECT g.campaign_id, g.topic, g.issued, g.sent, g.delivered, g.opened, g.clicked, g.unsubscribed, g.complained, g.converted,
+           g.revenue,
+           round(g.opened::numeric / nullif(g.sent, 0), 4), round(g.clicked::numeric / nullif(g.sent, 0), 4),
+           round(g.converted::numeric / nullif(g.sent, 0), 4), round(g.unsubscribed::numeric / nullif(g.sent, 0), 4),
+           round(g.complained::numeric / nullif(g.sent, 0), 4)
+      FROM g ORDER BY g.campaign_id NULLS FIRST, g.topic;
+END
+$$;
+COMMENT ON FUNCTION wallet.push_stats(bigint, bigint, interval, interval) IS 'figures per campaign and topic of a merchant''s messages (one campaign, or all): issued, sent, delivered, opened, clicked, unsubscribed, complained, converted (a purchase attributed, last touch, within open_window after an open or delivery_window after delivery) and net revenue attributed; rates per message sent';
+
+CREATE FUNCTION wallet.push_funnel(merchant_id bigint, campaign_id bigint, open_window interval DEFAULT '24 hours',
+        delivery_window interval DEFAULT '72 hours')
+    RETURNS TABLE (stage text, members bigint)
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    PERFORM wallet_internal.check_merchant($1);
+    IF $2 IS NULL OR NOT EXISTS (SELECT FROM wallet.campaigns c WHERE c.campaign_id = $2 AND c.merchant_id = $1) THEN
+        IF $2 IS NULL THEN
+            RAISE EXCEPTION 'campaign_id must not be null'
+                USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The funnel is a campaign''s.';
+        END IF;
+        RAISE EXCEPTION 'campaign % does not exist', $2
+            USING ERRCODE = 'WL101', DETAIL = 'The funnel is of a campaign of the merchant.';
+    END IF;
+    IF $3 IS NULL OR $4 IS NULL THEN
+        RAISE EXCEPTION 'attribution windows must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A purchase counts within open_window after an open or delivery_window after delivery.';
+    END IF;
+    -- one query: the members at each stage (a member counts at a stage once, whatever it got)
+    RETURN QUERY
+    WITH m AS (
+        SELECT x.push_id, x.member_id, x.status, x.sent_at, a.purchases
+          FROM wallet.push_messages x
+          LEFT JOIN wallet_internal.push_attribution($1, $2, $3, $4) a ON a.push_id = x.push_id
+         WHERE x.merchant_id = $1 AND x.campaign_id = $2 AND x.outcome IN ('queued', 'deferred'))
+    SELECT s.stage, s.n FROM (VALUES
+        (1, 'issued', (SELECT count(DISTINCT m.member_id) FROM m)),
+        (2, 'delivered', (SELECT count(DISTINCT m.member_id) FROM m WHERE m.status = 'sent'
+                             AND EXISTS (SELECT FROM wallet.push_events e WHERE e.push_id = m.push_id AND e.kind = 'delivered'))),
+        (3, 'opened', (SELECT count(DISTINCT m.member_id) FROM m
+                        WHERE EXISTS (SELECT FROM wallet.push_events e WHERE e.push_id = m.push_id AND e.kind = 'opened'))),
+        (4, 'code redeemed', (SELECT count(DISTINCT m.member_id) FROM m JOIN wallet.members w ON w.member_id = m.member_id
+                               WHERE m.status = 'sent'
+                                 AND EXISTS (SELECT FROM wallet.code_redemptions r
+                                              WHERE r.campaign_id = $2 AND r.member_ref = w.member_ref AND r.undone_at IS NULL
+                                                AND r.redeemed_at >= m.sent_at))),
+        (5, 'purchased', (SELECT count(DISTINCT m.member_id) FROM m WHERE m.purchases > 0))) AS s (n_order, stage, n)
+     ORDER BY s.n_order;
+END
+$$;
+COMMENT ON FUNCTION wallet.push_funnel(bigint, bigint, interval, interval) IS 'a campaign''s funnel in members: issued (queued or deferred), delivered (a delivered event), opened, code redeemed (a code of the campaign redeemed after a send, not undone), purchased (a purchase attributed as push_stats does)';
+
+CREATE FUNCTION wallet.push_retention(merchant_id bigint, campaign_id bigint, days int DEFAULT 30)
+    RETURNS TABLE (audience text, members bigint, purchasers bigint, rate numeric)
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    start timestamptz;
+BEGIN
+    PERFORM wallet_internal.check_merchant($1);
+    IF $2 IS NULL OR days IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN $2 IS NULL THEN 'campaign_id' ELSE 'days' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Retention is a campaign''s, over a number of days.';
+    END IF;
+    IF NOT EXISTS (SELECT FROM wallet.campaigns c WHERE c.campaign_id = $2 AND c.merchant_id = $1) THEN
+        RAISE EXCEPTION 'campaign % does not exist', $2
+            USING ERRCODE = 'WL101', DETAIL = 'Retention is of a campaign of the merchant.';
+    END IF;
+    IF days < 1 THEN
+        RAISE EXCEPTION 'days must be positive'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Members are counted as retained when they purchase within that many days.';
+    END IF;
+    SELECT min(x.sent_at) INTO start FROM wallet.push_messages x WHERE x.merchant_id = $1 AND x.campaign_id = $2 AND x.status = 'sent';
+    RETURN QUERY
+    WITH r AS (
+        SELECT x.member_id, min(x.sent_at) AS since FROM wallet.push_messages x
+         WHERE x.merchant_id = $1 AND x.campaign_id = $2 AND x.status = 'sent' GROUP BY x.member_id),
+    n AS (
+        SELECT w.member_id, start AS since FROM wallet.members w
+         WHERE w.merchant_id = $1 AND w.status = 'active' AND start IS NOT NULL
+           AND NOT EXISTS (SELECT FROM r WHERE r.member_id = w.member_id)),
+    both_ AS (
+        SELECT 'recipients' AS a, 1 AS o, r.member_id, r.since FROM r
+        UNION ALL SELECT 'non-recipients', 2, n.member_id, n.since FROM n)
+    SELECT b.a, count(*),
+           count(*) FILTER (WHERE EXISTS (SELECT FROM wallet.purchases p WHERE p.merchant_id = $1 AND p.member_id = b.member_id
+                                            AND p.occurred_at > b.since AND p.occurred_at <= b.since + make_interval(days => $3))),
+           round(count(*) FILTER (WHERE EXISTS (SELECT FROM wallet.purchases p WHERE p.merchant_id = $1 AND p.member_id = b.member_id
+                                            AND p.occurred_at > b.since AND p.occurred_at <= b.since + make_interval(days => $3)))::numeric
+                 / count(*), 4)
+      FROM both_ b GROUP BY b.a, b.o ORDER BY b.o;
+END
+$$;
+COMMENT ON FUNCTION wallet.push_retention(bigint, bigint, int) IS 'retention of a campaign''s recipients against non-recipients: the members who purchased within days after their first send (recipients) or after the campaign''s first send (the merchant''s other active members)';
+
+------------------------------------------------------------------------------
+-- Triggers: messages enqueued by what happens to members
+------------------------------------------------------------------------------
+
+CREATE TABLE wallet.push_stores (
+    store_id    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    merchant_id bigint NOT NULL REFERENCES wallet.merchants,
+    name        text NOT NULL,
+    latitude    double precision NOT NULL CHECK (latitude BETWEEN -90 AND 90),
+    longitude   double precision NOT NULL CHECK (longitude BETWEEN -180 AND 180),
+    radius_m    double precision NOT NULL CHECK (radius_m > 0),
+    cooldown    interval NOT NULL CHECK (cooldown >= '0'),
+    UNIQUE (merchant_id, name)
+);
+COMMENT ON TABLE wallet.push_stores IS 'store locations of the nearby-store trigger (wallet.set_push_store)';
+COMMENT ON COLUMN wallet.push_stores.store_id IS 'store id';
+COMMENT ON COLUMN wallet.push_stores.merchant_id IS 'merchant';
+COMMENT ON COLUMN wallet.push_stores.name IS 'store name, unique per merchant';
+COMMENT ON COLUMN wallet.push_stores.latitude IS 'latitude in degrees (WGS 84)';
+COMMENT ON COLUMN wallet.push_stores.longitude IS 'longitude in degrees (WGS 84)';
+COMMENT ON COLUMN wallet.push_stores.radius_m IS 'a location ping within this many metres is near the store';
+COMMENT ON COLUMN wallet.push_stores.cooldown IS 'at most one nearby message per member and store within this time';
+SELECT pg_catalog.pg_extension_config_dump('wallet.push_stores', '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('wallet.push_stores', 'store_id'), '');
+ALTER TABLE wallet.push_stores ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.push_stores USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.push_stores IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+
+CREATE TABLE wallet.push_triggers (
+    trigger_id  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    merchant_id bigint NOT NULL REFERENCES wallet.merchants,
+    kind        text NOT NULL CHECK (kind IN ('points_expiring', 'tier_changed', 'cart_abandoned', 'nearby_store')),
+    channel     text NOT NULL,
+    topic       text NOT NULL,
+    payload     jsonb NOT NULL,
+    campaign_id bigint REFERENCES wallet.campaigns,
+    params      jsonb NOT NULL DEFAULT '{}',
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE wallet.push_triggers IS 'messages enqueued by wallet.run_push_triggers when something happens to a member (wallet.create_push_trigger)';
+COMMENT ON COLUMN wallet.push_triggers.trigger_id IS 'trigger id';
+COMMENT ON COLUMN wallet.push_triggers.merchant_id IS 'merchant';
+COMMENT ON COLUMN wallet.push_triggers.kind IS 'points_expiring (within_days), tier_changed (to_tier optional), cart_abandoned (after_minutes), nearby_store (the merchant''s stores)';
+COMMENT ON COLUMN wallet.push_triggers.channel IS 'channel of the messages';
+COMMENT ON COLUMN wallet.push_triggers.topic IS 'topic of the messages';
+COMMENT ON COLUMN wallet.push_triggers.payload IS 'payload of the messages; the trigger adds what fired it under the key "trigger"';
+COMMENT ON COLUMN wallet.push_triggers.campaign_id IS 'campaign of the messages (NULL = none)';
+COMMENT ON COLUMN wallet.push_triggers.params IS 'the kind''s parameters: {"within_days": n}, {"to_tier": name}, {"after_minutes": n}, {}';
+COMMENT ON COLUMN wallet.push_triggers.created_at IS 'when it was created';
+SELECT pg_catalog.pg_extension_config_dump('wallet.push_triggers', '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('wallet.push_triggers', 'trigger_id'), '');
+ALTER TABLE wallet.push_triggers ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.push_triggers USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.push_triggers IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+
+CREATE FUNCTION wallet.set_push_store(merchant_id bigint, name text, latitude double precision, longitude double precision,
+        radius_m double precision, cooldown interval DEFAULT '1 day') RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    id bigint;
+BEGIN
+    PERFORM wallet_internal.check_merchant($1);
+    IF $2 IS NULL OR $3 IS NULL OR $4 IS NULL OR $5 IS NULL OR $6 IS NULL THEN
+        RAISE EXCEPTION 'name, latitude, longitude, radius_m and cooldown must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A store is a named point with a radius and a cooldown.';
+    END IF;
+    IF btrim($2) = '' OR length($2) > 200 OR $3 NOT BETWEEN -90 AND 90 OR $4 NOT BETWEEN -180 AND 180 OR $5 <= 0
+       OR $6 < interval '0' THEN
+        RAISE EXCEPTION 'invalid store'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A store has a non-blank name of at most 200 characters, a latitude in [-90, 90], a longitude in [-180, 180], a positive radius and a cooldown not negative.';
+    END IF;
+    INSERT INTO wallet.push_stores AS t (merchant_id, name, latitude, longitude, radius_m, cooldown) VALUES ($1, $2, $3, $4, $5, $6)
+    ON CONFLICT ON CONSTRAINT push_stores_merchant_id_name_key DO UPDATE
+       SET latitude = excluded.latitude, longitude = excluded.longitude, radius_m = excluded.radius_m, cooldown = excluded.cooldown
+    RETURNING t.store_id INTO id;
+    RETURN id;
+END
+$$;
+COMMENT ON FUNCTION wallet.set_push_store(bigint, text, double precision, double precision, double precision, interval) IS 'sets a store of the nearby-store trigger (by name): its location, radius in metres and per-member cooldown; returns its id';
+
+CREATE FUNCTION wallet.create_push_trigger(merchant_id bigint, kind text, channel text, topic text, payload jsonb,
+        params jsonb DEFAULT '{}', campaign_id bigint DEFAULT NULL) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    id bigint;
+BEGIN
+    PERFORM wallet_internal.check_merchant($1);
+    IF $2 IS NULL OR $6 IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN $2 IS NULL THEN 'kind' ELSE 'params' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A trigger has a kind and its parameters.';
+    END IF;
+    PERFORM wallet_internal.push_check_message($1, $3, $4, $5, $7, NULL, now(), 0);
+    IF $2 NOT IN ('points_expiring', 'tier_changed', 'cart_abandoned', 'nearby_store')
+       OR jsonb_typeof($6) <> 'object'
+       OR ($2 = 'points_expiring' AND coalesce(($6 ->> 'within_days') ~ '^[0-9]{1,4}$', false) IS NOT TRUE)
+       OR ($2 = 'cart_abandoned' AND coalesce(($6 ->> 'after_minutes') ~ '^[0-9]{1,6}$', false) IS NOT TRUE) THEN
+        RAISE EXCEPTION 'invalid trigger'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'kind is points_expiring ({"within_days": n}), tier_changed ({} or {"to_tier": name}), cart_abandoned ({"after_minutes": n}) or nearby_store ({}).';
+    END IF;
+    INSERT INTO wallet.push_triggers AS t (merchant_id, kind, channel, topic, payload, campaign_id, params)
+    VALUES ($1, $2, $3, $4, $5, $7, $6)
+    RETURNING t.trigger_id INTO id;
+    RETURN id;
+END
+$$;
+COMMENT ON FUNCTION wallet.create_push_trigger(bigint, text, text, text, jsonb, jsonb, bigint) IS 'creates a trigger: points_expiring (points expiring within within_days), tier_changed (a member_events tier_changed, optionally to one tier), cart_abandoned (a cart_updated event after_minutes old with no later cart update or purchase), nearby_store (a location event within a store''s radius, once per store cooldown); returns its id';
+
+-- Every trigger of the merchants the caller acts for, once: each message
+-- goes through enqueue's decision with a dedup key naming what fired it, so
+-- a run repeated (or concurrent) enqueues nothing twice.  Events are looked
+-- at for 7 days.
+CREATE FUNCTION wallet.run_push_triggers(max_rows int DEFAULT 10000) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    t wallet.push_triggers;
+    f record;
+    r record;
+    n bigint := 0;
+BEGIN
+    IF max_rows IS NULL OR max_rows < 1 THEN
+        RAISE EXCEPTION 'max_rows must be positive'
+            USING ERRCODE = CASE WHEN max_rows IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,
+                  DETAIL = 'At most max_rows candidates are looked at per trigger and call.';
+    END IF;
+    FOR t IN SELECT * FROM wallet.push_triggers x WHERE wallet.acts_for(x.merchant_id) ORDER BY x.trigger_id LOOP
+        FOR f IN
+            -- points expiring within n days: once per account and expiry day
+            SELECT a.member_id, format('trigger:%s:account:%s:%s', t.trigger_id, a.account_id, to_char(a.next_event, 'YYYY-MM-DD')) AS k,
+                   jsonb_build_object('kind', t.kind, 'account_id', a.account_id,
+                                      'points', wallet.ledger_expiring(a.ledger, now(), make_interval(days => (t.params ->> 'within_days')::int))) AS why
+              FROM wallet.accounts a
+             WHERE t.kind = 'points_expiring' AND a.merchant_id = t.merchant_id
+               AND a.next_event <= now() + make_interval(days => (t.params ->> 'within_days')::int)
+               AND wallet.ledger_expiring(a.ledger, now(), make_interval(days => (t.params ->> 'within_days')::int)) > 0
+            UNION ALL
+            -- a tier change (to a given tier, if named)
+            SELECT e.member_id, format('trigger:%s:event:%s', t.trigger_id, e.event_id),
+                   jsonb_build_object('kind', t.kind, 'event_id', e.event_id) || e.attributes
+              FROM wallet.member_events e
+             WHERE t.kind = 'tier_changed' AND e.merchant_id = t.merchant_id AND e.kind = 'tier_changed'
+               AND e.occurred_at > now() - interval '7 days'
+               AND (NOT t.params ? 'to_tier' OR e.attributes ->> 'to_tier' = t.params ->> 'to_tier')
+            UNION ALL
+            -- the last cart update, after_minutes old, with no later update or purchase
+            SELECT e.member_id, format('trigger:%s:event:%s', t.trigger_id, e.event_id),
+                   jsonb_build_object('kind', t.kind, 'event_id', e.event_id) || e.attributes
+              FROM wallet.member_events e
+             WHERE t.kind = 'cart_abandoned' AND e.merchant_id = t.merchant_id AND e.kind = 'cart_updated'
+               AND e.occurred_at > now() - interval '7 days'
+               AND e.occurred_at <= now() - make_interval(mins => (t.params ->> 'after_minutes')::int)
+               AND NOT EXISTS (SELECT FROM wallet.member_events l WHERE l.merchant_id = e.merchant_id AND l.member_id = e.member_id
+                                 AND l.kind = 'cart_updated' AND (l.occurred_at, l.event_id) > (e.occurred_at, e.event_id))
+               AND NOT EXISTS (SELECT FROM wallet.purchases p WHERE p.merchant_id = e.merchant_id AND p.member_id = e.member_id
+                                 AND p.occurred_at > e.occurred_at)
+            UNION ALL
+            -- a location ping within a store's radius (haversine), once per member and store within its cooldown
+            SELECT e.member_id, format('trigger:%s:store:%s:event:%s', t.trigger_id, s.store_id, e.event_id),
+                   jsonb_build_object('kind', t.kind, 'event_id', e.event_id, 'store_id', s.store_id, 'store', s.name)
+              FROM wallet.member_events e
+              JOIN wallet.push_stores s ON s.merchant_id = e.merchant_id
+             WHERE t.kind = 'nearby_store' AND e.merchant_id = t.merchant_id AND e.kind = 'location'
+               AND e.occurred_at > now() - interval '7 days'
+               AND jsonb_typeof(e.attributes -> 'latitude') = 'number' AND jsonb_typeof(e.attributes -> 'longitude') = 'number'
+               AND 2 * 6371008.8 * asin(least(1, sqrt(
+                       power(sin(radians(((e.attributes ->> 'latitude')::float8 - s.latitude) / 2)), 2)
+                       + cos(radians(s.latitude)) * cos(radians((e.attributes ->> 'latitude')::float8))
+                         * power(sin(radians(((e.attributes ->> 'longitude')::float8 - s.longitude) / 2)), 2)))) <= s.radius_m
+             ORDER BY 1, 2
+             LIMIT max_rows LOOP
+            CONTINUE WHEN EXISTS (SELECT FROM wallet.push_dedup d WHERE d.merchant_id = t.merchant_id AND d.dedup_key = f.k);
+            -- the cooldown of a store: no nearby message of the store for the member since
+            CONTINUE WHEN t.kind = 'nearby_store' AND EXISTS (
+                SELECT FROM wallet.push_messages x
+                 WHERE x.member_id = f.member_id AND x.merchant_id = t.merchant_id
+                   AND x.dedup_key LIKE format('trigger:%s:store:%s:%%', t.trigger_id, f.why ->> 'store_id')
+                   AND x.created_at > now() - (SELECT s.cooldown FROM wallet.push_stores s WHERE s.store_id = (f.why ->> 'store_id')::bigint));
+            r := wallet_internal.push_enqueue(t.merchant_id, f.member_id, t.channel, t.topic, t.payload || jsonb_build_object('trigger', f.why),
+                                              t.campaign_id, f.k, now(), NULL, 0, true);
+            n := n + 1;
+        END LOOP;
+    END LOOP;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION wallet.run_push_triggers(int) IS 'runs every trigger of the merchants the caller acts for once (run by wallet.run_maintenance): each member it fires for gets a message through enqueue''s decision, with a dedup key naming what fired it (never twice); looks at events of the last 7 days; returns the messages recorded';
+
+CREATE OR REPLACE VIEW wallet.error_codes (sqlstate, name, description) AS VALUES
+    ('WL001', 'root_key_not_loaded', 'a function that needs the root key runs on a server started without one (hint: the settings to configure)'),
+    ('WL002', 'idempotency_key_reused', 'an idempotency key is sent again with a different fingerprint (see Idempotency): a posting with other points, reason, reference, expiry, hold or operation on the same account; a redemption or reservation with another code, member or ttl, or a redemption''s key for a reservation'),
+    ('WL101', 'unknown_campaign', 'generate_codes, rotate_code_key, retire_code_key on a campaign that does not exist'),
+    ('WL102', 'unknown_merchant', 'create_campaign, create_program, set_code_guard or clear_code_failures for a merchant that does not exist'),
+    ('WL103', 'unknown_key_version', 'retire_code_key of a version the campaign does not have'),
+    ('WL104', 'retire_current_key', 'retire_code_key of the version that signs new codes (rotate first)'),
+    ('WL105', 'key_versions_exhausted', 'rotate_code_key past version 1023'),
+    ('WL106', 'serials_exhausted', 'generate_codes past serial 2^38 − 1 (the refused call uses up no serial)'),
+    ('WL107', 'campaign_field_fixed', 'an UPDATE changing a campaign''s prefix or mac_bits, or lowering its current_key_version'),
+    ('WL108', 'current_key_retired', 'generate_codes when the campaign''s current key version was retired by hand'),
+    ('WL109', 'serial_sequence_missing', 'generate_codes, campaign_next_serial when the campaign''s sequence wallet.campaign_<id>_serials was dropped by hand (it is not recreated: that would repeat serials)'),
+    ('WL110', 'campaign_ids_exhausted', 'create_campaign once every campaign id up to 2^32 − 1 (the largest a code carries) has been handed out'),
+    ('WL120', 'installation_id_fixed', 'UPDATE, DELETE or TRUNCATE of wallet.installation, or a new installation id once key versions are bound to the current one'),
+    ('WL121', 'key_binding_fixed', 'an unbound (legacy) key version inserted by anyone but the owner of wallet.code_keys, or a key version''s installation_id changed'),
+    ('WL122', 'campaign_not_deletable', 'DELETE or TRUNCATE of wallet.campaigns (end a campaign instead)'),
+    ('WL123', 'campaign_id_reused', 'an INSERT into wallet.campaigns with an explicit campaign_id the identity has already handed out'),
+    ('WL150', 'unknown_redemption', 'undo_redemption names no redemption'),
+    ('WL151', 'redemption_already_undone', 'undo_redemption on a redemption that is already undone'),
+    ('WL152', 'unknown_reservation', 'release_reservation names no reservation'),
+    ('WL153', 'reservation_converted', 'release_reservation on a reservation that was already redeemed (undo the redemption instead)'),
+    ('WL201', 'unknown_account', 'no points account with that id'),
+    ('WL202', 'program_closed', 'a posting or a new account in a closed program'),
+    ('WL203', 'insufficient_points', 'a redemption, hold or negative adjustment exceeds the spendable balance; nothing is posted'),
+    ('WL204', 'invalid_amount', 'points missing, zero or negative where a positive number is required (zero for adjust)'),
+    ('WL205', 'amount_out_of_range', 'a balance, lot or lifetime total would exceed bigint'),
+    ('WL206', 'unknown_hold', 'no hold with that id'),
+    ('WL207', 'hold_not_open', 'the hold was already captured or released (and this is not the identical repeated call)'),
+    ('WL208', 'hold_expired', 'capture after the hold''s time to live ran out'),
+    ('WL209', 'capture_exceeds_hold', 'capture of more points than the hold holds'),
+    ('WL210', 'entry_already_reversed', 'the entry was already reversed'),
+    ('WL211', 'entry_not_reversible', 'only accrue, redeem and capture entries can be reversed'),
+    ('WL212', 'unknown_entry', 'no journal entry with that id'),
+    ('WL213', 'journal_append_only', 'UPDATE, DELETE or TRUNCATE on wallet.entries'),
+    ('WL214', 'unknown_program', 'no points program with that id'),
+    ('WL401', 'audit_append_only', 'UPDATE, DELETE or TRUNCATE on wallet.audit_log'),
+    ('WL701', 'unknown_push', 'extend_lease, ack_push, fail_push, requeue_push name no message (or one purged after its retention)'),
+    ('WL702', 'push_not_sending', 'extend_lease, ack_push, fail_push on a message that is not claimed (not status sending)'),
+    ('WL703', 'push_not_dead', 'requeue_push of a message that is not a dead letter'),
+    ('WL704', 'push_not_sent', 'record_push_event for a message that was not sent');
+COMMENT ON VIEW wallet.error_codes IS 'every SQLSTATE of class WL the extension raises: code, name and when it is raised';
+COMMENT ON COLUMN wallet.error_codes.sqlstate IS 'the five-character SQLSTATE, WL followed by three digits';
+COMMENT ON COLUMN wallet.error_codes.name IS 'the code''s name (src/errcodes.h: ERRCODE_WL_<NAME>)';
+COMMENT ON COLUMN wallet.error_codes.description IS 'when the extension raises it';
+
+CREATE OR REPLACE FUNCTION wallet.forget_member(merchant_id bigint, member_ref text, reason text) RETURNS boolean
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+#variable_conflict use_column
+DECLARE
+    _merchant bigint := merchant_id;
+    _ref text := member_ref;
+    pseudonym text;
+    _member bigint;
+    n jsonb := '{}';
+    c bigint;
+    t text;
+    also text;
+BEGIN
+    PERFORM wallet_internal.member_check(_merchant, _ref);
+    IF reason IS NULL OR btrim(reason) = '' THEN
+        RAISE EXCEPTION 'reason must not be %', CASE WHEN reason IS NULL THEN 'null' ELSE 'blank' END
+            USING ERRCODE = CASE WHEN reason IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,
+                  DETAIL = 'An erasure is recorded with the reason it was made for.';
+    END IF;
+    pseudonym := 'forgotten:' || encode(sha256(convert_to(gen_random_uuid()::text || _ref, 'UTF8')), 'hex');
+
+    UPDATE wallet.members m SET member_ref = pseudonym, time_zone = NULL, locale = NULL, status = 'forgotten', updated_at = now()
+     WHERE m.merchant_id = _merchant AND m.member_ref = _ref
+    RETURNING m.member_id INTO _member;
+    GET DIAGNOSTICS c = ROW_COUNT;
+    n := n || jsonb_build_object('members', c);
+    UPDATE wallet.accounts a SET member_ref = pseudonym
+      FROM wallet.programs p
+     WHERE p.program_id = a.program_id AND p.merchant_id = _merchant AND a.member_ref = _ref;
+    GET DIAGNOSTICS c = ROW_COUNT;
+    n := n || jsonb_build_object('accounts', c);
+    -- the tables of a campaign's codes: the member_ref, and what else they hold of the member
+    FOR t, also IN VALUES ('code_bindings', ''), ('code_reservations', ''),
+                          ('code_redemptions', ', context = ''{}'''), ('member_use_counts', '') LOOP
+        EXECUTE format('UPDATE wallet.%I x SET member_ref = $1%s FROM wallet.campaigns k
+                         WHERE k.campaign_id = x.campaign_id AND k.merchant_id = $2 AND x.member_ref = $3', t, also)
+          USING pseudonym, _merchant, _ref;
+        GET DIAGNOSTICS c = ROW_COUNT;
+        n := n || jsonb_build_object(t, c);
+    END LOOP;
+    -- failed attempts are forensics, not totals: deleted, with those that
+    -- named no merchant (they cannot be told apart by merchant)
+    DELETE FROM wallet.code_failed_attempts f
+     WHERE f.member_ref = _ref AND (f.merchant_id = _merchant OR f.merchant_id IS NULL);
+    GET DIAGNOSTICS c = ROW_COUNT;
+    n := n || jsonb_build_object('code_failed_attempts', c);
+    PERFORM wallet_internal.code_guard_forget(_merchant, _ref, NULL);
+    -- push (issue 12): consent evidence keeps what was decided and when, not
+    -- the device; messages lose their payload, queued ones are suppressed;
+    -- the member's own preferences go
+    UPDATE wallet.push_consent_log l SET device = NULL
+     WHERE l.merchant_id = _merchant AND l.member_id = _member AND l.device IS NOT NULL;
+    GET DIAGNOSTICS c = ROW_COUNT;
+    n := n || jsonb_build_object('push_consent_log', c);
+    -- (queued ones leave the queue slots for push_messages_done first)
+    PERFORM wallet_internal.push_finish(ARRAY(
+                SELECT x.push_id FROM wallet.push_messages x
+                 WHERE x.merchant_id = _merchant AND x.member_id = _member AND x.part < 3 AND x.status = 'queued'),
+            'suppressed', 'member_forgotten', NULL);
+    UPDATE wallet.push_messages x SET payload = '{}'
+     WHERE x.merchant_id = _merchant AND x.member_id = _member AND x.payload <> '{}';
+    GET DIAGNOSTICS c = ROW_COUNT;
+    n := n || jsonb_build_object('push_messages', c);
+    DELETE FROM wallet.push_preferences p WHERE p.merchant_id = _merchant AND p.member_id = _member;
+    GET DIAGNOSTICS c = ROW_COUNT;
+    n := n || jsonb_build_object('push_preferences', c);
+
+    IF NOT EXISTS (SELECT FROM jsonb_each(n) e WHERE e.value <> '0') THEN
+        RETURN false;   -- nothing names the member (e.g. erased before): nothing to record
+    END IF;
+    PERFORM wallet_internal.audit_record(_merchant, 'forget_member',
+                                jsonb_build_object('table', 'members', 'key', jsonb_build_object('member_id', _member)),
+                                NULL, jsonb_build_object('reason', reason, 'pseudonym', pseudonym, 'rows', n));
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION wallet.forget_member(bigint, text, text) IS 'erases a member''s personal data at a merchant: pseudonymises its member_ref in every table, clears its time zone, locale and request contexts, deletes its failed attempts; push: clears consent devices and message payloads, suppresses queued messages, deletes its push preferences; ledgers and totals are unchanged; recorded in wallet.audit_log; returns false (and records nothing) when nothing names the member';
+
+CREATE OR REPLACE PROCEDURE wallet.run_maintenance()
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    -- 1. expiry: at most 100 batches of 1,000 due accounts, each committed
+    CALL wallet.expire_points_batched(pg_catalog.now(), 1000, 100);
+    -- 2. failed code attempts older than a day (the guard's default window is 15 minutes)
+    PERFORM wallet.purge_code_attempts(interval '1 day');
+    COMMIT;
+    -- 3. finished push messages past their merchant's retention (issue 12)
+    PERFORM wallet.purge_pushes(10000);
+    COMMIT;
+    -- 4. push triggers (issue 12): points expiring, tier changes, abandoned carts, nearby stores
+    PERFORM wallet.run_push_triggers(10000);
+    COMMIT;
+    -- 5. the push queue slots turn (issue 12: no decay), when the current one is 10 s old
+    PERFORM wallet.rotate_push_queue(interval '10 seconds', 10000);
+    COMMIT;
+END
+$$;
+COMMENT ON PROCEDURE wallet.run_maintenance() IS 'runs every periodic job with bounded work per call, committing as it goes: expiry (up to 100,000 due accounts, 1,000 per transaction), purge of failed code attempts older than a day, purge of up to 10,000 finished push messages past their retention, the push triggers, the turn of the push queue slots; later issues add their jobs here; schedule it every minute (README "Maintenance")';
+
 -- == 10z. shared objects, final (issues 10-12)
 -- Objects that several sections above re-create (each with what its area
 -- added): their final definitions, exactly as the parts have them.
@@ -10461,7 +12734,11 @@ CREATE OR REPLACE VIEW wallet.error_codes (sqlstate, name, description) AS VALUE
     ('WL605', 'budget_field_fixed', 'set_campaign_budget changing a budget''s unit or number of slices'),
     ('WL640', 'campaign_holdout_fixed', 'set_campaign_audience changing the holdout percentage of a campaign that has started, once a holdout was set'),
     ('WL670', 'no_referral_program', 'refer under a campaign that has no referral program (set one up with set_referral_program)'),
-    ('WL671', 'no_share_reward', 'record_share of a campaign that has no share reward (set one up with set_share_reward)');
+    ('WL671', 'no_share_reward', 'record_share of a campaign that has no share reward (set one up with set_share_reward)'),
+    ('WL701', 'unknown_push', 'extend_lease, ack_push, fail_push, requeue_push name no message (or one purged after its retention)'),
+    ('WL702', 'push_not_sending', 'extend_lease, ack_push, fail_push on a message that is not claimed (not status sending)'),
+    ('WL703', 'push_not_dead', 'requeue_push of a message that is not a dead letter'),
+    ('WL704', 'push_not_sent', 'record_push_event for a message that was not sent');
 COMMENT ON VIEW wallet.error_codes IS 'every SQLSTATE of class WL the extension raises: code, name and when it is raised';
 COMMENT ON COLUMN wallet.error_codes.sqlstate IS 'the five-character SQLSTATE, WL followed by three digits';
 COMMENT ON COLUMN wallet.error_codes.name IS 'the code''s name (src/errcodes.h: ERRCODE_WL_<NAME>)';
@@ -10488,9 +12765,18 @@ BEGIN
     COMMIT;
     -- 5. tiers (issue 10): due downgrades and sweeps, at most 100 batches of 1,000 accounts
     CALL wallet.evaluate_tiers_batched(NULL, pg_catalog.now(), 1000, 100);
+    -- 6. finished push messages past their merchant's retention (issue 12)
+    PERFORM wallet.purge_pushes(10000);
+    COMMIT;
+    -- 7. push triggers (issue 12): points expiring, tier changes, abandoned carts, nearby stores
+    PERFORM wallet.run_push_triggers(10000);
+    COMMIT;
+    -- 8. the push queue slots turn (issue 12: no decay), when the current one is 10 s old
+    PERFORM wallet.rotate_push_queue(interval '10 seconds', 10000);
+    COMMIT;
 END
 $$;
-COMMENT ON PROCEDURE wallet.run_maintenance() IS 'runs every periodic job with bounded work per call, committing as it goes: expiry (up to 100,000 due accounts, 1,000 per transaction), purge of failed code attempts older than a day, units of up to 1,000 expired budget holds returned, expiry of pending referrals past their window (up to 100,000, 1,000 per transaction), tier evaluation (up to 100,000 accounts, 1,000 per transaction); later issues add their jobs here; schedule it every minute (README "Maintenance")';
+COMMENT ON PROCEDURE wallet.run_maintenance() IS 'runs every periodic job with bounded work per call, committing as it goes: expiry (up to 100,000 due accounts, 1,000 per transaction), purge of failed code attempts older than a day, units of up to 1,000 expired budget holds returned, expiry of pending referrals past their window (up to 100,000, 1,000 per transaction), tier evaluation (up to 100,000 accounts, 1,000 per transaction), purge of finished push messages past retention, push triggers and the push queue's rotation (up to 10,000 rows each); later issues add their jobs here; schedule it every minute (README "Maintenance")';
 
 CREATE OR REPLACE FUNCTION wallet.forget_member(merchant_id bigint, member_ref text, reason text) RETURNS boolean
     LANGUAGE plpgsql
@@ -10565,6 +12851,25 @@ BEGIN
             OR (r.referee_id = _member AND r.referee_fingerprint IS NOT NULL));
     GET DIAGNOSTICS c = ROW_COUNT;
     n := n || jsonb_build_object('referrals', c);
+    -- push (issue 12): consent evidence keeps what was decided and when, not
+    -- the device; messages lose their payload, queued ones are suppressed;
+    -- the member's own preferences go
+    UPDATE wallet.push_consent_log l SET device = NULL
+     WHERE l.merchant_id = _merchant AND l.member_id = _member AND l.device IS NOT NULL;
+    GET DIAGNOSTICS c = ROW_COUNT;
+    n := n || jsonb_build_object('push_consent_log', c);
+    -- (queued ones leave the queue slots for push_messages_done first)
+    PERFORM wallet_internal.push_finish(ARRAY(
+                SELECT x.push_id FROM wallet.push_messages x
+                 WHERE x.merchant_id = _merchant AND x.member_id = _member AND x.part < 3 AND x.status = 'queued'),
+            'suppressed', 'member_forgotten', NULL);
+    UPDATE wallet.push_messages x SET payload = '{}'
+     WHERE x.merchant_id = _merchant AND x.member_id = _member AND x.payload <> '{}';
+    GET DIAGNOSTICS c = ROW_COUNT;
+    n := n || jsonb_build_object('push_messages', c);
+    DELETE FROM wallet.push_preferences p WHERE p.merchant_id = _merchant AND p.member_id = _member;
+    GET DIAGNOSTICS c = ROW_COUNT;
+    n := n || jsonb_build_object('push_preferences', c);
 
     IF NOT EXISTS (SELECT FROM jsonb_each(n) e WHERE e.value <> '0') THEN
         RETURN false;   -- nothing names the member (e.g. erased before): nothing to record
@@ -10575,7 +12880,7 @@ BEGIN
     RETURN true;
 END
 $$;
-COMMENT ON FUNCTION wallet.forget_member(bigint, text, text) IS 'erases a member''s personal data at a merchant: pseudonymises its member_ref in every table, clears its time zone, locale, request contexts and feedback comments, keeps only store, channel, payment_method and categories of its purchases'' attributes, deletes its failed attempts; ledgers and totals are unchanged; recorded in wallet.audit_log; returns false (and records nothing) when nothing names the member';
+COMMENT ON FUNCTION wallet.forget_member(bigint, text, text) IS 'erases a member''s personal data at a merchant: pseudonymises its member_ref in every table, clears its time zone, locale, request contexts and feedback comments, keeps only store, channel, payment_method and categories of its purchases'' attributes, clears referral fingerprints, deletes its failed attempts; push: clears consent devices and message payloads, suppresses queued messages, deletes its push preferences; ledgers and totals are unchanged; recorded in wallet.audit_log; returns false (and records nothing) when nothing names the member';
 
 -- == 9. privileges (last: covers every function)
 -- Exactly the body of sql/ext/grants.sql (the last part), after every other
@@ -10664,6 +12969,28 @@ GRANT EXECUTE ON FUNCTION wallet.rfm(bigint, timestamptz, text),
     wallet.campaign_report(bigint, timestamptz, timestamptz, text),
     wallet.campaign_cohorts(bigint, timestamptz, timestamptz, integer, text)
     TO wallet_admin, wallet_reader;
+-- push queue (issue 12): the app records consent and preferences, enqueues and delivers; the admin sets the rules
+GRANT EXECUTE ON FUNCTION wallet.record_consent(bigint, text, text, text, boolean, text, text, text, timestamptz),
+    wallet.set_push_preferences(bigint, text, time, time, text[], int, int),
+    wallet.enqueue_push(bigint, text, text, text, jsonb, bigint, text, timestamptz, timestamptz, int),
+    wallet.enqueue_push_audience(bigint, text[], text, text, jsonb, bigint, text, timestamptz, timestamptz, int),
+    wallet.claim_pushes(text, int, interval), wallet.extend_lease(bigint, interval), wallet.ack_push(bigint, text),
+    wallet.ack_pushes(bigint[], text[]),
+    wallet.fail_push(bigint, text, boolean), wallet.record_push_event(bigint, text, timestamptz),
+    wallet.enqueue_push_local(bigint, text[], text, text, jsonb, timestamp, bigint, text, timestamptz, int)
+    TO wallet_app;
+-- push figures: for the app, the admin and the analysts
+GRANT EXECUTE ON FUNCTION wallet.push_stats(bigint, bigint, interval, interval), wallet.push_funnel(bigint, bigint, interval, interval),
+    wallet.push_retention(bigint, bigint, int)
+    TO wallet_admin, wallet_app, wallet_reader;
+GRANT EXECUTE ON FUNCTION wallet.set_push_settings(bigint, time, time, text, int, interval, interval),
+    wallet.set_push_topic(bigint, text, boolean, text), wallet.set_push_cap(bigint, text, text, text, int, interval, text),
+    wallet.requeue_push(bigint), wallet.purge_pushes(int),
+    wallet.set_push_store(bigint, text, double precision, double precision, double precision, interval),
+    wallet.create_push_trigger(bigint, text, text, text, jsonb, jsonb, bigint), wallet.run_push_triggers(int)
+    TO wallet_admin;
+-- the turn of the push queue slots: the sending workers (the app) and the maintenance (the admin)
+GRANT EXECUTE ON FUNCTION wallet.rotate_push_queue(interval, int) TO wallet_admin, wallet_app;
 GRANT EXECUTE ON PROCEDURE wallet.expire_points_batched(timestamptz, int, int), wallet.run_maintenance() TO wallet_admin;
 -- what those procedures (not SECURITY DEFINER: they commit) call
 GRANT USAGE ON SCHEMA wallet_internal TO wallet_admin;

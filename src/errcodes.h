@@ -83,4 +83,10 @@
 #define ERRCODE_WL_TIER_THRESHOLDS_OUT_OF_ORDER MAKE_SQLSTATE('W','L','5','4','2')
 #define ERRCODE_WL_TIER_IN_USE				MAKE_SQLSTATE('W','L','5','4','3')
 
+/* push queue (issue 12) */
+#define ERRCODE_WL_UNKNOWN_PUSH				MAKE_SQLSTATE('W','L','7','0','1')
+#define ERRCODE_WL_PUSH_NOT_SENDING			MAKE_SQLSTATE('W','L','7','0','2')
+#define ERRCODE_WL_PUSH_NOT_DEAD			MAKE_SQLSTATE('W','L','7','0','3')
+#define ERRCODE_WL_PUSH_NOT_SENT			MAKE_SQLSTATE('W','L','7','0','4')
+
 #endif							/* WALLET_ERRCODES_H */

@@ -149,7 +149,11 @@ CREATE VIEW wallet.error_codes (sqlstate, name, description) AS VALUES
     ('WL605', 'budget_field_fixed', 'set_campaign_budget changing a budget''s unit or number of slices'),
     ('WL640', 'campaign_holdout_fixed', 'set_campaign_audience changing the holdout percentage of a campaign that has started, once a holdout was set'),
     ('WL670', 'no_referral_program', 'refer under a campaign that has no referral program (set one up with set_referral_program)'),
-    ('WL671', 'no_share_reward', 'record_share of a campaign that has no share reward (set one up with set_share_reward)');
+    ('WL671', 'no_share_reward', 'record_share of a campaign that has no share reward (set one up with set_share_reward)'),
+    ('WL701', 'unknown_push', 'extend_lease, ack_push, fail_push, requeue_push name no message (or one purged after its retention)'),
+    ('WL702', 'push_not_sending', 'extend_lease, ack_push, fail_push on a message that is not claimed (not status sending)'),
+    ('WL703', 'push_not_dead', 'requeue_push of a message that is not a dead letter'),
+    ('WL704', 'push_not_sent', 'record_push_event for a message that was not sent');
 COMMENT ON VIEW wallet.error_codes IS 'every SQLSTATE of class WL the extension raises: code, name and when it is raised';
 COMMENT ON COLUMN wallet.error_codes.sqlstate IS 'the five-character SQLSTATE, WL followed by three digits';
 COMMENT ON COLUMN wallet.error_codes.name IS 'the code''s name (src/errcodes.h: ERRCODE_WL_<NAME>)';

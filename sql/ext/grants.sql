@@ -86,6 +86,28 @@ GRANT EXECUTE ON FUNCTION wallet.rfm(bigint, timestamptz, text),
     wallet.campaign_report(bigint, timestamptz, timestamptz, text),
     wallet.campaign_cohorts(bigint, timestamptz, timestamptz, integer, text)
     TO wallet_admin, wallet_reader;
+-- push queue (issue 12): the app records consent and preferences, enqueues and delivers; the admin sets the rules
+GRANT EXECUTE ON FUNCTION wallet.record_consent(bigint, text, text, text, boolean, text, text, text, timestamptz),
+    wallet.set_push_preferences(bigint, text, time, time, text[], int, int),
+    wallet.enqueue_push(bigint, text, text, text, jsonb, bigint, text, timestamptz, timestamptz, int),
+    wallet.enqueue_push_audience(bigint, text[], text, text, jsonb, bigint, text, timestamptz, timestamptz, int),
+    wallet.claim_pushes(text, int, interval), wallet.extend_lease(bigint, interval), wallet.ack_push(bigint, text),
+    wallet.ack_pushes(bigint[], text[]),
+    wallet.fail_push(bigint, text, boolean), wallet.record_push_event(bigint, text, timestamptz),
+    wallet.enqueue_push_local(bigint, text[], text, text, jsonb, timestamp, bigint, text, timestamptz, int)
+    TO wallet_app;
+-- push figures: for the app, the admin and the analysts
+GRANT EXECUTE ON FUNCTION wallet.push_stats(bigint, bigint, interval, interval), wallet.push_funnel(bigint, bigint, interval, interval),
+    wallet.push_retention(bigint, bigint, int)
+    TO wallet_admin, wallet_app, wallet_reader;
+GRANT EXECUTE ON FUNCTION wallet.set_push_settings(bigint, time, time, text, int, interval, interval),
+    wallet.set_push_topic(bigint, text, boolean, text), wallet.set_push_cap(bigint, text, text, text, int, interval, text),
+    wallet.requeue_push(bigint), wallet.purge_pushes(int),
+    wallet.set_push_store(bigint, text, double precision, double precision, double precision, interval),
+    wallet.create_push_trigger(bigint, text, text, text, jsonb, jsonb, bigint), wallet.run_push_triggers(int)
+    TO wallet_admin;
+-- the turn of the push queue slots: the sending workers (the app) and the maintenance (the admin)
+GRANT EXECUTE ON FUNCTION wallet.rotate_push_queue(interval, int) TO wallet_admin, wallet_app;
 GRANT EXECUTE ON PROCEDURE wallet.expire_points_batched(timestamptz, int, int), wallet.run_maintenance() TO wallet_admin;
 -- what those procedures (not SECURITY DEFINER: they commit) call
 GRANT USAGE ON SCHEMA wallet_internal TO wallet_admin;

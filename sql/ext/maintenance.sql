@@ -58,6 +58,15 @@ BEGIN
     COMMIT;
     -- 5. tiers (issue 10): due downgrades and sweeps, at most 100 batches of 1,000 accounts
     CALL wallet.evaluate_tiers_batched(NULL, pg_catalog.now(), 1000, 100);
+    -- 6. finished push messages past their merchant's retention (issue 12)
+    PERFORM wallet.purge_pushes(10000);
+    COMMIT;
+    -- 7. push triggers (issue 12): points expiring, tier changes, abandoned carts, nearby stores
+    PERFORM wallet.run_push_triggers(10000);
+    COMMIT;
+    -- 8. the push queue slots turn (issue 12: no decay), when the current one is 10 s old
+    PERFORM wallet.rotate_push_queue(interval '10 seconds', 10000);
+    COMMIT;
 END
 $$;
-COMMENT ON PROCEDURE wallet.run_maintenance() IS 'runs every periodic job with bounded work per call, committing as it goes: expiry (up to 100,000 due accounts, 1,000 per transaction), purge of failed code attempts older than a day, units of up to 1,000 expired budget holds returned, expiry of pending referrals past their window (up to 100,000, 1,000 per transaction), tier evaluation (up to 100,000 accounts, 1,000 per transaction); later issues add their jobs here; schedule it every minute (README "Maintenance")';
+COMMENT ON PROCEDURE wallet.run_maintenance() IS 'runs every periodic job with bounded work per call, committing as it goes: expiry (up to 100,000 due accounts, 1,000 per transaction), purge of failed code attempts older than a day, units of up to 1,000 expired budget holds returned, expiry of pending referrals past their window (up to 100,000, 1,000 per transaction), tier evaluation (up to 100,000 accounts, 1,000 per transaction), purge of finished push messages past retention, push triggers and the push queue's rotation (up to 10,000 rows each); later issues add their jobs here; schedule it every minute (README "Maintenance")';

@@ -341,6 +341,25 @@ BEGIN
             OR (r.referee_id = _member AND r.referee_fingerprint IS NOT NULL));
     GET DIAGNOSTICS c = ROW_COUNT;
     n := n || jsonb_build_object('referrals', c);
+    -- push (issue 12): consent evidence keeps what was decided and when, not
+    -- the device; messages lose their payload, queued ones are suppressed;
+    -- the member's own preferences go
+    UPDATE wallet.push_consent_log l SET device = NULL
+     WHERE l.merchant_id = _merchant AND l.member_id = _member AND l.device IS NOT NULL;
+    GET DIAGNOSTICS c = ROW_COUNT;
+    n := n || jsonb_build_object('push_consent_log', c);
+    -- (queued ones leave the queue slots for push_messages_done first)
+    PERFORM wallet_internal.push_finish(ARRAY(
+                SELECT x.push_id FROM wallet.push_messages x
+                 WHERE x.merchant_id = _merchant AND x.member_id = _member AND x.part < 3 AND x.status = 'queued'),
+            'suppressed', 'member_forgotten', NULL);
+    UPDATE wallet.push_messages x SET payload = '{}'
+     WHERE x.merchant_id = _merchant AND x.member_id = _member AND x.payload <> '{}';
+    GET DIAGNOSTICS c = ROW_COUNT;
+    n := n || jsonb_build_object('push_messages', c);
+    DELETE FROM wallet.push_preferences p WHERE p.merchant_id = _merchant AND p.member_id = _member;
+    GET DIAGNOSTICS c = ROW_COUNT;
+    n := n || jsonb_build_object('push_preferences', c);
 
     IF NOT EXISTS (SELECT FROM jsonb_each(n) e WHERE e.value <> '0') THEN
         RETURN false;   -- nothing names the member (e.g. erased before): nothing to record
@@ -351,4 +370,4 @@ BEGIN
     RETURN true;
 END
 $$;
-COMMENT ON FUNCTION wallet.forget_member(bigint, text, text) IS 'erases a member''s personal data at a merchant: pseudonymises its member_ref in every table, clears its time zone, locale, request contexts and feedback comments, keeps only store, channel, payment_method and categories of its purchases'' attributes, deletes its failed attempts; ledgers and totals are unchanged; recorded in wallet.audit_log; returns false (and records nothing) when nothing names the member';
+COMMENT ON FUNCTION wallet.forget_member(bigint, text, text) IS 'erases a member''s personal data at a merchant: pseudonymises its member_ref in every table, clears its time zone, locale, request contexts and feedback comments, keeps only store, channel, payment_method and categories of its purchases'' attributes, clears referral fingerprints, deletes its failed attempts; push: clears consent devices and message payloads, suppresses queued messages, deletes its push preferences; ledgers and totals are unchanged; recorded in wallet.audit_log; returns false (and records nothing) when nothing names the member';

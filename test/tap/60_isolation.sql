@@ -101,6 +101,23 @@ BEGIN
     INSERT INTO wallet.campaign_costs (merchant_id, campaign_id, kind, amount, currency) VALUES (m, c, 'discount', 1, 'CNY');
     PERFORM pg_temp.referral_rows(m, c, p);
     INSERT INTO fx SELECT t || '.t', x.tier_id FROM wallet.tiers x WHERE x.program_id = p;
+    -- push queue (issue 12): a row in every push table; the channel is the merchant's own here
+    PERFORM wallet.set_push_settings(m, NULL, NULL);
+    PERFORM wallet.set_push_topic(m, 'orders', true);
+    PERFORM wallet.set_push_cap(m, 'iso_' || lower(t), 'marketing', 'day', 3);
+    PERFORM wallet.record_consent(m, 'iso-member', 'iso_' || lower(t), 'marketing', true, 'app', 'v1', 'iso-device');
+    PERFORM wallet.set_push_preferences(m, 'iso-member', topics => ARRAY['marketing']);
+    PERFORM wallet.enqueue_push(m, 'iso-member', 'iso_' || lower(t), 'marketing', '{"title": "hello"}', dedup_key => 'iso-push');
+    PERFORM wallet.enqueue_push(m, 'iso-member', 'iso_' || lower(t), 'orders', '{"title": "shipped"}', priority => 9);
+    PERFORM wallet.enqueue_push(m, 'iso-member', 'iso_' || lower(t), 'orders', '{"title": "delivered"}', priority => 8);
+    INSERT INTO fx SELECT t || '.push', c.push_id FROM wallet.claim_pushes('iso_' || lower(t), 1, interval '1 minute') c;
+    PERFORM wallet.ack_push((SELECT v::bigint FROM fx WHERE k = t || '.push'), 'provider-1');
+    INSERT INTO fx SELECT t || '.dead', c.push_id FROM wallet.claim_pushes('iso_' || lower(t), 1, interval '1 minute') c;
+    PERFORM wallet.fail_push((SELECT v::bigint FROM fx WHERE k = t || '.dead'), 'invalid token', false);
+    PERFORM wallet.record_push_event((SELECT v::bigint FROM fx WHERE k = t || '.push'), 'opened');
+    PERFORM wallet.set_push_store(m, 'iso store', 47.0, 8.0, 100);
+    PERFORM wallet.create_push_trigger(m, 'tier_changed', 'iso_' || lower(t), 'marketing', '{}');
+    INSERT INTO fx VALUES (t || '.ch', 'iso_' || lower(t));
 END
 $$;
 
@@ -138,6 +155,8 @@ SELECT g::text AS unknown_code FROM wallet.generate_codes(:vanishing, 1) g \gset
 ROLLBACK TO SAVEPOINT vanish;
 INSERT INTO fx VALUES ('U.code', :'unknown_code'), ('U.code2', :'unknown_code'), ('U.bound', :'unknown_code');
 INSERT INTO fx SELECT 'U.' || k, '999999999' FROM unnest('{m,c,r,v,p,a,e,h,rule,t}'::text[]) k;
+INSERT INTO fx SELECT 'U.' || k, '999999999' FROM unnest('{push,dead}'::text[]) k;
+INSERT INTO fx VALUES ('U.ch', 'iso_u');
 SELECT is((SELECT count(DISTINCT merchant_id) FROM wallet.code_redemptions WHERE idempotency_key = 'iso-r')
           + (SELECT count(DISTINCT merchant_id) FROM wallet.code_reservations WHERE idempotency_key = 'iso-v'), 4::bigint,
           'A and B redeem and reserve with the same idempotency keys: one redemption and one reservation each');
@@ -230,7 +249,9 @@ CREATE TEMP TABLE b_count AS
 SELECT x.t, (SELECT count(*) FROM unnest(pg_temp.visible(x.t, current_user::text)) r
               WHERE r NOT IN (SELECT a.r FROM a_rows a WHERE a.t = x.t)) AS n
   FROM tables x;
-SELECT is_empty($$SELECT t::text FROM b_count WHERE n = 0 AND t <> 'wallet.installation'::regclass$$,
+-- (of the push queue slots only the current one has rows until the queue turns)
+SELECT is_empty($$SELECT t::text FROM b_count WHERE n = 0 AND t <> 'wallet.installation'::regclass
+                     AND t::text !~ '^wallet\.push_messages_q[0-2]$'$$,
                 'fixture: B has rows in every table of merchant data');
 SELECT is_empty($$SELECT x.t::text || ' as ' || r || ': ' || v
                    FROM tables x, unnest('{iso_a_app,iso_a_reader}'::text[]) r, unnest(pg_temp.visible(x.t, r)) v
@@ -319,6 +340,30 @@ INSERT INTO iso (fn, call, why) VALUES
 ('wallet.tier_progress(bigint)', 'SELECT earned FROM wallet.tier_progress({a})', NULL),
 ('wallet.evaluate_tiers(bigint,timestamp with time zone,integer)', 'SELECT looked_at FROM wallet.evaluate_tiers({p})', NULL),
 ('wallet.evaluate_tiers_batched(bigint,timestamp with time zone,integer,integer)', 'CALL wallet.evaluate_tiers_batched({p})', NULL),
+-- push queue (issue 12)
+('wallet.set_push_settings(bigint,time without time zone,time without time zone,text,integer,interval,interval)', $$SELECT wallet.set_push_settings({m})$$, NULL),
+('wallet.set_push_topic(bigint,text,boolean,text)', $$SELECT wallet.set_push_topic({m}, 'news', false)$$, NULL),
+('wallet.set_push_cap(bigint,text,text,text,integer,interval,text)', $$SELECT wallet.set_push_cap({m}, 'push', 'marketing', 'week', 2)$$, NULL),
+('wallet.record_consent(bigint,text,text,text,boolean,text,text,text,timestamp with time zone)', $$SELECT wallet.record_consent({m}, 'iso-member', '{ch}', 'marketing', false, 'app')$$, NULL),
+('wallet.set_push_preferences(bigint,text,time without time zone,time without time zone,text[],integer,integer)', $$SELECT wallet.set_push_preferences({m}, 'iso-member', max_per_day => 0)$$, NULL),
+('wallet.enqueue_push(bigint,text,text,text,jsonb,bigint,text,timestamp with time zone,timestamp with time zone,integer)', $$SELECT status FROM wallet.enqueue_push({m}, 'iso-member', '{ch}', 'orders', '{}')$$, NULL),
+('wallet.enqueue_push_audience(bigint,text[],text,text,jsonb,bigint,text,timestamp with time zone,timestamp with time zone,integer)', $$SELECT count(*) FROM wallet.enqueue_push_audience({m}, NULL, '{ch}', 'orders', '{}')$$, NULL),
+('wallet.extend_lease(bigint,interval)', $$SELECT wallet.extend_lease({push}, '1 minute')$$, NULL),
+('wallet.ack_push(bigint,text)', $$SELECT wallet.ack_push({push}, 'provider-2')$$, NULL),
+('wallet.ack_pushes(bigint[],text[])', $$SELECT wallet.ack_pushes(ARRAY[{push}]::bigint[], '{provider-3}')$$, NULL),
+('wallet.fail_push(bigint,text,boolean)', $$SELECT wallet.fail_push({push}, 'timeout')$$, NULL),
+('wallet.requeue_push(bigint)', $$SELECT wallet.requeue_push({dead})$$, NULL),
+('wallet.record_push_event(bigint,text,timestamp with time zone)', $$SELECT wallet.record_push_event({push}, 'clicked')$$, NULL),
+('wallet.push_stats(bigint,bigint,interval,interval)', $$SELECT count(*) FROM wallet.push_stats({m}, {c})$$, NULL),
+('wallet.push_funnel(bigint,bigint,interval,interval)', $$SELECT count(*) FROM wallet.push_funnel({m}, {c})$$, NULL),
+('wallet.push_retention(bigint,bigint,integer)', $$SELECT count(*) FROM wallet.push_retention({m}, {c})$$, NULL),
+('wallet.set_push_store(bigint,text,double precision,double precision,double precision,interval)', $$SELECT wallet.set_push_store({m}, 'iso store', 46.0, 7.0, 50)$$, NULL),
+('wallet.create_push_trigger(bigint,text,text,text,jsonb,jsonb,bigint)', $$SELECT wallet.create_push_trigger({m}, 'tier_changed', 'push', 'marketing', '{}')$$, NULL),
+('wallet.enqueue_push_local(bigint,text[],text,text,jsonb,timestamp without time zone,bigint,text,timestamp with time zone,integer)', $$SELECT count(*) FROM wallet.enqueue_push_local({m}, NULL, '{ch}', 'orders', '{}', '2030-12-24 09:00')$$, NULL),
+('wallet.run_push_triggers(integer)', NULL, 'no object'),
+('wallet.claim_pushes(text,integer,interval)', NULL, 'no object'),
+('wallet.purge_pushes(integer)', NULL, 'no object'),
+('wallet.rotate_push_queue(interval,integer)', NULL, 'no object'),
 -- names no merchant's object
 ('wallet.version()', NULL, 'no object'),
 ('wallet.create_merchant(text)', NULL, 'no object'),
@@ -440,6 +485,21 @@ SELECT is_empty($$SELECT i.fn || ': ' || pg_temp.outcome(pg_temp.sub(i.call, 'A'
                     FROM iso i WHERE i.call IS NOT NULL
                      AND pg_temp.outcome(pg_temp.sub(i.call, 'A'), pg_temp.caller_for(i.fn)) ~ '^error (WL101|WL102|WL150|WL152|WL201|WL206|WL212|WL214)'$$,
                 'with A''s own ids no call says the object is unknown');
+
+-- claim_pushes names no merchant: it claims only the merchants' messages the caller acts for
+SELECT pg_temp.snap() AS before_claim, (SELECT v FROM fx WHERE k = 'B.ch') AS b_channel \gset
+SET ROLE iso_a_app;
+SELECT is((SELECT count(*) FROM wallet.claim_pushes(:'b_channel', 100, interval '1 minute')), 0::bigint,
+          'claim_pushes as A''s app claims none of B''s due messages');
+RESET ROLE;
+SET ROLE iso_a_admin;
+SELECT wallet.purge_pushes(100000) AS purged \gset
+SELECT wallet.run_push_triggers() AS fired \gset
+RESET ROLE;
+SELECT is(pg_temp.snap(), :'before_claim', 'claim_pushes, purge_pushes and run_push_triggers as A leave B''s data unchanged');
+SELECT ok((SELECT count(*) FROM wallet.push_messages WHERE merchant_id = (SELECT v::bigint FROM fx WHERE k = 'B.m')
+            AND status = 'queued' AND due_at <= now() AND channel = 'iso_b') > 0,
+          'fixture: B has due messages on its channel');
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -1,0 +1,450 @@
+-- pgTAP: the push queue (issue 12).  Every enqueue status and reason; quiet
+-- hours over midnight; rolling and calendar caps at their boundaries in
+-- several time zones, across DST changes; priority; the re-check at claim
+-- (a withdrawal, a topic dropped, an expiry between enqueue and claim);
+-- leases, ack, backoff to the dead letters and requeue; the audience send;
+-- erasure and purge.  Expected times are written as literals in the member's
+-- zone, so PostgreSQL's own parser computes them, not the code under test.
+-- Within this transaction now() stands still: where time must pass, the
+-- test moves a message's due_at back instead (the real-time lease expiry is
+-- in test/concurrency/push_race.t).
+BEGIN;
+SET LOCAL timezone = 'UTC';
+SELECT * FROM no_plan();
+
+SELECT wallet.create_merchant('push merchant') AS m \gset
+SELECT wallet.create_merchant('push caps') AS mc \gset
+SELECT wallet.create_merchant('push other') AS mo \gset
+SELECT wallet.create_merchant('push audience') AS ma \gset
+-- :m keeps the default quiet hours 22:00-08:00; :mc, :ma have none
+SELECT wallet.set_push_settings(:mc, NULL, NULL, 'UTC', 3, '10 seconds');
+SELECT wallet.set_push_settings(:ma, NULL, NULL);
+
+-- a member in a time zone with consent to the topics on the channel
+CREATE FUNCTION pg_temp.member(m bigint, ref text, tz text, channel text DEFAULT 'push', topics text[] DEFAULT '{marketing}')
+    RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    t text;
+BEGIN
+    PERFORM wallet.upsert_member(m, ref, tz);
+    FOREACH t IN ARRAY topics LOOP
+        PERFORM wallet.record_consent(m, ref, channel, t, true, 'test', 'v1', '10.0.0.1');
+    END LOOP;
+END
+$$;
+-- enqueue: "status reason eligible_at (UTC)"
+CREATE FUNCTION pg_temp.enq(m bigint, ref text, topic text, at timestamptz, prio int DEFAULT 0, channel text DEFAULT 'push',
+        expires timestamptz DEFAULT NULL, dedup text DEFAULT NULL) RETURNS text LANGUAGE sql AS $$
+    SELECT e.status || ' ' || coalesce(e.reason, '-') || ' ' || coalesce(to_char(e.eligible_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), '-')
+      FROM wallet.enqueue_push(m, ref, channel, topic, '{"title": "hi"}', NULL, dedup, at, expires, prio) e
+$$;
+CREATE FUNCTION pg_temp.exp(status text, reason text, at timestamptz) RETURNS text LANGUAGE sql AS $$
+    SELECT status || ' ' || coalesce(reason, '-') || ' ' || coalesce(to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), '-')
+$$;
+
+-- ------------------------------------------------------------ statuses and reasons (merchant m: quiet hours 22-08)
+SELECT pg_temp.member(:m, 'z1', 'Europe/Zurich');
+SELECT is(pg_temp.enq(:m, 'z1', 'marketing', '2030-06-03 12:00 Europe/Zurich'),
+          pg_temp.exp('queued', NULL, '2030-06-03 12:00 Europe/Zurich'), 'queued: consent, daytime, no cap');
+SELECT is(pg_temp.enq(:m, 'z1', 'marketing', '2030-06-03 23:30 Europe/Zurich'),
+          pg_temp.exp('deferred', 'quiet_hours', '2030-06-04 08:00 Europe/Zurich'), 'deferred by quiet hours over midnight (before midnight) to 08:00 local');
+SELECT is(pg_temp.enq(:m, 'z1', 'marketing', '2030-06-04 03:00 Europe/Zurich'),
+          pg_temp.exp('deferred', 'quiet_hours', '2030-06-04 08:00 Europe/Zurich'), 'deferred by quiet hours over midnight (after midnight) to 08:00 the same day');
+SELECT is(pg_temp.enq(:m, 'z1', 'marketing', '2030-06-04 21:59:59 Europe/Zurich'),
+          pg_temp.exp('queued', NULL, '2030-06-04 21:59:59 Europe/Zurich'), 'quiet hours: 21:59:59 local is not quiet');
+SELECT is(pg_temp.enq(:m, 'z1', 'marketing', '2030-06-04 22:00 Europe/Zurich'),
+          pg_temp.exp('deferred', 'quiet_hours', '2030-06-05 08:00 Europe/Zurich'), 'quiet hours: 22:00 local is quiet');
+SELECT is(pg_temp.enq(:m, 'z1', 'marketing', '2030-06-05 08:00 Europe/Zurich'),
+          pg_temp.exp('queued', NULL, '2030-06-05 08:00 Europe/Zurich'), 'quiet hours: 08:00 local is not quiet (the end is exclusive)');
+SELECT pg_temp.member(:m, 'ny1', 'America/New_York');
+SELECT is(pg_temp.enq(:m, 'ny1', 'marketing', '2030-06-03 23:30 Europe/Zurich'),
+          pg_temp.exp('queued', NULL, '2030-06-03 23:30 Europe/Zurich'), 'quiet hours are the member''s local time: 17:30 in New York');
+-- the member's own quiet hours, not over midnight
+SELECT pg_temp.member(:m, 'z2', 'Europe/Zurich');
+SELECT wallet.set_push_preferences(:m, 'z2', '13:00', '14:00');
+SELECT is(pg_temp.enq(:m, 'z2', 'marketing', '2030-06-03 13:30 Europe/Zurich'),
+          pg_temp.exp('deferred', 'quiet_hours', '2030-06-03 14:00 Europe/Zurich'), 'the member''s quiet hours 13-14 replace the merchant''s');
+SELECT is(pg_temp.enq(:m, 'z2', 'marketing', '2030-06-03 23:30 Europe/Zurich'),
+          pg_temp.exp('queued', NULL, '2030-06-03 23:30 Europe/Zurich'), 'with its own quiet hours the merchant''s do not apply');
+-- service messages: no opt-in, no quiet hours; muted by a withdrawal
+SELECT is(pg_temp.enq(:m, 'z1', 'service', '2030-06-03 23:30 Europe/Zurich'),
+          pg_temp.exp('queued', NULL, '2030-06-03 23:30 Europe/Zurich'), 'a service message needs no opt-in and ignores quiet hours');
+SELECT wallet.record_consent(:m, 'z2', 'push', 'service', false, 'settings screen');
+SELECT is(pg_temp.enq(:m, 'z2', 'service', '2030-06-03 12:00 Europe/Zurich'), pg_temp.exp('suppressed', 'muted', NULL),
+          'suppressed: a muted service topic');
+SELECT wallet.set_push_topic(:m, 'orders', true);
+SELECT is(pg_temp.enq(:m, 'z1', 'orders', '2030-06-03 23:30 Europe/Zurich'),
+          pg_temp.exp('queued', NULL, '2030-06-03 23:30 Europe/Zurich'), 'a topic declared service behaves as service');
+-- consent
+SELECT wallet.upsert_member(:m, 'nc', 'Europe/Zurich');
+SELECT is(pg_temp.enq(:m, 'nc', 'marketing', '2030-06-03 12:00 Europe/Zurich'), pg_temp.exp('suppressed', 'no_consent', NULL),
+          'suppressed: marketing without opt-in');
+SELECT is(pg_temp.enq(:m, 'never-seen', 'marketing', '2030-06-03 12:00 Europe/Zurich'), pg_temp.exp('suppressed', 'no_consent', NULL),
+          'suppressed: a member never seen before has no consent');
+SELECT pg_temp.member(:m, 'w1', 'Europe/Zurich');
+SELECT wallet.record_consent(:m, 'w1', 'push', 'marketing', false, 'unsubscribe link');
+SELECT is(pg_temp.enq(:m, 'w1', 'marketing', '2030-06-03 12:00 Europe/Zurich'), pg_temp.exp('suppressed', 'consent_withdrawn', NULL),
+          'suppressed: consent withdrawn');
+SELECT wallet.record_consent(:m, 'w1', 'push', 'marketing', true, 'late evidence', at => now() - interval '1 day');
+SELECT is((SELECT granted FROM wallet.push_consents c JOIN wallet.members x USING (member_id) WHERE x.member_ref = 'w1' AND c.topic = 'marketing'),
+          false, 'evidence of an earlier decision recorded late does not change the current state');
+SELECT is((SELECT count(*) FROM wallet.push_consent_log c JOIN wallet.members x USING (member_id) WHERE x.member_ref = 'w1'), 3::bigint,
+          'the evidence log keeps every record');
+SELECT pg_temp.member(:m, 't1', 'Europe/Zurich', 'push', '{marketing,offers}');
+SELECT wallet.set_push_preferences(:m, 't1', topics => '{offers}');
+SELECT is(pg_temp.enq(:m, 't1', 'marketing', '2030-06-03 12:00 Europe/Zurich'), pg_temp.exp('suppressed', 'topic_not_chosen', NULL),
+          'suppressed: a topic the member did not choose');
+SELECT is(pg_temp.enq(:m, 't1', 'offers', '2030-06-03 12:00 Europe/Zurich'), pg_temp.exp('queued', NULL, '2030-06-03 12:00 Europe/Zurich'),
+          'queued: a topic the member chose');
+-- expiry
+SELECT is(pg_temp.enq(:m, 'z1', 'marketing', '2030-06-03 12:00 Europe/Zurich', expires => '2030-06-03 12:00 Europe/Zurich'),
+          pg_temp.exp('suppressed', 'expired', NULL), 'suppressed: expired before its earliest send time');
+SELECT is(pg_temp.enq(:m, 'z1', 'marketing', '2030-06-03 23:30 Europe/Zurich', expires => '2030-06-04 07:00 Europe/Zurich'),
+          pg_temp.exp('suppressed', 'expires_before_slot', NULL), 'suppressed: expires before the first slot it may go at');
+-- dedup: per merchant, for ever
+SELECT is(pg_temp.enq(:m, 'z1', 'marketing', '2030-06-03 12:00 Europe/Zurich', dedup => 'd1'),
+          pg_temp.exp('queued', NULL, '2030-06-03 12:00 Europe/Zurich'), 'queued: a new dedup key');
+SELECT is(pg_temp.enq(:m, 'z1', 'marketing', '2030-06-03 12:00 Europe/Zurich', dedup => 'd1'), pg_temp.exp('duplicate', 'dedup_key', NULL),
+          'duplicate: the same dedup key again');
+SELECT is(pg_temp.enq(:m, 'ny1', 'offers', '2030-06-09 12:00 Europe/Zurich', dedup => 'd1'), pg_temp.exp('duplicate', 'dedup_key', NULL),
+          'duplicate: the key is the merchant''s, whatever the member or message');
+SELECT pg_temp.member(:mo, 'z1', 'Europe/Zurich');
+SELECT is(pg_temp.enq(:mo, 'z1', 'marketing', '2030-06-03 12:00 Europe/Zurich', dedup => 'd1'),
+          pg_temp.exp('queued', NULL, '2030-06-03 12:00 Europe/Zurich'), 'another merchant''s key of the same text is another key');
+-- caps: drop and defer (merchant m, per channel)
+SELECT wallet.set_push_cap(:m, 'sms', 'marketing', 'day', 1, policy => 'drop');
+SELECT pg_temp.member(:m, 'c1', 'Europe/Zurich', 'sms');
+SELECT is(pg_temp.enq(:m, 'c1', 'marketing', '2030-06-03 12:00 Europe/Zurich', channel => 'sms'),
+          pg_temp.exp('queued', NULL, '2030-06-03 12:00 Europe/Zurich'), 'cap with drop: the first of the day is queued');
+SELECT is(pg_temp.enq(:m, 'c1', 'marketing', '2030-06-03 13:00 Europe/Zurich', channel => 'sms'),
+          pg_temp.exp('suppressed', 'frequency_cap', NULL), 'suppressed: over a cap with policy drop');
+SELECT is(pg_temp.enq(:m, 'c1', 'service', '2030-06-03 13:00 Europe/Zurich', channel => 'sms'),
+          pg_temp.exp('queued', NULL, '2030-06-03 13:00 Europe/Zurich'), 'service messages are exempt from caps');
+SELECT wallet.set_push_cap(:m, 'email', 'marketing', 'day', 2);
+SELECT pg_temp.member(:m, 'c2', 'Europe/Zurich', 'email');
+SELECT pg_temp.enq(:m, 'c2', 'marketing', '2030-06-03 12:00 Europe/Zurich', channel => 'email') FROM generate_series(1, 2);
+SELECT is(pg_temp.enq(:m, 'c2', 'marketing', '2030-06-03 12:00 Europe/Zurich', channel => 'email'),
+          pg_temp.exp('deferred', 'frequency_cap', '2030-06-04 08:00 Europe/Zurich'),
+          'deferred: over the day cap, to the next local day, after its quiet hours (the reason is the cap)');
+
+-- ------------------------------------------------------------ caps at their boundaries (merchant mc: no quiet hours)
+SELECT wallet.set_push_cap(:mc, 'push', 'marketing', 'day', 1);
+-- Zurich, 31 March 2030: clocks go forward, the day has 23 hours
+SELECT is(('2030-04-01 00:00 Europe/Zurich'::timestamptz - '2030-03-31 00:00 Europe/Zurich'::timestamptz), interval '23 hours',
+          'fixture: 31 March 2030 has 23 hours in Zurich');
+SELECT pg_temp.member(:mc, 'dz', 'Europe/Zurich');
+SELECT is(pg_temp.enq(:mc, 'dz', 'marketing', '2030-03-31 00:30 Europe/Zurich'),
+          pg_temp.exp('queued', NULL, '2030-03-31 00:30 Europe/Zurich'), 'day cap 1, Zurich, DST day: the first is queued');
+SELECT is(pg_temp.enq(:mc, 'dz', 'marketing', '2030-03-31 23:30 Europe/Zurich'),
+          pg_temp.exp('deferred', 'frequency_cap', '2030-04-01 00:00 Europe/Zurich'),
+          'day cap 1, Zurich: 23:30 local on the 23-hour day is the same day; deferred to local midnight (22:00 UTC)');
+SELECT pg_temp.member(:mc, 'dz2', 'Europe/Zurich');
+SELECT is(pg_temp.enq(:mc, 'dz2', 'marketing', '2030-03-31 23:59:59 Europe/Zurich'),
+          pg_temp.exp('queued', NULL, '2030-03-31 23:59:59 Europe/Zurich'), 'day cap 1, Zurich: the last second of the day');
+SELECT is(pg_temp.enq(:mc, 'dz2', 'marketing', '2030-04-01 00:00 Europe/Zurich'),
+          pg_temp.exp('queued', NULL, '2030-04-01 00:00 Europe/Zurich'), 'day cap 1, Zurich: local midnight starts a new day');
+-- New York, 3 November 2030: clocks go back, the day has 25 hours
+SELECT is(('2030-11-04 00:00 America/New_York'::timestamptz - '2030-11-03 00:00 America/New_York'::timestamptz), interval '25 hours',
+          'fixture: 3 November 2030 has 25 hours in New York');
+SELECT pg_temp.member(:mc, 'ny', 'America/New_York');
+SELECT is(pg_temp.enq(:mc, 'ny', 'marketing', '2030-11-03 00:30 America/New_York'),
+          pg_temp.exp('queued', NULL, '2030-11-03 00:30 America/New_York'), 'day cap 1, New York, DST day: the first is queued');
+SELECT is(pg_temp.enq(:mc, 'ny', 'marketing', '2030-11-03 23:30 America/New_York'),
+          pg_temp.exp('deferred', 'frequency_cap', '2030-11-04 00:00 America/New_York'),
+          'day cap 1, New York: 24 hours later is still the same (25-hour) day; deferred to local midnight');
+-- Tokyo (no DST): the day turns at 15:00 UTC
+SELECT pg_temp.member(:mc, 'tk', 'Asia/Tokyo');
+SELECT is(pg_temp.enq(:mc, 'tk', 'marketing', '2030-06-03 23:59:59 Asia/Tokyo'),
+          pg_temp.exp('queued', NULL, '2030-06-03 14:59:59+00'), 'day cap 1, Tokyo: 14:59:59 UTC is the 3rd');
+SELECT is(pg_temp.enq(:mc, 'tk', 'marketing', '2030-06-04 00:00 Asia/Tokyo'),
+          pg_temp.exp('queued', NULL, '2030-06-03 15:00+00'), 'day cap 1, Tokyo: 15:00 UTC is the 4th');
+SELECT is(pg_temp.enq(:mc, 'tk', 'marketing', '2030-06-04 12:00 Asia/Tokyo'),
+          pg_temp.exp('deferred', 'frequency_cap', '2030-06-04 15:00+00'), 'day cap 1, Tokyo: deferred to 15:00 UTC');
+-- week cap (Monday to Sunday, local), across the New York DST change
+SELECT wallet.set_push_cap(:mc, 'sms', 'marketing', 'week', 2);
+SELECT pg_temp.member(:mc, 'nyw', 'America/New_York', 'sms');
+SELECT is(pg_temp.enq(:mc, 'nyw', 'marketing', '2030-11-03 10:00 America/New_York', channel => 'sms'),
+          pg_temp.exp('queued', NULL, '2030-11-03 10:00 America/New_York'), 'week cap 2: Sunday, first');
+SELECT is(pg_temp.enq(:mc, 'nyw', 'marketing', '2030-11-03 11:00 America/New_York', channel => 'sms'),
+          pg_temp.exp('queued', NULL, '2030-11-03 11:00 America/New_York'), 'week cap 2: Sunday, second');
+SELECT is(pg_temp.enq(:mc, 'nyw', 'marketing', '2030-11-03 23:59 America/New_York', channel => 'sms'),
+          pg_temp.exp('deferred', 'frequency_cap', '2030-11-04 00:00 America/New_York'), 'week cap 2: deferred to Monday 00:00 local');
+SELECT is(pg_temp.enq(:mc, 'nyw', 'marketing', '2030-11-04 00:00 America/New_York', channel => 'sms'),
+          pg_temp.exp('queued', NULL, '2030-11-04 00:00 America/New_York'), 'week cap 2: Monday 00:00 starts a new week (one planned there)');
+SELECT is(pg_temp.enq(:mc, 'nyw', 'marketing', '2030-11-05 09:00 America/New_York', channel => 'sms'),
+          pg_temp.exp('deferred', 'frequency_cap', '2030-11-11 00:00 America/New_York'), 'week cap 2: full again, to the next Monday');
+-- rolling window: 2 per 24 hours
+SELECT wallet.set_push_cap(:mc, 'in_app', 'marketing', 'rolling', 2, '24 hours');
+SELECT pg_temp.member(:mc, 'rz', 'Europe/Zurich', 'in_app');
+SELECT is(pg_temp.enq(:mc, 'rz', 'marketing', '2030-06-03 10:00+00', channel => 'in_app'),
+          pg_temp.exp('queued', NULL, '2030-06-03 10:00+00'), 'rolling 2/24h: first');
+SELECT is(pg_temp.enq(:mc, 'rz', 'marketing', '2030-06-03 11:00+00', channel => 'in_app'),
+          pg_temp.exp('queued', NULL, '2030-06-03 11:00+00'), 'rolling 2/24h: second');
+SELECT is(pg_temp.enq(:mc, 'rz', 'marketing', '2030-06-03 12:00+00', channel => 'in_app'),
+          pg_temp.exp('deferred', 'frequency_cap', '2030-06-04 10:00+00'), 'rolling 2/24h: third, deferred until the first leaves the window');
+SELECT is(pg_temp.enq(:mc, 'rz', 'marketing', '2030-06-04 10:00+00', channel => 'in_app'),
+          pg_temp.exp('deferred', 'frequency_cap', '2030-06-04 11:00+00'),
+          'rolling 2/24h: at the boundary the window (t - 24h, t] holds 11:00 and the deferred one: deferred until 11:00 leaves');
+-- the member's caps lower the merchant's
+SELECT pg_temp.member(:mc, 'own', 'UTC', 'email');
+SELECT wallet.set_push_preferences(:mc, 'own', max_per_day => 1);
+SELECT is(pg_temp.enq(:mc, 'own', 'marketing', '2030-06-03 10:00+00', channel => 'email'),
+          pg_temp.exp('queued', NULL, '2030-06-03 10:00+00'), 'the member''s day cap 1 (the merchant has none on email): first');
+SELECT is(pg_temp.enq(:mc, 'own', 'marketing', '2030-06-03 11:00+00', channel => 'email'),
+          pg_temp.exp('deferred', 'frequency_cap', '2030-06-04 00:00+00'), 'the member''s day cap 1: the second waits for the next day');
+-- priority: a higher priority does not wait for queued messages of lower priority
+SELECT pg_temp.member(:mc, 'pr', 'UTC');
+SELECT is(pg_temp.enq(:mc, 'pr', 'marketing', '2030-06-03 10:00+00'), pg_temp.exp('queued', NULL, '2030-06-03 10:00+00'), 'priority: a priority 0 message takes the day''s slot');
+SELECT is(pg_temp.enq(:mc, 'pr', 'marketing', '2030-06-03 10:00+00', prio => 5), pg_temp.exp('queued', NULL, '2030-06-03 10:00+00'),
+          'priority: a priority 5 message is queued all the same (the lower one waits at claim)');
+SELECT is(pg_temp.enq(:mc, 'pr', 'marketing', '2030-06-03 10:00+00'), pg_temp.exp('deferred', 'frequency_cap', '2030-06-04 00:00+00'),
+          'priority: another priority 0 message waits');
+
+-- every outcome is recorded with its reason
+SELECT is_empty($$SELECT push_id FROM wallet.push_messages WHERE outcome IN ('deferred', 'suppressed', 'duplicate') AND outcome_reason IS NULL$$,
+                'every deferred, suppressed and duplicate message is recorded with its reason');
+SELECT is((SELECT array_agg(DISTINCT outcome ORDER BY outcome) FROM wallet.push_messages), '{deferred,duplicate,queued,suppressed}',
+          'all four outcomes were recorded');
+
+-- ------------------------------------------------------------ claim: the re-check (merchant mc, channel claim_t, cap 1 a day)
+SELECT wallet.set_push_cap(:mc, 'claim_t', 'marketing', 'day', 1);
+SELECT pg_temp.member(:mc, 'cl', 'UTC', 'claim_t', '{marketing}');
+SELECT push_id AS cl_low FROM wallet.enqueue_push(:mc, 'cl', 'claim_t', 'marketing', '{"n": 1}') \gset
+SELECT push_id AS cl_high FROM wallet.enqueue_push(:mc, 'cl', 'claim_t', 'marketing', '{"n": 2}', priority => 5) \gset
+SELECT pg_temp.member(:mc, 'wd', 'UTC', 'claim_t', '{news}');
+SELECT push_id AS wd FROM wallet.enqueue_push(:mc, 'wd', 'claim_t', 'news', '{"n": 3}') \gset
+SELECT pg_temp.member(:mc, 'tc', 'UTC', 'claim_t', '{news}');
+SELECT push_id AS tc FROM wallet.enqueue_push(:mc, 'tc', 'claim_t', 'news', '{"n": 4}') \gset
+SELECT pg_temp.member(:mc, 'ex', 'UTC', 'claim_t', '{news}');
+SELECT push_id AS ex FROM wallet.enqueue_push(:mc, 'ex', 'claim_t', 'news', '{"n": 5}', expires_at => now() + interval '1 hour') \gset
+SELECT is((SELECT array_agg(status ORDER BY push_id) FROM wallet.push_messages WHERE channel = 'claim_t'), '{queued,queued,queued,queued,queued}',
+          'fixture: five messages queued on claim_t');
+-- between enqueue and claim: a withdrawal, a topic dropped, the expiry passing (its time moved back: now() stands still here)
+SELECT wallet.record_consent(:mc, 'wd', 'claim_t', 'news', false, 'unsubscribe link');
+SELECT is((SELECT status || ' ' || reason FROM wallet.push_messages WHERE push_id = :wd), 'suppressed consent_withdrawn',
+          'a withdrawal suppresses the queued message at once');
+SELECT wallet.set_push_preferences(:mc, 'tc', topics => '{offers}');
+UPDATE wallet.push_messages SET expires_at = now() WHERE push_id = :ex;
+SELECT is((SELECT array_agg(push_id ORDER BY push_id) FROM wallet.claim_pushes('claim_t', 10, '1 minute')), ARRAY[:cl_high]::bigint[],
+          'claim returns only the message that passes the re-check: the higher priority of the two for the capped member');
+SELECT is((SELECT status || ' ' || reason || ' ' || (due_at = date_trunc('day', now()) + interval '1 day') FROM wallet.push_messages WHERE push_id = :cl_low),
+          'queued frequency_cap true', 'the lower priority one is deferred at claim to the next day (the cap is 1 a day)');
+SELECT is((SELECT status || ' ' || reason FROM wallet.push_messages WHERE push_id = :tc), 'suppressed topic_not_chosen',
+          'a topic dropped between enqueue and claim: suppressed at claim');
+SELECT is((SELECT status || ' ' || reason FROM wallet.push_messages WHERE push_id = :ex), 'suppressed expired',
+          'expired between enqueue and claim: suppressed at claim');
+SELECT is((SELECT status || ' ' || attempts || ' ' || (due_at = now() + interval '1 minute') FROM wallet.push_messages WHERE push_id = :cl_high),
+          'sending 1 true', 'the claimed message is leased until now() + lease');
+SELECT is((SELECT count(*) FROM wallet.claim_pushes('claim_t', 10, '1 minute')), 0::bigint, 'a leased message is not claimed again');
+SELECT is(wallet.extend_lease(:cl_high, '5 minutes'), now() + interval '5 minutes', 'extend_lease: the lease now lapses 5 minutes on');
+-- a lapsed lease (its time moved back) makes the message claimable again
+UPDATE wallet.push_messages SET due_at = now() - interval '1 second' WHERE push_id = :cl_high;
+SELECT is((SELECT array_agg(push_id::text || '/' || attempts) FROM wallet.claim_pushes('claim_t', 10, '1 minute')), ARRAY[:cl_high || '/2'],
+          'a lapsed lease: the message is claimed again (attempt 2); it does not count against its own cap');
+SELECT is(wallet.ack_push(:cl_high, 'prov-1'), true, 'ack_push: sent');
+SELECT is(wallet.ack_push(:cl_high, 'prov-1'), false, 'ack_push again with the same provider id: false, nothing changes');
+SELECT throws_ok(format('SELECT wallet.ack_push(%s, %L)', :cl_high, 'prov-2'), 'WL702', NULL, 'ack_push of a sent message with another id: WL702');
+SELECT throws_ok(format('SELECT wallet.fail_push(%s, %L)', :cl_high, 'late'), 'WL702', NULL, 'fail_push of a sent message: WL702');
+SELECT throws_ok(format('SELECT wallet.extend_lease(%s, %L)', :cl_low, '1 minute'), 'WL702', NULL, 'extend_lease of a queued message: WL702');
+SELECT is((SELECT outcome || ' ' || provider_message_id FROM wallet.push_attempts WHERE push_id = :cl_high), 'sent prov-1',
+          'the delivery record of the acknowledged attempt');
+
+-- ------------------------------------------------------------ backoff to the dead letters (mc: 3 attempts, backoff 10 s)
+SELECT wallet.upsert_member(:mc, 'rt', 'UTC');
+SELECT push_id AS rt FROM wallet.enqueue_push(:mc, 'rt', 'retry_t', 'service', '{"n": 6}') \gset
+CREATE TEMP TABLE backoff (attempt int, status text, delay interval);
+DO $$
+DECLARE
+    id bigint := (SELECT push_id FROM wallet.push_messages WHERE channel = 'retry_t');
+    i int;
+    st text;
+BEGIN
+    FOR i IN 1 .. 3 LOOP
+        PERFORM wallet.claim_pushes('retry_t', 1, '1 minute');
+        st := wallet.fail_push(id, 'provider timeout ' || i, true);
+        INSERT INTO backoff SELECT i, st, m.due_at - now() FROM wallet.push_messages m WHERE m.push_id = id;
+        UPDATE wallet.push_messages m SET due_at = now() WHERE m.push_id = id AND m.status = 'queued';   -- the backoff passes
+    END LOOP;
+END
+$$;
+SELECT is((SELECT status FROM backoff WHERE attempt = 1), 'queued', 'first failure: queued again');
+SELECT ok((SELECT delay BETWEEN interval '5 seconds' AND interval '10 seconds' FROM backoff WHERE attempt = 1),
+          'first backoff: between half and all of 10 s');
+SELECT ok((SELECT delay BETWEEN interval '10 seconds' AND interval '20 seconds' FROM backoff WHERE attempt = 2),
+          'second backoff: between half and all of 20 s (doubled)');
+SELECT is((SELECT status FROM backoff WHERE attempt = 3), 'dead', 'third failure with 3 attempts: a dead letter');
+SELECT is((SELECT attempts || ' ' || last_error FROM wallet.push_dead_letters WHERE push_id = :rt), '3 provider timeout 3',
+          'the dead letter view shows it with its attempts and last error');
+SELECT is((SELECT count(*) FROM wallet.push_attempts WHERE push_id = :rt AND outcome = 'failed'), 3::bigint, 'three failed delivery records');
+SELECT is(wallet.requeue_push(:rt), true, 'requeue_push of a dead letter');
+SELECT is((SELECT status || ' ' || attempts FROM wallet.push_messages WHERE push_id = :rt), 'queued 0', 'requeued with fresh attempts');
+SELECT throws_ok(format('SELECT wallet.requeue_push(%s)', :rt), 'WL703', NULL, 'requeue_push of a message that is not dead: WL703');
+SELECT is((SELECT count(*) FROM wallet.claim_pushes('retry_t', 1, '1 minute')), 1::bigint, 'the requeued message is claimed');
+SELECT is(wallet.fail_push(:rt, 'invalid device token', false), 'dead', 'a failure that is not retryable: dead at once');
+SELECT is((SELECT reason FROM wallet.push_messages WHERE push_id = :rt), 'not_retryable', 'with its reason');
+
+-- ------------------------------------------------------------ audience
+SELECT pg_temp.member(:ma, 'a' || i, 'UTC') FROM generate_series(1, 3) i;
+SELECT wallet.upsert_member(:ma, 'a' || i, 'UTC') FROM generate_series(4, 6) i;
+SELECT wallet.forget_member(:ma, 'a6', 'erasure request');
+CREATE TEMP TABLE aud AS SELECT * FROM wallet.enqueue_push_audience(:ma, NULL, 'push', 'marketing', '{"title": "sale"}', dedup_key => 'sale-1');
+SELECT results_eq('SELECT status, reason, messages FROM aud ORDER BY 1, 2',
+                  $$VALUES ('queued'::text, NULL::text, 3::bigint), ('suppressed', 'no_consent', 2)$$,
+                  'audience of every active member: 3 with consent queued, 2 without suppressed, the forgotten one left out');
+SELECT results_eq('SELECT status, reason, messages FROM aud ORDER BY 1, 2',
+                  format('SELECT outcome, outcome_reason, count(*) FROM wallet.push_messages WHERE merchant_id = %s GROUP BY 1, 2 ORDER BY 1, 2', :ma),
+                  'the counts returned are those recorded');
+SELECT results_eq($$SELECT status, reason, messages FROM wallet.enqueue_push_audience($$ || :ma || $$, NULL, 'push', 'marketing', '{"title": "sale"}', dedup_key => 'sale-1')$$,
+                  $$VALUES ('duplicate'::text, 'dedup_key'::text, 5::bigint)$$, 'the same audience send again: every member a duplicate');
+SELECT results_eq($$SELECT status, reason, messages FROM wallet.enqueue_push_audience($$ || :ma || $$, '{a1,a4,a1}', 'push', 'marketing', '{"title": "vip"}')$$,
+                  $$VALUES ('queued'::text, NULL::text, 1::bigint), ('suppressed', 'no_consent', 1)$$, 'an audience of named members (each once)');
+
+-- ------------------------------------------------------------ erasure
+SELECT pg_temp.member(:m, 'fg', 'Europe/Zurich');
+SELECT wallet.set_push_preferences(:m, 'fg', max_per_week => 2);
+SELECT push_id AS fg FROM wallet.enqueue_push(:m, 'fg', 'push', 'marketing', '{"title": "for fg"}', not_before => '2030-06-03 12:00+00') \gset
+SELECT member_id AS fg_member FROM wallet.members WHERE merchant_id = :m AND member_ref = 'fg' \gset
+SELECT is(wallet.forget_member(:m, 'fg', 'erasure request'), true, 'forget_member');
+SELECT is((SELECT payload::text || ' ' || status || ' ' || reason FROM wallet.push_messages WHERE push_id = :fg), '{} suppressed member_forgotten',
+          'forget_member: the message loses its payload and is suppressed');
+SELECT is((SELECT count(*) FROM wallet.push_consent_log WHERE member_id = :fg_member AND device IS NOT NULL), 0::bigint,
+          'forget_member: the consent evidence keeps no device');
+SELECT is((SELECT count(*) FROM wallet.push_consent_log WHERE member_id = :fg_member), 1::bigint, 'forget_member: the evidence itself stays');
+SELECT is((SELECT count(*) FROM wallet.push_preferences WHERE member_id = :fg_member), 0::bigint, 'forget_member: the preferences are gone');
+SELECT is((SELECT (new_values -> 'rows' ->> 'push_messages')::int FROM wallet.audit_log WHERE action = 'forget_member' ORDER BY id DESC LIMIT 1), 1,
+          'forget_member: the audit record counts the messages');
+
+-- ------------------------------------------------------------ purge
+SELECT push_id AS pk FROM wallet.enqueue_push(:m, 'nc', 'push', 'marketing', '{}', dedup_key => 'pk') \gset
+UPDATE wallet.push_messages SET finished_at = now() - interval '91 days' WHERE push_id IN (:pk, :cl_high);
+SELECT is(wallet.purge_pushes(1000), 2::bigint, 'purge_pushes: the two messages finished past the 90-day retention');
+SELECT is((SELECT count(*) FROM wallet.push_messages WHERE push_id IN (:pk, :cl_high)) + (SELECT count(*) FROM wallet.push_attempts WHERE push_id = :cl_high),
+          0::bigint, 'purged with their delivery records');
+SELECT is(pg_temp.enq(:m, 'nc', 'marketing', '2030-06-03 12:00 Europe/Zurich', dedup => 'pk'), pg_temp.exp('duplicate', 'dedup_key', NULL),
+          'a dedup key outlives the purge of its message');
+SELECT is(wallet.purge_pushes(1000), 0::bigint, 'nothing else is due');
+
+
+-- ------------------------------------------------------------ events and figures, on a constructed data set
+SELECT wallet.create_merchant('push figures') AS mm \gset
+SELECT wallet.set_push_settings(:mm, NULL, NULL);
+SELECT wallet.create_campaign(:mm, 'push sale', 'PS') AS cm \gset
+SELECT pg_temp.member(:mm, 'u' || i, 'UTC') FROM generate_series(1, 4) i;
+SELECT wallet.upsert_member(:mm, 'u5', 'UTC');
+SELECT count(*) FROM generate_series(1, 3) i, wallet.enqueue_push(:mm, 'u' || i, 'push', 'marketing', '{"title": "sale"}', campaign_id => :cm);
+SELECT status AS u5_status FROM wallet.enqueue_push(:mm, 'u5', 'push', 'marketing', '{"title": "sale"}', campaign_id => :cm) \gset
+SELECT count(wallet.ack_push(c.push_id, 'p' || c.push_id)) FROM wallet.claim_pushes('push', 10, '1 minute') c;
+CREATE TEMP TABLE fig AS
+SELECT w.member_ref AS ref, w.member_id, m.push_id FROM wallet.push_messages m JOIN wallet.members w USING (member_id)
+ WHERE m.merchant_id = :mm AND m.status = 'sent';
+SELECT is((SELECT count(*) FROM fig), 3::bigint, 'fixture: u1-u3 were sent the campaign''s push (u5 has no consent)');
+-- T = now(): sent at T; u1 delivered T+1m, opened T+10m, clicked T+11m; u2 delivered T+1m, unsubscribed T+2h; u3 complained
+SELECT wallet.record_push_event(push_id, 'delivered', now() + interval '1 minute') FROM fig WHERE ref IN ('u1', 'u2');
+SELECT wallet.record_push_event(push_id, 'opened', now() + interval '10 minutes') FROM fig WHERE ref = 'u1';
+SELECT wallet.record_push_event(push_id, 'opened', now() + interval '30 minutes') FROM fig WHERE ref = 'u1';
+SELECT wallet.record_push_event(push_id, 'clicked', now() + interval '11 minutes') FROM fig WHERE ref = 'u1';
+SELECT wallet.record_push_event(push_id, 'unsubscribed', now() + interval '2 hours') FROM fig WHERE ref = 'u2';
+SELECT wallet.record_push_event(push_id, 'complained', now() + interval '3 hours') FROM fig WHERE ref = 'u3';
+SELECT throws_ok(format('SELECT wallet.record_push_event(%s, %L)', :rt, 'opened'), 'WL704', NULL, 'record_push_event of a message not sent: WL704');
+SELECT throws_ok($$SELECT wallet.record_push_event(-1, 'opened')$$, 'WL701', NULL, 'record_push_event of an unknown message: WL701');
+SELECT throws_ok(format('SELECT wallet.record_push_event(%s, %L)', (SELECT push_id FROM fig WHERE ref = 'u1'), 'liked'), '22023', NULL,
+                 'record_push_event of an unknown kind: 22023');
+-- purchases (written directly: the checkout API is another issue's):
+--   u1: T+20h 100 (20 refunded): within 24 h of its open; T+80h 50: outside both windows
+--   u2: T+71h 30: within 72 h of its delivery (T+1m)
+--   u3: T+73h 40: outside 72 h of its delivery (T, no delivered event: the acknowledgement); T-1h 10: before the push
+--   u4: T+5 days 25 (no push: a non-recipient)
+INSERT INTO wallet.purchases (merchant_id, member_id, order_ref, amount, currency, occurred_at, refunded_amount)
+SELECT :mm, w.member_id, 'o-' || v.ref || '-' || v.n, v.amount, 'CHF', now() + v.after, v.refunded
+  FROM (VALUES ('u1', 1, 100, interval '20 hours', 20), ('u1', 2, 50, interval '80 hours', 0), ('u2', 1, 30, interval '71 hours', 0),
+               ('u3', 1, 40, interval '73 hours', 0), ('u3', 2, 10, interval '-1 hour', 0), ('u4', 1, 25, interval '5 days', 0))
+       AS v (ref, n, amount, after, refunded)
+  JOIN wallet.members w ON w.merchant_id = :mm AND w.member_ref = v.ref;
+SELECT results_eq(format('SELECT issued, sent, delivered, opened, clicked, unsubscribed, complained, converted, revenue FROM wallet.push_stats(%s, %s)', :mm, :cm),
+                  $$VALUES (3::bigint, 3::bigint, 2::bigint, 1::bigint, 1::bigint, 1::bigint, 1::bigint, 2::bigint, 110::numeric)$$,
+                  'push_stats: 3 issued and sent, 2 delivered, 1 opened, 1 clicked, 1 unsubscribed, 1 complained; u1 and u2 converted for 80 + 30 net');
+SELECT results_eq(format('SELECT open_rate, click_rate, conversion_rate, unsubscribe_rate, complaint_rate FROM wallet.push_stats(%s, %s)', :mm, :cm),
+                  $$VALUES (0.3333, 0.3333, 0.6667, 0.3333, 0.3333)$$, 'push_stats: rates per message sent');
+-- the same attribution, written here independently: each purchase to the member's push whose window holds it
+SELECT is((SELECT sum(p.amount - p.refunded_amount) FROM wallet.purchases p JOIN fig f ON f.member_id = p.member_id
+            JOIN wallet.push_messages m ON m.push_id = f.push_id
+           WHERE (p.occurred_at > (SELECT min(at) FROM wallet.push_events e WHERE e.push_id = f.push_id AND e.kind = 'opened')
+                  AND p.occurred_at <= (SELECT min(at) FROM wallet.push_events e WHERE e.push_id = f.push_id AND e.kind = 'opened') + interval '24 hours')
+              OR (p.occurred_at > coalesce((SELECT min(at) FROM wallet.push_events e WHERE e.push_id = f.push_id AND e.kind = 'delivered'), m.sent_at)
+                  AND p.occurred_at <= coalesce((SELECT min(at) FROM wallet.push_events e WHERE e.push_id = f.push_id AND e.kind = 'delivered'), m.sent_at) + interval '72 hours')),
+          (SELECT revenue FROM wallet.push_stats(:mm, :cm)), 'the revenue agrees with an independent computation');
+SELECT is((SELECT converted || ' ' || revenue FROM wallet.push_stats(:mm, :cm, open_window => '24 hours', delivery_window => '74 hours')),
+          '3 150', 'a 74-hour delivery window attributes u3''s purchase at T+73h too');
+SELECT results_eq(format('SELECT stage, members FROM wallet.push_funnel(%s, %s)', :mm, :cm),
+                  $$VALUES ('issued', 3::bigint), ('delivered', 2), ('opened', 1), ('code redeemed', 0), ('purchased', 2)$$,
+                  'push_funnel: issued 3, delivered 2, opened 1, no code redeemed yet, purchased 2');
+SELECT wallet.redeem_code(wallet.issue_code(:cm, 'u1'), 'u1', 'fig-r1');
+SELECT is((SELECT members FROM wallet.push_funnel(:mm, :cm) WHERE stage = 'code redeemed'), 1::bigint,
+          'push_funnel: u1 redeemed a code of the campaign after the push');
+SELECT results_eq(format('SELECT audience, members, purchasers, rate FROM wallet.push_retention(%s, %s)', :mm, :cm),
+                  $$VALUES ('recipients', 3::bigint, 3::bigint, 1.0000), ('non-recipients', 2, 1, 0.5000)$$,
+                  'push_retention (30 days): the 3 recipients all purchased; of u4 and u5, u4 did');
+SELECT is((SELECT purchasers FROM wallet.push_retention(:mm, :cm, 2) WHERE audience = 'recipients'), 1::bigint,
+          'push_retention (2 days): only u1 purchased within 2 days of the push');
+
+
+-- ------------------------------------------------------------ triggers and local send time
+SELECT wallet.create_merchant('push triggers') AS mt \gset
+SELECT wallet.set_push_settings(:mt, NULL, NULL);
+SELECT pg_temp.member(:mt, ref, 'UTC') FROM unnest('{e1,e2,t1,t2,c1,c2,c3,s1}'::text[]) ref;
+CREATE FUNCTION pg_temp.mid(m bigint, ref text) RETURNS bigint LANGUAGE sql AS $$
+    SELECT member_id FROM wallet.members WHERE merchant_id = m AND member_ref = ref
+$$;
+CREATE FUNCTION pg_temp.fired(m bigint, kind text) RETURNS text[] LANGUAGE sql AS $$
+    SELECT coalesce(array_agg(w.member_ref ORDER BY w.member_ref), '{}') FROM wallet.push_messages x JOIN wallet.members w USING (member_id)
+     WHERE x.merchant_id = m AND x.payload -> 'trigger' ->> 'kind' = kind
+$$;
+-- points: e1's 100 points expire in 3 days, e2's in 30
+SELECT wallet.create_program(:mt, 'trigger points', interval '1 year') AS tp \gset
+SELECT wallet.accrue(wallet.open_account(:tp, 'e1'), 100, 'tr-e1', 'welcome', NULL, now() + interval '3 days');
+SELECT wallet.accrue(wallet.open_account(:tp, 'e2'), 100, 'tr-e2', 'welcome', NULL, now() + interval '30 days');
+SELECT wallet.create_push_trigger(:mt, 'points_expiring', 'push', 'marketing', '{"title": "your points expire"}', '{"within_days": 7}');
+-- tiers: t1 to gold, t2 to silver (events written directly: the tiers API is another issue's)
+SELECT wallet.create_push_trigger(:mt, 'tier_changed', 'push', 'marketing', '{"title": "welcome to gold"}', '{"to_tier": "gold"}');
+INSERT INTO wallet.member_events (merchant_id, member_id, kind, occurred_at, attributes)
+VALUES (:mt, pg_temp.mid(:mt, 't1'), 'tier_changed', now() - interval '1 minute', '{"from_tier": "silver", "to_tier": "gold"}'),
+       (:mt, pg_temp.mid(:mt, 't2'), 'tier_changed', now() - interval '1 minute', '{"from_tier": "bronze", "to_tier": "silver"}');
+-- carts, 30 minutes: c1 left 40 minutes ago; c2 updated again 10 minutes ago; c3 bought after its update
+SELECT wallet.create_push_trigger(:mt, 'cart_abandoned', 'push', 'marketing', '{"title": "your cart misses you"}', '{"after_minutes": 30}');
+INSERT INTO wallet.member_events (merchant_id, member_id, kind, occurred_at, attributes)
+VALUES (:mt, pg_temp.mid(:mt, 'c1'), 'cart_updated', now() - interval '40 minutes', '{"items": 2}'),
+       (:mt, pg_temp.mid(:mt, 'c2'), 'cart_updated', now() - interval '40 minutes', '{"items": 1}'),
+       (:mt, pg_temp.mid(:mt, 'c2'), 'cart_updated', now() - interval '10 minutes', '{"items": 3}'),
+       (:mt, pg_temp.mid(:mt, 'c3'), 'cart_updated', now() - interval '40 minutes', '{"items": 1}');
+INSERT INTO wallet.purchases (merchant_id, member_id, order_ref, amount, currency, occurred_at)
+VALUES (:mt, pg_temp.mid(:mt, 'c3'), 'tr-c3', 12, 'CHF', now() - interval '20 minutes');
+-- stores: Zurich main station, 100 m, a day's cooldown; s1 pings 50 m away twice and 1 km away once
+SELECT wallet.set_push_store(:mt, 'HB', 47.3779, 8.5403, 100);
+SELECT wallet.create_push_trigger(:mt, 'nearby_store', 'push', 'marketing', '{"title": "we are around the corner"}');
+INSERT INTO wallet.member_events (merchant_id, member_id, kind, occurred_at, attributes)
+VALUES (:mt, pg_temp.mid(:mt, 's1'), 'location', now() - interval '5 minutes', '{"latitude": 47.37835, "longitude": 8.5403}'),
+       (:mt, pg_temp.mid(:mt, 's1'), 'location', now() - interval '4 minutes', '{"latitude": 47.37835, "longitude": 8.5403}'),
+       (:mt, pg_temp.mid(:mt, 's1'), 'location', now() - interval '3 minutes', '{"latitude": 47.3869, "longitude": 8.5403}');
+SELECT is(wallet.run_push_triggers(), 4::bigint, 'run_push_triggers: four messages (points, tier, cart, store once)');
+SELECT is(pg_temp.fired(:mt, 'points_expiring'), '{e1}', 'points expiring within 7 days: e1 (e2''s expire in 30)');
+SELECT is((SELECT (payload -> 'trigger' ->> 'points')::int FROM wallet.push_messages WHERE merchant_id = :mt AND payload -> 'trigger' ->> 'kind' = 'points_expiring'),
+          100, 'the payload carries the points expiring');
+SELECT is(pg_temp.fired(:mt, 'tier_changed'), '{t1}', 'a tier change to gold: t1 (t2 went to silver)');
+SELECT is(pg_temp.fired(:mt, 'cart_abandoned'), '{c1}', 'an abandoned cart: c1 (c2 updated it since, c3 bought)');
+SELECT is(pg_temp.fired(:mt, 'nearby_store'), '{s1}', 'nearby store: s1, once (the second ping is within the cooldown, the third 1 km away)');
+SELECT is((SELECT array_agg(DISTINCT outcome) FROM wallet.push_messages WHERE merchant_id = :mt), '{queued}',
+          'each went through enqueue''s decision: queued (consent, no quiet hours, no caps)');
+SELECT is(wallet.run_push_triggers(), 0::bigint, 'run_push_triggers again: nothing fires twice');
+SELECT throws_ok($$SELECT wallet.create_push_trigger($$ || :mt || $$, 'cart_abandoned', 'push', 'marketing', '{}')$$, '22023', NULL,
+                 'a cart trigger without after_minutes: 22023');
+-- a festival send at 09:00 local, in Zurich and in Tokyo
+SELECT pg_temp.member(:mt, 'l1', 'Europe/Zurich');
+SELECT pg_temp.member(:mt, 'l2', 'Asia/Tokyo');
+SELECT results_eq($$SELECT status, messages FROM wallet.enqueue_push_local($$ || :mt || $$, '{l1,l2}', 'push', 'marketing', '{"title": "merry"}', '2030-12-24 09:00')$$,
+                  $$VALUES ('queued'::text, 2::bigint)$$, 'enqueue_push_local: two messages');
+SELECT is((SELECT array_agg(x.due_at ORDER BY w.member_ref) FROM wallet.push_messages x JOIN wallet.members w USING (member_id)
+            WHERE x.merchant_id = :mt AND w.member_ref IN ('l1', 'l2')),
+          ARRAY['2030-12-24 09:00 Europe/Zurich', '2030-12-24 09:00 Asia/Tokyo']::timestamptz[], 'each due at 09:00 in the member''s own zone');
+
+SELECT * FROM finish();
+ROLLBACK;
