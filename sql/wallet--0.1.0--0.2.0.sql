@@ -12776,7 +12776,7 @@ BEGIN
     COMMIT;
 END
 $$;
-COMMENT ON PROCEDURE wallet.run_maintenance() IS 'runs every periodic job with bounded work per call, committing as it goes: expiry (up to 100,000 due accounts, 1,000 per transaction), purge of failed code attempts older than a day, units of up to 1,000 expired budget holds returned, expiry of pending referrals past their window (up to 100,000, 1,000 per transaction), tier evaluation (up to 100,000 accounts, 1,000 per transaction), purge of finished push messages past retention, push triggers and the push queue's rotation (up to 10,000 rows each); later issues add their jobs here; schedule it every minute (README "Maintenance")';
+COMMENT ON PROCEDURE wallet.run_maintenance() IS 'runs every periodic job with bounded work per call, committing as it goes: expiry (up to 100,000 due accounts, 1,000 per transaction), purge of failed code attempts older than a day, units of up to 1,000 expired budget holds returned, expiry of pending referrals past their window (up to 100,000, 1,000 per transaction), tier evaluation (up to 100,000 accounts, 1,000 per transaction), purge of finished push messages past retention, push triggers and the push queue''s rotation (up to 10,000 rows each); later issues add their jobs here; schedule it every minute (README "Maintenance")';
 
 CREATE OR REPLACE FUNCTION wallet.forget_member(merchant_id bigint, member_ref text, reason text) RETURNS boolean
     LANGUAGE plpgsql
