@@ -823,7 +823,10 @@ $$;
 COMMENT ON FUNCTION wallet.check_code(wallet.marketing_code, text, jsonb) IS
     'check_code for a value of type wallet.marketing_code (same behaviour as the text form)';
 
-CREATE FUNCTION wallet.redeem_code(code text, member_ref text, idempotency_key text, context jsonb DEFAULT '{}')
+-- The whole of wallet.redeem_code(text, ...): the C function of that name
+-- (src/redeem.c) runs the common case itself and hands every other call
+-- (misuse, a refused code, a replay, a reservation's key) to this one.
+CREATE FUNCTION wallet_internal.redeem_code_full(code text, member_ref text, idempotency_key text, context jsonb)
     RETURNS wallet.redemption_result
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
@@ -941,8 +944,18 @@ BEGIN
     RETURN r;
 END
 $$;
+COMMENT ON FUNCTION wallet_internal.redeem_code_full(text, text, text, jsonb) IS
+    'internal: wallet.redeem_code in PL/pgSQL, every case: redeem a code for a member, atomically and exactly once per idempotency key; returns status ok with the redemption, or the refusal status of check_code (nothing recorded but failed checks); a retry with the same key returns the first result (replayed), the same key with other arguments is WL002; the key of an active reservation converts it';
+
+-- In C: one pass of plans kept per session for an authentic code and a new
+-- key (the common case), the PL/pgSQL function above for everything else.
+CREATE FUNCTION wallet.redeem_code(code text, member_ref text, idempotency_key text, context jsonb DEFAULT '{}')
+    RETURNS wallet.redemption_result
+    AS 'MODULE_PATHNAME', 'redeem_code' LANGUAGE C VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    SET enable_seqscan = off;
 COMMENT ON FUNCTION wallet.redeem_code(text, text, text, jsonb) IS
-    'redeem a code for a member, atomically and exactly once per idempotency key; returns status ok with the redemption, or the refusal status of check_code (nothing recorded but failed checks); a retry with the same key returns the first result (replayed), the same key with other arguments is WL002; the key of an active reservation converts it';
+    'redeem a code for a member, atomically and exactly once per idempotency key; returns status ok with the redemption, or the refusal status of check_code (nothing recorded but failed checks); a retry with the same key returns the first result (replayed), the same key with other arguments is WL002; the key of an active reservation converts it';;
 
 CREATE FUNCTION wallet.redeem_code(code wallet.marketing_code, member_ref text, idempotency_key text, context jsonb DEFAULT '{}')
     RETURNS wallet.redemption_result
