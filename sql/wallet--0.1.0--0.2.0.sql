@@ -6656,6 +6656,15 @@ COMMENT ON PROCEDURE wallet.run_maintenance() IS 'runs every periodic job with b
 -- was, to wallet_internal.redeem_code_full, which the C function calls for
 -- every other case.
 
+-- The redemption layer's tables lose their foreign keys to wallet.campaigns
+-- (see sql/ext/redeem.sql: the KEY SHARE lock of each check serialised a
+-- campaign's redemptions; campaigns are never deleted).
+ALTER TABLE wallet.code_reservations DROP CONSTRAINT code_reservations_campaign_id_fkey;
+ALTER TABLE wallet.code_redemptions DROP CONSTRAINT code_redemptions_campaign_id_fkey;
+ALTER TABLE wallet.code_use_counts DROP CONSTRAINT code_use_counts_campaign_id_fkey;
+ALTER TABLE wallet.member_use_counts DROP CONSTRAINT member_use_counts_campaign_id_fkey;
+ALTER TABLE wallet.campaign_use_counts DROP CONSTRAINT campaign_use_counts_campaign_id_fkey;
+
 -- The whole of wallet.redeem_code(text, ...): the C function of that name
 -- (src/redeem.c) runs the common case itself and hands every other call
 -- (misuse, a refused code, a replay, a reservation's key) to this one.

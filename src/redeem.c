@@ -177,22 +177,22 @@ redeem_plan(int which)
 		"SELECT c.max_redemptions_per_code::pg_catalog.int8, c.max_redemptions_per_member::pg_catalog.int8,"
 		" c.max_redemptions_total FROM wallet.campaigns c WHERE c.campaign_id = $1",
 		/* per code: $1 campaign, $2 serial, $3 merchant / $3 clock time / $3 delta */
-		"INSERT INTO wallet.code_use_counts AS u (campaign_id, serial, merchant_id) VALUES ($1, $2, $3)"
-		" ON CONFLICT DO NOTHING RETURNING u.redeemed::pg_catalog.int8",
+		"INSERT INTO wallet.code_use_counts AS u (campaign_id, serial, merchant_id, redeemed) VALUES ($1, $2, $3, 1)"
+		" ON CONFLICT DO NOTHING RETURNING 0::pg_catalog.int8",
 		"SELECT u.redeemed::pg_catalog.int8 FROM wallet.code_use_counts u WHERE u.campaign_id = $1 AND u.serial = $2 FOR UPDATE",
 		"SELECT pg_catalog.count(*) FROM wallet.code_reservations v"
 		" WHERE v.state = 'active' AND v.campaign_id = $1 AND v.serial = $2 AND v.expires_at > $3",
 		"UPDATE wallet.code_use_counts u SET redeemed = u.redeemed + $3 WHERE u.campaign_id = $1 AND u.serial = $2",
 		/* per member: $2 member_ref */
-		"INSERT INTO wallet.member_use_counts AS u (campaign_id, member_ref, merchant_id) VALUES ($1, $2, $3)"
-		" ON CONFLICT DO NOTHING RETURNING u.redeemed::pg_catalog.int8",
+		"INSERT INTO wallet.member_use_counts AS u (campaign_id, member_ref, merchant_id, redeemed) VALUES ($1, $2, $3, 1)"
+		" ON CONFLICT DO NOTHING RETURNING 0::pg_catalog.int8",
 		"SELECT u.redeemed::pg_catalog.int8 FROM wallet.member_use_counts u WHERE u.campaign_id = $1 AND u.member_ref = $2 FOR UPDATE",
 		"SELECT pg_catalog.count(*) FROM wallet.code_reservations v"
 		" WHERE v.state = 'active' AND v.campaign_id = $1 AND v.member_ref = $2 AND v.expires_at > $3",
 		"UPDATE wallet.member_use_counts u SET redeemed = u.redeemed + $3 WHERE u.campaign_id = $1 AND u.member_ref = $2",
 		/* per campaign: $2 merchant / $2 clock time / $2 delta */
-		"INSERT INTO wallet.campaign_use_counts AS u (campaign_id, merchant_id) VALUES ($1, $2)"
-		" ON CONFLICT DO NOTHING RETURNING u.redeemed",
+		"INSERT INTO wallet.campaign_use_counts AS u (campaign_id, merchant_id, redeemed) VALUES ($1, $2, 1)"
+		" ON CONFLICT DO NOTHING RETURNING 0::pg_catalog.int8",
 		"SELECT u.redeemed FROM wallet.campaign_use_counts u WHERE u.campaign_id = $1 FOR UPDATE",
 		"SELECT pg_catalog.count(*) FROM wallet.code_reservations v"
 		" WHERE v.state = 'active' AND v.campaign_id = $1 AND v.expires_at > $2",
@@ -261,19 +261,22 @@ redeem_int8(int col)
 }
 
 /*
- * Lock (creating on first use) one counter row and read its count: the
- * INSERT of a fresh row holds the row until commit, so a new code or member
- * costs one statement; an existing row is locked FOR UPDATE.
+ * Lock (creating on first use) one counter row and read its count of other
+ * redemptions.  A fresh row is inserted already counting this redemption
+ * (*fresh set; taken back if the call is refused), and the INSERT holds it
+ * until commit: a new code or member costs one statement.  An existing row
+ * is locked FOR UPDATE.
  */
 static int64
-redeem_lock_counter(int p_new, int p_lock, Datum *args, Datum merchant)
+redeem_lock_counter(int p_new, int p_lock, Datum *args, Datum merchant, bool *fresh)
 {
 	Datum		a[3] = {args[0], args[1], merchant};
 
 	if (p_new == P_TOTAL_NEW)
 		a[1] = merchant;
-	if (redeem_run(p_new, a, NULL) == 1)
-		return redeem_int8(1);
+	*fresh = redeem_run(p_new, a, NULL) == 1;
+	if (*fresh)
+		return 0;
 	redeem_run(p_lock, args, NULL);
 	return redeem_int8(1);
 }
@@ -289,6 +292,30 @@ redeem_arg_ok(text *t)
 	for (int i = 0; i < len && blank; i++)
 		blank = s[i] == ' ';
 	return !blank && pg_mbstrlen_with_len(s, len) <= 256;
+}
+
+/* Add delta to the counters flagged in which (code, member, campaign). */
+static void
+redeem_bump(Datum campaign, int64 serial, text *member, const bool *which, int32 delta)
+{
+	if (which[0])
+	{
+		Datum		a[3] = {campaign, Int64GetDatum(serial), Int32GetDatum(delta)};
+
+		redeem_run(P_CODE_BUMP, a, NULL);
+	}
+	if (which[1])
+	{
+		Datum		a[3] = {campaign, PointerGetDatum(member), Int32GetDatum(delta)};
+
+		redeem_run(P_MEMBER_BUMP, a, NULL);
+	}
+	if (which[2])
+	{
+		Datum		a[2] = {campaign, Int32GetDatum(delta)};
+
+		redeem_run(P_TOTAL_BUMP, a, NULL);
+	}
 }
 
 typedef struct RedeemResult
@@ -329,6 +356,8 @@ redeem_fast(FunctionCallInfo fcinfo, RedeemResult *r)
 	int64		caps[3];
 	bool		capnull[3];
 	int64		used[3] = {0, 0, 0};
+	bool		fresh[3] = {false, false, false};
+	bool		bump[3];
 	MarketingCode *code;
 
 	if (PG_ARGISNULL(1) || PG_ARGISNULL(2))
@@ -440,12 +469,12 @@ redeem_fast(FunctionCallInfo fcinfo, RedeemResult *r)
 	if (IsolationUsesXactSnapshot())
 		caps_unchanged(r->campaign_id, capnull, caps);
 	if (!capnull[0])
-		used[0] = redeem_lock_counter(P_CODE_NEW, P_CODE_LOCK, args, merchant);
+		used[0] = redeem_lock_counter(P_CODE_NEW, P_CODE_LOCK, args, merchant, &fresh[0]);
 	args[1] = PointerGetDatum(member);
 	if (!capnull[1])
-		used[1] = redeem_lock_counter(P_MEMBER_NEW, P_MEMBER_LOCK, args, merchant);
+		used[1] = redeem_lock_counter(P_MEMBER_NEW, P_MEMBER_LOCK, args, merchant, &fresh[1]);
 	if (!capnull[2])
-		used[2] = redeem_lock_counter(P_TOTAL_NEW, P_TOTAL_LOCK, args, merchant);
+		used[2] = redeem_lock_counter(P_TOTAL_NEW, P_TOTAL_LOCK, args, merchant, &fresh[2]);
 
 	/* wallet_internal.code_caps_status: active reservations count too */
 	now = GetCurrentTimestamp();
@@ -475,7 +504,11 @@ redeem_fast(FunctionCallInfo fcinfo, RedeemResult *r)
 			r->status = "campaign_limit_reached";
 	}
 	if (r->status[0] != 'o')
+	{
+		/* refused: a fresh counter row goes back to counting nothing */
+		redeem_bump(args[0], r->serial, member, fresh, -1);
 		return true;
+	}
 
 	code = palloc(sizeof(MarketingCode));
 	wallet_code_pack(&f, code);
@@ -489,25 +522,10 @@ redeem_fast(FunctionCallInfo fcinfo, RedeemResult *r)
 		r->redemption_id = redeem_int8(1);
 		r->redeemed_at = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 	}
-	/* wallet_internal.code_bump_counters */
-	if (!capnull[0])
-	{
-		Datum		a[3] = {args[0], Int64GetDatum(r->serial), Int32GetDatum(1)};
-
-		redeem_run(P_CODE_BUMP, a, NULL);
-	}
-	if (!capnull[1])
-	{
-		Datum		a[3] = {args[0], PointerGetDatum(member), Int32GetDatum(1)};
-
-		redeem_run(P_MEMBER_BUMP, a, NULL);
-	}
-	if (!capnull[2])
-	{
-		Datum		a[2] = {args[0], Int32GetDatum(1)};
-
-		redeem_run(P_TOTAL_BUMP, a, NULL);
-	}
+	/* wallet_internal.code_bump_counters, for the rows not fresh */
+	for (int i = 0; i < 3; i++)
+		bump[i] = !capnull[i] && !fresh[i];
+	redeem_bump(args[0], r->serial, member, bump, 1);
 	return true;
 }
 

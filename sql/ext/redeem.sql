@@ -239,9 +239,15 @@ COMMENT ON COLUMN wallet.code_bindings.code IS 'the bound code';
 COMMENT ON COLUMN wallet.code_bindings.member_ref IS 'the only member who may redeem the code';
 COMMENT ON COLUMN wallet.code_bindings.bound_at IS 'when the code was issued';
 
+-- No foreign key from the redemption layer's tables (reservations,
+-- redemptions, counters) to wallet.campaigns: its check would take a KEY
+-- SHARE lock on the campaign's one row for every reservation and redemption,
+-- and these locks (multixacts once sessions overlap) serialised a campaign's
+-- redemptions.  Campaigns are never deleted (wallet_internal.campaigns_keep),
+-- and every writer of these tables has read the campaign first.
 CREATE TABLE wallet.code_reservations (
     reservation_id  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    campaign_id     bigint NOT NULL REFERENCES wallet.campaigns ON DELETE CASCADE,
+    campaign_id     bigint NOT NULL,
     serial          bigint NOT NULL,
     code            wallet.marketing_code NOT NULL,
     member_ref      text NOT NULL,
@@ -275,7 +281,7 @@ COMMENT ON COLUMN wallet.code_reservations.merchant_id IS 'merchant of the campa
 
 CREATE TABLE wallet.code_redemptions (
     redemption_id   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    campaign_id     bigint NOT NULL REFERENCES wallet.campaigns ON DELETE CASCADE,
+    campaign_id     bigint NOT NULL,
     serial          bigint NOT NULL,
     code            wallet.marketing_code NOT NULL,
     member_ref      text NOT NULL,
@@ -308,7 +314,7 @@ COMMENT ON COLUMN wallet.code_redemptions.merchant_id IS 'merchant of the campai
 -- Counters of live (not undone) redemptions.  Their rows are also the locks
 -- that make each cap exact; reservations are counted beside them.
 CREATE TABLE wallet.code_use_counts (
-    campaign_id bigint NOT NULL REFERENCES wallet.campaigns ON DELETE CASCADE,
+    campaign_id bigint NOT NULL,
     serial      bigint NOT NULL,
     redeemed    int NOT NULL DEFAULT 0 CHECK (redeemed >= 0),
     PRIMARY KEY (campaign_id, serial),
@@ -321,7 +327,7 @@ COMMENT ON COLUMN wallet.code_use_counts.redeemed IS 'redemptions of the code no
 COMMENT ON COLUMN wallet.code_use_counts.merchant_id IS 'merchant of the campaign (copied from it): the key to distribute by';
 
 CREATE TABLE wallet.member_use_counts (
-    campaign_id bigint NOT NULL REFERENCES wallet.campaigns ON DELETE CASCADE,
+    campaign_id bigint NOT NULL,
     member_ref  text NOT NULL,
     redeemed    int NOT NULL DEFAULT 0 CHECK (redeemed >= 0),
     PRIMARY KEY (campaign_id, member_ref),
@@ -334,7 +340,7 @@ COMMENT ON COLUMN wallet.member_use_counts.redeemed IS 'redemptions by the membe
 COMMENT ON COLUMN wallet.member_use_counts.merchant_id IS 'merchant of the campaign (copied from it): the key to distribute by';
 
 CREATE TABLE wallet.campaign_use_counts (
-    campaign_id bigint PRIMARY KEY REFERENCES wallet.campaigns ON DELETE CASCADE,
+    campaign_id bigint PRIMARY KEY,
     redeemed    bigint NOT NULL DEFAULT 0 CHECK (redeemed >= 0),
     merchant_id bigint NOT NULL
 );
