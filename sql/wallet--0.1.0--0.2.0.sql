@@ -6664,140 +6664,30 @@ ALTER TABLE wallet.code_redemptions DROP CONSTRAINT code_redemptions_campaign_id
 ALTER TABLE wallet.code_use_counts DROP CONSTRAINT code_use_counts_campaign_id_fkey;
 ALTER TABLE wallet.member_use_counts DROP CONSTRAINT member_use_counts_campaign_id_fkey;
 ALTER TABLE wallet.campaign_use_counts DROP CONSTRAINT campaign_use_counts_campaign_id_fkey;
+-- A reservation is converted once: a partial unique index instead of the
+-- UNIQUE constraint, whose NULLs (every direct redemption) shared one leaf page.
+ALTER TABLE wallet.code_redemptions DROP CONSTRAINT code_redemptions_reservation_id_key;
+CREATE UNIQUE INDEX code_redemptions_reservation_id_key ON wallet.code_redemptions (reservation_id)
+    WHERE reservation_id IS NOT NULL;
 
--- The whole of wallet.redeem_code(text, ...): the C function of that name
--- (src/redeem.c) runs the common case itself and hands every other call
--- (misuse, a refused code, a replay, a reservation's key) to this one.
-CREATE FUNCTION wallet_internal.redeem_code_full(code text, member_ref text, idempotency_key text, context jsonb)
-    RETURNS wallet.redemption_result
-    LANGUAGE plpgsql
-    SET search_path = pg_catalog, pg_temp
-    SET enable_seqscan = off
-    AS $$
-#variable_conflict use_column
-DECLARE
-    _input text := code;
-    _member text := member_ref;
-    _key text := idempotency_key;
-    _ctx jsonb := coalesce(context, '{}');
-    _red wallet.code_redemptions;
-    _res wallet.code_reservations;
-    _convert boolean := false;
-    _merchant bigint;
-    _pstatus text;
-    _code wallet.marketing_code;
-    pc record;
-    cnt record;
-    _st text;
-    r wallet.redemption_result;
-BEGIN
-    IF _input IS NULL THEN
-        RAISE EXCEPTION 'code must not be null'
-            USING ERRCODE = 'null_value_not_allowed',
-                  DETAIL = 'A code is judged from the text a person typed: an empty text is malformed, a NULL is no text at all.';
-    END IF;
-    PERFORM wallet_internal.code_check_args(_member, _key, _ctx, true);
-    r.member_ref := _member;
-    r.replayed := false;
-    _merchant := wallet_internal.code_merchant(_input);
-
-    -- Same key: one session at a time; the later one sees the earlier's row.
-    PERFORM pg_advisory_xact_lock(1464598529, hashtext(_key));
-    SELECT * INTO _red FROM wallet.code_redemptions d WHERE d.idempotency_key = _key AND wallet_internal.key_scope(d.merchant_id, _merchant);
-    IF FOUND THEN
-        PERFORM wallet_internal.idem_check(_key, format('redemption %s', _red.redemption_id),
-                                  wallet_internal.idem_code('redeem', _red.code::text, _red.member_ref, NULL),
-                                  wallet_internal.idem_code('redeem', _input, _member, NULL));
-        r.status := 'ok';
-        r.redemption_id := _red.redemption_id;
-        r.campaign_id := _red.campaign_id;
-        r.serial := _red.serial;
-        r.redeemed_at := _red.redeemed_at;
-        r.reservation_id := _red.reservation_id;
-        r.replayed := true;
-        RETURN r;
-    END IF;
-
-    SELECT * INTO _res FROM wallet.code_reservations v WHERE v.idempotency_key = _key AND wallet_internal.key_scope(v.merchant_id, _merchant) FOR UPDATE;
-    IF FOUND THEN
-        -- the key of a reservation: redeeming it converts the reservation,
-        -- so the call repeats the reservation's code and member
-        PERFORM wallet_internal.idem_check(_key, format('reservation %s', _res.reservation_id),
-                                  wallet_internal.idem_code('reserve', _res.code::text, _res.member_ref, _res.ttl),
-                                  wallet_internal.idem_code('reserve', _input, _member, _res.ttl));
-        _convert := _res.state = 'active' AND _res.expires_at > clock_timestamp();
-    END IF;
-
-    IF _convert THEN
-        -- The reservation already holds its place under every cap and was
-        -- made inside the campaign window; only a key retired since then
-        -- (e.g. compromised) stops it.
-        SELECT p.status INTO _pstatus FROM wallet.parse_code(_input) p;
-        IF _pstatus <> 'ok' THEN
-            r.status := _pstatus;
-            RETURN r;
-        END IF;
-        SELECT * INTO cnt FROM wallet_internal.code_lock_counters(_res.campaign_id, _res.serial, _member);
-        IF _res.expires_at <= clock_timestamp() THEN
-            -- It expired while we waited for the locks: others may have taken
-            -- its place meanwhile, so the caps decide (it no longer counts).
-            _st := wallet_internal.code_caps_status(_res.campaign_id, _res.serial, _member, cnt.max_per_code,
-                                           cnt.max_per_member, cnt.max_total,
-                                           cnt.code_redeemed, cnt.member_redeemed, cnt.total_redeemed);
-            IF _st <> 'ok' THEN
-                r.status := _st;
-                RETURN r;
-            END IF;
-        END IF;
-        r.campaign_id := _res.campaign_id;
-        r.serial := _res.serial;
-        r.reservation_id := _res.reservation_id;
-        _code := _res.code;
-        UPDATE wallet.code_reservations v SET state = 'converted', closed_at = clock_timestamp()
-         WHERE v.reservation_id = _res.reservation_id;
-    ELSE
-        -- A fresh redemption (or one whose reservation expired or was released):
-        -- every check, then the caps under the counter locks.
-        SELECT * INTO pc FROM wallet_internal.code_precheck(_input, _member, left(_ctx->>'source', 256), 'redeem');
-        r.campaign_id := pc.campaign_id;
-        r.serial := pc.serial;
-        IF pc.status <> 'ok' THEN
-            r.status := pc.status;
-            RETURN r;
-        END IF;
-        SELECT * INTO cnt FROM wallet_internal.code_lock_counters(pc.campaign_id, pc.serial, _member);
-        _st := wallet_internal.code_caps_status(pc.campaign_id, pc.serial, _member, cnt.max_per_code, cnt.max_per_member,
-                                       cnt.max_total, cnt.code_redeemed, cnt.member_redeemed, cnt.total_redeemed);
-        IF _st <> 'ok' THEN
-            r.status := _st;
-            RETURN r;
-        END IF;
-        _code := pc.code;
-    END IF;
-
-    INSERT INTO wallet.code_redemptions (campaign_id, serial, code, member_ref, idempotency_key, context,
-                                         reservation_id, redeemed_at, merchant_id)
-    VALUES (r.campaign_id, r.serial, _code, _member, _key, _ctx,
-            r.reservation_id, clock_timestamp(), _merchant)
-    RETURNING redemption_id, redeemed_at INTO r.redemption_id, r.redeemed_at;
-    PERFORM wallet_internal.code_bump_counters(r.campaign_id, r.serial, _member, 1, cnt.max_per_code IS NOT NULL,
-                                      cnt.max_per_member IS NOT NULL, cnt.max_total IS NOT NULL);
-    r.status := 'ok';
-    RETURN r;
-END
-$$;
+-- The PL/pgSQL body moves as it is (renamed, not re-created): the whole of
+-- wallet.redeem_code(text, ...), which the C function of that name (src/redeem.c)
+-- calls for every call but the common case.
+ALTER FUNCTION wallet.redeem_code(text, text, text, jsonb) RENAME TO redeem_code_full;
+ALTER FUNCTION wallet.redeem_code_full(text, text, text, jsonb) SET SCHEMA wallet_internal;
+REVOKE ALL ON FUNCTION wallet_internal.redeem_code_full(text, text, text, jsonb) FROM wallet_admin, wallet_app, wallet_reader;
 COMMENT ON FUNCTION wallet_internal.redeem_code_full(text, text, text, jsonb) IS
     'internal: wallet.redeem_code in PL/pgSQL, every case: redeem a code for a member, atomically and exactly once per idempotency key; returns status ok with the redemption, or the refusal status of check_code (nothing recorded but failed checks); a retry with the same key returns the first result (replayed), the same key with other arguments is WL002; the key of an active reservation converts it';
 
 -- In C: one pass of plans kept per session for an authentic code and a new
 -- key (the common case), the PL/pgSQL function above for everything else.
-CREATE OR REPLACE FUNCTION wallet.redeem_code(code text, member_ref text, idempotency_key text, context jsonb DEFAULT '{}')
+CREATE FUNCTION wallet.redeem_code(code text, member_ref text, idempotency_key text, context jsonb DEFAULT '{}')
     RETURNS wallet.redemption_result
     AS 'MODULE_PATHNAME', 'redeem_code' LANGUAGE C VOLATILE
     SET search_path = pg_catalog, pg_temp
     SET enable_seqscan = off;
 COMMENT ON FUNCTION wallet.redeem_code(text, text, text, jsonb) IS
-    'redeem a code for a member, atomically and exactly once per idempotency key; returns status ok with the redemption, or the refusal status of check_code (nothing recorded but failed checks); a retry with the same key returns the first result (replayed), the same key with other arguments is WL002; the key of an active reservation converts it';;
+    'redeem a code for a member, atomically and exactly once per idempotency key; returns status ok with the redemption, or the refusal status of check_code (nothing recorded but failed checks); a retry with the same key returns the first result (replayed), the same key with other arguments is WL002; the key of an active reservation converts it';
 
 -- == 9. privileges (last: covers every function)
 -- Exactly the privileges part of sql/ext/privileges.sql, after every other

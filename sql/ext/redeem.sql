@@ -287,7 +287,7 @@ CREATE TABLE wallet.code_redemptions (
     member_ref      text NOT NULL,
     idempotency_key text NOT NULL,
     context         jsonb NOT NULL DEFAULT '{}',
-    reservation_id  bigint UNIQUE REFERENCES wallet.code_reservations,
+    reservation_id  bigint REFERENCES wallet.code_reservations,
     redeemed_at     timestamptz NOT NULL,
     undone_at       timestamptz,
     undo_reason     text,
@@ -296,6 +296,10 @@ CREATE TABLE wallet.code_redemptions (
 );
 CREATE UNIQUE INDEX code_redemptions_idempotency_key_idx ON wallet.code_redemptions (idempotency_key, merchant_id);
 CREATE INDEX code_redemptions_code_idx ON wallet.code_redemptions (campaign_id, serial);
+-- A reservation is converted once.  Partial: the NULLs of direct redemptions
+-- would all go to one leaf page, which every redemption would then lock.
+CREATE UNIQUE INDEX code_redemptions_reservation_id_key ON wallet.code_redemptions (reservation_id)
+    WHERE reservation_id IS NOT NULL;
 CREATE INDEX code_redemptions_member_idx ON wallet.code_redemptions (member_ref, redeemed_at);
 COMMENT ON TABLE wallet.code_redemptions IS 'code redemptions, one row per successful redeem_code; undo_redemption marks a row undone and frees its use';
 COMMENT ON COLUMN wallet.code_redemptions.redemption_id IS 'redemption id';
@@ -832,7 +836,7 @@ COMMENT ON FUNCTION wallet.check_code(wallet.marketing_code, text, jsonb) IS
 -- The whole of wallet.redeem_code(text, ...): the C function of that name
 -- (src/redeem.c) runs the common case itself and hands every other call
 -- (misuse, a refused code, a replay, a reservation's key) to this one.
-CREATE FUNCTION wallet_internal.redeem_code_full(code text, member_ref text, idempotency_key text, context jsonb)
+CREATE FUNCTION wallet_internal.redeem_code_full(code text, member_ref text, idempotency_key text, context jsonb DEFAULT '{}')
     RETURNS wallet.redemption_result
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
@@ -961,7 +965,7 @@ CREATE FUNCTION wallet.redeem_code(code text, member_ref text, idempotency_key t
     SET search_path = pg_catalog, pg_temp
     SET enable_seqscan = off;
 COMMENT ON FUNCTION wallet.redeem_code(text, text, text, jsonb) IS
-    'redeem a code for a member, atomically and exactly once per idempotency key; returns status ok with the redemption, or the refusal status of check_code (nothing recorded but failed checks); a retry with the same key returns the first result (replayed), the same key with other arguments is WL002; the key of an active reservation converts it';;
+    'redeem a code for a member, atomically and exactly once per idempotency key; returns status ok with the redemption, or the refusal status of check_code (nothing recorded but failed checks); a retry with the same key returns the first result (replayed), the same key with other arguments is WL002; the key of an active reservation converts it';
 
 CREATE FUNCTION wallet.redeem_code(code wallet.marketing_code, member_ref text, idempotency_key text, context jsonb DEFAULT '{}')
     RETURNS wallet.redemption_result
