@@ -12680,6 +12680,45 @@ END
 $$;
 COMMENT ON PROCEDURE wallet.run_maintenance() IS 'runs every periodic job with bounded work per call, committing as it goes: expiry (up to 100,000 due accounts, 1,000 per transaction), purge of failed code attempts older than a day, purge of up to 10,000 finished push messages past their retention, the push triggers, the turn of the push queue slots; later issues add their jobs here; schedule it every minute (README "Maintenance")';
 
+-- == 10h. fast code redemption (issue 11)
+-- wallet.redeem_code(text, ...) becomes C (src/redeem.c): its common case in
+-- one pass of plans kept per session; the PL/pgSQL body it had moves, as it
+-- was, to wallet_internal.redeem_code_full, which the C function calls for
+-- every other case.
+
+-- The redemption layer's tables lose their foreign keys to wallet.campaigns
+-- (see sql/ext/redeem.sql: the KEY SHARE lock of each check serialised a
+-- campaign's redemptions; campaigns are never deleted).
+ALTER TABLE wallet.code_reservations DROP CONSTRAINT code_reservations_campaign_id_fkey;
+ALTER TABLE wallet.code_redemptions DROP CONSTRAINT code_redemptions_campaign_id_fkey;
+ALTER TABLE wallet.code_use_counts DROP CONSTRAINT code_use_counts_campaign_id_fkey;
+ALTER TABLE wallet.member_use_counts DROP CONSTRAINT member_use_counts_campaign_id_fkey;
+ALTER TABLE wallet.campaign_use_counts DROP CONSTRAINT campaign_use_counts_campaign_id_fkey;
+-- A reservation is converted once: a partial unique index instead of the
+-- UNIQUE constraint, whose NULLs (every direct redemption) shared one leaf page.
+ALTER TABLE wallet.code_redemptions DROP CONSTRAINT code_redemptions_reservation_id_key;
+CREATE UNIQUE INDEX code_redemptions_reservation_id_key ON wallet.code_redemptions (reservation_id)
+    WHERE reservation_id IS NOT NULL;
+
+-- The PL/pgSQL body moves as it is (renamed, not re-created): the whole of
+-- wallet.redeem_code(text, ...), which the C function of that name (src/redeem.c)
+-- calls for every call but the common case.
+ALTER FUNCTION wallet.redeem_code(text, text, text, jsonb) RENAME TO redeem_code_full;
+ALTER FUNCTION wallet.redeem_code_full(text, text, text, jsonb) SET SCHEMA wallet_internal;
+REVOKE ALL ON FUNCTION wallet_internal.redeem_code_full(text, text, text, jsonb) FROM wallet_admin, wallet_app, wallet_reader;
+COMMENT ON FUNCTION wallet_internal.redeem_code_full(text, text, text, jsonb) IS
+    'internal: wallet.redeem_code in PL/pgSQL, every case: redeem a code for a member, atomically and exactly once per idempotency key; returns status ok with the redemption, or the refusal status of check_code (nothing recorded but failed checks); a retry with the same key returns the first result (replayed), the same key with other arguments is WL002; the key of an active reservation converts it';
+
+-- In C: one pass of plans kept per session for an authentic code and a new
+-- key (the common case), the PL/pgSQL function above for everything else.
+CREATE FUNCTION wallet.redeem_code(code text, member_ref text, idempotency_key text, context jsonb DEFAULT '{}')
+    RETURNS wallet.redemption_result
+    AS 'MODULE_PATHNAME', 'redeem_code' LANGUAGE C VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    SET enable_seqscan = off;
+COMMENT ON FUNCTION wallet.redeem_code(text, text, text, jsonb) IS
+    'redeem a code for a member, atomically and exactly once per idempotency key; returns status ok with the redemption, or the refusal status of check_code (nothing recorded but failed checks); a retry with the same key returns the first result (replayed), the same key with other arguments is WL002; the key of an active reservation converts it';
+
 -- == 10z. shared objects, final (issues 10-12)
 -- Objects that several sections above re-create (each with what its area
 -- added): their final definitions, exactly as the parts have them.

@@ -239,9 +239,15 @@ COMMENT ON COLUMN wallet.code_bindings.code IS 'the bound code';
 COMMENT ON COLUMN wallet.code_bindings.member_ref IS 'the only member who may redeem the code';
 COMMENT ON COLUMN wallet.code_bindings.bound_at IS 'when the code was issued';
 
+-- No foreign key from the redemption layer's tables (reservations,
+-- redemptions, counters) to wallet.campaigns: its check would take a KEY
+-- SHARE lock on the campaign's one row for every reservation and redemption,
+-- and these locks (multixacts once sessions overlap) serialised a campaign's
+-- redemptions.  Campaigns are never deleted (wallet_internal.campaigns_keep),
+-- and every writer of these tables has read the campaign first.
 CREATE TABLE wallet.code_reservations (
     reservation_id  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    campaign_id     bigint NOT NULL REFERENCES wallet.campaigns ON DELETE CASCADE,
+    campaign_id     bigint NOT NULL,
     serial          bigint NOT NULL,
     code            wallet.marketing_code NOT NULL,
     member_ref      text NOT NULL,
@@ -275,13 +281,13 @@ COMMENT ON COLUMN wallet.code_reservations.merchant_id IS 'merchant of the campa
 
 CREATE TABLE wallet.code_redemptions (
     redemption_id   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    campaign_id     bigint NOT NULL REFERENCES wallet.campaigns ON DELETE CASCADE,
+    campaign_id     bigint NOT NULL,
     serial          bigint NOT NULL,
     code            wallet.marketing_code NOT NULL,
     member_ref      text NOT NULL,
     idempotency_key text NOT NULL,
     context         jsonb NOT NULL DEFAULT '{}',
-    reservation_id  bigint UNIQUE REFERENCES wallet.code_reservations,
+    reservation_id  bigint REFERENCES wallet.code_reservations,
     redeemed_at     timestamptz NOT NULL,
     undone_at       timestamptz,
     undo_reason     text,
@@ -290,6 +296,10 @@ CREATE TABLE wallet.code_redemptions (
 );
 CREATE UNIQUE INDEX code_redemptions_idempotency_key_idx ON wallet.code_redemptions (idempotency_key, merchant_id);
 CREATE INDEX code_redemptions_code_idx ON wallet.code_redemptions (campaign_id, serial);
+-- A reservation is converted once.  Partial: the NULLs of direct redemptions
+-- would all go to one leaf page, which every redemption would then lock.
+CREATE UNIQUE INDEX code_redemptions_reservation_id_key ON wallet.code_redemptions (reservation_id)
+    WHERE reservation_id IS NOT NULL;
 CREATE INDEX code_redemptions_member_idx ON wallet.code_redemptions (member_ref, redeemed_at);
 COMMENT ON TABLE wallet.code_redemptions IS 'code redemptions, one row per successful redeem_code; undo_redemption marks a row undone and frees its use';
 COMMENT ON COLUMN wallet.code_redemptions.redemption_id IS 'redemption id';
@@ -308,7 +318,7 @@ COMMENT ON COLUMN wallet.code_redemptions.merchant_id IS 'merchant of the campai
 -- Counters of live (not undone) redemptions.  Their rows are also the locks
 -- that make each cap exact; reservations are counted beside them.
 CREATE TABLE wallet.code_use_counts (
-    campaign_id bigint NOT NULL REFERENCES wallet.campaigns ON DELETE CASCADE,
+    campaign_id bigint NOT NULL,
     serial      bigint NOT NULL,
     redeemed    int NOT NULL DEFAULT 0 CHECK (redeemed >= 0),
     PRIMARY KEY (campaign_id, serial),
@@ -321,7 +331,7 @@ COMMENT ON COLUMN wallet.code_use_counts.redeemed IS 'redemptions of the code no
 COMMENT ON COLUMN wallet.code_use_counts.merchant_id IS 'merchant of the campaign (copied from it): the key to distribute by';
 
 CREATE TABLE wallet.member_use_counts (
-    campaign_id bigint NOT NULL REFERENCES wallet.campaigns ON DELETE CASCADE,
+    campaign_id bigint NOT NULL,
     member_ref  text NOT NULL,
     redeemed    int NOT NULL DEFAULT 0 CHECK (redeemed >= 0),
     PRIMARY KEY (campaign_id, member_ref),
@@ -334,7 +344,7 @@ COMMENT ON COLUMN wallet.member_use_counts.redeemed IS 'redemptions by the membe
 COMMENT ON COLUMN wallet.member_use_counts.merchant_id IS 'merchant of the campaign (copied from it): the key to distribute by';
 
 CREATE TABLE wallet.campaign_use_counts (
-    campaign_id bigint PRIMARY KEY REFERENCES wallet.campaigns ON DELETE CASCADE,
+    campaign_id bigint PRIMARY KEY,
     redeemed    bigint NOT NULL DEFAULT 0 CHECK (redeemed >= 0),
     merchant_id bigint NOT NULL
 );
@@ -823,7 +833,10 @@ $$;
 COMMENT ON FUNCTION wallet.check_code(wallet.marketing_code, text, jsonb) IS
     'check_code for a value of type wallet.marketing_code (same behaviour as the text form)';
 
-CREATE FUNCTION wallet.redeem_code(code text, member_ref text, idempotency_key text, context jsonb DEFAULT '{}')
+-- The whole of wallet.redeem_code(text, ...): the C function of that name
+-- (src/redeem.c) runs the common case itself and hands every other call
+-- (misuse, a refused code, a replay, a reservation's key) to this one.
+CREATE FUNCTION wallet_internal.redeem_code_full(code text, member_ref text, idempotency_key text, context jsonb DEFAULT '{}')
     RETURNS wallet.redemption_result
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
@@ -941,6 +954,16 @@ BEGIN
     RETURN r;
 END
 $$;
+COMMENT ON FUNCTION wallet_internal.redeem_code_full(text, text, text, jsonb) IS
+    'internal: wallet.redeem_code in PL/pgSQL, every case: redeem a code for a member, atomically and exactly once per idempotency key; returns status ok with the redemption, or the refusal status of check_code (nothing recorded but failed checks); a retry with the same key returns the first result (replayed), the same key with other arguments is WL002; the key of an active reservation converts it';
+
+-- In C: one pass of plans kept per session for an authentic code and a new
+-- key (the common case), the PL/pgSQL function above for everything else.
+CREATE FUNCTION wallet.redeem_code(code text, member_ref text, idempotency_key text, context jsonb DEFAULT '{}')
+    RETURNS wallet.redemption_result
+    AS 'MODULE_PATHNAME', 'redeem_code' LANGUAGE C VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    SET enable_seqscan = off;
 COMMENT ON FUNCTION wallet.redeem_code(text, text, text, jsonb) IS
     'redeem a code for a member, atomically and exactly once per idempotency key; returns status ok with the redemption, or the refusal status of check_code (nothing recorded but failed checks); a retry with the same key returns the first result (replayed), the same key with other arguments is WL002; the key of an active reservation converts it';
 

@@ -416,6 +416,7 @@ wallet.check_code(text,text)	ok	^ok$	SELECT wallet.check_code('$c3'::pg_catalog.
 wallet.check_code(wallet.marketing_code,text,jsonb)	ok	^ok$	SELECT wallet.check_code('$c3'::wallet.marketing_code, 'm1')
 wallet.redeem_code(text,text,text,jsonb)	ok	^ok\|	SELECT * FROM wallet.redeem_code('$c3'::pg_catalog.text, 'm1', 'k-redeem-1')
 wallet.redeem_code(wallet.marketing_code,text,text,jsonb)	ok	^ok\|	SELECT * FROM wallet.redeem_code('$c4c'::wallet.marketing_code, 'm1', 'k-redeem-2')
+wallet_internal.redeem_code_full(text,text,text,jsonb)	ok	^ok\|	SELECT * FROM wallet_internal.redeem_code_full('$c3'::pg_catalog.text, 'm1', 'k-redeem-1', '{}')
 wallet.undo_redemption(bigint,text)	ok	^$r1\|	SELECT * FROM wallet.undo_redemption($r1, 'cancelled')
 wallet.reserve_code(text,text,text,interval,jsonb)	ok	^ok\|	SELECT * FROM wallet.reserve_code('$c5'::pg_catalog.text, 'm1', 'k-reserve-1', '10 minutes')
 wallet.reserve_code(wallet.marketing_code,text,text,interval,jsonb)	ok	^ok\|	SELECT * FROM wallet.reserve_code('$c6'::wallet.marketing_code, 'm1', 'k-reserve-2', '10 minutes')

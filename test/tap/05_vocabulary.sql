@@ -129,6 +129,7 @@ INSERT INTO vocab (fn, what, expect, call) VALUES
 ('wallet_internal.code_caps_status(bigint,bigint,text,integer,integer,bigint,bigint,bigint,bigint)', '-', 'internal', NULL),
 ('wallet_internal.idem_code(text,text,text,interval)', '-', 'internal', NULL),
 ('wallet_internal.idem_check(text,text,jsonb,jsonb)', '-', 'internal', NULL),
+('wallet_internal.redeem_code_full(text,text,text,jsonb)', '-', 'internal', NULL),
 ('wallet.issue_code(bigint,text)', 'campaign_id NULL', '22004', $$SELECT wallet.issue_code(NULL, 'vocab member')$$),
 ('wallet.issue_code(bigint,text)', 'member_ref NULL', '22004', 'SELECT wallet.issue_code({c}, NULL)'),
 ('wallet.issue_code(bigint,text)', 'member_ref blank', '22023', $$SELECT wallet.issue_code({c}, '')$$),

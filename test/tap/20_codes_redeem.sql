@@ -8,7 +8,7 @@
 -- margin between a reservation and the check that it still counts, so that a
 -- loaded machine does not make the test flaky.
 BEGIN;
-SELECT plan(148);
+SELECT plan(151);
 
 -- Test helpers (temporary, gone at ROLLBACK) -------------------------------
 
@@ -449,6 +449,22 @@ SELECT is((SELECT count(*) FROM wallet.code_failed_attempts WHERE member_ref = '
           'although no failure row survived the rollbacks');
 SELECT is(wallet.check_code((SELECT code FROM ids WHERE name = 'guard'), 'victor'), 'throttled',
           'so even his genuine code is throttled afterwards');
+
+-- redeem_code in C (src/redeem.c) inserts a fresh counter row already
+-- counting its redemption: a call that a later cap refuses must leave that
+-- row counting nothing.
+INSERT INTO ids (name, id) SELECT 'twocaps', wallet.create_campaign((SELECT id FROM ids WHERE name = 'merchant'), 'two caps',
+    max_redemptions_per_code => 5, max_redemptions_per_member => 1);
+CREATE TEMP TABLE twocaps AS
+    SELECT g::text AS code, wallet.code_serial(g) AS serial, row_number() OVER () AS n
+      FROM wallet.generate_codes((SELECT id FROM ids WHERE name = 'twocaps'), 2) g;
+SELECT is(pg_temp.redeem((SELECT code FROM twocaps WHERE n = 1), 'tc-member', 'tc-1'), 'ok',
+          'a member redeems a code of a campaign with a per-member cap of 1');
+SELECT is(pg_temp.redeem((SELECT code FROM twocaps WHERE n = 2), 'tc-member', 'tc-2'), 'member_limit_reached',
+          'another code of that campaign, new to the per-code counter, is refused by the per-member cap');
+SELECT is((SELECT u.redeemed FROM wallet.code_use_counts u
+            WHERE u.campaign_id = (SELECT id FROM ids WHERE name = 'twocaps') AND u.serial = (SELECT serial FROM twocaps WHERE n = 2)),
+          0, 'and its per-code counter counts no redemption');
 
 SELECT * FROM finish();
 ROLLBACK;
