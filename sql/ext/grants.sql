@@ -104,6 +104,7 @@ GRANT EXECUTE ON FUNCTION wallet.set_program_earning(bigint, text, text, boolean
     wallet.create_earning_rule(bigint, text, text, numeric, jsonb, jsonb, timestamptz, timestamptz, int, boolean, bigint),
     wallet.update_earning_rule(bigint, text, numeric, jsonb, jsonb, timestamptz, int, boolean),
     wallet.end_earning_rule(bigint, timestamptz)
+    TO wallet_admin;
 -- referrals and sharing (issue 11): the app refers and records shares, the admin sets the rewards up
 GRANT EXECUTE ON FUNCTION wallet.refer(bigint, text, text, text, bigint, text, text),
     wallet.record_share(bigint, text, bigint, text, text)
