@@ -5840,16 +5840,20 @@ COMMENT ON INDEX wallet.programs_earning_currency_idx IS 'a merchant has at most
 -- Purchases and refunds
 ------------------------------------------------------------------------------
 
+-- No foreign keys: every purchase would lock the merchant's row (FOR KEY
+-- SHARE, a MultiXact once checkouts overlap), its member and its program
+-- row; wallet.record_purchase writes the rows from the ones it just read
+-- (as wallet.entries and wallet.earning_counters).
 CREATE TABLE wallet.purchases (
     purchase_id     bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    merchant_id     bigint NOT NULL REFERENCES wallet.merchants,
-    member_id       bigint NOT NULL REFERENCES wallet.members,
+    merchant_id     bigint NOT NULL,
+    member_id       bigint NOT NULL,
     order_ref       text NOT NULL,
     amount          numeric NOT NULL CHECK (amount > 0),
     currency        text NOT NULL CHECK (currency ~ '^[A-Z]{3}$'),
     occurred_at     timestamptz NOT NULL,
     attributes      jsonb NOT NULL DEFAULT '{}',
-    program_id      bigint REFERENCES wallet.programs,
+    program_id      bigint,
     account_id      bigint,
     points          bigint NOT NULL DEFAULT 0 CHECK (points >= 0),
     entry_id        bigint,
@@ -7356,15 +7360,23 @@ COMMENT ON FUNCTION wallet_internal.purchase_check(bigint, text, text, numeric, 
 -- program, then capped.  counters: the increments of the capped rules'
 -- counters, as [{rule_id, day, points}] (day null: the member's total).
 -- Deterministic: the same purchase, rules and counters give the same result.
-CREATE FUNCTION wallet_internal.purchase_points(program_id bigint, rounding text, member_id bigint, account_id bigint,
-        time_zone text, first_purchase boolean, amount numeric, currency text, occurred_at timestamptz, attributes jsonb,
-        OUT points bigint, OUT rules jsonb, OUT counters jsonb)
+CREATE FUNCTION wallet_internal.purchase_points(program_id bigint, rounding text, member_id bigint, tier_rank int,
+        tier_name text, tier_multiplier numeric, time_zone text, first_purchase boolean, amount numeric, currency text,
+        occurred_at timestamptz, attributes jsonb, OUT points bigint, OUT rules jsonb, OUT counters jsonb)
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     AS $$
 DECLARE
-    r wallet.earning_rules;
-    chosen wallet.earning_rules[] := '{}';
+    r record;
+    n int := 0;
+    -- the chosen rules, as parallel arrays of scalars (cheaper than an array of rows)
+    ids bigint[] := '{}';
+    names text[] := '{}';
+    effects text[] := '{}';
+    vals numeric[] := '{}';
+    cap_purchase bigint[] := '{}';
+    cap_day bigint[] := '{}';
+    cap_member bigint[] := '{}';
     pts bigint[] := '{}';
     whys text[] := '{}';
     lt timestamp := occurred_at AT TIME ZONE coalesce(time_zone, 'UTC');
@@ -7374,9 +7386,8 @@ DECLARE
     store text := attributes ->> 'store';
     channel text := attributes ->> 'channel';
     pay text := attributes ->> 'payment_method';
-    rank int := 0;
-    tier_name text;
-    tier_mult numeric := 1;
+    rank int := coalesce(tier_rank, 0);
+    tier_mult numeric := coalesce(tier_multiplier, 1);
     base bigint := 0;
     raw numeric;
     p bigint;
@@ -7390,70 +7401,67 @@ BEGIN
     IF program_id IS NULL THEN
         RETURN;
     END IF;
-    IF account_id IS NOT NULL THEN
-        SELECT t.rank, t.name, t.multiplier INTO rank, tier_name, tier_mult
-          FROM wallet.account_tiers a JOIN wallet.tiers t ON t.tier_id = a.tier_id
-         WHERE a.account_id = purchase_points.account_id;
-        IF NOT FOUND THEN
-            rank := 0;
-            tier_mult := 1;
-        END IF;
-    END IF;
-    FOR r IN SELECT * FROM wallet.earning_rules x
+    -- the conditions are evaluated by the query: only the rules that hold come back, in priority order
+    FOR r IN SELECT x.rule_id, x.name, x.effect, x.value, x.exclusive, x.cap_per_purchase, x.cap_per_member_day, x.cap_per_member
+               FROM wallet.earning_rules x
               WHERE x.program_id = purchase_points.program_id AND x.valid_from <= purchase_points.occurred_at
                 AND (x.valid_until IS NULL OR x.valid_until > purchase_points.occurred_at)
+                AND (x.min_amount > purchase_points.amount
+                     OR (x.stores IS NOT NULL AND (store IS NULL OR NOT store = ANY (x.stores)))
+                     OR (x.channels IS NOT NULL AND (channel IS NULL OR NOT channel = ANY (x.channels)))
+                     OR (x.payment_methods IS NOT NULL AND (pay IS NULL OR NOT pay = ANY (x.payment_methods)))
+                     OR (x.categories IS NOT NULL AND NOT coalesce(purchase_points.attributes -> 'categories' ?| x.categories, false))
+                     OR x.min_tier_rank > rank
+                     OR (x.first_purchase AND NOT purchase_points.first_purchase)
+                     OR (x.days_of_week IS NOT NULL AND NOT dow = ANY (x.days_of_week))
+                     OR (x.time_from < x.time_until AND NOT (tod >= x.time_from AND tod < x.time_until))
+                     OR (x.time_from > x.time_until AND NOT (tod >= x.time_from OR tod < x.time_until))) IS NOT TRUE
               ORDER BY x.priority DESC, x.rule_id LOOP
-        CONTINUE WHEN r.min_amount > amount
-                   OR (r.stores IS NOT NULL AND (store IS NULL OR NOT store = ANY (r.stores)))
-                   OR (r.channels IS NOT NULL AND (channel IS NULL OR NOT channel = ANY (r.channels)))
-                   OR (r.payment_methods IS NOT NULL AND (pay IS NULL OR NOT pay = ANY (r.payment_methods)))
-                   OR (r.categories IS NOT NULL AND NOT coalesce(attributes -> 'categories' ?| r.categories, false))
-                   OR r.min_tier_rank > rank
-                   OR (r.first_purchase AND NOT first_purchase)
-                   OR (r.days_of_week IS NOT NULL AND NOT dow = ANY (r.days_of_week))
-                   OR (r.time_from < r.time_until AND NOT (tod >= r.time_from AND tod < r.time_until))
-                   OR (r.time_from > r.time_until AND NOT (tod >= r.time_from OR tod < r.time_until));
-        IF r.exclusive THEN
-            IF cardinality(chosen) = 0 THEN
-                chosen := ARRAY[r];
-            END IF;
-            EXIT;   -- alone, or not at all when a rule of higher priority fired
+        IF r.exclusive AND n > 0 THEN
+            EXIT;   -- a rule of higher priority fired: the exclusive one does not
         END IF;
-        chosen := chosen || r;
+        n := n + 1;
+        ids[n] := r.rule_id;
+        names[n] := r.name;
+        effects[n] := r.effect;
+        vals[n] := r.value;
+        cap_purchase[n] := r.cap_per_purchase;
+        cap_day[n] := r.cap_per_member_day;
+        cap_member[n] := r.cap_per_member;
+        EXIT WHEN r.exclusive;   -- alone
     END LOOP;
-    IF cardinality(chosen) = 0 AND tier_mult = 1 THEN
+    IF n = 0 AND tier_mult = 1 THEN
         RETURN;
     END IF;
     -- per_unit rules first: the others build on their base
     FOR pass IN 1..2 LOOP
-        FOR i IN 1..cardinality(chosen) LOOP
-            r := chosen[i];
-            CONTINUE WHEN (pass = 1) <> (r.effect = 'per_unit');
-            raw := CASE r.effect WHEN 'per_unit' THEN amount * r.value
-                                 WHEN 'multiplier' THEN base * (r.value - 1)
-                                 ELSE r.value END;
+        FOR i IN 1..n LOOP
+            CONTINUE WHEN (pass = 1) <> (effects[i] = 'per_unit');
+            raw := CASE effects[i] WHEN 'per_unit' THEN amount * vals[i]
+                                   WHEN 'multiplier' THEN base * (vals[i] - 1)
+                                   ELSE vals[i] END;
             p := CASE rounding WHEN 'ceiling' THEN ceil(raw) WHEN 'nearest' THEN round(raw) ELSE floor(raw) END;
-            why := CASE r.effect WHEN 'per_unit' THEN format('%s: %s points per %s on %s %s', r.name, r.value, currency, amount, currency)
-                                 WHEN 'multiplier' THEN format('%s: x%s on %s base points', r.name, r.value, base)
-                                 ELSE format('%s: %s bonus points', r.name, r.value) END;
-            IF p > r.cap_per_purchase THEN
-                p := r.cap_per_purchase;
-                why := why || format(', capped at %s per purchase', r.cap_per_purchase);
+            why := CASE effects[i] WHEN 'per_unit' THEN format('%s: %s points per %s on %s %s', names[i], vals[i], currency, amount, currency)
+                                   WHEN 'multiplier' THEN format('%s: x%s on %s base points', names[i], vals[i], base)
+                                   ELSE format('%s: %s bonus points', names[i], vals[i]) END;
+            IF p > cap_purchase[i] THEN
+                p := cap_purchase[i];
+                why := why || format(', capped at %s per purchase', cap_purchase[i]);
             END IF;
-            IF r.cap_per_member_day IS NOT NULL AND p > 0 THEN
+            IF cap_day[i] IS NOT NULL AND p > 0 THEN
                 SELECT c.points INTO used FROM wallet.earning_counters c
-                 WHERE c.rule_id = r.rule_id AND c.member_id = purchase_points.member_id AND c.day = lday;
-                IF p > r.cap_per_member_day - coalesce(used, 0) THEN
-                    p := greatest(r.cap_per_member_day - coalesce(used, 0), 0);
-                    why := why || format(', capped at %s per day (%s)', r.cap_per_member_day, lday);
+                 WHERE c.rule_id = ids[i] AND c.member_id = purchase_points.member_id AND c.day = lday;
+                IF p > cap_day[i] - coalesce(used, 0) THEN
+                    p := greatest(cap_day[i] - coalesce(used, 0), 0);
+                    why := why || format(', capped at %s per day (%s)', cap_day[i], lday);
                 END IF;
             END IF;
-            IF r.cap_per_member IS NOT NULL AND p > 0 THEN
+            IF cap_member[i] IS NOT NULL AND p > 0 THEN
                 SELECT c.points INTO used FROM wallet.earning_counters c
-                 WHERE c.rule_id = r.rule_id AND c.member_id = purchase_points.member_id AND c.day IS NULL;
-                IF p > r.cap_per_member - coalesce(used, 0) THEN
-                    p := greatest(r.cap_per_member - coalesce(used, 0), 0);
-                    why := why || format(', capped at %s per member', r.cap_per_member);
+                 WHERE c.rule_id = ids[i] AND c.member_id = purchase_points.member_id AND c.day IS NULL;
+                IF p > cap_member[i] - coalesce(used, 0) THEN
+                    p := greatest(cap_member[i] - coalesce(used, 0), 0);
+                    why := why || format(', capped at %s per member', cap_member[i]);
                 END IF;
             END IF;
             IF pass = 1 THEN
@@ -7461,16 +7469,16 @@ BEGIN
             END IF;
             pts[i] := p;
             whys[i] := why;
-            IF p > 0 AND r.cap_per_member_day IS NOT NULL THEN
-                counters := counters || jsonb_build_object('rule_id', r.rule_id, 'day', lday, 'points', p);
+            IF p > 0 AND cap_day[i] IS NOT NULL THEN
+                counters := counters || jsonb_build_object('rule_id', ids[i], 'day', lday, 'points', p);
             END IF;
-            IF p > 0 AND r.cap_per_member IS NOT NULL THEN
-                counters := counters || jsonb_build_object('rule_id', r.rule_id, 'day', NULL, 'points', p);
+            IF p > 0 AND cap_member[i] IS NOT NULL THEN
+                counters := counters || jsonb_build_object('rule_id', ids[i], 'day', NULL, 'points', p);
             END IF;
         END LOOP;
     END LOOP;
-    FOR i IN 1..cardinality(chosen) LOOP
-        rules := rules || jsonb_build_object('rule_id', chosen[i].rule_id, 'points', pts[i], 'why', whys[i]);
+    FOR i IN 1..n LOOP
+        rules := rules || jsonb_build_object('rule_id', ids[i], 'points', pts[i], 'why', whys[i]);
         points := points + pts[i];
     END LOOP;
     -- the tier's multiplier, on the base like a multiplier rule
@@ -7483,7 +7491,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION wallet_internal.purchase_points(bigint, text, bigint, bigint, text, boolean, numeric, text, timestamptz, jsonb) IS 'internal: the points a purchase earns by the program''s rules and the member''s tier, the rules that fired ({rule_id, points, why}) and the cap counter increments; reads, writes nothing';
+COMMENT ON FUNCTION wallet_internal.purchase_points(bigint, text, bigint, int, text, numeric, text, boolean, numeric, text, timestamptz, jsonb) IS 'internal: the points a purchase earns by the program''s rules and the member''s tier (its rank, name and multiplier; NULL: none), the rules that fired ({rule_id, points, why}) and the cap counter increments; reads, writes nothing';
 
 -- The result of a recorded purchase; a retry (same order_ref) must name the
 -- same member, amount and currency (WL002 otherwise).
@@ -7541,6 +7549,10 @@ DECLARE
     rnd text;
     acct bigint;
     a wallet_internal.locked_account;
+    due timestamptz;
+    tier_rank int;
+    tier_name text;
+    tier_mult numeric;
     e wallet.entries;
     ev record;
     first boolean;
@@ -7550,20 +7562,51 @@ BEGIN
     IF FOUND THEN
         RETURN wallet_internal.purchase_retry(p, member_ref, amount, currency);
     END IF;
-    SELECT * INTO member, tz, prog, rnd, acct FROM wallet_internal.purchase_context(merchant_id, member_ref, currency);
-    IF member IS NULL THEN
-        member := wallet_internal.member_ensure(merchant_id, member_ref);
+    -- The usual case in one statement: a known member with an account in the
+    -- merchant's open program earning in the currency, locked (what
+    -- wallet_internal.lock_account does, but for the idempotency lookup: the
+    -- order's unique key stands for it).  The member's postings, counters and
+    -- first purchase are decided under this lock.
+    SELECT m.member_id, m.time_zone, x.program_id, x.rounding, y.account_id, y.ledger, y.next_event, x.expiry, x.granularity
+      INTO member, tz, prog, rnd, acct, a.ledger, due, a.expiry, a.granularity
+      FROM wallet.members m
+      JOIN wallet.programs x ON x.merchant_id = m.merchant_id AND x.currency = record_purchase.currency AND x.closed_at IS NULL
+      JOIN wallet.accounts y ON y.program_id = x.program_id AND y.member_ref = m.member_ref
+     WHERE m.merchant_id = record_purchase.merchant_id AND m.member_ref = record_purchase.member_ref
+       FOR NO KEY UPDATE OF y;
+    IF FOUND THEN
+        a.program_id := prog;
+        a.closed := false;
+        a.at := clock_timestamp();
+        IF due <= a.at THEN
+            PERFORM wallet_internal.settle_account(acct, a.at, a.at);
+            SELECT y.ledger INTO a.ledger FROM wallet.accounts y WHERE y.account_id = acct;
+        END IF;
+    ELSE
+        -- a new member, a member without an account yet, or no program earning in the currency
+        SELECT * INTO member, tz, prog, rnd, acct FROM wallet_internal.purchase_context(merchant_id, member_ref, currency);
+        IF member IS NULL THEN
+            member := wallet_internal.member_ensure(merchant_id, member_ref);
+        END IF;
+        IF prog IS NOT NULL THEN
+            IF acct IS NULL THEN
+                acct := wallet.open_account(prog, member_ref);
+            END IF;
+            a := wallet_internal.lock_account(acct);
+        END IF;
     END IF;
     IF prog IS NOT NULL THEN
-        IF acct IS NULL THEN
-            acct := wallet.open_account(prog, member_ref);
-        END IF;
-        -- the member's postings, counters and first purchase are decided under its account's lock
-        a := wallet_internal.lock_account(acct);
-        first := NOT EXISTS (SELECT FROM wallet.purchases x
-                              WHERE x.merchant_id = record_purchase.merchant_id AND x.member_id = member AND x.program_id = prog);
+        -- read after the lock: a posting that changed the tier has committed by now
+        SELECT t.rank, t.name, t.multiplier,
+               NOT EXISTS (SELECT FROM wallet.purchases x
+                            WHERE x.merchant_id = record_purchase.merchant_id AND x.member_id = member AND x.program_id = prog)
+          INTO tier_rank, tier_name, tier_mult, first
+          FROM (SELECT) o
+          LEFT JOIN wallet.account_tiers k ON k.account_id = acct
+          LEFT JOIN wallet.tiers t ON t.tier_id = k.tier_id;
     END IF;
-    ev := wallet_internal.purchase_points(prog, rnd, member, acct, tz, first, amount, currency, occurred_at, attributes);
+    ev := wallet_internal.purchase_points(prog, rnd, member, tier_rank, tier_name, tier_mult, tz, first, amount, currency,
+                                          occurred_at, attributes);
     -- the purchase first (tiers read spend in the window), with the entry's id to come
     INSERT INTO wallet.purchases (merchant_id, member_id, order_ref, amount, currency, occurred_at, attributes,
                                   program_id, account_id, points, entry_id, rules)
@@ -7583,6 +7626,10 @@ BEGIN
         ON CONFLICT ON CONSTRAINT earning_counters_key DO UPDATE SET points = c.points + excluded.points;
     END IF;
     IF p.points > 0 THEN
+        -- what wallet_internal.post_once does for a posting without a prior entry
+        IF a.closed THEN
+            PERFORM wallet_internal.program_closed(prog);
+        END IF;
         e.entry_id := p.entry_id;
         e.account_id := acct;
         e.kind := 'accrue';
@@ -7592,7 +7639,7 @@ BEGIN
         e.created_at := a.at;
         e.points := p.points;
         e.expires_at := wallet.policy_expiry(a.at, a.expiry, a.granularity);
-        PERFORM wallet_internal.post_once(a, e);
+        PERFORM wallet_internal.post_entry(a.ledger, e);
     END IF;
     RETURN (p.purchase_id, p.order_ref, p.member_id, p.program_id, p.account_id, p.amount, p.currency, p.occurred_at,
             p.points, p.entry_id, p.rules)::wallet.purchase_result;
@@ -7612,6 +7659,9 @@ DECLARE
     prog bigint;
     rnd text;
     acct bigint;
+    tier_rank int;
+    tier_name text;
+    tier_mult numeric;
     ev record;
     first boolean := true;
 BEGIN
@@ -7624,8 +7674,12 @@ BEGIN
     IF prog IS NOT NULL THEN
         first := member IS NULL OR NOT EXISTS (SELECT FROM wallet.purchases x
                                                 WHERE x.merchant_id = preview_purchase.merchant_id AND x.member_id = member AND x.program_id = prog);
+        SELECT t.rank, t.name, t.multiplier INTO tier_rank, tier_name, tier_mult
+          FROM wallet.account_tiers k JOIN wallet.tiers t ON t.tier_id = k.tier_id
+         WHERE k.account_id = acct;
     END IF;
-    ev := wallet_internal.purchase_points(prog, rnd, member, acct, tz, first, amount, currency, occurred_at, attributes);
+    ev := wallet_internal.purchase_points(prog, rnd, member, tier_rank, tier_name, tier_mult, tz, first, amount, currency,
+                                          occurred_at, attributes);
     RETURN (NULL, order_ref, member, prog, acct, amount, currency, occurred_at, ev.points, NULL, ev.rules)::wallet.purchase_result;
 END
 $$;

@@ -36,16 +36,20 @@ COMMENT ON INDEX wallet.programs_earning_currency_idx IS 'a merchant has at most
 -- Purchases and refunds
 ------------------------------------------------------------------------------
 
+-- No foreign keys: every purchase would lock the merchant's row (FOR KEY
+-- SHARE, a MultiXact once checkouts overlap), its member and its program
+-- row; wallet.record_purchase writes the rows from the ones it just read
+-- (as wallet.entries and wallet.earning_counters).
 CREATE TABLE wallet.purchases (
     purchase_id     bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    merchant_id     bigint NOT NULL REFERENCES wallet.merchants,
-    member_id       bigint NOT NULL REFERENCES wallet.members,
+    merchant_id     bigint NOT NULL,
+    member_id       bigint NOT NULL,
     order_ref       text NOT NULL,
     amount          numeric NOT NULL CHECK (amount > 0),
     currency        text NOT NULL CHECK (currency ~ '^[A-Z]{3}$'),
     occurred_at     timestamptz NOT NULL,
     attributes      jsonb NOT NULL DEFAULT '{}',
-    program_id      bigint REFERENCES wallet.programs,
+    program_id      bigint,
     account_id      bigint,
     points          bigint NOT NULL DEFAULT 0 CHECK (points >= 0),
     entry_id        bigint,
