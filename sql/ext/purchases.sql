@@ -544,23 +544,26 @@ COMMENT ON FUNCTION wallet_internal.purchase_check(bigint, text, text, numeric, 
 -- program, then capped.  counters: the increments of the capped rules'
 -- counters, as [{rule_id, day, points}] (day null: the member's total).
 -- Deterministic: the same purchase, rules and counters give the same result.
-CREATE FUNCTION wallet_internal.purchase_points(program_id bigint, rounding text, member_id bigint, tier_rank int,
-        tier_name text, tier_multiplier numeric, time_zone text, first_purchase boolean, amount numeric, currency text,
-        occurred_at timestamptz, attributes jsonb, OUT points bigint, OUT rules jsonb, OUT counters jsonb)
+CREATE FUNCTION wallet_internal.purchase_points(merchant_id bigint, program_id bigint, rounding text, member_id bigint,
+        account_id bigint, time_zone text, amount numeric, currency text, occurred_at timestamptz, attributes jsonb,
+        OUT points bigint, OUT rules jsonb, OUT counters jsonb)
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     AS $$
 DECLARE
-    r record;
+    -- the rules that hold, in priority order, as parallel arrays, with what
+    -- their caps have counted for the member so far
+    ids bigint[];
+    names text[];
+    effects text[];
+    vals numeric[];
+    exclusives boolean[];
+    cap_purchase bigint[];
+    cap_day bigint[];
+    cap_member bigint[];
+    used_day bigint[];
+    used_member bigint[];
     n int := 0;
-    -- the chosen rules, as parallel arrays of scalars (cheaper than an array of rows)
-    ids bigint[] := '{}';
-    names text[] := '{}';
-    effects text[] := '{}';
-    vals numeric[] := '{}';
-    cap_purchase bigint[] := '{}';
-    cap_day bigint[] := '{}';
-    cap_member bigint[] := '{}';
     pts bigint[] := '{}';
     whys text[] := '{}';
     lt timestamp := occurred_at AT TIME ZONE coalesce(time_zone, 'UTC');
@@ -570,12 +573,12 @@ DECLARE
     store text := attributes ->> 'store';
     channel text := attributes ->> 'channel';
     pay text := attributes ->> 'payment_method';
-    rank int := coalesce(tier_rank, 0);
-    tier_mult numeric := coalesce(tier_multiplier, 1);
+    tier_rank int;
+    tier_name text;
+    tier_mult numeric;
     base bigint := 0;
     raw numeric;
     p bigint;
-    used bigint;
     i int;
     why text;
 BEGIN
@@ -585,34 +588,57 @@ BEGIN
     IF program_id IS NULL THEN
         RETURN;
     END IF;
-    -- the conditions are evaluated by the query: only the rules that hold come back, in priority order
-    FOR r IN SELECT x.rule_id, x.name, x.effect, x.value, x.exclusive, x.cap_per_purchase, x.cap_per_member_day, x.cap_per_member
-               FROM wallet.earning_rules x
-              WHERE x.program_id = purchase_points.program_id AND x.valid_from <= purchase_points.occurred_at
-                AND (x.valid_until IS NULL OR x.valid_until > purchase_points.occurred_at)
-                AND (x.min_amount > purchase_points.amount
-                     OR (x.stores IS NOT NULL AND (store IS NULL OR NOT store = ANY (x.stores)))
-                     OR (x.channels IS NOT NULL AND (channel IS NULL OR NOT channel = ANY (x.channels)))
-                     OR (x.payment_methods IS NOT NULL AND (pay IS NULL OR NOT pay = ANY (x.payment_methods)))
-                     OR (x.categories IS NOT NULL AND NOT coalesce(purchase_points.attributes -> 'categories' ?| x.categories, false))
-                     OR x.min_tier_rank > rank
-                     OR (x.first_purchase AND NOT purchase_points.first_purchase)
-                     OR (x.days_of_week IS NOT NULL AND NOT dow = ANY (x.days_of_week))
-                     OR (x.time_from < x.time_until AND NOT (tod >= x.time_from AND tod < x.time_until))
-                     OR (x.time_from > x.time_until AND NOT (tod >= x.time_from OR tod < x.time_until))) IS NOT TRUE
-              ORDER BY x.priority DESC, x.rule_id LOOP
-        IF r.exclusive AND n > 0 THEN
-            EXIT;   -- a rule of higher priority fired: the exclusive one does not
+    -- One query: the member's tier, whether this is its first purchase in
+    -- the program, and the rules whose conditions hold with their counters.
+    SELECT k.rank, k.name, k.multiplier, r.ids, r.names, r.effects, r.vals, r.exclusives, r.cap_purchase, r.cap_day,
+           r.cap_member, r.used_day, r.used_member
+      INTO tier_rank, tier_name, tier_mult, ids, names, effects, vals, exclusives, cap_purchase, cap_day, cap_member,
+           used_day, used_member
+      FROM (SELECT coalesce(t.rank, 0) AS rank, t.name, coalesce(t.multiplier, 1) AS multiplier,
+                   purchase_points.member_id IS NULL
+                   OR NOT EXISTS (SELECT FROM wallet.purchases x
+                                   WHERE x.merchant_id = purchase_points.merchant_id AND x.member_id = purchase_points.member_id
+                                     AND x.program_id = purchase_points.program_id) AS first
+              FROM (SELECT) o
+              LEFT JOIN wallet.account_tiers a ON a.account_id = purchase_points.account_id
+              LEFT JOIN wallet.tiers t ON t.tier_id = a.tier_id) k
+     CROSS JOIN LATERAL (
+            SELECT array_agg(x.rule_id ORDER BY x.priority DESC, x.rule_id) AS ids,
+                   array_agg(x.name ORDER BY x.priority DESC, x.rule_id) AS names,
+                   array_agg(x.effect ORDER BY x.priority DESC, x.rule_id) AS effects,
+                   array_agg(x.value ORDER BY x.priority DESC, x.rule_id) AS vals,
+                   array_agg(x.exclusive ORDER BY x.priority DESC, x.rule_id) AS exclusives,
+                   array_agg(x.cap_per_purchase ORDER BY x.priority DESC, x.rule_id) AS cap_purchase,
+                   array_agg(x.cap_per_member_day ORDER BY x.priority DESC, x.rule_id) AS cap_day,
+                   array_agg(x.cap_per_member ORDER BY x.priority DESC, x.rule_id) AS cap_member,
+                   array_agg(CASE WHEN x.cap_per_member_day IS NOT NULL THEN
+                                 (SELECT c.points FROM wallet.earning_counters c
+                                   WHERE c.rule_id = x.rule_id AND c.member_id = purchase_points.member_id AND c.day = lday) END
+                             ORDER BY x.priority DESC, x.rule_id) AS used_day,
+                   array_agg(CASE WHEN x.cap_per_member IS NOT NULL THEN
+                                 (SELECT c.points FROM wallet.earning_counters c
+                                   WHERE c.rule_id = x.rule_id AND c.member_id = purchase_points.member_id AND c.day IS NULL) END
+                             ORDER BY x.priority DESC, x.rule_id) AS used_member
+              FROM wallet.earning_rules x
+             WHERE x.program_id = purchase_points.program_id AND x.valid_from <= purchase_points.occurred_at
+               AND (x.valid_until IS NULL OR x.valid_until > purchase_points.occurred_at)
+               AND (x.min_amount > purchase_points.amount
+                    OR (x.stores IS NOT NULL AND (store IS NULL OR NOT store = ANY (x.stores)))
+                    OR (x.channels IS NOT NULL AND (channel IS NULL OR NOT channel = ANY (x.channels)))
+                    OR (x.payment_methods IS NOT NULL AND (pay IS NULL OR NOT pay = ANY (x.payment_methods)))
+                    OR (x.categories IS NOT NULL AND NOT coalesce(purchase_points.attributes -> 'categories' ?| x.categories, false))
+                    OR x.min_tier_rank > k.rank
+                    OR (x.first_purchase AND NOT k.first)
+                    OR (x.days_of_week IS NOT NULL AND NOT dow = ANY (x.days_of_week))
+                    OR (x.time_from < x.time_until AND NOT (tod >= x.time_from AND tod < x.time_until))
+                    OR (x.time_from > x.time_until AND NOT (tod >= x.time_from OR tod < x.time_until))) IS NOT TRUE) r;
+    -- stacking: an exclusive rule fires alone, and only when no rule of higher priority fired
+    FOR i IN 1..coalesce(cardinality(ids), 0) LOOP
+        IF exclusives[i] THEN
+            n := CASE WHEN i = 1 THEN 1 ELSE i - 1 END;
+            EXIT;
         END IF;
-        n := n + 1;
-        ids[n] := r.rule_id;
-        names[n] := r.name;
-        effects[n] := r.effect;
-        vals[n] := r.value;
-        cap_purchase[n] := r.cap_per_purchase;
-        cap_day[n] := r.cap_per_member_day;
-        cap_member[n] := r.cap_per_member;
-        EXIT WHEN r.exclusive;   -- alone
+        n := i;
     END LOOP;
     IF n = 0 AND tier_mult = 1 THEN
         RETURN;
@@ -632,21 +658,13 @@ BEGIN
                 p := cap_purchase[i];
                 why := why || format(', capped at %s per purchase', cap_purchase[i]);
             END IF;
-            IF cap_day[i] IS NOT NULL AND p > 0 THEN
-                SELECT c.points INTO used FROM wallet.earning_counters c
-                 WHERE c.rule_id = ids[i] AND c.member_id = purchase_points.member_id AND c.day = lday;
-                IF p > cap_day[i] - coalesce(used, 0) THEN
-                    p := greatest(cap_day[i] - coalesce(used, 0), 0);
-                    why := why || format(', capped at %s per day (%s)', cap_day[i], lday);
-                END IF;
+            IF p > 0 AND p > cap_day[i] - coalesce(used_day[i], 0) THEN
+                p := greatest(cap_day[i] - coalesce(used_day[i], 0), 0);
+                why := why || format(', capped at %s per day (%s)', cap_day[i], lday);
             END IF;
-            IF cap_member[i] IS NOT NULL AND p > 0 THEN
-                SELECT c.points INTO used FROM wallet.earning_counters c
-                 WHERE c.rule_id = ids[i] AND c.member_id = purchase_points.member_id AND c.day IS NULL;
-                IF p > cap_member[i] - coalesce(used, 0) THEN
-                    p := greatest(cap_member[i] - coalesce(used, 0), 0);
-                    why := why || format(', capped at %s per member', cap_member[i]);
-                END IF;
+            IF p > 0 AND p > cap_member[i] - coalesce(used_member[i], 0) THEN
+                p := greatest(cap_member[i] - coalesce(used_member[i], 0), 0);
+                why := why || format(', capped at %s per member', cap_member[i]);
             END IF;
             IF pass = 1 THEN
                 base := base + p;
@@ -675,7 +693,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION wallet_internal.purchase_points(bigint, text, bigint, int, text, numeric, text, boolean, numeric, text, timestamptz, jsonb) IS 'internal: the points a purchase earns by the program''s rules and the member''s tier (its rank, name and multiplier; NULL: none), the rules that fired ({rule_id, points, why}) and the cap counter increments; reads, writes nothing';
+COMMENT ON FUNCTION wallet_internal.purchase_points(bigint, bigint, text, bigint, bigint, text, numeric, text, timestamptz, jsonb) IS 'internal: the points a purchase earns by the program''s rules, the member''s tier and whether it is its first purchase in the program (read in one query; called under the account''s lock), the rules that fired ({rule_id, points, why}) and the cap counter increments; reads, writes nothing';
 
 -- The result of a recorded purchase; a retry (same order_ref) must name the
 -- same member, amount and currency (WL002 otherwise).
@@ -734,18 +752,12 @@ DECLARE
     acct bigint;
     a wallet_internal.locked_account;
     due timestamptz;
-    tier_rank int;
-    tier_name text;
-    tier_mult numeric;
     e wallet.entries;
     ev record;
-    first boolean;
 BEGIN
     PERFORM wallet_internal.purchase_check(merchant_id, member_ref, order_ref, amount, currency, occurred_at, attributes);
-    SELECT * INTO p FROM wallet.purchases x WHERE x.merchant_id = record_purchase.merchant_id AND x.order_ref = record_purchase.order_ref;
-    IF FOUND THEN
-        RETURN wallet_internal.purchase_retry(p, member_ref, amount, currency);
-    END IF;
+    -- A retry is found by the insert of the purchase below (ON CONFLICT), not
+    -- by a lookup first: retries are rare, a lookup would cost every call.
     -- The usual case in one statement: a known member with an account in the
     -- merchant's open program earning in the currency, locked (what
     -- wallet_internal.lock_account does, but for the idempotency lookup: the
@@ -779,18 +791,9 @@ BEGIN
             a := wallet_internal.lock_account(acct);
         END IF;
     END IF;
-    IF prog IS NOT NULL THEN
-        -- read after the lock: a posting that changed the tier has committed by now
-        SELECT t.rank, t.name, t.multiplier,
-               NOT EXISTS (SELECT FROM wallet.purchases x
-                            WHERE x.merchant_id = record_purchase.merchant_id AND x.member_id = member AND x.program_id = prog)
-          INTO tier_rank, tier_name, tier_mult, first
-          FROM (SELECT) o
-          LEFT JOIN wallet.account_tiers k ON k.account_id = acct
-          LEFT JOIN wallet.tiers t ON t.tier_id = k.tier_id;
-    END IF;
-    ev := wallet_internal.purchase_points(prog, rnd, member, tier_rank, tier_name, tier_mult, tz, first, amount, currency,
-                                          occurred_at, attributes);
+    -- the member's tier and first purchase are read after the lock: a posting
+    -- that changed the tier, a purchase of the member, have committed by now
+    ev := wallet_internal.purchase_points(merchant_id, prog, rnd, member, acct, tz, amount, currency, occurred_at, attributes);
     -- the purchase first (tiers read spend in the window), with the entry's id to come
     INSERT INTO wallet.purchases (merchant_id, member_id, order_ref, amount, currency, occurred_at, attributes,
                                   program_id, account_id, points, entry_id, rules)
@@ -799,7 +802,7 @@ BEGIN
     ON CONFLICT ON CONSTRAINT purchases_merchant_id_order_ref_key DO NOTHING
     RETURNING * INTO p;
     IF p.purchase_id IS NULL THEN
-        -- a concurrent call recorded the order first (committed by now)
+        -- a retry, or a concurrent call recorded the order first (committed by now)
         SELECT * INTO p FROM wallet.purchases x WHERE x.merchant_id = record_purchase.merchant_id AND x.order_ref = record_purchase.order_ref;
         RETURN wallet_internal.purchase_retry(p, member_ref, amount, currency);
     END IF;
@@ -843,11 +846,7 @@ DECLARE
     prog bigint;
     rnd text;
     acct bigint;
-    tier_rank int;
-    tier_name text;
-    tier_mult numeric;
     ev record;
-    first boolean := true;
 BEGIN
     PERFORM wallet_internal.purchase_check(merchant_id, member_ref, order_ref, amount, currency, occurred_at, attributes);
     SELECT * INTO p FROM wallet.purchases x WHERE x.merchant_id = preview_purchase.merchant_id AND x.order_ref = preview_purchase.order_ref;
@@ -855,15 +854,7 @@ BEGIN
         RETURN wallet_internal.purchase_retry(p, member_ref, amount, currency);   -- what record_purchase would return
     END IF;
     SELECT * INTO member, tz, prog, rnd, acct FROM wallet_internal.purchase_context(merchant_id, member_ref, currency);
-    IF prog IS NOT NULL THEN
-        first := member IS NULL OR NOT EXISTS (SELECT FROM wallet.purchases x
-                                                WHERE x.merchant_id = preview_purchase.merchant_id AND x.member_id = member AND x.program_id = prog);
-        SELECT t.rank, t.name, t.multiplier INTO tier_rank, tier_name, tier_mult
-          FROM wallet.account_tiers k JOIN wallet.tiers t ON t.tier_id = k.tier_id
-         WHERE k.account_id = acct;
-    END IF;
-    ev := wallet_internal.purchase_points(prog, rnd, member, tier_rank, tier_name, tier_mult, tz, first, amount, currency,
-                                          occurred_at, attributes);
+    ev := wallet_internal.purchase_points(merchant_id, prog, rnd, member, acct, tz, amount, currency, occurred_at, attributes);
     RETURN (NULL, order_ref, member, prog, acct, amount, currency, occurred_at, ev.points, NULL, ev.rules)::wallet.purchase_result;
 END
 $$;

@@ -513,7 +513,7 @@ wallet_internal.unknown_rule(bigint)	WL502	-	SELECT wallet_internal.unknown_rule
 wallet.create_earning_rule(bigint,text,text,numeric,jsonb,jsonb,timestamp with time zone,timestamp with time zone,integer,boolean,bigint)	ok	^[0-9]+$	SELECT wallet.create_earning_rule($p, 'sp rule', 'per_unit', 1, '{"stores": ["s1"], "channels": ["app"], "payment_methods": ["card"], "categories": ["food"], "days_of_week": [1, 2, 3, 4, 5, 6, 7], "time_from": "00:00", "time_until": "23:59:59", "min_amount": 1}', '{"per_purchase": 1000, "per_member_day": 1000, "per_member": 5000}', '2020-01-01') OPERATOR(pg_catalog.+) wallet.create_earning_rule($p, 'sp double', 'multiplier', 2, '{}', '{}', '2020-01-01') OPERATOR(pg_catalog.+) wallet.create_earning_rule($p, 'sp first', 'fixed', 5, '{"first_purchase": true, "min_tier_rank": 1}', '{}', '2020-01-01', NULL, -1, true)
 wallet.update_earning_rule(bigint,text,numeric,jsonb,jsonb,timestamp with time zone,integer,boolean)	ok	-	SELECT wallet.update_earning_rule((SELECT r.rule_id FROM wallet.earning_rules r WHERE r.name OPERATOR(pg_catalog.=) 'sp rule'), priority => 1)
 wallet_internal.purchase_check(bigint,text,text,numeric,text,timestamp with time zone,jsonb)	ok	-	SELECT wallet_internal.purchase_check($m, 'member-a', 'sp-order-0', 10, 'CNY', 'now', '{"store": "s1", "channel": "app", "payment_method": "card", "categories": ["food"]}')
-wallet_internal.purchase_points(bigint,text,bigint,integer,text,numeric,text,boolean,numeric,text,timestamp with time zone,jsonb)	ok	^20\|	SELECT * FROM wallet_internal.purchase_points($p, 'floor', NULL, NULL, NULL, NULL, 'Europe/Zurich', true, 10, 'CNY', 'now', '{"store": "s1", "channel": "app", "payment_method": "card", "categories": ["food"]}')
+wallet_internal.purchase_points(bigint,bigint,text,bigint,bigint,text,numeric,text,timestamp with time zone,jsonb)	ok	^20\|	SELECT * FROM wallet_internal.purchase_points($m, $p, 'floor', NULL, $a, 'Europe/Zurich', 10, 'CNY', 'now', '{"store": "s1", "channel": "app", "payment_method": "card", "categories": ["food"]}')
 wallet.preview_purchase(bigint,text,text,numeric,text,timestamp with time zone,jsonb)	ok	^\|sp-order-1\|	SELECT * FROM wallet.preview_purchase($m, 'member-a', 'sp-order-1', 10, 'CNY', 'now', '{"store": "s1", "channel": "app", "payment_method": "card", "categories": ["food"]}')
 wallet.record_purchase(bigint,text,text,numeric,text,timestamp with time zone,jsonb)	ok	^[0-9]+\|sp-order-1\|	SELECT * FROM wallet.record_purchase($m, 'member-a', 'sp-order-1', 10, 'CNY', 'now', '{"store": "s1", "channel": "app", "payment_method": "card", "categories": ["food"]}')
 wallet_internal.purchase_context(bigint,text,text)	ok	^[0-9]+\|\|[0-9]+\|nearest\|$a$	SELECT * FROM wallet_internal.purchase_context($m, 'member-a', 'CNY')
@@ -527,6 +527,7 @@ wallet_internal.campaign_running(bigint,bigint)	ok	^t$	SELECT wallet_internal.ca
 wallet.set_referral_program(bigint,bigint,bigint,bigint,integer,numeric,text,integer,text)	ok	^$c\|$m\|$p\|10\|5\|30\|	SELECT * FROM wallet.set_referral_program($c, $p, 10, 5, 30, 1, 'CNY', 5, 'month')
 wallet.set_share_reward(bigint,bigint,bigint,integer,integer)	ok	^$c\|$m\|$p\|3\|	SELECT * FROM wallet.set_share_reward($c, $p, 3, 5, 2)
 wallet.refer(bigint,text,text,text,bigint,text,text)	ok	^[0-9]+\|$m\|$c\|[0-9]+\|[0-9]+\|link\|pending\|	SELECT * FROM wallet.refer($m, 'member-a', 'member-friend', 'link', $c, 'fp-1', 'fp-2')
+wallet_internal.merchant_refers(bigint)	ok	^t$	SELECT wallet_internal.merchant_refers($m)
 wallet.record_share(bigint,text,bigint,text,text)	ok	^[0-9]+\|$m\|$c\|[0-9]+\|wechat\|rewarded\|	SELECT * FROM wallet.record_share($m, 'member-a', $c, 'wechat', 'sp-share')
 wallet_internal.idem_share(wallet.shares)	ok	^\{	SELECT wallet_internal.idem_share(s) FROM wallet.shares s LIMIT 1
 wallet_internal.reward_points(bigint,bigint,bigint,text,text,text)	ok	^[0-9]+\|$a\|accrue\|7\|	SELECT e.* FROM wallet.accounts x CROSS JOIN LATERAL wallet_internal.reward_points($p, x.member_id, 7, 'sp-reward', 'reward', NULL) e WHERE x.account_id OPERATOR(pg_catalog.=) $a
@@ -550,6 +551,7 @@ wallet_internal.audit_log_append_only()	WL401	-	DELETE FROM wallet.audit_log
 wallet_internal.campaigns_fresh_id()	WL123	-	INSERT INTO wallet.campaigns (campaign_id, merchant_id, name) OVERRIDING SYSTEM VALUE VALUES ($c, $m, 'reused id')
 wallet_internal.merchant_roles_changed()	ok	-	UPDATE wallet.merchant_roles SET granted_at = granted_at WHERE merchant_id OPERATOR(pg_catalog.=) $m
 wallet_internal.referral_purchase()	ok	-	INSERT INTO wallet.purchases (merchant_id, member_id, order_ref, amount, currency, occurred_at) SELECT $m, x.member_id, 'sp-order-referral', 10, 'CNY', 'now' FROM wallet.members x WHERE x.merchant_id OPERATOR(pg_catalog.=) $m AND x.member_ref OPERATOR(pg_catalog.=) 'member-friend'
+wallet_internal.referral_programs_changed()	ok	-	UPDATE wallet.referral_programs SET min_amount = min_amount WHERE campaign_id OPERATOR(pg_catalog.=) $c
 TRIGGERS
 }
 
