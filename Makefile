@@ -21,6 +21,7 @@ OBJS = \
 	src/points_ledger.o \
 	src/ledger_ops.o \
 	src/privileges.o \
+	src/tiers.o \
 	src/referral_gate.o
 
 # The install script is assembled from one part per area so that each area's
@@ -41,6 +42,7 @@ SQL_PARTS = \
 	sql/ext/purchases.sql \
 	sql/ext/analytics.sql \
 	sql/ext/referrals.sql \
+	sql/ext/tiers.sql \
 	sql/ext/grants.sql
 
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
@@ -53,7 +55,7 @@ DATA = sql/$(EXTENSION)--0.1.0.sql \
 REGRESS = basics marketing_code points_ledger
 # Isolation specs in specs/, expected output in expected/; run by installcheck
 # against the running server (pg_isolation_regress), like REGRESS.
-ISOLATION = code_cache_snapshot ledger_same_key ledger_capture_expiry code_reserve_undo code_rotate_generate budget_hold_expiry referral_order
+ISOLATION = code_cache_snapshot ledger_same_key ledger_capture_expiry code_reserve_undo code_rotate_generate budget_hold_expiry referral_order tier_upgrade_race
 
 SHLIB_LINK += -lsodium
 PG_CPPFLAGS += -DWALLET_VERSION='"$(EXTVERSION)"'

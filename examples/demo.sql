@@ -130,3 +130,17 @@ SELECT wallet.balance(wallet.find_account(:program_id, 'member-77')) AS member_7
 \echo 'member-42 shares the campaign twice today: the second share is capped.'
 SELECT status, reason, points FROM wallet.record_share(1, 'member-42', :referral_campaign, 'weibo', 'share-1');
 SELECT status, reason, points FROM wallet.record_share(1, 'member-42', :referral_campaign, 'weibo', 'share-2');
+\echo '== Tiers: Silver at 150 points earned in a rolling 12 months, Gold at 1,000.'
+SELECT wallet.create_tier(:program_id, 1, 'Silver', 150) IS NOT NULL AS silver,
+       wallet.create_tier(:program_id, 2, 'Gold', 1000, multiplier => 1.5, benefits => '{"lounge": true}') IS NOT NULL AS gold;
+\echo 'member-42 earned 200 before the tiers existed: the evaluation (run_maintenance) finds the missed upgrade.'
+SELECT looked_at, upgraded FROM wallet.evaluate_tiers(:program_id);
+SELECT rank, name FROM wallet.member_tier(:account_id, clock_timestamp());
+\echo 'Two large orders: the second crosses 1,000 and moves the member up to Gold in its own transaction.'
+SELECT kind, amount FROM wallet.accrue(:account_id, 500, 'order-1004', 'purchase', 'order-1004');
+SELECT kind, amount FROM wallet.accrue(:account_id, 400, 'order-1005', 'purchase', 'order-1005');
+SELECT from_rank, to_rank, reason, entry_id FROM wallet.tier_history WHERE account_id = :account_id ORDER BY change_id;
+SELECT kind, attributes->>'reason' AS reason, attributes->>'to_rank' AS to_rank FROM wallet.member_events
+ WHERE kind = 'tier_changed' ORDER BY event_id;
+\echo 'Where member-42 stands: points earned in the window, and what keeps Gold (grace of 30 days).'
+SELECT tier_name, earned, next_tier_name, keep_points, keep_by FROM wallet.tier_progress(:account_id);

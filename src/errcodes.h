@@ -77,4 +77,10 @@
 #define ERRCODE_WL_NO_REFERRAL_PROGRAM		MAKE_SQLSTATE('W','L','6','7','0')
 #define ERRCODE_WL_NO_SHARE_REWARD			MAKE_SQLSTATE('W','L','6','7','1')
 
+/* tiers (issue 10) */
+#define ERRCODE_WL_UNKNOWN_TIER				MAKE_SQLSTATE('W','L','5','4','0')
+#define ERRCODE_WL_TIER_EXISTS				MAKE_SQLSTATE('W','L','5','4','1')
+#define ERRCODE_WL_TIER_THRESHOLDS_OUT_OF_ORDER MAKE_SQLSTATE('W','L','5','4','2')
+#define ERRCODE_WL_TIER_IN_USE				MAKE_SQLSTATE('W','L','5','4','3')
+
 #endif							/* WALLET_ERRCODES_H */

@@ -264,6 +264,13 @@ month_start(int month)
 	return ts;
 }
 
+/* First instant (UTC) of a month since 2000-01; for tiers.c's windows. */
+TimestampTz
+wallet_ledger_month_start(int month)
+{
+	return month_start(month);
+}
+
 /* ---------- storage encoding ---------- */
 
 static void

@@ -88,6 +88,7 @@ extern void wallet_ledger_init(Ledger *l);
 
 extern bool wallet_lot_alive(const LedgerLot *lot, TimestampTz t);
 extern int	wallet_ledger_month_of(TimestampTz t);
+extern TimestampTz wallet_ledger_month_start(int month);
 
 extern void wallet_lots_add(LotList *ll, int64 points, TimestampTz expires_at, int errcode_on_overflow);
 extern void wallet_lots_append_raw(LotList *ll, int64 points, TimestampTz expires_at);

@@ -112,5 +112,14 @@ GRANT EXECUTE ON FUNCTION wallet.refer(bigint, text, text, text, bigint, text, t
 GRANT EXECUTE ON FUNCTION wallet.set_referral_program(bigint, bigint, bigint, bigint, int, numeric, text, int, text),
     wallet.set_share_reward(bigint, bigint, bigint, int, int), wallet.expire_referrals(timestamptz, int)
     TO wallet_admin;
+-- tiers (issue 10): the admin configures and evaluates, everyone reads a member's tier
+GRANT EXECUTE ON FUNCTION wallet.create_tier(bigint, int, text, bigint, numeric, numeric, jsonb),
+    wallet.update_tier(bigint, text, bigint, numeric, numeric, jsonb, boolean), wallet.drop_tier(bigint),
+    wallet.set_tier_policy(bigint, text, int, text, int, text), wallet.evaluate_tiers(bigint, timestamptz, int),
+    wallet_internal.tier_programs_due(bigint, timestamptz)
+    TO wallet_admin;
+GRANT EXECUTE ON PROCEDURE wallet.evaluate_tiers_batched(bigint, timestamptz, int, int) TO wallet_admin;
+GRANT EXECUTE ON FUNCTION wallet.member_tier(bigint, timestamptz), wallet.tier_progress(bigint)
+    TO wallet_admin, wallet_app, wallet_reader;
 -- tables: read through row-level security; written only by the functions
 GRANT SELECT ON ALL TABLES IN SCHEMA wallet TO wallet_app, wallet_reader;

@@ -367,6 +367,7 @@ CREATE FUNCTION wallet_internal.post_entry(l wallet.points_ledger, e wallet.entr
     AS $$
 DECLARE
     s wallet.ledger_step;
+    pid bigint;
 BEGIN
     IF e.entry_id IS NULL THEN
         e.entry_id := nextval('wallet.entries_entry_id_seq');
@@ -378,16 +379,21 @@ BEGIN
     e.actor := current_user;
     -- the merchant comes from the locked account row the update writes anyway
     UPDATE wallet.accounts SET ledger = s.ledger, next_event = s.next_event WHERE account_id = e.account_id
-    RETURNING merchant_id INTO e.merchant_id;
+    RETURNING merchant_id, program_id INTO e.merchant_id, pid;
     INSERT INTO wallet.entries (entry_id, account_id, kind, amount, balance_after, idempotency_key, reason, reference,
                                 lots, hold_id, reverses, actor, created_at, points, expires_at, policy, merchant_id)
     VALUES (e.entry_id, e.account_id, e.kind, e.amount, e.balance_after, e.idempotency_key, e.reason, e.reference,
             e.lots, e.hold_id, e.reverses, e.actor, e.created_at, e.points, e.expires_at, e.policy, e.merchant_id)
     RETURNING * INTO e;
+    -- tiers (README "Tiers"): points earned change only by accruals and
+    -- their reversals; the posting that crosses a threshold upgrades
+    IF e.kind IN ('accrue', 'reverse') AND wallet_internal.tier_posting_review(pid, e.account_id, s.ledger, e.created_at) THEN
+        PERFORM wallet_internal.tier_review(e.account_id, e.created_at, e.entry_id);
+    END IF;
     RETURN e;
 END
 $$;
-COMMENT ON FUNCTION wallet_internal.post_entry(wallet.points_ledger, wallet.entries) IS 'applies entry e to the locked account''s ledger l, stores the result and journals e';
+COMMENT ON FUNCTION wallet_internal.post_entry(wallet.points_ledger, wallet.entries) IS 'applies entry e to the locked account''s ledger l, stores the result and journals e; an accrual or reversal in a tiered program reviews the account''s tier when it may change (wallet_internal.tier_posting_review, tier_review)';
 
 -- Journal what time did to a locked account up to as_of: one expire entry
 -- for the spendable lots dead at as_of, then a release (taking effect at

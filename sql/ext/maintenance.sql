@@ -56,6 +56,8 @@ BEGIN
         COMMIT;
     END LOOP;
     COMMIT;
+    -- 5. tiers (issue 10): due downgrades and sweeps, at most 100 batches of 1,000 accounts
+    CALL wallet.evaluate_tiers_batched(NULL, pg_catalog.now(), 1000, 100);
 END
 $$;
-COMMENT ON PROCEDURE wallet.run_maintenance() IS 'runs every periodic job with bounded work per call, committing as it goes: expiry (up to 100,000 due accounts, 1,000 per transaction), purge of failed code attempts older than a day, units of up to 1,000 expired budget holds returned, expiry of pending referrals past their window (up to 100,000, 1,000 per transaction); later issues add their jobs here; schedule it every minute (README "Maintenance")';
+COMMENT ON PROCEDURE wallet.run_maintenance() IS 'runs every periodic job with bounded work per call, committing as it goes: expiry (up to 100,000 due accounts, 1,000 per transaction), purge of failed code attempts older than a day, units of up to 1,000 expired budget holds returned, expiry of pending referrals past their window (up to 100,000, 1,000 per transaction), tier evaluation (up to 100,000 accounts, 1,000 per transaction); later issues add their jobs here; schedule it every minute (README "Maintenance")';

@@ -46,4 +46,8 @@ run referrals BENCH_PORT=$((${PGPORT:-55432} + 37)) MEMBERS=2000 REFERRALS=1000 
 ok $? "bench/referrals.sh runs (1 s runs, 2 clients, 2,000 members, 1,000 referrals)" "$(tail -n 5 "$TMP/referrals.out")"
 grep -qE '^others +[0-9.]+ tps +[0-9.]+x baseline' "$TMP/referrals.out" && grep -q '^consistency: 0 rewarded referrals without' "$TMP/referrals.out"
 ok $? "it prints the trigger's ratio, and every rewarded referral has its two entries" "$(tail -n 8 "$TMP/referrals.out")"
+run tiers BENCH_PORT=$((${PGPORT:-55432} + 38)) ACCOUNTS=2000 ENTRIES=4 bash bench/tiers.sh
+ok $? "bench/tiers.sh runs (2,000 accounts, 4 accruals each)" "$(tail -n 5 "$TMP/tiers.out")"
+grep -q 'evaluate_tiers and the plain SQL agree' "$TMP/tiers.out" && grep -qE '^ratio plain SQL / evaluate_tiers: +[0-9.]+x' "$TMP/tiers.out"
+ok $? "its evaluation agrees with the plain SQL and it prints the ratio" "$(tail -n 12 "$TMP/tiers.out")"
 finish

@@ -532,6 +532,29 @@ wallet.record_share(bigint,text,bigint,text,text)	ok	^[0-9]+\|$m\|$c\|[0-9]+\|we
 wallet_internal.idem_share(wallet.shares)	ok	^\{	SELECT wallet_internal.idem_share(s) FROM wallet.shares s LIMIT 1
 wallet_internal.reward_points(bigint,bigint,bigint,text,text,text)	ok	^[0-9]+\|$a\|accrue\|7\|	SELECT e.* FROM wallet.accounts x CROSS JOIN LATERAL wallet_internal.reward_points($p, x.member_id, 7, 'sp-reward', 'reward', NULL) e WHERE x.account_id OPERATOR(pg_catalog.=) $a
 wallet.expire_referrals(timestamp with time zone,integer)	ok	^[0-9]+$	SELECT wallet.expire_referrals('now', 10)
+wallet.create_tier(bigint,integer,text,bigint,numeric,numeric,jsonb)	ok	^[0-9]+$	SELECT wallet.create_tier($p, 1, 'sp silver', 100)
+wallet.update_tier(bigint,text,bigint,numeric,numeric,jsonb,boolean)	ok	^[0-9]+\|	SELECT * FROM wallet.update_tier((SELECT t.tier_id FROM wallet.tiers t WHERE t.program_id OPERATOR(pg_catalog.=) $p AND t.rank OPERATOR(pg_catalog.=) 1), min_points => 200)
+wallet.drop_tier(bigint)	ok	^t$	SELECT wallet.drop_tier(wallet.create_tier($p, 9, 'sp to drop', 999999))
+wallet.set_tier_policy(bigint,text,integer,text,integer,text)	ok	^$p\|	SELECT * FROM wallet.set_tier_policy($p, 'rolling', 12, 'grace', 30, 'one_level')
+wallet.member_tier(bigint,timestamp with time zone)	ok	\|	SELECT * FROM wallet.member_tier($a)
+wallet.tier_progress(bigint)	ok	^$p\|	SELECT * FROM wallet.tier_progress($a)
+wallet.evaluate_tiers(bigint,timestamp with time zone,integer)	ok	^[0-9]+\|	SELECT * FROM wallet.evaluate_tiers($p)
+wallet.evaluate_tiers_batched(bigint,timestamp with time zone,integer,integer)	ok	-	CALL wallet.evaluate_tiers_batched($p, 'now', 10, 2)
+wallet_internal.tier_earned(wallet.points_ledger,text,integer,timestamp with time zone)	ok	^[0-9]+$	SELECT wallet_internal.tier_earned(x.ledger, 'rolling', 12, 'now') $acct
+wallet_internal.tier_points_rank(wallet.points_ledger,text,integer,timestamp with time zone,bigint[])	ok	^[0-9]+$	SELECT wallet_internal.tier_points_rank(x.ledger, 'rolling', 12, 'now', '{1,100}') $acct
+wallet_internal.tier_window_start(text,integer,timestamp with time zone)	ok	^2	SELECT wallet_internal.tier_window_start('calendar_year', 12, 'now')
+wallet_internal.tier_falls_below(wallet.points_ledger,text,integer,timestamp with time zone,bigint)	ok	^2	SELECT wallet_internal.tier_falls_below(x.ledger, 'rolling', 12, 'now', 1) $acct
+wallet_internal.tier_period_end(text,integer,timestamp with time zone,timestamp with time zone)	ok	^2	SELECT wallet_internal.tier_period_end('rolling', 12, 'now', 'now')
+wallet_internal.tier_sweep_request(bigint)	ok	-	SELECT wallet_internal.tier_sweep_request($p)
+wallet_internal.tier_qualified(bigint,bigint,timestamp with time zone)	ok	\|	SELECT * FROM wallet_internal.tier_qualified($p, $a, 'now')
+wallet_internal.tier_set(bigint,bigint,bigint,integer,text,timestamp with time zone,bigint,timestamp with time zone)	ok	-	SELECT wallet_internal.tier_set($a, $p, NULL, 0, 'test', 'now', NULL, NULL)
+wallet_internal.tier_next_review(bigint,timestamp with time zone)	ok	-	SELECT wallet_internal.tier_next_review($a, 'now')
+wallet_internal.tier_review(bigint,timestamp with time zone,bigint)	ok	-	SELECT wallet_internal.tier_review($a, 'now')
+wallet_internal.tier_check(bigint,integer,text,bigint,numeric,numeric,jsonb,bigint)	ok	-	SELECT wallet_internal.tier_check($p, 8, 'sp check', 999999, NULL, 1, '{}', NULL)
+wallet_internal.lock_tier_program(bigint)	ok	^$m$	SELECT wallet_internal.lock_tier_program($p)
+wallet_internal.tier_lock(bigint)	ok	^[0-9]+\|	SELECT * FROM wallet_internal.tier_lock((SELECT t.tier_id FROM wallet.tiers t WHERE t.program_id OPERATOR(pg_catalog.=) $p AND t.rank OPERATOR(pg_catalog.=) 1))
+wallet_internal.tier_programs_due(bigint,timestamp with time zone)	ok	-	SELECT wallet_internal.tier_programs_due(NULL, 'now')
+wallet_internal.tier_posting_review(bigint,bigint,wallet.points_ledger,timestamp with time zone)	ok	^[tf]$	SELECT wallet_internal.tier_posting_review($p, $a, x.ledger, 'now') $acct
 CALLS
 }
 # The triggers, fired by writes to the extension's tables (same format).
@@ -550,8 +573,9 @@ wallet_internal.audit_change()	ok	-	UPDATE wallet.programs SET name = 'sp rename
 wallet_internal.audit_log_append_only()	WL401	-	DELETE FROM wallet.audit_log
 wallet_internal.campaigns_fresh_id()	WL123	-	INSERT INTO wallet.campaigns (campaign_id, merchant_id, name) OVERRIDING SYSTEM VALUE VALUES ($c, $m, 'reused id')
 wallet_internal.merchant_roles_changed()	ok	-	UPDATE wallet.merchant_roles SET granted_at = granted_at WHERE merchant_id OPERATOR(pg_catalog.=) $m
-wallet_internal.referral_purchase()	ok	-	INSERT INTO wallet.purchases (merchant_id, member_id, order_ref, amount, currency, occurred_at) SELECT $m, x.member_id, 'sp-order-referral', 10, 'CNY', 'now' FROM wallet.members x WHERE x.merchant_id OPERATOR(pg_catalog.=) $m AND x.member_ref OPERATOR(pg_catalog.=) 'member-friend'
+wallet_internal.referral_purchase()	ok	-	INSERT INTO wallet.purchases (merchant_id, member_id, order_ref, amount, currency, occurred_at) SELECT $m, x.member_id, 'sp-referral-order', 10, 'CNY', 'now' FROM wallet.members x WHERE x.merchant_id OPERATOR(pg_catalog.=) $m AND x.member_ref OPERATOR(pg_catalog.=) 'member-friend'
 wallet_internal.referral_programs_changed()	ok	-	UPDATE wallet.referral_programs SET min_amount = min_amount WHERE campaign_id OPERATOR(pg_catalog.=) $c
+wallet_internal.tiers_changed()	ok	-	UPDATE wallet.tiers SET program_id = program_id WHERE program_id OPERATOR(pg_catalog.=) $p
 TRIGGERS
 }
 

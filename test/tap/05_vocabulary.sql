@@ -24,6 +24,7 @@ INSERT INTO fx SELECT 'a', wallet.open_account((SELECT v::bigint FROM fx WHERE k
 INSERT INTO fx SELECT 'e', entry_id FROM wallet.accrue((SELECT v::bigint FROM fx WHERE k = 'a'), 100, 'vocab-k1', 'welcome');
 INSERT INTO fx SELECT 'h', entry_id FROM wallet.hold((SELECT v::bigint FROM fx WHERE k = 'a'), 10, 'vocab-h1', interval '1 hour', 'cart');
 INSERT INTO fx SELECT 'rule', wallet.create_earning_rule((SELECT v::bigint FROM fx WHERE k = 'p'), 'vocab rule', 'fixed', 1);
+INSERT INTO fx SELECT 't', wallet.create_tier((SELECT v::bigint FROM fx WHERE k = 'p'), 1, 'vocab tier', 1000);
 INSERT INTO fx VALUES ('unknown', '999999999'), ('long', repeat('x', 257));
 
 CREATE FUNCTION pg_temp.sub(sql text) RETURNS text LANGUAGE plpgsql AS $$
@@ -475,7 +476,59 @@ INSERT INTO vocab (fn, what, expect, call) VALUES
 ('wallet.record_share(bigint,text,bigint,text,text)', 'campaign without share reward', 'WL671', $$SELECT wallet.record_share({m}, 'a', {c}, 'wechat')$$),
 ('wallet.expire_referrals(timestamp with time zone,integer)', 'as_of NULL', '22004', 'SELECT wallet.expire_referrals(NULL)'),
 ('wallet.expire_referrals(timestamp with time zone,integer)', 'batch_size NULL', '22004', $$SELECT wallet.expire_referrals('-infinity', NULL)$$),
-('wallet.expire_referrals(timestamp with time zone,integer)', 'as_of in the future', '22023', $$SELECT wallet.expire_referrals('infinity')$$);
+('wallet.expire_referrals(timestamp with time zone,integer)', 'as_of in the future', '22023', $$SELECT wallet.expire_referrals('infinity')$$),
+-- tiers (issue 10)
+('wallet_internal.tier_earned(wallet.points_ledger,text,integer,timestamp with time zone)', '-', 'internal', NULL),
+('wallet_internal.tier_points_rank(wallet.points_ledger,text,integer,timestamp with time zone,bigint[])', '-', 'internal', NULL),
+('wallet_internal.tier_window_start(text,integer,timestamp with time zone)', '-', 'internal', NULL),
+('wallet_internal.tier_falls_below(wallet.points_ledger,text,integer,timestamp with time zone,bigint)', '-', 'internal', NULL),
+('wallet_internal.tier_period_end(text,integer,timestamp with time zone,timestamp with time zone)', '-', 'internal', NULL),
+('wallet_internal.tier_sweep_request(bigint)', '-', 'internal', NULL),
+('wallet_internal.tier_qualified(bigint,bigint,timestamp with time zone)', '-', 'internal', NULL),
+('wallet_internal.tier_set(bigint,bigint,bigint,integer,text,timestamp with time zone,bigint,timestamp with time zone)', '-', 'internal', NULL),
+('wallet_internal.tier_next_review(bigint,timestamp with time zone)', '-', 'internal', NULL),
+('wallet_internal.tier_review(bigint,timestamp with time zone,bigint)', '-', 'internal', NULL),
+('wallet_internal.tier_check(bigint,integer,text,bigint,numeric,numeric,jsonb,bigint)', '-', 'internal', NULL),
+('wallet_internal.lock_tier_program(bigint)', '-', 'internal', NULL),
+('wallet_internal.tier_lock(bigint)', '-', 'internal', NULL),
+('wallet_internal.tier_programs_due(bigint,timestamp with time zone)', '-', 'internal', NULL),
+('wallet_internal.tier_posting_review(bigint,bigint,wallet.points_ledger,timestamp with time zone)', '-', 'internal', NULL),
+('wallet.create_tier(bigint,integer,text,bigint,numeric,numeric,jsonb)', 'program_id NULL', '22004', $$SELECT wallet.create_tier(NULL, 2, 'vocab gold', 2000)$$),
+('wallet.create_tier(bigint,integer,text,bigint,numeric,numeric,jsonb)', 'rank NULL', '22004', $$SELECT wallet.create_tier({p}, NULL, 'vocab gold', 2000)$$),
+('wallet.create_tier(bigint,integer,text,bigint,numeric,numeric,jsonb)', 'name NULL', '22004', $$SELECT wallet.create_tier({p}, 2, NULL, 2000)$$),
+('wallet.create_tier(bigint,integer,text,bigint,numeric,numeric,jsonb)', 'min_points NULL', '22004', $$SELECT wallet.create_tier({p}, 2, 'vocab gold', NULL)$$),
+('wallet.create_tier(bigint,integer,text,bigint,numeric,numeric,jsonb)', 'multiplier NULL', '22004', $$SELECT wallet.create_tier({p}, 2, 'vocab gold', 2000, multiplier => NULL)$$),
+('wallet.create_tier(bigint,integer,text,bigint,numeric,numeric,jsonb)', 'benefits NULL', '22004', $$SELECT wallet.create_tier({p}, 2, 'vocab gold', 2000, benefits => NULL)$$),
+('wallet.create_tier(bigint,integer,text,bigint,numeric,numeric,jsonb)', 'name blank', '22023', $$SELECT wallet.create_tier({p}, 2, ' ', 2000)$$),
+('wallet.create_tier(bigint,integer,text,bigint,numeric,numeric,jsonb)', 'name oversized', '22023', $$SELECT wallet.create_tier({p}, 2, '{long}', 2000)$$),
+('wallet.create_tier(bigint,integer,text,bigint,numeric,numeric,jsonb)', 'rank 0', '22023', $$SELECT wallet.create_tier({p}, 0, 'vocab gold', 2000)$$),
+('wallet.create_tier(bigint,integer,text,bigint,numeric,numeric,jsonb)', 'benefits not an object', '22023', $$SELECT wallet.create_tier({p}, 2, 'vocab gold', 2000, benefits => '[]')$$),
+('wallet.create_tier(bigint,integer,text,bigint,numeric,numeric,jsonb)', 'rank taken', 'WL541', $$SELECT wallet.create_tier({p}, 1, 'vocab gold', 2000)$$),
+('wallet.create_tier(bigint,integer,text,bigint,numeric,numeric,jsonb)', 'threshold below a lower rank''s', 'WL542', $$SELECT wallet.create_tier({p}, 2, 'vocab gold', 500)$$),
+('wallet.create_tier(bigint,integer,text,bigint,numeric,numeric,jsonb)', 'unknown program', 'WL214', $$SELECT wallet.create_tier({unknown}, 2, 'vocab gold', 2000)$$),
+('wallet.update_tier(bigint,text,bigint,numeric,numeric,jsonb,boolean)', 'tier_id NULL', '22004', $$SELECT wallet.update_tier(NULL, 'x')$$),
+('wallet.update_tier(bigint,text,bigint,numeric,numeric,jsonb,boolean)', 'clear_min_spend NULL', '22004', $$SELECT wallet.update_tier({t}, clear_min_spend => NULL)$$),
+('wallet.update_tier(bigint,text,bigint,numeric,numeric,jsonb,boolean)', 'name blank', '22023', $$SELECT wallet.update_tier({t}, ' ')$$),
+('wallet.update_tier(bigint,text,bigint,numeric,numeric,jsonb,boolean)', 'unknown tier', 'WL540', $$SELECT wallet.update_tier({unknown}, 'x')$$),
+('wallet.drop_tier(bigint)', 'tier_id NULL', '22004', 'SELECT wallet.drop_tier(NULL)'),
+('wallet.drop_tier(bigint)', 'unknown tier', 'WL540', 'SELECT wallet.drop_tier({unknown})'),
+('wallet.set_tier_policy(bigint,text,integer,text,integer,text)', 'program_id NULL', '22004', $$SELECT wallet.set_tier_policy(NULL, 'rolling')$$),
+('wallet.set_tier_policy(bigint,text,integer,text,integer,text)', 'tier_window unknown', '22023', $$SELECT wallet.set_tier_policy({p}, 'weekly')$$),
+('wallet.set_tier_policy(bigint,text,integer,text,integer,text)', 'tier_window_months out of range', '22023', $$SELECT wallet.set_tier_policy({p}, tier_window_months => 25)$$),
+('wallet.set_tier_policy(bigint,text,integer,text,integer,text)', 'unknown program', 'WL214', $$SELECT wallet.set_tier_policy({unknown}, 'rolling')$$),
+('wallet.member_tier(bigint,timestamp with time zone)', 'account_id NULL', '22004', 'SELECT wallet.member_tier(NULL)'),
+('wallet.member_tier(bigint,timestamp with time zone)', 'as_of NULL', '22004', 'SELECT wallet.member_tier({a}, NULL)'),
+('wallet.member_tier(bigint,timestamp with time zone)', 'unknown account', 'WL201', 'SELECT wallet.member_tier({unknown})'),
+('wallet.tier_progress(bigint)', 'account_id NULL', '22004', 'SELECT wallet.tier_progress(NULL)'),
+('wallet.tier_progress(bigint)', 'unknown account', 'WL201', 'SELECT wallet.tier_progress({unknown})'),
+('wallet.evaluate_tiers(bigint,timestamp with time zone,integer)', 'program_id NULL', '22004', 'SELECT wallet.evaluate_tiers(NULL)'),
+('wallet.evaluate_tiers(bigint,timestamp with time zone,integer)', 'as_of NULL', '22004', 'SELECT wallet.evaluate_tiers({p}, NULL)'),
+('wallet.evaluate_tiers(bigint,timestamp with time zone,integer)', 'max_accounts NULL', '22004', 'SELECT wallet.evaluate_tiers({p}, now(), NULL)'),
+('wallet.evaluate_tiers(bigint,timestamp with time zone,integer)', 'max_accounts 0', '22023', 'SELECT wallet.evaluate_tiers({p}, now(), 0)'),
+('wallet.evaluate_tiers(bigint,timestamp with time zone,integer)', 'unknown program', 'WL214', 'SELECT wallet.evaluate_tiers({unknown})'),
+('wallet.evaluate_tiers_batched(bigint,timestamp with time zone,integer,integer)', 'as_of NULL', '22004', 'CALL wallet.evaluate_tiers_batched({p}, NULL)'),
+('wallet.evaluate_tiers_batched(bigint,timestamp with time zone,integer,integer)', 'batch_size NULL', '22004', 'CALL wallet.evaluate_tiers_batched({p}, now(), NULL)'),
+('wallet.evaluate_tiers_batched(bigint,timestamp with time zone,integer,integer)', 'batch_size 0', '22023', 'CALL wallet.evaluate_tiers_batched({p}, now(), 0)');
 
 SELECT plan(7 + (SELECT count(*)::int FROM vocab WHERE call IS NOT NULL));
 

@@ -43,10 +43,12 @@ BEGIN
     PERFORM wallet.record_purchase(m, 'iso-member', 'iso-order', 10, 'CNY');
     PERFORM wallet.record_refund(m, 'iso-order', 1, 'iso-refund');
     INSERT INTO wallet.member_events (merchant_id, member_id, kind) VALUES (m, mem, 'cart_updated');
-    INSERT INTO wallet.tiers (merchant_id, program_id, rank, name, min_points) VALUES (m, p, 1, 'Gold', 50) RETURNING tier_id INTO ti;
-    INSERT INTO wallet.account_tiers (account_id, merchant_id, member_id, program_id, tier_id, rank) VALUES (a, m, mem, p, ti, 1);
-    INSERT INTO wallet.tier_history (merchant_id, member_id, account_id, program_id, to_tier, from_rank, to_rank, reason)
-    VALUES (m, mem, a, p, ti, 0, 1, 'upgrade');
+    -- tiers through their API: the account (100 points) moves up when the
+    -- tier is evaluated (account_tiers, tier_history, a tier_changed event);
+    -- a policy change leaves a sweep pending (tier_sweeps)
+    ti := wallet.create_tier(p, 1, 'Gold', 50);
+    PERFORM wallet.evaluate_tiers(p);
+    PERFORM wallet.set_tier_policy(p, tier_downgrade => 'grace');
 END
 $$;
 
@@ -98,6 +100,7 @@ BEGIN
     PERFORM wallet.record_feedback(c, 'iso-member', 4, 'praise', 'iso comment');
     INSERT INTO wallet.campaign_costs (merchant_id, campaign_id, kind, amount, currency) VALUES (m, c, 'discount', 1, 'CNY');
     PERFORM pg_temp.referral_rows(m, c, p);
+    INSERT INTO fx SELECT t || '.t', x.tier_id FROM wallet.tiers x WHERE x.program_id = p;
 END
 $$;
 
@@ -135,6 +138,7 @@ SELECT g::text AS unknown_code FROM wallet.generate_codes(:vanishing, 1) g \gset
 ROLLBACK TO SAVEPOINT vanish;
 INSERT INTO fx VALUES ('U.code', :'unknown_code'), ('U.code2', :'unknown_code'), ('U.bound', :'unknown_code');
 INSERT INTO fx SELECT 'U.' || k, '999999999' FROM unnest('{m,c,r,v,p,a,e,h,rule}'::text[]) k;
+INSERT INTO fx SELECT 'U.' || k, '999999999' FROM unnest('{m,c,r,v,p,a,e,h,t}'::text[]) k;
 SELECT is((SELECT count(DISTINCT merchant_id) FROM wallet.code_redemptions WHERE idempotency_key = 'iso-r')
           + (SELECT count(DISTINCT merchant_id) FROM wallet.code_reservations WHERE idempotency_key = 'iso-v'), 4::bigint,
           'A and B redeem and reserve with the same idempotency keys: one redemption and one reservation each');
@@ -167,8 +171,9 @@ SELECT is_empty($$SELECT p.oid::regprocedure::text FROM pg_proc p
                      AND (has_function_privilege('wallet_admin', p.oid, 'EXECUTE') OR has_function_privilege('wallet_app', p.oid, 'EXECUTE')
                           OR has_function_privilege('wallet_reader', p.oid, 'EXECUTE'))
                      AND p.oid NOT IN ('wallet_internal.check_expiry_as_of(timestamptz)'::regprocedure,
-                                       'wallet_internal.expire_due_accounts(timestamptz,integer)'::regprocedure)$$,
-                'no internal helper is executable by the roles but the two the maintenance procedures call');
+                                       'wallet_internal.expire_due_accounts(timestamptz,integer)'::regprocedure,
+                                       'wallet_internal.tier_programs_due(bigint,timestamptz)'::regprocedure)$$,
+                'no internal helper is executable by the roles but those the maintenance procedures call');
 SELECT is_empty($$SELECT p.oid::regprocedure::text FROM pg_proc p
                    WHERE p.pronamespace IN ('wallet'::regnamespace, 'wallet_internal'::regnamespace)
                      AND 'search_path=pg_catalog, pg_temp' = ANY (p.proconfig) AND p.prokind = 'f'
@@ -307,6 +312,14 @@ INSERT INTO iso (fn, call, why) VALUES
 ('wallet.refer(bigint,text,text,text,bigint,text,text)', $$SELECT status FROM wallet.refer({m}, 'iso-member', 'iso-newcomer', 'link', {c})$$, NULL),
 ('wallet.record_share(bigint,text,bigint,text,text)', $$SELECT status FROM wallet.record_share({m}, 'iso-member', {c}, 'wechat', 'iso-s')$$, NULL),
 ('wallet.expire_referrals(timestamp with time zone,integer)', NULL, 'no object'),
+('wallet.create_tier(bigint,integer,text,bigint,numeric,numeric,jsonb)', $$SELECT wallet.create_tier({p}, 2, 'iso new', 1000)$$, NULL),
+('wallet.update_tier(bigint,text,bigint,numeric,numeric,jsonb,boolean)', $$SELECT (wallet.update_tier({t}, 'iso renamed')).tier_id$$, NULL),
+('wallet.drop_tier(bigint)', 'SELECT wallet.drop_tier({t})', NULL),
+('wallet.set_tier_policy(bigint,text,integer,text,integer,text)', $$SELECT (wallet.set_tier_policy({p}, 'calendar_year')).program_id$$, NULL),
+('wallet.member_tier(bigint,timestamp with time zone)', 'SELECT rank FROM wallet.member_tier({a})', NULL),
+('wallet.tier_progress(bigint)', 'SELECT earned FROM wallet.tier_progress({a})', NULL),
+('wallet.evaluate_tiers(bigint,timestamp with time zone,integer)', 'SELECT looked_at FROM wallet.evaluate_tiers({p})', NULL),
+('wallet.evaluate_tiers_batched(bigint,timestamp with time zone,integer,integer)', 'CALL wallet.evaluate_tiers_batched({p})', NULL),
 -- names no merchant's object
 ('wallet.version()', NULL, 'no object'),
 ('wallet.create_merchant(text)', NULL, 'no object'),

@@ -1,0 +1,453 @@
+/*
+ * tiers.c: the tier qualification window read from a ledger's monthly earned
+ * buckets (README "Tiers").  Every function is O(24): the ledger keeps 24
+ * UTC months, so wallet.evaluate_tiers never reads the journal.
+ *
+ * A window is a run of whole UTC months ending with the month of as_of:
+ * rolling = the last tier_window_months months, calendar_year = January to
+ * the month of as_of.  Spend thresholds use the same window (from its first
+ * instant to as_of), computed in SQL from wallet.purchases.
+ */
+#include "wallet.h"
+
+#include "points_ledger.h"
+
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "common/int.h"
+#include "executor/spi.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+/* Any NULL argument: NULL (internal helpers, called with checked values). */
+#define RETURN_NULL_ON_NULL_ARGS() \
+	do { \
+		int		_i; \
+		for (_i = 0; _i < PG_NARGS(); _i++) \
+			if (PG_ARGISNULL(_i)) \
+				PG_RETURN_NULL(); \
+	} while (0)
+
+static bool
+window_is_calendar(text *w)
+{
+	char	   *s = text_to_cstring(w);
+
+	if (strcmp(s, "calendar_year") == 0)
+		return true;
+	if (strcmp(s, "rolling") == 0)
+		return false;
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("unknown tier window \"%s\"", s),
+			 errdetail("The tier window is 'rolling' or 'calendar_year'.")));
+	return false;				/* not reached */
+}
+
+static void
+check_months(int n)
+{
+	if (n < 1 || n > LEDGER_MONTHS)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("tier window of %d months out of range", n),
+				 errdetail("A rolling window lasts 1 to %d months: the ledger keeps %d monthly buckets.",
+						   LEDGER_MONTHS, LEDGER_MONTHS)));
+}
+
+/* The window arguments (tier_window text, window_months int) at argument i. */
+static void
+window_args(FunctionCallInfo fcinfo, int i, bool *calendar, int *n)
+{
+	*calendar = window_is_calendar(PG_GETARG_TEXT_PP(i));
+	*n = PG_GETARG_INT32(i + 1);
+	check_months(*n);
+}
+
+/* floor(m / 12) * 12: the January of month m (months since 2000-01 may be negative) */
+static int
+january_of(int m)
+{
+	int			y = m >= 0 ? m / 12 : -((-m + 11) / 12);
+
+	return y * 12;
+}
+
+/* First month of the window ending with month mo. */
+static int
+window_first(bool calendar, int n, int mo)
+{
+	return calendar ? january_of(mo) : mo - n + 1;
+}
+
+/* Points earned in the months [lo, hi] that the ledger keeps. */
+static int64
+earned_between(const Ledger *l, int lo, int hi)
+{
+	int64		sum = 0;
+	int			i;
+
+	if (l->last_month == LEDGER_NO_MONTH)
+		return 0;
+	for (i = 0; i < LEDGER_MONTHS; i++)
+	{
+		int			m = l->last_month - i;
+
+		if (m >= lo && m <= hi && pg_add_s64_overflow(sum, l->months[i], &sum))
+			sum = PG_INT64_MAX;	/* a threshold is a bigint: saturating is exact enough */
+	}
+	return sum;
+}
+
+static int64
+window_earned(const Ledger *l, bool calendar, int n, TimestampTz as_of)
+{
+	int			mo = wallet_ledger_month_of(as_of);
+
+	return earned_between(l, window_first(calendar, n, mo), mo);
+}
+
+/* tier_earned(l, tier_window, window_months, as_of) -> bigint */
+PG_FUNCTION_INFO_V1(tier_earned);
+Datum
+tier_earned(PG_FUNCTION_ARGS)
+{
+	Ledger	   *l;
+	bool		calendar;
+	int			n;
+
+	RETURN_NULL_ON_NULL_ARGS();
+	window_args(fcinfo, 1, &calendar, &n);
+	l = wallet_ledger_decode(PG_GETARG_POINTS_LEDGER_P(0));
+	PG_RETURN_INT64(window_earned(l, calendar, n, PG_GETARG_TIMESTAMPTZ(3)));
+}
+
+/*
+ * tier_points_rank(l, tier_window, window_months, as_of, min_points bigint[])
+ * -> int: how many of the thresholds (ascending, as the tiers' ranks order
+ * them) the points earned in the window meet.  An upper bound of the tier
+ * the account qualifies for: a spend threshold can only lower it.
+ */
+PG_FUNCTION_INFO_V1(tier_points_rank);
+Datum
+tier_points_rank(PG_FUNCTION_ARGS)
+{
+	Ledger	   *l;
+	ArrayType  *a;
+	Datum	   *vals;
+	bool	   *nulls;
+	int			nvals,
+				k = 0,
+				i;
+	bool		calendar;
+	int			n;
+	int64		earned;
+
+	RETURN_NULL_ON_NULL_ARGS();
+	window_args(fcinfo, 1, &calendar, &n);
+	l = wallet_ledger_decode(PG_GETARG_POINTS_LEDGER_P(0));
+	earned = window_earned(l, calendar, n, PG_GETARG_TIMESTAMPTZ(3));
+	a = PG_GETARG_ARRAYTYPE_P(4);
+	deconstruct_array(a, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &vals, &nulls, &nvals);
+	for (i = 0; i < nvals; i++)
+		if (!nulls[i] && earned >= DatumGetInt64(vals[i]))
+			k = i + 1;
+	PG_RETURN_INT32(k);
+}
+
+/* tier_window_start(tier_window, window_months, as_of) -> the window's first instant */
+PG_FUNCTION_INFO_V1(tier_window_start);
+Datum
+tier_window_start(PG_FUNCTION_ARGS)
+{
+	bool		calendar;
+	int			n;
+
+	RETURN_NULL_ON_NULL_ARGS();
+	window_args(fcinfo, 0, &calendar, &n);
+	PG_RETURN_TIMESTAMPTZ(wallet_ledger_month_start(window_first(calendar, n,
+																 wallet_ledger_month_of(PG_GETARG_TIMESTAMPTZ(2)))));
+}
+
+/*
+ * tier_falls_below(l, tier_window, window_months, as_of, threshold) -> the
+ * first instant from as_of on at which, if nothing more were earned, the
+ * points earned in the window are below threshold: as_of itself when they
+ * already are, else the start of the month in which the months that carry
+ * them have left the window (calendar_year: the next 1 January).  NULL when
+ * that never happens (threshold 0).
+ */
+PG_FUNCTION_INFO_V1(tier_falls_below);
+Datum
+tier_falls_below(PG_FUNCTION_ARGS)
+{
+	Ledger	   *l;
+	bool		calendar;
+	int			n,
+				mo,
+				k;
+	int64		threshold;
+	TimestampTz as_of;
+
+	RETURN_NULL_ON_NULL_ARGS();
+	window_args(fcinfo, 1, &calendar, &n);
+	as_of = PG_GETARG_TIMESTAMPTZ(3);
+	threshold = PG_GETARG_INT64(4);
+	if (threshold <= 0)
+		PG_RETURN_NULL();
+	l = wallet_ledger_decode(PG_GETARG_POINTS_LEDGER_P(0));
+	mo = wallet_ledger_month_of(as_of);
+	if (earned_between(l, window_first(calendar, n, mo), mo) < threshold)
+		PG_RETURN_TIMESTAMPTZ(as_of);
+	if (calendar)
+		PG_RETURN_TIMESTAMPTZ(wallet_ledger_month_start(january_of(mo) + 12));
+	/* months after as_of's earn nothing: only the window's start moves */
+	for (k = 1; k <= n; k++)
+		if (earned_between(l, mo + k - n + 1, mo) < threshold)
+			PG_RETURN_TIMESTAMPTZ(wallet_ledger_month_start(mo + k));
+	PG_RETURN_TIMESTAMPTZ(wallet_ledger_month_start(mo + n));	/* not reached: the window is empty by then */
+}
+
+/*
+ * tier_period_end(tier_window, window_months, since, as_of) -> the end of the
+ * qualification period that as_of lies in, for the period_end downgrade:
+ * calendar_year: the next 1 January; rolling: periods of window_months
+ * months from the start of the month the account reached its tier (since),
+ * so the first end after as_of of month(since) + k * window_months.
+ */
+PG_FUNCTION_INFO_V1(tier_period_end);
+Datum
+tier_period_end(PG_FUNCTION_ARGS)
+{
+	bool		calendar;
+	int			n,
+				ms,
+				mo,
+				k;
+
+	RETURN_NULL_ON_NULL_ARGS();
+	window_args(fcinfo, 0, &calendar, &n);
+	ms = wallet_ledger_month_of(PG_GETARG_TIMESTAMPTZ(2));
+	mo = wallet_ledger_month_of(PG_GETARG_TIMESTAMPTZ(3));
+	if (calendar)
+		PG_RETURN_TIMESTAMPTZ(wallet_ledger_month_start(january_of(mo) + 12));
+	/* the period holding month mo ends at the first multiple past it */
+	k = mo < ms ? 1 : (mo - ms) / n + 1;
+	PG_RETURN_TIMESTAMPTZ(wallet_ledger_month_start(ms + k * n));
+}
+
+/*
+ * The review after a posting (post_entry, on every accrual and reversal):
+ * most postings change no tier, and that must cost next to nothing.  Per
+ * backend, each program's tier policy and point thresholds are cached;
+ * statement triggers on wallet.tiers and on the policy columns of
+ * wallet.programs (tiers_changed) queue a relcache invalidation of their
+ * table: this backend drops the cache at its next command, every other one
+ * when the change commits, and an abort replays its own invalidations here
+ * too.  A posting racing the commit of a new tier can miss it; every change
+ * of tiers or policy asks for a sweep, which catches it.
+ */
+#define TIER_CACHE_MAX	32		/* more tiers than this: always the full review */
+
+typedef struct TierProgram
+{
+	int64		program_id;
+	int			ntiers;			/* 0: the program has no tier */
+	bool		by_spend;		/* a tier has a spend threshold: always the full review */
+	bool		calendar;
+	int			months;
+	int64		min_points[TIER_CACHE_MAX];	/* by rank, ascending */
+	int32		ranks[TIER_CACHE_MAX];
+} TierProgram;
+
+static HTAB *tier_cache = NULL;
+static bool tier_cache_valid = false;
+static bool tier_callback = false;
+static Oid	tiers_relid = InvalidOid;
+static Oid	programs_relid = InvalidOid;
+static SPIPlanPtr account_tier_plan = NULL;
+
+static void
+tier_cache_invalidate(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == tiers_relid || relid == programs_relid)
+		tier_cache_valid = false;
+}
+
+static void
+tier_cache_reset(void)
+{
+	HASHCTL		ctl;
+	Oid			nsp;
+
+	if (!tier_callback)
+	{
+		CacheRegisterRelcacheCallback(tier_cache_invalidate, (Datum) 0);
+		tier_callback = true;
+	}
+	if (tier_cache != NULL)
+		hash_destroy(tier_cache);
+	if (account_tier_plan != NULL)
+		SPI_freeplan(account_tier_plan);
+	account_tier_plan = NULL;
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(int64);
+	ctl.entrysize = sizeof(TierProgram);
+	ctl.hcxt = TopMemoryContext;
+	tier_cache = hash_create("wallet tier programs", 64, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	nsp = get_namespace_oid("wallet", true);
+	tiers_relid = OidIsValid(nsp) ? get_relname_relid("tiers", nsp) : InvalidOid;
+	programs_relid = OidIsValid(nsp) ? get_relname_relid("programs", nsp) : InvalidOid;
+	tier_cache_valid = true;
+}
+
+/* Under SPI_connect: the program's policy and tiers. */
+static void
+tier_program_load(TierProgram *tp)
+{
+	Oid			argtypes[1] = {INT8OID};
+	Datum		args[1];
+	uint64		i;
+	bool		isnull;
+
+	args[0] = Int64GetDatum(tp->program_id);
+	if (SPI_execute_with_args("SELECT p.tier_window OPERATOR(pg_catalog.=) 'calendar_year', p.tier_window_months, "
+							  "t.rank, t.min_points, t.min_spend IS NOT NULL "
+							  "FROM wallet.programs p LEFT JOIN wallet.tiers t ON t.program_id OPERATOR(pg_catalog.=) p.program_id "
+							  "WHERE p.program_id OPERATOR(pg_catalog.=) $1 ORDER BY t.rank",
+							  1, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "reading wallet.tiers failed");
+	tp->ntiers = 0;
+	tp->by_spend = false;
+	tp->calendar = false;
+	tp->months = 12;
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	td = SPI_tuptable->tupdesc;
+		Datum		rank;
+
+		tp->calendar = DatumGetBool(SPI_getbinval(tup, td, 1, &isnull));
+		tp->months = DatumGetInt32(SPI_getbinval(tup, td, 2, &isnull));
+		rank = SPI_getbinval(tup, td, 3, &isnull);
+		if (isnull)
+			continue;			/* the program has no tier */
+		if (tp->ntiers == TIER_CACHE_MAX)
+		{
+			tp->by_spend = true;	/* too many to cache: always the full review */
+			continue;
+		}
+		tp->ranks[tp->ntiers] = DatumGetInt32(rank);
+		tp->min_points[tp->ntiers] = DatumGetInt64(SPI_getbinval(tup, td, 4, &isnull));
+		if (DatumGetBool(SPI_getbinval(tup, td, 5, &isnull)))
+			tp->by_spend = true;
+		tp->ntiers++;
+	}
+}
+
+/*
+ * tier_posting_review(program_id, account_id, l, at) -> whether the posting
+ * that left the account's ledger at l may change its tier: the program has
+ * tiers, and the account is below its tier, or qualifies (by points) for
+ * another one, or a spend threshold is involved.  False: nothing to do.
+ */
+PG_FUNCTION_INFO_V1(tier_posting_review);
+Datum
+tier_posting_review(PG_FUNCTION_ARGS)
+{
+	int64		program_id,
+				account_id;
+	TierProgram tp;
+	TierProgram *e;
+	Ledger	   *l;
+	int64		earned;
+	int32		held = 0,
+				qualified = 0;
+	bool		below = false;
+	bool		isnull;
+	int			i;
+
+	RETURN_NULL_ON_NULL_ARGS();
+	program_id = PG_GETARG_INT64(0);
+	account_id = PG_GETARG_INT64(1);
+	if (!tier_cache_valid)
+		tier_cache_reset();
+	e = hash_search(tier_cache, &program_id, HASH_FIND, NULL);
+	if (e != NULL && e->ntiers == 0)
+		PG_RETURN_BOOL(false);	/* the common case of a program without tiers */
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (e == NULL)
+	{
+		memset(&tp, 0, sizeof(tp));
+		tp.program_id = program_id;
+		tier_program_load(&tp);
+		/* the query may have processed an invalidation that reset the cache */
+		if (!tier_cache_valid)
+			tier_cache_reset();
+		e = hash_search(tier_cache, &program_id, HASH_ENTER, NULL);
+		*e = tp;
+		if (e->ntiers == 0)
+		{
+			SPI_finish();
+			PG_RETURN_BOOL(false);
+		}
+	}
+	if (e->by_spend)
+	{
+		SPI_finish();
+		PG_RETURN_BOOL(true);
+	}
+	tp = *e;					/* the SPI call below may reset the cache */
+	if (account_tier_plan == NULL)
+	{
+		Oid			argtypes[1] = {INT8OID};
+		SPIPlanPtr	plan = SPI_prepare("SELECT t.rank, t.below_since IS NOT NULL FROM wallet.account_tiers t "
+									   "WHERE t.account_id OPERATOR(pg_catalog.=) $1", 1, argtypes);
+
+		if (plan == NULL || SPI_keepplan(plan) != 0)
+			elog(ERROR, "preparing the read of wallet.account_tiers failed");
+		account_tier_plan = plan;
+	}
+	{
+		Datum		args[1] = {Int64GetDatum(account_id)};
+
+		if (SPI_execute_plan(account_tier_plan, args, NULL, true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "reading wallet.account_tiers failed");
+	}
+	if (SPI_processed == 1)
+	{
+		held = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		below = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	}
+	SPI_finish();
+	if (below)
+		PG_RETURN_BOOL(true);
+	l = wallet_ledger_decode(PG_GETARG_POINTS_LEDGER_P(2));
+	earned = window_earned(l, tp.calendar, tp.months, PG_GETARG_TIMESTAMPTZ(3));
+	for (i = 0; i < tp.ntiers; i++)
+		if (earned >= tp.min_points[i])
+			qualified = tp.ranks[i];
+	PG_RETURN_BOOL(qualified != held);
+}
+
+/* Statement trigger on wallet.tiers and wallet.programs: every backend drops its cache of tier programs. */
+PG_FUNCTION_INFO_V1(tiers_changed);
+Datum
+tiers_changed(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("wallet_internal.tiers_changed() must be called as a trigger")));
+	CacheInvalidateRelcache(trigdata->tg_relation);
+	return PointerGetDatum(NULL);
+}
