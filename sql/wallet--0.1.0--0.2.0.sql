@@ -1677,7 +1677,7 @@ COMMENT ON FUNCTION wallet.marketing_code_out(wallet.marketing_code) IS 'text ou
 COMMENT ON TYPE wallet.marketing_code IS 'HMAC-signed marketing code: campaign, serial, key version, prefix and truncated MAC in 24 bytes; text form like SHOP-XXXX-XXXX-XXXX-XXCC';
 -- The comments promise only what exists.
 COMMENT ON SCHEMA wallet IS 'digital-wallet marketing: marketing codes and points ledger';
-COMMENT ON EXTENSION wallet IS 'digital-wallet marketing in the database: signed marketing codes and a points ledger';
+COMMENT ON EXTENSION wallet IS 'digital-wallet marketing in the database: signed marketing codes, a points ledger, loyalty tiers, campaigns and a consent-aware push queue';
 
 -- 0.1.0's control file named no schema, so CREATE EXTENSION recorded the
 -- extension in whatever schema was first on the creator's search_path (say

@@ -62,7 +62,7 @@ is "$(where $UPD)" "pg_catalog|" "the update moves the record to pg_catalog and 
 sq $UPD -c '\dx wallet' | grep -q '^wallet|0\.2\.0|pg_catalog|'
 ok $? "\\dx lists the updated extension under schema pg_catalog"
 is "$(sq $UPD -c "SELECT obj_description(oid, 'pg_extension') FROM pg_extension WHERE extname = 'wallet'")" \
-   "digital-wallet marketing in the database: signed marketing codes and a points ledger" \
+   "digital-wallet marketing in the database: signed marketing codes, a points ledger, loyalty tiers, campaigns and a consent-aware push queue" \
    "its comment is 0.2.0's, which promises only what exists"
 attack $UPD | sed 's/^/# /'
 is "$(survives $UPD),$(sq $UPD -c "SELECT count(*) FROM wallet.merchants")" "1,1,1" \

@@ -30,7 +30,7 @@ trap 'rm -rf "$TMP"' EXIT
 . "$(dirname "$0")/../lib.sh"
 Q_TIMEOUT=120
 
-plan 17
+plan 19
 
 timeout 30 dropdb --if-exists "$DB" >/dev/null 2>&1
 if ! timeout 30 createdb "$DB"; then echo "Bail out! createdb $DB failed"; exit 1; fi
@@ -47,6 +47,11 @@ SELECT wallet.create_earning_rule(:p, 'app bonus', 'fixed', 5, '{"channels": ["a
 SELECT wallet.create_earning_rule(:p, 'big basket', 'fixed', 1000, '{"min_amount": 490}', valid_from => '2020-01-01',
                                   priority => 10, exclusive => true) AS x \gset
 SELECT count(*) FROM generate_series(0, $MEMBERS - 1) i, LATERAL wallet.upsert_member(:m, 'member-' || i, 'Asia/Shanghai') \g /dev/null
+-- tiers, low enough that members cross them while the race runs (grace
+-- downgrades: none falls due during it)
+SELECT wallet.create_tier(:p, 1, 'Silver', 500) AS x \gset
+SELECT wallet.create_tier(:p, 2, 'Gold', 5000, multiplier => 1.5) AS x \gset
+SELECT wallet.create_tier(:p, 3, 'Platinum', 20000, multiplier => 2) AS x \gset
 
 CREATE TABLE race_seen (kind text, k bigint, id bigint NOT NULL, points bigint NOT NULL, PRIMARY KEY (kind, k));
 CREATE TABLE race_log (op text, outcome text);
@@ -199,10 +204,29 @@ is "$(q -c "WITH fired AS (SELECT p.member_id, p.purchase_id, x.name FROM wallet
    "the first-purchase bonus went to each member's first purchase only (or the exclusive big-basket rule fired alone there)"
 is "$(q -c 'SELECT count(*) FROM wallet.verify_ledger()')" 0 "every ledger replays from its journal (purchases, refunds, redemptions)"
 
-# TIERS (lead, after merging the tiers helper): add here that every
-# wallet.account_tiers row equals a from-scratch recomputation of the tier
-# from the journal (points earned in the window, less refunds) and the
-# purchases (spend in the window less refunded amounts), and bump the plan.
+# Tiers: upgrades are immediate and no downgrade falls due while the race
+# runs (grace policy), so each account holds the highest tier its points
+# earned ever reached, replayed here from the journal alone: accruals less
+# the points refunds took back, in entry order (every posting of the race is
+# inside the 12-month window).
+mismatch=$(q -At <<'SQL'
+WITH run AS (
+    SELECT e.account_id, sum(CASE e.kind WHEN 'accrue' THEN e.points WHEN 'refund' THEN -e.points ELSE 0 END)
+                         OVER (PARTITION BY e.account_id ORDER BY e.entry_id) AS earned
+      FROM wallet.entries e WHERE e.kind IN ('accrue', 'refund')
+), peak AS (SELECT account_id, max(earned) AS earned FROM run GROUP BY account_id)
+SELECT a.account_id || ': held ' || coalesce(t.rank, 0) || ', replay ' || coalesce(w.rank, 0)
+  FROM wallet.accounts a JOIN peak p USING (account_id)
+  LEFT JOIN wallet.account_tiers t ON t.account_id = a.account_id
+  LEFT JOIN LATERAL (SELECT max(x.rank) AS rank FROM wallet.tiers x
+                      WHERE x.program_id = a.program_id AND x.min_points <= p.earned) w ON true
+ WHERE coalesce(t.rank, 0) <> coalesce(w.rank, 0)
+SQL
+)
+is "$mismatch" "" "every account's tier equals the highest one its journal ever qualified it for"
+ok $([ "$(q -At -c 'SELECT count(*) FROM wallet.tier_history WHERE entry_id IS NOT NULL AND to_rank > from_rank')" -gt 0 ]; echo $?) \
+   "postings of the race upgraded members (the check above is not vacuous)" \
+   "$(q -At -c 'SELECT rank, count(*) FROM wallet.account_tiers GROUP BY rank ORDER BY rank')"
 
 timeout 30 dropdb --if-exists "$DB" >/dev/null 2>&1
 finish
