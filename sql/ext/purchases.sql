@@ -4,8 +4,9 @@
 --
 -- wallet.record_purchase records a purchase in wallet.purchases, evaluates
 -- the program's earning rules and posts the points through the ledger's own
--- posting path (lock_account + post_once, as wallet.accrue does), so every
--- accrual hook (tier upgrades) sees it.  The purchase row is written before
+-- posting path (the account locked and settled as lock_account does, then
+-- wallet_internal.post_entry, as wallet.accrue does), so every accrual hook
+-- (tier upgrades) sees it.  The purchase row is written before
 -- the posting, so that anything reading purchases in that transaction (the
 -- spend threshold of tiers) sees it.  Rules are data (wallet.earning_rules);
 -- a purchase keeps the points and the explanation it got, so changing a rule
