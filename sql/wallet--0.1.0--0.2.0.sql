@@ -5840,22 +5840,30 @@ COMMENT ON INDEX wallet.programs_earning_currency_idx IS 'a merchant has at most
 -- Purchases and refunds
 ------------------------------------------------------------------------------
 
+-- No foreign keys and no CHECK constraints, as wallet.entries: a foreign
+-- key would lock the merchant's row on every purchase (FOR KEY SHARE, a
+-- MultiXact once checkouts overlap), and each insert would plan the CHECK
+-- expressions anew (together about a sixth of record_purchase).  The rows
+-- are written only by wallet.record_purchase, from the rows it just read
+-- and arguments it checked (amount > 0, an ISO currency, points >= 0), and
+-- wallet.record_refund, which keeps refunded_amount <= amount and
+-- refunded_points <= points under the account's and the purchase's lock.
 CREATE TABLE wallet.purchases (
     purchase_id     bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    merchant_id     bigint NOT NULL REFERENCES wallet.merchants,
-    member_id       bigint NOT NULL REFERENCES wallet.members,
+    merchant_id     bigint NOT NULL,
+    member_id       bigint NOT NULL,
     order_ref       text NOT NULL,
-    amount          numeric NOT NULL CHECK (amount > 0),
-    currency        text NOT NULL CHECK (currency ~ '^[A-Z]{3}$'),
+    amount          numeric NOT NULL,
+    currency        text NOT NULL,
     occurred_at     timestamptz NOT NULL,
     attributes      jsonb NOT NULL DEFAULT '{}',
-    program_id      bigint REFERENCES wallet.programs,
+    program_id      bigint,
     account_id      bigint,
-    points          bigint NOT NULL DEFAULT 0 CHECK (points >= 0),
+    points          bigint NOT NULL DEFAULT 0,
     entry_id        bigint,
     rules           jsonb NOT NULL DEFAULT '[]',
-    refunded_amount numeric NOT NULL DEFAULT 0 CHECK (refunded_amount >= 0 AND refunded_amount <= amount),
-    refunded_points bigint NOT NULL DEFAULT 0 CHECK (refunded_points >= 0 AND refunded_points <= points),
+    refunded_amount numeric NOT NULL DEFAULT 0,
+    refunded_points bigint NOT NULL DEFAULT 0,
     created_at      timestamptz NOT NULL DEFAULT now(),
     UNIQUE (merchant_id, order_ref)
 );
@@ -7356,15 +7364,26 @@ COMMENT ON FUNCTION wallet_internal.purchase_check(bigint, text, text, numeric, 
 -- program, then capped.  counters: the increments of the capped rules'
 -- counters, as [{rule_id, day, points}] (day null: the member's total).
 -- Deterministic: the same purchase, rules and counters give the same result.
-CREATE FUNCTION wallet_internal.purchase_points(program_id bigint, rounding text, member_id bigint, account_id bigint,
-        time_zone text, first_purchase boolean, amount numeric, currency text, occurred_at timestamptz, attributes jsonb,
+CREATE FUNCTION wallet_internal.purchase_points(merchant_id bigint, program_id bigint, rounding text, member_id bigint,
+        account_id bigint, time_zone text, amount numeric, currency text, occurred_at timestamptz, attributes jsonb,
         OUT points bigint, OUT rules jsonb, OUT counters jsonb)
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     AS $$
 DECLARE
-    r wallet.earning_rules;
-    chosen wallet.earning_rules[] := '{}';
+    -- the rules that hold, in priority order, as parallel arrays, with what
+    -- their caps have counted for the member so far
+    ids bigint[];
+    names text[];
+    effects text[];
+    vals numeric[];
+    exclusives boolean[];
+    cap_purchase bigint[];
+    cap_day bigint[];
+    cap_member bigint[];
+    used_day bigint[];
+    used_member bigint[];
+    n int := 0;
     pts bigint[] := '{}';
     whys text[] := '{}';
     lt timestamp := occurred_at AT TIME ZONE coalesce(time_zone, 'UTC');
@@ -7374,13 +7393,12 @@ DECLARE
     store text := attributes ->> 'store';
     channel text := attributes ->> 'channel';
     pay text := attributes ->> 'payment_method';
-    rank int := 0;
+    tier_rank int;
     tier_name text;
-    tier_mult numeric := 1;
+    tier_mult numeric;
     base bigint := 0;
     raw numeric;
     p bigint;
-    used bigint;
     i int;
     why text;
 BEGIN
@@ -7390,87 +7408,99 @@ BEGIN
     IF program_id IS NULL THEN
         RETURN;
     END IF;
-    IF account_id IS NOT NULL THEN
-        SELECT t.rank, t.name, t.multiplier INTO rank, tier_name, tier_mult
-          FROM wallet.account_tiers a JOIN wallet.tiers t ON t.tier_id = a.tier_id
-         WHERE a.account_id = purchase_points.account_id;
-        IF NOT FOUND THEN
-            rank := 0;
-            tier_mult := 1;
+    -- One query: the member's tier, whether this is its first purchase in
+    -- the program, and the rules whose conditions hold with their counters.
+    SELECT k.rank, k.name, k.multiplier, r.ids, r.names, r.effects, r.vals, r.exclusives, r.cap_purchase, r.cap_day,
+           r.cap_member, r.used_day, r.used_member
+      INTO tier_rank, tier_name, tier_mult, ids, names, effects, vals, exclusives, cap_purchase, cap_day, cap_member,
+           used_day, used_member
+      FROM (SELECT coalesce(t.rank, 0) AS rank, t.name, coalesce(t.multiplier, 1) AS multiplier,
+                   purchase_points.member_id IS NULL
+                   OR NOT EXISTS (SELECT FROM wallet.purchases x
+                                   WHERE x.merchant_id = purchase_points.merchant_id AND x.member_id = purchase_points.member_id
+                                     AND x.program_id = purchase_points.program_id) AS first
+              FROM (SELECT) o
+              LEFT JOIN wallet.account_tiers a ON a.account_id = purchase_points.account_id
+              LEFT JOIN wallet.tiers t ON t.tier_id = a.tier_id) k
+     CROSS JOIN LATERAL (
+            SELECT array_agg(x.rule_id ORDER BY x.priority DESC, x.rule_id) AS ids,
+                   array_agg(x.name ORDER BY x.priority DESC, x.rule_id) AS names,
+                   array_agg(x.effect ORDER BY x.priority DESC, x.rule_id) AS effects,
+                   array_agg(x.value ORDER BY x.priority DESC, x.rule_id) AS vals,
+                   array_agg(x.exclusive ORDER BY x.priority DESC, x.rule_id) AS exclusives,
+                   array_agg(x.cap_per_purchase ORDER BY x.priority DESC, x.rule_id) AS cap_purchase,
+                   array_agg(x.cap_per_member_day ORDER BY x.priority DESC, x.rule_id) AS cap_day,
+                   array_agg(x.cap_per_member ORDER BY x.priority DESC, x.rule_id) AS cap_member,
+                   array_agg(CASE WHEN x.cap_per_member_day IS NOT NULL THEN
+                                 (SELECT c.points FROM wallet.earning_counters c
+                                   WHERE c.rule_id = x.rule_id AND c.member_id = purchase_points.member_id AND c.day = lday) END
+                             ORDER BY x.priority DESC, x.rule_id) AS used_day,
+                   array_agg(CASE WHEN x.cap_per_member IS NOT NULL THEN
+                                 (SELECT c.points FROM wallet.earning_counters c
+                                   WHERE c.rule_id = x.rule_id AND c.member_id = purchase_points.member_id AND c.day IS NULL) END
+                             ORDER BY x.priority DESC, x.rule_id) AS used_member
+              FROM wallet.earning_rules x
+             WHERE x.program_id = purchase_points.program_id AND x.valid_from <= purchase_points.occurred_at
+               AND (x.valid_until IS NULL OR x.valid_until > purchase_points.occurred_at)
+               AND (x.min_amount > purchase_points.amount
+                    OR (x.stores IS NOT NULL AND (store IS NULL OR NOT store = ANY (x.stores)))
+                    OR (x.channels IS NOT NULL AND (channel IS NULL OR NOT channel = ANY (x.channels)))
+                    OR (x.payment_methods IS NOT NULL AND (pay IS NULL OR NOT pay = ANY (x.payment_methods)))
+                    OR (x.categories IS NOT NULL AND NOT coalesce(purchase_points.attributes -> 'categories' ?| x.categories, false))
+                    OR x.min_tier_rank > k.rank
+                    OR (x.first_purchase AND NOT k.first)
+                    OR (x.days_of_week IS NOT NULL AND NOT dow = ANY (x.days_of_week))
+                    OR (x.time_from < x.time_until AND NOT (tod >= x.time_from AND tod < x.time_until))
+                    OR (x.time_from > x.time_until AND NOT (tod >= x.time_from OR tod < x.time_until))) IS NOT TRUE) r;
+    -- stacking: an exclusive rule fires alone, and only when no rule of higher priority fired
+    FOR i IN 1..coalesce(cardinality(ids), 0) LOOP
+        IF exclusives[i] THEN
+            n := CASE WHEN i = 1 THEN 1 ELSE i - 1 END;
+            EXIT;
         END IF;
-    END IF;
-    FOR r IN SELECT * FROM wallet.earning_rules x
-              WHERE x.program_id = purchase_points.program_id AND x.valid_from <= purchase_points.occurred_at
-                AND (x.valid_until IS NULL OR x.valid_until > purchase_points.occurred_at)
-              ORDER BY x.priority DESC, x.rule_id LOOP
-        CONTINUE WHEN r.min_amount > amount
-                   OR (r.stores IS NOT NULL AND (store IS NULL OR NOT store = ANY (r.stores)))
-                   OR (r.channels IS NOT NULL AND (channel IS NULL OR NOT channel = ANY (r.channels)))
-                   OR (r.payment_methods IS NOT NULL AND (pay IS NULL OR NOT pay = ANY (r.payment_methods)))
-                   OR (r.categories IS NOT NULL AND NOT coalesce(attributes -> 'categories' ?| r.categories, false))
-                   OR r.min_tier_rank > rank
-                   OR (r.first_purchase AND NOT first_purchase)
-                   OR (r.days_of_week IS NOT NULL AND NOT dow = ANY (r.days_of_week))
-                   OR (r.time_from < r.time_until AND NOT (tod >= r.time_from AND tod < r.time_until))
-                   OR (r.time_from > r.time_until AND NOT (tod >= r.time_from OR tod < r.time_until));
-        IF r.exclusive THEN
-            IF cardinality(chosen) = 0 THEN
-                chosen := ARRAY[r];
-            END IF;
-            EXIT;   -- alone, or not at all when a rule of higher priority fired
-        END IF;
-        chosen := chosen || r;
+        n := i;
     END LOOP;
-    IF cardinality(chosen) = 0 AND tier_mult = 1 THEN
+    IF n = 0 AND tier_mult = 1 THEN
         RETURN;
     END IF;
     -- per_unit rules first: the others build on their base
     FOR pass IN 1..2 LOOP
-        FOR i IN 1..cardinality(chosen) LOOP
-            r := chosen[i];
-            CONTINUE WHEN (pass = 1) <> (r.effect = 'per_unit');
-            raw := CASE r.effect WHEN 'per_unit' THEN amount * r.value
-                                 WHEN 'multiplier' THEN base * (r.value - 1)
-                                 ELSE r.value END;
+        FOR i IN 1..n LOOP
+            CONTINUE WHEN (pass = 1) <> (effects[i] = 'per_unit');
+            raw := CASE effects[i] WHEN 'per_unit' THEN amount * vals[i]
+                                   WHEN 'multiplier' THEN base * (vals[i] - 1)
+                                   ELSE vals[i] END;
             p := CASE rounding WHEN 'ceiling' THEN ceil(raw) WHEN 'nearest' THEN round(raw) ELSE floor(raw) END;
-            why := CASE r.effect WHEN 'per_unit' THEN format('%s: %s points per %s on %s %s', r.name, r.value, currency, amount, currency)
-                                 WHEN 'multiplier' THEN format('%s: x%s on %s base points', r.name, r.value, base)
-                                 ELSE format('%s: %s bonus points', r.name, r.value) END;
-            IF p > r.cap_per_purchase THEN
-                p := r.cap_per_purchase;
-                why := why || format(', capped at %s per purchase', r.cap_per_purchase);
+            why := CASE effects[i] WHEN 'per_unit' THEN format('%s: %s points per %s on %s %s', names[i], vals[i], currency, amount, currency)
+                                   WHEN 'multiplier' THEN format('%s: x%s on %s base points', names[i], vals[i], base)
+                                   ELSE format('%s: %s bonus points', names[i], vals[i]) END;
+            IF p > cap_purchase[i] THEN
+                p := cap_purchase[i];
+                why := why || format(', capped at %s per purchase', cap_purchase[i]);
             END IF;
-            IF r.cap_per_member_day IS NOT NULL AND p > 0 THEN
-                SELECT c.points INTO used FROM wallet.earning_counters c
-                 WHERE c.rule_id = r.rule_id AND c.member_id = purchase_points.member_id AND c.day = lday;
-                IF p > r.cap_per_member_day - coalesce(used, 0) THEN
-                    p := greatest(r.cap_per_member_day - coalesce(used, 0), 0);
-                    why := why || format(', capped at %s per day (%s)', r.cap_per_member_day, lday);
-                END IF;
+            IF p > 0 AND p > cap_day[i] - coalesce(used_day[i], 0) THEN
+                p := greatest(cap_day[i] - coalesce(used_day[i], 0), 0);
+                why := why || format(', capped at %s per day (%s)', cap_day[i], lday);
             END IF;
-            IF r.cap_per_member IS NOT NULL AND p > 0 THEN
-                SELECT c.points INTO used FROM wallet.earning_counters c
-                 WHERE c.rule_id = r.rule_id AND c.member_id = purchase_points.member_id AND c.day IS NULL;
-                IF p > r.cap_per_member - coalesce(used, 0) THEN
-                    p := greatest(r.cap_per_member - coalesce(used, 0), 0);
-                    why := why || format(', capped at %s per member', r.cap_per_member);
-                END IF;
+            IF p > 0 AND p > cap_member[i] - coalesce(used_member[i], 0) THEN
+                p := greatest(cap_member[i] - coalesce(used_member[i], 0), 0);
+                why := why || format(', capped at %s per member', cap_member[i]);
             END IF;
             IF pass = 1 THEN
                 base := base + p;
             END IF;
             pts[i] := p;
             whys[i] := why;
-            IF p > 0 AND r.cap_per_member_day IS NOT NULL THEN
-                counters := counters || jsonb_build_object('rule_id', r.rule_id, 'day', lday, 'points', p);
+            IF p > 0 AND cap_day[i] IS NOT NULL THEN
+                counters := counters || jsonb_build_object('rule_id', ids[i], 'day', lday, 'points', p);
             END IF;
-            IF p > 0 AND r.cap_per_member IS NOT NULL THEN
-                counters := counters || jsonb_build_object('rule_id', r.rule_id, 'day', NULL, 'points', p);
+            IF p > 0 AND cap_member[i] IS NOT NULL THEN
+                counters := counters || jsonb_build_object('rule_id', ids[i], 'day', NULL, 'points', p);
             END IF;
         END LOOP;
     END LOOP;
-    FOR i IN 1..cardinality(chosen) LOOP
-        rules := rules || jsonb_build_object('rule_id', chosen[i].rule_id, 'points', pts[i], 'why', whys[i]);
+    FOR i IN 1..n LOOP
+        rules := rules || jsonb_build_object('rule_id', ids[i], 'points', pts[i], 'why', whys[i]);
         points := points + pts[i];
     END LOOP;
     -- the tier's multiplier, on the base like a multiplier rule
@@ -7483,7 +7513,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION wallet_internal.purchase_points(bigint, text, bigint, bigint, text, boolean, numeric, text, timestamptz, jsonb) IS 'internal: the points a purchase earns by the program''s rules and the member''s tier, the rules that fired ({rule_id, points, why}) and the cap counter increments; reads, writes nothing';
+COMMENT ON FUNCTION wallet_internal.purchase_points(bigint, bigint, text, bigint, bigint, text, numeric, text, timestamptz, jsonb) IS 'internal: the points a purchase earns by the program''s rules, the member''s tier and whether it is its first purchase in the program (read in one query; called under the account''s lock), the rules that fired ({rule_id, points, why}) and the cap counter increments; reads, writes nothing';
 
 -- The result of a recorded purchase; a retry (same order_ref) must name the
 -- same member, amount and currency (WL002 otherwise).
@@ -7541,29 +7571,49 @@ DECLARE
     rnd text;
     acct bigint;
     a wallet_internal.locked_account;
+    due timestamptz;
     e wallet.entries;
     ev record;
-    first boolean;
 BEGIN
     PERFORM wallet_internal.purchase_check(merchant_id, member_ref, order_ref, amount, currency, occurred_at, attributes);
-    SELECT * INTO p FROM wallet.purchases x WHERE x.merchant_id = record_purchase.merchant_id AND x.order_ref = record_purchase.order_ref;
+    -- A retry is found by the insert of the purchase below (ON CONFLICT), not
+    -- by a lookup first: retries are rare, a lookup would cost every call.
+    -- The usual case in one statement: a known member with an account in the
+    -- merchant's open program earning in the currency, locked (what
+    -- wallet_internal.lock_account does, but for the idempotency lookup: the
+    -- order's unique key stands for it).  The member's postings, counters and
+    -- first purchase are decided under this lock.
+    SELECT m.member_id, m.time_zone, x.program_id, x.rounding, y.account_id, y.ledger, y.next_event, x.expiry, x.granularity
+      INTO member, tz, prog, rnd, acct, a.ledger, due, a.expiry, a.granularity
+      FROM wallet.members m
+      JOIN wallet.programs x ON x.merchant_id = m.merchant_id AND x.currency = record_purchase.currency AND x.closed_at IS NULL
+      JOIN wallet.accounts y ON y.program_id = x.program_id AND y.member_ref = m.member_ref
+     WHERE m.merchant_id = record_purchase.merchant_id AND m.member_ref = record_purchase.member_ref
+       FOR NO KEY UPDATE OF y;
     IF FOUND THEN
-        RETURN wallet_internal.purchase_retry(p, member_ref, amount, currency);
-    END IF;
-    SELECT * INTO member, tz, prog, rnd, acct FROM wallet_internal.purchase_context(merchant_id, member_ref, currency);
-    IF member IS NULL THEN
-        member := wallet_internal.member_ensure(merchant_id, member_ref);
-    END IF;
-    IF prog IS NOT NULL THEN
-        IF acct IS NULL THEN
-            acct := wallet.open_account(prog, member_ref);
+        a.program_id := prog;
+        a.closed := false;
+        a.at := clock_timestamp();
+        IF due <= a.at THEN
+            PERFORM wallet_internal.settle_account(acct, a.at, a.at);
+            SELECT y.ledger INTO a.ledger FROM wallet.accounts y WHERE y.account_id = acct;
         END IF;
-        -- the member's postings, counters and first purchase are decided under its account's lock
-        a := wallet_internal.lock_account(acct);
-        first := NOT EXISTS (SELECT FROM wallet.purchases x
-                              WHERE x.merchant_id = record_purchase.merchant_id AND x.member_id = member AND x.program_id = prog);
+    ELSE
+        -- a new member, a member without an account yet, or no program earning in the currency
+        SELECT * INTO member, tz, prog, rnd, acct FROM wallet_internal.purchase_context(merchant_id, member_ref, currency);
+        IF member IS NULL THEN
+            member := wallet_internal.member_ensure(merchant_id, member_ref);
+        END IF;
+        IF prog IS NOT NULL THEN
+            IF acct IS NULL THEN
+                acct := wallet.open_account(prog, member_ref);
+            END IF;
+            a := wallet_internal.lock_account(acct);
+        END IF;
     END IF;
-    ev := wallet_internal.purchase_points(prog, rnd, member, acct, tz, first, amount, currency, occurred_at, attributes);
+    -- the member's tier and first purchase are read after the lock: a posting
+    -- that changed the tier, a purchase of the member, have committed by now
+    ev := wallet_internal.purchase_points(merchant_id, prog, rnd, member, acct, tz, amount, currency, occurred_at, attributes);
     -- the purchase first (tiers read spend in the window), with the entry's id to come
     INSERT INTO wallet.purchases (merchant_id, member_id, order_ref, amount, currency, occurred_at, attributes,
                                   program_id, account_id, points, entry_id, rules)
@@ -7572,7 +7622,7 @@ BEGIN
     ON CONFLICT ON CONSTRAINT purchases_merchant_id_order_ref_key DO NOTHING
     RETURNING * INTO p;
     IF p.purchase_id IS NULL THEN
-        -- a concurrent call recorded the order first (committed by now)
+        -- a retry, or a concurrent call recorded the order first (committed by now)
         SELECT * INTO p FROM wallet.purchases x WHERE x.merchant_id = record_purchase.merchant_id AND x.order_ref = record_purchase.order_ref;
         RETURN wallet_internal.purchase_retry(p, member_ref, amount, currency);
     END IF;
@@ -7583,6 +7633,10 @@ BEGIN
         ON CONFLICT ON CONSTRAINT earning_counters_key DO UPDATE SET points = c.points + excluded.points;
     END IF;
     IF p.points > 0 THEN
+        -- what wallet_internal.post_once does for a posting without a prior entry
+        IF a.closed THEN
+            PERFORM wallet_internal.program_closed(prog);
+        END IF;
         e.entry_id := p.entry_id;
         e.account_id := acct;
         e.kind := 'accrue';
@@ -7592,7 +7646,7 @@ BEGIN
         e.created_at := a.at;
         e.points := p.points;
         e.expires_at := wallet.policy_expiry(a.at, a.expiry, a.granularity);
-        PERFORM wallet_internal.post_once(a, e);
+        PERFORM wallet_internal.post_entry(a.ledger, e);
     END IF;
     RETURN (p.purchase_id, p.order_ref, p.member_id, p.program_id, p.account_id, p.amount, p.currency, p.occurred_at,
             p.points, p.entry_id, p.rules)::wallet.purchase_result;
@@ -7613,7 +7667,6 @@ DECLARE
     rnd text;
     acct bigint;
     ev record;
-    first boolean := true;
 BEGIN
     PERFORM wallet_internal.purchase_check(merchant_id, member_ref, order_ref, amount, currency, occurred_at, attributes);
     SELECT * INTO p FROM wallet.purchases x WHERE x.merchant_id = preview_purchase.merchant_id AND x.order_ref = preview_purchase.order_ref;
@@ -7621,11 +7674,7 @@ BEGIN
         RETURN wallet_internal.purchase_retry(p, member_ref, amount, currency);   -- what record_purchase would return
     END IF;
     SELECT * INTO member, tz, prog, rnd, acct FROM wallet_internal.purchase_context(merchant_id, member_ref, currency);
-    IF prog IS NOT NULL THEN
-        first := member IS NULL OR NOT EXISTS (SELECT FROM wallet.purchases x
-                                                WHERE x.merchant_id = preview_purchase.merchant_id AND x.member_id = member AND x.program_id = prog);
-    END IF;
-    ev := wallet_internal.purchase_points(prog, rnd, member, acct, tz, first, amount, currency, occurred_at, attributes);
+    ev := wallet_internal.purchase_points(merchant_id, prog, rnd, member, acct, tz, amount, currency, occurred_at, attributes);
     RETURN (NULL, order_ref, member, prog, acct, amount, currency, occurred_at, ev.points, NULL, ev.rules)::wallet.purchase_result;
 END
 $$;
@@ -9307,8 +9356,22 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION wallet_internal.referral_purchase() IS 'trigger: a purchase of a referee with a pending referral, made in its window and qualifying (amount, currency), rewards referrer and referee once, in the purchase''s transaction (member events referral_rewarded); a late one, one in a closed program or a referee with a purchase made before the referral expires it';
+-- The trigger fires only for merchants that run a referral program: for
+-- the others a purchase costs a lookup in a per-session cache (C), not a
+-- PL/pgSQL call and a query.
+CREATE FUNCTION wallet_internal.merchant_refers(merchant_id bigint) RETURNS boolean
+    LANGUAGE c STABLE
+    AS 'MODULE_PATHNAME', 'merchant_refers';
+COMMENT ON FUNCTION wallet_internal.merchant_refers(bigint) IS 'internal: whether the merchant has a referral program (wallet.referral_programs), cached per session until that table changes (NULL: false); the condition of the trigger referral_purchase';
+CREATE FUNCTION wallet_internal.referral_programs_changed() RETURNS trigger
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'referral_programs_changed';
+COMMENT ON FUNCTION wallet_internal.referral_programs_changed() IS 'trigger: a change of wallet.referral_programs counts for wallet_internal.merchant_refers from the next call on (this session) or the next transaction (the others)';
+CREATE TRIGGER referral_programs_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON wallet.referral_programs
+    FOR EACH STATEMENT EXECUTE FUNCTION wallet_internal.referral_programs_changed();
+COMMENT ON TRIGGER referral_programs_changed ON wallet.referral_programs IS 'resets the per-session cache of wallet_internal.merchant_refers';
 CREATE TRIGGER referral_purchase AFTER INSERT ON wallet.purchases
-    FOR EACH ROW EXECUTE FUNCTION wallet_internal.referral_purchase();
+    FOR EACH ROW WHEN (wallet_internal.merchant_refers(NEW.merchant_id)) EXECUTE FUNCTION wallet_internal.referral_purchase();
 COMMENT ON TRIGGER referral_purchase ON wallet.purchases IS 'rewards a pending referral on the referee''s first qualifying purchase (wallet_internal.referral_purchase)';
 
 -- Expiry of pending referrals whose window has passed, in bounded batches

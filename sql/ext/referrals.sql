@@ -615,8 +615,22 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION wallet_internal.referral_purchase() IS 'trigger: a purchase of a referee with a pending referral, made in its window and qualifying (amount, currency), rewards referrer and referee once, in the purchase''s transaction (member events referral_rewarded); a late one, one in a closed program or a referee with a purchase made before the referral expires it';
+-- The trigger fires only for merchants that run a referral program: for
+-- the others a purchase costs a lookup in a per-session cache (C), not a
+-- PL/pgSQL call and a query.
+CREATE FUNCTION wallet_internal.merchant_refers(merchant_id bigint) RETURNS boolean
+    LANGUAGE c STABLE
+    AS 'MODULE_PATHNAME', 'merchant_refers';
+COMMENT ON FUNCTION wallet_internal.merchant_refers(bigint) IS 'internal: whether the merchant has a referral program (wallet.referral_programs), cached per session until that table changes (NULL: false); the condition of the trigger referral_purchase';
+CREATE FUNCTION wallet_internal.referral_programs_changed() RETURNS trigger
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'referral_programs_changed';
+COMMENT ON FUNCTION wallet_internal.referral_programs_changed() IS 'trigger: a change of wallet.referral_programs counts for wallet_internal.merchant_refers from the next call on (this session) or the next transaction (the others)';
+CREATE TRIGGER referral_programs_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON wallet.referral_programs
+    FOR EACH STATEMENT EXECUTE FUNCTION wallet_internal.referral_programs_changed();
+COMMENT ON TRIGGER referral_programs_changed ON wallet.referral_programs IS 'resets the per-session cache of wallet_internal.merchant_refers';
 CREATE TRIGGER referral_purchase AFTER INSERT ON wallet.purchases
-    FOR EACH ROW EXECUTE FUNCTION wallet_internal.referral_purchase();
+    FOR EACH ROW WHEN (wallet_internal.merchant_refers(NEW.merchant_id)) EXECUTE FUNCTION wallet_internal.referral_purchase();
 COMMENT ON TRIGGER referral_purchase ON wallet.purchases IS 'rewards a pending referral on the referee''s first qualifying purchase (wallet_internal.referral_purchase)';
 
 -- Expiry of pending referrals whose window has passed, in bounded batches

@@ -329,7 +329,7 @@ INSERT INTO vocab (fn, what, expect, call) VALUES
 ('wallet_internal.rule_check(wallet.earning_rules)', '-', 'internal', NULL),
 ('wallet_internal.unknown_rule(bigint)', '-', 'internal', NULL),
 ('wallet_internal.purchase_check(bigint,text,text,numeric,text,timestamp with time zone,jsonb)', '-', 'internal', NULL),
-('wallet_internal.purchase_points(bigint,text,bigint,bigint,text,boolean,numeric,text,timestamp with time zone,jsonb)', '-', 'internal', NULL),
+('wallet_internal.purchase_points(bigint,bigint,text,bigint,bigint,text,numeric,text,timestamp with time zone,jsonb)', '-', 'internal', NULL),
 ('wallet_internal.purchase_retry(wallet.purchases,text,numeric,text)', '-', 'internal', NULL),
 ('wallet_internal.purchase_context(bigint,text,text)', '-', 'internal', NULL),
 ('wallet_internal.refund_retry(wallet.refunds,text,numeric)', '-', 'internal', NULL),
@@ -434,6 +434,7 @@ INSERT INTO vocab (fn, what, expect, call) VALUES
 ('wallet_internal.report_period(wallet.campaigns,timestamp with time zone,timestamp with time zone,text)', '-', 'internal', NULL),
 -- referrals and sharing (issue 11)
 ('wallet_internal.check_label(text,text,integer,boolean)', '-', 'internal', NULL),
+('wallet_internal.merchant_refers(bigint)', '-', 'internal', NULL),
 ('wallet_internal.reward_setup_check(bigint,bigint)', '-', 'internal', NULL),
 ('wallet_internal.reward_points(bigint,bigint,bigint,text,text,text)', '-', 'internal', NULL),
 ('wallet_internal.campaign_running(bigint,bigint)', '-', 'internal', NULL),
