@@ -40,6 +40,7 @@ SQL_PARTS = \
 	sql/ext/purchases.sql \
 	sql/ext/analytics.sql \
 	sql/ext/referrals.sql \
+	sql/ext/offers.sql \
 	sql/ext/grants.sql
 
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql

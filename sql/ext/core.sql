@@ -143,6 +143,10 @@ CREATE VIEW wallet.error_codes (sqlstate, name, description) AS VALUES
     ('WL603', 'unknown_budget_hold', 'no budget hold with that id'),
     ('WL604', 'budget_hold_closed', 'converting a released budget hold, or releasing a converted one'),
     ('WL605', 'budget_field_fixed', 'set_campaign_budget changing a budget''s unit or number of slices'),
+    ('WL606', 'unknown_offer', 'no offer with that id'),
+    ('WL607', 'unknown_offer_quote', 'no offer quote with that id'),
+    ('WL608', 'offer_quote_unusable', 'record_purchase with a quote already used or released, or made for another member, amount or currency'),
+    ('WL609', 'offer_budget_unit', 'create_offer of a kind the campaign''s budget unit cannot pay for (discounts: money or redemptions; cashback: points or redemptions)'),
     ('WL640', 'campaign_holdout_fixed', 'set_campaign_audience changing the holdout percentage of a campaign that has started, once a holdout was set'),
     ('WL670', 'no_referral_program', 'refer under a campaign that has no referral program (set one up with set_referral_program)'),
     ('WL671', 'no_share_reward', 'record_share of a campaign that has no share reward (set one up with set_share_reward)');

@@ -95,7 +95,7 @@ GRANT EXECUTE ON FUNCTION wallet_internal.check_expiry_as_of(timestamptz), walle
 GRANT EXECUTE ON FUNCTION wallet.set_campaign_budget(bigint, text, bigint, int), wallet.reclaim_budget_holds(int) TO wallet_admin;
 GRANT EXECUTE ON FUNCTION wallet.campaign_budget(bigint) TO wallet_admin, wallet_app, wallet_reader;
 -- purchases and earning rules (issue 10): the app records, the admin sets the rules
-GRANT EXECUTE ON FUNCTION wallet.record_purchase(bigint, text, text, numeric, text, timestamptz, jsonb),
+GRANT EXECUTE ON FUNCTION wallet.record_purchase(bigint, text, text, numeric, text, timestamptz, jsonb, bigint[], text[], bigint),
     wallet.record_refund(bigint, text, numeric, text)
     TO wallet_app;
 GRANT EXECUTE ON FUNCTION wallet.preview_purchase(bigint, text, text, numeric, text, timestamptz, jsonb)
@@ -104,6 +104,7 @@ GRANT EXECUTE ON FUNCTION wallet.set_program_earning(bigint, text, text, boolean
     wallet.create_earning_rule(bigint, text, text, numeric, jsonb, jsonb, timestamptz, timestamptz, int, boolean, bigint),
     wallet.update_earning_rule(bigint, text, numeric, jsonb, jsonb, timestamptz, int, boolean),
     wallet.end_earning_rule(bigint, timestamptz)
+    TO wallet_admin;
 -- referrals and sharing (issue 11): the app refers and records shares, the admin sets the rewards up
 GRANT EXECUTE ON FUNCTION wallet.refer(bigint, text, text, text, bigint, text, text),
     wallet.record_share(bigint, text, bigint, text, text)
@@ -111,5 +112,12 @@ GRANT EXECUTE ON FUNCTION wallet.refer(bigint, text, text, text, bigint, text, t
 GRANT EXECUTE ON FUNCTION wallet.set_referral_program(bigint, bigint, bigint, bigint, int, numeric, text, int, text),
     wallet.set_share_reward(bigint, bigint, bigint, int, int), wallet.expire_referrals(timestamptz, int)
     TO wallet_admin;
+-- offers (issue 11): the admin makes them, the app quotes and releases quotes
+GRANT EXECUTE ON FUNCTION wallet.create_offer(bigint, text, text, numeric, text, numeric, jsonb, jsonb, boolean, int, boolean, boolean, timestamptz, timestamptz),
+    wallet.end_offer(bigint, timestamptz)
+    TO wallet_admin;
+GRANT EXECUTE ON FUNCTION wallet.quote_offers(bigint, text, numeric, text, timestamptz, jsonb, text[], interval),
+    wallet.release_quote(bigint)
+    TO wallet_app;
 -- tables: read through row-level security; written only by the functions
 GRANT SELECT ON ALL TABLES IN SCHEMA wallet TO wallet_app, wallet_reader;
