@@ -98,6 +98,11 @@ BEGIN
     PERFORM wallet.record_feedback(c, 'iso-member', 4, 'praise', 'iso comment');
     INSERT INTO wallet.campaign_costs (merchant_id, campaign_id, kind, amount, currency) VALUES (m, c, 'discount', 1, 'CNY');
     PERFORM pg_temp.referral_rows(m, c, p);
+    -- offers (issue 11): an offer with a cap, a quote holding budget, a purchase that used the offer
+    INSERT INTO fx VALUES (t || '.offer', wallet.create_offer(c, 'iso offer', 'fixed', 1, 'CNY', caps => '{"per_member": 5}'));
+    INSERT INTO fx SELECT t || '.quote', q.quote_id FROM wallet.quote_offers(m, 'iso-member', 10, 'CNY', hold_ttl => '1 hour') q LIMIT 1;
+    PERFORM wallet.record_purchase(m, 'iso-member', 'iso-offer-order', 10, 'CNY',
+                                   offers => ARRAY[(SELECT v::bigint FROM fx WHERE k = t || '.offer')]);
 END
 $$;
 
@@ -134,7 +139,7 @@ SELECT wallet.create_campaign((SELECT v::bigint FROM fx WHERE k = 'A.m'), 'vanis
 SELECT g::text AS unknown_code FROM wallet.generate_codes(:vanishing, 1) g \gset
 ROLLBACK TO SAVEPOINT vanish;
 INSERT INTO fx VALUES ('U.code', :'unknown_code'), ('U.code2', :'unknown_code'), ('U.bound', :'unknown_code');
-INSERT INTO fx SELECT 'U.' || k, '999999999' FROM unnest('{m,c,r,v,p,a,e,h,rule}'::text[]) k;
+INSERT INTO fx SELECT 'U.' || k, '999999999' FROM unnest('{m,c,r,v,p,a,e,h,rule,offer,quote}'::text[]) k;
 SELECT is((SELECT count(DISTINCT merchant_id) FROM wallet.code_redemptions WHERE idempotency_key = 'iso-r')
           + (SELECT count(DISTINCT merchant_id) FROM wallet.code_reservations WHERE idempotency_key = 'iso-v'), 4::bigint,
           'A and B redeem and reserve with the same idempotency keys: one redemption and one reservation each');
@@ -293,7 +298,7 @@ INSERT INTO iso (fn, call, why) VALUES
 ('wallet.create_earning_rule(bigint,text,text,numeric,jsonb,jsonb,timestamp with time zone,timestamp with time zone,integer,boolean,bigint)', $$SELECT wallet.create_earning_rule({p}, 'iso new', 'fixed', 1)$$, NULL),
 ('wallet.update_earning_rule(bigint,text,numeric,jsonb,jsonb,timestamp with time zone,integer,boolean)', $$SELECT wallet.update_earning_rule({rule}, 'iso new')$$, NULL),
 ('wallet.end_earning_rule(bigint,timestamp with time zone)', 'SELECT wallet.end_earning_rule({rule})', NULL),
-('wallet.record_purchase(bigint,text,text,numeric,text,timestamp with time zone,jsonb)', $$SELECT points FROM wallet.record_purchase({m}, 'iso-member', 'iso-new-order', 10, 'CNY')$$, NULL),
+('wallet.record_purchase(bigint,text,text,numeric,text,timestamp with time zone,jsonb,bigint[],text[],bigint)', $$SELECT points FROM wallet.record_purchase({m}, 'iso-member', 'iso-new-order', 10, 'CNY')$$, NULL),
 ('wallet.preview_purchase(bigint,text,text,numeric,text,timestamp with time zone,jsonb)', $$SELECT points FROM wallet.preview_purchase({m}, 'iso-member', 'iso-order', 10, 'CNY')$$, NULL),
 ('wallet.record_refund(bigint,text,numeric,text)', $$SELECT points FROM wallet.record_refund({m}, 'iso-order', 1, 'iso-new')$$, NULL),
 ('wallet.campaign_group(bigint,text)', $$SELECT wallet.campaign_group({c}, 'iso-member')$$, NULL),
@@ -307,6 +312,10 @@ INSERT INTO iso (fn, call, why) VALUES
 ('wallet.refer(bigint,text,text,text,bigint,text,text)', $$SELECT status FROM wallet.refer({m}, 'iso-member', 'iso-newcomer', 'link', {c})$$, NULL),
 ('wallet.record_share(bigint,text,bigint,text,text)', $$SELECT status FROM wallet.record_share({m}, 'iso-member', {c}, 'wechat', 'iso-s')$$, NULL),
 ('wallet.expire_referrals(timestamp with time zone,integer)', NULL, 'no object'),
+('wallet.create_offer(bigint,text,text,numeric,text,numeric,jsonb,jsonb,boolean,integer,boolean,boolean,timestamp with time zone,timestamp with time zone)', $$SELECT wallet.create_offer({c}, 'iso new offer', 'fixed', 1, 'CNY')$$, NULL),
+('wallet.end_offer(bigint,timestamp with time zone)', 'SELECT wallet.end_offer({offer})', NULL),
+('wallet.quote_offers(bigint,text,numeric,text,timestamp with time zone,jsonb,text[],interval)', $$SELECT count(*) FROM wallet.quote_offers({m}, 'iso-member', 10, 'CNY', hold_ttl => '1 hour')$$, NULL),
+('wallet.release_quote(bigint)', 'SELECT wallet.release_quote({quote})', NULL),
 -- names no merchant's object
 ('wallet.version()', NULL, 'no object'),
 ('wallet.create_merchant(text)', NULL, 'no object'),
