@@ -10430,6 +10430,38 @@ END
 $$;
 COMMENT ON FUNCTION wallet_internal.offers_consume(wallet.purchases, text, text, bigint[], text[], bigint) IS 'internal: consume at checkout the offers a purchase names (by id, evaluated now, or by its quote, whose holds it converts) with its codes; every offer named gets a row of wallet.purchase_offers; WL606 unknown offer, WL607 unknown quote, WL608 quote used, released or for another basket';
 
+------------------------------------------------------------------------------
+-- Maintenance
+------------------------------------------------------------------------------
+
+-- Quotes are pointers to budget holds (which expire by themselves): a quote
+-- long past its expiry is of no use to any checkout, and is deleted.
+CREATE FUNCTION wallet.purge_offer_quotes(older_than interval DEFAULT interval '1 day', max_quotes int DEFAULT 10000)
+    RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    n bigint;
+BEGIN
+    IF older_than IS NULL OR max_quotes IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN older_than IS NULL THEN 'older_than' ELSE 'max_quotes' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Quotes expired longer ago than older_than are deleted, at most max_quotes per call.';
+    END IF;
+    IF older_than < interval '0' OR max_quotes < 1 THEN
+        RAISE EXCEPTION 'older_than must not be negative and max_quotes must be positive'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Quotes expired longer ago than older_than are deleted, at most max_quotes per call.';
+    END IF;
+    DELETE FROM wallet.offer_quotes q
+     WHERE q.quote_id IN (SELECT x.quote_id FROM wallet.offer_quotes x
+                           WHERE x.expires_at < clock_timestamp() - older_than ORDER BY x.expires_at LIMIT max_quotes
+                             FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION wallet.purge_offer_quotes(interval, int) IS 'deletes up to max_quotes offer quotes that expired longer ago than older_than (a checkout naming one then gets WL607); their budget holds are not touched (they expired with them); returns the number deleted; run by wallet.run_maintenance';
+
 -- == 10z. shared objects, final (issues 10-12)
 -- Objects that several sections above re-create (each with what its area
 -- added): their final definitions, exactly as the parts have them.
@@ -10508,6 +10540,9 @@ BEGIN
         EXIT WHEN wallet.expire_referrals(pg_catalog.now(), 1000) OPERATOR(pg_catalog.<) 1000;
         COMMIT;
     END LOOP;
+    COMMIT;
+    -- 5. offer quotes expired more than a day ago (issue 11): 10,000 per call
+    PERFORM wallet.purge_offer_quotes(interval '1 day', 10000);
     COMMIT;
 END
 $$;
@@ -10713,7 +10748,7 @@ GRANT EXECUTE ON FUNCTION wallet.set_referral_program(bigint, bigint, bigint, bi
     TO wallet_admin;
 -- offers (issue 11): the admin makes them, the app quotes and releases quotes
 GRANT EXECUTE ON FUNCTION wallet.create_offer(bigint, text, text, numeric, text, numeric, jsonb, jsonb, boolean, int, boolean, boolean, timestamptz, timestamptz),
-    wallet.end_offer(bigint, timestamptz)
+    wallet.end_offer(bigint, timestamptz), wallet.purge_offer_quotes(interval, int)
     TO wallet_admin;
 GRANT EXECUTE ON FUNCTION wallet.quote_offers(bigint, text, numeric, text, timestamptz, jsonb, text[], interval),
     wallet.release_quote(bigint)

@@ -114,7 +114,7 @@ GRANT EXECUTE ON FUNCTION wallet.set_referral_program(bigint, bigint, bigint, bi
     TO wallet_admin;
 -- offers (issue 11): the admin makes them, the app quotes and releases quotes
 GRANT EXECUTE ON FUNCTION wallet.create_offer(bigint, text, text, numeric, text, numeric, jsonb, jsonb, boolean, int, boolean, boolean, timestamptz, timestamptz),
-    wallet.end_offer(bigint, timestamptz)
+    wallet.end_offer(bigint, timestamptz), wallet.purge_offer_quotes(interval, int)
     TO wallet_admin;
 GRANT EXECUTE ON FUNCTION wallet.quote_offers(bigint, text, numeric, text, timestamptz, jsonb, text[], interval),
     wallet.release_quote(bigint)

@@ -56,6 +56,9 @@ BEGIN
         COMMIT;
     END LOOP;
     COMMIT;
+    -- 5. offer quotes expired more than a day ago (issue 11): 10,000 per call
+    PERFORM wallet.purge_offer_quotes(interval '1 day', 10000);
+    COMMIT;
 END
 $$;
 COMMENT ON PROCEDURE wallet.run_maintenance() IS 'runs every periodic job with bounded work per call, committing as it goes: expiry (up to 100,000 due accounts, 1,000 per transaction), purge of failed code attempts older than a day, units of up to 1,000 expired budget holds returned, expiry of pending referrals past their window (up to 100,000, 1,000 per transaction); later issues add their jobs here; schedule it every minute (README "Maintenance")';

@@ -316,6 +316,7 @@ INSERT INTO iso (fn, call, why) VALUES
 ('wallet.end_offer(bigint,timestamp with time zone)', 'SELECT wallet.end_offer({offer})', NULL),
 ('wallet.quote_offers(bigint,text,numeric,text,timestamp with time zone,jsonb,text[],interval)', $$SELECT count(*) FROM wallet.quote_offers({m}, 'iso-member', 10, 'CNY', hold_ttl => '1 hour')$$, NULL),
 ('wallet.release_quote(bigint)', 'SELECT wallet.release_quote({quote})', NULL),
+('wallet.purge_offer_quotes(interval,integer)', NULL, 'no object'),
 -- names no merchant's object
 ('wallet.version()', NULL, 'no object'),
 ('wallet.create_merchant(text)', NULL, 'no object'),

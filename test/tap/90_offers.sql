@@ -5,7 +5,7 @@
 -- Expected figures are worked out by hand in the comments.
 BEGIN;
 SET LOCAL timezone = 'UTC';
-SELECT plan(77);
+SELECT plan(80);
 
 SELECT wallet.create_merchant('offers merchant') AS m \gset
 SELECT wallet.create_merchant('offers quote merchant') AS mq \gset
@@ -227,6 +227,12 @@ SELECT is((SELECT (held, remaining)::text FROM wallet.campaign_budget(:cq)), '(0
 SELECT is(pg_temp.buy(:mq, 'sue', 'qq7', 50, NULL, quote => :qid4), 'ok 6.00 0', 'an expired quote is honoured while the budget covers it');
 SELECT is((SELECT (granted, held, remaining)::text FROM wallet.campaign_budget(:cq)), '(1200,0,800)',
           '... granted 12.00 of 20.00, nothing held, nothing lost');
+
+-- maintenance: quotes long expired are deleted (qid4 expired, the others are not yet)
+SELECT is(wallet.purge_offer_quotes(interval '0'), 1::bigint, 'purge_offer_quotes deletes the quote that expired');
+SELECT is((SELECT count(*) FROM wallet.offer_quotes WHERE quote_id IN (:qid1, :qid3, :qid4)), 2::bigint, '... and keeps the others');
+SELECT throws_ok(format($$SELECT wallet.record_purchase(%s, 'sue', 'qq8', 50, 'CNY', quote_id => %s)$$, :mq, :qid4), 'WL607', NULL,
+                 'a purged quote is unknown: WL607');
 
 SELECT * FROM finish();
 ROLLBACK;
