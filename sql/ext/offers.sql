@@ -95,11 +95,14 @@ COMMENT ON POLICY merchant_rows ON wallet.offers IS 'readers and apps see the ro
 
 -- Uses per capped offer, member and period (period NULL: the member's
 -- total).  A use is counted by a conditional upsert (uses < cap), which the
--- row lock makes exact under concurrency without any other lock.
+-- row lock makes exact under concurrency without any other lock.  No foreign
+-- key to the offer (here and in purchase_offers): every checkout would lock
+-- the same offer row FOR KEY SHARE (a MultiXact once sessions overlap); the
+-- rows are written only by the checkout, from the offer it just read.
 CREATE TABLE wallet.offer_counters (
     merchant_id bigint NOT NULL,
     member_id   bigint NOT NULL REFERENCES wallet.members,
-    offer_id    bigint NOT NULL REFERENCES wallet.offers,
+    offer_id    bigint NOT NULL,
     period      date,
     uses        bigint NOT NULL CHECK (uses >= 0),
     CONSTRAINT offer_counters_key UNIQUE NULLS NOT DISTINCT (offer_id, member_id, period)
@@ -107,7 +110,7 @@ CREATE TABLE wallet.offer_counters (
 COMMENT ON TABLE wallet.offer_counters IS 'purchases that got a capped offer, per member and period and in all: what the caps of wallet.offers count';
 COMMENT ON COLUMN wallet.offer_counters.merchant_id IS 'merchant of the offer: the key to distribute by';
 COMMENT ON COLUMN wallet.offer_counters.member_id IS 'the member (wallet.members)';
-COMMENT ON COLUMN wallet.offer_counters.offer_id IS 'the offer';
+COMMENT ON COLUMN wallet.offer_counters.offer_id IS 'the offer (a wallet.offers.offer_id)';
 COMMENT ON COLUMN wallet.offer_counters.period IS 'first day of the period (day, week or month of the offer''s cap_period) in the member''s time zone; NULL = the member''s total';
 COMMENT ON COLUMN wallet.offer_counters.uses IS 'purchases that got the offer in the period (or in all)';
 SELECT pg_catalog.pg_extension_config_dump('wallet.offer_counters', '');
@@ -151,7 +154,7 @@ COMMENT ON POLICY merchant_rows ON wallet.offer_quotes IS 'readers and apps see 
 CREATE TABLE wallet.purchase_offers (
     merchant_id bigint NOT NULL,
     purchase_id bigint NOT NULL REFERENCES wallet.purchases,
-    offer_id    bigint NOT NULL REFERENCES wallet.offers,
+    offer_id    bigint NOT NULL,
     campaign_id bigint NOT NULL,
     member_id   bigint NOT NULL REFERENCES wallet.members,
     status      text NOT NULL,
@@ -166,7 +169,7 @@ CREATE INDEX purchase_offers_offer_idx ON wallet.purchase_offers (offer_id);
 COMMENT ON TABLE wallet.purchase_offers IS 'the offers a purchase named (by id or quote) and what each got: applied (ok, partial) or refused with a status';
 COMMENT ON COLUMN wallet.purchase_offers.merchant_id IS 'merchant: the key to distribute by';
 COMMENT ON COLUMN wallet.purchase_offers.purchase_id IS 'the purchase';
-COMMENT ON COLUMN wallet.purchase_offers.offer_id IS 'the offer';
+COMMENT ON COLUMN wallet.purchase_offers.offer_id IS 'the offer (a wallet.offers.offer_id)';
 COMMENT ON COLUMN wallet.purchase_offers.campaign_id IS 'the offer''s campaign';
 COMMENT ON COLUMN wallet.purchase_offers.member_id IS 'the member';
 COMMENT ON COLUMN wallet.purchase_offers.status IS 'ok, partial (the budget covered part), or why it was refused: no_budget, capped, code_needed, code_refused, not_combinable, no_program, not_eligible';
@@ -636,14 +639,14 @@ BEGIN
     SELECT * INTO o FROM wallet.offers x WHERE x.offer_id = (e ->> 'offer_id')::bigint;
     per := CASE WHEN o.cap_period IS NOT NULL THEN date_trunc(o.cap_period, p.occurred_at AT TIME ZONE coalesce(time_zone, 'UTC'))::date END;
     -- caps: a use counted only while under the cap (exact under concurrency)
-    IF st = 'ok' AND o.cap_per_member IS NOT NULL THEN
+    IF st IN ('ok', 'partial') AND o.cap_per_member IS NOT NULL THEN
         INSERT INTO wallet.offer_counters AS c (merchant_id, member_id, offer_id, period, uses)
         VALUES (p.merchant_id, p.member_id, o.offer_id, NULL, 1)
         ON CONFLICT ON CONSTRAINT offer_counters_key DO UPDATE SET uses = c.uses + 1 WHERE c.uses < o.cap_per_member
         RETURNING c.uses INTO n;
         IF n IS NULL THEN st := 'capped'; ELSE counted_all := true; END IF;
     END IF;
-    IF st = 'ok' AND o.cap_per_period IS NOT NULL THEN
+    IF st IN ('ok', 'partial') AND o.cap_per_period IS NOT NULL THEN
         n := NULL;
         INSERT INTO wallet.offer_counters AS c (merchant_id, member_id, offer_id, period, uses)
         VALUES (p.merchant_id, p.member_id, o.offer_id, per, 1)
