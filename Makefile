@@ -44,6 +44,7 @@ SQL_PARTS = \
 	sql/ext/referrals.sql \
 	sql/ext/tiers.sql \
 	sql/ext/push.sql \
+	sql/ext/offers.sql \
 	sql/ext/grants.sql
 
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql

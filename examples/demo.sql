@@ -91,24 +91,35 @@ SELECT points FROM wallet.record_purchase(1, 'member-88', 'T1112-001', 120.50, '
 SELECT amount, points FROM wallet.record_refund(1, 'T1111-001', 60.25, 'R-1');
 SELECT wallet.balance(wallet.find_account(:program_id, 'member-88')) AS balance;
 \echo '== Campaign analytics: a Double 11 campaign for everyone with 20% held out, measured against the control group.'
-\echo '(purchases are written directly here: record_purchase is another area)'
+\echo 'Its offer: 10% off (at most 15 CNY) on baskets of 30 or more, from a discount budget of 1,500 CNY, in part when it runs low.'
 SELECT wallet.create_campaign(1, 'Double 11', starts_at => '2025-11-01', ends_at => '2025-11-12') AS d11 \gset
 SELECT setseed(0.11) \gset
 INSERT INTO wallet.members (merchant_id, member_ref) SELECT 1, 'shopper-' || g FROM generate_series(1, 500) g
     ON CONFLICT DO NOTHING;
 SELECT wallet.set_campaign_audience(:d11, 'everyone', 20) AS audience;
--- target members spend a little more during the campaign
-INSERT INTO wallet.purchases (merchant_id, member_id, order_ref, amount, currency, occurred_at)
-SELECT 1, m.member_id, 'd11-' || m.member_id || '-' || g,
-       round((20 + random() * 80 * CASE WHEN wallet.campaign_group(:d11, m.member_ref) = 'target' AND d BETWEEN 11 AND 21 THEN 1.3 ELSE 1 END)::numeric, 2),
-       'CNY', timestamptz '2025-10-21' + d * interval '1 day'
+SELECT total, remaining FROM wallet.set_campaign_budget(:d11, 'money', 150000);   -- 1,500.00 CNY in hundredths
+SELECT wallet.create_offer(:d11, '10% off', 'percent', 10, 'CNY', max_value => 15, conditions => '{"min_amount": 30}',
+                           allow_partial => true, valid_from => '2025-11-01') AS d11_offer \gset
+\echo 'A checkout quotes a basket of 120 CNY (no row when shopper-1 is in the control group), holds it for 10 minutes, then is abandoned:'
+SELECT name, status, discount FROM wallet.quote_offers(1, 'shopper-1', 120, 'CNY', '2025-11-05 12:00+08', hold_ttl => interval '10 minutes');
+SELECT wallet.release_quote(max(quote_id)) AS quote_released FROM wallet.offer_quotes WHERE merchant_id = 1;
+-- checkouts through record_purchase, each naming the offer: target members
+-- spend a little more during the campaign; the control group never gets the offer
+CREATE TEMP TABLE d11_baskets AS
+SELECT m.member_ref, 'd11-' || m.member_id || '-' || g AS order_ref,
+       round((20 + random() * 80 * CASE WHEN wallet.campaign_group(:d11, m.member_ref) = 'target' AND d BETWEEN 11 AND 21 THEN 1.3 ELSE 1 END)::numeric, 2) AS amount,
+       timestamptz '2025-10-21' + d * interval '1 day' AS at
   FROM wallet.members m, generate_series(1, 4) g, LATERAL (SELECT floor(random() * 33)::int + 0 * g AS d) x
  WHERE m.merchant_id = 1 AND m.member_ref LIKE 'shopper-%' AND random() < 0.5;
+SELECT count(wallet.record_purchase(1, b.member_ref, b.order_ref, b.amount, 'CNY', b.at, '{}', offers => ARRAY[:d11_offer]::bigint[])) AS checkouts
+  FROM (SELECT * FROM d11_baskets ORDER BY at, order_ref) b;
+SELECT status, count(*), sum(discount) AS discounts FROM wallet.purchase_offers WHERE offer_id = :d11_offer GROUP BY status ORDER BY status;
+SELECT unit, total, granted, held, remaining FROM wallet.campaign_budget(:d11);
 SELECT wallet.campaign_group(:d11, 'shopper-1') AS shopper_1, wallet.campaign_group(:d11, 'shopper-2') AS shopper_2;
 SELECT wallet.record_feedback(:d11, 'shopper-3', 5, 'praise', 'great deals') AS feedback_id;
 \x on
 SELECT target_members, control_members, target_arpu_before, target_arpu, control_arpu, arpu_lift, lift_percent,
-       lift_ci_low, lift_ci_high, incremental_sales, target_repeat_rate, target_retention
+       lift_ci_low, lift_ci_high, incremental_sales, target_repeat_rate, target_retention, participants, other_cost, cost, roi
   FROM wallet.campaign_report(:d11);
 \x off
 SELECT grp, cohort, members, month_offset, retention FROM wallet.campaign_cohorts(:d11, months => 1);

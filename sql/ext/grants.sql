@@ -117,7 +117,7 @@ GRANT EXECUTE ON FUNCTION wallet_internal.check_expiry_as_of(timestamptz), walle
 GRANT EXECUTE ON FUNCTION wallet.set_campaign_budget(bigint, text, bigint, int), wallet.reclaim_budget_holds(int) TO wallet_admin;
 GRANT EXECUTE ON FUNCTION wallet.campaign_budget(bigint) TO wallet_admin, wallet_app, wallet_reader;
 -- purchases and earning rules (issue 10): the app records, the admin sets the rules
-GRANT EXECUTE ON FUNCTION wallet.record_purchase(bigint, text, text, numeric, text, timestamptz, jsonb),
+GRANT EXECUTE ON FUNCTION wallet.record_purchase(bigint, text, text, numeric, text, timestamptz, jsonb, bigint[], text[], bigint),
     wallet.record_refund(bigint, text, numeric, text)
     TO wallet_app;
 GRANT EXECUTE ON FUNCTION wallet.preview_purchase(bigint, text, text, numeric, text, timestamptz, jsonb)
@@ -143,5 +143,12 @@ GRANT EXECUTE ON FUNCTION wallet.create_tier(bigint, int, text, bigint, numeric,
 GRANT EXECUTE ON PROCEDURE wallet.evaluate_tiers_batched(bigint, timestamptz, int, int) TO wallet_admin;
 GRANT EXECUTE ON FUNCTION wallet.member_tier(bigint, timestamptz), wallet.tier_progress(bigint)
     TO wallet_admin, wallet_app, wallet_reader;
+-- offers (issue 11): the admin makes them, the app quotes and releases quotes
+GRANT EXECUTE ON FUNCTION wallet.create_offer(bigint, text, text, numeric, text, numeric, jsonb, jsonb, boolean, int, boolean, boolean, timestamptz, timestamptz),
+    wallet.end_offer(bigint, timestamptz), wallet.purge_offer_quotes(interval, int)
+    TO wallet_admin;
+GRANT EXECUTE ON FUNCTION wallet.quote_offers(bigint, text, numeric, text, timestamptz, jsonb, text[], interval),
+    wallet.release_quote(bigint)
+    TO wallet_app;
 -- tables: read through row-level security; written only by the functions
 GRANT SELECT ON ALL TABLES IN SCHEMA wallet TO wallet_app, wallet_reader;

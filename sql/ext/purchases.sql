@@ -740,7 +740,8 @@ $$;
 COMMENT ON FUNCTION wallet_internal.purchase_context(bigint, text, text) IS 'internal: the member and its time zone, the merchant''s open program earning in the currency with its rounding, and the member''s account in it (each NULL when there is none)';
 
 CREATE FUNCTION wallet.record_purchase(merchant_id bigint, member_ref text, order_ref text, amount numeric, currency text,
-        occurred_at timestamptz DEFAULT now(), attributes jsonb DEFAULT '{}') RETURNS wallet.purchase_result
+        occurred_at timestamptz DEFAULT now(), attributes jsonb DEFAULT '{}',
+        offers bigint[] DEFAULT NULL, codes text[] DEFAULT NULL, quote_id bigint DEFAULT NULL) RETURNS wallet.purchase_result
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     AS $$
@@ -829,11 +830,15 @@ BEGIN
         e.expires_at := wallet.policy_expiry(a.at, a.expiry, a.granularity);
         PERFORM wallet_internal.post_entry(a.ledger, e);
     END IF;
+    -- the offers named (issue 11: offers.sql), after the purchase's own posting
+    IF offers IS NOT NULL OR quote_id IS NOT NULL THEN
+        PERFORM wallet_internal.offers_consume(p, member_ref, tz, offers, codes, quote_id);
+    END IF;
     RETURN (p.purchase_id, p.order_ref, p.member_id, p.program_id, p.account_id, p.amount, p.currency, p.occurred_at,
             p.points, p.entry_id, p.rules)::wallet.purchase_result;
 END
 $$;
-COMMENT ON FUNCTION wallet.record_purchase(bigint, text, text, numeric, text, timestamptz, jsonb) IS 'records a purchase at checkout (creating the member and its account as needed), applies the earning rules of the merchant''s program in that currency, posts the points (accrue entry, reference order_ref) and returns the points and the rules that fired; idempotent on (merchant, order_ref): another member, amount or currency is WL002';
+COMMENT ON FUNCTION wallet.record_purchase(bigint, text, text, numeric, text, timestamptz, jsonb, bigint[], text[], bigint) IS 'records a purchase at checkout (creating the member and its account as needed), applies the earning rules of the merchant''s program in that currency, posts the points (accrue entry, reference order_ref) and returns the points and the rules that fired; consumes the offers named (offers, or the quote_id of wallet.quote_offers) with the codes given, recording each in wallet.purchase_offers; idempotent on (merchant, order_ref): another member, amount or currency is WL002';
 
 CREATE FUNCTION wallet.preview_purchase(merchant_id bigint, member_ref text, order_ref text, amount numeric, currency text,
         occurred_at timestamptz DEFAULT now(), attributes jsonb DEFAULT '{}') RETURNS wallet.purchase_result

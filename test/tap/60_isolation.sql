@@ -118,6 +118,11 @@ BEGIN
     PERFORM wallet.set_push_store(m, 'iso store', 47.0, 8.0, 100);
     PERFORM wallet.create_push_trigger(m, 'tier_changed', 'iso_' || lower(t), 'marketing', '{}');
     INSERT INTO fx VALUES (t || '.ch', 'iso_' || lower(t));
+    -- offers (issue 11): an offer with a cap, a quote holding budget, a purchase that used the offer
+    INSERT INTO fx VALUES (t || '.offer', wallet.create_offer(c, 'iso offer', 'fixed', 1, 'CNY', caps => '{"per_member": 5}'));
+    INSERT INTO fx SELECT t || '.quote', q.quote_id FROM wallet.quote_offers(m, 'iso-member', 10, 'CNY', hold_ttl => '1 hour') q LIMIT 1;
+    PERFORM wallet.record_purchase(m, 'iso-member', 'iso-offer-order', 10, 'CNY',
+                                   offers => ARRAY[(SELECT v::bigint FROM fx WHERE k = t || '.offer')]);
 END
 $$;
 
@@ -157,6 +162,7 @@ INSERT INTO fx VALUES ('U.code', :'unknown_code'), ('U.code2', :'unknown_code'),
 INSERT INTO fx SELECT 'U.' || k, '999999999' FROM unnest('{m,c,r,v,p,a,e,h,rule,t}'::text[]) k;
 INSERT INTO fx SELECT 'U.' || k, '999999999' FROM unnest('{push,dead}'::text[]) k;
 INSERT INTO fx VALUES ('U.ch', 'iso_u');
+INSERT INTO fx SELECT 'U.' || k, '999999999' FROM unnest('{offer,quote}'::text[]) k;
 SELECT is((SELECT count(DISTINCT merchant_id) FROM wallet.code_redemptions WHERE idempotency_key = 'iso-r')
           + (SELECT count(DISTINCT merchant_id) FROM wallet.code_reservations WHERE idempotency_key = 'iso-v'), 4::bigint,
           'A and B redeem and reserve with the same idempotency keys: one redemption and one reservation each');
@@ -318,7 +324,7 @@ INSERT INTO iso (fn, call, why) VALUES
 ('wallet.create_earning_rule(bigint,text,text,numeric,jsonb,jsonb,timestamp with time zone,timestamp with time zone,integer,boolean,bigint)', $$SELECT wallet.create_earning_rule({p}, 'iso new', 'fixed', 1)$$, NULL),
 ('wallet.update_earning_rule(bigint,text,numeric,jsonb,jsonb,timestamp with time zone,integer,boolean)', $$SELECT wallet.update_earning_rule({rule}, 'iso new')$$, NULL),
 ('wallet.end_earning_rule(bigint,timestamp with time zone)', 'SELECT wallet.end_earning_rule({rule})', NULL),
-('wallet.record_purchase(bigint,text,text,numeric,text,timestamp with time zone,jsonb)', $$SELECT points FROM wallet.record_purchase({m}, 'iso-member', 'iso-new-order', 10, 'CNY')$$, NULL),
+('wallet.record_purchase(bigint,text,text,numeric,text,timestamp with time zone,jsonb,bigint[],text[],bigint)', $$SELECT points FROM wallet.record_purchase({m}, 'iso-member', 'iso-new-order', 10, 'CNY')$$, NULL),
 ('wallet.preview_purchase(bigint,text,text,numeric,text,timestamp with time zone,jsonb)', $$SELECT points FROM wallet.preview_purchase({m}, 'iso-member', 'iso-order', 10, 'CNY')$$, NULL),
 ('wallet.record_refund(bigint,text,numeric,text)', $$SELECT points FROM wallet.record_refund({m}, 'iso-order', 1, 'iso-new')$$, NULL),
 ('wallet.campaign_group(bigint,text)', $$SELECT wallet.campaign_group({c}, 'iso-member')$$, NULL),
@@ -364,6 +370,11 @@ INSERT INTO iso (fn, call, why) VALUES
 ('wallet.claim_pushes(text,integer,interval)', NULL, 'no object'),
 ('wallet.purge_pushes(integer)', NULL, 'no object'),
 ('wallet.rotate_push_queue(interval,integer)', NULL, 'no object'),
+('wallet.create_offer(bigint,text,text,numeric,text,numeric,jsonb,jsonb,boolean,integer,boolean,boolean,timestamp with time zone,timestamp with time zone)', $$SELECT wallet.create_offer({c}, 'iso new offer', 'fixed', 1, 'CNY')$$, NULL),
+('wallet.end_offer(bigint,timestamp with time zone)', 'SELECT wallet.end_offer({offer})', NULL),
+('wallet.quote_offers(bigint,text,numeric,text,timestamp with time zone,jsonb,text[],interval)', $$SELECT count(*) FROM wallet.quote_offers({m}, 'iso-member', 10, 'CNY', hold_ttl => '1 hour')$$, NULL),
+('wallet.release_quote(bigint)', 'SELECT wallet.release_quote({quote})', NULL),
+('wallet.purge_offer_quotes(interval,integer)', NULL, 'no object'),
 -- names no merchant's object
 ('wallet.version()', NULL, 'no object'),
 ('wallet.create_merchant(text)', NULL, 'no object'),
