@@ -524,6 +524,38 @@ wallet_ledger_decode(struct varlena *v)
 	return l;
 }
 
+/*
+ * The monthly buckets alone, into l->last_month and l->months (tier sweeps
+ * read them for every account of a program, and nothing else): the lots and
+ * holds stored after them are not decoded.  v may be packed (short header).
+ */
+void
+wallet_ledger_decode_months(struct varlena *v, Ledger *l)
+{
+	Dec			d;
+	uint64		n;
+	int			i;
+
+	l->last_month = LEDGER_NO_MONTH;
+	memset(l->months, 0, sizeof(l->months));
+	d.p = (const unsigned char *) VARDATA_ANY(v);
+	d.end = d.p + VARSIZE_ANY_EXHDR(v);
+	if (d.p >= d.end || *d.p != LEDGER_FORMAT_VERSION)
+		corrupt();
+	d.p++;
+	for (i = 0; i < 4; i++)		/* debt and the lifetime totals */
+		(void) get_nonneg(&d);
+	n = get_uvarint(&d);
+	if (n > LEDGER_MONTHS)
+		corrupt();
+	if (n > 0)
+	{
+		l->last_month = (int32) unzigzag(get_uvarint(&d));
+		for (i = 0; i < (int) n; i++)
+			l->months[i] = get_nonneg(&d);
+	}
+}
+
 /* ---------- validation shared by text input, binary input and ledger_apply ---------- */
 
 /*

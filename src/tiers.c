@@ -37,15 +37,17 @@
 static bool
 window_is_calendar(text *w)
 {
-	char	   *s = text_to_cstring(w);
+	/* called once per account of a sweep: compared in place, no copy */
+	const char *p = VARDATA_ANY(w);
+	size_t		len = VARSIZE_ANY_EXHDR(w);
 
-	if (strcmp(s, "calendar_year") == 0)
+	if (len == strlen("calendar_year") && memcmp(p, "calendar_year", len) == 0)
 		return true;
-	if (strcmp(s, "rolling") == 0)
+	if (len == strlen("rolling") && memcmp(p, "rolling", len) == 0)
 		return false;
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("unknown tier window \"%s\"", s),
+			 errmsg("unknown tier window \"%s\"", text_to_cstring(w)),
 			 errdetail("The tier window is 'rolling' or 'calendar_year'.")));
 	return false;				/* not reached */
 }
@@ -68,6 +70,16 @@ window_args(FunctionCallInfo fcinfo, int i, bool *calendar, int *n)
 	*calendar = window_is_calendar(PG_GETARG_TEXT_PP(i));
 	*n = PG_GETARG_INT32(i + 1);
 	check_months(*n);
+}
+
+/*
+ * The ledger argument i, its monthly buckets only: read in place (a packed
+ * value is not copied) and the lots and holds are not decoded.
+ */
+static void
+months_arg(FunctionCallInfo fcinfo, int i, Ledger *l)
+{
+	wallet_ledger_decode_months((struct varlena *) PG_DETOAST_DATUM_PACKED(PG_GETARG_DATUM(i)), l);
 }
 
 /* floor(m / 12) * 12: the January of month m (months since 2000-01 may be negative) */
@@ -118,14 +130,14 @@ PG_FUNCTION_INFO_V1(tier_earned);
 Datum
 tier_earned(PG_FUNCTION_ARGS)
 {
-	Ledger	   *l;
+	Ledger		l;
 	bool		calendar;
 	int			n;
 
 	RETURN_NULL_ON_NULL_ARGS();
 	window_args(fcinfo, 1, &calendar, &n);
-	l = wallet_ledger_decode(PG_GETARG_POINTS_LEDGER_P(0));
-	PG_RETURN_INT64(window_earned(l, calendar, n, PG_GETARG_TIMESTAMPTZ(3)));
+	months_arg(fcinfo, 0, &l);
+	PG_RETURN_INT64(window_earned(&l, calendar, n, PG_GETARG_TIMESTAMPTZ(3)));
 }
 
 /*
@@ -138,10 +150,8 @@ PG_FUNCTION_INFO_V1(tier_points_rank);
 Datum
 tier_points_rank(PG_FUNCTION_ARGS)
 {
-	Ledger	   *l;
+	Ledger		l;
 	ArrayType  *a;
-	Datum	   *vals;
-	bool	   *nulls;
 	int			nvals,
 				k = 0,
 				i;
@@ -151,13 +161,31 @@ tier_points_rank(PG_FUNCTION_ARGS)
 
 	RETURN_NULL_ON_NULL_ARGS();
 	window_args(fcinfo, 1, &calendar, &n);
-	l = wallet_ledger_decode(PG_GETARG_POINTS_LEDGER_P(0));
-	earned = window_earned(l, calendar, n, PG_GETARG_TIMESTAMPTZ(3));
+	months_arg(fcinfo, 0, &l);
+	earned = window_earned(&l, calendar, n, PG_GETARG_TIMESTAMPTZ(3));
 	a = PG_GETARG_ARRAYTYPE_P(4);
-	deconstruct_array(a, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &vals, &nulls, &nvals);
-	for (i = 0; i < nvals; i++)
-		if (!nulls[i] && earned >= DatumGetInt64(vals[i]))
-			k = i + 1;
+	if (ARR_ELEMTYPE(a) != INT8OID || ARR_NDIM(a) > 1)
+		elog(ERROR, "tier thresholds must be a one-dimensional bigint array");
+	nvals = ArrayGetNItems(ARR_NDIM(a), ARR_DIMS(a));
+	if (!ARR_HASNULL(a))
+	{
+		/* the usual case, once per account of a sweep: read in place */
+		const int64 *v = (const int64 *) ARR_DATA_PTR(a);
+
+		for (i = 0; i < nvals; i++)
+			if (earned >= v[i])
+				k = i + 1;
+	}
+	else
+	{
+		Datum	   *vals;
+		bool	   *nulls;
+
+		deconstruct_array(a, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &vals, &nulls, &nvals);
+		for (i = 0; i < nvals; i++)
+			if (!nulls[i] && earned >= DatumGetInt64(vals[i]))
+				k = i + 1;
+	}
 	PG_RETURN_INT32(k);
 }
 
@@ -187,7 +215,7 @@ PG_FUNCTION_INFO_V1(tier_falls_below);
 Datum
 tier_falls_below(PG_FUNCTION_ARGS)
 {
-	Ledger	   *l;
+	Ledger		l;
 	bool		calendar;
 	int			n,
 				mo,
@@ -201,15 +229,15 @@ tier_falls_below(PG_FUNCTION_ARGS)
 	threshold = PG_GETARG_INT64(4);
 	if (threshold <= 0)
 		PG_RETURN_NULL();
-	l = wallet_ledger_decode(PG_GETARG_POINTS_LEDGER_P(0));
+	months_arg(fcinfo, 0, &l);
 	mo = wallet_ledger_month_of(as_of);
-	if (earned_between(l, window_first(calendar, n, mo), mo) < threshold)
+	if (earned_between(&l, window_first(calendar, n, mo), mo) < threshold)
 		PG_RETURN_TIMESTAMPTZ(as_of);
 	if (calendar)
 		PG_RETURN_TIMESTAMPTZ(wallet_ledger_month_start(january_of(mo) + 12));
 	/* months after as_of's earn nothing: only the window's start moves */
 	for (k = 1; k <= n; k++)
-		if (earned_between(l, mo + k - n + 1, mo) < threshold)
+		if (earned_between(&l, mo + k - n + 1, mo) < threshold)
 			PG_RETURN_TIMESTAMPTZ(wallet_ledger_month_start(mo + k));
 	PG_RETURN_TIMESTAMPTZ(wallet_ledger_month_start(mo + n));	/* not reached: the window is empty by then */
 }
