@@ -105,6 +105,15 @@ END
 $$;
 COMMENT ON FUNCTION wallet_internal.tier_sweep_request(bigint) IS 'internal: (re)starts the sweep of a program''s accounts after its tiers or policy changed';
 
+-- One batch of a sweep in C: the next accounts of the program in account
+-- order, and those that qualify for a tier by points (their ledgers' buckets).
+CREATE FUNCTION wallet_internal.tier_sweep_scan(program_id bigint, after_account bigint, max_accounts int,
+        tier_window text, window_months int, as_of timestamptz, min_points bigint[],
+        OUT looked_at int, OUT last_account bigint, OUT qualified bigint[])
+    LANGUAGE C STABLE
+    AS 'MODULE_PATHNAME', 'tier_sweep_scan';
+COMMENT ON FUNCTION wallet_internal.tier_sweep_scan(bigint, bigint, int, text, int, timestamptz, bigint[]) IS 'internal: one batch of a tier sweep: how many of the program''s next max_accounts accounts after after_account were looked at, the last one, and those whose points earned in the window at as_of meet a threshold';
+
 -- ---------------------------------------------------------------- the review of one account
 
 -- The tier the account qualifies for at as_of: the highest whose point
@@ -639,14 +648,9 @@ BEGIN
                array_agg(x.tier_id ORDER BY x.rank) AS ids, coalesce(bool_or(x.min_spend IS NOT NULL), false) AS by_spend
           INTO t FROM wallet.tiers x WHERE x.program_id = evaluate_tiers.program_id;
         -- accounts that qualify for a tier by points (an upper bound: spend can only lower it)
-        SELECT count(*)::int AS n, max(c.account_id) AS last,
-               array_agg(c.account_id ORDER BY c.account_id) FILTER (WHERE c.pr > 0) AS ids
-          INTO chunk
-          FROM (SELECT a.account_id,
-                       coalesce(t.ranks[wallet_internal.tier_points_rank(a.ledger, p.tier_window, p.tier_window_months, as_of, t.pts)], 0) AS pr
-                  FROM wallet.accounts a
-                 WHERE a.program_id = evaluate_tiers.program_id AND a.account_id > s.after_account
-                 ORDER BY a.account_id LIMIT max_accounts - looked_at) c;
+        SELECT x.looked_at AS n, x.last_account AS last, x.qualified AS ids INTO chunk
+          FROM wallet_internal.tier_sweep_scan(evaluate_tiers.program_id, s.after_account, max_accounts - looked_at,
+                                               p.tier_window, p.tier_window_months, as_of, coalesce(t.pts, '{}')) x;
         looked_at := looked_at + chunk.n;
         -- and those holding a tier, in the same range of accounts
         SELECT array_agg(DISTINCT x.id ORDER BY x.id) INTO ids

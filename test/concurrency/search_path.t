@@ -554,6 +554,7 @@ wallet_internal.lock_tier_program(bigint)	ok	^$m$	SELECT wallet_internal.lock_ti
 wallet_internal.tier_lock(bigint)	ok	^[0-9]+\|	SELECT * FROM wallet_internal.tier_lock((SELECT t.tier_id FROM wallet.tiers t WHERE t.program_id OPERATOR(pg_catalog.=) $p AND t.rank OPERATOR(pg_catalog.=) 1))
 wallet_internal.tier_programs_due(bigint,timestamp with time zone)	ok	-	SELECT wallet_internal.tier_programs_due(NULL, 'now')
 wallet_internal.tier_posting_review(bigint,bigint,wallet.points_ledger,timestamp with time zone)	ok	^[tf]$	SELECT wallet_internal.tier_posting_review($p, $a, x.ledger, 'now') $acct
+wallet_internal.tier_sweep_scan(bigint,bigint,integer,text,integer,timestamp with time zone,bigint[])	ok	^[0-9]+\|	SELECT * FROM wallet_internal.tier_sweep_scan($p, 0, 10, 'rolling', 12, 'now', '{1,100}')
 CALLS
 }
 # The triggers, fired by writes to the extension's tables (same format).
