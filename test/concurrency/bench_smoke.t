@@ -8,7 +8,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 . "$ROOT/test/lib.sh"
 TMP=$(mktemp -d /tmp/wallet-bench-smoke.XXXXXX)
 trap 'rm -rf "$TMP"' EXIT
-plan 8
+plan 16
 cd "$ROOT"
 # WALLET_SKIP_INSTALL: the benches use the install this test run already made
 run() { local name=$1; shift; env WALLET_SKIP_INSTALL=1 "$@" > "$TMP/$name.out" 2>&1; }
