@@ -9849,6 +9849,15 @@ END
 $$;
 COMMENT ON FUNCTION wallet_internal.tier_sweep_request(bigint) IS 'internal: (re)starts the sweep of a program''s accounts after its tiers or policy changed';
 
+-- One batch of a sweep in C: the next accounts of the program in account
+-- order, and those that qualify for a tier by points (their ledgers' buckets).
+CREATE FUNCTION wallet_internal.tier_sweep_scan(program_id bigint, after_account bigint, max_accounts int,
+        tier_window text, window_months int, as_of timestamptz, min_points bigint[],
+        OUT looked_at int, OUT last_account bigint, OUT qualified bigint[])
+    LANGUAGE C STABLE
+    AS 'MODULE_PATHNAME', 'tier_sweep_scan';
+COMMENT ON FUNCTION wallet_internal.tier_sweep_scan(bigint, bigint, int, text, int, timestamptz, bigint[]) IS 'internal: one batch of a tier sweep: how many of the program''s next max_accounts accounts after after_account were looked at, the last one, and those whose points earned in the window at as_of meet a threshold';
+
 -- ---------------------------------------------------------------- the review of one account
 
 -- The tier the account qualifies for at as_of: the highest whose point
@@ -10340,6 +10349,7 @@ DECLARE
     id bigint;
     due int := 0;
     chunk record;
+    chunk2 record;
     ids bigint[];
 BEGIN
     IF program_id IS NULL OR as_of IS NULL OR max_accounts IS NULL THEN
@@ -10350,7 +10360,7 @@ BEGIN
         RAISE EXCEPTION 'max_accounts must be positive'
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Each call looks at up to max_accounts accounts; call again while more is true.';
     END IF;
-    SELECT x.tier_window, x.tier_window_months INTO p FROM wallet.programs x
+    SELECT x.tier_window, x.tier_window_months, x.tier_downgrade INTO p FROM wallet.programs x
      WHERE x.program_id = evaluate_tiers.program_id AND wallet.acts_for(x.merchant_id);
     IF NOT FOUND THEN
         RAISE EXCEPTION 'unknown program'
@@ -10378,17 +10388,13 @@ BEGIN
     -- reviewed
     SELECT * INTO s FROM wallet.tier_sweeps x WHERE x.program_id = evaluate_tiers.program_id FOR UPDATE;
     IF FOUND AND looked_at < max_accounts THEN
-        SELECT array_agg(x.min_points ORDER BY x.rank) AS pts, array_agg(x.rank ORDER BY x.rank) AS ranks
+        SELECT array_agg(x.min_points ORDER BY x.rank) AS pts, array_agg(x.rank ORDER BY x.rank) AS ranks,
+               array_agg(x.tier_id ORDER BY x.rank) AS ids, coalesce(bool_or(x.min_spend IS NOT NULL), false) AS by_spend
           INTO t FROM wallet.tiers x WHERE x.program_id = evaluate_tiers.program_id;
         -- accounts that qualify for a tier by points (an upper bound: spend can only lower it)
-        SELECT count(*)::int AS n, max(c.account_id) AS last,
-               array_agg(c.account_id ORDER BY c.account_id) FILTER (WHERE c.pr > 0) AS ids
-          INTO chunk
-          FROM (SELECT a.account_id,
-                       coalesce(t.ranks[wallet_internal.tier_points_rank(a.ledger, p.tier_window, p.tier_window_months, as_of, t.pts)], 0) AS pr
-                  FROM wallet.accounts a
-                 WHERE a.program_id = evaluate_tiers.program_id AND a.account_id > s.after_account
-                 ORDER BY a.account_id LIMIT max_accounts - looked_at) c;
+        SELECT x.looked_at AS n, x.last_account AS last, x.qualified AS ids INTO chunk
+          FROM wallet_internal.tier_sweep_scan(evaluate_tiers.program_id, s.after_account, max_accounts - looked_at,
+                                               p.tier_window, p.tier_window_months, as_of, coalesce(t.pts, '{}')) x;
         looked_at := looked_at + chunk.n;
         -- and those holding a tier, in the same range of accounts
         SELECT array_agg(DISTINCT x.id ORDER BY x.id) INTO ids
@@ -10397,6 +10403,73 @@ BEGIN
                 SELECT h.account_id FROM wallet.account_tiers h
                  WHERE h.program_id = evaluate_tiers.program_id AND h.rank > 0
                    AND h.account_id > s.after_account AND h.account_id <= chunk.last) x;
+        IF ids IS NOT NULL AND NOT t.by_spend THEN
+            -- points alone decide: the accounts are locked in account order
+            -- (as the loop below would), then reviewed set-based in what
+            -- tier_review would do for them: an upgrade (tier_set and the
+            -- next review), or, still at their tier, the next review date
+            -- (written only where it changes); the others (below their
+            -- tier, a period end due) go through tier_review
+            PERFORM FROM wallet.accounts a WHERE a.account_id = ANY (ids) ORDER BY a.account_id FOR NO KEY UPDATE;
+            WITH c AS (
+                SELECT a.account_id, a.merchant_id, a.member_id, a.ledger, h.tier_id AS held_tier,
+                       coalesce(h.rank, 0) AS held_rank, h.since, h.below_since, h.review_at, ht.min_points AS held_min,
+                       coalesce(t.ranks[k.k], 0) AS q_rank, t.ids[k.k] AS q_tier, t.pts[k.k] AS q_min
+                  FROM wallet.accounts a
+                  LEFT JOIN wallet.account_tiers h ON h.account_id = a.account_id
+                  LEFT JOIN wallet.tiers ht ON ht.tier_id = h.tier_id
+                 CROSS JOIN LATERAL (SELECT wallet_internal.tier_points_rank(a.ledger, p.tier_window, p.tier_window_months,
+                                                                            as_of, t.pts) AS k) k
+                 WHERE a.account_id = ANY (ids)
+            ), up AS (
+                SELECT c.* FROM c WHERE c.q_rank > c.held_rank
+            ), kept AS (
+                SELECT c.account_id,
+                       CASE p.tier_downgrade WHEN 'never' THEN NULL::timestamptz
+                            WHEN 'period_end' THEN wallet_internal.tier_period_end(p.tier_window, p.tier_window_months, c.since, as_of)
+                            ELSE wallet_internal.tier_falls_below(c.ledger, p.tier_window, p.tier_window_months, as_of, c.held_min) END AS review_at
+                  FROM c
+                 WHERE c.held_rank > 0 AND c.q_rank = c.held_rank
+                   AND NOT (p.tier_downgrade = 'period_end' AND coalesce(c.review_at <= as_of, false))
+            ), set_tier AS (
+                INSERT INTO wallet.account_tiers AS x (account_id, merchant_id, member_id, program_id, tier_id, rank, since, below_since, review_at)
+                SELECT u.account_id, u.merchant_id, u.member_id, evaluate_tiers.program_id, u.q_tier, u.q_rank, as_of, NULL,
+                       CASE p.tier_downgrade WHEN 'never' THEN NULL::timestamptz
+                            WHEN 'period_end' THEN wallet_internal.tier_period_end(p.tier_window, p.tier_window_months, as_of, as_of)
+                            ELSE wallet_internal.tier_falls_below(u.ledger, p.tier_window, p.tier_window_months, as_of, u.q_min) END
+                  FROM up u ORDER BY u.account_id
+                ON CONFLICT ON CONSTRAINT account_tiers_pkey DO UPDATE
+                   SET tier_id = excluded.tier_id, rank = excluded.rank, since = excluded.since,
+                       below_since = excluded.below_since, review_at = excluded.review_at
+            ), history AS (
+                INSERT INTO wallet.tier_history (merchant_id, member_id, account_id, program_id, from_tier, to_tier,
+                                                 from_rank, to_rank, reason, changed_at, entry_id)
+                SELECT u.merchant_id, u.member_id, u.account_id, evaluate_tiers.program_id, u.held_tier, u.q_tier,
+                       u.held_rank, u.q_rank, 'upgrade', as_of, NULL
+                  FROM up u ORDER BY u.account_id
+            ), events AS (
+                INSERT INTO wallet.member_events (merchant_id, member_id, kind, occurred_at, attributes)
+                SELECT u.merchant_id, u.member_id, 'tier_changed', as_of,
+                       jsonb_build_object('program_id', evaluate_tiers.program_id, 'account_id', u.account_id,
+                                          'from_tier', u.held_tier, 'to_tier', u.q_tier,
+                                          'from_rank', u.held_rank, 'to_rank', u.q_rank, 'reason', 'upgrade'::text)
+                  FROM up u ORDER BY u.account_id
+            ), kept_set AS (
+                UPDATE wallet.account_tiers x SET below_since = NULL, review_at = k.review_at
+                  FROM kept k
+                 WHERE x.account_id = k.account_id
+                   AND (x.below_since IS NOT NULL OR x.review_at IS DISTINCT FROM k.review_at)
+            )
+            SELECT count(*) FILTER (WHERE c.q_rank > c.held_rank)::int AS up,
+                   array_agg(c.account_id ORDER BY c.account_id)
+                       FILTER (WHERE c.held_rank > 0
+                                 AND (c.q_rank < c.held_rank
+                                      OR (p.tier_downgrade = 'period_end' AND coalesce(c.review_at <= as_of, false)
+                                          AND c.q_rank = c.held_rank))) AS rest
+              INTO chunk2 FROM c;
+            upgraded := upgraded + chunk2.up;
+            ids := chunk2.rest;
+        END IF;
         IF ids IS NOT NULL THEN
             FOREACH id IN ARRAY ids LOOP
                 PERFORM FROM wallet.accounts a WHERE a.account_id = id FOR NO KEY UPDATE;

@@ -477,6 +477,38 @@ get_lots(Dec *d, LotList *ll)
 	}
 }
 
+/*
+ * The format version, debt, lifetime totals and monthly buckets: what comes
+ * first in every value (l's other fields are left as they are).
+ */
+static void
+decode_head(Dec *d, struct varlena *v, Ledger *l)
+{
+	uint64		n;
+	int			i;
+
+	d->p = (const unsigned char *) VARDATA_ANY(v);
+	d->end = d->p + VARSIZE_ANY_EXHDR(v);
+	if (d->p >= d->end || *d->p != LEDGER_FORMAT_VERSION)
+		corrupt();
+	d->p++;
+	l->debt = get_nonneg(d);
+	l->earned = get_nonneg(d);
+	l->redeemed = get_nonneg(d);
+	l->expired = get_nonneg(d);
+	l->last_month = LEDGER_NO_MONTH;
+	memset(l->months, 0, sizeof(l->months));
+	n = get_uvarint(d);
+	if (n > LEDGER_MONTHS)
+		corrupt();
+	if (n > 0)
+	{
+		l->last_month = (int32) unzigzag(get_uvarint(d));
+		for (i = 0; i < (int) n; i++)
+			l->months[i] = get_nonneg(d);
+	}
+}
+
 Ledger *
 wallet_ledger_decode(struct varlena *v)
 {
@@ -486,24 +518,7 @@ wallet_ledger_decode(struct varlena *v)
 	int			i;
 
 	wallet_ledger_init(l);
-	d.p = (const unsigned char *) VARDATA_ANY(v);
-	d.end = d.p + VARSIZE_ANY_EXHDR(v);
-	if (d.p >= d.end || *d.p != LEDGER_FORMAT_VERSION)
-		corrupt();
-	d.p++;
-	l->debt = get_nonneg(&d);
-	l->earned = get_nonneg(&d);
-	l->redeemed = get_nonneg(&d);
-	l->expired = get_nonneg(&d);
-	n = get_uvarint(&d);
-	if (n > LEDGER_MONTHS)
-		corrupt();
-	if (n > 0)
-	{
-		l->last_month = (int32) unzigzag(get_uvarint(&d));
-		for (i = 0; i < (int) n; i++)
-			l->months[i] = get_nonneg(&d);
-	}
+	decode_head(&d, v, l);
 	get_lots(&d, &l->lots);
 	n = get_uvarint(&d);
 	if (n > (uint64) (d.end - d.p))
@@ -522,6 +537,19 @@ wallet_ledger_decode(struct varlena *v)
 	if (d.p != d.end)
 		corrupt();
 	return l;
+}
+
+/*
+ * The totals and monthly buckets alone (tier sweeps read the buckets of
+ * every account of a program, and nothing else): the lots and holds stored
+ * after them are neither decoded nor allocated.  v may be packed.
+ */
+void
+wallet_ledger_decode_months(struct varlena *v, Ledger *l)
+{
+	Dec			d;
+
+	decode_head(&d, v, l);
 }
 
 /* ---------- validation shared by text input, binary input and ledger_apply ---------- */

@@ -83,6 +83,7 @@ typedef struct Ledger
 #define PG_GETARG_POINTS_LEDGER_P(n)	DatumGetPointsLedgerP(PG_GETARG_DATUM(n))
 
 extern Ledger *wallet_ledger_decode(struct varlena *v);
+extern void wallet_ledger_decode_months(struct varlena *v, Ledger *l);
 extern struct varlena *wallet_ledger_encode(const Ledger *l);
 extern void wallet_ledger_init(Ledger *l);
 

@@ -12,11 +12,24 @@
 
 #include "points_ledger.h"
 
+#include "access/genam.h"
+#include "access/relscan.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "access/tableam.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "common/int.h"
 #include "executor/spi.h"
+#include "executor/tuptable.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/fmgroids.h"
+#include "utils/rel.h"
+#include "utils/rls.h"
+#include "utils/snapmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
@@ -37,15 +50,17 @@
 static bool
 window_is_calendar(text *w)
 {
-	char	   *s = text_to_cstring(w);
+	/* called once per account of a sweep: compared in place, no copy */
+	const char *p = VARDATA_ANY(w);
+	size_t		len = VARSIZE_ANY_EXHDR(w);
 
-	if (strcmp(s, "calendar_year") == 0)
+	if (len == strlen("calendar_year") && memcmp(p, "calendar_year", len) == 0)
 		return true;
-	if (strcmp(s, "rolling") == 0)
+	if (len == strlen("rolling") && memcmp(p, "rolling", len) == 0)
 		return false;
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("unknown tier window \"%s\"", s),
+			 errmsg("unknown tier window \"%s\"", text_to_cstring(w)),
 			 errdetail("The tier window is 'rolling' or 'calendar_year'.")));
 	return false;				/* not reached */
 }
@@ -68,6 +83,16 @@ window_args(FunctionCallInfo fcinfo, int i, bool *calendar, int *n)
 	*calendar = window_is_calendar(PG_GETARG_TEXT_PP(i));
 	*n = PG_GETARG_INT32(i + 1);
 	check_months(*n);
+}
+
+/*
+ * The ledger argument i, its monthly buckets only: read in place (a packed
+ * value is not copied) and the lots and holds are not decoded.
+ */
+static void
+months_arg(FunctionCallInfo fcinfo, int i, Ledger *l)
+{
+	wallet_ledger_decode_months((struct varlena *) PG_DETOAST_DATUM_PACKED(PG_GETARG_DATUM(i)), l);
 }
 
 /* floor(m / 12) * 12: the January of month m (months since 2000-01 may be negative) */
@@ -118,14 +143,14 @@ PG_FUNCTION_INFO_V1(tier_earned);
 Datum
 tier_earned(PG_FUNCTION_ARGS)
 {
-	Ledger	   *l;
+	Ledger		l;
 	bool		calendar;
 	int			n;
 
 	RETURN_NULL_ON_NULL_ARGS();
 	window_args(fcinfo, 1, &calendar, &n);
-	l = wallet_ledger_decode(PG_GETARG_POINTS_LEDGER_P(0));
-	PG_RETURN_INT64(window_earned(l, calendar, n, PG_GETARG_TIMESTAMPTZ(3)));
+	months_arg(fcinfo, 0, &l);
+	PG_RETURN_INT64(window_earned(&l, calendar, n, PG_GETARG_TIMESTAMPTZ(3)));
 }
 
 /*
@@ -138,10 +163,8 @@ PG_FUNCTION_INFO_V1(tier_points_rank);
 Datum
 tier_points_rank(PG_FUNCTION_ARGS)
 {
-	Ledger	   *l;
+	Ledger		l;
 	ArrayType  *a;
-	Datum	   *vals;
-	bool	   *nulls;
 	int			nvals,
 				k = 0,
 				i;
@@ -151,13 +174,31 @@ tier_points_rank(PG_FUNCTION_ARGS)
 
 	RETURN_NULL_ON_NULL_ARGS();
 	window_args(fcinfo, 1, &calendar, &n);
-	l = wallet_ledger_decode(PG_GETARG_POINTS_LEDGER_P(0));
-	earned = window_earned(l, calendar, n, PG_GETARG_TIMESTAMPTZ(3));
+	months_arg(fcinfo, 0, &l);
+	earned = window_earned(&l, calendar, n, PG_GETARG_TIMESTAMPTZ(3));
 	a = PG_GETARG_ARRAYTYPE_P(4);
-	deconstruct_array(a, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &vals, &nulls, &nvals);
-	for (i = 0; i < nvals; i++)
-		if (!nulls[i] && earned >= DatumGetInt64(vals[i]))
-			k = i + 1;
+	if (ARR_ELEMTYPE(a) != INT8OID || ARR_NDIM(a) > 1)
+		elog(ERROR, "tier thresholds must be a one-dimensional bigint array");
+	nvals = ArrayGetNItems(ARR_NDIM(a), ARR_DIMS(a));
+	if (!ARR_HASNULL(a))
+	{
+		/* the usual case, once per account of a sweep: read in place */
+		const int64 *v = (const int64 *) ARR_DATA_PTR(a);
+
+		for (i = 0; i < nvals; i++)
+			if (earned >= v[i])
+				k = i + 1;
+	}
+	else
+	{
+		Datum	   *vals;
+		bool	   *nulls;
+
+		deconstruct_array(a, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &vals, &nulls, &nvals);
+		for (i = 0; i < nvals; i++)
+			if (!nulls[i] && earned >= DatumGetInt64(vals[i]))
+				k = i + 1;
+	}
 	PG_RETURN_INT32(k);
 }
 
@@ -187,7 +228,7 @@ PG_FUNCTION_INFO_V1(tier_falls_below);
 Datum
 tier_falls_below(PG_FUNCTION_ARGS)
 {
-	Ledger	   *l;
+	Ledger		l;
 	bool		calendar;
 	int			n,
 				mo,
@@ -201,15 +242,15 @@ tier_falls_below(PG_FUNCTION_ARGS)
 	threshold = PG_GETARG_INT64(4);
 	if (threshold <= 0)
 		PG_RETURN_NULL();
-	l = wallet_ledger_decode(PG_GETARG_POINTS_LEDGER_P(0));
+	months_arg(fcinfo, 0, &l);
 	mo = wallet_ledger_month_of(as_of);
-	if (earned_between(l, window_first(calendar, n, mo), mo) < threshold)
+	if (earned_between(&l, window_first(calendar, n, mo), mo) < threshold)
 		PG_RETURN_TIMESTAMPTZ(as_of);
 	if (calendar)
 		PG_RETURN_TIMESTAMPTZ(wallet_ledger_month_start(january_of(mo) + 12));
 	/* months after as_of's earn nothing: only the window's start moves */
 	for (k = 1; k <= n; k++)
-		if (earned_between(l, mo + k - n + 1, mo) < threshold)
+		if (earned_between(&l, mo + k - n + 1, mo) < threshold)
 			PG_RETURN_TIMESTAMPTZ(wallet_ledger_month_start(mo + k));
 	PG_RETURN_TIMESTAMPTZ(wallet_ledger_month_start(mo + n));	/* not reached: the window is empty by then */
 }
@@ -450,4 +491,126 @@ tiers_changed(PG_FUNCTION_ARGS)
 				 errmsg("wallet_internal.tiers_changed() must be called as a trigger")));
 	CacheInvalidateRelcache(trigdata->tg_relation);
 	return PointerGetDatum(NULL);
+}
+
+/*
+ * tier_sweep_scan(program_id, after_account, max_accounts, tier_window,
+ * window_months, as_of, min_points bigint[]) -> (looked_at, last_account,
+ * qualified bigint[]): one batch of a tier sweep (wallet.evaluate_tiers).
+ * The next max_accounts accounts of the program after after_account, in
+ * account order (accounts_program_account_idx), are read straight from the
+ * index and the heap rather than through a query: a sweep looks at every
+ * account of a program and, per account, only needs the monthly buckets of
+ * its ledger.  Returns how many were looked at, the last one, and those whose
+ * points in the window meet a threshold (ascending, as tier_points_rank).
+ * Internal (no EXECUTE for any role); the caller must still be allowed to
+ * read wallet.accounts, as a query would require.
+ */
+PG_FUNCTION_INFO_V1(tier_sweep_scan);
+Datum
+tier_sweep_scan(PG_FUNCTION_ARGS)
+{
+	int64		program_id,
+				after,
+				last = 0;
+	int32		max_accounts,
+				looked_at = 0;
+	bool		calendar;
+	int			n,
+				nthresholds,
+				i;
+	TimestampTz as_of;
+	ArrayType  *a;
+	int64		lowest = PG_INT64_MAX;
+	Oid			nsp,
+				accounts,
+				index;
+	AttrNumber	att_id,
+				att_ledger;
+	Relation	heap,
+				irel;
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+	ScanKeyData keys[2];
+	ArrayBuildState *ids;
+	TupleDesc	rdesc;
+	Datum		values[3];
+	bool		nulls[3] = {false, false, false};
+
+	RETURN_NULL_ON_NULL_ARGS();
+	program_id = PG_GETARG_INT64(0);
+	after = PG_GETARG_INT64(1);
+	max_accounts = PG_GETARG_INT32(2);
+	window_args(fcinfo, 3, &calendar, &n);
+	as_of = PG_GETARG_TIMESTAMPTZ(5);
+	a = PG_GETARG_ARRAYTYPE_P(6);
+	if (ARR_ELEMTYPE(a) != INT8OID || ARR_NDIM(a) > 1 || ARR_HASNULL(a))
+		elog(ERROR, "tier thresholds must be a one-dimensional bigint array without nulls");
+	nthresholds = ArrayGetNItems(ARR_NDIM(a), ARR_DIMS(a));
+	/* meeting a threshold = meeting the lowest one */
+	for (i = 0; i < nthresholds; i++)
+		lowest = Min(lowest, ((const int64 *) ARR_DATA_PTR(a))[i]);
+	if (get_call_result_type(fcinfo, NULL, &rdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "tier_sweep_scan must return a record");
+	rdesc = BlessTupleDesc(rdesc);
+
+	nsp = get_namespace_oid("wallet", false);
+	accounts = get_relname_relid("accounts", nsp);
+	index = get_relname_relid("accounts_program_account_idx", nsp);
+	if (!OidIsValid(accounts) || !OidIsValid(index))
+		elog(ERROR, "wallet.accounts or wallet.accounts_program_account_idx is missing");
+	if (pg_class_aclcheck(accounts, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
+		aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_TABLE, "accounts");
+	/* the scan below applies no row-level security: only for who needs none */
+	if (check_enable_rls(accounts, InvalidOid, false) == RLS_ENABLED)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("tier sweeps read every account of a program"),
+				 errdetail("wallet_internal.tier_sweep_scan runs as the owner of wallet.accounts, inside wallet.evaluate_tiers.")));
+	att_id = get_attnum(accounts, "account_id");
+	att_ledger = get_attnum(accounts, "ledger");
+
+	heap = table_open(accounts, AccessShareLock);
+	irel = index_open(index, AccessShareLock);
+	ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(program_id));
+	ScanKeyInit(&keys[1], 2, BTGreaterStrategyNumber, F_INT8GT, Int64GetDatum(after));
+	slot = table_slot_create(heap, NULL);
+	scan = index_beginscan(heap, irel, GetActiveSnapshot(), 2, 0);
+	index_rescan(scan, keys, 2, NULL, 0);
+	ids = initArrayResult(INT8OID, CurrentMemoryContext, false);
+	while (looked_at < max_accounts && index_getnext_slot(scan, ForwardScanDirection, slot))
+	{
+		bool		isnull;
+		Datum		d;
+		Ledger		l;
+
+		CHECK_FOR_INTERRUPTS();
+		last = DatumGetInt64(slot_getattr(slot, att_id, &isnull));
+		d = slot_getattr(slot, att_ledger, &isnull);
+		looked_at++;
+		if (isnull || nthresholds == 0)
+			continue;
+		{
+			struct varlena *v = (struct varlena *) PG_DETOAST_DATUM_PACKED(d);
+
+			wallet_ledger_decode_months(v, &l);
+			if (window_earned(&l, calendar, n, as_of) >= lowest)
+				accumArrayResult(ids, Int64GetDatum(last), false, INT8OID, CurrentMemoryContext);
+			if ((Pointer) v != DatumGetPointer(d))
+				pfree(v);
+		}
+	}
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(irel, AccessShareLock);
+	table_close(heap, AccessShareLock);
+
+	values[0] = Int32GetDatum(looked_at);
+	values[1] = Int64GetDatum(last);
+	nulls[1] = looked_at == 0;
+	if (ids->nelems > 0)
+		values[2] = makeArrayResult(ids, CurrentMemoryContext);
+	else
+		nulls[2] = true;
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(rdesc, values, nulls)));
 }

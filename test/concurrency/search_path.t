@@ -610,6 +610,7 @@ wallet_internal.offer_consume(wallet.purchases,text,text,jsonb)	ok	-	SELECT wall
 wallet_internal.offers_consume(wallet.purchases,text,text,bigint[],text[],bigint)	ok	-	SELECT wallet_internal.offers_consume(x, 'member-a', 'UTC', ARRAY(SELECT o.offer_id FROM wallet.offers o WHERE o.campaign_id OPERATOR(pg_catalog.=) $c), ARRAY['$c1'], NULL) FROM wallet.purchases x WHERE x.order_ref OPERATOR(pg_catalog.=) 'sp-order-1'
 wallet.end_offer(bigint,timestamp with time zone)	ok	-	SELECT wallet.end_offer((SELECT o.offer_id FROM wallet.offers o WHERE o.name OPERATOR(pg_catalog.=) 'sp code'))
 wallet.purge_offer_quotes(interval,integer)	ok	^[0-9]+$	SELECT wallet.purge_offer_quotes('0', 10)
+wallet_internal.tier_sweep_scan(bigint,bigint,integer,text,integer,timestamp with time zone,bigint[])	ok	^[0-9]+\|	SELECT * FROM wallet_internal.tier_sweep_scan($p, 0, 10, 'rolling', 12, 'now', '{1,100}')
 CALLS
 }
 # The triggers, fired by writes to the extension's tables (same format).

@@ -494,6 +494,7 @@ INSERT INTO vocab (fn, what, expect, call) VALUES
 ('wallet_internal.tier_lock(bigint)', '-', 'internal', NULL),
 ('wallet_internal.tier_programs_due(bigint,timestamp with time zone)', '-', 'internal', NULL),
 ('wallet_internal.tier_posting_review(bigint,bigint,wallet.points_ledger,timestamp with time zone)', '-', 'internal', NULL),
+('wallet_internal.tier_sweep_scan(bigint,bigint,integer,text,integer,timestamp with time zone,bigint[])', '-', 'internal', NULL),
 ('wallet.create_tier(bigint,integer,text,bigint,numeric,numeric,jsonb)', 'program_id NULL', '22004', $$SELECT wallet.create_tier(NULL, 2, 'vocab gold', 2000)$$),
 ('wallet.create_tier(bigint,integer,text,bigint,numeric,numeric,jsonb)', 'rank NULL', '22004', $$SELECT wallet.create_tier({p}, NULL, 'vocab gold', 2000)$$),
 ('wallet.create_tier(bigint,integer,text,bigint,numeric,numeric,jsonb)', 'name NULL', '22004', $$SELECT wallet.create_tier({p}, 2, NULL, 2000)$$),

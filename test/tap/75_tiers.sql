@@ -9,7 +9,7 @@
 -- the rule "a window is whole UTC months ending with the month of as_of".
 BEGIN;
 SET LOCAL timezone = 'UTC';
-SELECT plan(109);
+SELECT plan(116);
 \ir ../tiers_expected.sql
 
 CREATE TEMP TABLE v (k text PRIMARY KEY, id bigint);
@@ -307,6 +307,97 @@ SELECT is((SELECT (looked_at, downgraded, more) FROM wallet.evaluate_tiers(pg_te
           'then two more');
 SELECT is((SELECT (looked_at, downgraded, more) FROM wallet.evaluate_tiers(pg_temp.id('p8'), pg_temp.m0() + interval '3 years', 2)), (1, 1, false),
           'then the last');
+
+-- ------------------------------------------------------------ 11. a sweep, set-based, equals the review of each account
+-- A sweep (no spend threshold) upgrades and re-dates accounts set-based; the
+-- state it leaves (tiers, history, events) must be what the review of each
+-- account, one by one in account order, leaves.  Each policy; the tiers are
+-- made after the points were earned (missed upgrades), then Silver is raised
+-- (holders below it, holders whose review date moves).
+CREATE FUNCTION pg_temp.tier_state(p bigint) RETURNS text LANGUAGE sql AS $$
+    SELECT concat_ws(' / ',
+        (SELECT string_agg(concat_ws(',', t.account_id, t.tier_id, t.rank, t.since, t.below_since, t.review_at), ';' ORDER BY t.account_id)
+           FROM wallet.account_tiers t WHERE t.program_id = p),
+        (SELECT string_agg(concat_ws(',', h.account_id, h.from_tier, h.to_tier, h.from_rank, h.to_rank, h.reason, h.changed_at, h.entry_id),
+                           ';' ORDER BY h.account_id, h.change_id)
+           FROM wallet.tier_history h WHERE h.program_id = p),
+        (SELECT string_agg(concat_ws(',', e.member_id, e.occurred_at, e.attributes), ';' ORDER BY e.member_id, e.event_id)
+           FROM wallet.member_events e WHERE e.kind = 'tier_changed' AND (e.attributes ->> 'program_id')::bigint = p)) $$;
+CREATE FUNCTION pg_temp.review_each(p bigint, as_of timestamptz) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    a bigint;
+    r text;
+    up int := 0;
+    down int := 0;
+BEGIN
+    FOR a IN SELECT x.account_id FROM wallet.accounts x WHERE x.program_id = p ORDER BY x.account_id LOOP
+        r := wallet_internal.tier_review(a, as_of);
+        up := up + (r IS NOT DISTINCT FROM 'upgraded')::int;
+        down := down + (r IS NOT DISTINCT FROM 'downgraded')::int;
+    END LOOP;
+    DELETE FROM wallet.tier_sweeps s WHERE s.program_id = p;
+    RETURN up || ' up ' || down || ' down: ' || pg_temp.tier_state(p);
+END
+$$;
+CREATE FUNCTION pg_temp.sweep(p bigint, as_of timestamptz) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    r record;
+    up int := 0;
+    down int := 0;
+BEGIN
+    LOOP
+        r := wallet.evaluate_tiers(p, as_of, 3);   -- batches of 3: holders and candidates across batch bounds
+        up := up + r.upgraded;
+        down := down + r.downgraded;
+        EXIT WHEN NOT r.more;
+    END LOOP;
+    RETURN up || ' up ' || down || ' down: ' || pg_temp.tier_state(p);
+END
+$$;
+CREATE FUNCTION pg_temp.sweep_program(name text, down text) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    p bigint := wallet.create_program(pg_temp.id('m'), name);
+    pts int;
+    cur int;
+    acct bigint;
+    i int := 0;
+BEGIN
+    PERFORM wallet.set_tier_policy(p, 'rolling', 12, down, 30, 'qualified');
+    -- earned this month (cur) and 11 months ago (pts + 1: leaves the window next month)
+    FOREACH pts IN ARRAY '{0,50,100,120,150,250,400,700}'::int[] LOOP
+        i := i + 1;
+        cur := CASE WHEN i % 2 = 0 THEN pts / 2 + 1 ELSE 1 END;
+        acct := wallet.open_account(p, name || '-' || i);
+        UPDATE wallet.accounts x
+           SET ledger = format('lots={%s@never} earned=%s months={%s:%s,%s:%s}', cur + pts + 1, cur + pts + 1,
+                               to_char(pg_temp.m0(), 'YYYY-MM'), cur,
+                               to_char(pg_temp.m0() - interval '11 months', 'YYYY-MM'), pts + 1)::wallet.points_ledger
+         WHERE x.account_id = acct;
+    END LOOP;
+    PERFORM wallet.create_tier(p, 1, 'Silver', 100);
+    PERFORM wallet.create_tier(p, 2, 'Gold', 300);
+    RETURN p;
+END
+$$;
+SELECT pg_temp.sweep_program('sweep grace', 'grace') AS sp1, pg_temp.sweep_program('sweep period', 'period_end') AS sp2,
+       pg_temp.sweep_program('sweep never', 'never') AS sp3 \gset
+SAVEPOINT sweep;
+SELECT pg_temp.sweep(:sp1, now()) AS set1, pg_temp.sweep(:sp2, now()) AS set2, pg_temp.sweep(:sp3, now()) AS set3 \gset
+ROLLBACK TO SAVEPOINT sweep;
+SELECT is(pg_temp.review_each(:sp1, now()), :'set1', 'sweep after new tiers (grace): set-based = the review of each account');
+SELECT is(pg_temp.review_each(:sp2, now()), :'set2', 'sweep after new tiers (period_end): the same');
+SELECT is(pg_temp.review_each(:sp3, now()), :'set3', 'sweep after new tiers (never): the same');
+SELECT is(split_part(:'set1', ':', 1), '6 up 0 down', 'six accounts moved up (3 to Silver, 3 to Gold)');
+-- Silver raised to 200: holders of Silver below it, Gold holders re-dated; a month on
+SELECT count(wallet.update_tier(t.tier_id, min_points => 200)) AS raised FROM wallet.tiers t
+ WHERE t.program_id IN (:sp1, :sp2, :sp3) AND t.rank = 1 \gset
+SAVEPOINT sweep2;
+SELECT pg_temp.sweep(:sp1, pg_temp.m0() + interval '1 month 3 days') AS set1, pg_temp.sweep(:sp2, pg_temp.m0() + interval '1 month 3 days') AS set2,
+       pg_temp.sweep(:sp3, pg_temp.m0() + interval '1 month 3 days') AS set3 \gset
+ROLLBACK TO SAVEPOINT sweep2;
+SELECT is(pg_temp.review_each(:sp1, pg_temp.m0() + interval '1 month 3 days'), :'set1', 'sweep after a raised threshold (grace): the same');
+SELECT is(pg_temp.review_each(:sp2, pg_temp.m0() + interval '1 month 3 days'), :'set2', 'sweep after a raised threshold (period_end): the same');
+SELECT is(pg_temp.review_each(:sp3, pg_temp.m0() + interval '1 month 3 days'), :'set3', 'sweep after a raised threshold (never): the same');
 
 SELECT * FROM finish();
 ROLLBACK;
