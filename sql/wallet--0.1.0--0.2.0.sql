@@ -13736,6 +13736,263 @@ END
 $$;
 COMMENT ON FUNCTION wallet.purge_offer_quotes(interval, int) IS 'deletes up to max_quotes offer quotes that expired longer ago than older_than (a checkout naming one then gets WL607); their budget holds are not touched (they expired with them); returns the number deleted; run by wallet.run_maintenance';
 
+-- == 10j. budget slices without deadlocks (issue 11)
+-- Every slice is taken through an advisory lock of its own before its row,
+-- and the take's reclaim of expired holds never waits long (sql/ext/budgets.sql).
+
+CREATE OR REPLACE FUNCTION wallet_internal.budget_expire_holds(campaign_id bigint)
+    RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    SET lock_timeout = '100ms'
+    AS $$
+DECLARE
+    _back bigint;
+BEGIN
+    WITH x AS (
+        SELECT h.hold_id FROM wallet.budget_holds h
+         WHERE h.campaign_id = $1 AND h.state = 'active' AND h.expires_at <= clock_timestamp()
+         FOR UPDATE SKIP LOCKED),
+    y AS (
+        UPDATE wallet.budget_holds h SET state = 'expired', closed_at = clock_timestamp()
+          FROM x WHERE h.hold_id = x.hold_id
+        RETURNING h.units)
+    SELECT coalesce(sum(y.units), 0) INTO _back FROM y;
+    RETURN _back;
+EXCEPTION WHEN lock_not_available THEN
+    -- SKIP LOCKED waited after all (see the top): nothing reclaimed
+    RETURN 0;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.budget_expire_holds(bigint) IS
+    'internal: mark a budget''s expired active holds (not locked by others) expired and return the sum of their units, which the caller puts back into slices it holds';
+
+CREATE OR REPLACE FUNCTION wallet_internal.budget_take(campaign_id bigint, units bigint, allow_partial boolean DEFAULT false)
+    RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    _c bigint := $1;
+    _u bigint := $2;
+    _n int;
+    _s int;
+    _r bigint;
+    _sl int[];
+    _sum bigint;
+    _take bigint;
+    _left bigint;
+    _cnt int;
+    k int;
+BEGIN
+    PERFORM wallet_internal.budget_units_check(_u);
+    SELECT b.slices INTO _n FROM wallet.campaign_budgets b WHERE b.campaign_id = _c;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'campaign % has no budget', _c
+            USING ERRCODE = 'WL601', DETAIL = 'Set one with wallet.set_campaign_budget before taking from it.';
+    END IF;
+    _s := pg_backend_pid() % _n;
+    -- Fast path: this backend's slice covers the take.
+    PERFORM pg_advisory_xact_lock((x'5742000000000000'::bigint | (_c << 8) | _s));
+    UPDATE wallet.budget_slices s SET remaining = s.remaining - _u
+     WHERE s.campaign_id = _c AND s.slice = _s AND s.remaining >= _u;
+    IF FOUND THEN
+        RETURN _u;
+    END IF;
+    -- Gather: own slice first (waiting for it holds no other slice), then the
+    -- lower ones without waiting, the higher ones in order.
+    SELECT s.remaining INTO _r FROM wallet.budget_slices s WHERE s.campaign_id = _c AND s.slice = _s FOR UPDATE;
+    _sl := ARRAY[_s];
+    _sum := _r;
+    FOR k IN 0 .. _n - 1 LOOP
+        EXIT WHEN _sum >= _u;
+        CONTINUE WHEN k = _s;
+        IF k < _s THEN
+            CONTINUE WHEN NOT pg_try_advisory_xact_lock((x'5742000000000000'::bigint | (_c << 8) | k));
+        ELSE
+            PERFORM pg_advisory_xact_lock((x'5742000000000000'::bigint | (_c << 8) | k));
+        END IF;
+        SELECT s.remaining INTO _r FROM wallet.budget_slices s WHERE s.campaign_id = _c AND s.slice = k FOR UPDATE;
+        _sl := _sl || k;
+        _sum := _sum + _r;
+    END LOOP;
+    IF _sum < _u THEN
+        -- Expired holds stop counting: their units come back before a refusal.
+        _sum := _sum + wallet_internal.budget_expire_holds(_c);
+    END IF;
+    _take := CASE WHEN _sum >= _u THEN _u WHEN allow_partial THEN _sum ELSE 0 END;
+    -- What is left goes evenly over the slices locked (a dry slice is
+    -- refilled); the odd units to the highest-numbered ones, which every
+    -- take below them waits for rather than skips: scarce units stay
+    -- reachable by all.
+    _left := _sum - _take;
+    _cnt := cardinality(_sl);
+    UPDATE wallet.budget_slices s
+       SET remaining = _left / _cnt + CASE WHEN v.rk <= _left % _cnt THEN 1 ELSE 0 END
+      FROM (SELECT x.sl, row_number() OVER (ORDER BY x.sl DESC) AS rk FROM unnest(_sl) x(sl)) v
+     WHERE s.campaign_id = _c AND s.slice = v.sl;
+    RETURN _take;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.budget_take(bigint, bigint, boolean) IS
+    'internal: take units from a campaign''s budget now; returns the units granted: all of them, or 0 when the budget cannot cover them (a status, not an error), or with allow_partial what is left if less; WL601 when the campaign has no budget';
+
+CREATE OR REPLACE FUNCTION wallet_internal.budget_give_back(campaign_id bigint, units bigint)
+    RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    _n int;
+BEGIN
+    PERFORM wallet_internal.budget_units_check($2);
+    SELECT b.slices INTO _n FROM wallet.campaign_budgets b WHERE b.campaign_id = $1;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'campaign % has no budget', $1
+            USING ERRCODE = 'WL601', DETAIL = 'Units can only be given back to a budget set with wallet.set_campaign_budget.';
+    END IF;
+    PERFORM pg_advisory_xact_lock((x'5742000000000000'::bigint | ($1 << 8) | pg_backend_pid() % _n));
+    UPDATE wallet.budget_slices s SET remaining = s.remaining + $2
+     WHERE s.campaign_id = $1 AND s.slice = pg_backend_pid() % _n;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.budget_give_back(bigint, bigint) IS
+    'internal: return units to a campaign''s budget (a grant undone, e.g. a refunded checkout; the caller gives back no more than it was granted)';
+
+CREATE OR REPLACE FUNCTION wallet.set_campaign_budget(campaign_id bigint, unit text, total bigint, slices int DEFAULT NULL)
+    RETURNS wallet.budget_status
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+#variable_conflict use_column
+DECLARE
+    _c bigint := campaign_id;
+    _unit text := unit;
+    _total bigint := total;
+    _b wallet.campaign_budgets;
+    _merchant bigint;
+    _sum bigint;
+    _need bigint;
+    _n int;
+    _slices int := set_campaign_budget.slices;
+    st wallet.budget_status;
+BEGIN
+    IF _c IS NULL OR _unit IS NULL OR _total IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN _c IS NULL THEN 'campaign_id' WHEN _unit IS NULL THEN 'unit' ELSE 'total' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A budget is set for a campaign, in a unit, to a total.';
+    END IF;
+    IF _unit NOT IN ('money', 'points', 'redemptions') THEN
+        RAISE EXCEPTION 'unknown budget unit "%"', left(_unit, 64)
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A budget counts money (minor units), points or redemptions.';
+    END IF;
+    IF _total < 0 THEN
+        RAISE EXCEPTION 'budget total must not be negative'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('A budget is zero or more units; %s was given.', _total);
+    END IF;
+    IF _slices NOT BETWEEN 1 AND 256 THEN
+        RAISE EXCEPTION 'budget slices must be between 1 and 256'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('A budget is split over 1 to 256 escrow slices; %s was given.', _slices);
+    END IF;
+    SELECT k.merchant_id INTO _merchant FROM wallet.campaigns k WHERE k.campaign_id = _c AND wallet.acts_for(k.merchant_id);
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'campaign % does not exist', _c
+            USING ERRCODE = 'WL101', HINT = 'Create it with wallet.create_campaign.';
+    END IF;
+    -- Setters run one at a time per budget (the budget row's lock).
+    INSERT INTO wallet.campaign_budgets AS b (campaign_id, merchant_id, unit, total, slices)
+    VALUES (_c, _merchant, _unit, 0, coalesce(_slices, 16))
+    ON CONFLICT (campaign_id) DO NOTHING;
+    IF FOUND THEN
+        INSERT INTO wallet.budget_slices (campaign_id, slice, remaining, merchant_id)
+        SELECT _c, g, 0, _merchant FROM generate_series(0, coalesce(_slices, 16) - 1) g;
+    END IF;
+    SELECT * INTO _b FROM wallet.campaign_budgets b WHERE b.campaign_id = _c FOR UPDATE;
+    IF _b.unit <> _unit OR _b.slices <> coalesce(_slices, _b.slices) THEN
+        RAISE EXCEPTION 'the % of a budget is fixed', CASE WHEN _b.unit <> _unit THEN 'unit' ELSE 'number of slices' END
+            USING ERRCODE = 'WL605',
+                  DETAIL = format('Campaign %s''s budget counts %s over %s slices; only its total can change.', _c, _b.unit, _b.slices);
+    END IF;
+    _n := _b.slices;
+    -- Every slice, in order (no slice of this budget is held here before).
+    PERFORM pg_advisory_xact_lock((x'5742000000000000'::bigint | (_c << 8) | g)) FROM generate_series(0, _n - 1) g ORDER BY g;
+    SELECT sum(s.remaining) INTO _sum FROM (
+        SELECT s.remaining FROM wallet.budget_slices s WHERE s.campaign_id = _c ORDER BY s.slice FOR UPDATE) s;
+    IF _total < _b.total THEN
+        _need := _b.total - _total;
+        IF _sum < _need THEN
+            _sum := _sum + wallet_internal.budget_expire_holds(_c);
+        END IF;
+        IF _sum < _need THEN
+            st := wallet_internal.budget_status(_c);
+            RAISE EXCEPTION 'budget of campaign % cannot shrink to %', _c, _total
+                USING ERRCODE = 'WL602',
+                      DETAIL = format('%s units are granted and %s held; the total cannot go below %s.',
+                                      st.granted, st.held, st.granted + st.held);
+        END IF;
+        _sum := _sum - _need;
+    ELSE
+        _sum := _sum + (_total - _b.total);
+    END IF;
+    UPDATE wallet.budget_slices s SET remaining = _sum / _n + CASE WHEN s.slice >= _n - _sum % _n THEN 1 ELSE 0 END
+     WHERE s.campaign_id = _c;
+    UPDATE wallet.campaign_budgets b SET total = _total, updated_at = now() WHERE b.campaign_id = _c;
+    RETURN wallet_internal.budget_status(_c);
+END
+$$;
+COMMENT ON FUNCTION wallet.set_campaign_budget(bigint, text, bigint, int) IS
+    'set a campaign''s budget (unit money in minor units, points or redemptions; total; slices, default 16, fixed once set): growing adds units at once, shrinking takes them from what is left and is refused (WL602) below granted + held; returns the status';
+
+-- == 10y. app events (issue 12)
+-- wallet.track_event: the app's events that the push triggers read.
+
+-- The app's own events, which the triggers read (cart_abandoned,
+-- nearby_store) and analytics may: one row of wallet.member_events.  The
+-- kinds the extension writes itself are refused, so that a tier change or a
+-- reward in the table is always the extension's.
+CREATE FUNCTION wallet.track_event(merchant_id bigint, member_ref text, kind text, attributes jsonb DEFAULT '{}',
+        occurred_at timestamptz DEFAULT now()) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    _member bigint;
+    id bigint;
+BEGIN
+    PERFORM wallet_internal.member_check($1, $2);
+    IF $3 IS NULL OR $4 IS NULL OR $5 IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN $3 IS NULL THEN 'kind' WHEN $4 IS NULL THEN 'attributes' ELSE 'occurred_at' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'An event has a kind, attributes (an object, may be empty) and a time.';
+    END IF;
+    IF $3 !~ '^[a-z][a-z0-9_]{0,62}$' THEN
+        RAISE EXCEPTION 'invalid event kind %', left($3, 100)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'An event kind is a lower-case word of at most 63 letters, digits and underscores, starting with a letter.';
+    END IF;
+    IF $3 IN ('tier_changed', 'referral_rewarded', 'shared') THEN
+        RAISE EXCEPTION 'event kind % is written by the extension', $3
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'Tier changes, referral rewards and shares are recorded by the functions that make them, not by the app.';
+    END IF;
+    IF jsonb_typeof($4) <> 'object' OR pg_column_size($4) > 8192 THEN
+        RAISE EXCEPTION 'invalid event attributes'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'An event''s attributes are a JSON object of at most 8 kB.';
+    END IF;
+    IF $3 = 'location' AND NOT (jsonb_typeof($4 -> 'latitude') = 'number' AND jsonb_typeof($4 -> 'longitude') = 'number'
+                                AND ($4 ->> 'latitude')::numeric BETWEEN -90 AND 90 AND ($4 ->> 'longitude')::numeric BETWEEN -180 AND 180) THEN
+        RAISE EXCEPTION 'invalid location event'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A location event carries a numeric latitude in [-90, 90] and longitude in [-180, 180].';
+    END IF;
+    _member := wallet_internal.member_ensure($1, $2);
+    INSERT INTO wallet.member_events AS e (merchant_id, member_id, kind, occurred_at, attributes)
+    VALUES ($1, _member, $3, $5, $4)
+    RETURNING e.event_id INTO id;
+    RETURN id;
+END
+$$;
+COMMENT ON FUNCTION wallet.track_event(bigint, text, text, jsonb, timestamptz) IS 'records an event of the app about a member (created if new) in wallet.member_events: cart_updated (read by the cart_abandoned trigger), location with numeric latitude and longitude (nearby_store), or any other lower-case kind; the kinds the extension writes (tier_changed, referral_rewarded, shared) are refused; returns the event id';
+
 -- == 10z. shared objects, final (issues 10-12)
 -- Objects that several sections above re-create (each with what its area
 -- added): their final definitions, exactly as the parts have them.
@@ -13933,6 +14190,14 @@ BEGIN
     DELETE FROM wallet.push_preferences p WHERE p.merchant_id = _merchant AND p.member_id = _member;
     GET DIAGNOSTICS c = ROW_COUNT;
     n := n || jsonb_build_object('push_preferences', c);
+    -- the app's own events (wallet.track_event: carts, locations) lose their
+    -- attributes; the extension's events (tier changes, rewards, shares) carry
+    -- only ids and figures and stay whole
+    UPDATE wallet.member_events e SET attributes = '{}'
+     WHERE e.merchant_id = _merchant AND e.member_id = _member AND e.attributes <> '{}'
+       AND e.kind NOT IN ('tier_changed', 'referral_rewarded', 'shared');
+    GET DIAGNOSTICS c = ROW_COUNT;
+    n := n || jsonb_build_object('member_events', c);
 
     IF NOT EXISTS (SELECT FROM jsonb_each(n) e WHERE e.value <> '0') THEN
         RETURN false;   -- nothing names the member (e.g. erased before): nothing to record
@@ -13943,7 +14208,7 @@ BEGIN
     RETURN true;
 END
 $$;
-COMMENT ON FUNCTION wallet.forget_member(bigint, text, text) IS 'erases a member''s personal data at a merchant: pseudonymises its member_ref in every table, clears its time zone, locale, request contexts and feedback comments, keeps only store, channel, payment_method and categories of its purchases'' attributes, clears referral fingerprints, deletes its failed attempts; push: clears consent devices and message payloads, suppresses queued messages, deletes its push preferences; ledgers and totals are unchanged; recorded in wallet.audit_log; returns false (and records nothing) when nothing names the member';
+COMMENT ON FUNCTION wallet.forget_member(bigint, text, text) IS 'erases a member''s personal data at a merchant: pseudonymises its member_ref in every table, clears its time zone, locale, request contexts and feedback comments, keeps only store, channel, payment_method and categories of its purchases'' attributes, clears referral fingerprints, deletes its failed attempts; push: clears consent devices and message payloads, suppresses queued messages, deletes its push preferences; clears the attributes of the app''s own events (wallet.track_event); ledgers and totals are unchanged; recorded in wallet.audit_log; returns false (and records nothing) when nothing names the member';
 
 CREATE OR REPLACE FUNCTION wallet.record_purchase(merchant_id bigint, member_ref text, order_ref text, amount numeric, currency text,
         occurred_at timestamptz DEFAULT now(), attributes jsonb DEFAULT '{}',
@@ -14141,7 +14406,8 @@ GRANT EXECUTE ON FUNCTION wallet.record_consent(bigint, text, text, text, boolea
     wallet.claim_pushes(text, int, interval), wallet.extend_lease(bigint, interval), wallet.ack_push(bigint, text),
     wallet.ack_pushes(bigint[], text[]),
     wallet.fail_push(bigint, text, boolean), wallet.record_push_event(bigint, text, timestamptz),
-    wallet.enqueue_push_local(bigint, text[], text, text, jsonb, timestamp, bigint, text, timestamptz, int)
+    wallet.enqueue_push_local(bigint, text[], text, text, jsonb, timestamp, bigint, text, timestamptz, int),
+    wallet.track_event(bigint, text, text, jsonb, timestamptz)
     TO wallet_app;
 -- push figures: for the app, the admin and the analysts
 GRANT EXECUTE ON FUNCTION wallet.push_stats(bigint, bigint, interval, interval), wallet.push_funnel(bigint, bigint, interval, interval),

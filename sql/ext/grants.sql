@@ -94,7 +94,8 @@ GRANT EXECUTE ON FUNCTION wallet.record_consent(bigint, text, text, text, boolea
     wallet.claim_pushes(text, int, interval), wallet.extend_lease(bigint, interval), wallet.ack_push(bigint, text),
     wallet.ack_pushes(bigint[], text[]),
     wallet.fail_push(bigint, text, boolean), wallet.record_push_event(bigint, text, timestamptz),
-    wallet.enqueue_push_local(bigint, text[], text, text, jsonb, timestamp, bigint, text, timestamptz, int)
+    wallet.enqueue_push_local(bigint, text[], text, text, jsonb, timestamp, bigint, text, timestamptz, int),
+    wallet.track_event(bigint, text, text, jsonb, timestamptz)
     TO wallet_app;
 -- push figures: for the app, the admin and the analysts
 GRANT EXECUTE ON FUNCTION wallet.push_stats(bigint, bigint, interval, interval), wallet.push_funnel(bigint, bigint, interval, interval),

@@ -360,6 +360,14 @@ BEGIN
     DELETE FROM wallet.push_preferences p WHERE p.merchant_id = _merchant AND p.member_id = _member;
     GET DIAGNOSTICS c = ROW_COUNT;
     n := n || jsonb_build_object('push_preferences', c);
+    -- the app's own events (wallet.track_event: carts, locations) lose their
+    -- attributes; the extension's events (tier changes, rewards, shares) carry
+    -- only ids and figures and stay whole
+    UPDATE wallet.member_events e SET attributes = '{}'
+     WHERE e.merchant_id = _merchant AND e.member_id = _member AND e.attributes <> '{}'
+       AND e.kind NOT IN ('tier_changed', 'referral_rewarded', 'shared');
+    GET DIAGNOSTICS c = ROW_COUNT;
+    n := n || jsonb_build_object('member_events', c);
 
     IF NOT EXISTS (SELECT FROM jsonb_each(n) e WHERE e.value <> '0') THEN
         RETURN false;   -- nothing names the member (e.g. erased before): nothing to record
@@ -370,4 +378,4 @@ BEGIN
     RETURN true;
 END
 $$;
-COMMENT ON FUNCTION wallet.forget_member(bigint, text, text) IS 'erases a member''s personal data at a merchant: pseudonymises its member_ref in every table, clears its time zone, locale, request contexts and feedback comments, keeps only store, channel, payment_method and categories of its purchases'' attributes, clears referral fingerprints, deletes its failed attempts; push: clears consent devices and message payloads, suppresses queued messages, deletes its push preferences; ledgers and totals are unchanged; recorded in wallet.audit_log; returns false (and records nothing) when nothing names the member';
+COMMENT ON FUNCTION wallet.forget_member(bigint, text, text) IS 'erases a member''s personal data at a merchant: pseudonymises its member_ref in every table, clears its time zone, locale, request contexts and feedback comments, keeps only store, channel, payment_method and categories of its purchases'' attributes, clears referral fingerprints, deletes its failed attempts; push: clears consent devices and message payloads, suppresses queued messages, deletes its push preferences; clears the attributes of the app''s own events (wallet.track_event); ledgers and totals are unchanged; recorded in wallet.audit_log; returns false (and records nothing) when nothing names the member';

@@ -2011,6 +2011,54 @@ END
 $$;
 COMMENT ON FUNCTION wallet.set_push_store(bigint, text, double precision, double precision, double precision, interval) IS 'sets a store of the nearby-store trigger (by name): its location, radius in metres and per-member cooldown; returns its id';
 
+-- The app's own events, which the triggers read (cart_abandoned,
+-- nearby_store) and analytics may: one row of wallet.member_events.  The
+-- kinds the extension writes itself are refused, so that a tier change or a
+-- reward in the table is always the extension's.
+CREATE FUNCTION wallet.track_event(merchant_id bigint, member_ref text, kind text, attributes jsonb DEFAULT '{}',
+        occurred_at timestamptz DEFAULT now()) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    _member bigint;
+    id bigint;
+BEGIN
+    PERFORM wallet_internal.member_check($1, $2);
+    IF $3 IS NULL OR $4 IS NULL OR $5 IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN $3 IS NULL THEN 'kind' WHEN $4 IS NULL THEN 'attributes' ELSE 'occurred_at' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'An event has a kind, attributes (an object, may be empty) and a time.';
+    END IF;
+    IF $3 !~ '^[a-z][a-z0-9_]{0,62}$' THEN
+        RAISE EXCEPTION 'invalid event kind %', left($3, 100)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'An event kind is a lower-case word of at most 63 letters, digits and underscores, starting with a letter.';
+    END IF;
+    IF $3 IN ('tier_changed', 'referral_rewarded', 'shared') THEN
+        RAISE EXCEPTION 'event kind % is written by the extension', $3
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'Tier changes, referral rewards and shares are recorded by the functions that make them, not by the app.';
+    END IF;
+    IF jsonb_typeof($4) <> 'object' OR pg_column_size($4) > 8192 THEN
+        RAISE EXCEPTION 'invalid event attributes'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'An event''s attributes are a JSON object of at most 8 kB.';
+    END IF;
+    IF $3 = 'location' AND NOT (jsonb_typeof($4 -> 'latitude') = 'number' AND jsonb_typeof($4 -> 'longitude') = 'number'
+                                AND ($4 ->> 'latitude')::numeric BETWEEN -90 AND 90 AND ($4 ->> 'longitude')::numeric BETWEEN -180 AND 180) THEN
+        RAISE EXCEPTION 'invalid location event'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A location event carries a numeric latitude in [-90, 90] and longitude in [-180, 180].';
+    END IF;
+    _member := wallet_internal.member_ensure($1, $2);
+    INSERT INTO wallet.member_events AS e (merchant_id, member_id, kind, occurred_at, attributes)
+    VALUES ($1, _member, $3, $5, $4)
+    RETURNING e.event_id INTO id;
+    RETURN id;
+END
+$$;
+COMMENT ON FUNCTION wallet.track_event(bigint, text, text, jsonb, timestamptz) IS 'records an event of the app about a member (created if new) in wallet.member_events: cart_updated (read by the cart_abandoned trigger), location with numeric latitude and longitude (nearby_store), or any other lower-case kind; the kinds the extension writes (tier_changed, referral_rewarded, shared) are refused; returns the event id';
+
 CREATE FUNCTION wallet.create_push_trigger(merchant_id bigint, kind text, channel text, topic text, payload jsonb,
         params jsonb DEFAULT '{}', campaign_id bigint DEFAULT NULL) RETURNS bigint
     LANGUAGE plpgsql

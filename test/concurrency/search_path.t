@@ -577,6 +577,7 @@ wallet_internal.push_carry(smallint,smallint)	ok	^[0-9]+$	SELECT wallet_internal
 wallet_internal.push_finish(bigint[],text,text,text)	ok	^0$	SELECT wallet_internal.push_finish('{}', 'suppressed', 'test', NULL)
 wallet_internal.push_move(wallet.push_messages,smallint)	ok	-	SELECT wallet_internal.push_move(x, CAST(3 AS smallint)) FROM wallet.push_messages x WHERE x.status OPERATOR(pg_catalog.=) 'sent' AND x.merchant_id OPERATOR(pg_catalog.=) $m LIMIT 1
 wallet.set_push_store(bigint,text,double precision,double precision,double precision,interval)	ok	^[0-9]+$	SELECT wallet.set_push_store($m, 'sp store', 47.3779, 8.5403, 100)
+wallet.track_event(bigint,text,text,jsonb,timestamp with time zone)	ok	^[0-9]+$	SELECT wallet.track_event($m, 'member-p', 'cart_updated', '{"items": 1}')
 wallet.create_push_trigger(bigint,text,text,text,jsonb,jsonb,bigint)	ok	^[0-9]+$	SELECT wallet.create_push_trigger($m, 'points_expiring', 'sp_push', 'marketing', '{"title": "t"}', '{"within_days": 400}')
 wallet.run_push_triggers(integer)	ok	^[0-9]+$	SELECT wallet.run_push_triggers(100)
 wallet.enqueue_push_local(bigint,text[],text,text,jsonb,timestamp without time zone,bigint,text,timestamp with time zone,integer)	ok	^queued\|\|1$	SELECT * FROM wallet.enqueue_push_local($m, '{member-p}', 'sp_push', 'orders', '{"a": 4}', '2030-12-24 09:00')

@@ -42,7 +42,7 @@ BEGIN
     PERFORM wallet.create_earning_rule(p, 'iso rule', 'per_unit', 1, caps => '{"per_member_day": 1000}', valid_from => now() - interval '1 day');
     PERFORM wallet.record_purchase(m, 'iso-member', 'iso-order', 10, 'CNY');
     PERFORM wallet.record_refund(m, 'iso-order', 1, 'iso-refund');
-    INSERT INTO wallet.member_events (merchant_id, member_id, kind) VALUES (m, mem, 'cart_updated');
+    PERFORM wallet.track_event(m, (SELECT w.member_ref FROM wallet.members w WHERE w.member_id = mem), 'cart_updated');
     -- tiers through their API: the account (100 points) moves up when the
     -- tier is evaluated (account_tiers, tier_history, a tier_changed event);
     -- a policy change leaves a sweep pending (tier_sweeps)
@@ -364,6 +364,7 @@ INSERT INTO iso (fn, call, why) VALUES
 ('wallet.push_funnel(bigint,bigint,interval,interval)', $$SELECT count(*) FROM wallet.push_funnel({m}, {c})$$, NULL),
 ('wallet.push_retention(bigint,bigint,integer)', $$SELECT count(*) FROM wallet.push_retention({m}, {c})$$, NULL),
 ('wallet.set_push_store(bigint,text,double precision,double precision,double precision,interval)', $$SELECT wallet.set_push_store({m}, 'iso store', 46.0, 7.0, 50)$$, NULL),
+('wallet.track_event(bigint,text,text,jsonb,timestamp with time zone)', $$SELECT wallet.track_event({m}, 'iso-member', 'cart_updated')$$, NULL),
 ('wallet.create_push_trigger(bigint,text,text,text,jsonb,jsonb,bigint)', $$SELECT wallet.create_push_trigger({m}, 'tier_changed', 'push', 'marketing', '{}')$$, NULL),
 ('wallet.enqueue_push_local(bigint,text[],text,text,jsonb,timestamp without time zone,bigint,text,timestamp with time zone,integer)', $$SELECT count(*) FROM wallet.enqueue_push_local({m}, NULL, '{ch}', 'orders', '{}', '2030-12-24 09:00')$$, NULL),
 ('wallet.run_push_triggers(integer)', NULL, 'no object'),

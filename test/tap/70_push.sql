@@ -411,20 +411,36 @@ VALUES (:mt, pg_temp.mid(:mt, 't1'), 'tier_changed', now() - interval '1 minute'
        (:mt, pg_temp.mid(:mt, 't2'), 'tier_changed', now() - interval '1 minute', '{"from_tier": "bronze", "to_tier": "silver"}');
 -- carts, 30 minutes: c1 left 40 minutes ago; c2 updated again 10 minutes ago; c3 bought after its update
 SELECT wallet.create_push_trigger(:mt, 'cart_abandoned', 'push', 'marketing', '{"title": "your cart misses you"}', '{"after_minutes": 30}');
-INSERT INTO wallet.member_events (merchant_id, member_id, kind, occurred_at, attributes)
-VALUES (:mt, pg_temp.mid(:mt, 'c1'), 'cart_updated', now() - interval '40 minutes', '{"items": 2}'),
-       (:mt, pg_temp.mid(:mt, 'c2'), 'cart_updated', now() - interval '40 minutes', '{"items": 1}'),
-       (:mt, pg_temp.mid(:mt, 'c2'), 'cart_updated', now() - interval '10 minutes', '{"items": 3}'),
-       (:mt, pg_temp.mid(:mt, 'c3'), 'cart_updated', now() - interval '40 minutes', '{"items": 1}');
+SELECT wallet.track_event(:mt, 'c1', 'cart_updated', '{"items": 2}', now() - interval '40 minutes') AS c1_event \gset
+SELECT wallet.track_event(:mt, 'c2', 'cart_updated', '{"items": 1}', now() - interval '40 minutes');
+SELECT wallet.track_event(:mt, 'c2', 'cart_updated', '{"items": 3}', now() - interval '10 minutes');
+SELECT wallet.track_event(:mt, 'c3', 'cart_updated', '{"items": 1}', now() - interval '40 minutes');
+SELECT is((SELECT format('%s %s %s', kind, attributes, occurred_at = now() - interval '40 minutes') FROM wallet.member_events
+            WHERE event_id = :c1_event AND merchant_id = :mt AND member_id = pg_temp.mid(:mt, 'c1')),
+          'cart_updated {"items": 2} t', 'track_event records the member''s event with its attributes and time');
 INSERT INTO wallet.purchases (merchant_id, member_id, order_ref, amount, currency, occurred_at)
 VALUES (:mt, pg_temp.mid(:mt, 'c3'), 'tr-c3', 12, 'CHF', now() - interval '20 minutes');
 -- stores: Zurich main station, 100 m, a day's cooldown; s1 pings 50 m away twice and 1 km away once
 SELECT wallet.set_push_store(:mt, 'HB', 47.3779, 8.5403, 100);
 SELECT wallet.create_push_trigger(:mt, 'nearby_store', 'push', 'marketing', '{"title": "we are around the corner"}');
-INSERT INTO wallet.member_events (merchant_id, member_id, kind, occurred_at, attributes)
-VALUES (:mt, pg_temp.mid(:mt, 's1'), 'location', now() - interval '5 minutes', '{"latitude": 47.37835, "longitude": 8.5403}'),
-       (:mt, pg_temp.mid(:mt, 's1'), 'location', now() - interval '4 minutes', '{"latitude": 47.37835, "longitude": 8.5403}'),
-       (:mt, pg_temp.mid(:mt, 's1'), 'location', now() - interval '3 minutes', '{"latitude": 47.3869, "longitude": 8.5403}');
+SELECT wallet.track_event(:mt, 's1', 'location', '{"latitude": 47.37835, "longitude": 8.5403}', now() - interval '5 minutes');
+SELECT wallet.track_event(:mt, 's1', 'location', '{"latitude": 47.37835, "longitude": 8.5403}', now() - interval '4 minutes');
+SELECT wallet.track_event(:mt, 's1', 'location', '{"latitude": 47.3869, "longitude": 8.5403}', now() - interval '3 minutes');
+-- what track_event refuses
+SELECT throws_ok($$SELECT wallet.track_event($$ || :mt || $$, 's1', 'tier_changed', '{"to_tier": "gold"}')$$, '22023',
+                 'event kind tier_changed is written by the extension', 'track_event: a kind the extension writes is refused (22023)');
+SELECT throws_ok($$SELECT wallet.track_event($$ || :mt || $$, 's1', 'Cart Updated')$$, '22023', 'invalid event kind Cart Updated',
+                 'track_event: a kind that is not a lower-case word (22023)');
+SELECT throws_ok($$SELECT wallet.track_event($$ || :mt || $$, 's1', 'location', '{"latitude": "47.3"}')$$, '22023', 'invalid location event',
+                 'track_event: a location without numeric coordinates (22023)');
+SELECT throws_ok($$SELECT wallet.track_event($$ || :mt || $$, 's1', 'location', '{"latitude": 91, "longitude": 8}')$$, '22023', 'invalid location event',
+                 'track_event: a latitude out of range (22023)');
+SELECT throws_ok($$SELECT wallet.track_event($$ || :mt || $$, 's1', 'cart_updated', '[1, 2]')$$, '22023', 'invalid event attributes',
+                 'track_event: attributes that are not an object (22023)');
+SELECT throws_ok($$SELECT wallet.track_event($$ || :mt || $$, 's1', 'cart_updated', NULL)$$, '22004', 'attributes must not be null',
+                 'track_event: NULL attributes (22004)');
+SELECT is((SELECT count(*) FROM wallet.member_events WHERE merchant_id = :mt AND member_id = pg_temp.mid(:mt, 's1')), 3::bigint,
+          'the refused events stored nothing');
 SELECT is(wallet.run_push_triggers(), 4::bigint, 'run_push_triggers: four messages (points, tier, cart, store once)');
 SELECT is(pg_temp.fired(:mt, 'points_expiring'), '{e1}', 'points expiring within 7 days: e1 (e2''s expire in 30)');
 SELECT is((SELECT (payload -> 'trigger' ->> 'points')::int FROM wallet.push_messages WHERE merchant_id = :mt AND payload -> 'trigger' ->> 'kind' = 'points_expiring'),
@@ -435,8 +451,20 @@ SELECT is(pg_temp.fired(:mt, 'nearby_store'), '{s1}', 'nearby store: s1, once (t
 SELECT is((SELECT array_agg(DISTINCT outcome) FROM wallet.push_messages WHERE merchant_id = :mt), '{queued}',
           'each went through enqueue''s decision: queued (consent, no quiet hours, no caps)');
 SELECT is(wallet.run_push_triggers(), 0::bigint, 'run_push_triggers again: nothing fires twice');
-SELECT throws_ok($$SELECT wallet.create_push_trigger($$ || :mt || $$, 'cart_abandoned', 'push', 'marketing', '{}')$$, '22023', NULL,
-                 'a cart trigger without after_minutes: 22023');
+-- erasure: the app's events lose their attributes, the extension's stay whole
+SELECT wallet.track_event(:mt, 't1', 'cart_updated', '{"items": ["red shoes"], "address": "Bahnhofstrasse 1"}');
+SELECT pg_temp.mid(:mt, 's1') AS s1_member, pg_temp.mid(:mt, 't1') AS t1_member \gset
+SELECT is(wallet.forget_member(:mt, 's1', 'erasure request'), true, 'forget_member of a member with location events');
+SELECT is((SELECT count(*) FILTER (WHERE attributes = '{}') || '/' || count(*) FROM wallet.member_events
+            WHERE merchant_id = :mt AND member_id = :s1_member AND kind = 'location'), '3/3',
+          'forget_member: the location pings keep their time but lose their coordinates');
+SELECT is((SELECT (new_values -> 'rows' ->> 'member_events')::int FROM wallet.audit_log WHERE action = 'forget_member' ORDER BY id DESC LIMIT 1), 3,
+          'forget_member: the audit record counts the events');
+SELECT is(wallet.forget_member(:mt, 't1', 'erasure request'), true, 'forget_member of a member with a tier change and a cart');
+SELECT is((SELECT string_agg(kind || ' ' || attributes::text, '; ' ORDER BY kind) FROM wallet.member_events
+            WHERE merchant_id = :mt AND member_id = :t1_member),
+          'cart_updated {}; tier_changed {"to_tier": "gold", "from_tier": "silver"}',
+          'forget_member: the cart is emptied, the tier change (ids and names of the merchant''s tiers) stays');
 -- a festival send at 09:00 local, in Zurich and in Tokyo
 SELECT pg_temp.member(:mt, 'l1', 'Europe/Zurich');
 SELECT pg_temp.member(:mt, 'l2', 'Asia/Tokyo');
