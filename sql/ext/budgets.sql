@@ -24,11 +24,18 @@
 -- Deadlock freedom: a transaction waits for a slice only when that slice is
 -- numbered higher than every slice of the same budget it holds.  The fast
 -- path waits for its own slice s holding none (or only s itself); the gather
--- locks slices below s with SKIP LOCKED (never waiting) and slices above s
--- in ascending order.  Hold rows are locked with SKIP LOCKED by takers, and
--- whoever locks a hold row first (convert, release, reclaim) holds no slice
--- then.  A caller taking from several budgets in one transaction takes them
--- in campaign_id order.
+-- tries the slices below s without waiting and waits for the slices above s
+-- in ascending order.  Each slice is taken through a transaction advisory
+-- lock of its own before its row (key: 'WB' in the top 16 bits, then the
+-- campaign id, at most 2^32 - 1, and the slice, at most 255): row locks alone
+-- cannot keep that order, because SELECT ... FOR UPDATE SKIP LOCKED can still
+-- wait when it follows a row's update chain (32 sessions racing on a nearly
+-- empty budget deadlocked), while pg_try_advisory_xact_lock never waits.
+-- Hold rows are locked with SKIP LOCKED by takers, under a lock_timeout
+-- (the same wait could hit them; a take that times out there reclaims
+-- nothing, as if the holds were locked), and whoever locks a hold row first
+-- (convert, release, reclaim) holds no slice then.  A caller taking from
+-- several budgets in one transaction takes them in campaign_id order.
 -- ======================================================================
 
 CREATE TABLE wallet.campaign_budgets (
@@ -150,6 +157,7 @@ CREATE FUNCTION wallet_internal.budget_expire_holds(campaign_id bigint)
     RETURNS bigint
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
+    SET lock_timeout = '100ms'
     AS $$
 DECLARE
     _back bigint;
@@ -164,6 +172,9 @@ BEGIN
         RETURNING h.units)
     SELECT coalesce(sum(y.units), 0) INTO _back FROM y;
     RETURN _back;
+EXCEPTION WHEN lock_not_available THEN
+    -- SKIP LOCKED waited after all (see the top): nothing reclaimed
+    RETURN 0;
 END
 $$;
 COMMENT ON FUNCTION wallet_internal.budget_expire_holds(bigint) IS
@@ -219,6 +230,7 @@ BEGIN
     END IF;
     _s := pg_backend_pid() % _n;
     -- Fast path: this backend's slice covers the take.
+    PERFORM pg_advisory_xact_lock((x'5742000000000000'::bigint | (_c << 8) | _s));
     UPDATE wallet.budget_slices s SET remaining = s.remaining - _u
      WHERE s.campaign_id = _c AND s.slice = _s AND s.remaining >= _u;
     IF FOUND THEN
@@ -233,11 +245,11 @@ BEGIN
         EXIT WHEN _sum >= _u;
         CONTINUE WHEN k = _s;
         IF k < _s THEN
-            SELECT s.remaining INTO _r FROM wallet.budget_slices s WHERE s.campaign_id = _c AND s.slice = k FOR UPDATE SKIP LOCKED;
-            CONTINUE WHEN NOT FOUND;
+            CONTINUE WHEN NOT pg_try_advisory_xact_lock((x'5742000000000000'::bigint | (_c << 8) | k));
         ELSE
-            SELECT s.remaining INTO _r FROM wallet.budget_slices s WHERE s.campaign_id = _c AND s.slice = k FOR UPDATE;
+            PERFORM pg_advisory_xact_lock((x'5742000000000000'::bigint | (_c << 8) | k));
         END IF;
+        SELECT s.remaining INTO _r FROM wallet.budget_slices s WHERE s.campaign_id = _c AND s.slice = k FOR UPDATE;
         _sl := _sl || k;
         _sum := _sum + _r;
     END LOOP;
@@ -277,6 +289,7 @@ BEGIN
         RAISE EXCEPTION 'campaign % has no budget', $1
             USING ERRCODE = 'WL601', DETAIL = 'Units can only be given back to a budget set with wallet.set_campaign_budget.';
     END IF;
+    PERFORM pg_advisory_xact_lock((x'5742000000000000'::bigint | ($1 << 8) | pg_backend_pid() % _n));
     UPDATE wallet.budget_slices s SET remaining = s.remaining + $2
      WHERE s.campaign_id = $1 AND s.slice = pg_backend_pid() % _n;
 END
@@ -486,6 +499,7 @@ BEGIN
     END IF;
     _n := _b.slices;
     -- Every slice, in order (no slice of this budget is held here before).
+    PERFORM pg_advisory_xact_lock((x'5742000000000000'::bigint | (_c << 8) | g)) FROM generate_series(0, _n - 1) g ORDER BY g;
     SELECT sum(s.remaining) INTO _sum FROM (
         SELECT s.remaining FROM wallet.budget_slices s WHERE s.campaign_id = _c ORDER BY s.slice FOR UPDATE) s;
     IF _total < _b.total THEN

@@ -19,6 +19,11 @@
 # A second burst: 32 sessions each take 40 units at once from a budget of
 # 1,000 spread over 16 slices of 62 or 63: exactly 25 get them (gathering
 # across slices), 7 are refused, the budget ends at 0.
+# A churn: 32 pgbench clients for 15 s take, give back, hold (expiring) and
+# hold-and-convert on a budget of 300 kept nearly empty, so that most takes
+# gather across slices while others update them: not one transaction may
+# fail (a gather that waited for a lower slice deadlocked here before every
+# slice was taken through its advisory lock), and the books still balance.
 #
 # Needs PGHOST/PGPORT/PGUSER of a running cluster with wallet installable.
 set -uo pipefail
@@ -31,7 +36,7 @@ trap 'rm -rf "$TMP"' EXIT
 . "$(dirname "$0")/../lib.sh"
 Q_TIMEOUT=120
 
-plan 12
+plan 14
 
 timeout 30 dropdb --if-exists "$DB" >/dev/null 2>&1
 if ! timeout 30 createdb "$DB"; then echo "Bail out! createdb $DB failed"; exit 1; fi
@@ -131,6 +136,41 @@ is "$(count burst 'got 40'):$(count burst 'got 0')" "25:7" "32 takes of 40 from 
    "$(cat "$TMP"/burst.* | sort | uniq -c)"
 is "$(q -c "SELECT format('%s %s', granted, remaining) FROM wallet.campaign_budget($C_BURST)")" "1000 0" \
    "the burst budget is granted in full, nothing left over"
+
+# Churn
+C_CHURN=$(q -c "SELECT wallet.create_campaign((SELECT merchant_id FROM wallet.campaigns WHERE campaign_id = $C_DRAIN), 'churn')")
+q -c "SELECT wallet.set_campaign_budget($C_CHURN, 'points', 300)" >/dev/null
+cat > "$TMP/take.sql" <<SQL
+\\set u random(1, 10)
+SELECT wallet_internal.budget_take($C_CHURN, :u);
+SQL
+cat > "$TMP/give.sql" <<SQL
+\\set u random(1, 10)
+SELECT wallet_internal.budget_give_back($C_CHURN, :u);
+SQL
+cat > "$TMP/hold.sql" <<SQL
+\\set u random(1, 10)
+SELECT wallet_internal.budget_hold($C_CHURN, :u, interval '200 milliseconds');
+SQL
+cat > "$TMP/convert.sql" <<SQL
+\\set u random(1, 10)
+BEGIN;
+SELECT coalesce(hold_id, 0) AS h FROM wallet_internal.budget_hold($C_CHURN, :u, interval '10 seconds') \\gset
+SELECT wallet_internal.budget_convert(:h) WHERE :h > 0;
+COMMIT;
+SQL
+timeout 75 pgbench -n -c 32 -j 2 -T 15 -f "$TMP/take.sql@4" -f "$TMP/give.sql@4" -f "$TMP/hold.sql@1" -f "$TMP/convert.sql@2" "$DB" > "$TMP/churn.out" 2>&1
+st=$?
+processed=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$TMP/churn.out")
+failed_tx=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$TMP/churn.out")
+ok $(( st != 0 || ${failed_tx:-1} != 0 || ${processed:-0} < 300 )) \
+   "churn: 32 clients, 15 s, ${processed:-0} transactions of takes, gives, holds and conversions, none failed (no deadlock)" \
+   "$(grep -E 'error|ERROR|failed' "$TMP/churn.out" | sort | uniq -c | head -5)"
+sleep 0.3   # the churn's last 200 ms holds expire
+left=$(q -c "SELECT remaining FROM wallet.campaign_budget($C_CHURN)")
+got=$(q -c "DO \$\$ BEGIN WHILE wallet_internal.budget_take($C_CHURN, 1) = 1 LOOP END LOOP; END \$\$;
+            SELECT remaining || ' ' || held FROM wallet.campaign_budget($C_CHURN)")
+is "$got" "0 0" "churn: afterwards takes of one unit drain exactly the $left remaining (none stranded in a slice or a hold)"
 
 timeout 30 dropdb --if-exists "$DB" >/dev/null 2>&1
 finish
