@@ -5,7 +5,8 @@
 # install: for every function and procedure of schema wallet (trigger
 # functions aside), the roles holding EXECUTE must be exactly the roles whose
 # column names it, in some row; the functions of a value that all three roles
-# call (README's sentence under the table) are the only ones left out; every
+# call (README's sentence under the table) and ledger_apply, which none may
+# call, are the only ones left out; every
 # name in the table must exist; and overloads of one name must agree.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -37,7 +38,9 @@ documented=$(echo "$table" | grep -v '^| tables' | awk -F'|' '{
 
 # the catalog: "role name" for every routine of schema wallet a role may execute
 # (the functions of a value, listed in README's sentence, left out)
-VALUE_FUNCTIONS="^(version|installation_id|acts_for|my_merchants|policy_expiry|code_(campaign|serial|key_version|mac_bits|prefix)|ledger_.*|marketing_code_.*|points_ledger_.*)$"
+VALUE_FUNCTIONS="^(version|installation_id|acts_for|my_merchants|policy_expiry|code_(campaign|serial|key_version|mac_bits|prefix)|ledger_(balance|expiring|earned|lots|totals|diff)|marketing_code_.*|points_ledger_.*)$"
+# the one function of a value that no role may call (README says so)
+OWNER_ONLY="^ledger_apply$"
 granted=$(q -F ' ' -c "
     SELECT DISTINCT r.rolname, p.proname
       FROM pg_proc p CROSS JOIN (VALUES ('wallet_admin'), ('wallet_app'), ('wallet_reader')) r(rolname)
@@ -53,7 +56,7 @@ is "$(comm -3 <(echo "$documented") <(echo "$granted") | sed 's/^\t/catalog only
 untabled=$(q -c "
     SELECT DISTINCT p.proname FROM pg_proc p
      WHERE p.pronamespace = 'wallet'::regnamespace AND p.prorettype <> 'trigger'::regtype
-       AND p.proname !~ '$VALUE_FUNCTIONS'
+       AND p.proname !~ '$VALUE_FUNCTIONS' AND p.proname !~ '$OWNER_ONLY'
      ORDER BY 1" | LC_ALL=C sort -u | comm -23 - <(echo "$documented" | cut -d' ' -f2 | LC_ALL=C sort -u))
 is "$untabled" "" "every API function of schema wallet is in the table (none granted to no role)"
 
@@ -71,6 +74,10 @@ values_missing=$(q -c "
     SELECT p.oid::regprocedure FROM pg_proc p CROSS JOIN (VALUES ('wallet_admin'), ('wallet_app'), ('wallet_reader')) r(rolname)
      WHERE p.pronamespace = 'wallet'::regnamespace AND p.proname ~ '$VALUE_FUNCTIONS'
        AND NOT has_function_privilege(r.rolname, p.oid, 'EXECUTE')
+    UNION ALL
+    SELECT p.oid::regprocedure FROM pg_proc p CROSS JOIN (VALUES ('wallet_admin'), ('wallet_app'), ('wallet_reader')) r(rolname)
+     WHERE p.pronamespace = 'wallet'::regnamespace AND p.proname ~ '$OWNER_ONLY'
+       AND has_function_privilege(r.rolname, p.oid, 'EXECUTE')
      ORDER BY 1")
-is "$values_missing" "" "the functions of a value (README's sentence below the table) are executable by all three roles"
+is "$values_missing" "" "the functions of a value (README's sentence below the table) are executable by all three roles, ledger_apply by none"
 finish
