@@ -60,6 +60,7 @@ enum
 {
 	P_RULES,
 	P_STATE,
+	P_STATE_NO_CAPS,
 	P_LOCK,
 	P_SETTLE,
 	P_LEDGER,
@@ -89,6 +90,13 @@ purchase_plan(int which)
 		" ARRAY(SELECT (SELECT c.points FROM wallet.earning_counters c"
 		"               WHERE c.rule_id = u.r AND c.member_id = $2 AND c.day IS NULL)"
 		"         FROM unnest($8) WITH ORDINALITY u(r, n) ORDER BY u.n)"
+		" FROM (SELECT) o"
+		" LEFT JOIN wallet.account_tiers a ON a.account_id = $4"
+		" LEFT JOIN wallet.tiers t ON t.tier_id = a.tier_id",
+		/* P_STATE_NO_CAPS: the same without counters, when no rule that may fire is capped per member */
+		"SELECT coalesce(t.rank, 0), t.name, coalesce(t.multiplier, 1),"
+		" $6 AND ($2 IS NULL OR NOT EXISTS (SELECT FROM wallet.purchases x"
+		"   WHERE x.merchant_id = $1 AND x.member_id = $2 AND x.program_id = $3))"
 		" FROM (SELECT) o"
 		" LEFT JOIN wallet.account_tiers a ON a.account_id = $4"
 		" LEFT JOIN wallet.tiers t ON t.tier_id = a.tier_id",
@@ -135,9 +143,10 @@ purchase_plan(int which)
 		/* P_FULL */
 		"SELECT wallet_internal.record_purchase_full($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
 	};
-	static const int nargs[P_COUNT] = {1, 8, 3, 2, 1, 23, 5, 3, 10};
+	static const int nargs[P_COUNT] = {1, 8, 8, 3, 2, 1, 23, 5, 3, 10};
 	static const Oid types[P_COUNT][23] = {
 		{INT8OID},
+		{INT8OID, INT8OID, INT8OID, INT8OID, INT8ARRAYOID, BOOLOID, DATEOID, INT8ARRAYOID},
 		{INT8OID, INT8OID, INT8OID, INT8OID, INT8ARRAYOID, BOOLOID, DATEOID, INT8ARRAYOID},
 		{INT8OID, TEXTOID, TEXTOID},
 		{INT8OID, TIMESTAMPTZOID},
@@ -750,7 +759,8 @@ purchase_evaluate_pinned(const PurchaseInput *in, PurchaseEval *out)
 		args[5] = BoolGetDatum(need_first);
 		args[6] = DateADTGetDatum(out->day);
 		args[7] = PointerGetDatum(construct_array(mr, nmr, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-		if (SPI_execute_plan(purchase_plan(P_STATE), args, nulls, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		if (SPI_execute_plan(purchase_plan(ndr + nmr > 0 ? P_STATE : P_STATE_NO_CAPS), args, nulls, false, 1) != SPI_OK_SELECT ||
+			SPI_processed != 1)
 			elog(ERROR, "reading a member's earning state failed");
 		tup = SPI_tuptable->vals[0];
 		td = SPI_tuptable->tupdesc;
@@ -760,7 +770,7 @@ purchase_evaluate_pinned(const PurchaseInput *in, PurchaseEval *out)
 		d = SPI_getbinval(tup, td, 4, &isnull);
 		/* need_first false: no rule asks, the value does not matter */
 		first = isnull || DatumGetBool(d);
-		for (int col = 5; col <= 6; col++)
+		for (int col = 5; col <= (ndr + nmr > 0 ? 6 : 4); col++)
 		{
 			Datum	   *vals;
 			bool	   *vnulls;
