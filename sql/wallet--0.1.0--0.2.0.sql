@@ -13993,6 +13993,137 @@ END
 $$;
 COMMENT ON FUNCTION wallet.track_event(bigint, text, text, jsonb, timestamptz) IS 'records an event of the app about a member (created if new) in wallet.member_events: cart_updated (read by the cart_abandoned trigger), location with numeric latitude and longitude (nearby_store), or any other lower-case kind; the kinds the extension writes (tier_changed, referral_rewarded, shared) are refused; returns the event id';
 
+-- == 10m. record_purchase in C (issue 10)
+-- The earning rules are evaluated in C (wallet_internal.purchase_points,
+-- shared by preview_purchase and record_purchase), from per-session compiled
+-- copies dropped by a trigger on every change of wallet.earning_rules;
+-- wallet.record_purchase becomes a C fast path (its final definition is in
+-- 10z) over the former PL/pgSQL, now wallet_internal.record_purchase_full.
+
+-- wallet.record_purchase and wallet.preview_purchase evaluate compiled
+-- copies of the rules kept per session (src/purchase.c); every change drops them.
+CREATE FUNCTION wallet_internal.purchase_rules_changed() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'purchase_rules_changed' LANGUAGE C;
+COMMENT ON FUNCTION wallet_internal.purchase_rules_changed() IS 'trigger: tells every backend to drop its compiled earning rules (wallet_internal.purchase_points)';
+CREATE TRIGGER earning_rules_changed AFTER INSERT OR DELETE OR UPDATE
+    ON wallet.earning_rules FOR EACH STATEMENT EXECUTE FUNCTION wallet_internal.purchase_rules_changed();
+CREATE TRIGGER earning_rules_changed_truncate AFTER TRUNCATE
+    ON wallet.earning_rules FOR EACH STATEMENT EXECUTE FUNCTION wallet_internal.purchase_rules_changed();
+COMMENT ON TRIGGER earning_rules_changed ON wallet.earning_rules IS 'drops every backend''s compiled earning rules (wallet_internal.purchase_points)';
+COMMENT ON TRIGGER earning_rules_changed_truncate ON wallet.earning_rules IS 'drops every backend''s compiled earning rules on TRUNCATE';
+
+CREATE OR REPLACE FUNCTION wallet_internal.purchase_points(merchant_id bigint, program_id bigint, rounding text, member_id bigint,
+        account_id bigint, time_zone text, amount numeric, currency text, occurred_at timestamptz, attributes jsonb,
+        OUT points bigint, OUT rules jsonb, OUT counters jsonb)
+    AS 'MODULE_PATHNAME', 'purchase_points' LANGUAGE C VOLATILE
+    SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION wallet_internal.purchase_points(bigint, bigint, text, bigint, bigint, text, numeric, text, timestamptz, jsonb) IS 'internal: the points a purchase earns by the program''s rules, the member''s tier and whether it is its first purchase in the program (read in one query; called under the account''s lock), the rules that fired ({rule_id, points, why}) and the cap counter increments; reads, writes nothing';
+
+-- The whole of wallet.record_purchase in PL/pgSQL: what its C fast path
+-- (src/purchase.c) leaves to it (offers and codes, a new member or account,
+-- no program earning in the currency, any argument it would refuse), with
+-- the same results and errors.
+CREATE FUNCTION wallet_internal.record_purchase_full(merchant_id bigint, member_ref text, order_ref text, amount numeric,
+        currency text, occurred_at timestamptz, attributes jsonb, offers bigint[], codes text[], quote_id bigint)
+        RETURNS wallet.purchase_result
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    p wallet.purchases;
+    member bigint;
+    tz text;
+    prog bigint;
+    rnd text;
+    acct bigint;
+    a wallet_internal.locked_account;
+    due timestamptz;
+    e wallet.entries;
+    ev record;
+BEGIN
+    PERFORM wallet_internal.purchase_check(merchant_id, member_ref, order_ref, amount, currency, occurred_at, attributes);
+    -- A retry is found by the insert of the purchase below (ON CONFLICT), not
+    -- by a lookup first: retries are rare, a lookup would cost every call.
+    -- The usual case in one statement: a known member with an account in the
+    -- merchant's open program earning in the currency, locked (what
+    -- wallet_internal.lock_account does, but for the idempotency lookup: the
+    -- order's unique key stands for it).  The member's postings, counters and
+    -- first purchase are decided under this lock.
+    SELECT m.member_id, m.time_zone, x.program_id, x.rounding, y.account_id, y.ledger, y.next_event, x.expiry, x.granularity
+      INTO member, tz, prog, rnd, acct, a.ledger, due, a.expiry, a.granularity
+      FROM wallet.members m
+      JOIN wallet.programs x ON x.merchant_id = m.merchant_id AND x.currency = record_purchase_full.currency AND x.closed_at IS NULL
+      JOIN wallet.accounts y ON y.program_id = x.program_id AND y.member_ref = m.member_ref
+     WHERE m.merchant_id = record_purchase_full.merchant_id AND m.member_ref = record_purchase_full.member_ref
+       FOR NO KEY UPDATE OF y;
+    IF FOUND THEN
+        a.program_id := prog;
+        a.closed := false;
+        a.at := clock_timestamp();
+        IF due <= a.at THEN
+            PERFORM wallet_internal.settle_account(acct, a.at, a.at);
+            SELECT y.ledger INTO a.ledger FROM wallet.accounts y WHERE y.account_id = acct;
+        END IF;
+    ELSE
+        -- a new member, a member without an account yet, or no program earning in the currency
+        SELECT * INTO member, tz, prog, rnd, acct FROM wallet_internal.purchase_context(merchant_id, member_ref, currency);
+        IF member IS NULL THEN
+            member := wallet_internal.member_ensure(merchant_id, member_ref);
+        END IF;
+        IF prog IS NOT NULL THEN
+            IF acct IS NULL THEN
+                acct := wallet.open_account(prog, member_ref);
+            END IF;
+            a := wallet_internal.lock_account(acct);
+        END IF;
+    END IF;
+    -- the member's tier and first purchase are read after the lock: a posting
+    -- that changed the tier, a purchase of the member, have committed by now
+    ev := wallet_internal.purchase_points(merchant_id, prog, rnd, member, acct, tz, amount, currency, occurred_at, attributes);
+    -- the purchase first (tiers read spend in the window), with the entry's id to come
+    INSERT INTO wallet.purchases (merchant_id, member_id, order_ref, amount, currency, occurred_at, attributes,
+                                  program_id, account_id, points, entry_id, rules)
+    VALUES (merchant_id, member, order_ref, amount, currency, occurred_at, attributes, prog, acct, ev.points,
+            CASE WHEN ev.points > 0 THEN nextval('wallet.entries_entry_id_seq') END, ev.rules)
+    ON CONFLICT ON CONSTRAINT purchases_merchant_id_order_ref_key DO NOTHING
+    RETURNING * INTO p;
+    IF p.purchase_id IS NULL THEN
+        -- a retry, or a concurrent call recorded the order first (committed by now)
+        SELECT * INTO p FROM wallet.purchases x WHERE x.merchant_id = record_purchase_full.merchant_id AND x.order_ref = record_purchase_full.order_ref;
+        RETURN wallet_internal.purchase_retry(p, member_ref, amount, currency);
+    END IF;
+    IF ev.counters <> '[]' THEN
+        INSERT INTO wallet.earning_counters AS c (merchant_id, member_id, rule_id, day, points)
+        SELECT record_purchase_full.merchant_id, member, x.rule_id, x.day, x.points
+          FROM jsonb_to_recordset(ev.counters) AS x(rule_id bigint, day date, points bigint)
+        ON CONFLICT ON CONSTRAINT earning_counters_key DO UPDATE SET points = c.points + excluded.points;
+    END IF;
+    IF p.points > 0 THEN
+        -- what wallet_internal.post_once does for a posting without a prior entry
+        IF a.closed THEN
+            PERFORM wallet_internal.program_closed(prog);
+        END IF;
+        e.entry_id := p.entry_id;
+        e.account_id := acct;
+        e.kind := 'accrue';
+        e.idempotency_key := 'purchase:' || order_ref;
+        e.reason := 'purchase';
+        e.reference := order_ref;
+        e.created_at := a.at;
+        e.points := p.points;
+        e.expires_at := wallet.policy_expiry(a.at, a.expiry, a.granularity);
+        PERFORM wallet_internal.post_entry(a.ledger, e);
+    END IF;
+    -- the offers named (issue 11: offers.sql), after the purchase's own posting
+    IF offers IS NOT NULL OR quote_id IS NOT NULL THEN
+        PERFORM wallet_internal.offers_consume(p, member_ref, tz, offers, codes, quote_id);
+    END IF;
+    RETURN (p.purchase_id, p.order_ref, p.member_id, p.program_id, p.account_id, p.amount, p.currency, p.occurred_at,
+            p.points, p.entry_id, p.rules)::wallet.purchase_result;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.record_purchase_full(bigint, text, text, numeric, text, timestamptz, jsonb, bigint[], text[], bigint) IS 'internal: wallet.record_purchase in PL/pgSQL, for every case its C fast path leaves to it (offers, codes, quotes, a new member or account, no earning program, invalid arguments)';
+
 -- == 10z. shared objects, final (issues 10-12)
 -- Objects that several sections above re-create (each with what its area
 -- added): their final definitions, exactly as the parts have them.
@@ -14213,102 +14344,8 @@ COMMENT ON FUNCTION wallet.forget_member(bigint, text, text) IS 'erases a member
 CREATE OR REPLACE FUNCTION wallet.record_purchase(merchant_id bigint, member_ref text, order_ref text, amount numeric, currency text,
         occurred_at timestamptz DEFAULT now(), attributes jsonb DEFAULT '{}',
         offers bigint[] DEFAULT NULL, codes text[] DEFAULT NULL, quote_id bigint DEFAULT NULL) RETURNS wallet.purchase_result
-    LANGUAGE plpgsql
-    SET search_path = pg_catalog, pg_temp
-    AS $$
-DECLARE
-    p wallet.purchases;
-    member bigint;
-    tz text;
-    prog bigint;
-    rnd text;
-    acct bigint;
-    a wallet_internal.locked_account;
-    due timestamptz;
-    e wallet.entries;
-    ev record;
-BEGIN
-    PERFORM wallet_internal.purchase_check(merchant_id, member_ref, order_ref, amount, currency, occurred_at, attributes);
-    -- A retry is found by the insert of the purchase below (ON CONFLICT), not
-    -- by a lookup first: retries are rare, a lookup would cost every call.
-    -- The usual case in one statement: a known member with an account in the
-    -- merchant's open program earning in the currency, locked (what
-    -- wallet_internal.lock_account does, but for the idempotency lookup: the
-    -- order's unique key stands for it).  The member's postings, counters and
-    -- first purchase are decided under this lock.
-    SELECT m.member_id, m.time_zone, x.program_id, x.rounding, y.account_id, y.ledger, y.next_event, x.expiry, x.granularity
-      INTO member, tz, prog, rnd, acct, a.ledger, due, a.expiry, a.granularity
-      FROM wallet.members m
-      JOIN wallet.programs x ON x.merchant_id = m.merchant_id AND x.currency = record_purchase.currency AND x.closed_at IS NULL
-      JOIN wallet.accounts y ON y.program_id = x.program_id AND y.member_ref = m.member_ref
-     WHERE m.merchant_id = record_purchase.merchant_id AND m.member_ref = record_purchase.member_ref
-       FOR NO KEY UPDATE OF y;
-    IF FOUND THEN
-        a.program_id := prog;
-        a.closed := false;
-        a.at := clock_timestamp();
-        IF due <= a.at THEN
-            PERFORM wallet_internal.settle_account(acct, a.at, a.at);
-            SELECT y.ledger INTO a.ledger FROM wallet.accounts y WHERE y.account_id = acct;
-        END IF;
-    ELSE
-        -- a new member, a member without an account yet, or no program earning in the currency
-        SELECT * INTO member, tz, prog, rnd, acct FROM wallet_internal.purchase_context(merchant_id, member_ref, currency);
-        IF member IS NULL THEN
-            member := wallet_internal.member_ensure(merchant_id, member_ref);
-        END IF;
-        IF prog IS NOT NULL THEN
-            IF acct IS NULL THEN
-                acct := wallet.open_account(prog, member_ref);
-            END IF;
-            a := wallet_internal.lock_account(acct);
-        END IF;
-    END IF;
-    -- the member's tier and first purchase are read after the lock: a posting
-    -- that changed the tier, a purchase of the member, have committed by now
-    ev := wallet_internal.purchase_points(merchant_id, prog, rnd, member, acct, tz, amount, currency, occurred_at, attributes);
-    -- the purchase first (tiers read spend in the window), with the entry's id to come
-    INSERT INTO wallet.purchases (merchant_id, member_id, order_ref, amount, currency, occurred_at, attributes,
-                                  program_id, account_id, points, entry_id, rules)
-    VALUES (merchant_id, member, order_ref, amount, currency, occurred_at, attributes, prog, acct, ev.points,
-            CASE WHEN ev.points > 0 THEN nextval('wallet.entries_entry_id_seq') END, ev.rules)
-    ON CONFLICT ON CONSTRAINT purchases_merchant_id_order_ref_key DO NOTHING
-    RETURNING * INTO p;
-    IF p.purchase_id IS NULL THEN
-        -- a retry, or a concurrent call recorded the order first (committed by now)
-        SELECT * INTO p FROM wallet.purchases x WHERE x.merchant_id = record_purchase.merchant_id AND x.order_ref = record_purchase.order_ref;
-        RETURN wallet_internal.purchase_retry(p, member_ref, amount, currency);
-    END IF;
-    IF ev.counters <> '[]' THEN
-        INSERT INTO wallet.earning_counters AS c (merchant_id, member_id, rule_id, day, points)
-        SELECT record_purchase.merchant_id, member, x.rule_id, x.day, x.points
-          FROM jsonb_to_recordset(ev.counters) AS x(rule_id bigint, day date, points bigint)
-        ON CONFLICT ON CONSTRAINT earning_counters_key DO UPDATE SET points = c.points + excluded.points;
-    END IF;
-    IF p.points > 0 THEN
-        -- what wallet_internal.post_once does for a posting without a prior entry
-        IF a.closed THEN
-            PERFORM wallet_internal.program_closed(prog);
-        END IF;
-        e.entry_id := p.entry_id;
-        e.account_id := acct;
-        e.kind := 'accrue';
-        e.idempotency_key := 'purchase:' || order_ref;
-        e.reason := 'purchase';
-        e.reference := order_ref;
-        e.created_at := a.at;
-        e.points := p.points;
-        e.expires_at := wallet.policy_expiry(a.at, a.expiry, a.granularity);
-        PERFORM wallet_internal.post_entry(a.ledger, e);
-    END IF;
-    -- the offers named (issue 11: offers.sql), after the purchase's own posting
-    IF offers IS NOT NULL OR quote_id IS NOT NULL THEN
-        PERFORM wallet_internal.offers_consume(p, member_ref, tz, offers, codes, quote_id);
-    END IF;
-    RETURN (p.purchase_id, p.order_ref, p.member_id, p.program_id, p.account_id, p.amount, p.currency, p.occurred_at,
-            p.points, p.entry_id, p.rules)::wallet.purchase_result;
-END
-$$;
+    AS 'MODULE_PATHNAME', 'record_purchase' LANGUAGE C VOLATILE
+    SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION wallet.record_purchase(bigint, text, text, numeric, text, timestamptz, jsonb, bigint[], text[], bigint) IS 'records a purchase at checkout (creating the member and its account as needed), applies the earning rules of the merchant''s program in that currency, posts the points (accrue entry, reference order_ref) and returns the points and the rules that fired; consumes the offers named (offers, or the quote_id of wallet.quote_offers) with the codes given, recording each in wallet.purchase_offers; idempotent on (merchant, order_ref): another member, amount or currency is WL002';
 
 -- == 9. privileges (last: covers every function)

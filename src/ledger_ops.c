@@ -669,6 +669,57 @@ check_arguments(FunctionCallInfo fcinfo, const LedgerKind *k, Ledger *l, LedgerC
 }
 
 /*
+ * After the handler ran: check the result's bounds and invariants and fill
+ * *out with what wallet.ledger_step returns.
+ */
+static void
+finish_change(Ledger *l, LedgerChange *c, int lots_before, int holds_before, WalletLedgerStep *out)
+{
+	StringInfoData json;
+	bool		first = true;
+
+	wallet_ledger_check_total(l, ERRCODE_WL_AMOUNT_OUT_OF_RANGE);
+	normalize_months(l);
+	/* a value only grows past a bound by a posting; one already past it may shrink */
+	if ((wallet_ledger_lot_count(l) > LEDGER_MAX_LOTS && wallet_ledger_lot_count(l) > lots_before) ||
+		(l->nholds > LEDGER_MAX_HOLDS && l->nholds > holds_before))
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("points ledger too large"),
+				 errdetail("A points ledger holds at most %d lots (spendable and held together) and %d open holds; this change would make it %d lots and %d holds.",
+						   LEDGER_MAX_LOTS, LEDGER_MAX_HOLDS, wallet_ledger_lot_count(l), l->nholds),
+				 errhint("Expire or redeem points of the account, or settle its holds, first.")));
+	/* what is stored must be readable back: the invariants of text and binary input hold */
+	wallet_ledger_validate(l, ERRCODE_DATA_CORRUPTED);
+
+	initStringInfo(&json);
+	appendStringInfoChar(&json, '[');
+	wallet_lots_append_json(&json, &c->touched, &first);
+	appendStringInfoChar(&json, ']');
+
+	out->ledger = wallet_ledger_encode(l);
+	out->amount = c->amount;
+	/*
+	 * Balance after: open holds count as held even if lapsed, so that every
+	 * entry's balance_after is the previous one plus its amount (a lapsed
+	 * hold is journalled by its own release entry).
+	 */
+	out->balance_after = lots_sum(&l->lots, c->at, false) - l->debt;
+	out->lots = DirectFunctionCall1(jsonb_in, CStringGetDatum(json.data));
+	out->next_event = next_event(l, &out->next_event_null);
+}
+
+static void
+check_instant(TimestampTz at)
+{
+	if (TIMESTAMP_NOT_FINITE(at))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("ledger changes need a finite instant"),
+				 errdetail("A change of a points ledger happens at a finite point in time.")));
+}
+
+/*
  * wallet.ledger_apply(l, kind, at, points, ts, hold_id, lot_points,
  *                     lot_expiries, policy, earned_at) -> wallet.ledger_step
  *
@@ -683,12 +734,10 @@ ledger_apply(PG_FUNCTION_ARGS)
 	Ledger	   *l;
 	const LedgerKind *kind;
 	LedgerChange c;
-	StringInfoData json;
-	bool		first = true;
+	WalletLedgerStep step;
 	TupleDesc	desc;
 	Datum		values[5];
 	bool		nulls[5] = {false, false, false, false, false};
-	bool		ne_null;
 	int			lots_before,
 				holds_before;
 
@@ -717,45 +766,51 @@ ledger_apply(PG_FUNCTION_ARGS)
 	c.hold_id = ARG_NULL(5) ? 0 : PG_GETARG_INT64(5);
 	c.earned_at_null = ARG_NULL(9);
 	c.earned_at = c.earned_at_null ? 0 : PG_GETARG_TIMESTAMPTZ(9);
-	if (TIMESTAMP_NOT_FINITE(c.at))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("ledger changes need a finite instant"),
-				 errdetail("A change of a points ledger happens at a finite point in time.")));
+	check_instant(c.at);
 
 	kind = find_kind(text_to_cstring(PG_GETARG_TEXT_PP(1)));
 	check_arguments(fcinfo, kind, l, &c);
 	kind->apply(l, &c);
+	finish_change(l, &c, lots_before, holds_before, &step);
 
-	wallet_ledger_check_total(l, ERRCODE_WL_AMOUNT_OUT_OF_RANGE);
-	normalize_months(l);
-	/* a value only grows past a bound by a posting; one already past it may shrink */
-	if ((wallet_ledger_lot_count(l) > LEDGER_MAX_LOTS && wallet_ledger_lot_count(l) > lots_before) ||
-		(l->nholds > LEDGER_MAX_HOLDS && l->nholds > holds_before))
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("points ledger too large"),
-				 errdetail("A points ledger holds at most %d lots (spendable and held together) and %d open holds; this change would make it %d lots and %d holds.",
-						   LEDGER_MAX_LOTS, LEDGER_MAX_HOLDS, wallet_ledger_lot_count(l), l->nholds),
-				 errhint("Expire or redeem points of the account, or settle its holds, first.")));
-	/* what is stored must be readable back: the invariants of text and binary input hold */
-	wallet_ledger_validate(l, ERRCODE_DATA_CORRUPTED);
-
-	initStringInfo(&json);
-	appendStringInfoChar(&json, '[');
-	wallet_lots_append_json(&json, &c.touched, &first);
-	appendStringInfoChar(&json, ']');
-
-	values[0] = PointerGetDatum(wallet_ledger_encode(l));
-	values[1] = Int64GetDatum(c.amount);
-	/*
-	 * Balance after: open holds count as held even if lapsed, so that every
-	 * entry's balance_after is the previous one plus its amount (a lapsed
-	 * hold is journalled by its own release entry).
-	 */
-	values[2] = Int64GetDatum(lots_sum(&l->lots, c.at, false) - l->debt);
-	values[3] = DirectFunctionCall1(jsonb_in, CStringGetDatum(json.data));
-	values[4] = TimestampTzGetDatum(next_event(l, &ne_null));
-	nulls[4] = ne_null;
+	values[0] = PointerGetDatum(step.ledger);
+	values[1] = Int64GetDatum(step.amount);
+	values[2] = Int64GetDatum(step.balance_after);
+	values[3] = step.lots;
+	values[4] = TimestampTzGetDatum(step.next_event);
+	nulls[4] = step.next_event_null;
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
+}
+
+/*
+ * The accrue change of wallet.ledger_apply for C callers (record_purchase's
+ * fast path, src/purchase.c): the same handler and checks, without a call
+ * through SQL.  v NULL: an empty ledger.
+ */
+void
+wallet_ledger_accrue(struct varlena *v, TimestampTz at, int64 points, TimestampTz expires_at, WalletLedgerStep *out)
+{
+	Ledger	   *l;
+	LedgerChange c;
+	int			lots_before,
+				holds_before;
+
+	if (v == NULL)
+	{
+		l = palloc(sizeof(Ledger));
+		wallet_ledger_init(l);
+	}
+	else
+		l = wallet_ledger_decode(v);
+	lots_before = wallet_ledger_lot_count(l);
+	holds_before = l->nholds;
+	memset(&c, 0, sizeof(c));
+	c.at = at;
+	c.points = points;
+	c.ts = expires_at;
+	c.earned_at_null = true;
+	check_instant(at);
+	require_positive(points, false, "accrue");
+	apply_accrue(l, &c);
+	finish_change(l, &c, lots_before, holds_before, out);
 }

@@ -100,4 +100,21 @@ extern void wallet_ledger_validate(const Ledger *l, int errcode);
 extern void wallet_lots_append_json(StringInfo buf, const LotList *ll, bool *first);
 extern void wallet_ledger_check_total(const Ledger *l, int errcode_on_overflow);
 
+/* What one change of a ledger did (wallet.ledger_step, ledger_ops.c). */
+typedef struct WalletLedgerStep
+{
+	struct varlena *ledger;		/* the new value */
+	int64		amount;			/* change of the spendable balance */
+	int64		balance_after;
+	Datum		lots;			/* jsonb: the lots the change moved */
+	TimestampTz next_event;
+	bool		next_event_null;
+} WalletLedgerStep;
+
+extern void wallet_ledger_accrue(struct varlena *v, TimestampTz at, int64 points, TimestampTz expires_at,
+								 WalletLedgerStep *out);
+
+/* tiers.c: whether a posting may change the account's tier */
+extern bool wallet_tier_posting_review(int64 program_id, int64 account_id, struct varlena *v, TimestampTz at);
+
 #endif							/* POINTS_LEDGER_H */

@@ -12,6 +12,7 @@
  */
 #include "wallet.h"
 #include "privileges.h"
+#include "referral_gate.h"
 
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
@@ -89,19 +90,11 @@ gate_lookup(int64 merchant_id)
 	return refers;
 }
 
-PG_FUNCTION_INFO_V1(merchant_refers);
-
-/* wallet_internal.merchant_refers(merchant_id): whether it runs any referral program. */
-Datum
-merchant_refers(PG_FUNCTION_ARGS)
+/* Whether the merchant runs any referral program (cached per session). */
+bool
+wallet_merchant_refers(int64 merchant_id)
 {
-	int64		merchant_id;
 	bool		refers;
-
-	/* no merchant has no referral program (not STRICT: no API-like NULL result) */
-	if (PG_ARGISNULL(0))
-		PG_RETURN_BOOL(false);
-	merchant_id = PG_GETARG_INT64(0);
 
 	if (!gate_registered)
 	{
@@ -115,14 +108,26 @@ merchant_refers(PG_FUNCTION_ARGS)
 	}
 	for (int i = 0; i < gate_used; i++)
 		if (gate[i].merchant_id == merchant_id)
-			PG_RETURN_BOOL(gate[i].refers);
+			return gate[i].refers;
 	refers = gate_lookup(merchant_id);
 	if (gate_used == GATE_CACHE)
 		gate_used = 0;
 	gate[gate_used].merchant_id = merchant_id;
 	gate[gate_used].refers = refers;
 	gate_used++;
-	PG_RETURN_BOOL(refers);
+	return refers;
+}
+
+PG_FUNCTION_INFO_V1(merchant_refers);
+
+/* wallet_internal.merchant_refers(merchant_id): whether it runs any referral program. */
+Datum
+merchant_refers(PG_FUNCTION_ARGS)
+{
+	/* no merchant has no referral program (not STRICT: no API-like NULL result) */
+	if (PG_ARGISNULL(0))
+		PG_RETURN_BOOL(false);
+	PG_RETURN_BOOL(wallet_merchant_refers(PG_GETARG_INT64(0)));
 }
 
 PG_FUNCTION_INFO_V1(referral_programs_changed);

@@ -393,17 +393,15 @@ tier_program_load(TierProgram *tp)
 }
 
 /*
- * tier_posting_review(program_id, account_id, l, at) -> whether the posting
- * that left the account's ledger at l may change its tier: the program has
- * tiers, and the account is below its tier, or qualifies (by points) for
- * another one, or a spend threshold is involved.  False: nothing to do.
+ * Whether the posting that left the account's ledger at v (at `at`) may
+ * change its tier: the program has tiers, and the account is below its
+ * tier, or qualifies (by points) for another one, or a spend threshold is
+ * involved.  False: nothing to do.  For post_entry (tier_posting_review
+ * below) and record_purchase's fast path (src/purchase.c).
  */
-PG_FUNCTION_INFO_V1(tier_posting_review);
-Datum
-tier_posting_review(PG_FUNCTION_ARGS)
+bool
+wallet_tier_posting_review(int64 program_id, int64 account_id, struct varlena *v, TimestampTz at)
 {
-	int64		program_id,
-				account_id;
 	TierProgram tp;
 	TierProgram *e;
 	Ledger	   *l;
@@ -414,14 +412,11 @@ tier_posting_review(PG_FUNCTION_ARGS)
 	bool		isnull;
 	int			i;
 
-	RETURN_NULL_ON_NULL_ARGS();
-	program_id = PG_GETARG_INT64(0);
-	account_id = PG_GETARG_INT64(1);
 	if (!tier_cache_valid)
 		tier_cache_reset();
 	e = hash_search(tier_cache, &program_id, HASH_FIND, NULL);
 	if (e != NULL && e->ntiers == 0)
-		PG_RETURN_BOOL(false);	/* the common case of a program without tiers */
+		return false;			/* the common case of a program without tiers */
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	if (e == NULL)
@@ -437,13 +432,13 @@ tier_posting_review(PG_FUNCTION_ARGS)
 		if (e->ntiers == 0)
 		{
 			SPI_finish();
-			PG_RETURN_BOOL(false);
+			return false;
 		}
 	}
 	if (e->by_spend)
 	{
 		SPI_finish();
-		PG_RETURN_BOOL(true);
+		return true;
 	}
 	tp = *e;					/* the SPI call below may reset the cache */
 	if (account_tier_plan == NULL)
@@ -469,13 +464,23 @@ tier_posting_review(PG_FUNCTION_ARGS)
 	}
 	SPI_finish();
 	if (below)
-		PG_RETURN_BOOL(true);
-	l = wallet_ledger_decode(PG_GETARG_POINTS_LEDGER_P(2));
-	earned = window_earned(l, tp.calendar, tp.months, PG_GETARG_TIMESTAMPTZ(3));
+		return true;
+	l = wallet_ledger_decode(v);
+	earned = window_earned(l, tp.calendar, tp.months, at);
 	for (i = 0; i < tp.ntiers; i++)
 		if (earned >= tp.min_points[i])
 			qualified = tp.ranks[i];
-	PG_RETURN_BOOL(qualified != held);
+	return qualified != held;
+}
+
+/* tier_posting_review(program_id, account_id, l, at) -> wallet_tier_posting_review */
+PG_FUNCTION_INFO_V1(tier_posting_review);
+Datum
+tier_posting_review(PG_FUNCTION_ARGS)
+{
+	RETURN_NULL_ON_NULL_ARGS();
+	PG_RETURN_BOOL(wallet_tier_posting_review(PG_GETARG_INT64(0), PG_GETARG_INT64(1),
+											  PG_GETARG_POINTS_LEDGER_P(2), PG_GETARG_TIMESTAMPTZ(3)));
 }
 
 /* Statement trigger on wallet.tiers and wallet.programs: every backend drops its cache of tier programs. */

@@ -82,6 +82,17 @@ SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('wa
 ALTER TABLE wallet.earning_rules ENABLE ROW LEVEL SECURITY;
 CREATE POLICY merchant_rows ON wallet.earning_rules USING (wallet.acts_for(merchant_id));
 COMMENT ON POLICY merchant_rows ON wallet.earning_rules IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+-- wallet.record_purchase and wallet.preview_purchase evaluate compiled
+-- copies of the rules kept per session (src/purchase.c); every change drops them.
+CREATE FUNCTION wallet_internal.purchase_rules_changed() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'purchase_rules_changed' LANGUAGE C;
+COMMENT ON FUNCTION wallet_internal.purchase_rules_changed() IS 'trigger: tells every backend to drop its compiled earning rules (wallet_internal.purchase_points)';
+CREATE TRIGGER earning_rules_changed AFTER INSERT OR DELETE OR UPDATE
+    ON wallet.earning_rules FOR EACH STATEMENT EXECUTE FUNCTION wallet_internal.purchase_rules_changed();
+CREATE TRIGGER earning_rules_changed_truncate AFTER TRUNCATE
+    ON wallet.earning_rules FOR EACH STATEMENT EXECUTE FUNCTION wallet_internal.purchase_rules_changed();
+COMMENT ON TRIGGER earning_rules_changed ON wallet.earning_rules IS 'drops every backend''s compiled earning rules (wallet_internal.purchase_points)';
+COMMENT ON TRIGGER earning_rules_changed_truncate ON wallet.earning_rules IS 'drops every backend''s compiled earning rules on TRUNCATE';
 
 -- One row per capped rule, member and local day (day NULL: the member's
 -- total of the rule).  Written only under the member's account lock.
@@ -548,152 +559,8 @@ COMMENT ON FUNCTION wallet_internal.purchase_check(bigint, text, text, numeric, 
 CREATE FUNCTION wallet_internal.purchase_points(merchant_id bigint, program_id bigint, rounding text, member_id bigint,
         account_id bigint, time_zone text, amount numeric, currency text, occurred_at timestamptz, attributes jsonb,
         OUT points bigint, OUT rules jsonb, OUT counters jsonb)
-    LANGUAGE plpgsql
-    SET search_path = pg_catalog, pg_temp
-    AS $$
-DECLARE
-    -- the rules that hold, in priority order, as parallel arrays, with what
-    -- their caps have counted for the member so far
-    ids bigint[];
-    names text[];
-    effects text[];
-    vals numeric[];
-    exclusives boolean[];
-    cap_purchase bigint[];
-    cap_day bigint[];
-    cap_member bigint[];
-    used_day bigint[];
-    used_member bigint[];
-    n int := 0;
-    pts bigint[] := '{}';
-    whys text[] := '{}';
-    lt timestamp := occurred_at AT TIME ZONE coalesce(time_zone, 'UTC');
-    dow int := extract(isodow FROM lt);
-    tod time := lt::time;
-    lday date := lt::date;
-    store text := attributes ->> 'store';
-    channel text := attributes ->> 'channel';
-    pay text := attributes ->> 'payment_method';
-    tier_rank int;
-    tier_name text;
-    tier_mult numeric;
-    base bigint := 0;
-    raw numeric;
-    p bigint;
-    i int;
-    why text;
-BEGIN
-    points := 0;
-    rules := '[]';
-    counters := '[]';
-    IF program_id IS NULL THEN
-        RETURN;
-    END IF;
-    -- One query: the member's tier, whether this is its first purchase in
-    -- the program, and the rules whose conditions hold with their counters.
-    SELECT k.rank, k.name, k.multiplier, r.ids, r.names, r.effects, r.vals, r.exclusives, r.cap_purchase, r.cap_day,
-           r.cap_member, r.used_day, r.used_member
-      INTO tier_rank, tier_name, tier_mult, ids, names, effects, vals, exclusives, cap_purchase, cap_day, cap_member,
-           used_day, used_member
-      FROM (SELECT coalesce(t.rank, 0) AS rank, t.name, coalesce(t.multiplier, 1) AS multiplier,
-                   purchase_points.member_id IS NULL
-                   OR NOT EXISTS (SELECT FROM wallet.purchases x
-                                   WHERE x.merchant_id = purchase_points.merchant_id AND x.member_id = purchase_points.member_id
-                                     AND x.program_id = purchase_points.program_id) AS first
-              FROM (SELECT) o
-              LEFT JOIN wallet.account_tiers a ON a.account_id = purchase_points.account_id
-              LEFT JOIN wallet.tiers t ON t.tier_id = a.tier_id) k
-     CROSS JOIN LATERAL (
-            SELECT array_agg(x.rule_id ORDER BY x.priority DESC, x.rule_id) AS ids,
-                   array_agg(x.name ORDER BY x.priority DESC, x.rule_id) AS names,
-                   array_agg(x.effect ORDER BY x.priority DESC, x.rule_id) AS effects,
-                   array_agg(x.value ORDER BY x.priority DESC, x.rule_id) AS vals,
-                   array_agg(x.exclusive ORDER BY x.priority DESC, x.rule_id) AS exclusives,
-                   array_agg(x.cap_per_purchase ORDER BY x.priority DESC, x.rule_id) AS cap_purchase,
-                   array_agg(x.cap_per_member_day ORDER BY x.priority DESC, x.rule_id) AS cap_day,
-                   array_agg(x.cap_per_member ORDER BY x.priority DESC, x.rule_id) AS cap_member,
-                   array_agg(CASE WHEN x.cap_per_member_day IS NOT NULL THEN
-                                 (SELECT c.points FROM wallet.earning_counters c
-                                   WHERE c.rule_id = x.rule_id AND c.member_id = purchase_points.member_id AND c.day = lday) END
-                             ORDER BY x.priority DESC, x.rule_id) AS used_day,
-                   array_agg(CASE WHEN x.cap_per_member IS NOT NULL THEN
-                                 (SELECT c.points FROM wallet.earning_counters c
-                                   WHERE c.rule_id = x.rule_id AND c.member_id = purchase_points.member_id AND c.day IS NULL) END
-                             ORDER BY x.priority DESC, x.rule_id) AS used_member
-              FROM wallet.earning_rules x
-             WHERE x.program_id = purchase_points.program_id AND x.valid_from <= purchase_points.occurred_at
-               AND (x.valid_until IS NULL OR x.valid_until > purchase_points.occurred_at)
-               AND (x.min_amount > purchase_points.amount
-                    OR (x.stores IS NOT NULL AND (store IS NULL OR NOT store = ANY (x.stores)))
-                    OR (x.channels IS NOT NULL AND (channel IS NULL OR NOT channel = ANY (x.channels)))
-                    OR (x.payment_methods IS NOT NULL AND (pay IS NULL OR NOT pay = ANY (x.payment_methods)))
-                    OR (x.categories IS NOT NULL AND NOT coalesce(purchase_points.attributes -> 'categories' ?| x.categories, false))
-                    OR x.min_tier_rank > k.rank
-                    OR (x.first_purchase AND NOT k.first)
-                    OR (x.days_of_week IS NOT NULL AND NOT dow = ANY (x.days_of_week))
-                    OR (x.time_from < x.time_until AND NOT (tod >= x.time_from AND tod < x.time_until))
-                    OR (x.time_from > x.time_until AND NOT (tod >= x.time_from OR tod < x.time_until))) IS NOT TRUE) r;
-    -- stacking: an exclusive rule fires alone, and only when no rule of higher priority fired
-    FOR i IN 1..coalesce(cardinality(ids), 0) LOOP
-        IF exclusives[i] THEN
-            n := CASE WHEN i = 1 THEN 1 ELSE i - 1 END;
-            EXIT;
-        END IF;
-        n := i;
-    END LOOP;
-    IF n = 0 AND tier_mult = 1 THEN
-        RETURN;
-    END IF;
-    -- per_unit rules first: the others build on their base
-    FOR pass IN 1..2 LOOP
-        FOR i IN 1..n LOOP
-            CONTINUE WHEN (pass = 1) <> (effects[i] = 'per_unit');
-            raw := CASE effects[i] WHEN 'per_unit' THEN amount * vals[i]
-                                   WHEN 'multiplier' THEN base * (vals[i] - 1)
-                                   ELSE vals[i] END;
-            p := CASE rounding WHEN 'ceiling' THEN ceil(raw) WHEN 'nearest' THEN round(raw) ELSE floor(raw) END;
-            why := CASE effects[i] WHEN 'per_unit' THEN format('%s: %s points per %s on %s %s', names[i], vals[i], currency, amount, currency)
-                                   WHEN 'multiplier' THEN format('%s: x%s on %s base points', names[i], vals[i], base)
-                                   ELSE format('%s: %s bonus points', names[i], vals[i]) END;
-            IF p > cap_purchase[i] THEN
-                p := cap_purchase[i];
-                why := why || format(', capped at %s per purchase', cap_purchase[i]);
-            END IF;
-            IF p > 0 AND p > cap_day[i] - coalesce(used_day[i], 0) THEN
-                p := greatest(cap_day[i] - coalesce(used_day[i], 0), 0);
-                why := why || format(', capped at %s per day (%s)', cap_day[i], lday);
-            END IF;
-            IF p > 0 AND p > cap_member[i] - coalesce(used_member[i], 0) THEN
-                p := greatest(cap_member[i] - coalesce(used_member[i], 0), 0);
-                why := why || format(', capped at %s per member', cap_member[i]);
-            END IF;
-            IF pass = 1 THEN
-                base := base + p;
-            END IF;
-            pts[i] := p;
-            whys[i] := why;
-            IF p > 0 AND cap_day[i] IS NOT NULL THEN
-                counters := counters || jsonb_build_object('rule_id', ids[i], 'day', lday, 'points', p);
-            END IF;
-            IF p > 0 AND cap_member[i] IS NOT NULL THEN
-                counters := counters || jsonb_build_object('rule_id', ids[i], 'day', NULL, 'points', p);
-            END IF;
-        END LOOP;
-    END LOOP;
-    FOR i IN 1..n LOOP
-        rules := rules || jsonb_build_object('rule_id', ids[i], 'points', pts[i], 'why', whys[i]);
-        points := points + pts[i];
-    END LOOP;
-    -- the tier's multiplier, on the base like a multiplier rule
-    IF tier_mult <> 1 AND base > 0 THEN
-        raw := base * (tier_mult - 1);
-        p := CASE rounding WHEN 'ceiling' THEN ceil(raw) WHEN 'nearest' THEN round(raw) ELSE floor(raw) END;
-        rules := rules || jsonb_build_object('rule_id', NULL, 'points', p,
-                                             'why', format('tier %s: x%s on %s base points', tier_name, tier_mult, base));
-        points := points + p;
-    END IF;
-END
-$$;
+    AS 'MODULE_PATHNAME', 'purchase_points' LANGUAGE C VOLATILE
+    SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION wallet_internal.purchase_points(bigint, bigint, text, bigint, bigint, text, numeric, text, timestamptz, jsonb) IS 'internal: the points a purchase earns by the program''s rules, the member''s tier and whether it is its first purchase in the program (read in one query; called under the account''s lock), the rules that fired ({rule_id, points, why}) and the cap counter increments; reads, writes nothing';
 
 -- The result of a recorded purchase; a retry (same order_ref) must name the
@@ -739,9 +606,13 @@ END
 $$;
 COMMENT ON FUNCTION wallet_internal.purchase_context(bigint, text, text) IS 'internal: the member and its time zone, the merchant''s open program earning in the currency with its rounding, and the member''s account in it (each NULL when there is none)';
 
-CREATE FUNCTION wallet.record_purchase(merchant_id bigint, member_ref text, order_ref text, amount numeric, currency text,
-        occurred_at timestamptz DEFAULT now(), attributes jsonb DEFAULT '{}',
-        offers bigint[] DEFAULT NULL, codes text[] DEFAULT NULL, quote_id bigint DEFAULT NULL) RETURNS wallet.purchase_result
+-- The whole of wallet.record_purchase in PL/pgSQL: what its C fast path
+-- (src/purchase.c) leaves to it (offers and codes, a new member or account,
+-- no program earning in the currency, any argument it would refuse), with
+-- the same results and errors.
+CREATE FUNCTION wallet_internal.record_purchase_full(merchant_id bigint, member_ref text, order_ref text, amount numeric,
+        currency text, occurred_at timestamptz, attributes jsonb, offers bigint[], codes text[], quote_id bigint)
+        RETURNS wallet.purchase_result
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     AS $$
@@ -768,9 +639,9 @@ BEGIN
     SELECT m.member_id, m.time_zone, x.program_id, x.rounding, y.account_id, y.ledger, y.next_event, x.expiry, x.granularity
       INTO member, tz, prog, rnd, acct, a.ledger, due, a.expiry, a.granularity
       FROM wallet.members m
-      JOIN wallet.programs x ON x.merchant_id = m.merchant_id AND x.currency = record_purchase.currency AND x.closed_at IS NULL
+      JOIN wallet.programs x ON x.merchant_id = m.merchant_id AND x.currency = record_purchase_full.currency AND x.closed_at IS NULL
       JOIN wallet.accounts y ON y.program_id = x.program_id AND y.member_ref = m.member_ref
-     WHERE m.merchant_id = record_purchase.merchant_id AND m.member_ref = record_purchase.member_ref
+     WHERE m.merchant_id = record_purchase_full.merchant_id AND m.member_ref = record_purchase_full.member_ref
        FOR NO KEY UPDATE OF y;
     IF FOUND THEN
         a.program_id := prog;
@@ -805,12 +676,12 @@ BEGIN
     RETURNING * INTO p;
     IF p.purchase_id IS NULL THEN
         -- a retry, or a concurrent call recorded the order first (committed by now)
-        SELECT * INTO p FROM wallet.purchases x WHERE x.merchant_id = record_purchase.merchant_id AND x.order_ref = record_purchase.order_ref;
+        SELECT * INTO p FROM wallet.purchases x WHERE x.merchant_id = record_purchase_full.merchant_id AND x.order_ref = record_purchase_full.order_ref;
         RETURN wallet_internal.purchase_retry(p, member_ref, amount, currency);
     END IF;
     IF ev.counters <> '[]' THEN
         INSERT INTO wallet.earning_counters AS c (merchant_id, member_id, rule_id, day, points)
-        SELECT record_purchase.merchant_id, member, x.rule_id, x.day, x.points
+        SELECT record_purchase_full.merchant_id, member, x.rule_id, x.day, x.points
           FROM jsonb_to_recordset(ev.counters) AS x(rule_id bigint, day date, points bigint)
         ON CONFLICT ON CONSTRAINT earning_counters_key DO UPDATE SET points = c.points + excluded.points;
     END IF;
@@ -838,6 +709,13 @@ BEGIN
             p.points, p.entry_id, p.rules)::wallet.purchase_result;
 END
 $$;
+COMMENT ON FUNCTION wallet_internal.record_purchase_full(bigint, text, text, numeric, text, timestamptz, jsonb, bigint[], text[], bigint) IS 'internal: wallet.record_purchase in PL/pgSQL, for every case its C fast path leaves to it (offers, codes, quotes, a new member or account, no earning program, invalid arguments)';
+
+CREATE FUNCTION wallet.record_purchase(merchant_id bigint, member_ref text, order_ref text, amount numeric, currency text,
+        occurred_at timestamptz DEFAULT now(), attributes jsonb DEFAULT '{}',
+        offers bigint[] DEFAULT NULL, codes text[] DEFAULT NULL, quote_id bigint DEFAULT NULL) RETURNS wallet.purchase_result
+    AS 'MODULE_PATHNAME', 'record_purchase' LANGUAGE C VOLATILE
+    SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION wallet.record_purchase(bigint, text, text, numeric, text, timestamptz, jsonb, bigint[], text[], bigint) IS 'records a purchase at checkout (creating the member and its account as needed), applies the earning rules of the merchant''s program in that currency, posts the points (accrue entry, reference order_ref) and returns the points and the rules that fired; consumes the offers named (offers, or the quote_id of wallet.quote_offers) with the codes given, recording each in wallet.purchase_offers; idempotent on (merchant, order_ref): another member, amount or currency is WL002';
 
 CREATE FUNCTION wallet.preview_purchase(merchant_id bigint, member_ref text, order_ref text, amount numeric, currency text,

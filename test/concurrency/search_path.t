@@ -517,6 +517,7 @@ wallet_internal.purchase_check(bigint,text,text,numeric,text,timestamp with time
 wallet_internal.purchase_points(bigint,bigint,text,bigint,bigint,text,numeric,text,timestamp with time zone,jsonb)	ok	^20\|	SELECT * FROM wallet_internal.purchase_points($m, $p, 'floor', NULL, $a, 'Europe/Zurich', 10, 'CNY', 'now', '{"store": "s1", "channel": "app", "payment_method": "card", "categories": ["food"]}')
 wallet.preview_purchase(bigint,text,text,numeric,text,timestamp with time zone,jsonb)	ok	^\|sp-order-1\|	SELECT * FROM wallet.preview_purchase($m, 'member-a', 'sp-order-1', 10, 'CNY', 'now', '{"store": "s1", "channel": "app", "payment_method": "card", "categories": ["food"]}')
 wallet.record_purchase(bigint,text,text,numeric,text,timestamp with time zone,jsonb,bigint[],text[],bigint)	ok	^[0-9]+\|sp-order-1\|	SELECT * FROM wallet.record_purchase($m, 'member-a', 'sp-order-1', 10, 'CNY', 'now', '{"store": "s1", "channel": "app", "payment_method": "card", "categories": ["food"]}')
+wallet_internal.record_purchase_full(bigint,text,text,numeric,text,timestamp with time zone,jsonb,bigint[],text[],bigint)	ok	^[0-9]+\|sp-order-full\|	SELECT * FROM wallet_internal.record_purchase_full($m, 'member-a', 'sp-order-full', 10, 'CNY', 'now', '{"store": "s1", "channel": "app", "payment_method": "card", "categories": ["food"]}', NULL, NULL, NULL)
 wallet_internal.purchase_context(bigint,text,text)	ok	^[0-9]+\|\|[0-9]+\|nearest\|$a$	SELECT * FROM wallet_internal.purchase_context($m, 'member-a', 'CNY')
 wallet_internal.purchase_retry(wallet.purchases,text,numeric,text)	ok	^[0-9]+\|sp-order-1\|	SELECT r.* FROM wallet.purchases x CROSS JOIN LATERAL wallet_internal.purchase_retry(x, 'member-a', 10, 'CNY') r WHERE x.order_ref OPERATOR(pg_catalog.=) 'sp-order-1'
 wallet.record_refund(bigint,text,numeric,text)	ok	^[0-9]+\|[0-9]+\|sp-order-1\|sp-refund-1\|	SELECT * FROM wallet.record_refund($m, 'sp-order-1', 5, 'sp-refund-1')
@@ -633,6 +634,7 @@ wallet_internal.merchant_roles_changed()	ok	-	UPDATE wallet.merchant_roles SET g
 wallet_internal.referral_purchase()	ok	-	INSERT INTO wallet.purchases (merchant_id, member_id, order_ref, amount, currency, occurred_at) SELECT $m, x.member_id, 'sp-referral-order', 10, 'CNY', 'now' FROM wallet.members x WHERE x.merchant_id OPERATOR(pg_catalog.=) $m AND x.member_ref OPERATOR(pg_catalog.=) 'member-friend'
 wallet_internal.referral_programs_changed()	ok	-	UPDATE wallet.referral_programs SET min_amount = min_amount WHERE campaign_id OPERATOR(pg_catalog.=) $c
 wallet_internal.tiers_changed()	ok	-	UPDATE wallet.tiers SET program_id = program_id WHERE program_id OPERATOR(pg_catalog.=) $p
+wallet_internal.purchase_rules_changed()	ok	-	UPDATE wallet.earning_rules SET priority = priority WHERE program_id OPERATOR(pg_catalog.=) $p
 TRIGGERS
 }
 

@@ -332,6 +332,7 @@ INSERT INTO vocab (fn, what, expect, call) VALUES
 ('wallet_internal.purchase_points(bigint,bigint,text,bigint,bigint,text,numeric,text,timestamp with time zone,jsonb)', '-', 'internal', NULL),
 ('wallet_internal.purchase_retry(wallet.purchases,text,numeric,text)', '-', 'internal', NULL),
 ('wallet_internal.purchase_context(bigint,text,text)', '-', 'internal', NULL),
+('wallet_internal.record_purchase_full(bigint,text,text,numeric,text,timestamp with time zone,jsonb,bigint[],text[],bigint)', '-', 'internal', NULL),
 ('wallet_internal.refund_retry(wallet.refunds,text,numeric)', '-', 'internal', NULL),
 ('wallet.set_program_earning(bigint,text,text,boolean,numeric)', 'program_id NULL', '22004', $$SELECT wallet.set_program_earning(NULL, 'CNY')$$),
 ('wallet.set_program_earning(bigint,text,text,boolean,numeric)', 'rounding NULL', '22004', $$SELECT wallet.set_program_earning({p}, 'CNY', NULL)$$),

@@ -1,0 +1,1406 @@
+/*
+ * purchase.c: the earning-rule evaluator (wallet_internal.purchase_points,
+ * shared by wallet.preview_purchase and wallet.record_purchase) and the
+ * fast path of wallet.record_purchase (README "Loyalty").
+ *
+ * record_purchase runs at every checkout.  In PL/pgSQL most of its time was
+ * the executor's cost per statement and per function call, not the work, so
+ * the common case runs here with saved plans: the member's account locked,
+ * the member's state read (tier, first purchase, cap counters), the purchase
+ * inserted (its unique key is the idempotency check: a retry conflicts), the
+ * counters bumped, and the accrual applied by the ledger's own C code
+ * (wallet_ledger_accrue) and journalled in one statement.  Everything else
+ * (offers and codes, a new member or account, no program in the currency,
+ * any invalid argument) goes to wallet_internal.record_purchase_full, the
+ * PL/pgSQL version, which gives the same results and errors.
+ *
+ * The rules of a program are compiled once per backend and kept until a
+ * statement trigger on wallet.earning_rules (purchase_rules_changed) queues
+ * a relcache invalidation: this backend drops the cache at once, every other
+ * one when the change commits, and an abort replays the invalidation here.
+ */
+#include "wallet.h"
+
+#include "points_ledger.h"
+#include "privileges.h"
+#include "referral_gate.h"
+
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "common/int.h"
+#include "datatype/timestamp.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/date.h"
+#include "utils/datum.h"
+#include "utils/datetime.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/numeric.h"
+#include "utils/syscache.h"
+#include "utils/timestamp.h"
+
+/* ---------------------------------------------------------------- saved plans */
+
+#define RULE_COLUMNS \
+	"x.rule_id, x.name, x.effect, x.value, x.exclusive, x.valid_from, x.valid_until, x.min_amount, " \
+	"x.stores, x.channels, x.payment_methods, x.categories, x.min_tier_rank, x.first_purchase, " \
+	"x.days_of_week, x.time_from, x.time_until, x.cap_per_purchase, x.cap_per_member_day, x.cap_per_member"
+
+enum
+{
+	P_RULES,
+	P_STATE,
+	P_STATE_NO_CAPS,
+	P_LOCK,
+	P_SETTLE,
+	P_LEDGER,
+	P_WRITE,
+	P_RETRY,
+	P_TIER_REVIEW,
+	P_FULL,
+	P_COUNT
+};
+
+static SPIPlanPtr plans[P_COUNT];
+
+static SPIPlanPtr
+purchase_plan(int which)
+{
+	static const char *const sql[P_COUNT] = {
+		/* P_RULES: a program's earning rules, in evaluation order */
+		"SELECT " RULE_COLUMNS " FROM wallet.earning_rules x"
+		" WHERE x.program_id = $1 ORDER BY x.priority DESC, x.rule_id",
+		/* P_STATE: the member's tier, first purchase in the program, counters of capped rules by day and in all */
+		"SELECT coalesce(t.rank, 0), t.name, coalesce(t.multiplier, 1),"
+		" $6 AND ($2 IS NULL OR NOT EXISTS (SELECT FROM wallet.purchases x"
+		"   WHERE x.merchant_id = $1 AND x.member_id = $2 AND x.program_id = $3)),"
+		" ARRAY(SELECT (SELECT c.points FROM wallet.earning_counters c"
+		"               WHERE c.rule_id = u.r AND c.member_id = $2 AND c.day = $7)"
+		"         FROM unnest($5) WITH ORDINALITY u(r, n) ORDER BY u.n),"
+		" ARRAY(SELECT (SELECT c.points FROM wallet.earning_counters c"
+		"               WHERE c.rule_id = u.r AND c.member_id = $2 AND c.day IS NULL)"
+		"         FROM unnest($8) WITH ORDINALITY u(r, n) ORDER BY u.n)"
+		" FROM (SELECT) o"
+		" LEFT JOIN wallet.account_tiers a ON a.account_id = $4"
+		" LEFT JOIN wallet.tiers t ON t.tier_id = a.tier_id",
+		/* P_STATE_NO_CAPS: the same without counters, when no rule that may fire is capped per member */
+		"SELECT coalesce(t.rank, 0), t.name, coalesce(t.multiplier, 1),"
+		" $6 AND ($2 IS NULL OR NOT EXISTS (SELECT FROM wallet.purchases x"
+		"   WHERE x.merchant_id = $1 AND x.member_id = $2 AND x.program_id = $3))"
+		" FROM (SELECT) o"
+		" LEFT JOIN wallet.account_tiers a ON a.account_id = $4"
+		" LEFT JOIN wallet.tiers t ON t.tier_id = a.tier_id",
+		/* P_LOCK: the usual case, a known member with an account in the open program earning in the currency */
+		"SELECT m.member_id, m.time_zone, x.program_id, x.rounding, y.account_id, y.ledger, y.next_event, x.expiry,"
+		" x.granularity"
+		" FROM wallet.members m"
+		" JOIN wallet.programs x ON x.merchant_id = m.merchant_id AND x.currency = $3 AND x.closed_at IS NULL"
+		" JOIN wallet.accounts y ON y.program_id = x.program_id AND y.member_ref = m.member_ref"
+		" WHERE m.merchant_id = $1 AND m.member_ref = $2"
+		" FOR NO KEY UPDATE OF y",
+		/* P_SETTLE */
+		"SELECT wallet_internal.settle_account($1, $2, $2)",
+		/* P_LEDGER */
+		"SELECT y.ledger FROM wallet.accounts y WHERE y.account_id = $1",
+		/*
+		 * P_WRITE: in one statement, the purchase (its unique key stands for
+		 * the idempotency check: nothing else is written when it conflicts),
+		 * the counters of the capped rules, and what post_entry does for the
+		 * accrual (the ledger applied in C, stored; the entry journalled).
+		 * The purchase is visible to the tier review that follows (spend).
+		 */
+		"WITH p AS (INSERT INTO wallet.purchases (merchant_id, member_id, order_ref, amount, currency, occurred_at,"
+		"           attributes, program_id, account_id, points, entry_id, rules)"
+		"           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+		"           ON CONFLICT ON CONSTRAINT purchases_merchant_id_order_ref_key DO NOTHING"
+		"           RETURNING purchase_id),"
+		" c AS (INSERT INTO wallet.earning_counters AS c (merchant_id, member_id, rule_id, day, points)"
+		"       SELECT $1, $2, u.r, CASE WHEN u.t THEN NULL ELSE $13 END, u.p FROM unnest($14, $15, $16) u(r, t, p)"
+		"        WHERE EXISTS (SELECT FROM p)"
+		"       ON CONFLICT ON CONSTRAINT earning_counters_key DO UPDATE SET points = c.points + excluded.points),"
+		" a AS (UPDATE wallet.accounts y SET ledger = $17, next_event = $18"
+		"        WHERE y.account_id = $9 AND $10 > 0 AND EXISTS (SELECT FROM p) RETURNING y.merchant_id),"
+		" e AS (INSERT INTO wallet.entries (entry_id, account_id, kind, amount, balance_after, idempotency_key, reason,"
+		"       reference, lots, actor, created_at, points, expires_at, merchant_id)"
+		"       SELECT $11, $9, 'accrue', $19, $20, 'purchase:' || $3, 'purchase', $3, $21, CURRENT_USER, $22, $10, $23,"
+		"              a.merchant_id FROM a)"
+		" SELECT p.purchase_id FROM p",
+		/* P_RETRY: a retry, or a concurrent call recorded the order first (committed by now) */
+		"SELECT wallet_internal.purchase_retry(p, $3, $4, $5) FROM wallet.purchases p"
+		" WHERE p.merchant_id = $1 AND p.order_ref = $2",
+		/* P_TIER_REVIEW */
+		"SELECT wallet_internal.tier_review($1, $2, $3)",
+		/* P_FULL */
+		"SELECT wallet_internal.record_purchase_full($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+	};
+	static const int nargs[P_COUNT] = {1, 8, 8, 3, 2, 1, 23, 5, 3, 10};
+	static const Oid types[P_COUNT][23] = {
+		{INT8OID},
+		{INT8OID, INT8OID, INT8OID, INT8OID, INT8ARRAYOID, BOOLOID, DATEOID, INT8ARRAYOID},
+		{INT8OID, INT8OID, INT8OID, INT8OID, INT8ARRAYOID, BOOLOID, DATEOID, INT8ARRAYOID},
+		{INT8OID, TEXTOID, TEXTOID},
+		{INT8OID, TIMESTAMPTZOID},
+		{INT8OID},
+		{INT8OID, INT8OID, TEXTOID, NUMERICOID, TEXTOID, TIMESTAMPTZOID, JSONBOID, INT8OID, INT8OID, INT8OID, INT8OID,
+			JSONBOID, DATEOID, INT8ARRAYOID, BOOLARRAYOID, INT8ARRAYOID, InvalidOid, TIMESTAMPTZOID, INT8OID, INT8OID,
+		JSONBOID, TIMESTAMPTZOID, TIMESTAMPTZOID},
+		{INT8OID, TEXTOID, TEXTOID, NUMERICOID, TEXTOID},
+		{INT8OID, TIMESTAMPTZOID, INT8OID},
+		{INT8OID, TEXTOID, TEXTOID, NUMERICOID, TEXTOID, TIMESTAMPTZOID, JSONBOID, INT8ARRAYOID, TEXTARRAYOID, INT8OID},
+	};
+
+	if (plans[which] == NULL)
+	{
+		Oid			t[23];
+		SPIPlanPtr	p;
+
+		memcpy(t, types[which], sizeof(t));
+		if (which == P_WRITE)
+			t[16] = GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid, CStringGetDatum("points_ledger"),
+								   ObjectIdGetDatum(get_namespace_oid("wallet", false)));
+		/*
+		 * Generic plans at once: every statement looks rows up by key, and a
+		 * custom plan per call (the plan cache's choice for some of them)
+		 * would cost more than the statement itself.
+		 */
+		p = SPI_prepare_cursor(sql[which], nargs[which], t, CURSOR_OPT_GENERIC_PLAN);
+		if (p == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		SPI_keepplan(p);
+		plans[which] = p;
+	}
+	return plans[which];
+}
+
+/* The plans name the extension's objects: a re-created extension needs new ones. */
+static void
+purchase_plans_check(void)
+{
+	static Oid	seen = InvalidOid;
+	Oid			nsp = get_namespace_oid("wallet", true);
+
+	if (nsp == seen)
+		return;
+	for (int i = 0; i < P_COUNT; i++)
+		if (plans[i] != NULL)
+		{
+			SPI_freeplan(plans[i]);
+			plans[i] = NULL;
+		}
+	seen = nsp;
+}
+
+static uint64
+purchase_run(int which, Datum *values, const char *nulls, bool read_only)
+{
+	int			rc = SPI_execute_plan(purchase_plan(which), values, nulls, read_only, 0);
+
+	if (rc < 0)
+		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
+	return SPI_processed;
+}
+
+/* ---------------------------------------------------------------- rule cache */
+
+typedef enum RuleEffect
+{
+	EFFECT_PER_UNIT,
+	EFFECT_MULTIPLIER,
+	EFFECT_FIXED
+} RuleEffect;
+
+/* A text[] condition: NULL array = no condition. */
+typedef struct TextSet
+{
+	bool		given;
+	bool		has_null;		/* an element is NULL: no match is unknown, not false */
+	int			n;
+	char	  **v;
+} TextSet;
+
+typedef struct PurchaseRule
+{
+	int64		rule_id;
+	char	   *name;
+	RuleEffect	effect;
+	Numeric		value;
+	bool		exclusive;
+	TimestampTz valid_from;
+	bool		has_until;
+	TimestampTz valid_until;
+	Numeric		min_amount;		/* NULL: none */
+	TextSet		stores,
+				channels,
+				payments;
+	Datum		categories;		/* text[] for ?|; 0: none */
+	bool		has_min_tier;
+	int32		min_tier_rank;
+	bool		first_purchase;
+	bool		has_dow;
+	bool		dow_null;		/* days_of_week holds a NULL */
+	int			dow_mask;		/* bit d: ISO day d */
+	bool		has_time;
+	TimeADT		time_from,
+				time_until;
+	int64		cap_purchase,	/* 0: none (caps are > 0) */
+				cap_day,
+				cap_member;
+} PurchaseRule;
+
+typedef struct RuleSet
+{
+	int64		program_id;		/* hash key */
+	int			n;
+	PurchaseRule *rules;		/* priority DESC, rule_id */
+} RuleSet;
+
+static HTAB *rule_sets = NULL;
+static MemoryContext rule_cxt = NULL;	/* holds rule_sets and the rules */
+static MemoryContext rule_graveyard = NULL; /* dropped rule_cxts, freed outside evaluations */
+static int	eval_depth = 0;
+static bool rule_callback = false;
+static Oid	rules_relid = InvalidOid;
+static uint64 rule_generation = 0;	/* bumped by every invalidation */
+
+/*
+ * Drop the compiled rules.  An invalidation can arrive while an evaluation
+ * holds pointers into them (any lock taken by its query reads the queue),
+ * so their memory is only retired here and freed by the next evaluation.
+ */
+static void
+rule_cache_drop(void)
+{
+	if (rule_cxt != NULL)
+		MemoryContextSetParent(rule_cxt, rule_graveyard);
+	rule_cxt = NULL;
+	rule_sets = NULL;
+	rules_relid = InvalidOid;
+	rule_generation++;
+}
+
+static void
+rule_cache_invalidate(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == rules_relid || rules_relid == InvalidOid)
+		rule_cache_drop();
+}
+
+static void
+rule_cache_ready(void)
+{
+	HASHCTL		ctl;
+	Oid			nsp;
+
+	if (!rule_callback)
+	{
+		rule_graveyard = AllocSetContextCreate(CacheMemoryContext, "wallet earning rules dropped", ALLOCSET_SMALL_SIZES);
+		CacheRegisterRelcacheCallback(rule_cache_invalidate, (Datum) 0);
+		rule_callback = true;
+	}
+	if (eval_depth == 0)
+		MemoryContextReset(rule_graveyard);
+	if (rule_sets != NULL)
+		return;
+	rule_cxt = AllocSetContextCreate(CacheMemoryContext, "wallet earning rules", ALLOCSET_SMALL_SIZES);
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(int64);
+	ctl.entrysize = sizeof(RuleSet);
+	ctl.hcxt = rule_cxt;
+	rule_sets = hash_create("wallet earning rules", 16, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	nsp = get_namespace_oid("wallet", true);
+	rules_relid = OidIsValid(nsp) ? get_relname_relid("earning_rules", nsp) : InvalidOid;
+}
+
+static void
+textset_load(TextSet *ts, Datum d, bool isnull)
+{
+	Datum	   *vals;
+	bool	   *nulls;
+	int			n,
+				i;
+
+	memset(ts, 0, sizeof(*ts));
+	if (isnull)
+		return;
+	ts->given = true;
+	deconstruct_array(DatumGetArrayTypeP(d), TEXTOID, -1, false, TYPALIGN_INT, &vals, &nulls, &n);
+	ts->v = palloc(sizeof(char *) * Max(n, 1));
+	for (i = 0; i < n; i++)
+	{
+		if (nulls[i])
+			ts->has_null = true;
+		else
+			ts->v[ts->n++] = TextDatumGetCString(vals[i]);
+	}
+}
+
+/* TRUE of "set IS NOT NULL AND (x IS NULL OR NOT x = ANY (set))": the rule does not hold. */
+static bool
+textset_excludes(const TextSet *ts, const char *x)
+{
+	int			i;
+
+	if (!ts->given)
+		return false;
+	if (x == NULL)
+		return true;
+	for (i = 0; i < ts->n; i++)
+		if (strcmp(ts->v[i], x) == 0)
+			return false;
+	return !ts->has_null;		/* x = ANY is NULL, not false, with a NULL element */
+}
+
+static Numeric
+numeric_keep(Datum d)
+{
+	return DatumGetNumericCopy(d);
+}
+
+/* Under SPI: the program's rules, read and compiled into rule_cxt. */
+static void
+rule_set_load(RuleSet *rs, int64 program_id)
+{
+	Datum		arg = Int64GetDatum(program_id);
+	MemoryContext old;
+	uint64		i;
+
+	if (SPI_execute_plan(purchase_plan(P_RULES), &arg, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "reading wallet.earning_rules failed");
+	old = MemoryContextSwitchTo(rule_cxt);
+	rs->program_id = program_id;
+	rs->n = (int) SPI_processed;
+	rs->rules = palloc0(sizeof(PurchaseRule) * Max(rs->n, 1));
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	td = SPI_tuptable->tupdesc;
+		PurchaseRule *r = &rs->rules[i];
+		Datum		d;
+		bool		isnull;
+		char	   *effect;
+
+#define COL(n) (d = SPI_getbinval(tup, td, (n), &isnull))
+		r->rule_id = DatumGetInt64(COL(1));
+		r->name = TextDatumGetCString(COL(2));
+		effect = TextDatumGetCString(COL(3));
+		r->effect = strcmp(effect, "per_unit") == 0 ? EFFECT_PER_UNIT
+			: strcmp(effect, "multiplier") == 0 ? EFFECT_MULTIPLIER : EFFECT_FIXED;
+		r->value = numeric_keep(COL(4));
+		r->exclusive = DatumGetBool(COL(5));
+		r->valid_from = DatumGetTimestampTz(COL(6));
+		COL(7);
+		r->has_until = !isnull;
+		r->valid_until = isnull ? 0 : DatumGetTimestampTz(d);
+		COL(8);
+		r->min_amount = isnull ? NULL : numeric_keep(d);
+		COL(9);
+		textset_load(&r->stores, d, isnull);
+		COL(10);
+		textset_load(&r->channels, d, isnull);
+		COL(11);
+		textset_load(&r->payments, d, isnull);
+		COL(12);
+		r->categories = isnull ? (Datum) 0 : PointerGetDatum(DatumGetArrayTypePCopy(d));
+		COL(13);
+		r->has_min_tier = !isnull;
+		r->min_tier_rank = isnull ? 0 : DatumGetInt32(d);
+		COL(14);
+		r->first_purchase = !isnull && DatumGetBool(d);
+		COL(15);
+		r->has_dow = !isnull;
+		if (!isnull)
+		{
+			Datum	   *vals;
+			bool	   *nulls;
+			int			n;
+
+			deconstruct_array(DatumGetArrayTypeP(d), INT4OID, 4, true, TYPALIGN_INT, &vals, &nulls, &n);
+			for (int k = 0; k < n; k++)
+			{
+				int32		v = DatumGetInt32(vals[k]);
+
+				if (nulls[k])
+					r->dow_null = true;
+				else if (v >= 1 && v <= 7)
+					r->dow_mask |= 1 << v;
+			}
+		}
+		COL(16);
+		r->has_time = !isnull;
+		r->time_from = isnull ? 0 : DatumGetTimeADT(d);
+		COL(17);
+		r->has_time = r->has_time && !isnull;
+		r->time_until = isnull ? 0 : DatumGetTimeADT(d);
+		COL(18);
+		r->cap_purchase = isnull ? 0 : DatumGetInt64(d);
+		COL(19);
+		r->cap_day = isnull ? 0 : DatumGetInt64(d);
+		COL(20);
+		r->cap_member = isnull ? 0 : DatumGetInt64(d);
+#undef COL
+	}
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * Under SPI, inside an evaluation: the compiled rules of a program.  A load
+ * that raced an invalidation serves this call only (its memory is retired,
+ * not freed, until the evaluation ends); the next call reads them again.
+ */
+static RuleSet *
+rule_set_get(int64 program_id)
+{
+	static RuleSet uncached;
+	RuleSet    *rs;
+	RuleSet		tmp;
+	uint64		gen;
+
+	rule_cache_ready();
+	rs = hash_search(rule_sets, &program_id, HASH_FIND, NULL);
+	if (rs != NULL)
+		return rs;
+	gen = rule_generation;
+	rule_set_load(&tmp, program_id);
+	if (gen != rule_generation)
+	{
+		uncached = tmp;
+		return &uncached;
+	}
+	rs = hash_search(rule_sets, &program_id, HASH_ENTER, NULL);
+	*rs = tmp;
+	return rs;
+}
+
+PG_FUNCTION_INFO_V1(purchase_rules_changed);
+
+/* Statement trigger on wallet.earning_rules: every backend drops its compiled rules. */
+Datum
+purchase_rules_changed(PG_FUNCTION_ARGS)
+{
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("purchase_rules_changed must be called as a trigger"),
+				 errdetail("It resets the per-session cache of earning rules when wallet.earning_rules changes.")));
+	CacheInvalidateRelcache(((TriggerData *) fcinfo->context)->tg_relation);
+	rule_cache_drop();
+	return PointerGetDatum(NULL);
+}
+
+/* ---------------------------------------------------------------- evaluation */
+
+typedef struct PurchaseInput
+{
+	int64		merchant_id;
+	int64		program_id;
+	const char *rounding;
+	bool		has_member;
+	int64		member_id;
+	bool		has_account;
+	int64		account_id;
+	const char *time_zone;		/* NULL: UTC */
+	Numeric		amount;
+	const char *currency;
+	TimestampTz occurred_at;
+	Jsonb	   *attributes;
+} PurchaseInput;
+
+typedef struct CounterBump
+{
+	int64		rule_id;
+	bool		total;			/* the member's total (day NULL) */
+	int64		points;
+} CounterBump;
+
+typedef struct PurchaseEval
+{
+	int64		points;
+	char	   *rules;			/* json text of [{rule_id, points, why}] */
+	DateADT		day;			/* the local day of the purchase */
+	int			ncounters;
+	CounterBump *counters;
+} PurchaseEval;
+
+static const char *
+numeric_text(Numeric n)
+{
+	return DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(n)));
+}
+
+static Numeric
+round_points(Numeric raw, const char *rounding)
+{
+	Datum		d = NumericGetDatum(raw);
+
+	if (strcmp(rounding, "ceiling") == 0)
+		return DatumGetNumeric(DirectFunctionCall1(numeric_ceil, d));
+	if (strcmp(rounding, "nearest") == 0)
+		return DatumGetNumeric(DirectFunctionCall2(numeric_round, d, Int32GetDatum(0)));
+	return DatumGetNumeric(DirectFunctionCall1(numeric_floor, d));
+}
+
+static int64
+numeric_to_int8(Numeric n)
+{
+	return DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(n)));
+}
+
+static bool
+numeric_greater(Numeric a, Numeric b)
+{
+	return DatumGetBool(DirectFunctionCall2(numeric_gt, NumericGetDatum(a), NumericGetDatum(b)));
+}
+
+/* base * (factor - 1), the extra part of a multiplier */
+static Numeric
+extra_of(int64 base, Numeric factor)
+{
+	Numeric		minus1 = DatumGetNumeric(DirectFunctionCall2(numeric_sub, NumericGetDatum(factor),
+															 NumericGetDatum(int64_to_numeric(1))));
+
+	return DatumGetNumeric(DirectFunctionCall2(numeric_mul, NumericGetDatum(int64_to_numeric(base)),
+											   NumericGetDatum(minus1)));
+}
+
+/* attributes ->> key (NULL when absent or JSON null) */
+static char *
+attribute_text(Jsonb *attrs, const char *key)
+{
+	JsonbValue	v;
+
+	if (!JB_ROOT_IS_OBJECT(attrs) ||
+		getKeyJsonValueFromContainer(&attrs->root, key, strlen(key), &v) == NULL)
+		return NULL;
+	switch (v.type)
+	{
+		case jbvNull:
+			return NULL;
+		case jbvString:
+			return pnstrdup(v.val.string.val, v.val.string.len);
+		case jbvNumeric:
+			return DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v.val.numeric)));
+		case jbvBool:
+			return pstrdup(v.val.boolean ? "true" : "false");
+		default:
+			return JsonbToCString(NULL, v.val.binary.data, v.val.binary.len);
+	}
+}
+
+/* attributes -> key as a jsonb Datum, 0 when absent */
+static Datum
+attribute_jsonb(Jsonb *attrs, const char *key)
+{
+	JsonbValue	v;
+
+	if (!JB_ROOT_IS_OBJECT(attrs) ||
+		getKeyJsonValueFromContainer(&attrs->root, key, strlen(key), &v) == NULL)
+		return (Datum) 0;
+	return JsonbPGetDatum(JsonbValueToJsonb(&v));
+}
+
+static void
+append_rule(StringInfo buf, bool *first, bool has_id, int64 rule_id, int64 points, const char *why)
+{
+	if (!*first)
+		appendStringInfoString(buf, ", ");
+	*first = false;
+	if (has_id)
+		appendStringInfo(buf, "{\"rule_id\": " INT64_FORMAT, rule_id);
+	else
+		appendStringInfoString(buf, "{\"rule_id\": null");
+	appendStringInfo(buf, ", \"points\": " INT64_FORMAT ", \"why\": ", points);
+	escape_json(buf, why);
+	appendStringInfoChar(buf, '}');
+}
+
+/*
+ * Under SPI: the points a purchase earns, as wallet_internal.purchase_points
+ * documents them (its COMMENT and README "Loyalty"): the rules valid at
+ * occurred_at whose conditions hold, highest priority first (ties: lowest
+ * rule_id), an exclusive one alone; per_unit rules make the base, the tier
+ * multiplier and multiplier rules add base * (factor - 1), fixed rules their
+ * points; each rule's points rounded per the program, then capped.  The
+ * member's tier, first purchase and cap counters are read by one query (the
+ * caller holds the account's lock).
+ */
+static void
+purchase_evaluate_pinned(const PurchaseInput *in, PurchaseEval *out)
+{
+	RuleSet    *rs;
+	PurchaseRule **cand;
+	int			ncand = 0;
+	Timestamp	lt;
+	int64		days,
+				rem;
+	int			dow;
+	TimeADT		tod;
+	char	   *store,
+			   *channel,
+			   *pay;
+	Datum		cats;
+	int32		tier_rank = 0;
+	char	   *tier_name = NULL;
+	Numeric		tier_mult = NULL;
+	bool		first = true;
+	int64	   *used_day,
+			   *used_member;
+	PurchaseRule **fired;
+	int			n = 0;
+	int64	   *pts;
+	char	  **whys;
+	int64		base = 0;
+	StringInfoData buf;
+	bool		firstjson = true;
+	int			i,
+				pass;
+
+	out->points = 0;
+	out->rules = "[]";
+	out->ncounters = 0;
+	out->counters = NULL;
+	out->day = 0;
+	if (in->program_id == 0)
+		return;
+
+	/* local time of the purchase in the member's zone */
+	if (TIMESTAMP_NOT_FINITE(in->occurred_at))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("occurred_at must be finite"),
+				 errdetail("A purchase is made at a real instant.")));
+	lt = DatumGetTimestamp(DirectFunctionCall2(timestamptz_zone,
+											   CStringGetTextDatum(in->time_zone ? in->time_zone : "UTC"),
+											   TimestampTzGetDatum(in->occurred_at)));
+	days = lt / USECS_PER_DAY;
+	rem = lt % USECS_PER_DAY;
+	if (rem < 0)
+	{
+		days--;
+		rem += USECS_PER_DAY;
+	}
+	dow = j2day((int) (days + POSTGRES_EPOCH_JDATE));
+	if (dow == 0)
+		dow = 7;
+	tod = rem;
+	out->day = (DateADT) days;
+	store = attribute_text(in->attributes, "store");
+	channel = attribute_text(in->attributes, "channel");
+	pay = attribute_text(in->attributes, "payment_method");
+	cats = attribute_jsonb(in->attributes, "categories");
+
+	/* the rules whose conditions that need no state hold */
+	rs = rule_set_get(in->program_id);
+	cand = palloc(sizeof(PurchaseRule *) * Max(rs->n, 1));
+	for (i = 0; i < rs->n; i++)
+	{
+		PurchaseRule *r = &rs->rules[i];
+
+		if (r->valid_from > in->occurred_at || (r->has_until && r->valid_until <= in->occurred_at))
+			continue;
+		if (r->min_amount != NULL && numeric_greater(r->min_amount, in->amount))
+			continue;
+		if (textset_excludes(&r->stores, store) || textset_excludes(&r->channels, channel) ||
+			textset_excludes(&r->payments, pay))
+			continue;
+		if (r->categories != (Datum) 0 &&
+			(cats == (Datum) 0 || !DatumGetBool(DirectFunctionCall2(jsonb_exists_any, cats, r->categories))))
+			continue;
+		if (r->has_dow && !(r->dow_mask & (1 << dow)) && !r->dow_null)
+			continue;
+		if (r->has_time &&
+			((r->time_from < r->time_until && !(tod >= r->time_from && tod < r->time_until)) ||
+			 (r->time_from > r->time_until && !(tod >= r->time_from || tod < r->time_until))))
+			continue;
+		cand[ncand++] = r;
+	}
+
+	/* the member's state: tier, first purchase, counters of the capped rules */
+	used_day = palloc0(sizeof(int64) * Max(ncand, 1));
+	used_member = palloc0(sizeof(int64) * Max(ncand, 1));
+	{
+		Datum		args[8];
+		char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+		Datum	   *dr = palloc(sizeof(Datum) * Max(ncand, 1));
+		Datum	   *mr = palloc(sizeof(Datum) * Max(ncand, 1));
+		int			ndr = 0,
+					nmr = 0;
+		bool		need_first = false;
+		bool		isnull;
+		HeapTuple	tup;
+		TupleDesc	td;
+		Datum		d;
+
+		for (i = 0; i < ncand; i++)
+		{
+			if (cand[i]->cap_day > 0)
+				dr[ndr++] = Int64GetDatum(cand[i]->rule_id);
+			if (cand[i]->cap_member > 0)
+				mr[nmr++] = Int64GetDatum(cand[i]->rule_id);
+			if (cand[i]->first_purchase)
+				need_first = true;
+		}
+		args[0] = Int64GetDatum(in->merchant_id);
+		args[1] = Int64GetDatum(in->member_id);
+		nulls[1] = in->has_member ? ' ' : 'n';
+		args[2] = Int64GetDatum(in->program_id);
+		args[3] = Int64GetDatum(in->account_id);
+		nulls[3] = in->has_account ? ' ' : 'n';
+		args[4] = PointerGetDatum(construct_array(dr, ndr, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		args[5] = BoolGetDatum(need_first);
+		args[6] = DateADTGetDatum(out->day);
+		args[7] = PointerGetDatum(construct_array(mr, nmr, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		if (SPI_execute_plan(purchase_plan(ndr + nmr > 0 ? P_STATE : P_STATE_NO_CAPS), args, nulls, false, 1) != SPI_OK_SELECT ||
+			SPI_processed != 1)
+			elog(ERROR, "reading a member's earning state failed");
+		tup = SPI_tuptable->vals[0];
+		td = SPI_tuptable->tupdesc;
+		tier_rank = DatumGetInt32(SPI_getbinval(tup, td, 1, &isnull));
+		tier_name = SPI_getvalue(tup, td, 2);
+		tier_mult = DatumGetNumeric(SPI_getbinval(tup, td, 3, &isnull));
+		d = SPI_getbinval(tup, td, 4, &isnull);
+		/* need_first false: no rule asks, the value does not matter */
+		first = isnull || DatumGetBool(d);
+		for (int col = 5; col <= (ndr + nmr > 0 ? 6 : 4); col++)
+		{
+			Datum	   *vals;
+			bool	   *vnulls;
+			int			nv,
+						k = 0;
+
+			deconstruct_array(DatumGetArrayTypeP(SPI_getbinval(tup, td, col, &isnull)), INT8OID, 8,
+							  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &vals, &vnulls, &nv);
+			for (i = 0; i < ncand && k < nv; i++)
+				if (col == 5 ? cand[i]->cap_day > 0 : cand[i]->cap_member > 0)
+				{
+					if (!vnulls[k])
+						(col == 5 ? used_day : used_member)[i] = DatumGetInt64(vals[k]);
+					k++;
+				}
+		}
+	}
+
+	/* the conditions on the state, then stacking: an exclusive rule fires alone, and only when no rule of higher priority fired */
+	fired = palloc(sizeof(PurchaseRule *) * Max(ncand, 1));
+	{
+		int64	   *ud = palloc(sizeof(int64) * Max(ncand, 1));
+		int64	   *um = palloc(sizeof(int64) * Max(ncand, 1));
+		int			k = 0;
+
+		for (i = 0; i < ncand; i++)
+		{
+			if (cand[i]->has_min_tier && cand[i]->min_tier_rank > tier_rank)
+				continue;
+			if (cand[i]->first_purchase && !first)
+				continue;
+			fired[k] = cand[i];
+			ud[k] = used_day[i];
+			um[k] = used_member[i];
+			k++;
+		}
+		for (i = 0; i < k; i++)
+		{
+			if (fired[i]->exclusive)
+			{
+				n = i == 0 ? 1 : i;
+				break;
+			}
+			n = i + 1;
+		}
+		used_day = ud;
+		used_member = um;
+	}
+	if (n == 0 && !numeric_greater(tier_mult, int64_to_numeric(1)) &&
+		!numeric_greater(int64_to_numeric(1), tier_mult))
+		return;
+
+	pts = palloc0(sizeof(int64) * Max(n, 1));
+	whys = palloc0(sizeof(char *) * Max(n, 1));
+	out->counters = palloc(sizeof(CounterBump) * Max(2 * n, 1));
+	/* per_unit rules first: the others build on their base */
+	for (pass = 1; pass <= 2; pass++)
+		for (i = 0; i < n; i++)
+		{
+			PurchaseRule *r = fired[i];
+			Numeric		raw;
+			int64		p;
+			StringInfoData why;
+
+			if ((pass == 1) != (r->effect == EFFECT_PER_UNIT))
+				continue;
+			initStringInfo(&why);
+			switch (r->effect)
+			{
+				case EFFECT_PER_UNIT:
+					raw = DatumGetNumeric(DirectFunctionCall2(numeric_mul, NumericGetDatum(in->amount),
+															  NumericGetDatum(r->value)));
+					appendStringInfo(&why, "%s: %s points per %s on %s %s", r->name, numeric_text(r->value),
+									 in->currency, numeric_text(in->amount), in->currency);
+					break;
+				case EFFECT_MULTIPLIER:
+					raw = extra_of(base, r->value);
+					appendStringInfo(&why, "%s: x%s on " INT64_FORMAT " base points", r->name,
+									 numeric_text(r->value), base);
+					break;
+				default:
+					raw = r->value;
+					appendStringInfo(&why, "%s: %s bonus points", r->name, numeric_text(r->value));
+					break;
+			}
+			p = numeric_to_int8(round_points(raw, in->rounding));
+			if (r->cap_purchase > 0 && p > r->cap_purchase)
+			{
+				p = r->cap_purchase;
+				appendStringInfo(&why, ", capped at " INT64_FORMAT " per purchase", r->cap_purchase);
+			}
+			if (r->cap_day > 0 && p > 0 && p > r->cap_day - used_day[i])
+			{
+				p = Max(r->cap_day - used_day[i], 0);
+				appendStringInfo(&why, ", capped at " INT64_FORMAT " per day (%s)", r->cap_day,
+								 DatumGetCString(DirectFunctionCall1(date_out, DateADTGetDatum(out->day))));
+			}
+			if (r->cap_member > 0 && p > 0 && p > r->cap_member - used_member[i])
+			{
+				p = Max(r->cap_member - used_member[i], 0);
+				appendStringInfo(&why, ", capped at " INT64_FORMAT " per member", r->cap_member);
+			}
+			if (pass == 1 && pg_add_s64_overflow(base, p, &base))
+				ereport(ERROR,
+						(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+						 errmsg("bigint out of range")));
+			pts[i] = p;
+			whys[i] = why.data;
+			if (p > 0 && r->cap_day > 0)
+				out->counters[out->ncounters++] = (CounterBump) {r->rule_id, false, p};
+			if (p > 0 && r->cap_member > 0)
+				out->counters[out->ncounters++] = (CounterBump) {r->rule_id, true, p};
+		}
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '[');
+	for (i = 0; i < n; i++)
+	{
+		append_rule(&buf, &firstjson, true, fired[i]->rule_id, pts[i], whys[i]);
+		if (pg_add_s64_overflow(out->points, pts[i], &out->points))
+			ereport(ERROR,
+					(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+					 errmsg("bigint out of range")));
+	}
+	/* the tier's multiplier, on the base like a multiplier rule */
+	if ((numeric_greater(tier_mult, int64_to_numeric(1)) || numeric_greater(int64_to_numeric(1), tier_mult)) &&
+		base > 0)
+	{
+		int64		p = numeric_to_int8(round_points(extra_of(base, tier_mult), in->rounding));
+		char	   *why = psprintf("tier %s: x%s on " INT64_FORMAT " base points", tier_name ? tier_name : "",
+								   numeric_text(tier_mult), base);
+
+		append_rule(&buf, &firstjson, false, 0, p, why);
+		if (pg_add_s64_overflow(out->points, p, &out->points))
+			ereport(ERROR,
+					(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+					 errmsg("bigint out of range")));
+	}
+	appendStringInfoChar(&buf, ']');
+	out->rules = buf.data;
+}
+
+/* purchase_evaluate_pinned, with the compiled rules kept alive until it returns */
+static void
+purchase_evaluate(const PurchaseInput *in, PurchaseEval *out)
+{
+	rule_cache_ready();			/* frees retired rules: no evaluation is running */
+	eval_depth++;
+	PG_TRY();
+	{
+		purchase_evaluate_pinned(in, out);
+	}
+	PG_FINALLY();
+	{
+		eval_depth--;
+	}
+	PG_END_TRY();
+}
+
+/* The counter increments as jsonb [{rule_id, day, points}] (day null: the member's total). */
+static char *
+counters_json(const PurchaseEval *ev)
+{
+	StringInfoData buf;
+	char		day[MAXDATELEN + 1];
+
+	JsonEncodeDateTime(day, DateADTGetDatum(ev->day), DATEOID, NULL);
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '[');
+	for (int i = 0; i < ev->ncounters; i++)
+	{
+		if (i > 0)
+			appendStringInfoString(&buf, ", ");
+		appendStringInfo(&buf, "{\"rule_id\": " INT64_FORMAT ", \"day\": ", ev->counters[i].rule_id);
+		if (ev->counters[i].total)
+			appendStringInfoString(&buf, "null");
+		else
+			escape_json(&buf, day);
+		appendStringInfo(&buf, ", \"points\": " INT64_FORMAT "}", ev->counters[i].points);
+	}
+	appendStringInfoChar(&buf, ']');
+	return buf.data;
+}
+
+#define ARG_OR(i, get, dflt) (PG_ARGISNULL(i) ? (dflt) : get(i))
+
+PG_FUNCTION_INFO_V1(purchase_points);
+
+/*
+ * wallet_internal.purchase_points(merchant_id, program_id, rounding,
+ * member_id, account_id, time_zone, amount, currency, occurred_at,
+ * attributes) -> (points, rules, counters): the evaluator above for
+ * wallet.preview_purchase and wallet_internal.record_purchase_full.
+ */
+Datum
+purchase_points(PG_FUNCTION_ARGS)
+{
+	TupleDesc	desc;
+	PurchaseInput in;
+	PurchaseEval ev;
+	MemoryContext outer = CurrentMemoryContext;
+	Datum		values[3];
+	bool		nulls[3] = {false, false, false};
+
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "purchase_points must return a record");
+	memset(&in, 0, sizeof(in));
+	in.program_id = ARG_OR(1, PG_GETARG_INT64, 0);
+	if (in.program_id == 0)
+	{
+		values[0] = Int64GetDatum(0);
+		values[1] = DirectFunctionCall1(jsonb_in, CStringGetDatum("[]"));
+		values[2] = values[1];
+		PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
+	}
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(2) || PG_ARGISNULL(6) || PG_ARGISNULL(7) || PG_ARGISNULL(8) || PG_ARGISNULL(9))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("purchase_points needs the merchant, rounding, amount, currency, instant and attributes"),
+				 errdetail("Only the member, its account and its time zone may be unknown (NULL).")));
+	in.merchant_id = PG_GETARG_INT64(0);
+	in.rounding = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	in.has_member = !PG_ARGISNULL(3);
+	in.member_id = ARG_OR(3, PG_GETARG_INT64, 0);
+	in.has_account = !PG_ARGISNULL(4);
+	in.account_id = ARG_OR(4, PG_GETARG_INT64, 0);
+	in.time_zone = PG_ARGISNULL(5) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(5));
+	in.amount = PG_GETARG_NUMERIC(6);
+	in.currency = text_to_cstring(PG_GETARG_TEXT_PP(7));
+	in.occurred_at = PG_GETARG_TIMESTAMPTZ(8);
+	in.attributes = PG_GETARG_JSONB_P(9);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	purchase_plans_check();
+	purchase_evaluate(&in, &ev);
+	MemoryContextSwitchTo(outer);
+	values[0] = Int64GetDatum(ev.points);
+	values[1] = DirectFunctionCall1(jsonb_in, CStringGetDatum(ev.rules));
+	values[2] = DirectFunctionCall1(jsonb_in, CStringGetDatum(counters_json(&ev)));
+	SPI_finish();
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
+}
+
+/* ---------------------------------------------------------------- record_purchase */
+
+/* wallet.policy_expiry(at, expiry, granularity), in C: at + expiry rounded up to the end of its UTC day or month. */
+static TimestampTz
+policy_expiry(TimestampTz at, Interval *expiry, const char *granularity)
+{
+	bool		month = strcmp(granularity, "month") == 0;
+	Interval	one;
+	Datum		t;
+
+	if (expiry == NULL)
+		return DT_NOEND;
+	memset(&one, 0, sizeof(one));
+	if (month)
+		one.month = 1;
+	else
+		one.day = 1;
+	/* timestamptz AT TIME ZONE 'UTC' and back keep the same microseconds */
+	t = DirectFunctionCall2(timestamp_pl_interval, TimestampGetDatum(at), IntervalPGetDatum(expiry));
+	t = DirectFunctionCall2(timestamp_trunc, CStringGetTextDatum(month ? "month" : "day"), t);
+	t = DirectFunctionCall2(timestamp_pl_interval, t, IntervalPGetDatum(&one));
+	return DatumGetTimestampTz(t);
+}
+
+/* btrim(s) = '' for text: only spaces */
+static bool
+text_blank(text *t)
+{
+	const char *p = VARDATA_ANY(t);
+	int			len = VARSIZE_ANY_EXHDR(t);
+
+	for (int i = 0; i < len; i++)
+		if (p[i] != ' ')
+			return false;
+	return true;
+}
+
+static int
+text_chars(text *t)
+{
+	return pg_mbstrlen_with_len(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+}
+
+/*
+ * What wallet_internal.purchase_check accepts, tested without raising: any
+ * doubt sends the call to the full path, which raises the exact error.
+ */
+static bool
+purchase_args_usual(FunctionCallInfo fcinfo)
+{
+	text	   *member_ref,
+			   *order_ref,
+			   *currency;
+	Numeric		amount;
+	Jsonb	   *attrs;
+	const char *c;
+	static const char *const strings[] = {"store", "channel", "payment_method"};
+
+	for (int i = 0; i <= 6; i++)
+		if (PG_ARGISNULL(i))
+			return false;
+	if (!PG_ARGISNULL(7) || !PG_ARGISNULL(8) || !PG_ARGISNULL(9))
+		return false;			/* offers and codes: issue 11's full path */
+	if (!wallet_acts_for_merchant(PG_GETARG_INT64(0)))
+		return false;
+	/*
+	 * A referral program's trigger on wallet.purchases may post to the same
+	 * account: its order relative to the purchase's posting is the full
+	 * path's (the purchase, the trigger, then the posting).
+	 */
+	if (wallet_merchant_refers(PG_GETARG_INT64(0)))
+		return false;
+	member_ref = PG_GETARG_TEXT_PP(1);
+	if (text_blank(member_ref) || text_chars(member_ref) > 256 ||
+		(VARSIZE_ANY_EXHDR(member_ref) >= 10 && memcmp(VARDATA_ANY(member_ref), "forgotten:", 10) == 0))
+		return false;
+	order_ref = PG_GETARG_TEXT_PP(2);
+	if (text_blank(order_ref) || text_chars(order_ref) > 200)
+		return false;
+	amount = PG_GETARG_NUMERIC(3);
+	if (numeric_is_nan(amount) || !numeric_greater(amount, int64_to_numeric(0)) ||
+		numeric_greater(amount, int64_to_numeric(INT64CONST(1000000000000000))))
+		return false;
+	currency = PG_GETARG_TEXT_PP(4);
+	c = VARDATA_ANY(currency);
+	if (VARSIZE_ANY_EXHDR(currency) != 3 || c[0] < 'A' || c[0] > 'Z' || c[1] < 'A' || c[1] > 'Z' ||
+		c[2] < 'A' || c[2] > 'Z')
+		return false;
+	if (TIMESTAMP_NOT_FINITE(PG_GETARG_TIMESTAMPTZ(5)))
+		return false;
+	attrs = PG_GETARG_JSONB_P(6);
+	if (!JB_ROOT_IS_OBJECT(attrs))
+		return false;
+	for (int i = 0; i < lengthof(strings); i++)
+	{
+		JsonbValue	v;
+
+		if (getKeyJsonValueFromContainer(&attrs->root, strings[i], strlen(strings[i]), &v) != NULL &&
+			v.type != jbvString)
+			return false;
+	}
+	{
+		JsonbValue	v;
+
+		if (getKeyJsonValueFromContainer(&attrs->root, "categories", strlen("categories"), &v) != NULL)
+		{
+			JsonbIterator *it;
+			JsonbValue	e;
+			JsonbIteratorToken tok;
+
+			if (v.type != jbvBinary || !JsonContainerIsArray(v.val.binary.data) ||
+				JsonContainerIsScalar(v.val.binary.data))
+				return false;
+			it = JsonbIteratorInit(v.val.binary.data);
+			while ((tok = JsonbIteratorNext(&it, &e, true)) != WJB_DONE)
+				if (tok == WJB_ELEM && e.type != jbvString)
+					return false;
+		}
+	}
+	return true;
+}
+
+/*
+ * The accrual on the ledger, computed before the purchase is inserted (one
+ * statement writes both).  The full path computes it after the insert, so
+ * that a retry returns the first result even where the accrual would fail
+ * (a ledger at its size limit, points out of range): such a failure, from
+ * pure computation that holds no resource, is caught here and the call left
+ * to the full path, which gives the retry's result or raises the same error.
+ */
+static bool
+accrue_or_defer(struct varlena *ledger, TimestampTz at, int64 points, Interval *expiry, const char *granularity,
+				TimestampTz *expires_at, WalletLedgerStep *s)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile bool ok = true;
+
+	PG_TRY();
+	{
+		*expires_at = policy_expiry(at, expiry, granularity);
+		wallet_ledger_accrue(ledger, at, points, *expires_at, s);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *e;
+
+		MemoryContextSwitchTo(cxt);
+		e = CopyErrorData();
+		if (e->sqlerrcode != ERRCODE_WL_AMOUNT_OUT_OF_RANGE && e->sqlerrcode != ERRCODE_PROGRAM_LIMIT_EXCEEDED &&
+			e->sqlerrcode != ERRCODE_INVALID_PARAMETER_VALUE && e->sqlerrcode != ERRCODE_DATETIME_VALUE_OUT_OF_RANGE)
+			PG_RE_THROW();
+		FlushErrorState();
+		FreeErrorData(e);
+		ok = false;
+	}
+	PG_END_TRY();
+	return ok;
+}
+
+/*
+ * Under SPI, after purchase_args_usual: the fast path.  Returns false (having
+ * written nothing but, maybe, the settlement of the account the full path
+ * would make too) when the member, its account or the program is missing, or
+ * the accrual must be left to the full path; else fills *result (allocated
+ * in outer).
+ */
+static bool
+record_purchase_fast(FunctionCallInfo fcinfo, TupleDesc desc, MemoryContext outer, Datum *result)
+{
+	int64		merchant_id = PG_GETARG_INT64(0);
+	text	   *member_ref = PG_GETARG_TEXT_PP(1);
+	text	   *order_ref = PG_GETARG_TEXT_PP(2);
+	Numeric		amount = PG_GETARG_NUMERIC(3);
+	text	   *currency = PG_GETARG_TEXT_PP(4);
+	TimestampTz occurred_at = PG_GETARG_TIMESTAMPTZ(5);
+	Jsonb	   *attrs = PG_GETARG_JSONB_P(6);
+	Datum		a[23];
+	char		n[23];
+	HeapTuple	tup;
+	TupleDesc	td;
+	bool		isnull;
+	PurchaseInput in;
+	PurchaseEval ev;
+	struct varlena *ledger;
+	bool		due;
+	TimestampTz due_at,
+				at;
+	Interval   *expiry;
+	char	   *granularity;
+	Datum		rules;
+	int64		purchase_id,
+				entry_id = 0;
+	struct varlena *posted_ledger = NULL;
+
+	memset(n, ' ', sizeof(n));
+	a[0] = Int64GetDatum(merchant_id);
+	a[1] = PointerGetDatum(member_ref);
+	a[2] = PointerGetDatum(currency);
+	if (purchase_run(P_LOCK, a, n, false) == 0)
+		return false;
+	tup = SPI_tuptable->vals[0];
+	td = SPI_tuptable->tupdesc;
+	memset(&in, 0, sizeof(in));
+	in.merchant_id = merchant_id;
+	in.has_member = true;
+	in.member_id = DatumGetInt64(SPI_getbinval(tup, td, 1, &isnull));
+	in.time_zone = SPI_getvalue(tup, td, 2);
+	in.program_id = DatumGetInt64(SPI_getbinval(tup, td, 3, &isnull));
+	in.rounding = SPI_getvalue(tup, td, 4);
+	in.has_account = true;
+	in.account_id = DatumGetInt64(SPI_getbinval(tup, td, 5, &isnull));
+	ledger = (struct varlena *) DatumGetPointer(SPI_getbinval(tup, td, 6, &isnull));
+	ledger = isnull ? NULL : (struct varlena *) PG_DETOAST_DATUM_COPY(PointerGetDatum(ledger));
+	due_at = DatumGetTimestampTz(SPI_getbinval(tup, td, 7, &isnull));
+	due = !isnull;
+	expiry = DatumGetIntervalP(SPI_getbinval(tup, td, 8, &isnull));
+	expiry = isnull ? NULL : DatumGetIntervalP(datumCopy(IntervalPGetDatum(expiry), false, sizeof(Interval)));
+	granularity = SPI_getvalue(tup, td, 9);
+	in.amount = amount;
+	in.currency = text_to_cstring(currency);
+	in.occurred_at = occurred_at;
+	in.attributes = attrs;
+
+	/* the posting's instant: the clock right after the lock, as lock_account */
+	at = GetCurrentTimestamp();
+	if (due && due_at <= at)
+	{
+		a[0] = Int64GetDatum(in.account_id);
+		a[1] = TimestampTzGetDatum(at);
+		purchase_run(P_SETTLE, a, n, false);
+		purchase_run(P_LEDGER, a, n, false);
+		ledger = (struct varlena *) DatumGetPointer(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		ledger = isnull ? NULL : (struct varlena *) PG_DETOAST_DATUM_COPY(PointerGetDatum(ledger));
+	}
+
+	/* the member's tier and first purchase are read after the lock */
+	purchase_evaluate(&in, &ev);
+	rules = DirectFunctionCall1(jsonb_in, CStringGetDatum(ev.rules));
+
+	memset(n, ' ', sizeof(n));
+	if (ev.points > 0)
+	{
+		/* the ledger's own accrual (ledger_ops.c) on the locked ledger */
+		WalletLedgerStep s;
+		TimestampTz expires_at = 0;
+		Oid			seq = get_relname_relid("entries_entry_id_seq", get_namespace_oid("wallet", false));
+
+		if (!accrue_or_defer(ledger, at, ev.points, expiry, granularity, &expires_at, &s))
+			return false;
+		entry_id = DatumGetInt64(DirectFunctionCall1(nextval_oid, ObjectIdGetDatum(seq)));
+		a[16] = PointerGetDatum(s.ledger);
+		a[17] = TimestampTzGetDatum(s.next_event);
+		n[17] = s.next_event_null ? 'n' : ' ';
+		a[18] = Int64GetDatum(s.amount);
+		a[19] = Int64GetDatum(s.balance_after);
+		a[20] = s.lots;
+		a[21] = TimestampTzGetDatum(at);
+		a[22] = TimestampTzGetDatum(expires_at);
+		posted_ledger = s.ledger;
+	}
+	else
+		for (int i = 16; i < 23; i++)
+		{
+			a[i] = (Datum) 0;
+			n[i] = 'n';
+		}
+	{
+		Datum	   *r = palloc(sizeof(Datum) * Max(ev.ncounters, 1));
+		Datum	   *t = palloc(sizeof(Datum) * Max(ev.ncounters, 1));
+		Datum	   *p = palloc(sizeof(Datum) * Max(ev.ncounters, 1));
+
+		for (int i = 0; i < ev.ncounters; i++)
+		{
+			r[i] = Int64GetDatum(ev.counters[i].rule_id);
+			t[i] = BoolGetDatum(ev.counters[i].total);
+			p[i] = Int64GetDatum(ev.counters[i].points);
+		}
+		a[12] = DateADTGetDatum(ev.day);
+		a[13] = PointerGetDatum(construct_array(r, ev.ncounters, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		a[14] = PointerGetDatum(construct_array(t, ev.ncounters, BOOLOID, 1, true, TYPALIGN_CHAR));
+		a[15] = PointerGetDatum(construct_array(p, ev.ncounters, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	}
+	a[0] = Int64GetDatum(merchant_id);
+	a[1] = Int64GetDatum(in.member_id);
+	a[2] = PointerGetDatum(order_ref);
+	a[3] = NumericGetDatum(amount);
+	a[4] = PointerGetDatum(currency);
+	a[5] = TimestampTzGetDatum(occurred_at);
+	a[6] = JsonbPGetDatum(attrs);
+	a[7] = Int64GetDatum(in.program_id);
+	a[8] = Int64GetDatum(in.account_id);
+	a[9] = Int64GetDatum(ev.points);
+	a[10] = Int64GetDatum(entry_id);
+	n[10] = ev.points > 0 ? ' ' : 'n';
+	a[11] = rules;
+	if (purchase_run(P_WRITE, a, n, false) == 0)
+	{
+		memset(n, ' ', sizeof(n));
+		a[0] = Int64GetDatum(merchant_id);
+		a[1] = PointerGetDatum(order_ref);
+		a[2] = PointerGetDatum(member_ref);
+		a[3] = NumericGetDatum(amount);
+		a[4] = PointerGetDatum(currency);
+		if (purchase_run(P_RETRY, a, n, false) != 1)
+			elog(ERROR, "the purchase that conflicted with order_ref is missing");
+		*result = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		if (isnull)
+			elog(ERROR, "wallet_internal.purchase_retry returned NULL");
+		*result = SPI_datumTransfer(*result, false, -1);
+		return true;
+	}
+	purchase_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+
+	/* tiers (README "Tiers"): the posting that crosses a threshold upgrades */
+	if (ev.points > 0 && wallet_tier_posting_review(in.program_id, in.account_id, posted_ledger, at))
+	{
+		memset(n, ' ', sizeof(n));
+		a[0] = Int64GetDatum(in.account_id);
+		a[1] = TimestampTzGetDatum(at);
+		a[2] = Int64GetDatum(entry_id);
+		purchase_run(P_TIER_REVIEW, a, n, false);
+	}
+
+	{
+		MemoryContext old = MemoryContextSwitchTo(outer);
+		Datum		v[11];
+		bool		nl[11] = {false};
+
+		v[0] = Int64GetDatum(purchase_id);
+		v[1] = PointerGetDatum(order_ref);
+		v[2] = Int64GetDatum(in.member_id);
+		v[3] = Int64GetDatum(in.program_id);
+		v[4] = Int64GetDatum(in.account_id);
+		v[5] = NumericGetDatum(amount);
+		v[6] = PointerGetDatum(currency);
+		v[7] = TimestampTzGetDatum(occurred_at);
+		v[8] = Int64GetDatum(ev.points);
+		v[9] = Int64GetDatum(entry_id);
+		nl[9] = ev.points == 0;
+		v[10] = datumCopy(rules, false, -1);
+		*result = HeapTupleGetDatum(heap_form_tuple(desc, v, nl));
+		MemoryContextSwitchTo(old);
+	}
+	return true;
+}
+
+PG_FUNCTION_INFO_V1(record_purchase);
+
+/*
+ * wallet.record_purchase(merchant_id, member_ref, order_ref, amount,
+ * currency, occurred_at, attributes, offers, codes, quote_id): the fast path
+ * above, else wallet_internal.record_purchase_full.
+ */
+Datum
+record_purchase(PG_FUNCTION_ARGS)
+{
+	TupleDesc	desc;
+	MemoryContext outer = CurrentMemoryContext;
+	Datum		result = (Datum) 0;
+	bool		done = false;
+
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "record_purchase must return wallet.purchase_result");
+	desc = BlessTupleDesc(desc);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	purchase_plans_check();
+	if (purchase_args_usual(fcinfo))
+		done = record_purchase_fast(fcinfo, desc, outer, &result);
+	if (!done)
+	{
+		Datum		a[10];
+		char		n[10];
+		bool		isnull;
+
+		for (int i = 0; i < 10; i++)
+		{
+			a[i] = PG_ARGISNULL(i) ? (Datum) 0 : PG_GETARG_DATUM(i);
+			n[i] = PG_ARGISNULL(i) ? 'n' : ' ';
+		}
+		if (purchase_run(P_FULL, a, n, false) != 1)
+			elog(ERROR, "wallet_internal.record_purchase_full returned no row");
+		result = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		if (isnull)
+			elog(ERROR, "wallet_internal.record_purchase_full returned NULL");
+		result = SPI_datumTransfer(result, false, -1);
+	}
+	SPI_finish();
+	PG_RETURN_DATUM(result);
+}
