@@ -22,7 +22,8 @@ OBJS = \
 	src/ledger_ops.o \
 	src/privileges.o \
 	src/tiers.o \
-	src/referral_gate.o
+	src/referral_gate.o \
+	src/push_claim.o
 
 # The install script is assembled from one part per area so that each area's
 # SQL lives beside nothing else; order matters (later parts use earlier ones:
