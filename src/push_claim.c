@@ -158,41 +158,38 @@ static const char *const push_suppress_sql =
 	" SELECT " PUSH_DONE_COLUMNS("'suppressed'", "d.why", "d.sent_at", "d.provider_message_id") " FROM d";
 
 /*
- * An acknowledgement ($1 push_id, $2 provider_message_id): the message, if
- * being sent, moved from %1$s into the finished partition as sent, with its
- * delivery record.  The status test is a CASE so that no partial index on
- * status qualifies: the statistics seldom see a message being sent, and a
- * plan scanning every message being sent (push_messages_member_sent_idx)
- * would look as cheap as the primary key when planned once for the session.
+ * An acknowledgement: the messages named (match: one id, or an array),
+ * if being sent, moved from %1$s into the finished partition as sent with
+ * their provider ids (pids: a CTE d of the deleted rows gives each its pid),
+ * with their delivery records.  The status test is a CASE so that no
+ * partial index on status qualifies: the statistics seldom see a message
+ * being sent, and a plan scanning every message being sent
+ * (push_messages_member_sent_idx) would look as cheap as the primary key
+ * when planned once for the session.
  */
-static const char *const push_ack_one_sql =
-	"WITH d AS ("
-	"  DELETE FROM %1$s x"
-	"   WHERE x.push_id OPERATOR(pg_catalog.=) $1 AND x.part OPERATOR(pg_catalog.<) 3"
-	"     AND CASE WHEN x.status OPERATOR(pg_catalog.=) 'sending' THEN true END"
-	"     AND wallet.acts_for(x.merchant_id)"
-	"  RETURNING x.*),"
-	" a AS ("
-	"  INSERT INTO wallet.push_attempts (merchant_id, member_id, push_id, claimed_at, outcome, provider_message_id)"
-	"  SELECT d.merchant_id, d.member_id, d.push_id, d.claimed_at, 'sent', $2 FROM d)"
-	" INSERT INTO wallet.push_messages_done OVERRIDING SYSTEM VALUE"
-	" SELECT " PUSH_DONE_COLUMNS("'sent'", "NULL", "pg_catalog.now()", "$2") " FROM d";
+#define PUSH_ACK_SQL(match, pids) \
+	"WITH d AS (" \
+	"  DELETE FROM %1$s x" \
+	"   WHERE x.push_id OPERATOR(pg_catalog.=) " match " AND x.part OPERATOR(pg_catalog.<) 3" \
+	"     AND CASE WHEN x.status OPERATOR(pg_catalog.=) 'sending' THEN true END" \
+	"     AND wallet.acts_for(x.merchant_id)" \
+	"  RETURNING x.*)," \
+	" a AS (SELECT d.*, " pids ")," \
+	" r AS (" \
+	"  INSERT INTO wallet.push_attempts (merchant_id, member_id, push_id, claimed_at, outcome, provider_message_id)" \
+	"  SELECT d.merchant_id, d.member_id, d.push_id, d.claimed_at, 'sent', d.pid FROM a d)" \
+	" INSERT INTO wallet.push_messages_done OVERRIDING SYSTEM VALUE" \
+	" SELECT " PUSH_DONE_COLUMNS("'sent'", "NULL", "pg_catalog.now()", "d.pid") " FROM a d"
 
-/* The same for many: $1 distinct ids in ascending order (the lock order), $2 their provider ids or NULL. */
+/* ack_push: $1 push_id, $2 provider_message_id */
+static const char *const push_ack_one_sql =
+	PUSH_ACK_SQL("$1", "$2::pg_catalog.text AS pid FROM d");
+
+/* ack_pushes: $1 distinct ids in ascending order (the lock order), $2 their provider ids or NULL */
 static const char *const push_ack_many_sql =
-	"WITH d AS ("
-	"  DELETE FROM %1$s x"
-	"   WHERE x.push_id OPERATOR(pg_catalog.=) ANY ($1) AND x.part OPERATOR(pg_catalog.<) 3"
-	"     AND CASE WHEN x.status OPERATOR(pg_catalog.=) 'sending' THEN true END"
-	"     AND wallet.acts_for(x.merchant_id)"
-	"  RETURNING x.*),"
-	" a AS (SELECT d.*, u.pid FROM d JOIN ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]), pg_catalog.unnest($2::pg_catalog.text[])) AS u(id, pid)"
-	"         ON u.id OPERATOR(pg_catalog.=) d.push_id),"
-	" r AS ("
-	"  INSERT INTO wallet.push_attempts (merchant_id, member_id, push_id, claimed_at, outcome, provider_message_id)"
-	"  SELECT d.merchant_id, d.member_id, d.push_id, d.claimed_at, 'sent', d.pid FROM a d)"
-	" INSERT INTO wallet.push_messages_done OVERRIDING SYSTEM VALUE"
-	" SELECT " PUSH_DONE_COLUMNS("'sent'", "NULL", "pg_catalog.now()", "d.pid") " FROM a d";
+	PUSH_ACK_SQL("ANY ($1)",
+				 "u.pid FROM d JOIN ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]), pg_catalog.unnest($2::pg_catalog.text[])) AS u(id, pid)"
+				 " ON u.id OPERATOR(pg_catalog.=) d.push_id");
 
 static const char *const push_sql[P_CLAIM] = {
 	/* P_CANDIDATES: $1 channel, $2 n */
