@@ -23,7 +23,8 @@ OBJS = \
 	src/privileges.o \
 	src/tiers.o \
 	src/referral_gate.o \
-	src/purchase.o
+	src/purchase.o \
+	src/push_claim.o
 
 # The install script is assembled from one part per area so that each area's
 # SQL lives beside nothing else; order matters (later parts use earlier ones:

@@ -14124,6 +14124,195 @@ END
 $$;
 COMMENT ON FUNCTION wallet_internal.record_purchase_full(bigint, text, text, numeric, text, timestamptz, jsonb, bigint[], text[], bigint) IS 'internal: wallet.record_purchase in PL/pgSQL, for every case its C fast path leaves to it (offers, codes, quotes, a new member or account, no earning program, invalid arguments)';
 
+-- == 10k. push delivery in C (issue 12)
+-- wallet.claim_pushes, wallet.ack_push and wallet.ack_pushes become C
+-- (src/push_claim.c): their common case in a few plans kept per session.
+-- What the C functions hand over (a member's further messages in a claim,
+-- those quiet hours or a cap may move; every unusual acknowledgement and
+-- every error) goes to PL/pgSQL helpers holding the logic the functions had.
+
+-- The part of a claim decided one message at a time (wallet.claim_pushes,
+-- src/push_claim.c, hands it the messages, locked, their members locked):
+-- a member's messages after its first in one claim, and those that quiet
+-- hours or a reached cap may move.  Each is checked again as push_slot
+-- decides at claim: suppressed, deferred to its slot, or leased.
+CREATE FUNCTION wallet_internal.push_claim_each(ids bigint[], lease interval)
+    RETURNS TABLE (push_id bigint, merchant_id bigint, member_ref text, topic text, payload jsonb, campaign_id bigint,
+                   attempts int, lease_until timestamptz)
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+#variable_conflict use_column
+DECLARE
+    id bigint;
+    refusal text;
+    s record;
+    r wallet.push_messages;
+BEGIN
+    FOREACH id IN ARRAY ids LOOP
+        SELECT * INTO r FROM wallet.push_messages x WHERE x.push_id = id AND x.part < 3;
+        refusal := wallet_internal.push_refusal(r.merchant_id, r.member_id, r.channel, r.topic, r.service);
+        IF refusal IS NULL AND r.expires_at <= now() THEN
+            refusal := 'expired';
+        END IF;
+        IF refusal IS NULL AND (r.service IS NOT TRUE OR r.cap_group IS NOT NULL) THEN
+            s := wallet_internal.push_slot(r.merchant_id, r.member_id, r.channel, r.cap_group, r.service, r.priority, now(), false, r.push_id);
+            IF s.slot IS NULL THEN
+                refusal := s.reason;
+            ELSIF s.slot >= r.expires_at THEN
+                refusal := 'expires_before_slot'; r.slot_at := s.slot;
+            ELSIF s.slot > now() THEN
+                UPDATE wallet.push_messages x SET status = 'queued', reason = s.reason, due_at = s.slot, slot_at = s.slot
+                 WHERE x.push_id = id AND x.part = r.part;
+                CONTINUE;
+            END IF;
+        END IF;
+        IF refusal IS NOT NULL THEN
+            r.status := 'suppressed'; r.reason := refusal; r.due_at := NULL; r.finished_at := now();
+            PERFORM wallet_internal.push_move(r, 3::smallint);
+            CONTINUE;
+        END IF;
+        UPDATE wallet.push_messages x
+           SET status = 'sending', due_at = now() + lease, slot_at = now(), claimed_at = now(), attempts = x.attempts + 1
+         WHERE x.push_id = id AND x.part = r.part
+        RETURNING x.push_id, x.merchant_id, x.topic, x.payload, x.campaign_id, x.attempts, x.due_at
+             INTO push_id, merchant_id, topic, payload, campaign_id, attempts, lease_until;
+        SELECT m.member_ref INTO member_ref FROM wallet.members m WHERE m.member_id = r.member_id;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_claim_each(bigint[], interval) IS 'internal: the messages of ids (locked, their members locked by the caller), in order, checked again one by one (consent, expiry, quiet hours, caps as push_slot counts at claim): suppressed, deferred to their slot, or leased for lease and returned';
+
+-- In C (src/push_claim.c): the due messages chosen and locked in one query,
+-- the members' locks, and each member's first message checked again and
+-- leased (or suppressed) in one statement, set-based; the rest by
+-- wallet_internal.push_claim_each.
+CREATE OR REPLACE FUNCTION wallet.claim_pushes(channel text, n int, lease interval)
+    RETURNS TABLE (push_id bigint, merchant_id bigint, member_ref text, topic text, payload jsonb, campaign_id bigint,
+                   attempts int, lease_until timestamptz)
+    AS 'MODULE_PATHNAME', 'claim_pushes' LANGUAGE C VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    SET enable_seqscan = off;
+COMMENT ON FUNCTION wallet.claim_pushes(text, int, interval) IS 'claims up to n due messages of a channel (of the merchants the caller acts for), highest priority first, leasing them for lease; each is checked again first, under its member''s lock: consent, expiry, quiet hours and caps (a message failing the check is suppressed or deferred, never returned; one per member at once, set-based, the rest one by one); a lapsed lease makes a message claimable again';
+
+-- wallet.ack_push in PL/pgSQL, every case (the C function calls it for all
+-- but the common one).
+CREATE FUNCTION wallet_internal.push_ack_one(push_id bigint, provider_message_id text) RETURNS boolean
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    r wallet.push_messages := wallet_internal.push_lock(push_id);
+BEGIN
+    IF length(provider_message_id) > 200 OR btrim(provider_message_id) = '' THEN
+        RAISE EXCEPTION 'provider_message_id must be non-blank and at most 200 characters'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'It is the provider''s id of the delivery (NULL: none).';
+    END IF;
+    IF r.status = 'sent' AND r.provider_message_id IS NOT DISTINCT FROM push_ack_one.provider_message_id THEN
+        RETURN false;   -- the same acknowledgement again
+    END IF;
+    IF r.status <> 'sending' THEN
+        PERFORM wallet_internal.push_not_sending(r);
+    END IF;
+    INSERT INTO wallet.push_attempts (merchant_id, member_id, push_id, claimed_at, outcome, provider_message_id)
+    VALUES (r.merchant_id, r.member_id, r.push_id, r.claimed_at, 'sent', push_ack_one.provider_message_id);
+    r.status := 'sent'; r.reason := NULL; r.due_at := NULL; r.sent_at := now(); r.finished_at := now();
+    r.provider_message_id := push_ack_one.provider_message_id;
+    PERFORM wallet_internal.push_move(r, 3::smallint);
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_ack_one(bigint, text) IS 'internal: wallet.ack_push, every case: records a claimed message as sent (also after its lease lapsed, unless claimed again since) with the provider''s id; true, or false for the same acknowledgement again; WL702 if it is not being sent';
+
+-- In C (src/push_claim.c): a message being sent moved into the finished
+-- partition with its delivery record in one statement; every other case by
+-- wallet_internal.push_ack_one.
+CREATE OR REPLACE FUNCTION wallet.ack_push(push_id bigint, provider_message_id text) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'ack_push' LANGUAGE C VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    SET enable_seqscan = off;
+COMMENT ON FUNCTION wallet.ack_push(bigint, text) IS 'records a claimed message as sent (also after its lease lapsed, unless claimed again since) with the provider''s id; true, or false for the same acknowledgement again; WL702 if it is not being sent';
+
+-- wallet.ack_pushes in PL/pgSQL, every case (the C function calls it for
+-- all but the common one): what ack_push does for each, set-based.
+CREATE FUNCTION wallet_internal.push_ack_many(push_ids bigint[], provider_message_ids text[]) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    want bigint[];
+    n bigint;
+    i int;
+    bad wallet.push_messages;
+    missing bigint;
+BEGIN
+    IF push_ids IS NULL OR array_position(push_ids, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'push_ids must not be null nor hold a null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Messages are named by the push_id claim_pushes returned.';
+    END IF;
+    IF cardinality(push_ids) > 10000 OR cardinality(provider_message_ids) <> cardinality(push_ids)
+       OR EXISTS (SELECT FROM unnest(provider_message_ids) p WHERE length(p) > 200 OR btrim(p) = '') THEN
+        RAISE EXCEPTION 'at most 10000 push_ids, each with a non-blank provider_message_id of at most 200 characters or none'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'provider_message_ids, when given, has one provider id (or NULL) per push_id, in the same order.';
+    END IF;
+    SELECT array_agg(DISTINCT u) INTO want FROM unnest(push_ids) u;
+    IF want IS NULL THEN
+        RETURN 0;
+    END IF;
+    -- lock them all, in one order (rows moved meanwhile are looked up again, as by push_lock)
+    FOR i IN 1 .. 3 LOOP
+        PERFORM FROM wallet.push_messages x WHERE x.push_id = ANY (want) ORDER BY x.push_id FOR UPDATE;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        EXIT WHEN n = cardinality(want);
+    END LOOP;
+    SELECT u INTO missing FROM unnest(want) u
+     WHERE NOT EXISTS (SELECT FROM wallet.push_messages x WHERE x.push_id = u AND wallet.acts_for(x.merchant_id))
+     ORDER BY u LIMIT 1;
+    IF missing IS NOT NULL THEN
+        PERFORM wallet_internal.push_lock(missing);   -- raises WL701 as ack_push does
+    END IF;
+    SELECT x.* INTO bad FROM wallet.push_messages x
+      JOIN unnest(push_ids, coalesce(provider_message_ids, array_fill(NULL::text, ARRAY[cardinality(push_ids)]))) AS a(id, pid)
+        ON a.id = x.push_id
+     WHERE x.status <> 'sending' AND NOT (x.status = 'sent' AND x.provider_message_id IS NOT DISTINCT FROM a.pid)
+     ORDER BY x.push_id LIMIT 1;
+    IF bad.push_id IS NOT NULL THEN
+        PERFORM wallet_internal.push_not_sending(bad);
+    END IF;
+    WITH a AS (
+        SELECT DISTINCT ON (u.id) u.id, u.pid
+          FROM unnest(push_ids, coalesce(provider_message_ids, array_fill(NULL::text, ARRAY[cardinality(push_ids)]))) WITH ORDINALITY AS u(id, pid, o)
+         ORDER BY u.id, u.o),
+    d AS (
+        DELETE FROM wallet.push_messages x USING a
+         WHERE x.push_id = a.id AND x.part < 3 AND x.status = 'sending'
+        RETURNING x.*, a.pid),
+    r AS (
+        INSERT INTO wallet.push_attempts (merchant_id, member_id, push_id, claimed_at, outcome, provider_message_id)
+        SELECT d.merchant_id, d.member_id, d.push_id, d.claimed_at, 'sent', d.pid FROM d)
+    INSERT INTO wallet.push_messages OVERRIDING SYSTEM VALUE
+    SELECT d.push_id, d.merchant_id, d.member_id, d.channel, d.topic, d.cap_group, d.service, d.payload, d.campaign_id,
+           d.dedup_key, d.priority, d.not_before, d.expires_at, d.created_at, d.outcome, d.outcome_reason, 'sent',
+           NULL, NULL, d.slot_at, d.attempts, d.claimed_at, now(), d.pid, d.last_error, now(), 3
+      FROM d;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_ack_many(bigint[], text[]) IS 'internal: wallet.ack_pushes, every case: acknowledges many claimed messages as sent in one statement (at most 10000; provider_message_ids, when given, in the order of push_ids), as ack_push does each; returns how many were recorded (a repeated acknowledgement counts none); WL701 or WL702 as ack_push, for the first offending id, and then none is recorded';
+
+-- Many acknowledgements in one statement (a worker that sent a batch), in
+-- C (src/push_claim.c): the messages moved as ack_push moves one, in one
+-- statement; unusual arguments, or messages not all being sent, by
+-- wallet_internal.push_ack_many.
+CREATE OR REPLACE FUNCTION wallet.ack_pushes(push_ids bigint[], provider_message_ids text[] DEFAULT NULL) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'ack_pushes' LANGUAGE C VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    SET enable_seqscan = off;
+COMMENT ON FUNCTION wallet.ack_pushes(bigint[], text[]) IS 'acknowledges many claimed messages as sent in one statement (at most 10000; provider_message_ids, when given, in the order of push_ids), as ack_push does each; returns how many were recorded (a repeated acknowledgement counts none); WL701 or WL702 as ack_push, for the first offending id, and then none is recorded';
+
 -- == 10z. shared objects, final (issues 10-12)
 -- Objects that several sections above re-create (each with what its area
 -- added): their final definitions, exactly as the parts have them.

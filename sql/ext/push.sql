@@ -1233,7 +1233,12 @@ COMMENT ON FUNCTION wallet.enqueue_push_local(bigint, text[], text, text, jsonb,
 -- Delivery (wallet_app: the sending workers)
 ------------------------------------------------------------------------------
 
-CREATE FUNCTION wallet.claim_pushes(channel text, n int, lease interval)
+-- The part of a claim decided one message at a time (wallet.claim_pushes,
+-- src/push_claim.c, hands it the messages, locked, their members locked):
+-- a member's messages after its first in one claim, and those that quiet
+-- hours or a reached cap may move.  Each is checked again as push_slot
+-- decides at claim: suppressed, deferred to its slot, or leased.
+CREATE FUNCTION wallet_internal.push_claim_each(ids bigint[], lease interval)
     RETURNS TABLE (push_id bigint, merchant_id bigint, member_ref text, topic text, payload jsonb, campaign_id bigint,
                    attempts int, lease_until timestamptz)
     LANGUAGE plpgsql
@@ -1241,124 +1246,12 @@ CREATE FUNCTION wallet.claim_pushes(channel text, n int, lease interval)
     AS $$
 #variable_conflict use_column
 DECLARE
-    _ch text := channel;
-    cand bigint[];
-    mems bigint[];
-    firsts bigint[];
-    fmems bigint[];
-    ok bigint[];
-    slow bigint[];
-    gone bigint[];
-    why text[];
     id bigint;
     refusal text;
     s record;
     r wallet.push_messages;
 BEGIN
-    PERFORM wallet_internal.push_check_name('channel', _ch);
-    PERFORM wallet_internal.push_check_lease(lease);
-    IF n IS NULL OR n < 1 OR n > 10000 THEN
-        RAISE EXCEPTION 'n must be % ', CASE WHEN n IS NULL THEN 'given' ELSE 'between 1 and 10000' END
-            USING ERRCODE = CASE WHEN n IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,
-                  DETAIL = 'A worker claims up to n messages at a time, 1 to 10000.';
-    END IF;
-    -- 1. the due messages, locked (those locked by other claims are skipped)
-    SELECT array_agg(z.push_id), array_agg(z.member_id) INTO cand, mems
-      FROM (SELECT x.push_id, x.member_id FROM wallet.push_messages x
-             WHERE x.part < 3 AND x.channel = _ch AND x.status IN ('queued', 'sending') AND x.due_at <= now()
-               AND wallet.acts_for(x.merchant_id)
-             ORDER BY x.priority DESC, x.due_at
-             LIMIT n
-             FOR UPDATE SKIP LOCKED) z;
-    IF cand IS NULL THEN
-        RETURN;
-    END IF;
-    -- 2. the members, each under its lock: a member busy in another session
-    -- (enqueue, consent, claim) has its messages wait for the next claim
-    SELECT array_agg(u.id ORDER BY u.o), array_agg(u.m ORDER BY u.o) INTO firsts, fmems
-      FROM (SELECT DISTINCT ON (u.m) u.id, u.m, u.o FROM unnest(cand, mems) WITH ORDINALITY AS u(id, m, o) ORDER BY u.m, u.o) u
-     WHERE pg_try_advisory_xact_lock(2001234512, (u.m % 2147483647)::int);
-    IF firsts IS NULL THEN
-        RETURN;
-    END IF;
-    -- 3. each member's first message checked again, all at once: consent,
-    -- expiry, and whether quiet hours or a reached cap could move it (then
-    -- it is decided below, one by one, as are a member's further messages)
-    WITH d AS (
-        SELECT x.push_id, x.merchant_id, x.member_id, x.channel, x.cap_group, x.service, p.max_per_day, p.max_per_week,
-               coalesce(CASE WHEN w.status = 'forgotten' THEN 'member_forgotten'
-                             WHEN x.service THEN CASE WHEN c.granted IS FALSE THEN 'muted' END
-                             WHEN c.granted IS NULL THEN 'no_consent'
-                             WHEN NOT c.granted THEN 'consent_withdrawn'
-                             WHEN p.topics IS NOT NULL AND NOT x.topic = ANY (p.topics) THEN 'topic_not_chosen' END,
-                        CASE WHEN x.expires_at <= now() THEN 'expired' END) AS refusal,
-               coalesce(w.time_zone, s.time_zone, 'UTC') AS tz,
-               CASE WHEN p.quiet_start IS NOT NULL THEN p.quiet_start WHEN s.merchant_id IS NULL THEN time '22:00' ELSE s.quiet_start END AS qs,
-               CASE WHEN p.quiet_start IS NOT NULL THEN p.quiet_end WHEN s.merchant_id IS NULL THEN time '08:00' ELSE s.quiet_end END AS qe
-          FROM wallet.push_messages x
-          JOIN wallet.members w ON w.member_id = x.member_id
-          LEFT JOIN wallet.push_consents c
-                 ON c.merchant_id = x.merchant_id AND c.member_id = x.member_id AND c.channel = x.channel AND c.topic = x.topic
-          LEFT JOIN wallet.push_preferences p ON p.member_id = x.member_id
-          LEFT JOIN wallet.push_settings s ON s.merchant_id = x.merchant_id
-         WHERE x.push_id = ANY (firsts) AND x.part < 3),
-    v AS (
-        SELECT d.push_id, d.refusal,
-               (NOT d.service AND wallet_internal.push_quiet_until(now(), d.tz, d.qs, d.qe) IS NOT NULL)
-               OR (d.cap_group IS NOT NULL AND EXISTS (
-                   -- a cap reached: counted as push_slot counts at claim (sending and sent
-                   -- messages; a rolling window counts later claims too)
-                   SELECT FROM (SELECT k.period, k.max_count, k.window_size FROM wallet.push_caps k
-                                 WHERE k.merchant_id = d.merchant_id AND k.channel = d.channel AND k.cap_group = d.cap_group
-                                UNION ALL
-                                SELECT 'day', d.max_per_day, NULL::interval WHERE d.max_per_day IS NOT NULL
-                                UNION ALL
-                                SELECT 'week', d.max_per_week, NULL::interval WHERE d.max_per_week IS NOT NULL) k
-                   CROSS JOIN LATERAL (
-                       SELECT CASE WHEN k.period = 'rolling' THEN now() - k.window_size
-                                   ELSE date_trunc(k.period, now() AT TIME ZONE d.tz) AT TIME ZONE d.tz END AS ws,
-                              CASE WHEN k.period = 'rolling' THEN 'infinity'::timestamptz
-                                   ELSE (date_trunc(k.period, now() AT TIME ZONE d.tz)
-                                         + CASE k.period WHEN 'day' THEN interval '1 day' ELSE interval '7 days' END) AT TIME ZONE d.tz END AS we) b
-                   WHERE (SELECT count(*) FROM wallet.push_messages y
-                           WHERE y.member_id = d.member_id AND y.status IN ('sending', 'sent')
-                             AND y.channel = d.channel AND y.cap_group = d.cap_group AND y.push_id <> d.push_id
-                             AND y.slot_at >= b.ws AND y.slot_at < b.we AND (y.slot_at > b.ws OR k.period <> 'rolling')) >= k.max_count))
-               AS slow
-          FROM d)
-    SELECT array_agg(v.push_id) FILTER (WHERE v.refusal IS NULL AND NOT v.slow),
-           array_agg(v.push_id) FILTER (WHERE v.refusal IS NULL AND v.slow),
-           array_agg(v.push_id) FILTER (WHERE v.refusal IS NOT NULL),
-           array_agg(v.refusal) FILTER (WHERE v.refusal IS NOT NULL)
-      INTO ok, slow, gone, why
-      FROM v;
-    -- 4. refused: suppressed with the reason, out of the queue
-    IF gone IS NOT NULL THEN
-        WITH g AS (SELECT * FROM unnest(gone, why) AS g(id, why)),
-        dd AS (DELETE FROM wallet.push_messages x USING g WHERE x.push_id = g.id AND x.part < 3 RETURNING x.*, g.why)
-        INSERT INTO wallet.push_messages OVERRIDING SYSTEM VALUE
-        SELECT dd.push_id, dd.merchant_id, dd.member_id, dd.channel, dd.topic, dd.cap_group, dd.service, dd.payload, dd.campaign_id,
-               dd.dedup_key, dd.priority, dd.not_before, dd.expires_at, dd.created_at, dd.outcome, dd.outcome_reason,
-               'suppressed', dd.why, NULL, dd.slot_at, dd.attempts, dd.claimed_at, dd.sent_at, dd.provider_message_id,
-               dd.last_error, now(), 3
-          FROM dd;
-    END IF;
-    -- 5. the rest claimed, all at once
-    IF ok IS NOT NULL THEN
-        RETURN QUERY
-        WITH u AS (
-            UPDATE wallet.push_messages x
-               SET status = 'sending', due_at = now() + lease, slot_at = now(), claimed_at = now(), attempts = x.attempts + 1
-             WHERE x.push_id = ANY (ok) AND x.part < 3
-            RETURNING x.push_id, x.merchant_id, x.member_id, x.topic, x.payload, x.campaign_id, x.attempts, x.due_at)
-        SELECT u.push_id, u.merchant_id, w.member_ref, u.topic, u.payload, u.campaign_id, u.attempts, u.due_at
-          FROM u JOIN wallet.members w ON w.member_id = u.member_id
-         ORDER BY array_position(cand, u.push_id);
-    END IF;
-    -- 6. one by one: those quiet hours or a cap may move, and the members' further messages
-    FOR id IN SELECT u.id FROM unnest(cand, mems) WITH ORDINALITY AS u(id, m, o)
-               WHERE u.id = ANY (slow) OR (u.m = ANY (fmems) AND NOT u.id = ANY (firsts))
-               ORDER BY u.o LOOP
+    FOREACH id IN ARRAY ids LOOP
         SELECT * INTO r FROM wallet.push_messages x WHERE x.push_id = id AND x.part < 3;
         refusal := wallet_internal.push_refusal(r.merchant_id, r.member_id, r.channel, r.topic, r.service);
         IF refusal IS NULL AND r.expires_at <= now() THEN
@@ -1391,6 +1284,18 @@ BEGIN
     END LOOP;
 END
 $$;
+COMMENT ON FUNCTION wallet_internal.push_claim_each(bigint[], interval) IS 'internal: the messages of ids (locked, their members locked by the caller), in order, checked again one by one (consent, expiry, quiet hours, caps as push_slot counts at claim): suppressed, deferred to their slot, or leased for lease and returned';
+
+-- In C (src/push_claim.c): the due messages chosen and locked in one query,
+-- the members' locks, and each member's first message checked again and
+-- leased (or suppressed) in one statement, set-based; the rest by
+-- wallet_internal.push_claim_each.
+CREATE FUNCTION wallet.claim_pushes(channel text, n int, lease interval)
+    RETURNS TABLE (push_id bigint, merchant_id bigint, member_ref text, topic text, payload jsonb, campaign_id bigint,
+                   attempts int, lease_until timestamptz)
+    AS 'MODULE_PATHNAME', 'claim_pushes' LANGUAGE C VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    SET enable_seqscan = off;
 COMMENT ON FUNCTION wallet.claim_pushes(text, int, interval) IS 'claims up to n due messages of a channel (of the merchants the caller acts for), highest priority first, leasing them for lease; each is checked again first, under its member''s lock: consent, expiry, quiet hours and caps (a message failing the check is suppressed or deferred, never returned; one per member at once, set-based, the rest one by one); a lapsed lease makes a message claimable again';
 
 CREATE FUNCTION wallet.extend_lease(push_id bigint, lease interval) RETURNS timestamptz
@@ -1410,7 +1315,9 @@ END
 $$;
 COMMENT ON FUNCTION wallet.extend_lease(bigint, interval) IS 'extends the lease of a claimed message to now() + lease and returns when it lapses; WL702 if it is not being sent';
 
-CREATE FUNCTION wallet.ack_push(push_id bigint, provider_message_id text) RETURNS boolean
+-- wallet.ack_push in PL/pgSQL, every case (the C function calls it for all
+-- but the common one).
+CREATE FUNCTION wallet_internal.push_ack_one(push_id bigint, provider_message_id text) RETURNS boolean
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     AS $$
@@ -1421,25 +1328,34 @@ BEGIN
         RAISE EXCEPTION 'provider_message_id must be non-blank and at most 200 characters'
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'It is the provider''s id of the delivery (NULL: none).';
     END IF;
-    IF r.status = 'sent' AND r.provider_message_id IS NOT DISTINCT FROM ack_push.provider_message_id THEN
+    IF r.status = 'sent' AND r.provider_message_id IS NOT DISTINCT FROM push_ack_one.provider_message_id THEN
         RETURN false;   -- the same acknowledgement again
     END IF;
     IF r.status <> 'sending' THEN
         PERFORM wallet_internal.push_not_sending(r);
     END IF;
     INSERT INTO wallet.push_attempts (merchant_id, member_id, push_id, claimed_at, outcome, provider_message_id)
-    VALUES (r.merchant_id, r.member_id, r.push_id, r.claimed_at, 'sent', ack_push.provider_message_id);
+    VALUES (r.merchant_id, r.member_id, r.push_id, r.claimed_at, 'sent', push_ack_one.provider_message_id);
     r.status := 'sent'; r.reason := NULL; r.due_at := NULL; r.sent_at := now(); r.finished_at := now();
-    r.provider_message_id := ack_push.provider_message_id;
+    r.provider_message_id := push_ack_one.provider_message_id;
     PERFORM wallet_internal.push_move(r, 3::smallint);
     RETURN true;
 END
 $$;
+COMMENT ON FUNCTION wallet_internal.push_ack_one(bigint, text) IS 'internal: wallet.ack_push, every case: records a claimed message as sent (also after its lease lapsed, unless claimed again since) with the provider''s id; true, or false for the same acknowledgement again; WL702 if it is not being sent';
+
+-- In C (src/push_claim.c): a message being sent moved into the finished
+-- partition with its delivery record in one statement; every other case by
+-- wallet_internal.push_ack_one.
+CREATE FUNCTION wallet.ack_push(push_id bigint, provider_message_id text) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'ack_push' LANGUAGE C VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    SET enable_seqscan = off;
 COMMENT ON FUNCTION wallet.ack_push(bigint, text) IS 'records a claimed message as sent (also after its lease lapsed, unless claimed again since) with the provider''s id; true, or false for the same acknowledgement again; WL702 if it is not being sent';
 
--- Many acknowledgements in one statement (a worker that sent a batch):
--- what ack_push does for each, set-based.
-CREATE FUNCTION wallet.ack_pushes(push_ids bigint[], provider_message_ids text[] DEFAULT NULL) RETURNS bigint
+-- wallet.ack_pushes in PL/pgSQL, every case (the C function calls it for
+-- all but the common one): what ack_push does for each, set-based.
+CREATE FUNCTION wallet_internal.push_ack_many(push_ids bigint[], provider_message_ids text[]) RETURNS bigint
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     AS $$
@@ -1504,6 +1420,16 @@ BEGIN
     RETURN n;
 END
 $$;
+COMMENT ON FUNCTION wallet_internal.push_ack_many(bigint[], text[]) IS 'internal: wallet.ack_pushes, every case: acknowledges many claimed messages as sent in one statement (at most 10000; provider_message_ids, when given, in the order of push_ids), as ack_push does each; returns how many were recorded (a repeated acknowledgement counts none); WL701 or WL702 as ack_push, for the first offending id, and then none is recorded';
+
+-- Many acknowledgements in one statement (a worker that sent a batch), in
+-- C (src/push_claim.c): the messages moved as ack_push moves one, in one
+-- statement; unusual arguments, or messages not all being sent, by
+-- wallet_internal.push_ack_many.
+CREATE FUNCTION wallet.ack_pushes(push_ids bigint[], provider_message_ids text[] DEFAULT NULL) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'ack_pushes' LANGUAGE C VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    SET enable_seqscan = off;
 COMMENT ON FUNCTION wallet.ack_pushes(bigint[], text[]) IS 'acknowledges many claimed messages as sent in one statement (at most 10000; provider_message_ids, when given, in the order of push_ids), as ack_push does each; returns how many were recorded (a repeated acknowledgement counts none); WL701 or WL702 as ack_push, for the first offending id, and then none is recorded';
 
 CREATE FUNCTION wallet.fail_push(push_id bigint, error text, retryable boolean DEFAULT true) RETURNS text

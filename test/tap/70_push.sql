@@ -474,5 +474,59 @@ SELECT is((SELECT array_agg(x.due_at ORDER BY w.member_ref) FROM wallet.push_mes
             WHERE x.merchant_id = :mt AND w.member_ref IN ('l1', 'l2')),
           ARRAY['2030-12-24 09:00 Europe/Zurich', '2030-12-24 09:00 Asia/Tokyo']::timestamptz[], 'each due at 09:00 in the member''s own zone');
 
+
+-- ------------------------------------------------------------ delivery in C: the paths of src/push_claim.c
+-- (service messages of :mc: no consent needed, no quiet hours, no caps)
+SELECT count(wallet.upsert_member(:mc, 'ak' || i, 'UTC')) FROM generate_series(1, 6) i;
+SELECT count(wallet.enqueue_push(:mc, 'ak' || i, 'acks_t', 'service', jsonb_build_object('n', i))) FROM generate_series(1, 6) i;
+CREATE TEMP TABLE ak AS SELECT row_number() OVER (ORDER BY push_id) AS i, push_id FROM wallet.claim_pushes('acks_t', 10, '1 minute');
+SELECT is((SELECT count(*) FROM ak), 6::bigint, 'claim_pushes: the six messages of six members at once');
+SELECT is(wallet.ack_pushes(ARRAY(SELECT push_id FROM ak WHERE i IN (1, 2))), 2::bigint, 'ack_pushes: two sent');
+SELECT is(wallet.ack_pushes(ARRAY(SELECT push_id FROM ak WHERE i IN (1, 3))), 1::bigint,
+          'ack_pushes of one already acknowledged (the same acknowledgement again) and one being sent: 1');
+SELECT is((SELECT count(*) FROM wallet.push_attempts WHERE push_id = (SELECT push_id FROM ak WHERE i = 1)), 1::bigint,
+          'the repeated acknowledgement wrote no second delivery record');
+SELECT is(wallet.ack_pushes(ARRAY(SELECT push_id FROM ak WHERE i = 4) || ARRAY(SELECT push_id FROM ak WHERE i = 4), '{p-4,p-4}'), 1::bigint,
+          'ack_pushes naming a message twice: recorded once');
+SELECT is((SELECT provider_message_id FROM wallet.push_messages WHERE push_id = (SELECT push_id FROM ak WHERE i = 4)), 'p-4',
+          'with its provider id');
+SELECT throws_ok(format('SELECT wallet.ack_pushes(%L)', ARRAY(SELECT push_id FROM ak WHERE i = 5) || :cl_low::bigint), 'WL702', NULL,
+                 'ack_pushes with a message not being sent: WL702');
+SELECT is((SELECT status || ' ' || (SELECT count(*) FROM wallet.push_attempts a WHERE a.push_id = m.push_id)
+             FROM wallet.push_messages m WHERE push_id = (SELECT push_id FROM ak WHERE i = 5)), 'sending 0',
+          'and none of the batch is recorded, not even the one being sent');
+-- a turn of the queue slots moves a message being sent: its acknowledgement finds it where it went
+SELECT part AS ak_part FROM wallet.push_messages WHERE push_id = (SELECT push_id FROM ak WHERE i = 5) \gset
+-- (a turn is due once the current slot is min_age old: its time is moved back, as now() stands still here)
+CREATE FUNCTION pg_temp.turn() RETURNS boolean LANGUAGE sql AS $$
+    SELECT setval('wallet_internal.push_queue_slot', (SELECT q.last_value % 4 FROM wallet_internal.push_queue_slot q));
+    SELECT wallet.rotate_push_queue('0');
+$$;
+SELECT is(ARRAY[pg_temp.turn(), pg_temp.turn(), pg_temp.turn()], '{t,t,t}', 'three turns of the queue slots');
+SELECT isnt((SELECT part FROM wallet.push_messages WHERE push_id = (SELECT push_id FROM ak WHERE i = 5)), :ak_part::smallint,
+            'the turns carried the messages being sent to another slot');
+SELECT is(wallet.ack_push((SELECT push_id FROM ak WHERE i = 5), 'p-5'), true, 'ack_push of a message carried since its claim: sent');
+SELECT is(wallet.ack_pushes(ARRAY(SELECT push_id FROM ak WHERE i = 6)), 1::bigint, 'ack_pushes of one carried since its claim: 1');
+SELECT is((SELECT array_agg(status || '/' || part ORDER BY push_id) FROM wallet.push_messages WHERE push_id IN (SELECT push_id FROM ak)),
+          '{sent/3,sent/3,sent/3,sent/3,sent/3,sent/3}', 'all six sent, in the finished partition');
+SELECT is((SELECT count(*) FROM wallet.push_attempts WHERE push_id IN (SELECT push_id FROM ak) AND outcome = 'sent'), 6::bigint,
+          'one delivery record each');
+-- one claim over messages in two slots
+SELECT push_id AS sl1 FROM wallet.enqueue_push(:mc, 'ak1', 'slots_t', 'service', '{"n": 1}') \gset
+SELECT pg_temp.turn();
+SELECT push_id AS sl2 FROM wallet.enqueue_push(:mc, 'ak2', 'slots_t', 'service', '{"n": 2}') \gset
+SELECT is((SELECT count(DISTINCT part) FROM wallet.push_messages WHERE push_id IN (:sl1, :sl2)), 1::bigint + 1,
+          'fixture: two messages in two queue slots');
+SELECT is((SELECT array_agg(push_id ORDER BY push_id) FROM wallet.claim_pushes('slots_t', 10, '1 minute')), ARRAY[:sl1, :sl2]::bigint[],
+          'one claim takes both');
+SELECT is(wallet.ack_pushes(ARRAY[:sl1, :sl2]::bigint[]), 2::bigint, 'and both are acknowledged');
+-- a claim of one message refused at claim (expired) and a member's further message
+SELECT push_id AS rf1 FROM wallet.enqueue_push(:mc, 'ak3', 'refuse_t', 'service', '{"n": 1}', expires_at => now() + interval '1 hour') \gset
+SELECT push_id AS rf2 FROM wallet.enqueue_push(:mc, 'ak3', 'refuse_t', 'service', '{"n": 2}') \gset
+UPDATE wallet.push_messages SET expires_at = now() WHERE push_id = :rf1;
+SELECT is((SELECT array_agg(push_id) FROM wallet.claim_pushes('refuse_t', 10, '1 minute')), ARRAY[:rf2]::bigint[],
+          'claim: the expired message is not returned, the member''s other one is');
+SELECT is((SELECT status || ' ' || reason || ' ' || part FROM wallet.push_messages WHERE push_id = :rf1), 'suppressed expired 3',
+          'the expired one is suppressed, in the finished partition');
 SELECT * FROM finish();
 ROLLBACK;
