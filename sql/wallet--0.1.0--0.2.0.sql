@@ -14313,6 +14313,188 @@ CREATE OR REPLACE FUNCTION wallet.ack_pushes(push_ids bigint[], provider_message
     SET enable_seqscan = off;
 COMMENT ON FUNCTION wallet.ack_pushes(bigint[], text[]) IS 'acknowledges many claimed messages as sent in one statement (at most 10000; provider_message_ids, when given, in the order of push_ids), as ack_push does each; returns how many were recorded (a repeated acknowledgement counts none); WL701 or WL702 as ack_push, for the first offending id, and then none is recorded';
 
+-- == 10n. tier evaluation speed (issue 10)
+-- No foreign keys on the tables the tier functions write (see loyalty.sql):
+-- only the API writes them, from rows it just read, and the rows they
+-- named are never deleted; the checks were about 40% of a tier sweep.
+ALTER TABLE wallet.member_events DROP CONSTRAINT member_events_merchant_id_fkey,
+                                 DROP CONSTRAINT member_events_member_id_fkey;
+ALTER TABLE wallet.account_tiers DROP CONSTRAINT account_tiers_account_id_fkey,
+                                 DROP CONSTRAINT account_tiers_merchant_id_fkey,
+                                 DROP CONSTRAINT account_tiers_member_id_fkey,
+                                 DROP CONSTRAINT account_tiers_program_id_fkey,
+                                 DROP CONSTRAINT account_tiers_tier_id_fkey;
+ALTER TABLE wallet.tier_history DROP CONSTRAINT tier_history_merchant_id_fkey,
+                                DROP CONSTRAINT tier_history_member_id_fkey,
+                                DROP CONSTRAINT tier_history_program_id_fkey,
+                                DROP CONSTRAINT tier_history_from_tier_fkey,
+                                DROP CONSTRAINT tier_history_to_tier_fkey;
+
+-- evaluate_tiers: the sweep writes a batch without speculative insertion
+-- and reads each tier row by its key.
+CREATE OR REPLACE FUNCTION wallet.evaluate_tiers(program_id bigint, as_of timestamptz DEFAULT now(), max_accounts int DEFAULT 10000,
+        OUT looked_at int, OUT upgraded int, OUT downgraded int, OUT more boolean)
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    p record;
+    t record;
+    s wallet.tier_sweeps;
+    r text;
+    id bigint;
+    due int := 0;
+    chunk record;
+    chunk2 record;
+    ids bigint[];
+BEGIN
+    IF program_id IS NULL OR as_of IS NULL OR max_accounts IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN program_id IS NULL THEN 'program_id' WHEN as_of IS NULL THEN 'as_of' ELSE 'max_accounts' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Tiers are evaluated for a program, as of an instant, a bounded number of accounts at a time.';
+    END IF;
+    IF max_accounts < 1 THEN
+        RAISE EXCEPTION 'max_accounts must be positive'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Each call looks at up to max_accounts accounts; call again while more is true.';
+    END IF;
+    SELECT x.tier_window, x.tier_window_months, x.tier_downgrade INTO p FROM wallet.programs x
+     WHERE x.program_id = evaluate_tiers.program_id AND wallet.acts_for(x.merchant_id);
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown program'
+            USING ERRCODE = 'WL214', DETAIL = format('There is no points program %s.', program_id);
+    END IF;
+    looked_at := 0;
+    upgraded := 0;
+    downgraded := 0;
+    -- 1. accounts due (a downgrade, a period end, a fall below), soonest
+    -- first; an account a posting holds is skipped: it is reviewed anyway
+    FOR id IN SELECT x.account_id FROM wallet.account_tiers x
+               WHERE x.program_id = evaluate_tiers.program_id AND x.review_at <= as_of
+               ORDER BY x.review_at, x.account_id LIMIT max_accounts LOOP
+        looked_at := looked_at + 1;
+        due := due + 1;
+        PERFORM FROM wallet.accounts a WHERE a.account_id = id FOR NO KEY UPDATE SKIP LOCKED;
+        CONTINUE WHEN NOT FOUND;
+        r := wallet_internal.tier_review(id, as_of);
+        upgraded := upgraded + (r IS NOT DISTINCT FROM 'upgraded')::int;
+        downgraded := downgraded + (r IS NOT DISTINCT FROM 'downgraded')::int;
+    END LOOP;
+    -- 2. the sweep after a change of tiers or policy: the points of every
+    -- account are read from its ledger's buckets (C), and only accounts that
+    -- may move up, or hold a tier whose review date may have changed, are
+    -- reviewed
+    SELECT * INTO s FROM wallet.tier_sweeps x WHERE x.program_id = evaluate_tiers.program_id FOR UPDATE;
+    IF FOUND AND looked_at < max_accounts THEN
+        SELECT array_agg(x.min_points ORDER BY x.rank) AS pts, array_agg(x.rank ORDER BY x.rank) AS ranks,
+               array_agg(x.tier_id ORDER BY x.rank) AS ids, coalesce(bool_or(x.min_spend IS NOT NULL), false) AS by_spend
+          INTO t FROM wallet.tiers x WHERE x.program_id = evaluate_tiers.program_id;
+        -- accounts that qualify for a tier by points (an upper bound: spend can only lower it)
+        SELECT x.looked_at AS n, x.last_account AS last, x.qualified AS ids INTO chunk
+          FROM wallet_internal.tier_sweep_scan(evaluate_tiers.program_id, s.after_account, max_accounts - looked_at,
+                                               p.tier_window, p.tier_window_months, as_of, coalesce(t.pts, '{}')) x;
+        looked_at := looked_at + chunk.n;
+        -- and those holding a tier, in the same range of accounts
+        SELECT array_agg(DISTINCT x.id ORDER BY x.id) INTO ids
+          FROM (SELECT unnest(chunk.ids) AS id
+                UNION ALL
+                SELECT h.account_id FROM wallet.account_tiers h
+                 WHERE h.program_id = evaluate_tiers.program_id AND h.rank > 0
+                   AND h.account_id > s.after_account AND h.account_id <= chunk.last) x;
+        IF ids IS NOT NULL AND NOT t.by_spend THEN
+            -- points alone decide: the accounts are locked in account order
+            -- (as the loop below would), then reviewed set-based in what
+            -- tier_review would do for them: an upgrade (tier_set and the
+            -- next review), or, still at their tier, the next review date
+            -- (written only where it changes); the others (below their
+            -- tier, a period end due) go through tier_review
+            PERFORM FROM wallet.accounts a WHERE a.account_id = ANY (ids) ORDER BY a.account_id FOR NO KEY UPDATE;
+            -- (the tier row of each account by its key: a join would hash
+            -- the program's whole account_tiers for a batch of ~100)
+            WITH c AS (
+                SELECT a.account_id, a.merchant_id, a.member_id, a.ledger, h.tier_id AS held_tier,
+                       h.account_id IS NOT NULL AS has_row,
+                       coalesce(h.rank, 0) AS held_rank, h.since, h.below_since, h.review_at, ht.min_points AS held_min,
+                       coalesce(t.ranks[k.k], 0) AS q_rank, t.ids[k.k] AS q_tier, t.pts[k.k] AS q_min
+                  FROM wallet.accounts a
+                  LEFT JOIN LATERAL (SELECT x.account_id, x.tier_id, x.rank, x.since, x.below_since, x.review_at
+                                       FROM wallet.account_tiers x WHERE x.account_id = a.account_id OFFSET 0) h ON true
+                  LEFT JOIN wallet.tiers ht ON ht.tier_id = h.tier_id
+                 CROSS JOIN LATERAL (SELECT wallet_internal.tier_points_rank(a.ledger, p.tier_window, p.tier_window_months,
+                                                                            as_of, t.pts) AS k) k
+                 WHERE a.account_id = ANY (ids)
+            ), up AS (
+                SELECT c.*,
+                       CASE p.tier_downgrade WHEN 'never' THEN NULL::timestamptz
+                            WHEN 'period_end' THEN wallet_internal.tier_period_end(p.tier_window, p.tier_window_months, as_of, as_of)
+                            ELSE wallet_internal.tier_falls_below(c.ledger, p.tier_window, p.tier_window_months, as_of, c.q_min) END AS next_review
+                  FROM c WHERE c.q_rank > c.held_rank
+            ), kept AS (
+                SELECT c.account_id,
+                       CASE p.tier_downgrade WHEN 'never' THEN NULL::timestamptz
+                            WHEN 'period_end' THEN wallet_internal.tier_period_end(p.tier_window, p.tier_window_months, c.since, as_of)
+                            ELSE wallet_internal.tier_falls_below(c.ledger, p.tier_window, p.tier_window_months, as_of, c.held_min) END AS review_at
+                  FROM c
+                 WHERE c.held_rank > 0 AND c.q_rank = c.held_rank
+                   AND NOT (p.tier_downgrade = 'period_end' AND coalesce(c.review_at <= as_of, false))
+            ), set_tier AS (
+                -- the accounts are locked: a row seen missing stays missing
+                -- (a plain insert, no speculative insertion per row)
+                INSERT INTO wallet.account_tiers (account_id, merchant_id, member_id, program_id, tier_id, rank, since, below_since, review_at)
+                SELECT u.account_id, u.merchant_id, u.member_id, evaluate_tiers.program_id, u.q_tier, u.q_rank, as_of, NULL, u.next_review
+                  FROM up u WHERE NOT u.has_row ORDER BY u.account_id
+            ), reset_tier AS (
+                UPDATE wallet.account_tiers x
+                   SET tier_id = u.q_tier, rank = u.q_rank, since = as_of, below_since = NULL, review_at = u.next_review
+                  FROM up u
+                 WHERE u.has_row AND x.account_id = u.account_id
+            ), history AS (
+                INSERT INTO wallet.tier_history (merchant_id, member_id, account_id, program_id, from_tier, to_tier,
+                                                 from_rank, to_rank, reason, changed_at, entry_id)
+                SELECT u.merchant_id, u.member_id, u.account_id, evaluate_tiers.program_id, u.held_tier, u.q_tier,
+                       u.held_rank, u.q_rank, 'upgrade', as_of, NULL
+                  FROM up u ORDER BY u.account_id
+            ), events AS (
+                INSERT INTO wallet.member_events (merchant_id, member_id, kind, occurred_at, attributes)
+                SELECT u.merchant_id, u.member_id, 'tier_changed', as_of,
+                       jsonb_build_object('program_id', evaluate_tiers.program_id, 'account_id', u.account_id,
+                                          'from_tier', u.held_tier, 'to_tier', u.q_tier,
+                                          'from_rank', u.held_rank, 'to_rank', u.q_rank, 'reason', 'upgrade'::text)
+                  FROM up u ORDER BY u.account_id
+            ), kept_set AS (
+                UPDATE wallet.account_tiers x SET below_since = NULL, review_at = k.review_at
+                  FROM kept k
+                 WHERE x.account_id = k.account_id
+                   AND (x.below_since IS NOT NULL OR x.review_at IS DISTINCT FROM k.review_at)
+            )
+            SELECT count(*) FILTER (WHERE c.q_rank > c.held_rank)::int AS up,
+                   array_agg(c.account_id ORDER BY c.account_id)
+                       FILTER (WHERE c.held_rank > 0
+                                 AND (c.q_rank < c.held_rank
+                                      OR (p.tier_downgrade = 'period_end' AND coalesce(c.review_at <= as_of, false)
+                                          AND c.q_rank = c.held_rank))) AS rest
+              INTO chunk2 FROM c;
+            upgraded := upgraded + chunk2.up;
+            ids := chunk2.rest;
+        END IF;
+        IF ids IS NOT NULL THEN
+            FOREACH id IN ARRAY ids LOOP
+                PERFORM FROM wallet.accounts a WHERE a.account_id = id FOR NO KEY UPDATE;
+                r := wallet_internal.tier_review(id, as_of);
+                upgraded := upgraded + (r IS NOT DISTINCT FROM 'upgraded')::int;
+                downgraded := downgraded + (r IS NOT DISTINCT FROM 'downgraded')::int;
+            END LOOP;
+        END IF;
+        IF chunk.n < max_accounts - (looked_at - chunk.n) THEN
+            DELETE FROM wallet.tier_sweeps x WHERE x.program_id = evaluate_tiers.program_id;
+        ELSE
+            UPDATE wallet.tier_sweeps x SET after_account = chunk.last WHERE x.program_id = evaluate_tiers.program_id;
+        END IF;
+    END IF;
+    -- more: the batch was full (an account a posting held stays due, for the next call)
+    more := due = max_accounts OR EXISTS (SELECT FROM wallet.tier_sweeps x WHERE x.program_id = evaluate_tiers.program_id);
+END
+$$;
+COMMENT ON FUNCTION wallet.evaluate_tiers(bigint, timestamptz, int) IS 'makes the due tier changes of a program at as_of (downgrades after grace or at a period end, and upgrades missed after a change of its tiers or policy), looking at up to max_accounts accounts; points in the window come from each ledger''s monthly buckets, not the journal; more: call again';
+
 -- == 10z. shared objects, final (issues 10-12)
 -- Objects that several sections above re-create (each with what its area
 -- added): their final definitions, exactly as the parts have them.

@@ -527,6 +527,8 @@ tier_sweep_scan(PG_FUNCTION_ARGS)
 	TimestampTz as_of;
 	ArrayType  *a;
 	int64		lowest = PG_INT64_MAX;
+	int			hi,
+				lo;
 	Oid			nsp,
 				accounts,
 				index;
@@ -555,6 +557,9 @@ tier_sweep_scan(PG_FUNCTION_ARGS)
 	/* meeting a threshold = meeting the lowest one */
 	for (i = 0; i < nthresholds; i++)
 		lowest = Min(lowest, ((const int64 *) ARR_DATA_PTR(a))[i]);
+	/* the window's months, once for the batch (window_earned per account) */
+	hi = wallet_ledger_month_of(as_of);
+	lo = window_first(calendar, n, hi);
 	if (get_call_result_type(fcinfo, NULL, &rdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "tier_sweep_scan must return a record");
 	rdesc = BlessTupleDesc(rdesc);
@@ -599,7 +604,7 @@ tier_sweep_scan(PG_FUNCTION_ARGS)
 			struct varlena *v = (struct varlena *) PG_DETOAST_DATUM_PACKED(d);
 
 			wallet_ledger_decode_months(v, &l);
-			if (window_earned(&l, calendar, n, as_of) >= lowest)
+			if (earned_between(&l, lo, hi) >= lowest)
 				accumArrayResult(ids, Int64GetDatum(last), false, INT8OID, CurrentMemoryContext);
 			if ((Pointer) v != DatumGetPointer(d))
 				pfree(v);

@@ -121,10 +121,16 @@ COMMENT ON POLICY merchant_rows ON wallet.refunds IS 'readers and apps see the r
 -- The member event stream
 ------------------------------------------------------------------------------
 
+-- No foreign keys (as wallet.entries and wallet.purchases): only the API
+-- writes events (tier changes, referral steps, the app's events), naming a
+-- member it has just found or made, and members and merchants are never
+-- deleted; each check would lock the member's row (FOR KEY SHARE) and the
+-- merchant's (a MultiXact once writers overlap), and a tier sweep writes
+-- thousands of events per batch.
 CREATE TABLE wallet.member_events (
     event_id    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    merchant_id bigint NOT NULL REFERENCES wallet.merchants,
-    member_id   bigint NOT NULL REFERENCES wallet.members,
+    merchant_id bigint NOT NULL,
+    member_id   bigint NOT NULL,
     kind        text NOT NULL CHECK (kind ~ '^[a-z][a-z0-9_]{0,62}$'),
     occurred_at timestamptz NOT NULL DEFAULT now(),
     attributes  jsonb NOT NULL DEFAULT '{}'
@@ -179,12 +185,21 @@ ALTER TABLE wallet.tiers ENABLE ROW LEVEL SECURITY;
 CREATE POLICY merchant_rows ON wallet.tiers USING (wallet.acts_for(merchant_id));
 COMMENT ON POLICY merchant_rows ON wallet.tiers IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
 
+-- No foreign keys on account_tiers and tier_history (as wallet.entries):
+-- only the tier functions write them (wallet_internal.tier_set and the
+-- sweep of wallet.evaluate_tiers), under the account's row lock, from the
+-- account, program and tier rows they just read; accounts, members,
+-- merchants and programs are never deleted, and a tier is dropped only
+-- when no history row names it (wallet.drop_tier).  The checks cost a
+-- tier sweep about 40% of its time (12 per change, each locking the rows
+-- it checks) and would lock the merchant's and program's row on every
+-- upgrade made by a posting.
 CREATE TABLE wallet.account_tiers (
-    account_id  bigint PRIMARY KEY REFERENCES wallet.accounts,
-    merchant_id bigint NOT NULL REFERENCES wallet.merchants,
-    member_id   bigint NOT NULL REFERENCES wallet.members,
-    program_id  bigint NOT NULL REFERENCES wallet.programs,
-    tier_id     bigint REFERENCES wallet.tiers,
+    account_id  bigint PRIMARY KEY,
+    merchant_id bigint NOT NULL,
+    member_id   bigint NOT NULL,
+    program_id  bigint NOT NULL,
+    tier_id     bigint,
     rank        int NOT NULL DEFAULT 0,
     since       timestamptz NOT NULL DEFAULT now(),
     below_since timestamptz,
@@ -208,12 +223,12 @@ COMMENT ON POLICY merchant_rows ON wallet.account_tiers IS 'readers and apps see
 
 CREATE TABLE wallet.tier_history (
     change_id   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    merchant_id bigint NOT NULL REFERENCES wallet.merchants,
-    member_id   bigint NOT NULL REFERENCES wallet.members,
+    merchant_id bigint NOT NULL,
+    member_id   bigint NOT NULL,
     account_id  bigint NOT NULL,
-    program_id  bigint NOT NULL REFERENCES wallet.programs,
-    from_tier   bigint REFERENCES wallet.tiers,
-    to_tier     bigint REFERENCES wallet.tiers,
+    program_id  bigint NOT NULL,
+    from_tier   bigint,
+    to_tier     bigint,
     from_rank   int NOT NULL,
     to_rank     int NOT NULL,
     reason      text NOT NULL,

@@ -667,18 +667,26 @@ BEGIN
             -- (written only where it changes); the others (below their
             -- tier, a period end due) go through tier_review
             PERFORM FROM wallet.accounts a WHERE a.account_id = ANY (ids) ORDER BY a.account_id FOR NO KEY UPDATE;
+            -- (the tier row of each account by its key: a join would hash
+            -- the program's whole account_tiers for a batch of ~100)
             WITH c AS (
                 SELECT a.account_id, a.merchant_id, a.member_id, a.ledger, h.tier_id AS held_tier,
+                       h.account_id IS NOT NULL AS has_row,
                        coalesce(h.rank, 0) AS held_rank, h.since, h.below_since, h.review_at, ht.min_points AS held_min,
                        coalesce(t.ranks[k.k], 0) AS q_rank, t.ids[k.k] AS q_tier, t.pts[k.k] AS q_min
                   FROM wallet.accounts a
-                  LEFT JOIN wallet.account_tiers h ON h.account_id = a.account_id
+                  LEFT JOIN LATERAL (SELECT x.account_id, x.tier_id, x.rank, x.since, x.below_since, x.review_at
+                                       FROM wallet.account_tiers x WHERE x.account_id = a.account_id OFFSET 0) h ON true
                   LEFT JOIN wallet.tiers ht ON ht.tier_id = h.tier_id
                  CROSS JOIN LATERAL (SELECT wallet_internal.tier_points_rank(a.ledger, p.tier_window, p.tier_window_months,
                                                                             as_of, t.pts) AS k) k
                  WHERE a.account_id = ANY (ids)
             ), up AS (
-                SELECT c.* FROM c WHERE c.q_rank > c.held_rank
+                SELECT c.*,
+                       CASE p.tier_downgrade WHEN 'never' THEN NULL::timestamptz
+                            WHEN 'period_end' THEN wallet_internal.tier_period_end(p.tier_window, p.tier_window_months, as_of, as_of)
+                            ELSE wallet_internal.tier_falls_below(c.ledger, p.tier_window, p.tier_window_months, as_of, c.q_min) END AS next_review
+                  FROM c WHERE c.q_rank > c.held_rank
             ), kept AS (
                 SELECT c.account_id,
                        CASE p.tier_downgrade WHEN 'never' THEN NULL::timestamptz
@@ -688,15 +696,16 @@ BEGIN
                  WHERE c.held_rank > 0 AND c.q_rank = c.held_rank
                    AND NOT (p.tier_downgrade = 'period_end' AND coalesce(c.review_at <= as_of, false))
             ), set_tier AS (
-                INSERT INTO wallet.account_tiers AS x (account_id, merchant_id, member_id, program_id, tier_id, rank, since, below_since, review_at)
-                SELECT u.account_id, u.merchant_id, u.member_id, evaluate_tiers.program_id, u.q_tier, u.q_rank, as_of, NULL,
-                       CASE p.tier_downgrade WHEN 'never' THEN NULL::timestamptz
-                            WHEN 'period_end' THEN wallet_internal.tier_period_end(p.tier_window, p.tier_window_months, as_of, as_of)
-                            ELSE wallet_internal.tier_falls_below(u.ledger, p.tier_window, p.tier_window_months, as_of, u.q_min) END
-                  FROM up u ORDER BY u.account_id
-                ON CONFLICT ON CONSTRAINT account_tiers_pkey DO UPDATE
-                   SET tier_id = excluded.tier_id, rank = excluded.rank, since = excluded.since,
-                       below_since = excluded.below_since, review_at = excluded.review_at
+                -- the accounts are locked: a row seen missing stays missing
+                -- (a plain insert, no speculative insertion per row)
+                INSERT INTO wallet.account_tiers (account_id, merchant_id, member_id, program_id, tier_id, rank, since, below_since, review_at)
+                SELECT u.account_id, u.merchant_id, u.member_id, evaluate_tiers.program_id, u.q_tier, u.q_rank, as_of, NULL, u.next_review
+                  FROM up u WHERE NOT u.has_row ORDER BY u.account_id
+            ), reset_tier AS (
+                UPDATE wallet.account_tiers x
+                   SET tier_id = u.q_tier, rank = u.q_rank, since = as_of, below_since = NULL, review_at = u.next_review
+                  FROM up u
+                 WHERE u.has_row AND x.account_id = u.account_id
             ), history AS (
                 INSERT INTO wallet.tier_history (merchant_id, member_id, account_id, program_id, from_tier, to_tier,
                                                  from_rank, to_rank, reason, changed_at, entry_id)

@@ -9,7 +9,7 @@
 -- the rule "a window is whole UTC months ending with the month of as_of".
 BEGIN;
 SET LOCAL timezone = 'UTC';
-SELECT plan(116);
+SELECT plan(123);
 \ir ../tiers_expected.sql
 
 CREATE TEMP TABLE v (k text PRIMARY KEY, id bigint);
@@ -398,6 +398,31 @@ ROLLBACK TO SAVEPOINT sweep2;
 SELECT is(pg_temp.review_each(:sp1, pg_temp.m0() + interval '1 month 3 days'), :'set1', 'sweep after a raised threshold (grace): the same');
 SELECT is(pg_temp.review_each(:sp2, pg_temp.m0() + interval '1 month 3 days'), :'set2', 'sweep after a raised threshold (period_end): the same');
 SELECT is(pg_temp.review_each(:sp3, pg_temp.m0() + interval '1 month 3 days'), :'set3', 'sweep after a raised threshold (never): the same');
+
+-- ------------------------------------------------------------ 12. a sweep upgrades an account whose tier row says "no tier"
+-- An account that lost its tier keeps its account_tiers row (rank 0); a
+-- later sweep that finds it qualifying again rewrites that row (not a new
+-- one): the same state as the review of each account, and still one row.
+INSERT INTO v VALUES ('p12', pg_temp.program('p12', '{100}'));
+INSERT INTO v VALUES ('a12', wallet.open_account(pg_temp.id('p12'), 'again'));
+SELECT pg_temp.acc(pg_temp.id('a12'), 150, 'a12-1') IS NOT NULL AS posted \gset
+SELECT is(pg_temp.rank(pg_temp.id('a12')), 1, '150 points: Silver');
+SELECT count(wallet.update_tier(t.tier_id, min_points => 200)) AS raised FROM wallet.tiers t WHERE t.program_id = pg_temp.id('p12') \gset
+SELECT is((SELECT (looked_at, downgraded) FROM wallet.evaluate_tiers(pg_temp.id('p12'))), (1, 0),
+          'Silver raised to 200: the sweep finds the holder below it (grace starts)');
+SELECT is((SELECT downgraded FROM wallet.evaluate_tiers(pg_temp.id('p12'), now() + interval '31 days')), 1,
+          'grace over: no tier');
+SELECT is((SELECT (rank, tier_id) FROM wallet.account_tiers WHERE account_id = pg_temp.id('a12')), (0, NULL::bigint),
+          'the tier row stays, at rank 0');
+SELECT count(wallet.update_tier(t.tier_id, min_points => 100)) AS lowered FROM wallet.tiers t WHERE t.program_id = pg_temp.id('p12') \gset
+SAVEPOINT sweep3;
+SELECT pg_temp.review_each(pg_temp.id('p12'), now() + interval '32 days') AS each12 \gset
+ROLLBACK TO SAVEPOINT sweep3;
+SELECT pg_temp.sweep(pg_temp.id('p12'), now() + interval '32 days') AS set12 \gset
+SELECT is(:'set12'::text, :'each12', 'Silver back at 100: the sweep upgrades it as the review of the account does');
+SELECT is(split_part(:'set12', ':', 1), '1 up 0 down', 'one account moved up');
+SELECT is((SELECT (count(*), min(rank)) FROM wallet.account_tiers WHERE account_id = pg_temp.id('a12')), (1::bigint, 1),
+          'after the sweep: one tier row, Silver');
 
 SELECT * FROM finish();
 ROLLBACK;
