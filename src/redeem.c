@@ -927,17 +927,36 @@ redeem_code(PG_FUNCTION_ARGS)
 	SPI_finish();
 	if (fast)
 	{
-		Datum		values[8];
-		bool		nulls[8] = {false, false, false, false, false, false, true, false};
+		/*
+		 * By attribute name: wallet.redemption_result may have gained
+		 * attributes since (ALTER TYPE ... ADD ATTRIBUTE), which stay NULL.
+		 */
+		static const char *const names[] = {"status", "redemption_id", "campaign_id", "serial", "member_ref",
+		"redeemed_at", "reservation_id", "replayed"};
+		Datum		known[lengthof(names)];
+		Datum	   *values = palloc0(tupdesc->natts * sizeof(Datum));
+		bool	   *nulls = palloc(tupdesc->natts * sizeof(bool));
 
-		values[0] = CStringGetTextDatum("ok");
-		values[1] = Int64GetDatum(r.redemption_id);
-		values[2] = Int64GetDatum(r.campaign_id);
-		values[3] = Int64GetDatum(r.serial);
-		values[4] = PointerGetDatum(PG_GETARG_TEXT_PP(1));
-		values[5] = TimestampTzGetDatum(r.redeemed_at);
-		values[6] = (Datum) 0;
-		values[7] = BoolGetDatum(false);
+		known[0] = CStringGetTextDatum("ok");
+		known[1] = Int64GetDatum(r.redemption_id);
+		known[2] = Int64GetDatum(r.campaign_id);
+		known[3] = Int64GetDatum(r.serial);
+		known[4] = PointerGetDatum(PG_GETARG_TEXT_PP(1));
+		known[5] = TimestampTzGetDatum(r.redeemed_at);
+		known[6] = (Datum) 0;	/* no reservation: stays NULL */
+		known[7] = BoolGetDatum(false);
+		for (int i = 0; i < tupdesc->natts; i++)
+		{
+			Form_pg_attribute att = TupleDescAttr(tupdesc, i);
+
+			nulls[i] = true;
+			for (int k = 0; k < lengthof(names) && !att->attisdropped; k++)
+				if (k != 6 && strcmp(NameStr(att->attname), names[k]) == 0)
+				{
+					values[i] = known[k];
+					nulls[i] = false;
+				}
+		}
 		result = HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls));
 	}
 	PG_RETURN_DATUM(result);
