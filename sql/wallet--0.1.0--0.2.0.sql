@@ -13743,6 +13743,10 @@ COMMENT ON FUNCTION wallet.purge_offer_quotes(interval, int) IS 'deletes up to m
 -- row only.  Their counter tables go; nothing is converted, since the
 -- redemptions they counted are kept (and an upgraded database's counts are
 -- those redemptions).  The campaign counter of a total cap stays.
+-- (out of the extension first: that also takes them off its list of
+-- configuration tables, which DROP TABLE alone would leave naming them)
+ALTER EXTENSION wallet DROP TABLE wallet.code_use_counts;
+ALTER EXTENSION wallet DROP TABLE wallet.member_use_counts;
 DROP TABLE wallet.code_use_counts, wallet.member_use_counts;
 DROP FUNCTION wallet_internal.code_bump_counters(bigint, bigint, text, int, boolean, boolean, boolean);
 -- the per-member cap counts a member's redemptions in one campaign
