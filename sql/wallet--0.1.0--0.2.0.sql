@@ -14495,6 +14495,409 @@ END
 $$;
 COMMENT ON FUNCTION wallet.evaluate_tiers(bigint, timestamptz, int) IS 'makes the due tier changes of a program at as_of (downgrades after grace or at a period end, and upgrades missed after a change of its tiers or policy), looking at up to max_accounts accounts; points in the window come from each ledger''s monthly buckets, not the journal; more: call again';
 
+-- == 10p. redemption without per-code and per-member counters (issue 11)
+-- The per-code and per-member caps are decided under advisory locks on the
+-- code and on the member in the campaign, by counting the live redemptions
+-- (src/redeem.c, wallet_internal.code_live_uses): a redemption writes its
+-- row only.  Their counter tables go; nothing is converted, since the
+-- redemptions they counted are kept (and an upgraded database's counts are
+-- those redemptions).  The campaign counter of a total cap stays.
+-- (out of the extension first: that also takes them off its list of
+-- configuration tables, which DROP TABLE alone would leave naming them)
+ALTER EXTENSION wallet DROP TABLE wallet.code_use_counts;
+ALTER EXTENSION wallet DROP TABLE wallet.member_use_counts;
+DROP TABLE wallet.code_use_counts, wallet.member_use_counts;
+DROP FUNCTION wallet_internal.code_bump_counters(bigint, bigint, text, int, boolean, boolean, boolean);
+-- the per-member cap counts a member's redemptions in one campaign
+DROP INDEX wallet.code_redemptions_member_idx;
+CREATE INDEX code_redemptions_member_idx ON wallet.code_redemptions (member_ref, campaign_id, redeemed_at);
+
+CREATE FUNCTION wallet_internal.code_live_uses(campaign_id bigint, serial bigint, member_ref text,
+        per_code boolean, per_member boolean, OUT code_redeemed int, OUT member_redeemed int)
+    AS 'MODULE_PATHNAME', 'code_live_uses' LANGUAGE C VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    SET enable_seqscan = off;
+COMMENT ON FUNCTION wallet_internal.code_live_uses(bigint, bigint, text, boolean, boolean) IS
+    'internal: take (until the end of the transaction) the lock on the code''s uses when per_code, then on the member''s uses in the campaign when per_member, and return their live redemptions as committed now (NULL for a cap not asked); under REPEATABLE READ or SERIALIZABLE a count the snapshot sees otherwise is a serialization failure';
+
+CREATE FUNCTION wallet_internal.code_bump_total(campaign_id bigint, delta int)
+    RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+#variable_conflict use_column
+BEGIN
+    UPDATE wallet.campaign_use_counts u SET redeemed = u.redeemed + $2 WHERE u.campaign_id = $1;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.code_bump_total(bigint, int) IS
+    'internal: add delta to the counter of live redemptions of a campaign with a total cap';
+
+CREATE OR REPLACE FUNCTION wallet_internal.code_lock_counters(campaign_id bigint, serial bigint, member_ref text,
+        OUT max_per_code int, OUT max_per_member int, OUT max_total bigint,
+        OUT code_redeemed int, OUT member_redeemed int, OUT total_redeemed bigint)
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+#variable_conflict use_column
+DECLARE
+    merchant bigint;
+BEGIN
+    LOCK TABLE wallet.code_redemptions, wallet.code_reservations IN ROW EXCLUSIVE MODE;
+    IF current_setting('transaction_isolation') = 'read committed' THEN
+        -- A new snapshot: sees any cap change committed before our lock.
+        SELECT c.max_redemptions_per_code, c.max_redemptions_per_member, c.max_redemptions_total, c.merchant_id
+          INTO max_per_code, max_per_member, max_total, merchant
+          FROM wallet.campaigns c WHERE c.campaign_id = $1;
+    ELSE
+        -- A transaction snapshot may predate a cap change: comparing with
+        -- the latest committed caps makes such a change a serialization
+        -- failure instead of going unseen (without FOR SHARE, which would
+        -- need UPDATE on wallet.campaigns).
+        SELECT c.max_redemptions_per_code, c.max_redemptions_per_member, c.max_redemptions_total, c.merchant_id
+          INTO max_per_code, max_per_member, max_total, merchant
+          FROM wallet.campaigns c WHERE c.campaign_id = $1;
+        PERFORM wallet_internal.code_caps_unchanged($1, max_per_code, max_per_member, max_total);
+    END IF;
+    IF max_per_code IS NOT NULL OR max_per_member IS NOT NULL THEN
+        SELECT u.code_redeemed, u.member_redeemed INTO code_redeemed, member_redeemed
+          FROM wallet_internal.code_live_uses($1, $2, $3, max_per_code IS NOT NULL, max_per_member IS NOT NULL) u;
+    END IF;
+    IF max_total IS NOT NULL THEN
+        SELECT u.redeemed INTO total_redeemed FROM wallet.campaign_use_counts u
+         WHERE u.campaign_id = $1 FOR UPDATE;
+        IF NOT FOUND THEN
+            INSERT INTO wallet.campaign_use_counts AS u (campaign_id, merchant_id) VALUES ($1, merchant) ON CONFLICT DO NOTHING;
+            SELECT u.redeemed INTO total_redeemed FROM wallet.campaign_use_counts u
+             WHERE u.campaign_id = $1 FOR UPDATE;
+        END IF;
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.code_lock_counters(bigint, bigint, text) IS
+    'internal: read a campaign''s caps safely and take the locks of the caps that are set, per code, per member, per campaign (its counter row, created on first use), in that order, returning the live redemptions each counts';
+
+CREATE OR REPLACE FUNCTION wallet_internal.code_caps_recount()
+    RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+#variable_conflict use_column
+BEGIN
+    LOCK TABLE wallet.code_redemptions, wallet.code_reservations IN SHARE MODE;
+    IF OLD.max_redemptions_total IS NULL AND NEW.max_redemptions_total IS NOT NULL THEN
+        INSERT INTO wallet.campaign_use_counts AS u (campaign_id, redeemed, merchant_id)
+        SELECT NEW.campaign_id, count(*), NEW.merchant_id FROM wallet.code_redemptions d
+         WHERE d.campaign_id = NEW.campaign_id AND d.undone_at IS NULL
+        ON CONFLICT (campaign_id) DO UPDATE SET redeemed = EXCLUDED.redeemed;
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.code_caps_recount() IS
+    'internal trigger: when a campaign gets a cap it did not have, wait for the calls that read the old caps, and rebuild the campaign''s counter of live redemptions when the cap is the total one';
+
+CREATE OR REPLACE FUNCTION wallet.check_code(code text, member_ref text, context jsonb)
+    RETURNS text
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    SET enable_seqscan = off
+    AS $$
+#variable_conflict use_column
+DECLARE
+    pc record;
+    _code_n int; _member_n int; _total_n bigint;
+BEGIN
+    -- Never throws for a bad code; misuse (no code or member) is still an error.
+    IF code IS NULL THEN
+        RAISE EXCEPTION 'code must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = 'A code is judged from the text a person typed: an empty text is malformed, a NULL is no text at all.';
+    END IF;
+    PERFORM wallet_internal.code_check_args(member_ref, NULL, context, false);
+    SELECT * INTO pc FROM wallet_internal.code_precheck(check_code.code, check_code.member_ref, left(context->>'source', 256), 'check');
+    IF pc.status <> 'ok' THEN
+        RETURN pc.status;
+    END IF;
+    -- No locks: the answer is what redeem_code would say right now.
+    IF pc.max_per_code IS NOT NULL THEN
+        SELECT count(*) INTO _code_n FROM wallet.code_redemptions d
+         WHERE d.campaign_id = pc.campaign_id AND d.serial = pc.serial AND d.undone_at IS NULL;
+    END IF;
+    IF pc.max_per_member IS NOT NULL THEN
+        SELECT count(*) INTO _member_n FROM wallet.code_redemptions d
+         WHERE d.member_ref = check_code.member_ref AND d.campaign_id = pc.campaign_id AND d.undone_at IS NULL;
+    END IF;
+    SELECT u.redeemed INTO _total_n FROM wallet.campaign_use_counts u WHERE u.campaign_id = pc.campaign_id;
+    RETURN wallet_internal.code_caps_status(pc.campaign_id, pc.serial, check_code.member_ref,
+                                   pc.max_per_code, pc.max_per_member, pc.max_total, _code_n, _member_n, _total_n);
+END
+$$;
+COMMENT ON FUNCTION wallet.check_code(text, text, jsonb) IS
+    'status of a code for a member, without redeeming it; never throws for a bad code (see the README for the statuses and their precedence); failed checks count for the brute-force guard';
+
+CREATE OR REPLACE FUNCTION wallet_internal.redeem_code_full(code text, member_ref text, idempotency_key text, context jsonb DEFAULT '{}')
+    RETURNS wallet.redemption_result
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    SET enable_seqscan = off
+    AS $$
+#variable_conflict use_column
+DECLARE
+    _input text := code;
+    _member text := member_ref;
+    _key text := idempotency_key;
+    _ctx jsonb := coalesce(context, '{}');
+    _red wallet.code_redemptions;
+    _res wallet.code_reservations;
+    _convert boolean := false;
+    _merchant bigint;
+    _pstatus text;
+    _code wallet.marketing_code;
+    pc record;
+    cnt record;
+    _st text;
+    r wallet.redemption_result;
+BEGIN
+    IF _input IS NULL THEN
+        RAISE EXCEPTION 'code must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = 'A code is judged from the text a person typed: an empty text is malformed, a NULL is no text at all.';
+    END IF;
+    PERFORM wallet_internal.code_check_args(_member, _key, _ctx, true);
+    r.member_ref := _member;
+    r.replayed := false;
+    _merchant := wallet_internal.code_merchant(_input);
+
+    -- Same key: one session at a time; the later one sees the earlier's row.
+    PERFORM pg_advisory_xact_lock(1464598529, hashtext(_key));
+    SELECT * INTO _red FROM wallet.code_redemptions d WHERE d.idempotency_key = _key AND wallet_internal.key_scope(d.merchant_id, _merchant);
+    IF FOUND THEN
+        PERFORM wallet_internal.idem_check(_key, format('redemption %s', _red.redemption_id),
+                                  wallet_internal.idem_code('redeem', _red.code::text, _red.member_ref, NULL),
+                                  wallet_internal.idem_code('redeem', _input, _member, NULL));
+        r.status := 'ok';
+        r.redemption_id := _red.redemption_id;
+        r.campaign_id := _red.campaign_id;
+        r.serial := _red.serial;
+        r.redeemed_at := _red.redeemed_at;
+        r.reservation_id := _red.reservation_id;
+        r.replayed := true;
+        RETURN r;
+    END IF;
+
+    SELECT * INTO _res FROM wallet.code_reservations v WHERE v.idempotency_key = _key AND wallet_internal.key_scope(v.merchant_id, _merchant) FOR UPDATE;
+    IF FOUND THEN
+        -- the key of a reservation: redeeming it converts the reservation,
+        -- so the call repeats the reservation's code and member
+        PERFORM wallet_internal.idem_check(_key, format('reservation %s', _res.reservation_id),
+                                  wallet_internal.idem_code('reserve', _res.code::text, _res.member_ref, _res.ttl),
+                                  wallet_internal.idem_code('reserve', _input, _member, _res.ttl));
+        _convert := _res.state = 'active' AND _res.expires_at > clock_timestamp();
+    END IF;
+
+    IF _convert THEN
+        -- The reservation already holds its place under every cap and was
+        -- made inside the campaign window; only a key retired since then
+        -- (e.g. compromised) stops it.
+        SELECT p.status INTO _pstatus FROM wallet.parse_code(_input) p;
+        IF _pstatus <> 'ok' THEN
+            r.status := _pstatus;
+            RETURN r;
+        END IF;
+        SELECT * INTO cnt FROM wallet_internal.code_lock_counters(_res.campaign_id, _res.serial, _member);
+        IF _res.expires_at <= clock_timestamp() THEN
+            -- It expired while we waited for the locks: others may have taken
+            -- its place meanwhile, so the caps decide (it no longer counts).
+            _st := wallet_internal.code_caps_status(_res.campaign_id, _res.serial, _member, cnt.max_per_code,
+                                           cnt.max_per_member, cnt.max_total,
+                                           cnt.code_redeemed, cnt.member_redeemed, cnt.total_redeemed);
+            IF _st <> 'ok' THEN
+                r.status := _st;
+                RETURN r;
+            END IF;
+        END IF;
+        r.campaign_id := _res.campaign_id;
+        r.serial := _res.serial;
+        r.reservation_id := _res.reservation_id;
+        _code := _res.code;
+        UPDATE wallet.code_reservations v SET state = 'converted', closed_at = clock_timestamp()
+         WHERE v.reservation_id = _res.reservation_id;
+    ELSE
+        -- A fresh redemption (or one whose reservation expired or was released):
+        -- every check, then the caps under the counter locks.
+        SELECT * INTO pc FROM wallet_internal.code_precheck(_input, _member, left(_ctx->>'source', 256), 'redeem');
+        r.campaign_id := pc.campaign_id;
+        r.serial := pc.serial;
+        IF pc.status <> 'ok' THEN
+            r.status := pc.status;
+            RETURN r;
+        END IF;
+        SELECT * INTO cnt FROM wallet_internal.code_lock_counters(pc.campaign_id, pc.serial, _member);
+        _st := wallet_internal.code_caps_status(pc.campaign_id, pc.serial, _member, cnt.max_per_code, cnt.max_per_member,
+                                       cnt.max_total, cnt.code_redeemed, cnt.member_redeemed, cnt.total_redeemed);
+        IF _st <> 'ok' THEN
+            r.status := _st;
+            RETURN r;
+        END IF;
+        _code := pc.code;
+    END IF;
+
+    INSERT INTO wallet.code_redemptions (campaign_id, serial, code, member_ref, idempotency_key, context,
+                                         reservation_id, redeemed_at, merchant_id)
+    VALUES (r.campaign_id, r.serial, _code, _member, _key, _ctx,
+            r.reservation_id, clock_timestamp(), _merchant)
+    RETURNING redemption_id, redeemed_at INTO r.redemption_id, r.redeemed_at;
+    IF cnt.max_total IS NOT NULL THEN
+        PERFORM wallet_internal.code_bump_total(r.campaign_id, 1);
+    END IF;
+    r.status := 'ok';
+    RETURN r;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.redeem_code_full(text, text, text, jsonb) IS
+    'internal: wallet.redeem_code in PL/pgSQL, every case: redeem a code for a member, atomically and exactly once per idempotency key; returns status ok with the redemption, or the refusal status of check_code (nothing recorded but failed checks); a retry with the same key returns the first result (replayed), the same key with other arguments is WL002; the key of an active reservation converts it';
+
+CREATE OR REPLACE FUNCTION wallet.undo_redemption(redemption_id bigint, reason text)
+    RETURNS wallet.code_redemptions
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    SET enable_seqscan = off
+    AS $$
+#variable_conflict use_column
+DECLARE
+    _red wallet.code_redemptions;
+    cnt record;
+BEGIN
+    IF reason IS NULL OR btrim(reason) = '' THEN
+        RAISE EXCEPTION 'reason must not be null or blank'
+            USING ERRCODE = CASE WHEN reason IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,
+                  DETAIL = 'An undone redemption keeps the reason for the audit trail.';
+    END IF;
+    IF redemption_id IS NULL THEN
+        RAISE EXCEPTION 'redemption_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A redemption is undone by its id.';
+    END IF;
+    SELECT * INTO _red FROM wallet.code_redemptions d WHERE d.redemption_id = undo_redemption.redemption_id AND wallet_internal.sees_campaign(d.campaign_id) FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown redemption %', undo_redemption.redemption_id
+            USING ERRCODE = 'WL150',
+                  DETAIL = 'No row of wallet.code_redemptions has this redemption_id.';
+    END IF;
+    IF _red.undone_at IS NOT NULL THEN
+        RAISE EXCEPTION 'redemption % is already undone', _red.redemption_id
+            USING ERRCODE = 'WL151',
+                  DETAIL = format('It was undone at %s (reason: %s); a use can be freed only once.', _red.undone_at, _red.undo_reason);
+    END IF;
+    SELECT * INTO cnt FROM wallet_internal.code_lock_counters(_red.campaign_id, _red.serial, _red.member_ref);
+    IF cnt.max_total IS NOT NULL THEN
+        PERFORM wallet_internal.code_bump_total(_red.campaign_id, -1);
+    END IF;
+    UPDATE wallet.code_redemptions d SET undone_at = clock_timestamp(), undo_reason = undo_redemption.reason
+     WHERE d.redemption_id = _red.redemption_id
+    RETURNING * INTO _red;
+    RETURN _red;
+END
+$$;
+COMMENT ON FUNCTION wallet.undo_redemption(bigint, text) IS
+    'undo a redemption (e.g. cancelled order), freeing its use under every cap; returns the undone row; undoing twice is WL151';
+
+CREATE OR REPLACE FUNCTION wallet.reserve_code(code text, member_ref text, idempotency_key text, ttl interval, context jsonb DEFAULT '{}')
+    RETURNS wallet.reservation_result
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    SET enable_seqscan = off
+    AS $$
+#variable_conflict use_column
+DECLARE
+    _input text := code;
+    _member text := member_ref;
+    _key text := idempotency_key;
+    _ttl interval := ttl;
+    _ctx jsonb := coalesce(context, '{}');
+    _res wallet.code_reservations;
+    _red wallet.code_redemptions;
+    _merchant bigint;
+    pc record;
+    cnt record;
+    _st text;
+    _now timestamptz;
+    r wallet.reservation_result;
+BEGIN
+    IF _input IS NULL THEN
+        RAISE EXCEPTION 'code must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = 'A code is judged from the text a person typed: an empty text is malformed, a NULL is no text at all.';
+    END IF;
+    PERFORM wallet_internal.code_check_args(_member, _key, _ctx, true);
+    IF _ttl IS NULL THEN
+        RAISE EXCEPTION 'reservation ttl must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A reservation holds a code for a given time.';
+    END IF;
+    IF _ttl <= interval '0' THEN
+        RAISE EXCEPTION 'reservation ttl must be positive'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('A reservation holds a code for a positive time; %s was given.', _ttl);
+    END IF;
+    r.member_ref := _member;
+    r.replayed := false;
+    _merchant := wallet_internal.code_merchant(_input);
+
+    PERFORM pg_advisory_xact_lock(1464598529, hashtext(_key));
+    SELECT * INTO _res FROM wallet.code_reservations v WHERE v.idempotency_key = _key AND wallet_internal.key_scope(v.merchant_id, _merchant);
+    IF FOUND THEN
+        PERFORM wallet_internal.idem_check(_key, format('reservation %s', _res.reservation_id),
+                                  wallet_internal.idem_code('reserve', _res.code::text, _res.member_ref, _res.ttl),
+                                  wallet_internal.idem_code('reserve', _input, _member, _ttl));
+        r.status := 'ok';
+        r.reservation_id := _res.reservation_id;
+        r.campaign_id := _res.campaign_id;
+        r.serial := _res.serial;
+        r.expires_at := _res.expires_at;
+        r.replayed := true;
+        RETURN r;
+    END IF;
+    SELECT * INTO _red FROM wallet.code_redemptions d WHERE d.idempotency_key = _key AND wallet_internal.key_scope(d.merchant_id, _merchant);
+    IF FOUND THEN   -- a redemption's key: never a reservation's (raises)
+        PERFORM wallet_internal.idem_check(_key, format('redemption %s', _red.redemption_id),
+                                  wallet_internal.idem_code('redeem', _red.code::text, _red.member_ref, NULL),
+                                  wallet_internal.idem_code('reserve', _input, _member, _ttl));
+    END IF;
+
+    SELECT * INTO pc FROM wallet_internal.code_precheck(_input, _member, left(_ctx->>'source', 256), 'reserve');
+    r.campaign_id := pc.campaign_id;
+    r.serial := pc.serial;
+    IF pc.status <> 'ok' THEN
+        r.status := pc.status;
+        RETURN r;
+    END IF;
+    SELECT * INTO cnt FROM wallet_internal.code_lock_counters(pc.campaign_id, pc.serial, _member);
+    _st := wallet_internal.code_caps_status(pc.campaign_id, pc.serial, _member, cnt.max_per_code, cnt.max_per_member,
+                                   cnt.max_total, cnt.code_redeemed, cnt.member_redeemed, cnt.total_redeemed);
+    IF _st <> 'ok' THEN
+        r.status := _st;
+        RETURN r;
+    END IF;
+    _now := clock_timestamp();
+    INSERT INTO wallet.code_reservations (campaign_id, serial, code, member_ref, idempotency_key, ttl, reserved_at, expires_at,
+                                          merchant_id)
+    VALUES (pc.campaign_id, pc.serial, pc.code, _member, _key, _ttl, _now, _now + _ttl, _merchant)
+    RETURNING reservation_id, expires_at INTO r.reservation_id, r.expires_at;
+    -- Touch the campaign's counter: in REPEATABLE READ a concurrent change
+    -- of it then fails with a serialization error instead of going unseen.
+    IF cnt.max_total IS NOT NULL THEN
+        PERFORM wallet_internal.code_bump_total(pc.campaign_id, 0);
+    END IF;
+    r.status := 'ok';
+    RETURN r;
+END
+$$;
+COMMENT ON FUNCTION wallet.reserve_code(text, text, text, interval, jsonb) IS
+    'reserve a code for a member for ttl: the reservation counts against every cap until redeem_code with the same idempotency key converts it, release_reservation releases it, or it expires (at once, by clock time); returns the refusal status of check_code otherwise';
+
+COMMENT ON TRIGGER code_caps_recount ON wallet.campaigns IS
+    'caps are locked only while set: when one is set, this waits for the calls that read the old caps and rebuilds the campaign''s counter';
+
 -- == 10z. shared objects, final (issues 10-12)
 -- Objects that several sections above re-create (each with what its area
 -- added): their final definitions, exactly as the parts have them.
@@ -14635,7 +15038,7 @@ BEGIN
     n := n || jsonb_build_object('accounts', c);
     -- the tables of a campaign's codes: the member_ref, and what else they hold of the member
     FOR t, also IN VALUES ('code_bindings', ''), ('code_reservations', ''),
-                          ('code_redemptions', ', context = ''{}'''), ('member_use_counts', '') LOOP
+                          ('code_redemptions', ', context = ''{}''') LOOP
         EXECUTE format('UPDATE wallet.%I x SET member_ref = $1%s FROM wallet.campaigns k
                          WHERE k.campaign_id = x.campaign_id AND k.merchant_id = $2 AND x.member_ref = $3', t, also)
           USING pseudonym, _merchant, _ref;
