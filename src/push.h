@@ -13,6 +13,9 @@
  *       the member's state for a decision: erased, consent to the channel
  *       and topic, chosen topics, own quiet hours and caps, effective time
  *       zone and quiet hours (read, never cached: call under the member lock)
+ *   push_member_read_claiming(..., dedup_key, push_id, &duplicate, &member)
+ *       the same, claiming the dedup key for push_id in the same statement
+ *       (INSERT ... ON CONFLICT DO NOTHING on wallet.push_dedup)
  *   push_refusal(&topic, &member)                    NULL when the member may
  *       get the topic, else the reason (member_forgotten, muted, no_consent,
  *       consent_withdrawn, topic_not_chosen), as wallet_internal.push_refusal
@@ -37,6 +40,7 @@
 #define WALLET_PUSH_H
 
 #include "datatype/timestamp.h"
+#include "fmgr.h"
 #include "utils/date.h"
 
 #define PUSH_NAME_MAX	40		/* channel, topic and cap group names */
@@ -94,6 +98,10 @@ extern int	push_config_caps(int64 merchant_id, const char *channel, const char *
 							 PushCap *out, int max);
 extern void push_member_read(int64 merchant_id, int64 member_id, const char *channel,
 							 const char *topic, const PushSettings *settings, PushMember *out);
+extern void push_member_read_claiming(int64 merchant_id, int64 member_id, const char *channel,
+									  const char *topic, const PushSettings *settings,
+									  text *dedup_key, int64 push_id, bool *duplicate,
+									  PushMember *out);
 extern const char *push_refusal(const PushTopic *topic, const PushMember *member);
 extern bool push_quiet_until(TimestampTz t, const char *tz, TimeADT qs, TimeADT qe,
 							 TimestampTz *until);

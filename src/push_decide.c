@@ -67,7 +67,7 @@ static Oid	settings_relid = InvalidOid;
 static Oid	topics_relid = InvalidOid;
 static Oid	caps_relid = InvalidOid;
 
-static SPIPlanPtr member_plan = NULL;
+static SPIPlanPtr member_plan[2] = {NULL, NULL};	/* [1]: claiming a dedup key too */
 static SPIPlanPtr count_plan[2] = {NULL, NULL};	/* [0] calendar [1] rolling */
 static SPIPlanPtr slot_plan = NULL;
 
@@ -288,21 +288,28 @@ keep_plan(const char *sql, int nargs, Oid *argtypes)
 	return plan;
 }
 
-void
-push_member_read(int64 merchant_id, int64 member_id, const char *channel, const char *topic,
-				 const PushSettings *settings, PushMember *out)
+/*
+ * The member's state; with a dedup key (dedup_key not NULL), the key is
+ * claimed for push_id in the same statement (a concurrent first use of the
+ * key: waits for it, then finds it) and *duplicate tells whether it was taken.
+ */
+static void
+member_read(int64 merchant_id, int64 member_id, const char *channel, const char *topic,
+			const PushSettings *settings, text *dedup_key, int64 push_id, bool *duplicate,
+			PushMember *out)
 {
-	Datum		args[4];
+	Datum		args[6];
 	bool		isnull;
 	HeapTuple	tup;
 	TupleDesc	desc;
 	Datum		d;
+	SPIPlanPtr *plan = &member_plan[dedup_key != NULL ? 1 : 0];
 
-	if (member_plan == NULL)
+	if (*plan == NULL)
 	{
-		Oid			argtypes[4] = {INT8OID, INT8OID, TEXTOID, TEXTOID};
+		Oid			argtypes[6] = {INT8OID, INT8OID, TEXTOID, TEXTOID, TEXTOID, INT8OID};
 
-		member_plan = keep_plan(
+		*plan = keep_plan(dedup_key == NULL ?
 			"SELECT w.status OPERATOR(pg_catalog.=) 'forgotten', w.time_zone, c.granted, "
 			"       p.member_id IS NOT NULL AND p.quiet_start IS NOT NULL, p.quiet_start, p.quiet_end, "
 			"       coalesce(p.topics IS NOT NULL AND NOT ($4 OPERATOR(pg_catalog.=) ANY (p.topics)), false), "
@@ -312,13 +319,28 @@ push_member_read(int64 merchant_id, int64 member_id, const char *channel, const 
 			"   AND c.member_id OPERATOR(pg_catalog.=) w.member_id AND c.channel OPERATOR(pg_catalog.=) $3 "
 			"   AND c.topic OPERATOR(pg_catalog.=) $4 "
 			"  LEFT JOIN wallet.push_preferences p ON p.member_id OPERATOR(pg_catalog.=) w.member_id "
-			" WHERE w.member_id OPERATOR(pg_catalog.=) $2", 4, argtypes);
+			" WHERE w.member_id OPERATOR(pg_catalog.=) $2" :
+			"WITH d AS (INSERT INTO wallet.push_dedup (merchant_id, dedup_key, push_id) VALUES ($1, $5, $6) "
+			"           ON CONFLICT DO NOTHING RETURNING 1) "
+			"SELECT w.status OPERATOR(pg_catalog.=) 'forgotten', w.time_zone, c.granted, "
+			"       p.member_id IS NOT NULL AND p.quiet_start IS NOT NULL, p.quiet_start, p.quiet_end, "
+			"       coalesce(p.topics IS NOT NULL AND NOT ($4 OPERATOR(pg_catalog.=) ANY (p.topics)), false), "
+			"       p.max_per_day, p.max_per_week, NOT EXISTS (SELECT FROM d) "
+			"  FROM wallet.members w "
+			"  LEFT JOIN wallet.push_consents c ON c.merchant_id OPERATOR(pg_catalog.=) $1 "
+			"   AND c.member_id OPERATOR(pg_catalog.=) w.member_id AND c.channel OPERATOR(pg_catalog.=) $3 "
+			"   AND c.topic OPERATOR(pg_catalog.=) $4 "
+			"  LEFT JOIN wallet.push_preferences p ON p.member_id OPERATOR(pg_catalog.=) w.member_id "
+			" WHERE w.member_id OPERATOR(pg_catalog.=) $2",
+			dedup_key == NULL ? 4 : 6, argtypes);
 	}
 	args[0] = Int64GetDatum(merchant_id);
 	args[1] = Int64GetDatum(member_id);
 	args[2] = CStringGetTextDatum(channel);
 	args[3] = CStringGetTextDatum(topic);
-	if (SPI_execute_plan(member_plan, args, NULL, false, 1) != SPI_OK_SELECT)
+	args[4] = PointerGetDatum(dedup_key);
+	args[5] = Int64GetDatum(push_id);
+	if (SPI_execute_plan(*plan, args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "reading the push state of member " INT64_FORMAT " failed", member_id);
 	if (SPI_processed != 1)
 		elog(ERROR, "member " INT64_FORMAT " not found", member_id);
@@ -351,6 +373,23 @@ push_member_read(int64 merchant_id, int64 member_id, const char *channel, const 
 	out->max_per_day = isnull ? -1 : DatumGetInt32(d);
 	d = SPI_getbinval(tup, desc, 9, &isnull);
 	out->max_per_week = isnull ? -1 : DatumGetInt32(d);
+	if (dedup_key != NULL)
+		*duplicate = DatumGetBool(SPI_getbinval(tup, desc, 10, &isnull));
+}
+
+void
+push_member_read(int64 merchant_id, int64 member_id, const char *channel, const char *topic,
+				 const PushSettings *settings, PushMember *out)
+{
+	member_read(merchant_id, member_id, channel, topic, settings, NULL, 0, NULL, out);
+}
+
+void
+push_member_read_claiming(int64 merchant_id, int64 member_id, const char *channel, const char *topic,
+						  const PushSettings *settings, text *dedup_key, int64 push_id,
+						  bool *duplicate, PushMember *out)
+{
+	member_read(merchant_id, member_id, channel, topic, settings, dedup_key, push_id, duplicate, out);
 }
 
 const char *
@@ -428,23 +467,18 @@ cap_count(int64 member_id, const char *channel, const char *cap_group, int32 pri
 	if (*plan == NULL)
 	{
 		Oid			argtypes[7] = {INT8OID, TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID};
-		/* rolling: (ws, we]; calendar: [ws, we); each half matches a partial index */
+		/* rolling: (ws, we]; calendar: [ws, we); read from push_messages_member_idx alone */
 		const char *lo = rolling ? "OPERATOR(pg_catalog.>)" : "OPERATOR(pg_catalog.>=)";
 		const char *hi = rolling ? "OPERATOR(pg_catalog.<=)" : "OPERATOR(pg_catalog.<)";
 		char		sql[2048];
 
 		snprintf(sql, sizeof(sql),
-				 "SELECT (SELECT count(*) FROM (SELECT FROM wallet.push_messages y "
-				 "         WHERE y.member_id OPERATOR(pg_catalog.=) $1 AND y.status OPERATOR(pg_catalog.=) 'queued' "
-				 "           AND y.channel OPERATOR(pg_catalog.=) $2 AND y.cap_group OPERATOR(pg_catalog.=) $3 "
-				 "           AND y.priority OPERATOR(pg_catalog.>=) $4 AND y.slot_at %s $5 AND y.slot_at %s $6 "
-				 "         LIMIT $7) a) "
-				 "     OPERATOR(pg_catalog.+) "
-				 "       (SELECT count(*) FROM (SELECT FROM wallet.push_messages y "
-				 "         WHERE y.member_id OPERATOR(pg_catalog.=) $1 AND y.status IN ('sending', 'sent') "
-				 "           AND y.channel OPERATOR(pg_catalog.=) $2 AND y.cap_group OPERATOR(pg_catalog.=) $3 "
-				 "           AND y.slot_at %s $5 AND y.slot_at %s $6 "
-				 "         LIMIT $7) b)", lo, hi, lo, hi);
+				 "SELECT count(*) FROM (SELECT FROM wallet.push_messages y "
+				 " WHERE y.member_id OPERATOR(pg_catalog.=) $1 AND y.channel OPERATOR(pg_catalog.=) $2 "
+				 "   AND y.cap_group OPERATOR(pg_catalog.=) $3 AND y.slot_at %s $5 AND y.slot_at %s $6 "
+				 "   AND y.status IN ('queued', 'sending', 'sent') "
+				 "   AND (y.status OPERATOR(pg_catalog.<>) 'queued' OR y.priority OPERATOR(pg_catalog.>=) $4) "
+				 " LIMIT $7) a", lo, hi);
 		*plan = keep_plan(sql, 7, argtypes);
 	}
 	args[0] = Int64GetDatum(member_id);

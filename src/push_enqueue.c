@@ -30,7 +30,6 @@
 #define PUSH_LOCK_CLASS	2001234512	/* as wallet_internal.push_lock_member */
 
 static SPIPlanPtr member_id_plan = NULL;
-static SPIPlanPtr dedup_plan = NULL;
 static SPIPlanPtr insert_plan = NULL;
 
 static SPIPlanPtr
@@ -291,34 +290,25 @@ enqueue_push(PG_FUNCTION_ARGS)
 	t = Max(not_before, GetCurrentTransactionStartTimestamp());
 
 	memset(&d, 0, sizeof(d));
+	push_config_topic(merchant_id, topic_name, &topic);
+	push_config_settings(merchant_id, &settings);
 	if (has_dedup)
 	{
-		/* a concurrent first use of the key: waits for it, then finds it */
-		Datum		args[3] = {Int64GetDatum(merchant_id), PG_GETARG_DATUM(6), Int64GetDatum(push_id)};
+		bool		duplicate = false;
 
-		if (dedup_plan == NULL)
-		{
-			Oid			argtypes[3] = {INT8OID, TEXTOID, INT8OID};
-
-			dedup_plan = prepare_kept("INSERT INTO wallet.push_dedup (merchant_id, dedup_key, push_id) VALUES ($1, $2, $3) "
-									  "ON CONFLICT DO NOTHING", 3, argtypes);
-		}
-		if (SPI_execute_plan(dedup_plan, args, NULL, false, 0) != SPI_OK_INSERT)
-			elog(ERROR, "recording a dedup key failed");
-		if (SPI_processed == 0)
+		push_member_read_claiming(merchant_id, member_id, channel, topic_name, &settings,
+								  PG_GETARG_TEXT_PP(6), push_id, &duplicate, &member);
+		if (duplicate)
 		{
 			d.status = "duplicate";
 			d.reason = "dedup_key";
 		}
 	}
-	push_config_topic(merchant_id, topic_name, &topic);
-	if (d.status == NULL)
-	{
-		push_config_settings(merchant_id, &settings);
+	else
 		push_member_read(merchant_id, member_id, channel, topic_name, &settings, &member);
+	if (d.status == NULL)
 		push_decide(merchant_id, member_id, channel, topic_name, &topic, &member, priority, t,
 					has_expiry, expires_at, &d);
-	}
 
 	/* the outcome, recorded as one row: queued and deferred ones in the current queue slot */
 	{
