@@ -92,6 +92,8 @@ typedef struct PushDecision
 	TimestampTz eligible_at;
 } PushDecision;
 
+/* SPI_prepare + SPI_keepplan, or an error */
+extern struct _SPI_plan *push_keep_plan(const char *sql, int nargs, Oid *argtypes);
 extern void push_config_topic(int64 merchant_id, const char *topic, PushTopic *out);
 extern void push_config_settings(int64 merchant_id, PushSettings *out);
 extern int	push_config_caps(int64 merchant_id, const char *channel, const char *cap_group,

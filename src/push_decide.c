@@ -278,8 +278,8 @@ push_config_caps(int64 merchant_id, const char *channel, const char *cap_group, 
 	return n;
 }
 
-static SPIPlanPtr
-keep_plan(const char *sql, int nargs, Oid *argtypes)
+SPIPlanPtr
+push_keep_plan(const char *sql, int nargs, Oid *argtypes)
 {
 	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
 
@@ -309,7 +309,7 @@ member_read(int64 merchant_id, int64 member_id, const char *channel, const char 
 	{
 		Oid			argtypes[6] = {INT8OID, INT8OID, TEXTOID, TEXTOID, TEXTOID, INT8OID};
 
-		*plan = keep_plan(dedup_key == NULL ?
+		*plan = push_keep_plan(dedup_key == NULL ?
 			"SELECT w.status OPERATOR(pg_catalog.=) 'forgotten', w.time_zone, c.granted, "
 			"       p.member_id IS NOT NULL AND p.quiet_start IS NOT NULL, p.quiet_start, p.quiet_end, "
 			"       coalesce(p.topics IS NOT NULL AND NOT ($4 OPERATOR(pg_catalog.=) ANY (p.topics)), false), "
@@ -479,7 +479,7 @@ cap_count(int64 member_id, const char *channel, const char *cap_group, int32 pri
 				 "   AND y.status IN ('queued', 'sending', 'sent') "
 				 "   AND (y.status OPERATOR(pg_catalog.<>) 'queued' OR y.priority OPERATOR(pg_catalog.>=) $4) "
 				 " LIMIT $7) a", lo, hi);
-		*plan = keep_plan(sql, 7, argtypes);
+		*plan = push_keep_plan(sql, 7, argtypes);
 	}
 	args[0] = Int64GetDatum(member_id);
 	args[1] = CStringGetTextDatum(channel);
@@ -585,7 +585,7 @@ push_decide(int64 merchant_id, int64 member_id, const char *channel, const char 
 	{
 		Oid			argtypes[7] = {INT8OID, INT8OID, TEXTOID, TEXTOID, BOOLOID, INT4OID, TIMESTAMPTZOID};
 
-		slot_plan = keep_plan("SELECT s.slot, s.reason FROM wallet_internal.push_slot($1, $2, $3, $4, $5, $6, $7, true, NULL) s",
+		slot_plan = push_keep_plan("SELECT s.slot, s.reason FROM wallet_internal.push_slot($1, $2, $3, $4, $5, $6, $7, true, NULL) s",
 							  7, argtypes);
 	}
 	args[0] = Int64GetDatum(merchant_id);

@@ -32,16 +32,6 @@
 static SPIPlanPtr member_id_plan = NULL;
 static SPIPlanPtr insert_plan = NULL;
 
-static SPIPlanPtr
-prepare_kept(const char *sql, int nargs, Oid *argtypes)
-{
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
-
-	if (plan == NULL || SPI_keepplan(plan) != 0)
-		elog(ERROR, "preparing a push query failed: %s", SPI_result_code_string(SPI_result));
-	return plan;
-}
-
 /* number of characters of a text */
 static int
 text_chars(text *t)
@@ -188,7 +178,7 @@ enqueue_push(PG_FUNCTION_ARGS)
 	{
 		Oid			argtypes[2] = {INT8OID, TEXTOID};
 
-		member_id_plan = prepare_kept("SELECT m.member_id, pg_catalog.nextval('wallet.push_messages_push_id_seq'::pg_catalog.regclass) "
+		member_id_plan = push_keep_plan("SELECT m.member_id, pg_catalog.nextval('wallet.push_messages_push_id_seq'::pg_catalog.regclass) "
 									  "FROM wallet.members m WHERE m.merchant_id OPERATOR(pg_catalog.=) $1 "
 									  "AND m.member_ref OPERATOR(pg_catalog.=) $2", 2, argtypes);
 	}
@@ -322,7 +312,7 @@ enqueue_push(PG_FUNCTION_ARGS)
 			INT8OID, TEXTOID, INT4OID, TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID, TEXTOID, TEXTOID,
 			TIMESTAMPTZOID, TIMESTAMPTZOID};
 
-			insert_plan = prepare_kept(
+			insert_plan = push_keep_plan(
 				"INSERT INTO wallet.push_messages (push_id, merchant_id, member_id, channel, topic, cap_group, service, "
 				"    payload, campaign_id, dedup_key, priority, not_before, expires_at, outcome, outcome_reason, status, "
 				"    reason, due_at, slot_at, finished_at, part) OVERRIDING SYSTEM VALUE "
