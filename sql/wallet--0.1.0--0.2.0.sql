@@ -13740,7 +13740,8 @@ COMMENT ON FUNCTION wallet.purge_offer_quotes(interval, int) IS 'deletes up to m
 -- wallet.enqueue_push becomes a C function (src/push_enqueue.c) deciding with
 -- the C core of src/push_decide.c, whose per-backend cache of merchants'
 -- settings, topics and caps is dropped by statement triggers; the cap
--- indexes of wallet.push_messages become covering (index-only counts).
+-- indexes of wallet.push_messages become covering (index-only counts), and
+-- push_messages and push_dedup lose their foreign key to merchants.
 
 -- no foreign key to merchants on push_messages and push_dedup (a MultiXact on
 -- the merchant's row once enqueues overlap; see sql/ext/push.sql)
@@ -13748,11 +13749,14 @@ ALTER TABLE wallet.push_messages DROP CONSTRAINT push_messages_merchant_id_fkey;
 ALTER TABLE wallet.push_dedup DROP CONSTRAINT push_dedup_merchant_id_fkey;
 DROP INDEX wallet.push_messages_member_idx;
 DROP INDEX wallet.push_messages_member_sent_idx;
--- the caps: a member's messages by channel, cap group and slot (queued ones
--- at their planned slot, sending and sent ones at their claim time);
--- covering, so that a count reads the index only (issue 12)
-CREATE INDEX push_messages_member_idx ON wallet.push_messages (member_id, channel, cap_group, slot_at) INCLUDE (status, priority)
-    WHERE status IN ('queued', 'sending', 'sent');
+-- the caps: a member's messages by channel, cap group and slot, those sent
+-- (or being sent, at their claim time) apart from those queued (at their
+-- planned slot: the claim-time check counts only the former); covering, so
+-- that a count reads the index only (issue 12)
+CREATE INDEX push_messages_member_idx ON wallet.push_messages (member_id, channel, cap_group, slot_at) INCLUDE (priority)
+    WHERE status = 'queued';
+CREATE INDEX push_messages_member_sent_idx ON wallet.push_messages (member_id, channel, cap_group, slot_at)
+    WHERE status IN ('sending', 'sent');
 
 -- enqueue_push caches each merchant's settings, topics and caps per backend
 -- (src/push_decide.c): a change of them drops every backend's cache

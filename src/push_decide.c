@@ -467,18 +467,23 @@ cap_count(int64 member_id, const char *channel, const char *cap_group, int32 pri
 	if (*plan == NULL)
 	{
 		Oid			argtypes[7] = {INT8OID, TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID};
-		/* rolling: (ws, we]; calendar: [ws, we); read from push_messages_member_idx alone */
+		/* rolling: (ws, we]; calendar: [ws, we); each half read from its covering index alone */
 		const char *lo = rolling ? "OPERATOR(pg_catalog.>)" : "OPERATOR(pg_catalog.>=)";
 		const char *hi = rolling ? "OPERATOR(pg_catalog.<=)" : "OPERATOR(pg_catalog.<)";
 		char		sql[2048];
 
 		snprintf(sql, sizeof(sql),
-				 "SELECT count(*) FROM (SELECT FROM wallet.push_messages y "
-				 " WHERE y.member_id OPERATOR(pg_catalog.=) $1 AND y.channel OPERATOR(pg_catalog.=) $2 "
-				 "   AND y.cap_group OPERATOR(pg_catalog.=) $3 AND y.slot_at %s $5 AND y.slot_at %s $6 "
-				 "   AND y.status IN ('queued', 'sending', 'sent') "
-				 "   AND (y.status OPERATOR(pg_catalog.<>) 'queued' OR y.priority OPERATOR(pg_catalog.>=) $4) "
-				 " LIMIT $7) a", lo, hi);
+				 "SELECT (SELECT count(*) FROM (SELECT FROM wallet.push_messages y "
+				 "         WHERE y.member_id OPERATOR(pg_catalog.=) $1 AND y.status OPERATOR(pg_catalog.=) 'queued' "
+				 "           AND y.channel OPERATOR(pg_catalog.=) $2 AND y.cap_group OPERATOR(pg_catalog.=) $3 "
+				 "           AND y.priority OPERATOR(pg_catalog.>=) $4 AND y.slot_at %s $5 AND y.slot_at %s $6 "
+				 "         LIMIT $7) a) "
+				 "     OPERATOR(pg_catalog.+) "
+				 "       (SELECT count(*) FROM (SELECT FROM wallet.push_messages y "
+				 "         WHERE y.member_id OPERATOR(pg_catalog.=) $1 AND y.status IN ('sending', 'sent') "
+				 "           AND y.channel OPERATOR(pg_catalog.=) $2 AND y.cap_group OPERATOR(pg_catalog.=) $3 "
+				 "           AND y.slot_at %s $5 AND y.slot_at %s $6 "
+				 "         LIMIT $7) b)", lo, hi, lo, hi);
 		*plan = push_keep_plan(sql, 7, argtypes);
 	}
 	args[0] = Int64GetDatum(member_id);
