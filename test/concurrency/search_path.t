@@ -632,6 +632,7 @@ wallet_internal.merchant_roles_changed()	ok	-	UPDATE wallet.merchant_roles SET g
 wallet_internal.referral_purchase()	ok	-	INSERT INTO wallet.purchases (merchant_id, member_id, order_ref, amount, currency, occurred_at) SELECT $m, x.member_id, 'sp-referral-order', 10, 'CNY', 'now' FROM wallet.members x WHERE x.merchant_id OPERATOR(pg_catalog.=) $m AND x.member_ref OPERATOR(pg_catalog.=) 'member-friend'
 wallet_internal.referral_programs_changed()	ok	-	UPDATE wallet.referral_programs SET min_amount = min_amount WHERE campaign_id OPERATOR(pg_catalog.=) $c
 wallet_internal.tiers_changed()	ok	-	UPDATE wallet.tiers SET program_id = program_id WHERE program_id OPERATOR(pg_catalog.=) $p
+wallet_internal.push_config_changed()	ok	-	UPDATE wallet.push_caps SET max_count = max_count WHERE merchant_id OPERATOR(pg_catalog.=) $m
 TRIGGERS
 }
 
