@@ -24,7 +24,9 @@ OBJS = \
 	src/tiers.o \
 	src/referral_gate.o \
 	src/purchase.o \
-	src/push_claim.o
+	src/push_claim.o \
+	src/push_decide.o \
+	src/push_enqueue.o
 
 # The install script is assembled from one part per area so that each area's
 # SQL lives beside nothing else; order matters (later parts use earlier ones:

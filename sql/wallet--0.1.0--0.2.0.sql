@@ -14898,6 +14898,55 @@ COMMENT ON FUNCTION wallet.reserve_code(text, text, text, interval, jsonb) IS
 COMMENT ON TRIGGER code_caps_recount ON wallet.campaigns IS
     'caps are locked only while set: when one is set, this waits for the calls that read the old caps and rebuilds the campaign''s counter';
 
+-- == 10q. push enqueue in C (issue 12)
+-- wallet.enqueue_push becomes a C function (src/push_enqueue.c) deciding with
+-- the C core of src/push_decide.c, whose per-backend cache of merchants'
+-- settings, topics and caps is dropped by statement triggers; the cap
+-- indexes of wallet.push_messages become covering (index-only counts), and
+-- push_messages and push_dedup lose their foreign key to merchants.
+
+-- no foreign key to merchants on push_messages and push_dedup (a MultiXact on
+-- the merchant's row once enqueues overlap; see sql/ext/push.sql)
+ALTER TABLE wallet.push_messages DROP CONSTRAINT push_messages_merchant_id_fkey;
+ALTER TABLE wallet.push_dedup DROP CONSTRAINT push_dedup_merchant_id_fkey;
+DROP INDEX wallet.push_messages_member_idx;
+DROP INDEX wallet.push_messages_member_sent_idx;
+-- the caps: a member's messages by channel, cap group and slot, those sent
+-- (or being sent, at their claim time) apart from those queued (at their
+-- planned slot: the claim-time check counts only the former); covering, so
+-- that a count reads the index only (issue 12)
+CREATE INDEX push_messages_member_idx ON wallet.push_messages (member_id, channel, cap_group, slot_at) INCLUDE (priority)
+    WHERE status = 'queued';
+CREATE INDEX push_messages_member_sent_idx ON wallet.push_messages (member_id, channel, cap_group, slot_at)
+    WHERE status IN ('sending', 'sent');
+
+-- enqueue_push caches each merchant's settings, topics and caps per backend
+-- (src/push_decide.c): a change of them drops every backend's cache
+CREATE FUNCTION wallet_internal.push_config_changed() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'push_config_changed' LANGUAGE C;
+COMMENT ON FUNCTION wallet_internal.push_config_changed() IS 'internal: statement trigger on wallet.push_settings, push_topics and push_caps: every backend drops its cache of merchants'' push settings, topics and caps';
+CREATE TRIGGER push_config_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON wallet.push_settings
+    FOR EACH STATEMENT EXECUTE FUNCTION wallet_internal.push_config_changed();
+COMMENT ON TRIGGER push_config_changed ON wallet.push_settings IS 'drops the per-backend cache of push settings (enqueue_push)';
+CREATE TRIGGER push_config_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON wallet.push_topics
+    FOR EACH STATEMENT EXECUTE FUNCTION wallet_internal.push_config_changed();
+COMMENT ON TRIGGER push_config_changed ON wallet.push_topics IS 'drops the per-backend cache of push topics (enqueue_push)';
+CREATE TRIGGER push_config_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON wallet.push_caps
+    FOR EACH STATEMENT EXECUTE FUNCTION wallet_internal.push_config_changed();
+COMMENT ON TRIGGER push_config_changed ON wallet.push_caps IS 'drops the per-backend cache of push caps (enqueue_push)';
+
+-- In C (src/push_enqueue.c, issue 12): the checks of member_check and
+-- push_check_message, member_ensure, and the decision of push_enqueue with
+-- saved plans and cached merchant settings (src/push_decide.c).
+CREATE OR REPLACE FUNCTION wallet.enqueue_push(merchant_id bigint, member_ref text, channel text, topic text, payload jsonb,
+        campaign_id bigint DEFAULT NULL, dedup_key text DEFAULT NULL, not_before timestamptz DEFAULT now(),
+        expires_at timestamptz DEFAULT NULL, priority int DEFAULT 0,
+        OUT push_id bigint, OUT status text, OUT reason text, OUT eligible_at timestamptz)
+    LANGUAGE C
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'enqueue_push';
+COMMENT ON FUNCTION wallet.enqueue_push(bigint, text, text, text, jsonb, bigint, text, timestamptz, timestamptz, int) IS 'enqueues a message for a member: queued (eligible now), deferred (quiet_hours or frequency_cap, with the time it becomes eligible), suppressed (no_consent, consent_withdrawn, topic_not_chosen, muted, member_forgotten, expired, expires_before_slot, frequency_cap with policy drop) or duplicate (dedup_key used before by the merchant); every outcome is recorded in wallet.push_messages';
+
 -- == 10z. shared objects, final (issues 10-12)
 -- Objects that several sections above re-create (each with what its area
 -- added): their final definitions, exactly as the parts have them.

@@ -81,6 +81,21 @@ ALTER TABLE wallet.push_caps ENABLE ROW LEVEL SECURITY;
 CREATE POLICY merchant_rows ON wallet.push_caps USING (wallet.acts_for(merchant_id));
 COMMENT ON POLICY merchant_rows ON wallet.push_caps IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
 
+-- enqueue_push caches each merchant's settings, topics and caps per backend
+-- (src/push_decide.c): a change of them drops every backend's cache
+CREATE FUNCTION wallet_internal.push_config_changed() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'push_config_changed' LANGUAGE C;
+COMMENT ON FUNCTION wallet_internal.push_config_changed() IS 'internal: statement trigger on wallet.push_settings, push_topics and push_caps: every backend drops its cache of merchants'' push settings, topics and caps';
+CREATE TRIGGER push_config_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON wallet.push_settings
+    FOR EACH STATEMENT EXECUTE FUNCTION wallet_internal.push_config_changed();
+COMMENT ON TRIGGER push_config_changed ON wallet.push_settings IS 'drops the per-backend cache of push settings (enqueue_push)';
+CREATE TRIGGER push_config_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON wallet.push_topics
+    FOR EACH STATEMENT EXECUTE FUNCTION wallet_internal.push_config_changed();
+COMMENT ON TRIGGER push_config_changed ON wallet.push_topics IS 'drops the per-backend cache of push topics (enqueue_push)';
+CREATE TRIGGER push_config_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON wallet.push_caps
+    FOR EACH STATEMENT EXECUTE FUNCTION wallet_internal.push_config_changed();
+COMMENT ON TRIGGER push_config_changed ON wallet.push_caps IS 'drops the per-backend cache of push caps (enqueue_push)';
+
 ------------------------------------------------------------------------------
 -- Consent and member preferences
 ------------------------------------------------------------------------------
@@ -169,9 +184,13 @@ COMMENT ON POLICY merchant_rows ON wallet.push_preferences IS 'readers and apps 
 -- Messages
 ------------------------------------------------------------------------------
 
+-- No foreign key to merchants (here and in wallet.push_dedup): every
+-- enqueue would lock the merchant's row (FOR KEY SHARE, a MultiXact once
+-- sessions overlap); rows are written only by the push functions, for a
+-- member of the merchant they just checked (issue 12).
 CREATE TABLE wallet.push_messages (
     push_id        bigint GENERATED ALWAYS AS IDENTITY,
-    merchant_id    bigint NOT NULL REFERENCES wallet.merchants,
+    merchant_id    bigint NOT NULL,
     member_id      bigint NOT NULL REFERENCES wallet.members,
     channel        text NOT NULL,
     topic          text NOT NULL,
@@ -202,10 +221,14 @@ CREATE TABLE wallet.push_messages (
 ) PARTITION BY LIST (part);
 -- the claim path: due messages per channel, highest priority first
 CREATE INDEX push_messages_due_idx ON wallet.push_messages (channel, priority DESC, due_at) WHERE status IN ('queued', 'sending');
--- the caps: a member's messages by slot, those sent (or being sent) apart
--- from those planned (the claim-time check counts only the former)
-CREATE INDEX push_messages_member_idx ON wallet.push_messages (member_id, slot_at) WHERE status = 'queued';
-CREATE INDEX push_messages_member_sent_idx ON wallet.push_messages (member_id, slot_at) WHERE status IN ('sending', 'sent');
+-- the caps: a member's messages by channel, cap group and slot, those sent
+-- (or being sent, at their claim time) apart from those queued (at their
+-- planned slot: the claim-time check counts only the former); covering, so
+-- that a count reads the index only (issue 12)
+CREATE INDEX push_messages_member_idx ON wallet.push_messages (member_id, channel, cap_group, slot_at) INCLUDE (priority)
+    WHERE status = 'queued';
+CREATE INDEX push_messages_member_sent_idx ON wallet.push_messages (member_id, channel, cap_group, slot_at)
+    WHERE status IN ('sending', 'sent');
 CREATE INDEX push_messages_finished_idx ON wallet.push_messages (merchant_id, finished_at) WHERE finished_at IS NOT NULL;
 CREATE INDEX push_messages_member_all_idx ON wallet.push_messages (merchant_id, member_id);
 COMMENT ON TABLE wallet.push_messages IS 'every message enqueued with the outcome of enqueue_push and its delivery state, partitioned by part: queued and sending ones in three rotating queue slots (wallet.push_messages_q0..q2, emptied by TRUNCATE in turn: wallet.rotate_push_queue), finished ones in wallet.push_messages_done (insert-only on the hot path), purged after the merchant''s retention';
@@ -389,7 +412,7 @@ CREATE SEQUENCE wallet_internal.push_queue_slot MINVALUE 0 START 0;
 COMMENT ON SEQUENCE wallet_internal.push_queue_slot IS 'rotation state of the push queue slots: (epoch seconds of the last rotation) * 4 + the current slot (0-2); set by wallet.rotate_push_queue';
 
 CREATE TABLE wallet.push_dedup (
-    merchant_id bigint NOT NULL REFERENCES wallet.merchants,
+    merchant_id bigint NOT NULL,
     dedup_key   text NOT NULL,
     push_id     bigint NOT NULL,
     created_at  timestamptz NOT NULL DEFAULT now(),
@@ -1131,22 +1154,16 @@ END
 $$;
 COMMENT ON FUNCTION wallet_internal.push_check_message(bigint, text, text, jsonb, bigint, text, timestamptz, int) IS 'internal: the argument checks of enqueue_push (22004, 22023, WL101 for a campaign that is not the merchant''s)';
 
+-- In C (src/push_enqueue.c, issue 12): the checks of member_check and
+-- push_check_message, member_ensure, and the decision of push_enqueue with
+-- saved plans and cached merchant settings (src/push_decide.c).
 CREATE FUNCTION wallet.enqueue_push(merchant_id bigint, member_ref text, channel text, topic text, payload jsonb,
         campaign_id bigint DEFAULT NULL, dedup_key text DEFAULT NULL, not_before timestamptz DEFAULT now(),
         expires_at timestamptz DEFAULT NULL, priority int DEFAULT 0,
         OUT push_id bigint, OUT status text, OUT reason text, OUT eligible_at timestamptz)
-    LANGUAGE plpgsql
+    LANGUAGE C
     SET search_path = pg_catalog, pg_temp
-    AS $$
-DECLARE
-    r record;
-BEGIN
-    PERFORM wallet_internal.member_check($1, $2);
-    PERFORM wallet_internal.push_check_message($1, $3, $4, $5, $6, $7, $8, $10);
-    r := wallet_internal.push_enqueue($1, wallet_internal.member_ensure($1, $2), $3, $4, $5, $6, $7, $8, $9, $10, true);
-    push_id := r.push_id; status := r.status; reason := r.reason; eligible_at := r.eligible_at;
-END
-$$;
+    AS 'MODULE_PATHNAME', 'enqueue_push';
 COMMENT ON FUNCTION wallet.enqueue_push(bigint, text, text, text, jsonb, bigint, text, timestamptz, timestamptz, int) IS 'enqueues a message for a member: queued (eligible now), deferred (quiet_hours or frequency_cap, with the time it becomes eligible), suppressed (no_consent, consent_withdrawn, topic_not_chosen, muted, member_forgotten, expired, expires_before_slot, frequency_cap with policy drop) or duplicate (dedup_key used before by the merchant); every outcome is recorded in wallet.push_messages';
 
 -- A campaign's audience in one call: every active member (member_refs

@@ -639,6 +639,7 @@ wallet_internal.referral_purchase()	ok	-	INSERT INTO wallet.purchases (merchant_
 wallet_internal.referral_programs_changed()	ok	-	UPDATE wallet.referral_programs SET min_amount = min_amount WHERE campaign_id OPERATOR(pg_catalog.=) $c
 wallet_internal.tiers_changed()	ok	-	UPDATE wallet.tiers SET program_id = program_id WHERE program_id OPERATOR(pg_catalog.=) $p
 wallet_internal.purchase_rules_changed()	ok	-	UPDATE wallet.earning_rules SET priority = priority WHERE program_id OPERATOR(pg_catalog.=) $p
+wallet_internal.push_config_changed()	ok	-	UPDATE wallet.push_caps SET max_count = max_count WHERE merchant_id OPERATOR(pg_catalog.=) $m
 TRIGGERS
 }
 

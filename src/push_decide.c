@@ -1,0 +1,652 @@
+/*
+ * push_decide.c: the decision core of the push queue (push.h, README "Push").
+ *
+ * What enqueue_push decides per message, without a chain of PL/pgSQL
+ * statements: the merchant's settings, topics and caps come from a
+ * per-backend cache; the member's consent and preferences from one query;
+ * quiet hours are computed here; a cap is checked by one bounded count per
+ * cap.  Only a message that must move (quiet hours now, a cap reached) asks
+ * wallet_internal.push_slot for its slot, so the planning rules live in one
+ * place.  Every query here runs under the caller's SPI connection and under
+ * the pinned search_path of the calling function.
+ */
+#include "wallet.h"
+
+#include "push.h"
+
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+#include "catalog/namespace.h"
+
+/*
+ * Per backend, each merchant's push settings, topics and caps.  The
+ * statement triggers on the three tables (push_config_changed) queue a
+ * relcache invalidation of their table: this backend drops the cache at its
+ * next command, every other one when the change commits (each lookup
+ * accepts pending invalidations first, so a transaction that starts after
+ * the commit sees the change).
+ */
+typedef struct PushTopicRow
+{
+	char		topic[PUSH_NAME_MAX + 1];
+	PushTopic	t;
+} PushTopicRow;
+
+typedef struct PushCapRow
+{
+	char		channel[PUSH_NAME_MAX + 1];
+	char		cap_group[PUSH_NAME_MAX + 1];
+	PushCap		cap;
+} PushCapRow;
+
+typedef struct PushMerchant
+{
+	int64		merchant_id;
+	PushSettings settings;
+	int			ntopics;
+	PushTopicRow *topics;
+	int			ncaps;
+	PushCapRow *caps;
+} PushMerchant;
+
+static HTAB *config_cache = NULL;
+static MemoryContext config_cxt = NULL;
+static bool config_valid = false;
+static bool config_callback = false;
+static Oid	settings_relid = InvalidOid;
+static Oid	topics_relid = InvalidOid;
+static Oid	caps_relid = InvalidOid;
+
+static SPIPlanPtr member_plan[2] = {NULL, NULL};	/* [1]: claiming a dedup key too */
+static SPIPlanPtr count_plan[2] = {NULL, NULL};	/* [0] calendar [1] rolling */
+static SPIPlanPtr slot_plan = NULL;
+
+static void
+config_invalidate(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == settings_relid || relid == topics_relid || relid == caps_relid)
+		config_valid = false;
+}
+
+static void
+config_reset(void)
+{
+	HASHCTL		ctl;
+	Oid			nsp;
+
+	if (!config_callback)
+	{
+		CacheRegisterRelcacheCallback(config_invalidate, (Datum) 0);
+		config_callback = true;
+	}
+	if (config_cxt == NULL)
+		config_cxt = AllocSetContextCreate(TopMemoryContext, "wallet push config", ALLOCSET_SMALL_SIZES);
+	else
+		MemoryContextReset(config_cxt);
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(int64);
+	ctl.entrysize = sizeof(PushMerchant);
+	ctl.hcxt = config_cxt;
+	config_cache = hash_create("wallet push merchants", 16, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	nsp = get_namespace_oid("wallet", true);
+	settings_relid = OidIsValid(nsp) ? get_relname_relid("push_settings", nsp) : InvalidOid;
+	topics_relid = OidIsValid(nsp) ? get_relname_relid("push_topics", nsp) : InvalidOid;
+	caps_relid = OidIsValid(nsp) ? get_relname_relid("push_caps", nsp) : InvalidOid;
+	config_valid = true;
+}
+
+/* copies a text value into a fixed buffer; false when it does not fit */
+static bool
+copy_name(char *dst, int size, Datum d)
+{
+	text	   *t = DatumGetTextPP(d);
+	int			len = VARSIZE_ANY_EXHDR(t);
+
+	if (len >= size)
+		return false;
+	memcpy(dst, VARDATA_ANY(t), len);
+	dst[len] = '\0';
+	return true;
+}
+
+/* Under SPI: reads a merchant's settings, topics and caps into *m (in config_cxt). */
+static void
+config_load(PushMerchant *m)
+{
+	Oid			argtypes[1] = {INT8OID};
+	Datum		args[1] = {Int64GetDatum(m->merchant_id)};
+	bool		isnull;
+	uint64		i;
+	PushSettings *s = &m->settings;
+
+	/* a merchant without a row has the defaults: 22:00-08:00 UTC */
+	s->found = false;
+	s->quiet = true;
+	s->quiet_start = 22 * USECS_PER_HOUR;
+	s->quiet_end = 8 * USECS_PER_HOUR;
+	strcpy(s->time_zone, "UTC");
+	if (SPI_execute_with_args("SELECT s.quiet_start, s.quiet_end, s.time_zone FROM wallet.push_settings s "
+							  "WHERE s.merchant_id OPERATOR(pg_catalog.=) $1",
+							  1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "reading wallet.push_settings failed");
+	if (SPI_processed == 1)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[0];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		Datum		d;
+
+		s->found = true;
+		d = SPI_getbinval(tup, desc, 1, &isnull);
+		s->quiet = !isnull;
+		if (!isnull)
+		{
+			s->quiet_start = DatumGetTimeADT(d);
+			s->quiet_end = DatumGetTimeADT(SPI_getbinval(tup, desc, 2, &isnull));
+		}
+		if (!copy_name(s->time_zone, sizeof(s->time_zone), SPI_getbinval(tup, desc, 3, &isnull)))
+			elog(ERROR, "time zone of merchant " INT64_FORMAT " too long", m->merchant_id);
+	}
+
+	if (SPI_execute_with_args("SELECT t.topic, t.service, t.cap_group FROM wallet.push_topics t "
+							  "WHERE t.merchant_id OPERATOR(pg_catalog.=) $1",
+							  1, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "reading wallet.push_topics failed");
+	m->ntopics = 0;
+	m->topics = MemoryContextAllocZero(config_cxt, sizeof(PushTopicRow) * (SPI_processed + 1));
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		PushTopicRow *r = &m->topics[m->ntopics];
+		Datum		g;
+
+		/* names are checked identifiers of at most 40 characters: a longer one names nothing enqueued */
+		if (!copy_name(r->topic, sizeof(r->topic), SPI_getbinval(tup, desc, 1, &isnull)))
+			continue;
+		r->t.service = DatumGetBool(SPI_getbinval(tup, desc, 2, &isnull));
+		g = SPI_getbinval(tup, desc, 3, &isnull);
+		r->t.capped = !isnull && copy_name(r->t.cap_group, sizeof(r->t.cap_group), g);
+		if (!isnull && !r->t.capped)
+			continue;
+		m->ntopics++;
+	}
+
+	if (SPI_execute_with_args("SELECT k.channel, k.cap_group, k.period, k.max_count, k.window_size, "
+							  "k.policy OPERATOR(pg_catalog.=) 'drop' FROM wallet.push_caps k "
+							  "WHERE k.merchant_id OPERATOR(pg_catalog.=) $1",
+							  1, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "reading wallet.push_caps failed");
+	m->ncaps = 0;
+	m->caps = MemoryContextAllocZero(config_cxt, sizeof(PushCapRow) * (SPI_processed + 1));
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		PushCapRow *r = &m->caps[m->ncaps];
+		char		period[16];
+		Datum		w;
+
+		if (!copy_name(r->channel, sizeof(r->channel), SPI_getbinval(tup, desc, 1, &isnull)) ||
+			!copy_name(r->cap_group, sizeof(r->cap_group), SPI_getbinval(tup, desc, 2, &isnull)) ||
+			!copy_name(period, sizeof(period), SPI_getbinval(tup, desc, 3, &isnull)))
+			continue;
+		r->cap.period = period[0] == 'r' ? 'r' : period[0] == 'd' ? 'd' : 'w';
+		r->cap.max_count = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
+		w = SPI_getbinval(tup, desc, 5, &isnull);
+		if (!isnull)
+			r->cap.window_size = *DatumGetIntervalP(w);
+		r->cap.drop = DatumGetBool(SPI_getbinval(tup, desc, 6, &isnull));
+		m->ncaps++;
+	}
+}
+
+/* Under SPI: the merchant's cached configuration (loaded on first use). */
+static PushMerchant *
+config_lookup(int64 merchant_id)
+{
+	PushMerchant *e;
+	PushMerchant m;
+
+	AcceptInvalidationMessages();
+	if (!config_valid)
+		config_reset();
+	e = hash_search(config_cache, &merchant_id, HASH_FIND, NULL);
+	if (e != NULL)
+		return e;
+	memset(&m, 0, sizeof(m));
+	m.merchant_id = merchant_id;
+	config_load(&m);
+	/* the queries may have processed an invalidation that reset the cache (and its context) */
+	if (!config_valid)
+	{
+		config_reset();
+		config_load(&m);
+		if (!config_valid)
+			config_reset();		/* used once below, loaded again next time */
+	}
+	e = hash_search(config_cache, &merchant_id, HASH_ENTER, NULL);
+	*e = m;
+	return e;
+}
+
+void
+push_config_topic(int64 merchant_id, const char *topic, PushTopic *out)
+{
+	PushMerchant *m = config_lookup(merchant_id);
+	int			i;
+
+	for (i = 0; i < m->ntopics; i++)
+		if (strcmp(m->topics[i].topic, topic) == 0)
+		{
+			*out = m->topics[i].t;
+			return;
+		}
+	/* a topic without a row: marketing of cap group marketing, except topic service */
+	memset(out, 0, sizeof(*out));
+	out->service = strcmp(topic, "service") == 0;
+	out->capped = !out->service;
+	if (out->capped)
+		strcpy(out->cap_group, "marketing");
+}
+
+void
+push_config_settings(int64 merchant_id, PushSettings *out)
+{
+	*out = config_lookup(merchant_id)->settings;
+}
+
+int
+push_config_caps(int64 merchant_id, const char *channel, const char *cap_group, PushCap *out, int max)
+{
+	PushMerchant *m = config_lookup(merchant_id);
+	int			i,
+				n = 0;
+
+	for (i = 0; i < m->ncaps && n < max; i++)
+		if (strcmp(m->caps[i].channel, channel) == 0 && strcmp(m->caps[i].cap_group, cap_group) == 0)
+			out[n++] = m->caps[i].cap;
+	return n;
+}
+
+SPIPlanPtr
+push_keep_plan(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+	if (plan == NULL || SPI_keepplan(plan) != 0)
+		elog(ERROR, "preparing a push query failed: %s", SPI_result_code_string(SPI_result));
+	return plan;
+}
+
+/*
+ * The member's state; with a dedup key (dedup_key not NULL), the key is
+ * claimed for push_id in the same statement (a concurrent first use of the
+ * key: waits for it, then finds it) and *duplicate tells whether it was taken.
+ */
+static void
+member_read(int64 merchant_id, int64 member_id, const char *channel, const char *topic,
+			const PushSettings *settings, text *dedup_key, int64 push_id, bool *duplicate,
+			PushMember *out)
+{
+	Datum		args[6];
+	bool		isnull;
+	HeapTuple	tup;
+	TupleDesc	desc;
+	Datum		d;
+	SPIPlanPtr *plan = &member_plan[dedup_key != NULL ? 1 : 0];
+
+	if (*plan == NULL)
+	{
+		Oid			argtypes[6] = {INT8OID, INT8OID, TEXTOID, TEXTOID, TEXTOID, INT8OID};
+
+		*plan = push_keep_plan(dedup_key == NULL ?
+			"SELECT w.status OPERATOR(pg_catalog.=) 'forgotten', w.time_zone, c.granted, "
+			"       p.member_id IS NOT NULL AND p.quiet_start IS NOT NULL, p.quiet_start, p.quiet_end, "
+			"       coalesce(p.topics IS NOT NULL AND NOT ($4 OPERATOR(pg_catalog.=) ANY (p.topics)), false), "
+			"       p.max_per_day, p.max_per_week "
+			"  FROM wallet.members w "
+			"  LEFT JOIN wallet.push_consents c ON c.merchant_id OPERATOR(pg_catalog.=) $1 "
+			"   AND c.member_id OPERATOR(pg_catalog.=) w.member_id AND c.channel OPERATOR(pg_catalog.=) $3 "
+			"   AND c.topic OPERATOR(pg_catalog.=) $4 "
+			"  LEFT JOIN wallet.push_preferences p ON p.member_id OPERATOR(pg_catalog.=) w.member_id "
+			" WHERE w.member_id OPERATOR(pg_catalog.=) $2" :
+			"WITH d AS (INSERT INTO wallet.push_dedup (merchant_id, dedup_key, push_id) VALUES ($1, $5, $6) "
+			"           ON CONFLICT DO NOTHING RETURNING 1) "
+			"SELECT w.status OPERATOR(pg_catalog.=) 'forgotten', w.time_zone, c.granted, "
+			"       p.member_id IS NOT NULL AND p.quiet_start IS NOT NULL, p.quiet_start, p.quiet_end, "
+			"       coalesce(p.topics IS NOT NULL AND NOT ($4 OPERATOR(pg_catalog.=) ANY (p.topics)), false), "
+			"       p.max_per_day, p.max_per_week, NOT EXISTS (SELECT FROM d) "
+			"  FROM wallet.members w "
+			"  LEFT JOIN wallet.push_consents c ON c.merchant_id OPERATOR(pg_catalog.=) $1 "
+			"   AND c.member_id OPERATOR(pg_catalog.=) w.member_id AND c.channel OPERATOR(pg_catalog.=) $3 "
+			"   AND c.topic OPERATOR(pg_catalog.=) $4 "
+			"  LEFT JOIN wallet.push_preferences p ON p.member_id OPERATOR(pg_catalog.=) w.member_id "
+			" WHERE w.member_id OPERATOR(pg_catalog.=) $2",
+			dedup_key == NULL ? 4 : 6, argtypes);
+	}
+	args[0] = Int64GetDatum(merchant_id);
+	args[1] = Int64GetDatum(member_id);
+	args[2] = CStringGetTextDatum(channel);
+	args[3] = CStringGetTextDatum(topic);
+	args[4] = PointerGetDatum(dedup_key);
+	args[5] = Int64GetDatum(push_id);
+	if (SPI_execute_plan(*plan, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "reading the push state of member " INT64_FORMAT " failed", member_id);
+	if (SPI_processed != 1)
+		elog(ERROR, "member " INT64_FORMAT " not found", member_id);
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	memset(out, 0, sizeof(*out));
+	out->forgotten = DatumGetBool(SPI_getbinval(tup, desc, 1, &isnull)) && !isnull;
+	d = SPI_getbinval(tup, desc, 2, &isnull);
+	if (isnull)
+		strcpy(out->time_zone, settings->time_zone);
+	else if (!copy_name(out->time_zone, sizeof(out->time_zone), d))
+		elog(ERROR, "time zone of member " INT64_FORMAT " too long", member_id);
+	d = SPI_getbinval(tup, desc, 3, &isnull);
+	out->consent = isnull ? -1 : DatumGetBool(d) ? 1 : 0;
+	if (DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull)))
+	{
+		/* the member's own quiet hours */
+		out->quiet = true;
+		out->quiet_start = DatumGetTimeADT(SPI_getbinval(tup, desc, 5, &isnull));
+		out->quiet_end = DatumGetTimeADT(SPI_getbinval(tup, desc, 6, &isnull));
+	}
+	else
+	{
+		out->quiet = settings->quiet;
+		out->quiet_start = settings->quiet_start;
+		out->quiet_end = settings->quiet_end;
+	}
+	out->topic_not_chosen = DatumGetBool(SPI_getbinval(tup, desc, 7, &isnull));
+	d = SPI_getbinval(tup, desc, 8, &isnull);
+	out->max_per_day = isnull ? -1 : DatumGetInt32(d);
+	d = SPI_getbinval(tup, desc, 9, &isnull);
+	out->max_per_week = isnull ? -1 : DatumGetInt32(d);
+	if (dedup_key != NULL)
+		*duplicate = DatumGetBool(SPI_getbinval(tup, desc, 10, &isnull));
+}
+
+void
+push_member_read(int64 merchant_id, int64 member_id, const char *channel, const char *topic,
+				 const PushSettings *settings, PushMember *out)
+{
+	member_read(merchant_id, member_id, channel, topic, settings, NULL, 0, NULL, out);
+}
+
+void
+push_member_read_claiming(int64 merchant_id, int64 member_id, const char *channel, const char *topic,
+						  const PushSettings *settings, text *dedup_key, int64 push_id,
+						  bool *duplicate, PushMember *out)
+{
+	member_read(merchant_id, member_id, channel, topic, settings, dedup_key, push_id, duplicate, out);
+}
+
+const char *
+push_refusal(const PushTopic *topic, const PushMember *member)
+{
+	if (member->forgotten)
+		return "member_forgotten";
+	if (topic->service)
+		return member->consent == 0 ? "muted" : NULL;
+	if (member->consent < 0)
+		return "no_consent";
+	if (member->consent == 0)
+		return "consent_withdrawn";
+	if (member->topic_not_chosen)
+		return "topic_not_chosen";
+	return NULL;
+}
+
+/* t AT TIME ZONE tz (a local timestamp) and back */
+static Timestamp
+to_local(TimestampTz t, const char *tz)
+{
+	return DatumGetTimestamp(DirectFunctionCall2(timestamptz_zone, CStringGetTextDatum(tz),
+												 TimestampTzGetDatum(t)));
+}
+
+static TimestampTz
+from_local(Timestamp lt, const char *tz)
+{
+	return DatumGetTimestampTz(DirectFunctionCall2(timestamp_zone, CStringGetTextDatum(tz),
+												   TimestampGetDatum(lt)));
+}
+
+/* midnight of a local timestamp's day (lt::date) */
+static Timestamp
+local_day(Timestamp lt)
+{
+	Timestamp	r = lt - lt % USECS_PER_DAY;
+
+	if (lt % USECS_PER_DAY < 0)
+		r -= USECS_PER_DAY;
+	return r;
+}
+
+bool
+push_quiet_until(TimestampTz t, const char *tz, TimeADT qs, TimeADT qe, TimestampTz *until)
+{
+	Timestamp	lt,
+				day;
+	TimeADT		lo;
+	TimestampTz e;
+
+	lt = to_local(t, tz);
+	day = local_day(lt);
+	lo = lt - day;
+	if (!((qs < qe && lo >= qs && lo < qe) || (qs > qe && (lo >= qs || lo < qe))))
+		return false;
+	/* the next local quiet_end after t (an end in a DST gap moves on by the gap) */
+	e = from_local(day + qe, tz);
+	if (e <= t)
+		e = from_local(day + USECS_PER_DAY + qe, tz);
+	*until = e;
+	return true;
+}
+
+/* Under SPI: messages counted against a cap in the window, at most limit. */
+static int64
+cap_count(int64 member_id, const char *channel, const char *cap_group, int32 priority,
+		  bool rolling, TimestampTz ws, TimestampTz we, int32 limit)
+{
+	Datum		args[7];
+	bool		isnull;
+	SPIPlanPtr *plan = &count_plan[rolling ? 1 : 0];
+
+	if (*plan == NULL)
+	{
+		Oid			argtypes[7] = {INT8OID, TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID};
+		/* rolling: (ws, we]; calendar: [ws, we); each half read from its covering index alone */
+		const char *lo = rolling ? "OPERATOR(pg_catalog.>)" : "OPERATOR(pg_catalog.>=)";
+		const char *hi = rolling ? "OPERATOR(pg_catalog.<=)" : "OPERATOR(pg_catalog.<)";
+		char		sql[2048];
+
+		snprintf(sql, sizeof(sql),
+				 "SELECT (SELECT count(*) FROM (SELECT FROM wallet.push_messages y "
+				 "         WHERE y.member_id OPERATOR(pg_catalog.=) $1 AND y.status OPERATOR(pg_catalog.=) 'queued' "
+				 "           AND y.channel OPERATOR(pg_catalog.=) $2 AND y.cap_group OPERATOR(pg_catalog.=) $3 "
+				 "           AND y.priority OPERATOR(pg_catalog.>=) $4 AND y.slot_at %s $5 AND y.slot_at %s $6 "
+				 "         LIMIT $7) a) "
+				 "     OPERATOR(pg_catalog.+) "
+				 "       (SELECT count(*) FROM (SELECT FROM wallet.push_messages y "
+				 "         WHERE y.member_id OPERATOR(pg_catalog.=) $1 AND y.status IN ('sending', 'sent') "
+				 "           AND y.channel OPERATOR(pg_catalog.=) $2 AND y.cap_group OPERATOR(pg_catalog.=) $3 "
+				 "           AND y.slot_at %s $5 AND y.slot_at %s $6 "
+				 "         LIMIT $7) b)", lo, hi, lo, hi);
+		*plan = push_keep_plan(sql, 7, argtypes);
+	}
+	args[0] = Int64GetDatum(member_id);
+	args[1] = CStringGetTextDatum(channel);
+	args[2] = CStringGetTextDatum(cap_group);
+	args[3] = Int32GetDatum(priority);
+	args[4] = TimestampTzGetDatum(ws);
+	args[5] = TimestampTzGetDatum(we);
+	args[6] = Int32GetDatum(limit);
+	if (SPI_execute_plan(*plan, args, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "counting the messages of member " INT64_FORMAT " failed", member_id);
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+bool
+push_cap_reached(int64 merchant_id, int64 member_id, const char *channel, const PushTopic *topic,
+				 const PushMember *member, int32 priority, TimestampTz t)
+{
+	PushCap		caps[PUSH_CAPS_MAX];
+	int			n,
+				i;
+
+	if (!topic->capped)
+		return false;
+	/* at most one cap per period (the key of wallet.push_caps), then the member's two */
+	n = push_config_caps(merchant_id, channel, topic->cap_group, caps, PUSH_CAPS_MAX - 2);
+	if (member->max_per_day >= 0)
+	{
+		memset(&caps[n], 0, sizeof(PushCap));
+		caps[n].period = 'd';
+		caps[n++].max_count = member->max_per_day;
+	}
+	if (member->max_per_week >= 0)
+	{
+		memset(&caps[n], 0, sizeof(PushCap));
+		caps[n].period = 'w';
+		caps[n++].max_count = member->max_per_week;
+	}
+	for (i = 0; i < n; i++)
+	{
+		TimestampTz ws,
+					we;
+
+		if (caps[i].max_count <= 0)
+			return true;		/* a member's cap of 0: nothing fits */
+		if (caps[i].period == 'r')
+		{
+			ws = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_mi_interval, TimestampTzGetDatum(t),
+														 IntervalPGetDatum(&caps[i].window_size)));
+			we = t;
+		}
+		else
+		{
+			Timestamp	lt = DatumGetTimestamp(DirectFunctionCall2(timestamp_trunc,
+																   CStringGetTextDatum(caps[i].period == 'd' ? "day" : "week"),
+																   TimestampGetDatum(to_local(t, member->time_zone))));
+
+			ws = from_local(lt, member->time_zone);
+			we = from_local(lt + (caps[i].period == 'd' ? 1 : 7) * USECS_PER_DAY, member->time_zone);
+		}
+		if (cap_count(member_id, channel, topic->cap_group, priority, caps[i].period == 'r',
+					  ws, we, caps[i].max_count) >= caps[i].max_count)
+			return true;
+	}
+	return false;
+}
+
+void
+push_decide(int64 merchant_id, int64 member_id, const char *channel, const char *topic_name,
+			const PushTopic *topic, const PushMember *member, int32 priority, TimestampTz t,
+			bool has_expiry, TimestampTz expires_at, PushDecision *out)
+{
+	TimestampTz until;
+	Datum		args[7];
+	char		nulls[7] = "       ";
+	bool		isnull;
+	Datum		d;
+
+	memset(out, 0, sizeof(*out));
+	out->reason = push_refusal(topic, member);
+	if (out->reason != NULL)
+	{
+		out->status = "suppressed";
+		return;
+	}
+	if (has_expiry && expires_at <= t)
+	{
+		out->status = "suppressed";
+		out->reason = "expired";
+		return;
+	}
+	if ((topic->service || !member->quiet ||
+		 !push_quiet_until(t, member->time_zone, member->quiet_start, member->quiet_end, &until)) &&
+		!push_cap_reached(merchant_id, member_id, channel, topic, member, priority, t))
+	{
+		/* t itself is fine */
+		out->status = "queued";
+		out->has_eligible = true;
+		out->eligible_at = t;
+		return;
+	}
+	/* the slot moves: planned by push_slot, as at claim time */
+	if (slot_plan == NULL)
+	{
+		Oid			argtypes[7] = {INT8OID, INT8OID, TEXTOID, TEXTOID, BOOLOID, INT4OID, TIMESTAMPTZOID};
+
+		slot_plan = push_keep_plan("SELECT s.slot, s.reason FROM wallet_internal.push_slot($1, $2, $3, $4, $5, $6, $7, true, NULL) s",
+							  7, argtypes);
+	}
+	args[0] = Int64GetDatum(merchant_id);
+	args[1] = Int64GetDatum(member_id);
+	args[2] = CStringGetTextDatum(channel);
+	if (topic->capped)
+		args[3] = CStringGetTextDatum(topic->cap_group);
+	else
+	{
+		args[3] = (Datum) 0;
+		nulls[3] = 'n';
+	}
+	args[4] = BoolGetDatum(topic->service);
+	args[5] = Int32GetDatum(priority);
+	args[6] = TimestampTzGetDatum(t);
+	if (SPI_execute_plan(slot_plan, args, nulls, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "planning the slot of member " INT64_FORMAT " failed", member_id);
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+	/* reasons are constants of push_slot: map them to ours, never keep SPI memory */
+	if (isnull)
+		out->reason = NULL;
+	else
+	{
+		char	   *r = TextDatumGetCString(d);
+
+		out->reason = strcmp(r, "quiet_hours") == 0 ? "quiet_hours" :
+			strcmp(r, "frequency_cap") == 0 ? "frequency_cap" : pstrdup(r);
+	}
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (isnull)
+	{
+		out->status = "suppressed";
+		return;
+	}
+	if (has_expiry && DatumGetTimestampTz(d) >= expires_at)
+	{
+		out->status = "suppressed";
+		out->reason = "expires_before_slot";
+		return;
+	}
+	out->has_eligible = true;
+	out->eligible_at = DatumGetTimestampTz(d);
+	out->status = out->reason == NULL ? "queued" : "deferred";
+}
+
+/* Statement trigger on wallet.push_settings, push_topics and push_caps: every backend drops its cache. */
+PG_FUNCTION_INFO_V1(push_config_changed);
+Datum
+push_config_changed(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("wallet_internal.push_config_changed() must be called as a trigger")));
+	CacheInvalidateRelcache(trigdata->tg_relation);
+	return PointerGetDatum(NULL);
+}
