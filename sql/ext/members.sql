@@ -303,7 +303,7 @@ BEGIN
     n := n || jsonb_build_object('accounts', c);
     -- the tables of a campaign's codes: the member_ref, and what else they hold of the member
     FOR t, also IN VALUES ('code_bindings', ''), ('code_reservations', ''),
-                          ('code_redemptions', ', context = ''{}''') LOOP
+                          ('code_redemptions', ', context = ''{}'''), ('member_use_counts', '') LOOP
         EXECUTE format('UPDATE wallet.%I x SET member_ref = $1%s FROM wallet.campaigns k
                          WHERE k.campaign_id = x.campaign_id AND k.merchant_id = $2 AND x.member_ref = $3', t, also)
           USING pseudonym, _merchant, _ref;

@@ -10,21 +10,17 @@
 --     src/guard.c), outside every transaction, so a rolled-back guess counts
 --     too; deciding "throttled?" and counting the failure is one critical
 --     section, so concurrent guesses cannot slip past the threshold.
---   * Caps: the per-code and per-member caps are decided under a
---     transaction-level advisory lock on the code (class 0x574C0004) and on
---     the member in the campaign (0x574C0005), taken only while that cap is
---     set (no hot lock for an uncapped public code), by counting the live
---     redemptions as committed now (wallet_internal.code_live_uses): the
---     redemption row is the only write.  The total cap keeps one counter row
---     per campaign (wallet.campaign_use_counts).  Reserve, redeem and undo
---     take these locks in that fixed order (code, member, campaign), so they
---     never deadlock with each other; under those locks they count the
---     active reservations (expires_at > clock_timestamp()), which is why an
---     expired reservation stops counting at once without a cleanup job.
+--   * Caps: one counter row per code, per (campaign, member) and per campaign
+--     holds the number of live redemptions, kept only while that cap is set
+--     (no hot row for an uncapped public code or campaign).  Reserve, redeem
+--     and undo lock these rows in that fixed order (code, member, campaign),
+--     so they never deadlock with each other; under those locks they count
+--     the active reservations (expires_at > clock_timestamp()), which is why
+--     an expired reservation stops counting at once without a cleanup job.
 --   * Lock order overall: idempotency key, reservation
 --     row, ROW EXCLUSIVE on code_redemptions and code_reservations (so that
---     setting a cap waits for calls that read the old caps), code lock,
---     member lock, campaign counter.
+--     setting a cap, which rebuilds its counter, waits for calls that read
+--     the old caps), code counter, member counter, campaign counter.
 --   * Time is clock_timestamp() (the moment of the call), not now(): a long
 --     transaction must not keep a reservation alive or a campaign open.
 
@@ -304,8 +300,7 @@ CREATE INDEX code_redemptions_code_idx ON wallet.code_redemptions (campaign_id, 
 -- would all go to one leaf page, which every redemption would then lock.
 CREATE UNIQUE INDEX code_redemptions_reservation_id_key ON wallet.code_redemptions (reservation_id)
     WHERE reservation_id IS NOT NULL;
--- A member's redemptions, and in one campaign (the per-member cap counts them).
-CREATE INDEX code_redemptions_member_idx ON wallet.code_redemptions (member_ref, campaign_id, redeemed_at);
+CREATE INDEX code_redemptions_member_idx ON wallet.code_redemptions (member_ref, redeemed_at);
 COMMENT ON TABLE wallet.code_redemptions IS 'code redemptions, one row per successful redeem_code; undo_redemption marks a row undone and frees its use';
 COMMENT ON COLUMN wallet.code_redemptions.redemption_id IS 'redemption id';
 COMMENT ON COLUMN wallet.code_redemptions.campaign_id IS 'campaign of the redeemed code';
@@ -320,9 +315,34 @@ COMMENT ON COLUMN wallet.code_redemptions.undone_at IS 'when it was undone; NULL
 COMMENT ON COLUMN wallet.code_redemptions.undo_reason IS 'why it was undone (e.g. order cancelled)';
 COMMENT ON COLUMN wallet.code_redemptions.merchant_id IS 'merchant of the campaign: idempotency keys are unique per merchant';
 
--- The counter of live (not undone) redemptions of a campaign with a total
--- cap; its row is also the lock that makes that cap exact.  (The per-code and
--- per-member caps have no counter: see the top of this file.)
+-- Counters of live (not undone) redemptions.  Their rows are also the locks
+-- that make each cap exact; reservations are counted beside them.
+CREATE TABLE wallet.code_use_counts (
+    campaign_id bigint NOT NULL,
+    serial      bigint NOT NULL,
+    redeemed    int NOT NULL DEFAULT 0 CHECK (redeemed >= 0),
+    PRIMARY KEY (campaign_id, serial),
+    merchant_id bigint NOT NULL
+);
+COMMENT ON TABLE wallet.code_use_counts IS 'live redemptions per code; the row is locked while a use of the code is decided';
+COMMENT ON COLUMN wallet.code_use_counts.campaign_id IS 'campaign of the code';
+COMMENT ON COLUMN wallet.code_use_counts.serial IS 'serial of the code';
+COMMENT ON COLUMN wallet.code_use_counts.redeemed IS 'redemptions of the code not undone';
+COMMENT ON COLUMN wallet.code_use_counts.merchant_id IS 'merchant of the campaign (copied from it): the key to distribute by';
+
+CREATE TABLE wallet.member_use_counts (
+    campaign_id bigint NOT NULL,
+    member_ref  text NOT NULL,
+    redeemed    int NOT NULL DEFAULT 0 CHECK (redeemed >= 0),
+    PRIMARY KEY (campaign_id, member_ref),
+    merchant_id bigint NOT NULL
+);
+COMMENT ON TABLE wallet.member_use_counts IS 'live redemptions per member and campaign; the row is locked while a use by the member is decided';
+COMMENT ON COLUMN wallet.member_use_counts.campaign_id IS 'campaign';
+COMMENT ON COLUMN wallet.member_use_counts.member_ref IS 'member';
+COMMENT ON COLUMN wallet.member_use_counts.redeemed IS 'redemptions by the member in the campaign not undone';
+COMMENT ON COLUMN wallet.member_use_counts.merchant_id IS 'merchant of the campaign (copied from it): the key to distribute by';
+
 CREATE TABLE wallet.campaign_use_counts (
     campaign_id bigint PRIMARY KEY,
     redeemed    bigint NOT NULL DEFAULT 0 CHECK (redeemed >= 0),
@@ -339,6 +359,8 @@ SELECT pg_catalog.pg_extension_config_dump('wallet.code_failed_attempts', '');
 SELECT pg_catalog.pg_extension_config_dump('wallet.code_bindings', '');
 SELECT pg_catalog.pg_extension_config_dump('wallet.code_reservations', '');
 SELECT pg_catalog.pg_extension_config_dump('wallet.code_redemptions', '');
+SELECT pg_catalog.pg_extension_config_dump('wallet.code_use_counts', '');
+SELECT pg_catalog.pg_extension_config_dump('wallet.member_use_counts', '');
 SELECT pg_catalog.pg_extension_config_dump('wallet.campaign_use_counts', '');
 -- ... and the identity sequences, or a restored database would hand out ids again.
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('wallet.code_failed_attempts', 'attempt_id'), '');
@@ -530,26 +552,16 @@ COMMENT ON FUNCTION wallet_internal.code_caps_unchanged(bigint, int, int, bigint
     'internal: raise a serialization failure (40001) unless the campaign''s latest committed caps are the given ones (for REPEATABLE READ and SERIALIZABLE, whose snapshot may predate a change)';
 
 -- The caps of a campaign, read so that they cannot change unseen, and the
--- locks of the caps that are set, taken in the fixed order (code, member,
--- campaign), with the live redemptions they count.
+-- counter rows of the caps that are set, locked in the fixed order (code,
+-- member, campaign) and created on first use.
 --
--- A lock is taken only while its cap is set, so that a public code with no
--- per-code cap, or a campaign with no total cap, is not one hot lock that
+-- A counter is kept only while its cap is set, so that a public code with no
+-- per-code cap, or a campaign with no total cap, is not one hot row that
 -- every redemption queues on.  When a cap is set on a campaign that had none,
--- the trigger wallet_internal.code_caps_recount takes SHARE on both tables
--- (and rebuilds the campaign's counter); the ROW EXCLUSIVE locks taken here
--- first make it wait for every call that read the old caps, and make every
--- later call wait for it, so no redemption is decided under the wrong caps.
-
--- The per-code and per-member locks and counts (src/redeem.c).
-CREATE FUNCTION wallet_internal.code_live_uses(campaign_id bigint, serial bigint, member_ref text,
-        per_code boolean, per_member boolean, OUT code_redeemed int, OUT member_redeemed int)
-    AS 'MODULE_PATHNAME', 'code_live_uses' LANGUAGE C VOLATILE
-    SET search_path = pg_catalog, pg_temp
-    SET enable_seqscan = off;
-COMMENT ON FUNCTION wallet_internal.code_live_uses(bigint, bigint, text, boolean, boolean) IS
-    'internal: take (until the end of the transaction) the lock on the code''s uses when per_code, then on the member''s uses in the campaign when per_member, and return their live redemptions as committed now (NULL for a cap not asked); under REPEATABLE READ or SERIALIZABLE a count the snapshot sees otherwise is a serialization failure';
-
+-- the trigger wallet_internal.code_caps_recount rebuilds its counters; the ROW
+-- EXCLUSIVE locks taken here first make that trigger (which takes SHARE on
+-- both tables) wait for every call that read the old caps, and make every
+-- later call wait for it, so no redemption is counted under the wrong caps.
 CREATE FUNCTION wallet_internal.code_lock_counters(campaign_id bigint, serial bigint, member_ref text,
         OUT max_per_code int, OUT max_per_member int, OUT max_total bigint,
         OUT code_redeemed int, OUT member_redeemed int, OUT total_redeemed bigint)
@@ -576,9 +588,23 @@ BEGIN
           FROM wallet.campaigns c WHERE c.campaign_id = $1;
         PERFORM wallet_internal.code_caps_unchanged($1, max_per_code, max_per_member, max_total);
     END IF;
-    IF max_per_code IS NOT NULL OR max_per_member IS NOT NULL THEN
-        SELECT u.code_redeemed, u.member_redeemed INTO code_redeemed, member_redeemed
-          FROM wallet_internal.code_live_uses($1, $2, $3, max_per_code IS NOT NULL, max_per_member IS NOT NULL) u;
+    IF max_per_code IS NOT NULL THEN
+        SELECT u.redeemed INTO code_redeemed FROM wallet.code_use_counts u
+         WHERE u.campaign_id = $1 AND u.serial = $2 FOR UPDATE;
+        IF NOT FOUND THEN
+            INSERT INTO wallet.code_use_counts AS u (campaign_id, serial, merchant_id) VALUES ($1, $2, merchant) ON CONFLICT DO NOTHING;
+            SELECT u.redeemed INTO code_redeemed FROM wallet.code_use_counts u
+             WHERE u.campaign_id = $1 AND u.serial = $2 FOR UPDATE;
+        END IF;
+    END IF;
+    IF max_per_member IS NOT NULL THEN
+        SELECT u.redeemed INTO member_redeemed FROM wallet.member_use_counts u
+         WHERE u.campaign_id = $1 AND u.member_ref = $3 FOR UPDATE;
+        IF NOT FOUND THEN
+            INSERT INTO wallet.member_use_counts AS u (campaign_id, member_ref, merchant_id) VALUES ($1, $3, merchant) ON CONFLICT DO NOTHING;
+            SELECT u.redeemed INTO member_redeemed FROM wallet.member_use_counts u
+             WHERE u.campaign_id = $1 AND u.member_ref = $3 FOR UPDATE;
+        END IF;
     END IF;
     IF max_total IS NOT NULL THEN
         SELECT u.redeemed INTO total_redeemed FROM wallet.campaign_use_counts u
@@ -592,25 +618,33 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION wallet_internal.code_lock_counters(bigint, bigint, text) IS
-    'internal: read a campaign''s caps safely and take the locks of the caps that are set, per code, per member, per campaign (its counter row, created on first use), in that order, returning the live redemptions each counts';
+    'internal: read a campaign''s caps safely and lock (creating on first use) the counter rows of the caps that are set, per code, per member, per campaign, in that order';
 
--- Add delta to the campaign's counter (row already locked).
-CREATE FUNCTION wallet_internal.code_bump_total(campaign_id bigint, delta int)
+-- Add delta to the counters of the caps that are set (rows already locked).
+CREATE FUNCTION wallet_internal.code_bump_counters(campaign_id bigint, serial bigint, member_ref text, delta int,
+                                          per_code boolean, per_member boolean, total boolean)
     RETURNS void
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     AS $$
 #variable_conflict use_column
 BEGIN
-    UPDATE wallet.campaign_use_counts u SET redeemed = u.redeemed + $2 WHERE u.campaign_id = $1;
+    IF per_code THEN
+        UPDATE wallet.code_use_counts u SET redeemed = u.redeemed + $4 WHERE u.campaign_id = $1 AND u.serial = $2;
+    END IF;
+    IF per_member THEN
+        UPDATE wallet.member_use_counts u SET redeemed = u.redeemed + $4 WHERE u.campaign_id = $1 AND u.member_ref = $3;
+    END IF;
+    IF total THEN
+        UPDATE wallet.campaign_use_counts u SET redeemed = u.redeemed + $4 WHERE u.campaign_id = $1;
+    END IF;
 END
 $$;
-COMMENT ON FUNCTION wallet_internal.code_bump_total(bigint, int) IS
-    'internal: add delta to the counter of live redemptions of a campaign with a total cap';
+COMMENT ON FUNCTION wallet_internal.code_bump_counters(bigint, bigint, text, int, boolean, boolean, boolean) IS
+    'internal: add delta to the per-code, per-member and per-campaign counters of live redemptions, for the caps that are set';
 
--- Setting a cap on a campaign that had none: wait for every call that read
--- the old caps (and make later ones wait), and rebuild the campaign's
--- counter from the redemptions when the cap is the total one.
+-- Setting a cap on a campaign that had none: rebuild that counter from the
+-- redemptions, after every call that read the old caps has finished.
 CREATE FUNCTION wallet_internal.code_caps_recount()
     RETURNS trigger
     LANGUAGE plpgsql
@@ -619,6 +653,20 @@ CREATE FUNCTION wallet_internal.code_caps_recount()
 #variable_conflict use_column
 BEGIN
     LOCK TABLE wallet.code_redemptions, wallet.code_reservations IN SHARE MODE;
+    IF OLD.max_redemptions_per_code IS NULL AND NEW.max_redemptions_per_code IS NOT NULL THEN
+        DELETE FROM wallet.code_use_counts u WHERE u.campaign_id = NEW.campaign_id;
+        INSERT INTO wallet.code_use_counts (campaign_id, serial, redeemed, merchant_id)
+        SELECT d.campaign_id, d.serial, count(*), NEW.merchant_id FROM wallet.code_redemptions d
+         WHERE d.campaign_id = NEW.campaign_id AND d.undone_at IS NULL
+         GROUP BY d.campaign_id, d.serial;
+    END IF;
+    IF OLD.max_redemptions_per_member IS NULL AND NEW.max_redemptions_per_member IS NOT NULL THEN
+        DELETE FROM wallet.member_use_counts u WHERE u.campaign_id = NEW.campaign_id;
+        INSERT INTO wallet.member_use_counts (campaign_id, member_ref, redeemed, merchant_id)
+        SELECT d.campaign_id, d.member_ref, count(*), NEW.merchant_id FROM wallet.code_redemptions d
+         WHERE d.campaign_id = NEW.campaign_id AND d.undone_at IS NULL
+         GROUP BY d.campaign_id, d.member_ref;
+    END IF;
     IF OLD.max_redemptions_total IS NULL AND NEW.max_redemptions_total IS NOT NULL THEN
         INSERT INTO wallet.campaign_use_counts AS u (campaign_id, redeemed, merchant_id)
         SELECT NEW.campaign_id, count(*), NEW.merchant_id FROM wallet.code_redemptions d
@@ -629,7 +677,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION wallet_internal.code_caps_recount() IS
-    'internal trigger: when a campaign gets a cap it did not have, wait for the calls that read the old caps, and rebuild the campaign''s counter of live redemptions when the cap is the total one';
+    'internal trigger: when a campaign gets a cap it did not have, rebuild that cap''s counters from the live redemptions';
 
 CREATE TRIGGER code_caps_recount
     AFTER UPDATE OF max_redemptions_per_code, max_redemptions_per_member, max_redemptions_total ON wallet.campaigns
@@ -639,7 +687,7 @@ CREATE TRIGGER code_caps_recount
        OR (OLD.max_redemptions_total IS NULL AND NEW.max_redemptions_total IS NOT NULL))
     EXECUTE FUNCTION wallet_internal.code_caps_recount();
 COMMENT ON TRIGGER code_caps_recount ON wallet.campaigns IS
-    'caps are locked only while set: when one is set, this waits for the calls that read the old caps and rebuilds the campaign''s counter';
+    'counters of live redemptions are kept only while a cap is set; this rebuilds them when a cap is set';
 
 -- The caps, given the live redemptions: counts active reservations beside
 -- them.  Exact when the caller holds the counter locks (wallet_internal.code_lock_counters).
@@ -753,14 +801,8 @@ BEGIN
         RETURN pc.status;
     END IF;
     -- No locks: the answer is what redeem_code would say right now.
-    IF pc.max_per_code IS NOT NULL THEN
-        SELECT count(*) INTO _code_n FROM wallet.code_redemptions d
-         WHERE d.campaign_id = pc.campaign_id AND d.serial = pc.serial AND d.undone_at IS NULL;
-    END IF;
-    IF pc.max_per_member IS NOT NULL THEN
-        SELECT count(*) INTO _member_n FROM wallet.code_redemptions d
-         WHERE d.member_ref = check_code.member_ref AND d.campaign_id = pc.campaign_id AND d.undone_at IS NULL;
-    END IF;
+    SELECT u.redeemed INTO _code_n FROM wallet.code_use_counts u WHERE u.campaign_id = pc.campaign_id AND u.serial = pc.serial;
+    SELECT u.redeemed INTO _member_n FROM wallet.member_use_counts u WHERE u.campaign_id = pc.campaign_id AND u.member_ref = check_code.member_ref;
     SELECT u.redeemed INTO _total_n FROM wallet.campaign_use_counts u WHERE u.campaign_id = pc.campaign_id;
     RETURN wallet_internal.code_caps_status(pc.campaign_id, pc.serial, check_code.member_ref,
                                    pc.max_per_code, pc.max_per_member, pc.max_total, _code_n, _member_n, _total_n);
@@ -906,9 +948,8 @@ BEGIN
     VALUES (r.campaign_id, r.serial, _code, _member, _key, _ctx,
             r.reservation_id, clock_timestamp(), _merchant)
     RETURNING redemption_id, redeemed_at INTO r.redemption_id, r.redeemed_at;
-    IF cnt.max_total IS NOT NULL THEN
-        PERFORM wallet_internal.code_bump_total(r.campaign_id, 1);
-    END IF;
+    PERFORM wallet_internal.code_bump_counters(r.campaign_id, r.serial, _member, 1, cnt.max_per_code IS NOT NULL,
+                                      cnt.max_per_member IS NOT NULL, cnt.max_total IS NOT NULL);
     r.status := 'ok';
     RETURN r;
 END
@@ -968,9 +1009,8 @@ BEGIN
                   DETAIL = format('It was undone at %s (reason: %s); a use can be freed only once.', _red.undone_at, _red.undo_reason);
     END IF;
     SELECT * INTO cnt FROM wallet_internal.code_lock_counters(_red.campaign_id, _red.serial, _red.member_ref);
-    IF cnt.max_total IS NOT NULL THEN
-        PERFORM wallet_internal.code_bump_total(_red.campaign_id, -1);
-    END IF;
+    PERFORM wallet_internal.code_bump_counters(_red.campaign_id, _red.serial, _red.member_ref, -1, cnt.max_per_code IS NOT NULL,
+                                      cnt.max_per_member IS NOT NULL, cnt.max_total IS NOT NULL);
     UPDATE wallet.code_redemptions d SET undone_at = clock_timestamp(), undo_reason = undo_redemption.reason
      WHERE d.redemption_id = _red.redemption_id
     RETURNING * INTO _red;
@@ -1061,11 +1101,10 @@ BEGIN
                                           merchant_id)
     VALUES (pc.campaign_id, pc.serial, pc.code, _member, _key, _ttl, _now, _now + _ttl, _merchant)
     RETURNING reservation_id, expires_at INTO r.reservation_id, r.expires_at;
-    -- Touch the campaign's counter: in REPEATABLE READ a concurrent change
-    -- of it then fails with a serialization error instead of going unseen.
-    IF cnt.max_total IS NOT NULL THEN
-        PERFORM wallet_internal.code_bump_total(pc.campaign_id, 0);
-    END IF;
+    -- Touch the counters: in REPEATABLE READ a concurrent change of them then
+    -- fails with a serialization error instead of going unseen.
+    PERFORM wallet_internal.code_bump_counters(pc.campaign_id, pc.serial, _member, 0, cnt.max_per_code IS NOT NULL,
+                                      cnt.max_per_member IS NOT NULL, cnt.max_total IS NOT NULL);
     r.status := 'ok';
     RETURN r;
 END

@@ -136,9 +136,9 @@ END \$\$" >/dev/null
 race undo 15 "SELECT race_undo_step(@I@)"
 is "$(count undo undone)/$(( $(count undo ok) <= 1 ))/$(( $(count undo ok) + $(count undo exhausted) ))" 1/1/14 \
       "one undo among 14 redeemers: at most one redeemer gets the freed use, the rest are exhausted"
-is "$(q -c "SELECT count(*) FROM wallet.code_redemptions d JOIN wallet.campaigns c USING (campaign_id)
-            WHERE c.name = 'undo' AND d.undone_at IS NULL")" "$(count undo ok)" \
-      "the live redemptions of the code after the race are the redeemers' oks"
+is "$(q -c "SELECT u.redeemed || '/' || (SELECT count(*) FROM wallet.code_redemptions d WHERE d.campaign_id = u.campaign_id AND d.serial = u.serial AND d.undone_at IS NULL)
+            FROM wallet.code_use_counts u JOIN wallet.campaigns c USING (campaign_id) WHERE c.name = 'undo'")" "$(count undo ok)/$(count undo ok)" \
+      "the per-code counter equals the live redemptions after the race"
 
 # 9. An expired reservation stops counting at once, also under a race: the
 #    single-use code is reserved for 1 s; once that has passed (no cleanup

@@ -182,8 +182,7 @@ SELECT is(wallet.check_code(pg_temp.code((SELECT id FROM ids WHERE name = 'total
 SELECT is((SELECT redeemed FROM wallet.campaign_use_counts WHERE campaign_id = (SELECT id FROM ids WHERE name = 'total')), 3::bigint,
           'the campaign counter holds the live redemptions');
 
--- Caps are locked only while set (the total one keeps a counter); setting a
--- cap later counts the live redemptions at once.
+-- Counters are kept only while a cap is set; setting a cap later rebuilds them.
 INSERT INTO ids (name, id) SELECT 'late', wallet.create_campaign((SELECT id FROM ids WHERE name = 'merchant'), 'caps set later',
                                                                max_redemptions_per_code => NULL);
 INSERT INTO ids (name, id, code) SELECT 'lateX', id, pg_temp.code(id) FROM ids WHERE name = 'late';
@@ -194,16 +193,16 @@ SELECT is(ARRAY[pg_temp.redeem((SELECT code FROM ids WHERE name = 'lateX'), 'la'
                 pg_temp.redeem((SELECT code FROM ids WHERE name = 'lateY'), 'la', 'late-4')],
           ARRAY['ok', 'ok', 'ok', 'ok'], 'a campaign without caps: four redemptions');
 SELECT wallet.undo_redemption(redemption_id, 'cancelled') FROM wallet.code_redemptions WHERE idempotency_key = 'late-3';
-SELECT is((SELECT count(*) FROM wallet.campaign_use_counts WHERE campaign_id = (SELECT id FROM ids WHERE name = 'late')), 0::bigint,
-          'no counter row while no total cap is set (no hot row to queue on)');
+SELECT is((SELECT count(*) FROM wallet.code_use_counts WHERE campaign_id = (SELECT id FROM ids WHERE name = 'late'))
+        + (SELECT count(*) FROM wallet.member_use_counts WHERE campaign_id = (SELECT id FROM ids WHERE name = 'late'))
+        + (SELECT count(*) FROM wallet.campaign_use_counts WHERE campaign_id = (SELECT id FROM ids WHERE name = 'late')), 0::bigint,
+          'no counter rows while no cap is set (no hot row to queue on)');
 UPDATE wallet.campaigns SET max_redemptions_per_code = 3, max_redemptions_per_member = 2, max_redemptions_total = 4
  WHERE campaign_id = (SELECT id FROM ids WHERE name = 'late');
-SELECT is((SELECT array_agg((u.code_redeemed, u.member_redeemed)::text ORDER BY x.name)
-             FROM ids x, wallet_internal.code_live_uses(x.id, wallet.code_serial(x.code::wallet.marketing_code), 'la', true, true) u
-            WHERE x.name IN ('lateX', 'lateY')),
-          ARRAY['(2,2)', '(1,2)'], 'the per-code and per-member caps count the live redemptions (code_live_uses)');
-SELECT is(wallet.check_code((SELECT code FROM ids WHERE name = 'lateY'), 'la'), 'member_limit_reached',
-          'and check_code counts them at once');
+SELECT is((SELECT array_agg(redeemed ORDER BY serial) FROM wallet.code_use_counts WHERE campaign_id = (SELECT id FROM ids WHERE name = 'late')),
+          ARRAY[2, 1], 'setting the caps rebuilds the per-code counters from the live redemptions');
+SELECT is((SELECT redeemed FROM wallet.member_use_counts WHERE campaign_id = (SELECT id FROM ids WHERE name = 'late') AND member_ref = 'la'),
+          2, 'and the per-member counters');
 SELECT is((SELECT redeemed FROM wallet.campaign_use_counts WHERE campaign_id = (SELECT id FROM ids WHERE name = 'late')),
           3::bigint, 'and the campaign counter');
 SELECT is(ARRAY[pg_temp.redeem((SELECT code FROM ids WHERE name = 'lateX'), 'la', 'late-5'),
@@ -254,10 +253,8 @@ SELECT throws_ok($$SELECT wallet.undo_redemption((SELECT redemption_id FROM r1),
 SELECT throws_ok($$SELECT wallet.undo_redemption(-1, 'nothing')$$, 'WL150', NULL, 'undoing an unknown redemption is WL150');
 SELECT throws_ok($$SELECT wallet.undo_redemption((SELECT max(redemption_id) FROM wallet.code_redemptions), '  ')$$, '22023', NULL,
                  'undo without a reason is 22023');
-SELECT is((SELECT u.code_redeemed FROM wallet.code_redemptions d,
-                   wallet_internal.code_live_uses(d.campaign_id, d.serial, 'nobody', true, false) u
-            WHERE d.idempotency_key = 'total-1' AND d.campaign_id = (SELECT id FROM ids WHERE name = 'total')), 1,
-          'per-code count after one redemption');
+SELECT is((SELECT redeemed FROM wallet.code_use_counts c, ids WHERE ids.name = 'total' AND c.campaign_id = ids.id LIMIT 1), 1,
+          'per-code counter after one redemption');
 SELECT wallet.undo_redemption(redemption_id, 'refund') FROM wallet.code_redemptions
  WHERE campaign_id = (SELECT id FROM ids WHERE name = 'total') AND idempotency_key = 'total-1';
 SELECT is(pg_temp.redeem(pg_temp.code((SELECT id FROM ids WHERE name = 'total')), 'zed', 'total-after-undo'), 'ok',
@@ -291,8 +288,8 @@ SELECT ok((SELECT status = 'ok' AND reservation_id = (SELECT reservation_id FROM
           'redeem_code with the reservation''s key converts it');
 SELECT is((SELECT state FROM wallet.code_reservations WHERE reservation_id = (SELECT reservation_id FROM v1)), 'converted',
           'the reservation is converted');
-SELECT is((SELECT count(*) FROM wallet.code_redemptions d
-            WHERE d.campaign_id = (SELECT id FROM ids WHERE name = 'res') AND d.undone_at IS NULL), 1::bigint, 'the conversion counts once');
+SELECT is((SELECT redeemed FROM wallet.code_use_counts c
+            WHERE c.campaign_id = (SELECT id FROM ids WHERE name = 'res')), 1, 'the conversion counts once');
 SELECT is(wallet.check_code((SELECT code FROM ids WHERE name = 'res'), 'ivy'), 'exhausted', 'the converted code is used up');
 SELECT throws_ok(format('SELECT wallet.release_reservation(%s)', (SELECT reservation_id FROM v1)), 'WL153', NULL,
                  'releasing a converted reservation is WL153');
@@ -453,9 +450,9 @@ SELECT is((SELECT count(*) FROM wallet.code_failed_attempts WHERE member_ref = '
 SELECT is(wallet.check_code((SELECT code FROM ids WHERE name = 'guard'), 'victor'), 'throttled',
           'so even his genuine code is throttled afterwards');
 
--- redeem_code in C (src/redeem.c) decides the per-code and the per-member
--- cap in its one insert: a call that the per-member cap refuses (the code
--- itself being new) must record nothing.
+-- redeem_code in C (src/redeem.c) inserts a fresh counter row already
+-- counting its redemption: a call that a later cap refuses must leave that
+-- row counting nothing.
 INSERT INTO ids (name, id) SELECT 'twocaps', wallet.create_campaign((SELECT id FROM ids WHERE name = 'merchant'), 'two caps',
     max_redemptions_per_code => 5, max_redemptions_per_member => 1);
 CREATE TEMP TABLE twocaps AS
@@ -465,9 +462,9 @@ SELECT is(pg_temp.redeem((SELECT code FROM twocaps WHERE n = 1), 'tc-member', 't
           'a member redeems a code of a campaign with a per-member cap of 1');
 SELECT is(pg_temp.redeem((SELECT code FROM twocaps WHERE n = 2), 'tc-member', 'tc-2'), 'member_limit_reached',
           'another code of that campaign, new to the per-code counter, is refused by the per-member cap');
-SELECT is((SELECT count(*) FROM wallet.code_redemptions d
-            WHERE d.campaign_id = (SELECT id FROM ids WHERE name = 'twocaps') AND d.serial = (SELECT serial FROM twocaps WHERE n = 2)),
-          0::bigint, 'and no redemption of it is recorded');
+SELECT is((SELECT u.redeemed FROM wallet.code_use_counts u
+            WHERE u.campaign_id = (SELECT id FROM ids WHERE name = 'twocaps') AND u.serial = (SELECT serial FROM twocaps WHERE n = 2)),
+          0, 'and its per-code counter counts no redemption');
 
 SELECT * FROM finish();
 ROLLBACK;

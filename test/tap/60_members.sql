@@ -87,15 +87,10 @@ $$;
 SELECT ok((SELECT count(*) FROM text_cols) >= 20, 'the scan covers the text and jsonb columns of every table');
 SELECT isnt_empty($$SELECT * FROM pg_temp.occurrences('zed-erase-me')$$, 'before the erasure the member_ref is stored');
 
--- live uses per code and per member in a campaign (what the caps count)
-CREATE TEMP VIEW code_uses AS
-SELECT campaign_id, serial, count(*) AS redeemed FROM wallet.code_redemptions WHERE undone_at IS NULL GROUP BY campaign_id, serial;
-CREATE TEMP VIEW member_uses AS
-SELECT campaign_id, member_ref, count(*) AS redeemed FROM wallet.code_redemptions WHERE undone_at IS NULL GROUP BY campaign_id, member_ref;
 CREATE TEMP TABLE before AS
 SELECT (SELECT array_agg(x ORDER BY x) FROM (SELECT l::text AS x FROM wallet.program_liability(:p, now()) l) s) AS liability,
-       (SELECT array_agg((campaign_id, serial, redeemed)::text ORDER BY campaign_id, serial) FROM pg_temp.code_uses) AS code_counts,
-       (SELECT array_agg(redeemed ORDER BY redeemed) FROM pg_temp.member_uses) AS member_counts,
+       (SELECT array_agg((campaign_id, serial, redeemed)::text ORDER BY campaign_id, serial) FROM wallet.code_use_counts) AS code_counts,
+       (SELECT array_agg(redeemed ORDER BY redeemed) FROM wallet.member_use_counts) AS member_counts,
        (SELECT redeemed FROM wallet.campaign_use_counts WHERE campaign_id = :c) AS total,
        (SELECT count(*) FROM wallet.code_redemptions WHERE undone_at IS NULL) AS redemptions,
        (SELECT count(*) FROM wallet.code_reservations WHERE state = 'active') AS reservations,
@@ -110,10 +105,10 @@ SELECT is_empty($$SELECT * FROM wallet.verify_ledger()$$, 'every ledger still ve
 SELECT is((SELECT array_agg(x ORDER BY x) FROM (SELECT l::text AS x FROM wallet.program_liability(:p, now()) l) s),
           (SELECT liability FROM before), 'the program liability is unchanged');
 SELECT is((SELECT (array_agg((campaign_id, serial, redeemed)::text ORDER BY campaign_id, serial),
-                   (SELECT array_agg(redeemed ORDER BY redeemed) FROM pg_temp.member_uses),
+                   (SELECT array_agg(redeemed ORDER BY redeemed) FROM wallet.member_use_counts),
                    (SELECT redeemed FROM wallet.campaign_use_counts WHERE campaign_id = :c),
                    (SELECT count(*) FROM wallet.code_redemptions WHERE undone_at IS NULL),
-                   (SELECT count(*) FROM wallet.code_reservations WHERE state = 'active'))::text FROM pg_temp.code_uses),
+                   (SELECT count(*) FROM wallet.code_reservations WHERE state = 'active'))::text FROM wallet.code_use_counts),
           (SELECT (code_counts, member_counts, total, redemptions, reservations)::text FROM before),
           'campaign totals (per code, per member, per campaign, redemptions, reservations) are unchanged');
 SELECT is((wallet.balance(:a), wallet.balance(:a_stays))::text, (SELECT (balance, balance_stays)::text FROM before),

@@ -43,8 +43,8 @@ SELECT cmp_ok((SELECT count(*) FROM pg_class c WHERE c.relnamespace = 'wallet'::
 
 -- Every insert path: accounts (open_account), entries (post_entry, via
 -- accrue and redeem), code keys (create_campaign, rotate_code_key),
--- bindings (issue_code), campaign counters (code_lock_counters, and the
--- recount when a cap is set later), for two merchants so that a wrong copy shows.
+-- bindings (issue_code), counters (code_lock_counters, and the recount when a
+-- cap is set later), for two merchants so that a wrong copy shows.
 SELECT wallet.create_merchant('mk one') AS m1 \gset
 SELECT wallet.create_merchant('mk two') AS m2 \gset
 SELECT wallet.create_program(:m1, 'p1') AS p1 \gset
@@ -78,6 +78,12 @@ SELECT is((SELECT array_agg(x.merchant_id = c.merchant_id ORDER BY x.campaign_id
 SELECT is((SELECT array_agg(x.merchant_id = c.merchant_id ORDER BY x.campaign_id)
              FROM wallet.code_bindings x JOIN wallet.campaigns c USING (campaign_id) WHERE x.campaign_id IN (:c1, :c2)),
           '{t,t}'::boolean[], 'bindings carry the merchant of their campaign');
+SELECT is((SELECT array_agg(x.merchant_id = c.merchant_id ORDER BY x.campaign_id)
+             FROM wallet.code_use_counts x JOIN wallet.campaigns c USING (campaign_id) WHERE x.campaign_id IN (:c1, :c2)),
+          '{t,t}'::boolean[], 'per-code counters (first use, and recount) carry the merchant of their campaign');
+SELECT is((SELECT array_agg(x.merchant_id = c.merchant_id ORDER BY x.campaign_id)
+             FROM wallet.member_use_counts x JOIN wallet.campaigns c USING (campaign_id) WHERE x.campaign_id IN (:c1, :c2)),
+          '{t,t}'::boolean[], 'per-member counters (first use, and recount) carry the merchant of their campaign');
 SELECT is((SELECT array_agg(x.merchant_id = c.merchant_id ORDER BY x.campaign_id)
              FROM wallet.campaign_use_counts x JOIN wallet.campaigns c USING (campaign_id) WHERE x.campaign_id IN (:c1, :c2)),
           '{t,t}'::boolean[], 'per-campaign counters (first use, and recount) carry the merchant of their campaign');
