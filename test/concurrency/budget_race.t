@@ -8,8 +8,7 @@
 # a 200 ms time to live and walks away (the hold expires).  Every unit a
 # committed take or conversion got is logged in the same transaction, so the
 # log is exactly what was granted.  Sessions stop when the budget shows
-# nothing remaining and nothing held (or after 60 s, a bound for a loaded
-# machine).  Demand (several
+# nothing remaining and nothing held (or after 10 s).  Demand (several
 # thousand units) far exceeds the budget, so:
 #   - granted <= 1,000: never exceeded, not by one unit;
 #   - granted >= 990: nothing lost to aborted takes or expired holds;
@@ -65,7 +64,7 @@ DECLARE
 BEGIN
     LOOP
         st := wallet_internal.budget_status(c);
-        EXIT WHEN st.remaining + st.held = 0 OR clock_timestamp() > started + interval '60 seconds';
+        EXIT WHEN st.remaining + st.held = 0 OR clock_timestamp() > started + interval '10 seconds';
         a := random();
         u := 1 + floor(random() * 10)::bigint;
         IF a < 0.45 THEN
@@ -120,6 +119,7 @@ demand=$(q -c "SELECT coalesce(sum(n), 0) FROM actions_log")
 ok $(( demand > 300 ? 0 : 1 )) "demand exceeded the budget: $demand calls of 1 to 10 units" \
    "$(q -c "SELECT action || ': ' || sum(n) FROM actions_log GROUP BY action ORDER BY action")"
 is "$(q -c "SELECT count(DISTINCT action) FROM actions_log")" 5 "every kind of call ran (take, rolled back, converted, released, expiring holds)"
+sleep 0.3   # a 200 ms hold of a session's last call stops counting
 is "$(q -c "SELECT format('%s %s %s %s', total, granted, held, remaining) FROM wallet.campaign_budget($C_DRAIN)")" \
    "1000 $granted 0 $((1000 - granted))" "the budget's status agrees with the log: total 1000, granted, held 0, the rest remaining"
 is "$(q -c "SELECT (SELECT sum(remaining) FROM wallet.budget_slices WHERE campaign_id = $C_DRAIN)
