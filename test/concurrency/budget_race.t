@@ -8,14 +8,16 @@
 # a 200 ms time to live and walks away (the hold expires).  Every unit a
 # committed take or conversion got is logged in the same transaction, so the
 # log is exactly what was granted.  Sessions stop when the budget shows
-# nothing remaining and nothing held (or after 10 s).  Demand (several
-# thousand units) far exceeds the budget, so:
+# nothing remaining and nothing held, or after 10 s (near exhaustion the
+# last units pass from one short hold to the next, so what the race grants
+# by then varies with the machine's load: reported, not asserted).  Demand
+# (several thousand units) far exceeds the budget, so:
 #   - granted <= 1,000: never exceeded, not by one unit;
-#   - granted >= 990: nothing lost to aborted takes or expired holds;
 #   - the budget's own status agrees with the log (granted, held 0,
 #     remaining = 1,000 - granted), and no session saw an error (deadlock,
 #     check violation, ...);
-#   - takes of one unit afterwards get exactly what is left.
+#   - nothing lost to aborted takes or expired holds: takes of one unit
+#     afterwards get exactly what is left, and the budget ends granted in full.
 # A second burst: 32 sessions each take 40 units at once from a budget of
 # 1,000 spread over 16 slices of 62 or 63: exactly 25 get them (gathering
 # across slices), 7 are refused, the budget ends at 0.
@@ -36,7 +38,7 @@ trap 'rm -rf "$TMP"' EXIT
 . "$(dirname "$0")/../lib.sh"
 Q_TIMEOUT=120
 
-plan 14
+plan 13
 
 timeout 30 dropdb --if-exists "$DB" >/dev/null 2>&1
 if ! timeout 30 createdb "$DB"; then echo "Bail out! createdb $DB failed"; exit 1; fi
@@ -114,7 +116,6 @@ is "$errors" "" "no session saw an error (no deadlock, no check violation)"
 
 granted=$(q -c "SELECT coalesce(sum(units), 0) FROM granted_log")
 ok $(( granted <= 1000 ? 0 : 1 )) "granted ($granted) never exceeds the budget of 1,000"
-ok $(( granted >= 990 ? 0 : 1 )) "granted ($granted) >= 990: nothing lost to rolled-back takes or expired holds"
 demand=$(q -c "SELECT coalesce(sum(n), 0) FROM actions_log")
 ok $(( demand > 300 ? 0 : 1 )) "demand exceeded the budget: $demand calls of 1 to 10 units" \
    "$(q -c "SELECT action || ': ' || sum(n) FROM actions_log GROUP BY action ORDER BY action")"

@@ -9,11 +9,15 @@
 # records a purchase naming the offer; records one and rolls back; quotes
 # with a hold and rolls back (an aborted quote); quotes with a 200 ms hold and
 # walks away (an expired quote); quotes and releases the quote.  Sessions stop
-# when the budget shows nothing remaining and nothing held (or after 60 s:
-# a bound for a loaded machine, where 15 s left 985 units granted).
-# Demand far exceeds the budget, so:
+# when the budget shows nothing remaining and nothing held, or after 60 s:
+# near exhaustion the last units pass from one short hold to the next, and
+# how many a loaded machine grants by then varies (985 to 1,000 seen), so
+# what the race grants is reported, not asserted.  Demand far exceeds the
+# budget, so:
 #   - granted <= 1,000: never exceeded, not by one unit;
-#   - granted >= 990: nothing lost to aborted or expired quotes;
+#   - nothing lost to aborted or expired quotes: once the race is over, one
+#     session's purchases of one unit each get exactly what is left, and the
+#     committed purchases then hold the whole budget, 1,000 units;
 #   - what the committed purchases got (wallet.purchase_offers, and the
 #     discounts booked in wallet.campaign_costs) is exactly what the budget
 #     says it granted; no session saw an error.
@@ -108,8 +112,6 @@ is "$errors" "" "no session saw an error (no deadlock, no check violation)"
 
 granted=$(q -c "SELECT coalesce(sum(units), 0) FROM wallet.purchase_offers WHERE campaign_id = $C AND status = 'ok'")
 ok $(( granted <= 1000 ? 0 : 1 )) "granted to committed purchases ($granted) never exceeds the budget of 1,000"
-ok $(( granted >= 990 ? 0 : 1 )) "granted ($granted) >= 990: nothing lost to aborted or expired quotes" \
-   "$(q -c "SELECT format('%s', b) FROM wallet.campaign_budget($C) b")"
 demand=$(q -c "SELECT coalesce(sum(n), 0) FROM actions_log")
 ok $(( demand > 300 ? 0 : 1 )) "demand exceeded the budget: $demand checkouts of 1 to 10 units" \
    "$(q -c "SELECT action || ': ' || sum(n) FROM actions_log GROUP BY action ORDER BY action")"
@@ -120,5 +122,24 @@ is "$(q -c "SELECT format('%s %s', granted, held) FROM wallet.campaign_budget($C
 is "$(q -c "SELECT (sum(amount) * 100)::bigint FROM wallet.campaign_costs WHERE campaign_id = $C AND kind = 'discount'")" "$granted" \
    "the discounts booked in campaign_costs add up to the same"
 
+M=$(q -c "SELECT v FROM ids WHERE k = 'm'")
+O=$(q -c "SELECT v FROM ids WHERE k = 'o'")
+left=$(q -c "SELECT remaining FROM wallet.campaign_budget($C)")
+drained=$(q -c "DO \$\$
+DECLARE i int := 0;
+BEGIN
+    LOOP
+        i := i + 1;
+        PERFORM wallet.record_purchase($M, 'drainer', 'drain-' || i, 0.10, 'CNY', offers => ARRAY[$O::bigint]);
+        EXIT WHEN NOT EXISTS (SELECT FROM wallet.purchase_offers po JOIN wallet.purchases p USING (purchase_id)
+                               WHERE p.merchant_id = $M AND p.order_ref = 'drain-' || i AND po.status = 'ok');
+        IF i > 1000 THEN RAISE EXCEPTION 'the drain did not end'; END IF;
+    END LOOP;
+END \$\$;
+SELECT format('%s %s', sum(units), count(*) FILTER (WHERE p.order_ref LIKE 'drain-%' AND po.status = 'ok'))
+  FROM wallet.purchase_offers po JOIN wallet.purchases p USING (purchase_id)
+ WHERE po.campaign_id = $C AND po.status = 'ok'")
+is "$drained" "1000 $left" \
+   "nothing lost to aborted or expired quotes: after the race ($granted granted), purchases of one unit get exactly the $left left, and the committed purchases hold the whole budget"
 timeout 30 dropdb --if-exists "$DB" >/dev/null 2>&1
 finish
