@@ -26,7 +26,8 @@ OBJS = \
 	src/purchase.o \
 	src/push_claim.o \
 	src/push_decide.o \
-	src/push_enqueue.o
+	src/push_enqueue.o \
+	src/time_zones.o
 
 # The install script is assembled from one part per area so that each area's
 # SQL lives beside nothing else; order matters (later parts use earlier ones:

@@ -14544,6 +14544,84 @@ CREATE OR REPLACE FUNCTION wallet.enqueue_push(merchant_id bigint, member_ref te
     AS 'MODULE_PATHNAME', 'enqueue_push';
 COMMENT ON FUNCTION wallet.enqueue_push(bigint, text, text, text, jsonb, bigint, text, timestamptz, timestamptz, int) IS 'enqueues a message for a member: queued (eligible now), deferred (quiet_hours or frequency_cap, with the time it becomes eligible), suppressed (no_consent, consent_withdrawn, topic_not_chosen, muted, member_forgotten, expired, expires_before_slot, frequency_cap with policy drop) or duplicate (dedup_key used before by the merchant); every outcome is recorded in wallet.push_messages';
 
+-- == 10t. time zone names read once per backend
+-- pg_timezone_names loads every file of the time zone database per scan
+-- (tens of milliseconds per call): upsert_member and set_push_settings check
+-- a name with wallet_internal.time_zone_known (src/time_zones.c) instead.
+
+CREATE FUNCTION wallet_internal.time_zone_known(name text) RETURNS boolean
+    LANGUAGE C STRICT STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'time_zone_known';
+COMMENT ON FUNCTION wallet_internal.time_zone_known(text) IS 'internal: whether name is a time zone name of pg_timezone_names (case-sensitive), from a sorted copy of the names read once per backend';
+
+CREATE OR REPLACE FUNCTION wallet.upsert_member(merchant_id bigint, member_ref text, time_zone text DEFAULT NULL,
+        locale text DEFAULT NULL) RETURNS wallet.members
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    id bigint;
+    r wallet.members;
+BEGIN
+    IF time_zone IS NOT NULL
+       AND NOT wallet_internal.time_zone_known(upsert_member.time_zone) THEN
+        RAISE EXCEPTION 'unknown time zone "%"', left(time_zone, 64)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A member''s time zone is an IANA name such as Europe/Zurich (see pg_timezone_names).';
+    END IF;
+    IF locale IS NOT NULL
+       AND (length(locale) > 35
+            OR locale !~ '^[A-Za-z]{2,3}(-[A-Za-z]{4})?(-([A-Za-z]{2}|[0-9]{3}))?(-([A-Za-z0-9]{5,8}|[0-9][A-Za-z0-9]{3}))*$') THEN
+        RAISE EXCEPTION 'invalid locale "%"', left(locale, 64)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A member''s locale is a BCP 47 language tag such as de-CH, pt-BR or zh-Hant-TW.';
+    END IF;
+    id := wallet_internal.member_ensure(merchant_id, member_ref);
+    UPDATE wallet.members m
+       SET time_zone = coalesce(upsert_member.time_zone, m.time_zone),
+           locale = coalesce(upsert_member.locale, m.locale),
+           updated_at = now()
+     WHERE m.member_id = id
+       AND (m.time_zone IS DISTINCT FROM coalesce(upsert_member.time_zone, m.time_zone)
+            OR m.locale IS DISTINCT FROM coalesce(upsert_member.locale, m.locale));
+    SELECT * INTO r FROM wallet.members m WHERE m.member_id = id;
+    RETURN r;
+END
+$$;
+COMMENT ON FUNCTION wallet.upsert_member(bigint, text, text, text) IS 'returns the member of member_ref at the merchant, creating it if needed and setting its IANA time zone and BCP 47 locale when given (NULL keeps the current value)';
+
+CREATE OR REPLACE FUNCTION wallet.set_push_settings(merchant_id bigint, quiet_start time DEFAULT '22:00', quiet_end time DEFAULT '08:00',
+        time_zone text DEFAULT 'UTC', max_attempts int DEFAULT 5, backoff interval DEFAULT '30 seconds',
+        retention interval DEFAULT '90 days') RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    PERFORM wallet_internal.check_merchant(merchant_id);
+    PERFORM wallet_internal.push_check_quiet(quiet_start, quiet_end);
+    IF time_zone IS NULL OR max_attempts IS NULL OR backoff IS NULL OR retention IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN time_zone IS NULL THEN 'time_zone' WHEN max_attempts IS NULL THEN 'max_attempts'
+                                                   WHEN backoff IS NULL THEN 'backoff' ELSE 'retention' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Every setting has a value; call without it for the default.';
+    END IF;
+    IF NOT wallet_internal.time_zone_known(set_push_settings.time_zone) THEN
+        RAISE EXCEPTION 'unknown time zone "%"', left(time_zone, 64)
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A time zone is an IANA name such as Europe/Zurich (see pg_timezone_names).';
+    END IF;
+    IF max_attempts NOT BETWEEN 1 AND 100 OR backoff <= interval '0' OR retention <= interval '0' THEN
+        RAISE EXCEPTION 'max_attempts, backoff or retention out of range'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'max_attempts is 1 to 100; backoff and retention are positive.';
+    END IF;
+    INSERT INTO wallet.push_settings AS s (merchant_id, quiet_start, quiet_end, time_zone, max_attempts, backoff, retention)
+    VALUES ($1, $2, $3, $4, $5, $6, $7)
+    ON CONFLICT ON CONSTRAINT push_settings_pkey DO UPDATE
+       SET quiet_start = excluded.quiet_start, quiet_end = excluded.quiet_end, time_zone = excluded.time_zone,
+           max_attempts = excluded.max_attempts, backoff = excluded.backoff, retention = excluded.retention, updated_at = now();
+END
+$$;
+COMMENT ON FUNCTION wallet.set_push_settings(bigint, time, time, text, int, interval, interval) IS 'sets a merchant''s push settings: default quiet hours (NULL, NULL: none) and time zone, delivery attempts, backoff and retention';
+
 -- == 10z. shared objects, final (issues 10-12)
 -- Objects that several sections above re-create (each with what its area
 -- added): their final definitions, exactly as the parts have them.

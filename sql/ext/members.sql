@@ -104,6 +104,14 @@ END
 $$;
 COMMENT ON FUNCTION wallet_internal.member_ensure(bigint, text) IS 'internal: the member_id of member_ref at the merchant, creating the member if needed (race-safe)';
 
+-- Whether a name is one of pg_timezone_names, which loads every file of the
+-- time zone database per scan: read once per backend (src/time_zones.c).
+CREATE FUNCTION wallet_internal.time_zone_known(name text) RETURNS boolean
+    LANGUAGE C STRICT STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'time_zone_known';
+COMMENT ON FUNCTION wallet_internal.time_zone_known(text) IS 'internal: whether name is a time zone name of pg_timezone_names (case-sensitive), from a sorted copy of the names read once per backend';
+
 CREATE FUNCTION wallet.upsert_member(merchant_id bigint, member_ref text, time_zone text DEFAULT NULL,
         locale text DEFAULT NULL) RETURNS wallet.members
     LANGUAGE plpgsql
@@ -114,7 +122,7 @@ DECLARE
     r wallet.members;
 BEGIN
     IF time_zone IS NOT NULL
-       AND NOT EXISTS (SELECT FROM pg_catalog.pg_timezone_names z WHERE z.name = upsert_member.time_zone) THEN
+       AND NOT wallet_internal.time_zone_known(upsert_member.time_zone) THEN
         RAISE EXCEPTION 'unknown time zone "%"', left(time_zone, 64)
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = 'A member''s time zone is an IANA name such as Europe/Zurich (see pg_timezone_names).';

@@ -969,7 +969,7 @@ BEGIN
                                                    WHEN backoff IS NULL THEN 'backoff' ELSE 'retention' END
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Every setting has a value; call without it for the default.';
     END IF;
-    IF NOT EXISTS (SELECT FROM pg_catalog.pg_timezone_names z WHERE z.name = set_push_settings.time_zone) THEN
+    IF NOT wallet_internal.time_zone_known(set_push_settings.time_zone) THEN
         RAISE EXCEPTION 'unknown time zone "%"', left(time_zone, 64)
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A time zone is an IANA name such as Europe/Zurich (see pg_timezone_names).';
     END IF;

@@ -476,6 +476,7 @@ wallet_internal.code_merchant(text)	ok	^$m$	SELECT wallet_internal.code_merchant
 wallet_internal.key_scope(bigint,bigint)	ok	^t$	SELECT wallet_internal.key_scope($m, NULL)
 wallet_internal.member_check(bigint,text)	22023	-	SELECT wallet_internal.member_check($m, 'forgotten:x')
 wallet_internal.member_ensure(bigint,text)	ok	^[0-9]+$	SELECT wallet_internal.member_ensure($m, 'member-ensured')
+wallet_internal.time_zone_known(text)	ok	^t$	SELECT wallet_internal.time_zone_known('Europe/Zurich')
 wallet.upsert_member(bigint,text,text,text)	ok	^[0-9]+\|$m\|member-z\|Europe/Zurich\|de-CH\|active\|	SELECT * FROM wallet.upsert_member($m, 'member-z', 'Europe/Zurich', 'de-CH')
 wallet.forget_member(bigint,text,text)	ok	^t$	SELECT wallet.forget_member($m, 'member-c', 'erasure request')
 wallet.set_campaign_audience(bigint,text,numeric,bigint,integer,text[],text[],timestamp with time zone)	ok	^[0-9]+$	SELECT wallet.set_campaign_audience($c4, 'list', 10, member_refs => '{member-a,member-b,sp-new}')

@@ -284,6 +284,7 @@ INSERT INTO vocab (fn, what, expect, call) VALUES
 -- members, erasure, audit
 ('wallet_internal.member_check(bigint,text)', '-', 'internal', NULL),
 ('wallet_internal.member_ensure(bigint,text)', '-', 'internal', NULL),
+('wallet_internal.time_zone_known(text)', 'name NULL', 'null', 'SELECT wallet_internal.time_zone_known(NULL)'),
 ('wallet_internal.audit_record(bigint,text,jsonb,jsonb,jsonb)', '-', 'internal', NULL),
 ('wallet.upsert_member(bigint,text,text,text)', 'merchant_id NULL', '22004', $$SELECT wallet.upsert_member(NULL, 'vocab member')$$),
 ('wallet.upsert_member(bigint,text,text,text)', 'member_ref NULL', '22004', 'SELECT wallet.upsert_member({m}, NULL)'),

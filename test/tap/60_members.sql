@@ -1,7 +1,7 @@
 -- pgTAP: members, erasure and the audit log (issue 9).
 BEGIN;
 SET LOCAL timezone = 'UTC';
-SELECT plan(51);
+SELECT plan(54);
 
 SELECT wallet.create_merchant('members merchant') AS m \gset
 SELECT wallet.create_merchant('members other merchant') AS m2 \gset
@@ -18,6 +18,18 @@ SELECT isnt((SELECT r.member_id FROM wallet.upsert_member(:m2, 'ann') r),
             (SELECT r.member_id FROM wallet.upsert_member(:m, 'ann') r), 'the same member_ref at another merchant is another member');
 SELECT throws_ok(format($$SELECT wallet.upsert_member(%s, 'ann', 'Mars/Olympus')$$, :m), '22023', NULL, 'an unknown time zone: 22023');
 SELECT throws_ok(format($$SELECT wallet.upsert_member(%s, 'ann', 'EST5EDT-ish')$$, :m), '22023', NULL, 'a POSIX-style zone spec is no IANA name: 22023');
+SELECT throws_ok(format($$SELECT wallet.upsert_member(%s, 'ann', 'europe/zurich')$$, :m), '22023', NULL, 'a time zone name in the wrong case: 22023 (names are case-sensitive, as in pg_timezone_names)');
+-- time zone names are checked against a per-backend copy of pg_timezone_names
+-- (src/time_zones.c): it answers exactly as the view
+SELECT is((SELECT count(*) FROM pg_catalog.pg_timezone_names z WHERE NOT wallet_internal.time_zone_known(z.name)), 0::bigint,
+          'every name of pg_timezone_names is known');
+SELECT is((SELECT array_agg(n ORDER BY n) FROM unnest(ARRAY['Europe/Zurich', 'europe/zurich', 'EUROPE/ZURICH', 'EST5', 'EST5EDT', 'UTC', 'utc',
+                                                          'Factory', 'posixrules', 'Mars/Olympus', '', '<+03>-3', 'Asia/Shanghai ', 'Etc/GMT+5']) n
+            WHERE wallet_internal.time_zone_known(n)),
+          (SELECT array_agg(n ORDER BY n) FROM unnest(ARRAY['Europe/Zurich', 'europe/zurich', 'EUROPE/ZURICH', 'EST5', 'EST5EDT', 'UTC', 'utc',
+                                                          'Factory', 'posixrules', 'Mars/Olympus', '', '<+03>-3', 'Asia/Shanghai ', 'Etc/GMT+5']) n
+            WHERE EXISTS (SELECT FROM pg_catalog.pg_timezone_names z WHERE z.name = n)),
+          'names in other cases, POSIX specs, zic''s Factory and posixrules are known exactly when pg_timezone_names lists them');
 SELECT throws_ok(format($$SELECT wallet.upsert_member(%s, 'ann', NULL, 'german please')$$, :m), '22023', NULL, 'a locale not shaped like BCP 47: 22023');
 SELECT lives_ok(format($$SELECT wallet.upsert_member(%s, 'ann', 'America/Argentina/Buenos_Aires', 'zh-Hant-TW')$$, :m), 'a deep IANA name and a script subtag are accepted');
 SELECT throws_ok('SELECT wallet.upsert_member(NULL, $$ann$$)', '22004', NULL, 'NULL merchant: 22004');
