@@ -14622,6 +14622,136 @@ END
 $$;
 COMMENT ON FUNCTION wallet.set_push_settings(bigint, time, time, text, int, interval, interval) IS 'sets a merchant''s push settings: default quiet hours (NULL, NULL: none) and time zone, delivery attempts, backoff and retention';
 
+-- == 10u. a member's push lock is a row lock
+-- One member's push decisions were serialised by a transaction advisory lock
+-- per member: one shared lock-table entry each, so that a transaction
+-- deciding for many members (consents recorded in bulk, a claim of up to
+-- 10,000 messages) ran out of shared memory.  The lock is now the member's
+-- row, FOR NO KEY UPDATE (src/push_enqueue.c and src/push_claim.c take it
+-- in their look-ups).
+
+CREATE OR REPLACE FUNCTION wallet_internal.push_lock_member(member_id bigint, wait boolean) RETURNS boolean
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF wait THEN
+        PERFORM FROM wallet.members m WHERE m.member_id = push_lock_member.member_id FOR NO KEY UPDATE;
+        RETURN true;
+    END IF;
+    PERFORM FROM wallet.members m WHERE m.member_id = push_lock_member.member_id FOR NO KEY UPDATE SKIP LOCKED;
+    RETURN FOUND;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_lock_member(bigint, boolean) IS 'internal: locks the member''s row (FOR NO KEY UPDATE), serialising the member''s push decisions without a lock-table entry (wait = false: only if free, returns whether taken)';
+
+CREATE OR REPLACE FUNCTION wallet_internal.push_enqueue(merchant_id bigint, member_id bigint, channel text, topic text,
+        payload jsonb, campaign_id bigint, dedup_key text, not_before timestamptz, expires_at timestamptz, priority int,
+        lock boolean, OUT push_id bigint, OUT status text, OUT reason text, OUT eligible_at timestamptz)
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+#variable_conflict use_variable
+DECLARE
+    _m bigint := merchant_id;
+    _member bigint := member_id;
+    _topic text := topic;
+    _channel text := channel;
+    svc boolean;
+    grp text;
+    m record;
+    s record;
+    t timestamptz := greatest(not_before, now());
+BEGIN
+    IF lock THEN
+        PERFORM FROM wallet.members w WHERE w.member_id = _member FOR NO KEY UPDATE;   -- as push_lock_member
+    END IF;
+    push_id := nextval('wallet.push_messages_push_id_seq'::regclass);
+    IF dedup_key IS NOT NULL THEN
+        -- a concurrent first use of the key: waits for it, then finds it
+        INSERT INTO wallet.push_dedup AS d (merchant_id, dedup_key, push_id) VALUES (_m, dedup_key, push_id)
+            ON CONFLICT DO NOTHING;
+        IF NOT FOUND THEN
+            status := 'duplicate'; reason := 'dedup_key';
+        END IF;
+    END IF;
+    -- what the decision needs, in one query: the topic's kind (push_topic),
+    -- the member's consent and preferences (push_refusal), quiet hours, and
+    -- whether a cap is reached at t (counted as push_slot counts when
+    -- planning); only quiet hours or a reached cap need push_slot
+    SELECT coalesce(tp.service, _topic = 'service') AS service,
+           CASE WHEN tp.merchant_id IS NOT NULL THEN tp.cap_group WHEN _topic = 'service' THEN NULL ELSE 'marketing' END AS cap_group,
+           w.status = 'forgotten' AS forgotten, c.granted, p.topics, p.max_per_day, p.max_per_week,
+           coalesce(w.time_zone, st.time_zone, 'UTC') AS tz,
+           CASE WHEN p.quiet_start IS NOT NULL THEN p.quiet_start WHEN st.merchant_id IS NULL THEN time '22:00' ELSE st.quiet_start END AS qs,
+           CASE WHEN p.quiet_start IS NOT NULL THEN p.quiet_end WHEN st.merchant_id IS NULL THEN time '08:00' ELSE st.quiet_end END AS qe
+      INTO m
+      FROM wallet.members w
+      LEFT JOIN wallet.push_topics tp ON tp.merchant_id = _m AND tp.topic = _topic
+      LEFT JOIN wallet.push_consents c ON c.merchant_id = _m AND c.member_id = _member AND c.channel = _channel AND c.topic = _topic
+      LEFT JOIN wallet.push_preferences p ON p.member_id = _member
+      LEFT JOIN wallet.push_settings st ON st.merchant_id = _m
+     WHERE w.member_id = _member;
+    svc := m.service; grp := m.cap_group;
+    IF status IS NULL THEN
+        reason := CASE WHEN m.forgotten THEN 'member_forgotten'
+                       WHEN svc THEN CASE WHEN m.granted IS FALSE THEN 'muted' END
+                       WHEN m.granted IS NULL THEN 'no_consent'
+                       WHEN NOT m.granted THEN 'consent_withdrawn'
+                       WHEN m.topics IS NOT NULL AND NOT _topic = ANY (m.topics) THEN 'topic_not_chosen' END;
+        IF reason IS NOT NULL THEN
+            status := 'suppressed';
+        ELSIF expires_at IS NOT NULL AND expires_at <= t THEN
+            status := 'suppressed'; reason := 'expired';
+        ELSIF (svc OR wallet_internal.push_quiet_until(t, m.tz, m.qs, m.qe) IS NULL)
+              AND (grp IS NULL OR NOT EXISTS (
+                  SELECT FROM (SELECT k.period, k.max_count, k.window_size FROM wallet.push_caps k
+                                WHERE k.merchant_id = _m AND k.channel = _channel AND k.cap_group = grp
+                               UNION ALL
+                               SELECT 'day', m.max_per_day, NULL::interval WHERE m.max_per_day IS NOT NULL
+                               UNION ALL
+                               SELECT 'week', m.max_per_week, NULL::interval WHERE m.max_per_week IS NOT NULL) k
+                  CROSS JOIN LATERAL (
+                      SELECT CASE WHEN k.period = 'rolling' THEN t - k.window_size
+                                  ELSE date_trunc(k.period, t AT TIME ZONE m.tz) AT TIME ZONE m.tz END AS ws,
+                             CASE WHEN k.period = 'rolling' THEN t
+                                  ELSE (date_trunc(k.period, t AT TIME ZONE m.tz)
+                                        + CASE k.period WHEN 'day' THEN interval '1 day' ELSE interval '7 days' END) AT TIME ZONE m.tz END AS we) b
+                  WHERE (SELECT count(*) FROM wallet.push_messages y
+                          WHERE y.member_id = _member AND y.channel = _channel AND y.cap_group = grp
+                            AND (y.status IN ('sending', 'sent') OR (y.status = 'queued' AND y.priority >= push_enqueue.priority))
+                            AND y.slot_at >= b.ws AND y.slot_at <= b.we
+                            AND (y.slot_at > b.ws OR k.period <> 'rolling') AND (y.slot_at < b.we OR k.period = 'rolling')) >= k.max_count)) THEN
+            -- t itself is fine
+            status := 'queued'; eligible_at := t;
+        ELSE
+            s := wallet_internal.push_slot(_m, _member, _channel, grp, svc, priority, t, true, NULL);
+            IF s.slot IS NULL THEN
+                status := 'suppressed'; reason := s.reason;
+            ELSIF expires_at IS NOT NULL AND s.slot >= expires_at THEN
+                status := 'suppressed'; reason := 'expires_before_slot';
+            ELSE
+                eligible_at := s.slot;
+                status := CASE WHEN s.reason IS NULL THEN 'queued' ELSE 'deferred' END;
+                reason := s.reason;
+            END IF;
+        END IF;
+    END IF;
+    INSERT INTO wallet.push_messages (push_id, merchant_id, member_id, channel, topic, cap_group, service, payload, campaign_id,
+                                      dedup_key, priority, not_before, expires_at, outcome, outcome_reason, status, reason,
+                                      due_at, slot_at, finished_at, part)
+    OVERRIDING SYSTEM VALUE
+    VALUES (push_id, _m, _member, _channel, _topic, grp, svc, payload, campaign_id, dedup_key, priority, not_before, expires_at,
+            status, reason, CASE WHEN status IN ('queued', 'deferred') THEN 'queued' ELSE status END, reason,
+            eligible_at, eligible_at, CASE WHEN status IN ('queued', 'deferred') THEN NULL ELSE now() END,
+            CASE WHEN status IN ('queued', 'deferred') THEN (SELECT (q.last_value % 4)::smallint FROM wallet_internal.push_queue_slot q) ELSE 3 END);
+    IF status = 'queued' THEN
+        PERFORM wallet_internal.push_notify(_channel);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_enqueue(bigint, bigint, text, text, jsonb, bigint, text, timestamptz, timestamptz, int, boolean) IS 'internal: decides and records one message for one member (queued, deferred, suppressed or duplicate, with the reason), optionally under the member''s lock';
+
 -- == 10z. shared objects, final (issues 10-12)
 -- Objects that several sections above re-create (each with what its area
 -- added): their final definitions, exactly as the parts have them.

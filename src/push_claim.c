@@ -38,9 +38,6 @@
 #include "utils/timestamp.h"
 #include "utils/tuplestore.h"
 
-/* the advisory lock key of a member's push decisions (push_lock_member) */
-#define PUSH_MEMBER_LOCK 2001234512
-
 enum
 {
 	P_CANDIDATES,				/* the due messages, locked */
@@ -50,6 +47,7 @@ enum
 	P_ACK_MANY_FULL,			/* wallet_internal.push_ack_many */
 	P_CHECK_NAME,				/* wallet_internal.push_check_name (raises) */
 	P_CHECK_LEASE,				/* wallet_internal.push_check_lease (raises) */
+	P_LOCK_MEMBERS,				/* the members' rows, those free locked */
 	P_CLAIM,					/* push_claim_sql on slot 0, 1, 2, or every slot */
 	P_ACK_ONE = P_CLAIM + 4,	/* push_ack_one_sql, the same four */
 	P_ACK_MANY = P_ACK_ONE + 4,	/* push_ack_many_sql, the same four */
@@ -217,6 +215,10 @@ static const char *const push_sql[P_CLAIM] = {
 
 	/* P_CHECK_LEASE */
 	"SELECT wallet_internal.push_check_lease($1)",
+
+	/* P_LOCK_MEMBERS: $1 member ids (push_lock_member without waiting) */
+	"SELECT m.member_id FROM wallet.members m WHERE m.member_id OPERATOR(pg_catalog.=) ANY ($1)"
+	" FOR NO KEY UPDATE OF m SKIP LOCKED",
 };
 
 static SPIPlanPtr push_plans[P_COUNT];
@@ -264,12 +266,13 @@ push_plan(int which)
 				[P_ACK_MANY_FULL] = {INT8ARRAYOID, TEXTARRAYOID},
 				[P_CHECK_NAME] = {TEXTOID},
 				[P_CHECK_LEASE] = {INTERVALOID},
+				[P_LOCK_MEMBERS] = {INT8ARRAYOID},
 			};
 
 			sql = which == P_SUPPRESS ? push_suppress_sql : push_sql[which];
 			types[0] = argtypes[which][0];
 			types[1] = argtypes[which][1];
-			if (which == P_CHECK_NAME || which == P_CHECK_LEASE)
+			if (which == P_CHECK_NAME || which == P_CHECK_LEASE || which == P_LOCK_MEMBERS)
 				nargs = 1;
 		}
 		p = SPI_prepare_cursor(sql, nargs, types, CURSOR_OPT_GENERIC_PLAN);
@@ -339,6 +342,15 @@ typedef struct PushCand
 	bool		first;			/* its member's first (and locked) */
 	bool		further;		/* a further message of a locked member */
 } PushCand;
+
+static int
+push_int64_cmp(const void *a, const void *b)
+{
+	int64		x = *(const int64 *) a;
+	int64		y = *(const int64 *) b;
+
+	return x < y ? -1 : x > y ? 1 : 0;
+}
 
 static int
 push_cand_by_member(const void *a, const void *b)
@@ -439,6 +451,8 @@ claim_pushes(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	Datum		args[2];
 	uint64		ncand;
+	uint64		nlocked;
+	int64	   *locked_ids;
 	PushCand   *cand;
 	int64	   *ids;
 	int			nfirst = 0;
@@ -487,19 +501,36 @@ claim_pushes(PG_FUNCTION_ARGS)
 	push_slots_remember(cand, ncand);
 
 	/*
-	 * 2. the members, each under its lock (tried in member order): a member
-	 * busy in another session (enqueue, consent, claim) has its messages
-	 * wait for the next claim
+	 * 2. the members, each under its lock (push_lock_member: a row lock, all
+	 * in one statement, none waited for): a member busy in another session
+	 * (enqueue, consent, claim) has its messages wait for the next claim
 	 */
 	qsort(cand, ncand, sizeof(PushCand), push_cand_by_member);
+	{
+		Datum	   *ids_d = palloc(sizeof(Datum) * ncand);
+		int			nids = 0;
+		Datum		args1[1];
+
+		for (uint64 i = 0; i < ncand; i++)
+			if (i == 0 || cand[i].member_id != cand[i - 1].member_id)
+				ids_d[nids++] = Int64GetDatum(cand[i].member_id);
+		args1[0] = PointerGetDatum(construct_array(ids_d, nids, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		nlocked = push_run(P_LOCK_MEMBERS, args1, NULL, false);
+		locked_ids = palloc(sizeof(int64) * (nlocked + 1));
+		for (uint64 i = 0; i < nlocked; i++)
+		{
+			bool		isnull;
+
+			locked_ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+		}
+		qsort(locked_ids, nlocked, sizeof(int64), push_int64_cmp);
+	}
 	for (uint64 i = 0; i < ncand;)
 	{
 		uint64		j = i;
 		bool		locked;
 
-		locked = DatumGetBool(DirectFunctionCall2(pg_try_advisory_xact_lock_int4,
-												  Int32GetDatum(PUSH_MEMBER_LOCK),
-												  Int32GetDatum((int32) (cand[i].member_id % 2147483647))));
+		locked = bsearch(&cand[i].member_id, locked_ids, nlocked, sizeof(int64), push_int64_cmp) != NULL;
 		for (; j < ncand && cand[j].member_id == cand[i].member_id; j++)
 		{
 			cand[j].first = locked && j == i;

@@ -4,7 +4,7 @@
  * The same checks, decision and record as the PL/pgSQL chain it replaces
  * (member_check, push_check_message, member_ensure, push_enqueue), in one
  * function with saved plans: the argument checks here, the member found and
- * a message id drawn by one query, the member's advisory lock, the dedup
+ * a message id drawn by one query that also locks the member's row, the dedup
  * key claimed by one INSERT ... ON CONFLICT, the decision by push_decide.c
  * and the outcome written by one INSERT.  The wake-up NOTIFY is throttled
  * exactly as wallet_internal.push_notify throttles it (the same setting).
@@ -27,7 +27,6 @@
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
-#define PUSH_LOCK_CLASS	2001234512	/* as wallet_internal.push_lock_member */
 
 static SPIPlanPtr member_id_plan = NULL;
 static SPIPlanPtr insert_plan = NULL;
@@ -173,14 +172,18 @@ enqueue_push(PG_FUNCTION_ARGS)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	/* the member and a message id in one query (the id is drawn only for a known member) */
+	/*
+	 * the member, locked (one member's pushes are decided one at a time: a
+	 * row lock, as push_lock_member takes), and a message id in one query
+	 * (the id is drawn only for a known member)
+	 */
 	if (member_id_plan == NULL)
 	{
 		Oid			argtypes[2] = {INT8OID, TEXTOID};
 
 		member_id_plan = push_keep_plan("SELECT m.member_id, pg_catalog.nextval('wallet.push_messages_push_id_seq'::pg_catalog.regclass) "
 									  "FROM wallet.members m WHERE m.merchant_id OPERATOR(pg_catalog.=) $1 "
-									  "AND m.member_ref OPERATOR(pg_catalog.=) $2", 2, argtypes);
+									  "AND m.member_ref OPERATOR(pg_catalog.=) $2 FOR NO KEY UPDATE OF m", 2, argtypes);
 	}
 	{
 		Datum		args[2] = {Int64GetDatum(merchant_id), PointerGetDatum(member_ref)};
@@ -274,9 +277,16 @@ enqueue_push(PG_FUNCTION_ARGS)
 		push_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 	}
 
-	/* one member's pushes are decided one at a time */
-	DirectFunctionCall2(pg_advisory_xact_lock_int4, Int32GetDatum(PUSH_LOCK_CLASS),
-						Int32GetDatum((int32) (member_id % 2147483647)));
+	/* a member just ensured is locked now (a known one was by its look-up) */
+	if (!found)
+	{
+		Oid			argtypes[1] = {INT8OID};
+		Datum		args[1] = {Int64GetDatum(member_id)};
+
+		if (SPI_execute_with_args("SELECT FROM wallet.members m WHERE m.member_id OPERATOR(pg_catalog.=) $1 FOR NO KEY UPDATE",
+								  1, argtypes, args, NULL, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "locking a member failed");
+	}
 	t = Max(not_before, GetCurrentTransactionStartTimestamp());
 
 	memset(&d, 0, sizeof(d));

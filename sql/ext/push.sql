@@ -526,20 +526,26 @@ $$;
 COMMENT ON FUNCTION wallet_internal.push_member(bigint, text) IS 'internal: the member row of member_ref at the merchant (NULL when there is none), after the checks of member_check';
 
 -- One member's pushes are decided one at a time: enqueue, consent changes
--- and claims take this lock (a transaction lock on the member id).
+-- and claims take this lock, a row lock on the member's row (FOR NO KEY
+-- UPDATE: foreign-key checks of other rows naming the member pass).  A row
+-- lock lives in the row, not in the shared lock table, so that one
+-- transaction may decide for any number of members (an audience of 100,000,
+-- a claim of 10,000 messages) where an advisory lock per member ran out of
+-- shared memory.  The caller has made sure the member exists.
 CREATE FUNCTION wallet_internal.push_lock_member(member_id bigint, wait boolean) RETURNS boolean
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     AS $$
 BEGIN
     IF wait THEN
-        PERFORM pg_advisory_xact_lock(2001234512, (member_id % 2147483647)::int);
+        PERFORM FROM wallet.members m WHERE m.member_id = push_lock_member.member_id FOR NO KEY UPDATE;
         RETURN true;
     END IF;
-    RETURN pg_try_advisory_xact_lock(2001234512, (member_id % 2147483647)::int);
+    PERFORM FROM wallet.members m WHERE m.member_id = push_lock_member.member_id FOR NO KEY UPDATE SKIP LOCKED;
+    RETURN FOUND;
 END
 $$;
-COMMENT ON FUNCTION wallet_internal.push_lock_member(bigint, boolean) IS 'internal: takes the transaction advisory lock serialising a member''s push decisions (wait = false: only if free, returns whether taken)';
+COMMENT ON FUNCTION wallet_internal.push_lock_member(bigint, boolean) IS 'internal: locks the member''s row (FOR NO KEY UPDATE), serialising the member''s push decisions without a lock-table entry (wait = false: only if free, returns whether taken)';
 
 -- Whether local time t is within quiet hours start..end, and when they end.
 CREATE FUNCTION wallet_internal.push_quiet_until(t timestamptz, tz text, quiet_start time, quiet_end time) RETURNS timestamptz
@@ -750,7 +756,7 @@ DECLARE
     t timestamptz := greatest(not_before, now());
 BEGIN
     IF lock THEN
-        PERFORM pg_advisory_xact_lock(2001234512, (_member % 2147483647)::int);   -- as push_lock_member
+        PERFORM FROM wallet.members w WHERE w.member_id = _member FOR NO KEY UPDATE;   -- as push_lock_member
     END IF;
     push_id := nextval('wallet.push_messages_push_id_seq'::regclass);
     IF dedup_key IS NOT NULL THEN
