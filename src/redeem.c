@@ -562,9 +562,13 @@ redeem_code(PG_FUNCTION_ARGS)
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
 	fast = redeem_request(fcinfo, &q);
-	if (fast && XactIsoLevel == XACT_READ_COMMITTED)
+	if (fast && XactIsoLevel == XACT_READ_COMMITTED && !XactReadOnly && !IsInParallelMode())
 	{
-		/* READ COMMITTED: by direct access (redeem_direct.c) when it can */
+		/*
+		 * READ COMMITTED: by direct access (redeem_direct.c) when it can.  Not
+		 * in a read-only transaction, which an INSERT refuses and a direct
+		 * heap insert would not.
+		 */
 		redeem_key_lock(q.key);
 		direct = wallet_redeem_direct(&q, &r);
 	}

@@ -8,7 +8,7 @@
 -- margin between a reservation and the check that it still counts, so that a
 -- loaded machine does not make the test flaky.
 BEGIN;
-SELECT plan(160);
+SELECT plan(162);
 
 -- Test helpers (temporary, gone at ROLLBACK) -------------------------------
 
@@ -494,7 +494,7 @@ SELECT is(pg_temp.redeem((SELECT code FROM bulk WHERE n = 77), 'bulk-other', 'bu
 ALTER TABLE wallet.code_redemptions ADD COLUMN test_note text DEFAULT 'set by default';
 INSERT INTO ids (name, id) SELECT 'shape', wallet.create_campaign((SELECT id FROM ids WHERE name = 'merchant'), 'shape');
 CREATE TEMP TABLE shape AS
-    SELECT g::text AS code, row_number() OVER () AS n FROM wallet.generate_codes((SELECT id FROM ids WHERE name = 'shape'), 2) g;
+    SELECT g::text AS code, row_number() OVER () AS n FROM wallet.generate_codes((SELECT id FROM ids WHERE name = 'shape'), 3) g;
 SELECT is(pg_temp.redeem((SELECT code FROM shape WHERE n = 1), 'shape-1', 'shape-1'), 'ok',
           'redeem_code works with a column added to code_redemptions');
 SELECT is((SELECT d.test_note FROM wallet.code_redemptions d WHERE d.idempotency_key = 'shape-1'), 'set by default',
@@ -504,6 +504,15 @@ SELECT is(pg_temp.redeem((SELECT code FROM shape WHERE n = 2), 'shape-2', 'shape
           'after the column is dropped again, redeem_code works');
 SELECT is((SELECT (d.member_ref, d.context, d.reservation_id IS NULL, d.undone_at IS NULL)::text FROM wallet.code_redemptions d WHERE d.idempotency_key = 'shape-2'),
           '(shape-2,{},t,t)', 'and writes the row right past the dropped column');
+
+-- A read-only transaction: the direct inserts are not taken, the INSERT refuses.
+SAVEPOINT read_only;
+SET LOCAL transaction_read_only = on;
+SELECT throws_ok($$SELECT pg_temp.redeem((SELECT code FROM shape WHERE n = 3), 'shape-3', 'shape-3')$$, '25006', NULL,
+                 'in a read-only transaction redeem_code fails as an INSERT does (25006)');
+ROLLBACK TO SAVEPOINT read_only;
+SELECT is((SELECT count(*) FROM wallet.code_redemptions d WHERE d.idempotency_key = 'shape-3'), 0::bigint,
+          'and recorded nothing');
 
 SELECT * FROM finish();
 ROLLBACK;
