@@ -1,6 +1,7 @@
 /*
- * redeem.c: wallet.redeem_code in C (its common case: one pass of kept
- * plans) and wallet_internal.code_caps_unchanged.
+ * redeem.c: wallet.redeem_code in C (its common case: by direct access
+ * under READ COMMITTED, see redeem_direct.c, else one pass of kept plans)
+ * and wallet_internal.code_caps_unchanged.
  *
  * Why C: the PL/pgSQL redeem_code ran a dozen nested SECURITY DEFINER
  * helpers per call, each with its own GUC save/restore, executor start-up
@@ -540,9 +541,10 @@ redeem_fast(const RedeemRequest *q, RedeemResult *r)
 PG_FUNCTION_INFO_V1(redeem_code);
 
 /*
- * wallet.redeem_code(code, member_ref, idempotency_key, context): the fast
- * path above, else wallet_internal.redeem_code_full (the whole API in
- * PL/pgSQL: errors, refusals, replays, conversions of reservations).
+ * wallet.redeem_code(code, member_ref, idempotency_key, context): the direct
+ * path (redeem_direct.c), else the fast path above, else
+ * wallet_internal.redeem_code_full (the whole API in PL/pgSQL: errors,
+ * refusals, replays, conversions of reservations).
  */
 Datum
 redeem_code(PG_FUNCTION_ARGS)
