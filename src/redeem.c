@@ -574,37 +574,41 @@ redeem_code(PG_FUNCTION_ARGS)
 		redeem_key_lock(q.key);
 		direct = wallet_redeem_direct(&q, &r);
 	}
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	redeem_plans_check();
-	if (direct == REDEEM_DIRECT_REFUSED_CODE || direct == REDEEM_DIRECT_REFUSED_MEMBER)
+	if (direct != REDEEM_DIRECT_DONE)
 	{
-		/* refused: the fresh counter row goes back to counting nothing */
-		bool		which[3] = {direct == REDEEM_DIRECT_REFUSED_CODE, direct == REDEEM_DIRECT_REFUSED_MEMBER, false};
-
-		redeem_bump(Int64GetDatum(q.campaign_id), q.serial, q.member, which, -1);
-	}
-	else if (direct == REDEEM_DIRECT_NO)
-		fast = fast && redeem_fast(&q, &r);
-	if (!fast)
-	{
-		Datum		a[4];
-		char		n[4];
-		bool		isnull;
-
-		for (int i = 0; i < 4; i++)
+		/* statements: the SPI path, the full path, or taking back a counter */
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		redeem_plans_check();
+		if (direct == REDEEM_DIRECT_REFUSED_CODE || direct == REDEEM_DIRECT_REFUSED_MEMBER)
 		{
-			a[i] = PG_ARGISNULL(i) ? (Datum) 0 : PG_GETARG_DATUM(i);
-			n[i] = PG_ARGISNULL(i) ? 'n' : ' ';
+			/* refused: the fresh counter row goes back to counting nothing */
+			bool		which[3] = {direct == REDEEM_DIRECT_REFUSED_CODE, direct == REDEEM_DIRECT_REFUSED_MEMBER, false};
+
+			redeem_bump(Int64GetDatum(q.campaign_id), q.serial, q.member, which, -1);
 		}
-		if (redeem_run(P_FULL, a, n) != 1)
-			elog(ERROR, "wallet_internal.redeem_code_full returned no row");
-		result = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-		if (isnull)
-			elog(ERROR, "wallet_internal.redeem_code_full returned NULL");
-		result = SPI_datumTransfer(result, false, -1);
+		else if (direct == REDEEM_DIRECT_NO)
+			fast = fast && redeem_fast(&q, &r);
+		if (!fast)
+		{
+			Datum		a[4];
+			char		n[4];
+			bool		isnull;
+
+			for (int i = 0; i < 4; i++)
+			{
+				a[i] = PG_ARGISNULL(i) ? (Datum) 0 : PG_GETARG_DATUM(i);
+				n[i] = PG_ARGISNULL(i) ? 'n' : ' ';
+			}
+			if (redeem_run(P_FULL, a, n) != 1)
+				elog(ERROR, "wallet_internal.redeem_code_full returned no row");
+			result = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+			if (isnull)
+				elog(ERROR, "wallet_internal.redeem_code_full returned NULL");
+			result = SPI_datumTransfer(result, false, -1);
+		}
+		SPI_finish();
 	}
-	SPI_finish();
 	if (fast)
 	{
 		/*

@@ -494,7 +494,8 @@ wallet_redeem_direct(const RedeemRequest *q, RedeemResult *r)
 		static Oid	seq_of = InvalidOid;
 		static Oid	seq = InvalidOid;
 
-		if (seq_of != RelationGetRelid(red))
+		/* the identity's sequence, looked up again if the table or it changed */
+		if (seq_of != RelationGetRelid(red) || get_rel_relkind(seq) != RELKIND_SEQUENCE)
 		{
 			seq = getIdentitySequence(RelationGetRelid(red), a_id, false);
 			seq_of = RelationGetRelid(red);
