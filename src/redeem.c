@@ -1,6 +1,7 @@
 /*
- * redeem.c: wallet.redeem_code in C (its common case: one pass of kept
- * plans) and wallet_internal.code_caps_unchanged.
+ * redeem.c: wallet.redeem_code in C (its common case: by direct access
+ * under READ COMMITTED, see redeem_direct.c, else one pass of kept plans)
+ * and wallet_internal.code_caps_unchanged.
  *
  * Why C: the PL/pgSQL redeem_code ran a dozen nested SECURITY DEFINER
  * helpers per call, each with its own GUC save/restore, executor start-up
@@ -31,6 +32,7 @@
 #include "keys.h"
 #include "marketing_code.h"
 #include "privileges.h"
+#include "redeem.h"
 
 /*
  * Raises a serialization failure (40001) unless the campaign's latest
@@ -318,14 +320,51 @@ redeem_bump(Datum campaign, int64 serial, text *member, const bool *which, int32
 	}
 }
 
-typedef struct RedeemResult
+/*
+ * Whether the call is the common case's: well-formed, an authentic code of
+ * a campaign the caller acts for.  Fills q; false for anything else (misuse,
+ * a bad code), which the full PL/pgSQL path answers.
+ */
+static bool
+redeem_request(FunctionCallInfo fcinfo, RedeemRequest *q)
 {
-	const char *status;
-	int64		redemption_id;	/* 0: none */
-	int64		campaign_id;
-	int64		serial;
-	TimestampTz redeemed_at;
-} RedeemResult;
+	char	   *detail = NULL;
+	const CampaignInfo *info;
+
+	if (PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		return false;
+	q->member = PG_GETARG_TEXT_PP(1);
+	q->key = PG_GETARG_TEXT_PP(2);
+	if (!redeem_arg_ok(q->member) || !redeem_arg_ok(q->key))
+		return false;
+	if (PG_ARGISNULL(3))
+		q->ctx = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{}")));
+	else
+	{
+		q->ctx = PG_GETARG_JSONB_P(3);
+		if (!JB_ROOT_IS_OBJECT(q->ctx) || JB_ROOT_IS_SCALAR(q->ctx))
+			return false;
+	}
+	wallet_require_root_key();
+	if (wallet_code_from_text(text_to_cstring(PG_GETARG_TEXT_PP(0)), &q->f, &detail) != CODE_TEXT_OK ||
+		wallet_code_verify(&q->f) != CODE_AUTH_OK)
+		return false;
+	info = wallet_campaign_info(q->f.campaign);
+	if (info == NULL || !info->exists || !wallet_acts_for_merchant(info->merchant_id))
+		return false;
+	q->merchant_id = info->merchant_id;
+	q->campaign_id = q->f.campaign;
+	q->serial = (int64) q->f.serial;
+	return true;
+}
+
+/* The idempotency key's lock: same key, one session at a time (as the full path, which retakes it). */
+static void
+redeem_key_lock(text *key)
+{
+	DirectFunctionCall2(pg_advisory_xact_lock_int4, Int32GetDatum(1464598529),
+						DirectFunctionCall1Coll(hashtext, DEFAULT_COLLATION_OID, PointerGetDatum(key)));
+}
 
 /*
  * The common case of wallet.redeem_code, in one pass of kept plans: a
@@ -337,17 +376,12 @@ typedef struct RedeemResult
  * order are those of that path (see sql/ext/redeem.sql).
  */
 static bool
-redeem_fast(FunctionCallInfo fcinfo, RedeemResult *r)
+redeem_fast(const RedeemRequest *q, RedeemResult *r)
 {
-	text	   *input = PG_GETARG_TEXT_PP(0);
-	text	   *member;
-	text	   *key;
-	Jsonb	   *ctx;
-	char	   *str;
-	char	   *detail = NULL;
-	CodeFields	f;
-	const CampaignInfo *info;
-	Datum		merchant;
+	text	   *member = q->member;
+	text	   *key = q->key;
+	Jsonb	   *ctx = q->ctx;
+	Datum		merchant = Int64GetDatum(q->merchant_id);
 	Datum		args[7];
 	char		nulls[7];
 	bool		isnull;
@@ -360,34 +394,9 @@ redeem_fast(FunctionCallInfo fcinfo, RedeemResult *r)
 	bool		bump[3];
 	MarketingCode *code;
 
-	if (PG_ARGISNULL(1) || PG_ARGISNULL(2))
-		return false;
-	member = PG_GETARG_TEXT_PP(1);
-	key = PG_GETARG_TEXT_PP(2);
-	if (!redeem_arg_ok(member) || !redeem_arg_ok(key))
-		return false;
-	if (PG_ARGISNULL(3))
-		ctx = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{}")));
-	else
-	{
-		ctx = PG_GETARG_JSONB_P(3);
-		if (!JB_ROOT_IS_OBJECT(ctx) || JB_ROOT_IS_SCALAR(ctx))
-			return false;
-	}
-	str = text_to_cstring(input);
-	wallet_require_root_key();
-	if (wallet_code_from_text(str, &f, &detail) != CODE_TEXT_OK || wallet_code_verify(&f) != CODE_AUTH_OK)
-		return false;
-	info = wallet_campaign_info(f.campaign);
-	if (info == NULL || !info->exists || !wallet_acts_for_merchant(info->merchant_id))
-		return false;
-	merchant = Int64GetDatum(info->merchant_id);
-	r->campaign_id = f.campaign;
-	r->serial = (int64) f.serial;
-
-	/* same key: one session at a time (as the full path, which retakes it) */
-	DirectFunctionCall2(pg_advisory_xact_lock_int4, Int32GetDatum(1464598529),
-						DirectFunctionCall1Coll(hashtext, DEFAULT_COLLATION_OID, PointerGetDatum(key)));
+	r->campaign_id = q->campaign_id;
+	r->serial = q->serial;
+	redeem_key_lock(key);
 
 	args[0] = Int64GetDatum(r->campaign_id);
 	args[1] = Int64GetDatum(r->serial);
@@ -511,7 +520,7 @@ redeem_fast(FunctionCallInfo fcinfo, RedeemResult *r)
 	}
 
 	code = palloc(sizeof(MarketingCode));
-	wallet_code_pack(&f, code);
+	wallet_code_pack(&q->f, code);
 	{
 		Datum		a[7] = {args[0], Int64GetDatum(r->serial), MarketingCodePGetDatum(code),
 		PointerGetDatum(member), PointerGetDatum(key), JsonbPGetDatum(ctx), merchant};
@@ -532,15 +541,18 @@ redeem_fast(FunctionCallInfo fcinfo, RedeemResult *r)
 PG_FUNCTION_INFO_V1(redeem_code);
 
 /*
- * wallet.redeem_code(code, member_ref, idempotency_key, context): the fast
- * path above, else wallet_internal.redeem_code_full (the whole API in
- * PL/pgSQL: errors, refusals, replays, conversions of reservations).
+ * wallet.redeem_code(code, member_ref, idempotency_key, context): the direct
+ * path (redeem_direct.c), else the fast path above, else
+ * wallet_internal.redeem_code_full (the whole API in PL/pgSQL: errors,
+ * refusals, replays, conversions of reservations).
  */
 Datum
 redeem_code(PG_FUNCTION_ARGS)
 {
 	TupleDesc	tupdesc;
 	RedeemResult r = {0};
+	RedeemRequest q;
+	RedeemDirect direct = REDEEM_DIRECT_NO;
 	Datum		result = (Datum) 0;
 	bool		fast;
 
@@ -551,29 +563,52 @@ redeem_code(PG_FUNCTION_ARGS)
 				 errdetail("A code is judged from the text a person typed: an empty text is malformed, a NULL is no text at all.")));
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	redeem_plans_check();
-	fast = redeem_fast(fcinfo, &r);
-	if (!fast)
+	fast = redeem_request(fcinfo, &q);
+	if (fast && XactIsoLevel == XACT_READ_COMMITTED && !XactReadOnly && !IsInParallelMode())
 	{
-		Datum		a[4];
-		char		n[4];
-		bool		isnull;
-
-		for (int i = 0; i < 4; i++)
-		{
-			a[i] = PG_ARGISNULL(i) ? (Datum) 0 : PG_GETARG_DATUM(i);
-			n[i] = PG_ARGISNULL(i) ? 'n' : ' ';
-		}
-		if (redeem_run(P_FULL, a, n) != 1)
-			elog(ERROR, "wallet_internal.redeem_code_full returned no row");
-		result = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-		if (isnull)
-			elog(ERROR, "wallet_internal.redeem_code_full returned NULL");
-		result = SPI_datumTransfer(result, false, -1);
+		/*
+		 * READ COMMITTED: by direct access (redeem_direct.c) when it can.  Not
+		 * in a read-only transaction, which an INSERT refuses and a direct
+		 * heap insert would not.
+		 */
+		redeem_key_lock(q.key);
+		direct = wallet_redeem_direct(&q, &r);
 	}
-	SPI_finish();
+	if (direct != REDEEM_DIRECT_DONE)
+	{
+		/* statements: the SPI path, the full path, or taking back a counter */
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		redeem_plans_check();
+		if (direct == REDEEM_DIRECT_REFUSED_CODE || direct == REDEEM_DIRECT_REFUSED_MEMBER)
+		{
+			/* refused: the fresh counter row goes back to counting nothing */
+			bool		which[3] = {direct == REDEEM_DIRECT_REFUSED_CODE, direct == REDEEM_DIRECT_REFUSED_MEMBER, false};
+
+			redeem_bump(Int64GetDatum(q.campaign_id), q.serial, q.member, which, -1);
+		}
+		else if (direct == REDEEM_DIRECT_NO)
+			fast = fast && redeem_fast(&q, &r);
+		if (!fast)
+		{
+			Datum		a[4];
+			char		n[4];
+			bool		isnull;
+
+			for (int i = 0; i < 4; i++)
+			{
+				a[i] = PG_ARGISNULL(i) ? (Datum) 0 : PG_GETARG_DATUM(i);
+				n[i] = PG_ARGISNULL(i) ? 'n' : ' ';
+			}
+			if (redeem_run(P_FULL, a, n) != 1)
+				elog(ERROR, "wallet_internal.redeem_code_full returned no row");
+			result = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+			if (isnull)
+				elog(ERROR, "wallet_internal.redeem_code_full returned NULL");
+			result = SPI_datumTransfer(result, false, -1);
+		}
+		SPI_finish();
+	}
 	if (fast)
 	{
 		/*

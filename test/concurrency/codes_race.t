@@ -15,7 +15,7 @@ trap '[ -n "${KEEP_TMP:-}" ] || rm -rf "$TMP"; dropdb --if-exists "$DB" >/dev/nu
 export PGOPTIONS="${PGOPTIONS:-} -c statement_timeout=60s"
 . "$(dirname "$0")/../lib.sh"
 
-plan 24
+plan 28
 
 dropdb --if-exists "$DB" >/dev/null 2>&1
 createdb "$DB" || { echo "Bail out! cannot create database $DB"; exit 1; }
@@ -36,6 +36,7 @@ SELECT wallet.create_campaign(1, 'late', max_redemptions_per_code => NULL);
 SELECT wallet.create_campaign(1, 'reserve', max_redemptions_per_code => 5);
 SELECT wallet.create_campaign(1, 'undo');
 SELECT wallet.create_campaign(1, 'expire');
+SELECT wallet.create_campaign(1, 'public', max_redemptions_per_code => NULL, max_redemptions_per_member => 1);
 CREATE FUNCTION race_campaign(n text) RETURNS bigint LANGUAGE sql AS \$\$ SELECT campaign_id FROM wallet.campaigns WHERE name = n \$\$;
 -- single use, and a cap of 5 per code
 INSERT INTO race_codes SELECT 'single', 0, g::text FROM wallet.generate_codes(race_campaign('single'), 1) g;
@@ -55,6 +56,8 @@ INSERT INTO race_codes SELECT 'late', row_number() OVER (), g::text
 INSERT INTO race_codes SELECT 'undo', 0, g::text FROM wallet.generate_codes(race_campaign('undo'), 1) g;
 -- a reservation that expires before a race
 INSERT INTO race_codes SELECT 'expire', 0, g::text FROM wallet.generate_codes(race_campaign('expire'), 1) g;
+-- one public code, one use per member (redeem_code's direct path: the member's counter row)
+INSERT INTO race_codes SELECT 'public', 0, g::text FROM wallet.generate_codes(race_campaign('public'), 1) g;
 -- reservations on a cap of 5
 INSERT INTO race_codes SELECT 'reserve', 0, g::text FROM wallet.generate_codes(race_campaign('reserve'), 1) g;
 " >/dev/null || { echo "Bail out! setup failed"; exit 1; }
@@ -79,6 +82,18 @@ is "$(count member ok)" 3 "20 sessions redeem different codes for one member wit
 is "$(count member member_limit_reached)" 17 "the other 17 are told member_limit_reached"
 
 # 4. 20 sessions, 20 codes, 7 in the whole campaign.
+# 3b. One public code (one use per member): 20 sessions for one member, then
+# 20 sessions for 20 members.  Under READ COMMITTED the first use inserts the
+# member's counter row by speculative insertion (src/redeem_direct.c); the
+# others wait for it and are refused.
+race public_one 20 "SELECT status FROM wallet.redeem_code((SELECT code FROM race_codes WHERE name = 'public'), 'pat', 'public-pat-' || @I@)"
+is "$(count public_one ok)" 1 "20 sessions redeem one public code for one member (one use each): exactly 1 ok"
+is "$(count public_one member_limit_reached)" 19 "the other 19 are told member_limit_reached"
+race public_many 20 "SELECT status FROM wallet.redeem_code((SELECT code FROM race_codes WHERE name = 'public'), 'pm' || @I@, 'public-pm-' || @I@)"
+is "$(count public_many ok)" 20 "20 sessions redeem it for 20 other members: all 20 ok"
+is "$(q -c "SELECT count(*) || ' ' || sum(u.redeemed) FROM wallet.member_use_counts u WHERE u.campaign_id = race_campaign('public')")" "21 21" \
+   "21 member counter rows, each counting its member's one redemption"
+
 race total 20 "SELECT status FROM wallet.redeem_code((SELECT code FROM race_codes WHERE name = 'total' AND i = @I@), 'm' || @I@, 'total-' || @I@)"
 is "$(count total ok)" 7 "20 sessions race on a campaign with a total cap of 7: exactly 7 ok"
 is "$(q -c "SELECT redeemed FROM wallet.campaign_use_counts u JOIN wallet.campaigns c USING (campaign_id) WHERE c.name = 'total'")" 7 \

@@ -8,7 +8,7 @@
 -- margin between a reservation and the check that it still counts, so that a
 -- loaded machine does not make the test flaky.
 BEGIN;
-SELECT plan(151);
+SELECT plan(162);
 
 -- Test helpers (temporary, gone at ROLLBACK) -------------------------------
 
@@ -465,6 +465,54 @@ SELECT is(pg_temp.redeem((SELECT code FROM twocaps WHERE n = 2), 'tc-member', 't
 SELECT is((SELECT u.redeemed FROM wallet.code_use_counts u
             WHERE u.campaign_id = (SELECT id FROM ids WHERE name = 'twocaps') AND u.serial = (SELECT serial FROM twocaps WHERE n = 2)),
           0, 'and its per-code counter counts no redemption');
+
+-- Under READ COMMITTED redeem_code writes by direct heap and index inserts
+-- (src/redeem_direct.c): 10,000 redemptions in one transaction work, take
+-- no lock-table entry per redemption but the idempotency key's (as before),
+-- and each inserts its code's counter row counting it.
+INSERT INTO ids (name, id) SELECT 'bulk', wallet.create_campaign((SELECT id FROM ids WHERE name = 'merchant'), 'bulk');
+CREATE TEMP TABLE bulk AS
+    SELECT g::text AS code, row_number() OVER () AS n FROM wallet.generate_codes((SELECT id FROM ids WHERE name = 'bulk'), 10000) g;
+CREATE TEMP TABLE bulk_locks_before AS
+    SELECT count(*) AS n FROM pg_locks WHERE pid = pg_backend_pid() AND locktype <> 'advisory';
+SELECT is((SELECT count(*) FILTER (WHERE pg_temp.redeem(code, 'bulk-' || n, 'bulk-' || n) = 'ok') FROM bulk), 10000::bigint,
+          '10,000 single-use codes redeemed in one transaction');
+SELECT cmp_ok((SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND locktype <> 'advisory'),
+              '<=', (SELECT n + 10 FROM bulk_locks_before),
+              'holding no more lock-table entries than before but the keys'' advisory locks');
+SELECT is((SELECT count(*) FROM wallet.code_redemptions d
+            WHERE d.campaign_id = (SELECT id FROM ids WHERE name = 'bulk') AND d.undone_at IS NULL), 10000::bigint,
+          'the 10,000 redemption rows are there');
+SELECT is((SELECT (count(*), sum(u.redeemed))::text FROM wallet.code_use_counts u
+            WHERE u.campaign_id = (SELECT id FROM ids WHERE name = 'bulk')), '(10000,10000)',
+          'each code''s counter row counts its one redemption');
+SELECT is(pg_temp.redeem((SELECT code FROM bulk WHERE n = 77), 'bulk-other', 'bulk-other'), 'exhausted',
+          'a second member is refused a code redeemed earlier in the transaction');
+
+-- A column, default or trigger the direct insert does not know sends the
+-- call to the SQL path, which honours it; a dropped column is no obstacle.
+ALTER TABLE wallet.code_redemptions ADD COLUMN test_note text DEFAULT 'set by default';
+INSERT INTO ids (name, id) SELECT 'shape', wallet.create_campaign((SELECT id FROM ids WHERE name = 'merchant'), 'shape');
+CREATE TEMP TABLE shape AS
+    SELECT g::text AS code, row_number() OVER () AS n FROM wallet.generate_codes((SELECT id FROM ids WHERE name = 'shape'), 3) g;
+SELECT is(pg_temp.redeem((SELECT code FROM shape WHERE n = 1), 'shape-1', 'shape-1'), 'ok',
+          'redeem_code works with a column added to code_redemptions');
+SELECT is((SELECT d.test_note FROM wallet.code_redemptions d WHERE d.idempotency_key = 'shape-1'), 'set by default',
+          'and the new column gets its default (the SQL path wrote the row)');
+ALTER TABLE wallet.code_redemptions DROP COLUMN test_note;
+SELECT is(pg_temp.redeem((SELECT code FROM shape WHERE n = 2), 'shape-2', 'shape-2'), 'ok',
+          'after the column is dropped again, redeem_code works');
+SELECT is((SELECT (d.member_ref, d.context, d.reservation_id IS NULL, d.undone_at IS NULL)::text FROM wallet.code_redemptions d WHERE d.idempotency_key = 'shape-2'),
+          '(shape-2,{},t,t)', 'and writes the row right past the dropped column');
+
+-- A read-only transaction: the direct inserts are not taken, the INSERT refuses.
+SAVEPOINT read_only;
+SET LOCAL transaction_read_only = on;
+SELECT throws_ok($$SELECT pg_temp.redeem((SELECT code FROM shape WHERE n = 3), 'shape-3', 'shape-3')$$, '25006', NULL,
+                 'in a read-only transaction redeem_code fails as an INSERT does (25006)');
+ROLLBACK TO SAVEPOINT read_only;
+SELECT is((SELECT count(*) FROM wallet.code_redemptions d WHERE d.idempotency_key = 'shape-3'), 0::bigint,
+          'and recorded nothing');
 
 SELECT * FROM finish();
 ROLLBACK;
