@@ -25,12 +25,21 @@
 #include "privileges.h"
 #include "referral_gate.h"
 
+#include "access/genam.h"
+#include "access/relation.h"
+#include "access/skey.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "common/int.h"
 #include "datatype/timestamp.h"
 #include "executor/spi.h"
+#include "executor/tuptable.h"
 #include "funcapi.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
@@ -39,6 +48,7 @@
 #include "utils/date.h"
 #include "utils/datum.h"
 #include "utils/datetime.h"
+#include "utils/fmgroids.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
 #include "utils/json.h"
@@ -46,6 +56,8 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/numeric.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
@@ -59,9 +71,6 @@
 enum
 {
 	P_RULES,
-	P_STATE,
-	P_STATE_NO_CAPS,
-	P_LOCK,
 	P_SETTLE,
 	P_LEDGER,
 	P_WRITE,
@@ -80,34 +89,6 @@ purchase_plan(int which)
 		/* P_RULES: a program's earning rules, in evaluation order */
 		"SELECT " RULE_COLUMNS " FROM wallet.earning_rules x"
 		" WHERE x.program_id = $1 ORDER BY x.priority DESC, x.rule_id",
-		/* P_STATE: the member's tier, first purchase in the program, counters of capped rules by day and in all */
-		"SELECT coalesce(t.rank, 0), t.name, coalesce(t.multiplier, 1),"
-		" $6 AND ($2 IS NULL OR NOT EXISTS (SELECT FROM wallet.purchases x"
-		"   WHERE x.merchant_id = $1 AND x.member_id = $2 AND x.program_id = $3)),"
-		" ARRAY(SELECT (SELECT c.points FROM wallet.earning_counters c"
-		"               WHERE c.rule_id = u.r AND c.member_id = $2 AND c.day = $7)"
-		"         FROM unnest($5) WITH ORDINALITY u(r, n) ORDER BY u.n),"
-		" ARRAY(SELECT (SELECT c.points FROM wallet.earning_counters c"
-		"               WHERE c.rule_id = u.r AND c.member_id = $2 AND c.day IS NULL)"
-		"         FROM unnest($8) WITH ORDINALITY u(r, n) ORDER BY u.n)"
-		" FROM (SELECT) o"
-		" LEFT JOIN wallet.account_tiers a ON a.account_id = $4"
-		" LEFT JOIN wallet.tiers t ON t.tier_id = a.tier_id",
-		/* P_STATE_NO_CAPS: the same without counters, when no rule that may fire is capped per member */
-		"SELECT coalesce(t.rank, 0), t.name, coalesce(t.multiplier, 1),"
-		" $6 AND ($2 IS NULL OR NOT EXISTS (SELECT FROM wallet.purchases x"
-		"   WHERE x.merchant_id = $1 AND x.member_id = $2 AND x.program_id = $3))"
-		" FROM (SELECT) o"
-		" LEFT JOIN wallet.account_tiers a ON a.account_id = $4"
-		" LEFT JOIN wallet.tiers t ON t.tier_id = a.tier_id",
-		/* P_LOCK: the usual case, a known member with an account in the open program earning in the currency */
-		"SELECT m.member_id, m.time_zone, x.program_id, x.rounding, y.account_id, y.ledger, y.next_event, x.expiry,"
-		" x.granularity"
-		" FROM wallet.members m"
-		" JOIN wallet.programs x ON x.merchant_id = m.merchant_id AND x.currency = $3 AND x.closed_at IS NULL"
-		" JOIN wallet.accounts y ON y.program_id = x.program_id AND y.member_ref = m.member_ref"
-		" WHERE m.merchant_id = $1 AND m.member_ref = $2"
-		" FOR NO KEY UPDATE OF y",
 		/* P_SETTLE */
 		"SELECT wallet_internal.settle_account($1, $2, $2)",
 		/* P_LEDGER */
@@ -143,12 +124,9 @@ purchase_plan(int which)
 		/* P_FULL */
 		"SELECT wallet_internal.record_purchase_full($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
 	};
-	static const int nargs[P_COUNT] = {1, 8, 8, 3, 2, 1, 23, 5, 3, 10};
+	static const int nargs[P_COUNT] = {1, 2, 1, 23, 5, 3, 10};
 	static const Oid types[P_COUNT][23] = {
 		{INT8OID},
-		{INT8OID, INT8OID, INT8OID, INT8OID, INT8ARRAYOID, BOOLOID, DATEOID, INT8ARRAYOID},
-		{INT8OID, INT8OID, INT8OID, INT8OID, INT8ARRAYOID, BOOLOID, DATEOID, INT8ARRAYOID},
-		{INT8OID, TEXTOID, TEXTOID},
 		{INT8OID, TIMESTAMPTZOID},
 		{INT8OID},
 		{INT8OID, INT8OID, TEXTOID, NUMERICOID, TEXTOID, TIMESTAMPTZOID, JSONBOID, INT8OID, INT8OID, INT8OID, INT8OID,
@@ -623,6 +601,391 @@ append_rule(StringInfo buf, bool *first, bool has_id, int64 rule_id, int64 point
 	appendStringInfoChar(buf, '}');
 }
 
+/* ---------------------------------------------------------------- direct reads */
+
+/*
+ * The usual call reads single rows by a unique key (and the first of the
+ * member's purchases in the program): straight from the index and the heap
+ * here, which costs a fraction of an SPI plan's execution (its executor
+ * start and end per statement).  The function runs as the tables' owner,
+ * and every row read belongs to the merchant the caller acts for (checked
+ * first), so their row-level security would let each one through.
+ */
+enum
+{
+	D_MEMBERS,
+	D_PROGRAMS,
+	D_ACCOUNTS,
+	D_ACCOUNT_TIERS,
+	D_TIERS,
+	D_PURCHASES,
+	D_COUNTERS,
+	D_COUNT
+};
+
+static const char *const direct_names[D_COUNT][2] = {
+	{"members", "members_merchant_id_member_ref_key"},
+	{"programs", "programs_earning_currency_idx"},
+	{"accounts", "accounts_program_id_member_ref_key"},
+	{"account_tiers", "account_tiers_pkey"},
+	{"tiers", "tiers_pkey"},
+	{"purchases", "purchases_member_idx"},
+	{"earning_counters", "earning_counters_key"},
+};
+static Oid	direct_oids[D_COUNT][2];
+
+/* rel still is wallet.<name> (a cached oid may name a dropped or re-created relation) */
+static bool
+direct_is(Relation rel, const char *name, Oid nsp)
+{
+	return RelationGetNamespace(rel) == nsp && strcmp(RelationGetRelationName(rel), name) == 0;
+}
+
+/* Opens a table and its index, locked until the transaction ends, as a query would. */
+static void
+direct_open(int which, LOCKMODE mode, Relation *heap, Relation *index)
+{
+	Oid			nsp = get_namespace_oid("wallet", false);
+
+	for (int attempt = 0;; attempt++)
+	{
+		Relation	h = NULL,
+					i = NULL;
+
+		if (OidIsValid(direct_oids[which][0]))
+		{
+			h = try_relation_open(direct_oids[which][0], mode);
+			i = try_relation_open(direct_oids[which][1], AccessShareLock);
+		}
+		if (h != NULL && i != NULL && direct_is(h, direct_names[which][0], nsp) &&
+			direct_is(i, direct_names[which][1], nsp) && i->rd_rel->relkind == RELKIND_INDEX &&
+			i->rd_index->indrelid == RelationGetRelid(h))
+		{
+			*heap = h;
+			*index = i;
+			return;
+		}
+		/* a cached oid of another relation by now: no lock kept on it */
+		if (h != NULL)
+			relation_close(h, mode);
+		if (i != NULL)
+			relation_close(i, AccessShareLock);
+		if (attempt > 0)
+			elog(ERROR, "wallet.%s or its index %s is missing", direct_names[which][0], direct_names[which][1]);
+		direct_oids[which][0] = get_relname_relid(direct_names[which][0], nsp);
+		direct_oids[which][1] = get_relname_relid(direct_names[which][1], nsp);
+	}
+}
+
+static void
+direct_close(Relation heap, Relation index)
+{
+	index_close(index, NoLock);
+	table_close(heap, NoLock);
+}
+
+/* equality on index column att, compared in the index's collation */
+static void
+direct_key(ScanKey k, Relation index, AttrNumber att, RegProcedure eq, Datum v)
+{
+	ScanKeyEntryInitialize(k, 0, att, BTEqualStrategyNumber, InvalidOid, index->rd_indcollation[att - 1], eq, v);
+}
+
+/* index column att IS NULL */
+static void
+direct_key_null(ScanKey k, AttrNumber att)
+{
+	ScanKeyEntryInitialize(k, SK_ISNULL | SK_SEARCHNULL, att, InvalidStrategy, InvalidOid, InvalidOid, InvalidOid,
+						   (Datum) 0);
+}
+
+static AttrNumber
+direct_att(Relation rel, const char *name)
+{
+	TupleDesc	td = RelationGetDescr(rel);
+
+	for (int i = 0; i < td->natts; i++)
+		if (!TupleDescAttr(td, i)->attisdropped && strcmp(NameStr(TupleDescAttr(td, i)->attname), name) == 0)
+			return i + 1;
+	elog(ERROR, "column %s of wallet.%s is missing", name, RelationGetRelationName(rel));
+	return InvalidAttrNumber;	/* not reached */
+}
+
+static Datum
+direct_get(Relation rel, TupleTableSlot *slot, const char *name, bool *isnull)
+{
+	return slot_getattr(slot, direct_att(rel, name), isnull);
+}
+
+/* The row visible to snap whose index key equals keys (the first one), into slot. */
+static bool
+direct_fetch(Relation heap, Relation index, Snapshot snap, ScanKey keys, int nkeys, TupleTableSlot *slot)
+{
+	IndexScanDesc scan = index_beginscan(heap, index, snap, nkeys, 0);
+	bool		found;
+
+	index_rescan(scan, keys, nkeys, NULL, 0);
+	found = index_getnext_slot(scan, ForwardScanDirection, slot);
+	index_endscan(scan);
+	return found;
+}
+
+/* What the usual call needs of the member, its program and its locked account. */
+typedef struct PurchaseLocked
+{
+	int64		member_id;
+	char	   *time_zone;		/* NULL: none */
+	int64		program_id;
+	char	   *rounding;
+	Interval   *expiry;			/* NULL: never */
+	char	   *granularity;
+	int64		account_id;
+	struct varlena *ledger;
+	bool		due;
+	TimestampTz due_at;			/* the account's next_event */
+} PurchaseLocked;
+
+/*
+ * What wallet_internal.record_purchase_full's first query does, read
+ * directly: the member (merchant_id, member_ref), the merchant's open
+ * program earning in the currency, the member's account in it, locked FOR
+ * NO KEY UPDATE as that query's row mark locks it: its latest version,
+ * waiting for a concurrent updater (in READ COMMITTED; under a transaction
+ * snapshot a concurrent update is left to the full path's query, which
+ * raises the serialization failure).  False: no such row, or one that
+ * changed under the lock so that it no longer matches: the full path decides.
+ */
+static bool
+purchase_lock_direct(int64 merchant_id, text *member_ref, text *currency, PurchaseLocked *o)
+{
+	Snapshot	snap;
+	Relation	heap,
+				index;
+	TupleTableSlot *slot;
+	ScanKeyData k[2];
+	bool		found,
+				isnull;
+	Datum		d;
+	ItemPointerData tid;
+	TM_FailureData tmfd;
+
+	/* as SPI runs a statement that may write: earlier writes seen, a new snapshot */
+	CommandCounterIncrement();
+	snap = RegisterSnapshot(GetTransactionSnapshot());
+
+	direct_open(D_MEMBERS, AccessShareLock, &heap, &index);
+	slot = table_slot_create(heap, NULL);
+	direct_key(&k[0], index, 1, F_INT8EQ, Int64GetDatum(merchant_id));
+	direct_key(&k[1], index, 2, F_TEXTEQ, PointerGetDatum(member_ref));
+	found = direct_fetch(heap, index, snap, k, 2, slot);
+	if (found)
+	{
+		o->member_id = DatumGetInt64(direct_get(heap, slot, "member_id", &isnull));
+		d = direct_get(heap, slot, "time_zone", &isnull);
+		o->time_zone = isnull ? NULL : TextDatumGetCString(d);
+	}
+	ExecDropSingleTupleTableSlot(slot);
+	direct_close(heap, index);
+
+	if (found)
+	{
+		/* the partial unique index holds the open programs earning in a currency */
+		direct_open(D_PROGRAMS, AccessShareLock, &heap, &index);
+		slot = table_slot_create(heap, NULL);
+		direct_key(&k[0], index, 1, F_INT8EQ, Int64GetDatum(merchant_id));
+		direct_key(&k[1], index, 2, F_TEXTEQ, PointerGetDatum(currency));
+		found = direct_fetch(heap, index, snap, k, 2, slot);
+		if (found)
+		{
+			(void) direct_get(heap, slot, "closed_at", &isnull);
+			found = isnull;
+		}
+		if (found)
+		{
+			o->program_id = DatumGetInt64(direct_get(heap, slot, "program_id", &isnull));
+			o->rounding = TextDatumGetCString(direct_get(heap, slot, "rounding", &isnull));
+			d = direct_get(heap, slot, "expiry", &isnull);
+			o->expiry = isnull ? NULL : DatumGetIntervalP(datumCopy(d, false, sizeof(Interval)));
+			o->granularity = TextDatumGetCString(direct_get(heap, slot, "granularity", &isnull));
+		}
+		ExecDropSingleTupleTableSlot(slot);
+		direct_close(heap, index);
+	}
+
+	if (found)
+	{
+		direct_open(D_ACCOUNTS, RowShareLock, &heap, &index);
+		slot = table_slot_create(heap, NULL);
+		direct_key(&k[0], index, 1, F_INT8EQ, Int64GetDatum(o->program_id));
+		direct_key(&k[1], index, 2, F_TEXTEQ, PointerGetDatum(member_ref));
+		found = direct_fetch(heap, index, snap, k, 2, slot);
+		if (found)
+		{
+			tid = slot->tts_tid;
+			found = table_tuple_lock(heap, &tid, snap, slot, GetCurrentCommandId(true), LockTupleNoKeyExclusive,
+									 LockWaitBlock,
+									 TUPLE_LOCK_FLAG_LOCK_UPDATE_IN_PROGRESS |
+									 (IsolationUsesXactSnapshot() ? 0 : TUPLE_LOCK_FLAG_FIND_LAST_VERSION),
+									 &tmfd) == TM_Ok;
+		}
+		if (found && tmfd.traversed)
+		{
+			/* a newer version: the query would check it against the join again */
+			found = DatumGetInt64(direct_get(heap, slot, "program_id", &isnull)) == o->program_id &&
+				DatumGetBool(DirectFunctionCall2Coll(texteq, index->rd_indcollation[1],
+													 direct_get(heap, slot, "member_ref", &isnull),
+													 PointerGetDatum(member_ref)));
+		}
+		if (found)
+		{
+			o->account_id = DatumGetInt64(direct_get(heap, slot, "account_id", &isnull));
+			d = direct_get(heap, slot, "ledger", &isnull);
+			o->ledger = isnull ? NULL : (struct varlena *) PG_DETOAST_DATUM_COPY(d);
+			d = direct_get(heap, slot, "next_event", &isnull);
+			o->due = !isnull;
+			o->due_at = isnull ? 0 : DatumGetTimestampTz(d);
+		}
+		ExecDropSingleTupleTableSlot(slot);
+		direct_close(heap, index);
+	}
+	UnregisterSnapshot(snap);
+	return found;
+}
+
+/* The counter of a capped rule for the member, on day (or in all: total), 0 when none. */
+static int64
+direct_counter(Relation heap, Relation index, Snapshot snap, TupleTableSlot *slot, int64 rule_id, int64 member_id,
+			   bool total, DateADT day)
+{
+	ScanKeyData k[3];
+	bool		isnull;
+	int64		v = 0;
+
+	direct_key(&k[0], index, 1, F_INT8EQ, Int64GetDatum(rule_id));
+	direct_key(&k[1], index, 2, F_INT8EQ, Int64GetDatum(member_id));
+	if (total)
+		direct_key_null(&k[2], 3);
+	else
+		direct_key(&k[2], index, 3, F_DATE_EQ, DateADTGetDatum(day));
+	if (direct_fetch(heap, index, snap, k, 3, slot))
+	{
+		Datum		d = direct_get(heap, slot, "points", &isnull);
+
+		v = isnull ? 0 : DatumGetInt64(d);
+	}
+	ExecClearTuple(slot);
+	return v;
+}
+
+/*
+ * The member's state for the rules (called under the account's lock, with a
+ * snapshot taken now: what the previous holder of the lock committed is
+ * seen): the tier (wallet.account_tiers, wallet.tiers: rank 0, no name and
+ * multiplier 1 without one), whether this is the member's first purchase in
+ * the program (asked only when need_first), and the counters of the capped
+ * rules among cand (used_day, used_member; 0 when none).  Without a member
+ * or an account, what they would have: no tier, a first purchase, no counts.
+ */
+static void
+purchase_state_direct(const PurchaseInput *in, PurchaseRule **cand, int ncand, bool need_first, DateADT day,
+					  int32 *tier_rank, char **tier_name, Numeric *tier_mult, bool *first,
+					  int64 *used_day, int64 *used_member)
+{
+	Snapshot	snap;
+	Relation	heap,
+				index;
+	TupleTableSlot *slot;
+	ScanKeyData k[2];
+	bool		isnull;
+	Datum		d;
+
+	*tier_rank = 0;
+	*tier_name = NULL;
+	*tier_mult = int64_to_numeric(1);
+	*first = need_first;
+	CommandCounterIncrement();
+	snap = RegisterSnapshot(GetTransactionSnapshot());
+
+	if (in->has_account)
+	{
+		int64		tier_id = 0;
+		bool		has_tier = false;
+
+		direct_open(D_ACCOUNT_TIERS, AccessShareLock, &heap, &index);
+		slot = table_slot_create(heap, NULL);
+		direct_key(&k[0], index, 1, F_INT8EQ, Int64GetDatum(in->account_id));
+		if (direct_fetch(heap, index, snap, k, 1, slot))
+		{
+			d = direct_get(heap, slot, "tier_id", &isnull);
+			has_tier = !isnull;
+			tier_id = isnull ? 0 : DatumGetInt64(d);
+		}
+		ExecDropSingleTupleTableSlot(slot);
+		direct_close(heap, index);
+		if (has_tier)
+		{
+			direct_open(D_TIERS, AccessShareLock, &heap, &index);
+			slot = table_slot_create(heap, NULL);
+			direct_key(&k[0], index, 1, F_INT8EQ, Int64GetDatum(tier_id));
+			if (direct_fetch(heap, index, snap, k, 1, slot))
+			{
+				*tier_rank = DatumGetInt32(direct_get(heap, slot, "rank", &isnull));
+				*tier_name = TextDatumGetCString(direct_get(heap, slot, "name", &isnull));
+				*tier_mult = DatumGetNumericCopy(direct_get(heap, slot, "multiplier", &isnull));
+			}
+			ExecDropSingleTupleTableSlot(slot);
+			direct_close(heap, index);
+		}
+	}
+
+	if (need_first && in->has_member)
+	{
+		IndexScanDesc scan;
+		AttrNumber	att;
+
+		/* the member's purchases (purchases_member_idx), any in the program */
+		direct_open(D_PURCHASES, AccessShareLock, &heap, &index);
+		att = direct_att(heap, "program_id");
+		slot = table_slot_create(heap, NULL);
+		direct_key(&k[0], index, 1, F_INT8EQ, Int64GetDatum(in->merchant_id));
+		direct_key(&k[1], index, 2, F_INT8EQ, Int64GetDatum(in->member_id));
+		scan = index_beginscan(heap, index, snap, 2, 0);
+		index_rescan(scan, k, 2, NULL, 0);
+		while (*first && index_getnext_slot(scan, ForwardScanDirection, slot))
+		{
+			d = slot_getattr(slot, att, &isnull);
+			if (!isnull && DatumGetInt64(d) == in->program_id)
+				*first = false;
+		}
+		index_endscan(scan);
+		ExecDropSingleTupleTableSlot(slot);
+		direct_close(heap, index);
+	}
+
+	if (in->has_member)
+	{
+		bool		capped = false;
+
+		for (int i = 0; i < ncand; i++)
+			capped = capped || cand[i]->cap_day > 0 || cand[i]->cap_member > 0;
+		if (capped)
+		{
+			direct_open(D_COUNTERS, AccessShareLock, &heap, &index);
+			slot = table_slot_create(heap, NULL);
+			for (int i = 0; i < ncand; i++)
+			{
+				if (cand[i]->cap_day > 0)
+					used_day[i] = direct_counter(heap, index, snap, slot, cand[i]->rule_id, in->member_id, false, day);
+				if (cand[i]->cap_member > 0)
+					used_member[i] = direct_counter(heap, index, snap, slot, cand[i]->rule_id, in->member_id, true, 0);
+			}
+			ExecDropSingleTupleTableSlot(slot);
+			direct_close(heap, index);
+		}
+	}
+	UnregisterSnapshot(snap);
+}
+
 /*
  * Under SPI: the points a purchase earns, as wallet_internal.purchase_points
  * documents them (its COMMENT and README "Loyalty"): the rules valid at
@@ -630,8 +993,8 @@ append_rule(StringInfo buf, bool *first, bool has_id, int64 rule_id, int64 point
  * rule_id), an exclusive one alone; per_unit rules make the base, the tier
  * multiplier and multiplier rules add base * (factor - 1), fixed rules their
  * points; each rule's points rounded per the program, then capped.  The
- * member's tier, first purchase and cap counters are read by one query (the
- * caller holds the account's lock).
+ * member's tier, first purchase and cap counters are read directly
+ * (purchase_state_direct; the caller holds the account's lock).
  */
 static void
 purchase_evaluate_pinned(const PurchaseInput *in, PurchaseEval *out)
@@ -728,65 +1091,12 @@ purchase_evaluate_pinned(const PurchaseInput *in, PurchaseEval *out)
 	used_day = palloc0(sizeof(int64) * Max(ncand, 1));
 	used_member = palloc0(sizeof(int64) * Max(ncand, 1));
 	{
-		Datum		args[8];
-		char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
-		Datum	   *dr = palloc(sizeof(Datum) * Max(ncand, 1));
-		Datum	   *mr = palloc(sizeof(Datum) * Max(ncand, 1));
-		int			ndr = 0,
-					nmr = 0;
 		bool		need_first = false;
-		bool		isnull;
-		HeapTuple	tup;
-		TupleDesc	td;
-		Datum		d;
 
 		for (i = 0; i < ncand; i++)
-		{
-			if (cand[i]->cap_day > 0)
-				dr[ndr++] = Int64GetDatum(cand[i]->rule_id);
-			if (cand[i]->cap_member > 0)
-				mr[nmr++] = Int64GetDatum(cand[i]->rule_id);
-			if (cand[i]->first_purchase)
-				need_first = true;
-		}
-		args[0] = Int64GetDatum(in->merchant_id);
-		args[1] = Int64GetDatum(in->member_id);
-		nulls[1] = in->has_member ? ' ' : 'n';
-		args[2] = Int64GetDatum(in->program_id);
-		args[3] = Int64GetDatum(in->account_id);
-		nulls[3] = in->has_account ? ' ' : 'n';
-		args[4] = PointerGetDatum(construct_array(dr, ndr, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-		args[5] = BoolGetDatum(need_first);
-		args[6] = DateADTGetDatum(out->day);
-		args[7] = PointerGetDatum(construct_array(mr, nmr, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-		if (SPI_execute_plan(purchase_plan(ndr + nmr > 0 ? P_STATE : P_STATE_NO_CAPS), args, nulls, false, 1) != SPI_OK_SELECT ||
-			SPI_processed != 1)
-			elog(ERROR, "reading a member's earning state failed");
-		tup = SPI_tuptable->vals[0];
-		td = SPI_tuptable->tupdesc;
-		tier_rank = DatumGetInt32(SPI_getbinval(tup, td, 1, &isnull));
-		tier_name = SPI_getvalue(tup, td, 2);
-		tier_mult = DatumGetNumeric(SPI_getbinval(tup, td, 3, &isnull));
-		d = SPI_getbinval(tup, td, 4, &isnull);
-		/* need_first false: no rule asks, the value does not matter */
-		first = isnull || DatumGetBool(d);
-		for (int col = 5; col <= (ndr + nmr > 0 ? 6 : 4); col++)
-		{
-			Datum	   *vals;
-			bool	   *vnulls;
-			int			nv,
-						k = 0;
-
-			deconstruct_array(DatumGetArrayTypeP(SPI_getbinval(tup, td, col, &isnull)), INT8OID, 8,
-							  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &vals, &vnulls, &nv);
-			for (i = 0; i < ncand && k < nv; i++)
-				if (col == 5 ? cand[i]->cap_day > 0 : cand[i]->cap_member > 0)
-				{
-					if (!vnulls[k])
-						(col == 5 ? used_day : used_member)[i] = DatumGetInt64(vals[k]);
-					k++;
-				}
-		}
+			need_first = need_first || cand[i]->first_purchase;
+		purchase_state_direct(in, cand, ncand, need_first, out->day, &tier_rank, &tier_name, &tier_mult, &first,
+							  used_day, used_member);
 	}
 
 	/* the conditions on the state, then stacking: an exclusive rule fires alone, and only when no rule of higher priority fired */
@@ -1192,11 +1502,10 @@ record_purchase_fast(FunctionCallInfo fcinfo, TupleDesc desc, MemoryContext oute
 	Jsonb	   *attrs = PG_GETARG_JSONB_P(6);
 	Datum		a[23];
 	char		n[23];
-	HeapTuple	tup;
-	TupleDesc	td;
 	bool		isnull;
 	PurchaseInput in;
 	PurchaseEval ev;
+	PurchaseLocked lk;
 	struct varlena *ledger;
 	bool		due;
 	TimestampTz due_at,
@@ -1209,29 +1518,22 @@ record_purchase_fast(FunctionCallInfo fcinfo, TupleDesc desc, MemoryContext oute
 	struct varlena *posted_ledger = NULL;
 
 	memset(n, ' ', sizeof(n));
-	a[0] = Int64GetDatum(merchant_id);
-	a[1] = PointerGetDatum(member_ref);
-	a[2] = PointerGetDatum(currency);
-	if (purchase_run(P_LOCK, a, n, false) == 0)
+	if (!purchase_lock_direct(merchant_id, member_ref, currency, &lk))
 		return false;
-	tup = SPI_tuptable->vals[0];
-	td = SPI_tuptable->tupdesc;
 	memset(&in, 0, sizeof(in));
 	in.merchant_id = merchant_id;
 	in.has_member = true;
-	in.member_id = DatumGetInt64(SPI_getbinval(tup, td, 1, &isnull));
-	in.time_zone = SPI_getvalue(tup, td, 2);
-	in.program_id = DatumGetInt64(SPI_getbinval(tup, td, 3, &isnull));
-	in.rounding = SPI_getvalue(tup, td, 4);
+	in.member_id = lk.member_id;
+	in.time_zone = lk.time_zone;
+	in.program_id = lk.program_id;
+	in.rounding = lk.rounding;
 	in.has_account = true;
-	in.account_id = DatumGetInt64(SPI_getbinval(tup, td, 5, &isnull));
-	ledger = (struct varlena *) DatumGetPointer(SPI_getbinval(tup, td, 6, &isnull));
-	ledger = isnull ? NULL : (struct varlena *) PG_DETOAST_DATUM_COPY(PointerGetDatum(ledger));
-	due_at = DatumGetTimestampTz(SPI_getbinval(tup, td, 7, &isnull));
-	due = !isnull;
-	expiry = DatumGetIntervalP(SPI_getbinval(tup, td, 8, &isnull));
-	expiry = isnull ? NULL : DatumGetIntervalP(datumCopy(IntervalPGetDatum(expiry), false, sizeof(Interval)));
-	granularity = SPI_getvalue(tup, td, 9);
+	in.account_id = lk.account_id;
+	ledger = lk.ledger;
+	due_at = lk.due_at;
+	due = lk.due;
+	expiry = lk.expiry;
+	granularity = lk.granularity;
 	in.amount = amount;
 	in.currency = text_to_cstring(currency);
 	in.occurred_at = occurred_at;
