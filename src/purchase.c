@@ -34,10 +34,12 @@
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_trigger.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "common/int.h"
 #include "datatype/timestamp.h"
+#include "catalog/index.h"
 #include "executor/spi.h"
 #include "executor/tuptable.h"
 #include "funcapi.h"
@@ -55,6 +57,7 @@
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "storage/lmgr.h"
 #include "utils/numeric.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
@@ -74,6 +77,7 @@ enum
 	P_SETTLE,
 	P_LEDGER,
 	P_WRITE,
+	P_REST,
 	P_RETRY,
 	P_TIER_REVIEW,
 	P_FULL,
@@ -116,6 +120,17 @@ purchase_plan(int which)
 		"       SELECT $11, $9, 'accrue', $19, $20, 'purchase:' || $3, 'purchase', $3, $21, CURRENT_USER, $22, $10, $23,"
 		"              a.merchant_id FROM a)"
 		" SELECT p.purchase_id FROM p",
+		/* P_REST: P_WRITE but the purchase, written by purchase_insert_direct */
+		"WITH c AS (INSERT INTO wallet.earning_counters AS c (merchant_id, member_id, rule_id, day, points)"
+		"       SELECT $1, $2, u.r, CASE WHEN u.t THEN NULL ELSE $13 END, u.p FROM unnest($14, $15, $16) u(r, t, p)"
+		"       ON CONFLICT ON CONSTRAINT earning_counters_key DO UPDATE SET points = c.points + excluded.points),"
+		" a AS (UPDATE wallet.accounts y SET ledger = $17, next_event = $18"
+		"        WHERE y.account_id = $9 AND $10 > 0 RETURNING y.merchant_id),"
+		" e AS (INSERT INTO wallet.entries (entry_id, account_id, kind, amount, balance_after, idempotency_key, reason,"
+		"       reference, lots, actor, created_at, points, expires_at, merchant_id)"
+		"       SELECT $11, $9, 'accrue', $19, $20, 'purchase:' || $3, 'purchase', $3, $21, CURRENT_USER, $22, $10, $23,"
+		"              a.merchant_id FROM a)"
+		" SELECT",
 		/* P_RETRY: a retry, or a concurrent call recorded the order first (committed by now) */
 		"SELECT wallet_internal.purchase_retry(p, $3, $4, $5) FROM wallet.purchases p"
 		" WHERE p.merchant_id = $1 AND p.order_ref = $2",
@@ -124,11 +139,14 @@ purchase_plan(int which)
 		/* P_FULL */
 		"SELECT wallet_internal.record_purchase_full($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
 	};
-	static const int nargs[P_COUNT] = {1, 2, 1, 23, 5, 3, 10};
+	static const int nargs[P_COUNT] = {1, 2, 1, 23, 23, 5, 3, 10};
 	static const Oid types[P_COUNT][23] = {
 		{INT8OID},
 		{INT8OID, TIMESTAMPTZOID},
 		{INT8OID},
+		{INT8OID, INT8OID, TEXTOID, NUMERICOID, TEXTOID, TIMESTAMPTZOID, JSONBOID, INT8OID, INT8OID, INT8OID, INT8OID,
+			JSONBOID, DATEOID, INT8ARRAYOID, BOOLARRAYOID, INT8ARRAYOID, InvalidOid, TIMESTAMPTZOID, INT8OID, INT8OID,
+		JSONBOID, TIMESTAMPTZOID, TIMESTAMPTZOID},
 		{INT8OID, INT8OID, TEXTOID, NUMERICOID, TEXTOID, TIMESTAMPTZOID, JSONBOID, INT8OID, INT8OID, INT8OID, INT8OID,
 			JSONBOID, DATEOID, INT8ARRAYOID, BOOLARRAYOID, INT8ARRAYOID, InvalidOid, TIMESTAMPTZOID, INT8OID, INT8OID,
 		JSONBOID, TIMESTAMPTZOID, TIMESTAMPTZOID},
@@ -143,7 +161,7 @@ purchase_plan(int which)
 		SPIPlanPtr	p;
 
 		memcpy(t, types[which], sizeof(t));
-		if (which == P_WRITE)
+		if (which == P_WRITE || which == P_REST)
 			t[16] = GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid, CStringGetDatum("points_ledger"),
 								   ObjectIdGetDatum(get_namespace_oid("wallet", false)));
 		/*
@@ -620,6 +638,7 @@ enum
 	D_TIERS,
 	D_PURCHASES,
 	D_COUNTERS,
+	D_ORDERS,
 	D_COUNT
 };
 
@@ -631,6 +650,7 @@ static const char *const direct_names[D_COUNT][2] = {
 	{"tiers", "tiers_pkey"},
 	{"purchases", "purchases_member_idx"},
 	{"earning_counters", "earning_counters_key"},
+	{"purchases", "purchases_merchant_id_order_ref_key"},
 };
 static Oid	direct_oids[D_COUNT][2];
 
@@ -850,6 +870,167 @@ purchase_lock_direct(int64 merchant_id, text *member_ref, text *currency, Purcha
 	}
 	UnregisterSnapshot(snap);
 	return found;
+}
+
+/* The columns of wallet.purchases that purchase_insert_direct writes: a[i] of P_WRITE's arguments, or below. */
+static const char *const purchase_columns[] = {
+	"merchant_id", "member_id", "order_ref", "amount", "currency", "occurred_at", "attributes", "program_id",
+	"account_id", "points", "entry_id", "rules",
+	/* not arguments */
+	"purchase_id", "refunded_amount", "refunded_points", "created_at"
+};
+
+/*
+ * The purchase row of P_WRITE (arguments a, n), written directly as its
+ * INSERT ... ON CONFLICT DO NOTHING writes it: the order_ref looked up in
+ * the unique index first (seeing rows in progress), then the row inserted
+ * speculatively, its unique index entry first, and confirmed, or taken back
+ * when a concurrent insert of the order_ref got in between.  The executor's
+ * cost for one row (plan, start and end of a statement with its indexes
+ * opened) is most of what such an insert costs.  False, having written
+ * nothing: the order_ref is taken or being taken (a retry), the insert
+ * raced another, or the table has what this code does not do (a trigger
+ * that fires on insert, an index on an expression or a partial one, a
+ * column it does not know): P_WRITE's statement decides.
+ */
+static bool
+purchase_insert_direct(Datum *a, const char *n, int64 *purchase_id)
+{
+	Relation	heap,
+				uidx;
+	TupleDesc	td;
+	TupleTableSlot *slot;
+	List	   *oids;
+	ListCell   *lc;
+	Relation   *idx;
+	IndexInfo **info;
+	IndexInfo  *uinfo = NULL;
+	int			nidx = 0,
+				i;
+	bool		ok = true;
+	ScanKeyData k[2];
+	SnapshotData dirty;
+	uint32		token;
+	Oid			seq;
+
+	direct_open(D_ORDERS, RowExclusiveLock, &heap, &uidx);
+	td = RelationGetDescr(heap);
+	/* only the referral trigger, whose WHEN the fast path knows to be false */
+	if (heap->trigdesc != NULL)
+		for (i = 0; i < heap->trigdesc->numtriggers; i++)
+			if (TRIGGER_FOR_INSERT(heap->trigdesc->triggers[i].tgtype) &&
+				strcmp(heap->trigdesc->triggers[i].tgname, "referral_purchase") != 0)
+				ok = false;
+
+	/* the row, column by column: every column known */
+	slot = MakeSingleTupleTableSlot(td, &TTSOpsVirtual);
+	ExecClearTuple(slot);
+	for (i = 0; ok && i < td->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(td, i);
+		int			c;
+
+		slot->tts_isnull[i] = true;
+		slot->tts_values[i] = (Datum) 0;
+		if (att->attisdropped)
+			continue;
+		for (c = 0; c < lengthof(purchase_columns); c++)
+			if (strcmp(NameStr(att->attname), purchase_columns[c]) == 0)
+				break;
+		if (c == lengthof(purchase_columns))
+			ok = false;
+		else if (c < 12)
+		{
+			slot->tts_values[i] = a[c];
+			slot->tts_isnull[i] = n[c] == 'n';
+		}
+		else if (c == 13)
+		{
+			slot->tts_values[i] = NumericGetDatum(int64_to_numeric(0));
+			slot->tts_isnull[i] = false;
+		}
+		else if (c == 14)
+		{
+			slot->tts_values[i] = Int64GetDatum(0);
+			slot->tts_isnull[i] = false;
+		}
+		else if (c == 15)
+		{
+			slot->tts_values[i] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+			slot->tts_isnull[i] = false;
+		}
+		/* purchase_id: below, once the row is known to go in */
+	}
+
+	/* the order_ref taken, or being taken (a dirty snapshot sees rows in progress) */
+	if (ok)
+	{
+		TupleTableSlot *found = table_slot_create(heap, NULL);
+
+		InitDirtySnapshot(dirty);
+		direct_key(&k[0], uidx, 1, F_INT8EQ, a[0]);
+		direct_key(&k[1], uidx, 2, F_TEXTEQ, a[2]);
+		ok = !direct_fetch(heap, uidx, &dirty, k, 2, found);
+		ExecDropSingleTupleTableSlot(found);
+	}
+
+	/* the indexes, each a plain one on columns */
+	oids = ok ? RelationGetIndexList(heap) : NIL;
+	idx = palloc(sizeof(Relation) * Max(list_length(oids), 1));
+	info = palloc(sizeof(IndexInfo *) * Max(list_length(oids), 1));
+	foreach(lc, oids)
+	{
+		Relation	r = index_open(lfirst_oid(lc), RowExclusiveLock);
+
+		idx[nidx] = r;
+		info[nidx] = BuildIndexInfo(r);
+		if (RelationGetRelid(r) == RelationGetRelid(uidx))
+			uinfo = info[nidx];
+		nidx++;
+		if (info[nidx - 1]->ii_Expressions != NIL || info[nidx - 1]->ii_Predicate != NIL)
+			ok = false;
+	}
+
+	if (ok && uinfo == NULL)
+		elog(ERROR, "wallet.purchases_merchant_id_order_ref_key is not an index of wallet.purchases");
+	if (ok)
+	{
+		Datum		v[INDEX_MAX_KEYS];
+		bool		vnull[INDEX_MAX_KEYS];
+		int			p = -1;
+
+		for (i = 0; i < td->natts; i++)
+			if (!TupleDescAttr(td, i)->attisdropped && strcmp(NameStr(TupleDescAttr(td, i)->attname), "purchase_id") == 0)
+				p = i;
+		seq = get_relname_relid("purchases_purchase_id_seq", RelationGetNamespace(heap));
+		if (p < 0 || !OidIsValid(seq))
+			elog(ERROR, "wallet.purchases_purchase_id_seq is missing");
+		*purchase_id = DatumGetInt64(DirectFunctionCall1(nextval_oid, ObjectIdGetDatum(seq)));
+		slot->tts_values[p] = Int64GetDatum(*purchase_id);
+		slot->tts_isnull[p] = false;
+		ExecStoreVirtualTuple(slot);
+
+		token = SpeculativeInsertionLockAcquire(GetCurrentTransactionId());
+		table_tuple_insert_speculative(heap, slot, GetCurrentCommandId(true), 0, NULL, token);
+		/* the order's unique key first: a conflict now is an insert that got in since the look-up */
+		FormIndexDatum(uinfo, slot, NULL, v, vnull);
+		ok = index_insert(uidx, v, vnull, &slot->tts_tid, heap, UNIQUE_CHECK_PARTIAL, false, uinfo);
+		for (i = 0; ok && i < nidx; i++)
+		{
+			if (RelationGetRelid(idx[i]) == RelationGetRelid(uidx) || !info[i]->ii_ReadyForInserts)
+				continue;
+			FormIndexDatum(info[i], slot, NULL, v, vnull);
+			index_insert(idx[i], v, vnull, &slot->tts_tid, heap,
+						 idx[i]->rd_index->indisunique ? UNIQUE_CHECK_YES : UNIQUE_CHECK_NO, false, info[i]);
+		}
+		table_tuple_complete_speculative(heap, slot, token, ok);
+		SpeculativeInsertionLockRelease(GetCurrentTransactionId());
+	}
+	for (i = 0; i < nidx; i++)
+		index_close(idx[i], NoLock);
+	ExecDropSingleTupleTableSlot(slot);
+	direct_close(heap, uidx);
+	return ok;
 }
 
 /* The counter of a capped rule for the member, on day (or in all: total), 0 when none. */
@@ -1611,7 +1792,13 @@ record_purchase_fast(FunctionCallInfo fcinfo, TupleDesc desc, MemoryContext oute
 	a[10] = Int64GetDatum(entry_id);
 	n[10] = ev.points > 0 ? ' ' : 'n';
 	a[11] = rules;
-	if (purchase_run(P_WRITE, a, n, false) == 0)
+	if (purchase_insert_direct(a, n, &purchase_id))
+	{
+		/* the rest of P_WRITE, when there is anything to write */
+		if (ev.points > 0 || ev.ncounters > 0)
+			purchase_run(P_REST, a, n, false);
+	}
+	else if (purchase_run(P_WRITE, a, n, false) == 0)
 	{
 		memset(n, ' ', sizeof(n));
 		a[0] = Int64GetDatum(merchant_id);
@@ -1627,7 +1814,8 @@ record_purchase_fast(FunctionCallInfo fcinfo, TupleDesc desc, MemoryContext oute
 		*result = SPI_datumTransfer(*result, false, -1);
 		return true;
 	}
-	purchase_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	else
+		purchase_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 
 	/* tiers (README "Tiers"): the posting that crosses a threshold upgrades */
 	if (ev.points > 0 && wallet_tier_posting_review(in.program_id, in.account_id, posted_ledger, at))
