@@ -78,6 +78,7 @@ enum
 	P_LEDGER,
 	P_WRITE,
 	P_REST,
+	P_POST,
 	P_RETRY,
 	P_TIER_REVIEW,
 	P_FULL,
@@ -85,6 +86,20 @@ enum
 };
 
 static SPIPlanPtr plans[P_COUNT];
+
+/* The parts of the writing statements below (extra: a further condition). */
+#define COUNTERS_UPSERT(extra) \
+	"INSERT INTO wallet.earning_counters AS c (merchant_id, member_id, rule_id, day, points)" \
+	" SELECT $1, $2, u.r, CASE WHEN u.t THEN NULL ELSE $13 END, u.p FROM unnest($14, $15, $16) u(r, t, p)" extra \
+	" ON CONFLICT ON CONSTRAINT earning_counters_key DO UPDATE SET points = c.points + excluded.points"
+#define ACCOUNT_UPDATE(extra) \
+	"UPDATE wallet.accounts y SET ledger = $17, next_event = $18" \
+	" WHERE y.account_id = $9 AND $10 > 0" extra " RETURNING y.merchant_id"
+#define ENTRY_INSERT \
+	"INSERT INTO wallet.entries (entry_id, account_id, kind, amount, balance_after, idempotency_key, reason," \
+	" reference, lots, actor, created_at, points, expires_at, merchant_id)" \
+	" SELECT $11, $9, 'accrue', $19, $20, 'purchase:' || $3, 'purchase', $3, $21, CURRENT_USER, $22, $10, $23," \
+	" a.merchant_id FROM a"
 
 static SPIPlanPtr
 purchase_plan(int which)
@@ -109,28 +124,14 @@ purchase_plan(int which)
 		"           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
 		"           ON CONFLICT ON CONSTRAINT purchases_merchant_id_order_ref_key DO NOTHING"
 		"           RETURNING purchase_id),"
-		" c AS (INSERT INTO wallet.earning_counters AS c (merchant_id, member_id, rule_id, day, points)"
-		"       SELECT $1, $2, u.r, CASE WHEN u.t THEN NULL ELSE $13 END, u.p FROM unnest($14, $15, $16) u(r, t, p)"
-		"        WHERE EXISTS (SELECT FROM p)"
-		"       ON CONFLICT ON CONSTRAINT earning_counters_key DO UPDATE SET points = c.points + excluded.points),"
-		" a AS (UPDATE wallet.accounts y SET ledger = $17, next_event = $18"
-		"        WHERE y.account_id = $9 AND $10 > 0 AND EXISTS (SELECT FROM p) RETURNING y.merchant_id),"
-		" e AS (INSERT INTO wallet.entries (entry_id, account_id, kind, amount, balance_after, idempotency_key, reason,"
-		"       reference, lots, actor, created_at, points, expires_at, merchant_id)"
-		"       SELECT $11, $9, 'accrue', $19, $20, 'purchase:' || $3, 'purchase', $3, $21, CURRENT_USER, $22, $10, $23,"
-		"              a.merchant_id FROM a)"
+		" c AS (" COUNTERS_UPSERT(" WHERE EXISTS (SELECT FROM p)") "),"
+		" a AS (" ACCOUNT_UPDATE(" AND EXISTS (SELECT FROM p)") "),"
+		" e AS (" ENTRY_INSERT ")"
 		" SELECT p.purchase_id FROM p",
 		/* P_REST: P_WRITE but the purchase, written by purchase_insert_direct */
-		"WITH c AS (INSERT INTO wallet.earning_counters AS c (merchant_id, member_id, rule_id, day, points)"
-		"       SELECT $1, $2, u.r, CASE WHEN u.t THEN NULL ELSE $13 END, u.p FROM unnest($14, $15, $16) u(r, t, p)"
-		"       ON CONFLICT ON CONSTRAINT earning_counters_key DO UPDATE SET points = c.points + excluded.points),"
-		" a AS (UPDATE wallet.accounts y SET ledger = $17, next_event = $18"
-		"        WHERE y.account_id = $9 AND $10 > 0 RETURNING y.merchant_id),"
-		" e AS (INSERT INTO wallet.entries (entry_id, account_id, kind, amount, balance_after, idempotency_key, reason,"
-		"       reference, lots, actor, created_at, points, expires_at, merchant_id)"
-		"       SELECT $11, $9, 'accrue', $19, $20, 'purchase:' || $3, 'purchase', $3, $21, CURRENT_USER, $22, $10, $23,"
-		"              a.merchant_id FROM a)"
-		" SELECT",
+		"WITH c AS (" COUNTERS_UPSERT("") "), a AS (" ACCOUNT_UPDATE("") "), e AS (" ENTRY_INSERT ") SELECT",
+		/* P_POST: P_REST without counters (no capped rule earned): the accrual only */
+		"WITH a AS (" ACCOUNT_UPDATE("") ") " ENTRY_INSERT,
 		/* P_RETRY: a retry, or a concurrent call recorded the order first (committed by now) */
 		"SELECT wallet_internal.purchase_retry(p, $3, $4, $5) FROM wallet.purchases p"
 		" WHERE p.merchant_id = $1 AND p.order_ref = $2",
@@ -139,17 +140,19 @@ purchase_plan(int which)
 		/* P_FULL */
 		"SELECT wallet_internal.record_purchase_full($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
 	};
-	static const int nargs[P_COUNT] = {1, 2, 1, 23, 23, 5, 3, 10};
+	/* P_WRITE, P_REST and P_POST take the same arguments (InvalidOid: wallet.points_ledger, below) */
+#define WRITE_TYPES \
+	{INT8OID, INT8OID, TEXTOID, NUMERICOID, TEXTOID, TIMESTAMPTZOID, JSONBOID, INT8OID, INT8OID, INT8OID, INT8OID, \
+	JSONBOID, DATEOID, INT8ARRAYOID, BOOLARRAYOID, INT8ARRAYOID, InvalidOid, TIMESTAMPTZOID, INT8OID, INT8OID, \
+	JSONBOID, TIMESTAMPTZOID, TIMESTAMPTZOID}
+	static const int nargs[P_COUNT] = {1, 2, 1, 23, 23, 23, 5, 3, 10};
 	static const Oid types[P_COUNT][23] = {
 		{INT8OID},
 		{INT8OID, TIMESTAMPTZOID},
 		{INT8OID},
-		{INT8OID, INT8OID, TEXTOID, NUMERICOID, TEXTOID, TIMESTAMPTZOID, JSONBOID, INT8OID, INT8OID, INT8OID, INT8OID,
-			JSONBOID, DATEOID, INT8ARRAYOID, BOOLARRAYOID, INT8ARRAYOID, InvalidOid, TIMESTAMPTZOID, INT8OID, INT8OID,
-		JSONBOID, TIMESTAMPTZOID, TIMESTAMPTZOID},
-		{INT8OID, INT8OID, TEXTOID, NUMERICOID, TEXTOID, TIMESTAMPTZOID, JSONBOID, INT8OID, INT8OID, INT8OID, INT8OID,
-			JSONBOID, DATEOID, INT8ARRAYOID, BOOLARRAYOID, INT8ARRAYOID, InvalidOid, TIMESTAMPTZOID, INT8OID, INT8OID,
-		JSONBOID, TIMESTAMPTZOID, TIMESTAMPTZOID},
+		WRITE_TYPES,			/* P_WRITE */
+		WRITE_TYPES,			/* P_REST */
+		WRITE_TYPES,			/* P_POST */
 		{INT8OID, TEXTOID, TEXTOID, NUMERICOID, TEXTOID},
 		{INT8OID, TIMESTAMPTZOID, INT8OID},
 		{INT8OID, TEXTOID, TEXTOID, NUMERICOID, TEXTOID, TIMESTAMPTZOID, JSONBOID, INT8ARRAYOID, TEXTARRAYOID, INT8OID},
@@ -161,7 +164,7 @@ purchase_plan(int which)
 		SPIPlanPtr	p;
 
 		memcpy(t, types[which], sizeof(t));
-		if (which == P_WRITE || which == P_REST)
+		if (which == P_WRITE || which == P_REST || which == P_POST)
 			t[16] = GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid, CStringGetDatum("points_ledger"),
 								   ObjectIdGetDatum(get_namespace_oid("wallet", false)));
 		/*
@@ -525,6 +528,9 @@ typedef struct PurchaseEval
 	DateADT		day;			/* the local day of the purchase */
 	int			ncounters;
 	CounterBump *counters;
+	bool		held_known;		/* the account's wallet.account_tiers row was read: */
+	int32		held_rank;		/* its rank (0: no row) */
+	bool		held_below;		/* its below_since is set */
 } PurchaseEval;
 
 static const char *
@@ -882,16 +888,18 @@ static const char *const purchase_columns[] = {
 
 /*
  * The purchase row of P_WRITE (arguments a, n), written directly as its
- * INSERT ... ON CONFLICT DO NOTHING writes it: the order_ref looked up in
- * the unique index first (seeing rows in progress), then the row inserted
- * speculatively, its unique index entry first, and confirmed, or taken back
- * when a concurrent insert of the order_ref got in between.  The executor's
- * cost for one row (plan, start and end of a statement with its indexes
- * opened) is most of what such an insert costs.  False, having written
- * nothing: the order_ref is taken or being taken (a retry), the insert
- * raced another, or the table has what this code does not do (a trigger
- * that fires on insert, an index on an expression or a partial one, a
- * column it does not know): P_WRITE's statement decides.
+ * INSERT ... ON CONFLICT DO NOTHING would: the row inserted speculatively,
+ * its entry in the order's unique index first (checked without waiting),
+ * then confirmed, or taken back when the order_ref is taken or being taken.
+ * The executor's cost for one row (plan, start and end of a statement with
+ * its indexes opened) is most of what such an insert costs; the statement's
+ * look-up of the key before the insert is left out too, as a retry is rare
+ * and the unique entry finds it.  False, having written nothing (the row
+ * taken back is dead to all): the order_ref is taken or being taken (a
+ * retry, a concurrent call), or the table has what this code does not do (a
+ * trigger that fires on insert, an index on an expression or a partial one,
+ * a column it does not know): P_WRITE's statement decides, waiting for a
+ * concurrent insert as ON CONFLICT does.
  */
 static bool
 purchase_insert_direct(Datum *a, const char *n, int64 *purchase_id)
@@ -908,8 +916,6 @@ purchase_insert_direct(Datum *a, const char *n, int64 *purchase_id)
 	int			nidx = 0,
 				i;
 	bool		ok = true;
-	ScanKeyData k[2];
-	SnapshotData dirty;
 	uint32		token;
 	Oid			seq;
 
@@ -962,18 +968,6 @@ purchase_insert_direct(Datum *a, const char *n, int64 *purchase_id)
 		/* purchase_id: below, once the row is known to go in */
 	}
 
-	/* the order_ref taken, or being taken (a dirty snapshot sees rows in progress) */
-	if (ok)
-	{
-		TupleTableSlot *found = table_slot_create(heap, NULL);
-
-		InitDirtySnapshot(dirty);
-		direct_key(&k[0], uidx, 1, F_INT8EQ, a[0]);
-		direct_key(&k[1], uidx, 2, F_TEXTEQ, a[2]);
-		ok = !direct_fetch(heap, uidx, &dirty, k, 2, found);
-		ExecDropSingleTupleTableSlot(found);
-	}
-
 	/* the indexes, each a plain one on columns */
 	oids = ok ? RelationGetIndexList(heap) : NIL;
 	idx = palloc(sizeof(Relation) * Max(list_length(oids), 1));
@@ -1012,7 +1006,7 @@ purchase_insert_direct(Datum *a, const char *n, int64 *purchase_id)
 
 		token = SpeculativeInsertionLockAcquire(GetCurrentTransactionId());
 		table_tuple_insert_speculative(heap, slot, GetCurrentCommandId(true), 0, NULL, token);
-		/* the order's unique key first: a conflict now is an insert that got in since the look-up */
+		/* the order's unique key first: a conflict, committed or not, leaves it to the statement */
 		FormIndexDatum(uinfo, slot, NULL, v, vnull);
 		ok = index_insert(uidx, v, vnull, &slot->tts_tid, heap, UNIQUE_CHECK_PARTIAL, false, uinfo);
 		for (i = 0; ok && i < nidx; i++)
@@ -1064,14 +1058,18 @@ direct_counter(Relation heap, Relation index, Snapshot snap, TupleTableSlot *slo
  * seen): the tier (wallet.account_tiers, wallet.tiers: rank 0, no name and
  * multiplier 1 without one), whether this is the member's first purchase in
  * the program (asked only when need_first), and the counters of the capped
- * rules among cand (used_day, used_member; 0 when none).  Without a member
- * or an account, what they would have: no tier, a first purchase, no counts.
+ * rules among cand (used_day, used_member; 0 when none) on out->day.  The
+ * account_tiers row's rank and below_since go to out (held_*): the tier
+ * review after the posting needs them, and sweeps change them only under
+ * the account's lock.  Without a member or an account, what they would
+ * have: no tier, a first purchase, no counts.
  */
 static void
-purchase_state_direct(const PurchaseInput *in, PurchaseRule **cand, int ncand, bool need_first, DateADT day,
+purchase_state_direct(const PurchaseInput *in, PurchaseRule **cand, int ncand, bool need_first, PurchaseEval *out,
 					  int32 *tier_rank, char **tier_name, Numeric *tier_mult, bool *first,
 					  int64 *used_day, int64 *used_member)
 {
+	DateADT		day = out->day;
 	Snapshot	snap;
 	Relation	heap,
 				index;
@@ -1095,11 +1093,15 @@ purchase_state_direct(const PurchaseInput *in, PurchaseRule **cand, int ncand, b
 		direct_open(D_ACCOUNT_TIERS, AccessShareLock, &heap, &index);
 		slot = table_slot_create(heap, NULL);
 		direct_key(&k[0], index, 1, F_INT8EQ, Int64GetDatum(in->account_id));
+		out->held_known = true;
 		if (direct_fetch(heap, index, snap, k, 1, slot))
 		{
 			d = direct_get(heap, slot, "tier_id", &isnull);
 			has_tier = !isnull;
 			tier_id = isnull ? 0 : DatumGetInt64(d);
+			out->held_rank = DatumGetInt32(direct_get(heap, slot, "rank", &isnull));
+			(void) direct_get(heap, slot, "below_since", &isnull);
+			out->held_below = !isnull;
 		}
 		ExecDropSingleTupleTableSlot(slot);
 		direct_close(heap, index);
@@ -1213,6 +1215,9 @@ purchase_evaluate_pinned(const PurchaseInput *in, PurchaseEval *out)
 	out->ncounters = 0;
 	out->counters = NULL;
 	out->day = 0;
+	out->held_known = false;
+	out->held_rank = 0;
+	out->held_below = false;
 	if (in->program_id == 0)
 		return;
 
@@ -1276,7 +1281,7 @@ purchase_evaluate_pinned(const PurchaseInput *in, PurchaseEval *out)
 
 		for (i = 0; i < ncand; i++)
 			need_first = need_first || cand[i]->first_purchase;
-		purchase_state_direct(in, cand, ncand, need_first, out->day, &tier_rank, &tier_name, &tier_mult, &first,
+		purchase_state_direct(in, cand, ncand, need_first, out, &tier_rank, &tier_name, &tier_mult, &first,
 							  used_day, used_member);
 	}
 
@@ -1795,8 +1800,10 @@ record_purchase_fast(FunctionCallInfo fcinfo, TupleDesc desc, MemoryContext oute
 	if (purchase_insert_direct(a, n, &purchase_id))
 	{
 		/* the rest of P_WRITE, when there is anything to write */
-		if (ev.points > 0 || ev.ncounters > 0)
+		if (ev.ncounters > 0)
 			purchase_run(P_REST, a, n, false);
+		else if (ev.points > 0)
+			purchase_run(P_POST, a, n, false);
 	}
 	else if (purchase_run(P_WRITE, a, n, false) == 0)
 	{
@@ -1818,7 +1825,9 @@ record_purchase_fast(FunctionCallInfo fcinfo, TupleDesc desc, MemoryContext oute
 		purchase_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 
 	/* tiers (README "Tiers"): the posting that crosses a threshold upgrades */
-	if (ev.points > 0 && wallet_tier_posting_review(in.program_id, in.account_id, posted_ledger, at))
+	if (ev.points > 0 &&
+		(ev.held_known ? wallet_tier_posting_review_held(in.program_id, ev.held_rank, ev.held_below, posted_ledger, at)
+		 : wallet_tier_posting_review(in.program_id, in.account_id, posted_ledger, at)))
 	{
 		memset(n, ' ', sizeof(n));
 		a[0] = Int64GetDatum(in.account_id);
