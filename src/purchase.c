@@ -667,9 +667,12 @@ direct_is(Relation rel, const char *name, Oid nsp)
 	return RelationGetNamespace(rel) == nsp && strcmp(RelationGetRelationName(rel), name) == 0;
 }
 
-/* Opens a table and its index, locked until the transaction ends, as a query would. */
+/*
+ * Opens a table and its index, locked until the transaction ends as a query
+ * would, and (slot not NULL) a slot for the table's rows.
+ */
 static void
-direct_open(int which, LOCKMODE mode, Relation *heap, Relation *index)
+direct_open(int which, LOCKMODE mode, Relation *heap, Relation *index, TupleTableSlot **slot)
 {
 	Oid			nsp = get_namespace_oid("wallet", false);
 
@@ -689,6 +692,8 @@ direct_open(int which, LOCKMODE mode, Relation *heap, Relation *index)
 		{
 			*heap = h;
 			*index = i;
+			if (slot != NULL)
+				*slot = table_slot_create(h, NULL);
 			return;
 		}
 		/* a cached oid of another relation by now: no lock kept on it */
@@ -704,8 +709,10 @@ direct_open(int which, LOCKMODE mode, Relation *heap, Relation *index)
 }
 
 static void
-direct_close(Relation heap, Relation index)
+direct_close(Relation heap, Relation index, TupleTableSlot *slot)
 {
+	if (slot != NULL)
+		ExecDropSingleTupleTableSlot(slot);
 	index_close(index, NoLock);
 	table_close(heap, NoLock);
 }
@@ -799,8 +806,7 @@ purchase_lock_direct(int64 merchant_id, text *member_ref, text *currency, Purcha
 	CommandCounterIncrement();
 	snap = RegisterSnapshot(GetTransactionSnapshot());
 
-	direct_open(D_MEMBERS, AccessShareLock, &heap, &index);
-	slot = table_slot_create(heap, NULL);
+	direct_open(D_MEMBERS, AccessShareLock, &heap, &index, &slot);
 	direct_key(&k[0], index, 1, F_INT8EQ, Int64GetDatum(merchant_id));
 	direct_key(&k[1], index, 2, F_TEXTEQ, PointerGetDatum(member_ref));
 	found = direct_fetch(heap, index, snap, k, 2, slot);
@@ -810,14 +816,12 @@ purchase_lock_direct(int64 merchant_id, text *member_ref, text *currency, Purcha
 		d = direct_get(heap, slot, "time_zone", &isnull);
 		o->time_zone = isnull ? NULL : TextDatumGetCString(d);
 	}
-	ExecDropSingleTupleTableSlot(slot);
-	direct_close(heap, index);
+	direct_close(heap, index, slot);
 
 	if (found)
 	{
 		/* the partial unique index holds the open programs earning in a currency */
-		direct_open(D_PROGRAMS, AccessShareLock, &heap, &index);
-		slot = table_slot_create(heap, NULL);
+		direct_open(D_PROGRAMS, AccessShareLock, &heap, &index, &slot);
 		direct_key(&k[0], index, 1, F_INT8EQ, Int64GetDatum(merchant_id));
 		direct_key(&k[1], index, 2, F_TEXTEQ, PointerGetDatum(currency));
 		found = direct_fetch(heap, index, snap, k, 2, slot);
@@ -834,14 +838,12 @@ purchase_lock_direct(int64 merchant_id, text *member_ref, text *currency, Purcha
 			o->expiry = isnull ? NULL : DatumGetIntervalP(datumCopy(d, false, sizeof(Interval)));
 			o->granularity = TextDatumGetCString(direct_get(heap, slot, "granularity", &isnull));
 		}
-		ExecDropSingleTupleTableSlot(slot);
-		direct_close(heap, index);
+		direct_close(heap, index, slot);
 	}
 
 	if (found)
 	{
-		direct_open(D_ACCOUNTS, RowShareLock, &heap, &index);
-		slot = table_slot_create(heap, NULL);
+		direct_open(D_ACCOUNTS, RowShareLock, &heap, &index, &slot);
 		direct_key(&k[0], index, 1, F_INT8EQ, Int64GetDatum(o->program_id));
 		direct_key(&k[1], index, 2, F_TEXTEQ, PointerGetDatum(member_ref));
 		found = direct_fetch(heap, index, snap, k, 2, slot);
@@ -871,8 +873,7 @@ purchase_lock_direct(int64 merchant_id, text *member_ref, text *currency, Purcha
 			o->due = !isnull;
 			o->due_at = isnull ? 0 : DatumGetTimestampTz(d);
 		}
-		ExecDropSingleTupleTableSlot(slot);
-		direct_close(heap, index);
+		direct_close(heap, index, slot);
 	}
 	UnregisterSnapshot(snap);
 	return found;
@@ -919,7 +920,7 @@ purchase_insert_direct(Datum *a, const char *n, int64 *purchase_id)
 	uint32		token;
 	Oid			seq;
 
-	direct_open(D_ORDERS, RowExclusiveLock, &heap, &uidx);
+	direct_open(D_ORDERS, RowExclusiveLock, &heap, &uidx, NULL);
 	td = RelationGetDescr(heap);
 	/* only the referral trigger, whose WHEN the fast path knows to be false */
 	if (heap->trigdesc != NULL)
@@ -1023,7 +1024,7 @@ purchase_insert_direct(Datum *a, const char *n, int64 *purchase_id)
 	for (i = 0; i < nidx; i++)
 		index_close(idx[i], NoLock);
 	ExecDropSingleTupleTableSlot(slot);
-	direct_close(heap, uidx);
+	direct_close(heap, uidx, NULL);
 	return ok;
 }
 
@@ -1090,8 +1091,7 @@ purchase_state_direct(const PurchaseInput *in, PurchaseRule **cand, int ncand, b
 		int64		tier_id = 0;
 		bool		has_tier = false;
 
-		direct_open(D_ACCOUNT_TIERS, AccessShareLock, &heap, &index);
-		slot = table_slot_create(heap, NULL);
+		direct_open(D_ACCOUNT_TIERS, AccessShareLock, &heap, &index, &slot);
 		direct_key(&k[0], index, 1, F_INT8EQ, Int64GetDatum(in->account_id));
 		out->held_known = true;
 		if (direct_fetch(heap, index, snap, k, 1, slot))
@@ -1103,12 +1103,10 @@ purchase_state_direct(const PurchaseInput *in, PurchaseRule **cand, int ncand, b
 			(void) direct_get(heap, slot, "below_since", &isnull);
 			out->held_below = !isnull;
 		}
-		ExecDropSingleTupleTableSlot(slot);
-		direct_close(heap, index);
+		direct_close(heap, index, slot);
 		if (has_tier)
 		{
-			direct_open(D_TIERS, AccessShareLock, &heap, &index);
-			slot = table_slot_create(heap, NULL);
+			direct_open(D_TIERS, AccessShareLock, &heap, &index, &slot);
 			direct_key(&k[0], index, 1, F_INT8EQ, Int64GetDatum(tier_id));
 			if (direct_fetch(heap, index, snap, k, 1, slot))
 			{
@@ -1116,8 +1114,7 @@ purchase_state_direct(const PurchaseInput *in, PurchaseRule **cand, int ncand, b
 				*tier_name = TextDatumGetCString(direct_get(heap, slot, "name", &isnull));
 				*tier_mult = DatumGetNumericCopy(direct_get(heap, slot, "multiplier", &isnull));
 			}
-			ExecDropSingleTupleTableSlot(slot);
-			direct_close(heap, index);
+			direct_close(heap, index, slot);
 		}
 	}
 
@@ -1127,9 +1124,8 @@ purchase_state_direct(const PurchaseInput *in, PurchaseRule **cand, int ncand, b
 		AttrNumber	att;
 
 		/* the member's purchases (purchases_member_idx), any in the program */
-		direct_open(D_PURCHASES, AccessShareLock, &heap, &index);
+		direct_open(D_PURCHASES, AccessShareLock, &heap, &index, &slot);
 		att = direct_att(heap, "program_id");
-		slot = table_slot_create(heap, NULL);
 		direct_key(&k[0], index, 1, F_INT8EQ, Int64GetDatum(in->merchant_id));
 		direct_key(&k[1], index, 2, F_INT8EQ, Int64GetDatum(in->member_id));
 		scan = index_beginscan(heap, index, snap, 2, 0);
@@ -1141,8 +1137,7 @@ purchase_state_direct(const PurchaseInput *in, PurchaseRule **cand, int ncand, b
 				*first = false;
 		}
 		index_endscan(scan);
-		ExecDropSingleTupleTableSlot(slot);
-		direct_close(heap, index);
+		direct_close(heap, index, slot);
 	}
 
 	if (in->has_member)
@@ -1153,8 +1148,7 @@ purchase_state_direct(const PurchaseInput *in, PurchaseRule **cand, int ncand, b
 			capped = capped || cand[i]->cap_day > 0 || cand[i]->cap_member > 0;
 		if (capped)
 		{
-			direct_open(D_COUNTERS, AccessShareLock, &heap, &index);
-			slot = table_slot_create(heap, NULL);
+			direct_open(D_COUNTERS, AccessShareLock, &heap, &index, &slot);
 			for (int i = 0; i < ncand; i++)
 			{
 				if (cand[i]->cap_day > 0)
@@ -1162,8 +1156,7 @@ purchase_state_direct(const PurchaseInput *in, PurchaseRule **cand, int ncand, b
 				if (cand[i]->cap_member > 0)
 					used_member[i] = direct_counter(heap, index, snap, slot, cand[i]->rule_id, in->member_id, true, 0);
 			}
-			ExecDropSingleTupleTableSlot(slot);
-			direct_close(heap, index);
+			direct_close(heap, index, slot);
 		}
 	}
 	UnregisterSnapshot(snap);
