@@ -5,11 +5,13 @@
  *
  * record_purchase runs at every checkout.  In PL/pgSQL most of its time was
  * the executor's cost per statement and per function call, not the work, so
- * the common case runs here with saved plans: the member's account locked,
- * the member's state read (tier, first purchase, cap counters), the purchase
- * inserted (its unique key is the idempotency check: a retry conflicts), the
- * counters bumped, and the accrual applied by the ledger's own C code
- * (wallet_ledger_accrue) and journalled in one statement.  Everything else
+ * the common case runs here: the member, its program and its account read
+ * straight from their unique indexes and the account locked, the member's
+ * state read the same way (tier, first purchase, cap counters), the purchase
+ * inserted directly (its unique key is the idempotency check: a retry
+ * conflicts and is left to a statement), then the counters bumped and the
+ * accrual applied by the ledger's own C code (wallet_ledger_accrue) and
+ * journalled in one statement with a saved plan.  Everything else
  * (offers and codes, a new member or account, no program in the currency,
  * any invalid argument) goes to wallet_internal.record_purchase_full, the
  * PL/pgSQL version, which gives the same results and errors.
@@ -32,6 +34,7 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
+#include "catalog/index.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_trigger.h"
@@ -39,12 +42,12 @@
 #include "commands/trigger.h"
 #include "common/int.h"
 #include "datatype/timestamp.h"
-#include "catalog/index.h"
 #include "executor/spi.h"
 #include "executor/tuptable.h"
 #include "funcapi.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
+#include "storage/lmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/date.h"
@@ -57,7 +60,6 @@
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
-#include "storage/lmgr.h"
 #include "utils/numeric.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
@@ -898,9 +900,10 @@ static const char *const purchase_columns[] = {
  * and the unique entry finds it.  False, having written nothing (the row
  * taken back is dead to all): the order_ref is taken or being taken (a
  * retry, a concurrent call), or the table has what this code does not do (a
- * trigger that fires on insert, an index on an expression or a partial one,
- * a column it does not know): P_WRITE's statement decides, waiting for a
- * concurrent insert as ON CONFLICT does.
+ * trigger that fires on insert, a CHECK constraint, an index on an
+ * expression, a partial or an exclusion one, a column it does not know):
+ * P_WRITE's statement decides, waiting for a concurrent insert as ON
+ * CONFLICT does.
  */
 static bool
 purchase_insert_direct(Datum *a, const char *n, int64 *purchase_id)
@@ -922,6 +925,9 @@ purchase_insert_direct(Datum *a, const char *n, int64 *purchase_id)
 
 	direct_open(D_ORDERS, RowExclusiveLock, &heap, &uidx, NULL);
 	td = RelationGetDescr(heap);
+	/* no CHECK constraint (none is evaluated here) */
+	if (td->constr != NULL && td->constr->num_check > 0)
+		ok = false;
 	/* only the referral trigger, whose WHEN the fast path knows to be false */
 	if (heap->trigdesc != NULL)
 		for (i = 0; i < heap->trigdesc->numtriggers; i++)
@@ -982,7 +988,8 @@ purchase_insert_direct(Datum *a, const char *n, int64 *purchase_id)
 		if (RelationGetRelid(r) == RelationGetRelid(uidx))
 			uinfo = info[nidx];
 		nidx++;
-		if (info[nidx - 1]->ii_Expressions != NIL || info[nidx - 1]->ii_Predicate != NIL)
+		if (info[nidx - 1]->ii_Expressions != NIL || info[nidx - 1]->ii_Predicate != NIL ||
+			info[nidx - 1]->ii_ExclusionOps != NULL)
 			ok = false;
 	}
 

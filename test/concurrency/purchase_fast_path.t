@@ -13,8 +13,8 @@
 #   4. an accrual the ledger refuses (points out of range) is left to the
 #      full path: a retry of a recorded order still returns its result;
 #   5. a trigger that fires on insert into wallet.purchases fires for a
-#      purchase of the fast path too (its direct insert leaves such a table
-#      to the statement).
+#      purchase of the fast path too, and a CHECK constraint holds (its
+#      direct insert leaves such a table to the statement).
 #
 # Needs PGHOST/PGPORT/PGUSER of a running cluster with wallet installable.
 set -uo pipefail
@@ -26,7 +26,7 @@ trap 'sess_close a; rm -rf "$TMP"' EXIT
 
 . "$(dirname "$0")/../lib.sh"
 
-plan 20
+plan 21
 
 timeout 30 dropdb --if-exists "$DB" >/dev/null 2>&1
 if ! timeout 30 createdb "$DB"; then echo "Bail out! createdb $DB failed"; exit 1; fi
@@ -132,6 +132,10 @@ check "a trigger on wallet.purchases fires for a purchase of the usual case" \
 q -c "DROP TRIGGER purchase_logged ON wallet.purchases" >/dev/null
 check "and once it is dropped, the next purchase is written directly (no log) and recorded once" \
       "$(sess_run a "SELECT points FROM wallet.record_purchase($M, 'x', 'o-t2', 10, 'CNY', now(), '{}')" >/dev/null; q -c "SELECT count(*) FROM purchase_log")-$(q -c "SELECT count(*) FROM wallet.purchases WHERE order_ref IN ('o-t1', 'o-t2')")" 1-2
+q -c "ALTER TABLE wallet.purchases ADD CONSTRAINT purchase_small CHECK (amount < 1000)" >/dev/null
+check "a CHECK constraint on wallet.purchases holds for a purchase of the usual case (23514)" \
+      "$(sqlstate -d "$DB" -c "SELECT wallet.record_purchase($M, 'x', 'o-t3', 5000, 'CNY')")" 23514
+q -c "ALTER TABLE wallet.purchases DROP CONSTRAINT purchase_small" >/dev/null
 
 sess_close a
 finish
