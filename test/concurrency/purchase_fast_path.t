@@ -132,7 +132,7 @@ check "a trigger on wallet.purchases fires for a purchase of the usual case" \
 q -c "DROP TRIGGER purchase_logged ON wallet.purchases" >/dev/null
 check "and once it is dropped, the next purchase is written directly (no log) and recorded once" \
       "$(sess_run a "SELECT points FROM wallet.record_purchase($M, 'x', 'o-t2', 10, 'CNY', now(), '{}')" >/dev/null; q -c "SELECT count(*) FROM purchase_log")-$(q -c "SELECT count(*) FROM wallet.purchases WHERE order_ref IN ('o-t1', 'o-t2')")" 1-2
-q -c "ALTER TABLE wallet.purchases ADD CONSTRAINT purchase_small CHECK (amount < 1000)" >/dev/null
+q -c "ALTER TABLE wallet.purchases ADD CONSTRAINT purchase_small CHECK (amount < 1000) NOT VALID" >/dev/null
 check "a CHECK constraint on wallet.purchases holds for a purchase of the usual case (23514)" \
       "$(sqlstate -d "$DB" -c "SELECT wallet.record_purchase($M, 'x', 'o-t3', 5000, 'CNY')")" 23514
 q -c "ALTER TABLE wallet.purchases DROP CONSTRAINT purchase_small" >/dev/null
