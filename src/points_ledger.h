@@ -116,5 +116,7 @@ extern void wallet_ledger_accrue(struct varlena *v, TimestampTz at, int64 points
 
 /* tiers.c: whether a posting may change the account's tier */
 extern bool wallet_tier_posting_review(int64 program_id, int64 account_id, struct varlena *v, TimestampTz at);
+extern bool wallet_tier_posting_review_held(int64 program_id, int32 held, bool below, struct varlena *v,
+											TimestampTz at);
 
 #endif							/* POINTS_LEDGER_H */

@@ -5,11 +5,13 @@
  *
  * record_purchase runs at every checkout.  In PL/pgSQL most of its time was
  * the executor's cost per statement and per function call, not the work, so
- * the common case runs here with saved plans: the member's account locked,
- * the member's state read (tier, first purchase, cap counters), the purchase
- * inserted (its unique key is the idempotency check: a retry conflicts), the
- * counters bumped, and the accrual applied by the ledger's own C code
- * (wallet_ledger_accrue) and journalled in one statement.  Everything else
+ * the common case runs here: the member, its program and its account read
+ * straight from their unique indexes and the account locked, the member's
+ * state read the same way (tier, first purchase, cap counters), the purchase
+ * inserted directly (its unique key is the idempotency check: a retry
+ * conflicts and is left to a statement), then the counters bumped and the
+ * accrual applied by the ledger's own C code (wallet_ledger_accrue) and
+ * journalled in one statement with a saved plan.  Everything else
  * (offers and codes, a new member or account, no program in the currency,
  * any invalid argument) goes to wallet_internal.record_purchase_full, the
  * PL/pgSQL version, which gives the same results and errors.
@@ -25,20 +27,33 @@
 #include "privileges.h"
 #include "referral_gate.h"
 
+#include "access/genam.h"
+#include "access/relation.h"
+#include "access/skey.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/index.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_trigger.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "common/int.h"
 #include "datatype/timestamp.h"
 #include "executor/spi.h"
+#include "executor/tuptable.h"
 #include "funcapi.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
+#include "storage/lmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/date.h"
 #include "utils/datum.h"
 #include "utils/datetime.h"
+#include "utils/fmgroids.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
 #include "utils/json.h"
@@ -46,6 +61,8 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/numeric.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
@@ -59,12 +76,11 @@
 enum
 {
 	P_RULES,
-	P_STATE,
-	P_STATE_NO_CAPS,
-	P_LOCK,
 	P_SETTLE,
 	P_LEDGER,
 	P_WRITE,
+	P_REST,
+	P_POST,
 	P_RETRY,
 	P_TIER_REVIEW,
 	P_FULL,
@@ -73,6 +89,20 @@ enum
 
 static SPIPlanPtr plans[P_COUNT];
 
+/* The parts of the writing statements below (extra: a further condition). */
+#define COUNTERS_UPSERT(extra) \
+	"INSERT INTO wallet.earning_counters AS c (merchant_id, member_id, rule_id, day, points)" \
+	" SELECT $1, $2, u.r, CASE WHEN u.t THEN NULL ELSE $13 END, u.p FROM unnest($14, $15, $16) u(r, t, p)" extra \
+	" ON CONFLICT ON CONSTRAINT earning_counters_key DO UPDATE SET points = c.points + excluded.points"
+#define ACCOUNT_UPDATE(extra) \
+	"UPDATE wallet.accounts y SET ledger = $17, next_event = $18" \
+	" WHERE y.account_id = $9 AND $10 > 0" extra " RETURNING y.merchant_id"
+#define ENTRY_INSERT \
+	"INSERT INTO wallet.entries (entry_id, account_id, kind, amount, balance_after, idempotency_key, reason," \
+	" reference, lots, actor, created_at, points, expires_at, merchant_id)" \
+	" SELECT $11, $9, 'accrue', $19, $20, 'purchase:' || $3, 'purchase', $3, $21, CURRENT_USER, $22, $10, $23," \
+	" a.merchant_id FROM a"
+
 static SPIPlanPtr
 purchase_plan(int which)
 {
@@ -80,34 +110,6 @@ purchase_plan(int which)
 		/* P_RULES: a program's earning rules, in evaluation order */
 		"SELECT " RULE_COLUMNS " FROM wallet.earning_rules x"
 		" WHERE x.program_id = $1 ORDER BY x.priority DESC, x.rule_id",
-		/* P_STATE: the member's tier, first purchase in the program, counters of capped rules by day and in all */
-		"SELECT coalesce(t.rank, 0), t.name, coalesce(t.multiplier, 1),"
-		" $6 AND ($2 IS NULL OR NOT EXISTS (SELECT FROM wallet.purchases x"
-		"   WHERE x.merchant_id = $1 AND x.member_id = $2 AND x.program_id = $3)),"
-		" ARRAY(SELECT (SELECT c.points FROM wallet.earning_counters c"
-		"               WHERE c.rule_id = u.r AND c.member_id = $2 AND c.day = $7)"
-		"         FROM unnest($5) WITH ORDINALITY u(r, n) ORDER BY u.n),"
-		" ARRAY(SELECT (SELECT c.points FROM wallet.earning_counters c"
-		"               WHERE c.rule_id = u.r AND c.member_id = $2 AND c.day IS NULL)"
-		"         FROM unnest($8) WITH ORDINALITY u(r, n) ORDER BY u.n)"
-		" FROM (SELECT) o"
-		" LEFT JOIN wallet.account_tiers a ON a.account_id = $4"
-		" LEFT JOIN wallet.tiers t ON t.tier_id = a.tier_id",
-		/* P_STATE_NO_CAPS: the same without counters, when no rule that may fire is capped per member */
-		"SELECT coalesce(t.rank, 0), t.name, coalesce(t.multiplier, 1),"
-		" $6 AND ($2 IS NULL OR NOT EXISTS (SELECT FROM wallet.purchases x"
-		"   WHERE x.merchant_id = $1 AND x.member_id = $2 AND x.program_id = $3))"
-		" FROM (SELECT) o"
-		" LEFT JOIN wallet.account_tiers a ON a.account_id = $4"
-		" LEFT JOIN wallet.tiers t ON t.tier_id = a.tier_id",
-		/* P_LOCK: the usual case, a known member with an account in the open program earning in the currency */
-		"SELECT m.member_id, m.time_zone, x.program_id, x.rounding, y.account_id, y.ledger, y.next_event, x.expiry,"
-		" x.granularity"
-		" FROM wallet.members m"
-		" JOIN wallet.programs x ON x.merchant_id = m.merchant_id AND x.currency = $3 AND x.closed_at IS NULL"
-		" JOIN wallet.accounts y ON y.program_id = x.program_id AND y.member_ref = m.member_ref"
-		" WHERE m.merchant_id = $1 AND m.member_ref = $2"
-		" FOR NO KEY UPDATE OF y",
 		/* P_SETTLE */
 		"SELECT wallet_internal.settle_account($1, $2, $2)",
 		/* P_LEDGER */
@@ -124,17 +126,14 @@ purchase_plan(int which)
 		"           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
 		"           ON CONFLICT ON CONSTRAINT purchases_merchant_id_order_ref_key DO NOTHING"
 		"           RETURNING purchase_id),"
-		" c AS (INSERT INTO wallet.earning_counters AS c (merchant_id, member_id, rule_id, day, points)"
-		"       SELECT $1, $2, u.r, CASE WHEN u.t THEN NULL ELSE $13 END, u.p FROM unnest($14, $15, $16) u(r, t, p)"
-		"        WHERE EXISTS (SELECT FROM p)"
-		"       ON CONFLICT ON CONSTRAINT earning_counters_key DO UPDATE SET points = c.points + excluded.points),"
-		" a AS (UPDATE wallet.accounts y SET ledger = $17, next_event = $18"
-		"        WHERE y.account_id = $9 AND $10 > 0 AND EXISTS (SELECT FROM p) RETURNING y.merchant_id),"
-		" e AS (INSERT INTO wallet.entries (entry_id, account_id, kind, amount, balance_after, idempotency_key, reason,"
-		"       reference, lots, actor, created_at, points, expires_at, merchant_id)"
-		"       SELECT $11, $9, 'accrue', $19, $20, 'purchase:' || $3, 'purchase', $3, $21, CURRENT_USER, $22, $10, $23,"
-		"              a.merchant_id FROM a)"
+		" c AS (" COUNTERS_UPSERT(" WHERE EXISTS (SELECT FROM p)") "),"
+		" a AS (" ACCOUNT_UPDATE(" AND EXISTS (SELECT FROM p)") "),"
+		" e AS (" ENTRY_INSERT ")"
 		" SELECT p.purchase_id FROM p",
+		/* P_REST: P_WRITE but the purchase, written by purchase_insert_direct */
+		"WITH c AS (" COUNTERS_UPSERT("") "), a AS (" ACCOUNT_UPDATE("") "), e AS (" ENTRY_INSERT ") SELECT",
+		/* P_POST: P_REST without counters (no capped rule earned): the accrual only */
+		"WITH a AS (" ACCOUNT_UPDATE("") ") " ENTRY_INSERT,
 		/* P_RETRY: a retry, or a concurrent call recorded the order first (committed by now) */
 		"SELECT wallet_internal.purchase_retry(p, $3, $4, $5) FROM wallet.purchases p"
 		" WHERE p.merchant_id = $1 AND p.order_ref = $2",
@@ -143,17 +142,19 @@ purchase_plan(int which)
 		/* P_FULL */
 		"SELECT wallet_internal.record_purchase_full($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
 	};
-	static const int nargs[P_COUNT] = {1, 8, 8, 3, 2, 1, 23, 5, 3, 10};
+	/* P_WRITE, P_REST and P_POST take the same arguments (InvalidOid: wallet.points_ledger, below) */
+#define WRITE_TYPES \
+	{INT8OID, INT8OID, TEXTOID, NUMERICOID, TEXTOID, TIMESTAMPTZOID, JSONBOID, INT8OID, INT8OID, INT8OID, INT8OID, \
+	JSONBOID, DATEOID, INT8ARRAYOID, BOOLARRAYOID, INT8ARRAYOID, InvalidOid, TIMESTAMPTZOID, INT8OID, INT8OID, \
+	JSONBOID, TIMESTAMPTZOID, TIMESTAMPTZOID}
+	static const int nargs[P_COUNT] = {1, 2, 1, 23, 23, 23, 5, 3, 10};
 	static const Oid types[P_COUNT][23] = {
 		{INT8OID},
-		{INT8OID, INT8OID, INT8OID, INT8OID, INT8ARRAYOID, BOOLOID, DATEOID, INT8ARRAYOID},
-		{INT8OID, INT8OID, INT8OID, INT8OID, INT8ARRAYOID, BOOLOID, DATEOID, INT8ARRAYOID},
-		{INT8OID, TEXTOID, TEXTOID},
 		{INT8OID, TIMESTAMPTZOID},
 		{INT8OID},
-		{INT8OID, INT8OID, TEXTOID, NUMERICOID, TEXTOID, TIMESTAMPTZOID, JSONBOID, INT8OID, INT8OID, INT8OID, INT8OID,
-			JSONBOID, DATEOID, INT8ARRAYOID, BOOLARRAYOID, INT8ARRAYOID, InvalidOid, TIMESTAMPTZOID, INT8OID, INT8OID,
-		JSONBOID, TIMESTAMPTZOID, TIMESTAMPTZOID},
+		WRITE_TYPES,			/* P_WRITE */
+		WRITE_TYPES,			/* P_REST */
+		WRITE_TYPES,			/* P_POST */
 		{INT8OID, TEXTOID, TEXTOID, NUMERICOID, TEXTOID},
 		{INT8OID, TIMESTAMPTZOID, INT8OID},
 		{INT8OID, TEXTOID, TEXTOID, NUMERICOID, TEXTOID, TIMESTAMPTZOID, JSONBOID, INT8ARRAYOID, TEXTARRAYOID, INT8OID},
@@ -165,7 +166,7 @@ purchase_plan(int which)
 		SPIPlanPtr	p;
 
 		memcpy(t, types[which], sizeof(t));
-		if (which == P_WRITE)
+		if (which == P_WRITE || which == P_REST || which == P_POST)
 			t[16] = GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid, CStringGetDatum("points_ledger"),
 								   ObjectIdGetDatum(get_namespace_oid("wallet", false)));
 		/*
@@ -529,6 +530,9 @@ typedef struct PurchaseEval
 	DateADT		day;			/* the local day of the purchase */
 	int			ncounters;
 	CounterBump *counters;
+	bool		held_known;		/* the account's wallet.account_tiers row was read: */
+	int32		held_rank;		/* its rank (0: no row) */
+	bool		held_below;		/* its below_since is set */
 } PurchaseEval;
 
 static const char *
@@ -623,6 +627,548 @@ append_rule(StringInfo buf, bool *first, bool has_id, int64 rule_id, int64 point
 	appendStringInfoChar(buf, '}');
 }
 
+/* ---------------------------------------------------------------- direct reads */
+
+/*
+ * The usual call reads single rows by a unique key (and the first of the
+ * member's purchases in the program): straight from the index and the heap
+ * here, which costs a fraction of an SPI plan's execution (its executor
+ * start and end per statement).  The function runs as the tables' owner,
+ * and every row read belongs to the merchant the caller acts for (checked
+ * first), so their row-level security would let each one through.
+ */
+enum
+{
+	D_MEMBERS,
+	D_PROGRAMS,
+	D_ACCOUNTS,
+	D_ACCOUNT_TIERS,
+	D_TIERS,
+	D_PURCHASES,
+	D_COUNTERS,
+	D_ORDERS,
+	D_COUNT
+};
+
+static const char *const direct_names[D_COUNT][2] = {
+	{"members", "members_merchant_id_member_ref_key"},
+	{"programs", "programs_earning_currency_idx"},
+	{"accounts", "accounts_program_id_member_ref_key"},
+	{"account_tiers", "account_tiers_pkey"},
+	{"tiers", "tiers_pkey"},
+	{"purchases", "purchases_member_idx"},
+	{"earning_counters", "earning_counters_key"},
+	{"purchases", "purchases_merchant_id_order_ref_key"},
+};
+static Oid	direct_oids[D_COUNT][2];
+
+/* rel still is wallet.<name> (a cached oid may name a dropped or re-created relation) */
+static bool
+direct_is(Relation rel, const char *name, Oid nsp)
+{
+	return RelationGetNamespace(rel) == nsp && strcmp(RelationGetRelationName(rel), name) == 0;
+}
+
+/*
+ * Opens a table and its index, locked until the transaction ends as a query
+ * would, and (slot not NULL) a slot for the table's rows.
+ */
+static void
+direct_open(int which, LOCKMODE mode, Relation *heap, Relation *index, TupleTableSlot **slot)
+{
+	Oid			nsp = get_namespace_oid("wallet", false);
+
+	for (int attempt = 0;; attempt++)
+	{
+		Relation	h = NULL,
+					i = NULL;
+
+		if (OidIsValid(direct_oids[which][0]))
+		{
+			h = try_relation_open(direct_oids[which][0], mode);
+			i = try_relation_open(direct_oids[which][1], AccessShareLock);
+		}
+		if (h != NULL && i != NULL && direct_is(h, direct_names[which][0], nsp) &&
+			direct_is(i, direct_names[which][1], nsp) && i->rd_rel->relkind == RELKIND_INDEX &&
+			i->rd_index->indrelid == RelationGetRelid(h))
+		{
+			*heap = h;
+			*index = i;
+			if (slot != NULL)
+				*slot = table_slot_create(h, NULL);
+			return;
+		}
+		/* a cached oid of another relation by now: no lock kept on it */
+		if (h != NULL)
+			relation_close(h, mode);
+		if (i != NULL)
+			relation_close(i, AccessShareLock);
+		if (attempt > 0)
+			elog(ERROR, "wallet.%s or its index %s is missing", direct_names[which][0], direct_names[which][1]);
+		direct_oids[which][0] = get_relname_relid(direct_names[which][0], nsp);
+		direct_oids[which][1] = get_relname_relid(direct_names[which][1], nsp);
+	}
+}
+
+static void
+direct_close(Relation heap, Relation index, TupleTableSlot *slot)
+{
+	if (slot != NULL)
+		ExecDropSingleTupleTableSlot(slot);
+	index_close(index, NoLock);
+	table_close(heap, NoLock);
+}
+
+/* equality on index column att, compared in the index's collation */
+static void
+direct_key(ScanKey k, Relation index, AttrNumber att, RegProcedure eq, Datum v)
+{
+	ScanKeyEntryInitialize(k, 0, att, BTEqualStrategyNumber, InvalidOid, index->rd_indcollation[att - 1], eq, v);
+}
+
+/* index column att IS NULL */
+static void
+direct_key_null(ScanKey k, AttrNumber att)
+{
+	ScanKeyEntryInitialize(k, SK_ISNULL | SK_SEARCHNULL, att, InvalidStrategy, InvalidOid, InvalidOid, InvalidOid,
+						   (Datum) 0);
+}
+
+static AttrNumber
+direct_att(Relation rel, const char *name)
+{
+	TupleDesc	td = RelationGetDescr(rel);
+
+	for (int i = 0; i < td->natts; i++)
+		if (!TupleDescAttr(td, i)->attisdropped && strcmp(NameStr(TupleDescAttr(td, i)->attname), name) == 0)
+			return i + 1;
+	elog(ERROR, "column %s of wallet.%s is missing", name, RelationGetRelationName(rel));
+	return InvalidAttrNumber;	/* not reached */
+}
+
+static Datum
+direct_get(Relation rel, TupleTableSlot *slot, const char *name, bool *isnull)
+{
+	return slot_getattr(slot, direct_att(rel, name), isnull);
+}
+
+/* The row visible to snap whose index key equals keys (the first one), into slot. */
+static bool
+direct_fetch(Relation heap, Relation index, Snapshot snap, ScanKey keys, int nkeys, TupleTableSlot *slot)
+{
+	IndexScanDesc scan = index_beginscan(heap, index, snap, nkeys, 0);
+	bool		found;
+
+	index_rescan(scan, keys, nkeys, NULL, 0);
+	found = index_getnext_slot(scan, ForwardScanDirection, slot);
+	index_endscan(scan);
+	return found;
+}
+
+/* What the usual call needs of the member, its program and its locked account. */
+typedef struct PurchaseLocked
+{
+	int64		member_id;
+	char	   *time_zone;		/* NULL: none */
+	int64		program_id;
+	char	   *rounding;
+	Interval   *expiry;			/* NULL: never */
+	char	   *granularity;
+	int64		account_id;
+	struct varlena *ledger;
+	bool		due;
+	TimestampTz due_at;			/* the account's next_event */
+} PurchaseLocked;
+
+/*
+ * What wallet_internal.record_purchase_full's first query does, read
+ * directly: the member (merchant_id, member_ref), the merchant's open
+ * program earning in the currency, the member's account in it, locked FOR
+ * NO KEY UPDATE as that query's row mark locks it: its latest version,
+ * waiting for a concurrent updater (in READ COMMITTED; under a transaction
+ * snapshot a concurrent update is left to the full path's query, which
+ * raises the serialization failure).  False: no such row, or one that
+ * changed under the lock so that it no longer matches: the full path decides.
+ */
+static bool
+purchase_lock_direct(int64 merchant_id, text *member_ref, text *currency, PurchaseLocked *o)
+{
+	Snapshot	snap;
+	Relation	heap,
+				index;
+	TupleTableSlot *slot;
+	ScanKeyData k[2];
+	bool		found,
+				isnull;
+	Datum		d;
+	ItemPointerData tid;
+	TM_FailureData tmfd;
+
+	/* as SPI runs a statement that may write: earlier writes seen, a new snapshot */
+	CommandCounterIncrement();
+	snap = RegisterSnapshot(GetTransactionSnapshot());
+
+	direct_open(D_MEMBERS, AccessShareLock, &heap, &index, &slot);
+	direct_key(&k[0], index, 1, F_INT8EQ, Int64GetDatum(merchant_id));
+	direct_key(&k[1], index, 2, F_TEXTEQ, PointerGetDatum(member_ref));
+	found = direct_fetch(heap, index, snap, k, 2, slot);
+	if (found)
+	{
+		o->member_id = DatumGetInt64(direct_get(heap, slot, "member_id", &isnull));
+		d = direct_get(heap, slot, "time_zone", &isnull);
+		o->time_zone = isnull ? NULL : TextDatumGetCString(d);
+	}
+	direct_close(heap, index, slot);
+
+	if (found)
+	{
+		/* the partial unique index holds the open programs earning in a currency */
+		direct_open(D_PROGRAMS, AccessShareLock, &heap, &index, &slot);
+		direct_key(&k[0], index, 1, F_INT8EQ, Int64GetDatum(merchant_id));
+		direct_key(&k[1], index, 2, F_TEXTEQ, PointerGetDatum(currency));
+		found = direct_fetch(heap, index, snap, k, 2, slot);
+		if (found)
+		{
+			(void) direct_get(heap, slot, "closed_at", &isnull);
+			found = isnull;
+		}
+		if (found)
+		{
+			o->program_id = DatumGetInt64(direct_get(heap, slot, "program_id", &isnull));
+			o->rounding = TextDatumGetCString(direct_get(heap, slot, "rounding", &isnull));
+			d = direct_get(heap, slot, "expiry", &isnull);
+			o->expiry = isnull ? NULL : DatumGetIntervalP(datumCopy(d, false, sizeof(Interval)));
+			o->granularity = TextDatumGetCString(direct_get(heap, slot, "granularity", &isnull));
+		}
+		direct_close(heap, index, slot);
+	}
+
+	if (found)
+	{
+		direct_open(D_ACCOUNTS, RowShareLock, &heap, &index, &slot);
+		direct_key(&k[0], index, 1, F_INT8EQ, Int64GetDatum(o->program_id));
+		direct_key(&k[1], index, 2, F_TEXTEQ, PointerGetDatum(member_ref));
+		found = direct_fetch(heap, index, snap, k, 2, slot);
+		if (found)
+		{
+			tid = slot->tts_tid;
+			found = table_tuple_lock(heap, &tid, snap, slot, GetCurrentCommandId(true), LockTupleNoKeyExclusive,
+									 LockWaitBlock,
+									 TUPLE_LOCK_FLAG_LOCK_UPDATE_IN_PROGRESS |
+									 (IsolationUsesXactSnapshot() ? 0 : TUPLE_LOCK_FLAG_FIND_LAST_VERSION),
+									 &tmfd) == TM_Ok;
+		}
+		if (found && tmfd.traversed)
+		{
+			/* a newer version: the query would check it against the join again */
+			found = DatumGetInt64(direct_get(heap, slot, "program_id", &isnull)) == o->program_id &&
+				DatumGetBool(DirectFunctionCall2Coll(texteq, index->rd_indcollation[1],
+													 direct_get(heap, slot, "member_ref", &isnull),
+													 PointerGetDatum(member_ref)));
+		}
+		if (found)
+		{
+			o->account_id = DatumGetInt64(direct_get(heap, slot, "account_id", &isnull));
+			d = direct_get(heap, slot, "ledger", &isnull);
+			o->ledger = isnull ? NULL : (struct varlena *) PG_DETOAST_DATUM_COPY(d);
+			d = direct_get(heap, slot, "next_event", &isnull);
+			o->due = !isnull;
+			o->due_at = isnull ? 0 : DatumGetTimestampTz(d);
+		}
+		direct_close(heap, index, slot);
+	}
+	UnregisterSnapshot(snap);
+	return found;
+}
+
+/* The columns of wallet.purchases that purchase_insert_direct writes: a[i] of P_WRITE's arguments, or below. */
+static const char *const purchase_columns[] = {
+	"merchant_id", "member_id", "order_ref", "amount", "currency", "occurred_at", "attributes", "program_id",
+	"account_id", "points", "entry_id", "rules",
+	/* not arguments */
+	"purchase_id", "refunded_amount", "refunded_points", "created_at"
+};
+
+/*
+ * The purchase row of P_WRITE (arguments a, n), written directly as its
+ * INSERT ... ON CONFLICT DO NOTHING would: the row inserted speculatively,
+ * its entry in the order's unique index first (checked without waiting),
+ * then confirmed, or taken back when the order_ref is taken or being taken.
+ * The executor's cost for one row (plan, start and end of a statement with
+ * its indexes opened) is most of what such an insert costs; the statement's
+ * look-up of the key before the insert is left out too, as a retry is rare
+ * and the unique entry finds it.  False, having written nothing (the row
+ * taken back is dead to all): the order_ref is taken or being taken (a
+ * retry, a concurrent call), or the table has what this code does not do (a
+ * trigger that fires on insert, a CHECK constraint, an index on an
+ * expression, a partial or an exclusion one, a column it does not know):
+ * P_WRITE's statement decides, waiting for a concurrent insert as ON
+ * CONFLICT does.
+ */
+static bool
+purchase_insert_direct(Datum *a, const char *n, int64 *purchase_id)
+{
+	Relation	heap,
+				uidx;
+	TupleDesc	td;
+	TupleTableSlot *slot;
+	List	   *oids;
+	ListCell   *lc;
+	Relation   *idx;
+	IndexInfo **info;
+	IndexInfo  *uinfo = NULL;
+	int			nidx = 0,
+				i;
+	bool		ok = true;
+	uint32		token;
+	Oid			seq;
+
+	direct_open(D_ORDERS, RowExclusiveLock, &heap, &uidx, NULL);
+	td = RelationGetDescr(heap);
+	/* no CHECK constraint (none is evaluated here) */
+	if (td->constr != NULL && td->constr->num_check > 0)
+		ok = false;
+	/* only the referral trigger, whose WHEN the fast path knows to be false */
+	if (heap->trigdesc != NULL)
+		for (i = 0; i < heap->trigdesc->numtriggers; i++)
+			if (TRIGGER_FOR_INSERT(heap->trigdesc->triggers[i].tgtype) &&
+				strcmp(heap->trigdesc->triggers[i].tgname, "referral_purchase") != 0)
+				ok = false;
+
+	/* the row, column by column: every column known */
+	slot = MakeSingleTupleTableSlot(td, &TTSOpsVirtual);
+	ExecClearTuple(slot);
+	for (i = 0; ok && i < td->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(td, i);
+		int			c;
+
+		slot->tts_isnull[i] = true;
+		slot->tts_values[i] = (Datum) 0;
+		if (att->attisdropped)
+			continue;
+		for (c = 0; c < lengthof(purchase_columns); c++)
+			if (strcmp(NameStr(att->attname), purchase_columns[c]) == 0)
+				break;
+		if (c == lengthof(purchase_columns))
+			ok = false;
+		else if (c < 12)
+		{
+			slot->tts_values[i] = a[c];
+			slot->tts_isnull[i] = n[c] == 'n';
+		}
+		else if (c == 13)
+		{
+			slot->tts_values[i] = NumericGetDatum(int64_to_numeric(0));
+			slot->tts_isnull[i] = false;
+		}
+		else if (c == 14)
+		{
+			slot->tts_values[i] = Int64GetDatum(0);
+			slot->tts_isnull[i] = false;
+		}
+		else if (c == 15)
+		{
+			slot->tts_values[i] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+			slot->tts_isnull[i] = false;
+		}
+		/* purchase_id: below, once the row is known to go in */
+	}
+
+	/* the indexes, each a plain one on columns */
+	oids = ok ? RelationGetIndexList(heap) : NIL;
+	idx = palloc(sizeof(Relation) * Max(list_length(oids), 1));
+	info = palloc(sizeof(IndexInfo *) * Max(list_length(oids), 1));
+	foreach(lc, oids)
+	{
+		Relation	r = index_open(lfirst_oid(lc), RowExclusiveLock);
+
+		idx[nidx] = r;
+		info[nidx] = BuildIndexInfo(r);
+		if (RelationGetRelid(r) == RelationGetRelid(uidx))
+			uinfo = info[nidx];
+		nidx++;
+		if (info[nidx - 1]->ii_Expressions != NIL || info[nidx - 1]->ii_Predicate != NIL ||
+			info[nidx - 1]->ii_ExclusionOps != NULL)
+			ok = false;
+	}
+
+	if (ok && uinfo == NULL)
+		elog(ERROR, "wallet.purchases_merchant_id_order_ref_key is not an index of wallet.purchases");
+	if (ok)
+	{
+		Datum		v[INDEX_MAX_KEYS];
+		bool		vnull[INDEX_MAX_KEYS];
+		int			p = -1;
+
+		for (i = 0; i < td->natts; i++)
+			if (!TupleDescAttr(td, i)->attisdropped && strcmp(NameStr(TupleDescAttr(td, i)->attname), "purchase_id") == 0)
+				p = i;
+		seq = get_relname_relid("purchases_purchase_id_seq", RelationGetNamespace(heap));
+		if (p < 0 || !OidIsValid(seq))
+			elog(ERROR, "wallet.purchases_purchase_id_seq is missing");
+		*purchase_id = DatumGetInt64(DirectFunctionCall1(nextval_oid, ObjectIdGetDatum(seq)));
+		slot->tts_values[p] = Int64GetDatum(*purchase_id);
+		slot->tts_isnull[p] = false;
+		ExecStoreVirtualTuple(slot);
+
+		token = SpeculativeInsertionLockAcquire(GetCurrentTransactionId());
+		table_tuple_insert_speculative(heap, slot, GetCurrentCommandId(true), 0, NULL, token);
+		/* the order's unique key first: a conflict, committed or not, leaves it to the statement */
+		FormIndexDatum(uinfo, slot, NULL, v, vnull);
+		ok = index_insert(uidx, v, vnull, &slot->tts_tid, heap, UNIQUE_CHECK_PARTIAL, false, uinfo);
+		for (i = 0; ok && i < nidx; i++)
+		{
+			if (RelationGetRelid(idx[i]) == RelationGetRelid(uidx) || !info[i]->ii_ReadyForInserts)
+				continue;
+			FormIndexDatum(info[i], slot, NULL, v, vnull);
+			index_insert(idx[i], v, vnull, &slot->tts_tid, heap,
+						 idx[i]->rd_index->indisunique ? UNIQUE_CHECK_YES : UNIQUE_CHECK_NO, false, info[i]);
+		}
+		table_tuple_complete_speculative(heap, slot, token, ok);
+		SpeculativeInsertionLockRelease(GetCurrentTransactionId());
+	}
+	for (i = 0; i < nidx; i++)
+		index_close(idx[i], NoLock);
+	ExecDropSingleTupleTableSlot(slot);
+	direct_close(heap, uidx, NULL);
+	return ok;
+}
+
+/* The counter of a capped rule for the member, on day (or in all: total), 0 when none. */
+static int64
+direct_counter(Relation heap, Relation index, Snapshot snap, TupleTableSlot *slot, int64 rule_id, int64 member_id,
+			   bool total, DateADT day)
+{
+	ScanKeyData k[3];
+	bool		isnull;
+	int64		v = 0;
+
+	direct_key(&k[0], index, 1, F_INT8EQ, Int64GetDatum(rule_id));
+	direct_key(&k[1], index, 2, F_INT8EQ, Int64GetDatum(member_id));
+	if (total)
+		direct_key_null(&k[2], 3);
+	else
+		direct_key(&k[2], index, 3, F_DATE_EQ, DateADTGetDatum(day));
+	if (direct_fetch(heap, index, snap, k, 3, slot))
+	{
+		Datum		d = direct_get(heap, slot, "points", &isnull);
+
+		v = isnull ? 0 : DatumGetInt64(d);
+	}
+	ExecClearTuple(slot);
+	return v;
+}
+
+/*
+ * The member's state for the rules (called under the account's lock, with a
+ * snapshot taken now: what the previous holder of the lock committed is
+ * seen): the tier (wallet.account_tiers, wallet.tiers: rank 0, no name and
+ * multiplier 1 without one), whether this is the member's first purchase in
+ * the program (asked only when need_first), and the counters of the capped
+ * rules among cand (used_day, used_member; 0 when none) on out->day.  The
+ * account_tiers row's rank and below_since go to out (held_*): the tier
+ * review after the posting needs them, and sweeps change them only under
+ * the account's lock.  Without a member or an account, what they would
+ * have: no tier, a first purchase, no counts.
+ */
+static void
+purchase_state_direct(const PurchaseInput *in, PurchaseRule **cand, int ncand, bool need_first, PurchaseEval *out,
+					  int32 *tier_rank, char **tier_name, Numeric *tier_mult, bool *first,
+					  int64 *used_day, int64 *used_member)
+{
+	DateADT		day = out->day;
+	Snapshot	snap;
+	Relation	heap,
+				index;
+	TupleTableSlot *slot;
+	ScanKeyData k[2];
+	bool		isnull;
+	Datum		d;
+
+	*tier_rank = 0;
+	*tier_name = NULL;
+	*tier_mult = int64_to_numeric(1);
+	*first = need_first;
+	CommandCounterIncrement();
+	snap = RegisterSnapshot(GetTransactionSnapshot());
+
+	if (in->has_account)
+	{
+		int64		tier_id = 0;
+		bool		has_tier = false;
+
+		direct_open(D_ACCOUNT_TIERS, AccessShareLock, &heap, &index, &slot);
+		direct_key(&k[0], index, 1, F_INT8EQ, Int64GetDatum(in->account_id));
+		out->held_known = true;
+		if (direct_fetch(heap, index, snap, k, 1, slot))
+		{
+			d = direct_get(heap, slot, "tier_id", &isnull);
+			has_tier = !isnull;
+			tier_id = isnull ? 0 : DatumGetInt64(d);
+			out->held_rank = DatumGetInt32(direct_get(heap, slot, "rank", &isnull));
+			(void) direct_get(heap, slot, "below_since", &isnull);
+			out->held_below = !isnull;
+		}
+		direct_close(heap, index, slot);
+		if (has_tier)
+		{
+			direct_open(D_TIERS, AccessShareLock, &heap, &index, &slot);
+			direct_key(&k[0], index, 1, F_INT8EQ, Int64GetDatum(tier_id));
+			if (direct_fetch(heap, index, snap, k, 1, slot))
+			{
+				*tier_rank = DatumGetInt32(direct_get(heap, slot, "rank", &isnull));
+				*tier_name = TextDatumGetCString(direct_get(heap, slot, "name", &isnull));
+				*tier_mult = DatumGetNumericCopy(direct_get(heap, slot, "multiplier", &isnull));
+			}
+			direct_close(heap, index, slot);
+		}
+	}
+
+	if (need_first && in->has_member)
+	{
+		IndexScanDesc scan;
+		AttrNumber	att;
+
+		/* the member's purchases (purchases_member_idx), any in the program */
+		direct_open(D_PURCHASES, AccessShareLock, &heap, &index, &slot);
+		att = direct_att(heap, "program_id");
+		direct_key(&k[0], index, 1, F_INT8EQ, Int64GetDatum(in->merchant_id));
+		direct_key(&k[1], index, 2, F_INT8EQ, Int64GetDatum(in->member_id));
+		scan = index_beginscan(heap, index, snap, 2, 0);
+		index_rescan(scan, k, 2, NULL, 0);
+		while (*first && index_getnext_slot(scan, ForwardScanDirection, slot))
+		{
+			d = slot_getattr(slot, att, &isnull);
+			if (!isnull && DatumGetInt64(d) == in->program_id)
+				*first = false;
+		}
+		index_endscan(scan);
+		direct_close(heap, index, slot);
+	}
+
+	if (in->has_member)
+	{
+		bool		capped = false;
+
+		for (int i = 0; i < ncand; i++)
+			capped = capped || cand[i]->cap_day > 0 || cand[i]->cap_member > 0;
+		if (capped)
+		{
+			direct_open(D_COUNTERS, AccessShareLock, &heap, &index, &slot);
+			for (int i = 0; i < ncand; i++)
+			{
+				if (cand[i]->cap_day > 0)
+					used_day[i] = direct_counter(heap, index, snap, slot, cand[i]->rule_id, in->member_id, false, day);
+				if (cand[i]->cap_member > 0)
+					used_member[i] = direct_counter(heap, index, snap, slot, cand[i]->rule_id, in->member_id, true, 0);
+			}
+			direct_close(heap, index, slot);
+		}
+	}
+	UnregisterSnapshot(snap);
+}
+
 /*
  * Under SPI: the points a purchase earns, as wallet_internal.purchase_points
  * documents them (its COMMENT and README "Loyalty"): the rules valid at
@@ -630,8 +1176,8 @@ append_rule(StringInfo buf, bool *first, bool has_id, int64 rule_id, int64 point
  * rule_id), an exclusive one alone; per_unit rules make the base, the tier
  * multiplier and multiplier rules add base * (factor - 1), fixed rules their
  * points; each rule's points rounded per the program, then capped.  The
- * member's tier, first purchase and cap counters are read by one query (the
- * caller holds the account's lock).
+ * member's tier, first purchase and cap counters are read directly
+ * (purchase_state_direct; the caller holds the account's lock).
  */
 static void
 purchase_evaluate_pinned(const PurchaseInput *in, PurchaseEval *out)
@@ -669,6 +1215,9 @@ purchase_evaluate_pinned(const PurchaseInput *in, PurchaseEval *out)
 	out->ncounters = 0;
 	out->counters = NULL;
 	out->day = 0;
+	out->held_known = false;
+	out->held_rank = 0;
+	out->held_below = false;
 	if (in->program_id == 0)
 		return;
 
@@ -728,65 +1277,12 @@ purchase_evaluate_pinned(const PurchaseInput *in, PurchaseEval *out)
 	used_day = palloc0(sizeof(int64) * Max(ncand, 1));
 	used_member = palloc0(sizeof(int64) * Max(ncand, 1));
 	{
-		Datum		args[8];
-		char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
-		Datum	   *dr = palloc(sizeof(Datum) * Max(ncand, 1));
-		Datum	   *mr = palloc(sizeof(Datum) * Max(ncand, 1));
-		int			ndr = 0,
-					nmr = 0;
 		bool		need_first = false;
-		bool		isnull;
-		HeapTuple	tup;
-		TupleDesc	td;
-		Datum		d;
 
 		for (i = 0; i < ncand; i++)
-		{
-			if (cand[i]->cap_day > 0)
-				dr[ndr++] = Int64GetDatum(cand[i]->rule_id);
-			if (cand[i]->cap_member > 0)
-				mr[nmr++] = Int64GetDatum(cand[i]->rule_id);
-			if (cand[i]->first_purchase)
-				need_first = true;
-		}
-		args[0] = Int64GetDatum(in->merchant_id);
-		args[1] = Int64GetDatum(in->member_id);
-		nulls[1] = in->has_member ? ' ' : 'n';
-		args[2] = Int64GetDatum(in->program_id);
-		args[3] = Int64GetDatum(in->account_id);
-		nulls[3] = in->has_account ? ' ' : 'n';
-		args[4] = PointerGetDatum(construct_array(dr, ndr, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-		args[5] = BoolGetDatum(need_first);
-		args[6] = DateADTGetDatum(out->day);
-		args[7] = PointerGetDatum(construct_array(mr, nmr, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-		if (SPI_execute_plan(purchase_plan(ndr + nmr > 0 ? P_STATE : P_STATE_NO_CAPS), args, nulls, false, 1) != SPI_OK_SELECT ||
-			SPI_processed != 1)
-			elog(ERROR, "reading a member's earning state failed");
-		tup = SPI_tuptable->vals[0];
-		td = SPI_tuptable->tupdesc;
-		tier_rank = DatumGetInt32(SPI_getbinval(tup, td, 1, &isnull));
-		tier_name = SPI_getvalue(tup, td, 2);
-		tier_mult = DatumGetNumeric(SPI_getbinval(tup, td, 3, &isnull));
-		d = SPI_getbinval(tup, td, 4, &isnull);
-		/* need_first false: no rule asks, the value does not matter */
-		first = isnull || DatumGetBool(d);
-		for (int col = 5; col <= (ndr + nmr > 0 ? 6 : 4); col++)
-		{
-			Datum	   *vals;
-			bool	   *vnulls;
-			int			nv,
-						k = 0;
-
-			deconstruct_array(DatumGetArrayTypeP(SPI_getbinval(tup, td, col, &isnull)), INT8OID, 8,
-							  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &vals, &vnulls, &nv);
-			for (i = 0; i < ncand && k < nv; i++)
-				if (col == 5 ? cand[i]->cap_day > 0 : cand[i]->cap_member > 0)
-				{
-					if (!vnulls[k])
-						(col == 5 ? used_day : used_member)[i] = DatumGetInt64(vals[k]);
-					k++;
-				}
-		}
+			need_first = need_first || cand[i]->first_purchase;
+		purchase_state_direct(in, cand, ncand, need_first, out, &tier_rank, &tier_name, &tier_mult, &first,
+							  used_day, used_member);
 	}
 
 	/* the conditions on the state, then stacking: an exclusive rule fires alone, and only when no rule of higher priority fired */
@@ -1192,11 +1688,10 @@ record_purchase_fast(FunctionCallInfo fcinfo, TupleDesc desc, MemoryContext oute
 	Jsonb	   *attrs = PG_GETARG_JSONB_P(6);
 	Datum		a[23];
 	char		n[23];
-	HeapTuple	tup;
-	TupleDesc	td;
 	bool		isnull;
 	PurchaseInput in;
 	PurchaseEval ev;
+	PurchaseLocked lk;
 	struct varlena *ledger;
 	bool		due;
 	TimestampTz due_at,
@@ -1209,29 +1704,22 @@ record_purchase_fast(FunctionCallInfo fcinfo, TupleDesc desc, MemoryContext oute
 	struct varlena *posted_ledger = NULL;
 
 	memset(n, ' ', sizeof(n));
-	a[0] = Int64GetDatum(merchant_id);
-	a[1] = PointerGetDatum(member_ref);
-	a[2] = PointerGetDatum(currency);
-	if (purchase_run(P_LOCK, a, n, false) == 0)
+	if (!purchase_lock_direct(merchant_id, member_ref, currency, &lk))
 		return false;
-	tup = SPI_tuptable->vals[0];
-	td = SPI_tuptable->tupdesc;
 	memset(&in, 0, sizeof(in));
 	in.merchant_id = merchant_id;
 	in.has_member = true;
-	in.member_id = DatumGetInt64(SPI_getbinval(tup, td, 1, &isnull));
-	in.time_zone = SPI_getvalue(tup, td, 2);
-	in.program_id = DatumGetInt64(SPI_getbinval(tup, td, 3, &isnull));
-	in.rounding = SPI_getvalue(tup, td, 4);
+	in.member_id = lk.member_id;
+	in.time_zone = lk.time_zone;
+	in.program_id = lk.program_id;
+	in.rounding = lk.rounding;
 	in.has_account = true;
-	in.account_id = DatumGetInt64(SPI_getbinval(tup, td, 5, &isnull));
-	ledger = (struct varlena *) DatumGetPointer(SPI_getbinval(tup, td, 6, &isnull));
-	ledger = isnull ? NULL : (struct varlena *) PG_DETOAST_DATUM_COPY(PointerGetDatum(ledger));
-	due_at = DatumGetTimestampTz(SPI_getbinval(tup, td, 7, &isnull));
-	due = !isnull;
-	expiry = DatumGetIntervalP(SPI_getbinval(tup, td, 8, &isnull));
-	expiry = isnull ? NULL : DatumGetIntervalP(datumCopy(IntervalPGetDatum(expiry), false, sizeof(Interval)));
-	granularity = SPI_getvalue(tup, td, 9);
+	in.account_id = lk.account_id;
+	ledger = lk.ledger;
+	due_at = lk.due_at;
+	due = lk.due;
+	expiry = lk.expiry;
+	granularity = lk.granularity;
 	in.amount = amount;
 	in.currency = text_to_cstring(currency);
 	in.occurred_at = occurred_at;
@@ -1309,7 +1797,15 @@ record_purchase_fast(FunctionCallInfo fcinfo, TupleDesc desc, MemoryContext oute
 	a[10] = Int64GetDatum(entry_id);
 	n[10] = ev.points > 0 ? ' ' : 'n';
 	a[11] = rules;
-	if (purchase_run(P_WRITE, a, n, false) == 0)
+	if (purchase_insert_direct(a, n, &purchase_id))
+	{
+		/* the rest of P_WRITE, when there is anything to write */
+		if (ev.ncounters > 0)
+			purchase_run(P_REST, a, n, false);
+		else if (ev.points > 0)
+			purchase_run(P_POST, a, n, false);
+	}
+	else if (purchase_run(P_WRITE, a, n, false) == 0)
 	{
 		memset(n, ' ', sizeof(n));
 		a[0] = Int64GetDatum(merchant_id);
@@ -1325,10 +1821,13 @@ record_purchase_fast(FunctionCallInfo fcinfo, TupleDesc desc, MemoryContext oute
 		*result = SPI_datumTransfer(*result, false, -1);
 		return true;
 	}
-	purchase_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	else
+		purchase_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 
 	/* tiers (README "Tiers"): the posting that crosses a threshold upgrades */
-	if (ev.points > 0 && wallet_tier_posting_review(in.program_id, in.account_id, posted_ledger, at))
+	if (ev.points > 0 &&
+		(ev.held_known ? wallet_tier_posting_review_held(in.program_id, ev.held_rank, ev.held_below, posted_ledger, at)
+		 : wallet_tier_posting_review(in.program_id, in.account_id, posted_ledger, at)))
 	{
 		memset(n, ' ', sizeof(n));
 		a[0] = Int64GetDatum(in.account_id);

@@ -396,19 +396,19 @@ tier_program_load(TierProgram *tp)
  * Whether the posting that left the account's ledger at v (at `at`) may
  * change its tier: the program has tiers, and the account is below its
  * tier, or qualifies (by points) for another one, or a spend threshold is
- * involved.  False: nothing to do.  For post_entry (tier_posting_review
- * below) and record_purchase's fast path (src/purchase.c).
+ * involved.  False: nothing to do.  The account's tier (rank held, below
+ * since) is read here unless known (the caller read it under the account's
+ * lock).
  */
-bool
-wallet_tier_posting_review(int64 program_id, int64 account_id, struct varlena *v, TimestampTz at)
+static bool
+tier_posting_decide(int64 program_id, int64 account_id, bool known, int32 held, bool below,
+					struct varlena *v, TimestampTz at)
 {
 	TierProgram tp;
 	TierProgram *e;
 	Ledger	   *l;
 	int64		earned;
-	int32		held = 0,
-				qualified = 0;
-	bool		below = false;
+	int32		qualified = 0;
 	bool		isnull;
 	int			i;
 
@@ -417,52 +417,52 @@ wallet_tier_posting_review(int64 program_id, int64 account_id, struct varlena *v
 	e = hash_search(tier_cache, &program_id, HASH_FIND, NULL);
 	if (e != NULL && e->ntiers == 0)
 		return false;			/* the common case of a program without tiers */
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
 	if (e == NULL)
 	{
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
 		memset(&tp, 0, sizeof(tp));
 		tp.program_id = program_id;
 		tier_program_load(&tp);
+		SPI_finish();
 		/* the query may have processed an invalidation that reset the cache */
 		if (!tier_cache_valid)
 			tier_cache_reset();
 		e = hash_search(tier_cache, &program_id, HASH_ENTER, NULL);
 		*e = tp;
 		if (e->ntiers == 0)
-		{
-			SPI_finish();
 			return false;
-		}
 	}
 	if (e->by_spend)
-	{
-		SPI_finish();
 		return true;
-	}
 	tp = *e;					/* the SPI call below may reset the cache */
-	if (account_tier_plan == NULL)
-	{
-		Oid			argtypes[1] = {INT8OID};
-		SPIPlanPtr	plan = SPI_prepare("SELECT t.rank, t.below_since IS NOT NULL FROM wallet.account_tiers t "
-									   "WHERE t.account_id OPERATOR(pg_catalog.=) $1", 1, argtypes);
-
-		if (plan == NULL || SPI_keepplan(plan) != 0)
-			elog(ERROR, "preparing the read of wallet.account_tiers failed");
-		account_tier_plan = plan;
-	}
+	if (!known)
 	{
 		Datum		args[1] = {Int64GetDatum(account_id)};
 
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		if (account_tier_plan == NULL)
+		{
+			Oid			argtypes[1] = {INT8OID};
+			SPIPlanPtr	plan = SPI_prepare("SELECT t.rank, t.below_since IS NOT NULL FROM wallet.account_tiers t "
+										   "WHERE t.account_id OPERATOR(pg_catalog.=) $1", 1, argtypes);
+
+			if (plan == NULL || SPI_keepplan(plan) != 0)
+				elog(ERROR, "preparing the read of wallet.account_tiers failed");
+			account_tier_plan = plan;
+		}
 		if (SPI_execute_plan(account_tier_plan, args, NULL, true, 1) != SPI_OK_SELECT)
 			elog(ERROR, "reading wallet.account_tiers failed");
+		held = 0;
+		below = false;
+		if (SPI_processed == 1)
+		{
+			held = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+			below = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+		}
+		SPI_finish();
 	}
-	if (SPI_processed == 1)
-	{
-		held = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		below = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-	}
-	SPI_finish();
 	if (below)
 		return true;
 	l = wallet_ledger_decode(v);
@@ -471,6 +471,24 @@ wallet_tier_posting_review(int64 program_id, int64 account_id, struct varlena *v
 		if (earned >= tp.min_points[i])
 			qualified = tp.ranks[i];
 	return qualified != held;
+}
+
+/* For post_entry (tier_posting_review below). */
+bool
+wallet_tier_posting_review(int64 program_id, int64 account_id, struct varlena *v, TimestampTz at)
+{
+	return tier_posting_decide(program_id, account_id, false, 0, false, v, at);
+}
+
+/*
+ * For record_purchase's fast path (src/purchase.c), which read the
+ * account's wallet.account_tiers row under its lock: held is its rank (0:
+ * none), below whether below_since is set.
+ */
+bool
+wallet_tier_posting_review_held(int64 program_id, int32 held, bool below, struct varlena *v, TimestampTz at)
+{
+	return tier_posting_decide(program_id, 0, true, held, below, v, at);
 }
 
 /* tier_posting_review(program_id, account_id, l, at) -> wallet_tier_posting_review */

@@ -30,7 +30,7 @@ trap 'rm -rf "$TMP"' EXIT
 . "$(dirname "$0")/../lib.sh"
 Q_TIMEOUT=120
 
-plan 19
+plan 21
 
 timeout 30 dropdb --if-exists "$DB" >/dev/null 2>&1
 if ! timeout 30 createdb "$DB"; then echo "Bail out! createdb $DB failed"; exit 1; fi
@@ -162,6 +162,16 @@ is "$(grep -c '^[0-9]*:[0-9]*$' "$TMP"/burst_refund.* | awk -F: '{s += $2} END {
    "16 different refunds of a third of the order at once: 3 succeed, 13 get WL501"
 is "$(q -c "SELECT refunded_amount = amount AND refunded_points = points FROM wallet.purchases WHERE order_ref = 'burst-order'")" t \
    "the order is refunded exactly in full: all its points back, no more"
+
+# 16 sessions record one new order for 16 different members at once: their
+# accounts' locks do not order them, the order's unique key does (the fast
+# path's look-up and speculative insertion): one records it, the others get
+# WL002, none a unique violation
+race burst_shared 16 "SELECT purchase_id || ':' || points FROM wallet.record_purchase(1, 'member-@I@', 'burst-shared', 120, 'CNY', '2026-11-12 12:00+08')"
+is "$(grep -c '^[0-9]*:[0-9]*$' "$TMP"/burst_shared.* | awk -F: '{s += $2} END {print s}')-$(grep -l 'WL002' "$TMP"/burst_shared.* | wc -l)-$(grep -l '23505' "$TMP"/burst_shared.* | wc -l)" "1-15-0" \
+   "16 members recording the same new order at once: one records it, 15 get WL002, no unique violation"
+is "$(q -c "SELECT count(*) FROM wallet.purchases WHERE order_ref = 'burst-shared'")-$(q -c "SELECT count(*) FROM wallet.entries WHERE reference = 'burst-shared' AND kind = 'accrue'")" "1-1" \
+   "the shared order is recorded and posted once"
 
 # every order posted once: one accrue entry per purchase that earned, with its points, and none for the others
 is "$(q -c "SELECT count(*) FROM wallet.purchases p

@@ -11,7 +11,10 @@
 #   3. a change made in the session counts at once, and a rolled-back one is
 #      forgotten;
 #   4. an accrual the ledger refuses (points out of range) is left to the
-#      full path: a retry of a recorded order still returns its result.
+#      full path: a retry of a recorded order still returns its result;
+#   5. a trigger that fires on insert into wallet.purchases fires for a
+#      purchase of the fast path too, and a CHECK constraint holds (its
+#      direct insert leaves such a table to the statement).
 #
 # Needs PGHOST/PGPORT/PGUSER of a running cluster with wallet installable.
 set -uo pipefail
@@ -23,7 +26,7 @@ trap 'sess_close a; rm -rf "$TMP"' EXIT
 
 . "$(dirname "$0")/../lib.sh"
 
-plan 18
+plan 21
 
 timeout 30 dropdb --if-exists "$DB" >/dev/null 2>&1
 if ! timeout 30 createdb "$DB"; then echo "Bail out! createdb $DB failed"; exit 1; fi
@@ -116,6 +119,23 @@ check "a retry of the earlier order returns its result though its accrual now wo
       "$(sess_run a "SELECT points FROM wallet.record_purchase($M, 'z', 'o-z9', 30000000, 'CNY', now(), '{}')")" 4
 check "a new order whose accrual would overflow is refused by the ledger (WL205)" \
       "$(sqlstate -d "$DB" -c "SELECT wallet.record_purchase($M, 'z', 'o-z8', 30000000, 'CNY')")" WL205
+
+# 5. the purchase row is written without the executor's INSERT on the fast
+# path: a trigger that fires on insert leaves the write to the statement
+q >/dev/null <<'SQL'
+CREATE TABLE purchase_log (order_ref text);
+CREATE FUNCTION purchase_logged() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN INSERT INTO public.purchase_log VALUES (NEW.order_ref); RETURN NULL; END$$;
+CREATE TRIGGER purchase_logged AFTER INSERT ON wallet.purchases FOR EACH ROW EXECUTE FUNCTION purchase_logged();
+SQL
+check "a trigger on wallet.purchases fires for a purchase of the usual case" \
+      "$(sess_run a "SELECT points FROM wallet.record_purchase($M, 'x', 'o-t1', 10, 'CNY', now(), '{}')" >/dev/null; q -c "SELECT string_agg(order_ref, ',') FROM purchase_log")" o-t1
+q -c "DROP TRIGGER purchase_logged ON wallet.purchases" >/dev/null
+check "and once it is dropped, the next purchase is written directly (no log) and recorded once" \
+      "$(sess_run a "SELECT points FROM wallet.record_purchase($M, 'x', 'o-t2', 10, 'CNY', now(), '{}')" >/dev/null; q -c "SELECT count(*) FROM purchase_log")-$(q -c "SELECT count(*) FROM wallet.purchases WHERE order_ref IN ('o-t1', 'o-t2')")" 1-2
+q -c "ALTER TABLE wallet.purchases ADD CONSTRAINT purchase_small CHECK (amount < 1000) NOT VALID" >/dev/null
+check "a CHECK constraint on wallet.purchases holds for a purchase of the usual case (23514)" \
+      "$(sqlstate -d "$DB" -c "SELECT wallet.record_purchase($M, 'x', 'o-t3', 5000, 'CNY')")" 23514
+q -c "ALTER TABLE wallet.purchases DROP CONSTRAINT purchase_small" >/dev/null
 
 sess_close a
 finish
