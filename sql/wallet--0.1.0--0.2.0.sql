@@ -14752,6 +14752,85 @@ END
 $$;
 COMMENT ON FUNCTION wallet_internal.push_enqueue(bigint, bigint, text, text, jsonb, bigint, text, timestamptz, timestamptz, int, boolean) IS 'internal: decides and records one message for one member (queued, deferred, suppressed or duplicate, with the reason), optionally under the member''s lock';
 
+-- == 10v. budget takes wait only for their own slice
+-- A gather waited for the slices above its own while holding those below:
+-- never a deadlock, but near exhaustion a convoy (32 racing sessions stalled
+-- for 40 s, the last units locked in the low slices of the waiting takes).
+-- A take now waits only for its own slice and only tries the others; a take
+-- that falls short keeps what it gathered in its own slice.
+
+CREATE OR REPLACE FUNCTION wallet_internal.budget_take(campaign_id bigint, units bigint, allow_partial boolean DEFAULT false)
+    RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    _c bigint := $1;
+    _u bigint := $2;
+    _n int;
+    _s int;
+    _r bigint;
+    _sl int[];
+    _sum bigint;
+    _take bigint;
+    _left bigint;
+    _cnt int;
+    k int;
+BEGIN
+    PERFORM wallet_internal.budget_units_check(_u);
+    SELECT b.slices INTO _n FROM wallet.campaign_budgets b WHERE b.campaign_id = _c;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'campaign % has no budget', _c
+            USING ERRCODE = 'WL601', DETAIL = 'Set one with wallet.set_campaign_budget before taking from it.';
+    END IF;
+    _s := pg_backend_pid() % _n;
+    -- Fast path: this backend's slice covers the take.
+    PERFORM pg_advisory_xact_lock((x'5742000000000000'::bigint | (_c << 8) | _s));
+    UPDATE wallet.budget_slices s SET remaining = s.remaining - _u
+     WHERE s.campaign_id = _c AND s.slice = _s AND s.remaining >= _u;
+    IF FOUND THEN
+        RETURN _u;
+    END IF;
+    -- Gather: own slice first (waiting for it holds no other slice), then
+    -- the others that no other take holds now, none waited for.
+    SELECT s.remaining INTO _r FROM wallet.budget_slices s WHERE s.campaign_id = _c AND s.slice = _s FOR UPDATE;
+    _sl := ARRAY[_s];
+    _sum := _r;
+    FOR k IN 0 .. _n - 1 LOOP
+        EXIT WHEN _sum >= _u;
+        CONTINUE WHEN k = _s;
+        CONTINUE WHEN NOT pg_try_advisory_xact_lock((x'5742000000000000'::bigint | (_c << 8) | k));
+        SELECT s.remaining INTO _r FROM wallet.budget_slices s WHERE s.campaign_id = _c AND s.slice = k FOR UPDATE;
+        _sl := _sl || k;
+        _sum := _sum + _r;
+    END LOOP;
+    IF _sum < _u THEN
+        -- Expired holds stop counting: their units come back before a refusal.
+        _sum := _sum + wallet_internal.budget_expire_holds(_c);
+    END IF;
+    _take := CASE WHEN _sum >= _u THEN _u WHEN allow_partial THEN _sum ELSE 0 END;
+    -- What is left goes evenly over the slices locked (a dry slice is
+    -- refilled), the odd units to the highest-numbered ones.
+    _left := _sum - _take;
+    _cnt := cardinality(_sl);
+    IF _take < _u THEN
+        -- Short (the budget nearly spent): what is left gathers whole in the
+        -- own slice, where one later take can find it in one place.
+        UPDATE wallet.budget_slices s
+           SET remaining = CASE WHEN s.slice = _s THEN _left ELSE 0 END
+         WHERE s.campaign_id = _c AND s.slice = ANY (_sl);
+        RETURN _take;
+    END IF;
+    UPDATE wallet.budget_slices s
+       SET remaining = _left / _cnt + CASE WHEN v.rk <= _left % _cnt THEN 1 ELSE 0 END
+      FROM (SELECT x.sl, row_number() OVER (ORDER BY x.sl DESC) AS rk FROM unnest(_sl) x(sl)) v
+     WHERE s.campaign_id = _c AND s.slice = v.sl;
+    RETURN _take;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.budget_take(bigint, bigint, boolean) IS
+    'internal: take units from a campaign''s budget now; returns the units granted: all of them, or 0 when the budget cannot cover them (a status, not an error), or with allow_partial what is left if less; WL601 when the campaign has no budget';
+
 -- == 10z. shared objects, final (issues 10-12)
 -- Objects that several sections above re-create (each with what its area
 -- added): their final definitions, exactly as the parts have them.

@@ -21,16 +21,20 @@
 -- No cleanup job is needed for correctness; wallet.reclaim_budget_holds (run
 -- by wallet.run_maintenance) only tidies up in bounded batches.
 --
--- Deadlock freedom: a transaction waits for a slice only when that slice is
--- numbered higher than every slice of the same budget it holds.  The fast
--- path waits for its own slice s holding none (or only s itself); the gather
--- tries the slices below s without waiting and waits for the slices above s
--- in ascending order.  Each slice is taken through a transaction advisory
--- lock of its own before its row (key: 'WB' in the top 16 bits, then the
--- campaign id, at most 2^32 - 1, and the slice, at most 255): row locks alone
--- cannot keep that order, because SELECT ... FOR UPDATE SKIP LOCKED can still
--- wait when it follows a row's update chain (32 sessions racing on a nearly
--- empty budget deadlocked), while pg_try_advisory_xact_lock never waits.
+-- Deadlock freedom: a transaction waits for one slice only, its own, and
+-- only while it holds no other slice of the same budget (the fast path); the
+-- gather then only tries the other slices (pg_try_advisory_xact_lock never
+-- waits) and skips those another take holds at that moment.  A take that
+-- waited for higher slices while holding lower ones (the former gather)
+-- never deadlocked, but near exhaustion it built convoys: takes whose own
+-- slice was low waited for every slice above it in turn, each held by takes
+-- waiting above, and 32 racing sessions stalled for 40 s with the last units
+-- locked in the low slices of the waiting takes.  Each slice is taken
+-- through a transaction advisory lock of its own before its row (key: 'WB'
+-- in the top 16 bits, then the campaign id, at most 2^32 - 1, and the
+-- slice, at most 255): row locks alone cannot keep to that, because SELECT
+-- ... FOR UPDATE SKIP LOCKED can still wait when it follows a row's update
+-- chain.
 -- Hold rows are locked with SKIP LOCKED by takers, under a lock_timeout
 -- (the same wait could hit them; a take that times out there reclaims
 -- nothing, as if the holds were locked), and whoever locks a hold row first
@@ -236,19 +240,15 @@ BEGIN
     IF FOUND THEN
         RETURN _u;
     END IF;
-    -- Gather: own slice first (waiting for it holds no other slice), then the
-    -- lower ones without waiting, the higher ones in order.
+    -- Gather: own slice first (waiting for it holds no other slice), then
+    -- the others that no other take holds now, none waited for.
     SELECT s.remaining INTO _r FROM wallet.budget_slices s WHERE s.campaign_id = _c AND s.slice = _s FOR UPDATE;
     _sl := ARRAY[_s];
     _sum := _r;
     FOR k IN 0 .. _n - 1 LOOP
         EXIT WHEN _sum >= _u;
         CONTINUE WHEN k = _s;
-        IF k < _s THEN
-            CONTINUE WHEN NOT pg_try_advisory_xact_lock((x'5742000000000000'::bigint | (_c << 8) | k));
-        ELSE
-            PERFORM pg_advisory_xact_lock((x'5742000000000000'::bigint | (_c << 8) | k));
-        END IF;
+        CONTINUE WHEN NOT pg_try_advisory_xact_lock((x'5742000000000000'::bigint | (_c << 8) | k));
         SELECT s.remaining INTO _r FROM wallet.budget_slices s WHERE s.campaign_id = _c AND s.slice = k FOR UPDATE;
         _sl := _sl || k;
         _sum := _sum + _r;
@@ -259,11 +259,17 @@ BEGIN
     END IF;
     _take := CASE WHEN _sum >= _u THEN _u WHEN allow_partial THEN _sum ELSE 0 END;
     -- What is left goes evenly over the slices locked (a dry slice is
-    -- refilled); the odd units to the highest-numbered ones, which every
-    -- take below them waits for rather than skips: scarce units stay
-    -- reachable by all.
+    -- refilled), the odd units to the highest-numbered ones.
     _left := _sum - _take;
     _cnt := cardinality(_sl);
+    IF _take < _u THEN
+        -- Short (the budget nearly spent): what is left gathers whole in the
+        -- own slice, where one later take can find it in one place.
+        UPDATE wallet.budget_slices s
+           SET remaining = CASE WHEN s.slice = _s THEN _left ELSE 0 END
+         WHERE s.campaign_id = _c AND s.slice = ANY (_sl);
+        RETURN _take;
+    END IF;
     UPDATE wallet.budget_slices s
        SET remaining = _left / _cnt + CASE WHEN v.rk <= _left % _cnt THEN 1 ELSE 0 END
       FROM (SELECT x.sl, row_number() OVER (ORDER BY x.sl DESC) AS rk FROM unnest(_sl) x(sl)) v

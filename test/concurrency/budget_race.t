@@ -8,19 +8,20 @@
 # a 200 ms time to live and walks away (the hold expires).  Every unit a
 # committed take or conversion got is logged in the same transaction, so the
 # log is exactly what was granted.  Sessions stop when the budget shows
-# nothing remaining and nothing held, or after 10 s (near exhaustion the
-# last units pass from one short hold to the next, so what the race grants
-# by then varies with the machine's load: reported, not asserted).  Demand
-# (several thousand units) far exceeds the budget, so:
+# nothing remaining and nothing held (or after 10 s).  Demand (several
+# thousand units) far exceeds the budget, so:
 #   - granted <= 1,000: never exceeded, not by one unit;
+#   - granted >= 990: nothing lost to aborted takes or expired holds;
 #   - the budget's own status agrees with the log (granted, held 0,
 #     remaining = 1,000 - granted), and no session saw an error (deadlock,
 #     check violation, ...);
 #   - nothing lost to aborted takes or expired holds: takes of one unit
 #     afterwards get exactly what is left, and the budget ends granted in full.
 # A second burst: 32 sessions each take 40 units at once from a budget of
-# 1,000 spread over 16 slices of 62 or 63: exactly 25 get them (gathering
-# across slices), 7 are refused, the budget ends at 0.
+# 1,000 spread over 16 slices of 62 or 63: each slice covers one take, and
+# at most 25 get them (a gathering take skips the slices other takes hold at
+# that moment, so fewer may); takes of 40 afterwards get exactly the rest,
+# and the budget ends at 0.
 # A churn: 32 pgbench clients for 15 s take, give back, hold (expiring) and
 # hold-and-convert on a budget of 300 kept nearly empty, so that most takes
 # gather across slices while others update them: not one transaction may
@@ -38,7 +39,7 @@ trap 'rm -rf "$TMP"' EXIT
 . "$(dirname "$0")/../lib.sh"
 Q_TIMEOUT=120
 
-plan 13
+plan 14
 
 timeout 30 dropdb --if-exists "$DB" >/dev/null 2>&1
 if ! timeout 30 createdb "$DB"; then echo "Bail out! createdb $DB failed"; exit 1; fi
@@ -116,6 +117,7 @@ is "$errors" "" "no session saw an error (no deadlock, no check violation)"
 
 granted=$(q -c "SELECT coalesce(sum(units), 0) FROM granted_log")
 ok $(( granted <= 1000 ? 0 : 1 )) "granted ($granted) never exceeds the budget of 1,000"
+ok $(( granted >= 990 ? 0 : 1 )) "granted ($granted) >= 990: nothing lost to rolled-back takes or expired holds"
 demand=$(q -c "SELECT coalesce(sum(n), 0) FROM actions_log")
 ok $(( demand > 300 ? 0 : 1 )) "demand exceeded the budget: $demand calls of 1 to 10 units" \
    "$(q -c "SELECT action || ': ' || sum(n) FROM actions_log GROUP BY action ORDER BY action")"
@@ -134,10 +136,14 @@ is "$drained" 1000 "afterwards, takes of one unit get exactly the $left left: no
 
 # Burst: every take bigger than any slice (16 slices of 62 or 63).
 race burst 32 "SELECT 'got ' || wallet_internal.budget_take($C_BURST, 40)"
-is "$(count burst 'got 40'):$(count burst 'got 0')" "25:7" "32 takes of 40 from 1,000 in 16 slices of 62 or 63: 25 granted, 7 refused" \
+got=$(count burst 'got 40'); refused=$(count burst 'got 0')
+ok $(( got + refused == 32 && got <= 25 && got >= 1 ? 0 : 1 )) \
+   "32 takes of 40 from 1,000 in 16 slices of 62 or 63: $got granted (never more than the 25 the budget covers), $refused refused" \
    "$(cat "$TMP"/burst.* | sort | uniq -c)"
-is "$(q -c "SELECT format('%s %s', granted, remaining) FROM wallet.campaign_budget($C_BURST)")" "1000 0" \
-   "the burst budget is granted in full, nothing left over"
+after=$(q -c "DO \$\$ BEGIN WHILE wallet_internal.budget_take($C_BURST, 40) = 40 LOOP END LOOP; END \$\$;
+              SELECT format('%s %s', granted, remaining) FROM wallet.campaign_budget($C_BURST)")
+is "$after" "1000 0" \
+   "a take refused while others held slices lost nothing: takes of 40 afterwards get exactly the rest, the budget ends granted in full"
 
 # Churn
 C_CHURN=$(q -c "SELECT wallet.create_campaign((SELECT merchant_id FROM wallet.campaigns WHERE campaign_id = $C_DRAIN), 'churn')")
