@@ -507,14 +507,14 @@ claim_pushes(PG_FUNCTION_ARGS)
 	 */
 	qsort(cand, ncand, sizeof(PushCand), push_cand_by_member);
 	{
-		Datum	   *ids_d = palloc(sizeof(Datum) * ncand);
-		int			nids = 0;
+		int64	   *members = palloc(sizeof(int64) * ncand);
+		int			nmembers = 0;
 		Datum		args1[1];
 
 		for (uint64 i = 0; i < ncand; i++)
 			if (i == 0 || cand[i].member_id != cand[i - 1].member_id)
-				ids_d[nids++] = Int64GetDatum(cand[i].member_id);
-		args1[0] = PointerGetDatum(construct_array(ids_d, nids, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+				members[nmembers++] = cand[i].member_id;
+		args1[0] = PointerGetDatum(push_id_array(members, nmembers));
 		nlocked = push_run(P_LOCK_MEMBERS, args1, NULL, false);
 		locked_ids = palloc(sizeof(int64) * (nlocked + 1));
 		for (uint64 i = 0; i < nlocked; i++)
