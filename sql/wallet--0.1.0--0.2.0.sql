@@ -14811,8 +14811,8 @@ BEGIN
     _take := CASE WHEN _sum >= _u THEN _u WHEN allow_partial THEN _sum ELSE 0 END;
     -- What is left goes evenly over the slices locked (a dry slice is
     -- refilled), the odd units to the highest-numbered ones.
-    _left := _sum - _take;
     _cnt := cardinality(_sl);
+    _left := _sum - _take;
     IF _take < _u THEN
         -- Short (the budget nearly spent): what is left gathers whole in the
         -- own slice, where one later take can find it in one place.
