@@ -21,13 +21,35 @@
 # throughput of the first and the last 10 s and the size of the queue slots
 # and of the finished messages (with their indexes) before and after.
 #
-#   bench/push.sh [SECONDS=5] [CLIENTS=8]      env: MEMBERS=1000 QUEUE=300000 DECAY_SECONDS=60 ROTATE_AGE=5
+# The floors: the same rows written by one plain SQL statement, with no
+# check at all (run as the superuser on the wallet's own tables): what any
+# implementation of these requirements costs at least.
+#   enqueue floor   the member's row locked, the message and its permanent
+#                   dedup key inserted
+#   claim floor     the due messages moved into the finished partition with
+#                   their delivery records (not even the lease is written)
+#
+# Members: MEMBERS (100,000) with the merchant's cap of CAP_COUNT (3) a
+# CAP_PERIOD (week), the issue's 2-3 a week; the claim runs' queue holds
+# QUEUE_PER_MEMBER (3) due messages each, so that every claim passes its cap
+# check, and the enqueue run has a channel of its own whose cap it reaches
+# seldom.  MEMBERS=1000 CAP_COUNT=1000000 QUEUE_PER_MEMBER=300 is the
+# heavy case: every decision counts a backlog of hundreds of messages.
+#
+#   bench/push.sh [SECONDS=5] [CLIENTS=8]
+#   env: MEMBERS=100000 CAP_PERIOD=week CAP_COUNT=3 QUEUE_PER_MEMBER=3 DECAY_SECONDS=60 ROTATE_AGE=5
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_EACH=${1:-5}
 CLIENTS=${2:-8}
-MEMBERS=${MEMBERS:-1000}
-QUEUE=${QUEUE:-300000}
+MEMBERS=${MEMBERS:-100000}
+CAP_PERIOD=${CAP_PERIOD:-week}
+CAP_COUNT=${CAP_COUNT:-3}
+QUEUE_PER_MEMBER=${QUEUE_PER_MEMBER:-3}
+QUEUE=$((MEMBERS * QUEUE_PER_MEMBER))
+# the baseline queue holds more than its runs can take (a queue running dry
+# would be measured as empty statements)
+PLAIN_QUEUE=${PLAIN_QUEUE:-2000000}
 DECAY_SECONDS=${DECAY_SECONDS:-60}
 ROTATE_AGE=${ROTATE_AGE:-5}
 . test/cluster.sh
@@ -46,11 +68,12 @@ psql -qX -c "CREATE DATABASE bench" >/dev/null
 psql -qX -d bench -v ON_ERROR_STOP=1 >/dev/null <<SQL
 CREATE EXTENSION wallet;
 SELECT wallet.create_merchant('bench');
--- quiet hours twelve hours away from now (checked, never hit), a cap never reached
+-- quiet hours twelve hours away from now (checked, never hit); the caps
 SELECT wallet.set_push_settings(1, (now() + interval '12 hours')::time, (now() + interval '13 hours')::time, 'UTC');
-SELECT wallet.set_push_cap(1, 'bench', 'marketing', 'day', 1000000);
+SELECT wallet.set_push_cap(1, c, 'marketing', '$CAP_PERIOD', $CAP_COUNT) FROM unnest(ARRAY['bench', 'enqueue', 'decay']) c;
 SELECT count(wallet.upsert_member(1, 'm' || i, 'Europe/Zurich')) FROM generate_series(1, $MEMBERS) i;
-SELECT count(wallet.record_consent(1, 'm' || i, 'bench', 'marketing', true, 'bench')) FROM generate_series(1, $MEMBERS) i;
+SELECT count(wallet.record_consent(1, 'm' || i, c, 'marketing', true, 'bench'))
+  FROM generate_series(1, $MEMBERS) i, unnest(ARRAY['bench', 'enqueue']) c;
 -- the claim runs' queue: due marketing messages, written directly (setup, not measured)
 INSERT INTO wallet.push_messages (merchant_id, member_id, channel, topic, cap_group, service, payload, priority, not_before,
                                   outcome, status, due_at, slot_at, part)
@@ -60,7 +83,7 @@ SELECT 1, 1 + i % $MEMBERS, 'bench', 'marketing', 'marketing', false, '{"title":
 -- the baselines: a table with one index; a plain queue of as many rows
 CREATE TABLE plain (id bigserial PRIMARY KEY, member_ref text, channel text, topic text, payload jsonb, created_at timestamptz DEFAULT now());
 CREATE TABLE plain_queue (id bigserial PRIMARY KEY, member_ref text, payload jsonb, due_at timestamptz);
-INSERT INTO plain_queue (member_ref, payload, due_at) SELECT 'm' || (1 + i % $MEMBERS), '{"title": "hello"}', now() FROM generate_series(1, $QUEUE) i;
+INSERT INTO plain_queue (member_ref, payload, due_at) SELECT 'm' || (1 + i % $MEMBERS), '{"title": "hello"}', now() FROM generate_series(1, $PLAIN_QUEUE) i;
 CREATE SEQUENCE s_enqueue;
 CREATE ROLE bench_app LOGIN;
 GRANT wallet_app TO bench_app;
@@ -75,11 +98,35 @@ INSERT INTO plain (member_ref, channel, topic, payload) VALUES ('m' || :m, 'benc
 SQL
 cat >"$TMPD/enqueue.sql" <<SQL
 \set m random(1, $MEMBERS)
-SELECT status FROM wallet.enqueue_push(1, 'm' || :m, 'bench', 'marketing', '{"title": "hello"}', dedup_key => 'k' || nextval('s_enqueue'));
+SELECT status FROM wallet.enqueue_push(1, 'm' || :m, 'enqueue', 'marketing', '{"title": "hello"}', dedup_key => 'k' || nextval('s_enqueue'));
+SQL
+cat >"$TMPD/enqueue_floor.sql" <<SQL
+\set m random(1, $MEMBERS)
+WITH m AS (SELECT m.member_id, nextval('wallet.push_messages_push_id_seq') AS push_id FROM wallet.members m
+            WHERE m.merchant_id = 1 AND m.member_ref = 'm' || :m FOR NO KEY UPDATE),
+     d AS (INSERT INTO wallet.push_dedup (merchant_id, dedup_key, push_id) SELECT 1, 'f' || m.push_id, m.push_id FROM m)
+INSERT INTO wallet.push_messages (push_id, merchant_id, member_id, channel, topic, cap_group, service, payload, dedup_key, priority,
+                                  not_before, outcome, status, due_at, slot_at, part) OVERRIDING SYSTEM VALUE
+SELECT m.push_id, 1, m.member_id, 'floor', 'marketing', 'marketing', false, '{"title": "hello"}', 'f' || m.push_id, 0, now(),
+       'queued', 'queued', now(), now(), (SELECT (q.last_value % 4)::smallint FROM wallet_internal.push_queue_slot q) FROM m;
 SQL
 for n in 1 100; do
     cat >"$TMPD/delete$n.sql" <<SQL
 DELETE FROM plain_queue WHERE id IN (SELECT id FROM plain_queue WHERE due_at <= now() ORDER BY id LIMIT $n FOR UPDATE SKIP LOCKED) RETURNING *;
+SQL
+    # the floor: the claimed messages moved into the finished partition as sent, with their delivery records
+    cat >"$TMPD/claim_floor$n.sql" <<SQL
+WITH d AS (DELETE FROM wallet.push_messages x
+            WHERE x.part < 3 AND x.push_id IN (SELECT y.push_id FROM wallet.push_messages y
+                                                WHERE y.part < 3 AND y.channel = 'floor' AND y.status IN ('queued', 'sending')
+                                                  AND y.due_at <= now() ORDER BY y.priority DESC, y.due_at LIMIT $n FOR UPDATE SKIP LOCKED)
+           RETURNING x.*),
+     r AS (INSERT INTO wallet.push_attempts (merchant_id, member_id, push_id, claimed_at, outcome, provider_message_id)
+           SELECT d.merchant_id, d.member_id, d.push_id, now(), 'sent', 'provider' FROM d)
+INSERT INTO wallet.push_messages_done OVERRIDING SYSTEM VALUE
+SELECT d.push_id, d.merchant_id, d.member_id, d.channel, d.topic, d.cap_group, d.service, d.payload, d.campaign_id, d.dedup_key,
+       d.priority, d.not_before, d.expires_at, d.created_at, d.outcome, d.outcome_reason, 'sent', NULL, NULL, d.slot_at,
+       d.attempts + 1, now(), now(), 'provider', d.last_error, now(), 3 FROM d;
 SQL
     if [ "$n" = 1 ]; then
         cat >"$TMPD/claim$n.sql" <<SQL
@@ -98,16 +145,20 @@ run() {   # run SCRIPT [pgbench args]
         sed -n -E 's/^tps = ([0-9.]+).*/\1/p'
 }
 ratio() { echo "$1 / $2" | bc -l; }
-base=$(run insert)
+left() { psql -qXAt -d bench -c "SELECT format('%s left in the plain queue, %s in the wallet queue', (SELECT count(*) FROM plain_queue),
+                                             count(*)) FROM wallet.push_messages WHERE part < 3 AND channel = '$1'"; }
+declare -A base
+base[insert]=$(run insert)
 t=$(run enqueue -U bench_app)
-printf '%-11s %10s tps\n' insert "$base"
-printf '%-11s %10s tps   %5.2fx insert   (target >= 0.8x)\n' enqueue "$t" "$(ratio "$t" "$base")"
+printf '%-15s %10s tps\n' insert "${base[insert]}"
+printf '%-15s %10s tps   %5.2fx insert   (target >= 0.8x)\n' enqueue "$t" "$(ratio "$t" "${base[insert]}")"
 for n in 1 100; do
-    base=$(run "delete$n")
+    base[$n]=$(run "delete$n")
     t=$(run "claim$n" -U bench_app)
-    printf '%-11s %10s tps   (%s messages per transaction)\n' "delete $n" "$base" "$n"
-    printf '%-11s %10s tps   %5.2fx delete %s   (target >= %s)\n' "claim $n" "$t" "$(ratio "$t" "$base")" "$n" \
+    printf '%-15s %10s tps   (%s messages per transaction)\n' "delete $n" "${base[$n]}" "$n"
+    printf '%-15s %10s tps   %5.2fx delete %s   (target >= %s)\n' "claim $n" "$t" "$(ratio "$t" "${base[$n]}")" "$n" \
         "$([ "$n" = 1 ] && echo 0.8x || echo 1.0x)"
+    printf '                (%s)\n' "$(left bench)"
 done
 psql -qXAt -d bench -c "SELECT format('after the runs: %s messages sent, %s queued; delivery records agree: %s',
                                       count(*) FILTER (WHERE status = 'sent'), count(*) FILTER (WHERE status = 'queued'),
@@ -169,3 +220,26 @@ printf '  queue slots with indexes: %s before (the backlog of the runs above), a
     "$(mb "$before")" "$(mb "$max")" "$(mb "$(size)")"
 printf '  finished messages (history, insert-only): %s -> %s\n' "$(mb "$done_before")" \
     "$(mb "$(psql -qXAt -d bench -c "SELECT pg_total_relation_size('wallet.push_messages_done')")")"
+
+# ---------------------------------------------------------------- floors
+# Last, so that their rows disturb no other run: the same writes as enqueue
+# and claim+ack with no check, each one prepared statement (-M prepared: no
+# parse or plan per call, as the wallet's kept plans), on a queue of their own.
+psql -qX -d bench -v ON_ERROR_STOP=1 >/dev/null <<SQL
+INSERT INTO wallet.push_messages (merchant_id, member_id, channel, topic, cap_group, service, payload, priority, not_before,
+                                  outcome, status, due_at, slot_at, part)
+SELECT 1, 1 + i % $MEMBERS, 'floor', 'marketing', 'marketing', false, '{"title": "hello"}', 0, now(), 'queued', 'queued', now(), now(),
+       wallet_internal.push_current_slot()
+  FROM generate_series(1, $PLAIN_QUEUE) i;
+VACUUM ANALYZE wallet.push_messages;
+SQL
+f=$(run enqueue_floor -M prepared)
+echo "floors: the writes alone (no check), as one prepared SQL statement, against the baselines above"
+printf '%-15s %10s tps   %5.2fx insert   (the member locked, the message and its dedup key written)\n' \
+    "enqueue floor" "$f" "$(ratio "$f" "${base[insert]}")"
+for n in 1 100; do
+    f=$(run "claim_floor$n" -M prepared)
+    printf '%-15s %10s tps   %5.2fx delete %s   (moved to the finished partition with delivery records; no lease written)\n' \
+        "claim floor $n" "$f" "$(ratio "$f" "${base[$n]}")" "$n"
+done
+printf '                (%s)\n' "$(left floor)"
