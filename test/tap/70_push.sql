@@ -200,6 +200,26 @@ SELECT is(pg_temp.enq(:mc, 'pr', 'marketing', '2030-06-03 10:00+00', prio => 5),
 SELECT is(pg_temp.enq(:mc, 'pr', 'marketing', '2030-06-03 10:00+00'), pg_temp.exp('deferred', 'frequency_cap', '2030-06-04 00:00+00'),
           'priority: another priority 0 message waits');
 
+-- the count sees the statement's own earlier messages: three in one statement under a day cap of 1
+SELECT pg_temp.member(:mc, 'one_stmt', 'UTC', 'email');
+SELECT wallet.set_push_preferences(:mc, 'one_stmt', max_per_day => 1);
+SELECT is((SELECT array_agg(e.status ORDER BY i) FROM generate_series(1, 3) i,
+                  wallet.enqueue_push(:mc, 'one_stmt', 'email', 'marketing', jsonb_build_object('n', i), not_before => '2030-06-03 10:00+00') e),
+          '{queued,deferred,deferred}', 'a day cap of 1 holds within one statement: the count sees the statement''s own messages');
+-- the counts read the partitions' cap indexes directly; without them (a
+-- renamed index) the query counts, with the same answers
+ALTER INDEX wallet.push_messages_member_sent_idx RENAME TO push_messages_member_sent_idx_away;
+SELECT pg_temp.member(:mc, 'fallback', 'UTC', 'email');
+SELECT wallet.set_push_preferences(:mc, 'fallback', max_per_day => 1);
+SELECT is(pg_temp.enq(:mc, 'fallback', 'marketing', '2030-06-03 10:00+00', channel => 'email'),
+          pg_temp.exp('queued', NULL, '2030-06-03 10:00+00'), 'counted by the query (an index renamed): first');
+SELECT is(pg_temp.enq(:mc, 'fallback', 'marketing', '2030-06-03 11:00+00', channel => 'email'),
+          pg_temp.exp('deferred', 'frequency_cap', '2030-06-04 00:00+00'), 'counted by the query: the second waits for the next day');
+ALTER INDEX wallet.push_messages_member_sent_idx_away RENAME TO push_messages_member_sent_idx;
+SELECT is(pg_temp.enq(:mc, 'fallback', 'marketing', '2030-06-03 12:00+00', channel => 'email'),
+          pg_temp.exp('deferred', 'frequency_cap', '2030-06-05 00:00+00'),
+          'counted by the indexes again (renamed back): the third waits for the 5th (the second holds the 4th)');
+
 -- every outcome is recorded with its reason
 SELECT is_empty($$SELECT push_id FROM wallet.push_messages WHERE outcome IN ('deferred', 'suppressed', 'duplicate') AND outcome_reason IS NULL$$,
                 'every deferred, suppressed and duplicate message is recorded with its reason');
