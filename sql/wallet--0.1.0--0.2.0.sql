@@ -14831,6 +14831,245 @@ $$;
 COMMENT ON FUNCTION wallet_internal.budget_take(bigint, bigint, boolean) IS
     'internal: take units from a campaign''s budget now; returns the units granted: all of them, or 0 when the budget cannot cover them (a status, not an error), or with allow_partial what is left if less; WL601 when the campaign has no budget';
 
+-- == 10w. a same-key call under REPEATABLE READ is a serialization failure
+-- Under REPEATABLE READ a redemption or reservation whose key another call
+-- used and committed after the snapshot met that row only at the key's
+-- unique index: 23505, which says "duplicate merchant name" elsewhere and
+-- which clients do not retry.  The inserts are ON CONFLICT DO NOTHING now,
+-- which PostgreSQL turns into 40001 for a row the snapshot cannot see (the C
+-- statement path of wallet.redeem_code does the same).
+
+CREATE OR REPLACE FUNCTION wallet_internal.redeem_code_full(code text, member_ref text, idempotency_key text, context jsonb DEFAULT '{}')
+    RETURNS wallet.redemption_result
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    SET enable_seqscan = off
+    AS $$
+#variable_conflict use_column
+DECLARE
+    _input text := code;
+    _member text := member_ref;
+    _key text := idempotency_key;
+    _ctx jsonb := coalesce(context, '{}');
+    _red wallet.code_redemptions;
+    _res wallet.code_reservations;
+    _convert boolean := false;
+    _merchant bigint;
+    _pstatus text;
+    _code wallet.marketing_code;
+    pc record;
+    cnt record;
+    _st text;
+    r wallet.redemption_result;
+BEGIN
+    IF _input IS NULL THEN
+        RAISE EXCEPTION 'code must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = 'A code is judged from the text a person typed: an empty text is malformed, a NULL is no text at all.';
+    END IF;
+    PERFORM wallet_internal.code_check_args(_member, _key, _ctx, true);
+    r.member_ref := _member;
+    r.replayed := false;
+    _merchant := wallet_internal.code_merchant(_input);
+
+    -- Same key: one session at a time; the later one sees the earlier's row.
+    PERFORM pg_advisory_xact_lock(1464598529, hashtext(_key));
+    SELECT * INTO _red FROM wallet.code_redemptions d WHERE d.idempotency_key = _key AND wallet_internal.key_scope(d.merchant_id, _merchant);
+    IF FOUND THEN
+        PERFORM wallet_internal.idem_check(_key, format('redemption %s', _red.redemption_id),
+                                  wallet_internal.idem_code('redeem', _red.code::text, _red.member_ref, NULL),
+                                  wallet_internal.idem_code('redeem', _input, _member, NULL));
+        r.status := 'ok';
+        r.redemption_id := _red.redemption_id;
+        r.campaign_id := _red.campaign_id;
+        r.serial := _red.serial;
+        r.redeemed_at := _red.redeemed_at;
+        r.reservation_id := _red.reservation_id;
+        r.replayed := true;
+        RETURN r;
+    END IF;
+
+    SELECT * INTO _res FROM wallet.code_reservations v WHERE v.idempotency_key = _key AND wallet_internal.key_scope(v.merchant_id, _merchant) FOR UPDATE;
+    IF FOUND THEN
+        -- the key of a reservation: redeeming it converts the reservation,
+        -- so the call repeats the reservation's code and member
+        PERFORM wallet_internal.idem_check(_key, format('reservation %s', _res.reservation_id),
+                                  wallet_internal.idem_code('reserve', _res.code::text, _res.member_ref, _res.ttl),
+                                  wallet_internal.idem_code('reserve', _input, _member, _res.ttl));
+        _convert := _res.state = 'active' AND _res.expires_at > clock_timestamp();
+    END IF;
+
+    IF _convert THEN
+        -- The reservation already holds its place under every cap and was
+        -- made inside the campaign window; only a key retired since then
+        -- (e.g. compromised) stops it.
+        SELECT p.status INTO _pstatus FROM wallet.parse_code(_input) p;
+        IF _pstatus <> 'ok' THEN
+            r.status := _pstatus;
+            RETURN r;
+        END IF;
+        SELECT * INTO cnt FROM wallet_internal.code_lock_counters(_res.campaign_id, _res.serial, _member);
+        IF _res.expires_at <= clock_timestamp() THEN
+            -- It expired while we waited for the locks: others may have taken
+            -- its place meanwhile, so the caps decide (it no longer counts).
+            _st := wallet_internal.code_caps_status(_res.campaign_id, _res.serial, _member, cnt.max_per_code,
+                                           cnt.max_per_member, cnt.max_total,
+                                           cnt.code_redeemed, cnt.member_redeemed, cnt.total_redeemed);
+            IF _st <> 'ok' THEN
+                r.status := _st;
+                RETURN r;
+            END IF;
+        END IF;
+        r.campaign_id := _res.campaign_id;
+        r.serial := _res.serial;
+        r.reservation_id := _res.reservation_id;
+        _code := _res.code;
+        UPDATE wallet.code_reservations v SET state = 'converted', closed_at = clock_timestamp()
+         WHERE v.reservation_id = _res.reservation_id;
+    ELSE
+        -- A fresh redemption (or one whose reservation expired or was released):
+        -- every check, then the caps under the counter locks.
+        SELECT * INTO pc FROM wallet_internal.code_precheck(_input, _member, left(_ctx->>'source', 256), 'redeem');
+        r.campaign_id := pc.campaign_id;
+        r.serial := pc.serial;
+        IF pc.status <> 'ok' THEN
+            r.status := pc.status;
+            RETURN r;
+        END IF;
+        SELECT * INTO cnt FROM wallet_internal.code_lock_counters(pc.campaign_id, pc.serial, _member);
+        _st := wallet_internal.code_caps_status(pc.campaign_id, pc.serial, _member, cnt.max_per_code, cnt.max_per_member,
+                                       cnt.max_total, cnt.code_redeemed, cnt.member_redeemed, cnt.total_redeemed);
+        IF _st <> 'ok' THEN
+            r.status := _st;
+            RETURN r;
+        END IF;
+        _code := pc.code;
+    END IF;
+
+    -- ON CONFLICT: under REPEATABLE READ, a call with the same key that
+    -- committed after the snapshot (invisible above) is a serialization
+    -- failure (40001, to retry: the retry replays), not a unique violation
+    INSERT INTO wallet.code_redemptions (campaign_id, serial, code, member_ref, idempotency_key, context,
+                                         reservation_id, redeemed_at, merchant_id)
+    VALUES (r.campaign_id, r.serial, _code, _member, _key, _ctx,
+            r.reservation_id, clock_timestamp(), _merchant)
+    ON CONFLICT (idempotency_key, merchant_id) DO NOTHING
+    RETURNING redemption_id, redeemed_at INTO r.redemption_id, r.redeemed_at;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'could not serialize access due to a concurrent call with idempotency key "%"', _key
+            USING ERRCODE = 'serialization_failure',
+                  DETAIL = 'A call with the same key committed after this transaction''s snapshot was taken.',
+                  HINT = 'Retry the transaction: the retry returns the first call''s result.';
+    END IF;
+    PERFORM wallet_internal.code_bump_counters(r.campaign_id, r.serial, _member, 1, cnt.max_per_code IS NOT NULL,
+                                      cnt.max_per_member IS NOT NULL, cnt.max_total IS NOT NULL);
+    r.status := 'ok';
+    RETURN r;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.redeem_code_full(text, text, text, jsonb) IS
+    'internal: wallet.redeem_code in PL/pgSQL, every case: redeem a code for a member, atomically and exactly once per idempotency key; returns status ok with the redemption, or the refusal status of check_code (nothing recorded but failed checks); a retry with the same key returns the first result (replayed), the same key with other arguments is WL002; the key of an active reservation converts it';
+
+CREATE OR REPLACE FUNCTION wallet.reserve_code(code text, member_ref text, idempotency_key text, ttl interval, context jsonb DEFAULT '{}')
+    RETURNS wallet.reservation_result
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    SET enable_seqscan = off
+    AS $$
+#variable_conflict use_column
+DECLARE
+    _input text := code;
+    _member text := member_ref;
+    _key text := idempotency_key;
+    _ttl interval := ttl;
+    _ctx jsonb := coalesce(context, '{}');
+    _res wallet.code_reservations;
+    _red wallet.code_redemptions;
+    _merchant bigint;
+    pc record;
+    cnt record;
+    _st text;
+    _now timestamptz;
+    r wallet.reservation_result;
+BEGIN
+    IF _input IS NULL THEN
+        RAISE EXCEPTION 'code must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = 'A code is judged from the text a person typed: an empty text is malformed, a NULL is no text at all.';
+    END IF;
+    PERFORM wallet_internal.code_check_args(_member, _key, _ctx, true);
+    IF _ttl IS NULL THEN
+        RAISE EXCEPTION 'reservation ttl must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A reservation holds a code for a given time.';
+    END IF;
+    IF _ttl <= interval '0' THEN
+        RAISE EXCEPTION 'reservation ttl must be positive'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('A reservation holds a code for a positive time; %s was given.', _ttl);
+    END IF;
+    r.member_ref := _member;
+    r.replayed := false;
+    _merchant := wallet_internal.code_merchant(_input);
+
+    PERFORM pg_advisory_xact_lock(1464598529, hashtext(_key));
+    SELECT * INTO _res FROM wallet.code_reservations v WHERE v.idempotency_key = _key AND wallet_internal.key_scope(v.merchant_id, _merchant);
+    IF FOUND THEN
+        PERFORM wallet_internal.idem_check(_key, format('reservation %s', _res.reservation_id),
+                                  wallet_internal.idem_code('reserve', _res.code::text, _res.member_ref, _res.ttl),
+                                  wallet_internal.idem_code('reserve', _input, _member, _ttl));
+        r.status := 'ok';
+        r.reservation_id := _res.reservation_id;
+        r.campaign_id := _res.campaign_id;
+        r.serial := _res.serial;
+        r.expires_at := _res.expires_at;
+        r.replayed := true;
+        RETURN r;
+    END IF;
+    SELECT * INTO _red FROM wallet.code_redemptions d WHERE d.idempotency_key = _key AND wallet_internal.key_scope(d.merchant_id, _merchant);
+    IF FOUND THEN   -- a redemption's key: never a reservation's (raises)
+        PERFORM wallet_internal.idem_check(_key, format('redemption %s', _red.redemption_id),
+                                  wallet_internal.idem_code('redeem', _red.code::text, _red.member_ref, NULL),
+                                  wallet_internal.idem_code('reserve', _input, _member, _ttl));
+    END IF;
+
+    SELECT * INTO pc FROM wallet_internal.code_precheck(_input, _member, left(_ctx->>'source', 256), 'reserve');
+    r.campaign_id := pc.campaign_id;
+    r.serial := pc.serial;
+    IF pc.status <> 'ok' THEN
+        r.status := pc.status;
+        RETURN r;
+    END IF;
+    SELECT * INTO cnt FROM wallet_internal.code_lock_counters(pc.campaign_id, pc.serial, _member);
+    _st := wallet_internal.code_caps_status(pc.campaign_id, pc.serial, _member, cnt.max_per_code, cnt.max_per_member,
+                                   cnt.max_total, cnt.code_redeemed, cnt.member_redeemed, cnt.total_redeemed);
+    IF _st <> 'ok' THEN
+        r.status := _st;
+        RETURN r;
+    END IF;
+    _now := clock_timestamp();
+    -- ON CONFLICT: as in redeem_code_full (40001 under REPEATABLE READ)
+    INSERT INTO wallet.code_reservations (campaign_id, serial, code, member_ref, idempotency_key, ttl, reserved_at, expires_at,
+                                          merchant_id)
+    VALUES (pc.campaign_id, pc.serial, pc.code, _member, _key, _ttl, _now, _now + _ttl, _merchant)
+    ON CONFLICT (idempotency_key, merchant_id) DO NOTHING
+    RETURNING reservation_id, expires_at INTO r.reservation_id, r.expires_at;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'could not serialize access due to a concurrent call with idempotency key "%"', _key
+            USING ERRCODE = 'serialization_failure',
+                  DETAIL = 'A call with the same key committed after this transaction''s snapshot was taken.',
+                  HINT = 'Retry the transaction: the retry returns the first call''s result.';
+    END IF;
+    -- Touch the counters: in REPEATABLE READ a concurrent change of them then
+    -- fails with a serialization error instead of going unseen.
+    PERFORM wallet_internal.code_bump_counters(pc.campaign_id, pc.serial, _member, 0, cnt.max_per_code IS NOT NULL,
+                                      cnt.max_per_member IS NOT NULL, cnt.max_total IS NOT NULL);
+    r.status := 'ok';
+    RETURN r;
+END
+$$;
+COMMENT ON FUNCTION wallet.reserve_code(text, text, text, interval, jsonb) IS
+    'reserve a code for a member for ttl: the reservation counts against every cap until redeem_code with the same idempotency key converts it, release_reservation releases it, or it expires (at once, by clock time); returns the refusal status of check_code otherwise';
+
 -- == 10z. shared objects, final (issues 10-12)
 -- Objects that several sections above re-create (each with what its area
 -- added): their final definitions, exactly as the parts have them.

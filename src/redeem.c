@@ -203,6 +203,7 @@ redeem_plan(int which)
 		"INSERT INTO wallet.code_redemptions (campaign_id, serial, code, member_ref, idempotency_key, context,"
 		" reservation_id, redeemed_at, merchant_id)"
 		" VALUES ($1, $2, $3, $4, $5, $6, NULL, pg_catalog.clock_timestamp(), $7)"
+		" ON CONFLICT (idempotency_key, merchant_id) DO NOTHING"
 		" RETURNING redemption_id, redeemed_at",
 		/* P_FULL */
 		"SELECT wallet_internal.redeem_code_full($1, $2, $3, $4)",
@@ -526,8 +527,18 @@ redeem_fast(const RedeemRequest *q, RedeemResult *r)
 		PointerGetDatum(member), PointerGetDatum(key), JsonbPGetDatum(ctx), merchant};
 
 		memset(nulls, ' ', sizeof(nulls));
+		/*
+		 * ON CONFLICT: under REPEATABLE READ a call with the same key that
+		 * committed after the snapshot is a serialization failure (raised by
+		 * the insert), not a unique violation; as redeem_code_full
+		 */
 		if (redeem_run(P_INSERT, a, nulls) != 1)
-			elog(ERROR, "insert into wallet.code_redemptions returned no row");
+			ereport(ERROR,
+					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+					 errmsg("could not serialize access due to a concurrent call with idempotency key \"%s\"",
+							text_to_cstring(key)),
+					 errdetail("A call with the same key committed after this transaction's snapshot was taken."),
+					 errhint("Retry the transaction: the retry returns the first call's result.")));
 		r->redemption_id = redeem_int8(1);
 		r->redeemed_at = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 	}

@@ -943,11 +943,21 @@ BEGIN
         _code := pc.code;
     END IF;
 
+    -- ON CONFLICT: under REPEATABLE READ, a call with the same key that
+    -- committed after the snapshot (invisible above) is a serialization
+    -- failure (40001, to retry: the retry replays), not a unique violation
     INSERT INTO wallet.code_redemptions (campaign_id, serial, code, member_ref, idempotency_key, context,
                                          reservation_id, redeemed_at, merchant_id)
     VALUES (r.campaign_id, r.serial, _code, _member, _key, _ctx,
             r.reservation_id, clock_timestamp(), _merchant)
+    ON CONFLICT (idempotency_key, merchant_id) DO NOTHING
     RETURNING redemption_id, redeemed_at INTO r.redemption_id, r.redeemed_at;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'could not serialize access due to a concurrent call with idempotency key "%"', _key
+            USING ERRCODE = 'serialization_failure',
+                  DETAIL = 'A call with the same key committed after this transaction''s snapshot was taken.',
+                  HINT = 'Retry the transaction: the retry returns the first call''s result.';
+    END IF;
     PERFORM wallet_internal.code_bump_counters(r.campaign_id, r.serial, _member, 1, cnt.max_per_code IS NOT NULL,
                                       cnt.max_per_member IS NOT NULL, cnt.max_total IS NOT NULL);
     r.status := 'ok';
@@ -1097,10 +1107,18 @@ BEGIN
         RETURN r;
     END IF;
     _now := clock_timestamp();
+    -- ON CONFLICT: as in redeem_code_full (40001 under REPEATABLE READ)
     INSERT INTO wallet.code_reservations (campaign_id, serial, code, member_ref, idempotency_key, ttl, reserved_at, expires_at,
                                           merchant_id)
     VALUES (pc.campaign_id, pc.serial, pc.code, _member, _key, _ttl, _now, _now + _ttl, _merchant)
+    ON CONFLICT (idempotency_key, merchant_id) DO NOTHING
     RETURNING reservation_id, expires_at INTO r.reservation_id, r.expires_at;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'could not serialize access due to a concurrent call with idempotency key "%"', _key
+            USING ERRCODE = 'serialization_failure',
+                  DETAIL = 'A call with the same key committed after this transaction''s snapshot was taken.',
+                  HINT = 'Retry the transaction: the retry returns the first call''s result.';
+    END IF;
     -- Touch the counters: in REPEATABLE READ a concurrent change of them then
     -- fails with a serialization error instead of going unseen.
     PERFORM wallet_internal.code_bump_counters(pc.campaign_id, pc.serial, _member, 0, cnt.max_per_code IS NOT NULL,
