@@ -15070,6 +15070,17 @@ $$;
 COMMENT ON FUNCTION wallet.reserve_code(text, text, text, interval, jsonb) IS
     'reserve a code for a member for ttl: the reservation counts against every cap until redeem_code with the same idempotency key converts it, release_reservation releases it, or it expires (at once, by clock time); returns the refusal status of check_code otherwise';
 
+-- == 10x. no foreign keys on the push queue's hot tables
+-- Each check locked the member's and the campaign's row FOR KEY SHARE for
+-- every message written, moved or acknowledged (MultiXacts on the rows every
+-- worker of a campaign send touches); the push functions write these rows
+-- only for a member and campaign they checked, and neither is ever deleted.
+
+ALTER TABLE wallet.push_messages DROP CONSTRAINT push_messages_member_id_fkey,
+                                 DROP CONSTRAINT push_messages_campaign_id_fkey;
+ALTER TABLE wallet.push_attempts DROP CONSTRAINT push_attempts_merchant_id_fkey,
+                                 DROP CONSTRAINT push_attempts_member_id_fkey;
+
 -- == 10z. shared objects, final (issues 10-12)
 -- Objects that several sections above re-create (each with what its area
 -- added): their final definitions, exactly as the parts have them.
