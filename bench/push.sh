@@ -27,7 +27,8 @@
 #   enqueue floor   the member's row locked, the message and its permanent
 #                   dedup key inserted
 #   claim floor     the due messages moved into the finished partition with
-#                   their delivery records (not even the lease is written)
+#                   their delivery records (not even the lease is written: a
+#                   bound below the cost of a claim and its ack)
 #
 # Members: MEMBERS (100,000) with the merchant's cap of CAP_COUNT (3) a
 # CAP_PERIOD (week), the issue's 2-3 a week; the claim runs' queue holds
@@ -116,7 +117,8 @@ for n in 1 100; do
     cat >"$TMPD/delete$n.sql" <<SQL
 DELETE FROM plain_queue WHERE id IN (SELECT id FROM plain_queue WHERE due_at <= now() ORDER BY id LIMIT $n FOR UPDATE SKIP LOCKED) RETURNING *;
 SQL
-    # the floor: the claimed messages moved into the finished partition as sent, with their delivery records
+    # the floor: the due messages moved into the finished partition as sent
+    # with their delivery records, in one statement (the lease not written)
     cat >"$TMPD/claim_floor$n.sql" <<SQL
 WITH d AS (DELETE FROM wallet.push_messages x
             WHERE x.part < 3 AND x.push_id IN (SELECT y.push_id FROM wallet.push_messages y
@@ -225,8 +227,8 @@ printf '  finished messages (history, insert-only): %s -> %s\n' "$(mb "$done_bef
 
 # ---------------------------------------------------------------- floors
 # Last, so that their rows disturb no other run: the same writes as enqueue
-# and claim+ack with no check, each one prepared statement (-M prepared: no
-# parse or plan per call, as the wallet's kept plans), on a queue of their own.
+# and claim+ack with no check, as prepared statements (-M prepared: no parse
+# or plan per call, as the wallet's kept plans), on a queue of their own.
 psql -qX -d bench -v ON_ERROR_STOP=1 >/dev/null <<SQL
 INSERT INTO wallet.push_messages (merchant_id, member_id, channel, topic, cap_group, service, payload, priority, not_before,
                                   outcome, status, due_at, slot_at, part)
@@ -236,7 +238,7 @@ SELECT 1, 1 + i % $MEMBERS, 'floor', 'marketing', 'marketing', false, '{"title":
 VACUUM ANALYZE wallet.push_messages;
 SQL
 f=$(run enqueue_floor -M prepared)
-echo "floors: the writes alone (no check), as one prepared SQL statement, against the baselines above"
+echo "floors: the writes alone (no check), one prepared statement each, against the baselines above"
 printf '%-15s %10s tps   %5.2fx insert   (the member locked, the message and its dedup key written)\n' \
     "enqueue floor" "$f" "$(ratio "$f" "${base[insert]}")"
 for n in 1 100; do
