@@ -26,6 +26,8 @@
 # implementation of these requirements costs at least.
 #   enqueue floor   the member's row locked, the message and its permanent
 #                   dedup key inserted
+#   two rows        the baseline's row and a key in a table of one index,
+#                   nothing else (as the baseline runs: simple protocol)
 #   claim floor     the due messages moved into the finished partition with
 #                   their delivery records (not even the lease is written: a
 #                   bound below the cost of a claim and its ack)
@@ -236,11 +238,22 @@ SELECT 1, 1 + i % $MEMBERS, 'floor', 'marketing', 'marketing', false, '{"title":
        wallet_internal.push_current_slot()
   FROM generate_series(1, $PLAIN_QUEUE) i;
 VACUUM ANALYZE wallet.push_messages;
+-- two bare rows: the baseline's table and a key table of one index
+CREATE TABLE plain_bare (LIKE plain INCLUDING ALL);
+CREATE TABLE bare_keys (merchant_id bigint, k text, PRIMARY KEY (merchant_id, k));
+SQL
+cat >"$TMPD/two_rows.sql" <<SQL
+\set m random(1, $MEMBERS)
+WITH d AS (INSERT INTO bare_keys VALUES (1, 'k' || nextval('s_enqueue')) RETURNING 1)
+INSERT INTO plain_bare (member_ref, channel, topic, payload) SELECT 'm' || :m, 'bench', 'marketing', '{"title": "hello"}' FROM d;
 SQL
 f=$(run enqueue_floor -M prepared)
+t=$(run two_rows)
 echo "floors: the writes alone (no check), one prepared statement each, against the baselines above"
 printf '%-15s %10s tps   %5.2fx insert   (the member locked, the message and its dedup key written)\n' \
     "enqueue floor" "$f" "$(ratio "$f" "${base[insert]}")"
+printf '%-15s %10s tps   %5.2fx insert   (two bare rows: the baseline'"'"'s and a key of one index, as the baseline is run)\n' \
+    "two rows" "$t" "$(ratio "$t" "${base[insert]}")"
 for n in 1 100; do
     f=$(run "claim_floor$n" -M prepared)
     printf '%-15s %10s tps   %5.2fx delete %s   (moved to the finished partition with delivery records; no lease written)\n' \
