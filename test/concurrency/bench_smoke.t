@@ -50,9 +50,11 @@ run tiers BENCH_PORT=$((${PGPORT:-55432} + 38)) ACCOUNTS=2000 ENTRIES=4 bash ben
 ok $? "bench/tiers.sh runs (2,000 accounts, 4 accruals each)" "$(tail -n 5 "$TMP/tiers.out")"
 grep -q 'evaluate_tiers and the plain SQL agree' "$TMP/tiers.out" && grep -qE '^ratio plain SQL / evaluate_tiers: +[0-9.]+x' "$TMP/tiers.out"
 ok $? "its evaluation agrees with the plain SQL and it prints the ratio" "$(tail -n 12 "$TMP/tiers.out")"
-run push BENCH_PORT=$((${PGPORT:-55432} + 39)) MEMBERS=50 QUEUE=3000 DECAY_SECONDS=2 bash bench/push.sh 1 2
-ok $? "bench/push.sh runs (1 s runs, 2 clients, 50 members, a 2 s decay run)" "$(tail -n 5 "$TMP/push.out")"
+run push BENCH_PORT=$((${PGPORT:-55432} + 39)) MEMBERS=50 QUEUE_PER_MEMBER=60 PLAIN_QUEUE=3000 DECAY_SECONDS=2 bash bench/push.sh 1 2
+ok $? "bench/push.sh runs (1 s runs, 2 clients, 50 members, 3,000-message queues, a 2 s decay run, the floors)" "$(tail -n 5 "$TMP/push.out")"
 grep -qE '^enqueue +[0-9.]+ tps +[0-9.]+x insert' "$TMP/push.out" && grep -qE '^claim 100 +[0-9.]+ tps +[0-9.]+x delete 100' "$TMP/push.out" \
-    && grep -q 'delivery records agree: t' "$TMP/push.out"
-ok $? "it prints its ratios, and its sent messages agree with the delivery records" "$(tail -n 12 "$TMP/push.out")"
+    && grep -q 'delivery records agree: t' "$TMP/push.out" \
+    && grep -qE '^enqueue floor +[0-9.]+ tps +[0-9.]+x insert' "$TMP/push.out" && grep -qE '^two rows +[0-9.]+ tps +[0-9.]+x insert' "$TMP/push.out" \
+    && grep -qE '^claim floor 100 +[0-9.]+ tps +[0-9.]+x delete 100' "$TMP/push.out"
+ok $? "it prints its ratios and floors, and its sent messages agree with the delivery records" "$(tail -n 12 "$TMP/push.out")"
 finish
