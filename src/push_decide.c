@@ -22,9 +22,9 @@
 #include "access/tableam.h"
 #include "catalog/partition.h"
 #include "catalog/pg_type.h"
-#include "executor/tuptable.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
+#include "executor/tuptable.h"
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -466,7 +466,6 @@ push_quiet_until(TimestampTz t, const char *tz, TimeADT qs, TimeADT qe, Timestam
 	return true;
 }
 
-/* Under SPI: messages counted against a cap in the window, at most limit. */
 /*
  * The count of cap_count by direct scans of the partitions' cap indexes:
  * the queued messages (push_messages_member_idx) in the queue slots q0-q2
@@ -622,6 +621,7 @@ cap_count_direct(int64 member_id, const char *channel, const char *cap_group, in
 	return queued + sent;
 }
 
+/* Under SPI: messages counted against a cap in the window, at most limit. */
 static int64
 cap_count(int64 member_id, const char *channel, const char *cap_group, int32 priority,
 		  bool rolling, TimestampTz ws, TimestampTz we, int32 limit)
