@@ -31,6 +31,10 @@
 #   claim floor     the due messages moved into the finished partition with
 #                   their delivery records (not even the lease is written: a
 #                   bound below the cost of a claim and its ack)
+#   leased floor    the same with the lease: the due messages and their
+#                   members locked and the messages leased (one statement),
+#                   then moved as above (a second), in one PL/pgSQL call with
+#                   generic plans (no check, no member state read)
 #
 # Members: MEMBERS (100,000) with the merchant's cap of CAP_COUNT (3) a
 # CAP_PERIOD (week), the issue's 2-3 a week; the claim runs' queue holds
@@ -241,6 +245,33 @@ VACUUM ANALYZE wallet.push_messages;
 -- two bare rows: the baseline's table and a key table of one index
 CREATE TABLE plain_bare (LIKE plain INCLUDING ALL);
 CREATE TABLE bare_keys (merchant_id bigint, k text, PRIMARY KEY (merchant_id, k));
+-- the leased floor: the writes of a claim (messages and members locked,
+-- messages leased) and of its acknowledgement, in two statements
+CREATE FUNCTION leased_floor(n int) RETURNS int LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan SET jit = off AS \$\$
+DECLARE
+    _ids bigint[];
+BEGIN
+    WITH c AS (SELECT y.push_id, y.member_id, y.part FROM wallet.push_messages y
+                WHERE y.part < 3 AND y.channel = 'floor' AND y.status IN ('queued', 'sending') AND y.due_at <= now()
+                ORDER BY y.priority DESC, y.due_at LIMIT n FOR UPDATE SKIP LOCKED),
+         m AS (SELECT w.member_id FROM wallet.members w WHERE w.member_id IN (SELECT c.member_id FROM c)
+                 FOR NO KEY UPDATE OF w SKIP LOCKED),
+         u AS (UPDATE wallet.push_messages x
+                  SET status = 'sending', due_at = now() + interval '1 minute', slot_at = now(), claimed_at = now(),
+                      attempts = x.attempts + 1
+                WHERE x.part < 3 AND x.push_id = ANY (ARRAY(SELECT c.push_id FROM c WHERE c.member_id IN (SELECT m.member_id FROM m)))
+               RETURNING x.push_id)
+    SELECT array_agg(u.push_id) INTO _ids FROM u;
+    WITH d AS (DELETE FROM wallet.push_messages x WHERE x.part < 3 AND x.push_id = ANY (_ids) RETURNING x.*),
+         r AS (INSERT INTO wallet.push_attempts (merchant_id, member_id, push_id, claimed_at, outcome, provider_message_id)
+               SELECT d.merchant_id, d.member_id, d.push_id, d.claimed_at, 'sent', 'provider' FROM d)
+    INSERT INTO wallet.push_messages_done OVERRIDING SYSTEM VALUE
+    SELECT d.push_id, d.merchant_id, d.member_id, d.channel, d.topic, d.cap_group, d.service, d.payload, d.campaign_id, d.dedup_key,
+           d.priority, d.not_before, d.expires_at, d.created_at, d.outcome, d.outcome_reason, 'sent', NULL, NULL, d.slot_at,
+           d.attempts, d.claimed_at, now(), 'provider', d.last_error, now(), 3 FROM d;
+    RETURN cardinality(_ids);
+END
+\$\$;
 SQL
 cat >"$TMPD/two_rows.sql" <<SQL
 \set m random(1, $MEMBERS)
@@ -249,7 +280,7 @@ INSERT INTO plain_bare (member_ref, channel, topic, payload) SELECT 'm' || :m, '
 SQL
 f=$(run enqueue_floor -M prepared)
 t=$(run two_rows)
-echo "floors: the writes alone (no check), one prepared statement each, against the baselines above"
+echo "floors: the writes alone (no check), prepared, against the baselines above"
 printf '%-15s %10s tps   %5.2fx insert   (the member locked, the message and its dedup key written)\n' \
     "enqueue floor" "$f" "$(ratio "$f" "${base[insert]}")"
 printf '%-15s %10s tps   %5.2fx insert   (two bare rows: the baseline'"'"'s and a key of one index, as the baseline is run)\n' \
@@ -258,5 +289,9 @@ for n in 1 100; do
     f=$(run "claim_floor$n" -M prepared)
     printf '%-15s %10s tps   %5.2fx delete %s   (moved to the finished partition with delivery records; no lease written)\n' \
         "claim floor $n" "$f" "$(ratio "$f" "${base[$n]}")" "$n"
+    echo "SELECT leased_floor($n);" > "$TMPD/leased_floor$n.sql"
+    f=$(run "leased_floor$n" -M prepared)
+    printf '%-15s %10s tps   %5.2fx delete %s   (the same after the lease: locked and leased, then moved; two statements)\n' \
+        "leased floor $n" "$f" "$(ratio "$f" "${base[$n]}")" "$n"
 done
 printf '                (%s)\n' "$(left floor)"

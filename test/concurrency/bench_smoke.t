@@ -55,6 +55,8 @@ ok $? "bench/push.sh runs (1 s runs, 2 clients, 50 members, 3,000-message queues
 grep -qE '^enqueue +[0-9.]+ tps +[0-9.]+x insert' "$TMP/push.out" && grep -qE '^claim 100 +[0-9.]+ tps +[0-9.]+x delete 100' "$TMP/push.out" \
     && grep -q 'delivery records agree: t' "$TMP/push.out" \
     && grep -qE '^enqueue floor +[0-9.]+ tps +[0-9.]+x insert' "$TMP/push.out" && grep -qE '^two rows +[0-9.]+ tps +[0-9.]+x insert' "$TMP/push.out" \
-    && grep -qE '^claim floor 100 +[0-9.]+ tps +[0-9.]+x delete 100' "$TMP/push.out"
+    && grep -qE '^claim floor 100 +[0-9.]+ tps +[0-9.]+x delete 100' "$TMP/push.out" \
+    && grep -qE '^leased floor 1 +[0-9.]+ tps +[0-9.]+x delete 1 ' "$TMP/push.out" \
+    && grep -qE '^leased floor 100 +[0-9.]+ tps +[0-9.]+x delete 100' "$TMP/push.out"
 ok $? "it prints its ratios and floors, and its sent messages agree with the delivery records" "$(tail -n 12 "$TMP/push.out")"
 finish
