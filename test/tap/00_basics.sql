@@ -1,6 +1,6 @@
 -- pgTAP: the foundation, and rules every object of the extension must keep.
 BEGIN;
-SELECT plan(15);
+SELECT plan(17);
 
 SELECT has_schema('wallet', 'schema wallet exists');
 SELECT has_function('wallet', 'version', '{}'::name[], 'wallet.version() exists');
@@ -44,6 +44,25 @@ SELECT is_empty($$
      WHERE p.prosecdef
        AND NOT EXISTS (SELECT 1 FROM unnest(p.proconfig) c WHERE c LIKE 'search\_path=%')
 $$, 'every SECURITY DEFINER function sets search_path');
+
+-- The request path never JIT-compiles: its kept generic plans cross
+-- jit_above_cost with a large enough table and would compile at every call.
+-- The reports, which scan, keep the server's setting.
+SELECT is_empty($$
+    SELECT p.oid::regprocedure::text FROM pg_proc p
+     WHERE p.pronamespace = 'wallet'::regnamespace AND p.prokind = 'f'
+       AND 'search_path=pg_catalog, pg_temp' = ANY (p.proconfig)
+       AND p.proname NOT IN ('campaign_cohorts', 'campaign_report', 'program_liability', 'push_funnel',
+                             'push_retention', 'push_stats', 'replay_ledger', 'rfm', 'verify_ledger')
+       AND NOT 'jit=off' = ANY (p.proconfig)
+$$, 'every API function of the request path runs with jit off');
+SELECT is_empty($$
+    SELECT p.oid::regprocedure::text FROM pg_proc p
+     WHERE p.pronamespace = 'wallet'::regnamespace
+       AND p.proname IN ('campaign_cohorts', 'campaign_report', 'program_liability', 'push_funnel',
+                         'push_retention', 'push_stats', 'replay_ledger', 'rfm', 'verify_ledger')
+       AND 'jit=off' = ANY (p.proconfig)
+$$, 'the reports keep the server''s jit setting');
 
 -- Internal helpers live outside the API schema, in a member schema that
 -- DROP EXTENSION removes and PUBLIC cannot use.
