@@ -1676,7 +1676,7 @@ COMMENT ON FUNCTION wallet.marketing_code_in(cstring) IS 'text input of wallet.m
 COMMENT ON FUNCTION wallet.marketing_code_out(wallet.marketing_code) IS 'text output of wallet.marketing_code: prefix, base32 body and two check symbols in groups of 4';
 COMMENT ON TYPE wallet.marketing_code IS 'HMAC-signed marketing code: campaign, serial, key version, prefix and truncated MAC in 24 bytes; text form like SHOP-XXXX-XXXX-XXXX-XXCC';
 -- The comments promise only what exists.
-COMMENT ON SCHEMA wallet IS 'digital-wallet marketing: marketing codes and points ledger';
+COMMENT ON SCHEMA wallet IS 'digital-wallet marketing: marketing codes, points ledger, loyalty (purchases, earning rules, tiers), campaigns, push queue';
 COMMENT ON EXTENSION wallet IS 'digital-wallet marketing in the database: signed marketing codes, a points ledger, loyalty tiers, campaigns and a consent-aware push queue';
 
 -- 0.1.0's control file named no schema, so CREATE EXTENSION recorded the

@@ -6,7 +6,7 @@
 -- would leave it behind.  The extension is recorded in pg_catalog
 -- (wallet.control), and all objects are schema-qualified.
 CREATE SCHEMA wallet;
-COMMENT ON SCHEMA wallet IS 'digital-wallet marketing: marketing codes and points ledger';
+COMMENT ON SCHEMA wallet IS 'digital-wallet marketing: marketing codes, points ledger, loyalty (purchases, earning rules, tiers), campaigns, push queue';
 -- Internal helpers (trigger functions, checks, locking and posting steps,
 -- idempotency fingerprints) live in a schema of their own, outside the API:
 -- what is in schema wallet is what a user calls or reads.
