@@ -553,16 +553,31 @@ round_points(Numeric raw, const char *rounding)
 	return DatumGetNumeric(DirectFunctionCall1(numeric_floor, d));
 }
 
-static int64
-numeric_to_int8(Numeric n)
-{
-	return DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(n)));
-}
-
 static bool
 numeric_greater(Numeric a, Numeric b)
 {
 	return DatumGetBool(DirectFunctionCall2(numeric_gt, NumericGetDatum(a), NumericGetDatum(b)));
+}
+
+/* WL205: the points of a purchase do not fit a bigint (README "Errors") */
+static void
+points_out_of_range(void)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_WL_AMOUNT_OUT_OF_RANGE),
+			 errmsg("points out of range"),
+			 errdetail("The points of the purchase would exceed %lld.", (long long) PG_INT64_MAX)));
+}
+
+/* a rounded number of points as a bigint; WL205 when it is not one */
+static int64
+points_of(Numeric n)
+{
+	if (numeric_is_nan(n) || numeric_is_inf(n) ||
+		numeric_greater(n, int64_to_numeric(PG_INT64_MAX)) ||
+		numeric_greater(int64_to_numeric(PG_INT64_MIN), n))
+		points_out_of_range();
+	return DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(n)));
 }
 
 /* base * (factor - 1), the extra part of a multiplier */
@@ -1352,7 +1367,7 @@ purchase_evaluate_pinned(const PurchaseInput *in, PurchaseEval *out)
 					appendStringInfo(&why, "%s: %s bonus points", r->name, numeric_text(r->value));
 					break;
 			}
-			p = numeric_to_int8(round_points(raw, in->rounding));
+			p = points_of(round_points(raw, in->rounding));
 			if (r->cap_purchase > 0 && p > r->cap_purchase)
 			{
 				p = r->cap_purchase;
@@ -1370,9 +1385,7 @@ purchase_evaluate_pinned(const PurchaseInput *in, PurchaseEval *out)
 				appendStringInfo(&why, ", capped at " INT64_FORMAT " per member", r->cap_member);
 			}
 			if (pass == 1 && pg_add_s64_overflow(base, p, &base))
-				ereport(ERROR,
-						(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
-						 errmsg("bigint out of range")));
+				points_out_of_range();
 			pts[i] = p;
 			whys[i] = why.data;
 			if (p > 0 && r->cap_day > 0)
@@ -1386,23 +1399,19 @@ purchase_evaluate_pinned(const PurchaseInput *in, PurchaseEval *out)
 	{
 		append_rule(&buf, &firstjson, true, fired[i]->rule_id, pts[i], whys[i]);
 		if (pg_add_s64_overflow(out->points, pts[i], &out->points))
-			ereport(ERROR,
-					(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
-					 errmsg("bigint out of range")));
+			points_out_of_range();
 	}
 	/* the tier's multiplier, on the base like a multiplier rule */
 	if ((numeric_greater(tier_mult, int64_to_numeric(1)) || numeric_greater(int64_to_numeric(1), tier_mult)) &&
 		base > 0)
 	{
-		int64		p = numeric_to_int8(round_points(extra_of(base, tier_mult), in->rounding));
+		int64		p = points_of(round_points(extra_of(base, tier_mult), in->rounding));
 		char	   *why = psprintf("tier %s: x%s on " INT64_FORMAT " base points", tier_name ? tier_name : "",
 								   numeric_text(tier_mult), base);
 
 		append_rule(&buf, &firstjson, false, 0, p, why);
 		if (pg_add_s64_overflow(out->points, p, &out->points))
-			ereport(ERROR,
-					(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
-					 errmsg("bigint out of range")));
+			points_out_of_range();
 	}
 	appendStringInfoChar(&buf, ']');
 	out->rules = buf.data;

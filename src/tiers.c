@@ -594,7 +594,7 @@ tier_sweep_scan(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("tier sweeps read every account of a program"),
-				 errdetail("wallet_internal.tier_sweep_scan runs as the owner of wallet.accounts, inside wallet.evaluate_tiers.")));
+				 errdetail("The function wallet_internal.tier_sweep_scan runs as the owner of wallet.accounts, inside wallet.evaluate_tiers.")));
 	att_id = get_attnum(accounts, "account_id");
 	att_ledger = get_attnum(accounts, "ledger");
 

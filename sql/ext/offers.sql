@@ -275,16 +275,17 @@ BEGIN
         RAISE EXCEPTION 'unknown offer kind "%"', left(kind, 32)
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An offer is a ''percent'' or ''fixed'' discount, or ''cashback'' in points.';
     END IF;
-    IF value <= 0 OR value > 1e12 OR (kind = 'percent' AND value > 100) OR max_value <= 0 THEN
+    -- NaN, which numeric compares above every number, and Infinity are over the bounds
+    IF value <= 0 OR value > 1e12 OR (kind = 'percent' AND value > 100) OR max_value <= 0 OR max_value > 1e12 THEN
         RAISE EXCEPTION 'invalid value for a % offer', kind
             USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = 'percent takes 0 to 100, fixed an amount above 0, cashback points per currency unit above 0; a maximum is above 0.';
+                  DETAIL = 'A percent offer takes 0 to 100, a fixed one an amount above 0, a cashback one points per currency unit above 0; a maximum is above 0; none is over 10^12.';
     END IF;
     IF currency !~ '^[A-Z]{3}$' THEN
         RAISE EXCEPTION 'invalid currency "%"', left(currency, 16)
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A currency is an ISO 4217 code of three capital letters, such as CNY or EUR.';
     END IF;
-    IF NOT isfinite(valid_from) OR valid_until <= valid_from THEN
+    IF NOT isfinite(valid_from) OR NOT isfinite(valid_until) OR valid_until <= valid_from THEN
         RAISE EXCEPTION 'invalid validity window'
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An offer is valid from a finite instant until a later one (exclusive) or open-ended (NULL).';
     END IF;
@@ -441,6 +442,11 @@ BEGIN
         END IF;
         IF status = 'ok' THEN
             IF o.kind = 'cashback' THEN
+                IF floor(least(amount * o.value, coalesce(o.max_value, amount * o.value))) > 9223372036854775807 THEN
+                    RAISE EXCEPTION 'points out of range'
+                        USING ERRCODE = 'WL205',
+                              DETAIL = format('The cashback of offer %s would exceed 9223372036854775807 points.', o.offer_id);
+                END IF;
                 points := floor(least(amount * o.value, coalesce(o.max_value, amount * o.value)));
                 IF account_id IS NULL AND NOT EXISTS (SELECT FROM wallet.programs p
                                                        WHERE p.merchant_id = offers_eval.merchant_id
@@ -513,6 +519,16 @@ DECLARE
     i int;
 BEGIN
     PERFORM wallet_internal.purchase_check(merchant_id, member_ref, 'quote', amount, currency, occurred_at, attributes);
+    -- the codes, like every text argument: no NULL (22004), blank or
+    -- over-long (22023) one (the same check in record_purchase_full)
+    IF EXISTS (SELECT FROM unnest(codes) c WHERE c IS NULL) THEN
+        RAISE EXCEPTION 'codes must not contain null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Every element of codes is the text of a marketing code.';
+    END IF;
+    IF EXISTS (SELECT FROM unnest(codes) c WHERE btrim(c) = '' OR length(c) > 256) THEN
+        RAISE EXCEPTION 'codes must not contain a blank code or one longer than 256 characters'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Every element of codes is a non-blank text of at most 256 characters.';
+    END IF;
     IF hold_ttl <= interval '0' OR hold_ttl > interval '1 day' THEN
         RAISE EXCEPTION 'hold_ttl must be between 0 and 1 day'
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A quote holds its budget for a checkout: a positive time of at most a day.';
@@ -788,6 +804,10 @@ BEGIN
     IF older_than < interval '0' OR max_quotes < 1 THEN
         RAISE EXCEPTION 'older_than must not be negative and max_quotes must be positive'
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Quotes expired longer ago than older_than are deleted, at most max_quotes per call.';
+    END IF;
+    IF older_than > interval '100 years' THEN
+        RAISE EXCEPTION 'older_than must be at most 100 years'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Quotes expired longer ago than older_than are deleted; older_than is at most 100 years.';
     END IF;
     DELETE FROM wallet.offer_quotes q
      WHERE q.quote_id IN (SELECT x.quote_id FROM wallet.offer_quotes x

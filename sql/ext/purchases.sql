@@ -188,9 +188,9 @@ BEGIN
         RAISE EXCEPTION 'unknown rounding "%"', left(rounding, 32)
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Fractional points are rounded by ''floor'', ''nearest'' (half up) or ''ceiling''.';
     END IF;
-    IF point_value < 0 THEN
-        RAISE EXCEPTION 'point value must not be negative'
-            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A point is worth zero or more in the program''s currency (NULL = unknown).';
+    IF point_value < 0 OR point_value IN ('NaN', 'Infinity') THEN
+        RAISE EXCEPTION 'point value must be finite and not negative'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A point is worth a finite zero or more in the program''s currency (NULL = unknown).';
     END IF;
     UPDATE wallet.programs p
        SET currency = set_program_earning.currency, rounding = set_program_earning.rounding,
@@ -246,7 +246,8 @@ BEGIN
     END IF;
     IF v IS NULL OR v < 0 OR (whole AND (v <> trunc(v) OR v < 1 OR v > 9223372036854775807)) THEN
         RAISE EXCEPTION '% must be a %', key, CASE WHEN whole THEN 'positive whole number' ELSE 'number of at least 0' END
-            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The rule''s "%s" is a figure.', key);
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('The rule''s "%s" is %s.', key, CASE WHEN whole THEN 'a whole number from 1 to 9223372036854775807' ELSE 'a number of at least 0' END);
     END IF;
     RETURN v;
 END
@@ -262,6 +263,7 @@ CREATE FUNCTION wallet_internal.rule_apply_conditions(r wallet.earning_rules, co
 DECLARE
     k text;
     d jsonb;
+    v numeric;
 BEGIN
     IF conditions IS NOT NULL THEN
         IF jsonb_typeof(conditions) <> 'object' THEN
@@ -281,7 +283,12 @@ BEGIN
         r.channels := wallet_internal.rule_texts(conditions, 'channels');
         r.payment_methods := wallet_internal.rule_texts(conditions, 'payment_methods');
         r.categories := wallet_internal.rule_texts(conditions, 'categories');
-        r.min_tier_rank := wallet_internal.rule_number(conditions, 'min_tier_rank', true);
+        v := wallet_internal.rule_number(conditions, 'min_tier_rank', true);
+        IF v > 2147483647 THEN
+            RAISE EXCEPTION 'min_tier_rank must be a tier rank'
+                USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A tier rank is a whole number from 1 to 2147483647.';
+        END IF;
+        r.min_tier_rank := v;
         r.first_purchase := NULL;
         IF conditions ? 'first_purchase' THEN
             IF conditions -> 'first_purchase' <> 'true' THEN
@@ -358,9 +365,9 @@ BEGIN
        OR r.value > 1000000000 THEN
         RAISE EXCEPTION 'invalid value for effect %', r.effect
             USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = 'per_unit takes points per unit above 0, multiplier a factor above 1, fixed a whole number of points above 0 (at most 10^9).';
+                  DETAIL = 'A per_unit rule takes points per unit above 0, a multiplier rule a factor above 1, a fixed rule a whole number of points above 0 (each at most 10^9).';
     END IF;
-    IF NOT isfinite(r.valid_from) OR r.valid_until <= r.valid_from THEN
+    IF NOT isfinite(r.valid_from) OR NOT isfinite(r.valid_until) OR r.valid_until <= r.valid_from THEN
         RAISE EXCEPTION 'invalid validity window'
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A rule is valid from a finite instant until a later one (exclusive) or open-ended (NULL).';
     END IF;
@@ -629,6 +636,16 @@ DECLARE
     ev record;
 BEGIN
     PERFORM wallet_internal.purchase_check(merchant_id, member_ref, order_ref, amount, currency, occurred_at, attributes);
+    -- the codes, like every text argument: no NULL (22004), blank or
+    -- over-long (22023) one (the same check in wallet.quote_offers)
+    IF EXISTS (SELECT FROM unnest(codes) c WHERE c IS NULL) THEN
+        RAISE EXCEPTION 'codes must not contain null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Every element of codes is the text of a marketing code.';
+    END IF;
+    IF EXISTS (SELECT FROM unnest(codes) c WHERE btrim(c) = '' OR length(c) > 256) THEN
+        RAISE EXCEPTION 'codes must not contain a blank code or one longer than 256 characters'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Every element of codes is a non-blank text of at most 256 characters.';
+    END IF;
     -- A retry is found by the insert of the purchase below (ON CONFLICT), not
     -- by a lookup first: retries are rare, a lookup would cost every call.
     -- The usual case in one statement: a known member with an account in the
@@ -791,9 +808,11 @@ BEGIN
                          CASE WHEN btrim(order_ref) = '' OR btrim(refund_ref) = '' THEN 'blank' ELSE 'longer than 200 characters' END
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Order and refund references are non-blank texts of at most 200 characters.';
     END IF;
-    IF amount <= 0 THEN
+    -- the bound of a purchase's amount (purchase_check): NaN, which numeric
+    -- compares above every number, and Infinity are over it
+    IF amount <= 0 OR amount > 1e15 THEN
         RAISE EXCEPTION 'invalid refund amount'
-            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A refund amount is positive.';
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A refund amount is positive (and below 10^15).';
     END IF;
     SELECT * INTO f FROM wallet.refunds x WHERE x.merchant_id = record_refund.merchant_id AND x.refund_ref = record_refund.refund_ref;
     IF FOUND THEN

@@ -267,7 +267,8 @@ BEGIN
      WHERE c.campaign_id = reward_setup_check.campaign_id AND wallet.acts_for(c.merchant_id);
     IF NOT FOUND THEN
         RAISE EXCEPTION 'campaign % does not exist', campaign_id
-            USING ERRCODE = 'WL101', HINT = 'Create it with wallet.create_campaign.';
+            USING ERRCODE = 'WL101', DETAIL = format('There is no campaign %s.', campaign_id),
+                  HINT = 'Create it with wallet.create_campaign.';
     END IF;
     SELECT p.closed_at IS NOT NULL INTO closed FROM wallet.programs p
      WHERE p.program_id = reward_setup_check.program_id AND p.merchant_id = merchant;
@@ -301,7 +302,8 @@ BEGIN
      WHERE c.campaign_id = campaign_running.campaign_id AND c.merchant_id = campaign_running.merchant_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'campaign % does not exist', campaign_id
-            USING ERRCODE = 'WL101', HINT = 'Create it with wallet.create_campaign.';
+            USING ERRCODE = 'WL101', DETAIL = format('Merchant %s has no campaign %s.', merchant_id, campaign_id),
+                  HINT = 'Create it with wallet.create_campaign.';
     END IF;
     RETURN now() >= starts AND now() < coalesce(ends, 'infinity');
 END
@@ -361,16 +363,19 @@ BEGIN
             USING ERRCODE = 'null_value_not_allowed',
                   DETAIL = 'A referral program gives points to each side (0 for none) for a purchase within qualify_days, of at least min_amount (0: any), capped per cap_period.';
     END IF;
-    IF referrer_points < 0 OR referee_points < 0 OR referrer_points + referee_points = 0 THEN
+    -- (added as numeric: the sum of two bigints may not be one)
+    IF referrer_points < 0 OR referee_points < 0 OR (referrer_points = 0 AND referee_points = 0)
+       OR referrer_points::numeric + referee_points > 9223372036854775807 THEN
         RAISE EXCEPTION 'invalid amount of points'
-            USING ERRCODE = 'WL204', DETAIL = 'The points of each side are zero or positive, and not both zero.';
+            USING ERRCODE = 'WL204',
+                  DETAIL = 'The points of each side are zero or positive, not both zero, and together at most 9223372036854775807.';
     END IF;
-    IF qualify_days NOT BETWEEN 1 AND 3650 OR min_amount < 0 OR max_per_referrer < 1
+    IF qualify_days NOT BETWEEN 1 AND 3650 OR min_amount < 0 OR min_amount IN ('NaN', 'Infinity') OR max_per_referrer < 1
        OR cap_period NOT IN ('day', 'week', 'month', 'year', 'campaign')
        OR (currency IS NOT NULL AND currency !~ '^[A-Z]{3}$') OR (min_amount > 0 AND currency IS NULL) THEN
         RAISE EXCEPTION 'invalid referral terms'
             USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = 'qualify_days is 1 to 3650, min_amount zero or positive (with a currency, an ISO 4217 code, when positive), max_per_referrer positive or NULL, cap_period day, week, month, year or campaign.';
+                  DETAIL = 'The qualify_days are 1 to 3650, the min_amount a finite zero or more (with a currency, an ISO 4217 code, when positive), max_per_referrer positive or NULL, cap_period day, week, month, year or campaign.';
     END IF;
     INSERT INTO wallet.referral_programs AS x (campaign_id, merchant_id, program_id, referrer_points, referee_points,
                                                qualify_days, min_amount, currency, max_per_referrer, cap_period)
@@ -407,7 +412,7 @@ BEGIN
     END IF;
     IF max_per_member < 1 OR max_per_day < 1 THEN
         RAISE EXCEPTION 'caps must be positive'
-            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'max_per_member and max_per_day are positive, or NULL for no cap.';
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The caps max_per_member and max_per_day are positive, or NULL for no cap.';
     END IF;
     INSERT INTO wallet.share_rewards AS x (campaign_id, merchant_id, program_id, points, max_per_member, max_per_day)
     VALUES (set_share_reward.campaign_id, merchant, set_share_reward.program_id, set_share_reward.points,
@@ -454,7 +459,8 @@ BEGIN
     SELECT * INTO rp FROM wallet.referral_programs x WHERE x.campaign_id = refer.campaign_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'campaign % has no referral program', campaign_id
-            USING ERRCODE = 'WL670', HINT = 'Set one up with wallet.set_referral_program.';
+            USING ERRCODE = 'WL670', DETAIL = 'A referral earns the rewards of its campaign''s referral program.',
+                  HINT = 'Set one up with wallet.set_referral_program.';
     END IF;
     referrer := wallet_internal.member_ensure(merchant_id, referrer_ref);
     referee := wallet_internal.member_ensure(merchant_id, referee_ref);
@@ -646,6 +652,10 @@ BEGIN
         RAISE EXCEPTION '% must not be null', CASE WHEN as_of IS NULL THEN 'as_of' ELSE 'batch_size' END
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Referrals are expired as of an instant (now() by default), batch_size at a time.';
     END IF;
+    IF NOT isfinite(as_of) THEN
+        RAISE EXCEPTION 'as_of must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Referrals are expired as of a real instant.';
+    END IF;
     IF as_of > clock_timestamp() OR batch_size < 1 THEN
         RAISE EXCEPTION '%', CASE WHEN batch_size < 1 THEN 'batch_size must be positive' ELSE 'cannot expire referrals as of a future instant' END
             USING ERRCODE = 'invalid_parameter_value',
@@ -708,7 +718,8 @@ BEGIN
     SELECT * INTO sr FROM wallet.share_rewards x WHERE x.campaign_id = record_share.campaign_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'campaign % has no share reward', campaign_id
-            USING ERRCODE = 'WL671', HINT = 'Set one up with wallet.set_share_reward.';
+            USING ERRCODE = 'WL671', DETAIL = 'A share earns the reward its campaign sets for shares.',
+                  HINT = 'Set one up with wallet.set_share_reward.';
     END IF;
     member := wallet_internal.member_ensure(merchant_id, member_ref);
     given := jsonb_build_object('member_id', member, 'campaign_id', campaign_id, 'channel', channel);

@@ -315,10 +315,13 @@ BEGIN
         RAISE EXCEPTION 'invalid tier name'
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A tier''s name has 1 to 256 characters, not all blank.';
     END IF;
-    IF rank < 1 OR min_points < 0 OR min_spend < 0 OR multiplier <= 0 OR jsonb_typeof(benefits) <> 'object' THEN
+    -- numeric NaN compares above every number, and Infinity is a numeric:
+    -- both are refused by name (an earning multiplied by them has no points)
+    IF rank < 1 OR min_points < 0 OR min_spend < 0 OR min_spend IN ('NaN', 'Infinity')
+       OR multiplier <= 0 OR multiplier > 100 OR multiplier = 'NaN' OR jsonb_typeof(benefits) <> 'object' THEN
         RAISE EXCEPTION 'invalid tier'
             USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = 'A tier''s rank is positive, its thresholds are not negative, its multiplier is positive and its benefits are a JSON object.';
+                  DETAIL = 'A tier''s rank is positive, its thresholds are finite and not negative, its multiplier is above 0 and at most 100, and its benefits are a JSON object.';
     END IF;
     SELECT x.tier_id INTO o FROM wallet.tiers x
      WHERE x.program_id = tier_check.program_id AND x.tier_id IS DISTINCT FROM tier_check.tier_id
@@ -423,7 +426,7 @@ BEGIN
     t := wallet_internal.tier_lock(tier_id);
     IF clear_min_spend IS NULL THEN
         RAISE EXCEPTION 'clear_min_spend must not be null'
-            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'clear_min_spend is true to remove the spend threshold, false to keep or set it.';
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The flag clear_min_spend is true to remove the spend threshold, false to keep or set it.';
     END IF;
     IF clear_min_spend AND min_spend IS NOT NULL THEN
         RAISE EXCEPTION 'min_spend given with clear_min_spend'
@@ -481,7 +484,7 @@ BEGIN
        OR tier_downgrade_step NOT IN ('one_level', 'qualified') THEN
         RAISE EXCEPTION 'invalid tier policy'
             USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = 'tier_window is rolling or calendar_year, tier_window_months 1 to 24, tier_downgrade never, period_end or grace, tier_grace_days not negative, tier_downgrade_step one_level or qualified.';
+                  DETAIL = 'The tier_window is rolling or calendar_year, tier_window_months 1 to 24, tier_downgrade never, period_end or grace, tier_grace_days not negative, tier_downgrade_step one_level or qualified.';
     END IF;
     UPDATE wallet.programs p
        SET tier_window = coalesce(set_tier_policy.tier_window, p.tier_window),
@@ -511,6 +514,10 @@ BEGIN
     IF as_of IS NULL THEN
         RAISE EXCEPTION 'as_of must not be null'
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The tier is read as of an instant, now() by default.';
+    END IF;
+    IF NOT isfinite(as_of) THEN
+        RAISE EXCEPTION 'as_of must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The tier is read as of a real instant.';
     END IF;
     SELECT h.to_tier, h.to_rank, x.name, h.changed_at INTO tier_id, rank, name, since
       FROM wallet.tier_history h LEFT JOIN wallet.tiers x ON x.tier_id = h.to_tier
@@ -611,6 +618,10 @@ BEGIN
     IF program_id IS NULL OR as_of IS NULL OR max_accounts IS NULL THEN
         RAISE EXCEPTION '% must not be null', CASE WHEN program_id IS NULL THEN 'program_id' WHEN as_of IS NULL THEN 'as_of' ELSE 'max_accounts' END
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Tiers are evaluated for a program, as of an instant, a bounded number of accounts at a time.';
+    END IF;
+    IF NOT isfinite(as_of) THEN
+        RAISE EXCEPTION 'as_of must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Tiers are evaluated as of a real instant.';
     END IF;
     IF max_accounts < 1 THEN
         RAISE EXCEPTION 'max_accounts must be positive'
@@ -789,6 +800,10 @@ BEGIN
     IF as_of IS NULL OR batch_size IS NULL THEN
         RAISE EXCEPTION '% must not be null', CASE WHEN as_of IS NULL THEN 'as_of' ELSE 'batch_size' END
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Tiers are evaluated as of an instant, batch_size accounts per transaction.';
+    END IF;
+    IF NOT pg_catalog.isfinite(as_of) THEN
+        RAISE EXCEPTION 'as_of must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Tiers are evaluated as of a real instant.';
     END IF;
     IF batch_size OPERATOR(pg_catalog.<) 1 OR max_batches OPERATOR(pg_catalog.<) 1 THEN
         RAISE EXCEPTION 'batch_size and max_batches must be positive'

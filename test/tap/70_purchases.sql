@@ -2,7 +2,7 @@
 -- Every figure is worked out by hand in the comment beside it.
 BEGIN;
 SET LOCAL timezone = 'UTC';
-SELECT plan(92);
+SELECT plan(108);
 
 SELECT wallet.create_merchant('purchases merchant') AS m \gset
 -- one program per currency, one currency per section
@@ -234,6 +234,44 @@ SELECT throws_ok(format($$SELECT wallet.create_earning_rule(%s, 'bad', 'fixed', 
 SELECT throws_ok(format($$SELECT wallet.create_earning_rule(%s, 'bad', 'fixed', 1, caps => '{"per_purchase": 0}')$$, :p_usd), '22023', NULL, 'a cap of 0: 22023');
 SELECT throws_ok(format($$SELECT wallet.create_earning_rule(%s, 's_base', 'fixed', 1)$$, :p_usd), '23505', NULL, 'a rule name taken in the program: 23505');
 SELECT throws_ok('SELECT wallet.update_earning_rule(999999999, value => 2)', 'WL502', NULL, 'unknown rule: WL502');
+
+-- ---------------------------------------------------------------- arguments out of their domain
+SELECT wallet.create_program(:m, 'sek points') AS p_sek \gset
+SELECT throws_ok(format($$SELECT wallet.set_program_earning(%s, 'SEK', point_value => 'NaN')$$, :p_sek), '22023',
+                 'point value must be finite and not negative', 'a NaN point value: 22023');
+SELECT throws_ok(format($$SELECT wallet.set_program_earning(%s, 'SEK', point_value => 'Infinity')$$, :p_sek), '22023',
+                 'point value must be finite and not negative', 'an infinite point value: 22023');
+SELECT wallet.set_program_earning(:p_sek, 'SEK') IS NULL AS x \gset
+SELECT throws_ok(format($$SELECT wallet.create_earning_rule(%s, 'forever', 'fixed', 1, valid_until => 'infinity')$$, :p_sek), '22023',
+                 'invalid validity window', 'a rule valid until infinity: 22023 (NULL is open-ended)');
+SELECT throws_ok(format($$SELECT wallet.create_earning_rule(%s, 'rank', 'fixed', 1, '{"min_tier_rank": 3000000000}')$$, :p_sek), '22023',
+                 'min_tier_rank must be a tier rank', 'a min_tier_rank beyond int: 22023, not 22003');
+-- points beyond bigint: WL205 in the preview, the full path (a new member) and the C fast path (a member with an account)
+SELECT wallet.create_earning_rule(:p_sek, 'bigunit', 'per_unit', 1000000, valid_from => '2026-01-01') IS NOT NULL AS x \gset
+SELECT is((SELECT points FROM wallet.record_purchase(:m, 'ivy', 'sek-ivy-1', 1, 'SEK', '2026-03-02 12:00+00')), 1000000::bigint,
+          'a million points per krona: 1 SEK earns 1000000');
+SELECT throws_ok(format($$SELECT wallet.preview_purchase(%s, 'ivy', 'sek-big', 999999999999999, 'SEK', '2026-03-02 12:00+00')$$, :m),
+                 'WL205', 'points out of range', 'preview_purchase of points beyond bigint: WL205, not 22003');
+SELECT throws_ok(format($$SELECT wallet.record_purchase(%s, 'ivy', 'sek-big', 999999999999999, 'SEK', '2026-03-02 12:00+00')$$, :m),
+                 'WL205', 'points out of range', 'record_purchase (fast path) of points beyond bigint: WL205');
+SELECT throws_ok(format($$SELECT wallet.record_purchase(%s, 'jon', 'sek-big', 999999999999999, 'SEK', '2026-03-02 12:00+00')$$, :m),
+                 'WL205', 'points out of range', 'record_purchase (full path, a new member) of points beyond bigint: WL205');
+SELECT throws_ok(format($$SELECT wallet.record_purchase(%s, 'ivy', 'sek-big', 999999999999999, 'SEK', '2026-03-02 12:00+00', offers => '{}')$$, :m),
+                 'WL205', 'points out of range', 'record_purchase (full path, offers) of points beyond bigint: WL205');
+SELECT is((SELECT count(*) FROM wallet.purchases WHERE order_ref = 'sek-big'), 0::bigint, 'nothing of the refused purchases is stored');
+SELECT is(wallet.balance(wallet.find_account(:p_sek, 'ivy')), 1000000::bigint, 'ivy''s balance is untouched');
+-- a refund of NaN is out of domain, as a purchase of NaN
+SELECT throws_ok(format($$SELECT wallet.record_refund(%s, 'sek-ivy-1', 'NaN', 'sek-r1')$$, :m), '22023', 'invalid refund amount',
+                 'a refund of NaN: 22023, not WL501');
+SELECT throws_ok(format($$SELECT wallet.record_refund(%s, 'sek-ivy-1', 'Infinity', 'sek-r1')$$, :m), '22023', 'invalid refund amount',
+                 'an infinite refund: 22023');
+-- the codes of a checkout, like every text argument
+SELECT throws_ok(format($$SELECT wallet.record_purchase(%s, 'ivy', 'sek-c1', 1, 'SEK', codes => ARRAY[NULL]::text[])$$, :m), '22004',
+                 'codes must not contain null', 'record_purchase: a NULL code is 22004');
+SELECT throws_ok(format($$SELECT wallet.record_purchase(%s, 'ivy', 'sek-c1', 1, 'SEK', codes => ARRAY[''])$$, :m), '22023',
+                 'codes must not contain a blank code or one longer than 256 characters', 'record_purchase: a blank code is 22023');
+SELECT throws_ok(format($$SELECT wallet.record_purchase(%s, 'ivy', 'sek-c1', 1, 'SEK', codes => ARRAY[repeat('x', 300)])$$, :m), '22023',
+                 'codes must not contain a blank code or one longer than 256 characters', 'record_purchase: a code of 300 characters is 22023');
 
 -- ---------------------------------------------------------------- erasure
 SELECT wallet.record_purchase(:m, 'hal', 'cny-hal', 10, 'CNY', '2026-03-02 12:00+08',

@@ -9,7 +9,7 @@
 -- the rule "a window is whole UTC months ending with the month of as_of".
 BEGIN;
 SET LOCAL timezone = 'UTC';
-SELECT plan(123);
+SELECT plan(137);
 \ir ../tiers_expected.sql
 
 CREATE TEMP TABLE v (k text PRIMARY KEY, id bigint);
@@ -423,6 +423,45 @@ SELECT is(:'set12'::text, :'each12', 'Silver back at 100: the sweep upgrades it 
 SELECT is(split_part(:'set12', ':', 1), '1 up 0 down', 'one account moved up');
 SELECT is((SELECT (count(*), min(rank)) FROM wallet.account_tiers WHERE account_id = pg_temp.id('a12')), (1::bigint, 1),
           'after the sweep: one tier row, Silver');
+
+-- ------------------------------------------------------------ 13. arguments out of their domain
+-- a NaN or huge multiplier would make every purchase of the tier's members
+-- fail (no points are NaN); numeric NaN compares above every number
+INSERT INTO v VALUES ('p13', pg_temp.program('p13', '{100}'));
+SELECT wallet.set_program_earning(pg_temp.id('p13'), 'SEK') IS NULL AS x \gset
+SELECT wallet.create_earning_rule(pg_temp.id('p13'), 'sek base', 'per_unit', 1, valid_from => '2020-01-01') IS NULL AS x \gset
+INSERT INTO v VALUES ('a13', wallet.open_account(pg_temp.id('p13'), 'nina'));
+INSERT INTO v VALUES ('e13', pg_temp.acc(pg_temp.id('a13'), 100, 'a13-1'));
+INSERT INTO v SELECT 't13', tier_id FROM wallet.tiers WHERE program_id = pg_temp.id('p13') AND rank = 1;
+SELECT throws_ok($$SELECT wallet.update_tier(pg_temp.id('t13'), multiplier => 'NaN')$$, '22023', 'invalid tier',
+                 'update_tier: a NaN multiplier is 22023');
+SELECT throws_ok($$SELECT wallet.update_tier(pg_temp.id('t13'), multiplier => 1e30)$$, '22023', 'invalid tier',
+                 'update_tier: a multiplier of 10^30 is 22023 (at most 100)');
+SELECT throws_ok($$SELECT wallet.update_tier(pg_temp.id('t13'), multiplier => 'Infinity')$$, '22023', 'invalid tier',
+                 'update_tier: an infinite multiplier is 22023');
+SELECT throws_ok($$SELECT wallet.update_tier(pg_temp.id('t13'), min_spend => 'NaN')$$, '22023', 'invalid tier',
+                 'update_tier: a NaN min_spend is 22023');
+SELECT throws_ok($$SELECT wallet.create_tier(pg_temp.id('p13'), 2, 'NaN gold', 200, multiplier => 'NaN')$$, '22023', 'invalid tier',
+                 'create_tier: a NaN multiplier is 22023');
+SELECT throws_ok($$SELECT wallet.create_tier(pg_temp.id('p13'), 2, 'NaN gold', 200, min_spend => 'NaN')$$, '22023', 'invalid tier',
+                 'create_tier: a NaN min_spend is 22023');
+SELECT throws_ok($$SELECT wallet.create_tier(pg_temp.id('p13'), 2, 'Inf gold', 200, min_spend => 'Infinity')$$, '22023', 'invalid tier',
+                 'create_tier: an infinite min_spend is 22023');
+SELECT is((SELECT (multiplier, min_spend) FROM wallet.update_tier(pg_temp.id('t13'), multiplier => 100)), (100::numeric, NULL::numeric),
+          'update_tier: a multiplier of 100, the bound, is taken');
+-- nina holds the tier: her purchases still earn, fast path and preview alike
+SELECT is(pg_temp.rank(pg_temp.id('a13')), 1, 'nina holds the tier with the refused updates');
+SELECT is((SELECT points FROM wallet.record_purchase(pg_temp.id('m'), 'nina', 'sek-1', 10, 'SEK')), 1000::bigint,
+          'record_purchase after the refused updates: 10 base + 990 of the tier''s x100');
+SELECT is((SELECT points FROM wallet.preview_purchase(pg_temp.id('m'), 'nina', 'sek-2', 10, 'SEK')), 1000::bigint,
+          'preview_purchase after the refused updates: 1000');
+-- as_of is a real instant
+SELECT throws_ok($$SELECT wallet.evaluate_tiers(pg_temp.id('p13'), 'infinity')$$, '22023', 'as_of must be finite',
+                 'evaluate_tiers as of infinity: 22023');
+SELECT throws_ok($$SELECT wallet.member_tier(pg_temp.id('a13'), '-infinity')$$, '22023', 'as_of must be finite',
+                 'member_tier as of -infinity: 22023');
+SELECT throws_ok($$CALL wallet.evaluate_tiers_batched(pg_temp.id('p13'), 'infinity')$$, '22023', 'as_of must be finite',
+                 'evaluate_tiers_batched as of infinity: 22023');
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -3,7 +3,7 @@
 -- on any insert).  Time is simulated by moving a referral's window back.
 BEGIN;
 SET LOCAL timezone = 'UTC';
-SELECT plan(88);
+SELECT plan(95);
 
 SELECT wallet.create_merchant('referrals merchant') AS m \gset
 SELECT wallet.create_merchant('referrals other merchant') AS m2 \gset
@@ -46,6 +46,32 @@ SELECT throws_ok(format('SELECT wallet.set_referral_program(%s, %s, 1, 1, 30, mi
 SELECT throws_ok(format($$SELECT wallet.set_referral_program(%s, %s, 1, 1, 30, cap_period => 'fortnight')$$, :c, :p), '22023', NULL,
                  'an unknown cap period: 22023');
 SELECT throws_ok(format('SELECT wallet.set_referral_program(999999999, %s, 1, 1, 30)', :p), 'WL101', NULL, 'an unknown campaign: WL101');
+-- arguments out of their domain: the code of the other bad values, never a raw 22003
+SELECT throws_ok(format('SELECT wallet.set_referral_program(%s, %s, 9223372036854775807, 9223372036854775807, 30)', :c, :p), 'WL204',
+                 'invalid amount of points', 'points of both sides adding up beyond bigint: WL204, not 22003');
+SELECT throws_ok(format($$SELECT wallet.set_referral_program(%s, %s, 1, 1, 30, min_amount => 'NaN', currency => 'CNY')$$, :c, :p), '22023',
+                 'invalid referral terms', 'a NaN min_amount: 22023');
+SELECT throws_ok(format($$SELECT wallet.set_referral_program(%s, %s, 1, 1, 30, min_amount => 'Infinity', currency => 'CNY')$$, :c, :p), '22023',
+                 'invalid referral terms', 'an infinite min_amount: 22023');
+SELECT throws_ok($$SELECT wallet.expire_referrals('-infinity')$$, '22023', 'as_of must be finite', 'expiring as of -infinity: 22023');
+-- every WL error carries a detail (README "Errors")
+CREATE FUNCTION pg_temp.detail_of(q text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    d text;
+BEGIN
+    EXECUTE q;
+    RETURN 'no error';
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS d = PG_EXCEPTION_DETAIL;
+    RETURN d;
+END
+$$;
+SELECT is(pg_temp.detail_of(format('SELECT wallet.set_referral_program(999999999, %s, 1, 1, 30)', :p)), 'There is no campaign 999999999.',
+          'WL101 of set_referral_program has a detail');
+SELECT is(pg_temp.detail_of(format($$SELECT wallet.refer(%s, 'x', 'y', 'link', 999999999)$$, :m)), format('Merchant %s has no campaign 999999999.', :m),
+          'WL101 of refer has a detail');
+SELECT is(pg_temp.detail_of(format($$SELECT wallet.refer(%s, 'x', 'y', 'link', %s)$$, :m, :c_bare)),
+          'A referral earns the rewards of its campaign''s referral program.', 'WL670 has a detail');
 SELECT lives_ok(format('SELECT wallet.set_referral_program(%s, %s, 10, 10, 7)', :c_future, :p), 'a second campaign gets its own program');
 SELECT throws_ok(format($$SELECT wallet.refer(%s, 'x', 'y', 'link', %s)$$, :m, :c_bare), 'WL670', NULL,
                  'refer under a campaign without referral program: WL670');

@@ -5,7 +5,7 @@
 -- Expected figures are worked out by hand in the comments.
 BEGIN;
 SET LOCAL timezone = 'UTC';
-SELECT plan(80);
+SELECT plan(90);
 
 SELECT wallet.create_merchant('offers merchant') AS m \gset
 SELECT wallet.create_merchant('offers quote merchant') AS mq \gset
@@ -233,6 +233,35 @@ SELECT is(wallet.purge_offer_quotes(interval '0'), 1::bigint, 'purge_offer_quote
 SELECT is((SELECT count(*) FROM wallet.offer_quotes WHERE quote_id IN (:qid1, :qid3, :qid4)), 2::bigint, '... and keeps the others');
 SELECT throws_ok(format($$SELECT wallet.record_purchase(%s, 'sue', 'qq8', 50, 'CNY', quote_id => %s)$$, :mq, :qid4), 'WL607', NULL,
                  'a purged quote is unknown: WL607');
+
+-- ---------------------------------------------------------------- arguments out of their domain
+-- numeric NaN compares above every number: refused by the bounds, as Infinity
+SELECT throws_ok(format($$SELECT wallet.create_offer(%s, 'nan max', 'fixed', 1, 'CNY', max_value => 'NaN')$$, :c), '22023',
+                 'invalid value for a fixed offer', 'create_offer: a NaN max_value is 22023');
+SELECT throws_ok(format($$SELECT wallet.create_offer(%s, 'inf max', 'cashback', 1, 'CNY', max_value => 'Infinity')$$, :c), '22023',
+                 'invalid value for a cashback offer', 'create_offer: an infinite max_value is 22023');
+SELECT throws_ok(format($$SELECT wallet.create_offer(%s, 'forever', 'fixed', 1, 'CNY', valid_until => 'infinity')$$, :c), '22023',
+                 'invalid validity window', 'create_offer: an infinite valid_until is 22023 (NULL is open-ended)');
+SELECT throws_ok($$SELECT wallet.purge_offer_quotes(older_than => '100000 years')$$, '22023', 'older_than must be at most 100 years',
+                 'purge_offer_quotes older than 100000 years: 22023, not a timestamp out of range');
+-- the codes, like every text argument
+SELECT throws_ok(format($$SELECT wallet.quote_offers(%s, 'coder', 10, 'CNY', codes => ARRAY['X', NULL])$$, :m), '22004',
+                 'codes must not contain null', 'quote_offers: a NULL code is 22004');
+SELECT throws_ok(format($$SELECT wallet.quote_offers(%s, 'coder', 10, 'CNY', codes => ARRAY[' '])$$, :m), '22023',
+                 'codes must not contain a blank code or one longer than 256 characters', 'quote_offers: a blank code is 22023');
+SELECT throws_ok(format($$SELECT wallet.quote_offers(%s, 'coder', 10, 'CNY', codes => ARRAY[repeat('x', 300)])$$, :m), '22023',
+                 'codes must not contain a blank code or one longer than 256 characters', 'quote_offers: a code of 300 characters is 22023');
+-- cashback beyond bigint: WL205, nothing recorded
+SELECT wallet.create_merchant('offers overflow merchant') AS mo \gset
+SELECT wallet.create_program(:mo, 'overflow points') AS po \gset
+SELECT wallet.set_program_earning(:po, 'CNY') \g /dev/null
+SELECT wallet.create_campaign(:mo, 'overflow', starts_at => '2026-01-01') AS co \gset
+SELECT wallet.create_offer(:co, 'huge cashback', 'cashback', 1e12, 'CNY') AS o_huge \gset
+SELECT throws_ok(format($$SELECT wallet.quote_offers(%s, 'whale', 1e15, 'CNY')$$, :mo), 'WL205', 'points out of range',
+                 'quote_offers: cashback of 10^27 points is WL205');
+SELECT throws_ok(format($$SELECT wallet.record_purchase(%s, 'whale', 'whale-1', 1e15, 'CNY', offers => ARRAY[%s]::bigint[])$$, :mo, :o_huge),
+                 'WL205', 'points out of range', 'record_purchase: cashback of 10^27 points is WL205');
+SELECT is((SELECT count(*) FROM wallet.purchases WHERE merchant_id = :mo), 0::bigint, 'the refused checkout recorded nothing');
 
 SELECT * FROM finish();
 ROLLBACK;
