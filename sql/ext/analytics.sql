@@ -384,6 +384,10 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = 'program_id and min_rank are for audience tiers, segments for audience segment, member_refs for audience list.';
     END IF;
+    IF NOT isfinite(as_of) THEN
+        RAISE EXCEPTION 'as_of must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A segment audience is taken from the RFM scores at a real instant.';
+    END IF;
     -- the campaign row is locked from here: concurrent changes of one audience queue
     SELECT * INTO c FROM wallet.campaigns k WHERE k.campaign_id = _campaign FOR UPDATE;
     -- the first setting may come after create_campaign (whose start defaults

@@ -1070,6 +1070,10 @@ BEGIN
         RAISE EXCEPTION '% must not be null', CASE WHEN granted IS NULL THEN 'granted' WHEN source IS NULL THEN 'source' ELSE 'at' END
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Consent evidence says what was decided, when and where.';
     END IF;
+    IF NOT isfinite(at) THEN
+        RAISE EXCEPTION 'at must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Consent is given or withdrawn at a real instant.';
+    END IF;
     IF btrim(source) = '' OR length(source) > 200 OR length(policy_version) > 200 OR length(device) > 200
        OR btrim(policy_version) = '' OR btrim(device) = '' THEN
         RAISE EXCEPTION 'source, policy_version or device blank or longer than 200 characters'
@@ -1161,9 +1165,13 @@ BEGIN
         RAISE EXCEPTION 'campaign % does not exist', campaign_id
             USING ERRCODE = 'WL101', DETAIL = 'A message belongs to a campaign of its merchant, or to none.';
     END IF;
+    IF NOT isfinite(not_before) THEN
+        RAISE EXCEPTION 'not_before must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The earliest send time is a real instant (default: now()).';
+    END IF;
 END
 $$;
-COMMENT ON FUNCTION wallet_internal.push_check_message(bigint, text, text, jsonb, bigint, text, timestamptz, int) IS 'internal: the argument checks of enqueue_push (22004, 22023, WL101 for a campaign that is not the merchant''s)';
+COMMENT ON FUNCTION wallet_internal.push_check_message(bigint, text, text, jsonb, bigint, text, timestamptz, int) IS 'internal: the argument checks of enqueue_push (22004, 22023 also for an infinite not_before, WL101 for a campaign that is not the merchant''s)';
 
 -- In C (src/push_enqueue.c, issue 12): the checks of member_check and
 -- push_check_message, member_ensure, and the decision of push_enqueue with
@@ -1199,7 +1207,17 @@ DECLARE
     tz text := coalesce((SELECT s.time_zone FROM wallet.push_settings s WHERE s.merchant_id = _m), 'UTC');
 BEGIN
     PERFORM wallet_internal.check_merchant(_m);
-    PERFORM wallet_internal.push_check_message(_m, channel, topic, payload, campaign_id, dedup_key, coalesce(not_before, local_at::timestamptz), priority);
+    -- (a local send has no not_before: its local_at is checked below)
+    PERFORM wallet_internal.push_check_message(_m, channel, topic, payload, campaign_id, dedup_key,
+                                               coalesce(not_before, CASE WHEN local_at IS NOT NULL THEN now() END), priority);
+    IF NOT isfinite(local_at) THEN
+        RAISE EXCEPTION 'local_at must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A festival send goes out at a real local date and time.';
+    END IF;
+    IF NOT isfinite(expires_at) THEN
+        RAISE EXCEPTION 'expires_at must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A message expires at a real instant, or never (NULL).';
+    END IF;
     IF length(dedup_key) > 180 THEN
         RAISE EXCEPTION 'dedup_key must not be longer than 180 characters'
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An audience''s key is extended by each member''s id.';
@@ -1689,6 +1707,10 @@ BEGIN
         RAISE EXCEPTION '% must not be null', CASE WHEN kind IS NULL THEN 'kind' ELSE 'at' END
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'An event says what happened to a message and when.';
     END IF;
+    IF NOT isfinite(at) THEN
+        RAISE EXCEPTION 'at must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An event happens to a message at a real instant.';
+    END IF;
     IF kind NOT IN ('delivered', 'opened', 'clicked', 'dismissed', 'unsubscribed', 'complained') THEN
         RAISE EXCEPTION 'unknown push event "%"', left(kind, 64)
             USING ERRCODE = 'invalid_parameter_value',
@@ -1982,6 +2004,10 @@ BEGIN
     IF $3 IS NULL OR $4 IS NULL OR $5 IS NULL THEN
         RAISE EXCEPTION '% must not be null', CASE WHEN $3 IS NULL THEN 'kind' WHEN $4 IS NULL THEN 'attributes' ELSE 'occurred_at' END
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'An event has a kind, attributes (an object, may be empty) and a time.';
+    END IF;
+    IF NOT isfinite($5) THEN
+        RAISE EXCEPTION 'occurred_at must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An event happens at a real instant.';
     END IF;
     IF $3 !~ '^[a-z][a-z0-9_]{0,62}$' THEN
         RAISE EXCEPTION 'invalid event kind %', left($3, 100)

@@ -548,5 +548,48 @@ SELECT is((SELECT array_agg(push_id) FROM wallet.claim_pushes('refuse_t', 10, '1
           'claim: the expired message is not returned, the member''s other one is');
 SELECT is((SELECT status || ' ' || reason || ' ' || part FROM wallet.push_messages WHERE push_id = :rf1), 'suppressed expired 3',
           'the expired one is suppressed, in the finished partition');
+
+-- Infinite timestamps are refused (22023 "<arg> must be finite"), on the C
+-- path (enqueue_push) and the PL/pgSQL one (the audience and local sends),
+-- and nothing is recorded.
+SELECT wallet.create_merchant('push finite') AS mf \gset
+SELECT pg_temp.member(:mf, 'fin', 'UTC');
+SELECT count(*) AS fin_before FROM wallet.push_messages WHERE merchant_id = :mf \gset
+SELECT throws_ok(format($$SELECT wallet.enqueue_push(%s, 'fin', 'push', 'marketing', '{}', not_before => 'infinity')$$, :mf),
+                 '22023', 'not_before must be finite', 'enqueue_push (C): not_before infinity is 22023');
+SELECT throws_ok(format($$SELECT wallet.enqueue_push(%s, 'fin', 'push', 'marketing', '{}', not_before => '-infinity')$$, :mf),
+                 '22023', 'not_before must be finite', 'enqueue_push (C): not_before -infinity is 22023');
+SELECT throws_ok(format($$SELECT wallet.enqueue_push(%s, 'fin', 'push', 'marketing', '{}', expires_at => 'infinity')$$, :mf),
+                 '22023', 'expires_at must be finite', 'enqueue_push (C): expires_at infinity is 22023');
+SELECT throws_ok(format($$SELECT wallet.enqueue_push(%s, 'fin', 'push', 'marketing', '{}', expires_at => '-infinity')$$, :mf),
+                 '22023', 'expires_at must be finite', 'enqueue_push (C): expires_at -infinity is 22023');
+SELECT throws_ok(format($$SELECT * FROM wallet.enqueue_push_audience(%s, '{fin}', 'push', 'marketing', '{}', not_before => 'infinity')$$, :mf),
+                 '22023', 'not_before must be finite', 'enqueue_push_audience (PL/pgSQL): not_before infinity is 22023');
+SELECT throws_ok(format($$SELECT * FROM wallet.enqueue_push_audience(%s, NULL, 'push', 'marketing', '{}', not_before => '-infinity')$$, :mf),
+                 '22023', 'not_before must be finite', 'enqueue_push_audience: not_before -infinity is 22023');
+SELECT throws_ok(format($$SELECT * FROM wallet.enqueue_push_audience(%s, '{fin}', 'push', 'marketing', '{}', expires_at => 'infinity')$$, :mf),
+                 '22023', 'expires_at must be finite', 'enqueue_push_audience: expires_at infinity is 22023');
+SELECT throws_ok(format($$SELECT * FROM wallet.enqueue_push_local(%s, '{fin}', 'push', 'marketing', '{}', 'infinity')$$, :mf),
+                 '22023', 'local_at must be finite', 'enqueue_push_local: local_at infinity is 22023');
+SELECT throws_ok(format($$SELECT * FROM wallet.enqueue_push_local(%s, NULL, 'push', 'marketing', '{}', '-infinity')$$, :mf),
+                 '22023', 'local_at must be finite', 'enqueue_push_local: local_at -infinity is 22023');
+SELECT throws_ok(format($$SELECT * FROM wallet.enqueue_push_local(%s, '{fin}', 'push', 'marketing', '{}', '2030-06-03 09:00', expires_at => '-infinity')$$, :mf),
+                 '22023', 'expires_at must be finite', 'enqueue_push_local: expires_at -infinity is 22023');
+SELECT is((SELECT count(*) FROM wallet.push_messages WHERE merchant_id = :mf), :fin_before::bigint, 'no message was recorded by the refused calls');
+SELECT throws_ok(format($$SELECT wallet.record_consent(%s, 'fin', 'push', 'marketing', true, 'app', at => 'infinity')$$, :mf),
+                 '22023', 'at must be finite', 'record_consent: at infinity is 22023');
+SELECT throws_ok(format($$SELECT wallet.record_consent(%s, 'fin', 'push', 'marketing', false, 'app', at => '-infinity')$$, :mf),
+                 '22023', 'at must be finite', 'record_consent: at -infinity is 22023');
+SELECT is((SELECT count(*) FROM wallet.push_consent_log WHERE merchant_id = :mf), 1::bigint, 'no consent evidence was recorded by the refused calls');
+SELECT throws_ok(format($$SELECT wallet.record_push_event(%s, 'opened', 'infinity')$$, :cl_high),
+                 '22023', 'at must be finite', 'record_push_event: at infinity is 22023');
+SELECT throws_ok(format($$SELECT wallet.record_push_event(%s, 'delivered', '-infinity')$$, :cl_high),
+                 '22023', 'at must be finite', 'record_push_event: at -infinity is 22023');
+SELECT throws_ok(format($$SELECT wallet.track_event(%s, 'fin', 'visit', '{}', 'infinity')$$, :mf),
+                 '22023', 'occurred_at must be finite', 'track_event: occurred_at infinity is 22023');
+SELECT throws_ok(format($$SELECT wallet.track_event(%s, 'fin', 'visit', '{}', '-infinity')$$, :mf),
+                 '22023', 'occurred_at must be finite', 'track_event: occurred_at -infinity is 22023');
+SELECT is((SELECT count(*) FROM wallet.member_events WHERE merchant_id = :mf), 0::bigint, 'no event was recorded by the refused calls');
+
 SELECT * FROM finish();
 ROLLBACK;

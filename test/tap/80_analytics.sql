@@ -97,6 +97,11 @@ SELECT throws_ok(format($$SELECT wallet.set_campaign_audience(%s, 'tiers', 0, pr
 SELECT throws_ok(format($$SELECT wallet.set_campaign_audience(%s, 'tiers', 0, program_id => %s, min_rank => 1)$$, :gold, :tp2), 'WL214',
                  format('program %s does not exist', :tp2), 'another merchant''s program: WL214, as an unknown one');
 SELECT throws_ok(format($$SELECT wallet.set_campaign_audience(%s, 'segment', 0, segments => '{whales}')$$, :gold), '22023', NULL, 'unknown segment: 22023');
+SELECT throws_ok(format($$SELECT wallet.set_campaign_audience(%s, 'segment', 0, segments => '{champions}', as_of => 'infinity')$$, :gold),
+                 '22023', 'as_of must be finite', 'segment as of infinity: 22023');
+SELECT throws_ok(format($$SELECT wallet.set_campaign_audience(%s, 'everyone', 0, as_of => '-infinity')$$, :gold),
+                 '22023', 'as_of must be finite', 'as_of -infinity: 22023 whatever the audience');
+SELECT is((SELECT audience FROM wallet.campaigns WHERE campaign_id = :gold), 'list', 'the refused calls changed nothing');
 SELECT throws_ok(format($$SELECT wallet.set_campaign_audience(%s, 'list', 0, member_refs => '{ok, " "}')$$, :gold), '22023', NULL, 'a blank member in the list: 22023');
 SELECT throws_ok(format($$SELECT wallet.set_campaign_audience(%s, 'list', 0)$$, :gold), '22004', NULL, 'a list without members: 22004');
 
