@@ -586,10 +586,19 @@ BEGIN
         RAISE EXCEPTION 'period must end after it starts'
             USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The period from %s to %s is empty.', s, e);
     END IF;
+    -- the windows before and after (campaign_report), and the months
+    -- followed after it (campaign_cohorts, at most 36), must be timestamps
+    BEGIN
+        PERFORM s - (e - s), e + (e - s), (date_trunc('month', e AT TIME ZONE 'UTC') + interval '37 months') AT TIME ZONE 'UTC';
+    EXCEPTION WHEN datetime_field_overflow OR interval_field_overflow THEN
+        RAISE EXCEPTION 'period out of range'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('The windows before and after the period from %s to %s, as long as the period, and the 36 months after it must lie within the range of timestamps.', s, e);
+    END;
     RETURN tstzrange(s, e, '[)');
 END
 $$;
-COMMENT ON FUNCTION wallet_internal.report_period(wallet.campaigns, timestamptz, timestamptz, text) IS 'internal: the period [start, end) of a campaign report (default: the campaign''s window up to now); 22023 for an empty or infinite period or a malformed currency';
+COMMENT ON FUNCTION wallet_internal.report_period(wallet.campaigns, timestamptz, timestamptz, text) IS 'internal: the period [start, end) of a campaign report (default: the campaign''s window up to now); 22023 for an empty or infinite period, one whose windows before and after (or 36 months after) leave the range of timestamps, or a malformed currency';
 
 CREATE FUNCTION wallet.campaign_report(campaign_id bigint, period_start timestamptz DEFAULT NULL,
         period_end timestamptz DEFAULT NULL, currency text DEFAULT NULL)

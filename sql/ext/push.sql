@@ -962,6 +962,28 @@ END
 $$;
 COMMENT ON FUNCTION wallet_internal.push_check_lease(interval) IS 'internal: raises 22004 for a NULL lease, 22023 unless it is positive and at most a day';
 
+-- The attribution windows of push_stats and push_funnel.
+CREATE FUNCTION wallet_internal.push_check_windows(open_window interval, delivery_window interval) RETURNS void
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF open_window IS NULL OR delivery_window IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN open_window IS NULL THEN 'open_window' ELSE 'delivery_window' END
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = 'A purchase counts for a message within open_window after an open or delivery_window after delivery.';
+    END IF;
+    IF open_window < interval '0' OR open_window > interval '100 years'
+       OR delivery_window < interval '0' OR delivery_window > interval '100 years' THEN
+        RAISE EXCEPTION '% must not be negative nor longer than 100 years',
+                        CASE WHEN open_window < interval '0' OR open_window > interval '100 years' THEN 'open_window' ELSE 'delivery_window' END
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A purchase counts for a message within open_window after an open or delivery_window after delivery; each window is 0 to 100 years.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_check_windows(interval, interval) IS 'internal: raises 22004 for a NULL attribution window, 22023 for a negative one or one longer than 100 years';
+
 ------------------------------------------------------------------------------
 -- Settings API (wallet_admin)
 ------------------------------------------------------------------------------
@@ -984,9 +1006,11 @@ BEGIN
         RAISE EXCEPTION 'unknown time zone "%"', left(time_zone, 64)
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A time zone is an IANA name such as Europe/Zurich (see pg_timezone_names).';
     END IF;
-    IF max_attempts NOT BETWEEN 1 AND 100 OR backoff <= interval '0' OR retention <= interval '0' THEN
+    IF max_attempts NOT BETWEEN 1 AND 100 OR backoff <= interval '0' OR backoff > interval '1 day'
+       OR retention <= interval '0' OR retention > interval '100 years' THEN
         RAISE EXCEPTION 'max_attempts, backoff or retention out of range'
-            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'max_attempts is 1 to 100; backoff and retention are positive.';
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A message is tried 1 to 100 times (max_attempts); the backoff is positive and at most a day, the retention positive and at most 100 years.';
     END IF;
     INSERT INTO wallet.push_settings AS s (merchant_id, quiet_start, quiet_end, time_zone, max_attempts, backoff, retention)
     VALUES ($1, $2, $3, $4, $5, $6, $7)
@@ -1031,10 +1055,11 @@ BEGIN
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A cap counts per rolling window, day or week, and defers or drops.';
     END IF;
     IF period NOT IN ('rolling', 'day', 'week') OR policy NOT IN ('defer', 'drop')
-       OR (period = 'rolling') <> (window_size IS NOT NULL) OR window_size <= interval '0' OR max_count < 1 THEN
+       OR (period = 'rolling') <> (window_size IS NOT NULL) OR window_size <= interval '0' OR window_size > interval '100 years'
+       OR max_count < 1 THEN
         RAISE EXCEPTION 'invalid cap'
             USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = 'period is rolling (with a positive window_size), day or week (without); policy defer or drop; max_count positive (NULL removes the cap).';
+                  DETAIL = 'A cap counts per rolling window (a positive window_size of at most 100 years), day or week (no window_size), defers or drops, and has a positive max_count (NULL removes the cap).';
     END IF;
     IF max_count IS NULL THEN
         DELETE FROM wallet.push_caps k WHERE k.merchant_id = $1 AND k.channel = $2 AND k.cap_group = $3 AND k.period = $4;
@@ -1627,8 +1652,8 @@ BEGIN
         RAISE EXCEPTION '% must not be null', CASE WHEN min_age IS NULL THEN 'min_age' ELSE 'max_rows' END
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A slot turns after min_age, carrying at most max_rows live messages.';
     END IF;
-    IF min_age < interval '0' OR max_rows < 1 THEN
-        RAISE EXCEPTION 'min_age must not be negative and max_rows must be positive'
+    IF min_age < interval '0' OR min_age > interval '100 years' OR max_rows < 1 THEN
+        RAISE EXCEPTION 'min_age must be 0 to 100 years and max_rows must be positive'
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A slot turns after min_age, carrying at most max_rows live messages.';
     END IF;
     -- one rotation at a time
@@ -1780,11 +1805,7 @@ BEGIN
         RAISE EXCEPTION 'campaign % does not exist', $2
             USING ERRCODE = 'WL101', DETAIL = 'Figures are per campaign of the merchant, or of all its messages (NULL).';
     END IF;
-    IF $3 IS NULL OR $4 IS NULL OR $3 < interval '0' OR $4 < interval '0' THEN
-        RAISE EXCEPTION 'attribution windows must be given and not negative'
-            USING ERRCODE = CASE WHEN $3 IS NULL OR $4 IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,
-                  DETAIL = 'A purchase counts for a message within open_window after an open or delivery_window after delivery.';
-    END IF;
+    PERFORM wallet_internal.push_check_windows($3, $4);
     RETURN QUERY
     WITH m AS (
         SELECT x.push_id, x.campaign_id, x.topic, x.outcome, x.status,
@@ -1832,10 +1853,7 @@ BEGIN
         RAISE EXCEPTION 'campaign % does not exist', $2
             USING ERRCODE = 'WL101', DETAIL = 'The funnel is of a campaign of the merchant.';
     END IF;
-    IF $3 IS NULL OR $4 IS NULL THEN
-        RAISE EXCEPTION 'attribution windows must not be null'
-            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A purchase counts within open_window after an open or delivery_window after delivery.';
-    END IF;
+    PERFORM wallet_internal.push_check_windows($3, $4);
     -- one query: the members at each stage (a member counts at a stage once, whatever it got)
     RETURN QUERY
     WITH m AS (
@@ -1877,9 +1895,10 @@ BEGIN
         RAISE EXCEPTION 'campaign % does not exist', $2
             USING ERRCODE = 'WL101', DETAIL = 'Retention is of a campaign of the merchant.';
     END IF;
-    IF days < 1 THEN
-        RAISE EXCEPTION 'days must be positive'
-            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Members are counted as retained when they purchase within that many days.';
+    IF days < 1 OR days > 36500 THEN
+        RAISE EXCEPTION 'days must be from 1 to 36500'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'Members are counted as retained when they purchase within that many days (at most 100 years).';
     END IF;
     SELECT min(x.sent_at) INTO start FROM wallet.push_messages x WHERE x.merchant_id = $1 AND x.campaign_id = $2 AND x.status = 'sent';
     RETURN QUERY
@@ -1973,10 +1992,10 @@ BEGIN
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A store is a named point with a radius and a cooldown.';
     END IF;
     IF btrim($2) = '' OR length($2) > 200 OR $3 NOT BETWEEN -90 AND 90 OR $4 NOT BETWEEN -180 AND 180 OR $5 <= 0
-       OR $6 < interval '0' THEN
+       OR $6 < interval '0' OR $6 > interval '100 years' THEN
         RAISE EXCEPTION 'invalid store'
             USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = 'A store has a non-blank name of at most 200 characters, a latitude in [-90, 90], a longitude in [-180, 180], a positive radius and a cooldown not negative.';
+                  DETAIL = 'A store has a non-blank name of at most 200 characters, a latitude in [-90, 90], a longitude in [-180, 180], a positive radius and a cooldown of 0 to 100 years.';
     END IF;
     INSERT INTO wallet.push_stores AS t (merchant_id, name, latitude, longitude, radius_m, cooldown) VALUES ($1, $2, $3, $4, $5, $6)
     ON CONFLICT ON CONSTRAINT push_stores_merchant_id_name_key DO UPDATE

@@ -406,6 +406,35 @@ SELECT results_eq(format('SELECT audience, members, purchasers, rate FROM wallet
                   'push_retention (30 days): the 3 recipients all purchased; of u4 and u5, u4 did');
 SELECT is((SELECT purchasers FROM wallet.push_retention(:mm, :cm, 2) WHERE audience = 'recipients'), 1::bigint,
           'push_retention (2 days): only u1 purchased within 2 days of the push');
+-- windows and intervals: push_funnel validates as push_stats does (22004,
+-- 22023 for a negative window or one over 100 years: never 22008)
+SELECT throws_ok(format($$SELECT * FROM wallet.push_funnel(%s, %s, '-1 hour', '-1 hour')$$, :mm, :cm),
+                 '22023', 'open_window must not be negative nor longer than 100 years', 'push_funnel: negative windows are 22023');
+SELECT throws_ok(format($$SELECT * FROM wallet.push_funnel(%s, %s, '1 hour', '-1 hour')$$, :mm, :cm),
+                 '22023', 'delivery_window must not be negative nor longer than 100 years', 'push_funnel: a negative delivery_window is 22023');
+SELECT throws_ok(format($$SELECT * FROM wallet.push_stats(%s, %s, '-1 hour', '-1 hour')$$, :mm, :cm),
+                 '22023', 'open_window must not be negative nor longer than 100 years', 'push_stats: negative windows are 22023, as push_funnel');
+SELECT throws_ok(format($$SELECT * FROM wallet.push_stats(%s, %s, '100000 years')$$, :mm, :cm),
+                 '22023', 'open_window must not be negative nor longer than 100 years', 'push_stats: a window of 100000 years is 22023, not 22008');
+SELECT throws_ok(format($$SELECT * FROM wallet.push_funnel(%s, %s, '1 hour', '100000 years')$$, :mm, :cm),
+                 '22023', 'delivery_window must not be negative nor longer than 100 years', 'push_funnel: a window of 100000 years is 22023, not 22008');
+SELECT throws_ok(format($$SELECT * FROM wallet.push_funnel(%s, %s, NULL)$$, :mm, :cm),
+                 '22004', 'open_window must not be null', 'push_funnel: a NULL window is 22004');
+SELECT lives_ok(format($$SELECT * FROM wallet.push_stats(%s, %s, '100 years', '0')$$, :mm, :cm), 'push_stats: windows of 0 and 100 years are fine');
+SELECT throws_ok(format($$SELECT * FROM wallet.push_retention(%s, %s, 2000000000)$$, :mm, :cm),
+                 '22023', 'days must be from 1 to 36500', 'push_retention: 2e9 days is 22023, not 22008');
+SELECT throws_ok(format($$SELECT wallet.set_push_settings(%s, retention => '100000 years')$$, :mm),
+                 '22023', 'max_attempts, backoff or retention out of range', 'set_push_settings: a retention over 100 years is 22023');
+SELECT throws_ok(format($$SELECT wallet.set_push_settings(%s, backoff => '1000 years')$$, :mm),
+                 '22023', 'max_attempts, backoff or retention out of range', 'set_push_settings: a backoff over a day is 22023');
+SELECT lives_ok('SELECT wallet.purge_pushes()', 'purge_pushes runs (no stored retention can overflow it)');
+SELECT throws_ok(format($$SELECT wallet.set_push_cap(%s, 'push', 'marketing', 'rolling', 1, '100000 years')$$, :mm),
+                 '22023', 'invalid cap', 'set_push_cap: a window over 100 years is 22023');
+SELECT throws_ok(format($$SELECT wallet.set_push_store(%s, 'far', 0, 0, 10, '100000 years')$$, :mm),
+                 '22023', 'invalid store', 'set_push_store: a cooldown over 100 years is 22023');
+SELECT throws_ok($$SELECT wallet.rotate_push_queue('100000 years')$$,
+                 '22023', 'min_age must be 0 to 100 years and max_rows must be positive', 'rotate_push_queue: a min_age over 100 years is 22023');
+SELECT lives_ok(format($$SELECT * FROM wallet.enqueue_push(%s, 'u1', 'push', 'marketing', '{}')$$, :mm), 'enqueue after the refused settings runs');
 
 
 -- ------------------------------------------------------------ triggers and local send time

@@ -284,6 +284,10 @@ SELECT results_eq($$SELECT grp, cohort, members, month_offset, active, retention
 SELECT throws_ok(format($$SELECT * FROM wallet.campaign_report(%s, '2026-03-05', '2026-03-05')$$, :fest), '22023', NULL, 'an empty period: 22023');
 SELECT throws_ok(format($$SELECT * FROM wallet.campaign_report(%s, '2026-03-05', 'infinity')$$, :fest), '22023', NULL, 'an infinite period: 22023');
 SELECT throws_ok(format($$SELECT * FROM wallet.campaign_cohorts(%s, months => 99)$$, :fest), '22023', NULL, 'cohorts over 36 months: 22023');
+SELECT throws_ok(format($$SELECT * FROM wallet.campaign_report(%s, '4000-01-01 BC', '200000-01-01')$$, :fest), '22023', 'period out of range',
+                 'a period whose windows before and after leave the timestamps: 22023, not 22008');
+SELECT throws_ok(format($$SELECT * FROM wallet.campaign_cohorts(%s, '2026-03-01', '294276-12-01')$$, :fest), '22023', 'period out of range',
+                 'a period whose months after leave the timestamps: 22023, not 22008');
 SELECT throws_ok($$SELECT * FROM wallet.campaign_report(999999999)$$, 'WL101', 'campaign 999999999 does not exist', 'unknown campaign: WL101');
 
 -- ------------------------------------------------------------ 5. feedback
