@@ -284,6 +284,12 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = 'An idempotency key names one request; pass NULL to go without one.';
     END IF;
+    -- as check_posting: a key of a unique index
+    IF length(idempotency_key) > 256 THEN
+        RAISE EXCEPTION 'idempotency key is too long'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('An idempotency key has at most 256 characters; this one has %s.', length(idempotency_key));
+    END IF;
     IF idempotency_key IS NOT NULL THEN
         SELECT * INTO e FROM wallet.entries x
          WHERE x.account_id = entry_by_key.account_id AND x.idempotency_key = entry_by_key.idempotency_key;
@@ -291,7 +297,7 @@ BEGIN
     RETURN e;
 END
 $$;
-COMMENT ON FUNCTION wallet_internal.entry_by_key(bigint, text) IS 'internal: the entry posted on the account with an optional idempotency key (22023 for a blank one)';
+COMMENT ON FUNCTION wallet_internal.entry_by_key(bigint, text) IS 'internal: the entry posted on the account with an optional idempotency key (22023 for a blank one or one over 256 characters)';
 
 CREATE FUNCTION wallet_internal.unknown_account(account_id bigint) RETURNS void
     LANGUAGE plpgsql

@@ -12,7 +12,7 @@
 -- call shows up as failed assertions on its values instead of aborting the file.
 BEGIN;
 SET LOCAL timezone = 'UTC';
-SELECT plan(244);
+SELECT plan(248);
 
 CREATE TEMP TABLE ids (name text PRIMARY KEY, id bigint NOT NULL);
 CREATE TEMP TABLE ops (tag text PRIMARY KEY, e wallet.entries NOT NULL);
@@ -210,6 +210,13 @@ SELECT pg_temp.op('h3', $$SELECT * FROM wallet.hold(pg_temp.id('a2'), 40, 'k-h3'
 SELECT throws_ok($$SELECT wallet.capture(pg_temp.eid('h3'), 41)$$, 'WL209', NULL, 'capture of more than the hold: WL209');
 SELECT throws_ok($$SELECT wallet.capture(pg_temp.eid('h3'), 0)$$, 'WL204', NULL, 'capture of 0 points: WL204');
 SELECT throws_ok($$SELECT wallet.capture(pg_temp.eid('h3'), -1)$$, 'WL204', NULL, 'capture of negative points: WL204');
+SELECT throws_ok($$SELECT wallet.capture(pg_temp.eid('h3'), NULL, repeat('k', 20000))$$, '22023', 'idempotency key is too long',
+                 'capture with a key of 20000 characters: 22023, as accrue');
+SELECT throws_ok($$SELECT wallet.capture(pg_temp.eid('h3'), 10, repeat('k', 257))$$, '22023', 'idempotency key is too long',
+                 'capture with a key of 257 characters: 22023');
+SELECT throws_ok($$SELECT wallet.release(pg_temp.eid('h3'), repeat('k', 20000))$$, '22023', 'idempotency key is too long',
+                 'release with a key of 20000 characters: 22023, as accrue');
+SELECT is((SELECT count(*) FROM wallet.entries WHERE length(idempotency_key) > 256), 0::bigint, 'no over-long key was stored');
 SELECT is(wallet.balance(pg_temp.id('a2')), 50::bigint, 'refused captures leave the hold in place');
 SELECT pg_temp.op('h3-retry', $$SELECT * FROM wallet.hold(pg_temp.id('a2'), 40, 'k-h3', '1 hour', 'checkout')$$);
 SELECT is((pg_temp.e('h3-retry')).entry_id, pg_temp.eid('h3'), 'hold retried with the same key returns the original hold');
