@@ -325,7 +325,8 @@ BEGIN
     SELECT * INTO c FROM wallet.campaigns k WHERE k.campaign_id = campaign_seen.campaign_id AND wallet.acts_for(k.merchant_id);
     IF NOT FOUND THEN
         RAISE EXCEPTION 'campaign % does not exist', campaign_id
-            USING ERRCODE = 'WL101', HINT = 'Create it with wallet.create_campaign.';
+            USING ERRCODE = 'WL101', DETAIL = format('There is no campaign %s of a merchant the caller acts for.', campaign_id),
+                  HINT = 'Create it with wallet.create_campaign.';
     END IF;
     RETURN c;
 END
@@ -382,7 +383,7 @@ BEGIN
        OR (audience <> 'segment' AND segments IS NOT NULL) OR (audience <> 'list' AND member_refs IS NOT NULL) THEN
         RAISE EXCEPTION 'arguments do not fit audience %', audience
             USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = 'program_id and min_rank are for audience tiers, segments for audience segment, member_refs for audience list.';
+                  DETAIL = 'The arguments program_id and min_rank are for audience tiers, segments for audience segment, member_refs for audience list.';
     END IF;
     IF NOT isfinite(as_of) THEN
         RAISE EXCEPTION 'as_of must be finite'
@@ -409,7 +410,7 @@ BEGIN
                 USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Tier ranks start at 1.';
         END IF;
         IF NOT EXISTS (SELECT FROM wallet.programs p WHERE p.program_id = set_campaign_audience.program_id AND p.merchant_id = c.merchant_id) THEN
-            RAISE EXCEPTION 'program % does not exist', program_id
+            RAISE EXCEPTION 'unknown program'
                 USING ERRCODE = 'WL214', DETAIL = format('There is no points program %s.', program_id);
         END IF;
     ELSIF audience = 'segment' THEN

@@ -560,7 +560,8 @@ BEGIN
     END IF;
     IF NOT EXISTS (SELECT FROM wallet.merchants m WHERE m.merchant_id = create_program.merchant_id AND wallet.acts_for(m.merchant_id)) THEN
         RAISE EXCEPTION 'merchant % does not exist', merchant_id
-            USING ERRCODE = 'WL102', HINT = 'Register the merchant with wallet.create_merchant first.';
+            USING ERRCODE = 'WL102', DETAIL = 'Programs belong to a merchant registered in wallet.merchants.',
+                  HINT = 'Register the merchant with wallet.create_merchant first.';
     END IF;
     INSERT INTO wallet.programs (merchant_id, name, expiry, granularity)
     VALUES (create_program.merchant_id, create_program.name, create_program.expiry, create_program.granularity)

@@ -1445,7 +1445,7 @@ BEGIN
        OR EXISTS (SELECT FROM unnest(provider_message_ids) p WHERE length(p) > 200 OR btrim(p) = '') THEN
         RAISE EXCEPTION 'at most 10000 push_ids, each with a non-blank provider_message_id of at most 200 characters or none'
             USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = 'provider_message_ids, when given, has one provider id (or NULL) per push_id, in the same order.';
+                  DETAIL = 'The array provider_message_ids, when given, has one provider id (or NULL) per push_id, in the same order.';
     END IF;
     SELECT array_agg(DISTINCT u) INTO want FROM unnest(push_ids) u;
     IF want IS NULL THEN
@@ -2065,6 +2065,7 @@ CREATE FUNCTION wallet.create_push_trigger(merchant_id bigint, kind text, channe
     AS $$
 DECLARE
     id bigint;
+    bad text;
 BEGIN
     PERFORM wallet_internal.check_merchant($1);
     IF $2 IS NULL OR $6 IS NULL THEN
@@ -2078,7 +2079,18 @@ BEGIN
        OR ($2 = 'cart_abandoned' AND coalesce(($6 ->> 'after_minutes') ~ '^[0-9]{1,6}$', false) IS NOT TRUE) THEN
         RAISE EXCEPTION 'invalid trigger'
             USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = 'kind is points_expiring ({"within_days": n}), tier_changed ({} or {"to_tier": name}), cart_abandoned ({"after_minutes": n}) or nearby_store ({}).';
+                  DETAIL = 'A trigger''s kind is points_expiring ({"within_days": n}), tier_changed ({} or {"to_tier": name}), cart_abandoned ({"after_minutes": n}) or nearby_store ({}), with no other parameters.';
+    END IF;
+    SELECT k INTO bad FROM jsonb_object_keys($6) k
+     WHERE k <> CASE $2 WHEN 'points_expiring' THEN 'within_days' WHEN 'tier_changed' THEN 'to_tier'
+                        WHEN 'cart_abandoned' THEN 'after_minutes' ELSE '' END
+     ORDER BY k LIMIT 1;
+    IF FOUND OR ($2 = 'tier_changed' AND $6 ? 'to_tier' AND jsonb_typeof($6 -> 'to_tier') <> 'string') THEN
+        RAISE EXCEPTION 'invalid trigger parameter "%"', left(coalesce(bad, 'to_tier'), 64)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('A %s trigger takes %s.', $2, CASE $2 WHEN 'points_expiring' THEN '{"within_days": n}'
+                                                                   WHEN 'tier_changed' THEN '{} or {"to_tier": name}'
+                                                                   WHEN 'cart_abandoned' THEN '{"after_minutes": n}' ELSE '{}' END);
     END IF;
     INSERT INTO wallet.push_triggers AS t (merchant_id, kind, channel, topic, payload, campaign_id, params)
     VALUES ($1, $2, $3, $4, $5, $7, $6)

@@ -12,7 +12,7 @@
 -- call shows up as failed assertions on its values instead of aborting the file.
 BEGIN;
 SET LOCAL timezone = 'UTC';
-SELECT plan(248);
+SELECT plan(249);
 
 CREATE TEMP TABLE ids (name text PRIMARY KEY, id bigint NOT NULL);
 CREATE TEMP TABLE ops (tag text PRIMARY KEY, e wallet.entries NOT NULL);
@@ -601,5 +601,20 @@ SELECT results_eq($$SELECT account_id, stored_balance, replayed_balance FROM wal
 
 SELECT is_empty($$SELECT tag, sqlstate, message FROM op_errors$$, 'no operation that should succeed raised an error');
 
+
+-- create_program: WL102 with a detail
+CREATE FUNCTION pg_temp.error_of(sql text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    st text; msg text; det text;
+BEGIN
+    EXECUTE sql;
+    RETURN 'no error';
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL;
+    RETURN st || ' ' || msg || ' / ' || coalesce(nullif(det, ''), '(no detail)');
+END
+$$;
+SELECT is(pg_temp.error_of($$SELECT wallet.create_program(999999999, 'nowhere')$$),
+          'WL102 merchant 999999999 does not exist / Programs belong to a merchant registered in wallet.merchants.', 'create_program: WL102 with a detail');
 SELECT * FROM finish();
 ROLLBACK;
