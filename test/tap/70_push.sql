@@ -666,5 +666,37 @@ SELECT is((SELECT count(*) FROM wallet.push_triggers WHERE merchant_id = :mf), 0
 SELECT is(pg_temp.error_of(format($$SELECT wallet.set_push_cap(%s, 'push', 'marketing', 'rolling', 1)$$, :mf)),
           '22023 invalid cap / A cap counts per rolling window (a positive window_size of at most 100 years), day or week (no window_size), defers or drops, and has a positive max_count (NULL removes the cap).',
           'set_push_cap: the detail is a sentence');
+
+-- Erasure of the worker's failure texts: fail_push errors may name the
+-- member's device or address; forget_member clears them in
+-- push_attempts.error and push_messages.last_error (so push_dead_letters),
+-- of a dead letter and of a message queued for a retry alike, and leaves
+-- another member's alone.
+SELECT wallet.upsert_member(:mc, 'victim', 'UTC'), wallet.upsert_member(:mc, 'bystander', 'UTC');
+SELECT member_id AS victim FROM wallet.members WHERE merchant_id = :mc AND member_ref = 'victim' \gset
+SELECT push_id AS vd FROM wallet.enqueue_push(:mc, 'victim', 'erase_t', 'service', '{"n": 1}') \gset
+SELECT push_id AS vq FROM wallet.enqueue_push(:mc, 'victim', 'erase_t', 'service', '{"n": 2}') \gset
+SELECT push_id AS bd FROM wallet.enqueue_push(:mc, 'bystander', 'erase_t', 'service', '{"n": 3}') \gset
+SELECT is((SELECT count(*) FROM wallet.claim_pushes('erase_t', 10, '1 minute')), 3::bigint, 'fixture: the three messages are claimed');
+SELECT is(wallet.fail_push(:vd, 'device token DEVICE-x invalid for victim', false), 'dead', 'fixture: a dead letter naming the victim''s device');
+SELECT is(wallet.fail_push(:vq, 'mailbox victim@example.com unreachable', true), 'queued', 'fixture: a retry naming the victim''s address');
+SELECT is(wallet.fail_push(:bd, 'device token DEVICE-b invalid', false), 'dead', 'fixture: another member''s dead letter');
+SELECT is((SELECT count(*) FROM wallet.push_dead_letters WHERE last_error LIKE '%victim%'), 1::bigint, 'fixture: the dead letter view shows the victim''s text');
+SELECT is(wallet.forget_member(:mc, 'victim', 'erasure request'), true, 'forget_member of a member with failure texts');
+SELECT is((SELECT count(*) FROM wallet.push_attempts WHERE member_id = :victim AND error IS NOT NULL), 0::bigint,
+          'forget_member: no delivery record of the member keeps its error text');
+SELECT is((SELECT count(*) FROM wallet.push_messages WHERE member_id = :victim AND last_error IS NOT NULL), 0::bigint,
+          'forget_member: no message of the member keeps its last error (dead letter and queued retry alike)');
+SELECT is((SELECT count(*) FROM wallet.push_attempts WHERE error LIKE '%victim%' OR error LIKE '%DEVICE-x%')
+          + (SELECT count(*) FROM wallet.push_messages WHERE last_error LIKE '%victim%' OR last_error LIKE '%DEVICE-x%')
+          + (SELECT count(*) FROM wallet.push_dead_letters WHERE last_error LIKE '%victim%' OR last_error LIKE '%DEVICE-x%'), 0::bigint,
+          'forget_member: none of the texts survives anywhere, push_dead_letters included');
+SELECT is((SELECT count(*) FROM wallet.push_attempts WHERE member_id = :victim), 2::bigint, 'forget_member: the delivery records themselves stay');
+SELECT is((SELECT attempts FROM wallet.push_dead_letters WHERE push_id = :vd), 1, 'forget_member: the dead letter stays, with its attempts');
+SELECT is((SELECT last_error FROM wallet.push_messages WHERE push_id = :bd), 'device token DEVICE-b invalid', 'another member''s last error is untouched');
+SELECT is((SELECT error FROM wallet.push_attempts WHERE push_id = :bd), 'device token DEVICE-b invalid', 'another member''s delivery record is untouched');
+SELECT is((SELECT (new_values -> 'rows' ->> 'push_attempts')::int FROM wallet.audit_log WHERE action = 'forget_member' ORDER BY id DESC LIMIT 1), 2,
+          'forget_member: the audit record counts the delivery records cleared');
+SELECT is(wallet.forget_member(:mc, 'victim', 'erasure request'), false, 'a second forget_member finds nothing');
 SELECT * FROM finish();
 ROLLBACK;
