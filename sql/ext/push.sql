@@ -962,28 +962,6 @@ END
 $$;
 COMMENT ON FUNCTION wallet_internal.push_check_lease(interval) IS 'internal: raises 22004 for a NULL lease, 22023 unless it is positive and at most a day';
 
--- The attribution windows of push_stats and push_funnel.
-CREATE FUNCTION wallet_internal.push_check_windows(open_window interval, delivery_window interval) RETURNS void
-    LANGUAGE plpgsql IMMUTABLE
-    SET search_path = pg_catalog, pg_temp
-    AS $$
-BEGIN
-    IF open_window IS NULL OR delivery_window IS NULL THEN
-        RAISE EXCEPTION '% must not be null', CASE WHEN open_window IS NULL THEN 'open_window' ELSE 'delivery_window' END
-            USING ERRCODE = 'null_value_not_allowed',
-                  DETAIL = 'A purchase counts for a message within open_window after an open or delivery_window after delivery.';
-    END IF;
-    IF open_window < interval '0' OR open_window > interval '100 years'
-       OR delivery_window < interval '0' OR delivery_window > interval '100 years' THEN
-        RAISE EXCEPTION '% must not be negative nor longer than 100 years',
-                        CASE WHEN open_window < interval '0' OR open_window > interval '100 years' THEN 'open_window' ELSE 'delivery_window' END
-            USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = 'A purchase counts for a message within open_window after an open or delivery_window after delivery; each window is 0 to 100 years.';
-    END IF;
-END
-$$;
-COMMENT ON FUNCTION wallet_internal.push_check_windows(interval, interval) IS 'internal: raises 22004 for a NULL attribution window, 22023 for a negative one or one longer than 100 years';
-
 ------------------------------------------------------------------------------
 -- Settings API (wallet_admin)
 ------------------------------------------------------------------------------
@@ -1805,7 +1783,19 @@ BEGIN
         RAISE EXCEPTION 'campaign % does not exist', $2
             USING ERRCODE = 'WL101', DETAIL = 'Figures are per campaign of the merchant, or of all its messages (NULL).';
     END IF;
-    PERFORM wallet_internal.push_check_windows($3, $4);
+    -- the attribution windows, checked alike in push_stats and push_funnel
+    IF $3 IS NULL OR $4 IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN $3 IS NULL THEN 'open_window' ELSE 'delivery_window' END
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = 'A purchase counts for a message within open_window after an open or delivery_window after delivery.';
+    END IF;
+    IF $3 < interval '0' OR $3 > interval '100 years'
+       OR $4 < interval '0' OR $4 > interval '100 years' THEN
+        RAISE EXCEPTION '% must not be negative nor longer than 100 years',
+                        CASE WHEN $3 < interval '0' OR $3 > interval '100 years' THEN 'open_window' ELSE 'delivery_window' END
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A purchase counts for a message within open_window after an open or delivery_window after delivery; each window is 0 to 100 years.';
+    END IF;
     RETURN QUERY
     WITH m AS (
         SELECT x.push_id, x.campaign_id, x.topic, x.outcome, x.status,
@@ -1853,7 +1843,19 @@ BEGIN
         RAISE EXCEPTION 'campaign % does not exist', $2
             USING ERRCODE = 'WL101', DETAIL = 'The funnel is of a campaign of the merchant.';
     END IF;
-    PERFORM wallet_internal.push_check_windows($3, $4);
+    -- the attribution windows, checked alike in push_stats and push_funnel
+    IF $3 IS NULL OR $4 IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN $3 IS NULL THEN 'open_window' ELSE 'delivery_window' END
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = 'A purchase counts for a message within open_window after an open or delivery_window after delivery.';
+    END IF;
+    IF $3 < interval '0' OR $3 > interval '100 years'
+       OR $4 < interval '0' OR $4 > interval '100 years' THEN
+        RAISE EXCEPTION '% must not be negative nor longer than 100 years',
+                        CASE WHEN $3 < interval '0' OR $3 > interval '100 years' THEN 'open_window' ELSE 'delivery_window' END
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A purchase counts for a message within open_window after an open or delivery_window after delivery; each window is 0 to 100 years.';
+    END IF;
     -- one query: the members at each stage (a member counts at a stage once, whatever it got)
     RETURN QUERY
     WITH m AS (
