@@ -475,7 +475,7 @@ claim_pushes(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(1) || PG_GETARG_INT32(1) < 1 || PG_GETARG_INT32(1) > 10000)
 		ereport(ERROR,
 				(errcode(PG_ARGISNULL(1) ? ERRCODE_NULL_VALUE_NOT_ALLOWED : ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("n must be %s", PG_ARGISNULL(1) ? "given" : "between 1 and 10000"),
+				 errmsg("n must %s", PG_ARGISNULL(1) ? "not be null" : "be between 1 and 10000"),
 				 errdetail("A worker claims up to n messages at a time, 1 to 10000.")));
 
 	/* 1. the due messages, locked (those locked by other claims are skipped) */

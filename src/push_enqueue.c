@@ -259,8 +259,20 @@ enqueue_push(PG_FUNCTION_ARGS)
 					 errdetail("A message belongs to a campaign of its merchant, or to none.")));
 	}
 	not_before = PG_GETARG_TIMESTAMPTZ(7);
+	if (TIMESTAMP_NOT_FINITE(not_before))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("not_before must be finite"),
+				 errdetail("The earliest send time is a real instant (default: now()).")));
 	if (has_expiry)
+	{
 		expires_at = PG_GETARG_TIMESTAMPTZ(8);
+		if (TIMESTAMP_NOT_FINITE(expires_at))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("expires_at must be finite"),
+					 errdetail("A message expires at a real instant, or never (NULL).")));
+	}
 	priority = PG_GETARG_INT32(9);
 
 	/* member_ensure, for a member seen for the first time */

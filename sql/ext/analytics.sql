@@ -325,7 +325,8 @@ BEGIN
     SELECT * INTO c FROM wallet.campaigns k WHERE k.campaign_id = campaign_seen.campaign_id AND wallet.acts_for(k.merchant_id);
     IF NOT FOUND THEN
         RAISE EXCEPTION 'campaign % does not exist', campaign_id
-            USING ERRCODE = 'WL101', HINT = 'Create it with wallet.create_campaign.';
+            USING ERRCODE = 'WL101', DETAIL = format('There is no campaign %s of a merchant the caller acts for.', campaign_id),
+                  HINT = 'Create it with wallet.create_campaign.';
     END IF;
     RETURN c;
 END
@@ -382,7 +383,11 @@ BEGIN
        OR (audience <> 'segment' AND segments IS NOT NULL) OR (audience <> 'list' AND member_refs IS NOT NULL) THEN
         RAISE EXCEPTION 'arguments do not fit audience %', audience
             USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = 'program_id and min_rank are for audience tiers, segments for audience segment, member_refs for audience list.';
+                  DETAIL = 'The arguments program_id and min_rank are for audience tiers, segments for audience segment, member_refs for audience list.';
+    END IF;
+    IF NOT isfinite(as_of) THEN
+        RAISE EXCEPTION 'as_of must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A segment audience is taken from the RFM scores at a real instant.';
     END IF;
     -- the campaign row is locked from here: concurrent changes of one audience queue
     SELECT * INTO c FROM wallet.campaigns k WHERE k.campaign_id = _campaign FOR UPDATE;
@@ -405,7 +410,7 @@ BEGIN
                 USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Tier ranks start at 1.';
         END IF;
         IF NOT EXISTS (SELECT FROM wallet.programs p WHERE p.program_id = set_campaign_audience.program_id AND p.merchant_id = c.merchant_id) THEN
-            RAISE EXCEPTION 'program % does not exist', program_id
+            RAISE EXCEPTION 'unknown program'
                 USING ERRCODE = 'WL214', DETAIL = format('There is no points program %s.', program_id);
         END IF;
     ELSIF audience = 'segment' THEN
@@ -582,10 +587,19 @@ BEGIN
         RAISE EXCEPTION 'period must end after it starts'
             USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The period from %s to %s is empty.', s, e);
     END IF;
+    -- the windows before and after (campaign_report), and the months
+    -- followed after it (campaign_cohorts, at most 36), must be timestamps
+    BEGIN
+        PERFORM s - (e - s), e + (e - s), (date_trunc('month', e AT TIME ZONE 'UTC') + interval '37 months') AT TIME ZONE 'UTC';
+    EXCEPTION WHEN datetime_field_overflow OR interval_field_overflow THEN
+        RAISE EXCEPTION 'period out of range'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('The windows before and after the period from %s to %s, as long as the period, and the 36 months after it must lie within the range of timestamps.', s, e);
+    END;
     RETURN tstzrange(s, e, '[)');
 END
 $$;
-COMMENT ON FUNCTION wallet_internal.report_period(wallet.campaigns, timestamptz, timestamptz, text) IS 'internal: the period [start, end) of a campaign report (default: the campaign''s window up to now); 22023 for an empty or infinite period or a malformed currency';
+COMMENT ON FUNCTION wallet_internal.report_period(wallet.campaigns, timestamptz, timestamptz, text) IS 'internal: the period [start, end) of a campaign report (default: the campaign''s window up to now); 22023 for an empty or infinite period, one whose windows before and after (or 36 months after) leave the range of timestamps, or a malformed currency';
 
 CREATE FUNCTION wallet.campaign_report(campaign_id bigint, period_start timestamptz DEFAULT NULL,
         period_end timestamptz DEFAULT NULL, currency text DEFAULT NULL)

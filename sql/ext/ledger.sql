@@ -284,6 +284,12 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = 'An idempotency key names one request; pass NULL to go without one.';
     END IF;
+    -- as check_posting: a key of a unique index
+    IF length(idempotency_key) > 256 THEN
+        RAISE EXCEPTION 'idempotency key is too long'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('An idempotency key has at most 256 characters; this one has %s.', length(idempotency_key));
+    END IF;
     IF idempotency_key IS NOT NULL THEN
         SELECT * INTO e FROM wallet.entries x
          WHERE x.account_id = entry_by_key.account_id AND x.idempotency_key = entry_by_key.idempotency_key;
@@ -291,7 +297,7 @@ BEGIN
     RETURN e;
 END
 $$;
-COMMENT ON FUNCTION wallet_internal.entry_by_key(bigint, text) IS 'internal: the entry posted on the account with an optional idempotency key (22023 for a blank one)';
+COMMENT ON FUNCTION wallet_internal.entry_by_key(bigint, text) IS 'internal: the entry posted on the account with an optional idempotency key (22023 for a blank one or one over 256 characters)';
 
 CREATE FUNCTION wallet_internal.unknown_account(account_id bigint) RETURNS void
     LANGUAGE plpgsql
@@ -554,7 +560,8 @@ BEGIN
     END IF;
     IF NOT EXISTS (SELECT FROM wallet.merchants m WHERE m.merchant_id = create_program.merchant_id AND wallet.acts_for(m.merchant_id)) THEN
         RAISE EXCEPTION 'merchant % does not exist', merchant_id
-            USING ERRCODE = 'WL102', HINT = 'Register the merchant with wallet.create_merchant first.';
+            USING ERRCODE = 'WL102', DETAIL = 'Programs belong to a merchant registered in wallet.merchants.',
+                  HINT = 'Register the merchant with wallet.create_merchant first.';
     END IF;
     INSERT INTO wallet.programs (merchant_id, name, expiry, granularity)
     VALUES (create_program.merchant_id, create_program.name, create_program.expiry, create_program.granularity)

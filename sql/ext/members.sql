@@ -350,8 +350,9 @@ BEGIN
     GET DIAGNOSTICS c = ROW_COUNT;
     n := n || jsonb_build_object('referrals', c);
     -- push (issue 12): consent evidence keeps what was decided and when, not
-    -- the device; messages lose their payload, queued ones are suppressed;
-    -- the member's own preferences go
+    -- the device; messages lose their payload and failure texts (and their
+    -- delivery records theirs), queued ones are suppressed; the member's own
+    -- preferences go
     UPDATE wallet.push_consent_log l SET device = NULL
      WHERE l.merchant_id = _merchant AND l.member_id = _member AND l.device IS NOT NULL;
     GET DIAGNOSTICS c = ROW_COUNT;
@@ -361,10 +362,15 @@ BEGIN
                 SELECT x.push_id FROM wallet.push_messages x
                  WHERE x.merchant_id = _merchant AND x.member_id = _member AND x.part < 3 AND x.status = 'queued'),
             'suppressed', 'member_forgotten', NULL);
-    UPDATE wallet.push_messages x SET payload = '{}'
-     WHERE x.merchant_id = _merchant AND x.member_id = _member AND x.payload <> '{}';
+    -- (the worker's failure texts may name the member's device or address)
+    UPDATE wallet.push_messages x SET payload = '{}', last_error = NULL
+     WHERE x.merchant_id = _merchant AND x.member_id = _member AND (x.payload <> '{}' OR x.last_error IS NOT NULL);
     GET DIAGNOSTICS c = ROW_COUNT;
     n := n || jsonb_build_object('push_messages', c);
+    UPDATE wallet.push_attempts a SET error = NULL
+     WHERE a.merchant_id = _merchant AND a.member_id = _member AND a.error IS NOT NULL;
+    GET DIAGNOSTICS c = ROW_COUNT;
+    n := n || jsonb_build_object('push_attempts', c);
     DELETE FROM wallet.push_preferences p WHERE p.merchant_id = _merchant AND p.member_id = _member;
     GET DIAGNOSTICS c = ROW_COUNT;
     n := n || jsonb_build_object('push_preferences', c);
@@ -386,4 +392,4 @@ BEGIN
     RETURN true;
 END
 $$;
-COMMENT ON FUNCTION wallet.forget_member(bigint, text, text) IS 'erases a member''s personal data at a merchant: pseudonymises its member_ref in every table, clears its time zone, locale, request contexts and feedback comments, keeps only store, channel, payment_method and categories of its purchases'' attributes, clears referral fingerprints, deletes its failed attempts; push: clears consent devices and message payloads, suppresses queued messages, deletes its push preferences; clears the attributes of the app''s own events (wallet.track_event); ledgers and totals are unchanged; recorded in wallet.audit_log; returns false (and records nothing) when nothing names the member';
+COMMENT ON FUNCTION wallet.forget_member(bigint, text, text) IS 'erases a member''s personal data at a merchant: pseudonymises its member_ref in every table, clears its time zone, locale, request contexts and feedback comments, keeps only store, channel, payment_method and categories of its purchases'' attributes, clears referral fingerprints, deletes its failed attempts; push: clears consent devices, message payloads and the failure texts of messages and delivery records, suppresses queued messages, deletes its push preferences; clears the attributes of the app''s own events (wallet.track_event); ledgers and totals are unchanged; recorded in wallet.audit_log; returns false (and records nothing) when nothing names the member';

@@ -261,7 +261,7 @@ COMMENT ON COLUMN wallet.push_messages.attempts IS 'times claimed';
 COMMENT ON COLUMN wallet.push_messages.claimed_at IS 'when last claimed';
 COMMENT ON COLUMN wallet.push_messages.sent_at IS 'when acknowledged as sent';
 COMMENT ON COLUMN wallet.push_messages.provider_message_id IS 'the provider''s id of the delivery';
-COMMENT ON COLUMN wallet.push_messages.last_error IS 'the last failure reported by fail_push';
+COMMENT ON COLUMN wallet.push_messages.last_error IS 'the last failure reported by fail_push (may name the member''s device or address: cleared by wallet.forget_member)';
 COMMENT ON COLUMN wallet.push_messages.finished_at IS 'when it reached sent, suppressed, duplicate or dead (retention counts from here)';
 COMMENT ON COLUMN wallet.push_messages.part IS 'the partition: 0, 1, 2 = the rotating queue slots (queued, sending), 3 = finished (wallet.push_messages_done)';
 ALTER TABLE wallet.push_messages ENABLE ROW LEVEL SECURITY;
@@ -301,7 +301,7 @@ COMMENT ON COLUMN wallet.push_messages_q0.attempts IS 'times claimed';
 COMMENT ON COLUMN wallet.push_messages_q0.claimed_at IS 'when last claimed';
 COMMENT ON COLUMN wallet.push_messages_q0.sent_at IS 'when acknowledged as sent';
 COMMENT ON COLUMN wallet.push_messages_q0.provider_message_id IS 'the provider''s id of the delivery';
-COMMENT ON COLUMN wallet.push_messages_q0.last_error IS 'the last failure reported by fail_push';
+COMMENT ON COLUMN wallet.push_messages_q0.last_error IS 'the last failure reported by fail_push (may name the member''s device or address: cleared by wallet.forget_member)';
 COMMENT ON COLUMN wallet.push_messages_q0.finished_at IS 'when it reached sent, suppressed, duplicate or dead (retention counts from here)';
 COMMENT ON COLUMN wallet.push_messages_q0.part IS 'the partition: 0, 1, 2 = the rotating queue slots (queued, sending), 3 = finished (wallet.push_messages_done)';
 SELECT pg_catalog.pg_extension_config_dump('wallet.push_messages_q0', '');
@@ -334,7 +334,7 @@ COMMENT ON COLUMN wallet.push_messages_q1.attempts IS 'times claimed';
 COMMENT ON COLUMN wallet.push_messages_q1.claimed_at IS 'when last claimed';
 COMMENT ON COLUMN wallet.push_messages_q1.sent_at IS 'when acknowledged as sent';
 COMMENT ON COLUMN wallet.push_messages_q1.provider_message_id IS 'the provider''s id of the delivery';
-COMMENT ON COLUMN wallet.push_messages_q1.last_error IS 'the last failure reported by fail_push';
+COMMENT ON COLUMN wallet.push_messages_q1.last_error IS 'the last failure reported by fail_push (may name the member''s device or address: cleared by wallet.forget_member)';
 COMMENT ON COLUMN wallet.push_messages_q1.finished_at IS 'when it reached sent, suppressed, duplicate or dead (retention counts from here)';
 COMMENT ON COLUMN wallet.push_messages_q1.part IS 'the partition: 0, 1, 2 = the rotating queue slots (queued, sending), 3 = finished (wallet.push_messages_done)';
 SELECT pg_catalog.pg_extension_config_dump('wallet.push_messages_q1', '');
@@ -367,7 +367,7 @@ COMMENT ON COLUMN wallet.push_messages_q2.attempts IS 'times claimed';
 COMMENT ON COLUMN wallet.push_messages_q2.claimed_at IS 'when last claimed';
 COMMENT ON COLUMN wallet.push_messages_q2.sent_at IS 'when acknowledged as sent';
 COMMENT ON COLUMN wallet.push_messages_q2.provider_message_id IS 'the provider''s id of the delivery';
-COMMENT ON COLUMN wallet.push_messages_q2.last_error IS 'the last failure reported by fail_push';
+COMMENT ON COLUMN wallet.push_messages_q2.last_error IS 'the last failure reported by fail_push (may name the member''s device or address: cleared by wallet.forget_member)';
 COMMENT ON COLUMN wallet.push_messages_q2.finished_at IS 'when it reached sent, suppressed, duplicate or dead (retention counts from here)';
 COMMENT ON COLUMN wallet.push_messages_q2.part IS 'the partition: 0, 1, 2 = the rotating queue slots (queued, sending), 3 = finished (wallet.push_messages_done)';
 SELECT pg_catalog.pg_extension_config_dump('wallet.push_messages_q2', '');
@@ -400,7 +400,7 @@ COMMENT ON COLUMN wallet.push_messages_done.attempts IS 'times claimed';
 COMMENT ON COLUMN wallet.push_messages_done.claimed_at IS 'when last claimed';
 COMMENT ON COLUMN wallet.push_messages_done.sent_at IS 'when acknowledged as sent';
 COMMENT ON COLUMN wallet.push_messages_done.provider_message_id IS 'the provider''s id of the delivery';
-COMMENT ON COLUMN wallet.push_messages_done.last_error IS 'the last failure reported by fail_push';
+COMMENT ON COLUMN wallet.push_messages_done.last_error IS 'the last failure reported by fail_push (may name the member''s device or address: cleared by wallet.forget_member)';
 COMMENT ON COLUMN wallet.push_messages_done.finished_at IS 'when it reached sent, suppressed, duplicate or dead (retention counts from here)';
 COMMENT ON COLUMN wallet.push_messages_done.part IS 'the partition: 0, 1, 2 = the rotating queue slots (queued, sending), 3 = finished (wallet.push_messages_done)';
 SELECT pg_catalog.pg_extension_config_dump('wallet.push_messages_done', '');
@@ -455,7 +455,7 @@ COMMENT ON COLUMN wallet.push_attempts.claimed_at IS 'when the attempt was claim
 COMMENT ON COLUMN wallet.push_attempts.outcome IS 'sent or failed';
 COMMENT ON COLUMN wallet.push_attempts.at IS 'when the worker reported it';
 COMMENT ON COLUMN wallet.push_attempts.provider_message_id IS 'the provider''s id (sent)';
-COMMENT ON COLUMN wallet.push_attempts.error IS 'the error reported (failed)';
+COMMENT ON COLUMN wallet.push_attempts.error IS 'the error reported (failed; may name the member''s device or address: cleared by wallet.forget_member)';
 SELECT pg_catalog.pg_extension_config_dump('wallet.push_attempts', '');
 ALTER TABLE wallet.push_attempts ENABLE ROW LEVEL SECURITY;
 CREATE POLICY merchant_rows ON wallet.push_attempts USING (wallet.acts_for(merchant_id));
@@ -984,9 +984,11 @@ BEGIN
         RAISE EXCEPTION 'unknown time zone "%"', left(time_zone, 64)
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A time zone is an IANA name such as Europe/Zurich (see pg_timezone_names).';
     END IF;
-    IF max_attempts NOT BETWEEN 1 AND 100 OR backoff <= interval '0' OR retention <= interval '0' THEN
+    IF max_attempts NOT BETWEEN 1 AND 100 OR backoff <= interval '0' OR backoff > interval '1 day'
+       OR retention <= interval '0' OR retention > interval '100 years' THEN
         RAISE EXCEPTION 'max_attempts, backoff or retention out of range'
-            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'max_attempts is 1 to 100; backoff and retention are positive.';
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A message is tried 1 to 100 times (max_attempts); the backoff is positive and at most a day, the retention positive and at most 100 years.';
     END IF;
     INSERT INTO wallet.push_settings AS s (merchant_id, quiet_start, quiet_end, time_zone, max_attempts, backoff, retention)
     VALUES ($1, $2, $3, $4, $5, $6, $7)
@@ -1031,10 +1033,11 @@ BEGIN
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A cap counts per rolling window, day or week, and defers or drops.';
     END IF;
     IF period NOT IN ('rolling', 'day', 'week') OR policy NOT IN ('defer', 'drop')
-       OR (period = 'rolling') <> (window_size IS NOT NULL) OR window_size <= interval '0' OR max_count < 1 THEN
+       OR (period = 'rolling') <> (window_size IS NOT NULL) OR window_size <= interval '0' OR window_size > interval '100 years'
+       OR max_count < 1 THEN
         RAISE EXCEPTION 'invalid cap'
             USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = 'period is rolling (with a positive window_size), day or week (without); policy defer or drop; max_count positive (NULL removes the cap).';
+                  DETAIL = 'A cap counts per rolling window (a positive window_size of at most 100 years), day or week (no window_size), defers or drops, and has a positive max_count (NULL removes the cap).';
     END IF;
     IF max_count IS NULL THEN
         DELETE FROM wallet.push_caps k WHERE k.merchant_id = $1 AND k.channel = $2 AND k.cap_group = $3 AND k.period = $4;
@@ -1069,6 +1072,10 @@ BEGIN
     IF granted IS NULL OR source IS NULL OR at IS NULL THEN
         RAISE EXCEPTION '% must not be null', CASE WHEN granted IS NULL THEN 'granted' WHEN source IS NULL THEN 'source' ELSE 'at' END
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Consent evidence says what was decided, when and where.';
+    END IF;
+    IF NOT isfinite(at) THEN
+        RAISE EXCEPTION 'at must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Consent is given or withdrawn at a real instant.';
     END IF;
     IF btrim(source) = '' OR length(source) > 200 OR length(policy_version) > 200 OR length(device) > 200
        OR btrim(policy_version) = '' OR btrim(device) = '' THEN
@@ -1161,9 +1168,13 @@ BEGIN
         RAISE EXCEPTION 'campaign % does not exist', campaign_id
             USING ERRCODE = 'WL101', DETAIL = 'A message belongs to a campaign of its merchant, or to none.';
     END IF;
+    IF NOT isfinite(not_before) THEN
+        RAISE EXCEPTION 'not_before must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The earliest send time is a real instant (default: now()).';
+    END IF;
 END
 $$;
-COMMENT ON FUNCTION wallet_internal.push_check_message(bigint, text, text, jsonb, bigint, text, timestamptz, int) IS 'internal: the argument checks of enqueue_push (22004, 22023, WL101 for a campaign that is not the merchant''s)';
+COMMENT ON FUNCTION wallet_internal.push_check_message(bigint, text, text, jsonb, bigint, text, timestamptz, int) IS 'internal: the argument checks of enqueue_push (22004, 22023 also for an infinite not_before, WL101 for a campaign that is not the merchant''s)';
 
 -- In C (src/push_enqueue.c, issue 12): the checks of member_check and
 -- push_check_message, member_ensure, and the decision of push_enqueue with
@@ -1199,7 +1210,17 @@ DECLARE
     tz text := coalesce((SELECT s.time_zone FROM wallet.push_settings s WHERE s.merchant_id = _m), 'UTC');
 BEGIN
     PERFORM wallet_internal.check_merchant(_m);
-    PERFORM wallet_internal.push_check_message(_m, channel, topic, payload, campaign_id, dedup_key, coalesce(not_before, local_at::timestamptz), priority);
+    -- (a local send has no not_before: its local_at is checked below)
+    PERFORM wallet_internal.push_check_message(_m, channel, topic, payload, campaign_id, dedup_key,
+                                               coalesce(not_before, CASE WHEN local_at IS NOT NULL THEN now() END), priority);
+    IF NOT isfinite(local_at) THEN
+        RAISE EXCEPTION 'local_at must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A festival send goes out at a real local date and time.';
+    END IF;
+    IF NOT isfinite(expires_at) THEN
+        RAISE EXCEPTION 'expires_at must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A message expires at a real instant, or never (NULL).';
+    END IF;
     IF length(dedup_key) > 180 THEN
         RAISE EXCEPTION 'dedup_key must not be longer than 180 characters'
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An audience''s key is extended by each member''s id.';
@@ -1402,7 +1423,7 @@ BEGIN
        OR EXISTS (SELECT FROM unnest(provider_message_ids) p WHERE length(p) > 200 OR btrim(p) = '') THEN
         RAISE EXCEPTION 'at most 10000 push_ids, each with a non-blank provider_message_id of at most 200 characters or none'
             USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = 'provider_message_ids, when given, has one provider id (or NULL) per push_id, in the same order.';
+                  DETAIL = 'The array provider_message_ids, when given, has one provider id (or NULL) per push_id, in the same order.';
     END IF;
     SELECT array_agg(DISTINCT u) INTO want FROM unnest(push_ids) u;
     IF want IS NULL THEN
@@ -1609,8 +1630,8 @@ BEGIN
         RAISE EXCEPTION '% must not be null', CASE WHEN min_age IS NULL THEN 'min_age' ELSE 'max_rows' END
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A slot turns after min_age, carrying at most max_rows live messages.';
     END IF;
-    IF min_age < interval '0' OR max_rows < 1 THEN
-        RAISE EXCEPTION 'min_age must not be negative and max_rows must be positive'
+    IF min_age < interval '0' OR min_age > interval '100 years' OR max_rows < 1 THEN
+        RAISE EXCEPTION 'min_age must be 0 to 100 years and max_rows must be positive'
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A slot turns after min_age, carrying at most max_rows live messages.';
     END IF;
     -- one rotation at a time
@@ -1689,6 +1710,10 @@ BEGIN
         RAISE EXCEPTION '% must not be null', CASE WHEN kind IS NULL THEN 'kind' ELSE 'at' END
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'An event says what happened to a message and when.';
     END IF;
+    IF NOT isfinite(at) THEN
+        RAISE EXCEPTION 'at must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An event happens to a message at a real instant.';
+    END IF;
     IF kind NOT IN ('delivered', 'opened', 'clicked', 'dismissed', 'unsubscribed', 'complained') THEN
         RAISE EXCEPTION 'unknown push event "%"', left(kind, 64)
             USING ERRCODE = 'invalid_parameter_value',
@@ -1758,10 +1783,18 @@ BEGIN
         RAISE EXCEPTION 'campaign % does not exist', $2
             USING ERRCODE = 'WL101', DETAIL = 'Figures are per campaign of the merchant, or of all its messages (NULL).';
     END IF;
-    IF $3 IS NULL OR $4 IS NULL OR $3 < interval '0' OR $4 < interval '0' THEN
-        RAISE EXCEPTION 'attribution windows must be given and not negative'
-            USING ERRCODE = CASE WHEN $3 IS NULL OR $4 IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,
+    -- the attribution windows, checked alike in push_stats and push_funnel
+    IF $3 IS NULL OR $4 IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN $3 IS NULL THEN 'open_window' ELSE 'delivery_window' END
+            USING ERRCODE = 'null_value_not_allowed',
                   DETAIL = 'A purchase counts for a message within open_window after an open or delivery_window after delivery.';
+    END IF;
+    IF $3 < interval '0' OR $3 > interval '100 years'
+       OR $4 < interval '0' OR $4 > interval '100 years' THEN
+        RAISE EXCEPTION '% must not be negative nor longer than 100 years',
+                        CASE WHEN $3 < interval '0' OR $3 > interval '100 years' THEN 'open_window' ELSE 'delivery_window' END
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A purchase counts for a message within open_window after an open or delivery_window after delivery; each window is 0 to 100 years.';
     END IF;
     RETURN QUERY
     WITH m AS (
@@ -1810,9 +1843,18 @@ BEGIN
         RAISE EXCEPTION 'campaign % does not exist', $2
             USING ERRCODE = 'WL101', DETAIL = 'The funnel is of a campaign of the merchant.';
     END IF;
+    -- the attribution windows, checked alike in push_stats and push_funnel
     IF $3 IS NULL OR $4 IS NULL THEN
-        RAISE EXCEPTION 'attribution windows must not be null'
-            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A purchase counts within open_window after an open or delivery_window after delivery.';
+        RAISE EXCEPTION '% must not be null', CASE WHEN $3 IS NULL THEN 'open_window' ELSE 'delivery_window' END
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = 'A purchase counts for a message within open_window after an open or delivery_window after delivery.';
+    END IF;
+    IF $3 < interval '0' OR $3 > interval '100 years'
+       OR $4 < interval '0' OR $4 > interval '100 years' THEN
+        RAISE EXCEPTION '% must not be negative nor longer than 100 years',
+                        CASE WHEN $3 < interval '0' OR $3 > interval '100 years' THEN 'open_window' ELSE 'delivery_window' END
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A purchase counts for a message within open_window after an open or delivery_window after delivery; each window is 0 to 100 years.';
     END IF;
     -- one query: the members at each stage (a member counts at a stage once, whatever it got)
     RETURN QUERY
@@ -1855,9 +1897,10 @@ BEGIN
         RAISE EXCEPTION 'campaign % does not exist', $2
             USING ERRCODE = 'WL101', DETAIL = 'Retention is of a campaign of the merchant.';
     END IF;
-    IF days < 1 THEN
-        RAISE EXCEPTION 'days must be positive'
-            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Members are counted as retained when they purchase within that many days.';
+    IF days < 1 OR days > 36500 THEN
+        RAISE EXCEPTION 'days must be from 1 to 36500'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'Members are counted as retained when they purchase within that many days (at most 100 years).';
     END IF;
     SELECT min(x.sent_at) INTO start FROM wallet.push_messages x WHERE x.merchant_id = $1 AND x.campaign_id = $2 AND x.status = 'sent';
     RETURN QUERY
@@ -1951,10 +1994,10 @@ BEGIN
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A store is a named point with a radius and a cooldown.';
     END IF;
     IF btrim($2) = '' OR length($2) > 200 OR $3 NOT BETWEEN -90 AND 90 OR $4 NOT BETWEEN -180 AND 180 OR $5 <= 0
-       OR $6 < interval '0' THEN
+       OR $6 < interval '0' OR $6 > interval '100 years' THEN
         RAISE EXCEPTION 'invalid store'
             USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = 'A store has a non-blank name of at most 200 characters, a latitude in [-90, 90], a longitude in [-180, 180], a positive radius and a cooldown not negative.';
+                  DETAIL = 'A store has a non-blank name of at most 200 characters, a latitude in [-90, 90], a longitude in [-180, 180], a positive radius and a cooldown of 0 to 100 years.';
     END IF;
     INSERT INTO wallet.push_stores AS t (merchant_id, name, latitude, longitude, radius_m, cooldown) VALUES ($1, $2, $3, $4, $5, $6)
     ON CONFLICT ON CONSTRAINT push_stores_merchant_id_name_key DO UPDATE
@@ -1982,6 +2025,10 @@ BEGIN
     IF $3 IS NULL OR $4 IS NULL OR $5 IS NULL THEN
         RAISE EXCEPTION '% must not be null', CASE WHEN $3 IS NULL THEN 'kind' WHEN $4 IS NULL THEN 'attributes' ELSE 'occurred_at' END
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'An event has a kind, attributes (an object, may be empty) and a time.';
+    END IF;
+    IF NOT isfinite($5) THEN
+        RAISE EXCEPTION 'occurred_at must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An event happens at a real instant.';
     END IF;
     IF $3 !~ '^[a-z][a-z0-9_]{0,62}$' THEN
         RAISE EXCEPTION 'invalid event kind %', left($3, 100)
@@ -2020,6 +2067,7 @@ CREATE FUNCTION wallet.create_push_trigger(merchant_id bigint, kind text, channe
     AS $$
 DECLARE
     id bigint;
+    bad text;
 BEGIN
     PERFORM wallet_internal.check_merchant($1);
     IF $2 IS NULL OR $6 IS NULL THEN
@@ -2033,7 +2081,18 @@ BEGIN
        OR ($2 = 'cart_abandoned' AND coalesce(($6 ->> 'after_minutes') ~ '^[0-9]{1,6}$', false) IS NOT TRUE) THEN
         RAISE EXCEPTION 'invalid trigger'
             USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = 'kind is points_expiring ({"within_days": n}), tier_changed ({} or {"to_tier": name}), cart_abandoned ({"after_minutes": n}) or nearby_store ({}).';
+                  DETAIL = 'A trigger''s kind is points_expiring ({"within_days": n}), tier_changed ({} or {"to_tier": name}), cart_abandoned ({"after_minutes": n}) or nearby_store ({}), with no other parameters.';
+    END IF;
+    SELECT k INTO bad FROM jsonb_object_keys($6) k
+     WHERE k <> CASE $2 WHEN 'points_expiring' THEN 'within_days' WHEN 'tier_changed' THEN 'to_tier'
+                        WHEN 'cart_abandoned' THEN 'after_minutes' ELSE '' END
+     ORDER BY k LIMIT 1;
+    IF FOUND OR ($2 = 'tier_changed' AND $6 ? 'to_tier' AND jsonb_typeof($6 -> 'to_tier') <> 'string') THEN
+        RAISE EXCEPTION 'invalid trigger parameter "%"', left(coalesce(bad, 'to_tier'), 64)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('A %s trigger takes %s.', $2, CASE $2 WHEN 'points_expiring' THEN '{"within_days": n}'
+                                                                   WHEN 'tier_changed' THEN '{} or {"to_tier": name}'
+                                                                   WHEN 'cart_abandoned' THEN '{"after_minutes": n}' ELSE '{}' END);
     END IF;
     INSERT INTO wallet.push_triggers AS t (merchant_id, kind, channel, topic, payload, campaign_id, params)
     VALUES ($1, $2, $3, $4, $5, $7, $6)

@@ -208,6 +208,11 @@ BEGIN
         RAISE EXCEPTION 'older_than must not be null'
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Failed attempts older than a given age are deleted; the default is one day.';
     END IF;
+    IF $1 < interval '0' OR $1 > interval '100 years' THEN
+        RAISE EXCEPTION 'older_than must not be negative nor longer than 100 years'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Failed attempts older than a given age, 0 to 100 years, are deleted; %s is not.', $1);
+    END IF;
     WITH d AS (
         DELETE FROM wallet.code_failed_attempts a
          WHERE a.attempted_at < clock_timestamp() - $1
@@ -217,7 +222,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION wallet.purge_code_attempts(interval) IS
-    'delete failed attempts older than the given age (keep it longer than every failure window); returns the number deleted';
+    'delete failed attempts older than the given age, 0 to 100 years (keep it longer than every failure window); returns the number deleted';
 
 ------------------------------------------------------------------------------
 -- Bindings, reservations, redemptions, counters

@@ -8,7 +8,7 @@
 -- margin between a reservation and the check that it still counts, so that a
 -- loaded machine does not make the test flaky.
 BEGIN;
-SELECT plan(162);
+SELECT plan(166);
 
 -- Test helpers (temporary, gone at ROLLBACK) -------------------------------
 
@@ -513,6 +513,15 @@ SELECT throws_ok($$SELECT pg_temp.redeem((SELECT code FROM shape WHERE n = 3), '
 ROLLBACK TO SAVEPOINT read_only;
 SELECT is((SELECT count(*) FROM wallet.code_redemptions d WHERE d.idempotency_key = 'shape-3'), 0::bigint,
           'and recorded nothing');
+
+-- purge_code_attempts: older_than is 0 to 100 years, as purge_offer_quotes
+-- refuses a negative one; a huge one is 22023 with a detail, not 22008
+SELECT cmp_ok((SELECT count(*) FROM wallet.code_failed_attempts), '>', 0::bigint, 'fixture: failed attempts are recorded');
+SELECT throws_ok($$SELECT wallet.purge_code_attempts('-1 day')$$, '22023', 'older_than must not be negative nor longer than 100 years',
+                 'purge_code_attempts: a negative older_than is 22023');
+SELECT throws_ok($$SELECT wallet.purge_code_attempts('100000 years')$$, '22023', 'older_than must not be negative nor longer than 100 years',
+                 'purge_code_attempts: 100000 years is 22023, not 22008');
+SELECT lives_ok($$SELECT wallet.purge_code_attempts('100 years')$$, 'purge_code_attempts: 100 years is fine');
 
 SELECT * FROM finish();
 ROLLBACK;

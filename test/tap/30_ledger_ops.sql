@@ -12,7 +12,7 @@
 -- call shows up as failed assertions on its values instead of aborting the file.
 BEGIN;
 SET LOCAL timezone = 'UTC';
-SELECT plan(244);
+SELECT plan(249);
 
 CREATE TEMP TABLE ids (name text PRIMARY KEY, id bigint NOT NULL);
 CREATE TEMP TABLE ops (tag text PRIMARY KEY, e wallet.entries NOT NULL);
@@ -210,6 +210,13 @@ SELECT pg_temp.op('h3', $$SELECT * FROM wallet.hold(pg_temp.id('a2'), 40, 'k-h3'
 SELECT throws_ok($$SELECT wallet.capture(pg_temp.eid('h3'), 41)$$, 'WL209', NULL, 'capture of more than the hold: WL209');
 SELECT throws_ok($$SELECT wallet.capture(pg_temp.eid('h3'), 0)$$, 'WL204', NULL, 'capture of 0 points: WL204');
 SELECT throws_ok($$SELECT wallet.capture(pg_temp.eid('h3'), -1)$$, 'WL204', NULL, 'capture of negative points: WL204');
+SELECT throws_ok($$SELECT wallet.capture(pg_temp.eid('h3'), NULL, repeat('k', 20000))$$, '22023', 'idempotency key is too long',
+                 'capture with a key of 20000 characters: 22023, as accrue');
+SELECT throws_ok($$SELECT wallet.capture(pg_temp.eid('h3'), 10, repeat('k', 257))$$, '22023', 'idempotency key is too long',
+                 'capture with a key of 257 characters: 22023');
+SELECT throws_ok($$SELECT wallet.release(pg_temp.eid('h3'), repeat('k', 20000))$$, '22023', 'idempotency key is too long',
+                 'release with a key of 20000 characters: 22023, as accrue');
+SELECT is((SELECT count(*) FROM wallet.entries WHERE length(idempotency_key) > 256), 0::bigint, 'no over-long key was stored');
 SELECT is(wallet.balance(pg_temp.id('a2')), 50::bigint, 'refused captures leave the hold in place');
 SELECT pg_temp.op('h3-retry', $$SELECT * FROM wallet.hold(pg_temp.id('a2'), 40, 'k-h3', '1 hour', 'checkout')$$);
 SELECT is((pg_temp.e('h3-retry')).entry_id, pg_temp.eid('h3'), 'hold retried with the same key returns the original hold');
@@ -594,5 +601,20 @@ SELECT results_eq($$SELECT account_id, stored_balance, replayed_balance FROM wal
 
 SELECT is_empty($$SELECT tag, sqlstate, message FROM op_errors$$, 'no operation that should succeed raised an error');
 
+
+-- create_program: WL102 with a detail
+CREATE FUNCTION pg_temp.error_of(sql text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    st text; msg text; det text;
+BEGIN
+    EXECUTE sql;
+    RETURN 'no error';
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL;
+    RETURN st || ' ' || msg || ' / ' || coalesce(nullif(det, ''), '(no detail)');
+END
+$$;
+SELECT is(pg_temp.error_of($$SELECT wallet.create_program(999999999, 'nowhere')$$),
+          'WL102 merchant 999999999 does not exist / Programs belong to a merchant registered in wallet.merchants.', 'create_program: WL102 with a detail');
 SELECT * FROM finish();
 ROLLBACK;

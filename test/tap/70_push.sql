@@ -406,6 +406,35 @@ SELECT results_eq(format('SELECT audience, members, purchasers, rate FROM wallet
                   'push_retention (30 days): the 3 recipients all purchased; of u4 and u5, u4 did');
 SELECT is((SELECT purchasers FROM wallet.push_retention(:mm, :cm, 2) WHERE audience = 'recipients'), 1::bigint,
           'push_retention (2 days): only u1 purchased within 2 days of the push');
+-- windows and intervals: push_funnel validates as push_stats does (22004,
+-- 22023 for a negative window or one over 100 years: never 22008)
+SELECT throws_ok(format($$SELECT * FROM wallet.push_funnel(%s, %s, '-1 hour', '-1 hour')$$, :mm, :cm),
+                 '22023', 'open_window must not be negative nor longer than 100 years', 'push_funnel: negative windows are 22023');
+SELECT throws_ok(format($$SELECT * FROM wallet.push_funnel(%s, %s, '1 hour', '-1 hour')$$, :mm, :cm),
+                 '22023', 'delivery_window must not be negative nor longer than 100 years', 'push_funnel: a negative delivery_window is 22023');
+SELECT throws_ok(format($$SELECT * FROM wallet.push_stats(%s, %s, '-1 hour', '-1 hour')$$, :mm, :cm),
+                 '22023', 'open_window must not be negative nor longer than 100 years', 'push_stats: negative windows are 22023, as push_funnel');
+SELECT throws_ok(format($$SELECT * FROM wallet.push_stats(%s, %s, '100000 years')$$, :mm, :cm),
+                 '22023', 'open_window must not be negative nor longer than 100 years', 'push_stats: a window of 100000 years is 22023, not 22008');
+SELECT throws_ok(format($$SELECT * FROM wallet.push_funnel(%s, %s, '1 hour', '100000 years')$$, :mm, :cm),
+                 '22023', 'delivery_window must not be negative nor longer than 100 years', 'push_funnel: a window of 100000 years is 22023, not 22008');
+SELECT throws_ok(format($$SELECT * FROM wallet.push_funnel(%s, %s, NULL)$$, :mm, :cm),
+                 '22004', 'open_window must not be null', 'push_funnel: a NULL window is 22004');
+SELECT lives_ok(format($$SELECT * FROM wallet.push_stats(%s, %s, '100 years', '0')$$, :mm, :cm), 'push_stats: windows of 0 and 100 years are fine');
+SELECT throws_ok(format($$SELECT * FROM wallet.push_retention(%s, %s, 2000000000)$$, :mm, :cm),
+                 '22023', 'days must be from 1 to 36500', 'push_retention: 2e9 days is 22023, not 22008');
+SELECT throws_ok(format($$SELECT wallet.set_push_settings(%s, retention => '100000 years')$$, :mm),
+                 '22023', 'max_attempts, backoff or retention out of range', 'set_push_settings: a retention over 100 years is 22023');
+SELECT throws_ok(format($$SELECT wallet.set_push_settings(%s, backoff => '1000 years')$$, :mm),
+                 '22023', 'max_attempts, backoff or retention out of range', 'set_push_settings: a backoff over a day is 22023');
+SELECT lives_ok('SELECT wallet.purge_pushes()', 'purge_pushes runs (no stored retention can overflow it)');
+SELECT throws_ok(format($$SELECT wallet.set_push_cap(%s, 'push', 'marketing', 'rolling', 1, '100000 years')$$, :mm),
+                 '22023', 'invalid cap', 'set_push_cap: a window over 100 years is 22023');
+SELECT throws_ok(format($$SELECT wallet.set_push_store(%s, 'far', 0, 0, 10, '100000 years')$$, :mm),
+                 '22023', 'invalid store', 'set_push_store: a cooldown over 100 years is 22023');
+SELECT throws_ok($$SELECT wallet.rotate_push_queue('100000 years')$$,
+                 '22023', 'min_age must be 0 to 100 years and max_rows must be positive', 'rotate_push_queue: a min_age over 100 years is 22023');
+SELECT lives_ok(format($$SELECT * FROM wallet.enqueue_push(%s, 'u1', 'push', 'marketing', '{}')$$, :mm), 'enqueue after the refused settings runs');
 
 
 -- ------------------------------------------------------------ triggers and local send time
@@ -548,5 +577,126 @@ SELECT is((SELECT array_agg(push_id) FROM wallet.claim_pushes('refuse_t', 10, '1
           'claim: the expired message is not returned, the member''s other one is');
 SELECT is((SELECT status || ' ' || reason || ' ' || part FROM wallet.push_messages WHERE push_id = :rf1), 'suppressed expired 3',
           'the expired one is suppressed, in the finished partition');
+
+-- Infinite timestamps are refused (22023 "<arg> must be finite"), on the C
+-- path (enqueue_push) and the PL/pgSQL one (the audience and local sends),
+-- and nothing is recorded.
+SELECT wallet.create_merchant('push finite') AS mf \gset
+SELECT pg_temp.member(:mf, 'fin', 'UTC');
+SELECT count(*) AS fin_before FROM wallet.push_messages WHERE merchant_id = :mf \gset
+SELECT throws_ok(format($$SELECT wallet.enqueue_push(%s, 'fin', 'push', 'marketing', '{}', not_before => 'infinity')$$, :mf),
+                 '22023', 'not_before must be finite', 'enqueue_push (C): not_before infinity is 22023');
+SELECT throws_ok(format($$SELECT wallet.enqueue_push(%s, 'fin', 'push', 'marketing', '{}', not_before => '-infinity')$$, :mf),
+                 '22023', 'not_before must be finite', 'enqueue_push (C): not_before -infinity is 22023');
+SELECT throws_ok(format($$SELECT wallet.enqueue_push(%s, 'fin', 'push', 'marketing', '{}', expires_at => 'infinity')$$, :mf),
+                 '22023', 'expires_at must be finite', 'enqueue_push (C): expires_at infinity is 22023');
+SELECT throws_ok(format($$SELECT wallet.enqueue_push(%s, 'fin', 'push', 'marketing', '{}', expires_at => '-infinity')$$, :mf),
+                 '22023', 'expires_at must be finite', 'enqueue_push (C): expires_at -infinity is 22023');
+SELECT throws_ok(format($$SELECT * FROM wallet.enqueue_push_audience(%s, '{fin}', 'push', 'marketing', '{}', not_before => 'infinity')$$, :mf),
+                 '22023', 'not_before must be finite', 'enqueue_push_audience (PL/pgSQL): not_before infinity is 22023');
+SELECT throws_ok(format($$SELECT * FROM wallet.enqueue_push_audience(%s, NULL, 'push', 'marketing', '{}', not_before => '-infinity')$$, :mf),
+                 '22023', 'not_before must be finite', 'enqueue_push_audience: not_before -infinity is 22023');
+SELECT throws_ok(format($$SELECT * FROM wallet.enqueue_push_audience(%s, '{fin}', 'push', 'marketing', '{}', expires_at => 'infinity')$$, :mf),
+                 '22023', 'expires_at must be finite', 'enqueue_push_audience: expires_at infinity is 22023');
+SELECT throws_ok(format($$SELECT * FROM wallet.enqueue_push_local(%s, '{fin}', 'push', 'marketing', '{}', 'infinity')$$, :mf),
+                 '22023', 'local_at must be finite', 'enqueue_push_local: local_at infinity is 22023');
+SELECT throws_ok(format($$SELECT * FROM wallet.enqueue_push_local(%s, NULL, 'push', 'marketing', '{}', '-infinity')$$, :mf),
+                 '22023', 'local_at must be finite', 'enqueue_push_local: local_at -infinity is 22023');
+SELECT throws_ok(format($$SELECT * FROM wallet.enqueue_push_local(%s, '{fin}', 'push', 'marketing', '{}', '2030-06-03 09:00', expires_at => '-infinity')$$, :mf),
+                 '22023', 'expires_at must be finite', 'enqueue_push_local: expires_at -infinity is 22023');
+SELECT is((SELECT count(*) FROM wallet.push_messages WHERE merchant_id = :mf), :fin_before::bigint, 'no message was recorded by the refused calls');
+SELECT throws_ok(format($$SELECT wallet.record_consent(%s, 'fin', 'push', 'marketing', true, 'app', at => 'infinity')$$, :mf),
+                 '22023', 'at must be finite', 'record_consent: at infinity is 22023');
+SELECT throws_ok(format($$SELECT wallet.record_consent(%s, 'fin', 'push', 'marketing', false, 'app', at => '-infinity')$$, :mf),
+                 '22023', 'at must be finite', 'record_consent: at -infinity is 22023');
+SELECT is((SELECT count(*) FROM wallet.push_consent_log WHERE merchant_id = :mf), 1::bigint, 'no consent evidence was recorded by the refused calls');
+SELECT throws_ok(format($$SELECT wallet.record_push_event(%s, 'opened', 'infinity')$$, :cl_high),
+                 '22023', 'at must be finite', 'record_push_event: at infinity is 22023');
+SELECT throws_ok(format($$SELECT wallet.record_push_event(%s, 'delivered', '-infinity')$$, :cl_high),
+                 '22023', 'at must be finite', 'record_push_event: at -infinity is 22023');
+SELECT throws_ok(format($$SELECT wallet.track_event(%s, 'fin', 'visit', '{}', 'infinity')$$, :mf),
+                 '22023', 'occurred_at must be finite', 'track_event: occurred_at infinity is 22023');
+SELECT throws_ok(format($$SELECT wallet.track_event(%s, 'fin', 'visit', '{}', '-infinity')$$, :mf),
+                 '22023', 'occurred_at must be finite', 'track_event: occurred_at -infinity is 22023');
+SELECT is((SELECT count(*) FROM wallet.member_events WHERE merchant_id = :mf), 0::bigint, 'no event was recorded by the refused calls');
+
+
+-- Errors: every WL101/WL102 has a detail, full sentences; unknown trigger
+-- parameters are refused
+CREATE FUNCTION pg_temp.error_of(sql text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    st text; msg text; det text;
+BEGIN
+    EXECUTE sql;
+    RETURN 'no error';
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL;
+    RETURN st || ' ' || msg || ' / ' || coalesce(nullif(det, ''), '(no detail)');
+END
+$$;
+SELECT is(pg_temp.error_of(format($$SELECT wallet.enqueue_push(%s, 'fin', 'push', 'marketing', '{}', campaign_id => 999999999)$$, :mf)),
+          'WL101 campaign 999999999 does not exist / A message belongs to a campaign of its merchant, or to none.', 'enqueue_push (C): WL101 with its detail');
+SELECT is(pg_temp.error_of($$SELECT wallet.enqueue_push(999999999, 'fin', 'push', 'marketing', '{}')$$),
+          'WL102 merchant 999999999 does not exist / Members belong to a merchant registered in wallet.merchants.', 'enqueue_push (C): WL102 with its detail');
+SELECT is(pg_temp.error_of(format($$SELECT * FROM wallet.enqueue_push_audience(%s, NULL, 'push', 'marketing', '{}', campaign_id => 999999999)$$, :mf)),
+          'WL101 campaign 999999999 does not exist / A message belongs to a campaign of its merchant, or to none.', 'enqueue_push_audience: WL101 with its detail');
+SELECT is(pg_temp.error_of(format($$SELECT * FROM wallet.push_stats(%s, 999999999)$$, :mf)),
+          'WL101 campaign 999999999 does not exist / Figures are per campaign of the merchant, or of all its messages (NULL).', 'push_stats: WL101 with its detail');
+SELECT is(pg_temp.error_of(format($$SELECT * FROM wallet.push_funnel(%s, 999999999)$$, :mf)),
+          'WL101 campaign 999999999 does not exist / The funnel is of a campaign of the merchant.', 'push_funnel: WL101 with its detail');
+SELECT is(pg_temp.error_of(format($$SELECT * FROM wallet.push_retention(%s, 999999999)$$, :mf)),
+          'WL101 campaign 999999999 does not exist / Retention is of a campaign of the merchant.', 'push_retention: WL101 with its detail');
+SELECT is(pg_temp.error_of($$SELECT wallet.ack_pushes('{1,2}', '{a}')$$),
+          '22023 at most 10000 push_ids, each with a non-blank provider_message_id of at most 200 characters or none / The array provider_message_ids, when given, has one provider id (or NULL) per push_id, in the same order.',
+          'ack_pushes: the detail is a sentence');
+SELECT throws_ok($$SELECT wallet.claim_pushes('push', NULL, '1 minute')$$, '22004', 'n must not be null', 'claim_pushes: n NULL is 22004 "n must not be null"');
+SELECT throws_ok($$SELECT wallet.claim_pushes('push', 0, '1 minute')$$, '22023', 'n must be between 1 and 10000', 'claim_pushes: n 0 is 22023');
+SELECT throws_ok(format($$SELECT wallet.create_push_trigger(%s, 'cart_abandoned', 'push', 'marketing', '{}', '{"after_minutes": 5, "bogus": 1}')$$, :mf),
+                 '22023', 'invalid trigger parameter "bogus"', 'create_push_trigger: an unknown parameter is 22023');
+SELECT is(pg_temp.error_of(format($$SELECT wallet.create_push_trigger(%s, 'nearby_store', 'push', 'marketing', '{}', '{"radius": 5}')$$, :mf)),
+          '22023 invalid trigger parameter "radius" / A nearby_store trigger takes {}.', 'create_push_trigger: nearby_store takes no parameter');
+SELECT throws_ok(format($$SELECT wallet.create_push_trigger(%s, 'points_expiring', 'push', 'marketing', '{}', '{"within_days": 5, "to_tier": "gold"}')$$, :mf),
+                 '22023', 'invalid trigger parameter "to_tier"', 'create_push_trigger: another kind''s parameter is 22023');
+SELECT throws_ok(format($$SELECT wallet.create_push_trigger(%s, 'tier_changed', 'push', 'marketing', '{}', '{"to_tier": 3}')$$, :mf),
+                 '22023', 'invalid trigger parameter "to_tier"', 'create_push_trigger: a to_tier that is no text is 22023');
+SELECT is(pg_temp.error_of(format($$SELECT wallet.create_push_trigger(%s, 'sunrise', 'push', 'marketing', '{}')$$, :mf)),
+          '22023 invalid trigger / A trigger''s kind is points_expiring ({"within_days": n}), tier_changed ({} or {"to_tier": name}), cart_abandoned ({"after_minutes": n}) or nearby_store ({}), with no other parameters.',
+          'create_push_trigger: the detail of an unknown kind is a sentence');
+SELECT is((SELECT count(*) FROM wallet.push_triggers WHERE merchant_id = :mf), 0::bigint, 'no trigger was created by the refused calls');
+SELECT is(pg_temp.error_of(format($$SELECT wallet.set_push_cap(%s, 'push', 'marketing', 'rolling', 1)$$, :mf)),
+          '22023 invalid cap / A cap counts per rolling window (a positive window_size of at most 100 years), day or week (no window_size), defers or drops, and has a positive max_count (NULL removes the cap).',
+          'set_push_cap: the detail is a sentence');
+
+-- Erasure of the worker's failure texts: fail_push errors may name the
+-- member's device or address; forget_member clears them in
+-- push_attempts.error and push_messages.last_error (so push_dead_letters),
+-- of a dead letter and of a message queued for a retry alike, and leaves
+-- another member's alone.
+SELECT wallet.upsert_member(:mc, 'victim', 'UTC'), wallet.upsert_member(:mc, 'bystander', 'UTC');
+SELECT member_id AS victim FROM wallet.members WHERE merchant_id = :mc AND member_ref = 'victim' \gset
+SELECT push_id AS vd FROM wallet.enqueue_push(:mc, 'victim', 'erase_t', 'service', '{"n": 1}') \gset
+SELECT push_id AS vq FROM wallet.enqueue_push(:mc, 'victim', 'erase_t', 'service', '{"n": 2}') \gset
+SELECT push_id AS bd FROM wallet.enqueue_push(:mc, 'bystander', 'erase_t', 'service', '{"n": 3}') \gset
+SELECT is((SELECT count(*) FROM wallet.claim_pushes('erase_t', 10, '1 minute')), 3::bigint, 'fixture: the three messages are claimed');
+SELECT is(wallet.fail_push(:vd, 'device token DEVICE-x invalid for victim', false), 'dead', 'fixture: a dead letter naming the victim''s device');
+SELECT is(wallet.fail_push(:vq, 'mailbox victim@example.com unreachable', true), 'queued', 'fixture: a retry naming the victim''s address');
+SELECT is(wallet.fail_push(:bd, 'device token DEVICE-b invalid', false), 'dead', 'fixture: another member''s dead letter');
+SELECT is((SELECT count(*) FROM wallet.push_dead_letters WHERE last_error LIKE '%victim%'), 1::bigint, 'fixture: the dead letter view shows the victim''s text');
+SELECT is(wallet.forget_member(:mc, 'victim', 'erasure request'), true, 'forget_member of a member with failure texts');
+SELECT is((SELECT count(*) FROM wallet.push_attempts WHERE member_id = :victim AND error IS NOT NULL), 0::bigint,
+          'forget_member: no delivery record of the member keeps its error text');
+SELECT is((SELECT count(*) FROM wallet.push_messages WHERE member_id = :victim AND last_error IS NOT NULL), 0::bigint,
+          'forget_member: no message of the member keeps its last error (dead letter and queued retry alike)');
+SELECT is((SELECT count(*) FROM wallet.push_attempts WHERE error LIKE '%victim%' OR error LIKE '%DEVICE-x%')
+          + (SELECT count(*) FROM wallet.push_messages WHERE last_error LIKE '%victim%' OR last_error LIKE '%DEVICE-x%')
+          + (SELECT count(*) FROM wallet.push_dead_letters WHERE last_error LIKE '%victim%' OR last_error LIKE '%DEVICE-x%'), 0::bigint,
+          'forget_member: none of the texts survives anywhere, push_dead_letters included');
+SELECT is((SELECT count(*) FROM wallet.push_attempts WHERE member_id = :victim), 2::bigint, 'forget_member: the delivery records themselves stay');
+SELECT is((SELECT attempts FROM wallet.push_dead_letters WHERE push_id = :vd), 1, 'forget_member: the dead letter stays, with its attempts');
+SELECT is((SELECT last_error FROM wallet.push_messages WHERE push_id = :bd), 'device token DEVICE-b invalid', 'another member''s last error is untouched');
+SELECT is((SELECT error FROM wallet.push_attempts WHERE push_id = :bd), 'device token DEVICE-b invalid', 'another member''s delivery record is untouched');
+SELECT is((SELECT (new_values -> 'rows' ->> 'push_attempts')::int FROM wallet.audit_log WHERE action = 'forget_member' ORDER BY id DESC LIMIT 1), 2,
+          'forget_member: the audit record counts the delivery records cleared');
+SELECT is(wallet.forget_member(:mc, 'victim', 'erasure request'), false, 'a second forget_member finds nothing');
 SELECT * FROM finish();
 ROLLBACK;

@@ -95,8 +95,13 @@ SELECT throws_ok(format($$SELECT wallet.set_campaign_audience(%s, 'everyone', 0,
                  'tier arguments for audience everyone: 22023');
 SELECT throws_ok(format($$SELECT wallet.set_campaign_audience(%s, 'tiers', 0, program_id => %s)$$, :gold, :tp), '22004', NULL, 'tiers without min_rank: 22004');
 SELECT throws_ok(format($$SELECT wallet.set_campaign_audience(%s, 'tiers', 0, program_id => %s, min_rank => 1)$$, :gold, :tp2), 'WL214',
-                 format('program %s does not exist', :tp2), 'another merchant''s program: WL214, as an unknown one');
+                 'unknown program', 'another merchant''s program: WL214 "unknown program", as every function says it');
 SELECT throws_ok(format($$SELECT wallet.set_campaign_audience(%s, 'segment', 0, segments => '{whales}')$$, :gold), '22023', NULL, 'unknown segment: 22023');
+SELECT throws_ok(format($$SELECT wallet.set_campaign_audience(%s, 'segment', 0, segments => '{champions}', as_of => 'infinity')$$, :gold),
+                 '22023', 'as_of must be finite', 'segment as of infinity: 22023');
+SELECT throws_ok(format($$SELECT wallet.set_campaign_audience(%s, 'everyone', 0, as_of => '-infinity')$$, :gold),
+                 '22023', 'as_of must be finite', 'as_of -infinity: 22023 whatever the audience');
+SELECT is((SELECT audience FROM wallet.campaigns WHERE campaign_id = :gold), 'list', 'the refused calls changed nothing');
 SELECT throws_ok(format($$SELECT wallet.set_campaign_audience(%s, 'list', 0, member_refs => '{ok, " "}')$$, :gold), '22023', NULL, 'a blank member in the list: 22023');
 SELECT throws_ok(format($$SELECT wallet.set_campaign_audience(%s, 'list', 0)$$, :gold), '22004', NULL, 'a list without members: 22004');
 
@@ -279,6 +284,10 @@ SELECT results_eq($$SELECT grp, cohort, members, month_offset, active, retention
 SELECT throws_ok(format($$SELECT * FROM wallet.campaign_report(%s, '2026-03-05', '2026-03-05')$$, :fest), '22023', NULL, 'an empty period: 22023');
 SELECT throws_ok(format($$SELECT * FROM wallet.campaign_report(%s, '2026-03-05', 'infinity')$$, :fest), '22023', NULL, 'an infinite period: 22023');
 SELECT throws_ok(format($$SELECT * FROM wallet.campaign_cohorts(%s, months => 99)$$, :fest), '22023', NULL, 'cohorts over 36 months: 22023');
+SELECT throws_ok(format($$SELECT * FROM wallet.campaign_report(%s, '4000-01-01 BC', '200000-01-01')$$, :fest), '22023', 'period out of range',
+                 'a period whose windows before and after leave the timestamps: 22023, not 22008');
+SELECT throws_ok(format($$SELECT * FROM wallet.campaign_cohorts(%s, '2026-03-01', '294276-12-01')$$, :fest), '22023', 'period out of range',
+                 'a period whose months after leave the timestamps: 22023, not 22008');
 SELECT throws_ok($$SELECT * FROM wallet.campaign_report(999999999)$$, 'WL101', 'campaign 999999999 does not exist', 'unknown campaign: WL101');
 
 -- ------------------------------------------------------------ 5. feedback
@@ -389,5 +398,27 @@ SELECT is_empty($$SELECT 1 FROM wallet.rfm($$ || :mr || $$, '2026-04-01') x
 SELECT cmp_ok((SELECT count(DISTINCT r_score) + count(DISTINCT m_score) FROM wallet.rfm(:mr, '2026-04-01')), '=', 10::bigint,
               'random set: all five recency and monetary quintiles occur');
 
+
+-- Errors: WL101 with a detail; details are full sentences
+CREATE FUNCTION pg_temp.error_of(sql text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    st text; msg text; det text;
+BEGIN
+    EXECUTE sql;
+    RETURN 'no error';
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL;
+    RETURN st || ' ' || msg || ' / ' || coalesce(nullif(det, ''), '(no detail)');
+END
+$$;
+SELECT is(pg_temp.error_of($$SELECT wallet.set_campaign_audience(999999999, 'everyone')$$),
+          'WL101 campaign 999999999 does not exist / There is no campaign 999999999 of a merchant the caller acts for.', 'set_campaign_audience: WL101 with a detail');
+SELECT is(pg_temp.error_of($$SELECT * FROM wallet.campaign_report(999999999)$$),
+          'WL101 campaign 999999999 does not exist / There is no campaign 999999999 of a merchant the caller acts for.', 'campaign_report: WL101 with a detail');
+SELECT is(pg_temp.error_of(format($$SELECT wallet.set_campaign_audience(%s, 'tiers', 0, program_id => 999999999, min_rank => 1)$$, :gold)),
+          'WL214 unknown program / There is no points program 999999999.', 'set_campaign_audience: WL214 says unknown program, as every function');
+SELECT is(pg_temp.error_of(format($$SELECT wallet.set_campaign_audience(%s, 'everyone', 0, min_rank => 1)$$, :gold)),
+          '22023 arguments do not fit audience everyone / The arguments program_id and min_rank are for audience tiers, segments for audience segment, member_refs for audience list.',
+          'set_campaign_audience: the detail is a sentence');
 SELECT * FROM finish();
 ROLLBACK;
