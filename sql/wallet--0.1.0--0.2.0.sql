@@ -15081,6 +15081,2363 @@ ALTER TABLE wallet.push_messages DROP CONSTRAINT push_messages_member_id_fkey,
 ALTER TABLE wallet.push_attempts DROP CONSTRAINT push_attempts_merchant_id_fkey,
                                  DROP CONSTRAINT push_attempts_member_id_fkey;
 
+-- == 10aa. one vocabulary for the 0.2.0 functions too: NaN, infinite and
+-- out-of-range arguments refused (22023), points beyond bigint WL205, details
+-- on every error; erasure clears the push failure texts (audits)
+
+CREATE OR REPLACE FUNCTION wallet.purge_code_attempts(older_than interval DEFAULT interval '1 day')
+    RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    n bigint;
+BEGIN
+    IF $1 IS NULL THEN
+        RAISE EXCEPTION 'older_than must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Failed attempts older than a given age are deleted; the default is one day.';
+    END IF;
+    IF $1 < interval '0' OR $1 > interval '100 years' THEN
+        RAISE EXCEPTION 'older_than must not be negative nor longer than 100 years'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Failed attempts older than a given age, 0 to 100 years, are deleted; %s is not.', $1);
+    END IF;
+    WITH d AS (
+        DELETE FROM wallet.code_failed_attempts a
+         WHERE a.attempted_at < clock_timestamp() - $1
+        RETURNING 1)
+    SELECT count(*) INTO n FROM d;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION wallet.purge_code_attempts(interval) IS
+    'delete failed attempts older than the given age, 0 to 100 years (keep it longer than every failure window); returns the number deleted';
+
+CREATE OR REPLACE FUNCTION wallet_internal.entry_by_key(account_id bigint, idempotency_key text) RETURNS wallet.entries
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    e wallet.entries;
+BEGIN
+    IF btrim(idempotency_key) = '' THEN
+        RAISE EXCEPTION 'idempotency key must not be blank'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'An idempotency key names one request; pass NULL to go without one.';
+    END IF;
+    -- as check_posting: a key of a unique index
+    IF length(idempotency_key) > 256 THEN
+        RAISE EXCEPTION 'idempotency key is too long'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('An idempotency key has at most 256 characters; this one has %s.', length(idempotency_key));
+    END IF;
+    IF idempotency_key IS NOT NULL THEN
+        SELECT * INTO e FROM wallet.entries x
+         WHERE x.account_id = entry_by_key.account_id AND x.idempotency_key = entry_by_key.idempotency_key;
+    END IF;
+    RETURN e;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.entry_by_key(bigint, text) IS 'internal: the entry posted on the account with an optional idempotency key (22023 for a blank one or one over 256 characters)';
+
+CREATE OR REPLACE FUNCTION wallet.create_program(merchant_id bigint, name text, expiry interval DEFAULT NULL,
+        granularity text DEFAULT 'day') RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    id bigint;
+BEGIN
+    IF merchant_id IS NULL OR name IS NULL OR granularity IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN merchant_id IS NULL THEN 'merchant_id' WHEN name IS NULL THEN 'program name' ELSE 'granularity' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A points program belongs to a merchant and has a name and an expiry granularity.';
+    END IF;
+    IF btrim(name) = '' THEN
+        RAISE EXCEPTION 'program name must not be blank'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A points program needs a name that people can recognise.';
+    END IF;
+    IF expiry IS NOT NULL AND expiry <= interval '0' THEN
+        RAISE EXCEPTION 'expiry must be positive'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Points expire a positive time after they are earned, or never (NULL).';
+    END IF;
+    IF granularity NOT IN ('day', 'month') THEN
+        RAISE EXCEPTION 'unknown granularity "%"', granularity
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Expiry is rounded up to the end of a ''day'' or a ''month''.';
+    END IF;
+    IF NOT EXISTS (SELECT FROM wallet.merchants m WHERE m.merchant_id = create_program.merchant_id AND wallet.acts_for(m.merchant_id)) THEN
+        RAISE EXCEPTION 'merchant % does not exist', merchant_id
+            USING ERRCODE = 'WL102', DETAIL = 'Programs belong to a merchant registered in wallet.merchants.',
+                  HINT = 'Register the merchant with wallet.create_merchant first.';
+    END IF;
+    INSERT INTO wallet.programs (merchant_id, name, expiry, granularity)
+    VALUES (create_program.merchant_id, create_program.name, create_program.expiry, create_program.granularity)
+    RETURNING program_id INTO id;
+    RETURN id;
+EXCEPTION WHEN unique_violation THEN
+    RAISE EXCEPTION 'program "%" already exists', name
+        USING ERRCODE = 'unique_violation', DETAIL = 'Program names are unique per merchant.';
+END
+$$;
+COMMENT ON FUNCTION wallet.create_program(bigint, text, interval, text) IS 'creates a points program with its expiry policy (NULL = never; rounded up to the end of the UTC day or month) and returns its id';
+
+CREATE OR REPLACE FUNCTION wallet.set_program_earning(program_id bigint, currency text, rounding text DEFAULT 'floor',
+        refund_debt boolean DEFAULT false, point_value numeric DEFAULT NULL) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF program_id IS NULL OR rounding IS NULL OR refund_debt IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN program_id IS NULL THEN 'program_id' WHEN rounding IS NULL THEN 'rounding' ELSE 'refund_debt' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A program earns from purchases in a currency, with a rounding rule and a refund policy.';
+    END IF;
+    IF currency IS NOT NULL AND currency !~ '^[A-Z]{3}$' THEN
+        RAISE EXCEPTION 'invalid currency "%"', left(currency, 16)
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A currency is an ISO 4217 code of three capital letters, such as CNY or EUR; NULL stops earning from purchases.';
+    END IF;
+    IF rounding NOT IN ('floor', 'nearest', 'ceiling') THEN
+        RAISE EXCEPTION 'unknown rounding "%"', left(rounding, 32)
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Fractional points are rounded by ''floor'', ''nearest'' (half up) or ''ceiling''.';
+    END IF;
+    IF point_value < 0 OR point_value IN ('NaN', 'Infinity') THEN
+        RAISE EXCEPTION 'point value must be finite and not negative'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A point is worth a finite zero or more in the program''s currency (NULL = unknown).';
+    END IF;
+    UPDATE wallet.programs p
+       SET currency = set_program_earning.currency, rounding = set_program_earning.rounding,
+           refund_debt = set_program_earning.refund_debt, point_value = set_program_earning.point_value
+     WHERE p.program_id = set_program_earning.program_id AND wallet.acts_for(p.merchant_id);
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown program'
+            USING ERRCODE = 'WL214', DETAIL = format('There is no points program %s.', program_id);
+    END IF;
+EXCEPTION WHEN unique_violation THEN
+    RAISE EXCEPTION 'another open program of the merchant earns in %', currency
+        USING ERRCODE = 'unique_violation', DETAIL = 'A merchant has at most one open program earning from purchases in each currency.';
+END
+$$;
+COMMENT ON FUNCTION wallet.set_program_earning(bigint, text, text, boolean, numeric) IS 'makes a program earn from purchases in currency (NULL: from none), with its rounding (floor, nearest, ceiling), refund policy (refund_debt: a refund may leave a debt) and point value';
+
+CREATE OR REPLACE FUNCTION wallet_internal.rule_number(o jsonb, key text, whole boolean) RETURNS numeric
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    v numeric;
+BEGIN
+    IF NOT o ? key THEN
+        RETURN NULL;
+    END IF;
+    IF jsonb_typeof(o -> key) = 'number' THEN
+        v := (o ->> key)::numeric;
+    END IF;
+    IF v IS NULL OR v < 0 OR (whole AND (v <> trunc(v) OR v < 1 OR v > 9223372036854775807)) THEN
+        RAISE EXCEPTION '% must be a %', key, CASE WHEN whole THEN 'positive whole number' ELSE 'number of at least 0' END
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('The rule''s "%s" is %s.', key, CASE WHEN whole THEN 'a whole number from 1 to 9223372036854775807' ELSE 'a number of at least 0' END);
+    END IF;
+    RETURN v;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.rule_number(jsonb, text, boolean) IS 'internal: a number of a rule''s conditions or caps (NULL when absent); 22023 unless a number >= 0 (whole: a positive integer)';
+
+CREATE OR REPLACE FUNCTION wallet_internal.rule_apply_conditions(r wallet.earning_rules, conditions jsonb, caps jsonb)
+    RETURNS wallet.earning_rules
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    k text;
+    d jsonb;
+    v numeric;
+BEGIN
+    IF conditions IS NOT NULL THEN
+        IF jsonb_typeof(conditions) <> 'object' THEN
+            RAISE EXCEPTION 'conditions must be a json object'
+                USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Conditions are an object such as {"min_amount": 100, "channels": ["app"]}.';
+        END IF;
+        SELECT min(x) INTO k FROM jsonb_object_keys(conditions) x
+         WHERE x NOT IN ('min_amount', 'stores', 'channels', 'payment_methods', 'categories', 'min_tier_rank',
+                         'first_purchase', 'days_of_week', 'time_from', 'time_until');
+        IF k IS NOT NULL THEN
+            RAISE EXCEPTION 'unknown condition "%"', left(k, 64)
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = 'The conditions are min_amount, stores, channels, payment_methods, categories, min_tier_rank, first_purchase, days_of_week, time_from and time_until.';
+        END IF;
+        r.min_amount := wallet_internal.rule_number(conditions, 'min_amount', false);
+        r.stores := wallet_internal.rule_texts(conditions, 'stores');
+        r.channels := wallet_internal.rule_texts(conditions, 'channels');
+        r.payment_methods := wallet_internal.rule_texts(conditions, 'payment_methods');
+        r.categories := wallet_internal.rule_texts(conditions, 'categories');
+        v := wallet_internal.rule_number(conditions, 'min_tier_rank', true);
+        IF v > 2147483647 THEN
+            RAISE EXCEPTION 'min_tier_rank must be a tier rank'
+                USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A tier rank is a whole number from 1 to 2147483647.';
+        END IF;
+        r.min_tier_rank := v;
+        r.first_purchase := NULL;
+        IF conditions ? 'first_purchase' THEN
+            IF conditions -> 'first_purchase' <> 'true' THEN
+                RAISE EXCEPTION 'first_purchase must be true'
+                    USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Leave the condition out to earn on every purchase.';
+            END IF;
+            r.first_purchase := true;
+        END IF;
+        r.days_of_week := NULL;
+        IF conditions ? 'days_of_week' THEN
+            d := conditions -> 'days_of_week';
+            IF jsonb_typeof(d) <> 'array' OR jsonb_array_length(d) = 0
+               OR EXISTS (SELECT FROM jsonb_array_elements(d) x WHERE x NOT IN ('1', '2', '3', '4', '5', '6', '7')) THEN
+                RAISE EXCEPTION 'days_of_week must be a non-empty array of days 1 to 7'
+                    USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Days of the week are ISO numbers: 1 = Monday to 7 = Sunday.';
+            END IF;
+            r.days_of_week := ARRAY(SELECT DISTINCT x::int FROM jsonb_array_elements_text(d) x ORDER BY 1);
+        END IF;
+        r.time_from := NULL;
+        r.time_until := NULL;
+        IF conditions ? 'time_from' OR conditions ? 'time_until' THEN
+            IF jsonb_typeof(conditions -> 'time_from') IS DISTINCT FROM 'string' OR jsonb_typeof(conditions -> 'time_until') IS DISTINCT FROM 'string'
+               OR conditions ->> 'time_from' !~ '^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?$'
+               OR conditions ->> 'time_until' !~ '^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?$'
+               OR conditions ->> 'time_from' = conditions ->> 'time_until' THEN
+                RAISE EXCEPTION 'time_from and time_until must be two different times of day'
+                    USING ERRCODE = 'invalid_parameter_value',
+                          DETAIL = 'A time window is given by both ends as "HH:MM" in the member''s time zone; time_until is exclusive and may be past midnight.';
+            END IF;
+            r.time_from := (conditions ->> 'time_from')::time;
+            r.time_until := (conditions ->> 'time_until')::time;
+        END IF;
+    END IF;
+    IF caps IS NOT NULL THEN
+        IF jsonb_typeof(caps) <> 'object' THEN
+            RAISE EXCEPTION 'caps must be a json object'
+                USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Caps are an object such as {"per_purchase": 500, "per_member_day": 1000}.';
+        END IF;
+        SELECT min(x) INTO k FROM jsonb_object_keys(caps) x WHERE x NOT IN ('per_purchase', 'per_member_day', 'per_member');
+        IF k IS NOT NULL THEN
+            RAISE EXCEPTION 'unknown cap "%"', left(k, 64)
+                USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The caps are per_purchase, per_member_day and per_member.';
+        END IF;
+        r.cap_per_purchase := wallet_internal.rule_number(caps, 'per_purchase', true);
+        r.cap_per_member_day := wallet_internal.rule_number(caps, 'per_member_day', true);
+        r.cap_per_member := wallet_internal.rule_number(caps, 'per_member', true);
+    END IF;
+    RETURN r;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.rule_apply_conditions(wallet.earning_rules, jsonb, jsonb) IS 'internal: a rule row with its conditions and caps replaced by the given jsonb objects (NULL: kept); 22023 for an unknown key or a bad value';
+
+CREATE OR REPLACE FUNCTION wallet_internal.rule_check(r wallet.earning_rules) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF r.name IS NULL OR r.effect IS NULL OR r.value IS NULL OR r.valid_from IS NULL OR r.priority IS NULL OR r.exclusive IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN r.name IS NULL THEN 'name' WHEN r.effect IS NULL THEN 'effect'
+                                                   WHEN r.value IS NULL THEN 'value' WHEN r.valid_from IS NULL THEN 'valid_from'
+                                                   WHEN r.priority IS NULL THEN 'priority' ELSE 'exclusive' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'An earning rule has a name, an effect with its value, a start, a priority and a stacking mode.';
+    END IF;
+    IF btrim(r.name) = '' OR length(r.name) > 200 THEN
+        RAISE EXCEPTION 'rule name must not be %', CASE WHEN btrim(r.name) = '' THEN 'blank' ELSE 'longer than 200 characters' END
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A rule''s name starts the explanation of the points it earns.';
+    END IF;
+    IF r.effect NOT IN ('per_unit', 'multiplier', 'fixed') THEN
+        RAISE EXCEPTION 'unknown effect "%"', left(r.effect, 32)
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An effect is ''per_unit'' (points per currency unit), ''multiplier'' or ''fixed'' (bonus points).';
+    END IF;
+    IF r.value <= 0 OR (r.effect = 'multiplier' AND r.value <= 1) OR (r.effect = 'fixed' AND r.value <> trunc(r.value))
+       OR r.value > 1000000000 THEN
+        RAISE EXCEPTION 'invalid value for effect %', r.effect
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A per_unit rule takes points per unit above 0, a multiplier rule a factor above 1, a fixed rule a whole number of points above 0 (each at most 10^9).';
+    END IF;
+    IF NOT isfinite(r.valid_from) OR NOT isfinite(r.valid_until) OR r.valid_until <= r.valid_from THEN
+        RAISE EXCEPTION 'invalid validity window'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A rule is valid from a finite instant until a later one (exclusive) or open-ended (NULL).';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.rule_check(wallet.earning_rules) IS 'internal: 22004/22023 for a rule row with a missing or invalid name, effect, value or validity window';
+
+CREATE OR REPLACE FUNCTION wallet_internal.record_purchase_full(merchant_id bigint, member_ref text, order_ref text, amount numeric,
+        currency text, occurred_at timestamptz, attributes jsonb, offers bigint[], codes text[], quote_id bigint)
+        RETURNS wallet.purchase_result
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    p wallet.purchases;
+    member bigint;
+    tz text;
+    prog bigint;
+    rnd text;
+    acct bigint;
+    a wallet_internal.locked_account;
+    due timestamptz;
+    e wallet.entries;
+    ev record;
+BEGIN
+    PERFORM wallet_internal.purchase_check(merchant_id, member_ref, order_ref, amount, currency, occurred_at, attributes);
+    -- the codes, like every text argument: no NULL (22004), blank or
+    -- over-long (22023) one (the same check in wallet.quote_offers)
+    IF EXISTS (SELECT FROM unnest(codes) c WHERE c IS NULL) THEN
+        RAISE EXCEPTION 'codes must not contain null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Every element of codes is the text of a marketing code.';
+    END IF;
+    IF EXISTS (SELECT FROM unnest(codes) c WHERE btrim(c) = '' OR length(c) > 256) THEN
+        RAISE EXCEPTION 'codes must not contain a blank code or one longer than 256 characters'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Every element of codes is a non-blank text of at most 256 characters.';
+    END IF;
+    -- A retry is found by the insert of the purchase below (ON CONFLICT), not
+    -- by a lookup first: retries are rare, a lookup would cost every call.
+    -- The usual case in one statement: a known member with an account in the
+    -- merchant's open program earning in the currency, locked (what
+    -- wallet_internal.lock_account does, but for the idempotency lookup: the
+    -- order's unique key stands for it).  The member's postings, counters and
+    -- first purchase are decided under this lock.
+    SELECT m.member_id, m.time_zone, x.program_id, x.rounding, y.account_id, y.ledger, y.next_event, x.expiry, x.granularity
+      INTO member, tz, prog, rnd, acct, a.ledger, due, a.expiry, a.granularity
+      FROM wallet.members m
+      JOIN wallet.programs x ON x.merchant_id = m.merchant_id AND x.currency = record_purchase_full.currency AND x.closed_at IS NULL
+      JOIN wallet.accounts y ON y.program_id = x.program_id AND y.member_ref = m.member_ref
+     WHERE m.merchant_id = record_purchase_full.merchant_id AND m.member_ref = record_purchase_full.member_ref
+       FOR NO KEY UPDATE OF y;
+    IF FOUND THEN
+        a.program_id := prog;
+        a.closed := false;
+        a.at := clock_timestamp();
+        IF due <= a.at THEN
+            PERFORM wallet_internal.settle_account(acct, a.at, a.at);
+            SELECT y.ledger INTO a.ledger FROM wallet.accounts y WHERE y.account_id = acct;
+        END IF;
+    ELSE
+        -- a new member, a member without an account yet, or no program earning in the currency
+        SELECT * INTO member, tz, prog, rnd, acct FROM wallet_internal.purchase_context(merchant_id, member_ref, currency);
+        IF member IS NULL THEN
+            member := wallet_internal.member_ensure(merchant_id, member_ref);
+        END IF;
+        IF prog IS NOT NULL THEN
+            IF acct IS NULL THEN
+                acct := wallet.open_account(prog, member_ref);
+            END IF;
+            a := wallet_internal.lock_account(acct);
+        END IF;
+    END IF;
+    -- the member's tier and first purchase are read after the lock: a posting
+    -- that changed the tier, a purchase of the member, have committed by now
+    ev := wallet_internal.purchase_points(merchant_id, prog, rnd, member, acct, tz, amount, currency, occurred_at, attributes);
+    -- the purchase first (tiers read spend in the window), with the entry's id to come
+    INSERT INTO wallet.purchases (merchant_id, member_id, order_ref, amount, currency, occurred_at, attributes,
+                                  program_id, account_id, points, entry_id, rules)
+    VALUES (merchant_id, member, order_ref, amount, currency, occurred_at, attributes, prog, acct, ev.points,
+            CASE WHEN ev.points > 0 THEN nextval('wallet.entries_entry_id_seq') END, ev.rules)
+    ON CONFLICT ON CONSTRAINT purchases_merchant_id_order_ref_key DO NOTHING
+    RETURNING * INTO p;
+    IF p.purchase_id IS NULL THEN
+        -- a retry, or a concurrent call recorded the order first (committed by now)
+        SELECT * INTO p FROM wallet.purchases x WHERE x.merchant_id = record_purchase_full.merchant_id AND x.order_ref = record_purchase_full.order_ref;
+        RETURN wallet_internal.purchase_retry(p, member_ref, amount, currency);
+    END IF;
+    IF ev.counters <> '[]' THEN
+        INSERT INTO wallet.earning_counters AS c (merchant_id, member_id, rule_id, day, points)
+        SELECT record_purchase_full.merchant_id, member, x.rule_id, x.day, x.points
+          FROM jsonb_to_recordset(ev.counters) AS x(rule_id bigint, day date, points bigint)
+        ON CONFLICT ON CONSTRAINT earning_counters_key DO UPDATE SET points = c.points + excluded.points;
+    END IF;
+    IF p.points > 0 THEN
+        -- what wallet_internal.post_once does for a posting without a prior entry
+        IF a.closed THEN
+            PERFORM wallet_internal.program_closed(prog);
+        END IF;
+        e.entry_id := p.entry_id;
+        e.account_id := acct;
+        e.kind := 'accrue';
+        e.idempotency_key := 'purchase:' || order_ref;
+        e.reason := 'purchase';
+        e.reference := order_ref;
+        e.created_at := a.at;
+        e.points := p.points;
+        e.expires_at := wallet.policy_expiry(a.at, a.expiry, a.granularity);
+        PERFORM wallet_internal.post_entry(a.ledger, e);
+    END IF;
+    -- the offers named (issue 11: offers.sql), after the purchase's own posting
+    IF offers IS NOT NULL OR quote_id IS NOT NULL THEN
+        PERFORM wallet_internal.offers_consume(p, member_ref, tz, offers, codes, quote_id);
+    END IF;
+    RETURN (p.purchase_id, p.order_ref, p.member_id, p.program_id, p.account_id, p.amount, p.currency, p.occurred_at,
+            p.points, p.entry_id, p.rules)::wallet.purchase_result;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.record_purchase_full(bigint, text, text, numeric, text, timestamptz, jsonb, bigint[], text[], bigint) IS 'internal: wallet.record_purchase in PL/pgSQL, for every case its C fast path leaves to it (offers, codes, quotes, a new member or account, no earning program, invalid arguments)';
+
+CREATE OR REPLACE FUNCTION wallet.record_refund(merchant_id bigint, order_ref text, amount numeric, refund_ref text) RETURNS wallet.refund_result
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    p wallet.purchases;
+    f wallet.refunds;
+    a wallet_internal.locked_account;
+    e wallet.entries;
+    rnd text;
+    debt boolean;
+    target numeric;
+    due bigint := 0;
+    taken bigint := 0;
+BEGIN
+    PERFORM wallet_internal.check_merchant(merchant_id);
+    IF order_ref IS NULL OR amount IS NULL OR refund_ref IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN order_ref IS NULL THEN 'order_ref' WHEN amount IS NULL THEN 'amount' ELSE 'refund_ref' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A refund names the order, the amount refunded and the merchant''s own refund reference.';
+    END IF;
+    IF btrim(order_ref) = '' OR btrim(refund_ref) = '' OR length(refund_ref) > 200 THEN
+        RAISE EXCEPTION '% must not be %', CASE WHEN btrim(order_ref) = '' THEN 'order reference' ELSE 'refund reference' END,
+                         CASE WHEN btrim(order_ref) = '' OR btrim(refund_ref) = '' THEN 'blank' ELSE 'longer than 200 characters' END
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Order and refund references are non-blank texts of at most 200 characters.';
+    END IF;
+    -- the bound of a purchase's amount (purchase_check): NaN, which numeric
+    -- compares above every number, and Infinity are over it
+    IF amount <= 0 OR amount > 1e15 THEN
+        RAISE EXCEPTION 'invalid refund amount'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A refund amount is positive (and below 10^15).';
+    END IF;
+    SELECT * INTO f FROM wallet.refunds x WHERE x.merchant_id = record_refund.merchant_id AND x.refund_ref = record_refund.refund_ref;
+    IF FOUND THEN
+        RETURN wallet_internal.refund_retry(f, order_ref, amount);
+    END IF;
+    SELECT * INTO p FROM wallet.purchases x WHERE x.merchant_id = record_refund.merchant_id AND x.order_ref = record_refund.order_ref;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown purchase'
+            USING ERRCODE = 'WL500', DETAIL = format('Merchant %s recorded no purchase with order reference "%s".', merchant_id, left(order_ref, 200));
+    END IF;
+    -- the account first (as record_purchase), then the purchase: refunds of an order take turns
+    IF p.account_id IS NOT NULL THEN
+        a := wallet_internal.lock_account(p.account_id);
+    END IF;
+    SELECT * INTO p FROM wallet.purchases x WHERE x.purchase_id = p.purchase_id FOR UPDATE;
+    SELECT * INTO f FROM wallet.refunds x WHERE x.merchant_id = record_refund.merchant_id AND x.refund_ref = record_refund.refund_ref;
+    IF FOUND THEN
+        RETURN wallet_internal.refund_retry(f, order_ref, amount);   -- a concurrent retry came first
+    END IF;
+    IF amount > p.amount - p.refunded_amount THEN
+        RAISE EXCEPTION 'refund exceeds purchase'
+            USING ERRCODE = 'WL501',
+                  DETAIL = format('Order "%s" was %s %s, of which %s is refunded; %s more cannot be.', left(order_ref, 200),
+                                  p.amount, p.currency, p.refunded_amount, amount);
+    END IF;
+    IF p.entry_id IS NOT NULL
+       AND NOT EXISTS (SELECT FROM wallet.entries x WHERE x.reverses = p.entry_id AND x.kind = 'reverse') THEN
+        SELECT x.rounding, x.refund_debt INTO rnd, debt FROM wallet.programs x WHERE x.program_id = p.program_id;
+        -- in proportion of everything refunded so far, so that a full refund takes back exactly what was earned
+        target := p.points * (p.refunded_amount + amount) / p.amount;
+        due := CASE rnd WHEN 'ceiling' THEN ceil(target) WHEN 'nearest' THEN round(target) ELSE floor(target) END - p.refunded_points;
+        due := least(greatest(due, 0), p.points - p.refunded_points);
+    END IF;
+    f.entry_id := NULL;
+    IF due > 0 THEN
+        e.account_id := p.account_id;
+        e.kind := 'refund';
+        e.idempotency_key := 'refund:' || refund_ref;
+        e.reason := 'refund';
+        e.reference := p.order_ref;
+        e.reverses := p.entry_id;
+        e.created_at := a.at;
+        e.points := due;
+        e.policy := CASE WHEN debt THEN 'unlimited' ELSE 'within_balance' END;
+        -- refunds must work after a program closed
+        e := wallet_internal.post_once(a, e, check_closed => false);
+        taken := -e.amount;
+        f.entry_id := e.entry_id;
+    END IF;
+    INSERT INTO wallet.refunds (merchant_id, member_id, purchase_id, refund_ref, amount, points, entry_id)
+    VALUES (merchant_id, p.member_id, p.purchase_id, refund_ref, amount, taken, f.entry_id)
+    RETURNING * INTO f;
+    UPDATE wallet.purchases x SET refunded_amount = x.refunded_amount + record_refund.amount, refunded_points = x.refunded_points + taken
+     WHERE x.purchase_id = p.purchase_id;
+    RETURN (f.refund_id, f.purchase_id, p.order_ref, f.refund_ref, f.amount, f.points, f.entry_id)::wallet.refund_result;
+EXCEPTION WHEN unique_violation THEN
+    -- the same refund_ref for another order, recorded concurrently
+    SELECT * INTO f FROM wallet.refunds x WHERE x.merchant_id = record_refund.merchant_id AND x.refund_ref = record_refund.refund_ref;
+    IF NOT FOUND THEN
+        RAISE;
+    END IF;
+    RETURN wallet_internal.refund_retry(f, order_ref, amount);
+END
+$$;
+COMMENT ON FUNCTION wallet.record_refund(bigint, text, numeric, text) IS 'records a full or partial refund of an order and takes back the points it earned in proportion (within the balance, or into debt when the program has refund_debt), never more in total than the order earned; idempotent on (merchant, refund_ref)';
+
+CREATE OR REPLACE FUNCTION wallet_internal.campaign_seen(campaign_id bigint) RETURNS wallet.campaigns
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    c wallet.campaigns;
+BEGIN
+    IF campaign_id IS NULL THEN
+        RAISE EXCEPTION 'campaign_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A campaign is named by its id.';
+    END IF;
+    SELECT * INTO c FROM wallet.campaigns k WHERE k.campaign_id = campaign_seen.campaign_id AND wallet.acts_for(k.merchant_id);
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'campaign % does not exist', campaign_id
+            USING ERRCODE = 'WL101', DETAIL = format('There is no campaign %s of a merchant the caller acts for.', campaign_id),
+                  HINT = 'Create it with wallet.create_campaign.';
+    END IF;
+    RETURN c;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.campaign_seen(bigint) IS 'internal: the campaign row when it exists and the caller acts for its merchant; 22004 for NULL, WL101 otherwise';
+
+CREATE OR REPLACE FUNCTION wallet.set_campaign_audience(campaign_id bigint, audience text, holdout_percent numeric DEFAULT 0,
+        program_id bigint DEFAULT NULL, min_rank int DEFAULT NULL, segments text[] DEFAULT NULL,
+        member_refs text[] DEFAULT NULL, as_of timestamptz DEFAULT now())
+    RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+#variable_conflict use_column
+DECLARE
+    _campaign bigint := campaign_id;
+    c wallet.campaigns;
+    bad text;
+    n bigint;
+BEGIN
+    c := wallet_internal.campaign_seen(_campaign);
+    IF audience IS NULL OR holdout_percent IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN audience IS NULL THEN 'audience' ELSE 'holdout_percent' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'An audience is everyone, tiers, segment or list, with a holdout percentage (0 for none).';
+    END IF;
+    IF audience NOT IN ('everyone', 'tiers', 'segment', 'list') THEN
+        RAISE EXCEPTION 'unknown audience "%"', left(audience, 32)
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An audience is everyone, tiers, segment or list.';
+    END IF;
+    IF NOT (holdout_percent >= 0 AND holdout_percent < 100) THEN
+        RAISE EXCEPTION 'holdout_percent must be at least 0 and under 100'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The holdout is a percentage of the audience; %s is not.', holdout_percent);
+    END IF;
+    IF (audience <> 'tiers' AND (program_id IS NOT NULL OR min_rank IS NOT NULL))
+       OR (audience <> 'segment' AND segments IS NOT NULL) OR (audience <> 'list' AND member_refs IS NOT NULL) THEN
+        RAISE EXCEPTION 'arguments do not fit audience %', audience
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'The arguments program_id and min_rank are for audience tiers, segments for audience segment, member_refs for audience list.';
+    END IF;
+    IF NOT isfinite(as_of) THEN
+        RAISE EXCEPTION 'as_of must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A segment audience is taken from the RFM scores at a real instant.';
+    END IF;
+    -- the campaign row is locked from here: concurrent changes of one audience queue
+    SELECT * INTO c FROM wallet.campaigns k WHERE k.campaign_id = _campaign FOR UPDATE;
+    -- the first setting may come after create_campaign (whose start defaults
+    -- to now); a change after the start would move members between groups
+    IF holdout_percent <> c.holdout_percent AND c.starts_at <= now() AND c.audience_set_at IS NOT NULL THEN
+        RAISE EXCEPTION 'holdout of campaign % cannot change after it started', _campaign
+            USING ERRCODE = 'WL640',
+                  DETAIL = format('The campaign started at %s; changing its holdout from %s%% to %s%% would move members between target and control and void the measurement.',
+                                  c.starts_at, c.holdout_percent, holdout_percent),
+                  HINT = 'Create a new campaign for a different holdout.';
+    END IF;
+    IF audience = 'tiers' THEN
+        IF program_id IS NULL OR min_rank IS NULL THEN
+            RAISE EXCEPTION '% must not be null', CASE WHEN program_id IS NULL THEN 'program_id' ELSE 'min_rank' END
+                USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A tier audience is the members of a program''s tier of min_rank or higher.';
+        END IF;
+        IF min_rank < 1 THEN
+            RAISE EXCEPTION 'min_rank must be positive'
+                USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Tier ranks start at 1.';
+        END IF;
+        IF NOT EXISTS (SELECT FROM wallet.programs p WHERE p.program_id = set_campaign_audience.program_id AND p.merchant_id = c.merchant_id) THEN
+            RAISE EXCEPTION 'unknown program'
+                USING ERRCODE = 'WL214', DETAIL = format('There is no points program %s.', program_id);
+        END IF;
+    ELSIF audience = 'segment' THEN
+        IF segments IS NULL THEN
+            RAISE EXCEPTION 'segments must not be null'
+                USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A segment audience names one or more RFM segments.';
+        END IF;
+        SELECT s INTO bad FROM unnest(segments) s WHERE s IS NULL OR s NOT IN (SELECT g.segment FROM wallet.rfm_segments g) LIMIT 1;
+        IF FOUND OR cardinality(segments) = 0 THEN
+            RAISE EXCEPTION 'unknown segment "%"', coalesce(left(bad, 32), '')
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = 'Segments are champions, loyal, potential, new, at_risk, cannot_lose, hibernating and lost (wallet.rfm_segments).';
+        END IF;
+        IF as_of IS NULL THEN
+            RAISE EXCEPTION 'as_of must not be null'
+                USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A segment audience is taken from the RFM scores at a point in time.';
+        END IF;
+    ELSIF audience = 'list' THEN
+        IF member_refs IS NULL THEN
+            RAISE EXCEPTION 'member_refs must not be null'
+                USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A list audience names its members.';
+        END IF;
+        SELECT r INTO bad FROM unnest(member_refs) r
+         WHERE r IS NULL OR btrim(r) = '' OR length(r) > 256 OR r LIKE 'forgotten:%' LIMIT 1;
+        IF FOUND THEN
+            RAISE EXCEPTION 'member reference must be a non-blank text of at most 256 characters'
+                USING ERRCODE = CASE WHEN bad IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,
+                      DETAIL = 'Every element of member_refs names a member; "forgotten:" references are the pseudonyms of erased members.';
+        END IF;
+    END IF;
+
+    UPDATE wallet.campaigns k
+       SET audience = set_campaign_audience.audience,
+           audience_program_id = set_campaign_audience.program_id, audience_min_rank = set_campaign_audience.min_rank,
+           audience_segments = (SELECT array_agg(DISTINCT s ORDER BY s) FROM unnest(set_campaign_audience.segments) s),
+           holdout_percent = set_campaign_audience.holdout_percent,
+           audience_set_at = now()
+     WHERE k.campaign_id = _campaign;
+    DELETE FROM wallet.campaign_audience_members x WHERE x.campaign_id = _campaign;
+    IF audience = 'segment' THEN
+        INSERT INTO wallet.campaign_audience_members (campaign_id, member_id, merchant_id)
+        SELECT _campaign, s.member_id, c.merchant_id
+          FROM wallet_internal.rfm_scores(c.merchant_id, set_campaign_audience.as_of, NULL) s
+         WHERE s.segment = ANY (set_campaign_audience.segments);
+    ELSIF audience = 'list' THEN
+        -- members named for the first time are created, as issuing them a code would
+        INSERT INTO wallet.members (merchant_id, member_ref)
+        SELECT DISTINCT c.merchant_id, r FROM unnest(member_refs) r
+        ON CONFLICT ON CONSTRAINT members_merchant_id_member_ref_key DO NOTHING;
+        INSERT INTO wallet.campaign_audience_members (campaign_id, member_id, merchant_id)
+        SELECT DISTINCT _campaign, m.member_id, c.merchant_id
+          FROM wallet.members m
+         WHERE m.merchant_id = c.merchant_id AND m.member_ref = ANY (set_campaign_audience.member_refs);
+    END IF;
+    SELECT count(*) INTO n FROM wallet_internal.campaign_members(_campaign);
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION wallet.set_campaign_audience(bigint, text, numeric, bigint, integer, text[], text[], timestamptz) IS 'sets a campaign''s audience (everyone; tiers: program_id and min_rank; segment: RFM segments as of as_of, snapshotted; list: member_refs) and its holdout percentage (a change after the start, once set, is WL640); returns the audience''s size';
+
+CREATE OR REPLACE FUNCTION wallet_internal.report_period(c wallet.campaigns, period_start timestamptz, period_end timestamptz, currency text)
+    RETURNS tstzrange
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    s timestamptz := coalesce(period_start, c.starts_at);
+    e timestamptz := coalesce(period_end, c.ends_at, now());
+BEGIN
+    IF currency IS NOT NULL AND currency !~ '^[A-Z]{3}$' THEN
+        RAISE EXCEPTION 'invalid currency "%"', left(currency, 16)
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A currency is an ISO 4217 code of three capital letters, such as CNY.';
+    END IF;
+    IF NOT (isfinite(s) AND isfinite(e)) THEN
+        RAISE EXCEPTION 'period must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The windows before and after the period are as long as the period.';
+    END IF;
+    IF e <= s THEN
+        RAISE EXCEPTION 'period must end after it starts'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The period from %s to %s is empty.', s, e);
+    END IF;
+    -- the windows before and after (campaign_report), and the months
+    -- followed after it (campaign_cohorts, at most 36), must be timestamps
+    BEGIN
+        PERFORM s - (e - s), e + (e - s), (date_trunc('month', e AT TIME ZONE 'UTC') + interval '37 months') AT TIME ZONE 'UTC';
+    EXCEPTION WHEN datetime_field_overflow OR interval_field_overflow THEN
+        RAISE EXCEPTION 'period out of range'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('The windows before and after the period from %s to %s, as long as the period, and the 36 months after it must lie within the range of timestamps.', s, e);
+    END;
+    RETURN tstzrange(s, e, '[)');
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.report_period(wallet.campaigns, timestamptz, timestamptz, text) IS 'internal: the period [start, end) of a campaign report (default: the campaign''s window up to now); 22023 for an empty or infinite period, one whose windows before and after (or 36 months after) leave the range of timestamps, or a malformed currency';
+
+CREATE OR REPLACE FUNCTION wallet_internal.reward_setup_check(campaign_id bigint, program_id bigint) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    merchant bigint;
+    closed boolean;
+BEGIN
+    IF campaign_id IS NULL OR program_id IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN campaign_id IS NULL THEN 'campaign_id' ELSE 'program_id' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A reward belongs to a campaign and is paid in a points program, both named by their ids.';
+    END IF;
+    SELECT c.merchant_id INTO merchant FROM wallet.campaigns c
+     WHERE c.campaign_id = reward_setup_check.campaign_id AND wallet.acts_for(c.merchant_id);
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'campaign % does not exist', campaign_id
+            USING ERRCODE = 'WL101', DETAIL = format('There is no campaign %s.', campaign_id),
+                  HINT = 'Create it with wallet.create_campaign.';
+    END IF;
+    SELECT p.closed_at IS NOT NULL INTO closed FROM wallet.programs p
+     WHERE p.program_id = reward_setup_check.program_id AND p.merchant_id = merchant;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown program'
+            USING ERRCODE = 'WL214', DETAIL = format('There is no points program %s of the campaign''s merchant.', program_id);
+    END IF;
+    IF closed THEN
+        PERFORM wallet_internal.program_closed(program_id);
+    END IF;
+    RETURN merchant;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.reward_setup_check(bigint, bigint) IS 'internal: the merchant of a campaign and program a reward is set up for; 22004 for NULL ids, WL101 for an unknown campaign, WL214 for a program not of its merchant, WL202 for a closed one';
+
+CREATE OR REPLACE FUNCTION wallet_internal.campaign_running(merchant_id bigint, campaign_id bigint) RETURNS boolean
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    starts timestamptz;
+    ends timestamptz;
+BEGIN
+    IF campaign_id IS NULL THEN
+        RAISE EXCEPTION 'campaign_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Referrals and shares are of a campaign, named by its id.';
+    END IF;
+    SELECT c.starts_at, c.ends_at INTO starts, ends FROM wallet.campaigns c
+     WHERE c.campaign_id = campaign_running.campaign_id AND c.merchant_id = campaign_running.merchant_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'campaign % does not exist', campaign_id
+            USING ERRCODE = 'WL101', DETAIL = format('Merchant %s has no campaign %s.', merchant_id, campaign_id),
+                  HINT = 'Create it with wallet.create_campaign.';
+    END IF;
+    RETURN now() >= starts AND now() < coalesce(ends, 'infinity');
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.campaign_running(bigint, bigint) IS 'internal: whether the merchant''s campaign runs now; 22004 for a NULL campaign id, WL101 for one that is not the merchant''s';
+
+CREATE OR REPLACE FUNCTION wallet.set_referral_program(campaign_id bigint, program_id bigint, referrer_points bigint,
+        referee_points bigint, qualify_days int, min_amount numeric DEFAULT 0, currency text DEFAULT NULL,
+        max_per_referrer int DEFAULT NULL, cap_period text DEFAULT 'month') RETURNS wallet.referral_programs
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    merchant bigint;
+    r wallet.referral_programs;
+BEGIN
+    merchant := wallet_internal.reward_setup_check(campaign_id, program_id);
+    IF referrer_points IS NULL OR referee_points IS NULL OR qualify_days IS NULL OR min_amount IS NULL OR cap_period IS NULL THEN
+        RAISE EXCEPTION '% must not be null',
+              CASE WHEN referrer_points IS NULL THEN 'referrer_points' WHEN referee_points IS NULL THEN 'referee_points'
+                   WHEN qualify_days IS NULL THEN 'qualify_days' WHEN min_amount IS NULL THEN 'min_amount' ELSE 'cap_period' END
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = 'A referral program gives points to each side (0 for none) for a purchase within qualify_days, of at least min_amount (0: any), capped per cap_period.';
+    END IF;
+    -- (added as numeric: the sum of two bigints may not be one)
+    IF referrer_points < 0 OR referee_points < 0 OR (referrer_points = 0 AND referee_points = 0)
+       OR referrer_points::numeric + referee_points > 9223372036854775807 THEN
+        RAISE EXCEPTION 'invalid amount of points'
+            USING ERRCODE = 'WL204',
+                  DETAIL = 'The points of each side are zero or positive, not both zero, and together at most 9223372036854775807.';
+    END IF;
+    IF qualify_days NOT BETWEEN 1 AND 3650 OR min_amount < 0 OR min_amount IN ('NaN', 'Infinity') OR max_per_referrer < 1
+       OR cap_period NOT IN ('day', 'week', 'month', 'year', 'campaign')
+       OR (currency IS NOT NULL AND currency !~ '^[A-Z]{3}$') OR (min_amount > 0 AND currency IS NULL) THEN
+        RAISE EXCEPTION 'invalid referral terms'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'The qualify_days are 1 to 3650, the min_amount a finite zero or more (with a currency, an ISO 4217 code, when positive), max_per_referrer positive or NULL, cap_period day, week, month, year or campaign.';
+    END IF;
+    INSERT INTO wallet.referral_programs AS x (campaign_id, merchant_id, program_id, referrer_points, referee_points,
+                                               qualify_days, min_amount, currency, max_per_referrer, cap_period)
+    VALUES (set_referral_program.campaign_id, merchant, set_referral_program.program_id, set_referral_program.referrer_points,
+            set_referral_program.referee_points, set_referral_program.qualify_days, set_referral_program.min_amount,
+            set_referral_program.currency, set_referral_program.max_per_referrer, set_referral_program.cap_period)
+    ON CONFLICT ON CONSTRAINT referral_programs_pkey DO UPDATE
+       SET program_id = EXCLUDED.program_id, referrer_points = EXCLUDED.referrer_points, referee_points = EXCLUDED.referee_points,
+           qualify_days = EXCLUDED.qualify_days, min_amount = EXCLUDED.min_amount, currency = EXCLUDED.currency,
+           max_per_referrer = EXCLUDED.max_per_referrer, cap_period = EXCLUDED.cap_period, updated_at = now()
+    RETURNING x.* INTO r;
+    RETURN r;
+END
+$$;
+COMMENT ON FUNCTION wallet.set_referral_program(bigint, bigint, bigint, bigint, int, numeric, text, int, text) IS 'sets (or changes) the referral program of a campaign: points for referrer and referee in a program of the merchant, the qualifying purchase (within qualify_days, at least min_amount in currency) and the cap per referrer per period; pending referrals keep their terms';
+
+CREATE OR REPLACE FUNCTION wallet.set_share_reward(campaign_id bigint, program_id bigint, points bigint,
+        max_per_member int DEFAULT NULL, max_per_day int DEFAULT NULL) RETURNS wallet.share_rewards
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    merchant bigint;
+    r wallet.share_rewards;
+BEGIN
+    merchant := wallet_internal.reward_setup_check(campaign_id, program_id);
+    IF points IS NULL THEN
+        RAISE EXCEPTION 'points must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A share reward gives a number of points per rewarded share.';
+    END IF;
+    IF points <= 0 THEN
+        RAISE EXCEPTION 'invalid amount of points'
+            USING ERRCODE = 'WL204', DETAIL = 'The points of a share reward must be a positive number.';
+    END IF;
+    IF max_per_member < 1 OR max_per_day < 1 THEN
+        RAISE EXCEPTION 'caps must be positive'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The caps max_per_member and max_per_day are positive, or NULL for no cap.';
+    END IF;
+    INSERT INTO wallet.share_rewards AS x (campaign_id, merchant_id, program_id, points, max_per_member, max_per_day)
+    VALUES (set_share_reward.campaign_id, merchant, set_share_reward.program_id, set_share_reward.points,
+            set_share_reward.max_per_member, set_share_reward.max_per_day)
+    ON CONFLICT ON CONSTRAINT share_rewards_pkey DO UPDATE
+       SET program_id = EXCLUDED.program_id, points = EXCLUDED.points, max_per_member = EXCLUDED.max_per_member,
+           max_per_day = EXCLUDED.max_per_day, updated_at = now()
+    RETURNING x.* INTO r;
+    RETURN r;
+END
+$$;
+COMMENT ON FUNCTION wallet.set_share_reward(bigint, bigint, bigint, int, int) IS 'sets (or changes) the share reward of a campaign: points per share in a program of the merchant, capped per member over the campaign and per day';
+
+CREATE OR REPLACE FUNCTION wallet.refer(merchant_id bigint, referrer_ref text, referee_ref text, channel text, campaign_id bigint,
+        referrer_fingerprint text DEFAULT NULL, referee_fingerprint text DEFAULT NULL) RETURNS wallet.referrals
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+#variable_conflict use_column
+DECLARE
+    rp wallet.referral_programs;
+    running boolean;
+    referrer bigint;
+    referee bigint;
+    verdict text;
+    period timestamptz;
+    bumped boolean := false;
+    n int;
+    r wallet.referrals;
+BEGIN
+    PERFORM wallet_internal.member_check(merchant_id, referrer_ref);
+    PERFORM wallet_internal.member_check(merchant_id, referee_ref);
+    PERFORM wallet_internal.check_label('channel', channel, 64, true);
+    PERFORM wallet_internal.check_label('referrer fingerprint', referrer_fingerprint, 256, false);
+    PERFORM wallet_internal.check_label('referee fingerprint', referee_fingerprint, 256, false);
+    running := wallet_internal.campaign_running(merchant_id, campaign_id);
+    SELECT * INTO rp FROM wallet.referral_programs x WHERE x.campaign_id = refer.campaign_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'campaign % has no referral program', campaign_id
+            USING ERRCODE = 'WL670', DETAIL = 'A referral earns the rewards of its campaign''s referral program.',
+                  HINT = 'Set one up with wallet.set_referral_program.';
+    END IF;
+    referrer := wallet_internal.member_ensure(merchant_id, referrer_ref);
+    referee := wallet_internal.member_ensure(merchant_id, referee_ref);
+
+    -- the abuse guards, cheapest first; each refusal is a row with its reason
+    SELECT * INTO r FROM wallet.referrals x
+     WHERE x.merchant_id = refer.merchant_id AND x.referee_id = referee AND x.status <> 'refused';
+    IF NOT running THEN
+        verdict := 'campaign_inactive';
+    ELSIF referrer = referee THEN
+        verdict := 'self_referral';
+    ELSIF r.referral_id IS NOT NULL THEN
+        IF r.referrer_id = referrer AND r.campaign_id = refer.campaign_id THEN
+            RETURN r;   -- the same referral again: a retry
+        END IF;
+        verdict := 'already_referred';
+    ELSIF EXISTS (SELECT FROM wallet.purchases p WHERE p.merchant_id = refer.merchant_id AND p.member_id = referee) THEN
+        verdict := 'referee_already_purchased';
+    ELSIF EXISTS (
+            -- a fingerprint seen on the referrer's side (given now, or on an
+            -- earlier referral of the referrer's) that is also on the referee's
+            WITH mine AS (
+                SELECT referrer_fingerprint AS f WHERE referrer_fingerprint IS NOT NULL
+                UNION SELECT x.referrer_fingerprint FROM wallet.referrals x
+                       WHERE x.merchant_id = refer.merchant_id AND x.referrer_id = referrer AND x.referrer_fingerprint IS NOT NULL
+                UNION SELECT x.referee_fingerprint FROM wallet.referrals x
+                       WHERE x.merchant_id = refer.merchant_id AND x.referee_id = referrer AND x.referee_fingerprint IS NOT NULL),
+            theirs AS (
+                SELECT referee_fingerprint AS f WHERE referee_fingerprint IS NOT NULL
+                UNION SELECT x.referrer_fingerprint FROM wallet.referrals x
+                       WHERE x.merchant_id = refer.merchant_id AND x.referrer_id = referee AND x.referrer_fingerprint IS NOT NULL
+                UNION SELECT x.referee_fingerprint FROM wallet.referrals x
+                       WHERE x.merchant_id = refer.merchant_id AND x.referee_id = referee AND x.referee_fingerprint IS NOT NULL)
+            SELECT FROM mine JOIN theirs USING (f)) THEN
+        verdict := 'shared_fingerprint';
+    ELSIF rp.max_per_referrer IS NOT NULL THEN
+        period := CASE WHEN rp.cap_period = 'campaign' THEN '-infinity'::timestamptz
+                       ELSE date_trunc(rp.cap_period, now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' END;
+        -- waits for a concurrent referral of the same referrer; below the cap only
+        INSERT INTO wallet.referral_counts AS k (campaign_id, member_id, period_start, merchant_id, referrals)
+        VALUES (refer.campaign_id, referrer, period, refer.merchant_id, 1)
+        ON CONFLICT ON CONSTRAINT referral_counts_pkey DO UPDATE SET referrals = k.referrals + 1
+         WHERE k.referrals < rp.max_per_referrer
+        RETURNING k.referrals INTO n;
+        IF n IS NULL THEN
+            verdict := 'referrer_cap';
+        ELSE
+            bumped := true;
+        END IF;
+    END IF;
+
+    IF verdict IS NULL THEN
+        -- a concurrent referral of the same referee waits here on the unique index
+        INSERT INTO wallet.referrals AS x (merchant_id, campaign_id, referrer_id, referee_id, channel, status,
+                                           referrer_fingerprint, referee_fingerprint, expires_at, program_id,
+                                           referrer_points, referee_points, min_amount, currency)
+        VALUES (refer.merchant_id, refer.campaign_id, referrer, referee, refer.channel, 'pending',
+                refer.referrer_fingerprint, refer.referee_fingerprint, now() + make_interval(days => rp.qualify_days), rp.program_id,
+                rp.referrer_points, rp.referee_points, rp.min_amount, rp.currency)
+        ON CONFLICT (merchant_id, referee_id) WHERE status <> 'refused' DO NOTHING
+        RETURNING x.* INTO r;
+        IF r.referral_id IS NOT NULL THEN
+            RETURN r;
+        END IF;
+        -- the other one committed first: this one takes no place in the cap
+        IF bumped THEN
+            UPDATE wallet.referral_counts k SET referrals = k.referrals - 1
+             WHERE k.campaign_id = refer.campaign_id AND k.member_id = referrer AND k.period_start = period;
+        END IF;
+        SELECT * INTO r FROM wallet.referrals x
+         WHERE x.merchant_id = refer.merchant_id AND x.referee_id = referee AND x.status <> 'refused';
+        IF r.referrer_id = referrer AND r.campaign_id = refer.campaign_id THEN
+            RETURN r;   -- a concurrent retry of this same referral
+        END IF;
+        verdict := 'already_referred';
+    END IF;
+    INSERT INTO wallet.referrals AS x (merchant_id, campaign_id, referrer_id, referee_id, channel, status, reason,
+                                       referrer_fingerprint, referee_fingerprint)
+    VALUES (refer.merchant_id, refer.campaign_id, referrer, referee, refer.channel, 'refused', verdict,
+            refer.referrer_fingerprint, refer.referee_fingerprint)
+    RETURNING x.* INTO r;
+    RETURN r;
+END
+$$;
+COMMENT ON FUNCTION wallet.refer(bigint, text, text, text, bigint, text, text) IS 'records that referrer_ref referred referee_ref under the referral program of campaign_id (members created if needed) and returns the referral: pending, or refused with the abuse guard''s reason (self_referral, already_referred, referrer_cap, shared_fingerprint, referee_already_purchased, campaign_inactive); the same referral again returns the first (a retry)';
+
+CREATE OR REPLACE FUNCTION wallet.expire_referrals(as_of timestamptz DEFAULT now(), batch_size int DEFAULT 1000) RETURNS int
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    n int;
+BEGIN
+    IF as_of IS NULL OR batch_size IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN as_of IS NULL THEN 'as_of' ELSE 'batch_size' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Referrals are expired as of an instant (now() by default), batch_size at a time.';
+    END IF;
+    IF NOT isfinite(as_of) THEN
+        RAISE EXCEPTION 'as_of must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Referrals are expired as of a real instant.';
+    END IF;
+    IF as_of > clock_timestamp() OR batch_size < 1 THEN
+        RAISE EXCEPTION '%', CASE WHEN batch_size < 1 THEN 'batch_size must be positive' ELSE 'cannot expire referrals as of a future instant' END
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A referral still in its window would lose its reward for good; batch_size is at least 1.';
+    END IF;
+    -- SKIP LOCKED: a referral being rewarded right now is left to its purchase
+    WITH due AS MATERIALIZED (
+        SELECT x.referral_id FROM wallet.referrals x
+         WHERE x.status = 'pending' AND x.expires_at <= as_of
+         ORDER BY x.expires_at, x.referral_id LIMIT batch_size
+           FOR NO KEY UPDATE SKIP LOCKED)
+    UPDATE wallet.referrals r SET status = 'expired', reason = 'window_passed', settled_at = now()
+      FROM due WHERE r.referral_id = due.referral_id;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION wallet.expire_referrals(timestamptz, int) IS 'expires up to batch_size pending referrals (every merchant''s) whose window ended by as_of (not in the future: 22023) and returns how many; run by wallet.run_maintenance';
+
+CREATE OR REPLACE FUNCTION wallet.record_share(merchant_id bigint, member_ref text, campaign_id bigint, channel text,
+        idempotency_key text DEFAULT NULL) RETURNS wallet.shares
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    sr wallet.share_rewards;
+    running boolean;
+    closed boolean;
+    given jsonb;
+    member bigint;
+    tz text;
+    today date;
+    k wallet.share_counts;
+    bumped boolean := false;
+    verdict text;
+    s wallet.shares;
+    e wallet.entries;
+BEGIN
+    PERFORM wallet_internal.member_check(merchant_id, member_ref);
+    PERFORM wallet_internal.check_label('channel', channel, 64, true);
+    PERFORM wallet_internal.check_label('idempotency key', idempotency_key, 256, false);
+    running := wallet_internal.campaign_running(merchant_id, campaign_id);
+    SELECT * INTO sr FROM wallet.share_rewards x WHERE x.campaign_id = record_share.campaign_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'campaign % has no share reward', campaign_id
+            USING ERRCODE = 'WL671', DETAIL = 'A share earns the reward its campaign sets for shares.',
+                  HINT = 'Set one up with wallet.set_share_reward.';
+    END IF;
+    member := wallet_internal.member_ensure(merchant_id, member_ref);
+    given := jsonb_build_object('member_id', member, 'campaign_id', campaign_id, 'channel', channel);
+    IF idempotency_key IS NOT NULL THEN
+        SELECT * INTO s FROM wallet.shares x WHERE x.merchant_id = record_share.merchant_id AND x.idempotency_key = record_share.idempotency_key;
+        IF FOUND THEN
+            PERFORM wallet_internal.idem_check(idempotency_key, format('share %s', s.share_id), wallet_internal.idem_share(s), given);
+            RETURN s;
+        END IF;
+    END IF;
+    SELECT p.closed_at IS NOT NULL INTO closed FROM wallet.programs p WHERE p.program_id = sr.program_id;
+    IF NOT running THEN
+        verdict := 'campaign_inactive';
+    ELSIF closed THEN
+        verdict := 'program_closed';
+    ELSE
+        SELECT m.time_zone INTO tz FROM wallet.members m WHERE m.member_id = member;
+        today := (now() AT TIME ZONE coalesce(tz, 'UTC'))::date;
+        -- the member's counter row, locked: bumped only while below both caps
+        INSERT INTO wallet.share_counts AS c (campaign_id, member_id, merchant_id, rewarded, day, day_rewarded)
+        VALUES (record_share.campaign_id, member, record_share.merchant_id, 1, today, 1)
+        ON CONFLICT ON CONSTRAINT share_counts_pkey DO UPDATE
+           SET rewarded = c.rewarded + 1, day = EXCLUDED.day,
+               day_rewarded = CASE WHEN c.day = EXCLUDED.day THEN c.day_rewarded + 1 ELSE 1 END
+         WHERE (sr.max_per_member IS NULL OR c.rewarded < sr.max_per_member)
+           AND (sr.max_per_day IS NULL OR c.day <> EXCLUDED.day OR c.day_rewarded < sr.max_per_day)
+        RETURNING c.* INTO k;
+        IF k.member_id IS NOT NULL THEN
+            bumped := true;
+        ELSE
+            SELECT * INTO k FROM wallet.share_counts c WHERE c.campaign_id = record_share.campaign_id AND c.member_id = member;
+            verdict := CASE WHEN k.rewarded >= sr.max_per_member THEN 'member_cap' ELSE 'daily_cap' END;
+        END IF;
+    END IF;
+    INSERT INTO wallet.shares AS x (merchant_id, campaign_id, member_id, channel, status, reason, idempotency_key)
+    VALUES (record_share.merchant_id, record_share.campaign_id, member, record_share.channel,
+            CASE WHEN verdict IS NULL THEN 'rewarded' ELSE 'refused' END, verdict, record_share.idempotency_key)
+    ON CONFLICT ON CONSTRAINT shares_merchant_id_idempotency_key_key DO NOTHING
+    RETURNING x.* INTO s;
+    IF s.share_id IS NULL THEN
+        -- a concurrent call with the same key committed first: its result
+        IF bumped THEN
+            UPDATE wallet.share_counts c SET rewarded = c.rewarded - 1, day_rewarded = c.day_rewarded - 1
+             WHERE c.campaign_id = record_share.campaign_id AND c.member_id = member;
+        END IF;
+        SELECT * INTO s FROM wallet.shares x WHERE x.merchant_id = record_share.merchant_id AND x.idempotency_key = record_share.idempotency_key;
+        PERFORM wallet_internal.idem_check(idempotency_key, format('share %s', s.share_id), wallet_internal.idem_share(s), given);
+        RETURN s;
+    END IF;
+    IF verdict IS NULL THEN
+        e := wallet_internal.reward_points(sr.program_id, member, sr.points, format('share:%s', s.share_id),
+                                           'share reward', format('share %s of campaign %s', s.share_id, campaign_id));
+        UPDATE wallet.shares x SET points = sr.points, entry_id = e.entry_id WHERE x.share_id = s.share_id
+        RETURNING x.* INTO s;
+    END IF;
+    INSERT INTO wallet.member_events (merchant_id, member_id, kind, attributes)
+    VALUES (record_share.merchant_id, member, 'shared',
+            jsonb_build_object('campaign_id', campaign_id, 'channel', channel, 'share_id', s.share_id, 'status', s.status,
+                               'reason', s.reason, 'points', s.points, 'entry_id', s.entry_id));
+    RETURN s;
+END
+$$;
+COMMENT ON FUNCTION wallet.record_share(bigint, text, bigint, text, text) IS 'records that a member shared a campaign (member event shared) and rewards it with the campaign''s share points, or refuses the reward with a reason (member_cap, daily_cap, campaign_inactive, program_closed); exact under races; idempotent on an optional idempotency_key';
+
+CREATE OR REPLACE FUNCTION wallet_internal.tier_check(program_id bigint, rank int, name text, min_points bigint,
+        min_spend numeric, multiplier numeric, benefits jsonb, tier_id bigint) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    o record;
+BEGIN
+    IF rank IS NULL OR name IS NULL OR min_points IS NULL OR multiplier IS NULL OR benefits IS NULL THEN
+        RAISE EXCEPTION '% must not be null',
+              CASE WHEN rank IS NULL THEN 'rank' WHEN name IS NULL THEN 'name' WHEN min_points IS NULL THEN 'min_points'
+                   WHEN multiplier IS NULL THEN 'multiplier' ELSE 'benefits' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A tier has a rank, a name, a point threshold, a multiplier and benefits.';
+    END IF;
+    IF btrim(name) = '' OR length(name) > 256 THEN
+        RAISE EXCEPTION 'invalid tier name'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A tier''s name has 1 to 256 characters, not all blank.';
+    END IF;
+    -- numeric NaN compares above every number, and Infinity is a numeric:
+    -- both are refused by name (an earning multiplied by them has no points)
+    IF rank < 1 OR min_points < 0 OR min_spend < 0 OR min_spend IN ('NaN', 'Infinity')
+       OR multiplier <= 0 OR multiplier > 100 OR multiplier = 'NaN' OR jsonb_typeof(benefits) <> 'object' THEN
+        RAISE EXCEPTION 'invalid tier'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A tier''s rank is positive, its thresholds are finite and not negative, its multiplier is above 0 and at most 100, and its benefits are a JSON object.';
+    END IF;
+    SELECT x.tier_id INTO o FROM wallet.tiers x
+     WHERE x.program_id = tier_check.program_id AND x.tier_id IS DISTINCT FROM tier_check.tier_id
+       AND (x.rank = tier_check.rank OR x.name = tier_check.name);
+    IF FOUND THEN
+        RAISE EXCEPTION 'tier already exists'
+            USING ERRCODE = 'WL541', DETAIL = format('Tier %s of program %s has the same rank or name.', o.tier_id, program_id);
+    END IF;
+    -- a higher rank asks for at least as much, and more of something
+    SELECT x.tier_id, x.rank INTO o FROM wallet.tiers x
+     WHERE x.program_id = tier_check.program_id AND x.tier_id IS DISTINCT FROM tier_check.tier_id
+       AND CASE WHEN x.rank < tier_check.rank
+                THEN x.min_points > tier_check.min_points OR coalesce(x.min_spend, 0) > coalesce(tier_check.min_spend, 0)
+                  OR (x.min_points = tier_check.min_points AND coalesce(x.min_spend, 0) = coalesce(tier_check.min_spend, 0))
+                ELSE x.min_points < tier_check.min_points OR coalesce(x.min_spend, 0) < coalesce(tier_check.min_spend, 0)
+                  OR (x.min_points = tier_check.min_points AND coalesce(x.min_spend, 0) = coalesce(tier_check.min_spend, 0)) END
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'tier thresholds out of order'
+            USING ERRCODE = 'WL542',
+                  DETAIL = format('Tier %s (rank %s) conflicts: a higher rank must ask for at least the points and spend of every lower one, and more of one of them.', o.tier_id, o.rank);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.tier_check(bigint, int, text, bigint, numeric, numeric, jsonb, bigint) IS 'internal: validates a tier (22004, 22023, WL541 rank or name taken, WL542 thresholds not increasing with rank)';
+
+CREATE OR REPLACE FUNCTION wallet.update_tier(tier_id bigint, name text DEFAULT NULL, min_points bigint DEFAULT NULL,
+        min_spend numeric DEFAULT NULL, multiplier numeric DEFAULT NULL, benefits jsonb DEFAULT NULL,
+        clear_min_spend boolean DEFAULT false) RETURNS wallet.tiers
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    t wallet.tiers;
+BEGIN
+    t := wallet_internal.tier_lock(tier_id);
+    IF clear_min_spend IS NULL THEN
+        RAISE EXCEPTION 'clear_min_spend must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The flag clear_min_spend is true to remove the spend threshold, false to keep or set it.';
+    END IF;
+    IF clear_min_spend AND min_spend IS NOT NULL THEN
+        RAISE EXCEPTION 'min_spend given with clear_min_spend'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A spend threshold is either set or removed.';
+    END IF;
+    t.name := coalesce(update_tier.name, t.name);
+    t.min_points := coalesce(update_tier.min_points, t.min_points);
+    t.min_spend := CASE WHEN clear_min_spend THEN NULL ELSE coalesce(update_tier.min_spend, t.min_spend) END;
+    t.multiplier := coalesce(update_tier.multiplier, t.multiplier);
+    t.benefits := coalesce(update_tier.benefits, t.benefits);
+    PERFORM wallet_internal.tier_check(t.program_id, t.rank, t.name, t.min_points, t.min_spend, t.multiplier, t.benefits, t.tier_id);
+    UPDATE wallet.tiers x SET name = t.name, min_points = t.min_points, min_spend = t.min_spend,
+                              multiplier = t.multiplier, benefits = t.benefits
+     WHERE x.tier_id = t.tier_id
+    RETURNING * INTO t;
+    PERFORM wallet_internal.tier_sweep_request(t.program_id);
+    RETURN t;
+END
+$$;
+COMMENT ON FUNCTION wallet.update_tier(bigint, text, bigint, numeric, numeric, jsonb, boolean) IS 'changes a tier''s name, thresholds, multiplier or benefits (NULL keeps; clear_min_spend removes the spend threshold); validated like create_tier; accounts are reviewed at the next wallet.evaluate_tiers; returns the tier';
+
+CREATE OR REPLACE FUNCTION wallet.set_tier_policy(program_id bigint, tier_window text DEFAULT NULL, tier_window_months int DEFAULT NULL,
+        tier_downgrade text DEFAULT NULL, tier_grace_days int DEFAULT NULL, tier_downgrade_step text DEFAULT NULL)
+    RETURNS wallet.programs
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    r wallet.programs;
+BEGIN
+    PERFORM wallet_internal.lock_tier_program(program_id);
+    IF tier_window NOT IN ('rolling', 'calendar_year') OR tier_window_months NOT BETWEEN 1 AND 24
+       OR tier_downgrade NOT IN ('never', 'period_end', 'grace') OR tier_grace_days < 0
+       OR tier_downgrade_step NOT IN ('one_level', 'qualified') THEN
+        RAISE EXCEPTION 'invalid tier policy'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'The tier_window is rolling or calendar_year, tier_window_months 1 to 24, tier_downgrade never, period_end or grace, tier_grace_days not negative, tier_downgrade_step one_level or qualified.';
+    END IF;
+    UPDATE wallet.programs p
+       SET tier_window = coalesce(set_tier_policy.tier_window, p.tier_window),
+           tier_window_months = coalesce(set_tier_policy.tier_window_months, p.tier_window_months),
+           tier_downgrade = coalesce(set_tier_policy.tier_downgrade, p.tier_downgrade),
+           tier_grace_days = coalesce(set_tier_policy.tier_grace_days, p.tier_grace_days),
+           tier_downgrade_step = coalesce(set_tier_policy.tier_downgrade_step, p.tier_downgrade_step)
+     WHERE p.program_id = set_tier_policy.program_id
+    RETURNING * INTO r;
+    PERFORM wallet_internal.tier_sweep_request(program_id);
+    RETURN r;
+END
+$$;
+COMMENT ON FUNCTION wallet.set_tier_policy(bigint, text, int, text, int, text) IS 'sets a program''s tier policy (NULL keeps): qualification window (rolling tier_window_months months or calendar_year), downgrade (never, period_end, grace after tier_grace_days days below) and step (one_level or qualified); every account is reviewed at the next wallet.evaluate_tiers; returns the program';
+
+CREATE OR REPLACE FUNCTION wallet.member_tier(account_id bigint, as_of timestamptz DEFAULT now(),
+        OUT tier_id bigint, OUT rank int, OUT name text, OUT since timestamptz)
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF NOT wallet_internal.sees_account(account_id) THEN
+        PERFORM wallet_internal.unknown_account(account_id);
+    END IF;
+    IF as_of IS NULL THEN
+        RAISE EXCEPTION 'as_of must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The tier is read as of an instant, now() by default.';
+    END IF;
+    IF NOT isfinite(as_of) THEN
+        RAISE EXCEPTION 'as_of must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The tier is read as of a real instant.';
+    END IF;
+    SELECT h.to_tier, h.to_rank, x.name, h.changed_at INTO tier_id, rank, name, since
+      FROM wallet.tier_history h LEFT JOIN wallet.tiers x ON x.tier_id = h.to_tier
+     WHERE h.account_id = member_tier.account_id AND h.changed_at <= as_of
+     ORDER BY h.changed_at DESC, h.change_id DESC LIMIT 1;
+    rank := coalesce(rank, 0);
+    IF rank = 0 THEN
+        since := NULL;
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet.member_tier(bigint, timestamptz) IS 'the tier an account held at as_of (from wallet.tier_history): id, rank (0 = none), name, since when';
+
+CREATE OR REPLACE FUNCTION wallet.evaluate_tiers(program_id bigint, as_of timestamptz DEFAULT now(), max_accounts int DEFAULT 10000,
+        OUT looked_at int, OUT upgraded int, OUT downgraded int, OUT more boolean)
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    p record;
+    t record;
+    s wallet.tier_sweeps;
+    r text;
+    id bigint;
+    due int := 0;
+    chunk record;
+    chunk2 record;
+    ids bigint[];
+BEGIN
+    IF program_id IS NULL OR as_of IS NULL OR max_accounts IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN program_id IS NULL THEN 'program_id' WHEN as_of IS NULL THEN 'as_of' ELSE 'max_accounts' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Tiers are evaluated for a program, as of an instant, a bounded number of accounts at a time.';
+    END IF;
+    IF NOT isfinite(as_of) THEN
+        RAISE EXCEPTION 'as_of must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Tiers are evaluated as of a real instant.';
+    END IF;
+    IF max_accounts < 1 THEN
+        RAISE EXCEPTION 'max_accounts must be positive'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Each call looks at up to max_accounts accounts; call again while more is true.';
+    END IF;
+    SELECT x.tier_window, x.tier_window_months, x.tier_downgrade INTO p FROM wallet.programs x
+     WHERE x.program_id = evaluate_tiers.program_id AND wallet.acts_for(x.merchant_id);
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown program'
+            USING ERRCODE = 'WL214', DETAIL = format('There is no points program %s.', program_id);
+    END IF;
+    looked_at := 0;
+    upgraded := 0;
+    downgraded := 0;
+    -- 1. accounts due (a downgrade, a period end, a fall below), soonest
+    -- first; an account a posting holds is skipped: it is reviewed anyway
+    FOR id IN SELECT x.account_id FROM wallet.account_tiers x
+               WHERE x.program_id = evaluate_tiers.program_id AND x.review_at <= as_of
+               ORDER BY x.review_at, x.account_id LIMIT max_accounts LOOP
+        looked_at := looked_at + 1;
+        due := due + 1;
+        PERFORM FROM wallet.accounts a WHERE a.account_id = id FOR NO KEY UPDATE SKIP LOCKED;
+        CONTINUE WHEN NOT FOUND;
+        r := wallet_internal.tier_review(id, as_of);
+        upgraded := upgraded + (r IS NOT DISTINCT FROM 'upgraded')::int;
+        downgraded := downgraded + (r IS NOT DISTINCT FROM 'downgraded')::int;
+    END LOOP;
+    -- 2. the sweep after a change of tiers or policy: the points of every
+    -- account are read from its ledger's buckets (C), and only accounts that
+    -- may move up, or hold a tier whose review date may have changed, are
+    -- reviewed
+    SELECT * INTO s FROM wallet.tier_sweeps x WHERE x.program_id = evaluate_tiers.program_id FOR UPDATE;
+    IF FOUND AND looked_at < max_accounts THEN
+        SELECT array_agg(x.min_points ORDER BY x.rank) AS pts, array_agg(x.rank ORDER BY x.rank) AS ranks,
+               array_agg(x.tier_id ORDER BY x.rank) AS ids, coalesce(bool_or(x.min_spend IS NOT NULL), false) AS by_spend
+          INTO t FROM wallet.tiers x WHERE x.program_id = evaluate_tiers.program_id;
+        -- accounts that qualify for a tier by points (an upper bound: spend can only lower it)
+        SELECT x.looked_at AS n, x.last_account AS last, x.qualified AS ids INTO chunk
+          FROM wallet_internal.tier_sweep_scan(evaluate_tiers.program_id, s.after_account, max_accounts - looked_at,
+                                               p.tier_window, p.tier_window_months, as_of, coalesce(t.pts, '{}')) x;
+        looked_at := looked_at + chunk.n;
+        -- and those holding a tier, in the same range of accounts
+        SELECT array_agg(DISTINCT x.id ORDER BY x.id) INTO ids
+          FROM (SELECT unnest(chunk.ids) AS id
+                UNION ALL
+                SELECT h.account_id FROM wallet.account_tiers h
+                 WHERE h.program_id = evaluate_tiers.program_id AND h.rank > 0
+                   AND h.account_id > s.after_account AND h.account_id <= chunk.last) x;
+        IF ids IS NOT NULL AND NOT t.by_spend THEN
+            -- points alone decide: the accounts are locked in account order
+            -- (as the loop below would), then reviewed set-based in what
+            -- tier_review would do for them: an upgrade (tier_set and the
+            -- next review), or, still at their tier, the next review date
+            -- (written only where it changes); the others (below their
+            -- tier, a period end due) go through tier_review
+            PERFORM FROM wallet.accounts a WHERE a.account_id = ANY (ids) ORDER BY a.account_id FOR NO KEY UPDATE;
+            -- (the tier row of each account by its key: a join would hash
+            -- the program's whole account_tiers for a batch of ~100)
+            WITH c AS (
+                SELECT a.account_id, a.merchant_id, a.member_id, a.ledger, h.tier_id AS held_tier,
+                       h.account_id IS NOT NULL AS has_row,
+                       coalesce(h.rank, 0) AS held_rank, h.since, h.below_since, h.review_at, ht.min_points AS held_min,
+                       coalesce(t.ranks[k.k], 0) AS q_rank, t.ids[k.k] AS q_tier, t.pts[k.k] AS q_min
+                  FROM wallet.accounts a
+                  LEFT JOIN LATERAL (SELECT x.account_id, x.tier_id, x.rank, x.since, x.below_since, x.review_at
+                                       FROM wallet.account_tiers x WHERE x.account_id = a.account_id OFFSET 0) h ON true
+                  LEFT JOIN wallet.tiers ht ON ht.tier_id = h.tier_id
+                 CROSS JOIN LATERAL (SELECT wallet_internal.tier_points_rank(a.ledger, p.tier_window, p.tier_window_months,
+                                                                            as_of, t.pts) AS k) k
+                 WHERE a.account_id = ANY (ids)
+            ), up AS (
+                SELECT c.*,
+                       CASE p.tier_downgrade WHEN 'never' THEN NULL::timestamptz
+                            WHEN 'period_end' THEN wallet_internal.tier_period_end(p.tier_window, p.tier_window_months, as_of, as_of)
+                            ELSE wallet_internal.tier_falls_below(c.ledger, p.tier_window, p.tier_window_months, as_of, c.q_min) END AS next_review
+                  FROM c WHERE c.q_rank > c.held_rank
+            ), kept AS (
+                SELECT c.account_id,
+                       CASE p.tier_downgrade WHEN 'never' THEN NULL::timestamptz
+                            WHEN 'period_end' THEN wallet_internal.tier_period_end(p.tier_window, p.tier_window_months, c.since, as_of)
+                            ELSE wallet_internal.tier_falls_below(c.ledger, p.tier_window, p.tier_window_months, as_of, c.held_min) END AS review_at
+                  FROM c
+                 WHERE c.held_rank > 0 AND c.q_rank = c.held_rank
+                   AND NOT (p.tier_downgrade = 'period_end' AND coalesce(c.review_at <= as_of, false))
+            ), set_tier AS (
+                -- the accounts are locked: a row seen missing stays missing
+                -- (a plain insert, no speculative insertion per row)
+                INSERT INTO wallet.account_tiers (account_id, merchant_id, member_id, program_id, tier_id, rank, since, below_since, review_at)
+                SELECT u.account_id, u.merchant_id, u.member_id, evaluate_tiers.program_id, u.q_tier, u.q_rank, as_of, NULL, u.next_review
+                  FROM up u WHERE NOT u.has_row ORDER BY u.account_id
+            ), reset_tier AS (
+                UPDATE wallet.account_tiers x
+                   SET tier_id = u.q_tier, rank = u.q_rank, since = as_of, below_since = NULL, review_at = u.next_review
+                  FROM up u
+                 WHERE u.has_row AND x.account_id = u.account_id
+            ), history AS (
+                INSERT INTO wallet.tier_history (merchant_id, member_id, account_id, program_id, from_tier, to_tier,
+                                                 from_rank, to_rank, reason, changed_at, entry_id)
+                SELECT u.merchant_id, u.member_id, u.account_id, evaluate_tiers.program_id, u.held_tier, u.q_tier,
+                       u.held_rank, u.q_rank, 'upgrade', as_of, NULL
+                  FROM up u ORDER BY u.account_id
+            ), events AS (
+                INSERT INTO wallet.member_events (merchant_id, member_id, kind, occurred_at, attributes)
+                SELECT u.merchant_id, u.member_id, 'tier_changed', as_of,
+                       jsonb_build_object('program_id', evaluate_tiers.program_id, 'account_id', u.account_id,
+                                          'from_tier', u.held_tier, 'to_tier', u.q_tier,
+                                          'from_rank', u.held_rank, 'to_rank', u.q_rank, 'reason', 'upgrade'::text)
+                  FROM up u ORDER BY u.account_id
+            ), kept_set AS (
+                UPDATE wallet.account_tiers x SET below_since = NULL, review_at = k.review_at
+                  FROM kept k
+                 WHERE x.account_id = k.account_id
+                   AND (x.below_since IS NOT NULL OR x.review_at IS DISTINCT FROM k.review_at)
+            )
+            SELECT count(*) FILTER (WHERE c.q_rank > c.held_rank)::int AS up,
+                   array_agg(c.account_id ORDER BY c.account_id)
+                       FILTER (WHERE c.held_rank > 0
+                                 AND (c.q_rank < c.held_rank
+                                      OR (p.tier_downgrade = 'period_end' AND coalesce(c.review_at <= as_of, false)
+                                          AND c.q_rank = c.held_rank))) AS rest
+              INTO chunk2 FROM c;
+            upgraded := upgraded + chunk2.up;
+            ids := chunk2.rest;
+        END IF;
+        IF ids IS NOT NULL THEN
+            FOREACH id IN ARRAY ids LOOP
+                PERFORM FROM wallet.accounts a WHERE a.account_id = id FOR NO KEY UPDATE;
+                r := wallet_internal.tier_review(id, as_of);
+                upgraded := upgraded + (r IS NOT DISTINCT FROM 'upgraded')::int;
+                downgraded := downgraded + (r IS NOT DISTINCT FROM 'downgraded')::int;
+            END LOOP;
+        END IF;
+        IF chunk.n < max_accounts - (looked_at - chunk.n) THEN
+            DELETE FROM wallet.tier_sweeps x WHERE x.program_id = evaluate_tiers.program_id;
+        ELSE
+            UPDATE wallet.tier_sweeps x SET after_account = chunk.last WHERE x.program_id = evaluate_tiers.program_id;
+        END IF;
+    END IF;
+    -- more: the batch was full (an account a posting held stays due, for the next call)
+    more := due = max_accounts OR EXISTS (SELECT FROM wallet.tier_sweeps x WHERE x.program_id = evaluate_tiers.program_id);
+END
+$$;
+COMMENT ON FUNCTION wallet.evaluate_tiers(bigint, timestamptz, int) IS 'makes the due tier changes of a program at as_of (downgrades after grace or at a period end, and upgrades missed after a change of its tiers or policy), looking at up to max_accounts accounts; points in the window come from each ledger''s monthly buckets, not the journal; more: call again';
+
+CREATE OR REPLACE PROCEDURE wallet.evaluate_tiers_batched(program_id bigint DEFAULT NULL, as_of timestamptz DEFAULT now(),
+        batch_size int DEFAULT 1000, max_batches int DEFAULT NULL)
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    batches int := 0;
+    p bigint;
+    r record;
+BEGIN
+    IF as_of IS NULL OR batch_size IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN as_of IS NULL THEN 'as_of' ELSE 'batch_size' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Tiers are evaluated as of an instant, batch_size accounts per transaction.';
+    END IF;
+    IF NOT pg_catalog.isfinite(as_of) THEN
+        RAISE EXCEPTION 'as_of must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Tiers are evaluated as of a real instant.';
+    END IF;
+    IF batch_size OPERATOR(pg_catalog.<) 1 OR max_batches OPERATOR(pg_catalog.<) 1 THEN
+        RAISE EXCEPTION 'batch_size and max_batches must be positive'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'Accounts are evaluated batch_size at a time, at most max_batches times (NULL: until none is due).';
+    END IF;
+    FOREACH p IN ARRAY wallet_internal.tier_programs_due(program_id, as_of) LOOP
+        LOOP
+            r := wallet.evaluate_tiers(p, as_of, batch_size);
+            COMMIT;
+            batches := batches OPERATOR(pg_catalog.+) 1;
+            EXIT WHEN NOT r.more OR batches OPERATOR(pg_catalog.=) max_batches;
+        END LOOP;
+        EXIT WHEN batches OPERATOR(pg_catalog.=) max_batches;
+    END LOOP;
+END
+$$;
+COMMENT ON PROCEDURE wallet.evaluate_tiers_batched(bigint, timestamptz, int, int) IS 'what wallet.evaluate_tiers does, for one program or every one (NULL) with work due, batch_size accounts per transaction (at most max_batches, NULL = until none is due); CALL it outside a transaction block';
+
+CREATE OR REPLACE FUNCTION wallet.set_push_settings(merchant_id bigint, quiet_start time DEFAULT '22:00', quiet_end time DEFAULT '08:00',
+        time_zone text DEFAULT 'UTC', max_attempts int DEFAULT 5, backoff interval DEFAULT '30 seconds',
+        retention interval DEFAULT '90 days') RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    PERFORM wallet_internal.check_merchant(merchant_id);
+    PERFORM wallet_internal.push_check_quiet(quiet_start, quiet_end);
+    IF time_zone IS NULL OR max_attempts IS NULL OR backoff IS NULL OR retention IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN time_zone IS NULL THEN 'time_zone' WHEN max_attempts IS NULL THEN 'max_attempts'
+                                                   WHEN backoff IS NULL THEN 'backoff' ELSE 'retention' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Every setting has a value; call without it for the default.';
+    END IF;
+    IF NOT wallet_internal.time_zone_known(set_push_settings.time_zone) THEN
+        RAISE EXCEPTION 'unknown time zone "%"', left(time_zone, 64)
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A time zone is an IANA name such as Europe/Zurich (see pg_timezone_names).';
+    END IF;
+    IF max_attempts NOT BETWEEN 1 AND 100 OR backoff <= interval '0' OR backoff > interval '1 day'
+       OR retention <= interval '0' OR retention > interval '100 years' THEN
+        RAISE EXCEPTION 'max_attempts, backoff or retention out of range'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A message is tried 1 to 100 times (max_attempts); the backoff is positive and at most a day, the retention positive and at most 100 years.';
+    END IF;
+    INSERT INTO wallet.push_settings AS s (merchant_id, quiet_start, quiet_end, time_zone, max_attempts, backoff, retention)
+    VALUES ($1, $2, $3, $4, $5, $6, $7)
+    ON CONFLICT ON CONSTRAINT push_settings_pkey DO UPDATE
+       SET quiet_start = excluded.quiet_start, quiet_end = excluded.quiet_end, time_zone = excluded.time_zone,
+           max_attempts = excluded.max_attempts, backoff = excluded.backoff, retention = excluded.retention, updated_at = now();
+END
+$$;
+COMMENT ON FUNCTION wallet.set_push_settings(bigint, time, time, text, int, interval, interval) IS 'sets a merchant''s push settings: default quiet hours (NULL, NULL: none) and time zone, delivery attempts, backoff and retention';
+
+CREATE OR REPLACE FUNCTION wallet.set_push_cap(merchant_id bigint, channel text, cap_group text, period text, max_count int,
+        window_size interval DEFAULT NULL, policy text DEFAULT 'defer') RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    PERFORM wallet_internal.check_merchant(merchant_id);
+    PERFORM wallet_internal.push_check_name('channel', channel);
+    PERFORM wallet_internal.push_check_name('cap_group', cap_group);
+    IF period IS NULL OR policy IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN period IS NULL THEN 'period' ELSE 'policy' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A cap counts per rolling window, day or week, and defers or drops.';
+    END IF;
+    IF period NOT IN ('rolling', 'day', 'week') OR policy NOT IN ('defer', 'drop')
+       OR (period = 'rolling') <> (window_size IS NOT NULL) OR window_size <= interval '0' OR window_size > interval '100 years'
+       OR max_count < 1 THEN
+        RAISE EXCEPTION 'invalid cap'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A cap counts per rolling window (a positive window_size of at most 100 years), day or week (no window_size), defers or drops, and has a positive max_count (NULL removes the cap).';
+    END IF;
+    IF max_count IS NULL THEN
+        DELETE FROM wallet.push_caps k WHERE k.merchant_id = $1 AND k.channel = $2 AND k.cap_group = $3 AND k.period = $4;
+        RETURN;
+    END IF;
+    INSERT INTO wallet.push_caps AS k (merchant_id, channel, cap_group, period, max_count, window_size, policy)
+    VALUES ($1, $2, $3, $4, $5, $6, $7)
+    ON CONFLICT ON CONSTRAINT push_caps_pkey DO UPDATE
+       SET max_count = excluded.max_count, window_size = excluded.window_size, policy = excluded.policy;
+END
+$$;
+COMMENT ON FUNCTION wallet.set_push_cap(bigint, text, text, text, int, interval, text) IS 'sets (max_count NULL: removes) a frequency cap: at most max_count messages of a cap group on a channel per rolling window_size, local calendar day or week; over it a message is deferred to the first allowed slot or dropped';
+
+CREATE OR REPLACE FUNCTION wallet.record_consent(merchant_id bigint, member_ref text, channel text, topic text, granted boolean,
+        source text, policy_version text DEFAULT NULL, device text DEFAULT NULL, at timestamptz DEFAULT now()) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+#variable_conflict use_variable
+DECLARE
+    _m bigint := merchant_id;
+    member bigint;
+    id bigint;
+BEGIN
+    PERFORM wallet_internal.member_check(_m, member_ref);
+    PERFORM wallet_internal.push_check_name('channel', channel);
+    PERFORM wallet_internal.push_check_name('topic', topic);
+    IF granted IS NULL OR source IS NULL OR at IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN granted IS NULL THEN 'granted' WHEN source IS NULL THEN 'source' ELSE 'at' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Consent evidence says what was decided, when and where.';
+    END IF;
+    IF NOT isfinite(at) THEN
+        RAISE EXCEPTION 'at must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Consent is given or withdrawn at a real instant.';
+    END IF;
+    IF btrim(source) = '' OR length(source) > 200 OR length(policy_version) > 200 OR length(device) > 200
+       OR btrim(policy_version) = '' OR btrim(device) = '' THEN
+        RAISE EXCEPTION 'source, policy_version or device blank or longer than 200 characters'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Consent evidence texts are non-blank and at most 200 characters.';
+    END IF;
+    member := wallet_internal.member_ensure(_m, member_ref);
+    PERFORM wallet_internal.push_lock_member(member, true);
+    INSERT INTO wallet.push_consent_log AS l (merchant_id, member_id, channel, topic, granted, at, source, policy_version, device)
+    VALUES (_m, member, channel, topic, granted, at, source, policy_version, device)
+    RETURNING l.consent_id INTO id;
+    -- the state is the latest evidence by when it was given (late evidence of an earlier decision changes nothing)
+    INSERT INTO wallet.push_consents AS c (merchant_id, member_id, channel, topic, granted, at, consent_id)
+    VALUES (_m, member, channel, topic, granted, at, id)
+    ON CONFLICT ON CONSTRAINT push_consents_pkey DO UPDATE
+       SET granted = excluded.granted, at = excluded.at, consent_id = excluded.consent_id
+     WHERE c.at <= excluded.at;
+    -- a withdrawal takes effect at once, for queued messages too
+    IF NOT (SELECT c.granted FROM wallet.push_consents c
+             WHERE c.merchant_id = _m AND c.member_id = member AND c.channel = record_consent.channel AND c.topic = record_consent.topic) THEN
+        PERFORM wallet_internal.push_finish(ARRAY(
+                    SELECT x.push_id FROM wallet.push_messages x
+                     WHERE x.member_id = member AND x.part < 3 AND x.status = 'queued'
+                       AND x.channel = record_consent.channel AND x.topic = record_consent.topic),
+                'suppressed', 'consent_withdrawn', 'muted');
+    END IF;
+    RETURN id;
+END
+$$;
+COMMENT ON FUNCTION wallet.record_consent(bigint, text, text, text, boolean, text, text, text, timestamptz) IS 'records evidence of a member granting or withdrawing consent to a topic on a channel (source, policy version, device); the current state follows the latest evidence; a withdrawal suppresses the queued messages of that channel and topic at once; returns the evidence id';
+
+CREATE OR REPLACE FUNCTION wallet_internal.push_check_message(merchant_id bigint, channel text, topic text, payload jsonb,
+        campaign_id bigint, dedup_key text, not_before timestamptz, priority int) RETURNS void
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    PERFORM wallet_internal.push_check_name('channel', channel);
+    PERFORM wallet_internal.push_check_name('topic', topic);
+    IF payload IS NULL OR not_before IS NULL OR priority IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN payload IS NULL THEN 'payload' WHEN not_before IS NULL THEN 'not_before' ELSE 'priority' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A message has a payload, an earliest send time and a priority (defaults: now(), 0).';
+    END IF;
+    IF jsonb_typeof(payload) <> 'object' OR length(payload::text) > 65536 THEN
+        RAISE EXCEPTION 'payload must be a json object of at most 64 kB'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The payload is what the worker sends, e.g. {"title": ..., "body": ...}.';
+    END IF;
+    IF btrim(dedup_key) = '' OR length(dedup_key) > 200 THEN
+        RAISE EXCEPTION 'dedup_key must not be %', CASE WHEN btrim(dedup_key) = '' THEN 'blank' ELSE 'longer than 200 characters' END
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A deduplication key is a non-blank text of at most 200 characters (NULL: none).';
+    END IF;
+    IF campaign_id IS NOT NULL
+       AND NOT EXISTS (SELECT FROM wallet.campaigns c WHERE c.campaign_id = $5 AND c.merchant_id = $1 AND wallet.acts_for(c.merchant_id)) THEN
+        RAISE EXCEPTION 'campaign % does not exist', campaign_id
+            USING ERRCODE = 'WL101', DETAIL = 'A message belongs to a campaign of its merchant, or to none.';
+    END IF;
+    IF NOT isfinite(not_before) THEN
+        RAISE EXCEPTION 'not_before must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The earliest send time is a real instant (default: now()).';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_check_message(bigint, text, text, jsonb, bigint, text, timestamptz, int) IS 'internal: the argument checks of enqueue_push (22004, 22023 also for an infinite not_before, WL101 for a campaign that is not the merchant''s)';
+
+CREATE OR REPLACE FUNCTION wallet_internal.push_audience(merchant_id bigint, member_refs text[], channel text, topic text, payload jsonb,
+        campaign_id bigint, dedup_key text, not_before timestamptz, local_at timestamp, expires_at timestamptz, priority int)
+    RETURNS TABLE (status text, reason text, messages bigint)
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+#variable_conflict use_variable
+DECLARE
+    _m bigint := merchant_id;
+    mem record;
+    r record;
+    counts jsonb := '{}';
+    k text;
+    tz text := coalesce((SELECT s.time_zone FROM wallet.push_settings s WHERE s.merchant_id = _m), 'UTC');
+BEGIN
+    PERFORM wallet_internal.check_merchant(_m);
+    -- (a local send has no not_before: its local_at is checked below)
+    PERFORM wallet_internal.push_check_message(_m, channel, topic, payload, campaign_id, dedup_key,
+                                               coalesce(not_before, CASE WHEN local_at IS NOT NULL THEN now() END), priority);
+    IF NOT isfinite(local_at) THEN
+        RAISE EXCEPTION 'local_at must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A festival send goes out at a real local date and time.';
+    END IF;
+    IF NOT isfinite(expires_at) THEN
+        RAISE EXCEPTION 'expires_at must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A message expires at a real instant, or never (NULL).';
+    END IF;
+    IF length(dedup_key) > 180 THEN
+        RAISE EXCEPTION 'dedup_key must not be longer than 180 characters'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An audience''s key is extended by each member''s id.';
+    END IF;
+    IF member_refs IS NOT NULL THEN
+        FOREACH k IN ARRAY member_refs LOOP
+            PERFORM wallet_internal.member_check(_m, k);
+        END LOOP;
+    END IF;
+    FOR mem IN SELECT x.member_id, coalesce(w.time_zone, tz) AS tz
+                 FROM (SELECT m.member_id FROM wallet.members m
+                        WHERE m.merchant_id = _m AND member_refs IS NULL AND m.status = 'active'
+                       UNION ALL
+                       SELECT wallet_internal.member_ensure(_m, u.ref) FROM (SELECT DISTINCT x AS ref FROM unnest(member_refs) x) u) x
+                 JOIN wallet.members w ON w.member_id = x.member_id LOOP
+        r := wallet_internal.push_enqueue(_m, mem.member_id, channel, topic, payload, campaign_id,
+                                          dedup_key || ':' || mem.member_id,
+                                          coalesce(local_at AT TIME ZONE mem.tz, not_before), expires_at, priority, false);
+        k := r.status || '/' || coalesce(r.reason, '');
+        counts := jsonb_set(counts, ARRAY[k], to_jsonb(coalesce((counts ->> k)::bigint, 0) + 1));
+    END LOOP;
+    RETURN QUERY SELECT split_part(e.key, '/', 1), nullif(split_part(e.key, '/', 2), ''), e.value::text::bigint
+                   FROM jsonb_each(counts) e ORDER BY 1, 2;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_audience(bigint, text[], text, text, jsonb, bigint, text, timestamptz, timestamp, timestamptz, int) IS 'internal: enqueues for an audience (member_refs NULL: every active member), streaming the members, each decided as enqueue_push does; the earliest send time is not_before, or local_at in each member''s time zone; returns counts per status and reason';
+
+CREATE OR REPLACE FUNCTION wallet_internal.push_ack_many(push_ids bigint[], provider_message_ids text[]) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    want bigint[];
+    n bigint;
+    i int;
+    bad wallet.push_messages;
+    missing bigint;
+BEGIN
+    IF push_ids IS NULL OR array_position(push_ids, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'push_ids must not be null nor hold a null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Messages are named by the push_id claim_pushes returned.';
+    END IF;
+    IF cardinality(push_ids) > 10000 OR cardinality(provider_message_ids) <> cardinality(push_ids)
+       OR EXISTS (SELECT FROM unnest(provider_message_ids) p WHERE length(p) > 200 OR btrim(p) = '') THEN
+        RAISE EXCEPTION 'at most 10000 push_ids, each with a non-blank provider_message_id of at most 200 characters or none'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'The array provider_message_ids, when given, has one provider id (or NULL) per push_id, in the same order.';
+    END IF;
+    SELECT array_agg(DISTINCT u) INTO want FROM unnest(push_ids) u;
+    IF want IS NULL THEN
+        RETURN 0;
+    END IF;
+    -- lock them all, in one order (rows moved meanwhile are looked up again, as by push_lock)
+    FOR i IN 1 .. 3 LOOP
+        PERFORM FROM wallet.push_messages x WHERE x.push_id = ANY (want) ORDER BY x.push_id FOR UPDATE;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        EXIT WHEN n = cardinality(want);
+    END LOOP;
+    SELECT u INTO missing FROM unnest(want) u
+     WHERE NOT EXISTS (SELECT FROM wallet.push_messages x WHERE x.push_id = u AND wallet.acts_for(x.merchant_id))
+     ORDER BY u LIMIT 1;
+    IF missing IS NOT NULL THEN
+        PERFORM wallet_internal.push_lock(missing);   -- raises WL701 as ack_push does
+    END IF;
+    SELECT x.* INTO bad FROM wallet.push_messages x
+      JOIN unnest(push_ids, coalesce(provider_message_ids, array_fill(NULL::text, ARRAY[cardinality(push_ids)]))) AS a(id, pid)
+        ON a.id = x.push_id
+     WHERE x.status <> 'sending' AND NOT (x.status = 'sent' AND x.provider_message_id IS NOT DISTINCT FROM a.pid)
+     ORDER BY x.push_id LIMIT 1;
+    IF bad.push_id IS NOT NULL THEN
+        PERFORM wallet_internal.push_not_sending(bad);
+    END IF;
+    WITH a AS (
+        SELECT DISTINCT ON (u.id) u.id, u.pid
+          FROM unnest(push_ids, coalesce(provider_message_ids, array_fill(NULL::text, ARRAY[cardinality(push_ids)]))) WITH ORDINALITY AS u(id, pid, o)
+         ORDER BY u.id, u.o),
+    d AS (
+        DELETE FROM wallet.push_messages x USING a
+         WHERE x.push_id = a.id AND x.part < 3 AND x.status = 'sending'
+        RETURNING x.*, a.pid),
+    r AS (
+        INSERT INTO wallet.push_attempts (merchant_id, member_id, push_id, claimed_at, outcome, provider_message_id)
+        SELECT d.merchant_id, d.member_id, d.push_id, d.claimed_at, 'sent', d.pid FROM d)
+    INSERT INTO wallet.push_messages OVERRIDING SYSTEM VALUE
+    SELECT d.push_id, d.merchant_id, d.member_id, d.channel, d.topic, d.cap_group, d.service, d.payload, d.campaign_id,
+           d.dedup_key, d.priority, d.not_before, d.expires_at, d.created_at, d.outcome, d.outcome_reason, 'sent',
+           NULL, NULL, d.slot_at, d.attempts, d.claimed_at, now(), d.pid, d.last_error, now(), 3
+      FROM d;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_ack_many(bigint[], text[]) IS 'internal: wallet.ack_pushes, every case: acknowledges many claimed messages as sent in one statement (at most 10000; provider_message_ids, when given, in the order of push_ids), as ack_push does each; returns how many were recorded (a repeated acknowledgement counts none); WL701 or WL702 as ack_push, for the first offending id, and then none is recorded';
+
+CREATE OR REPLACE FUNCTION wallet.rotate_push_queue(min_age interval DEFAULT '10 seconds', max_rows int DEFAULT 10000) RETURNS boolean
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    v bigint;
+    cur smallint;
+    nxt smallint;
+    k int;
+    timeout text := current_setting('lock_timeout');
+BEGIN
+    IF min_age IS NULL OR max_rows IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN min_age IS NULL THEN 'min_age' ELSE 'max_rows' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A slot turns after min_age, carrying at most max_rows live messages.';
+    END IF;
+    IF min_age < interval '0' OR min_age > interval '100 years' OR max_rows < 1 THEN
+        RAISE EXCEPTION 'min_age must be 0 to 100 years and max_rows must be positive'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A slot turns after min_age, carrying at most max_rows live messages.';
+    END IF;
+    -- one rotation at a time
+    IF NOT pg_try_advisory_xact_lock(2001234513, 0) THEN
+        RETURN false;
+    END IF;
+    SELECT s.last_value INTO v FROM wallet_internal.push_queue_slot s;
+    cur := v % 4;
+    IF now() < to_timestamp(v / 4) + min_age THEN
+        RETURN false;
+    END IF;
+    FOR k IN 1 .. 2 LOOP
+        nxt := (cur + k) % 3;
+        CONTINUE WHEN (SELECT count(*) FROM (SELECT FROM wallet.push_messages y WHERE y.part = nxt LIMIT max_rows + 1) z) > max_rows;
+        -- carry the live messages, without waiting for any
+        PERFORM wallet_internal.push_carry(nxt, cur);
+        -- then a moment alone with the slot: those locked meanwhile, and TRUNCATE
+        BEGIN
+            PERFORM set_config('lock_timeout', '100ms', true);
+            EXECUTE format('LOCK TABLE wallet.push_messages_q%s IN ACCESS EXCLUSIVE MODE', nxt);
+            PERFORM set_config('lock_timeout', timeout, true);
+        EXCEPTION WHEN lock_not_available THEN
+            RETURN false;   -- busy: the next call tries again (what was carried stays carried)
+        END;
+        -- (no row of the slot is locked by anyone else now)
+        PERFORM wallet_internal.push_carry(nxt, cur);
+        EXECUTE format('TRUNCATE wallet.push_messages_q%s', nxt);
+        PERFORM setval('wallet_internal.push_queue_slot'::regclass, (extract(epoch FROM now())::bigint) * 4 + nxt);
+        RETURN true;
+    END LOOP;
+    RETURN false;   -- both other slots hold more than max_rows live messages
+END
+$$;
+COMMENT ON FUNCTION wallet.rotate_push_queue(interval, int) IS 'turns the push queue slots when the current one is at least min_age old: the next slot holding at most max_rows live messages has them carried into the current one, is emptied by TRUNCATE (waiting at most 100 ms for its lock) and becomes current; returns whether it turned (run by wallet.run_maintenance; a sending worker may call it every few seconds: the dead tuples of the queue then live only a few turns)';
+
+CREATE OR REPLACE FUNCTION wallet.record_push_event(push_id bigint, kind text, at timestamptz DEFAULT now()) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    r wallet.push_messages;
+    id bigint;
+BEGIN
+    IF kind IS NULL OR at IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN kind IS NULL THEN 'kind' ELSE 'at' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'An event says what happened to a message and when.';
+    END IF;
+    IF NOT isfinite(at) THEN
+        RAISE EXCEPTION 'at must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An event happens to a message at a real instant.';
+    END IF;
+    IF kind NOT IN ('delivered', 'opened', 'clicked', 'dismissed', 'unsubscribed', 'complained') THEN
+        RAISE EXCEPTION 'unknown push event "%"', left(kind, 64)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A push event is delivered, opened, clicked, dismissed, unsubscribed or complained.';
+    END IF;
+    SELECT * INTO r FROM wallet.push_messages x WHERE x.push_id = $1;
+    IF NOT FOUND OR NOT wallet.acts_for(r.merchant_id) THEN
+        PERFORM wallet_internal.push_lock($1);   -- raises 22004 or WL701 as for any other call
+    END IF;
+    IF r.status <> 'sent' THEN
+        RAISE EXCEPTION 'push % was not sent', r.push_id
+            USING ERRCODE = 'WL704', DETAIL = format('The message is %s; events are recorded for sent messages.', r.status);
+    END IF;
+    INSERT INTO wallet.push_events AS e (merchant_id, member_id, push_id, campaign_id, kind, at)
+    VALUES (r.merchant_id, r.member_id, r.push_id, r.campaign_id, record_push_event.kind, record_push_event.at)
+    RETURNING e.event_id INTO id;
+    RETURN id;
+END
+$$;
+COMMENT ON FUNCTION wallet.record_push_event(bigint, text, timestamptz) IS 'records what happened to a sent message (delivered, opened, clicked, dismissed, unsubscribed, complained) and when; returns the event id; WL704 if the message was not sent (an unsubscribe is a figure here: the consent is withdrawn by wallet.record_consent)';
+
+CREATE OR REPLACE FUNCTION wallet.push_stats(merchant_id bigint, campaign_id bigint DEFAULT NULL, open_window interval DEFAULT '24 hours',
+        delivery_window interval DEFAULT '72 hours')
+    RETURNS TABLE (campaign bigint, topic text, issued bigint, sent bigint, delivered bigint, opened bigint, clicked bigint,
+                   unsubscribed bigint, complained bigint, converted bigint, revenue numeric, open_rate numeric,
+                   click_rate numeric, conversion_rate numeric, unsubscribe_rate numeric, complaint_rate numeric)
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM wallet_internal.check_merchant($1);
+    IF $2 IS NOT NULL AND NOT EXISTS (SELECT FROM wallet.campaigns c WHERE c.campaign_id = $2 AND c.merchant_id = $1) THEN
+        RAISE EXCEPTION 'campaign % does not exist', $2
+            USING ERRCODE = 'WL101', DETAIL = 'Figures are per campaign of the merchant, or of all its messages (NULL).';
+    END IF;
+    -- the attribution windows, checked alike in push_stats and push_funnel
+    IF $3 IS NULL OR $4 IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN $3 IS NULL THEN 'open_window' ELSE 'delivery_window' END
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = 'A purchase counts for a message within open_window after an open or delivery_window after delivery.';
+    END IF;
+    IF $3 < interval '0' OR $3 > interval '100 years'
+       OR $4 < interval '0' OR $4 > interval '100 years' THEN
+        RAISE EXCEPTION '% must not be negative nor longer than 100 years',
+                        CASE WHEN $3 < interval '0' OR $3 > interval '100 years' THEN 'open_window' ELSE 'delivery_window' END
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A purchase counts for a message within open_window after an open or delivery_window after delivery; each window is 0 to 100 years.';
+    END IF;
+    RETURN QUERY
+    WITH m AS (
+        SELECT x.push_id, x.campaign_id, x.topic, x.outcome, x.status,
+               EXISTS (SELECT FROM wallet.push_events e WHERE e.push_id = x.push_id AND e.kind = 'delivered') AS delivered,
+               EXISTS (SELECT FROM wallet.push_events e WHERE e.push_id = x.push_id AND e.kind = 'opened') AS opened,
+               EXISTS (SELECT FROM wallet.push_events e WHERE e.push_id = x.push_id AND e.kind = 'clicked') AS clicked,
+               EXISTS (SELECT FROM wallet.push_events e WHERE e.push_id = x.push_id AND e.kind = 'unsubscribed') AS unsubscribed,
+               EXISTS (SELECT FROM wallet.push_events e WHERE e.push_id = x.push_id AND e.kind = 'complained') AS complained,
+               a.purchases, a.revenue
+          FROM wallet.push_messages x
+          LEFT JOIN wallet_internal.push_attribution($1, $2, $3, $4) a ON a.push_id = x.push_id
+         WHERE x.merchant_id = $1 AND ($2 IS NULL OR x.campaign_id = $2)),
+    g AS (
+        SELECT m.campaign_id, m.topic,
+               count(*) FILTER (WHERE m.outcome IN ('queued', 'deferred')) AS issued,
+               count(*) FILTER (WHERE m.status = 'sent') AS sent,
+               count(*) FILTER (WHERE m.delivered) AS delivered, count(*) FILTER (WHERE m.opened) AS opened,
+               count(*) FILTER (WHERE m.clicked) AS clicked, count(*) FILTER (WHERE m.unsubscribed) AS unsubscribed,
+               count(*) FILTER (WHERE m.complained) AS complained, count(*) FILTER (WHERE m.purchases > 0) AS converted,
+               coalesce(sum(m.revenue), 0) AS revenue
+          FROM m GROUP BY m.campaign_id, m.topic)
+    SELECT g.campaign_id, g.topic, g.issued, g.sent, g.delivered, g.opened, g.clicked, g.unsubscribed, g.complained, g.converted,
+           g.revenue,
+           round(g.opened::numeric / nullif(g.sent, 0), 4), round(g.clicked::numeric / nullif(g.sent, 0), 4),
+           round(g.converted::numeric / nullif(g.sent, 0), 4), round(g.unsubscribed::numeric / nullif(g.sent, 0), 4),
+           round(g.complained::numeric / nullif(g.sent, 0), 4)
+      FROM g ORDER BY g.campaign_id NULLS FIRST, g.topic;
+END
+$$;
+COMMENT ON FUNCTION wallet.push_stats(bigint, bigint, interval, interval) IS 'figures per campaign and topic of a merchant''s messages (one campaign, or all): issued, sent, delivered, opened, clicked, unsubscribed, complained, converted (a purchase attributed, last touch, within open_window after an open or delivery_window after delivery) and net revenue attributed; rates per message sent';
+
+CREATE OR REPLACE FUNCTION wallet.push_funnel(merchant_id bigint, campaign_id bigint, open_window interval DEFAULT '24 hours',
+        delivery_window interval DEFAULT '72 hours')
+    RETURNS TABLE (stage text, members bigint)
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    PERFORM wallet_internal.check_merchant($1);
+    IF $2 IS NULL OR NOT EXISTS (SELECT FROM wallet.campaigns c WHERE c.campaign_id = $2 AND c.merchant_id = $1) THEN
+        IF $2 IS NULL THEN
+            RAISE EXCEPTION 'campaign_id must not be null'
+                USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The funnel is a campaign''s.';
+        END IF;
+        RAISE EXCEPTION 'campaign % does not exist', $2
+            USING ERRCODE = 'WL101', DETAIL = 'The funnel is of a campaign of the merchant.';
+    END IF;
+    -- the attribution windows, checked alike in push_stats and push_funnel
+    IF $3 IS NULL OR $4 IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN $3 IS NULL THEN 'open_window' ELSE 'delivery_window' END
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = 'A purchase counts for a message within open_window after an open or delivery_window after delivery.';
+    END IF;
+    IF $3 < interval '0' OR $3 > interval '100 years'
+       OR $4 < interval '0' OR $4 > interval '100 years' THEN
+        RAISE EXCEPTION '% must not be negative nor longer than 100 years',
+                        CASE WHEN $3 < interval '0' OR $3 > interval '100 years' THEN 'open_window' ELSE 'delivery_window' END
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A purchase counts for a message within open_window after an open or delivery_window after delivery; each window is 0 to 100 years.';
+    END IF;
+    -- one query: the members at each stage (a member counts at a stage once, whatever it got)
+    RETURN QUERY
+    WITH m AS (
+        SELECT x.push_id, x.member_id, x.status, x.sent_at, a.purchases
+          FROM wallet.push_messages x
+          LEFT JOIN wallet_internal.push_attribution($1, $2, $3, $4) a ON a.push_id = x.push_id
+         WHERE x.merchant_id = $1 AND x.campaign_id = $2 AND x.outcome IN ('queued', 'deferred'))
+    SELECT s.stage, s.n FROM (VALUES
+        (1, 'issued', (SELECT count(DISTINCT m.member_id) FROM m)),
+        (2, 'delivered', (SELECT count(DISTINCT m.member_id) FROM m WHERE m.status = 'sent'
+                             AND EXISTS (SELECT FROM wallet.push_events e WHERE e.push_id = m.push_id AND e.kind = 'delivered'))),
+        (3, 'opened', (SELECT count(DISTINCT m.member_id) FROM m
+                        WHERE EXISTS (SELECT FROM wallet.push_events e WHERE e.push_id = m.push_id AND e.kind = 'opened'))),
+        (4, 'code redeemed', (SELECT count(DISTINCT m.member_id) FROM m JOIN wallet.members w ON w.member_id = m.member_id
+                               WHERE m.status = 'sent'
+                                 AND EXISTS (SELECT FROM wallet.code_redemptions r
+                                              WHERE r.campaign_id = $2 AND r.member_ref = w.member_ref AND r.undone_at IS NULL
+                                                AND r.redeemed_at >= m.sent_at))),
+        (5, 'purchased', (SELECT count(DISTINCT m.member_id) FROM m WHERE m.purchases > 0))) AS s (n_order, stage, n)
+     ORDER BY s.n_order;
+END
+$$;
+COMMENT ON FUNCTION wallet.push_funnel(bigint, bigint, interval, interval) IS 'a campaign''s funnel in members: issued (queued or deferred), delivered (a delivered event), opened, code redeemed (a code of the campaign redeemed after a send, not undone), purchased (a purchase attributed as push_stats does)';
+
+CREATE OR REPLACE FUNCTION wallet.push_retention(merchant_id bigint, campaign_id bigint, days int DEFAULT 30)
+    RETURNS TABLE (audience text, members bigint, purchasers bigint, rate numeric)
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    start timestamptz;
+BEGIN
+    PERFORM wallet_internal.check_merchant($1);
+    IF $2 IS NULL OR days IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN $2 IS NULL THEN 'campaign_id' ELSE 'days' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Retention is a campaign''s, over a number of days.';
+    END IF;
+    IF NOT EXISTS (SELECT FROM wallet.campaigns c WHERE c.campaign_id = $2 AND c.merchant_id = $1) THEN
+        RAISE EXCEPTION 'campaign % does not exist', $2
+            USING ERRCODE = 'WL101', DETAIL = 'Retention is of a campaign of the merchant.';
+    END IF;
+    IF days < 1 OR days > 36500 THEN
+        RAISE EXCEPTION 'days must be from 1 to 36500'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'Members are counted as retained when they purchase within that many days (at most 100 years).';
+    END IF;
+    SELECT min(x.sent_at) INTO start FROM wallet.push_messages x WHERE x.merchant_id = $1 AND x.campaign_id = $2 AND x.status = 'sent';
+    RETURN QUERY
+    WITH r AS (
+        SELECT x.member_id, min(x.sent_at) AS since FROM wallet.push_messages x
+         WHERE x.merchant_id = $1 AND x.campaign_id = $2 AND x.status = 'sent' GROUP BY x.member_id),
+    n AS (
+        SELECT w.member_id, start AS since FROM wallet.members w
+         WHERE w.merchant_id = $1 AND w.status = 'active' AND start IS NOT NULL
+           AND NOT EXISTS (SELECT FROM r WHERE r.member_id = w.member_id)),
+    both_ AS (
+        SELECT 'recipients' AS a, 1 AS o, r.member_id, r.since FROM r
+        UNION ALL SELECT 'non-recipients', 2, n.member_id, n.since FROM n)
+    SELECT b.a, count(*),
+           count(*) FILTER (WHERE EXISTS (SELECT FROM wallet.purchases p WHERE p.merchant_id = $1 AND p.member_id = b.member_id
+                                            AND p.occurred_at > b.since AND p.occurred_at <= b.since + make_interval(days => $3))),
+           round(count(*) FILTER (WHERE EXISTS (SELECT FROM wallet.purchases p WHERE p.merchant_id = $1 AND p.member_id = b.member_id
+                                            AND p.occurred_at > b.since AND p.occurred_at <= b.since + make_interval(days => $3)))::numeric
+                 / count(*), 4)
+      FROM both_ b GROUP BY b.a, b.o ORDER BY b.o;
+END
+$$;
+COMMENT ON FUNCTION wallet.push_retention(bigint, bigint, int) IS 'retention of a campaign''s recipients against non-recipients: the members who purchased within days after their first send (recipients) or after the campaign''s first send (the merchant''s other active members)';
+
+CREATE OR REPLACE FUNCTION wallet.set_push_store(merchant_id bigint, name text, latitude double precision, longitude double precision,
+        radius_m double precision, cooldown interval DEFAULT '1 day') RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    id bigint;
+BEGIN
+    PERFORM wallet_internal.check_merchant($1);
+    IF $2 IS NULL OR $3 IS NULL OR $4 IS NULL OR $5 IS NULL OR $6 IS NULL THEN
+        RAISE EXCEPTION 'name, latitude, longitude, radius_m and cooldown must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A store is a named point with a radius and a cooldown.';
+    END IF;
+    IF btrim($2) = '' OR length($2) > 200 OR $3 NOT BETWEEN -90 AND 90 OR $4 NOT BETWEEN -180 AND 180 OR $5 <= 0
+       OR $6 < interval '0' OR $6 > interval '100 years' THEN
+        RAISE EXCEPTION 'invalid store'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A store has a non-blank name of at most 200 characters, a latitude in [-90, 90], a longitude in [-180, 180], a positive radius and a cooldown of 0 to 100 years.';
+    END IF;
+    INSERT INTO wallet.push_stores AS t (merchant_id, name, latitude, longitude, radius_m, cooldown) VALUES ($1, $2, $3, $4, $5, $6)
+    ON CONFLICT ON CONSTRAINT push_stores_merchant_id_name_key DO UPDATE
+       SET latitude = excluded.latitude, longitude = excluded.longitude, radius_m = excluded.radius_m, cooldown = excluded.cooldown
+    RETURNING t.store_id INTO id;
+    RETURN id;
+END
+$$;
+COMMENT ON FUNCTION wallet.set_push_store(bigint, text, double precision, double precision, double precision, interval) IS 'sets a store of the nearby-store trigger (by name): its location, radius in metres and per-member cooldown; returns its id';
+
+CREATE OR REPLACE FUNCTION wallet.track_event(merchant_id bigint, member_ref text, kind text, attributes jsonb DEFAULT '{}',
+        occurred_at timestamptz DEFAULT now()) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    _member bigint;
+    id bigint;
+BEGIN
+    PERFORM wallet_internal.member_check($1, $2);
+    IF $3 IS NULL OR $4 IS NULL OR $5 IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN $3 IS NULL THEN 'kind' WHEN $4 IS NULL THEN 'attributes' ELSE 'occurred_at' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'An event has a kind, attributes (an object, may be empty) and a time.';
+    END IF;
+    IF NOT isfinite($5) THEN
+        RAISE EXCEPTION 'occurred_at must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An event happens at a real instant.';
+    END IF;
+    IF $3 !~ '^[a-z][a-z0-9_]{0,62}$' THEN
+        RAISE EXCEPTION 'invalid event kind %', left($3, 100)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'An event kind is a lower-case word of at most 63 letters, digits and underscores, starting with a letter.';
+    END IF;
+    IF $3 IN ('tier_changed', 'referral_rewarded', 'shared') THEN
+        RAISE EXCEPTION 'event kind % is written by the extension', $3
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'Tier changes, referral rewards and shares are recorded by the functions that make them, not by the app.';
+    END IF;
+    IF jsonb_typeof($4) <> 'object' OR pg_column_size($4) > 8192 THEN
+        RAISE EXCEPTION 'invalid event attributes'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'An event''s attributes are a JSON object of at most 8 kB.';
+    END IF;
+    IF $3 = 'location' AND NOT (jsonb_typeof($4 -> 'latitude') = 'number' AND jsonb_typeof($4 -> 'longitude') = 'number'
+                                AND ($4 ->> 'latitude')::numeric BETWEEN -90 AND 90 AND ($4 ->> 'longitude')::numeric BETWEEN -180 AND 180) THEN
+        RAISE EXCEPTION 'invalid location event'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A location event carries a numeric latitude in [-90, 90] and longitude in [-180, 180].';
+    END IF;
+    _member := wallet_internal.member_ensure($1, $2);
+    INSERT INTO wallet.member_events AS e (merchant_id, member_id, kind, occurred_at, attributes)
+    VALUES ($1, _member, $3, $5, $4)
+    RETURNING e.event_id INTO id;
+    RETURN id;
+END
+$$;
+COMMENT ON FUNCTION wallet.track_event(bigint, text, text, jsonb, timestamptz) IS 'records an event of the app about a member (created if new) in wallet.member_events: cart_updated (read by the cart_abandoned trigger), location with numeric latitude and longitude (nearby_store), or any other lower-case kind; the kinds the extension writes (tier_changed, referral_rewarded, shared) are refused; returns the event id';
+
+CREATE OR REPLACE FUNCTION wallet.create_push_trigger(merchant_id bigint, kind text, channel text, topic text, payload jsonb,
+        params jsonb DEFAULT '{}', campaign_id bigint DEFAULT NULL) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    id bigint;
+    bad text;
+BEGIN
+    PERFORM wallet_internal.check_merchant($1);
+    IF $2 IS NULL OR $6 IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN $2 IS NULL THEN 'kind' ELSE 'params' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A trigger has a kind and its parameters.';
+    END IF;
+    PERFORM wallet_internal.push_check_message($1, $3, $4, $5, $7, NULL, now(), 0);
+    IF $2 NOT IN ('points_expiring', 'tier_changed', 'cart_abandoned', 'nearby_store')
+       OR jsonb_typeof($6) <> 'object'
+       OR ($2 = 'points_expiring' AND coalesce(($6 ->> 'within_days') ~ '^[0-9]{1,4}$', false) IS NOT TRUE)
+       OR ($2 = 'cart_abandoned' AND coalesce(($6 ->> 'after_minutes') ~ '^[0-9]{1,6}$', false) IS NOT TRUE) THEN
+        RAISE EXCEPTION 'invalid trigger'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A trigger''s kind is points_expiring ({"within_days": n}), tier_changed ({} or {"to_tier": name}), cart_abandoned ({"after_minutes": n}) or nearby_store ({}), with no other parameters.';
+    END IF;
+    SELECT k INTO bad FROM jsonb_object_keys($6) k
+     WHERE k <> CASE $2 WHEN 'points_expiring' THEN 'within_days' WHEN 'tier_changed' THEN 'to_tier'
+                        WHEN 'cart_abandoned' THEN 'after_minutes' ELSE '' END
+     ORDER BY k LIMIT 1;
+    IF FOUND OR ($2 = 'tier_changed' AND $6 ? 'to_tier' AND jsonb_typeof($6 -> 'to_tier') <> 'string') THEN
+        RAISE EXCEPTION 'invalid trigger parameter "%"', left(coalesce(bad, 'to_tier'), 64)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('A %s trigger takes %s.', $2, CASE $2 WHEN 'points_expiring' THEN '{"within_days": n}'
+                                                                   WHEN 'tier_changed' THEN '{} or {"to_tier": name}'
+                                                                   WHEN 'cart_abandoned' THEN '{"after_minutes": n}' ELSE '{}' END);
+    END IF;
+    INSERT INTO wallet.push_triggers AS t (merchant_id, kind, channel, topic, payload, campaign_id, params)
+    VALUES ($1, $2, $3, $4, $5, $7, $6)
+    RETURNING t.trigger_id INTO id;
+    RETURN id;
+END
+$$;
+COMMENT ON FUNCTION wallet.create_push_trigger(bigint, text, text, text, jsonb, jsonb, bigint) IS 'creates a trigger: points_expiring (points expiring within within_days), tier_changed (a member_events tier_changed, optionally to one tier), cart_abandoned (a cart_updated event after_minutes old with no later cart update or purchase), nearby_store (a location event within a store''s radius, once per store cooldown); returns its id';
+
+CREATE OR REPLACE FUNCTION wallet.create_offer(campaign_id bigint, name text, kind text, value numeric, currency text,
+        max_value numeric DEFAULT NULL, conditions jsonb DEFAULT '{}', caps jsonb DEFAULT '{}',
+        code_required boolean DEFAULT false, priority int DEFAULT 0, exclusive boolean DEFAULT false,
+        allow_partial boolean DEFAULT false, valid_from timestamptz DEFAULT now(), valid_until timestamptz DEFAULT NULL)
+    RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    c wallet.campaigns;
+    r wallet.earning_rules;
+    k text;
+    o bigint;
+BEGIN
+    IF name IS NULL OR kind IS NULL OR value IS NULL OR currency IS NULL OR conditions IS NULL OR caps IS NULL
+       OR code_required IS NULL OR priority IS NULL OR exclusive IS NULL OR allow_partial IS NULL OR valid_from IS NULL THEN
+        RAISE EXCEPTION '% must not be null',
+              CASE WHEN name IS NULL THEN 'name' WHEN kind IS NULL THEN 'kind' WHEN value IS NULL THEN 'value'
+                   WHEN currency IS NULL THEN 'currency' WHEN conditions IS NULL THEN 'conditions' WHEN caps IS NULL THEN 'caps'
+                   WHEN code_required IS NULL THEN 'code_required' WHEN priority IS NULL THEN 'priority'
+                   WHEN exclusive IS NULL THEN 'exclusive' WHEN allow_partial IS NULL THEN 'allow_partial' ELSE 'valid_from' END
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = 'An offer has a name, a kind with its value and currency, conditions and caps ({} = none), a stacking mode and a start.';
+    END IF;
+    c := wallet_internal.campaign_seen(campaign_id);
+    IF btrim(name) = '' OR length(name) > 200 THEN
+        RAISE EXCEPTION 'offer name must not be %', CASE WHEN btrim(name) = '' THEN 'blank' ELSE 'longer than 200 characters' END
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An offer''s name is a non-blank text of at most 200 characters.';
+    END IF;
+    IF kind NOT IN ('percent', 'fixed', 'cashback') THEN
+        RAISE EXCEPTION 'unknown offer kind "%"', left(kind, 32)
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An offer is a ''percent'' or ''fixed'' discount, or ''cashback'' in points.';
+    END IF;
+    -- NaN, which numeric compares above every number, and Infinity are over the bounds
+    IF value <= 0 OR value > 1e12 OR (kind = 'percent' AND value > 100) OR max_value <= 0 OR max_value > 1e12 THEN
+        RAISE EXCEPTION 'invalid value for a % offer', kind
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A percent offer takes 0 to 100, a fixed one an amount above 0, a cashback one points per currency unit above 0; a maximum is above 0; none is over 10^12.';
+    END IF;
+    IF currency !~ '^[A-Z]{3}$' THEN
+        RAISE EXCEPTION 'invalid currency "%"', left(currency, 16)
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A currency is an ISO 4217 code of three capital letters, such as CNY or EUR.';
+    END IF;
+    IF NOT isfinite(valid_from) OR NOT isfinite(valid_until) OR valid_until <= valid_from THEN
+        RAISE EXCEPTION 'invalid validity window'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An offer is valid from a finite instant until a later one (exclusive) or open-ended (NULL).';
+    END IF;
+    -- the conditions of the earning rules, validated by their own code
+    r := wallet_internal.rule_apply_conditions(r, conditions, NULL);
+    IF jsonb_typeof(caps) <> 'object' THEN
+        RAISE EXCEPTION 'caps must be a json object'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Caps are an object such as {"per_member": 3, "per_period": 1, "period": "day"}.';
+    END IF;
+    SELECT min(x) INTO k FROM jsonb_object_keys(caps) x WHERE x NOT IN ('per_member', 'per_period', 'period');
+    IF k IS NOT NULL OR (caps ? 'per_period') <> (caps ? 'period')
+       OR (caps ? 'period' AND coalesce(caps ->> 'period' NOT IN ('day', 'week', 'month'), true)) THEN
+        RAISE EXCEPTION 'invalid caps'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'The caps are per_member (uses in all) and per_period with period (day, week or month), in purchases per member.';
+    END IF;
+    PERFORM wallet_internal.offer_unit_check(c.campaign_id, kind);
+    INSERT INTO wallet.offers (merchant_id, campaign_id, name, kind, value, max_value, currency, allow_partial, code_required,
+                               priority, exclusive, valid_from, valid_until, min_amount, stores, channels, payment_methods,
+                               categories, min_tier_rank, first_purchase, days_of_week, time_from, time_until,
+                               cap_per_member, cap_per_period, cap_period)
+    VALUES (c.merchant_id, c.campaign_id, name, kind, value, max_value, currency, allow_partial, code_required,
+            priority, exclusive, valid_from, valid_until, r.min_amount, r.stores, r.channels, r.payment_methods,
+            r.categories, r.min_tier_rank, r.first_purchase, r.days_of_week, r.time_from, r.time_until,
+            wallet_internal.rule_number(caps, 'per_member', true), wallet_internal.rule_number(caps, 'per_period', true),
+            caps ->> 'period')
+    RETURNING offer_id INTO o;
+    RETURN o;
+EXCEPTION WHEN unique_violation THEN
+    RAISE EXCEPTION 'offer "%" already exists', name
+        USING ERRCODE = 'unique_violation', DETAIL = 'Offer names are unique per campaign.';
+END
+$$;
+COMMENT ON FUNCTION wallet.create_offer(bigint, text, text, numeric, text, numeric, jsonb, jsonb, boolean, int, boolean, boolean, timestamptz, timestamptz) IS 'creates an offer of a campaign (kind percent, fixed or cashback; conditions as for earning rules; caps per_member and per_period with period) and returns its id; WL609 when the campaign''s budget counts a unit the kind cannot draw on';
+
+CREATE OR REPLACE FUNCTION wallet_internal.offers_eval(merchant_id bigint, member_id bigint, member_ref text, time_zone text,
+        account_id bigint, first_purchase boolean, amount numeric, currency text, occurred_at timestamptz,
+        attributes jsonb, codes text[], only_offers bigint[])
+    RETURNS TABLE (offer_id bigint, campaign_id bigint, name text, kind text, status text, discount numeric,
+                   points bigint, allow_partial boolean, code text, cap_per_member bigint, cap_per_period bigint, period date)
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    o record;
+    lt timestamp := occurred_at AT TIME ZONE coalesce(time_zone, 'UTC');
+    dow int := extract(isodow FROM lt);
+    tod time := lt::time;
+    store text := attributes ->> 'store';
+    channel text := attributes ->> 'channel';
+    pay text := attributes ->> 'payment_method';
+    rank int := 0;
+    left_to_pay numeric := amount;
+    chosen int := 0;
+    closed boolean := false;
+    used bigint;
+    x text;
+    pc record;
+BEGIN
+    IF account_id IS NOT NULL THEN
+        SELECT t.rank INTO rank FROM wallet.account_tiers t WHERE t.account_id = offers_eval.account_id;
+        rank := coalesce(rank, 0);
+    END IF;
+    FOR o IN SELECT f.*, k.starts_at, k.ends_at FROM wallet.offers f JOIN wallet.campaigns k ON k.campaign_id = f.campaign_id
+              WHERE f.merchant_id = offers_eval.merchant_id AND f.currency = offers_eval.currency
+                AND (only_offers IS NULL OR f.offer_id = ANY (only_offers))
+                AND f.valid_from <= offers_eval.occurred_at AND (f.valid_until IS NULL OR f.valid_until > offers_eval.occurred_at)
+                AND k.starts_at <= offers_eval.occurred_at AND (k.ends_at IS NULL OR k.ends_at > offers_eval.occurred_at)
+                AND (f.min_amount > offers_eval.amount) IS NOT TRUE
+                AND (f.stores IS NULL OR store = ANY (f.stores))
+                AND (f.channels IS NULL OR channel = ANY (f.channels))
+                AND (f.payment_methods IS NULL OR pay = ANY (f.payment_methods))
+                AND (f.categories IS NULL OR coalesce(offers_eval.attributes -> 'categories' ?| f.categories, false))
+                AND (f.min_tier_rank > rank) IS NOT TRUE
+                AND (f.first_purchase AND NOT offers_eval.first_purchase) IS NOT TRUE
+                AND (f.days_of_week IS NULL OR dow = ANY (f.days_of_week))
+                AND (f.time_from IS NULL
+                     OR (f.time_from < f.time_until AND tod >= f.time_from AND tod < f.time_until)
+                     OR (f.time_from > f.time_until AND (tod >= f.time_from OR tod < f.time_until)))
+              ORDER BY f.priority DESC, f.offer_id LOOP
+        -- the audience: the control group and those outside never get it
+        CONTINUE WHEN wallet_internal.campaign_group(o.campaign_id, offers_eval.member_id) IS DISTINCT FROM 'target';
+        offer_id := o.offer_id;
+        campaign_id := o.campaign_id;
+        name := o.name;
+        kind := o.kind;
+        allow_partial := o.allow_partial;
+        cap_per_member := o.cap_per_member;
+        cap_per_period := o.cap_per_period;
+        period := CASE WHEN o.cap_period IS NOT NULL THEN date_trunc(o.cap_period, lt)::date END;
+        code := NULL;
+        discount := 0;
+        points := 0;
+        status := 'ok';
+        IF closed OR (o.exclusive AND chosen > 0) THEN
+            status := 'not_combinable';
+        END IF;
+        IF status = 'ok' AND o.cap_per_member IS NOT NULL THEN
+            SELECT c.uses INTO used FROM wallet.offer_counters c
+             WHERE c.offer_id = o.offer_id AND c.member_id = offers_eval.member_id AND c.period IS NULL;
+            IF used >= o.cap_per_member THEN
+                status := 'capped';
+            END IF;
+        END IF;
+        IF status = 'ok' AND o.cap_per_period IS NOT NULL THEN
+            SELECT c.uses INTO used FROM wallet.offer_counters c
+             WHERE c.offer_id = o.offer_id AND c.member_id = offers_eval.member_id AND c.period = offers_eval.period;
+            IF used >= o.cap_per_period THEN
+                status := 'capped';
+            END IF;
+        END IF;
+        IF status = 'ok' AND o.code_required THEN
+            status := 'code_needed';
+            FOREACH x IN ARRAY coalesce(codes, '{}') LOOP
+                SELECT * INTO pc FROM wallet.parse_code(x);
+                CONTINUE WHEN pc.code IS NULL OR wallet.code_campaign(pc.code) <> o.campaign_id;
+                IF wallet.check_code(x, member_ref) = 'ok' THEN
+                    status := 'ok';
+                    code := x;
+                    EXIT;
+                END IF;
+            END LOOP;
+        END IF;
+        IF status = 'ok' THEN
+            IF o.kind = 'cashback' THEN
+                IF floor(least(amount * o.value, coalesce(o.max_value, amount * o.value))) > 9223372036854775807 THEN
+                    RAISE EXCEPTION 'points out of range'
+                        USING ERRCODE = 'WL205',
+                              DETAIL = format('The cashback of offer %s would exceed 9223372036854775807 points.', o.offer_id);
+                END IF;
+                points := floor(least(amount * o.value, coalesce(o.max_value, amount * o.value)));
+                IF account_id IS NULL AND NOT EXISTS (SELECT FROM wallet.programs p
+                                                       WHERE p.merchant_id = offers_eval.merchant_id
+                                                         AND p.currency = offers_eval.currency AND p.closed_at IS NULL) THEN
+                    status := 'no_program';
+                    points := 0;
+                END IF;
+            ELSE
+                discount := CASE o.kind WHEN 'percent' THEN left_to_pay * o.value / 100 ELSE o.value END;
+                discount := least(discount, coalesce(o.max_value, discount), left_to_pay);
+                discount := trunc(discount, 2);
+                left_to_pay := left_to_pay - discount;
+            END IF;
+        END IF;
+        IF status = 'ok' THEN
+            chosen := chosen + 1;
+            closed := o.exclusive;
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.offers_eval(bigint, bigint, text, text, bigint, boolean, numeric, text, timestamptz, jsonb, text[], bigint[]) IS 'internal: the offers whose window, audience (target group only) and conditions hold for a purchase, in priority order, each with a status (ok, capped, code_needed, not_combinable, no_program) and its worth before the budget; reads only';
+
+CREATE OR REPLACE FUNCTION wallet.quote_offers(merchant_id bigint, member_ref text, amount numeric, currency text,
+        occurred_at timestamptz DEFAULT now(), attributes jsonb DEFAULT '{}', codes text[] DEFAULT NULL,
+        hold_ttl interval DEFAULT NULL)
+    RETURNS SETOF wallet.offer_quote
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    member bigint;
+    tz text;
+    prog bigint;
+    rnd text;
+    acct bigint;
+    e record;
+    u record;
+    hid bigint;
+    hexp timestamptz;
+    st wallet.budget_status;
+    got bigint;
+    items jsonb := '[]';
+    res wallet.offer_quote[] := '{}';
+    q wallet.offer_quote;
+    qid bigint;
+    exp timestamptz;
+    i int;
+BEGIN
+    PERFORM wallet_internal.purchase_check(merchant_id, member_ref, 'quote', amount, currency, occurred_at, attributes);
+    -- the codes, like every text argument: no NULL (22004), blank or
+    -- over-long (22023) one (the same check in record_purchase_full)
+    IF EXISTS (SELECT FROM unnest(codes) c WHERE c IS NULL) THEN
+        RAISE EXCEPTION 'codes must not contain null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Every element of codes is the text of a marketing code.';
+    END IF;
+    IF EXISTS (SELECT FROM unnest(codes) c WHERE btrim(c) = '' OR length(c) > 256) THEN
+        RAISE EXCEPTION 'codes must not contain a blank code or one longer than 256 characters'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Every element of codes is a non-blank text of at most 256 characters.';
+    END IF;
+    IF hold_ttl <= interval '0' OR hold_ttl > interval '1 day' THEN
+        RAISE EXCEPTION 'hold_ttl must be between 0 and 1 day'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A quote holds its budget for a checkout: a positive time of at most a day.';
+    END IF;
+    SELECT * INTO member, tz, prog, rnd, acct FROM wallet_internal.purchase_context(merchant_id, member_ref, currency);
+    IF member IS NULL THEN
+        -- the holdout group is drawn by member id: the member is registered as its purchase would
+        member := wallet_internal.member_ensure(merchant_id, member_ref);
+    END IF;
+    IF hold_ttl IS NOT NULL THEN
+        exp := clock_timestamp() + hold_ttl;
+    END IF;
+    -- budgets in campaign order (the budget API's deadlock rule)
+    FOR e IN SELECT * FROM wallet_internal.offers_eval(merchant_id, member, member_ref, tz, acct,
+                                                       NOT EXISTS (SELECT FROM wallet.purchases x
+                                                                    WHERE x.merchant_id = quote_offers.merchant_id AND x.member_id = member),
+                                                       amount, currency, occurred_at, attributes, codes, NULL) v
+              ORDER BY v.campaign_id, v.offer_id LOOP
+        q := (NULL, e.offer_id, e.campaign_id, e.name, e.kind, e.status, e.discount, e.points, exp);
+        hid := NULL;
+        got := 0;
+        IF e.status = 'ok' THEN
+            u := wallet_internal.offer_units(e.campaign_id, e.kind, e.discount, e.points);
+            IF u.units = -1 THEN
+                q.status := 'no_budget';
+            ELSIF u.units > 0 THEN
+                IF hold_ttl IS NOT NULL THEN
+                    SELECT * INTO hid, got, hexp
+                      FROM wallet_internal.budget_hold(e.campaign_id, u.units, hold_ttl, e.allow_partial AND u.unit <> 'redemptions');
+                ELSE
+                    st := wallet_internal.budget_status(e.campaign_id);
+                    got := CASE WHEN st.remaining >= u.units THEN u.units WHEN e.allow_partial AND u.unit <> 'redemptions' THEN st.remaining ELSE 0 END;
+                END IF;
+                IF got = 0 THEN
+                    q.status := 'no_budget';
+                ELSIF got < u.units THEN
+                    q.status := 'partial';
+                    IF e.kind = 'cashback' THEN q.points := got; ELSE q.discount := round(got / 100.0, 2); END IF;
+                END IF;
+            END IF;
+        END IF;
+        IF q.status NOT IN ('ok', 'partial') THEN
+            q.discount := 0;
+            q.points := 0;
+        END IF;
+        res := res || q;
+        items := items || jsonb_build_object('offer_id', e.offer_id, 'campaign_id', e.campaign_id, 'status', q.status,
+                                             'discount', q.discount, 'points', q.points, 'units', CASE WHEN hid IS NOT NULL THEN got ELSE 0 END,
+                                             'hold_id', hid, 'code', e.code);
+    END LOOP;
+    IF hold_ttl IS NOT NULL THEN
+        INSERT INTO wallet.offer_quotes (merchant_id, member_id, amount, currency, items, expires_at)
+        VALUES (merchant_id, member, amount, currency, items, exp)
+        RETURNING quote_id INTO qid;
+    END IF;
+    FOR i IN 1..cardinality(res) LOOP
+        q := res[i];
+        q.quote_id := qid;
+        RETURN NEXT q;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION wallet.quote_offers(bigint, text, numeric, text, timestamptz, jsonb, text[], interval) IS 'the offers whose conditions hold for a basket (the member''s target group only) and what each is worth given caps, codes, stacking and the campaign''s budget; consumes nothing, but with hold_ttl holds the budget for the checkout (the rows carry a quote_id for wallet.record_purchase; the holds stop counting at expires_at); registers an unknown member';
+
+CREATE OR REPLACE FUNCTION wallet.purge_offer_quotes(older_than interval DEFAULT interval '1 day', max_quotes int DEFAULT 10000)
+    RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    n bigint;
+BEGIN
+    IF older_than IS NULL OR max_quotes IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN older_than IS NULL THEN 'older_than' ELSE 'max_quotes' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Quotes expired longer ago than older_than are deleted, at most max_quotes per call.';
+    END IF;
+    IF older_than < interval '0' OR max_quotes < 1 THEN
+        RAISE EXCEPTION 'older_than must not be negative and max_quotes must be positive'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Quotes expired longer ago than older_than are deleted, at most max_quotes per call.';
+    END IF;
+    IF older_than > interval '100 years' THEN
+        RAISE EXCEPTION 'older_than must be at most 100 years'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Quotes expired longer ago than older_than are deleted; older_than is at most 100 years.';
+    END IF;
+    DELETE FROM wallet.offer_quotes q
+     WHERE q.quote_id IN (SELECT x.quote_id FROM wallet.offer_quotes x
+                           WHERE x.expires_at < clock_timestamp() - older_than ORDER BY x.expires_at LIMIT max_quotes
+                             FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION wallet.purge_offer_quotes(interval, int) IS 'deletes up to max_quotes offer quotes that expired longer ago than older_than (a checkout naming one then gets WL607); their budget holds are not touched (they expired with them); returns the number deleted; run by wallet.run_maintenance';
+
+COMMENT ON COLUMN wallet.push_messages.last_error IS 'the last failure reported by fail_push (may name the member''s device or address: cleared by wallet.forget_member)';
+COMMENT ON COLUMN wallet.push_messages_q0.last_error IS 'the last failure reported by fail_push (may name the member''s device or address: cleared by wallet.forget_member)';
+COMMENT ON COLUMN wallet.push_messages_q1.last_error IS 'the last failure reported by fail_push (may name the member''s device or address: cleared by wallet.forget_member)';
+COMMENT ON COLUMN wallet.push_messages_q2.last_error IS 'the last failure reported by fail_push (may name the member''s device or address: cleared by wallet.forget_member)';
+COMMENT ON COLUMN wallet.push_messages_done.last_error IS 'the last failure reported by fail_push (may name the member''s device or address: cleared by wallet.forget_member)';
+COMMENT ON COLUMN wallet.push_attempts.error IS 'the error reported (failed; may name the member''s device or address: cleared by wallet.forget_member)';
+
 -- == 10z. shared objects, final (issues 10-12)
 -- Objects that several sections above re-create (each with what its area
 -- added): their final definitions, exactly as the parts have them.
@@ -15260,8 +17617,9 @@ BEGIN
     GET DIAGNOSTICS c = ROW_COUNT;
     n := n || jsonb_build_object('referrals', c);
     -- push (issue 12): consent evidence keeps what was decided and when, not
-    -- the device; messages lose their payload, queued ones are suppressed;
-    -- the member's own preferences go
+    -- the device; messages lose their payload and failure texts (and their
+    -- delivery records theirs), queued ones are suppressed; the member's own
+    -- preferences go
     UPDATE wallet.push_consent_log l SET device = NULL
      WHERE l.merchant_id = _merchant AND l.member_id = _member AND l.device IS NOT NULL;
     GET DIAGNOSTICS c = ROW_COUNT;
@@ -15271,10 +17629,15 @@ BEGIN
                 SELECT x.push_id FROM wallet.push_messages x
                  WHERE x.merchant_id = _merchant AND x.member_id = _member AND x.part < 3 AND x.status = 'queued'),
             'suppressed', 'member_forgotten', NULL);
-    UPDATE wallet.push_messages x SET payload = '{}'
-     WHERE x.merchant_id = _merchant AND x.member_id = _member AND x.payload <> '{}';
+    -- (the worker's failure texts may name the member's device or address)
+    UPDATE wallet.push_messages x SET payload = '{}', last_error = NULL
+     WHERE x.merchant_id = _merchant AND x.member_id = _member AND (x.payload <> '{}' OR x.last_error IS NOT NULL);
     GET DIAGNOSTICS c = ROW_COUNT;
     n := n || jsonb_build_object('push_messages', c);
+    UPDATE wallet.push_attempts a SET error = NULL
+     WHERE a.merchant_id = _merchant AND a.member_id = _member AND a.error IS NOT NULL;
+    GET DIAGNOSTICS c = ROW_COUNT;
+    n := n || jsonb_build_object('push_attempts', c);
     DELETE FROM wallet.push_preferences p WHERE p.merchant_id = _merchant AND p.member_id = _member;
     GET DIAGNOSTICS c = ROW_COUNT;
     n := n || jsonb_build_object('push_preferences', c);
@@ -15296,7 +17659,7 @@ BEGIN
     RETURN true;
 END
 $$;
-COMMENT ON FUNCTION wallet.forget_member(bigint, text, text) IS 'erases a member''s personal data at a merchant: pseudonymises its member_ref in every table, clears its time zone, locale, request contexts and feedback comments, keeps only store, channel, payment_method and categories of its purchases'' attributes, clears referral fingerprints, deletes its failed attempts; push: clears consent devices and message payloads, suppresses queued messages, deletes its push preferences; clears the attributes of the app''s own events (wallet.track_event); ledgers and totals are unchanged; recorded in wallet.audit_log; returns false (and records nothing) when nothing names the member';
+COMMENT ON FUNCTION wallet.forget_member(bigint, text, text) IS 'erases a member''s personal data at a merchant: pseudonymises its member_ref in every table, clears its time zone, locale, request contexts and feedback comments, keeps only store, channel, payment_method and categories of its purchases'' attributes, clears referral fingerprints, deletes its failed attempts; push: clears consent devices, message payloads and the failure texts of messages and delivery records, suppresses queued messages, deletes its push preferences; clears the attributes of the app''s own events (wallet.track_event); ledgers and totals are unchanged; recorded in wallet.audit_log; returns false (and records nothing) when nothing names the member';
 
 CREATE OR REPLACE FUNCTION wallet.record_purchase(merchant_id bigint, member_ref text, order_ref text, amount numeric, currency text,
         occurred_at timestamptz DEFAULT now(), attributes jsonb DEFAULT '{}',
