@@ -33,7 +33,7 @@ COMMENT ON COLUMN wallet.campaigns.audience_program_id IS 'audience tiers: the p
 COMMENT ON COLUMN wallet.campaigns.audience_min_rank IS 'audience tiers: the lowest tier rank in the audience';
 COMMENT ON COLUMN wallet.campaigns.audience_segments IS 'audience segment: the RFM segment names (wallet.rfm_segments) the audience was taken from';
 COMMENT ON COLUMN wallet.campaigns.holdout_percent IS 'share of the audience, in percent (0 to under 100), held out as the control group that never gets the campaign';
-COMMENT ON COLUMN wallet.campaigns.holdout_key IS 'random key of the hash that puts each member in the target or the control group (wallet.campaign_group): fixed, so a member''s group never changes, and secret, so no member can predict it';
+COMMENT ON COLUMN wallet.campaigns.holdout_key IS 'random key of the hash that puts each member in the target or the control group (wallet.campaign_group): fixed, so a member''s group never changes, and drawn by the database, so no member can predict or choose it (the roles acting for the merchant can read it, as they can read every member''s group; the app must not pass it on to members)';
 COMMENT ON COLUMN wallet.campaigns.audience_set_at IS 'when wallet.set_campaign_audience last set the audience and holdout (NULL = never: everyone, no holdout); once set, the holdout is fixed from the start on';
 COMMENT ON COLUMN wallet.campaigns.redemption_value IS 'money each redemption of the campaign''s codes costs the merchant, for the campaign''s cost and ROI (e.g. a voucher''s face value); NULL = none counted';
 
