@@ -51,6 +51,33 @@ CREATE FUNCTION wallet.acts_for(merchant_id bigint) RETURNS boolean
     LANGUAGE C STABLE STRICT;
 COMMENT ON FUNCTION wallet.acts_for(bigint) IS 'whether the calling role acts for the merchant: a superuser, the extension''s owner, or a member of a role granted the merchant (cached in the session until a grant, membership or role changes)';
 
+CREATE FUNCTION wallet_internal.sees_all() RETURNS boolean
+    AS 'MODULE_PATHNAME', 'wallet_sees_all'
+    LANGUAGE C STABLE;
+COMMENT ON FUNCTION wallet_internal.sees_all() IS 'internal: whether the calling role acts for every merchant (a superuser or the extension''s owner): only such a role changes what applies to every merchant';
+
+CREATE FUNCTION wallet_internal.sole_merchant() RETURNS bigint
+    AS 'MODULE_PATHNAME', 'wallet_sole_merchant'
+    LANGUAGE C STABLE;
+COMMENT ON FUNCTION wallet_internal.sole_merchant() IS 'internal: the one merchant the calling role acts for; NULL when it acts for none, for several or for every one (cached as acts_for is)';
+
+-- The merchants of a call that names none (purge, expire, clear): those the
+-- caller acts for, or NULL (every merchant, and rows of none) for a role
+-- that acts for all.
+CREATE FUNCTION wallet_internal.caller_merchants() RETURNS bigint[]
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF wallet_internal.sees_all() THEN
+        RETURN NULL;
+    END IF;
+    RETURN ARRAY(SELECT DISTINCT r.merchant_id FROM wallet.merchant_roles r
+                  WHERE pg_has_role(wallet_internal.caller(), r.role, 'MEMBER') ORDER BY 1);
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.caller_merchants() IS 'internal: the merchants the calling role acts for, in order; NULL for a role that acts for every merchant (a superuser or the extension''s owner)';
+
 CREATE FUNCTION wallet_internal.merchant_roles_changed() RETURNS trigger
     AS 'MODULE_PATHNAME', 'wallet_merchant_roles_changed'
     LANGUAGE C;

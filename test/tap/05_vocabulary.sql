@@ -72,6 +72,9 @@ INSERT INTO vocab (fn, what, expect, call) VALUES
 ('wallet_internal.sees_campaign(bigint)', '-', 'internal', NULL),
 ('wallet_internal.code_merchant(text)', '-', 'internal', NULL),
 ('wallet_internal.key_scope(bigint,bigint)', '-', 'internal', NULL),
+('wallet_internal.sees_all()', '-', 'no arguments', NULL),
+('wallet_internal.sole_merchant()', '-', 'no arguments', NULL),
+('wallet_internal.caller_merchants()', '-', 'no arguments', NULL),
 -- marketing codes: values
 ('wallet.marketing_code_eq(wallet.marketing_code,wallet.marketing_code)', 'NULL operand', 'null', $$SELECT wallet.marketing_code_eq(NULL, '{code1}')$$),
 ('wallet.marketing_code_ne(wallet.marketing_code,wallet.marketing_code)', 'NULL operand', 'null', $$SELECT wallet.marketing_code_ne(NULL, '{code1}')$$),
