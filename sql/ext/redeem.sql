@@ -71,7 +71,7 @@ COMMENT ON COLUMN wallet.code_failed_attempts.status IS 'why the check failed: m
 COMMENT ON COLUMN wallet.code_failed_attempts.input IS 'the text that was tried (first 64 characters), for forensics';
 COMMENT ON COLUMN wallet.code_failed_attempts.campaign_id IS 'campaign id the text claimed when it decoded (forged codes, unknown campaigns), else NULL; not a foreign key since such ids need not exist';
 COMMENT ON COLUMN wallet.code_failed_attempts.operation IS 'check_code, redeem_code or reserve_code';
-COMMENT ON COLUMN wallet.code_failed_attempts.merchant_id IS 'merchant whose campaign the text named (the guard''s scope), NULL when it named no campaign of this database; not a foreign key, history outlives merchants';
+COMMENT ON COLUMN wallet.code_failed_attempts.merchant_id IS 'the guard''s scope: the merchant whose campaign the text named, else (a text naming no campaign the caller acts for) the one merchant the caller acts for, NULL when it acts for several or all; not a foreign key, history outlives merchants';
 
 -- The public functions run with enable_seqscan off, and so do the helpers
 -- they call: every lookup here is by key, and the tables start empty; a plan
@@ -505,6 +505,13 @@ BEGIN
           FROM wallet.campaigns c WHERE c.campaign_id = wallet.code_campaign(_code) AND wallet.acts_for(c.merchant_id);
         _known := FOUND;
         _merchant := _c.merchant_id;
+    END IF;
+    -- A text naming no campaign the caller acts for is the caller's guess:
+    -- it counts at the caller's merchant when it acts for exactly one (an
+    -- app), so that it neither throttles nor is forgotten at other merchants;
+    -- only a caller acting for several or all counts it in the shared scope.
+    IF NOT _known THEN
+        _merchant := wallet_internal.sole_merchant();
     END IF;
     -- Codes are self-describing (anyone can read the campaign id out of one),
     -- so saying that a campaign does not exist gives nothing away; it is

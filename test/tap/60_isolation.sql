@@ -586,6 +586,25 @@ SELECT is(ARRAY[pg_temp.as_login('iso_login_app_b', format($$SELECT wallet.check
 SELECT is((SELECT count(*) FROM wallet.code_failed_attempts WHERE member_ref = :'thr' AND merchant_id = :bm), 2::bigint,
           'B''s failed attempts stay');
 
+-- a text naming no campaign counts at the merchant of an app acting for one
+-- (the global thresholds, set again by the owner, would count it for all)
+SELECT wallet.set_code_guard(2, NULL, interval '1 hour');
+SELECT is(ARRAY[pg_temp.as_login('iso_login_app_b', format($$SELECT wallet.check_code('NOT-A-CODE', %L)$$, :'xref')),
+                pg_temp.as_login('iso_login_app_b', format($$SELECT wallet.check_code('NOT-A-CODE', %L)$$, :'xref')),
+                pg_temp.as_login('iso_login_app_b', format($$SELECT wallet.check_code('NOT-A-CODE', %L)$$, :'xref'))],
+          '{malformed,malformed,throttled}', 'B''s app guessing for a member_ref is throttled at B');
+SELECT is(pg_temp.as_login('iso_login_app_a', format($$SELECT wallet.check_code('NOT-A-CODE', %L)$$, :'xref')), 'malformed',
+          'A''s calls for the same member_ref are not throttled by B''s guesses');
+SELECT is((SELECT array_agg(merchant_id::text ORDER BY attempt_id) FROM wallet.code_failed_attempts WHERE member_ref = :'xref'),
+          ARRAY[:'bm', :'bm', :'am'], 'each failed attempt is recorded with the merchant of the app that made it');
+SELECT is(pg_temp.as_login('iso_login_app_a', format($$SELECT wallet.check_code(%L, %L)$$, :'b_forged', :'yref')), 'unknown_campaign',
+          'a code of B''s campaign checked by A''s app is of an unknown campaign');
+SELECT is((SELECT array_agg(coalesce(merchant_id::text, 'NULL') ORDER BY attempt_id) FROM wallet.code_failed_attempts WHERE member_ref = :'yref'),
+          ARRAY[:'am'], 'and counts at A, as any text naming no campaign of A');
+SELECT is(wallet.check_code('NOT-A-CODE', :'yref'), 'malformed', 'the superuser (acts for all) checks a malformed text');
+SELECT is((SELECT array_agg(coalesce(merchant_id::text, 'NULL') ORDER BY attempt_id) FROM wallet.code_failed_attempts WHERE member_ref = :'yref'),
+          ARRAY[:'am', 'NULL'], 'which names no merchant');
+
 -- purge_code_attempts: the caller's merchants only
 INSERT INTO wallet.code_failed_attempts (attempted_at, member_ref, status, input, operation, merchant_id)
 VALUES (now() - interval '2 days', 'iso-old', 'malformed', 'x', 'check', :am),
