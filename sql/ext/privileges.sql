@@ -78,6 +78,30 @@ END
 $$;
 COMMENT ON FUNCTION wallet_internal.caller_merchants() IS 'internal: the merchants the calling role acts for, in order; NULL for a role that acts for every merchant (a superuser or the extension''s owner)';
 
+-- wallet_admin, wallet_app and wallet_reader are the groups of every
+-- merchant's roles: a merchant held by one of them (or by a role one of them
+-- is a member of) would be acted for by every admin, app or reader.
+CREATE FUNCTION wallet_internal.check_holder(role regrole) RETURNS void
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    g text;
+BEGIN
+    SELECT x INTO g FROM unnest(ARRAY['wallet_admin', 'wallet_app', 'wallet_reader']) x
+     WHERE EXISTS (SELECT FROM pg_catalog.pg_roles r WHERE r.rolname = x)
+       AND pg_has_role(x, role, 'MEMBER')
+     LIMIT 1;
+    IF g IS NOT NULL THEN
+        RAISE EXCEPTION 'role % cannot act for a merchant', role
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Every member of %s would act for it: a merchant is held by login roles (or other roles of its own), never by wallet_admin, wallet_app or wallet_reader.', g),
+                  HINT = 'Grant the merchant to the login role (or a role of the merchant''s own) that is granted wallet_admin, wallet_app or wallet_reader.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.check_holder(regrole) IS 'internal: raises 22023 for a role that must not act for a merchant: wallet_admin, wallet_app, wallet_reader, or a role one of them is a member of';
+
 CREATE FUNCTION wallet_internal.merchant_roles_changed() RETURNS trigger
     AS 'MODULE_PATHNAME', 'wallet_merchant_roles_changed'
     LANGUAGE C;
@@ -116,6 +140,7 @@ BEGIN
         RAISE EXCEPTION 'role must not be null'
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A merchant is granted to a role named by its name.';
     END IF;
+    PERFORM wallet_internal.check_holder(role);
     INSERT INTO wallet.merchant_roles AS r (merchant_id, role) VALUES (grant_merchant.merchant_id, grant_merchant.role)
         ON CONFLICT DO NOTHING;
     GET DIAGNOSTICS n = ROW_COUNT;

@@ -634,5 +634,25 @@ SELECT is(pg_temp.as_login('iso_login_admin_a', $$SELECT wallet.expire_points(cl
 SELECT is((SELECT count(*) FROM wallet.entries WHERE kind = 'expire' AND account_id = :ba), 0::bigint, 'B''s account is still not expired');
 SELECT is(wallet.expire_points(clock_timestamp()), 1::bigint, 'the owner''s expire_points expires B''s lots');
 
+-- a merchant is never held by one of the three group roles
+SELECT matches(pg_temp.as_login('iso_login_admin_a', $$SELECT wallet.create_merchant('iso held by a group')$$, 'wallet_admin'),
+               '^error 22023: role wallet_admin cannot act for a merchant; detail: Every member of wallet_admin would act for it: .*\.$',
+               'create_merchant under SET ROLE wallet_admin: 22023 (every admin would act for it)');
+SELECT is((SELECT count(*) FROM wallet.merchants WHERE name = 'iso held by a group'), 0::bigint, 'and no merchant is made');
+SELECT matches(pg_temp.as_login('iso_login_admin_a', format($$SELECT wallet.grant_merchant(%s, 'wallet_app')$$, :am)),
+               '^error 22023: role wallet_app cannot act for a merchant', 'grant_merchant to wallet_app: 22023');
+SELECT throws_ok(format($$SELECT wallet.grant_merchant(%s, 'wallet_reader')$$, :am), '22023', 'role wallet_reader cannot act for a merchant',
+                 'grant_merchant to wallet_reader, even by the owner: 22023');
+CREATE ROLE iso_group_parent NOLOGIN;
+GRANT iso_group_parent TO wallet_app;
+SELECT throws_ok(format($$SELECT wallet.grant_merchant(%s, 'iso_group_parent')$$, :am), '22023', NULL,
+                 'grant_merchant to a role wallet_app is a member of: 22023');
+REVOKE iso_group_parent FROM wallet_app;
+SELECT is((SELECT count(*) FROM wallet.merchant_roles WHERE role IN ('wallet_admin'::regrole, 'wallet_app'::regrole, 'wallet_reader'::regrole)),
+          0::bigint, 'no group role holds a merchant');
+SELECT pg_temp.as_login('iso_login_admin_a', $$SELECT wallet.create_merchant('iso held by a login')$$) AS held \gset
+SELECT is((SELECT array_agg(role::text) FROM wallet.merchant_roles WHERE merchant_id = :'held'::bigint),
+          '{iso_login_admin_a}', 'a login role that creates a merchant holds it');
+
 SELECT * FROM finish();
 ROLLBACK;
