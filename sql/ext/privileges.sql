@@ -81,7 +81,7 @@ COMMENT ON FUNCTION wallet_internal.caller_merchants() IS 'internal: the merchan
 -- wallet_admin, wallet_app and wallet_reader are the groups of every
 -- merchant's roles: a merchant held by one of them (or by a role one of them
 -- is a member of) would be acted for by every admin, app or reader.
-CREATE FUNCTION wallet_internal.check_holder(role regrole) RETURNS void
+CREATE FUNCTION wallet_internal.check_holder(role regrole) RETURNS regrole
     LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
     AS $$
@@ -98,9 +98,10 @@ BEGIN
                   DETAIL = format('Every member of %s would act for it: a merchant is held by login roles (or other roles of its own), never by wallet_admin, wallet_app or wallet_reader.', g),
                   HINT = 'Grant the merchant to the login role (or a role of the merchant''s own) that is granted wallet_admin, wallet_app or wallet_reader.';
     END IF;
+    RETURN role;
 END
 $$;
-COMMENT ON FUNCTION wallet_internal.check_holder(regrole) IS 'internal: raises 22023 for a role that must not act for a merchant: wallet_admin, wallet_app, wallet_reader, or a role one of them is a member of';
+COMMENT ON FUNCTION wallet_internal.check_holder(regrole) IS 'internal: returns the role, or raises 22023 for a role that must not act for a merchant: wallet_admin, wallet_app, wallet_reader, or a role one of them is a member of';
 
 CREATE FUNCTION wallet_internal.merchant_roles_changed() RETURNS trigger
     AS 'MODULE_PATHNAME', 'wallet_merchant_roles_changed'
