@@ -16,9 +16,11 @@
  * counters a failing check that needs a new one is refused as throttled
  * rather than forgotten, while genuine codes, which need no counter, pass.
  *
- * A counter is per database, per merchant (0 when the text names no campaign
- * of the database: malformed, mistyped, unknown campaign), per kind (member
- * or source) and per value, the value stored as a keyed BLAKE2b digest (its
+ * A counter is per database, per merchant (the scope the caller passes: the
+ * merchant of the campaign the text names, else the one merchant the caller
+ * acts for, else 0 — a text naming no campaign, malformed, mistyped or of an
+ * unknown campaign, checked by a role acting for several merchants or all),
+ * per kind (member or source) and per value, the value stored as a keyed BLAKE2b digest (its
  * key drawn at server start, so no one can craft two values that share a
  * counter).  Windows are fixed: a counter starts at its first failure and
  * lasts failure_window; the next failure after that starts a new one.
@@ -49,7 +51,7 @@ typedef struct GuardKey
 {
 	Oid			dbid;
 	uint32		kind;			/* GUARD_MEMBER or GUARD_SOURCE */
-	int64		merchant;		/* 0: the text named no campaign */
+	int64		merchant;		/* 0: no campaign named, caller of several merchants */
 	uint8		digest[GUARD_DIGEST_BYTES];
 } GuardKey;
 

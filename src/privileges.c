@@ -46,6 +46,10 @@ static Oid	cache_owner;
 static int	cache_used;
 static ActsFor cache[ACTS_FOR_CACHE];
 static SPIPlanPtr roles_plan = NULL;
+/* the one merchant the role acts for (0: none, several or all), once known */
+static bool sole_known;
+static int64 sole_merchant;
+static SPIPlanPtr sole_plan = NULL;
 
 /* Owner of schema wallet: the role that created the extension. */
 Oid
@@ -108,6 +112,7 @@ cache_refresh(Oid user)
 	cache_sees_all = superuser_arg(user) || has_privs_of_role(user, cache_owner) ||
 		!OidIsValid(merchant_roles_relid);
 	cache_used = 0;
+	sole_known = false;
 	cache_user = user;
 	cache_generation = generation;
 }
@@ -200,6 +205,115 @@ Datum
 wallet_acts_for(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_BOOL(wallet_acts_for_merchant(PG_GETARG_INT64(0)));
+}
+
+/*
+ * The one merchant user acts for, or 0 when it acts for none or for several
+ * (a member of roles granted different merchants).  Read as the owner, as
+ * lookup() does; the membership test is lookup()'s (is_member_of_role).
+ */
+static int64
+sole_lookup(Oid user)
+{
+	Oid			save_user;
+	int			save_sec;
+	volatile int64 found = 0;
+	volatile bool several = false;
+
+	GetUserIdAndSecContext(&save_user, &save_sec);
+	SetUserIdAndSecContext(cache_owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	PG_TRY();
+	{
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		if (sole_plan == NULL)
+		{
+			SPIPlanPtr	plan = SPI_prepare("SELECT r.merchant_id, r.role FROM wallet.merchant_roles r"
+										   " ORDER BY r.merchant_id", 0, NULL);
+
+			if (plan == NULL)
+				elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+			SPI_keepplan(plan);
+			sole_plan = plan;
+		}
+		if (SPI_execute_plan(sole_plan, NULL, NULL, true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "reading wallet.merchant_roles failed");
+		for (uint64 i = 0; i < SPI_processed && !several; i++)
+		{
+			bool		mnull,
+						rnull;
+			Datum		m = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &mnull);
+			Datum		role = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &rnull);
+
+			if (mnull || rnull || DatumGetInt64(m) == found ||
+				!is_member_of_role(user, DatumGetObjectId(role)))
+				continue;
+			if (found != 0)
+				several = true;
+			else
+				found = DatumGetInt64(m);
+		}
+		SPI_finish();
+	}
+	PG_FINALLY();
+	{
+		SetUserIdAndSecContext(save_user, save_sec);
+	}
+	PG_END_TRY();
+	return several ? 0 : found;
+}
+
+/*
+ * The one merchant the calling role acts for; 0 when it acts for none, for
+ * several, or for all (the superuser and the owner).  Cached as acts_for is.
+ */
+int64
+wallet_caller_sole_merchant(void)
+{
+	Oid			user = GetOuterUserId();
+
+	cache_refresh(user);
+	if (cache_sees_all)
+		return 0;
+	if (!sole_known)
+	{
+		sole_merchant = sole_lookup(user);
+		sole_known = true;
+	}
+	return sole_merchant;
+}
+
+/* Whether the calling role acts for every merchant (superuser, owner). */
+bool
+wallet_caller_sees_all(void)
+{
+	cache_refresh(GetOuterUserId());
+	return cache_sees_all;
+}
+
+PG_FUNCTION_INFO_V1(wallet_sole_merchant);
+
+/*
+ * wallet_internal.sole_merchant(): the one merchant the calling role acts
+ * for, NULL when it acts for none, for several or for all.
+ */
+Datum
+wallet_sole_merchant(PG_FUNCTION_ARGS)
+{
+	int64		m = wallet_caller_sole_merchant();
+
+	if (m == 0)
+		PG_RETURN_NULL();
+	PG_RETURN_INT64(m);
+}
+
+PG_FUNCTION_INFO_V1(wallet_sees_all);
+
+/* wallet_internal.sees_all(): whether the calling role acts for every merchant. */
+Datum
+wallet_sees_all(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(wallet_caller_sees_all());
 }
 
 PG_FUNCTION_INFO_V1(wallet_merchant_roles_changed);

@@ -990,11 +990,13 @@ CREATE FUNCTION wallet_internal.expire_due_accounts(as_of timestamptz, batch_siz
 DECLARE
     acc bigint;
     due timestamptz;
+    _mine bigint[] := wallet_internal.caller_merchants();   -- NULL: acts for all
 BEGIN
     accounts := 0;
     expired := 0;
     FOR acc IN SELECT d.account_id
-                 FROM (SELECT a.account_id FROM wallet.accounts a WHERE a.next_event <= as_of
+                 FROM (SELECT a.account_id FROM wallet.accounts a
+                        WHERE a.next_event <= as_of AND (_mine IS NULL OR a.merchant_id = ANY (_mine))
                         ORDER BY a.next_event LIMIT batch_size) d
                 ORDER BY d.account_id LOOP
         SELECT a.next_event INTO due FROM wallet.accounts a WHERE a.account_id = acc FOR NO KEY UPDATE;
@@ -1005,7 +1007,7 @@ BEGIN
     END LOOP;
 END
 $$;
-COMMENT ON FUNCTION wallet_internal.expire_due_accounts(timestamptz, int) IS 'settles at most batch_size (NULL = all) accounts due at as_of, in account order; returns the accounts looked at and the expire entries posted';
+COMMENT ON FUNCTION wallet_internal.expire_due_accounts(timestamptz, int) IS 'settles at most batch_size (NULL = all) accounts due at as_of of the merchants the caller acts for (every merchant for the extension''s owner or a superuser), in account order; returns the accounts looked at and the expire entries posted';
 
 CREATE FUNCTION wallet.expire_points(as_of timestamptz DEFAULT now()) RETURNS bigint
     LANGUAGE plpgsql
@@ -1016,7 +1018,7 @@ BEGIN
     RETURN (wallet_internal.expire_due_accounts(as_of, NULL)).expired;
 END
 $$;
-COMMENT ON FUNCTION wallet.expire_points(timestamptz) IS 'posts an expire entry per account with lots expired at as_of (and a release for each lapsed hold) in the caller''s transaction; returns the number of expire entries; a second run posts nothing; as_of in the future is refused (22023); CALL wallet.expire_points_batched for many accounts';
+COMMENT ON FUNCTION wallet.expire_points(timestamptz) IS 'posts an expire entry per account (of the merchants the caller acts for; every merchant for the extension''s owner or a superuser) with lots expired at as_of (and a release for each lapsed hold) in the caller''s transaction; returns the number of expire entries; a second run posts nothing; as_of in the future is refused (22023); CALL wallet.expire_points_batched for many accounts';
 
 -- ---------------------------------------------------------------- read side
 

@@ -318,10 +318,12 @@ BEGIN
         GET DIAGNOSTICS c = ROW_COUNT;
         n := n || jsonb_build_object(t, c);
     END LOOP;
-    -- failed attempts are forensics, not totals: deleted, with those that
-    -- named no merchant (they cannot be told apart by merchant)
+    -- failed attempts are forensics, not totals: the merchant's are deleted
+    -- (never those of no merchant: another merchant's caller may have made
+    -- them; they age out through purge_code_attempts), with the guard's
+    -- counters of the member in the merchant's scope
     DELETE FROM wallet.code_failed_attempts f
-     WHERE f.member_ref = _ref AND (f.merchant_id = _merchant OR f.merchant_id IS NULL);
+     WHERE f.member_ref = _ref AND f.merchant_id = _merchant;
     GET DIAGNOSTICS c = ROW_COUNT;
     n := n || jsonb_build_object('code_failed_attempts', c);
     PERFORM wallet_internal.code_guard_forget(_merchant, _ref, NULL);

@@ -51,6 +51,58 @@ CREATE FUNCTION wallet.acts_for(merchant_id bigint) RETURNS boolean
     LANGUAGE C STABLE STRICT;
 COMMENT ON FUNCTION wallet.acts_for(bigint) IS 'whether the calling role acts for the merchant: a superuser, the extension''s owner, or a member of a role granted the merchant (cached in the session until a grant, membership or role changes)';
 
+CREATE FUNCTION wallet_internal.sees_all() RETURNS boolean
+    AS 'MODULE_PATHNAME', 'wallet_sees_all'
+    LANGUAGE C STABLE;
+COMMENT ON FUNCTION wallet_internal.sees_all() IS 'internal: whether the calling role acts for every merchant (a superuser or the extension''s owner): only such a role changes what applies to every merchant';
+
+CREATE FUNCTION wallet_internal.sole_merchant() RETURNS bigint
+    AS 'MODULE_PATHNAME', 'wallet_sole_merchant'
+    LANGUAGE C STABLE;
+COMMENT ON FUNCTION wallet_internal.sole_merchant() IS 'internal: the one merchant the calling role acts for; NULL when it acts for none, for several or for every one (cached as acts_for is)';
+
+-- The merchants of a call that names none (purge, expire, clear): those the
+-- caller acts for, or NULL (every merchant, and rows of none) for a role
+-- that acts for all.
+CREATE FUNCTION wallet_internal.caller_merchants() RETURNS bigint[]
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF wallet_internal.sees_all() THEN
+        RETURN NULL;
+    END IF;
+    RETURN ARRAY(SELECT DISTINCT r.merchant_id FROM wallet.merchant_roles r
+                  WHERE pg_has_role(wallet_internal.caller(), r.role, 'MEMBER') ORDER BY 1);
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.caller_merchants() IS 'internal: the merchants the calling role acts for, in order; NULL for a role that acts for every merchant (a superuser or the extension''s owner)';
+
+-- wallet_admin, wallet_app and wallet_reader are the groups of every
+-- merchant's roles: a merchant held by one of them (or by a role one of them
+-- is a member of) would be acted for by every admin, app or reader.
+CREATE FUNCTION wallet_internal.check_holder(role regrole) RETURNS regrole
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    g text;
+BEGIN
+    SELECT x INTO g FROM unnest(ARRAY['wallet_admin', 'wallet_app', 'wallet_reader']) x
+     WHERE EXISTS (SELECT FROM pg_catalog.pg_roles r WHERE r.rolname = x)
+       AND pg_has_role(x, role, 'MEMBER')
+     LIMIT 1;
+    IF g IS NOT NULL THEN
+        RAISE EXCEPTION 'role % cannot act for a merchant', role
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Every member of %s would act for it: a merchant is held by login roles (or other roles of its own), never by wallet_admin, wallet_app or wallet_reader.', g),
+                  HINT = 'Grant the merchant to the login role (or a role of the merchant''s own) that is granted wallet_admin, wallet_app or wallet_reader.';
+    END IF;
+    RETURN role;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.check_holder(regrole) IS 'internal: returns the role, or raises 22023 for a role that must not act for a merchant: wallet_admin, wallet_app, wallet_reader, or a role one of them is a member of';
+
 CREATE FUNCTION wallet_internal.merchant_roles_changed() RETURNS trigger
     AS 'MODULE_PATHNAME', 'wallet_merchant_roles_changed'
     LANGUAGE C;
@@ -89,6 +141,7 @@ BEGIN
         RAISE EXCEPTION 'role must not be null'
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A merchant is granted to a role named by its name.';
     END IF;
+    PERFORM wallet_internal.check_holder(role);
     INSERT INTO wallet.merchant_roles AS r (merchant_id, role) VALUES (grant_merchant.merchant_id, grant_merchant.role)
         ON CONFLICT DO NOTHING;
     GET DIAGNOSTICS n = ROW_COUNT;

@@ -71,7 +71,7 @@ COMMENT ON COLUMN wallet.code_failed_attempts.status IS 'why the check failed: m
 COMMENT ON COLUMN wallet.code_failed_attempts.input IS 'the text that was tried (first 64 characters), for forensics';
 COMMENT ON COLUMN wallet.code_failed_attempts.campaign_id IS 'campaign id the text claimed when it decoded (forged codes, unknown campaigns), else NULL; not a foreign key since such ids need not exist';
 COMMENT ON COLUMN wallet.code_failed_attempts.operation IS 'check_code, redeem_code or reserve_code';
-COMMENT ON COLUMN wallet.code_failed_attempts.merchant_id IS 'merchant whose campaign the text named (the guard''s scope), NULL when it named no campaign of this database; not a foreign key, history outlives merchants';
+COMMENT ON COLUMN wallet.code_failed_attempts.merchant_id IS 'the guard''s scope: the merchant whose campaign the text named, else (a text naming no campaign the caller acts for) the one merchant the caller acts for, NULL when it acts for several or all; not a foreign key, history outlives merchants';
 
 -- The public functions run with enable_seqscan off, and so do the helpers
 -- they call: every lookup here is by key, and the tables start empty; a plan
@@ -137,6 +137,13 @@ BEGIN
             USING ERRCODE = 'WL102',   -- as create_campaign says it
                   DETAIL = 'Guard settings can only be set for a merchant registered in wallet.merchants.';
     END IF;
+    -- the global row applies to every merchant (and to texts naming none)
+    IF _merchant IS NULL AND NOT wallet_internal.sees_all() THEN
+        RAISE EXCEPTION 'permission denied to set the guard thresholds of every merchant'
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'Only the extension''s owner or a superuser sets the defaults of every merchant.',
+                  HINT = 'Pass the merchant_id of a merchant you act for.';
+    END IF;
     INSERT INTO wallet.code_guard_settings AS g
            (merchant_id, max_failures_per_member, max_failures_per_source, failure_window)
     VALUES (_merchant, set_code_guard.max_failures_per_member, set_code_guard.max_failures_per_source, set_code_guard.failure_window)
@@ -148,7 +155,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION wallet.set_code_guard(int, int, interval, bigint) IS
-    'set the brute-force guard thresholds (failed checks per member and per source within a window; NULL = no limit) for a merchant, or globally when merchant_id is NULL';
+    'set the brute-force guard thresholds (failed checks per member and per source within a window; NULL = no limit) for a merchant, or globally when merchant_id is NULL (the extension''s owner or a superuser only: 42501)';
 
 -- The guard's counters live in shared memory (src/guard.c): they are not
 -- transactional, so a failed check counts even when the caller rolls back.
@@ -174,6 +181,9 @@ CREATE FUNCTION wallet.clear_code_failures(member_ref text DEFAULT NULL, source 
     AS $$
 DECLARE
     n bigint;
+    m bigint;
+    -- the merchant given, else those the caller acts for (NULL: every scope)
+    _mine bigint[] := CASE WHEN $3 IS NOT NULL THEN ARRAY[$3] ELSE wallet_internal.caller_merchants() END;
 BEGIN
     IF $1 IS NULL AND $2 IS NULL THEN
         RAISE EXCEPTION 'member_ref and source must not both be null'
@@ -183,18 +193,24 @@ BEGIN
         RAISE EXCEPTION 'merchant % does not exist', $3
             USING ERRCODE = 'WL102', DETAIL = 'Failed checks are counted per merchant registered in wallet.merchants.';
     END IF;
-    PERFORM wallet_internal.code_guard_forget($3, $1, $2);
+    IF _mine IS NULL THEN
+        PERFORM wallet_internal.code_guard_forget(NULL, $1, $2);
+    ELSE
+        FOREACH m IN ARRAY _mine LOOP
+            PERFORM wallet_internal.code_guard_forget(m, $1, $2);
+        END LOOP;
+    END IF;
     WITH d AS (
         DELETE FROM wallet.code_failed_attempts a
          WHERE (a.member_ref = $1 OR a.source = $2)
-           AND ($3 IS NULL OR a.merchant_id = $3)
+           AND (_mine IS NULL OR a.merchant_id = ANY (_mine))
         RETURNING 1)
     SELECT count(*) INTO n FROM d;
     RETURN n;
 END
 $$;
 COMMENT ON FUNCTION wallet.clear_code_failures(text, text, bigint) IS
-    'forget the failed checks of a member and/or a source at one merchant (every merchant, and texts naming none, when merchant_id is NULL), e.g. after support verified them: lifts a throttle at once, even if the calling transaction rolls back; returns the number of recorded attempts removed';
+    'forget the failed checks of a member and/or a source at one merchant (when merchant_id is NULL: at every merchant the caller acts for; for the extension''s owner or a superuser, every merchant and texts naming none), e.g. after support verified them: lifts a throttle at once, even if the calling transaction rolls back; returns the number of recorded attempts removed';
 
 CREATE FUNCTION wallet.purge_code_attempts(older_than interval DEFAULT interval '1 day')
     RETURNS bigint
@@ -203,6 +219,7 @@ CREATE FUNCTION wallet.purge_code_attempts(older_than interval DEFAULT interval 
     AS $$
 DECLARE
     n bigint;
+    _mine bigint[] := wallet_internal.caller_merchants();
 BEGIN
     IF $1 IS NULL THEN
         RAISE EXCEPTION 'older_than must not be null'
@@ -216,13 +233,14 @@ BEGIN
     WITH d AS (
         DELETE FROM wallet.code_failed_attempts a
          WHERE a.attempted_at < clock_timestamp() - $1
+           AND (_mine IS NULL OR a.merchant_id = ANY (_mine))   -- a role's own merchants (NULL: acts for all)
         RETURNING 1)
     SELECT count(*) INTO n FROM d;
     RETURN n;
 END
 $$;
 COMMENT ON FUNCTION wallet.purge_code_attempts(interval) IS
-    'delete failed attempts older than the given age, 0 to 100 years (keep it longer than every failure window); returns the number deleted';
+    'delete failed attempts older than the given age, 0 to 100 years (keep it longer than every failure window), of the merchants the caller acts for (every merchant''s, and those naming none, for the extension''s owner or a superuser); returns the number deleted';
 
 ------------------------------------------------------------------------------
 -- Bindings, reservations, redemptions, counters
@@ -492,6 +510,13 @@ BEGIN
           FROM wallet.campaigns c WHERE c.campaign_id = wallet.code_campaign(_code) AND wallet.acts_for(c.merchant_id);
         _known := FOUND;
         _merchant := _c.merchant_id;
+    END IF;
+    -- A text naming no campaign the caller acts for is the caller's guess:
+    -- it counts at the caller's merchant when it acts for exactly one (an
+    -- app), so that it neither throttles nor is forgotten at other merchants;
+    -- only a caller acting for several or all counts it in the shared scope.
+    IF NOT _known THEN
+        _merchant := wallet_internal.sole_merchant();
     END IF;
     -- Codes are self-describing (anyone can read the campaign id out of one),
     -- so saying that a campaign does not exist gives nothing away; it is

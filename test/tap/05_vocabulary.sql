@@ -62,6 +62,7 @@ INSERT INTO vocab (fn, what, expect, call) VALUES
 ('wallet.grant_merchant(bigint,regrole)', 'merchant_id NULL', '22004', $$SELECT wallet.grant_merchant(NULL, 'wallet_app')$$),
 ('wallet.grant_merchant(bigint,regrole)', 'role NULL', '22004', 'SELECT wallet.grant_merchant({m}, NULL)'),
 ('wallet.grant_merchant(bigint,regrole)', 'unknown merchant', 'WL102', $$SELECT wallet.grant_merchant({unknown}, 'wallet_app')$$),
+('wallet.grant_merchant(bigint,regrole)', 'a group role', '22023', $$SELECT wallet.grant_merchant({m}, 'wallet_app')$$),
 ('wallet.revoke_merchant(bigint,regrole)', 'merchant_id NULL', '22004', $$SELECT wallet.revoke_merchant(NULL, 'wallet_app')$$),
 ('wallet.revoke_merchant(bigint,regrole)', 'role NULL', '22004', 'SELECT wallet.revoke_merchant({m}, NULL)'),
 ('wallet.revoke_merchant(bigint,regrole)', 'unknown merchant', 'WL102', $$SELECT wallet.revoke_merchant({unknown}, 'wallet_app')$$),
@@ -72,6 +73,10 @@ INSERT INTO vocab (fn, what, expect, call) VALUES
 ('wallet_internal.sees_campaign(bigint)', '-', 'internal', NULL),
 ('wallet_internal.code_merchant(text)', '-', 'internal', NULL),
 ('wallet_internal.key_scope(bigint,bigint)', '-', 'internal', NULL),
+('wallet_internal.sees_all()', '-', 'no arguments', NULL),
+('wallet_internal.sole_merchant()', '-', 'no arguments', NULL),
+('wallet_internal.caller_merchants()', '-', 'no arguments', NULL),
+('wallet_internal.check_holder(regrole)', '-', 'internal', NULL),
 -- marketing codes: values
 ('wallet.marketing_code_eq(wallet.marketing_code,wallet.marketing_code)', 'NULL operand', 'null', $$SELECT wallet.marketing_code_eq(NULL, '{code1}')$$),
 ('wallet.marketing_code_ne(wallet.marketing_code,wallet.marketing_code)', 'NULL operand', 'null', $$SELECT wallet.marketing_code_ne(NULL, '{code1}')$$),

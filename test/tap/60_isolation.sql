@@ -513,5 +513,146 @@ SELECT ok((SELECT count(*) FROM wallet.push_messages WHERE merchant_id = (SELECT
             AND status = 'queued' AND due_at <= now() AND channel = 'iso_b') > 0,
           'fixture: B has due messages on its channel');
 
+-- ------------------------------------------------------------ 4. calls naming no merchant, as login roles
+-- A per-merchant admin and one app per merchant, LOGIN roles as in
+-- production; each call runs under SET SESSION AUTHORIZATION (the caches of
+-- src/privileges.c are per outer role), optionally with SET ROLE on top.
+CREATE ROLE iso_login_admin_a LOGIN;
+CREATE ROLE iso_login_app_a LOGIN;
+CREATE ROLE iso_login_app_b LOGIN;
+GRANT wallet_admin TO iso_login_admin_a;
+GRANT wallet_app TO iso_login_app_a, iso_login_app_b;
+SELECT v AS am FROM fx WHERE k = 'A.m' \gset
+SELECT v AS bm FROM fx WHERE k = 'B.m' \gset
+SELECT v AS aa FROM fx WHERE k = 'A.a' \gset
+SELECT v AS ba FROM fx WHERE k = 'B.a' \gset
+SELECT wallet.grant_merchant(:am, 'iso_login_admin_a'), wallet.grant_merchant(:am, 'iso_login_app_a'),
+       wallet.grant_merchant(:bm, 'iso_login_app_b');
+SELECT pg_temp.forge(v) AS a_forged FROM fx WHERE k = 'A.code' \gset
+SELECT pg_temp.forge(v) AS b_forged FROM fx WHERE k = 'B.code' \gset
+-- (the guard's counters outlive the transaction: fresh member_refs)
+SELECT 'iso-thr-' || md5(random()::text) AS thr, 'iso-x-' || md5(random()::text) AS xref,
+       'iso-y-' || md5(random()::text) AS yref \gset
+CREATE FUNCTION pg_temp.as_login(who text, sql text, act_as text DEFAULT NULL) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    res text;
+    st text;
+    msg text;
+    det text;
+BEGIN
+    EXECUTE format('SET SESSION AUTHORIZATION %I', who);
+    IF act_as IS NOT NULL THEN
+        EXECUTE format('SET ROLE %I', act_as);
+    END IF;
+    EXECUTE sql INTO res;
+    RESET ROLE;
+    RESET SESSION AUTHORIZATION;
+    RETURN coalesce(res, 'NULL');
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL;
+    RETURN format('error %s: %s; detail: %s', st, msg, det);
+END
+$$;
+-- every scope throttles a member at 2 failures an hour
+SELECT wallet.set_code_guard(2, NULL, interval '1 hour');
+SELECT wallet.set_code_guard(2, NULL, interval '1 hour', :am);
+SELECT wallet.set_code_guard(2, NULL, interval '1 hour', :bm);
+
+-- set_code_guard: the global row is the owner's
+SELECT is(pg_temp.as_login('iso_login_admin_a', $$SELECT wallet.set_code_guard(NULL, NULL, '15 minutes')$$),
+          'error 42501: permission denied to set the guard thresholds of every merchant; detail: Only the extension''s owner or a superuser sets the defaults of every merchant.',
+          'set_code_guard without a merchant as A''s admin: 42501 (it would set the guard of every merchant)');
+SELECT is((SELECT (max_failures_per_member, failure_window)::text FROM wallet.code_guard_settings WHERE merchant_id IS NULL),
+          '(2,01:00:00)', 'the global guard is unchanged');
+SELECT is(pg_temp.as_login('iso_login_admin_a', format($$SELECT wallet.set_code_guard(2, NULL, '1 hour', %s)$$, :am)), '',
+          'A''s admin still sets A''s guard');
+SELECT is(regexp_replace(pg_temp.as_login('iso_login_admin_a', format($$SELECT wallet.set_code_guard(1, NULL, '1 hour', %s)$$, :bm)), '[0-9]+', '#', 'g'),
+          regexp_replace(pg_temp.as_login('iso_login_admin_a', $$SELECT wallet.set_code_guard(1, NULL, '1 hour', 999999999)$$), '[0-9]+', '#', 'g'),
+          'and B''s guard as an unknown merchant''s');
+
+-- clear_code_failures without a merchant: the caller's merchants only
+SELECT is(ARRAY[pg_temp.as_login('iso_login_app_b', format($$SELECT wallet.check_code(%L, %L)$$, :'b_forged', :'thr')),
+                pg_temp.as_login('iso_login_app_b', format($$SELECT wallet.check_code(%L, %L)$$, :'b_forged', :'thr')),
+                pg_temp.as_login('iso_login_app_b', format($$SELECT wallet.check_code(%L, %L)$$, :'b_forged', :'thr')),
+                pg_temp.as_login('iso_login_app_a', format($$SELECT wallet.check_code(%L, %L)$$, :'a_forged', :'thr')),
+                pg_temp.as_login('iso_login_app_a', format($$SELECT wallet.check_code(%L, %L)$$, :'a_forged', :'thr')),
+                pg_temp.as_login('iso_login_app_a', format($$SELECT wallet.check_code(%L, %L)$$, :'a_forged', :'thr'))],
+          '{forged,forged,throttled,forged,forged,throttled}', 'fixture: the member is throttled at A and at B');
+SELECT is(pg_temp.as_login('iso_login_admin_a', format($$SELECT wallet.clear_code_failures(%L)$$, :'thr')), '2',
+          'clear_code_failures without a merchant as A''s admin removes A''s 2 failed attempts');
+SELECT is(ARRAY[pg_temp.as_login('iso_login_app_b', format($$SELECT wallet.check_code(%L, %L)$$, :'b_forged', :'thr')),
+                pg_temp.as_login('iso_login_app_a', format($$SELECT wallet.check_code(%L, %L)$$, :'a_forged', :'thr'))],
+          '{throttled,forged}', 'and lifts the throttle at A only');
+SELECT is((SELECT count(*) FROM wallet.code_failed_attempts WHERE member_ref = :'thr' AND merchant_id = :bm), 2::bigint,
+          'B''s failed attempts stay');
+
+-- a text naming no campaign counts at the merchant of an app acting for one
+-- (the global thresholds, set again by the owner, would count it for all)
+SELECT wallet.set_code_guard(2, NULL, interval '1 hour');
+SELECT is(ARRAY[pg_temp.as_login('iso_login_app_b', format($$SELECT wallet.check_code('NOT-A-CODE', %L)$$, :'xref')),
+                pg_temp.as_login('iso_login_app_b', format($$SELECT wallet.check_code('NOT-A-CODE', %L)$$, :'xref')),
+                pg_temp.as_login('iso_login_app_b', format($$SELECT wallet.check_code('NOT-A-CODE', %L)$$, :'xref'))],
+          '{malformed,malformed,throttled}', 'B''s app guessing for a member_ref is throttled at B');
+SELECT is(pg_temp.as_login('iso_login_app_a', format($$SELECT wallet.check_code('NOT-A-CODE', %L)$$, :'xref')), 'malformed',
+          'A''s calls for the same member_ref are not throttled by B''s guesses');
+SELECT is((SELECT array_agg(merchant_id::text ORDER BY attempt_id) FROM wallet.code_failed_attempts WHERE member_ref = :'xref'),
+          ARRAY[:'bm', :'bm', :'am'], 'each failed attempt is recorded with the merchant of the app that made it');
+SELECT is(pg_temp.as_login('iso_login_app_a', format($$SELECT wallet.check_code(%L, %L)$$, :'b_forged', :'yref')), 'unknown_campaign',
+          'a code of B''s campaign checked by A''s app is of an unknown campaign');
+SELECT is((SELECT array_agg(coalesce(merchant_id::text, 'NULL') ORDER BY attempt_id) FROM wallet.code_failed_attempts WHERE member_ref = :'yref'),
+          ARRAY[:'am'], 'and counts at A, as any text naming no campaign of A');
+SELECT is(wallet.check_code('NOT-A-CODE', :'yref'), 'malformed', 'the superuser (acts for all) checks a malformed text');
+SELECT is((SELECT array_agg(coalesce(merchant_id::text, 'NULL') ORDER BY attempt_id) FROM wallet.code_failed_attempts WHERE member_ref = :'yref'),
+          ARRAY[:'am', 'NULL'], 'which names no merchant');
+
+-- purge_code_attempts: the caller's merchants only
+INSERT INTO wallet.code_failed_attempts (attempted_at, member_ref, status, input, operation, merchant_id)
+VALUES (now() - interval '2 days', 'iso-old', 'malformed', 'x', 'check', :am),
+       (now() - interval '2 days', 'iso-old', 'malformed', 'x', 'check', :bm),
+       (now() - interval '2 days', 'iso-old', 'malformed', 'x', 'check', NULL);
+SELECT is(pg_temp.as_login('iso_login_admin_a', $$SELECT wallet.purge_code_attempts()$$), '1',
+          'purge_code_attempts as A''s admin deletes A''s old attempts only');
+SELECT is((SELECT array_agg(coalesce(merchant_id::text, 'NULL') ORDER BY attempt_id) FROM wallet.code_failed_attempts WHERE member_ref = 'iso-old'),
+          ARRAY[:'bm', 'NULL'], 'B''s and those of no merchant stay');
+SELECT is(wallet.purge_code_attempts(), 2::bigint, 'the owner''s purge deletes every merchant''s and those of no merchant');
+
+-- expire_points and the batched procedure's helper: the caller's merchants only
+-- (on accounts of programs of their own: the calls above closed A's)
+SELECT wallet.open_account(wallet.create_program(:am, 'iso expiring'), 'iso-member') AS aa,
+       wallet.open_account(wallet.create_program(:bm, 'iso expiring'), 'iso-member') AS ba \gset
+SELECT wallet.accrue(:aa, 5, 'iso-exp-1', 'short', NULL, clock_timestamp() + interval '100 milliseconds') IS NOT NULL AS x,
+       wallet.accrue(:ba, 5, 'iso-exp-1', 'short', NULL, clock_timestamp() + interval '100 milliseconds') IS NOT NULL AS x \gset
+SELECT pg_sleep(0.3);
+SELECT is(pg_temp.as_login('iso_login_admin_a', $$SELECT (wallet_internal.expire_due_accounts(clock_timestamp(), 100)).accounts$$), '1',
+          'expire_due_accounts (expire_points_batched) as A''s admin settles A''s due account only');
+SELECT is((SELECT array_agg(account_id::text ORDER BY account_id) FROM wallet.entries WHERE kind = 'expire' AND account_id IN (:aa, :ba)),
+          ARRAY[:'aa'], 'B''s account is not expired');
+SELECT wallet.accrue(:aa, 5, 'iso-exp-2', 'short', NULL, clock_timestamp() + interval '100 milliseconds') IS NOT NULL AS x \gset
+SELECT pg_sleep(0.3);
+SELECT is(pg_temp.as_login('iso_login_admin_a', $$SELECT wallet.expire_points(clock_timestamp())$$), '1',
+          'expire_points as A''s admin expires A''s lots only');
+SELECT is((SELECT count(*) FROM wallet.entries WHERE kind = 'expire' AND account_id = :ba), 0::bigint, 'B''s account is still not expired');
+SELECT is(wallet.expire_points(clock_timestamp()), 1::bigint, 'the owner''s expire_points expires B''s lots');
+
+-- a merchant is never held by one of the three group roles
+SELECT matches(pg_temp.as_login('iso_login_admin_a', $$SELECT wallet.create_merchant('iso held by a group')$$, 'wallet_admin'),
+               '^error 22023: role wallet_admin cannot act for a merchant; detail: Every member of wallet_admin would act for it: .*\.$',
+               'create_merchant under SET ROLE wallet_admin: 22023 (every admin would act for it)');
+SELECT is((SELECT count(*) FROM wallet.merchants WHERE name = 'iso held by a group'), 0::bigint, 'and no merchant is made');
+SELECT matches(pg_temp.as_login('iso_login_admin_a', format($$SELECT wallet.grant_merchant(%s, 'wallet_app')$$, :am)),
+               '^error 22023: role wallet_app cannot act for a merchant', 'grant_merchant to wallet_app: 22023');
+SELECT throws_ok(format($$SELECT wallet.grant_merchant(%s, 'wallet_reader')$$, :am), '22023', 'role wallet_reader cannot act for a merchant',
+                 'grant_merchant to wallet_reader, even by the owner: 22023');
+CREATE ROLE iso_group_parent NOLOGIN;
+GRANT iso_group_parent TO wallet_app;
+SELECT throws_ok(format($$SELECT wallet.grant_merchant(%s, 'iso_group_parent')$$, :am), '22023', NULL,
+                 'grant_merchant to a role wallet_app is a member of: 22023');
+REVOKE iso_group_parent FROM wallet_app;
+SELECT is((SELECT count(*) FROM wallet.merchant_roles WHERE role IN ('wallet_admin'::regrole, 'wallet_app'::regrole, 'wallet_reader'::regrole)),
+          0::bigint, 'no group role holds a merchant');
+SELECT pg_temp.as_login('iso_login_admin_a', $$SELECT wallet.create_merchant('iso held by a login')$$) AS held \gset
+SELECT is((SELECT array_agg(role::text) FROM wallet.merchant_roles WHERE merchant_id = :'held'::bigint),
+          '{iso_login_admin_a}', 'a login role that creates a merchant holds it');
+
 SELECT * FROM finish();
 ROLLBACK;

@@ -1,7 +1,7 @@
 -- pgTAP: members, erasure and the audit log (issue 9).
 BEGIN;
 SET LOCAL timezone = 'UTC';
-SELECT plan(54);
+SELECT plan(61);
 
 SELECT wallet.create_merchant('members merchant') AS m \gset
 SELECT wallet.create_merchant('members other merchant') AS m2 \gset
@@ -71,8 +71,16 @@ SELECT is((SELECT status FROM wallet.redeem_code(:'bound1', 'zed-erase-me', 'rc-
           'ok', 'redemption with context');
 SELECT is((SELECT status FROM wallet.reserve_code(:'bound2', 'zed-erase-me', 'rs-1', interval '1 hour')), 'ok', 'reservation');
 SELECT is((SELECT status FROM wallet.redeem_code(:'pub1', 'zed-erase-me', 'rc-2', '{"ip": "203.0.113.9"}')), 'ok', 'second redemption');
-SELECT is(wallet.check_code('NOT-A-CODE', 'zed-erase-me', '{"source": "203.0.113.9"}'), 'malformed', 'failed attempt');
-SELECT isnt(wallet.check_code('zed-erase-me', 'zed-erase-me', '{"source": "zed-erase-me laptop"}'), 'ok', 'another failed attempt, the member_ref as input');
+-- (failed checks as the merchant's app, which acts for it alone: they count at the merchant)
+CREATE ROLE members_tap_app LOGIN;
+GRANT wallet_app TO members_tap_app;
+SELECT wallet.grant_merchant(:m, 'members_tap_app') AS x \gset
+SET SESSION AUTHORIZATION members_tap_app;
+SELECT wallet.check_code('NOT-A-CODE', 'zed-erase-me', '{"source": "203.0.113.9"}') AS fail1,
+       wallet.check_code('zed-erase-me', 'zed-erase-me', '{"source": "zed-erase-me laptop"}') AS fail2 \gset
+RESET SESSION AUTHORIZATION;
+SELECT is(:'fail1'::text, 'malformed', 'failed attempt');
+SELECT isnt(:'fail2'::text, 'ok', 'another failed attempt, the member_ref as input');
 SELECT is((SELECT status FROM wallet.redeem_code(:'pub1', 'stays', 'rc-s', '{}')), 'ok', 'the other member redeems too');
 
 -- Every text and jsonb column of every table of the extension, from the catalog.
@@ -168,6 +176,49 @@ SELECT is((SELECT (session_role = session_user, acting_role)::text FROM wallet.a
 SELECT throws_ok('UPDATE wallet.audit_log SET action = action', 'WL401', NULL, 'UPDATE on the audit log: WL401');
 SELECT throws_ok('DELETE FROM wallet.audit_log', 'WL401', NULL, 'DELETE on the audit log: WL401');
 SELECT throws_ok('TRUNCATE wallet.audit_log', 'WL401', NULL, 'TRUNCATE on the audit log: WL401');
+
+-- ---------------------------------------------------------------- erasure and failed checks of no merchant
+-- Two merchants' apps and the first's admin, LOGIN roles; the guard's
+-- counters outlive the transaction, so the member_refs are fresh.
+SELECT wallet.create_merchant('members fa') AS fa, wallet.create_merchant('members fb') AS fb \gset
+CREATE ROLE members_fa_app LOGIN;
+CREATE ROLE members_fb_app LOGIN;
+CREATE ROLE members_fa_admin LOGIN;
+GRANT wallet_app TO members_fa_app, members_fb_app;
+GRANT wallet_admin TO members_fa_admin;
+SELECT wallet.grant_merchant(:fa, 'members_fa_app'), wallet.grant_merchant(:fb, 'members_fb_app'),
+       wallet.grant_merchant(:fa, 'members_fa_admin') AS x \gset
+SELECT wallet.set_code_guard(3, NULL, interval '1 hour');
+SELECT wallet.set_code_guard(3, NULL, interval '1 hour', :fa);
+SELECT wallet.set_code_guard(3, NULL, interval '1 hour', :fb);
+SELECT 'only-b-' || md5(random()::text) AS ref_b, 'fa-' || md5(random()::text) AS ref_a \gset
+-- a member_ref only B's app used (and a check by the superuser, of no merchant)
+SET SESSION AUTHORIZATION members_fb_app;
+SELECT wallet.check_code('NOT-A-CODE', :'ref_b') AS x, wallet.check_code('NOT-A-CODE', :'ref_b') AS x \gset
+RESET SESSION AUTHORIZATION;
+SELECT wallet.check_code('NOT-A-CODE', :'ref_b') AS x \gset
+SET SESSION AUTHORIZATION members_fa_admin;
+SELECT wallet.forget_member(:fa, :'ref_b', 'erasure request') AS forgot_b \gset
+RESET SESSION AUTHORIZATION;
+SELECT is(:'forgot_b'::text, 'f', 'forget_member at A of a member_ref only B''s app used finds nothing');
+SELECT is((SELECT array_agg(coalesce(merchant_id::text, 'NULL') ORDER BY attempt_id) FROM wallet.code_failed_attempts WHERE member_ref = :'ref_b'),
+          ARRAY[:'fb', :'fb', 'NULL'], 'B''s failed attempts and those of no merchant stay');
+SELECT is((SELECT count(*) FROM wallet.audit_log WHERE action = 'forget_member' AND merchant_id = :fa), 0::bigint, 'and nothing is recorded');
+-- a member throttled at A: forgotten, no longer throttled
+SET SESSION AUTHORIZATION members_fa_app;
+SELECT wallet.check_code('NOT-A-CODE', :'ref_a') AS a1, wallet.check_code('NOT-A-CODE', :'ref_a') AS a2,
+       wallet.check_code('NOT-A-CODE', :'ref_a') AS a3, wallet.check_code('NOT-A-CODE', :'ref_a') AS a4 \gset
+RESET SESSION AUTHORIZATION;
+SELECT is(ARRAY[:'a1', :'a2', :'a3', :'a4']::text[], '{malformed,malformed,malformed,throttled}', 'A''s app guessing for a member is throttled');
+SET SESSION AUTHORIZATION members_fa_admin;
+SELECT wallet.forget_member(:fa, :'ref_a', 'erasure request') AS forgot_a \gset
+RESET SESSION AUTHORIZATION;
+SELECT is(:'forgot_a'::text, 't', 'forget_member at A finds the member''s failed attempts');
+SELECT is((SELECT count(*) FROM wallet.code_failed_attempts WHERE member_ref = :'ref_a'), 0::bigint, 'and deletes them');
+SET SESSION AUTHORIZATION members_fa_app;
+SELECT wallet.check_code('NOT-A-CODE', :'ref_a') AS a5 \gset
+RESET SESSION AUTHORIZATION;
+SELECT is(:'a5'::text, 'malformed', 'after forget_member the member_ref is no longer throttled at A');
 
 SELECT * FROM finish();
 ROLLBACK;

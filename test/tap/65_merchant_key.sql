@@ -16,7 +16,8 @@ INSERT INTO exempt VALUES
     ('wallet.code_guard_settings', true),
     -- changes of global rows (the default guard settings) belong to no merchant
     ('wallet.audit_log', true),
-    -- a failed check of a text naming no campaign of this database names no merchant
+    -- a failed check of a text naming no campaign the caller acts for, made by
+    -- a role acting for several merchants or all, names no merchant
     ('wallet.code_failed_attempts', true);
 -- (wallet.merchants itself uses merchant_id as its key, so it needs no exception.)
 
