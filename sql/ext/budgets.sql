@@ -541,6 +541,7 @@ CREATE FUNCTION wallet.reclaim_budget_holds(max_holds int DEFAULT 1000)
 DECLARE
     n bigint := 0;
     r record;
+    _mine bigint[] := wallet_internal.caller_merchants();   -- NULL: acts for all
 BEGIN
     IF $1 IS NULL OR $1 < 1 THEN
         RAISE EXCEPTION 'max_holds must be positive'
@@ -553,6 +554,7 @@ BEGIN
         WITH x AS (
             SELECT h.hold_id FROM wallet.budget_holds h
              WHERE h.state = 'active' AND h.expires_at <= clock_timestamp()
+               AND (_mine IS NULL OR h.merchant_id = ANY (_mine))
              ORDER BY h.expires_at LIMIT $1
              FOR UPDATE SKIP LOCKED),
         y AS (
@@ -568,4 +570,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION wallet.reclaim_budget_holds(int) IS
-    'return the units of up to max_holds expired budget holds to their budgets (tidying only: takes reclaim expired holds themselves before refusing); returns the number of holds reclaimed; run by wallet.run_maintenance';
+    'return the units of up to max_holds expired budget holds (of the merchants the caller acts for; every merchant''s for the extension''s owner or a superuser) to their budgets (tidying only: takes reclaim expired holds themselves before refusing); returns the number of holds reclaimed; run by wallet.run_maintenance';

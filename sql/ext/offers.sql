@@ -796,6 +796,7 @@ CREATE FUNCTION wallet.purge_offer_quotes(older_than interval DEFAULT interval '
     AS $$
 DECLARE
     n bigint;
+    _mine bigint[] := wallet_internal.caller_merchants();   -- NULL: acts for all
 BEGIN
     IF older_than IS NULL OR max_quotes IS NULL THEN
         RAISE EXCEPTION '% must not be null', CASE WHEN older_than IS NULL THEN 'older_than' ELSE 'max_quotes' END
@@ -811,10 +812,12 @@ BEGIN
     END IF;
     DELETE FROM wallet.offer_quotes q
      WHERE q.quote_id IN (SELECT x.quote_id FROM wallet.offer_quotes x
-                           WHERE x.expires_at < clock_timestamp() - older_than ORDER BY x.expires_at LIMIT max_quotes
+                           WHERE x.expires_at < clock_timestamp() - older_than
+                             AND (_mine IS NULL OR x.merchant_id = ANY (_mine))
+                           ORDER BY x.expires_at LIMIT max_quotes
                              FOR UPDATE SKIP LOCKED);
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END
 $$;
-COMMENT ON FUNCTION wallet.purge_offer_quotes(interval, int) IS 'deletes up to max_quotes offer quotes that expired longer ago than older_than (a checkout naming one then gets WL607); their budget holds are not touched (they expired with them); returns the number deleted; run by wallet.run_maintenance';
+COMMENT ON FUNCTION wallet.purge_offer_quotes(interval, int) IS 'deletes up to max_quotes offer quotes (of the merchants the caller acts for; every merchant''s for the extension''s owner or a superuser) that expired longer ago than older_than (a checkout naming one then gets WL607); their budget holds are not touched (they expired with them); returns the number deleted; run by wallet.run_maintenance';

@@ -647,6 +647,7 @@ CREATE FUNCTION wallet.expire_referrals(as_of timestamptz DEFAULT now(), batch_s
     AS $$
 DECLARE
     n int;
+    _mine bigint[] := wallet_internal.caller_merchants();   -- NULL: acts for all
 BEGIN
     IF as_of IS NULL OR batch_size IS NULL THEN
         RAISE EXCEPTION '% must not be null', CASE WHEN as_of IS NULL THEN 'as_of' ELSE 'batch_size' END
@@ -665,6 +666,7 @@ BEGIN
     WITH due AS MATERIALIZED (
         SELECT x.referral_id FROM wallet.referrals x
          WHERE x.status = 'pending' AND x.expires_at <= as_of
+           AND (_mine IS NULL OR x.merchant_id = ANY (_mine))
          ORDER BY x.expires_at, x.referral_id LIMIT batch_size
            FOR NO KEY UPDATE SKIP LOCKED)
     UPDATE wallet.referrals r SET status = 'expired', reason = 'window_passed', settled_at = now()
@@ -673,7 +675,7 @@ BEGIN
     RETURN n;
 END
 $$;
-COMMENT ON FUNCTION wallet.expire_referrals(timestamptz, int) IS 'expires up to batch_size pending referrals (every merchant''s) whose window ended by as_of (not in the future: 22023) and returns how many; run by wallet.run_maintenance';
+COMMENT ON FUNCTION wallet.expire_referrals(timestamptz, int) IS 'expires up to batch_size pending referrals (of the merchants the caller acts for; every merchant''s for the extension''s owner or a superuser) whose window ended by as_of (not in the future: 22023) and returns how many; run by wallet.run_maintenance';
 
 ------------------------------------------------------------------------------
 -- Sharing

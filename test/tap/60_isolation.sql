@@ -634,6 +634,33 @@ SELECT is(pg_temp.as_login('iso_login_admin_a', $$SELECT wallet.expire_points(cl
 SELECT is((SELECT count(*) FROM wallet.entries WHERE kind = 'expire' AND account_id = :ba), 0::bigint, 'B''s account is still not expired');
 SELECT is(wallet.expire_points(clock_timestamp()), 1::bigint, 'the owner''s expire_points expires B''s lots');
 
+-- the other tidying calls of run_maintenance: the caller's merchants only
+UPDATE wallet.budget_holds SET expires_at = clock_timestamp() - interval '1 minute'
+ WHERE state = 'active' AND merchant_id IN (:am, :bm);
+UPDATE wallet.referrals SET expires_at = now() - interval '1 day' WHERE status = 'pending' AND merchant_id IN (:am, :bm);
+UPDATE wallet.offer_quotes SET expires_at = now() - interval '2 days' WHERE merchant_id IN (:am, :bm);
+SELECT ok((SELECT count(DISTINCT merchant_id) FROM wallet.budget_holds WHERE state = 'active' AND merchant_id IN (:am, :bm)) = 2
+          AND (SELECT count(DISTINCT merchant_id) FROM wallet.referrals WHERE status = 'pending' AND merchant_id IN (:am, :bm)) = 2
+          AND (SELECT count(DISTINCT merchant_id) FROM wallet.offer_quotes WHERE merchant_id IN (:am, :bm)) = 2,
+          'fixture: A and B each have an expired budget hold, a pending referral past its window and an expired quote');
+SELECT count(*) FILTER (WHERE merchant_id = :am) AS a_holds, count(*) FILTER (WHERE merchant_id = :bm) AS b_holds
+  FROM wallet.budget_holds WHERE state = 'active' \gset
+SELECT count(*) FILTER (WHERE merchant_id = :am) AS a_refs, count(*) FILTER (WHERE merchant_id = :bm) AS b_refs
+  FROM wallet.referrals WHERE status = 'pending' \gset
+SELECT count(*) FILTER (WHERE merchant_id = :am) AS a_quotes, count(*) FILTER (WHERE merchant_id = :bm) AS b_quotes
+  FROM wallet.offer_quotes \gset
+SELECT is(pg_temp.as_login('iso_login_admin_a', $$SELECT wallet.reclaim_budget_holds()$$), :'a_holds',
+          'reclaim_budget_holds as A''s admin reclaims A''s expired holds only');
+SELECT is((SELECT count(*) FROM wallet.budget_holds WHERE state = 'active' AND merchant_id = :bm), :'b_holds'::bigint, 'B''s stay');
+SELECT is(pg_temp.as_login('iso_login_admin_a', $$SELECT wallet.expire_referrals()$$), :'a_refs',
+          'expire_referrals as A''s admin expires A''s referrals only');
+SELECT is((SELECT count(*) FROM wallet.referrals WHERE status = 'pending' AND merchant_id = :bm), :'b_refs'::bigint, 'B''s stay pending');
+SELECT is(pg_temp.as_login('iso_login_admin_a', $$SELECT wallet.purge_offer_quotes()$$), :'a_quotes',
+          'purge_offer_quotes as A''s admin deletes A''s expired quotes only');
+SELECT is((SELECT count(*) FROM wallet.offer_quotes WHERE merchant_id = :bm), :'b_quotes'::bigint, 'B''s stay');
+SELECT is(wallet.reclaim_budget_holds() + wallet.expire_referrals() + wallet.purge_offer_quotes(),
+          (:'b_holds'::int + :'b_refs'::int + :'b_quotes'::int)::bigint, 'the owner''s calls then tidy B''s');
+
 -- a merchant is never held by one of the three group roles
 SELECT matches(pg_temp.as_login('iso_login_admin_a', $$SELECT wallet.create_merchant('iso held by a group')$$, 'wallet_admin'),
                '^error 22023: role wallet_admin cannot act for a merchant; detail: Every member of wallet_admin would act for it: .*\.$',
