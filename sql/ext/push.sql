@@ -1370,6 +1370,21 @@ CREATE FUNCTION wallet.claim_pushes(channel text, n int, lease interval)
     SET enable_seqscan = off;
 COMMENT ON FUNCTION wallet.claim_pushes(text, int, interval) IS 'claims up to n due messages of a channel (of the merchants the caller acts for), highest priority first, leasing them for lease; each is checked again first, under its member''s lock: consent, expiry, quiet hours and caps (a message failing the check is suppressed or deferred, never returned; one per member at once, set-based, the rest one by one); a lapsed lease makes a message claimable again';
 
+-- The name a sending worker LISTENs on to be woken when a message of the
+-- merchant's channel is queued (enqueue_push NOTIFYs it).  Secret per
+-- merchant: another merchant's looks like an unknown one (WL102).
+CREATE FUNCTION wallet.push_channel(merchant_id bigint, channel text) RETURNS text
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    PERFORM wallet_internal.check_merchant(merchant_id);
+    PERFORM wallet_internal.push_check_name('channel', channel);
+    RETURN wallet_internal.push_channel_name(merchant_id, channel);
+END
+$$;
+COMMENT ON FUNCTION wallet.push_channel(bigint, text) IS 'the NOTIFY name a sending worker LISTENs on for the merchant''s channel (quote it as an identifier): wallet_push_ and 40 hex digits derived from the merchant''s secret push_key, so only roles acting for the merchant can name it; enqueue_push NOTIFYs it, throttled, when it queues a message';
+
 CREATE FUNCTION wallet.extend_lease(push_id bigint, lease interval) RETURNS timestamptz
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
