@@ -5,7 +5,11 @@
  *   cc -o push_worker examples/push_worker.c -I$(pg_config --includedir) -L$(pg_config --libdir) -lpq
  *   push_worker [-c channel] [-n batch] [-l lease_seconds] [-p poll_seconds] [-f fail_rate] [-s seed] "conninfo"
  *
- * It LISTENs on wallet_push_<channel>, claims up to n due messages with
+ * For each merchant it acts for (wallet.my_merchants) it LISTENs on the
+ * merchant's wake-up name of the channel, wallet.push_channel(merchant,
+ * channel): a name derived from the merchant's secret key, so that no role
+ * acting for another merchant can listen to it.  It claims up to n due
+ * messages with
  * wallet.claim_pushes, hands each to a stub provider that fails now and then
  * (a fail_rate share of the sends: two thirds of those retryable, one third
  * not), and reports each with wallet.ack_push or wallet.fail_push.  With
@@ -157,25 +161,42 @@ main(int argc, char **argv)
 	if (PQstatus(conn) != CONNECTION_OK)
 		die(conn, "connection failed");
 
-	/* LISTEN takes an identifier: quote the channel's NOTIFY name */
+	/*
+	 * the wake-up names of the channel, one per merchant acted for (a merchant
+	 * granted later is heard after a restart; the poll finds its messages
+	 * meanwhile); LISTEN takes an identifier: quoted
+	 */
 	{
-		char		name[64];
-		char	   *quoted;
+		const char *params[1] = {channel};
+		int			i,
+					merchants;
 
-		snprintf(name, sizeof(name), "wallet_push_%s", channel);
-		quoted = PQescapeIdentifier(conn, name, strlen(name));
-		if (quoted == NULL)
-			die(conn, "channel name");
-		snprintf(sql, sizeof(sql), "LISTEN %s", quoted);
-		PQfreemem(quoted);
-		res = PQexec(conn, sql);
-		if (PQresultStatus(res) != PGRES_COMMAND_OK)
-			die(conn, "LISTEN");
+		res = PQexecParams(conn,
+						   "SELECT wallet.push_channel(m.merchant_id, $1) FROM wallet.my_merchants() m ORDER BY m.merchant_id",
+						   1, NULL, params, NULL, NULL, 0);
+		if (PQresultStatus(res) != PGRES_TUPLES_OK)
+			die(conn, "push_channel");
+		merchants = PQntuples(res);
+		for (i = 0; i < merchants; i++)
+		{
+			const char *name = PQgetvalue(res, i, 0);
+			char	   *quoted = PQescapeIdentifier(conn, name, strlen(name));
+			PGresult   *lres;
+
+			if (quoted == NULL)
+				die(conn, "channel name");
+			snprintf(sql, sizeof(sql), "LISTEN %s", quoted);
+			PQfreemem(quoted);
+			lres = PQexec(conn, sql);
+			if (PQresultStatus(lres) != PGRES_COMMAND_OK)
+				die(conn, "LISTEN");
+			PQclear(lres);
+		}
 		PQclear(res);
+		printf("push_worker: listening on channel %s of %d merchant%s\n", channel, merchants, merchants == 1 ? "" : "s");
 	}
 	snprintf(lease_text, sizeof(lease_text), "%d seconds", lease);
 	snprintf(batch_text, sizeof(batch_text), "%d", batch);
-	printf("push_worker: listening on wallet_push_%s\n", channel);
 	fflush(stdout);
 
 	while (!stop_requested)

@@ -6,8 +6,10 @@
  * function with saved plans: the argument checks here, the member found and
  * a message id drawn by one query that also locks the member's row, the dedup
  * key claimed by one INSERT ... ON CONFLICT, the decision by push_decide.c
- * and the outcome written by one INSERT.  The wake-up NOTIFY is throttled
- * exactly as wallet_internal.push_notify throttles it (the same setting).
+ * and the outcome written by one INSERT.  The wake-up NOTIFY goes to the
+ * merchant's secret channel name (wallet_internal.push_channel_name, from
+ * the merchant's push_key, read once per backend) and is throttled exactly
+ * as wallet_internal.push_notify throttles it (the same setting).
  */
 #include "wallet.h"
 
@@ -24,8 +26,13 @@
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/guc.h"
+#include "utils/inval.h"
 #include "utils/jsonb.h"
+#include "utils/lsyscache.h"
 #include "utils/timestamp.h"
+#include "catalog/namespace.h"
+
+#include <sodium.h>
 
 
 static SPIPlanPtr member_id_plan = NULL;
@@ -90,23 +97,138 @@ unknown_merchant(int64 merchant_id)
 			 errdetail("Members belong to a merchant registered in wallet.merchants.")));
 }
 
-/* NOTIFY wallet_push_<channel>, at most once per channel every 100 ms in a session (push_notify) */
+/*
+ * Per backend, the push_key of the last merchants that notified (a key never
+ * changes; the cache is dropped on any relcache invalidation of
+ * wallet.merchants, e.g. the extension dropped and created again, whose
+ * merchant ids start over).  A key longer than PUSH_KEY_MAX is read each time.
+ */
+#define PUSH_KEY_MAX		64
+#define PUSH_KEY_SLOTS		16
+
+typedef struct PushKeySlot
+{
+	int64		merchant_id;
+	int			len;			/* 0: empty slot */
+	unsigned char key[PUSH_KEY_MAX];
+} PushKeySlot;
+
+static PushKeySlot push_keys[PUSH_KEY_SLOTS];
+static int	push_keys_next = 0;
+static bool push_keys_valid = false;
+static bool push_keys_callback = false;
+static Oid	merchants_relid = InvalidOid;
+
 static void
-notify_channel(const char *channel)
+push_keys_invalidate(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == merchants_relid)
+		push_keys_valid = false;
+}
+
+static void
+push_keys_reset(void)
+{
+	Oid			nsp;
+
+	if (!push_keys_callback)
+	{
+		CacheRegisterRelcacheCallback(push_keys_invalidate, (Datum) 0);
+		push_keys_callback = true;
+	}
+	sodium_memzero(push_keys, sizeof(push_keys));
+	push_keys_next = 0;
+	nsp = get_namespace_oid("wallet", true);
+	merchants_relid = OidIsValid(nsp) ? get_relname_relid("merchants", nsp) : InvalidOid;
+	push_keys_valid = true;
+}
+
+/*
+ * Under SPI: name = wallet_internal.push_channel_name(merchant, channel),
+ * 'wallet_push_' and the first 40 hex digits of sha256(push_key || channel).
+ */
+static void
+push_channel_name(int64 merchant_id, const char *channel, char *name, size_t size)
+{
+	crypto_hash_sha256_state st;
+	unsigned char digest[crypto_hash_sha256_BYTES];
+	static const char hex[] = "0123456789abcdef";
+	PushKeySlot *slot = NULL;
+	int			i;
+	size_t		n;
+
+	if (!push_keys_valid)
+		push_keys_reset();
+	for (i = 0; i < PUSH_KEY_SLOTS; i++)
+		if (push_keys[i].len > 0 && push_keys[i].merchant_id == merchant_id)
+		{
+			slot = &push_keys[i];
+			break;
+		}
+	crypto_hash_sha256_init(&st);
+	if (slot != NULL)
+		crypto_hash_sha256_update(&st, slot->key, slot->len);
+	else
+	{
+		Oid			argtypes[1] = {INT8OID};
+		Datum		args[1] = {Int64GetDatum(merchant_id)};
+		bool		isnull;
+		bytea	   *key;
+		int			len;
+
+		if (SPI_execute_with_args("SELECT m.push_key FROM wallet.merchants m WHERE m.merchant_id OPERATOR(pg_catalog.=) $1",
+								  1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "reading the push key of merchant " INT64_FORMAT " failed", merchant_id);
+		key = DatumGetByteaPP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		if (isnull)
+			elog(ERROR, "merchant " INT64_FORMAT " has no push key", merchant_id);
+		len = VARSIZE_ANY_EXHDR(key);
+		crypto_hash_sha256_update(&st, (const unsigned char *) VARDATA_ANY(key), len);
+		/* the query may have processed an invalidation that emptied the cache */
+		if (!push_keys_valid)
+			push_keys_reset();
+		if (len > 0 && len <= PUSH_KEY_MAX)
+		{
+			slot = &push_keys[push_keys_next];
+			push_keys_next = (push_keys_next + 1) % PUSH_KEY_SLOTS;
+			slot->merchant_id = merchant_id;
+			slot->len = len;
+			memcpy(slot->key, VARDATA_ANY(key), len);
+		}
+	}
+	/* channel names are checked ASCII identifiers: their UTF-8 is themselves */
+	crypto_hash_sha256_update(&st, (const unsigned char *) channel, strlen(channel));
+	crypto_hash_sha256_final(&st, digest);
+	Assert(size > 12 + 40);
+	n = strlcpy(name, "wallet_push_", size);
+	for (i = 0; i < 20; i++)
+	{
+		name[n++] = hex[digest[i] >> 4];
+		name[n++] = hex[digest[i] & 15];
+	}
+	name[n] = '\0';
+}
+
+/*
+ * Under SPI: NOTIFY on the merchant's channel name, at most once per merchant
+ * and channel every 100 ms in a session (push_notify, the same setting)
+ */
+static void
+notify_channel(int64 merchant_id, const char *channel)
 {
 	char		key[128];
 	char		value[32];
-	char		name[128];
+	char		name[64];
 	const char *last;
 	int64		now_ms;
 
-	snprintf(key, sizeof(key), "wallet_push.notified_%s", channel);
+	snprintf(key, sizeof(key), "wallet_push.notified_" INT64_FORMAT "_%s", merchant_id, channel);
 	last = GetConfigOption(key, true, false);
 	now_ms = GetCurrentTimestamp() / 1000 +
 		(int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * 1000;
 	if (last != NULL && last[0] != '\0' && now_ms - strtoll(last, NULL, 10) < 100)
 		return;
-	snprintf(name, sizeof(name), "wallet_push_%s", channel);
+	push_channel_name(merchant_id, channel, name, sizeof(name));
 	Async_Notify(name, "");
 	snprintf(value, sizeof(value), INT64_FORMAT, now_ms);
 	DirectFunctionCall3(set_config_by_name, CStringGetTextDatum(key), CStringGetTextDatum(value),
@@ -383,7 +505,7 @@ enqueue_push(PG_FUNCTION_ARGS)
 			elog(ERROR, "recording a push failed");
 	}
 	if (strcmp(d.status, "queued") == 0)
-		notify_channel(channel);
+		notify_channel(merchant_id, channel);
 	/* the reason may live in SPI memory: copied out before SPI_finish */
 	if (d.reason != NULL)
 	{

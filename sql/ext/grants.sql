@@ -123,6 +123,9 @@ GRANT EXECUTE ON FUNCTION wallet.record_consent(bigint, text, text, text, boolea
 GRANT EXECUTE ON FUNCTION wallet.push_stats(bigint, bigint, interval, interval), wallet.push_funnel(bigint, bigint, interval, interval),
     wallet.push_retention(bigint, bigint, int)
     TO wallet_admin, wallet_app, wallet_reader;
+-- the wake-up name of a merchant's channel: for the sending workers (the app), and for
+-- the admin and the analysts, who see the same merchants' queues
+GRANT EXECUTE ON FUNCTION wallet.push_channel(bigint, text) TO wallet_admin, wallet_app, wallet_reader;
 GRANT EXECUTE ON FUNCTION wallet.set_push_settings(bigint, time, time, text, int, interval, interval),
     wallet.set_push_topic(bigint, text, boolean, text), wallet.set_push_cap(bigint, text, text, text, int, interval, text),
     wallet.requeue_push(bigint), wallet.purge_pushes(int),

@@ -16,6 +16,14 @@
 -- Merchant settings, topics and caps
 ------------------------------------------------------------------------------
 
+-- The secret of a merchant's wake-up names (wallet.push_channel): LISTEN
+-- needs no privilege, so a NOTIFY named after the channel alone would tell
+-- any role when another merchant enqueues and on which channels.  Read only
+-- by the roles acting for the merchant (the table's row-level security).
+ALTER TABLE wallet.merchants ADD COLUMN push_key bytea NOT NULL DEFAULT pg_catalog.uuid_send(pg_catalog.gen_random_uuid())
+    CHECK (length(push_key) >= 16);
+COMMENT ON COLUMN wallet.merchants.push_key IS 'random key of the merchant''s push wake-up names (wallet.push_channel): fixed, and secret, so that no role acting for another merchant can name, and so LISTEN to, the merchant''s NOTIFYs';
+
 CREATE TABLE wallet.push_settings (
     merchant_id  bigint PRIMARY KEY REFERENCES wallet.merchants,
     quiet_start  time,
@@ -720,26 +728,41 @@ END
 $$;
 COMMENT ON FUNCTION wallet_internal.push_refusal(bigint, bigint, text, text, boolean) IS 'internal: NULL when the member may get the topic on the channel, else why not (member_forgotten, no_consent, consent_withdrawn, topic_not_chosen, muted)';
 
--- Wake-up of the workers of a channel: NOTIFY wallet_push_<channel>, at
--- most once per channel per session every 100 ms.  NOTIFY takes a global
--- lock at commit; throttled, a burst of enqueues costs a handful of them.
--- A worker polls as well (a throttled wake-up is late by at most its poll).
-CREATE FUNCTION wallet_internal.push_notify(channel text) RETURNS void
+-- The name of the wake-up NOTIFY of a merchant's channel: wallet_push_ and
+-- the first 40 hex digits of sha256(push_key || channel), 52 characters (an
+-- identifier has at most 63).  Unguessable without the merchant's key, so a
+-- role acting for another merchant cannot LISTEN to it.  src/push_enqueue.c
+-- computes the same name.  NULL for a merchant that does not exist.
+CREATE FUNCTION wallet_internal.push_channel_name(merchant_id bigint, channel text) RETURNS text
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+    SELECT 'wallet_push_' || left(encode(sha256(m.push_key || convert_to($2, 'UTF8')), 'hex'), 40)
+      FROM wallet.merchants m WHERE m.merchant_id = $1
+$$;
+COMMENT ON FUNCTION wallet_internal.push_channel_name(bigint, text) IS 'internal: the NOTIFY name of a merchant''s channel, wallet_push_ and the first 40 hex digits of sha256(push_key || channel); NULL for an unknown merchant';
+
+-- Wake-up of the workers of a merchant's channel: NOTIFY on its secret name
+-- (push_channel_name), at most once per merchant and channel per session
+-- every 100 ms.  NOTIFY takes a global lock at commit; throttled, a burst of
+-- enqueues costs a handful of them.  A worker polls as well (a throttled
+-- wake-up is late by at most its poll).
+CREATE FUNCTION wallet_internal.push_notify(merchant_id bigint, channel text) RETURNS void
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     AS $$
 DECLARE
-    k text := 'wallet_push.notified_' || channel;
+    k text := 'wallet_push.notified_' || merchant_id || '_' || channel;
     last text := current_setting(k, true);
     now_ms bigint := (extract(epoch FROM clock_timestamp()) * 1000)::bigint;
 BEGIN
     IF last IS NULL OR last = '' OR now_ms - last::bigint >= 100 THEN
-        PERFORM pg_notify('wallet_push_' || channel, '');
+        PERFORM pg_notify(wallet_internal.push_channel_name(merchant_id, channel), '');
         PERFORM set_config(k, now_ms::text, false);
     END IF;
 END
 $$;
-COMMENT ON FUNCTION wallet_internal.push_notify(text) IS 'internal: NOTIFY wallet_push_<channel>, at most once per channel every 100 ms in a session';
+COMMENT ON FUNCTION wallet_internal.push_notify(bigint, text) IS 'internal: NOTIFY on the merchant''s channel name (push_channel_name), at most once per merchant and channel every 100 ms in a session';
 
 -- The decision of enqueue_push for one member, recorded as one row.
 CREATE FUNCTION wallet_internal.push_enqueue(merchant_id bigint, member_id bigint, channel text, topic text,
@@ -843,7 +866,7 @@ BEGIN
             eligible_at, eligible_at, CASE WHEN status IN ('queued', 'deferred') THEN NULL ELSE now() END,
             CASE WHEN status IN ('queued', 'deferred') THEN (SELECT (q.last_value % 4)::smallint FROM wallet_internal.push_queue_slot q) ELSE 3 END);
     IF status = 'queued' THEN
-        PERFORM wallet_internal.push_notify(_channel);
+        PERFORM wallet_internal.push_notify(_m, _channel);
     END IF;
 END
 $$;
@@ -1346,6 +1369,21 @@ CREATE FUNCTION wallet.claim_pushes(channel text, n int, lease interval)
     SET search_path = pg_catalog, pg_temp
     SET enable_seqscan = off;
 COMMENT ON FUNCTION wallet.claim_pushes(text, int, interval) IS 'claims up to n due messages of a channel (of the merchants the caller acts for), highest priority first, leasing them for lease; each is checked again first, under its member''s lock: consent, expiry, quiet hours and caps (a message failing the check is suppressed or deferred, never returned; one per member at once, set-based, the rest one by one); a lapsed lease makes a message claimable again';
+
+-- The name a sending worker LISTENs on to be woken when a message of the
+-- merchant's channel is queued (enqueue_push NOTIFYs it).  Secret per
+-- merchant: another merchant's looks like an unknown one (WL102).
+CREATE FUNCTION wallet.push_channel(merchant_id bigint, channel text) RETURNS text
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    PERFORM wallet_internal.check_merchant(merchant_id);
+    PERFORM wallet_internal.push_check_name('channel', channel);
+    RETURN wallet_internal.push_channel_name(merchant_id, channel);
+END
+$$;
+COMMENT ON FUNCTION wallet.push_channel(bigint, text) IS 'the NOTIFY name a sending worker LISTENs on for the merchant''s channel (quote it as an identifier): wallet_push_ and 40 hex digits derived from the merchant''s secret push_key, so only roles acting for the merchant can name it; enqueue_push NOTIFYs it, throttled, when it queues a message';
 
 CREATE FUNCTION wallet.extend_lease(push_id bigint, lease interval) RETURNS timestamptz
     LANGUAGE plpgsql

@@ -3,7 +3,8 @@
 # cluster, printing TAP: it is built, delivers 200 queued messages through
 # its stub provider that fails a fifth of the sends (retried with backoff, or
 # dead letters), wakes up on NOTIFY for a message enqueued while it idles
-# (its poll interval is 30 s, so only the NOTIFY can wake it in time), and
+# (its poll interval is 30 s, so only the NOTIFY can wake it in time: it
+# listens on wallet.push_channel(merchant, channel) only), and
 # stops cleanly on SIGTERM with nothing left claimed.
 #
 # Needs PGHOST/PGPORT/PGUSER of a running cluster with wallet installable.
@@ -40,7 +41,8 @@ for i in $(seq 1 300); do
     [ "$left" = 0 ] && break
     sleep 0.1
     # a retry whose backoff passed is picked up by the poll (30 s) or the next NOTIFY: nudge with a NOTIFY
-    [ $((i % 10)) -eq 0 ] && q -c "NOTIFY wallet_push_worker_t" >/dev/null
+    # on the merchant's wake-up name of the channel (the only name the worker listens on)
+    [ $((i % 10)) -eq 0 ] && q -c "SELECT pg_notify(wallet.push_channel($M, 'worker_t'), '')" >/dev/null
 done
 counts=$(q -c "SELECT count(*) FILTER (WHERE status = 'sent') || '/' || count(*) FILTER (WHERE status = 'dead') || '/' || count(*)
                  FROM wallet.push_messages WHERE channel = 'worker_t'")

@@ -354,6 +354,7 @@ INSERT INTO iso (fn, call, why) VALUES
 ('wallet.set_push_preferences(bigint,text,time without time zone,time without time zone,text[],integer,integer)', $$SELECT wallet.set_push_preferences({m}, 'iso-member', max_per_day => 0)$$, NULL),
 ('wallet.enqueue_push(bigint,text,text,text,jsonb,bigint,text,timestamp with time zone,timestamp with time zone,integer)', $$SELECT status FROM wallet.enqueue_push({m}, 'iso-member', '{ch}', 'orders', '{}')$$, NULL),
 ('wallet.enqueue_push_audience(bigint,text[],text,text,jsonb,bigint,text,timestamp with time zone,timestamp with time zone,integer)', $$SELECT count(*) FROM wallet.enqueue_push_audience({m}, NULL, '{ch}', 'orders', '{}')$$, NULL),
+('wallet.push_channel(bigint,text)', $$SELECT wallet.push_channel({m}, '{ch}')$$, NULL),
 ('wallet.extend_lease(bigint,interval)', $$SELECT wallet.extend_lease({push}, '1 minute')$$, NULL),
 ('wallet.ack_push(bigint,text)', $$SELECT wallet.ack_push({push}, 'provider-2')$$, NULL),
 ('wallet.ack_pushes(bigint[],text[])', $$SELECT wallet.ack_pushes(ARRAY[{push}]::bigint[], '{provider-3}')$$, NULL),

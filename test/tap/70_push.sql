@@ -698,5 +698,65 @@ SELECT is((SELECT error FROM wallet.push_attempts WHERE push_id = :bd), 'device 
 SELECT is((SELECT (new_values -> 'rows' ->> 'push_attempts')::int FROM wallet.audit_log WHERE action = 'forget_member' ORDER BY id DESC LIMIT 1), 2,
           'forget_member: the audit record counts the delivery records cleared');
 SELECT is(wallet.forget_member(:mc, 'victim', 'erasure request'), false, 'a second forget_member finds nothing');
+
+-- Wake-up names (wallet.push_channel): LISTEN needs no privilege, so the
+-- NOTIFY of a merchant's channel goes to a name derived from the merchant's
+-- secret push_key: stable, different per merchant and per channel, and
+-- another merchant's looks like an unknown one (WL102).  That enqueue NOTIFYs
+-- exactly this name is checked in test/concurrency/push_wakeup.t.
+SELECT wallet.push_channel(:m, 'sms') AS wake_m_sms \gset
+SELECT is(wallet.push_channel(:m, 'sms'), :'wake_m_sms', 'push_channel: the same name for the same merchant and channel');
+SELECT matches(:'wake_m_sms'::text, '^wallet_push_[0-9a-f]{40}$', 'push_channel: wallet_push_ and 40 hex digits (52 characters, an identifier)');
+SELECT isnt(wallet.push_channel(:mo, 'sms'), :'wake_m_sms'::text, 'push_channel: another merchant''s name for the same channel differs');
+SELECT isnt(wallet.push_channel(:m, 'push'), :'wake_m_sms'::text, 'push_channel: another channel of the merchant has another name');
+SELECT is(:'wake_m_sms'::text, 'wallet_push_' || left(encode(sha256(k.push_key || convert_to('sms', 'UTF8')), 'hex'), 40),
+          'push_channel: the first 40 hex digits of sha256(push_key || channel)')
+  FROM wallet.merchants k WHERE k.merchant_id = :m;
+SELECT is((SELECT count(DISTINCT push_key) FROM wallet.merchants WHERE merchant_id IN (:m, :mc, :mo, :ma)), 4::bigint,
+          'every merchant has its own random push_key');
+SELECT throws_ok($$SELECT wallet.push_channel(NULL, 'sms')$$, '22004', 'merchant_id must not be null', 'push_channel: NULL merchant_id, 22004');
+SELECT throws_ok(format('SELECT wallet.push_channel(%s, NULL)', :m), '22004', 'channel must not be null', 'push_channel: NULL channel, 22004');
+SELECT throws_ok(format('SELECT wallet.push_channel(%s, %L)', :m, 'SMS!'), '22023', 'channel "SMS!" is not a valid name',
+                 'push_channel: a channel that is not a valid name, 22023');
+SELECT throws_ok(format('SELECT wallet.push_channel(%s, %L)', :m, repeat('x', 41)), '22023', NULL,
+                 'push_channel: a channel over 40 characters, 22023');
+-- a role acting for :m only: :mo's name is as out of reach as an unknown
+-- merchant's (its calls run under SET ROLE here, the assertions as the owner)
+CREATE ROLE push_wake_app;
+GRANT wallet_app TO push_wake_app;
+SELECT wallet.grant_merchant(:m, 'push_wake_app');
+CREATE FUNCTION pg_temp.wake_as(sql text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    res text;
+    st text;
+    msg text;
+    hint text;
+BEGIN
+    SET ROLE push_wake_app;
+    EXECUTE sql INTO res;
+    RESET ROLE;
+    RETURN 'result: ' || coalesce(res, 'NULL');
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, hint = PG_EXCEPTION_HINT;
+    RETURN 'error ' || st || ': ' || msg || ' / ' || hint;
+END
+$$;
+SELECT is(pg_temp.wake_as(format('SELECT wallet.push_channel(%s, %L)', :m, 'sms')), 'result: ' || :'wake_m_sms',
+          'push_channel as a role acting for the merchant: its name');
+SELECT is(pg_temp.wake_as(format('SELECT wallet.push_channel(%s, %L)', :mo, 'sms')),
+          format('error WL102: merchant %s does not exist / Register the merchant with wallet.create_merchant first.', :mo),
+          'push_channel for another merchant: WL102');
+SELECT is(pg_temp.wake_as(format('SELECT wallet.push_channel(%s, %L)', 999999999, 'sms')),
+          'error WL102: merchant 999999999 does not exist / Register the merchant with wallet.create_merchant first.',
+          'push_channel for a merchant that does not exist: the same WL102, message and hint');
+SELECT is(pg_temp.wake_as(format('SELECT wallet.push_channel(%s, %L)', :mo, 'SMS!')),
+          format('error WL102: merchant %s does not exist / Register the merchant with wallet.create_merchant first.', :mo),
+          'push_channel for another merchant with an invalid channel: WL102 first, nothing about the channel');
+SELECT is(pg_temp.wake_as(format('SELECT count(*) FROM wallet.merchants WHERE merchant_id = %s', :mo)), 'result: 0',
+          'the role cannot read another merchant''s row, and so its push_key');
+SELECT is(pg_temp.wake_as(format('SELECT push_key = %L FROM wallet.merchants WHERE merchant_id = %s',
+                                 (SELECT push_key FROM wallet.merchants WHERE merchant_id = :m), :m)), 'result: true',
+          'the role reads its own merchant''s push_key');
+
 SELECT * FROM finish();
 ROLLBACK;
