@@ -17438,6 +17438,623 @@ COMMENT ON COLUMN wallet.push_messages_q2.last_error IS 'the last failure report
 COMMENT ON COLUMN wallet.push_messages_done.last_error IS 'the last failure reported by fail_push (may name the member''s device or address: cleared by wallet.forget_member)';
 COMMENT ON COLUMN wallet.push_attempts.error IS 'the error reported (failed; may name the member''s device or address: cleared by wallet.forget_member)';
 
+-- == 10ab. isolation gaps found by an audit (tables and comments)
+-- A merchant's push wake-up names are secret (wallet.push_channel): LISTEN
+-- needs no privilege.  Failed checks naming no campaign count at the
+-- caller's one merchant.  The old wake-up helper, named by channel alone, goes.
+ALTER TABLE wallet.merchants ADD COLUMN push_key bytea NOT NULL DEFAULT pg_catalog.uuid_send(pg_catalog.gen_random_uuid())
+    CHECK (length(push_key) >= 16);
+COMMENT ON COLUMN wallet.merchants.push_key IS 'random key of the merchant''s push wake-up names (wallet.push_channel): fixed, and secret, so that no role acting for another merchant can name, and so LISTEN to, the merchant''s NOTIFYs';
+DROP FUNCTION wallet_internal.push_notify(text);
+COMMENT ON COLUMN wallet.code_failed_attempts.merchant_id IS 'the guard''s scope: the merchant whose campaign the text named, else (a text naming no campaign the caller acts for) the one merchant the caller acts for, NULL when it acts for several or all; not a foreign key, history outlives merchants';
+COMMENT ON COLUMN wallet.campaigns.holdout_key IS 'random key of the hash that puts each member in the target or the control group (wallet.campaign_group): fixed, so a member''s group never changes, and drawn by the database, so no member can predict or choose it (the roles acting for the merchant can read it, as they can read every member''s group; the app must not pass it on to members)';
+
+-- == 10ac. isolation gaps found by an audit (functions): calls naming no
+-- merchant act on the caller's merchants, the global guard is the owner's,
+-- group roles hold no merchant, failed checks count at the caller's
+-- merchant, secret push wake-up names
+
+CREATE OR REPLACE FUNCTION wallet.create_merchant(name text) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    id bigint;
+BEGIN
+    IF name IS NULL THEN
+        RAISE EXCEPTION 'merchant name must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = 'A merchant needs a name that people can recognise.';
+    END IF;
+    IF btrim(name) = '' THEN
+        RAISE EXCEPTION 'merchant name must not be blank'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A merchant needs a name that people can recognise.';
+    END IF;
+    INSERT INTO wallet.merchants (name) VALUES (name) RETURNING merchant_id INTO id;
+    -- the role that registers a merchant acts for it (README "Merchants and isolation"), never a group role (22023)
+    IF NOT wallet.acts_for(id) THEN
+        INSERT INTO wallet.merchant_roles (merchant_id, role) VALUES (id, wallet_internal.check_holder(wallet_internal.caller()));
+    END IF;
+    RETURN id;
+EXCEPTION WHEN unique_violation THEN
+    RAISE EXCEPTION 'merchant "%" already exists', name
+        USING ERRCODE = 'unique_violation',
+              DETAIL = 'Merchant names are unique; look the existing merchant up in wallet.merchants.';
+END
+$$;
+COMMENT ON FUNCTION wallet.create_merchant(text) IS 'register a merchant and return its id; the calling role acts for it from then on';
+
+CREATE OR REPLACE FUNCTION wallet.set_code_guard(max_failures_per_member int, max_failures_per_source int,
+                                      failure_window interval, merchant_id bigint DEFAULT NULL)
+    RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+#variable_conflict use_column
+DECLARE
+    _merchant bigint := merchant_id;
+BEGIN
+    IF failure_window IS NULL THEN
+        RAISE EXCEPTION 'failure window must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The brute-force guard counts failures over a window.';
+    END IF;
+    IF failure_window <= interval '0' THEN
+        RAISE EXCEPTION 'failure window must be positive'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('The brute-force guard counts failures over a window; %s is not a positive interval.', failure_window);
+    END IF;
+    IF max_failures_per_member <= 0 OR max_failures_per_source <= 0 THEN
+        RAISE EXCEPTION 'failure thresholds must be positive or NULL'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A threshold is the number of failed checks allowed within the window; NULL turns that limit off.';
+    END IF;
+    IF _merchant IS NOT NULL AND NOT EXISTS (SELECT 1 FROM wallet.merchants m WHERE m.merchant_id = _merchant AND wallet.acts_for(m.merchant_id)) THEN
+        RAISE EXCEPTION 'merchant % does not exist', _merchant
+            USING ERRCODE = 'WL102',   -- as create_campaign says it
+                  DETAIL = 'Guard settings can only be set for a merchant registered in wallet.merchants.';
+    END IF;
+    -- the global row applies to every merchant (and to texts naming none)
+    IF _merchant IS NULL AND NOT wallet_internal.sees_all() THEN
+        RAISE EXCEPTION 'permission denied to set the guard thresholds of every merchant'
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'Only the extension''s owner or a superuser sets the defaults of every merchant.',
+                  HINT = 'Pass the merchant_id of a merchant you act for.';
+    END IF;
+    INSERT INTO wallet.code_guard_settings AS g
+           (merchant_id, max_failures_per_member, max_failures_per_source, failure_window)
+    VALUES (_merchant, set_code_guard.max_failures_per_member, set_code_guard.max_failures_per_source, set_code_guard.failure_window)
+    ON CONFLICT (merchant_id) DO UPDATE
+       SET max_failures_per_member = EXCLUDED.max_failures_per_member,
+           max_failures_per_source = EXCLUDED.max_failures_per_source,
+           failure_window = EXCLUDED.failure_window,
+           updated_at = now();
+END
+$$;
+COMMENT ON FUNCTION wallet.set_code_guard(int, int, interval, bigint) IS
+    'set the brute-force guard thresholds (failed checks per member and per source within a window; NULL = no limit) for a merchant, or globally when merchant_id is NULL (the extension''s owner or a superuser only: 42501)';
+
+CREATE OR REPLACE FUNCTION wallet.clear_code_failures(member_ref text DEFAULT NULL, source text DEFAULT NULL,
+                                           merchant_id bigint DEFAULT NULL)
+    RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    n bigint;
+    m bigint;
+    -- the merchant given, else those the caller acts for (NULL: every scope)
+    _mine bigint[] := CASE WHEN $3 IS NOT NULL THEN ARRAY[$3] ELSE wallet_internal.caller_merchants() END;
+BEGIN
+    IF $1 IS NULL AND $2 IS NULL THEN
+        RAISE EXCEPTION 'member_ref and source must not both be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The failed checks of a member, of a source or of both are forgotten.';
+    END IF;
+    IF $3 IS NOT NULL AND NOT EXISTS (SELECT 1 FROM wallet.merchants m WHERE m.merchant_id = $3 AND wallet.acts_for(m.merchant_id)) THEN
+        RAISE EXCEPTION 'merchant % does not exist', $3
+            USING ERRCODE = 'WL102', DETAIL = 'Failed checks are counted per merchant registered in wallet.merchants.';
+    END IF;
+    IF _mine IS NULL THEN
+        PERFORM wallet_internal.code_guard_forget(NULL, $1, $2);
+    ELSE
+        FOREACH m IN ARRAY _mine LOOP
+            PERFORM wallet_internal.code_guard_forget(m, $1, $2);
+        END LOOP;
+    END IF;
+    WITH d AS (
+        DELETE FROM wallet.code_failed_attempts a
+         WHERE (a.member_ref = $1 OR a.source = $2)
+           AND (_mine IS NULL OR a.merchant_id = ANY (_mine))
+        RETURNING 1)
+    SELECT count(*) INTO n FROM d;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION wallet.clear_code_failures(text, text, bigint) IS
+    'forget the failed checks of a member and/or a source at one merchant (when merchant_id is NULL: at every merchant the caller acts for; for the extension''s owner or a superuser, every merchant and texts naming none), e.g. after support verified them: lifts a throttle at once, even if the calling transaction rolls back; returns the number of recorded attempts removed';
+
+CREATE OR REPLACE FUNCTION wallet.purge_code_attempts(older_than interval DEFAULT interval '1 day')
+    RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    n bigint;
+    _mine bigint[] := wallet_internal.caller_merchants();
+BEGIN
+    IF $1 IS NULL THEN
+        RAISE EXCEPTION 'older_than must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Failed attempts older than a given age are deleted; the default is one day.';
+    END IF;
+    IF $1 < interval '0' OR $1 > interval '100 years' THEN
+        RAISE EXCEPTION 'older_than must not be negative nor longer than 100 years'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Failed attempts older than a given age, 0 to 100 years, are deleted; %s is not.', $1);
+    END IF;
+    WITH d AS (
+        DELETE FROM wallet.code_failed_attempts a
+         WHERE a.attempted_at < clock_timestamp() - $1
+           AND (_mine IS NULL OR a.merchant_id = ANY (_mine))   -- a role's own merchants (NULL: acts for all)
+        RETURNING 1)
+    SELECT count(*) INTO n FROM d;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION wallet.purge_code_attempts(interval) IS
+    'delete failed attempts older than the given age, 0 to 100 years (keep it longer than every failure window), of the merchants the caller acts for (every merchant''s, and those naming none, for the extension''s owner or a superuser); returns the number deleted';
+
+CREATE OR REPLACE FUNCTION wallet_internal.code_precheck(input text, member_ref text, source text, operation text,
+        OUT status text, OUT code wallet.marketing_code, OUT campaign_id bigint, OUT serial bigint,
+        OUT max_per_code int, OUT max_per_member int, OUT max_total bigint)
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+#variable_conflict use_column
+DECLARE
+    _pstatus text;
+    _code wallet.marketing_code;
+    _c record;
+    _known boolean := false;
+    _merchant bigint;
+    _now timestamptz;
+    _bound text;
+    t record;
+BEGIN
+    IF input IS NOT NULL THEN
+        SELECT p.status, p.code INTO _pstatus, _code FROM wallet.parse_code(input) p;
+    END IF;
+    _pstatus := coalesce(_pstatus, 'malformed');
+    IF _code IS NOT NULL THEN
+        -- The merchant is the guard's scope; its campaign's fields are used
+        -- only once the guard has passed.
+        SELECT c.merchant_id, c.starts_at, c.ends_at, c.max_redemptions_per_code,
+               c.max_redemptions_per_member, c.max_redemptions_total
+          INTO _c
+          FROM wallet.campaigns c WHERE c.campaign_id = wallet.code_campaign(_code) AND wallet.acts_for(c.merchant_id);
+        _known := FOUND;
+        _merchant := _c.merchant_id;
+    END IF;
+    -- A text naming no campaign the caller acts for is the caller's guess:
+    -- it counts at the caller's merchant when it acts for exactly one (an
+    -- app), so that it neither throttles nor is forgotten at other merchants;
+    -- only a caller acting for several or all counts it in the shared scope.
+    IF NOT _known THEN
+        _merchant := wallet_internal.sole_merchant();
+    END IF;
+    -- Codes are self-describing (anyone can read the campaign id out of one),
+    -- so saying that a campaign does not exist gives nothing away; it is
+    -- still a guess at a code that cannot exist, and counts as a failure.
+    IF _pstatus IN ('ok', 'retired_key', 'forged') AND NOT _known THEN
+        _pstatus := 'unknown_campaign';
+    END IF;
+
+    -- One atomic step in shared memory: throttled answers without judging
+    -- the code (the answer is the same whether the MAC is right or not) and
+    -- counts nothing; otherwise a failure is counted before anything else
+    -- happens, and no rollback of the caller takes it back.
+    SELECT * INTO t FROM wallet_internal.code_guard_thresholds(_merchant);
+    IF wallet_internal.code_guard_attempt(_merchant, member_ref, source,
+                                 _pstatus IN ('malformed', 'mistyped', 'unknown_campaign', 'forged'),
+                                 t.max_failures_per_member, t.max_failures_per_source, t.failure_window) THEN
+        status := 'throttled';
+        RETURN;
+    END IF;
+    IF _pstatus IN ('malformed', 'mistyped', 'unknown_campaign', 'forged') THEN
+        INSERT INTO wallet.code_failed_attempts (member_ref, source, status, input, campaign_id, operation, merchant_id)
+        VALUES (member_ref, source, _pstatus, left(coalesce(input, ''), 64),
+                CASE WHEN _code IS NOT NULL THEN wallet.code_campaign(_code) END, operation, _merchant);
+        status := _pstatus;
+        RETURN;
+    END IF;
+    code := _code;
+    campaign_id := wallet.code_campaign(_code);
+    serial := wallet.code_serial(_code);
+    IF _pstatus <> 'ok' THEN
+        status := _pstatus;   -- retired_key
+        RETURN;
+    END IF;
+    _now := clock_timestamp();
+    IF _now < _c.starts_at THEN
+        status := 'not_started';
+        RETURN;
+    END IF;
+    IF _c.ends_at IS NOT NULL AND _now >= _c.ends_at THEN
+        status := 'ended';
+        RETURN;
+    END IF;
+    SELECT b.member_ref INTO _bound FROM wallet.code_bindings b
+     WHERE b.campaign_id = code_precheck.campaign_id AND b.serial = code_precheck.serial;
+    IF _bound IS NOT NULL AND _bound <> member_ref THEN
+        status := 'bound_to_other_member';
+        RETURN;
+    END IF;
+    max_per_code := _c.max_redemptions_per_code;
+    max_per_member := _c.max_redemptions_per_member;
+    max_total := _c.max_redemptions_total;
+    status := 'ok';
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.code_precheck(text, text, text, text) IS
+    'internal: every check of a code but the caps (guard, format, MAC, campaign, key, window, binding), in precedence order; counts failed checks for the guard (outside the transaction) and records them for forensics';
+
+CREATE OR REPLACE FUNCTION wallet_internal.expire_due_accounts(as_of timestamptz, batch_size int,
+        OUT accounts int, OUT expired bigint)
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    acc bigint;
+    due timestamptz;
+    _mine bigint[] := wallet_internal.caller_merchants();   -- NULL: acts for all
+BEGIN
+    accounts := 0;
+    expired := 0;
+    FOR acc IN SELECT d.account_id
+                 FROM (SELECT a.account_id FROM wallet.accounts a
+                        WHERE a.next_event <= as_of AND (_mine IS NULL OR a.merchant_id = ANY (_mine))
+                        ORDER BY a.next_event LIMIT batch_size) d
+                ORDER BY d.account_id LOOP
+        SELECT a.next_event INTO due FROM wallet.accounts a WHERE a.account_id = acc FOR NO KEY UPDATE;
+        accounts := accounts + 1;
+        IF due <= as_of THEN   -- a concurrent posting may have settled it meanwhile
+            expired := expired + wallet_internal.settle_account(acc, as_of, clock_timestamp());
+        END IF;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.expire_due_accounts(timestamptz, int) IS 'settles at most batch_size (NULL = all) accounts due at as_of of the merchants the caller acts for (every merchant for the extension''s owner or a superuser), in account order; returns the accounts looked at and the expire entries posted';
+
+CREATE OR REPLACE FUNCTION wallet.expire_points(as_of timestamptz DEFAULT now()) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    PERFORM wallet_internal.check_expiry_as_of(as_of);
+    RETURN (wallet_internal.expire_due_accounts(as_of, NULL)).expired;
+END
+$$;
+COMMENT ON FUNCTION wallet.expire_points(timestamptz) IS 'posts an expire entry per account (of the merchants the caller acts for; every merchant for the extension''s owner or a superuser) with lots expired at as_of (and a release for each lapsed hold) in the caller''s transaction; returns the number of expire entries; a second run posts nothing; as_of in the future is refused (22023); CALL wallet.expire_points_batched for many accounts';
+
+CREATE OR REPLACE FUNCTION wallet_internal.sees_all() RETURNS boolean
+    AS 'MODULE_PATHNAME', 'wallet_sees_all'
+    LANGUAGE C STABLE;
+COMMENT ON FUNCTION wallet_internal.sees_all() IS 'internal: whether the calling role acts for every merchant (a superuser or the extension''s owner): only such a role changes what applies to every merchant';
+
+CREATE OR REPLACE FUNCTION wallet_internal.sole_merchant() RETURNS bigint
+    AS 'MODULE_PATHNAME', 'wallet_sole_merchant'
+    LANGUAGE C STABLE;
+COMMENT ON FUNCTION wallet_internal.sole_merchant() IS 'internal: the one merchant the calling role acts for; NULL when it acts for none, for several or for every one (cached as acts_for is)';
+
+CREATE OR REPLACE FUNCTION wallet_internal.caller_merchants() RETURNS bigint[]
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF wallet_internal.sees_all() THEN
+        RETURN NULL;
+    END IF;
+    RETURN ARRAY(SELECT DISTINCT r.merchant_id FROM wallet.merchant_roles r
+                  WHERE pg_has_role(wallet_internal.caller(), r.role, 'MEMBER') ORDER BY 1);
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.caller_merchants() IS 'internal: the merchants the calling role acts for, in order; NULL for a role that acts for every merchant (a superuser or the extension''s owner)';
+
+CREATE OR REPLACE FUNCTION wallet_internal.check_holder(role regrole) RETURNS regrole
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    g text;
+BEGIN
+    SELECT x INTO g FROM unnest(ARRAY['wallet_admin', 'wallet_app', 'wallet_reader']) x
+     WHERE EXISTS (SELECT FROM pg_catalog.pg_roles r WHERE r.rolname = x)
+       AND pg_has_role(x, role, 'MEMBER')
+     LIMIT 1;
+    IF g IS NOT NULL THEN
+        RAISE EXCEPTION 'role % cannot act for a merchant', role
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Every member of %s would act for it: a merchant is held by login roles (or other roles of its own), never by wallet_admin, wallet_app or wallet_reader.', g),
+                  HINT = 'Grant the merchant to the login role (or a role of the merchant''s own) that is granted wallet_admin, wallet_app or wallet_reader.';
+    END IF;
+    RETURN role;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.check_holder(regrole) IS 'internal: returns the role, or raises 22023 for a role that must not act for a merchant: wallet_admin, wallet_app, wallet_reader, or a role one of them is a member of';
+
+CREATE OR REPLACE FUNCTION wallet.grant_merchant(merchant_id bigint, role regrole) RETURNS boolean
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    n int;
+BEGIN
+    PERFORM wallet_internal.check_merchant(merchant_id);
+    IF role IS NULL THEN
+        RAISE EXCEPTION 'role must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A merchant is granted to a role named by its name.';
+    END IF;
+    PERFORM wallet_internal.check_holder(role);
+    INSERT INTO wallet.merchant_roles AS r (merchant_id, role) VALUES (grant_merchant.merchant_id, grant_merchant.role)
+        ON CONFLICT DO NOTHING;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n > 0;
+END
+$$;
+COMMENT ON FUNCTION wallet.grant_merchant(bigint, regrole) IS 'let a role (and its members) act for a merchant the caller acts for; returns false when it already did';
+
+CREATE OR REPLACE FUNCTION wallet.reclaim_budget_holds(max_holds int DEFAULT 1000)
+    RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    n bigint := 0;
+    r record;
+    _mine bigint[] := wallet_internal.caller_merchants();   -- NULL: acts for all
+BEGIN
+    IF $1 IS NULL OR $1 < 1 THEN
+        RAISE EXCEPTION 'max_holds must be positive'
+            USING ERRCODE = CASE WHEN $1 IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,
+                  DETAIL = 'Expired holds are tidied up at most max_holds per call.';
+    END IF;
+    -- Hold rows first (SKIP LOCKED: a take reclaiming them has them), then
+    -- each budget's slice, budgets in campaign order.
+    FOR r IN
+        WITH x AS (
+            SELECT h.hold_id FROM wallet.budget_holds h
+             WHERE h.state = 'active' AND h.expires_at <= clock_timestamp()
+               AND (_mine IS NULL OR h.merchant_id = ANY (_mine))
+             ORDER BY h.expires_at LIMIT $1
+             FOR UPDATE SKIP LOCKED),
+        y AS (
+            UPDATE wallet.budget_holds h SET state = 'expired', closed_at = clock_timestamp()
+              FROM x WHERE h.hold_id = x.hold_id
+            RETURNING h.campaign_id, h.units)
+        SELECT y.campaign_id, sum(y.units)::bigint AS units, count(*) AS holds FROM y GROUP BY y.campaign_id ORDER BY y.campaign_id
+    LOOP
+        PERFORM wallet_internal.budget_give_back(r.campaign_id, r.units);
+        n := n + r.holds;
+    END LOOP;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION wallet.reclaim_budget_holds(int) IS
+    'return the units of up to max_holds expired budget holds (of the merchants the caller acts for; every merchant''s for the extension''s owner or a superuser) to their budgets (tidying only: takes reclaim expired holds themselves before refusing); returns the number of holds reclaimed; run by wallet.run_maintenance';
+
+CREATE OR REPLACE FUNCTION wallet.expire_referrals(as_of timestamptz DEFAULT now(), batch_size int DEFAULT 1000) RETURNS int
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    n int;
+    _mine bigint[] := wallet_internal.caller_merchants();   -- NULL: acts for all
+BEGIN
+    IF as_of IS NULL OR batch_size IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN as_of IS NULL THEN 'as_of' ELSE 'batch_size' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Referrals are expired as of an instant (now() by default), batch_size at a time.';
+    END IF;
+    IF NOT isfinite(as_of) THEN
+        RAISE EXCEPTION 'as_of must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Referrals are expired as of a real instant.';
+    END IF;
+    IF as_of > clock_timestamp() OR batch_size < 1 THEN
+        RAISE EXCEPTION '%', CASE WHEN batch_size < 1 THEN 'batch_size must be positive' ELSE 'cannot expire referrals as of a future instant' END
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A referral still in its window would lose its reward for good; batch_size is at least 1.';
+    END IF;
+    -- SKIP LOCKED: a referral being rewarded right now is left to its purchase
+    WITH due AS MATERIALIZED (
+        SELECT x.referral_id FROM wallet.referrals x
+         WHERE x.status = 'pending' AND x.expires_at <= as_of
+           AND (_mine IS NULL OR x.merchant_id = ANY (_mine))
+         ORDER BY x.expires_at, x.referral_id LIMIT batch_size
+           FOR NO KEY UPDATE SKIP LOCKED)
+    UPDATE wallet.referrals r SET status = 'expired', reason = 'window_passed', settled_at = now()
+      FROM due WHERE r.referral_id = due.referral_id;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION wallet.expire_referrals(timestamptz, int) IS 'expires up to batch_size pending referrals (of the merchants the caller acts for; every merchant''s for the extension''s owner or a superuser) whose window ended by as_of (not in the future: 22023) and returns how many; run by wallet.run_maintenance';
+
+CREATE OR REPLACE FUNCTION wallet_internal.push_channel_name(merchant_id bigint, channel text) RETURNS text
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+    SELECT 'wallet_push_' || left(encode(sha256(m.push_key || convert_to($2, 'UTF8')), 'hex'), 40)
+      FROM wallet.merchants m WHERE m.merchant_id = $1
+$$;
+COMMENT ON FUNCTION wallet_internal.push_channel_name(bigint, text) IS 'internal: the NOTIFY name of a merchant''s channel, wallet_push_ and the first 40 hex digits of sha256(push_key || channel); NULL for an unknown merchant';
+
+CREATE OR REPLACE FUNCTION wallet_internal.push_notify(merchant_id bigint, channel text) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    k text := 'wallet_push.notified_' || merchant_id || '_' || channel;
+    last text := current_setting(k, true);
+    now_ms bigint := (extract(epoch FROM clock_timestamp()) * 1000)::bigint;
+BEGIN
+    IF last IS NULL OR last = '' OR now_ms - last::bigint >= 100 THEN
+        PERFORM pg_notify(wallet_internal.push_channel_name(merchant_id, channel), '');
+        PERFORM set_config(k, now_ms::text, false);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_notify(bigint, text) IS 'internal: NOTIFY on the merchant''s channel name (push_channel_name), at most once per merchant and channel every 100 ms in a session';
+
+CREATE OR REPLACE FUNCTION wallet_internal.push_enqueue(merchant_id bigint, member_id bigint, channel text, topic text,
+        payload jsonb, campaign_id bigint, dedup_key text, not_before timestamptz, expires_at timestamptz, priority int,
+        lock boolean, OUT push_id bigint, OUT status text, OUT reason text, OUT eligible_at timestamptz)
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+#variable_conflict use_variable
+DECLARE
+    _m bigint := merchant_id;
+    _member bigint := member_id;
+    _topic text := topic;
+    _channel text := channel;
+    svc boolean;
+    grp text;
+    m record;
+    s record;
+    t timestamptz := greatest(not_before, now());
+BEGIN
+    IF lock THEN
+        PERFORM FROM wallet.members w WHERE w.member_id = _member FOR NO KEY UPDATE;   -- as push_lock_member
+    END IF;
+    push_id := nextval('wallet.push_messages_push_id_seq'::regclass);
+    IF dedup_key IS NOT NULL THEN
+        -- a concurrent first use of the key: waits for it, then finds it
+        INSERT INTO wallet.push_dedup AS d (merchant_id, dedup_key, push_id) VALUES (_m, dedup_key, push_id)
+            ON CONFLICT DO NOTHING;
+        IF NOT FOUND THEN
+            status := 'duplicate'; reason := 'dedup_key';
+        END IF;
+    END IF;
+    -- what the decision needs, in one query: the topic's kind (push_topic),
+    -- the member's consent and preferences (push_refusal), quiet hours, and
+    -- whether a cap is reached at t (counted as push_slot counts when
+    -- planning); only quiet hours or a reached cap need push_slot
+    SELECT coalesce(tp.service, _topic = 'service') AS service,
+           CASE WHEN tp.merchant_id IS NOT NULL THEN tp.cap_group WHEN _topic = 'service' THEN NULL ELSE 'marketing' END AS cap_group,
+           w.status = 'forgotten' AS forgotten, c.granted, p.topics, p.max_per_day, p.max_per_week,
+           coalesce(w.time_zone, st.time_zone, 'UTC') AS tz,
+           CASE WHEN p.quiet_start IS NOT NULL THEN p.quiet_start WHEN st.merchant_id IS NULL THEN time '22:00' ELSE st.quiet_start END AS qs,
+           CASE WHEN p.quiet_start IS NOT NULL THEN p.quiet_end WHEN st.merchant_id IS NULL THEN time '08:00' ELSE st.quiet_end END AS qe
+      INTO m
+      FROM wallet.members w
+      LEFT JOIN wallet.push_topics tp ON tp.merchant_id = _m AND tp.topic = _topic
+      LEFT JOIN wallet.push_consents c ON c.merchant_id = _m AND c.member_id = _member AND c.channel = _channel AND c.topic = _topic
+      LEFT JOIN wallet.push_preferences p ON p.member_id = _member
+      LEFT JOIN wallet.push_settings st ON st.merchant_id = _m
+     WHERE w.member_id = _member;
+    svc := m.service; grp := m.cap_group;
+    IF status IS NULL THEN
+        reason := CASE WHEN m.forgotten THEN 'member_forgotten'
+                       WHEN svc THEN CASE WHEN m.granted IS FALSE THEN 'muted' END
+                       WHEN m.granted IS NULL THEN 'no_consent'
+                       WHEN NOT m.granted THEN 'consent_withdrawn'
+                       WHEN m.topics IS NOT NULL AND NOT _topic = ANY (m.topics) THEN 'topic_not_chosen' END;
+        IF reason IS NOT NULL THEN
+            status := 'suppressed';
+        ELSIF expires_at IS NOT NULL AND expires_at <= t THEN
+            status := 'suppressed'; reason := 'expired';
+        ELSIF (svc OR wallet_internal.push_quiet_until(t, m.tz, m.qs, m.qe) IS NULL)
+              AND (grp IS NULL OR NOT EXISTS (
+                  SELECT FROM (SELECT k.period, k.max_count, k.window_size FROM wallet.push_caps k
+                                WHERE k.merchant_id = _m AND k.channel = _channel AND k.cap_group = grp
+                               UNION ALL
+                               SELECT 'day', m.max_per_day, NULL::interval WHERE m.max_per_day IS NOT NULL
+                               UNION ALL
+                               SELECT 'week', m.max_per_week, NULL::interval WHERE m.max_per_week IS NOT NULL) k
+                  CROSS JOIN LATERAL (
+                      SELECT CASE WHEN k.period = 'rolling' THEN t - k.window_size
+                                  ELSE date_trunc(k.period, t AT TIME ZONE m.tz) AT TIME ZONE m.tz END AS ws,
+                             CASE WHEN k.period = 'rolling' THEN t
+                                  ELSE (date_trunc(k.period, t AT TIME ZONE m.tz)
+                                        + CASE k.period WHEN 'day' THEN interval '1 day' ELSE interval '7 days' END) AT TIME ZONE m.tz END AS we) b
+                  WHERE (SELECT count(*) FROM wallet.push_messages y
+                          WHERE y.member_id = _member AND y.channel = _channel AND y.cap_group = grp
+                            AND (y.status IN ('sending', 'sent') OR (y.status = 'queued' AND y.priority >= push_enqueue.priority))
+                            AND y.slot_at >= b.ws AND y.slot_at <= b.we
+                            AND (y.slot_at > b.ws OR k.period <> 'rolling') AND (y.slot_at < b.we OR k.period = 'rolling')) >= k.max_count)) THEN
+            -- t itself is fine
+            status := 'queued'; eligible_at := t;
+        ELSE
+            s := wallet_internal.push_slot(_m, _member, _channel, grp, svc, priority, t, true, NULL);
+            IF s.slot IS NULL THEN
+                status := 'suppressed'; reason := s.reason;
+            ELSIF expires_at IS NOT NULL AND s.slot >= expires_at THEN
+                status := 'suppressed'; reason := 'expires_before_slot';
+            ELSE
+                eligible_at := s.slot;
+                status := CASE WHEN s.reason IS NULL THEN 'queued' ELSE 'deferred' END;
+                reason := s.reason;
+            END IF;
+        END IF;
+    END IF;
+    INSERT INTO wallet.push_messages (push_id, merchant_id, member_id, channel, topic, cap_group, service, payload, campaign_id,
+                                      dedup_key, priority, not_before, expires_at, outcome, outcome_reason, status, reason,
+                                      due_at, slot_at, finished_at, part)
+    OVERRIDING SYSTEM VALUE
+    VALUES (push_id, _m, _member, _channel, _topic, grp, svc, payload, campaign_id, dedup_key, priority, not_before, expires_at,
+            status, reason, CASE WHEN status IN ('queued', 'deferred') THEN 'queued' ELSE status END, reason,
+            eligible_at, eligible_at, CASE WHEN status IN ('queued', 'deferred') THEN NULL ELSE now() END,
+            CASE WHEN status IN ('queued', 'deferred') THEN (SELECT (q.last_value % 4)::smallint FROM wallet_internal.push_queue_slot q) ELSE 3 END);
+    IF status = 'queued' THEN
+        PERFORM wallet_internal.push_notify(_m, _channel);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_enqueue(bigint, bigint, text, text, jsonb, bigint, text, timestamptz, timestamptz, int, boolean) IS 'internal: decides and records one message for one member (queued, deferred, suppressed or duplicate, with the reason), optionally under the member''s lock';
+
+CREATE OR REPLACE FUNCTION wallet.push_channel(merchant_id bigint, channel text) RETURNS text
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    PERFORM wallet_internal.check_merchant(merchant_id);
+    PERFORM wallet_internal.push_check_name('channel', channel);
+    RETURN wallet_internal.push_channel_name(merchant_id, channel);
+END
+$$;
+COMMENT ON FUNCTION wallet.push_channel(bigint, text) IS 'the NOTIFY name a sending worker LISTENs on for the merchant''s channel (quote it as an identifier): wallet_push_ and 40 hex digits derived from the merchant''s secret push_key, so only roles acting for the merchant can name it; enqueue_push NOTIFYs it, throttled, when it queues a message';
+
+CREATE OR REPLACE FUNCTION wallet.purge_offer_quotes(older_than interval DEFAULT interval '1 day', max_quotes int DEFAULT 10000)
+    RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    n bigint;
+    _mine bigint[] := wallet_internal.caller_merchants();   -- NULL: acts for all
+BEGIN
+    IF older_than IS NULL OR max_quotes IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN older_than IS NULL THEN 'older_than' ELSE 'max_quotes' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Quotes expired longer ago than older_than are deleted, at most max_quotes per call.';
+    END IF;
+    IF older_than < interval '0' OR max_quotes < 1 THEN
+        RAISE EXCEPTION 'older_than must not be negative and max_quotes must be positive'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Quotes expired longer ago than older_than are deleted, at most max_quotes per call.';
+    END IF;
+    IF older_than > interval '100 years' THEN
+        RAISE EXCEPTION 'older_than must be at most 100 years'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Quotes expired longer ago than older_than are deleted; older_than is at most 100 years.';
+    END IF;
+    DELETE FROM wallet.offer_quotes q
+     WHERE q.quote_id IN (SELECT x.quote_id FROM wallet.offer_quotes x
+                           WHERE x.expires_at < clock_timestamp() - older_than
+                             AND (_mine IS NULL OR x.merchant_id = ANY (_mine))
+                           ORDER BY x.expires_at LIMIT max_quotes
+                             FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION wallet.purge_offer_quotes(interval, int) IS 'deletes up to max_quotes offer quotes (of the merchants the caller acts for; every merchant''s for the extension''s owner or a superuser) that expired longer ago than older_than (a checkout naming one then gets WL607); their budget holds are not touched (they expired with them); returns the number deleted; run by wallet.run_maintenance';
+
 -- == 10z. shared objects, final (issues 10-12)
 -- Objects that several sections above re-create (each with what its area
 -- added): their final definitions, exactly as the parts have them.
@@ -17585,10 +18202,12 @@ BEGIN
         GET DIAGNOSTICS c = ROW_COUNT;
         n := n || jsonb_build_object(t, c);
     END LOOP;
-    -- failed attempts are forensics, not totals: deleted, with those that
-    -- named no merchant (they cannot be told apart by merchant)
+    -- failed attempts are forensics, not totals: the merchant's are deleted
+    -- (never those of no merchant: another merchant's caller may have made
+    -- them; they age out through purge_code_attempts), with the guard's
+    -- counters of the member in the merchant's scope
     DELETE FROM wallet.code_failed_attempts f
-     WHERE f.member_ref = _ref AND (f.merchant_id = _merchant OR f.merchant_id IS NULL);
+     WHERE f.member_ref = _ref AND f.merchant_id = _merchant;
     GET DIAGNOSTICS c = ROW_COUNT;
     n := n || jsonb_build_object('code_failed_attempts', c);
     PERFORM wallet_internal.code_guard_forget(_merchant, _ref, NULL);
@@ -17792,6 +18411,9 @@ GRANT EXECUTE ON FUNCTION wallet.record_consent(bigint, text, text, text, boolea
 GRANT EXECUTE ON FUNCTION wallet.push_stats(bigint, bigint, interval, interval), wallet.push_funnel(bigint, bigint, interval, interval),
     wallet.push_retention(bigint, bigint, int)
     TO wallet_admin, wallet_app, wallet_reader;
+-- the wake-up name of a merchant's channel: for the sending workers (the app), and for
+-- the admin and the analysts, who see the same merchants' queues
+GRANT EXECUTE ON FUNCTION wallet.push_channel(bigint, text) TO wallet_admin, wallet_app, wallet_reader;
 GRANT EXECUTE ON FUNCTION wallet.set_push_settings(bigint, time, time, text, int, interval, interval),
     wallet.set_push_topic(bigint, text, boolean, text), wallet.set_push_cap(bigint, text, text, text, int, interval, text),
     wallet.requeue_push(bigint), wallet.purge_pushes(int),
