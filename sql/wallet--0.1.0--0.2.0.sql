@@ -18055,6 +18055,65 @@ END
 $$;
 COMMENT ON FUNCTION wallet.purge_offer_quotes(interval, int) IS 'deletes up to max_quotes offer quotes (of the merchants the caller acts for; every merchant''s for the extension''s owner or a superuser) that expired longer ago than older_than (a checkout naming one then gets WL607); their budget holds are not touched (they expired with them); returns the number deleted; run by wallet.run_maintenance';
 
+-- == 10ad. an audience send decides the named members it registers (they were
+-- left out: the join read the members before member_ensure wrote them)
+
+CREATE OR REPLACE FUNCTION wallet_internal.push_audience(merchant_id bigint, member_refs text[], channel text, topic text, payload jsonb,
+        campaign_id bigint, dedup_key text, not_before timestamptz, local_at timestamp, expires_at timestamptz, priority int)
+    RETURNS TABLE (status text, reason text, messages bigint)
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+#variable_conflict use_variable
+DECLARE
+    _m bigint := merchant_id;
+    mem record;
+    r record;
+    counts jsonb := '{}';
+    k text;
+    tz text := coalesce((SELECT s.time_zone FROM wallet.push_settings s WHERE s.merchant_id = _m), 'UTC');
+BEGIN
+    PERFORM wallet_internal.check_merchant(_m);
+    -- (a local send has no not_before: its local_at is checked below)
+    PERFORM wallet_internal.push_check_message(_m, channel, topic, payload, campaign_id, dedup_key,
+                                               coalesce(not_before, CASE WHEN local_at IS NOT NULL THEN now() END), priority);
+    IF NOT isfinite(local_at) THEN
+        RAISE EXCEPTION 'local_at must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A festival send goes out at a real local date and time.';
+    END IF;
+    IF NOT isfinite(expires_at) THEN
+        RAISE EXCEPTION 'expires_at must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A message expires at a real instant, or never (NULL).';
+    END IF;
+    IF length(dedup_key) > 180 THEN
+        RAISE EXCEPTION 'dedup_key must not be longer than 180 characters'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An audience''s key is extended by each member''s id.';
+    END IF;
+    IF member_refs IS NOT NULL THEN
+        FOREACH k IN ARRAY member_refs LOOP
+            PERFORM wallet_internal.member_check(_m, k);
+        END LOOP;
+    END IF;
+    FOR mem IN SELECT x.member_id, coalesce(w.time_zone, tz) AS tz
+                 FROM (SELECT m.member_id FROM wallet.members m
+                        WHERE m.merchant_id = _m AND member_refs IS NULL AND m.status = 'active'
+                       UNION ALL
+                       SELECT wallet_internal.member_ensure(_m, u.ref) FROM (SELECT DISTINCT x AS ref FROM unnest(member_refs) x) u) x
+                 -- LEFT: a member member_ensure creates is not in this
+                 -- statement's snapshot (and has no time zone of its own)
+                 LEFT JOIN wallet.members w ON w.member_id = x.member_id LOOP
+        r := wallet_internal.push_enqueue(_m, mem.member_id, channel, topic, payload, campaign_id,
+                                          dedup_key || ':' || mem.member_id,
+                                          coalesce(local_at AT TIME ZONE mem.tz, not_before), expires_at, priority, false);
+        k := r.status || '/' || coalesce(r.reason, '');
+        counts := jsonb_set(counts, ARRAY[k], to_jsonb(coalesce((counts ->> k)::bigint, 0) + 1));
+    END LOOP;
+    RETURN QUERY SELECT split_part(e.key, '/', 1), nullif(split_part(e.key, '/', 2), ''), e.value::text::bigint
+                   FROM jsonb_each(counts) e ORDER BY 1, 2;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_audience(bigint, text[], text, text, jsonb, bigint, text, timestamptz, timestamp, timestamptz, int) IS 'internal: enqueues for an audience (member_refs NULL: every active member), streaming the members, each decided as enqueue_push does; the earliest send time is not_before, or local_at in each member''s time zone; returns counts per status and reason';
+
 -- == 10z. shared objects, final (issues 10-12)
 -- Objects that several sections above re-create (each with what its area
 -- added): their final definitions, exactly as the parts have them.

@@ -1258,7 +1258,9 @@ BEGIN
                         WHERE m.merchant_id = _m AND member_refs IS NULL AND m.status = 'active'
                        UNION ALL
                        SELECT wallet_internal.member_ensure(_m, u.ref) FROM (SELECT DISTINCT x AS ref FROM unnest(member_refs) x) u) x
-                 JOIN wallet.members w ON w.member_id = x.member_id LOOP
+                 -- LEFT: a member member_ensure creates is not in this
+                 -- statement's snapshot (and has no time zone of its own)
+                 LEFT JOIN wallet.members w ON w.member_id = x.member_id LOOP
         r := wallet_internal.push_enqueue(_m, mem.member_id, channel, topic, payload, campaign_id,
                                           dedup_key || ':' || mem.member_id,
                                           coalesce(local_at AT TIME ZONE mem.tz, not_before), expires_at, priority, false);

@@ -318,6 +318,14 @@ SELECT results_eq($$SELECT status, reason, messages FROM wallet.enqueue_push_aud
                   $$VALUES ('duplicate'::text, 'dedup_key'::text, 5::bigint)$$, 'the same audience send again: every member a duplicate');
 SELECT results_eq($$SELECT status, reason, messages FROM wallet.enqueue_push_audience($$ || :ma || $$, '{a1,a4,a1}', 'push', 'marketing', '{"title": "vip"}')$$,
                   $$VALUES ('queued'::text, NULL::text, 1::bigint), ('suppressed', 'no_consent', 1)$$, 'an audience of named members (each once)');
+SELECT results_eq($$SELECT status, reason, messages FROM wallet.enqueue_push_audience($$ || :ma || $$, '{a1,new-1,new-2}', 'push', 'marketing', '{"title": "vip"}')$$,
+                  $$VALUES ('queued'::text, NULL::text, 1::bigint), ('suppressed', 'no_consent', 2)$$,
+                  'named members seen for the first time are registered and decided too (no consent yet: suppressed)');
+SELECT results_eq($$SELECT status, reason, messages FROM wallet.enqueue_push_audience($$ || :ma || $$, '{new-3}', 'push', 'service', '{"title": "your order"}')$$,
+                  $$VALUES ('queued'::text, NULL::text, 1::bigint)$$, 'and a service message, which needs no opt-in, is queued for one');
+SELECT is((SELECT count(*) FROM wallet.push_messages p JOIN wallet.members w USING (member_id)
+            WHERE p.merchant_id = :ma AND w.member_ref IN ('new-1', 'new-2', 'new-3')), 3::bigint,
+          'each with its recorded outcome');
 
 -- ------------------------------------------------------------ erasure
 SELECT pg_temp.member(:m, 'fg', 'Europe/Zurich');
