@@ -18114,6 +18114,318 @@ END
 $$;
 COMMENT ON FUNCTION wallet_internal.push_audience(bigint, text[], text, text, jsonb, bigint, text, timestamptz, timestamp, timestamptz, int) IS 'internal: enqueues for an audience (member_refs NULL: every active member), streaming the members, each decided as enqueue_push does; the earliest send time is not_before, or local_at in each member''s time zone; returns counts per status and reason';
 
+-- == 10ae. WL101 and WL102 carry a detail in every function
+
+CREATE OR REPLACE FUNCTION wallet.campaign_next_serial(campaign_id bigint) RETURNS bigint
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    seq regclass;
+    last bigint;
+    called boolean;
+BEGIN
+    IF campaign_id IS NULL THEN
+        RAISE EXCEPTION 'campaign_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The next serial is read from the sequence of a campaign, named by its id.';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM wallet.campaigns c WHERE c.campaign_id = campaign_next_serial.campaign_id AND wallet.acts_for(c.merchant_id)) THEN
+        RAISE EXCEPTION 'campaign % does not exist', campaign_id
+            USING ERRCODE = 'WL101', DETAIL = format('There is no campaign %s of a merchant the caller acts for.', campaign_id), HINT = 'Create it with wallet.create_campaign.';
+    END IF;
+    seq := to_regclass(format('wallet.%I', 'campaign_' || campaign_id || '_serials'));
+    IF seq IS NULL THEN
+        RAISE EXCEPTION 'campaign % has no serial number sequence', campaign_id
+            USING ERRCODE = 'WL109',
+                  DETAIL = format('The sequence wallet.campaign_%s_serials that hands out the campaign''s serial numbers does not exist.', campaign_id);
+    END IF;
+    EXECUTE format('SELECT last_value, is_called FROM %s', seq) INTO last, called;
+    RETURN CASE WHEN called THEN last + 1 ELSE last END;
+END
+$$;
+COMMENT ON FUNCTION wallet.campaign_next_serial(bigint)
+    IS 'first serial number of the campaign not yet handed out by wallet.generate_codes (2^38 when none is left); reads the campaign''s sequence';
+
+CREATE OR REPLACE FUNCTION wallet.create_campaign(
+    merchant_id bigint,
+    name text,
+    prefix text DEFAULT NULL,
+    mac_bits int DEFAULT 40,
+    starts_at timestamptz DEFAULT now(),
+    ends_at timestamptz DEFAULT NULL,
+    max_redemptions_per_code int DEFAULT 1,
+    max_redemptions_per_member int DEFAULT NULL,
+    max_redemptions_total bigint DEFAULT NULL) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    id bigint;
+    pfx text := upper(prefix);
+BEGIN
+    IF merchant_id IS NULL THEN
+        RAISE EXCEPTION 'merchant_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Every campaign belongs to a merchant.';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM wallet.merchants m WHERE m.merchant_id = create_campaign.merchant_id AND wallet.acts_for(m.merchant_id)) THEN
+        RAISE EXCEPTION 'merchant % does not exist', merchant_id
+            USING ERRCODE = 'WL102', DETAIL = 'Campaigns belong to a merchant registered in wallet.merchants.', HINT = 'Register the merchant with wallet.create_merchant first.';
+    END IF;
+    IF name IS NULL THEN
+        RAISE EXCEPTION 'campaign name must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A campaign needs a name that people can recognise.';
+    END IF;
+    IF btrim(name) = '' THEN
+        RAISE EXCEPTION 'campaign name must not be blank'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A campaign needs a name that people can recognise.';
+    END IF;
+    IF pfx IS NOT NULL AND pfx !~ '^[A-Z0-9]{1,8}$' THEN
+        RAISE EXCEPTION 'invalid campaign prefix "%"', prefix
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A prefix has 1 to 8 characters, each a letter A to Z or a digit 0 to 9.',
+                  HINT = 'Pass NULL for codes without a prefix.';
+    END IF;
+    IF mac_bits IS NULL THEN
+        RAISE EXCEPTION 'mac_bits must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Every code of a campaign carries a MAC of its length; the default is 40 bits.';
+    END IF;
+    IF mac_bits NOT BETWEEN 32 AND 64 THEN
+        RAISE EXCEPTION 'mac_bits must be between 32 and 64, not %', mac_bits
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'The MAC length sets how hard codes are to guess: one random code in 2^mac_bits is accepted.';
+    END IF;
+    IF starts_at IS NULL THEN
+        RAISE EXCEPTION 'starts_at must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A campaign needs a start time; the default is now().';
+    END IF;
+    IF ends_at IS NOT NULL AND ends_at <= starts_at THEN
+        RAISE EXCEPTION 'ends_at must be after starts_at'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('The campaign would start at %s and end at %s.', starts_at, ends_at);
+    END IF;
+    IF max_redemptions_per_code <= 0 THEN
+        RAISE EXCEPTION 'max_redemptions_per_code must be positive, not %', max_redemptions_per_code
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Pass NULL for no limit per code.';
+    END IF;
+    IF max_redemptions_per_member <= 0 THEN
+        RAISE EXCEPTION 'max_redemptions_per_member must be positive, not %', max_redemptions_per_member
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Pass NULL for no limit per member.';
+    END IF;
+    IF max_redemptions_total <= 0 THEN
+        RAISE EXCEPTION 'max_redemptions_total must be positive, not %', max_redemptions_total
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Pass NULL for no limit on the whole campaign.';
+    END IF;
+
+    BEGIN
+        INSERT INTO wallet.campaigns AS c (merchant_id, name, prefix, mac_bits, starts_at, ends_at,
+                                           max_redemptions_per_code, max_redemptions_per_member, max_redemptions_total)
+        VALUES (create_campaign.merchant_id, create_campaign.name, pfx, create_campaign.mac_bits,
+                create_campaign.starts_at, create_campaign.ends_at, create_campaign.max_redemptions_per_code,
+                create_campaign.max_redemptions_per_member, create_campaign.max_redemptions_total)
+        RETURNING c.campaign_id INTO id;
+    EXCEPTION WHEN sequence_generator_limit_exceeded THEN
+        -- the identity stops at 2^32 - 1, the largest id a code can carry
+        RAISE EXCEPTION 'campaign ids are exhausted'
+            USING ERRCODE = 'WL110',
+                  DETAIL = 'A code carries its campaign id in 32 bits, and every id up to 4294967295 has been handed out.',
+                  HINT = 'Campaign ids are never reused; keep using the campaigns that exist.';
+    END;
+    INSERT INTO wallet.code_keys (campaign_id, key_version, merchant_id) VALUES (id, 1, create_campaign.merchant_id);
+    RETURN id;
+END
+$$;
+COMMENT ON FUNCTION wallet.create_campaign(bigint, text, text, int, timestamptz, timestamptz, int, int, bigint)
+    IS 'create a campaign of a merchant (with key version 1) and return its id';
+
+CREATE OR REPLACE FUNCTION wallet.rotate_code_key(campaign_id bigint) RETURNS int
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    v int;
+    merchant bigint;
+BEGIN
+    IF campaign_id IS NULL THEN
+        RAISE EXCEPTION 'campaign_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A key is rotated in a campaign, named by its id.';
+    END IF;
+    SELECT c.current_key_version, c.merchant_id INTO v, merchant FROM wallet.campaigns c
+     WHERE c.campaign_id = rotate_code_key.campaign_id AND wallet.acts_for(c.merchant_id) FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'campaign % does not exist', campaign_id
+            USING ERRCODE = 'WL101', DETAIL = format('There is no campaign %s of a merchant the caller acts for.', campaign_id), HINT = 'Create it with wallet.create_campaign.';
+    END IF;
+    IF v >= 1023 THEN
+        RAISE EXCEPTION 'campaign % has used all 1023 key versions', campaign_id
+            USING ERRCODE = 'WL105', DETAIL = 'A code carries its key version in 10 bits.',
+                  HINT = 'Create a new campaign.';
+    END IF;
+    v := v + 1;
+    INSERT INTO wallet.code_keys (campaign_id, key_version, merchant_id) VALUES (rotate_code_key.campaign_id, v, merchant);
+    UPDATE wallet.campaigns c SET current_key_version = v WHERE c.campaign_id = rotate_code_key.campaign_id;
+    RETURN v;
+END
+$$;
+COMMENT ON FUNCTION wallet.rotate_code_key(bigint)
+    IS 'make the next key version sign new codes; codes of older versions keep validating until retired; returns the new version';
+
+CREATE OR REPLACE FUNCTION wallet.retire_code_key(campaign_id bigint, key_version int) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    v int;
+BEGIN
+    IF campaign_id IS NULL OR key_version IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN campaign_id IS NULL THEN 'campaign_id' ELSE 'key_version' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A key version is retired in a campaign, both named by number.';
+    END IF;
+    SELECT c.current_key_version INTO v FROM wallet.campaigns c
+     WHERE c.campaign_id = retire_code_key.campaign_id AND wallet.acts_for(c.merchant_id) FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'campaign % does not exist', campaign_id
+            USING ERRCODE = 'WL101', DETAIL = format('There is no campaign %s of a merchant the caller acts for.', campaign_id), HINT = 'Create it with wallet.create_campaign.';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM wallet.code_keys k
+                    WHERE k.campaign_id = retire_code_key.campaign_id AND k.key_version = retire_code_key.key_version) THEN
+        RAISE EXCEPTION 'campaign % has no key version %', campaign_id, key_version
+            USING ERRCODE = 'WL103', DETAIL = format('Its versions are 1 to %s.', v);
+    END IF;
+    IF key_version = v THEN
+        RAISE EXCEPTION 'key version % is the current one of campaign %', key_version, campaign_id
+            USING ERRCODE = 'WL104', DETAIL = 'New codes are signed with the current version, so it cannot be retired.',
+                  HINT = 'Call wallet.rotate_code_key first.';
+    END IF;
+    -- retiring twice keeps the first retirement time
+    UPDATE wallet.code_keys k SET retired_at = now()
+     WHERE k.campaign_id = retire_code_key.campaign_id AND k.key_version = retire_code_key.key_version
+       AND k.retired_at IS NULL;
+END
+$$;
+COMMENT ON FUNCTION wallet.retire_code_key(bigint, int)
+    IS 'retire a key version of a campaign: its codes stop validating (status retired_key); not the current version';
+
+CREATE OR REPLACE FUNCTION wallet_internal.check_merchant(merchant_id bigint) RETURNS void
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF merchant_id IS NULL THEN
+        RAISE EXCEPTION 'merchant_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Every campaign and program belongs to a merchant.';
+    END IF;
+    IF NOT EXISTS (SELECT FROM wallet.merchants m WHERE m.merchant_id = check_merchant.merchant_id)
+       OR NOT wallet.acts_for(merchant_id) THEN
+        RAISE EXCEPTION 'merchant % does not exist', merchant_id
+            USING ERRCODE = 'WL102', DETAIL = format('There is no merchant %s the caller acts for.', merchant_id), HINT = 'Register the merchant with wallet.create_merchant first.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.check_merchant(bigint) IS 'raises 22004 for a NULL merchant id, WL102 for a merchant that does not exist or that the caller does not act for';
+
+CREATE OR REPLACE FUNCTION wallet.campaign_budget(campaign_id bigint)
+    RETURNS wallet.budget_status
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF $1 IS NULL THEN
+        RAISE EXCEPTION 'campaign_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A budget is that of a campaign, named by its id.';
+    END IF;
+    IF NOT wallet_internal.sees_campaign($1) THEN
+        RAISE EXCEPTION 'campaign % does not exist', $1
+            USING ERRCODE = 'WL101', DETAIL = format('There is no campaign %s of a merchant the caller acts for.', $1), HINT = 'Create it with wallet.create_campaign.';
+    END IF;
+    RETURN wallet_internal.budget_status($1);
+END
+$$;
+COMMENT ON FUNCTION wallet.campaign_budget(bigint) IS
+    'a campaign''s budget as of now: unit, total, granted, held (active holds not expired), remaining; WL601 when it has none';
+
+CREATE OR REPLACE FUNCTION wallet.set_campaign_budget(campaign_id bigint, unit text, total bigint, slices int DEFAULT NULL)
+    RETURNS wallet.budget_status
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+#variable_conflict use_column
+DECLARE
+    _c bigint := campaign_id;
+    _unit text := unit;
+    _total bigint := total;
+    _b wallet.campaign_budgets;
+    _merchant bigint;
+    _sum bigint;
+    _need bigint;
+    _n int;
+    _slices int := set_campaign_budget.slices;
+    st wallet.budget_status;
+BEGIN
+    IF _c IS NULL OR _unit IS NULL OR _total IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN _c IS NULL THEN 'campaign_id' WHEN _unit IS NULL THEN 'unit' ELSE 'total' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A budget is set for a campaign, in a unit, to a total.';
+    END IF;
+    IF _unit NOT IN ('money', 'points', 'redemptions') THEN
+        RAISE EXCEPTION 'unknown budget unit "%"', left(_unit, 64)
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A budget counts money (minor units), points or redemptions.';
+    END IF;
+    IF _total < 0 THEN
+        RAISE EXCEPTION 'budget total must not be negative'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('A budget is zero or more units; %s was given.', _total);
+    END IF;
+    IF _slices NOT BETWEEN 1 AND 256 THEN
+        RAISE EXCEPTION 'budget slices must be between 1 and 256'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('A budget is split over 1 to 256 escrow slices; %s was given.', _slices);
+    END IF;
+    SELECT k.merchant_id INTO _merchant FROM wallet.campaigns k WHERE k.campaign_id = _c AND wallet.acts_for(k.merchant_id);
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'campaign % does not exist', _c
+            USING ERRCODE = 'WL101', DETAIL = format('There is no campaign %s of a merchant the caller acts for.', _c), HINT = 'Create it with wallet.create_campaign.';
+    END IF;
+    -- Setters run one at a time per budget (the budget row's lock).
+    INSERT INTO wallet.campaign_budgets AS b (campaign_id, merchant_id, unit, total, slices)
+    VALUES (_c, _merchant, _unit, 0, coalesce(_slices, 16))
+    ON CONFLICT (campaign_id) DO NOTHING;
+    IF FOUND THEN
+        INSERT INTO wallet.budget_slices (campaign_id, slice, remaining, merchant_id)
+        SELECT _c, g, 0, _merchant FROM generate_series(0, coalesce(_slices, 16) - 1) g;
+    END IF;
+    SELECT * INTO _b FROM wallet.campaign_budgets b WHERE b.campaign_id = _c FOR UPDATE;
+    IF _b.unit <> _unit OR _b.slices <> coalesce(_slices, _b.slices) THEN
+        RAISE EXCEPTION 'the % of a budget is fixed', CASE WHEN _b.unit <> _unit THEN 'unit' ELSE 'number of slices' END
+            USING ERRCODE = 'WL605',
+                  DETAIL = format('Campaign %s''s budget counts %s over %s slices; only its total can change.', _c, _b.unit, _b.slices);
+    END IF;
+    _n := _b.slices;
+    -- Every slice, in order (no slice of this budget is held here before).
+    PERFORM pg_advisory_xact_lock((x'5742000000000000'::bigint | (_c << 8) | g)) FROM generate_series(0, _n - 1) g ORDER BY g;
+    SELECT sum(s.remaining) INTO _sum FROM (
+        SELECT s.remaining FROM wallet.budget_slices s WHERE s.campaign_id = _c ORDER BY s.slice FOR UPDATE) s;
+    IF _total < _b.total THEN
+        _need := _b.total - _total;
+        IF _sum < _need THEN
+            _sum := _sum + wallet_internal.budget_expire_holds(_c);
+        END IF;
+        IF _sum < _need THEN
+            st := wallet_internal.budget_status(_c);
+            RAISE EXCEPTION 'budget of campaign % cannot shrink to %', _c, _total
+                USING ERRCODE = 'WL602',
+                      DETAIL = format('%s units are granted and %s held; the total cannot go below %s.',
+                                      st.granted, st.held, st.granted + st.held);
+        END IF;
+        _sum := _sum - _need;
+    ELSE
+        _sum := _sum + (_total - _b.total);
+    END IF;
+    UPDATE wallet.budget_slices s SET remaining = _sum / _n + CASE WHEN s.slice >= _n - _sum % _n THEN 1 ELSE 0 END
+     WHERE s.campaign_id = _c;
+    UPDATE wallet.campaign_budgets b SET total = _total, updated_at = now() WHERE b.campaign_id = _c;
+    RETURN wallet_internal.budget_status(_c);
+END
+$$;
+COMMENT ON FUNCTION wallet.set_campaign_budget(bigint, text, bigint, int) IS
+    'set a campaign''s budget (unit money in minor units, points or redemptions; total; slices, default 16, fixed once set): growing adds units at once, shrinking takes them from what is left and is refused (WL602) below granted + held; returns the status';
+
 -- == 10z. shared objects, final (issues 10-12)
 -- Objects that several sections above re-create (each with what its area
 -- added): their final definitions, exactly as the parts have them.

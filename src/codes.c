@@ -195,6 +195,7 @@ generate_codes(PG_FUNCTION_ARGS)
 			ereport(ERROR,
 					(errcode(ERRCODE_WL_UNKNOWN_CAMPAIGN),
 					 errmsg("campaign %lld does not exist", (long long) campaign_id),
+					 errdetail("There is no campaign %lld of a merchant the caller acts for.", (long long) campaign_id),
 					 errhint("Create it with wallet.create_campaign.")));
 		oldcxt = MemoryContextSwitchTo(funcctx->multi_call_memory_ctx);
 		st = palloc0(sizeof(GenerateState));
@@ -214,6 +215,7 @@ generate_codes(PG_FUNCTION_ARGS)
 				ereport(ERROR,
 						(errcode(ERRCODE_WL_UNKNOWN_CAMPAIGN),
 						 errmsg("campaign %lld does not exist", (long long) campaign_id),
+						 errdetail("There is no campaign %lld of a merchant the caller acts for.", (long long) campaign_id),
 						 errhint("Create it with wallet.create_campaign.")));
 			st->f.campaign = (uint32) campaign_id;
 			st->f.version = info->current_version;

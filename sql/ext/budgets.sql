@@ -442,7 +442,7 @@ BEGIN
     END IF;
     IF NOT wallet_internal.sees_campaign($1) THEN
         RAISE EXCEPTION 'campaign % does not exist', $1
-            USING ERRCODE = 'WL101', HINT = 'Create it with wallet.create_campaign.';
+            USING ERRCODE = 'WL101', DETAIL = format('There is no campaign %s of a merchant the caller acts for.', $1), HINT = 'Create it with wallet.create_campaign.';
     END IF;
     RETURN wallet_internal.budget_status($1);
 END
@@ -487,7 +487,7 @@ BEGIN
     SELECT k.merchant_id INTO _merchant FROM wallet.campaigns k WHERE k.campaign_id = _c AND wallet.acts_for(k.merchant_id);
     IF NOT FOUND THEN
         RAISE EXCEPTION 'campaign % does not exist', _c
-            USING ERRCODE = 'WL101', HINT = 'Create it with wallet.create_campaign.';
+            USING ERRCODE = 'WL101', DETAIL = format('There is no campaign %s of a merchant the caller acts for.', _c), HINT = 'Create it with wallet.create_campaign.';
     END IF;
     -- Setters run one at a time per budget (the budget row's lock).
     INSERT INTO wallet.campaign_budgets AS b (campaign_id, merchant_id, unit, total, slices)

@@ -461,7 +461,7 @@ BEGIN
     END IF;
     IF NOT EXISTS (SELECT 1 FROM wallet.campaigns c WHERE c.campaign_id = campaign_next_serial.campaign_id AND wallet.acts_for(c.merchant_id)) THEN
         RAISE EXCEPTION 'campaign % does not exist', campaign_id
-            USING ERRCODE = 'WL101', HINT = 'Create it with wallet.create_campaign.';
+            USING ERRCODE = 'WL101', DETAIL = format('There is no campaign %s of a merchant the caller acts for.', campaign_id), HINT = 'Create it with wallet.create_campaign.';
     END IF;
     seq := to_regclass(format('wallet.%I', 'campaign_' || campaign_id || '_serials'));
     IF seq IS NULL THEN
@@ -499,7 +499,7 @@ BEGIN
     END IF;
     IF NOT EXISTS (SELECT 1 FROM wallet.merchants m WHERE m.merchant_id = create_campaign.merchant_id AND wallet.acts_for(m.merchant_id)) THEN
         RAISE EXCEPTION 'merchant % does not exist', merchant_id
-            USING ERRCODE = 'WL102', HINT = 'Register the merchant with wallet.create_merchant first.';
+            USING ERRCODE = 'WL102', DETAIL = 'Campaigns belong to a merchant registered in wallet.merchants.', HINT = 'Register the merchant with wallet.create_merchant first.';
     END IF;
     IF name IS NULL THEN
         RAISE EXCEPTION 'campaign name must not be null'
@@ -583,7 +583,7 @@ BEGIN
      WHERE c.campaign_id = rotate_code_key.campaign_id AND wallet.acts_for(c.merchant_id) FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'campaign % does not exist', campaign_id
-            USING ERRCODE = 'WL101', HINT = 'Create it with wallet.create_campaign.';
+            USING ERRCODE = 'WL101', DETAIL = format('There is no campaign %s of a merchant the caller acts for.', campaign_id), HINT = 'Create it with wallet.create_campaign.';
     END IF;
     IF v >= 1023 THEN
         RAISE EXCEPTION 'campaign % has used all 1023 key versions', campaign_id
@@ -614,7 +614,7 @@ BEGIN
      WHERE c.campaign_id = retire_code_key.campaign_id AND wallet.acts_for(c.merchant_id) FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'campaign % does not exist', campaign_id
-            USING ERRCODE = 'WL101', HINT = 'Create it with wallet.create_campaign.';
+            USING ERRCODE = 'WL101', DETAIL = format('There is no campaign %s of a merchant the caller acts for.', campaign_id), HINT = 'Create it with wallet.create_campaign.';
     END IF;
     IF NOT EXISTS (SELECT 1 FROM wallet.code_keys k
                     WHERE k.campaign_id = retire_code_key.campaign_id AND k.key_version = retire_code_key.key_version) THEN

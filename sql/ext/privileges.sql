@@ -123,7 +123,7 @@ BEGIN
     IF NOT EXISTS (SELECT FROM wallet.merchants m WHERE m.merchant_id = check_merchant.merchant_id)
        OR NOT wallet.acts_for(merchant_id) THEN
         RAISE EXCEPTION 'merchant % does not exist', merchant_id
-            USING ERRCODE = 'WL102', HINT = 'Register the merchant with wallet.create_merchant first.';
+            USING ERRCODE = 'WL102', DETAIL = format('There is no merchant %s the caller acts for.', merchant_id), HINT = 'Register the merchant with wallet.create_merchant first.';
     END IF;
 END
 $$;
