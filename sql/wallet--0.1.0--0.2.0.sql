@@ -18426,6 +18426,328 @@ $$;
 COMMENT ON FUNCTION wallet.set_campaign_budget(bigint, text, bigint, int) IS
     'set a campaign''s budget (unit money in minor units, points or redemptions; total; slices, default 16, fixed once set): growing adds units at once, shrinking takes them from what is left and is refused (WL602) below granted + held; returns the status';
 
+-- == 10af. the checks of attribution windows and of checkout codes, one helper each
+
+CREATE OR REPLACE FUNCTION wallet_internal.purchase_check_codes(codes text[]) RETURNS void
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF EXISTS (SELECT FROM unnest(codes) c WHERE c IS NULL) THEN
+        RAISE EXCEPTION 'codes must not contain null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Every element of codes is the text of a marketing code.';
+    END IF;
+    IF EXISTS (SELECT FROM unnest(codes) c WHERE btrim(c) = '' OR length(c) > 256) THEN
+        RAISE EXCEPTION 'codes must not contain a blank code or one longer than 256 characters'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Every element of codes is a non-blank text of at most 256 characters.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.purchase_check_codes(text[]) IS 'internal: raises 22004 for a NULL element of a checkout''s codes, 22023 for a blank one or one longer than 256 characters (record_purchase, quote_offers)';
+
+CREATE OR REPLACE FUNCTION wallet_internal.record_purchase_full(merchant_id bigint, member_ref text, order_ref text, amount numeric,
+        currency text, occurred_at timestamptz, attributes jsonb, offers bigint[], codes text[], quote_id bigint)
+        RETURNS wallet.purchase_result
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    p wallet.purchases;
+    member bigint;
+    tz text;
+    prog bigint;
+    rnd text;
+    acct bigint;
+    a wallet_internal.locked_account;
+    due timestamptz;
+    e wallet.entries;
+    ev record;
+BEGIN
+    PERFORM wallet_internal.purchase_check(merchant_id, member_ref, order_ref, amount, currency, occurred_at, attributes);
+    PERFORM wallet_internal.purchase_check_codes(codes);
+    -- A retry is found by the insert of the purchase below (ON CONFLICT), not
+    -- by a lookup first: retries are rare, a lookup would cost every call.
+    -- The usual case in one statement: a known member with an account in the
+    -- merchant's open program earning in the currency, locked (what
+    -- wallet_internal.lock_account does, but for the idempotency lookup: the
+    -- order's unique key stands for it).  The member's postings, counters and
+    -- first purchase are decided under this lock.
+    SELECT m.member_id, m.time_zone, x.program_id, x.rounding, y.account_id, y.ledger, y.next_event, x.expiry, x.granularity
+      INTO member, tz, prog, rnd, acct, a.ledger, due, a.expiry, a.granularity
+      FROM wallet.members m
+      JOIN wallet.programs x ON x.merchant_id = m.merchant_id AND x.currency = record_purchase_full.currency AND x.closed_at IS NULL
+      JOIN wallet.accounts y ON y.program_id = x.program_id AND y.member_ref = m.member_ref
+     WHERE m.merchant_id = record_purchase_full.merchant_id AND m.member_ref = record_purchase_full.member_ref
+       FOR NO KEY UPDATE OF y;
+    IF FOUND THEN
+        a.program_id := prog;
+        a.closed := false;
+        a.at := clock_timestamp();
+        IF due <= a.at THEN
+            PERFORM wallet_internal.settle_account(acct, a.at, a.at);
+            SELECT y.ledger INTO a.ledger FROM wallet.accounts y WHERE y.account_id = acct;
+        END IF;
+    ELSE
+        -- a new member, a member without an account yet, or no program earning in the currency
+        SELECT * INTO member, tz, prog, rnd, acct FROM wallet_internal.purchase_context(merchant_id, member_ref, currency);
+        IF member IS NULL THEN
+            member := wallet_internal.member_ensure(merchant_id, member_ref);
+        END IF;
+        IF prog IS NOT NULL THEN
+            IF acct IS NULL THEN
+                acct := wallet.open_account(prog, member_ref);
+            END IF;
+            a := wallet_internal.lock_account(acct);
+        END IF;
+    END IF;
+    -- the member's tier and first purchase are read after the lock: a posting
+    -- that changed the tier, a purchase of the member, have committed by now
+    ev := wallet_internal.purchase_points(merchant_id, prog, rnd, member, acct, tz, amount, currency, occurred_at, attributes);
+    -- the purchase first (tiers read spend in the window), with the entry's id to come
+    INSERT INTO wallet.purchases (merchant_id, member_id, order_ref, amount, currency, occurred_at, attributes,
+                                  program_id, account_id, points, entry_id, rules)
+    VALUES (merchant_id, member, order_ref, amount, currency, occurred_at, attributes, prog, acct, ev.points,
+            CASE WHEN ev.points > 0 THEN nextval('wallet.entries_entry_id_seq') END, ev.rules)
+    ON CONFLICT ON CONSTRAINT purchases_merchant_id_order_ref_key DO NOTHING
+    RETURNING * INTO p;
+    IF p.purchase_id IS NULL THEN
+        -- a retry, or a concurrent call recorded the order first (committed by now)
+        SELECT * INTO p FROM wallet.purchases x WHERE x.merchant_id = record_purchase_full.merchant_id AND x.order_ref = record_purchase_full.order_ref;
+        RETURN wallet_internal.purchase_retry(p, member_ref, amount, currency);
+    END IF;
+    IF ev.counters <> '[]' THEN
+        INSERT INTO wallet.earning_counters AS c (merchant_id, member_id, rule_id, day, points)
+        SELECT record_purchase_full.merchant_id, member, x.rule_id, x.day, x.points
+          FROM jsonb_to_recordset(ev.counters) AS x(rule_id bigint, day date, points bigint)
+        ON CONFLICT ON CONSTRAINT earning_counters_key DO UPDATE SET points = c.points + excluded.points;
+    END IF;
+    IF p.points > 0 THEN
+        -- what wallet_internal.post_once does for a posting without a prior entry
+        IF a.closed THEN
+            PERFORM wallet_internal.program_closed(prog);
+        END IF;
+        e.entry_id := p.entry_id;
+        e.account_id := acct;
+        e.kind := 'accrue';
+        e.idempotency_key := 'purchase:' || order_ref;
+        e.reason := 'purchase';
+        e.reference := order_ref;
+        e.created_at := a.at;
+        e.points := p.points;
+        e.expires_at := wallet.policy_expiry(a.at, a.expiry, a.granularity);
+        PERFORM wallet_internal.post_entry(a.ledger, e);
+    END IF;
+    -- the offers named (issue 11: offers.sql), after the purchase's own posting
+    IF offers IS NOT NULL OR quote_id IS NOT NULL THEN
+        PERFORM wallet_internal.offers_consume(p, member_ref, tz, offers, codes, quote_id);
+    END IF;
+    RETURN (p.purchase_id, p.order_ref, p.member_id, p.program_id, p.account_id, p.amount, p.currency, p.occurred_at,
+            p.points, p.entry_id, p.rules)::wallet.purchase_result;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.record_purchase_full(bigint, text, text, numeric, text, timestamptz, jsonb, bigint[], text[], bigint) IS 'internal: wallet.record_purchase in PL/pgSQL, for every case its C fast path leaves to it (offers, codes, quotes, a new member or account, no earning program, invalid arguments)';
+
+CREATE OR REPLACE FUNCTION wallet_internal.push_check_windows(open_window interval, delivery_window interval) RETURNS void
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF open_window IS NULL OR delivery_window IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN open_window IS NULL THEN 'open_window' ELSE 'delivery_window' END
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = 'A purchase counts for a message within open_window after an open or delivery_window after delivery.';
+    END IF;
+    IF open_window < interval '0' OR open_window > interval '100 years'
+       OR delivery_window < interval '0' OR delivery_window > interval '100 years' THEN
+        RAISE EXCEPTION '% must not be negative nor longer than 100 years',
+                        CASE WHEN open_window < interval '0' OR open_window > interval '100 years' THEN 'open_window' ELSE 'delivery_window' END
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A purchase counts for a message within open_window after an open or delivery_window after delivery; each window is 0 to 100 years.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_check_windows(interval, interval) IS 'internal: raises 22004 for a NULL attribution window, 22023 for one that is negative or longer than 100 years (push_stats, push_funnel)';
+
+CREATE OR REPLACE FUNCTION wallet.push_stats(merchant_id bigint, campaign_id bigint DEFAULT NULL, open_window interval DEFAULT '24 hours',
+        delivery_window interval DEFAULT '72 hours')
+    RETURNS TABLE (campaign bigint, topic text, issued bigint, sent bigint, delivered bigint, opened bigint, clicked bigint,
+                   unsubscribed bigint, complained bigint, converted bigint, revenue numeric, open_rate numeric,
+                   click_rate numeric, conversion_rate numeric, unsubscribe_rate numeric, complaint_rate numeric)
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM wallet_internal.check_merchant($1);
+    IF $2 IS NOT NULL AND NOT EXISTS (SELECT FROM wallet.campaigns c WHERE c.campaign_id = $2 AND c.merchant_id = $1) THEN
+        RAISE EXCEPTION 'campaign % does not exist', $2
+            USING ERRCODE = 'WL101', DETAIL = 'Figures are per campaign of the merchant, or of all its messages (NULL).';
+    END IF;
+    PERFORM wallet_internal.push_check_windows($3, $4);
+    RETURN QUERY
+    WITH m AS (
+        SELECT x.push_id, x.campaign_id, x.topic, x.outcome, x.status,
+               EXISTS (SELECT FROM wallet.push_events e WHERE e.push_id = x.push_id AND e.kind = 'delivered') AS delivered,
+               EXISTS (SELECT FROM wallet.push_events e WHERE e.push_id = x.push_id AND e.kind = 'opened') AS opened,
+               EXISTS (SELECT FROM wallet.push_events e WHERE e.push_id = x.push_id AND e.kind = 'clicked') AS clicked,
+               EXISTS (SELECT FROM wallet.push_events e WHERE e.push_id = x.push_id AND e.kind = 'unsubscribed') AS unsubscribed,
+               EXISTS (SELECT FROM wallet.push_events e WHERE e.push_id = x.push_id AND e.kind = 'complained') AS complained,
+               a.purchases, a.revenue
+          FROM wallet.push_messages x
+          LEFT JOIN wallet_internal.push_attribution($1, $2, $3, $4) a ON a.push_id = x.push_id
+         WHERE x.merchant_id = $1 AND ($2 IS NULL OR x.campaign_id = $2)),
+    g AS (
+        SELECT m.campaign_id, m.topic,
+               count(*) FILTER (WHERE m.outcome IN ('queued', 'deferred')) AS issued,
+               count(*) FILTER (WHERE m.status = 'sent') AS sent,
+               count(*) FILTER (WHERE m.delivered) AS delivered, count(*) FILTER (WHERE m.opened) AS opened,
+               count(*) FILTER (WHERE m.clicked) AS clicked, count(*) FILTER (WHERE m.unsubscribed) AS unsubscribed,
+               count(*) FILTER (WHERE m.complained) AS complained, count(*) FILTER (WHERE m.purchases > 0) AS converted,
+               coalesce(sum(m.revenue), 0) AS revenue
+          FROM m GROUP BY m.campaign_id, m.topic)
+    SELECT g.campaign_id, g.topic, g.issued, g.sent, g.delivered, g.opened, g.clicked, g.unsubscribed, g.complained, g.converted,
+           g.revenue,
+           round(g.opened::numeric / nullif(g.sent, 0), 4), round(g.clicked::numeric / nullif(g.sent, 0), 4),
+           round(g.converted::numeric / nullif(g.sent, 0), 4), round(g.unsubscribed::numeric / nullif(g.sent, 0), 4),
+           round(g.complained::numeric / nullif(g.sent, 0), 4)
+      FROM g ORDER BY g.campaign_id NULLS FIRST, g.topic;
+END
+$$;
+COMMENT ON FUNCTION wallet.push_stats(bigint, bigint, interval, interval) IS 'figures per campaign and topic of a merchant''s messages (one campaign, or all): issued, sent, delivered, opened, clicked, unsubscribed, complained, converted (a purchase attributed, last touch, within open_window after an open or delivery_window after delivery) and net revenue attributed; rates per message sent';
+
+CREATE OR REPLACE FUNCTION wallet.push_funnel(merchant_id bigint, campaign_id bigint, open_window interval DEFAULT '24 hours',
+        delivery_window interval DEFAULT '72 hours')
+    RETURNS TABLE (stage text, members bigint)
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    PERFORM wallet_internal.check_merchant($1);
+    IF $2 IS NULL OR NOT EXISTS (SELECT FROM wallet.campaigns c WHERE c.campaign_id = $2 AND c.merchant_id = $1) THEN
+        IF $2 IS NULL THEN
+            RAISE EXCEPTION 'campaign_id must not be null'
+                USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The funnel is a campaign''s.';
+        END IF;
+        RAISE EXCEPTION 'campaign % does not exist', $2
+            USING ERRCODE = 'WL101', DETAIL = 'The funnel is of a campaign of the merchant.';
+    END IF;
+    PERFORM wallet_internal.push_check_windows($3, $4);
+    -- one query: the members at each stage (a member counts at a stage once, whatever it got)
+    RETURN QUERY
+    WITH m AS (
+        SELECT x.push_id, x.member_id, x.status, x.sent_at, a.purchases
+          FROM wallet.push_messages x
+          LEFT JOIN wallet_internal.push_attribution($1, $2, $3, $4) a ON a.push_id = x.push_id
+         WHERE x.merchant_id = $1 AND x.campaign_id = $2 AND x.outcome IN ('queued', 'deferred'))
+    SELECT s.stage, s.n FROM (VALUES
+        (1, 'issued', (SELECT count(DISTINCT m.member_id) FROM m)),
+        (2, 'delivered', (SELECT count(DISTINCT m.member_id) FROM m WHERE m.status = 'sent'
+                             AND EXISTS (SELECT FROM wallet.push_events e WHERE e.push_id = m.push_id AND e.kind = 'delivered'))),
+        (3, 'opened', (SELECT count(DISTINCT m.member_id) FROM m
+                        WHERE EXISTS (SELECT FROM wallet.push_events e WHERE e.push_id = m.push_id AND e.kind = 'opened'))),
+        (4, 'code redeemed', (SELECT count(DISTINCT m.member_id) FROM m JOIN wallet.members w ON w.member_id = m.member_id
+                               WHERE m.status = 'sent'
+                                 AND EXISTS (SELECT FROM wallet.code_redemptions r
+                                              WHERE r.campaign_id = $2 AND r.member_ref = w.member_ref AND r.undone_at IS NULL
+                                                AND r.redeemed_at >= m.sent_at))),
+        (5, 'purchased', (SELECT count(DISTINCT m.member_id) FROM m WHERE m.purchases > 0))) AS s (n_order, stage, n)
+     ORDER BY s.n_order;
+END
+$$;
+COMMENT ON FUNCTION wallet.push_funnel(bigint, bigint, interval, interval) IS 'a campaign''s funnel in members: issued (queued or deferred), delivered (a delivered event), opened, code redeemed (a code of the campaign redeemed after a send, not undone), purchased (a purchase attributed as push_stats does)';
+
+CREATE OR REPLACE FUNCTION wallet.quote_offers(merchant_id bigint, member_ref text, amount numeric, currency text,
+        occurred_at timestamptz DEFAULT now(), attributes jsonb DEFAULT '{}', codes text[] DEFAULT NULL,
+        hold_ttl interval DEFAULT NULL)
+    RETURNS SETOF wallet.offer_quote
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    member bigint;
+    tz text;
+    prog bigint;
+    rnd text;
+    acct bigint;
+    e record;
+    u record;
+    hid bigint;
+    hexp timestamptz;
+    st wallet.budget_status;
+    got bigint;
+    items jsonb := '[]';
+    res wallet.offer_quote[] := '{}';
+    q wallet.offer_quote;
+    qid bigint;
+    exp timestamptz;
+    i int;
+BEGIN
+    PERFORM wallet_internal.purchase_check(merchant_id, member_ref, 'quote', amount, currency, occurred_at, attributes);
+    PERFORM wallet_internal.purchase_check_codes(codes);
+    IF hold_ttl <= interval '0' OR hold_ttl > interval '1 day' THEN
+        RAISE EXCEPTION 'hold_ttl must be between 0 and 1 day'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A quote holds its budget for a checkout: a positive time of at most a day.';
+    END IF;
+    SELECT * INTO member, tz, prog, rnd, acct FROM wallet_internal.purchase_context(merchant_id, member_ref, currency);
+    IF member IS NULL THEN
+        -- the holdout group is drawn by member id: the member is registered as its purchase would
+        member := wallet_internal.member_ensure(merchant_id, member_ref);
+    END IF;
+    IF hold_ttl IS NOT NULL THEN
+        exp := clock_timestamp() + hold_ttl;
+    END IF;
+    -- budgets in campaign order (the budget API's deadlock rule)
+    FOR e IN SELECT * FROM wallet_internal.offers_eval(merchant_id, member, member_ref, tz, acct,
+                                                       NOT EXISTS (SELECT FROM wallet.purchases x
+                                                                    WHERE x.merchant_id = quote_offers.merchant_id AND x.member_id = member),
+                                                       amount, currency, occurred_at, attributes, codes, NULL) v
+              ORDER BY v.campaign_id, v.offer_id LOOP
+        q := (NULL, e.offer_id, e.campaign_id, e.name, e.kind, e.status, e.discount, e.points, exp);
+        hid := NULL;
+        got := 0;
+        IF e.status = 'ok' THEN
+            u := wallet_internal.offer_units(e.campaign_id, e.kind, e.discount, e.points);
+            IF u.units = -1 THEN
+                q.status := 'no_budget';
+            ELSIF u.units > 0 THEN
+                IF hold_ttl IS NOT NULL THEN
+                    SELECT * INTO hid, got, hexp
+                      FROM wallet_internal.budget_hold(e.campaign_id, u.units, hold_ttl, e.allow_partial AND u.unit <> 'redemptions');
+                ELSE
+                    st := wallet_internal.budget_status(e.campaign_id);
+                    got := CASE WHEN st.remaining >= u.units THEN u.units WHEN e.allow_partial AND u.unit <> 'redemptions' THEN st.remaining ELSE 0 END;
+                END IF;
+                IF got = 0 THEN
+                    q.status := 'no_budget';
+                ELSIF got < u.units THEN
+                    q.status := 'partial';
+                    IF e.kind = 'cashback' THEN q.points := got; ELSE q.discount := round(got / 100.0, 2); END IF;
+                END IF;
+            END IF;
+        END IF;
+        IF q.status NOT IN ('ok', 'partial') THEN
+            q.discount := 0;
+            q.points := 0;
+        END IF;
+        res := res || q;
+        items := items || jsonb_build_object('offer_id', e.offer_id, 'campaign_id', e.campaign_id, 'status', q.status,
+                                             'discount', q.discount, 'points', q.points, 'units', CASE WHEN hid IS NOT NULL THEN got ELSE 0 END,
+                                             'hold_id', hid, 'code', e.code);
+    END LOOP;
+    IF hold_ttl IS NOT NULL THEN
+        INSERT INTO wallet.offer_quotes (merchant_id, member_id, amount, currency, items, expires_at)
+        VALUES (merchant_id, member, amount, currency, items, exp)
+        RETURNING quote_id INTO qid;
+    END IF;
+    FOR i IN 1..cardinality(res) LOOP
+        q := res[i];
+        q.quote_id := qid;
+        RETURN NEXT q;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION wallet.quote_offers(bigint, text, numeric, text, timestamptz, jsonb, text[], interval) IS 'the offers whose conditions hold for a basket (the member''s target group only) and what each is worth given caps, codes, stacking and the campaign''s budget; consumes nothing, but with hold_ttl holds the budget for the checkout (the rows carry a quote_id for wallet.record_purchase; the holds stop counting at expires_at); registers an unknown member';
+
 -- == 10z. shared objects, final (issues 10-12)
 -- Objects that several sections above re-create (each with what its area
 -- added): their final definitions, exactly as the parts have them.

@@ -519,16 +519,7 @@ DECLARE
     i int;
 BEGIN
     PERFORM wallet_internal.purchase_check(merchant_id, member_ref, 'quote', amount, currency, occurred_at, attributes);
-    -- the codes, like every text argument: no NULL (22004), blank or
-    -- over-long (22023) one (the same check in record_purchase_full)
-    IF EXISTS (SELECT FROM unnest(codes) c WHERE c IS NULL) THEN
-        RAISE EXCEPTION 'codes must not contain null'
-            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Every element of codes is the text of a marketing code.';
-    END IF;
-    IF EXISTS (SELECT FROM unnest(codes) c WHERE btrim(c) = '' OR length(c) > 256) THEN
-        RAISE EXCEPTION 'codes must not contain a blank code or one longer than 256 characters'
-            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Every element of codes is a non-blank text of at most 256 characters.';
-    END IF;
+    PERFORM wallet_internal.purchase_check_codes(codes);
     IF hold_ttl <= interval '0' OR hold_ttl > interval '1 day' THEN
         RAISE EXCEPTION 'hold_ttl must be between 0 and 1 day'
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A quote holds its budget for a checkout: a positive time of at most a day.';

@@ -613,6 +613,25 @@ END
 $$;
 COMMENT ON FUNCTION wallet_internal.purchase_context(bigint, text, text) IS 'internal: the member and its time zone, the merchant''s open program earning in the currency with its rounding, and the member''s account in it (each NULL when there is none)';
 
+-- The codes of a checkout, like every text argument: no NULL (22004), no
+-- blank or over-long (22023) one (record_purchase and quote_offers).
+CREATE FUNCTION wallet_internal.purchase_check_codes(codes text[]) RETURNS void
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF EXISTS (SELECT FROM unnest(codes) c WHERE c IS NULL) THEN
+        RAISE EXCEPTION 'codes must not contain null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Every element of codes is the text of a marketing code.';
+    END IF;
+    IF EXISTS (SELECT FROM unnest(codes) c WHERE btrim(c) = '' OR length(c) > 256) THEN
+        RAISE EXCEPTION 'codes must not contain a blank code or one longer than 256 characters'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Every element of codes is a non-blank text of at most 256 characters.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.purchase_check_codes(text[]) IS 'internal: raises 22004 for a NULL element of a checkout''s codes, 22023 for a blank one or one longer than 256 characters (record_purchase, quote_offers)';
+
 -- The whole of wallet.record_purchase in PL/pgSQL: what its C fast path
 -- (src/purchase.c) leaves to it (offers and codes, a new member or account,
 -- no program earning in the currency, any argument it would refuse), with
@@ -636,16 +655,7 @@ DECLARE
     ev record;
 BEGIN
     PERFORM wallet_internal.purchase_check(merchant_id, member_ref, order_ref, amount, currency, occurred_at, attributes);
-    -- the codes, like every text argument: no NULL (22004), blank or
-    -- over-long (22023) one (the same check in wallet.quote_offers)
-    IF EXISTS (SELECT FROM unnest(codes) c WHERE c IS NULL) THEN
-        RAISE EXCEPTION 'codes must not contain null'
-            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Every element of codes is the text of a marketing code.';
-    END IF;
-    IF EXISTS (SELECT FROM unnest(codes) c WHERE btrim(c) = '' OR length(c) > 256) THEN
-        RAISE EXCEPTION 'codes must not contain a blank code or one longer than 256 characters'
-            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Every element of codes is a non-blank text of at most 256 characters.';
-    END IF;
+    PERFORM wallet_internal.purchase_check_codes(codes);
     -- A retry is found by the insert of the purchase below (ON CONFLICT), not
     -- by a lookup first: retries are rare, a lookup would cost every call.
     -- The usual case in one statement: a known member with an account in the

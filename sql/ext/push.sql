@@ -1808,6 +1808,29 @@ END
 $$;
 COMMENT ON FUNCTION wallet_internal.push_attribution(bigint, bigint, interval, interval) IS 'internal: each sent message of the merchant (of the campaign, if given) with the purchases attributed to it (last touch within open_window after its first open or delivery_window after its delivery) and their net revenue';
 
+-- The attribution windows of the metrics, checked alike in push_stats and
+-- push_funnel.
+CREATE FUNCTION wallet_internal.push_check_windows(open_window interval, delivery_window interval) RETURNS void
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF open_window IS NULL OR delivery_window IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN open_window IS NULL THEN 'open_window' ELSE 'delivery_window' END
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = 'A purchase counts for a message within open_window after an open or delivery_window after delivery.';
+    END IF;
+    IF open_window < interval '0' OR open_window > interval '100 years'
+       OR delivery_window < interval '0' OR delivery_window > interval '100 years' THEN
+        RAISE EXCEPTION '% must not be negative nor longer than 100 years',
+                        CASE WHEN open_window < interval '0' OR open_window > interval '100 years' THEN 'open_window' ELSE 'delivery_window' END
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A purchase counts for a message within open_window after an open or delivery_window after delivery; each window is 0 to 100 years.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_check_windows(interval, interval) IS 'internal: raises 22004 for a NULL attribution window, 22023 for one that is negative or longer than 100 years (push_stats, push_funnel)';
+
 CREATE FUNCTION wallet.push_stats(merchant_id bigint, campaign_id bigint DEFAULT NULL, open_window interval DEFAULT '24 hours',
         delivery_window interval DEFAULT '72 hours')
     RETURNS TABLE (campaign bigint, topic text, issued bigint, sent bigint, delivered bigint, opened bigint, clicked bigint,
@@ -1823,19 +1846,7 @@ BEGIN
         RAISE EXCEPTION 'campaign % does not exist', $2
             USING ERRCODE = 'WL101', DETAIL = 'Figures are per campaign of the merchant, or of all its messages (NULL).';
     END IF;
-    -- the attribution windows, checked alike in push_stats and push_funnel
-    IF $3 IS NULL OR $4 IS NULL THEN
-        RAISE EXCEPTION '% must not be null', CASE WHEN $3 IS NULL THEN 'open_window' ELSE 'delivery_window' END
-            USING ERRCODE = 'null_value_not_allowed',
-                  DETAIL = 'A purchase counts for a message within open_window after an open or delivery_window after delivery.';
-    END IF;
-    IF $3 < interval '0' OR $3 > interval '100 years'
-       OR $4 < interval '0' OR $4 > interval '100 years' THEN
-        RAISE EXCEPTION '% must not be negative nor longer than 100 years',
-                        CASE WHEN $3 < interval '0' OR $3 > interval '100 years' THEN 'open_window' ELSE 'delivery_window' END
-            USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = 'A purchase counts for a message within open_window after an open or delivery_window after delivery; each window is 0 to 100 years.';
-    END IF;
+    PERFORM wallet_internal.push_check_windows($3, $4);
     RETURN QUERY
     WITH m AS (
         SELECT x.push_id, x.campaign_id, x.topic, x.outcome, x.status,
@@ -1883,19 +1894,7 @@ BEGIN
         RAISE EXCEPTION 'campaign % does not exist', $2
             USING ERRCODE = 'WL101', DETAIL = 'The funnel is of a campaign of the merchant.';
     END IF;
-    -- the attribution windows, checked alike in push_stats and push_funnel
-    IF $3 IS NULL OR $4 IS NULL THEN
-        RAISE EXCEPTION '% must not be null', CASE WHEN $3 IS NULL THEN 'open_window' ELSE 'delivery_window' END
-            USING ERRCODE = 'null_value_not_allowed',
-                  DETAIL = 'A purchase counts for a message within open_window after an open or delivery_window after delivery.';
-    END IF;
-    IF $3 < interval '0' OR $3 > interval '100 years'
-       OR $4 < interval '0' OR $4 > interval '100 years' THEN
-        RAISE EXCEPTION '% must not be negative nor longer than 100 years',
-                        CASE WHEN $3 < interval '0' OR $3 > interval '100 years' THEN 'open_window' ELSE 'delivery_window' END
-            USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = 'A purchase counts for a message within open_window after an open or delivery_window after delivery; each window is 0 to 100 years.';
-    END IF;
+    PERFORM wallet_internal.push_check_windows($3, $4);
     -- one query: the members at each stage (a member counts at a stage once, whatever it got)
     RETURN QUERY
     WITH m AS (

@@ -600,6 +600,8 @@ wallet_internal.push_attribution(bigint,bigint,interval,interval)	ok	^[0-9]+\|0\
 wallet_internal.push_check_name(text,text)	22023	-	SELECT wallet_internal.push_check_name('channel', 'Bad Name')
 wallet_internal.push_check_quiet(time without time zone,time without time zone)	22023	-	SELECT wallet_internal.push_check_quiet('22:00', NULL)
 wallet_internal.push_check_lease(interval)	22023	-	SELECT wallet_internal.push_check_lease('-1 minute')
+wallet_internal.push_check_windows(interval,interval)	22023	-	SELECT wallet_internal.push_check_windows('-1 hour', '1 hour')
+wallet_internal.purchase_check_codes(text[])	22023	-	SELECT wallet_internal.purchase_check_codes(ARRAY[' '])
 wallet_internal.push_check_message(bigint,text,text,jsonb,bigint,text,timestamp with time zone,integer)	WL101	-	SELECT wallet_internal.push_check_message($m, 'sp_push', 'marketing', '{}', -1, NULL, 'now', 0)
 wallet_internal.push_member(bigint,text)	ok	^[0-9]+\|$m\|member-p\|	SELECT * FROM wallet_internal.push_member($m, 'member-p')
 wallet_internal.push_lock_member(bigint,boolean)	ok	^t$	SELECT wallet_internal.push_lock_member(1, false)

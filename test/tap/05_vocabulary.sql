@@ -644,6 +644,8 @@ INSERT INTO vocab (fn, what, expect, call) VALUES
 ('wallet_internal.push_ack_many(bigint[],text[])', '-', 'internal', NULL),
 ('wallet_internal.push_carry(smallint,smallint)', '-', 'internal', NULL),
 ('wallet_internal.push_check_lease(interval)', '-', 'internal', NULL),
+('wallet_internal.push_check_windows(interval,interval)', '-', 'internal', NULL),
+('wallet_internal.purchase_check_codes(text[])', '-', 'internal', NULL),
 ('wallet_internal.push_check_message(bigint,text,text,jsonb,bigint,text,timestamp with time zone,integer)', '-', 'internal', NULL),
 ('wallet.record_push_event(bigint,text,timestamp with time zone)', 'push_id NULL', '22004', $$SELECT wallet.record_push_event(NULL, 'opened')$$),
 ('wallet.record_push_event(bigint,text,timestamp with time zone)', 'kind NULL', '22004', $$SELECT wallet.record_push_event({unknown}, NULL)$$),
