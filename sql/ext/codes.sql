@@ -505,8 +505,8 @@ BEGIN
         RAISE EXCEPTION 'campaign name must not be null'
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A campaign needs a name that people can recognise.';
     END IF;
-    IF btrim(name) = '' THEN
-        RAISE EXCEPTION 'campaign name must not be blank'
+    IF btrim(name) = '' OR length(name) > 200 THEN
+        RAISE EXCEPTION 'campaign name must not be %', CASE WHEN btrim(name) = '' THEN 'blank' ELSE 'longer than 200 characters' END
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A campaign needs a name that people can recognise.';
     END IF;
     IF pfx IS NOT NULL AND pfx !~ '^[A-Z0-9]{1,8}$' THEN

@@ -46,8 +46,8 @@ BEGIN
             USING ERRCODE = 'null_value_not_allowed',
                   DETAIL = 'A merchant needs a name that people can recognise.';
     END IF;
-    IF btrim(name) = '' THEN
-        RAISE EXCEPTION 'merchant name must not be blank'
+    IF btrim(name) = '' OR length(name) > 200 THEN
+        RAISE EXCEPTION 'merchant name must not be %', CASE WHEN btrim(name) = '' THEN 'blank' ELSE 'longer than 200 characters' END
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = 'A merchant needs a name that people can recognise.';
     END IF;

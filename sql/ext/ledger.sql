@@ -546,8 +546,8 @@ BEGIN
         RAISE EXCEPTION '% must not be null', CASE WHEN merchant_id IS NULL THEN 'merchant_id' WHEN name IS NULL THEN 'program name' ELSE 'granularity' END
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A points program belongs to a merchant and has a name and an expiry granularity.';
     END IF;
-    IF btrim(name) = '' THEN
-        RAISE EXCEPTION 'program name must not be blank'
+    IF btrim(name) = '' OR length(name) > 200 THEN
+        RAISE EXCEPTION 'program name must not be %', CASE WHEN btrim(name) = '' THEN 'blank' ELSE 'longer than 200 characters' END
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A points program needs a name that people can recognise.';
     END IF;
     IF expiry IS NOT NULL AND expiry <= interval '0' THEN
@@ -658,8 +658,8 @@ BEGIN
         RAISE EXCEPTION '% must not be null', CASE WHEN program_id IS NULL THEN 'program_id' ELSE 'member_ref' END
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'An account is found by its program and the merchant app''s own user id.';
     END IF;
-    IF btrim(member_ref) = '' THEN
-        RAISE EXCEPTION 'member reference must not be blank'
+    IF btrim(member_ref) = '' OR length(member_ref) > 256 THEN
+        RAISE EXCEPTION 'member reference must not be %', CASE WHEN btrim(member_ref) = '' THEN 'blank' ELSE 'longer than 256 characters' END
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An account is found by the merchant app''s own user id.';
     END IF;
     IF NOT EXISTS (SELECT FROM wallet.programs p WHERE p.program_id = find_account.program_id AND wallet.acts_for(p.merchant_id)) THEN

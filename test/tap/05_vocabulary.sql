@@ -56,6 +56,7 @@ INSERT INTO vocab (fn, what, expect, call) VALUES
 ('wallet.version()', '-', 'no arguments', NULL),
 ('wallet.create_merchant(text)', 'name NULL', '22004', 'SELECT wallet.create_merchant(NULL)'),
 ('wallet.create_merchant(text)', 'name blank', '22023', $$SELECT wallet.create_merchant('  ')$$),
+('wallet.create_merchant(text)', 'name oversized', '22023', $$SELECT wallet.create_merchant('{long}')$$),
 -- roles and merchants (issue 9)
 ('wallet.acts_for(bigint)', 'merchant_id NULL', 'null', 'SELECT wallet.acts_for(NULL)'),
 ('wallet.my_merchants()', '-', 'no arguments', NULL),
@@ -102,6 +103,7 @@ INSERT INTO vocab (fn, what, expect, call) VALUES
 ('wallet.create_campaign(bigint,text,text,integer,timestamp with time zone,timestamp with time zone,integer,integer,bigint)', 'merchant_id NULL', '22004', $$SELECT wallet.create_campaign(NULL, 'x')$$),
 ('wallet.create_campaign(bigint,text,text,integer,timestamp with time zone,timestamp with time zone,integer,integer,bigint)', 'name NULL', '22004', 'SELECT wallet.create_campaign({m}, NULL)'),
 ('wallet.create_campaign(bigint,text,text,integer,timestamp with time zone,timestamp with time zone,integer,integer,bigint)', 'name blank', '22023', $$SELECT wallet.create_campaign({m}, ' ')$$),
+('wallet.create_campaign(bigint,text,text,integer,timestamp with time zone,timestamp with time zone,integer,integer,bigint)', 'name oversized', '22023', $$SELECT wallet.create_campaign({m}, '{long}')$$),
 ('wallet.create_campaign(bigint,text,text,integer,timestamp with time zone,timestamp with time zone,integer,integer,bigint)', 'prefix blank', '22023', $$SELECT wallet.create_campaign({m}, 'x', '')$$),
 ('wallet.create_campaign(bigint,text,text,integer,timestamp with time zone,timestamp with time zone,integer,integer,bigint)', 'prefix oversized', '22023', $$SELECT wallet.create_campaign({m}, 'x', 'ABCDEFGHI')$$),
 ('wallet.create_campaign(bigint,text,text,integer,timestamp with time zone,timestamp with time zone,integer,integer,bigint)', 'mac_bits NULL', '22004', $$SELECT wallet.create_campaign({m}, 'x', mac_bits => NULL)$$),
@@ -204,6 +206,7 @@ INSERT INTO vocab (fn, what, expect, call) VALUES
 ('wallet.create_program(bigint,text,interval,text)', 'name NULL', '22004', 'SELECT wallet.create_program({m}, NULL)'),
 ('wallet.create_program(bigint,text,interval,text)', 'granularity NULL', '22004', $$SELECT wallet.create_program({m}, 'x', NULL, NULL)$$),
 ('wallet.create_program(bigint,text,interval,text)', 'name blank', '22023', $$SELECT wallet.create_program({m}, '')$$),
+('wallet.create_program(bigint,text,interval,text)', 'name oversized', '22023', $$SELECT wallet.create_program({m}, '{long}')$$),
 ('wallet.create_program(bigint,text,interval,text)', 'granularity blank', '22023', $$SELECT wallet.create_program({m}, 'x', NULL, '')$$),
 ('wallet.create_program(bigint,text,interval,text)', 'unknown merchant', 'WL102', $$SELECT wallet.create_program({unknown}, 'x')$$),
 ('wallet.close_program(bigint)', 'program_id NULL', '22004', 'SELECT wallet.close_program(NULL)'),
@@ -266,6 +269,7 @@ INSERT INTO vocab (fn, what, expect, call) VALUES
 ('wallet.run_maintenance()', '-', 'no arguments', NULL),
 ('wallet.find_account(bigint,text)', 'program_id NULL', '22004', $$SELECT wallet.find_account(NULL, 'm')$$),
 ('wallet.find_account(bigint,text)', 'member_ref NULL', '22004', 'SELECT wallet.find_account({p}, NULL)'),
+('wallet.find_account(bigint,text)', 'member_ref oversized', '22023', $$SELECT wallet.find_account({p}, '{long}')$$),
 ('wallet.find_account(bigint,text)', 'member_ref blank', '22023', $$SELECT wallet.find_account({p}, ' ')$$),
 ('wallet.find_account(bigint,text)', 'unknown program', 'WL214', $$SELECT wallet.find_account({unknown}, 'm')$$),
 -- points ledger: reading
