@@ -69,7 +69,7 @@ echo "== pgTAP"
 tapfiles=(); for f in test/tap/*.sql; do only "$f" && tapfiles+=("$f"); done
 if [ ${#tapfiles[@]} -gt 0 ]; then
     psql -qX -v ON_ERROR_STOP=1 -c "CREATE DATABASE wallet_tap" >/dev/null &&
-    psql -qX -v ON_ERROR_STOP=1 -d wallet_tap -c "CREATE EXTENSION pgtap; CREATE EXTENSION wallet;" >/dev/null || exit 1
+    psql -qX -v ON_ERROR_STOP=1 -d wallet_tap -c "CREATE EXTENSION pgtap; CREATE EXTENSION wallet;" -f test/tap_helpers.sql >/dev/null || exit 1
     pg_prove -v -d wallet_tap "${tapfiles[@]}" > "$TMPD/tap.out" 2>&1; rc=$?
     grep -vE '^[[:space:]]*ok [0-9]+' "$TMPD/tap.out"
     count_tap "$TMPD/tap.out"

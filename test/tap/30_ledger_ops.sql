@@ -603,18 +603,7 @@ SELECT is_empty($$SELECT tag, sqlstate, message FROM op_errors$$, 'no operation 
 
 
 -- create_program: WL102 with a detail
-CREATE FUNCTION pg_temp.error_of(sql text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-    st text; msg text; det text;
-BEGIN
-    EXECUTE sql;
-    RETURN 'no error';
-EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL;
-    RETURN st || ' ' || msg || ' / ' || coalesce(nullif(det, ''), '(no detail)');
-END
-$$;
-SELECT is(pg_temp.error_of($$SELECT wallet.create_program(999999999, 'nowhere')$$),
+SELECT is(error_of($$SELECT wallet.create_program(999999999, 'nowhere')$$),
           'WL102 merchant 999999999 does not exist / Programs belong to a merchant registered in wallet.merchants.', 'create_program: WL102 with a detail');
 SELECT * FROM finish();
 ROLLBACK;

@@ -631,47 +631,36 @@ SELECT is((SELECT count(*) FROM wallet.member_events WHERE merchant_id = :mf), 0
 
 -- Errors: every WL101/WL102 has a detail, full sentences; unknown trigger
 -- parameters are refused
-CREATE FUNCTION pg_temp.error_of(sql text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-    st text; msg text; det text;
-BEGIN
-    EXECUTE sql;
-    RETURN 'no error';
-EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL;
-    RETURN st || ' ' || msg || ' / ' || coalesce(nullif(det, ''), '(no detail)');
-END
-$$;
-SELECT is(pg_temp.error_of(format($$SELECT wallet.enqueue_push(%s, 'fin', 'push', 'marketing', '{}', campaign_id => 999999999)$$, :mf)),
+SELECT is(error_of(format($$SELECT wallet.enqueue_push(%s, 'fin', 'push', 'marketing', '{}', campaign_id => 999999999)$$, :mf)),
           'WL101 campaign 999999999 does not exist / A message belongs to a campaign of its merchant, or to none.', 'enqueue_push (C): WL101 with its detail');
-SELECT is(pg_temp.error_of($$SELECT wallet.enqueue_push(999999999, 'fin', 'push', 'marketing', '{}')$$),
+SELECT is(error_of($$SELECT wallet.enqueue_push(999999999, 'fin', 'push', 'marketing', '{}')$$),
           'WL102 merchant 999999999 does not exist / Members belong to a merchant registered in wallet.merchants.', 'enqueue_push (C): WL102 with its detail');
-SELECT is(pg_temp.error_of(format($$SELECT * FROM wallet.enqueue_push_audience(%s, NULL, 'push', 'marketing', '{}', campaign_id => 999999999)$$, :mf)),
+SELECT is(error_of(format($$SELECT * FROM wallet.enqueue_push_audience(%s, NULL, 'push', 'marketing', '{}', campaign_id => 999999999)$$, :mf)),
           'WL101 campaign 999999999 does not exist / A message belongs to a campaign of its merchant, or to none.', 'enqueue_push_audience: WL101 with its detail');
-SELECT is(pg_temp.error_of(format($$SELECT * FROM wallet.push_stats(%s, 999999999)$$, :mf)),
+SELECT is(error_of(format($$SELECT * FROM wallet.push_stats(%s, 999999999)$$, :mf)),
           'WL101 campaign 999999999 does not exist / Figures are per campaign of the merchant, or of all its messages (NULL).', 'push_stats: WL101 with its detail');
-SELECT is(pg_temp.error_of(format($$SELECT * FROM wallet.push_funnel(%s, 999999999)$$, :mf)),
+SELECT is(error_of(format($$SELECT * FROM wallet.push_funnel(%s, 999999999)$$, :mf)),
           'WL101 campaign 999999999 does not exist / The funnel is of a campaign of the merchant.', 'push_funnel: WL101 with its detail');
-SELECT is(pg_temp.error_of(format($$SELECT * FROM wallet.push_retention(%s, 999999999)$$, :mf)),
+SELECT is(error_of(format($$SELECT * FROM wallet.push_retention(%s, 999999999)$$, :mf)),
           'WL101 campaign 999999999 does not exist / Retention is of a campaign of the merchant.', 'push_retention: WL101 with its detail');
-SELECT is(pg_temp.error_of($$SELECT wallet.ack_pushes('{1,2}', '{a}')$$),
+SELECT is(error_of($$SELECT wallet.ack_pushes('{1,2}', '{a}')$$),
           '22023 at most 10000 push_ids, each with a non-blank provider_message_id of at most 200 characters or none / The array provider_message_ids, when given, has one provider id (or NULL) per push_id, in the same order.',
           'ack_pushes: the detail is a sentence');
 SELECT throws_ok($$SELECT wallet.claim_pushes('push', NULL, '1 minute')$$, '22004', 'n must not be null', 'claim_pushes: n NULL is 22004 "n must not be null"');
 SELECT throws_ok($$SELECT wallet.claim_pushes('push', 0, '1 minute')$$, '22023', 'n must be between 1 and 10000', 'claim_pushes: n 0 is 22023');
 SELECT throws_ok(format($$SELECT wallet.create_push_trigger(%s, 'cart_abandoned', 'push', 'marketing', '{}', '{"after_minutes": 5, "bogus": 1}')$$, :mf),
                  '22023', 'invalid trigger parameter "bogus"', 'create_push_trigger: an unknown parameter is 22023');
-SELECT is(pg_temp.error_of(format($$SELECT wallet.create_push_trigger(%s, 'nearby_store', 'push', 'marketing', '{}', '{"radius": 5}')$$, :mf)),
+SELECT is(error_of(format($$SELECT wallet.create_push_trigger(%s, 'nearby_store', 'push', 'marketing', '{}', '{"radius": 5}')$$, :mf)),
           '22023 invalid trigger parameter "radius" / A nearby_store trigger takes {}.', 'create_push_trigger: nearby_store takes no parameter');
 SELECT throws_ok(format($$SELECT wallet.create_push_trigger(%s, 'points_expiring', 'push', 'marketing', '{}', '{"within_days": 5, "to_tier": "gold"}')$$, :mf),
                  '22023', 'invalid trigger parameter "to_tier"', 'create_push_trigger: another kind''s parameter is 22023');
 SELECT throws_ok(format($$SELECT wallet.create_push_trigger(%s, 'tier_changed', 'push', 'marketing', '{}', '{"to_tier": 3}')$$, :mf),
                  '22023', 'invalid trigger parameter "to_tier"', 'create_push_trigger: a to_tier that is no text is 22023');
-SELECT is(pg_temp.error_of(format($$SELECT wallet.create_push_trigger(%s, 'sunrise', 'push', 'marketing', '{}')$$, :mf)),
+SELECT is(error_of(format($$SELECT wallet.create_push_trigger(%s, 'sunrise', 'push', 'marketing', '{}')$$, :mf)),
           '22023 invalid trigger / A trigger''s kind is points_expiring ({"within_days": n}), tier_changed ({} or {"to_tier": name}), cart_abandoned ({"after_minutes": n}) or nearby_store ({}), with no other parameters.',
           'create_push_trigger: the detail of an unknown kind is a sentence');
 SELECT is((SELECT count(*) FROM wallet.push_triggers WHERE merchant_id = :mf), 0::bigint, 'no trigger was created by the refused calls');
-SELECT is(pg_temp.error_of(format($$SELECT wallet.set_push_cap(%s, 'push', 'marketing', 'rolling', 1)$$, :mf)),
+SELECT is(error_of(format($$SELECT wallet.set_push_cap(%s, 'push', 'marketing', 'rolling', 1)$$, :mf)),
           '22023 invalid cap / A cap counts per rolling window (a positive window_size of at most 100 years), day or week (no window_size), defers or drops, and has a positive max_count (NULL removes the cap).',
           'set_push_cap: the detail is a sentence');
 

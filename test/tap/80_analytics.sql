@@ -400,24 +400,13 @@ SELECT cmp_ok((SELECT count(DISTINCT r_score) + count(DISTINCT m_score) FROM wal
 
 
 -- Errors: WL101 with a detail; details are full sentences
-CREATE FUNCTION pg_temp.error_of(sql text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-    st text; msg text; det text;
-BEGIN
-    EXECUTE sql;
-    RETURN 'no error';
-EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL;
-    RETURN st || ' ' || msg || ' / ' || coalesce(nullif(det, ''), '(no detail)');
-END
-$$;
-SELECT is(pg_temp.error_of($$SELECT wallet.set_campaign_audience(999999999, 'everyone')$$),
+SELECT is(error_of($$SELECT wallet.set_campaign_audience(999999999, 'everyone')$$),
           'WL101 campaign 999999999 does not exist / There is no campaign 999999999 of a merchant the caller acts for.', 'set_campaign_audience: WL101 with a detail');
-SELECT is(pg_temp.error_of($$SELECT * FROM wallet.campaign_report(999999999)$$),
+SELECT is(error_of($$SELECT * FROM wallet.campaign_report(999999999)$$),
           'WL101 campaign 999999999 does not exist / There is no campaign 999999999 of a merchant the caller acts for.', 'campaign_report: WL101 with a detail');
-SELECT is(pg_temp.error_of(format($$SELECT wallet.set_campaign_audience(%s, 'tiers', 0, program_id => 999999999, min_rank => 1)$$, :gold)),
+SELECT is(error_of(format($$SELECT wallet.set_campaign_audience(%s, 'tiers', 0, program_id => 999999999, min_rank => 1)$$, :gold)),
           'WL214 unknown program / There is no points program 999999999.', 'set_campaign_audience: WL214 says unknown program, as every function');
-SELECT is(pg_temp.error_of(format($$SELECT wallet.set_campaign_audience(%s, 'everyone', 0, min_rank => 1)$$, :gold)),
+SELECT is(error_of(format($$SELECT wallet.set_campaign_audience(%s, 'everyone', 0, min_rank => 1)$$, :gold)),
           '22023 arguments do not fit audience everyone / The arguments program_id and min_rank are for audience tiers, segments for audience segment, member_refs for audience list.',
           'set_campaign_audience: the detail is a sentence');
 SELECT * FROM finish();

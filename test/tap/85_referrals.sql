@@ -55,23 +55,15 @@ SELECT throws_ok(format($$SELECT wallet.set_referral_program(%s, %s, 1, 1, 30, m
                  'invalid referral terms', 'an infinite min_amount: 22023');
 SELECT throws_ok($$SELECT wallet.expire_referrals('-infinity')$$, '22023', 'as_of must be finite', 'expiring as of -infinity: 22023');
 -- every WL error carries a detail (README "Errors")
-CREATE FUNCTION pg_temp.detail_of(q text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-    d text;
-BEGIN
-    EXECUTE q;
-    RETURN 'no error';
-EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS d = PG_EXCEPTION_DETAIL;
-    RETURN d;
-END
-$$;
-SELECT is(pg_temp.detail_of(format('SELECT wallet.set_referral_program(999999999, %s, 1, 1, 30)', :p)), 'There is no campaign 999999999.',
+SELECT is(error_of(format('SELECT wallet.set_referral_program(999999999, %s, 1, 1, 30)', :p)),
+          'WL101 campaign 999999999 does not exist / There is no campaign 999999999.',
           'WL101 of set_referral_program has a detail');
-SELECT is(pg_temp.detail_of(format($$SELECT wallet.refer(%s, 'x', 'y', 'link', 999999999)$$, :m)), format('Merchant %s has no campaign 999999999.', :m),
+SELECT is(error_of(format($$SELECT wallet.refer(%s, 'x', 'y', 'link', 999999999)$$, :m)),
+          format('WL101 campaign 999999999 does not exist / Merchant %s has no campaign 999999999.', :m),
           'WL101 of refer has a detail');
-SELECT is(pg_temp.detail_of(format($$SELECT wallet.refer(%s, 'x', 'y', 'link', %s)$$, :m, :c_bare)),
-          'A referral earns the rewards of its campaign''s referral program.', 'WL670 has a detail');
+SELECT is(error_of(format($$SELECT wallet.refer(%s, 'x', 'y', 'link', %s)$$, :m, :c_bare)),
+          format('WL670 campaign %s has no referral program / A referral earns the rewards of its campaign''s referral program.', :c_bare),
+          'WL670 has a detail');
 SELECT lives_ok(format('SELECT wallet.set_referral_program(%s, %s, 10, 10, 7)', :c_future, :p), 'a second campaign gets its own program');
 SELECT throws_ok(format($$SELECT wallet.refer(%s, 'x', 'y', 'link', %s)$$, :m, :c_bare), 'WL670', NULL,
                  'refer under a campaign without referral program: WL670');
