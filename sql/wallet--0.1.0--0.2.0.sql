@@ -18939,6 +18939,609 @@ END
 $$;
 COMMENT ON FUNCTION wallet.find_account(bigint, text) IS 'the account of member_ref in the program, or NULL when the member has none (never opens one; read-only)';
 
+-- == 10ah. Audit fixes: a campaign's pushes reach its target group only; tier triggers match tier names; consent evidence not in the future; store radius, location and not_before bounds; NULL messages name the argument
+
+CREATE OR REPLACE FUNCTION wallet_internal.check_merchant(merchant_id bigint) RETURNS void
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF merchant_id IS NULL THEN
+        RAISE EXCEPTION 'merchant_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Every call acts for one merchant, named by its id.';
+    END IF;
+    IF NOT EXISTS (SELECT FROM wallet.merchants m WHERE m.merchant_id = check_merchant.merchant_id)
+       OR NOT wallet.acts_for(merchant_id) THEN
+        RAISE EXCEPTION 'merchant % does not exist', merchant_id
+            USING ERRCODE = 'WL102', DETAIL = format('There is no merchant %s the caller acts for.', merchant_id), HINT = 'Register the merchant with wallet.create_merchant first.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.check_merchant(bigint) IS 'raises 22004 for a NULL merchant id, WL102 for a merchant that does not exist or that the caller does not act for';
+
+CREATE OR REPLACE FUNCTION wallet.reclaim_budget_holds(max_holds int DEFAULT 1000)
+    RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    n bigint := 0;
+    r record;
+    _mine bigint[] := wallet_internal.caller_merchants();   -- NULL: acts for all
+BEGIN
+    IF $1 IS NULL OR $1 < 1 THEN
+        RAISE EXCEPTION 'max_holds must %', CASE WHEN $1 IS NULL THEN 'not be null' ELSE 'be positive' END
+            USING ERRCODE = CASE WHEN $1 IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,
+                  DETAIL = 'Expired holds are tidied up at most max_holds per call.';
+    END IF;
+    -- Hold rows first (SKIP LOCKED: a take reclaiming them has them), then
+    -- each budget's slice, budgets in campaign order.
+    FOR r IN
+        WITH x AS (
+            SELECT h.hold_id FROM wallet.budget_holds h
+             WHERE h.state = 'active' AND h.expires_at <= clock_timestamp()
+               AND (_mine IS NULL OR h.merchant_id = ANY (_mine))
+             ORDER BY h.expires_at LIMIT $1
+             FOR UPDATE SKIP LOCKED),
+        y AS (
+            UPDATE wallet.budget_holds h SET state = 'expired', closed_at = clock_timestamp()
+              FROM x WHERE h.hold_id = x.hold_id
+            RETURNING h.campaign_id, h.units)
+        SELECT y.campaign_id, sum(y.units)::bigint AS units, count(*) AS holds FROM y GROUP BY y.campaign_id ORDER BY y.campaign_id
+    LOOP
+        PERFORM wallet_internal.budget_give_back(r.campaign_id, r.units);
+        n := n + r.holds;
+    END LOOP;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION wallet.reclaim_budget_holds(int) IS
+    'return the units of up to max_holds expired budget holds (of the merchants the caller acts for; every merchant''s for the extension''s owner or a superuser) to their budgets (tidying only: takes reclaim expired holds themselves before refusing); returns the number of holds reclaimed; run by wallet.run_maintenance';
+
+CREATE OR REPLACE FUNCTION wallet_internal.tier_check(program_id bigint, rank int, name text, min_points bigint,
+        min_spend numeric, multiplier numeric, benefits jsonb, tier_id bigint) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    o record;
+BEGIN
+    IF rank IS NULL OR name IS NULL OR min_points IS NULL OR multiplier IS NULL OR benefits IS NULL THEN
+        RAISE EXCEPTION '% must not be null',
+              CASE WHEN rank IS NULL THEN 'rank' WHEN name IS NULL THEN 'name' WHEN min_points IS NULL THEN 'min_points'
+                   WHEN multiplier IS NULL THEN 'multiplier' ELSE 'benefits' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A tier has a rank, a name, a point threshold, a multiplier and benefits.';
+    END IF;
+    IF btrim(name) = '' OR length(name) > 200 THEN
+        RAISE EXCEPTION 'invalid tier name'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A tier''s name has 1 to 200 characters, not all blank.';
+    END IF;
+    -- numeric NaN compares above every number, and Infinity is a numeric:
+    -- both are refused by name (an earning multiplied by them has no points)
+    IF rank < 1 OR min_points < 0 OR min_spend < 0 OR min_spend IN ('NaN', 'Infinity')
+       OR multiplier <= 0 OR multiplier > 100 OR multiplier = 'NaN' OR jsonb_typeof(benefits) <> 'object' THEN
+        RAISE EXCEPTION 'invalid tier'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A tier''s rank is positive, its thresholds are finite and not negative, its multiplier is above 0 and at most 100, and its benefits are a JSON object.';
+    END IF;
+    SELECT x.tier_id INTO o FROM wallet.tiers x
+     WHERE x.program_id = tier_check.program_id AND x.tier_id IS DISTINCT FROM tier_check.tier_id
+       AND (x.rank = tier_check.rank OR x.name = tier_check.name);
+    IF FOUND THEN
+        RAISE EXCEPTION 'tier already exists'
+            USING ERRCODE = 'WL541', DETAIL = format('Tier %s of program %s has the same rank or name.', o.tier_id, program_id);
+    END IF;
+    -- a higher rank asks for at least as much, and more of something
+    SELECT x.tier_id, x.rank INTO o FROM wallet.tiers x
+     WHERE x.program_id = tier_check.program_id AND x.tier_id IS DISTINCT FROM tier_check.tier_id
+       AND CASE WHEN x.rank < tier_check.rank
+                THEN x.min_points > tier_check.min_points OR coalesce(x.min_spend, 0) > coalesce(tier_check.min_spend, 0)
+                  OR (x.min_points = tier_check.min_points AND coalesce(x.min_spend, 0) = coalesce(tier_check.min_spend, 0))
+                ELSE x.min_points < tier_check.min_points OR coalesce(x.min_spend, 0) < coalesce(tier_check.min_spend, 0)
+                  OR (x.min_points = tier_check.min_points AND coalesce(x.min_spend, 0) = coalesce(tier_check.min_spend, 0)) END
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'tier thresholds out of order'
+            USING ERRCODE = 'WL542',
+                  DETAIL = format('Tier %s (rank %s) conflicts: a higher rank must ask for at least the points and spend of every lower one, and more of one of them.', o.tier_id, o.rank);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.tier_check(bigint, int, text, bigint, numeric, numeric, jsonb, bigint) IS 'internal: validates a tier (22004, 22023, WL541 rank or name taken, WL542 thresholds not increasing with rank)';
+
+CREATE OR REPLACE FUNCTION wallet_internal.push_enqueue(merchant_id bigint, member_id bigint, channel text, topic text,
+        payload jsonb, campaign_id bigint, dedup_key text, not_before timestamptz, expires_at timestamptz, priority int,
+        lock boolean, OUT push_id bigint, OUT status text, OUT reason text, OUT eligible_at timestamptz)
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+#variable_conflict use_variable
+DECLARE
+    _m bigint := merchant_id;
+    _member bigint := member_id;
+    _topic text := topic;
+    _channel text := channel;
+    svc boolean;
+    grp text;
+    m record;
+    s record;
+    t timestamptz := greatest(not_before, now());
+BEGIN
+    IF lock THEN
+        PERFORM FROM wallet.members w WHERE w.member_id = _member FOR NO KEY UPDATE;   -- as push_lock_member
+    END IF;
+    push_id := nextval('wallet.push_messages_push_id_seq'::regclass);
+    IF dedup_key IS NOT NULL THEN
+        -- a concurrent first use of the key: waits for it, then finds it
+        INSERT INTO wallet.push_dedup AS d (merchant_id, dedup_key, push_id) VALUES (_m, dedup_key, push_id)
+            ON CONFLICT DO NOTHING;
+        IF NOT FOUND THEN
+            status := 'duplicate'; reason := 'dedup_key';
+        END IF;
+    END IF;
+    -- what the decision needs, in one query: the topic's kind (push_topic),
+    -- the member's consent and preferences (push_refusal), quiet hours, and
+    -- whether a cap is reached at t (counted as push_slot counts when
+    -- planning); only quiet hours or a reached cap need push_slot
+    SELECT coalesce(tp.service, _topic = 'service') AS service,
+           CASE WHEN tp.merchant_id IS NOT NULL THEN tp.cap_group WHEN _topic = 'service' THEN NULL ELSE 'marketing' END AS cap_group,
+           w.status = 'forgotten' AS forgotten, c.granted, p.topics, p.max_per_day, p.max_per_week,
+           coalesce(w.time_zone, st.time_zone, 'UTC') AS tz,
+           CASE WHEN p.quiet_start IS NOT NULL THEN p.quiet_start WHEN st.merchant_id IS NULL THEN time '22:00' ELSE st.quiet_start END AS qs,
+           CASE WHEN p.quiet_start IS NOT NULL THEN p.quiet_end WHEN st.merchant_id IS NULL THEN time '08:00' ELSE st.quiet_end END AS qe
+      INTO m
+      FROM wallet.members w
+      LEFT JOIN wallet.push_topics tp ON tp.merchant_id = _m AND tp.topic = _topic
+      LEFT JOIN wallet.push_consents c ON c.merchant_id = _m AND c.member_id = _member AND c.channel = _channel AND c.topic = _topic
+      LEFT JOIN wallet.push_preferences p ON p.member_id = _member
+      LEFT JOIN wallet.push_settings st ON st.merchant_id = _m
+     WHERE w.member_id = _member;
+    svc := m.service; grp := m.cap_group;
+    -- a campaign's message goes to its target group only (the control
+    -- group must stay untouched for the measured lift)
+    IF status IS NULL AND campaign_id IS NOT NULL THEN
+        reason := CASE wallet_internal.campaign_group(campaign_id, _member)
+                       WHEN 'control' THEN 'control_group' WHEN 'outside' THEN 'outside_audience' END;
+        IF reason IS NOT NULL THEN
+            status := 'suppressed';
+        END IF;
+    END IF;
+    IF status IS NULL THEN
+        reason := CASE WHEN m.forgotten THEN 'member_forgotten'
+                       WHEN svc THEN CASE WHEN m.granted IS FALSE THEN 'muted' END
+                       WHEN m.granted IS NULL THEN 'no_consent'
+                       WHEN NOT m.granted THEN 'consent_withdrawn'
+                       WHEN m.topics IS NOT NULL AND NOT _topic = ANY (m.topics) THEN 'topic_not_chosen' END;
+        IF reason IS NOT NULL THEN
+            status := 'suppressed';
+        ELSIF expires_at IS NOT NULL AND expires_at <= t THEN
+            status := 'suppressed'; reason := 'expired';
+        ELSIF (svc OR wallet_internal.push_quiet_until(t, m.tz, m.qs, m.qe) IS NULL)
+              AND (grp IS NULL OR NOT EXISTS (
+                  SELECT FROM (SELECT k.period, k.max_count, k.window_size FROM wallet.push_caps k
+                                WHERE k.merchant_id = _m AND k.channel = _channel AND k.cap_group = grp
+                               UNION ALL
+                               SELECT 'day', m.max_per_day, NULL::interval WHERE m.max_per_day IS NOT NULL
+                               UNION ALL
+                               SELECT 'week', m.max_per_week, NULL::interval WHERE m.max_per_week IS NOT NULL) k
+                  CROSS JOIN LATERAL (
+                      SELECT CASE WHEN k.period = 'rolling' THEN t - k.window_size
+                                  ELSE date_trunc(k.period, t AT TIME ZONE m.tz) AT TIME ZONE m.tz END AS ws,
+                             CASE WHEN k.period = 'rolling' THEN t
+                                  ELSE (date_trunc(k.period, t AT TIME ZONE m.tz)
+                                        + CASE k.period WHEN 'day' THEN interval '1 day' ELSE interval '7 days' END) AT TIME ZONE m.tz END AS we) b
+                  WHERE (SELECT count(*) FROM wallet.push_messages y
+                          WHERE y.member_id = _member AND y.channel = _channel AND y.cap_group = grp
+                            AND (y.status IN ('sending', 'sent') OR (y.status = 'queued' AND y.priority >= push_enqueue.priority))
+                            AND y.slot_at >= b.ws AND y.slot_at <= b.we
+                            AND (y.slot_at > b.ws OR k.period <> 'rolling') AND (y.slot_at < b.we OR k.period = 'rolling')) >= k.max_count)) THEN
+            -- t itself is fine
+            status := 'queued'; eligible_at := t;
+        ELSE
+            s := wallet_internal.push_slot(_m, _member, _channel, grp, svc, priority, t, true, NULL);
+            IF s.slot IS NULL THEN
+                status := 'suppressed'; reason := s.reason;
+            ELSIF expires_at IS NOT NULL AND s.slot >= expires_at THEN
+                status := 'suppressed'; reason := 'expires_before_slot';
+            ELSE
+                eligible_at := s.slot;
+                status := CASE WHEN s.reason IS NULL THEN 'queued' ELSE 'deferred' END;
+                reason := s.reason;
+            END IF;
+        END IF;
+    END IF;
+    INSERT INTO wallet.push_messages (push_id, merchant_id, member_id, channel, topic, cap_group, service, payload, campaign_id,
+                                      dedup_key, priority, not_before, expires_at, outcome, outcome_reason, status, reason,
+                                      due_at, slot_at, finished_at, part)
+    OVERRIDING SYSTEM VALUE
+    VALUES (push_id, _m, _member, _channel, _topic, grp, svc, payload, campaign_id, dedup_key, priority, not_before, expires_at,
+            status, reason, CASE WHEN status IN ('queued', 'deferred') THEN 'queued' ELSE status END, reason,
+            eligible_at, eligible_at, CASE WHEN status IN ('queued', 'deferred') THEN NULL ELSE now() END,
+            CASE WHEN status IN ('queued', 'deferred') THEN (SELECT (q.last_value % 4)::smallint FROM wallet_internal.push_queue_slot q) ELSE 3 END);
+    IF status = 'queued' THEN
+        PERFORM wallet_internal.push_notify(_m, _channel);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_enqueue(bigint, bigint, text, text, jsonb, bigint, text, timestamptz, timestamptz, int, boolean) IS 'internal: decides and records one message for one member (queued, deferred, suppressed or duplicate, with the reason), optionally under the member''s lock';
+
+CREATE OR REPLACE FUNCTION wallet.record_consent(merchant_id bigint, member_ref text, channel text, topic text, granted boolean,
+        source text, policy_version text DEFAULT NULL, device text DEFAULT NULL, at timestamptz DEFAULT now()) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+#variable_conflict use_variable
+DECLARE
+    _m bigint := merchant_id;
+    member bigint;
+    id bigint;
+BEGIN
+    PERFORM wallet_internal.member_check(_m, member_ref);
+    PERFORM wallet_internal.push_check_name('channel', channel);
+    PERFORM wallet_internal.push_check_name('topic', topic);
+    IF granted IS NULL OR source IS NULL OR at IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN granted IS NULL THEN 'granted' WHEN source IS NULL THEN 'source' ELSE 'at' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Consent evidence says what was decided, when and where.';
+    END IF;
+    IF NOT isfinite(at) THEN
+        RAISE EXCEPTION 'at must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Consent is given or withdrawn at a real instant.';
+    END IF;
+    -- the state follows the latest evidence: a future time would outrank
+    -- every withdrawal made until then
+    IF at > now() THEN
+        RAISE EXCEPTION 'at must not be in the future'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('Consent evidence records a decision already taken, at %s or earlier.', now());
+    END IF;
+    IF btrim(source) = '' OR length(source) > 200 OR length(policy_version) > 200 OR length(device) > 200
+       OR btrim(policy_version) = '' OR btrim(device) = '' THEN
+        RAISE EXCEPTION 'source, policy_version or device blank or longer than 200 characters'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Consent evidence texts are non-blank and at most 200 characters.';
+    END IF;
+    member := wallet_internal.member_ensure(_m, member_ref);
+    PERFORM wallet_internal.push_lock_member(member, true);
+    INSERT INTO wallet.push_consent_log AS l (merchant_id, member_id, channel, topic, granted, at, source, policy_version, device)
+    VALUES (_m, member, channel, topic, granted, at, source, policy_version, device)
+    RETURNING l.consent_id INTO id;
+    -- the state is the latest evidence by when it was given (late evidence of an earlier decision changes nothing)
+    INSERT INTO wallet.push_consents AS c (merchant_id, member_id, channel, topic, granted, at, consent_id)
+    VALUES (_m, member, channel, topic, granted, at, id)
+    ON CONFLICT ON CONSTRAINT push_consents_pkey DO UPDATE
+       SET granted = excluded.granted, at = excluded.at, consent_id = excluded.consent_id
+     WHERE c.at <= excluded.at;
+    -- a withdrawal takes effect at once, for queued messages too
+    IF NOT (SELECT c.granted FROM wallet.push_consents c
+             WHERE c.merchant_id = _m AND c.member_id = member AND c.channel = record_consent.channel AND c.topic = record_consent.topic) THEN
+        PERFORM wallet_internal.push_finish(ARRAY(
+                    SELECT x.push_id FROM wallet.push_messages x
+                     WHERE x.member_id = member AND x.part < 3 AND x.status = 'queued'
+                       AND x.channel = record_consent.channel AND x.topic = record_consent.topic),
+                'suppressed', 'consent_withdrawn', 'muted');
+    END IF;
+    RETURN id;
+END
+$$;
+COMMENT ON FUNCTION wallet.record_consent(bigint, text, text, text, boolean, text, text, text, timestamptz) IS 'records evidence of a member granting or withdrawing consent to a topic on a channel (source, policy version, device); the current state follows the latest evidence; a withdrawal suppresses the queued messages of that channel and topic at once; returns the evidence id';
+
+CREATE OR REPLACE FUNCTION wallet_internal.push_check_message(merchant_id bigint, channel text, topic text, payload jsonb,
+        campaign_id bigint, dedup_key text, not_before timestamptz, priority int) RETURNS void
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    PERFORM wallet_internal.push_check_name('channel', channel);
+    PERFORM wallet_internal.push_check_name('topic', topic);
+    IF payload IS NULL OR not_before IS NULL OR priority IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN payload IS NULL THEN 'payload' WHEN not_before IS NULL THEN 'not_before' ELSE 'priority' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A message has a payload, an earliest send time and a priority (defaults: now(), 0).';
+    END IF;
+    IF jsonb_typeof(payload) <> 'object' OR length(payload::text) > 65536 THEN
+        RAISE EXCEPTION 'payload must be a json object of at most 64 kB'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The payload is what the worker sends, e.g. {"title": ..., "body": ...}.';
+    END IF;
+    IF btrim(dedup_key) = '' OR length(dedup_key) > 200 THEN
+        RAISE EXCEPTION 'dedup_key must not be %', CASE WHEN btrim(dedup_key) = '' THEN 'blank' ELSE 'longer than 200 characters' END
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A deduplication key is a non-blank text of at most 200 characters (NULL: none).';
+    END IF;
+    IF campaign_id IS NOT NULL
+       AND NOT EXISTS (SELECT FROM wallet.campaigns c WHERE c.campaign_id = $5 AND c.merchant_id = $1 AND wallet.acts_for(c.merchant_id)) THEN
+        RAISE EXCEPTION 'campaign % does not exist', campaign_id
+            USING ERRCODE = 'WL101', DETAIL = 'A message belongs to a campaign of its merchant, or to none.';
+    END IF;
+    IF NOT isfinite(not_before) THEN
+        RAISE EXCEPTION 'not_before must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The earliest send time is a real instant (default: now()).';
+    END IF;
+    -- (far enough for any plan; the local-time arithmetic of quiet hours
+    -- and calendar caps stays within the timestamp range)
+    IF not_before > now() + interval '100 years' THEN
+        RAISE EXCEPTION 'not_before must be at most 100 years from now'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The earliest send time is a real instant (default: now()).';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_check_message(bigint, text, text, jsonb, bigint, text, timestamptz, int) IS 'internal: the argument checks of enqueue_push (22004, 22023 also for an infinite not_before or one over 100 years from now, WL101 for a campaign that is not the merchant''s)';
+
+CREATE OR REPLACE FUNCTION wallet.enqueue_push(merchant_id bigint, member_ref text, channel text, topic text, payload jsonb,
+        campaign_id bigint DEFAULT NULL, dedup_key text DEFAULT NULL, not_before timestamptz DEFAULT now(),
+        expires_at timestamptz DEFAULT NULL, priority int DEFAULT 0,
+        OUT push_id bigint, OUT status text, OUT reason text, OUT eligible_at timestamptz)
+    LANGUAGE C
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'enqueue_push';
+COMMENT ON FUNCTION wallet.enqueue_push(bigint, text, text, text, jsonb, bigint, text, timestamptz, timestamptz, int) IS 'enqueues a message for a member: queued (eligible now), deferred (quiet_hours or frequency_cap, with the time it becomes eligible), suppressed (no_consent, consent_withdrawn, topic_not_chosen, muted, member_forgotten, control_group or outside_audience of its campaign, expired, expires_before_slot, frequency_cap with policy drop) or duplicate (dedup_key used before by the merchant); every outcome is recorded in wallet.push_messages';
+
+CREATE OR REPLACE FUNCTION wallet_internal.push_audience(merchant_id bigint, member_refs text[], channel text, topic text, payload jsonb,
+        campaign_id bigint, dedup_key text, not_before timestamptz, local_at timestamp, expires_at timestamptz, priority int)
+    RETURNS TABLE (status text, reason text, messages bigint)
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+#variable_conflict use_variable
+DECLARE
+    _m bigint := merchant_id;
+    mem record;
+    r record;
+    counts jsonb := '{}';
+    k text;
+    tz text := coalesce((SELECT s.time_zone FROM wallet.push_settings s WHERE s.merchant_id = _m), 'UTC');
+BEGIN
+    PERFORM wallet_internal.check_merchant(_m);
+    -- (a local send has no not_before: its local_at is checked below)
+    PERFORM wallet_internal.push_check_message(_m, channel, topic, payload, campaign_id, dedup_key,
+                                               coalesce(not_before, CASE WHEN local_at IS NOT NULL THEN now() END), priority);
+    IF NOT isfinite(local_at) THEN
+        RAISE EXCEPTION 'local_at must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A festival send goes out at a real local date and time.';
+    END IF;
+    IF local_at > localtimestamp + interval '100 years' THEN
+        RAISE EXCEPTION 'local_at must be at most 100 years from now'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A festival send goes out at a real local date and time.';
+    END IF;
+    IF NOT isfinite(expires_at) THEN
+        RAISE EXCEPTION 'expires_at must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A message expires at a real instant, or never (NULL).';
+    END IF;
+    IF length(dedup_key) > 180 THEN
+        RAISE EXCEPTION 'dedup_key must not be longer than 180 characters'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An audience''s key is extended by each member''s id.';
+    END IF;
+    IF member_refs IS NOT NULL THEN
+        FOREACH k IN ARRAY member_refs LOOP
+            PERFORM wallet_internal.member_check(_m, k);
+        END LOOP;
+    END IF;
+    FOR mem IN SELECT x.member_id, coalesce(w.time_zone, tz) AS tz
+                 FROM (SELECT m.member_id FROM wallet.members m
+                        WHERE m.merchant_id = _m AND member_refs IS NULL AND campaign_id IS NULL AND m.status = 'active'
+                       UNION ALL
+                       -- a campaign's send: its audience (the control group
+                       -- is recorded as suppressed by push_enqueue)
+                       SELECT a.member_id FROM wallet_internal.campaign_members(campaign_id) a
+                         JOIN wallet.members m ON m.member_id = a.member_id AND m.status = 'active'
+                        WHERE member_refs IS NULL AND campaign_id IS NOT NULL
+                       UNION ALL
+                       SELECT wallet_internal.member_ensure(_m, u.ref) FROM (SELECT DISTINCT x AS ref FROM unnest(member_refs) x) u) x
+                 -- LEFT: a member member_ensure creates is not in this
+                 -- statement's snapshot (and has no time zone of its own)
+                 LEFT JOIN wallet.members w ON w.member_id = x.member_id LOOP
+        r := wallet_internal.push_enqueue(_m, mem.member_id, channel, topic, payload, campaign_id,
+                                          dedup_key || ':' || mem.member_id,
+                                          coalesce(local_at AT TIME ZONE mem.tz, not_before), expires_at, priority, false);
+        k := r.status || '/' || coalesce(r.reason, '');
+        counts := jsonb_set(counts, ARRAY[k], to_jsonb(coalesce((counts ->> k)::bigint, 0) + 1));
+    END LOOP;
+    RETURN QUERY SELECT split_part(e.key, '/', 1), nullif(split_part(e.key, '/', 2), ''), e.value::text::bigint
+                   FROM jsonb_each(counts) e ORDER BY 1, 2;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_audience(bigint, text[], text, text, jsonb, bigint, text, timestamptz, timestamp, timestamptz, int) IS 'internal: enqueues for an audience (member_refs NULL: every active member, or the campaign''s audience), streaming the members, each decided as enqueue_push does; the earliest send time is not_before, or local_at in each member''s time zone; returns counts per status and reason';
+
+CREATE OR REPLACE FUNCTION wallet.enqueue_push_audience(merchant_id bigint, member_refs text[], channel text, topic text, payload jsonb,
+        campaign_id bigint DEFAULT NULL, dedup_key text DEFAULT NULL, not_before timestamptz DEFAULT now(),
+        expires_at timestamptz DEFAULT NULL, priority int DEFAULT 0)
+    RETURNS TABLE (status text, reason text, messages bigint)
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    RETURN QUERY SELECT * FROM wallet_internal.push_audience($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9, $10);
+END
+$$;
+COMMENT ON FUNCTION wallet.enqueue_push_audience(bigint, text[], text, text, jsonb, bigint, text, timestamptz, timestamptz, int) IS 'enqueues a message for a campaign''s audience in one call (member_refs NULL: the campaign''s audience, its control group recorded as suppressed; every active member of the merchant without a campaign), streaming the members, each decided as enqueue_push does (dedup_key, if given, extended by '':<member_id>''); returns the count of messages per status and reason';
+
+CREATE OR REPLACE FUNCTION wallet.purge_pushes(max_rows int DEFAULT 10000) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    n bigint;
+BEGIN
+    IF max_rows IS NULL OR max_rows < 1 THEN
+        RAISE EXCEPTION 'max_rows must %', CASE WHEN max_rows IS NULL THEN 'not be null' ELSE 'be positive' END
+            USING ERRCODE = CASE WHEN max_rows IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,
+                  DETAIL = 'At most max_rows finished messages are purged per call.';
+    END IF;
+    WITH gone AS (
+        DELETE FROM wallet.push_messages x
+         WHERE x.part = 3 AND x.push_id IN (SELECT y.push_id FROM wallet.merchants m
+                               LEFT JOIN wallet.push_settings s ON s.merchant_id = m.merchant_id
+                               CROSS JOIN LATERAL (SELECT z.push_id FROM wallet.push_messages z
+                                                    WHERE z.part = 3 AND z.merchant_id = m.merchant_id AND z.finished_at IS NOT NULL
+                                                      AND z.finished_at < now() - coalesce(s.retention, interval '90 days')
+                                                    LIMIT max_rows) y
+                              WHERE wallet.acts_for(m.merchant_id)
+                              LIMIT max_rows)
+        RETURNING x.push_id),
+    attempts AS (DELETE FROM wallet.push_attempts a WHERE a.push_id IN (SELECT g.push_id FROM gone g))
+    SELECT count(*) INTO n FROM gone;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION wallet.purge_pushes(int) IS 'deletes up to max_rows finished messages (sent, suppressed, duplicate, dead) older than their merchant''s retention, with their delivery records, of the merchants the caller acts for; deduplication keys stay; returns the count (run by wallet.run_maintenance)';
+
+CREATE OR REPLACE FUNCTION wallet.set_push_store(merchant_id bigint, name text, latitude double precision, longitude double precision,
+        radius_m double precision, cooldown interval DEFAULT '1 day') RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    id bigint;
+BEGIN
+    PERFORM wallet_internal.check_merchant($1);
+    IF $2 IS NULL OR $3 IS NULL OR $4 IS NULL OR $5 IS NULL OR $6 IS NULL THEN
+        RAISE EXCEPTION 'name, latitude, longitude, radius_m and cooldown must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A store is a named point with a radius and a cooldown.';
+    END IF;
+    IF btrim($2) = '' OR length($2) > 200 OR $3 NOT BETWEEN -90 AND 90 OR $4 NOT BETWEEN -180 AND 180
+       OR NOT ($5 > 0 AND $5 <= 20000000) OR $6 < interval '0' OR $6 > interval '100 years' THEN
+        RAISE EXCEPTION 'invalid store'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A store has a non-blank name of at most 200 characters, a latitude in [-90, 90], a longitude in [-180, 180], a radius over 0 and at most 20,000,000 metres (half the Earth''s circumference) and a cooldown of 0 to 100 years.';
+    END IF;
+    INSERT INTO wallet.push_stores AS t (merchant_id, name, latitude, longitude, radius_m, cooldown) VALUES ($1, $2, $3, $4, $5, $6)
+    ON CONFLICT ON CONSTRAINT push_stores_merchant_id_name_key DO UPDATE
+       SET latitude = excluded.latitude, longitude = excluded.longitude, radius_m = excluded.radius_m, cooldown = excluded.cooldown
+    RETURNING t.store_id INTO id;
+    RETURN id;
+END
+$$;
+COMMENT ON FUNCTION wallet.set_push_store(bigint, text, double precision, double precision, double precision, interval) IS 'sets a store of the nearby-store trigger (by name): its location, radius in metres and per-member cooldown; returns its id';
+
+CREATE OR REPLACE FUNCTION wallet.track_event(merchant_id bigint, member_ref text, kind text, attributes jsonb DEFAULT '{}',
+        occurred_at timestamptz DEFAULT now()) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    _member bigint;
+    id bigint;
+BEGIN
+    PERFORM wallet_internal.member_check($1, $2);
+    IF $3 IS NULL OR $4 IS NULL OR $5 IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN $3 IS NULL THEN 'kind' WHEN $4 IS NULL THEN 'attributes' ELSE 'occurred_at' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'An event has a kind, attributes (an object, may be empty) and a time.';
+    END IF;
+    IF NOT isfinite($5) THEN
+        RAISE EXCEPTION 'occurred_at must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An event happens at a real instant.';
+    END IF;
+    IF $3 !~ '^[a-z][a-z0-9_]{0,62}$' THEN
+        RAISE EXCEPTION 'invalid event kind "%"', left($3, 100)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'An event kind is a lower-case word of at most 63 letters, digits and underscores, starting with a letter.';
+    END IF;
+    IF $3 IN ('tier_changed', 'referral_rewarded', 'shared') THEN
+        RAISE EXCEPTION 'event kind % is written by the extension', $3
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'Tier changes, referral rewards and shares are recorded by the functions that make them, not by the app.';
+    END IF;
+    IF jsonb_typeof($4) <> 'object' OR pg_column_size($4) > 8192 THEN
+        RAISE EXCEPTION 'invalid event attributes'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'An event''s attributes are a JSON object of at most 8 kB.';
+    END IF;
+    -- (coalesce: a missing coordinate makes the test NULL, not false)
+    IF $3 = 'location' AND NOT coalesce(jsonb_typeof($4 -> 'latitude') = 'number' AND jsonb_typeof($4 -> 'longitude') = 'number'
+                                         AND ($4 ->> 'latitude')::numeric BETWEEN -90 AND 90
+                                         AND ($4 ->> 'longitude')::numeric BETWEEN -180 AND 180, false) THEN
+        RAISE EXCEPTION 'invalid location event'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A location event carries a numeric latitude in [-90, 90] and longitude in [-180, 180].';
+    END IF;
+    _member := wallet_internal.member_ensure($1, $2);
+    INSERT INTO wallet.member_events AS e (merchant_id, member_id, kind, occurred_at, attributes)
+    VALUES ($1, _member, $3, $5, $4)
+    RETURNING e.event_id INTO id;
+    RETURN id;
+END
+$$;
+COMMENT ON FUNCTION wallet.track_event(bigint, text, text, jsonb, timestamptz) IS 'records an event of the app about a member (created if new) in wallet.member_events: cart_updated (read by the cart_abandoned trigger), location with numeric latitude and longitude (nearby_store), or any other lower-case kind; the kinds the extension writes (tier_changed, referral_rewarded, shared) are refused; returns the event id';
+
+CREATE OR REPLACE FUNCTION wallet.run_push_triggers(max_rows int DEFAULT 10000) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    t wallet.push_triggers;
+    f record;
+    r record;
+    n bigint := 0;
+BEGIN
+    IF max_rows IS NULL OR max_rows < 1 THEN
+        RAISE EXCEPTION 'max_rows must %', CASE WHEN max_rows IS NULL THEN 'not be null' ELSE 'be positive' END
+            USING ERRCODE = CASE WHEN max_rows IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,
+                  DETAIL = 'At most max_rows candidates are looked at per trigger and call.';
+    END IF;
+    FOR t IN SELECT * FROM wallet.push_triggers x WHERE wallet.acts_for(x.merchant_id) ORDER BY x.trigger_id LOOP
+        FOR f IN
+            -- points expiring within n days: once per account and expiry day
+            SELECT a.member_id, format('trigger:%s:account:%s:%s', t.trigger_id, a.account_id, to_char(a.next_event, 'YYYY-MM-DD')) AS k,
+                   jsonb_build_object('kind', t.kind, 'account_id', a.account_id,
+                                      'points', wallet.ledger_expiring(a.ledger, now(), make_interval(days => (t.params ->> 'within_days')::int))) AS why
+              FROM wallet.accounts a
+             WHERE t.kind = 'points_expiring' AND a.merchant_id = t.merchant_id
+               AND a.next_event <= now() + make_interval(days => (t.params ->> 'within_days')::int)
+               AND wallet.ledger_expiring(a.ledger, now(), make_interval(days => (t.params ->> 'within_days')::int)) > 0
+            UNION ALL
+            -- a tier change (to a given tier, if named)
+            SELECT e.member_id, format('trigger:%s:event:%s', t.trigger_id, e.event_id),
+                   jsonb_build_object('kind', t.kind, 'event_id', e.event_id) || e.attributes
+              FROM wallet.member_events e
+             WHERE t.kind = 'tier_changed' AND e.merchant_id = t.merchant_id AND e.kind = 'tier_changed'
+               AND e.occurred_at > now() - interval '7 days'
+               -- the event names the tier by id; the trigger by its current name
+               AND (NOT t.params ? 'to_tier'
+                    OR EXISTS (SELECT FROM wallet.tiers x
+                                WHERE jsonb_typeof(e.attributes -> 'to_tier') = 'number'
+                                  AND x.tier_id = (e.attributes ->> 'to_tier')::bigint
+                                  AND x.merchant_id = t.merchant_id AND x.name = t.params ->> 'to_tier'))
+            UNION ALL
+            -- the last cart update, after_minutes old, with no later update or purchase
+            SELECT e.member_id, format('trigger:%s:event:%s', t.trigger_id, e.event_id),
+                   jsonb_build_object('kind', t.kind, 'event_id', e.event_id) || e.attributes
+              FROM wallet.member_events e
+             WHERE t.kind = 'cart_abandoned' AND e.merchant_id = t.merchant_id AND e.kind = 'cart_updated'
+               AND e.occurred_at > now() - interval '7 days'
+               AND e.occurred_at <= now() - make_interval(mins => (t.params ->> 'after_minutes')::int)
+               AND NOT EXISTS (SELECT FROM wallet.member_events l WHERE l.merchant_id = e.merchant_id AND l.member_id = e.member_id
+                                 AND l.kind = 'cart_updated' AND (l.occurred_at, l.event_id) > (e.occurred_at, e.event_id))
+               AND NOT EXISTS (SELECT FROM wallet.purchases p WHERE p.merchant_id = e.merchant_id AND p.member_id = e.member_id
+                                 AND p.occurred_at > e.occurred_at)
+            UNION ALL
+            -- a location ping within a store's radius (haversine), once per member and store within its cooldown
+            SELECT e.member_id, format('trigger:%s:store:%s:event:%s', t.trigger_id, s.store_id, e.event_id),
+                   jsonb_build_object('kind', t.kind, 'event_id', e.event_id, 'store_id', s.store_id, 'store', s.name)
+              FROM wallet.member_events e
+              JOIN wallet.push_stores s ON s.merchant_id = e.merchant_id
+             WHERE t.kind = 'nearby_store' AND e.merchant_id = t.merchant_id AND e.kind = 'location'
+               AND e.occurred_at > now() - interval '7 days'
+               AND jsonb_typeof(e.attributes -> 'latitude') = 'number' AND jsonb_typeof(e.attributes -> 'longitude') = 'number'
+               AND 2 * 6371008.8 * asin(least(1, sqrt(
+                       power(sin(radians(((e.attributes ->> 'latitude')::float8 - s.latitude) / 2)), 2)
+                       + cos(radians(s.latitude)) * cos(radians((e.attributes ->> 'latitude')::float8))
+                         * power(sin(radians(((e.attributes ->> 'longitude')::float8 - s.longitude) / 2)), 2)))) <= s.radius_m
+             ORDER BY 1, 2
+             LIMIT max_rows LOOP
+            CONTINUE WHEN EXISTS (SELECT FROM wallet.push_dedup d WHERE d.merchant_id = t.merchant_id AND d.dedup_key = f.k);
+            -- the cooldown of a store: no nearby message of the store for the member since
+            CONTINUE WHEN t.kind = 'nearby_store' AND EXISTS (
+                SELECT FROM wallet.push_messages x
+                 WHERE x.member_id = f.member_id AND x.merchant_id = t.merchant_id
+                   AND x.dedup_key LIKE format('trigger:%s:store:%s:%%', t.trigger_id, f.why ->> 'store_id')
+                   AND x.created_at > now() - (SELECT s.cooldown FROM wallet.push_stores s WHERE s.store_id = (f.why ->> 'store_id')::bigint));
+            r := wallet_internal.push_enqueue(t.merchant_id, f.member_id, t.channel, t.topic, t.payload || jsonb_build_object('trigger', f.why),
+                                              t.campaign_id, f.k, now(), NULL, 0, true);
+            n := n + 1;
+        END LOOP;
+    END LOOP;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION wallet.run_push_triggers(int) IS 'runs every trigger of the merchants the caller acts for once (run by wallet.run_maintenance): each member it fires for gets a message through enqueue''s decision, with a dedup key naming what fired it (never twice); looks at events of the last 7 days; returns the messages recorded';
+
+COMMENT ON COLUMN wallet.push_triggers.params IS 'the kind''s parameters: {"within_days": n}, {"to_tier": name} (a tier''s name, in any program of the merchant), {"after_minutes": n}, {}';
+
 -- == 10z. shared objects, final (issues 10-12)
 -- Objects that several sections above re-create (each with what its area
 -- added): their final definitions, exactly as the parts have them.

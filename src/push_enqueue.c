@@ -386,6 +386,18 @@ enqueue_push(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("not_before must be finite"),
 				 errdetail("The earliest send time is a real instant (default: now()).")));
+	{
+		/* as push_check_message: within 100 years, so the local-time arithmetic stays in range */
+		Interval	century = {0, 0, 1200};
+
+		if (not_before > DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
+																 TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()),
+																 IntervalPGetDatum(&century))))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("not_before must be at most 100 years from now"),
+					 errdetail("The earliest send time is a real instant (default: now()).")));
+	}
 	if (has_expiry)
 	{
 		expires_at = PG_GETARG_TIMESTAMPTZ(8);
@@ -440,6 +452,28 @@ enqueue_push(PG_FUNCTION_ARGS)
 	}
 	else
 		push_member_read(merchant_id, member_id, channel, topic_name, &settings, &member);
+	/* a campaign's message goes to its target group only: the control group stays untouched for the lift */
+	if (d.status == NULL && has_campaign)
+	{
+		Oid			argtypes[2] = {INT8OID, INT8OID};
+		Datum		args[2] = {PG_GETARG_DATUM(5), Int64GetDatum(member_id)};
+		char	   *grp;
+
+		if (SPI_execute_with_args("SELECT wallet_internal.campaign_group($1, $2)",
+								  2, argtypes, args, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "looking up a campaign group failed");
+		grp = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		if (grp != NULL && strcmp(grp, "control") == 0)
+		{
+			d.status = "suppressed";
+			d.reason = "control_group";
+		}
+		else if (grp != NULL && strcmp(grp, "outside") == 0)
+		{
+			d.status = "suppressed";
+			d.reason = "outside_audience";
+		}
+	}
 	if (d.status == NULL)
 		push_decide(merchant_id, member_id, channel, topic_name, &topic, &member, priority, t,
 					has_expiry, expires_at, &d);

@@ -544,7 +544,7 @@ DECLARE
     _mine bigint[] := wallet_internal.caller_merchants();   -- NULL: acts for all
 BEGIN
     IF $1 IS NULL OR $1 < 1 THEN
-        RAISE EXCEPTION 'max_holds must be positive'
+        RAISE EXCEPTION 'max_holds must %', CASE WHEN $1 IS NULL THEN 'not be null' ELSE 'be positive' END
             USING ERRCODE = CASE WHEN $1 IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,
                   DETAIL = 'Expired holds are tidied up at most max_holds per call.';
     END IF;

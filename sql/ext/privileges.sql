@@ -118,7 +118,7 @@ CREATE FUNCTION wallet_internal.check_merchant(merchant_id bigint) RETURNS void
 BEGIN
     IF merchant_id IS NULL THEN
         RAISE EXCEPTION 'merchant_id must not be null'
-            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Every campaign and program belongs to a merchant.';
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Every call acts for one merchant, named by its id.';
     END IF;
     IF NOT EXISTS (SELECT FROM wallet.merchants m WHERE m.merchant_id = check_merchant.merchant_id)
        OR NOT wallet.acts_for(merchant_id) THEN

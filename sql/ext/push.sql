@@ -813,6 +813,15 @@ BEGIN
       LEFT JOIN wallet.push_settings st ON st.merchant_id = _m
      WHERE w.member_id = _member;
     svc := m.service; grp := m.cap_group;
+    -- a campaign's message goes to its target group only (the control
+    -- group must stay untouched for the measured lift)
+    IF status IS NULL AND campaign_id IS NOT NULL THEN
+        reason := CASE wallet_internal.campaign_group(campaign_id, _member)
+                       WHEN 'control' THEN 'control_group' WHEN 'outside' THEN 'outside_audience' END;
+        IF reason IS NOT NULL THEN
+            status := 'suppressed';
+        END IF;
+    END IF;
     IF status IS NULL THEN
         reason := CASE WHEN m.forgotten THEN 'member_forgotten'
                        WHEN svc THEN CASE WHEN m.granted IS FALSE THEN 'muted' END
@@ -1100,6 +1109,12 @@ BEGIN
         RAISE EXCEPTION 'at must be finite'
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Consent is given or withdrawn at a real instant.';
     END IF;
+    -- the state follows the latest evidence: a future time would outrank
+    -- every withdrawal made until then
+    IF at > now() THEN
+        RAISE EXCEPTION 'at must not be in the future'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('Consent evidence records a decision already taken, at %s or earlier.', now());
+    END IF;
     IF btrim(source) = '' OR length(source) > 200 OR length(policy_version) > 200 OR length(device) > 200
        OR btrim(policy_version) = '' OR btrim(device) = '' THEN
         RAISE EXCEPTION 'source, policy_version or device blank or longer than 200 characters'
@@ -1195,9 +1210,15 @@ BEGIN
         RAISE EXCEPTION 'not_before must be finite'
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The earliest send time is a real instant (default: now()).';
     END IF;
+    -- (far enough for any plan; the local-time arithmetic of quiet hours
+    -- and calendar caps stays within the timestamp range)
+    IF not_before > now() + interval '100 years' THEN
+        RAISE EXCEPTION 'not_before must be at most 100 years from now'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The earliest send time is a real instant (default: now()).';
+    END IF;
 END
 $$;
-COMMENT ON FUNCTION wallet_internal.push_check_message(bigint, text, text, jsonb, bigint, text, timestamptz, int) IS 'internal: the argument checks of enqueue_push (22004, 22023 also for an infinite not_before, WL101 for a campaign that is not the merchant''s)';
+COMMENT ON FUNCTION wallet_internal.push_check_message(bigint, text, text, jsonb, bigint, text, timestamptz, int) IS 'internal: the argument checks of enqueue_push (22004, 22023 also for an infinite not_before or one over 100 years from now, WL101 for a campaign that is not the merchant''s)';
 
 -- In C (src/push_enqueue.c, issue 12): the checks of member_check and
 -- push_check_message, member_ensure, and the decision of push_enqueue with
@@ -1209,7 +1230,7 @@ CREATE FUNCTION wallet.enqueue_push(merchant_id bigint, member_ref text, channel
     LANGUAGE C
     SET search_path = pg_catalog, pg_temp
     AS 'MODULE_PATHNAME', 'enqueue_push';
-COMMENT ON FUNCTION wallet.enqueue_push(bigint, text, text, text, jsonb, bigint, text, timestamptz, timestamptz, int) IS 'enqueues a message for a member: queued (eligible now), deferred (quiet_hours or frequency_cap, with the time it becomes eligible), suppressed (no_consent, consent_withdrawn, topic_not_chosen, muted, member_forgotten, expired, expires_before_slot, frequency_cap with policy drop) or duplicate (dedup_key used before by the merchant); every outcome is recorded in wallet.push_messages';
+COMMENT ON FUNCTION wallet.enqueue_push(bigint, text, text, text, jsonb, bigint, text, timestamptz, timestamptz, int) IS 'enqueues a message for a member: queued (eligible now), deferred (quiet_hours or frequency_cap, with the time it becomes eligible), suppressed (no_consent, consent_withdrawn, topic_not_chosen, muted, member_forgotten, control_group or outside_audience of its campaign, expired, expires_before_slot, frequency_cap with policy drop) or duplicate (dedup_key used before by the merchant); every outcome is recorded in wallet.push_messages';
 
 -- A campaign's audience in one call: every active member (member_refs
 -- NULL) or the members named.  The members are read by a cursor (streamed,
@@ -1240,6 +1261,10 @@ BEGIN
         RAISE EXCEPTION 'local_at must be finite'
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A festival send goes out at a real local date and time.';
     END IF;
+    IF local_at > localtimestamp + interval '100 years' THEN
+        RAISE EXCEPTION 'local_at must be at most 100 years from now'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A festival send goes out at a real local date and time.';
+    END IF;
     IF NOT isfinite(expires_at) THEN
         RAISE EXCEPTION 'expires_at must be finite'
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A message expires at a real instant, or never (NULL).';
@@ -1255,7 +1280,13 @@ BEGIN
     END IF;
     FOR mem IN SELECT x.member_id, coalesce(w.time_zone, tz) AS tz
                  FROM (SELECT m.member_id FROM wallet.members m
-                        WHERE m.merchant_id = _m AND member_refs IS NULL AND m.status = 'active'
+                        WHERE m.merchant_id = _m AND member_refs IS NULL AND campaign_id IS NULL AND m.status = 'active'
+                       UNION ALL
+                       -- a campaign's send: its audience (the control group
+                       -- is recorded as suppressed by push_enqueue)
+                       SELECT a.member_id FROM wallet_internal.campaign_members(campaign_id) a
+                         JOIN wallet.members m ON m.member_id = a.member_id AND m.status = 'active'
+                        WHERE member_refs IS NULL AND campaign_id IS NOT NULL
                        UNION ALL
                        SELECT wallet_internal.member_ensure(_m, u.ref) FROM (SELECT DISTINCT x AS ref FROM unnest(member_refs) x) u) x
                  -- LEFT: a member member_ensure creates is not in this
@@ -1271,7 +1302,7 @@ BEGIN
                    FROM jsonb_each(counts) e ORDER BY 1, 2;
 END
 $$;
-COMMENT ON FUNCTION wallet_internal.push_audience(bigint, text[], text, text, jsonb, bigint, text, timestamptz, timestamp, timestamptz, int) IS 'internal: enqueues for an audience (member_refs NULL: every active member), streaming the members, each decided as enqueue_push does; the earliest send time is not_before, or local_at in each member''s time zone; returns counts per status and reason';
+COMMENT ON FUNCTION wallet_internal.push_audience(bigint, text[], text, text, jsonb, bigint, text, timestamptz, timestamp, timestamptz, int) IS 'internal: enqueues for an audience (member_refs NULL: every active member, or the campaign''s audience), streaming the members, each decided as enqueue_push does; the earliest send time is not_before, or local_at in each member''s time zone; returns counts per status and reason';
 
 CREATE FUNCTION wallet.enqueue_push_audience(merchant_id bigint, member_refs text[], channel text, topic text, payload jsonb,
         campaign_id bigint DEFAULT NULL, dedup_key text DEFAULT NULL, not_before timestamptz DEFAULT now(),
@@ -1284,7 +1315,7 @@ BEGIN
     RETURN QUERY SELECT * FROM wallet_internal.push_audience($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9, $10);
 END
 $$;
-COMMENT ON FUNCTION wallet.enqueue_push_audience(bigint, text[], text, text, jsonb, bigint, text, timestamptz, timestamptz, int) IS 'enqueues a message for a campaign''s audience in one call (member_refs NULL: every active member of the merchant), streaming the members, each decided as enqueue_push does (dedup_key, if given, extended by '':<member_id>''); returns the count of messages per status and reason';
+COMMENT ON FUNCTION wallet.enqueue_push_audience(bigint, text[], text, text, jsonb, bigint, text, timestamptz, timestamptz, int) IS 'enqueues a message for a campaign''s audience in one call (member_refs NULL: the campaign''s audience, its control group recorded as suppressed; every active member of the merchant without a campaign), streaming the members, each decided as enqueue_push does (dedup_key, if given, extended by '':<member_id>''); returns the count of messages per status and reason';
 
 CREATE FUNCTION wallet.enqueue_push_local(merchant_id bigint, member_refs text[], channel text, topic text, payload jsonb,
         local_at timestamp, campaign_id bigint DEFAULT NULL, dedup_key text DEFAULT NULL,
@@ -1590,7 +1621,7 @@ DECLARE
     n bigint;
 BEGIN
     IF max_rows IS NULL OR max_rows < 1 THEN
-        RAISE EXCEPTION 'max_rows must be positive'
+        RAISE EXCEPTION 'max_rows must %', CASE WHEN max_rows IS NULL THEN 'not be null' ELSE 'be positive' END
             USING ERRCODE = CASE WHEN max_rows IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,
                   DETAIL = 'At most max_rows finished messages are purged per call.';
     END IF;
@@ -2011,7 +2042,7 @@ COMMENT ON COLUMN wallet.push_triggers.channel IS 'channel of the messages';
 COMMENT ON COLUMN wallet.push_triggers.topic IS 'topic of the messages';
 COMMENT ON COLUMN wallet.push_triggers.payload IS 'payload of the messages; the trigger adds what fired it under the key "trigger"';
 COMMENT ON COLUMN wallet.push_triggers.campaign_id IS 'campaign of the messages (NULL = none)';
-COMMENT ON COLUMN wallet.push_triggers.params IS 'the kind''s parameters: {"within_days": n}, {"to_tier": name}, {"after_minutes": n}, {}';
+COMMENT ON COLUMN wallet.push_triggers.params IS 'the kind''s parameters: {"within_days": n}, {"to_tier": name} (a tier''s name, in any program of the merchant), {"after_minutes": n}, {}';
 COMMENT ON COLUMN wallet.push_triggers.created_at IS 'when it was created';
 SELECT pg_catalog.pg_extension_config_dump('wallet.push_triggers', '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('wallet.push_triggers', 'trigger_id'), '');
@@ -2032,11 +2063,11 @@ BEGIN
         RAISE EXCEPTION 'name, latitude, longitude, radius_m and cooldown must not be null'
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A store is a named point with a radius and a cooldown.';
     END IF;
-    IF btrim($2) = '' OR length($2) > 200 OR $3 NOT BETWEEN -90 AND 90 OR $4 NOT BETWEEN -180 AND 180 OR $5 <= 0
-       OR $6 < interval '0' OR $6 > interval '100 years' THEN
+    IF btrim($2) = '' OR length($2) > 200 OR $3 NOT BETWEEN -90 AND 90 OR $4 NOT BETWEEN -180 AND 180
+       OR NOT ($5 > 0 AND $5 <= 20000000) OR $6 < interval '0' OR $6 > interval '100 years' THEN
         RAISE EXCEPTION 'invalid store'
             USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = 'A store has a non-blank name of at most 200 characters, a latitude in [-90, 90], a longitude in [-180, 180], a positive radius and a cooldown of 0 to 100 years.';
+                  DETAIL = 'A store has a non-blank name of at most 200 characters, a latitude in [-90, 90], a longitude in [-180, 180], a radius over 0 and at most 20,000,000 metres (half the Earth''s circumference) and a cooldown of 0 to 100 years.';
     END IF;
     INSERT INTO wallet.push_stores AS t (merchant_id, name, latitude, longitude, radius_m, cooldown) VALUES ($1, $2, $3, $4, $5, $6)
     ON CONFLICT ON CONSTRAINT push_stores_merchant_id_name_key DO UPDATE
@@ -2070,7 +2101,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An event happens at a real instant.';
     END IF;
     IF $3 !~ '^[a-z][a-z0-9_]{0,62}$' THEN
-        RAISE EXCEPTION 'invalid event kind %', left($3, 100)
+        RAISE EXCEPTION 'invalid event kind "%"', left($3, 100)
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = 'An event kind is a lower-case word of at most 63 letters, digits and underscores, starting with a letter.';
     END IF;
@@ -2084,8 +2115,10 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = 'An event''s attributes are a JSON object of at most 8 kB.';
     END IF;
-    IF $3 = 'location' AND NOT (jsonb_typeof($4 -> 'latitude') = 'number' AND jsonb_typeof($4 -> 'longitude') = 'number'
-                                AND ($4 ->> 'latitude')::numeric BETWEEN -90 AND 90 AND ($4 ->> 'longitude')::numeric BETWEEN -180 AND 180) THEN
+    -- (coalesce: a missing coordinate makes the test NULL, not false)
+    IF $3 = 'location' AND NOT coalesce(jsonb_typeof($4 -> 'latitude') = 'number' AND jsonb_typeof($4 -> 'longitude') = 'number'
+                                         AND ($4 ->> 'latitude')::numeric BETWEEN -90 AND 90
+                                         AND ($4 ->> 'longitude')::numeric BETWEEN -180 AND 180, false) THEN
         RAISE EXCEPTION 'invalid location event'
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = 'A location event carries a numeric latitude in [-90, 90] and longitude in [-180, 180].';
@@ -2156,7 +2189,7 @@ DECLARE
     n bigint := 0;
 BEGIN
     IF max_rows IS NULL OR max_rows < 1 THEN
-        RAISE EXCEPTION 'max_rows must be positive'
+        RAISE EXCEPTION 'max_rows must %', CASE WHEN max_rows IS NULL THEN 'not be null' ELSE 'be positive' END
             USING ERRCODE = CASE WHEN max_rows IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,
                   DETAIL = 'At most max_rows candidates are looked at per trigger and call.';
     END IF;
@@ -2177,7 +2210,12 @@ BEGIN
               FROM wallet.member_events e
              WHERE t.kind = 'tier_changed' AND e.merchant_id = t.merchant_id AND e.kind = 'tier_changed'
                AND e.occurred_at > now() - interval '7 days'
-               AND (NOT t.params ? 'to_tier' OR e.attributes ->> 'to_tier' = t.params ->> 'to_tier')
+               -- the event names the tier by id; the trigger by its current name
+               AND (NOT t.params ? 'to_tier'
+                    OR EXISTS (SELECT FROM wallet.tiers x
+                                WHERE jsonb_typeof(e.attributes -> 'to_tier') = 'number'
+                                  AND x.tier_id = (e.attributes ->> 'to_tier')::bigint
+                                  AND x.merchant_id = t.merchant_id AND x.name = t.params ->> 'to_tier'))
             UNION ALL
             -- the last cart update, after_minutes old, with no later update or purchase
             SELECT e.member_id, format('trigger:%s:event:%s', t.trigger_id, e.event_id),

@@ -311,9 +311,9 @@ BEGIN
                    WHEN multiplier IS NULL THEN 'multiplier' ELSE 'benefits' END
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A tier has a rank, a name, a point threshold, a multiplier and benefits.';
     END IF;
-    IF btrim(name) = '' OR length(name) > 256 THEN
+    IF btrim(name) = '' OR length(name) > 200 THEN
         RAISE EXCEPTION 'invalid tier name'
-            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A tier''s name has 1 to 256 characters, not all blank.';
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A tier''s name has 1 to 200 characters, not all blank.';
     END IF;
     -- numeric NaN compares above every number, and Infinity is a numeric:
     -- both are refused by name (an earning multiplied by them has no points)

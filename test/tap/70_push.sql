@@ -461,11 +461,16 @@ SELECT wallet.create_program(:mt, 'trigger points', interval '1 year') AS tp \gs
 SELECT wallet.accrue(wallet.open_account(:tp, 'e1'), 100, 'tr-e1', 'welcome', NULL, now() + interval '3 days');
 SELECT wallet.accrue(wallet.open_account(:tp, 'e2'), 100, 'tr-e2', 'welcome', NULL, now() + interval '30 days');
 SELECT wallet.create_push_trigger(:mt, 'points_expiring', 'push', 'marketing', '{"title": "your points expire"}', '{"within_days": 7}');
--- tiers: t1 to gold, t2 to silver (events written directly: the tiers API is another issue's)
+-- tiers: t1 reaches gold, t2 silver (the tier functions write the events, naming tiers by id)
 SELECT wallet.create_push_trigger(:mt, 'tier_changed', 'push', 'marketing', '{"title": "welcome to gold"}', '{"to_tier": "gold"}');
-INSERT INTO wallet.member_events (merchant_id, member_id, kind, occurred_at, attributes)
-VALUES (:mt, pg_temp.mid(:mt, 't1'), 'tier_changed', now() - interval '1 minute', '{"from_tier": "silver", "to_tier": "gold"}'),
-       (:mt, pg_temp.mid(:mt, 't2'), 'tier_changed', now() - interval '1 minute', '{"from_tier": "bronze", "to_tier": "silver"}');
+SELECT wallet.create_program(:mt, 'trigger tiers', interval '1 year') AS tq \gset
+SELECT wallet.create_tier(:tq, 1, 'silver', 50) AS silver_id, wallet.create_tier(:tq, 2, 'gold', 150) AS gold_id \gset
+SELECT wallet.accrue(wallet.open_account(:tq, 't1'), 200, 'tr-t1', 'welcome');
+SELECT wallet.accrue(wallet.open_account(:tq, 't2'), 80, 'tr-t2', 'welcome');
+SELECT wallet.evaluate_tiers(:tq);
+SELECT is((SELECT string_agg(w.member_ref || ' ' || (e.attributes ->> 'to_tier'), ', ' ORDER BY w.member_ref)
+             FROM wallet.member_events e JOIN wallet.members w USING (member_id) WHERE e.merchant_id = :mt AND e.kind = 'tier_changed'),
+          format('t1 %s, t2 %s', :gold_id, :silver_id), 'the tier changes are events naming the tier by id (t1 gold, t2 silver)');
 -- carts, 30 minutes: c1 left 40 minutes ago; c2 updated again 10 minutes ago; c3 bought after its update
 SELECT wallet.create_push_trigger(:mt, 'cart_abandoned', 'push', 'marketing', '{"title": "your cart misses you"}', '{"after_minutes": 30}');
 SELECT wallet.track_event(:mt, 'c1', 'cart_updated', '{"items": 2}', now() - interval '40 minutes') AS c1_event \gset
@@ -486,7 +491,7 @@ SELECT wallet.track_event(:mt, 's1', 'location', '{"latitude": 47.3869, "longitu
 -- what track_event refuses
 SELECT throws_ok($$SELECT wallet.track_event($$ || :mt || $$, 's1', 'tier_changed', '{"to_tier": "gold"}')$$, '22023',
                  'event kind tier_changed is written by the extension', 'track_event: a kind the extension writes is refused (22023)');
-SELECT throws_ok($$SELECT wallet.track_event($$ || :mt || $$, 's1', 'Cart Updated')$$, '22023', 'invalid event kind Cart Updated',
+SELECT throws_ok($$SELECT wallet.track_event($$ || :mt || $$, 's1', 'Cart Updated')$$, '22023', 'invalid event kind "Cart Updated"',
                  'track_event: a kind that is not a lower-case word (22023)');
 SELECT throws_ok($$SELECT wallet.track_event($$ || :mt || $$, 's1', 'location', '{"latitude": "47.3"}')$$, '22023', 'invalid location event',
                  'track_event: a location without numeric coordinates (22023)');
@@ -511,6 +516,7 @@ SELECT is(wallet.run_push_triggers(), 0::bigint, 'run_push_triggers again: nothi
 -- erasure: the app's events lose their attributes, the extension's stay whole
 SELECT wallet.track_event(:mt, 't1', 'cart_updated', '{"items": ["red shoes"], "address": "Bahnhofstrasse 1"}');
 SELECT pg_temp.mid(:mt, 's1') AS s1_member, pg_temp.mid(:mt, 't1') AS t1_member \gset
+SELECT attributes AS t1_tier_event FROM wallet.member_events WHERE merchant_id = :mt AND member_id = :t1_member AND kind = 'tier_changed' \gset
 SELECT is(wallet.forget_member(:mt, 's1', 'erasure request'), true, 'forget_member of a member with location events');
 SELECT is((SELECT count(*) FILTER (WHERE attributes = '{}') || '/' || count(*) FROM wallet.member_events
             WHERE merchant_id = :mt AND member_id = :s1_member AND kind = 'location'), '3/3',
@@ -520,7 +526,7 @@ SELECT is((SELECT (new_values -> 'rows' ->> 'member_events')::int FROM wallet.au
 SELECT is(wallet.forget_member(:mt, 't1', 'erasure request'), true, 'forget_member of a member with a tier change and a cart');
 SELECT is((SELECT string_agg(kind || ' ' || attributes::text, '; ' ORDER BY kind) FROM wallet.member_events
             WHERE merchant_id = :mt AND member_id = :t1_member),
-          'cart_updated {}; tier_changed {"to_tier": "gold", "from_tier": "silver"}',
+          'cart_updated {}; tier_changed ' || :'t1_tier_event',
           'forget_member: the cart is emptied, the tier change (ids and names of the merchant''s tiers) stays');
 -- a festival send at 09:00 local, in Zurich and in Tokyo
 SELECT pg_temp.member(:mt, 'l1', 'Europe/Zurich');
@@ -754,6 +760,85 @@ SELECT is(pg_temp.wake_as(format('SELECT count(*) FROM wallet.merchants WHERE me
 SELECT is(pg_temp.wake_as(format('SELECT push_key = %L FROM wallet.merchants WHERE merchant_id = %s',
                                  (SELECT push_key FROM wallet.merchants WHERE merchant_id = :m), :m)), 'result: true',
           'the role reads its own merchant''s push_key');
+
+-- ------------------------------------------------------------ a campaign's pushes reach its target group only
+SELECT wallet.create_merchant('push holdout') AS mh \gset
+SELECT wallet.set_push_settings(:mh, NULL, NULL);
+SELECT pg_temp.member(:mh, 'h' || i, 'UTC') FROM generate_series(1, 60) i;
+SELECT wallet.create_campaign(:mh, 'holdout push') AS hc \gset
+-- the list: h1..h40, half held out; h41..h60 are outside
+SELECT wallet.set_campaign_audience(:hc, 'list', 50, member_refs => ARRAY(SELECT 'h' || i FROM generate_series(1, 40) i));
+CREATE TEMP TABLE hgroups AS
+SELECT 'h' || i AS ref, wallet.campaign_group(:hc, 'h' || i) AS grp FROM generate_series(1, 60) i;
+SELECT ok((SELECT count(*) FILTER (WHERE grp = 'control') BETWEEN 1 AND 39 AND count(*) FILTER (WHERE grp = 'outside') = 20 FROM hgroups),
+          'fixture: the holdout splits h1..h40 into both groups; h41..h60 are outside');
+SELECT results_eq(format($$SELECT status, reason, messages FROM wallet.enqueue_push_audience(%s, NULL, 'push', 'marketing', '{"title": "d11"}', %s)$$, :mh, :hc),
+                  $$SELECT * FROM (SELECT 'queued'::text, NULL::text, count(*) FILTER (WHERE grp = 'target') FROM hgroups
+                                   UNION ALL
+                                   SELECT 'suppressed', 'control_group', count(*) FILTER (WHERE grp = 'control') FROM hgroups) x ORDER BY 1, 2$$,
+                  'enqueue_push_audience with a campaign and no member_refs: its audience only; the target group queued, the control group suppressed (control_group)');
+SELECT set_eq($$SELECT w.member_ref FROM wallet.push_messages x JOIN wallet.members w USING (member_id)
+                WHERE x.campaign_id = $$ || :hc || $$ AND x.outcome = 'queued'$$,
+              'SELECT ref FROM hgroups WHERE grp = ''target''', 'the queued messages are exactly the target group''s (by wallet.campaign_group)');
+SELECT is((SELECT count(*) FROM wallet.push_messages x JOIN wallet.members w USING (member_id) JOIN hgroups g ON g.ref = w.member_ref
+            WHERE x.merchant_id = :mh AND g.grp = 'outside'), 0::bigint, 'members outside the audience get no message at all');
+SELECT is((SELECT count(*) FROM wallet.claim_pushes('push', 100, '1 minute') c JOIN hgroups g ON g.ref = c.member_ref WHERE g.grp <> 'target'),
+          0::bigint, 'a claim hands out no message of the control group');
+SELECT results_eq(format($$SELECT status, reason FROM wallet.enqueue_push(%s, %L, 'push', 'marketing', '{}', %s)$$,
+                         :mh, (SELECT ref FROM hgroups WHERE grp = 'control' LIMIT 1), :hc),
+                  $$VALUES ('suppressed'::text, 'control_group'::text)$$, 'enqueue_push (C) to a member of the control group: suppressed (control_group)');
+SELECT results_eq(format($$SELECT status, reason FROM wallet.enqueue_push(%s, 'h50', 'push', 'marketing', '{}', %s)$$, :mh, :hc),
+                  $$VALUES ('suppressed'::text, 'outside_audience'::text)$$, 'enqueue_push (C) to a member outside the audience: suppressed (outside_audience)');
+SELECT results_eq(format($$SELECT status, reason FROM wallet.enqueue_push(%s, %L, 'push', 'marketing', '{}', %s, not_before => now() + interval '1 day')$$,
+                         :mh, (SELECT ref FROM hgroups WHERE grp = 'target' LIMIT 1), :hc),
+                  $$VALUES ('queued'::text, NULL::text)$$, 'enqueue_push (C) to a member of the target group: decided as usual');
+SELECT results_eq(format($$SELECT status, reason, messages FROM wallet.enqueue_push_audience(%s, %L, 'push', 'marketing', '{}', %s)$$,
+                         :mh, ARRAY[(SELECT ref FROM hgroups WHERE grp = 'control' LIMIT 1), 'h60'], :hc),
+                  $$VALUES ('suppressed'::text, 'control_group'::text, 1::bigint), ('suppressed', 'outside_audience', 1)$$,
+                  'enqueue_push_audience naming members: the control group and those outside are suppressed');
+SELECT is((SELECT count(*) FROM wallet.push_messages WHERE merchant_id = :mh AND campaign_id IS NULL), 0::bigint, 'fixture: no message without a campaign yet');
+SELECT results_eq(format($$SELECT status, messages FROM wallet.enqueue_push_audience(%s, NULL, 'push', 'marketing', '{}')$$, :mh),
+                  $$VALUES ('queued'::text, 60::bigint)$$, 'without a campaign, member_refs NULL is every active member, as before');
+
+-- ------------------------------------------------------------ evidence and arguments the audit found
+SELECT wallet.create_merchant('push evidence') AS me \gset
+SELECT wallet.set_push_settings(:me, NULL, NULL);
+SELECT throws_ok(format($$SELECT wallet.record_consent(%s, 'v1', 'push', 'marketing', true, 'app', at => now() + interval '10 years')$$, :me),
+                 '22023', 'at must not be in the future', 'record_consent: evidence dated in the future is 22023');
+SELECT wallet.record_consent(:me, 'v1', 'push', 'marketing', true, 'app', at => now() - interval '1 hour');
+SELECT wallet.record_consent(:me, 'v1', 'push', 'marketing', false, 'settings screen');
+SELECT results_eq(format($$SELECT status, reason FROM wallet.enqueue_push(%s, 'v1', 'push', 'marketing', '{}')$$, :me),
+                  $$VALUES ('suppressed'::text, 'consent_withdrawn'::text)$$, 'a withdrawal after a grant takes effect at once');
+SELECT is((SELECT count(*) FROM wallet.push_consent_log WHERE merchant_id = :me), 2::bigint, 'the refused evidence was not recorded');
+SELECT throws_ok(format($$SELECT wallet.set_push_store(%s, 'bad', 0, 0, 'Infinity')$$, :me), '22023', 'invalid store',
+                 'set_push_store: an infinite radius is 22023');
+SELECT throws_ok(format($$SELECT wallet.set_push_store(%s, 'bad', 0, 0, 'NaN')$$, :me), '22023', 'invalid store',
+                 'set_push_store: a NaN radius is 22023');
+SELECT throws_ok(format($$SELECT wallet.set_push_store(%s, 'bad', 0, 0, 20000001)$$, :me), '22023', 'invalid store',
+                 'set_push_store: a radius over half the Earth''s circumference is 22023');
+SELECT ok(wallet.set_push_store(:me, 'everywhere', 0, 0, 20000000) > 0, 'set_push_store: a radius of 20,000 km is accepted');
+SELECT throws_ok(format($$SELECT wallet.track_event(%s, 'v1', 'location', '{}')$$, :me), '22023', 'invalid location event',
+                 'track_event: a location with no coordinates is 22023');
+SELECT throws_ok(format($$SELECT wallet.track_event(%s, 'v1', 'location', '{"latitude": 47.3}')$$, :me), '22023', 'invalid location event',
+                 'track_event: a location without a longitude is 22023');
+SELECT is((SELECT count(*) FROM wallet.member_events WHERE merchant_id = :me), 0::bigint, 'the refused events stored nothing');
+SELECT throws_ok(format($$SELECT * FROM wallet.enqueue_push(%s, 'v2', 'push', 'service', '{}', not_before => '294276-12-31 23:00+00')$$, :me),
+                 '22023', 'not_before must be at most 100 years from now', 'enqueue_push: a not_before at the end of the timestamp range is 22023, not 22008');
+SELECT throws_ok(format($$SELECT * FROM wallet.enqueue_push(%s, 'v2', 'push', 'service', '{}', not_before => now() + interval '101 years')$$, :me),
+                 '22023', 'not_before must be at most 100 years from now', 'enqueue_push: a not_before over 100 years from now is 22023');
+SELECT results_eq(format($$SELECT status FROM wallet.enqueue_push(%s, 'v2', 'push', 'service', '{}', not_before => now() + interval '99 years')$$, :me),
+                  $$VALUES ('queued'::text)$$, 'enqueue_push: a not_before 99 years from now is queued');
+SELECT throws_ok(format($$SELECT * FROM wallet.enqueue_push_audience(%s, '{v2}', 'push', 'service', '{}', not_before => '294276-12-31 23:00+00')$$, :me),
+                 '22023', 'not_before must be at most 100 years from now', 'enqueue_push_audience: the same bound (22023)');
+SELECT throws_ok(format($$SELECT * FROM wallet.enqueue_push_local(%s, '{v2}', 'push', 'service', '{}', '294276-12-31 23:00')$$, :me),
+                 '22023', 'local_at must be at most 100 years from now', 'enqueue_push_local: a local_at over 100 years from now is 22023');
+
+SELECT throws_ok('SELECT wallet.run_push_triggers(NULL)', '22004', 'max_rows must not be null', 'run_push_triggers(NULL): 22004 naming the argument');
+SELECT throws_ok('SELECT wallet.purge_pushes(NULL)', '22004', 'max_rows must not be null', 'purge_pushes(NULL): 22004 naming the argument');
+SELECT throws_ok('SELECT wallet.reclaim_budget_holds(NULL)', '22004', 'max_holds must not be null', 'reclaim_budget_holds(NULL): 22004 naming the argument');
+SELECT throws_ok('SELECT wallet.run_push_triggers(0)', '22023', 'max_rows must be positive', 'run_push_triggers(0): 22023');
+SELECT is(error_of('SELECT wallet.push_stats(NULL)'), '22004 merchant_id must not be null / Every call acts for one merchant, named by its id.',
+          'push_stats(NULL): 22004 with a detail that fits every function');
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -9,7 +9,7 @@
 -- the rule "a window is whole UTC months ending with the month of as_of".
 BEGIN;
 SET LOCAL timezone = 'UTC';
-SELECT plan(137);
+SELECT plan(139);
 \ir ../tiers_expected.sql
 
 CREATE TEMP TABLE v (k text PRIMARY KEY, id bigint);
@@ -196,6 +196,9 @@ SELECT is((SELECT (rank, below_since) FROM wallet.account_tiers WHERE account_id
 INSERT INTO v VALUES ('p6', pg_temp.program('p6', '{}'));
 UPDATE wallet.programs SET currency = 'CNY' WHERE program_id = pg_temp.id('p6');
 SELECT lives_ok($$SELECT wallet.create_tier(pg_temp.id('p6'), 1, 'VIP', 100, min_spend => 1000)$$, 'a tier of 100 points and 1000 spent');
+SELECT throws_ok($$SELECT wallet.create_tier(pg_temp.id('p6'), 2, repeat('x', 201), 200)$$, '22023', 'invalid tier name',
+                 'a tier name of 201 characters is 22023 (names have at most 200, as programs and campaigns)');
+SELECT lives_ok($$SELECT wallet.drop_tier(wallet.create_tier(pg_temp.id('p6'), 2, repeat('x', 200), 200, min_spend => 2000))$$, 'a tier name of 200 characters is accepted');
 INSERT INTO v VALUES ('a8', wallet.open_account(pg_temp.id('p6'), 'heidi'));
 INSERT INTO wallet.purchases (merchant_id, member_id, order_ref, amount, currency, occurred_at, program_id, account_id)
 SELECT pg_temp.id('m'), member_id, 'o-1', 800, 'CNY', now(), pg_temp.id('p6'), account_id FROM wallet.accounts WHERE account_id = pg_temp.id('a8');
