@@ -19542,6 +19542,117 @@ COMMENT ON FUNCTION wallet.run_push_triggers(int) IS 'runs every trigger of the 
 
 COMMENT ON COLUMN wallet.push_triggers.params IS 'the kind''s parameters: {"within_days": n}, {"to_tier": name} (a tier''s name, in any program of the merchant), {"after_minutes": n}, {}';
 
+-- == 10ai. Evidence texts and the end of offers and rules: errors name the argument
+
+CREATE OR REPLACE FUNCTION wallet.end_earning_rule(rule_id bigint, at timestamptz DEFAULT now()) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    r wallet.earning_rules;
+BEGIN
+    IF at IS NULL OR NOT isfinite(at) THEN
+        RAISE EXCEPTION 'at must %', CASE WHEN at IS NULL THEN 'not be null' ELSE 'be finite' END
+            USING ERRCODE = CASE WHEN at IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,
+                  DETAIL = 'A rule ends at an instant: purchases made from then on no longer earn by it.';
+    END IF;
+    SELECT * INTO r FROM wallet.earning_rules x
+     WHERE x.rule_id = end_earning_rule.rule_id AND wallet.acts_for(x.merchant_id)
+       FOR UPDATE;
+    IF NOT FOUND THEN
+        PERFORM wallet_internal.unknown_rule(rule_id);
+    END IF;
+    -- never later than it already ends; a rule ended before it starts ends when it starts
+    UPDATE wallet.earning_rules x
+       SET valid_until = greatest(least(coalesce(x.valid_until, 'infinity'), at), x.valid_from + interval '1 microsecond'),
+           updated_at = now()
+     WHERE x.rule_id = r.rule_id;
+END
+$$;
+COMMENT ON FUNCTION wallet.end_earning_rule(bigint, timestamptz) IS 'ends an earning rule at an instant (default now; never later than it already ends): purchases made from then on no longer earn by it (idempotent)';
+
+CREATE OR REPLACE FUNCTION wallet.record_consent(merchant_id bigint, member_ref text, channel text, topic text, granted boolean,
+        source text, policy_version text DEFAULT NULL, device text DEFAULT NULL, at timestamptz DEFAULT now()) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+#variable_conflict use_variable
+DECLARE
+    _m bigint := merchant_id;
+    member bigint;
+    id bigint;
+    bad text[];   -- the first evidence text out of bounds: its name and value
+BEGIN
+    PERFORM wallet_internal.member_check(_m, member_ref);
+    PERFORM wallet_internal.push_check_name('channel', channel);
+    PERFORM wallet_internal.push_check_name('topic', topic);
+    IF granted IS NULL OR source IS NULL OR at IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN granted IS NULL THEN 'granted' WHEN source IS NULL THEN 'source' ELSE 'at' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Consent evidence says what was decided, when and where.';
+    END IF;
+    IF NOT isfinite(at) THEN
+        RAISE EXCEPTION 'at must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Consent is given or withdrawn at a real instant.';
+    END IF;
+    -- the state follows the latest evidence: a future time would outrank
+    -- every withdrawal made until then
+    IF at > now() THEN
+        RAISE EXCEPTION 'at must not be in the future'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('Consent evidence records a decision already taken, at %s or earlier.', now());
+    END IF;
+    bad := CASE WHEN btrim(source) = '' OR length(source) > 200 THEN ARRAY['source', source]
+                WHEN btrim(policy_version) = '' OR length(policy_version) > 200 THEN ARRAY['policy_version', policy_version]
+                WHEN btrim(device) = '' OR length(device) > 200 THEN ARRAY['device', device] END;
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION '% must not be %', bad[1], CASE WHEN btrim(bad[2]) = '' THEN 'blank' ELSE 'longer than 200 characters' END
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Consent evidence texts are non-blank and at most 200 characters.';
+    END IF;
+    member := wallet_internal.member_ensure(_m, member_ref);
+    PERFORM wallet_internal.push_lock_member(member, true);
+    INSERT INTO wallet.push_consent_log AS l (merchant_id, member_id, channel, topic, granted, at, source, policy_version, device)
+    VALUES (_m, member, channel, topic, granted, at, source, policy_version, device)
+    RETURNING l.consent_id INTO id;
+    -- the state is the latest evidence by when it was given (late evidence of an earlier decision changes nothing)
+    INSERT INTO wallet.push_consents AS c (merchant_id, member_id, channel, topic, granted, at, consent_id)
+    VALUES (_m, member, channel, topic, granted, at, id)
+    ON CONFLICT ON CONSTRAINT push_consents_pkey DO UPDATE
+       SET granted = excluded.granted, at = excluded.at, consent_id = excluded.consent_id
+     WHERE c.at <= excluded.at;
+    -- a withdrawal takes effect at once, for queued messages too
+    IF NOT (SELECT c.granted FROM wallet.push_consents c
+             WHERE c.merchant_id = _m AND c.member_id = member AND c.channel = record_consent.channel AND c.topic = record_consent.topic) THEN
+        PERFORM wallet_internal.push_finish(ARRAY(
+                    SELECT x.push_id FROM wallet.push_messages x
+                     WHERE x.member_id = member AND x.part < 3 AND x.status = 'queued'
+                       AND x.channel = record_consent.channel AND x.topic = record_consent.topic),
+                'suppressed', 'consent_withdrawn', 'muted');
+    END IF;
+    RETURN id;
+END
+$$;
+COMMENT ON FUNCTION wallet.record_consent(bigint, text, text, text, boolean, text, text, text, timestamptz) IS 'records evidence of a member granting or withdrawing consent to a topic on a channel (source, policy version, device); the current state follows the latest evidence; a withdrawal suppresses the queued messages of that channel and topic at once; returns the evidence id';
+
+CREATE OR REPLACE FUNCTION wallet.end_offer(offer_id bigint, at timestamptz DEFAULT now()) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF at IS NULL OR NOT isfinite(at) THEN
+        RAISE EXCEPTION 'at must %', CASE WHEN at IS NULL THEN 'not be null' ELSE 'be finite' END
+            USING ERRCODE = CASE WHEN at IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,
+                  DETAIL = 'An offer ends at an instant: purchases made from then on no longer get it.';
+    END IF;
+    UPDATE wallet.offers x
+       SET valid_until = greatest(least(coalesce(x.valid_until, 'infinity'), at), x.valid_from + interval '1 microsecond'),
+           updated_at = now()
+     WHERE x.offer_id = end_offer.offer_id AND wallet.acts_for(x.merchant_id);
+    IF NOT FOUND THEN
+        PERFORM wallet_internal.unknown_offer(offer_id);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet.end_offer(bigint, timestamptz) IS 'ends an offer at an instant (default now; never later than it already ends): purchases made from then on no longer get it (idempotent)';
+
 -- == 10z. shared objects, final (issues 10-12)
 -- Objects that several sections above re-create (each with what its area
 -- added): their final definitions, exactly as the parts have them.

@@ -327,7 +327,7 @@ CREATE FUNCTION wallet.end_offer(offer_id bigint, at timestamptz DEFAULT now()) 
     AS $$
 BEGIN
     IF at IS NULL OR NOT isfinite(at) THEN
-        RAISE EXCEPTION 'end of offer must be %', CASE WHEN at IS NULL THEN 'given' ELSE 'finite' END
+        RAISE EXCEPTION 'at must %', CASE WHEN at IS NULL THEN 'not be null' ELSE 'be finite' END
             USING ERRCODE = CASE WHEN at IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,
                   DETAIL = 'An offer ends at an instant: purchases made from then on no longer get it.';
     END IF;

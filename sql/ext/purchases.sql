@@ -488,7 +488,7 @@ DECLARE
     r wallet.earning_rules;
 BEGIN
     IF at IS NULL OR NOT isfinite(at) THEN
-        RAISE EXCEPTION 'end of rule must be %', CASE WHEN at IS NULL THEN 'given' ELSE 'finite' END
+        RAISE EXCEPTION 'at must %', CASE WHEN at IS NULL THEN 'not be null' ELSE 'be finite' END
             USING ERRCODE = CASE WHEN at IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,
                   DETAIL = 'A rule ends at an instant: purchases made from then on no longer earn by it.';
     END IF;

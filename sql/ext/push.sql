@@ -1097,6 +1097,7 @@ DECLARE
     _m bigint := merchant_id;
     member bigint;
     id bigint;
+    bad text[];   -- the first evidence text out of bounds: its name and value
 BEGIN
     PERFORM wallet_internal.member_check(_m, member_ref);
     PERFORM wallet_internal.push_check_name('channel', channel);
@@ -1115,9 +1116,11 @@ BEGIN
         RAISE EXCEPTION 'at must not be in the future'
             USING ERRCODE = 'invalid_parameter_value', DETAIL = format('Consent evidence records a decision already taken, at %s or earlier.', now());
     END IF;
-    IF btrim(source) = '' OR length(source) > 200 OR length(policy_version) > 200 OR length(device) > 200
-       OR btrim(policy_version) = '' OR btrim(device) = '' THEN
-        RAISE EXCEPTION 'source, policy_version or device blank or longer than 200 characters'
+    bad := CASE WHEN btrim(source) = '' OR length(source) > 200 THEN ARRAY['source', source]
+                WHEN btrim(policy_version) = '' OR length(policy_version) > 200 THEN ARRAY['policy_version', policy_version]
+                WHEN btrim(device) = '' OR length(device) > 200 THEN ARRAY['device', device] END;
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION '% must not be %', bad[1], CASE WHEN btrim(bad[2]) = '' THEN 'blank' ELSE 'longer than 200 characters' END
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Consent evidence texts are non-blank and at most 200 characters.';
     END IF;
     member := wallet_internal.member_ensure(_m, member_ref);

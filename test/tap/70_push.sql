@@ -833,6 +833,13 @@ SELECT throws_ok(format($$SELECT * FROM wallet.enqueue_push_audience(%s, '{v2}',
 SELECT throws_ok(format($$SELECT * FROM wallet.enqueue_push_local(%s, '{v2}', 'push', 'service', '{}', '294276-12-31 23:00')$$, :me),
                  '22023', 'local_at must be at most 100 years from now', 'enqueue_push_local: a local_at over 100 years from now is 22023');
 
+SELECT throws_ok(format($$SELECT wallet.record_consent(%s, 'v3', 'push', 'marketing', true, 'app', device => ' ')$$, :me),
+                 '22023', 'device must not be blank', 'record_consent: a blank device is 22023, naming it');
+SELECT throws_ok(format($$SELECT wallet.record_consent(%s, 'v3', 'push', 'marketing', true, 'app', policy_version => repeat('v', 201), device => '')$$, :me),
+                 '22023', 'policy_version must not be longer than 200 characters', 'record_consent: the first evidence text out of bounds is named');
+SELECT throws_ok('SELECT wallet.end_offer(1, NULL)', '22004', 'at must not be null', 'end_offer(id, NULL): 22004 naming the argument');
+SELECT throws_ok('SELECT wallet.end_earning_rule(1, NULL)', '22004', 'at must not be null', 'end_earning_rule(id, NULL): 22004 naming the argument');
+SELECT throws_ok('SELECT wallet.end_offer(1, ''infinity'')', '22023', 'at must be finite', 'end_offer(id, infinity): 22023');
 SELECT throws_ok('SELECT wallet.run_push_triggers(NULL)', '22004', 'max_rows must not be null', 'run_push_triggers(NULL): 22004 naming the argument');
 SELECT throws_ok('SELECT wallet.purge_pushes(NULL)', '22004', 'max_rows must not be null', 'purge_pushes(NULL): 22004 naming the argument');
 SELECT throws_ok('SELECT wallet.reclaim_budget_holds(NULL)', '22004', 'max_holds must not be null', 'reclaim_budget_holds(NULL): 22004 naming the argument');
