@@ -19653,6 +19653,457 @@ END
 $$;
 COMMENT ON FUNCTION wallet.end_offer(bigint, timestamptz) IS 'ends an offer at an instant (default now; never later than it already ends): purchases made from then on no longer get it (idempotent)';
 
+-- == 10aj. Second audit: referral rewards and the purchase posting to one account; last-touch attribution across campaigns; tier sweeps left to evaluations as of now; tier grace bounded
+
+CREATE OR REPLACE FUNCTION wallet_internal.record_purchase_full(merchant_id bigint, member_ref text, order_ref text, amount numeric,
+        currency text, occurred_at timestamptz, attributes jsonb, offers bigint[], codes text[], quote_id bigint)
+        RETURNS wallet.purchase_result
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    p wallet.purchases;
+    member bigint;
+    tz text;
+    prog bigint;
+    rnd text;
+    acct bigint;
+    a wallet_internal.locked_account;
+    due timestamptz;
+    e wallet.entries;
+    ev record;
+    refers boolean;
+BEGIN
+    PERFORM wallet_internal.purchase_check(merchant_id, member_ref, order_ref, amount, currency, occurred_at, attributes);
+    PERFORM wallet_internal.purchase_check_codes(codes);
+    -- A retry is found by the insert of the purchase below (ON CONFLICT), not
+    -- by a lookup first: retries are rare, a lookup would cost every call.
+    -- The usual case in one statement: a known member with an account in the
+    -- merchant's open program earning in the currency, locked (what
+    -- wallet_internal.lock_account does, but for the idempotency lookup: the
+    -- order's unique key stands for it).  The member's postings, counters and
+    -- first purchase are decided under this lock.
+    SELECT m.member_id, m.time_zone, x.program_id, x.rounding, y.account_id, y.ledger, y.next_event, x.expiry, x.granularity
+      INTO member, tz, prog, rnd, acct, a.ledger, due, a.expiry, a.granularity
+      FROM wallet.members m
+      JOIN wallet.programs x ON x.merchant_id = m.merchant_id AND x.currency = record_purchase_full.currency AND x.closed_at IS NULL
+      JOIN wallet.accounts y ON y.program_id = x.program_id AND y.member_ref = m.member_ref
+     WHERE m.merchant_id = record_purchase_full.merchant_id AND m.member_ref = record_purchase_full.member_ref
+       FOR NO KEY UPDATE OF y;
+    IF FOUND THEN
+        a.program_id := prog;
+        a.closed := false;
+        a.at := clock_timestamp();
+        IF due <= a.at THEN
+            PERFORM wallet_internal.settle_account(acct, a.at, a.at);
+            SELECT y.ledger INTO a.ledger FROM wallet.accounts y WHERE y.account_id = acct;
+        END IF;
+    ELSE
+        -- a new member, a member without an account yet, or no program earning in the currency
+        SELECT * INTO member, tz, prog, rnd, acct FROM wallet_internal.purchase_context(merchant_id, member_ref, currency);
+        IF member IS NULL THEN
+            member := wallet_internal.member_ensure(merchant_id, member_ref);
+        END IF;
+        IF prog IS NOT NULL THEN
+            IF acct IS NULL THEN
+                acct := wallet.open_account(prog, member_ref);
+            END IF;
+            a := wallet_internal.lock_account(acct);
+        END IF;
+    END IF;
+    -- the member's tier and first purchase are read after the lock: a posting
+    -- that changed the tier, a purchase of the member, have committed by now
+    ev := wallet_internal.purchase_points(merchant_id, prog, rnd, member, acct, tz, amount, currency, occurred_at, attributes);
+    -- the purchase first (tiers read spend in the window), with the entry's id to come
+    -- (a merchant with a referral program: the entry's id is drawn after the
+    -- insert, whose trigger may post a reward to the same account first)
+    refers := wallet_internal.merchant_refers(merchant_id);
+    INSERT INTO wallet.purchases (merchant_id, member_id, order_ref, amount, currency, occurred_at, attributes,
+                                  program_id, account_id, points, entry_id, rules)
+    VALUES (merchant_id, member, order_ref, amount, currency, occurred_at, attributes, prog, acct, ev.points,
+            CASE WHEN ev.points > 0 AND NOT refers THEN nextval('wallet.entries_entry_id_seq') END, ev.rules)
+    ON CONFLICT ON CONSTRAINT purchases_merchant_id_order_ref_key DO NOTHING
+    RETURNING * INTO p;
+    IF p.purchase_id IS NULL THEN
+        -- a retry, or a concurrent call recorded the order first (committed by now)
+        SELECT * INTO p FROM wallet.purchases x WHERE x.merchant_id = record_purchase_full.merchant_id AND x.order_ref = record_purchase_full.order_ref;
+        RETURN wallet_internal.purchase_retry(p, member_ref, amount, currency);
+    END IF;
+    IF ev.counters <> '[]' THEN
+        INSERT INTO wallet.earning_counters AS c (merchant_id, member_id, rule_id, day, points)
+        SELECT record_purchase_full.merchant_id, member, x.rule_id, x.day, x.points
+          FROM jsonb_to_recordset(ev.counters) AS x(rule_id bigint, day date, points bigint)
+        ON CONFLICT ON CONSTRAINT earning_counters_key DO UPDATE SET points = c.points + excluded.points;
+    END IF;
+    IF p.points > 0 THEN
+        -- what wallet_internal.post_once does for a posting without a prior entry
+        IF a.closed THEN
+            PERFORM wallet_internal.program_closed(prog);
+        END IF;
+        IF refers THEN
+            -- the referee's reward (wallet_internal.referral_purchase) may
+            -- have been posted to this account: the purchase's entry follows
+            -- it in the journal, posted on the ledger that holds it
+            SELECT y.ledger INTO a.ledger FROM wallet.accounts y WHERE y.account_id = acct;
+            a.at := greatest(a.at, clock_timestamp());
+            p.entry_id := nextval('wallet.entries_entry_id_seq');
+            UPDATE wallet.purchases x SET entry_id = p.entry_id WHERE x.purchase_id = p.purchase_id;
+        END IF;
+        e.entry_id := p.entry_id;
+        e.account_id := acct;
+        e.kind := 'accrue';
+        e.idempotency_key := 'purchase:' || order_ref;
+        e.reason := 'purchase';
+        e.reference := order_ref;
+        e.created_at := a.at;
+        e.points := p.points;
+        e.expires_at := wallet.policy_expiry(a.at, a.expiry, a.granularity);
+        PERFORM wallet_internal.post_entry(a.ledger, e);
+    END IF;
+    -- the offers named (issue 11: offers.sql), after the purchase's own posting
+    IF offers IS NOT NULL OR quote_id IS NOT NULL THEN
+        PERFORM wallet_internal.offers_consume(p, member_ref, tz, offers, codes, quote_id);
+    END IF;
+    RETURN (p.purchase_id, p.order_ref, p.member_id, p.program_id, p.account_id, p.amount, p.currency, p.occurred_at,
+            p.points, p.entry_id, p.rules)::wallet.purchase_result;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.record_purchase_full(bigint, text, text, numeric, text, timestamptz, jsonb, bigint[], text[], bigint) IS 'internal: wallet.record_purchase in PL/pgSQL, for every case its C fast path leaves to it (offers, codes, quotes, a new member or account, no earning program, invalid arguments)';
+
+CREATE OR REPLACE FUNCTION wallet.set_tier_policy(program_id bigint, tier_window text DEFAULT NULL, tier_window_months int DEFAULT NULL,
+        tier_downgrade text DEFAULT NULL, tier_grace_days int DEFAULT NULL, tier_downgrade_step text DEFAULT NULL)
+    RETURNS wallet.programs
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    r wallet.programs;
+BEGIN
+    PERFORM wallet_internal.lock_tier_program(program_id);
+    IF tier_window NOT IN ('rolling', 'calendar_year') OR tier_window_months NOT BETWEEN 1 AND 24
+       OR tier_downgrade NOT IN ('never', 'period_end', 'grace') OR tier_grace_days NOT BETWEEN 0 AND 36525
+       OR tier_downgrade_step NOT IN ('one_level', 'qualified') THEN
+        RAISE EXCEPTION 'invalid tier policy'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'The tier_window is rolling or calendar_year, tier_window_months 1 to 24, tier_downgrade never, period_end or grace, tier_grace_days 0 to 36525 (100 years), tier_downgrade_step one_level or qualified.';
+    END IF;
+    UPDATE wallet.programs p
+       SET tier_window = coalesce(set_tier_policy.tier_window, p.tier_window),
+           tier_window_months = coalesce(set_tier_policy.tier_window_months, p.tier_window_months),
+           tier_downgrade = coalesce(set_tier_policy.tier_downgrade, p.tier_downgrade),
+           tier_grace_days = coalesce(set_tier_policy.tier_grace_days, p.tier_grace_days),
+           tier_downgrade_step = coalesce(set_tier_policy.tier_downgrade_step, p.tier_downgrade_step)
+     WHERE p.program_id = set_tier_policy.program_id
+    RETURNING * INTO r;
+    PERFORM wallet_internal.tier_sweep_request(program_id);
+    RETURN r;
+END
+$$;
+COMMENT ON FUNCTION wallet.set_tier_policy(bigint, text, int, text, int, text) IS 'sets a program''s tier policy (NULL keeps): qualification window (rolling tier_window_months months or calendar_year), downgrade (never, period_end, grace after tier_grace_days days below) and step (one_level or qualified); every account is reviewed at the next wallet.evaluate_tiers; returns the program';
+
+CREATE OR REPLACE FUNCTION wallet.evaluate_tiers(program_id bigint, as_of timestamptz DEFAULT now(), max_accounts int DEFAULT 10000,
+        OUT looked_at int, OUT upgraded int, OUT downgraded int, OUT more boolean)
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    p record;
+    t record;
+    s wallet.tier_sweeps;
+    r text;
+    id bigint;
+    due int := 0;
+    chunk record;
+    chunk2 record;
+    ids bigint[];
+    present boolean := as_of >= now() AND as_of <= clock_timestamp();
+    start bigint;
+    swept boolean;
+BEGIN
+    IF program_id IS NULL OR as_of IS NULL OR max_accounts IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN program_id IS NULL THEN 'program_id' WHEN as_of IS NULL THEN 'as_of' ELSE 'max_accounts' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Tiers are evaluated for a program, as of an instant, a bounded number of accounts at a time.';
+    END IF;
+    IF NOT isfinite(as_of) THEN
+        RAISE EXCEPTION 'as_of must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Tiers are evaluated as of a real instant.';
+    END IF;
+    IF max_accounts < 1 THEN
+        RAISE EXCEPTION 'max_accounts must be positive'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Each call looks at up to max_accounts accounts; call again while more is true.';
+    END IF;
+    SELECT x.tier_window, x.tier_window_months, x.tier_downgrade INTO p FROM wallet.programs x
+     WHERE x.program_id = evaluate_tiers.program_id AND wallet.acts_for(x.merchant_id);
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown program'
+            USING ERRCODE = 'WL214', DETAIL = format('There is no points program %s.', program_id);
+    END IF;
+    looked_at := 0;
+    upgraded := 0;
+    downgraded := 0;
+    -- 1. accounts due (a downgrade, a period end, a fall below), soonest
+    -- first; an account a posting holds is skipped: it is reviewed anyway
+    FOR id IN SELECT x.account_id FROM wallet.account_tiers x
+               WHERE x.program_id = evaluate_tiers.program_id AND x.review_at <= as_of
+               ORDER BY x.review_at, x.account_id LIMIT max_accounts LOOP
+        looked_at := looked_at + 1;
+        due := due + 1;
+        PERFORM FROM wallet.accounts a WHERE a.account_id = id FOR NO KEY UPDATE SKIP LOCKED;
+        CONTINUE WHEN NOT FOUND;
+        r := wallet_internal.tier_review(id, as_of);
+        upgraded := upgraded + (r IS NOT DISTINCT FROM 'upgraded')::int;
+        downgraded := downgraded + (r IS NOT DISTINCT FROM 'downgraded')::int;
+    END LOOP;
+    -- 2. the sweep after a change of tiers or policy: the points of every
+    -- account are read from its ledger's buckets (C), and only accounts that
+    -- may move up, or hold a tier whose review date may have changed, are
+    -- reviewed
+    SELECT * INTO s FROM wallet.tier_sweeps x WHERE x.program_id = evaluate_tiers.program_id FOR UPDATE;
+    swept := NOT FOUND;
+    start := CASE WHEN present THEN greatest(s.after_account, 0) ELSE abs(s.after_account) END;
+    IF FOUND AND looked_at < max_accounts THEN
+        SELECT array_agg(x.min_points ORDER BY x.rank) AS pts, array_agg(x.rank ORDER BY x.rank) AS ranks,
+               array_agg(x.tier_id ORDER BY x.rank) AS ids, coalesce(bool_or(x.min_spend IS NOT NULL), false) AS by_spend
+          INTO t FROM wallet.tiers x WHERE x.program_id = evaluate_tiers.program_id;
+        -- accounts that qualify for a tier by points (an upper bound: spend can only lower it)
+        SELECT x.looked_at AS n, x.last_account AS last, x.qualified AS ids INTO chunk
+          FROM wallet_internal.tier_sweep_scan(evaluate_tiers.program_id, start, max_accounts - looked_at,
+                                               p.tier_window, p.tier_window_months, as_of, coalesce(t.pts, '{}')) x;
+        looked_at := looked_at + chunk.n;
+        -- and those holding a tier, in the same range of accounts
+        SELECT array_agg(DISTINCT x.id ORDER BY x.id) INTO ids
+          FROM (SELECT unnest(chunk.ids) AS id
+                UNION ALL
+                SELECT h.account_id FROM wallet.account_tiers h
+                 WHERE h.program_id = evaluate_tiers.program_id AND h.rank > 0
+                   AND h.account_id > start AND h.account_id <= chunk.last) x;
+        IF ids IS NOT NULL AND NOT t.by_spend THEN
+            -- points alone decide: the accounts are locked in account order
+            -- (as the loop below would), then reviewed set-based in what
+            -- tier_review would do for them: an upgrade (tier_set and the
+            -- next review), or, still at their tier, the next review date
+            -- (written only where it changes); the others (below their
+            -- tier, a period end due) go through tier_review
+            PERFORM FROM wallet.accounts a WHERE a.account_id = ANY (ids) ORDER BY a.account_id FOR NO KEY UPDATE;
+            -- (the tier row of each account by its key: a join would hash
+            -- the program's whole account_tiers for a batch of ~100)
+            WITH c AS (
+                SELECT a.account_id, a.merchant_id, a.member_id, a.ledger, h.tier_id AS held_tier,
+                       h.account_id IS NOT NULL AS has_row,
+                       coalesce(h.rank, 0) AS held_rank, h.since, h.below_since, h.review_at, ht.min_points AS held_min,
+                       coalesce(t.ranks[k.k], 0) AS q_rank, t.ids[k.k] AS q_tier, t.pts[k.k] AS q_min
+                  FROM wallet.accounts a
+                  LEFT JOIN LATERAL (SELECT x.account_id, x.tier_id, x.rank, x.since, x.below_since, x.review_at
+                                       FROM wallet.account_tiers x WHERE x.account_id = a.account_id OFFSET 0) h ON true
+                  LEFT JOIN wallet.tiers ht ON ht.tier_id = h.tier_id
+                 CROSS JOIN LATERAL (SELECT wallet_internal.tier_points_rank(a.ledger, p.tier_window, p.tier_window_months,
+                                                                            as_of, t.pts) AS k) k
+                 WHERE a.account_id = ANY (ids)
+            ), up AS (
+                SELECT c.*,
+                       CASE p.tier_downgrade WHEN 'never' THEN NULL::timestamptz
+                            WHEN 'period_end' THEN wallet_internal.tier_period_end(p.tier_window, p.tier_window_months, as_of, as_of)
+                            ELSE wallet_internal.tier_falls_below(c.ledger, p.tier_window, p.tier_window_months, as_of, c.q_min) END AS next_review
+                  FROM c WHERE c.q_rank > c.held_rank
+            ), kept AS (
+                SELECT c.account_id,
+                       CASE p.tier_downgrade WHEN 'never' THEN NULL::timestamptz
+                            WHEN 'period_end' THEN wallet_internal.tier_period_end(p.tier_window, p.tier_window_months, c.since, as_of)
+                            ELSE wallet_internal.tier_falls_below(c.ledger, p.tier_window, p.tier_window_months, as_of, c.held_min) END AS review_at
+                  FROM c
+                 WHERE c.held_rank > 0 AND c.q_rank = c.held_rank
+                   AND NOT (p.tier_downgrade = 'period_end' AND coalesce(c.review_at <= as_of, false))
+            ), set_tier AS (
+                -- the accounts are locked: a row seen missing stays missing
+                -- (a plain insert, no speculative insertion per row)
+                INSERT INTO wallet.account_tiers (account_id, merchant_id, member_id, program_id, tier_id, rank, since, below_since, review_at)
+                SELECT u.account_id, u.merchant_id, u.member_id, evaluate_tiers.program_id, u.q_tier, u.q_rank, as_of, NULL, u.next_review
+                  FROM up u WHERE NOT u.has_row ORDER BY u.account_id
+            ), reset_tier AS (
+                UPDATE wallet.account_tiers x
+                   SET tier_id = u.q_tier, rank = u.q_rank, since = as_of, below_since = NULL, review_at = u.next_review
+                  FROM up u
+                 WHERE u.has_row AND x.account_id = u.account_id
+            ), history AS (
+                INSERT INTO wallet.tier_history (merchant_id, member_id, account_id, program_id, from_tier, to_tier,
+                                                 from_rank, to_rank, reason, changed_at, entry_id)
+                SELECT u.merchant_id, u.member_id, u.account_id, evaluate_tiers.program_id, u.held_tier, u.q_tier,
+                       u.held_rank, u.q_rank, 'upgrade', as_of, NULL
+                  FROM up u ORDER BY u.account_id
+            ), events AS (
+                INSERT INTO wallet.member_events (merchant_id, member_id, kind, occurred_at, attributes)
+                SELECT u.merchant_id, u.member_id, 'tier_changed', as_of,
+                       jsonb_build_object('program_id', evaluate_tiers.program_id, 'account_id', u.account_id,
+                                          'from_tier', u.held_tier, 'to_tier', u.q_tier,
+                                          'from_rank', u.held_rank, 'to_rank', u.q_rank, 'reason', 'upgrade'::text)
+                  FROM up u ORDER BY u.account_id
+            ), kept_set AS (
+                UPDATE wallet.account_tiers x SET below_since = NULL, review_at = k.review_at
+                  FROM kept k
+                 WHERE x.account_id = k.account_id
+                   AND (x.below_since IS NOT NULL OR x.review_at IS DISTINCT FROM k.review_at)
+            )
+            SELECT count(*) FILTER (WHERE c.q_rank > c.held_rank)::int AS up,
+                   array_agg(c.account_id ORDER BY c.account_id)
+                       FILTER (WHERE c.held_rank > 0
+                                 AND (c.q_rank < c.held_rank
+                                      OR (p.tier_downgrade = 'period_end' AND coalesce(c.review_at <= as_of, false)
+                                          AND c.q_rank = c.held_rank))) AS rest
+              INTO chunk2 FROM c;
+            upgraded := upgraded + chunk2.up;
+            ids := chunk2.rest;
+        END IF;
+        IF ids IS NOT NULL THEN
+            FOREACH id IN ARRAY ids LOOP
+                PERFORM FROM wallet.accounts a WHERE a.account_id = id FOR NO KEY UPDATE;
+                r := wallet_internal.tier_review(id, as_of);
+                upgraded := upgraded + (r IS NOT DISTINCT FROM 'upgraded')::int;
+                downgraded := downgraded + (r IS NOT DISTINCT FROM 'downgraded')::int;
+            END LOOP;
+        END IF;
+        -- only an evaluation as of the present moves the sweep on: one in
+        -- the future or the past (a simulation) counts other points in the
+        -- window, and an account it passed over would never be looked at.
+        -- A simulation keeps its own progress as a negative after_account
+        -- (so that its calls end), and leaves the sweep to start again.
+        IF chunk.n < max_accounts - (looked_at - chunk.n) THEN
+            IF present THEN
+                DELETE FROM wallet.tier_sweeps x WHERE x.program_id = evaluate_tiers.program_id;
+            ELSE
+                UPDATE wallet.tier_sweeps x SET after_account = 0 WHERE x.program_id = evaluate_tiers.program_id;
+            END IF;
+            swept := true;
+        ELSE
+            UPDATE wallet.tier_sweeps x SET after_account = CASE WHEN present THEN chunk.last ELSE -chunk.last END
+             WHERE x.program_id = evaluate_tiers.program_id;
+            swept := false;
+        END IF;
+    END IF;
+    -- more: the batch was full (an account a posting held stays due, for the
+    -- next call), or the sweep goes on
+    more := due = max_accounts OR NOT swept;
+END
+$$;
+COMMENT ON FUNCTION wallet.evaluate_tiers(bigint, timestamptz, int) IS 'makes the due tier changes of a program at as_of (downgrades after grace or at a period end, and upgrades missed after a change of its tiers or policy), looking at up to max_accounts accounts; points in the window come from each ledger''s monthly buckets, not the journal; only an evaluation as of the present moves that sweep on (a past or future as_of is a simulation); more: call again';
+
+CREATE OR REPLACE FUNCTION wallet_internal.push_attribution(merchant_id bigint, campaign_id bigint, open_window interval, delivery_window interval)
+    RETURNS TABLE (push_id bigint, purchases bigint, revenue numeric)
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    RETURN QUERY
+    -- last touch among every message the member was sent, of any campaign
+    -- or none: a campaign's figures never claim a purchase that a later
+    -- message of another campaign touched (the figures add up)
+    WITH reached AS (
+        SELECT DISTINCT m.member_id FROM wallet.push_messages m
+         WHERE m.merchant_id = $1 AND m.status = 'sent' AND ($2 IS NULL OR m.campaign_id = $2)),
+    sent AS (
+        SELECT m.push_id, m.member_id, m.campaign_id,
+               coalesce((SELECT min(e.at) FROM wallet.push_events e WHERE e.push_id = m.push_id AND e.kind = 'delivered'), m.sent_at) AS delivered_at,
+               (SELECT min(e.at) FROM wallet.push_events e WHERE e.push_id = m.push_id AND e.kind = 'opened') AS opened_at
+          FROM wallet.push_messages m
+         WHERE m.merchant_id = $1 AND m.status = 'sent' AND m.member_id IN (SELECT r.member_id FROM reached r)),
+    touch AS (
+        SELECT p.purchase_id, p.amount - p.refunded_amount AS net,
+               (SELECT s.push_id FROM sent s
+                 WHERE s.member_id = p.member_id
+                   AND ((p.occurred_at > s.opened_at AND p.occurred_at <= s.opened_at + $3)
+                        OR (p.occurred_at > s.delivered_at AND p.occurred_at <= s.delivered_at + $4))
+                 ORDER BY s.delivered_at DESC, s.push_id DESC LIMIT 1) AS push_id
+          FROM wallet.purchases p
+         WHERE p.merchant_id = $1 AND p.member_id IN (SELECT s.member_id FROM sent s))
+    SELECT s.push_id, count(t.purchase_id), coalesce(sum(t.net), 0)
+      FROM sent s LEFT JOIN touch t ON t.push_id = s.push_id
+     WHERE $2 IS NULL OR s.campaign_id = $2
+     GROUP BY s.push_id;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_attribution(bigint, bigint, interval, interval) IS 'internal: each sent message of the merchant (of the campaign, if given) with the purchases attributed to it (last touch, among every message the member was sent, within open_window after its first open or delivery_window after its delivery) and their net revenue';
+
+CREATE OR REPLACE FUNCTION wallet.create_offer(campaign_id bigint, name text, kind text, value numeric, currency text,
+        max_value numeric DEFAULT NULL, conditions jsonb DEFAULT '{}', caps jsonb DEFAULT '{}',
+        code_required boolean DEFAULT false, priority int DEFAULT 0, exclusive boolean DEFAULT false,
+        allow_partial boolean DEFAULT false, valid_from timestamptz DEFAULT now(), valid_until timestamptz DEFAULT NULL)
+    RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    c wallet.campaigns;
+    r wallet.earning_rules;
+    k text;
+    o bigint;
+BEGIN
+    IF name IS NULL OR kind IS NULL OR value IS NULL OR currency IS NULL OR conditions IS NULL OR caps IS NULL
+       OR code_required IS NULL OR priority IS NULL OR exclusive IS NULL OR allow_partial IS NULL OR valid_from IS NULL THEN
+        RAISE EXCEPTION '% must not be null',
+              CASE WHEN name IS NULL THEN 'name' WHEN kind IS NULL THEN 'kind' WHEN value IS NULL THEN 'value'
+                   WHEN currency IS NULL THEN 'currency' WHEN conditions IS NULL THEN 'conditions' WHEN caps IS NULL THEN 'caps'
+                   WHEN code_required IS NULL THEN 'code_required' WHEN priority IS NULL THEN 'priority'
+                   WHEN exclusive IS NULL THEN 'exclusive' WHEN allow_partial IS NULL THEN 'allow_partial' ELSE 'valid_from' END
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = 'An offer has a name, a kind with its value and currency, conditions and caps ({} = none), a stacking mode and a start.';
+    END IF;
+    c := wallet_internal.campaign_seen(campaign_id);
+    IF btrim(name) = '' OR length(name) > 200 THEN
+        RAISE EXCEPTION 'offer name must not be %', CASE WHEN btrim(name) = '' THEN 'blank' ELSE 'longer than 200 characters' END
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An offer''s name is a non-blank text of at most 200 characters.';
+    END IF;
+    IF kind NOT IN ('percent', 'fixed', 'cashback') THEN
+        RAISE EXCEPTION 'unknown offer kind "%"', left(kind, 32)
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An offer is a ''percent'' or ''fixed'' discount, or ''cashback'' in points.';
+    END IF;
+    -- NaN, which numeric compares above every number, and Infinity are over the bounds
+    IF value <= 0 OR value > 1e12 OR (kind = 'percent' AND value > 100) OR max_value <= 0 OR max_value > 1e12 THEN
+        RAISE EXCEPTION 'invalid value for a % offer', kind
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A percent offer takes over 0 and at most 100, a fixed one an amount above 0, a cashback one points per currency unit above 0; a maximum is above 0; none is over 10^12.';
+    END IF;
+    IF currency !~ '^[A-Z]{3}$' THEN
+        RAISE EXCEPTION 'invalid currency "%"', left(currency, 16)
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A currency is an ISO 4217 code of three capital letters, such as CNY or EUR.';
+    END IF;
+    IF NOT isfinite(valid_from) OR NOT isfinite(valid_until) OR valid_until <= valid_from THEN
+        RAISE EXCEPTION 'invalid validity window'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An offer is valid from a finite instant until a later one (exclusive) or open-ended (NULL).';
+    END IF;
+    -- the conditions of the earning rules, validated by their own code
+    r := wallet_internal.rule_apply_conditions(r, conditions, NULL);
+    IF jsonb_typeof(caps) <> 'object' THEN
+        RAISE EXCEPTION 'caps must be a json object'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Caps are an object such as {"per_member": 3, "per_period": 1, "period": "day"}.';
+    END IF;
+    SELECT min(x) INTO k FROM jsonb_object_keys(caps) x WHERE x NOT IN ('per_member', 'per_period', 'period');
+    IF k IS NOT NULL OR (caps ? 'per_period') <> (caps ? 'period')
+       OR (caps ? 'period' AND coalesce(caps ->> 'period' NOT IN ('day', 'week', 'month'), true)) THEN
+        RAISE EXCEPTION 'invalid caps'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'The caps are per_member (uses in all) and per_period with period (day, week or month), in purchases per member.';
+    END IF;
+    PERFORM wallet_internal.offer_unit_check(c.campaign_id, kind);
+    INSERT INTO wallet.offers (merchant_id, campaign_id, name, kind, value, max_value, currency, allow_partial, code_required,
+                               priority, exclusive, valid_from, valid_until, min_amount, stores, channels, payment_methods,
+                               categories, min_tier_rank, first_purchase, days_of_week, time_from, time_until,
+                               cap_per_member, cap_per_period, cap_period)
+    VALUES (c.merchant_id, c.campaign_id, name, kind, value, max_value, currency, allow_partial, code_required,
+            priority, exclusive, valid_from, valid_until, r.min_amount, r.stores, r.channels, r.payment_methods,
+            r.categories, r.min_tier_rank, r.first_purchase, r.days_of_week, r.time_from, r.time_until,
+            wallet_internal.rule_number(caps, 'per_member', true), wallet_internal.rule_number(caps, 'per_period', true),
+            caps ->> 'period')
+    RETURNING offer_id INTO o;
+    RETURN o;
+EXCEPTION WHEN unique_violation THEN
+    RAISE EXCEPTION 'offer "%" already exists', name
+        USING ERRCODE = 'unique_violation', DETAIL = 'Offer names are unique per campaign.';
+END
+$$;
+COMMENT ON FUNCTION wallet.create_offer(bigint, text, text, numeric, text, numeric, jsonb, jsonb, boolean, int, boolean, boolean, timestamptz, timestamptz) IS 'creates an offer of a campaign (kind percent, fixed or cashback; conditions as for earning rules; caps per_member and per_period with period) and returns its id; WL609 when the campaign''s budget counts a unit the kind cannot draw on';
+
+COMMENT ON COLUMN wallet.tier_sweeps.after_account IS 'the sweep has looked at every account of the program up to this account_id (0: none yet); negative: only a simulation (evaluate_tiers at a past or future as_of) has, up to minus this id, and the sweep itself starts from 0';
+COMMENT ON COLUMN wallet.offers.value IS 'the percentage (over 0, at most 100), the amount off, or the points per currency unit';
+
 -- == 10z. shared objects, final (issues 10-12)
 -- Objects that several sections above re-create (each with what its area
 -- added): their final definitions, exactly as the parts have them.

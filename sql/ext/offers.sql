@@ -63,7 +63,7 @@ COMMENT ON COLUMN wallet.offers.merchant_id IS 'merchant of the campaign: the ke
 COMMENT ON COLUMN wallet.offers.campaign_id IS 'the campaign the offer belongs to (its window, audience, holdout, codes and budget apply)';
 COMMENT ON COLUMN wallet.offers.name IS 'the offer''s name, unique in the campaign';
 COMMENT ON COLUMN wallet.offers.kind IS 'percent: value percent off the amount; fixed: value off, in currency; cashback: value points per currency unit of the amount';
-COMMENT ON COLUMN wallet.offers.value IS 'the percentage (0 to 100), the amount off, or the points per currency unit';
+COMMENT ON COLUMN wallet.offers.value IS 'the percentage (over 0, at most 100), the amount off, or the points per currency unit';
 COMMENT ON COLUMN wallet.offers.max_value IS 'at most this discount (in currency) or cashback (in points) per purchase; NULL = no maximum';
 COMMENT ON COLUMN wallet.offers.currency IS 'ISO 4217 code: the offer applies to purchases in this currency';
 COMMENT ON COLUMN wallet.offers.allow_partial IS 'when the campaign''s budget cannot cover the whole offer, grant what is left (true) or refuse it (false)';
@@ -279,7 +279,7 @@ BEGIN
     IF value <= 0 OR value > 1e12 OR (kind = 'percent' AND value > 100) OR max_value <= 0 OR max_value > 1e12 THEN
         RAISE EXCEPTION 'invalid value for a % offer', kind
             USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = 'A percent offer takes 0 to 100, a fixed one an amount above 0, a cashback one points per currency unit above 0; a maximum is above 0; none is over 10^12.';
+                  DETAIL = 'A percent offer takes over 0 and at most 100, a fixed one an amount above 0, a cashback one points per currency unit above 0; a maximum is above 0; none is over 10^12.';
     END IF;
     IF currency !~ '^[A-Z]{3}$' THEN
         RAISE EXCEPTION 'invalid currency "%"', left(currency, 16)

@@ -653,6 +653,7 @@ DECLARE
     due timestamptz;
     e wallet.entries;
     ev record;
+    refers boolean;
 BEGIN
     PERFORM wallet_internal.purchase_check(merchant_id, member_ref, order_ref, amount, currency, occurred_at, attributes);
     PERFORM wallet_internal.purchase_check_codes(codes);
@@ -695,10 +696,13 @@ BEGIN
     -- that changed the tier, a purchase of the member, have committed by now
     ev := wallet_internal.purchase_points(merchant_id, prog, rnd, member, acct, tz, amount, currency, occurred_at, attributes);
     -- the purchase first (tiers read spend in the window), with the entry's id to come
+    -- (a merchant with a referral program: the entry's id is drawn after the
+    -- insert, whose trigger may post a reward to the same account first)
+    refers := wallet_internal.merchant_refers(merchant_id);
     INSERT INTO wallet.purchases (merchant_id, member_id, order_ref, amount, currency, occurred_at, attributes,
                                   program_id, account_id, points, entry_id, rules)
     VALUES (merchant_id, member, order_ref, amount, currency, occurred_at, attributes, prog, acct, ev.points,
-            CASE WHEN ev.points > 0 THEN nextval('wallet.entries_entry_id_seq') END, ev.rules)
+            CASE WHEN ev.points > 0 AND NOT refers THEN nextval('wallet.entries_entry_id_seq') END, ev.rules)
     ON CONFLICT ON CONSTRAINT purchases_merchant_id_order_ref_key DO NOTHING
     RETURNING * INTO p;
     IF p.purchase_id IS NULL THEN
@@ -716,6 +720,15 @@ BEGIN
         -- what wallet_internal.post_once does for a posting without a prior entry
         IF a.closed THEN
             PERFORM wallet_internal.program_closed(prog);
+        END IF;
+        IF refers THEN
+            -- the referee's reward (wallet_internal.referral_purchase) may
+            -- have been posted to this account: the purchase's entry follows
+            -- it in the journal, posted on the ledger that holds it
+            SELECT y.ledger INTO a.ledger FROM wallet.accounts y WHERE y.account_id = acct;
+            a.at := greatest(a.at, clock_timestamp());
+            p.entry_id := nextval('wallet.entries_entry_id_seq');
+            UPDATE wallet.purchases x SET entry_id = p.entry_id WHERE x.purchase_id = p.purchase_id;
         END IF;
         e.entry_id := p.entry_id;
         e.account_id := acct;

@@ -1820,12 +1820,18 @@ CREATE FUNCTION wallet_internal.push_attribution(merchant_id bigint, campaign_id
     AS $$
 BEGIN
     RETURN QUERY
-    WITH sent AS (
-        SELECT m.push_id, m.member_id,
+    -- last touch among every message the member was sent, of any campaign
+    -- or none: a campaign's figures never claim a purchase that a later
+    -- message of another campaign touched (the figures add up)
+    WITH reached AS (
+        SELECT DISTINCT m.member_id FROM wallet.push_messages m
+         WHERE m.merchant_id = $1 AND m.status = 'sent' AND ($2 IS NULL OR m.campaign_id = $2)),
+    sent AS (
+        SELECT m.push_id, m.member_id, m.campaign_id,
                coalesce((SELECT min(e.at) FROM wallet.push_events e WHERE e.push_id = m.push_id AND e.kind = 'delivered'), m.sent_at) AS delivered_at,
                (SELECT min(e.at) FROM wallet.push_events e WHERE e.push_id = m.push_id AND e.kind = 'opened') AS opened_at
           FROM wallet.push_messages m
-         WHERE m.merchant_id = $1 AND m.status = 'sent' AND ($2 IS NULL OR m.campaign_id = $2)),
+         WHERE m.merchant_id = $1 AND m.status = 'sent' AND m.member_id IN (SELECT r.member_id FROM reached r)),
     touch AS (
         SELECT p.purchase_id, p.amount - p.refunded_amount AS net,
                (SELECT s.push_id FROM sent s
@@ -1837,10 +1843,11 @@ BEGIN
          WHERE p.merchant_id = $1 AND p.member_id IN (SELECT s.member_id FROM sent s))
     SELECT s.push_id, count(t.purchase_id), coalesce(sum(t.net), 0)
       FROM sent s LEFT JOIN touch t ON t.push_id = s.push_id
+     WHERE $2 IS NULL OR s.campaign_id = $2
      GROUP BY s.push_id;
 END
 $$;
-COMMENT ON FUNCTION wallet_internal.push_attribution(bigint, bigint, interval, interval) IS 'internal: each sent message of the merchant (of the campaign, if given) with the purchases attributed to it (last touch within open_window after its first open or delivery_window after its delivery) and their net revenue';
+COMMENT ON FUNCTION wallet_internal.push_attribution(bigint, bigint, interval, interval) IS 'internal: each sent message of the merchant (of the campaign, if given) with the purchases attributed to it (last touch, among every message the member was sent, within open_window after its first open or delivery_window after its delivery) and their net revenue';
 
 -- The attribution windows of the metrics, checked alike in push_stats and
 -- push_funnel.

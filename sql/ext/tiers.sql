@@ -86,7 +86,7 @@ CREATE TABLE wallet.tier_sweeps (
 COMMENT ON TABLE wallet.tier_sweeps IS 'programs whose tiers or tier policy changed: wallet.evaluate_tiers still has to look at every account (missed upgrades, new review dates); the row goes when the sweep is done';
 COMMENT ON COLUMN wallet.tier_sweeps.program_id IS 'the program to sweep';
 COMMENT ON COLUMN wallet.tier_sweeps.merchant_id IS 'merchant of the program: the key to distribute by';
-COMMENT ON COLUMN wallet.tier_sweeps.after_account IS 'the sweep has looked at every account of the program up to this account_id (0: none yet)';
+COMMENT ON COLUMN wallet.tier_sweeps.after_account IS 'the sweep has looked at every account of the program up to this account_id (0: none yet); negative: only a simulation (evaluate_tiers at a past or future as_of) has, up to minus this id, and the sweep itself starts from 0';
 COMMENT ON COLUMN wallet.tier_sweeps.requested_at IS 'when the last change asked for the sweep';
 SELECT pg_catalog.pg_extension_config_dump('wallet.tier_sweeps', '');
 ALTER TABLE wallet.tier_sweeps ENABLE ROW LEVEL SECURITY;
@@ -480,11 +480,11 @@ DECLARE
 BEGIN
     PERFORM wallet_internal.lock_tier_program(program_id);
     IF tier_window NOT IN ('rolling', 'calendar_year') OR tier_window_months NOT BETWEEN 1 AND 24
-       OR tier_downgrade NOT IN ('never', 'period_end', 'grace') OR tier_grace_days < 0
+       OR tier_downgrade NOT IN ('never', 'period_end', 'grace') OR tier_grace_days NOT BETWEEN 0 AND 36525
        OR tier_downgrade_step NOT IN ('one_level', 'qualified') THEN
         RAISE EXCEPTION 'invalid tier policy'
             USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = 'The tier_window is rolling or calendar_year, tier_window_months 1 to 24, tier_downgrade never, period_end or grace, tier_grace_days not negative, tier_downgrade_step one_level or qualified.';
+                  DETAIL = 'The tier_window is rolling or calendar_year, tier_window_months 1 to 24, tier_downgrade never, period_end or grace, tier_grace_days 0 to 36525 (100 years), tier_downgrade_step one_level or qualified.';
     END IF;
     UPDATE wallet.programs p
        SET tier_window = coalesce(set_tier_policy.tier_window, p.tier_window),
@@ -614,6 +614,9 @@ DECLARE
     chunk record;
     chunk2 record;
     ids bigint[];
+    present boolean := as_of >= now() AND as_of <= clock_timestamp();
+    start bigint;
+    swept boolean;
 BEGIN
     IF program_id IS NULL OR as_of IS NULL OR max_accounts IS NULL THEN
         RAISE EXCEPTION '% must not be null', CASE WHEN program_id IS NULL THEN 'program_id' WHEN as_of IS NULL THEN 'as_of' ELSE 'max_accounts' END
@@ -654,13 +657,15 @@ BEGIN
     -- may move up, or hold a tier whose review date may have changed, are
     -- reviewed
     SELECT * INTO s FROM wallet.tier_sweeps x WHERE x.program_id = evaluate_tiers.program_id FOR UPDATE;
+    swept := NOT FOUND;
+    start := CASE WHEN present THEN greatest(s.after_account, 0) ELSE abs(s.after_account) END;
     IF FOUND AND looked_at < max_accounts THEN
         SELECT array_agg(x.min_points ORDER BY x.rank) AS pts, array_agg(x.rank ORDER BY x.rank) AS ranks,
                array_agg(x.tier_id ORDER BY x.rank) AS ids, coalesce(bool_or(x.min_spend IS NOT NULL), false) AS by_spend
           INTO t FROM wallet.tiers x WHERE x.program_id = evaluate_tiers.program_id;
         -- accounts that qualify for a tier by points (an upper bound: spend can only lower it)
         SELECT x.looked_at AS n, x.last_account AS last, x.qualified AS ids INTO chunk
-          FROM wallet_internal.tier_sweep_scan(evaluate_tiers.program_id, s.after_account, max_accounts - looked_at,
+          FROM wallet_internal.tier_sweep_scan(evaluate_tiers.program_id, start, max_accounts - looked_at,
                                                p.tier_window, p.tier_window_months, as_of, coalesce(t.pts, '{}')) x;
         looked_at := looked_at + chunk.n;
         -- and those holding a tier, in the same range of accounts
@@ -669,7 +674,7 @@ BEGIN
                 UNION ALL
                 SELECT h.account_id FROM wallet.account_tiers h
                  WHERE h.program_id = evaluate_tiers.program_id AND h.rank > 0
-                   AND h.account_id > s.after_account AND h.account_id <= chunk.last) x;
+                   AND h.account_id > start AND h.account_id <= chunk.last) x;
         IF ids IS NOT NULL AND NOT t.by_spend THEN
             -- points alone decide: the accounts are locked in account order
             -- (as the loop below would), then reviewed set-based in what
@@ -754,17 +759,30 @@ BEGIN
                 downgraded := downgraded + (r IS NOT DISTINCT FROM 'downgraded')::int;
             END LOOP;
         END IF;
+        -- only an evaluation as of the present moves the sweep on: one in
+        -- the future or the past (a simulation) counts other points in the
+        -- window, and an account it passed over would never be looked at.
+        -- A simulation keeps its own progress as a negative after_account
+        -- (so that its calls end), and leaves the sweep to start again.
         IF chunk.n < max_accounts - (looked_at - chunk.n) THEN
-            DELETE FROM wallet.tier_sweeps x WHERE x.program_id = evaluate_tiers.program_id;
+            IF present THEN
+                DELETE FROM wallet.tier_sweeps x WHERE x.program_id = evaluate_tiers.program_id;
+            ELSE
+                UPDATE wallet.tier_sweeps x SET after_account = 0 WHERE x.program_id = evaluate_tiers.program_id;
+            END IF;
+            swept := true;
         ELSE
-            UPDATE wallet.tier_sweeps x SET after_account = chunk.last WHERE x.program_id = evaluate_tiers.program_id;
+            UPDATE wallet.tier_sweeps x SET after_account = CASE WHEN present THEN chunk.last ELSE -chunk.last END
+             WHERE x.program_id = evaluate_tiers.program_id;
+            swept := false;
         END IF;
     END IF;
-    -- more: the batch was full (an account a posting held stays due, for the next call)
-    more := due = max_accounts OR EXISTS (SELECT FROM wallet.tier_sweeps x WHERE x.program_id = evaluate_tiers.program_id);
+    -- more: the batch was full (an account a posting held stays due, for the
+    -- next call), or the sweep goes on
+    more := due = max_accounts OR NOT swept;
 END
 $$;
-COMMENT ON FUNCTION wallet.evaluate_tiers(bigint, timestamptz, int) IS 'makes the due tier changes of a program at as_of (downgrades after grace or at a period end, and upgrades missed after a change of its tiers or policy), looking at up to max_accounts accounts; points in the window come from each ledger''s monthly buckets, not the journal; more: call again';
+COMMENT ON FUNCTION wallet.evaluate_tiers(bigint, timestamptz, int) IS 'makes the due tier changes of a program at as_of (downgrades after grace or at a period end, and upgrades missed after a change of its tiers or policy), looking at up to max_accounts accounts; points in the window come from each ledger''s monthly buckets, not the journal; only an evaluation as of the present moves that sweep on (a past or future as_of is a simulation); more: call again';
 
 -- The programs a scheduled evaluation has work in (tiers and something due
 -- or a sweep pending), of the merchants the caller acts for.

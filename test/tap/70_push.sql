@@ -414,6 +414,18 @@ SELECT results_eq(format('SELECT audience, members, purchasers, rate FROM wallet
                   'push_retention (30 days): the 3 recipients all purchased; of u4 and u5, u4 did');
 SELECT is((SELECT purchasers FROM wallet.push_retention(:mm, :cm, 2) WHERE audience = 'recipients'), 1::bigint,
           'push_retention (2 days): only u1 purchased within 2 days of the push');
+-- last touch across campaigns: u2 is sent a message of a second campaign,
+-- delivered at T+70h; its purchase at T+71h (within both messages' 72 h)
+-- goes to that later message, and the first campaign no longer claims it
+SELECT wallet.create_campaign(:mm, 'push sale 2') AS cm2 \gset
+SELECT wallet.record_consent(:mm, 'u2', 'push_lt', 'marketing', true, 'test');
+SELECT push_id AS lt FROM wallet.enqueue_push(:mm, 'u2', 'push_lt', 'marketing', '{"title": "sale 2"}', campaign_id => :cm2) \gset
+SELECT is((SELECT count(wallet.ack_push(c.push_id, 'lt')) FROM wallet.claim_pushes('push_lt', 10, '1 minute') c), 1::bigint, 'fixture: the second campaign''s message is sent');
+SELECT wallet.record_push_event(:lt, 'delivered', now() + interval '70 hours');
+SELECT is((SELECT converted || ' ' || revenue FROM wallet.push_stats(:mm, :cm)), '1 80', 'push_stats of the first campaign: u2''s purchase went to a later message (u1: 80)');
+SELECT is((SELECT converted || ' ' || revenue FROM wallet.push_stats(:mm, :cm2)), '1 30', 'push_stats of the second campaign: u2''s purchase of 30');
+SELECT is((SELECT sum(revenue) FROM wallet.push_stats(:mm)), 110::numeric, 'the campaigns'' revenues add up to the total: no purchase counted twice');
+SELECT is((SELECT members FROM wallet.push_funnel(:mm, :cm) WHERE stage = 'purchased'), 1::bigint, 'push_funnel of the first campaign: one purchaser (u1)');
 -- windows and intervals: push_funnel validates as push_stats does (22004,
 -- 22023 for a negative window or one over 100 years: never 22008)
 SELECT throws_ok(format($$SELECT * FROM wallet.push_funnel(%s, %s, '-1 hour', '-1 hour')$$, :mm, :cm),

@@ -9,7 +9,7 @@
 -- the rule "a window is whole UTC months ending with the month of as_of".
 BEGIN;
 SET LOCAL timezone = 'UTC';
-SELECT plan(139);
+SELECT plan(144);
 \ir ../tiers_expected.sql
 
 CREATE TEMP TABLE v (k text PRIMARY KEY, id bigint);
@@ -465,6 +465,20 @@ SELECT throws_ok($$SELECT wallet.member_tier(pg_temp.id('a13'), '-infinity')$$, 
                  'member_tier as of -infinity: 22023');
 SELECT throws_ok($$CALL wallet.evaluate_tiers_batched(pg_temp.id('p13'), 'infinity')$$, '22023', 'as_of must be finite',
                  'evaluate_tiers_batched as of infinity: 22023');
+
+-- a simulation does not use up the sweep after a change of tiers
+SELECT wallet.create_program(wallet.create_merchant('tiers simulation'), 'sim points', interval '1 year') AS psim \gset
+SELECT wallet.accrue(wallet.open_account(:psim, 'w1'), 100, 'sim-k1', 'welcome') AS sim_entry \gset
+SELECT wallet.create_tier(:psim, 1, 'Top', 50);
+SELECT is((SELECT upgraded || ' ' || more FROM wallet.evaluate_tiers(:psim, now() + interval '2 years')), '0 false',
+          'evaluate_tiers two years ahead: w1''s points have left the window, no upgrade, nothing more to do for the simulation');
+SELECT is((SELECT after_account FROM wallet.tier_sweeps WHERE program_id = :psim), 0::bigint,
+          'the sweep after the new tier is still to be done, from the first account');
+SELECT is((SELECT upgraded || ' ' || more FROM wallet.evaluate_tiers(:psim)), '1 false',
+          'evaluate_tiers now: the sweep was left for it, and w1 is upgraded');
+SELECT is((SELECT name FROM wallet.member_tier((SELECT a FROM wallet.find_account(:psim, 'w1') a))), 'Top', 'w1 holds Top');
+SELECT throws_ok(format('SELECT wallet.set_tier_policy(%s, tier_grace_days => 2147483647)', :psim), '22023', 'invalid tier policy',
+                 'set_tier_policy: a grace of over 100 years is 22023 (no later call raises 22008)');
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -3,7 +3,7 @@
 -- on any insert).  Time is simulated by moving a referral's window back.
 BEGIN;
 SET LOCAL timezone = 'UTC';
-SELECT plan(95);
+SELECT plan(100);
 
 SELECT wallet.create_merchant('referrals merchant') AS m \gset
 SELECT wallet.create_merchant('referrals other merchant') AS m2 \gset
@@ -258,6 +258,24 @@ SELECT is((SELECT (new_values -> 'rows' ->> 'referrals')::int FROM wallet.audit_
           :alice_fp::int, 'the audit log counts the referrals changed');
 SELECT is((SELECT (status, referrer_points)::text FROM wallet.referrals WHERE referral_id = (:'r_bob'::wallet.referrals).referral_id), '(rewarded,100)',
           'the referral and its reward stay');
+
+-- ---------------------------------------------------------------- through record_purchase, into the program it earns in
+-- The reward trigger fires inside record_purchase, on the account the
+-- purchase is about to post to: both postings stay, in journal order.
+SELECT wallet.create_merchant('referrals checkout') AS mc \gset
+SELECT wallet.create_program(:mc, 'checkout points') AS pc \gset
+SELECT wallet.set_program_earning(:pc, 'CNY');
+SELECT wallet.create_earning_rule(:pc, 'base', 'per_unit', 1, valid_from => now() - interval '1 day');
+SELECT wallet.create_campaign(:mc, 'bring a friend to the till') AS cc \gset
+SELECT wallet.set_referral_program(:cc, :pc, 500, 200, 30, min_amount => 50, currency => 'CNY');
+SELECT wallet.open_account(:pc, 'ra');
+SELECT is((wallet.refer(:mc, 'ra', 'rb', 'link', :cc)).status, 'pending', 'checkout: ra refers rb, who has no account yet');
+SELECT is((SELECT points FROM wallet.record_purchase(:mc, 'rb', 'rb-1', 40, 'CNY')), 40::bigint, 'rb''s first purchase of 40 earns 40 (below min_amount: no reward yet)');
+SELECT is((SELECT points FROM wallet.record_purchase(:mc, 'rb', 'rb-2', 60, 'CNY')), 60::bigint, 'rb''s purchase of 60 earns 60 and qualifies');
+SELECT is(pg_temp.points(:pc, 'rb') || '/' || pg_temp.points(:pc, 'ra'), '300/500',
+          'rb holds 40 + 60 + the reward of 200, ra the reward of 500: no posting lost');
+SELECT is((SELECT count(*) FROM wallet.verify_ledger() v JOIN wallet.accounts a ON a.account_id = v.account_id WHERE a.program_id = :pc), 0::bigint,
+          'every account of the program replays from its journal (the purchase''s entry follows the reward)');
 
 SELECT * FROM finish();
 ROLLBACK;
