@@ -20104,6 +20104,142 @@ COMMENT ON FUNCTION wallet.create_offer(bigint, text, text, numeric, text, numer
 COMMENT ON COLUMN wallet.tier_sweeps.after_account IS 'the sweep has looked at every account of the program up to this account_id (0: none yet); negative: only a simulation (evaluate_tiers at a past or future as_of) has, up to minus this id, and the sweep itself starts from 0';
 COMMENT ON COLUMN wallet.offers.value IS 'the percentage (over 0, at most 100), the amount off, or the points per currency unit';
 
+-- == 10ak. Referral loops refused (referral_loop): refer locks both members and walks the referrer's chain
+
+ALTER TABLE wallet.referrals DROP CONSTRAINT referrals_reason_check,
+    ADD CONSTRAINT referrals_reason_check CHECK (reason IN ('self_referral', 'already_referred', 'referrer_cap', 'shared_fingerprint',
+                                                'referee_already_purchased', 'campaign_inactive', 'window_passed', 'program_closed',
+                                                'referral_loop'));
+COMMENT ON COLUMN wallet.referrals.reason IS 'why refused (self_referral, already_referred, referral_loop, referrer_cap, shared_fingerprint, referee_already_purchased, campaign_inactive) or expired (window_passed, program_closed, referee_already_purchased: a purchase made before the referral turned up); NULL otherwise';
+
+CREATE OR REPLACE FUNCTION wallet.refer(merchant_id bigint, referrer_ref text, referee_ref text, channel text, campaign_id bigint,
+        referrer_fingerprint text DEFAULT NULL, referee_fingerprint text DEFAULT NULL) RETURNS wallet.referrals
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+#variable_conflict use_column
+DECLARE
+    rp wallet.referral_programs;
+    running boolean;
+    referrer bigint;
+    referee bigint;
+    verdict text;
+    period timestamptz;
+    bumped boolean := false;
+    n int;
+    r wallet.referrals;
+BEGIN
+    PERFORM wallet_internal.member_check(merchant_id, referrer_ref);
+    PERFORM wallet_internal.member_check(merchant_id, referee_ref);
+    PERFORM wallet_internal.check_label('channel', channel, 64, true);
+    PERFORM wallet_internal.check_label('referrer fingerprint', referrer_fingerprint, 256, false);
+    PERFORM wallet_internal.check_label('referee fingerprint', referee_fingerprint, 256, false);
+    running := wallet_internal.campaign_running(merchant_id, campaign_id);
+    SELECT * INTO rp FROM wallet.referral_programs x WHERE x.campaign_id = refer.campaign_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'campaign % has no referral program', campaign_id
+            USING ERRCODE = 'WL670', DETAIL = 'A referral earns the rewards of its campaign''s referral program.',
+                  HINT = 'Set one up with wallet.set_referral_program.';
+    END IF;
+    referrer := wallet_internal.member_ensure(merchant_id, referrer_ref);
+    referee := wallet_internal.member_ensure(merchant_id, referee_ref);
+    -- both members, locked in id order: a referral and one closing a loop
+    -- with it, made at once, are decided one after the other
+    PERFORM FROM wallet.members m WHERE m.member_id IN (referrer, referee) ORDER BY m.member_id FOR NO KEY UPDATE;
+
+    -- the abuse guards, cheapest first; each refusal is a row with its reason
+    SELECT * INTO r FROM wallet.referrals x
+     WHERE x.merchant_id = refer.merchant_id AND x.referee_id = referee AND x.status <> 'refused';
+    IF NOT running THEN
+        verdict := 'campaign_inactive';
+    ELSIF referrer = referee THEN
+        verdict := 'self_referral';
+    ELSIF r.referral_id IS NOT NULL THEN
+        IF r.referrer_id = referrer AND r.campaign_id = refer.campaign_id THEN
+            RETURN r;   -- the same referral again: a retry
+        END IF;
+        verdict := 'already_referred';
+    ELSIF EXISTS (
+            -- the referee up the referrer's chain of referrers (each member
+            -- has at most one): rewards would go round in a circle
+            WITH RECURSIVE up (member_id, depth) AS (
+                SELECT referrer, 0
+                UNION ALL
+                SELECT x.referrer_id, u.depth + 1 FROM up u JOIN wallet.referrals x
+                    ON x.merchant_id = refer.merchant_id AND x.referee_id = u.member_id AND x.status <> 'refused'
+                 WHERE u.depth < 1000)
+            SELECT FROM up WHERE up.member_id = referee) THEN
+        verdict := 'referral_loop';
+    ELSIF EXISTS (SELECT FROM wallet.purchases p WHERE p.merchant_id = refer.merchant_id AND p.member_id = referee) THEN
+        verdict := 'referee_already_purchased';
+    ELSIF EXISTS (
+            -- a fingerprint seen on the referrer's side (given now, or on an
+            -- earlier referral of the referrer's) that is also on the referee's
+            WITH mine AS (
+                SELECT referrer_fingerprint AS f WHERE referrer_fingerprint IS NOT NULL
+                UNION SELECT x.referrer_fingerprint FROM wallet.referrals x
+                       WHERE x.merchant_id = refer.merchant_id AND x.referrer_id = referrer AND x.referrer_fingerprint IS NOT NULL
+                UNION SELECT x.referee_fingerprint FROM wallet.referrals x
+                       WHERE x.merchant_id = refer.merchant_id AND x.referee_id = referrer AND x.referee_fingerprint IS NOT NULL),
+            theirs AS (
+                SELECT referee_fingerprint AS f WHERE referee_fingerprint IS NOT NULL
+                UNION SELECT x.referrer_fingerprint FROM wallet.referrals x
+                       WHERE x.merchant_id = refer.merchant_id AND x.referrer_id = referee AND x.referrer_fingerprint IS NOT NULL
+                UNION SELECT x.referee_fingerprint FROM wallet.referrals x
+                       WHERE x.merchant_id = refer.merchant_id AND x.referee_id = referee AND x.referee_fingerprint IS NOT NULL)
+            SELECT FROM mine JOIN theirs USING (f)) THEN
+        verdict := 'shared_fingerprint';
+    ELSIF rp.max_per_referrer IS NOT NULL THEN
+        period := CASE WHEN rp.cap_period = 'campaign' THEN '-infinity'::timestamptz
+                       ELSE date_trunc(rp.cap_period, now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' END;
+        -- waits for a concurrent referral of the same referrer; below the cap only
+        INSERT INTO wallet.referral_counts AS k (campaign_id, member_id, period_start, merchant_id, referrals)
+        VALUES (refer.campaign_id, referrer, period, refer.merchant_id, 1)
+        ON CONFLICT ON CONSTRAINT referral_counts_pkey DO UPDATE SET referrals = k.referrals + 1
+         WHERE k.referrals < rp.max_per_referrer
+        RETURNING k.referrals INTO n;
+        IF n IS NULL THEN
+            verdict := 'referrer_cap';
+        ELSE
+            bumped := true;
+        END IF;
+    END IF;
+
+    IF verdict IS NULL THEN
+        -- a concurrent referral of the same referee waits here on the unique index
+        INSERT INTO wallet.referrals AS x (merchant_id, campaign_id, referrer_id, referee_id, channel, status,
+                                           referrer_fingerprint, referee_fingerprint, expires_at, program_id,
+                                           referrer_points, referee_points, min_amount, currency)
+        VALUES (refer.merchant_id, refer.campaign_id, referrer, referee, refer.channel, 'pending',
+                refer.referrer_fingerprint, refer.referee_fingerprint, now() + make_interval(days => rp.qualify_days), rp.program_id,
+                rp.referrer_points, rp.referee_points, rp.min_amount, rp.currency)
+        ON CONFLICT (merchant_id, referee_id) WHERE status <> 'refused' DO NOTHING
+        RETURNING x.* INTO r;
+        IF r.referral_id IS NOT NULL THEN
+            RETURN r;
+        END IF;
+        -- the other one committed first: this one takes no place in the cap
+        IF bumped THEN
+            UPDATE wallet.referral_counts k SET referrals = k.referrals - 1
+             WHERE k.campaign_id = refer.campaign_id AND k.member_id = referrer AND k.period_start = period;
+        END IF;
+        SELECT * INTO r FROM wallet.referrals x
+         WHERE x.merchant_id = refer.merchant_id AND x.referee_id = referee AND x.status <> 'refused';
+        IF r.referrer_id = referrer AND r.campaign_id = refer.campaign_id THEN
+            RETURN r;   -- a concurrent retry of this same referral
+        END IF;
+        verdict := 'already_referred';
+    END IF;
+    INSERT INTO wallet.referrals AS x (merchant_id, campaign_id, referrer_id, referee_id, channel, status, reason,
+                                       referrer_fingerprint, referee_fingerprint)
+    VALUES (refer.merchant_id, refer.campaign_id, referrer, referee, refer.channel, 'refused', verdict,
+            refer.referrer_fingerprint, refer.referee_fingerprint)
+    RETURNING x.* INTO r;
+    RETURN r;
+END
+$$;
+COMMENT ON FUNCTION wallet.refer(bigint, text, text, text, bigint, text, text) IS 'records that referrer_ref referred referee_ref under the referral program of campaign_id (members created if needed) and returns the referral: pending, or refused with the abuse guard''s reason (self_referral, already_referred, referral_loop, referrer_cap, shared_fingerprint, referee_already_purchased, campaign_inactive); the same referral again returns the first (a retry)';
+
 -- == 10z. shared objects, final (issues 10-12)
 -- Objects that several sections above re-create (each with what its area
 -- added): their final definitions, exactly as the parts have them.

@@ -62,7 +62,8 @@ CREATE TABLE wallet.referrals (
     channel              text NOT NULL,
     status               text NOT NULL CHECK (status IN ('pending', 'rewarded', 'expired', 'refused')),
     reason               text CHECK (reason IN ('self_referral', 'already_referred', 'referrer_cap', 'shared_fingerprint',
-                                                'referee_already_purchased', 'campaign_inactive', 'window_passed', 'program_closed')),
+                                                'referee_already_purchased', 'campaign_inactive', 'window_passed', 'program_closed',
+                                                'referral_loop')),
     referrer_fingerprint text,
     referee_fingerprint  text,
     referred_at          timestamptz NOT NULL DEFAULT now(),
@@ -96,7 +97,7 @@ COMMENT ON COLUMN wallet.referrals.referrer_id IS 'the member who referred (wall
 COMMENT ON COLUMN wallet.referrals.referee_id IS 'the member referred (wallet.members)';
 COMMENT ON COLUMN wallet.referrals.channel IS 'how the referral was made, as the app names it (link, qr, wechat, ...)';
 COMMENT ON COLUMN wallet.referrals.status IS 'pending, rewarded, expired (window passed, program closed) or refused (an abuse guard: see reason)';
-COMMENT ON COLUMN wallet.referrals.reason IS 'why refused (self_referral, already_referred, referrer_cap, shared_fingerprint, referee_already_purchased, campaign_inactive) or expired (window_passed, program_closed, referee_already_purchased: a purchase made before the referral turned up); NULL otherwise';
+COMMENT ON COLUMN wallet.referrals.reason IS 'why refused (self_referral, already_referred, referral_loop, referrer_cap, shared_fingerprint, referee_already_purchased, campaign_inactive) or expired (window_passed, program_closed, referee_already_purchased: a purchase made before the referral turned up); NULL otherwise';
 COMMENT ON COLUMN wallet.referrals.referrer_fingerprint IS 'the app''s opaque device or payment fingerprint hash of the referrer side (personal data: cleared by forget_member); NULL = none given';
 COMMENT ON COLUMN wallet.referrals.referee_fingerprint IS 'the app''s opaque device or payment fingerprint hash of the referee side (personal data: cleared by forget_member); NULL = none given';
 COMMENT ON COLUMN wallet.referrals.referred_at IS 'when the referral was made; a qualifying purchase is made at or after it';
@@ -464,6 +465,9 @@ BEGIN
     END IF;
     referrer := wallet_internal.member_ensure(merchant_id, referrer_ref);
     referee := wallet_internal.member_ensure(merchant_id, referee_ref);
+    -- both members, locked in id order: a referral and one closing a loop
+    -- with it, made at once, are decided one after the other
+    PERFORM FROM wallet.members m WHERE m.member_id IN (referrer, referee) ORDER BY m.member_id FOR NO KEY UPDATE;
 
     -- the abuse guards, cheapest first; each refusal is a row with its reason
     SELECT * INTO r FROM wallet.referrals x
@@ -477,6 +481,17 @@ BEGIN
             RETURN r;   -- the same referral again: a retry
         END IF;
         verdict := 'already_referred';
+    ELSIF EXISTS (
+            -- the referee up the referrer's chain of referrers (each member
+            -- has at most one): rewards would go round in a circle
+            WITH RECURSIVE up (member_id, depth) AS (
+                SELECT referrer, 0
+                UNION ALL
+                SELECT x.referrer_id, u.depth + 1 FROM up u JOIN wallet.referrals x
+                    ON x.merchant_id = refer.merchant_id AND x.referee_id = u.member_id AND x.status <> 'refused'
+                 WHERE u.depth < 1000)
+            SELECT FROM up WHERE up.member_id = referee) THEN
+        verdict := 'referral_loop';
     ELSIF EXISTS (SELECT FROM wallet.purchases p WHERE p.merchant_id = refer.merchant_id AND p.member_id = referee) THEN
         verdict := 'referee_already_purchased';
     ELSIF EXISTS (
@@ -545,7 +560,7 @@ BEGIN
     RETURN r;
 END
 $$;
-COMMENT ON FUNCTION wallet.refer(bigint, text, text, text, bigint, text, text) IS 'records that referrer_ref referred referee_ref under the referral program of campaign_id (members created if needed) and returns the referral: pending, or refused with the abuse guard''s reason (self_referral, already_referred, referrer_cap, shared_fingerprint, referee_already_purchased, campaign_inactive); the same referral again returns the first (a retry)';
+COMMENT ON FUNCTION wallet.refer(bigint, text, text, text, bigint, text, text) IS 'records that referrer_ref referred referee_ref under the referral program of campaign_id (members created if needed) and returns the referral: pending, or refused with the abuse guard''s reason (self_referral, already_referred, referral_loop, referrer_cap, shared_fingerprint, referee_already_purchased, campaign_inactive); the same referral again returns the first (a retry)';
 
 -- The reward, in the transaction of the purchase: fired by every insert
 -- into wallet.purchases.  Without a pending referral of the member it costs

@@ -3,7 +3,7 @@
 -- on any insert).  Time is simulated by moving a referral's window back.
 BEGIN;
 SET LOCAL timezone = 'UTC';
-SELECT plan(100);
+SELECT plan(103);
 
 SELECT wallet.create_merchant('referrals merchant') AS m \gset
 SELECT wallet.create_merchant('referrals other merchant') AS m2 \gset
@@ -270,6 +270,11 @@ SELECT wallet.create_campaign(:mc, 'bring a friend to the till') AS cc \gset
 SELECT wallet.set_referral_program(:cc, :pc, 500, 200, 30, min_amount => 50, currency => 'CNY');
 SELECT wallet.open_account(:pc, 'ra');
 SELECT is((wallet.refer(:mc, 'ra', 'rb', 'link', :cc)).status, 'pending', 'checkout: ra refers rb, who has no account yet');
+SELECT is((SELECT (r.status, r.reason)::text FROM wallet.refer(:mc, 'rb', 'ra', 'link', :cc) r), '(refused,referral_loop)',
+          'rb refers ra, who referred rb: refused, referral_loop');
+SELECT is((wallet.refer(:mc, 'rb', 'rc', 'link', :cc)).status, 'pending', 'rb refers rc: pending (a chain, no loop)');
+SELECT is((SELECT (r.status, r.reason)::text FROM wallet.refer(:mc, 'rc', 'ra', 'link', :cc) r), '(refused,referral_loop)',
+          'rc refers ra, up rc''s chain of referrers (rb, ra): refused, referral_loop');
 SELECT is((SELECT points FROM wallet.record_purchase(:mc, 'rb', 'rb-1', 40, 'CNY')), 40::bigint, 'rb''s first purchase of 40 earns 40 (below min_amount: no reward yet)');
 SELECT is((SELECT points FROM wallet.record_purchase(:mc, 'rb', 'rb-2', 60, 'CNY')), 60::bigint, 'rb''s purchase of 60 earns 60 and qualifies');
 SELECT is(pg_temp.points(:pc, 'rb') || '/' || pg_temp.points(:pc, 'ra'), '300/500',
