@@ -733,6 +733,9 @@ ack_pushes(PG_FUNCTION_ARGS)
 	int			nids = 0;
 	PushAck    *acks = NULL;
 
+	/* a 2-D array would be read flat: push_ack_many refuses it (22023) */
+	if (fast && (ARR_NDIM(PG_GETARG_ARRAYTYPE_P(0)) > 1 || (!PG_ARGISNULL(1) && ARR_NDIM(PG_GETARG_ARRAYTYPE_P(1)) > 1)))
+		fast = false;
 	if (fast)
 	{
 		Datum	   *ids;

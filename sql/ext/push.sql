@@ -1489,6 +1489,10 @@ DECLARE
     bad wallet.push_messages;
     missing bigint;
 BEGIN
+    IF array_ndims(push_ids) > 1 OR array_ndims(provider_message_ids) > 1 THEN
+        RAISE EXCEPTION 'push_ids and provider_message_ids must be one-dimensional arrays'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The arrays list the messages, and their provider ids, one after the other.';
+    END IF;
     IF push_ids IS NULL OR array_position(push_ids, NULL) IS NOT NULL THEN
         RAISE EXCEPTION 'push_ids must not be null nor hold a null'
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Messages are named by the push_id claim_pushes returned.';
@@ -1576,6 +1580,14 @@ BEGIN
     IF r.status <> 'sending' THEN
         PERFORM wallet_internal.push_not_sending(r);
     END IF;
+    -- the member was erased while the message was being sent: no retry, and
+    -- the provider's text (which may name a device or a number) is not kept
+    IF (SELECT m.status FROM wallet.members m WHERE m.member_id = r.member_id) = 'forgotten' THEN
+        PERFORM wallet_internal.push_finish(ARRAY[r.push_id], 'suppressed', 'member_forgotten', NULL);
+        INSERT INTO wallet.push_attempts (merchant_id, member_id, push_id, claimed_at, outcome, error)
+        VALUES (r.merchant_id, r.member_id, r.push_id, r.claimed_at, 'failed', NULL);
+        RETURN 'suppressed';
+    END IF;
     SELECT * INTO s FROM wallet.push_settings x WHERE x.merchant_id = r.merchant_id;
     dead := NOT retryable OR r.attempts >= coalesce(s.max_attempts, 5);
     -- exponential backoff with jitter: between half and all of backoff * 2^(attempts - 1)
@@ -1594,7 +1606,7 @@ BEGIN
     RETURN CASE WHEN dead THEN 'dead' ELSE 'queued' END;
 END
 $$;
-COMMENT ON FUNCTION wallet.fail_push(bigint, text, boolean) IS 'records a failed delivery of a claimed message: retried after an exponential backoff with jitter (returns queued), or, not retryable or out of attempts, a dead letter (returns dead); WL702 if it is not being sent';
+COMMENT ON FUNCTION wallet.fail_push(bigint, text, boolean) IS 'records a failed delivery of a claimed message: retried after an exponential backoff with jitter (returns queued), or, not retryable or out of attempts, a dead letter (returns dead); a member erased meanwhile: suppressed, the error text not kept (returns suppressed); WL702 if it is not being sent';
 
 CREATE FUNCTION wallet.requeue_push(push_id bigint) RETURNS boolean
     LANGUAGE plpgsql

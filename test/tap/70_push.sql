@@ -852,6 +852,17 @@ SELECT throws_ok(format($$SELECT wallet.record_consent(%s, 'v3', 'push', 'market
 SELECT throws_ok('SELECT wallet.end_offer(1, NULL)', '22004', 'at must not be null', 'end_offer(id, NULL): 22004 naming the argument');
 SELECT throws_ok('SELECT wallet.end_earning_rule(1, NULL)', '22004', 'at must not be null', 'end_earning_rule(id, NULL): 22004 naming the argument');
 SELECT throws_ok('SELECT wallet.end_offer(1, ''infinity'')', '22023', 'at must be finite', 'end_offer(id, infinity): 22023');
+-- a worker failing a message of a member erased meanwhile: no retry, no text kept
+SELECT push_id AS fz FROM wallet.enqueue_push(:me, 'fz', 'push_fz', 'service', '{"to": "+41790000000"}') \gset
+SELECT is((SELECT count(*) FROM wallet.claim_pushes('push_fz', 10, '1 minute')), 1::bigint, 'fixture: fz''s message is being sent');
+SELECT wallet.forget_member(:me, 'fz', 'erasure request');
+SELECT is(wallet.fail_push(:fz, 'invalid number +41790000000'), 'suppressed', 'fail_push after the member was erased: suppressed, not retried');
+SELECT is((SELECT status || ' ' || reason || ' ' || coalesce(last_error, '-') FROM wallet.push_messages WHERE push_id = :fz),
+          'suppressed member_forgotten -', 'the message is finished as member_forgotten, with no error text');
+SELECT is((SELECT count(*) FROM wallet.push_attempts WHERE push_id = :fz AND error IS NOT NULL), 0::bigint,
+          'the failed attempt is recorded without the provider''s text');
+SELECT throws_ok('SELECT wallet.ack_pushes(''{{1,2}}'')', '22023', 'push_ids and provider_message_ids must be one-dimensional arrays',
+                 'ack_pushes with a 2-D array: 22023, not a raw 0A000');
 SELECT throws_ok('SELECT wallet.run_push_triggers(NULL)', '22004', 'max_rows must not be null', 'run_push_triggers(NULL): 22004 naming the argument');
 SELECT throws_ok('SELECT wallet.purge_pushes(NULL)', '22004', 'max_rows must not be null', 'purge_pushes(NULL): 22004 naming the argument');
 SELECT throws_ok('SELECT wallet.reclaim_budget_holds(NULL)', '22004', 'max_holds must not be null', 'reclaim_budget_holds(NULL): 22004 naming the argument');
