@@ -12,7 +12,9 @@
  * messages with
  * wallet.claim_pushes, hands each to a stub provider that fails now and then
  * (a fail_rate share of the sends: two thirds of those retryable, one third
- * not), and reports each with wallet.ack_push or wallet.fail_push.  With
+ * not), and reports each with wallet.ack_push or wallet.fail_push, naming
+ * its claim by the attempt claim_pushes returned (a message claimed again
+ * after this worker's lease lapsed is dropped, not reported).  With
  * nothing to claim it sleeps on the connection's socket until a NOTIFY
  * arrives or poll_seconds pass (the queue throttles its NOTIFYs, so the
  * poll is the safety net).  SIGINT or SIGTERM stop it cleanly: the batch in
@@ -66,14 +68,27 @@ provider_send(const char *member_ref, const char *payload, double fail_rate)
 }
 
 /* Runs a one-row command with parameters; exits on error. */
-static void
+/*
+ * Runs a report (ack or fail) with the claim's attempt: NULL when the message
+ * was claimed again after this worker's lease lapsed (WL702, "claimed
+ * again"): the other worker owns it now, and this one drops it.
+ */
+static PGresult *
 report(PGconn *conn, const char *sql, int nparams, const char *const *params)
 {
 	PGresult   *res = PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
+	const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
 
-	if (PQresultStatus(res) != PGRES_TUPLES_OK)
-		die(conn, sql);
-	PQclear(res);
+	if (PQresultStatus(res) == PGRES_TUPLES_OK)
+		return res;
+	if (state != NULL && strcmp(state, "WL702") == 0)
+	{
+		fprintf(stderr, "push_worker: %s", PQresultErrorMessage(res));
+		PQclear(res);
+		return NULL;
+	}
+	die(conn, sql);
+	return NULL;
 }
 
 /* Waits for a NOTIFY or the poll timeout (or a signal); drains notifications. */
@@ -216,7 +231,7 @@ main(int argc, char **argv)
 		}
 
 		res = PQexecParams(conn,
-						   "SELECT push_id, member_ref, payload FROM wallet.claim_pushes($1, $2::int, $3::interval)",
+						   "SELECT push_id, member_ref, payload, attempts FROM wallet.claim_pushes($1, $2::int, $3::interval)",
 						   3, NULL, claim_params, NULL, NULL, 0);
 		if (PQresultStatus(res) != PGRES_TUPLES_OK)
 			die(conn, "claim_pushes");
@@ -225,30 +240,36 @@ main(int argc, char **argv)
 		for (i = 0; i < rows; i++)
 		{
 			const char *push_id = PQgetvalue(res, i, 0);
+			const char *attempt = PQgetvalue(res, i, 3);
 			char		provider_id[64];
+			PGresult   *r;
 			int			outcome = provider_send(PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), fail_rate);
 
 			if (outcome == 0)
 			{
-				const char *p[2] = {push_id, provider_id};
+				const char *p[3] = {push_id, provider_id, attempt};
 
 				snprintf(provider_id, sizeof(provider_id), "stub-%s", push_id);
-				report(conn, "SELECT wallet.ack_push($1::bigint, $2)", 2, p);
-				sent++;
+				r = report(conn, "SELECT wallet.ack_push($1::bigint, $2, $3::int)", 3, p);
+				if (r != NULL)
+				{
+					sent++;
+					PQclear(r);
+				}
 			}
 			else
 			{
-				const char *p[3] = {push_id, outcome == 1 ? "stub provider: 503 try later" : "stub provider: invalid device token",
-				outcome == 1 ? "true" : "false"};
-				PGresult   *f = PQexecParams(conn, "SELECT wallet.fail_push($1::bigint, $2, $3::boolean)", 3, NULL, p, NULL, NULL, 0);
+				const char *p[4] = {push_id, outcome == 1 ? "stub provider: 503 try later" : "stub provider: invalid device token",
+				outcome == 1 ? "true" : "false", attempt};
 
-				if (PQresultStatus(f) != PGRES_TUPLES_OK)
-					die(conn, "fail_push");
-				if (strcmp(PQgetvalue(f, 0, 0), "dead") == 0)
+				r = report(conn, "SELECT wallet.fail_push($1::bigint, $2, $3::boolean, $4::int)", 4, p);
+				if (r == NULL)
+					continue;
+				if (strcmp(PQgetvalue(r, 0, 0), "dead") == 0)
 					dead++;
 				else
 					retried++;
-				PQclear(f);
+				PQclear(r);
 			}
 		}
 		PQclear(res);

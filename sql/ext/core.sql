@@ -155,7 +155,7 @@ CREATE VIEW wallet.error_codes (sqlstate, name, description) AS VALUES
     ('WL670', 'no_referral_program', 'refer under a campaign that has no referral program (set one up with set_referral_program)'),
     ('WL671', 'no_share_reward', 'record_share of a campaign that has no share reward (set one up with set_share_reward)'),
     ('WL701', 'unknown_push', 'extend_lease, ack_push, fail_push, requeue_push name no message (or one purged after its retention)'),
-    ('WL702', 'push_not_sending', 'extend_lease, ack_push, fail_push on a message that is not claimed (not status sending)'),
+    ('WL702', 'push_not_sending', 'extend_lease, ack_push, ack_pushes, fail_push on a message that is not claimed (not status sending), or, with a claim''s attempt, one claimed again since'),
     ('WL703', 'push_not_dead', 'requeue_push of a message that is not a dead letter'),
     ('WL704', 'push_not_sent', 'record_push_event for a message that was not sent');
 COMMENT ON VIEW wallet.error_codes IS 'every SQLSTATE of class WL the extension raises: code, name and when it is raised';

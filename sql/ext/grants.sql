@@ -116,6 +116,8 @@ GRANT EXECUTE ON FUNCTION wallet.record_consent(bigint, text, text, text, boolea
     wallet.claim_pushes(text, int, interval), wallet.extend_lease(bigint, interval), wallet.ack_push(bigint, text),
     wallet.ack_pushes(bigint[], text[]),
     wallet.fail_push(bigint, text, boolean), wallet.record_push_event(bigint, text, timestamptz),
+    wallet.ack_push(bigint, text, int), wallet.ack_pushes(bigint[], text[], int[]), wallet.fail_push(bigint, text, boolean, int),
+    wallet.extend_lease(bigint, interval, int),
     wallet.enqueue_push_local(bigint, text[], text, text, jsonb, timestamp, bigint, text, timestamptz, int),
     wallet.track_event(bigint, text, text, jsonb, timestamptz)
     TO wallet_app;

@@ -1608,6 +1608,91 @@ END
 $$;
 COMMENT ON FUNCTION wallet.fail_push(bigint, text, boolean) IS 'records a failed delivery of a claimed message: retried after an exponential backoff with jitter (returns queued), or, not retryable or out of attempts, a dead letter (returns dead); a member erased meanwhile: suppressed, the error text not kept (returns suppressed); WL702 if it is not being sent';
 
+-- The claim token: the attempts claim_pushes returned with a message names
+-- the claim.  A worker whose lease lapsed cannot be told from the worker
+-- that claimed the message again by its id alone; with the token, its late
+-- acknowledgement, failure or extension is refused (WL702) and the current
+-- claim is left alone.  The message is locked first (as the call it
+-- precedes locks it), so that no claim slips in between.
+CREATE FUNCTION wallet_internal.push_check_attempt(push_id bigint, attempt int) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    r wallet.push_messages;
+BEGIN
+    IF attempt IS NULL THEN
+        RAISE EXCEPTION 'attempt must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A claim is named by the attempts claim_pushes returned with the message.';
+    END IF;
+    r := wallet_internal.push_lock(push_id);
+    IF r.attempts <> attempt THEN
+        RAISE EXCEPTION 'push % was claimed again', r.push_id
+            USING ERRCODE = 'WL702',
+                  DETAIL = format('This claim was attempt %s and the message is at attempt %s (%s): its lease lapsed and it was claimed again, so this worker must not acknowledge, fail or extend it.',
+                                  attempt, r.attempts, r.status);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_check_attempt(bigint, int) IS 'internal: locks the message and raises WL702 when it is no longer at the attempt a worker claimed it as (claimed again since), 22004 for a NULL attempt, WL701 for an unknown message';
+
+CREATE FUNCTION wallet.ack_push(push_id bigint, provider_message_id text, attempt int) RETURNS boolean
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    PERFORM wallet_internal.push_check_attempt(push_id, attempt);
+    RETURN wallet.ack_push(push_id, provider_message_id);
+END
+$$;
+COMMENT ON FUNCTION wallet.ack_push(bigint, text, int) IS 'ack_push for the claim that attempt names (the attempts claim_pushes returned): WL702 if the message was claimed again since';
+
+CREATE FUNCTION wallet.ack_pushes(push_ids bigint[], provider_message_ids text[], attempts int[]) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    x record;
+BEGIN
+    IF attempts IS NULL OR array_position(attempts, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'attempts must not be null nor hold a null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Each claim is named by the attempts claim_pushes returned with its message.';
+    END IF;
+    IF array_ndims(attempts) > 1 OR cardinality(attempts) <> cardinality(push_ids) THEN
+        RAISE EXCEPTION 'attempts must hold one attempt per push_id'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The array attempts has the attempt of each message, in the order of push_ids.';
+    END IF;
+    -- checked and locked in ascending id order, the order ack_pushes locks in
+    FOR x IN SELECT u.id, u.attempt FROM unnest(push_ids, attempts) AS u(id, attempt) WHERE u.id IS NOT NULL ORDER BY u.id LOOP
+        PERFORM wallet_internal.push_check_attempt(x.id, x.attempt);
+    END LOOP;
+    RETURN wallet.ack_pushes(push_ids, provider_message_ids);
+END
+$$;
+COMMENT ON FUNCTION wallet.ack_pushes(bigint[], text[], int[]) IS 'ack_pushes for the claims that attempts name (one per push_id): WL702 for the first message claimed again since, and then none is recorded';
+
+CREATE FUNCTION wallet.fail_push(push_id bigint, error text, retryable boolean, attempt int) RETURNS text
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    PERFORM wallet_internal.push_check_attempt(push_id, attempt);
+    RETURN wallet.fail_push(push_id, error, retryable);
+END
+$$;
+COMMENT ON FUNCTION wallet.fail_push(bigint, text, boolean, int) IS 'fail_push for the claim that attempt names (the attempts claim_pushes returned): WL702 if the message was claimed again since';
+
+CREATE FUNCTION wallet.extend_lease(push_id bigint, lease interval, attempt int) RETURNS timestamptz
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    PERFORM wallet_internal.push_check_attempt(push_id, attempt);
+    RETURN wallet.extend_lease(push_id, lease);
+END
+$$;
+COMMENT ON FUNCTION wallet.extend_lease(bigint, interval, int) IS 'extend_lease for the claim that attempt names (the attempts claim_pushes returned): WL702 if the message was claimed again since';
+
 CREATE FUNCTION wallet.requeue_push(push_id bigint) RETURNS boolean
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp

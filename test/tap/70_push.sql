@@ -863,6 +863,28 @@ SELECT is((SELECT count(*) FROM wallet.push_attempts WHERE push_id = :fz AND err
           'the failed attempt is recorded without the provider''s text');
 SELECT throws_ok('SELECT wallet.ack_pushes(''{{1,2}}'')', '22023', 'push_ids and provider_message_ids must be one-dimensional arrays',
                  'ack_pushes with a 2-D array: 22023, not a raw 0A000');
+-- the claim token: a worker whose lease lapsed, and the message was claimed again since
+SELECT push_id AS tk FROM wallet.enqueue_push(:me, 'tk', 'push_tok', 'service', '{}') \gset
+SELECT is((SELECT attempts FROM wallet.claim_pushes('push_tok', 10, '1 minute')), 1, 'worker A claims the message: attempt 1');
+UPDATE wallet.push_messages SET due_at = now() - interval '1 second' WHERE push_id = :tk;   -- A's lease lapses
+SELECT is((SELECT attempts FROM wallet.claim_pushes('push_tok', 10, '1 minute')), 2, 'worker B claims it again: attempt 2');
+SELECT throws_ok(format($$SELECT wallet.ack_push(%s, 'pA', 1)$$, :tk), 'WL702', format('push %s was claimed again', :tk),
+                 'A''s late acknowledgement with its attempt: WL702');
+SELECT throws_ok(format($$SELECT wallet.fail_push(%s, 'A timed out', true, 1)$$, :tk), 'WL702', format('push %s was claimed again', :tk),
+                 'A''s late failure with its attempt: WL702 (B''s send is not undone)');
+SELECT throws_ok(format($$SELECT wallet.extend_lease(%s, '1 second', 1)$$, :tk), 'WL702', format('push %s was claimed again', :tk),
+                 'A''s late extension with its attempt: WL702 (B''s lease is not cut short)');
+SELECT throws_ok(format($$SELECT wallet.ack_pushes(ARRAY[%s]::bigint[], '{pA}', '{1}')$$, :tk), 'WL702', format('push %s was claimed again', :tk),
+                 'A''s late batch acknowledgement with its attempts: WL702');
+SELECT ok(wallet.extend_lease(:tk, '2 minutes', 2) > now(), 'B extends its lease with its attempt');
+SELECT is(wallet.ack_push(:tk, 'pB', 2), true, 'B''s acknowledgement with its attempt is recorded');
+SELECT is(wallet.ack_push(:tk, 'pB', 2), false, 'the same acknowledgement again: false');
+SELECT is((SELECT string_agg(outcome || ' ' || coalesce(provider_message_id, '-'), ', ') FROM wallet.push_attempts WHERE push_id = :tk), 'sent pB',
+          'one delivery record: B''s');
+SELECT throws_ok(format($$SELECT wallet.ack_push(%s, 'pA', 1)$$, :tk), 'WL702', format('push %s was claimed again', :tk),
+                 'A''s acknowledgement after B''s: still WL702');
+SELECT throws_ok(format($$SELECT wallet.ack_pushes(ARRAY[%s, %s]::bigint[], NULL, '{2}')$$, :tk, :tk), '22023', 'attempts must hold one attempt per push_id',
+                 'ack_pushes: one attempt per push_id (22023)');
 SELECT throws_ok('SELECT wallet.run_push_triggers(NULL)', '22004', 'max_rows must not be null', 'run_push_triggers(NULL): 22004 naming the argument');
 SELECT throws_ok('SELECT wallet.purge_pushes(NULL)', '22004', 'max_rows must not be null', 'purge_pushes(NULL): 22004 naming the argument');
 SELECT throws_ok('SELECT wallet.reclaim_budget_holds(NULL)', '22004', 'max_holds must not be null', 'reclaim_budget_holds(NULL): 22004 naming the argument');
