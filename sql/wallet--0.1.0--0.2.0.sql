@@ -20443,6 +20443,210 @@ END
 $$;
 COMMENT ON FUNCTION wallet.extend_lease(bigint, interval, int) IS 'extend_lease for the claim that attempt names (the attempts claim_pushes returned): WL702 if the message was claimed again since';
 
+-- == 10an. requeue_push keeps attempts going (the claim token): requeued_attempts
+ALTER TABLE wallet.push_messages ADD COLUMN requeued_attempts int NOT NULL DEFAULT 0;
+COMMENT ON COLUMN wallet.push_messages.requeued_attempts IS 'attempts made before the message was last requeued (wallet.requeue_push): max_attempts and the backoff count the attempts after it';
+COMMENT ON COLUMN wallet.push_messages_q0.requeued_attempts IS 'attempts made before the message was last requeued (wallet.requeue_push): max_attempts and the backoff count the attempts after it';
+COMMENT ON COLUMN wallet.push_messages_q1.requeued_attempts IS 'attempts made before the message was last requeued (wallet.requeue_push): max_attempts and the backoff count the attempts after it';
+COMMENT ON COLUMN wallet.push_messages_q2.requeued_attempts IS 'attempts made before the message was last requeued (wallet.requeue_push): max_attempts and the backoff count the attempts after it';
+COMMENT ON COLUMN wallet.push_messages_done.requeued_attempts IS 'attempts made before the message was last requeued (wallet.requeue_push): max_attempts and the backoff count the attempts after it';
+
+CREATE OR REPLACE FUNCTION wallet_internal.push_finish(ids bigint[], status text, reason text, reason_service text) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    n bigint;
+BEGIN
+    WITH d AS (
+        DELETE FROM wallet.push_messages x WHERE x.push_id = ANY (ids) AND x.part < 3 RETURNING x.*)
+    INSERT INTO wallet.push_messages OVERRIDING SYSTEM VALUE
+    SELECT d.push_id, d.merchant_id, d.member_id, d.channel, d.topic, d.cap_group, d.service, d.payload, d.campaign_id,
+           d.dedup_key, d.priority, d.not_before, d.expires_at, d.created_at, d.outcome, d.outcome_reason,
+           push_finish.status, CASE WHEN d.service AND reason_service IS NOT NULL THEN reason_service ELSE push_finish.reason END,
+           NULL, d.slot_at, d.attempts, d.claimed_at, d.sent_at, d.provider_message_id, d.last_error, now(), 3, d.requeued_attempts
+      FROM d;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_finish(bigint[], text, text, text) IS 'internal: moves the queued or sending messages of ids to wallet.push_messages_done with status and reason (reason_service for service messages when given); returns how many';
+
+CREATE OR REPLACE FUNCTION wallet_internal.push_ack_many(push_ids bigint[], provider_message_ids text[]) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    want bigint[];
+    n bigint;
+    i int;
+    bad wallet.push_messages;
+    missing bigint;
+BEGIN
+    IF array_ndims(push_ids) > 1 OR array_ndims(provider_message_ids) > 1 THEN
+        RAISE EXCEPTION 'push_ids and provider_message_ids must be one-dimensional arrays'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The arrays list the messages, and their provider ids, one after the other.';
+    END IF;
+    IF push_ids IS NULL OR array_position(push_ids, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'push_ids must not be null nor hold a null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Messages are named by the push_id claim_pushes returned.';
+    END IF;
+    IF cardinality(push_ids) > 10000 OR cardinality(provider_message_ids) <> cardinality(push_ids)
+       OR EXISTS (SELECT FROM unnest(provider_message_ids) p WHERE length(p) > 200 OR btrim(p) = '') THEN
+        RAISE EXCEPTION 'at most 10000 push_ids, each with a non-blank provider_message_id of at most 200 characters or none'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'The array provider_message_ids, when given, has one provider id (or NULL) per push_id, in the same order.';
+    END IF;
+    SELECT array_agg(DISTINCT u) INTO want FROM unnest(push_ids) u;
+    IF want IS NULL THEN
+        RETURN 0;
+    END IF;
+    -- lock them all, in one order (rows moved meanwhile are looked up again, as by push_lock)
+    FOR i IN 1 .. 3 LOOP
+        PERFORM FROM wallet.push_messages x WHERE x.push_id = ANY (want) ORDER BY x.push_id FOR UPDATE;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        EXIT WHEN n = cardinality(want);
+    END LOOP;
+    SELECT u INTO missing FROM unnest(want) u
+     WHERE NOT EXISTS (SELECT FROM wallet.push_messages x WHERE x.push_id = u AND wallet.acts_for(x.merchant_id))
+     ORDER BY u LIMIT 1;
+    IF missing IS NOT NULL THEN
+        PERFORM wallet_internal.push_lock(missing);   -- raises WL701 as ack_push does
+    END IF;
+    SELECT x.* INTO bad FROM wallet.push_messages x
+      JOIN unnest(push_ids, coalesce(provider_message_ids, array_fill(NULL::text, ARRAY[cardinality(push_ids)]))) AS a(id, pid)
+        ON a.id = x.push_id
+     WHERE x.status <> 'sending' AND NOT (x.status = 'sent' AND x.provider_message_id IS NOT DISTINCT FROM a.pid)
+     ORDER BY x.push_id LIMIT 1;
+    IF bad.push_id IS NOT NULL THEN
+        PERFORM wallet_internal.push_not_sending(bad);
+    END IF;
+    WITH a AS (
+        SELECT DISTINCT ON (u.id) u.id, u.pid
+          FROM unnest(push_ids, coalesce(provider_message_ids, array_fill(NULL::text, ARRAY[cardinality(push_ids)]))) WITH ORDINALITY AS u(id, pid, o)
+         ORDER BY u.id, u.o),
+    d AS (
+        DELETE FROM wallet.push_messages x USING a
+         WHERE x.push_id = a.id AND x.part < 3 AND x.status = 'sending'
+        RETURNING x.*, a.pid),
+    r AS (
+        INSERT INTO wallet.push_attempts (merchant_id, member_id, push_id, claimed_at, outcome, provider_message_id)
+        SELECT d.merchant_id, d.member_id, d.push_id, d.claimed_at, 'sent', d.pid FROM d)
+    INSERT INTO wallet.push_messages OVERRIDING SYSTEM VALUE
+    SELECT d.push_id, d.merchant_id, d.member_id, d.channel, d.topic, d.cap_group, d.service, d.payload, d.campaign_id,
+           d.dedup_key, d.priority, d.not_before, d.expires_at, d.created_at, d.outcome, d.outcome_reason, 'sent',
+           NULL, NULL, d.slot_at, d.attempts, d.claimed_at, now(), d.pid, d.last_error, now(), 3, d.requeued_attempts
+      FROM d;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_ack_many(bigint[], text[]) IS 'internal: wallet.ack_pushes, every case: acknowledges many claimed messages as sent in one statement (at most 10000; provider_message_ids, when given, in the order of push_ids), as ack_push does each; returns how many were recorded (a repeated acknowledgement counts none); WL701 or WL702 as ack_push, for the first offending id, and then none is recorded';
+
+CREATE OR REPLACE FUNCTION wallet.fail_push(push_id bigint, error text, retryable boolean DEFAULT true) RETURNS text
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    r wallet.push_messages := wallet_internal.push_lock(push_id);
+    s wallet.push_settings;
+    d interval;
+    dead boolean;
+BEGIN
+    IF error IS NULL OR retryable IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN error IS NULL THEN 'error' ELSE 'retryable' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A failure says what went wrong and whether a retry may succeed.';
+    END IF;
+    IF btrim(error) = '' THEN
+        RAISE EXCEPTION 'error must not be blank'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A failure says what went wrong.';
+    END IF;
+    IF r.status <> 'sending' THEN
+        PERFORM wallet_internal.push_not_sending(r);
+    END IF;
+    -- the member was erased while the message was being sent: no retry, and
+    -- the provider's text (which may name a device or a number) is not kept
+    IF (SELECT m.status FROM wallet.members m WHERE m.member_id = r.member_id) = 'forgotten' THEN
+        PERFORM wallet_internal.push_finish(ARRAY[r.push_id], 'suppressed', 'member_forgotten', NULL);
+        INSERT INTO wallet.push_attempts (merchant_id, member_id, push_id, claimed_at, outcome, error)
+        VALUES (r.merchant_id, r.member_id, r.push_id, r.claimed_at, 'failed', NULL);
+        RETURN 'suppressed';
+    END IF;
+    SELECT * INTO s FROM wallet.push_settings x WHERE x.merchant_id = r.merchant_id;
+    -- the attempts since the last requeue count (attempts itself never goes
+    -- back: it is the claim token)
+    dead := NOT retryable OR r.attempts - r.requeued_attempts >= coalesce(s.max_attempts, 5);
+    -- exponential backoff with jitter: between half and all of backoff * 2^(attempts - 1)
+    d := coalesce(s.backoff, interval '30 seconds') * power(2, least(r.attempts - r.requeued_attempts - 1, 20)) * (0.5 + random() / 2);
+    IF dead THEN
+        r.status := 'dead'; r.reason := CASE WHEN retryable THEN 'attempts_exhausted' ELSE 'not_retryable' END;
+        r.due_at := NULL; r.slot_at := NULL; r.last_error := left(fail_push.error, 1000); r.finished_at := now();
+        PERFORM wallet_internal.push_move(r, 3::smallint);
+    ELSE
+        UPDATE wallet.push_messages x
+           SET status = 'queued', reason = 'retry', due_at = now() + d, slot_at = now() + d, last_error = left(fail_push.error, 1000)
+         WHERE x.push_id = r.push_id AND x.part = r.part;
+    END IF;
+    INSERT INTO wallet.push_attempts (merchant_id, member_id, push_id, claimed_at, outcome, error)
+    VALUES (r.merchant_id, r.member_id, r.push_id, r.claimed_at, 'failed', left(fail_push.error, 1000));
+    RETURN CASE WHEN dead THEN 'dead' ELSE 'queued' END;
+END
+$$;
+COMMENT ON FUNCTION wallet.fail_push(bigint, text, boolean) IS 'records a failed delivery of a claimed message: retried after an exponential backoff with jitter (returns queued), or, not retryable or out of attempts, a dead letter (returns dead); a member erased meanwhile: suppressed, the error text not kept (returns suppressed); WL702 if it is not being sent';
+
+CREATE OR REPLACE FUNCTION wallet.requeue_push(push_id bigint) RETURNS boolean
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    r wallet.push_messages := wallet_internal.push_lock(push_id);
+BEGIN
+    IF r.status <> 'dead' THEN
+        RAISE EXCEPTION 'push % is not a dead letter', r.push_id
+            USING ERRCODE = 'WL703', DETAIL = format('The message is %s; only dead letters (wallet.push_dead_letters) are requeued.', r.status);
+    END IF;
+    -- attempts goes on (a claim from before the requeue must not match a
+    -- claim after it); max_attempts counts from here
+    r.status := 'queued'; r.reason := 'requeued'; r.requeued_attempts := r.attempts; r.due_at := now(); r.slot_at := now();
+    r.finished_at := NULL;
+    PERFORM wallet_internal.push_move(r, wallet_internal.push_current_slot());
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION wallet.requeue_push(bigint) IS 'queues a dead letter again with max_attempts fresh attempts (attempts itself goes on, so that a claim from before cannot match one after; checked again at claim); WL703 if it is not a dead letter';
+
+CREATE OR REPLACE FUNCTION wallet_internal.push_carry("from" smallint, "to" smallint) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    n bigint;
+    total bigint := 0;
+BEGIN
+    IF "from" = "to" THEN
+        RETURN 0;   -- (what was moved would be met again)
+    END IF;
+    LOOP
+        WITH d AS (
+            DELETE FROM wallet.push_messages x
+             WHERE x.part = "from" AND x.push_id IN (SELECT y.push_id FROM wallet.push_messages y WHERE y.part = "from"
+                                                      LIMIT 10000 FOR UPDATE SKIP LOCKED)
+            RETURNING x.*)
+        INSERT INTO wallet.push_messages OVERRIDING SYSTEM VALUE
+        SELECT d.push_id, d.merchant_id, d.member_id, d.channel, d.topic, d.cap_group, d.service, d.payload, d.campaign_id,
+               d.dedup_key, d.priority, d.not_before, d.expires_at, d.created_at, d.outcome, d.outcome_reason, d.status,
+               d.reason, d.due_at, d.slot_at, d.attempts, d.claimed_at, d.sent_at, d.provider_message_id, d.last_error,
+               d.finished_at, "to", d.requeued_attempts
+          FROM d;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        total := total + n;
+        EXIT WHEN n = 0;
+    END LOOP;
+    RETURN total;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_carry(smallint, smallint) IS 'internal: moves the messages of queue slot "from" into slot "to" (skipping those locked by other sessions); returns how many';
+
 -- == 10z. shared objects, final (issues 10-12)
 -- Objects that several sections above re-create (each with what its area
 -- added): their final definitions, exactly as the parts have them.

@@ -64,7 +64,7 @@ static const char *const push_slot_rel[4] = {
 #define PUSH_DONE_COLUMNS(status, reason, sent_at, provider) \
 	"d.push_id, d.merchant_id, d.member_id, d.channel, d.topic, d.cap_group, d.service, d.payload, d.campaign_id," \
 	" d.dedup_key, d.priority, d.not_before, d.expires_at, d.created_at, d.outcome, d.outcome_reason, " status ", " \
-	reason ", NULL, d.slot_at, d.attempts, d.claimed_at, " sent_at ", " provider ", d.last_error, pg_catalog.now(), 3"
+	reason ", NULL, d.slot_at, d.attempts, d.claimed_at, " sent_at ", " provider ", d.last_error, pg_catalog.now(), 3, d.requeued_attempts"
 
 /*
  * The claim statement: $1 the members' first messages (bigint[]), $2 the

@@ -229,6 +229,7 @@ CREATE TABLE wallet.push_messages (
     last_error     text,
     finished_at    timestamptz,
     part           smallint NOT NULL,
+    requeued_attempts int NOT NULL DEFAULT 0,
     PRIMARY KEY (push_id, part),
     CHECK ((part = 3) = (status IN ('sent', 'suppressed', 'duplicate', 'dead')))
 ) PARTITION BY LIST (part);
@@ -272,6 +273,7 @@ COMMENT ON COLUMN wallet.push_messages.provider_message_id IS 'the provider''s i
 COMMENT ON COLUMN wallet.push_messages.last_error IS 'the last failure reported by fail_push (may name the member''s device or address: cleared by wallet.forget_member)';
 COMMENT ON COLUMN wallet.push_messages.finished_at IS 'when it reached sent, suppressed, duplicate or dead (retention counts from here)';
 COMMENT ON COLUMN wallet.push_messages.part IS 'the partition: 0, 1, 2 = the rotating queue slots (queued, sending), 3 = finished (wallet.push_messages_done)';
+COMMENT ON COLUMN wallet.push_messages.requeued_attempts IS 'attempts made before the message was last requeued (wallet.requeue_push): max_attempts and the backoff count the attempts after it';
 ALTER TABLE wallet.push_messages ENABLE ROW LEVEL SECURITY;
 CREATE POLICY merchant_rows ON wallet.push_messages USING (wallet.acts_for(merchant_id));
 COMMENT ON POLICY merchant_rows ON wallet.push_messages IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
@@ -312,6 +314,7 @@ COMMENT ON COLUMN wallet.push_messages_q0.provider_message_id IS 'the provider''
 COMMENT ON COLUMN wallet.push_messages_q0.last_error IS 'the last failure reported by fail_push (may name the member''s device or address: cleared by wallet.forget_member)';
 COMMENT ON COLUMN wallet.push_messages_q0.finished_at IS 'when it reached sent, suppressed, duplicate or dead (retention counts from here)';
 COMMENT ON COLUMN wallet.push_messages_q0.part IS 'the partition: 0, 1, 2 = the rotating queue slots (queued, sending), 3 = finished (wallet.push_messages_done)';
+COMMENT ON COLUMN wallet.push_messages_q0.requeued_attempts IS 'attempts made before the message was last requeued (wallet.requeue_push): max_attempts and the backoff count the attempts after it';
 SELECT pg_catalog.pg_extension_config_dump('wallet.push_messages_q0', '');
 ALTER TABLE wallet.push_messages_q0 ENABLE ROW LEVEL SECURITY;
 CREATE POLICY merchant_rows ON wallet.push_messages_q0 USING (wallet.acts_for(merchant_id));
@@ -345,6 +348,7 @@ COMMENT ON COLUMN wallet.push_messages_q1.provider_message_id IS 'the provider''
 COMMENT ON COLUMN wallet.push_messages_q1.last_error IS 'the last failure reported by fail_push (may name the member''s device or address: cleared by wallet.forget_member)';
 COMMENT ON COLUMN wallet.push_messages_q1.finished_at IS 'when it reached sent, suppressed, duplicate or dead (retention counts from here)';
 COMMENT ON COLUMN wallet.push_messages_q1.part IS 'the partition: 0, 1, 2 = the rotating queue slots (queued, sending), 3 = finished (wallet.push_messages_done)';
+COMMENT ON COLUMN wallet.push_messages_q1.requeued_attempts IS 'attempts made before the message was last requeued (wallet.requeue_push): max_attempts and the backoff count the attempts after it';
 SELECT pg_catalog.pg_extension_config_dump('wallet.push_messages_q1', '');
 ALTER TABLE wallet.push_messages_q1 ENABLE ROW LEVEL SECURITY;
 CREATE POLICY merchant_rows ON wallet.push_messages_q1 USING (wallet.acts_for(merchant_id));
@@ -378,6 +382,7 @@ COMMENT ON COLUMN wallet.push_messages_q2.provider_message_id IS 'the provider''
 COMMENT ON COLUMN wallet.push_messages_q2.last_error IS 'the last failure reported by fail_push (may name the member''s device or address: cleared by wallet.forget_member)';
 COMMENT ON COLUMN wallet.push_messages_q2.finished_at IS 'when it reached sent, suppressed, duplicate or dead (retention counts from here)';
 COMMENT ON COLUMN wallet.push_messages_q2.part IS 'the partition: 0, 1, 2 = the rotating queue slots (queued, sending), 3 = finished (wallet.push_messages_done)';
+COMMENT ON COLUMN wallet.push_messages_q2.requeued_attempts IS 'attempts made before the message was last requeued (wallet.requeue_push): max_attempts and the backoff count the attempts after it';
 SELECT pg_catalog.pg_extension_config_dump('wallet.push_messages_q2', '');
 ALTER TABLE wallet.push_messages_q2 ENABLE ROW LEVEL SECURITY;
 CREATE POLICY merchant_rows ON wallet.push_messages_q2 USING (wallet.acts_for(merchant_id));
@@ -411,6 +416,7 @@ COMMENT ON COLUMN wallet.push_messages_done.provider_message_id IS 'the provider
 COMMENT ON COLUMN wallet.push_messages_done.last_error IS 'the last failure reported by fail_push (may name the member''s device or address: cleared by wallet.forget_member)';
 COMMENT ON COLUMN wallet.push_messages_done.finished_at IS 'when it reached sent, suppressed, duplicate or dead (retention counts from here)';
 COMMENT ON COLUMN wallet.push_messages_done.part IS 'the partition: 0, 1, 2 = the rotating queue slots (queued, sending), 3 = finished (wallet.push_messages_done)';
+COMMENT ON COLUMN wallet.push_messages_done.requeued_attempts IS 'attempts made before the message was last requeued (wallet.requeue_push): max_attempts and the backoff count the attempts after it';
 SELECT pg_catalog.pg_extension_config_dump('wallet.push_messages_done', '');
 ALTER TABLE wallet.push_messages_done ENABLE ROW LEVEL SECURITY;
 CREATE POLICY merchant_rows ON wallet.push_messages_done USING (wallet.acts_for(merchant_id));
@@ -956,7 +962,7 @@ BEGIN
     SELECT d.push_id, d.merchant_id, d.member_id, d.channel, d.topic, d.cap_group, d.service, d.payload, d.campaign_id,
            d.dedup_key, d.priority, d.not_before, d.expires_at, d.created_at, d.outcome, d.outcome_reason,
            push_finish.status, CASE WHEN d.service AND reason_service IS NOT NULL THEN reason_service ELSE push_finish.reason END,
-           NULL, d.slot_at, d.attempts, d.claimed_at, d.sent_at, d.provider_message_id, d.last_error, now(), 3
+           NULL, d.slot_at, d.attempts, d.claimed_at, d.sent_at, d.provider_message_id, d.last_error, now(), 3, d.requeued_attempts
       FROM d;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
@@ -1541,7 +1547,7 @@ BEGIN
     INSERT INTO wallet.push_messages OVERRIDING SYSTEM VALUE
     SELECT d.push_id, d.merchant_id, d.member_id, d.channel, d.topic, d.cap_group, d.service, d.payload, d.campaign_id,
            d.dedup_key, d.priority, d.not_before, d.expires_at, d.created_at, d.outcome, d.outcome_reason, 'sent',
-           NULL, NULL, d.slot_at, d.attempts, d.claimed_at, now(), d.pid, d.last_error, now(), 3
+           NULL, NULL, d.slot_at, d.attempts, d.claimed_at, now(), d.pid, d.last_error, now(), 3, d.requeued_attempts
       FROM d;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
@@ -1589,9 +1595,11 @@ BEGIN
         RETURN 'suppressed';
     END IF;
     SELECT * INTO s FROM wallet.push_settings x WHERE x.merchant_id = r.merchant_id;
-    dead := NOT retryable OR r.attempts >= coalesce(s.max_attempts, 5);
+    -- the attempts since the last requeue count (attempts itself never goes
+    -- back: it is the claim token)
+    dead := NOT retryable OR r.attempts - r.requeued_attempts >= coalesce(s.max_attempts, 5);
     -- exponential backoff with jitter: between half and all of backoff * 2^(attempts - 1)
-    d := coalesce(s.backoff, interval '30 seconds') * power(2, least(r.attempts - 1, 20)) * (0.5 + random() / 2);
+    d := coalesce(s.backoff, interval '30 seconds') * power(2, least(r.attempts - r.requeued_attempts - 1, 20)) * (0.5 + random() / 2);
     IF dead THEN
         r.status := 'dead'; r.reason := CASE WHEN retryable THEN 'attempts_exhausted' ELSE 'not_retryable' END;
         r.due_at := NULL; r.slot_at := NULL; r.last_error := left(fail_push.error, 1000); r.finished_at := now();
@@ -1704,12 +1712,15 @@ BEGIN
         RAISE EXCEPTION 'push % is not a dead letter', r.push_id
             USING ERRCODE = 'WL703', DETAIL = format('The message is %s; only dead letters (wallet.push_dead_letters) are requeued.', r.status);
     END IF;
-    r.status := 'queued'; r.reason := 'requeued'; r.attempts := 0; r.due_at := now(); r.slot_at := now(); r.finished_at := NULL;
+    -- attempts goes on (a claim from before the requeue must not match a
+    -- claim after it); max_attempts counts from here
+    r.status := 'queued'; r.reason := 'requeued'; r.requeued_attempts := r.attempts; r.due_at := now(); r.slot_at := now();
+    r.finished_at := NULL;
     PERFORM wallet_internal.push_move(r, wallet_internal.push_current_slot());
     RETURN true;
 END
 $$;
-COMMENT ON FUNCTION wallet.requeue_push(bigint) IS 'queues a dead letter again with fresh attempts (checked again at claim); WL703 if it is not a dead letter';
+COMMENT ON FUNCTION wallet.requeue_push(bigint) IS 'queues a dead letter again with max_attempts fresh attempts (attempts itself goes on, so that a claim from before cannot match one after; checked again at claim); WL703 if it is not a dead letter';
 
 -- Finished messages leave after the merchant's retention (their delivery
 -- records with them); the deduplication keys stay.  Bounded per call.
@@ -1766,7 +1777,7 @@ BEGIN
         SELECT d.push_id, d.merchant_id, d.member_id, d.channel, d.topic, d.cap_group, d.service, d.payload, d.campaign_id,
                d.dedup_key, d.priority, d.not_before, d.expires_at, d.created_at, d.outcome, d.outcome_reason, d.status,
                d.reason, d.due_at, d.slot_at, d.attempts, d.claimed_at, d.sent_at, d.provider_message_id, d.last_error,
-               d.finished_at, "to"
+               d.finished_at, "to", d.requeued_attempts
           FROM d;
         GET DIAGNOSTICS n = ROW_COUNT;
         total := total + n;

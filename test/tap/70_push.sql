@@ -272,21 +272,25 @@ SELECT is((SELECT outcome || ' ' || provider_message_id FROM wallet.push_attempt
 -- ------------------------------------------------------------ backoff to the dead letters (mc: 3 attempts, backoff 10 s)
 SELECT wallet.upsert_member(:mc, 'rt', 'UTC');
 SELECT push_id AS rt FROM wallet.enqueue_push(:mc, 'rt', 'retry_t', 'service', '{"n": 6}') \gset
-CREATE TEMP TABLE backoff (attempt int, status text, delay interval);
-DO $$
+-- three rounds of claim (unless the message is claimed already) and a
+-- retryable failure, each with the status and the backoff it got
+CREATE FUNCTION pg_temp.fail_rounds(claimed boolean) RETURNS TABLE (round int, status text, delay interval) LANGUAGE plpgsql AS $$
 DECLARE
-    id bigint := (SELECT push_id FROM wallet.push_messages WHERE channel = 'retry_t');
-    i int;
-    st text;
+    id bigint := (SELECT m.push_id FROM wallet.push_messages m WHERE m.channel = 'retry_t');
 BEGIN
     FOR i IN 1 .. 3 LOOP
-        PERFORM wallet.claim_pushes('retry_t', 1, '1 minute');
-        st := wallet.fail_push(id, 'provider timeout ' || i, true);
-        INSERT INTO backoff SELECT i, st, m.due_at - now() FROM wallet.push_messages m WHERE m.push_id = id;
+        IF i > 1 OR NOT claimed THEN
+            PERFORM wallet.claim_pushes('retry_t', 1, '1 minute');
+        END IF;
+        round := i;
+        status := wallet.fail_push(id, 'provider timeout ' || i, true);
+        delay := (SELECT m.due_at - now() FROM wallet.push_messages m WHERE m.push_id = id);
+        RETURN NEXT;
         UPDATE wallet.push_messages m SET due_at = now() WHERE m.push_id = id AND m.status = 'queued';   -- the backoff passes
     END LOOP;
 END
 $$;
+CREATE TEMP TABLE backoff AS SELECT f.round AS attempt, f.status, f.delay FROM pg_temp.fail_rounds(false) f;
 SELECT is((SELECT status FROM backoff WHERE attempt = 1), 'queued', 'first failure: queued again');
 SELECT ok((SELECT delay BETWEEN interval '5 seconds' AND interval '10 seconds' FROM backoff WHERE attempt = 1),
           'first backoff: between half and all of 10 s');
@@ -297,9 +301,28 @@ SELECT is((SELECT attempts || ' ' || last_error FROM wallet.push_dead_letters WH
           'the dead letter view shows it with its attempts and last error');
 SELECT is((SELECT count(*) FROM wallet.push_attempts WHERE push_id = :rt AND outcome = 'failed'), 3::bigint, 'three failed delivery records');
 SELECT is(wallet.requeue_push(:rt), true, 'requeue_push of a dead letter');
-SELECT is((SELECT status || ' ' || attempts FROM wallet.push_messages WHERE push_id = :rt), 'queued 0', 'requeued with fresh attempts');
+SELECT is((SELECT status || ' ' || attempts || ' ' || requeued_attempts FROM wallet.push_messages WHERE push_id = :rt), 'queued 3 3',
+          'requeued: attempts goes on (the claim token), the three before the requeue set apart');
 SELECT throws_ok(format('SELECT wallet.requeue_push(%s)', :rt), 'WL703', NULL, 'requeue_push of a message that is not dead: WL703');
-SELECT is((SELECT count(*) FROM wallet.claim_pushes('retry_t', 1, '1 minute')), 1::bigint, 'the requeued message is claimed');
+-- three turns of the queue slots carry it (each turn made due at once: its time moved back, as now() stands still here)
+SELECT part AS rt_part FROM wallet.push_messages WHERE push_id = :rt \gset
+SELECT setval('wallet_internal.push_queue_slot', (SELECT q.last_value % 4 FROM wallet_internal.push_queue_slot q)) \; SELECT wallet.rotate_push_queue('0');
+SELECT setval('wallet_internal.push_queue_slot', (SELECT q.last_value % 4 FROM wallet_internal.push_queue_slot q)) \; SELECT wallet.rotate_push_queue('0');
+SELECT setval('wallet_internal.push_queue_slot', (SELECT q.last_value % 4 FROM wallet_internal.push_queue_slot q)) \; SELECT wallet.rotate_push_queue('0');
+SELECT is((SELECT (part <> :rt_part) || ' ' || requeued_attempts FROM wallet.push_messages WHERE push_id = :rt), 'true 3',
+          'carried by the turns of the queue slots with the attempts set apart');
+SELECT is((SELECT attempts FROM wallet.claim_pushes('retry_t', 1, '1 minute')), 4, 'the requeued message is claimed, as attempt 4');
+-- a worker still holding the first claim (attempt 1) cannot pass for the claim after the requeue
+SELECT throws_ok(format($$SELECT wallet.ack_push(%s, 'stale', 1)$$, :rt), 'WL702', format('push %s was claimed again', :rt),
+          'a claim from before the requeue does not match the claim after it: WL702');
+CREATE TEMP TABLE backoff2 AS SELECT f.round AS attempt, f.status, f.delay FROM pg_temp.fail_rounds(true) f;
+SELECT is(array_agg(status ORDER BY attempt), '{queued,queued,dead}', 'after the requeue, max_attempts (3) fresh attempts: queued, queued, dead')
+  FROM backoff2;
+SELECT ok((SELECT delay BETWEEN interval '5 seconds' AND interval '10 seconds' FROM backoff2 WHERE attempt = 1),
+          'the backoff starts again: the first failure after the requeue waits between half and all of 10 s');
+SELECT is((SELECT attempts || ' ' || reason FROM wallet.push_messages WHERE push_id = :rt), '6 attempts_exhausted', 'dead again after attempt 6');
+SELECT is(wallet.requeue_push(:rt), true, 'requeued a second time');
+SELECT is((SELECT attempts FROM wallet.claim_pushes('retry_t', 1, '1 minute')), 7, 'claimed as attempt 7');
 SELECT is(wallet.fail_push(:rt, 'invalid device token', false), 'dead', 'a failure that is not retryable: dead at once');
 SELECT is((SELECT reason FROM wallet.push_messages WHERE push_id = :rt), 'not_retryable', 'with its reason');
 
