@@ -20647,6 +20647,93 @@ END
 $$;
 COMMENT ON FUNCTION wallet_internal.push_carry(smallint, smallint) IS 'internal: moves the messages of queue slot "from" into slot "to" (skipping those locked by other sessions); returns how many';
 
+-- == 10ao. a merchant grant counts only for the role it was made to (role_name) and while no wallet group is a member of it
+-- the grants made so far keep counting under their role's present name (a
+-- dropped role's row gets a name no role has: it counts for nothing)
+ALTER TABLE wallet.merchant_roles ADD COLUMN role_name name;
+ALTER TABLE wallet.merchant_roles DISABLE TRIGGER audit_change;
+UPDATE wallet.merchant_roles r SET role_name = coalesce((SELECT a.rolname FROM pg_catalog.pg_roles a WHERE a.oid = r.role), '');
+ALTER TABLE wallet.merchant_roles ENABLE TRIGGER audit_change;
+ALTER TABLE wallet.merchant_roles ALTER COLUMN role_name SET NOT NULL;
+COMMENT ON COLUMN wallet.merchant_roles.role_name IS 'the role''s name when granted: the row counts only while the role has that name (a dropped role''s id taken by another role, or restored onto another cluster''s role, acts for nothing; a renamed role is granted again)';
+
+CREATE OR REPLACE FUNCTION wallet.create_merchant(name text) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    id bigint;
+BEGIN
+    IF name IS NULL THEN
+        RAISE EXCEPTION 'merchant name must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = 'A merchant needs a name that people can recognise.';
+    END IF;
+    IF btrim(name) = '' OR length(name) > 200 THEN
+        RAISE EXCEPTION 'merchant name must not be %', CASE WHEN btrim(name) = '' THEN 'blank' ELSE 'longer than 200 characters' END
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A merchant needs a name that people can recognise.';
+    END IF;
+    INSERT INTO wallet.merchants (name) VALUES (name) RETURNING merchant_id INTO id;
+    -- the role that registers a merchant acts for it (README "Merchants and isolation"), never a group role (22023)
+    IF NOT wallet.acts_for(id) THEN
+        INSERT INTO wallet.merchant_roles (merchant_id, role, role_name)
+        SELECT id, a.oid, a.rolname FROM pg_catalog.pg_roles a WHERE a.oid = wallet_internal.check_holder(wallet_internal.caller());
+    END IF;
+    RETURN id;
+EXCEPTION WHEN unique_violation THEN
+    RAISE EXCEPTION 'merchant "%" already exists', name
+        USING ERRCODE = 'unique_violation',
+              DETAIL = 'Merchant names are unique; look the existing merchant up in wallet.merchants.';
+END
+$$;
+COMMENT ON FUNCTION wallet.create_merchant(text) IS 'register a merchant and return its id; the calling role acts for it from then on';
+
+CREATE OR REPLACE FUNCTION wallet_internal.grant_counts(role regrole, role_name name) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'wallet_grant_counts'
+    LANGUAGE C STABLE;
+COMMENT ON FUNCTION wallet_internal.grant_counts(regrole, name) IS 'internal: whether a row of wallet.merchant_roles counts (false for NULLs): its role exists under role_name, and wallet_admin, wallet_app and wallet_reader are not members of it';
+
+CREATE OR REPLACE FUNCTION wallet_internal.caller_merchants() RETURNS bigint[]
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF wallet_internal.sees_all() THEN
+        RETURN NULL;
+    END IF;
+    RETURN ARRAY(SELECT DISTINCT r.merchant_id FROM wallet.merchant_roles r
+                  WHERE wallet_internal.grant_counts(r.role, r.role_name) AND pg_has_role(wallet_internal.caller(), r.role, 'MEMBER')
+                  ORDER BY 1);
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.caller_merchants() IS 'internal: the merchants the calling role acts for, in order; NULL for a role that acts for every merchant (a superuser or the extension''s owner)';
+
+CREATE OR REPLACE FUNCTION wallet.grant_merchant(merchant_id bigint, role regrole) RETURNS boolean
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    n int;
+BEGIN
+    PERFORM wallet_internal.check_merchant(merchant_id);
+    IF role IS NULL THEN
+        RAISE EXCEPTION 'role must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A merchant is granted to a role named by its name.';
+    END IF;
+    PERFORM wallet_internal.check_holder(role);
+    -- the role's name as of now: a row left by a role renamed since (or
+    -- by a dropped role whose id another role took) is made to count again
+    INSERT INTO wallet.merchant_roles AS r (merchant_id, role, role_name)
+    SELECT grant_merchant.merchant_id, a.oid, a.rolname FROM pg_catalog.pg_roles a WHERE a.oid = grant_merchant.role
+        ON CONFLICT ON CONSTRAINT merchant_roles_pkey DO UPDATE SET role_name = excluded.role_name, granted_at = now()
+           WHERE r.role_name <> excluded.role_name;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n > 0;
+END
+$$;
+COMMENT ON FUNCTION wallet.grant_merchant(bigint, regrole) IS 'let a role (and its members) act for a merchant the caller acts for; returns false when it already did (a grant made under the role''s former name, before a rename, is renewed: true)';
+
 -- == 10z. shared objects, final (issues 10-12)
 -- Objects that several sections above re-create (each with what its area
 -- added): their final definitions, exactly as the parts have them.

@@ -16,6 +16,7 @@
 
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_authid.h"
 #include "catalog/pg_namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
@@ -118,6 +119,63 @@ cache_refresh(Oid user)
 }
 
 /*
+ * Whether a row of wallet.merchant_roles counts: its role exists under the
+ * name it was granted by (a dropped role's id, taken again by another role
+ * or restored by pg_dump as a bare number onto another cluster's role, must
+ * not pass the grant on; a renamed role is granted again), and none of
+ * wallet_admin, wallet_app and wallet_reader is a member of it (that would
+ * make every admin, app or reader act for the merchant: grant_merchant
+ * refuses such a role, and a membership granted since voids the row).
+ */
+static bool
+grant_counts(Oid role, const char *role_name)
+{
+	static const char *const groups[] = {"wallet_admin", "wallet_app", "wallet_reader"};
+	HeapTuple	tup = SearchSysCache1(AUTHOID, ObjectIdGetDatum(role));
+	bool		same;
+
+	if (!HeapTupleIsValid(tup))
+		return false;
+	same = strcmp(NameStr(((Form_pg_authid) GETSTRUCT(tup))->rolname), role_name) == 0;
+	ReleaseSysCache(tup);
+	if (!same)
+		return false;
+	for (int i = 0; i < lengthof(groups); i++)
+	{
+		Oid			g = get_role_oid(groups[i], true);
+
+		if (OidIsValid(g) && is_member_of_role_nosuper(g, role))
+			return false;
+	}
+	return true;
+}
+
+/* the row's role, if the row counts (grant_counts), else InvalidOid */
+static Oid
+row_role(HeapTuple row, TupleDesc desc, int rolecol)
+{
+	bool		rnull,
+				nnull;
+	Datum		role = SPI_getbinval(row, desc, rolecol, &rnull);
+	Datum		name = SPI_getbinval(row, desc, rolecol + 1, &nnull);
+
+	if (rnull || nnull || !grant_counts(DatumGetObjectId(role), NameStr(*DatumGetName(name))))
+		return InvalidOid;
+	return DatumGetObjectId(role);
+}
+
+PG_FUNCTION_INFO_V1(wallet_grant_counts);
+
+/* wallet_internal.grant_counts(role, role_name): whether such a row of wallet.merchant_roles counts. */
+Datum
+wallet_grant_counts(PG_FUNCTION_ARGS)
+{
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		PG_RETURN_BOOL(false);
+	PG_RETURN_BOOL(grant_counts(PG_GETARG_OID(0), NameStr(*PG_GETARG_NAME(1))));
+}
+
+/*
  * Whether user is a member of a role granted the merchant.  The lookup runs
  * as the owner: a reader's query reaches here through a row-level security
  * policy, and readers cannot read wallet.merchant_roles themselves.
@@ -139,7 +197,7 @@ lookup(Oid user, int64 merchant_id)
 			elog(ERROR, "SPI_connect failed");
 		if (roles_plan == NULL)
 		{
-			SPIPlanPtr	plan = SPI_prepare("SELECT r.role FROM wallet.merchant_roles r"
+			SPIPlanPtr	plan = SPI_prepare("SELECT r.role, r.role_name FROM wallet.merchant_roles r"
 										   " WHERE r.merchant_id OPERATOR(pg_catalog.=) $1",
 										   1, &argtype);
 
@@ -152,10 +210,9 @@ lookup(Oid user, int64 merchant_id)
 			elog(ERROR, "reading wallet.merchant_roles failed");
 		for (uint64 i = 0; i < SPI_processed && !allowed; i++)
 		{
-			bool		isnull;
-			Datum		role = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+			Oid			role = row_role(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
 
-			if (!isnull && is_member_of_role(user, DatumGetObjectId(role)))
+			if (OidIsValid(role) && is_member_of_role(user, role))
 				allowed = true;
 		}
 		SPI_finish();
@@ -228,7 +285,7 @@ sole_lookup(Oid user)
 			elog(ERROR, "SPI_connect failed");
 		if (sole_plan == NULL)
 		{
-			SPIPlanPtr	plan = SPI_prepare("SELECT r.merchant_id, r.role FROM wallet.merchant_roles r"
+			SPIPlanPtr	plan = SPI_prepare("SELECT r.merchant_id, r.role, r.role_name FROM wallet.merchant_roles r"
 										   " ORDER BY r.merchant_id", 0, NULL);
 
 			if (plan == NULL)
@@ -240,13 +297,14 @@ sole_lookup(Oid user)
 			elog(ERROR, "reading wallet.merchant_roles failed");
 		for (uint64 i = 0; i < SPI_processed && !several; i++)
 		{
-			bool		mnull,
-						rnull;
+			bool		mnull;
 			Datum		m = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &mnull);
-			Datum		role = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &rnull);
+			Oid			role;
 
-			if (mnull || rnull || DatumGetInt64(m) == found ||
-				!is_member_of_role(user, DatumGetObjectId(role)))
+			if (mnull || DatumGetInt64(m) == found)
+				continue;
+			role = row_role(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+			if (!OidIsValid(role) || !is_member_of_role(user, role))
 				continue;
 			if (found != 0)
 				several = true;

@@ -54,7 +54,8 @@ BEGIN
     INSERT INTO wallet.merchants (name) VALUES (name) RETURNING merchant_id INTO id;
     -- the role that registers a merchant acts for it (README "Merchants and isolation"), never a group role (22023)
     IF NOT wallet.acts_for(id) THEN
-        INSERT INTO wallet.merchant_roles (merchant_id, role) VALUES (id, wallet_internal.check_holder(wallet_internal.caller()));
+        INSERT INTO wallet.merchant_roles (merchant_id, role, role_name)
+        SELECT id, a.oid, a.rolname FROM pg_catalog.pg_roles a WHERE a.oid = wallet_internal.check_holder(wallet_internal.caller());
     END IF;
     RETURN id;
 EXCEPTION WHEN unique_violation THEN

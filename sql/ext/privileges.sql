@@ -30,12 +30,14 @@ CREATE TABLE wallet.merchant_roles (
     merchant_id bigint NOT NULL REFERENCES wallet.merchants,
     role        regrole NOT NULL,
     granted_at  timestamptz NOT NULL DEFAULT now(),
+    role_name   name NOT NULL,
     PRIMARY KEY (merchant_id, role)
 );
 COMMENT ON TABLE wallet.merchant_roles IS 'which roles act for which merchant (wallet.grant_merchant): members of such a role see and change that merchant''s objects';
 COMMENT ON COLUMN wallet.merchant_roles.merchant_id IS 'merchant';
 COMMENT ON COLUMN wallet.merchant_roles.role IS 'role acting for the merchant, with every role that is a member of it';
 COMMENT ON COLUMN wallet.merchant_roles.granted_at IS 'when the merchant was granted to the role';
+COMMENT ON COLUMN wallet.merchant_roles.role_name IS 'the role''s name when granted: the row counts only while the role has that name (a dropped role''s id taken by another role, or restored onto another cluster''s role, acts for nothing; a renamed role is granted again)';
 SELECT pg_catalog.pg_extension_config_dump('wallet.merchant_roles', '');
 CREATE TRIGGER audit_change AFTER INSERT OR UPDATE OR DELETE ON wallet.merchant_roles
     FOR EACH ROW EXECUTE FUNCTION wallet_internal.audit_change('merchant_id', 'role');
@@ -45,6 +47,11 @@ CREATE FUNCTION wallet_internal.caller() RETURNS regrole
     AS 'MODULE_PATHNAME', 'wallet_caller'
     LANGUAGE C STABLE;
 COMMENT ON FUNCTION wallet_internal.caller() IS 'the role calling (session user or SET ROLE), unchanged by SECURITY DEFINER functions and by any argument';
+
+CREATE FUNCTION wallet_internal.grant_counts(role regrole, role_name name) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'wallet_grant_counts'
+    LANGUAGE C STABLE;
+COMMENT ON FUNCTION wallet_internal.grant_counts(regrole, name) IS 'internal: whether a row of wallet.merchant_roles counts (false for NULLs): its role exists under role_name, and wallet_admin, wallet_app and wallet_reader are not members of it';
 
 CREATE FUNCTION wallet.acts_for(merchant_id bigint) RETURNS boolean
     AS 'MODULE_PATHNAME', 'wallet_acts_for'
@@ -73,7 +80,8 @@ BEGIN
         RETURN NULL;
     END IF;
     RETURN ARRAY(SELECT DISTINCT r.merchant_id FROM wallet.merchant_roles r
-                  WHERE pg_has_role(wallet_internal.caller(), r.role, 'MEMBER') ORDER BY 1);
+                  WHERE wallet_internal.grant_counts(r.role, r.role_name) AND pg_has_role(wallet_internal.caller(), r.role, 'MEMBER')
+                  ORDER BY 1);
 END
 $$;
 COMMENT ON FUNCTION wallet_internal.caller_merchants() IS 'internal: the merchants the calling role acts for, in order; NULL for a role that acts for every merchant (a superuser or the extension''s owner)';
@@ -142,13 +150,17 @@ BEGIN
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A merchant is granted to a role named by its name.';
     END IF;
     PERFORM wallet_internal.check_holder(role);
-    INSERT INTO wallet.merchant_roles AS r (merchant_id, role) VALUES (grant_merchant.merchant_id, grant_merchant.role)
-        ON CONFLICT DO NOTHING;
+    -- the role's name as of now: a row left by a role renamed since (or
+    -- by a dropped role whose id another role took) is made to count again
+    INSERT INTO wallet.merchant_roles AS r (merchant_id, role, role_name)
+    SELECT grant_merchant.merchant_id, a.oid, a.rolname FROM pg_catalog.pg_roles a WHERE a.oid = grant_merchant.role
+        ON CONFLICT ON CONSTRAINT merchant_roles_pkey DO UPDATE SET role_name = excluded.role_name, granted_at = now()
+           WHERE r.role_name <> excluded.role_name;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n > 0;
 END
 $$;
-COMMENT ON FUNCTION wallet.grant_merchant(bigint, regrole) IS 'let a role (and its members) act for a merchant the caller acts for; returns false when it already did';
+COMMENT ON FUNCTION wallet.grant_merchant(bigint, regrole) IS 'let a role (and its members) act for a merchant the caller acts for; returns false when it already did (a grant made under the role''s former name, before a rename, is renewed: true)';
 
 CREATE FUNCTION wallet.revoke_merchant(merchant_id bigint, role regrole) RETURNS boolean
     LANGUAGE plpgsql

@@ -686,5 +686,51 @@ SELECT pg_temp.as_login('iso_login_admin_a', $$SELECT wallet.create_merchant('is
 SELECT is((SELECT array_agg(role::text) FROM wallet.merchant_roles WHERE merchant_id = :'held'::bigint),
           '{iso_login_admin_a}', 'a login role that creates a merchant holds it');
 
+-- A grant counts only while its role is the role it was made to, under its
+-- name, and no wallet group is a member of it: checked at every use, not
+-- only by grant_merchant.
+SELECT wallet.create_merchant('iso grants') AS gm \gset
+CREATE ROLE iso_grp NOLOGIN;
+CREATE ROLE iso_grp_member;
+GRANT iso_grp, wallet_reader TO iso_grp_member;
+SELECT is(wallet.grant_merchant(:gm, 'iso_grp'), true, 'fixture: a merchant granted to a group of its own');
+CREATE FUNCTION pg_temp.acts(r text, m bigint) RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE
+    a boolean;
+BEGIN
+    EXECUTE format('SET LOCAL ROLE %I', r);
+    a := wallet.acts_for(m) AND EXISTS (SELECT FROM wallet.my_merchants() x WHERE x.merchant_id = m);
+    RESET ROLE;
+    RETURN a;
+END
+$$;
+SELECT is(pg_temp.acts('iso_grp_member', :gm), true, 'a member of the group acts for the merchant');
+-- a wallet group made a member of the holder afterwards: the grant is void for everyone
+GRANT iso_grp TO wallet_app;
+SELECT is(ARRAY[pg_temp.acts('iso_b_app', :gm), pg_temp.acts('iso_a_app', :gm), pg_temp.acts('iso_grp_member', :gm)], '{f,f,f}',
+          'wallet_app made a member of the holder since: no app acts for the merchant, nor does the group''s own member');
+REVOKE iso_grp FROM wallet_app;
+SELECT is(ARRAY[pg_temp.acts('iso_b_app', :gm), pg_temp.acts('iso_grp_member', :gm)], '{f,t}',
+          'the membership revoked: the grant counts again, for the group''s member only');
+-- a renamed holder: the grant waits for grant_merchant again
+ALTER ROLE iso_grp RENAME TO iso_grp_renamed;
+SELECT is(pg_temp.acts('iso_grp_member', :gm), false, 'the holder renamed: the grant no longer counts');
+SELECT is(wallet.grant_merchant(:gm, 'iso_grp_renamed'), true, 'grant_merchant under the new name renews it: true');
+SELECT is(wallet.grant_merchant(:gm, 'iso_grp_renamed'), false, 'and again: false');
+SELECT is(pg_temp.acts('iso_grp_member', :gm), true, 'the member acts again');
+-- a row naming another role's id, as pg_restore writes a dropped holder's
+-- bare id onto whatever role has it in the target cluster
+CREATE ROLE iso_unrelated;
+GRANT wallet_reader TO iso_unrelated;
+UPDATE wallet.merchant_roles SET role = 'iso_unrelated'::regrole WHERE merchant_id = :gm AND role = 'iso_grp_renamed'::regrole;
+SELECT is(pg_temp.acts('iso_unrelated', :gm), false, 'a grant row naming another role''s id (a restored dropped holder): that role does not act');
+-- a dropped holder: its row stays, inert
+CREATE ROLE iso_gone;
+SELECT wallet.grant_merchant(:gm, 'iso_gone') AS x \gset
+SELECT oid AS gone FROM pg_roles WHERE rolname = 'iso_gone' \gset
+DROP ROLE iso_gone;
+SELECT is((SELECT wallet_internal.grant_counts(r.role, r.role_name) FROM wallet.merchant_roles r WHERE r.merchant_id = :gm AND r.role = :gone),
+          false, 'a dropped holder''s row counts for nothing (a role that takes its id later does not inherit it)');
+
 SELECT * FROM finish();
 ROLLBACK;
