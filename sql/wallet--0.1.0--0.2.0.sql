@@ -20734,6 +20734,109 @@ END
 $$;
 COMMENT ON FUNCTION wallet.grant_merchant(bigint, regrole) IS 'let a role (and its members) act for a merchant the caller acts for; returns false when it already did (a grant made under the role''s former name, before a rename, is renewed: true)';
 
+-- == 10ap. erasure races: a redemption queued on a member's counter that forget_member re-keyed creates it afresh; forget_member erases the counters first; run_maintenance clears what calls in flight wrote (forget_sweep)
+CREATE INDEX members_forgotten_idx ON wallet.members (updated_at) WHERE status = 'forgotten';
+COMMENT ON INDEX wallet.members_forgotten_idx IS 'the members erased lately, for the sweep of run_maintenance (wallet_internal.forget_sweep)';
+
+CREATE OR REPLACE FUNCTION wallet_internal.code_lock_counters(campaign_id bigint, serial bigint, member_ref text,
+        OUT max_per_code int, OUT max_per_member int, OUT max_total bigint,
+        OUT code_redeemed int, OUT member_redeemed int, OUT total_redeemed bigint)
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+#variable_conflict use_column
+DECLARE
+    merchant bigint;
+BEGIN
+    LOCK TABLE wallet.code_redemptions, wallet.code_reservations IN ROW EXCLUSIVE MODE;
+    IF current_setting('transaction_isolation') = 'read committed' THEN
+        -- A new snapshot: sees any cap change committed before our lock.
+        SELECT c.max_redemptions_per_code, c.max_redemptions_per_member, c.max_redemptions_total, c.merchant_id
+          INTO max_per_code, max_per_member, max_total, merchant
+          FROM wallet.campaigns c WHERE c.campaign_id = $1;
+    ELSE
+        -- A transaction snapshot may predate a cap change: comparing with
+        -- the latest committed caps makes such a change a serialization
+        -- failure instead of going unseen (without FOR SHARE, which would
+        -- need UPDATE on wallet.campaigns).
+        SELECT c.max_redemptions_per_code, c.max_redemptions_per_member, c.max_redemptions_total, c.merchant_id
+          INTO max_per_code, max_per_member, max_total, merchant
+          FROM wallet.campaigns c WHERE c.campaign_id = $1;
+        PERFORM wallet_internal.code_caps_unchanged($1, max_per_code, max_per_member, max_total);
+    END IF;
+    IF max_per_code IS NOT NULL THEN
+        SELECT u.redeemed INTO code_redeemed FROM wallet.code_use_counts u
+         WHERE u.campaign_id = $1 AND u.serial = $2 FOR UPDATE;
+        IF NOT FOUND THEN
+            INSERT INTO wallet.code_use_counts AS u (campaign_id, serial, merchant_id) VALUES ($1, $2, merchant) ON CONFLICT DO NOTHING;
+            SELECT u.redeemed INTO code_redeemed FROM wallet.code_use_counts u
+             WHERE u.campaign_id = $1 AND u.serial = $2 FOR UPDATE;
+        END IF;
+    END IF;
+    IF max_per_member IS NOT NULL THEN
+        -- a loop: forget_member may re-key the row we waited for to its
+        -- pseudonym; the member_ref then names a new member, whose counter
+        -- is created (or locked, if another call created it meanwhile)
+        LOOP
+            SELECT u.redeemed INTO member_redeemed FROM wallet.member_use_counts u
+             WHERE u.campaign_id = $1 AND u.member_ref = $3 FOR UPDATE;
+            EXIT WHEN FOUND;
+            INSERT INTO wallet.member_use_counts AS u (campaign_id, member_ref, merchant_id) VALUES ($1, $3, merchant) ON CONFLICT DO NOTHING;
+        END LOOP;
+    END IF;
+    IF max_total IS NOT NULL THEN
+        SELECT u.redeemed INTO total_redeemed FROM wallet.campaign_use_counts u
+         WHERE u.campaign_id = $1 FOR UPDATE;
+        IF NOT FOUND THEN
+            INSERT INTO wallet.campaign_use_counts AS u (campaign_id, merchant_id) VALUES ($1, merchant) ON CONFLICT DO NOTHING;
+            SELECT u.redeemed INTO total_redeemed FROM wallet.campaign_use_counts u
+             WHERE u.campaign_id = $1 FOR UPDATE;
+        END IF;
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.code_lock_counters(bigint, bigint, text) IS
+    'internal: read a campaign''s caps safely and lock (creating on first use) the counter rows of the caps that are set, per code, per member, per campaign, in that order';
+
+CREATE OR REPLACE FUNCTION wallet_internal.forget_sweep(since interval, max_members int) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    merchants bigint[] := wallet_internal.caller_merchants();
+    ids bigint[];
+    n bigint := 0;
+    c bigint;
+BEGIN
+    SELECT array_agg(m.member_id) INTO ids
+      FROM (SELECT x.member_id FROM wallet.members x
+             WHERE x.status = 'forgotten' AND x.updated_at > now() - since
+               AND (merchants IS NULL OR x.merchant_id = ANY (merchants))
+             ORDER BY x.updated_at DESC LIMIT max_members) m;
+    IF ids IS NULL THEN
+        RETURN 0;
+    END IF;
+    UPDATE wallet.push_messages x SET payload = '{}', last_error = NULL
+      FROM wallet.members m
+     WHERE m.member_id = ANY (ids) AND x.merchant_id = m.merchant_id AND x.member_id = m.member_id
+       AND (x.payload <> '{}' OR x.last_error IS NOT NULL);
+    GET DIAGNOSTICS c = ROW_COUNT;
+    n := n + c;
+    UPDATE wallet.push_attempts a SET error = NULL
+      FROM wallet.members m
+     WHERE m.member_id = ANY (ids) AND a.merchant_id = m.merchant_id AND a.member_id = m.member_id AND a.error IS NOT NULL;
+    GET DIAGNOSTICS c = ROW_COUNT;
+    n := n + c;
+    UPDATE wallet.member_events e SET attributes = '{}'
+      FROM wallet.members m
+     WHERE m.member_id = ANY (ids) AND e.merchant_id = m.merchant_id AND e.member_id = m.member_id AND e.attributes <> '{}'
+       AND e.kind NOT IN ('tier_changed', 'referral_rewarded', 'shared');
+    GET DIAGNOSTICS c = ROW_COUNT;
+    RETURN n + c;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.forget_sweep(interval, int) IS 'internal (run_maintenance): clears the push payloads and failure texts and the app''s event attributes of members erased within since (at most max_members, the latest first, of the merchants the caller acts for) that calls committing during the erasure wrote; returns how many rows it cleared';
+
 -- == 10z. shared objects, final (issues 10-12)
 -- Objects that several sections above re-create (each with what its area
 -- added): their final definitions, exactly as the parts have them.
@@ -20835,9 +20938,12 @@ BEGIN
     -- 9. offer quotes expired more than a day ago (issue 11): 10,000 per call
     PERFORM wallet.purge_offer_quotes(interval '1 day', 10000);
     COMMIT;
+    -- 10. what calls in flight during an erasure wrote since (push texts, events): members erased in the last day, 1,000 per call
+    PERFORM wallet_internal.forget_sweep(interval '1 day', 1000);
+    COMMIT;
 END
 $$;
-COMMENT ON PROCEDURE wallet.run_maintenance() IS 'runs every periodic job with bounded work per call, committing as it goes: expiry (up to 100,000 due accounts, 1,000 per transaction), purge of failed code attempts older than a day, units of up to 1,000 expired budget holds returned, expiry of pending referrals past their window (up to 100,000, 1,000 per transaction), tier evaluation (up to 100,000 accounts, 1,000 per transaction), purge of finished push messages past retention, push triggers and the push queue''s rotation (up to 10,000 rows each), purge of offer quotes expired over a day ago (up to 10,000); later issues add their jobs here; schedule it every minute (README "Maintenance")';
+COMMENT ON PROCEDURE wallet.run_maintenance() IS 'runs every periodic job with bounded work per call, committing as it goes: expiry (up to 100,000 due accounts, 1,000 per transaction), purge of failed code attempts older than a day, units of up to 1,000 expired budget holds returned, expiry of pending referrals past their window (up to 100,000, 1,000 per transaction), tier evaluation (up to 100,000 accounts, 1,000 per transaction), purge of finished push messages past retention, push triggers and the push queue''s rotation (up to 10,000 rows each), purge of offer quotes expired over a day ago (up to 10,000), the erasure of what calls in flight during a forget_member wrote since (members erased in the last day, up to 1,000); later issues add their jobs here; schedule it every minute (README "Maintenance")';
 
 CREATE OR REPLACE FUNCTION wallet.forget_member(merchant_id bigint, member_ref text, reason text) RETURNS boolean
     LANGUAGE plpgsql
@@ -20872,9 +20978,13 @@ BEGIN
      WHERE p.program_id = a.program_id AND p.merchant_id = _merchant AND a.member_ref = _ref;
     GET DIAGNOSTICS c = ROW_COUNT;
     n := n || jsonb_build_object('accounts', c);
-    -- the tables of a campaign's codes: the member_ref, and what else they hold of the member
-    FOR t, also IN VALUES ('code_bindings', ''), ('code_reservations', ''),
-                          ('code_redemptions', ', context = ''{}'''), ('member_use_counts', '') LOOP
+    -- the tables of a campaign's codes: the member_ref, and what else they
+    -- hold of the member.  The counters first: their rows are what a
+    -- redemption of the member holds until it commits, so that the
+    -- redemptions (and reservations) are erased after those in flight
+    -- committed, under a snapshot that sees them
+    FOR t, also IN VALUES ('member_use_counts', ''), ('code_bindings', ''), ('code_reservations', ''),
+                          ('code_redemptions', ', context = ''{}''') LOOP
         EXECUTE format('UPDATE wallet.%I x SET member_ref = $1%s FROM wallet.campaigns k
                          WHERE k.campaign_id = x.campaign_id AND k.merchant_id = $2 AND x.member_ref = $3', t, also)
           USING pseudonym, _merchant, _ref;
@@ -21106,7 +21216,8 @@ GRANT EXECUTE ON FUNCTION wallet.rotate_push_queue(interval, int) TO wallet_admi
 GRANT EXECUTE ON PROCEDURE wallet.expire_points_batched(timestamptz, int, int), wallet.run_maintenance() TO wallet_admin;
 -- what those procedures (not SECURITY DEFINER: they commit) call
 GRANT USAGE ON SCHEMA wallet_internal TO wallet_admin;
-GRANT EXECUTE ON FUNCTION wallet_internal.check_expiry_as_of(timestamptz), wallet_internal.expire_due_accounts(timestamptz, int) TO wallet_admin;
+GRANT EXECUTE ON FUNCTION wallet_internal.check_expiry_as_of(timestamptz), wallet_internal.expire_due_accounts(timestamptz, int),
+    wallet_internal.forget_sweep(interval, int) TO wallet_admin;
 -- campaign budgets (issue 11): the admin sets them, every role reads them;
 -- takes and holds are internal (the offers' checkout calls them)
 GRANT EXECUTE ON FUNCTION wallet.set_campaign_budget(bigint, text, bigint, int), wallet.reclaim_budget_holds(int) TO wallet_admin;

@@ -9,6 +9,7 @@
  * plain insert.
  */
 #include "wallet.h"
+#include "miscadmin.h"
 
 #include "access/htup_details.h"
 #include "access/xact.h"
@@ -277,11 +278,21 @@ redeem_lock_counter(int p_new, int p_lock, Datum *args, Datum merchant, bool *fr
 
 	if (p_new == P_TOTAL_NEW)
 		a[1] = merchant;
-	*fresh = redeem_run(p_new, a, NULL) == 1;
-	if (*fresh)
-		return 0;
-	redeem_run(p_lock, args, NULL);
-	return redeem_int8(1);
+	for (;;)
+	{
+		*fresh = redeem_run(p_new, a, NULL) == 1;
+		if (*fresh)
+			return 0;
+		if (redeem_run(p_lock, args, NULL) == 1)
+			return redeem_int8(1);
+		/*
+		 * The row went while we waited for it: forget_member re-keyed a
+		 * member's counter to the pseudonym.  The member_ref now names a
+		 * new member: create its counter (or lock the one a concurrent
+		 * call created meanwhile), never go on without one.
+		 */
+		CHECK_FOR_INTERRUPTS();
+	}
 }
 
 /* Text of at most 256 characters and not blank (wallet_internal.code_check_args). */

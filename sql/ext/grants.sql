@@ -139,7 +139,8 @@ GRANT EXECUTE ON FUNCTION wallet.rotate_push_queue(interval, int) TO wallet_admi
 GRANT EXECUTE ON PROCEDURE wallet.expire_points_batched(timestamptz, int, int), wallet.run_maintenance() TO wallet_admin;
 -- what those procedures (not SECURITY DEFINER: they commit) call
 GRANT USAGE ON SCHEMA wallet_internal TO wallet_admin;
-GRANT EXECUTE ON FUNCTION wallet_internal.check_expiry_as_of(timestamptz), wallet_internal.expire_due_accounts(timestamptz, int) TO wallet_admin;
+GRANT EXECUTE ON FUNCTION wallet_internal.check_expiry_as_of(timestamptz), wallet_internal.expire_due_accounts(timestamptz, int),
+    wallet_internal.forget_sweep(interval, int) TO wallet_admin;
 -- campaign budgets (issue 11): the admin sets them, every role reads them;
 -- takes and holds are internal (the offers' checkout calls them)
 GRANT EXECUTE ON FUNCTION wallet.set_campaign_budget(bigint, text, bigint, int), wallet.reclaim_budget_holds(int) TO wallet_admin;

@@ -70,6 +70,9 @@ BEGIN
     -- 9. offer quotes expired more than a day ago (issue 11): 10,000 per call
     PERFORM wallet.purge_offer_quotes(interval '1 day', 10000);
     COMMIT;
+    -- 10. what calls in flight during an erasure wrote since (push texts, events): members erased in the last day, 1,000 per call
+    PERFORM wallet_internal.forget_sweep(interval '1 day', 1000);
+    COMMIT;
 END
 $$;
-COMMENT ON PROCEDURE wallet.run_maintenance() IS 'runs every periodic job with bounded work per call, committing as it goes: expiry (up to 100,000 due accounts, 1,000 per transaction), purge of failed code attempts older than a day, units of up to 1,000 expired budget holds returned, expiry of pending referrals past their window (up to 100,000, 1,000 per transaction), tier evaluation (up to 100,000 accounts, 1,000 per transaction), purge of finished push messages past retention, push triggers and the push queue''s rotation (up to 10,000 rows each), purge of offer quotes expired over a day ago (up to 10,000); later issues add their jobs here; schedule it every minute (README "Maintenance")';
+COMMENT ON PROCEDURE wallet.run_maintenance() IS 'runs every periodic job with bounded work per call, committing as it goes: expiry (up to 100,000 due accounts, 1,000 per transaction), purge of failed code attempts older than a day, units of up to 1,000 expired budget holds returned, expiry of pending referrals past their window (up to 100,000, 1,000 per transaction), tier evaluation (up to 100,000 accounts, 1,000 per transaction), purge of finished push messages past retention, push triggers and the push queue''s rotation (up to 10,000 rows each), purge of offer quotes expired over a day ago (up to 10,000), the erasure of what calls in flight during a forget_member wrote since (members erased in the last day, up to 1,000); later issues add their jobs here; schedule it every minute (README "Maintenance")';

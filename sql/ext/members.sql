@@ -34,6 +34,9 @@ COMMENT ON COLUMN wallet.members.created_at IS 'when the member was first named'
 COMMENT ON COLUMN wallet.members.updated_at IS 'when the member''s time zone, locale or status last changed';
 SELECT pg_catalog.pg_extension_config_dump('wallet.members', '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('wallet.members', 'member_id'), '');
+-- the members erased lately (wallet_internal.forget_sweep)
+CREATE INDEX members_forgotten_idx ON wallet.members (updated_at) WHERE status = 'forgotten';
+COMMENT ON INDEX wallet.members_forgotten_idx IS 'the members erased lately, for the sweep of run_maintenance (wallet_internal.forget_sweep)';
 
 -- Accounts and code bindings refer to their member (added at the end of the
 -- tables, as the upgrade script adds them).
@@ -309,9 +312,13 @@ BEGIN
      WHERE p.program_id = a.program_id AND p.merchant_id = _merchant AND a.member_ref = _ref;
     GET DIAGNOSTICS c = ROW_COUNT;
     n := n || jsonb_build_object('accounts', c);
-    -- the tables of a campaign's codes: the member_ref, and what else they hold of the member
-    FOR t, also IN VALUES ('code_bindings', ''), ('code_reservations', ''),
-                          ('code_redemptions', ', context = ''{}'''), ('member_use_counts', '') LOOP
+    -- the tables of a campaign's codes: the member_ref, and what else they
+    -- hold of the member.  The counters first: their rows are what a
+    -- redemption of the member holds until it commits, so that the
+    -- redemptions (and reservations) are erased after those in flight
+    -- committed, under a snapshot that sees them
+    FOR t, also IN VALUES ('member_use_counts', ''), ('code_bindings', ''), ('code_reservations', ''),
+                          ('code_redemptions', ', context = ''{}''') LOOP
         EXECUTE format('UPDATE wallet.%I x SET member_ref = $1%s FROM wallet.campaigns k
                          WHERE k.campaign_id = x.campaign_id AND k.merchant_id = $2 AND x.member_ref = $3', t, also)
           USING pseudonym, _merchant, _ref;
@@ -395,3 +402,48 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION wallet.forget_member(bigint, text, text) IS 'erases a member''s personal data at a merchant: pseudonymises its member_ref in every table, clears its time zone, locale, request contexts and feedback comments, keeps only store, channel, payment_method and categories of its purchases'' attributes, clears referral fingerprints, deletes its failed attempts; push: clears consent devices, message payloads and the failure texts of messages and delivery records, suppresses queued messages, deletes its push preferences; clears the attributes of the app''s own events (wallet.track_event); ledgers and totals are unchanged; recorded in wallet.audit_log; returns false (and records nothing) when nothing names the member';
+
+-- A worker's ack_push or fail_push, or the app's track_event, that commits
+-- while forget_member runs writes a row the erasure's snapshot does not see
+-- (a message moved into push_messages_done, an event), and a later call of
+-- forget_member no longer finds the member by its reference.  These rows
+-- name the member by member_id only: run_maintenance clears them for the
+-- members erased lately, as forget_member does.
+CREATE FUNCTION wallet_internal.forget_sweep(since interval, max_members int) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    merchants bigint[] := wallet_internal.caller_merchants();
+    ids bigint[];
+    n bigint := 0;
+    c bigint;
+BEGIN
+    SELECT array_agg(m.member_id) INTO ids
+      FROM (SELECT x.member_id FROM wallet.members x
+             WHERE x.status = 'forgotten' AND x.updated_at > now() - since
+               AND (merchants IS NULL OR x.merchant_id = ANY (merchants))
+             ORDER BY x.updated_at DESC LIMIT max_members) m;
+    IF ids IS NULL THEN
+        RETURN 0;
+    END IF;
+    UPDATE wallet.push_messages x SET payload = '{}', last_error = NULL
+      FROM wallet.members m
+     WHERE m.member_id = ANY (ids) AND x.merchant_id = m.merchant_id AND x.member_id = m.member_id
+       AND (x.payload <> '{}' OR x.last_error IS NOT NULL);
+    GET DIAGNOSTICS c = ROW_COUNT;
+    n := n + c;
+    UPDATE wallet.push_attempts a SET error = NULL
+      FROM wallet.members m
+     WHERE m.member_id = ANY (ids) AND a.merchant_id = m.merchant_id AND a.member_id = m.member_id AND a.error IS NOT NULL;
+    GET DIAGNOSTICS c = ROW_COUNT;
+    n := n + c;
+    UPDATE wallet.member_events e SET attributes = '{}'
+      FROM wallet.members m
+     WHERE m.member_id = ANY (ids) AND e.merchant_id = m.merchant_id AND e.member_id = m.member_id AND e.attributes <> '{}'
+       AND e.kind NOT IN ('tier_changed', 'referral_rewarded', 'shared');
+    GET DIAGNOSTICS c = ROW_COUNT;
+    RETURN n + c;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.forget_sweep(interval, int) IS 'internal (run_maintenance): clears the push payloads and failure texts and the app''s event attributes of members erased within since (at most max_members, the latest first, of the merchants the caller acts for) that calls committing during the erasure wrote; returns how many rows it cleared';

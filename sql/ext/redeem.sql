@@ -628,13 +628,15 @@ BEGIN
         END IF;
     END IF;
     IF max_per_member IS NOT NULL THEN
-        SELECT u.redeemed INTO member_redeemed FROM wallet.member_use_counts u
-         WHERE u.campaign_id = $1 AND u.member_ref = $3 FOR UPDATE;
-        IF NOT FOUND THEN
-            INSERT INTO wallet.member_use_counts AS u (campaign_id, member_ref, merchant_id) VALUES ($1, $3, merchant) ON CONFLICT DO NOTHING;
+        -- a loop: forget_member may re-key the row we waited for to its
+        -- pseudonym; the member_ref then names a new member, whose counter
+        -- is created (or locked, if another call created it meanwhile)
+        LOOP
             SELECT u.redeemed INTO member_redeemed FROM wallet.member_use_counts u
              WHERE u.campaign_id = $1 AND u.member_ref = $3 FOR UPDATE;
-        END IF;
+            EXIT WHEN FOUND;
+            INSERT INTO wallet.member_use_counts AS u (campaign_id, member_ref, merchant_id) VALUES ($1, $3, merchant) ON CONFLICT DO NOTHING;
+        END LOOP;
     END IF;
     IF max_total IS NOT NULL THEN
         SELECT u.redeemed INTO total_redeemed FROM wallet.campaign_use_counts u

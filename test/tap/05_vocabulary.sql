@@ -79,6 +79,7 @@ INSERT INTO vocab (fn, what, expect, call) VALUES
 ('wallet_internal.caller_merchants()', '-', 'no arguments', NULL),
 ('wallet_internal.check_holder(regrole)', '-', 'internal', NULL),
 ('wallet_internal.grant_counts(regrole,name)', '-', 'internal', NULL),
+('wallet_internal.forget_sweep(interval,integer)', '-', 'internal', NULL),
 -- marketing codes: values
 ('wallet.marketing_code_eq(wallet.marketing_code,wallet.marketing_code)', 'NULL operand', 'null', $$SELECT wallet.marketing_code_eq(NULL, '{code1}')$$),
 ('wallet.marketing_code_ne(wallet.marketing_code,wallet.marketing_code)', 'NULL operand', 'null', $$SELECT wallet.marketing_code_ne(NULL, '{code1}')$$),

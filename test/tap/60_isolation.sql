@@ -196,7 +196,8 @@ SELECT is_empty($$SELECT p.oid::regprocedure::text FROM pg_proc p
                           OR has_function_privilege('wallet_reader', p.oid, 'EXECUTE'))
                      AND p.oid NOT IN ('wallet_internal.check_expiry_as_of(timestamptz)'::regprocedure,
                                        'wallet_internal.expire_due_accounts(timestamptz,integer)'::regprocedure,
-                                       'wallet_internal.tier_programs_due(bigint,timestamptz)'::regprocedure)$$,
+                                       'wallet_internal.tier_programs_due(bigint,timestamptz)'::regprocedure,
+                                       'wallet_internal.forget_sweep(interval,integer)'::regprocedure)$$,
                 'no internal helper is executable by the roles but those the maintenance procedures call');
 SELECT is_empty($$SELECT p.oid::regprocedure::text FROM pg_proc p
                    WHERE p.pronamespace IN ('wallet'::regnamespace, 'wallet_internal'::regnamespace)
