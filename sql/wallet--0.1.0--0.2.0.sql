@@ -20837,6 +20837,37 @@ END
 $$;
 COMMENT ON FUNCTION wallet_internal.forget_sweep(interval, int) IS 'internal (run_maintenance): clears the push payloads and failure texts and the app''s event attributes of members erased within since (at most max_members, the latest first, of the merchants the caller acts for) that calls committing during the erasure wrote; returns how many rows it cleared';
 
+-- == 10aq. ack_pushes with a 2-D array of attempts: 22023
+
+CREATE OR REPLACE FUNCTION wallet.ack_pushes(push_ids bigint[], provider_message_ids text[], attempts int[]) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    x record;
+BEGIN
+    -- (array_position refuses a 2-D array with a raw 0A000: the shape first)
+    IF array_ndims(attempts) > 1 OR array_ndims(push_ids) > 1 THEN
+        RAISE EXCEPTION 'push_ids and attempts must be one-dimensional arrays'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The array attempts has the attempt of each message, in the order of push_ids.';
+    END IF;
+    IF attempts IS NULL OR array_position(attempts, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'attempts must not be null nor hold a null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Each claim is named by the attempts claim_pushes returned with its message.';
+    END IF;
+    IF cardinality(attempts) <> cardinality(push_ids) THEN
+        RAISE EXCEPTION 'attempts must hold one attempt per push_id'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The array attempts has the attempt of each message, in the order of push_ids.';
+    END IF;
+    -- checked and locked in ascending id order, the order ack_pushes locks in
+    FOR x IN SELECT u.id, u.attempt FROM unnest(push_ids, attempts) AS u(id, attempt) WHERE u.id IS NOT NULL ORDER BY u.id LOOP
+        PERFORM wallet_internal.push_check_attempt(x.id, x.attempt);
+    END LOOP;
+    RETURN wallet.ack_pushes(push_ids, provider_message_ids);
+END
+$$;
+COMMENT ON FUNCTION wallet.ack_pushes(bigint[], text[], int[]) IS 'ack_pushes for the claims that attempts name (one per push_id): WL702 for the first message claimed again since, and then none is recorded';
+
 -- == 10z. shared objects, final (issues 10-12)
 -- Objects that several sections above re-create (each with what its area
 -- added): their final definitions, exactly as the parts have them.

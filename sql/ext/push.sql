@@ -1662,11 +1662,16 @@ CREATE FUNCTION wallet.ack_pushes(push_ids bigint[], provider_message_ids text[]
 DECLARE
     x record;
 BEGIN
+    -- (array_position refuses a 2-D array with a raw 0A000: the shape first)
+    IF array_ndims(attempts) > 1 OR array_ndims(push_ids) > 1 THEN
+        RAISE EXCEPTION 'push_ids and attempts must be one-dimensional arrays'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The array attempts has the attempt of each message, in the order of push_ids.';
+    END IF;
     IF attempts IS NULL OR array_position(attempts, NULL) IS NOT NULL THEN
         RAISE EXCEPTION 'attempts must not be null nor hold a null'
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Each claim is named by the attempts claim_pushes returned with its message.';
     END IF;
-    IF array_ndims(attempts) > 1 OR cardinality(attempts) <> cardinality(push_ids) THEN
+    IF cardinality(attempts) <> cardinality(push_ids) THEN
         RAISE EXCEPTION 'attempts must hold one attempt per push_id'
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The array attempts has the attempt of each message, in the order of push_ids.';
     END IF;

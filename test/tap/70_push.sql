@@ -886,6 +886,8 @@ SELECT is((SELECT count(*) FROM wallet.push_attempts WHERE push_id = :fz AND err
           'the failed attempt is recorded without the provider''s text');
 SELECT throws_ok('SELECT wallet.ack_pushes(''{{1,2}}'')', '22023', 'push_ids and provider_message_ids must be one-dimensional arrays',
                  'ack_pushes with a 2-D array: 22023, not a raw 0A000');
+SELECT throws_ok('SELECT wallet.ack_pushes(ARRAY[1]::bigint[], ARRAY[''p1''], ARRAY[[1]])', '22023', 'push_ids and attempts must be one-dimensional arrays',
+                 'ack_pushes with a 2-D array of attempts: 22023, not a raw 0A000');
 -- the claim token: a worker whose lease lapsed, and the message was claimed again since
 SELECT push_id AS tk FROM wallet.enqueue_push(:me, 'tk', 'push_tok', 'service', '{}') \gset
 SELECT is((SELECT attempts FROM wallet.claim_pushes('push_tok', 10, '1 minute')), 1, 'worker A claims the message: attempt 1');
