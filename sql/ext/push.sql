@@ -1661,6 +1661,8 @@ CREATE FUNCTION wallet.ack_pushes(push_ids bigint[], provider_message_ids text[]
     AS $$
 DECLARE
     x record;
+    locked bigint[];
+    at int[];
 BEGIN
     -- (array_position refuses a 2-D array with a raw 0A000: the shape first)
     IF array_ndims(attempts) > 1 OR array_ndims(push_ids) > 1 THEN
@@ -1675,10 +1677,24 @@ BEGIN
         RAISE EXCEPTION 'attempts must hold one attempt per push_id'
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The array attempts has the attempt of each message, in the order of push_ids.';
     END IF;
-    -- checked and locked in ascending id order, the order ack_pushes locks in
-    FOR x IN SELECT u.id, u.attempt FROM unnest(push_ids, attempts) AS u(id, attempt) WHERE u.id IS NOT NULL ORDER BY u.id LOOP
-        PERFORM wallet_internal.push_check_attempt(x.id, x.attempt);
-    END LOOP;
+    -- locked in ascending id order (the order ack_pushes locks in) by one
+    -- statement, and compared with the claims
+    WITH l AS (SELECT m.push_id, m.attempts FROM wallet.push_messages m
+                WHERE m.push_id = ANY (push_ids) AND wallet.acts_for(m.merchant_id) ORDER BY m.push_id FOR UPDATE)
+    SELECT array_agg(l.push_id), array_agg(l.attempts) INTO locked, at FROM l;
+    IF coalesce(cardinality(locked), 0) = (SELECT count(DISTINCT u) FROM unnest(push_ids) u WHERE u IS NOT NULL) THEN
+        SELECT u.id, u.attempt INTO x FROM unnest(push_ids, attempts) AS u(id, attempt) JOIN unnest(locked, at) AS k(id, att) ON k.id = u.id
+         WHERE k.att <> u.attempt ORDER BY u.id LIMIT 1;
+        IF FOUND THEN
+            PERFORM wallet_internal.push_check_attempt(x.id, x.attempt);   -- WL702
+        END IF;
+    ELSE
+        -- an unknown message, or one moved while we waited for its lock:
+        -- one by one, in ascending id order, as push_lock finds a moved one
+        FOR x IN SELECT u.id, u.attempt FROM unnest(push_ids, attempts) AS u(id, attempt) WHERE u.id IS NOT NULL ORDER BY u.id LOOP
+            PERFORM wallet_internal.push_check_attempt(x.id, x.attempt);
+        END LOOP;
+    END IF;
     RETURN wallet.ack_pushes(push_ids, provider_message_ids);
 END
 $$;

@@ -910,6 +910,17 @@ SELECT throws_ok(format($$SELECT wallet.ack_push(%s, 'pA', 1)$$, :tk), 'WL702', 
                  'A''s acknowledgement after B''s: still WL702');
 SELECT throws_ok(format($$SELECT wallet.ack_pushes(ARRAY[%s, %s]::bigint[], NULL, '{2}')$$, :tk, :tk), '22023', 'attempts must hold one attempt per push_id',
                  'ack_pushes: one attempt per push_id (22023)');
+-- a batch with the token: checked as one statement; the first offending id (ascending) decides, and nothing is recorded
+SELECT push_id AS tk2 FROM wallet.enqueue_push(:me, 'tk', 'push_tok2', 'service', '{}') \gset
+SELECT push_id AS tk3 FROM wallet.enqueue_push(:me, 'tk', 'push_tok2', 'service', '{}') \gset
+SELECT is((SELECT array_agg(attempts) FROM wallet.claim_pushes('push_tok2', 10, '1 minute')), '{1,1}', 'fixture: two messages claimed, attempt 1 each');
+SELECT throws_ok(format($$SELECT wallet.ack_pushes(ARRAY[%s, %s]::bigint[], NULL, '{1,7}')$$, :tk3, :tk2), 'WL702', format('push %s was claimed again', :tk2),
+                 'ack_pushes with one stale attempt among good ones: WL702 for it');
+SELECT throws_ok(format($$SELECT wallet.ack_pushes(ARRAY[%s, 0, %s]::bigint[], NULL, '{1,1,7}')$$, :tk3, :tk2), 'WL701', 'push 0 does not exist',
+                 'an unknown id before the stale one: WL701 for it (ascending order)');
+SELECT is((SELECT array_agg(status ORDER BY push_id) FROM wallet.push_messages WHERE push_id IN (:tk2, :tk3)), '{sending,sending}',
+          'neither refused batch recorded anything');
+SELECT is(wallet.ack_pushes(ARRAY[:tk3, :tk2, :tk2]::bigint[], NULL, '{1,1,1}'), 2::bigint, 'the batch with the right attempts (an id named twice): both recorded');
 SELECT throws_ok('SELECT wallet.run_push_triggers(NULL)', '22004', 'max_rows must not be null', 'run_push_triggers(NULL): 22004 naming the argument');
 SELECT throws_ok('SELECT wallet.purge_pushes(NULL)', '22004', 'max_rows must not be null', 'purge_pushes(NULL): 22004 naming the argument');
 SELECT throws_ok('SELECT wallet.reclaim_budget_holds(NULL)', '22004', 'max_holds must not be null', 'reclaim_budget_holds(NULL): 22004 naming the argument');
