@@ -294,7 +294,15 @@ DECLARE
     t text;
     also text;
 BEGIN
-    PERFORM wallet_internal.member_check(_merchant, _ref);
+    -- a reference 0.1.0 accepted (over 256 characters, or starting with
+    -- "forgotten:"), of a member the update registered, can still be erased
+    IF _ref IS NOT NULL AND (length(_ref) > 256 OR _ref LIKE 'forgotten:%') AND _merchant IS NOT NULL
+       AND wallet.acts_for(_merchant)
+       AND EXISTS (SELECT FROM wallet.members m WHERE m.merchant_id = _merchant AND m.member_ref = _ref AND m.status = 'active') THEN
+        NULL;
+    ELSE
+        PERFORM wallet_internal.member_check(_merchant, _ref);
+    END IF;
     IF reason IS NULL OR btrim(reason) = '' THEN
         RAISE EXCEPTION 'reason must not be %', CASE WHEN reason IS NULL THEN 'null' ELSE 'blank' END
             USING ERRCODE = CASE WHEN reason IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,

@@ -1,7 +1,7 @@
 -- pgTAP: members, erasure and the audit log (issue 9).
 BEGIN;
 SET LOCAL timezone = 'UTC';
-SELECT plan(61);
+SELECT plan(67);
 
 SELECT wallet.create_merchant('members merchant') AS m \gset
 SELECT wallet.create_merchant('members other merchant') AS m2 \gset
@@ -219,6 +219,20 @@ SET SESSION AUTHORIZATION members_fa_app;
 SELECT wallet.check_code('NOT-A-CODE', :'ref_a') AS a5 \gset
 RESET SESSION AUTHORIZATION;
 SELECT is(:'a5'::text, 'malformed', 'after forget_member the member_ref is no longer throttled at A');
+
+-- references 0.1.0 accepted (over 256 characters, "forgotten:...") that the
+-- update registered as members: still erasable
+SELECT wallet.create_merchant('members legacy') AS lg \gset
+INSERT INTO wallet.members (merchant_id, member_ref) VALUES (:lg, repeat('L', 300)), (:lg, 'forgotten:abc');
+SELECT is(wallet.forget_member(:lg, repeat('L', 300), 'erasure request'), true, 'a 300-character reference of a 0.1.0 member is erased');
+SELECT is(wallet.forget_member(:lg, 'forgotten:abc', 'erasure request'), true, 'a 0.1.0 member named "forgotten:abc" is erased');
+SELECT is((SELECT array_agg(status) FROM wallet.members WHERE merchant_id = :lg), '{forgotten,forgotten}', 'both are forgotten');
+SELECT is((SELECT count(*) FROM wallet.members WHERE merchant_id = :lg AND (member_ref = repeat('L', 300) OR member_ref = 'forgotten:abc')), 0::bigint,
+          'and their references are gone');
+SELECT throws_ok(format($$SELECT wallet.forget_member(%s, %L, 'again')$$, :lg, repeat('M', 300)), '22023', NULL,
+                 'a 300-character reference naming no member is still 22023');
+SELECT throws_ok(format($$SELECT wallet.forget_member(%s, %L, 'again')$$, :lg, (SELECT member_ref FROM wallet.members WHERE merchant_id = :lg LIMIT 1)),
+                 '22023', 'member reference must not start with "forgotten:"', 'the pseudonym of an erased member is still 22023');
 
 SELECT * FROM finish();
 ROLLBACK;
