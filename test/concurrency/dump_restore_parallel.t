@@ -15,7 +15,7 @@ SRC=pdump_src_$$ DST=pdump_dst_$$ DIR=/tmp/pdump_$$
 cleanup() { dropdb --if-exists "$SRC" 2>/dev/null; dropdb --if-exists "$DST" 2>/dev/null; rm -rf "$DIR"; }
 trap cleanup EXIT
 
-plan 10
+plan 11
 createdb "$SRC" && createdb "$DST" || { echo "Bail out! cannot create databases"; exit 1; }
 psql -X -q -v ON_ERROR_STOP=1 -d "$SRC" -f "$(dirname "$0")/../../examples/demo.sql" >/dev/null 2>&1
 ok $? "the demo's data is in the source database"
@@ -78,4 +78,9 @@ check "the restored copy works: the ledger verifies, the app's rows and keys are
     "$(qdb "$DST" -c "SELECT (SELECT count(*) FROM wallet.verify_ledger()) || ' ' || (SELECT count(*) FROM public.app_lines)
                           || ' ' || (SELECT count(*) FROM pg_constraint WHERE conrelid = 'public.app_lines'::regclass AND contype = 'f')
                           || ' ' || (SELECT count(*) FROM wallet.claim_pushes('push', 100, '1 minute'))")" "0 5000 1 30"
+# README: the database's search_path is not in the dump; set again, the code
+# operators resolve in new sessions
+psql -X -q -d "$DST" -c "ALTER DATABASE $DST SET search_path = \"\$user\", public, wallet" >/dev/null
+check "with the search_path set again as README says, codes compare by their operators" \
+    "$(qdb "$DST" -c "SELECT count(*) > 0 FROM wallet.code_bindings a JOIN wallet.code_bindings b USING (code)")" "t"
 finish
