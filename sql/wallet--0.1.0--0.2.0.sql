@@ -20915,6 +20915,11 @@ END
 $$;
 COMMENT ON FUNCTION wallet.ack_pushes(bigint[], text[], int[]) IS 'ack_pushes for the claims that attempts name (one per push_id): WL702 for the first message claimed again since, and then none is recorded';
 
+-- == 10as. comments on the append-only and grant-cache triggers (the sequences' are in section 9)
+COMMENT ON TRIGGER entries_append_only ON wallet.entries IS 'refuses UPDATE, DELETE and TRUNCATE of the journal (WL213): entries are only ever added';
+COMMENT ON TRIGGER audit_log_append_only ON wallet.audit_log IS 'refuses UPDATE, DELETE and TRUNCATE of the audit log (WL401): records are only ever added';
+COMMENT ON TRIGGER merchant_roles_changed ON wallet.merchant_roles IS 'resets the cache of wallet.acts_for, in this session at once and in the others from their next transaction, when merchant grants change';
+
 -- == 10z. shared objects, final (issues 10-12)
 -- Objects that several sections above re-create (each with what its area
 -- added): their final definitions, exactly as the parts have them.
@@ -21344,3 +21349,21 @@ GRANT EXECUTE ON FUNCTION wallet.quote_offers(bigint, text, numeric, text, times
     TO wallet_app;
 -- tables: read through row-level security; written only by the functions
 GRANT SELECT ON ALL TABLES IN SCHEMA wallet TO wallet_app, wallet_reader;
+-- Every identity sequence says what it numbers (last, like the grants: it
+-- covers the sequences of every table, whichever section made it).
+DO $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT c.oid::regclass AS seq, d.refobjid::regclass AS tab, a.attname
+               FROM pg_catalog.pg_class c
+               JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid
+                                          AND d.refclassid = 'pg_catalog.pg_class'::regclass AND d.deptype = 'i'
+               JOIN pg_catalog.pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+              WHERE c.relkind = 'S' AND c.relnamespace IN ('wallet'::regnamespace, 'wallet_internal'::regnamespace)
+              ORDER BY c.oid LOOP
+        EXECUTE pg_catalog.format('COMMENT ON SEQUENCE %s IS %L', r.seq,
+                                  pg_catalog.format('draws the ids of %s.%s (its identity; kept by pg_dump)', r.tab, r.attname));
+    END LOOP;
+END
+$$;

@@ -181,3 +181,21 @@ GRANT EXECUTE ON FUNCTION wallet.quote_offers(bigint, text, numeric, text, times
     TO wallet_app;
 -- tables: read through row-level security; written only by the functions
 GRANT SELECT ON ALL TABLES IN SCHEMA wallet TO wallet_app, wallet_reader;
+-- Every identity sequence says what it numbers (last, like the grants: it
+-- covers the sequences of every table, whichever section made it).
+DO $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT c.oid::regclass AS seq, d.refobjid::regclass AS tab, a.attname
+               FROM pg_catalog.pg_class c
+               JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid
+                                          AND d.refclassid = 'pg_catalog.pg_class'::regclass AND d.deptype = 'i'
+               JOIN pg_catalog.pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+              WHERE c.relkind = 'S' AND c.relnamespace IN ('wallet'::regnamespace, 'wallet_internal'::regnamespace)
+              ORDER BY c.oid LOOP
+        EXECUTE pg_catalog.format('COMMENT ON SEQUENCE %s IS %L', r.seq,
+                                  pg_catalog.format('draws the ids of %s.%s (its identity; kept by pg_dump)', r.tab, r.attname));
+    END LOOP;
+END
+$$;

@@ -213,6 +213,7 @@ $$;
 COMMENT ON FUNCTION wallet_internal.entries_append_only() IS 'trigger function refusing UPDATE, DELETE and TRUNCATE on wallet.entries';
 CREATE TRIGGER entries_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON wallet.entries
     FOR EACH STATEMENT EXECUTE FUNCTION wallet_internal.entries_append_only();
+COMMENT ON TRIGGER entries_append_only ON wallet.entries IS 'refuses UPDATE, DELETE and TRUNCATE of the journal (WL213): entries are only ever added';
 
 -- ---------------------------------------------------------------- helpers
 

@@ -193,6 +193,7 @@ $$;
 COMMENT ON FUNCTION wallet_internal.audit_log_append_only() IS 'trigger function refusing UPDATE, DELETE and TRUNCATE on wallet.audit_log';
 CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON wallet.audit_log
     FOR EACH STATEMENT EXECUTE FUNCTION wallet_internal.audit_log_append_only();
+COMMENT ON TRIGGER audit_log_append_only ON wallet.audit_log IS 'refuses UPDATE, DELETE and TRUNCATE of the audit log (WL401): records are only ever added';
 
 -- One record.  The acting role is the role GUC (set by SET ROLE, not by a
 -- SECURITY DEFINER call), else the session user.

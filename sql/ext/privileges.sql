@@ -117,6 +117,7 @@ CREATE FUNCTION wallet_internal.merchant_roles_changed() RETURNS trigger
 COMMENT ON FUNCTION wallet_internal.merchant_roles_changed() IS 'trigger: a change of wallet.merchant_roles counts for wallet.acts_for from the next call on';
 CREATE TRIGGER merchant_roles_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON wallet.merchant_roles
     FOR EACH STATEMENT EXECUTE FUNCTION wallet_internal.merchant_roles_changed();
+COMMENT ON TRIGGER merchant_roles_changed ON wallet.merchant_roles IS 'resets the cache of wallet.acts_for, in this session at once and in the others from their next transaction, when merchant grants change';
 
 -- WL102 exactly as for a merchant that does not exist.
 CREATE FUNCTION wallet_internal.check_merchant(merchant_id bigint) RETURNS void

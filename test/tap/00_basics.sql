@@ -1,6 +1,6 @@
 -- pgTAP: the foundation, and rules every object of the extension must keep.
 BEGIN;
-SELECT plan(17);
+SELECT plan(18);
 
 SELECT has_schema('wallet', 'schema wallet exists');
 SELECT has_function('wallet', 'version', '{}'::name[], 'wallet.version() exists');
@@ -24,6 +24,15 @@ SELECT is_empty($$
        AND NOT (d.classid = 'pg_class'::regclass AND (SELECT relkind FROM pg_class WHERE oid = d.objid) = 'S')  -- sequences behind identity columns
        AND obj_description(d.objid, d.classid::regclass::name) IS NULL
 $$, 'every function, table, view, type, operator and operator class has a comment');
+SELECT is_empty($$
+    SELECT c.oid::regclass::text FROM pg_class c
+     WHERE c.relkind = 'S' AND c.relnamespace IN ('wallet'::regnamespace, 'wallet_internal'::regnamespace)
+       AND obj_description(c.oid, 'pg_class') IS NULL
+    UNION ALL
+    SELECT t.tgname || ' on ' || t.tgrelid::regclass FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+     WHERE c.relnamespace IN ('wallet'::regnamespace, 'wallet_internal'::regnamespace) AND NOT t.tgisinternal
+       AND obj_description(t.oid, 'pg_trigger') IS NULL
+$$, 'every sequence (those behind identity columns too) and every trigger has a comment');
 
 -- Every table column too.
 SELECT is_empty($$
