@@ -21367,3 +21367,81 @@ BEGIN
     END LOOP;
 END
 $$;
+-- What each index serves.
+COMMENT ON INDEX wallet.campaign_feedback_campaign_idx IS 'a campaign''s feedback in time order (campaign_report)';
+COMMENT ON INDEX wallet.campaign_costs_campaign_idx IS 'a campaign''s costs in time order (campaign_report)';
+COMMENT ON INDEX wallet.budget_holds_active_idx IS 'a campaign''s active budget holds by expiry (what still counts against the budget)';
+COMMENT ON INDEX wallet.budget_holds_expiry_idx IS 'active budget holds by expiry (reclaim_budget_holds)';
+COMMENT ON INDEX wallet.accounts_next_event_idx IS 'accounts with a lot or hold due, by when (expire_points)';
+COMMENT ON INDEX wallet.entries_account_idx IS 'an account''s journal in entry order (balances, replay_ledger, verify_ledger)';
+COMMENT ON INDEX wallet.entries_idempotency_key_idx IS 'one entry per account and idempotency key, for ever';
+COMMENT ON INDEX wallet.entries_reference_idx IS 'entries by the app''s reference (an order, a basket)';
+COMMENT ON INDEX wallet.entries_hold_closed_idx IS 'a hold is closed (captured or released) at most once';
+COMMENT ON INDEX wallet.entries_reverses_idx IS 'an entry is reversed at most once';
+COMMENT ON INDEX wallet.programs_earning_currency_idx IS 'at most one open program of a merchant earns in each currency';
+COMMENT ON INDEX wallet.purchases_member_idx IS 'a member''s purchases in time order (earning caps, tiers by spend, attribution, RFM)';
+COMMENT ON INDEX wallet.purchases_time_idx IS 'a merchant''s purchases in time order (reports over a period)';
+COMMENT ON INDEX wallet.refunds_purchase_idx IS 'an order''s refunds';
+COMMENT ON INDEX wallet.member_events_member_idx IS 'a member''s events by kind and time (triggers, abandoned carts, cooldowns)';
+COMMENT ON INDEX wallet.member_events_kind_idx IS 'a merchant''s events of one kind in time order (triggers, reports)';
+COMMENT ON INDEX wallet.account_tiers_review_idx IS 'tier assignments due for review (downgrades after the grace)';
+COMMENT ON INDEX wallet.tier_history_account_idx IS 'an account''s tier changes in time order';
+COMMENT ON INDEX wallet.audit_log_merchant_idx IS 'a merchant''s audit records in time order';
+COMMENT ON INDEX wallet.offers_merchant_idx IS 'a merchant''s offers by currency and start (quote_offers)';
+COMMENT ON INDEX wallet.offer_quotes_expiry_idx IS 'quotes by expiry (purge_offer_quotes)';
+COMMENT ON INDEX wallet.purchase_offers_offer_idx IS 'the purchases an offer was applied to (its caps and report)';
+COMMENT ON INDEX wallet.earning_rules_program_idx IS 'a program''s earning rules by start of validity';
+COMMENT ON INDEX wallet.push_consent_log_member_idx IS 'a member''s consent evidence per channel and topic in time order (the current state is the latest)';
+COMMENT ON INDEX wallet.push_messages_due_idx IS 'the claim path: due messages per channel, highest priority first';
+COMMENT ON INDEX wallet.push_messages_member_idx IS 'the caps: a member''s queued messages per channel and cap group at their planned slot (covering: a count reads the index only)';
+COMMENT ON INDEX wallet.push_messages_member_sent_idx IS 'the caps: a member''s messages sent or being sent per channel and cap group at their claim time';
+COMMENT ON INDEX wallet.push_messages_finished_idx IS 'finished messages by when they finished (purge_pushes after the retention)';
+COMMENT ON INDEX wallet.push_messages_member_all_idx IS 'a member''s messages (forget_member, conversions)';
+COMMENT ON INDEX wallet.push_attempts_push_idx IS 'a message''s delivery records';
+COMMENT ON INDEX wallet.push_attempts_member_idx IS 'a member''s delivery records in time order (forget_member, the exactness checks)';
+COMMENT ON INDEX wallet.push_events_push_idx IS 'a message''s events by kind (the funnel)';
+COMMENT ON INDEX wallet.push_events_campaign_idx IS 'a campaign''s push events by kind (push_stats)';
+COMMENT ON INDEX wallet.code_failed_attempts_member_idx IS 'a member''s failed code checks in time order (the brute-force guard)';
+COMMENT ON INDEX wallet.code_failed_attempts_source_idx IS 'a source''s failed code checks in time order (the brute-force guard)';
+COMMENT ON INDEX wallet.code_failed_attempts_at_idx IS 'failed code checks by age (purge_code_attempts)';
+COMMENT ON INDEX wallet.code_bindings_member_idx IS 'the codes bound to a member (forget_member)';
+COMMENT ON INDEX wallet.code_reservations_idempotency_key_idx IS 'one reservation per merchant and idempotency key';
+COMMENT ON INDEX wallet.code_reservations_active_code_idx IS 'a code''s active reservations, counted against its cap under the cap''s lock';
+COMMENT ON INDEX wallet.code_reservations_active_member_idx IS 'a member''s active reservations in a campaign, counted against its per-member cap';
+COMMENT ON INDEX wallet.code_reservations_active_campaign_idx IS 'a campaign''s active reservations, counted against its total cap';
+COMMENT ON INDEX wallet.code_redemptions_idempotency_key_idx IS 'one redemption per merchant and idempotency key';
+COMMENT ON INDEX wallet.code_redemptions_code_idx IS 'a code''s redemptions';
+COMMENT ON INDEX wallet.code_redemptions_reservation_id_key IS 'a reservation is converted once (partial: the NULLs of direct redemptions would share one leaf page)';
+COMMENT ON INDEX wallet.code_redemptions_member_idx IS 'a member''s redemptions in time order (forget_member, reports)';
+COMMENT ON INDEX wallet.referrals_referrer_idx IS 'a referrer''s referrals (its cap, the loop check)';
+COMMENT ON INDEX wallet.referrals_referee_all_idx IS 'every referral of a referee, refused ones too (the loop check, forget_member)';
+COMMENT ON INDEX wallet.shares_member_idx IS 'a member''s shares (its cap, forget_member)';
+COMMENT ON INDEX wallet.accounts_program_account_idx IS 'a program''s accounts in account order (the tier sweep, a batch at a time)';
+-- The rest, from the catalog: the indexes of constraints say which, and the
+-- partitions' indexes name the index they are part of.
+DO $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT i.indexrelid::regclass AS idx, c.conname, c.conrelid::regclass AS tab, pg_catalog.pg_get_constraintdef(c.oid) AS def
+               FROM pg_catalog.pg_index i
+               JOIN pg_catalog.pg_class x ON x.oid = i.indexrelid
+               JOIN pg_catalog.pg_constraint c ON c.conindid = i.indexrelid AND c.conrelid = i.indrelid
+              WHERE x.relnamespace IN ('wallet'::regnamespace, 'wallet_internal'::regnamespace)
+                AND pg_catalog.obj_description(i.indexrelid, 'pg_class') IS NULL
+              ORDER BY i.indexrelid LOOP
+        EXECUTE pg_catalog.format('COMMENT ON INDEX %s IS %L', r.idx,
+                                  pg_catalog.format('enforces %s of %s: %s', r.conname, r.tab, r.def));
+    END LOOP;
+    FOR r IN SELECT h.inhrelid::regclass AS idx, h.inhparent::regclass AS parent, i.indrelid::regclass AS tab
+               FROM pg_catalog.pg_inherits h
+               JOIN pg_catalog.pg_index i ON i.indexrelid = h.inhrelid
+               JOIN pg_catalog.pg_class x ON x.oid = h.inhrelid
+              WHERE x.relkind = 'i' AND x.relnamespace IN ('wallet'::regnamespace, 'wallet_internal'::regnamespace)
+                AND pg_catalog.obj_description(h.inhrelid, 'pg_class') IS NULL
+              ORDER BY h.inhrelid LOOP
+        EXECUTE pg_catalog.format('COMMENT ON INDEX %s IS %L', r.idx,
+                                  pg_catalog.format('the part of %s on the partition %s', r.parent, r.tab));
+    END LOOP;
+END
+$$;

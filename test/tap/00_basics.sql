@@ -32,7 +32,11 @@ SELECT is_empty($$
     SELECT t.tgname || ' on ' || t.tgrelid::regclass FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
      WHERE c.relnamespace IN ('wallet'::regnamespace, 'wallet_internal'::regnamespace) AND NOT t.tgisinternal
        AND obj_description(t.oid, 'pg_trigger') IS NULL
-$$, 'every sequence (those behind identity columns too) and every trigger has a comment');
+    UNION ALL
+    SELECT c.oid::regclass::text FROM pg_class c
+     WHERE c.relkind IN ('i', 'I') AND c.relnamespace IN ('wallet'::regnamespace, 'wallet_internal'::regnamespace)
+       AND obj_description(c.oid, 'pg_class') IS NULL
+$$, 'every sequence (those behind identity columns too), trigger and index has a comment');
 
 -- Every table column too.
 SELECT is_empty($$
