@@ -181,24 +181,6 @@ GRANT EXECUTE ON FUNCTION wallet.quote_offers(bigint, text, numeric, text, times
     TO wallet_app;
 -- tables: read through row-level security; written only by the functions
 GRANT SELECT ON ALL TABLES IN SCHEMA wallet TO wallet_app, wallet_reader;
--- Every identity sequence says what it numbers (last, like the grants: it
--- covers the sequences of every table, whichever section made it).
-DO $$
-DECLARE
-    r record;
-BEGIN
-    FOR r IN SELECT c.oid::regclass AS seq, d.refobjid::regclass AS tab, a.attname
-               FROM pg_catalog.pg_class c
-               JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid
-                                          AND d.refclassid = 'pg_catalog.pg_class'::regclass AND d.deptype = 'i'
-               JOIN pg_catalog.pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
-              WHERE c.relkind = 'S' AND c.relnamespace IN ('wallet'::regnamespace, 'wallet_internal'::regnamespace)
-              ORDER BY c.oid LOOP
-        EXECUTE pg_catalog.format('COMMENT ON SEQUENCE %s IS %L', r.seq,
-                                  pg_catalog.format('draws the ids of %s.%s (its identity; kept by pg_dump)', r.tab, r.attname));
-    END LOOP;
-END
-$$;
 -- What each index serves.
 COMMENT ON INDEX wallet.campaign_feedback_campaign_idx IS 'a campaign''s feedback in time order (campaign_report)';
 COMMENT ON INDEX wallet.campaign_costs_campaign_idx IS 'a campaign''s costs in time order (campaign_report)';
@@ -249,31 +231,39 @@ COMMENT ON INDEX wallet.referrals_referrer_idx IS 'a referrer''s referrals (its 
 COMMENT ON INDEX wallet.referrals_referee_all_idx IS 'every referral of a referee, refused ones too (the loop check, forget_member)';
 COMMENT ON INDEX wallet.shares_member_idx IS 'a member''s shares (its cap, forget_member)';
 COMMENT ON INDEX wallet.accounts_program_account_idx IS 'a program''s accounts in account order (the tier sweep, a batch at a time)';
--- The rest, from the catalog: the indexes of constraints say which, and the
--- partitions' indexes name the index they are part of.
+-- The rest, from the catalog (last, like the grants: whichever section made
+-- them): every identity sequence says what it numbers, the indexes of
+-- constraints say which, and the partitions' indexes name the index they
+-- are part of.
 DO $$
 DECLARE
     r record;
 BEGIN
-    FOR r IN SELECT i.indexrelid::regclass AS idx, c.conname, c.conrelid::regclass AS tab, pg_catalog.pg_get_constraintdef(c.oid) AS def
-               FROM pg_catalog.pg_index i
-               JOIN pg_catalog.pg_class x ON x.oid = i.indexrelid
-               JOIN pg_catalog.pg_constraint c ON c.conindid = i.indexrelid AND c.conrelid = i.indrelid
+    FOR r IN SELECT 'SEQUENCE' AS kind, c.oid::regclass AS obj,
+                    pg_catalog.format('draws the ids of %s.%s (its identity; kept by pg_dump)', d.refobjid::regclass, a.attname) AS txt
+               FROM pg_catalog.pg_class c
+               JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid
+                                          AND d.refclassid = 'pg_catalog.pg_class'::regclass AND d.deptype = 'i'
+               JOIN pg_catalog.pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+              WHERE c.relkind = 'S' AND c.relnamespace IN ('wallet'::regnamespace, 'wallet_internal'::regnamespace)
+             UNION ALL
+             SELECT 'INDEX', x.oid::regclass,
+                    pg_catalog.format('enforces %s of %s: %s', k.conname, k.conrelid::regclass, pg_catalog.pg_get_constraintdef(k.oid))
+               FROM pg_catalog.pg_class x
+               JOIN pg_catalog.pg_constraint k ON k.conindid = x.oid
+               JOIN pg_catalog.pg_index i ON i.indexrelid = x.oid AND i.indrelid = k.conrelid
               WHERE x.relnamespace IN ('wallet'::regnamespace, 'wallet_internal'::regnamespace)
-                AND pg_catalog.obj_description(i.indexrelid, 'pg_class') IS NULL
-              ORDER BY i.indexrelid LOOP
-        EXECUTE pg_catalog.format('COMMENT ON INDEX %s IS %L', r.idx,
-                                  pg_catalog.format('enforces %s of %s: %s', r.conname, r.tab, r.def));
-    END LOOP;
-    FOR r IN SELECT h.inhrelid::regclass AS idx, h.inhparent::regclass AS parent, i.indrelid::regclass AS tab
-               FROM pg_catalog.pg_inherits h
-               JOIN pg_catalog.pg_index i ON i.indexrelid = h.inhrelid
-               JOIN pg_catalog.pg_class x ON x.oid = h.inhrelid
+                AND pg_catalog.obj_description(x.oid, 'pg_class') IS NULL
+             UNION ALL
+             SELECT 'INDEX', x.oid::regclass, pg_catalog.format('the part of %s on the partition %s', h.inhparent::regclass, i.indrelid::regclass)
+               FROM pg_catalog.pg_class x
+               JOIN pg_catalog.pg_inherits h ON h.inhrelid = x.oid
+               JOIN pg_catalog.pg_index i ON i.indexrelid = x.oid
               WHERE x.relkind = 'i' AND x.relnamespace IN ('wallet'::regnamespace, 'wallet_internal'::regnamespace)
-                AND pg_catalog.obj_description(h.inhrelid, 'pg_class') IS NULL
-              ORDER BY h.inhrelid LOOP
-        EXECUTE pg_catalog.format('COMMENT ON INDEX %s IS %L', r.idx,
-                                  pg_catalog.format('the part of %s on the partition %s', r.parent, r.tab));
+                AND pg_catalog.obj_description(x.oid, 'pg_class') IS NULL
+                AND NOT EXISTS (SELECT FROM pg_catalog.pg_constraint k WHERE k.conindid = x.oid AND k.conrelid = i.indrelid)
+              ORDER BY 1, 2 LOOP
+        EXECUTE pg_catalog.format('COMMENT ON %s %s IS %L', r.kind, r.obj, r.txt);
     END LOOP;
 END
 $$;
