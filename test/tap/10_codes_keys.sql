@@ -2,7 +2,7 @@
 BEGIN;
 -- wallet's operators live in schema wallet, like its functions
 SET LOCAL search_path = public, wallet;
-SELECT plan(101);
+SELECT plan(107);
 
 SELECT wallet.create_merchant('Keys Coffee') AS m \gset
 SELECT wallet.create_campaign(:m, 'spring', 'kc') AS c \gset
@@ -29,6 +29,18 @@ SELECT throws_ok(format('SELECT wallet.create_campaign(%s, %L, NULL, NULL)', :m,
 SELECT throws_ok(format('SELECT wallet.create_campaign(%s, %L, starts_at => NULL)', :m, 's1'), '22004', 'starts_at must not be null', 'NULL starts_at: 22004');
 SELECT throws_ok(format('SELECT wallet.create_campaign(%s, %L, starts_at => %L, ends_at => %L)', :m, 's2', '2030-01-02', '2030-01-01'),
     '22023', 'ends_at must be after starts_at', 'ends_at before starts_at: 22023');
+SELECT throws_ok(format('SELECT wallet.create_campaign(%s, %L, starts_at => %L)', :m, 's3', 'infinity'),
+    '22023', 'starts_at must be finite', 'starts_at infinity: 22023');
+SELECT throws_ok(format('SELECT wallet.create_campaign(%s, %L, starts_at => %L, ends_at => %L)', :m, 's4', '-infinity', 'infinity'),
+    '22023', 'starts_at must be finite', 'starts_at -infinity: 22023');
+SELECT throws_ok(format('SELECT wallet.create_campaign(%s, %L, ends_at => %L)', :m, 's5', 'infinity'),
+    '22023', 'ends_at must be finite', 'ends_at infinity: 22023 (NULL is no end)');
+SELECT throws_ok(format('SELECT wallet.create_campaign(%s, %L, starts_at => %L)', :m, 's6', '4713-01-01 BC'),
+    '22023', 'starts_at must be within 100 years of now', 'starts_at in 4713 BC: 22023 (its report''s windows would leave the range of timestamps)');
+SELECT throws_ok(format('SELECT wallet.create_campaign(%s, %L, ends_at => now() + interval %L)', :m, 's7', '101 years'),
+    '22023', 'ends_at must be at most 100 years from now', 'ends_at over 100 years from now: 22023');
+SELECT ok(wallet.create_campaign(:m, 's8', starts_at => now() - interval '99 years', ends_at => now() + interval '99 years') > 0,
+    'a campaign from 99 years ago to 99 years ahead is accepted');
 SELECT throws_ok(format('SELECT wallet.create_campaign(%s, %L, max_redemptions_per_code => 0)', :m, 'r1'), '22023', 'max_redemptions_per_code must be positive, not 0', 'per-code cap 0: 22023');
 SELECT throws_ok(format('SELECT wallet.create_campaign(%s, %L, max_redemptions_per_member => -1)', :m, 'r2'), '22023', 'max_redemptions_per_member must be positive, not -1', 'per-member cap -1: 22023');
 SELECT throws_ok(format('SELECT wallet.create_campaign(%s, %L, max_redemptions_total => 0)', :m, 'r3'), '22023', 'max_redemptions_total must be positive, not 0', 'total cap 0: 22023');

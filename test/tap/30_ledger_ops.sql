@@ -12,7 +12,7 @@
 -- call shows up as failed assertions on its values instead of aborting the file.
 BEGIN;
 SET LOCAL timezone = 'UTC';
-SELECT plan(249);
+SELECT plan(254);
 
 CREATE TEMP TABLE ids (name text PRIMARY KEY, id bigint NOT NULL);
 CREATE TEMP TABLE ops (tag text PRIMARY KEY, e wallet.entries NOT NULL);
@@ -465,6 +465,11 @@ SELECT is(wallet.balance(pg_temp.id('z1'), date_trunc('day', now() + interval '3
           '30-day policy, day granularity: spendable until the end of the 30th day');
 SELECT is(wallet.balance(pg_temp.id('z1'), date_trunc('day', now() + interval '31 days') + interval '1 hour'), 0::bigint,
           '30-day policy, day granularity: expired the day after');
+-- NULL is the policy's expiry (which may be never); an infinite instant is no expiry
+SELECT throws_ok($$SELECT wallet.accrue(pg_temp.id('z1'), 1, 'k-z1-inf', 'purchase', NULL, 'infinity')$$, '22023',
+                 'expires_at must be finite', 'accrue with expires_at infinity: 22023 (NULL follows the policy)');
+SELECT throws_ok($$SELECT wallet.accrue(pg_temp.id('z1'), 1, 'k-z1-inf', 'purchase', NULL, '-infinity')$$, '22023',
+                 'expires_at must be finite', 'accrue with expires_at -infinity: 22023');
 
 -- ---------------------------------------------------------------------------
 -- Journal: append-only, indexed by reference
@@ -499,6 +504,8 @@ SELECT is(wallet.balance_at(pg_temp.id('a1'), (SELECT at FROM marks WHERE name =
 SELECT is((SELECT array_agg(kind ORDER BY entry_id) FROM wallet.history(pg_temp.id('a1'), (SELECT at FROM marks WHERE name = 'after acc2'), 'infinity')),
           ARRAY['accrue', 'accrue', 'redeem'], 'history from an instant: only the postings made since');
 SELECT is(wallet.balance_at(pg_temp.id('a2'), now() + interval '1 minute'), 90::bigint, 'balance_at of bob: 90');
+SELECT throws_ok($$SELECT wallet.balance_at(pg_temp.id('a2'), 'infinity')$$, '22023', 'ts must be finite', 'balance_at at infinity: 22023');
+SELECT throws_ok($$SELECT wallet.balance(pg_temp.id('a2'), '-infinity')$$, '22023', 'as_of must be finite', 'balance at -infinity: 22023');
 -- The journal explains every balance: the sum of its amounts is the balance of each account.
 SELECT is_empty($$
     SELECT a.account_id, wallet.balance(a.account_id), pg_temp.journal_sum(a.account_id)
@@ -529,6 +536,8 @@ SELECT results_eq(
     $$VALUES ('2030-03-01'::date, 40::bigint), (NULL, 30)$$,
     'program_liability as of 2030-02-01: expired lots are no liability');
 SELECT throws_ok($$SELECT * FROM wallet.program_liability(-1)$$, 'WL214', NULL, 'program_liability of an unknown program: WL214');
+SELECT throws_ok($$SELECT * FROM wallet.program_liability(pg_temp.id('pl'), 'infinity')$$, '22023', 'as_of must be finite',
+                 'program_liability as of infinity: 22023');
 
 -- ---------------------------------------------------------------------------
 -- expire_points
