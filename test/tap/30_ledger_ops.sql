@@ -12,7 +12,7 @@
 -- call shows up as failed assertions on its values instead of aborting the file.
 BEGIN;
 SET LOCAL timezone = 'UTC';
-SELECT plan(254);
+SELECT plan(256);
 
 CREATE TEMP TABLE ids (name text PRIMARY KEY, id bigint NOT NULL);
 CREATE TEMP TABLE ops (tag text PRIMARY KEY, e wallet.entries NOT NULL);
@@ -393,6 +393,11 @@ SELECT throws_ok($$SELECT wallet.reverse(pg_temp.eid('rv4'), 'k-rv5', 'undo the 
 SELECT throws_ok($$SELECT wallet.reverse(pg_temp.eid('h1'), 'k-rv6', 'x')$$, 'WL211', NULL, 'a hold entry is not reversible: WL211');
 SELECT throws_ok($$SELECT wallet.reverse(pg_temp.eid('rel3'), 'k-rv7', 'x')$$, 'WL211', NULL, 'a release entry is not reversible: WL211');
 SELECT throws_ok($$SELECT wallet.reverse(-1, 'k-rv8', 'x')$$, 'WL212', NULL, 'reverse of an unknown entry: WL212');
+-- the lots of a restore: one-dimensional arrays of one length (22023 as for every array argument)
+SELECT throws_ok($$SELECT wallet.ledger_apply('', 'restore', '2030-01-01', NULL, NULL, NULL, ARRAY[1, 2]::bigint[], ARRAY['2031-01-01']::timestamptz[])$$,
+                 '22023', 'lot arrays differ in length', 'ledger_apply restore with lot arrays of other lengths: 22023');
+SELECT throws_ok($$SELECT wallet.ledger_apply('', 'restore', '2030-01-01', NULL, NULL, NULL, ARRAY[[1, 2]]::bigint[], ARRAY[['2031-01-01', '2031-01-01']]::timestamptz[])$$,
+                 '22023', 'lot_points and lot_expiries must be one-dimensional arrays', 'ledger_apply restore with 2-D lot arrays: 22023, not flattened');
 
 -- A capture is a redemption too: reversing it restores the captured points.
 INSERT INTO ids SELECT 'a9', wallet.open_account(pg_temp.id('p'), 'kim');

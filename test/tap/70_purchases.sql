@@ -2,7 +2,7 @@
 -- Every figure is worked out by hand in the comment beside it.
 BEGIN;
 SET LOCAL timezone = 'UTC';
-SELECT plan(108);
+SELECT plan(110);
 
 SELECT wallet.create_merchant('purchases merchant') AS m \gset
 -- one program per currency, one currency per section
@@ -272,6 +272,11 @@ SELECT throws_ok(format($$SELECT wallet.record_purchase(%s, 'ivy', 'sek-c1', 1, 
                  'codes must not contain a blank code or one longer than 256 characters', 'record_purchase: a blank code is 22023');
 SELECT throws_ok(format($$SELECT wallet.record_purchase(%s, 'ivy', 'sek-c1', 1, 'SEK', codes => ARRAY[repeat('x', 300)])$$, :m), '22023',
                  'codes must not contain a blank code or one longer than 256 characters', 'record_purchase: a code of 300 characters is 22023');
+-- a 2-D array is refused, not flattened
+SELECT throws_ok(format($$SELECT wallet.record_purchase(%s, 'ivy', 'sek-c1', 1, 'SEK', codes => ARRAY[['a'], ['b']])$$, :m), '22023',
+                 'codes must be a one-dimensional array', 'record_purchase: a 2-D array of codes is 22023');
+SELECT throws_ok(format($$SELECT wallet.record_purchase(%s, 'ivy', 'sek-c1', 1, 'SEK', offers => ARRAY[[1], [2]]::bigint[])$$, :m), '22023',
+                 'offers must be a one-dimensional array', 'record_purchase: a 2-D array of offers is 22023');
 
 -- ---------------------------------------------------------------- erasure
 SELECT wallet.record_purchase(:m, 'hal', 'cny-hal', 10, 'CNY', '2026-03-02 12:00+08',

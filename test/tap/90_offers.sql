@@ -5,7 +5,7 @@
 -- Expected figures are worked out by hand in the comments.
 BEGIN;
 SET LOCAL timezone = 'UTC';
-SELECT plan(90);
+SELECT plan(91);
 
 SELECT wallet.create_merchant('offers merchant') AS m \gset
 SELECT wallet.create_merchant('offers quote merchant') AS mq \gset
@@ -251,6 +251,8 @@ SELECT throws_ok(format($$SELECT wallet.quote_offers(%s, 'coder', 10, 'CNY', cod
                  'codes must not contain a blank code or one longer than 256 characters', 'quote_offers: a blank code is 22023');
 SELECT throws_ok(format($$SELECT wallet.quote_offers(%s, 'coder', 10, 'CNY', codes => ARRAY[repeat('x', 300)])$$, :m), '22023',
                  'codes must not contain a blank code or one longer than 256 characters', 'quote_offers: a code of 300 characters is 22023');
+SELECT throws_ok(format($$SELECT wallet.quote_offers(%s, 'coder', 10, 'CNY', codes => ARRAY[['X'], ['Y']])$$, :m), '22023',
+                 'codes must be a one-dimensional array', 'quote_offers: a 2-D array of codes is 22023, not flattened');
 -- cashback beyond bigint: WL205, nothing recorded
 SELECT wallet.create_merchant('offers overflow merchant') AS mo \gset
 SELECT wallet.create_program(:mo, 'overflow points') AS po \gset
