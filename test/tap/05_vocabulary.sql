@@ -124,6 +124,7 @@ INSERT INTO vocab (fn, what, expect, call) VALUES
 ('wallet.generate_codes(bigint,integer)', 'campaign_id NULL', '22004', 'SELECT wallet.generate_codes(NULL, 1)'),
 ('wallet.generate_codes(bigint,integer)', 'n NULL', '22004', 'SELECT wallet.generate_codes({c}, NULL)'),
 ('wallet.generate_codes(bigint,integer)', 'unknown campaign', 'WL101', 'SELECT wallet.generate_codes({unknown}, 1)'),
+('wallet.generate_codes(bigint,integer)', 'unknown campaign, n 0', 'WL101', 'SELECT wallet.generate_codes({unknown}, 0)'),
 ('wallet.parse_code(text)', 'input NULL', '22004', 'SELECT wallet.parse_code(NULL)'),
 -- redemption
 ('wallet_internal.code_guard_thresholds(bigint)', '-', 'internal', NULL),

@@ -2,7 +2,7 @@
 BEGIN;
 -- wallet's operators live in schema wallet, like its functions
 SET LOCAL search_path = public, wallet;
-SELECT plan(107);
+SELECT plan(108);
 
 SELECT wallet.create_merchant('Keys Coffee') AS m \gset
 SELECT wallet.create_campaign(:m, 'spring', 'kc') AS c \gset
@@ -66,6 +66,8 @@ ROLLBACK TO SAVEPOINT gen;
 SELECT results_eq(format('SELECT wallet.code_serial(x) FROM wallet.generate_codes(%s, 2) x', :c),
     'SELECT generate_series(13, 14)::bigint', 'after a rolled-back call of 4 codes (9..12) the next call starts at 13');
 SELECT is((SELECT count(*) FROM wallet.generate_codes(:c, 0)), 0::bigint, 'n = 0 gives no codes');
+SELECT throws_ok('SELECT count(*) FROM wallet.generate_codes(999999, 0)', 'WL101', 'campaign 999999 does not exist',
+                 'n = 0 of an unknown campaign: WL101, as for n = 1');
 SELECT throws_ok(format('SELECT wallet.generate_codes(%s, -1)', :c), '22023', 'number of codes must not be negative', 'n < 0: 22023');
 SELECT throws_ok('SELECT wallet.generate_codes(987654, 1)', 'WL101', 'campaign 987654 does not exist', 'unknown campaign: WL101');
 SELECT throws_ok('SELECT wallet.generate_codes(-5, 1)', 'WL101', 'campaign -5 does not exist', 'negative campaign id: WL101');
