@@ -58,7 +58,7 @@ INSERT INTO vocab (fn, what, expect, call) VALUES
 ('wallet.create_merchant(text)', 'name blank', '22023', $$SELECT wallet.create_merchant('  ')$$),
 ('wallet.create_merchant(text)', 'name oversized', '22023', $$SELECT wallet.create_merchant('{long}')$$),
 -- roles and merchants (issue 9)
-('wallet.acts_for(bigint)', 'merchant_id NULL', 'null', 'SELECT wallet.acts_for(NULL)'),
+('wallet.acts_for(bigint)', 'merchant_id NULL', '22004', 'SELECT wallet.acts_for(NULL)'),
 ('wallet.my_merchants()', '-', 'no arguments', NULL),
 ('wallet.grant_merchant(bigint,regrole)', 'merchant_id NULL', '22004', $$SELECT wallet.grant_merchant(NULL, 'wallet_app')$$),
 ('wallet.grant_merchant(bigint,regrole)', 'role NULL', '22004', 'SELECT wallet.grant_merchant({m}, NULL)'),
