@@ -531,7 +531,7 @@ BEGIN
     END IF;
     IF amount <= 0 OR amount > 1e15 THEN
         RAISE EXCEPTION 'invalid purchase amount'
-            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A purchase amount is positive (and below 10^15).';
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A purchase amount is positive and at most 10^15.';
     END IF;
     IF currency !~ '^[A-Z]{3}$' THEN
         RAISE EXCEPTION 'invalid currency "%"', left(currency, 16)
@@ -843,7 +843,7 @@ BEGIN
     -- compares above every number, and Infinity are over it
     IF amount <= 0 OR amount > 1e15 THEN
         RAISE EXCEPTION 'invalid refund amount'
-            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A refund amount is positive (and below 10^15).';
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A refund amount is positive and at most 10^15.';
     END IF;
     SELECT * INTO f FROM wallet.refunds x WHERE x.merchant_id = record_refund.merchant_id AND x.refund_ref = record_refund.refund_ref;
     IF FOUND THEN

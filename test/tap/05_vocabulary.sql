@@ -646,6 +646,8 @@ INSERT INTO vocab (fn, what, expect, call) VALUES
 ('wallet.ack_push(bigint,text,integer)', 'push_id NULL', '22004', $$SELECT wallet.ack_push(NULL, 'p1', 1)$$),
 ('wallet_internal.push_check_attempt(bigint,integer)', 'attempt NULL', '22004', $$SELECT wallet_internal.push_check_attempt({unknown}, NULL)$$),
 ('wallet_internal.push_check_attempt(bigint,integer)', 'unknown push', 'WL701', $$SELECT wallet_internal.push_check_attempt({unknown}, 1)$$),
+('wallet.ack_push(bigint,text,integer)', 'attempt 0', '22023', $$SELECT wallet.ack_push({unknown}, 'p1', 0)$$),
+('wallet.ack_pushes(bigint[],text[],integer[])', 'attempt -1', '22023', $$SELECT wallet.ack_pushes(ARRAY[{unknown}]::bigint[], NULL, '{-1}')$$),
 ('wallet.ack_push(bigint,text,integer)', 'attempt NULL', '22004', $$SELECT wallet.ack_push({unknown}, 'p1', NULL)$$),
 ('wallet.ack_push(bigint,text,integer)', 'unknown push', 'WL701', $$SELECT wallet.ack_push({unknown}, 'p1', 1)$$),
 ('wallet.fail_push(bigint,text,boolean,integer)', 'attempt NULL', '22004', $$SELECT wallet.fail_push({unknown}, 'timeout', true, NULL)$$),
