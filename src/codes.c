@@ -200,23 +200,23 @@ generate_codes(PG_FUNCTION_ARGS)
 		oldcxt = MemoryContextSwitchTo(funcctx->multi_call_memory_ctx);
 		st = palloc0(sizeof(GenerateState));
 		MemoryContextSwitchTo(oldcxt);
+		/*
+		 * Every check before the reservation, so that a failing call uses up
+		 * no serials.  The campaign comes from the session's cache, brought
+		 * up to date with changes committed since the transaction last took
+		 * a lock (a key rotation, say).  It must exist even for n = 0.
+		 */
+		AcceptInvalidationMessages();
+		info = wallet_campaign_info((uint32) campaign_id);
+		/* another merchant's campaign is as unknown as a missing one */
+		if (!info->exists || !wallet_acts_for_merchant(info->merchant_id))
+			ereport(ERROR,
+					(errcode(ERRCODE_WL_UNKNOWN_CAMPAIGN),
+					 errmsg("campaign %lld does not exist", (long long) campaign_id),
+					 errdetail("There is no campaign %lld of a merchant the caller acts for.", (long long) campaign_id),
+					 errhint("Create it with wallet.create_campaign.")));
 		if (n > 0)
 		{
-			/*
-			 * Every check before the reservation, so that a failing call
-			 * uses up no serials.  The campaign comes from the session's
-			 * cache, brought up to date with changes committed since the
-			 * transaction last took a lock (a key rotation, say).
-			 */
-			AcceptInvalidationMessages();
-			info = wallet_campaign_info((uint32) campaign_id);
-			/* another merchant's campaign is as unknown as a missing one */
-			if (!info->exists || !wallet_acts_for_merchant(info->merchant_id))
-				ereport(ERROR,
-						(errcode(ERRCODE_WL_UNKNOWN_CAMPAIGN),
-						 errmsg("campaign %lld does not exist", (long long) campaign_id),
-						 errdetail("There is no campaign %lld of a merchant the caller acts for.", (long long) campaign_id),
-						 errhint("Create it with wallet.create_campaign.")));
 			st->f.campaign = (uint32) campaign_id;
 			st->f.version = info->current_version;
 			st->f.mac_bits = info->mac_bits;

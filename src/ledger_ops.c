@@ -560,7 +560,7 @@ apply_restore(Ledger *l, LedgerChange *c)
 	deconstruct_array(c->lot_expiries, TIMESTAMPTZOID, 8, true, TYPALIGN_DOUBLE, &ev, &en, &nexp);
 	if (np != nexp)
 		ereport(ERROR,
-				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("lot arrays differ in length"),
 				 errdetail("Every restored lot needs one points value and one expiry.")));
 	/* a journal entry lists at most the lots of one ledger */
@@ -635,6 +635,12 @@ check_arguments(FunctionCallInfo fcinfo, const LedgerKind *k, Ledger *l, LedgerC
 					 errdetail("Restoring a redemption needs the points and expiry of every lot it consumed.")));
 		c->lot_points = PG_GETARG_ARRAYTYPE_P(6);
 		c->lot_expiries = PG_GETARG_ARRAYTYPE_P(7);
+		/* deconstruct_array would flatten a 2-D array */
+		if (ARR_NDIM(c->lot_points) > 1 || ARR_NDIM(c->lot_expiries) > 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("lot_points and lot_expiries must be one-dimensional arrays"),
+					 errdetail("The arrays list the restored lots, their points and their expiries, one after the other.")));
 	}
 	if (k->uses_policy)
 	{

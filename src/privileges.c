@@ -257,10 +257,19 @@ wallet_acts_for_merchant(int64 merchant_id)
 
 PG_FUNCTION_INFO_V1(wallet_acts_for);
 
-/* wallet.acts_for(merchant_id): whether the calling role acts for it. */
+/*
+ * wallet.acts_for(merchant_id): whether the calling role acts for it.  Not
+ * STRICT: a NULL merchant is a missing argument (22004), as everywhere; the
+ * policies of the tables whose merchant_id may be NULL test for NULL first.
+ */
 Datum
 wallet_acts_for(PG_FUNCTION_ARGS)
 {
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("merchant_id must not be null"),
+				 errdetail("A role acts for a merchant named by its id.")));
 	PG_RETURN_BOOL(wallet_acts_for_merchant(PG_GETARG_INT64(0)));
 }
 

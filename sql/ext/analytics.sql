@@ -418,9 +418,21 @@ BEGIN
             RAISE EXCEPTION 'segments must not be null'
                 USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A segment audience names one or more RFM segments.';
         END IF;
-        SELECT s INTO bad FROM unnest(segments) s WHERE s IS NULL OR s NOT IN (SELECT g.segment FROM wallet.rfm_segments g) LIMIT 1;
-        IF FOUND OR cardinality(segments) = 0 THEN
-            RAISE EXCEPTION 'unknown segment "%"', coalesce(left(bad, 32), '')
+        IF array_ndims(segments) > 1 THEN
+            RAISE EXCEPTION 'segments must be a one-dimensional array'
+                USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A segment audience names one or more RFM segments, one after the other.';
+        END IF;
+        IF cardinality(segments) = 0 THEN
+            RAISE EXCEPTION 'segments must not be empty'
+                USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A segment audience names one or more RFM segments.';
+        END IF;
+        IF array_position(segments, NULL) IS NOT NULL THEN
+            RAISE EXCEPTION 'segments must not contain null'
+                USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Every element of segments names an RFM segment.';
+        END IF;
+        SELECT s INTO bad FROM unnest(segments) s WHERE s NOT IN (SELECT g.segment FROM wallet.rfm_segments g) LIMIT 1;
+        IF FOUND THEN
+            RAISE EXCEPTION 'unknown segment "%"', left(bad, 32)
                 USING ERRCODE = 'invalid_parameter_value',
                       DETAIL = 'Segments are champions, loyal, potential, new, at_risk, cannot_lose, hibernating and lost (wallet.rfm_segments).';
         END IF;
@@ -432,6 +444,10 @@ BEGIN
         IF member_refs IS NULL THEN
             RAISE EXCEPTION 'member_refs must not be null'
                 USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A list audience names its members.';
+        END IF;
+        IF array_ndims(member_refs) > 1 THEN
+            RAISE EXCEPTION 'member_refs must be a one-dimensional array'
+                USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A list audience names its members, one after the other.';
         END IF;
         SELECT r INTO bad FROM unnest(member_refs) r
          WHERE r IS NULL OR btrim(r) = '' OR length(r) > 256 OR r LIKE 'forgotten:%' LIMIT 1;
@@ -469,7 +485,7 @@ BEGIN
     RETURN n;
 END
 $$;
-COMMENT ON FUNCTION wallet.set_campaign_audience(bigint, text, numeric, bigint, integer, text[], text[], timestamptz) IS 'sets a campaign''s audience (everyone; tiers: program_id and min_rank; segment: RFM segments as of as_of, snapshotted; list: member_refs) and its holdout percentage (a change after the start, once set, is WL640); returns the audience''s size';
+COMMENT ON FUNCTION wallet.set_campaign_audience(bigint, text, numeric, bigint, integer, text[], text[], timestamptz) IS 'sets a campaign''s audience (everyone; tiers: program_id and min_rank; segment: RFM segments as of as_of, snapshotted; list: member_refs) and its holdout percentage (a change after the start, once set, is WL640); returns the audience''s size; segments must be a non-empty one-dimensional array without NULL (22023, 22004 for a NULL element), member_refs one-dimensional (22023)';
 
 ------------------------------------------------------------------------------
 -- Feedback

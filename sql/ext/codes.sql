@@ -528,10 +528,24 @@ BEGIN
         RAISE EXCEPTION 'starts_at must not be null'
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A campaign needs a start time; the default is now().';
     END IF;
+    IF NOT isfinite(starts_at) OR NOT isfinite(ends_at) THEN
+        RAISE EXCEPTION '% must be finite', CASE WHEN NOT isfinite(starts_at) THEN 'starts_at' ELSE 'ends_at' END
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A campaign starts at a real instant and ends at one, or never (NULL).';
+    END IF;
     IF ends_at IS NOT NULL AND ends_at <= starts_at THEN
         RAISE EXCEPTION 'ends_at must be after starts_at'
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = format('The campaign would start at %s and end at %s.', starts_at, ends_at);
+    END IF;
+    -- (its reports compare windows as long as the campaign before and after
+    -- it, which must stay within the range of timestamps)
+    IF starts_at NOT BETWEEN now() - interval '100 years' AND now() + interval '100 years' THEN
+        RAISE EXCEPTION 'starts_at must be within 100 years of now'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The campaign would start at %s.', starts_at);
+    END IF;
+    IF ends_at > now() + interval '100 years' THEN
+        RAISE EXCEPTION 'ends_at must be at most 100 years from now'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The campaign would end at %s.', ends_at);
     END IF;
     IF max_redemptions_per_code <= 0 THEN
         RAISE EXCEPTION 'max_redemptions_per_code must be positive, not %', max_redemptions_per_code
@@ -565,7 +579,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION wallet.create_campaign(bigint, text, text, int, timestamptz, timestamptz, int, int, bigint)
-    IS 'create a campaign of a merchant (with key version 1) and return its id';
+    IS 'create a campaign of a merchant (with key version 1) and return its id; starts_at and ends_at (NULL: no end) must be finite and within 100 years of now (22023)';
 
 CREATE FUNCTION wallet.rotate_code_key(campaign_id bigint) RETURNS int
     LANGUAGE plpgsql

@@ -687,6 +687,10 @@ DECLARE
     e wallet.entries;
 BEGIN
     PERFORM wallet_internal.check_posting(points, reason, idempotency_key, 'accrue');
+    IF NOT isfinite(expires_at) THEN
+        RAISE EXCEPTION 'expires_at must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Points expire at a real instant, or per the program''s policy (NULL), which may be never.';
+    END IF;
     a := wallet_internal.lock_account(account_id, idempotency_key);
     at := coalesce((a.prior).created_at, a.at);   -- a retry is compared as made when the first call was
     e.account_id := account_id;
@@ -700,7 +704,7 @@ BEGIN
     RETURN wallet_internal.post_once(a, e);
 END
 $$;
-COMMENT ON FUNCTION wallet.accrue(bigint, bigint, text, text, text, timestamptz) IS 'credits points (a debt is paid off first) expiring at expires_at or per the program policy; idempotent on idempotency_key';
+COMMENT ON FUNCTION wallet.accrue(bigint, bigint, text, text, text, timestamptz) IS 'credits points (a debt is paid off first) expiring at expires_at or per the program policy (NULL); an infinite expires_at is 22023; idempotent on idempotency_key';
 
 CREATE FUNCTION wallet.redeem(account_id bigint, points bigint, idempotency_key text, reason text,
         reference text DEFAULT NULL) RETURNS wallet.entries
@@ -969,6 +973,10 @@ BEGIN
         RAISE EXCEPTION 'as_of must not be null'
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Points are expired as of a given instant, now() by default.';
     END IF;
+    IF NOT isfinite(as_of) THEN
+        RAISE EXCEPTION 'as_of must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Points are expired as of a real instant, now() by default.';
+    END IF;
     IF as_of > clock_timestamp() THEN
         RAISE EXCEPTION 'cannot expire points as of a future instant'
             USING ERRCODE = 'invalid_parameter_value',
@@ -977,7 +985,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION wallet_internal.check_expiry_as_of(timestamptz) IS 'raises 22004 for a NULL as_of and 22023 for an as_of later than the current time (an expire entry cannot be undone)';
+COMMENT ON FUNCTION wallet_internal.check_expiry_as_of(timestamptz) IS 'raises 22004 for a NULL as_of and 22023 for an infinite as_of or one later than the current time (an expire entry cannot be undone)';
 
 -- Settles due accounts as of as_of: at most batch_size of them, soonest due
 -- first (all when NULL), each locked and settled in account order, so that
@@ -1040,6 +1048,10 @@ BEGIN
         RAISE EXCEPTION 'as_of must not be null'
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The balance is taken at a given instant, now() by default.';
     END IF;
+    IF NOT isfinite(as_of) THEN
+        RAISE EXCEPTION 'as_of must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The balance is taken at a real instant, now() by default.';
+    END IF;
     SELECT wallet.ledger_balance(a.ledger, as_of) INTO b FROM wallet.accounts a WHERE a.account_id = balance.account_id AND wallet_internal.sees_program(a.program_id);
     IF NOT FOUND THEN
         PERFORM wallet_internal.unknown_account(account_id);
@@ -1047,7 +1059,7 @@ BEGIN
     RETURN b;
 END
 $$;
-COMMENT ON FUNCTION wallet.balance(bigint, timestamptz) IS 'points spendable at as_of (expired lots never count, whether or not expire_points ran)';
+COMMENT ON FUNCTION wallet.balance(bigint, timestamptz) IS 'points spendable at as_of (expired lots never count, whether or not expire_points ran); an infinite as_of is 22023';
 
 -- Replays an account's journal (entries created up to upto) through
 -- wallet_internal.entry_step; problem names the first entry whose replay disagrees
@@ -1115,6 +1127,10 @@ BEGIN
         RAISE EXCEPTION 'ts must not be null'
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The balance is taken at a given instant.';
     END IF;
+    IF NOT isfinite(ts) THEN
+        RAISE EXCEPTION 'ts must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The balance is taken at a real instant.';
+    END IF;
     SELECT a.ledger INTO l FROM wallet.accounts a WHERE a.account_id = balance_at.account_id AND wallet_internal.sees_program(a.program_id);
     IF NOT FOUND THEN
         PERFORM wallet_internal.unknown_account(account_id);
@@ -1148,7 +1164,7 @@ BEGIN
     RETURN b;
 END
 $$;
-COMMENT ON FUNCTION wallet.balance_at(bigint, timestamptz) IS 'spendable balance at instant ts, as the journal up to ts gives it (from the last entry''s balance_after; replayed only when a lot expired or a hold lapsed between that entry and the next)';
+COMMENT ON FUNCTION wallet.balance_at(bigint, timestamptz) IS 'spendable balance at instant ts, as the journal up to ts gives it (from the last entry''s balance_after; replayed only when a lot expired or a hold lapsed between that entry and the next); an infinite ts is 22023';
 
 CREATE FUNCTION wallet.history(account_id bigint, from_ts timestamptz DEFAULT '-infinity',
         to_ts timestamptz DEFAULT 'infinity') RETURNS SETOF wallet.entries
@@ -1180,6 +1196,10 @@ BEGIN
         RAISE EXCEPTION '% must not be null', CASE WHEN program_id IS NULL THEN 'program_id' ELSE 'as_of' END
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The liability of a points program is taken at a given instant, now() by default.';
     END IF;
+    IF NOT isfinite(as_of) THEN
+        RAISE EXCEPTION 'as_of must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The liability of a points program is taken at a real instant, now() by default.';
+    END IF;
     IF NOT EXISTS (SELECT FROM wallet.programs p WHERE p.program_id = program_liability.program_id AND wallet.acts_for(p.merchant_id)) THEN
         RAISE EXCEPTION 'unknown program'
             USING ERRCODE = 'WL214', DETAIL = format('There is no points program %s.', program_id);
@@ -1194,7 +1214,7 @@ BEGIN
      GROUP BY m ORDER BY m NULLS LAST;
 END
 $$;
-COMMENT ON FUNCTION wallet.program_liability(bigint, timestamptz) IS 'outstanding (spendable or held, unexpired at as_of) points of a program by month of expiry; NULL month = never expires';
+COMMENT ON FUNCTION wallet.program_liability(bigint, timestamptz) IS 'outstanding (spendable or held, unexpired at as_of) points of a program by month of expiry; NULL month = never expires; an infinite as_of is 22023';
 
 -- The input parameter is unnamed: a parameter cannot share the name of the
 -- output column account_id.

@@ -18,7 +18,12 @@ DECLARE
     r record;
 BEGIN
     PERFORM wallet_internal.check_expiry_as_of(as_of);
-    IF batch_size IS NULL OR batch_size OPERATOR(pg_catalog.<) 1 OR max_batches OPERATOR(pg_catalog.<) 1 THEN
+    IF batch_size IS NULL THEN
+        RAISE EXCEPTION 'batch_size must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = 'Due accounts are settled batch_size at a time, at most max_batches times (NULL: until none is due).';
+    END IF;
+    IF batch_size OPERATOR(pg_catalog.<) 1 OR max_batches OPERATOR(pg_catalog.<) 1 THEN
         RAISE EXCEPTION 'batch_size and max_batches must be positive'
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = 'Due accounts are settled batch_size at a time, at most max_batches times (NULL: until none is due).';
@@ -32,7 +37,7 @@ BEGIN
     END LOOP;
 END
 $$;
-COMMENT ON PROCEDURE wallet.expire_points_batched(timestamptz, int, int) IS 'what wallet.expire_points does, batch_size accounts per transaction (at most max_batches, NULL = until none is due); CALL it outside a transaction block; as_of in the future is refused (22023)';
+COMMENT ON PROCEDURE wallet.expire_points_batched(timestamptz, int, int) IS 'what wallet.expire_points does, batch_size accounts per transaction (at most max_batches, NULL = until none is due); CALL it outside a transaction block; as_of in the future is refused (22023), a NULL batch_size is 22004';
 
 -- The one entry point of every periodic job: schedule it (every minute) and
 -- nothing else.  Later issues add their jobs here.  Each call does bounded

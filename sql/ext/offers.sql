@@ -276,10 +276,15 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An offer is a ''percent'' or ''fixed'' discount, or ''cashback'' in points.';
     END IF;
     -- NaN, which numeric compares above every number, and Infinity are over the bounds
-    IF value <= 0 OR value > 1e12 OR (kind = 'percent' AND value > 100) OR max_value <= 0 OR max_value > 1e12 THEN
+    IF value <= 0 OR value > 1e12 OR (kind = 'percent' AND value > 100) THEN
         RAISE EXCEPTION 'invalid value for a % offer', kind
             USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = 'A percent offer takes over 0 and at most 100, a fixed one an amount above 0, a cashback one points per currency unit above 0; a maximum is above 0; none is over 10^12.';
+                  DETAIL = 'A percent offer takes over 0 and at most 100, a fixed one an amount above 0, a cashback one points per currency unit above 0; none is over 10^12.';
+    END IF;
+    IF max_value <= 0 OR max_value > 1e12 THEN
+        RAISE EXCEPTION 'invalid max_value for a % offer', kind
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A maximum is above 0 and at most 10^12, or none (NULL).';
     END IF;
     IF currency !~ '^[A-Z]{3}$' THEN
         RAISE EXCEPTION 'invalid currency "%"', left(currency, 16)

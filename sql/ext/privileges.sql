@@ -55,8 +55,8 @@ COMMENT ON FUNCTION wallet_internal.grant_counts(regrole, name) IS 'internal: wh
 
 CREATE FUNCTION wallet.acts_for(merchant_id bigint) RETURNS boolean
     AS 'MODULE_PATHNAME', 'wallet_acts_for'
-    LANGUAGE C STABLE STRICT;
-COMMENT ON FUNCTION wallet.acts_for(bigint) IS 'whether the calling role acts for the merchant: a superuser, the extension''s owner, or a member of a role granted the merchant (cached in the session until a grant, membership or role changes)';
+    LANGUAGE C STABLE;
+COMMENT ON FUNCTION wallet.acts_for(bigint) IS 'whether the calling role acts for the merchant: a superuser, the extension''s owner, or a member of a role granted the merchant (cached in the session until a grant, membership or role changes); a NULL merchant_id is 22004';
 
 CREATE FUNCTION wallet_internal.sees_all() RETURNS boolean
     AS 'MODULE_PATHNAME', 'wallet_sees_all'
@@ -255,7 +255,11 @@ COMMENT ON FUNCTION wallet_internal.key_scope(bigint, bigint) IS 'whether a key 
 
 -- Row-level security: readers and apps see their merchants' rows.  ENABLE,
 -- not FORCE: the owner, whose SECURITY DEFINER functions do every write,
--- checks objects itself and is not filtered.
+-- checks objects itself and is not filtered.  Three tables have rows of no
+-- merchant (merchant_id NULL: the guard's defaults, texts naming no
+-- campaign, global audit records), which no reader or app sees; acts_for
+-- refuses a NULL (22004), so their policy tests for it first, in a CASE
+-- (the order of an AND's operands is the planner's).
 ALTER TABLE wallet.merchants ENABLE ROW LEVEL SECURITY;
 CREATE POLICY merchant_rows ON wallet.merchants USING (wallet.acts_for(merchant_id));
 ALTER TABLE wallet.merchant_roles ENABLE ROW LEVEL SECURITY;
@@ -265,13 +269,13 @@ CREATE POLICY merchant_rows ON wallet.programs USING (wallet.acts_for(merchant_i
 ALTER TABLE wallet.campaigns ENABLE ROW LEVEL SECURITY;
 CREATE POLICY merchant_rows ON wallet.campaigns USING (wallet.acts_for(merchant_id));
 ALTER TABLE wallet.code_guard_settings ENABLE ROW LEVEL SECURITY;
-CREATE POLICY merchant_rows ON wallet.code_guard_settings USING (wallet.acts_for(merchant_id));
+CREATE POLICY merchant_rows ON wallet.code_guard_settings USING (CASE WHEN merchant_id IS NULL THEN false ELSE wallet.acts_for(merchant_id) END);
 ALTER TABLE wallet.code_failed_attempts ENABLE ROW LEVEL SECURITY;
-CREATE POLICY merchant_rows ON wallet.code_failed_attempts USING (wallet.acts_for(merchant_id));
+CREATE POLICY merchant_rows ON wallet.code_failed_attempts USING (CASE WHEN merchant_id IS NULL THEN false ELSE wallet.acts_for(merchant_id) END);
 ALTER TABLE wallet.members ENABLE ROW LEVEL SECURITY;
 CREATE POLICY merchant_rows ON wallet.members USING (wallet.acts_for(merchant_id));
 ALTER TABLE wallet.audit_log ENABLE ROW LEVEL SECURITY;
-CREATE POLICY merchant_rows ON wallet.audit_log USING (wallet.acts_for(merchant_id));
+CREATE POLICY merchant_rows ON wallet.audit_log USING (CASE WHEN merchant_id IS NULL THEN false ELSE wallet.acts_for(merchant_id) END);
 -- Tables whose rows belong to a program or campaign carry its merchant too
 -- (conventions): their policy reads their own row, no lookup of the parent.
 ALTER TABLE wallet.accounts ENABLE ROW LEVEL SECURITY;
@@ -296,8 +300,8 @@ COMMENT ON POLICY merchant_rows ON wallet.merchants IS 'readers and apps see the
 COMMENT ON POLICY merchant_rows ON wallet.merchant_roles IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
 COMMENT ON POLICY merchant_rows ON wallet.programs IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
 COMMENT ON POLICY merchant_rows ON wallet.campaigns IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
-COMMENT ON POLICY merchant_rows ON wallet.code_guard_settings IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
-COMMENT ON POLICY merchant_rows ON wallet.code_failed_attempts IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+COMMENT ON POLICY merchant_rows ON wallet.code_guard_settings IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for), none of the rows of no merchant (merchant_id NULL)';
+COMMENT ON POLICY merchant_rows ON wallet.code_failed_attempts IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for), none of the rows of no merchant (merchant_id NULL)';
 COMMENT ON POLICY merchant_rows ON wallet.accounts IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
 COMMENT ON POLICY merchant_rows ON wallet.entries IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
 COMMENT ON POLICY merchant_rows ON wallet.code_keys IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
@@ -308,4 +312,4 @@ COMMENT ON POLICY merchant_rows ON wallet.code_use_counts IS 'readers and apps s
 COMMENT ON POLICY merchant_rows ON wallet.member_use_counts IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
 COMMENT ON POLICY merchant_rows ON wallet.campaign_use_counts IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
 COMMENT ON POLICY merchant_rows ON wallet.members IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
-COMMENT ON POLICY merchant_rows ON wallet.audit_log IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+COMMENT ON POLICY merchant_rows ON wallet.audit_log IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for), none of the rows of no merchant (merchant_id NULL)';

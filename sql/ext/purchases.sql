@@ -531,7 +531,7 @@ BEGIN
     END IF;
     IF amount <= 0 OR amount > 1e15 THEN
         RAISE EXCEPTION 'invalid purchase amount'
-            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A purchase amount is positive (and below 10^15).';
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A purchase amount is positive and at most 10^15.';
     END IF;
     IF currency !~ '^[A-Z]{3}$' THEN
         RAISE EXCEPTION 'invalid currency "%"', left(currency, 16)
@@ -620,6 +620,10 @@ CREATE FUNCTION wallet_internal.purchase_check_codes(codes text[]) RETURNS void
     SET search_path = pg_catalog, pg_temp
     AS $$
 BEGIN
+    IF array_ndims(codes) > 1 THEN
+        RAISE EXCEPTION 'codes must be a one-dimensional array'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The codes of a checkout are listed one after the other.';
+    END IF;
     IF EXISTS (SELECT FROM unnest(codes) c WHERE c IS NULL) THEN
         RAISE EXCEPTION 'codes must not contain null'
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Every element of codes is the text of a marketing code.';
@@ -630,7 +634,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION wallet_internal.purchase_check_codes(text[]) IS 'internal: raises 22004 for a NULL element of a checkout''s codes, 22023 for a blank one or one longer than 256 characters (record_purchase, quote_offers)';
+COMMENT ON FUNCTION wallet_internal.purchase_check_codes(text[]) IS 'internal: raises 22004 for a NULL element of a checkout''s codes, 22023 for a 2-D array, a blank one or one longer than 256 characters (record_purchase, quote_offers)';
 
 -- The whole of wallet.record_purchase in PL/pgSQL: what its C fast path
 -- (src/purchase.c) leaves to it (offers and codes, a new member or account,
@@ -657,6 +661,10 @@ DECLARE
 BEGIN
     PERFORM wallet_internal.purchase_check(merchant_id, member_ref, order_ref, amount, currency, occurred_at, attributes);
     PERFORM wallet_internal.purchase_check_codes(codes);
+    IF array_ndims(offers) > 1 THEN
+        RAISE EXCEPTION 'offers must be a one-dimensional array'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The offers of a checkout are listed by id, one after the other.';
+    END IF;
     -- A retry is found by the insert of the purchase below (ON CONFLICT), not
     -- by a lookup first: retries are rare, a lookup would cost every call.
     -- The usual case in one statement: a known member with an account in the
@@ -835,7 +843,7 @@ BEGIN
     -- compares above every number, and Infinity are over it
     IF amount <= 0 OR amount > 1e15 THEN
         RAISE EXCEPTION 'invalid refund amount'
-            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A refund amount is positive (and below 10^15).';
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A refund amount is positive and at most 10^15.';
     END IF;
     SELECT * INTO f FROM wallet.refunds x WHERE x.merchant_id = record_refund.merchant_id AND x.refund_ref = record_refund.refund_ref;
     IF FOUND THEN

@@ -1633,6 +1633,11 @@ BEGIN
         RAISE EXCEPTION 'attempt must not be null'
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A claim is named by the attempts claim_pushes returned with the message.';
     END IF;
+    -- (a claim's attempt is 1 or more: no message is ever at a lower one)
+    IF attempt < 1 THEN
+        RAISE EXCEPTION 'attempt must be positive'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('A claim is named by the attempts claim_pushes returned with the message, 1 or more; %s is not.', attempt);
+    END IF;
     r := wallet_internal.push_lock(push_id);
     IF r.attempts <> attempt THEN
         RAISE EXCEPTION 'push % was claimed again', r.push_id
@@ -1642,7 +1647,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION wallet_internal.push_check_attempt(bigint, int) IS 'internal: locks the message and raises WL702 when it is no longer at the attempt a worker claimed it as (claimed again since), 22004 for a NULL attempt, WL701 for an unknown message';
+COMMENT ON FUNCTION wallet_internal.push_check_attempt(bigint, int) IS 'internal: locks the message and raises WL702 when it is no longer at the attempt a worker claimed it as (claimed again since), 22004 for a NULL attempt, 22023 for one below 1, WL701 for an unknown message';
 
 CREATE FUNCTION wallet.ack_push(push_id bigint, provider_message_id text, attempt int) RETURNS boolean
     LANGUAGE plpgsql

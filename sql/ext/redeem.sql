@@ -189,6 +189,23 @@ BEGIN
         RAISE EXCEPTION 'member_ref and source must not both be null'
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The failed checks of a member, of a source or of both are forgotten.';
     END IF;
+    -- (as every member_ref argument; a source is stored as given, blank
+    -- included, but never longer than 256 characters)
+    IF btrim($1) = '' OR length($1) > 256 THEN
+        RAISE EXCEPTION 'member reference must not be %', CASE WHEN btrim($1) = '' THEN 'blank' ELSE 'longer than 256 characters' END
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('A member reference is a non-blank text of at most 256 characters; this one has %s.', length($1));
+    END IF;
+    IF $1 LIKE 'forgotten:%' THEN
+        RAISE EXCEPTION 'member reference must not start with "forgotten:"'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'References starting with "forgotten:" are the pseudonyms of erased members.';
+    END IF;
+    IF length($2) > 256 THEN
+        RAISE EXCEPTION 'source must not be longer than 256 characters'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('A source is recorded with at most 256 characters; this one has %s.', length($2));
+    END IF;
     IF $3 IS NOT NULL AND NOT EXISTS (SELECT 1 FROM wallet.merchants m WHERE m.merchant_id = $3 AND wallet.acts_for(m.merchant_id)) THEN
         RAISE EXCEPTION 'merchant % does not exist', $3
             USING ERRCODE = 'WL102', DETAIL = 'Failed checks are counted per merchant registered in wallet.merchants.';
@@ -210,7 +227,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION wallet.clear_code_failures(text, text, bigint) IS
-    'forget the failed checks of a member and/or a source at one merchant (when merchant_id is NULL: at every merchant the caller acts for; for the extension''s owner or a superuser, every merchant and texts naming none), e.g. after support verified them: lifts a throttle at once, even if the calling transaction rolls back; returns the number of recorded attempts removed';
+    'forget the failed checks of a member and/or a source at one merchant (when merchant_id is NULL: at every merchant the caller acts for; for the extension''s owner or a superuser, every merchant and texts naming none), e.g. after support verified them: lifts a throttle at once, even if the calling transaction rolls back; returns the number of recorded attempts removed; a blank, oversized or "forgotten:" member_ref, or a source over 256 characters, is 22023';
 
 CREATE FUNCTION wallet.purge_code_attempts(older_than interval DEFAULT interval '1 day')
     RETURNS bigint

@@ -2,7 +2,7 @@
 BEGIN;
 -- wallet's operators live in schema wallet, like its functions
 SET LOCAL search_path = public, wallet;
-SELECT plan(101);
+SELECT plan(108);
 
 SELECT wallet.create_merchant('Keys Coffee') AS m \gset
 SELECT wallet.create_campaign(:m, 'spring', 'kc') AS c \gset
@@ -29,6 +29,18 @@ SELECT throws_ok(format('SELECT wallet.create_campaign(%s, %L, NULL, NULL)', :m,
 SELECT throws_ok(format('SELECT wallet.create_campaign(%s, %L, starts_at => NULL)', :m, 's1'), '22004', 'starts_at must not be null', 'NULL starts_at: 22004');
 SELECT throws_ok(format('SELECT wallet.create_campaign(%s, %L, starts_at => %L, ends_at => %L)', :m, 's2', '2030-01-02', '2030-01-01'),
     '22023', 'ends_at must be after starts_at', 'ends_at before starts_at: 22023');
+SELECT throws_ok(format('SELECT wallet.create_campaign(%s, %L, starts_at => %L)', :m, 's3', 'infinity'),
+    '22023', 'starts_at must be finite', 'starts_at infinity: 22023');
+SELECT throws_ok(format('SELECT wallet.create_campaign(%s, %L, starts_at => %L, ends_at => %L)', :m, 's4', '-infinity', 'infinity'),
+    '22023', 'starts_at must be finite', 'starts_at -infinity: 22023');
+SELECT throws_ok(format('SELECT wallet.create_campaign(%s, %L, ends_at => %L)', :m, 's5', 'infinity'),
+    '22023', 'ends_at must be finite', 'ends_at infinity: 22023 (NULL is no end)');
+SELECT throws_ok(format('SELECT wallet.create_campaign(%s, %L, starts_at => %L)', :m, 's6', '4713-01-01 BC'),
+    '22023', 'starts_at must be within 100 years of now', 'starts_at in 4713 BC: 22023 (its report''s windows would leave the range of timestamps)');
+SELECT throws_ok(format('SELECT wallet.create_campaign(%s, %L, ends_at => now() + interval %L)', :m, 's7', '101 years'),
+    '22023', 'ends_at must be at most 100 years from now', 'ends_at over 100 years from now: 22023');
+SELECT ok(wallet.create_campaign(:m, 's8', starts_at => now() - interval '99 years', ends_at => now() + interval '99 years') > 0,
+    'a campaign from 99 years ago to 99 years ahead is accepted');
 SELECT throws_ok(format('SELECT wallet.create_campaign(%s, %L, max_redemptions_per_code => 0)', :m, 'r1'), '22023', 'max_redemptions_per_code must be positive, not 0', 'per-code cap 0: 22023');
 SELECT throws_ok(format('SELECT wallet.create_campaign(%s, %L, max_redemptions_per_member => -1)', :m, 'r2'), '22023', 'max_redemptions_per_member must be positive, not -1', 'per-member cap -1: 22023');
 SELECT throws_ok(format('SELECT wallet.create_campaign(%s, %L, max_redemptions_total => 0)', :m, 'r3'), '22023', 'max_redemptions_total must be positive, not 0', 'total cap 0: 22023');
@@ -54,6 +66,8 @@ ROLLBACK TO SAVEPOINT gen;
 SELECT results_eq(format('SELECT wallet.code_serial(x) FROM wallet.generate_codes(%s, 2) x', :c),
     'SELECT generate_series(13, 14)::bigint', 'after a rolled-back call of 4 codes (9..12) the next call starts at 13');
 SELECT is((SELECT count(*) FROM wallet.generate_codes(:c, 0)), 0::bigint, 'n = 0 gives no codes');
+SELECT throws_ok('SELECT count(*) FROM wallet.generate_codes(999999, 0)', 'WL101', 'campaign 999999 does not exist',
+                 'n = 0 of an unknown campaign: WL101, as for n = 1');
 SELECT throws_ok(format('SELECT wallet.generate_codes(%s, -1)', :c), '22023', 'number of codes must not be negative', 'n < 0: 22023');
 SELECT throws_ok('SELECT wallet.generate_codes(987654, 1)', 'WL101', 'campaign 987654 does not exist', 'unknown campaign: WL101');
 SELECT throws_ok('SELECT wallet.generate_codes(-5, 1)', 'WL101', 'campaign -5 does not exist', 'negative campaign id: WL101');

@@ -8,7 +8,7 @@
 -- margin between a reservation and the check that it still counts, so that a
 -- loaded machine does not make the test flaky.
 BEGIN;
-SELECT plan(166);
+SELECT plan(170);
 
 -- Test helpers (temporary, gone at ROLLBACK) -------------------------------
 
@@ -418,6 +418,15 @@ SELECT is(wallet.check_code((SELECT code FROM ids WHERE name = 'guard'), 'sam'),
 SELECT is(pg_temp.redeem('bad', 'sam', 'g-s8'), 'throttled', 'but not in the scope of texts naming no campaign');
 SELECT is(wallet.clear_code_failures('sam'), 3::bigint, 'clear_code_failures with no merchant forgets the rest');
 SELECT is(pg_temp.redeem('bad', 'sam', 'g-s9'), 'malformed', 'and lifts every throttle');
+-- its member_ref and source are checked as every other (22023, not 0 rows)
+SELECT throws_ok($$SELECT wallet.clear_code_failures('   ')$$, '22023', 'member reference must not be blank',
+                 'clear_code_failures of a blank member_ref: 22023');
+SELECT throws_ok($$SELECT wallet.clear_code_failures(repeat('x', 300))$$, '22023', 'member reference must not be longer than 256 characters',
+                 'clear_code_failures of a member_ref over 256 characters: 22023');
+SELECT throws_ok($$SELECT wallet.clear_code_failures('forgotten:abc')$$, '22023', 'member reference must not start with "forgotten:"',
+                 'clear_code_failures of a "forgotten:" member_ref: 22023');
+SELECT throws_ok($$SELECT wallet.clear_code_failures(NULL, repeat('x', 300))$$, '22023', 'source must not be longer than 256 characters',
+                 'clear_code_failures of a source over 256 characters (recorded sources are cut to 256): 22023');
 
 -- The attack of the security review: every guess in a savepoint rolled back
 -- (its row of code_failed_attempts vanishes), 300 of them: the guard counts

@@ -12,7 +12,7 @@
 -- call shows up as failed assertions on its values instead of aborting the file.
 BEGIN;
 SET LOCAL timezone = 'UTC';
-SELECT plan(249);
+SELECT plan(256);
 
 CREATE TEMP TABLE ids (name text PRIMARY KEY, id bigint NOT NULL);
 CREATE TEMP TABLE ops (tag text PRIMARY KEY, e wallet.entries NOT NULL);
@@ -393,6 +393,11 @@ SELECT throws_ok($$SELECT wallet.reverse(pg_temp.eid('rv4'), 'k-rv5', 'undo the 
 SELECT throws_ok($$SELECT wallet.reverse(pg_temp.eid('h1'), 'k-rv6', 'x')$$, 'WL211', NULL, 'a hold entry is not reversible: WL211');
 SELECT throws_ok($$SELECT wallet.reverse(pg_temp.eid('rel3'), 'k-rv7', 'x')$$, 'WL211', NULL, 'a release entry is not reversible: WL211');
 SELECT throws_ok($$SELECT wallet.reverse(-1, 'k-rv8', 'x')$$, 'WL212', NULL, 'reverse of an unknown entry: WL212');
+-- the lots of a restore: one-dimensional arrays of one length (22023 as for every array argument)
+SELECT throws_ok($$SELECT wallet.ledger_apply('', 'restore', '2030-01-01', NULL, NULL, NULL, ARRAY[1, 2]::bigint[], ARRAY['2031-01-01']::timestamptz[])$$,
+                 '22023', 'lot arrays differ in length', 'ledger_apply restore with lot arrays of other lengths: 22023');
+SELECT throws_ok($$SELECT wallet.ledger_apply('', 'restore', '2030-01-01', NULL, NULL, NULL, ARRAY[[1, 2]]::bigint[], ARRAY[['2031-01-01', '2031-01-01']]::timestamptz[])$$,
+                 '22023', 'lot_points and lot_expiries must be one-dimensional arrays', 'ledger_apply restore with 2-D lot arrays: 22023, not flattened');
 
 -- A capture is a redemption too: reversing it restores the captured points.
 INSERT INTO ids SELECT 'a9', wallet.open_account(pg_temp.id('p'), 'kim');
@@ -465,6 +470,11 @@ SELECT is(wallet.balance(pg_temp.id('z1'), date_trunc('day', now() + interval '3
           '30-day policy, day granularity: spendable until the end of the 30th day');
 SELECT is(wallet.balance(pg_temp.id('z1'), date_trunc('day', now() + interval '31 days') + interval '1 hour'), 0::bigint,
           '30-day policy, day granularity: expired the day after');
+-- NULL is the policy's expiry (which may be never); an infinite instant is no expiry
+SELECT throws_ok($$SELECT wallet.accrue(pg_temp.id('z1'), 1, 'k-z1-inf', 'purchase', NULL, 'infinity')$$, '22023',
+                 'expires_at must be finite', 'accrue with expires_at infinity: 22023 (NULL follows the policy)');
+SELECT throws_ok($$SELECT wallet.accrue(pg_temp.id('z1'), 1, 'k-z1-inf', 'purchase', NULL, '-infinity')$$, '22023',
+                 'expires_at must be finite', 'accrue with expires_at -infinity: 22023');
 
 -- ---------------------------------------------------------------------------
 -- Journal: append-only, indexed by reference
@@ -499,6 +509,8 @@ SELECT is(wallet.balance_at(pg_temp.id('a1'), (SELECT at FROM marks WHERE name =
 SELECT is((SELECT array_agg(kind ORDER BY entry_id) FROM wallet.history(pg_temp.id('a1'), (SELECT at FROM marks WHERE name = 'after acc2'), 'infinity')),
           ARRAY['accrue', 'accrue', 'redeem'], 'history from an instant: only the postings made since');
 SELECT is(wallet.balance_at(pg_temp.id('a2'), now() + interval '1 minute'), 90::bigint, 'balance_at of bob: 90');
+SELECT throws_ok($$SELECT wallet.balance_at(pg_temp.id('a2'), 'infinity')$$, '22023', 'ts must be finite', 'balance_at at infinity: 22023');
+SELECT throws_ok($$SELECT wallet.balance(pg_temp.id('a2'), '-infinity')$$, '22023', 'as_of must be finite', 'balance at -infinity: 22023');
 -- The journal explains every balance: the sum of its amounts is the balance of each account.
 SELECT is_empty($$
     SELECT a.account_id, wallet.balance(a.account_id), pg_temp.journal_sum(a.account_id)
@@ -529,6 +541,8 @@ SELECT results_eq(
     $$VALUES ('2030-03-01'::date, 40::bigint), (NULL, 30)$$,
     'program_liability as of 2030-02-01: expired lots are no liability');
 SELECT throws_ok($$SELECT * FROM wallet.program_liability(-1)$$, 'WL214', NULL, 'program_liability of an unknown program: WL214');
+SELECT throws_ok($$SELECT * FROM wallet.program_liability(pg_temp.id('pl'), 'infinity')$$, '22023', 'as_of must be finite',
+                 'program_liability as of infinity: 22023');
 
 -- ---------------------------------------------------------------------------
 -- expire_points

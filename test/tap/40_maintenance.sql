@@ -8,7 +8,7 @@
 -- test/concurrency/maintenance_cron.t.
 BEGIN;
 SET LOCAL timezone = 'UTC';
-SELECT plan(30);
+SELECT plan(32);
 
 SELECT wallet.create_merchant('tap maintenance') AS m \gset
 SELECT wallet.create_program(:m, 'maint points', '12 months', 'month') AS p \gset
@@ -39,10 +39,13 @@ SELECT matches(pg_temp.error_detail($$SELECT wallet.expire_points('2099-01-01')$
                '^The instant 2099-01-01 00:00:00\+00 is later than the current time; .*\.$',
                'the detail is a sentence naming the refused instant');
 SELECT throws_ok($$SELECT wallet.expire_points(NULL)$$, '22004', NULL, 'expire_points(NULL): 22004');
+SELECT throws_ok($$SELECT wallet.expire_points('-infinity')$$, '22023', 'as_of must be finite', 'expire_points(''-infinity''): 22023');
 SELECT is(wallet.expire_points(), 0::bigint, 'expire_points() (as of now()) is accepted');
 SELECT is(wallet.expire_points(clock_timestamp()), 0::bigint, 'expire_points(clock_timestamp()) is accepted');
 SELECT throws_ok($$CALL wallet.expire_points_batched(now() + interval '1 day')$$, '22023', NULL,
                  'expire_points_batched refuses a future as_of: 22023');
+SELECT throws_ok($$CALL wallet.expire_points_batched(now(), NULL)$$, '22004', 'batch_size must not be null',
+                 'expire_points_batched with batch_size NULL: 22004, as evaluate_tiers_batched');
 SELECT throws_ok($$CALL wallet.expire_points_batched(now(), 0)$$, '22023', NULL,
                  'expire_points_batched with batch_size 0: 22023');
 SELECT throws_ok($$CALL wallet.expire_points_batched(now(), 10, 0)$$, '22023', NULL,

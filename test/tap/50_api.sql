@@ -163,7 +163,7 @@ SELECT ok((SELECT o = f FROM (SELECT wallet.open_account(pg_temp.id('p'), 'nest-
           'open_account(p, m), find_account(p, m) in one statement: the account just opened');
 SELECT is(wallet.find_account(wallet.create_program(pg_temp.id('m'), 'nest program 3'), 'nobody'), NULL,
           'find_account(create_program(...), ...): the new program, no account');
-SELECT is(wallet.balance_at(wallet.open_account(pg_temp.id('p'), 'nest-9'), 'infinity'), 0::bigint, 'balance_at(open_account(...))');
+SELECT is(wallet.balance_at(wallet.open_account(pg_temp.id('p'), 'nest-9'), now()), 0::bigint, 'balance_at(open_account(...))');
 SELECT is((SELECT problem FROM wallet.replay_ledger(wallet.open_account(pg_temp.id('p'), 'nest-6'))), NULL,
           'replay_ledger(open_account(...))');
 SELECT is((SELECT count(*) FROM wallet.verify_ledger(wallet.open_account(pg_temp.id('p'), 'nest-7'))), 0::bigint,

@@ -616,6 +616,11 @@ INSERT INTO wallet.code_failed_attempts (attempted_at, member_ref, status, input
 VALUES (now() - interval '2 days', 'iso-old', 'malformed', 'x', 'check', :am),
        (now() - interval '2 days', 'iso-old', 'malformed', 'x', 'check', :bm),
        (now() - interval '2 days', 'iso-old', 'malformed', 'x', 'check', NULL);
+-- rows of no merchant are no reader's (acts_for(NULL) is 22004: their policies test for NULL first)
+SELECT is(pg_temp.as_login('iso_login_app_a', $$SELECT count(*) FROM wallet.code_failed_attempts WHERE member_ref = 'iso-old'$$), '1',
+          'A''s app reads A''s failed attempt, not B''s nor the one of no merchant (and no error for it)');
+SELECT is(pg_temp.as_login('iso_login_app_a', $$SELECT count(*) FROM wallet.code_guard_settings$$), '1',
+          'A''s app reads A''s guard settings, not B''s nor the global row (merchant NULL)');
 SELECT is(pg_temp.as_login('iso_login_admin_a', $$SELECT wallet.purge_code_attempts()$$), '1',
           'purge_code_attempts as A''s admin deletes A''s old attempts only');
 SELECT is((SELECT array_agg(coalesce(merchant_id::text, 'NULL') ORDER BY attempt_id) FROM wallet.code_failed_attempts WHERE member_ref = 'iso-old'),

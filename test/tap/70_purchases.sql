@@ -2,7 +2,7 @@
 -- Every figure is worked out by hand in the comment beside it.
 BEGIN;
 SET LOCAL timezone = 'UTC';
-SELECT plan(108);
+SELECT plan(112);
 
 SELECT wallet.create_merchant('purchases merchant') AS m \gset
 -- one program per currency, one currency per section
@@ -265,6 +265,13 @@ SELECT throws_ok(format($$SELECT wallet.record_refund(%s, 'sek-ivy-1', 'NaN', 's
                  'a refund of NaN: 22023, not WL501');
 SELECT throws_ok(format($$SELECT wallet.record_refund(%s, 'sek-ivy-1', 'Infinity', 'sek-r1')$$, :m), '22023', 'invalid refund amount',
                  'an infinite refund: 22023');
+-- the bound is 10^15 inclusive, as the detail says
+SELECT is(error_of(format($$SELECT wallet.record_purchase(%s, 'ivy', 'sek-huge', 1e15 + 0.01, 'SEK')$$, :m)),
+          '22023 invalid purchase amount / A purchase amount is positive and at most 10^15.',
+          'a purchase over 10^15: 22023, its detail naming the bound (10^15 itself is a purchase)');
+SELECT is(error_of(format($$SELECT wallet.record_refund(%s, 'sek-ivy-1', 1e15 + 0.01, 'sek-r1')$$, :m)),
+          '22023 invalid refund amount / A refund amount is positive and at most 10^15.',
+          'a refund over 10^15: 22023, its detail naming the bound');
 -- the codes of a checkout, like every text argument
 SELECT throws_ok(format($$SELECT wallet.record_purchase(%s, 'ivy', 'sek-c1', 1, 'SEK', codes => ARRAY[NULL]::text[])$$, :m), '22004',
                  'codes must not contain null', 'record_purchase: a NULL code is 22004');
@@ -272,6 +279,11 @@ SELECT throws_ok(format($$SELECT wallet.record_purchase(%s, 'ivy', 'sek-c1', 1, 
                  'codes must not contain a blank code or one longer than 256 characters', 'record_purchase: a blank code is 22023');
 SELECT throws_ok(format($$SELECT wallet.record_purchase(%s, 'ivy', 'sek-c1', 1, 'SEK', codes => ARRAY[repeat('x', 300)])$$, :m), '22023',
                  'codes must not contain a blank code or one longer than 256 characters', 'record_purchase: a code of 300 characters is 22023');
+-- a 2-D array is refused, not flattened
+SELECT throws_ok(format($$SELECT wallet.record_purchase(%s, 'ivy', 'sek-c1', 1, 'SEK', codes => ARRAY[['a'], ['b']])$$, :m), '22023',
+                 'codes must be a one-dimensional array', 'record_purchase: a 2-D array of codes is 22023');
+SELECT throws_ok(format($$SELECT wallet.record_purchase(%s, 'ivy', 'sek-c1', 1, 'SEK', offers => ARRAY[[1], [2]]::bigint[])$$, :m), '22023',
+                 'offers must be a one-dimensional array', 'record_purchase: a 2-D array of offers is 22023');
 
 -- ---------------------------------------------------------------- erasure
 SELECT wallet.record_purchase(:m, 'hal', 'cny-hal', 10, 'CNY', '2026-03-02 12:00+08',

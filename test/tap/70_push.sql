@@ -908,6 +908,14 @@ SELECT is((SELECT string_agg(outcome || ' ' || coalesce(provider_message_id, '-'
           'one delivery record: B''s');
 SELECT throws_ok(format($$SELECT wallet.ack_push(%s, 'pA', 1)$$, :tk), 'WL702', format('push %s was claimed again', :tk),
                  'A''s acknowledgement after B''s: still WL702');
+-- an attempt below 1 names no claim at all: 22023, not a re-claim (WL702)
+SELECT is(error_of(format($$SELECT wallet.ack_push(%s, 'pA', -1)$$, :tk)),
+          '22023 attempt must be positive / A claim is named by the attempts claim_pushes returned with the message, 1 or more; -1 is not.',
+          'ack_push with attempt -1: 22023 attempt must be positive');
+SELECT throws_ok(format($$SELECT wallet.fail_push(%s, 'x', true, 0)$$, :tk), '22023', 'attempt must be positive', 'fail_push with attempt 0: 22023');
+SELECT throws_ok(format($$SELECT wallet.extend_lease(%s, '1 second', 0)$$, :tk), '22023', 'attempt must be positive', 'extend_lease with attempt 0: 22023');
+SELECT throws_ok(format($$SELECT wallet.ack_pushes(ARRAY[%s]::bigint[], '{pA}', '{-1}')$$, :tk), '22023', 'attempt must be positive',
+                 'ack_pushes with an attempt -1: 22023');
 SELECT throws_ok(format($$SELECT wallet.ack_pushes(ARRAY[%s, %s]::bigint[], NULL, '{2}')$$, :tk, :tk), '22023', 'attempts must hold one attempt per push_id',
                  'ack_pushes: one attempt per push_id (22023)');
 -- a batch with the token: checked as one statement; the first offending id (ascending) decides, and nothing is recorded

@@ -97,6 +97,16 @@ SELECT throws_ok(format($$SELECT wallet.set_campaign_audience(%s, 'tiers', 0, pr
 SELECT throws_ok(format($$SELECT wallet.set_campaign_audience(%s, 'tiers', 0, program_id => %s, min_rank => 1)$$, :gold, :tp2), 'WL214',
                  'unknown program', 'another merchant''s program: WL214 "unknown program", as every function says it');
 SELECT throws_ok(format($$SELECT wallet.set_campaign_audience(%s, 'segment', 0, segments => '{whales}')$$, :gold), '22023', NULL, 'unknown segment: 22023');
+SELECT throws_ok(format($$SELECT wallet.set_campaign_audience(%s, 'segment', 0, segments => ARRAY[NULL]::text[])$$, :gold), '22004',
+                 'segments must not contain null', 'a NULL segment: 22004, as a NULL element of any array');
+SELECT throws_ok(format($$SELECT wallet.set_campaign_audience(%s, 'segment', 0, segments => '{champions,NULL}')$$, :gold), '22004',
+                 'segments must not contain null', 'a NULL among known segments: 22004');
+SELECT throws_ok(format($$SELECT wallet.set_campaign_audience(%s, 'segment', 0, segments => '{}')$$, :gold), '22023',
+                 'segments must not be empty', 'no segment: 22023 (a segment audience names one or more)');
+SELECT throws_ok(format($$SELECT wallet.set_campaign_audience(%s, 'segment', 0, segments => ARRAY[['champions'], ['loyal']])$$, :gold), '22023',
+                 'segments must be a one-dimensional array', 'a 2-D array of segments: 22023, not flattened');
+SELECT throws_ok(format($$SELECT wallet.set_campaign_audience(%s, 'list', 0, member_refs => ARRAY[['a'], ['b']])$$, :gold), '22023',
+                 'member_refs must be a one-dimensional array', 'a 2-D array of member_refs: 22023, not flattened');
 SELECT throws_ok(format($$SELECT wallet.set_campaign_audience(%s, 'segment', 0, segments => '{champions}', as_of => 'infinity')$$, :gold),
                  '22023', 'as_of must be finite', 'segment as of infinity: 22023');
 SELECT throws_ok(format($$SELECT wallet.set_campaign_audience(%s, 'everyone', 0, as_of => '-infinity')$$, :gold),

@@ -5,7 +5,7 @@
 -- Expected figures are worked out by hand in the comments.
 BEGIN;
 SET LOCAL timezone = 'UTC';
-SELECT plan(90);
+SELECT plan(92);
 
 SELECT wallet.create_merchant('offers merchant') AS m \gset
 SELECT wallet.create_merchant('offers quote merchant') AS mq \gset
@@ -237,9 +237,12 @@ SELECT throws_ok(format($$SELECT wallet.record_purchase(%s, 'sue', 'qq8', 50, 'C
 -- ---------------------------------------------------------------- arguments out of their domain
 -- numeric NaN compares above every number: refused by the bounds, as Infinity
 SELECT throws_ok(format($$SELECT wallet.create_offer(%s, 'nan max', 'fixed', 1, 'CNY', max_value => 'NaN')$$, :c), '22023',
-                 'invalid value for a fixed offer', 'create_offer: a NaN max_value is 22023');
+                 'invalid max_value for a fixed offer', 'create_offer: a NaN max_value is 22023');
 SELECT throws_ok(format($$SELECT wallet.create_offer(%s, 'inf max', 'cashback', 1, 'CNY', max_value => 'Infinity')$$, :c), '22023',
-                 'invalid value for a cashback offer', 'create_offer: an infinite max_value is 22023');
+                 'invalid max_value for a cashback offer', 'create_offer: an infinite max_value is 22023');
+SELECT is(error_of(format($$SELECT wallet.create_offer(%s, 'neg max', 'fixed', 1, 'CNY', max_value => -1)$$, :c)),
+          '22023 invalid max_value for a fixed offer / A maximum is above 0 and at most 10^12, or none (NULL).',
+          'create_offer: a negative max_value is 22023 naming max_value (the value is fine)');
 SELECT throws_ok(format($$SELECT wallet.create_offer(%s, 'forever', 'fixed', 1, 'CNY', valid_until => 'infinity')$$, :c), '22023',
                  'invalid validity window', 'create_offer: an infinite valid_until is 22023 (NULL is open-ended)');
 SELECT throws_ok($$SELECT wallet.purge_offer_quotes(older_than => '100000 years')$$, '22023', 'older_than must be at most 100 years',
@@ -251,6 +254,8 @@ SELECT throws_ok(format($$SELECT wallet.quote_offers(%s, 'coder', 10, 'CNY', cod
                  'codes must not contain a blank code or one longer than 256 characters', 'quote_offers: a blank code is 22023');
 SELECT throws_ok(format($$SELECT wallet.quote_offers(%s, 'coder', 10, 'CNY', codes => ARRAY[repeat('x', 300)])$$, :m), '22023',
                  'codes must not contain a blank code or one longer than 256 characters', 'quote_offers: a code of 300 characters is 22023');
+SELECT throws_ok(format($$SELECT wallet.quote_offers(%s, 'coder', 10, 'CNY', codes => ARRAY[['X'], ['Y']])$$, :m), '22023',
+                 'codes must be a one-dimensional array', 'quote_offers: a 2-D array of codes is 22023, not flattened');
 -- cashback beyond bigint: WL205, nothing recorded
 SELECT wallet.create_merchant('offers overflow merchant') AS mo \gset
 SELECT wallet.create_program(:mo, 'overflow points') AS po \gset
