@@ -1168,6 +1168,10 @@ DECLARE
 BEGIN
     PERFORM wallet_internal.member_check(_m, member_ref);
     PERFORM wallet_internal.push_check_quiet(quiet_start, quiet_end);
+    IF array_ndims(topics) > 1 THEN
+        RAISE EXCEPTION 'topics must be a one-dimensional array'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The marketing topics a member chose are listed one after the other (NULL: none of its own).';
+    END IF;
     FOREACH t IN ARRAY coalesce(topics, '{}') LOOP
         PERFORM wallet_internal.push_check_name('topic', t);
     END LOOP;
@@ -1281,6 +1285,10 @@ BEGIN
     IF length(dedup_key) > 180 THEN
         RAISE EXCEPTION 'dedup_key must not be longer than 180 characters'
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An audience''s key is extended by each member''s id.';
+    END IF;
+    IF array_ndims(member_refs) > 1 THEN
+        RAISE EXCEPTION 'member_refs must be a one-dimensional array'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An audience''s members are listed one after the other (NULL: the campaign''s audience or every active member).';
     END IF;
     IF member_refs IS NOT NULL THEN
         FOREACH k IN ARRAY member_refs LOOP

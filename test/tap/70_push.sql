@@ -888,6 +888,13 @@ SELECT throws_ok('SELECT wallet.ack_pushes(''{{1,2}}'')', '22023', 'push_ids and
                  'ack_pushes with a 2-D array: 22023, not a raw 0A000');
 SELECT throws_ok('SELECT wallet.ack_pushes(ARRAY[1]::bigint[], ARRAY[''p1''], ARRAY[[1]])', '22023', 'push_ids and attempts must be one-dimensional arrays',
                  'ack_pushes with a 2-D array of attempts: 22023, not a raw 0A000');
+-- every array argument: a 2-D array is refused, not flattened
+SELECT throws_ok(format($$SELECT * FROM wallet.enqueue_push_audience(%s, ARRAY[['a'], ['b']], 'push', 'marketing', '{}')$$, :me), '22023',
+                 'member_refs must be a one-dimensional array', 'enqueue_push_audience with a 2-D member_refs: 22023');
+SELECT throws_ok(format($$SELECT * FROM wallet.enqueue_push_local(%s, ARRAY[['a'], ['b']], 'push', 'marketing', '{}', '2030-06-03 09:00')$$, :me), '22023',
+                 'member_refs must be a one-dimensional array', 'enqueue_push_local with a 2-D member_refs: 22023');
+SELECT throws_ok(format($$SELECT wallet.set_push_preferences(%s, 'a', topics => ARRAY[['news'], ['deals']])$$, :me), '22023',
+                 'topics must be a one-dimensional array', 'set_push_preferences with a 2-D topics: 22023');
 -- the claim token: a worker whose lease lapsed, and the message was claimed again since
 SELECT push_id AS tk FROM wallet.enqueue_push(:me, 'tk', 'push_tok', 'service', '{}') \gset
 SELECT is((SELECT attempts FROM wallet.claim_pushes('push_tok', 10, '1 minute')), 1, 'worker A claims the message: attempt 1');
