@@ -20920,6 +20920,1005 @@ COMMENT ON TRIGGER entries_append_only ON wallet.entries IS 'refuses UPDATE, DEL
 COMMENT ON TRIGGER audit_log_append_only ON wallet.audit_log IS 'refuses UPDATE, DELETE and TRUNCATE of the audit log (WL401): records are only ever added';
 COMMENT ON TRIGGER merchant_roles_changed ON wallet.merchant_roles IS 'resets the cache of wallet.acts_for, in this session at once and in the others from their next transaction, when merchant grants change';
 
+-- == 10at. the same fault, the same code: infinite timestamps, 2-D arrays, NULL batch sizes, clear_code_failures, generate_codes(n = 0), acts_for(NULL), attempts below 1
+-- acts_for refuses a NULL now: the three policies over rows of no merchant test for it first
+ALTER POLICY merchant_rows ON wallet.code_guard_settings USING (CASE WHEN merchant_id IS NULL THEN false ELSE wallet.acts_for(merchant_id) END);
+ALTER POLICY merchant_rows ON wallet.code_failed_attempts USING (CASE WHEN merchant_id IS NULL THEN false ELSE wallet.acts_for(merchant_id) END);
+ALTER POLICY merchant_rows ON wallet.audit_log USING (CASE WHEN merchant_id IS NULL THEN false ELSE wallet.acts_for(merchant_id) END);
+COMMENT ON POLICY merchant_rows ON wallet.code_guard_settings IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for), none of the rows of no merchant (merchant_id NULL)';
+COMMENT ON POLICY merchant_rows ON wallet.code_failed_attempts IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for), none of the rows of no merchant (merchant_id NULL)';
+COMMENT ON POLICY merchant_rows ON wallet.audit_log IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for), none of the rows of no merchant (merchant_id NULL)';
+
+CREATE OR REPLACE FUNCTION wallet.create_campaign(
+    merchant_id bigint,
+    name text,
+    prefix text DEFAULT NULL,
+    mac_bits int DEFAULT 40,
+    starts_at timestamptz DEFAULT now(),
+    ends_at timestamptz DEFAULT NULL,
+    max_redemptions_per_code int DEFAULT 1,
+    max_redemptions_per_member int DEFAULT NULL,
+    max_redemptions_total bigint DEFAULT NULL) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    id bigint;
+    pfx text := upper(prefix);
+BEGIN
+    IF merchant_id IS NULL THEN
+        RAISE EXCEPTION 'merchant_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Every campaign belongs to a merchant.';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM wallet.merchants m WHERE m.merchant_id = create_campaign.merchant_id AND wallet.acts_for(m.merchant_id)) THEN
+        RAISE EXCEPTION 'merchant % does not exist', merchant_id
+            USING ERRCODE = 'WL102', DETAIL = 'Campaigns belong to a merchant registered in wallet.merchants.', HINT = 'Register the merchant with wallet.create_merchant first.';
+    END IF;
+    IF name IS NULL THEN
+        RAISE EXCEPTION 'campaign name must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A campaign needs a name that people can recognise.';
+    END IF;
+    IF btrim(name) = '' OR length(name) > 200 THEN
+        RAISE EXCEPTION 'campaign name must not be %', CASE WHEN btrim(name) = '' THEN 'blank' ELSE 'longer than 200 characters' END
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A campaign needs a name that people can recognise.';
+    END IF;
+    IF pfx IS NOT NULL AND pfx !~ '^[A-Z0-9]{1,8}$' THEN
+        RAISE EXCEPTION 'invalid campaign prefix "%"', prefix
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A prefix has 1 to 8 characters, each a letter A to Z or a digit 0 to 9.',
+                  HINT = 'Pass NULL for codes without a prefix.';
+    END IF;
+    IF mac_bits IS NULL THEN
+        RAISE EXCEPTION 'mac_bits must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Every code of a campaign carries a MAC of its length; the default is 40 bits.';
+    END IF;
+    IF mac_bits NOT BETWEEN 32 AND 64 THEN
+        RAISE EXCEPTION 'mac_bits must be between 32 and 64, not %', mac_bits
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'The MAC length sets how hard codes are to guess: one random code in 2^mac_bits is accepted.';
+    END IF;
+    IF starts_at IS NULL THEN
+        RAISE EXCEPTION 'starts_at must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A campaign needs a start time; the default is now().';
+    END IF;
+    IF NOT isfinite(starts_at) OR NOT isfinite(ends_at) THEN
+        RAISE EXCEPTION '% must be finite', CASE WHEN NOT isfinite(starts_at) THEN 'starts_at' ELSE 'ends_at' END
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A campaign starts at a real instant and ends at one, or never (NULL).';
+    END IF;
+    IF ends_at IS NOT NULL AND ends_at <= starts_at THEN
+        RAISE EXCEPTION 'ends_at must be after starts_at'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('The campaign would start at %s and end at %s.', starts_at, ends_at);
+    END IF;
+    -- (its reports compare windows as long as the campaign before and after
+    -- it, which must stay within the range of timestamps)
+    IF starts_at NOT BETWEEN now() - interval '100 years' AND now() + interval '100 years' THEN
+        RAISE EXCEPTION 'starts_at must be within 100 years of now'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The campaign would start at %s.', starts_at);
+    END IF;
+    IF ends_at > now() + interval '100 years' THEN
+        RAISE EXCEPTION 'ends_at must be at most 100 years from now'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The campaign would end at %s.', ends_at);
+    END IF;
+    IF max_redemptions_per_code <= 0 THEN
+        RAISE EXCEPTION 'max_redemptions_per_code must be positive, not %', max_redemptions_per_code
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Pass NULL for no limit per code.';
+    END IF;
+    IF max_redemptions_per_member <= 0 THEN
+        RAISE EXCEPTION 'max_redemptions_per_member must be positive, not %', max_redemptions_per_member
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Pass NULL for no limit per member.';
+    END IF;
+    IF max_redemptions_total <= 0 THEN
+        RAISE EXCEPTION 'max_redemptions_total must be positive, not %', max_redemptions_total
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Pass NULL for no limit on the whole campaign.';
+    END IF;
+
+    BEGIN
+        INSERT INTO wallet.campaigns AS c (merchant_id, name, prefix, mac_bits, starts_at, ends_at,
+                                           max_redemptions_per_code, max_redemptions_per_member, max_redemptions_total)
+        VALUES (create_campaign.merchant_id, create_campaign.name, pfx, create_campaign.mac_bits,
+                create_campaign.starts_at, create_campaign.ends_at, create_campaign.max_redemptions_per_code,
+                create_campaign.max_redemptions_per_member, create_campaign.max_redemptions_total)
+        RETURNING c.campaign_id INTO id;
+    EXCEPTION WHEN sequence_generator_limit_exceeded THEN
+        -- the identity stops at 2^32 - 1, the largest id a code can carry
+        RAISE EXCEPTION 'campaign ids are exhausted'
+            USING ERRCODE = 'WL110',
+                  DETAIL = 'A code carries its campaign id in 32 bits, and every id up to 4294967295 has been handed out.',
+                  HINT = 'Campaign ids are never reused; keep using the campaigns that exist.';
+    END;
+    INSERT INTO wallet.code_keys (campaign_id, key_version, merchant_id) VALUES (id, 1, create_campaign.merchant_id);
+    RETURN id;
+END
+$$;
+COMMENT ON FUNCTION wallet.create_campaign(bigint, text, text, int, timestamptz, timestamptz, int, int, bigint)
+    IS 'create a campaign of a merchant (with key version 1) and return its id; starts_at and ends_at (NULL: no end) must be finite and within 100 years of now (22023)';
+
+CREATE OR REPLACE FUNCTION wallet.clear_code_failures(member_ref text DEFAULT NULL, source text DEFAULT NULL,
+                                           merchant_id bigint DEFAULT NULL)
+    RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    n bigint;
+    m bigint;
+    -- the merchant given, else those the caller acts for (NULL: every scope)
+    _mine bigint[] := CASE WHEN $3 IS NOT NULL THEN ARRAY[$3] ELSE wallet_internal.caller_merchants() END;
+BEGIN
+    IF $1 IS NULL AND $2 IS NULL THEN
+        RAISE EXCEPTION 'member_ref and source must not both be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The failed checks of a member, of a source or of both are forgotten.';
+    END IF;
+    -- (as every member_ref argument; a source is stored as given, blank
+    -- included, but never longer than 256 characters)
+    IF btrim($1) = '' OR length($1) > 256 THEN
+        RAISE EXCEPTION 'member reference must not be %', CASE WHEN btrim($1) = '' THEN 'blank' ELSE 'longer than 256 characters' END
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('A member reference is a non-blank text of at most 256 characters; this one has %s.', length($1));
+    END IF;
+    IF $1 LIKE 'forgotten:%' THEN
+        RAISE EXCEPTION 'member reference must not start with "forgotten:"'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'References starting with "forgotten:" are the pseudonyms of erased members.';
+    END IF;
+    IF length($2) > 256 THEN
+        RAISE EXCEPTION 'source must not be longer than 256 characters'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('A source is recorded with at most 256 characters; this one has %s.', length($2));
+    END IF;
+    IF $3 IS NOT NULL AND NOT EXISTS (SELECT 1 FROM wallet.merchants m WHERE m.merchant_id = $3 AND wallet.acts_for(m.merchant_id)) THEN
+        RAISE EXCEPTION 'merchant % does not exist', $3
+            USING ERRCODE = 'WL102', DETAIL = 'Failed checks are counted per merchant registered in wallet.merchants.';
+    END IF;
+    IF _mine IS NULL THEN
+        PERFORM wallet_internal.code_guard_forget(NULL, $1, $2);
+    ELSE
+        FOREACH m IN ARRAY _mine LOOP
+            PERFORM wallet_internal.code_guard_forget(m, $1, $2);
+        END LOOP;
+    END IF;
+    WITH d AS (
+        DELETE FROM wallet.code_failed_attempts a
+         WHERE (a.member_ref = $1 OR a.source = $2)
+           AND (_mine IS NULL OR a.merchant_id = ANY (_mine))
+        RETURNING 1)
+    SELECT count(*) INTO n FROM d;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION wallet.clear_code_failures(text, text, bigint) IS
+    'forget the failed checks of a member and/or a source at one merchant (when merchant_id is NULL: at every merchant the caller acts for; for the extension''s owner or a superuser, every merchant and texts naming none), e.g. after support verified them: lifts a throttle at once, even if the calling transaction rolls back; returns the number of recorded attempts removed; a blank, oversized or "forgotten:" member_ref, or a source over 256 characters, is 22023';
+
+CREATE OR REPLACE FUNCTION wallet.accrue(account_id bigint, points bigint, idempotency_key text, reason text,
+        reference text DEFAULT NULL, expires_at timestamptz DEFAULT NULL) RETURNS wallet.entries
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    at timestamptz;
+    a wallet_internal.locked_account;
+    e wallet.entries;
+BEGIN
+    PERFORM wallet_internal.check_posting(points, reason, idempotency_key, 'accrue');
+    IF NOT isfinite(expires_at) THEN
+        RAISE EXCEPTION 'expires_at must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Points expire at a real instant, or per the program''s policy (NULL), which may be never.';
+    END IF;
+    a := wallet_internal.lock_account(account_id, idempotency_key);
+    at := coalesce((a.prior).created_at, a.at);   -- a retry is compared as made when the first call was
+    e.account_id := account_id;
+    e.kind := 'accrue';
+    e.idempotency_key := idempotency_key;
+    e.reason := reason;
+    e.reference := reference;
+    e.created_at := at;
+    e.points := points;
+    e.expires_at := coalesce(expires_at, wallet.policy_expiry(at, a.expiry, a.granularity));
+    RETURN wallet_internal.post_once(a, e);
+END
+$$;
+COMMENT ON FUNCTION wallet.accrue(bigint, bigint, text, text, text, timestamptz) IS 'credits points (a debt is paid off first) expiring at expires_at or per the program policy (NULL); an infinite expires_at is 22023; idempotent on idempotency_key';
+
+CREATE OR REPLACE FUNCTION wallet_internal.check_expiry_as_of(as_of timestamptz) RETURNS void
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF as_of IS NULL THEN
+        RAISE EXCEPTION 'as_of must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Points are expired as of a given instant, now() by default.';
+    END IF;
+    IF NOT isfinite(as_of) THEN
+        RAISE EXCEPTION 'as_of must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Points are expired as of a real instant, now() by default.';
+    END IF;
+    IF as_of > clock_timestamp() THEN
+        RAISE EXCEPTION 'cannot expire points as of a future instant'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('The instant %s is later than the current time; lots still valid until then would be expired for good.', as_of),
+                  HINT = 'Omit as_of (it defaults to now()) or pass an instant that has passed.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.check_expiry_as_of(timestamptz) IS 'raises 22004 for a NULL as_of and 22023 for an infinite as_of or one later than the current time (an expire entry cannot be undone)';
+
+CREATE OR REPLACE FUNCTION wallet.balance(account_id bigint, as_of timestamptz DEFAULT now()) RETURNS bigint
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    b bigint;
+BEGIN
+    IF as_of IS NULL THEN
+        RAISE EXCEPTION 'as_of must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The balance is taken at a given instant, now() by default.';
+    END IF;
+    IF NOT isfinite(as_of) THEN
+        RAISE EXCEPTION 'as_of must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The balance is taken at a real instant, now() by default.';
+    END IF;
+    SELECT wallet.ledger_balance(a.ledger, as_of) INTO b FROM wallet.accounts a WHERE a.account_id = balance.account_id AND wallet_internal.sees_program(a.program_id);
+    IF NOT FOUND THEN
+        PERFORM wallet_internal.unknown_account(account_id);
+    END IF;
+    RETURN b;
+END
+$$;
+COMMENT ON FUNCTION wallet.balance(bigint, timestamptz) IS 'points spendable at as_of (expired lots never count, whether or not expire_points ran); an infinite as_of is 22023';
+
+CREATE OR REPLACE FUNCTION wallet.balance_at(account_id bigint, ts timestamptz) RETURNS bigint
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    l wallet.points_ledger;
+    lo bigint := 0;     -- last entry known to be created at or before ts (0: none)
+    hi bigint;          -- first entry known to be created after ts
+    p bigint;
+    pt timestamptz;
+    b bigint;
+    nxt wallet.entries;
+BEGIN
+    IF ts IS NULL THEN
+        RAISE EXCEPTION 'ts must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The balance is taken at a given instant.';
+    END IF;
+    IF NOT isfinite(ts) THEN
+        RAISE EXCEPTION 'ts must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The balance is taken at a real instant.';
+    END IF;
+    SELECT a.ledger INTO l FROM wallet.accounts a WHERE a.account_id = balance_at.account_id AND wallet_internal.sees_program(a.program_id);
+    IF NOT FOUND THEN
+        PERFORM wallet_internal.unknown_account(account_id);
+    END IF;
+    SELECT x.entry_id, x.created_at INTO hi, pt FROM wallet.entries x
+     WHERE x.account_id = balance_at.account_id ORDER BY x.entry_id DESC LIMIT 1;
+    IF NOT FOUND OR pt <= ts THEN
+        RETURN wallet.ledger_balance(l, ts);
+    END IF;
+    LOOP
+        SELECT x.entry_id, x.created_at INTO p, pt FROM wallet.entries x
+         WHERE x.account_id = balance_at.account_id AND x.entry_id > lo AND x.entry_id < hi
+           AND x.entry_id >= lo + (hi - lo) / 2
+         ORDER BY x.entry_id LIMIT 1;
+        IF NOT FOUND THEN
+            SELECT x.entry_id, x.created_at INTO p, pt FROM wallet.entries x
+             WHERE x.account_id = balance_at.account_id AND x.entry_id > lo AND x.entry_id < lo + (hi - lo) / 2
+             ORDER BY x.entry_id DESC LIMIT 1;
+            EXIT WHEN NOT FOUND;
+        END IF;
+        IF pt <= ts THEN lo := p; ELSE hi := p; END IF;
+    END LOOP;
+    IF lo = 0 THEN
+        RETURN 0;   -- before the first entry the ledger is empty
+    END IF;
+    SELECT * INTO nxt FROM wallet.entries x WHERE x.entry_id = hi;
+    IF nxt.kind = 'expire' OR (nxt.kind = 'release' AND nxt.expires_at IS NOT NULL) THEN
+        RETURN wallet.ledger_balance((wallet.replay_ledger(account_id, ts)).ledger, ts);
+    END IF;
+    SELECT x.balance_after INTO b FROM wallet.entries x WHERE x.entry_id = lo;
+    RETURN b;
+END
+$$;
+COMMENT ON FUNCTION wallet.balance_at(bigint, timestamptz) IS 'spendable balance at instant ts, as the journal up to ts gives it (from the last entry''s balance_after; replayed only when a lot expired or a hold lapsed between that entry and the next); an infinite ts is 22023';
+
+CREATE OR REPLACE FUNCTION wallet.program_liability(program_id bigint, as_of timestamptz DEFAULT now())
+    RETURNS TABLE (expiry_month date, points bigint)
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF program_id IS NULL OR as_of IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN program_id IS NULL THEN 'program_id' ELSE 'as_of' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The liability of a points program is taken at a given instant, now() by default.';
+    END IF;
+    IF NOT isfinite(as_of) THEN
+        RAISE EXCEPTION 'as_of must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The liability of a points program is taken at a real instant, now() by default.';
+    END IF;
+    IF NOT EXISTS (SELECT FROM wallet.programs p WHERE p.program_id = program_liability.program_id AND wallet.acts_for(p.merchant_id)) THEN
+        RAISE EXCEPTION 'unknown program'
+            USING ERRCODE = 'WL214', DETAIL = format('There is no points program %s.', program_id);
+    END IF;
+    -- the month (UTC) holding the last instant the points are spendable
+    RETURN QUERY
+    SELECT date_trunc('month', (x.expires_at - interval '1 microsecond') AT TIME ZONE 'UTC')::date AS m,
+           sum(x.points)::bigint
+      FROM wallet.accounts a CROSS JOIN LATERAL wallet.ledger_lots(a.ledger) x
+     WHERE a.program_id = program_liability.program_id
+       AND (x.expires_at IS NULL OR x.expires_at > as_of)
+     GROUP BY m ORDER BY m NULLS LAST;
+END
+$$;
+COMMENT ON FUNCTION wallet.program_liability(bigint, timestamptz) IS 'outstanding (spendable or held, unexpired at as_of) points of a program by month of expiry; NULL month = never expires; an infinite as_of is 22023';
+
+CREATE OR REPLACE PROCEDURE wallet.expire_points_batched(as_of timestamptz DEFAULT now(), batch_size int DEFAULT 1000,
+        max_batches int DEFAULT NULL)
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    batches int := 0;
+    r record;
+BEGIN
+    PERFORM wallet_internal.check_expiry_as_of(as_of);
+    IF batch_size IS NULL THEN
+        RAISE EXCEPTION 'batch_size must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = 'Due accounts are settled batch_size at a time, at most max_batches times (NULL: until none is due).';
+    END IF;
+    IF batch_size OPERATOR(pg_catalog.<) 1 OR max_batches OPERATOR(pg_catalog.<) 1 THEN
+        RAISE EXCEPTION 'batch_size and max_batches must be positive'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'Due accounts are settled batch_size at a time, at most max_batches times (NULL: until none is due).';
+    END IF;
+    LOOP
+        r := wallet_internal.expire_due_accounts(as_of, batch_size);
+        -- each batch is its own transaction (an error here when CALLed inside a transaction block)
+        COMMIT;
+        batches := batches OPERATOR(pg_catalog.+) 1;
+        EXIT WHEN r.accounts OPERATOR(pg_catalog.<) batch_size OR batches OPERATOR(pg_catalog.=) max_batches;
+    END LOOP;
+END
+$$;
+COMMENT ON PROCEDURE wallet.expire_points_batched(timestamptz, int, int) IS 'what wallet.expire_points does, batch_size accounts per transaction (at most max_batches, NULL = until none is due); CALL it outside a transaction block; as_of in the future is refused (22023), a NULL batch_size is 22004';
+
+CREATE OR REPLACE FUNCTION wallet.acts_for(merchant_id bigint) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'wallet_acts_for'
+    LANGUAGE C STABLE;
+COMMENT ON FUNCTION wallet.acts_for(bigint) IS 'whether the calling role acts for the merchant: a superuser, the extension''s owner, or a member of a role granted the merchant (cached in the session until a grant, membership or role changes); a NULL merchant_id is 22004';
+
+CREATE OR REPLACE FUNCTION wallet_internal.purchase_check(merchant_id bigint, member_ref text, order_ref text, amount numeric,
+        currency text, occurred_at timestamptz, attributes jsonb) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    PERFORM wallet_internal.member_check(merchant_id, member_ref);
+    IF order_ref IS NULL OR amount IS NULL OR currency IS NULL OR occurred_at IS NULL OR attributes IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN order_ref IS NULL THEN 'order_ref' WHEN amount IS NULL THEN 'amount'
+                                                   WHEN currency IS NULL THEN 'currency' WHEN occurred_at IS NULL THEN 'occurred_at'
+                                                   ELSE 'attributes' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A purchase has an order reference, an amount in a currency, an instant and attributes ({} = none).';
+    END IF;
+    IF btrim(order_ref) = '' OR length(order_ref) > 200 THEN
+        RAISE EXCEPTION 'order reference must not be %', CASE WHEN btrim(order_ref) = '' THEN 'blank' ELSE 'longer than 200 characters' END
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An order reference is the merchant''s own non-blank order id of at most 200 characters.';
+    END IF;
+    IF amount <= 0 OR amount > 1e15 THEN
+        RAISE EXCEPTION 'invalid purchase amount'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A purchase amount is positive and at most 10^15.';
+    END IF;
+    IF currency !~ '^[A-Z]{3}$' THEN
+        RAISE EXCEPTION 'invalid currency "%"', left(currency, 16)
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A currency is an ISO 4217 code of three capital letters, such as CNY or EUR.';
+    END IF;
+    IF NOT isfinite(occurred_at) THEN
+        RAISE EXCEPTION 'occurred_at must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A purchase is made at a real instant.';
+    END IF;
+    IF jsonb_typeof(attributes) <> 'object'
+       OR jsonb_typeof(attributes -> 'store') NOT IN ('string')
+       OR jsonb_typeof(attributes -> 'channel') NOT IN ('string')
+       OR jsonb_typeof(attributes -> 'payment_method') NOT IN ('string')
+       OR jsonb_typeof(attributes -> 'categories') NOT IN ('array')
+       OR jsonb_path_exists(attributes, '$.categories[*] ? (@.type() != "string")') THEN
+        RAISE EXCEPTION 'invalid purchase attributes'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'Attributes are a json object; store, channel and payment_method are strings, categories an array of strings.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.purchase_check(bigint, text, text, numeric, text, timestamptz, jsonb) IS 'internal: 22004/22023/WL102 for the arguments of record_purchase and preview_purchase';
+
+CREATE OR REPLACE FUNCTION wallet_internal.purchase_check_codes(codes text[]) RETURNS void
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF array_ndims(codes) > 1 THEN
+        RAISE EXCEPTION 'codes must be a one-dimensional array'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The codes of a checkout are listed one after the other.';
+    END IF;
+    IF EXISTS (SELECT FROM unnest(codes) c WHERE c IS NULL) THEN
+        RAISE EXCEPTION 'codes must not contain null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Every element of codes is the text of a marketing code.';
+    END IF;
+    IF EXISTS (SELECT FROM unnest(codes) c WHERE btrim(c) = '' OR length(c) > 256) THEN
+        RAISE EXCEPTION 'codes must not contain a blank code or one longer than 256 characters'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Every element of codes is a non-blank text of at most 256 characters.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.purchase_check_codes(text[]) IS 'internal: raises 22004 for a NULL element of a checkout''s codes, 22023 for a 2-D array, a blank one or one longer than 256 characters (record_purchase, quote_offers)';
+
+CREATE OR REPLACE FUNCTION wallet_internal.record_purchase_full(merchant_id bigint, member_ref text, order_ref text, amount numeric,
+        currency text, occurred_at timestamptz, attributes jsonb, offers bigint[], codes text[], quote_id bigint)
+        RETURNS wallet.purchase_result
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    p wallet.purchases;
+    member bigint;
+    tz text;
+    prog bigint;
+    rnd text;
+    acct bigint;
+    a wallet_internal.locked_account;
+    due timestamptz;
+    e wallet.entries;
+    ev record;
+    refers boolean;
+BEGIN
+    PERFORM wallet_internal.purchase_check(merchant_id, member_ref, order_ref, amount, currency, occurred_at, attributes);
+    PERFORM wallet_internal.purchase_check_codes(codes);
+    IF array_ndims(offers) > 1 THEN
+        RAISE EXCEPTION 'offers must be a one-dimensional array'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The offers of a checkout are listed by id, one after the other.';
+    END IF;
+    -- A retry is found by the insert of the purchase below (ON CONFLICT), not
+    -- by a lookup first: retries are rare, a lookup would cost every call.
+    -- The usual case in one statement: a known member with an account in the
+    -- merchant's open program earning in the currency, locked (what
+    -- wallet_internal.lock_account does, but for the idempotency lookup: the
+    -- order's unique key stands for it).  The member's postings, counters and
+    -- first purchase are decided under this lock.
+    SELECT m.member_id, m.time_zone, x.program_id, x.rounding, y.account_id, y.ledger, y.next_event, x.expiry, x.granularity
+      INTO member, tz, prog, rnd, acct, a.ledger, due, a.expiry, a.granularity
+      FROM wallet.members m
+      JOIN wallet.programs x ON x.merchant_id = m.merchant_id AND x.currency = record_purchase_full.currency AND x.closed_at IS NULL
+      JOIN wallet.accounts y ON y.program_id = x.program_id AND y.member_ref = m.member_ref
+     WHERE m.merchant_id = record_purchase_full.merchant_id AND m.member_ref = record_purchase_full.member_ref
+       FOR NO KEY UPDATE OF y;
+    IF FOUND THEN
+        a.program_id := prog;
+        a.closed := false;
+        a.at := clock_timestamp();
+        IF due <= a.at THEN
+            PERFORM wallet_internal.settle_account(acct, a.at, a.at);
+            SELECT y.ledger INTO a.ledger FROM wallet.accounts y WHERE y.account_id = acct;
+        END IF;
+    ELSE
+        -- a new member, a member without an account yet, or no program earning in the currency
+        SELECT * INTO member, tz, prog, rnd, acct FROM wallet_internal.purchase_context(merchant_id, member_ref, currency);
+        IF member IS NULL THEN
+            member := wallet_internal.member_ensure(merchant_id, member_ref);
+        END IF;
+        IF prog IS NOT NULL THEN
+            IF acct IS NULL THEN
+                acct := wallet.open_account(prog, member_ref);
+            END IF;
+            a := wallet_internal.lock_account(acct);
+        END IF;
+    END IF;
+    -- the member's tier and first purchase are read after the lock: a posting
+    -- that changed the tier, a purchase of the member, have committed by now
+    ev := wallet_internal.purchase_points(merchant_id, prog, rnd, member, acct, tz, amount, currency, occurred_at, attributes);
+    -- the purchase first (tiers read spend in the window), with the entry's id to come
+    -- (a merchant with a referral program: the entry's id is drawn after the
+    -- insert, whose trigger may post a reward to the same account first)
+    refers := wallet_internal.merchant_refers(merchant_id);
+    INSERT INTO wallet.purchases (merchant_id, member_id, order_ref, amount, currency, occurred_at, attributes,
+                                  program_id, account_id, points, entry_id, rules)
+    VALUES (merchant_id, member, order_ref, amount, currency, occurred_at, attributes, prog, acct, ev.points,
+            CASE WHEN ev.points > 0 AND NOT refers THEN nextval('wallet.entries_entry_id_seq') END, ev.rules)
+    ON CONFLICT ON CONSTRAINT purchases_merchant_id_order_ref_key DO NOTHING
+    RETURNING * INTO p;
+    IF p.purchase_id IS NULL THEN
+        -- a retry, or a concurrent call recorded the order first (committed by now)
+        SELECT * INTO p FROM wallet.purchases x WHERE x.merchant_id = record_purchase_full.merchant_id AND x.order_ref = record_purchase_full.order_ref;
+        RETURN wallet_internal.purchase_retry(p, member_ref, amount, currency);
+    END IF;
+    IF ev.counters <> '[]' THEN
+        INSERT INTO wallet.earning_counters AS c (merchant_id, member_id, rule_id, day, points)
+        SELECT record_purchase_full.merchant_id, member, x.rule_id, x.day, x.points
+          FROM jsonb_to_recordset(ev.counters) AS x(rule_id bigint, day date, points bigint)
+        ON CONFLICT ON CONSTRAINT earning_counters_key DO UPDATE SET points = c.points + excluded.points;
+    END IF;
+    IF p.points > 0 THEN
+        -- what wallet_internal.post_once does for a posting without a prior entry
+        IF a.closed THEN
+            PERFORM wallet_internal.program_closed(prog);
+        END IF;
+        IF refers THEN
+            -- the referee's reward (wallet_internal.referral_purchase) may
+            -- have been posted to this account: the purchase's entry follows
+            -- it in the journal, posted on the ledger that holds it
+            SELECT y.ledger INTO a.ledger FROM wallet.accounts y WHERE y.account_id = acct;
+            a.at := greatest(a.at, clock_timestamp());
+            p.entry_id := nextval('wallet.entries_entry_id_seq');
+            UPDATE wallet.purchases x SET entry_id = p.entry_id WHERE x.purchase_id = p.purchase_id;
+        END IF;
+        e.entry_id := p.entry_id;
+        e.account_id := acct;
+        e.kind := 'accrue';
+        e.idempotency_key := 'purchase:' || order_ref;
+        e.reason := 'purchase';
+        e.reference := order_ref;
+        e.created_at := a.at;
+        e.points := p.points;
+        e.expires_at := wallet.policy_expiry(a.at, a.expiry, a.granularity);
+        PERFORM wallet_internal.post_entry(a.ledger, e);
+    END IF;
+    -- the offers named (issue 11: offers.sql), after the purchase's own posting
+    IF offers IS NOT NULL OR quote_id IS NOT NULL THEN
+        PERFORM wallet_internal.offers_consume(p, member_ref, tz, offers, codes, quote_id);
+    END IF;
+    RETURN (p.purchase_id, p.order_ref, p.member_id, p.program_id, p.account_id, p.amount, p.currency, p.occurred_at,
+            p.points, p.entry_id, p.rules)::wallet.purchase_result;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.record_purchase_full(bigint, text, text, numeric, text, timestamptz, jsonb, bigint[], text[], bigint) IS 'internal: wallet.record_purchase in PL/pgSQL, for every case its C fast path leaves to it (offers, codes, quotes, a new member or account, no earning program, invalid arguments)';
+
+CREATE OR REPLACE FUNCTION wallet.record_refund(merchant_id bigint, order_ref text, amount numeric, refund_ref text) RETURNS wallet.refund_result
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    p wallet.purchases;
+    f wallet.refunds;
+    a wallet_internal.locked_account;
+    e wallet.entries;
+    rnd text;
+    debt boolean;
+    target numeric;
+    due bigint := 0;
+    taken bigint := 0;
+BEGIN
+    PERFORM wallet_internal.check_merchant(merchant_id);
+    IF order_ref IS NULL OR amount IS NULL OR refund_ref IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN order_ref IS NULL THEN 'order_ref' WHEN amount IS NULL THEN 'amount' ELSE 'refund_ref' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A refund names the order, the amount refunded and the merchant''s own refund reference.';
+    END IF;
+    IF btrim(order_ref) = '' OR btrim(refund_ref) = '' OR length(refund_ref) > 200 THEN
+        RAISE EXCEPTION '% must not be %', CASE WHEN btrim(order_ref) = '' THEN 'order reference' ELSE 'refund reference' END,
+                         CASE WHEN btrim(order_ref) = '' OR btrim(refund_ref) = '' THEN 'blank' ELSE 'longer than 200 characters' END
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Order and refund references are non-blank texts of at most 200 characters.';
+    END IF;
+    -- the bound of a purchase's amount (purchase_check): NaN, which numeric
+    -- compares above every number, and Infinity are over it
+    IF amount <= 0 OR amount > 1e15 THEN
+        RAISE EXCEPTION 'invalid refund amount'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A refund amount is positive and at most 10^15.';
+    END IF;
+    SELECT * INTO f FROM wallet.refunds x WHERE x.merchant_id = record_refund.merchant_id AND x.refund_ref = record_refund.refund_ref;
+    IF FOUND THEN
+        RETURN wallet_internal.refund_retry(f, order_ref, amount);
+    END IF;
+    SELECT * INTO p FROM wallet.purchases x WHERE x.merchant_id = record_refund.merchant_id AND x.order_ref = record_refund.order_ref;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown purchase'
+            USING ERRCODE = 'WL500', DETAIL = format('Merchant %s recorded no purchase with order reference "%s".', merchant_id, left(order_ref, 200));
+    END IF;
+    -- the account first (as record_purchase), then the purchase: refunds of an order take turns
+    IF p.account_id IS NOT NULL THEN
+        a := wallet_internal.lock_account(p.account_id);
+    END IF;
+    SELECT * INTO p FROM wallet.purchases x WHERE x.purchase_id = p.purchase_id FOR UPDATE;
+    SELECT * INTO f FROM wallet.refunds x WHERE x.merchant_id = record_refund.merchant_id AND x.refund_ref = record_refund.refund_ref;
+    IF FOUND THEN
+        RETURN wallet_internal.refund_retry(f, order_ref, amount);   -- a concurrent retry came first
+    END IF;
+    IF amount > p.amount - p.refunded_amount THEN
+        RAISE EXCEPTION 'refund exceeds purchase'
+            USING ERRCODE = 'WL501',
+                  DETAIL = format('Order "%s" was %s %s, of which %s is refunded; %s more cannot be.', left(order_ref, 200),
+                                  p.amount, p.currency, p.refunded_amount, amount);
+    END IF;
+    IF p.entry_id IS NOT NULL
+       AND NOT EXISTS (SELECT FROM wallet.entries x WHERE x.reverses = p.entry_id AND x.kind = 'reverse') THEN
+        SELECT x.rounding, x.refund_debt INTO rnd, debt FROM wallet.programs x WHERE x.program_id = p.program_id;
+        -- in proportion of everything refunded so far, so that a full refund takes back exactly what was earned
+        target := p.points * (p.refunded_amount + amount) / p.amount;
+        due := CASE rnd WHEN 'ceiling' THEN ceil(target) WHEN 'nearest' THEN round(target) ELSE floor(target) END - p.refunded_points;
+        due := least(greatest(due, 0), p.points - p.refunded_points);
+    END IF;
+    f.entry_id := NULL;
+    IF due > 0 THEN
+        e.account_id := p.account_id;
+        e.kind := 'refund';
+        e.idempotency_key := 'refund:' || refund_ref;
+        e.reason := 'refund';
+        e.reference := p.order_ref;
+        e.reverses := p.entry_id;
+        e.created_at := a.at;
+        e.points := due;
+        e.policy := CASE WHEN debt THEN 'unlimited' ELSE 'within_balance' END;
+        -- refunds must work after a program closed
+        e := wallet_internal.post_once(a, e, check_closed => false);
+        taken := -e.amount;
+        f.entry_id := e.entry_id;
+    END IF;
+    INSERT INTO wallet.refunds (merchant_id, member_id, purchase_id, refund_ref, amount, points, entry_id)
+    VALUES (merchant_id, p.member_id, p.purchase_id, refund_ref, amount, taken, f.entry_id)
+    RETURNING * INTO f;
+    UPDATE wallet.purchases x SET refunded_amount = x.refunded_amount + record_refund.amount, refunded_points = x.refunded_points + taken
+     WHERE x.purchase_id = p.purchase_id;
+    RETURN (f.refund_id, f.purchase_id, p.order_ref, f.refund_ref, f.amount, f.points, f.entry_id)::wallet.refund_result;
+EXCEPTION WHEN unique_violation THEN
+    -- the same refund_ref for another order, recorded concurrently
+    SELECT * INTO f FROM wallet.refunds x WHERE x.merchant_id = record_refund.merchant_id AND x.refund_ref = record_refund.refund_ref;
+    IF NOT FOUND THEN
+        RAISE;
+    END IF;
+    RETURN wallet_internal.refund_retry(f, order_ref, amount);
+END
+$$;
+COMMENT ON FUNCTION wallet.record_refund(bigint, text, numeric, text) IS 'records a full or partial refund of an order and takes back the points it earned in proportion (within the balance, or into debt when the program has refund_debt), never more in total than the order earned; idempotent on (merchant, refund_ref)';
+
+CREATE OR REPLACE FUNCTION wallet.set_campaign_audience(campaign_id bigint, audience text, holdout_percent numeric DEFAULT 0,
+        program_id bigint DEFAULT NULL, min_rank int DEFAULT NULL, segments text[] DEFAULT NULL,
+        member_refs text[] DEFAULT NULL, as_of timestamptz DEFAULT now())
+    RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+#variable_conflict use_column
+DECLARE
+    _campaign bigint := campaign_id;
+    c wallet.campaigns;
+    bad text;
+    n bigint;
+BEGIN
+    c := wallet_internal.campaign_seen(_campaign);
+    IF audience IS NULL OR holdout_percent IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN audience IS NULL THEN 'audience' ELSE 'holdout_percent' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'An audience is everyone, tiers, segment or list, with a holdout percentage (0 for none).';
+    END IF;
+    IF audience NOT IN ('everyone', 'tiers', 'segment', 'list') THEN
+        RAISE EXCEPTION 'unknown audience "%"', left(audience, 32)
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An audience is everyone, tiers, segment or list.';
+    END IF;
+    IF NOT (holdout_percent >= 0 AND holdout_percent < 100) THEN
+        RAISE EXCEPTION 'holdout_percent must be at least 0 and under 100'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The holdout is a percentage of the audience; %s is not.', holdout_percent);
+    END IF;
+    IF (audience <> 'tiers' AND (program_id IS NOT NULL OR min_rank IS NOT NULL))
+       OR (audience <> 'segment' AND segments IS NOT NULL) OR (audience <> 'list' AND member_refs IS NOT NULL) THEN
+        RAISE EXCEPTION 'arguments do not fit audience %', audience
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'The arguments program_id and min_rank are for audience tiers, segments for audience segment, member_refs for audience list.';
+    END IF;
+    IF NOT isfinite(as_of) THEN
+        RAISE EXCEPTION 'as_of must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A segment audience is taken from the RFM scores at a real instant.';
+    END IF;
+    -- the campaign row is locked from here: concurrent changes of one audience queue
+    SELECT * INTO c FROM wallet.campaigns k WHERE k.campaign_id = _campaign FOR UPDATE;
+    -- the first setting may come after create_campaign (whose start defaults
+    -- to now); a change after the start would move members between groups
+    IF holdout_percent <> c.holdout_percent AND c.starts_at <= now() AND c.audience_set_at IS NOT NULL THEN
+        RAISE EXCEPTION 'holdout of campaign % cannot change after it started', _campaign
+            USING ERRCODE = 'WL640',
+                  DETAIL = format('The campaign started at %s; changing its holdout from %s%% to %s%% would move members between target and control and void the measurement.',
+                                  c.starts_at, c.holdout_percent, holdout_percent),
+                  HINT = 'Create a new campaign for a different holdout.';
+    END IF;
+    IF audience = 'tiers' THEN
+        IF program_id IS NULL OR min_rank IS NULL THEN
+            RAISE EXCEPTION '% must not be null', CASE WHEN program_id IS NULL THEN 'program_id' ELSE 'min_rank' END
+                USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A tier audience is the members of a program''s tier of min_rank or higher.';
+        END IF;
+        IF min_rank < 1 THEN
+            RAISE EXCEPTION 'min_rank must be positive'
+                USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Tier ranks start at 1.';
+        END IF;
+        IF NOT EXISTS (SELECT FROM wallet.programs p WHERE p.program_id = set_campaign_audience.program_id AND p.merchant_id = c.merchant_id) THEN
+            RAISE EXCEPTION 'unknown program'
+                USING ERRCODE = 'WL214', DETAIL = format('There is no points program %s.', program_id);
+        END IF;
+    ELSIF audience = 'segment' THEN
+        IF segments IS NULL THEN
+            RAISE EXCEPTION 'segments must not be null'
+                USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A segment audience names one or more RFM segments.';
+        END IF;
+        IF array_ndims(segments) > 1 THEN
+            RAISE EXCEPTION 'segments must be a one-dimensional array'
+                USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A segment audience names one or more RFM segments, one after the other.';
+        END IF;
+        IF cardinality(segments) = 0 THEN
+            RAISE EXCEPTION 'segments must not be empty'
+                USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A segment audience names one or more RFM segments.';
+        END IF;
+        IF array_position(segments, NULL) IS NOT NULL THEN
+            RAISE EXCEPTION 'segments must not contain null'
+                USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Every element of segments names an RFM segment.';
+        END IF;
+        SELECT s INTO bad FROM unnest(segments) s WHERE s NOT IN (SELECT g.segment FROM wallet.rfm_segments g) LIMIT 1;
+        IF FOUND THEN
+            RAISE EXCEPTION 'unknown segment "%"', left(bad, 32)
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = 'Segments are champions, loyal, potential, new, at_risk, cannot_lose, hibernating and lost (wallet.rfm_segments).';
+        END IF;
+        IF as_of IS NULL THEN
+            RAISE EXCEPTION 'as_of must not be null'
+                USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A segment audience is taken from the RFM scores at a point in time.';
+        END IF;
+    ELSIF audience = 'list' THEN
+        IF member_refs IS NULL THEN
+            RAISE EXCEPTION 'member_refs must not be null'
+                USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A list audience names its members.';
+        END IF;
+        IF array_ndims(member_refs) > 1 THEN
+            RAISE EXCEPTION 'member_refs must be a one-dimensional array'
+                USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A list audience names its members, one after the other.';
+        END IF;
+        SELECT r INTO bad FROM unnest(member_refs) r
+         WHERE r IS NULL OR btrim(r) = '' OR length(r) > 256 OR r LIKE 'forgotten:%' LIMIT 1;
+        IF FOUND THEN
+            RAISE EXCEPTION 'member reference must be a non-blank text of at most 256 characters'
+                USING ERRCODE = CASE WHEN bad IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,
+                      DETAIL = 'Every element of member_refs names a member; "forgotten:" references are the pseudonyms of erased members.';
+        END IF;
+    END IF;
+
+    UPDATE wallet.campaigns k
+       SET audience = set_campaign_audience.audience,
+           audience_program_id = set_campaign_audience.program_id, audience_min_rank = set_campaign_audience.min_rank,
+           audience_segments = (SELECT array_agg(DISTINCT s ORDER BY s) FROM unnest(set_campaign_audience.segments) s),
+           holdout_percent = set_campaign_audience.holdout_percent,
+           audience_set_at = now()
+     WHERE k.campaign_id = _campaign;
+    DELETE FROM wallet.campaign_audience_members x WHERE x.campaign_id = _campaign;
+    IF audience = 'segment' THEN
+        INSERT INTO wallet.campaign_audience_members (campaign_id, member_id, merchant_id)
+        SELECT _campaign, s.member_id, c.merchant_id
+          FROM wallet_internal.rfm_scores(c.merchant_id, set_campaign_audience.as_of, NULL) s
+         WHERE s.segment = ANY (set_campaign_audience.segments);
+    ELSIF audience = 'list' THEN
+        -- members named for the first time are created, as issuing them a code would
+        INSERT INTO wallet.members (merchant_id, member_ref)
+        SELECT DISTINCT c.merchant_id, r FROM unnest(member_refs) r
+        ON CONFLICT ON CONSTRAINT members_merchant_id_member_ref_key DO NOTHING;
+        INSERT INTO wallet.campaign_audience_members (campaign_id, member_id, merchant_id)
+        SELECT DISTINCT _campaign, m.member_id, c.merchant_id
+          FROM wallet.members m
+         WHERE m.merchant_id = c.merchant_id AND m.member_ref = ANY (set_campaign_audience.member_refs);
+    END IF;
+    SELECT count(*) INTO n FROM wallet_internal.campaign_members(_campaign);
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION wallet.set_campaign_audience(bigint, text, numeric, bigint, integer, text[], text[], timestamptz) IS 'sets a campaign''s audience (everyone; tiers: program_id and min_rank; segment: RFM segments as of as_of, snapshotted; list: member_refs) and its holdout percentage (a change after the start, once set, is WL640); returns the audience''s size; segments must be a non-empty one-dimensional array without NULL (22023, 22004 for a NULL element), member_refs one-dimensional (22023)';
+
+CREATE OR REPLACE FUNCTION wallet.set_push_preferences(merchant_id bigint, member_ref text, quiet_start time DEFAULT NULL,
+        quiet_end time DEFAULT NULL, topics text[] DEFAULT NULL, max_per_day int DEFAULT NULL, max_per_week int DEFAULT NULL)
+    RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+#variable_conflict use_variable
+DECLARE
+    _m bigint := merchant_id;
+    member bigint;
+    t text;
+BEGIN
+    PERFORM wallet_internal.member_check(_m, member_ref);
+    PERFORM wallet_internal.push_check_quiet(quiet_start, quiet_end);
+    IF array_ndims(topics) > 1 THEN
+        RAISE EXCEPTION 'topics must be a one-dimensional array'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The marketing topics a member chose are listed one after the other (NULL: none of its own).';
+    END IF;
+    FOREACH t IN ARRAY coalesce(topics, '{}') LOOP
+        PERFORM wallet_internal.push_check_name('topic', t);
+    END LOOP;
+    IF max_per_day < 0 OR max_per_week < 0 THEN
+        RAISE EXCEPTION 'caps must not be negative'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A member''s cap is a count of messages per day or week (NULL: none).';
+    END IF;
+    member := wallet_internal.member_ensure(_m, member_ref);
+    PERFORM wallet_internal.push_lock_member(member, true);
+    INSERT INTO wallet.push_preferences AS p (merchant_id, member_id, quiet_start, quiet_end, topics, max_per_day, max_per_week)
+    VALUES (_m, member, quiet_start, quiet_end, topics, max_per_day, max_per_week)
+    ON CONFLICT ON CONSTRAINT push_preferences_pkey DO UPDATE
+       SET quiet_start = excluded.quiet_start, quiet_end = excluded.quiet_end, topics = excluded.topics,
+           max_per_day = excluded.max_per_day, max_per_week = excluded.max_per_week, updated_at = now();
+END
+$$;
+COMMENT ON FUNCTION wallet.set_push_preferences(bigint, text, time, time, text[], int, int) IS 'sets a member''s own preferences (all of them; NULL: none of its own): quiet hours, the marketing topics chosen, caps per local day and week on every capped group (they only lower the merchant''s)';
+
+CREATE OR REPLACE FUNCTION wallet_internal.push_audience(merchant_id bigint, member_refs text[], channel text, topic text, payload jsonb,
+        campaign_id bigint, dedup_key text, not_before timestamptz, local_at timestamp, expires_at timestamptz, priority int)
+    RETURNS TABLE (status text, reason text, messages bigint)
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+#variable_conflict use_variable
+DECLARE
+    _m bigint := merchant_id;
+    mem record;
+    r record;
+    counts jsonb := '{}';
+    k text;
+    tz text := coalesce((SELECT s.time_zone FROM wallet.push_settings s WHERE s.merchant_id = _m), 'UTC');
+BEGIN
+    PERFORM wallet_internal.check_merchant(_m);
+    -- (a local send has no not_before: its local_at is checked below)
+    PERFORM wallet_internal.push_check_message(_m, channel, topic, payload, campaign_id, dedup_key,
+                                               coalesce(not_before, CASE WHEN local_at IS NOT NULL THEN now() END), priority);
+    IF NOT isfinite(local_at) THEN
+        RAISE EXCEPTION 'local_at must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A festival send goes out at a real local date and time.';
+    END IF;
+    IF local_at > localtimestamp + interval '100 years' THEN
+        RAISE EXCEPTION 'local_at must be at most 100 years from now'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A festival send goes out at a real local date and time.';
+    END IF;
+    IF NOT isfinite(expires_at) THEN
+        RAISE EXCEPTION 'expires_at must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A message expires at a real instant, or never (NULL).';
+    END IF;
+    IF length(dedup_key) > 180 THEN
+        RAISE EXCEPTION 'dedup_key must not be longer than 180 characters'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An audience''s key is extended by each member''s id.';
+    END IF;
+    IF array_ndims(member_refs) > 1 THEN
+        RAISE EXCEPTION 'member_refs must be a one-dimensional array'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An audience''s members are listed one after the other (NULL: the campaign''s audience or every active member).';
+    END IF;
+    IF member_refs IS NOT NULL THEN
+        FOREACH k IN ARRAY member_refs LOOP
+            PERFORM wallet_internal.member_check(_m, k);
+        END LOOP;
+    END IF;
+    FOR mem IN SELECT x.member_id, coalesce(w.time_zone, tz) AS tz
+                 FROM (SELECT m.member_id FROM wallet.members m
+                        WHERE m.merchant_id = _m AND member_refs IS NULL AND campaign_id IS NULL AND m.status = 'active'
+                       UNION ALL
+                       -- a campaign's send: its audience (the control group
+                       -- is recorded as suppressed by push_enqueue)
+                       SELECT a.member_id FROM wallet_internal.campaign_members(campaign_id) a
+                         JOIN wallet.members m ON m.member_id = a.member_id AND m.status = 'active'
+                        WHERE member_refs IS NULL AND campaign_id IS NOT NULL
+                       UNION ALL
+                       SELECT wallet_internal.member_ensure(_m, u.ref) FROM (SELECT DISTINCT x AS ref FROM unnest(member_refs) x) u) x
+                 -- LEFT: a member member_ensure creates is not in this
+                 -- statement's snapshot (and has no time zone of its own)
+                 LEFT JOIN wallet.members w ON w.member_id = x.member_id LOOP
+        r := wallet_internal.push_enqueue(_m, mem.member_id, channel, topic, payload, campaign_id,
+                                          dedup_key || ':' || mem.member_id,
+                                          coalesce(local_at AT TIME ZONE mem.tz, not_before), expires_at, priority, false);
+        k := r.status || '/' || coalesce(r.reason, '');
+        counts := jsonb_set(counts, ARRAY[k], to_jsonb(coalesce((counts ->> k)::bigint, 0) + 1));
+    END LOOP;
+    RETURN QUERY SELECT split_part(e.key, '/', 1), nullif(split_part(e.key, '/', 2), ''), e.value::text::bigint
+                   FROM jsonb_each(counts) e ORDER BY 1, 2;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_audience(bigint, text[], text, text, jsonb, bigint, text, timestamptz, timestamp, timestamptz, int) IS 'internal: enqueues for an audience (member_refs NULL: every active member, or the campaign''s audience), streaming the members, each decided as enqueue_push does; the earliest send time is not_before, or local_at in each member''s time zone; returns counts per status and reason';
+
+CREATE OR REPLACE FUNCTION wallet_internal.push_check_attempt(push_id bigint, attempt int) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    r wallet.push_messages;
+BEGIN
+    IF attempt IS NULL THEN
+        RAISE EXCEPTION 'attempt must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A claim is named by the attempts claim_pushes returned with the message.';
+    END IF;
+    -- (a claim's attempt is 1 or more: no message is ever at a lower one)
+    IF attempt < 1 THEN
+        RAISE EXCEPTION 'attempt must be positive'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('A claim is named by the attempts claim_pushes returned with the message, 1 or more; %s is not.', attempt);
+    END IF;
+    r := wallet_internal.push_lock(push_id);
+    IF r.attempts <> attempt THEN
+        RAISE EXCEPTION 'push % was claimed again', r.push_id
+            USING ERRCODE = 'WL702',
+                  DETAIL = format('This claim was attempt %s and the message is at attempt %s (%s): its lease lapsed and it was claimed again, so this worker must not acknowledge, fail or extend it.',
+                                  attempt, r.attempts, r.status);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_check_attempt(bigint, int) IS 'internal: locks the message and raises WL702 when it is no longer at the attempt a worker claimed it as (claimed again since), 22004 for a NULL attempt, 22023 for one below 1, WL701 for an unknown message';
+
+CREATE OR REPLACE FUNCTION wallet.create_offer(campaign_id bigint, name text, kind text, value numeric, currency text,
+        max_value numeric DEFAULT NULL, conditions jsonb DEFAULT '{}', caps jsonb DEFAULT '{}',
+        code_required boolean DEFAULT false, priority int DEFAULT 0, exclusive boolean DEFAULT false,
+        allow_partial boolean DEFAULT false, valid_from timestamptz DEFAULT now(), valid_until timestamptz DEFAULT NULL)
+    RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    c wallet.campaigns;
+    r wallet.earning_rules;
+    k text;
+    o bigint;
+BEGIN
+    IF name IS NULL OR kind IS NULL OR value IS NULL OR currency IS NULL OR conditions IS NULL OR caps IS NULL
+       OR code_required IS NULL OR priority IS NULL OR exclusive IS NULL OR allow_partial IS NULL OR valid_from IS NULL THEN
+        RAISE EXCEPTION '% must not be null',
+              CASE WHEN name IS NULL THEN 'name' WHEN kind IS NULL THEN 'kind' WHEN value IS NULL THEN 'value'
+                   WHEN currency IS NULL THEN 'currency' WHEN conditions IS NULL THEN 'conditions' WHEN caps IS NULL THEN 'caps'
+                   WHEN code_required IS NULL THEN 'code_required' WHEN priority IS NULL THEN 'priority'
+                   WHEN exclusive IS NULL THEN 'exclusive' WHEN allow_partial IS NULL THEN 'allow_partial' ELSE 'valid_from' END
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = 'An offer has a name, a kind with its value and currency, conditions and caps ({} = none), a stacking mode and a start.';
+    END IF;
+    c := wallet_internal.campaign_seen(campaign_id);
+    IF btrim(name) = '' OR length(name) > 200 THEN
+        RAISE EXCEPTION 'offer name must not be %', CASE WHEN btrim(name) = '' THEN 'blank' ELSE 'longer than 200 characters' END
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An offer''s name is a non-blank text of at most 200 characters.';
+    END IF;
+    IF kind NOT IN ('percent', 'fixed', 'cashback') THEN
+        RAISE EXCEPTION 'unknown offer kind "%"', left(kind, 32)
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An offer is a ''percent'' or ''fixed'' discount, or ''cashback'' in points.';
+    END IF;
+    -- NaN, which numeric compares above every number, and Infinity are over the bounds
+    IF value <= 0 OR value > 1e12 OR (kind = 'percent' AND value > 100) THEN
+        RAISE EXCEPTION 'invalid value for a % offer', kind
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A percent offer takes over 0 and at most 100, a fixed one an amount above 0, a cashback one points per currency unit above 0; none is over 10^12.';
+    END IF;
+    IF max_value <= 0 OR max_value > 1e12 THEN
+        RAISE EXCEPTION 'invalid max_value for a % offer', kind
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A maximum is above 0 and at most 10^12, or none (NULL).';
+    END IF;
+    IF currency !~ '^[A-Z]{3}$' THEN
+        RAISE EXCEPTION 'invalid currency "%"', left(currency, 16)
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A currency is an ISO 4217 code of three capital letters, such as CNY or EUR.';
+    END IF;
+    IF NOT isfinite(valid_from) OR NOT isfinite(valid_until) OR valid_until <= valid_from THEN
+        RAISE EXCEPTION 'invalid validity window'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An offer is valid from a finite instant until a later one (exclusive) or open-ended (NULL).';
+    END IF;
+    -- the conditions of the earning rules, validated by their own code
+    r := wallet_internal.rule_apply_conditions(r, conditions, NULL);
+    IF jsonb_typeof(caps) <> 'object' THEN
+        RAISE EXCEPTION 'caps must be a json object'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Caps are an object such as {"per_member": 3, "per_period": 1, "period": "day"}.';
+    END IF;
+    SELECT min(x) INTO k FROM jsonb_object_keys(caps) x WHERE x NOT IN ('per_member', 'per_period', 'period');
+    IF k IS NOT NULL OR (caps ? 'per_period') <> (caps ? 'period')
+       OR (caps ? 'period' AND coalesce(caps ->> 'period' NOT IN ('day', 'week', 'month'), true)) THEN
+        RAISE EXCEPTION 'invalid caps'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'The caps are per_member (uses in all) and per_period with period (day, week or month), in purchases per member.';
+    END IF;
+    PERFORM wallet_internal.offer_unit_check(c.campaign_id, kind);
+    INSERT INTO wallet.offers (merchant_id, campaign_id, name, kind, value, max_value, currency, allow_partial, code_required,
+                               priority, exclusive, valid_from, valid_until, min_amount, stores, channels, payment_methods,
+                               categories, min_tier_rank, first_purchase, days_of_week, time_from, time_until,
+                               cap_per_member, cap_per_period, cap_period)
+    VALUES (c.merchant_id, c.campaign_id, name, kind, value, max_value, currency, allow_partial, code_required,
+            priority, exclusive, valid_from, valid_until, r.min_amount, r.stores, r.channels, r.payment_methods,
+            r.categories, r.min_tier_rank, r.first_purchase, r.days_of_week, r.time_from, r.time_until,
+            wallet_internal.rule_number(caps, 'per_member', true), wallet_internal.rule_number(caps, 'per_period', true),
+            caps ->> 'period')
+    RETURNING offer_id INTO o;
+    RETURN o;
+EXCEPTION WHEN unique_violation THEN
+    RAISE EXCEPTION 'offer "%" already exists', name
+        USING ERRCODE = 'unique_violation', DETAIL = 'Offer names are unique per campaign.';
+END
+$$;
+COMMENT ON FUNCTION wallet.create_offer(bigint, text, text, numeric, text, numeric, jsonb, jsonb, boolean, int, boolean, boolean, timestamptz, timestamptz) IS 'creates an offer of a campaign (kind percent, fixed or cashback; conditions as for earning rules; caps per_member and per_period with period) and returns its id; WL609 when the campaign''s budget counts a unit the kind cannot draw on';
+
 -- == 10z. shared objects, final (issues 10-12)
 -- Objects that several sections above re-create (each with what its area
 -- added): their final definitions, exactly as the parts have them.
@@ -21408,11 +22407,11 @@ DECLARE
     r record;
 BEGIN
     FOR r IN SELECT 'SEQUENCE' AS kind, c.oid::regclass AS obj,
-                    pg_catalog.format('draws the ids of %s.%s (its identity; kept by pg_dump)', d.refobjid::regclass, a.attname) AS txt
+                    pg_catalog.format('draws the ids of %s (its identity; kept by pg_dump)',
+                                      pg_catalog.pg_describe_object(d.refclassid, d.refobjid, d.refobjsubid)) AS txt
                FROM pg_catalog.pg_class c
                JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid
                                           AND d.refclassid = 'pg_catalog.pg_class'::regclass AND d.deptype = 'i'
-               JOIN pg_catalog.pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
               WHERE c.relkind = 'S' AND c.relnamespace IN ('wallet'::regnamespace, 'wallet_internal'::regnamespace)
              UNION ALL
              SELECT 'INDEX', x.oid::regclass,

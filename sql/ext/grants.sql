@@ -240,11 +240,11 @@ DECLARE
     r record;
 BEGIN
     FOR r IN SELECT 'SEQUENCE' AS kind, c.oid::regclass AS obj,
-                    pg_catalog.format('draws the ids of %s.%s (its identity; kept by pg_dump)', d.refobjid::regclass, a.attname) AS txt
+                    pg_catalog.format('draws the ids of %s (its identity; kept by pg_dump)',
+                                      pg_catalog.pg_describe_object(d.refclassid, d.refobjid, d.refobjsubid)) AS txt
                FROM pg_catalog.pg_class c
                JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid
                                           AND d.refclassid = 'pg_catalog.pg_class'::regclass AND d.deptype = 'i'
-               JOIN pg_catalog.pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
               WHERE c.relkind = 'S' AND c.relnamespace IN ('wallet'::regnamespace, 'wallet_internal'::regnamespace)
              UNION ALL
              SELECT 'INDEX', x.oid::regclass,
