@@ -1521,26 +1521,13 @@ purchase_points(PG_FUNCTION_ARGS)
 
 /* ---------------------------------------------------------------- record_purchase */
 
-/* wallet.policy_expiry(at, expiry, granularity), in C: at + expiry rounded up to the end of its UTC day or month. */
+/* wallet.policy_expiry(at, expiry, granularity) of a program (22023 past the range of timestamps) */
 static TimestampTz
-policy_expiry(TimestampTz at, Interval *expiry, const char *granularity)
+program_expiry(TimestampTz at, Interval *expiry, const char *granularity)
 {
-	bool		month = strcmp(granularity, "month") == 0;
-	Interval	one;
-	Datum		t;
-
 	if (expiry == NULL)
 		return DT_NOEND;
-	memset(&one, 0, sizeof(one));
-	if (month)
-		one.month = 1;
-	else
-		one.day = 1;
-	/* timestamptz AT TIME ZONE 'UTC' and back keep the same microseconds */
-	t = DirectFunctionCall2(timestamp_pl_interval, TimestampGetDatum(at), IntervalPGetDatum(expiry));
-	t = DirectFunctionCall2(timestamp_trunc, CStringGetTextDatum(month ? "month" : "day"), t);
-	t = DirectFunctionCall2(timestamp_pl_interval, t, IntervalPGetDatum(&one));
-	return DatumGetTimestampTz(t);
+	return wallet_policy_expiry(at, expiry, strcmp(granularity, "month") == 0);
 }
 
 /* btrim(s) = '' for text: only spaces */
@@ -1658,7 +1645,7 @@ accrue_or_defer(struct varlena *ledger, TimestampTz at, int64 points, Interval *
 
 	PG_TRY();
 	{
-		*expires_at = policy_expiry(at, expiry, granularity);
+		*expires_at = program_expiry(at, expiry, granularity);
 		wallet_ledger_accrue(ledger, at, points, *expires_at, s);
 	}
 	PG_CATCH();
