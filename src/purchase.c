@@ -1594,7 +1594,13 @@ purchase_args_usual(FunctionCallInfo fcinfo)
 	if (VARSIZE_ANY_EXHDR(currency) != 3 || c[0] < 'A' || c[0] > 'Z' || c[1] < 'A' || c[1] > 'Z' ||
 		c[2] < 'A' || c[2] > 'Z')
 		return false;
-	if (TIMESTAMP_NOT_FINITE(PG_GETARG_TIMESTAMPTZ(5)))
+	/*
+	 * purchase_check refuses an occurred_at over 100 years (by the calendar)
+	 * from now(): usual within 36,000 days, the full path decides the rest
+	 */
+	if (TIMESTAMP_NOT_FINITE(PG_GETARG_TIMESTAMPTZ(5)) ||
+		PG_GETARG_TIMESTAMPTZ(5) < GetCurrentTransactionStartTimestamp() - INT64CONST(36000) * USECS_PER_DAY ||
+		PG_GETARG_TIMESTAMPTZ(5) > GetCurrentTransactionStartTimestamp() + INT64CONST(36000) * USECS_PER_DAY)
 		return false;
 	attrs = PG_GETARG_JSONB_P(6);
 	if (!JB_ROOT_IS_OBJECT(attrs))
