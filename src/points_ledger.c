@@ -1269,13 +1269,130 @@ ledger_balance(PG_FUNCTION_ARGS)
 	PG_RETURN_INT64(ledger_balance_at(l, PG_GETARG_TIMESTAMPTZ(1)));
 }
 
-/* t + interval computed in UTC, so the result does not depend on TimeZone. */
-static TimestampTz
-add_interval_utc(TimestampTz t, Interval *iv)
+/*
+ * *result = t + iv computed in UTC (so that it does not depend on TimeZone),
+ * step by step as timestamp_pl_interval does (months, clamped to the end of
+ * the month, then days, then the time); false where a step leaves the
+ * timestamp range, where that function raises 22008.  An infinite t stays.
+ */
+bool
+wallet_add_interval_utc(TimestampTz t, const Interval *iv, TimestampTz *result)
 {
-	return DatumGetTimestamp(DirectFunctionCall2(timestamp_pl_interval,
-												 TimestampGetDatum(t),
-												 IntervalPGetDatum(iv)));
+	struct pg_tm tt,
+			   *tm = &tt;
+	fsec_t		fsec;
+
+	*result = t;
+	if (TIMESTAMP_NOT_FINITE(t))
+		return true;
+	if (iv->month != 0)
+	{
+		int64		mon;
+
+		if (timestamp2tm(t, NULL, tm, &fsec, NULL, NULL) != 0)
+			return false;
+		mon = (int64) tm->tm_year * MONTHS_PER_YEAR + (tm->tm_mon - 1) + iv->month;
+		if (mon < (int64) JULIAN_MINYEAR * MONTHS_PER_YEAR || mon > (int64) JULIAN_MAXYEAR * MONTHS_PER_YEAR)
+			return false;
+		/* floor division: years before 1 AD are negative */
+		tm->tm_year = (int) (mon >= 0 ? mon / MONTHS_PER_YEAR : -((-mon - 1) / MONTHS_PER_YEAR) - 1);
+		tm->tm_mon = (int) (mon - (int64) tm->tm_year * MONTHS_PER_YEAR) + 1;
+		if (tm->tm_mday > day_tab[isleap(tm->tm_year)][tm->tm_mon - 1])
+			tm->tm_mday = day_tab[isleap(tm->tm_year)][tm->tm_mon - 1];
+		if (tm2timestamp(tm, fsec, NULL, result) != 0 || !IS_VALID_TIMESTAMP(*result))
+			return false;
+	}
+	if (iv->day != 0)
+	{
+		int64		julian;
+
+		if (timestamp2tm(*result, NULL, tm, &fsec, NULL, NULL) != 0)
+			return false;
+		julian = (int64) date2j(tm->tm_year, tm->tm_mon, tm->tm_mday) + iv->day;
+		if (julian < 0 || julian >= TIMESTAMP_END_JULIAN)
+			return false;
+		j2date((int) julian, &tm->tm_year, &tm->tm_mon, &tm->tm_mday);
+		if (tm2timestamp(tm, fsec, NULL, result) != 0 || !IS_VALID_TIMESTAMP(*result))
+			return false;
+	}
+	if (pg_add_s64_overflow(*result, iv->time, result) || !IS_VALID_TIMESTAMP(*result))
+		return false;
+	return true;
+}
+
+/*
+ * The lot expiry of a program's policy for points earned at a finite at:
+ * at + expiry rounded up to the end of its UTC day or month (the exclusive
+ * expiry is the start of the next one); 22023 where that leaves the
+ * timestamp range.
+ */
+TimestampTz
+wallet_policy_expiry(TimestampTz at, const Interval *expiry, bool month)
+{
+	Interval	one;
+	TimestampTz t;
+
+	memset(&one, 0, sizeof(one));
+	if (month)
+		one.month = 1;
+	else
+		one.day = 1;
+	if (!wallet_add_interval_utc(at, expiry, &t) ||
+		!wallet_add_interval_utc(DatumGetTimestamp(DirectFunctionCall2(timestamp_trunc,
+																	   CStringGetTextDatum(month ? "month" : "day"),
+																	   TimestampGetDatum(t))),
+								 &one, &t))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("expiry out of range"),
+				 errdetail("Points earned at %s expire %s later, rounded up to the end of a %s, which is past the last timestamp.",
+						   timestamptz_to_str(at),
+						   DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(expiry))),
+						   month ? "month" : "day")));
+	return t;
+}
+
+/*
+ * wallet.policy_expiry(at, expiry, granularity): a NULL at gives NULL (a
+ * value handed row by row), a NULL expiry infinity (never); the arguments
+ * are checked as create_program checks them.
+ */
+PG_FUNCTION_INFO_V1(policy_expiry);
+Datum
+policy_expiry(PG_FUNCTION_ARGS)
+{
+	char	   *granularity;
+	Interval   *expiry;
+	Interval	zero;
+
+	if (PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("granularity must not be null"),
+				 errdetail("Expiry is rounded up to the end of a 'day' or a 'month'.")));
+	granularity = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	if (strcmp(granularity, "day") != 0 && strcmp(granularity, "month") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown granularity \"%s\"", granularity),
+				 errdetail("Expiry is rounded up to the end of a 'day' or a 'month'.")));
+	if (PG_ARGISNULL(1))
+		PG_RETURN_TIMESTAMPTZ(DT_NOEND);
+	expiry = PG_GETARG_INTERVAL_P(1);
+	memset(&zero, 0, sizeof(zero));
+	if (DatumGetInt32(DirectFunctionCall2(interval_cmp, IntervalPGetDatum(expiry), IntervalPGetDatum(&zero))) <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("expiry must be positive"),
+				 errdetail("Points expire a positive time after they are earned, or never (NULL).")));
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	if (TIMESTAMP_NOT_FINITE(PG_GETARG_TIMESTAMPTZ(0)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("at must be finite"),
+				 errdetail("Points are earned at a real instant.")));
+	PG_RETURN_TIMESTAMPTZ(wallet_policy_expiry(PG_GETARG_TIMESTAMPTZ(0), expiry, strcmp(granularity, "month") == 0));
 }
 
 /* Spendable points at as_of that expire in (as_of, as_of + within]. */
@@ -1285,10 +1402,18 @@ ledger_expiring(PG_FUNCTION_ARGS)
 {
 	Ledger	   *l = wallet_ledger_decode(PG_GETARG_POINTS_LEDGER_P(0));
 	TimestampTz as_of = PG_GETARG_TIMESTAMPTZ(1);
-	TimestampTz until = add_interval_utc(as_of, PG_GETARG_INTERVAL_P(2));
+	TimestampTz until;
 	int64		sum = 0;
 	int			i,
 				j;
+
+	if (!wallet_add_interval_utc(as_of, PG_GETARG_INTERVAL_P(2), &until))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("as_of + within is out of range"),
+				 errdetail("Points expiring up to %s after %s are counted, and that instant is past the range of timestamps.",
+						   DatumGetCString(DirectFunctionCall1(interval_out, PG_GETARG_DATUM(2))),
+						   timestamptz_to_str(as_of))));
 
 	for (i = 0; i < l->lots.n; i++)
 	{

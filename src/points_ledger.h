@@ -111,6 +111,9 @@ typedef struct WalletLedgerStep
 	bool		next_event_null;
 } WalletLedgerStep;
 
+extern bool wallet_add_interval_utc(TimestampTz t, const Interval *iv, TimestampTz *result);
+extern TimestampTz wallet_policy_expiry(TimestampTz at, const Interval *expiry, bool month);
+
 extern void wallet_ledger_accrue(struct varlena *v, TimestampTz at, int64 points, TimestampTz expires_at,
 								 WalletLedgerStep *out);
 

@@ -1521,26 +1521,13 @@ purchase_points(PG_FUNCTION_ARGS)
 
 /* ---------------------------------------------------------------- record_purchase */
 
-/* wallet.policy_expiry(at, expiry, granularity), in C: at + expiry rounded up to the end of its UTC day or month. */
+/* wallet.policy_expiry(at, expiry, granularity) of a program (22023 past the range of timestamps) */
 static TimestampTz
-policy_expiry(TimestampTz at, Interval *expiry, const char *granularity)
+program_expiry(TimestampTz at, Interval *expiry, const char *granularity)
 {
-	bool		month = strcmp(granularity, "month") == 0;
-	Interval	one;
-	Datum		t;
-
 	if (expiry == NULL)
 		return DT_NOEND;
-	memset(&one, 0, sizeof(one));
-	if (month)
-		one.month = 1;
-	else
-		one.day = 1;
-	/* timestamptz AT TIME ZONE 'UTC' and back keep the same microseconds */
-	t = DirectFunctionCall2(timestamp_pl_interval, TimestampGetDatum(at), IntervalPGetDatum(expiry));
-	t = DirectFunctionCall2(timestamp_trunc, CStringGetTextDatum(month ? "month" : "day"), t);
-	t = DirectFunctionCall2(timestamp_pl_interval, t, IntervalPGetDatum(&one));
-	return DatumGetTimestampTz(t);
+	return wallet_policy_expiry(at, expiry, strcmp(granularity, "month") == 0);
 }
 
 /* btrim(s) = '' for text: only spaces */
@@ -1607,7 +1594,13 @@ purchase_args_usual(FunctionCallInfo fcinfo)
 	if (VARSIZE_ANY_EXHDR(currency) != 3 || c[0] < 'A' || c[0] > 'Z' || c[1] < 'A' || c[1] > 'Z' ||
 		c[2] < 'A' || c[2] > 'Z')
 		return false;
-	if (TIMESTAMP_NOT_FINITE(PG_GETARG_TIMESTAMPTZ(5)))
+	/*
+	 * purchase_check refuses an occurred_at over 100 years (by the calendar)
+	 * from now(): usual within 36,000 days, the full path decides the rest
+	 */
+	if (TIMESTAMP_NOT_FINITE(PG_GETARG_TIMESTAMPTZ(5)) ||
+		PG_GETARG_TIMESTAMPTZ(5) < GetCurrentTransactionStartTimestamp() - INT64CONST(36000) * USECS_PER_DAY ||
+		PG_GETARG_TIMESTAMPTZ(5) > GetCurrentTransactionStartTimestamp() + INT64CONST(36000) * USECS_PER_DAY)
 		return false;
 	attrs = PG_GETARG_JSONB_P(6);
 	if (!JB_ROOT_IS_OBJECT(attrs))
@@ -1658,7 +1651,7 @@ accrue_or_defer(struct varlena *ledger, TimestampTz at, int64 points, Interval *
 
 	PG_TRY();
 	{
-		*expires_at = policy_expiry(at, expiry, granularity);
+		*expires_at = program_expiry(at, expiry, granularity);
 		wallet_ledger_accrue(ledger, at, points, *expires_at, s);
 	}
 	PG_CATCH();

@@ -87,20 +87,13 @@ COMMENT ON FUNCTION wallet.ledger_apply(wallet.points_ledger, text, timestamptz,
     IS 'pure change of a ledger at instant at: accrue, redeem, adjust, hold, capture, release, expire, reverse_accrual, restore (the only place ledgers change)';
 
 -- Lot expiry of a program's policy: at + expiry, rounded up to the end of its
--- UTC day or month (the exclusive expiry is the start of the next one).
+-- UTC day or month (the exclusive expiry is the start of the next one).  In C
+-- (src/points_ledger.c), as record_purchase's fast path computes it: checks
+-- its arguments as create_program does, and refuses a result past the last
+-- timestamp with 22023 instead of PostgreSQL's 22008.
 CREATE FUNCTION wallet.policy_expiry(at timestamptz, expiry interval, granularity text) RETURNS timestamptz
-    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
-    SET search_path = pg_catalog, pg_temp
-    AS $$
-BEGIN
-    RETURN CASE WHEN expiry IS NULL THEN 'infinity'::timestamptz
-                   WHEN granularity = 'month'
-                   THEN (date_trunc('month', (at AT TIME ZONE 'UTC') + expiry) + interval '1 month') AT TIME ZONE 'UTC'
-                   ELSE (date_trunc('day', (at AT TIME ZONE 'UTC') + expiry) + interval '1 day') AT TIME ZONE 'UTC'
-              END;
-END
-$$;
-COMMENT ON FUNCTION wallet.policy_expiry(timestamptz, interval, text) IS 'expiry of points earned at at under a policy: at + expiry rounded up to the end of the UTC day or month; infinity when expiry is NULL';
+    AS 'MODULE_PATHNAME', 'policy_expiry' LANGUAGE C IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION wallet.policy_expiry(timestamptz, interval, text) IS 'expiry of points earned at at under a policy: at + expiry rounded up to the end of the UTC day or month; infinity when expiry is NULL, NULL when at is; 22004 for a NULL granularity, 22023 for an unknown granularity, an expiry not above 0, an infinite at or a result past the last timestamp';
 
 -- ---------------------------------------------------------------- tables
 
@@ -551,9 +544,9 @@ BEGIN
         RAISE EXCEPTION 'program name must not be %', CASE WHEN btrim(name) = '' THEN 'blank' ELSE 'longer than 200 characters' END
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A points program needs a name that people can recognise.';
     END IF;
-    IF expiry IS NOT NULL AND expiry <= interval '0' THEN
-        RAISE EXCEPTION 'expiry must be positive'
-            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Points expire a positive time after they are earned, or never (NULL).';
+    IF expiry <= interval '0' OR expiry > interval '100 years' THEN
+        RAISE EXCEPTION 'expiry must be %', CASE WHEN expiry <= interval '0' THEN 'positive' ELSE 'at most 100 years' END
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Points expire a positive time of at most 100 years after they are earned, or never (NULL).';
     END IF;
     IF granularity NOT IN ('day', 'month') THEN
         RAISE EXCEPTION 'unknown granularity "%"', granularity
@@ -573,7 +566,7 @@ EXCEPTION WHEN unique_violation THEN
         USING ERRCODE = 'unique_violation', DETAIL = 'Program names are unique per merchant.';
 END
 $$;
-COMMENT ON FUNCTION wallet.create_program(bigint, text, interval, text) IS 'creates a points program with its expiry policy (NULL = never; rounded up to the end of the UTC day or month) and returns its id';
+COMMENT ON FUNCTION wallet.create_program(bigint, text, interval, text) IS 'creates a points program with its expiry policy (0 to 100 years, NULL = never; rounded up to the end of the UTC day or month) and returns its id';
 
 CREATE FUNCTION wallet.close_program(program_id bigint) RETURNS void
     LANGUAGE plpgsql
@@ -691,6 +684,11 @@ BEGIN
         RAISE EXCEPTION 'expires_at must be finite'
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Points expire at a real instant, or per the program''s policy (NULL), which may be never.';
     END IF;
+    -- an indexed key (wallet.entries_reference_idx), like order_ref
+    IF length(reference) > 200 THEN
+        RAISE EXCEPTION 'reference must not be longer than 200 characters'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('A reference, such as an order id, has at most 200 characters; this one has %s.', length(reference));
+    END IF;
     a := wallet_internal.lock_account(account_id, idempotency_key);
     at := coalesce((a.prior).created_at, a.at);   -- a retry is compared as made when the first call was
     e.account_id := account_id;
@@ -716,6 +714,11 @@ DECLARE
     e wallet.entries;
 BEGIN
     PERFORM wallet_internal.check_posting(points, reason, idempotency_key, 'redeem');
+    -- an indexed key (wallet.entries_reference_idx), like order_ref
+    IF length(reference) > 200 THEN
+        RAISE EXCEPTION 'reference must not be longer than 200 characters'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('A reference, such as an order id, has at most 200 characters; this one has %s.', length(reference));
+    END IF;
     a := wallet_internal.lock_account(account_id, idempotency_key);
     e.account_id := account_id;
     e.kind := 'redeem';
@@ -740,13 +743,18 @@ DECLARE
     e wallet.entries;
 BEGIN
     PERFORM wallet_internal.check_posting(points, reason, idempotency_key, 'hold');
+    -- an indexed key (wallet.entries_reference_idx), like order_ref
+    IF length(reference) > 200 THEN
+        RAISE EXCEPTION 'reference must not be longer than 200 characters'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('A reference, such as an order id, has at most 200 characters; this one has %s.', length(reference));
+    END IF;
     IF ttl IS NULL THEN
         RAISE EXCEPTION 'time to live must not be null'
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A hold lasts a given time, after which it stops holding.';
     END IF;
-    IF ttl <= interval '0' THEN
-        RAISE EXCEPTION 'time to live must be positive'
-            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A hold lasts a positive time, after which it stops holding.';
+    IF ttl <= interval '0' OR ttl > interval '100 years' THEN
+        RAISE EXCEPTION 'time to live must be %', CASE WHEN ttl <= interval '0' THEN 'positive' ELSE 'at most 100 years' END
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A hold lasts a positive time of at most 100 years, after which it stops holding.';
     END IF;
     a := wallet_internal.lock_account(account_id, idempotency_key);
     at := coalesce((a.prior).created_at, a.at);   -- a retry is compared as made when the first call was
@@ -764,7 +772,7 @@ BEGIN
     RETURN wallet_internal.post_once(a, e);
 END
 $$;
-COMMENT ON FUNCTION wallet.hold(bigint, bigint, text, interval, text, text) IS 'takes points out of the spendable balance for ttl; the returned entry_id is the hold id; idempotent on idempotency_key';
+COMMENT ON FUNCTION wallet.hold(bigint, bigint, text, interval, text, text) IS 'takes points out of the spendable balance for ttl (at most 100 years); the returned entry_id is the hold id; idempotent on idempotency_key';
 
 -- Find a hold and lock its account; returns the closing entry if there is one.
 CREATE FUNCTION wallet_internal.lock_hold(hold_id bigint,

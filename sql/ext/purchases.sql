@@ -541,6 +541,12 @@ BEGIN
         RAISE EXCEPTION 'occurred_at must be finite'
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A purchase is made at a real instant.';
     END IF;
+    -- (the local-time arithmetic of rules and offers stays within the
+    -- timestamp range; src/purchase.c's fast path leaves the edges to here)
+    IF occurred_at < now() - interval '100 years' OR occurred_at > now() + interval '100 years' THEN
+        RAISE EXCEPTION 'occurred_at must be within 100 years of now'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('A purchase is made at a real instant, at most 100 years before or after now; %s is not.', occurred_at);
+    END IF;
     IF jsonb_typeof(attributes) <> 'object'
        OR jsonb_typeof(attributes -> 'store') NOT IN ('string')
        OR jsonb_typeof(attributes -> 'channel') NOT IN ('string')
@@ -553,7 +559,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION wallet_internal.purchase_check(bigint, text, text, numeric, text, timestamptz, jsonb) IS 'internal: 22004/22023/WL102 for the arguments of record_purchase and preview_purchase';
+COMMENT ON FUNCTION wallet_internal.purchase_check(bigint, text, text, numeric, text, timestamptz, jsonb) IS 'internal: 22004/22023/WL102 for the arguments of record_purchase, preview_purchase and quote_offers (occurred_at finite and within 100 years of now)';
 
 -- The points a purchase earns in a program, and why: the rules valid at
 -- occurred_at whose conditions hold, in priority order (highest first, then

@@ -1274,8 +1274,9 @@ BEGIN
         RAISE EXCEPTION 'local_at must be finite'
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A festival send goes out at a real local date and time.';
     END IF;
-    IF local_at > localtimestamp + interval '100 years' THEN
-        RAISE EXCEPTION 'local_at must be at most 100 years from now'
+    -- (each member's zone turns it into an instant: it stays in the range)
+    IF local_at > localtimestamp + interval '100 years' OR local_at < localtimestamp - interval '100 years' THEN
+        RAISE EXCEPTION 'local_at must be at most 100 years %', CASE WHEN local_at > localtimestamp THEN 'from now' ELSE 'before now' END
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A festival send goes out at a real local date and time.';
     END IF;
     IF NOT isfinite(expires_at) THEN
@@ -1349,7 +1350,7 @@ BEGIN
     RETURN QUERY SELECT * FROM wallet_internal.push_audience($1, $2, $3, $4, $5, $7, $8, NULL, $6, $9, $10);
 END
 $$;
-COMMENT ON FUNCTION wallet.enqueue_push_local(bigint, text[], text, text, jsonb, timestamp, bigint, text, timestamptz, int) IS 'a campaign send at a local date and time in each member''s own time zone (the merchant''s for members without one), e.g. 09:00 on a festival morning everywhere: as enqueue_push_audience, with each member''s earliest send time local_at in the member''s zone';
+COMMENT ON FUNCTION wallet.enqueue_push_local(bigint, text[], text, text, jsonb, timestamp, bigint, text, timestamptz, int) IS 'a campaign send at a local date and time in each member''s own time zone (the merchant''s for members without one), e.g. 09:00 on a festival morning everywhere: as enqueue_push_audience, with each member''s earliest send time local_at (at most 100 years before or after now) in the member''s zone';
 
 ------------------------------------------------------------------------------
 -- Delivery (wallet_app: the sending workers)

@@ -122,10 +122,10 @@ BEGIN
         RAISE EXCEPTION 'failure window must not be null'
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The brute-force guard counts failures over a window.';
     END IF;
-    IF failure_window <= interval '0' THEN
-        RAISE EXCEPTION 'failure window must be positive'
+    IF failure_window <= interval '0' OR failure_window > interval '100 years' THEN
+        RAISE EXCEPTION 'failure window must be %', CASE WHEN failure_window <= interval '0' THEN 'positive' ELSE 'at most 100 years' END
             USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = format('The brute-force guard counts failures over a window; %s is not a positive interval.', failure_window);
+                  DETAIL = format('The brute-force guard counts failures over a positive window of at most 100 years; %s is not one.', failure_window);
     END IF;
     IF max_failures_per_member <= 0 OR max_failures_per_source <= 0 THEN
         RAISE EXCEPTION 'failure thresholds must be positive or NULL'
@@ -155,7 +155,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION wallet.set_code_guard(int, int, interval, bigint) IS
-    'set the brute-force guard thresholds (failed checks per member and per source within a window; NULL = no limit) for a merchant, or globally when merchant_id is NULL (the extension''s owner or a superuser only: 42501)';
+    'set the brute-force guard thresholds (failed checks per member and per source within a window of at most 100 years; NULL = no limit) for a merchant, or globally when merchant_id is NULL (the extension''s owner or a superuser only: 42501)';
 
 -- The guard's counters live in shared memory (src/guard.c): they are not
 -- transactional, so a failed check counts even when the caller rolls back.
@@ -1111,10 +1111,10 @@ BEGIN
         RAISE EXCEPTION 'reservation ttl must not be null'
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A reservation holds a code for a given time.';
     END IF;
-    IF _ttl <= interval '0' THEN
-        RAISE EXCEPTION 'reservation ttl must be positive'
+    IF _ttl <= interval '0' OR _ttl > interval '100 years' THEN
+        RAISE EXCEPTION 'reservation ttl must be %', CASE WHEN _ttl <= interval '0' THEN 'positive' ELSE 'at most 100 years' END
             USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = format('A reservation holds a code for a positive time; %s was given.', _ttl);
+                  DETAIL = format('A reservation holds a code for a positive time of at most 100 years; %s was given.', _ttl);
     END IF;
     r.member_ref := _member;
     r.replayed := false;
@@ -1177,7 +1177,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION wallet.reserve_code(text, text, text, interval, jsonb) IS
-    'reserve a code for a member for ttl: the reservation counts against every cap until redeem_code with the same idempotency key converts it, release_reservation releases it, or it expires (at once, by clock time); returns the refusal status of check_code otherwise';
+    'reserve a code for a member for ttl (at most 100 years): the reservation counts against every cap until redeem_code with the same idempotency key converts it, release_reservation releases it, or it expires (at once, by clock time); returns the refusal status of check_code otherwise';
 
 CREATE FUNCTION wallet.reserve_code(code wallet.marketing_code, member_ref text, idempotency_key text, ttl interval, context jsonb DEFAULT '{}')
     RETURNS wallet.reservation_result

@@ -8,7 +8,7 @@
 -- margin between a reservation and the check that it still counts, so that a
 -- loaded machine does not make the test flaky.
 BEGIN;
-SELECT plan(170);
+SELECT plan(172);
 
 -- Test helpers (temporary, gone at ROLLBACK) -------------------------------
 
@@ -283,6 +283,8 @@ SELECT throws_ok($$SELECT wallet.redeem_code((SELECT code FROM ids WHERE name = 
                  'WL002', NULL, 'redeem_code with a reservation''s key but another code is WL002');
 SELECT throws_ok($$SELECT wallet.reserve_code((SELECT code FROM ids WHERE name = 'res'), 'hank', 'res-x', '0 seconds')$$,
                  '22023', NULL, 'a non-positive ttl is 22023');
+SELECT throws_ok($$SELECT wallet.reserve_code((SELECT code FROM ids WHERE name = 'res'), 'hank', 'res-x', '300000 years')$$,
+                 '22023', 'reservation ttl must be at most 100 years', 'a ttl over 100 years is 22023, not 22008');
 CREATE TEMP TABLE c1 AS SELECT * FROM wallet.redeem_code((SELECT code FROM ids WHERE name = 'res'), 'hank', 'res-1');
 SELECT ok((SELECT status = 'ok' AND reservation_id = (SELECT reservation_id FROM v1) FROM c1),
           'redeem_code with the reservation''s key converts it');
@@ -389,6 +391,8 @@ SELECT is(wallet.check_code((SELECT code FROM ids WHERE name = 'strictc'), 'rita
 SELECT is(wallet.check_code((SELECT code FROM ids WHERE name = 'guard'), 'rita'), 'ok', 'nor reach the global threshold (3) at the first');
 SELECT throws_ok($$SELECT wallet.set_code_guard(0, 1, '1 hour')$$, '22023', NULL, 'a zero threshold is 22023');
 SELECT throws_ok($$SELECT wallet.set_code_guard(1, 1, '0')$$, '22023', NULL, 'a zero window is 22023');
+SELECT throws_ok($$SELECT wallet.set_code_guard(1, 1, '300000 years')$$, '22023', 'failure window must be at most 100 years',
+                 'a window over 100 years is 22023');
 SELECT throws_ok($$SELECT wallet.set_code_guard(1, 1, '1 hour', -5)$$, 'WL102', NULL, 'an unknown merchant is WL102 (as for create_campaign)');
 -- The window is clock time: a count lasts failure_window from its first failure.
 SELECT wallet.set_code_guard(3, 5, interval '1500 milliseconds');

@@ -12,7 +12,7 @@
 -- call shows up as failed assertions on its values instead of aborting the file.
 BEGIN;
 SET LOCAL timezone = 'UTC';
-SELECT plan(256);
+SELECT plan(280);
 
 CREATE TEMP TABLE ids (name text PRIMARY KEY, id bigint NOT NULL);
 CREATE TEMP TABLE ops (tag text PRIMARY KEY, e wallet.entries NOT NULL);
@@ -619,5 +619,56 @@ SELECT is_empty($$SELECT tag, sqlstate, message FROM op_errors$$, 'no operation 
 -- create_program: WL102 with a detail
 SELECT is(error_of($$SELECT wallet.create_program(999999999, 'nowhere')$$),
           'WL102 merchant 999999999 does not exist / Programs belong to a merchant registered in wallet.merchants.', 'create_program: WL102 with a detail');
+-- Bounds (dba audit): intervals at most 100 years, references at most 200
+-- characters, policy_expiry's arguments checked: 22023/22004, never a raw
+-- 22008 (timestamp out of range) or 54000 (index row too large).
+SELECT throws_ok($$SELECT wallet.create_program(pg_temp.id('m'), 'tap 101 years', '101 years')$$, '22023', 'expiry must be at most 100 years',
+                 'create_program: an expiry over 100 years is 22023');
+SELECT throws_ok($$SELECT wallet.create_program(pg_temp.id('m'), 'tap huge', '292260 years')$$, '22023', 'expiry must be at most 100 years',
+                 'create_program: an expiry that would overflow every accrual is 22023 (it was accepted, then accrue raised 22008)');
+INSERT INTO ids SELECT 'p100', wallet.create_program(pg_temp.id('m'), 'tap 100 years', '100 years', 'month');
+INSERT INTO ids SELECT 'a100', wallet.open_account(pg_temp.id('p100'), 'centenarian');
+SELECT pg_temp.op('b-acc', $$SELECT * FROM wallet.accrue(pg_temp.id('a100'), 10, 'k-b-acc', 'purchase', repeat('r', 200))$$);
+SELECT is((pg_temp.e('b-acc')).expires_at, date_trunc('month', (pg_temp.e('b-acc')).created_at + interval '100 years', 'UTC') + interval '1 month',
+          'a 100-year policy: accrue works (expiry at the end of the month 100 years on) with a reference of 200 characters');
+SELECT throws_ok($$SELECT wallet.accrue(pg_temp.id('a100'), 1, 'k-b-ref1', 'purchase', repeat('r', 201))$$, '22023',
+                 'reference must not be longer than 200 characters', 'accrue: a reference over 200 characters is 22023');
+SELECT throws_ok($$SELECT wallet.accrue(pg_temp.id('a100'), 1, 'k-b-ref2', 'purchase', (SELECT string_agg(md5(g::text), '') FROM generate_series(1, 300) g))$$,
+                 '22023', 'reference must not be longer than 200 characters', 'accrue: a 9,600-character reference is 22023, not 54000');
+SELECT throws_ok($$SELECT wallet.redeem(pg_temp.id('a100'), 1, 'k-b-ref3', 'coupon', repeat('r', 201))$$, '22023',
+                 'reference must not be longer than 200 characters', 'redeem: a reference over 200 characters is 22023');
+SELECT throws_ok($$SELECT wallet.hold(pg_temp.id('a100'), 1, 'k-b-ref4', '1 hour', 'cart', repeat('r', 201))$$, '22023',
+                 'reference must not be longer than 200 characters', 'hold: a reference over 200 characters is 22023');
+SELECT throws_ok($$SELECT wallet.hold(pg_temp.id('a100'), 1, 'k-b-ttl1', '300000 years', 'cart')$$, '22023',
+                 'time to live must be at most 100 years', 'hold: a ttl over 100 years is 22023, not 22008');
+SELECT pg_temp.op('b-hold', $$SELECT * FROM wallet.hold(pg_temp.id('a100'), 1, 'k-b-ttl2', '100 years', 'cart')$$);
+SELECT is((pg_temp.e('b-hold')).expires_at, (pg_temp.e('b-hold')).created_at + interval '100 years', 'hold: a ttl of 100 years is fine');
+SELECT throws_ok($$SELECT wallet.policy_expiry('2026-11-15 10:00+00', '1 day', 'xyz')$$, '22023', 'unknown granularity "xyz"',
+                 'policy_expiry: an unknown granularity is 22023 (was computed as day)');
+SELECT throws_ok($$SELECT wallet.policy_expiry('2026-11-15 10:00+00', '1 day', NULL)$$, '22004', 'granularity must not be null',
+                 'policy_expiry: a NULL granularity is 22004 (was computed as day)');
+SELECT throws_ok($$SELECT wallet.policy_expiry('2026-11-15 10:00+00', '-1 day', 'day')$$, '22023', 'expiry must be positive',
+                 'policy_expiry: a negative expiry is 22023 (was an expiry before the points were earned)');
+SELECT throws_ok($$SELECT wallet.policy_expiry('2026-11-15 10:00+00', '0', 'day')$$, '22023', 'expiry must be positive',
+                 'policy_expiry: a zero expiry is 22023, as create_program');
+SELECT throws_ok($$SELECT wallet.policy_expiry('294276-12-30', '1 month', 'month')$$, '22023', 'expiry out of range',
+                 'policy_expiry: a result past the last timestamp is 22023, not 22008');
+SELECT throws_ok($$SELECT wallet.policy_expiry('2026-11-15', '300000 years', 'day')$$, '22023', 'expiry out of range',
+                 'policy_expiry: an expiry past the last timestamp is 22023, not 22008');
+SELECT throws_ok($$SELECT wallet.policy_expiry('infinity', '1 day', 'day')$$, '22023', 'at must be finite',
+                 'policy_expiry: an infinite at is 22023');
+SELECT is(wallet.policy_expiry('294276-11-01 00:00+00', '29 days', 'day'), '294276-12-01 00:00+00'::timestamptz,
+          'policy_expiry: a result just inside the range is computed');
+SELECT is(wallet.policy_expiry('2026-11-15 10:00+00', '1 day', 'day'), '2026-11-17 00:00+00'::timestamptz, 'policy_expiry: day granularity');
+SELECT is(wallet.policy_expiry('2026-11-15 10:00+00', '1 month', 'month'), '2027-01-01 00:00+00'::timestamptz, 'policy_expiry: month granularity');
+SELECT is(wallet.policy_expiry(NULL, '1 day', 'day'), NULL::timestamptz, 'policy_expiry: a NULL at gives NULL');
+SELECT is(wallet.policy_expiry('2026-11-15 10:00+00', NULL, 'month'), 'infinity'::timestamptz, 'policy_expiry: a NULL expiry is never');
+SELECT throws_ok($$SELECT wallet.ledger_expiring(''::wallet.points_ledger, now(), '300000 years')$$, '22023', 'as_of + within is out of range',
+                 'ledger_expiring: as_of + within past the last timestamp is 22023, not 22008');
+SELECT throws_ok($$SELECT wallet.ledger_expiring(''::wallet.points_ledger, '4714-11-24 00:00+00 BC', '-1 day')$$, '22023', 'as_of + within is out of range',
+                 'ledger_expiring: as_of + within before the first timestamp is 22023, not 22008');
+SELECT is(wallet.ledger_expiring(pg_temp.ledger(pg_temp.id('a100')), now(), '100 years 2 months'), 9::bigint,
+          'ledger_expiring: a window of 100 years counts the 100-year lot (less the held point)');
+
 SELECT * FROM finish();
 ROLLBACK;

@@ -2,7 +2,7 @@
 -- Every figure is worked out by hand in the comment beside it.
 BEGIN;
 SET LOCAL timezone = 'UTC';
-SELECT plan(112);
+SELECT plan(120);
 
 SELECT wallet.create_merchant('purchases merchant') AS m \gset
 -- one program per currency, one currency per section
@@ -284,6 +284,23 @@ SELECT throws_ok(format($$SELECT wallet.record_purchase(%s, 'ivy', 'sek-c1', 1, 
                  'codes must be a one-dimensional array', 'record_purchase: a 2-D array of codes is 22023');
 SELECT throws_ok(format($$SELECT wallet.record_purchase(%s, 'ivy', 'sek-c1', 1, 'SEK', offers => ARRAY[[1], [2]]::bigint[])$$, :m), '22023',
                  'offers must be a one-dimensional array', 'record_purchase: a 2-D array of offers is 22023');
+-- occurred_at within 100 years of now: the local time in the member's zone
+-- stays a timestamp (was a raw 22008 from timestamptz_zone)
+SELECT throws_ok(format($$SELECT wallet.record_purchase(%s, 'eve', 'jpy-end', 10, 'JPY', '294276-12-31 23:00:00+00')$$, :m), '22023',
+                 'occurred_at must be within 100 years of now', 'record_purchase (fast path): an occurred_at at the end of the range in Asia/Tokyo is 22023, not 22008');
+SELECT throws_ok(format($$SELECT wallet.record_purchase(%s, 'dee', 'eur-start', 10, 'EUR', '4714-11-24 00:30:00+00 BC')$$, :m), '22023',
+                 'occurred_at must be within 100 years of now', 'record_purchase: an occurred_at at the start of the range in America/New_York is 22023, not 22008');
+SELECT throws_ok(format($$SELECT wallet.record_purchase(%s, 'eve', 'jpy-end', 10, 'JPY', '294276-12-31 23:00:00+00', offers => '{}')$$, :m), '22023',
+                 'occurred_at must be within 100 years of now', 'record_purchase (full path): the same, 22023');
+SELECT throws_ok(format($$SELECT wallet.preview_purchase(%s, 'eve', 'jpy-end', 10, 'JPY', '294276-12-31 23:00:00+00')$$, :m), '22023',
+                 'occurred_at must be within 100 years of now', 'preview_purchase: the same, 22023');
+SELECT throws_ok(format($$SELECT wallet.record_purchase(%s, 'eve', 'jpy-far', 10, 'JPY', now() + interval '101 years')$$, :m), '22023',
+                 'occurred_at must be within 100 years of now', 'record_purchase: an occurred_at 101 years ahead is 22023');
+SELECT throws_ok(format($$SELECT wallet.record_purchase(%s, 'eve', 'jpy-far', 10, 'JPY', now() - interval '101 years')$$, :m), '22023',
+                 'occurred_at must be within 100 years of now', 'record_purchase: an occurred_at 101 years ago is 22023');
+SELECT is((SELECT count(*) FROM wallet.purchases WHERE order_ref IN ('jpy-end', 'eur-start', 'jpy-far')), 0::bigint, 'nothing of them is stored');
+SELECT is((SELECT points FROM wallet.record_purchase(:m, 'fox', 'jpy-old', 120, 'JPY', now() - interval '99 years')), 0::bigint,
+          'record_purchase: an occurred_at 99 years ago is recorded (no rule was valid then: 0 points)');
 
 -- ---------------------------------------------------------------- erasure
 SELECT wallet.record_purchase(:m, 'hal', 'cny-hal', 10, 'CNY', '2026-03-02 12:00+08',

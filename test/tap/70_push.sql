@@ -867,6 +867,12 @@ SELECT throws_ok(format($$SELECT * FROM wallet.enqueue_push_audience(%s, '{v2}',
                  '22023', 'not_before must be at most 100 years from now', 'enqueue_push_audience: the same bound (22023)');
 SELECT throws_ok(format($$SELECT * FROM wallet.enqueue_push_local(%s, '{v2}', 'push', 'service', '{}', '294276-12-31 23:00')$$, :me),
                  '22023', 'local_at must be at most 100 years from now', 'enqueue_push_local: a local_at over 100 years from now is 22023');
+SELECT wallet.upsert_member(:me, 'v-tokyo', 'Asia/Tokyo') IS NOT NULL AS x \gset
+SELECT throws_ok(format($$SELECT * FROM wallet.enqueue_push_local(%s, '{v-tokyo}', 'push', 'service', '{}', '4714-11-24 00:30 BC')$$, :me),
+                 '22023', 'local_at must be at most 100 years before now',
+                 'enqueue_push_local: a local_at at the start of the timestamp range (in Asia/Tokyo before the first instant) is 22023, not 22008');
+SELECT throws_ok(format($$SELECT * FROM wallet.enqueue_push_local(%s, '{v-tokyo}', 'push', 'service', '{}', localtimestamp - interval '101 years')$$, :me),
+                 '22023', 'local_at must be at most 100 years before now', 'enqueue_push_local: a local_at over 100 years ago is 22023');
 
 SELECT throws_ok(format($$SELECT wallet.record_consent(%s, 'v3', 'push', 'marketing', true, 'app', device => ' ')$$, :me),
                  '22023', 'device must not be blank', 'record_consent: a blank device is 22023, naming it');

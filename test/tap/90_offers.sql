@@ -5,7 +5,7 @@
 -- Expected figures are worked out by hand in the comments.
 BEGIN;
 SET LOCAL timezone = 'UTC';
-SELECT plan(92);
+SELECT plan(93);
 
 SELECT wallet.create_merchant('offers merchant') AS m \gset
 SELECT wallet.create_merchant('offers quote merchant') AS mq \gset
@@ -202,6 +202,9 @@ SELECT wallet.set_campaign_budget(:cq, 'money', 1000) \g /dev/null
 SELECT wallet.create_offer(:cq, 'six off', 'fixed', 6, 'CNY') AS q_six \gset
 SELECT is(pg_temp.quote(:mq, 'quinn', 50), 'six off ok 6.00 0', 'quote_offers: the offer and its worth');
 SELECT is((SELECT (granted, held)::text FROM wallet.campaign_budget(:cq)), '(0,0)', 'a quote without hold_ttl consumes nothing');
+SELECT wallet.upsert_member(:mq, 'quinn-tokyo', 'Asia/Tokyo') IS NOT NULL AS x \gset
+SELECT throws_ok(format($$SELECT * FROM wallet.quote_offers(%s, 'quinn-tokyo', 50, 'CNY', '294276-12-31 23:00:00+00')$$, :mq), '22023',
+                 'occurred_at must be within 100 years of now', 'quote_offers: an occurred_at at the end of the range in Asia/Tokyo is 22023, not 22008');
 SELECT quote_id AS qid1 FROM wallet.quote_offers(:mq, 'quinn', 50, 'CNY', hold_ttl => '10 minutes') \gset
 SELECT is((SELECT (granted, held, remaining)::text FROM wallet.campaign_budget(:cq)), '(0,600,400)', 'a quote with hold_ttl holds 6.00 at once');
 SELECT is(pg_temp.quote(:mq, 'rita', 50), 'six off no_budget 0 0', 'held units count: another checkout is refused (4.00 left)');
