@@ -21919,6 +21919,443 @@ END
 $$;
 COMMENT ON FUNCTION wallet.create_offer(bigint, text, text, numeric, text, numeric, jsonb, jsonb, boolean, int, boolean, boolean, timestamptz, timestamptz) IS 'creates an offer of a campaign (kind percent, fixed or cashback; conditions as for earning rules; caps per_member and per_period with period) and returns its id; WL609 when the campaign''s budget counts a unit the kind cannot draw on';
 
+-- == 10au. bounds: intervals at most 100 years (program expiry, ttl, failure_window), references at most 200 characters, occurred_at and local_at within 100 years of now; policy_expiry in C
+
+CREATE OR REPLACE FUNCTION wallet.set_code_guard(max_failures_per_member int, max_failures_per_source int,
+                                      failure_window interval, merchant_id bigint DEFAULT NULL)
+    RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+#variable_conflict use_column
+DECLARE
+    _merchant bigint := merchant_id;
+BEGIN
+    IF failure_window IS NULL THEN
+        RAISE EXCEPTION 'failure window must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'The brute-force guard counts failures over a window.';
+    END IF;
+    IF failure_window <= interval '0' OR failure_window > interval '100 years' THEN
+        RAISE EXCEPTION 'failure window must be %', CASE WHEN failure_window <= interval '0' THEN 'positive' ELSE 'at most 100 years' END
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('The brute-force guard counts failures over a positive window of at most 100 years; %s is not one.', failure_window);
+    END IF;
+    IF max_failures_per_member <= 0 OR max_failures_per_source <= 0 THEN
+        RAISE EXCEPTION 'failure thresholds must be positive or NULL'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A threshold is the number of failed checks allowed within the window; NULL turns that limit off.';
+    END IF;
+    IF _merchant IS NOT NULL AND NOT EXISTS (SELECT 1 FROM wallet.merchants m WHERE m.merchant_id = _merchant AND wallet.acts_for(m.merchant_id)) THEN
+        RAISE EXCEPTION 'merchant % does not exist', _merchant
+            USING ERRCODE = 'WL102',   -- as create_campaign says it
+                  DETAIL = 'Guard settings can only be set for a merchant registered in wallet.merchants.';
+    END IF;
+    -- the global row applies to every merchant (and to texts naming none)
+    IF _merchant IS NULL AND NOT wallet_internal.sees_all() THEN
+        RAISE EXCEPTION 'permission denied to set the guard thresholds of every merchant'
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'Only the extension''s owner or a superuser sets the defaults of every merchant.',
+                  HINT = 'Pass the merchant_id of a merchant you act for.';
+    END IF;
+    INSERT INTO wallet.code_guard_settings AS g
+           (merchant_id, max_failures_per_member, max_failures_per_source, failure_window)
+    VALUES (_merchant, set_code_guard.max_failures_per_member, set_code_guard.max_failures_per_source, set_code_guard.failure_window)
+    ON CONFLICT (merchant_id) DO UPDATE
+       SET max_failures_per_member = EXCLUDED.max_failures_per_member,
+           max_failures_per_source = EXCLUDED.max_failures_per_source,
+           failure_window = EXCLUDED.failure_window,
+           updated_at = now();
+END
+$$;
+COMMENT ON FUNCTION wallet.set_code_guard(int, int, interval, bigint) IS
+    'set the brute-force guard thresholds (failed checks per member and per source within a window of at most 100 years; NULL = no limit) for a merchant, or globally when merchant_id is NULL (the extension''s owner or a superuser only: 42501)';
+
+CREATE OR REPLACE FUNCTION wallet.reserve_code(code text, member_ref text, idempotency_key text, ttl interval, context jsonb DEFAULT '{}')
+    RETURNS wallet.reservation_result
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    SET enable_seqscan = off
+    AS $$
+#variable_conflict use_column
+DECLARE
+    _input text := code;
+    _member text := member_ref;
+    _key text := idempotency_key;
+    _ttl interval := ttl;
+    _ctx jsonb := coalesce(context, '{}');
+    _res wallet.code_reservations;
+    _red wallet.code_redemptions;
+    _merchant bigint;
+    pc record;
+    cnt record;
+    _st text;
+    _now timestamptz;
+    r wallet.reservation_result;
+BEGIN
+    IF _input IS NULL THEN
+        RAISE EXCEPTION 'code must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = 'A code is judged from the text a person typed: an empty text is malformed, a NULL is no text at all.';
+    END IF;
+    PERFORM wallet_internal.code_check_args(_member, _key, _ctx, true);
+    IF _ttl IS NULL THEN
+        RAISE EXCEPTION 'reservation ttl must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A reservation holds a code for a given time.';
+    END IF;
+    IF _ttl <= interval '0' OR _ttl > interval '100 years' THEN
+        RAISE EXCEPTION 'reservation ttl must be %', CASE WHEN _ttl <= interval '0' THEN 'positive' ELSE 'at most 100 years' END
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('A reservation holds a code for a positive time of at most 100 years; %s was given.', _ttl);
+    END IF;
+    r.member_ref := _member;
+    r.replayed := false;
+    _merchant := wallet_internal.code_merchant(_input);
+
+    PERFORM pg_advisory_xact_lock(1464598529, hashtext(_key));
+    SELECT * INTO _res FROM wallet.code_reservations v WHERE v.idempotency_key = _key AND wallet_internal.key_scope(v.merchant_id, _merchant);
+    IF FOUND THEN
+        PERFORM wallet_internal.idem_check(_key, format('reservation %s', _res.reservation_id),
+                                  wallet_internal.idem_code('reserve', _res.code::text, _res.member_ref, _res.ttl),
+                                  wallet_internal.idem_code('reserve', _input, _member, _ttl));
+        r.status := 'ok';
+        r.reservation_id := _res.reservation_id;
+        r.campaign_id := _res.campaign_id;
+        r.serial := _res.serial;
+        r.expires_at := _res.expires_at;
+        r.replayed := true;
+        RETURN r;
+    END IF;
+    SELECT * INTO _red FROM wallet.code_redemptions d WHERE d.idempotency_key = _key AND wallet_internal.key_scope(d.merchant_id, _merchant);
+    IF FOUND THEN   -- a redemption's key: never a reservation's (raises)
+        PERFORM wallet_internal.idem_check(_key, format('redemption %s', _red.redemption_id),
+                                  wallet_internal.idem_code('redeem', _red.code::text, _red.member_ref, NULL),
+                                  wallet_internal.idem_code('reserve', _input, _member, _ttl));
+    END IF;
+
+    SELECT * INTO pc FROM wallet_internal.code_precheck(_input, _member, left(_ctx->>'source', 256), 'reserve');
+    r.campaign_id := pc.campaign_id;
+    r.serial := pc.serial;
+    IF pc.status <> 'ok' THEN
+        r.status := pc.status;
+        RETURN r;
+    END IF;
+    SELECT * INTO cnt FROM wallet_internal.code_lock_counters(pc.campaign_id, pc.serial, _member);
+    _st := wallet_internal.code_caps_status(pc.campaign_id, pc.serial, _member, cnt.max_per_code, cnt.max_per_member,
+                                   cnt.max_total, cnt.code_redeemed, cnt.member_redeemed, cnt.total_redeemed);
+    IF _st <> 'ok' THEN
+        r.status := _st;
+        RETURN r;
+    END IF;
+    _now := clock_timestamp();
+    -- ON CONFLICT: as in redeem_code_full (40001 under REPEATABLE READ)
+    INSERT INTO wallet.code_reservations (campaign_id, serial, code, member_ref, idempotency_key, ttl, reserved_at, expires_at,
+                                          merchant_id)
+    VALUES (pc.campaign_id, pc.serial, pc.code, _member, _key, _ttl, _now, _now + _ttl, _merchant)
+    ON CONFLICT (idempotency_key, merchant_id) DO NOTHING
+    RETURNING reservation_id, expires_at INTO r.reservation_id, r.expires_at;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'could not serialize access due to a concurrent call with idempotency key "%"', _key
+            USING ERRCODE = 'serialization_failure',
+                  DETAIL = 'A call with the same key committed after this transaction''s snapshot was taken.',
+                  HINT = 'Retry the transaction: the retry returns the first call''s result.';
+    END IF;
+    -- Touch the counters: in REPEATABLE READ a concurrent change of them then
+    -- fails with a serialization error instead of going unseen.
+    PERFORM wallet_internal.code_bump_counters(pc.campaign_id, pc.serial, _member, 0, cnt.max_per_code IS NOT NULL,
+                                      cnt.max_per_member IS NOT NULL, cnt.max_total IS NOT NULL);
+    r.status := 'ok';
+    RETURN r;
+END
+$$;
+COMMENT ON FUNCTION wallet.reserve_code(text, text, text, interval, jsonb) IS
+    'reserve a code for a member for ttl (at most 100 years): the reservation counts against every cap until redeem_code with the same idempotency key converts it, release_reservation releases it, or it expires (at once, by clock time); returns the refusal status of check_code otherwise';
+
+CREATE OR REPLACE FUNCTION wallet.policy_expiry(at timestamptz, expiry interval, granularity text) RETURNS timestamptz
+    AS 'MODULE_PATHNAME', 'policy_expiry' LANGUAGE C IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION wallet.policy_expiry(timestamptz, interval, text) IS 'expiry of points earned at at under a policy: at + expiry rounded up to the end of the UTC day or month; infinity when expiry is NULL, NULL when at is; 22004 for a NULL granularity, 22023 for an unknown granularity, an expiry not above 0, an infinite at or a result past the last timestamp';
+
+CREATE OR REPLACE FUNCTION wallet.create_program(merchant_id bigint, name text, expiry interval DEFAULT NULL,
+        granularity text DEFAULT 'day') RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    id bigint;
+BEGIN
+    IF merchant_id IS NULL OR name IS NULL OR granularity IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN merchant_id IS NULL THEN 'merchant_id' WHEN name IS NULL THEN 'program name' ELSE 'granularity' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A points program belongs to a merchant and has a name and an expiry granularity.';
+    END IF;
+    IF btrim(name) = '' OR length(name) > 200 THEN
+        RAISE EXCEPTION 'program name must not be %', CASE WHEN btrim(name) = '' THEN 'blank' ELSE 'longer than 200 characters' END
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A points program needs a name that people can recognise.';
+    END IF;
+    IF expiry <= interval '0' OR expiry > interval '100 years' THEN
+        RAISE EXCEPTION 'expiry must be %', CASE WHEN expiry <= interval '0' THEN 'positive' ELSE 'at most 100 years' END
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Points expire a positive time of at most 100 years after they are earned, or never (NULL).';
+    END IF;
+    IF granularity NOT IN ('day', 'month') THEN
+        RAISE EXCEPTION 'unknown granularity "%"', granularity
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Expiry is rounded up to the end of a ''day'' or a ''month''.';
+    END IF;
+    IF NOT EXISTS (SELECT FROM wallet.merchants m WHERE m.merchant_id = create_program.merchant_id AND wallet.acts_for(m.merchant_id)) THEN
+        RAISE EXCEPTION 'merchant % does not exist', merchant_id
+            USING ERRCODE = 'WL102', DETAIL = 'Programs belong to a merchant registered in wallet.merchants.',
+                  HINT = 'Register the merchant with wallet.create_merchant first.';
+    END IF;
+    INSERT INTO wallet.programs (merchant_id, name, expiry, granularity)
+    VALUES (create_program.merchant_id, create_program.name, create_program.expiry, create_program.granularity)
+    RETURNING program_id INTO id;
+    RETURN id;
+EXCEPTION WHEN unique_violation THEN
+    RAISE EXCEPTION 'program "%" already exists', name
+        USING ERRCODE = 'unique_violation', DETAIL = 'Program names are unique per merchant.';
+END
+$$;
+COMMENT ON FUNCTION wallet.create_program(bigint, text, interval, text) IS 'creates a points program with its expiry policy (0 to 100 years, NULL = never; rounded up to the end of the UTC day or month) and returns its id';
+
+CREATE OR REPLACE FUNCTION wallet.accrue(account_id bigint, points bigint, idempotency_key text, reason text,
+        reference text DEFAULT NULL, expires_at timestamptz DEFAULT NULL) RETURNS wallet.entries
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    at timestamptz;
+    a wallet_internal.locked_account;
+    e wallet.entries;
+BEGIN
+    PERFORM wallet_internal.check_posting(points, reason, idempotency_key, 'accrue');
+    IF NOT isfinite(expires_at) THEN
+        RAISE EXCEPTION 'expires_at must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Points expire at a real instant, or per the program''s policy (NULL), which may be never.';
+    END IF;
+    -- an indexed key (wallet.entries_reference_idx), like order_ref
+    IF length(reference) > 200 THEN
+        RAISE EXCEPTION 'reference must not be longer than 200 characters'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('A reference, such as an order id, has at most 200 characters; this one has %s.', length(reference));
+    END IF;
+    a := wallet_internal.lock_account(account_id, idempotency_key);
+    at := coalesce((a.prior).created_at, a.at);   -- a retry is compared as made when the first call was
+    e.account_id := account_id;
+    e.kind := 'accrue';
+    e.idempotency_key := idempotency_key;
+    e.reason := reason;
+    e.reference := reference;
+    e.created_at := at;
+    e.points := points;
+    e.expires_at := coalesce(expires_at, wallet.policy_expiry(at, a.expiry, a.granularity));
+    RETURN wallet_internal.post_once(a, e);
+END
+$$;
+COMMENT ON FUNCTION wallet.accrue(bigint, bigint, text, text, text, timestamptz) IS 'credits points (a debt is paid off first) expiring at expires_at or per the program policy (NULL); an infinite expires_at is 22023; idempotent on idempotency_key';
+
+CREATE OR REPLACE FUNCTION wallet.redeem(account_id bigint, points bigint, idempotency_key text, reason text,
+        reference text DEFAULT NULL) RETURNS wallet.entries
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    a wallet_internal.locked_account;
+    e wallet.entries;
+BEGIN
+    PERFORM wallet_internal.check_posting(points, reason, idempotency_key, 'redeem');
+    -- an indexed key (wallet.entries_reference_idx), like order_ref
+    IF length(reference) > 200 THEN
+        RAISE EXCEPTION 'reference must not be longer than 200 characters'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('A reference, such as an order id, has at most 200 characters; this one has %s.', length(reference));
+    END IF;
+    a := wallet_internal.lock_account(account_id, idempotency_key);
+    e.account_id := account_id;
+    e.kind := 'redeem';
+    e.idempotency_key := idempotency_key;
+    e.reason := reason;
+    e.reference := reference;
+    e.created_at := a.at;
+    e.points := points;
+    RETURN wallet_internal.post_once(a, e);
+END
+$$;
+COMMENT ON FUNCTION wallet.redeem(bigint, bigint, text, text, text) IS 'spends points, soonest-expiring lots first (WL203 when not enough are spendable); idempotent on idempotency_key';
+
+CREATE OR REPLACE FUNCTION wallet.hold(account_id bigint, points bigint, idempotency_key text, ttl interval, reason text,
+        reference text DEFAULT NULL) RETURNS wallet.entries
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    at timestamptz;
+    a wallet_internal.locked_account;
+    e wallet.entries;
+BEGIN
+    PERFORM wallet_internal.check_posting(points, reason, idempotency_key, 'hold');
+    -- an indexed key (wallet.entries_reference_idx), like order_ref
+    IF length(reference) > 200 THEN
+        RAISE EXCEPTION 'reference must not be longer than 200 characters'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('A reference, such as an order id, has at most 200 characters; this one has %s.', length(reference));
+    END IF;
+    IF ttl IS NULL THEN
+        RAISE EXCEPTION 'time to live must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A hold lasts a given time, after which it stops holding.';
+    END IF;
+    IF ttl <= interval '0' OR ttl > interval '100 years' THEN
+        RAISE EXCEPTION 'time to live must be %', CASE WHEN ttl <= interval '0' THEN 'positive' ELSE 'at most 100 years' END
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A hold lasts a positive time of at most 100 years, after which it stops holding.';
+    END IF;
+    a := wallet_internal.lock_account(account_id, idempotency_key);
+    at := coalesce((a.prior).created_at, a.at);   -- a retry is compared as made when the first call was
+    -- the hold id is the entry id, known before the ledger changes
+    e.entry_id := CASE WHEN (a.prior).entry_id IS NULL THEN nextval('wallet.entries_entry_id_seq') END;
+    e.hold_id := e.entry_id;
+    e.account_id := account_id;
+    e.kind := 'hold';
+    e.idempotency_key := idempotency_key;
+    e.reason := reason;
+    e.reference := reference;
+    e.created_at := at;
+    e.points := points;
+    e.expires_at := at + ttl;
+    RETURN wallet_internal.post_once(a, e);
+END
+$$;
+COMMENT ON FUNCTION wallet.hold(bigint, bigint, text, interval, text, text) IS 'takes points out of the spendable balance for ttl (at most 100 years); the returned entry_id is the hold id; idempotent on idempotency_key';
+
+CREATE OR REPLACE FUNCTION wallet_internal.purchase_check(merchant_id bigint, member_ref text, order_ref text, amount numeric,
+        currency text, occurred_at timestamptz, attributes jsonb) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    PERFORM wallet_internal.member_check(merchant_id, member_ref);
+    IF order_ref IS NULL OR amount IS NULL OR currency IS NULL OR occurred_at IS NULL OR attributes IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN order_ref IS NULL THEN 'order_ref' WHEN amount IS NULL THEN 'amount'
+                                                   WHEN currency IS NULL THEN 'currency' WHEN occurred_at IS NULL THEN 'occurred_at'
+                                                   ELSE 'attributes' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A purchase has an order reference, an amount in a currency, an instant and attributes ({} = none).';
+    END IF;
+    IF btrim(order_ref) = '' OR length(order_ref) > 200 THEN
+        RAISE EXCEPTION 'order reference must not be %', CASE WHEN btrim(order_ref) = '' THEN 'blank' ELSE 'longer than 200 characters' END
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An order reference is the merchant''s own non-blank order id of at most 200 characters.';
+    END IF;
+    IF amount <= 0 OR amount > 1e15 THEN
+        RAISE EXCEPTION 'invalid purchase amount'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A purchase amount is positive and at most 10^15.';
+    END IF;
+    IF currency !~ '^[A-Z]{3}$' THEN
+        RAISE EXCEPTION 'invalid currency "%"', left(currency, 16)
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A currency is an ISO 4217 code of three capital letters, such as CNY or EUR.';
+    END IF;
+    IF NOT isfinite(occurred_at) THEN
+        RAISE EXCEPTION 'occurred_at must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A purchase is made at a real instant.';
+    END IF;
+    -- (the local-time arithmetic of rules and offers stays within the
+    -- timestamp range; src/purchase.c's fast path leaves the edges to here)
+    IF occurred_at < now() - interval '100 years' OR occurred_at > now() + interval '100 years' THEN
+        RAISE EXCEPTION 'occurred_at must be within 100 years of now'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('A purchase is made at a real instant, at most 100 years before or after now; %s is not.', occurred_at);
+    END IF;
+    IF jsonb_typeof(attributes) <> 'object'
+       OR jsonb_typeof(attributes -> 'store') NOT IN ('string')
+       OR jsonb_typeof(attributes -> 'channel') NOT IN ('string')
+       OR jsonb_typeof(attributes -> 'payment_method') NOT IN ('string')
+       OR jsonb_typeof(attributes -> 'categories') NOT IN ('array')
+       OR jsonb_path_exists(attributes, '$.categories[*] ? (@.type() != "string")') THEN
+        RAISE EXCEPTION 'invalid purchase attributes'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'Attributes are a json object; store, channel and payment_method are strings, categories an array of strings.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.purchase_check(bigint, text, text, numeric, text, timestamptz, jsonb) IS 'internal: 22004/22023/WL102 for the arguments of record_purchase, preview_purchase and quote_offers (occurred_at finite and within 100 years of now)';
+
+CREATE OR REPLACE FUNCTION wallet_internal.push_audience(merchant_id bigint, member_refs text[], channel text, topic text, payload jsonb,
+        campaign_id bigint, dedup_key text, not_before timestamptz, local_at timestamp, expires_at timestamptz, priority int)
+    RETURNS TABLE (status text, reason text, messages bigint)
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+#variable_conflict use_variable
+DECLARE
+    _m bigint := merchant_id;
+    mem record;
+    r record;
+    counts jsonb := '{}';
+    k text;
+    tz text := coalesce((SELECT s.time_zone FROM wallet.push_settings s WHERE s.merchant_id = _m), 'UTC');
+BEGIN
+    PERFORM wallet_internal.check_merchant(_m);
+    -- (a local send has no not_before: its local_at is checked below)
+    PERFORM wallet_internal.push_check_message(_m, channel, topic, payload, campaign_id, dedup_key,
+                                               coalesce(not_before, CASE WHEN local_at IS NOT NULL THEN now() END), priority);
+    IF NOT isfinite(local_at) THEN
+        RAISE EXCEPTION 'local_at must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A festival send goes out at a real local date and time.';
+    END IF;
+    -- (each member's zone turns it into an instant: it stays in the range)
+    IF local_at > localtimestamp + interval '100 years' OR local_at < localtimestamp - interval '100 years' THEN
+        RAISE EXCEPTION 'local_at must be at most 100 years %', CASE WHEN local_at > localtimestamp THEN 'from now' ELSE 'before now' END
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A festival send goes out at a real local date and time.';
+    END IF;
+    IF NOT isfinite(expires_at) THEN
+        RAISE EXCEPTION 'expires_at must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A message expires at a real instant, or never (NULL).';
+    END IF;
+    IF length(dedup_key) > 180 THEN
+        RAISE EXCEPTION 'dedup_key must not be longer than 180 characters'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An audience''s key is extended by each member''s id.';
+    END IF;
+    IF array_ndims(member_refs) > 1 THEN
+        RAISE EXCEPTION 'member_refs must be a one-dimensional array'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An audience''s members are listed one after the other (NULL: the campaign''s audience or every active member).';
+    END IF;
+    IF member_refs IS NOT NULL THEN
+        FOREACH k IN ARRAY member_refs LOOP
+            PERFORM wallet_internal.member_check(_m, k);
+        END LOOP;
+    END IF;
+    FOR mem IN SELECT x.member_id, coalesce(w.time_zone, tz) AS tz
+                 FROM (SELECT m.member_id FROM wallet.members m
+                        WHERE m.merchant_id = _m AND member_refs IS NULL AND campaign_id IS NULL AND m.status = 'active'
+                       UNION ALL
+                       -- a campaign's send: its audience (the control group
+                       -- is recorded as suppressed by push_enqueue)
+                       SELECT a.member_id FROM wallet_internal.campaign_members(campaign_id) a
+                         JOIN wallet.members m ON m.member_id = a.member_id AND m.status = 'active'
+                        WHERE member_refs IS NULL AND campaign_id IS NOT NULL
+                       UNION ALL
+                       SELECT wallet_internal.member_ensure(_m, u.ref) FROM (SELECT DISTINCT x AS ref FROM unnest(member_refs) x) u) x
+                 -- LEFT: a member member_ensure creates is not in this
+                 -- statement's snapshot (and has no time zone of its own)
+                 LEFT JOIN wallet.members w ON w.member_id = x.member_id LOOP
+        r := wallet_internal.push_enqueue(_m, mem.member_id, channel, topic, payload, campaign_id,
+                                          dedup_key || ':' || mem.member_id,
+                                          coalesce(local_at AT TIME ZONE mem.tz, not_before), expires_at, priority, false);
+        k := r.status || '/' || coalesce(r.reason, '');
+        counts := jsonb_set(counts, ARRAY[k], to_jsonb(coalesce((counts ->> k)::bigint, 0) + 1));
+    END LOOP;
+    RETURN QUERY SELECT split_part(e.key, '/', 1), nullif(split_part(e.key, '/', 2), ''), e.value::text::bigint
+                   FROM jsonb_each(counts) e ORDER BY 1, 2;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_audience(bigint, text[], text, text, jsonb, bigint, text, timestamptz, timestamp, timestamptz, int) IS 'internal: enqueues for an audience (member_refs NULL: every active member, or the campaign''s audience), streaming the members, each decided as enqueue_push does; the earliest send time is not_before, or local_at in each member''s time zone; returns counts per status and reason';
+
+CREATE OR REPLACE FUNCTION wallet.enqueue_push_local(merchant_id bigint, member_refs text[], channel text, topic text, payload jsonb,
+        local_at timestamp, campaign_id bigint DEFAULT NULL, dedup_key text DEFAULT NULL,
+        expires_at timestamptz DEFAULT NULL, priority int DEFAULT 0)
+    RETURNS TABLE (status text, reason text, messages bigint)
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF local_at IS NULL THEN
+        RAISE EXCEPTION 'local_at must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A festival send goes out at a local date and time in each member''s time zone.';
+    END IF;
+    RETURN QUERY SELECT * FROM wallet_internal.push_audience($1, $2, $3, $4, $5, $7, $8, NULL, $6, $9, $10);
+END
+$$;
+COMMENT ON FUNCTION wallet.enqueue_push_local(bigint, text[], text, text, jsonb, timestamp, bigint, text, timestamptz, int) IS 'a campaign send at a local date and time in each member''s own time zone (the merchant''s for members without one), e.g. 09:00 on a festival morning everywhere: as enqueue_push_audience, with each member''s earliest send time local_at (at most 100 years before or after now) in the member''s zone';
+
 -- == 10z. shared objects, final (issues 10-12)
 -- Objects that several sections above re-create (each with what its area
 -- added): their final definitions, exactly as the parts have them.
