@@ -22356,6 +22356,138 @@ END
 $$;
 COMMENT ON FUNCTION wallet.enqueue_push_local(bigint, text[], text, text, jsonb, timestamp, bigint, text, timestamptz, int) IS 'a campaign send at a local date and time in each member''s own time zone (the merchant''s for members without one), e.g. 09:00 on a festival morning everywhere: as enqueue_push_audience, with each member''s earliest send time local_at (at most 100 years before or after now) in the member''s zone';
 
+-- == 10av. erasure order: forget_member locks the member's messages in id order and its reservations and redemptions before the counters; member_ensure locks FOR KEY SHARE; the sweep picks members with rows left; ack_pushes refuses an attempt below 1 first
+
+CREATE OR REPLACE FUNCTION wallet_internal.member_ensure(merchant_id bigint, member_ref text) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    id bigint;
+BEGIN
+    PERFORM wallet_internal.member_check(merchant_id, member_ref);
+    -- FOR KEY SHARE: an erasure (which changes member_ref, a key) waits for
+    -- the caller to commit, and so erases what it writes; a caller that
+    -- comes after the erasure finds no member under the reference (the
+    -- erased row no longer matches) and starts a new one
+    SELECT m.member_id INTO id FROM wallet.members m
+     WHERE m.merchant_id = member_ensure.merchant_id AND m.member_ref = member_ensure.member_ref FOR KEY SHARE;
+    IF FOUND THEN
+        RETURN id;
+    END IF;
+    -- a concurrent insert of the same member waits on the unique index, then finds the row
+    INSERT INTO wallet.members (merchant_id, member_ref) VALUES (member_ensure.merchant_id, member_ensure.member_ref)
+    ON CONFLICT ON CONSTRAINT members_merchant_id_member_ref_key DO NOTHING
+    RETURNING member_id INTO id;
+    IF id IS NULL THEN
+        SELECT m.member_id INTO id FROM wallet.members m
+         WHERE m.merchant_id = member_ensure.merchant_id AND m.member_ref = member_ensure.member_ref;
+    END IF;
+    RETURN id;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.member_ensure(bigint, text) IS 'internal: the member_id of member_ref at the merchant, creating the member if needed (race-safe); the row is locked FOR KEY SHARE, so that an erasure waits for the caller, or the caller after an erasure starts a new member';
+
+CREATE OR REPLACE FUNCTION wallet_internal.forget_sweep(since interval, max_members int) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    merchants bigint[] := wallet_internal.caller_merchants();
+    ids bigint[];
+    n bigint := 0;
+    c bigint;
+BEGIN
+    -- those that still have such rows (a bulk erasure must not hide the
+    -- older ones behind members with nothing left)
+    SELECT array_agg(m.member_id) INTO ids
+      FROM (SELECT x.member_id FROM wallet.members x
+             WHERE x.status = 'forgotten' AND x.updated_at > now() - since
+               AND (merchants IS NULL OR x.merchant_id = ANY (merchants))
+               AND (EXISTS (SELECT FROM wallet.push_messages p WHERE p.merchant_id = x.merchant_id AND p.member_id = x.member_id
+                                                                 AND (p.payload <> '{}' OR p.last_error IS NOT NULL))
+                    OR EXISTS (SELECT FROM wallet.push_attempts a WHERE a.merchant_id = x.merchant_id AND a.member_id = x.member_id
+                                                                    AND a.error IS NOT NULL)
+                    OR EXISTS (SELECT FROM wallet.member_events e WHERE e.merchant_id = x.merchant_id AND e.member_id = x.member_id
+                                                                    AND e.attributes <> '{}'
+                                                                    AND e.kind NOT IN ('tier_changed', 'referral_rewarded', 'shared')))
+             ORDER BY x.updated_at DESC LIMIT max_members) m;
+    IF ids IS NULL THEN
+        RETURN 0;
+    END IF;
+    UPDATE wallet.push_messages x SET payload = '{}', last_error = NULL
+      FROM wallet.members m
+     WHERE m.member_id = ANY (ids) AND x.merchant_id = m.merchant_id AND x.member_id = m.member_id
+       AND (x.payload <> '{}' OR x.last_error IS NOT NULL);
+    GET DIAGNOSTICS c = ROW_COUNT;
+    n := n + c;
+    UPDATE wallet.push_attempts a SET error = NULL
+      FROM wallet.members m
+     WHERE m.member_id = ANY (ids) AND a.merchant_id = m.merchant_id AND a.member_id = m.member_id AND a.error IS NOT NULL;
+    GET DIAGNOSTICS c = ROW_COUNT;
+    n := n + c;
+    UPDATE wallet.member_events e SET attributes = '{}'
+      FROM wallet.members m
+     WHERE m.member_id = ANY (ids) AND e.merchant_id = m.merchant_id AND e.member_id = m.member_id AND e.attributes <> '{}'
+       AND e.kind NOT IN ('tier_changed', 'referral_rewarded', 'shared');
+    GET DIAGNOSTICS c = ROW_COUNT;
+    RETURN n + c;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.forget_sweep(interval, int) IS 'internal (run_maintenance): clears the push payloads and failure texts and the app''s event attributes of members erased within since (at most max_members that still have such rows, the latest first, of the merchants the caller acts for) that calls committing during the erasure wrote; returns how many rows it cleared';
+
+CREATE OR REPLACE FUNCTION wallet.ack_pushes(push_ids bigint[], provider_message_ids text[], attempts int[]) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    x record;
+    locked bigint[];
+    at int[];
+BEGIN
+    -- (array_position refuses a 2-D array with a raw 0A000: the shape first)
+    IF array_ndims(attempts) > 1 OR array_ndims(push_ids) > 1 THEN
+        RAISE EXCEPTION 'push_ids and attempts must be one-dimensional arrays'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The array attempts has the attempt of each message, in the order of push_ids.';
+    END IF;
+    IF attempts IS NULL OR array_position(attempts, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'attempts must not be null nor hold a null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Each claim is named by the attempts claim_pushes returned with its message.';
+    END IF;
+    -- (a claim's attempt is 1 or more, as push_check_attempt says)
+    IF EXISTS (SELECT FROM unnest(attempts) a WHERE a < 1) THEN
+        RAISE EXCEPTION 'attempt must be positive'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('A claim is named by the attempts claim_pushes returned with the message, 1 or more; %s is not.',
+                                  (SELECT min(a) FROM unnest(attempts) a));
+    END IF;
+    IF cardinality(attempts) <> cardinality(push_ids) THEN
+        RAISE EXCEPTION 'attempts must hold one attempt per push_id'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The array attempts has the attempt of each message, in the order of push_ids.';
+    END IF;
+    -- locked in ascending id order (the order ack_pushes locks in) by one
+    -- statement, and compared with the claims
+    WITH l AS (SELECT m.push_id, m.attempts FROM wallet.push_messages m
+                WHERE m.push_id = ANY (push_ids) AND wallet.acts_for(m.merchant_id) ORDER BY m.push_id FOR UPDATE)
+    SELECT array_agg(l.push_id), array_agg(l.attempts) INTO locked, at FROM l;
+    IF coalesce(cardinality(locked), 0) = (SELECT count(DISTINCT u) FROM unnest(push_ids) u WHERE u IS NOT NULL) THEN
+        SELECT u.id, u.attempt INTO x FROM unnest(push_ids, attempts) AS u(id, attempt) JOIN unnest(locked, at) AS k(id, att) ON k.id = u.id
+         WHERE k.att <> u.attempt ORDER BY u.id LIMIT 1;
+        IF FOUND THEN
+            PERFORM wallet_internal.push_check_attempt(x.id, x.attempt);   -- WL702
+        END IF;
+    ELSE
+        -- an unknown message, or one moved while we waited for its lock:
+        -- one by one, in ascending id order, as push_lock finds a moved one
+        FOR x IN SELECT u.id, u.attempt FROM unnest(push_ids, attempts) AS u(id, attempt) WHERE u.id IS NOT NULL ORDER BY u.id LOOP
+            PERFORM wallet_internal.push_check_attempt(x.id, x.attempt);
+        END LOOP;
+    END IF;
+    RETURN wallet.ack_pushes(push_ids, provider_message_ids);
+END
+$$;
+COMMENT ON FUNCTION wallet.ack_pushes(bigint[], text[], int[]) IS 'ack_pushes for the claims that attempts name (one per push_id): WL702 for the first message claimed again since, and then none is recorded';
+
 -- == 10z. shared objects, final (issues 10-12)
 -- Objects that several sections above re-create (each with what its area
 -- added): their final definitions, exactly as the parts have them.
@@ -22509,7 +22641,14 @@ BEGIN
     -- hold of the member.  The counters first: their rows are what a
     -- redemption of the member holds until it commits, so that the
     -- redemptions (and reservations) are erased after those in flight
-    -- committed, under a snapshot that sees them
+    -- committed, under a snapshot that sees them.  But the member's
+    -- reservations and redemptions are locked before: converting a
+    -- reservation and undoing a redemption lock their row, then the counter
+    -- (one order for all, no deadlock)
+    PERFORM FROM wallet.code_reservations x JOIN wallet.campaigns k ON k.campaign_id = x.campaign_id
+     WHERE k.merchant_id = _merchant AND x.member_ref = _ref ORDER BY x.reservation_id FOR UPDATE OF x;
+    PERFORM FROM wallet.code_redemptions x JOIN wallet.campaigns k ON k.campaign_id = x.campaign_id
+     WHERE k.merchant_id = _merchant AND x.member_ref = _ref ORDER BY x.redemption_id FOR UPDATE OF x;
     FOR t, also IN VALUES ('member_use_counts', ''), ('code_bindings', ''), ('code_reservations', ''),
                           ('code_redemptions', ', context = ''{}''') LOOP
         EXECUTE format('UPDATE wallet.%I x SET member_ref = $1%s FROM wallet.campaigns k
@@ -22559,6 +22698,10 @@ BEGIN
      WHERE l.merchant_id = _merchant AND l.member_id = _member AND l.device IS NOT NULL;
     GET DIAGNOSTICS c = ROW_COUNT;
     n := n || jsonb_build_object('push_consent_log', c);
+    -- the member's messages locked first, in id order: the order a worker's
+    -- ack_pushes and fail_push lock them in (an UPDATE would lock them in
+    -- partition order, and deadlock with a batch acknowledgement)
+    PERFORM FROM wallet.push_messages x WHERE x.merchant_id = _merchant AND x.member_id = _member ORDER BY x.push_id FOR UPDATE;
     -- (queued ones leave the queue slots for push_messages_done first)
     PERFORM wallet_internal.push_finish(ARRAY(
                 SELECT x.push_id FROM wallet.push_messages x

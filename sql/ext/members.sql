@@ -89,8 +89,12 @@ DECLARE
     id bigint;
 BEGIN
     PERFORM wallet_internal.member_check(merchant_id, member_ref);
+    -- FOR KEY SHARE: an erasure (which changes member_ref, a key) waits for
+    -- the caller to commit, and so erases what it writes; a caller that
+    -- comes after the erasure finds no member under the reference (the
+    -- erased row no longer matches) and starts a new one
     SELECT m.member_id INTO id FROM wallet.members m
-     WHERE m.merchant_id = member_ensure.merchant_id AND m.member_ref = member_ensure.member_ref;
+     WHERE m.merchant_id = member_ensure.merchant_id AND m.member_ref = member_ensure.member_ref FOR KEY SHARE;
     IF FOUND THEN
         RETURN id;
     END IF;
@@ -105,7 +109,7 @@ BEGIN
     RETURN id;
 END
 $$;
-COMMENT ON FUNCTION wallet_internal.member_ensure(bigint, text) IS 'internal: the member_id of member_ref at the merchant, creating the member if needed (race-safe)';
+COMMENT ON FUNCTION wallet_internal.member_ensure(bigint, text) IS 'internal: the member_id of member_ref at the merchant, creating the member if needed (race-safe); the row is locked FOR KEY SHARE, so that an erasure waits for the caller, or the caller after an erasure starts a new member';
 
 -- Whether a name is one of pg_timezone_names, which loads every file of the
 -- time zone database per scan: read once per backend (src/time_zones.c).
@@ -325,7 +329,14 @@ BEGIN
     -- hold of the member.  The counters first: their rows are what a
     -- redemption of the member holds until it commits, so that the
     -- redemptions (and reservations) are erased after those in flight
-    -- committed, under a snapshot that sees them
+    -- committed, under a snapshot that sees them.  But the member's
+    -- reservations and redemptions are locked before: converting a
+    -- reservation and undoing a redemption lock their row, then the counter
+    -- (one order for all, no deadlock)
+    PERFORM FROM wallet.code_reservations x JOIN wallet.campaigns k ON k.campaign_id = x.campaign_id
+     WHERE k.merchant_id = _merchant AND x.member_ref = _ref ORDER BY x.reservation_id FOR UPDATE OF x;
+    PERFORM FROM wallet.code_redemptions x JOIN wallet.campaigns k ON k.campaign_id = x.campaign_id
+     WHERE k.merchant_id = _merchant AND x.member_ref = _ref ORDER BY x.redemption_id FOR UPDATE OF x;
     FOR t, also IN VALUES ('member_use_counts', ''), ('code_bindings', ''), ('code_reservations', ''),
                           ('code_redemptions', ', context = ''{}''') LOOP
         EXECUTE format('UPDATE wallet.%I x SET member_ref = $1%s FROM wallet.campaigns k
@@ -375,6 +386,10 @@ BEGIN
      WHERE l.merchant_id = _merchant AND l.member_id = _member AND l.device IS NOT NULL;
     GET DIAGNOSTICS c = ROW_COUNT;
     n := n || jsonb_build_object('push_consent_log', c);
+    -- the member's messages locked first, in id order: the order a worker's
+    -- ack_pushes and fail_push lock them in (an UPDATE would lock them in
+    -- partition order, and deadlock with a batch acknowledgement)
+    PERFORM FROM wallet.push_messages x WHERE x.merchant_id = _merchant AND x.member_id = _member ORDER BY x.push_id FOR UPDATE;
     -- (queued ones leave the queue slots for push_messages_done first)
     PERFORM wallet_internal.push_finish(ARRAY(
                 SELECT x.push_id FROM wallet.push_messages x
@@ -428,10 +443,19 @@ DECLARE
     n bigint := 0;
     c bigint;
 BEGIN
+    -- those that still have such rows (a bulk erasure must not hide the
+    -- older ones behind members with nothing left)
     SELECT array_agg(m.member_id) INTO ids
       FROM (SELECT x.member_id FROM wallet.members x
              WHERE x.status = 'forgotten' AND x.updated_at > now() - since
                AND (merchants IS NULL OR x.merchant_id = ANY (merchants))
+               AND (EXISTS (SELECT FROM wallet.push_messages p WHERE p.merchant_id = x.merchant_id AND p.member_id = x.member_id
+                                                                 AND (p.payload <> '{}' OR p.last_error IS NOT NULL))
+                    OR EXISTS (SELECT FROM wallet.push_attempts a WHERE a.merchant_id = x.merchant_id AND a.member_id = x.member_id
+                                                                    AND a.error IS NOT NULL)
+                    OR EXISTS (SELECT FROM wallet.member_events e WHERE e.merchant_id = x.merchant_id AND e.member_id = x.member_id
+                                                                    AND e.attributes <> '{}'
+                                                                    AND e.kind NOT IN ('tier_changed', 'referral_rewarded', 'shared')))
              ORDER BY x.updated_at DESC LIMIT max_members) m;
     IF ids IS NULL THEN
         RETURN 0;
@@ -455,4 +479,4 @@ BEGIN
     RETURN n + c;
 END
 $$;
-COMMENT ON FUNCTION wallet_internal.forget_sweep(interval, int) IS 'internal (run_maintenance): clears the push payloads and failure texts and the app''s event attributes of members erased within since (at most max_members, the latest first, of the merchants the caller acts for) that calls committing during the erasure wrote; returns how many rows it cleared';
+COMMENT ON FUNCTION wallet_internal.forget_sweep(interval, int) IS 'internal (run_maintenance): clears the push payloads and failure texts and the app''s event attributes of members erased within since (at most max_members that still have such rows, the latest first, of the merchants the caller acts for) that calls committing during the erasure wrote; returns how many rows it cleared';

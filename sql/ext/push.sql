@@ -1687,6 +1687,13 @@ BEGIN
         RAISE EXCEPTION 'attempts must not be null nor hold a null'
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Each claim is named by the attempts claim_pushes returned with its message.';
     END IF;
+    -- (a claim's attempt is 1 or more, as push_check_attempt says)
+    IF EXISTS (SELECT FROM unnest(attempts) a WHERE a < 1) THEN
+        RAISE EXCEPTION 'attempt must be positive'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('A claim is named by the attempts claim_pushes returned with the message, 1 or more; %s is not.',
+                                  (SELECT min(a) FROM unnest(attempts) a));
+    END IF;
     IF cardinality(attempts) <> cardinality(push_ids) THEN
         RAISE EXCEPTION 'attempts must hold one attempt per push_id'
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The array attempts has the attempt of each message, in the order of push_ids.';

@@ -929,6 +929,23 @@ SELECT throws_ok(format($$SELECT wallet.fail_push(%s, 'x', true, 0)$$, :tk), '22
 SELECT throws_ok(format($$SELECT wallet.extend_lease(%s, '1 second', 0)$$, :tk), '22023', 'attempt must be positive', 'extend_lease with attempt 0: 22023');
 SELECT throws_ok(format($$SELECT wallet.ack_pushes(ARRAY[%s]::bigint[], '{pA}', '{-1}')$$, :tk), '22023', 'attempt must be positive',
                  'ack_pushes with an attempt -1: 22023');
+SELECT push_id AS tk0 FROM wallet.enqueue_push(:me, 'tk', 'push_tok0', 'service', '{}') \gset
+SELECT throws_ok(format($$SELECT wallet.ack_pushes(ARRAY[%s]::bigint[], NULL, '{0}')$$, :tk0), '22023', 'attempt must be positive',
+                 'ack_pushes with attempt 0 for a message never claimed (at attempt 0): 22023, not WL702');
+-- the maintenance's sweep of what calls in flight wrote after an erasure
+-- picks the erased members that still have such rows, not merely the latest
+SELECT pg_temp.member(:me, 'swept', 'UTC');
+SELECT push_id AS sw FROM wallet.enqueue_push(:me, 'swept', 'push_sweep', 'service', '{"to": "+41 79 555 77 77"}') \gset
+SELECT wallet.forget_member(:me, 'swept', 'erasure request');
+-- (as a worker's acknowledgement committing during the erasure would leave it)
+UPDATE wallet.push_messages SET payload = '{"to": "+41 79 555 77 77"}', last_error = 'unreachable +41 79 555 77 77' WHERE push_id = :sw;
+SELECT count(wallet.upsert_member(:me, 'bulk' || i)) FROM generate_series(1, 3) i;
+SELECT count(wallet.forget_member(:me, 'bulk' || i, 'bulk erasure')) FROM generate_series(1, 3) i;
+UPDATE wallet.members SET updated_at = now() - interval '1 minute' WHERE member_ref LIKE 'forgotten:%' AND member_id = (SELECT member_id FROM wallet.push_messages WHERE push_id = :sw);
+SELECT is(wallet_internal.forget_sweep('1 day', 2), 1::bigint, 'forget_sweep with room for 2 members clears the one that has data left, behind 3 later erasures');
+SELECT is((SELECT payload::text || ' ' || coalesce(last_error, '-') FROM wallet.push_messages WHERE push_id = :sw), '{} -',
+          'its payload and failure text are gone');
+SELECT is(wallet_internal.forget_sweep('1 day', 2), 0::bigint, 'a second sweep finds nothing left');
 SELECT throws_ok(format($$SELECT wallet.ack_pushes(ARRAY[%s, %s]::bigint[], NULL, '{2}')$$, :tk, :tk), '22023', 'attempts must hold one attempt per push_id',
                  'ack_pushes: one attempt per push_id (22023)');
 -- a batch with the token: checked as one statement; the first offending id (ascending) decides, and nothing is recorded
