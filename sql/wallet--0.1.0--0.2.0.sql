@@ -22488,6 +22488,26 @@ END
 $$;
 COMMENT ON FUNCTION wallet.ack_pushes(bigint[], text[], int[]) IS 'ack_pushes for the claims that attempts name (one per push_id): WL702 for the first message claimed again since, and then none is recorded';
 
+-- == 10aw. what 0.1.0 accepted and 0.2.0 refuses, named by a WARNING (nothing changed)
+DO $$
+DECLARE
+    n bigint;
+BEGIN
+    SELECT count(*) INTO n FROM wallet.programs p WHERE p.expiry > interval '100 years';
+    IF n > 0 THEN
+        RAISE WARNING '% program(s) have an expiry over 100 years', n
+            USING DETAIL = 'Their accruals keep working until an expiry would pass the last timestamp (then 22023); create_program now refuses such an expiry.',
+                  HINT = 'SELECT program_id, expiry FROM wallet.programs WHERE expiry > interval ''100 years'';';
+    END IF;
+    SELECT count(*) INTO n FROM wallet.members m WHERE m.status = 'active' AND (length(m.member_ref) > 256 OR m.member_ref LIKE 'forgotten:%');
+    IF n > 0 THEN
+        RAISE WARNING '% member reference(s) are over 256 characters or start with "forgotten:"', n
+            USING DETAIL = 'The API refuses such references from now on; forget_member still erases these members.',
+                  HINT = 'SELECT member_id, left(member_ref, 40) FROM wallet.members WHERE status = ''active'' AND (length(member_ref) > 256 OR member_ref LIKE ''forgotten:%'');';
+    END IF;
+END
+$$;
+
 -- == 10z. shared objects, final (issues 10-12)
 -- Objects that several sections above re-create (each with what its area
 -- added): their final definitions, exactly as the parts have them.

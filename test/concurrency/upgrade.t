@@ -16,7 +16,7 @@ TMP=$(mktemp -d /tmp/wallet-upgrade.XXXXXX)
 cleanup() { dropdb --if-exists "$OLD" 2>/dev/null; dropdb --if-exists "$NEW" 2>/dev/null; rm -rf "$TMP"; }
 trap cleanup EXIT
 
-plan 11
+plan 13
 createdb "$OLD" && createdb "$NEW" || { echo "Bail out! cannot create databases"; exit 1; }
 
 # 1. A 0.1.0 database with codes generated, issued, redeemed, reserved,
@@ -69,6 +69,9 @@ SELECT (wallet.adjust(3, 15, 'a-7', 'goodwill')).balance_after;
 SELECT pg_sleep(1.2);
 SELECT wallet.expire_points();
 SELECT wallet.close_program(2);
+-- what 0.1.0 accepted and 0.2.0 refuses: an expiry of 200 years, a 300-character member reference
+SELECT wallet.create_program(1, 'Forever Points', interval '200 years');
+SELECT wallet.open_account(1, repeat('L', 300));
 SQL
 rc=$?
 check "a 0.1.0 database is filled through the 0.1.0 API running on the current library" "$rc" 0
@@ -90,6 +93,8 @@ qdb "$OLD" -c "ALTER EXTENSION wallet UPDATE" >"$TMP/update.out" 2>&1
 rc=$?
 check "ALTER EXTENSION wallet UPDATE succeeds" "$rc" 0
 [ $rc -eq 0 ] || sed 's/^/#   /' "$TMP/update.out"
+check "the update warns about what 0.2.0 refuses (a 200-year expiry, a 300-character reference), changing nothing" \
+    "$(grep -c '^WARNING:' "$TMP/update.out")/$(qdb "$OLD" -c "SELECT count(*) FROM wallet.programs WHERE expiry = interval '200 years'")" "2/1"
 check "the updated database runs the default version" \
     "$(qdb "$OLD" -c "SELECT extversion FROM pg_extension WHERE extname = 'wallet'")" \
     "$(sed -n "s/^default_version = '\(.*\)'/\1/p" "$ROOT/wallet.control")"
@@ -117,4 +122,6 @@ check "codes issued before the update are still redeemed, once" \
     "ok/exhausted"
 check "codes issued after the update are authentic and redeemed" \
     "$(qdb "$OLD" -c "SELECT (wallet.redeem_code(wallet.issue_code(1, 'm-22'), 'm-22', 'after-r3')).status")" ok
+check "forget_member erases the member 0.1.0 accepted with a 300-character reference" \
+    "$(qdb "$OLD" -c "SELECT wallet.forget_member(1, repeat('L', 300), 'erasure request')")/$(qdb "$OLD" -c "SELECT count(*) FROM wallet.members WHERE length(member_ref) = 300")" "t/0"
 finish
