@@ -23000,8 +23000,8 @@ COMMENT ON INDEX wallet.shares_member_idx IS 'a member''s shares (its cap, forge
 COMMENT ON INDEX wallet.accounts_program_account_idx IS 'a program''s accounts in account order (the tier sweep, a batch at a time)';
 -- The rest, from the catalog (last, like the grants: whichever section made
 -- them): every identity sequence says what it numbers, the indexes of
--- constraints say which, and the partitions' indexes name the index they
--- are part of.
+-- constraints say which, the partitions' indexes name the index they are
+-- part of, and every constraint its definition.
 DO $$
 DECLARE
     r record;
@@ -23031,6 +23031,16 @@ BEGIN
                 AND NOT EXISTS (SELECT FROM pg_catalog.pg_constraint k WHERE k.conindid = x.oid AND k.conrelid = i.indrelid)
               ORDER BY 1, 2 LOOP
         EXECUTE pg_catalog.format('COMMENT ON %s %s IS %L', r.kind, r.obj, r.txt);
+    END LOOP;
+    -- and every table constraint says what it holds
+    FOR r IN SELECT k.conname, k.conrelid::regclass AS tab, pg_catalog.pg_get_constraintdef(k.oid) AS def
+               FROM pg_catalog.pg_constraint k
+               JOIN pg_catalog.pg_class c ON c.oid = k.conrelid
+              WHERE c.relnamespace IN ('wallet'::regnamespace, 'wallet_internal'::regnamespace)
+                AND pg_catalog.obj_description(k.oid, 'pg_constraint') IS NULL
+              ORDER BY k.conrelid, k.conname LOOP
+        EXECUTE pg_catalog.format('COMMENT ON CONSTRAINT %I ON %s IS %L', r.conname, r.tab,
+                                  pg_catalog.format('holds %s', r.def));
     END LOOP;
 END
 $$;

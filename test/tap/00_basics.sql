@@ -36,7 +36,11 @@ SELECT is_empty($$
     SELECT c.oid::regclass::text FROM pg_class c
      WHERE c.relkind IN ('i', 'I') AND c.relnamespace IN ('wallet'::regnamespace, 'wallet_internal'::regnamespace)
        AND obj_description(c.oid, 'pg_class') IS NULL
-$$, 'every sequence (those behind identity columns too), trigger and index has a comment');
+    UNION ALL
+    SELECT k.conname || ' on ' || k.conrelid::regclass FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid
+     WHERE c.relnamespace IN ('wallet'::regnamespace, 'wallet_internal'::regnamespace)
+       AND obj_description(k.oid, 'pg_constraint') IS NULL
+$$, 'every sequence (those behind identity columns too), trigger, index and constraint has a comment');
 
 -- Every table column too.
 SELECT is_empty($$
