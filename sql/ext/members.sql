@@ -427,11 +427,11 @@ END
 $$;
 COMMENT ON FUNCTION wallet.forget_member(bigint, text, text) IS 'erases a member''s personal data at a merchant: pseudonymises its member_ref in every table, clears its time zone, locale, request contexts and feedback comments, keeps only store, channel, payment_method and categories of its purchases'' attributes, clears referral fingerprints, deletes its failed attempts; push: clears consent devices, message payloads and the failure texts of messages and delivery records, suppresses queued messages, deletes its push preferences; clears the attributes of the app''s own events (wallet.track_event); ledgers and totals are unchanged; recorded in wallet.audit_log; returns false (and records nothing) when nothing names the member';
 
--- A worker's ack_push or fail_push, or the app's track_event, that commits
--- while forget_member runs writes a row the erasure's snapshot does not see
--- (a message moved into push_messages_done, an event), and a later call of
--- forget_member no longer finds the member by its reference.  These rows
--- name the member by member_id only: run_maintenance clears them for the
+-- A safety net: forget_member waits for the calls in flight that write
+-- push payloads, failure texts and event attributes (it locks the member
+-- and the member's messages first), but a row it did not see names the
+-- member by member_id only, and a later forget_member no longer finds the
+-- member by its reference: run_maintenance clears such rows for the
 -- members erased lately, as forget_member does.
 CREATE FUNCTION wallet_internal.forget_sweep(since interval, max_members int) RETURNS bigint
     LANGUAGE plpgsql

@@ -937,7 +937,7 @@ SELECT throws_ok(format($$SELECT wallet.ack_pushes(ARRAY[%s]::bigint[], NULL, '{
 SELECT pg_temp.member(:me, 'swept', 'UTC');
 SELECT push_id AS sw FROM wallet.enqueue_push(:me, 'swept', 'push_sweep', 'service', '{"to": "+41 79 555 77 77"}') \gset
 SELECT wallet.forget_member(:me, 'swept', 'erasure request');
--- (as a worker's acknowledgement committing during the erasure would leave it)
+-- (a row the erasure did not see, written here by hand)
 UPDATE wallet.push_messages SET payload = '{"to": "+41 79 555 77 77"}', last_error = 'unreachable +41 79 555 77 77' WHERE push_id = :sw;
 SELECT count(wallet.upsert_member(:me, 'bulk' || i)) FROM generate_series(1, 3) i;
 SELECT count(wallet.forget_member(:me, 'bulk' || i, 'bulk erasure')) FROM generate_series(1, 3) i;
