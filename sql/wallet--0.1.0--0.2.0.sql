@@ -22508,6 +22508,14 @@ BEGIN
 END
 $$;
 
+-- == 10ax. ack_push with the claim token in C: the statement that moves the message checks the attempt
+
+CREATE OR REPLACE FUNCTION wallet.ack_push(push_id bigint, provider_message_id text, attempt int) RETURNS boolean
+    LANGUAGE C
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'ack_push_token';
+COMMENT ON FUNCTION wallet.ack_push(bigint, text, int) IS 'ack_push for the claim that attempt names (the attempts claim_pushes returned): WL702 if the message was claimed again since';
+
 -- == 10z. shared objects, final (issues 10-12)
 -- Objects that several sections above re-create (each with what its area
 -- added): their final definitions, exactly as the parts have them.

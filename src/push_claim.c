@@ -48,10 +48,12 @@ enum
 	P_CHECK_NAME,				/* wallet_internal.push_check_name (raises) */
 	P_CHECK_LEASE,				/* wallet_internal.push_check_lease (raises) */
 	P_LOCK_MEMBERS,				/* the members' rows, those free locked */
+	P_CHECK_ATTEMPT,			/* wallet_internal.push_check_attempt (raises) */
 	P_CLAIM,					/* push_claim_sql on slot 0, 1, 2, or every slot */
 	P_ACK_ONE = P_CLAIM + 4,	/* push_ack_one_sql, the same four */
 	P_ACK_MANY = P_ACK_ONE + 4,	/* push_ack_many_sql, the same four */
-	P_COUNT = P_ACK_MANY + 4
+	P_ACK_TOKEN = P_ACK_MANY + 4,	/* push_ack_token_sql, the same four */
+	P_COUNT = P_ACK_TOKEN + 4
 };
 
 /* the relations of the four variants of a statement on the queue */
@@ -183,6 +185,10 @@ static const char *const push_suppress_sql =
 static const char *const push_ack_one_sql =
 	PUSH_ACK_SQL("$1", "$2::pg_catalog.text AS pid FROM d");
 
+/* ack_push with the claim token: $1 push_id, $2 provider_message_id, $3 the attempt claimed */
+static const char *const push_ack_token_sql =
+	PUSH_ACK_SQL("$1 AND x.attempts OPERATOR(pg_catalog.=) $3", "$2::pg_catalog.text AS pid FROM d");
+
 /* ack_pushes: $1 distinct ids in ascending order (the lock order), $2 their provider ids or NULL */
 static const char *const push_ack_many_sql =
 	PUSH_ACK_SQL("ANY ($1)",
@@ -219,6 +225,9 @@ static const char *const push_sql[P_CLAIM] = {
 	/* P_LOCK_MEMBERS: $1 member ids (push_lock_member without waiting) */
 	"SELECT m.member_id FROM wallet.members m WHERE m.member_id OPERATOR(pg_catalog.=) ANY ($1)"
 	" FOR NO KEY UPDATE OF m SKIP LOCKED",
+
+	/* P_CHECK_ATTEMPT: $1 push_id, $2 attempt */
+	"SELECT wallet_internal.push_check_attempt($1, $2)",
 };
 
 static SPIPlanPtr push_plans[P_COUNT];
@@ -234,11 +243,19 @@ push_plan(int which)
 	if (push_plans[which] == NULL)
 	{
 		const char *sql;
-		Oid			types[2];
+		Oid			types[3];
 		int			nargs = 2;
 		SPIPlanPtr	p;
 
-		if (which >= P_ACK_MANY)
+		if (which >= P_ACK_TOKEN)
+		{
+			sql = psprintf(push_ack_token_sql, push_slot_rel[which - P_ACK_TOKEN]);
+			types[0] = INT8OID;
+			types[1] = TEXTOID;
+			types[2] = INT4OID;
+			nargs = 3;
+		}
+		else if (which >= P_ACK_MANY)
 		{
 			sql = psprintf(push_ack_many_sql, push_slot_rel[which - P_ACK_MANY]);
 			types[0] = INT8ARRAYOID;
@@ -267,6 +284,7 @@ push_plan(int which)
 				[P_CHECK_NAME] = {TEXTOID},
 				[P_CHECK_LEASE] = {INTERVALOID},
 				[P_LOCK_MEMBERS] = {INT8ARRAYOID},
+				[P_CHECK_ATTEMPT] = {INT8OID, INT4OID},
 			};
 
 			sql = which == P_SUPPRESS ? push_suppress_sql : push_sql[which];
@@ -653,22 +671,47 @@ push_provider_ok(text *t)
 	return len <= 200 || pg_mbstrlen_with_len(s, len) <= 200;
 }
 
+/*
+ * The acknowledgement of one message (args: push_id, provider_message_id):
+ * a message being sent moved into the finished partition as sent, with its
+ * delivery record, in one statement (on its slot when this session claimed
+ * it, else on every slot); every other case (a repeated acknowledgement, a
+ * message not being sent or not found, a bad argument) by
+ * wallet_internal.push_ack_one.  Under SPI.
+ */
+static bool
+push_ack_one(Datum *args, const char *nulls)
+{
+	bool		done = false;
+	bool		isnull;
+	bool		result;
+
+	if (nulls[0] != 'n' && (nulls[1] == 'n' || push_provider_ok(DatumGetTextPP(args[1]))))
+	{
+		int			slot = push_slot_of(DatumGetInt64(args[0]));
+
+		done = push_run(P_ACK_ONE + slot, args, nulls, false) == 1;
+		if (!done && slot != SLOT_ANY)
+			done = push_run(P_ACK_ONE + SLOT_ANY, args, nulls, false) == 1;
+	}
+	if (done)
+		return true;
+	push_run(P_ACK_ONE_FULL, args, nulls, false);
+	result = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	if (isnull)
+		elog(ERROR, "push_ack_one returned NULL");
+	return result;
+}
+
 PG_FUNCTION_INFO_V1(ack_push);
 
-/*
- * wallet.ack_push(push_id, provider_message_id): a message being sent moved
- * into the finished partition as sent, with its delivery record, in one
- * statement (on its slot when this session claimed it, else on every
- * slot); every other case (a repeated acknowledgement, a message not being
- * sent or not found, a bad argument) by wallet_internal.push_ack_one.
- */
+/* wallet.ack_push(push_id, provider_message_id) */
 Datum
 ack_push(PG_FUNCTION_ARGS)
 {
 	Datum		args[2];
 	char		nulls[2];
-	bool		done = false;
-	bool		result = true;
+	bool		result;
 
 	args[0] = PG_ARGISNULL(0) ? (Datum) 0 : PG_GETARG_DATUM(0);
 	args[1] = PG_ARGISNULL(1) ? (Datum) 0 : PG_GETARG_DATUM(1);
@@ -676,23 +719,58 @@ ack_push(PG_FUNCTION_ARGS)
 	nulls[1] = PG_ARGISNULL(1) ? 'n' : ' ';
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (!PG_ARGISNULL(0) && (PG_ARGISNULL(1) || push_provider_ok(PG_GETARG_TEXT_PP(1))))
+	result = push_ack_one(args, nulls);
+	SPI_finish();
+	PG_RETURN_BOOL(result);
+}
+
+PG_FUNCTION_INFO_V1(ack_push_token);
+
+/*
+ * wallet.ack_push(push_id, provider_message_id, attempt): the claim token
+ * checked by the statement that moves the message (attempts = attempt: a
+ * message claimed again since is not moved, also when the new claim
+ * commits while we wait for its lock); every other case as the checks
+ * before would decide it, by wallet_internal.push_check_attempt (which
+ * locks the message and raises 22004, 22023, WL701 or WL702) and then
+ * ack_push's own path.
+ */
+Datum
+ack_push_token(PG_FUNCTION_ARGS)
+{
+	Datum		args[3];
+	char		nulls[3];
+	bool		result = true;
+
+	for (int i = 0; i < 3; i++)
+	{
+		args[i] = PG_ARGISNULL(i) ? (Datum) 0 : PG_GETARG_DATUM(i);
+		nulls[i] = PG_ARGISNULL(i) ? 'n' : ' ';
+	}
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (!PG_ARGISNULL(0) && !PG_ARGISNULL(2) && PG_GETARG_INT32(2) >= 1 &&
+		(PG_ARGISNULL(1) || push_provider_ok(PG_GETARG_TEXT_PP(1))))
 	{
 		int			slot = push_slot_of(PG_GETARG_INT64(0));
+		bool		done;
 
-		done = push_run(P_ACK_ONE + slot, args, nulls, false) == 1;
+		done = push_run(P_ACK_TOKEN + slot, args, nulls, false) == 1;
 		if (!done && slot != SLOT_ANY)
-			done = push_run(P_ACK_ONE + SLOT_ANY, args, nulls, false) == 1;
+			done = push_run(P_ACK_TOKEN + SLOT_ANY, args, nulls, false) == 1;
+		if (done)
+		{
+			SPI_finish();
+			PG_RETURN_BOOL(true);
+		}
 	}
-	if (!done)
 	{
-		bool		isnull;
+		Datum		a[2] = {args[0], args[2]};
+		char		n[2] = {nulls[0], nulls[2]};
 
-		push_run(P_ACK_ONE_FULL, args, nulls, false);
-		result = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		if (isnull)
-			elog(ERROR, "push_ack_one returned NULL");
+		push_run(P_CHECK_ATTEMPT, a, n, false);		/* raises unless the claim is current */
 	}
+	result = push_ack_one(args, nulls);
 	SPI_finish();
 	PG_RETURN_BOOL(result);
 }

@@ -1658,15 +1658,13 @@ END
 $$;
 COMMENT ON FUNCTION wallet_internal.push_check_attempt(bigint, int) IS 'internal: locks the message and raises WL702 when it is no longer at the attempt a worker claimed it as (claimed again since), 22004 for a NULL attempt, 22023 for one below 1, WL701 for an unknown message';
 
+-- In C (src/push_claim.c): the statement that moves the message checks the
+-- claim token itself (attempts = attempt); anything else goes through
+-- push_check_attempt and then ack_push's own path, as before.
 CREATE FUNCTION wallet.ack_push(push_id bigint, provider_message_id text, attempt int) RETURNS boolean
-    LANGUAGE plpgsql
+    LANGUAGE C
     SET search_path = pg_catalog, pg_temp
-    AS $$
-BEGIN
-    PERFORM wallet_internal.push_check_attempt(push_id, attempt);
-    RETURN wallet.ack_push(push_id, provider_message_id);
-END
-$$;
+    AS 'MODULE_PATHNAME', 'ack_push_token';
 COMMENT ON FUNCTION wallet.ack_push(bigint, text, int) IS 'ack_push for the claim that attempt names (the attempts claim_pushes returned): WL702 if the message was claimed again since';
 
 CREATE FUNCTION wallet.ack_pushes(push_ids bigint[], provider_message_ids text[], attempts int[]) RETURNS bigint
