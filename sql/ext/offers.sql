@@ -536,6 +536,18 @@ BEGIN
     END IF;
     IF hold_ttl IS NOT NULL THEN
         exp := clock_timestamp() + hold_ttl;
+        -- the locks of a checkout, in its order, before any budget slice: the
+        -- member's account in the currency (opened as the purchase would open
+        -- it), then the member (wallet_internal.offers_consume).  A quote and
+        -- its purchase in one transaction then never deadlock with another
+        -- checkout of the member, which takes them in this order too.
+        IF prog IS NOT NULL THEN
+            IF acct IS NULL THEN
+                acct := wallet.open_account(prog, member_ref);
+            END IF;
+            PERFORM FROM wallet.accounts y WHERE y.account_id = acct FOR NO KEY UPDATE;
+        END IF;
+        PERFORM FROM wallet.members m WHERE m.member_id = member FOR NO KEY UPDATE;
     END IF;
     -- budgets in campaign order (the budget API's deadlock rule)
     FOR e IN SELECT * FROM wallet_internal.offers_eval(merchant_id, member, member_ref, tz, acct,
@@ -737,7 +749,17 @@ DECLARE
     e jsonb;
     r record;
     x bigint;
+    first boolean;
 BEGIN
+    -- a member's checkouts with offers take turns (after the account's lock,
+    -- before any budget slice: the order quote_offers keeps too), so that
+    -- "first purchase at the merchant" is decided once: the account's lock
+    -- alone does not serialise purchases in two currencies, or in one with no
+    -- program.  The check below is a later statement: it sees a purchase that
+    -- committed while this one waited.
+    PERFORM FROM wallet.members m WHERE m.member_id = p.member_id FOR NO KEY UPDATE;
+    first := NOT EXISTS (SELECT FROM wallet.purchases y WHERE y.merchant_id = p.merchant_id
+                           AND y.member_id = p.member_id AND y.purchase_id <> p.purchase_id);
     IF quote_id IS NOT NULL THEN
         SELECT * INTO q FROM wallet.offer_quotes k WHERE k.quote_id = offers_consume.quote_id AND k.merchant_id = p.merchant_id FOR UPDATE;
         IF NOT FOUND THEN
@@ -753,15 +775,19 @@ BEGIN
         FOR e IN SELECT j FROM jsonb_array_elements(q.items) j ORDER BY (j ->> 'campaign_id')::bigint, (j ->> 'offer_id')::bigint LOOP
             CONTINUE WHEN e ->> 'status' NOT IN ('ok', 'partial') AND e ->> 'hold_id' IS NULL;
             CONTINUE WHEN offers IS NOT NULL AND NOT (e ->> 'offer_id')::bigint = ANY (offers);
+            -- a quote's first-purchase offer, quoted before another purchase
+            -- of the member: no longer its first (the hold is released)
+            IF NOT first AND e ->> 'status' IN ('ok', 'partial')
+               AND EXISTS (SELECT FROM wallet.offers f WHERE f.offer_id = (e ->> 'offer_id')::bigint AND f.first_purchase) THEN
+                e := jsonb_set(e, '{status}', '"not_eligible"');
+            END IF;
             PERFORM wallet_internal.offer_consume(p, member_ref, time_zone, e);
         END LOOP;
         UPDATE wallet.offer_quotes k SET state = 'used', purchase_id = p.purchase_id WHERE k.quote_id = q.quote_id;
         RETURN;
     END IF;
     FOR r IN SELECT * FROM wallet_internal.offers_eval(p.merchant_id, p.member_id, member_ref, time_zone, p.account_id,
-                                                      NOT EXISTS (SELECT FROM wallet.purchases y WHERE y.merchant_id = p.merchant_id
-                                                                    AND y.member_id = p.member_id AND y.purchase_id <> p.purchase_id),
-                                                      p.amount, p.currency, p.occurred_at, p.attributes, codes, offers) v
+                                                      first, p.amount, p.currency, p.occurred_at, p.attributes, codes, offers) v
               ORDER BY v.campaign_id, v.offer_id LOOP
         PERFORM wallet_internal.offer_consume(p, member_ref, time_zone, to_jsonb(r));
     END LOOP;

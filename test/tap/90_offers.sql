@@ -5,7 +5,7 @@
 -- Expected figures are worked out by hand in the comments.
 BEGIN;
 SET LOCAL timezone = 'UTC';
-SELECT plan(93);
+SELECT plan(97);
 
 SELECT wallet.create_merchant('offers merchant') AS m \gset
 SELECT wallet.create_merchant('offers quote merchant') AS mq \gset
@@ -270,6 +270,23 @@ SELECT throws_ok(format($$SELECT wallet.quote_offers(%s, 'whale', 1e15, 'CNY')$$
 SELECT throws_ok(format($$SELECT wallet.record_purchase(%s, 'whale', 'whale-1', 1e15, 'CNY', offers => ARRAY[%s]::bigint[])$$, :mo, :o_huge),
                  'WL205', 'points out of range', 'record_purchase: cashback of 10^27 points is WL205');
 SELECT is((SELECT count(*) FROM wallet.purchases WHERE merchant_id = :mo), 0::bigint, 'the refused checkout recorded nothing');
+
+-- a first-purchase offer quoted twice before the member's first purchase:
+-- the first quote used gets it, the second finds a purchase before it
+-- (not_eligible, its hold released: the budget granted once)
+SELECT wallet.create_merchant('offers first merchant') AS mf \gset
+SELECT wallet.create_program(:mf, 'first points') AS pf \gset
+SELECT wallet.set_program_earning(:pf, 'CNY') \g /dev/null
+SELECT wallet.create_campaign(:mf, 'welcome', starts_at => '2026-01-01') AS cf \gset
+SELECT wallet.set_campaign_budget(:cf, 'money', 100000) \g /dev/null
+SELECT wallet.create_offer(:cf, 'first order 10 off', 'fixed', 10, 'CNY', conditions => '{"first_purchase": true}') AS o_f1 \gset
+SELECT max(quote_id) AS qf1 FROM wallet.quote_offers(:mf, 'newbie', 100, 'CNY', hold_ttl => interval '10 minutes') \gset
+SELECT max(quote_id) AS qf2 FROM wallet.quote_offers(:mf, 'newbie', 100, 'CNY', hold_ttl => interval '10 minutes') \gset
+SELECT is((SELECT held FROM wallet.campaign_budget(:cf)), 2000::bigint, 'two quotes before the first purchase hold the offer twice');
+SELECT is(pg_temp.buy(:mf, 'newbie', 'nb-1', 100, NULL, quote => :qf1), 'ok 10.00 0', 'the first quote used: the first purchase gets the offer');
+SELECT is(pg_temp.buy(:mf, 'newbie', 'nb-2', 100, NULL, quote => :qf2), 'not_eligible 0 0',
+          'the second quote used: no longer the first purchase, not_eligible');
+SELECT is((SELECT (granted, held)::text FROM wallet.campaign_budget(:cf)), '(1000,0)', 'granted once, the second hold released');
 
 SELECT * FROM finish();
 ROLLBACK;
