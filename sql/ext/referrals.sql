@@ -215,7 +215,7 @@ COMMENT ON COLUMN wallet.share_counts.campaign_id IS 'the campaign';
 COMMENT ON COLUMN wallet.share_counts.member_id IS 'the member (wallet.members)';
 COMMENT ON COLUMN wallet.share_counts.merchant_id IS 'merchant of the campaign: the key to distribute by';
 COMMENT ON COLUMN wallet.share_counts.rewarded IS 'rewarded shares of the campaign by the member';
-COMMENT ON COLUMN wallet.share_counts.day IS 'the member''s day of the last rewarded share (its time zone, else UTC)';
+COMMENT ON COLUMN wallet.share_counts.day IS 'the latest day of the member with a rewarded share (its time zone, else UTC); a share dated to an earlier day counts against it';
 COMMENT ON COLUMN wallet.share_counts.day_rewarded IS 'rewarded shares on that day';
 SELECT pg_catalog.pg_extension_config_dump('wallet.share_counts', '');
 ALTER TABLE wallet.share_counts ENABLE ROW LEVEL SECURITY;
@@ -755,14 +755,18 @@ BEGIN
     ELSE
         SELECT m.time_zone INTO tz FROM wallet.members m WHERE m.member_id = member;
         today := (now() AT TIME ZONE coalesce(tz, 'UTC'))::date;
-        -- the member's counter row, locked: bumped only while below both caps
+        -- the member's counter row, locked: bumped only while below both caps.
+        -- The day only moves forward: a share dated to an earlier day than
+        -- the one counted (the member's time zone moved west, or a call from
+        -- before midnight committing after one of the new day) counts against
+        -- the later day, never resets it
         INSERT INTO wallet.share_counts AS c (campaign_id, member_id, merchant_id, rewarded, day, day_rewarded)
         VALUES (record_share.campaign_id, member, record_share.merchant_id, 1, today, 1)
         ON CONFLICT ON CONSTRAINT share_counts_pkey DO UPDATE
-           SET rewarded = c.rewarded + 1, day = EXCLUDED.day,
-               day_rewarded = CASE WHEN c.day = EXCLUDED.day THEN c.day_rewarded + 1 ELSE 1 END
+           SET rewarded = c.rewarded + 1, day = greatest(c.day, EXCLUDED.day),
+               day_rewarded = CASE WHEN EXCLUDED.day > c.day THEN 1 ELSE c.day_rewarded + 1 END
          WHERE (sr.max_per_member IS NULL OR c.rewarded < sr.max_per_member)
-           AND (sr.max_per_day IS NULL OR c.day <> EXCLUDED.day OR c.day_rewarded < sr.max_per_day)
+           AND (sr.max_per_day IS NULL OR EXCLUDED.day > c.day OR c.day_rewarded < sr.max_per_day)
         RETURNING c.* INTO k;
         IF k.member_id IS NOT NULL THEN
             bumped := true;

@@ -3,7 +3,7 @@
 -- on any insert).  Time is simulated by moving a referral's window back.
 BEGIN;
 SET LOCAL timezone = 'UTC';
-SELECT plan(103);
+SELECT plan(104);
 
 SELECT wallet.create_merchant('referrals merchant') AS m \gset
 SELECT wallet.create_merchant('referrals other merchant') AS m2 \gset
@@ -229,6 +229,22 @@ SELECT is((SELECT count(*) FROM wallet.member_events ev JOIN wallet.members x ON
 SELECT is((SELECT string_agg(ev.attributes ->> 'status', ',' ORDER BY ev.event_id) FROM wallet.member_events ev JOIN wallet.members x ON x.member_id = ev.member_id
             WHERE x.member_ref = 'nia' AND ev.kind = 'shared'),
           'rewarded,rewarded,refused,rewarded,refused', 'with its outcome');
+-- the day counted only moves forward: after the member's time zone moves
+-- west (UTC+14 to UTC-11, always another date), a share of the earlier local
+-- day counts against the later day already rewarded, and moving back does
+-- not reset it (max_per_day 1: one reward on the Kiritimati day)
+SELECT wallet.create_campaign(:m, 'share across time zones') AS c_tz \gset
+SELECT wallet.set_share_reward(:c_tz, :p, 5, NULL, 1) \g /dev/null
+SELECT wallet.upsert_member(:m, 'tove', 'Pacific/Kiritimati') \g /dev/null
+SELECT wallet.record_share(:m, 'tove', :c_tz, 'weibo', 'tove-1') \g /dev/null
+SELECT wallet.upsert_member(:m, 'tove', 'Pacific/Pago_Pago') \g /dev/null
+SELECT wallet.record_share(:m, 'tove', :c_tz, 'weibo', 'tove-2') \g /dev/null
+SELECT wallet.upsert_member(:m, 'tove', 'Pacific/Kiritimati') \g /dev/null
+SELECT wallet.record_share(:m, 'tove', :c_tz, 'weibo', 'tove-3') \g /dev/null
+SELECT is((SELECT string_agg(x.status || coalesce(':' || x.reason, ''), ',' ORDER BY x.share_id) FROM wallet.shares x
+            WHERE x.campaign_id = :c_tz),
+          'rewarded,refused:daily_cap,refused:daily_cap',
+          'a share of an earlier local day (time zone moved west) counts against the later day: no second reward on the Kiritimati day');
 SELECT wallet.record_share(:m, 'olga', :c, 'wechat', 'share-k1') AS s1 \gset
 SELECT is((wallet.record_share(:m, 'olga', :c, 'wechat', 'share-k1')).share_id, (:'s1'::wallet.shares).share_id,
           'a retry with the same key returns the first share');
