@@ -840,9 +840,13 @@ BEGIN
         RAISE EXCEPTION '% must not be null', CASE WHEN order_ref IS NULL THEN 'order_ref' WHEN amount IS NULL THEN 'amount' ELSE 'refund_ref' END
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A refund names the order, the amount refunded and the merchant''s own refund reference.';
     END IF;
-    IF btrim(order_ref) = '' OR btrim(refund_ref) = '' OR length(refund_ref) > 200 THEN
-        RAISE EXCEPTION '% must not be %', CASE WHEN btrim(order_ref) = '' THEN 'order reference' ELSE 'refund reference' END,
-                         CASE WHEN btrim(order_ref) = '' OR btrim(refund_ref) = '' THEN 'blank' ELSE 'longer than 200 characters' END
+    -- (an order reference over the bound is refused as record_purchase
+    -- refuses it, not looked up as an unknown purchase)
+    IF btrim(order_ref) = '' OR length(order_ref) > 200 OR btrim(refund_ref) = '' OR length(refund_ref) > 200 THEN
+        RAISE EXCEPTION '% must not be %',
+                         CASE WHEN btrim(order_ref) = '' OR length(order_ref) > 200 THEN 'order reference' ELSE 'refund reference' END,
+                         CASE WHEN btrim(order_ref) = '' OR (length(order_ref) <= 200 AND btrim(refund_ref) = '') THEN 'blank'
+                              ELSE 'longer than 200 characters' END
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Order and refund references are non-blank texts of at most 200 characters.';
     END IF;
     -- the bound of a purchase's amount (purchase_check): NaN, which numeric

@@ -424,6 +424,7 @@ INSERT INTO vocab (fn, what, expect, call) VALUES
 ('wallet.record_refund(bigint,text,numeric,text)', 'order_ref blank', '22023', $$SELECT wallet.record_refund({m}, ' ', 1, 'r1')$$),
 ('wallet.record_refund(bigint,text,numeric,text)', 'refund_ref blank', '22023', $$SELECT wallet.record_refund({m}, 'o1', 1, ' ')$$),
 ('wallet.record_refund(bigint,text,numeric,text)', 'refund_ref oversized', '22023', $$SELECT wallet.record_refund({m}, 'o1', 1, '{long}')$$),
+('wallet.record_refund(bigint,text,numeric,text)', 'order_ref oversized', '22023', $$SELECT wallet.record_refund({m}, '{long}', 1, 'r1')$$),
 ('wallet.record_refund(bigint,text,numeric,text)', 'unknown merchant', 'WL102', $$SELECT wallet.record_refund({unknown}, 'o1', 1, 'r1')$$),
 ('wallet.record_refund(bigint,text,numeric,text)', 'unknown order', 'WL500', $$SELECT wallet.record_refund({m}, 'no such order', 1, 'r1')$$),
 -- campaign audience, analytics, segments, feedback (issue 11)
