@@ -1988,14 +1988,15 @@ BEGIN
                         OR (p.occurred_at > s.delivered_at AND p.occurred_at <= s.delivered_at + $4))
                  ORDER BY s.delivered_at DESC, s.push_id DESC LIMIT 1) AS push_id
           FROM wallet.purchases p
-         WHERE p.merchant_id = $1 AND p.member_id IN (SELECT s.member_id FROM sent s))
+         -- an order refunded in full is no purchase (as campaign_report and rfm count)
+         WHERE p.merchant_id = $1 AND p.member_id IN (SELECT s.member_id FROM sent s) AND p.amount > p.refunded_amount)
     SELECT s.push_id, count(t.purchase_id), coalesce(sum(t.net), 0)
       FROM sent s LEFT JOIN touch t ON t.push_id = s.push_id
      WHERE $2 IS NULL OR s.campaign_id = $2
      GROUP BY s.push_id;
 END
 $$;
-COMMENT ON FUNCTION wallet_internal.push_attribution(bigint, bigint, interval, interval) IS 'internal: each sent message of the merchant (of the campaign, if given) with the purchases attributed to it (last touch, among every message the member was sent, within open_window after its first open or delivery_window after its delivery) and their net revenue';
+COMMENT ON FUNCTION wallet_internal.push_attribution(bigint, bigint, interval, interval) IS 'internal: each sent message of the merchant (of the campaign, if given) with the purchases attributed to it (orders not refunded in full; last touch, among every message the member was sent, within open_window after its first open or delivery_window after its delivery) and their net revenue';
 
 -- The attribution windows of the metrics, checked alike in push_stats and
 -- push_funnel.
@@ -2065,7 +2066,7 @@ BEGIN
       FROM g ORDER BY g.campaign_id NULLS FIRST, g.topic;
 END
 $$;
-COMMENT ON FUNCTION wallet.push_stats(bigint, bigint, interval, interval) IS 'figures per campaign and topic of a merchant''s messages (one campaign, or all): issued, sent, delivered, opened, clicked, unsubscribed, complained, converted (a purchase attributed, last touch, within open_window after an open or delivery_window after delivery) and net revenue attributed; rates per message sent';
+COMMENT ON FUNCTION wallet.push_stats(bigint, bigint, interval, interval) IS 'figures per campaign and topic of a merchant''s messages (one campaign, or all): issued, sent, delivered, opened, clicked, unsubscribed, complained, converted (a purchase not refunded in full attributed, last touch, within open_window after an open or delivery_window after delivery) and net revenue attributed; rates per message sent';
 
 CREATE FUNCTION wallet.push_funnel(merchant_id bigint, campaign_id bigint, open_window interval DEFAULT '24 hours',
         delivery_window interval DEFAULT '72 hours')
@@ -2144,14 +2145,16 @@ BEGIN
         UNION ALL SELECT 'non-recipients', 2, n.member_id, n.since FROM n)
     SELECT b.a, count(*),
            count(*) FILTER (WHERE EXISTS (SELECT FROM wallet.purchases p WHERE p.merchant_id = $1 AND p.member_id = b.member_id
+                                            AND p.amount > p.refunded_amount
                                             AND p.occurred_at > b.since AND p.occurred_at <= b.since + make_interval(days => $3))),
            round(count(*) FILTER (WHERE EXISTS (SELECT FROM wallet.purchases p WHERE p.merchant_id = $1 AND p.member_id = b.member_id
+                                            AND p.amount > p.refunded_amount
                                             AND p.occurred_at > b.since AND p.occurred_at <= b.since + make_interval(days => $3)))::numeric
                  / count(*), 4)
       FROM both_ b GROUP BY b.a, b.o ORDER BY b.o;
 END
 $$;
-COMMENT ON FUNCTION wallet.push_retention(bigint, bigint, int) IS 'retention of a campaign''s recipients against non-recipients: the members who purchased within days after their first send (recipients) or after the campaign''s first send (the merchant''s other active members)';
+COMMENT ON FUNCTION wallet.push_retention(bigint, bigint, int) IS 'retention of a campaign''s recipients against non-recipients: the members who purchased (an order not refunded in full) within days after their first send (recipients) or after the campaign''s first send (the merchant''s other active members)';
 
 ------------------------------------------------------------------------------
 -- Triggers: messages enqueued by what happens to members

@@ -404,11 +404,14 @@ SELECT throws_ok(format('SELECT wallet.record_push_event(%s, %L)', (SELECT push_
 --   u1: T+20h 100 (20 refunded): within 24 h of its open; T+80h 50: outside both windows
 --   u2: T+71h 30: within 72 h of its delivery (T+1m)
 --   u3: T+73h 40: outside 72 h of its delivery (T, no delivered event: the acknowledgement); T-1h 10: before the push
+--   u3: T+1h 60, refunded in full: no purchase (no conversion, as campaign_report and rfm count)
 --   u4: T+5 days 25 (no push: a non-recipient)
+--   u5: T+2 days 15, refunded in full: no purchase (not retained)
 INSERT INTO wallet.purchases (merchant_id, member_id, order_ref, amount, currency, occurred_at, refunded_amount)
 SELECT :mm, w.member_id, 'o-' || v.ref || '-' || v.n, v.amount, 'CHF', now() + v.after, v.refunded
   FROM (VALUES ('u1', 1, 100, interval '20 hours', 20), ('u1', 2, 50, interval '80 hours', 0), ('u2', 1, 30, interval '71 hours', 0),
-               ('u3', 1, 40, interval '73 hours', 0), ('u3', 2, 10, interval '-1 hour', 0), ('u4', 1, 25, interval '5 days', 0))
+               ('u3', 1, 40, interval '73 hours', 0), ('u3', 2, 10, interval '-1 hour', 0), ('u3', 3, 60, interval '1 hour', 60),
+               ('u4', 1, 25, interval '5 days', 0), ('u5', 1, 15, interval '2 days', 15))
        AS v (ref, n, amount, after, refunded)
   JOIN wallet.members w ON w.merchant_id = :mm AND w.member_ref = v.ref;
 SELECT results_eq(format('SELECT issued, sent, delivered, opened, clicked, unsubscribed, complained, converted, revenue FROM wallet.push_stats(%s, %s)', :mm, :cm),
