@@ -766,6 +766,10 @@ BEGIN
         SELECT mm.member_id
           FROM wallet.code_bindings b JOIN wallet.members mm ON mm.merchant_id = c.merchant_id AND mm.member_ref = b.member_ref
          WHERE b.campaign_id = _cid AND b.bound_at >= s AND b.bound_at < e
+        UNION
+        -- the campaign's push messages sent in the period (kept for the merchant's push retention)
+        SELECT x.member_id FROM wallet.push_messages x
+         WHERE x.merchant_id = c.merchant_id AND x.campaign_id = _cid AND x.status = 'sent' AND x.sent_at >= s AND x.sent_at < e
     ), fb AS (
         SELECT f.member_id, bool_or(f.category = 'complaint') AS complained
           FROM wallet.campaign_feedback f

@@ -280,6 +280,17 @@ SELECT results_eq($$SELECT points_granted, points_cost, redemption_cost, other_c
 SELECT results_eq($$SELECT feedback_count, average_score, feedback_rate, complaint_rate FROM rep$$,
                   $$VALUES (3::bigint, 3.67, 1.0000, 0.5000)$$,
                   'feedback in the period: 3 (mean score (5 + 2 + 4) / 3); of the 2 reached, both gave feedback and 1 complained');
+-- a push message of the campaign sent in the period reaches its member: T3
+-- (not reached above) is sent one on 03-04; C1's (control) and T3's of
+-- another campaign or after the period count for nothing: reach 3 of 3
+INSERT INTO wallet.push_messages (merchant_id, member_id, channel, topic, service, payload, campaign_id, priority, not_before,
+                                  outcome, status, sent_at, finished_at, part)
+SELECT :m2, w.id, 'push', 'marketing', false, '{}', v.campaign_id, 0, v.at, 'queued', 'sent', v.at, v.at, 3
+  FROM (VALUES ('T3', :fest, timestamptz '2026-03-04'), ('C1', :fest, '2026-03-04'), ('T3', NULL, '2026-03-05'),
+               ('T1', :fest, '2026-03-20')) v (k, campaign_id, at)
+  JOIN who w ON w.k = v.k;
+SELECT is((SELECT (reach, reach_rate, redemption_rate)::text FROM wallet.campaign_report(:fest, currency => 'CNY')), '(3,1.0000,0.3333)',
+          'reach: T1 (redeemed), T2 (opened), T3 (sent the campaign''s push in the period) of 3; redemption rate 1 of 3 reached');
 SELECT is((SELECT target_revenue FROM wallet.campaign_report(:fest)), 230::numeric, 'every currency: the EUR purchase is after the period, during is the same');
 SELECT is((SELECT (other_cost, target_arpu_after)::text FROM wallet.campaign_report(:fest)), '(19.5,33.3333)', 'every currency: the EUR cost and T2''s EUR purchase count');
 SELECT is((SELECT (target_revenue, control_revenue)::text FROM wallet.campaign_report(:fest, '2026-03-03', '2026-03-05', 'CNY')), '(80,40)',
