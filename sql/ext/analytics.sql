@@ -617,6 +617,84 @@ END
 $$;
 COMMENT ON FUNCTION wallet_internal.report_period(wallet.campaigns, timestamptz, timestamptz, text) IS 'internal: the period [start, end) of a campaign report (default: the campaign''s window up to now); 22023 for an empty or infinite period, one whose windows before and after (or 36 months after) leave the range of timestamps, or a malformed currency';
 
+-- What a campaign costs besides points and offers: the admin sets the
+-- money a redemption of its codes costs (a voucher's face value) and books
+-- other costs (printing, an agency's fee).  campaign_report counts both.
+CREATE FUNCTION wallet_internal.campaign_of(campaign_id bigint) RETURNS bigint
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    m bigint;
+BEGIN
+    IF campaign_id IS NULL THEN
+        RAISE EXCEPTION 'campaign_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A campaign is named by its id.';
+    END IF;
+    SELECT k.merchant_id INTO m FROM wallet.campaigns k WHERE k.campaign_id = campaign_of.campaign_id AND wallet.acts_for(k.merchant_id);
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'campaign % does not exist', campaign_id
+            USING ERRCODE = 'WL101', DETAIL = format('There is no campaign %s of a merchant the caller acts for.', campaign_id),
+                  HINT = 'Create it with wallet.create_campaign.';
+    END IF;
+    RETURN m;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.campaign_of(bigint) IS 'internal: the merchant of a campaign the caller acts for; 22004 NULL, WL101 unknown (another merchant''s alike)';
+
+CREATE FUNCTION wallet.set_campaign_redemption_value(campaign_id bigint, redemption_value numeric) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    PERFORM wallet_internal.campaign_of(campaign_id);
+    -- (NaN compares above every number: over the bound)
+    IF redemption_value < 0 OR redemption_value > 1e15 THEN
+        RAISE EXCEPTION 'redemption_value must be between 0 and 10^15'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A redemption costs the merchant zero or more money in the campaign''s currency (NULL: none counted).';
+    END IF;
+    UPDATE wallet.campaigns k SET redemption_value = set_campaign_redemption_value.redemption_value
+     WHERE k.campaign_id = set_campaign_redemption_value.campaign_id;
+END
+$$;
+COMMENT ON FUNCTION wallet.set_campaign_redemption_value(bigint, numeric) IS 'sets the money each redemption of the campaign''s codes costs the merchant (a voucher''s face value; NULL: none), counted by campaign_report as redemption_cost; 22004 NULL campaign, 22023 below 0 or over 10^15 (NaN too), WL101 unknown campaign';
+
+CREATE FUNCTION wallet.record_campaign_cost(campaign_id bigint, amount numeric, currency text, occurred_at timestamptz DEFAULT now())
+    RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    m bigint := wallet_internal.campaign_of(campaign_id);
+    id bigint;
+BEGIN
+    IF amount IS NULL OR currency IS NULL OR occurred_at IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN amount IS NULL THEN 'amount' WHEN currency IS NULL THEN 'currency' ELSE 'occurred_at' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A cost is an amount in a currency at an instant.';
+    END IF;
+    -- a negative amount corrects an earlier booking; NaN is over the bound
+    IF amount = 0 OR amount < -1e15 OR amount > 1e15 THEN
+        RAISE EXCEPTION 'amount must not be 0 nor beyond 10^15'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A cost is an amount of money up to 10^15; a negative one corrects an earlier booking.';
+    END IF;
+    IF currency !~ '^[A-Z]{3}$' THEN
+        RAISE EXCEPTION 'invalid currency "%"', left(currency, 16)
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A currency is an ISO 4217 code of three capital letters, such as CNY or EUR.';
+    END IF;
+    IF NOT isfinite(occurred_at) OR occurred_at < now() - interval '100 years' OR occurred_at > now() + interval '100 years' THEN
+        RAISE EXCEPTION 'occurred_at must be within 100 years of now'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A cost is booked at a real instant, at most 100 years before or after now.';
+    END IF;
+    INSERT INTO wallet.campaign_costs (merchant_id, campaign_id, kind, amount, currency, occurred_at)
+    VALUES (m, campaign_id, 'other', amount, currency, occurred_at)
+    RETURNING cost_id INTO id;
+    RETURN id;
+END
+$$;
+COMMENT ON FUNCTION wallet.record_campaign_cost(bigint, numeric, text, timestamptz) IS 'books a cost of the campaign (kind other: printing, fees; a negative amount corrects an earlier booking) in wallet.campaign_costs, counted by campaign_report as other_cost in its period and currency; returns the cost_id; 22004 NULL argument, 22023 amount 0 or beyond 10^15 (NaN too), bad currency, occurred_at infinite or over 100 years from now, WL101 unknown campaign';
+
 CREATE FUNCTION wallet.campaign_report(campaign_id bigint, period_start timestamptz DEFAULT NULL,
         period_end timestamptz DEFAULT NULL, currency text DEFAULT NULL)
     RETURNS TABLE (

@@ -104,6 +104,8 @@ GRANT EXECUTE ON FUNCTION wallet.create_merchant(text), wallet.grant_merchant(bi
 GRANT EXECUTE ON FUNCTION wallet.campaign_group(bigint, text) TO wallet_admin, wallet_app, wallet_reader;
 GRANT EXECUTE ON FUNCTION wallet.record_feedback(bigint, text, integer, text, text, text) TO wallet_app;
 GRANT EXECUTE ON FUNCTION wallet.set_campaign_audience(bigint, text, numeric, bigint, integer, text[], text[], timestamptz) TO wallet_admin;
+GRANT EXECUTE ON FUNCTION wallet.set_campaign_redemption_value(bigint, numeric), wallet.record_campaign_cost(bigint, numeric, text, timestamptz)
+    TO wallet_admin;
 GRANT EXECUTE ON FUNCTION wallet.rfm(bigint, timestamptz, text),
     wallet.campaign_report(bigint, timestamptz, timestamptz, text),
     wallet.campaign_cohorts(bigint, timestamptz, timestamptz, integer, text)

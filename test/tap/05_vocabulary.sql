@@ -800,7 +800,22 @@ INSERT INTO vocab (fn, what, expect, call) VALUES
 ('wallet_internal.offers_eval(bigint,bigint,text,text,bigint,boolean,numeric,text,timestamp with time zone,jsonb,text[],bigint[])', '-', 'internal', NULL),
 ('wallet_internal.offer_units(bigint,text,numeric,bigint)', '-', 'internal', NULL),
 ('wallet_internal.offer_consume(wallet.purchases,text,text,jsonb)', '-', 'internal', NULL),
-('wallet_internal.offers_consume(wallet.purchases,text,text,bigint[],text[],bigint)', '-', 'internal', NULL);
+('wallet_internal.offers_consume(wallet.purchases,text,text,bigint[],text[],bigint)', '-', 'internal', NULL),
+('wallet_internal.campaign_of(bigint)', '-', 'internal', NULL),
+('wallet.set_campaign_redemption_value(bigint,numeric)', 'campaign_id NULL', '22004', 'SELECT wallet.set_campaign_redemption_value(NULL, 1)'),
+('wallet.set_campaign_redemption_value(bigint,numeric)', 'negative', '22023', 'SELECT wallet.set_campaign_redemption_value({c}, -1)'),
+('wallet.set_campaign_redemption_value(bigint,numeric)', 'NaN', '22023', $$SELECT wallet.set_campaign_redemption_value({c}, 'NaN')$$),
+('wallet.set_campaign_redemption_value(bigint,numeric)', 'unknown campaign', 'WL101', 'SELECT wallet.set_campaign_redemption_value({unknown}, 1)'),
+('wallet.record_campaign_cost(bigint,numeric,text,timestamp with time zone)', 'campaign_id NULL', '22004', $$SELECT wallet.record_campaign_cost(NULL, 1, 'EUR')$$),
+('wallet.record_campaign_cost(bigint,numeric,text,timestamp with time zone)', 'amount NULL', '22004', $$SELECT wallet.record_campaign_cost({c}, NULL, 'EUR')$$),
+('wallet.record_campaign_cost(bigint,numeric,text,timestamp with time zone)', 'currency NULL', '22004', 'SELECT wallet.record_campaign_cost({c}, 1, NULL)'),
+('wallet.record_campaign_cost(bigint,numeric,text,timestamp with time zone)', 'occurred_at NULL', '22004', $$SELECT wallet.record_campaign_cost({c}, 1, 'EUR', NULL)$$),
+('wallet.record_campaign_cost(bigint,numeric,text,timestamp with time zone)', 'amount zero', '22023', $$SELECT wallet.record_campaign_cost({c}, 0, 'EUR')$$),
+('wallet.record_campaign_cost(bigint,numeric,text,timestamp with time zone)', 'amount NaN', '22023', $$SELECT wallet.record_campaign_cost({c}, 'NaN', 'EUR')$$),
+('wallet.record_campaign_cost(bigint,numeric,text,timestamp with time zone)', 'amount over 10^15', '22023', $$SELECT wallet.record_campaign_cost({c}, 1e16, 'EUR')$$),
+('wallet.record_campaign_cost(bigint,numeric,text,timestamp with time zone)', 'bad currency', '22023', $$SELECT wallet.record_campaign_cost({c}, 1, 'euro')$$),
+('wallet.record_campaign_cost(bigint,numeric,text,timestamp with time zone)', 'occurred_at infinite', '22023', $$SELECT wallet.record_campaign_cost({c}, 1, 'EUR', 'infinity')$$),
+('wallet.record_campaign_cost(bigint,numeric,text,timestamp with time zone)', 'unknown campaign', 'WL101', $$SELECT wallet.record_campaign_cost({unknown}, 1, 'EUR')$$);
 
 SELECT plan(7 + (SELECT count(*)::int FROM vocab WHERE call IS NOT NULL));
 

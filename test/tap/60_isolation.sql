@@ -334,6 +334,8 @@ INSERT INTO iso (fn, call, why) VALUES
 ('wallet.rfm(bigint,timestamp with time zone,text)', 'SELECT count(*) FROM wallet.rfm({m})', NULL),
 ('wallet.campaign_report(bigint,timestamp with time zone,timestamp with time zone,text)', 'SELECT audience_members FROM wallet.campaign_report({c})', NULL),
 ('wallet.campaign_cohorts(bigint,timestamp with time zone,timestamp with time zone,integer,text)', 'SELECT count(*) FROM wallet.campaign_cohorts({c})', NULL),
+('wallet.set_campaign_redemption_value(bigint,numeric)', 'SELECT wallet.set_campaign_redemption_value({c}, 2)', NULL),
+('wallet.record_campaign_cost(bigint,numeric,text,timestamp with time zone)', $$SELECT wallet.record_campaign_cost({c}, 5, 'CNY')$$, NULL),
 ('wallet.set_referral_program(bigint,bigint,bigint,bigint,integer,numeric,text,integer,text)', 'SELECT campaign_id FROM wallet.set_referral_program({c}, {p}, 1, 1, 30)', NULL),
 ('wallet.set_share_reward(bigint,bigint,bigint,integer,integer)', 'SELECT campaign_id FROM wallet.set_share_reward({c}, {p}, 1)', NULL),
 ('wallet.refer(bigint,text,text,text,bigint,text,text)', $$SELECT status FROM wallet.refer({m}, 'iso-member', 'iso-newcomer', 'link', {c})$$, NULL),

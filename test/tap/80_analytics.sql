@@ -176,7 +176,7 @@ DELETE FROM wallet.purchases WHERE order_ref LIKE 'rfm-e-late-%';
 SELECT wallet.create_program(:m2, 'report program', interval '1 year') AS rp \gset
 UPDATE wallet.programs SET point_value = 0.01 WHERE program_id = :rp;
 SELECT wallet.create_campaign(:m2, 'festival', starts_at => '2026-03-01') AS fest \gset
-UPDATE wallet.campaigns SET redemption_value = 3 WHERE campaign_id = :fest;
+SELECT wallet.set_campaign_redemption_value(:fest, 3);
 INSERT INTO wallet.members (merchant_id, member_ref) SELECT :m2, 'cand' || g FROM generate_series(1, 200) g;
 SELECT wallet.set_campaign_audience(:fest, 'everyone', 50) AS n \gset
 CREATE TEMP TABLE who (k text PRIMARY KEY, ref text, id bigint);
@@ -235,7 +235,8 @@ SELECT :m2, id, 'push_opened', '2026-03-02', jsonb_build_object('campaign_id', C
 -- costs: a discount of 12.50 for T2, and one in EUR
 INSERT INTO wallet.campaign_costs (merchant_id, campaign_id, kind, amount, currency, member_id, occurred_at)
 SELECT :m2, :fest, 'discount', 12.5, 'CNY', id, '2026-03-03' FROM who WHERE k = 'T2';
-INSERT INTO wallet.campaign_costs (merchant_id, campaign_id, kind, amount, currency, occurred_at) VALUES (:m2, :fest, 'other', 7, 'EUR', '2026-03-03');
+SELECT wallet.record_campaign_cost(:fest, 10, 'EUR', '2026-03-03') AS cost_wrong \gset
+SELECT wallet.record_campaign_cost(:fest, -3, 'EUR', '2026-03-03');   -- a correction: 7 in all
 -- feedback: T1 praise 5, T2 complaint 2, C2 4; T3's of 03-15 is after the period
 SELECT count(wallet.record_feedback(:fest, ref, s, cat, 'text')) AS n FROM (VALUES ('T1', 5, 'praise'), ('T2', 2, 'complaint'), ('C2', 4, 'praise'), ('T3', 1, 'complaint')) v(k, s, cat) JOIN who USING (k) \gset
 UPDATE wallet.campaign_feedback f SET created_at = CASE WHEN w.k = 'T3' THEN timestamptz '2026-03-15' ELSE timestamptz '2026-03-05' END
