@@ -1648,6 +1648,14 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value', DETAIL = format('A claim is named by the attempts claim_pushes returned with the message, 1 or more; %s is not.', attempt);
     END IF;
     r := wallet_internal.push_lock(push_id);
+    -- (an attempt the message never reached names no claim: the same code,
+    -- a message that says so)
+    IF r.attempts < attempt THEN
+        RAISE EXCEPTION 'push % was never claimed as attempt %', r.push_id, attempt
+            USING ERRCODE = 'WL702',
+                  DETAIL = format('The message is at attempt %s (%s); a claim is named by the attempts claim_pushes returned with it.',
+                                  r.attempts, r.status);
+    END IF;
     IF r.attempts <> attempt THEN
         RAISE EXCEPTION 'push % was claimed again', r.push_id
             USING ERRCODE = 'WL702',
@@ -1656,7 +1664,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION wallet_internal.push_check_attempt(bigint, int) IS 'internal: locks the message and raises WL702 when it is no longer at the attempt a worker claimed it as (claimed again since), 22004 for a NULL attempt, 22023 for one below 1, WL701 for an unknown message';
+COMMENT ON FUNCTION wallet_internal.push_check_attempt(bigint, int) IS 'internal: locks the message and raises WL702 when it is no longer at the attempt a worker claimed it as (claimed again since) or never reached it, 22004 for a NULL attempt, 22023 for one below 1, WL701 for an unknown message';
 
 -- In C (src/push_claim.c): the statement that moves the message checks the
 -- claim token itself (attempts = attempt); anything else goes through
@@ -1935,6 +1943,12 @@ BEGIN
     IF NOT isfinite(at) THEN
         RAISE EXCEPTION 'at must be finite'
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An event happens to a message at a real instant.';
+    END IF;
+    -- (as a purchase's occurred_at: within 100 years of now)
+    IF at < now() - interval '100 years' OR at > now() + interval '100 years' THEN
+        RAISE EXCEPTION 'at must be within 100 years of now'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('An event happens to a message at a real instant, at most 100 years before or after now; %s is not.', at);
     END IF;
     IF kind NOT IN ('delivered', 'opened', 'clicked', 'dismissed', 'unsubscribed', 'complained') THEN
         RAISE EXCEPTION 'unknown push event "%"', left(kind, 64)
@@ -2260,6 +2274,13 @@ BEGIN
     IF NOT isfinite($5) THEN
         RAISE EXCEPTION 'occurred_at must be finite'
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An event happens at a real instant.';
+    END IF;
+    -- (as a purchase's occurred_at: within 100 years of now; an event dated
+    -- far ahead would stay the member's latest, e.g. its last location)
+    IF $5 < now() - interval '100 years' OR $5 > now() + interval '100 years' THEN
+        RAISE EXCEPTION 'occurred_at must be within 100 years of now'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('An event happens at a real instant, at most 100 years before or after now; %s is not.', $5);
     END IF;
     IF $3 !~ '^[a-z][a-z0-9_]{0,62}$' THEN
         RAISE EXCEPTION 'invalid event kind "%"', left($3, 100)

@@ -955,8 +955,8 @@ SELECT throws_ok(format($$SELECT wallet.ack_pushes(ARRAY[%s, %s]::bigint[], NULL
 SELECT push_id AS tk2 FROM wallet.enqueue_push(:me, 'tk', 'push_tok2', 'service', '{}') \gset
 SELECT push_id AS tk3 FROM wallet.enqueue_push(:me, 'tk', 'push_tok2', 'service', '{}') \gset
 SELECT is((SELECT array_agg(attempts) FROM wallet.claim_pushes('push_tok2', 10, '1 minute')), '{1,1}', 'fixture: two messages claimed, attempt 1 each');
-SELECT throws_ok(format($$SELECT wallet.ack_pushes(ARRAY[%s, %s]::bigint[], NULL, '{1,7}')$$, :tk3, :tk2), 'WL702', format('push %s was claimed again', :tk2),
-                 'ack_pushes with one stale attempt among good ones: WL702 for it');
+SELECT throws_ok(format($$SELECT wallet.ack_pushes(ARRAY[%s, %s]::bigint[], NULL, '{1,7}')$$, :tk3, :tk2), 'WL702', format('push %s was never claimed as attempt 7', :tk2),
+                 'ack_pushes with one wrong attempt among good ones: WL702 for it (an attempt never reached says so)');
 SELECT throws_ok(format($$SELECT wallet.ack_pushes(ARRAY[%s, 0, %s]::bigint[], NULL, '{1,1,7}')$$, :tk3, :tk2), 'WL701', 'push 0 does not exist',
                  'an unknown id before the stale one: WL701 for it (ascending order)');
 SELECT is((SELECT array_agg(status ORDER BY push_id) FROM wallet.push_messages WHERE push_id IN (:tk2, :tk3)), '{sending,sending}',
