@@ -22516,6 +22516,921 @@ CREATE OR REPLACE FUNCTION wallet.ack_push(push_id bigint, provider_message_id t
     AS 'MODULE_PATHNAME', 'ack_push_token';
 COMMENT ON FUNCTION wallet.ack_push(bigint, text, int) IS 'ack_push for the claim that attempt names (the attempts claim_pushes returned): WL702 if the message was claimed again since';
 
+-- == 10ay. the fifth audit round: first-purchase offers once per member, quote locks in the checkout's order, share days only forward, record_refund's order bound, push figures without orders refunded in full, reach counts the campaign's pushes, campaign costs the admin sets, event times within 100 years, WL702 for an attempt never reached
+
+COMMENT ON COLUMN wallet.share_counts.day IS 'the latest day of the member with a rewarded share (its time zone, else UTC); a share dated to an earlier day counts against it';
+
+CREATE OR REPLACE FUNCTION wallet.record_refund(merchant_id bigint, order_ref text, amount numeric, refund_ref text) RETURNS wallet.refund_result
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    p wallet.purchases;
+    f wallet.refunds;
+    a wallet_internal.locked_account;
+    e wallet.entries;
+    rnd text;
+    debt boolean;
+    target numeric;
+    due bigint := 0;
+    taken bigint := 0;
+BEGIN
+    PERFORM wallet_internal.check_merchant(merchant_id);
+    IF order_ref IS NULL OR amount IS NULL OR refund_ref IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN order_ref IS NULL THEN 'order_ref' WHEN amount IS NULL THEN 'amount' ELSE 'refund_ref' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A refund names the order, the amount refunded and the merchant''s own refund reference.';
+    END IF;
+    -- (an order reference over the bound is refused as record_purchase
+    -- refuses it, not looked up as an unknown purchase)
+    IF btrim(order_ref) = '' OR length(order_ref) > 200 OR btrim(refund_ref) = '' OR length(refund_ref) > 200 THEN
+        RAISE EXCEPTION '% must not be %',
+                         CASE WHEN btrim(order_ref) = '' OR length(order_ref) > 200 THEN 'order reference' ELSE 'refund reference' END,
+                         CASE WHEN btrim(order_ref) = '' OR (length(order_ref) <= 200 AND btrim(refund_ref) = '') THEN 'blank'
+                              ELSE 'longer than 200 characters' END
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Order and refund references are non-blank texts of at most 200 characters.';
+    END IF;
+    -- the bound of a purchase's amount (purchase_check): NaN, which numeric
+    -- compares above every number, and Infinity are over it
+    IF amount <= 0 OR amount > 1e15 THEN
+        RAISE EXCEPTION 'invalid refund amount'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A refund amount is positive and at most 10^15.';
+    END IF;
+    SELECT * INTO f FROM wallet.refunds x WHERE x.merchant_id = record_refund.merchant_id AND x.refund_ref = record_refund.refund_ref;
+    IF FOUND THEN
+        RETURN wallet_internal.refund_retry(f, order_ref, amount);
+    END IF;
+    SELECT * INTO p FROM wallet.purchases x WHERE x.merchant_id = record_refund.merchant_id AND x.order_ref = record_refund.order_ref;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown purchase'
+            USING ERRCODE = 'WL500', DETAIL = format('Merchant %s recorded no purchase with order reference "%s".', merchant_id, left(order_ref, 200));
+    END IF;
+    -- the account first (as record_purchase), then the purchase: refunds of an order take turns
+    IF p.account_id IS NOT NULL THEN
+        a := wallet_internal.lock_account(p.account_id);
+    END IF;
+    SELECT * INTO p FROM wallet.purchases x WHERE x.purchase_id = p.purchase_id FOR UPDATE;
+    SELECT * INTO f FROM wallet.refunds x WHERE x.merchant_id = record_refund.merchant_id AND x.refund_ref = record_refund.refund_ref;
+    IF FOUND THEN
+        RETURN wallet_internal.refund_retry(f, order_ref, amount);   -- a concurrent retry came first
+    END IF;
+    IF amount > p.amount - p.refunded_amount THEN
+        RAISE EXCEPTION 'refund exceeds purchase'
+            USING ERRCODE = 'WL501',
+                  DETAIL = format('Order "%s" was %s %s, of which %s is refunded; %s more cannot be.', left(order_ref, 200),
+                                  p.amount, p.currency, p.refunded_amount, amount);
+    END IF;
+    IF p.entry_id IS NOT NULL
+       AND NOT EXISTS (SELECT FROM wallet.entries x WHERE x.reverses = p.entry_id AND x.kind = 'reverse') THEN
+        SELECT x.rounding, x.refund_debt INTO rnd, debt FROM wallet.programs x WHERE x.program_id = p.program_id;
+        -- in proportion of everything refunded so far, so that a full refund takes back exactly what was earned
+        target := p.points * (p.refunded_amount + amount) / p.amount;
+        due := CASE rnd WHEN 'ceiling' THEN ceil(target) WHEN 'nearest' THEN round(target) ELSE floor(target) END - p.refunded_points;
+        due := least(greatest(due, 0), p.points - p.refunded_points);
+    END IF;
+    f.entry_id := NULL;
+    IF due > 0 THEN
+        e.account_id := p.account_id;
+        e.kind := 'refund';
+        e.idempotency_key := 'refund:' || refund_ref;
+        e.reason := 'refund';
+        e.reference := p.order_ref;
+        e.reverses := p.entry_id;
+        e.created_at := a.at;
+        e.points := due;
+        e.policy := CASE WHEN debt THEN 'unlimited' ELSE 'within_balance' END;
+        -- refunds must work after a program closed
+        e := wallet_internal.post_once(a, e, check_closed => false);
+        taken := -e.amount;
+        f.entry_id := e.entry_id;
+    END IF;
+    INSERT INTO wallet.refunds (merchant_id, member_id, purchase_id, refund_ref, amount, points, entry_id)
+    VALUES (merchant_id, p.member_id, p.purchase_id, refund_ref, amount, taken, f.entry_id)
+    RETURNING * INTO f;
+    UPDATE wallet.purchases x SET refunded_amount = x.refunded_amount + record_refund.amount, refunded_points = x.refunded_points + taken
+     WHERE x.purchase_id = p.purchase_id;
+    RETURN (f.refund_id, f.purchase_id, p.order_ref, f.refund_ref, f.amount, f.points, f.entry_id)::wallet.refund_result;
+EXCEPTION WHEN unique_violation THEN
+    -- the same refund_ref for another order, recorded concurrently
+    SELECT * INTO f FROM wallet.refunds x WHERE x.merchant_id = record_refund.merchant_id AND x.refund_ref = record_refund.refund_ref;
+    IF NOT FOUND THEN
+        RAISE;
+    END IF;
+    RETURN wallet_internal.refund_retry(f, order_ref, amount);
+END
+$$;
+COMMENT ON FUNCTION wallet.record_refund(bigint, text, numeric, text) IS 'records a full or partial refund of an order and takes back the points it earned in proportion (within the balance, or into debt when the program has refund_debt), never more in total than the order earned; idempotent on (merchant, refund_ref)';
+
+CREATE OR REPLACE FUNCTION wallet_internal.campaign_of(campaign_id bigint) RETURNS bigint
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    m bigint;
+BEGIN
+    IF campaign_id IS NULL THEN
+        RAISE EXCEPTION 'campaign_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A campaign is named by its id.';
+    END IF;
+    SELECT k.merchant_id INTO m FROM wallet.campaigns k WHERE k.campaign_id = campaign_of.campaign_id AND wallet.acts_for(k.merchant_id);
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'campaign % does not exist', campaign_id
+            USING ERRCODE = 'WL101', DETAIL = format('There is no campaign %s of a merchant the caller acts for.', campaign_id),
+                  HINT = 'Create it with wallet.create_campaign.';
+    END IF;
+    RETURN m;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.campaign_of(bigint) IS 'internal: the merchant of a campaign the caller acts for; 22004 NULL, WL101 unknown (another merchant''s alike)';
+
+CREATE OR REPLACE FUNCTION wallet.set_campaign_redemption_value(campaign_id bigint, redemption_value numeric) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    PERFORM wallet_internal.campaign_of(campaign_id);
+    -- (NaN compares above every number: over the bound)
+    IF redemption_value < 0 OR redemption_value > 1e15 THEN
+        RAISE EXCEPTION 'redemption_value must be between 0 and 10^15'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A redemption costs the merchant zero or more money in the campaign''s currency (NULL: none counted).';
+    END IF;
+    UPDATE wallet.campaigns k SET redemption_value = set_campaign_redemption_value.redemption_value
+     WHERE k.campaign_id = set_campaign_redemption_value.campaign_id;
+END
+$$;
+COMMENT ON FUNCTION wallet.set_campaign_redemption_value(bigint, numeric) IS 'sets the money each redemption of the campaign''s codes costs the merchant (a voucher''s face value; NULL: none), counted by campaign_report as redemption_cost; 22004 NULL campaign, 22023 below 0 or over 10^15 (NaN too), WL101 unknown campaign';
+
+CREATE OR REPLACE FUNCTION wallet.record_campaign_cost(campaign_id bigint, amount numeric, currency text, occurred_at timestamptz DEFAULT now())
+    RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    m bigint := wallet_internal.campaign_of(campaign_id);
+    id bigint;
+BEGIN
+    IF amount IS NULL OR currency IS NULL OR occurred_at IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN amount IS NULL THEN 'amount' WHEN currency IS NULL THEN 'currency' ELSE 'occurred_at' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A cost is an amount in a currency at an instant.';
+    END IF;
+    -- a negative amount corrects an earlier booking; NaN is over the bound
+    IF amount = 0 OR amount < -1e15 OR amount > 1e15 THEN
+        RAISE EXCEPTION 'amount must not be 0 nor beyond 10^15'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A cost is an amount of money up to 10^15; a negative one corrects an earlier booking.';
+    END IF;
+    IF currency !~ '^[A-Z]{3}$' THEN
+        RAISE EXCEPTION 'invalid currency "%"', left(currency, 16)
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A currency is an ISO 4217 code of three capital letters, such as CNY or EUR.';
+    END IF;
+    IF NOT isfinite(occurred_at) OR occurred_at < now() - interval '100 years' OR occurred_at > now() + interval '100 years' THEN
+        RAISE EXCEPTION 'occurred_at must be within 100 years of now'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A cost is booked at a real instant, at most 100 years before or after now.';
+    END IF;
+    INSERT INTO wallet.campaign_costs (merchant_id, campaign_id, kind, amount, currency, occurred_at)
+    VALUES (m, campaign_id, 'other', amount, currency, occurred_at)
+    RETURNING cost_id INTO id;
+    RETURN id;
+END
+$$;
+COMMENT ON FUNCTION wallet.record_campaign_cost(bigint, numeric, text, timestamptz) IS 'books a cost of the campaign (kind other: printing, fees; a negative amount corrects an earlier booking) in wallet.campaign_costs, counted by campaign_report as other_cost in its period and currency; returns the cost_id; 22004 NULL argument, 22023 amount 0 or beyond 10^15 (NaN too), bad currency, occurred_at infinite or over 100 years from now, WL101 unknown campaign';
+
+CREATE OR REPLACE FUNCTION wallet.campaign_report(campaign_id bigint, period_start timestamptz DEFAULT NULL,
+        period_end timestamptz DEFAULT NULL, currency text DEFAULT NULL)
+    RETURNS TABLE (
+        before_start timestamptz, during_start timestamptz, during_end timestamptz, after_end timestamptz,
+        audience_members bigint, target_members bigint, control_members bigint,
+        reach bigint, reach_rate numeric, participants bigint, participation_rate numeric,
+        redemptions bigint, redeemers bigint, redemption_rate numeric,
+        target_buyers bigint, control_buyers bigint, target_revenue numeric, control_revenue numeric,
+        target_arpu_before numeric, target_arpu numeric, target_arpu_after numeric,
+        control_arpu_before numeric, control_arpu numeric, control_arpu_after numeric,
+        target_arppu_before numeric, target_arppu numeric, target_arppu_after numeric,
+        control_arppu_before numeric, control_arppu numeric, control_arppu_after numeric,
+        target_repeat_rate numeric, control_repeat_rate numeric,
+        target_retention numeric, control_retention numeric, target_churn numeric, control_churn numeric,
+        arpu_lift numeric, lift_percent numeric, lift_ci_low numeric, lift_ci_high numeric, lift_df numeric,
+        incremental_sales numeric, incremental_sales_ci_low numeric, incremental_sales_ci_high numeric,
+        points_granted numeric, points_cost numeric, redemption_cost numeric, other_cost numeric, cost numeric, roi numeric,
+        feedback_count bigint, average_score numeric, feedback_rate numeric, complaint_rate numeric)
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+#variable_conflict use_column
+DECLARE
+    c wallet.campaigns;
+    _cid bigint := campaign_report.campaign_id;
+    _cur text := campaign_report.currency;
+    per tstzrange;
+    s timestamptz;
+    e timestamptz;
+    b0 timestamptz;
+    a1 timestamptz;
+    rule_ids bigint[];
+    g record;
+    t_mean numeric; t_var numeric; c_mean numeric; c_var numeric;
+    se numeric; df numeric; tq numeric;
+    v_reached bigint; v_part bigint; v_redeemers bigint; v_fb_members bigint; v_complainers bigint;
+BEGIN
+    c := wallet_internal.campaign_seen(_cid);
+    per := wallet_internal.report_period(c, campaign_report.period_start, campaign_report.period_end, _cur);
+    s := lower(per);
+    e := upper(per);
+    b0 := s - (e - s);
+    a1 := e + (e - s);
+    during_start := s;
+    during_end := e;
+    before_start := b0;
+    after_end := a1;
+    -- the campaign's earning rules
+    rule_ids := coalesce((SELECT array_agg(r.rule_id) FROM wallet.earning_rules r WHERE r.campaign_id = _cid), '{}');
+
+    -- 1. sales per group and window: every audience member counts, buyer or not
+    target_members := 0; control_members := 0; target_buyers := 0; control_buyers := 0;
+    FOR g IN
+        WITH pur AS (
+            SELECT p.member_id,
+                   sum(p.amount - p.refunded_amount) FILTER (WHERE p.occurred_at < s) AS rev_b,
+                   count(*) FILTER (WHERE p.occurred_at < s) AS n_b,
+                   sum(p.amount - p.refunded_amount) FILTER (WHERE p.occurred_at >= s AND p.occurred_at < e) AS rev_d,
+                   count(*) FILTER (WHERE p.occurred_at >= s AND p.occurred_at < e) AS n_d,
+                   sum(p.amount - p.refunded_amount) FILTER (WHERE p.occurred_at >= e) AS rev_a,
+                   count(*) FILTER (WHERE p.occurred_at >= e) AS n_a
+              FROM wallet.purchases p
+             WHERE p.merchant_id = c.merchant_id AND p.occurred_at >= b0 AND p.occurred_at < a1
+               AND p.amount > p.refunded_amount AND (_cur IS NULL OR p.currency = _cur)
+             GROUP BY p.member_id
+        ), pm AS (
+            SELECT m.grp, coalesce(x.rev_b, 0) AS rev_b, coalesce(x.n_b, 0) AS n_b, coalesce(x.rev_d, 0) AS rev_d,
+                   coalesce(x.n_d, 0) AS n_d, coalesce(x.rev_a, 0) AS rev_a, coalesce(x.n_a, 0) AS n_a
+              FROM wallet_internal.campaign_members(_cid) m LEFT JOIN pur x ON x.member_id = m.member_id
+        )
+        SELECT pm.grp, count(*) AS n,
+               sum(pm.rev_b) AS rev_b, count(*) FILTER (WHERE pm.n_b > 0) AS buyers_b,
+               sum(pm.rev_d) AS rev_d, count(*) FILTER (WHERE pm.n_d > 0) AS buyers_d,
+               avg(pm.rev_d) AS mean_d, var_samp(pm.rev_d) AS var_d,
+               count(*) FILTER (WHERE pm.n_d >= 2) AS repeat_d,
+               sum(pm.rev_a) AS rev_a, count(*) FILTER (WHERE pm.n_a > 0) AS buyers_a,
+               count(*) FILTER (WHERE pm.n_d > 0 AND pm.n_a > 0) AS retained
+          FROM pm GROUP BY pm.grp
+    LOOP
+        IF g.grp = 'target' THEN
+            target_members := g.n; target_buyers := g.buyers_d; target_revenue := g.rev_d;
+            target_arpu_before := round(g.rev_b / g.n, 4); target_arpu := round(g.rev_d / g.n, 4);
+            target_arpu_after := round(g.rev_a / g.n, 4);
+            target_arppu_before := round(g.rev_b / nullif(g.buyers_b, 0), 4); target_arppu := round(g.rev_d / nullif(g.buyers_d, 0), 4);
+            target_arppu_after := round(g.rev_a / nullif(g.buyers_a, 0), 4);
+            target_repeat_rate := round(g.repeat_d::numeric / nullif(g.buyers_d, 0), 4);
+            target_retention := round(g.retained::numeric / nullif(g.buyers_d, 0), 4);
+            t_mean := g.mean_d; t_var := g.var_d;
+        ELSE
+            control_members := g.n; control_buyers := g.buyers_d; control_revenue := g.rev_d;
+            control_arpu_before := round(g.rev_b / g.n, 4); control_arpu := round(g.rev_d / g.n, 4);
+            control_arpu_after := round(g.rev_a / g.n, 4);
+            control_arppu_before := round(g.rev_b / nullif(g.buyers_b, 0), 4); control_arppu := round(g.rev_d / nullif(g.buyers_d, 0), 4);
+            control_arppu_after := round(g.rev_a / nullif(g.buyers_a, 0), 4);
+            control_repeat_rate := round(g.repeat_d::numeric / nullif(g.buyers_d, 0), 4);
+            control_retention := round(g.retained::numeric / nullif(g.buyers_d, 0), 4);
+            c_mean := g.mean_d; c_var := g.var_d;
+        END IF;
+    END LOOP;
+    audience_members := target_members + control_members;
+    target_churn := 1 - target_retention;
+    control_churn := 1 - control_retention;
+
+    -- 2. lift: difference of the mean revenue per member during the period,
+    -- Welch's t interval (unequal variances, Welch-Satterthwaite df)
+    IF target_members > 0 AND control_members > 0 THEN
+        arpu_lift := round(t_mean - c_mean, 4);
+        lift_percent := round(100 * (t_mean - c_mean) / nullif(c_mean, 0), 2);
+        incremental_sales := round((t_mean - c_mean) * target_members, 2);
+    END IF;
+    IF target_members > 1 AND control_members > 1 THEN
+        se := sqrt(t_var / target_members + c_var / control_members);
+        IF se > 0 THEN
+            df := (t_var / target_members + c_var / control_members) ^ 2
+                  / ((t_var / target_members) ^ 2 / (target_members - 1) + (c_var / control_members) ^ 2 / (control_members - 1));
+            tq := wallet_internal.t_quantile_975(df);
+            lift_df := round(df, 1);
+            lift_ci_low := round(t_mean - c_mean - tq * se, 4);
+            lift_ci_high := round(t_mean - c_mean + tq * se, 4);
+            incremental_sales_ci_low := round((t_mean - c_mean - tq * se) * target_members, 2);
+            incremental_sales_ci_high := round((t_mean - c_mean + tq * se) * target_members, 2);
+        END IF;
+    END IF;
+
+    -- 3. reach, participation, redemption, feedback: target members in the period
+    WITH tgt AS MATERIALIZED (
+        SELECT m.member_id FROM wallet_internal.campaign_members(_cid) m WHERE m.grp = 'target'
+    ), redeemed AS (
+        SELECT DISTINCT mm.member_id
+          FROM wallet.code_redemptions r JOIN wallet.members mm ON mm.merchant_id = c.merchant_id AND mm.member_ref = r.member_ref
+         WHERE r.campaign_id = _cid AND r.undone_at IS NULL AND r.redeemed_at >= s AND r.redeemed_at < e
+    ), took_part AS (
+        SELECT d.member_id FROM redeemed d
+        UNION
+        SELECT k.member_id FROM wallet.campaign_costs k
+         WHERE k.campaign_id = _cid AND k.member_id IS NOT NULL AND k.occurred_at >= s AND k.occurred_at < e
+        UNION
+        SELECT p.member_id FROM wallet.purchases p
+         WHERE cardinality(rule_ids) > 0 AND p.merchant_id = c.merchant_id AND p.occurred_at >= s AND p.occurred_at < e
+           AND p.rules <> '[]' AND EXISTS (SELECT FROM jsonb_array_elements(p.rules) x WHERE (x ->> 'rule_id')::bigint = ANY (rule_ids))
+    ), touched AS (
+        SELECT t.member_id FROM took_part t
+        UNION
+        SELECT v.member_id FROM wallet.member_events v
+         WHERE v.merchant_id = c.merchant_id AND v.occurred_at >= s AND v.occurred_at < e AND v.attributes ->> 'campaign_id' = _cid::text
+        UNION
+        SELECT mm.member_id
+          FROM wallet.code_bindings b JOIN wallet.members mm ON mm.merchant_id = c.merchant_id AND mm.member_ref = b.member_ref
+         WHERE b.campaign_id = _cid AND b.bound_at >= s AND b.bound_at < e
+        UNION
+        -- the campaign's push messages sent in the period (kept for the merchant's push retention)
+        SELECT x.member_id FROM wallet.push_messages x
+         WHERE x.merchant_id = c.merchant_id AND x.campaign_id = _cid AND x.status = 'sent' AND x.sent_at >= s AND x.sent_at < e
+    ), fb AS (
+        SELECT f.member_id, bool_or(f.category = 'complaint') AS complained
+          FROM wallet.campaign_feedback f
+         WHERE f.campaign_id = _cid AND f.created_at >= s AND f.created_at < e
+         GROUP BY f.member_id
+    )
+    SELECT (SELECT count(*) FROM touched x JOIN tgt USING (member_id)),
+           (SELECT count(*) FROM took_part x JOIN tgt USING (member_id)),
+           (SELECT count(*) FROM redeemed x JOIN tgt USING (member_id)),
+           (SELECT count(*) FROM fb x JOIN tgt USING (member_id)),
+           (SELECT count(*) FROM fb x JOIN tgt USING (member_id) WHERE x.complained)
+      INTO v_reached, v_part, v_redeemers, v_fb_members, v_complainers;
+    reach := v_reached;
+    reach_rate := round(v_reached::numeric / nullif(target_members, 0), 4);
+    participants := v_part;
+    participation_rate := round(v_part::numeric / nullif(target_members, 0), 4);
+    redeemers := v_redeemers;
+    redemption_rate := round(v_redeemers::numeric / nullif(v_reached, 0), 4);
+    feedback_rate := round(v_fb_members::numeric / nullif(v_reached, 0), 4);
+    complaint_rate := round(v_complainers::numeric / nullif(v_reached, 0), 4);
+    SELECT count(*), round(avg(f.score), 2) INTO feedback_count, average_score
+      FROM wallet.campaign_feedback f WHERE f.campaign_id = _cid AND f.created_at >= s AND f.created_at < e;
+
+    -- 4. cost: points of the campaign's rules (net of the share refunds took
+    -- back) at the program's point value, redemptions at redemption_value,
+    -- and wallet.campaign_costs
+    SELECT count(*) INTO redemptions FROM wallet.code_redemptions r
+     WHERE r.campaign_id = _cid AND r.undone_at IS NULL AND r.redeemed_at >= s AND r.redeemed_at < e;
+    redemption_cost := redemptions * coalesce(c.redemption_value, 0);
+    SELECT coalesce(sum(k.amount), 0) INTO other_cost FROM wallet.campaign_costs k
+     WHERE k.campaign_id = _cid AND k.occurred_at >= s AND k.occurred_at < e AND (_cur IS NULL OR k.currency = _cur);
+    SELECT coalesce(sum(q.pts), 0),
+           CASE WHEN bool_or(q.pts > 0 AND q.point_value IS NULL) THEN NULL ELSE coalesce(sum(q.pts * coalesce(q.point_value, 0)), 0) END
+      INTO points_granted, points_cost
+      FROM (SELECT x.pts * (p.points - p.refunded_points) / p.points AS pts, pr.point_value
+              FROM wallet.purchases p
+              JOIN LATERAL (SELECT sum((j ->> 'points')::numeric) AS pts FROM jsonb_array_elements(p.rules) j
+                             WHERE (j ->> 'rule_id')::bigint = ANY (rule_ids)) x ON x.pts IS NOT NULL
+              LEFT JOIN wallet.programs pr ON pr.program_id = p.program_id
+             WHERE cardinality(rule_ids) > 0 AND p.merchant_id = c.merchant_id AND p.occurred_at >= s AND p.occurred_at < e
+               AND p.points > 0 AND p.rules <> '[]' AND (_cur IS NULL OR p.currency = _cur)) q;
+    points_granted := round(points_granted, 2);
+    points_cost := round(points_cost, 2);
+    cost := points_cost + redemption_cost + other_cost;
+    roi := round((incremental_sales - cost) / nullif(cost, 0), 4);
+    RETURN NEXT;
+END
+$$;
+COMMENT ON FUNCTION wallet.campaign_report(bigint, timestamptz, timestamptz, text) IS 'the measured effect of a campaign in a period (default its window): group sizes, reach, participation, redemption, revenue, ARPU and ARPPU before, during and after, repeat purchases, retention and churn, lift against the control group with a 95% Welch interval, incremental sales, cost and ROI, feedback and complaint rates (README "Analytics")';
+
+CREATE OR REPLACE FUNCTION wallet.record_share(merchant_id bigint, member_ref text, campaign_id bigint, channel text,
+        idempotency_key text DEFAULT NULL) RETURNS wallet.shares
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    sr wallet.share_rewards;
+    running boolean;
+    closed boolean;
+    given jsonb;
+    member bigint;
+    tz text;
+    today date;
+    k wallet.share_counts;
+    bumped boolean := false;
+    verdict text;
+    s wallet.shares;
+    e wallet.entries;
+BEGIN
+    PERFORM wallet_internal.member_check(merchant_id, member_ref);
+    PERFORM wallet_internal.check_label('channel', channel, 64, true);
+    PERFORM wallet_internal.check_label('idempotency key', idempotency_key, 256, false);
+    running := wallet_internal.campaign_running(merchant_id, campaign_id);
+    SELECT * INTO sr FROM wallet.share_rewards x WHERE x.campaign_id = record_share.campaign_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'campaign % has no share reward', campaign_id
+            USING ERRCODE = 'WL671', DETAIL = 'A share earns the reward its campaign sets for shares.',
+                  HINT = 'Set one up with wallet.set_share_reward.';
+    END IF;
+    member := wallet_internal.member_ensure(merchant_id, member_ref);
+    given := jsonb_build_object('member_id', member, 'campaign_id', campaign_id, 'channel', channel);
+    IF idempotency_key IS NOT NULL THEN
+        SELECT * INTO s FROM wallet.shares x WHERE x.merchant_id = record_share.merchant_id AND x.idempotency_key = record_share.idempotency_key;
+        IF FOUND THEN
+            PERFORM wallet_internal.idem_check(idempotency_key, format('share %s', s.share_id), wallet_internal.idem_share(s), given);
+            RETURN s;
+        END IF;
+    END IF;
+    SELECT p.closed_at IS NOT NULL INTO closed FROM wallet.programs p WHERE p.program_id = sr.program_id;
+    IF NOT running THEN
+        verdict := 'campaign_inactive';
+    ELSIF closed THEN
+        verdict := 'program_closed';
+    ELSE
+        SELECT m.time_zone INTO tz FROM wallet.members m WHERE m.member_id = member;
+        today := (now() AT TIME ZONE coalesce(tz, 'UTC'))::date;
+        -- the member's counter row, locked: bumped only while below both caps.
+        -- The day only moves forward: a share dated to an earlier day than
+        -- the one counted (the member's time zone moved west, or a call from
+        -- before midnight committing after one of the new day) counts against
+        -- the later day, never resets it
+        INSERT INTO wallet.share_counts AS c (campaign_id, member_id, merchant_id, rewarded, day, day_rewarded)
+        VALUES (record_share.campaign_id, member, record_share.merchant_id, 1, today, 1)
+        ON CONFLICT ON CONSTRAINT share_counts_pkey DO UPDATE
+           SET rewarded = c.rewarded + 1, day = greatest(c.day, EXCLUDED.day),
+               day_rewarded = CASE WHEN EXCLUDED.day > c.day THEN 1 ELSE c.day_rewarded + 1 END
+         WHERE (sr.max_per_member IS NULL OR c.rewarded < sr.max_per_member)
+           AND (sr.max_per_day IS NULL OR EXCLUDED.day > c.day OR c.day_rewarded < sr.max_per_day)
+        RETURNING c.* INTO k;
+        IF k.member_id IS NOT NULL THEN
+            bumped := true;
+        ELSE
+            SELECT * INTO k FROM wallet.share_counts c WHERE c.campaign_id = record_share.campaign_id AND c.member_id = member;
+            verdict := CASE WHEN k.rewarded >= sr.max_per_member THEN 'member_cap' ELSE 'daily_cap' END;
+        END IF;
+    END IF;
+    INSERT INTO wallet.shares AS x (merchant_id, campaign_id, member_id, channel, status, reason, idempotency_key)
+    VALUES (record_share.merchant_id, record_share.campaign_id, member, record_share.channel,
+            CASE WHEN verdict IS NULL THEN 'rewarded' ELSE 'refused' END, verdict, record_share.idempotency_key)
+    ON CONFLICT ON CONSTRAINT shares_merchant_id_idempotency_key_key DO NOTHING
+    RETURNING x.* INTO s;
+    IF s.share_id IS NULL THEN
+        -- a concurrent call with the same key committed first: its result
+        IF bumped THEN
+            UPDATE wallet.share_counts c SET rewarded = c.rewarded - 1, day_rewarded = c.day_rewarded - 1
+             WHERE c.campaign_id = record_share.campaign_id AND c.member_id = member;
+        END IF;
+        SELECT * INTO s FROM wallet.shares x WHERE x.merchant_id = record_share.merchant_id AND x.idempotency_key = record_share.idempotency_key;
+        PERFORM wallet_internal.idem_check(idempotency_key, format('share %s', s.share_id), wallet_internal.idem_share(s), given);
+        RETURN s;
+    END IF;
+    IF verdict IS NULL THEN
+        e := wallet_internal.reward_points(sr.program_id, member, sr.points, format('share:%s', s.share_id),
+                                           'share reward', format('share %s of campaign %s', s.share_id, campaign_id));
+        UPDATE wallet.shares x SET points = sr.points, entry_id = e.entry_id WHERE x.share_id = s.share_id
+        RETURNING x.* INTO s;
+    END IF;
+    INSERT INTO wallet.member_events (merchant_id, member_id, kind, attributes)
+    VALUES (record_share.merchant_id, member, 'shared',
+            jsonb_build_object('campaign_id', campaign_id, 'channel', channel, 'share_id', s.share_id, 'status', s.status,
+                               'reason', s.reason, 'points', s.points, 'entry_id', s.entry_id));
+    RETURN s;
+END
+$$;
+COMMENT ON FUNCTION wallet.record_share(bigint, text, bigint, text, text) IS 'records that a member shared a campaign (member event shared) and rewards it with the campaign''s share points, or refuses the reward with a reason (member_cap, daily_cap, campaign_inactive, program_closed); exact under races; idempotent on an optional idempotency_key';
+
+CREATE OR REPLACE FUNCTION wallet_internal.push_check_attempt(push_id bigint, attempt int) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    r wallet.push_messages;
+BEGIN
+    IF attempt IS NULL THEN
+        RAISE EXCEPTION 'attempt must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A claim is named by the attempts claim_pushes returned with the message.';
+    END IF;
+    -- (a claim's attempt is 1 or more: no message is ever at a lower one)
+    IF attempt < 1 THEN
+        RAISE EXCEPTION 'attempt must be positive'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('A claim is named by the attempts claim_pushes returned with the message, 1 or more; %s is not.', attempt);
+    END IF;
+    r := wallet_internal.push_lock(push_id);
+    -- (an attempt the message never reached names no claim: the same code,
+    -- a message that says so)
+    IF r.attempts < attempt THEN
+        RAISE EXCEPTION 'push % was never claimed as attempt %', r.push_id, attempt
+            USING ERRCODE = 'WL702',
+                  DETAIL = format('The message is at attempt %s (%s); a claim is named by the attempts claim_pushes returned with it.',
+                                  r.attempts, r.status);
+    END IF;
+    IF r.attempts <> attempt THEN
+        RAISE EXCEPTION 'push % was claimed again', r.push_id
+            USING ERRCODE = 'WL702',
+                  DETAIL = format('This claim was attempt %s and the message is at attempt %s (%s): its lease lapsed and it was claimed again, so this worker must not acknowledge, fail or extend it.',
+                                  attempt, r.attempts, r.status);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_check_attempt(bigint, int) IS 'internal: locks the message and raises WL702 when it is no longer at the attempt a worker claimed it as (claimed again since) or never reached it, 22004 for a NULL attempt, 22023 for one below 1, WL701 for an unknown message';
+
+CREATE OR REPLACE FUNCTION wallet.record_push_event(push_id bigint, kind text, at timestamptz DEFAULT now()) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    r wallet.push_messages;
+    id bigint;
+BEGIN
+    IF kind IS NULL OR at IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN kind IS NULL THEN 'kind' ELSE 'at' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'An event says what happened to a message and when.';
+    END IF;
+    IF NOT isfinite(at) THEN
+        RAISE EXCEPTION 'at must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An event happens to a message at a real instant.';
+    END IF;
+    -- (as a purchase's occurred_at: within 100 years of now)
+    IF at < now() - interval '100 years' OR at > now() + interval '100 years' THEN
+        RAISE EXCEPTION 'at must be within 100 years of now'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('An event happens to a message at a real instant, at most 100 years before or after now; %s is not.', at);
+    END IF;
+    IF kind NOT IN ('delivered', 'opened', 'clicked', 'dismissed', 'unsubscribed', 'complained') THEN
+        RAISE EXCEPTION 'unknown push event "%"', left(kind, 64)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A push event is delivered, opened, clicked, dismissed, unsubscribed or complained.';
+    END IF;
+    SELECT * INTO r FROM wallet.push_messages x WHERE x.push_id = $1;
+    IF NOT FOUND OR NOT wallet.acts_for(r.merchant_id) THEN
+        PERFORM wallet_internal.push_lock($1);   -- raises 22004 or WL701 as for any other call
+    END IF;
+    IF r.status <> 'sent' THEN
+        RAISE EXCEPTION 'push % was not sent', r.push_id
+            USING ERRCODE = 'WL704', DETAIL = format('The message is %s; events are recorded for sent messages.', r.status);
+    END IF;
+    INSERT INTO wallet.push_events AS e (merchant_id, member_id, push_id, campaign_id, kind, at)
+    VALUES (r.merchant_id, r.member_id, r.push_id, r.campaign_id, record_push_event.kind, record_push_event.at)
+    RETURNING e.event_id INTO id;
+    RETURN id;
+END
+$$;
+COMMENT ON FUNCTION wallet.record_push_event(bigint, text, timestamptz) IS 'records what happened to a sent message (delivered, opened, clicked, dismissed, unsubscribed, complained) and when; returns the event id; WL704 if the message was not sent (an unsubscribe is a figure here: the consent is withdrawn by wallet.record_consent)';
+
+CREATE OR REPLACE FUNCTION wallet_internal.push_attribution(merchant_id bigint, campaign_id bigint, open_window interval, delivery_window interval)
+    RETURNS TABLE (push_id bigint, purchases bigint, revenue numeric)
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    RETURN QUERY
+    -- last touch among every message the member was sent, of any campaign
+    -- or none: a campaign's figures never claim a purchase that a later
+    -- message of another campaign touched (the figures add up)
+    WITH reached AS (
+        SELECT DISTINCT m.member_id FROM wallet.push_messages m
+         WHERE m.merchant_id = $1 AND m.status = 'sent' AND ($2 IS NULL OR m.campaign_id = $2)),
+    sent AS (
+        SELECT m.push_id, m.member_id, m.campaign_id,
+               coalesce((SELECT min(e.at) FROM wallet.push_events e WHERE e.push_id = m.push_id AND e.kind = 'delivered'), m.sent_at) AS delivered_at,
+               (SELECT min(e.at) FROM wallet.push_events e WHERE e.push_id = m.push_id AND e.kind = 'opened') AS opened_at
+          FROM wallet.push_messages m
+         WHERE m.merchant_id = $1 AND m.status = 'sent' AND m.member_id IN (SELECT r.member_id FROM reached r)),
+    touch AS (
+        SELECT p.purchase_id, p.amount - p.refunded_amount AS net,
+               (SELECT s.push_id FROM sent s
+                 WHERE s.member_id = p.member_id
+                   AND ((p.occurred_at > s.opened_at AND p.occurred_at <= s.opened_at + $3)
+                        OR (p.occurred_at > s.delivered_at AND p.occurred_at <= s.delivered_at + $4))
+                 ORDER BY s.delivered_at DESC, s.push_id DESC LIMIT 1) AS push_id
+          FROM wallet.purchases p
+         -- an order refunded in full is no purchase (as campaign_report and rfm count)
+         WHERE p.merchant_id = $1 AND p.member_id IN (SELECT s.member_id FROM sent s) AND p.amount > p.refunded_amount)
+    SELECT s.push_id, count(t.purchase_id), coalesce(sum(t.net), 0)
+      FROM sent s LEFT JOIN touch t ON t.push_id = s.push_id
+     WHERE $2 IS NULL OR s.campaign_id = $2
+     GROUP BY s.push_id;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_attribution(bigint, bigint, interval, interval) IS 'internal: each sent message of the merchant (of the campaign, if given) with the purchases attributed to it (orders not refunded in full; last touch, among every message the member was sent, within open_window after its first open or delivery_window after its delivery) and their net revenue';
+
+CREATE OR REPLACE FUNCTION wallet.push_stats(merchant_id bigint, campaign_id bigint DEFAULT NULL, open_window interval DEFAULT '24 hours',
+        delivery_window interval DEFAULT '72 hours')
+    RETURNS TABLE (campaign bigint, topic text, issued bigint, sent bigint, delivered bigint, opened bigint, clicked bigint,
+                   unsubscribed bigint, complained bigint, converted bigint, revenue numeric, open_rate numeric,
+                   click_rate numeric, conversion_rate numeric, unsubscribe_rate numeric, complaint_rate numeric)
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM wallet_internal.check_merchant($1);
+    IF $2 IS NOT NULL AND NOT EXISTS (SELECT FROM wallet.campaigns c WHERE c.campaign_id = $2 AND c.merchant_id = $1) THEN
+        RAISE EXCEPTION 'campaign % does not exist', $2
+            USING ERRCODE = 'WL101', DETAIL = 'Figures are per campaign of the merchant, or of all its messages (NULL).';
+    END IF;
+    PERFORM wallet_internal.push_check_windows($3, $4);
+    RETURN QUERY
+    WITH m AS (
+        SELECT x.push_id, x.campaign_id, x.topic, x.outcome, x.status,
+               EXISTS (SELECT FROM wallet.push_events e WHERE e.push_id = x.push_id AND e.kind = 'delivered') AS delivered,
+               EXISTS (SELECT FROM wallet.push_events e WHERE e.push_id = x.push_id AND e.kind = 'opened') AS opened,
+               EXISTS (SELECT FROM wallet.push_events e WHERE e.push_id = x.push_id AND e.kind = 'clicked') AS clicked,
+               EXISTS (SELECT FROM wallet.push_events e WHERE e.push_id = x.push_id AND e.kind = 'unsubscribed') AS unsubscribed,
+               EXISTS (SELECT FROM wallet.push_events e WHERE e.push_id = x.push_id AND e.kind = 'complained') AS complained,
+               a.purchases, a.revenue
+          FROM wallet.push_messages x
+          LEFT JOIN wallet_internal.push_attribution($1, $2, $3, $4) a ON a.push_id = x.push_id
+         WHERE x.merchant_id = $1 AND ($2 IS NULL OR x.campaign_id = $2)),
+    g AS (
+        SELECT m.campaign_id, m.topic,
+               count(*) FILTER (WHERE m.outcome IN ('queued', 'deferred')) AS issued,
+               count(*) FILTER (WHERE m.status = 'sent') AS sent,
+               count(*) FILTER (WHERE m.delivered) AS delivered, count(*) FILTER (WHERE m.opened) AS opened,
+               count(*) FILTER (WHERE m.clicked) AS clicked, count(*) FILTER (WHERE m.unsubscribed) AS unsubscribed,
+               count(*) FILTER (WHERE m.complained) AS complained, count(*) FILTER (WHERE m.purchases > 0) AS converted,
+               coalesce(sum(m.revenue), 0) AS revenue
+          FROM m GROUP BY m.campaign_id, m.topic)
+    SELECT g.campaign_id, g.topic, g.issued, g.sent, g.delivered, g.opened, g.clicked, g.unsubscribed, g.complained, g.converted,
+           g.revenue,
+           round(g.opened::numeric / nullif(g.sent, 0), 4), round(g.clicked::numeric / nullif(g.sent, 0), 4),
+           round(g.converted::numeric / nullif(g.sent, 0), 4), round(g.unsubscribed::numeric / nullif(g.sent, 0), 4),
+           round(g.complained::numeric / nullif(g.sent, 0), 4)
+      FROM g ORDER BY g.campaign_id NULLS FIRST, g.topic;
+END
+$$;
+COMMENT ON FUNCTION wallet.push_stats(bigint, bigint, interval, interval) IS 'figures per campaign and topic of a merchant''s messages (one campaign, or all): issued, sent, delivered, opened, clicked, unsubscribed, complained, converted (a purchase not refunded in full attributed, last touch, within open_window after an open or delivery_window after delivery) and net revenue attributed; rates per message sent';
+
+CREATE OR REPLACE FUNCTION wallet.push_retention(merchant_id bigint, campaign_id bigint, days int DEFAULT 30)
+    RETURNS TABLE (audience text, members bigint, purchasers bigint, rate numeric)
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    start timestamptz;
+BEGIN
+    PERFORM wallet_internal.check_merchant($1);
+    IF $2 IS NULL OR days IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN $2 IS NULL THEN 'campaign_id' ELSE 'days' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Retention is a campaign''s, over a number of days.';
+    END IF;
+    IF NOT EXISTS (SELECT FROM wallet.campaigns c WHERE c.campaign_id = $2 AND c.merchant_id = $1) THEN
+        RAISE EXCEPTION 'campaign % does not exist', $2
+            USING ERRCODE = 'WL101', DETAIL = 'Retention is of a campaign of the merchant.';
+    END IF;
+    IF days < 1 OR days > 36500 THEN
+        RAISE EXCEPTION 'days must be from 1 to 36500'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'Members are counted as retained when they purchase within that many days (at most 100 years).';
+    END IF;
+    SELECT min(x.sent_at) INTO start FROM wallet.push_messages x WHERE x.merchant_id = $1 AND x.campaign_id = $2 AND x.status = 'sent';
+    RETURN QUERY
+    WITH r AS (
+        SELECT x.member_id, min(x.sent_at) AS since FROM wallet.push_messages x
+         WHERE x.merchant_id = $1 AND x.campaign_id = $2 AND x.status = 'sent' GROUP BY x.member_id),
+    n AS (
+        SELECT w.member_id, start AS since FROM wallet.members w
+         WHERE w.merchant_id = $1 AND w.status = 'active' AND start IS NOT NULL
+           AND NOT EXISTS (SELECT FROM r WHERE r.member_id = w.member_id)),
+    both_ AS (
+        SELECT 'recipients' AS a, 1 AS o, r.member_id, r.since FROM r
+        UNION ALL SELECT 'non-recipients', 2, n.member_id, n.since FROM n)
+    SELECT b.a, count(*),
+           count(*) FILTER (WHERE EXISTS (SELECT FROM wallet.purchases p WHERE p.merchant_id = $1 AND p.member_id = b.member_id
+                                            AND p.amount > p.refunded_amount
+                                            AND p.occurred_at > b.since AND p.occurred_at <= b.since + make_interval(days => $3))),
+           round(count(*) FILTER (WHERE EXISTS (SELECT FROM wallet.purchases p WHERE p.merchant_id = $1 AND p.member_id = b.member_id
+                                            AND p.amount > p.refunded_amount
+                                            AND p.occurred_at > b.since AND p.occurred_at <= b.since + make_interval(days => $3)))::numeric
+                 / count(*), 4)
+      FROM both_ b GROUP BY b.a, b.o ORDER BY b.o;
+END
+$$;
+COMMENT ON FUNCTION wallet.push_retention(bigint, bigint, int) IS 'retention of a campaign''s recipients against non-recipients: the members who purchased (an order not refunded in full) within days after their first send (recipients) or after the campaign''s first send (the merchant''s other active members)';
+
+CREATE OR REPLACE FUNCTION wallet.track_event(merchant_id bigint, member_ref text, kind text, attributes jsonb DEFAULT '{}',
+        occurred_at timestamptz DEFAULT now()) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    _member bigint;
+    id bigint;
+BEGIN
+    PERFORM wallet_internal.member_check($1, $2);
+    IF $3 IS NULL OR $4 IS NULL OR $5 IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN $3 IS NULL THEN 'kind' WHEN $4 IS NULL THEN 'attributes' ELSE 'occurred_at' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'An event has a kind, attributes (an object, may be empty) and a time.';
+    END IF;
+    IF NOT isfinite($5) THEN
+        RAISE EXCEPTION 'occurred_at must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An event happens at a real instant.';
+    END IF;
+    -- (as a purchase's occurred_at: within 100 years of now; an event dated
+    -- far ahead would stay the member's latest, e.g. its last location)
+    IF $5 < now() - interval '100 years' OR $5 > now() + interval '100 years' THEN
+        RAISE EXCEPTION 'occurred_at must be within 100 years of now'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('An event happens at a real instant, at most 100 years before or after now; %s is not.', $5);
+    END IF;
+    IF $3 !~ '^[a-z][a-z0-9_]{0,62}$' THEN
+        RAISE EXCEPTION 'invalid event kind "%"', left($3, 100)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'An event kind is a lower-case word of at most 63 letters, digits and underscores, starting with a letter.';
+    END IF;
+    IF $3 IN ('tier_changed', 'referral_rewarded', 'shared') THEN
+        RAISE EXCEPTION 'event kind % is written by the extension', $3
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'Tier changes, referral rewards and shares are recorded by the functions that make them, not by the app.';
+    END IF;
+    IF jsonb_typeof($4) <> 'object' OR pg_column_size($4) > 8192 THEN
+        RAISE EXCEPTION 'invalid event attributes'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'An event''s attributes are a JSON object of at most 8 kB.';
+    END IF;
+    -- (coalesce: a missing coordinate makes the test NULL, not false)
+    IF $3 = 'location' AND NOT coalesce(jsonb_typeof($4 -> 'latitude') = 'number' AND jsonb_typeof($4 -> 'longitude') = 'number'
+                                         AND ($4 ->> 'latitude')::numeric BETWEEN -90 AND 90
+                                         AND ($4 ->> 'longitude')::numeric BETWEEN -180 AND 180, false) THEN
+        RAISE EXCEPTION 'invalid location event'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A location event carries a numeric latitude in [-90, 90] and longitude in [-180, 180].';
+    END IF;
+    _member := wallet_internal.member_ensure($1, $2);
+    INSERT INTO wallet.member_events AS e (merchant_id, member_id, kind, occurred_at, attributes)
+    VALUES ($1, _member, $3, $5, $4)
+    RETURNING e.event_id INTO id;
+    RETURN id;
+END
+$$;
+COMMENT ON FUNCTION wallet.track_event(bigint, text, text, jsonb, timestamptz) IS 'records an event of the app about a member (created if new) in wallet.member_events: cart_updated (read by the cart_abandoned trigger), location with numeric latitude and longitude (nearby_store), or any other lower-case kind; the kinds the extension writes (tier_changed, referral_rewarded, shared) are refused; returns the event id';
+
+CREATE OR REPLACE FUNCTION wallet.quote_offers(merchant_id bigint, member_ref text, amount numeric, currency text,
+        occurred_at timestamptz DEFAULT now(), attributes jsonb DEFAULT '{}', codes text[] DEFAULT NULL,
+        hold_ttl interval DEFAULT NULL)
+    RETURNS SETOF wallet.offer_quote
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    member bigint;
+    tz text;
+    prog bigint;
+    rnd text;
+    acct bigint;
+    e record;
+    u record;
+    hid bigint;
+    hexp timestamptz;
+    st wallet.budget_status;
+    got bigint;
+    items jsonb := '[]';
+    res wallet.offer_quote[] := '{}';
+    q wallet.offer_quote;
+    qid bigint;
+    exp timestamptz;
+    i int;
+BEGIN
+    PERFORM wallet_internal.purchase_check(merchant_id, member_ref, 'quote', amount, currency, occurred_at, attributes);
+    PERFORM wallet_internal.purchase_check_codes(codes);
+    IF hold_ttl <= interval '0' OR hold_ttl > interval '1 day' THEN
+        RAISE EXCEPTION 'hold_ttl must be between 0 and 1 day'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A quote holds its budget for a checkout: a positive time of at most a day.';
+    END IF;
+    SELECT * INTO member, tz, prog, rnd, acct FROM wallet_internal.purchase_context(merchant_id, member_ref, currency);
+    IF member IS NULL THEN
+        -- the holdout group is drawn by member id: the member is registered as its purchase would
+        member := wallet_internal.member_ensure(merchant_id, member_ref);
+    END IF;
+    IF hold_ttl IS NOT NULL THEN
+        exp := clock_timestamp() + hold_ttl;
+        -- the locks of a checkout, in its order, before any budget slice: the
+        -- member's account in the currency (opened as the purchase would open
+        -- it), then the member (wallet_internal.offers_consume).  A quote and
+        -- its purchase in one transaction then never deadlock with another
+        -- checkout of the member, which takes them in this order too.
+        IF prog IS NOT NULL THEN
+            IF acct IS NULL THEN
+                acct := wallet.open_account(prog, member_ref);
+            END IF;
+            PERFORM FROM wallet.accounts y WHERE y.account_id = acct FOR NO KEY UPDATE;
+        END IF;
+        PERFORM FROM wallet.members m WHERE m.member_id = member FOR NO KEY UPDATE;
+    END IF;
+    -- budgets in campaign order (the budget API's deadlock rule)
+    FOR e IN SELECT * FROM wallet_internal.offers_eval(merchant_id, member, member_ref, tz, acct,
+                                                       NOT EXISTS (SELECT FROM wallet.purchases x
+                                                                    WHERE x.merchant_id = quote_offers.merchant_id AND x.member_id = member),
+                                                       amount, currency, occurred_at, attributes, codes, NULL) v
+              ORDER BY v.campaign_id, v.offer_id LOOP
+        q := (NULL, e.offer_id, e.campaign_id, e.name, e.kind, e.status, e.discount, e.points, exp);
+        hid := NULL;
+        got := 0;
+        IF e.status = 'ok' THEN
+            u := wallet_internal.offer_units(e.campaign_id, e.kind, e.discount, e.points);
+            IF u.units = -1 THEN
+                q.status := 'no_budget';
+            ELSIF u.units > 0 THEN
+                IF hold_ttl IS NOT NULL THEN
+                    SELECT * INTO hid, got, hexp
+                      FROM wallet_internal.budget_hold(e.campaign_id, u.units, hold_ttl, e.allow_partial AND u.unit <> 'redemptions');
+                ELSE
+                    st := wallet_internal.budget_status(e.campaign_id);
+                    got := CASE WHEN st.remaining >= u.units THEN u.units WHEN e.allow_partial AND u.unit <> 'redemptions' THEN st.remaining ELSE 0 END;
+                END IF;
+                IF got = 0 THEN
+                    q.status := 'no_budget';
+                ELSIF got < u.units THEN
+                    q.status := 'partial';
+                    IF e.kind = 'cashback' THEN q.points := got; ELSE q.discount := round(got / 100.0, 2); END IF;
+                END IF;
+            END IF;
+        END IF;
+        IF q.status NOT IN ('ok', 'partial') THEN
+            q.discount := 0;
+            q.points := 0;
+        END IF;
+        res := res || q;
+        items := items || jsonb_build_object('offer_id', e.offer_id, 'campaign_id', e.campaign_id, 'status', q.status,
+                                             'discount', q.discount, 'points', q.points, 'units', CASE WHEN hid IS NOT NULL THEN got ELSE 0 END,
+                                             'hold_id', hid, 'code', e.code);
+    END LOOP;
+    IF hold_ttl IS NOT NULL THEN
+        INSERT INTO wallet.offer_quotes (merchant_id, member_id, amount, currency, items, expires_at)
+        VALUES (merchant_id, member, amount, currency, items, exp)
+        RETURNING quote_id INTO qid;
+    END IF;
+    FOR i IN 1..cardinality(res) LOOP
+        q := res[i];
+        q.quote_id := qid;
+        RETURN NEXT q;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION wallet.quote_offers(bigint, text, numeric, text, timestamptz, jsonb, text[], interval) IS 'the offers whose conditions hold for a basket (the member''s target group only) and what each is worth given caps, codes, stacking and the campaign''s budget; consumes nothing, but with hold_ttl holds the budget for the checkout (the rows carry a quote_id for wallet.record_purchase; the holds stop counting at expires_at); registers an unknown member';
+
+CREATE OR REPLACE FUNCTION wallet_internal.offers_consume(p wallet.purchases, member_ref text, time_zone text,
+        offers bigint[], codes text[], quote_id bigint)
+    RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    q wallet.offer_quotes;
+    e jsonb;
+    r record;
+    x bigint;
+    first boolean;
+BEGIN
+    -- a member's checkouts with offers take turns (after the account's lock,
+    -- before any budget slice: the order quote_offers keeps too), so that
+    -- "first purchase at the merchant" is decided once: the account's lock
+    -- alone does not serialise purchases in two currencies, or in one with no
+    -- program.  The check below is a later statement: it sees a purchase that
+    -- committed while this one waited.
+    PERFORM FROM wallet.members m WHERE m.member_id = p.member_id FOR NO KEY UPDATE;
+    first := NOT EXISTS (SELECT FROM wallet.purchases y WHERE y.merchant_id = p.merchant_id
+                           AND y.member_id = p.member_id AND y.purchase_id <> p.purchase_id);
+    IF quote_id IS NOT NULL THEN
+        SELECT * INTO q FROM wallet.offer_quotes k WHERE k.quote_id = offers_consume.quote_id AND k.merchant_id = p.merchant_id FOR UPDATE;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'unknown quote'
+                USING ERRCODE = 'WL607', DETAIL = format('There is no offer quote %s.', quote_id);
+        END IF;
+        IF q.state <> 'open' OR q.member_id <> p.member_id OR q.amount <> p.amount OR q.currency <> p.currency THEN
+            RAISE EXCEPTION 'quote % cannot be used for this purchase', quote_id
+                USING ERRCODE = 'WL608',
+                      DETAIL = CASE WHEN q.state <> 'open' THEN format('The quote is %s.', q.state)
+                                    ELSE 'A quote is used by a purchase of the same member, amount and currency.' END;
+        END IF;
+        FOR e IN SELECT j FROM jsonb_array_elements(q.items) j ORDER BY (j ->> 'campaign_id')::bigint, (j ->> 'offer_id')::bigint LOOP
+            CONTINUE WHEN e ->> 'status' NOT IN ('ok', 'partial') AND e ->> 'hold_id' IS NULL;
+            CONTINUE WHEN offers IS NOT NULL AND NOT (e ->> 'offer_id')::bigint = ANY (offers);
+            -- a quote's first-purchase offer, quoted before another purchase
+            -- of the member: no longer its first (the hold is released)
+            IF NOT first AND e ->> 'status' IN ('ok', 'partial')
+               AND EXISTS (SELECT FROM wallet.offers f WHERE f.offer_id = (e ->> 'offer_id')::bigint AND f.first_purchase) THEN
+                e := jsonb_set(e, '{status}', '"not_eligible"');
+            END IF;
+            PERFORM wallet_internal.offer_consume(p, member_ref, time_zone, e);
+        END LOOP;
+        UPDATE wallet.offer_quotes k SET state = 'used', purchase_id = p.purchase_id WHERE k.quote_id = q.quote_id;
+        RETURN;
+    END IF;
+    FOR r IN SELECT * FROM wallet_internal.offers_eval(p.merchant_id, p.member_id, member_ref, time_zone, p.account_id,
+                                                      first, p.amount, p.currency, p.occurred_at, p.attributes, codes, offers) v
+              ORDER BY v.campaign_id, v.offer_id LOOP
+        PERFORM wallet_internal.offer_consume(p, member_ref, time_zone, to_jsonb(r));
+    END LOOP;
+    -- offers named that do not apply to this purchase at all
+    FOR x IN SELECT DISTINCT y FROM unnest(offers) y
+              WHERE NOT EXISTS (SELECT FROM wallet.purchase_offers z WHERE z.purchase_id = p.purchase_id AND z.offer_id = y) ORDER BY 1 LOOP
+        INSERT INTO wallet.purchase_offers (merchant_id, purchase_id, offer_id, campaign_id, member_id, status)
+        SELECT p.merchant_id, p.purchase_id, f.offer_id, f.campaign_id, p.member_id, 'not_eligible'
+          FROM wallet.offers f WHERE f.offer_id = x AND f.merchant_id = p.merchant_id;
+        IF NOT FOUND THEN
+            PERFORM wallet_internal.unknown_offer(x);
+        END IF;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.offers_consume(wallet.purchases, text, text, bigint[], text[], bigint) IS 'internal: consume at checkout the offers a purchase names (by id, evaluated now, or by its quote, whose holds it converts) with its codes; every offer named gets a row of wallet.purchase_offers; WL606 unknown offer, WL607 unknown quote, WL608 quote used, released or for another basket';
+
 -- == 10z. shared objects, final (issues 10-12)
 -- Objects that several sections above re-create (each with what its area
 -- added): their final definitions, exactly as the parts have them.
@@ -22879,6 +23794,8 @@ GRANT EXECUTE ON FUNCTION wallet.create_merchant(text), wallet.grant_merchant(bi
 GRANT EXECUTE ON FUNCTION wallet.campaign_group(bigint, text) TO wallet_admin, wallet_app, wallet_reader;
 GRANT EXECUTE ON FUNCTION wallet.record_feedback(bigint, text, integer, text, text, text) TO wallet_app;
 GRANT EXECUTE ON FUNCTION wallet.set_campaign_audience(bigint, text, numeric, bigint, integer, text[], text[], timestamptz) TO wallet_admin;
+GRANT EXECUTE ON FUNCTION wallet.set_campaign_redemption_value(bigint, numeric), wallet.record_campaign_cost(bigint, numeric, text, timestamptz)
+    TO wallet_admin;
 GRANT EXECUTE ON FUNCTION wallet.rfm(bigint, timestamptz, text),
     wallet.campaign_report(bigint, timestamptz, timestamptz, text),
     wallet.campaign_cohorts(bigint, timestamptz, timestamptz, integer, text)
