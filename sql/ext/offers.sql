@@ -538,16 +538,21 @@ BEGIN
         exp := clock_timestamp() + hold_ttl;
         -- the locks of a checkout, in its order, before any budget slice: the
         -- member's account in the currency (opened as the purchase would open
-        -- it), then the member (wallet_internal.offers_consume).  A quote and
-        -- its purchase in one transaction then never deadlock with another
-        -- checkout of the member, which takes them in this order too.
+        -- it), then the member's checkout turn (wallet_internal.offers_consume).
+        -- A quote and its purchase in one transaction then never deadlock with
+        -- another checkout of the member, which takes them in this order too.
+        -- The member's row first, FOR KEY SHARE (as member_ensure and the
+        -- checkout's look-up lock it): an erasure, which updates that row
+        -- before the accounts, waits for this transaction instead of taking
+        -- the row and then waiting for the account held here.
+        PERFORM FROM wallet.members m WHERE m.member_id = member FOR KEY SHARE;
         IF prog IS NOT NULL THEN
             IF acct IS NULL THEN
                 acct := wallet.open_account(prog, member_ref);
             END IF;
             PERFORM FROM wallet.accounts y WHERE y.account_id = acct FOR NO KEY UPDATE;
         END IF;
-        PERFORM FROM wallet.members m WHERE m.member_id = member FOR NO KEY UPDATE;
+        PERFORM pg_advisory_xact_lock(x'574D000000000000'::bigint | member);
     END IF;
     -- budgets in campaign order (the budget API's deadlock rule)
     FOR e IN SELECT * FROM wallet_internal.offers_eval(merchant_id, member, member_ref, tz, acct,
@@ -755,9 +760,12 @@ BEGIN
     -- before any budget slice: the order quote_offers keeps too), so that
     -- "first purchase at the merchant" is decided once: the account's lock
     -- alone does not serialise purchases in two currencies, or in one with no
-    -- program.  The check below is a later statement: it sees a purchase that
-    -- committed while this one waited.
-    PERFORM FROM wallet.members m WHERE m.member_id = p.member_id FOR NO KEY UPDATE;
+    -- program.  The turn is a transaction lock of its own ('WM' and the
+    -- member id), not the member's row: forget_member updates that row
+    -- before the accounts, and a checkout waiting on it while holding the
+    -- account would deadlock with the erasure.  The check below is a later
+    -- statement: it sees a purchase that committed while this one waited.
+    PERFORM pg_advisory_xact_lock(x'574D000000000000'::bigint | p.member_id);
     first := NOT EXISTS (SELECT FROM wallet.purchases y WHERE y.merchant_id = p.merchant_id
                            AND y.member_id = p.member_id AND y.purchase_id <> p.purchase_id);
     IF quote_id IS NOT NULL THEN
