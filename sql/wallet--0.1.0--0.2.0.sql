@@ -23431,6 +23431,309 @@ END
 $$;
 COMMENT ON FUNCTION wallet_internal.offers_consume(wallet.purchases, text, text, bigint[], text[], bigint) IS 'internal: consume at checkout the offers a purchase names (by id, evaluated now, or by its quote, whose holds it converts) with its codes; every offer named gets a row of wallet.purchase_offers; WL606 unknown offer, WL607 unknown quote, WL608 quote used, released or for another basket';
 
+-- == 10az. checkout turns by a transaction lock per member; quote_offers and record_purchase lock the member's row FOR KEY SHARE first (no deadlock with an erasure)
+
+CREATE OR REPLACE FUNCTION wallet_internal.record_purchase_full(merchant_id bigint, member_ref text, order_ref text, amount numeric,
+        currency text, occurred_at timestamptz, attributes jsonb, offers bigint[], codes text[], quote_id bigint)
+        RETURNS wallet.purchase_result
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    p wallet.purchases;
+    member bigint;
+    tz text;
+    prog bigint;
+    rnd text;
+    acct bigint;
+    a wallet_internal.locked_account;
+    due timestamptz;
+    e wallet.entries;
+    ev record;
+    refers boolean;
+BEGIN
+    PERFORM wallet_internal.purchase_check(merchant_id, member_ref, order_ref, amount, currency, occurred_at, attributes);
+    PERFORM wallet_internal.purchase_check_codes(codes);
+    IF array_ndims(offers) > 1 THEN
+        RAISE EXCEPTION 'offers must be a one-dimensional array'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The offers of a checkout are listed by id, one after the other.';
+    END IF;
+    -- A retry is found by the insert of the purchase below (ON CONFLICT), not
+    -- by a lookup first: retries are rare, a lookup would cost every call.
+    -- The usual case in one statement: a known member with an account in the
+    -- merchant's open program earning in the currency, locked (what
+    -- wallet_internal.lock_account does, but for the idempotency lookup: the
+    -- order's unique key stands for it).  The member's postings, counters and
+    -- first purchase are decided under this lock.  The member's row is
+    -- locked FOR KEY SHARE with it (as member_ensure locks it): an erasure
+    -- updates that row before the accounts, so it waits for the checkout
+    -- rather than holding the row the purchase's insert must then check.
+    SELECT m.member_id, m.time_zone, x.program_id, x.rounding, y.account_id, y.ledger, y.next_event, x.expiry, x.granularity
+      INTO member, tz, prog, rnd, acct, a.ledger, due, a.expiry, a.granularity
+      FROM wallet.members m
+      JOIN wallet.programs x ON x.merchant_id = m.merchant_id AND x.currency = record_purchase_full.currency AND x.closed_at IS NULL
+      JOIN wallet.accounts y ON y.program_id = x.program_id AND y.member_ref = m.member_ref
+     WHERE m.merchant_id = record_purchase_full.merchant_id AND m.member_ref = record_purchase_full.member_ref
+       FOR KEY SHARE OF m FOR NO KEY UPDATE OF y;
+    IF FOUND THEN
+        a.program_id := prog;
+        a.closed := false;
+        a.at := clock_timestamp();
+        IF due <= a.at THEN
+            PERFORM wallet_internal.settle_account(acct, a.at, a.at);
+            SELECT y.ledger INTO a.ledger FROM wallet.accounts y WHERE y.account_id = acct;
+        END IF;
+    ELSE
+        -- a new member, a member without an account yet, or no program earning in the currency
+        SELECT * INTO member, tz, prog, rnd, acct FROM wallet_internal.purchase_context(merchant_id, member_ref, currency);
+        IF member IS NULL THEN
+            member := wallet_internal.member_ensure(merchant_id, member_ref);
+        END IF;
+        IF prog IS NOT NULL THEN
+            IF acct IS NULL THEN
+                acct := wallet.open_account(prog, member_ref);
+            END IF;
+            a := wallet_internal.lock_account(acct);
+        END IF;
+    END IF;
+    -- the member's tier and first purchase are read after the lock: a posting
+    -- that changed the tier, a purchase of the member, have committed by now
+    ev := wallet_internal.purchase_points(merchant_id, prog, rnd, member, acct, tz, amount, currency, occurred_at, attributes);
+    -- the purchase first (tiers read spend in the window), with the entry's id to come
+    -- (a merchant with a referral program: the entry's id is drawn after the
+    -- insert, whose trigger may post a reward to the same account first)
+    refers := wallet_internal.merchant_refers(merchant_id);
+    INSERT INTO wallet.purchases (merchant_id, member_id, order_ref, amount, currency, occurred_at, attributes,
+                                  program_id, account_id, points, entry_id, rules)
+    VALUES (merchant_id, member, order_ref, amount, currency, occurred_at, attributes, prog, acct, ev.points,
+            CASE WHEN ev.points > 0 AND NOT refers THEN nextval('wallet.entries_entry_id_seq') END, ev.rules)
+    ON CONFLICT ON CONSTRAINT purchases_merchant_id_order_ref_key DO NOTHING
+    RETURNING * INTO p;
+    IF p.purchase_id IS NULL THEN
+        -- a retry, or a concurrent call recorded the order first (committed by now)
+        SELECT * INTO p FROM wallet.purchases x WHERE x.merchant_id = record_purchase_full.merchant_id AND x.order_ref = record_purchase_full.order_ref;
+        RETURN wallet_internal.purchase_retry(p, member_ref, amount, currency);
+    END IF;
+    IF ev.counters <> '[]' THEN
+        INSERT INTO wallet.earning_counters AS c (merchant_id, member_id, rule_id, day, points)
+        SELECT record_purchase_full.merchant_id, member, x.rule_id, x.day, x.points
+          FROM jsonb_to_recordset(ev.counters) AS x(rule_id bigint, day date, points bigint)
+        ON CONFLICT ON CONSTRAINT earning_counters_key DO UPDATE SET points = c.points + excluded.points;
+    END IF;
+    IF p.points > 0 THEN
+        -- what wallet_internal.post_once does for a posting without a prior entry
+        IF a.closed THEN
+            PERFORM wallet_internal.program_closed(prog);
+        END IF;
+        IF refers THEN
+            -- the referee's reward (wallet_internal.referral_purchase) may
+            -- have been posted to this account: the purchase's entry follows
+            -- it in the journal, posted on the ledger that holds it
+            SELECT y.ledger INTO a.ledger FROM wallet.accounts y WHERE y.account_id = acct;
+            a.at := greatest(a.at, clock_timestamp());
+            p.entry_id := nextval('wallet.entries_entry_id_seq');
+            UPDATE wallet.purchases x SET entry_id = p.entry_id WHERE x.purchase_id = p.purchase_id;
+        END IF;
+        e.entry_id := p.entry_id;
+        e.account_id := acct;
+        e.kind := 'accrue';
+        e.idempotency_key := 'purchase:' || order_ref;
+        e.reason := 'purchase';
+        e.reference := order_ref;
+        e.created_at := a.at;
+        e.points := p.points;
+        e.expires_at := wallet.policy_expiry(a.at, a.expiry, a.granularity);
+        PERFORM wallet_internal.post_entry(a.ledger, e);
+    END IF;
+    -- the offers named (issue 11: offers.sql), after the purchase's own posting
+    IF offers IS NOT NULL OR quote_id IS NOT NULL THEN
+        PERFORM wallet_internal.offers_consume(p, member_ref, tz, offers, codes, quote_id);
+    END IF;
+    RETURN (p.purchase_id, p.order_ref, p.member_id, p.program_id, p.account_id, p.amount, p.currency, p.occurred_at,
+            p.points, p.entry_id, p.rules)::wallet.purchase_result;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.record_purchase_full(bigint, text, text, numeric, text, timestamptz, jsonb, bigint[], text[], bigint) IS 'internal: wallet.record_purchase in PL/pgSQL, for every case its C fast path leaves to it (offers, codes, quotes, a new member or account, no earning program, invalid arguments)';
+
+CREATE OR REPLACE FUNCTION wallet.quote_offers(merchant_id bigint, member_ref text, amount numeric, currency text,
+        occurred_at timestamptz DEFAULT now(), attributes jsonb DEFAULT '{}', codes text[] DEFAULT NULL,
+        hold_ttl interval DEFAULT NULL)
+    RETURNS SETOF wallet.offer_quote
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    member bigint;
+    tz text;
+    prog bigint;
+    rnd text;
+    acct bigint;
+    e record;
+    u record;
+    hid bigint;
+    hexp timestamptz;
+    st wallet.budget_status;
+    got bigint;
+    items jsonb := '[]';
+    res wallet.offer_quote[] := '{}';
+    q wallet.offer_quote;
+    qid bigint;
+    exp timestamptz;
+    i int;
+BEGIN
+    PERFORM wallet_internal.purchase_check(merchant_id, member_ref, 'quote', amount, currency, occurred_at, attributes);
+    PERFORM wallet_internal.purchase_check_codes(codes);
+    IF hold_ttl <= interval '0' OR hold_ttl > interval '1 day' THEN
+        RAISE EXCEPTION 'hold_ttl must be between 0 and 1 day'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A quote holds its budget for a checkout: a positive time of at most a day.';
+    END IF;
+    SELECT * INTO member, tz, prog, rnd, acct FROM wallet_internal.purchase_context(merchant_id, member_ref, currency);
+    IF member IS NULL THEN
+        -- the holdout group is drawn by member id: the member is registered as its purchase would
+        member := wallet_internal.member_ensure(merchant_id, member_ref);
+    END IF;
+    IF hold_ttl IS NOT NULL THEN
+        exp := clock_timestamp() + hold_ttl;
+        -- the locks of a checkout, in its order, before any budget slice: the
+        -- member's account in the currency (opened as the purchase would open
+        -- it), then the member's checkout turn (wallet_internal.offers_consume).
+        -- A quote and its purchase in one transaction then never deadlock with
+        -- another checkout of the member, which takes them in this order too.
+        -- The member's row first, FOR KEY SHARE (as member_ensure and the
+        -- checkout's look-up lock it): an erasure, which updates that row
+        -- before the accounts, waits for this transaction instead of taking
+        -- the row and then waiting for the account held here.
+        PERFORM FROM wallet.members m WHERE m.member_id = member FOR KEY SHARE;
+        IF prog IS NOT NULL THEN
+            IF acct IS NULL THEN
+                acct := wallet.open_account(prog, member_ref);
+            END IF;
+            PERFORM FROM wallet.accounts y WHERE y.account_id = acct FOR NO KEY UPDATE;
+        END IF;
+        PERFORM pg_advisory_xact_lock(x'574D000000000000'::bigint | member);
+    END IF;
+    -- budgets in campaign order (the budget API's deadlock rule)
+    FOR e IN SELECT * FROM wallet_internal.offers_eval(merchant_id, member, member_ref, tz, acct,
+                                                       NOT EXISTS (SELECT FROM wallet.purchases x
+                                                                    WHERE x.merchant_id = quote_offers.merchant_id AND x.member_id = member),
+                                                       amount, currency, occurred_at, attributes, codes, NULL) v
+              ORDER BY v.campaign_id, v.offer_id LOOP
+        q := (NULL, e.offer_id, e.campaign_id, e.name, e.kind, e.status, e.discount, e.points, exp);
+        hid := NULL;
+        got := 0;
+        IF e.status = 'ok' THEN
+            u := wallet_internal.offer_units(e.campaign_id, e.kind, e.discount, e.points);
+            IF u.units = -1 THEN
+                q.status := 'no_budget';
+            ELSIF u.units > 0 THEN
+                IF hold_ttl IS NOT NULL THEN
+                    SELECT * INTO hid, got, hexp
+                      FROM wallet_internal.budget_hold(e.campaign_id, u.units, hold_ttl, e.allow_partial AND u.unit <> 'redemptions');
+                ELSE
+                    st := wallet_internal.budget_status(e.campaign_id);
+                    got := CASE WHEN st.remaining >= u.units THEN u.units WHEN e.allow_partial AND u.unit <> 'redemptions' THEN st.remaining ELSE 0 END;
+                END IF;
+                IF got = 0 THEN
+                    q.status := 'no_budget';
+                ELSIF got < u.units THEN
+                    q.status := 'partial';
+                    IF e.kind = 'cashback' THEN q.points := got; ELSE q.discount := round(got / 100.0, 2); END IF;
+                END IF;
+            END IF;
+        END IF;
+        IF q.status NOT IN ('ok', 'partial') THEN
+            q.discount := 0;
+            q.points := 0;
+        END IF;
+        res := res || q;
+        items := items || jsonb_build_object('offer_id', e.offer_id, 'campaign_id', e.campaign_id, 'status', q.status,
+                                             'discount', q.discount, 'points', q.points, 'units', CASE WHEN hid IS NOT NULL THEN got ELSE 0 END,
+                                             'hold_id', hid, 'code', e.code);
+    END LOOP;
+    IF hold_ttl IS NOT NULL THEN
+        INSERT INTO wallet.offer_quotes (merchant_id, member_id, amount, currency, items, expires_at)
+        VALUES (merchant_id, member, amount, currency, items, exp)
+        RETURNING quote_id INTO qid;
+    END IF;
+    FOR i IN 1..cardinality(res) LOOP
+        q := res[i];
+        q.quote_id := qid;
+        RETURN NEXT q;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION wallet.quote_offers(bigint, text, numeric, text, timestamptz, jsonb, text[], interval) IS 'the offers whose conditions hold for a basket (the member''s target group only) and what each is worth given caps, codes, stacking and the campaign''s budget; consumes nothing, but with hold_ttl holds the budget for the checkout (the rows carry a quote_id for wallet.record_purchase; the holds stop counting at expires_at); registers an unknown member';
+
+CREATE OR REPLACE FUNCTION wallet_internal.offers_consume(p wallet.purchases, member_ref text, time_zone text,
+        offers bigint[], codes text[], quote_id bigint)
+    RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    q wallet.offer_quotes;
+    e jsonb;
+    r record;
+    x bigint;
+    first boolean;
+BEGIN
+    -- a member's checkouts with offers take turns (after the account's lock,
+    -- before any budget slice: the order quote_offers keeps too), so that
+    -- "first purchase at the merchant" is decided once: the account's lock
+    -- alone does not serialise purchases in two currencies, or in one with no
+    -- program.  The turn is a transaction lock of its own ('WM' and the
+    -- member id), not the member's row: forget_member updates that row
+    -- before the accounts, and a checkout waiting on it while holding the
+    -- account would deadlock with the erasure.  The check below is a later
+    -- statement: it sees a purchase that committed while this one waited.
+    PERFORM pg_advisory_xact_lock(x'574D000000000000'::bigint | p.member_id);
+    first := NOT EXISTS (SELECT FROM wallet.purchases y WHERE y.merchant_id = p.merchant_id
+                           AND y.member_id = p.member_id AND y.purchase_id <> p.purchase_id);
+    IF quote_id IS NOT NULL THEN
+        SELECT * INTO q FROM wallet.offer_quotes k WHERE k.quote_id = offers_consume.quote_id AND k.merchant_id = p.merchant_id FOR UPDATE;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'unknown quote'
+                USING ERRCODE = 'WL607', DETAIL = format('There is no offer quote %s.', quote_id);
+        END IF;
+        IF q.state <> 'open' OR q.member_id <> p.member_id OR q.amount <> p.amount OR q.currency <> p.currency THEN
+            RAISE EXCEPTION 'quote % cannot be used for this purchase', quote_id
+                USING ERRCODE = 'WL608',
+                      DETAIL = CASE WHEN q.state <> 'open' THEN format('The quote is %s.', q.state)
+                                    ELSE 'A quote is used by a purchase of the same member, amount and currency.' END;
+        END IF;
+        FOR e IN SELECT j FROM jsonb_array_elements(q.items) j ORDER BY (j ->> 'campaign_id')::bigint, (j ->> 'offer_id')::bigint LOOP
+            CONTINUE WHEN e ->> 'status' NOT IN ('ok', 'partial') AND e ->> 'hold_id' IS NULL;
+            CONTINUE WHEN offers IS NOT NULL AND NOT (e ->> 'offer_id')::bigint = ANY (offers);
+            -- a quote's first-purchase offer, quoted before another purchase
+            -- of the member: no longer its first (the hold is released)
+            IF NOT first AND e ->> 'status' IN ('ok', 'partial')
+               AND EXISTS (SELECT FROM wallet.offers f WHERE f.offer_id = (e ->> 'offer_id')::bigint AND f.first_purchase) THEN
+                e := jsonb_set(e, '{status}', '"not_eligible"');
+            END IF;
+            PERFORM wallet_internal.offer_consume(p, member_ref, time_zone, e);
+        END LOOP;
+        UPDATE wallet.offer_quotes k SET state = 'used', purchase_id = p.purchase_id WHERE k.quote_id = q.quote_id;
+        RETURN;
+    END IF;
+    FOR r IN SELECT * FROM wallet_internal.offers_eval(p.merchant_id, p.member_id, member_ref, time_zone, p.account_id,
+                                                      first, p.amount, p.currency, p.occurred_at, p.attributes, codes, offers) v
+              ORDER BY v.campaign_id, v.offer_id LOOP
+        PERFORM wallet_internal.offer_consume(p, member_ref, time_zone, to_jsonb(r));
+    END LOOP;
+    -- offers named that do not apply to this purchase at all
+    FOR x IN SELECT DISTINCT y FROM unnest(offers) y
+              WHERE NOT EXISTS (SELECT FROM wallet.purchase_offers z WHERE z.purchase_id = p.purchase_id AND z.offer_id = y) ORDER BY 1 LOOP
+        INSERT INTO wallet.purchase_offers (merchant_id, purchase_id, offer_id, campaign_id, member_id, status)
+        SELECT p.merchant_id, p.purchase_id, f.offer_id, f.campaign_id, p.member_id, 'not_eligible'
+          FROM wallet.offers f WHERE f.offer_id = x AND f.merchant_id = p.merchant_id;
+        IF NOT FOUND THEN
+            PERFORM wallet_internal.unknown_offer(x);
+        END IF;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.offers_consume(wallet.purchases, text, text, bigint[], text[], bigint) IS 'internal: consume at checkout the offers a purchase names (by id, evaluated now, or by its quote, whose holds it converts) with its codes; every offer named gets a row of wallet.purchase_offers; WL606 unknown offer, WL607 unknown quote, WL608 quote used, released or for another basket';
+
 -- == 10z. shared objects, final (issues 10-12)
 -- Objects that several sections above re-create (each with what its area
 -- added): their final definitions, exactly as the parts have them.
