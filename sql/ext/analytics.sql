@@ -687,13 +687,28 @@ BEGIN
         RAISE EXCEPTION 'occurred_at must be within 100 years of now'
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A cost is booked at a real instant, at most 100 years before or after now.';
     END IF;
+    -- a correction takes back at most what was booked in the currency
+    -- (corrections one at a time: the campaign's row)
+    IF amount < 0 THEN
+        PERFORM FROM wallet.campaigns k WHERE k.campaign_id = record_campaign_cost.campaign_id FOR NO KEY UPDATE;
+        IF (SELECT coalesce(sum(c.amount), 0) FROM wallet.campaign_costs c
+             WHERE c.campaign_id = record_campaign_cost.campaign_id AND c.kind = 'other' AND c.currency = record_campaign_cost.currency)
+           + amount < 0 THEN
+            RAISE EXCEPTION 'a correction must not exceed the costs booked'
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = format('Campaign %s has %s %s of other costs booked; a negative amount corrects them and takes back at most that.',
+                                      campaign_id, (SELECT coalesce(sum(c.amount), 0) FROM wallet.campaign_costs c
+                                                     WHERE c.campaign_id = record_campaign_cost.campaign_id AND c.kind = 'other'
+                                                       AND c.currency = record_campaign_cost.currency), currency);
+        END IF;
+    END IF;
     INSERT INTO wallet.campaign_costs (merchant_id, campaign_id, kind, amount, currency, occurred_at)
     VALUES (m, campaign_id, 'other', amount, currency, occurred_at)
     RETURNING cost_id INTO id;
     RETURN id;
 END
 $$;
-COMMENT ON FUNCTION wallet.record_campaign_cost(bigint, numeric, text, timestamptz) IS 'books a cost of the campaign (kind other: printing, fees; a negative amount corrects an earlier booking) in wallet.campaign_costs, counted by campaign_report as other_cost in its period and currency; returns the cost_id; 22004 NULL argument, 22023 amount 0 or beyond 10^15 (NaN too), bad currency, occurred_at infinite or over 100 years from now, WL101 unknown campaign';
+COMMENT ON FUNCTION wallet.record_campaign_cost(bigint, numeric, text, timestamptz) IS 'books a cost of the campaign (kind other: printing, fees; a negative amount corrects an earlier booking) in wallet.campaign_costs, counted by campaign_report as other_cost in its period and currency; returns the cost_id; 22004 NULL argument, 22023 amount 0 or beyond 10^15 (NaN too), a correction beyond the costs booked in the currency, bad currency, occurred_at infinite or over 100 years from now, WL101 unknown campaign';
 
 CREATE FUNCTION wallet.campaign_report(campaign_id bigint, period_start timestamptz DEFAULT NULL,
         period_end timestamptz DEFAULT NULL, currency text DEFAULT NULL)

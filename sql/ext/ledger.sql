@@ -248,6 +248,26 @@ END
 $$;
 COMMENT ON FUNCTION wallet_internal.check_posting(bigint, text, text, text, boolean) IS 'raises 22004 for NULL points, reason or idempotency key, WL204 for a zero or (unless signed) negative amount, 22023 for a blank reason or a blank or over-long idempotency key';
 
+-- The keys the extension journals its own postings under, on the member's
+-- account: a purchase's accrual (purchase:<order_ref>), a refund
+-- (refund:<refund_ref>), an offer's cashback (offer:<order_ref>:<offer_id>),
+-- referral and share rewards (referral:..., share:...).  An app's posting
+-- under one of them would later block that order, refund or reward for good
+-- (its key taken), so the posting API refuses them.
+CREATE FUNCTION wallet_internal.check_app_key(idempotency_key text) RETURNS void
+    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF idempotency_key ~ '^(purchase|refund|offer|referral|share):' THEN
+        RAISE EXCEPTION 'idempotency key must not start with "%"', substring(idempotency_key from '^[a-z]+:')
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'Keys starting with purchase:, refund:, offer:, referral: or share: name the extension''s own postings (purchases, refunds, offers'' cashback, referral and share rewards).';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.check_app_key(text) IS 'internal: raises 22023 for an app''s idempotency key starting with purchase:, refund:, offer:, referral: or share: (the extension''s own postings are journalled under those)';
+
 -- The idempotency fingerprint of a posting (see wallet_internal.idem_check): what the
 -- caller decided, read from a journal entry, or from the entry a retry would
 -- post (built with the first entry's instant, so that expiries derived from
@@ -385,15 +405,17 @@ BEGIN
     VALUES (e.entry_id, e.account_id, e.kind, e.amount, e.balance_after, e.idempotency_key, e.reason, e.reference,
             e.lots, e.hold_id, e.reverses, e.actor, e.created_at, e.points, e.expires_at, e.policy, e.merchant_id)
     RETURNING * INTO e;
-    -- tiers (README "Tiers"): points earned change only by accruals and
-    -- their reversals; the posting that crosses a threshold upgrades
-    IF e.kind IN ('accrue', 'reverse') AND wallet_internal.tier_posting_review(pid, e.account_id, s.ledger, e.created_at) THEN
+    -- tiers (README "Tiers"): points earned change only by accruals, their
+    -- reversals and refunds of purchases; the posting that crosses a
+    -- threshold upgrades, one that leaves the account below its tier starts
+    -- its grace
+    IF e.kind IN ('accrue', 'reverse', 'refund') AND wallet_internal.tier_posting_review(pid, e.account_id, s.ledger, e.created_at) THEN
         PERFORM wallet_internal.tier_review(e.account_id, e.created_at, e.entry_id);
     END IF;
     RETURN e;
 END
 $$;
-COMMENT ON FUNCTION wallet_internal.post_entry(wallet.points_ledger, wallet.entries) IS 'applies entry e to the locked account''s ledger l, stores the result and journals e; an accrual or reversal in a tiered program reviews the account''s tier when it may change (wallet_internal.tier_posting_review, tier_review)';
+COMMENT ON FUNCTION wallet_internal.post_entry(wallet.points_ledger, wallet.entries) IS 'applies entry e to the locked account''s ledger l, stores the result and journals e; an accrual, reversal or refund in a tiered program reviews the account''s tier when it may change (wallet_internal.tier_posting_review, tier_review)';
 
 -- Journal what time did to a locked account up to as_of: one expire entry
 -- for the spendable lots dead at as_of, then a release (taking effect at
@@ -669,8 +691,10 @@ COMMENT ON FUNCTION wallet.find_account(bigint, text) IS 'the account of member_
 
 -- ---------------------------------------------------------------- postings
 
-CREATE FUNCTION wallet.accrue(account_id bigint, points bigint, idempotency_key text, reason text,
-        reference text DEFAULT NULL, expires_at timestamptz DEFAULT NULL) RETURNS wallet.entries
+-- An accrual as wallet.accrue posts it, also under the extension's own keys
+-- (offers' cashback, referral and share rewards call it).
+CREATE FUNCTION wallet_internal.accrue_entry(account_id bigint, points bigint, idempotency_key text, reason text,
+        reference text, expires_at timestamptz) RETURNS wallet.entries
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     AS $$
@@ -702,7 +726,19 @@ BEGIN
     RETURN wallet_internal.post_once(a, e);
 END
 $$;
-COMMENT ON FUNCTION wallet.accrue(bigint, bigint, text, text, text, timestamptz) IS 'credits points (a debt is paid off first) expiring at expires_at or per the program policy (NULL); an infinite expires_at is 22023; idempotent on idempotency_key';
+COMMENT ON FUNCTION wallet_internal.accrue_entry(bigint, bigint, text, text, text, timestamptz) IS 'internal: wallet.accrue without the check of the app''s key (the extension''s own accruals: offers'' cashback, referral and share rewards)';
+
+CREATE FUNCTION wallet.accrue(account_id bigint, points bigint, idempotency_key text, reason text,
+        reference text DEFAULT NULL, expires_at timestamptz DEFAULT NULL) RETURNS wallet.entries
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    PERFORM wallet_internal.check_app_key(idempotency_key);
+    RETURN wallet_internal.accrue_entry(account_id, points, idempotency_key, reason, reference, expires_at);
+END
+$$;
+COMMENT ON FUNCTION wallet.accrue(bigint, bigint, text, text, text, timestamptz) IS 'credits points (a debt is paid off first) expiring at expires_at or per the program policy (NULL); an infinite expires_at is 22023; idempotent on idempotency_key (22023 for one starting with purchase:, refund:, offer:, referral: or share:, the extension''s own)';
 
 CREATE FUNCTION wallet.redeem(account_id bigint, points bigint, idempotency_key text, reason text,
         reference text DEFAULT NULL) RETURNS wallet.entries
@@ -714,6 +750,7 @@ DECLARE
     e wallet.entries;
 BEGIN
     PERFORM wallet_internal.check_posting(points, reason, idempotency_key, 'redeem');
+    PERFORM wallet_internal.check_app_key(idempotency_key);
     -- an indexed key (wallet.entries_reference_idx), like order_ref
     IF length(reference) > 200 THEN
         RAISE EXCEPTION 'reference must not be longer than 200 characters'
@@ -743,6 +780,7 @@ DECLARE
     e wallet.entries;
 BEGIN
     PERFORM wallet_internal.check_posting(points, reason, idempotency_key, 'hold');
+    PERFORM wallet_internal.check_app_key(idempotency_key);
     -- an indexed key (wallet.entries_reference_idx), like order_ref
     IF length(reference) > 200 THEN
         RAISE EXCEPTION 'reference must not be longer than 200 characters'
@@ -839,6 +877,7 @@ BEGIN
     e.reference := (k.h).reference;
     e.hold_id := hold_id;
     e.points := points;
+    PERFORM wallet_internal.check_app_key(idempotency_key);
     a.prior := wallet_internal.entry_by_key((k.h).account_id, idempotency_key);
     IF (a.prior).entry_id IS NOT NULL THEN
         RETURN wallet_internal.post_once(a, e);   -- a retry (or WL002)
@@ -876,6 +915,7 @@ BEGIN
     e.reason := (k.h).reason;
     e.reference := (k.h).reference;
     e.hold_id := hold_id;
+    PERFORM wallet_internal.check_app_key(idempotency_key);
     a.prior := wallet_internal.entry_by_key((k.h).account_id, idempotency_key);
     IF (a.prior).entry_id IS NOT NULL THEN
         RETURN wallet_internal.post_once(a, e);   -- a retry (or WL002)
@@ -911,6 +951,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The policy is ''within_balance'' or ''unlimited''.';
     END IF;
     PERFORM wallet_internal.check_posting(NULL, reason, idempotency_key, NULL);
+    PERFORM wallet_internal.check_app_key(idempotency_key);
     SELECT * INTO o FROM wallet.entries x WHERE x.entry_id = reverse.entry_id AND wallet_internal.sees_account(x.account_id);
     IF NOT FOUND THEN
         RAISE EXCEPTION 'unknown entry'
@@ -954,6 +995,7 @@ DECLARE
     e wallet.entries;
 BEGIN
     PERFORM wallet_internal.check_posting(points, reason, idempotency_key, 'adjust', signed => true);
+    PERFORM wallet_internal.check_app_key(idempotency_key);
     a := wallet_internal.lock_account(account_id, idempotency_key);
     at := coalesce((a.prior).created_at, a.at);   -- a retry is compared as made when the first call was
     e.account_id := account_id;

@@ -298,6 +298,7 @@ DECLARE
     c bigint;
     t text;
     also text;
+    delay float8;
 BEGIN
     -- a reference 0.1.0 accepted (over 256 characters, or starting with
     -- "forgotten:"), of a member the update registered, can still be erased
@@ -314,6 +315,26 @@ BEGIN
                   DETAIL = 'An erasure is recorded with the reason it was made for.';
     END IF;
     pseudonym := 'forgotten:' || encode(sha256(convert_to(gen_random_uuid()::text || _ref, 'UTF8')), 'hex');
+
+    -- The member's row and its accounts at the merchant, taken together
+    -- without ever waiting while holding one: calls lock them in either
+    -- order (a posting locks the account, then its foreign keys the member's
+    -- row; member_ensure's callers the row, then an account), so an erasure
+    -- that held one and waited for the other would deadlock with them.  A
+    -- try that meets a lock gives both back and tries again a little later.
+    delay := 0.002;
+    LOOP
+        BEGIN
+            PERFORM FROM wallet.members m WHERE m.merchant_id = _merchant AND m.member_ref = _ref FOR UPDATE NOWAIT;
+            PERFORM FROM wallet.accounts a JOIN wallet.programs p ON p.program_id = a.program_id
+             WHERE p.merchant_id = _merchant AND a.member_ref = _ref ORDER BY a.account_id FOR UPDATE OF a NOWAIT;
+            EXIT;
+        EXCEPTION WHEN lock_not_available THEN
+            NULL;   -- both given back with the subtransaction
+        END;
+        PERFORM pg_sleep(delay * (0.5 + random()));
+        delay := least(delay * 2, 0.1);
+    END LOOP;
 
     UPDATE wallet.members m SET member_ref = pseudonym, time_zone = NULL, locale = NULL, status = 'forgotten', updated_at = now()
      WHERE m.merchant_id = _merchant AND m.member_ref = _ref

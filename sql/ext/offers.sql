@@ -118,6 +118,27 @@ ALTER TABLE wallet.offer_counters ENABLE ROW LEVEL SECURITY;
 CREATE POLICY merchant_rows ON wallet.offer_counters USING (wallet.acts_for(merchant_id));
 COMMENT ON POLICY merchant_rows ON wallet.offer_counters IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
 
+-- Which purchase was a member's first at the merchant, for a first-purchase
+-- offer: claimed by the checkout that grants one (INSERT ... ON CONFLICT DO
+-- NOTHING), so that two first checkouts in flight (in two currencies, or in
+-- one with no program: no shared account lock) grant it once; under
+-- REPEATABLE READ a claim committed after the snapshot is a serialization
+-- failure, not a second grant.
+CREATE TABLE wallet.first_purchases (
+    merchant_id bigint NOT NULL REFERENCES wallet.merchants,
+    member_id   bigint NOT NULL REFERENCES wallet.members,
+    purchase_id bigint NOT NULL REFERENCES wallet.purchases,
+    PRIMARY KEY (merchant_id, member_id)
+);
+COMMENT ON TABLE wallet.first_purchases IS 'the purchase that was a member''s first at the merchant, claimed by the checkout that evaluated a first-purchase offer (wallet.offers.first_purchase): one per member';
+COMMENT ON COLUMN wallet.first_purchases.merchant_id IS 'the merchant: the key to distribute by';
+COMMENT ON COLUMN wallet.first_purchases.member_id IS 'the member (wallet.members)';
+COMMENT ON COLUMN wallet.first_purchases.purchase_id IS 'the member''s first purchase at the merchant (wallet.purchases)';
+SELECT pg_catalog.pg_extension_config_dump('wallet.first_purchases', '');
+ALTER TABLE wallet.first_purchases ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.first_purchases USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.first_purchases IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+
 -- A quote with a hold: the offers a checkout was shown and the budget holds
 -- that keep them available until expires_at.
 CREATE TABLE wallet.offer_quotes (
@@ -536,23 +557,17 @@ BEGIN
     END IF;
     IF hold_ttl IS NOT NULL THEN
         exp := clock_timestamp() + hold_ttl;
-        -- the locks of a checkout, in its order, before any budget slice: the
-        -- member's account in the currency (opened as the purchase would open
-        -- it), then the member's checkout turn (wallet_internal.offers_consume).
-        -- A quote and its purchase in one transaction then never deadlock with
-        -- another checkout of the member, which takes them in this order too.
-        -- The member's row first, FOR KEY SHARE (as member_ensure and the
-        -- checkout's look-up lock it): an erasure, which updates that row
-        -- before the accounts, waits for this transaction instead of taking
-        -- the row and then waiting for the account held here.
-        PERFORM FROM wallet.members m WHERE m.member_id = member FOR KEY SHARE;
+        -- the checkout's first lock, before any budget slice: the member's
+        -- account in the currency (opened as the purchase would open it).  A
+        -- quote and its purchase in one transaction then never deadlock with
+        -- another checkout of the member, which locks the account before the
+        -- budget too.
         IF prog IS NOT NULL THEN
             IF acct IS NULL THEN
                 acct := wallet.open_account(prog, member_ref);
             END IF;
             PERFORM FROM wallet.accounts y WHERE y.account_id = acct FOR NO KEY UPDATE;
         END IF;
-        PERFORM pg_advisory_xact_lock(x'574D000000000000'::bigint | member);
     END IF;
     -- budgets in campaign order (the budget API's deadlock rule)
     FOR e IN SELECT * FROM wallet_internal.offers_eval(merchant_id, member, member_ref, tz, acct,
@@ -726,7 +741,7 @@ BEGIN
         pts := 0;
     END IF;
     IF pts > 0 THEN
-        ent := wallet.accrue(p.account_id, pts, format('offer:%s:%s', p.order_ref, o.offer_id), 'offer cashback', p.order_ref);
+        ent := wallet_internal.accrue_entry(p.account_id, pts, format('offer:%s:%s', p.order_ref, o.offer_id), 'offer cashback', p.order_ref, NULL);
         SELECT x.point_value INTO pv FROM wallet.programs x WHERE x.program_id = p.program_id;
         INSERT INTO wallet.campaign_costs (merchant_id, campaign_id, kind, amount, currency, member_id, purchase_id, occurred_at)
         VALUES (p.merchant_id, o.campaign_id, 'cashback', round(pts * coalesce(pv, 0), 2), p.currency, p.member_id, p.purchase_id, p.occurred_at);
@@ -756,18 +771,23 @@ DECLARE
     x bigint;
     first boolean;
 BEGIN
-    -- a member's checkouts with offers take turns (after the account's lock,
-    -- before any budget slice: the order quote_offers keeps too), so that
-    -- "first purchase at the merchant" is decided once: the account's lock
+    -- "first purchase at the merchant": no other purchase of the member seen,
+    -- and, when a first-purchase offer is at stake, the member's row of
+    -- wallet.first_purchases claimed for this purchase.  The account's lock
     -- alone does not serialise purchases in two currencies, or in one with no
-    -- program.  The turn is a transaction lock of its own ('WM' and the
-    -- member id), not the member's row: forget_member updates that row
-    -- before the accounts, and a checkout waiting on it while holding the
-    -- account would deadlock with the erasure.  The check below is a later
-    -- statement: it sees a purchase that committed while this one waited.
-    PERFORM pg_advisory_xact_lock(x'574D000000000000'::bigint | p.member_id);
+    -- program; the claim does (a concurrent claim waits for the first, then
+    -- finds it taken), and takes no lock beyond its own row.
     first := NOT EXISTS (SELECT FROM wallet.purchases y WHERE y.merchant_id = p.merchant_id
                            AND y.member_id = p.member_id AND y.purchase_id <> p.purchase_id);
+    IF first AND EXISTS (SELECT FROM wallet.offers f
+                          WHERE f.merchant_id = p.merchant_id AND f.first_purchase
+                            AND (f.offer_id = ANY (offers)
+                                 OR f.offer_id IN (SELECT (j ->> 'offer_id')::bigint FROM wallet.offer_quotes k, jsonb_array_elements(k.items) j
+                                                    WHERE k.quote_id = offers_consume.quote_id AND j ->> 'status' IN ('ok', 'partial')))) THEN
+        INSERT INTO wallet.first_purchases (merchant_id, member_id, purchase_id) VALUES (p.merchant_id, p.member_id, p.purchase_id)
+        ON CONFLICT DO NOTHING;
+        first := FOUND;
+    END IF;
     IF quote_id IS NOT NULL THEN
         SELECT * INTO q FROM wallet.offer_quotes k WHERE k.quote_id = offers_consume.quote_id AND k.merchant_id = p.merchant_id FOR UPDATE;
         IF NOT FOUND THEN

@@ -677,17 +677,14 @@ BEGIN
     -- merchant's open program earning in the currency, locked (what
     -- wallet_internal.lock_account does, but for the idempotency lookup: the
     -- order's unique key stands for it).  The member's postings, counters and
-    -- first purchase are decided under this lock.  The member's row is
-    -- locked FOR KEY SHARE with it (as member_ensure locks it): an erasure
-    -- updates that row before the accounts, so it waits for the checkout
-    -- rather than holding the row the purchase's insert must then check.
+    -- first purchase are decided under this lock.
     SELECT m.member_id, m.time_zone, x.program_id, x.rounding, y.account_id, y.ledger, y.next_event, x.expiry, x.granularity
       INTO member, tz, prog, rnd, acct, a.ledger, due, a.expiry, a.granularity
       FROM wallet.members m
       JOIN wallet.programs x ON x.merchant_id = m.merchant_id AND x.currency = record_purchase_full.currency AND x.closed_at IS NULL
       JOIN wallet.accounts y ON y.program_id = x.program_id AND y.member_ref = m.member_ref
      WHERE m.merchant_id = record_purchase_full.merchant_id AND m.member_ref = record_purchase_full.member_ref
-       FOR KEY SHARE OF m FOR NO KEY UPDATE OF y;
+       FOR NO KEY UPDATE OF y;
     IF FOUND THEN
         a.program_id := prog;
         a.closed := false;

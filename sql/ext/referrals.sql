@@ -337,7 +337,7 @@ BEGIN
              WHERE x.program_id = reward_points.program_id AND x.member_ref = ref;
         END IF;
     END IF;
-    RETURN wallet.accrue(account, points, idempotency_key, reason, reference);
+    RETURN wallet_internal.accrue_entry(account, points, idempotency_key, reason, reference, NULL);
 END
 $$;
 COMMENT ON FUNCTION wallet_internal.reward_points(bigint, bigint, bigint, text, text, text) IS 'internal: accrues reward points to the member''s account in the program (opening it if needed), expiring per the program''s policy; idempotent on idempotency_key';

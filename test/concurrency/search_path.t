@@ -430,6 +430,8 @@ wallet.ledger_diff(wallet.points_ledger,wallet.points_ledger)	ok	^$	SELECT walle
 wallet.ledger_apply(wallet.points_ledger,text,timestamp with time zone,bigint,timestamp with time zone,bigint,bigint[],timestamp with time zone[],text,timestamp with time zone)	ok	^\(	SELECT wallet.ledger_apply('', 'accrue', 'now', 10, 'infinity')
 wallet.policy_expiry(timestamp with time zone,interval,text)	ok	^2	SELECT wallet.policy_expiry('now', '1 year', 'day')
 wallet_internal.check_posting(bigint,text,text,text,boolean)	ok	-	SELECT wallet_internal.check_posting(10, 'r', 'k', 'accrue', false)
+wallet_internal.check_app_key(text)	22023	-	SELECT wallet_internal.check_app_key('purchase:o-1')
+wallet_internal.accrue_entry(bigint,bigint,text,text,text,timestamp with time zone)	ok	^[0-9]+\|$a\|accrue\|5\|	SELECT * FROM wallet_internal.accrue_entry($a, 5, 'offer:sp:1', 'cashback', NULL, NULL)
 wallet_internal.idem_entry(wallet.entries)	ok	^\{	SELECT wallet_internal.idem_entry(e) FROM wallet.entries e WHERE e.entry_id OPERATOR(pg_catalog.=) $e0
 wallet_internal.entry_by_key(bigint,text)	ok	^$e0\|	SELECT * FROM wallet_internal.entry_by_key($a, 'setup-a1')
 wallet_internal.unknown_account(bigint)	WL201	-	SELECT wallet_internal.unknown_account(-1)

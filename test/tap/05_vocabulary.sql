@@ -205,6 +205,8 @@ INSERT INTO vocab (fn, what, expect, call) VALUES
 ('wallet.policy_expiry(timestamp with time zone,interval,text)', 'granularity blank', '22023', $$SELECT wallet.policy_expiry('2030-01-01', '1 year', ' ')$$),
 -- points ledger: helpers
 ('wallet_internal.check_posting(bigint,text,text,text,boolean)', '-', 'internal', NULL),
+('wallet_internal.check_app_key(text)', '-', 'internal', NULL),
+('wallet_internal.accrue_entry(bigint,bigint,text,text,text,timestamp with time zone)', '-', 'internal', NULL),
 ('wallet_internal.idem_entry(wallet.entries)', '-', 'internal', NULL),
 ('wallet_internal.entry_by_key(bigint,text)', '-', 'internal', NULL),
 ('wallet_internal.unknown_account(bigint)', '-', 'internal', NULL),
@@ -238,6 +240,11 @@ INSERT INTO vocab (fn, what, expect, call) VALUES
 ('wallet.accrue(bigint,bigint,text,text,text,timestamp with time zone)', 'reason NULL', '22004', $$SELECT wallet.accrue({a}, 5, 'vocab-k', NULL)$$),
 ('wallet.accrue(bigint,bigint,text,text,text,timestamp with time zone)', 'idempotency_key blank', '22023', $$SELECT wallet.accrue({a}, 5, ' ', 'why')$$),
 ('wallet.accrue(bigint,bigint,text,text,text,timestamp with time zone)', 'idempotency_key oversized', '22023', $$SELECT wallet.accrue({a}, 5, '{long}', 'why')$$),
+('wallet.accrue(bigint,bigint,text,text,text,timestamp with time zone)', 'idempotency_key the extension''s (purchase:)', '22023', $$SELECT wallet.accrue({a}, 5, 'purchase:o-1', 'why')$$),
+('wallet.redeem(bigint,bigint,text,text,text)', 'idempotency_key the extension''s (refund:)', '22023', $$SELECT wallet.redeem({a}, 5, 'refund:r-1', 'why')$$),
+('wallet.hold(bigint,bigint,text,interval,text,text)', 'idempotency_key the extension''s (offer:)', '22023', $$SELECT wallet.hold({a}, 5, 'offer:o-1:2', '1 hour', 'why')$$),
+('wallet.capture(bigint,bigint,text)', 'idempotency_key the extension''s (share:)', '22023', $$SELECT wallet.capture({h}, NULL, 'share:7')$$),
+('wallet.release(bigint,text)', 'idempotency_key the extension''s (referral:)', '22023', $$SELECT wallet.release({h}, 'referral:3:referee')$$),
 ('wallet.accrue(bigint,bigint,text,text,text,timestamp with time zone)', 'reason blank', '22023', $$SELECT wallet.accrue({a}, 5, 'vocab-k', '')$$),
 ('wallet.accrue(bigint,bigint,text,text,text,timestamp with time zone)', 'expires_at infinite', '22023', $$SELECT wallet.accrue({a}, 5, 'vocab-k', 'why', NULL, 'infinity')$$),
 ('wallet.accrue(bigint,bigint,text,text,text,timestamp with time zone)', 'expires_at -infinite', '22023', $$SELECT wallet.accrue({a}, 5, 'vocab-k', 'why', NULL, '-infinity')$$),
@@ -816,6 +823,7 @@ INSERT INTO vocab (fn, what, expect, call) VALUES
 ('wallet.record_campaign_cost(bigint,numeric,text,timestamp with time zone)', 'amount NaN', '22023', $$SELECT wallet.record_campaign_cost({c}, 'NaN', 'EUR')$$),
 ('wallet.record_campaign_cost(bigint,numeric,text,timestamp with time zone)', 'amount over 10^15', '22023', $$SELECT wallet.record_campaign_cost({c}, 1e16, 'EUR')$$),
 ('wallet.record_campaign_cost(bigint,numeric,text,timestamp with time zone)', 'bad currency', '22023', $$SELECT wallet.record_campaign_cost({c}, 1, 'euro')$$),
+('wallet.record_campaign_cost(bigint,numeric,text,timestamp with time zone)', 'correction beyond the costs booked', '22023', $$SELECT wallet.record_campaign_cost({c}, -1, 'JPY')$$),
 ('wallet.record_campaign_cost(bigint,numeric,text,timestamp with time zone)', 'occurred_at infinite', '22023', $$SELECT wallet.record_campaign_cost({c}, 1, 'EUR', 'infinity')$$),
 ('wallet.record_campaign_cost(bigint,numeric,text,timestamp with time zone)', 'unknown campaign', 'WL101', $$SELECT wallet.record_campaign_cost({unknown}, 1, 'EUR')$$);
 

@@ -9,7 +9,7 @@
 -- the rule "a window is whole UTC months ending with the month of as_of".
 BEGIN;
 SET LOCAL timezone = 'UTC';
-SELECT plan(144);
+SELECT plan(146);
 \ir ../tiers_expected.sql
 
 CREATE TEMP TABLE v (k text PRIMARY KEY, id bigint);
@@ -479,6 +479,25 @@ SELECT is((SELECT upgraded || ' ' || more FROM wallet.evaluate_tiers(:psim)), '1
 SELECT is((SELECT name FROM wallet.member_tier((SELECT a FROM wallet.find_account(:psim, 'w1') a))), 'Top', 'w1 holds Top');
 SELECT throws_ok(format('SELECT wallet.set_tier_policy(%s, tier_grace_days => 2147483647)', :psim), '22023', 'invalid tier policy',
                  'set_tier_policy: a grace of over 100 years is 22023 (no later call raises 22008)');
+
+-- a refund reviews the tier as a reversal does: an order that bought Gold,
+-- refunded in full, loses it (grace 0) like the same order reversed
+SELECT wallet.create_merchant('tier refund merchant') AS mrf \gset
+SELECT wallet.create_program(:mrf, 'tier refund points') AS prf \gset
+SELECT wallet.set_program_earning(:prf, 'EUR', refund_debt => true) \g /dev/null
+SELECT wallet.create_earning_rule(:prf, 'base', 'per_unit', 1, valid_from => '2020-01-01') \g /dev/null
+SELECT wallet.create_tier(:prf, 1, 'Gold', 1000) \g /dev/null
+SELECT wallet.set_tier_policy(:prf, tier_grace_days => 0) \g /dev/null
+SELECT count(*) FROM wallet.evaluate_tiers(:prf) \g /dev/null
+SELECT account_id AS arf FROM wallet.record_purchase(:mrf, 'refunder', 'rf-1', 1000, 'EUR') \gset
+SELECT account_id AS brf, entry_id AS erf FROM wallet.record_purchase(:mrf, 'reverser', 'rv-1', 1000, 'EUR') \gset
+SELECT is((SELECT string_agg((wallet.member_tier(x, clock_timestamp())).name, ',') FROM unnest(ARRAY[:arf, :brf]::bigint[]) x), 'Gold,Gold',
+          'fixture: both orders bought Gold');
+SELECT wallet.record_refund(:mrf, 'rf-1', 1000, 'rf-1-back') \g /dev/null
+SELECT wallet.reverse(:erf, 'rv-1-back', 'chargeback') \g /dev/null
+SELECT count(*) FROM wallet.evaluate_tiers(:prf) \g /dev/null
+SELECT is((SELECT coalesce((wallet.member_tier(:arf, clock_timestamp())).name, 'none') || ',' || coalesce((wallet.member_tier(:brf, clock_timestamp())).name, 'none')), 'none,none',
+          'a full refund of the order loses the tier it bought, as its reversal does');
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -237,6 +237,8 @@ INSERT INTO wallet.campaign_costs (merchant_id, campaign_id, kind, amount, curre
 SELECT :m2, :fest, 'discount', 12.5, 'CNY', id, '2026-03-03' FROM who WHERE k = 'T2';
 SELECT wallet.record_campaign_cost(:fest, 10, 'EUR', '2026-03-03') AS cost_wrong \gset
 SELECT wallet.record_campaign_cost(:fest, -3, 'EUR', '2026-03-03');   -- a correction: 7 in all
+SELECT throws_ok(format($$SELECT wallet.record_campaign_cost(%s, -8, 'EUR', '2026-03-03')$$, :fest), '22023', 'a correction must not exceed the costs booked',
+                 'record_campaign_cost: a correction takes back at most the 7 EUR booked');
 -- feedback: T1 praise 5, T2 complaint 2, C2 4; T3's of 03-15 is after the period
 SELECT count(wallet.record_feedback(:fest, ref, s, cat, 'text')) AS n FROM (VALUES ('T1', 5, 'praise'), ('T2', 2, 'complaint'), ('C2', 4, 'praise'), ('T3', 1, 'complaint')) v(k, s, cat) JOIN who USING (k) \gset
 UPDATE wallet.campaign_feedback f SET created_at = CASE WHEN w.k = 'T3' THEN timestamptz '2026-03-15' ELSE timestamptz '2026-03-05' END
