@@ -298,7 +298,6 @@ DECLARE
     c bigint;
     t text;
     also text;
-    delay float8;
 BEGIN
     -- a reference 0.1.0 accepted (over 256 characters, or starting with
     -- "forgotten:"), of a member the update registered, can still be erased
@@ -321,8 +320,8 @@ BEGIN
     -- order (a posting locks the account, then its foreign keys the member's
     -- row; member_ensure's callers the row, then an account), so an erasure
     -- that held one and waited for the other would deadlock with them.  A
-    -- try that meets a lock gives both back and tries again a little later.
-    delay := 0.002;
+    -- try that meets a lock gives both back, waits for each of them in turn
+    -- holding nothing else (taken and given back at once), and tries again.
     LOOP
         BEGIN
             PERFORM FROM wallet.members m WHERE m.merchant_id = _merchant AND m.member_ref = _ref FOR UPDATE NOWAIT;
@@ -332,8 +331,21 @@ BEGIN
         EXCEPTION WHEN lock_not_available THEN
             NULL;   -- both given back with the subtransaction
         END;
-        PERFORM pg_sleep(delay * (0.5 + random()));
-        delay := least(delay * 2, 0.1);
+        BEGIN
+            PERFORM FROM wallet.members m WHERE m.merchant_id = _merchant AND m.member_ref = _ref FOR UPDATE;
+            RAISE EXCEPTION 'waited' USING ERRCODE = 'raise_exception';
+        EXCEPTION WHEN raise_exception THEN
+            NULL;
+        END;
+        FOR c IN SELECT a.account_id FROM wallet.accounts a JOIN wallet.programs p ON p.program_id = a.program_id
+                  WHERE p.merchant_id = _merchant AND a.member_ref = _ref ORDER BY a.account_id LOOP
+            BEGIN
+                PERFORM FROM wallet.accounts a WHERE a.account_id = c FOR UPDATE;
+                RAISE EXCEPTION 'waited' USING ERRCODE = 'raise_exception';
+            EXCEPTION WHEN raise_exception THEN
+                NULL;
+            END;
+        END LOOP;
     END LOOP;
 
     UPDATE wallet.members m SET member_ref = pseudonym, time_zone = NULL, locale = NULL, status = 'forgotten', updated_at = now()
