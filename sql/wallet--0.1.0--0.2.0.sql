@@ -23734,6 +23734,824 @@ END
 $$;
 COMMENT ON FUNCTION wallet_internal.offers_consume(wallet.purchases, text, text, bigint[], text[], bigint) IS 'internal: consume at checkout the offers a purchase names (by id, evaluated now, or by its quote, whose holds it converts) with its codes; every offer named gets a row of wallet.purchase_offers; WL606 unknown offer, WL607 unknown quote, WL608 quote used, released or for another basket';
 
+-- == 10ba. the audit round, part 2: first purchases claimed by a row (wallet.first_purchases), forget_member never waits holding the member's row or an account, refunds review tiers, the extension's key prefixes refused in app postings, campaign cost corrections bounded
+
+CREATE TABLE wallet.first_purchases (
+    merchant_id bigint NOT NULL REFERENCES wallet.merchants,
+    member_id   bigint NOT NULL REFERENCES wallet.members,
+    purchase_id bigint NOT NULL REFERENCES wallet.purchases,
+    PRIMARY KEY (merchant_id, member_id)
+);
+COMMENT ON TABLE wallet.first_purchases IS 'the purchase that was a member''s first at the merchant, claimed by the checkout that evaluated a first-purchase offer (wallet.offers.first_purchase): one per member';
+COMMENT ON COLUMN wallet.first_purchases.merchant_id IS 'the merchant: the key to distribute by';
+COMMENT ON COLUMN wallet.first_purchases.member_id IS 'the member (wallet.members)';
+COMMENT ON COLUMN wallet.first_purchases.purchase_id IS 'the member''s first purchase at the merchant (wallet.purchases)';
+SELECT pg_catalog.pg_extension_config_dump('wallet.first_purchases', '');
+ALTER TABLE wallet.first_purchases ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_rows ON wallet.first_purchases USING (wallet.acts_for(merchant_id));
+COMMENT ON POLICY merchant_rows ON wallet.first_purchases IS 'readers and apps see the rows of the merchants they act for (wallet.acts_for)';
+
+CREATE OR REPLACE FUNCTION wallet_internal.check_app_key(idempotency_key text) RETURNS void
+    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF idempotency_key ~ '^(purchase|refund|offer|referral|share):' THEN
+        RAISE EXCEPTION 'idempotency key must not start with "%"', substring(idempotency_key from '^[a-z]+:')
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'Keys starting with purchase:, refund:, offer:, referral: or share: name the extension''s own postings (purchases, refunds, offers'' cashback, referral and share rewards).';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.check_app_key(text) IS 'internal: raises 22023 for an app''s idempotency key starting with purchase:, refund:, offer:, referral: or share: (the extension''s own postings are journalled under those)';
+
+CREATE OR REPLACE FUNCTION wallet_internal.post_entry(l wallet.points_ledger, e wallet.entries) RETURNS wallet.entries
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    s wallet.ledger_step;
+    pid bigint;
+BEGIN
+    IF e.entry_id IS NULL THEN
+        e.entry_id := nextval('wallet.entries_entry_id_seq');
+    END IF;
+    s := wallet_internal.entry_step(l, e);
+    e.amount := s.amount;
+    e.balance_after := s.balance_after;
+    e.lots := s.lots;
+    e.actor := current_user;
+    -- the merchant comes from the locked account row the update writes anyway
+    UPDATE wallet.accounts SET ledger = s.ledger, next_event = s.next_event WHERE account_id = e.account_id
+    RETURNING merchant_id, program_id INTO e.merchant_id, pid;
+    INSERT INTO wallet.entries (entry_id, account_id, kind, amount, balance_after, idempotency_key, reason, reference,
+                                lots, hold_id, reverses, actor, created_at, points, expires_at, policy, merchant_id)
+    VALUES (e.entry_id, e.account_id, e.kind, e.amount, e.balance_after, e.idempotency_key, e.reason, e.reference,
+            e.lots, e.hold_id, e.reverses, e.actor, e.created_at, e.points, e.expires_at, e.policy, e.merchant_id)
+    RETURNING * INTO e;
+    -- tiers (README "Tiers"): points earned change only by accruals, their
+    -- reversals and refunds of purchases; the posting that crosses a
+    -- threshold upgrades, one that leaves the account below its tier starts
+    -- its grace
+    IF e.kind IN ('accrue', 'reverse', 'refund') AND wallet_internal.tier_posting_review(pid, e.account_id, s.ledger, e.created_at) THEN
+        PERFORM wallet_internal.tier_review(e.account_id, e.created_at, e.entry_id);
+    END IF;
+    RETURN e;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.post_entry(wallet.points_ledger, wallet.entries) IS 'applies entry e to the locked account''s ledger l, stores the result and journals e; an accrual, reversal or refund in a tiered program reviews the account''s tier when it may change (wallet_internal.tier_posting_review, tier_review)';
+
+CREATE OR REPLACE FUNCTION wallet_internal.accrue_entry(account_id bigint, points bigint, idempotency_key text, reason text,
+        reference text, expires_at timestamptz) RETURNS wallet.entries
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    at timestamptz;
+    a wallet_internal.locked_account;
+    e wallet.entries;
+BEGIN
+    PERFORM wallet_internal.check_posting(points, reason, idempotency_key, 'accrue');
+    IF NOT isfinite(expires_at) THEN
+        RAISE EXCEPTION 'expires_at must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Points expire at a real instant, or per the program''s policy (NULL), which may be never.';
+    END IF;
+    -- an indexed key (wallet.entries_reference_idx), like order_ref
+    IF length(reference) > 200 THEN
+        RAISE EXCEPTION 'reference must not be longer than 200 characters'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('A reference, such as an order id, has at most 200 characters; this one has %s.', length(reference));
+    END IF;
+    a := wallet_internal.lock_account(account_id, idempotency_key);
+    at := coalesce((a.prior).created_at, a.at);   -- a retry is compared as made when the first call was
+    e.account_id := account_id;
+    e.kind := 'accrue';
+    e.idempotency_key := idempotency_key;
+    e.reason := reason;
+    e.reference := reference;
+    e.created_at := at;
+    e.points := points;
+    e.expires_at := coalesce(expires_at, wallet.policy_expiry(at, a.expiry, a.granularity));
+    RETURN wallet_internal.post_once(a, e);
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.accrue_entry(bigint, bigint, text, text, text, timestamptz) IS 'internal: wallet.accrue without the check of the app''s key (the extension''s own accruals: offers'' cashback, referral and share rewards)';
+
+CREATE OR REPLACE FUNCTION wallet.accrue(account_id bigint, points bigint, idempotency_key text, reason text,
+        reference text DEFAULT NULL, expires_at timestamptz DEFAULT NULL) RETURNS wallet.entries
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    PERFORM wallet_internal.check_app_key(idempotency_key);
+    RETURN wallet_internal.accrue_entry(account_id, points, idempotency_key, reason, reference, expires_at);
+END
+$$;
+COMMENT ON FUNCTION wallet.accrue(bigint, bigint, text, text, text, timestamptz) IS 'credits points (a debt is paid off first) expiring at expires_at or per the program policy (NULL); an infinite expires_at is 22023; idempotent on idempotency_key (22023 for one starting with purchase:, refund:, offer:, referral: or share:, the extension''s own)';
+
+CREATE OR REPLACE FUNCTION wallet.redeem(account_id bigint, points bigint, idempotency_key text, reason text,
+        reference text DEFAULT NULL) RETURNS wallet.entries
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    a wallet_internal.locked_account;
+    e wallet.entries;
+BEGIN
+    PERFORM wallet_internal.check_posting(points, reason, idempotency_key, 'redeem');
+    PERFORM wallet_internal.check_app_key(idempotency_key);
+    -- an indexed key (wallet.entries_reference_idx), like order_ref
+    IF length(reference) > 200 THEN
+        RAISE EXCEPTION 'reference must not be longer than 200 characters'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('A reference, such as an order id, has at most 200 characters; this one has %s.', length(reference));
+    END IF;
+    a := wallet_internal.lock_account(account_id, idempotency_key);
+    e.account_id := account_id;
+    e.kind := 'redeem';
+    e.idempotency_key := idempotency_key;
+    e.reason := reason;
+    e.reference := reference;
+    e.created_at := a.at;
+    e.points := points;
+    RETURN wallet_internal.post_once(a, e);
+END
+$$;
+COMMENT ON FUNCTION wallet.redeem(bigint, bigint, text, text, text) IS 'spends points, soonest-expiring lots first (WL203 when not enough are spendable); idempotent on idempotency_key';
+
+CREATE OR REPLACE FUNCTION wallet.hold(account_id bigint, points bigint, idempotency_key text, ttl interval, reason text,
+        reference text DEFAULT NULL) RETURNS wallet.entries
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    at timestamptz;
+    a wallet_internal.locked_account;
+    e wallet.entries;
+BEGIN
+    PERFORM wallet_internal.check_posting(points, reason, idempotency_key, 'hold');
+    PERFORM wallet_internal.check_app_key(idempotency_key);
+    -- an indexed key (wallet.entries_reference_idx), like order_ref
+    IF length(reference) > 200 THEN
+        RAISE EXCEPTION 'reference must not be longer than 200 characters'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('A reference, such as an order id, has at most 200 characters; this one has %s.', length(reference));
+    END IF;
+    IF ttl IS NULL THEN
+        RAISE EXCEPTION 'time to live must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A hold lasts a given time, after which it stops holding.';
+    END IF;
+    IF ttl <= interval '0' OR ttl > interval '100 years' THEN
+        RAISE EXCEPTION 'time to live must be %', CASE WHEN ttl <= interval '0' THEN 'positive' ELSE 'at most 100 years' END
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A hold lasts a positive time of at most 100 years, after which it stops holding.';
+    END IF;
+    a := wallet_internal.lock_account(account_id, idempotency_key);
+    at := coalesce((a.prior).created_at, a.at);   -- a retry is compared as made when the first call was
+    -- the hold id is the entry id, known before the ledger changes
+    e.entry_id := CASE WHEN (a.prior).entry_id IS NULL THEN nextval('wallet.entries_entry_id_seq') END;
+    e.hold_id := e.entry_id;
+    e.account_id := account_id;
+    e.kind := 'hold';
+    e.idempotency_key := idempotency_key;
+    e.reason := reason;
+    e.reference := reference;
+    e.created_at := at;
+    e.points := points;
+    e.expires_at := at + ttl;
+    RETURN wallet_internal.post_once(a, e);
+END
+$$;
+COMMENT ON FUNCTION wallet.hold(bigint, bigint, text, interval, text, text) IS 'takes points out of the spendable balance for ttl (at most 100 years); the returned entry_id is the hold id; idempotent on idempotency_key';
+
+CREATE OR REPLACE FUNCTION wallet.capture(hold_id bigint, points bigint DEFAULT NULL, idempotency_key text DEFAULT NULL)
+    RETURNS wallet.entries
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    at timestamptz;
+    k record;
+    a wallet_internal.locked_account;
+    e wallet.entries;
+BEGIN
+    IF points IS NOT NULL AND points <= 0 THEN
+        RAISE EXCEPTION 'invalid amount of points'
+            USING ERRCODE = 'WL204', DETAIL = 'The points to capture must be a positive number, or NULL for the whole hold.';
+    END IF;
+    k := wallet_internal.lock_hold(hold_id);
+    at := k.at;
+    e.account_id := (k.h).account_id;
+    e.kind := 'capture';
+    e.idempotency_key := idempotency_key;
+    e.reason := (k.h).reason;
+    e.reference := (k.h).reference;
+    e.hold_id := hold_id;
+    e.points := points;
+    PERFORM wallet_internal.check_app_key(idempotency_key);
+    a.prior := wallet_internal.entry_by_key((k.h).account_id, idempotency_key);
+    IF (a.prior).entry_id IS NOT NULL THEN
+        RETURN wallet_internal.post_once(a, e);   -- a retry (or WL002)
+    END IF;
+    IF idempotency_key IS NULL AND (k.closing).kind = 'capture' AND (k.closing).points IS NOT DISTINCT FROM capture.points THEN
+        RETURN k.closing;   -- the identical call without a key, repeated
+    END IF;
+    IF at >= (k.h).expires_at THEN
+        RAISE EXCEPTION 'hold expired'
+            USING ERRCODE = 'WL208',
+                  DETAIL = format('Hold %s stopped holding its points when its time to live ran out.', hold_id);
+    END IF;
+    IF (k.closing).entry_id IS NOT NULL THEN
+        PERFORM wallet_internal.hold_not_open(hold_id, k.closing);
+    END IF;
+    e.created_at := at;
+    RETURN wallet_internal.post_entry(k.ledger, e);
+END
+$$;
+COMMENT ON FUNCTION wallet.capture(bigint, bigint, text) IS 'redeems all (points NULL) or part of a hold within its time to live; the rest becomes spendable again; idempotent on the optional idempotency_key';
+
+CREATE OR REPLACE FUNCTION wallet.release(hold_id bigint, idempotency_key text DEFAULT NULL) RETURNS wallet.entries
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    k record;
+    a wallet_internal.locked_account;
+    e wallet.entries;
+BEGIN
+    k := wallet_internal.lock_hold(hold_id);
+    e.account_id := (k.h).account_id;
+    e.kind := 'release';
+    e.idempotency_key := idempotency_key;
+    e.reason := (k.h).reason;
+    e.reference := (k.h).reference;
+    e.hold_id := hold_id;
+    PERFORM wallet_internal.check_app_key(idempotency_key);
+    a.prior := wallet_internal.entry_by_key((k.h).account_id, idempotency_key);
+    IF (a.prior).entry_id IS NOT NULL THEN
+        RETURN wallet_internal.post_once(a, e);   -- a retry (or WL002)
+    END IF;
+    IF (k.closing).kind = 'release' THEN
+        RETURN k.closing;   -- released already (by this call before, or when the hold lapsed)
+    ELSIF (k.closing).entry_id IS NOT NULL THEN
+        PERFORM wallet_internal.hold_not_open(hold_id, k.closing);
+    END IF;
+    e.created_at := k.at;
+    RETURN wallet_internal.post_entry(k.ledger, e);
+END
+$$;
+COMMENT ON FUNCTION wallet.release(bigint, text) IS 'returns a hold''s points to the spendable balance; repeating it (or calling it after the hold lapsed) returns the release entry; idempotent on the optional idempotency_key';
+
+CREATE OR REPLACE FUNCTION wallet.reverse(entry_id bigint, idempotency_key text, reason text,
+        policy text DEFAULT 'within_balance') RETURNS wallet.entries
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    o wallet.entries;
+    a wallet_internal.locked_account;
+    e wallet.entries;
+    r bigint;
+BEGIN
+    IF entry_id IS NULL OR policy IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN entry_id IS NULL THEN 'entry_id' ELSE 'policy' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A reversal names the entry it undoes and a policy, ''within_balance'' by default.';
+    END IF;
+    IF policy NOT IN ('within_balance', 'unlimited') THEN
+        RAISE EXCEPTION 'unknown reversal policy "%"', policy
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The policy is ''within_balance'' or ''unlimited''.';
+    END IF;
+    PERFORM wallet_internal.check_posting(NULL, reason, idempotency_key, NULL);
+    PERFORM wallet_internal.check_app_key(idempotency_key);
+    SELECT * INTO o FROM wallet.entries x WHERE x.entry_id = reverse.entry_id AND wallet_internal.sees_account(x.account_id);
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown entry'
+            USING ERRCODE = 'WL212', DETAIL = format('There is no journal entry %s.', entry_id);
+    END IF;
+    a := wallet_internal.lock_account(o.account_id, idempotency_key);
+    IF (a.prior).entry_id IS NULL THEN
+        IF o.kind NOT IN ('accrue', 'redeem', 'capture') THEN
+            RAISE EXCEPTION 'entry not reversible'
+                USING ERRCODE = 'WL211',
+                      DETAIL = format('Entry %s is a %s entry; only accrue, redeem and capture entries can be reversed.', entry_id, o.kind),
+                      HINT = 'Correct other postings with wallet.adjust.';
+        END IF;
+        SELECT x.entry_id INTO r FROM wallet.entries x WHERE x.reverses = reverse.entry_id;
+        IF FOUND THEN
+            RAISE EXCEPTION 'entry already reversed'
+                USING ERRCODE = 'WL210', DETAIL = format('Entry %s was reversed by entry %s.', entry_id, r);
+        END IF;
+    END IF;
+    -- refunds and chargebacks must work after a program closed
+    e.account_id := o.account_id;
+    e.kind := 'reverse';
+    e.idempotency_key := idempotency_key;
+    e.reason := reason;
+    e.reference := o.reference;
+    e.reverses := entry_id;
+    e.created_at := a.at;
+    e.policy := policy;
+    RETURN wallet_internal.post_once(a, e, check_closed => false);
+END
+$$;
+COMMENT ON FUNCTION wallet.reverse(bigint, text, text, text) IS 'undoes an accrual (takes back its unspent points; unlimited: all of it, into debt if need be) or a redemption/capture (restores the lots with their original expiry); at most once per entry';
+
+CREATE OR REPLACE FUNCTION wallet.adjust(account_id bigint, points bigint, idempotency_key text, reason text) RETURNS wallet.entries
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    at timestamptz;
+    a wallet_internal.locked_account;
+    e wallet.entries;
+BEGIN
+    PERFORM wallet_internal.check_posting(points, reason, idempotency_key, 'adjust', signed => true);
+    PERFORM wallet_internal.check_app_key(idempotency_key);
+    a := wallet_internal.lock_account(account_id, idempotency_key);
+    at := coalesce((a.prior).created_at, a.at);   -- a retry is compared as made when the first call was
+    e.account_id := account_id;
+    e.kind := 'adjust';
+    e.idempotency_key := idempotency_key;
+    e.reason := reason;
+    e.created_at := at;
+    e.points := points;
+    e.expires_at := CASE WHEN points > 0 THEN wallet.policy_expiry(at, a.expiry, a.granularity) END;
+    RETURN wallet_internal.post_once(a, e);
+END
+$$;
+COMMENT ON FUNCTION wallet.adjust(bigint, bigint, text, text) IS 'manual correction: adds points (expiring per policy) or removes them (soonest-expiring first, within the balance); reason required';
+
+CREATE OR REPLACE FUNCTION wallet_internal.record_purchase_full(merchant_id bigint, member_ref text, order_ref text, amount numeric,
+        currency text, occurred_at timestamptz, attributes jsonb, offers bigint[], codes text[], quote_id bigint)
+        RETURNS wallet.purchase_result
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    p wallet.purchases;
+    member bigint;
+    tz text;
+    prog bigint;
+    rnd text;
+    acct bigint;
+    a wallet_internal.locked_account;
+    due timestamptz;
+    e wallet.entries;
+    ev record;
+    refers boolean;
+BEGIN
+    PERFORM wallet_internal.purchase_check(merchant_id, member_ref, order_ref, amount, currency, occurred_at, attributes);
+    PERFORM wallet_internal.purchase_check_codes(codes);
+    IF array_ndims(offers) > 1 THEN
+        RAISE EXCEPTION 'offers must be a one-dimensional array'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The offers of a checkout are listed by id, one after the other.';
+    END IF;
+    -- A retry is found by the insert of the purchase below (ON CONFLICT), not
+    -- by a lookup first: retries are rare, a lookup would cost every call.
+    -- The usual case in one statement: a known member with an account in the
+    -- merchant's open program earning in the currency, locked (what
+    -- wallet_internal.lock_account does, but for the idempotency lookup: the
+    -- order's unique key stands for it).  The member's postings, counters and
+    -- first purchase are decided under this lock.
+    SELECT m.member_id, m.time_zone, x.program_id, x.rounding, y.account_id, y.ledger, y.next_event, x.expiry, x.granularity
+      INTO member, tz, prog, rnd, acct, a.ledger, due, a.expiry, a.granularity
+      FROM wallet.members m
+      JOIN wallet.programs x ON x.merchant_id = m.merchant_id AND x.currency = record_purchase_full.currency AND x.closed_at IS NULL
+      JOIN wallet.accounts y ON y.program_id = x.program_id AND y.member_ref = m.member_ref
+     WHERE m.merchant_id = record_purchase_full.merchant_id AND m.member_ref = record_purchase_full.member_ref
+       FOR NO KEY UPDATE OF y;
+    IF FOUND THEN
+        a.program_id := prog;
+        a.closed := false;
+        a.at := clock_timestamp();
+        IF due <= a.at THEN
+            PERFORM wallet_internal.settle_account(acct, a.at, a.at);
+            SELECT y.ledger INTO a.ledger FROM wallet.accounts y WHERE y.account_id = acct;
+        END IF;
+    ELSE
+        -- a new member, a member without an account yet, or no program earning in the currency
+        SELECT * INTO member, tz, prog, rnd, acct FROM wallet_internal.purchase_context(merchant_id, member_ref, currency);
+        IF member IS NULL THEN
+            member := wallet_internal.member_ensure(merchant_id, member_ref);
+        END IF;
+        IF prog IS NOT NULL THEN
+            IF acct IS NULL THEN
+                acct := wallet.open_account(prog, member_ref);
+            END IF;
+            a := wallet_internal.lock_account(acct);
+        END IF;
+    END IF;
+    -- the member's tier and first purchase are read after the lock: a posting
+    -- that changed the tier, a purchase of the member, have committed by now
+    ev := wallet_internal.purchase_points(merchant_id, prog, rnd, member, acct, tz, amount, currency, occurred_at, attributes);
+    -- the purchase first (tiers read spend in the window), with the entry's id to come
+    -- (a merchant with a referral program: the entry's id is drawn after the
+    -- insert, whose trigger may post a reward to the same account first)
+    refers := wallet_internal.merchant_refers(merchant_id);
+    INSERT INTO wallet.purchases (merchant_id, member_id, order_ref, amount, currency, occurred_at, attributes,
+                                  program_id, account_id, points, entry_id, rules)
+    VALUES (merchant_id, member, order_ref, amount, currency, occurred_at, attributes, prog, acct, ev.points,
+            CASE WHEN ev.points > 0 AND NOT refers THEN nextval('wallet.entries_entry_id_seq') END, ev.rules)
+    ON CONFLICT ON CONSTRAINT purchases_merchant_id_order_ref_key DO NOTHING
+    RETURNING * INTO p;
+    IF p.purchase_id IS NULL THEN
+        -- a retry, or a concurrent call recorded the order first (committed by now)
+        SELECT * INTO p FROM wallet.purchases x WHERE x.merchant_id = record_purchase_full.merchant_id AND x.order_ref = record_purchase_full.order_ref;
+        RETURN wallet_internal.purchase_retry(p, member_ref, amount, currency);
+    END IF;
+    IF ev.counters <> '[]' THEN
+        INSERT INTO wallet.earning_counters AS c (merchant_id, member_id, rule_id, day, points)
+        SELECT record_purchase_full.merchant_id, member, x.rule_id, x.day, x.points
+          FROM jsonb_to_recordset(ev.counters) AS x(rule_id bigint, day date, points bigint)
+        ON CONFLICT ON CONSTRAINT earning_counters_key DO UPDATE SET points = c.points + excluded.points;
+    END IF;
+    IF p.points > 0 THEN
+        -- what wallet_internal.post_once does for a posting without a prior entry
+        IF a.closed THEN
+            PERFORM wallet_internal.program_closed(prog);
+        END IF;
+        IF refers THEN
+            -- the referee's reward (wallet_internal.referral_purchase) may
+            -- have been posted to this account: the purchase's entry follows
+            -- it in the journal, posted on the ledger that holds it
+            SELECT y.ledger INTO a.ledger FROM wallet.accounts y WHERE y.account_id = acct;
+            a.at := greatest(a.at, clock_timestamp());
+            p.entry_id := nextval('wallet.entries_entry_id_seq');
+            UPDATE wallet.purchases x SET entry_id = p.entry_id WHERE x.purchase_id = p.purchase_id;
+        END IF;
+        e.entry_id := p.entry_id;
+        e.account_id := acct;
+        e.kind := 'accrue';
+        e.idempotency_key := 'purchase:' || order_ref;
+        e.reason := 'purchase';
+        e.reference := order_ref;
+        e.created_at := a.at;
+        e.points := p.points;
+        e.expires_at := wallet.policy_expiry(a.at, a.expiry, a.granularity);
+        PERFORM wallet_internal.post_entry(a.ledger, e);
+    END IF;
+    -- the offers named (issue 11: offers.sql), after the purchase's own posting
+    IF offers IS NOT NULL OR quote_id IS NOT NULL THEN
+        PERFORM wallet_internal.offers_consume(p, member_ref, tz, offers, codes, quote_id);
+    END IF;
+    RETURN (p.purchase_id, p.order_ref, p.member_id, p.program_id, p.account_id, p.amount, p.currency, p.occurred_at,
+            p.points, p.entry_id, p.rules)::wallet.purchase_result;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.record_purchase_full(bigint, text, text, numeric, text, timestamptz, jsonb, bigint[], text[], bigint) IS 'internal: wallet.record_purchase in PL/pgSQL, for every case its C fast path leaves to it (offers, codes, quotes, a new member or account, no earning program, invalid arguments)';
+
+CREATE OR REPLACE FUNCTION wallet.record_campaign_cost(campaign_id bigint, amount numeric, currency text, occurred_at timestamptz DEFAULT now())
+    RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    m bigint := wallet_internal.campaign_of(campaign_id);
+    id bigint;
+BEGIN
+    IF amount IS NULL OR currency IS NULL OR occurred_at IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN amount IS NULL THEN 'amount' WHEN currency IS NULL THEN 'currency' ELSE 'occurred_at' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A cost is an amount in a currency at an instant.';
+    END IF;
+    -- a negative amount corrects an earlier booking; NaN is over the bound
+    IF amount = 0 OR amount < -1e15 OR amount > 1e15 THEN
+        RAISE EXCEPTION 'amount must not be 0 nor beyond 10^15'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A cost is an amount of money up to 10^15; a negative one corrects an earlier booking.';
+    END IF;
+    IF currency !~ '^[A-Z]{3}$' THEN
+        RAISE EXCEPTION 'invalid currency "%"', left(currency, 16)
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A currency is an ISO 4217 code of three capital letters, such as CNY or EUR.';
+    END IF;
+    IF NOT isfinite(occurred_at) OR occurred_at < now() - interval '100 years' OR occurred_at > now() + interval '100 years' THEN
+        RAISE EXCEPTION 'occurred_at must be within 100 years of now'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A cost is booked at a real instant, at most 100 years before or after now.';
+    END IF;
+    -- a correction takes back at most what was booked in the currency
+    -- (corrections one at a time: the campaign's row)
+    IF amount < 0 THEN
+        PERFORM FROM wallet.campaigns k WHERE k.campaign_id = record_campaign_cost.campaign_id FOR NO KEY UPDATE;
+        IF (SELECT coalesce(sum(c.amount), 0) FROM wallet.campaign_costs c
+             WHERE c.campaign_id = record_campaign_cost.campaign_id AND c.kind = 'other' AND c.currency = record_campaign_cost.currency)
+           + amount < 0 THEN
+            RAISE EXCEPTION 'a correction must not exceed the costs booked'
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = format('Campaign %s has %s %s of other costs booked; a negative amount corrects them and takes back at most that.',
+                                      campaign_id, (SELECT coalesce(sum(c.amount), 0) FROM wallet.campaign_costs c
+                                                     WHERE c.campaign_id = record_campaign_cost.campaign_id AND c.kind = 'other'
+                                                       AND c.currency = record_campaign_cost.currency), currency);
+        END IF;
+    END IF;
+    INSERT INTO wallet.campaign_costs (merchant_id, campaign_id, kind, amount, currency, occurred_at)
+    VALUES (m, campaign_id, 'other', amount, currency, occurred_at)
+    RETURNING cost_id INTO id;
+    RETURN id;
+END
+$$;
+COMMENT ON FUNCTION wallet.record_campaign_cost(bigint, numeric, text, timestamptz) IS 'books a cost of the campaign (kind other: printing, fees; a negative amount corrects an earlier booking) in wallet.campaign_costs, counted by campaign_report as other_cost in its period and currency; returns the cost_id; 22004 NULL argument, 22023 amount 0 or beyond 10^15 (NaN too), a correction beyond the costs booked in the currency, bad currency, occurred_at infinite or over 100 years from now, WL101 unknown campaign';
+
+CREATE OR REPLACE FUNCTION wallet_internal.reward_points(program_id bigint, member_id bigint, points bigint, idempotency_key text,
+        reason text, reference text) RETURNS wallet.entries
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    merchant bigint;
+    ref text;
+    account bigint;
+BEGIN
+    SELECT m.merchant_id, m.member_ref INTO merchant, ref FROM wallet.members m WHERE m.member_id = reward_points.member_id;
+    SELECT x.account_id INTO account FROM wallet.accounts x
+     WHERE x.program_id = reward_points.program_id AND x.member_ref = ref;
+    IF NOT FOUND THEN
+        INSERT INTO wallet.accounts (program_id, member_ref, member_id, merchant_id)
+        VALUES (reward_points.program_id, ref, reward_points.member_id, merchant)
+        ON CONFLICT ON CONSTRAINT accounts_program_id_member_ref_key DO NOTHING
+        RETURNING accounts.account_id INTO account;
+        IF account IS NULL THEN
+            SELECT x.account_id INTO account FROM wallet.accounts x
+             WHERE x.program_id = reward_points.program_id AND x.member_ref = ref;
+        END IF;
+    END IF;
+    RETURN wallet_internal.accrue_entry(account, points, idempotency_key, reason, reference, NULL);
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.reward_points(bigint, bigint, bigint, text, text, text) IS 'internal: accrues reward points to the member''s account in the program (opening it if needed), expiring per the program''s policy; idempotent on idempotency_key';
+
+CREATE OR REPLACE FUNCTION wallet.quote_offers(merchant_id bigint, member_ref text, amount numeric, currency text,
+        occurred_at timestamptz DEFAULT now(), attributes jsonb DEFAULT '{}', codes text[] DEFAULT NULL,
+        hold_ttl interval DEFAULT NULL)
+    RETURNS SETOF wallet.offer_quote
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    member bigint;
+    tz text;
+    prog bigint;
+    rnd text;
+    acct bigint;
+    e record;
+    u record;
+    hid bigint;
+    hexp timestamptz;
+    st wallet.budget_status;
+    got bigint;
+    items jsonb := '[]';
+    res wallet.offer_quote[] := '{}';
+    q wallet.offer_quote;
+    qid bigint;
+    exp timestamptz;
+    i int;
+BEGIN
+    PERFORM wallet_internal.purchase_check(merchant_id, member_ref, 'quote', amount, currency, occurred_at, attributes);
+    PERFORM wallet_internal.purchase_check_codes(codes);
+    IF hold_ttl <= interval '0' OR hold_ttl > interval '1 day' THEN
+        RAISE EXCEPTION 'hold_ttl must be between 0 and 1 day'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A quote holds its budget for a checkout: a positive time of at most a day.';
+    END IF;
+    SELECT * INTO member, tz, prog, rnd, acct FROM wallet_internal.purchase_context(merchant_id, member_ref, currency);
+    IF member IS NULL THEN
+        -- the holdout group is drawn by member id: the member is registered as its purchase would
+        member := wallet_internal.member_ensure(merchant_id, member_ref);
+    END IF;
+    IF hold_ttl IS NOT NULL THEN
+        exp := clock_timestamp() + hold_ttl;
+        -- the checkout's first lock, before any budget slice: the member's
+        -- account in the currency (opened as the purchase would open it).  A
+        -- quote and its purchase in one transaction then never deadlock with
+        -- another checkout of the member, which locks the account before the
+        -- budget too.
+        IF prog IS NOT NULL THEN
+            IF acct IS NULL THEN
+                acct := wallet.open_account(prog, member_ref);
+            END IF;
+            PERFORM FROM wallet.accounts y WHERE y.account_id = acct FOR NO KEY UPDATE;
+        END IF;
+    END IF;
+    -- budgets in campaign order (the budget API's deadlock rule)
+    FOR e IN SELECT * FROM wallet_internal.offers_eval(merchant_id, member, member_ref, tz, acct,
+                                                       NOT EXISTS (SELECT FROM wallet.purchases x
+                                                                    WHERE x.merchant_id = quote_offers.merchant_id AND x.member_id = member),
+                                                       amount, currency, occurred_at, attributes, codes, NULL) v
+              ORDER BY v.campaign_id, v.offer_id LOOP
+        q := (NULL, e.offer_id, e.campaign_id, e.name, e.kind, e.status, e.discount, e.points, exp);
+        hid := NULL;
+        got := 0;
+        IF e.status = 'ok' THEN
+            u := wallet_internal.offer_units(e.campaign_id, e.kind, e.discount, e.points);
+            IF u.units = -1 THEN
+                q.status := 'no_budget';
+            ELSIF u.units > 0 THEN
+                IF hold_ttl IS NOT NULL THEN
+                    SELECT * INTO hid, got, hexp
+                      FROM wallet_internal.budget_hold(e.campaign_id, u.units, hold_ttl, e.allow_partial AND u.unit <> 'redemptions');
+                ELSE
+                    st := wallet_internal.budget_status(e.campaign_id);
+                    got := CASE WHEN st.remaining >= u.units THEN u.units WHEN e.allow_partial AND u.unit <> 'redemptions' THEN st.remaining ELSE 0 END;
+                END IF;
+                IF got = 0 THEN
+                    q.status := 'no_budget';
+                ELSIF got < u.units THEN
+                    q.status := 'partial';
+                    IF e.kind = 'cashback' THEN q.points := got; ELSE q.discount := round(got / 100.0, 2); END IF;
+                END IF;
+            END IF;
+        END IF;
+        IF q.status NOT IN ('ok', 'partial') THEN
+            q.discount := 0;
+            q.points := 0;
+        END IF;
+        res := res || q;
+        items := items || jsonb_build_object('offer_id', e.offer_id, 'campaign_id', e.campaign_id, 'status', q.status,
+                                             'discount', q.discount, 'points', q.points, 'units', CASE WHEN hid IS NOT NULL THEN got ELSE 0 END,
+                                             'hold_id', hid, 'code', e.code);
+    END LOOP;
+    IF hold_ttl IS NOT NULL THEN
+        INSERT INTO wallet.offer_quotes (merchant_id, member_id, amount, currency, items, expires_at)
+        VALUES (merchant_id, member, amount, currency, items, exp)
+        RETURNING quote_id INTO qid;
+    END IF;
+    FOR i IN 1..cardinality(res) LOOP
+        q := res[i];
+        q.quote_id := qid;
+        RETURN NEXT q;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION wallet.quote_offers(bigint, text, numeric, text, timestamptz, jsonb, text[], interval) IS 'the offers whose conditions hold for a basket (the member''s target group only) and what each is worth given caps, codes, stacking and the campaign''s budget; consumes nothing, but with hold_ttl holds the budget for the checkout (the rows carry a quote_id for wallet.record_purchase; the holds stop counting at expires_at); registers an unknown member';
+
+CREATE OR REPLACE FUNCTION wallet_internal.offer_consume(p wallet.purchases, member_ref text, time_zone text, e jsonb)
+    RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    o wallet.offers;
+    st text := e ->> 'status';
+    disc numeric := coalesce((e ->> 'discount')::numeric, 0);
+    pts bigint := coalesce((e ->> 'points')::bigint, 0);
+    hold bigint := (e ->> 'hold_id')::bigint;
+    u record;
+    want bigint;
+    got bigint := 0;
+    per date;
+    n bigint;
+    counted_all boolean := false;
+    counted_per boolean := false;
+    red wallet.redemption_result;
+    ent wallet.entries;
+    pv numeric;
+BEGIN
+    SELECT * INTO o FROM wallet.offers x WHERE x.offer_id = (e ->> 'offer_id')::bigint;
+    per := CASE WHEN o.cap_period IS NOT NULL THEN date_trunc(o.cap_period, p.occurred_at AT TIME ZONE coalesce(time_zone, 'UTC'))::date END;
+    -- caps: a use counted only while under the cap (exact under concurrency)
+    IF st IN ('ok', 'partial') AND o.cap_per_member IS NOT NULL THEN
+        INSERT INTO wallet.offer_counters AS c (merchant_id, member_id, offer_id, period, uses)
+        VALUES (p.merchant_id, p.member_id, o.offer_id, NULL, 1)
+        ON CONFLICT ON CONSTRAINT offer_counters_key DO UPDATE SET uses = c.uses + 1 WHERE c.uses < o.cap_per_member
+        RETURNING c.uses INTO n;
+        IF n IS NULL THEN st := 'capped'; ELSE counted_all := true; END IF;
+    END IF;
+    IF st IN ('ok', 'partial') AND o.cap_per_period IS NOT NULL THEN
+        n := NULL;
+        INSERT INTO wallet.offer_counters AS c (merchant_id, member_id, offer_id, period, uses)
+        VALUES (p.merchant_id, p.member_id, o.offer_id, per, 1)
+        ON CONFLICT ON CONSTRAINT offer_counters_key DO UPDATE SET uses = c.uses + 1 WHERE c.uses < o.cap_per_period
+        RETURNING c.uses INTO n;
+        IF n IS NULL THEN st := 'capped'; ELSE counted_per := true; END IF;
+    END IF;
+    -- the budget
+    IF st IN ('ok', 'partial') THEN
+        u := wallet_internal.offer_units(o.campaign_id, o.kind, disc, pts);
+        IF hold IS NOT NULL THEN
+            got := wallet_internal.budget_convert(hold);
+        ELSIF u.units = -1 THEN
+            got := 0;
+        ELSIF u.units > 0 THEN
+            got := wallet_internal.budget_take(o.campaign_id, u.units, o.allow_partial AND u.unit <> 'redemptions');
+        END IF;
+        want := u.units;
+        IF u.units IS NOT NULL AND (got = 0 OR u.units = -1) THEN
+            st := 'no_budget';
+        ELSIF got > 0 AND hold IS NULL AND got < want THEN
+            st := 'partial';
+            IF o.kind = 'cashback' THEN pts := got; ELSE disc := round(got / 100.0, 2); END IF;
+        END IF;
+    ELSIF hold IS NOT NULL THEN
+        PERFORM wallet_internal.budget_release(hold);
+    END IF;
+    -- the code, through the redemption path (its caps, its guard)
+    IF st IN ('ok', 'partial') AND o.code_required THEN
+        red := wallet.redeem_code(e ->> 'code', member_ref, format('offer:%s:%s', p.order_ref, o.offer_id));
+        IF red.status <> 'ok' THEN
+            st := 'code_refused';
+        END IF;
+    END IF;
+    IF st NOT IN ('ok', 'partial') THEN
+        -- undo what was counted or taken on the way
+        IF got > 0 THEN
+            PERFORM wallet_internal.budget_give_back(o.campaign_id, got);
+            got := 0;
+        END IF;
+        IF counted_all THEN
+            UPDATE wallet.offer_counters c SET uses = c.uses - 1 WHERE c.offer_id = o.offer_id AND c.member_id = p.member_id AND c.period IS NULL;
+        END IF;
+        IF counted_per THEN
+            UPDATE wallet.offer_counters c SET uses = c.uses - 1 WHERE c.offer_id = o.offer_id AND c.member_id = p.member_id AND c.period = per;
+        END IF;
+        disc := 0;
+        pts := 0;
+    END IF;
+    IF pts > 0 THEN
+        ent := wallet_internal.accrue_entry(p.account_id, pts, format('offer:%s:%s', p.order_ref, o.offer_id), 'offer cashback', p.order_ref, NULL);
+        SELECT x.point_value INTO pv FROM wallet.programs x WHERE x.program_id = p.program_id;
+        INSERT INTO wallet.campaign_costs (merchant_id, campaign_id, kind, amount, currency, member_id, purchase_id, occurred_at)
+        VALUES (p.merchant_id, o.campaign_id, 'cashback', round(pts * coalesce(pv, 0), 2), p.currency, p.member_id, p.purchase_id, p.occurred_at);
+    END IF;
+    IF disc > 0 THEN
+        INSERT INTO wallet.campaign_costs (merchant_id, campaign_id, kind, amount, currency, member_id, purchase_id, occurred_at)
+        VALUES (p.merchant_id, o.campaign_id, 'discount', disc, p.currency, p.member_id, p.purchase_id, p.occurred_at);
+    END IF;
+    INSERT INTO wallet.purchase_offers (merchant_id, purchase_id, offer_id, campaign_id, member_id, status, discount, points,
+                                        units, redemption_id, entry_id)
+    VALUES (p.merchant_id, p.purchase_id, o.offer_id, o.campaign_id, p.member_id, st, disc, pts, got, red.redemption_id, ent.entry_id)
+    ON CONFLICT DO NOTHING;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.offer_consume(wallet.purchases, text, text, jsonb) IS 'internal: consume one offer of a purchase (caps, budget or the quote''s hold, code, cashback, cost) and record the outcome in wallet.purchase_offers, undoing what a refusal on the way had counted';
+
+CREATE OR REPLACE FUNCTION wallet_internal.offers_consume(p wallet.purchases, member_ref text, time_zone text,
+        offers bigint[], codes text[], quote_id bigint)
+    RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    q wallet.offer_quotes;
+    e jsonb;
+    r record;
+    x bigint;
+    first boolean;
+BEGIN
+    -- "first purchase at the merchant": no other purchase of the member seen,
+    -- and, when a first-purchase offer is at stake, the member's row of
+    -- wallet.first_purchases claimed for this purchase.  The account's lock
+    -- alone does not serialise purchases in two currencies, or in one with no
+    -- program; the claim does (a concurrent claim waits for the first, then
+    -- finds it taken), and takes no lock beyond its own row.
+    first := NOT EXISTS (SELECT FROM wallet.purchases y WHERE y.merchant_id = p.merchant_id
+                           AND y.member_id = p.member_id AND y.purchase_id <> p.purchase_id);
+    IF first AND EXISTS (SELECT FROM wallet.offers f
+                          WHERE f.merchant_id = p.merchant_id AND f.first_purchase
+                            AND (f.offer_id = ANY (offers)
+                                 OR f.offer_id IN (SELECT (j ->> 'offer_id')::bigint FROM wallet.offer_quotes k, jsonb_array_elements(k.items) j
+                                                    WHERE k.quote_id = offers_consume.quote_id AND j ->> 'status' IN ('ok', 'partial')))) THEN
+        INSERT INTO wallet.first_purchases (merchant_id, member_id, purchase_id) VALUES (p.merchant_id, p.member_id, p.purchase_id)
+        ON CONFLICT DO NOTHING;
+        first := FOUND;
+    END IF;
+    IF quote_id IS NOT NULL THEN
+        SELECT * INTO q FROM wallet.offer_quotes k WHERE k.quote_id = offers_consume.quote_id AND k.merchant_id = p.merchant_id FOR UPDATE;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'unknown quote'
+                USING ERRCODE = 'WL607', DETAIL = format('There is no offer quote %s.', quote_id);
+        END IF;
+        IF q.state <> 'open' OR q.member_id <> p.member_id OR q.amount <> p.amount OR q.currency <> p.currency THEN
+            RAISE EXCEPTION 'quote % cannot be used for this purchase', quote_id
+                USING ERRCODE = 'WL608',
+                      DETAIL = CASE WHEN q.state <> 'open' THEN format('The quote is %s.', q.state)
+                                    ELSE 'A quote is used by a purchase of the same member, amount and currency.' END;
+        END IF;
+        FOR e IN SELECT j FROM jsonb_array_elements(q.items) j ORDER BY (j ->> 'campaign_id')::bigint, (j ->> 'offer_id')::bigint LOOP
+            CONTINUE WHEN e ->> 'status' NOT IN ('ok', 'partial') AND e ->> 'hold_id' IS NULL;
+            CONTINUE WHEN offers IS NOT NULL AND NOT (e ->> 'offer_id')::bigint = ANY (offers);
+            -- a quote's first-purchase offer, quoted before another purchase
+            -- of the member: no longer its first (the hold is released)
+            IF NOT first AND e ->> 'status' IN ('ok', 'partial')
+               AND EXISTS (SELECT FROM wallet.offers f WHERE f.offer_id = (e ->> 'offer_id')::bigint AND f.first_purchase) THEN
+                e := jsonb_set(e, '{status}', '"not_eligible"');
+            END IF;
+            PERFORM wallet_internal.offer_consume(p, member_ref, time_zone, e);
+        END LOOP;
+        UPDATE wallet.offer_quotes k SET state = 'used', purchase_id = p.purchase_id WHERE k.quote_id = q.quote_id;
+        RETURN;
+    END IF;
+    FOR r IN SELECT * FROM wallet_internal.offers_eval(p.merchant_id, p.member_id, member_ref, time_zone, p.account_id,
+                                                      first, p.amount, p.currency, p.occurred_at, p.attributes, codes, offers) v
+              ORDER BY v.campaign_id, v.offer_id LOOP
+        PERFORM wallet_internal.offer_consume(p, member_ref, time_zone, to_jsonb(r));
+    END LOOP;
+    -- offers named that do not apply to this purchase at all
+    FOR x IN SELECT DISTINCT y FROM unnest(offers) y
+              WHERE NOT EXISTS (SELECT FROM wallet.purchase_offers z WHERE z.purchase_id = p.purchase_id AND z.offer_id = y) ORDER BY 1 LOOP
+        INSERT INTO wallet.purchase_offers (merchant_id, purchase_id, offer_id, campaign_id, member_id, status)
+        SELECT p.merchant_id, p.purchase_id, f.offer_id, f.campaign_id, p.member_id, 'not_eligible'
+          FROM wallet.offers f WHERE f.offer_id = x AND f.merchant_id = p.merchant_id;
+        IF NOT FOUND THEN
+            PERFORM wallet_internal.unknown_offer(x);
+        END IF;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.offers_consume(wallet.purchases, text, text, bigint[], text[], bigint) IS 'internal: consume at checkout the offers a purchase names (by id, evaluated now, or by its quote, whose holds it converts) with its codes; every offer named gets a row of wallet.purchase_offers; WL606 unknown offer, WL607 unknown quote, WL608 quote used, released or for another basket';
+
 -- == 10z. shared objects, final (issues 10-12)
 -- Objects that several sections above re-create (each with what its area
 -- added): their final definitions, exactly as the parts have them.
@@ -23872,6 +24690,39 @@ BEGIN
                   DETAIL = 'An erasure is recorded with the reason it was made for.';
     END IF;
     pseudonym := 'forgotten:' || encode(sha256(convert_to(gen_random_uuid()::text || _ref, 'UTF8')), 'hex');
+
+    -- The member's row and its accounts at the merchant, taken together
+    -- without ever waiting while holding one: calls lock them in either
+    -- order (a posting locks the account, then its foreign keys the member's
+    -- row; member_ensure's callers the row, then an account), so an erasure
+    -- that held one and waited for the other would deadlock with them.  A
+    -- try that meets a lock gives both back, waits for each of them in turn
+    -- holding nothing else (taken and given back at once), and tries again.
+    LOOP
+        BEGIN
+            PERFORM FROM wallet.members m WHERE m.merchant_id = _merchant AND m.member_ref = _ref FOR UPDATE NOWAIT;
+            PERFORM FROM wallet.accounts a JOIN wallet.programs p ON p.program_id = a.program_id
+             WHERE p.merchant_id = _merchant AND a.member_ref = _ref ORDER BY a.account_id FOR UPDATE OF a NOWAIT;
+            EXIT;
+        EXCEPTION WHEN lock_not_available THEN
+            NULL;   -- both given back with the subtransaction
+        END;
+        BEGIN
+            PERFORM FROM wallet.members m WHERE m.merchant_id = _merchant AND m.member_ref = _ref FOR UPDATE;
+            RAISE EXCEPTION 'waited' USING ERRCODE = 'raise_exception';
+        EXCEPTION WHEN raise_exception THEN
+            NULL;
+        END;
+        FOR c IN SELECT a.account_id FROM wallet.accounts a JOIN wallet.programs p ON p.program_id = a.program_id
+                  WHERE p.merchant_id = _merchant AND a.member_ref = _ref ORDER BY a.account_id LOOP
+            BEGIN
+                PERFORM FROM wallet.accounts a WHERE a.account_id = c FOR UPDATE;
+                RAISE EXCEPTION 'waited' USING ERRCODE = 'raise_exception';
+            EXCEPTION WHEN raise_exception THEN
+                NULL;
+            END;
+        END LOOP;
+    END LOOP;
 
     UPDATE wallet.members m SET member_ref = pseudonym, time_zone = NULL, locale = NULL, status = 'forgotten', updated_at = now()
      WHERE m.merchant_id = _merchant AND m.member_ref = _ref
