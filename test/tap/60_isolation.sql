@@ -123,6 +123,9 @@ BEGIN
     INSERT INTO fx SELECT t || '.quote', q.quote_id FROM wallet.quote_offers(m, 'iso-member', 10, 'CNY', hold_ttl => '1 hour') q LIMIT 1;
     PERFORM wallet.record_purchase(m, 'iso-member', 'iso-offer-order', 10, 'CNY',
                                    offers => ARRAY[(SELECT v::bigint FROM fx WHERE k = t || '.offer')]);
+    -- a first-purchase offer on a member's first purchase (wallet.first_purchases)
+    PERFORM wallet.record_purchase(m, 'iso-first', 'iso-first-order', 10, 'CNY',
+                                   offers => ARRAY[wallet.create_offer(c, 'iso first', 'fixed', 1, 'CNY', conditions => '{"first_purchase": true}')]);
 END
 $$;
 
