@@ -820,3 +820,39 @@ wallet_ledger_accrue(struct varlena *v, TimestampTz at, int64 points, TimestampT
 	apply_accrue(l, &c);
 	finish_change(l, &c, lots_before, holds_before, out);
 }
+
+/*
+ * The prefixes of the keys the extension journals its own postings under
+ * (a purchase's accrual, a refund, an offer's cashback, referral and share
+ * rewards); an app's posting under one would take the key of an order,
+ * refund or reward still to come.  In C: every posting call checks it, and a
+ * PL/pgSQL helper with a pinned search_path would cost each a GUC push.
+ */
+static const char *const app_key_reserved[] = {"purchase:", "refund:", "offer:", "referral:", "share:"};
+
+PG_FUNCTION_INFO_V1(check_app_key);
+/* wallet_internal.check_app_key(idempotency_key): 22023 for a reserved prefix; NULL passes */
+Datum
+check_app_key(PG_FUNCTION_ARGS)
+{
+	text	   *key;
+	const char *p;
+	int			len;
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_VOID();
+	key = PG_GETARG_TEXT_PP(0);
+	p = VARDATA_ANY(key);
+	len = VARSIZE_ANY_EXHDR(key);
+	for (int i = 0; i < (int) lengthof(app_key_reserved); i++)
+	{
+		int			n = strlen(app_key_reserved[i]);
+
+		if (len >= n && memcmp(p, app_key_reserved[i], n) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("idempotency key must not start with \"%s\"", app_key_reserved[i]),
+					 errdetail("Keys starting with purchase:, refund:, offer:, referral: or share: name the extension's own postings (purchases, refunds, offers' cashback, referral and share rewards).")));
+	}
+	PG_RETURN_VOID();
+}

@@ -253,19 +253,10 @@ COMMENT ON FUNCTION wallet_internal.check_posting(bigint, text, text, text, bool
 -- (refund:<refund_ref>), an offer's cashback (offer:<order_ref>:<offer_id>),
 -- referral and share rewards (referral:..., share:...).  An app's posting
 -- under one of them would later block that order, refund or reward for good
--- (its key taken), so the posting API refuses them.
+-- (its key taken), so the posting API refuses them (src/ledger_ops.c).
 CREATE FUNCTION wallet_internal.check_app_key(idempotency_key text) RETURNS void
-    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
-    SET search_path = pg_catalog, pg_temp
-    AS $$
-BEGIN
-    IF idempotency_key ~ '^(purchase|refund|offer|referral|share):' THEN
-        RAISE EXCEPTION 'idempotency key must not start with "%"', substring(idempotency_key from '^[a-z]+:')
-            USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = 'Keys starting with purchase:, refund:, offer:, referral: or share: name the extension''s own postings (purchases, refunds, offers'' cashback, referral and share rewards).';
-    END IF;
-END
-$$;
+    LANGUAGE C IMMUTABLE PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'check_app_key';
 COMMENT ON FUNCTION wallet_internal.check_app_key(text) IS 'internal: raises 22023 for an app''s idempotency key starting with purchase:, refund:, offer:, referral: or share: (the extension''s own postings are journalled under those)';
 
 -- The idempotency fingerprint of a posting (see wallet_internal.idem_check): what the
