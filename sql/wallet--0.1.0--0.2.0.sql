@@ -24552,6 +24552,13 @@ END
 $$;
 COMMENT ON FUNCTION wallet_internal.offers_consume(wallet.purchases, text, text, bigint[], text[], bigint) IS 'internal: consume at checkout the offers a purchase names (by id, evaluated now, or by its quote, whose holds it converts) with its codes; every offer named gets a row of wallet.purchase_offers; WL606 unknown offer, WL607 unknown quote, WL608 quote used, released or for another basket';
 
+-- == 10bb. check_app_key in C
+
+CREATE OR REPLACE FUNCTION wallet_internal.check_app_key(idempotency_key text) RETURNS void
+    LANGUAGE C IMMUTABLE PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'check_app_key';
+COMMENT ON FUNCTION wallet_internal.check_app_key(text) IS 'internal: raises 22023 for an app''s idempotency key starting with purchase:, refund:, offer:, referral: or share: (the extension''s own postings are journalled under those)';
+
 -- == 10z. shared objects, final (issues 10-12)
 -- Objects that several sections above re-create (each with what its area
 -- added): their final definitions, exactly as the parts have them.
