@@ -22505,6 +22505,14 @@ BEGIN
             USING DETAIL = 'The API refuses such references from now on; forget_member still erases these members.',
                   HINT = 'SELECT member_id, left(member_ref, 40) FROM wallet.members WHERE status = ''active'' AND (length(member_ref) > 256 OR member_ref LIKE ''forgotten:%'');';
     END IF;
+    -- (the extension journals purchases, refunds, offers' cashback and
+    -- rewards under these prefixes; section 10bb refuses them in postings)
+    SELECT count(*) INTO n FROM wallet.entries e WHERE e.idempotency_key ~ '^(purchase|refund|offer|referral|share):';
+    IF n > 0 THEN
+        RAISE WARNING '% journal entr(y/ies) have an idempotency key starting with purchase:, refund:, offer:, referral: or share:', n
+            USING DETAIL = 'The extension now journals its own postings under these prefixes: record_purchase of an order whose key purchase:<order_ref> is taken on the member''s account fails with 23505 (record_refund alike); the posting calls refuse such keys from now on.',
+                  HINT = 'SELECT account_id, entry_id, idempotency_key FROM wallet.entries WHERE idempotency_key ~ ''^(purchase|refund|offer|referral|share):'';';
+    END IF;
 END
 $$;
 

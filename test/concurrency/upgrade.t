@@ -72,6 +72,7 @@ SELECT wallet.close_program(2);
 -- what 0.1.0 accepted and 0.2.0 refuses: an expiry of 200 years, a 300-character member reference
 SELECT wallet.create_program(1, 'Forever Points', interval '200 years');
 SELECT wallet.open_account(1, repeat('L', 300));
+SELECT (wallet.accrue(1, 5, 'purchase:order-9', 'goodwill')).balance_after;
 SQL
 rc=$?
 check "a 0.1.0 database is filled through the 0.1.0 API running on the current library" "$rc" 0
@@ -93,8 +94,8 @@ qdb "$OLD" -c "ALTER EXTENSION wallet UPDATE" >"$TMP/update.out" 2>&1
 rc=$?
 check "ALTER EXTENSION wallet UPDATE succeeds" "$rc" 0
 [ $rc -eq 0 ] || sed 's/^/#   /' "$TMP/update.out"
-check "the update warns about what 0.2.0 refuses (a 200-year expiry, a 300-character reference), changing nothing" \
-    "$(grep -c '^WARNING:' "$TMP/update.out")/$(qdb "$OLD" -c "SELECT count(*) FROM wallet.programs WHERE expiry = interval '200 years'")" "2/1"
+check "the update warns about what 0.2.0 refuses (a 200-year expiry, a 300-character reference, a posting key of the extension's), changing nothing" \
+    "$(grep -c '^WARNING:' "$TMP/update.out")/$(qdb "$OLD" -c "SELECT count(*) FROM wallet.programs WHERE expiry = interval '200 years'")/$(qdb "$OLD" -c "SELECT count(*) FROM wallet.entries WHERE idempotency_key = 'purchase:order-9'")" "3/1/1"
 check "the updated database runs the default version" \
     "$(qdb "$OLD" -c "SELECT extversion FROM pg_extension WHERE extname = 'wallet'")" \
     "$(sed -n "s/^default_version = '\(.*\)'/\1/p" "$ROOT/wallet.control")"
