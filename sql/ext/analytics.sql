@@ -688,9 +688,11 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A cost is booked at a real instant, at most 100 years before or after now.';
     END IF;
     -- a correction takes back at most what was booked in the currency
-    -- (corrections one at a time: the campaign's row)
+    -- (corrections one at a time: a write of the campaign's row, so that
+    -- under REPEATABLE READ the second of two is a serialization failure
+    -- rather than a sum read from before the first)
     IF amount < 0 THEN
-        PERFORM FROM wallet.campaigns k WHERE k.campaign_id = record_campaign_cost.campaign_id FOR NO KEY UPDATE;
+        UPDATE wallet.campaigns k SET redemption_value = k.redemption_value WHERE k.campaign_id = record_campaign_cost.campaign_id;
         IF (SELECT coalesce(sum(c.amount), 0) FROM wallet.campaign_costs c
              WHERE c.campaign_id = record_campaign_cost.campaign_id AND c.kind = 'other' AND c.currency = record_campaign_cost.currency)
            + amount < 0 THEN

@@ -322,14 +322,26 @@ BEGIN
     -- that held one and waited for the other would deadlock with them.  A
     -- try that meets a lock gives both back, waits for each of them in turn
     -- holding nothing else (taken and given back at once), and tries again.
+    -- The referrals naming the member go with them (a referee's purchase
+    -- locks its pending referral, then the referrer's account for the
+    -- reward), and the purchases whose attributes it trims.
     LOOP
         BEGIN
-            PERFORM FROM wallet.members m WHERE m.merchant_id = _merchant AND m.member_ref = _ref FOR UPDATE NOWAIT;
+            SELECT m.member_id INTO _member FROM wallet.members m
+             WHERE m.merchant_id = _merchant AND m.member_ref = _ref FOR UPDATE NOWAIT;
             PERFORM FROM wallet.accounts a JOIN wallet.programs p ON p.program_id = a.program_id
              WHERE p.merchant_id = _merchant AND a.member_ref = _ref ORDER BY a.account_id FOR UPDATE OF a NOWAIT;
+            PERFORM FROM wallet.referrals r
+             WHERE r.merchant_id = _merchant AND (r.referrer_id = _member OR r.referee_id = _member) ORDER BY r.referral_id FOR UPDATE NOWAIT;
+            -- and the purchases whose attributes it trims: a refund of one
+            -- with no account locks the purchase, then checks the member
+            PERFORM FROM wallet.purchases x
+             WHERE x.merchant_id = _merchant AND x.member_id = _member
+               AND EXISTS (SELECT FROM jsonb_object_keys(x.attributes) k WHERE k NOT IN ('store', 'channel', 'payment_method', 'categories'))
+             ORDER BY x.purchase_id FOR UPDATE NOWAIT;
             EXIT;
         EXCEPTION WHEN lock_not_available THEN
-            NULL;   -- both given back with the subtransaction
+            NULL;   -- all given back with the subtransaction
         END;
         BEGIN
             PERFORM FROM wallet.members m WHERE m.merchant_id = _merchant AND m.member_ref = _ref FOR UPDATE;
@@ -341,6 +353,26 @@ BEGIN
                   WHERE p.merchant_id = _merchant AND a.member_ref = _ref ORDER BY a.account_id LOOP
             BEGIN
                 PERFORM FROM wallet.accounts a WHERE a.account_id = c FOR UPDATE;
+                RAISE EXCEPTION 'waited' USING ERRCODE = 'raise_exception';
+            EXCEPTION WHEN raise_exception THEN
+                NULL;
+            END;
+        END LOOP;
+        FOR c IN SELECT r.referral_id FROM wallet.referrals r JOIN wallet.members m ON m.member_id IN (r.referrer_id, r.referee_id)
+                  WHERE r.merchant_id = _merchant AND m.merchant_id = _merchant AND m.member_ref = _ref ORDER BY r.referral_id LOOP
+            BEGIN
+                PERFORM FROM wallet.referrals r WHERE r.referral_id = c FOR UPDATE;
+                RAISE EXCEPTION 'waited' USING ERRCODE = 'raise_exception';
+            EXCEPTION WHEN raise_exception THEN
+                NULL;
+            END;
+        END LOOP;
+        FOR c IN SELECT x.purchase_id FROM wallet.purchases x JOIN wallet.members m ON m.member_id = x.member_id
+                  WHERE x.merchant_id = _merchant AND m.merchant_id = _merchant AND m.member_ref = _ref
+                    AND EXISTS (SELECT FROM jsonb_object_keys(x.attributes) k WHERE k NOT IN ('store', 'channel', 'payment_method', 'categories'))
+                  ORDER BY x.purchase_id LOOP
+            BEGIN
+                PERFORM FROM wallet.purchases x WHERE x.purchase_id = c FOR UPDATE;
                 RAISE EXCEPTION 'waited' USING ERRCODE = 'raise_exception';
             EXCEPTION WHEN raise_exception THEN
                 NULL;
@@ -488,7 +520,18 @@ BEGIN
                                                                     AND a.error IS NOT NULL)
                     OR EXISTS (SELECT FROM wallet.member_events e WHERE e.merchant_id = x.merchant_id AND e.member_id = x.member_id
                                                                     AND e.attributes <> '{}'
-                                                                    AND e.kind NOT IN ('tier_changed', 'referral_rewarded', 'shared')))
+                                                                    AND e.kind NOT IN ('tier_changed', 'referral_rewarded', 'shared'))
+                    OR EXISTS (SELECT FROM wallet.purchases u WHERE u.merchant_id = x.merchant_id AND u.member_id = x.member_id
+                                                               AND EXISTS (SELECT FROM jsonb_object_keys(u.attributes) k
+                                                                            WHERE k NOT IN ('store', 'channel', 'payment_method', 'categories')))
+                    OR EXISTS (SELECT FROM wallet.campaign_feedback f WHERE f.merchant_id = x.merchant_id AND f.member_id = x.member_id
+                                                                        AND f.comment IS NOT NULL)
+                    OR EXISTS (SELECT FROM wallet.referrals r WHERE r.merchant_id = x.merchant_id
+                                                                AND ((r.referrer_id = x.member_id AND r.referrer_fingerprint IS NOT NULL)
+                                                                     OR (r.referee_id = x.member_id AND r.referee_fingerprint IS NOT NULL)))
+                    OR EXISTS (SELECT FROM wallet.push_consent_log l WHERE l.merchant_id = x.merchant_id AND l.member_id = x.member_id
+                                                                       AND l.device IS NOT NULL)
+                    OR EXISTS (SELECT FROM wallet.push_preferences q WHERE q.member_id = x.member_id))
              ORDER BY x.updated_at DESC LIMIT max_members) m;
     IF ids IS NULL THEN
         RETURN 0;
@@ -509,7 +552,35 @@ BEGIN
      WHERE m.member_id = ANY (ids) AND e.merchant_id = m.merchant_id AND e.member_id = m.member_id AND e.attributes <> '{}'
        AND e.kind NOT IN ('tier_changed', 'referral_rewarded', 'shared');
     GET DIAGNOSTICS c = ROW_COUNT;
+    n := n + c;
+    -- what forget_member clears in the loyalty, campaign and consent tables, alike
+    UPDATE wallet.purchases u
+       SET attributes = (SELECT coalesce(jsonb_object_agg(k, v), '{}') FROM jsonb_each(u.attributes) j(k, v)
+                          WHERE k IN ('store', 'channel', 'payment_method', 'categories'))
+      FROM wallet.members m
+     WHERE m.member_id = ANY (ids) AND u.merchant_id = m.merchant_id AND u.member_id = m.member_id
+       AND EXISTS (SELECT FROM jsonb_object_keys(u.attributes) k WHERE k NOT IN ('store', 'channel', 'payment_method', 'categories'));
+    GET DIAGNOSTICS c = ROW_COUNT;
+    n := n + c;
+    UPDATE wallet.campaign_feedback f SET comment = NULL
+      FROM wallet.members m
+     WHERE m.member_id = ANY (ids) AND f.merchant_id = m.merchant_id AND f.member_id = m.member_id AND f.comment IS NOT NULL;
+    GET DIAGNOSTICS c = ROW_COUNT;
+    n := n + c;
+    UPDATE wallet.referrals r
+       SET referrer_fingerprint = CASE WHEN r.referrer_id = ANY (ids) THEN NULL ELSE r.referrer_fingerprint END,
+           referee_fingerprint = CASE WHEN r.referee_id = ANY (ids) THEN NULL ELSE r.referee_fingerprint END
+     WHERE (r.referrer_id = ANY (ids) AND r.referrer_fingerprint IS NOT NULL) OR (r.referee_id = ANY (ids) AND r.referee_fingerprint IS NOT NULL);
+    GET DIAGNOSTICS c = ROW_COUNT;
+    n := n + c;
+    UPDATE wallet.push_consent_log l SET device = NULL
+      FROM wallet.members m
+     WHERE m.member_id = ANY (ids) AND l.merchant_id = m.merchant_id AND l.member_id = m.member_id AND l.device IS NOT NULL;
+    GET DIAGNOSTICS c = ROW_COUNT;
+    n := n + c;
+    DELETE FROM wallet.push_preferences q WHERE q.member_id = ANY (ids);
+    GET DIAGNOSTICS c = ROW_COUNT;
     RETURN n + c;
 END
 $$;
-COMMENT ON FUNCTION wallet_internal.forget_sweep(interval, int) IS 'internal (run_maintenance): clears the push payloads and failure texts and the app''s event attributes of members erased within since (at most max_members that still have such rows, the latest first, of the merchants the caller acts for) that calls committing during the erasure wrote; returns how many rows it cleared';
+COMMENT ON FUNCTION wallet_internal.forget_sweep(interval, int) IS 'internal (run_maintenance): clears what forget_member clears by member id (push payloads and failure texts, the app''s event attributes, purchase attributes beyond the sale, feedback comments, referral fingerprints, consent devices, push preferences) of members erased within since (at most max_members that still have such rows, the latest first, of the merchants the caller acts for) that calls committing during the erasure wrote; returns how many rows it cleared';

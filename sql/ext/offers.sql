@@ -550,11 +550,11 @@ BEGIN
         RAISE EXCEPTION 'hold_ttl must be between 0 and 1 day'
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A quote holds its budget for a checkout: a positive time of at most a day.';
     END IF;
+    -- the holdout group is drawn by member id: the member is registered as
+    -- its purchase would be, first and locked (an erasure in flight is waited
+    -- for), and the context read after it
+    member := wallet_internal.member_ensure(merchant_id, member_ref);
     SELECT * INTO member, tz, prog, rnd, acct FROM wallet_internal.purchase_context(merchant_id, member_ref, currency);
-    IF member IS NULL THEN
-        -- the holdout group is drawn by member id: the member is registered as its purchase would
-        member := wallet_internal.member_ensure(merchant_id, member_ref);
-    END IF;
     IF hold_ttl IS NOT NULL THEN
         exp := clock_timestamp() + hold_ttl;
         -- the checkout's first lock, before any budget slice: the member's

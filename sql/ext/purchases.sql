@@ -694,11 +694,13 @@ BEGIN
             SELECT y.ledger INTO a.ledger FROM wallet.accounts y WHERE y.account_id = acct;
         END IF;
     ELSE
-        -- a new member, a member without an account yet, or no program earning in the currency
+        -- a new member, a member without an account yet, or no program
+        -- earning in the currency.  The member first, locked (member_ensure):
+        -- an erasure in flight is waited for, and the reference then names a
+        -- new member; the context is read after it, so that its account is
+        -- that member's, not the erased one's
+        member := wallet_internal.member_ensure(merchant_id, member_ref);
         SELECT * INTO member, tz, prog, rnd, acct FROM wallet_internal.purchase_context(merchant_id, member_ref, currency);
-        IF member IS NULL THEN
-            member := wallet_internal.member_ensure(merchant_id, member_ref);
-        END IF;
         IF prog IS NOT NULL THEN
             IF acct IS NULL THEN
                 acct := wallet.open_account(prog, member_ref);

@@ -1,7 +1,7 @@
 -- pgTAP: members, erasure and the audit log (issue 9).
 BEGIN;
 SET LOCAL timezone = 'UTC';
-SELECT plan(67);
+SELECT plan(69);
 
 SELECT wallet.create_merchant('members merchant') AS m \gset
 SELECT wallet.create_merchant('members other merchant') AS m2 \gset
@@ -233,6 +233,32 @@ SELECT throws_ok(format($$SELECT wallet.forget_member(%s, %L, 'again')$$, :lg, r
                  'a 300-character reference naming no member is still 22023');
 SELECT throws_ok(format($$SELECT wallet.forget_member(%s, %L, 'again')$$, :lg, (SELECT member_ref FROM wallet.members WHERE merchant_id = :lg LIMIT 1)),
                  '22023', 'member reference must not start with "forgotten:"', 'the pseudonym of an erased member is still 22023');
+
+-- forget_sweep (run_maintenance): what calls committing during an erasure
+-- wrote under the erased member's id is cleared by member id, in every table
+-- forget_member clears (written back here directly, as such a call would)
+SELECT wallet.create_merchant('sweep merchant') AS sw \gset
+SELECT wallet.create_campaign(:sw, 'sweep campaign') AS swc \gset
+SELECT wallet.create_program(:sw, 'sweep points') AS swp \gset
+SELECT wallet.set_referral_program(:swc, :swp, 10, 5, 30) \g /dev/null
+SELECT wallet.record_purchase(:sw, 'sweeper', 'sw-1', 10, 'EUR') \g /dev/null
+SELECT wallet.record_feedback(:swc, 'sweeper', 4, 'praise', 'love it') \g /dev/null
+SELECT wallet.refer(:sw, 'sweeper', 'sweepee', 'link', :swc, 'dev:a', 'dev:b') \g /dev/null
+SELECT wallet.record_consent(:sw, 'sweeper', 'push', 'marketing', true, 'app', device => 'ip 10.0.0.1') \g /dev/null
+SELECT wallet.forget_member(:sw, 'sweeper', 'erasure request') \g /dev/null
+SELECT member_id AS swm FROM wallet.members WHERE merchant_id = :sw AND status = 'forgotten' \gset
+UPDATE wallet.purchases SET attributes = '{"store": "s1", "email": "sweeper@example.com"}' WHERE member_id = :swm;
+UPDATE wallet.campaign_feedback SET comment = 'late comment' WHERE member_id = :swm;
+UPDATE wallet.referrals SET referrer_fingerprint = 'dev:late' WHERE referrer_id = :swm;
+UPDATE wallet.push_consent_log SET device = 'ip 10.0.0.2' WHERE member_id = :swm;
+INSERT INTO wallet.push_preferences (merchant_id, member_id, topics) VALUES (:sw, :swm, '{marketing}');
+SELECT is(wallet_internal.forget_sweep('1 day', 100), 5::bigint, 'forget_sweep clears what was written back: a purchase''s attributes, a comment, a fingerprint, a device, a preference');
+SELECT is((SELECT format('%s|%s|%s|%s|%s', (SELECT attributes FROM wallet.purchases WHERE member_id = :swm),
+                         (SELECT comment FROM wallet.campaign_feedback WHERE member_id = :swm),
+                         (SELECT referrer_fingerprint FROM wallet.referrals WHERE referrer_id = :swm),
+                         (SELECT device FROM wallet.push_consent_log WHERE member_id = :swm),
+                         (SELECT count(*) FROM wallet.push_preferences WHERE member_id = :swm))),
+          '{"store": "s1"}||||0', 'only what describes the sale is left, as forget_member leaves it');
 
 SELECT * FROM finish();
 ROLLBACK;
