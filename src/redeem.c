@@ -585,6 +585,13 @@ redeem_code(PG_FUNCTION_ARGS)
 				 errdetail("A code is judged from the text a person typed: an empty text is malformed, a NULL is no text at all.")));
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
+	/* the checkout redeems an offer's code under offer:<order_ref>:<offer_id> (by the full path) */
+	if (!PG_ARGISNULL(2) && VARSIZE_ANY_EXHDR(PG_GETARG_TEXT_PP(2)) >= 6 &&
+		memcmp(VARDATA_ANY(PG_GETARG_TEXT_PP(2)), "offer:", 6) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("idempotency key must not start with \"offer:\""),
+				 errdetail("Keys starting with offer: name the redemptions of offers' codes at checkout (offer:<order_ref>:<offer_id>).")));
 	fast = redeem_request(fcinfo, &q);
 	if (fast && XactIsoLevel == XACT_READ_COMMITTED && !XactReadOnly && !IsInParallelMode())
 	{

@@ -720,7 +720,8 @@ BEGIN
     END IF;
     -- the code, through the redemption path (its caps, its guard)
     IF st IN ('ok', 'partial') AND o.code_required THEN
-        red := wallet.redeem_code(e ->> 'code', member_ref, format('offer:%s:%s', p.order_ref, o.offer_id));
+        -- (the full path: wallet.redeem_code refuses an app's offer: key)
+        red := wallet_internal.redeem_code_full(e ->> 'code', member_ref, format('offer:%s:%s', p.order_ref, o.offer_id));
         IF red.status <> 'ok' THEN
             st := 'code_refused';
         END IF;

@@ -1107,6 +1107,12 @@ BEGIN
                   DETAIL = 'A code is judged from the text a person typed: an empty text is malformed, a NULL is no text at all.';
     END IF;
     PERFORM wallet_internal.code_check_args(_member, _key, _ctx, true);
+    -- (offer:<order_ref>:<offer_id> names the redemptions of offers' codes at checkout)
+    IF _key LIKE 'offer:%' THEN
+        RAISE EXCEPTION 'idempotency key must not start with "offer:"'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'Keys starting with offer: name the redemptions of offers'' codes at checkout (offer:<order_ref>:<offer_id>).';
+    END IF;
     IF _ttl IS NULL THEN
         RAISE EXCEPTION 'reservation ttl must not be null'
             USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A reservation holds a code for a given time.';
