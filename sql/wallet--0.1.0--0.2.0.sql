@@ -24567,6 +24567,578 @@ CREATE OR REPLACE FUNCTION wallet_internal.check_app_key(idempotency_key text) R
     AS 'MODULE_PATHNAME', 'check_app_key';
 COMMENT ON FUNCTION wallet_internal.check_app_key(text) IS 'internal: raises 22023 for an app''s idempotency key starting with purchase:, refund:, offer:, referral: or share: (the extension''s own postings are journalled under those)';
 
+-- == 10bc. erasure round 3 (referrals and trimmed purchases in forget_member's first step, members resolved under their lock at checkout, a wider sweep), cost corrections by a write, offer: keys refused in redeem_code and reserve_code
+
+CREATE OR REPLACE FUNCTION wallet.reserve_code(code text, member_ref text, idempotency_key text, ttl interval, context jsonb DEFAULT '{}')
+    RETURNS wallet.reservation_result
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    SET enable_seqscan = off
+    AS $$
+#variable_conflict use_column
+DECLARE
+    _input text := code;
+    _member text := member_ref;
+    _key text := idempotency_key;
+    _ttl interval := ttl;
+    _ctx jsonb := coalesce(context, '{}');
+    _res wallet.code_reservations;
+    _red wallet.code_redemptions;
+    _merchant bigint;
+    pc record;
+    cnt record;
+    _st text;
+    _now timestamptz;
+    r wallet.reservation_result;
+BEGIN
+    IF _input IS NULL THEN
+        RAISE EXCEPTION 'code must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = 'A code is judged from the text a person typed: an empty text is malformed, a NULL is no text at all.';
+    END IF;
+    PERFORM wallet_internal.code_check_args(_member, _key, _ctx, true);
+    -- (offer:<order_ref>:<offer_id> names the redemptions of offers' codes at checkout)
+    IF _key LIKE 'offer:%' THEN
+        RAISE EXCEPTION 'idempotency key must not start with "offer:"'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'Keys starting with offer: name the redemptions of offers'' codes at checkout (offer:<order_ref>:<offer_id>).';
+    END IF;
+    IF _ttl IS NULL THEN
+        RAISE EXCEPTION 'reservation ttl must not be null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A reservation holds a code for a given time.';
+    END IF;
+    IF _ttl <= interval '0' OR _ttl > interval '100 years' THEN
+        RAISE EXCEPTION 'reservation ttl must be %', CASE WHEN _ttl <= interval '0' THEN 'positive' ELSE 'at most 100 years' END
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('A reservation holds a code for a positive time of at most 100 years; %s was given.', _ttl);
+    END IF;
+    r.member_ref := _member;
+    r.replayed := false;
+    _merchant := wallet_internal.code_merchant(_input);
+
+    PERFORM pg_advisory_xact_lock(1464598529, hashtext(_key));
+    SELECT * INTO _res FROM wallet.code_reservations v WHERE v.idempotency_key = _key AND wallet_internal.key_scope(v.merchant_id, _merchant);
+    IF FOUND THEN
+        PERFORM wallet_internal.idem_check(_key, format('reservation %s', _res.reservation_id),
+                                  wallet_internal.idem_code('reserve', _res.code::text, _res.member_ref, _res.ttl),
+                                  wallet_internal.idem_code('reserve', _input, _member, _ttl));
+        r.status := 'ok';
+        r.reservation_id := _res.reservation_id;
+        r.campaign_id := _res.campaign_id;
+        r.serial := _res.serial;
+        r.expires_at := _res.expires_at;
+        r.replayed := true;
+        RETURN r;
+    END IF;
+    SELECT * INTO _red FROM wallet.code_redemptions d WHERE d.idempotency_key = _key AND wallet_internal.key_scope(d.merchant_id, _merchant);
+    IF FOUND THEN   -- a redemption's key: never a reservation's (raises)
+        PERFORM wallet_internal.idem_check(_key, format('redemption %s', _red.redemption_id),
+                                  wallet_internal.idem_code('redeem', _red.code::text, _red.member_ref, NULL),
+                                  wallet_internal.idem_code('reserve', _input, _member, _ttl));
+    END IF;
+
+    SELECT * INTO pc FROM wallet_internal.code_precheck(_input, _member, left(_ctx->>'source', 256), 'reserve');
+    r.campaign_id := pc.campaign_id;
+    r.serial := pc.serial;
+    IF pc.status <> 'ok' THEN
+        r.status := pc.status;
+        RETURN r;
+    END IF;
+    SELECT * INTO cnt FROM wallet_internal.code_lock_counters(pc.campaign_id, pc.serial, _member);
+    _st := wallet_internal.code_caps_status(pc.campaign_id, pc.serial, _member, cnt.max_per_code, cnt.max_per_member,
+                                   cnt.max_total, cnt.code_redeemed, cnt.member_redeemed, cnt.total_redeemed);
+    IF _st <> 'ok' THEN
+        r.status := _st;
+        RETURN r;
+    END IF;
+    _now := clock_timestamp();
+    -- ON CONFLICT: as in redeem_code_full (40001 under REPEATABLE READ)
+    INSERT INTO wallet.code_reservations (campaign_id, serial, code, member_ref, idempotency_key, ttl, reserved_at, expires_at,
+                                          merchant_id)
+    VALUES (pc.campaign_id, pc.serial, pc.code, _member, _key, _ttl, _now, _now + _ttl, _merchant)
+    ON CONFLICT (idempotency_key, merchant_id) DO NOTHING
+    RETURNING reservation_id, expires_at INTO r.reservation_id, r.expires_at;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'could not serialize access due to a concurrent call with idempotency key "%"', _key
+            USING ERRCODE = 'serialization_failure',
+                  DETAIL = 'A call with the same key committed after this transaction''s snapshot was taken.',
+                  HINT = 'Retry the transaction: the retry returns the first call''s result.';
+    END IF;
+    -- Touch the counters: in REPEATABLE READ a concurrent change of them then
+    -- fails with a serialization error instead of going unseen.
+    PERFORM wallet_internal.code_bump_counters(pc.campaign_id, pc.serial, _member, 0, cnt.max_per_code IS NOT NULL,
+                                      cnt.max_per_member IS NOT NULL, cnt.max_total IS NOT NULL);
+    r.status := 'ok';
+    RETURN r;
+END
+$$;
+COMMENT ON FUNCTION wallet.reserve_code(text, text, text, interval, jsonb) IS
+    'reserve a code for a member for ttl (at most 100 years): the reservation counts against every cap until redeem_code with the same idempotency key converts it, release_reservation releases it, or it expires (at once, by clock time); returns the refusal status of check_code otherwise';
+
+CREATE OR REPLACE FUNCTION wallet_internal.forget_sweep(since interval, max_members int) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    merchants bigint[] := wallet_internal.caller_merchants();
+    ids bigint[];
+    n bigint := 0;
+    c bigint;
+BEGIN
+    -- those that still have such rows (a bulk erasure must not hide the
+    -- older ones behind members with nothing left)
+    SELECT array_agg(m.member_id) INTO ids
+      FROM (SELECT x.member_id FROM wallet.members x
+             WHERE x.status = 'forgotten' AND x.updated_at > now() - since
+               AND (merchants IS NULL OR x.merchant_id = ANY (merchants))
+               AND (EXISTS (SELECT FROM wallet.push_messages p WHERE p.merchant_id = x.merchant_id AND p.member_id = x.member_id
+                                                                 AND (p.payload <> '{}' OR p.last_error IS NOT NULL))
+                    OR EXISTS (SELECT FROM wallet.push_attempts a WHERE a.merchant_id = x.merchant_id AND a.member_id = x.member_id
+                                                                    AND a.error IS NOT NULL)
+                    OR EXISTS (SELECT FROM wallet.member_events e WHERE e.merchant_id = x.merchant_id AND e.member_id = x.member_id
+                                                                    AND e.attributes <> '{}'
+                                                                    AND e.kind NOT IN ('tier_changed', 'referral_rewarded', 'shared'))
+                    OR EXISTS (SELECT FROM wallet.purchases u WHERE u.merchant_id = x.merchant_id AND u.member_id = x.member_id
+                                                               AND EXISTS (SELECT FROM jsonb_object_keys(u.attributes) k
+                                                                            WHERE k NOT IN ('store', 'channel', 'payment_method', 'categories')))
+                    OR EXISTS (SELECT FROM wallet.campaign_feedback f WHERE f.merchant_id = x.merchant_id AND f.member_id = x.member_id
+                                                                        AND f.comment IS NOT NULL)
+                    OR EXISTS (SELECT FROM wallet.referrals r WHERE r.merchant_id = x.merchant_id
+                                                                AND ((r.referrer_id = x.member_id AND r.referrer_fingerprint IS NOT NULL)
+                                                                     OR (r.referee_id = x.member_id AND r.referee_fingerprint IS NOT NULL)))
+                    OR EXISTS (SELECT FROM wallet.push_consent_log l WHERE l.merchant_id = x.merchant_id AND l.member_id = x.member_id
+                                                                       AND l.device IS NOT NULL)
+                    OR EXISTS (SELECT FROM wallet.push_preferences q WHERE q.member_id = x.member_id))
+             ORDER BY x.updated_at DESC LIMIT max_members) m;
+    IF ids IS NULL THEN
+        RETURN 0;
+    END IF;
+    UPDATE wallet.push_messages x SET payload = '{}', last_error = NULL
+      FROM wallet.members m
+     WHERE m.member_id = ANY (ids) AND x.merchant_id = m.merchant_id AND x.member_id = m.member_id
+       AND (x.payload <> '{}' OR x.last_error IS NOT NULL);
+    GET DIAGNOSTICS c = ROW_COUNT;
+    n := n + c;
+    UPDATE wallet.push_attempts a SET error = NULL
+      FROM wallet.members m
+     WHERE m.member_id = ANY (ids) AND a.merchant_id = m.merchant_id AND a.member_id = m.member_id AND a.error IS NOT NULL;
+    GET DIAGNOSTICS c = ROW_COUNT;
+    n := n + c;
+    UPDATE wallet.member_events e SET attributes = '{}'
+      FROM wallet.members m
+     WHERE m.member_id = ANY (ids) AND e.merchant_id = m.merchant_id AND e.member_id = m.member_id AND e.attributes <> '{}'
+       AND e.kind NOT IN ('tier_changed', 'referral_rewarded', 'shared');
+    GET DIAGNOSTICS c = ROW_COUNT;
+    n := n + c;
+    -- what forget_member clears in the loyalty, campaign and consent tables, alike
+    UPDATE wallet.purchases u
+       SET attributes = (SELECT coalesce(jsonb_object_agg(k, v), '{}') FROM jsonb_each(u.attributes) j(k, v)
+                          WHERE k IN ('store', 'channel', 'payment_method', 'categories'))
+      FROM wallet.members m
+     WHERE m.member_id = ANY (ids) AND u.merchant_id = m.merchant_id AND u.member_id = m.member_id
+       AND EXISTS (SELECT FROM jsonb_object_keys(u.attributes) k WHERE k NOT IN ('store', 'channel', 'payment_method', 'categories'));
+    GET DIAGNOSTICS c = ROW_COUNT;
+    n := n + c;
+    UPDATE wallet.campaign_feedback f SET comment = NULL
+      FROM wallet.members m
+     WHERE m.member_id = ANY (ids) AND f.merchant_id = m.merchant_id AND f.member_id = m.member_id AND f.comment IS NOT NULL;
+    GET DIAGNOSTICS c = ROW_COUNT;
+    n := n + c;
+    UPDATE wallet.referrals r
+       SET referrer_fingerprint = CASE WHEN r.referrer_id = ANY (ids) THEN NULL ELSE r.referrer_fingerprint END,
+           referee_fingerprint = CASE WHEN r.referee_id = ANY (ids) THEN NULL ELSE r.referee_fingerprint END
+     WHERE (r.referrer_id = ANY (ids) AND r.referrer_fingerprint IS NOT NULL) OR (r.referee_id = ANY (ids) AND r.referee_fingerprint IS NOT NULL);
+    GET DIAGNOSTICS c = ROW_COUNT;
+    n := n + c;
+    UPDATE wallet.push_consent_log l SET device = NULL
+      FROM wallet.members m
+     WHERE m.member_id = ANY (ids) AND l.merchant_id = m.merchant_id AND l.member_id = m.member_id AND l.device IS NOT NULL;
+    GET DIAGNOSTICS c = ROW_COUNT;
+    n := n + c;
+    DELETE FROM wallet.push_preferences q WHERE q.member_id = ANY (ids);
+    GET DIAGNOSTICS c = ROW_COUNT;
+    RETURN n + c;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.forget_sweep(interval, int) IS 'internal (run_maintenance): clears what forget_member clears by member id (push payloads and failure texts, the app''s event attributes, purchase attributes beyond the sale, feedback comments, referral fingerprints, consent devices, push preferences) of members erased within since (at most max_members that still have such rows, the latest first, of the merchants the caller acts for) that calls committing during the erasure wrote; returns how many rows it cleared';
+
+CREATE OR REPLACE FUNCTION wallet_internal.record_purchase_full(merchant_id bigint, member_ref text, order_ref text, amount numeric,
+        currency text, occurred_at timestamptz, attributes jsonb, offers bigint[], codes text[], quote_id bigint)
+        RETURNS wallet.purchase_result
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    p wallet.purchases;
+    member bigint;
+    tz text;
+    prog bigint;
+    rnd text;
+    acct bigint;
+    a wallet_internal.locked_account;
+    due timestamptz;
+    e wallet.entries;
+    ev record;
+    refers boolean;
+BEGIN
+    PERFORM wallet_internal.purchase_check(merchant_id, member_ref, order_ref, amount, currency, occurred_at, attributes);
+    PERFORM wallet_internal.purchase_check_codes(codes);
+    IF array_ndims(offers) > 1 THEN
+        RAISE EXCEPTION 'offers must be a one-dimensional array'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The offers of a checkout are listed by id, one after the other.';
+    END IF;
+    -- A retry is found by the insert of the purchase below (ON CONFLICT), not
+    -- by a lookup first: retries are rare, a lookup would cost every call.
+    -- The usual case in one statement: a known member with an account in the
+    -- merchant's open program earning in the currency, locked (what
+    -- wallet_internal.lock_account does, but for the idempotency lookup: the
+    -- order's unique key stands for it).  The member's postings, counters and
+    -- first purchase are decided under this lock.
+    SELECT m.member_id, m.time_zone, x.program_id, x.rounding, y.account_id, y.ledger, y.next_event, x.expiry, x.granularity
+      INTO member, tz, prog, rnd, acct, a.ledger, due, a.expiry, a.granularity
+      FROM wallet.members m
+      JOIN wallet.programs x ON x.merchant_id = m.merchant_id AND x.currency = record_purchase_full.currency AND x.closed_at IS NULL
+      JOIN wallet.accounts y ON y.program_id = x.program_id AND y.member_ref = m.member_ref
+     WHERE m.merchant_id = record_purchase_full.merchant_id AND m.member_ref = record_purchase_full.member_ref
+       FOR NO KEY UPDATE OF y;
+    IF FOUND THEN
+        a.program_id := prog;
+        a.closed := false;
+        a.at := clock_timestamp();
+        IF due <= a.at THEN
+            PERFORM wallet_internal.settle_account(acct, a.at, a.at);
+            SELECT y.ledger INTO a.ledger FROM wallet.accounts y WHERE y.account_id = acct;
+        END IF;
+    ELSE
+        -- a new member, a member without an account yet, or no program
+        -- earning in the currency.  The member first, locked (member_ensure):
+        -- an erasure in flight is waited for, and the reference then names a
+        -- new member; the context is read after it, so that its account is
+        -- that member's, not the erased one's
+        member := wallet_internal.member_ensure(merchant_id, member_ref);
+        SELECT * INTO member, tz, prog, rnd, acct FROM wallet_internal.purchase_context(merchant_id, member_ref, currency);
+        IF prog IS NOT NULL THEN
+            IF acct IS NULL THEN
+                acct := wallet.open_account(prog, member_ref);
+            END IF;
+            a := wallet_internal.lock_account(acct);
+        END IF;
+    END IF;
+    -- the member's tier and first purchase are read after the lock: a posting
+    -- that changed the tier, a purchase of the member, have committed by now
+    ev := wallet_internal.purchase_points(merchant_id, prog, rnd, member, acct, tz, amount, currency, occurred_at, attributes);
+    -- the purchase first (tiers read spend in the window), with the entry's id to come
+    -- (a merchant with a referral program: the entry's id is drawn after the
+    -- insert, whose trigger may post a reward to the same account first)
+    refers := wallet_internal.merchant_refers(merchant_id);
+    INSERT INTO wallet.purchases (merchant_id, member_id, order_ref, amount, currency, occurred_at, attributes,
+                                  program_id, account_id, points, entry_id, rules)
+    VALUES (merchant_id, member, order_ref, amount, currency, occurred_at, attributes, prog, acct, ev.points,
+            CASE WHEN ev.points > 0 AND NOT refers THEN nextval('wallet.entries_entry_id_seq') END, ev.rules)
+    ON CONFLICT ON CONSTRAINT purchases_merchant_id_order_ref_key DO NOTHING
+    RETURNING * INTO p;
+    IF p.purchase_id IS NULL THEN
+        -- a retry, or a concurrent call recorded the order first (committed by now)
+        SELECT * INTO p FROM wallet.purchases x WHERE x.merchant_id = record_purchase_full.merchant_id AND x.order_ref = record_purchase_full.order_ref;
+        RETURN wallet_internal.purchase_retry(p, member_ref, amount, currency);
+    END IF;
+    IF ev.counters <> '[]' THEN
+        INSERT INTO wallet.earning_counters AS c (merchant_id, member_id, rule_id, day, points)
+        SELECT record_purchase_full.merchant_id, member, x.rule_id, x.day, x.points
+          FROM jsonb_to_recordset(ev.counters) AS x(rule_id bigint, day date, points bigint)
+        ON CONFLICT ON CONSTRAINT earning_counters_key DO UPDATE SET points = c.points + excluded.points;
+    END IF;
+    IF p.points > 0 THEN
+        -- what wallet_internal.post_once does for a posting without a prior entry
+        IF a.closed THEN
+            PERFORM wallet_internal.program_closed(prog);
+        END IF;
+        IF refers THEN
+            -- the referee's reward (wallet_internal.referral_purchase) may
+            -- have been posted to this account: the purchase's entry follows
+            -- it in the journal, posted on the ledger that holds it
+            SELECT y.ledger INTO a.ledger FROM wallet.accounts y WHERE y.account_id = acct;
+            a.at := greatest(a.at, clock_timestamp());
+            p.entry_id := nextval('wallet.entries_entry_id_seq');
+            UPDATE wallet.purchases x SET entry_id = p.entry_id WHERE x.purchase_id = p.purchase_id;
+        END IF;
+        e.entry_id := p.entry_id;
+        e.account_id := acct;
+        e.kind := 'accrue';
+        e.idempotency_key := 'purchase:' || order_ref;
+        e.reason := 'purchase';
+        e.reference := order_ref;
+        e.created_at := a.at;
+        e.points := p.points;
+        e.expires_at := wallet.policy_expiry(a.at, a.expiry, a.granularity);
+        PERFORM wallet_internal.post_entry(a.ledger, e);
+    END IF;
+    -- the offers named (issue 11: offers.sql), after the purchase's own posting
+    IF offers IS NOT NULL OR quote_id IS NOT NULL THEN
+        PERFORM wallet_internal.offers_consume(p, member_ref, tz, offers, codes, quote_id);
+    END IF;
+    RETURN (p.purchase_id, p.order_ref, p.member_id, p.program_id, p.account_id, p.amount, p.currency, p.occurred_at,
+            p.points, p.entry_id, p.rules)::wallet.purchase_result;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.record_purchase_full(bigint, text, text, numeric, text, timestamptz, jsonb, bigint[], text[], bigint) IS 'internal: wallet.record_purchase in PL/pgSQL, for every case its C fast path leaves to it (offers, codes, quotes, a new member or account, no earning program, invalid arguments)';
+
+CREATE OR REPLACE FUNCTION wallet.record_campaign_cost(campaign_id bigint, amount numeric, currency text, occurred_at timestamptz DEFAULT now())
+    RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    m bigint := wallet_internal.campaign_of(campaign_id);
+    id bigint;
+BEGIN
+    IF amount IS NULL OR currency IS NULL OR occurred_at IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN amount IS NULL THEN 'amount' WHEN currency IS NULL THEN 'currency' ELSE 'occurred_at' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A cost is an amount in a currency at an instant.';
+    END IF;
+    -- a negative amount corrects an earlier booking; NaN is over the bound
+    IF amount = 0 OR amount < -1e15 OR amount > 1e15 THEN
+        RAISE EXCEPTION 'amount must not be 0 nor beyond 10^15'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A cost is an amount of money up to 10^15; a negative one corrects an earlier booking.';
+    END IF;
+    IF currency !~ '^[A-Z]{3}$' THEN
+        RAISE EXCEPTION 'invalid currency "%"', left(currency, 16)
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A currency is an ISO 4217 code of three capital letters, such as CNY or EUR.';
+    END IF;
+    IF NOT isfinite(occurred_at) OR occurred_at < now() - interval '100 years' OR occurred_at > now() + interval '100 years' THEN
+        RAISE EXCEPTION 'occurred_at must be within 100 years of now'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A cost is booked at a real instant, at most 100 years before or after now.';
+    END IF;
+    -- a correction takes back at most what was booked in the currency
+    -- (corrections one at a time: a write of the campaign's row, so that
+    -- under REPEATABLE READ the second of two is a serialization failure
+    -- rather than a sum read from before the first)
+    IF amount < 0 THEN
+        UPDATE wallet.campaigns k SET redemption_value = k.redemption_value WHERE k.campaign_id = record_campaign_cost.campaign_id;
+        IF (SELECT coalesce(sum(c.amount), 0) FROM wallet.campaign_costs c
+             WHERE c.campaign_id = record_campaign_cost.campaign_id AND c.kind = 'other' AND c.currency = record_campaign_cost.currency)
+           + amount < 0 THEN
+            RAISE EXCEPTION 'a correction must not exceed the costs booked'
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = format('Campaign %s has %s %s of other costs booked; a negative amount corrects them and takes back at most that.',
+                                      campaign_id, (SELECT coalesce(sum(c.amount), 0) FROM wallet.campaign_costs c
+                                                     WHERE c.campaign_id = record_campaign_cost.campaign_id AND c.kind = 'other'
+                                                       AND c.currency = record_campaign_cost.currency), currency);
+        END IF;
+    END IF;
+    INSERT INTO wallet.campaign_costs (merchant_id, campaign_id, kind, amount, currency, occurred_at)
+    VALUES (m, campaign_id, 'other', amount, currency, occurred_at)
+    RETURNING cost_id INTO id;
+    RETURN id;
+END
+$$;
+COMMENT ON FUNCTION wallet.record_campaign_cost(bigint, numeric, text, timestamptz) IS 'books a cost of the campaign (kind other: printing, fees; a negative amount corrects an earlier booking) in wallet.campaign_costs, counted by campaign_report as other_cost in its period and currency; returns the cost_id; 22004 NULL argument, 22023 amount 0 or beyond 10^15 (NaN too), a correction beyond the costs booked in the currency, bad currency, occurred_at infinite or over 100 years from now, WL101 unknown campaign';
+
+CREATE OR REPLACE FUNCTION wallet.quote_offers(merchant_id bigint, member_ref text, amount numeric, currency text,
+        occurred_at timestamptz DEFAULT now(), attributes jsonb DEFAULT '{}', codes text[] DEFAULT NULL,
+        hold_ttl interval DEFAULT NULL)
+    RETURNS SETOF wallet.offer_quote
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    member bigint;
+    tz text;
+    prog bigint;
+    rnd text;
+    acct bigint;
+    e record;
+    u record;
+    hid bigint;
+    hexp timestamptz;
+    st wallet.budget_status;
+    got bigint;
+    items jsonb := '[]';
+    res wallet.offer_quote[] := '{}';
+    q wallet.offer_quote;
+    qid bigint;
+    exp timestamptz;
+    i int;
+BEGIN
+    PERFORM wallet_internal.purchase_check(merchant_id, member_ref, 'quote', amount, currency, occurred_at, attributes);
+    PERFORM wallet_internal.purchase_check_codes(codes);
+    IF hold_ttl <= interval '0' OR hold_ttl > interval '1 day' THEN
+        RAISE EXCEPTION 'hold_ttl must be between 0 and 1 day'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A quote holds its budget for a checkout: a positive time of at most a day.';
+    END IF;
+    -- the holdout group is drawn by member id: the member is registered as
+    -- its purchase would be, first and locked (an erasure in flight is waited
+    -- for), and the context read after it
+    member := wallet_internal.member_ensure(merchant_id, member_ref);
+    SELECT * INTO member, tz, prog, rnd, acct FROM wallet_internal.purchase_context(merchant_id, member_ref, currency);
+    IF hold_ttl IS NOT NULL THEN
+        exp := clock_timestamp() + hold_ttl;
+        -- the checkout's first lock, before any budget slice: the member's
+        -- account in the currency (opened as the purchase would open it).  A
+        -- quote and its purchase in one transaction then never deadlock with
+        -- another checkout of the member, which locks the account before the
+        -- budget too.
+        IF prog IS NOT NULL THEN
+            IF acct IS NULL THEN
+                acct := wallet.open_account(prog, member_ref);
+            END IF;
+            PERFORM FROM wallet.accounts y WHERE y.account_id = acct FOR NO KEY UPDATE;
+        END IF;
+    END IF;
+    -- budgets in campaign order (the budget API's deadlock rule)
+    FOR e IN SELECT * FROM wallet_internal.offers_eval(merchant_id, member, member_ref, tz, acct,
+                                                       NOT EXISTS (SELECT FROM wallet.purchases x
+                                                                    WHERE x.merchant_id = quote_offers.merchant_id AND x.member_id = member),
+                                                       amount, currency, occurred_at, attributes, codes, NULL) v
+              ORDER BY v.campaign_id, v.offer_id LOOP
+        q := (NULL, e.offer_id, e.campaign_id, e.name, e.kind, e.status, e.discount, e.points, exp);
+        hid := NULL;
+        got := 0;
+        IF e.status = 'ok' THEN
+            u := wallet_internal.offer_units(e.campaign_id, e.kind, e.discount, e.points);
+            IF u.units = -1 THEN
+                q.status := 'no_budget';
+            ELSIF u.units > 0 THEN
+                IF hold_ttl IS NOT NULL THEN
+                    SELECT * INTO hid, got, hexp
+                      FROM wallet_internal.budget_hold(e.campaign_id, u.units, hold_ttl, e.allow_partial AND u.unit <> 'redemptions');
+                ELSE
+                    st := wallet_internal.budget_status(e.campaign_id);
+                    got := CASE WHEN st.remaining >= u.units THEN u.units WHEN e.allow_partial AND u.unit <> 'redemptions' THEN st.remaining ELSE 0 END;
+                END IF;
+                IF got = 0 THEN
+                    q.status := 'no_budget';
+                ELSIF got < u.units THEN
+                    q.status := 'partial';
+                    IF e.kind = 'cashback' THEN q.points := got; ELSE q.discount := round(got / 100.0, 2); END IF;
+                END IF;
+            END IF;
+        END IF;
+        IF q.status NOT IN ('ok', 'partial') THEN
+            q.discount := 0;
+            q.points := 0;
+        END IF;
+        res := res || q;
+        items := items || jsonb_build_object('offer_id', e.offer_id, 'campaign_id', e.campaign_id, 'status', q.status,
+                                             'discount', q.discount, 'points', q.points, 'units', CASE WHEN hid IS NOT NULL THEN got ELSE 0 END,
+                                             'hold_id', hid, 'code', e.code);
+    END LOOP;
+    IF hold_ttl IS NOT NULL THEN
+        INSERT INTO wallet.offer_quotes (merchant_id, member_id, amount, currency, items, expires_at)
+        VALUES (merchant_id, member, amount, currency, items, exp)
+        RETURNING quote_id INTO qid;
+    END IF;
+    FOR i IN 1..cardinality(res) LOOP
+        q := res[i];
+        q.quote_id := qid;
+        RETURN NEXT q;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION wallet.quote_offers(bigint, text, numeric, text, timestamptz, jsonb, text[], interval) IS 'the offers whose conditions hold for a basket (the member''s target group only) and what each is worth given caps, codes, stacking and the campaign''s budget; consumes nothing, but with hold_ttl holds the budget for the checkout (the rows carry a quote_id for wallet.record_purchase; the holds stop counting at expires_at); registers an unknown member';
+
+CREATE OR REPLACE FUNCTION wallet_internal.offer_consume(p wallet.purchases, member_ref text, time_zone text, e jsonb)
+    RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    o wallet.offers;
+    st text := e ->> 'status';
+    disc numeric := coalesce((e ->> 'discount')::numeric, 0);
+    pts bigint := coalesce((e ->> 'points')::bigint, 0);
+    hold bigint := (e ->> 'hold_id')::bigint;
+    u record;
+    want bigint;
+    got bigint := 0;
+    per date;
+    n bigint;
+    counted_all boolean := false;
+    counted_per boolean := false;
+    red wallet.redemption_result;
+    ent wallet.entries;
+    pv numeric;
+BEGIN
+    SELECT * INTO o FROM wallet.offers x WHERE x.offer_id = (e ->> 'offer_id')::bigint;
+    per := CASE WHEN o.cap_period IS NOT NULL THEN date_trunc(o.cap_period, p.occurred_at AT TIME ZONE coalesce(time_zone, 'UTC'))::date END;
+    -- caps: a use counted only while under the cap (exact under concurrency)
+    IF st IN ('ok', 'partial') AND o.cap_per_member IS NOT NULL THEN
+        INSERT INTO wallet.offer_counters AS c (merchant_id, member_id, offer_id, period, uses)
+        VALUES (p.merchant_id, p.member_id, o.offer_id, NULL, 1)
+        ON CONFLICT ON CONSTRAINT offer_counters_key DO UPDATE SET uses = c.uses + 1 WHERE c.uses < o.cap_per_member
+        RETURNING c.uses INTO n;
+        IF n IS NULL THEN st := 'capped'; ELSE counted_all := true; END IF;
+    END IF;
+    IF st IN ('ok', 'partial') AND o.cap_per_period IS NOT NULL THEN
+        n := NULL;
+        INSERT INTO wallet.offer_counters AS c (merchant_id, member_id, offer_id, period, uses)
+        VALUES (p.merchant_id, p.member_id, o.offer_id, per, 1)
+        ON CONFLICT ON CONSTRAINT offer_counters_key DO UPDATE SET uses = c.uses + 1 WHERE c.uses < o.cap_per_period
+        RETURNING c.uses INTO n;
+        IF n IS NULL THEN st := 'capped'; ELSE counted_per := true; END IF;
+    END IF;
+    -- the budget
+    IF st IN ('ok', 'partial') THEN
+        u := wallet_internal.offer_units(o.campaign_id, o.kind, disc, pts);
+        IF hold IS NOT NULL THEN
+            got := wallet_internal.budget_convert(hold);
+        ELSIF u.units = -1 THEN
+            got := 0;
+        ELSIF u.units > 0 THEN
+            got := wallet_internal.budget_take(o.campaign_id, u.units, o.allow_partial AND u.unit <> 'redemptions');
+        END IF;
+        want := u.units;
+        IF u.units IS NOT NULL AND (got = 0 OR u.units = -1) THEN
+            st := 'no_budget';
+        ELSIF got > 0 AND hold IS NULL AND got < want THEN
+            st := 'partial';
+            IF o.kind = 'cashback' THEN pts := got; ELSE disc := round(got / 100.0, 2); END IF;
+        END IF;
+    ELSIF hold IS NOT NULL THEN
+        PERFORM wallet_internal.budget_release(hold);
+    END IF;
+    -- the code, through the redemption path (its caps, its guard)
+    IF st IN ('ok', 'partial') AND o.code_required THEN
+        -- (the full path: wallet.redeem_code refuses an app's offer: key)
+        red := wallet_internal.redeem_code_full(e ->> 'code', member_ref, format('offer:%s:%s', p.order_ref, o.offer_id));
+        IF red.status <> 'ok' THEN
+            st := 'code_refused';
+        END IF;
+    END IF;
+    IF st NOT IN ('ok', 'partial') THEN
+        -- undo what was counted or taken on the way
+        IF got > 0 THEN
+            PERFORM wallet_internal.budget_give_back(o.campaign_id, got);
+            got := 0;
+        END IF;
+        IF counted_all THEN
+            UPDATE wallet.offer_counters c SET uses = c.uses - 1 WHERE c.offer_id = o.offer_id AND c.member_id = p.member_id AND c.period IS NULL;
+        END IF;
+        IF counted_per THEN
+            UPDATE wallet.offer_counters c SET uses = c.uses - 1 WHERE c.offer_id = o.offer_id AND c.member_id = p.member_id AND c.period = per;
+        END IF;
+        disc := 0;
+        pts := 0;
+    END IF;
+    IF pts > 0 THEN
+        ent := wallet_internal.accrue_entry(p.account_id, pts, format('offer:%s:%s', p.order_ref, o.offer_id), 'offer cashback', p.order_ref, NULL);
+        SELECT x.point_value INTO pv FROM wallet.programs x WHERE x.program_id = p.program_id;
+        INSERT INTO wallet.campaign_costs (merchant_id, campaign_id, kind, amount, currency, member_id, purchase_id, occurred_at)
+        VALUES (p.merchant_id, o.campaign_id, 'cashback', round(pts * coalesce(pv, 0), 2), p.currency, p.member_id, p.purchase_id, p.occurred_at);
+    END IF;
+    IF disc > 0 THEN
+        INSERT INTO wallet.campaign_costs (merchant_id, campaign_id, kind, amount, currency, member_id, purchase_id, occurred_at)
+        VALUES (p.merchant_id, o.campaign_id, 'discount', disc, p.currency, p.member_id, p.purchase_id, p.occurred_at);
+    END IF;
+    INSERT INTO wallet.purchase_offers (merchant_id, purchase_id, offer_id, campaign_id, member_id, status, discount, points,
+                                        units, redemption_id, entry_id)
+    VALUES (p.merchant_id, p.purchase_id, o.offer_id, o.campaign_id, p.member_id, st, disc, pts, got, red.redemption_id, ent.entry_id)
+    ON CONFLICT DO NOTHING;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.offer_consume(wallet.purchases, text, text, jsonb) IS 'internal: consume one offer of a purchase (caps, budget or the quote''s hold, code, cashback, cost) and record the outcome in wallet.purchase_offers, undoing what a refusal on the way had counted';
+
 -- == 10z. shared objects, final (issues 10-12)
 -- Objects that several sections above re-create (each with what its area
 -- added): their final definitions, exactly as the parts have them.
@@ -24713,14 +25285,26 @@ BEGIN
     -- that held one and waited for the other would deadlock with them.  A
     -- try that meets a lock gives both back, waits for each of them in turn
     -- holding nothing else (taken and given back at once), and tries again.
+    -- The referrals naming the member go with them (a referee's purchase
+    -- locks its pending referral, then the referrer's account for the
+    -- reward), and the purchases whose attributes it trims.
     LOOP
         BEGIN
-            PERFORM FROM wallet.members m WHERE m.merchant_id = _merchant AND m.member_ref = _ref FOR UPDATE NOWAIT;
+            SELECT m.member_id INTO _member FROM wallet.members m
+             WHERE m.merchant_id = _merchant AND m.member_ref = _ref FOR UPDATE NOWAIT;
             PERFORM FROM wallet.accounts a JOIN wallet.programs p ON p.program_id = a.program_id
              WHERE p.merchant_id = _merchant AND a.member_ref = _ref ORDER BY a.account_id FOR UPDATE OF a NOWAIT;
+            PERFORM FROM wallet.referrals r
+             WHERE r.merchant_id = _merchant AND (r.referrer_id = _member OR r.referee_id = _member) ORDER BY r.referral_id FOR UPDATE NOWAIT;
+            -- and the purchases whose attributes it trims: a refund of one
+            -- with no account locks the purchase, then checks the member
+            PERFORM FROM wallet.purchases x
+             WHERE x.merchant_id = _merchant AND x.member_id = _member
+               AND EXISTS (SELECT FROM jsonb_object_keys(x.attributes) k WHERE k NOT IN ('store', 'channel', 'payment_method', 'categories'))
+             ORDER BY x.purchase_id FOR UPDATE NOWAIT;
             EXIT;
         EXCEPTION WHEN lock_not_available THEN
-            NULL;   -- both given back with the subtransaction
+            NULL;   -- all given back with the subtransaction
         END;
         BEGIN
             PERFORM FROM wallet.members m WHERE m.merchant_id = _merchant AND m.member_ref = _ref FOR UPDATE;
@@ -24732,6 +25316,26 @@ BEGIN
                   WHERE p.merchant_id = _merchant AND a.member_ref = _ref ORDER BY a.account_id LOOP
             BEGIN
                 PERFORM FROM wallet.accounts a WHERE a.account_id = c FOR UPDATE;
+                RAISE EXCEPTION 'waited' USING ERRCODE = 'raise_exception';
+            EXCEPTION WHEN raise_exception THEN
+                NULL;
+            END;
+        END LOOP;
+        FOR c IN SELECT r.referral_id FROM wallet.referrals r JOIN wallet.members m ON m.member_id IN (r.referrer_id, r.referee_id)
+                  WHERE r.merchant_id = _merchant AND m.merchant_id = _merchant AND m.member_ref = _ref ORDER BY r.referral_id LOOP
+            BEGIN
+                PERFORM FROM wallet.referrals r WHERE r.referral_id = c FOR UPDATE;
+                RAISE EXCEPTION 'waited' USING ERRCODE = 'raise_exception';
+            EXCEPTION WHEN raise_exception THEN
+                NULL;
+            END;
+        END LOOP;
+        FOR c IN SELECT x.purchase_id FROM wallet.purchases x JOIN wallet.members m ON m.member_id = x.member_id
+                  WHERE x.merchant_id = _merchant AND m.merchant_id = _merchant AND m.member_ref = _ref
+                    AND EXISTS (SELECT FROM jsonb_object_keys(x.attributes) k WHERE k NOT IN ('store', 'channel', 'payment_method', 'categories'))
+                  ORDER BY x.purchase_id LOOP
+            BEGIN
+                PERFORM FROM wallet.purchases x WHERE x.purchase_id = c FOR UPDATE;
                 RAISE EXCEPTION 'waited' USING ERRCODE = 'raise_exception';
             EXCEPTION WHEN raise_exception THEN
                 NULL;
