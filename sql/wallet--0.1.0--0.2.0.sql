@@ -25287,7 +25287,13 @@ BEGIN
     -- holding nothing else (taken and given back at once), and tries again.
     -- The referrals naming the member go with them (a referee's purchase
     -- locks its pending referral, then the referrer's account for the
-    -- reward), and the purchases whose attributes it trims.
+    -- reward), and the purchases whose attributes it trims.  Erasures of one
+    -- member take turns first, holding nothing else (two waiting at once
+    -- would queue other calls behind both); a try that is chosen as the
+    -- victim of a deadlock (a lock that follows a row's update chain waits
+    -- even with NOWAIT) gives everything back and tries again too.
+    PERFORM pg_advisory_xact_lock(x'5746000000000000'::bigint
+                                  | (hashtextextended(_merchant::text || ':' || _ref, 0) & x'0000ffffffffffff'::bigint));
     LOOP
         BEGIN
             SELECT m.member_id INTO _member FROM wallet.members m
@@ -25303,7 +25309,7 @@ BEGIN
                AND EXISTS (SELECT FROM jsonb_object_keys(x.attributes) k WHERE k NOT IN ('store', 'channel', 'payment_method', 'categories'))
              ORDER BY x.purchase_id FOR UPDATE NOWAIT;
             EXIT;
-        EXCEPTION WHEN lock_not_available THEN
+        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
             NULL;   -- all given back with the subtransaction
         END;
         BEGIN
