@@ -803,7 +803,14 @@ BEGIN
         END IF;
         FOR e IN SELECT j FROM jsonb_array_elements(q.items) j ORDER BY (j ->> 'campaign_id')::bigint, (j ->> 'offer_id')::bigint LOOP
             CONTINUE WHEN e ->> 'status' NOT IN ('ok', 'partial') AND e ->> 'hold_id' IS NULL;
-            CONTINUE WHEN offers IS NOT NULL AND NOT (e ->> 'offer_id')::bigint = ANY (offers);
+            -- a quoted offer the checkout does not name: its hold goes back
+            -- now (the quote is used: release_quote can no longer reach it)
+            IF offers IS NOT NULL AND NOT (e ->> 'offer_id')::bigint = ANY (offers) THEN
+                IF e ->> 'hold_id' IS NOT NULL THEN
+                    PERFORM wallet_internal.budget_release((e ->> 'hold_id')::bigint);
+                END IF;
+                CONTINUE;
+            END IF;
             -- a quote's first-purchase offer, quoted before another purchase
             -- of the member: no longer its first (the hold is released)
             IF NOT first AND e ->> 'status' IN ('ok', 'partial')
@@ -813,13 +820,13 @@ BEGIN
             PERFORM wallet_internal.offer_consume(p, member_ref, time_zone, e);
         END LOOP;
         UPDATE wallet.offer_quotes k SET state = 'used', purchase_id = p.purchase_id WHERE k.quote_id = q.quote_id;
-        RETURN;
+    ELSE
+        FOR r IN SELECT * FROM wallet_internal.offers_eval(p.merchant_id, p.member_id, member_ref, time_zone, p.account_id,
+                                                          first, p.amount, p.currency, p.occurred_at, p.attributes, codes, offers) v
+                  ORDER BY v.campaign_id, v.offer_id LOOP
+            PERFORM wallet_internal.offer_consume(p, member_ref, time_zone, to_jsonb(r));
+        END LOOP;
     END IF;
-    FOR r IN SELECT * FROM wallet_internal.offers_eval(p.merchant_id, p.member_id, member_ref, time_zone, p.account_id,
-                                                      first, p.amount, p.currency, p.occurred_at, p.attributes, codes, offers) v
-              ORDER BY v.campaign_id, v.offer_id LOOP
-        PERFORM wallet_internal.offer_consume(p, member_ref, time_zone, to_jsonb(r));
-    END LOOP;
     -- offers named that do not apply to this purchase at all
     FOR x IN SELECT DISTINCT y FROM unnest(offers) y
               WHERE NOT EXISTS (SELECT FROM wallet.purchase_offers z WHERE z.purchase_id = p.purchase_id AND z.offer_id = y) ORDER BY 1 LOOP

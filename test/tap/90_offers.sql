@@ -5,7 +5,7 @@
 -- Expected figures are worked out by hand in the comments.
 BEGIN;
 SET LOCAL timezone = 'UTC';
-SELECT plan(97);
+SELECT plan(101);
 
 SELECT wallet.create_merchant('offers merchant') AS m \gset
 SELECT wallet.create_merchant('offers quote merchant') AS mq \gset
@@ -287,6 +287,26 @@ SELECT is(pg_temp.buy(:mf, 'newbie', 'nb-1', 100, NULL, quote => :qf1), 'ok 10.0
 SELECT is(pg_temp.buy(:mf, 'newbie', 'nb-2', 100, NULL, quote => :qf2), 'not_eligible 0 0',
           'the second quote used: no longer the first purchase, not_eligible');
 SELECT is((SELECT (granted, held)::text FROM wallet.campaign_budget(:cf)), '(1000,0)', 'granted once, the second hold released');
+
+-- a checkout naming some of its quote's offers: the holds of the others go
+-- back at once (the quote is used); a named offer outside the quote gets its
+-- not_eligible row and an unknown one is WL606, as without a quote
+SELECT wallet.create_merchant('offers subset merchant') AS msub \gset
+SELECT wallet.create_program(:msub, 'subset points') AS psub \gset
+SELECT wallet.set_program_earning(:psub, 'CNY') \g /dev/null
+SELECT wallet.create_campaign(:msub, 'subset', starts_at => '2026-01-01') AS csub \gset
+SELECT wallet.set_campaign_budget(:csub, 'money', 100000) \g /dev/null
+SELECT wallet.create_offer(:csub, '10 off', 'fixed', 10, 'CNY') AS o_s10 \gset
+SELECT wallet.create_offer(:csub, '5 off', 'fixed', 5, 'CNY') AS o_s5 \gset
+SELECT wallet.create_offer(:csub, 'store S1 only', 'fixed', 3, 'CNY', conditions => '{"stores": ["S1"]}') AS o_s1 \gset
+SELECT max(quote_id) AS qsub FROM wallet.quote_offers(:msub, 'subber', 100, 'CNY', hold_ttl => interval '1 day') \gset
+SELECT is((SELECT held FROM wallet.campaign_budget(:csub)), 1500::bigint, 'fixture: the quote holds 10.00 and 5.00');
+SELECT is(pg_temp.buy(:msub, 'subber', 'sub-1', 100, ARRAY[:o_s5, :o_s1]::bigint[], quote => :qsub), 'ok 5.00 0, not_eligible 0 0',
+          'the checkout names 5 off (from the quote) and the S1 offer (not in it): ok, and a not_eligible row');
+SELECT is((SELECT (granted, held)::text FROM wallet.campaign_budget(:csub)), '(500,0)', 'the unnamed 10 off''s hold went back at once');
+SELECT max(quote_id) AS qsub2 FROM wallet.quote_offers(:msub, 'subber', 100, 'CNY', hold_ttl => interval '1 day') \gset
+SELECT throws_ok(format($$SELECT wallet.record_purchase(%s, 'subber', 'sub-2', 100, 'CNY', offers => ARRAY[%s, 999999]::bigint[], quote_id => %s)$$,
+                        :msub, :o_s5, :qsub2), 'WL606', NULL, 'an unknown offer named with a quote is WL606, as without one');
 
 SELECT * FROM finish();
 ROLLBACK;
