@@ -25139,6 +25139,90 @@ END
 $$;
 COMMENT ON FUNCTION wallet_internal.offer_consume(wallet.purchases, text, text, jsonb) IS 'internal: consume one offer of a purchase (caps, budget or the quote''s hold, code, cashback, cost) and record the outcome in wallet.purchase_offers, undoing what a refusal on the way had counted';
 
+-- == 10bd. a checkout with a quote and offers named: unnamed quoted offers give their holds back, named offers outside the quote judged as without one
+
+CREATE OR REPLACE FUNCTION wallet_internal.offers_consume(p wallet.purchases, member_ref text, time_zone text,
+        offers bigint[], codes text[], quote_id bigint)
+    RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    q wallet.offer_quotes;
+    e jsonb;
+    r record;
+    x bigint;
+    first boolean;
+BEGIN
+    -- "first purchase at the merchant": no other purchase of the member seen,
+    -- and, when a first-purchase offer is at stake, the member's row of
+    -- wallet.first_purchases claimed for this purchase.  The account's lock
+    -- alone does not serialise purchases in two currencies, or in one with no
+    -- program; the claim does (a concurrent claim waits for the first, then
+    -- finds it taken), and takes no lock beyond its own row.
+    first := NOT EXISTS (SELECT FROM wallet.purchases y WHERE y.merchant_id = p.merchant_id
+                           AND y.member_id = p.member_id AND y.purchase_id <> p.purchase_id);
+    IF first AND EXISTS (SELECT FROM wallet.offers f
+                          WHERE f.merchant_id = p.merchant_id AND f.first_purchase
+                            AND (f.offer_id = ANY (offers)
+                                 OR f.offer_id IN (SELECT (j ->> 'offer_id')::bigint FROM wallet.offer_quotes k, jsonb_array_elements(k.items) j
+                                                    WHERE k.quote_id = offers_consume.quote_id AND j ->> 'status' IN ('ok', 'partial')))) THEN
+        INSERT INTO wallet.first_purchases (merchant_id, member_id, purchase_id) VALUES (p.merchant_id, p.member_id, p.purchase_id)
+        ON CONFLICT DO NOTHING;
+        first := FOUND;
+    END IF;
+    IF quote_id IS NOT NULL THEN
+        SELECT * INTO q FROM wallet.offer_quotes k WHERE k.quote_id = offers_consume.quote_id AND k.merchant_id = p.merchant_id FOR UPDATE;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'unknown quote'
+                USING ERRCODE = 'WL607', DETAIL = format('There is no offer quote %s.', quote_id);
+        END IF;
+        IF q.state <> 'open' OR q.member_id <> p.member_id OR q.amount <> p.amount OR q.currency <> p.currency THEN
+            RAISE EXCEPTION 'quote % cannot be used for this purchase', quote_id
+                USING ERRCODE = 'WL608',
+                      DETAIL = CASE WHEN q.state <> 'open' THEN format('The quote is %s.', q.state)
+                                    ELSE 'A quote is used by a purchase of the same member, amount and currency.' END;
+        END IF;
+        FOR e IN SELECT j FROM jsonb_array_elements(q.items) j ORDER BY (j ->> 'campaign_id')::bigint, (j ->> 'offer_id')::bigint LOOP
+            CONTINUE WHEN e ->> 'status' NOT IN ('ok', 'partial') AND e ->> 'hold_id' IS NULL;
+            -- a quoted offer the checkout does not name: its hold goes back
+            -- now (the quote is used: release_quote can no longer reach it)
+            IF offers IS NOT NULL AND NOT (e ->> 'offer_id')::bigint = ANY (offers) THEN
+                IF e ->> 'hold_id' IS NOT NULL THEN
+                    PERFORM wallet_internal.budget_release((e ->> 'hold_id')::bigint);
+                END IF;
+                CONTINUE;
+            END IF;
+            -- a quote's first-purchase offer, quoted before another purchase
+            -- of the member: no longer its first (the hold is released)
+            IF NOT first AND e ->> 'status' IN ('ok', 'partial')
+               AND EXISTS (SELECT FROM wallet.offers f WHERE f.offer_id = (e ->> 'offer_id')::bigint AND f.first_purchase) THEN
+                e := jsonb_set(e, '{status}', '"not_eligible"');
+            END IF;
+            PERFORM wallet_internal.offer_consume(p, member_ref, time_zone, e);
+        END LOOP;
+        UPDATE wallet.offer_quotes k SET state = 'used', purchase_id = p.purchase_id WHERE k.quote_id = q.quote_id;
+    ELSE
+        FOR r IN SELECT * FROM wallet_internal.offers_eval(p.merchant_id, p.member_id, member_ref, time_zone, p.account_id,
+                                                          first, p.amount, p.currency, p.occurred_at, p.attributes, codes, offers) v
+                  ORDER BY v.campaign_id, v.offer_id LOOP
+            PERFORM wallet_internal.offer_consume(p, member_ref, time_zone, to_jsonb(r));
+        END LOOP;
+    END IF;
+    -- offers named that do not apply to this purchase at all
+    FOR x IN SELECT DISTINCT y FROM unnest(offers) y
+              WHERE NOT EXISTS (SELECT FROM wallet.purchase_offers z WHERE z.purchase_id = p.purchase_id AND z.offer_id = y) ORDER BY 1 LOOP
+        INSERT INTO wallet.purchase_offers (merchant_id, purchase_id, offer_id, campaign_id, member_id, status)
+        SELECT p.merchant_id, p.purchase_id, f.offer_id, f.campaign_id, p.member_id, 'not_eligible'
+          FROM wallet.offers f WHERE f.offer_id = x AND f.merchant_id = p.merchant_id;
+        IF NOT FOUND THEN
+            PERFORM wallet_internal.unknown_offer(x);
+        END IF;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.offers_consume(wallet.purchases, text, text, bigint[], text[], bigint) IS 'internal: consume at checkout the offers a purchase names (by id, evaluated now, or by its quote, whose holds it converts) with its codes; every offer named gets a row of wallet.purchase_offers; WL606 unknown offer, WL607 unknown quote, WL608 quote used, released or for another basket';
+
 -- == 10z. shared objects, final (issues 10-12)
 -- Objects that several sections above re-create (each with what its area
 -- added): their final definitions, exactly as the parts have them.
