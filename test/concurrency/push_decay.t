@@ -85,7 +85,14 @@ for r in $(seq 1 "$ROUNDS"); do
     q -c "INSERT INTO plain_queue (member, payload, status, due_at) SELECT i % 100, '{\"round\": $r}', 'queued', now() FROM generate_series(1, $PER_ROUND) i;
           UPDATE plain_queue SET status = 'sending';
           DELETE FROM plain_queue" >/dev/null
-    turned=$(q -c "SELECT wallet.rotate_push_queue('0')")
+    # (a turn gives up while autovacuum holds a slot, as a worker's turn
+    # would and then turn at its next call: tried for up to 5 s here)
+    turned=f
+    for i in $(seq 1 20); do
+        turned=$(q -c "SELECT wallet.rotate_push_queue('0')")
+        [ "$turned" = t ] && break
+        sleep 0.25
+    done
     sizes+=("$(slots)"); plains+=("$(plain)")
     echo "# round $r: turned $turned, queue slots ${sizes[-1]} bytes, plain table ${plains[-1]} bytes"
 done
