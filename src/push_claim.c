@@ -679,22 +679,25 @@ push_provider_ok(text *t)
  * message not being sent or not found, a bad argument) by
  * wallet_internal.push_ack_one.  Under SPI.
  */
+/* The move by statement base (P_ACK_ONE or P_ACK_TOKEN): on the message's slot, else on every slot. */
+static bool
+push_ack_move(int base, Datum *args, const char *nulls)
+{
+	int			slot = push_slot_of(DatumGetInt64(args[0]));
+
+	if (push_run(base + slot, args, nulls, false) == 1)
+		return true;
+	return slot != SLOT_ANY && push_run(base + SLOT_ANY, args, nulls, false) == 1;
+}
+
 static bool
 push_ack_one(Datum *args, const char *nulls)
 {
-	bool		done = false;
 	bool		isnull;
 	bool		result;
 
-	if (nulls[0] != 'n' && (nulls[1] == 'n' || push_provider_ok(DatumGetTextPP(args[1]))))
-	{
-		int			slot = push_slot_of(DatumGetInt64(args[0]));
-
-		done = push_run(P_ACK_ONE + slot, args, nulls, false) == 1;
-		if (!done && slot != SLOT_ANY)
-			done = push_run(P_ACK_ONE + SLOT_ANY, args, nulls, false) == 1;
-	}
-	if (done)
+	if (nulls[0] != 'n' && (nulls[1] == 'n' || push_provider_ok(DatumGetTextPP(args[1]))) &&
+		push_ack_move(P_ACK_ONE, args, nulls))
 		return true;
 	push_run(P_ACK_ONE_FULL, args, nulls, false);
 	result = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
@@ -740,7 +743,7 @@ ack_push_token(PG_FUNCTION_ARGS)
 {
 	Datum		args[3];
 	char		nulls[3];
-	bool		result = true;
+	bool		result;
 
 	for (int i = 0; i < 3; i++)
 	{
@@ -750,19 +753,11 @@ ack_push_token(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	if (!PG_ARGISNULL(0) && !PG_ARGISNULL(2) && PG_GETARG_INT32(2) >= 1 &&
-		(PG_ARGISNULL(1) || push_provider_ok(PG_GETARG_TEXT_PP(1))))
+		(PG_ARGISNULL(1) || push_provider_ok(PG_GETARG_TEXT_PP(1))) &&
+		push_ack_move(P_ACK_TOKEN, args, nulls))
 	{
-		int			slot = push_slot_of(PG_GETARG_INT64(0));
-		bool		done;
-
-		done = push_run(P_ACK_TOKEN + slot, args, nulls, false) == 1;
-		if (!done && slot != SLOT_ANY)
-			done = push_run(P_ACK_TOKEN + SLOT_ANY, args, nulls, false) == 1;
-		if (done)
-		{
-			SPI_finish();
-			PG_RETURN_BOOL(true);
-		}
+		SPI_finish();
+		PG_RETURN_BOOL(true);
 	}
 	{
 		Datum		a[2] = {args[0], args[2]};
