@@ -22628,27 +22628,6 @@ END
 $$;
 COMMENT ON FUNCTION wallet.record_refund(bigint, text, numeric, text) IS 'records a full or partial refund of an order and takes back the points it earned in proportion (within the balance, or into debt when the program has refund_debt), never more in total than the order earned; idempotent on (merchant, refund_ref)';
 
-CREATE OR REPLACE FUNCTION wallet_internal.campaign_of(campaign_id bigint) RETURNS bigint
-    LANGUAGE plpgsql STABLE
-    SET search_path = pg_catalog, pg_temp
-    AS $$
-DECLARE
-    m bigint;
-BEGIN
-    IF campaign_id IS NULL THEN
-        RAISE EXCEPTION 'campaign_id must not be null'
-            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A campaign is named by its id.';
-    END IF;
-    SELECT k.merchant_id INTO m FROM wallet.campaigns k WHERE k.campaign_id = campaign_of.campaign_id AND wallet.acts_for(k.merchant_id);
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'campaign % does not exist', campaign_id
-            USING ERRCODE = 'WL101', DETAIL = format('There is no campaign %s of a merchant the caller acts for.', campaign_id),
-                  HINT = 'Create it with wallet.create_campaign.';
-    END IF;
-    RETURN m;
-END
-$$;
-COMMENT ON FUNCTION wallet_internal.campaign_of(bigint) IS 'internal: the merchant of a campaign the caller acts for; 22004 NULL, WL101 unknown (another merchant''s alike)';
 
 CREATE OR REPLACE FUNCTION wallet.set_campaign_redemption_value(campaign_id bigint, redemption_value numeric) RETURNS void
     LANGUAGE plpgsql
@@ -25223,6 +25202,78 @@ END
 $$;
 COMMENT ON FUNCTION wallet_internal.offers_consume(wallet.purchases, text, text, bigint[], text[], bigint) IS 'internal: consume at checkout the offers a purchase names (by id, evaluated now, or by its quote, whose holds it converts) with its codes; every offer named gets a row of wallet.purchase_offers; WL606 unknown offer, WL607 unknown quote, WL608 quote used, released or for another basket';
 
+-- == 10be. the campaign cost functions name their campaign through wallet_internal.campaign_seen
+
+CREATE OR REPLACE FUNCTION wallet.set_campaign_redemption_value(campaign_id bigint, redemption_value numeric) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    PERFORM wallet_internal.campaign_seen(campaign_id);
+    -- (NaN compares above every number: over the bound)
+    IF redemption_value < 0 OR redemption_value > 1e15 THEN
+        RAISE EXCEPTION 'redemption_value must be between 0 and 10^15'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A redemption costs the merchant zero or more money in the campaign''s currency (NULL: none counted).';
+    END IF;
+    UPDATE wallet.campaigns k SET redemption_value = set_campaign_redemption_value.redemption_value
+     WHERE k.campaign_id = set_campaign_redemption_value.campaign_id;
+END
+$$;
+COMMENT ON FUNCTION wallet.set_campaign_redemption_value(bigint, numeric) IS 'sets the money each redemption of the campaign''s codes costs the merchant (a voucher''s face value; NULL: none), counted by campaign_report as redemption_cost; 22004 NULL campaign, 22023 below 0 or over 10^15 (NaN too), WL101 unknown campaign';
+
+CREATE OR REPLACE FUNCTION wallet.record_campaign_cost(campaign_id bigint, amount numeric, currency text, occurred_at timestamptz DEFAULT now())
+    RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    m bigint := (wallet_internal.campaign_seen(campaign_id)).merchant_id;
+    id bigint;
+BEGIN
+    IF amount IS NULL OR currency IS NULL OR occurred_at IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN amount IS NULL THEN 'amount' WHEN currency IS NULL THEN 'currency' ELSE 'occurred_at' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A cost is an amount in a currency at an instant.';
+    END IF;
+    -- a negative amount corrects an earlier booking; NaN is over the bound
+    IF amount = 0 OR amount < -1e15 OR amount > 1e15 THEN
+        RAISE EXCEPTION 'amount must not be 0 nor beyond 10^15'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A cost is an amount of money up to 10^15; a negative one corrects an earlier booking.';
+    END IF;
+    IF currency !~ '^[A-Z]{3}$' THEN
+        RAISE EXCEPTION 'invalid currency "%"', left(currency, 16)
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A currency is an ISO 4217 code of three capital letters, such as CNY or EUR.';
+    END IF;
+    IF NOT isfinite(occurred_at) OR occurred_at < now() - interval '100 years' OR occurred_at > now() + interval '100 years' THEN
+        RAISE EXCEPTION 'occurred_at must be within 100 years of now'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A cost is booked at a real instant, at most 100 years before or after now.';
+    END IF;
+    -- a correction takes back at most what was booked in the currency
+    -- (corrections one at a time: a write of the campaign's row, so that
+    -- under REPEATABLE READ the second of two is a serialization failure
+    -- rather than a sum read from before the first)
+    IF amount < 0 THEN
+        UPDATE wallet.campaigns k SET redemption_value = k.redemption_value WHERE k.campaign_id = record_campaign_cost.campaign_id;
+        IF (SELECT coalesce(sum(c.amount), 0) FROM wallet.campaign_costs c
+             WHERE c.campaign_id = record_campaign_cost.campaign_id AND c.kind = 'other' AND c.currency = record_campaign_cost.currency)
+           + amount < 0 THEN
+            RAISE EXCEPTION 'a correction must not exceed the costs booked'
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = format('Campaign %s has %s %s of other costs booked; a negative amount corrects them and takes back at most that.',
+                                      campaign_id, (SELECT coalesce(sum(c.amount), 0) FROM wallet.campaign_costs c
+                                                     WHERE c.campaign_id = record_campaign_cost.campaign_id AND c.kind = 'other'
+                                                       AND c.currency = record_campaign_cost.currency), currency);
+        END IF;
+    END IF;
+    INSERT INTO wallet.campaign_costs (merchant_id, campaign_id, kind, amount, currency, occurred_at)
+    VALUES (m, campaign_id, 'other', amount, currency, occurred_at)
+    RETURNING cost_id INTO id;
+    RETURN id;
+END
+$$;
+COMMENT ON FUNCTION wallet.record_campaign_cost(bigint, numeric, text, timestamptz) IS 'books a cost of the campaign (kind other: printing, fees; a negative amount corrects an earlier booking) in wallet.campaign_costs, counted by campaign_report as other_cost in its period and currency; returns the cost_id; 22004 NULL argument, 22023 amount 0 or beyond 10^15 (NaN too), a correction beyond the costs booked in the currency, bad currency, occurred_at infinite or over 100 years from now, WL101 unknown campaign';
+
 -- == 10z. shared objects, final (issues 10-12)
 -- Objects that several sections above re-create (each with what its area
 -- added): their final definitions, exactly as the parts have them.
@@ -25345,6 +25396,7 @@ DECLARE
     c bigint;
     t text;
     also text;
+    locks text[];
 BEGIN
     -- a reference 0.1.0 accepted (over 256 characters, or starting with
     -- "forgotten:"), of a member the update registered, can still be erased
@@ -25379,56 +25431,40 @@ BEGIN
     PERFORM pg_advisory_xact_lock(x'5746000000000000'::bigint
                                   | (hashtextextended(_merchant::text || ':' || _ref, 0) & x'0000ffffffffffff'::bigint));
     LOOP
+        -- the rows, each as the statement that locks it
+        SELECT array_agg(format('SELECT FROM wallet.%I x WHERE x.%I = %s FOR UPDATE', w.tab, w.col, w.id) ORDER BY w.o, w.id)
+          INTO locks
+          FROM (SELECT 1 AS o, 'members' AS tab, 'member_id' AS col, m.member_id AS id
+                  FROM wallet.members m WHERE m.merchant_id = _merchant AND m.member_ref = _ref
+                UNION ALL
+                SELECT 2, 'accounts', 'account_id', a.account_id
+                  FROM wallet.accounts a JOIN wallet.programs p ON p.program_id = a.program_id
+                 WHERE p.merchant_id = _merchant AND a.member_ref = _ref
+                UNION ALL
+                SELECT 3, 'referrals', 'referral_id', r.referral_id
+                  FROM wallet.referrals r JOIN wallet.members m ON m.member_id IN (r.referrer_id, r.referee_id)
+                 WHERE r.merchant_id = _merchant AND m.merchant_id = _merchant AND m.member_ref = _ref
+                UNION ALL
+                -- a refund of one with no account locks the purchase, then checks the member
+                SELECT 4, 'purchases', 'purchase_id', x.purchase_id
+                  FROM wallet.purchases x JOIN wallet.members m ON m.member_id = x.member_id
+                 WHERE x.merchant_id = _merchant AND m.merchant_id = _merchant AND m.member_ref = _ref
+                   AND EXISTS (SELECT FROM jsonb_object_keys(x.attributes) k
+                                WHERE k NOT IN ('store', 'channel', 'payment_method', 'categories'))) w;
         BEGIN
-            SELECT m.member_id INTO _member FROM wallet.members m
-             WHERE m.merchant_id = _merchant AND m.member_ref = _ref FOR UPDATE NOWAIT;
-            PERFORM FROM wallet.accounts a JOIN wallet.programs p ON p.program_id = a.program_id
-             WHERE p.merchant_id = _merchant AND a.member_ref = _ref ORDER BY a.account_id FOR UPDATE OF a NOWAIT;
-            PERFORM FROM wallet.referrals r
-             WHERE r.merchant_id = _merchant AND (r.referrer_id = _member OR r.referee_id = _member) ORDER BY r.referral_id FOR UPDATE NOWAIT;
-            -- and the purchases whose attributes it trims: a refund of one
-            -- with no account locks the purchase, then checks the member
-            PERFORM FROM wallet.purchases x
-             WHERE x.merchant_id = _merchant AND x.member_id = _member
-               AND EXISTS (SELECT FROM jsonb_object_keys(x.attributes) k WHERE k NOT IN ('store', 'channel', 'payment_method', 'categories'))
-             ORDER BY x.purchase_id FOR UPDATE NOWAIT;
+            FOREACH t IN ARRAY coalesce(locks, '{}') LOOP
+                EXECUTE t || ' NOWAIT';
+            END LOOP;
             EXIT;
         EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
             NULL;   -- all given back with the subtransaction
         END;
-        BEGIN
-            PERFORM FROM wallet.members m WHERE m.merchant_id = _merchant AND m.member_ref = _ref FOR UPDATE;
-            RAISE EXCEPTION 'waited' USING ERRCODE = 'raise_exception';
-        EXCEPTION WHEN raise_exception THEN
-            NULL;
-        END;
-        FOR c IN SELECT a.account_id FROM wallet.accounts a JOIN wallet.programs p ON p.program_id = a.program_id
-                  WHERE p.merchant_id = _merchant AND a.member_ref = _ref ORDER BY a.account_id LOOP
+        FOREACH t IN ARRAY locks LOOP
             BEGIN
-                PERFORM FROM wallet.accounts a WHERE a.account_id = c FOR UPDATE;
+                EXECUTE t;
                 RAISE EXCEPTION 'waited' USING ERRCODE = 'raise_exception';
             EXCEPTION WHEN raise_exception THEN
-                NULL;
-            END;
-        END LOOP;
-        FOR c IN SELECT r.referral_id FROM wallet.referrals r JOIN wallet.members m ON m.member_id IN (r.referrer_id, r.referee_id)
-                  WHERE r.merchant_id = _merchant AND m.merchant_id = _merchant AND m.member_ref = _ref ORDER BY r.referral_id LOOP
-            BEGIN
-                PERFORM FROM wallet.referrals r WHERE r.referral_id = c FOR UPDATE;
-                RAISE EXCEPTION 'waited' USING ERRCODE = 'raise_exception';
-            EXCEPTION WHEN raise_exception THEN
-                NULL;
-            END;
-        END LOOP;
-        FOR c IN SELECT x.purchase_id FROM wallet.purchases x JOIN wallet.members m ON m.member_id = x.member_id
-                  WHERE x.merchant_id = _merchant AND m.merchant_id = _merchant AND m.member_ref = _ref
-                    AND EXISTS (SELECT FROM jsonb_object_keys(x.attributes) k WHERE k NOT IN ('store', 'channel', 'payment_method', 'categories'))
-                  ORDER BY x.purchase_id LOOP
-            BEGIN
-                PERFORM FROM wallet.purchases x WHERE x.purchase_id = c FOR UPDATE;
-                RAISE EXCEPTION 'waited' USING ERRCODE = 'raise_exception';
-            EXCEPTION WHEN raise_exception THEN
-                NULL;
+                NULL;   -- given back at once
             END;
         END LOOP;
     END LOOP;

@@ -620,34 +620,12 @@ COMMENT ON FUNCTION wallet_internal.report_period(wallet.campaigns, timestamptz,
 -- What a campaign costs besides points and offers: the admin sets the
 -- money a redemption of its codes costs (a voucher's face value) and books
 -- other costs (printing, an agency's fee).  campaign_report counts both.
-CREATE FUNCTION wallet_internal.campaign_of(campaign_id bigint) RETURNS bigint
-    LANGUAGE plpgsql STABLE
-    SET search_path = pg_catalog, pg_temp
-    AS $$
-DECLARE
-    m bigint;
-BEGIN
-    IF campaign_id IS NULL THEN
-        RAISE EXCEPTION 'campaign_id must not be null'
-            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A campaign is named by its id.';
-    END IF;
-    SELECT k.merchant_id INTO m FROM wallet.campaigns k WHERE k.campaign_id = campaign_of.campaign_id AND wallet.acts_for(k.merchant_id);
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'campaign % does not exist', campaign_id
-            USING ERRCODE = 'WL101', DETAIL = format('There is no campaign %s of a merchant the caller acts for.', campaign_id),
-                  HINT = 'Create it with wallet.create_campaign.';
-    END IF;
-    RETURN m;
-END
-$$;
-COMMENT ON FUNCTION wallet_internal.campaign_of(bigint) IS 'internal: the merchant of a campaign the caller acts for; 22004 NULL, WL101 unknown (another merchant''s alike)';
-
 CREATE FUNCTION wallet.set_campaign_redemption_value(campaign_id bigint, redemption_value numeric) RETURNS void
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     AS $$
 BEGIN
-    PERFORM wallet_internal.campaign_of(campaign_id);
+    PERFORM wallet_internal.campaign_seen(campaign_id);
     -- (NaN compares above every number: over the bound)
     IF redemption_value < 0 OR redemption_value > 1e15 THEN
         RAISE EXCEPTION 'redemption_value must be between 0 and 10^15'
@@ -666,7 +644,7 @@ CREATE FUNCTION wallet.record_campaign_cost(campaign_id bigint, amount numeric, 
     SET search_path = pg_catalog, pg_temp
     AS $$
 DECLARE
-    m bigint := wallet_internal.campaign_of(campaign_id);
+    m bigint := (wallet_internal.campaign_seen(campaign_id)).merchant_id;
     id bigint;
 BEGIN
     IF amount IS NULL OR currency IS NULL OR occurred_at IS NULL THEN

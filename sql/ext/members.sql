@@ -298,6 +298,7 @@ DECLARE
     c bigint;
     t text;
     also text;
+    locks text[];
 BEGIN
     -- a reference 0.1.0 accepted (over 256 characters, or starting with
     -- "forgotten:"), of a member the update registered, can still be erased
@@ -332,56 +333,40 @@ BEGIN
     PERFORM pg_advisory_xact_lock(x'5746000000000000'::bigint
                                   | (hashtextextended(_merchant::text || ':' || _ref, 0) & x'0000ffffffffffff'::bigint));
     LOOP
+        -- the rows, each as the statement that locks it
+        SELECT array_agg(format('SELECT FROM wallet.%I x WHERE x.%I = %s FOR UPDATE', w.tab, w.col, w.id) ORDER BY w.o, w.id)
+          INTO locks
+          FROM (SELECT 1 AS o, 'members' AS tab, 'member_id' AS col, m.member_id AS id
+                  FROM wallet.members m WHERE m.merchant_id = _merchant AND m.member_ref = _ref
+                UNION ALL
+                SELECT 2, 'accounts', 'account_id', a.account_id
+                  FROM wallet.accounts a JOIN wallet.programs p ON p.program_id = a.program_id
+                 WHERE p.merchant_id = _merchant AND a.member_ref = _ref
+                UNION ALL
+                SELECT 3, 'referrals', 'referral_id', r.referral_id
+                  FROM wallet.referrals r JOIN wallet.members m ON m.member_id IN (r.referrer_id, r.referee_id)
+                 WHERE r.merchant_id = _merchant AND m.merchant_id = _merchant AND m.member_ref = _ref
+                UNION ALL
+                -- a refund of one with no account locks the purchase, then checks the member
+                SELECT 4, 'purchases', 'purchase_id', x.purchase_id
+                  FROM wallet.purchases x JOIN wallet.members m ON m.member_id = x.member_id
+                 WHERE x.merchant_id = _merchant AND m.merchant_id = _merchant AND m.member_ref = _ref
+                   AND EXISTS (SELECT FROM jsonb_object_keys(x.attributes) k
+                                WHERE k NOT IN ('store', 'channel', 'payment_method', 'categories'))) w;
         BEGIN
-            SELECT m.member_id INTO _member FROM wallet.members m
-             WHERE m.merchant_id = _merchant AND m.member_ref = _ref FOR UPDATE NOWAIT;
-            PERFORM FROM wallet.accounts a JOIN wallet.programs p ON p.program_id = a.program_id
-             WHERE p.merchant_id = _merchant AND a.member_ref = _ref ORDER BY a.account_id FOR UPDATE OF a NOWAIT;
-            PERFORM FROM wallet.referrals r
-             WHERE r.merchant_id = _merchant AND (r.referrer_id = _member OR r.referee_id = _member) ORDER BY r.referral_id FOR UPDATE NOWAIT;
-            -- and the purchases whose attributes it trims: a refund of one
-            -- with no account locks the purchase, then checks the member
-            PERFORM FROM wallet.purchases x
-             WHERE x.merchant_id = _merchant AND x.member_id = _member
-               AND EXISTS (SELECT FROM jsonb_object_keys(x.attributes) k WHERE k NOT IN ('store', 'channel', 'payment_method', 'categories'))
-             ORDER BY x.purchase_id FOR UPDATE NOWAIT;
+            FOREACH t IN ARRAY coalesce(locks, '{}') LOOP
+                EXECUTE t || ' NOWAIT';
+            END LOOP;
             EXIT;
         EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
             NULL;   -- all given back with the subtransaction
         END;
-        BEGIN
-            PERFORM FROM wallet.members m WHERE m.merchant_id = _merchant AND m.member_ref = _ref FOR UPDATE;
-            RAISE EXCEPTION 'waited' USING ERRCODE = 'raise_exception';
-        EXCEPTION WHEN raise_exception THEN
-            NULL;
-        END;
-        FOR c IN SELECT a.account_id FROM wallet.accounts a JOIN wallet.programs p ON p.program_id = a.program_id
-                  WHERE p.merchant_id = _merchant AND a.member_ref = _ref ORDER BY a.account_id LOOP
+        FOREACH t IN ARRAY locks LOOP
             BEGIN
-                PERFORM FROM wallet.accounts a WHERE a.account_id = c FOR UPDATE;
+                EXECUTE t;
                 RAISE EXCEPTION 'waited' USING ERRCODE = 'raise_exception';
             EXCEPTION WHEN raise_exception THEN
-                NULL;
-            END;
-        END LOOP;
-        FOR c IN SELECT r.referral_id FROM wallet.referrals r JOIN wallet.members m ON m.member_id IN (r.referrer_id, r.referee_id)
-                  WHERE r.merchant_id = _merchant AND m.merchant_id = _merchant AND m.member_ref = _ref ORDER BY r.referral_id LOOP
-            BEGIN
-                PERFORM FROM wallet.referrals r WHERE r.referral_id = c FOR UPDATE;
-                RAISE EXCEPTION 'waited' USING ERRCODE = 'raise_exception';
-            EXCEPTION WHEN raise_exception THEN
-                NULL;
-            END;
-        END LOOP;
-        FOR c IN SELECT x.purchase_id FROM wallet.purchases x JOIN wallet.members m ON m.member_id = x.member_id
-                  WHERE x.merchant_id = _merchant AND m.merchant_id = _merchant AND m.member_ref = _ref
-                    AND EXISTS (SELECT FROM jsonb_object_keys(x.attributes) k WHERE k NOT IN ('store', 'channel', 'payment_method', 'categories'))
-                  ORDER BY x.purchase_id LOOP
-            BEGIN
-                PERFORM FROM wallet.purchases x WHERE x.purchase_id = c FOR UPDATE;
-                RAISE EXCEPTION 'waited' USING ERRCODE = 'raise_exception';
-            EXCEPTION WHEN raise_exception THEN
-                NULL;
+                NULL;   -- given back at once
             END;
         END LOOP;
     END LOOP;

@@ -499,7 +499,6 @@ wallet.rfm(bigint,timestamp with time zone,text)	ok	^member-a\|	SELECT member_re
 wallet.record_feedback(bigint,text,integer,text,text,text)	ok	^[0-9]+$	SELECT wallet.record_feedback($c4, 'member-a', 4, 'praise', 'fine', 'sp-fb')
 wallet_internal.t_quantile_975(numeric)	ok	^2\.04	SELECT wallet_internal.t_quantile_975(30)
 wallet_internal.report_period(wallet.campaigns,timestamp with time zone,timestamp with time zone,text)	22023	-	SELECT wallet_internal.report_period(x, 'now', 'now', NULL) FROM wallet.campaigns x WHERE x.campaign_id OPERATOR(pg_catalog.=) $c4
-wallet_internal.campaign_of(bigint)	WL101	-	SELECT wallet_internal.campaign_of(-1)
 wallet.set_campaign_redemption_value(bigint,numeric)	ok	-	SELECT wallet.set_campaign_redemption_value($c4, 2)
 wallet.record_campaign_cost(bigint,numeric,text,timestamp with time zone)	ok	^[0-9]+$	SELECT wallet.record_campaign_cost($c4, 5, 'EUR')
 wallet.campaign_report(bigint,timestamp with time zone,timestamp with time zone,text)	ok	^3\|	SELECT audience_members, points_granted FROM wallet.campaign_report($c4, '2000-01-01', '2100-01-01')

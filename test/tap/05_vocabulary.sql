@@ -812,7 +812,6 @@ INSERT INTO vocab (fn, what, expect, call) VALUES
 ('wallet_internal.offer_units(bigint,text,numeric,bigint)', '-', 'internal', NULL),
 ('wallet_internal.offer_consume(wallet.purchases,text,text,jsonb)', '-', 'internal', NULL),
 ('wallet_internal.offers_consume(wallet.purchases,text,text,bigint[],text[],bigint)', '-', 'internal', NULL),
-('wallet_internal.campaign_of(bigint)', '-', 'internal', NULL),
 ('wallet.set_campaign_redemption_value(bigint,numeric)', 'campaign_id NULL', '22004', 'SELECT wallet.set_campaign_redemption_value(NULL, 1)'),
 ('wallet.set_campaign_redemption_value(bigint,numeric)', 'negative', '22023', 'SELECT wallet.set_campaign_redemption_value({c}, -1)'),
 ('wallet.set_campaign_redemption_value(bigint,numeric)', 'NaN', '22023', $$SELECT wallet.set_campaign_redemption_value({c}, 'NaN')$$),
