@@ -19,6 +19,7 @@ OBJS = \
 	src/guard.o \
 	src/redeem.o \
 	src/redeem_direct.o \
+	src/direct.o \
 	src/points_ledger.o \
 	src/ledger_ops.o \
 	src/privileges.o \
@@ -28,6 +29,7 @@ OBJS = \
 	src/push_claim.o \
 	src/push_decide.o \
 	src/push_enqueue.o \
+	src/push_write.o \
 	src/time_zones.o
 
 # The install script is assembled from one part per area so that each area's

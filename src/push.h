@@ -31,6 +31,9 @@
  *       for a message that is not a duplicate: status (queued, deferred,
  *       suppressed), reason and eligible time; the rare moved slot (quiet
  *       hours now, a cap reached) is computed by wallet_internal.push_slot
+ *   push_insert_direct(args, nulls)                  (push_write.c) the message
+ *       enqueue_push decided, written into its partition without an executor
+ *       from the arguments of its INSERT; false when the statement must
  *
  * The caches are dropped by the statement triggers on wallet.push_settings,
  * push_topics and push_caps (wallet_internal.push_config_changed), as
@@ -114,5 +117,13 @@ extern void push_decide(int64 merchant_id, int64 member_id, const char *channel,
 						const char *topic_name, const PushTopic *topic, const PushMember *member,
 						int32 priority, TimestampTz t, bool has_expiry, TimestampTz expires_at,
 						PushDecision *out);
+
+extern bool push_insert_direct(Datum *args, const char *argnulls);
+
+extern bool push_member_read_direct(int64 merchant_id, int64 member_id, const char *channel, const char *topic,
+									 text *dedup_key, int64 push_id, Datum *v, bool *n);
+
+extern bool push_member_lock_direct(int64 merchant_id, text *member_ref, int64 *member_id, int64 *push_id,
+									bool *found);
 
 #endif							/* WALLET_PUSH_H */

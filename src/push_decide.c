@@ -309,11 +309,8 @@ member_read(int64 merchant_id, int64 member_id, const char *channel, const char 
 			const PushSettings *settings, text *dedup_key, int64 push_id, bool *duplicate,
 			PushMember *out)
 {
-	Datum		args[6];
-	bool		isnull;
-	HeapTuple	tup;
-	TupleDesc	desc;
-	Datum		d;
+	Datum		v[10];
+	bool		n[10];
 	SPIPlanPtr *plan = &member_plan[dedup_key != NULL ? 1 : 0];
 
 	if (*plan == NULL)
@@ -345,33 +342,36 @@ member_read(int64 merchant_id, int64 member_id, const char *channel, const char 
 			" WHERE w.member_id OPERATOR(pg_catalog.=) $2",
 			dedup_key == NULL ? 4 : 6, argtypes);
 	}
-	args[0] = Int64GetDatum(merchant_id);
-	args[1] = Int64GetDatum(member_id);
-	args[2] = CStringGetTextDatum(channel);
-	args[3] = CStringGetTextDatum(topic);
-	args[4] = PointerGetDatum(dedup_key);
-	args[5] = Int64GetDatum(push_id);
-	if (SPI_execute_plan(*plan, args, NULL, false, 1) != SPI_OK_SELECT)
-		elog(ERROR, "reading the push state of member " INT64_FORMAT " failed", member_id);
-	if (SPI_processed != 1)
-		elog(ERROR, "member " INT64_FORMAT " not found", member_id);
-	tup = SPI_tuptable->vals[0];
-	desc = SPI_tuptable->tupdesc;
+	if (!push_member_read_direct(merchant_id, member_id, channel, topic, dedup_key, push_id, v, n))
+	{
+		Datum		args[6];
+
+		args[0] = Int64GetDatum(merchant_id);
+		args[1] = Int64GetDatum(member_id);
+		args[2] = CStringGetTextDatum(channel);
+		args[3] = CStringGetTextDatum(topic);
+		args[4] = PointerGetDatum(dedup_key);
+		args[5] = Int64GetDatum(push_id);
+		if (SPI_execute_plan(*plan, args, NULL, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "reading the push state of member " INT64_FORMAT " failed", member_id);
+		if (SPI_processed != 1)
+			elog(ERROR, "member " INT64_FORMAT " not found", member_id);
+		for (int i = 0; i < (dedup_key != NULL ? 10 : 9); i++)
+			v[i] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, i + 1, &n[i]);
+	}
 	memset(out, 0, sizeof(*out));
-	out->forgotten = DatumGetBool(SPI_getbinval(tup, desc, 1, &isnull)) && !isnull;
-	d = SPI_getbinval(tup, desc, 2, &isnull);
-	if (isnull)
+	out->forgotten = !n[0] && DatumGetBool(v[0]);
+	if (n[1])
 		strcpy(out->time_zone, settings->time_zone);
-	else if (!copy_name(out->time_zone, sizeof(out->time_zone), d))
+	else if (!copy_name(out->time_zone, sizeof(out->time_zone), v[1]))
 		elog(ERROR, "time zone of member " INT64_FORMAT " too long", member_id);
-	d = SPI_getbinval(tup, desc, 3, &isnull);
-	out->consent = isnull ? -1 : DatumGetBool(d) ? 1 : 0;
-	if (DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull)))
+	out->consent = n[2] ? -1 : DatumGetBool(v[2]) ? 1 : 0;
+	if (!n[3] && DatumGetBool(v[3]))
 	{
 		/* the member's own quiet hours */
 		out->quiet = true;
-		out->quiet_start = DatumGetTimeADT(SPI_getbinval(tup, desc, 5, &isnull));
-		out->quiet_end = DatumGetTimeADT(SPI_getbinval(tup, desc, 6, &isnull));
+		out->quiet_start = DatumGetTimeADT(v[4]);
+		out->quiet_end = DatumGetTimeADT(v[5]);
 	}
 	else
 	{
@@ -379,13 +379,11 @@ member_read(int64 merchant_id, int64 member_id, const char *channel, const char 
 		out->quiet_start = settings->quiet_start;
 		out->quiet_end = settings->quiet_end;
 	}
-	out->topic_not_chosen = DatumGetBool(SPI_getbinval(tup, desc, 7, &isnull));
-	d = SPI_getbinval(tup, desc, 8, &isnull);
-	out->max_per_day = isnull ? -1 : DatumGetInt32(d);
-	d = SPI_getbinval(tup, desc, 9, &isnull);
-	out->max_per_week = isnull ? -1 : DatumGetInt32(d);
+	out->topic_not_chosen = !n[6] && DatumGetBool(v[6]);
+	out->max_per_day = n[7] ? -1 : DatumGetInt32(v[7]);
+	out->max_per_week = n[8] ? -1 : DatumGetInt32(v[8]);
 	if (dedup_key != NULL)
-		*duplicate = DatumGetBool(SPI_getbinval(tup, desc, 10, &isnull));
+		*duplicate = !n[9] && DatumGetBool(v[9]);
 }
 
 void

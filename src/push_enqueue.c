@@ -307,19 +307,20 @@ enqueue_push(PG_FUNCTION_ARGS)
 									  "FROM wallet.members m WHERE m.merchant_id OPERATOR(pg_catalog.=) $1 "
 									  "AND m.member_ref OPERATOR(pg_catalog.=) $2 FOR NO KEY UPDATE OF m", 2, argtypes);
 	}
+	if (!push_member_lock_direct(merchant_id, member_ref, &member_id, &push_id, &found))
 	{
 		Datum		args[2] = {Int64GetDatum(merchant_id), PointerGetDatum(member_ref)};
 
 		if (SPI_execute_plan(member_id_plan, args, NULL, false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "looking up a member failed");
+		if (SPI_processed == 1)
+		{
+			found = true;
+			member_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+			push_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+		}
 	}
-	if (SPI_processed == 1)
-	{
-		found = true;
-		member_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		push_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-	}
-	else
+	if (!found)
 	{
 		/* a member seen for the first time: its merchant must exist (a known member's does) */
 		Oid			argtypes[1] = {INT8OID};
@@ -535,7 +536,8 @@ enqueue_push(PG_FUNCTION_ARGS)
 		argnulls[16] = d.has_eligible ? ' ' : 'n';
 		args[17] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
 		argnulls[17] = waiting ? 'n' : ' ';
-		if (SPI_execute_plan(insert_plan, args, argnulls, false, 0) != SPI_OK_INSERT)
+		if (!push_insert_direct(args, argnulls) &&
+			SPI_execute_plan(insert_plan, args, argnulls, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "recording a push failed");
 	}
 	if (strcmp(d.status, "queued") == 0)

@@ -49,130 +49,9 @@
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
+#include "direct.h"
 #include "guard.h"
 #include "redeem.h"
-
-/* Attribute number of a live column, or InvalidAttrNumber. */
-static AttrNumber
-direct_attnum(Relation rel, const char *name)
-{
-	TupleDesc	td = RelationGetDescr(rel);
-
-	for (int i = 0; i < td->natts; i++)
-	{
-		Form_pg_attribute att = TupleDescAttr(td, i);
-
-		if (!att->attisdropped && strcmp(NameStr(att->attname), name) == 0)
-			return att->attnum;
-	}
-	return InvalidAttrNumber;
-}
-
-/* Whether the foreign key constraint conoid is on the one column named column of rel. */
-static bool
-direct_fk_on(Oid conoid, Relation rel, const char *column)
-{
-	HeapTuple	tup = SearchSysCache1(CONSTROID, ObjectIdGetDatum(conoid));
-	bool		isnull;
-	Datum		d;
-	ArrayType  *arr;
-	bool		on = false;
-
-	if (!HeapTupleIsValid(tup))
-		return false;
-	d = SysCacheGetAttr(CONSTROID, tup, Anum_pg_constraint_conkey, &isnull);
-	if (!isnull)
-	{
-		arr = DatumGetArrayTypeP(d);
-		on = ARR_NDIM(arr) == 1 && ARR_DIMS(arr)[0] == 1 &&
-			((int16 *) ARR_DATA_PTR(arr))[0] == direct_attnum(rel, column);
-	}
-	ReleaseSysCache(tup);
-	return on;
-}
-
-/*
- * Whether rel is a plain table with exactly the given live columns, the
- * given check constraints, no trigger or rule but foreign-key checks on the one column fk_null (when given), which a
- * direct insert leaves NULL: what it may write without an executor.
- */
-static bool
-direct_insertable(Relation rel, const char *const *columns, int ncolumns,
-				  const char *const *checks, int nchecks, const char *fk_null)
-{
-	TupleDesc	td = RelationGetDescr(rel);
-	int			live = 0;
-	int			have_checks = td->constr ? td->constr->num_check : 0;
-
-	/* what an INSERT would honour and a heap insert would not */
-	if (rel->rd_rel->relkind != RELKIND_RELATION || rel->rd_rules != NULL ||
-		rel->rd_rel->relforcerowsecurity || (td->constr && td->constr->has_generated_stored))
-		return false;
-	for (int i = 0; i < td->natts; i++)
-	{
-		Form_pg_attribute att = TupleDescAttr(td, i);
-
-		if (att->attisdropped)
-			continue;
-		live++;
-		/* the SPI path's INSERT leaves undone_at and undo_reason to their defaults: none */
-		if (att->atthasdef && (strcmp(NameStr(att->attname), "undone_at") == 0 ||
-							   strcmp(NameStr(att->attname), "undo_reason") == 0))
-			return false;
-	}
-	if (live != ncolumns)
-		return false;
-	for (int i = 0; i < ncolumns; i++)
-		if (direct_attnum(rel, columns[i]) == InvalidAttrNumber)
-			return false;
-	if (have_checks != nchecks)
-		return false;
-	for (int i = 0; i < nchecks; i++)
-	{
-		bool		found = false;
-
-		for (int k = 0; k < have_checks && !found; k++)
-			found = strcmp(td->constr->check[k].ccname, checks[i]) == 0;
-		if (!found)
-			return false;
-	}
-	if (rel->trigdesc != NULL)
-		for (int i = 0; i < rel->trigdesc->numtriggers; i++)
-		{
-			Trigger    *t = &rel->trigdesc->triggers[i];
-
-			if (t->tgfoid == F_RI_FKEY_CHECK_UPD)
-				continue;		/* fires on UPDATE only */
-			if (t->tgfoid != F_RI_FKEY_CHECK_INS || fk_null == NULL || !direct_fk_on(t->tgconstraint, rel, fk_null))
-				return false;
-		}
-	return true;
-}
-
-static void
-direct_key(ScanKey k, AttrNumber att, RegProcedure proc, Datum value)
-{
-	ScanKeyEntryInitialize(k, 0, att, BTEqualStrategyNumber, InvalidOid,
-						   DEFAULT_COLLATION_OID, proc, value);
-}
-
-/* The one visible row of heap matching the keys (heap columns) through the index, copied; NULL if none. */
-static HeapTuple
-direct_fetch(Relation heap, const char *index, int nkeys, ScanKey keys, Snapshot snap)
-{
-	Oid			indexoid = get_relname_relid(index, RelationGetNamespace(heap));
-	SysScanDesc scan;
-	HeapTuple	t;
-
-	if (!OidIsValid(indexoid))
-		elog(ERROR, "index wallet.%s does not exist", index);
-	scan = systable_beginscan(heap, indexoid, true, snap, nkeys, keys);
-	t = systable_getnext(scan);
-	if (t != NULL)
-		t = heap_copytuple(t);
-	systable_endscan(scan);
-	return t;
-}
 
 /*
  * Active, unexpired reservations of a code (by_member false) or of a member
@@ -216,80 +95,11 @@ direct_reservations(Relation res, int64 campaign_id, Datum code_or_member, bool 
 	return n;
 }
 
-/*
- * Insert one row and its index entries; with fresh_only, by speculative
- * insertion (INSERT ... ON CONFLICT DO NOTHING): returns false, having
- * written nothing, when a row with the same unique key exists or is being
- * inserted (after waiting for its transaction).  Otherwise a unique
- * violation raises 23505, as an INSERT does.
- */
-static bool
-direct_insert(Relation rel, Datum *values, bool *nulls, bool fresh_only)
-{
-	EState	   *estate = CreateExecutorState();
-	ResultRelInfo *rri = makeNode(ResultRelInfo);
-	TupleTableSlot *slot;
-	TupleDesc	td = RelationGetDescr(rel);
-	bool		inserted = true;
-
-	estate->es_output_cid = GetCurrentCommandId(true);
-	InitResultRelInfo(rri, rel, 1, NULL, 0);
-	ExecOpenIndices(rri, fresh_only);
-	slot = ExecInitExtraTupleSlot(estate, td, table_slot_callbacks(rel));
-	ExecClearTuple(slot);
-	for (int i = 0; i < td->natts; i++)
-	{
-		if (nulls[i] && TupleDescAttr(td, i)->attnotnull)
-			elog(ERROR, "null value in column \"%s\" of wallet.%s", NameStr(TupleDescAttr(td, i)->attname),
-				 RelationGetRelationName(rel));
-		slot->tts_values[i] = values[i];
-		slot->tts_isnull[i] = nulls[i];
-	}
-	ExecStoreVirtualTuple(slot);
-	if (fresh_only)
-	{
-		ItemPointerData conflict;
-
-		inserted = ExecCheckIndexConstraints(rri, slot, estate, &conflict, NIL);
-		if (inserted)
-		{
-			TransactionId xid = GetCurrentTransactionId();
-			uint32		token = SpeculativeInsertionLockAcquire(xid);
-			bool		spec_conflict = false;
-
-			table_tuple_insert_speculative(rel, slot, estate->es_output_cid, 0, NULL, token);
-			(void) ExecInsertIndexTuples(rri, slot, estate, false, true, &spec_conflict, NIL);
-			table_tuple_complete_speculative(rel, slot, token, !spec_conflict);
-			SpeculativeInsertionLockRelease(xid);
-			inserted = !spec_conflict;
-		}
-	}
-	else
-	{
-		table_tuple_insert(rel, slot, estate->es_output_cid, 0, NULL);
-		(void) ExecInsertIndexTuples(rri, slot, estate, false, false, NULL, NIL);
-	}
-	ExecCloseIndices(rri);
-	ExecResetTupleTable(estate->es_tupleTable, false);
-	FreeExecutorState(estate);
-	return inserted;
-}
-
 /* The counter tables' columns (wallet.code_use_counts, wallet.member_use_counts). */
 static const char *const code_counter_cols[] = {"campaign_id", "serial", "redeemed", "merchant_id"};
 static const char *const member_counter_cols[] = {"campaign_id", "member_ref", "redeemed", "merchant_id"};
 static const char *const redemption_cols[] = {"redemption_id", "campaign_id", "serial", "code", "member_ref",
 	"idempotency_key", "context", "reservation_id", "redeemed_at", "undone_at", "undo_reason", "merchant_id"};
-
-/* Fill values/nulls of rel (all NULL first) by column name. */
-static void
-direct_set(Relation rel, Datum *values, bool *nulls, const char *name, Datum v)
-{
-	AttrNumber	a = direct_attnum(rel, name);
-
-	values[a - 1] = v;
-	nulls[a - 1] = false;
-}
 
 /* Source of the guard: left(context ->> 'source', 256), or NULL. */
 static Datum
@@ -444,7 +254,8 @@ wallet_redeem_direct(const RedeemRequest *q, RedeemResult *r)
 		goto out;
 	which = !capnull[0] ? 0 : !capnull[1] ? 1 : -1;
 	if (!direct_insertable(red, redemption_cols, lengthof(redemption_cols),
-						   (const char *const[]) {"code_redemptions_check"}, 1, "reservation_id"))
+						   (const char *const[]) {"code_redemptions_check"}, 1, "reservation_id",
+						   (const char *const[]) {"undone_at", "undo_reason"}, 2))
 		goto out;
 	if (which >= 0)
 	{
@@ -456,7 +267,7 @@ wallet_redeem_direct(const RedeemRequest *q, RedeemResult *r)
 		counter = table_open(get_relname_relid(which == 0 ? "code_use_counts" : "member_use_counts", nsp),
 							 RowExclusiveLock);
 		if (!direct_insertable(counter, which == 0 ? code_counter_cols : member_counter_cols, 4,
-							   &counter_check[which], 1, NULL))
+							   &counter_check[which], 1, NULL, NULL, 0))
 			goto out;
 		values = palloc0(RelationGetDescr(counter)->natts * sizeof(Datum));
 		nulls = palloc(RelationGetDescr(counter)->natts * sizeof(bool));

@@ -969,5 +969,49 @@ SELECT throws_ok('SELECT wallet.run_push_triggers(0)', '22023', 'max_rows must b
 SELECT is(error_of('SELECT wallet.push_stats(NULL)'), '22004 merchant_id must not be null / Every call acts for one merchant, named by its id.',
           'push_stats(NULL): 22004 with a detail that fits every function');
 
+-- enqueue_push writes its rows directly (src/push_write.c) only while the tables are as the extension made
+-- them: a CHECK constraint or trigger a DBA adds is honoured (its statements run then), the rows written
+-- either way are the same, and once the addition is dropped the direct path writes again.
+SELECT wallet.create_merchant('push direct') AS md \gset
+SELECT wallet.set_push_settings(:md, NULL, NULL);
+SELECT pg_temp.member(:md, 'dx', 'Asia/Shanghai');
+-- "the message without its id and key"
+CREATE FUNCTION pg_temp.row_of(id bigint) RETURNS jsonb LANGUAGE sql AS $$
+    SELECT to_jsonb(x) - 'push_id' - 'dedup_key' FROM wallet.push_messages x WHERE x.push_id = id
+$$;
+CREATE TABLE public.dba_push_log (push_id bigint, part smallint);
+CREATE FUNCTION public.dba_push_logger() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO public.dba_push_log VALUES (NEW.push_id, NEW.part);
+    RETURN NEW;
+END
+$$;
+SELECT push_id AS dq1 FROM wallet.enqueue_push(:md, 'dx', 'push', 'marketing', '{"t": 1}', NULL, 'dk1', now(), now() + interval '1 day', 5) \gset
+SELECT push_id AS ds1 FROM wallet.enqueue_push(:md, 'dx', 'push', 'offers', '{"t": 2}', NULL, 'dk2') \gset
+CREATE TRIGGER dba_push_logger AFTER INSERT ON wallet.push_messages FOR EACH ROW EXECUTE FUNCTION public.dba_push_logger();
+SELECT push_id AS dq2 FROM wallet.enqueue_push(:md, 'dx', 'push', 'marketing', '{"t": 1}', NULL, 'dk3', now(), now() + interval '1 day', 5) \gset
+SELECT push_id AS ds2 FROM wallet.enqueue_push(:md, 'dx', 'push', 'offers', '{"t": 2}', NULL, 'dk4') \gset
+SELECT is((SELECT array_agg(push_id || ':' || part ORDER BY push_id) FROM public.dba_push_log), ARRAY[:dq2 || ':' || wallet_internal.push_current_slot(), :ds2 || ':3'],
+          'a row trigger a DBA adds to push_messages fires for each message enqueue_push records (queued in the current slot, suppressed in the finished partition)');
+DROP TRIGGER dba_push_logger ON wallet.push_messages;
+SELECT is(pg_temp.row_of(:dq2), pg_temp.row_of(:dq1), 'a queued message: the same row whether written directly or by the statement');
+SELECT is(pg_temp.row_of(:ds2), pg_temp.row_of(:ds1), 'a suppressed one (no consent to the topic): the same row either way');
+SELECT is((SELECT array_agg(status || ' ' || coalesce(reason, '-')) FROM wallet.push_messages WHERE push_id IN (:dq1, :ds1)), '{"queued -","suppressed no_consent"}',
+          'fixture: the two outcomes are a queued and a suppressed message');
+ALTER TABLE wallet.push_messages ADD CONSTRAINT dba_priority_bound CHECK (priority < 1000) NOT VALID;
+SELECT throws_ok(format($$SELECT wallet.enqueue_push(%s, 'dx', 'push', 'marketing', '{}', priority => 1000, dedup_key => 'dk5')$$, :md), '23514', NULL,
+                 'a CHECK constraint a DBA adds to push_messages holds for enqueue_push');
+ALTER TABLE wallet.push_messages DROP CONSTRAINT dba_priority_bound;
+SELECT is((SELECT status || ' ' || coalesce(reason, '-') FROM wallet.enqueue_push(:md, 'dx', 'push', 'marketing', '{}', priority => 1000, dedup_key => 'dk5')),
+          'queued -', 'once it is dropped, the same message is queued (its key was not taken by the refused call)');
+SELECT is((SELECT status || ' ' || reason FROM wallet.enqueue_push(:md, 'dx', 'push', 'marketing', '{}', dedup_key => 'dk3')),
+          'duplicate dedup_key', 'a key claimed by the statement is a duplicate for the direct path');
+ALTER TABLE wallet.push_dedup ADD CONSTRAINT dba_key_bound CHECK (length(dedup_key) < 10) NOT VALID;
+SELECT throws_ok(format($$SELECT wallet.enqueue_push(%s, 'dx', 'push', 'marketing', '{}', dedup_key => 'a long key')$$, :md), '23514', NULL,
+                 'a CHECK constraint a DBA adds to push_dedup holds for enqueue_push');
+SELECT is((SELECT status || ' ' || reason FROM wallet.enqueue_push(:md, 'dx', 'push', 'marketing', '{}', dedup_key => 'dk1')),
+          'duplicate dedup_key', 'and a key claimed by the direct path is a duplicate for the statement');
+ALTER TABLE wallet.push_dedup DROP CONSTRAINT dba_key_bound;
+
 SELECT * FROM finish();
 ROLLBACK;
