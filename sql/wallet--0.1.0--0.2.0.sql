@@ -25274,6 +25274,10 @@ END
 $$;
 COMMENT ON FUNCTION wallet.record_campaign_cost(bigint, numeric, text, timestamptz) IS 'books a cost of the campaign (kind other: printing, fees; a negative amount corrects an earlier booking) in wallet.campaign_costs, counted by campaign_report as other_cost in its period and currency; returns the cost_id; 22004 NULL argument, 22023 amount 0 or beyond 10^15 (NaN too), a correction beyond the costs booked in the currency, bad currency, occurred_at infinite or over 100 years from now, WL101 unknown campaign';
 
+-- == 10bf. the queue slot sequence set from the start (enqueue_push's direct insert reads its last value)
+SELECT pg_catalog.setval('wallet_internal.push_queue_slot', s.last_value, true)
+  FROM wallet_internal.push_queue_slot s WHERE NOT s.is_called;
+
 -- == 10z. shared objects, final (issues 10-12)
 -- Objects that several sections above re-create (each with what its area
 -- added): their final definitions, exactly as the parts have them.

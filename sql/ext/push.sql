@@ -429,6 +429,9 @@ COMMENT ON POLICY merchant_rows ON wallet.push_messages_done IS 'readers and app
 -- Its value is epoch seconds of the last rotation * 4 + the current slot.
 CREATE SEQUENCE wallet_internal.push_queue_slot MINVALUE 0 START 0;
 COMMENT ON SEQUENCE wallet_internal.push_queue_slot IS 'rotation state of the push queue slots: (epoch seconds of the last rotation) * 4 + the current slot (0-2); set by wallet.rotate_push_queue';
+-- set from the start, as a rotation sets it: enqueue_push's direct insert
+-- (src/push_write.c) reads the last value only of a sequence that was set
+SELECT pg_catalog.setval('wallet_internal.push_queue_slot', 0, true);
 
 CREATE TABLE wallet.push_dedup (
     merchant_id bigint NOT NULL,
