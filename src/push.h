@@ -31,6 +31,11 @@
  *       for a message that is not a duplicate: status (queued, deferred,
  *       suppressed), reason and eligible time; the rare moved slot (quiet
  *       hours now, a cap reached) is computed by wallet_internal.push_slot
+ *   push_claim_check(merchant, member, push, channel, topic, group, service,
+ *       has_expiry, expires_at, &refusal, &slow, &member_ref)   the check
+ *       claim_pushes makes of a message under its member's lock, by direct
+ *       reads: the refusal (or NULL), else whether quiet hours or a cap may
+ *       move it; false when the statement must decide
  *   push_insert_direct(args, nulls)                  (push_write.c) the message
  *       enqueue_push decided, written into its partition without an executor
  *       from the arguments of its INSERT; false when the statement must
@@ -121,7 +126,10 @@ extern void push_decide(int64 merchant_id, int64 member_id, const char *channel,
 extern bool push_insert_direct(Datum *args, const char *argnulls);
 
 extern bool push_member_read_direct(int64 merchant_id, int64 member_id, const char *channel, const char *topic,
-									 text *dedup_key, int64 push_id, Datum *v, bool *n);
+									 text *dedup_key, int64 push_id, Datum *v, bool *n, Datum *member_ref);
+extern bool push_claim_check(int64 merchant_id, int64 member_id, int64 push_id, const char *channel,
+							 const char *topic, const char *cap_group, bool service, bool has_expiry,
+							 TimestampTz expires_at, const char **refusal, bool *slow, Datum *member_ref);
 
 extern bool push_member_lock_direct(int64 merchant_id, text *member_ref, int64 *member_id, int64 *push_id,
 									bool *found);

@@ -8,8 +8,12 @@
  * of a partitioned table cost more than the query).  Here the common case
  * is a few plans kept per session, generic (planned once): a claim is one
  * query choosing and locking the due messages, the members' locks taken
- * here, and one statement re-checking them all set-based (consent, expiry,
- * quiet hours, caps) that leases the passing ones; an acknowledgement is
+ * here, the re-check of each (consent, expiry, quiet hours, caps) by
+ * direct reads in C (push_claim_check, src/push_decide.c) and one UPDATE
+ * leasing the passing ones; under REPEATABLE READ, or with a table not as
+ * 0.2.0 made it, one statement re-checks them all set-based and leases the
+ * passing ones (the statement started a plan of some forty nodes for
+ * every claim, a third of a claim of one message); an acknowledgement is
  * one statement moving the messages into the finished partition and
  * writing their delivery records.  A statement names the one queue slot
  * its messages are in when it knows it (a plan over one partition starts
@@ -23,6 +27,8 @@
  * its keys when the slot has filled up.
  */
 #include "wallet.h"
+
+#include "push.h"
 
 #include "access/htup_details.h"
 #include "catalog/pg_type.h"
@@ -53,7 +59,8 @@ enum
 	P_ACK_ONE = P_CLAIM + 4,	/* push_ack_one_sql, the same four */
 	P_ACK_MANY = P_ACK_ONE + 4,	/* push_ack_many_sql, the same four */
 	P_ACK_TOKEN = P_ACK_MANY + 4,	/* push_ack_token_sql, the same four */
-	P_COUNT = P_ACK_TOKEN + 4
+	P_LEASE = P_ACK_TOKEN + 4,	/* push_lease_sql, the same four */
+	P_COUNT = P_LEASE + 4
 };
 
 /* the relations of the four variants of a statement on the queue */
@@ -158,6 +165,17 @@ static const char *const push_suppress_sql =
 	" SELECT " PUSH_DONE_COLUMNS("'suppressed'", "d.why", "d.sent_at", "d.provider_message_id") " FROM d";
 
 /*
+ * The lease of messages checked in C (push_claim_check): $1 their ids, $2
+ * the lease, as the claim statement's u; %1$s as there.
+ */
+static const char *const push_lease_sql =
+	"UPDATE %1$s x"
+	"   SET status = 'sending', due_at = pg_catalog.now() OPERATOR(pg_catalog.+) $2, slot_at = pg_catalog.now(),"
+	"       claimed_at = pg_catalog.now(), attempts = x.attempts OPERATOR(pg_catalog.+) 1"
+	" WHERE x.push_id OPERATOR(pg_catalog.=) ANY ($1) AND x.part OPERATOR(pg_catalog.<) 3"
+	" RETURNING x.push_id, x.merchant_id, x.topic, x.payload, x.campaign_id, x.attempts, x.due_at";
+
+/*
  * An acknowledgement: the messages named (match: one id, or an array),
  * if being sent, moved from %1$s into the finished partition as sent with
  * their provider ids (pids: a CTE d of the deleted rows gives each its pid),
@@ -197,7 +215,8 @@ static const char *const push_ack_many_sql =
 
 static const char *const push_sql[P_CLAIM] = {
 	/* P_CANDIDATES: $1 channel, $2 n */
-	"SELECT x.push_id, x.member_id, x.part FROM wallet.push_messages x"
+	"SELECT x.push_id, x.member_id, x.part, x.merchant_id, x.topic, x.cap_group, x.service, x.expires_at"
+	"  FROM wallet.push_messages x"
 	" WHERE x.part OPERATOR(pg_catalog.<) 3 AND x.channel OPERATOR(pg_catalog.=) $1"
 	"   AND x.status OPERATOR(pg_catalog.=) ANY ('{queued,sending}'::pg_catalog.text[])"
 	"   AND x.due_at OPERATOR(pg_catalog.<=) pg_catalog.now() AND wallet.acts_for(x.merchant_id)"
@@ -247,7 +266,13 @@ push_plan(int which)
 		int			nargs = 2;
 		SPIPlanPtr	p;
 
-		if (which >= P_ACK_TOKEN)
+		if (which >= P_LEASE)
+		{
+			sql = psprintf(push_lease_sql, push_slot_rel[which - P_LEASE]);
+			types[0] = INT8ARRAYOID;
+			types[1] = INTERVALOID;
+		}
+		else if (which >= P_ACK_TOKEN)
 		{
 			sql = psprintf(push_ack_token_sql, push_slot_rel[which - P_ACK_TOKEN]);
 			types[0] = INT8OID;
@@ -359,6 +384,13 @@ typedef struct PushCand
 	int			order;			/* position among the candidates */
 	bool		first;			/* its member's first (and locked) */
 	bool		further;		/* a further message of a locked member */
+	/* what push_claim_check needs (never read from the slot cache) */
+	int64		merchant_id;
+	char	   *topic;
+	char	   *cap_group;		/* NULL: exempt */
+	bool		service;
+	bool		has_expiry;
+	TimestampTz expires_at;
 } PushCand;
 
 static int
@@ -515,6 +547,13 @@ claim_pushes(PG_FUNCTION_ARGS)
 		cand[i].part = DatumGetInt16(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3, &isnull));
 		cand[i].order = (int) i;
 		cand[i].first = cand[i].further = false;
+		cand[i].merchant_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 4, &isnull));
+		cand[i].topic = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 5);
+		cand[i].cap_group = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 6);
+		cand[i].service = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 7, &isnull));
+		cand[i].expires_at = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 8,
+																&isnull));
+		cand[i].has_expiry = !isnull;
 	}
 	push_slots_remember(cand, ncand);
 
@@ -580,54 +619,126 @@ claim_pushes(PG_FUNCTION_ARGS)
 		}
 	if (slot < 0 || slot > SLOT_ANY)
 		slot = SLOT_ANY;
-	args[0] = PointerGetDatum(push_id_array(ids, nfirst));
-	args[1] = PG_GETARG_DATUM(2);
 	{
-		uint64		nrows = push_run(P_CLAIM + slot, args, NULL, false);
 		PushCand   *byid = palloc(sizeof(PushCand) * ncand);
-		PushRowOrder *claimed = palloc(sizeof(PushRowOrder) * Max(nrows, 1));
+		PushRowOrder *claimed = palloc(sizeof(PushRowOrder) * ncand);
 		int			nclaimed = 0;
 		bool	   *slow = palloc0(sizeof(bool) * ncand);
-		int64	   *refused = palloc(sizeof(int64) * Max(nrows, 1));
-		Datum	   *why = palloc(sizeof(Datum) * Max(nrows, 1));
+		int64	   *refused = palloc(sizeof(int64) * ncand);
+		Datum	   *why = palloc(sizeof(Datum) * ncand);
 		int			nrefused = 0;
+		const char **refusal = palloc0(sizeof(char *) * ncand);
+		Datum	   *refs = palloc0(sizeof(Datum) * ncand);
+		bool		direct = true;
+		uint64		nrows;
+		char	   *channel = text_to_cstring(PG_GETARG_TEXT_PP(0));
 
 		memcpy(byid, cand, sizeof(PushCand) * ncand);
 		qsort(byid, ncand, sizeof(PushCand), push_cand_by_id);
-		for (uint64 r = 0; r < nrows; r++)
-		{
-			HeapTuple	row = SPI_tuptable->vals[r];
-			TupleDesc	td = SPI_tuptable->tupdesc;
-			bool		isnull;
-			PushCand	key;
-			PushCand   *c;
-			Datum		reason;
 
-			key.push_id = DatumGetInt64(SPI_getbinval(row, td, 1, &isnull));
-			c = bsearch(&key, byid, ncand, sizeof(PushCand), push_cand_by_id);
-			if (c == NULL)
-				elog(ERROR, "claim_pushes: message %lld was not a candidate", (long long) key.push_id);
-			reason = SPI_getbinval(row, td, 9, &isnull);
-			if (!isnull)		/* refused: suppressed below */
+		/* checked in C under the members' locks (push_claim_check), else by the statement */
+		for (uint64 i = 0; i < ncand && direct; i++)
+			if (cand[i].first)
+				direct = push_claim_check(cand[i].merchant_id, cand[i].member_id, cand[i].push_id,
+										  channel, cand[i].topic, cand[i].cap_group,
+										  cand[i].service, cand[i].has_expiry, cand[i].expires_at,
+										  &refusal[i], &slow[i], &refs[i]);
+		if (direct)
+		{
+			int			npass = 0;
+
+			for (uint64 i = 0; i < ncand; i++)
+				if (cand[i].first && refusal[i] != NULL)
+				{
+					slow[i] = false;
+					refused[nrefused] = cand[i].push_id;
+					why[nrefused++] = CStringGetTextDatum(refusal[i]);
+				}
+				else if (cand[i].first && !slow[i])
+					ids[npass++] = cand[i].push_id;
+			nrows = 0;
+			if (npass > 0)
 			{
-				refused[nrefused] = key.push_id;
-				why[nrefused++] = PointerGetDatum(DatumGetTextPCopy(reason));
-				continue;
+				args[0] = PointerGetDatum(push_id_array(ids, npass));
+				args[1] = PG_GETARG_DATUM(2);
+				nrows = push_run(P_LEASE + slot, args, NULL, false);
 			}
-			(void) SPI_getbinval(row, td, 2, &isnull);
-			if (isnull)			/* quiet hours or a cap may move it */
-				slow[c->order] = true;
-			else
+			for (uint64 r = 0; r < nrows; r++)
 			{
+				bool		isnull;
+				PushCand	key;
+				PushCand   *c;
+
+				key.push_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &isnull));
+				c = bsearch(&key, byid, ncand, sizeof(PushCand), push_cand_by_id);
+				if (c == NULL)
+					elog(ERROR, "claim_pushes: message %lld was not a candidate", (long long) key.push_id);
 				claimed[nclaimed].order = c->order;
 				claimed[nclaimed].row = r;
 				nclaimed++;
 			}
+			qsort(claimed, nclaimed, sizeof(PushRowOrder), push_row_by_order);
+			for (int k = 0; k < nclaimed; k++)
+			{
+				Datum		values[8];
+				bool		nulls[8];
+				HeapTuple	row = SPI_tuptable->vals[claimed[k].row];
+
+				/* the lease's columns, with the member's reference read by the check */
+				for (int c = 0, col = 1; c < 8; c++)
+				{
+					if (c == 2)
+					{
+						values[c] = refs[claimed[k].order];
+						nulls[c] = false;
+						continue;
+					}
+					values[c] = SPI_getbinval(row, SPI_tuptable->tupdesc, col++, &nulls[c]);
+				}
+				tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+			}
 		}
-		/* the claimed ones in the candidates' order */
-		qsort(claimed, nclaimed, sizeof(PushRowOrder), push_row_by_order);
-		for (int k = 0; k < nclaimed; k++)
-			push_put_row(rsinfo, claimed[k].row);
+		else
+		{
+			memset(slow, 0, sizeof(bool) * ncand);
+			args[0] = PointerGetDatum(push_id_array(ids, nfirst));
+			args[1] = PG_GETARG_DATUM(2);
+			nrows = push_run(P_CLAIM + slot, args, NULL, false);
+			for (uint64 r = 0; r < nrows; r++)
+			{
+				HeapTuple	row = SPI_tuptable->vals[r];
+				TupleDesc	td = SPI_tuptable->tupdesc;
+				bool		isnull;
+				PushCand	key;
+				PushCand   *c;
+				Datum		reason;
+
+				key.push_id = DatumGetInt64(SPI_getbinval(row, td, 1, &isnull));
+				c = bsearch(&key, byid, ncand, sizeof(PushCand), push_cand_by_id);
+				if (c == NULL)
+					elog(ERROR, "claim_pushes: message %lld was not a candidate", (long long) key.push_id);
+				reason = SPI_getbinval(row, td, 9, &isnull);
+				if (!isnull)		/* refused: suppressed below */
+				{
+					refused[nrefused] = key.push_id;
+					why[nrefused++] = PointerGetDatum(DatumGetTextPCopy(reason));
+					continue;
+				}
+				(void) SPI_getbinval(row, td, 2, &isnull);
+				if (isnull)			/* quiet hours or a cap may move it */
+					slow[c->order] = true;
+				else
+				{
+					claimed[nclaimed].order = c->order;
+					claimed[nclaimed].row = r;
+					nclaimed++;
+				}
+			}
+			/* the claimed ones in the candidates' order */
+			qsort(claimed, nclaimed, sizeof(PushRowOrder), push_row_by_order);
+			for (int k = 0; k < nclaimed; k++)
+				push_put_row(rsinfo, claimed[k].row);
+		}
 
 		/* 4. refused: suppressed with the reason, out of the queue */
 		if (nrefused > 0)

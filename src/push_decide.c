@@ -299,6 +299,36 @@ push_keep_plan(const char *sql, int nargs, Oid *argtypes)
 	return plan;
 }
 
+/* The member's state from the columns of member_read's statement (v, n: 0 to 8). */
+static void
+member_fill(const Datum *v, const bool *n, const PushSettings *settings, int64 member_id, PushMember *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->forgotten = !n[0] && DatumGetBool(v[0]);
+	if (n[1])
+		strcpy(out->time_zone, settings->time_zone);
+	else if (!copy_name(out->time_zone, sizeof(out->time_zone), v[1]))
+		elog(ERROR, "time zone of member " INT64_FORMAT " too long", member_id);
+	out->consent = n[2] ? -1 : DatumGetBool(v[2]) ? 1 : 0;
+	if (!n[3] && DatumGetBool(v[3]))
+	{
+		/* the member's own quiet hours */
+		out->quiet = true;
+		out->quiet_start = DatumGetTimeADT(v[4]);
+		out->quiet_end = DatumGetTimeADT(v[5]);
+	}
+	else
+	{
+		out->quiet = settings->quiet;
+		out->quiet_start = settings->quiet_start;
+		out->quiet_end = settings->quiet_end;
+	}
+	out->topic_not_chosen = !n[6] && DatumGetBool(v[6]);
+	out->max_per_day = n[7] ? -1 : DatumGetInt32(v[7]);
+	out->max_per_week = n[8] ? -1 : DatumGetInt32(v[8]);
+}
+
+
 /*
  * The member's state; with a dedup key (dedup_key not NULL), the key is
  * claimed for push_id in the same statement (a concurrent first use of the
@@ -342,7 +372,7 @@ member_read(int64 merchant_id, int64 member_id, const char *channel, const char 
 			" WHERE w.member_id OPERATOR(pg_catalog.=) $2",
 			dedup_key == NULL ? 4 : 6, argtypes);
 	}
-	if (!push_member_read_direct(merchant_id, member_id, channel, topic, dedup_key, push_id, v, n))
+	if (!push_member_read_direct(merchant_id, member_id, channel, topic, dedup_key, push_id, v, n, NULL))
 	{
 		Datum		args[6];
 
@@ -359,29 +389,7 @@ member_read(int64 merchant_id, int64 member_id, const char *channel, const char 
 		for (int i = 0; i < (dedup_key != NULL ? 10 : 9); i++)
 			v[i] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, i + 1, &n[i]);
 	}
-	memset(out, 0, sizeof(*out));
-	out->forgotten = !n[0] && DatumGetBool(v[0]);
-	if (n[1])
-		strcpy(out->time_zone, settings->time_zone);
-	else if (!copy_name(out->time_zone, sizeof(out->time_zone), v[1]))
-		elog(ERROR, "time zone of member " INT64_FORMAT " too long", member_id);
-	out->consent = n[2] ? -1 : DatumGetBool(v[2]) ? 1 : 0;
-	if (!n[3] && DatumGetBool(v[3]))
-	{
-		/* the member's own quiet hours */
-		out->quiet = true;
-		out->quiet_start = DatumGetTimeADT(v[4]);
-		out->quiet_end = DatumGetTimeADT(v[5]);
-	}
-	else
-	{
-		out->quiet = settings->quiet;
-		out->quiet_start = settings->quiet_start;
-		out->quiet_end = settings->quiet_end;
-	}
-	out->topic_not_chosen = !n[6] && DatumGetBool(v[6]);
-	out->max_per_day = n[7] ? -1 : DatumGetInt32(v[7]);
-	out->max_per_week = n[8] ? -1 : DatumGetInt32(v[8]);
+	member_fill(v, n, settings, member_id, out);
 	if (dedup_key != NULL)
 		*duplicate = !n[9] && DatumGetBool(v[9]);
 }
@@ -479,7 +487,7 @@ static const char *const count_parts[4] = {"push_messages_q0", "push_messages_q1
 static int64
 cap_count_scan(Relation heap, Oid indexoid, int64 member_id, text *channel, text *cap_group,
 			   AttrNumber priority_att, int32 priority, bool rolling, TimestampTz ws, TimestampTz we,
-			   int64 limit, Snapshot snap)
+			   int64 limit, Snapshot snap, AttrNumber id_att, int64 exclude)
 {
 	Relation	index = index_open(indexoid, AccessShareLock);
 	ScanKeyData keys[5];
@@ -510,6 +518,8 @@ cap_count_scan(Relation heap, Oid indexoid, int64 member_id, text *channel, text
 		if (priority_att != InvalidAttrNumber &&
 			DatumGetInt32(slot_getattr(slot, priority_att, &isnull)) < priority)
 			continue;
+		if (id_att != InvalidAttrNumber && DatumGetInt64(slot_getattr(slot, id_att, &isnull)) == exclude)
+			continue;
 		n++;
 	}
 	index_endscan(scan);
@@ -531,6 +541,7 @@ typedef struct CountRels
 	Oid			queued_idx[4];
 	Oid			sent_idx[4];
 	AttrNumber	priority_att[4];
+	AttrNumber	id_att[4];
 } CountRels;
 
 static CountRels count_rels;
@@ -576,17 +587,25 @@ count_rels_get(void)
 		count_rels.queued_idx[p] = index_get_partition(heap, queued_idx);
 		count_rels.sent_idx[p] = index_get_partition(heap, sent_idx);
 		count_rels.priority_att[p] = get_attnum(count_rels.part[p], "priority");
+		count_rels.id_att[p] = get_attnum(count_rels.part[p], "push_id");
 		table_close(heap, NoLock);
 		count_rels.usable = OidIsValid(count_rels.queued_idx[p]) && OidIsValid(count_rels.sent_idx[p]) &&
-			count_rels.priority_att[p] != InvalidAttrNumber;
+			count_rels.priority_att[p] != InvalidAttrNumber && count_rels.id_att[p] != InvalidAttrNumber;
 	}
 	count_rels.valid = true;
 	return &count_rels;
 }
 
+/*
+ * The count by direct scans: with queued_too, as cap_count (queued ones
+ * with a priority at least priority, and those sending or sent); without,
+ * only those sending or sent but the message exclude, as claim_pushes'
+ * statement counts at claim time.  -1 when the partitions are not as 0.2.0
+ * made them.
+ */
 static int64
 cap_count_direct(int64 member_id, const char *channel, const char *cap_group, int32 priority,
-				 bool rolling, TimestampTz ws, TimestampTz we, int32 limit)
+				 bool rolling, TimestampTz ws, TimestampTz we, int32 limit, bool queued_too, int64 exclude)
 {
 	const CountRels *rels = count_rels_get();
 	text	   *ch;
@@ -607,12 +626,13 @@ cap_count_direct(int64 member_id, const char *channel, const char *cap_group, in
 	{
 		Relation	heap = table_open(rels->part[p], AccessShareLock);
 
-		if (p < 3 && queued < limit)
+		if (queued_too && p < 3 && queued < limit)
 			queued += cap_count_scan(heap, rels->queued_idx[p], member_id, ch, group, rels->priority_att[p],
-									 priority, rolling, ws, we, limit - queued, snap);
+									 priority, rolling, ws, we, limit - queued, snap, InvalidAttrNumber, 0);
 		if (sent < limit)
 			sent += cap_count_scan(heap, rels->sent_idx[p], member_id, ch, group, InvalidAttrNumber, 0,
-								   rolling, ws, we, limit - sent, snap);
+								   rolling, ws, we, limit - sent, snap,
+								   queued_too ? InvalidAttrNumber : rels->id_att[p], exclude);
 		table_close(heap, NoLock);
 	}
 	UnregisterSnapshot(snap);
@@ -627,7 +647,7 @@ cap_count(int64 member_id, const char *channel, const char *cap_group, int32 pri
 	Datum		args[7];
 	bool		isnull;
 	SPIPlanPtr *plan = &count_plan[rolling ? 1 : 0];
-	int64		n = cap_count_direct(member_id, channel, cap_group, priority, rolling, ws, we, limit);
+	int64		n = cap_count_direct(member_id, channel, cap_group, priority, rolling, ws, we, limit, true, 0);
 
 	if (n >= 0)
 		return n;
@@ -666,18 +686,26 @@ cap_count(int64 member_id, const char *channel, const char *cap_group, int32 pri
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
-bool
-push_cap_reached(int64 merchant_id, int64 member_id, const char *channel, const PushTopic *topic,
-				 const PushMember *member, int32 priority, TimestampTz t)
+/*
+ * Whether a cap of the channel and group (the merchant's, then the member's
+ * day and week caps) is reached at t: 1 yes, 0 no, -1 when it cannot be
+ * counted directly (at claim only).  As enqueue plans (claim false): the
+ * member's messages sending and sent at their claim time and queued at
+ * their planned slot with a priority at least priority, a rolling window
+ * (t - window, t].  As claim_pushes' statement checks (claim true): those
+ * sending and sent but push_id, a rolling window (t - window, infinity), so
+ * that a claim that started earlier but took the member's lock later
+ * counts.  A calendar window is the member's local day or week.
+ */
+static int
+caps_reached(int64 merchant_id, int64 member_id, const char *channel, const char *cap_group,
+			 const PushMember *member, TimestampTz t, bool claim, int32 priority, int64 push_id)
 {
 	PushCap		caps[PUSH_CAPS_MAX];
-	int			n,
-				i;
+	int			n;
 
-	if (!topic->capped)
-		return false;
 	/* at most one cap per period (the key of wallet.push_caps), then the member's two */
-	n = push_config_caps(merchant_id, channel, topic->cap_group, caps, PUSH_CAPS_MAX - 2);
+	n = push_config_caps(merchant_id, channel, cap_group, caps, PUSH_CAPS_MAX - 2);
 	if (member->max_per_day >= 0)
 	{
 		memset(&caps[n], 0, sizeof(PushCap));
@@ -690,18 +718,22 @@ push_cap_reached(int64 merchant_id, int64 member_id, const char *channel, const 
 		caps[n].period = 'w';
 		caps[n++].max_count = member->max_per_week;
 	}
-	for (i = 0; i < n; i++)
+	for (int i = 0; i < n; i++)
 	{
 		TimestampTz ws,
 					we;
+		int64		count;
 
 		if (caps[i].max_count <= 0)
-			return true;		/* a member's cap of 0: nothing fits */
+			return 1;			/* a member's cap of 0: nothing fits */
 		if (caps[i].period == 'r')
 		{
 			ws = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_mi_interval, TimestampTzGetDatum(t),
 														 IntervalPGetDatum(&caps[i].window_size)));
-			we = t;
+			if (claim)
+				TIMESTAMP_NOEND(we);
+			else
+				we = t;
 		}
 		else
 		{
@@ -712,11 +744,67 @@ push_cap_reached(int64 merchant_id, int64 member_id, const char *channel, const 
 			ws = from_local(lt, member->time_zone);
 			we = from_local(lt + (caps[i].period == 'd' ? 1 : 7) * USECS_PER_DAY, member->time_zone);
 		}
-		if (cap_count(member_id, channel, topic->cap_group, priority, caps[i].period == 'r',
-					  ws, we, caps[i].max_count) >= caps[i].max_count)
-			return true;
+		if (claim)
+			count = cap_count_direct(member_id, channel, cap_group, 0, caps[i].period == 'r', ws, we,
+									 caps[i].max_count, false, push_id);
+		else
+			count = cap_count(member_id, channel, cap_group, priority, caps[i].period == 'r',
+							  ws, we, caps[i].max_count);
+		if (count < 0)
+			return -1;
+		if (count >= caps[i].max_count)
+			return 1;
 	}
-	return false;
+	return 0;
+}
+
+bool
+push_cap_reached(int64 merchant_id, int64 member_id, const char *channel, const PushTopic *topic,
+				 const PushMember *member, int32 priority, TimestampTz t)
+{
+	return topic->capped && caps_reached(merchant_id, member_id, channel, topic->cap_group, member, t,
+										 false, priority, 0) > 0;
+}
+
+bool
+push_claim_check(int64 merchant_id, int64 member_id, int64 push_id, const char *channel, const char *topic,
+				 const char *cap_group, bool service, bool has_expiry, TimestampTz expires_at,
+				 const char **refusal, bool *slow, Datum *member_ref)
+{
+	PushSettings settings;
+	PushMember	member;
+	PushTopic	t;
+	Datum		v[10];
+	bool		n[10];
+	TimestampTz now = GetCurrentTransactionStartTimestamp();
+	TimestampTz until;
+	int			reached;
+
+	push_config_settings(merchant_id, &settings);
+	if (!push_member_read_direct(merchant_id, member_id, channel, topic, NULL, 0, v, n, member_ref))
+		return false;
+	member_fill(v, n, &settings, member_id, &member);
+	memset(&t, 0, sizeof(t));
+	t.service = service;
+	*slow = false;
+	*refusal = push_refusal(&t, &member);
+	if (*refusal == NULL && has_expiry && expires_at <= now)
+		*refusal = "expired";
+	if (*refusal != NULL)
+		return true;
+	if (!service && member.quiet &&
+		push_quiet_until(now, member.time_zone, member.quiet_start, member.quiet_end, &until))
+	{
+		*slow = true;
+		return true;
+	}
+	if (cap_group == NULL)
+		return true;
+	reached = caps_reached(merchant_id, member_id, channel, cap_group, &member, now, true, 0, push_id);
+	if (reached < 0)
+		return false;
+	*slow = reached > 0;
+	return true;
 }
 
 void

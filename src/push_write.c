@@ -337,7 +337,7 @@ topic_not_chosen(Datum topics, const char *topic)
  */
 bool
 push_member_read_direct(int64 merchant_id, int64 member_id, const char *channel, const char *topic,
-						text *dedup_key, int64 push_id, Datum *v, bool *n)
+						text *dedup_key, int64 push_id, Datum *v, bool *n, Datum *member_ref)
 {
 	const WriteRels *rels;
 	Relation	members,
@@ -393,6 +393,8 @@ push_member_read_direct(int64 merchant_id, int64 member_id, const char *channel,
 		v[0] = BoolGetDatum(!isnull && strcmp(TextDatumGetCString(s), "forgotten") == 0);
 		n[0] = isnull;
 		v[1] = heap_getattr(t, rels->m_att[4], RelationGetDescr(members), &n[1]);
+		if (member_ref != NULL)
+			*member_ref = heap_getattr(t, rels->m_att[2], RelationGetDescr(members), &isnull);
 	}
 	direct_key(&keys[0], rels->c_att[0], F_INT8EQ, Int64GetDatum(merchant_id));
 	direct_key(&keys[1], rels->c_att[1], F_INT8EQ, Int64GetDatum(member_id));
