@@ -89,7 +89,7 @@ campaign_cache_reset(void)
 
 	if (!callback_registered)
 	{
-		CacheRegisterRelcacheCallback(campaign_cache_callback, (Datum) 0);
+		wallet_register_relcache_callback(campaign_cache_callback);
 		RegisterXactCallback(campaign_cache_xact_callback, NULL);
 		callback_registered = true;
 	}

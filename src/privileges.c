@@ -100,7 +100,7 @@ cache_refresh(Oid user)
 		CacheRegisterSyscacheCallback(AUTHOID, syscache_changed, (Datum) 0);
 		CacheRegisterSyscacheCallback(NAMESPACEOID, syscache_changed, (Datum) 0);
 		/* wallet.merchant_roles: its trigger sends a relcache invalidation */
-		CacheRegisterRelcacheCallback(relcache_changed, (Datum) 0);
+		wallet_register_relcache_callback(relcache_changed);
 		RegisterXactCallback(xact_ended, NULL);
 		callbacks_registered = true;
 	}

@@ -305,7 +305,7 @@ rule_cache_ready(void)
 	if (!rule_callback)
 	{
 		rule_graveyard = AllocSetContextCreate(CacheMemoryContext, "wallet earning rules dropped", ALLOCSET_SMALL_SIZES);
-		CacheRegisterRelcacheCallback(rule_cache_invalidate, (Datum) 0);
+		wallet_register_relcache_callback(rule_cache_invalidate);
 		rule_callback = true;
 	}
 	if (eval_depth == 0)

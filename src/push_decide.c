@@ -97,7 +97,7 @@ config_reset(void)
 
 	if (!config_callback)
 	{
-		CacheRegisterRelcacheCallback(config_invalidate, (Datum) 0);
+		wallet_register_relcache_callback(config_invalidate);
 		config_callback = true;
 	}
 	if (config_cxt == NULL)
@@ -565,7 +565,7 @@ count_rels_get(void)
 		return &count_rels;
 	if (!count_rels_callback)
 	{
-		CacheRegisterRelcacheCallback(count_rels_invalidate, (Datum) 0);
+		wallet_register_relcache_callback(count_rels_invalidate);
 		count_rels_callback = true;
 	}
 	memset(&count_rels, 0, sizeof(count_rels));

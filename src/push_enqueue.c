@@ -133,7 +133,7 @@ push_keys_reset(void)
 
 	if (!push_keys_callback)
 	{
-		CacheRegisterRelcacheCallback(push_keys_invalidate, (Datum) 0);
+		wallet_register_relcache_callback(push_keys_invalidate);
 		push_keys_callback = true;
 	}
 	sodium_memzero(push_keys, sizeof(push_keys));

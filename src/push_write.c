@@ -183,7 +183,7 @@ write_rels_get(void)
 		return &write_rels;
 	if (!write_rels_callback)
 	{
-		CacheRegisterRelcacheCallback(write_rels_invalidate, (Datum) 0);
+		wallet_register_relcache_callback(write_rels_invalidate);
 		write_rels_callback = true;
 	}
 	memset(&write_rels, 0, sizeof(write_rels));

@@ -98,7 +98,7 @@ wallet_merchant_refers(int64 merchant_id)
 
 	if (!gate_registered)
 	{
-		CacheRegisterRelcacheCallback(gate_relcache_changed, (Datum) 0);
+		wallet_register_relcache_callback(gate_relcache_changed);
 		gate_registered = true;
 	}
 	if (gate_relid == InvalidOid)

@@ -329,7 +329,7 @@ tier_cache_reset(void)
 
 	if (!tier_callback)
 	{
-		CacheRegisterRelcacheCallback(tier_cache_invalidate, (Datum) 0);
+		wallet_register_relcache_callback(tier_cache_invalidate);
 		tier_callback = true;
 	}
 	if (tier_cache != NULL)

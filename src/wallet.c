@@ -7,6 +7,7 @@
 
 #include "fmgr.h"
 #include "utils/builtins.h"
+#include "utils/inval.h"
 
 #include "guard.h"
 #include "keys.h"
@@ -21,6 +22,28 @@ void		_PG_init(void);
  * being initialised, so a failure stops the load rather than letting a
  * crypto call run on an uninitialised library.
  */
+#define WALLET_RELCACHE_CALLBACKS 16
+static WalletRelcacheCallback relcache_callbacks[WALLET_RELCACHE_CALLBACKS];
+static int	relcache_callbacks_used = 0;
+
+/* The one relcache callback the wallet registers: runs every cache's. */
+static void
+wallet_relcache_dispatch(Datum arg, Oid relid)
+{
+	for (int i = 0; i < relcache_callbacks_used; i++)
+		relcache_callbacks[i] ((Datum) 0, relid);
+}
+
+void
+wallet_register_relcache_callback(WalletRelcacheCallback fn)
+{
+	if (relcache_callbacks_used == 0)
+		CacheRegisterRelcacheCallback(wallet_relcache_dispatch, (Datum) 0);
+	if (relcache_callbacks_used >= WALLET_RELCACHE_CALLBACKS)
+		elog(FATAL, "out of wallet relcache callback slots");
+	relcache_callbacks[relcache_callbacks_used++] = fn;
+}
+
 void
 _PG_init(void)
 {

@@ -14,4 +14,13 @@
 #error "WALLET_VERSION must be defined by the build (see Makefile)"
 #endif
 
+/*
+ * The extension's relcache invalidation callbacks, run by one callback it
+ * registers with PostgreSQL (wallet.c): a backend has room for ten in all,
+ * shared with PostgreSQL's own caches, and the wallet keeps more caches
+ * than that leaves.  Same signature as CacheRegisterRelcacheCallback's.
+ */
+typedef void (*WalletRelcacheCallback) (Datum arg, Oid relid);
+extern void wallet_register_relcache_callback(WalletRelcacheCallback fn);
+
 #endif							/* WALLET_H */
