@@ -25278,6 +25278,66 @@ COMMENT ON FUNCTION wallet.record_campaign_cost(bigint, numeric, text, timestamp
 SELECT pg_catalog.setval('wallet_internal.push_queue_slot', s.last_value, true)
   FROM wallet_internal.push_queue_slot s WHERE NOT s.is_called;
 
+-- == 10bg. ack_pushes with the claim tokens in C (one move in a subtransaction; every other case in wallet_internal.push_ack_many_token)
+
+CREATE OR REPLACE FUNCTION wallet_internal.push_ack_many_token(push_ids bigint[], provider_message_ids text[], attempts int[]) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    x record;
+    locked bigint[];
+    at int[];
+BEGIN
+    -- (array_position refuses a 2-D array with a raw 0A000: the shape first)
+    IF array_ndims(attempts) > 1 OR array_ndims(push_ids) > 1 THEN
+        RAISE EXCEPTION 'push_ids and attempts must be one-dimensional arrays'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The array attempts has the attempt of each message, in the order of push_ids.';
+    END IF;
+    IF attempts IS NULL OR array_position(attempts, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'attempts must not be null nor hold a null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Each claim is named by the attempts claim_pushes returned with its message.';
+    END IF;
+    -- (a claim's attempt is 1 or more, as push_check_attempt says)
+    IF EXISTS (SELECT FROM unnest(attempts) a WHERE a < 1) THEN
+        RAISE EXCEPTION 'attempt must be positive'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('A claim is named by the attempts claim_pushes returned with the message, 1 or more; %s is not.',
+                                  (SELECT min(a) FROM unnest(attempts) a));
+    END IF;
+    IF cardinality(attempts) <> cardinality(push_ids) THEN
+        RAISE EXCEPTION 'attempts must hold one attempt per push_id'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The array attempts has the attempt of each message, in the order of push_ids.';
+    END IF;
+    -- locked in ascending id order (the order ack_pushes locks in) by one
+    -- statement, and compared with the claims
+    WITH l AS (SELECT m.push_id, m.attempts FROM wallet.push_messages m
+                WHERE m.push_id = ANY (push_ids) AND wallet.acts_for(m.merchant_id) ORDER BY m.push_id FOR UPDATE)
+    SELECT array_agg(l.push_id), array_agg(l.attempts) INTO locked, at FROM l;
+    IF coalesce(cardinality(locked), 0) = (SELECT count(DISTINCT u) FROM unnest(push_ids) u WHERE u IS NOT NULL) THEN
+        SELECT u.id, u.attempt INTO x FROM unnest(push_ids, attempts) AS u(id, attempt) JOIN unnest(locked, at) AS k(id, att) ON k.id = u.id
+         WHERE k.att <> u.attempt ORDER BY u.id LIMIT 1;
+        IF FOUND THEN
+            PERFORM wallet_internal.push_check_attempt(x.id, x.attempt);   -- WL702
+        END IF;
+    ELSE
+        -- an unknown message, or one moved while we waited for its lock:
+        -- one by one, in ascending id order, as push_lock finds a moved one
+        FOR x IN SELECT u.id, u.attempt FROM unnest(push_ids, attempts) AS u(id, attempt) WHERE u.id IS NOT NULL ORDER BY u.id LOOP
+            PERFORM wallet_internal.push_check_attempt(x.id, x.attempt);
+        END LOOP;
+    END IF;
+    RETURN wallet.ack_pushes(push_ids, provider_message_ids);
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_ack_many_token(bigint[], text[], int[]) IS 'internal: wallet.ack_pushes with the claim tokens, every case: the messages locked in ascending id order, WL702 for the first claimed again since (and then none is recorded), 22004 or 22023 for a bad attempts array, then wallet.ack_pushes';
+
+CREATE OR REPLACE FUNCTION wallet.ack_pushes(push_ids bigint[], provider_message_ids text[], attempts int[]) RETURNS bigint
+    LANGUAGE C
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'ack_pushes_token';
+COMMENT ON FUNCTION wallet.ack_pushes(bigint[], text[], int[]) IS 'ack_pushes for the claims that attempts name (one per push_id): WL702 for the first message claimed again since, and then none is recorded';
+
 -- == 10z. shared objects, final (issues 10-12)
 -- Objects that several sections above re-create (each with what its area
 -- added): their final definitions, exactly as the parts have them.
