@@ -927,91 +927,6 @@ push_ack_by_id(const void *a, const void *b)
 	return x->push_id < y->push_id ? -1 : x->push_id > y->push_id ? 1 : 0;
 }
 
-/*
- * The acknowledgements of ack_pushes' arguments (attempts: the third one,
- * the claim tokens), sorted by id, into *acks and *nids; false when they are
- * unusual (NULLs, a 2-D array, repeated ids, bad provider ids or attempts,
- * more than 10000, arrays of other lengths): the PL/pgSQL path decides then.
- */
-static bool
-push_acks_read(FunctionCallInfo fcinfo, bool attempts, PushAck **acks, int *nids)
-{
-	Datum	   *ids;
-	bool	   *idnulls;
-	Datum	   *atts = NULL;
-	bool	   *attnulls = NULL;
-	int			natts = 0;
-	Datum	   *pids = NULL;
-	bool	   *pidnulls = NULL;
-	int			npids = 0;
-	bool		fast;
-	PushAck    *a;
-
-	*nids = 0;
-	if (PG_ARGISNULL(0) || (attempts && PG_ARGISNULL(2)))
-		return false;
-	/* a 2-D array would be read flat: the PL/pgSQL path refuses it (22023) */
-	if (ARR_NDIM(PG_GETARG_ARRAYTYPE_P(0)) > 1 || (!PG_ARGISNULL(1) && ARR_NDIM(PG_GETARG_ARRAYTYPE_P(1)) > 1) ||
-		(attempts && ARR_NDIM(PG_GETARG_ARRAYTYPE_P(2)) > 1))
-		return false;
-	deconstruct_array(PG_GETARG_ARRAYTYPE_P(0), INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &ids, &idnulls, nids);
-	if (!PG_ARGISNULL(1))
-		deconstruct_array(PG_GETARG_ARRAYTYPE_P(1), TEXTOID, -1, false, TYPALIGN_INT, &pids, &pidnulls, &npids);
-	if (attempts)
-		deconstruct_array(PG_GETARG_ARRAYTYPE_P(2), INT4OID, 4, true, TYPALIGN_INT, &atts, &attnulls, &natts);
-	fast = *nids <= 10000 && (PG_ARGISNULL(1) || npids == *nids) && (!attempts || natts == *nids);
-	a = palloc(sizeof(PushAck) * Max(*nids, 1));
-	for (int i = 0; i < *nids && fast; i++)
-	{
-		fast = !idnulls[i] && (!attempts || (!attnulls[i] && DatumGetInt32(atts[i]) >= 1));
-		a[i].push_id = fast ? DatumGetInt64(ids[i]) : 0;
-		a[i].attempt = fast && attempts ? DatumGetInt32(atts[i]) : 0;
-		a[i].provider_null = pids == NULL || pidnulls[i];
-		a[i].provider = a[i].provider_null ? (Datum) 0 : pids[i];
-		if (fast && !a[i].provider_null)
-			fast = push_provider_ok(DatumGetTextPP(pids[i]));
-	}
-	if (fast)
-	{
-		qsort(a, *nids, sizeof(PushAck), push_ack_by_id);
-		for (int i = 1; i < *nids && fast; i++)
-			fast = a[i].push_id != a[i - 1].push_id;
-	}
-	*acks = a;
-	return fast;
-}
-
-/*
- * The arguments of the move of acks (sorted ids, their provider ids or NULL
- * when none was given) into args and nulls; returns the queue slot this
- * session claimed them all from, or SLOT_ANY.
- */
-static int
-push_acks_args(FunctionCallInfo fcinfo, const PushAck *acks, int nids, Datum *args, char *nulls)
-{
-	int64	   *sorted = palloc(sizeof(int64) * nids);
-	Datum	   *pd = palloc(sizeof(Datum) * nids);
-	bool	   *pn = palloc(sizeof(bool) * nids);
-	int			dims[1] = {nids};
-	int			lbs[1] = {1};
-	int			slot = push_slot_of(acks[0].push_id);
-
-	for (int i = 0; i < nids; i++)
-	{
-		sorted[i] = acks[i].push_id;
-		pd[i] = acks[i].provider;
-		pn[i] = acks[i].provider_null;
-		if (slot != SLOT_ANY && push_slot_of(acks[i].push_id) != slot)
-			slot = SLOT_ANY;
-	}
-	args[0] = PointerGetDatum(push_id_array(sorted, nids));
-	nulls[0] = ' ';
-	nulls[1] = PG_ARGISNULL(1) ? 'n' : ' ';
-	args[1] = PG_ARGISNULL(1) ? (Datum) 0
-		: PointerGetDatum(construct_md_array(pd, pn, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
-	return slot;
-}
-
 PG_FUNCTION_INFO_V1(ack_pushes);
 
 /*
@@ -1028,18 +943,71 @@ ack_pushes(PG_FUNCTION_ARGS)
 	Datum		args[2];
 	char		nulls[2];
 	int64		n = 0;
-	int			nids;
-	PushAck    *acks;
-	bool		fast = push_acks_read(fcinfo, false, &acks, &nids);
+	bool		fast = !PG_ARGISNULL(0);
+	int			nids = 0;
+	PushAck    *acks = NULL;
 
+	/* a 2-D array would be read flat: push_ack_many refuses it (22023) */
+	if (fast && (ARR_NDIM(PG_GETARG_ARRAYTYPE_P(0)) > 1 || (!PG_ARGISNULL(1) && ARR_NDIM(PG_GETARG_ARRAYTYPE_P(1)) > 1)))
+		fast = false;
+	if (fast)
+	{
+		Datum	   *ids;
+		bool	   *idnulls;
+		Datum	   *pids = NULL;
+		bool	   *pidnulls = NULL;
+		int			npids = 0;
+
+		deconstruct_array(PG_GETARG_ARRAYTYPE_P(0), INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &ids, &idnulls, &nids);
+		if (!PG_ARGISNULL(1))
+			deconstruct_array(PG_GETARG_ARRAYTYPE_P(1), TEXTOID, -1, false, TYPALIGN_INT, &pids, &pidnulls, &npids);
+		fast = nids <= 10000 && (PG_ARGISNULL(1) || npids == nids);
+		if (fast)
+		{
+			acks = palloc(sizeof(PushAck) * Max(nids, 1));
+			for (int i = 0; i < nids && fast; i++)
+			{
+				fast = !idnulls[i];
+				acks[i].push_id = fast ? DatumGetInt64(ids[i]) : 0;
+				acks[i].provider_null = pids == NULL || pidnulls[i];
+				acks[i].provider = acks[i].provider_null ? (Datum) 0 : pids[i];
+				if (fast && !acks[i].provider_null)
+					fast = push_provider_ok(DatumGetTextPP(pids[i]));
+			}
+		}
+		if (fast)
+		{
+			qsort(acks, nids, sizeof(PushAck), push_ack_by_id);
+			for (int i = 1; i < nids && fast; i++)
+				fast = acks[i].push_id != acks[i - 1].push_id;
+		}
+	}
 	if (fast && nids == 0)
 		PG_RETURN_INT64(0);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	if (fast)
 	{
-		int			slot = push_acks_args(fcinfo, acks, nids, args, nulls);
+		int64	   *sorted = palloc(sizeof(int64) * nids);
+		Datum	   *pd = palloc(sizeof(Datum) * nids);
+		bool	   *pn = palloc(sizeof(bool) * nids);
+		int			dims[1] = {nids};
+		int			lbs[1] = {1};
+		int			slot = push_slot_of(acks[0].push_id);
 
+		for (int i = 0; i < nids; i++)
+		{
+			sorted[i] = acks[i].push_id;
+			pd[i] = acks[i].provider;
+			pn[i] = acks[i].provider_null;
+			if (slot != SLOT_ANY && push_slot_of(acks[i].push_id) != slot)
+				slot = SLOT_ANY;
+		}
+		args[0] = PointerGetDatum(push_id_array(sorted, nids));
+		nulls[0] = ' ';
+		nulls[1] = PG_ARGISNULL(1) ? 'n' : ' ';
+		args[1] = PG_ARGISNULL(1) ? (Datum) 0
+			: PointerGetDatum(construct_md_array(pd, pn, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
 		n = (int64) push_run(P_ACK_MANY + slot, args, nulls, false);
 		/* some moved meanwhile (to another slot): looked for in every slot */
 		if (n < nids && slot != SLOT_ANY)
@@ -1102,21 +1070,79 @@ ack_pushes_token(PG_FUNCTION_ARGS)
 	Datum		args[3];
 	char		nulls[3];
 	int64		n = 0;
-	int			nids;
-	PushAck    *acks;
-	bool		fast = push_acks_read(fcinfo, true, &acks, &nids);
+	bool		fast = !PG_ARGISNULL(0) && !PG_ARGISNULL(2);
+	int			nids = 0;
+	PushAck    *acks = NULL;
 
+	if (fast && (ARR_NDIM(PG_GETARG_ARRAYTYPE_P(0)) > 1 || ARR_NDIM(PG_GETARG_ARRAYTYPE_P(2)) > 1 ||
+				 (!PG_ARGISNULL(1) && ARR_NDIM(PG_GETARG_ARRAYTYPE_P(1)) > 1)))
+		fast = false;
+	if (fast)
+	{
+		Datum	   *ids;
+		bool	   *idnulls;
+		Datum	   *atts;
+		bool	   *attnulls;
+		int			natts;
+		Datum	   *pids = NULL;
+		bool	   *pidnulls = NULL;
+		int			npids = 0;
+
+		deconstruct_array(PG_GETARG_ARRAYTYPE_P(0), INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &ids, &idnulls, &nids);
+		deconstruct_array(PG_GETARG_ARRAYTYPE_P(2), INT4OID, 4, true, TYPALIGN_INT, &atts, &attnulls, &natts);
+		if (!PG_ARGISNULL(1))
+			deconstruct_array(PG_GETARG_ARRAYTYPE_P(1), TEXTOID, -1, false, TYPALIGN_INT, &pids, &pidnulls, &npids);
+		fast = nids <= 10000 && natts == nids && (PG_ARGISNULL(1) || npids == nids);
+		if (fast)
+		{
+			acks = palloc(sizeof(PushAck) * Max(nids, 1));
+			for (int i = 0; i < nids && fast; i++)
+			{
+				fast = !idnulls[i] && !attnulls[i] && DatumGetInt32(atts[i]) >= 1;
+				acks[i].push_id = fast ? DatumGetInt64(ids[i]) : 0;
+				acks[i].attempt = fast ? DatumGetInt32(atts[i]) : 0;
+				acks[i].provider_null = pids == NULL || pidnulls[i];
+				acks[i].provider = acks[i].provider_null ? (Datum) 0 : pids[i];
+				if (fast && !acks[i].provider_null)
+					fast = push_provider_ok(DatumGetTextPP(pids[i]));
+			}
+		}
+		if (fast)
+		{
+			qsort(acks, nids, sizeof(PushAck), push_ack_by_id);
+			for (int i = 1; i < nids && fast; i++)
+				fast = acks[i].push_id != acks[i - 1].push_id;
+		}
+	}
 	if (fast && nids == 0)
 		PG_RETURN_INT64(0);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	if (fast)
 	{
-		int			slot = push_acks_args(fcinfo, acks, nids, args, nulls);
+		int64	   *sorted = palloc(sizeof(int64) * nids);
+		Datum	   *pd = palloc(sizeof(Datum) * nids);
+		bool	   *pn = palloc(sizeof(bool) * nids);
+		int			dims[1] = {nids};
+		int			lbs[1] = {1};
+		int			slot = push_slot_of(acks[0].push_id);
 		MemoryContext cxt = CurrentMemoryContext;
 		ResourceOwner owner = CurrentResourceOwner;
 		uint64		moved;
 
+		for (int i = 0; i < nids; i++)
+		{
+			sorted[i] = acks[i].push_id;
+			pd[i] = acks[i].provider;
+			pn[i] = acks[i].provider_null;
+			if (slot != SLOT_ANY && push_slot_of(acks[i].push_id) != slot)
+				slot = SLOT_ANY;
+		}
+		args[0] = PointerGetDatum(push_id_array(sorted, nids));
+		nulls[0] = ' ';
+		nulls[1] = PG_ARGISNULL(1) ? 'n' : ' ';
+		args[1] = PG_ARGISNULL(1) ? (Datum) 0
+			: PointerGetDatum(construct_md_array(pd, pn, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
 		/* the move, undone unless every message was at its attempt */
 		BeginInternalSubTransaction(NULL);
 		MemoryContextSwitchTo(cxt);
