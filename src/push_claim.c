@@ -31,7 +31,6 @@
 #include "push.h"
 
 #include "access/htup_details.h"
-#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -42,8 +41,6 @@
 #include "utils/builtins.h"
 #include "utils/datetime.h"
 #include "utils/lsyscache.h"
-#include "utils/memutils.h"
-#include "utils/resowner.h"
 #include "utils/timestamp.h"
 #include "utils/tuplestore.h"
 
@@ -63,9 +60,7 @@ enum
 	P_ACK_MANY = P_ACK_ONE + 4,	/* push_ack_many_sql, the same four */
 	P_ACK_TOKEN = P_ACK_MANY + 4,	/* push_ack_token_sql, the same four */
 	P_LEASE = P_ACK_TOKEN + 4,	/* push_lease_sql, the same four */
-	P_ACK_MANY_TOKEN = P_LEASE + 4,	/* push_ack_many_token_sql, the same four */
-	P_ACK_TOKEN_FULL = P_ACK_MANY_TOKEN + 4,	/* wallet_internal.push_ack_many_token */
-	P_COUNT
+	P_COUNT = P_LEASE + 4
 };
 
 /* the relations of the four variants of a statement on the queue */
@@ -218,16 +213,6 @@ static const char *const push_ack_many_sql =
 				 "u.pid FROM d JOIN ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]), pg_catalog.unnest($2::pg_catalog.text[])) AS u(id, pid)"
 				 " ON u.id OPERATOR(pg_catalog.=) d.push_id");
 
-/*
- * ack_pushes with the claim tokens: the move of push_ack_many_sql, each
- * moved message returned with its attempt for the caller to compare.
- */
-static const char *const push_ack_many_token_sql =
-	PUSH_ACK_SQL("ANY ($1)",
-				 "u.pid FROM d JOIN ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]), pg_catalog.unnest($2::pg_catalog.text[])) AS u(id, pid)"
-				 " ON u.id OPERATOR(pg_catalog.=) d.push_id")
-	" RETURNING push_id, attempts";
-
 static const char *const push_sql[P_CLAIM] = {
 	/* P_CANDIDATES: $1 channel, $2 n */
 	"SELECT x.push_id, x.member_id, x.part, x.merchant_id, x.topic, x.cap_group, x.service, x.expires_at"
@@ -281,21 +266,7 @@ push_plan(int which)
 		int			nargs = 2;
 		SPIPlanPtr	p;
 
-		if (which == P_ACK_TOKEN_FULL)
-		{
-			sql = "SELECT wallet_internal.push_ack_many_token($1, $2, $3)";
-			types[0] = INT8ARRAYOID;
-			types[1] = TEXTARRAYOID;
-			types[2] = INT4ARRAYOID;
-			nargs = 3;
-		}
-		else if (which >= P_ACK_MANY_TOKEN)
-		{
-			sql = psprintf(push_ack_many_token_sql, push_slot_rel[which - P_ACK_MANY_TOKEN]);
-			types[0] = INT8ARRAYOID;
-			types[1] = TEXTARRAYOID;
-		}
-		else if (which >= P_LEASE)
+		if (which >= P_LEASE)
 		{
 			sql = psprintf(push_lease_sql, push_slot_rel[which - P_LEASE]);
 			types[0] = INT8ARRAYOID;
@@ -915,7 +886,6 @@ typedef struct PushAck
 	int64		push_id;
 	Datum		provider;
 	bool		provider_null;
-	int32		attempt;		/* the claim token (ack_pushes_token) */
 } PushAck;
 
 static int
@@ -1026,158 +996,6 @@ ack_pushes(PG_FUNCTION_ARGS)
 		n += DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 		if (isnull)
 			elog(ERROR, "push_ack_many returned NULL");
-	}
-	SPI_finish();
-	PG_RETURN_INT64(n);
-}
-
-/*
- * Whether every message the last statement moved (rows of push_id, attempts)
- * was at the attempt its acknowledgement names (acks sorted by id).
- */
-static bool
-push_ack_tokens_match(const PushAck *acks, int nids, uint64 nrows)
-{
-	for (uint64 r = 0; r < nrows; r++)
-	{
-		bool		isnull;
-		PushAck		key;
-		PushAck    *a;
-
-		key.push_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &isnull));
-		a = bsearch(&key, acks, nids, sizeof(PushAck), push_ack_by_id);
-		if (a == NULL || DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 2, &isnull)) != a->attempt)
-			return false;
-	}
-	return true;
-}
-
-PG_FUNCTION_INFO_V1(ack_pushes_token);
-
-/*
- * wallet.ack_pushes(push_ids, provider_message_ids, attempts): the messages
- * moved as ack_pushes moves them, in one statement in a subtransaction,
- * kept when every message named moved and at the attempt named; otherwise
- * (or for unusual arguments: NULLs, repeated ids, bad provider ids or
- * attempts, too many) the move is undone and
- * wallet_internal.push_ack_many_token decides: it locks them in ascending
- * id order, raises WL702 for the first claimed again since, and otherwise
- * acknowledges them by id.
- */
-Datum
-ack_pushes_token(PG_FUNCTION_ARGS)
-{
-	Datum		args[3];
-	char		nulls[3];
-	int64		n = 0;
-	bool		fast = !PG_ARGISNULL(0) && !PG_ARGISNULL(2);
-	int			nids = 0;
-	PushAck    *acks = NULL;
-
-	if (fast && (ARR_NDIM(PG_GETARG_ARRAYTYPE_P(0)) > 1 || ARR_NDIM(PG_GETARG_ARRAYTYPE_P(2)) > 1 ||
-				 (!PG_ARGISNULL(1) && ARR_NDIM(PG_GETARG_ARRAYTYPE_P(1)) > 1)))
-		fast = false;
-	if (fast)
-	{
-		Datum	   *ids;
-		bool	   *idnulls;
-		Datum	   *atts;
-		bool	   *attnulls;
-		int			natts;
-		Datum	   *pids = NULL;
-		bool	   *pidnulls = NULL;
-		int			npids = 0;
-
-		deconstruct_array(PG_GETARG_ARRAYTYPE_P(0), INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &ids, &idnulls, &nids);
-		deconstruct_array(PG_GETARG_ARRAYTYPE_P(2), INT4OID, 4, true, TYPALIGN_INT, &atts, &attnulls, &natts);
-		if (!PG_ARGISNULL(1))
-			deconstruct_array(PG_GETARG_ARRAYTYPE_P(1), TEXTOID, -1, false, TYPALIGN_INT, &pids, &pidnulls, &npids);
-		fast = nids <= 10000 && natts == nids && (PG_ARGISNULL(1) || npids == nids);
-		if (fast)
-		{
-			acks = palloc(sizeof(PushAck) * Max(nids, 1));
-			for (int i = 0; i < nids && fast; i++)
-			{
-				fast = !idnulls[i] && !attnulls[i] && DatumGetInt32(atts[i]) >= 1;
-				acks[i].push_id = fast ? DatumGetInt64(ids[i]) : 0;
-				acks[i].attempt = fast ? DatumGetInt32(atts[i]) : 0;
-				acks[i].provider_null = pids == NULL || pidnulls[i];
-				acks[i].provider = acks[i].provider_null ? (Datum) 0 : pids[i];
-				if (fast && !acks[i].provider_null)
-					fast = push_provider_ok(DatumGetTextPP(pids[i]));
-			}
-		}
-		if (fast)
-		{
-			qsort(acks, nids, sizeof(PushAck), push_ack_by_id);
-			for (int i = 1; i < nids && fast; i++)
-				fast = acks[i].push_id != acks[i - 1].push_id;
-		}
-	}
-	if (fast && nids == 0)
-		PG_RETURN_INT64(0);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	if (fast)
-	{
-		int64	   *sorted = palloc(sizeof(int64) * nids);
-		Datum	   *pd = palloc(sizeof(Datum) * nids);
-		bool	   *pn = palloc(sizeof(bool) * nids);
-		int			dims[1] = {nids};
-		int			lbs[1] = {1};
-		int			slot = push_slot_of(acks[0].push_id);
-		MemoryContext cxt = CurrentMemoryContext;
-		ResourceOwner owner = CurrentResourceOwner;
-		uint64		moved;
-
-		for (int i = 0; i < nids; i++)
-		{
-			sorted[i] = acks[i].push_id;
-			pd[i] = acks[i].provider;
-			pn[i] = acks[i].provider_null;
-			if (slot != SLOT_ANY && push_slot_of(acks[i].push_id) != slot)
-				slot = SLOT_ANY;
-		}
-		args[0] = PointerGetDatum(push_id_array(sorted, nids));
-		nulls[0] = ' ';
-		nulls[1] = PG_ARGISNULL(1) ? 'n' : ' ';
-		args[1] = PG_ARGISNULL(1) ? (Datum) 0
-			: PointerGetDatum(construct_md_array(pd, pn, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
-		/* the move, undone unless every message was at its attempt */
-		BeginInternalSubTransaction(NULL);
-		MemoryContextSwitchTo(cxt);
-		moved = push_run(P_ACK_MANY_TOKEN + slot, args, nulls, false);
-		fast = push_ack_tokens_match(acks, nids, moved);
-		/* some moved meanwhile (to another slot): looked for in every slot */
-		if (fast && moved < (uint64) nids && slot != SLOT_ANY)
-		{
-			uint64		more = push_run(P_ACK_MANY_TOKEN + SLOT_ANY, args, nulls, false);
-
-			fast = push_ack_tokens_match(acks, nids, more);
-			moved += more;
-		}
-		fast = fast && moved == (uint64) nids;
-		if (fast)
-			ReleaseCurrentSubTransaction();
-		else
-			RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-		n = (int64) moved;
-	}
-	if (!fast)
-	{
-		bool		isnull;
-
-		for (int i = 0; i < 3; i++)
-		{
-			args[i] = PG_ARGISNULL(i) ? (Datum) 0 : PG_GETARG_DATUM(i);
-			nulls[i] = PG_ARGISNULL(i) ? 'n' : ' ';
-		}
-		push_run(P_ACK_TOKEN_FULL, args, nulls, false);
-		n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		if (isnull)
-			elog(ERROR, "push_ack_many_token returned NULL");
 	}
 	SPI_finish();
 	PG_RETURN_INT64(n);

@@ -1678,10 +1678,7 @@ CREATE FUNCTION wallet.ack_push(push_id bigint, provider_message_id text, attemp
     AS 'MODULE_PATHNAME', 'ack_push_token';
 COMMENT ON FUNCTION wallet.ack_push(bigint, text, int) IS 'ack_push for the claim that attempt names (the attempts claim_pushes returned): WL702 if the message was claimed again since';
 
--- Every case of ack_pushes with the claim tokens (the C function's fast
--- path moves the messages whose attempts match in one statement, and comes
--- here for anything else, having undone its move).
-CREATE FUNCTION wallet_internal.push_ack_many_token(push_ids bigint[], provider_message_ids text[], attempts int[]) RETURNS bigint
+CREATE FUNCTION wallet.ack_pushes(push_ids bigint[], provider_message_ids text[], attempts int[]) RETURNS bigint
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     AS $$
@@ -1731,15 +1728,6 @@ BEGIN
     RETURN wallet.ack_pushes(push_ids, provider_message_ids);
 END
 $$;
-COMMENT ON FUNCTION wallet_internal.push_ack_many_token(bigint[], text[], int[]) IS 'internal: wallet.ack_pushes with the claim tokens, every case: the messages locked in ascending id order, WL702 for the first claimed again since (and then none is recorded), 22004 or 22023 for a bad attempts array, then wallet.ack_pushes';
-
--- In C (src/push_claim.c): one statement moves the messages whose attempts
--- match, in a subtransaction; unless every one moved, the move is undone
--- and push_ack_many_token decides.
-CREATE FUNCTION wallet.ack_pushes(push_ids bigint[], provider_message_ids text[], attempts int[]) RETURNS bigint
-    LANGUAGE C
-    SET search_path = pg_catalog, pg_temp
-    AS 'MODULE_PATHNAME', 'ack_pushes_token';
 COMMENT ON FUNCTION wallet.ack_pushes(bigint[], text[], int[]) IS 'ack_pushes for the claims that attempts name (one per push_id): WL702 for the first message claimed again since, and then none is recorded';
 
 CREATE FUNCTION wallet.fail_push(push_id bigint, error text, retryable boolean, attempt int) RETURNS text

@@ -706,7 +706,6 @@ INSERT INTO vocab (fn, what, expect, call) VALUES
 ('wallet_internal.push_claim_each(bigint[],interval)', '-', 'internal', NULL),
 ('wallet_internal.push_ack_one(bigint,text)', '-', 'internal', NULL),
 ('wallet_internal.push_ack_many(bigint[],text[])', '-', 'internal', NULL),
-('wallet_internal.push_ack_many_token(bigint[],text[],integer[])', '-', 'internal', NULL),
 ('wallet_internal.push_carry(smallint,smallint)', '-', 'internal', NULL),
 ('wallet_internal.push_check_lease(interval)', '-', 'internal', NULL),
 ('wallet_internal.push_check_windows(interval,interval)', '-', 'internal', NULL),
