@@ -962,6 +962,17 @@ SELECT throws_ok(format($$SELECT wallet.ack_pushes(ARRAY[%s, 0, %s]::bigint[], N
 SELECT is((SELECT array_agg(status ORDER BY push_id) FROM wallet.push_messages WHERE push_id IN (:tk2, :tk3)), '{sending,sending}',
           'neither refused batch recorded anything');
 SELECT is(wallet.ack_pushes(ARRAY[:tk3, :tk2, :tk2]::bigint[], NULL, '{1,1,1}'), 2::bigint, 'the batch with the right attempts (an id named twice): both recorded');
+-- a batch with the tokens naming a message acknowledged before records only the other, the repeated
+-- acknowledgement counting none
+SELECT push_id AS tk4 FROM wallet.enqueue_push(:me, 'tk', 'push_tok3', 'service', '{}') \gset
+SELECT push_id AS tk5 FROM wallet.enqueue_push(:me, 'tk', 'push_tok3', 'service', '{}') \gset
+SELECT is((SELECT array_agg(attempts) FROM wallet.claim_pushes('push_tok3', 10, '1 minute')), '{1,1}', 'fixture: two more messages claimed, attempt 1 each');
+SELECT is(wallet.ack_pushes(ARRAY[:tk4]::bigint[], ARRAY['p4'], '{1}'), 1::bigint, 'ack_pushes with the token: one message recorded');
+SELECT is(wallet.ack_pushes(ARRAY[:tk5, :tk4]::bigint[], ARRAY['p5', 'p4'], '{1,1}'), 1::bigint,
+          'the batch naming it again with the other: only the other recorded');
+SELECT is((SELECT array_agg(status || ' ' || provider_message_id || ' ' || attempts ORDER BY push_id) FROM wallet.push_messages WHERE push_id IN (:tk4, :tk5)),
+          '{"sent p4 1","sent p5 1"}', 'both sent once, with their provider ids');
+SELECT is((SELECT count(*) FROM wallet.push_attempts WHERE push_id IN (:tk4, :tk5) AND outcome = 'sent'), 2::bigint, 'one delivery record each');
 SELECT throws_ok('SELECT wallet.run_push_triggers(NULL)', '22004', 'max_rows must not be null', 'run_push_triggers(NULL): 22004 naming the argument');
 SELECT throws_ok('SELECT wallet.purge_pushes(NULL)', '22004', 'max_rows must not be null', 'purge_pushes(NULL): 22004 naming the argument');
 SELECT throws_ok('SELECT wallet.reclaim_budget_holds(NULL)', '22004', 'max_holds must not be null', 'reclaim_budget_holds(NULL): 22004 naming the argument');
