@@ -55,6 +55,7 @@ enum
 	P_CHECK_LEASE,				/* wallet_internal.push_check_lease (raises) */
 	P_LOCK_MEMBERS,				/* the members' rows, those free locked */
 	P_CHECK_ATTEMPT,			/* wallet_internal.push_check_attempt (raises) */
+	P_LOCK_ACKS,				/* messages to acknowledge, locked in id order */
 	P_CLAIM,					/* push_claim_sql on slot 0, 1, 2, or every slot */
 	P_ACK_ONE = P_CLAIM + 4,	/* push_ack_one_sql, the same four */
 	P_ACK_MANY = P_ACK_ONE + 4,	/* push_ack_many_sql, the same four */
@@ -247,6 +248,13 @@ static const char *const push_sql[P_CLAIM] = {
 
 	/* P_CHECK_ATTEMPT: $1 push_id, $2 attempt */
 	"SELECT wallet_internal.push_check_attempt($1, $2)",
+
+	/*
+	 * P_LOCK_ACKS: $1 ids; in ascending id order (LockRows above the Sort),
+	 * the order forget_member and the claim-token acknowledgement lock in
+	 */
+	"SELECT FROM wallet.push_messages x WHERE x.push_id OPERATOR(pg_catalog.=) ANY ($1)"
+	" AND x.part OPERATOR(pg_catalog.<) 3 AND wallet.acts_for(x.merchant_id) ORDER BY x.push_id FOR UPDATE OF x",
 };
 
 static SPIPlanPtr push_plans[P_COUNT];
@@ -310,12 +318,13 @@ push_plan(int which)
 				[P_CHECK_LEASE] = {INTERVALOID},
 				[P_LOCK_MEMBERS] = {INT8ARRAYOID},
 				[P_CHECK_ATTEMPT] = {INT8OID, INT4OID},
+				[P_LOCK_ACKS] = {INT8ARRAYOID},
 			};
 
 			sql = which == P_SUPPRESS ? push_suppress_sql : push_sql[which];
 			types[0] = argtypes[which][0];
 			types[1] = argtypes[which][1];
-			if (which == P_CHECK_NAME || which == P_CHECK_LEASE || which == P_LOCK_MEMBERS)
+			if (which == P_CHECK_NAME || which == P_CHECK_LEASE || which == P_LOCK_MEMBERS || which == P_LOCK_ACKS)
 				nargs = 1;
 		}
 		p = SPI_prepare_cursor(sql, nargs, types, CURSOR_OPT_GENERIC_PLAN);
@@ -978,6 +987,12 @@ ack_pushes(PG_FUNCTION_ARGS)
 		nulls[1] = PG_ARGISNULL(1) ? 'n' : ' ';
 		args[1] = PG_ARGISNULL(1) ? (Datum) 0
 			: PointerGetDatum(construct_md_array(pd, pn, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
+		/*
+		 * over every slot, the move would lock them slot by slot; an erasure
+		 * locks them in id order: locked in that order first
+		 */
+		if (slot == SLOT_ANY)
+			push_run(P_LOCK_ACKS, args, nulls, false);
 		n = (int64) push_run(P_ACK_MANY + slot, args, nulls, false);
 		/* some moved meanwhile (to another slot): looked for in every slot */
 		if (n < nids && slot != SLOT_ANY)
