@@ -36,6 +36,13 @@
  *       claim_pushes makes of a message under its member's lock, by direct
  *       reads: the refusal (or NULL), else whether quiet hours or a cap may
  *       move it; false when the statement must decide
+ *   push_member_lock_direct(merchant, ref, &member, &push_id, &found)
+ *       (push_write.c) the member looked up and locked as enqueue_push's
+ *       statement does, a message id drawn for it; false when the statement
+ *       must run (REPEATABLE READ, tables not as made)
+ *   push_member_read_direct(merchant, member, channel, topic, key, push_id,
+ *       v, n, &member_ref)   (push_write.c) the columns of member_read's
+ *       statement by index probes, the dedup key claimed first when given
  *   push_insert_direct(args, nulls)                  (push_write.c) the message
  *       enqueue_push decided, written into its partition without an executor
  *       from the arguments of its INSERT; false when the statement must
