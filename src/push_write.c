@@ -256,7 +256,7 @@ push_insert_direct(Datum *args, const char *argnulls)
 	bool	   *nulls;
 	int16		part;
 	bool		finished = argnulls[17] != 'n';
-	/* the column each argument fills, by position in message_cols: -1 none */
+	/* the column each argument fills, by position in message_cols */
 	static const int arg_col[18] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 15, 16, 18, 25};
 
 	parent = table_open(get_relname_relid("push_messages", get_namespace_oid("wallet", false)), RowExclusiveLock);
