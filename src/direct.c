@@ -30,6 +30,7 @@
 #include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "utils/ruleutils.h"
 #include "utils/syscache.h"
 
 /* Attribute number of a live column, or InvalidAttrNumber. */
@@ -133,6 +134,26 @@ direct_insertable(Relation rel, const char *const *columns, int ncolumns,
 	return true;
 }
 
+/*
+ * Whether column of rel has exactly the default expr (as pg_get_expr
+ * prints it): a caller that writes the default's value itself (now(), 0)
+ * checks that nobody changed it.
+ */
+bool
+direct_default_is(Relation rel, const char *column, const char *expr)
+{
+	TupleDesc	td = RelationGetDescr(rel);
+	AttrNumber	a = direct_attnum(rel, column);
+
+	if (a == InvalidAttrNumber || !TupleDescAttr(td, a - 1)->atthasdef || td->constr == NULL)
+		return false;
+	for (int k = 0; k < td->constr->num_defval; k++)
+		if (td->constr->defval[k].adnum == a)
+			return strcmp(deparse_expression(stringToNode(td->constr->defval[k].adbin), NIL, false, false),
+						  expr) == 0;
+	return false;
+}
+
 void
 direct_key(ScanKey k, AttrNumber att, RegProcedure proc, Datum value)
 {
@@ -182,9 +203,18 @@ direct_insert(Relation rel, Datum *values, bool *nulls, bool fresh_only)
 	ExecClearTuple(slot);
 	for (int i = 0; i < td->natts; i++)
 	{
-		if (nulls[i] && TupleDescAttr(td, i)->attnotnull)
-			elog(ERROR, "null value in column \"%s\" of wallet.%s", NameStr(TupleDescAttr(td, i)->attname),
-				 RelationGetRelationName(rel));
+		Form_pg_attribute att = TupleDescAttr(td, i);
+
+		/* a dropped column is NULL whatever the caller left there */
+		if (att->attisdropped)
+			nulls[i] = true;
+		/* the executor's own error, for a NOT NULL a DBA added meanwhile */
+		else if (nulls[i] && att->attnotnull)
+			ereport(ERROR,
+					(errcode(ERRCODE_NOT_NULL_VIOLATION),
+					 errmsg("null value in column \"%s\" of relation \"%s\" violates not-null constraint",
+							NameStr(att->attname), RelationGetRelationName(rel)),
+					 errtablecol(rel, att->attnum)));
 		slot->tts_values[i] = values[i];
 		slot->tts_isnull[i] = nulls[i];
 	}

@@ -7,6 +7,8 @@
  *   direct_insertable(rel, ...)       whether rel is a plain table of exactly
  *                                     these columns and checks, with no
  *                                     trigger or rule a direct insert would skip
+ *   direct_default_is(rel, column, expr)   whether the column's default is
+ *                                     exactly expr ("now()", "0")
  *   direct_key(k, att, proc, v)       an equality scan key (default collation)
  *   direct_fetch(heap, index, n, k, snap)   the one visible row, copied, or NULL
  *   direct_insert(rel, values, nulls, fresh_only)   a row and its index
@@ -26,6 +28,7 @@ extern AttrNumber direct_attnum(Relation rel, const char *name);
 extern bool direct_insertable(Relation rel, const char *const *columns, int ncolumns,
 							  const char *const *checks, int nchecks, const char *fk_null,
 							  const char *const *no_default, int nno_default);
+extern bool direct_default_is(Relation rel, const char *column, const char *expr);
 extern void direct_key(ScanKey k, AttrNumber att, RegProcedure proc, Datum value);
 extern HeapTuple direct_fetch(Relation heap, const char *index, int nkeys, ScanKey keys, Snapshot snap);
 extern bool direct_insert(Relation rel, Datum *values, bool *nulls, bool fresh_only);

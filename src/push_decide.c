@@ -530,8 +530,8 @@ cap_count_scan(Relation heap, Oid indexoid, int64 member_id, text *channel, text
 
 /*
  * The partitions and their cap indexes, found once per backend (finding a
- * partition's index reads pg_inherits) and forgotten on any relcache
- * invalidation (an index dropped, renamed or rebuilt, the extension updated).
+ * partition's index reads pg_inherits) and forgotten on an invalidation of
+ * one of them (an index dropped, renamed or rebuilt, the extension updated).
  */
 typedef struct CountRels
 {
@@ -547,19 +547,27 @@ typedef struct CountRels
 static CountRels count_rels;
 static bool count_rels_callback = false;
 
+/* Dropped by an invalidation of the slots or their indexes (DDL on an index sends one for its table too), or of all. */
 static void
 count_rels_invalidate(Datum arg, Oid relid)
 {
-	count_rels.valid = false;
+	if (!OidIsValid(relid))
+		count_rels.valid = false;
+	for (int p = 0; p < 4; p++)
+		if (relid == count_rels.part[p] || relid == count_rels.queued_idx[p] || relid == count_rels.sent_idx[p])
+			count_rels.valid = false;
 }
 
+static void count_rels_build(void);
+
+/*
+ * The slots and their indexes, looked at without keeping the locks: the
+ * count checks count_rels.valid again once it holds them.  An invalidation
+ * that comes while the check runs makes it check again.
+ */
 static const CountRels *
 count_rels_get(void)
 {
-	Oid			nsp;
-	Oid			queued_idx,
-				sent_idx;
-
 	AcceptInvalidationMessages();
 	if (count_rels.valid)
 		return &count_rels;
@@ -568,7 +576,21 @@ count_rels_get(void)
 		wallet_register_relcache_callback(count_rels_invalidate);
 		count_rels_callback = true;
 	}
+	do
+		count_rels_build();
+	while (!count_rels.valid);
+	return &count_rels;
+}
+
+static void
+count_rels_build(void)
+{
+	Oid			nsp;
+	Oid			queued_idx,
+				sent_idx;
+
 	memset(&count_rels, 0, sizeof(count_rels));
+	count_rels.valid = true;
 	nsp = get_namespace_oid("wallet", false);
 	queued_idx = get_relname_relid("push_messages_member_idx", nsp);
 	sent_idx = get_relname_relid("push_messages_member_sent_idx", nsp);
@@ -588,12 +610,10 @@ count_rels_get(void)
 		count_rels.sent_idx[p] = index_get_partition(heap, sent_idx);
 		count_rels.priority_att[p] = get_attnum(count_rels.part[p], "priority");
 		count_rels.id_att[p] = get_attnum(count_rels.part[p], "push_id");
-		table_close(heap, NoLock);
+		table_close(heap, AccessShareLock);
 		count_rels.usable = OidIsValid(count_rels.queued_idx[p]) && OidIsValid(count_rels.sent_idx[p]) &&
 			count_rels.priority_att[p] != InvalidAttrNumber && count_rels.id_att[p] != InvalidAttrNumber;
 	}
-	count_rels.valid = true;
-	return &count_rels;
 }
 
 /*
@@ -611,11 +631,25 @@ cap_count_direct(int64 member_id, const char *channel, const char *cap_group, in
 	text	   *ch;
 	text	   *group;
 	Snapshot	snap;
+	Relation	heaps[4];
 	int64		queued = 0,
 				sent = 0;
 
 	if (!rels->usable)
 		return -1;
+	/*
+	 * the slots' locks first, then the snapshot: a count that waited for a
+	 * rotation's TRUNCATE sees the rows it carried; DDL committed meanwhile
+	 * (an index dropped) sends the count to the statement
+	 */
+	for (int p = 0; p < 4; p++)
+		heaps[p] = table_open(rels->part[p], AccessShareLock);
+	if (!count_rels.valid)
+	{
+		for (int p = 0; p < 4; p++)
+			table_close(heaps[p], NoLock);
+		return -1;
+	}
 	ch = cstring_to_text(channel);
 	group = cstring_to_text(cap_group);
 	/* as SPI before a statement that may write: the calls' own earlier rows seen */
@@ -624,7 +658,7 @@ cap_count_direct(int64 member_id, const char *channel, const char *cap_group, in
 	snap->curcid = GetCurrentCommandId(false);
 	for (int p = 0; p < 4; p++)
 	{
-		Relation	heap = table_open(rels->part[p], AccessShareLock);
+		Relation	heap = heaps[p];
 
 		if (queued_too && p < 3 && queued < limit)
 			queued += cap_count_scan(heap, rels->queued_idx[p], member_id, ch, group, rels->priority_att[p],

@@ -96,10 +96,27 @@ typedef struct WriteRels
 static WriteRels write_rels;
 static bool write_rels_callback = false;
 
+static void write_rels_build(void);
+
+/*
+ * Dropped by an invalidation of one of the relations it names (any DDL on
+ * them sends one: columns, checks, defaults, triggers, rules, indexes) or
+ * of all; others' DDL (a temporary table) leaves it.  A relation renamed to
+ * one of the names sends one for the relation it replaces.
+ */
 static void
 write_rels_invalidate(Datum arg, Oid relid)
 {
-	write_rels.valid = false;
+	const Oid	mine[] = {write_rels.parent, write_rels.part[0], write_rels.part[1], write_rels.part[2],
+		write_rels.part[3], write_rels.slot_seq, write_rels.members, write_rels.members_pkey,
+		write_rels.consents, write_rels.consents_pkey, write_rels.prefs, write_rels.prefs_pkey,
+		write_rels.dedup, write_rels.members_ref_key, write_rels.push_id_seq};
+
+	if (!OidIsValid(relid))
+		write_rels.valid = false;
+	for (int i = 0; i < lengthof(mine); i++)
+		if (mine[i] == relid)
+			write_rels.valid = false;
 }
 
 /* The numbers of live columns of rel into atts; *ok false when one is missing. */
@@ -150,34 +167,56 @@ read_rels_check(Oid nsp)
 	if ((rel = read_rel_open(write_rels.members, &ok)) != NULL)
 	{
 		columns_of(rel, member_cols, 5, write_rels.m_att, &ok);
-		table_close(rel, NoLock);
+		table_close(rel, AccessShareLock);
 	}
 	if ((rel = read_rel_open(write_rels.consents, &ok)) != NULL)
 	{
 		columns_of(rel, consent_cols, 5, write_rels.c_att, &ok);
-		table_close(rel, NoLock);
+		table_close(rel, AccessShareLock);
 	}
 	if ((rel = read_rel_open(write_rels.prefs, &ok)) != NULL)
 	{
 		columns_of(rel, pref_cols, 6, write_rels.p_att, &ok);
-		table_close(rel, NoLock);
+		table_close(rel, AccessShareLock);
 	}
 	if ((rel = read_rel_open(write_rels.dedup, &ok)) != NULL)
 	{
-		if (!direct_insertable(rel, dedup_cols, lengthof(dedup_cols), NULL, 0, NULL, dedup_cols, 3))
+		if (!direct_insertable(rel, dedup_cols, lengthof(dedup_cols), NULL, 0, NULL, dedup_cols, 3) ||
+			!direct_default_is(rel, "created_at", "now()"))
 			ok = false;
 		columns_of(rel, dedup_cols, 4, write_rels.d_cols, &ok);
-		table_close(rel, NoLock);
+		table_close(rel, AccessShareLock);
 	}
 	write_rels.read_usable = ok;
 }
 
-/* The relations, checked once per relcache invalidation (any DDL on them sends one). */
+/*
+ * The parent of the queue slots: an INSERT into it fires its statement
+ * triggers and rules, which its partitions do not carry, and applies its
+ * forced row security.
+ */
+static bool
+parent_ok(Oid parent)
+{
+	Relation	rel = table_open(parent, AccessShareLock);
+	bool		ok = rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE && rel->rd_rules == NULL &&
+		rel->trigdesc == NULL && !rel->rd_rel->relforcerowsecurity;
+
+	table_close(rel, AccessShareLock);
+	return ok;
+}
+
+/*
+ * The relations, checked once per relcache invalidation (any DDL on them
+ * sends one).  The relations are looked at without keeping their locks: a
+ * caller checks write_rels.valid again once it holds the lock it writes
+ * or reads under, so DDL committed while it waited sends it to the
+ * statement.  An invalidation that comes while the check runs makes it
+ * check again.
+ */
 static const WriteRels *
 write_rels_get(void)
 {
-	Oid			nsp;
-
 	AcceptInvalidationMessages();
 	if (write_rels.valid)
 		return &write_rels;
@@ -186,11 +225,25 @@ write_rels_get(void)
 		wallet_register_relcache_callback(write_rels_invalidate);
 		write_rels_callback = true;
 	}
+	do
+		write_rels_build();
+	while (!write_rels.valid);
+	return &write_rels;
+}
+
+/* One check of write_rels_get's; write_rels.valid false when an invalidation came meanwhile. */
+static void
+write_rels_build(void)
+{
+	Oid			nsp;
+
 	memset(&write_rels, 0, sizeof(write_rels));
+	write_rels.valid = true;
 	nsp = get_namespace_oid("wallet", false);
 	write_rels.parent = get_relname_relid("push_messages", nsp);
 	write_rels.slot_seq = get_relname_relid("push_queue_slot", get_namespace_oid("wallet_internal", false));
-	write_rels.usable = OidIsValid(write_rels.parent) && OidIsValid(write_rels.slot_seq);
+	write_rels.usable = OidIsValid(write_rels.parent) && OidIsValid(write_rels.slot_seq) &&
+		parent_ok(write_rels.parent);
 	for (int p = 0; p < 4 && write_rels.usable; p++)
 	{
 		Relation	rel;
@@ -202,9 +255,12 @@ write_rels_get(void)
 			break;
 		}
 		rel = table_open(write_rels.part[p], AccessShareLock);
+		/* and the defaults it writes itself (created_at, attempts, requeued_attempts) */
 		write_rels.usable = rel->rd_rel->relispartition &&
 			direct_insertable(rel, message_cols, lengthof(message_cols), message_checks, lengthof(message_checks),
-							  NULL, message_no_default, lengthof(message_no_default));
+							  NULL, message_no_default, lengthof(message_no_default)) &&
+			direct_default_is(rel, "created_at", "now()") && direct_default_is(rel, "attempts", "0") &&
+			direct_default_is(rel, "requeued_attempts", "0");
 		/* the partitions share the parent's column order (they were created from it) */
 		for (int i = 0; i < lengthof(message_cols) && write_rels.usable; i++)
 		{
@@ -215,11 +271,9 @@ write_rels_get(void)
 			else if (write_rels.att[i] != a)
 				write_rels.usable = false;
 		}
-		table_close(rel, NoLock);
+		table_close(rel, AccessShareLock);
 	}
 	read_rels_check(nsp);
-	write_rels.valid = true;
-	return &write_rels;
 }
 
 /* The current queue slot (last_value % 4 of the rotation's sequence); false when it was never set. */
@@ -274,6 +328,13 @@ push_insert_direct(Datum *args, const char *argnulls)
 		return false;
 	}
 	rel = table_open(rels->part[part], RowExclusiveLock);
+	if (!write_rels.valid)
+	{
+		/* DDL committed while we waited for the slot: the statement honours it */
+		table_close(rel, NoLock);
+		table_close(parent, NoLock);
+		return false;
+	}
 	td = RelationGetDescr(rel);
 	values = palloc0(td->natts * sizeof(Datum));
 	nulls = palloc(td->natts * sizeof(bool));
@@ -341,6 +402,7 @@ push_member_read_direct(int64 merchant_id, int64 member_id, const char *channel,
 {
 	const WriteRels *rels;
 	Relation	members,
+				dedup,
 				consents,
 				prefs;
 	Snapshot	snap;
@@ -362,23 +424,36 @@ push_member_read_direct(int64 merchant_id, int64 member_id, const char *channel,
 		v[i] = (Datum) 0;
 		n[i] = true;
 	}
-	if (dedup_key != NULL)
+	/* every lock first (the key's as the statement takes it), then the check that nothing changed meanwhile */
+	dedup = dedup_key != NULL ? table_open(rels->dedup, RowExclusiveLock) : NULL;
+	consents = table_open(rels->consents, AccessShareLock);
+	prefs = table_open(rels->prefs, AccessShareLock);
+	if (!write_rels.valid)
 	{
-		Relation	dedup = table_open(rels->dedup, RowExclusiveLock);
+		if (dedup != NULL)
+			table_close(dedup, NoLock);
+		table_close(prefs, NoLock);
+		table_close(consents, NoLock);
+		table_close(members, NoLock);
+		return false;
+	}
+	if (dedup != NULL)
+	{
 		TupleDesc	td = RelationGetDescr(dedup);
 		Datum	   *values = palloc0(td->natts * sizeof(Datum));
-		bool	   *nulls = palloc0(td->natts * sizeof(bool));
+		bool	   *nulls = palloc(td->natts * sizeof(bool));
 
-		values[rels->d_cols[0] - 1] = Int64GetDatum(merchant_id);
-		values[rels->d_cols[1] - 1] = PointerGetDatum(dedup_key);
-		values[rels->d_cols[2] - 1] = Int64GetDatum(push_id);
-		values[rels->d_cols[3] - 1] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+		memset(nulls, true, td->natts * sizeof(bool));
+#define SET(i, d) (values[rels->d_cols[i] - 1] = (d), nulls[rels->d_cols[i] - 1] = false)
+		SET(0, Int64GetDatum(merchant_id));
+		SET(1, PointerGetDatum(dedup_key));
+		SET(2, Int64GetDatum(push_id));
+		SET(3, TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()));
+#undef SET
 		v[9] = BoolGetDatum(!direct_insert(dedup, values, nulls, true));
 		n[9] = false;
 		table_close(dedup, NoLock);
 	}
-	consents = table_open(rels->consents, AccessShareLock);
-	prefs = table_open(rels->prefs, AccessShareLock);
 	/* as SPI before a statement: the calls' own earlier rows seen, a fresh snapshot */
 	CommandCounterIncrement();
 	snap = RegisterSnapshot(GetTransactionSnapshot());

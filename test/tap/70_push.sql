@@ -1024,5 +1024,48 @@ SELECT is((SELECT status || ' ' || reason FROM wallet.enqueue_push(:md, 'dx', 'p
           'duplicate dedup_key', 'and a key claimed by the direct path is a duplicate for the statement');
 ALTER TABLE wallet.push_dedup DROP CONSTRAINT dba_key_bound;
 
+-- More a DBA can do to the tables that the direct path must honour or survive (src/push_write.c, src/direct.c).
+-- A column added and dropped again leaves a dropped column behind: the rows are still written, with it NULL.
+ALTER TABLE wallet.push_dedup ADD COLUMN dba_note text;
+ALTER TABLE wallet.push_dedup DROP COLUMN dba_note;
+ALTER TABLE wallet.push_messages ADD COLUMN dba_note text;
+ALTER TABLE wallet.push_messages DROP COLUMN dba_note;
+SELECT push_id AS dq3 FROM wallet.enqueue_push(:md, 'dx', 'push', 'marketing', '{"t": 1}', NULL, 'dk6', now(), now() + interval '1 day', 5) \gset
+SELECT is(pg_temp.row_of(:dq3), pg_temp.row_of(:dq1), 'with a dropped column in push_messages and push_dedup, the message is written as before');
+SELECT is((SELECT push_id FROM wallet.push_dedup WHERE merchant_id = :md AND dedup_key = 'dk6'), :dq3::bigint, 'and its key names it');
+-- a statement trigger and a rule on the parent (partitions do not carry them)
+CREATE TABLE public.dba_push_statements (what text);
+CREATE FUNCTION public.dba_push_statement() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO public.dba_push_statements VALUES (TG_OP || ' ' || TG_LEVEL);
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER dba_push_statement AFTER INSERT ON wallet.push_messages FOR EACH STATEMENT EXECUTE FUNCTION public.dba_push_statement();
+SELECT wallet.enqueue_push(:md, 'dx', 'push', 'marketing', '{"t": 7}');
+SELECT is((SELECT array_agg(what) FROM public.dba_push_statements), '{"INSERT STATEMENT"}', 'a statement trigger a DBA adds to push_messages fires for enqueue_push');
+DROP TRIGGER dba_push_statement ON wallet.push_messages;
+CREATE RULE dba_push_rule AS ON INSERT TO wallet.push_messages DO ALSO INSERT INTO public.dba_push_statements VALUES ('rule ' || NEW.payload::text);
+SELECT wallet.enqueue_push(:md, 'dx', 'push', 'marketing', '{"t": 8}');
+SELECT is((SELECT count(*) FROM public.dba_push_statements WHERE what = 'rule {"t": 8}'), 1::bigint, 'and so does a rule');
+DROP RULE dba_push_rule ON wallet.push_messages;
+-- defaults the statement leaves to the table
+ALTER TABLE wallet.push_messages ALTER COLUMN created_at SET DEFAULT '2001-01-01 00:00:00+00';
+ALTER TABLE wallet.push_dedup ALTER COLUMN created_at SET DEFAULT '2001-01-01 00:00:00+00';
+SELECT push_id AS dq4 FROM wallet.enqueue_push(:md, 'dx', 'push', 'marketing', '{}', dedup_key => 'dk7') \gset
+SELECT is((SELECT created_at FROM wallet.push_messages WHERE push_id = :dq4), '2001-01-01 00:00:00+00'::timestamptz, 'a default a DBA sets on push_messages is the message''s');
+SELECT is((SELECT created_at FROM wallet.push_dedup WHERE merchant_id = :md AND dedup_key = 'dk7'), '2001-01-01 00:00:00+00'::timestamptz, 'and on push_dedup the key''s');
+ALTER TABLE wallet.push_messages ALTER COLUMN created_at SET DEFAULT now();
+ALTER TABLE wallet.push_dedup ALTER COLUMN created_at SET DEFAULT now();
+SELECT push_id AS dq5 FROM wallet.enqueue_push(:md, 'dx', 'push', 'marketing', '{}', dedup_key => 'dk8') \gset
+SELECT is((SELECT created_at FROM wallet.push_messages WHERE push_id = :dq5), now(), 'set back, the direct path writes now() again');
+-- a NOT NULL a DBA adds: the executor's error (23502), not an internal one (the slot's messages without a
+-- campaign are deleted first so that the NOT NULL can be added; the file's transaction rolls back)
+DO $$ BEGIN EXECUTE format('DELETE FROM wallet.push_messages_q%s WHERE campaign_id IS NULL', wallet_internal.push_current_slot());
+             EXECUTE format('ALTER TABLE wallet.push_messages_q%s ALTER COLUMN campaign_id SET NOT NULL', wallet_internal.push_current_slot()); END $$;
+SELECT throws_ok(format($$SELECT wallet.enqueue_push(%s, 'dx', 'push', 'marketing', '{}')$$, :md), '23502', NULL,
+                 'a NOT NULL a DBA adds to the current slot holds for enqueue_push, with the SQLSTATE of a NOT NULL');
+DO $$ BEGIN EXECUTE format('ALTER TABLE wallet.push_messages_q%s ALTER COLUMN campaign_id DROP NOT NULL', wallet_internal.push_current_slot()); END $$;
+
 SELECT * FROM finish();
 ROLLBACK;
