@@ -65,7 +65,7 @@ DATA = sql/$(EXTENSION)--0.1.0.sql \
 REGRESS = basics marketing_code points_ledger
 # Isolation specs in specs/, expected output in expected/; run by installcheck
 # against the running server (pg_isolation_regress), like REGRESS.
-ISOLATION = code_cache_snapshot push_direct_ddl code_forget_race member_forget_race push_forget_race push_forget_order push_enqueue_forget push_claim_token offer_first_purchase refund_forget member_forget_checkout campaign_cost_rr ledger_same_key ledger_capture_expiry code_reserve_undo code_rotate_generate budget_hold_expiry referral_order tier_upgrade_race code_redeem_direct code_same_key_rr
+ISOLATION = code_cache_snapshot push_direct_ddl push_claim_rr push_rotate_rr code_forget_race member_forget_race push_forget_race push_forget_order push_enqueue_forget push_claim_token offer_first_purchase refund_forget member_forget_checkout campaign_cost_rr ledger_same_key ledger_capture_expiry code_reserve_undo code_rotate_generate budget_hold_expiry referral_order tier_upgrade_race code_redeem_direct code_same_key_rr
 
 SHLIB_LINK += -lsodium
 PG_CPPFLAGS += -DWALLET_VERSION='"$(EXTVERSION)"'

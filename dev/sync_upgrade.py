@@ -235,8 +235,15 @@ def main():
     for k in gone:
         print('GONE (by hand):', k[0], k[1].split('\n')[0][:150])
     if len(a) == 3 and a[1] == '--write':
-        section = a[2] + '\n'
+        # what section 10z re-creates (--final) needs no section of its own
+        text = UPGRADE.read_text()
+        z = text[text.index('-- == 10z.'):text.index('-- == 9. privileges')]
+        in_z = {key_of(code_of(st)) for st in split_statements(z)}
+        section = a[2]
         for k in changed:
+            if k in in_z or (k[0] == 'routine' and k[1].replace('wallet.', 'wallet.', 1) in
+                             {kk[1] for kk in in_z if kk[0] == 'routine'}):
+                continue
             c = or_replace(new[k])
             section += ('\n' if c.startswith('COMMENT ON') else '\n\n') + c
         write_before_10z(section + '\n')

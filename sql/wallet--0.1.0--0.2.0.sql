@@ -25278,6 +25278,73 @@ COMMENT ON FUNCTION wallet.record_campaign_cost(bigint, numeric, text, timestamp
 SELECT pg_catalog.setval('wallet_internal.push_queue_slot', s.last_value, true)
   FROM wallet_internal.push_queue_slot s WHERE NOT s.is_called;
 
+-- == 10bg. the queue slots turn only under READ COMMITTED (run_maintenance sets it), never queueing for the slot's lock (no deadlock with a session waiting for a carried row), the turn's second rounded up
+
+CREATE OR REPLACE FUNCTION wallet.rotate_push_queue(min_age interval DEFAULT '10 seconds', max_rows int DEFAULT 10000) RETURNS boolean
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    v bigint;
+    cur smallint;
+    nxt smallint;
+    k int;
+    t int;
+    locked boolean := false;
+BEGIN
+    IF min_age IS NULL OR max_rows IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN min_age IS NULL THEN 'min_age' ELSE 'max_rows' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A slot turns after min_age, carrying at most max_rows live messages.';
+    END IF;
+    IF min_age < interval '0' OR min_age > interval '100 years' OR max_rows < 1 THEN
+        RAISE EXCEPTION 'min_age must be 0 to 100 years and max_rows must be positive'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A slot turns after min_age, carrying at most max_rows live messages.';
+    END IF;
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RETURN false;   -- (see above; run_maintenance turns them under READ COMMITTED)
+    END IF;
+    -- one rotation at a time
+    IF NOT pg_try_advisory_xact_lock(2001234513, 0) THEN
+        RETURN false;
+    END IF;
+    SELECT s.last_value INTO v FROM wallet_internal.push_queue_slot s;
+    cur := v % 4;
+    IF now() < to_timestamp(v / 4) + min_age THEN
+        RETURN false;
+    END IF;
+    FOR k IN 1 .. 2 LOOP
+        nxt := (cur + k) % 3;
+        CONTINUE WHEN (SELECT count(*) FROM (SELECT FROM wallet.push_messages y WHERE y.part = nxt LIMIT max_rows + 1) z) > max_rows;
+        -- carry the live messages, without waiting for any
+        PERFORM wallet_internal.push_carry(nxt, cur);
+        -- then a moment alone with the slot: those locked meanwhile, and TRUNCATE
+        -- (NOWAIT: while this transaction holds the rows it carried, waiting
+        -- in the slot's lock queue behind a session that waits for one of
+        -- them would be a deadlock)
+        FOR t IN 1 .. 10 LOOP
+            BEGIN
+                EXECUTE format('LOCK TABLE wallet.push_messages_q%s IN ACCESS EXCLUSIVE MODE NOWAIT', nxt);
+                locked := true;
+            EXCEPTION WHEN lock_not_available THEN
+                PERFORM pg_sleep(0.01);
+            END;
+            EXIT WHEN locked;
+        END LOOP;
+        IF NOT locked THEN
+            RETURN false;   -- busy: the next call tries again (what was carried stays carried)
+        END IF;
+        -- (no row of the slot is locked by anyone else now)
+        PERFORM wallet_internal.push_carry(nxt, cur);
+        EXECUTE format('TRUNCATE wallet.push_messages_q%s', nxt);
+        -- (the second rounded up: the next turn comes min_age after this one or later, never earlier)
+        PERFORM setval('wallet_internal.push_queue_slot'::regclass, ceil(extract(epoch FROM now()))::bigint * 4 + nxt);
+        RETURN true;
+    END LOOP;
+    RETURN false;   -- both other slots hold more than max_rows live messages
+END
+$$;
+COMMENT ON FUNCTION wallet.rotate_push_queue(interval, int) IS 'turns the push queue slots when the current one is at least min_age old: the next slot holding at most max_rows live messages has them carried into the current one, is emptied by TRUNCATE (trying for its lock for about 100 ms, never queueing for it) and becomes current; returns whether it turned (false under REPEATABLE READ or SERIALIZABLE, where it would miss messages committed after the snapshot) (run by wallet.run_maintenance; a sending worker may call it every few seconds: the dead tuples of the queue then live only a few turns)';
+
 -- == 10z. shared objects, final (issues 10-12)
 -- Objects that several sections above re-create (each with what its area
 -- added): their final definitions, exactly as the parts have them.
@@ -25373,7 +25440,9 @@ BEGIN
     -- 7. push triggers (issue 12): points expiring, tier changes, abandoned carts, nearby stores
     PERFORM wallet.run_push_triggers(10000);
     COMMIT;
-    -- 8. the push queue slots turn (issue 12: no decay), when the current one is 10 s old
+    -- 8. the push queue slots turn (issue 12: no decay), when the current one is 10 s old;
+    --    under READ COMMITTED whatever the session's default (a turn needs it)
+    SET TRANSACTION ISOLATION LEVEL READ COMMITTED;
     PERFORM wallet.rotate_push_queue(interval '10 seconds', 10000);
     COMMIT;
     -- 9. offer quotes expired more than a day ago (issue 11): 10,000 per call

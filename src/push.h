@@ -42,7 +42,9 @@
  *       must run (REPEATABLE READ, tables not as made)
  *   push_member_read_direct(merchant, member, channel, topic, key, push_id,
  *       v, n, &member_ref)   (push_write.c) the columns of member_read's
- *       statement by index probes, the dedup key claimed first when given
+ *       statement by index probes, the dedup key claimed first when given;
+ *       latest (the claim's check, no key): read with the newest snapshot
+ *       under REPEATABLE READ too
  *   push_insert_direct(args, nulls)                  (push_write.c) the message
  *       enqueue_push decided, written into its partition without an executor
  *       from the arguments of its INSERT; false when the statement must
@@ -133,7 +135,8 @@ extern void push_decide(int64 merchant_id, int64 member_id, const char *channel,
 extern bool push_insert_direct(Datum *args, const char *argnulls);
 
 extern bool push_member_read_direct(int64 merchant_id, int64 member_id, const char *channel, const char *topic,
-									 text *dedup_key, int64 push_id, Datum *v, bool *n, Datum *member_ref);
+									 text *dedup_key, int64 push_id, Datum *v, bool *n, Datum *member_ref,
+									 bool latest);
 extern bool push_claim_check(int64 merchant_id, int64 member_id, int64 push_id, const char *channel,
 							 const char *topic, const char *cap_group, bool service, bool has_expiry,
 							 TimestampTz expires_at, const char **refusal, bool *slow, Datum *member_ref);

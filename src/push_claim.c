@@ -402,6 +402,49 @@ typedef struct PushCand
 	TimestampTz expires_at;
 } PushCand;
 
+/*
+ * Under REPEATABLE READ or SERIALIZABLE, the n messages push_claim_each
+ * just leased (SPI_tuptable) checked again on the newest state: its
+ * statements read the transaction's snapshot, which may predate another
+ * session's claim of the member or a withdrawal of consent committed since
+ * (the member's lock does not tell).  A lease the newest state refuses
+ * (over a cap, in quiet hours, no consent) is a serialization failure: the
+ * claim is retried on a new snapshot and never sends what it must not.
+ */
+static void
+push_each_recheck(const PushCand *cand, uint64 ncand, const char *channel, uint64 n)
+{
+	int64	   *ids = palloc(sizeof(int64) * n);
+
+	/* the ids first: the checks may run statements of their own */
+	for (uint64 r = 0; r < n; r++)
+	{
+		bool		isnull;
+
+		ids[r] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	for (uint64 r = 0; r < n; r++)
+		for (uint64 i = 0; i < ncand; i++)
+			if (cand[i].push_id == ids[r])
+			{
+				const char *refusal = NULL;
+				bool		slow = false;
+				Datum		ref;
+
+				if (push_claim_check(cand[i].merchant_id, cand[i].member_id, cand[i].push_id, channel,
+									 cand[i].topic, cand[i].cap_group, cand[i].service, cand[i].has_expiry,
+									 cand[i].expires_at, &refusal, &slow, &ref) &&
+					(refusal != NULL || slow))
+					ereport(ERROR,
+							(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+							 errmsg("could not serialize access due to concurrent update"),
+							 errdetail("Push %lld was claimed on this transaction's snapshot, but its member's consent, "
+									   "preferences or sends changed since.", (long long) ids[r]),
+							 errhint("Retry the claim in a new transaction.")));
+				break;
+			}
+}
+
 static int
 push_int64_cmp(const void *a, const void *b)
 {
@@ -771,6 +814,8 @@ claim_pushes(PG_FUNCTION_ARGS)
 		n = push_run(P_EACH, args, NULL, false);
 		for (uint64 r = 0; r < n; r++)
 			push_put_row(rsinfo, r);
+		if (IsolationUsesXactSnapshot() && n > 0)
+			push_each_recheck(cand, ncand, text_to_cstring(PG_GETARG_TEXT_PP(0)), n);
 	}
 	SPI_finish();
 	return (Datum) 0;

@@ -372,7 +372,7 @@ member_read(int64 merchant_id, int64 member_id, const char *channel, const char 
 			" WHERE w.member_id OPERATOR(pg_catalog.=) $2",
 			dedup_key == NULL ? 4 : 6, argtypes);
 	}
-	if (!push_member_read_direct(merchant_id, member_id, channel, topic, dedup_key, push_id, v, n, NULL))
+	if (!push_member_read_direct(merchant_id, member_id, channel, topic, dedup_key, push_id, v, n, NULL, false))
 	{
 		Datum		args[6];
 
@@ -652,9 +652,14 @@ cap_count_direct(int64 member_id, const char *channel, const char *cap_group, in
 	}
 	ch = cstring_to_text(channel);
 	group = cstring_to_text(cap_group);
-	/* as SPI before a statement that may write: the calls' own earlier rows seen */
+	/*
+	 * as SPI before a statement that may write: the calls' own earlier rows
+	 * seen; the claim's count (not queued_too) under REPEATABLE READ too with
+	 * the newest snapshot, taken under the member's lock: a send committed
+	 * after the transaction's snapshot counts (push_claim_check)
+	 */
 	CommandCounterIncrement();
-	snap = RegisterSnapshot(GetTransactionSnapshot());
+	snap = RegisterSnapshot(!queued_too && IsolationUsesXactSnapshot() ? GetLatestSnapshot() : GetTransactionSnapshot());
 	snap->curcid = GetCurrentCommandId(false);
 	for (int p = 0; p < 4; p++)
 	{
@@ -815,7 +820,7 @@ push_claim_check(int64 merchant_id, int64 member_id, int64 push_id, const char *
 	int			reached;
 
 	push_config_settings(merchant_id, &settings);
-	if (!push_member_read_direct(merchant_id, member_id, channel, topic, NULL, 0, v, n, member_ref))
+	if (!push_member_read_direct(merchant_id, member_id, channel, topic, NULL, 0, v, n, member_ref, true))
 		return false;
 	member_fill(v, n, &settings, member_id, &member);
 	memset(&t, 0, sizeof(t));

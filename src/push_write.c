@@ -393,12 +393,13 @@ topic_not_chosen(Datum topics, const char *topic)
  * (with dedup_key) whether the key was taken; the key, when given, claimed
  * for push_id first (INSERT ... ON CONFLICT DO NOTHING).  Under READ
  * COMMITTED only (the statement's conflict check under a transaction
- * snapshot is its own); false, with nothing written, when the statement
- * must run.
+ * snapshot is its own), but for the claim's check (latest, no key), which
+ * reads the newest state under any isolation; false, with nothing written,
+ * when the statement must run.
  */
 bool
 push_member_read_direct(int64 merchant_id, int64 member_id, const char *channel, const char *topic,
-						text *dedup_key, int64 push_id, Datum *v, bool *n, Datum *member_ref)
+						text *dedup_key, int64 push_id, Datum *v, bool *n, Datum *member_ref, bool latest)
 {
 	const WriteRels *rels;
 	Relation	members,
@@ -410,7 +411,14 @@ push_member_read_direct(int64 merchant_id, int64 member_id, const char *channel,
 	HeapTuple	t;
 	bool		isnull;
 
-	if (IsolationUsesXactSnapshot())
+	/*
+	 * the claim's check reads the newest state under REPEATABLE READ too:
+	 * it decides a send outside the database, so a withdrawal or another
+	 * claim's send committed after the transaction's snapshot (the member's
+	 * lock taken since) must count; the dedup claim keeps the statement's
+	 * conflict check under a transaction snapshot
+	 */
+	if (IsolationUsesXactSnapshot() && !(latest && dedup_key == NULL))
 		return false;
 	members = table_open(get_relname_relid("members", get_namespace_oid("wallet", false)), AccessShareLock);
 	rels = write_rels_get();
@@ -456,7 +464,7 @@ push_member_read_direct(int64 merchant_id, int64 member_id, const char *channel,
 	}
 	/* as SPI before a statement: the calls' own earlier rows seen, a fresh snapshot */
 	CommandCounterIncrement();
-	snap = RegisterSnapshot(GetTransactionSnapshot());
+	snap = RegisterSnapshot(latest && IsolationUsesXactSnapshot() ? GetLatestSnapshot() : GetTransactionSnapshot());
 
 	direct_key(&keys[0], rels->m_att[0], F_INT8EQ, Int64GetDatum(member_id));
 	t = direct_fetch(members, "members_pkey", 1, keys, snap);

@@ -69,7 +69,9 @@ BEGIN
     -- 7. push triggers (issue 12): points expiring, tier changes, abandoned carts, nearby stores
     PERFORM wallet.run_push_triggers(10000);
     COMMIT;
-    -- 8. the push queue slots turn (issue 12: no decay), when the current one is 10 s old
+    -- 8. the push queue slots turn (issue 12: no decay), when the current one is 10 s old;
+    --    under READ COMMITTED whatever the session's default (a turn needs it)
+    SET TRANSACTION ISOLATION LEVEL READ COMMITTED;
     PERFORM wallet.rotate_push_queue(interval '10 seconds', 10000);
     COMMIT;
     -- 9. offer quotes expired more than a day ago (issue 11): 10,000 per call

@@ -1844,10 +1844,13 @@ COMMENT ON FUNCTION wallet_internal.push_carry(smallint, smallint) IS 'internal:
 -- ones being sent, a backlog not yet claimed: a slot holding more waits
 -- for its backlog to drain and is passed over) has them carried into the
 -- current slot, in batches that wait for nobody (SKIP LOCKED); then it is
--- locked for a moment (waiting at most 100 ms, else the next call tries
--- again), the last few carried, emptied by TRUNCATE and made current.
--- Dead tuples of the hot path thus live a few turns, whatever vacuum and
--- the xmin horizon do.
+-- locked for a moment (tried ten times 10 ms apart without waiting in a
+-- lock queue: a session waiting for a row it carried cannot deadlock with
+-- it; else the next call tries again), the last few carried, emptied by
+-- TRUNCATE and made current.  Dead tuples of the hot path thus live a few
+-- turns, whatever vacuum and the xmin horizon do.  Only under READ
+-- COMMITTED: under a transaction snapshot the carry would miss messages
+-- committed after it, and TRUNCATE would remove them.
 CREATE FUNCTION wallet.rotate_push_queue(min_age interval DEFAULT '10 seconds', max_rows int DEFAULT 10000) RETURNS boolean
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
@@ -1857,7 +1860,8 @@ DECLARE
     cur smallint;
     nxt smallint;
     k int;
-    timeout text := current_setting('lock_timeout');
+    t int;
+    locked boolean := false;
 BEGIN
     IF min_age IS NULL OR max_rows IS NULL THEN
         RAISE EXCEPTION '% must not be null', CASE WHEN min_age IS NULL THEN 'min_age' ELSE 'max_rows' END
@@ -1866,6 +1870,9 @@ BEGIN
     IF min_age < interval '0' OR min_age > interval '100 years' OR max_rows < 1 THEN
         RAISE EXCEPTION 'min_age must be 0 to 100 years and max_rows must be positive'
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A slot turns after min_age, carrying at most max_rows live messages.';
+    END IF;
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RETURN false;   -- (see above; run_maintenance turns them under READ COMMITTED)
     END IF;
     -- one rotation at a time
     IF NOT pg_try_advisory_xact_lock(2001234513, 0) THEN
@@ -1882,23 +1889,32 @@ BEGIN
         -- carry the live messages, without waiting for any
         PERFORM wallet_internal.push_carry(nxt, cur);
         -- then a moment alone with the slot: those locked meanwhile, and TRUNCATE
-        BEGIN
-            PERFORM set_config('lock_timeout', '100ms', true);
-            EXECUTE format('LOCK TABLE wallet.push_messages_q%s IN ACCESS EXCLUSIVE MODE', nxt);
-            PERFORM set_config('lock_timeout', timeout, true);
-        EXCEPTION WHEN lock_not_available THEN
+        -- (NOWAIT: while this transaction holds the rows it carried, waiting
+        -- in the slot's lock queue behind a session that waits for one of
+        -- them would be a deadlock)
+        FOR t IN 1 .. 10 LOOP
+            BEGIN
+                EXECUTE format('LOCK TABLE wallet.push_messages_q%s IN ACCESS EXCLUSIVE MODE NOWAIT', nxt);
+                locked := true;
+            EXCEPTION WHEN lock_not_available THEN
+                PERFORM pg_sleep(0.01);
+            END;
+            EXIT WHEN locked;
+        END LOOP;
+        IF NOT locked THEN
             RETURN false;   -- busy: the next call tries again (what was carried stays carried)
-        END;
+        END IF;
         -- (no row of the slot is locked by anyone else now)
         PERFORM wallet_internal.push_carry(nxt, cur);
         EXECUTE format('TRUNCATE wallet.push_messages_q%s', nxt);
-        PERFORM setval('wallet_internal.push_queue_slot'::regclass, (extract(epoch FROM now())::bigint) * 4 + nxt);
+        -- (the second rounded up: the next turn comes min_age after this one or later, never earlier)
+        PERFORM setval('wallet_internal.push_queue_slot'::regclass, ceil(extract(epoch FROM now()))::bigint * 4 + nxt);
         RETURN true;
     END LOOP;
     RETURN false;   -- both other slots hold more than max_rows live messages
 END
 $$;
-COMMENT ON FUNCTION wallet.rotate_push_queue(interval, int) IS 'turns the push queue slots when the current one is at least min_age old: the next slot holding at most max_rows live messages has them carried into the current one, is emptied by TRUNCATE (waiting at most 100 ms for its lock) and becomes current; returns whether it turned (run by wallet.run_maintenance; a sending worker may call it every few seconds: the dead tuples of the queue then live only a few turns)';
+COMMENT ON FUNCTION wallet.rotate_push_queue(interval, int) IS 'turns the push queue slots when the current one is at least min_age old: the next slot holding at most max_rows live messages has them carried into the current one, is emptied by TRUNCATE (trying for its lock for about 100 ms, never queueing for it) and becomes current; returns whether it turned (false under REPEATABLE READ or SERIALIZABLE, where it would miss messages committed after the snapshot) (run by wallet.run_maintenance; a sending worker may call it every few seconds: the dead tuples of the queue then live only a few turns)';
 
 ------------------------------------------------------------------------------
 -- Events and metrics
