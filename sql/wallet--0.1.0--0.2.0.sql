@@ -25345,6 +25345,495 @@ END
 $$;
 COMMENT ON FUNCTION wallet.rotate_push_queue(interval, int) IS 'turns the push queue slots when the current one is at least min_age old: the next slot holding at most max_rows live messages has them carried into the current one, is emptied by TRUNCATE (trying for its lock for about 100 ms, never queueing for it) and becomes current; returns whether it turned (false under REPEATABLE READ or SERIALIZABLE, where it would miss messages committed after the snapshot) (run by wallet.run_maintenance; a sending worker may call it every few seconds: the dead tuples of the queue then live only a few turns)';
 
+-- == 10bh. the new-user audit: set_campaign_audience's as_of NULL is 22004 for every audience, infinite instants are '<arg> must be finite' (earning rules, offers, campaign costs), ack_pushes with attempts checks its arrays before the ids (wallet_internal.push_check_acks, shared), a tier_changed trigger's to_tier a non-blank text
+
+CREATE OR REPLACE FUNCTION wallet.set_campaign_audience(campaign_id bigint, audience text, holdout_percent numeric DEFAULT 0,
+        program_id bigint DEFAULT NULL, min_rank int DEFAULT NULL, segments text[] DEFAULT NULL,
+        member_refs text[] DEFAULT NULL, as_of timestamptz DEFAULT now())
+    RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+#variable_conflict use_column
+DECLARE
+    _campaign bigint := campaign_id;
+    c wallet.campaigns;
+    bad text;
+    n bigint;
+BEGIN
+    c := wallet_internal.campaign_seen(_campaign);
+    IF audience IS NULL OR holdout_percent IS NULL OR as_of IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN audience IS NULL THEN 'audience' WHEN holdout_percent IS NULL THEN 'holdout_percent' ELSE 'as_of' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'An audience is everyone, tiers, segment or list, with a holdout percentage (0 for none), taken as of an instant (now by default).';
+    END IF;
+    IF audience NOT IN ('everyone', 'tiers', 'segment', 'list') THEN
+        RAISE EXCEPTION 'unknown audience "%"', left(audience, 32)
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An audience is everyone, tiers, segment or list.';
+    END IF;
+    IF NOT (holdout_percent >= 0 AND holdout_percent < 100) THEN
+        RAISE EXCEPTION 'holdout_percent must be at least 0 and under 100'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The holdout is a percentage of the audience; %s is not.', holdout_percent);
+    END IF;
+    IF (audience <> 'tiers' AND (program_id IS NOT NULL OR min_rank IS NOT NULL))
+       OR (audience <> 'segment' AND segments IS NOT NULL) OR (audience <> 'list' AND member_refs IS NOT NULL) THEN
+        RAISE EXCEPTION 'arguments do not fit audience %', audience
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'The arguments program_id and min_rank are for audience tiers, segments for audience segment, member_refs for audience list.';
+    END IF;
+    IF NOT isfinite(as_of) THEN
+        RAISE EXCEPTION 'as_of must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A segment audience is taken from the RFM scores at a real instant.';
+    END IF;
+    -- the campaign row is locked from here: concurrent changes of one audience queue
+    SELECT * INTO c FROM wallet.campaigns k WHERE k.campaign_id = _campaign FOR UPDATE;
+    -- the first setting may come after create_campaign (whose start defaults
+    -- to now); a change after the start would move members between groups
+    IF holdout_percent <> c.holdout_percent AND c.starts_at <= now() AND c.audience_set_at IS NOT NULL THEN
+        RAISE EXCEPTION 'holdout of campaign % cannot change after it started', _campaign
+            USING ERRCODE = 'WL640',
+                  DETAIL = format('The campaign started at %s; changing its holdout from %s%% to %s%% would move members between target and control and void the measurement.',
+                                  c.starts_at, c.holdout_percent, holdout_percent),
+                  HINT = 'Create a new campaign for a different holdout.';
+    END IF;
+    IF audience = 'tiers' THEN
+        IF program_id IS NULL OR min_rank IS NULL THEN
+            RAISE EXCEPTION '% must not be null', CASE WHEN program_id IS NULL THEN 'program_id' ELSE 'min_rank' END
+                USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A tier audience is the members of a program''s tier of min_rank or higher.';
+        END IF;
+        IF min_rank < 1 THEN
+            RAISE EXCEPTION 'min_rank must be positive'
+                USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Tier ranks start at 1.';
+        END IF;
+        IF NOT EXISTS (SELECT FROM wallet.programs p WHERE p.program_id = set_campaign_audience.program_id AND p.merchant_id = c.merchant_id) THEN
+            RAISE EXCEPTION 'unknown program'
+                USING ERRCODE = 'WL214', DETAIL = format('There is no points program %s.', program_id);
+        END IF;
+    ELSIF audience = 'segment' THEN
+        IF segments IS NULL THEN
+            RAISE EXCEPTION 'segments must not be null'
+                USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A segment audience names one or more RFM segments.';
+        END IF;
+        IF array_ndims(segments) > 1 THEN
+            RAISE EXCEPTION 'segments must be a one-dimensional array'
+                USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A segment audience names one or more RFM segments, one after the other.';
+        END IF;
+        IF cardinality(segments) = 0 THEN
+            RAISE EXCEPTION 'segments must not be empty'
+                USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A segment audience names one or more RFM segments.';
+        END IF;
+        IF array_position(segments, NULL) IS NOT NULL THEN
+            RAISE EXCEPTION 'segments must not contain null'
+                USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Every element of segments names an RFM segment.';
+        END IF;
+        SELECT s INTO bad FROM unnest(segments) s WHERE s NOT IN (SELECT g.segment FROM wallet.rfm_segments g) LIMIT 1;
+        IF FOUND THEN
+            RAISE EXCEPTION 'unknown segment "%"', left(bad, 32)
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = 'Segments are champions, loyal, potential, new, at_risk, cannot_lose, hibernating and lost (wallet.rfm_segments).';
+        END IF;
+        IF as_of IS NULL THEN
+            RAISE EXCEPTION 'as_of must not be null'
+                USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A segment audience is taken from the RFM scores at a point in time.';
+        END IF;
+    ELSIF audience = 'list' THEN
+        IF member_refs IS NULL THEN
+            RAISE EXCEPTION 'member_refs must not be null'
+                USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A list audience names its members.';
+        END IF;
+        IF array_ndims(member_refs) > 1 THEN
+            RAISE EXCEPTION 'member_refs must be a one-dimensional array'
+                USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A list audience names its members, one after the other.';
+        END IF;
+        SELECT r INTO bad FROM unnest(member_refs) r
+         WHERE r IS NULL OR btrim(r) = '' OR length(r) > 256 OR r LIKE 'forgotten:%' LIMIT 1;
+        IF FOUND THEN
+            RAISE EXCEPTION 'member reference must be a non-blank text of at most 256 characters'
+                USING ERRCODE = CASE WHEN bad IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,
+                      DETAIL = 'Every element of member_refs names a member; "forgotten:" references are the pseudonyms of erased members.';
+        END IF;
+    END IF;
+
+    UPDATE wallet.campaigns k
+       SET audience = set_campaign_audience.audience,
+           audience_program_id = set_campaign_audience.program_id, audience_min_rank = set_campaign_audience.min_rank,
+           audience_segments = (SELECT array_agg(DISTINCT s ORDER BY s) FROM unnest(set_campaign_audience.segments) s),
+           holdout_percent = set_campaign_audience.holdout_percent,
+           audience_set_at = now()
+     WHERE k.campaign_id = _campaign;
+    DELETE FROM wallet.campaign_audience_members x WHERE x.campaign_id = _campaign;
+    IF audience = 'segment' THEN
+        INSERT INTO wallet.campaign_audience_members (campaign_id, member_id, merchant_id)
+        SELECT _campaign, s.member_id, c.merchant_id
+          FROM wallet_internal.rfm_scores(c.merchant_id, set_campaign_audience.as_of, NULL) s
+         WHERE s.segment = ANY (set_campaign_audience.segments);
+    ELSIF audience = 'list' THEN
+        -- members named for the first time are created, as issuing them a code would
+        INSERT INTO wallet.members (merchant_id, member_ref)
+        SELECT DISTINCT c.merchant_id, r FROM unnest(member_refs) r
+        ON CONFLICT ON CONSTRAINT members_merchant_id_member_ref_key DO NOTHING;
+        INSERT INTO wallet.campaign_audience_members (campaign_id, member_id, merchant_id)
+        SELECT DISTINCT _campaign, m.member_id, c.merchant_id
+          FROM wallet.members m
+         WHERE m.merchant_id = c.merchant_id AND m.member_ref = ANY (set_campaign_audience.member_refs);
+    END IF;
+    SELECT count(*) INTO n FROM wallet_internal.campaign_members(_campaign);
+    RETURN n;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION wallet.record_campaign_cost(campaign_id bigint, amount numeric, currency text, occurred_at timestamptz DEFAULT now())
+    RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    m bigint := (wallet_internal.campaign_seen(campaign_id)).merchant_id;
+    id bigint;
+BEGIN
+    IF amount IS NULL OR currency IS NULL OR occurred_at IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN amount IS NULL THEN 'amount' WHEN currency IS NULL THEN 'currency' ELSE 'occurred_at' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A cost is an amount in a currency at an instant.';
+    END IF;
+    -- a negative amount corrects an earlier booking; NaN is over the bound
+    IF amount = 0 OR amount < -1e15 OR amount > 1e15 THEN
+        RAISE EXCEPTION 'amount must not be 0 nor beyond 10^15'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A cost is an amount of money up to 10^15; a negative one corrects an earlier booking.';
+    END IF;
+    IF currency !~ '^[A-Z]{3}$' THEN
+        RAISE EXCEPTION 'invalid currency "%"', left(currency, 16)
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A currency is an ISO 4217 code of three capital letters, such as CNY or EUR.';
+    END IF;
+    IF NOT isfinite(occurred_at) THEN
+        RAISE EXCEPTION 'occurred_at must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A cost is booked at a real instant.';
+    END IF;
+    IF occurred_at < now() - interval '100 years' OR occurred_at > now() + interval '100 years' THEN
+        RAISE EXCEPTION 'occurred_at must be within 100 years of now'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A cost is booked at a real instant, at most 100 years before or after now.';
+    END IF;
+    -- a correction takes back at most what was booked in the currency
+    -- (corrections one at a time: a write of the campaign's row, so that
+    -- under REPEATABLE READ the second of two is a serialization failure
+    -- rather than a sum read from before the first)
+    IF amount < 0 THEN
+        UPDATE wallet.campaigns k SET redemption_value = k.redemption_value WHERE k.campaign_id = record_campaign_cost.campaign_id;
+        IF (SELECT coalesce(sum(c.amount), 0) FROM wallet.campaign_costs c
+             WHERE c.campaign_id = record_campaign_cost.campaign_id AND c.kind = 'other' AND c.currency = record_campaign_cost.currency)
+           + amount < 0 THEN
+            RAISE EXCEPTION 'a correction must not exceed the costs booked'
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = format('Campaign %s has %s %s of other costs booked; a negative amount corrects them and takes back at most that.',
+                                      campaign_id, (SELECT coalesce(sum(c.amount), 0) FROM wallet.campaign_costs c
+                                                     WHERE c.campaign_id = record_campaign_cost.campaign_id AND c.kind = 'other'
+                                                       AND c.currency = record_campaign_cost.currency), currency);
+        END IF;
+    END IF;
+    INSERT INTO wallet.campaign_costs (merchant_id, campaign_id, kind, amount, currency, occurred_at)
+    VALUES (m, campaign_id, 'other', amount, currency, occurred_at)
+    RETURNING cost_id INTO id;
+    RETURN id;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION wallet.create_offer(campaign_id bigint, name text, kind text, value numeric, currency text,
+        max_value numeric DEFAULT NULL, conditions jsonb DEFAULT '{}', caps jsonb DEFAULT '{}',
+        code_required boolean DEFAULT false, priority int DEFAULT 0, exclusive boolean DEFAULT false,
+        allow_partial boolean DEFAULT false, valid_from timestamptz DEFAULT now(), valid_until timestamptz DEFAULT NULL)
+    RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    c wallet.campaigns;
+    r wallet.earning_rules;
+    k text;
+    o bigint;
+BEGIN
+    IF name IS NULL OR kind IS NULL OR value IS NULL OR currency IS NULL OR conditions IS NULL OR caps IS NULL
+       OR code_required IS NULL OR priority IS NULL OR exclusive IS NULL OR allow_partial IS NULL OR valid_from IS NULL THEN
+        RAISE EXCEPTION '% must not be null',
+              CASE WHEN name IS NULL THEN 'name' WHEN kind IS NULL THEN 'kind' WHEN value IS NULL THEN 'value'
+                   WHEN currency IS NULL THEN 'currency' WHEN conditions IS NULL THEN 'conditions' WHEN caps IS NULL THEN 'caps'
+                   WHEN code_required IS NULL THEN 'code_required' WHEN priority IS NULL THEN 'priority'
+                   WHEN exclusive IS NULL THEN 'exclusive' WHEN allow_partial IS NULL THEN 'allow_partial' ELSE 'valid_from' END
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = 'An offer has a name, a kind with its value and currency, conditions and caps ({} = none), a stacking mode and a start.';
+    END IF;
+    c := wallet_internal.campaign_seen(campaign_id);
+    IF btrim(name) = '' OR length(name) > 200 THEN
+        RAISE EXCEPTION 'offer name must not be %', CASE WHEN btrim(name) = '' THEN 'blank' ELSE 'longer than 200 characters' END
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An offer''s name is a non-blank text of at most 200 characters.';
+    END IF;
+    IF kind NOT IN ('percent', 'fixed', 'cashback') THEN
+        RAISE EXCEPTION 'unknown offer kind "%"', left(kind, 32)
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An offer is a ''percent'' or ''fixed'' discount, or ''cashback'' in points.';
+    END IF;
+    -- NaN, which numeric compares above every number, and Infinity are over the bounds
+    IF value <= 0 OR value > 1e12 OR (kind = 'percent' AND value > 100) THEN
+        RAISE EXCEPTION 'invalid value for a % offer', kind
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A percent offer takes over 0 and at most 100, a fixed one an amount above 0, a cashback one points per currency unit above 0; none is over 10^12.';
+    END IF;
+    IF max_value <= 0 OR max_value > 1e12 THEN
+        RAISE EXCEPTION 'invalid max_value for a % offer', kind
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A maximum is above 0 and at most 10^12, or none (NULL).';
+    END IF;
+    IF currency !~ '^[A-Z]{3}$' THEN
+        RAISE EXCEPTION 'invalid currency "%"', left(currency, 16)
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A currency is an ISO 4217 code of three capital letters, such as CNY or EUR.';
+    END IF;
+    IF NOT isfinite(valid_from) OR NOT isfinite(valid_until) THEN
+        RAISE EXCEPTION '% must be finite', CASE WHEN isfinite(valid_from) THEN 'valid_until' ELSE 'valid_from' END
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An offer is valid from a finite instant until a later one (exclusive) or open-ended (NULL).';
+    END IF;
+    IF valid_until <= valid_from THEN
+        RAISE EXCEPTION 'invalid validity window'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An offer is valid from a finite instant until a later one (exclusive) or open-ended (NULL).';
+    END IF;
+    -- the conditions of the earning rules, validated by their own code
+    r := wallet_internal.rule_apply_conditions(r, conditions, NULL);
+    IF jsonb_typeof(caps) <> 'object' THEN
+        RAISE EXCEPTION 'caps must be a json object'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Caps are an object such as {"per_member": 3, "per_period": 1, "period": "day"}.';
+    END IF;
+    SELECT min(x) INTO k FROM jsonb_object_keys(caps) x WHERE x NOT IN ('per_member', 'per_period', 'period');
+    IF k IS NOT NULL OR (caps ? 'per_period') <> (caps ? 'period')
+       OR (caps ? 'period' AND coalesce(caps ->> 'period' NOT IN ('day', 'week', 'month'), true)) THEN
+        RAISE EXCEPTION 'invalid caps'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'The caps are per_member (uses in all) and per_period with period (day, week or month), in purchases per member.';
+    END IF;
+    PERFORM wallet_internal.offer_unit_check(c.campaign_id, kind);
+    INSERT INTO wallet.offers (merchant_id, campaign_id, name, kind, value, max_value, currency, allow_partial, code_required,
+                               priority, exclusive, valid_from, valid_until, min_amount, stores, channels, payment_methods,
+                               categories, min_tier_rank, first_purchase, days_of_week, time_from, time_until,
+                               cap_per_member, cap_per_period, cap_period)
+    VALUES (c.merchant_id, c.campaign_id, name, kind, value, max_value, currency, allow_partial, code_required,
+            priority, exclusive, valid_from, valid_until, r.min_amount, r.stores, r.channels, r.payment_methods,
+            r.categories, r.min_tier_rank, r.first_purchase, r.days_of_week, r.time_from, r.time_until,
+            wallet_internal.rule_number(caps, 'per_member', true), wallet_internal.rule_number(caps, 'per_period', true),
+            caps ->> 'period')
+    RETURNING offer_id INTO o;
+    RETURN o;
+EXCEPTION WHEN unique_violation THEN
+    RAISE EXCEPTION 'offer "%" already exists', name
+        USING ERRCODE = 'unique_violation', DETAIL = 'Offer names are unique per campaign.';
+END
+$$;
+
+CREATE OR REPLACE FUNCTION wallet_internal.rule_check(r wallet.earning_rules) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF r.name IS NULL OR r.effect IS NULL OR r.value IS NULL OR r.valid_from IS NULL OR r.priority IS NULL OR r.exclusive IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN r.name IS NULL THEN 'name' WHEN r.effect IS NULL THEN 'effect'
+                                                   WHEN r.value IS NULL THEN 'value' WHEN r.valid_from IS NULL THEN 'valid_from'
+                                                   WHEN r.priority IS NULL THEN 'priority' ELSE 'exclusive' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'An earning rule has a name, an effect with its value, a start, a priority and a stacking mode.';
+    END IF;
+    IF btrim(r.name) = '' OR length(r.name) > 200 THEN
+        RAISE EXCEPTION 'rule name must not be %', CASE WHEN btrim(r.name) = '' THEN 'blank' ELSE 'longer than 200 characters' END
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A rule''s name starts the explanation of the points it earns.';
+    END IF;
+    IF r.effect NOT IN ('per_unit', 'multiplier', 'fixed') THEN
+        RAISE EXCEPTION 'unknown effect "%"', left(r.effect, 32)
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An effect is ''per_unit'' (points per currency unit), ''multiplier'' or ''fixed'' (bonus points).';
+    END IF;
+    IF r.value <= 0 OR (r.effect = 'multiplier' AND r.value <= 1) OR (r.effect = 'fixed' AND r.value <> trunc(r.value))
+       OR r.value > 1000000000 THEN
+        RAISE EXCEPTION 'invalid value for effect %', r.effect
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A per_unit rule takes points per unit above 0, a multiplier rule a factor above 1, a fixed rule a whole number of points above 0 (each at most 10^9).';
+    END IF;
+    IF NOT isfinite(r.valid_from) OR NOT isfinite(r.valid_until) THEN
+        RAISE EXCEPTION '% must be finite', CASE WHEN isfinite(r.valid_from) THEN 'valid_until' ELSE 'valid_from' END
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A rule is valid from a finite instant until a later one (exclusive) or open-ended (NULL).';
+    END IF;
+    IF r.valid_until <= r.valid_from THEN
+        RAISE EXCEPTION 'invalid validity window'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A rule is valid from a finite instant until a later one (exclusive) or open-ended (NULL).';
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION wallet_internal.push_check_acks(push_ids bigint[], provider_message_ids text[]) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF array_ndims(push_ids) > 1 OR array_ndims(provider_message_ids) > 1 THEN
+        RAISE EXCEPTION 'push_ids and provider_message_ids must be one-dimensional arrays'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The arrays list the messages, and their provider ids, one after the other.';
+    END IF;
+    IF push_ids IS NULL OR array_position(push_ids, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'push_ids must not be null nor hold a null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Messages are named by the push_id claim_pushes returned.';
+    END IF;
+    IF cardinality(push_ids) > 10000 OR cardinality(provider_message_ids) <> cardinality(push_ids)
+       OR EXISTS (SELECT FROM unnest(provider_message_ids) p WHERE length(p) > 200 OR btrim(p) = '') THEN
+        RAISE EXCEPTION 'at most 10000 push_ids, each with a non-blank provider_message_id of at most 200 characters or none'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'The array provider_message_ids, when given, has one provider id (or NULL) per push_id, in the same order.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_check_acks(bigint[], text[]) IS 'internal: the arguments of ack_pushes, both forms, checked before anything else (22004 a NULL push_ids or a NULL in it, 22023 a 2-D array, over 10000 ids, provider ids not one per id, a blank or oversized provider id)';
+
+CREATE OR REPLACE FUNCTION wallet_internal.push_ack_many(push_ids bigint[], provider_message_ids text[]) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    want bigint[];
+    n bigint;
+    i int;
+    bad wallet.push_messages;
+    missing bigint;
+BEGIN
+    PERFORM wallet_internal.push_check_acks(push_ids, provider_message_ids);
+    SELECT array_agg(DISTINCT u) INTO want FROM unnest(push_ids) u;
+    IF want IS NULL THEN
+        RETURN 0;
+    END IF;
+    -- lock them all, in one order (rows moved meanwhile are looked up again, as by push_lock)
+    FOR i IN 1 .. 3 LOOP
+        PERFORM FROM wallet.push_messages x WHERE x.push_id = ANY (want) ORDER BY x.push_id FOR UPDATE;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        EXIT WHEN n = cardinality(want);
+    END LOOP;
+    SELECT u INTO missing FROM unnest(want) u
+     WHERE NOT EXISTS (SELECT FROM wallet.push_messages x WHERE x.push_id = u AND wallet.acts_for(x.merchant_id))
+     ORDER BY u LIMIT 1;
+    IF missing IS NOT NULL THEN
+        PERFORM wallet_internal.push_lock(missing);   -- raises WL701 as ack_push does
+    END IF;
+    SELECT x.* INTO bad FROM wallet.push_messages x
+      JOIN unnest(push_ids, coalesce(provider_message_ids, array_fill(NULL::text, ARRAY[cardinality(push_ids)]))) AS a(id, pid)
+        ON a.id = x.push_id
+     WHERE x.status <> 'sending' AND NOT (x.status = 'sent' AND x.provider_message_id IS NOT DISTINCT FROM a.pid)
+     ORDER BY x.push_id LIMIT 1;
+    IF bad.push_id IS NOT NULL THEN
+        PERFORM wallet_internal.push_not_sending(bad);
+    END IF;
+    WITH a AS (
+        SELECT DISTINCT ON (u.id) u.id, u.pid
+          FROM unnest(push_ids, coalesce(provider_message_ids, array_fill(NULL::text, ARRAY[cardinality(push_ids)]))) WITH ORDINALITY AS u(id, pid, o)
+         ORDER BY u.id, u.o),
+    d AS (
+        DELETE FROM wallet.push_messages x USING a
+         WHERE x.push_id = a.id AND x.part < 3 AND x.status = 'sending'
+        RETURNING x.*, a.pid),
+    r AS (
+        INSERT INTO wallet.push_attempts (merchant_id, member_id, push_id, claimed_at, outcome, provider_message_id)
+        SELECT d.merchant_id, d.member_id, d.push_id, d.claimed_at, 'sent', d.pid FROM d)
+    INSERT INTO wallet.push_messages OVERRIDING SYSTEM VALUE
+    SELECT d.push_id, d.merchant_id, d.member_id, d.channel, d.topic, d.cap_group, d.service, d.payload, d.campaign_id,
+           d.dedup_key, d.priority, d.not_before, d.expires_at, d.created_at, d.outcome, d.outcome_reason, 'sent',
+           NULL, NULL, d.slot_at, d.attempts, d.claimed_at, now(), d.pid, d.last_error, now(), 3, d.requeued_attempts
+      FROM d;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION wallet.ack_pushes(push_ids bigint[], provider_message_ids text[], attempts int[]) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    x record;
+    locked bigint[];
+    at int[];
+BEGIN
+    -- the arguments of both forms first, then the attempts
+    PERFORM wallet_internal.push_check_acks(push_ids, provider_message_ids);
+    -- (array_position refuses a 2-D array with a raw 0A000: the shape first)
+    IF array_ndims(attempts) > 1 OR array_ndims(push_ids) > 1 THEN
+        RAISE EXCEPTION 'push_ids and attempts must be one-dimensional arrays'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The array attempts has the attempt of each message, in the order of push_ids.';
+    END IF;
+    IF attempts IS NULL OR array_position(attempts, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'attempts must not be null nor hold a null'
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Each claim is named by the attempts claim_pushes returned with its message.';
+    END IF;
+    -- (a claim's attempt is 1 or more, as push_check_attempt says)
+    IF EXISTS (SELECT FROM unnest(attempts) a WHERE a < 1) THEN
+        RAISE EXCEPTION 'attempt must be positive'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('A claim is named by the attempts claim_pushes returned with the message, 1 or more; %s is not.',
+                                  (SELECT min(a) FROM unnest(attempts) a));
+    END IF;
+    IF cardinality(attempts) <> cardinality(push_ids) THEN
+        RAISE EXCEPTION 'attempts must hold one attempt per push_id'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'The array attempts has the attempt of each message, in the order of push_ids.';
+    END IF;
+    -- locked in ascending id order (the order ack_pushes locks in) by one
+    -- statement, and compared with the claims
+    WITH l AS (SELECT m.push_id, m.attempts FROM wallet.push_messages m
+                WHERE m.push_id = ANY (push_ids) AND wallet.acts_for(m.merchant_id) ORDER BY m.push_id FOR UPDATE)
+    SELECT array_agg(l.push_id), array_agg(l.attempts) INTO locked, at FROM l;
+    IF coalesce(cardinality(locked), 0) = (SELECT count(DISTINCT u) FROM unnest(push_ids) u WHERE u IS NOT NULL) THEN
+        SELECT u.id, u.attempt INTO x FROM unnest(push_ids, attempts) AS u(id, attempt) JOIN unnest(locked, at) AS k(id, att) ON k.id = u.id
+         WHERE k.att <> u.attempt ORDER BY u.id LIMIT 1;
+        IF FOUND THEN
+            PERFORM wallet_internal.push_check_attempt(x.id, x.attempt);   -- WL702
+        END IF;
+    ELSE
+        -- an unknown message, or one moved while we waited for its lock:
+        -- one by one, in ascending id order, as push_lock finds a moved one
+        FOR x IN SELECT u.id, u.attempt FROM unnest(push_ids, attempts) AS u(id, attempt) WHERE u.id IS NOT NULL ORDER BY u.id LOOP
+            PERFORM wallet_internal.push_check_attempt(x.id, x.attempt);
+        END LOOP;
+    END IF;
+    RETURN wallet.ack_pushes(push_ids, provider_message_ids);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION wallet.create_push_trigger(merchant_id bigint, kind text, channel text, topic text, payload jsonb,
+        params jsonb DEFAULT '{}', campaign_id bigint DEFAULT NULL) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    id bigint;
+    bad text;
+BEGIN
+    PERFORM wallet_internal.check_merchant($1);
+    IF $2 IS NULL OR $6 IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN $2 IS NULL THEN 'kind' ELSE 'params' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A trigger has a kind and its parameters.';
+    END IF;
+    PERFORM wallet_internal.push_check_message($1, $3, $4, $5, $7, NULL, now(), 0);
+    IF $2 NOT IN ('points_expiring', 'tier_changed', 'cart_abandoned', 'nearby_store')
+       OR jsonb_typeof($6) <> 'object'
+       OR ($2 = 'points_expiring' AND coalesce(($6 ->> 'within_days') ~ '^[0-9]{1,4}$', false) IS NOT TRUE)
+       OR ($2 = 'cart_abandoned' AND coalesce(($6 ->> 'after_minutes') ~ '^[0-9]{1,6}$', false) IS NOT TRUE) THEN
+        RAISE EXCEPTION 'invalid trigger'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A trigger''s kind is points_expiring ({"within_days": n}, n from 0 to 9999), tier_changed ({} or {"to_tier": name}), cart_abandoned ({"after_minutes": n}, n from 0 to 999999) or nearby_store ({}), with no other parameters.';
+    END IF;
+    SELECT k INTO bad FROM jsonb_object_keys($6) k
+     WHERE k <> CASE $2 WHEN 'points_expiring' THEN 'within_days' WHEN 'tier_changed' THEN 'to_tier'
+                        WHEN 'cart_abandoned' THEN 'after_minutes' ELSE '' END
+     ORDER BY k LIMIT 1;
+    IF FOUND OR ($2 = 'tier_changed' AND $6 ? 'to_tier' AND (jsonb_typeof($6 -> 'to_tier') <> 'string'
+                                                           OR btrim($6 ->> 'to_tier') = '' OR length($6 ->> 'to_tier') > 200)) THEN
+        RAISE EXCEPTION 'invalid trigger parameter "%"', left(coalesce(bad, 'to_tier'), 64)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('A %s trigger takes %s.', $2, CASE $2 WHEN 'points_expiring' THEN '{"within_days": n}'
+                                                                   WHEN 'tier_changed' THEN '{} or {"to_tier": name} (a tier''s name: a non-blank text of at most 200 characters)'
+                                                                   WHEN 'cart_abandoned' THEN '{"after_minutes": n}' ELSE '{}' END);
+    END IF;
+    INSERT INTO wallet.push_triggers AS t (merchant_id, kind, channel, topic, payload, campaign_id, params)
+    VALUES ($1, $2, $3, $4, $5, $7, $6)
+    RETURNING t.trigger_id INTO id;
+    RETURN id;
+END
+$$;
+
 -- == 10z. shared objects, final (issues 10-12)
 -- Objects that several sections above re-create (each with what its area
 -- added): their final definitions, exactly as the parts have them.

@@ -367,9 +367,9 @@ DECLARE
     n bigint;
 BEGIN
     c := wallet_internal.campaign_seen(_campaign);
-    IF audience IS NULL OR holdout_percent IS NULL THEN
-        RAISE EXCEPTION '% must not be null', CASE WHEN audience IS NULL THEN 'audience' ELSE 'holdout_percent' END
-            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'An audience is everyone, tiers, segment or list, with a holdout percentage (0 for none).';
+    IF audience IS NULL OR holdout_percent IS NULL OR as_of IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN audience IS NULL THEN 'audience' WHEN holdout_percent IS NULL THEN 'holdout_percent' ELSE 'as_of' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'An audience is everyone, tiers, segment or list, with a holdout percentage (0 for none), taken as of an instant (now by default).';
     END IF;
     IF audience NOT IN ('everyone', 'tiers', 'segment', 'list') THEN
         RAISE EXCEPTION 'unknown audience "%"', left(audience, 32)
@@ -661,7 +661,11 @@ BEGIN
         RAISE EXCEPTION 'invalid currency "%"', left(currency, 16)
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A currency is an ISO 4217 code of three capital letters, such as CNY or EUR.';
     END IF;
-    IF NOT isfinite(occurred_at) OR occurred_at < now() - interval '100 years' OR occurred_at > now() + interval '100 years' THEN
+    IF NOT isfinite(occurred_at) THEN
+        RAISE EXCEPTION 'occurred_at must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A cost is booked at a real instant.';
+    END IF;
+    IF occurred_at < now() - interval '100 years' OR occurred_at > now() + interval '100 years' THEN
         RAISE EXCEPTION 'occurred_at must be within 100 years of now'
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A cost is booked at a real instant, at most 100 years before or after now.';
     END IF;

@@ -311,7 +311,11 @@ BEGIN
         RAISE EXCEPTION 'invalid currency "%"', left(currency, 16)
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A currency is an ISO 4217 code of three capital letters, such as CNY or EUR.';
     END IF;
-    IF NOT isfinite(valid_from) OR NOT isfinite(valid_until) OR valid_until <= valid_from THEN
+    IF NOT isfinite(valid_from) OR NOT isfinite(valid_until) THEN
+        RAISE EXCEPTION '% must be finite', CASE WHEN isfinite(valid_from) THEN 'valid_until' ELSE 'valid_from' END
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An offer is valid from a finite instant until a later one (exclusive) or open-ended (NULL).';
+    END IF;
+    IF valid_until <= valid_from THEN
         RAISE EXCEPTION 'invalid validity window'
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'An offer is valid from a finite instant until a later one (exclusive) or open-ended (NULL).';
     END IF;

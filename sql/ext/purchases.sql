@@ -367,7 +367,11 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = 'A per_unit rule takes points per unit above 0, a multiplier rule a factor above 1, a fixed rule a whole number of points above 0 (each at most 10^9).';
     END IF;
-    IF NOT isfinite(r.valid_from) OR NOT isfinite(r.valid_until) OR r.valid_until <= r.valid_from THEN
+    IF NOT isfinite(r.valid_from) OR NOT isfinite(r.valid_until) THEN
+        RAISE EXCEPTION '% must be finite', CASE WHEN isfinite(r.valid_from) THEN 'valid_until' ELSE 'valid_from' END
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A rule is valid from a finite instant until a later one (exclusive) or open-ended (NULL).';
+    END IF;
+    IF r.valid_until <= r.valid_from THEN
         RAISE EXCEPTION 'invalid validity window'
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A rule is valid from a finite instant until a later one (exclusive) or open-ended (NULL).';
     END IF;

@@ -1494,18 +1494,10 @@ CREATE FUNCTION wallet.ack_push(push_id bigint, provider_message_id text) RETURN
     SET enable_seqscan = off;
 COMMENT ON FUNCTION wallet.ack_push(bigint, text) IS 'records a claimed message as sent (also after its lease lapsed, unless claimed again since) with the provider''s id; true, or false for the same acknowledgement again; WL702 if it is not being sent';
 
--- wallet.ack_pushes in PL/pgSQL, every case (the C function calls it for
--- all but the common one): what ack_push does for each, set-based.
-CREATE FUNCTION wallet_internal.push_ack_many(push_ids bigint[], provider_message_ids text[]) RETURNS bigint
+CREATE FUNCTION wallet_internal.push_check_acks(push_ids bigint[], provider_message_ids text[]) RETURNS void
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     AS $$
-DECLARE
-    want bigint[];
-    n bigint;
-    i int;
-    bad wallet.push_messages;
-    missing bigint;
 BEGIN
     IF array_ndims(push_ids) > 1 OR array_ndims(provider_message_ids) > 1 THEN
         RAISE EXCEPTION 'push_ids and provider_message_ids must be one-dimensional arrays'
@@ -1521,6 +1513,24 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = 'The array provider_message_ids, when given, has one provider id (or NULL) per push_id, in the same order.';
     END IF;
+END
+$$;
+COMMENT ON FUNCTION wallet_internal.push_check_acks(bigint[], text[]) IS 'internal: the arguments of ack_pushes, both forms, checked before anything else (22004 a NULL push_ids or a NULL in it, 22023 a 2-D array, over 10000 ids, provider ids not one per id, a blank or oversized provider id)';
+
+-- wallet.ack_pushes in PL/pgSQL, every case (the C function calls it for
+-- all but the common one): what ack_push does for each, set-based.
+CREATE FUNCTION wallet_internal.push_ack_many(push_ids bigint[], provider_message_ids text[]) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    want bigint[];
+    n bigint;
+    i int;
+    bad wallet.push_messages;
+    missing bigint;
+BEGIN
+    PERFORM wallet_internal.push_check_acks(push_ids, provider_message_ids);
     SELECT array_agg(DISTINCT u) INTO want FROM unnest(push_ids) u;
     IF want IS NULL THEN
         RETURN 0;
@@ -1687,6 +1697,8 @@ DECLARE
     locked bigint[];
     at int[];
 BEGIN
+    -- the arguments of both forms first, then the attempts
+    PERFORM wallet_internal.push_check_acks(push_ids, provider_message_ids);
     -- (array_position refuses a 2-D array with a raw 0A000: the shape first)
     IF array_ndims(attempts) > 1 OR array_ndims(push_ids) > 1 THEN
         RAISE EXCEPTION 'push_ids and attempts must be one-dimensional arrays'
@@ -2354,17 +2366,18 @@ BEGIN
        OR ($2 = 'cart_abandoned' AND coalesce(($6 ->> 'after_minutes') ~ '^[0-9]{1,6}$', false) IS NOT TRUE) THEN
         RAISE EXCEPTION 'invalid trigger'
             USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = 'A trigger''s kind is points_expiring ({"within_days": n}), tier_changed ({} or {"to_tier": name}), cart_abandoned ({"after_minutes": n}) or nearby_store ({}), with no other parameters.';
+                  DETAIL = 'A trigger''s kind is points_expiring ({"within_days": n}, n from 0 to 9999), tier_changed ({} or {"to_tier": name}), cart_abandoned ({"after_minutes": n}, n from 0 to 999999) or nearby_store ({}), with no other parameters.';
     END IF;
     SELECT k INTO bad FROM jsonb_object_keys($6) k
      WHERE k <> CASE $2 WHEN 'points_expiring' THEN 'within_days' WHEN 'tier_changed' THEN 'to_tier'
                         WHEN 'cart_abandoned' THEN 'after_minutes' ELSE '' END
      ORDER BY k LIMIT 1;
-    IF FOUND OR ($2 = 'tier_changed' AND $6 ? 'to_tier' AND jsonb_typeof($6 -> 'to_tier') <> 'string') THEN
+    IF FOUND OR ($2 = 'tier_changed' AND $6 ? 'to_tier' AND (jsonb_typeof($6 -> 'to_tier') <> 'string'
+                                                           OR btrim($6 ->> 'to_tier') = '' OR length($6 ->> 'to_tier') > 200)) THEN
         RAISE EXCEPTION 'invalid trigger parameter "%"', left(coalesce(bad, 'to_tier'), 64)
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = format('A %s trigger takes %s.', $2, CASE $2 WHEN 'points_expiring' THEN '{"within_days": n}'
-                                                                   WHEN 'tier_changed' THEN '{} or {"to_tier": name}'
+                                                                   WHEN 'tier_changed' THEN '{} or {"to_tier": name} (a tier''s name: a non-blank text of at most 200 characters)'
                                                                    WHEN 'cart_abandoned' THEN '{"after_minutes": n}' ELSE '{}' END);
     END IF;
     INSERT INTO wallet.push_triggers AS t (merchant_id, kind, channel, topic, payload, campaign_id, params)

@@ -597,6 +597,7 @@ wallet_internal.push_move(wallet.push_messages,smallint)	ok	-	SELECT wallet_inte
 wallet_internal.push_claim_each(bigint[],interval)	ok	-	SELECT * FROM wallet_internal.push_claim_each('{}', '1 minute')
 wallet_internal.push_ack_one(bigint,text)	WL701	-	SELECT wallet_internal.push_ack_one(-1, 'provider-9')
 wallet_internal.push_ack_many(bigint[],text[])	ok	^0$	SELECT wallet_internal.push_ack_many('{}', NULL)
+wallet_internal.push_check_acks(bigint[],text[])	ok	-	SELECT wallet_internal.push_check_acks(ARRAY[1]::bigint[], NULL)
 wallet.set_push_store(bigint,text,double precision,double precision,double precision,interval)	ok	^[0-9]+$	SELECT wallet.set_push_store($m, 'sp store', 47.3779, 8.5403, 100)
 wallet.track_event(bigint,text,text,jsonb,timestamp with time zone)	ok	^[0-9]+$	SELECT wallet.track_event($m, 'member-p', 'cart_updated', '{"items": 1}')
 wallet.create_push_trigger(bigint,text,text,text,jsonb,jsonb,bigint)	ok	^[0-9]+$	SELECT wallet.create_push_trigger($m, 'points_expiring', 'sp_push', 'marketing', '{"title": "t"}', '{"within_days": 400}')

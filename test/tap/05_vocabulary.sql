@@ -459,6 +459,7 @@ INSERT INTO vocab (fn, what, expect, call) VALUES
 ('wallet.set_campaign_audience(bigint,text,numeric,bigint,integer,text[],text[],timestamp with time zone)', 'segments 2-D (segment)', '22023', $$SELECT wallet.set_campaign_audience({c}, 'segment', 0, segments => ARRAY[['loyal'], ['lost']])$$),
 ('wallet.set_campaign_audience(bigint,text,numeric,bigint,integer,text[],text[],timestamp with time zone)', 'member_refs 2-D (list)', '22023', $$SELECT wallet.set_campaign_audience({c}, 'list', 0, member_refs => ARRAY[['a'], ['b']])$$),
 ('wallet.set_campaign_audience(bigint,text,numeric,bigint,integer,text[],text[],timestamp with time zone)', 'unknown campaign', 'WL101', $$SELECT wallet.set_campaign_audience({unknown}, 'everyone')$$),
+('wallet.set_campaign_audience(bigint,text,numeric,bigint,integer,text[],text[],timestamp with time zone)', 'as_of NULL (everyone)', '22004', $$SELECT wallet.set_campaign_audience({c}, 'everyone', 0, as_of => NULL)$$),
 ('wallet.record_feedback(bigint,text,integer,text,text,text)', 'campaign_id NULL', '22004', $$SELECT wallet.record_feedback(NULL, 'vocab member', 5, 'praise', NULL)$$),
 ('wallet.record_feedback(bigint,text,integer,text,text,text)', 'member_ref NULL', '22004', $$SELECT wallet.record_feedback({c}, NULL, 5, 'praise', NULL)$$),
 ('wallet.record_feedback(bigint,text,integer,text,text,text)', 'category NULL', '22004', $$SELECT wallet.record_feedback({c}, 'vocab member', 5, NULL, NULL)$$),
@@ -676,6 +677,7 @@ INSERT INTO vocab (fn, what, expect, call) VALUES
 ('wallet.ack_pushes(bigint[],text[],integer[])', 'attempts NULL', '22004', $$SELECT wallet.ack_pushes(ARRAY[{unknown}]::bigint[], NULL, NULL)$$),
 ('wallet.ack_pushes(bigint[],text[],integer[])', 'fewer attempts', '22023', $$SELECT wallet.ack_pushes(ARRAY[{unknown}, {unknown}]::bigint[], NULL, '{1}')$$),
 ('wallet.ack_pushes(bigint[],text[],integer[])', 'unknown push', 'WL701', $$SELECT wallet.ack_pushes(ARRAY[{unknown}]::bigint[], NULL, '{1}')$$),
+('wallet.ack_pushes(bigint[],text[],integer[])', 'fewer provider ids (before the ids are looked up)', '22023', $$SELECT wallet.ack_pushes(ARRAY[{unknown}]::bigint[], ARRAY['a', 'b'], '{1}')$$),
 ('wallet.requeue_push(bigint)', 'push_id NULL', '22004', $$SELECT wallet.requeue_push(NULL)$$),
 ('wallet.requeue_push(bigint)', 'unknown push', 'WL701', $$SELECT wallet.requeue_push({unknown})$$),
 ('wallet.purge_pushes(integer)', 'max_rows NULL', '22004', $$SELECT wallet.purge_pushes(NULL)$$),
@@ -706,6 +708,7 @@ INSERT INTO vocab (fn, what, expect, call) VALUES
 ('wallet_internal.push_claim_each(bigint[],interval)', '-', 'internal', NULL),
 ('wallet_internal.push_ack_one(bigint,text)', '-', 'internal', NULL),
 ('wallet_internal.push_ack_many(bigint[],text[])', '-', 'internal', NULL),
+('wallet_internal.push_check_acks(bigint[],text[])', '-', 'internal', NULL),
 ('wallet_internal.push_carry(smallint,smallint)', '-', 'internal', NULL),
 ('wallet_internal.push_check_lease(interval)', '-', 'internal', NULL),
 ('wallet_internal.push_check_windows(interval,interval)', '-', 'internal', NULL),
@@ -759,6 +762,8 @@ INSERT INTO vocab (fn, what, expect, call) VALUES
 ('wallet.create_push_trigger(bigint,text,text,text,jsonb,jsonb,bigint)', 'params missing within_days', '22023', $$SELECT wallet.create_push_trigger({m}, 'points_expiring', 'push', 'marketing', '{}')$$),
 ('wallet.create_push_trigger(bigint,text,text,text,jsonb,jsonb,bigint)', 'unknown campaign', 'WL101', $$SELECT wallet.create_push_trigger({m}, 'tier_changed', 'push', 'marketing', '{}', '{}', {unknown})$$),
 ('wallet.create_push_trigger(bigint,text,text,text,jsonb,jsonb,bigint)', 'unknown merchant', 'WL102', $$SELECT wallet.create_push_trigger({unknown}, 'tier_changed', 'push', 'marketing', '{}')$$),
+('wallet.create_push_trigger(bigint,text,text,text,jsonb,jsonb,bigint)', 'to_tier blank', '22023', $$SELECT wallet.create_push_trigger({m}, 'tier_changed', 'push', 'marketing', '{}', '{"to_tier": " "}')$$),
+('wallet.create_push_trigger(bigint,text,text,text,jsonb,jsonb,bigint)', 'to_tier not a text', '22023', $$SELECT wallet.create_push_trigger({m}, 'tier_changed', 'push', 'marketing', '{}', '{"to_tier": 3}')$$),
 ('wallet.run_push_triggers(integer)', 'max_rows NULL', '22004', $$SELECT wallet.run_push_triggers(NULL)$$),
 ('wallet.run_push_triggers(integer)', 'max_rows 0', '22023', $$SELECT wallet.run_push_triggers(0)$$),
 ('wallet.enqueue_push_local(bigint,text[],text,text,jsonb,timestamp without time zone,bigint,text,timestamp with time zone,integer)', 'merchant_id NULL', '22004', $$SELECT wallet.enqueue_push_local(NULL, NULL, 'push', 'marketing', '{}', '2030-12-24 09:00')$$),
@@ -830,7 +835,7 @@ INSERT INTO vocab (fn, what, expect, call) VALUES
 ('wallet.record_campaign_cost(bigint,numeric,text,timestamp with time zone)', 'occurred_at infinite', '22023', $$SELECT wallet.record_campaign_cost({c}, 1, 'EUR', 'infinity')$$),
 ('wallet.record_campaign_cost(bigint,numeric,text,timestamp with time zone)', 'unknown campaign', 'WL101', $$SELECT wallet.record_campaign_cost({unknown}, 1, 'EUR')$$);
 
-SELECT plan(7 + (SELECT count(*)::int FROM vocab WHERE call IS NOT NULL));
+SELECT plan(12 + (SELECT count(*)::int FROM vocab WHERE call IS NOT NULL));
 
 -- Every function of the extension has its expectations here, but type I/O
 -- (NULL never reaches it) and trigger functions (they take no arguments).
@@ -855,6 +860,19 @@ SELECT throws_ok(pg_temp.sub(v.call), v.expect, NULL, format('%s, %s: %s', v.fn,
   FROM vocab v WHERE v.expect ~ '^[0-9A-Z]{5}$' ORDER BY v.n;
 SELECT ok(pg_temp.yields_null(pg_temp.sub(v.call)), format('%s, %s: NULL (a function of a value)', v.fn, v.what))
   FROM vocab v WHERE v.expect = 'null' ORDER BY v.n;
+
+-- An infinite instant is "<arg> must be finite" (README "Arguments") in every area.
+SELECT throws_ok(pg_temp.sub($$SELECT wallet.create_earning_rule({p}, 'x', 'fixed', 1, valid_from => 'infinity')$$), '22023',
+                 'valid_from must be finite', 'create_earning_rule: an infinite valid_from is 22023 valid_from must be finite');
+SELECT throws_ok(pg_temp.sub($$SELECT wallet.create_earning_rule({p}, 'x', 'fixed', 1, valid_until => '-infinity')$$), '22023',
+                 'valid_until must be finite', 'create_earning_rule: an infinite valid_until is 22023 valid_until must be finite');
+SELECT throws_ok(pg_temp.sub($$SELECT wallet.create_offer({c}, 'x', 'fixed', 1, 'CNY', valid_until => 'infinity')$$), '22023',
+                 'valid_until must be finite', 'create_offer: an infinite valid_until is 22023 valid_until must be finite');
+SELECT throws_ok(pg_temp.sub($$SELECT wallet.record_campaign_cost({c}, 1, 'EUR', 'infinity')$$), '22023',
+                 'occurred_at must be finite', 'record_campaign_cost: an infinite occurred_at is 22023 occurred_at must be finite');
+SELECT throws_ok(pg_temp.sub($$SELECT wallet.ack_pushes(ARRAY[{unknown}]::bigint[], ARRAY['a', 'b'], '{1}')$$), '22023',
+                 'at most 10000 push_ids, each with a non-blank provider_message_id of at most 200 characters or none',
+                 'ack_pushes with attempts: provider ids not one per id are refused before the ids are looked up, as without attempts');
 
 -- A code's text is input, judged rather than refused: blank is malformed.
 SELECT is((wallet.parse_code('')).status, 'malformed', 'parse_code: a blank text is malformed, not an error');

@@ -700,8 +700,10 @@ SELECT throws_ok(format($$SELECT wallet.create_push_trigger(%s, 'points_expiring
                  '22023', 'invalid trigger parameter "to_tier"', 'create_push_trigger: another kind''s parameter is 22023');
 SELECT throws_ok(format($$SELECT wallet.create_push_trigger(%s, 'tier_changed', 'push', 'marketing', '{}', '{"to_tier": 3}')$$, :mf),
                  '22023', 'invalid trigger parameter "to_tier"', 'create_push_trigger: a to_tier that is no text is 22023');
+SELECT throws_ok(format($$SELECT wallet.create_push_trigger(%s, 'tier_changed', 'push', 'marketing', '{}', '{"to_tier": "  "}')$$, :mf),
+                 '22023', 'invalid trigger parameter "to_tier"', 'create_push_trigger: a blank to_tier (which no tier has) is 22023');
 SELECT is(error_of(format($$SELECT wallet.create_push_trigger(%s, 'sunrise', 'push', 'marketing', '{}')$$, :mf)),
-          '22023 invalid trigger / A trigger''s kind is points_expiring ({"within_days": n}), tier_changed ({} or {"to_tier": name}), cart_abandoned ({"after_minutes": n}) or nearby_store ({}), with no other parameters.',
+          '22023 invalid trigger / A trigger''s kind is points_expiring ({"within_days": n}, n from 0 to 9999), tier_changed ({} or {"to_tier": name}), cart_abandoned ({"after_minutes": n}, n from 0 to 999999) or nearby_store ({}), with no other parameters.',
           'create_push_trigger: the detail of an unknown kind is a sentence');
 SELECT is((SELECT count(*) FROM wallet.push_triggers WHERE merchant_id = :mf), 0::bigint, 'no trigger was created by the refused calls');
 SELECT is(error_of(format($$SELECT wallet.set_push_cap(%s, 'push', 'marketing', 'rolling', 1)$$, :mf)),
