@@ -25834,6 +25834,39 @@ BEGIN
 END
 $$;
 
+-- == 10bi. create_merchant's duplicate name points to wallet.my_merchants() (wallet_admin reads no table)
+
+CREATE OR REPLACE FUNCTION wallet.create_merchant(name text) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    id bigint;
+BEGIN
+    IF name IS NULL THEN
+        RAISE EXCEPTION 'merchant name must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = 'A merchant needs a name that people can recognise.';
+    END IF;
+    IF btrim(name) = '' OR length(name) > 200 THEN
+        RAISE EXCEPTION 'merchant name must not be %', CASE WHEN btrim(name) = '' THEN 'blank' ELSE 'longer than 200 characters' END
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A merchant needs a name that people can recognise.';
+    END IF;
+    INSERT INTO wallet.merchants (name) VALUES (name) RETURNING merchant_id INTO id;
+    -- the role that registers a merchant acts for it (README "Merchants and isolation"), never a group role (22023)
+    IF NOT wallet.acts_for(id) THEN
+        INSERT INTO wallet.merchant_roles (merchant_id, role, role_name)
+        SELECT id, a.oid, a.rolname FROM pg_catalog.pg_roles a WHERE a.oid = wallet_internal.check_holder(wallet_internal.caller());
+    END IF;
+    RETURN id;
+EXCEPTION WHEN unique_violation THEN
+    RAISE EXCEPTION 'merchant "%" already exists', name
+        USING ERRCODE = 'unique_violation',
+              DETAIL = 'Merchant names are unique; the merchants a role acts for are listed by wallet.my_merchants().';
+END
+$$;
+
 -- == 10z. shared objects, final (issues 10-12)
 -- Objects that several sections above re-create (each with what its area
 -- added): their final definitions, exactly as the parts have them.

@@ -61,7 +61,7 @@ BEGIN
 EXCEPTION WHEN unique_violation THEN
     RAISE EXCEPTION 'merchant "%" already exists', name
         USING ERRCODE = 'unique_violation',
-              DETAIL = 'Merchant names are unique; look the existing merchant up in wallet.merchants.';
+              DETAIL = 'Merchant names are unique; the merchants a role acts for are listed by wallet.my_merchants().';
 END
 $$;
 COMMENT ON FUNCTION wallet.create_merchant(text) IS 'register a merchant and return its id; the calling role acts for it from then on';
