@@ -25867,6 +25867,71 @@ EXCEPTION WHEN unique_violation THEN
 END
 $$;
 
+-- == 10bj. the turn of the queue slots waits in the lock's queue again (at most 100 ms; under load NOWAIT never got the lock), looking for deadlocks after 20 ms so that it gives up rather than a session waiting for a carried row; READ UNCOMMITTED counts as READ COMMITTED
+
+CREATE OR REPLACE FUNCTION wallet.rotate_push_queue(min_age interval DEFAULT '10 seconds', max_rows int DEFAULT 10000) RETURNS boolean
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    v bigint;
+    cur smallint;
+    nxt smallint;
+    k int;
+    timeout text := current_setting('lock_timeout');
+    dtimeout text := current_setting('deadlock_timeout');
+BEGIN
+    IF min_age IS NULL OR max_rows IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN min_age IS NULL THEN 'min_age' ELSE 'max_rows' END
+            USING ERRCODE = 'null_value_not_allowed', DETAIL = 'A slot turns after min_age, carrying at most max_rows live messages.';
+    END IF;
+    IF min_age < interval '0' OR min_age > interval '100 years' OR max_rows < 1 THEN
+        RAISE EXCEPTION 'min_age must be 0 to 100 years and max_rows must be positive'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A slot turns after min_age, carrying at most max_rows live messages.';
+    END IF;
+    IF current_setting('transaction_isolation') NOT IN ('read committed', 'read uncommitted') THEN
+        RETURN false;   -- (see above; run_maintenance turns them under READ COMMITTED)
+    END IF;
+    -- one rotation at a time
+    IF NOT pg_try_advisory_xact_lock(2001234513, 0) THEN
+        RETURN false;
+    END IF;
+    SELECT s.last_value INTO v FROM wallet_internal.push_queue_slot s;
+    cur := v % 4;
+    IF now() < to_timestamp(v / 4) + min_age THEN
+        RETURN false;
+    END IF;
+    FOR k IN 1 .. 2 LOOP
+        nxt := (cur + k) % 3;
+        CONTINUE WHEN (SELECT count(*) FROM (SELECT FROM wallet.push_messages y WHERE y.part = nxt LIMIT max_rows + 1) z) > max_rows;
+        -- carry the live messages, without waiting for any
+        PERFORM wallet_internal.push_carry(nxt, cur);
+        -- then a moment alone with the slot: those locked meanwhile, and TRUNCATE
+        BEGIN
+            PERFORM set_config('lock_timeout', '100ms', true);
+            BEGIN
+                PERFORM set_config('deadlock_timeout', '20ms', true);
+            EXCEPTION WHEN insufficient_privilege THEN
+                NULL;   -- (an owner that is no superuser: the server's setting)
+            END;
+            EXECUTE format('LOCK TABLE wallet.push_messages_q%s IN ACCESS EXCLUSIVE MODE', nxt);
+            PERFORM set_config('lock_timeout', timeout, true);
+            PERFORM set_config('deadlock_timeout', dtimeout, true);
+        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
+            RETURN false;   -- busy: the next call tries again (what was carried stays carried)
+        END;
+        -- (no row of the slot is locked by anyone else now)
+        PERFORM wallet_internal.push_carry(nxt, cur);
+        EXECUTE format('TRUNCATE wallet.push_messages_q%s', nxt);
+        -- (the second rounded up: the next turn comes min_age after this one or later, never earlier)
+        PERFORM setval('wallet_internal.push_queue_slot'::regclass, ceil(extract(epoch FROM now()))::bigint * 4 + nxt);
+        RETURN true;
+    END LOOP;
+    RETURN false;   -- both other slots hold more than max_rows live messages
+END
+$$;
+COMMENT ON FUNCTION wallet.rotate_push_queue(interval, int) IS 'turns the push queue slots when the current one is at least min_age old: the next slot holding at most max_rows live messages has them carried into the current one, is emptied by TRUNCATE (waiting at most 100 ms for its lock) and becomes current; returns whether it turned (false under REPEATABLE READ or SERIALIZABLE, where it would miss messages committed after the snapshot) (run by wallet.run_maintenance; a sending worker may call it every few seconds: the dead tuples of the queue then live only a few turns)';
+
 -- == 10z. shared objects, final (issues 10-12)
 -- Objects that several sections above re-create (each with what its area
 -- added): their final definitions, exactly as the parts have them.

@@ -551,7 +551,8 @@ static bool count_rels_callback = false;
 static void
 count_rels_invalidate(Datum arg, Oid relid)
 {
-	if (!OidIsValid(relid))
+	/* unusable, it may name none of them (an index missing): any DDL may mend it */
+	if (!OidIsValid(relid) || !count_rels.usable)
 		count_rels.valid = false;
 	for (int p = 0; p < 4; p++)
 		if (relid == count_rels.part[p] || relid == count_rels.queued_idx[p] || relid == count_rels.sent_idx[p])

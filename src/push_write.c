@@ -112,7 +112,8 @@ write_rels_invalidate(Datum arg, Oid relid)
 		write_rels.consents, write_rels.consents_pkey, write_rels.prefs, write_rels.prefs_pkey,
 		write_rels.dedup, write_rels.members_ref_key, write_rels.push_id_seq};
 
-	if (!OidIsValid(relid))
+	/* unusable, it may name none of them (one missing): any DDL may mend it */
+	if (!OidIsValid(relid) || !write_rels.usable || !write_rels.read_usable)
 		write_rels.valid = false;
 	for (int i = 0; i < lengthof(mine); i++)
 		if (mine[i] == relid)
@@ -202,6 +203,15 @@ parent_ok(Oid parent)
 	bool		ok = rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE && rel->rd_rules == NULL &&
 		rel->trigdesc == NULL && !rel->rd_rel->relforcerowsecurity;
 
+	/* its defaults are the statement's (ALTER TABLE ONLY sets them apart from the slots') */
+	for (int i = 0; i < lengthof(message_no_default) && ok; i++)
+	{
+		AttrNumber	a = direct_attnum(rel, message_no_default[i]);
+
+		ok = a != InvalidAttrNumber && !TupleDescAttr(RelationGetDescr(rel), a - 1)->atthasdef;
+	}
+	ok = ok && direct_default_is(rel, "created_at", "now()") && direct_default_is(rel, "attempts", "0") &&
+		direct_default_is(rel, "requeued_attempts", "0");
 	table_close(rel, AccessShareLock);
 	return ok;
 }

@@ -1856,10 +1856,13 @@ COMMENT ON FUNCTION wallet_internal.push_carry(smallint, smallint) IS 'internal:
 -- ones being sent, a backlog not yet claimed: a slot holding more waits
 -- for its backlog to drain and is passed over) has them carried into the
 -- current slot, in batches that wait for nobody (SKIP LOCKED); then it is
--- locked for a moment (tried ten times 10 ms apart without waiting in a
--- lock queue: a session waiting for a row it carried cannot deadlock with
--- it; else the next call tries again), the last few carried, emptied by
--- TRUNCATE and made current.  Dead tuples of the hot path thus live a few
+-- locked for a moment (waiting at most 100 ms in the lock's queue, which
+-- under load is the only way to get it; else the next call tries again),
+-- the last few carried, emptied by TRUNCATE and made current.  A session
+-- waiting for a row the first carry moved, while holding the slot, would
+-- close a cycle with that wait: the turn then looks for deadlocks after
+-- 20 ms (where its owner may set deadlock_timeout) so that it, not the
+-- other session, is the one to give up.  Dead tuples of the hot path thus live a few
 -- turns, whatever vacuum and the xmin horizon do.  Only under READ
 -- COMMITTED: under a transaction snapshot the carry would miss messages
 -- committed after it, and TRUNCATE would remove them.
@@ -1872,8 +1875,8 @@ DECLARE
     cur smallint;
     nxt smallint;
     k int;
-    t int;
-    locked boolean := false;
+    timeout text := current_setting('lock_timeout');
+    dtimeout text := current_setting('deadlock_timeout');
 BEGIN
     IF min_age IS NULL OR max_rows IS NULL THEN
         RAISE EXCEPTION '% must not be null', CASE WHEN min_age IS NULL THEN 'min_age' ELSE 'max_rows' END
@@ -1883,7 +1886,7 @@ BEGIN
         RAISE EXCEPTION 'min_age must be 0 to 100 years and max_rows must be positive'
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'A slot turns after min_age, carrying at most max_rows live messages.';
     END IF;
-    IF current_setting('transaction_isolation') <> 'read committed' THEN
+    IF current_setting('transaction_isolation') NOT IN ('read committed', 'read uncommitted') THEN
         RETURN false;   -- (see above; run_maintenance turns them under READ COMMITTED)
     END IF;
     -- one rotation at a time
@@ -1901,21 +1904,19 @@ BEGIN
         -- carry the live messages, without waiting for any
         PERFORM wallet_internal.push_carry(nxt, cur);
         -- then a moment alone with the slot: those locked meanwhile, and TRUNCATE
-        -- (NOWAIT: while this transaction holds the rows it carried, waiting
-        -- in the slot's lock queue behind a session that waits for one of
-        -- them would be a deadlock)
-        FOR t IN 1 .. 10 LOOP
+        BEGIN
+            PERFORM set_config('lock_timeout', '100ms', true);
             BEGIN
-                EXECUTE format('LOCK TABLE wallet.push_messages_q%s IN ACCESS EXCLUSIVE MODE NOWAIT', nxt);
-                locked := true;
-            EXCEPTION WHEN lock_not_available THEN
-                PERFORM pg_sleep(0.01);
+                PERFORM set_config('deadlock_timeout', '20ms', true);
+            EXCEPTION WHEN insufficient_privilege THEN
+                NULL;   -- (an owner that is no superuser: the server's setting)
             END;
-            EXIT WHEN locked;
-        END LOOP;
-        IF NOT locked THEN
+            EXECUTE format('LOCK TABLE wallet.push_messages_q%s IN ACCESS EXCLUSIVE MODE', nxt);
+            PERFORM set_config('lock_timeout', timeout, true);
+            PERFORM set_config('deadlock_timeout', dtimeout, true);
+        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
             RETURN false;   -- busy: the next call tries again (what was carried stays carried)
-        END IF;
+        END;
         -- (no row of the slot is locked by anyone else now)
         PERFORM wallet_internal.push_carry(nxt, cur);
         EXECUTE format('TRUNCATE wallet.push_messages_q%s', nxt);
@@ -1926,7 +1927,7 @@ BEGIN
     RETURN false;   -- both other slots hold more than max_rows live messages
 END
 $$;
-COMMENT ON FUNCTION wallet.rotate_push_queue(interval, int) IS 'turns the push queue slots when the current one is at least min_age old: the next slot holding at most max_rows live messages has them carried into the current one, is emptied by TRUNCATE (trying for its lock for about 100 ms, never queueing for it) and becomes current; returns whether it turned (false under REPEATABLE READ or SERIALIZABLE, where it would miss messages committed after the snapshot) (run by wallet.run_maintenance; a sending worker may call it every few seconds: the dead tuples of the queue then live only a few turns)';
+COMMENT ON FUNCTION wallet.rotate_push_queue(interval, int) IS 'turns the push queue slots when the current one is at least min_age old: the next slot holding at most max_rows live messages has them carried into the current one, is emptied by TRUNCATE (waiting at most 100 ms for its lock) and becomes current; returns whether it turned (false under REPEATABLE READ or SERIALIZABLE, where it would miss messages committed after the snapshot) (run by wallet.run_maintenance; a sending worker may call it every few seconds: the dead tuples of the queue then live only a few turns)';
 
 ------------------------------------------------------------------------------
 -- Events and metrics

@@ -1059,6 +1059,11 @@ SELECT is((SELECT created_at FROM wallet.push_messages WHERE push_id = :dq4), '2
 SELECT is((SELECT created_at FROM wallet.push_dedup WHERE merchant_id = :md AND dedup_key = 'dk7'), '2001-01-01 00:00:00+00'::timestamptz, 'and on push_dedup the key''s');
 ALTER TABLE wallet.push_messages ALTER COLUMN created_at SET DEFAULT now();
 ALTER TABLE wallet.push_dedup ALTER COLUMN created_at SET DEFAULT now();
+-- on the parent alone (the statement inserts into the parent, whose defaults it takes)
+ALTER TABLE ONLY wallet.push_messages ALTER COLUMN attempts SET DEFAULT 7;
+SELECT push_id AS dq6 FROM wallet.enqueue_push(:md, 'dx', 'push', 'marketing', '{}') \gset
+SELECT is((SELECT attempts FROM wallet.push_messages WHERE push_id = :dq6), 7, 'a default a DBA sets on the parent push_messages alone is the message''s too');
+ALTER TABLE ONLY wallet.push_messages ALTER COLUMN attempts SET DEFAULT 0;
 SELECT push_id AS dq5 FROM wallet.enqueue_push(:md, 'dx', 'push', 'marketing', '{}', dedup_key => 'dk8') \gset
 SELECT is((SELECT created_at FROM wallet.push_messages WHERE push_id = :dq5), now(), 'set back, the direct path writes now() again');
 -- a NOT NULL a DBA adds: the executor's error (23502), not an internal one (the slot's messages without a

@@ -247,7 +247,7 @@ SELECT is(error_of(format($$SELECT wallet.create_offer(%s, 'neg max', 'fixed', 1
           '22023 invalid max_value for a fixed offer / A maximum is above 0 and at most 10^12, or none (NULL).',
           'create_offer: a negative max_value is 22023 naming max_value (the value is fine)');
 SELECT throws_ok(format($$SELECT wallet.create_offer(%s, 'forever', 'fixed', 1, 'CNY', valid_until => 'infinity')$$, :c), '22023',
-                 'invalid validity window', 'create_offer: an infinite valid_until is 22023 (NULL is open-ended)');
+                 'valid_until must be finite', 'create_offer: an infinite valid_until is 22023 (NULL is open-ended)');
 SELECT throws_ok($$SELECT wallet.purge_offer_quotes(older_than => '100000 years')$$, '22023', 'older_than must be at most 100 years',
                  'purge_offer_quotes older than 100000 years: 22023, not a timestamp out of range');
 -- the codes, like every text argument
