@@ -191,6 +191,14 @@ read_rels_check(Oid nsp)
 	write_rels.read_usable = ok;
 }
 
+/* The defaults push_insert_direct writes itself (created_at, attempts, requeued_attempts), unchanged on rel. */
+static bool
+message_defaults_ok(Relation rel)
+{
+	return direct_default_is(rel, "created_at", "now()") && direct_default_is(rel, "attempts", "0") &&
+		direct_default_is(rel, "requeued_attempts", "0");
+}
+
 /*
  * The parent of the queue slots: an INSERT into it fires its statement
  * triggers and rules, which its partitions do not carry, and applies its
@@ -210,8 +218,7 @@ parent_ok(Oid parent)
 
 		ok = a != InvalidAttrNumber && !TupleDescAttr(RelationGetDescr(rel), a - 1)->atthasdef;
 	}
-	ok = ok && direct_default_is(rel, "created_at", "now()") && direct_default_is(rel, "attempts", "0") &&
-		direct_default_is(rel, "requeued_attempts", "0");
+	ok = ok && message_defaults_ok(rel);
 	table_close(rel, AccessShareLock);
 	return ok;
 }
@@ -269,8 +276,7 @@ write_rels_build(void)
 		write_rels.usable = rel->rd_rel->relispartition &&
 			direct_insertable(rel, message_cols, lengthof(message_cols), message_checks, lengthof(message_checks),
 							  NULL, message_no_default, lengthof(message_no_default)) &&
-			direct_default_is(rel, "created_at", "now()") && direct_default_is(rel, "attempts", "0") &&
-			direct_default_is(rel, "requeued_attempts", "0");
+			message_defaults_ok(rel);
 		/* the partitions share the parent's column order (they were created from it) */
 		for (int i = 0; i < lengthof(message_cols) && write_rels.usable; i++)
 		{
